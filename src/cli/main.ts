@@ -1,0 +1,163 @@
+/**
+ * The `vfiod` command line. Subcommands:
+ *   serve   serve emulated NVMe controllers on vfio-user sockets (docs/serve.md)
+ */
+import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
+import { controllerConfig, type ControllerConfig } from '../serve/config.js';
+import { setLogLevel, rootLogger, type LogLevel } from '../util/log.js';
+
+const USAGE = `Usage: vfiod <command> [options]
+
+Commands:
+  serve     Serve an emulated NVMe controller on a vfio-user socket
+  version   Print the version
+
+Run 'vfiod <command> --help' for a command's options.
+`;
+
+const SERVE_USAGE = `Usage: vfiod serve --socket <path> [--namespace <uri>]... [options]
+
+Serves one emulated NVMe controller on a vfio-user unix socket for QEMU (vfio-user-pci) or
+cloud-hypervisor (--user-device). Without --namespace, a sparse 1 GiB file next to the socket
+(<socket dir>/<socket name>.img) backs namespace 1.
+
+Options:
+  --socket <path>          vfio-user socket to listen on (its directory is created)      [required]
+  --namespace <uri>        namespace backend, repeat for NSID 1, 2, ...:
+                             memory:<size>[?block-size=512|4096]
+                             file:<path>[?size=<size>&direct=1&block-size=4096&readonly=1]
+  --poll                   polled doorbells: BAR0's doorbell page is shared memory watched by a
+                           poller thread (lowest latency, one core busy while I/O flows)
+  --socket-mode <octal>    socket file mode (default 0600)
+  --msix-vectors <n>       MSI-X vectors (default 64; Windows fails with 512)
+  --io-queues <n>          maximum I/O queue pairs (default 31)
+  --queue-entries <n>      maximum entries per queue (default 1024)
+  --mdts <n>               maximum transfer as log2 of 4 KiB pages (default 8 = 1 MiB)
+  --identity <path>        where serial, NQN and namespace ids persist
+                           (default: <first file namespace>.vfiod.json)
+  --serial <text>          serial number (max 20 chars)
+  --model <text>           model number (max 40 chars)
+  --firmware <text>        firmware revision (max 8 chars)
+  --nqn <nqn>              subsystem NQN
+  --log-level <level>      debug, info, warn or error (default info)
+  -h, --help               show this help
+`;
+
+export class UsageError extends Error {}
+
+export async function main(argv: string[]): Promise<void> {
+  try {
+    process.exitCode = await run(argv);
+  } catch (error) {
+    if (error instanceof UsageError) {
+      process.stderr.write(`vfiod: ${error.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
+    rootLogger.error('fatal', { error: error instanceof Error ? error.message : String(error) });
+    process.exitCode = 1;
+  }
+}
+
+async function run(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv;
+  switch (command) {
+    case 'serve': {
+      const config = parseServeArgs(rest);
+      if (!config) {
+        process.stdout.write(SERVE_USAGE);
+        return 0;
+      }
+      const { serve } = await import('../serve/supervisor.js');
+      return serve([config]);
+    }
+    case 'version':
+    case '--version':
+      process.stdout.write(`${packageVersion()}\n`);
+      return 0;
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      process.stdout.write(USAGE);
+      return command === undefined ? 2 : 0;
+    default:
+      throw new UsageError(`unknown command '${command}'\n${USAGE}`);
+  }
+}
+
+/** Parses `vfiod serve` options; returns undefined when help was asked for. */
+export function parseServeArgs(argv: string[]): ControllerConfig | undefined {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: false,
+      options: {
+        socket: { type: 'string' },
+        namespace: { type: 'string', multiple: true },
+        poll: { type: 'boolean' },
+        'socket-mode': { type: 'string' },
+        'msix-vectors': { type: 'string' },
+        'io-queues': { type: 'string' },
+        'queue-entries': { type: 'string' },
+        mdts: { type: 'string' },
+        identity: { type: 'string' },
+        serial: { type: 'string' },
+        model: { type: 'string' },
+        firmware: { type: 'string' },
+        nqn: { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (error) {
+    throw new UsageError(`serve: ${(error as Error).message}`);
+  }
+  const values = parsed.values;
+  if (values.help) return undefined;
+  if (!values.socket) throw new UsageError('serve: --socket <path> is required');
+  if (values['log-level']) {
+    if (!['debug', 'info', 'warn', 'error'].includes(values['log-level'])) {
+      throw new UsageError(`serve: --log-level must be debug, info, warn or error, not '${values['log-level']}'`);
+    }
+    setLogLevel(values['log-level'] as LogLevel);
+  }
+  const identity: ControllerConfig['identity'] = {};
+  if (values.serial !== undefined) identity.serialNumber = values.serial;
+  if (values.model !== undefined) identity.modelNumber = values.model;
+  if (values.firmware !== undefined) identity.firmwareRevision = values.firmware;
+  if (values.nqn !== undefined) identity.subsystemNqn = values.nqn;
+
+  return controllerConfig({
+    socketPath: values.socket,
+    ...(values.namespace?.length ? { namespaces: values.namespace } : {}),
+    doorbellMode: values.poll ? 'polled' : 'interrupt',
+    ...(values['socket-mode'] !== undefined ? { socketMode: parseMode(values['socket-mode']) } : {}),
+    ...(values['msix-vectors'] !== undefined ? { msixVectors: parseInteger('--msix-vectors', values['msix-vectors'], 1, 2048) } : {}),
+    ...(values['io-queues'] !== undefined ? { maxIoQueuePairs: parseInteger('--io-queues', values['io-queues'], 1, 511) } : {}),
+    ...(values['queue-entries'] !== undefined ? { maxQueueEntries: parseInteger('--queue-entries', values['queue-entries'], 2, 65536) } : {}),
+    ...(values.mdts !== undefined ? { mdtsPages: parseInteger('--mdts', values.mdts, 0, 15) } : {}),
+    ...(values.identity !== undefined ? { identityPath: values.identity } : {}),
+    identity,
+  });
+}
+
+function parseInteger(option: string, text: string, min: number, max: number): number {
+  const value = Number(text);
+  if (!/^\d+$/.test(text) || value < min || value > max) {
+    throw new UsageError(`serve: ${option} must be an integer from ${min} to ${max}, not '${text}'`);
+  }
+  return value;
+}
+
+function parseMode(text: string): number {
+  if (!/^0?[0-7]{3}$/.test(text)) throw new UsageError(`serve: --socket-mode must be octal like 0600, not '${text}'`);
+  return parseInt(text, 8);
+}
+
+function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}

@@ -1,0 +1,82 @@
+/**
+ * The contract between the NVMe controller and whatever stores a namespace's blocks: memory, a local file or block
+ * device, or a remote NVMe/TCP namespace. The controller knows namespaces only through this interface.
+ *
+ * Offsets and lengths are in bytes and always multiples of `blockSize`; the controller has already checked them
+ * against `blockCount`. Buffers are views straight into guest memory: an implementation moves data between them and
+ * its store (no staging copy where the platform allows). Each operation returns `undefined` when it completed
+ * synchronously (the memory backend's fast path) or a promise otherwise; failures throw/reject `NamespaceError`.
+ */
+export interface Namespace {
+  /** Bytes per logical block: 512 or 4096. */
+  readonly blockSize: number;
+  /** Number of logical blocks. */
+  readonly blockCount: number;
+  /** Short human description for logs, e.g. `file:/var/lib/vfiod/disk0.img`. */
+  readonly description: string;
+  /** Whether writes may sit in a volatile cache until `flush` (reported as VWC to the guest). */
+  readonly volatileWriteCache: boolean;
+  /** Largest single transfer the backend accepts in bytes (0 = no limit); the controller splits or limits MDTS. */
+  readonly maxTransferBytes: number;
+  /** Whether `deallocate` really releases space (thin provisioning / discard). */
+  readonly supportsDeallocate: boolean;
+  /** Counts the backend keeps about its store, for SMART / capacity reporting. */
+  usage?(): NamespaceUsage;
+
+  read(offset: number, buffers: readonly Uint8Array[]): Promise<void> | void;
+  write(offset: number, buffers: readonly Uint8Array[]): Promise<void> | void;
+  flush(): Promise<void> | void;
+  /** Releases the ranges; reads of them return zeroes afterwards (DLFEAT: deallocated blocks read as 0). */
+  deallocate(ranges: readonly ByteRange[]): Promise<void> | void;
+  writeZeroes(offset: number, length: number): Promise<void> | void;
+  /** Flushes and releases the backend; no operation is called after `close`. */
+  close(): Promise<void>;
+}
+
+export interface ByteRange {
+  offset: number;
+  length: number;
+}
+
+export interface NamespaceUsage {
+  /** Bytes actually allocated in the store (NUSE). */
+  allocatedBytes: number;
+}
+
+/** Why a backend operation failed; the controller maps each kind to an NVMe status. */
+export type NamespaceErrorKind =
+  /** Unrecovered read error (NVMe 02h/81h). */
+  | 'read'
+  /** Write fault (NVMe 02h/80h). */
+  | 'write'
+  /** The backend cannot reach its store right now, e.g. a remote path is down (NVMe path error 03h/00h). */
+  | 'path'
+  /** The operation is not supported by this backend (NVMe 00h/02h Invalid Opcode... mapped by the controller). */
+  | 'unsupported'
+  /** Store is full (NVMe 00h/81h Capacity Exceeded). */
+  | 'capacity'
+  /** Any other failure (NVMe 00h/06h Internal Error). */
+  | 'internal';
+
+export class NamespaceError extends Error {
+  constructor(
+    readonly kind: NamespaceErrorKind,
+    message: string,
+    /** An NVMe status (SCT << 8 | SC) to report as is, e.g. one a remote target returned. */
+    readonly nvmeStatus?: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+    this.name = 'NamespaceError';
+  }
+}
+
+/** Stable identifiers a namespace presents to the guest; persisted so a guest sees the same disk across restarts. */
+export interface NamespaceIds {
+  /** 16 bytes, hex. */
+  nguid: string;
+  /** 8 bytes, hex. */
+  eui64: string;
+  /** RFC 4122 form. */
+  uuid: string;
+}

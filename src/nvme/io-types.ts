@@ -1,0 +1,51 @@
+/**
+ * The seam between the controller core (queues, admin commands, registers) and the NVM I/O command set
+ * (Read/Write/Flush/...): the core fetches an SQE, and `executeIoCommand` (io.ts) runs it against a namespace.
+ */
+import type { DmaMapping, DmaSpace } from '../memory/guest-memory.js';
+import type { Namespace } from '../namespace/namespace.js';
+
+/** Counters that feed the SMART / Health log page and the controller's statistics. */
+export interface SmartCounters {
+  /** Bytes read by host Read/Compare commands (the log page reports units of 512 000 bytes, rounded up). */
+  bytesRead: number;
+  bytesWritten: number;
+  hostReadCommands: number;
+  hostWriteCommands: number;
+  /** Milliseconds with at least one I/O outstanding (the log page reports minutes). */
+  busyMillis: number;
+  mediaErrors: number;
+  /** Entries ever added to the error log. */
+  errorLogEntries: number;
+}
+
+/** What an I/O command needs from its controller. */
+export interface IoContext {
+  readonly dma: DmaSpace;
+  /** The active namespace with this NSID (1-based), or undefined. */
+  namespace(nsid: number): Namespace | undefined;
+  /** Maximum data transfer per command in bytes (from MDTS); 0 = no limit. */
+  readonly maxTransferBytes: number;
+  readonly counters: SmartCounters;
+}
+
+/**
+ * A command being executed. The core owns these objects and reuses them (no allocation per I/O): it copies the
+ * 64-byte SQE into `sqe` before execution so the guest cannot change it mid-flight.
+ */
+export interface IoRequest {
+  /** The 64-byte submission queue entry (a private copy). */
+  readonly sqe: DataView;
+  /** Guest-memory segments the data pointer resolved to; reused between commands. */
+  readonly segments: Uint8Array[];
+  /** Mappings pinned for the duration of asynchronous work; unpinned by whoever pinned them. */
+  readonly pinned: DmaMapping[];
+  /** Command-specific completion DW0. */
+  result: number;
+}
+
+/**
+ * Completion callback: `status` is a 16-bit status from spec.ts (`Status.*`, 0 = success). Called exactly once,
+ * possibly synchronously before `executeIoCommand` returns.
+ */
+export type IoDone = (request: IoRequest, status: number) => void;

@@ -1,0 +1,50 @@
+/** Configuration of one emulated NVMe controller served on one vfio-user socket. */
+import path from 'node:path';
+
+export type DoorbellMode = 'interrupt' | 'polled';
+
+export interface ControllerConfig {
+  /** The vfio-user unix socket the hypervisor connects to. */
+  socketPath: string;
+  /** File mode of the socket (default 0600: only the hypervisor's user may connect). */
+  socketMode: number;
+  /** Namespace URIs, NSID 1..n in order (see docs/namespaces.md). */
+  namespaces: string[];
+  /** interrupt: trapped doorbell writes + shadow doorbells; polled: doorbell page mmapped by the client, polled here. */
+  doorbellMode: DoorbellMode;
+  /** MSI-X vectors offered (64 by default: Windows' stornvme fails with 512). */
+  msixVectors: number;
+  maxIoQueuePairs: number;
+  maxQueueEntries: number;
+  /** Maximum data transfer size as log2 of 4 KiB pages. */
+  mdtsPages: number;
+  /** Where identity (serial, NQN, namespace ids) is persisted; default: next to the first file namespace. */
+  identityPath?: string;
+  /** Identity values that override the persisted/generated ones. */
+  identity: { serialNumber?: string; modelNumber?: string; firmwareRevision?: string; subsystemNqn?: string };
+  /** PCI ids the guest sees. The guest's NVMe driver binds by class code (01:08:02), not by these. */
+  pci: { vendorId: number; deviceId: number; subsystemVendorId: number; subsystemId: number };
+}
+
+export const DEFAULT_PCI_IDS = { vendorId: 0x4e58, deviceId: 0x0001, subsystemVendorId: 0x4e58, subsystemId: 0x0001 };
+
+/** The namespace `vfiod serve` creates when none is given: a sparse 1 GiB file next to the socket. */
+export function defaultNamespaceUri(socketPath: string): string {
+  const parsed = path.parse(path.resolve(socketPath));
+  return `file:${path.join(parsed.dir, parsed.name + '.img')}?size=1G`;
+}
+
+export function controllerConfig(partial: Partial<ControllerConfig> & { socketPath: string }): ControllerConfig {
+  return {
+    socketMode: 0o600,
+    namespaces: [defaultNamespaceUri(partial.socketPath)],
+    doorbellMode: 'interrupt',
+    msixVectors: 64,
+    maxIoQueuePairs: 31,
+    maxQueueEntries: 1024,
+    mdtsPages: 8,
+    identity: {},
+    pci: DEFAULT_PCI_IDS,
+    ...partial,
+  };
+}

@@ -1,0 +1,90 @@
+/**
+ * Runs one emulated NVMe controller: opens its namespaces, loads its persisted identity, builds the NVMe PCI device
+ * and serves it on its vfio-user socket. Runs on whatever thread calls it; `vfiod serve` calls it inside a worker
+ * thread per controller (src/serve/worker.ts) so controllers scale across cores and cannot stall one another.
+ */
+import { GuestMemory } from '../memory/guest-memory.js';
+import type { Namespace, NamespaceIds } from '../namespace/namespace.js';
+import { openNamespace, parseNamespaceUri } from '../namespace/uri.js';
+import { defaultIdentityPath, loadOrCreateIdentity } from '../namespace/identity-store.js';
+import { VfioUserServer } from '../vfio-user/server.js';
+import { Logger, rootLogger } from '../util/log.js';
+import type { ControllerConfig } from './config.js';
+import { NvmePciDevice } from './nvme-pci-device.js';
+
+export interface RunningController {
+  readonly config: ControllerConfig;
+  readonly device: NvmePciDevice;
+  readonly server: VfioUserServer;
+  /** Stops serving: disconnects the client, flushes and closes the namespaces, removes the socket. */
+  close(): Promise<void>;
+}
+
+export async function startController(config: ControllerConfig, parentLogger?: Logger): Promise<RunningController> {
+  const logger = (parentLogger ?? rootLogger).child({ component: 'controller', socket: config.socketPath });
+  const namespaces: Namespace[] = [];
+  try {
+    const specs = config.namespaces.map((uri) => parseNamespaceUri(uri));
+    for (const spec of specs) namespaces.push(await openNamespace(spec, logger));
+
+    const identityPath = config.identityPath ?? defaultIdentityPath(specs);
+    const stored = await loadOrCreateIdentity(identityPath, {
+      controller: config.identity,
+      namespaceUris: config.namespaces,
+    });
+    const withIds: Array<{ namespace: Namespace; ids: NamespaceIds }> = namespaces.map((namespace, index) => ({
+      namespace,
+      ids: stored.namespaces[index]!,
+    }));
+
+    const memory = new GuestMemory();
+    const device = new NvmePciDevice({ config, memory, namespaces: withIds, identity: stored.controller, logger });
+    const server = new VfioUserServer({
+      socketPath: config.socketPath,
+      socketMode: config.socketMode,
+      device,
+      memory,
+      logger,
+    });
+    try {
+      await server.listen();
+    } catch (error) {
+      device.close();
+      throw error;
+    }
+    logger.info('listening', {
+      doorbellMode: config.doorbellMode,
+      namespaces: namespaces.map((namespace, index) => ({
+        nsid: index + 1,
+        backend: namespace.description,
+        blockSize: namespace.blockSize,
+        blocks: namespace.blockCount,
+      })),
+      serialNumber: stored.controller.serialNumber,
+      subsystemNqn: stored.controller.subsystemNqn,
+      identityPath,
+    });
+
+    let closing: Promise<void> | undefined;
+    const close = (): Promise<void> =>
+      (closing ??= (async () => {
+        await server.close();
+        await device.controller.flush().catch((error: unknown) => logger.error('flush failed', { error }));
+        device.close();
+        await closeAll(namespaces, logger);
+        logger.info('stopped');
+      })());
+    return { config, device, server, close };
+  } catch (error) {
+    await closeAll(namespaces, logger);
+    throw error;
+  }
+}
+
+async function closeAll(namespaces: Namespace[], logger: Logger): Promise<void> {
+  for (const namespace of namespaces) {
+    await namespace.close().catch((error: unknown) =>
+      logger.error('closing namespace failed', { namespace: namespace.description, error }),
+    );
+  }
+}

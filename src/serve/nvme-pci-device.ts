@@ -1,0 +1,177 @@
+/**
+ * An NVMe controller dressed as a PCI Express function and exposed as a vfio-user device: the composition point of
+ * the PCI model (src/pci), the NVMe controller (src/nvme) and the vfio-user device contract (src/vfio-user/device.ts).
+ *
+ * BAR0 (16 KiB): NVMe registers 0x0-0xFFF (trapped), doorbells 0x1000-0x1FFF. In polled mode the doorbell page is
+ * shared memory (a memfd page offered as a sparse-mmap area) that the native poller watches; in interrupt mode it is
+ * an ordinary buffer updated by trapped REGION_WRITEs. BAR4 holds the MSI-X table and PBA.
+ */
+import { native, PROT_READ, PROT_WRITE, type DoorbellPoller } from '../native/index.js';
+import type { GuestMemory } from '../memory/guest-memory.js';
+import type { Namespace, NamespaceIds } from '../namespace/namespace.js';
+import { NvmeController } from '../nvme/controller.js';
+import type { ControllerIdentity } from '../nvme/identity.js';
+import { PciFunction, PciAccessError } from '../pci/index.js';
+import {
+  DeviceFlag,
+  IrqFlag,
+  IrqIndex,
+  RegionFlag,
+  VfioUserError,
+  type IrqInfo,
+  type RegionInfo,
+  type SetIrqsRequest,
+  type VfioUserDevice,
+} from '../vfio-user/device.js';
+import { Logger, rootLogger } from '../util/log.js';
+import type { ControllerConfig } from './config.js';
+
+const NVME_CLASS_CODE = 0x010802;
+const BAR0_SIZE = 0x4000;
+const DOORBELL_OFFSET = 0x1000;
+const DOORBELL_PAGE_SIZE = 0x1000;
+const MSIX_BAR = 4;
+
+export interface NvmePciDeviceOptions {
+  config: ControllerConfig;
+  memory: GuestMemory;
+  namespaces: Array<{ namespace: Namespace; ids: NamespaceIds }>;
+  identity: ControllerIdentity;
+  logger?: Logger;
+}
+
+export class NvmePciDevice implements VfioUserDevice {
+  readonly flags = DeviceFlag.RESET | DeviceFlag.PCI;
+  readonly regions: readonly RegionInfo[];
+  readonly irqs: readonly IrqInfo[];
+  readonly controller: NvmeController;
+  readonly pci: PciFunction;
+
+  private readonly logger: Logger;
+  /** Polled mode only: the memfd behind BAR0, its mapped doorbell page, and the poller watching it. */
+  private readonly doorbellFd: number | undefined;
+  private readonly doorbellPage: ArrayBuffer | undefined;
+  private poller: DoorbellPoller | undefined;
+
+  constructor(options: NvmePciDeviceOptions) {
+    const { config } = options;
+    this.logger = (options.logger ?? rootLogger).child({ component: 'nvme-pci', socket: config.socketPath });
+
+    let doorbells: Uint32Array;
+    if (config.doorbellMode === 'polled') {
+      this.doorbellFd = native.memfdCreate('vfiod-bar0', BAR0_SIZE);
+      this.doorbellPage = native.mmap(this.doorbellFd, DOORBELL_OFFSET, DOORBELL_PAGE_SIZE, PROT_READ | PROT_WRITE);
+      doorbells = new Uint32Array(this.doorbellPage);
+    } else {
+      doorbells = new Uint32Array(DOORBELL_PAGE_SIZE / 4);
+    }
+
+    this.pci = new PciFunction({
+      ...config.pci,
+      revisionId: 0,
+      classCode: NVME_CLASS_CODE,
+      msix: { vectors: config.msixVectors, bar: MSIX_BAR },
+      interruptPin: 1,
+      bars: [
+        {
+          index: 0,
+          size: BAR0_SIZE,
+          is64Bit: true,
+          read: (offset, dst) => this.controller.bar0Read(offset, dst),
+          write: (offset, src) => this.controller.bar0Write(offset, src),
+          ...(this.doorbellFd !== undefined
+            ? { mmap: { fd: this.doorbellFd, fdOffset: 0, areas: [{ offset: DOORBELL_OFFSET, size: DOORBELL_PAGE_SIZE }] } }
+            : {}),
+        },
+      ],
+      onFunctionLevelReset: () => {
+        this.logger.info('function level reset');
+        void this.controller.reset();
+      },
+      logger: this.logger,
+    });
+
+    this.controller = new NvmeController({
+      dma: options.memory,
+      namespaces: options.namespaces,
+      identity: options.identity,
+      interrupts: this.pci,
+      doorbells,
+      maxIoQueuePairs: config.maxIoQueuePairs,
+      maxQueueEntries: config.maxQueueEntries,
+      mdtsPages: config.mdtsPages,
+      logger: this.logger,
+    });
+
+    this.regions = this.pci.regions.map((region): RegionInfo => {
+      let flags = (region.readable ? RegionFlag.READ : 0) | (region.writable ? RegionFlag.WRITE : 0);
+      if (region.mmap) flags |= RegionFlag.MMAP | (region.mmap.areas ? RegionFlag.CAPS : 0);
+      return { size: region.size, flags, ...(region.mmap ? { mmap: region.mmap } : {}) };
+    });
+    this.irqs = this.pci.irqCounts.map((count, index): IrqInfo => {
+      if (count === 0) return { count: 0, flags: 0 };
+      if (index === IrqIndex.INTX) return { count, flags: IrqFlag.EVENTFD | IrqFlag.MASKABLE | IrqFlag.AUTOMASKED };
+      return { count, flags: IrqFlag.EVENTFD | IrqFlag.NORESIZE };
+    });
+
+    if (this.doorbellPage) this.startPoller(this.doorbellPage, config.maxIoQueuePairs);
+  }
+
+  regionRead(index: number, offset: number, dst: Uint8Array): void {
+    this.translateErrors(() => this.pci.regionRead(index, offset, dst));
+  }
+
+  regionWrite(index: number, offset: number, src: Uint8Array): void {
+    this.translateErrors(() => this.pci.regionWrite(index, offset, src));
+  }
+
+  setIrqs(request: SetIrqsRequest): void {
+    this.translateErrors(() =>
+      this.pci.setIrqs(request.index, request.flags, request.start, request.count, request.fds, request.bools),
+    );
+  }
+
+  async reset(): Promise<void> {
+    await this.controller.reset();
+    this.pci.reset();
+  }
+
+  afterBatch(): void {
+    this.controller.processQueues();
+  }
+
+  async disconnected(): Promise<void> {
+    await this.controller.reset();
+    this.pci.reset();
+    this.pci.releaseInterrupts();
+    if (this.doorbellPage) new Uint32Array(this.doorbellPage).fill(0);
+  }
+
+  /** Stops the poller and releases the doorbell memory; the device is unusable afterwards. */
+  close(): void {
+    this.poller?.close();
+    this.poller = undefined;
+    if (this.doorbellPage && native.isMapped(this.doorbellPage)) native.munmap(this.doorbellPage);
+    if (this.doorbellFd !== undefined) native.close(this.doorbellFd);
+    this.pci.releaseInterrupts();
+  }
+
+  private startPoller(page: ArrayBuffer, maxIoQueuePairs: number): void {
+    // The poller thread spins on the doorbell words; JavaScript runs only when one changed.
+    this.poller = native.createDoorbellPoller(page, { spinMicros: 200, maxSleepMicros: 1000 }, () => {
+      this.controller.pollDoorbells();
+      this.controller.processQueues();
+    });
+    this.poller.setWordCount(2 * (maxIoQueuePairs + 1));
+    this.poller.start();
+  }
+
+  private translateErrors(access: () => void): void {
+    try {
+      access();
+    } catch (error) {
+      if (error instanceof PciAccessError) throw new VfioUserError(error.errno, error.message);
+      throw error;
+    }
+  }
+}

@@ -1,0 +1,79 @@
+/**
+ * Main-thread side of `vfiod serve`: one worker thread per controller, clean shutdown on SIGTERM/SIGINT.
+ * A controller that fails or crashes is reported and does not take the others down.
+ */
+import { Worker } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import { Logger, rootLogger } from '../util/log.js';
+import type { ControllerConfig } from './config.js';
+import type { MainToWorker, WorkerToMain } from './worker.js';
+
+const WORKER_URL = new URL('./worker.js', import.meta.url);
+const SHUTDOWN_TIMEOUT_MS = 15_000;
+
+export class ControllerWorker {
+  private readonly worker: Worker;
+  readonly ready: Promise<void>;
+  readonly exited: Promise<number>;
+
+  constructor(readonly config: ControllerConfig, private readonly logger: Logger) {
+    this.worker = new Worker(fileURLToPath(WORKER_URL), { workerData: config, name: `vfiod ${config.socketPath}` });
+    this.exited = new Promise((resolve) => this.worker.once('exit', resolve));
+    this.ready = new Promise((resolve, reject) => {
+      this.worker.on('message', (message: WorkerToMain) => {
+        if (message.type === 'ready') resolve();
+        if (message.type === 'failed') reject(new Error(message.message));
+      });
+      this.worker.once('error', (error) => {
+        this.logger.error('controller worker crashed', { socket: config.socketPath, error });
+        reject(error);
+      });
+      void this.exited.then((code) => reject(new Error(`controller worker exited with code ${code} before it was ready`)));
+    });
+  }
+
+  /** Asks the controller to flush and stop; terminates it if it does not within the timeout. */
+  async stop(): Promise<void> {
+    this.worker.postMessage({ type: 'shutdown' } satisfies MainToWorker);
+    const timer = setTimeout(() => {
+      this.logger.error('controller did not stop in time; terminating', { socket: this.config.socketPath });
+      void this.worker.terminate();
+    }, SHUTDOWN_TIMEOUT_MS);
+    await this.exited;
+    clearTimeout(timer);
+  }
+}
+
+/** Starts every controller, waits until all listen (or one fails), and stops them all on SIGTERM/SIGINT. */
+export async function serve(configs: ControllerConfig[], logger: Logger = rootLogger): Promise<number> {
+  const log = logger.child({ component: 'serve' });
+  const workers = configs.map((config) => new ControllerWorker(config, log));
+  let stopping: Promise<void> | undefined;
+  const stopAll = (): Promise<void> => (stopping ??= Promise.all(workers.map((worker) => worker.stop())).then(() => {}));
+
+  const results = await Promise.allSettled(workers.map((worker) => worker.ready));
+  const failures = results.filter((result): result is PromiseRejectedResult => result.status === 'rejected');
+  if (failures.length > 0) {
+    for (const failure of failures) log.error('controller failed to start', { error: String(failure.reason?.message ?? failure.reason) });
+    await stopAll();
+    return 1;
+  }
+
+  return new Promise<number>((resolve) => {
+    let signalled = false;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (signalled) return;
+      signalled = true;
+      log.info('shutting down', { signal });
+      void stopAll().then(() => resolve(0));
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+    // A worker that exits on its own (crash) is logged; the others keep serving.
+    for (const worker of workers) {
+      void worker.exited.then((code) => {
+        if (!signalled) log.error('controller exited unexpectedly', { socket: worker.config.socketPath, code });
+      });
+    }
+  });
+}
