@@ -3,12 +3,18 @@
     {
       "target_name": "vfiod_native",
       "sources": [
-        "native/addon.cc"
+        "native/addon.cc",
+        "native/socket.cc",
+        "native/watcher.cc",
+        "native/memory.cc",
+        "native/eventfd.cc",
+        "native/poller.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],
       "cflags_cc": ["-std=c++17", "-O2", "-Wall", "-Wextra"],
-      "cflags_cc!": ["-fno-exceptions"]
+      "cflags_cc!": ["-fno-exceptions"],
+      "libraries": ["-lpthread", "-ldl"]
     }
   ]
 }

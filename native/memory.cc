@@ -1,0 +1,304 @@
+// Shared memory: memfd_create and mmap'd ArrayBuffers.
+//
+// Guest memory (vfio-user DMA regions), BARs and doorbell pages are fds that must be mapped MAP_SHARED; Node
+// cannot map files, so mappings are exposed as external ArrayBuffers whose memory is the mapping itself.
+//
+// Lifetime rules (the dangerous part):
+//  * A Mapping record exists per mmap() call and lives in a process-wide registry (keyed by base address)
+//    while the memory is mapped. It is process-wide (not per env) because ArrayBuffer finalizers are not tied
+//    to our env teardown order; a mutex makes that safe.
+//  * munmap(buffer) detaches the ArrayBuffer first (every view over it then has length 0, so no JS can reach
+//    the memory any more) and only then unmaps. While a doorbell poller pins the mapping it throws EBUSY.
+//  * If the ArrayBuffer is collected (or its env torn down) without munmap(), the finalizer unmaps, unless a
+//    poller still pins the mapping, in which case the last UnpinMapping() unmaps. Each mapping is unmapped
+//    exactly once (the `unmapped` flag, under the mutex).
+//  * The record itself is freed once the ArrayBuffer has been finalized and nothing pins it.
+#include "memory.h"
+
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <mutex>
+#include <unordered_map>
+
+namespace vfiod {
+
+struct Mapping {
+  uint8_t* addr = nullptr;
+  size_t length = 0;
+  int prot = 0;
+  unsigned pins = 0;       // doorbell pollers using the memory
+  bool unmapped = false;   // munmap(2) done
+  bool finalized = false;  // the ArrayBuffer's finalizer ran: no JS object refers to the record any more
+  bool held = false;       // mmap()/munmap() is in the middle of an N-API call that may run the finalizer
+};
+
+namespace {
+
+std::mutex g_mutex;
+std::unordered_map<uintptr_t, Mapping*> g_live;  // still-mapped mappings by base address
+
+constexpr size_t kMaxMemfdName = 249;  // MFD_NAME_MAX_LEN
+
+size_t PageSize() {
+  static const size_t size = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+  return size;
+}
+
+// Caller holds g_mutex.
+int UnmapLocked(Mapping* m) {
+  if (m->unmapped) return 0;
+  m->unmapped = true;
+  g_live.erase(reinterpret_cast<uintptr_t>(m->addr));
+  return ::munmap(m->addr, m->length) < 0 ? errno : 0;
+}
+
+// Caller holds g_mutex. Frees the record when nothing can reach it any more; unmaps first if needed.
+void MaybeFreeLocked(Mapping* m) {
+  if (!m->finalized || m->pins != 0 || m->held) return;
+  UnmapLocked(m);
+  delete m;
+}
+
+// Caller holds g_mutex. The live mapping whose memory `data`/`length` describe, or null.
+Mapping* LookupLocked(void* data, size_t length) {
+  if (data == nullptr) return nullptr;
+  auto it = g_live.find(reinterpret_cast<uintptr_t>(data));
+  if (it == g_live.end() || it->second->length != length) return nullptr;
+  return it->second;
+}
+
+// The external ArrayBuffer's finalizer: runs on the env's thread when the buffer is collected, when the env is
+// torn down, or (harmlessly) after munmap() detached it. Must not call N-API: the env may be half torn down.
+void FinalizeMapping(napi_env /*env*/, void* /*data*/, void* hint) {
+  auto* m = static_cast<Mapping*>(hint);
+  std::lock_guard<std::mutex> lock(g_mutex);
+  m->finalized = true;
+  MaybeFreeLocked(m);  // unmaps now unless a poller pins it (then UnpinMapping will)
+}
+
+// Fetches data/length of an ArrayBuffer argument; `detached` is set for detached buffers.
+bool GetArrayBuffer(Napi::Env env, const Napi::Value& value, const char* fn, void** data, size_t* length,
+                    bool* detached) {
+  if (!value.IsArrayBuffer()) {
+    ThrowTypeError(env, std::string(fn) + ": expected an ArrayBuffer returned by mmap(), got " + Describe(value));
+    return false;
+  }
+  *detached = false;
+  if (napi_is_detached_arraybuffer(env, value, detached) != napi_ok) return false;
+  if (*detached) {
+    *data = nullptr;
+    *length = 0;
+    return true;
+  }
+  Napi::ArrayBuffer ab = value.As<Napi::ArrayBuffer>();
+  *data = ab.Data();
+  *length = ab.ByteLength();
+  return true;
+}
+
+void ThrowNotMapped(Napi::Env env, const char* fn, const char* syscall) {
+  ThrowErrnoMessage(env, EINVAL, syscall,
+                    std::string(fn) + ": the ArrayBuffer is not a live mapping from mmap() (already unmapped?)");
+}
+
+// mmap(fd, offset, length, prot) -> ArrayBuffer
+Napi::Value Mmap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  int64_t offset, length, prot;
+  if (!GetFd(info, 0, "mmap", &fd) || !GetInteger(info, 1, "mmap", "offset", 0, kMaxSafeInteger, &offset) ||
+      !GetInteger(info, 2, "mmap", "length", 0, kMaxSafeInteger, &length) ||
+      !GetInteger(info, 3, "mmap", "prot", 1, PROT_READ | PROT_WRITE, &prot)) {
+    return Napi::Value();
+  }
+  std::string what = "fd " + std::to_string(fd) + ", offset " + std::to_string(offset) + ", length " +
+                     std::to_string(length);
+  // Shape errors are reported as the EINVAL the kernel would give, with a message saying what is wrong.
+  if (length == 0) {
+    ThrowErrnoMessage(env, EINVAL, "mmap", "mmap(" + what + "): length must be greater than 0");
+    return Napi::Value();
+  }
+  if (static_cast<size_t>(offset) % PageSize() != 0) {
+    ThrowErrnoMessage(env, EINVAL, "mmap",
+                      "mmap(" + what + "): offset must be a multiple of the page size (" +
+                          std::to_string(PageSize()) + ")");
+    return Napi::Value();
+  }
+  // Touching a page past the end of a file raises SIGBUS, which would kill the process from plain JS code, so
+  // refuse ranges past EOF for regular files (memfds included). Device fds (VFIO regions) report size 0 and are
+  // checked by their driver instead. A file shrunk later by another process can still cause SIGBUS.
+  // (If fstat fails, mmap below fails the same way and reports it.)
+  struct stat st;
+  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && offset + length > static_cast<int64_t>(st.st_size)) {
+    ThrowErrnoMessage(env, EINVAL, "mmap",
+                      "mmap(" + what + "): range ends past the end of the file (size " +
+                          std::to_string(st.st_size) + ")");
+    return Napi::Value();
+  }
+
+  void* addr = ::mmap(nullptr, static_cast<size_t>(length), static_cast<int>(prot), MAP_SHARED, fd,
+                      static_cast<off_t>(offset));
+  if (addr == MAP_FAILED) {
+    ThrowErrno(env, errno, "mmap", what);
+    return Napi::Value();
+  }
+  auto* m = new Mapping();
+  m->addr = static_cast<uint8_t*>(addr);
+  m->length = static_cast<size_t>(length);
+  m->prot = static_cast<int>(prot);
+  m->held = true;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    g_live[reinterpret_cast<uintptr_t>(addr)] = m;
+  }
+  napi_value buffer = nullptr;
+  napi_status status = napi_create_external_arraybuffer(env, addr, m->length, FinalizeMapping, m, &buffer);
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    m->held = false;
+    if (status != napi_ok) {
+      // Node may or may not have invoked (or queued) the finalizer; the flags make both cases safe. If it
+      // never runs, only the small record leaks, never the mapping.
+      UnmapLocked(m);
+      MaybeFreeLocked(m);
+    }
+  }
+  if (status != napi_ok) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (pending) {
+      // Typically Node's ERR_BUFFER_TOO_LARGE (mappings are limited to buffer.constants.MAX_LENGTH): keep the
+      // error, add which mapping it was about.
+      Napi::Error error = env.GetAndClearPendingException();
+      Napi::Value message = error.Value().Get("message");
+      if (message.IsString()) {
+        error.Value().Set("message", "mmap(" + what + "): " + message.As<Napi::String>().Utf8Value());
+      }
+      error.ThrowAsJavaScriptException();
+    } else {
+      ThrowErrnoMessage(env, ENOMEM, "mmap", "mmap(" + what + "): could not create an ArrayBuffer over the mapping");
+    }
+    return Napi::Value();
+  }
+  return Napi::Value(env, buffer);
+}
+
+// munmap(buffer)
+Napi::Value Munmap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  void* data;
+  size_t length;
+  bool detached;
+  if (!GetArrayBuffer(env, info[0], "munmap", &data, &length, &detached)) return Napi::Value();
+  Mapping* m;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    m = detached ? nullptr : LookupLocked(data, length);
+    if (m == nullptr || m->held) {
+      ThrowNotMapped(env, "munmap", "munmap");
+      return Napi::Value();
+    }
+    if (m->pins != 0) {
+      ThrowErrnoMessage(env, EBUSY, "munmap",
+                        "munmap: the mapping is in use by " + std::to_string(m->pins) +
+                            " doorbell poller(s); close them first");
+      return Napi::Value();
+    }
+    m->held = true;  // the detach below may run the finalizer synchronously: keep the record alive
+  }
+  // Detach before unmapping: afterwards every TypedArray/DataView over the buffer has length 0, so no JS can
+  // touch the memory once it is gone.
+  napi_status status = napi_detach_arraybuffer(env, info[0]);
+  int err = 0;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    m->held = false;
+    if (status == napi_ok) err = UnmapLocked(m);
+    MaybeFreeLocked(m);
+  }
+  if (status != napi_ok) {
+    bool pending = false;
+    napi_is_exception_pending(env, &pending);
+    if (!pending) ThrowStateError(env, "munmap: the ArrayBuffer could not be detached; the mapping was kept");
+    return Napi::Value();
+  }
+  if (err != 0) {
+    ThrowErrno(env, err, "munmap", "length " + std::to_string(length));
+    return Napi::Value();
+  }
+  return env.Undefined();
+}
+
+// isMapped(buffer) -> boolean
+Napi::Value IsMapped(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  void* data;
+  size_t length;
+  bool detached;
+  if (!GetArrayBuffer(env, info[0], "isMapped", &data, &length, &detached)) return Napi::Value();
+  std::lock_guard<std::mutex> lock(g_mutex);
+  Mapping* m = detached ? nullptr : LookupLocked(data, length);
+  return Napi::Boolean::New(env, m != nullptr && !m->held);
+}
+
+// memfdCreate(name, size) -> fd
+Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name;
+  int64_t size;
+  if (!GetString(info, 0, "memfdCreate", "name", kMaxMemfdName, &name) ||
+      !GetInteger(info, 1, "memfdCreate", "size", 0, kMaxSafeInteger, &size)) {
+    return Napi::Value();
+  }
+  int fd = memfd_create(name.c_str(), MFD_CLOEXEC);
+  if (fd < 0) {
+    ThrowErrno(env, errno, "memfd_create", name);
+    return Napi::Value();
+  }
+  if (ftruncate(fd, static_cast<off_t>(size)) < 0) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, err, "ftruncate", "memfd '" + name + "', size " + std::to_string(size));
+    return Napi::Value();
+  }
+  return Napi::Number::New(env, fd);
+}
+
+}  // namespace
+
+bool PinMapping(Napi::Env env, const Napi::Value& buffer, const char* fn, PinnedMapping* out) {
+  void* data;
+  size_t length;
+  bool detached;
+  if (!GetArrayBuffer(env, buffer, fn, &data, &length, &detached)) return false;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  Mapping* m = detached ? nullptr : LookupLocked(data, length);
+  if (m == nullptr || m->held) {
+    ThrowNotMapped(env, fn, "mmap");
+    return false;
+  }
+  m->pins++;
+  out->mapping = m;
+  out->addr = m->addr;
+  out->length = m->length;
+  out->prot = m->prot;
+  return true;
+}
+
+void UnpinMapping(Mapping* m) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  if (m->pins > 0) m->pins--;
+  MaybeFreeLocked(m);
+}
+
+void InitMemory(Napi::Env env, Napi::Object exports) {
+  exports.Set("mmap", Napi::Function::New(env, Mmap, "mmap"));
+  exports.Set("munmap", Napi::Function::New(env, Munmap, "munmap"));
+  exports.Set("isMapped", Napi::Function::New(env, IsMapped, "isMapped"));
+  exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate, "memfdCreate"));
+}
+
+}  // namespace vfiod

@@ -1,0 +1,681 @@
+// Real-behaviour tests of the native addon: real sockets, fds, mappings, threads. No mocks.
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import vm from 'node:vm';
+import v8 from 'node:v8';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { spawnSync } from 'node:child_process';
+import { native, POLL_READABLE, POLL_WRITABLE, PROT_READ, PROT_WRITE, type RecvResult } from '../src/native/index.js';
+
+const RW = PROT_READ | PROT_WRITE;
+const BAD_FD = 1_000_000; // above any RLIMIT_NOFILE: always EBADF
+const { errno: E } = os.constants;
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+async function waitFor<T>(probe: () => T | null | undefined | false, what: string, timeoutMs = 2000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = probe();
+    if (value !== null && value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(1);
+  }
+}
+
+/** Runs `fn` and returns what it threw (failing if it did not throw). */
+function thrown(fn: () => unknown): Error & { errno?: number; code?: string; syscall?: string } {
+  try {
+    fn();
+  } catch (error) {
+    return error as Error & { errno?: number; code?: string; syscall?: string };
+  }
+  throw new Error('expected an exception');
+}
+
+function expectSystemError(fn: () => unknown, code: string, syscall: string): void {
+  const error = thrown(fn);
+  expect(error.code).toBe(code);
+  expect(error.syscall).toBe(syscall);
+  expect(error.errno).toBe(-(E as Record<string, number>)[code]!);
+  expect(error.message).toContain(syscall);
+}
+
+function fdFlags(fd: number): number {
+  const info = fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8');
+  return parseInt(/flags:\s*(\d+)/.exec(info)![1]!, 8);
+}
+const O_CLOEXEC = 0o2000000;
+const O_NONBLOCK = 0o4000;
+
+const text = (s: string) => new TextEncoder().encode(s);
+
+let dir: string;
+let socketCounter = 0;
+const openFds = new Set<number>();
+function track(fd: number): number {
+  openFds.add(fd);
+  return fd;
+}
+function closeFd(fd: number): void {
+  openFds.delete(fd);
+  native.close(fd);
+}
+
+beforeAll(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfiod-native-'));
+});
+afterAll(() => {
+  for (const fd of openFds) {
+    try {
+      native.close(fd);
+    } catch {
+      // already closed by the test
+    }
+  }
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** A listening socket plus one connected pair: client (blocking) and server side (non-blocking). */
+async function connectedPair(): Promise<{ listenFd: number; client: number; server: number; socketPath: string }> {
+  const socketPath = path.join(dir, `s${socketCounter++}.sock`);
+  const listenFd = track(native.listenUnix(socketPath, 0o600, 8));
+  const client = track(native.connectUnix(socketPath));
+  const server = track(await waitFor(() => native.accept(listenFd), 'accept'));
+  return { listenFd, client, server, socketPath };
+}
+
+/** One recvmsg that must not block; `data` is the part of the buffer that was filled. */
+function recvOnce(fd: number, length: number): RecvResult & { data: Uint8Array } {
+  const buffer = new Uint8Array(length);
+  const result = native.recvmsg(fd, buffer, 8);
+  if (result === null) throw new Error('would block');
+  return { ...result, data: buffer.subarray(0, result.bytes) };
+}
+
+describe('AF_UNIX sockets', () => {
+  it('creates the socket file with exactly the requested mode', () => {
+    for (const mode of [0o600, 0o660, 0o666]) {
+      const socketPath = path.join(dir, `mode-${mode.toString(8)}.sock`);
+      const fd = native.listenUnix(socketPath, mode, 1);
+      const st = fs.statSync(socketPath);
+      expect(st.isSocket()).toBe(true);
+      expect(st.mode & 0o777).toBe(mode);
+      expect(fdFlags(fd) & (O_CLOEXEC | O_NONBLOCK)).toBe(O_CLOEXEC | O_NONBLOCK);
+      native.close(fd);
+    }
+  });
+
+  it('refuses to bind over an existing path', () => {
+    const socketPath = path.join(dir, 'exists.sock');
+    fs.writeFileSync(socketPath, '');
+    expectSystemError(() => native.listenUnix(socketPath, 0o600, 1), 'EADDRINUSE', 'bind');
+  });
+
+  it('accept returns null when nothing is pending; connect gives a blocking CLOEXEC fd', async () => {
+    const { listenFd, client, server } = await connectedPair();
+    expect(native.accept(listenFd)).toBeNull();
+    expect(fdFlags(client) & (O_CLOEXEC | O_NONBLOCK)).toBe(O_CLOEXEC);
+    expect(fdFlags(server) & (O_CLOEXEC | O_NONBLOCK)).toBe(O_CLOEXEC | O_NONBLOCK);
+    for (const fd of [client, server, listenFd]) closeFd(fd);
+  });
+
+  it('passes bytes and working fds in both directions', async () => {
+    const { listenFd, client, server } = await connectedPair();
+    const efd = track(native.eventfdCreate(0, true));
+    const mfd = track(native.memfdCreate('roundtrip', 4096));
+
+    expect(native.sendmsg(client, text('hello'), [efd, mfd])).toBe(5);
+    const got = recvOnce(server, 64);
+    expect(new TextDecoder().decode(got.data)).toBe('hello');
+    expect(got.fds).toHaveLength(2);
+    expect(got.fdsTruncated).toBe(false);
+    const [efd2, mfd2] = got.fds as [number, number];
+    got.fds.forEach(track);
+    for (const fd of got.fds) expect(fdFlags(fd) & O_CLOEXEC).toBe(O_CLOEXEC);
+
+    // The received eventfd is the same object: write on one, read on the other.
+    native.eventfdWrite(efd2, 3);
+    expect(native.eventfdRead(efd)).toBe(3);
+    // The received memfd is the same memory.
+    const a = native.mmap(mfd, 0, 4096, RW);
+    const b = native.mmap(mfd2, 0, 4096, RW);
+    new Uint8Array(a).set([1, 2, 3], 100);
+    expect([...new Uint8Array(b, 100, 3)]).toEqual([1, 2, 3]);
+    native.munmap(a);
+    native.munmap(b);
+
+    // Server to client (blocking side), with an fd the server created.
+    const efd3 = track(native.eventfdCreate(0, true));
+    expect(native.sendmsg(server, text('back'), [efd3])).toBe(4);
+    const back = recvOnce(client, 64);
+    expect(new TextDecoder().decode(back.data)).toBe('back');
+    expect(back.fds).toHaveLength(1);
+    native.eventfdWrite(efd3, 7);
+    expect(native.eventfdRead(back.fds[0]!)).toBe(7);
+
+    for (const fd of [efd, mfd, efd2, mfd2, efd3, back.fds[0]!, client, server, listenFd]) closeFd(fd);
+  });
+
+  it('delivers fds with the later message they were sent with', async () => {
+    const { listenFd, client, server } = await connectedPair();
+    const efd = track(native.eventfdCreate(0, true));
+    native.sendmsg(client, text('a'), []);
+    native.sendmsg(client, text('b'), [efd]);
+    const buffer = new Uint8Array(1);
+    const first = native.recvmsg(server, buffer, 4)!;
+    expect(first.bytes).toBe(1);
+    expect(buffer[0]).toBe('a'.charCodeAt(0));
+    expect(first.fds).toEqual([]);
+    const second = native.recvmsg(server, buffer, 4)!;
+    expect(second.bytes).toBe(1);
+    expect(buffer[0]).toBe('b'.charCodeAt(0));
+    expect(second.fds).toHaveLength(1);
+    for (const fd of [second.fds[0]!, efd, client, server, listenFd]) closeFd(fd);
+  });
+
+  it('supports partial reads, EAGAIN as null and EOF as 0 bytes', async () => {
+    const { listenFd, client, server } = await connectedPair();
+    const payload = Uint8Array.from({ length: 100 }, (_, i) => i);
+    expect(native.sendmsg(client, payload, [])).toBe(100);
+    const received: number[] = [];
+    const buffer = new Uint8Array(10);
+    for (let i = 0; i < 10; i++) {
+      const r = native.recvmsg(server, buffer, 0)!;
+      expect(r.bytes).toBe(10);
+      received.push(...buffer);
+    }
+    expect(received).toEqual([...payload]);
+    expect(native.recvmsg(server, buffer, 0)).toBeNull();
+
+    // A view into a larger buffer receives at its own offset.
+    const big = new Uint8Array(16);
+    native.sendmsg(client, text('xy'), []);
+    expect(native.recvmsg(server, big.subarray(4, 8), 0)!.bytes).toBe(2);
+    expect([...big.subarray(3, 7)]).toEqual([0, 120, 121, 0]);
+
+    closeFd(client);
+    expect(native.recvmsg(server, buffer, 4)).toEqual({ bytes: 0, fds: [], fdsTruncated: false });
+    closeFd(server);
+    closeFd(listenFd);
+  });
+
+  it('reports fdsTruncated and still returns the fds that fit', async () => {
+    const { listenFd, client, server } = await connectedPair();
+    const efd = track(native.eventfdCreate(0, true));
+    native.sendmsg(client, text('1'), [efd, efd, efd]);
+    const r = native.recvmsg(server, new Uint8Array(1), 1)!;
+    expect(r.fds).toHaveLength(1);
+    expect(r.fdsTruncated).toBe(true);
+    native.eventfdWrite(r.fds[0]!, 1);
+    expect(native.eventfdRead(efd)).toBe(1);
+    closeFd(r.fds[0]!);
+
+    native.sendmsg(client, text('2'), [efd]);
+    const none = native.recvmsg(server, new Uint8Array(1), 0)!;
+    expect(none).toEqual({ bytes: 1, fds: [], fdsTruncated: true });
+    for (const fd of [efd, client, server, listenFd]) closeFd(fd);
+  });
+
+  it('sends up to 253 fds at once', async () => {
+    const { listenFd, client, server } = await connectedPair();
+    const efd = track(native.eventfdCreate(0, true));
+    expect(native.sendmsg(client, text('m'), new Array(253).fill(efd))).toBe(1);
+    const r = native.recvmsg(server, new Uint8Array(4), 253)!;
+    expect(r.fds).toHaveLength(253);
+    expect(r.fdsTruncated).toBe(false);
+    for (const fd of r.fds) native.close(fd);
+    expect(thrown(() => native.sendmsg(client, text('m'), new Array(254).fill(efd))).code).toBe('ERR_OUT_OF_RANGE');
+    for (const fd of [efd, client, server, listenFd]) closeFd(fd);
+  });
+
+  it('sendmsg returns null when a non-blocking socket is full; setNonBlocking switches modes', async () => {
+    const { listenFd, client, server } = await connectedPair();
+    const chunk = new Uint8Array(65536);
+    let sent = 0;
+    let result: number | null;
+    while ((result = native.sendmsg(server, chunk, [])) !== null) sent += result;
+    expect(sent).toBeGreaterThan(0);
+
+    // The client is blocking; made non-blocking, an empty queue gives null instead of hanging.
+    const buffer = new Uint8Array(sent + 1);
+    let drained = 0;
+    native.setNonBlocking(client, true);
+    let r;
+    while ((r = native.recvmsg(client, buffer, 0)) !== null) drained += r.bytes;
+    expect(drained).toBe(sent);
+    expect(fdFlags(client) & O_NONBLOCK).toBe(O_NONBLOCK);
+    native.setNonBlocking(client, false);
+    expect(fdFlags(client) & O_NONBLOCK).toBe(0);
+    for (const fd of [client, server, listenFd]) closeFd(fd);
+  });
+
+  it('sendmsg to a closed peer fails with EPIPE instead of raising SIGPIPE', async () => {
+    const { listenFd, client, server } = await connectedPair();
+    closeFd(server);
+    expectSystemError(() => native.sendmsg(client, text('x'), []), 'EPIPE', 'sendmsg');
+    closeFd(client);
+    closeFd(listenFd);
+  });
+});
+
+describe('watcher', () => {
+  it('fires on readable in the event loop; stop and close semantics', async () => {
+    const efd = track(native.eventfdCreate(0, true));
+    const events: number[] = [];
+    const watcher = native.createWatcher(efd, (ev) => {
+      events.push(ev);
+      native.eventfdRead(efd); // drain, or the level-triggered watcher fires again
+    });
+    watcher.start(POLL_READABLE);
+    native.eventfdWrite(efd, 1);
+    await waitFor(() => events.length === 1, 'readable');
+    expect(events).toEqual([POLL_READABLE]);
+
+    watcher.stop();
+    native.eventfdWrite(efd, 1);
+    await sleep(30);
+    expect(events).toHaveLength(1);
+
+    watcher.start(POLL_READABLE); // restart: the pending count is reported
+    await waitFor(() => events.length === 2, 'readable after restart');
+
+    // The fd cannot be closed (nor watched twice) while the watcher is open.
+    expectSystemError(() => native.close(efd), 'EBUSY', 'close');
+    expect(thrown(() => native.createWatcher(efd, () => {})).code).toBe('EEXIST');
+
+    watcher.close();
+    watcher.close();
+    watcher.stop();
+    expect(thrown(() => watcher.start(POLL_READABLE)).code).toBe('ERR_INVALID_STATE');
+    native.eventfdWrite(efd, 1);
+    await sleep(30);
+    expect(events).toHaveLength(2);
+    closeFd(efd);
+  });
+
+  it('reports writable, and can be closed from inside its callback', async () => {
+    const { listenFd, client, server } = await connectedPair();
+    let calls = 0;
+    let seen = 0;
+    const watcher = native.createWatcher(server, (ev) => {
+      calls++;
+      seen = ev;
+      watcher.close();
+    });
+    watcher.start(POLL_READABLE | POLL_WRITABLE);
+    await waitFor(() => calls > 0, 'writable');
+    expect(seen).toBe(POLL_WRITABLE);
+    await sleep(20);
+    expect(calls).toBe(1);
+    for (const fd of [client, server, listenFd]) closeFd(fd);
+  });
+
+  it('accepts and reads through watchers inside a worker_threads Worker', async () => {
+    const addonPath = [
+      fileURLToPath(new URL('../build/Release/vfiod_native.node', import.meta.url)),
+      fileURLToPath(new URL('../build/Debug/vfiod_native.node', import.meta.url)),
+    ].find((p) => fs.existsSync(p))!;
+    const socketPath = path.join(dir, 'worker.sock');
+    const code = `
+      const { parentPort, workerData } = require('node:worker_threads');
+      const n = require(workerData.addonPath);
+      const listenFd = n.listenUnix(workerData.socketPath, 0o600, 4);
+      const listenWatcher = n.createWatcher(listenFd, () => {
+        const conn = n.accept(listenFd);
+        if (conn === null) return;
+        listenWatcher.close();
+        n.close(listenFd);
+        const connWatcher = n.createWatcher(conn, () => {
+          const buf = new Uint8Array(64);
+          const r = n.recvmsg(conn, buf, 4);
+          if (r === null) return;
+          connWatcher.close();
+          n.eventfdWrite(r.fds[0], 41);
+          n.sendmsg(conn, buf.subarray(0, r.bytes).reverse(), []);
+          for (const fd of [...r.fds, conn]) n.close(fd);
+          parentPort.postMessage({ bytes: r.bytes, fds: r.fds.length });
+        });
+        connWatcher.start(1);
+      });
+      listenWatcher.start(1);
+      parentPort.postMessage('listening');
+    `;
+    const worker = new Worker(code, { eval: true, workerData: { addonPath, socketPath } });
+    const messages: unknown[] = [];
+    worker.on('message', (m) => messages.push(m));
+    const exited = new Promise<number>((resolve) => worker.on('exit', resolve));
+    await waitFor(() => messages.includes('listening'), 'worker listening');
+
+    const efd = track(native.eventfdCreate(0, true));
+    const client = track(native.connectUnix(socketPath));
+    native.sendmsg(client, text('abc'), [efd]);
+    const reply = recvOnce(client, 64); // blocking read: the worker answers from its own loop
+    expect(new TextDecoder().decode(reply.data)).toBe('cba');
+    expect(native.eventfdRead(efd)).toBe(41);
+    await waitFor(() => messages.length === 2, 'worker result');
+    expect(messages[1]).toEqual({ bytes: 3, fds: 1 });
+    // Nothing left open in the worker: its loop ends and it exits by itself.
+    expect(await exited).toBe(0);
+    closeFd(client);
+    closeFd(efd);
+  });
+
+  it('cleans up open watchers, pollers and mappings when a Worker is terminated', async () => {
+    const addonPath = fileURLToPath(new URL('../build/Release/vfiod_native.node', import.meta.url));
+    const code = `
+      const { parentPort, workerData } = require('node:worker_threads');
+      const n = require(workerData.addonPath);
+      const fd = n.memfdCreate('vfiod-test-teardown', 4096);
+      globalThis.page = n.mmap(fd, 0, 4096, 3);
+      globalThis.poller = n.createDoorbellPoller(page, { spinMicros: 10, maxSleepMicros: 100 }, () => {});
+      poller.setWordCount(4);
+      const efd = n.eventfdCreate(0, true);
+      globalThis.watcher = n.createWatcher(efd, () => {});
+      watcher.start(1);
+      parentPort.postMessage('ready');
+    `;
+    const countMaps = () =>
+      fs.readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('vfiod-test-teardown')).length;
+    const worker = new Worker(code, { eval: true, workerData: { addonPath } });
+    await new Promise((resolve) => worker.once('message', resolve));
+    expect(countMaps()).toBe(1);
+    await worker.terminate();
+    await waitFor(() => countMaps() === 0, 'worker mapping released');
+  });
+
+  it('survives Workers that are the only users of the addon exiting with everything open', () => {
+    // In a fresh process where only Workers load the addon, Node unloads it when they exit; the handles'
+    // close callbacks run after that, which crashed before the addon pinned itself in memory.
+    const addonPath = fileURLToPath(new URL('../build/Release/vfiod_native.node', import.meta.url));
+    const worker = `
+      const n = require(${JSON.stringify(addonPath)});
+      const page = n.mmap(n.memfdCreate('w', 4096), 0, 4096, 3);
+      const poller = n.createDoorbellPoller(page, { spinMicros: 10, maxSleepMicros: 100 }, () => {});
+      poller.setWordCount(1);
+      const efd = n.eventfdCreate(1, true);
+      n.createWatcher(efd, () => process.exit(0)).start(1);
+    `;
+    const main = `
+      const { Worker } = require('node:worker_threads');
+      let left = 6;
+      for (let i = 0; i < 6; i++) {
+        new Worker(${JSON.stringify(worker)}, { eval: true }).on('exit', () => { if (--left === 0) console.log('ok'); });
+      }
+    `;
+    const result = spawnSync(process.execPath, ['-e', main], { encoding: 'utf8', timeout: 10_000 });
+    expect(result.stderr).toBe('');
+    expect(result.status).toBe(0);
+    expect(result.stdout.trim()).toBe('ok');
+  });
+});
+
+describe('mmap', () => {
+  it('shares memory between two mappings of one memfd', () => {
+    const fd = track(native.memfdCreate('share', 8192));
+    const a = native.mmap(fd, 0, 8192, RW);
+    const b = native.mmap(fd, 4096, 4096, PROT_READ);
+    expect(a.byteLength).toBe(8192);
+    expect(native.isMapped(a)).toBe(true);
+    new Uint32Array(a)[1024 + 5] = 0xdeadbeef;
+    expect(new Uint32Array(b)[5]).toBe(0xdeadbeef);
+    native.munmap(a);
+    native.munmap(b);
+    closeFd(fd);
+  });
+
+  it('munmap detaches the buffer first and refuses anything that is not a live mapping', () => {
+    const fd = track(native.memfdCreate('detach', 4096));
+    const buffer = native.mmap(fd, 0, 4096, RW);
+    const view = new Uint8Array(buffer);
+    view[0] = 1;
+    native.munmap(buffer);
+    expect(view.byteLength).toBe(0);
+    expect(view[0]).toBeUndefined();
+    expect(buffer.byteLength).toBe(0);
+    expect(native.isMapped(buffer)).toBe(false);
+    expectSystemError(() => native.munmap(buffer), 'EINVAL', 'munmap');
+    expectSystemError(() => native.munmap(new ArrayBuffer(4096)), 'EINVAL', 'munmap');
+    expect(native.isMapped(new ArrayBuffer(8))).toBe(false);
+    expect(thrown(() => native.munmap(new Uint8Array(8) as unknown as ArrayBuffer)).code).toBe('ERR_INVALID_ARG_TYPE');
+    closeFd(fd);
+  });
+
+  it('rejects bad offsets, lengths, prot and fds with errno/code/syscall', () => {
+    const fd = track(native.memfdCreate('bad', 8192));
+    expectSystemError(() => native.mmap(fd, 100, 4096, RW), 'EINVAL', 'mmap');
+    expectSystemError(() => native.mmap(fd, 0, 0, RW), 'EINVAL', 'mmap');
+    expectSystemError(() => native.mmap(fd, 4096, 8192, RW), 'EINVAL', 'mmap'); // past EOF: would SIGBUS
+    expectSystemError(() => native.mmap(BAD_FD, 0, 4096, RW), 'EBADF', 'mmap');
+    expect(thrown(() => native.mmap(fd, 0, 4096, 0)).code).toBe('ERR_OUT_OF_RANGE');
+    expect(thrown(() => native.mmap(fd, 0, 4096, 4)).code).toBe('ERR_OUT_OF_RANGE');
+    expect(thrown(() => native.mmap(fd, -4096, 4096, RW)).code).toBe('ERR_OUT_OF_RANGE');
+    expect(thrown(() => native.mmap(fd, 0, 4096.5, RW)).code).toBe('ERR_OUT_OF_RANGE');
+    expect(thrown(() => native.mmap(fd, 0, '4096' as unknown as number, RW)).code).toBe('ERR_INVALID_ARG_TYPE');
+    const efd = track(native.eventfdCreate(0, false));
+    expectSystemError(() => native.mmap(efd, 0, 4096, RW), 'ENODEV', 'mmap');
+    closeFd(efd);
+    closeFd(fd);
+  });
+
+  it('unmaps a buffer that is garbage-collected without munmap', async () => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const fd = track(native.memfdCreate('vfiod-test-gc', 4096));
+    const countMaps = () =>
+      fs.readFileSync('/proc/self/maps', 'utf8').split('\n').filter((l) => l.includes('vfiod-test-gc')).length;
+    (() => {
+      for (let i = 0; i < 8; i++) new Uint8Array(native.mmap(fd, 0, 4096, RW))[0] = i;
+    })();
+    expect(countMaps()).toBe(8);
+    await waitFor(() => {
+      gc();
+      return countMaps() === 0;
+    }, 'finalizers to unmap');
+    closeFd(fd);
+  });
+});
+
+describe('memfd and eventfd', () => {
+  it('memfdCreate sizes the file', () => {
+    const fd = track(native.memfdCreate('size', 12345));
+    expect(fs.fstatSync(fd).size).toBe(12345);
+    expect(fdFlags(fd) & O_CLOEXEC).toBe(O_CLOEXEC);
+    closeFd(fd);
+    expect(thrown(() => native.memfdCreate('x'.repeat(250), 1)).code).toBe('ERR_OUT_OF_RANGE');
+    expect(thrown(() => native.memfdCreate('x', -1)).code).toBe('ERR_OUT_OF_RANGE');
+  });
+
+  it('eventfd counter semantics', () => {
+    const fd = track(native.eventfdCreate(5, true));
+    expect(fdFlags(fd) & (O_CLOEXEC | O_NONBLOCK)).toBe(O_CLOEXEC | O_NONBLOCK);
+    expect(native.eventfdRead(fd)).toBe(5);
+    expect(native.eventfdRead(fd)).toBeNull();
+    native.eventfdWrite(fd, 2);
+    native.eventfdWrite(fd, 3);
+    expect(native.eventfdRead(fd)).toBe(5);
+    native.eventfdWrite(fd, Number.MAX_SAFE_INTEGER);
+    expect(native.eventfdRead(fd)).toBe(Number.MAX_SAFE_INTEGER);
+    for (const bad of [0, -1, 1.5, 2 ** 53, NaN]) {
+      expect(thrown(() => native.eventfdWrite(fd, bad)).code).toBe('ERR_OUT_OF_RANGE');
+    }
+    closeFd(fd);
+
+    const blocking = track(native.eventfdCreate(1, false));
+    expect(fdFlags(blocking) & O_NONBLOCK).toBe(0);
+    expect(native.eventfdRead(blocking)).toBe(1);
+    closeFd(blocking);
+    expect(thrown(() => native.eventfdCreate(2 ** 32, true)).code).toBe('ERR_OUT_OF_RANGE');
+    expectSystemError(() => native.eventfdRead(BAD_FD), 'EBADF', 'read');
+  });
+});
+
+describe('doorbell poller', () => {
+  function page() {
+    const fd = track(native.memfdCreate('doorbells', 4096));
+    const mine = native.mmap(fd, 0, 4096, RW);
+    const guest = native.mmap(fd, 0, 4096, RW); // models the other process writing the shared page
+    return { fd, mine, guest, doorbells: new Uint32Array(guest) };
+  }
+
+  it('calls back on a change within the word count, and not otherwise', async () => {
+    const { fd, mine, guest, doorbells } = page();
+    let calls = 0;
+    const poller = native.createDoorbellPoller(mine, { spinMicros: 100, maxSleepMicros: 1000 }, () => calls++);
+    poller.setWordCount(4);
+    poller.start(); // already running: no-op
+    await sleep(30);
+    expect(calls).toBe(0);
+
+    doorbells[2] = 1;
+    await waitFor(() => calls >= 1, 'doorbell callback');
+    const after = calls;
+    await sleep(30);
+    expect(calls).toBe(after); // nothing changed since
+
+    doorbells[4] = 1; // beyond the word count
+    await sleep(30);
+    expect(calls).toBe(after);
+
+    poller.setWordCount(8); // newly covered words are snapshotted now: the old write is not reported...
+    await sleep(30);
+    expect(calls).toBe(after);
+    doorbells[5] = 9; // ...but a later one is
+    await waitFor(() => calls > after, 'callback for a newly covered word');
+
+    expectSystemError(() => native.munmap(mine), 'EBUSY', 'munmap');
+    poller.close();
+    poller.close();
+    native.munmap(mine);
+    native.munmap(guest);
+    closeFd(fd);
+    expect(thrown(() => poller.setWordCount(1)).code).toBe('ERR_INVALID_STATE');
+  });
+
+  it('stop/start: no callbacks while stopped, snapshot on start; sleeping scans still see changes', async () => {
+    const { fd, mine, guest, doorbells } = page();
+    let calls = 0;
+    // spinMicros 0: the thread goes straight to its sleep/backoff path.
+    const poller = native.createDoorbellPoller(mine, { spinMicros: 0, maxSleepMicros: 500 }, () => calls++);
+    poller.setWordCount(1024);
+    expect(thrown(() => poller.setWordCount(1025)).code).toBe('ERR_OUT_OF_RANGE');
+    await sleep(20);
+    doorbells[1023] = 1;
+    await waitFor(() => calls === 1, 'callback while sleeping');
+
+    poller.stop();
+    doorbells[0] = 1;
+    await sleep(20);
+    expect(calls).toBe(1);
+    expectSystemError(() => native.munmap(mine), 'EBUSY', 'munmap'); // stopped still pins the page
+    poller.start();
+    await sleep(20);
+    expect(calls).toBe(1);
+    doorbells[0] = 2;
+    await waitFor(() => calls === 2, 'callback after restart');
+    poller.close();
+    native.munmap(mine);
+    native.munmap(guest);
+    closeFd(fd);
+  });
+
+  it('can be closed from inside its callback', async () => {
+    const { fd, mine, guest, doorbells } = page();
+    let calls = 0;
+    const poller = native.createDoorbellPoller(mine, { spinMicros: 50, maxSleepMicros: 200 }, () => {
+      calls++;
+      poller.close();
+      native.munmap(mine); // allowed right away: the thread has been joined
+    });
+    poller.setWordCount(2);
+    doorbells[0] = 1;
+    await waitFor(() => calls === 1, 'callback');
+    expect(native.isMapped(mine)).toBe(false);
+    doorbells[1] = 1;
+    await sleep(20);
+    expect(calls).toBe(1);
+    native.munmap(guest);
+    closeFd(fd);
+  });
+
+  it('validates the page and options', () => {
+    const { fd, mine, guest } = page();
+    const ok = { spinMicros: 0, maxSleepMicros: 100 };
+    expectSystemError(() => native.createDoorbellPoller(new ArrayBuffer(4096), ok, () => {}), 'EINVAL', 'mmap');
+    expect(thrown(() => native.createDoorbellPoller(mine, { spinMicros: -1, maxSleepMicros: 1 }, () => {})).code).toBe(
+      'ERR_OUT_OF_RANGE',
+    );
+    expect(thrown(() => native.createDoorbellPoller(mine, { spinMicros: 0, maxSleepMicros: 0 }, () => {})).code).toBe(
+      'ERR_OUT_OF_RANGE',
+    );
+    expect(thrown(() => native.createDoorbellPoller(mine, null as never, () => {})).code).toBe('ERR_INVALID_ARG_TYPE');
+    expect(thrown(() => native.createDoorbellPoller(mine, ok, 'cb' as never)).code).toBe('ERR_INVALID_ARG_TYPE');
+    native.munmap(mine); // failed creations left no pin behind
+    expectSystemError(() => native.createDoorbellPoller(mine, ok, () => {}), 'EINVAL', 'mmap');
+    native.munmap(guest);
+    closeFd(fd);
+  });
+});
+
+describe('argument validation', () => {
+  it('rejects wrong types and ranges with clear errors', () => {
+    const cases: Array<[() => unknown, string, RegExp]> = [
+      [() => native.close(-1), 'ERR_OUT_OF_RANGE', /close: "fd" must be an integer in \[0, 2147483647\], got -1/],
+      [() => native.close(1.5), 'ERR_OUT_OF_RANGE', /got 1.5/],
+      [() => native.close('3' as never), 'ERR_INVALID_ARG_TYPE', /got string '3'/],
+      [() => (native.close as () => void)(), 'ERR_INVALID_ARG_TYPE', /got undefined/],
+      [() => native.accept(2 ** 31), 'ERR_OUT_OF_RANGE', /accept/],
+      [() => native.recvmsg(0, [1, 2] as never, 0), 'ERR_INVALID_ARG_TYPE', /Uint8Array/],
+      [() => native.recvmsg(0, new Uint16Array(4) as never, 0), 'ERR_INVALID_ARG_TYPE', /Uint8Array/],
+      [() => native.recvmsg(0, new Uint8Array(0), 0), 'ERR_OUT_OF_RANGE', /must not be empty/],
+      [() => native.recvmsg(0, new Uint8Array(1), 254), 'ERR_OUT_OF_RANGE', /maxFds/],
+      [() => native.sendmsg(0, new Uint8Array(1), 3 as never), 'ERR_INVALID_ARG_TYPE', /fds/],
+      [() => native.sendmsg(0, new Uint8Array(1), [-1]), 'ERR_OUT_OF_RANGE', /fds\[0\]/],
+      [() => native.sendmsg(0, new Uint8Array(0), [0]), 'ERR_OUT_OF_RANGE', /at least one byte/],
+      [() => native.setNonBlocking(0, 1 as never), 'ERR_INVALID_ARG_TYPE', /boolean/],
+      [() => native.listenUnix(path.join(dir, 'm.sock'), 0o1000, 1), 'ERR_OUT_OF_RANGE', /mode/],
+      [() => native.listenUnix(path.join(dir, 'b.sock'), 0o600, -1), 'ERR_OUT_OF_RANGE', /backlog/],
+      [() => native.listenUnix('', 0o600, 1), 'ERR_INVALID_ARG_VALUE', /empty/],
+      [() => native.listenUnix('/tmp/a\0b', 0o600, 1), 'ERR_INVALID_ARG_VALUE', /NUL/],
+      [() => native.connectUnix(5 as never), 'ERR_INVALID_ARG_TYPE', /socketPath/],
+      [() => native.createWatcher(0, 'nope' as never), 'ERR_INVALID_ARG_TYPE', /callback/],
+      [() => native.createWatcher(-3, () => {}), 'ERR_OUT_OF_RANGE', /fd/],
+      [() => native.eventfdCreate(0, 'yes' as never), 'ERR_INVALID_ARG_TYPE', /nonBlocking/],
+      [() => native.isMapped({} as never), 'ERR_INVALID_ARG_TYPE', /ArrayBuffer/],
+      [() => native.memfdCreate(Symbol('x') as never, 1), 'ERR_INVALID_ARG_TYPE', /a symbol/],
+    ];
+    for (const [fn, code, message] of cases) {
+      const error = thrown(fn);
+      expect(error.code, String(fn)).toBe(code);
+      expect(error.message, String(fn)).toMatch(message);
+      expect(error.errno).toBeUndefined();
+    }
+  });
+
+  it('reports socket path length and OS failures with errno, code, syscall and context', () => {
+    const long = path.join(dir, 'x'.repeat(120));
+    const error = thrown(() => native.listenUnix(long, 0o600, 1));
+    expect(error.code).toBe('ENAMETOOLONG');
+    expect(error.syscall).toBe('bind');
+    expect(error.message).toMatch(/limited to 107 bytes/);
+    expect(thrown(() => native.connectUnix(long)).code).toBe('ENAMETOOLONG');
+
+    expectSystemError(() => native.connectUnix(path.join(dir, 'missing.sock')), 'ENOENT', 'connect');
+    expectSystemError(() => native.recvmsg(BAD_FD, new Uint8Array(4), 1), 'EBADF', 'recvmsg');
+    expect(thrown(() => native.recvmsg(BAD_FD, new Uint8Array(4), 1)).message).toBe(
+      `recvmsg(fd ${BAD_FD}): Bad file descriptor`,
+    );
+    expectSystemError(() => native.sendmsg(BAD_FD, new Uint8Array(4), []), 'EBADF', 'sendmsg');
+    expectSystemError(() => native.accept(BAD_FD), 'EBADF', 'accept4');
+    expectSystemError(() => native.close(BAD_FD), 'EBADF', 'close');
+    expectSystemError(() => native.setNonBlocking(BAD_FD, true), 'EBADF', 'fcntl');
+    expectSystemError(() => native.eventfdWrite(BAD_FD, 1), 'EBADF', 'write');
+    expectSystemError(() => native.createWatcher(BAD_FD, () => {}), 'EBADF', 'uv_poll_init');
+    const efd = track(native.eventfdCreate(0, true));
+    expectSystemError(() => native.accept(efd), 'ENOTSOCK', 'accept4');
+    closeFd(efd);
+  });
+});
