@@ -1,0 +1,493 @@
+/**
+ * vfio-user framing over one connected AF_UNIX stream socket (a raw, non-blocking fd from the native addon).
+ *
+ * Receiving: bytes are read in large chunks into one growable buffer, so a burst of small messages (QEMU's posted
+ * doorbell writes) costs one recvmsg. Complete messages are handed to the handler strictly in order; a handler
+ * that returns a promise holds back every following message until it settles (reading pauses meanwhile, and the
+ * kernel's socket buffer pushes back on the client). After each pass over the available messages the handler's
+ * `batchEnd` runs once: the device's interrupt-coalescing point.
+ *
+ * File descriptors: SCM_RIGHTS fds ride on the first byte of the sendmsg() that carried them, and a Linux recvmsg
+ * stops right after the chunk of data that brought fds. Both clients in scope send one message per sendmsg, so
+ * the fds of one recvmsg belong to the message that contains the last byte received by that call. We record
+ * each batch of fds with that stream position and attach it to the message covering it.
+ *
+ * Sending: replies are appended to one growable buffer and flushed at the end of each pass (many replies, one
+ * sendmsg). A reply that carries fds starts a new sendmsg, so its fds arrive with its own header, which is what
+ * QEMU (reading the 16-byte header with recvmsg) and cloud-hypervisor (reading the fixed reply with recvmsg)
+ * expect. When the peer does not read, output accumulates up to a high-water mark, then we stop reading requests
+ * until it drains: no unbounded memory for a client that floods requests and never reads replies.
+ */
+import { native, POLL_READABLE, POLL_WRITABLE, type FdWatcher } from '../native/index.js';
+import { HEADER_SIZE, commandName } from './protocol.js';
+
+/** One received message. The object is reused for every message: copy what you need before awaiting. */
+export interface IncomingMessage {
+  msgId: number;
+  command: number;
+  /** msg_size from the header (whole message). */
+  size: number;
+  flags: number;
+  error: number;
+  /** The receive buffer; the payload is bytes[bodyOffset, bodyOffset + bodyLength). */
+  bytes: Uint8Array;
+  view: DataView;
+  bodyOffset: number;
+  bodyLength: number;
+  /** fds that arrived with this message; the handler owns them (close or keep). */
+  fds: number[];
+  /** The client sent more fds than we accept; the kernel closed the extra ones. */
+  fdsTruncated: boolean;
+}
+
+export interface ConnectionHandler {
+  /**
+   * Handles one complete message. The payload view is valid until this returns or, when it returns a promise,
+   * until that promise settles; following messages wait for it. The promise must not reject (a rejection is
+   * treated as an internal error and drops the connection).
+   */
+  handleMessage(message: IncomingMessage): void | Promise<void>;
+  /** Called once processing pauses after at least one message was handled. */
+  batchEnd(): void;
+  /**
+   * A message larger than `maxMessageSize` (but not absurd): its payload is skipped without being buffered and
+   * its fds are closed. The header fields of `message` are valid; bodyLength is 0.
+   */
+  oversizedMessage(message: IncomingMessage): void;
+  /** The connection is closed (by the peer, an I/O error, an unrecoverable framing error, or `close()`). */
+  closed(reason: string, error?: unknown): void;
+}
+
+export interface ConnectionOptions {
+  /** Largest message accepted into the buffer (header included). */
+  maxMessageSize: number;
+  /** Messages above maxMessageSize but at most this are skipped (error reply); larger ones drop the connection. */
+  discardLimit: number;
+  /** Most fds accepted with one message; more is reported as `fdsTruncated`. */
+  maxFds: number;
+  /** Stop reading requests while more than this many reply bytes are waiting to be sent. Default 8 MiB. */
+  outputHighWater?: number;
+}
+
+interface FdBatch {
+  /** Stream position of the last byte received together with these fds. */
+  pos: number;
+  fds: number[];
+  truncated: boolean;
+}
+
+interface FdMark {
+  /** Output stream position of the first byte of the message carrying these fds. */
+  pos: number;
+  fds: readonly number[];
+}
+
+const NO_FDS: number[] = Object.freeze([]) as unknown as number[];
+const INITIAL_BUFFER_SIZE = 64 * 1024;
+/** Compact the receive buffer when less than this is free at its end. */
+const MIN_RECEIVE_SPACE = 16 * 1024;
+/** Reads per readiness event before yielding to the event loop (the poll is level-triggered, so none is lost). */
+const MAX_READS_PER_EVENT = 32;
+
+export function closeFds(fds: readonly number[]): void {
+  for (const fd of fds) {
+    try {
+      native.close(fd);
+    } catch {
+      // Already closed or never ours: nothing more to release.
+    }
+  }
+}
+
+export class Connection {
+  private readonly watcher: FdWatcher;
+  private watching = 0;
+  private closed = false;
+  /** Closed because the byte stream could not be parsed any more (as opposed to EOF, I/O error or close()). */
+  closedForProtocolError = false;
+
+  // Receive side. Positions are absolute stream offsets; `inStartPos` is the position of inBytes[inStart].
+  private inBytes: Uint8Array;
+  private inView: DataView;
+  private inStart = 0;
+  private inEnd = 0;
+  private inStartPos = 0;
+  private readonly fdBatches: FdBatch[] = [];
+  /** Bytes of an oversized message still to skip. */
+  private discardRemaining = 0;
+  private readonly message: IncomingMessage;
+  /** A handler promise is pending. */
+  private blocked = false;
+  /** Reading paused because too much output is queued. */
+  private outputStalled = false;
+  private processing = false;
+  private handledSinceBatchEnd = 0;
+
+  // Send side. `outStartPos` is the output stream position of outBytes[outStart].
+  private out: Uint8Array;
+  private outDataView: DataView;
+  private outStart = 0;
+  private outEnd = 0;
+  private outStartPos = 0;
+  private readonly fdMarks: FdMark[] = [];
+  private readonly outputHighWater: number;
+
+  bytesReceived = 0;
+  bytesSent = 0;
+  /** Times reading paused because the client was not reading its replies. */
+  outputStalls = 0;
+
+  constructor(
+    readonly fd: number,
+    private readonly options: ConnectionOptions,
+    private readonly handler: ConnectionHandler,
+  ) {
+    this.inBytes = new Uint8Array(Math.min(INITIAL_BUFFER_SIZE, options.maxMessageSize));
+    this.inView = new DataView(this.inBytes.buffer);
+    this.out = new Uint8Array(INITIAL_BUFFER_SIZE);
+    this.outDataView = new DataView(this.out.buffer);
+    this.outputHighWater = options.outputHighWater ?? 8 * 1024 * 1024;
+    this.message = {
+      msgId: 0,
+      command: 0,
+      size: 0,
+      flags: 0,
+      error: 0,
+      bytes: this.inBytes,
+      view: this.inView,
+      bodyOffset: 0,
+      bodyLength: 0,
+      fds: NO_FDS,
+      fdsTruncated: false,
+    };
+    this.watcher = native.createWatcher(fd, this.onPoll);
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Reply bytes not yet accepted by the socket. */
+  get pendingOutput(): number {
+    return this.outEnd - this.outStart;
+  }
+
+  start(): void {
+    this.updateWatcher();
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Sending
+
+  /** The send buffer; valid until the next `reserve`. */
+  get outBytes(): Uint8Array {
+    return this.out;
+  }
+
+  get outView(): DataView {
+    return this.outDataView;
+  }
+
+  /** Appends `size` bytes to the send queue and returns their offset in `outBytes` / `outView`. */
+  reserve(size: number): number {
+    if (this.outEnd + size > this.out.length) {
+      if (this.outStart > 0) {
+        this.out.copyWithin(0, this.outStart, this.outEnd);
+        this.outEnd -= this.outStart;
+        this.outStart = 0;
+      }
+      if (this.outEnd + size > this.out.length) {
+        const grown = new Uint8Array(Math.max(this.out.length * 2, this.outEnd + size));
+        grown.set(this.out.subarray(0, this.outEnd));
+        this.out = grown;
+        this.outDataView = new DataView(grown.buffer);
+      }
+    }
+    const at = this.outEnd;
+    this.outEnd += size;
+    return at;
+  }
+
+  /** Drops the most recent reservation (a reply that could not be completed). */
+  unreserve(at: number): void {
+    this.outEnd = at;
+  }
+
+  /**
+   * Sends `fds` with the message reserved at `at` (which must be the most recent reservation). The fds are not
+   * closed: they must stay open until flushed.
+   */
+  attachFds(at: number, fds: readonly number[]): void {
+    if (fds.length > 0) this.fdMarks.push({ pos: this.outStartPos + (at - this.outStart), fds });
+  }
+
+  /** Sends what the socket accepts now; the rest goes when it becomes writable. */
+  flush(): void {
+    if (this.closed) return;
+    while (this.outStart < this.outEnd) {
+      let end = this.outEnd;
+      let fds: readonly number[] = NO_FDS;
+      const mark = this.fdMarks[0];
+      if (mark !== undefined) {
+        const markAt = this.outStart + (mark.pos - this.outStartPos);
+        if (markAt === this.outStart) {
+          // A message with fds starts a sendmsg of its own, and the next one with fds starts another.
+          fds = mark.fds;
+          const next = this.fdMarks[1];
+          if (next !== undefined) end = this.outStart + (next.pos - this.outStartPos);
+        } else {
+          end = markAt;
+        }
+      }
+      let sent: number | null;
+      try {
+        sent = native.sendmsg(this.fd, this.out.subarray(this.outStart, end), fds);
+      } catch (error) {
+        this.close(`send failed: ${(error as Error).message}`, error);
+        return;
+      }
+      if (sent === null) break;
+      // The kernel attaches the fds to the first byte it accepted, so they are gone even after a partial send.
+      if (fds.length > 0) this.fdMarks.shift();
+      this.outStart += sent;
+      this.outStartPos += sent;
+      this.bytesSent += sent;
+    }
+    if (this.outStart === this.outEnd) {
+      this.outStart = 0;
+      this.outEnd = 0;
+    }
+    if (this.outputStalled && this.pendingOutput <= this.outputHighWater / 2) {
+      this.outputStalled = false;
+      if (!this.processing) this.process();
+    }
+    this.updateWatcher();
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Closing
+
+  /** Closes the socket and every received fd not yet handed to the handler. Idempotent. */
+  close(reason: string, error?: unknown): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.watching = 0;
+    this.watcher.close();
+    try {
+      native.close(this.fd);
+    } catch {
+      // The fd is released even if close reports an error.
+    }
+    for (const batch of this.fdBatches) closeFds(batch.fds);
+    this.fdBatches.length = 0;
+    this.fdMarks.length = 0;
+    this.handler.closed(reason, error);
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Receiving
+
+  private readonly onPoll = (events: number): void => {
+    if (this.closed) return;
+    if (events < 0) {
+      this.close(`socket poll failed (errno ${-events})`);
+      return;
+    }
+    if ((events & POLL_WRITABLE) !== 0) this.flush();
+    if ((events & POLL_READABLE) !== 0) this.onReadable();
+  };
+
+  private onReadable(): void {
+    for (let reads = 0; reads < MAX_READS_PER_EVENT; reads++) {
+      if (this.closed || this.blocked || this.outputStalled) break;
+      this.makeReceiveSpace();
+      let result;
+      try {
+        result = native.recvmsg(this.fd, this.inBytes.subarray(this.inEnd), this.options.maxFds);
+      } catch (error) {
+        this.close(`receive failed: ${(error as Error).message}`, error);
+        return;
+      }
+      if (result === null) break;
+      if (result.bytes === 0) {
+        closeFds(result.fds);
+        this.close(
+          this.inEnd > this.inStart || this.discardRemaining > 0
+            ? 'client closed the connection in the middle of a message'
+            : 'client closed the connection',
+        );
+        return;
+      }
+      this.inEnd += result.bytes;
+      this.bytesReceived += result.bytes;
+      if (result.fds.length > 0 || result.fdsTruncated) {
+        this.fdBatches.push({
+          pos: this.inStartPos + (this.inEnd - this.inStart) - 1,
+          fds: result.fds,
+          truncated: result.fdsTruncated,
+        });
+      }
+      this.process();
+    }
+    this.updateWatcher();
+  }
+
+  private makeReceiveSpace(): void {
+    if (this.inStart === this.inEnd) {
+      this.inStart = 0;
+      this.inEnd = 0;
+    } else if (this.inBytes.length - this.inEnd < MIN_RECEIVE_SPACE && this.inStart > 0) {
+      this.inBytes.copyWithin(0, this.inStart, this.inEnd);
+      this.inEnd -= this.inStart;
+      this.inStart = 0;
+    }
+  }
+
+  /** Makes room for a whole message of `size` bytes starting at inStart. */
+  private ensureCapacity(size: number): void {
+    if (this.inStart + size <= this.inBytes.length) return;
+    if (size <= this.inBytes.length) {
+      this.inBytes.copyWithin(0, this.inStart, this.inEnd);
+    } else {
+      const grown = new Uint8Array(Math.min(Math.max(size, this.inBytes.length * 2), this.options.maxMessageSize));
+      grown.set(this.inBytes.subarray(this.inStart, this.inEnd));
+      this.inBytes = grown;
+      this.inView = new DataView(grown.buffer);
+      this.message.bytes = grown;
+      this.message.view = this.inView;
+    }
+    this.inEnd -= this.inStart;
+    this.inStart = 0;
+  }
+
+  private process(): void {
+    if (this.processing || this.closed) return;
+    this.processing = true;
+    try {
+      for (;;) {
+        this.handleAvailable();
+        if (this.closed) return;
+        if (this.handledSinceBatchEnd > 0) {
+          this.handledSinceBatchEnd = 0;
+          this.handler.batchEnd();
+        }
+        const wasStalled = this.outputStalled;
+        this.flush();
+        // flush() may have cleared a stall; go round again for the messages still buffered.
+        if (!(wasStalled && !this.outputStalled && !this.blocked && !this.closed)) break;
+      }
+    } finally {
+      this.processing = false;
+    }
+    this.updateWatcher();
+  }
+
+  /** Hands over complete messages until none is left, a handler goes async, output stalls or we close. */
+  private handleAvailable(): void {
+    const message = this.message;
+    while (!this.closed && !this.blocked) {
+      if (this.discardRemaining > 0 && !this.skipDiscarded()) return;
+      const available = this.inEnd - this.inStart;
+      if (available < HEADER_SIZE) return;
+      if (this.pendingOutput >= this.outputHighWater) {
+        this.outputStalled = true;
+        this.outputStalls++;
+        return;
+      }
+      const at = this.inStart;
+      const view = this.inView;
+      message.msgId = view.getUint16(at, true);
+      message.command = view.getUint16(at + 2, true);
+      message.size = view.getUint32(at + 4, true);
+      message.flags = view.getUint32(at + 8, true);
+      message.error = view.getUint32(at + 12, true);
+      const size = message.size;
+      if (size < HEADER_SIZE || size > this.options.discardLimit) {
+        const what =
+          size < HEADER_SIZE
+            ? 'smaller than the 16-byte header'
+            : `larger than the ${this.options.discardLimit}-byte limit`;
+        this.closedForProtocolError = true;
+        this.close(
+          `message id ${message.msgId} (${commandName(message.command)}) declares msg_size ${size}, ${what}: ` +
+            'the stream cannot be resynchronised',
+        );
+        return;
+      }
+      if (size > this.options.maxMessageSize) {
+        message.bodyOffset = at + HEADER_SIZE;
+        message.bodyLength = 0;
+        message.fds = NO_FDS;
+        message.fdsTruncated = false;
+        this.discardRemaining = size;
+        this.handler.oversizedMessage(message);
+        continue;
+      }
+      if (available < size) {
+        this.ensureCapacity(size);
+        return;
+      }
+      const endPos = this.inStartPos + size;
+      message.fds = NO_FDS;
+      message.fdsTruncated = false;
+      while (this.fdBatches.length > 0 && this.fdBatches[0]!.pos < endPos) {
+        const batch = this.fdBatches.shift()!;
+        message.fds = message.fds.length === 0 ? batch.fds : message.fds.concat(batch.fds);
+        message.fdsTruncated ||= batch.truncated;
+      }
+      message.bytes = this.inBytes;
+      message.view = this.inView;
+      message.bodyOffset = at + HEADER_SIZE;
+      message.bodyLength = size - HEADER_SIZE;
+      this.inStart += size;
+      this.inStartPos += size;
+      this.handledSinceBatchEnd++;
+      let result: void | Promise<void>;
+      try {
+        result = this.handler.handleMessage(message);
+      } catch (error) {
+        closeFds(message.fds);
+        this.close(`internal error handling ${commandName(message.command)}: ${(error as Error).message}`, error);
+        return;
+      }
+      if (result !== undefined) {
+        this.blocked = true;
+        result.then(this.onHandlerSettled, this.onHandlerFailed);
+        return;
+      }
+    }
+  }
+
+  /** Consumes bytes of an oversized message; false while more are still to come. */
+  private skipDiscarded(): boolean {
+    const take = Math.min(this.discardRemaining, this.inEnd - this.inStart);
+    this.inStart += take;
+    this.inStartPos += take;
+    this.discardRemaining -= take;
+    // fds that came with the skipped bytes belonged to the skipped message.
+    while (this.fdBatches.length > 0 && this.fdBatches[0]!.pos < this.inStartPos) closeFds(this.fdBatches.shift()!.fds);
+    return this.discardRemaining === 0;
+  }
+
+  private readonly onHandlerSettled = (): void => {
+    this.blocked = false;
+    if (this.closed) return;
+    this.process();
+  };
+
+  private readonly onHandlerFailed = (error: unknown): void => {
+    this.blocked = false;
+    this.close(`internal error in an asynchronous handler: ${(error as Error)?.message ?? String(error)}`, error);
+  };
+
+  private updateWatcher(): void {
+    if (this.closed) return;
+    const reading = !this.blocked && !this.outputStalled ? POLL_READABLE : 0;
+    const writing = this.outStart < this.outEnd ? POLL_WRITABLE : 0;
+    const wanted = reading | writing;
+    if (wanted === this.watching) return;
+    if (wanted === 0) this.watcher.stop();
+    else this.watcher.start(wanted);
+    this.watching = wanted;
+  }
+}
