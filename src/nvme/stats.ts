@@ -1,0 +1,67 @@
+/** Controller statistics: command counts and a latency histogram cheap enough to update on every I/O. */
+
+/** Bucket i counts latencies in [2^i, 2^(i+1)) microseconds; bucket 0 also holds everything below 1 us. */
+export const LATENCY_BUCKETS = 32;
+
+export class LatencyHistogram {
+  readonly buckets = new Float64Array(LATENCY_BUCKETS);
+  count = 0;
+  totalMicros = 0;
+  maxMicros = 0;
+
+  record(micros: number): void {
+    const whole = micros < 1 ? 1 : Math.min(micros, 0xffffffff) >>> 0;
+    const bucket = Math.min(LATENCY_BUCKETS - 1, 31 - Math.clz32(whole));
+    this.buckets[bucket]!++;
+    this.count++;
+    this.totalMicros += micros;
+    if (micros > this.maxMicros) this.maxMicros = micros;
+  }
+
+  snapshot(): LatencySnapshot {
+    return {
+      bucketsMicros: Array.from(this.buckets),
+      count: this.count,
+      totalMicros: this.totalMicros,
+      maxMicros: this.maxMicros,
+    };
+  }
+}
+
+export interface LatencySnapshot {
+  /** Commands per log2 bucket: index i = [2^i, 2^(i+1)) us, fetch to completion. */
+  bucketsMicros: number[];
+  count: number;
+  totalMicros: number;
+  maxMicros: number;
+}
+
+export type ControllerState = 'disabled' | 'ready' | 'shutting-down' | 'shut-down' | 'failed';
+
+export interface NvmeControllerStats {
+  state: ControllerState;
+  /** Live I/O submission / completion queues (admin queue excluded). */
+  ioSubmissionQueues: number;
+  ioCompletionQueues: number;
+  /** I/O commands fetched and not yet completed. */
+  inFlight: number;
+  commands: {
+    admin: number;
+    read: number;
+    write: number;
+    /** I/O commands other than Read and Write (Flush, Write Zeroes, Dataset Management, ...). */
+    otherIo: number;
+    /** Commands (admin and I/O) that completed with a non-zero status. */
+    failed: number;
+  };
+  bytesRead: number;
+  bytesWritten: number;
+  mediaErrors: number;
+  errorLogEntries: number;
+  asyncEventRequestsOutstanding: number;
+  /** Controller resets (CC.EN 1 -> 0, function reset, disconnect) since the process started. */
+  resets: number;
+  unsafeShutdowns: number;
+  /** I/O command latency. */
+  latency: LatencySnapshot;
+}
