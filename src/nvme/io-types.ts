@@ -4,6 +4,7 @@
  */
 import type { DmaMapping, DmaSpace } from '../memory/guest-memory.js';
 import type { Namespace } from '../namespace/namespace.js';
+import type { Logger } from '../util/log.js';
 
 /** Counters that feed the SMART / Health log page and the controller's statistics. */
 export interface SmartCounters {
@@ -27,6 +28,13 @@ export interface IoContext {
   /** Maximum data transfer per command in bytes (from MDTS); 0 = no limit. */
   readonly maxTransferBytes: number;
   readonly counters: SmartCounters;
+  /**
+   * Every active namespace, for a Flush with NSID FFFFFFFFh. When absent, such a flush fails with Invalid Namespace
+   * or Format (what the spec requires when Identify Controller VWC bits 2:1 = 10b, broadcast flush not supported).
+   */
+  allNamespaces?(): readonly Namespace[];
+  /** Where failed commands are reported (with nsid, opcode, cid); nothing is logged when absent. */
+  readonly logger?: Logger;
 }
 
 /**

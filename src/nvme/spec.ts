@@ -173,6 +173,8 @@ export const Status = {
   COMPARE_FAILURE: status(2, 0x85, true),
   // Path related (SCT 3)
   INTERNAL_PATH_ERROR: status(3, 0x00),
+  // Appended for the I/O path (generic, SCT 0): a write to a read-only namespace.
+  NAMESPACE_WRITE_PROTECTED: status(0, 0x20, true),
 } as const;
 
 /** Asynchronous event types (completion DW0 bits 2:0) and the information codes we raise. */

@@ -1,0 +1,658 @@
+/**
+ * A namespace stored in a regular file (created sparse when missing) or a block device.
+ *
+ * Data moves with preadv/pwritev straight between the file and the guest-memory views the controller passes in (no
+ * staging copy), on libuv's thread pool. Short transfers are continued; a read past the end of a regular file (the
+ * file was truncated behind our back) returns zeroes for the missing part.
+ *
+ * direct (O_DIRECT): the kernel then needs the file offset, every length and every buffer address aligned (to the
+ * device's logical block size and DMA alignment). Offsets are multiples of the namespace block size; guest memory is
+ * page-aligned mmapped RAM, so PRP pages qualify, but a PRP1 offset or an SGL data block may not. Transfers whose
+ * buffers are not 512-byte aligned (or that the kernel rejects with EINVAL) go through page-aligned bounce buffers
+ * (one copy, in chunks of BOUNCE_BYTES). Bounce buffers come from the native addon (memfd + mmap), the only way to
+ * get memory with a known alignment.
+ *
+ * Deallocate: Node has no fallocate(2), so holes cannot be punched here; deallocated ranges are overwritten with
+ * zeroes (still meeting "deallocated blocks read as zero") and `supportsDeallocate` is false. Real hole punching
+ * (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, or BLKDISCARD on block devices) needs a native helper.
+ *
+ * Write cache: writes land in the page cache (or, with O_DIRECT, possibly in the device's own volatile cache), so
+ * `volatileWriteCache` is true in both modes (false only when read-only) and the guest's Flush becomes fdatasync(2).
+ *
+ * Block devices are opened with O_EXCL, which Linux turns into an exclusive claim: opening fails with EBUSY while the
+ * device is mounted or claimed by another exclusive opener, so a guest cannot scribble over a host filesystem.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { Status } from '../nvme/spec.js';
+import { rootLogger, type Logger } from '../util/log.js';
+import { formatSize } from '../util/size.js';
+import { NamespaceError, type ByteRange, type Namespace, type NamespaceUsage } from './namespace.js';
+
+export interface FileNamespaceOptions {
+  path: string;
+  /** Namespace size. Required to create a missing file; a smaller file is grown (sparse); shrinking is refused. */
+  sizeBytes?: number;
+  /** 512 (default) or 4096. */
+  blockSize?: number;
+  /** Open with O_DIRECT (bypass the host page cache). */
+  direct?: boolean;
+  readOnly?: boolean;
+  logger?: Logger;
+}
+
+/** Size of each direct-I/O bounce buffer; unaligned transfers are bounced in pieces of this size. */
+export const BOUNCE_BYTES = 1024 * 1024;
+/** Write Zeroes / Deallocate write this many bytes of zeroes per iovec ... */
+const ZERO_CHUNK_BYTES = 1024 * 1024;
+/** ... and up to this many iovecs per pwritev. */
+const ZERO_IOVECS = 64;
+/** Buffer address/length alignment we consider safe for O_DIRECT without bouncing. */
+const DIRECT_MEMORY_ALIGNMENT = 512;
+
+const openFile = promisify(fs.open);
+const closeFile = promisify(fs.close);
+const fstatFile = promisify(fs.fstat);
+const truncateFile = promisify(fs.ftruncate);
+const datasyncFile = promisify(fs.fdatasync);
+const readFile = promisify(fs.read);
+const writevFile = promisify(fs.writev);
+const writeFile = promisify(fs.write);
+
+/** Zeroes for buffered Write Zeroes; only ever read from. */
+let sharedZeroes: Uint8Array | undefined;
+
+interface AlignedBuffer {
+  readonly bytes: Uint8Array;
+  release(): void;
+}
+
+export class FileNamespace implements Namespace {
+  readonly blockSize: number;
+  readonly blockCount: number;
+  readonly description: string;
+  readonly path: string;
+  readonly sizeBytes: number;
+  readonly readOnly: boolean;
+  readonly direct: boolean;
+  readonly isBlockDevice: boolean;
+  /** True unless read-only (nothing to flush then). */
+  readonly volatileWriteCache: boolean;
+  readonly maxTransferBytes = 0;
+  readonly supportsDeallocate = false;
+
+  private fd: number;
+  private readonly logger: Logger;
+  private readonly operations: FileOperation[] = [];
+  /** Direct mode: page-aligned buffers (bounces, and one of zeroes) and the allocator for more. */
+  private readonly allocateAligned: ((size: number) => AlignedBuffer) | undefined;
+  private readonly alignedBuffers: AlignedBuffer[] = [];
+  private readonly freeBounces: Uint8Array[] = [];
+  private readonly zeroes: Uint8Array;
+  /** Cleared when the kernel rejects a zero-copy direct transfer; later ones then always bounce. */
+  private zeroCopyDirect = true;
+  private inFlight = 0;
+  private drained: Array<() => void> = [];
+  private closing = false;
+
+  private constructor(init: {
+    fd: number;
+    path: string;
+    sizeBytes: number;
+    blockSize: number;
+    readOnly: boolean;
+    direct: boolean;
+    isBlockDevice: boolean;
+    logger: Logger;
+    allocateAligned: ((size: number) => AlignedBuffer) | undefined;
+  }) {
+    this.fd = init.fd;
+    this.path = init.path;
+    this.sizeBytes = init.sizeBytes;
+    this.blockSize = init.blockSize;
+    this.blockCount = init.sizeBytes / init.blockSize;
+    this.readOnly = init.readOnly;
+    this.volatileWriteCache = !init.readOnly;
+    this.direct = init.direct;
+    this.isBlockDevice = init.isBlockDevice;
+    this.logger = init.logger;
+    this.description = `file:${init.path}`;
+    this.allocateAligned = init.allocateAligned;
+    if (init.allocateAligned) {
+      const zeroes = init.allocateAligned(ZERO_CHUNK_BYTES);
+      this.alignedBuffers.push(zeroes);
+      this.zeroes = zeroes.bytes;
+    } else {
+      this.zeroes = sharedZeroes ??= new Uint8Array(ZERO_CHUNK_BYTES);
+    }
+  }
+
+  static async open(options: FileNamespaceOptions): Promise<FileNamespace> {
+    const { sizeBytes, blockSize = 512, direct = false, readOnly = false } = options;
+    const filePath = path.resolve(options.path);
+    const what = `file namespace '${filePath}'`;
+    if (blockSize !== 512 && blockSize !== 4096) throw new Error(`${what}: block size must be 512 or 4096, got ${blockSize}`);
+    if (sizeBytes !== undefined && (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % blockSize !== 0)) {
+      throw new Error(`${what}: size ${sizeBytes} must be a positive multiple of the block size ${blockSize}`);
+    }
+    const logger = (options.logger ?? rootLogger).child({ component: 'namespace', path: filePath });
+
+    let existing: fs.Stats | undefined;
+    try {
+      existing = await fs.promises.stat(filePath);
+    } catch (error) {
+      if (errorCode(error) !== 'ENOENT') throw new Error(`${what}: ${errorMessage(error)}`, { cause: error });
+    }
+    let flags = (readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR) | (direct ? fs.constants.O_DIRECT : 0);
+    let created = false;
+    if (existing === undefined) {
+      if (sizeBytes === undefined) throw new Error(`${what}: file does not exist; give size=<size> to create it`);
+      if (readOnly) throw new Error(`${what}: file does not exist and a read-only namespace cannot create it`);
+      flags |= fs.constants.O_CREAT | fs.constants.O_EXCL;
+      created = true;
+    } else if (existing.isBlockDevice()) {
+      flags |= fs.constants.O_EXCL;
+    } else if (!existing.isFile()) {
+      throw new Error(`${what}: neither a regular file nor a block device`);
+    }
+
+    let fd: number;
+    try {
+      fd = await openFile(filePath, flags, 0o600);
+    } catch (error) {
+      const hint =
+        errorCode(error) === 'EBUSY'
+          ? ' (the block device is in use: mounted or claimed by another program)'
+          : direct && errorCode(error) === 'EINVAL'
+            ? ' (the filesystem does not support O_DIRECT; drop direct=1)'
+            : '';
+      throw new Error(`${what}: cannot open: ${errorMessage(error)}${hint}`, { cause: error });
+    }
+
+    try {
+      const stats = await fstatFile(fd);
+      let namespaceBytes: number;
+      if (stats.isBlockDevice()) {
+        const device = await blockDeviceInfo(stats.rdev);
+        if (direct && device.logicalBlockSize > blockSize) {
+          throw new Error(
+            `${what}: block size ${blockSize} is smaller than the device's logical block size ` +
+              `${device.logicalBlockSize}; O_DIRECT needs block-size=${device.logicalBlockSize}`,
+          );
+        }
+        const usable = device.sizeBytes - (device.sizeBytes % blockSize);
+        if (sizeBytes !== undefined && sizeBytes > usable) {
+          throw new Error(`${what}: size ${sizeBytes} is larger than the device (${usable} bytes)`);
+        }
+        namespaceBytes = sizeBytes ?? usable;
+        if (namespaceBytes <= 0) throw new Error(`${what}: the device is smaller than one block`);
+        if (namespaceBytes < device.sizeBytes) {
+          logger.info('namespace covers only part of the block device', {
+            namespaceBytes,
+            deviceBytes: device.sizeBytes,
+          });
+        }
+      } else if (stats.isFile()) {
+        if (sizeBytes === undefined) {
+          if (stats.size === 0) throw new Error(`${what}: file is empty; give size=<size> to size it`);
+          if (stats.size % blockSize !== 0) {
+            throw new Error(`${what}: file size ${stats.size} is not a multiple of the block size ${blockSize}`);
+          }
+          namespaceBytes = stats.size;
+        } else if (stats.size > sizeBytes) {
+          throw new Error(
+            `${what}: file is ${stats.size} bytes, larger than size=${sizeBytes}; refusing to shrink it ` +
+              `(omit size= to use the file's size)`,
+          );
+        } else {
+          if (stats.size < sizeBytes) {
+            if (readOnly) {
+              throw new Error(`${what}: file is ${stats.size} bytes, smaller than size=${sizeBytes}, and read-only`);
+            }
+            // Extending with ftruncate allocates nothing: the new range is a hole that reads as zeroes.
+            await truncateFile(fd, sizeBytes);
+            if (created) logger.info('created sparse file', { sizeBytes });
+            else logger.info('grew file (sparse)', { fromBytes: stats.size, toBytes: sizeBytes });
+          }
+          namespaceBytes = sizeBytes;
+        }
+      } else {
+        throw new Error(`${what}: neither a regular file nor a block device`);
+      }
+
+      const allocateAligned = direct ? await alignedAllocator(what) : undefined;
+      return new FileNamespace({
+        fd,
+        path: filePath,
+        sizeBytes: namespaceBytes,
+        blockSize,
+        readOnly,
+        direct,
+        isBlockDevice: stats.isBlockDevice(),
+        logger,
+        allocateAligned,
+      });
+    } catch (error) {
+      await closeFile(fd).catch(() => {});
+      if (created) await fs.promises.unlink(filePath).catch(() => {});
+      throw error;
+    }
+  }
+
+  read(offset: number, buffers: readonly Uint8Array[]): Promise<void> | void {
+    return this.transfer(false, offset, buffers);
+  }
+
+  write(offset: number, buffers: readonly Uint8Array[]): Promise<void> | void {
+    if (this.readOnly) throw this.writeProtected();
+    return this.transfer(true, offset, buffers);
+  }
+
+  flush(): Promise<void> | void {
+    this.checkOpen('flush');
+    if (this.readOnly) return undefined;
+    return this.track(
+      datasyncFile(this.fd).catch((error: unknown) => {
+        throw this.failure('flush', 0, 0, error);
+      }),
+    );
+  }
+
+  deallocate(ranges: readonly ByteRange[]): Promise<void> | void {
+    if (this.readOnly) throw this.writeProtected();
+    this.checkOpen('deallocate');
+    if (ranges.length === 0) return undefined;
+    return this.track(this.zeroRanges(ranges));
+  }
+
+  writeZeroes(offset: number, length: number): Promise<void> | void {
+    if (this.readOnly) throw this.writeProtected();
+    this.checkOpen('write zeroes');
+    this.checkRange('write zeroes', offset, length);
+    if (length === 0) return undefined;
+    return this.track(this.zeroRange(offset, length));
+  }
+
+  usage(): NamespaceUsage {
+    if (this.isBlockDevice || this.fd < 0) return { allocatedBytes: this.isBlockDevice ? this.sizeBytes : 0 };
+    // st_blocks counts 512-byte units whatever the filesystem block size; sparse holes are not counted.
+    const allocated = fs.fstatSync(this.fd).blocks * 512;
+    return { allocatedBytes: Math.min(allocated, this.sizeBytes) };
+  }
+
+  /** Waits for in-flight operations (closing the fd under them could redirect them to a reused fd), syncs, closes. */
+  async close(): Promise<void> {
+    if (this.closing) return;
+    this.closing = true;
+    if (this.inFlight > 0) await new Promise<void>((resolve) => this.drained.push(resolve));
+    const fd = this.fd;
+    this.fd = -1;
+    try {
+      if (!this.readOnly) await datasyncFile(fd);
+    } finally {
+      await closeFile(fd);
+      for (const buffer of this.alignedBuffers.splice(0)) buffer.release();
+      this.freeBounces.length = 0;
+    }
+  }
+
+  // --- internals -----------------------------------------------------------------------------------------------
+
+  private transfer(writing: boolean, offset: number, buffers: readonly Uint8Array[]): Promise<void> | void {
+    const kind = writing ? 'write' : 'read';
+    this.checkOpen(kind);
+    let total = 0;
+    let aligned = true;
+    for (const buffer of buffers) {
+      total += buffer.length;
+      if (buffer.byteOffset % DIRECT_MEMORY_ALIGNMENT !== 0 || buffer.length % DIRECT_MEMORY_ALIGNMENT !== 0) {
+        aligned = false;
+      }
+    }
+    this.checkRange(kind, offset, total);
+    if (total === 0) return undefined;
+    if (this.direct && !(aligned && this.zeroCopyDirect)) return this.track(this.bounced(writing, offset, buffers));
+    const operation = this.operations.pop() ?? new FileOperation(this);
+    return this.track(operation.run(writing, offset, buffers));
+  }
+
+  /** Called by a zero-copy direct transfer the kernel refused with EINVAL: finish it (and all later ones) bounced. */
+  fallBackToBounce(writing: boolean, offset: number, buffers: readonly Uint8Array[]): Promise<void> {
+    if (this.zeroCopyDirect) {
+      this.zeroCopyDirect = false;
+      this.logger.info('O_DIRECT rejected guest buffers as unaligned; using bounce buffers from now on');
+    }
+    return this.bounced(writing, offset, buffers);
+  }
+
+  /** Direct I/O through page-aligned bounce buffers, BOUNCE_BYTES at a time. */
+  private async bounced(writing: boolean, offset: number, buffers: readonly Uint8Array[]): Promise<void> {
+    const bounce = this.takeBounce();
+    try {
+      let index = 0;
+      let consumed = 0;
+      let position = offset;
+      let total = 0;
+      for (const buffer of buffers) total += buffer.length;
+      for (let done = 0; done < total; ) {
+        const piece = bounce.subarray(0, Math.min(bounce.length, total - done));
+        if (writing) {
+          for (let filled = 0; filled < piece.length; ) {
+            const source = buffers[index]!;
+            const count = Math.min(source.length - consumed, piece.length - filled);
+            piece.set(source.subarray(consumed, consumed + count), filled);
+            filled += count;
+            consumed += count;
+            if (consumed === source.length) (index++, (consumed = 0));
+          }
+          await this.writeFully(piece, position);
+        } else {
+          await this.readFully(piece, position);
+          for (let drained = 0; drained < piece.length; ) {
+            const target = buffers[index]!;
+            const count = Math.min(target.length - consumed, piece.length - drained);
+            target.set(piece.subarray(drained, drained + count), consumed);
+            drained += count;
+            consumed += count;
+            if (consumed === target.length) (index++, (consumed = 0));
+          }
+        }
+        done += piece.length;
+        position += piece.length;
+      }
+    } catch (error) {
+      throw error instanceof NamespaceError ? error : this.failure(writing ? 'write' : 'read', offset, 0, error);
+    } finally {
+      this.freeBounces.push(bounce);
+    }
+  }
+
+  private async readFully(buffer: Uint8Array, position: number): Promise<void> {
+    for (let done = 0; done < buffer.length; ) {
+      let bytes: number;
+      try {
+        ({ bytesRead: bytes } = await readFile(this.fd, buffer, done, buffer.length - done, position + done));
+      } catch (error) {
+        throw this.failure('read', position + done, buffer.length - done, error);
+      }
+      if (bytes === 0) {
+        buffer.fill(0, done);
+        return;
+      }
+      done += bytes;
+    }
+  }
+
+  private async writeFully(buffer: Uint8Array, position: number): Promise<void> {
+    for (let done = 0; done < buffer.length; ) {
+      let bytes: number;
+      try {
+        ({ bytesWritten: bytes } = await writeFile(this.fd, buffer, done, buffer.length - done, position + done));
+      } catch (error) {
+        throw this.failure('write', position + done, buffer.length - done, error);
+      }
+      if (bytes === 0) throw this.failure('write', position + done, buffer.length - done, noProgress());
+      done += bytes;
+    }
+  }
+
+  private async zeroRanges(ranges: readonly ByteRange[]): Promise<void> {
+    for (const range of ranges) {
+      this.checkRange('deallocate', range.offset, range.length);
+      await this.zeroRange(range.offset, range.length);
+    }
+  }
+
+  /** Writes zeroes with pwritev of one shared zero chunk repeated, up to ZERO_IOVECS × ZERO_CHUNK_BYTES per call. */
+  private async zeroRange(offset: number, length: number): Promise<void> {
+    const iovecs: Uint8Array[] = [];
+    for (let done = 0; done < length; ) {
+      iovecs.length = 0;
+      for (let planned = done; planned < length && iovecs.length < ZERO_IOVECS; ) {
+        const count = Math.min(this.zeroes.length, length - planned);
+        iovecs.push(count === this.zeroes.length ? this.zeroes : this.zeroes.subarray(0, count));
+        planned += count;
+      }
+      let bytes: number;
+      try {
+        bytes = (await writevFile(this.fd, iovecs, offset + done)).bytesWritten;
+      } catch (error) {
+        throw this.failure('write zeroes', offset + done, length - done, error);
+      }
+      if (bytes === 0) throw this.failure('write zeroes', offset + done, length - done, noProgress());
+      done += bytes;
+    }
+  }
+
+  private takeBounce(): Uint8Array {
+    const free = this.freeBounces.pop();
+    if (free !== undefined) return free;
+    const buffer = this.allocateAligned!(BOUNCE_BYTES);
+    this.alignedBuffers.push(buffer);
+    return buffer.bytes;
+  }
+
+  /** Counts the operation in flight until it settles, so `close` can wait for it. */
+  private track(promise: Promise<void>): Promise<void> {
+    this.inFlight++;
+    return promise.finally(this.settled);
+  }
+
+  private readonly settled = (): void => {
+    if (--this.inFlight === 0 && this.drained.length > 0) for (const resolve of this.drained.splice(0)) resolve();
+  };
+
+  /** Returns a finished operation object to the pool. */
+  recycle(operation: FileOperation): void {
+    this.operations.push(operation);
+  }
+
+  get fileDescriptor(): number {
+    return this.fd;
+  }
+
+  failure(operation: string, offset: number, length: number, error: unknown): NamespaceError {
+    const code = errorCode(error);
+    const kind =
+      code === 'ENOSPC' || code === 'EDQUOT' ? 'capacity' : operation === 'read' ? 'read' : 'write';
+    const status = code === 'EROFS' ? Status.NAMESPACE_WRITE_PROTECTED : undefined;
+    const where = length > 0 ? ` of ${length} bytes at offset ${offset}` : '';
+    return new NamespaceError(kind, `${this.description}: ${operation}${where} failed: ${errorMessage(error)}`, status, {
+      cause: error,
+    });
+  }
+
+  private writeProtected(): NamespaceError {
+    return new NamespaceError('write', `${this.description} is read-only`, Status.NAMESPACE_WRITE_PROTECTED);
+  }
+
+  private checkOpen(operation: string): void {
+    if (this.closing) throw new NamespaceError('internal', `${this.description}: ${operation} after close`);
+  }
+
+  private checkRange(operation: string, offset: number, length: number): void {
+    if (!(offset >= 0 && length >= 0 && offset + length <= this.sizeBytes)) {
+      throw new NamespaceError(
+        'internal',
+        `${this.description}: ${operation} of ${length} bytes at offset ${offset} is outside the namespace ` +
+          `(${formatSize(this.sizeBytes)})`,
+      );
+    }
+  }
+}
+
+/**
+ * One zero-copy preadv/pwritev transfer, continued across short transfers. Pooled per namespace so the steady state
+ * allocates only the promise (and libuv's request): its callbacks are bound once.
+ */
+class FileOperation {
+  private writing = false;
+  private buffers: readonly Uint8Array[] = [];
+  /** File offset of the next byte, the first unfinished buffer and the bytes of it already done. */
+  private position = 0;
+  private index = 0;
+  private consumed = 0;
+  private resolve: () => void = noop;
+  private reject: (error: unknown) => void = noop;
+
+  constructor(private readonly owner: FileNamespace) {}
+
+  run(writing: boolean, offset: number, buffers: readonly Uint8Array[]): Promise<void> {
+    this.writing = writing;
+    this.buffers = buffers;
+    this.position = offset;
+    this.index = 0;
+    this.consumed = 0;
+    return new Promise<void>(this.start);
+  }
+
+  private readonly start = (resolve: () => void, reject: (error: unknown) => void): void => {
+    this.resolve = resolve;
+    this.reject = reject;
+    this.issue(this.buffers);
+  };
+
+  private issue(buffers: readonly Uint8Array[]): void {
+    try {
+      const fd = this.owner.fileDescriptor;
+      if (this.writing) fs.writev(fd, buffers as Uint8Array[], this.position, this.completed);
+      else fs.readv(fd, buffers as Uint8Array[], this.position, this.completed);
+    } catch (error) {
+      this.fail(error);
+    }
+  }
+
+  private readonly completed = (error: NodeJS.ErrnoException | null, bytes: number): void => {
+    if (error) {
+      if (this.owner.direct && error.code === 'EINVAL') {
+        // The kernel wants stricter alignment than we assumed: finish this transfer through bounce buffers.
+        const rest = this.remaining();
+        const { writing, position, resolve, reject } = this;
+        this.recycle();
+        this.owner.fallBackToBounce(writing, position, rest).then(resolve, reject);
+        return;
+      }
+      this.fail(error);
+      return;
+    }
+    if (bytes === 0) {
+      if (this.writing) {
+        this.fail(noProgress());
+        return;
+      }
+      // End of file: the file is shorter than the namespace; the rest reads as zeroes.
+      for (const buffer of this.remaining()) buffer.fill(0);
+      this.succeed();
+      return;
+    }
+    this.position += bytes;
+    while (bytes > 0) {
+      const left = this.buffers[this.index]!.length - this.consumed;
+      if (bytes < left) {
+        this.consumed += bytes;
+        bytes = 0;
+      } else {
+        bytes -= left;
+        this.index++;
+        this.consumed = 0;
+      }
+    }
+    while (this.index < this.buffers.length && this.buffers[this.index]!.length === 0) this.index++;
+    if (this.index === this.buffers.length) this.succeed();
+    else this.issue(this.remaining());
+  };
+
+  /** The buffers still to transfer (allocates; only used after a short transfer). */
+  private remaining(): Uint8Array[] {
+    const rest = this.buffers.slice(this.index);
+    if (rest.length > 0 && this.consumed > 0) rest[0] = rest[0]!.subarray(this.consumed);
+    return rest;
+  }
+
+  private succeed(): void {
+    const resolve = this.resolve;
+    this.recycle();
+    resolve();
+  }
+
+  private fail(error: unknown): void {
+    const reject = this.reject;
+    const failure = this.owner.failure(this.writing ? 'write' : 'read', this.position, this.remainingBytes(), error);
+    this.recycle();
+    reject(failure);
+  }
+
+  private remainingBytes(): number {
+    let bytes = -this.consumed;
+    for (let index = this.index; index < this.buffers.length; index++) bytes += this.buffers[index]!.length;
+    return Math.max(bytes, 0);
+  }
+
+  private recycle(): void {
+    this.buffers = [];
+    this.resolve = noop;
+    this.reject = noop;
+    this.owner.recycle(this);
+  }
+}
+
+function noop(): void {}
+
+function noProgress(): Error {
+  return Object.assign(new Error('no progress (0 bytes transferred)'), { code: 'EIO' });
+}
+
+function errorCode(error: unknown): string | undefined {
+  const code = (error as { code?: unknown } | null)?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+/** Size and logical block size of a block device from sysfs (Node cannot issue BLKGETSIZE64). */
+async function blockDeviceInfo(rdev: number): Promise<{ sizeBytes: number; logicalBlockSize: number }> {
+  const dev = BigInt(rdev);
+  // glibc's dev_t encoding (gnu_dev_major / gnu_dev_minor).
+  const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn));
+  const minor = Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn));
+  const base = `/sys/dev/block/${major}:${minor}`;
+  const sectors = Number((await fs.promises.readFile(`${base}/size`, 'utf8')).trim());
+  if (!Number.isSafeInteger(sectors) || sectors < 0) throw new Error(`${base}/size: unexpected content`);
+  // Partitions have no queue/ of their own: it lives on the parent disk.
+  let logicalBlockSize = 512;
+  for (const candidate of [`${base}/queue/logical_block_size`, `${base}/../queue/logical_block_size`]) {
+    try {
+      logicalBlockSize = Number((await fs.promises.readFile(candidate, 'utf8')).trim()) || 512;
+      break;
+    } catch {
+      // try the next location
+    }
+  }
+  return { sizeBytes: sectors * 512, logicalBlockSize };
+}
+
+/** Page-aligned, zero-filled buffers from the native addon: an anonymous memfd mapped shared. */
+async function alignedAllocator(what: string): Promise<(size: number) => AlignedBuffer> {
+  let addon: typeof import('../native/index.js');
+  try {
+    addon = await import('../native/index.js');
+  } catch (error) {
+    throw new Error(`${what}: direct=1 needs the native addon for aligned bounce buffers: ${errorMessage(error)}`, {
+      cause: error,
+    });
+  }
+  const { native, PROT_READ, PROT_WRITE } = addon;
+  return (size: number): AlignedBuffer => {
+    const fd = native.memfdCreate('vfiod-bounce', size);
+    let buffer: ArrayBuffer;
+    try {
+      buffer = native.mmap(fd, 0, size, PROT_READ | PROT_WRITE);
+    } finally {
+      native.close(fd);
+    }
+    return { bytes: new Uint8Array(buffer), release: () => native.munmap(buffer) };
+  };
+}

@@ -1,0 +1,215 @@
+/**
+ * Namespace URIs: how operators name a namespace's backend on the command line and in config files.
+ *
+ *   memory:<size>[?block-size=512|4096]
+ *   file:<path>[?size=<size>&block-size=512|4096&direct=0|1&readonly=0|1]     (path absolute or relative)
+ *   file:///<absolute path>[?...]
+ *
+ * Sizes take the suffixes of src/util/size.ts (`64M`, `1GiB`, ...) and must be multiples of the block size. Paths are
+ * taken literally (no percent-decoding); a path containing '?' cannot be expressed. Each scheme is a registered
+ * handler, so another backend (e.g. `nvme-tcp://`) plugs in with `registerNamespaceScheme` without changing callers.
+ */
+import path from 'node:path';
+import { rootLogger, type Logger } from '../util/log.js';
+import { parseSize } from '../util/size.js';
+import { FileNamespace } from './file.js';
+import { MemoryNamespace } from './memory.js';
+import type { Namespace } from './namespace.js';
+
+/** A parsed namespace URI; each scheme extends it with its own fields. */
+export interface NamespaceSpec {
+  /** Lower-case scheme without the colon, e.g. 'file'. */
+  readonly scheme: string;
+  /** The URI as written. */
+  readonly uri: string;
+}
+
+export interface MemoryNamespaceSpec extends NamespaceSpec {
+  readonly scheme: 'memory';
+  readonly sizeBytes: number;
+  readonly blockSize: number;
+}
+
+export interface FileNamespaceSpec extends NamespaceSpec {
+  readonly scheme: 'file';
+  /** Absolute (resolved against the working directory at parse time). */
+  readonly path: string;
+  readonly sizeBytes?: number;
+  readonly blockSize: number;
+  readonly direct: boolean;
+  readonly readOnly: boolean;
+}
+
+/** The parts of a URI every scheme handler gets: `<scheme>:<body>[?<params>]`. */
+export interface NamespaceUriParts {
+  readonly uri: string;
+  readonly scheme: string;
+  readonly body: string;
+  /** `key=value` pairs after '?', in order; keys unique. */
+  readonly params: ReadonlyMap<string, string>;
+}
+
+export interface NamespaceScheme<S extends NamespaceSpec = NamespaceSpec> {
+  /** Validates and converts; throws `Error(invalidUri(parts.uri, reason))` on bad input. */
+  parse(parts: NamespaceUriParts): S;
+  open(spec: S, logger: Logger): Promise<Namespace>;
+}
+
+const schemes = new Map<string, NamespaceScheme>();
+
+/** Adds (or replaces) the handler of `scheme` (lower case, without the colon). */
+export function registerNamespaceScheme<S extends NamespaceSpec>(scheme: string, handler: NamespaceScheme<S>): void {
+  if (!/^[a-z][a-z0-9+.-]*$/.test(scheme)) throw new Error(`invalid namespace scheme name '${scheme}'`);
+  schemes.set(scheme, handler as unknown as NamespaceScheme);
+}
+
+export function knownNamespaceSchemes(): string[] {
+  return [...schemes.keys()].sort();
+}
+
+/** The message format of every URI error. */
+export function invalidUri(uri: string, reason: string): string {
+  return `invalid namespace URI '${uri}': ${reason}`;
+}
+
+export function parseNamespaceUri(uri: string): NamespaceSpec {
+  const match = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(uri);
+  const known = `known schemes: ${knownNamespaceSchemes().join(', ')}`;
+  if (!match) throw new Error(invalidUri(uri, `missing scheme (${known})`));
+  const scheme = match[1]!.toLowerCase();
+  const handler = schemes.get(scheme);
+  if (!handler) throw new Error(invalidUri(uri, `unknown scheme '${scheme}' (${known})`));
+  const rest = uri.slice(match[0].length);
+  const question = rest.indexOf('?');
+  const body = question < 0 ? rest : rest.slice(0, question);
+  const params = new Map<string, string>();
+  if (question >= 0) {
+    for (const pair of rest.slice(question + 1).split('&')) {
+      if (pair === '') continue;
+      const equals = pair.indexOf('=');
+      if (equals <= 0) throw new Error(invalidUri(uri, `malformed parameter '${pair}' (expected key=value)`));
+      const key = pair.slice(0, equals);
+      if (params.has(key)) throw new Error(invalidUri(uri, `parameter '${key}' given twice`));
+      params.set(key, pair.slice(equals + 1));
+    }
+  }
+  return handler.parse({ uri, scheme, body, params });
+}
+
+export async function openNamespace(spec: NamespaceSpec, logger: Logger = rootLogger): Promise<Namespace> {
+  const handler = schemes.get(spec.scheme);
+  if (!handler) {
+    throw new Error(`cannot open namespace '${spec.uri}': unknown scheme '${spec.scheme}'`);
+  }
+  return handler.open(spec, logger);
+}
+
+export function isFileNamespaceSpec(spec: NamespaceSpec): spec is FileNamespaceSpec {
+  return spec.scheme === 'file';
+}
+
+export function isMemoryNamespaceSpec(spec: NamespaceSpec): spec is MemoryNamespaceSpec {
+  return spec.scheme === 'memory';
+}
+
+// --- parameter helpers (for scheme handlers) -------------------------------------------------------------------
+
+/** Throws for parameters other than `allowed`. */
+export function checkParams(parts: NamespaceUriParts, allowed: readonly string[]): void {
+  for (const key of parts.params.keys()) {
+    if (!allowed.includes(key)) {
+      const known = allowed.length > 0 ? allowed.join(', ') : 'none';
+      throw new Error(invalidUri(parts.uri, `unknown parameter '${key}' (known: ${known})`));
+    }
+  }
+}
+
+export function sizeParam(parts: NamespaceUriParts, text: string): number {
+  let bytes: number;
+  try {
+    bytes = parseSize(text);
+  } catch (error) {
+    throw new Error(invalidUri(parts.uri, (error as Error).message));
+  }
+  if (bytes === 0) throw new Error(invalidUri(parts.uri, 'size must be greater than 0'));
+  return bytes;
+}
+
+export function blockSizeParam(parts: NamespaceUriParts): number {
+  const text = parts.params.get('block-size');
+  if (text === undefined) return 512;
+  if (text !== '512' && text !== '4096') {
+    throw new Error(invalidUri(parts.uri, `block-size must be 512 or 4096, got '${text}'`));
+  }
+  return Number(text);
+}
+
+export function booleanParam(parts: NamespaceUriParts, key: string): boolean {
+  const text = parts.params.get(key);
+  if (text === undefined) return false;
+  if (text === '1' || text === 'true') return true;
+  if (text === '0' || text === 'false') return false;
+  throw new Error(invalidUri(parts.uri, `${key} must be 0, 1, true or false, got '${text}'`));
+}
+
+function checkMultiple(parts: NamespaceUriParts, sizeBytes: number, blockSize: number): void {
+  if (sizeBytes % blockSize !== 0) {
+    throw new Error(invalidUri(parts.uri, `size ${sizeBytes} is not a multiple of the block size ${blockSize}`));
+  }
+}
+
+// --- built-in schemes ------------------------------------------------------------------------------------------
+
+registerNamespaceScheme<MemoryNamespaceSpec>('memory', {
+  parse(parts) {
+    checkParams(parts, ['block-size']);
+    if (parts.body === '') throw new Error(invalidUri(parts.uri, 'missing size'));
+    const sizeBytes = sizeParam(parts, parts.body);
+    const blockSize = blockSizeParam(parts);
+    checkMultiple(parts, sizeBytes, blockSize);
+    return { scheme: 'memory', uri: parts.uri, sizeBytes, blockSize };
+  },
+  open(spec) {
+    return Promise.resolve(new MemoryNamespace({ sizeBytes: spec.sizeBytes, blockSize: spec.blockSize }));
+  },
+});
+
+registerNamespaceScheme<FileNamespaceSpec>('file', {
+  parse(parts) {
+    checkParams(parts, ['size', 'block-size', 'direct', 'readonly']);
+    let filePath = parts.body;
+    if (filePath.startsWith('//')) {
+      // RFC 8089 form: file://<host>/<path>; only the local host (empty or 'localhost') makes sense.
+      const slash = filePath.indexOf('/', 2);
+      const host = slash < 0 ? filePath.slice(2) : filePath.slice(2, slash);
+      if (host !== '' && host !== 'localhost') {
+        throw new Error(invalidUri(parts.uri, `only local files are supported, got host '${host}'`));
+      }
+      filePath = slash < 0 ? '' : filePath.slice(slash);
+    }
+    if (filePath === '') throw new Error(invalidUri(parts.uri, 'missing path'));
+    const blockSize = blockSizeParam(parts);
+    const sizeText = parts.params.get('size');
+    const sizeBytes = sizeText === undefined ? undefined : sizeParam(parts, sizeText);
+    if (sizeBytes !== undefined) checkMultiple(parts, sizeBytes, blockSize);
+    return {
+      scheme: 'file',
+      uri: parts.uri,
+      path: path.resolve(filePath),
+      ...(sizeBytes !== undefined ? { sizeBytes } : {}),
+      blockSize,
+      direct: booleanParam(parts, 'direct'),
+      readOnly: booleanParam(parts, 'readonly'),
+    };
+  },
+  open(spec, logger) {
+    return FileNamespace.open({
+      path: spec.path,
+      ...(spec.sizeBytes !== undefined ? { sizeBytes: spec.sizeBytes } : {}),
+      blockSize: spec.blockSize,
+      direct: spec.direct,
+      readOnly: spec.readOnly,
+      logger,
+    });
+  },
+});

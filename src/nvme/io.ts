@@ -1,0 +1,432 @@
+/**
+ * The NVM command set on the I/O queues: Read, Write, Compare, Flush, Write Zeroes, Dataset Management and Verify,
+ * run against the namespace the SQE names.
+ *
+ * Completion is reported through `done` exactly once. A namespace operation that completes synchronously (the memory
+ * backend) completes the command before `executeIoCommand` returns, without promises or closures. An asynchronous one
+ * pins the guest mappings the data segments live in for as long as the backend may touch them, so a concurrent
+ * DMA_UNMAP (GuestMemory.remove) waits for it; the pins are dropped just before `done`. `request.pinned` is non-empty
+ * only while such a command is in flight. `request.segments` keeps the last command's views until the next command
+ * (emptying a JS array drops its backing store, which the next command would have to reallocate).
+ *
+ * Decisions the controller's Identify data must agree with:
+ * - ONCS: Compare (bit 0), Dataset Management (bit 2), Write Zeroes (bit 3); Verify (bit 7) only range-checks
+ *   (no media to scrub: a backend reports errors on the reads themselves). Write Uncorrectable and fused operations
+ *   are not supported (Invalid Opcode / Invalid Field).
+ * - Flush with NSID FFFFFFFFh flushes every namespace when the context provides `allNamespaces`, else it fails with
+ *   Invalid Namespace or Format (report VWC bits 2:1 accordingly).
+ * - FUA on Write / Write Zeroes flushes the namespace (when it has a volatile write cache) before completing.
+ * - Write Zeroes with DEAC deallocates when the backend really deallocates, else writes zeroes (same result).
+ * - SMART counters: Read and Compare count as host reads (and their bytes as data read), Write as host writes; Write
+ *   Zeroes, DSM and Verify are not counted. Media errors count failures with a media status (SCT 2) except a
+ *   compare mismatch.
+ */
+import type { DmaMapping, DmaSpace } from '../memory/guest-memory.js';
+import { NamespaceError, type ByteRange, type Namespace } from '../namespace/namespace.js';
+import { rootLogger } from '../util/log.js';
+import { mapDataPointer } from './data-pointer.js';
+import type { IoContext, IoDone, IoRequest } from './io-types.js';
+import { IoOpcode, Status, StatusType } from './spec.js';
+
+/** NSID that addresses every namespace (broadcast). */
+export const BROADCAST_NSID = 0xffffffff;
+/** Dataset Management: at most 256 ranges of 16 bytes. */
+const DSM_RANGE_BYTES = 16;
+const DSM_MAX_RANGES = 256;
+/** CDW12 bits of Read/Write/Compare/Write Zeroes. */
+const CDW12_FUA = 1 << 30;
+const CDW12_DEAC = 1 << 25;
+/** CDW11 of Dataset Management: Attribute - Deallocate. */
+const DSM_ATTRIBUTE_DEALLOCATE = 1 << 2;
+/** Returned by the command starters when the command continues asynchronously. */
+const IN_FLIGHT = -1;
+const MAX_SAFE_HIGH_DWORD = 0x1fffff;
+
+/**
+ * Runs the I/O command in `request.sqe` and reports its status through `done` (possibly before returning). Never
+ * throws: invalid commands, guest memory faults, backend failures and unexpected exceptions all become a status.
+ * (An exception thrown by `done` itself propagates to the caller when `done` runs synchronously; on the asynchronous
+ * path it is logged.)
+ */
+export function executeIoCommand(ctx: IoContext, request: IoRequest, done: IoDone): void {
+  let status: number;
+  try {
+    status = startCommand(ctx, request, done);
+  } catch (error) {
+    status = failureStatus(ctx, request, error);
+  }
+  if (status !== IN_FLIGHT) complete(ctx, request, done, status);
+}
+
+function startCommand(ctx: IoContext, request: IoRequest, done: IoDone): number {
+  const sqe = request.sqe;
+  request.result = 0;
+  const opcode = sqe.getUint8(0);
+  switch (opcode) {
+    case IoOpcode.READ:
+    case IoOpcode.WRITE:
+    case IoOpcode.COMPARE:
+    case IoOpcode.FLUSH:
+    case IoOpcode.WRITE_ZEROES:
+    case IoOpcode.DATASET_MANAGEMENT:
+    case IoOpcode.VERIFY:
+      break;
+    default:
+      return Status.INVALID_OPCODE;
+  }
+  // FUSE (CDW0 bits 9:8): fused Compare-and-Write is not supported.
+  if ((sqe.getUint8(1) & 0x3) !== 0) return Status.INVALID_FIELD;
+  const nsid = sqe.getUint32(4, true);
+  if (opcode === IoOpcode.FLUSH && nsid === BROADCAST_NSID) return startBroadcastFlush(ctx, request, done);
+  const namespace = ctx.namespace(nsid);
+  if (namespace === undefined) return Status.INVALID_NAMESPACE_OR_FORMAT;
+
+  switch (opcode) {
+    case IoOpcode.FLUSH:
+      return settle(ctx, request, done, namespace, namespace.flush(), opcode, 0, false, undefined, false);
+    case IoOpcode.DATASET_MANAGEMENT:
+      return startDatasetManagement(ctx, request, done, namespace);
+    default:
+      return startBlockCommand(ctx, request, done, namespace, opcode);
+  }
+}
+
+/** Read, Write, Compare, Write Zeroes and Verify: commands addressing SLBA (CDW10-11) and NLB (CDW12 15:0). */
+function startBlockCommand(
+  ctx: IoContext,
+  request: IoRequest,
+  done: IoDone,
+  namespace: Namespace,
+  opcode: number,
+): number {
+  const sqe = request.sqe;
+  const slbaHigh = sqe.getUint32(44, true);
+  const blocks = (sqe.getUint32(48, true) & 0xffff) + 1;
+  if (slbaHigh > MAX_SAFE_HIGH_DWORD) return Status.LBA_OUT_OF_RANGE;
+  const slba = slbaHigh * 0x1_0000_0000 + sqe.getUint32(40, true);
+  if (slba + blocks > namespace.blockCount) return Status.LBA_OUT_OF_RANGE;
+  const offset = slba * namespace.blockSize;
+  const bytes = blocks * namespace.blockSize;
+  const cdw12 = sqe.getUint32(48, true);
+  const forceUnitAccess = (cdw12 & CDW12_FUA) !== 0 && namespace.volatileWriteCache;
+
+  if (opcode === IoOpcode.VERIFY) return Status.SUCCESS;
+  if (opcode === IoOpcode.WRITE_ZEROES) {
+    // No data transfer, so MDTS does not apply.
+    const pending =
+      (cdw12 & CDW12_DEAC) !== 0 && namespace.supportsDeallocate
+        ? namespace.deallocate([{ offset, length: bytes }])
+        : namespace.writeZeroes(offset, bytes);
+    return settle(ctx, request, done, namespace, pending, opcode, 0, forceUnitAccess, undefined, false);
+  }
+
+  if (exceedsTransferLimit(ctx, namespace, bytes)) return Status.INVALID_FIELD;
+  // 'write' = the device writes guest memory (a Read command); Write and Compare read it.
+  const access = opcode === IoOpcode.READ ? 'write' : 'read';
+  const mapped = mapDataPointer(ctx.dma, sqe, bytes, access, request.segments, true, dataMappings);
+  if (mapped !== Status.SUCCESS) return mapped;
+
+  if (opcode === IoOpcode.READ) {
+    const pending = namespace.read(offset, request.segments);
+    return settle(ctx, request, done, namespace, pending, opcode, bytes, false, undefined, true);
+  }
+  if (opcode === IoOpcode.WRITE) {
+    const pending = namespace.write(offset, request.segments);
+    return settle(ctx, request, done, namespace, pending, opcode, bytes, forceUnitAccess, undefined, true);
+  }
+  // Compare needs the stored data next to the guest's: one temporary buffer per Compare (not a hot path).
+  const stored = new Uint8Array(bytes);
+  return settle(ctx, request, done, namespace, namespace.read(offset, [stored]), opcode, bytes, false, stored, true);
+}
+
+function startDatasetManagement(ctx: IoContext, request: IoRequest, done: IoDone, namespace: Namespace): number {
+  const sqe = request.sqe;
+  // Integral Dataset for Read/Write are hints we may ignore; only Deallocate changes anything.
+  if ((sqe.getUint32(44, true) & DSM_ATTRIBUTE_DEALLOCATE) === 0) return Status.SUCCESS;
+  const rangeCount = (sqe.getUint32(40, true) & 0xff) + 1;
+  const listBytes = rangeCount * DSM_RANGE_BYTES;
+  const mapped = mapDataPointer(ctx.dma, sqe, listBytes, 'read', request.segments, true);
+  if (mapped !== Status.SUCCESS) return mapped;
+  // Copy the range list out of guest memory first, so the guest cannot change it while we validate and use it.
+  let copied = 0;
+  for (const segment of request.segments) {
+    dsmList.set(segment, copied);
+    copied += segment.length;
+  }
+
+  const ranges: ByteRange[] = [];
+  for (let index = 0; index < rangeCount; index++) {
+    const base = index * DSM_RANGE_BYTES;
+    const blocks = dsmView.getUint32(base + 4, true);
+    const slbaHigh = dsmView.getUint32(base + 12, true);
+    if (blocks === 0) continue;
+    if (slbaHigh > MAX_SAFE_HIGH_DWORD) return Status.LBA_OUT_OF_RANGE;
+    const slba = slbaHigh * 0x1_0000_0000 + dsmView.getUint32(base + 8, true);
+    if (slba + blocks > namespace.blockCount) return Status.LBA_OUT_OF_RANGE;
+    ranges.push({ offset: slba * namespace.blockSize, length: blocks * namespace.blockSize });
+  }
+  if (ranges.length === 0) return Status.SUCCESS;
+  const pending = namespace.deallocate(ranges);
+  return settle(ctx, request, done, namespace, pending, IoOpcode.DATASET_MANAGEMENT, 0, false, undefined, false);
+}
+
+/** The DSM range list, copied out of guest memory; used synchronously only. */
+const dsmList = new Uint8Array(DSM_MAX_RANGES * DSM_RANGE_BYTES);
+const dsmView = new DataView(dsmList.buffer);
+
+function startBroadcastFlush(ctx: IoContext, request: IoRequest, done: IoDone): number {
+  const namespaces = ctx.allNamespaces?.();
+  if (namespaces === undefined) return Status.INVALID_NAMESPACE_OR_FORMAT;
+  let pending: Promise<void>[] | undefined;
+  for (const namespace of namespaces) {
+    // Every flush is started and awaited even if one fails, so none is left running unobserved.
+    let flushing: Promise<void> | void;
+    try {
+      flushing = namespace.flush();
+    } catch (error) {
+      flushing = Promise.reject(error);
+    }
+    if (flushing !== undefined) (pending ??= []).push(flushing);
+  }
+  if (pending === undefined) return Status.SUCCESS;
+  return goAsync(ctx, request, done, undefined, Promise.all(pending), IoOpcode.FLUSH, 0, false, undefined, false);
+}
+
+/**
+ * Finishes a command whose backend operation returned `pending`: synchronously when it is undefined (then an optional
+ * FUA flush and, for Compare, the comparison), else asynchronously.
+ */
+function settle(
+  ctx: IoContext,
+  request: IoRequest,
+  done: IoDone,
+  namespace: Namespace,
+  pending: Promise<unknown> | void,
+  opcode: number,
+  bytes: number,
+  flushAfter: boolean,
+  stored: Uint8Array | undefined,
+  usesGuestMemory: boolean,
+): number {
+  if (pending !== undefined) {
+    return goAsync(ctx, request, done, namespace, pending, opcode, bytes, flushAfter, stored, usesGuestMemory);
+  }
+  if (flushAfter) {
+    const flushing = namespace.flush();
+    if (flushing !== undefined) {
+      return goAsync(ctx, request, done, namespace, flushing, opcode, bytes, false, stored, usesGuestMemory);
+    }
+  }
+  return finishedStatus(ctx, request, opcode, bytes, stored);
+}
+
+/** The status of a command whose backend work succeeded; counts it. */
+function finishedStatus(
+  ctx: IoContext,
+  request: IoRequest,
+  opcode: number,
+  bytes: number,
+  stored: Uint8Array | undefined,
+): number {
+  const counters = ctx.counters;
+  if (opcode === IoOpcode.READ || opcode === IoOpcode.COMPARE) {
+    counters.hostReadCommands++;
+    counters.bytesRead += bytes;
+  } else if (opcode === IoOpcode.WRITE) {
+    counters.hostWriteCommands++;
+    counters.bytesWritten += bytes;
+  }
+  if (stored !== undefined && !equalsSegments(stored, request.segments)) return Status.COMPARE_FAILURE;
+  return Status.SUCCESS;
+}
+
+function equalsSegments(stored: Uint8Array, segments: readonly Uint8Array[]): boolean {
+  let position = 0;
+  for (const segment of segments) {
+    if (Buffer.compare(stored.subarray(position, position + segment.length), segment) !== 0) return false;
+    position += segment.length;
+  }
+  return position === stored.length;
+}
+
+function exceedsTransferLimit(ctx: IoContext, namespace: Namespace, bytes: number): boolean {
+  return (
+    (ctx.maxTransferBytes > 0 && bytes > ctx.maxTransferBytes) ||
+    (namespace.maxTransferBytes > 0 && bytes > namespace.maxTransferBytes)
+  );
+}
+
+/**
+ * The mappings behind the current command's data segments. Filled by `mapDataPointer` for every data command, but
+ * copied into `request.pinned` (and pinned) only when the command goes asynchronous, so the synchronous fast path
+ * neither pins nor touches `request.pinned`. Safe to share: it is consumed before `executeIoCommand` returns.
+ */
+const dataMappings: DmaMapping[] = [];
+
+/**
+ * Pins the guest mappings the command's data lives in (when `usesGuestMemory`) into `request.pinned`, and arranges
+ * for the command to complete when `pending` settles.
+ */
+function goAsync(
+  ctx: IoContext,
+  request: IoRequest,
+  done: IoDone,
+  namespace: Namespace | undefined,
+  pending: Promise<unknown>,
+  opcode: number,
+  bytes: number,
+  flushAfter: boolean,
+  stored: Uint8Array | undefined,
+  usesGuestMemory: boolean,
+): number {
+  const completion = asyncCompletions.get(request) ?? newAsyncCompletion(request);
+  completion.arm(ctx, done, namespace, opcode, bytes, flushAfter, stored);
+  // Nothing else runs on this thread until we return, so pinning after the backend started its work is still early
+  // enough: no unmap can have happened in between.
+  const pinned = request.pinned;
+  const count = usesGuestMemory ? dataMappings.length : 0;
+  const dma: DmaSpace = ctx.dma;
+  for (let index = 0; index < count; index++) {
+    const mapping = dataMappings[index]!;
+    pinned[index] = mapping;
+    dma.pin(mapping);
+  }
+  if (pinned.length !== count) pinned.length = count;
+  pending.then(completion.onFulfilled, completion.onRejected);
+  return IN_FLIGHT;
+}
+
+/**
+ * The continuation of one asynchronous command. One per request object (requests are pooled by the controller and
+ * carry at most one command at a time), with its callbacks bound once.
+ */
+class AsyncCompletion {
+  private ctx: IoContext | undefined;
+  private done: IoDone | undefined;
+  private namespace: Namespace | undefined;
+  private opcode = 0;
+  private bytes = 0;
+  private flushAfter = false;
+  private stored: Uint8Array | undefined;
+
+  constructor(private readonly request: IoRequest) {}
+
+  arm(
+    ctx: IoContext,
+    done: IoDone,
+    namespace: Namespace | undefined,
+    opcode: number,
+    bytes: number,
+    flushAfter: boolean,
+    stored: Uint8Array | undefined,
+  ): void {
+    this.ctx = ctx;
+    this.done = done;
+    this.namespace = namespace;
+    this.opcode = opcode;
+    this.bytes = bytes;
+    this.flushAfter = flushAfter;
+    this.stored = stored;
+  }
+
+  readonly onFulfilled = (): void => {
+    const ctx = this.ctx!;
+    let status: number;
+    try {
+      if (this.flushAfter) {
+        this.flushAfter = false;
+        const flushing = this.namespace!.flush();
+        if (flushing !== undefined) {
+          flushing.then(this.onFulfilled, this.onRejected);
+          return;
+        }
+      }
+      status = finishedStatus(ctx, this.request, this.opcode, this.bytes, this.stored);
+    } catch (error) {
+      status = failureStatus(ctx, this.request, error);
+    }
+    this.finish(status);
+  };
+
+  readonly onRejected = (error: unknown): void => {
+    this.finish(failureStatus(this.ctx!, this.request, error));
+  };
+
+  private finish(status: number): void {
+    const ctx = this.ctx!;
+    const done = this.done!;
+    const request = this.request;
+    this.ctx = undefined;
+    this.done = undefined;
+    this.namespace = undefined;
+    this.stored = undefined;
+    const pinned = request.pinned;
+    for (let index = 0; index < pinned.length; index++) ctx.dma.unpin(pinned[index]!);
+    if (pinned.length !== 0) pinned.length = 0;
+    try {
+      complete(ctx, request, done, status);
+    } catch (error) {
+      // There is no caller to hand this to: an exception from `done` here would become an unhandled rejection.
+      (ctx.logger ?? rootLogger).error('I/O completion callback threw', { cid: request.sqe.getUint16(2, true), error });
+    }
+  }
+}
+
+const asyncCompletions = new WeakMap<IoRequest, AsyncCompletion>();
+
+function newAsyncCompletion(request: IoRequest): AsyncCompletion {
+  const completion = new AsyncCompletion(request);
+  asyncCompletions.set(request, completion);
+  return completion;
+}
+
+function complete(ctx: IoContext, request: IoRequest, done: IoDone, status: number): void {
+  if (((status >>> 8) & 0x7) === StatusType.MEDIA && status !== Status.COMPARE_FAILURE) ctx.counters.mediaErrors++;
+  done(request, status);
+}
+
+/** The NVMe status for a failure, logged with the command's context. */
+function failureStatus(ctx: IoContext, request: IoRequest, error: unknown): number {
+  let status: number;
+  if (error instanceof NamespaceError) {
+    const reported = error.nvmeStatus;
+    status =
+      reported !== undefined && Number.isInteger(reported) && reported > 0 && reported <= 0x7fff
+        ? reported
+        : statusForKind(error.kind);
+  } else {
+    status = Status.INTERNAL_ERROR;
+  }
+  const logger = ctx.logger;
+  if (logger !== undefined) {
+    const sqe = request.sqe;
+    const fields = {
+      opcode: sqe.getUint8(0),
+      cid: sqe.getUint16(2, true),
+      nsid: sqe.getUint32(4, true),
+      slba: sqe.getUint32(44, true) * 0x1_0000_0000 + sqe.getUint32(40, true),
+      status: '0x' + status.toString(16),
+      error,
+    };
+    if (error instanceof NamespaceError) logger.warn('I/O command failed in the namespace backend', fields);
+    else logger.error('I/O command failed unexpectedly', fields);
+  }
+  return status;
+}
+
+function statusForKind(kind: NamespaceError['kind']): number {
+  switch (kind) {
+    case 'read':
+      return Status.UNRECOVERED_READ_ERROR;
+    case 'write':
+      return Status.WRITE_FAULT;
+    case 'path':
+      return Status.INTERNAL_PATH_ERROR;
+    case 'capacity':
+      return Status.CAPACITY_EXCEEDED;
+    case 'unsupported':
+      return Status.INVALID_OPCODE;
+    default:
+      return Status.INTERNAL_ERROR;
+  }
+}

@@ -1,0 +1,628 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { FileNamespace } from '../src/namespace/file.js';
+import { defaultIdentityPath, EUI64_PREFIX, loadOrCreateIdentity } from '../src/namespace/identity-store.js';
+import { MemoryNamespace } from '../src/namespace/memory.js';
+import { NamespaceError, type Namespace } from '../src/namespace/namespace.js';
+import {
+  checkParams,
+  knownNamespaceSchemes,
+  openNamespace,
+  parseNamespaceUri,
+  registerNamespaceScheme,
+  sizeParam,
+  type NamespaceSpec,
+} from '../src/namespace/uri.js';
+import { Status } from '../src/nvme/spec.js';
+import { memoryLogger } from '../src/util/log.js';
+
+const MiB = 1024 * 1024;
+const GiB = 1024 * MiB;
+
+let tempDir: string;
+let log: ReturnType<typeof memoryLogger>;
+beforeEach(() => {
+  log = memoryLogger();
+  tempDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfiod-ns-'));
+});
+afterEach(() => {
+  fs.rmSync(tempDir, { recursive: true, force: true });
+});
+
+function pattern(length: number, seed: number): Uint8Array {
+  const bytes = new Uint8Array(length);
+  let state = seed >>> 0 || 1;
+  for (let index = 0; index < length; index++) {
+    state = (state * 1103515245 + 12345) >>> 0;
+    bytes[index] = state >>> 24;
+  }
+  return bytes;
+}
+
+/** Splits `bytes` into consecutive views of the given sizes (cycled). */
+function split(bytes: Uint8Array, sizes: number[]): Uint8Array[] {
+  const parts: Uint8Array[] = [];
+  for (let offset = 0, index = 0; offset < bytes.length; index++) {
+    const size = Math.min(sizes[index % sizes.length]!, bytes.length - offset);
+    parts.push(bytes.subarray(offset, offset + size));
+    offset += size;
+  }
+  return parts;
+}
+
+function same(a: Uint8Array, b: Uint8Array): boolean {
+  return Buffer.from(a.buffer, a.byteOffset, a.length).equals(Buffer.from(b.buffer, b.byteOffset, b.length));
+}
+
+describe('namespace URIs', () => {
+  it('parses memory and file URIs', () => {
+    expect(parseNamespaceUri('memory:64M')).toEqual({
+      scheme: 'memory',
+      uri: 'memory:64M',
+      sizeBytes: 64 * MiB,
+      blockSize: 512,
+    });
+    expect(parseNamespaceUri('memory:1GiB?block-size=4096')).toMatchObject({ sizeBytes: GiB, blockSize: 4096 });
+    expect(parseNamespaceUri('file:/var/lib/vfiod/disk0.img')).toEqual({
+      scheme: 'file',
+      uri: 'file:/var/lib/vfiod/disk0.img',
+      path: '/var/lib/vfiod/disk0.img',
+      blockSize: 512,
+      direct: false,
+      readOnly: false,
+    });
+    expect(parseNamespaceUri('file:disk.img?size=1G&direct=1&block-size=4096&readonly=true')).toMatchObject({
+      path: path.resolve('disk.img'),
+      sizeBytes: GiB,
+      blockSize: 4096,
+      direct: true,
+      readOnly: true,
+    });
+    expect(parseNamespaceUri('file:///srv/a b.img?size=512K')).toMatchObject({
+      path: '/srv/a b.img',
+      sizeBytes: 512 * 1024,
+    });
+    expect(parseNamespaceUri('file://localhost/srv/x.img')).toMatchObject({ path: '/srv/x.img' });
+    expect(parseNamespaceUri('FILE:/x.img?direct=0&readonly=false')).toMatchObject({
+      scheme: 'file',
+      direct: false,
+      readOnly: false,
+    });
+  });
+
+  it('rejects bad URIs with precise messages', () => {
+    const cases: Array<[string, string]> = [
+      ['file:', "invalid namespace URI 'file:': missing path"],
+      ['file:?size=1G', "invalid namespace URI 'file:?size=1G': missing path"],
+      ['file://server/x.img', "invalid namespace URI 'file://server/x.img': only local files are supported, got host 'server'"],
+      ['memory:', "invalid namespace URI 'memory:': missing size"],
+      [
+        'memory:lots',
+        "invalid namespace URI 'memory:lots': invalid size 'lots': expected a number with an optional K/M/G/T/P suffix",
+      ],
+      ['memory:0', "invalid namespace URI 'memory:0': size must be greater than 0"],
+      ['memory:1000', "invalid namespace URI 'memory:1000': size 1000 is not a multiple of the block size 512"],
+      [
+        'memory:1M?block-size=1024',
+        "invalid namespace URI 'memory:1M?block-size=1024': block-size must be 512 or 4096, got '1024'",
+      ],
+      [
+        'memory:6K?block-size=4096',
+        "invalid namespace URI 'memory:6K?block-size=4096': size 6144 is not a multiple of the block size 4096",
+      ],
+      ['memory:1M?size=2M', "invalid namespace URI 'memory:1M?size=2M': unknown parameter 'size' (known: block-size)"],
+      [
+        'file:/x?sise=1G',
+        "invalid namespace URI 'file:/x?sise=1G': unknown parameter 'sise' (known: size, block-size, direct, readonly)",
+      ],
+      ['file:/x?direct=yes', "invalid namespace URI 'file:/x?direct=yes': direct must be 0, 1, true or false, got 'yes'"],
+      ['file:/x?direct', "invalid namespace URI 'file:/x?direct': malformed parameter 'direct' (expected key=value)"],
+      [
+        'file:/x?size=1G&size=2G',
+        "invalid namespace URI 'file:/x?size=1G&size=2G': parameter 'size' given twice",
+      ],
+      [
+        'nvme-tcp://10.0.0.1:4420/nqn.x/1',
+        "invalid namespace URI 'nvme-tcp://10.0.0.1:4420/nqn.x/1': unknown scheme 'nvme-tcp' (known schemes: file, memory)",
+      ],
+      ['/var/disk.img', "invalid namespace URI '/var/disk.img': missing scheme (known schemes: file, memory)"],
+      ['', "invalid namespace URI '': missing scheme (known schemes: file, memory)"],
+    ];
+    for (const [uri, message] of cases) expect(() => parseNamespaceUri(uri), uri).toThrow(new Error(message));
+  });
+
+  it('opens memory and file namespaces from their specs', async () => {
+    const memory = await openNamespace(parseNamespaceUri('memory:1M?block-size=4096'), log.logger);
+    expect(memory).toBeInstanceOf(MemoryNamespace);
+    expect([memory.blockSize, memory.blockCount, memory.description]).toEqual([4096, 256, 'memory:1MiB']);
+    const file = path.join(tempDir, 'u.img');
+    const opened = await openNamespace(parseNamespaceUri(`file:${file}?size=2M`), log.logger);
+    try {
+      expect(opened).toBeInstanceOf(FileNamespace);
+      expect([opened.blockSize, opened.blockCount, opened.description]).toEqual([512, 4096, `file:${file}`]);
+    } finally {
+      await opened.close();
+    }
+  });
+});
+
+describe('MemoryNamespace', () => {
+  it('reads and writes across chunk boundaries with any buffer split', () => {
+    const namespace = new MemoryNamespace({ sizeBytes: 256 * 1024, chunkBytes: 64 * 1024 });
+    const data = pattern(100 * 1024, 1);
+    expect(namespace.write(60 * 1024, split(data, [1000, 7000, 300, 24]))).toBeUndefined();
+    const back = new Uint8Array(data.length);
+    expect(namespace.read(60 * 1024, split(back, [65536, 3, 4093]))).toBeUndefined();
+    expect(same(back, data)).toBe(true);
+
+    // Zeroes across a boundary, leaving the neighbours alone.
+    namespace.writeZeroes(64 * 1024 - 512, 1024);
+    const around = new Uint8Array(2048);
+    namespace.read(64 * 1024 - 1024, [around]);
+    expect(same(around.subarray(0, 512), data.subarray(3 * 1024, 3 * 1024 + 512))).toBe(true);
+    expect(around.subarray(512, 1536).every((byte) => byte === 0)).toBe(true);
+    expect(same(around.subarray(1536), data.subarray(4 * 1024 + 512, 5 * 1024))).toBe(true);
+
+    namespace.deallocate([{ offset: 128 * 1024, length: 4096 }]);
+    const freed = new Uint8Array(4096);
+    namespace.read(128 * 1024, [freed]);
+    expect(freed.every((byte) => byte === 0)).toBe(true);
+    expect(namespace.usage().allocatedBytes).toBe(256 * 1024);
+  });
+
+  it('validates its options and guards its store', async () => {
+    expect(() => new MemoryNamespace({ sizeBytes: 1000 })).toThrow(
+      'memory namespace: size 1000 must be a positive multiple of the block size 512',
+    );
+    expect(() => new MemoryNamespace({ sizeBytes: 4096, blockSize: 520 })).toThrow(
+      'memory namespace: block size must be 512 or 4096, got 520',
+    );
+    const namespace = new MemoryNamespace({ sizeBytes: 4096 });
+    expect(() => namespace.read(4096 - 512, [new Uint8Array(1024)])).toThrow(NamespaceError);
+    await namespace.close();
+    expect(() => namespace.read(0, [new Uint8Array(512)])).toThrow('memory:4KiB: read after close');
+  });
+});
+
+describe('FileNamespace', () => {
+  it('creates a missing file sparse, and reports allocation from st_blocks', async () => {
+    const file = path.join(tempDir, 'sparse.img');
+    const namespace = await FileNamespace.open({ logger: log.logger, path: file, sizeBytes: GiB });
+    try {
+      const stats = fs.statSync(file);
+      expect(stats.size).toBe(GiB);
+      expect(stats.blocks * 512).toBeLessThan(MiB);
+      expect((stats.mode & 0o777).toString(8)).toBe('600');
+      expect(namespace.blockCount).toBe(GiB / 512);
+      expect(log.lines).toEqual([
+        expect.objectContaining({ level: 'info', msg: 'created sparse file', component: 'namespace', path: file, sizeBytes: GiB }),
+      ]);
+      const before = namespace.usage!().allocatedBytes;
+      expect(before).toBeLessThan(MiB);
+      await namespace.write(512 * MiB, [pattern(256 * 1024, 2)]);
+      expect(namespace.usage!().allocatedBytes).toBeGreaterThanOrEqual(before + 256 * 1024);
+    } finally {
+      await namespace.close();
+    }
+  });
+
+  it('refuses to create without a size, to create read-only, and to shrink; grows sparse', async () => {
+    const file = path.join(tempDir, 'x.img');
+    await expect(FileNamespace.open({ logger: log.logger, path: file })).rejects.toThrow(
+      `file namespace '${file}': file does not exist; give size=<size> to create it`,
+    );
+    await expect(FileNamespace.open({ logger: log.logger, path: file, sizeBytes: MiB, readOnly: true })).rejects.toThrow(
+      `file namespace '${file}': file does not exist and a read-only namespace cannot create it`,
+    );
+    await expect(FileNamespace.open({ logger: log.logger, path: file, sizeBytes: 1000 })).rejects.toThrow(
+      `file namespace '${file}': size 1000 must be a positive multiple of the block size 512`,
+    );
+    expect(fs.existsSync(file)).toBe(false);
+
+    await (await FileNamespace.open({ logger: log.logger, path: file, sizeBytes: 2 * MiB })).close();
+    await expect(FileNamespace.open({ logger: log.logger, path: file, sizeBytes: MiB })).rejects.toThrow(
+      `file namespace '${file}': file is ${2 * MiB} bytes, larger than size=${MiB}; refusing to shrink it ` +
+        `(omit size= to use the file's size)`,
+    );
+    const grown = await FileNamespace.open({ logger: log.logger, path: file, sizeBytes: 8 * MiB });
+    await grown.close();
+    expect(fs.statSync(file).size).toBe(8 * MiB);
+    expect(log.lines.at(-1)).toMatchObject({ msg: 'grew file (sparse)', fromBytes: 2 * MiB, toBytes: 8 * MiB });
+
+    fs.writeFileSync(path.join(tempDir, 'odd.img'), new Uint8Array(1000));
+    await expect(FileNamespace.open({ logger: log.logger, path: path.join(tempDir, 'odd.img') })).rejects.toThrow(
+      'file size 1000 is not a multiple of the block size 512',
+    );
+    await expect(FileNamespace.open({ logger: log.logger, path: tempDir })).rejects.toThrow('neither a regular file nor a block device');
+  });
+
+  it('keeps its data across close and re-open, with 4096-byte blocks', async () => {
+    const file = path.join(tempDir, 'keep.img');
+    const data = pattern(3 * 4096, 3);
+    const first = await FileNamespace.open({ logger: log.logger, path: file, sizeBytes: 4 * MiB, blockSize: 4096 });
+    expect(first.blockCount).toBe(1024);
+    await first.write(4096 * 1000, split(data, [4096, 8192]));
+    await first.close();
+
+    const second = await FileNamespace.open({ logger: log.logger, path: file, blockSize: 4096 });
+    try {
+      expect(second.blockCount).toBe(1024);
+      const back = new Uint8Array(data.length);
+      await second.read(4096 * 1000, [back]);
+      expect(same(back, data)).toBe(true);
+    } finally {
+      await second.close();
+    }
+  });
+
+  it('transfers many small buffers (more than one preadv can take) and continues short transfers', async () => {
+    const file = path.join(tempDir, 'many.img');
+    const namespace = await FileNamespace.open({ logger: log.logger, path: file, sizeBytes: 4 * MiB });
+    try {
+      const data = pattern(3000 * 512, 4);
+      await namespace.write(512, split(data, [512, 1024, 512]));
+      const back = new Uint8Array(data.length);
+      await namespace.read(512, split(back, [512]));
+      expect(same(back, data)).toBe(true);
+      expect(same(fs.readFileSync(file).subarray(512, 512 + data.length), data)).toBe(true);
+    } finally {
+      await namespace.close();
+    }
+  });
+
+  it('reads zeroes past the end of a file truncated behind its back', async () => {
+    const file = path.join(tempDir, 'trunc.img');
+    const namespace = await FileNamespace.open({ logger: log.logger, path: file, sizeBytes: MiB });
+    try {
+      await namespace.write(0, [pattern(8192, 5)]);
+      fs.truncateSync(file, 4096);
+      const back = new Uint8Array(8192).fill(0xee);
+      await namespace.read(0, split(back, [1024]));
+      expect(same(back.subarray(0, 4096), pattern(8192, 5).subarray(0, 4096))).toBe(true);
+      expect(back.subarray(4096).every((byte) => byte === 0)).toBe(true);
+    } finally {
+      await namespace.close();
+    }
+  });
+
+  it('writes zeroes and deallocates over large ranges, leaving neighbours intact', async () => {
+    const file = path.join(tempDir, 'zero.img');
+    const size = 72 * MiB;
+    const namespace = await FileNamespace.open({ logger: log.logger, path: file, sizeBytes: size });
+    try {
+      const head = pattern(8192, 6);
+      await namespace.write(0, [head]);
+      await namespace.write(size - 8192, [head]);
+      // More than ZERO_IOVECS x 1 MiB: several pwritev calls.
+      await namespace.writeZeroes(4096, size - 8192);
+      await namespace.deallocate([
+        { offset: 0, length: 512 },
+        { offset: size - 1024, length: 512 },
+      ]);
+      const first = new Uint8Array(8192);
+      const last = new Uint8Array(8192);
+      await namespace.read(0, [first]);
+      await namespace.read(size - 8192, [last]);
+      const expectedFirst = head.slice();
+      expectedFirst.fill(0, 0, 512);
+      expectedFirst.fill(0, 4096);
+      const expectedLast = head.slice();
+      expectedLast.fill(0, 0, 4096);
+      expectedLast.fill(0, 8192 - 1024, 8192 - 512);
+      expect(same(first, expectedFirst)).toBe(true);
+      expect(same(last, expectedLast)).toBe(true);
+      const middle = new Uint8Array(MiB).fill(1);
+      await namespace.read(36 * MiB, [middle]);
+      expect(middle.every((byte) => byte === 0)).toBe(true);
+    } finally {
+      await namespace.close();
+    }
+  });
+
+  it('refuses writes to a read-only namespace with Namespace Write Protected', async () => {
+    const file = path.join(tempDir, 'ro.img');
+    fs.writeFileSync(file, pattern(8192, 7));
+    const namespace = await FileNamespace.open({ logger: log.logger, path: file, readOnly: true });
+    try {
+      expect(() => namespace.write(0, [new Uint8Array(512)])).toThrow(
+        expect.objectContaining({ kind: 'write', nvmeStatus: Status.NAMESPACE_WRITE_PROTECTED }),
+      );
+      expect(() => namespace.writeZeroes(0, 512)).toThrow(NamespaceError);
+      const back = new Uint8Array(8192);
+      await namespace.read(0, [back]);
+      expect(same(back, pattern(8192, 7))).toBe(true);
+      expect(namespace.flush()).toBeUndefined();
+    } finally {
+      await namespace.close();
+    }
+  });
+
+  it('waits for in-flight I/O before closing, and fails operations after close', async () => {
+    const file = path.join(tempDir, 'close.img');
+    const namespace = await FileNamespace.open({ logger: log.logger, path: file, sizeBytes: 4 * MiB });
+    const data = pattern(2 * MiB, 8);
+    let written = false;
+    const writing = (namespace.write(0, [data]) as Promise<void>).then(() => (written = true));
+    await namespace.close();
+    expect(written).toBe(true);
+    await writing;
+    expect(same(fs.readFileSync(file).subarray(0, data.length), data)).toBe(true);
+    expect(() => namespace.read(0, [new Uint8Array(512)])).toThrow(`file:${file}: read after close`);
+  });
+
+  it('maps I/O errors to NamespaceError with the path, offset and errno', async () => {
+    const file = path.join(tempDir, 'err.img');
+    const namespace = await FileNamespace.open({ logger: log.logger, path: file, sizeBytes: MiB });
+    try {
+      // Simulate a failing store: swap the fd for one opened read-only on the same file (writes get EBADF).
+      const readOnlyFd = fs.openSync(file, 'r');
+      const internals = namespace as unknown as { fd: number };
+      const realFd = internals.fd;
+      internals.fd = readOnlyFd;
+      try {
+        await expect(namespace.write(4096, [new Uint8Array(512)])).rejects.toThrow(
+          expect.objectContaining({
+            kind: 'write',
+            message: expect.stringContaining(`file:${file}: write of 512 bytes at offset 4096 failed: EBADF`),
+          }),
+        );
+      } finally {
+        internals.fd = realFd;
+        fs.closeSync(readOnlyFd);
+      }
+    } finally {
+      await namespace.close();
+    }
+  });
+});
+
+const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+/** The addon may be missing or built with sanitizers (which abort a plain node); probe it in a child process. */
+const nativeUsable =
+  spawnSync(
+    process.execPath,
+    [
+      '-e',
+      "const a = require('./build/Release/vfiod_native.node');" +
+        "process.exit(typeof a.memfdCreate === 'function' && typeof a.mmap === 'function' ? 0 : 1)",
+    ],
+    { cwd: repoRoot, stdio: 'ignore' },
+  ).status === 0;
+
+describe.skipIf(!nativeUsable)('FileNamespace with O_DIRECT', () => {
+  it('moves aligned and unaligned buffers correctly (zero-copy or bounced)', async () => {
+    const file = path.join(tempDir, 'direct.img');
+    const namespace = await FileNamespace.open({ logger: log.logger, path: file, sizeBytes: 8 * MiB, direct: true });
+    try {
+      const data = pattern(3 * MiB, 9);
+      // Unaligned views (offset 4 into their buffer) force the bounce path; 3 MiB spans several bounce pieces.
+      const unaligned = new Uint8Array(data.length + 4);
+      unaligned.set(data, 4);
+      await namespace.write(4096, split(unaligned.subarray(4), [1536, 4096, 512]));
+      const back = new Uint8Array(data.length + 4);
+      await namespace.read(4096, [back.subarray(4)]);
+      expect(same(back.subarray(4), data)).toBe(true);
+      await namespace.writeZeroes(4096 + 512, 512);
+      const aligned = new Uint8Array(8192);
+      await namespace.read(4096, [aligned]);
+      const expected = data.slice(0, 8192);
+      expected.fill(0, 512, 1024);
+      expect(same(aligned, expected)).toBe(true);
+      await namespace.flush();
+    } finally {
+      await namespace.close();
+    }
+    const onDisk = fs.readFileSync(file);
+    expect(same(onDisk.subarray(4096 + 1024, 4096 + 3 * MiB), pattern(3 * MiB, 9).subarray(1024))).toBe(true);
+  });
+
+  it('moves page-aligned (mmapped, like guest RAM) buffers zero-copy', async () => {
+    const { native, PROT_READ, PROT_WRITE } = await import('../src/native/index.js');
+    const fd = native.memfdCreate('test-guest-ram', MiB);
+    const ram = native.mmap(fd, 0, MiB, PROT_READ | PROT_WRITE);
+    native.close(fd);
+    const file = path.join(tempDir, 'direct-aligned.img');
+    const namespace = await FileNamespace.open({ logger: log.logger, path: file, sizeBytes: 8 * MiB, direct: true });
+    try {
+      const bytes = new Uint8Array(ram);
+      bytes.set(pattern(256 * 1024, 12));
+      await namespace.write(8192, [bytes.subarray(0, 4096), bytes.subarray(4096, 256 * 1024)]);
+      const back = bytes.subarray(512 * 1024, 768 * 1024);
+      await namespace.read(8192, [back.subarray(0, 512), back.subarray(512)]);
+      expect(same(back, pattern(256 * 1024, 12))).toBe(true);
+      expect(log.lines.map((line) => line['msg'])).not.toContain(
+        'O_DIRECT rejected guest buffers as unaligned; using bounce buffers from now on',
+      );
+    } finally {
+      await namespace.close();
+      native.munmap(ram);
+    }
+  });
+});
+
+/** Loop devices need root and the loop driver; skip elsewhere. */
+function makeLoopDevice(image: string): string | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  try {
+    return execFileSync('losetup', ['-f', '--show', image], { encoding: 'utf8' }).trim();
+  } catch {
+    return undefined;
+  }
+}
+
+describe('FileNamespace on a block device', () => {
+  it('takes its size from the device and claims it exclusively', async (context) => {
+    const image = path.join(tempDir, 'loop.img');
+    fs.writeFileSync(image, pattern(4 * MiB, 10));
+    const device = makeLoopDevice(image);
+    if (device === undefined) return context.skip();
+    try {
+      const namespace = await FileNamespace.open({ logger: log.logger, path: device });
+      try {
+        expect(namespace.isBlockDevice).toBe(true);
+        expect(namespace.blockCount).toBe((4 * MiB) / 512);
+        expect(namespace.usage!().allocatedBytes).toBe(4 * MiB);
+        const back = new Uint8Array(4096);
+        await namespace.read(MiB, [back]);
+        expect(same(back, pattern(4 * MiB, 10).subarray(MiB, MiB + 4096))).toBe(true);
+        await namespace.write(2 * MiB, [pattern(4096, 11)]);
+        await namespace.flush();
+        await expect(FileNamespace.open({ logger: log.logger, path: device })).rejects.toThrow(
+          'the block device is in use',
+        );
+      } finally {
+        await namespace.close();
+      }
+      expect(same(fs.readFileSync(image).subarray(2 * MiB, 2 * MiB + 4096), pattern(4096, 11))).toBe(true);
+      await expect(FileNamespace.open({ logger: log.logger, path: device, sizeBytes: 8 * MiB })).rejects.toThrow(
+        `file namespace '${device}': size ${8 * MiB} is larger than the device (${4 * MiB} bytes)`,
+      );
+      const partial = await FileNamespace.open({ logger: log.logger, path: device, sizeBytes: MiB });
+      expect(partial.blockCount).toBe(MiB / 512);
+      await partial.close();
+    } finally {
+      spawnSync('losetup', ['-d', device]);
+    }
+  });
+});
+
+describe('identity store', () => {
+  const uuidV4 = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+  it('generates valid ids once and returns the same ones on the next load', async () => {
+    const statePath = path.join(tempDir, 'disk.img.vfiod.json');
+    const uris = ['file:/srv/a.img?size=1G', 'memory:64M'];
+    const first = await loadOrCreateIdentity(statePath, { namespaceUris: uris });
+    expect(first.controller.serialNumber).toMatch(/^VFIOD[0-9A-F]{12}$/);
+    expect(first.controller.subsystemNqn).toMatch(/^nqn\.2014-08\.org\.nvmexpress:uuid:/);
+    expect(first.controller.modelNumber.length).toBeLessThanOrEqual(40);
+    expect(first.controller.firmwareRevision.length).toBeLessThanOrEqual(8);
+    expect(first.namespaces).toHaveLength(2);
+    for (const [index, entry] of first.namespaces.entries()) {
+      expect(entry.uri).toBe(uris[index]);
+      expect(entry.nguid).toMatch(/^[0-9a-f]{32}$/);
+      expect(entry.eui64).toMatch(new RegExp(`^${EUI64_PREFIX}[0-9a-f]{10}$`));
+      expect(entry.uuid).toMatch(uuidV4);
+    }
+    expect(first.namespaces[0]!.nguid).not.toBe(first.namespaces[1]!.nguid);
+    const text = fs.readFileSync(statePath, 'utf8');
+    expect(JSON.parse(text)).toEqual({ controller: first.controller, namespaces: first.namespaces });
+    const mtime = fs.statSync(statePath).mtimeMs;
+
+    const second = await loadOrCreateIdentity(statePath, { namespaceUris: uris });
+    expect(second).toEqual(first);
+    expect(fs.readFileSync(statePath, 'utf8')).toBe(text);
+    expect(fs.statSync(statePath).mtimeMs).toBe(mtime);
+    expect(fs.readdirSync(tempDir)).toEqual(['disk.img.vfiod.json']);
+  });
+
+  it('persists configured overrides, which win over stored values', async () => {
+    const statePath = path.join(tempDir, 'id.json');
+    const uris = ['memory:1M'];
+    const generated = await loadOrCreateIdentity(statePath, { namespaceUris: uris });
+    const configured = await loadOrCreateIdentity(statePath, {
+      namespaceUris: uris,
+      controller: { serialNumber: 'SN-CONFIGURED', subsystemNqn: 'nqn.2024-01.io.example:disk1' },
+      namespaces: [{ uuid: '2F1D3A4B-5C6D-4E7F-8091-A2B3C4D5E6F7' }],
+    });
+    expect(configured.controller).toEqual({
+      ...generated.controller,
+      serialNumber: 'SN-CONFIGURED',
+      subsystemNqn: 'nqn.2024-01.io.example:disk1',
+    });
+    expect(configured.namespaces[0]).toEqual({ ...generated.namespaces[0], uuid: '2f1d3a4b-5c6d-4e7f-8091-a2b3c4d5e6f7' });
+    const reloaded = await loadOrCreateIdentity(statePath, { namespaceUris: uris });
+    expect(reloaded).toEqual(configured);
+  });
+
+  it('matches namespaces by backing file and keeps entries no longer configured', async () => {
+    const statePath = path.join(tempDir, 'id.json');
+    const first = await loadOrCreateIdentity(statePath, { namespaceUris: ['file:/srv/a.img?size=1G', 'memory:1M'] });
+    // Same file with another size: same disk to the guest. The memory namespace is gone for now.
+    const resized = await loadOrCreateIdentity(statePath, { namespaceUris: ['file:///srv/a.img?size=2G'] });
+    expect(resized.namespaces[0]).toEqual({ ...first.namespaces[0], uri: 'file:///srv/a.img?size=2G' });
+    const stored = JSON.parse(fs.readFileSync(statePath, 'utf8')) as { namespaces: Array<{ uri: string }> };
+    expect(stored.namespaces.map((entry) => entry.uri)).toEqual(['file:///srv/a.img?size=2G', 'memory:1M']);
+    // It comes back with its old ids; a new one gets new ids.
+    const back = await loadOrCreateIdentity(statePath, {
+      namespaceUris: ['memory:1M', 'file:/srv/a.img', 'memory:2M'],
+    });
+    expect(back.namespaces[0]).toEqual(first.namespaces[1]);
+    expect(back.namespaces[1]!.nguid).toBe(first.namespaces[0]!.nguid);
+    expect([first.namespaces[0]!.nguid, first.namespaces[1]!.nguid]).not.toContain(back.namespaces[2]!.nguid);
+  });
+
+  it('rejects malformed files and invalid or duplicate configured values, and never overwrites them', async () => {
+    const statePath = path.join(tempDir, 'id.json');
+    fs.writeFileSync(statePath, '{ not json');
+    await expect(loadOrCreateIdentity(statePath, { namespaceUris: [] })).rejects.toThrow(
+      `identity file '${statePath}' is not valid JSON`,
+    );
+    fs.writeFileSync(statePath, JSON.stringify({ namespaces: [{ uri: 'memory:1M', nguid: 'xyz', eui64: '0', uuid: '' }] }));
+    await expect(loadOrCreateIdentity(statePath, { namespaceUris: [] })).rejects.toThrow(
+      `identity file '${statePath}': namespaces[0]: nguid must be 32 hex digits, not all zero, got "xyz"`,
+    );
+    expect(fs.readFileSync(statePath, 'utf8')).toContain('xyz');
+    fs.rmSync(statePath);
+
+    await expect(
+      loadOrCreateIdentity(statePath, { namespaceUris: [], controller: { serialNumber: 'X'.repeat(21) } }),
+    ).rejects.toThrow(`configured identity: serialNumber must be 1-20 printable ASCII characters, got "${'X'.repeat(21)}"`);
+    await expect(
+      loadOrCreateIdentity(statePath, { namespaceUris: [], controller: { subsystemNqn: 'iqn.2024-01.x' } }),
+    ).rejects.toThrow("configured identity: subsystemNqn must start with 'nqn.', got \"iqn.2024-01.x\"");
+    const nguid = '00112233445566778899aabbccddeeff';
+    await expect(
+      loadOrCreateIdentity(statePath, { namespaceUris: ['memory:1M', 'memory:2M'], namespaces: [{ nguid }, { nguid }] }),
+    ).rejects.toThrow(`namespaces 'memory:1M' and 'memory:2M' have the same nguid ${nguid}`);
+    expect(fs.existsSync(statePath)).toBe(false);
+  });
+
+  it('derives the default path next to the first file namespace, and persists nothing without a path', async () => {
+    const specs = (uris: string[]): NamespaceSpec[] => uris.map((uri) => parseNamespaceUri(uri));
+    expect(defaultIdentityPath(specs(['memory:1M', 'file:/srv/b.img', 'file:/srv/c.img']))).toBe(
+      '/srv/b.img.vfiod.json',
+    );
+    expect(defaultIdentityPath(specs(['file:/dev/sdb', 'file:/srv/c.img']))).toBe('/srv/c.img.vfiod.json');
+    expect(defaultIdentityPath(specs(['memory:1M']))).toBeUndefined();
+
+    const one = await loadOrCreateIdentity(undefined, { namespaceUris: ['memory:1M'], controller: { modelNumber: 'M' } });
+    const two = await loadOrCreateIdentity(undefined, { namespaceUris: ['memory:1M'] });
+    expect(one.controller.modelNumber).toBe('M');
+    expect(one.controller.serialNumber).not.toBe(two.controller.serialNumber);
+    expect(fs.readdirSync(tempDir)).toEqual([]);
+  });
+});
+
+describe('namespace scheme registry', () => {
+  it('lets another backend plug in a scheme that callers open like the built-in ones', async () => {
+    interface RemoteSpec extends NamespaceSpec {
+      readonly target: string;
+      readonly sizeBytes: number;
+    }
+    let opened: RemoteSpec | undefined;
+    registerNamespaceScheme<RemoteSpec>('test-remote', {
+      parse(parts) {
+        checkParams(parts, ['size']);
+        return { scheme: parts.scheme, uri: parts.uri, target: parts.body, sizeBytes: sizeParam(parts, parts.params.get('size') ?? '1M') };
+      },
+      async open(spec): Promise<Namespace> {
+        opened = spec;
+        return new MemoryNamespace({ sizeBytes: spec.sizeBytes });
+      },
+    });
+    expect(knownNamespaceSchemes()).toEqual(['file', 'memory', 'test-remote']);
+    const spec = parseNamespaceUri('test-remote://10.0.0.1:4420/nqn.x?size=2M');
+    const namespace = await openNamespace(spec);
+    expect(opened).toEqual({ scheme: 'test-remote', uri: 'test-remote://10.0.0.1:4420/nqn.x?size=2M', target: '//10.0.0.1:4420/nqn.x', sizeBytes: 2 * MiB });
+    expect(namespace.blockCount).toBe(4096);
+    expect(() => parseNamespaceUri('test-remote:x?port=1')).toThrow(
+      "invalid namespace URI 'test-remote:x?port=1': unknown parameter 'port' (known: size)",
+    );
+    expect(() => parseNamespaceUri('bogus:x')).toThrow('(known schemes: file, memory, test-remote)');
+  });
+});
