@@ -1,0 +1,10 @@
+#!/bin/sh
+# Builds bench/native/build/nvme-bench (libc only). Usage: bench/native/build.sh [extra cc flags]
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$here/build"
+CC=${CC:-cc}
+$CC -O2 -g -Wall -Wextra -std=gnu11 "$@" -o "$here/build/nvme-bench.tmp" \
+  "$here/nvme_bench.c" "$here/nvme_queue.c" "$here/vfio_user_client.c" "$here/loopback_dev.c"
+mv "$here/build/nvme-bench.tmp" "$here/build/nvme-bench"
+echo "built $here/build/nvme-bench"
