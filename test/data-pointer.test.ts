@@ -352,8 +352,9 @@ describe('SGLs', () => {
     expect(mapDataPointer(memory, sgl(BASE, 512, 0xf), 512, 'read', segments, true)).toBe(
       Status.SGL_DESCRIPTOR_TYPE_INVALID,
     );
+    // A reserved or unsupported sub type (1h = offset, fabrics only) is an SGL Descriptor Type error per the spec.
     expect(mapDataPointer(memory, sgl(BASE, 512, DATA_BLOCK, 1), 512, 'read', segments, true)).toBe(
-      Status.INVALID_SGL_SEGMENT_DESCRIPTOR,
+      Status.SGL_DESCRIPTOR_TYPE_INVALID,
     );
     const list = BASE + 0x8000;
     const other = BASE + 0x9000;

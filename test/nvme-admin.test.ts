@@ -1,5 +1,6 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import { MemoryNamespace } from '../src/namespace/memory.js';
+import { NamespaceError } from '../src/namespace/namespace.js';
 import { AdminOpcode, AsyncEvent, FeatureId, IoOpcode, LogPageId, Status } from '../src/nvme/spec.js';
 import { createHarness, GatedNamespace, namespaceIds, pattern, RAM_IOVA, RAM_SIZE, TEST_IDENTITY, type Harness } from './helpers/nvme-harness.js';
 
@@ -169,6 +170,25 @@ describe('Identify', () => {
     expect(sets.completion.status).toBe(Status.SUCCESS);
     expect(u64(sets.data, 0)).toBe(1); // NVM only
     expect(u64(sets.data, 8)).toBe(0);
+  });
+
+  it('CNS 00h/08h: a read-only namespace is reported write protected (NSATTR bit 0), and writes to it fail', async () => {
+    const h = await enabled({
+      namespaces: [
+        new MemoryNamespace({ sizeBytes: 1 << 20 }),
+        new GatedNamespace(new MemoryNamespace({ sizeBytes: 1 << 20 }), { readOnly: true }),
+      ],
+    });
+    const nsattr = async (cns: number, nsid: number, offset: number): Promise<number> => {
+      const { completion, data } = await h.driver.identify(cns, nsid);
+      expect(completion.status).toBe(Status.SUCCESS);
+      return data[offset]!;
+    };
+    expect([await nsattr(0x00, 1, 99), await nsattr(0x00, 2, 99)]).toEqual([0, 1]);
+    expect([await nsattr(0x08, 1, 8), await nsattr(0x08, 2, 8)]).toEqual([0, 1]);
+    await h.driver.createIoQueuePair(1, 16, 1);
+    expect((await h.driver.write(2, 0, pattern(512, 1))).status).toBe(Status.NAMESPACE_WRITE_PROTECTED);
+    expect((await h.driver.write(1, 0, pattern(512, 1))).status).toBe(Status.SUCCESS);
   });
 
   it('rejects unknown CNS values and bad data pointers', async () => {
@@ -378,6 +398,37 @@ describe('Get / Set Features', () => {
     expect((await h.driver.setFeatures(FeatureId.VOLATILE_WRITE_CACHE, 0)).status).toBe(Status.SUCCESS);
     expect((await h.driver.getFeatures(FeatureId.VOLATILE_WRITE_CACHE)).completion.dw0).toBe(0);
     expect((await h.driver.getFeatures(FeatureId.VOLATILE_WRITE_CACHE, { select: 1 })).completion.dw0).toBe(1);
+  });
+
+  it('Volatile Write Cache: with WCE = 0 every write is flushed before it completes', async () => {
+    const cached = new GatedNamespace(new MemoryNamespace({ sizeBytes: 1 << 20 }), { volatileWriteCache: true });
+    const h = await enabled({ namespaces: [cached] });
+    await h.driver.createIoQueuePair(1, 16, 1);
+    const data = pattern(1024, 1);
+    const writeZeroes = { opcode: IoOpcode.WRITE_ZEROES, nsid: 1, cdw10: 8, cdw12: 1 };
+    // Write-back by default: no flush.
+    expect((await h.driver.write(1, 0, data)).status).toBe(Status.SUCCESS);
+    expect(cached.flushes).toBe(0);
+    expect((await h.driver.setFeatures(FeatureId.VOLATILE_WRITE_CACHE, 0)).status).toBe(Status.SUCCESS);
+    expect((await h.driver.write(1, 0, data)).status).toBe(Status.SUCCESS);
+    expect(cached.flushes).toBe(1);
+    expect((await h.driver.submit(1, writeZeroes)).status).toBe(Status.SUCCESS);
+    expect(cached.flushes).toBe(2);
+    expect((await h.driver.read(1, 0, 2)).completion.status).toBe(Status.SUCCESS);
+    expect(cached.flushes).toBe(2);
+    // The write's status covers its flush: data that may not be durable is not reported written.
+    cached.flushError = new NamespaceError('write', 'EIO');
+    expect((await h.driver.write(1, 0, data)).status).toBe(Status.WRITE_FAULT);
+    cached.flushError = undefined;
+    // WCE = 1 again, and after a reset (back to the default): write-back.
+    expect((await h.driver.setFeatures(FeatureId.VOLATILE_WRITE_CACHE, 1)).status).toBe(Status.SUCCESS);
+    expect((await h.driver.write(1, 0, data)).status).toBe(Status.SUCCESS);
+    expect(cached.flushes).toBe(3);
+    expect((await h.driver.setFeatures(FeatureId.VOLATILE_WRITE_CACHE, 0)).status).toBe(Status.SUCCESS);
+    await h.driver.enable();
+    await h.driver.createIoQueuePair(1, 16, 1);
+    expect((await h.driver.write(1, 0, data)).status).toBe(Status.SUCCESS);
+    expect(cached.flushes).toBe(3);
   });
 });
 

@@ -171,6 +171,32 @@ describe('NvmeController enable / disable / shutdown', () => {
     expect(await h.driver.readRegister32(Reg.CSTS)).toBe(CSTS_RDY);
   });
 
+  it('shutdown with a failing namespace flush: logs the namespace, sets CFS, still completes SHST', async () => {
+    const healthy = new GatedNamespace(new MemoryNamespace({ sizeBytes: 1 << 20 }));
+    const failing = new GatedNamespace(new MemoryNamespace({ sizeBytes: 1 << 20 }));
+    failing.flushError = new Error('EIO: disk gone');
+    const h = createHarness({ namespaces: [healthy, failing] });
+    await h.driver.enable();
+    await h.driver.shutdown(); // returns once SHST = 10b
+    const csts = await h.driver.readRegister32(Reg.CSTS);
+    expect(csts & CSTS_CFS).toBe(CSTS_CFS);
+    expect((csts >>> 2) & 3).toBe(2);
+    expect([healthy.flushes, failing.flushes]).toEqual([1, 1]);
+    expect(h.log.find((line) => line['msg'] === 'flushing namespace at shutdown failed')).toMatchObject({
+      level: 'error',
+      nsid: 2,
+      namespace: 'gated test namespace',
+    });
+    expect(h.log.some((line) => String(line['msg']).startsWith('controller fatal: namespace flush failed'))).toBe(true);
+    expect(h.controller.stats().state).toBe('failed');
+    // A reset clears CFS; data may have been lost, so it counts as an unsafe shutdown.
+    await h.driver.disable();
+    expect(await h.driver.readRegister32(Reg.CSTS)).toBe(0);
+    expect(h.controller.stats().unsafeShutdowns).toBe(1);
+    await h.driver.enable();
+    expect(await h.driver.readRegister32(Reg.CSTS)).toBe(CSTS_RDY);
+  });
+
   it('counts a reset without shutdown as unsafe', async () => {
     const h = createHarness();
     await h.driver.enable();
@@ -344,6 +370,43 @@ describe('NvmeController I/O queues', () => {
     expect(h.log.some((line) => String(line['msg']).includes('invalid submission queue tail'))).toBe(true);
   });
 
+  it('polled mode: a doorbell that returns to an earlier value is still taken (2-entry queue ABA)', async () => {
+    const h = createHarness();
+    await h.driver.enable();
+    await h.driver.createIoQueuePair(1, 2, 1);
+    // A 2-entry SQ's tail alternates 1, 0, 1, 0. Each value differs from what the controller last consumed, even
+    // when it equals a value seen before: consumedDoorbells, not a private snapshot, is the comparison base.
+    for (let round = 0; round < 6; round++) {
+      const cid = h.driver.place(1, { opcode: IoOpcode.FLUSH, nsid: 1 });
+      h.doorbells[2] = (round + 1) % 2;
+      expect(h.controller.consumedDoorbells[2]).not.toBe(h.doorbells[2]);
+      h.controller.pollDoorbells();
+      expect(h.controller.consumedDoorbells[2]).toBe(h.doorbells[2]);
+      h.controller.processQueues();
+      const [completion] = await h.driver.reap(1, { updateHead: false });
+      expect(completion?.cid).toBe(cid);
+      h.doorbells[3] = (round + 1) % 2; // CQ head follows
+      h.controller.pollDoorbells();
+    }
+    expect(h.controller.stats().commands.otherIo).toBe(6);
+  });
+
+  it('polled mode: a doorbell write to a queue that does not exist raises an error event', async () => {
+    const h = createHarness();
+    await h.driver.enable();
+    const aer = h.driver.place(0, { opcode: AdminOpcode.ASYNC_EVENT_REQUEST });
+    await h.driver.ringSubmission(0);
+    h.doorbells[2 * 5] = 1; // SQ 5 was never created
+    h.controller.pollDoorbells();
+    h.controller.processQueues();
+    const event = await h.driver.wait(0, aer);
+    expect(event.status).toBe(0);
+    expect(event.dw0 & 0x7).toBe(AsyncEvent.TYPE_ERROR);
+    expect((event.dw0 >>> 8) & 0xff).toBe(AsyncEvent.INFO_ERROR_INVALID_DOORBELL_REGISTER);
+    // Taken once: scanning again finds nothing new.
+    expect(h.controller.consumedDoorbells[10]).toBe(1);
+  });
+
   it('fails the controller (CFS) when a queue’s memory is unmapped under it', async () => {
     const h = createHarness({ splitRam: true });
     await h.driver.enable();
@@ -514,6 +577,43 @@ describe('NvmeController doorbell errors and asynchronous events', () => {
     expect((await h.driver.getLogPage(LogPageId.ERROR_INFORMATION, 64)).completion.status).toBe(0);
     const second = await h.driver.wait(0, aers[1]!);
     expect(second.dw0 & 0xffff).toBe(AsyncEvent.TYPE_ERROR | (AsyncEvent.INFO_ERROR_INVALID_DOORBELL_REGISTER << 8));
+  });
+
+  it('enters doorbell errors in the Error Information log: CID FFFFh, SQID of the SQ doorbell written', async () => {
+    const h = createHarness();
+    await h.driver.enable();
+    await h.driver.createIoQueuePair(1, 16, 1);
+    await h.driver.writeDoorbell(2, 16); // SQ 1 tail outside the queue
+    await h.driver.writeDoorbell(2 * 9, 1); // SQ 9 does not exist
+    await h.driver.writeDoorbell(3, 5); // CQ 1 head past what was posted
+    await h.driver.writeDoorbell(2 * 9 + 1, 1); // CQ 9 does not exist
+    const { completion, data } = await h.driver.getLogPage(LogPageId.ERROR_INFORMATION, 5 * 64);
+    expect(completion.status).toBe(Status.SUCCESS);
+    const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+    const entry = (index: number): Record<string, number> => {
+      const at = index * 64;
+      return {
+        count: Number(view.getBigUint64(at, true)),
+        sqid: view.getUint16(at + 8, true),
+        cid: view.getUint16(at + 10, true),
+        status: view.getUint16(at + 12, true) >>> 1,
+        parameterLocation: view.getUint16(at + 14, true),
+        lba: Number(view.getBigUint64(at + 16, true)),
+        nsid: view.getUint32(at + 24, true),
+      };
+    };
+    const common = { cid: 0xffff, parameterLocation: 0xffff, lba: 0, nsid: 0 };
+    // Newest first.
+    expect([0, 1, 2, 3, 4].map(entry)).toEqual([
+      { ...common, count: 4, sqid: 0xffff, status: Status.INVALID_QUEUE_IDENTIFIER },
+      { ...common, count: 3, sqid: 0xffff, status: Status.INVALID_FIELD },
+      { ...common, count: 2, sqid: 9, status: Status.INVALID_QUEUE_IDENTIFIER },
+      { ...common, count: 1, sqid: 1, status: Status.INVALID_FIELD },
+      { count: 0, sqid: 0, cid: 0, status: 0, parameterLocation: 0, lba: 0, nsid: 0 },
+    ]);
+    expect(h.controller.stats().errorLogEntries).toBe(4);
+    const smart = await h.driver.getLogPage(LogPageId.SMART_HEALTH, 512);
+    expect(Number(new DataView(smart.data.buffer).getBigUint64(176, true))).toBe(4);
   });
 
   it('rejects a CQ head doorbell that would consume entries never posted', async () => {
@@ -706,6 +806,67 @@ describe('NvmeController resets', () => {
     await settle();
     expect((await h.driver.wait(1, io)).status).toBe(Status.SUCCESS);
     expect((await h.driver.wait(0, deleting)).status).toBe(Status.SUCCESS);
+    expect((await h.driver.deleteIoCompletionQueue(1)).status).toBe(Status.SUCCESS);
+  });
+
+  /**
+   * Fills CQ 1 (4 entries: 3 usable) with completions the host does not consume, then submits `held` more commands
+   * to SQ 1, which flow control leaves unfetched. Returns their command ids.
+   */
+  async function holdUnfetched(h: ReturnType<typeof createHarness>, held: number): Promise<number[]> {
+    const done = [0, 1, 2].map(() => h.driver.place(1, { opcode: IoOpcode.FLUSH, nsid: 1 }));
+    await h.driver.ringSubmission(1);
+    const cids = Array.from({ length: held }, () => h.driver.place(1, { opcode: IoOpcode.FLUSH, nsid: 1 }));
+    await h.driver.ringSubmission(1);
+    expect((await h.driver.reap(1, { updateHead: false })).map((completion) => completion.cid)).toEqual(done);
+    expect(h.controller.stats().commands.otherIo).toBe(3);
+    return cids;
+  }
+
+  /** Writes the CQ 1 head doorbell as part of a batch: taken, but the queues are processed only after the next write. */
+  function freeCompletionQueueInBatch(h: ReturnType<typeof createHarness>, head: number): void {
+    h.controller.bar0Write(Reg.DOORBELLS + 3 * 4, u32(head));
+  }
+
+  it('Delete I/O SQ completes unfetched commands with Command Aborted due to SQ Deletion, as the CQ has room', async () => {
+    const h = createHarness();
+    await h.driver.enable();
+    expect((await h.driver.createIoCompletionQueue(1, 4, 1)).status).toBe(Status.SUCCESS);
+    expect((await h.driver.createIoSubmissionQueue(1, 16, 1)).status).toBe(Status.SUCCESS);
+    const held = await holdUnfetched(h, 5);
+    // The host frees the CQ and deletes the SQ in one batch: the Delete runs before SQ 1 is fetched again.
+    freeCompletionQueueInBatch(h, 3);
+    const deleting = h.driver.place(0, { opcode: AdminOpcode.DELETE_IO_SQ, cdw10: 1 });
+    await h.driver.ringSubmission(0);
+    expect((await h.driver.wait(0, deleting)).status).toBe(Status.SUCCESS);
+    // Three fit in the CQ: posted in submission order, with the SQ head moving past each.
+    const aborted = await h.driver.reap(1);
+    expect(aborted.map(({ cid, sqid, sqhd, status }) => ({ cid, sqid, sqhd, status }))).toEqual(
+      held.slice(0, 3).map((cid, index) => ({ cid, sqid: 1, sqhd: 4 + index, status: Status.ABORTED_SQ_DELETION })),
+    );
+    // The other two completed implicitly with the Delete: no CQE ever comes for them, and none ran.
+    await settle();
+    expect(await h.driver.reap(1)).toEqual([]);
+    expect(h.controller.stats().commands.otherIo).toBe(3);
+    expect(h.controller.stats().inFlight).toBe(0);
+    expect((await h.driver.readRegister32(Reg.CSTS)) & CSTS_CFS).toBe(0);
+    expect((await h.driver.deleteIoCompletionQueue(1)).status).toBe(Status.SUCCESS);
+  });
+
+  it('Delete I/O SQ with unfetched commands in unmapped SQ memory completes them without CQEs', async () => {
+    const h = createHarness({ splitRam: true });
+    await h.driver.enable();
+    const sqIova = RAM_IOVA + RAM_SIZE / 2;
+    expect((await h.driver.createIoCompletionQueue(1, 4, 1)).status).toBe(Status.SUCCESS);
+    expect((await h.driver.createIoSubmissionQueue(1, 16, 1, { iova: sqIova })).status).toBe(Status.SUCCESS);
+    await holdUnfetched(h, 2);
+    await h.memory.remove(sqIova, RAM_SIZE / 2);
+    freeCompletionQueueInBatch(h, 3);
+    expect((await h.driver.submit(0, { opcode: AdminOpcode.DELETE_IO_SQ, cdw10: 1 })).status).toBe(Status.SUCCESS);
+    expect(await h.driver.reap(1)).toEqual([]);
+    expect((await h.driver.readRegister32(Reg.CSTS)) & CSTS_CFS).toBe(0);
+    const warning = h.log.find((line) => String(line['msg']).startsWith('submission queue memory unmapped at deletion'));
+    expect(warning).toMatchObject({ level: 'warn', sqid: 1, unfetched: 2 });
     expect((await h.driver.deleteIoCompletionQueue(1)).status).toBe(Status.SUCCESS);
   });
 });

@@ -384,6 +384,7 @@ class ControlledNamespace implements Namespace {
   readonly blockCount = this.store.blockCount;
   readonly description = 'controlled';
   volatileWriteCache = true;
+  readOnly = false;
   readonly maxTransferBytes = 0;
   readonly supportsDeallocate = true;
   readonly calls: string[] = [];
@@ -585,6 +586,131 @@ describe('asynchronous completion', () => {
     second.release();
     expect((await failed).status).toBe(Status.WRITE_FAULT);
     expect(second.calls).toEqual(['flush', 'flush']);
+  });
+
+  it('with the write cache disabled (WCE = 0), flushes every write, Write Zeroes and deallocation before completing', async () => {
+    const namespace = new ControlledNamespace();
+    const writeThrough = newContext([namespace], { writeCacheEnabled: false });
+    const request = newRequest();
+    const DEALLOCATE = 1 << 2;
+    new DataView(ram.buffer).setUint32(DSM_LIST - BASE + 4, 2, true); // one range: LBA 0, 2 blocks
+    const commands: Array<[string, CommandFields, string[]]> = [
+      ['Write', { opcode: IoOpcode.WRITE, slba: 0, blocks: 1, prp1: BUFFER_A }, ['write', 'flush']],
+      ['Write Zeroes', { opcode: IoOpcode.WRITE_ZEROES, slba: 0, blocks: 1 }, ['writeZeroes', 'flush']],
+      ['Write Zeroes DEAC', { opcode: IoOpcode.WRITE_ZEROES, slba: 0, blocks: 1, cdw12: 1 << 25 }, ['deallocate', 'flush']],
+      ['DSM', { opcode: IoOpcode.DATASET_MANAGEMENT, cdw10: 0, cdw11: DEALLOCATE, prp1: DSM_LIST }, ['deallocate', 'flush']],
+      ['Read', { opcode: IoOpcode.READ, slba: 0, blocks: 1, prp1: BUFFER_A }, ['read']],
+      ['Compare', { opcode: IoOpcode.COMPARE, slba: 0, blocks: 1, prp1: BUFFER_A }, ['read']],
+    ];
+    namespace.mode = 'sync';
+    for (const [what, fields, calls] of commands) {
+      namespace.calls.length = 0;
+      setCommand(request, fields);
+      expect((await run(writeThrough, request)).status, what).toBe(Status.SUCCESS);
+      expect(namespace.calls, what).toEqual(calls);
+    }
+
+    // Asynchronous backend: the write completes only once its flush has.
+    namespace.mode = 'deferred';
+    namespace.calls.length = 0;
+    setCommand(request, { opcode: IoOpcode.WRITE, slba: 0, blocks: 1, prp1: BUFFER_A });
+    let finished = false;
+    const completion = run(writeThrough, request).then((outcome) => ((finished = true), outcome));
+    namespace.release(); // the write
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(namespace.calls).toEqual(['write', 'flush']);
+    expect(finished).toBe(false);
+    namespace.release(); // the flush
+    expect((await completion).status).toBe(Status.SUCCESS);
+
+    // With the cache enabled (or not said), and without a volatile cache, writes are not flushed.
+    namespace.mode = 'sync';
+    for (const [ctx, volatileWriteCache] of [
+      [newContext([namespace], { writeCacheEnabled: true }), true],
+      [newContext([namespace]), true],
+      [writeThrough, false],
+    ] as const) {
+      namespace.volatileWriteCache = volatileWriteCache;
+      namespace.calls.length = 0;
+      setCommand(request, { opcode: IoOpcode.WRITE, slba: 0, blocks: 1, prp1: BUFFER_A });
+      expect((await run(ctx, request)).status).toBe(Status.SUCCESS);
+      setCommand(request, { opcode: IoOpcode.DATASET_MANAGEMENT, cdw10: 0, cdw11: DEALLOCATE, prp1: DSM_LIST });
+      expect((await run(ctx, request)).status).toBe(Status.SUCCESS);
+      expect(namespace.calls).toEqual(['write', 'deallocate']);
+    }
+  });
+
+  it('refuses writes, Write Zeroes and deallocation on a read-only namespace without calling the backend', async () => {
+    const namespace = new ControlledNamespace();
+    namespace.mode = 'sync';
+    namespace.readOnly = true;
+    const ctx = newContext([namespace]);
+    const request = newRequest();
+    const refused: CommandFields[] = [
+      { opcode: IoOpcode.WRITE, slba: 0, blocks: 1, prp1: BUFFER_A },
+      { opcode: IoOpcode.WRITE, slba: 0, blocks: 1, prp1: BUFFER_A, cdw12: 1 << 30 },
+      { opcode: IoOpcode.WRITE_ZEROES, slba: 0, blocks: 8 },
+      { opcode: IoOpcode.WRITE_ZEROES, slba: 0, blocks: 8, cdw12: 1 << 25 },
+      { opcode: IoOpcode.DATASET_MANAGEMENT, cdw10: 0, cdw11: 1 << 2, prp1: DSM_LIST },
+    ];
+    for (const fields of refused) {
+      setCommand(request, fields);
+      expect(await run(ctx, request)).toMatchObject({ status: Status.NAMESPACE_WRITE_PROTECTED, synchronous: true });
+    }
+    expect(namespace.calls).toEqual([]);
+    expect(ctx.counters.hostWriteCommands).toBe(0);
+    // Reading, flushing and DSM hints without Deallocate still work.
+    setCommand(request, { opcode: IoOpcode.READ, slba: 0, blocks: 1, prp1: BUFFER_A });
+    expect((await run(ctx, request)).status).toBe(Status.SUCCESS);
+    setCommand(request, { opcode: IoOpcode.FLUSH });
+    expect((await run(ctx, request)).status).toBe(Status.SUCCESS);
+    setCommand(request, { opcode: IoOpcode.DATASET_MANAGEMENT, cdw10: 0, cdw11: 0x3, prp1: DSM_LIST });
+    expect((await run(ctx, request)).status).toBe(Status.SUCCESS);
+    expect(namespace.calls).toEqual(['read', 'flush']);
+  });
+
+  it('rejects SGL descriptors with a sub type other than address as SGL Descriptor Type Invalid', async () => {
+    const namespace = new ControlledNamespace();
+    namespace.mode = 'sync';
+    const ctx = newContext([namespace]);
+    const request = newRequest();
+    const view = new DataView(ram.buffer);
+    const list = LIST_AREA + 0x2000;
+    const putDescriptor = (index: number, address: number, length: number, identifier: number): void => {
+      const at = list - BASE + index * 16;
+      view.setBigUint64(at, BigInt(address), true);
+      view.setUint32(at + 8, length, true);
+      view.setUint8(at + 15, identifier);
+    };
+    const sgl = (address: number, length: number, identifier: number): void => {
+      setCommand(request, { opcode: IoOpcode.WRITE, slba: 0, blocks: 1, flags: 1 << 6, prp1: address });
+      request.sqe.setUint32(32, length, true);
+      request.sqe.setUint8(39, identifier);
+    };
+    // SGL1 is a Data Block with sub type 1h (offset: fabrics only) or Ah (transport specific).
+    for (const subType of [0x1, 0xa]) {
+      sgl(BUFFER_A, 512, 0x00 | subType);
+      expect((await run(ctx, request)).status).toBe(Status.SGL_DESCRIPTOR_TYPE_INVALID);
+    }
+    // A Last Segment with a proper sub type, whose list holds a Data Block with sub type 1h.
+    putDescriptor(0, BUFFER_A, 256, 0x00);
+    putDescriptor(1, BUFFER_A + 256, 256, 0x01);
+    sgl(list, 32, 0x30);
+    expect((await run(ctx, request)).status).toBe(Status.SGL_DESCRIPTOR_TYPE_INVALID);
+    // The Last Segment descriptor itself with sub type 1h.
+    putDescriptor(1, BUFFER_A + 256, 256, 0x00);
+    sgl(list, 32, 0x31);
+    expect((await run(ctx, request)).status).toBe(Status.SGL_DESCRIPTOR_TYPE_INVALID);
+    // A Bit Bucket's sub type must be 0 too.
+    putDescriptor(1, BUFFER_A + 256, 256, 0x11);
+    sgl(list, 32, 0x30);
+    expect((await run(ctx, request)).status).toBe(Status.SGL_DESCRIPTOR_TYPE_INVALID);
+    expect(namespace.calls).toEqual([]);
+    // With sub type 0 everywhere the same SGL works.
+    putDescriptor(1, BUFFER_A + 256, 256, 0x00);
+    sgl(list, 32, 0x30);
+    expect((await run(ctx, request)).status).toBe(Status.SUCCESS);
+    expect(namespace.calls).toEqual(['write']);
   });
 
   it('completes a Compare read asynchronously with pins held', async () => {

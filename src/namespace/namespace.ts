@@ -18,6 +18,8 @@ export interface Namespace {
   readonly volatileWriteCache: boolean;
   /** Largest single transfer the backend accepts in bytes (0 = no limit); the controller splits or limits MDTS. */
   readonly maxTransferBytes: number;
+  /** Writes are refused (Identify reports the namespace write protected). */
+  readonly readOnly?: boolean;
   /** Whether `deallocate` really releases space (thin provisioning / discard). */
   readonly supportsDeallocate: boolean;
   /** Counts the backend keeps about its store, for SMART / capacity reporting. */

@@ -87,7 +87,10 @@ export interface AdminHost {
   submissionQueue(qid: number): SubmissionQueue | undefined;
   createCompletionQueue(qid: number, iova: number, entries: number, vector: number, interruptsEnabled: boolean): void;
   createSubmissionQueue(qid: number, iova: number, entries: number, cq: CompletionQueue, priority: number): void;
-  /** Starts deleting `sq`; true when it is gone already, false when the command completes once in-flight I/O drains. */
+  /**
+   * Starts deleting `sq`: its unfetched commands complete as aborted (or implicitly, see the controller). True when it
+   * is gone already, false when the command completes once in-flight I/O drains.
+   */
   deleteSubmissionQueue(sq: SubmissionQueue, commandId: number): boolean;
   deleteCompletionQueue(cq: CompletionQueue): void;
   smartLogInfo(): SmartLogInfo;

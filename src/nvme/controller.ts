@@ -79,6 +79,8 @@ const MAX_MDTS = 20;
 const BATCH_COMMAND_BUDGET = 1024;
 /** Admin data transfers are capped even when MDTS is unlimited: no admin page we serve is anywhere near this. */
 const ADMIN_TRANSFER_CAP = 1 << 20;
+/** Error log SQID / CID when the error is not tied to a command (or, for SQID, to a submission queue). */
+const NO_COMMAND = 0xffff;
 /** SMART / Health asynchronous event information: temperature threshold. */
 const SMART_INFO_TEMPERATURE_THRESHOLD = 0x01;
 
@@ -103,6 +105,9 @@ interface PendingEvent {
   logPage: number;
 }
 
+/** setTimeout's limit; longer keep-alive timeouts (KATO is 32 bits of ms) are checked again when it fires. */
+const MAX_TIMER_MILLIS = 2 ** 31 - 1;
+
 export class NvmeController {
   static readonly BAR0_SIZE = 0x4000;
 
@@ -111,6 +116,12 @@ export class NvmeController {
   private readonly identity: ResolvedControllerIdentity;
   private readonly interrupts: InterruptSink;
   private readonly doorbells: Uint32Array;
+  /**
+   * The value last taken from each doorbell word. A word of `doorbells` that differs from its entry here is a write
+   * not yet acted on; in polled mode the native poller compares the shared page with this array, so a doorbell that
+   * returns to an earlier value (a 2-entry queue's tail going 0, 1, 0) is never missed.
+   */
+  readonly consumedDoorbells: Uint32Array;
   private readonly maxIoQueuePairs: number;
   private readonly maxQueueEntries: number;
   private readonly mdts: number;
@@ -198,6 +209,7 @@ export class NvmeController {
       );
     }
     this.doorbells = doorbells;
+    this.consumedDoorbells = new Uint32Array(2 * (this.maxIoQueuePairs + 1));
     const vectorCount = options.interrupts.vectorCount;
     if (!Number.isInteger(vectorCount) || vectorCount < 0 || vectorCount > 2048) {
       throw new Error(`NVMe controller: interrupt vectorCount ${String(vectorCount)} must be an integer in 0..2048`);
@@ -229,6 +241,7 @@ export class NvmeController {
 
     const namespaces = this.namespaces;
     const allNamespaces = namespaces.map((entry) => entry.namespace);
+    const features = this.features;
     this.ioContext = {
       dma: this.dma,
       namespace: (nsid: number): Namespace | undefined =>
@@ -236,6 +249,10 @@ export class NvmeController {
       maxTransferBytes: this.maxTransferBytes,
       counters: this.counters,
       allNamespaces: () => allNamespaces,
+      // The Volatile Write Cache feature as it is now: Set Features changes it between commands.
+      get writeCacheEnabled(): boolean {
+        return features.volatileWriteCache;
+      },
       logger: this.logger,
     };
     this.admin = new AdminCommandHandler(this.adminHost());
@@ -281,15 +298,26 @@ export class NvmeController {
     }
   }
 
-  /** Polled mode: the guest wrote `doorbells` directly; scan the doorbells of existing queues for new values. */
+  /**
+   * Polled mode: the guest wrote `doorbells` directly. Takes every doorbell word that differs from
+   * `consumedDoorbells` (writes to queues that do not exist raise an Invalid Doorbell Register event).
+   */
   pollDoorbells(): void {
-    if (!this.active) return;
-    try {
-      if (this.shadow && !this.resolveShadow()) return;
-      this.refreshDoorbells();
-    } catch (error) {
-      this.fail('internal error while scanning doorbells', { error });
+    if (this.active) {
+      try {
+        if (!this.shadow || this.resolveShadow()) this.refreshDoorbells();
+      } catch (error) {
+        this.fail('internal error while scanning doorbells', { error });
+      }
     }
+    // A disabled, shut-down or failed controller ignores doorbell writes. Recording them as consumed keeps the
+    // poller from waking us for the same values again and again (it compares the page with consumedDoorbells).
+    if (!this.active) this.ignoreDoorbells();
+  }
+
+  private ignoreDoorbells(): void {
+    const words = Math.min(this.doorbells.length, this.consumedDoorbells.length);
+    this.consumedDoorbells.set(this.doorbells.subarray(0, words));
   }
 
   /** Process pending submissions; each interrupt vector with new completions is signalled once per call. */
@@ -501,6 +529,7 @@ export class NvmeController {
     // Doorbells of a reset controller read as zero; stale values would otherwise look like new ones later.
     // (A caller may already have unmapped a shared doorbell page: a detached array has length 0 and is left alone.)
     if (this.doorbells.length > 0) this.doorbells.fill(0, 0, 2 * (this.maxIoQueuePairs + 1));
+    this.consumedDoorbells.fill(0);
     if (this.inFlight > 0) this.draining = true;
     if (hadQueues || this.inFlight > 0) {
       this.logger.info('controller reset', { reason, abandonedCommands: this.inFlight });
@@ -522,7 +551,12 @@ export class NvmeController {
     for (const resolve of this.drainWaiters.splice(0)) resolve();
   }
 
-  /** CC.SHN: stop fetching, let in-flight I/O finish, flush the namespaces, then report SHST = complete. */
+  /**
+   * CC.SHN: stop fetching, let in-flight I/O finish, flush the namespaces, then report SHST = complete. If a flush
+   * fails, CSTS.CFS is set as well: SHST still completes (there is nothing left to wait for, and hosts poll SHST, not
+   * CFS, so they would otherwise sit out their whole shutdown timeout), but CFS tells the host that data it wrote may
+   * not be durable, and the next reset counts as an unsafe shutdown.
+   */
   private beginShutdown(kind: number): void {
     const registers = this.registers;
     registers.shutdownStatus = ShutdownStatus.PROCESSING;
@@ -532,14 +566,32 @@ export class NvmeController {
     const started = Date.now();
     this.logger.info('shutdown requested', { kind: kind === ShutdownNotification.ABRUPT ? 'abrupt' : 'normal' });
     void this.whenDrained()
-      .then(() => this.flush())
-      .catch((error: unknown) => this.logger.error('flushing namespaces at shutdown failed', { error }))
-      .then(() => {
+      .then(() => this.flushForShutdown())
+      .then((durable) => {
         if (generation !== this.generation) return; // reset in the meantime: SHST was cleared
+        if (durable) this.unsafeIfReset = false;
+        else this.fail('namespace flush failed at shutdown: written data may not be durable');
         registers.shutdownStatus = ShutdownStatus.COMPLETE;
-        this.unsafeIfReset = false;
-        this.logger.info('shutdown complete', { millis: Date.now() - started });
+        this.logger.info('shutdown complete', { millis: Date.now() - started, durable });
       });
+  }
+
+  /** Flushes every namespace (all of them, even after a failure); logs each failure. True when all succeeded. */
+  private async flushForShutdown(): Promise<boolean> {
+    const results = await Promise.allSettled(
+      this.namespaces.map((entry) => Promise.resolve().then(() => entry.namespace.flush())),
+    );
+    let durable = true;
+    results.forEach((result, index) => {
+      if (result.status === 'fulfilled') return;
+      durable = false;
+      this.logger.error('flushing namespace at shutdown failed', {
+        nsid: index + 1,
+        namespace: this.namespaces[index]!.namespace.description,
+        error: result.reason,
+      });
+    });
+    return durable;
   }
 
   /** Controller Fatal Status: log, stop processing until the host resets the controller. */
@@ -618,38 +670,46 @@ export class NvmeController {
 
   private doorbellWrite(index: number, value: number): void {
     this.doorbells[index] = value;
+    if (index < this.consumedDoorbells.length) this.consumedDoorbells[index] = value;
     if (!this.active) return;
+    this.takeDoorbell(index, value);
     const qid = index >>> 1;
-    const isCompletion = (index & 1) === 1;
-    if (isCompletion) {
-      const cq = this.completionQueues[qid];
-      if (!cq) return this.invalidDoorbellRegister(index, value);
-      cq.lastDoorbell = value;
-      this.applyCompletionHead(cq, value);
-    } else {
-      const sq = this.submissionQueues[qid];
-      if (!sq) return this.invalidDoorbellRegister(index, value);
-      sq.lastDoorbell = value;
-      if (!sq.deleting) this.applySubmissionTail(sq, value);
-    }
     if (qid === 0 && this.shadow) {
       // Many drivers (Linux included) never update the admin queue's shadow entries; keep them in step so the
       // shadow value we read later is never staler than the MMIO write we just took.
       if (!this.resolveShadow()) return;
       this.shadow.writeShadow(index, value);
-      if (isCompletion) this.completionQueues[0]!.lastShadow = value;
+      if ((index & 1) === 1) this.completionQueues[0]!.lastShadow = value;
       else this.submissionQueues[0]!.lastShadow = value;
+    }
+  }
+
+  /** Acts on a new value of doorbell `index`: SQ tail (even) or CQ head (odd) of queue `index / 2`. */
+  private takeDoorbell(index: number, value: number): void {
+    const qid = index >>> 1;
+    if ((index & 1) === 1) {
+      const cq = this.completionQueues[qid];
+      if (!cq) return this.invalidDoorbellRegister(index, value);
+      this.applyCompletionHead(cq, value);
+    } else {
+      const sq = this.submissionQueues[qid];
+      if (!sq) return this.invalidDoorbellRegister(index, value);
+      if (!sq.deleting) this.applySubmissionTail(sq, value);
     }
   }
 
   private invalidDoorbellRegister(index: number, value: number): void {
     this.warnInvalidDoorbell('doorbell write to a queue that does not exist', { doorbell: index, value });
+    // An SQ tail doorbell names its SQ; a CQ head doorbell names no submission queue.
+    const sqid = (index & 1) === 0 ? index >>> 1 : NO_COMMAND;
+    this.recordDoorbellError(sqid, Status.INVALID_QUEUE_IDENTIFIER);
     this.raiseEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_ERROR_INVALID_DOORBELL_REGISTER, LogPageId.ERROR_INFORMATION);
   }
 
   private applySubmissionTail(sq: SubmissionQueue, value: number): void {
     if (sq.setTail(value)) return;
     this.warnInvalidDoorbell('invalid submission queue tail doorbell value', { sqid: sq.id, value, entries: sq.size });
+    this.recordDoorbellError(sq.id, Status.INVALID_FIELD);
     this.raiseEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_ERROR_INVALID_DOORBELL_VALUE, LogPageId.ERROR_INFORMATION);
   }
 
@@ -662,7 +722,26 @@ export class NvmeController {
       tail: cq.tail,
       entries: cq.size,
     });
+    this.recordDoorbellError(NO_COMMAND, Status.INVALID_FIELD);
     this.raiseEvent(AsyncEvent.TYPE_ERROR, AsyncEvent.INFO_ERROR_INVALID_DOORBELL_VALUE, LogPageId.ERROR_INFORMATION);
+  }
+
+  /**
+   * The Error Information entry behind a doorbell error event, so the host finds what the event points at. No
+   * command is involved: CID = FFFFh, SQID = the SQ whose tail doorbell was written (FFFFh for CQ head doorbells),
+   * and the status is the closest fit (the spec asks for "the most applicable status value").
+   */
+  private recordDoorbellError(sqid: number, status: number): void {
+    this.errorLog.record({
+      sqid,
+      cid: NO_COMMAND,
+      status,
+      phase: 0,
+      nsid: 0,
+      lba: 0,
+      parameterLocation: NO_PARAMETER_LOCATION,
+    });
+    this.counters.errorLogEntries = this.errorLog.count;
   }
 
   /** A guest can write bad doorbells in a loop: log the 1st, 2nd, 4th, 8th, ... occurrence only. */
@@ -674,24 +753,19 @@ export class NvmeController {
   /** Picks up doorbell values written to the doorbell page (polled mode) or the shadow page since last time. */
   private refreshDoorbells(): void {
     const doorbells = this.doorbells;
+    const consumed = this.consumedDoorbells;
+    // A detached (unmapped) page has length 0: nothing to pick up.
+    const words = Math.min(doorbells.length, consumed.length);
+    for (let index = 0; index < words; index++) {
+      const value = doorbells[index]!;
+      if (value === consumed[index]) continue;
+      consumed[index] = value;
+      this.takeDoorbell(index, value);
+    }
     const shadow = this.shadow;
-    for (const cq of this.completionList) {
-      const value = doorbells[cq.doorbellIndex] ?? cq.lastDoorbell;
-      if (value !== cq.lastDoorbell) {
-        cq.lastDoorbell = value;
-        this.applyCompletionHead(cq, value);
-      }
-      if (shadow) this.readShadowHead(shadow, cq);
-    }
-    for (const sq of this.submissionList) {
-      if (sq.deleting) continue;
-      const value = doorbells[sq.doorbellIndex] ?? sq.lastDoorbell;
-      if (value !== sq.lastDoorbell) {
-        sq.lastDoorbell = value;
-        this.applySubmissionTail(sq, value);
-      }
-      if (shadow) this.readShadowTail(shadow, sq);
-    }
+    if (!shadow) return;
+    for (const cq of this.completionList) this.readShadowHead(shadow, cq);
+    for (const sq of this.submissionList) if (!sq.deleting) this.readShadowTail(shadow, sq);
   }
 
   private readShadowTail(shadow: ShadowDoorbells, sq: SubmissionQueue): void {
@@ -920,6 +994,7 @@ export class NvmeController {
     this.completionQueues[cq.id] = cq;
     this.completionList.push(cq);
     this.doorbells[cq.doorbellIndex] = 0;
+    this.consumedDoorbells[cq.doorbellIndex] = 0;
     if (this.shadow) {
       this.shadow.writeEventIndex(cq.doorbellIndex, 0);
       // Whatever the shadow entry holds now predates this queue; only changes to it count.
@@ -932,6 +1007,7 @@ export class NvmeController {
     this.submissionList.push(sq);
     sq.cq.submissionQueues++;
     this.doorbells[sq.doorbellIndex] = 0;
+    this.consumedDoorbells[sq.doorbellIndex] = 0;
     if (this.shadow) {
       this.shadow.writeEventIndex(sq.doorbellIndex, 0);
       sq.lastShadow = this.shadow.readShadow(sq.doorbellIndex);
@@ -942,6 +1018,45 @@ export class NvmeController {
     this.submissionQueues[sq.id] = undefined;
     this.submissionList = this.submissionList.filter((queue) => queue !== sq);
     sq.cq.submissionQueues--;
+  }
+
+  /**
+   * Delete I/O SQ: the commands the host submitted to `sq` that were never fetched complete with Command Aborted due
+   * to SQ Deletion, in submission order, their CIDs read from the SQ. Only as many as the CQ has free slots for are
+   * posted (a CQE is never overwritten, and the Delete does not wait for the host to make room, since a host may only
+   * drain the CQ once the Delete completes); the rest complete implicitly with the Delete, which the spec allows (no
+   * CQE). If the SQ memory is no longer mapped, their CIDs cannot be read and they all complete implicitly.
+   */
+  private abortUnfetched(sq: SubmissionQueue): void {
+    const unfetched = sq.unfetched;
+    if (unfetched === 0) return;
+    try {
+      sq.memory.resolve(this.dma);
+    } catch (error) {
+      if (!(error instanceof DmaError)) throw error;
+      sq.head = sq.tail;
+      this.logger.warn('submission queue memory unmapped at deletion: unfetched commands complete without a CQE', {
+        sqid: sq.id,
+        unfetched,
+        error,
+      });
+      return;
+    }
+    const cq = sq.cq;
+    let aborted = 0;
+    while (!sq.isEmpty && cq.freeSlots > 0) {
+      const commandId = sq.skip();
+      cq.reserved++;
+      this.postCompletion(cq, 0, sq, commandId, Status.ABORTED_SQ_DELETION);
+      if (!this.active) return; // CQ memory gone: the controller failed
+      aborted++;
+    }
+    sq.head = sq.tail;
+    this.logger.debug('unfetched commands aborted by Delete I/O SQ', {
+      sqid: sq.id,
+      aborted,
+      completedWithoutCqe: unfetched - aborted,
+    });
   }
 
   private finishSubmissionQueueDeletion(sq: SubmissionQueue): void {
@@ -1009,9 +1124,9 @@ export class NvmeController {
       const idle = Date.now() - this.lastKeepAlive;
       // Over PCIe a keep-alive expiry is a controller failure: the host must reset us.
       if (idle >= timeout) this.fail('keep alive timeout expired', { keepAliveMillis: timeout, idleMillis: idle });
-      else this.keepAliveTimer = setTimeout(check, timeout - idle).unref();
+      else this.keepAliveTimer = setTimeout(check, Math.min(timeout - idle, MAX_TIMER_MILLIS)).unref();
     };
-    this.keepAliveTimer = setTimeout(check, timeout).unref();
+    this.keepAliveTimer = setTimeout(check, Math.min(timeout, MAX_TIMER_MILLIS)).unref();
   }
 
   private stopKeepAliveTimer(): void {
@@ -1056,6 +1171,7 @@ export class NvmeController {
         this.logger.debug('I/O submission queue created', { sqid: qid, entries, cqid: cq.id });
       },
       deleteSubmissionQueue: (sq, commandId) => {
+        this.abortUnfetched(sq);
         if (sq.inFlight === 0) {
           this.removeSubmissionQueue(sq);
           return true;

@@ -10,9 +10,9 @@
  *   entry, must have a zero offset; a PRP list pointer may have a (qword aligned) offset; a chained list page pointer
  *   (the last entry of a full list page) must be page aligned.
  * - SGLs: Data Block, Bit Bucket, Segment and Last Segment descriptors with sub type 0 (address), no alignment
- *   requirement on data blocks (SGLS bits 1:0 = 01b). An SGL describing more data than the command transfers is
- *   accepted and the excess ignored (SGLS bit 18 must be advertised); one describing less fails with Data SGL Length
- *   Invalid.
+ *   requirement on data blocks (SGLS bits 1:0 = 01b). Any other type or sub type is SGL Descriptor Type Invalid. An
+ *   SGL describing more data than the command transfers is accepted and the excess ignored (SGLS bit 18 must be
+ *   advertised); one describing less fails with Data SGL Length Invalid.
  * - Bit Bucket descriptors: in a controller-to-host transfer (a Read; `access` 'write') the described bytes are
  *   dropped: they are represented by a segment over a shared scratch buffer that never reaches guest memory, so the
  *   backend reads them like any other bytes and the on-media offsets of the following data stay right. In a
@@ -158,8 +158,9 @@ function mapSgl(out: SegmentBuilder, sqe: DataView, length: number): number {
     if (++descriptorsRead > MAX_SGL_DESCRIPTORS) return Status.INVALID_SGL_DESCRIPTOR_COUNT;
     const type = identifier >>> 4;
     if (type > SGL_LAST_SEGMENT) return Status.SGL_DESCRIPTOR_TYPE_INVALID;
-    // Sub type 0 = address; 1 (offset) and the transport-specific ones only exist on fabrics.
-    if ((identifier & 0xf) !== 0) return Status.INVALID_SGL_SEGMENT_DESCRIPTOR;
+    // Sub type 0 = address; 1 (offset) and the transport-specific ones only exist on fabrics. The spec processes a
+    // reserved or unsupported sub type "as having an SGL Descriptor Type error" (Base spec, Generic SGL Descriptor).
+    if ((identifier & 0xf) !== 0) return Status.SGL_DESCRIPTOR_TYPE_INVALID;
 
     if (type === SGL_SEGMENT || type === SGL_LAST_SEGMENT) {
       if (inLastSegment || (list !== undefined && next !== listCount)) return Status.INVALID_SGL_SEGMENT_DESCRIPTOR;

@@ -149,6 +149,7 @@ export function buildIdentifyNamespace(out: Uint8Array, namespace: Namespace, id
   // DLFEAT bits 2:0 = 001b: deallocated blocks read as zeroes, bit 3: Write Zeroes honours DEAC. Only promised
   // when deallocation is real.
   out[33] = namespace.supportsDeallocate ? 0x1 | (1 << 3) : 0;
+  out[99] = namespaceAttributes(namespace); // NSATTR
   putHex(out, 104, 16, ids.nguid); // NGUID
   putHex(out, 120, 8, ids.eui64); // EUI64
   // LBA Format 0: no metadata, LBADS = log2(block size), relative performance 0 (best).
@@ -159,7 +160,13 @@ export function buildIdentifyNamespace(out: Uint8Array, namespace: Namespace, id
 export function buildIndependentIdentifyNamespace(out: Uint8Array, namespace: Namespace): void {
   out[0] = namespace.supportsDeallocate ? 0x1 : 0; // NSFEAT
   out[1] = 0; // NMIC
+  out[8] = namespaceAttributes(namespace); // NSATTR
   out[14] = 1; // NSTAT: namespace ready
+}
+
+/** NSATTR bit 0: currently write protected, so the guest mounts it read-only instead of finding out on a write. */
+function namespaceAttributes(namespace: Namespace): number {
+  return namespace.readOnly === true ? 0x1 : 0;
 }
 
 /** Active Namespace ID list (CNS 02h / 07h): active NSIDs greater than `afterNsid`, ascending, at most 1024. */

@@ -33,6 +33,12 @@ export interface IoContext {
    * or Format (what the spec requires when Identify Controller VWC bits 2:1 = 10b, broadcast flush not supported).
    */
   allNamespaces?(): readonly Namespace[];
+  /**
+   * Volatile Write Cache feature, WCE bit. When false, a Write, Write Zeroes or DSM deallocation on a namespace with a
+   * volatile write cache is flushed before it completes (write-through), as the guest turned the cache off. Absent
+   * means enabled. Read on every such command, so a getter over the live feature value works (no allocation).
+   */
+  readonly writeCacheEnabled?: boolean;
   /** Where failed commands are reported (with nsid, opcode, cid); nothing is logged when absent. */
   readonly logger?: Logger;
 }

@@ -15,7 +15,12 @@
  *   are not supported (Invalid Opcode / Invalid Field).
  * - Flush with NSID FFFFFFFFh flushes every namespace when the context provides `allNamespaces`, else it fails with
  *   Invalid Namespace or Format (report VWC bits 2:1 accordingly).
- * - FUA on Write / Write Zeroes flushes the namespace (when it has a volatile write cache) before completing.
+ * - FUA on Write / Write Zeroes flushes the namespace (when it has a volatile write cache) before completing. With
+ *   the write cache disabled (Volatile Write Cache feature, WCE = 0: `ctx.writeCacheEnabled === false`), every Write,
+ *   Write Zeroes and DSM deallocation does, because data written must then be durable at completion. DSM counts:
+ *   deallocation overwrites the blocks, and old data must not come back after a power loss.
+ * - A read-only namespace (`readOnly`) fails Write, Write Zeroes and DSM deallocation with Namespace Is Write
+ *   Protected before anything else about them is checked; the backend is never called.
  * - Write Zeroes with DEAC deallocates when the backend really deallocates, else writes zeroes (same result).
  * - SMART counters: Read and Compare count as host reads (and their bytes as data read), Write as host writes; Write
  *   Zeroes, DSM and Verify are not counted. Media errors count failures with a media status (SCT 2) except a
@@ -100,6 +105,9 @@ function startBlockCommand(
   opcode: number,
 ): number {
   const sqe = request.sqe;
+  if (namespace.readOnly === true && (opcode === IoOpcode.WRITE || opcode === IoOpcode.WRITE_ZEROES)) {
+    return Status.NAMESPACE_WRITE_PROTECTED;
+  }
   const slbaHigh = sqe.getUint32(44, true);
   const blocks = (sqe.getUint32(48, true) & 0xffff) + 1;
   if (slbaHigh > MAX_SAFE_HIGH_DWORD) return Status.LBA_OUT_OF_RANGE;
@@ -108,7 +116,7 @@ function startBlockCommand(
   const offset = slba * namespace.blockSize;
   const bytes = blocks * namespace.blockSize;
   const cdw12 = sqe.getUint32(48, true);
-  const forceUnitAccess = (cdw12 & CDW12_FUA) !== 0 && namespace.volatileWriteCache;
+  const flushAfter = namespace.volatileWriteCache && ((cdw12 & CDW12_FUA) !== 0 || ctx.writeCacheEnabled === false);
 
   if (opcode === IoOpcode.VERIFY) return Status.SUCCESS;
   if (opcode === IoOpcode.WRITE_ZEROES) {
@@ -117,7 +125,7 @@ function startBlockCommand(
       (cdw12 & CDW12_DEAC) !== 0 && namespace.supportsDeallocate
         ? namespace.deallocate([{ offset, length: bytes }])
         : namespace.writeZeroes(offset, bytes);
-    return settle(ctx, request, done, namespace, pending, opcode, 0, forceUnitAccess, undefined, false);
+    return settle(ctx, request, done, namespace, pending, opcode, 0, flushAfter, undefined, false);
   }
 
   if (exceedsTransferLimit(ctx, namespace, bytes)) return Status.INVALID_FIELD;
@@ -132,7 +140,7 @@ function startBlockCommand(
   }
   if (opcode === IoOpcode.WRITE) {
     const pending = namespace.write(offset, request.segments);
-    return settle(ctx, request, done, namespace, pending, opcode, bytes, forceUnitAccess, undefined, true);
+    return settle(ctx, request, done, namespace, pending, opcode, bytes, flushAfter, undefined, true);
   }
   // Compare needs the stored data next to the guest's: one temporary buffer per Compare (not a hot path).
   const stored = new Uint8Array(bytes);
@@ -143,6 +151,7 @@ function startDatasetManagement(ctx: IoContext, request: IoRequest, done: IoDone
   const sqe = request.sqe;
   // Integral Dataset for Read/Write are hints we may ignore; only Deallocate changes anything.
   if ((sqe.getUint32(44, true) & DSM_ATTRIBUTE_DEALLOCATE) === 0) return Status.SUCCESS;
+  if (namespace.readOnly === true) return Status.NAMESPACE_WRITE_PROTECTED;
   const rangeCount = (sqe.getUint32(40, true) & 0xff) + 1;
   const listBytes = rangeCount * DSM_RANGE_BYTES;
   const mapped = mapDataPointer(ctx.dma, sqe, listBytes, 'read', request.segments, true);
@@ -167,7 +176,8 @@ function startDatasetManagement(ctx: IoContext, request: IoRequest, done: IoDone
   }
   if (ranges.length === 0) return Status.SUCCESS;
   const pending = namespace.deallocate(ranges);
-  return settle(ctx, request, done, namespace, pending, IoOpcode.DATASET_MANAGEMENT, 0, false, undefined, false);
+  const flushAfter = namespace.volatileWriteCache && ctx.writeCacheEnabled === false;
+  return settle(ctx, request, done, namespace, pending, IoOpcode.DATASET_MANAGEMENT, 0, flushAfter, undefined, false);
 }
 
 /** The DSM range list, copied out of guest memory; used synchronously only. */
@@ -194,7 +204,7 @@ function startBroadcastFlush(ctx: IoContext, request: IoRequest, done: IoDone): 
 
 /**
  * Finishes a command whose backend operation returned `pending`: synchronously when it is undefined (then an optional
- * FUA flush and, for Compare, the comparison), else asynchronously.
+ * flush (FUA or write cache disabled) and, for Compare, the comparison), else asynchronously.
  */
 function settle(
   ctx: IoContext,

@@ -42,8 +42,7 @@ export class CompletionQueue {
   reserved = 0;
   /** Submission queues posting here; Delete I/O CQ is refused while non-zero. */
   submissionQueues = 0;
-  /** The last head doorbell value taken from the doorbell array / shadow page (change detection). */
-  lastDoorbell = 0;
+  /** The last head value taken from the shadow doorbell page (change detection). */
   lastShadow = 0;
 
   constructor(
@@ -114,7 +113,7 @@ export class SubmissionQueue {
   inFlight = 0;
   /** Set while a Delete I/O SQ waits for in-flight commands: the command id to complete when they drain. */
   deleteCommandId: number | undefined;
-  lastDoorbell = 0;
+  /** The last tail value taken from the shadow doorbell page (change detection). */
   lastShadow = 0;
 
   constructor(
@@ -155,6 +154,19 @@ export class SubmissionQueue {
     }
     this.head++;
     if (this.head === this.size) this.head = 0;
+  }
+
+  /** Entries the host submitted that have not been fetched. */
+  get unfetched(): number {
+    return (this.tail - this.head + this.size) % this.size;
+  }
+
+  /** Consumes the entry at the head without running it; returns its command id. Memory resolved. */
+  skip(): number {
+    const commandId = this.memory.view.getUint16(this.head * SQE_SIZE + 2, true);
+    this.head++;
+    if (this.head === this.size) this.head = 0;
+    return commandId;
   }
 }
 

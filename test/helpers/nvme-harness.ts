@@ -114,7 +114,7 @@ export function pattern(length: number, seed: number): Uint8Array {
 
 /**
  * A namespace wrapper whose reads and writes wait until the test releases them: in-flight I/O on demand.
- * Flushes are counted.
+ * Flushes are counted, and fail with `flushError` when it is set.
  */
 export class GatedNamespace implements Namespace {
   readonly blockSize: number;
@@ -123,18 +123,22 @@ export class GatedNamespace implements Namespace {
   readonly maxTransferBytes = 0;
   readonly supportsDeallocate: boolean;
   volatileWriteCache = false;
+  readonly readOnly: boolean;
   gate = false;
   flushes = 0;
+  /** When set, every flush rejects with it. */
+  flushError: unknown = undefined;
   private waiting: Array<() => void> = [];
 
   constructor(
     private readonly inner: Namespace,
-    options: { supportsDeallocate?: boolean; volatileWriteCache?: boolean } = {},
+    options: { supportsDeallocate?: boolean; volatileWriteCache?: boolean; readOnly?: boolean } = {},
   ) {
     this.blockSize = inner.blockSize;
     this.blockCount = inner.blockCount;
     this.supportsDeallocate = options.supportsDeallocate ?? false;
     this.volatileWriteCache = options.volatileWriteCache ?? false;
+    this.readOnly = options.readOnly ?? false;
   }
 
   get pending(): number {
@@ -158,6 +162,7 @@ export class GatedNamespace implements Namespace {
 
   flush(): Promise<void> | void {
     this.flushes++;
+    if (this.flushError !== undefined) return Promise.reject(this.flushError);
     return this.inner.flush();
   }
 
