@@ -255,6 +255,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitMemory(env, exports);
   InitEventfd(env, exports);
   InitPoller(env, exports, state);
+  InitFile(env, exports);
   return exports;
 }
 

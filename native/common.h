@@ -92,5 +92,6 @@ void InitWatcher(Napi::Env env, Napi::Object exports, EnvState* state);
 void InitMemory(Napi::Env env, Napi::Object exports);
 void InitEventfd(Napi::Env env, Napi::Object exports);
 void InitPoller(Napi::Env env, Napi::Object exports, EnvState* state);
+void InitFile(Napi::Env env, Napi::Object exports);
 
 }  // namespace vfiod

@@ -15,6 +15,8 @@
 //  * The record itself is freed once the ArrayBuffer has been finalized and nothing pins it.
 #include "memory.h"
 
+#include <fcntl.h>
+
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -245,6 +247,8 @@ Napi::Value IsMapped(const Napi::CallbackInfo& info) {
 }
 
 // memfdCreate(name, size) -> fd
+// memfdCreate(name, size, sealSize = false) -> fd. With sealSize the file's size is sealed (no shrink, no grow,
+// no further seals): an fd handed to an untrusted peer cannot be truncated under our own mappings (SIGBUS).
 Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name;
@@ -253,7 +257,15 @@ Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
       !GetInteger(info, 1, "memfdCreate", "size", 0, kMaxSafeInteger, &size)) {
     return Napi::Value();
   }
-  int fd = memfd_create(name.c_str(), MFD_CLOEXEC);
+  bool sealSize = false;
+  if (info.Length() > 2 && !info[2].IsUndefined()) {
+    if (!info[2].IsBoolean()) {
+      ThrowTypeError(env, "memfdCreate: \"sealSize\" must be a boolean, got " + Describe(info[2]));
+      return Napi::Value();
+    }
+    sealSize = info[2].As<Napi::Boolean>().Value();
+  }
+  int fd = memfd_create(name.c_str(), MFD_CLOEXEC | (sealSize ? MFD_ALLOW_SEALING : 0));
   if (fd < 0) {
     ThrowErrno(env, errno, "memfd_create", name);
     return Napi::Value();
@@ -262,6 +274,12 @@ Napi::Value MemfdCreate(const Napi::CallbackInfo& info) {
     int err = errno;
     close(fd);
     ThrowErrno(env, err, "ftruncate", "memfd '" + name + "', size " + std::to_string(size));
+    return Napi::Value();
+  }
+  if (sealSize && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0) {
+    int err = errno;
+    close(fd);
+    ThrowErrno(env, err, "fcntl", "memfd '" + name + "': F_ADD_SEALS");
     return Napi::Value();
   }
   return Napi::Number::New(env, fd);
@@ -292,6 +310,15 @@ void UnpinMapping(Mapping* m) {
   std::lock_guard<std::mutex> lock(g_mutex);
   if (m->pins > 0) m->pins--;
   MaybeFreeLocked(m);
+}
+
+bool OverlapsMapping(const void* addr, size_t length) {
+  auto begin = reinterpret_cast<uintptr_t>(addr);
+  std::lock_guard<std::mutex> lock(g_mutex);
+  for (const auto& [base, m] : g_live) {
+    if (begin < base + m->length && base < begin + length) return true;
+  }
+  return false;
 }
 
 void InitMemory(Napi::Env env, Napi::Object exports) {

@@ -23,5 +23,7 @@ struct PinnedMapping {
 bool PinMapping(Napi::Env env, const Napi::Value& buffer, const char* fn, PinnedMapping* out);
 // Drops a pin; if the ArrayBuffer has already been finalized, this performs the deferred munmap.
 void UnpinMapping(Mapping* mapping);
+// Whether [addr, addr + length) overlaps a live mapping made by mmap() (length > 0).
+bool OverlapsMapping(const void* addr, size_t length);
 
 }  // namespace vfiod

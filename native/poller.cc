@@ -1,19 +1,29 @@
-// Doorbell poller: a native thread that watches the first words of a shared page for changes.
+// Doorbell poller: a native thread that watches the first words of a shared page for doorbells not yet consumed.
 //
 // An NVMe guest rings doorbells by writing 32-bit words into BAR0 memory that is shared with us (no trap, no
 // eventfd), so someone has to look at that memory. Doing it from JS would block the event loop; doing it with
-// timers would add milliseconds of latency. The poller thread compares the words with its own snapshot and, on
-// any difference, wakes the JS thread with uv_async_send (which coalesces: many changes, one callback). The
-// thread never runs JavaScript and never touches N-API; the callback then re-reads the doorbells from JS.
+// timers would add milliseconds of latency. The thread never runs JavaScript and never touches N-API.
 //
-// Idle policy: after the last observed change the thread keeps scanning with a CPU pause instruction between
-// scans for `spinMicros`, then sleeps between scans, starting at 1 µs and doubling up to `maxSleepMicros`. Any
-// change resets it to spinning. Sleeps use a condition variable so stop() never waits for a sleep to end, and
-// the thread's timer slack is set to 1 ns so short sleeps are not rounded up to the default 50 µs.
+// Consumed rule: the consumer (the JS thread) owns a Uint32Array `consumed` and stores in consumed[i] every
+// doorbell value it takes from page[i]. The thread compares page[i] with consumed[i] for i < wordCount and, while
+// any differ, calls uv_async_send (libuv coalesces: while a wake-up is pending a send is one relaxed load, and
+// many sends mean one callback). There is no private snapshot, so a doorbell is reported exactly when its value
+// differs from what the consumer last took: a value that returns to an earlier one (a 2-entry queue's tail going
+// 0, 1, 0) is still reported as long as it differs from consumed[i], and a write made at any time (before
+// setWordCount or start, or while the JS thread was reading the page for another reason) is never lost. A word
+// that stays different keeps producing callbacks until the consumer records it.
 //
-// Snapshot rule: start() and setWordCount() take the snapshot of (newly covered) words on the JS thread before
-// returning, so a write made after either call returns is guaranteed to produce a callback. Writes made before
-// are not reported; the caller should scan the doorbells itself right after those calls.
+// Races: the guest writes the page and the JS thread writes `consumed` with plain stores while this thread reads
+// both with relaxed atomic loads. The race is benign: a stale read of either side can only produce a spurious
+// wake-up (consumed not yet updated) or a wake-up one scan later (the new page value not yet visible), never a
+// lost one, because a value the consumer has not taken stays different from consumed[i] until it does, and the
+// thread keeps comparing.
+//
+// Idle policy: after the last scan that found a difference the thread keeps scanning with a CPU pause
+// instruction between scans for `spinMicros`, then sleeps between scans, starting at 1 µs and doubling up to
+// `maxSleepMicros`. Any difference resets it to spinning. Sleeps use a condition variable so stop() and
+// setWordCount() never wait for a sleep to end, and the thread's timer slack is set to 1 ns so short sleeps are
+// not rounded up to the default 50 µs.
 #include "memory.h"
 
 #include <pthread.h>
@@ -29,7 +39,6 @@
 #include <mutex>
 #include <sched.h>
 #include <signal.h>
-#include <vector>
 
 namespace vfiod {
 namespace {
@@ -50,9 +59,10 @@ inline void CpuRelax() {
 #endif
 }
 
-// The guest (another process) writes these words concurrently; __atomic loads make the reads well-defined and
-// stop the compiler from caching them. Relaxed is enough: the value is only compared, and the JS side reads the
-// queues after the uv_async wake-up, which goes through a syscall and the loop's own synchronisation.
+// The guest (another process) writes the page and the JS thread writes `consumed` concurrently; __atomic loads
+// stop the compiler from caching or tearing the reads. Relaxed is enough: the values are only compared (see the
+// file comment for why a stale one is harmless), and the JS side reads the queues after the uv_async wake-up,
+// which goes through a syscall and the loop's own synchronisation.
 inline uint32_t LoadWord(const uint32_t* words, uint32_t i) { return __atomic_load_n(&words[i], __ATOMIC_RELAXED); }
 
 class Poller;
@@ -67,29 +77,27 @@ struct PollerCore final : EnvResource {
   PinnedMapping page;
   const uint32_t* words = nullptr;
   uint32_t maxWords = 0;
+  // The consumer's Uint32Array, referenced so it stays alive; its memory must stay attached (see GetConsumed).
+  Napi::Reference<Napi::Uint32Array> consumedRef;
+  const uint32_t* consumed = nullptr;
   uint64_t spinNs = 0;
   uint64_t maxSleepNs = 0;
 
   // JS-thread state.
-  uint32_t wordCount = 0;
   bool running = false;  // thread started and not joined
   bool closed = false;
   bool inCallback = false;
   pthread_t thread{};
 
-  // Shared with the thread. `mutex` guards the pending word count handoff and pairs with `cv` for sleeps.
+  // Shared with the thread. `mutex` pairs with `cv` for sleeps (so stop/setWordCount can cut a sleep short).
+  std::atomic<uint32_t> wordCount{0};
   std::atomic<bool> stopFlag{false};
-  std::atomic<bool> countChanged{false};
   std::mutex mutex;
   std::condition_variable cv;
-  uint32_t pendingCount = 0;
-  std::vector<uint32_t> pendingSnapshot;  // values of words [0, pendingCount) read by the JS thread
-
-  // Thread-owned while running (the JS thread only touches it before pthread_create / after pthread_join).
-  std::vector<uint32_t> snapshot;
-  uint32_t covered = 0;
 
   bool Start(Napi::Env env);
+  // On the JS thread: checks that `consumed` is still attached where it was and holds at least `count` words.
+  bool CheckConsumed(Napi::Env env, const char* fn, uint32_t count);
   void Stop();
   void SetWordCount(uint32_t count);
   void Close();
@@ -101,54 +109,49 @@ struct PollerCore final : EnvResource {
 void PollerCore::Run() {
   pthread_setname_np(pthread_self(), "vfiod-doorbell");
   prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
-  Clock::time_point lastChange = Clock::now();
+  Clock::time_point lastActivity = Clock::now();
   uint64_t sleepNs = 0;
+  // Page values at the previous scan: only to tell a new write from one already signalled (so the thread backs
+  // off instead of burning a core while the consumer is busy). Correctness rests on `consumed` alone.
+  std::vector<uint32_t> lastSeen(maxWords, 0);
   while (!stopFlag.load(std::memory_order_acquire)) {
-    if (countChanged.load(std::memory_order_acquire)) {
-      std::lock_guard<std::mutex> lock(mutex);
-      uint32_t n = pendingCount;
-      if (snapshot.size() < n) snapshot.resize(n);
-      // Newly covered words start from the JS thread's snapshot, so a doorbell rung between setWordCount()
-      // and this point is still seen as a change. Words already covered keep our own, fresher snapshot.
-      for (uint32_t i = covered; i < n; i++) snapshot[i] = pendingSnapshot[i];
-      covered = n;
-      countChanged.store(false, std::memory_order_relaxed);
-    }
+    uint32_t n = wordCount.load(std::memory_order_acquire);
+    bool unconsumed = false;
     bool changed = false;
-    for (uint32_t i = 0; i < covered; i++) {
-      uint32_t v = LoadWord(words, i);
-      if (v != snapshot[i]) {
-        snapshot[i] = v;
+    for (uint32_t i = 0; i < n; i++) {
+      uint32_t value = LoadWord(words, i);
+      if (value != lastSeen[i]) {
+        lastSeen[i] = value;
         changed = true;
       }
+      if (value != LoadWord(consumed, i)) unconsumed = true;
+    }
+    if (unconsumed) {
+      // Sent on every scan that finds a difference: cheap while a wake-up is already pending, and it makes
+      // sure another callback follows one that ran before the consumer saw the newest value.
+      uv_async_send(&async);
     }
     if (changed) {
-      uv_async_send(&async);
-      lastChange = Clock::now();
+      lastActivity = Clock::now();
       sleepNs = 0;
+    } else if (static_cast<uint64_t>(
+                   std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - lastActivity).count()) >=
+               spinNs) {
+      // Nothing new since the last scan (anything unconsumed has been signalled): back off.
+      sleepNs = sleepNs == 0 ? kFirstSleepNs : sleepNs * 2;
+      sleepNs = std::min(sleepNs, maxSleepNs);
+      std::unique_lock<std::mutex> lock(mutex);
+      cv.wait_for(lock, std::chrono::nanoseconds(sleepNs), [this, n] {
+        return stopFlag.load(std::memory_order_relaxed) || wordCount.load(std::memory_order_relaxed) != n;
+      });
       continue;
     }
-    if (static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - lastChange)
-                                  .count()) < spinNs) {
-      CpuRelax();
-      continue;
-    }
-    sleepNs = sleepNs == 0 ? kFirstSleepNs : sleepNs * 2;
-    sleepNs = std::min(sleepNs, maxSleepNs);
-    std::unique_lock<std::mutex> lock(mutex);
-    cv.wait_for(lock, std::chrono::nanoseconds(sleepNs), [this] {
-      return stopFlag.load(std::memory_order_relaxed) || countChanged.load(std::memory_order_relaxed);
-    });
+    CpuRelax();
   }
 }
 
 bool PollerCore::Start(Napi::Env jsEnv) {
   if (running) return true;
-  // Snapshot on the JS thread (see the file comment): the thread is not running, so no race on `snapshot`.
-  snapshot.resize(wordCount);
-  for (uint32_t i = 0; i < wordCount; i++) snapshot[i] = LoadWord(words, i);
-  covered = wordCount;
-  countChanged.store(false, std::memory_order_relaxed);
   stopFlag.store(false, std::memory_order_relaxed);
   // The thread must not take process-directed signals meant for the JS thread (Node handles those via libuv),
   // so it starts with everything blocked. Synchronous faults (SIGBUS on a truncated file) still reach it.
@@ -185,17 +188,31 @@ void PollerCore::Stop() {
   uv_unref(reinterpret_cast<uv_handle_t*>(&async));
 }
 
-void PollerCore::SetWordCount(uint32_t count) {
-  wordCount = count;
-  if (!running) return;  // Start() snapshots
-  {
-    std::lock_guard<std::mutex> lock(mutex);
-    pendingSnapshot.resize(count);
-    for (uint32_t i = 0; i < count; i++) pendingSnapshot[i] = LoadWord(words, i);
-    pendingCount = count;
-    countChanged.store(true, std::memory_order_release);
+bool PollerCore::CheckConsumed(Napi::Env jsEnv, const char* fn, uint32_t count) {
+  if (count == 0) return true;
+  // Re-reads data pointer and length: after a detach (transfer) they are null / 0.
+  Napi::Uint32Array array = consumedRef.Value();
+  if (array.Data() != consumed) {
+    ThrowStateError(jsEnv, std::string(fn) +
+                               ": the \"consumed\" array's buffer has been detached (transferred); it must stay "
+                               "attached while the poller lives");
+    return false;
   }
-  cv.notify_all();
+  if (array.ElementLength() < count) {
+    ThrowRangeError(jsEnv, std::string(fn) + ": " + std::to_string(count) +
+                               " words are more than \"consumed\" holds (" + std::to_string(array.ElementLength()) +
+                               ")");
+    return false;
+  }
+  return true;
+}
+
+void PollerCore::SetWordCount(uint32_t count) {
+  {
+    std::lock_guard<std::mutex> lock(mutex);  // pairs with the predicate check in Run's wait_for
+    wordCount.store(count, std::memory_order_release);
+  }
+  cv.notify_all();  // a sleeping thread rescans right away
 }
 
 class Poller : public Napi::ObjectWrap<Poller> {
@@ -210,21 +227,23 @@ class Poller : public Napi::ObjectWrap<Poller> {
                                           });
   }
 
-  // new DoorbellPoller(page, options, callback): only reachable through createDoorbellPoller.
+  // new DoorbellPoller(page, consumed, options, callback): only reachable through createDoorbellPoller.
   explicit Poller(const Napi::CallbackInfo& info) : ObjectWrap<Poller>(info) {
     Napi::Env env = info.Env();
     const char* fn = "createDoorbellPoller";
     Napi::Function callback;
-    if (!info[1].IsObject()) {
-      ThrowTypeError(env, std::string(fn) + ": \"options\" must be an object, got " + Describe(info[1]));
+    Napi::Uint32Array consumed;
+    if (!GetConsumed(env, info[1], fn, &consumed)) return;
+    if (!info[2].IsObject()) {
+      ThrowTypeError(env, std::string(fn) + ": \"options\" must be an object, got " + Describe(info[2]));
       return;
     }
-    Napi::Object options = info[1].As<Napi::Object>();
+    Napi::Object options = info[2].As<Napi::Object>();
     int64_t spinMicros, maxSleepMicros;
     if (!CheckInteger(env, options.Get("spinMicros"), fn, "options.spinMicros", 0, kMaxSpinMicros, &spinMicros) ||
         !CheckInteger(env, options.Get("maxSleepMicros"), fn, "options.maxSleepMicros", 1, kMaxSleepMicros,
                       &maxSleepMicros) ||
-        !GetFunction(info, 2, fn, "callback", &callback)) {
+        !GetFunction(info, 3, fn, "callback", &callback)) {
       return;
     }
     uv_loop_t* loop = nullptr;
@@ -256,6 +275,8 @@ class Poller : public Napi::ObjectWrap<Poller> {
     core->page = page;
     core->words = reinterpret_cast<const uint32_t*>(page.addr);
     core->maxWords = static_cast<uint32_t>(std::min<size_t>(page.length / 4, UINT32_MAX));
+    core->consumedRef = Napi::Persistent(consumed);
+    core->consumed = consumed.Data();
     core->spinNs = static_cast<uint64_t>(spinMicros) * 1000;
     core->maxSleepNs = static_cast<uint64_t>(maxSleepMicros) * 1000;
     napi_async_init(env, info.This(), Napi::String::New(env, "vfiod:DoorbellPoller"), &core->asyncContext);
@@ -281,6 +302,35 @@ class Poller : public Napi::ObjectWrap<Poller> {
  private:
   friend struct PollerCore;
 
+  // `consumed` must be a Uint32Array over memory that cannot disappear under the thread: not a view of an mmap()
+  // buffer (munmap would pull it away) and not over a resizable ArrayBuffer (shrinking decommits memory). What
+  // cannot be checked, detaching it (postMessage / structuredClone transfer), is forbidden by the API contract.
+  static bool GetConsumed(Napi::Env env, const Napi::Value& value, const char* fn, Napi::Uint32Array* out) {
+    if (!value.IsTypedArray() || value.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
+      ThrowTypeError(env, std::string(fn) + ": \"consumed\" must be a Uint32Array, got " + Describe(value));
+      return false;
+    }
+    Napi::Uint32Array array = value.As<Napi::Uint32Array>();
+    size_t length = array.ElementLength();
+    const uint32_t* data = array.Data();
+    if (length > 0 && (data == nullptr || reinterpret_cast<uintptr_t>(data) % alignof(uint32_t) != 0)) {
+      ThrowInvalidValue(env, std::string(fn) + ": \"consumed\" must be 4-byte aligned memory");
+      return false;
+    }
+    Napi::Value resizable = array.ArrayBuffer().Get("resizable");
+    if (resizable.IsBoolean() && resizable.As<Napi::Boolean>().Value()) {
+      ThrowInvalidValue(env, std::string(fn) + ": \"consumed\" must not be backed by a resizable ArrayBuffer");
+      return false;
+    }
+    if (length > 0 && OverlapsMapping(data, length * sizeof(uint32_t))) {
+      ThrowInvalidValue(env, std::string(fn) +
+                                 ": \"consumed\" must be ordinary memory, not a view of an mmap() buffer");
+      return false;
+    }
+    *out = array;
+    return true;
+  }
+
   bool CheckOpen(Napi::Env env, const char* fn) {
     if (core_ != nullptr) return true;
     ThrowStateError(env, std::string(fn) + ": the doorbell poller is closed");
@@ -291,7 +341,8 @@ class Poller : public Napi::ObjectWrap<Poller> {
     Napi::Env env = info.Env();
     if (!CheckOpen(env, "DoorbellPoller.setWordCount")) return Napi::Value();
     int64_t words;
-    if (!GetInteger(info, 0, "DoorbellPoller.setWordCount", "words", 0, core_->maxWords, &words)) {
+    if (!GetInteger(info, 0, "DoorbellPoller.setWordCount", "words", 0, core_->maxWords, &words) ||
+        !core_->CheckConsumed(env, "DoorbellPoller.setWordCount", static_cast<uint32_t>(words))) {
       return Napi::Value();
     }
     core_->SetWordCount(static_cast<uint32_t>(words));
@@ -302,7 +353,10 @@ class Poller : public Napi::ObjectWrap<Poller> {
     Napi::Env env = info.Env();
     if (!CheckOpen(env, "DoorbellPoller.start")) return Napi::Value();
     if (core_->running) return env.Undefined();
-    if (!core_->Start(env)) return Napi::Value();
+    if (!core_->CheckConsumed(env, "DoorbellPoller.start", core_->wordCount.load(std::memory_order_relaxed)) ||
+        !core_->Start(env)) {
+      return Napi::Value();
+    }
     Ref();
     return env.Undefined();
   }
@@ -334,6 +388,8 @@ void PollerCore::Close() {
     wrap = nullptr;
   }
   callback.Reset();
+  consumedRef.Reset();
+  consumed = nullptr;
   if (!inCallback && asyncContext != nullptr) {
     napi_async_destroy(env, asyncContext);
     asyncContext = nullptr;
@@ -360,10 +416,10 @@ void PollerCore::OnAsync(uv_async_t* handle) {
   }
 }
 
-// createDoorbellPoller(page, options, callback) -> DoorbellPoller
+// createDoorbellPoller(page, consumed, options, callback) -> DoorbellPoller
 Napi::Value CreateDoorbellPoller(const Napi::CallbackInfo& info) {
   EnvState* state = GetEnvState(info.Env());
-  return state->pollerClass.New({info[0], info[1], info[2]});
+  return state->pollerClass.New({info[0], info[1], info[2], info[3]});
 }
 
 }  // namespace

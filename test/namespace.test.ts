@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { FileNamespace } from '../src/namespace/file.js';
+import { FALLOCATE_CHUNK_BYTES, FileNamespace, type FallocateFunction } from '../src/namespace/file.js';
 import { defaultIdentityPath, EUI64_PREFIX, loadOrCreateIdentity } from '../src/namespace/identity-store.js';
 import { MemoryNamespace } from '../src/namespace/memory.js';
 import { NamespaceError, type Namespace } from '../src/namespace/namespace.js';
@@ -22,6 +22,24 @@ import { memoryLogger } from '../src/util/log.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
+/** fallocate modes FileNamespace uses: PUNCH_HOLE | KEEP_SIZE and ZERO_RANGE | KEEP_SIZE. */
+const PUNCH = 0x02 | 0x01;
+const ZERO_RANGE = 0x10 | 0x01;
+
+/** A fallocate that records its calls and fails every mode in `unsupported` with that code, else calls `inner`. */
+function fakeFallocate(
+  inner: FallocateFunction = () => {},
+  unsupported: Record<number, string> = {},
+): FallocateFunction & { calls: Array<{ mode: number; offset: number; length: number }> } {
+  const calls: Array<{ mode: number; offset: number; length: number }> = [];
+  const fallocate = (fd: number, mode: number, offset: number, length: number): void => {
+    calls.push({ mode, offset, length });
+    const code = unsupported[mode];
+    if (code !== undefined) throw Object.assign(new Error(`fallocate: ${code}`), { code });
+    inner(fd, mode, offset, length);
+  };
+  return Object.assign(fallocate, { calls });
+}
 
 let tempDir: string;
 let log: ReturnType<typeof memoryLogger>;
@@ -323,6 +341,104 @@ describe('FileNamespace', () => {
     }
   });
 
+  it('splits huge deallocations into 1 GiB fallocate calls with event-loop turns in between', async () => {
+    let turns = 0;
+    const turnOfCall: number[] = [];
+    const fallocate = fakeFallocate(() => turnOfCall.push(turns)); // records only: the file stays sparse
+    const file = path.join(tempDir, 'huge.img');
+    const namespace = await FileNamespace.open({ logger: log.logger, path: file, sizeBytes: 4 * GiB, fallocate });
+    try {
+      expect(namespace.supportsDeallocate).toBe(true);
+      expect(fallocate.calls).toEqual([{ mode: PUNCH, offset: 4 * GiB, length: 512 }]); // the probe, past EOF
+      fallocate.calls.length = 0;
+      turnOfCall.length = 0;
+      // Counts event-loop turns (check phases) while the deallocation runs.
+      let ticking = true;
+      const tick = (): void => {
+        turns++;
+        if (ticking) setImmediate(tick);
+      };
+      setImmediate(tick);
+      const pending = namespace.deallocate([
+        { offset: 0, length: 1.5 * GiB },
+        { offset: 2 * GiB, length: GiB },
+        { offset: 4 * GiB - 512, length: 512 },
+      ]);
+      expect(pending).toBeInstanceOf(Promise);
+      expect(fallocate.calls).toHaveLength(1); // the first turn ran synchronously
+      await pending;
+      ticking = false;
+      expect(FALLOCATE_CHUNK_BYTES).toBe(GiB);
+      expect(fallocate.calls).toEqual([
+        { mode: PUNCH, offset: 0, length: GiB },
+        { mode: PUNCH, offset: GiB, length: 0.5 * GiB },
+        { mode: PUNCH, offset: 2 * GiB, length: 0.5 * GiB },
+        { mode: PUNCH, offset: 2.5 * GiB, length: 0.5 * GiB },
+        { mode: PUNCH, offset: 4 * GiB - 512, length: 512 },
+      ]);
+      expect(turnOfCall).toEqual([0, 1, 1, 2, 2]); // at most 1 GiB per turn, other work in between
+      // Small requests complete synchronously.
+      expect(namespace.deallocate([{ offset: 0, length: 4096 }])).toBeUndefined();
+      expect(namespace.writeZeroes(0, 4096)).toBeUndefined();
+      expect(fallocate.calls.at(-1)).toEqual({ mode: ZERO_RANGE, offset: 0, length: 4096 });
+    } finally {
+      await namespace.close();
+    }
+  });
+
+  it('writes zeroes when fallocate is unsupported or unavailable, and remembers an unsupported mode', async () => {
+    const fallocate = fakeFallocate(undefined, { [PUNCH]: 'EOPNOTSUPP', [ZERO_RANGE]: 'EOPNOTSUPP' });
+    const file = path.join(tempDir, 'nofalloc.img');
+    const namespace = await FileNamespace.open({ logger: log.logger, path: file, sizeBytes: 4 * MiB, fallocate });
+    try {
+      expect(namespace.supportsDeallocate).toBe(false); // the probe failed
+      expect(log.lines.at(-1)).toMatchObject({
+        msg: 'the file system cannot punch holes; deallocated blocks are written with zeroes',
+        code: 'EOPNOTSUPP',
+      });
+      const data = pattern(64 * 1024, 14);
+      await namespace.write(0, [data]);
+
+      const deallocating = namespace.deallocate([{ offset: 4096, length: 4096 }]);
+      expect(deallocating).toBeInstanceOf(Promise); // pwritev of zeroes
+      await deallocating;
+      expect(fallocate.calls).toHaveLength(1); // known not to punch: not even tried
+
+      await namespace.writeZeroes(16384, 8192); // tries ZERO_RANGE once, then writes
+      await namespace.writeZeroes(32768, 4096);
+      expect(fallocate.calls.map((call) => call.mode)).toEqual([PUNCH, ZERO_RANGE]);
+      expect(log.lines.at(-1)).toMatchObject({
+        msg: 'fallocate FALLOC_FL_ZERO_RANGE is not supported here; writing zeroes instead from now on',
+        code: 'EOPNOTSUPP',
+      });
+
+      const back = new Uint8Array(data.length);
+      await namespace.read(0, [back]);
+      const expected = data.slice();
+      expected.fill(0, 4096, 8192);
+      expected.fill(0, 16384, 24576);
+      expected.fill(0, 32768, 36864);
+      expect(same(back, expected)).toBe(true);
+    } finally {
+      await namespace.close();
+    }
+
+    // No fallocate at all (as without the addon), and read-only namespaces, never deallocate for real.
+    const plain = await FileNamespace.open({ logger: log.logger, path: file, fallocate: null });
+    expect(plain.supportsDeallocate).toBe(false);
+    await plain.writeZeroes(0, 4096);
+    await plain.close();
+    const readOnly = await FileNamespace.open({ logger: log.logger, path: file, readOnly: true, fallocate });
+    expect(readOnly.supportsDeallocate).toBe(false);
+    await readOnly.close();
+    expect(fallocate.calls).toHaveLength(2);
+    const back = new Uint8Array(4096).fill(1);
+    const check = await FileNamespace.open({ logger: log.logger, path: file, readOnly: true });
+    await check.read(0, [back]);
+    await check.close();
+    expect(back.every((byte) => byte === 0)).toBe(true);
+  });
+
   it('refuses writes to a read-only namespace with Namespace Write Protected', async () => {
     const file = path.join(tempDir, 'ro.img');
     fs.writeFileSync(file, pattern(8192, 7));
@@ -444,6 +560,131 @@ describe.skipIf(!nativeUsable)('FileNamespace with O_DIRECT', () => {
   });
 });
 
+describe.skipIf(!nativeUsable)('FileNamespace deallocation with fallocate', () => {
+  async function spyOnNative(unsupported: Record<number, string> = {}) {
+    const { native } = await import('../src/native/index.js');
+    return fakeFallocate((fd, mode, offset, length) => native.fallocate(fd, mode, offset, length), unsupported);
+  }
+
+  it('punches real holes: the ranges read zeroes and st_blocks drops', async () => {
+    const fallocate = await spyOnNative();
+    const file = path.join(tempDir, 'holes.img');
+    const namespace = await FileNamespace.open({ logger: log.logger, path: file, sizeBytes: 16 * MiB, fallocate });
+    try {
+      expect(namespace.supportsDeallocate).toBe(true);
+      const data = pattern(8 * MiB, 13);
+      await namespace.write(MiB, [data]);
+      await namespace.flush();
+      const before = fs.statSync(file).blocks;
+      expect(before * 512).toBeGreaterThanOrEqual(8 * MiB);
+      const ranges = [
+        { offset: 2 * MiB, length: 4 * MiB },
+        { offset: 8 * MiB, length: 512 }, // part of a file system block: zeroed, nothing freed
+        { offset: 12 * MiB, length: 0 },
+      ];
+      expect(namespace.deallocate(ranges)).toBeUndefined(); // one turn: done synchronously
+      expect(fallocate.calls.slice(1)).toEqual([
+        { mode: PUNCH, offset: 2 * MiB, length: 4 * MiB },
+        { mode: PUNCH, offset: 8 * MiB, length: 512 },
+      ]);
+      const after = fs.statSync(file);
+      expect((before - after.blocks) * 512).toBeGreaterThanOrEqual(4 * MiB);
+      expect(after.size).toBe(16 * MiB); // KEEP_SIZE
+      expect(namespace.usage().allocatedBytes).toBe(after.blocks * 512);
+
+      const back = new Uint8Array(8 * MiB).fill(0xee);
+      await namespace.read(MiB, [back]);
+      const expected = data.slice();
+      expected.fill(0, MiB, 5 * MiB);
+      expected.fill(0, 7 * MiB, 7 * MiB + 512);
+      expect(same(back, expected)).toBe(true);
+    } finally {
+      await namespace.close();
+    }
+  });
+
+  it('writes zeroes with FALLOC_FL_ZERO_RANGE, or punches where the file system has no ZERO_RANGE', async () => {
+    const fallocate = await spyOnNative();
+    const file = path.join(tempDir, 'zeroes.img');
+    const namespace = await FileNamespace.open({ logger: log.logger, path: file, sizeBytes: 8 * MiB, fallocate });
+    const data = pattern(4 * MiB, 15);
+    try {
+      await namespace.write(0, [data]);
+      expect(namespace.writeZeroes(MiB, 2 * MiB)).toBeUndefined();
+      const back = new Uint8Array(4 * MiB).fill(0xee);
+      await namespace.read(0, [back]);
+      const expected = data.slice();
+      expected.fill(0, MiB, 3 * MiB);
+      expect(same(back, expected)).toBe(true);
+      const usedZeroRange = fallocate.calls.some((call) => call.mode === ZERO_RANGE);
+      expect(usedZeroRange).toBe(true);
+    } finally {
+      await namespace.close();
+    }
+
+    // tmpfs-like: ZERO_RANGE is refused, so Write Zeroes punches (also reads zero) from then on.
+    const noZeroRange = await spyOnNative({ [ZERO_RANGE]: 'EOPNOTSUPP' });
+    const again = await FileNamespace.open({ logger: log.logger, path: file, fallocate: noZeroRange });
+    try {
+      expect(again.writeZeroes(0, 4096)).toBeUndefined();
+      expect(again.writeZeroes(8192, 4096)).toBeUndefined();
+      expect(noZeroRange.calls.map((call) => call.mode)).toEqual([PUNCH, ZERO_RANGE, PUNCH, PUNCH]);
+      expect(log.lines.at(-1)).toMatchObject({
+        msg: 'fallocate FALLOC_FL_ZERO_RANGE is not supported here; punching holes instead from now on',
+      });
+      const back = new Uint8Array(16384).fill(0xee);
+      await again.read(0, [back]);
+      const expected = data.slice(0, 16384);
+      expected.fill(0, 0, 4096);
+      expected.fill(0, 8192, 12288);
+      expect(same(back, expected)).toBe(true);
+    } finally {
+      await again.close();
+    }
+  });
+
+  it('reports fallocate failures with errno, code and syscall', async () => {
+    const { native } = await import('../src/native/index.js');
+    const badFd = 1_000_000;
+    const error = (() => {
+      try {
+        native.fallocate(badFd, PUNCH, 0, 4096);
+      } catch (caught) {
+        return caught as NodeJS.ErrnoException;
+      }
+      throw new Error('expected an exception');
+    })();
+    expect(error).toMatchObject({ code: 'EBADF', errno: -os.constants.errno.EBADF, syscall: 'fallocate' });
+    expect(error.message).toBe(`fallocate(fd ${badFd}, mode 3, offset 0, length 4096): Bad file descriptor`);
+
+    // In a namespace, a failure that is not "unsupported" fails the command and does not disable fallocate.
+    const file = path.join(tempDir, 'falloc-err.img');
+    const namespace = await FileNamespace.open({ logger: log.logger, path: file, sizeBytes: MiB });
+    try {
+      const readOnlyFd = fs.openSync(file, 'r');
+      const internals = namespace as unknown as { fd: number };
+      const realFd = internals.fd;
+      internals.fd = readOnlyFd; // fallocate needs a writable fd: EBADF
+      try {
+        expect(() => namespace.deallocate([{ offset: 4096, length: 8192 }])).toThrow(
+          expect.objectContaining({
+            kind: 'write',
+            message: `file:${file}: deallocate of 8192 bytes at offset 4096 failed: ` +
+              `fallocate(fd ${readOnlyFd}, mode 3, offset 4096, length 8192): Bad file descriptor`,
+            cause: expect.objectContaining({ code: 'EBADF', errno: -os.constants.errno.EBADF, syscall: 'fallocate' }),
+          }),
+        );
+      } finally {
+        internals.fd = realFd;
+        fs.closeSync(readOnlyFd);
+      }
+      expect(namespace.deallocate([{ offset: 4096, length: 8192 }])).toBeUndefined();
+    } finally {
+      await namespace.close();
+    }
+  });
+});
+
 /** Loop devices need root and the loop driver; skip elsewhere. */
 function makeLoopDevice(image: string): string | undefined {
   if (process.getuid?.() !== 0) return undefined;
@@ -484,6 +725,30 @@ describe('FileNamespace on a block device', () => {
       const partial = await FileNamespace.open({ logger: log.logger, path: device, sizeBytes: MiB });
       expect(partial.blockCount).toBe(MiB / 512);
       await partial.close();
+
+      // Deallocate and Write Zeroes punch (the loop driver passes that on to the image); nothing is probed.
+      if (nativeUsable) {
+        const { native } = await import('../src/native/index.js');
+        const fallocate = fakeFallocate((fd, mode, offset, length) => native.fallocate(fd, mode, offset, length));
+        const cleared = await FileNamespace.open({ logger: log.logger, path: device, fallocate });
+        try {
+          expect(cleared.supportsDeallocate).toBe(false);
+          await cleared.deallocate([{ offset: MiB, length: 8192 }]);
+          await cleared.writeZeroes(3 * MiB, 4096);
+          await cleared.flush();
+          expect(fallocate.calls).toEqual([
+            { mode: PUNCH, offset: MiB, length: 8192 },
+            { mode: PUNCH, offset: 3 * MiB, length: 4096 },
+          ]);
+        } finally {
+          await cleared.close();
+        }
+        const stored = fs.readFileSync(image);
+        expect(stored.subarray(MiB, MiB + 8192).every((byte) => byte === 0)).toBe(true);
+        expect(stored.subarray(3 * MiB, 3 * MiB + 4096).every((byte) => byte === 0)).toBe(true);
+        const untouched = pattern(4 * MiB, 10).subarray(MiB + 8192, 2 * MiB);
+        expect(same(stored.subarray(MiB + 8192, 2 * MiB), untouched)).toBe(true);
+      }
     } finally {
       spawnSync('losetup', ['-d', device]);
     }

@@ -8,7 +8,17 @@ import v8 from 'node:v8';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { spawnSync } from 'node:child_process';
-import { native, POLL_READABLE, POLL_WRITABLE, PROT_READ, PROT_WRITE, type RecvResult } from '../src/native/index.js';
+import {
+  FALLOC_FL_KEEP_SIZE,
+  FALLOC_FL_PUNCH_HOLE,
+  FALLOC_FL_ZERO_RANGE,
+  native,
+  POLL_READABLE,
+  POLL_WRITABLE,
+  PROT_READ,
+  PROT_WRITE,
+  type RecvResult,
+} from '../src/native/index.js';
 
 const RW = PROT_READ | PROT_WRITE;
 const BAD_FD = 1_000_000; // above any RLIMIT_NOFILE: always EBADF
@@ -371,7 +381,8 @@ describe('watcher', () => {
       const n = require(workerData.addonPath);
       const fd = n.memfdCreate('vfiod-test-teardown', 4096);
       globalThis.page = n.mmap(fd, 0, 4096, 3);
-      globalThis.poller = n.createDoorbellPoller(page, { spinMicros: 10, maxSleepMicros: 100 }, () => {});
+      const consumed = new Uint32Array(4);
+      globalThis.poller = n.createDoorbellPoller(page, consumed, { spinMicros: 10, maxSleepMicros: 100 }, () => {});
       poller.setWordCount(4);
       const efd = n.eventfdCreate(0, true);
       globalThis.watcher = n.createWatcher(efd, () => {});
@@ -394,7 +405,8 @@ describe('watcher', () => {
     const worker = `
       const n = require(${JSON.stringify(addonPath)});
       const page = n.mmap(n.memfdCreate('w', 4096), 0, 4096, 3);
-      const poller = n.createDoorbellPoller(page, { spinMicros: 10, maxSleepMicros: 100 }, () => {});
+      const consumed = new Uint32Array(1);
+      const poller = n.createDoorbellPoller(page, consumed, { spinMicros: 10, maxSleepMicros: 100 }, () => {});
       poller.setWordCount(1);
       const efd = n.eventfdCreate(1, true);
       n.createWatcher(efd, () => process.exit(0)).start(1);
@@ -521,30 +533,54 @@ describe('doorbell poller', () => {
     return { fd, mine, guest, doorbells: new Uint32Array(guest) };
   }
 
-  it('calls back on a change within the word count, and not otherwise', async () => {
+  it('calls back while a covered word differs from consumed, and not once the consumer took it', async () => {
     const { fd, mine, guest, doorbells } = page();
+    const consumed = new Uint32Array(8); // 32 bytes: V8 keeps it on its heap until the addon asks for its memory
+    let covered = 4;
     let calls = 0;
-    const poller = native.createDoorbellPoller(mine, { spinMicros: 100, maxSleepMicros: 1000 }, () => calls++);
+    /** Callbacks that found something to take; others are the benign extra wake-ups (see docs/native.md). */
+    let took = 0;
+    const poller = native.createDoorbellPoller(mine, consumed, { spinMicros: 100, maxSleepMicros: 1000 }, () => {
+      calls++;
+      let changed = false;
+      for (let i = 0; i < covered; i++) {
+        if (consumed[i] !== doorbells[i]) (consumed[i] = doorbells[i]!), (changed = true); // take the doorbell
+      }
+      if (changed) took++;
+    });
+    /** Lets a wake-up sent just before the consumer's store arrive, then returns the settled count. */
+    const settledCalls = async (): Promise<number> => {
+      await sleep(10);
+      return calls;
+    };
     poller.setWordCount(4);
     poller.start(); // already running: no-op
+    // A GC must not move the consumer's array away from the thread.
+    v8.setFlagsFromString('--expose-gc');
+    (vm.runInNewContext('gc') as () => void)();
     await sleep(30);
     expect(calls).toBe(0);
 
     doorbells[2] = 1;
-    await waitFor(() => calls >= 1, 'doorbell callback');
-    const after = calls;
+    await waitFor(() => took === 1, 'doorbell callback');
+    expect(consumed[2]).toBe(1);
+    const after = await settledCalls();
     await sleep(30);
-    expect(calls).toBe(after); // nothing changed since
+    expect(calls).toBe(after); // consumed again equals the page: quiet
 
     doorbells[4] = 1; // beyond the word count
     await sleep(30);
     expect(calls).toBe(after);
 
-    poller.setWordCount(8); // newly covered words are snapshotted now: the old write is not reported...
+    covered = 8;
+    poller.setWordCount(8); // no snapshot: the earlier write differs from consumed[4], so it is reported now
+    await waitFor(() => took === 2, 'callback for a newly covered word');
+    expect(consumed[4]).toBe(1);
+    const quiet = await settledCalls();
     await sleep(30);
-    expect(calls).toBe(after);
-    doorbells[5] = 9; // ...but a later one is
-    await waitFor(() => calls > after, 'callback for a newly covered word');
+    expect(calls).toBe(quiet);
+    expect(thrown(() => poller.setWordCount(9)).code).toBe('ERR_OUT_OF_RANGE'); // more than consumed holds
+    expect(thrown(() => poller.setWordCount(9)).message).toMatch(/9 words are more than "consumed" holds \(8\)/);
 
     expectSystemError(() => native.munmap(mine), 'EBUSY', 'munmap');
     poller.close();
@@ -555,27 +591,102 @@ describe('doorbell poller', () => {
     expect(thrown(() => poller.setWordCount(1)).code).toBe('ERR_INVALID_STATE');
   });
 
-  it('stop/start: no callbacks while stopped, snapshot on start; sleeping scans still see changes', async () => {
+  it('keeps calling back while a word stays different from consumed', async () => {
     const { fd, mine, guest, doorbells } = page();
+    const consumed = new Uint32Array(2);
     let calls = 0;
-    // spinMicros 0: the thread goes straight to its sleep/backoff path.
-    const poller = native.createDoorbellPoller(mine, { spinMicros: 0, maxSleepMicros: 500 }, () => calls++);
-    poller.setWordCount(1024);
-    expect(thrown(() => poller.setWordCount(1025)).code).toBe('ERR_OUT_OF_RANGE');
-    await sleep(20);
-    doorbells[1023] = 1;
-    await waitFor(() => calls === 1, 'callback while sleeping');
+    const poller = native.createDoorbellPoller(mine, consumed, { spinMicros: 50, maxSleepMicros: 200 }, () => calls++);
+    poller.setWordCount(2);
+    doorbells[1] = 7; // the consumer does not record it
+    await waitFor(() => calls >= 1, 'first callback');
+    await sleep(50);
+    const ignored = calls;
+    expect(ignored).toBeGreaterThan(3); // re-sent until taken (the count depends on the machine)
 
+    consumed[1] = 7; // taken: the callbacks stop
+    await sleep(20);
+    const settled = calls;
+    await sleep(30);
+    expect(calls).toBe(settled);
+    poller.close();
+    native.munmap(mine);
+    native.munmap(guest);
+    closeFd(fd);
+  });
+
+  it('reports a value that returns to an earlier one while it differs from consumed (lost-doorbell ABA)', async () => {
+    // A 2-entry queue's tail goes 1, 0, 1. The consumer takes the 0 outside any callback of this poller, as the
+    // controller does when another wake-up makes it read every doorbell. The thread is in long sleeps and most
+    // likely never sees the 0; with a private snapshot (the old design) it still held 1, saw no change when
+    // the 1 came back, and the doorbell was lost. Compared with consumed (0), the 1 is a difference.
+    const { fd, mine, guest, doorbells } = page();
+    const consumed = new Uint32Array(1);
+    const taken: number[] = [];
+    const take = (): void => {
+      const value = doorbells[0]!;
+      if (value !== consumed[0]) taken.push(value);
+      consumed[0] = value;
+    };
+    const poller = native.createDoorbellPoller(mine, consumed, { spinMicros: 0, maxSleepMicros: 100_000 }, take);
+    poller.setWordCount(1);
+    doorbells[0] = 1;
+    await waitFor(() => taken.length === 1, 'first doorbell');
+    await sleep(30); // the thread backs off to long sleeps
+
+    // One synchronous turn: the guest rings 0, the consumer takes it, the guest rings 1 again.
+    doorbells[0] = 0;
+    take();
+    doorbells[0] = 1;
+    await waitFor(() => taken.length === 3, 'the value that came back');
+    expect(taken).toEqual([1, 0, 1]);
+
+    // The same while stopped, which makes it deterministic: the old start() snapshotted the 1 and never
+    // reported it; now start() only resumes comparing, and 1 differs from consumed.
     poller.stop();
+    doorbells[0] = 0;
+    take();
     doorbells[0] = 1;
     await sleep(20);
-    expect(calls).toBe(1);
+    expect(taken).toEqual([1, 0, 1, 0]);
+    poller.start();
+    await waitFor(() => taken.length === 5, 'the value that came back while stopped');
+    expect(taken).toEqual([1, 0, 1, 0, 1]);
+
+    poller.close();
+    native.munmap(mine);
+    native.munmap(guest);
+    closeFd(fd);
+  });
+
+  it('stop/start: no callbacks while stopped, differences reported on start; sleeping scans see changes', async () => {
+    const { fd, mine, guest, doorbells } = page();
+    const consumed = new Uint32Array(1024);
+    let calls = 0;
+    let took = 0;
+    // spinMicros 0: the thread goes straight to its sleep/backoff path.
+    const poller = native.createDoorbellPoller(mine, consumed, { spinMicros: 0, maxSleepMicros: 500 }, () => {
+      calls++;
+      if (doorbells.some((value, i) => value !== consumed[i])) took++;
+      consumed.set(doorbells);
+    });
+    poller.setWordCount(1024);
+    expect(thrown(() => poller.setWordCount(1025)).code).toBe('ERR_OUT_OF_RANGE'); // beyond the page
+    await sleep(20);
+    doorbells[1023] = 1;
+    await waitFor(() => took === 1, 'callback while sleeping');
+
+    poller.stop();
+    poller.stop();
+    const stoppedAt = calls;
+    doorbells[0] = 1;
+    await sleep(20);
+    expect(calls).toBe(stoppedAt); // nothing after stop() returned
     expectSystemError(() => native.munmap(mine), 'EBUSY', 'munmap'); // stopped still pins the page
     poller.start();
-    await sleep(20);
-    expect(calls).toBe(1);
+    await waitFor(() => took === 2, 'the write made while stopped');
+    expect(consumed[0]).toBe(1);
     doorbells[0] = 2;
-    await waitFor(() => calls === 2, 'callback after restart');
+    await waitFor(() => took === 3, 'callback after restart');
     poller.close();
     native.munmap(mine);
     native.munmap(guest);
@@ -585,7 +696,8 @@ describe('doorbell poller', () => {
   it('can be closed from inside its callback', async () => {
     const { fd, mine, guest, doorbells } = page();
     let calls = 0;
-    const poller = native.createDoorbellPoller(mine, { spinMicros: 50, maxSleepMicros: 200 }, () => {
+    const consumed = new Uint32Array(2);
+    const poller = native.createDoorbellPoller(mine, consumed, { spinMicros: 50, maxSleepMicros: 200 }, () => {
       calls++;
       poller.close();
       native.munmap(mine); // allowed right away: the thread has been joined
@@ -601,21 +713,95 @@ describe('doorbell poller', () => {
     closeFd(fd);
   });
 
-  it('validates the page and options', () => {
+  it('validates the page, consumed and options', () => {
     const { fd, mine, guest } = page();
     const ok = { spinMicros: 0, maxSleepMicros: 100 };
-    expectSystemError(() => native.createDoorbellPoller(new ArrayBuffer(4096), ok, () => {}), 'EINVAL', 'mmap');
-    expect(thrown(() => native.createDoorbellPoller(mine, { spinMicros: -1, maxSleepMicros: 1 }, () => {})).code).toBe(
-      'ERR_OUT_OF_RANGE',
-    );
-    expect(thrown(() => native.createDoorbellPoller(mine, { spinMicros: 0, maxSleepMicros: 0 }, () => {})).code).toBe(
-      'ERR_OUT_OF_RANGE',
-    );
-    expect(thrown(() => native.createDoorbellPoller(mine, null as never, () => {})).code).toBe('ERR_INVALID_ARG_TYPE');
-    expect(thrown(() => native.createDoorbellPoller(mine, ok, 'cb' as never)).code).toBe('ERR_INVALID_ARG_TYPE');
+    const words = new Uint32Array(4);
+    const create = (...args: unknown[]) => () =>
+      (native.createDoorbellPoller as (...a: unknown[]) => unknown)(...args);
+    expectSystemError(create(new ArrayBuffer(4096), words, ok, () => {}), 'EINVAL', 'mmap');
+    expect(thrown(create(mine, words, { spinMicros: -1, maxSleepMicros: 1 }, () => {})).code).toBe('ERR_OUT_OF_RANGE');
+    expect(thrown(create(mine, words, { spinMicros: 0, maxSleepMicros: 0 }, () => {})).code).toBe('ERR_OUT_OF_RANGE');
+    expect(thrown(create(mine, words, null, () => {})).code).toBe('ERR_INVALID_ARG_TYPE');
+    expect(thrown(create(mine, words, ok, 'cb')).code).toBe('ERR_INVALID_ARG_TYPE');
+    // consumed: a Uint32Array of ordinary, non-resizable memory.
+    const consumedError = (consumed: unknown) => thrown(create(mine, consumed, ok, () => {}));
+    expect(consumedError(ok)).toMatchObject({
+      code: 'ERR_INVALID_ARG_TYPE',
+      message: expect.stringMatching(/"consumed" must be a Uint32Array, got an object/), // the old 3-argument form
+    });
+    expect(consumedError([0, 0]).code).toBe('ERR_INVALID_ARG_TYPE');
+    expect(consumedError(new Int32Array(4)).code).toBe('ERR_INVALID_ARG_TYPE');
+    expect(consumedError(new ArrayBuffer(16)).code).toBe('ERR_INVALID_ARG_TYPE');
+    expect(consumedError(new Uint32Array(guest, 64, 4))).toMatchObject({
+      code: 'ERR_INVALID_ARG_VALUE',
+      message: expect.stringMatching(/not a view of an mmap\(\) buffer/),
+    });
+    const Resizable = ArrayBuffer as unknown as new (length: number, options: { maxByteLength: number }) => ArrayBuffer;
+    expect(consumedError(new Uint32Array(new Resizable(16, { maxByteLength: 64 }))).code).toBe('ERR_INVALID_ARG_VALUE');
     native.munmap(mine); // failed creations left no pin behind
-    expectSystemError(() => native.createDoorbellPoller(mine, ok, () => {}), 'EINVAL', 'mmap');
+    expectSystemError(create(mine, words, ok, () => {}), 'EINVAL', 'mmap');
     native.munmap(guest);
+    closeFd(fd);
+  });
+
+  it('accepts a SharedArrayBuffer-backed consumed; a detached one is refused by setWordCount and start', async () => {
+    const { fd, mine, guest, doorbells } = page();
+    const shared = new Uint32Array(new SharedArrayBuffer(16));
+    let calls = 0;
+    const sharedPoller = native.createDoorbellPoller(mine, shared, { spinMicros: 10, maxSleepMicros: 100 }, () => {
+      calls++;
+      shared[0] = doorbells[0]!;
+    });
+    sharedPoller.setWordCount(4);
+    doorbells[0] = 3;
+    await waitFor(() => calls >= 1 && shared[0] === 3, 'callback with a shared consumed');
+    sharedPoller.close();
+
+    // Detaching is forbidden while the poller lives; with a word count of 0 the thread reads none of that
+    // memory, so this test can break the rule safely and check that the poller notices.
+    const consumed = new Uint32Array(256);
+    const poller = native.createDoorbellPoller(mine, consumed, { spinMicros: 0, maxSleepMicros: 100 }, () => {});
+    const moved = structuredClone(consumed.buffer, { transfer: [consumed.buffer] });
+    expect(consumed.length).toBe(0);
+    expect(thrown(() => poller.setWordCount(1))).toMatchObject({
+      code: 'ERR_INVALID_STATE',
+      message: expect.stringMatching(/detached/),
+    });
+    poller.setWordCount(0);
+    poller.stop();
+    poller.start(); // fine with a word count of 0
+    poller.close();
+    expect(moved.byteLength).toBe(1024);
+    native.munmap(mine);
+    native.munmap(guest);
+    closeFd(fd);
+  });
+});
+
+describe('fallocate', () => {
+  it('punches holes (a memfd here), passes modes through and reports failures with errno/code/syscall', () => {
+    expect([FALLOC_FL_KEEP_SIZE, FALLOC_FL_PUNCH_HOLE, FALLOC_FL_ZERO_RANGE]).toEqual([1, 2, 0x10]);
+    const punch = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+    const fd = track(native.memfdCreate('falloc', 64 * 1024));
+    const memory = native.mmap(fd, 0, 64 * 1024, RW);
+    const bytes = new Uint8Array(memory).fill(7);
+    native.fallocate(fd, punch, 4096, 8192);
+    expect(bytes.subarray(4096, 12288).every((byte) => byte === 0)).toBe(true);
+    expect([bytes[4095], bytes[12288]]).toEqual([7, 7]);
+    expect(fs.fstatSync(fd).size).toBe(64 * 1024);
+    native.fallocate(fd, 0, 0, 128 * 1024); // mode 0 allocates and extends
+    expect(fs.fstatSync(fd).size).toBe(128 * 1024);
+
+    expectSystemError(() => native.fallocate(fd, FALLOC_FL_ZERO_RANGE, 0, 4096), 'EOPNOTSUPP', 'fallocate'); // shmem
+    // PUNCH_HOLE needs KEEP_SIZE.
+    expectSystemError(() => native.fallocate(fd, FALLOC_FL_PUNCH_HOLE, 0, 4096), 'EOPNOTSUPP', 'fallocate');
+    expectSystemError(() => native.fallocate(fd, punch, 0, 0), 'EINVAL', 'fallocate');
+    expectSystemError(() => native.fallocate(BAD_FD, punch, 0, 4096), 'EBADF', 'fallocate');
+    expect(thrown(() => native.fallocate(BAD_FD, punch, 4096, 8192)).message).toBe(
+      `fallocate(fd ${BAD_FD}, mode 3, offset 4096, length 8192): Bad file descriptor`,
+    );
+    native.munmap(memory);
     closeFd(fd);
   });
 });
@@ -646,6 +832,11 @@ describe('argument validation', () => {
       [() => native.eventfdCreate(0, 'yes' as never), 'ERR_INVALID_ARG_TYPE', /nonBlocking/],
       [() => native.isMapped({} as never), 'ERR_INVALID_ARG_TYPE', /ArrayBuffer/],
       [() => native.memfdCreate(Symbol('x') as never, 1), 'ERR_INVALID_ARG_TYPE', /a symbol/],
+      [() => native.fallocate(-1, 3, 0, 1), 'ERR_OUT_OF_RANGE', /fallocate: "fd"/],
+      [() => native.fallocate(0, -1, 0, 1), 'ERR_OUT_OF_RANGE', /fallocate: "mode"/],
+      [() => native.fallocate(0, 3, 1.5, 1), 'ERR_OUT_OF_RANGE', /fallocate: "offset"/],
+      [() => native.fallocate(0, 3, 0, 2 ** 53), 'ERR_OUT_OF_RANGE', /fallocate: "length"/],
+      [() => native.fallocate(0, 3, 0, '1' as never), 'ERR_INVALID_ARG_TYPE', /fallocate: "length"/],
     ];
     for (const [fn, code, message] of cases) {
       const error = thrown(fn);
@@ -677,5 +868,23 @@ describe('argument validation', () => {
     const efd = track(native.eventfdCreate(0, true));
     expectSystemError(() => native.accept(efd), 'ENOTSOCK', 'accept4');
     closeFd(efd);
+  });
+});
+
+describe('memfd size seals', () => {
+  it('a memfd created with sealSize cannot be shrunk or grown by anyone holding the fd', () => {
+    const sealed = native.memfdCreate('sealed', 8192, true);
+    const open = native.memfdCreate('unsealed', 8192);
+    try {
+      expect(fs.fstatSync(sealed).size).toBe(8192);
+      expect(() => fs.ftruncateSync(sealed, 0)).toThrow(expect.objectContaining({ code: 'EPERM' }));
+      expect(() => fs.ftruncateSync(sealed, 16384)).toThrow(expect.objectContaining({ code: 'EPERM' }));
+      fs.ftruncateSync(open, 4096); // the default stays resizable (guest RAM in tests)
+      expect(fs.fstatSync(open).size).toBe(4096);
+      expect(() => native.memfdCreate('x', 4096, 'yes' as never)).toThrow(TypeError);
+    } finally {
+      native.close(sealed);
+      native.close(open);
+    }
   });
 });

@@ -12,9 +12,23 @@
  * (one copy, in chunks of BOUNCE_BYTES). Bounce buffers come from the native addon (memfd + mmap), the only way to
  * get memory with a known alignment.
  *
- * Deallocate: Node has no fallocate(2), so holes cannot be punched here; deallocated ranges are overwritten with
- * zeroes (still meeting "deallocated blocks read as zero") and `supportsDeallocate` is false. Real hole punching
- * (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, or BLKDISCARD on block devices) needs a native helper.
+ * Deallocate and Write Zeroes use fallocate(2) from the native addon (Node has none):
+ *  - deallocate punches holes (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE): the blocks are freed and read as zeroes.
+ *  - writeZeroes on a regular file uses FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, which keeps the range allocated
+ *    (unwritten extents: no data written, and later writes cannot fail for lack of space); where the filesystem has
+ *    no ZERO_RANGE (tmpfs) it punches a hole instead, which also reads as zeroes.
+ *  - On a block device both punch (the kernel turns that into REQ_OP_WRITE_ZEROES with unmap allowed and no
+ *    fallback: a discard that guarantees zeroes, or EOPNOTSUPP at once). ZERO_RANGE is not used there: the
+ *    kernel's fallback for it writes zero pages synchronously, which would stall the event loop.
+ *  When the kernel answers EOPNOTSUPP, ENOSYS, ENODEV or EINVAL for a mode, that mode is remembered as
+ *  unsupported for this namespace and the range (and all later ones) is written with zeroes through pwritev, as
+ *  without the addon. fallocate is synchronous (a metadata operation on files, a discard the kernel waits for on
+ *  devices), so at most FALLOCATE_CHUNK_BYTES (1 GiB; 128 MiB on a device) are done per event-loop turn, with a
+ *  setImmediate between turns; a request that fits in one turn completes synchronously.
+ *  `supportsDeallocate` (thin provisioning, DLFEAT, NUSE from st_blocks) is decided once at open, so the guest
+ *  never sees it change: true for a writable regular file when punching a block-sized hole just past the end
+ *  of the file (with KEEP_SIZE: nothing there to lose, the size does not change) succeeds. It stays false for
+ *  block devices, where no range can be probed without destroying data, and when the addon is not available.
  *
  * Write cache: writes land in the page cache (or, with O_DIRECT, possibly in the device's own volatile cache), so
  * `volatileWriteCache` is true in both modes (false only when read-only) and the guest's Flush becomes fdatasync(2).
@@ -40,7 +54,15 @@ export interface FileNamespaceOptions {
   direct?: boolean;
   readOnly?: boolean;
   logger?: Logger;
+  /**
+   * fallocate(2) to use; by default the native addon's (when it loads). `null` behaves as if the addon were
+   * missing (zeroes are written). For tests.
+   */
+  fallocate?: FallocateFunction | null;
 }
+
+/** fallocate(2) as the native addon exposes it: throws an error with `code` ('EOPNOTSUPP', ...) on failure. */
+export type FallocateFunction = (fd: number, mode: number, offset: number, length: number) => void;
 
 /** Size of each direct-I/O bounce buffer; unaligned transfers are bounced in pieces of this size. */
 export const BOUNCE_BYTES = 1024 * 1024;
@@ -50,6 +72,19 @@ const ZERO_CHUNK_BYTES = 1024 * 1024;
 const ZERO_IOVECS = 64;
 /** Buffer address/length alignment we consider safe for O_DIRECT without bouncing. */
 const DIRECT_MEMORY_ALIGNMENT = 512;
+/** Most bytes fallocated per event-loop turn: on a file that takes microseconds (extent updates) ... */
+export const FALLOCATE_CHUNK_BYTES = 1024 * 1024 * 1024;
+/** ... on a block device the call waits for the device to zero or unmap the range. */
+const FALLOCATE_DEVICE_CHUNK_BYTES = 128 * 1024 * 1024;
+
+/** linux/falloc.h (also exported by src/native, which this module loads lazily). */
+const FALLOC_FL_KEEP_SIZE = 0x01;
+const FALLOC_FL_PUNCH_HOLE = 0x02;
+const FALLOC_FL_ZERO_RANGE = 0x10;
+const PUNCH_HOLE = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
+const ZERO_RANGE = FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE;
+/** Answers meaning "this mode is not supported on this file / device", not "this call failed". */
+const FALLOCATE_UNSUPPORTED = new Set(['EOPNOTSUPP', 'ENOTSUP', 'ENOSYS', 'ENODEV', 'EINVAL']);
 
 const openFile = promisify(fs.open);
 const closeFile = promisify(fs.close);
@@ -80,7 +115,8 @@ export class FileNamespace implements Namespace {
   /** True unless read-only (nothing to flush then). */
   readonly volatileWriteCache: boolean;
   readonly maxTransferBytes = 0;
-  readonly supportsDeallocate = false;
+  /** Decided at open: deallocate punches real holes in a regular file (see the file comment). */
+  readonly supportsDeallocate: boolean;
 
   private fd: number;
   private readonly logger: Logger;
@@ -92,6 +128,10 @@ export class FileNamespace implements Namespace {
   private readonly zeroes: Uint8Array;
   /** Cleared when the kernel rejects a zero-copy direct transfer; later ones then always bounce. */
   private zeroCopyDirect = true;
+  /** fallocate, and the modes not (yet) found unsupported; without fallocate both are false. */
+  private readonly fallocate: FallocateFunction | undefined;
+  private punchHoles: boolean;
+  private zeroRanges: boolean;
   private inFlight = 0;
   private drained: Array<() => void> = [];
   private closing = false;
@@ -106,6 +146,8 @@ export class FileNamespace implements Namespace {
     isBlockDevice: boolean;
     logger: Logger;
     allocateAligned: ((size: number) => AlignedBuffer) | undefined;
+    fallocate: FallocateFunction | undefined;
+    supportsDeallocate: boolean;
   }) {
     this.fd = init.fd;
     this.path = init.path;
@@ -119,6 +161,11 @@ export class FileNamespace implements Namespace {
     this.logger = init.logger;
     this.description = `file:${init.path}`;
     this.allocateAligned = init.allocateAligned;
+    this.fallocate = init.readOnly ? undefined : init.fallocate;
+    this.supportsDeallocate = init.supportsDeallocate;
+    // A file's probe already said whether punching works; a block device's answer comes with the first use.
+    this.punchHoles = init.isBlockDevice ? this.fallocate !== undefined : init.supportsDeallocate;
+    this.zeroRanges = this.fallocate !== undefined && !init.isBlockDevice;
     if (init.allocateAligned) {
       const zeroes = init.allocateAligned(ZERO_CHUNK_BYTES);
       this.alignedBuffers.push(zeroes);
@@ -222,6 +269,12 @@ export class FileNamespace implements Namespace {
       }
 
       const allocateAligned = direct ? await alignedAllocator(what) : undefined;
+      let fallocate: FallocateFunction | undefined;
+      if (!readOnly) {
+        fallocate = options.fallocate === undefined ? await nativeFallocate() : (options.fallocate ?? undefined);
+      }
+      const supportsDeallocate =
+        fallocate !== undefined && stats.isFile() && probePunchHole(fallocate, fd, namespaceBytes, blockSize, logger);
       return new FileNamespace({
         fd,
         path: filePath,
@@ -232,6 +285,8 @@ export class FileNamespace implements Namespace {
         isBlockDevice: stats.isBlockDevice(),
         logger,
         allocateAligned,
+        fallocate,
+        supportsDeallocate,
       });
     } catch (error) {
       await closeFile(fd).catch(() => {});
@@ -262,16 +317,15 @@ export class FileNamespace implements Namespace {
   deallocate(ranges: readonly ByteRange[]): Promise<void> | void {
     if (this.readOnly) throw this.writeProtected();
     this.checkOpen('deallocate');
-    if (ranges.length === 0) return undefined;
-    return this.track(this.zeroRanges(ranges));
+    for (const range of ranges) this.checkRange('deallocate', range.offset, range.length);
+    return this.clear('deallocate', ranges);
   }
 
   writeZeroes(offset: number, length: number): Promise<void> | void {
     if (this.readOnly) throw this.writeProtected();
     this.checkOpen('write zeroes');
     this.checkRange('write zeroes', offset, length);
-    if (length === 0) return undefined;
-    return this.track(this.zeroRange(offset, length));
+    return this.clear('write zeroes', [{ offset, length }]);
   }
 
   usage(): NamespaceUsage {
@@ -397,10 +451,79 @@ export class FileNamespace implements Namespace {
     }
   }
 
-  private async zeroRanges(ranges: readonly ByteRange[]): Promise<void> {
-    for (const range of ranges) {
-      this.checkRange('deallocate', range.offset, range.length);
-      await this.zeroRange(range.offset, range.length);
+  /**
+   * Deallocates or zeroes `ranges` (already checked): fallocate in pieces of at most FALLOCATE_CHUNK_BYTES per
+   * event-loop turn, continuing with written zeroes from wherever fallocate turns out to be unsupported. Completes
+   * synchronously (undefined) when the whole request fits in one turn.
+   */
+  private clear(operation: ClearOperation, ranges: readonly ByteRange[]): Promise<void> | void {
+    const cursor: ClearCursor = { index: 0, offset: ranges[0]?.offset ?? 0 };
+    const state = this.clearSome(operation, ranges, cursor);
+    return state === 'done' ? undefined : this.track(this.clearRest(operation, ranges, cursor, state));
+  }
+
+  private async clearRest(
+    operation: ClearOperation,
+    ranges: readonly ByteRange[],
+    cursor: ClearCursor,
+    state: ClearState,
+  ): Promise<void> {
+    while (state === 'yield') {
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      state = this.clearSome(operation, ranges, cursor);
+    }
+    if (state === 'done') return;
+    for (; cursor.index < ranges.length; cursor.index++) {
+      const range = ranges[cursor.index]!;
+      const start = Math.max(cursor.offset, range.offset);
+      await this.zeroRange(start, range.offset + range.length - start);
+      cursor.offset = 0;
+    }
+  }
+
+  /** Runs fallocate from `cursor` on until done, the turn's budget is spent ('yield') or no mode is left ('write'). */
+  private clearSome(operation: ClearOperation, ranges: readonly ByteRange[], cursor: ClearCursor): ClearState {
+    let budget = this.isBlockDevice ? FALLOCATE_DEVICE_CHUNK_BYTES : FALLOCATE_CHUNK_BYTES;
+    while (cursor.index < ranges.length) {
+      const range = ranges[cursor.index]!;
+      const end = range.offset + range.length;
+      if (cursor.offset >= end) {
+        cursor.index++;
+        cursor.offset = ranges[cursor.index]?.offset ?? 0;
+        continue;
+      }
+      const mode = this.fallocateMode(operation);
+      if (mode === undefined) return 'write';
+      if (budget === 0) return 'yield';
+      const length = Math.min(end - cursor.offset, budget);
+      if (this.tryFallocate(operation, mode, cursor.offset, length)) {
+        cursor.offset += length;
+        budget -= length;
+      }
+    }
+    return 'done';
+  }
+
+  /** The fallocate mode to use next, or undefined to write zeroes. */
+  private fallocateMode(operation: ClearOperation): number | undefined {
+    if (operation === 'write zeroes' && this.zeroRanges) return ZERO_RANGE;
+    return this.punchHoles ? PUNCH_HOLE : undefined;
+  }
+
+  /** One fallocate; false (and the mode is remembered as unsupported) when the kernel does not support it here. */
+  private tryFallocate(operation: ClearOperation, mode: number, offset: number, length: number): boolean {
+    try {
+      this.fallocate!(this.fd, mode, offset, length);
+      return true;
+    } catch (error) {
+      const code = errorCode(error);
+      if (code === undefined || !FALLOCATE_UNSUPPORTED.has(code)) throw this.failure(operation, offset, length, error);
+      if (mode === ZERO_RANGE) this.zeroRanges = false;
+      else this.punchHoles = false;
+      const what = mode === ZERO_RANGE ? 'FALLOC_FL_ZERO_RANGE' : 'FALLOC_FL_PUNCH_HOLE';
+      const instead = mode === ZERO_RANGE && this.punchHoles ? 'punching holes' : 'writing zeroes';
+      this.logger.info(`fallocate ${what} is not supported here; ${instead} instead from now on`, { code });
+      return false;
     }
   }
 
@@ -598,6 +721,47 @@ class FileOperation {
 }
 
 function noop(): void {}
+
+type ClearOperation = 'deallocate' | 'write zeroes';
+type ClearState = 'done' | 'yield' | 'write';
+/** How far a deallocate / write zeroes got: ranges[index] is done up to `offset`. */
+interface ClearCursor {
+  index: number;
+  offset: number;
+}
+
+let nativeFallocateLoad: Promise<FallocateFunction | undefined> | undefined;
+
+/** The addon's fallocate, or undefined when the addon cannot be loaded (zeroes are written then). */
+function nativeFallocate(): Promise<FallocateFunction | undefined> {
+  nativeFallocateLoad ??= import('../native/index.js').then(
+    ({ native }) => (typeof native.fallocate === 'function' ? native.fallocate.bind(native) : undefined),
+    () => undefined,
+  );
+  return nativeFallocateLoad;
+}
+
+/**
+ * Whether punching holes works on this regular file: punches one block just past its end, with KEEP_SIZE, where
+ * there is no data to lose and the size does not change. (A zero length cannot be used: it is always EINVAL.)
+ */
+function probePunchHole(
+  fallocate: FallocateFunction,
+  fd: number,
+  sizeBytes: number,
+  blockSize: number,
+  logger: Logger,
+): boolean {
+  try {
+    fallocate(fd, PUNCH_HOLE, sizeBytes, blockSize);
+    return true;
+  } catch (error) {
+    logger.info('the file system cannot punch holes; deallocated blocks are written with zeroes', {
+      code: errorCode(error),
+    });
+    return false;
+  }
+}
 
 function noProgress(): Error {
   return Object.assign(new Error('no progress (0 bytes transferred)'), { code: 'EIO' });

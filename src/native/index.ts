@@ -1,6 +1,6 @@
 /**
  * Typed loader for the C++ addon (native/). The addon is the only code that touches raw fds, sockets with
- * SCM_RIGHTS, mmap, eventfds and the doorbell poller thread; it holds no policy. See docs/native.md.
+ * SCM_RIGHTS, mmap, eventfds, fallocate and the doorbell poller thread; it holds no policy. See docs/native.md.
  *
  * Errors: bad arguments throw a TypeError (code 'ERR_INVALID_ARG_TYPE' / 'ERR_INVALID_ARG_VALUE') or RangeError
  * ('ERR_OUT_OF_RANGE'); an OS refusal throws a {@link NativeSystemError}. Using a closed watcher/poller throws
@@ -18,6 +18,13 @@ export const POLL_WRITABLE = 2;
 
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
+
+/** fallocate(2) mode bits (linux/falloc.h). */
+export const FALLOC_FL_KEEP_SIZE = 0x01;
+/** Deallocates the range (reads return zeroes); must be combined with FALLOC_FL_KEEP_SIZE. */
+export const FALLOC_FL_PUNCH_HOLE = 0x02;
+/** Zeroes the range, keeping (or making) it allocated: unwritten extents on filesystems that have them. */
+export const FALLOC_FL_ZERO_RANGE = 0x10;
 
 /**
  * A failed syscall. As in Node's own system errors `errno` is negative (-9 for EBADF), so
@@ -55,22 +62,26 @@ export interface FdWatcher {
 }
 
 /**
- * A native thread comparing the first words of a mapped page with a snapshot; any difference wakes the creating
- * thread's loop, which calls the callback (changes coalesce: one callback may stand for many writes). The
- * poller is running from creation on. Until close() it pins the page: munmap() of it throws EBUSY.
+ * A native thread comparing the first words of a mapped page with the consumer's `consumed` array: while any
+ * page[i] differs from consumed[i] (i < word count) it wakes the creating thread's loop, which calls the callback.
+ * Wake-ups coalesce (one callback may stand for many writes), and a word that stays different keeps producing
+ * callbacks until the consumer stores the value it took in consumed[i]. There is no snapshot: a value is reported
+ * whenever it differs from consumed[i], whenever it was written (also before setWordCount/start, and also when it
+ * equals an earlier value). The poller is running from creation on. Until close() it pins the page (munmap() of
+ * it throws EBUSY) and holds a reference to `consumed`.
  */
 export interface DoorbellPoller {
   /**
-   * Number of 32-bit words (from offset 0 of the page, at most byteLength / 4; initially 0) the poller compares;
-   * doorbells beyond are ignored. Newly covered words are snapshotted before this returns: writes after it are
-   * guaranteed to be reported, earlier ones are not, so rescan the doorbells yourself after growing the count.
+   * Number of 32-bit words (from offset 0 of the page; initially 0) the poller compares; doorbells beyond are
+   * ignored. At most byteLength / 4 of the page and at most consumed.length (else a RangeError, code
+   * 'ERR_OUT_OF_RANGE'). Takes effect at the thread's next scan; nothing is snapshotted.
    */
   setWordCount(words: number): void;
-  /** Restarts a stopped poller (no-op when running); like setWordCount, it snapshots before returning. */
+  /** Restarts a stopped poller (no-op when running). Differences that arose while stopped are reported. */
   start(): void;
   /** Joins the thread; no callback is made after stop() returns. */
   stop(): void;
-  /** Stops the thread and releases the page (idempotent; fine inside the callback). */
+  /** Stops the thread and releases the page and `consumed` (idempotent; fine inside the callback). */
   close(): void;
 }
 
@@ -128,21 +139,57 @@ export interface NativeAddon {
   /** Whether `buffer` came from `mmap` and is still mapped. */
   isMapped(buffer: ArrayBuffer): boolean;
 
-  /** memfd_create (close-on-exec; name at most 249 bytes) sized to `size` bytes. */
-  memfdCreate(name: string, size: number): number;
+  /**
+   * memfd_create (close-on-exec; name at most 249 bytes) sized to `size` bytes. With `sealSize` the size is sealed
+   * (F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL): use it for every memfd handed to a client, which could otherwise
+   * truncate it under our own mappings and kill the process with SIGBUS.
+   */
+  memfdCreate(name: string, size: number, sealSize?: boolean): number;
   /** A close-on-exec eventfd with counter `initial` (0..2^32-1). */
   eventfdCreate(initial: number, nonBlocking: boolean): number;
-  /** Adds `value` (1..2^53-1) to the counter. */
-  eventfdWrite(fd: number, value: number): void;
+  /**
+   * Adds `value` (1..2^53-1) to the counter; true when it was added. On a non-blocking eventfd whose counter cannot
+   * take `value` (it would reach 2^64-1, EAGAIN) nothing is written and the result is false: for an interrupt that
+   * means the consumer has not read the counter since, so an interrupt is already pending. On a blocking eventfd
+   * that write would block the calling thread until someone reads the counter: set O_NONBLOCK (`setNonBlocking`)
+   * on every eventfd a peer supplied before writing to it. Other errors (EBADF...) throw.
+   */
+  eventfdWrite(fd: number, value: number): boolean;
   /** The counter value (and resets it), or null when it is zero and the fd is non-blocking. */
   eventfdRead(fd: number): number | null;
+  /**
+   * Whether `fd` is an eventfd (readlink of /proc/self/fd/N is "anon_inode:[eventfd]"). A socket, pipe, memfd or
+   * other anonymous-inode file (timerfd, signalfd, epoll) gives false. Throws EBADF for a closed fd and the
+   * readlink error when /proc is not mounted.
+   */
+  isEventfd(fd: number): boolean;
 
   /**
-   * Starts a thread that watches the first words of `page` (a live, readable ArrayBuffer from `mmap`) for changes
-   * and calls `callback` on the creating thread's loop when any changed. The thread never runs JavaScript. The
-   * poller runs from creation on with a word count of 0; see {@link DoorbellPoller}.
+   * fallocate(2) on `fd` with `mode` (FALLOC_FL_* bits, passed through as is) over `length` bytes at `offset`.
+   * Synchronous: on a regular file this is a metadata operation, on a block device a discard / write-zeroes
+   * request the call waits for, so split huge ranges. EINTR is retried. Unsupported modes fail with code
+   * 'EOPNOTSUPP' (some filesystems and devices: 'ENODEV', 'ENOSYS' or 'EINVAL'); a zero length gives 'EINVAL'.
    */
-  createDoorbellPoller(page: ArrayBuffer, options: DoorbellPollerOptions, callback: () => void): DoorbellPoller;
+  fallocate(fd: number, mode: number, offset: number, length: number): void;
+
+  /**
+   * Starts a thread that compares the first words of `page` (a live, readable ArrayBuffer from `mmap`) with
+   * `consumed` and calls `callback` on the creating thread's loop while any differ. The thread never runs
+   * JavaScript. The poller runs from creation on with a word count of 0; see {@link DoorbellPoller}.
+   *
+   * `consumed` is an ordinary Uint32Array owned by the consumer (not a view of an `mmap` buffer, not over a
+   * resizable ArrayBuffer: those throw code 'ERR_INVALID_ARG_VALUE'); it must cover the word count. Whenever the
+   * consumer takes a doorbell value from page[i] it stores that same value (not a re-read) in consumed[i]; it must
+   * also do so for values it ignores, or it keeps being called. Its buffer must not be detached (transferred)
+   * while the poller lives: the thread reads that memory without the JS thread's involvement (a detach is noticed
+   * only by setWordCount/start, which then throw 'ERR_INVALID_STATE').
+   */
+  createDoorbellPoller(
+    page: ArrayBuffer,
+    consumed: Uint32Array,
+    options: DoorbellPollerOptions,
+    callback: () => void,
+  ): DoorbellPoller;
 }
 
 function loadAddon(): NativeAddon {
