@@ -1,4 +1,7 @@
-import { afterEach, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { native } from '../src/native/index.js';
 import {
   CapabilityOffset,
@@ -463,13 +466,14 @@ describe('INTx', () => {
     const fn = makeFunction({ interruptPin: 0 });
     const [fd] = eventfds(1) as [number];
     expectEinval(() => fn.setIrqs(INTX, ACTION_TRIGGER | DATA_EVENTFD, 0, 1, [fd]));
-    expect(isClosed(fd)).toBe(true);
+    expect(isClosed(fd), 'a refused fd stays with the caller').toBe(false);
+    native.close(fd);
     expect(() => fn.signal(0)).not.toThrow();
   });
 });
 
 describe('SET_IRQS validation', () => {
-  it('rejects bad indexes, flags, ranges and data, closing the fds it was given', () => {
+  it('rejects bad indexes, flags, ranges and data, leaving the fds it was given to the caller', () => {
     const fn = makeFunction();
     const cases: Array<{ name: string; call: (fds: number[]) => void; fdCount: number }> = [
       { name: 'index 5', fdCount: 1, call: (fds) => fn.setIrqs(5, ACTION_TRIGGER | DATA_EVENTFD, 0, 1, fds) },
@@ -501,7 +505,9 @@ describe('SET_IRQS validation', () => {
       const fds = eventfds(testCase.fdCount);
       const error = expectEinval(() => testCase.call(fds));
       expect(error.message, testCase.name).toMatch(/^SET_IRQS/);
-      expect(fds.every(isClosed), `${testCase.name}: fds closed`).toBe(true);
+      // The caller (the vfio-user server) closes refused fds; closing them here too would close them twice.
+      expect(fds.some(isClosed), `${testCase.name}: fds left open for the caller`).toBe(false);
+      fds.forEach((fd) => native.close(fd));
     }
   });
 
@@ -510,12 +516,148 @@ describe('SET_IRQS validation', () => {
     const [bound, fresh] = eventfds(2) as [number, number];
     fn.setIrqs(MSIX, ACTION_TRIGGER | DATA_EVENTFD, 0, 1, [bound]);
     expectEinval(() => fn.setIrqs(MSIX, ACTION_TRIGGER | DATA_EVENTFD, 1, 2, [fresh, fresh]));
-    expect(isClosed(fresh)).toBe(true);
+    expect(isClosed(fresh)).toBe(false);
+    native.close(fresh);
     expectEinval(() => fn.setIrqs(MSIX, ACTION_TRIGGER | DATA_EVENTFD, 5, 1, [bound]));
     expectEinval(() => fn.setIrqs(INTX, ACTION_TRIGGER | DATA_EVENTFD, 0, 1, [bound]));
     expect(isClosed(bound)).toBe(false);
     enableMsix(fn);
     fn.signal(0);
     expect(takeCount(bound)).toBe(1);
+  });
+});
+
+describe('interrupt fds from the client', () => {
+  const O_NONBLOCK = 0o4000;
+  /** The fd's file status flags, from /proc (reading a blocking eventfd at 0 to find out would hang). */
+  function statusFlags(fd: number): number {
+    const flags = /^flags:\s+([0-7]+)$/m.exec(fs.readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'));
+    return parseInt(flags![1]!, 8);
+  }
+  /** A blocking eventfd whose counter is at the maximum (2^64 - 2): one more write(2) of 1 would block forever. */
+  function saturatedBlockingEventfd(): number {
+    const fd = native.eventfdCreate(0, false);
+    for (let index = 0; index < 2048; index++) native.eventfdWrite(fd, 2 ** 53 - 1);
+    native.eventfdWrite(fd, 2046);
+    return fd;
+  }
+
+  it('tells eventfds from other fds, and reports a saturated non-blocking counter instead of blocking', () => {
+    const [efd] = eventfds(1) as [number];
+    const memfd = native.memfdCreate('not-an-eventfd', 4096);
+    try {
+      expect(native.isEventfd(efd)).toBe(true);
+      expect(native.isEventfd(memfd)).toBe(false);
+      expect(native.isEventfd(0)).toBe(false);
+      expect(() => native.isEventfd(0x7fff_fff0)).toThrow(expect.objectContaining({ code: 'EBADF' }));
+      expect(native.eventfdWrite(efd, 1)).toBe(true);
+      const saturated = saturatedBlockingEventfd();
+      native.setNonBlocking(saturated, true);
+      expect(native.eventfdWrite(saturated, 1)).toBe(false);
+      native.close(saturated);
+    } finally {
+      native.close(efd);
+      native.close(memfd);
+    }
+  });
+
+  it('refuses fds that are not eventfds (socket, memfd) for MSI-X, INTx and the resample fd, keeping the old binding', () => {
+    const fn = makeFunction();
+    const [bound, resample, intx, spare] = eventfds(4) as [number, number, number, number];
+    fn.setIrqs(MSIX, ACTION_TRIGGER | DATA_EVENTFD, 0, 1, [bound]);
+    fn.setIrqs(INTX, ACTION_TRIGGER | DATA_EVENTFD, 0, 1, [intx]);
+    fn.setIrqs(INTX, ACTION_UNMASK | DATA_EVENTFD, 0, 1, [resample]);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pci-fds-'));
+    const listener = native.listenUnix(path.join(dir, 'sink.sock'), 0o600, 1);
+    const socket = native.connectUnix(path.join(dir, 'sink.sock'));
+    const memfd = native.memfdCreate('not-an-eventfd', 4096);
+    const close = vi.spyOn(native, 'close');
+    try {
+      for (const fd of [socket, memfd]) {
+        for (const [what, call] of [
+          ['MSI-X', () => fn.setIrqs(MSIX, ACTION_TRIGGER | DATA_EVENTFD, 0, 1, [fd])],
+          ['MSI-X range', () => fn.setIrqs(MSIX, ACTION_TRIGGER | DATA_EVENTFD, 1, 2, [spare, fd])],
+          ['INTx', () => fn.setIrqs(INTX, ACTION_TRIGGER | DATA_EVENTFD, 0, 1, [fd])],
+          ['INTx resample', () => fn.setIrqs(INTX, ACTION_UNMASK | DATA_EVENTFD, 0, 1, [fd])],
+        ] as const) {
+          const error = expectEinval(call);
+          expect(error.message, what).toMatch(new RegExp(`fd ${fd} is not an eventfd \\((socket:|/memfd:)`));
+        }
+      }
+      expect(close, 'a refused request closes nothing').not.toHaveBeenCalled();
+    } finally {
+      close.mockRestore();
+    }
+    // (isClosed() would read the socket, which blocks.)
+    expect([socket, memfd].map((fd) => fs.fstatSync(fd).nlink >= 0)).toEqual([true, true]);
+    // The earlier bindings are intact.
+    enableMsix(fn);
+    fn.signal(0);
+    expect(takeCount(bound)).toBe(1);
+    writeControl(fn, 0);
+    fn.signal(0);
+    expect(takeCount(intx)).toBe(1);
+    native.eventfdWrite(resample, 1); // EOI: unmasks the line
+    expect(isClosed(resample)).toBe(false);
+    for (const fd of [listener, socket, memfd, spare]) native.close(fd);
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('makes bound eventfds non-blocking: an interrupt into a saturated counter returns at once', () => {
+    const { logger, lines } = memoryLogger();
+    const fn = makeFunction({ logger });
+    const msixFd = saturatedBlockingEventfd();
+    const intxFd = saturatedBlockingEventfd();
+    expect(statusFlags(msixFd) & O_NONBLOCK).toBe(0);
+    fn.setIrqs(MSIX, ACTION_TRIGGER | DATA_EVENTFD, 0, 1, [msixFd]);
+    fn.setIrqs(INTX, ACTION_TRIGGER | DATA_EVENTFD, 0, 1, [intxFd]);
+    // Checked before signalling: were the fds still blocking, the signals below would hang this test for good.
+    expect(statusFlags(msixFd) & O_NONBLOCK).toBe(O_NONBLOCK);
+    expect(statusFlags(intxFd) & O_NONBLOCK).toBe(O_NONBLOCK);
+    setLogLevel('debug');
+    try {
+      fn.signal(0); // INTx (MSI-X disabled)
+      enableMsix(fn);
+      fn.signal(0);
+      fn.setIrqs(MSIX, ACTION_TRIGGER | DATA_NONE, 0, 1, []); // loopback trigger
+    } finally {
+      setLogLevel('info');
+    }
+    expect(lines.filter((line) => String(line['msg']).includes('counter saturated')).map((line) => line['msg'])).toEqual([
+      'INTx eventfd counter saturated; interrupt already pending',
+      'MSI-X eventfd counter saturated; interrupt already pending',
+      'MSI-X eventfd counter saturated; interrupt already pending',
+    ]);
+    expect(lines.filter((line) => line['level'] === 'warn')).toEqual([]);
+    // Once the consumer reads the counter, interrupts flow again.
+    expect(native.eventfdRead(msixFd)).toBeGreaterThan(0);
+    fn.signal(0);
+    expect(takeCount(msixFd)).toBe(1);
+  });
+
+  it('a failed resample binding changes nothing and closes nothing', () => {
+    const fn = makeFunction();
+    const [fd, resample] = eventfds(2) as [number, number];
+    fn.setIrqs(INTX, ACTION_TRIGGER | DATA_EVENTFD, 0, 1, [fd]);
+    fn.setIrqs(INTX, ACTION_UNMASK | DATA_EVENTFD, 0, 1, [resample]);
+    // A second watcher on the same fd in this thread is refused by libuv (EEXIST): the bind fails after validation.
+    const watched = native.eventfdCreate(0, true);
+    const watcher = native.createWatcher(watched, () => {});
+    const close = vi.spyOn(native, 'close');
+    try {
+      expectEinval(() => fn.setIrqs(INTX, ACTION_UNMASK | DATA_EVENTFD, 0, 1, [watched]));
+      expect(close).not.toHaveBeenCalled();
+    } finally {
+      close.mockRestore();
+      watcher.close();
+      native.close(watched);
+    }
+    // The old resample fd still unmasks.
+    fn.setIrqs(INTX, ACTION_UNMASK | DATA_NONE, 0, 1, []);
+    fn.signal(0);
+    fn.signal(0);
+    expect(takeCount(fd)).toBe(1);
+    native.eventfdWrite(resample, 1);
+    return waitFor(() => takeCount(fd) === 1, 'the INTx re-fired through the old resample fd');
   });
 });

@@ -36,6 +36,7 @@ import {
   newMessage,
 } from '../src/vfio-user/protocol.js';
 import { VfioUserServer, type VfioUserServerOptions } from '../src/vfio-user/server.js';
+import { PciAccessError, PciFunction } from '../src/pci/index.js';
 import { VfioUserClient, VfioUserReplyError, type Flavour } from './helpers/vfio-user-client.js';
 
 const RW = PROT_READ | PROT_WRITE;
@@ -771,6 +772,109 @@ describe.each(FLAVOURS)('interrupts as %s', (flavour) => {
   });
 });
 
+/** The test device with its interrupts handled by a real PciFunction (the way the NVMe device wires them). */
+class PciIrqDevice extends TestDevice {
+  readonly pci = new PciFunction({
+    vendorId: 0x1b36,
+    deviceId: 0x0010,
+    subsystemVendorId: 0x1af4,
+    subsystemId: 0x1100,
+    revisionId: 0,
+    classCode: 0x010802,
+    bars: [],
+    msix: { vectors: MSIX_VECTORS, bar: 4 },
+    logger: memoryLogger().logger,
+  });
+  /**
+   * Opened right after each refusal by the function, before the server cleans up: an fd the function closed has
+   * the lowest free number, so the sentinel gets it, and a second close by the server would close the sentinel.
+   */
+  readonly sentinels: number[] = [];
+
+  override setIrqs(request: SetIrqsRequest): void {
+    this.setIrqsCalls.push({ ...request, fds: [...request.fds] });
+    try {
+      this.pci.setIrqs(request.index, request.flags, request.start, request.count, request.fds, request.bools);
+    } catch (error) {
+      this.sentinels.push(native.memfdCreate('sentinel', PAGE));
+      if (error instanceof PciAccessError) throw new VfioUserError(error.errno, error.message);
+      throw error;
+    }
+  }
+
+  override async disconnected(): Promise<void> {
+    this.disconnects++;
+    this.pci.releaseInterrupts();
+  }
+
+  override dispose(): void {
+    this.sentinels.forEach((fd) => native.close(fd));
+    this.pci.releaseInterrupts();
+    super.dispose();
+  }
+}
+
+describe('interrupt fds refused below the server', () => {
+  it('refuses MASK|EVENTFD everywhere and UNMASK|EVENTFD on an interrupt that is not automasked, before the device', async () => {
+    const harness = await connected('qemu');
+    const { client, device } = harness;
+    const fd = native.eventfdCreate(0, true);
+    cleanups.push(() => native.close(fd));
+    const before = openFdCount();
+    for (const [index, action] of [
+      [0, IrqSetFlag.ACTION_MASK],
+      [2, IrqSetFlag.ACTION_MASK],
+      [2, IrqSetFlag.ACTION_UNMASK],
+    ] as const) {
+      await expectErrno(client.setIrqs({ index, flags: IrqSetFlag.DATA_EVENTFD | action, start: 0, count: 1, fds: [fd] }), Errno.EINVAL);
+    }
+    expect(device.setIrqsCalls).toHaveLength(0);
+    expect(openFdCount()).toBe(before);
+    expect(warnings(harness.lines, 'request failed').map((line) => line['reason'])).toEqual([
+      expect.stringContaining('masking through an eventfd is not supported'),
+      expect.stringContaining('masking through an eventfd is not supported'),
+      expect.stringContaining('only defined for an automasked, level-triggered interrupt (INTx)'),
+    ]);
+    // The INTx resample eventfd (UNMASK|EVENTFD on the AUTOMASKED index) is legal and reaches the device.
+    await client.setIrqs({ index: 0, flags: IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_UNMASK, start: 0, count: 1, fds: [fd] });
+    expect(device.setIrqsCalls).toHaveLength(1);
+  });
+
+  it('closes the fds of a request the PCI function refused exactly once (a sentinel opened in between survives)', async () => {
+    const device = new PciIrqDevice();
+    const harness = await connected('qemu', { device });
+    const { client } = harness;
+    const memfd = native.memfdCreate('not-an-eventfd', PAGE);
+    const [eventfd, resample] = [native.eventfdCreate(0, true), native.eventfdCreate(0, true)];
+    cleanups.push(() => [memfd, eventfd, resample].forEach((fd) => native.close(fd)));
+    const before = openFdCount();
+    const refused: Array<Parameters<VfioUserClient['setIrqs']>[0]> = [
+      { index: 2, flags: IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, start: 0, count: 1, fds: [memfd] },
+      { index: 2, flags: IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, start: 4, count: 2, fds: [eventfd, memfd] },
+      { index: 0, flags: IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, start: 0, count: 1, fds: [memfd] },
+      { index: 0, flags: IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_UNMASK, start: 0, count: 1, fds: [memfd] },
+    ];
+    for (const request of refused) {
+      await expectErrno(client.setIrqs(request), Errno.EINVAL);
+    }
+    expect(device.setIrqsCalls).toHaveLength(refused.length);
+    expect(device.sentinels).toHaveLength(refused.length);
+    for (const sentinel of device.sentinels) {
+      expect(fs.readlinkSync(`/proc/self/fd/${sentinel}`), `sentinel fd ${sentinel}`).toMatch(/^\/memfd:sentinel/);
+    }
+    // Every received fd closed (once), only the sentinels added.
+    expect(openFdCount()).toBe(before + refused.length);
+    expect(warnings(harness.lines, 'request failed').map((line) => line['reason'])).toEqual(
+      refused.map(() => expect.stringMatching(/fd \d+ is not an eventfd \(\/memfd:not-an-eventfd/)),
+    );
+    // The function still binds what it should.
+    await client.setIrqs({ index: 0, flags: IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, start: 0, count: 1, fds: [eventfd] });
+    await client.setIrqs({ index: 0, flags: IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_UNMASK, start: 0, count: 1, fds: [resample] });
+    expect(openFdCount()).toBe(before + refused.length + 2);
+    await expectStillServing(harness, client);
+  });
+});
+
 describe('hostile and broken input', () => {
   async function rawRequest(client: VfioUserClient, bytes: Uint8Array, fds: number[] = []) {
     await client.sendRaw(bytes, fds);
@@ -973,6 +1077,75 @@ describe('hostile and broken input', () => {
     const next = harness.connect('qemu');
     await next.version();
     await expectStillServing(harness, next);
+  });
+
+  it('counts the 16-fd limit per message: 32 fds over two sendmsgs get EINVAL, every fd closed', async () => {
+    const harness = await connected('qemu');
+    const { client } = harness;
+    const fds = Array.from({ length: 32 }, () => native.eventfdCreate(0, true));
+    cleanups.push(() => fds.forEach((fd) => native.close(fd)));
+    const before = openFdCount();
+    const setIrqs = encodeIrqSet(80, {
+      index: 2,
+      flags: IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER,
+      start: 0,
+      count: 32,
+    });
+    expect(native.sendmsg(client.fd, setIrqs.subarray(0, 10), fds.slice(0, 16))).toBe(10);
+    expect(native.sendmsg(client.fd, setIrqs.subarray(10), fds.slice(16))).toBe(setIrqs.length - 10);
+    const reply = await client.readReply();
+    expect(reply.header).toMatchObject({ msgId: 80, flags: HeaderFlag.TYPE_REPLY | HeaderFlag.ERROR, error: Errno.EINVAL });
+    expect(openFdCount()).toBe(before);
+    expect(harness.device.setIrqsCalls).toHaveLength(0);
+    expect(warnings(harness.lines, 'request failed').at(-1)?.['reason']).toBe('more than 16 file descriptors in one message');
+    await expectStillServing(harness, client);
+  });
+
+  it('closes fds beyond the limit as they arrive: a message trickling in with fds never holds more than 16', async () => {
+    const harness = await connected('qemu');
+    const { client } = harness;
+    const fd = native.eventfdCreate(0, true);
+    cleanups.push(() => native.close(fd));
+    const before = openFdCount();
+    const write = encodeRegionAccess(81, Command.REGION_WRITE, { offset: 0, region: 2, count: 64 }, new Uint8Array(64));
+    await client.sendRaw(write.subarray(0, HEADER_SIZE));
+    let held = 0;
+    for (let index = 0; index < 40; index++) {
+      const at = HEADER_SIZE + index;
+      expect(native.sendmsg(client.fd, write.subarray(at, at + 1), new Array(16).fill(fd))).toBe(1);
+      if (index % 8 === 7) {
+        await sleep(5);
+        held = Math.max(held, openFdCount() - before);
+      }
+    }
+    await sleep(20);
+    held = Math.max(held, openFdCount() - before);
+    expect(held).toBeLessThanOrEqual(16);
+    await client.sendRaw(write.subarray(HEADER_SIZE + 40));
+    const reply = await client.readReply();
+    expect(reply.header).toMatchObject({ msgId: 81, error: Errno.EINVAL });
+    expect(openFdCount()).toBe(before);
+    expect(harness.device.log).not.toContain('write 2@0');
+    await expectStillServing(harness, client);
+  });
+
+  it('gives each of two messages its own 16 fds, also when the second starts in the recvmsg that ends the first', async () => {
+    const harness = await connected('qemu');
+    const { client, device } = harness;
+    const fds = Array.from({ length: 32 }, () => native.eventfdCreate(0, true));
+    cleanups.push(() => fds.forEach((fd) => native.close(fd)));
+    const trigger = IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER;
+    const first = encodeIrqSet(82, { index: 2, flags: trigger, start: 0, count: 16 });
+    const second = encodeIrqSet(83, { index: 2, flags: trigger, start: 16, count: 16 });
+    // Queued before the server reads: its first recvmsg stops after the 16 fds of the first part, the next one
+    // may take the rest of the first message and the second message with its fds.
+    expect(native.sendmsg(client.fd, first.subarray(0, 10), fds.slice(0, 16))).toBe(10);
+    expect(native.sendmsg(client.fd, first.subarray(10), [])).toBe(first.length - 10);
+    expect(native.sendmsg(client.fd, second, fds.slice(16))).toBe(second.length);
+    expect((await client.readReply()).header).toMatchObject({ msgId: 82, flags: HeaderFlag.TYPE_REPLY, error: 0 });
+    expect((await client.readReply()).header).toMatchObject({ msgId: 83, flags: HeaderFlag.TYPE_REPLY, error: 0 });
+    expect(device.eventfds.get(2)!.size).toBe(32);
+    expect(harness.server.stats.errors).toBe(0);
   });
 
   it('keeps a cloud-hypervisor client in sync through error replies of every fixed-size command', async () => {

@@ -3,6 +3,7 @@
  * vfio IRQ indexes (numbering as in Linux vfio.h). It knows nothing of sockets or NVMe: the integrator supplies
  * BAR handlers and calls `signal()` to raise interrupts; the vfio-user layer forwards region accesses and SET_IRQS.
  */
+import { readlinkSync } from 'node:fs';
 import { native, POLL_READABLE, type FdWatcher } from '../native/index.js';
 import { rootLogger, type Logger } from '../util/log.js';
 import {
@@ -424,7 +425,11 @@ export class PciFunction {
 
   private fireIntx(): void {
     try {
-      native.eventfdWrite(this.intxFd, 1);
+      // false: the counter is saturated (nobody reads it), so an interrupt is pending already. Never blocks: the
+      // fd was checked to be an eventfd and set non-blocking when it was bound.
+      if (!native.eventfdWrite(this.intxFd, 1) && this.logger.enabled('debug')) {
+        this.logger.debug('INTx eventfd counter saturated; interrupt already pending', { fd: this.intxFd });
+      }
     } catch (error) {
       this.logger.warn('INTx eventfd write failed', { fd: this.intxFd, error });
     }
@@ -459,19 +464,31 @@ export class PciFunction {
     this.intxResampleFd = -1;
   }
 
-  /** KVM signals the resample eventfd when the guest EOIs the line: that is our unmask. */
+  /**
+   * KVM signals the resample eventfd when the guest EOIs the line: that is our unmask. On failure nothing changed:
+   * the previous resample fd stays bound and `fd` is not closed (the caller still owns it).
+   */
   private bindIntxResample(fd: number): void {
     if (fd === this.intxResampleFd) return;
-    this.closeIntxResample();
-    if (fd < 0) return;
-    this.intxResampleFd = fd;
-    try {
-      this.intxResampleWatcher = native.createWatcher(fd, this.onIntxResample);
-      this.intxResampleWatcher.start(POLL_READABLE);
-    } catch (error) {
+    if (fd < 0) {
       this.closeIntxResample();
+      return;
+    }
+    let watcher: FdWatcher;
+    try {
+      watcher = native.createWatcher(fd, this.onIntxResample);
+    } catch (error) {
       throw new PciAccessError(Errno.EINVAL, `SET_IRQS INTx UNMASK eventfd ${fd}: cannot watch it: ${String(error)}`);
     }
+    try {
+      watcher.start(POLL_READABLE);
+    } catch (error) {
+      watcher.close();
+      throw new PciAccessError(Errno.EINVAL, `SET_IRQS INTx UNMASK eventfd ${fd}: cannot watch it: ${String(error)}`);
+    }
+    this.closeIntxResample();
+    this.intxResampleFd = fd;
+    this.intxResampleWatcher = watcher;
   }
 
   private readonly onIntxResample = (events: number): void => {
@@ -493,16 +510,14 @@ export class PciFunction {
   };
 
   /**
-   * VFIO_DEVICE_SET_IRQS for INTx and MSI-X. Every fd in `fds` is ours from the call on: on success they are bound
-   * (closing the fds they replace); on failure they are closed before the PciAccessError is thrown.
+   * VFIO_DEVICE_SET_IRQS for INTx and MSI-X. On success every fd in `fds` is ours: bound, and the fds they replace
+   * are closed. On failure (a PciAccessError, EINVAL) nothing changed and none of `fds` was closed or kept: they
+   * still belong to the caller, who closes them (the vfio-user server does). Only eventfds are accepted, and they
+   * are switched to O_NONBLOCK (a file status flag, so the client's copy becomes non-blocking too): an interrupt
+   * must never block this thread, whatever the client does with the counter.
    */
   setIrqs(index: number, flags: number, start: number, count: number, fds: readonly number[], bools?: Uint8Array): void {
-    try {
-      this.validateIrqSet(index, flags, start, count, fds, bools);
-    } catch (error) {
-      this.closeRejectedFds(fds);
-      throw error;
-    }
+    this.validateIrqSet(index, flags, start, count, fds, bools);
 
     const data = flags & IRQ_SET_DATA_MASK;
     const action = flags & IRQ_SET_ACTION_MASK;
@@ -544,7 +559,7 @@ export class PciFunction {
     if (action === IrqSetFlag.ACTION_MASK) {
       if (selected) this.intxMasked = true;
     } else if (data === IrqSetFlag.DATA_EVENTFD) {
-      this.bindIntxResample(eventfds[0]!);
+      this.bindIntxResample(eventfds[0]!); // may throw, before anything changed
     } else if (selected) {
       this.unmaskIntx();
     }
@@ -600,19 +615,23 @@ export class PciFunction {
       seen.add(fd);
       if (this.isOwnedElsewhere(fd, index, action, start, count)) fail(`fd ${fd} is already bound to another interrupt`);
     }
-  }
-
-  /**
-   * Closes the fds of a rejected request, each once, except numbers we already hold in a binding: those are not
-   * new descriptors (an integrator bug sent our own number back), and closing them would break that binding.
-   */
-  private closeRejectedFds(fds: readonly number[]): void {
-    const closed = new Set<number>();
-    for (const fd of fds) {
-      if (!Number.isInteger(fd) || fd < 0 || fd > MAX_FD || closed.has(fd)) continue;
-      closed.add(fd);
-      if (fd === this.intxFd || fd === this.intxResampleFd || this.msix.ownsEventfd(fd, 0, 0)) continue;
-      closeQuietly(fd, this.logger);
+    // Only now touch the fds: every other reason to refuse the request has been checked.
+    for (const fd of seen) {
+      let eventfd = false;
+      try {
+        eventfd = native.isEventfd(fd);
+      } catch (error) {
+        fail(`fd ${fd} cannot be checked to be an eventfd: ${String(error)}`);
+      }
+      // A write to a socket, pipe or file can block this thread for good (a full socket nobody reads).
+      if (!eventfd) fail(`fd ${fd} is not an eventfd (${describeFd(fd)})`);
+    }
+    for (const fd of seen) {
+      try {
+        native.setNonBlocking(fd, true);
+      } catch (error) {
+        fail(`fd ${fd}: cannot make it non-blocking: ${String(error)}`);
+      }
     }
   }
 
@@ -624,6 +643,15 @@ export class PciFunction {
     if (fd === this.intxResampleFd && !replacesIntxResample) return true;
     const [exceptStart, exceptCount] = index === PciIrqIndex.MSIX ? [start, count] : [0, 0];
     return this.msix.ownsEventfd(fd, exceptStart, exceptCount);
+  }
+}
+
+/** What an fd is, for the message refusing it: the /proc/self/fd link ("socket:[123]", "/memfd:x (deleted)"). */
+function describeFd(fd: number): string {
+  try {
+    return readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return 'unknown kind';
   }
 }
 

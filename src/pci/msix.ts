@@ -278,7 +278,11 @@ export class MsixVectors {
 
   private fire(vector: number, fd: number): void {
     try {
-      native.eventfdWrite(fd, 1);
+      // false: the counter is saturated (nobody reads it), so this vector's interrupt is pending already. Never
+      // blocks: PciFunction.setIrqs only binds eventfds, and sets them non-blocking.
+      if (!native.eventfdWrite(fd, 1) && this.logger.enabled('debug')) {
+        this.logger.debug('MSI-X eventfd counter saturated; interrupt already pending', { vector, fd });
+      }
     } catch (error) {
       this.logger.warn('MSI-X eventfd write failed', { vector, fd, error });
     }

@@ -10,7 +10,12 @@
  * File descriptors: SCM_RIGHTS fds ride on the first byte of the sendmsg() that carried them, and a Linux recvmsg
  * stops right after the chunk of data that brought fds. Both clients in scope send one message per sendmsg, so
  * the fds of one recvmsg belong to the message that contains the last byte received by that call. We record
- * each batch of fds with that stream position and attach it to the message covering it.
+ * the fds with that stream position (one record per message: fds for a message that already has some are
+ * merged into its record) and attach them to the message covering it. The limit (`maxFds`) is per message, not
+ * per recvmsg: fds beyond it are closed the moment they arrive, however many recvmsgs the client spreads them
+ * over, and the message is marked `fdsTruncated` (the server answers it EINVAL once it is complete). So a client
+ * never makes us hold more than `maxFds` fds for the message being assembled (plus at most `maxFds` for the next
+ * one, which may start in the same recvmsg).
  *
  * Sending: replies are appended to one growable buffer and flushed at the end of each pass (many replies, one
  * sendmsg). A reply that carries fds starts a new sendmsg, so its fds arrive with its own header, which is what
@@ -34,9 +39,9 @@ export interface IncomingMessage {
   view: DataView;
   bodyOffset: number;
   bodyLength: number;
-  /** fds that arrived with this message; the handler owns them (close or keep). */
+  /** fds that arrived with this message (at most `maxFds`); the handler owns them (close or keep). */
   fds: number[];
-  /** The client sent more fds than we accept; the kernel closed the extra ones. */
+  /** The client sent more than `maxFds` fds with this message; the extra ones were closed on arrival. */
   fdsTruncated: boolean;
 }
 
@@ -63,16 +68,24 @@ export interface ConnectionOptions {
   maxMessageSize: number;
   /** Messages above maxMessageSize but at most this are skipped (error reply); larger ones drop the connection. */
   discardLimit: number;
-  /** Most fds accepted with one message; more is reported as `fdsTruncated`. */
+  /**
+   * Most fds accepted with one message, counted over every recvmsg that brought part of it; the extra ones are
+   * closed at once and the message is reported as `fdsTruncated`.
+   */
   maxFds: number;
   /** Stop reading requests while more than this many reply bytes are waiting to be sent. Default 8 MiB. */
   outputHighWater?: number;
 }
 
 interface FdBatch {
-  /** Stream position of the last byte received together with these fds. */
+  /**
+   * Stream position of the last byte received together with the first of these fds (later fds of the same
+   * message are merged in; they are received at or after this position, still inside the message).
+   */
   pos: number;
+  /** At most `maxFds`. */
   fds: number[];
+  /** More fds than `maxFds` were sent for this message (the extra ones are already closed). */
   truncated: boolean;
 }
 
@@ -89,8 +102,9 @@ const MIN_RECEIVE_SPACE = 16 * 1024;
 /** Reads per readiness event before yielding to the event loop (the poll is level-triggered, so none is lost). */
 const MAX_READS_PER_EVENT = 32;
 
+/** Closes received fds we own, each number once (closing a number twice could hit an fd opened in between). */
 export function closeFds(fds: readonly number[]): void {
-  for (const fd of fds) {
+  for (const fd of fds.length > 1 ? new Set(fds) : fds) {
     try {
       native.close(fd);
     } catch {
@@ -321,15 +335,59 @@ export class Connection {
       this.inEnd += result.bytes;
       this.bytesReceived += result.bytes;
       if (result.fds.length > 0 || result.fdsTruncated) {
-        this.fdBatches.push({
-          pos: this.inStartPos + (this.inEnd - this.inStart) - 1,
-          fds: result.fds,
-          truncated: result.fdsTruncated,
-        });
+        this.addFds(this.inStartPos + (this.inEnd - this.inStart) - 1, result.fds, result.fdsTruncated);
       }
       this.process();
     }
     this.updateWatcher();
+  }
+
+  /**
+   * Records fds received with the byte at stream position `pos`, enforcing the per-message limit: fds beyond
+   * `maxFds` for the message containing `pos` are closed now and the message is marked truncated.
+   */
+  private addFds(pos: number, fds: number[], truncated: boolean): void {
+    const start = this.messageStartOf(pos);
+    if (start === undefined) {
+      // Part of an oversized message being skipped: it is answered EINVAL whatever it carried.
+      closeFds(fds);
+      return;
+    }
+    const last = this.fdBatches[this.fdBatches.length - 1];
+    const batch = last !== undefined && last.pos >= start ? last : undefined;
+    const room = this.options.maxFds - (batch?.fds.length ?? 0);
+    if (fds.length > room) {
+      closeFds(fds.slice(Math.max(room, 0)));
+      fds = fds.slice(0, Math.max(room, 0));
+      truncated = true;
+    }
+    if (batch === undefined) {
+      this.fdBatches.push({ pos, fds, truncated });
+    } else {
+      // One record per message, so a client trickling a message in with fds does not grow the list either.
+      for (const fd of fds) batch.fds.push(fd);
+      batch.truncated ||= truncated;
+    }
+  }
+
+  /**
+   * Stream position of the first byte of the message that contains stream position `pos` (a received byte), or
+   * undefined when `pos` lies in the remainder of a message being skipped. Walks the buffered headers from the
+   * first unhandled message on; a header not yet complete, or one that will drop the connection, ends the walk.
+   */
+  private messageStartOf(pos: number): number | undefined {
+    let start = this.inStartPos;
+    if (this.discardRemaining > 0) {
+      if (pos < start + this.discardRemaining) return undefined;
+      start += this.discardRemaining;
+    }
+    for (;;) {
+      const at = this.inStart + (start - this.inStartPos);
+      if (this.inEnd - at < HEADER_SIZE) return start;
+      const size = this.inView.getUint32(at + 4, true);
+      if (size < HEADER_SIZE || size > this.options.discardLimit || pos < start + size) return start;
+      start += size;
+    }
   }
 
   private makeReceiveSpace(): void {
@@ -434,6 +492,12 @@ export class Connection {
         const batch = this.fdBatches.shift()!;
         message.fds = message.fds.length === 0 ? batch.fds : message.fds.concat(batch.fds);
         message.fdsTruncated ||= batch.truncated;
+      }
+      if (message.fds.length > this.options.maxFds) {
+        // addFds keeps one record per message, so this does not happen; the limit holds for the total regardless.
+        closeFds(message.fds.slice(this.options.maxFds));
+        message.fds = message.fds.slice(0, this.options.maxFds);
+        message.fdsTruncated = true;
       }
       message.bytes = this.inBytes;
       message.view = this.inView;

@@ -70,8 +70,11 @@ export interface SetIrqsRequest {
   count: number;
   /**
    * Eventfds received with the message: exactly `count` of them (vector start + i gets fds[i]), or none with
-   * DATA_EVENTFD to de-assign the vectors. Ownership passes to the device when setIrqs returns normally; if it
-   * throws, the server closes them, so a device must not keep any of them when it fails.
+   * DATA_EVENTFD to de-assign the vectors. They are unchecked client input: they may be any kind of fd (a socket,
+   * a pipe, a file), blocking or not, so a device that writes to them must check that they are eventfds
+   * (`native.isEventfd`) and set O_NONBLOCK first. Ownership passes to the device when setIrqs returns normally.
+   * If it throws, the server closes every one of them: the device must then neither keep nor close any (a second
+   * close could hit an fd another thread of the process opened under that number meanwhile).
    */
   fds: number[];
   /** DATA_BOOL payload, one byte per vector; a view of the receive buffer, valid only during the call. */
@@ -93,7 +96,11 @@ export interface VfioUserDevice {
   regionRead(index: number, offset: number, dst: Uint8Array): void;
   /** Apply `src` (a view of the receive buffer, valid only during the call). Throws VfioUserError. */
   regionWrite(index: number, offset: number, src: Uint8Array): void;
-  /** Throws VfioUserError. */
+  /**
+   * Throws VfioUserError. The server has checked flags, index and range, the fd count, and that DATA_EVENTFD goes
+   * with TRIGGER, or with UNMASK on an AUTOMASKED interrupt (a resample eventfd). See `SetIrqsRequest.fds` for
+   * who closes the fds.
+   */
   setIrqs(request: SetIrqsRequest): void;
   /** DEVICE_RESET; following messages wait until it settles. */
   reset(): Promise<void> | void;

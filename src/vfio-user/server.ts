@@ -18,7 +18,7 @@ import type { GuestMemory } from '../memory/guest-memory.js';
 import { native, POLL_READABLE, PROT_READ, PROT_WRITE, type FdWatcher } from '../native/index.js';
 import { rootLogger, type Logger } from '../util/log.js';
 import { Connection, closeFds, type ConnectionHandler, type IncomingMessage } from './connection.js';
-import { IrqSetFlag, RegionFlag, validateDevice, type SetIrqsRequest, type VfioUserDevice } from './device.js';
+import { IrqFlag, IrqSetFlag, RegionFlag, validateDevice, type SetIrqsRequest, type VfioUserDevice } from './device.js';
 import { Errno, VfioUserError, errnoName, errnoOf, messageOf } from './errors.js';
 import {
   BodySize,
@@ -803,6 +803,20 @@ class ClientSession implements ConnectionHandler {
     let bools: Uint8Array | undefined;
     if (dataType === IrqSetFlag.DATA_EVENTFD) {
       if (count === 0) throw new VfioUserError(Errno.EINVAL, `${where}: DATA_EVENTFD needs count > 0`);
+      // vfio-pci semantics: ACTION_MASK|DATA_EVENTFD is not implemented (ENOTTY), and ACTION_UNMASK|DATA_EVENTFD
+      // is the resample irqfd of a level-triggered (AUTOMASKED) interrupt: INTx.
+      if (action === IrqSetFlag.ACTION_MASK) {
+        throw new VfioUserError(
+          Errno.EINVAL,
+          `${where}: masking through an eventfd is not supported (mask with DATA_NONE or DATA_BOOL)`,
+        );
+      }
+      if (action === IrqSetFlag.ACTION_UNMASK && (irqs[index]!.flags & IrqFlag.AUTOMASKED) === 0) {
+        throw new VfioUserError(
+          Errno.EINVAL,
+          `${where}: an unmask (resample) eventfd is only defined for an automasked, level-triggered interrupt (INTx)`,
+        );
+      }
       if (m.fds.length !== count && m.fds.length !== 0) {
         throw new VfioUserError(
           Errno.EINVAL,
@@ -824,6 +838,7 @@ class ClientSession implements ConnectionHandler {
     }
     const request: SetIrqsRequest = { index, flags, start, count, fds: m.fds };
     if (bools) request.bools = bools;
+    // A throw leaves the fds with us: fail() closes them, exactly once (the device must not have closed any).
     this.device.setIrqs(request);
     m.fds = NO_FDS; // the device owns them now
     this.replyEmpty(m);
