@@ -301,11 +301,13 @@ export class NvmeController {
   /**
    * Polled mode: the guest wrote `doorbells` directly. Takes every doorbell word that differs from
    * `consumedDoorbells` (writes to queues that do not exist raise an Invalid Doorbell Register event).
+   * Returns whether any doorbell had a new value.
    */
-  pollDoorbells(): void {
+  pollDoorbells(): boolean {
+    let taken = false;
     if (this.active) {
       try {
-        if (!this.shadow || this.resolveShadow()) this.refreshDoorbells();
+        if (!this.shadow || this.resolveShadow()) taken = this.refreshDoorbells();
       } catch (error) {
         this.fail('internal error while scanning doorbells', { error });
       }
@@ -313,6 +315,7 @@ export class NvmeController {
     // A disabled, shut-down or failed controller ignores doorbell writes. Recording them as consumed keeps the
     // poller from waking us for the same values again and again (it compares the page with consumedDoorbells).
     if (!this.active) this.ignoreDoorbells();
+    return taken;
   }
 
   private ignoreDoorbells(): void {
@@ -751,21 +754,24 @@ export class NvmeController {
   }
 
   /** Picks up doorbell values written to the doorbell page (polled mode) or the shadow page since last time. */
-  private refreshDoorbells(): void {
+  private refreshDoorbells(): boolean {
     const doorbells = this.doorbells;
     const consumed = this.consumedDoorbells;
     // A detached (unmapped) page has length 0: nothing to pick up.
     const words = Math.min(doorbells.length, consumed.length);
+    let taken = false;
     for (let index = 0; index < words; index++) {
       const value = doorbells[index]!;
       if (value === consumed[index]) continue;
       consumed[index] = value;
+      taken = true;
       this.takeDoorbell(index, value);
     }
     const shadow = this.shadow;
-    if (!shadow) return;
+    if (!shadow) return taken;
     for (const cq of this.completionList) this.readShadowHead(shadow, cq);
     for (const sq of this.submissionList) if (!sq.deleting) this.readShadowTail(shadow, sq);
+    return taken;
   }
 
   private readShadowTail(shadow: ShadowDoorbells, sq: SubmissionQueue): void {

@@ -8,7 +8,7 @@ export interface ControllerConfig {
   socketPath: string;
   /** File mode of the socket (default 0600: only the hypervisor's user may connect). */
   socketMode: number;
-  /** Namespace URIs, NSID 1..n in order (see docs/namespaces.md). */
+  /** Namespace URIs, NSID 1..n in order (see docs/serve.md). */
   namespaces: string[];
   /** interrupt: trapped doorbell writes + shadow doorbells; polled: doorbell page mmapped by the client, polled here. */
   doorbellMode: DoorbellMode;

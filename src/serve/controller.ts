@@ -3,6 +3,8 @@
  * and serves it on its vfio-user socket. Runs on whatever thread calls it; `vfiod serve` calls it inside a worker
  * thread per controller (src/serve/worker.ts) so controllers scale across cores and cannot stall one another.
  */
+import { mkdir } from 'node:fs/promises';
+import path from 'node:path';
 import { GuestMemory } from '../memory/guest-memory.js';
 import type { Namespace, NamespaceIds } from '../namespace/namespace.js';
 import { openNamespace, parseNamespaceUri } from '../namespace/uri.js';
@@ -24,6 +26,8 @@ export async function startController(config: ControllerConfig, parentLogger?: L
   const logger = (parentLogger ?? rootLogger).child({ component: 'controller', socket: config.socketPath });
   const namespaces: Namespace[] = [];
   try {
+    // The default namespace lives next to the socket, so the socket's directory must exist before it is opened.
+    await mkdir(path.dirname(path.resolve(config.socketPath)), { recursive: true, mode: 0o755 });
     const specs = config.namespaces.map((uri) => parseNamespaceUri(uri));
     for (const spec of specs) namespaces.push(await openNamespace(spec, logger));
 

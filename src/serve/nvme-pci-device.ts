@@ -31,6 +31,8 @@ const BAR0_SIZE = 0x4000;
 const DOORBELL_OFFSET = 0x1000;
 const DOORBELL_PAGE_SIZE = 0x1000;
 const MSIX_BAR = 4;
+/** How long the worker keeps polling the doorbell page itself after the last doorbell change. */
+const POLL_SPIN_MS = 0.5;
 
 export interface NvmePciDeviceOptions {
   config: ControllerConfig;
@@ -59,7 +61,8 @@ export class NvmePciDevice implements VfioUserDevice {
 
     let doorbells: Uint32Array;
     if (config.doorbellMode === 'polled') {
-      this.doorbellFd = native.memfdCreate('vfiod-bar0', BAR0_SIZE);
+      // Sealed: the client gets this fd and must not be able to shrink it under our mapping (SIGBUS).
+      this.doorbellFd = native.memfdCreate('vfiod-bar0', BAR0_SIZE, true);
       this.doorbellPage = native.mmap(this.doorbellFd, DOORBELL_OFFSET, DOORBELL_PAGE_SIZE, PROT_READ | PROT_WRITE);
       doorbells = new Uint32Array(this.doorbellPage);
     } else {
@@ -94,7 +97,8 @@ export class NvmePciDevice implements VfioUserDevice {
     this.controller = new NvmeController({
       dma: options.memory,
       namespaces: options.namespaces,
-      identity: options.identity,
+      // Identify's VID/SSVID must match config space.
+      identity: { ...options.identity, pciVendorId: config.pci.vendorId, pciSubsystemVendorId: config.pci.subsystemVendorId },
       interrupts: this.pci,
       doorbells,
       maxIoQueuePairs: config.maxIoQueuePairs,
@@ -156,14 +160,41 @@ export class NvmePciDevice implements VfioUserDevice {
     this.pci.releaseInterrupts();
   }
 
+  /**
+   * Polled doorbells, two-stage: while doorbells keep changing, this thread re-scans them itself on every event-loop
+   * turn (setImmediate: microseconds, and sockets stay serviced); after POLL_SPIN_MS without a new doorbell it stops
+   * and the native poller thread takes over, waking us through libuv when the guest rings again.
+   */
   private startPoller(page: ArrayBuffer, maxIoQueuePairs: number): void {
-    // The poller thread spins on the doorbell words; JavaScript runs only when one changed.
-    this.poller = native.createDoorbellPoller(page, { spinMicros: 200, maxSleepMicros: 1000 }, () => {
-      this.controller.pollDoorbells();
-      this.controller.processQueues();
-    });
-    this.poller.setWordCount(2 * (maxIoQueuePairs + 1));
+    const consumed = this.controller.consumedDoorbells;
+    this.poller = native.createDoorbellPoller(page, consumed, { spinMicros: 0, maxSleepMicros: 50 }, this.onDoorbellWake);
+    this.poller.setWordCount(Math.min(consumed.length, 2 * (maxIoQueuePairs + 1)));
     this.poller.start();
+  }
+
+  private spinning = false;
+  private lastDoorbellAt = 0;
+
+  private readonly onDoorbellWake = (): void => {
+    this.pollOnce();
+    if (this.spinning) return;
+    this.spinning = true;
+    setImmediate(this.spin);
+  };
+
+  private readonly spin = (): void => {
+    if (this.poller === undefined) {
+      this.spinning = false;
+      return;
+    }
+    this.pollOnce();
+    if (performance.now() - this.lastDoorbellAt < POLL_SPIN_MS) setImmediate(this.spin);
+    else this.spinning = false;
+  };
+
+  private pollOnce(): void {
+    if (this.controller.pollDoorbells()) this.lastDoorbellAt = performance.now();
+    this.controller.processQueues();
   }
 
   private translateErrors(access: () => void): void {

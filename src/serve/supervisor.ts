@@ -10,6 +10,7 @@ import type { MainToWorker, WorkerToMain } from './worker.js';
 
 const WORKER_URL = new URL('./worker.js', import.meta.url);
 const SHUTDOWN_TIMEOUT_MS = 15_000;
+const TERMINATE_TIMEOUT_MS = 3_000;
 
 export class ControllerWorker {
   private readonly worker: Worker;
@@ -39,8 +40,15 @@ export class ControllerWorker {
       this.logger.error('controller did not stop in time; terminating', { socket: this.config.socketPath });
       void this.worker.terminate();
     }, SHUTDOWN_TIMEOUT_MS);
+    // terminate() cannot interrupt a thread stuck in a system call (e.g. a write to an eventfd a hostile client
+    // made blocking again); then only ending the process stops it.
+    const lastResort = setTimeout(() => {
+      this.logger.error('controller thread is stuck; exiting the process', { socket: this.config.socketPath });
+      process.exit(1);
+    }, SHUTDOWN_TIMEOUT_MS + TERMINATE_TIMEOUT_MS);
     await this.exited;
     clearTimeout(timer);
+    clearTimeout(lastResort);
   }
 }
 
