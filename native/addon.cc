@@ -256,6 +256,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitEventfd(env, exports);
   InitPoller(env, exports, state);
   InitFile(env, exports);
+  InitCrc32c(env, exports);
   return exports;
 }
 

@@ -93,5 +93,6 @@ void InitMemory(Napi::Env env, Napi::Object exports);
 void InitEventfd(Napi::Env env, Napi::Object exports);
 void InitPoller(Napi::Env env, Napi::Object exports, EnvState* state);
 void InitFile(Napi::Env env, Napi::Object exports);
+void InitCrc32c(Napi::Env env, Napi::Object exports);
 
 }  // namespace vfiod

@@ -144,11 +144,11 @@ describe('namespace URIs', () => {
         "invalid namespace URI 'file:/x?size=1G&size=2G': parameter 'size' given twice",
       ],
       [
-        'nvme-tcp://10.0.0.1:4420/nqn.x/1',
-        "invalid namespace URI 'nvme-tcp://10.0.0.1:4420/nqn.x/1': unknown scheme 'nvme-tcp' (known schemes: file, memory)",
+        'iscsi://10.0.0.1/iqn.x/1',
+        "invalid namespace URI 'iscsi://10.0.0.1/iqn.x/1': unknown scheme 'iscsi' (known schemes: file, memory, nvme-tcp)",
       ],
-      ['/var/disk.img', "invalid namespace URI '/var/disk.img': missing scheme (known schemes: file, memory)"],
-      ['', "invalid namespace URI '': missing scheme (known schemes: file, memory)"],
+      ['/var/disk.img', "invalid namespace URI '/var/disk.img': missing scheme (known schemes: file, memory, nvme-tcp)"],
+      ['', "invalid namespace URI '': missing scheme (known schemes: file, memory, nvme-tcp)"],
     ];
     for (const [uri, message] of cases) expect(() => parseNamespaceUri(uri), uri).toThrow(new Error(message));
   });
@@ -880,7 +880,7 @@ describe('namespace scheme registry', () => {
         return new MemoryNamespace({ sizeBytes: spec.sizeBytes });
       },
     });
-    expect(knownNamespaceSchemes()).toEqual(['file', 'memory', 'test-remote']);
+    expect(knownNamespaceSchemes()).toEqual(['file', 'memory', 'nvme-tcp', 'test-remote']);
     const spec = parseNamespaceUri('test-remote://10.0.0.1:4420/nqn.x?size=2M');
     const namespace = await openNamespace(spec);
     expect(opened).toEqual({ scheme: 'test-remote', uri: 'test-remote://10.0.0.1:4420/nqn.x?size=2M', target: '//10.0.0.1:4420/nqn.x', sizeBytes: 2 * MiB });
@@ -888,6 +888,6 @@ describe('namespace scheme registry', () => {
     expect(() => parseNamespaceUri('test-remote:x?port=1')).toThrow(
       "invalid namespace URI 'test-remote:x?port=1': unknown parameter 'port' (known: size)",
     );
-    expect(() => parseNamespaceUri('bogus:x')).toThrow('(known schemes: file, memory, test-remote)');
+    expect(() => parseNamespaceUri('bogus:x')).toThrow('(known schemes: file, memory, nvme-tcp, test-remote)');
   });
 });

@@ -27,6 +27,8 @@ Options:
   --namespace <uri>        namespace backend, repeat for NSID 1, 2, ...:
                              memory:<size>[?block-size=512|4096]
                              file:<path>[?size=<size>&direct=1&block-size=4096&readonly=1]
+                             nvme-tcp://<host>:<port>[,<host>:<port>]/<subsystem NQN>?nsid=<n>
+                               (remote NVMe/TCP namespace; options in docs/nvme-tcp.md)
   --poll                   polled doorbells: BAR0's doorbell page is shared memory watched by a
                            poller thread (lowest latency, one core busy while I/O flows)
   --socket-mode <octal>    socket file mode (default 0600)

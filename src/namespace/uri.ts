@@ -14,6 +14,7 @@ import { rootLogger, type Logger } from '../util/log.js';
 import { parseSize } from '../util/size.js';
 import { FileNamespace } from './file.js';
 import { MemoryNamespace } from './memory.js';
+import { nvmeTcpSchemeHandler } from '../nvme-tcp/uri.js';
 import type { Namespace } from './namespace.js';
 
 /** A parsed namespace URI; each scheme extends it with its own fields. */
@@ -213,3 +214,6 @@ registerNamespaceScheme<FileNamespaceSpec>('file', {
     });
   },
 });
+
+// nvme-tcp://host:port[,host:port...]/<subsystem NQN>?nsid=..: a remote NVMe/TCP namespace (src/nvme-tcp/uri.ts).
+registerNamespaceScheme('nvme-tcp', nvmeTcpSchemeHandler());

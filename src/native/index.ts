@@ -173,6 +173,17 @@ export interface NativeAddon {
   fallocate(fd: number, mode: number, offset: number, length: number): void;
 
   /**
+   * CRC32C (Castagnoli) of `data` (a view, or views digested in order as one stream), continuing from `seed` (the
+   * result of a previous call; default 0 = a fresh CRC). Reads the views in place. Uses the SSE4.2 crc32
+   * instruction when the CPU has it (see `crc32cHardware`), else a slicing-by-8 table. The NVMe/TCP digest.
+   */
+  crc32c(data: Uint8Array | readonly Uint8Array[], seed?: number): number;
+  /** The same CRC, always with the portable table implementation (for cross-checking). */
+  crc32cPortable(data: Uint8Array | readonly Uint8Array[], seed?: number): number;
+  /** Whether `crc32c` uses the CPU's crc32 instruction. */
+  readonly crc32cHardware: boolean;
+
+  /**
    * Starts a thread that compares the first words of `page` (a live, readable ArrayBuffer from `mmap`) with
    * `consumed` and calls `callback` on the creating thread's loop while any differ. The thread never runs
    * JavaScript. The poller runs from creation on with a word count of 0; see {@link DoorbellPoller}.
