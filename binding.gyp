@@ -10,7 +10,8 @@
         "native/eventfd.cc",
         "native/poller.cc",
         "native/file.cc",
-        "native/crc32c.cc"
+        "native/crc32c.cc",
+        "native/vfio.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],

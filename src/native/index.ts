@@ -26,6 +26,83 @@ export const FALLOC_FL_PUNCH_HOLE = 0x02;
 /** Zeroes the range, keeping (or making) it allocated: unwritten extents on filesystems that have them. */
 export const FALLOC_FL_ZERO_RANGE = 0x10;
 
+/** VFIO (legacy container/group API, linux/vfio.h). See docs/vfio.md. */
+export const VFIO_TYPE1_IOMMU = 1;
+export const VFIO_TYPE1v2_IOMMU = 3;
+export const VFIO_DMA_MAP_FLAG_READ = 1;
+export const VFIO_DMA_MAP_FLAG_WRITE = 2;
+/** vfio-pci region indexes: BAR0..BAR5, ROM, config space, VGA; device-specific regions follow. */
+export const VFIO_PCI_BAR0_REGION_INDEX = 0;
+export const VFIO_PCI_ROM_REGION_INDEX = 6;
+export const VFIO_PCI_CONFIG_REGION_INDEX = 7;
+export const VFIO_PCI_VGA_REGION_INDEX = 8;
+/** vfio-pci irq indexes. */
+export const VFIO_PCI_INTX_IRQ_INDEX = 0;
+export const VFIO_PCI_MSI_IRQ_INDEX = 1;
+export const VFIO_PCI_MSIX_IRQ_INDEX = 2;
+export const VFIO_PCI_ERR_IRQ_INDEX = 3;
+export const VFIO_PCI_REQ_IRQ_INDEX = 4;
+/** Region capability ids (VFIO_REGION_INFO_CAP_*). */
+export const VFIO_REGION_INFO_CAP_SPARSE_MMAP = 1;
+export const VFIO_REGION_INFO_CAP_TYPE = 2;
+export const VFIO_REGION_INFO_CAP_MSIX_MAPPABLE = 3;
+
+export interface VfioGroupStatus {
+  flags: number;
+  /** Every device in the group is bound to a VFIO driver or to none (VFIO_GROUP_FLAGS_VIABLE). */
+  viable: boolean;
+  containerSet: boolean;
+}
+
+export interface VfioIommuInfo {
+  flags: number;
+  /** Bitmap of supported IOMMU page sizes. */
+  iovaPgsizes: number | bigint;
+  /** Usable IOVA ranges (inclusive ends), when the kernel reports them. */
+  iovaRanges?: Array<{ start: number | bigint; end: number | bigint }>;
+  /** How many more DMA mappings the container accepts (vfio_iommu_type1 dma_entry_limit). */
+  dmaAvail?: number;
+}
+
+export interface VfioDeviceInfo {
+  flags: number;
+  numRegions: number;
+  numIrqs: number;
+  /** VFIO_DEVICE_FLAGS_RESET: VFIO_DEVICE_RESET is supported (FLR, PM or bus reset). */
+  reset: boolean;
+  pci: boolean;
+}
+
+export interface VfioRegionInfo {
+  index: number;
+  flags: number;
+  /** 0 for an absent region (unimplemented BAR). */
+  size: number | bigint;
+  /** File offset of the region on the device fd (pread/pwrite/mmap). */
+  offset: number | bigint;
+  readable: boolean;
+  writable: boolean;
+  mmap: boolean;
+  /** The parts that may be mmapped (VFIO_REGION_INFO_CAP_SPARSE_MMAP), offsets relative to the region. */
+  sparseMmap?: Array<{ offset: number | bigint; size: number | bigint }>;
+  /** Device-specific region type (VFIO_REGION_INFO_CAP_TYPE). */
+  type?: { type: number; subtype: number };
+  /** VFIO_REGION_INFO_CAP_MSIX_MAPPABLE: the MSI-X table in this BAR may be mmapped too. */
+  msixMappable: boolean;
+  /** Ids of every capability in the chain, in order. */
+  capIds: number[];
+}
+
+export interface VfioIrqInfo {
+  index: number;
+  flags: number;
+  count: number;
+  eventfd: boolean;
+  maskable: boolean;
+  automasked: boolean;
+  noresize: boolean;
+}
+
 /**
  * A failed syscall. As in Node's own system errors `errno` is negative (-9 for EBADF), so
  * `util.getSystemErrorName(err.errno)` works; `code` is the symbolic name and `syscall` the call that failed.
@@ -201,6 +278,53 @@ export interface NativeAddon {
     options: DoorbellPollerOptions,
     callback: () => void,
   ): DoorbellPoller;
+
+  /** VFIO_API_VERSION of the headers the addon was built with (0). */
+  readonly VFIO_API_VERSION: number;
+  /** Opens the VFIO container (default '/dev/vfio/vfio', close-on-exec) and checks VFIO_GET_API_VERSION. */
+  vfioOpenContainer(path?: string): number;
+  /** VFIO_CHECK_EXTENSION on a container: > 0 when supported (e.g. VFIO_TYPE1v2_IOMMU). */
+  vfioCheckExtension(containerFd: number, extension: number): number;
+  /** VFIO_SET_IOMMU (a group must have been added to the container first). */
+  vfioSetIommu(containerFd: number, type: number): void;
+  /** VFIO_IOMMU_GET_INFO of a type1 container, with the IOVA range and DMA-available capabilities. */
+  vfioIommuGetInfo(containerFd: number): VfioIommuInfo;
+  /** Opens a group node (e.g. '/dev/vfio/12'), close-on-exec. Only one process can hold a group open (EBUSY). */
+  vfioOpenGroup(path: string): number;
+  /** VFIO_GROUP_GET_STATUS. */
+  vfioGroupGetStatus(groupFd: number): VfioGroupStatus;
+  /** VFIO_GROUP_SET_CONTAINER. */
+  vfioGroupSetContainer(groupFd: number, containerFd: number): void;
+  /** VFIO_GROUP_UNSET_CONTAINER (drops the container's IOMMU when it was the last group). */
+  vfioGroupUnsetContainer(groupFd: number): void;
+  /** VFIO_GROUP_GET_DEVICE_FD with the device name (the BDF for PCI); the fd is close-on-exec. */
+  vfioGroupGetDeviceFd(groupFd: number, name: string): number;
+  /** VFIO_DEVICE_GET_INFO. */
+  vfioDeviceGetInfo(deviceFd: number): VfioDeviceInfo;
+  /** VFIO_DEVICE_GET_REGION_INFO with its capability chain (sparse mmap, type, MSI-X mappable). */
+  vfioDeviceGetRegionInfo(deviceFd: number, index: number): VfioRegionInfo;
+  /** VFIO_DEVICE_GET_IRQ_INFO (EINVAL for an index the device does not have). */
+  vfioDeviceGetIrqInfo(deviceFd: number, index: number): VfioIrqInfo;
+  /** VFIO_DEVICE_RESET. */
+  vfioDeviceReset(deviceFd: number): void;
+  /**
+   * pread on the device fd at the absolute `offset` (region offset + offset in the region) into `buffer`; returns
+   * the bytes read (fewer only at the end of the region). For config space use 1-, 2- or 4-byte naturally aligned
+   * accesses.
+   */
+  vfioRegionRead(deviceFd: number, offset: number, buffer: Uint8Array): number;
+  /** pwrite counterpart of vfioRegionRead; returns the bytes written. */
+  vfioRegionWrite(deviceFd: number, offset: number, buffer: Uint8Array): number;
+  /**
+   * VFIO_IOMMU_MAP_DMA of `size` bytes at `bufferOffset` of `buffer` (a live `mmap` ArrayBuffer, e.g. of a memfd)
+   * to `iova`; offsets and size page-aligned; flags VFIO_DMA_MAP_FLAG_READ|WRITE (default both). The buffer is
+   * pinned (munmap throws EBUSY) until vfioIommuUnmapDma or vfioCloseContainer.
+   */
+  vfioIommuMapDma(containerFd: number, buffer: ArrayBuffer, bufferOffset: number, iova: number, size: number, flags?: number): void;
+  /** VFIO_IOMMU_UNMAP_DMA of exactly one earlier vfioIommuMapDma (same iova and size); unpins its buffer. */
+  vfioIommuUnmapDma(containerFd: number, iova: number, size: number): number;
+  /** Closes a container fd and unpins every buffer DMA-mapped through it. Use it instead of close() for containers. */
+  vfioCloseContainer(containerFd: number): void;
 }
 
 function loadAddon(): NativeAddon {

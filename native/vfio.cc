@@ -1,0 +1,591 @@
+// VFIO (legacy container/group API): the ioctls a passthrough manager needs to prove a device is usable, and a
+// userspace driver needs to talk to it (BAR mmap goes through memory.cc's mmap() on the device fd).
+//
+// Policy-free like the rest of the addon: every entry point validates its arguments, does one thing, and throws a
+// system error with errno/code/syscall and a message naming the ioctl, the fd and the region/irq index on failure.
+// Callers (src/vfio/) add the BDF. The 6.1 kernels of the test bed have no iommufd, so this is the type1 container
+// API; iommufd/cdev can be added next to it.
+//
+// DMA mappings pin the addon mapping they point into (memory.h): while the device may write to it, munmap() of the
+// ArrayBuffer throws EBUSY and a garbage-collected ArrayBuffer is not unmapped. vfioIommuUnmapDma() and
+// vfioCloseContainer() drop the pins. Closing a container fd with plain close() leaves its buffers pinned.
+#include "common.h"
+#include "memory.h"
+
+#include <fcntl.h>
+#include <linux/vfio.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <utility>
+#include <vector>
+
+namespace vfiod {
+namespace {
+
+// (container fd, iova) -> pinned mapping, for every DMA mapping made through vfioIommuMapDma.
+struct DmaRecord {
+  Mapping* mapping;
+  uint64_t size;
+};
+std::mutex g_dmaMutex;
+std::map<std::pair<int, uint64_t>, DmaRecord> g_dma;
+
+int IoctlRetry(int fd, unsigned long request, void* arg) {
+  int rc;
+  do {
+    rc = ::ioctl(fd, request, arg);
+  } while (rc < 0 && errno == EINTR);
+  return rc;
+}
+int IoctlRetryInt(int fd, unsigned long request, unsigned long arg) {
+  int rc;
+  do {
+    rc = ::ioctl(fd, request, arg);
+  } while (rc < 0 && errno == EINTR);
+  return rc;
+}
+
+std::string FdText(int fd) { return "fd " + std::to_string(fd); }
+
+// Number for values that fit exactly in a double, else BigInt (region offsets/sizes of exotic regions).
+Napi::Value U64(Napi::Env env, uint64_t v) {
+  if (v <= static_cast<uint64_t>(kMaxSafeInteger)) return Napi::Number::New(env, static_cast<double>(v));
+  return Napi::BigInt::New(env, v);
+}
+
+// Walks a VFIO capability chain in `buf` (offsets relative to the start of the info struct).
+template <typename F>
+void WalkCaps(const std::vector<uint8_t>& buf, uint32_t first, F&& visit) {
+  uint32_t off = first;
+  unsigned guard = 0;
+  while (off != 0 && off + sizeof(vfio_info_cap_header) <= buf.size() && guard++ < 64) {
+    vfio_info_cap_header hdr;
+    std::memcpy(&hdr, buf.data() + off, sizeof hdr);
+    visit(hdr, off);
+    if (hdr.next <= off) break;  // chains only go forward; refuse loops
+    off = hdr.next;
+  }
+}
+
+// ---- container / group ----
+
+// vfioOpenContainer(path = '/dev/vfio/vfio') -> fd; checks VFIO_GET_API_VERSION.
+Napi::Value OpenContainer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = "/dev/vfio/vfio";
+  if (info.Length() > 0 && !info[0].IsUndefined() &&
+      !GetString(info, 0, "vfioOpenContainer", "path", PATH_MAX - 1, &path)) {
+    return Napi::Value();
+  }
+  int fd;
+  do {
+    fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    ThrowErrno(env, errno, "open", path);
+    return Napi::Value();
+  }
+  int version = IoctlRetryInt(fd, VFIO_GET_API_VERSION, 0);
+  if (version != VFIO_API_VERSION) {
+    int err = version < 0 ? errno : EINVAL;
+    ::close(fd);
+    if (version < 0) {
+      ThrowErrno(env, err, "ioctl", "VFIO_GET_API_VERSION, " + path);
+    } else {
+      ThrowErrnoMessage(env, EINVAL, "ioctl",
+                        "ioctl(VFIO_GET_API_VERSION, " + path + "): API version " + std::to_string(version) +
+                            ", expected " + std::to_string(VFIO_API_VERSION));
+    }
+    return Napi::Value();
+  }
+  return Napi::Number::New(env, fd);
+}
+
+// vfioCheckExtension(containerFd, extension) -> number (0 = unsupported)
+Napi::Value CheckExtension(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  int64_t ext;
+  if (!GetFd(info, 0, "vfioCheckExtension", &fd) ||
+      !GetInteger(info, 1, "vfioCheckExtension", "extension", 0, INT_MAX, &ext)) {
+    return Napi::Value();
+  }
+  int rc = IoctlRetryInt(fd, VFIO_CHECK_EXTENSION, static_cast<unsigned long>(ext));
+  if (rc < 0) {
+    ThrowErrno(env, errno, "ioctl", "VFIO_CHECK_EXTENSION " + std::to_string(ext) + ", " + FdText(fd));
+    return Napi::Value();
+  }
+  return Napi::Number::New(env, rc);
+}
+
+// vfioSetIommu(containerFd, type)
+Napi::Value SetIommu(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  int64_t type;
+  if (!GetFd(info, 0, "vfioSetIommu", &fd) || !GetInteger(info, 1, "vfioSetIommu", "type", 0, INT_MAX, &type)) {
+    return Napi::Value();
+  }
+  if (IoctlRetryInt(fd, VFIO_SET_IOMMU, static_cast<unsigned long>(type)) < 0) {
+    ThrowErrno(env, errno, "ioctl", "VFIO_SET_IOMMU type " + std::to_string(type) + ", " + FdText(fd));
+    return Napi::Value();
+  }
+  return env.Undefined();
+}
+
+// vfioIommuGetInfo(containerFd) -> { flags, iovaPgsizes, iovaRanges?: [{start, end}], dmaAvail? }
+Napi::Value IommuGetInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, "vfioIommuGetInfo", &fd)) return Napi::Value();
+  std::vector<uint8_t> buf(sizeof(vfio_iommu_type1_info));
+  for (int attempt = 0; attempt < 3; attempt++) {
+    auto* ii = reinterpret_cast<vfio_iommu_type1_info*>(buf.data());
+    std::memset(buf.data(), 0, buf.size());
+    ii->argsz = static_cast<uint32_t>(buf.size());
+    if (IoctlRetry(fd, VFIO_IOMMU_GET_INFO, buf.data()) < 0) {
+      ThrowErrno(env, errno, "ioctl", "VFIO_IOMMU_GET_INFO, " + FdText(fd));
+      return Napi::Value();
+    }
+    if (ii->argsz <= buf.size() || ii->argsz > (1u << 20)) break;
+    buf.resize(ii->argsz);
+  }
+  vfio_iommu_type1_info ii;
+  std::memcpy(&ii, buf.data(), sizeof ii);
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("flags", Napi::Number::New(env, ii.flags));
+  out.Set("iovaPgsizes", U64(env, ii.iova_pgsizes));
+  if ((ii.flags & VFIO_IOMMU_INFO_CAPS) && ii.cap_offset != 0 && ii.argsz <= buf.size()) {
+    WalkCaps(buf, ii.cap_offset, [&](const vfio_info_cap_header& hdr, uint32_t off) {
+      if (hdr.id == VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE &&
+          off + sizeof(vfio_iommu_type1_info_cap_iova_range) <= buf.size()) {
+        vfio_iommu_type1_info_cap_iova_range cap;
+        std::memcpy(&cap, buf.data() + off, sizeof cap);
+        Napi::Array ranges = Napi::Array::New(env);
+        size_t base = off + sizeof cap;
+        for (uint32_t i = 0; i < cap.nr_iovas && base + (i + 1) * sizeof(vfio_iova_range) <= buf.size(); i++) {
+          vfio_iova_range r;
+          std::memcpy(&r, buf.data() + base + i * sizeof r, sizeof r);
+          Napi::Object range = Napi::Object::New(env);
+          range.Set("start", U64(env, r.start));
+          range.Set("end", U64(env, r.end));
+          ranges.Set(i, range);
+        }
+        out.Set("iovaRanges", ranges);
+      } else if (hdr.id == VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL &&
+                 off + sizeof(vfio_iommu_type1_info_dma_avail) <= buf.size()) {
+        vfio_iommu_type1_info_dma_avail cap;
+        std::memcpy(&cap, buf.data() + off, sizeof cap);
+        out.Set("dmaAvail", Napi::Number::New(env, cap.avail));
+      }
+    });
+  }
+  return out;
+}
+
+// vfioOpenGroup(path) -> fd (e.g. '/dev/vfio/12')
+Napi::Value OpenGroup(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path;
+  if (!GetString(info, 0, "vfioOpenGroup", "path", PATH_MAX - 1, &path)) return Napi::Value();
+  int fd;
+  do {
+    fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) {
+    ThrowErrno(env, errno, "open", path);
+    return Napi::Value();
+  }
+  return Napi::Number::New(env, fd);
+}
+
+// vfioGroupGetStatus(groupFd) -> { flags, viable, containerSet }
+Napi::Value GroupGetStatus(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, "vfioGroupGetStatus", &fd)) return Napi::Value();
+  vfio_group_status st{};
+  st.argsz = sizeof st;
+  if (IoctlRetry(fd, VFIO_GROUP_GET_STATUS, &st) < 0) {
+    ThrowErrno(env, errno, "ioctl", "VFIO_GROUP_GET_STATUS, " + FdText(fd));
+    return Napi::Value();
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("flags", Napi::Number::New(env, st.flags));
+  out.Set("viable", Napi::Boolean::New(env, (st.flags & VFIO_GROUP_FLAGS_VIABLE) != 0));
+  out.Set("containerSet", Napi::Boolean::New(env, (st.flags & VFIO_GROUP_FLAGS_CONTAINER_SET) != 0));
+  return out;
+}
+
+// vfioGroupSetContainer(groupFd, containerFd)
+Napi::Value GroupSetContainer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd, container;
+  if (!GetFd(info, 0, "vfioGroupSetContainer", &fd)) return Napi::Value();
+  int64_t c;
+  if (!GetInteger(info, 1, "vfioGroupSetContainer", "containerFd", 0, INT_MAX, &c)) return Napi::Value();
+  container = static_cast<int>(c);
+  if (IoctlRetry(fd, VFIO_GROUP_SET_CONTAINER, &container) < 0) {
+    ThrowErrno(env, errno, "ioctl",
+               "VFIO_GROUP_SET_CONTAINER, group " + FdText(fd) + ", container " + FdText(container));
+    return Napi::Value();
+  }
+  return env.Undefined();
+}
+
+// vfioGroupUnsetContainer(groupFd)
+Napi::Value GroupUnsetContainer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, "vfioGroupUnsetContainer", &fd)) return Napi::Value();
+  if (IoctlRetryInt(fd, VFIO_GROUP_UNSET_CONTAINER, 0) < 0) {
+    ThrowErrno(env, errno, "ioctl", "VFIO_GROUP_UNSET_CONTAINER, " + FdText(fd));
+    return Napi::Value();
+  }
+  return env.Undefined();
+}
+
+// vfioGroupGetDeviceFd(groupFd, name) -> device fd (close-on-exec); name is the BDF for PCI devices.
+Napi::Value GroupGetDeviceFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  std::string name;
+  if (!GetFd(info, 0, "vfioGroupGetDeviceFd", &fd) ||
+      !GetString(info, 1, "vfioGroupGetDeviceFd", "name", 255, &name)) {
+    return Napi::Value();
+  }
+  if (name.empty()) {
+    ThrowInvalidValue(env, "vfioGroupGetDeviceFd: \"name\" must not be empty");
+    return Napi::Value();
+  }
+  int dev = IoctlRetry(fd, VFIO_GROUP_GET_DEVICE_FD, const_cast<char*>(name.c_str()));
+  if (dev < 0) {
+    ThrowErrno(env, errno, "ioctl", "VFIO_GROUP_GET_DEVICE_FD '" + name + "', group " + FdText(fd));
+    return Napi::Value();
+  }
+  // VFIO device fds are created with O_CLOEXEC already; make sure anyway.
+  int fl = fcntl(dev, F_GETFD);
+  if (fl >= 0 && !(fl & FD_CLOEXEC)) fcntl(dev, F_SETFD, fl | FD_CLOEXEC);
+  return Napi::Number::New(env, dev);
+}
+
+// ---- device ----
+
+// vfioDeviceGetInfo(deviceFd) -> { flags, numRegions, numIrqs, reset, pci }
+Napi::Value DeviceGetInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, "vfioDeviceGetInfo", &fd)) return Napi::Value();
+  vfio_device_info di{};
+  di.argsz = sizeof di;
+  if (IoctlRetry(fd, VFIO_DEVICE_GET_INFO, &di) < 0) {
+    ThrowErrno(env, errno, "ioctl", "VFIO_DEVICE_GET_INFO, " + FdText(fd));
+    return Napi::Value();
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("flags", Napi::Number::New(env, di.flags));
+  out.Set("numRegions", Napi::Number::New(env, di.num_regions));
+  out.Set("numIrqs", Napi::Number::New(env, di.num_irqs));
+  out.Set("reset", Napi::Boolean::New(env, (di.flags & VFIO_DEVICE_FLAGS_RESET) != 0));
+  out.Set("pci", Napi::Boolean::New(env, (di.flags & VFIO_DEVICE_FLAGS_PCI) != 0));
+  return out;
+}
+
+// vfioDeviceGetRegionInfo(deviceFd, index) -> { index, flags, size, offset, readable, writable, mmap,
+//   sparseMmap?: [{offset, size}], type?: {type, subtype}, msixMappable, capIds: number[] }
+Napi::Value DeviceGetRegionInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  int64_t index;
+  if (!GetFd(info, 0, "vfioDeviceGetRegionInfo", &fd) ||
+      !GetInteger(info, 1, "vfioDeviceGetRegionInfo", "index", 0, UINT32_MAX, &index)) {
+    return Napi::Value();
+  }
+  std::vector<uint8_t> buf(sizeof(vfio_region_info));
+  vfio_region_info ri{};
+  for (int attempt = 0; attempt < 3; attempt++) {
+    std::memset(buf.data(), 0, buf.size());
+    auto* p = reinterpret_cast<vfio_region_info*>(buf.data());
+    p->argsz = static_cast<uint32_t>(buf.size());
+    p->index = static_cast<uint32_t>(index);
+    if (IoctlRetry(fd, VFIO_DEVICE_GET_REGION_INFO, buf.data()) < 0) {
+      ThrowErrno(env, errno, "ioctl",
+                 "VFIO_DEVICE_GET_REGION_INFO, " + FdText(fd) + ", region " + std::to_string(index));
+      return Napi::Value();
+    }
+    std::memcpy(&ri, buf.data(), sizeof ri);
+    // With capabilities the kernel reports the size it needs in argsz: ask again with a big enough buffer.
+    if (!(ri.flags & VFIO_REGION_INFO_FLAG_CAPS) || ri.argsz <= buf.size() || ri.argsz > (1u << 20)) break;
+    buf.resize(ri.argsz);
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("index", Napi::Number::New(env, ri.index));
+  out.Set("flags", Napi::Number::New(env, ri.flags));
+  out.Set("size", U64(env, ri.size));
+  out.Set("offset", U64(env, ri.offset));
+  out.Set("readable", Napi::Boolean::New(env, (ri.flags & VFIO_REGION_INFO_FLAG_READ) != 0));
+  out.Set("writable", Napi::Boolean::New(env, (ri.flags & VFIO_REGION_INFO_FLAG_WRITE) != 0));
+  out.Set("mmap", Napi::Boolean::New(env, (ri.flags & VFIO_REGION_INFO_FLAG_MMAP) != 0));
+  bool msixMappable = false;
+  Napi::Array capIds = Napi::Array::New(env);
+  if ((ri.flags & VFIO_REGION_INFO_FLAG_CAPS) && ri.cap_offset != 0 && ri.argsz <= buf.size()) {
+    uint32_t n = 0;
+    WalkCaps(buf, ri.cap_offset, [&](const vfio_info_cap_header& hdr, uint32_t off) {
+      capIds.Set(n++, Napi::Number::New(env, hdr.id));
+      if (hdr.id == VFIO_REGION_INFO_CAP_SPARSE_MMAP && off + sizeof(vfio_region_info_cap_sparse_mmap) <= buf.size()) {
+        vfio_region_info_cap_sparse_mmap cap;
+        std::memcpy(&cap, buf.data() + off, sizeof cap);
+        Napi::Array areas = Napi::Array::New(env);
+        size_t base = off + sizeof cap;
+        for (uint32_t i = 0; i < cap.nr_areas && base + (i + 1) * sizeof(vfio_region_sparse_mmap_area) <= buf.size();
+             i++) {
+          vfio_region_sparse_mmap_area a;
+          std::memcpy(&a, buf.data() + base + i * sizeof a, sizeof a);
+          Napi::Object area = Napi::Object::New(env);
+          area.Set("offset", U64(env, a.offset));
+          area.Set("size", U64(env, a.size));
+          areas.Set(i, area);
+        }
+        out.Set("sparseMmap", areas);
+      } else if (hdr.id == VFIO_REGION_INFO_CAP_TYPE && off + sizeof(vfio_region_info_cap_type) <= buf.size()) {
+        vfio_region_info_cap_type cap;
+        std::memcpy(&cap, buf.data() + off, sizeof cap);
+        Napi::Object type = Napi::Object::New(env);
+        type.Set("type", Napi::Number::New(env, cap.type));
+        type.Set("subtype", Napi::Number::New(env, cap.subtype));
+        out.Set("type", type);
+      } else if (hdr.id == VFIO_REGION_INFO_CAP_MSIX_MAPPABLE) {
+        msixMappable = true;
+      }
+    });
+  }
+  out.Set("msixMappable", Napi::Boolean::New(env, msixMappable));
+  out.Set("capIds", capIds);
+  return out;
+}
+
+// vfioDeviceGetIrqInfo(deviceFd, index) -> { index, flags, count, eventfd, maskable, automasked, noresize }
+Napi::Value DeviceGetIrqInfo(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  int64_t index;
+  if (!GetFd(info, 0, "vfioDeviceGetIrqInfo", &fd) ||
+      !GetInteger(info, 1, "vfioDeviceGetIrqInfo", "index", 0, UINT32_MAX, &index)) {
+    return Napi::Value();
+  }
+  vfio_irq_info ii{};
+  ii.argsz = sizeof ii;
+  ii.index = static_cast<uint32_t>(index);
+  if (IoctlRetry(fd, VFIO_DEVICE_GET_IRQ_INFO, &ii) < 0) {
+    ThrowErrno(env, errno, "ioctl", "VFIO_DEVICE_GET_IRQ_INFO, " + FdText(fd) + ", irq " + std::to_string(index));
+    return Napi::Value();
+  }
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("index", Napi::Number::New(env, ii.index));
+  out.Set("flags", Napi::Number::New(env, ii.flags));
+  out.Set("count", Napi::Number::New(env, ii.count));
+  out.Set("eventfd", Napi::Boolean::New(env, (ii.flags & VFIO_IRQ_INFO_EVENTFD) != 0));
+  out.Set("maskable", Napi::Boolean::New(env, (ii.flags & VFIO_IRQ_INFO_MASKABLE) != 0));
+  out.Set("automasked", Napi::Boolean::New(env, (ii.flags & VFIO_IRQ_INFO_AUTOMASKED) != 0));
+  out.Set("noresize", Napi::Boolean::New(env, (ii.flags & VFIO_IRQ_INFO_NORESIZE) != 0));
+  return out;
+}
+
+// vfioDeviceReset(deviceFd)
+Napi::Value DeviceReset(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, "vfioDeviceReset", &fd)) return Napi::Value();
+  if (IoctlRetryInt(fd, VFIO_DEVICE_RESET, 0) < 0) {
+    ThrowErrno(env, errno, "ioctl", "VFIO_DEVICE_RESET, " + FdText(fd));
+    return Napi::Value();
+  }
+  return env.Undefined();
+}
+
+// vfioRegionRead(deviceFd, offset, buffer) -> bytes read (fills the buffer unless the region ends first).
+// vfioRegionWrite(deviceFd, offset, buffer) -> bytes written. `offset` is the absolute file offset
+// (region offset + offset within the region). One pread/pwrite per call (retried on EINTR, continued on a short
+// transfer): vfio-pci splits config space accesses into naturally aligned 1/2/4-byte accesses itself.
+Napi::Value RegionTransfer(const Napi::CallbackInfo& info, bool write) {
+  Napi::Env env = info.Env();
+  const char* fn = write ? "vfioRegionWrite" : "vfioRegionRead";
+  int fd;
+  int64_t offset;
+  uint8_t* data;
+  size_t length;
+  if (!GetFd(info, 0, fn, &fd) || !GetInteger(info, 1, fn, "offset", 0, kMaxSafeInteger, &offset) ||
+      !GetUint8Array(info, 2, fn, "buffer", &data, &length)) {
+    return Napi::Value();
+  }
+  size_t done = 0;
+  while (done < length) {
+    ssize_t n = write ? ::pwrite(fd, data + done, length - done, static_cast<off_t>(offset + done))
+                      : ::pread(fd, data + done, length - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      ThrowErrno(env, errno, write ? "pwrite" : "pread",
+                 FdText(fd) + ", offset 0x" + [](uint64_t v) {
+                   char b[32];
+                   snprintf(b, sizeof b, "%llx", static_cast<unsigned long long>(v));
+                   return std::string(b);
+                 }(static_cast<uint64_t>(offset + done)) + ", length " + std::to_string(length - done));
+      return Napi::Value();
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  return Napi::Number::New(env, static_cast<double>(done));
+}
+Napi::Value RegionRead(const Napi::CallbackInfo& info) { return RegionTransfer(info, false); }
+Napi::Value RegionWrite(const Napi::CallbackInfo& info) { return RegionTransfer(info, true); }
+
+// ---- DMA ----
+
+// vfioIommuMapDma(containerFd, buffer, bufferOffset, iova, size, flags = READ|WRITE)
+// `buffer` must be a live mapping from mmap() (memfd or device); [bufferOffset, bufferOffset + size) must lie in it,
+// and bufferOffset, iova and size must be page-aligned. The mapping is pinned until vfioIommuUnmapDma/
+// vfioCloseContainer.
+Napi::Value IommuMapDma(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* fn = "vfioIommuMapDma";
+  int fd;
+  int64_t bufOff, iova, size, flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
+  if (!GetFd(info, 0, fn, &fd) || !GetInteger(info, 2, fn, "bufferOffset", 0, kMaxSafeInteger, &bufOff) ||
+      !GetInteger(info, 3, fn, "iova", 0, kMaxSafeInteger, &iova) ||
+      !GetInteger(info, 4, fn, "size", 1, kMaxSafeInteger, &size)) {
+    return Napi::Value();
+  }
+  if (info.Length() > 5 && !info[5].IsUndefined() &&
+      !GetInteger(info, 5, fn, "flags", 1, VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE, &flags)) {
+    return Napi::Value();
+  }
+  const int64_t page = sysconf(_SC_PAGESIZE);
+  if (bufOff % page || iova % page || size % page) {
+    ThrowRangeError(env, std::string(fn) + ": bufferOffset, iova and size must be multiples of the page size (" +
+                             std::to_string(page) + ")");
+    return Napi::Value();
+  }
+  PinnedMapping pin;
+  if (!PinMapping(env, info[1], fn, &pin)) return Napi::Value();
+  if (static_cast<uint64_t>(bufOff) + static_cast<uint64_t>(size) > pin.length) {
+    UnpinMapping(pin.mapping);
+    ThrowRangeError(env, std::string(fn) + ": range [" + std::to_string(bufOff) + ", " +
+                             std::to_string(bufOff + size) + ") is outside the " + std::to_string(pin.length) +
+                             "-byte mapping");
+    return Napi::Value();
+  }
+  std::lock_guard<std::mutex> lock(g_dmaMutex);
+  if (g_dma.count({fd, static_cast<uint64_t>(iova)})) {
+    UnpinMapping(pin.mapping);
+    ThrowErrnoMessage(env, EEXIST, "ioctl",
+                      "ioctl(VFIO_IOMMU_MAP_DMA, " + FdText(fd) + ", iova " + std::to_string(iova) +
+                          "): this container already has a mapping at that iova");
+    return Napi::Value();
+  }
+  vfio_iommu_type1_dma_map map{};
+  map.argsz = sizeof map;
+  map.flags = static_cast<uint32_t>(flags);
+  map.vaddr = reinterpret_cast<uint64_t>(pin.addr + bufOff);
+  map.iova = static_cast<uint64_t>(iova);
+  map.size = static_cast<uint64_t>(size);
+  if (IoctlRetry(fd, VFIO_IOMMU_MAP_DMA, &map) < 0) {
+    int err = errno;
+    UnpinMapping(pin.mapping);
+    ThrowErrno(env, err, "ioctl",
+               "VFIO_IOMMU_MAP_DMA, " + FdText(fd) + ", iova " + std::to_string(iova) + ", size " +
+                   std::to_string(size));
+    return Napi::Value();
+  }
+  g_dma[{fd, static_cast<uint64_t>(iova)}] = DmaRecord{pin.mapping, static_cast<uint64_t>(size)};
+  return env.Undefined();
+}
+
+// vfioIommuUnmapDma(containerFd, iova, size) -> bytes unmapped. Must match a vfioIommuMapDma exactly.
+Napi::Value IommuUnmapDma(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* fn = "vfioIommuUnmapDma";
+  int fd;
+  int64_t iova, size;
+  if (!GetFd(info, 0, fn, &fd) || !GetInteger(info, 1, fn, "iova", 0, kMaxSafeInteger, &iova) ||
+      !GetInteger(info, 2, fn, "size", 1, kMaxSafeInteger, &size)) {
+    return Napi::Value();
+  }
+  std::lock_guard<std::mutex> lock(g_dmaMutex);
+  auto it = g_dma.find({fd, static_cast<uint64_t>(iova)});
+  if (it == g_dma.end() || it->second.size != static_cast<uint64_t>(size)) {
+    ThrowErrnoMessage(env, EINVAL, "ioctl",
+                      "ioctl(VFIO_IOMMU_UNMAP_DMA, " + FdText(fd) + ", iova " + std::to_string(iova) + ", size " +
+                          std::to_string(size) + "): no DMA mapping made by vfioIommuMapDma matches");
+    return Napi::Value();
+  }
+  vfio_iommu_type1_dma_unmap unmap{};
+  unmap.argsz = sizeof unmap;
+  unmap.iova = static_cast<uint64_t>(iova);
+  unmap.size = static_cast<uint64_t>(size);
+  if (IoctlRetry(fd, VFIO_IOMMU_UNMAP_DMA, &unmap) < 0) {
+    ThrowErrno(env, errno, "ioctl",
+               "VFIO_IOMMU_UNMAP_DMA, " + FdText(fd) + ", iova " + std::to_string(iova) + ", size " +
+                   std::to_string(size));
+    return Napi::Value();
+  }
+  UnpinMapping(it->second.mapping);
+  g_dma.erase(it);
+  return Napi::Number::New(env, static_cast<double>(unmap.size));
+}
+
+// vfioCloseContainer(containerFd): closes the fd (the kernel drops its DMA mappings once no group uses it) and
+// unpins every buffer mapped through it.
+Napi::Value CloseContainer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, "vfioCloseContainer", &fd)) return Napi::Value();
+  if (::close(fd) < 0 && errno != EINTR) {
+    ThrowErrno(env, errno, "close", FdText(fd));
+    return Napi::Value();
+  }
+  std::lock_guard<std::mutex> lock(g_dmaMutex);
+  for (auto it = g_dma.begin(); it != g_dma.end();) {
+    if (it->first.first == fd) {
+      UnpinMapping(it->second.mapping);
+      it = g_dma.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return env.Undefined();
+}
+
+}  // namespace
+
+void InitVfio(Napi::Env env, Napi::Object exports) {
+  exports.Set("vfioOpenContainer", Napi::Function::New(env, OpenContainer, "vfioOpenContainer"));
+  exports.Set("vfioCheckExtension", Napi::Function::New(env, CheckExtension, "vfioCheckExtension"));
+  exports.Set("vfioSetIommu", Napi::Function::New(env, SetIommu, "vfioSetIommu"));
+  exports.Set("vfioIommuGetInfo", Napi::Function::New(env, IommuGetInfo, "vfioIommuGetInfo"));
+  exports.Set("vfioOpenGroup", Napi::Function::New(env, OpenGroup, "vfioOpenGroup"));
+  exports.Set("vfioGroupGetStatus", Napi::Function::New(env, GroupGetStatus, "vfioGroupGetStatus"));
+  exports.Set("vfioGroupSetContainer", Napi::Function::New(env, GroupSetContainer, "vfioGroupSetContainer"));
+  exports.Set("vfioGroupUnsetContainer", Napi::Function::New(env, GroupUnsetContainer, "vfioGroupUnsetContainer"));
+  exports.Set("vfioGroupGetDeviceFd", Napi::Function::New(env, GroupGetDeviceFd, "vfioGroupGetDeviceFd"));
+  exports.Set("vfioDeviceGetInfo", Napi::Function::New(env, DeviceGetInfo, "vfioDeviceGetInfo"));
+  exports.Set("vfioDeviceGetRegionInfo", Napi::Function::New(env, DeviceGetRegionInfo, "vfioDeviceGetRegionInfo"));
+  exports.Set("vfioDeviceGetIrqInfo", Napi::Function::New(env, DeviceGetIrqInfo, "vfioDeviceGetIrqInfo"));
+  exports.Set("vfioDeviceReset", Napi::Function::New(env, DeviceReset, "vfioDeviceReset"));
+  exports.Set("vfioRegionRead", Napi::Function::New(env, RegionRead, "vfioRegionRead"));
+  exports.Set("vfioRegionWrite", Napi::Function::New(env, RegionWrite, "vfioRegionWrite"));
+  exports.Set("vfioIommuMapDma", Napi::Function::New(env, IommuMapDma, "vfioIommuMapDma"));
+  exports.Set("vfioIommuUnmapDma", Napi::Function::New(env, IommuUnmapDma, "vfioIommuUnmapDma"));
+  exports.Set("vfioCloseContainer", Napi::Function::New(env, CloseContainer, "vfioCloseContainer"));
+  exports.Set("VFIO_API_VERSION", Napi::Number::New(env, VFIO_API_VERSION));
+}
+
+}  // namespace vfiod

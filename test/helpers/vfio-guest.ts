@@ -1,0 +1,338 @@
+/**
+ * QEMU guest for the VFIO passthrough integration test (test/vfio-passthrough.test.ts).
+ *
+ * Recipe from ../shared/testbed: a TCG q35 guest with an emulated Intel IOMMU (intremap=on, caching-mode=on), an
+ * SR-IOV NVMe PF behind its own pcie-root-port (so the PF and every VF have their own IOMMU group) and a
+ * bochs-display (GPU stand-in) behind another root port. The guest boots the host's kernel with a tiny busybox
+ * initramfs built here (test/testbed-vfio/init.sh as /init, the virtio/9p modules), mounts the host's / read-only
+ * over 9p as its root (so the host's node, nvme-cli and kmod run in the guest), puts tmpfs on /tmp /run /var/tmp
+ * /root, mounts this repository and a writable work dir at their host paths (9p shares: visible even when they live
+ * under /tmp), and runs test/testbed-vfio/guest.sh, which runs test/testbed-vfio/guest-main.ts with tsx. The guest
+ * writes results.json into the work dir and powers off.
+ *
+ * QEMU runs under test/testbed/qemu-launch.sh (stops it when this process closes the pipe or dies, and after a hard
+ * timeout). Knobs: VFIOD_VFIO_GUEST_DISABLE=1, VFIOD_VFIO_GUEST_KERNEL=<ver>, VFIOD_VFIO_GUEST_QEMU=<binary>,
+ * VFIOD_VFIO_GUEST_KEEP=1 (keep the work dir), VFIOD_VFIO_GUEST_TIMEOUT=<s> (default 240).
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import {
+  accessSync, closeSync, constants as fsConstants, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync,
+  readSync, readdirSync, renameSync, rmSync, statSync, truncateSync, writeFileSync,
+} from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gunzipSync, gzipSync } from 'node:zlib';
+
+export const REPO = fileURLToPath(new URL('../../', import.meta.url)).replace(/\/$/, '');
+const GUEST_DIR = path.join(REPO, 'test', 'testbed-vfio');
+const LAUNCHER = path.join(REPO, 'test', 'testbed', 'qemu-launch.sh');
+/** Loaded by the initramfs /init (dependencies resolved by modprobe). */
+const INITRAMFS_MODULES = ['virtio_pci', '9pnet_virtio', '9p'];
+/** Loaded in the guest with modprobe from the 9p root; checked here so the test can skip with a reason. */
+const GUEST_MODULES = ['vfio-pci', 'nvme'];
+
+const env = (name: string): string | undefined => {
+  const value = process.env[name];
+  return value === undefined || value === '' ? undefined : value;
+};
+
+interface Setup {
+  qemu: string;
+  busybox: string;
+  kernel: string;
+  kernelVersion: string;
+  modules: string[];
+}
+
+function which(command: string): string | undefined {
+  for (const dir of (process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(':').concat(['/usr/sbin', '/sbin'])) {
+    const candidate = path.join(dir || '.', command);
+    try {
+      accessSync(candidate, fsConstants.X_OK);
+      if (statSync(candidate).isFile()) return candidate;
+    } catch {
+      /* next */
+    }
+  }
+  return undefined;
+}
+
+function isStaticElf(file: string): boolean {
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, 'r');
+    const header = Buffer.alloc(64);
+    if (readSync(fd, header, 0, 64, 0) !== 64 || header.readUInt32BE(0) !== 0x7f454c46 || header[4] !== 2) return false;
+    const phoff = Number(header.readBigUInt64LE(32));
+    const phentsize = header.readUInt16LE(54);
+    const phnum = header.readUInt16LE(56);
+    const table = Buffer.alloc(phentsize * phnum);
+    readSync(fd, table, 0, table.length, phoff);
+    for (let i = 0; i < phnum; i++) if (table.readUInt32LE(i * phentsize) === 3) return false;
+    return true;
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+function resolveModules(modprobe: string, version: string, names: string[]): string[] | string {
+  const files: string[] = [];
+  for (const name of names) {
+    const result = spawnSync(modprobe, ['-S', version, '--show-depends', name], { encoding: 'utf8' });
+    if (result.status !== 0) return `module ${name}: ${(result.stderr || result.stdout || 'not found').trim()}`;
+    for (const line of result.stdout.split('\n')) {
+      const match = /^insmod (\S+)/.exec(line);
+      if (match?.[1] && !files.includes(match[1])) files.push(match[1]);
+    }
+  }
+  return files;
+}
+
+let probed: { setup: Setup } | { reason: string } | undefined;
+
+function probeSetup(): { setup: Setup } | { reason: string } {
+  if (env('VFIOD_VFIO_GUEST_DISABLE') === '1') return { reason: 'disabled by VFIOD_VFIO_GUEST_DISABLE=1' };
+  if (process.platform !== 'linux' || process.arch !== 'x64') return { reason: 'needs Linux on x86-64' };
+  const qemuName = env('VFIOD_VFIO_GUEST_QEMU') ?? 'qemu-system-x86_64';
+  const qemu = qemuName.includes('/') ? qemuName : which(qemuName);
+  if (!qemu || !existsSync(qemu)) return { reason: `${qemuName} not found (apt-get install qemu-system-x86)` };
+  for (const tool of ['timeout', 'sh']) if (!which(tool)) return { reason: `${tool} not found (coreutils)` };
+  const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((f) => existsSync(f) && isStaticElf(f));
+  if (!busybox) return { reason: 'no statically linked busybox (apt-get install busybox-static)' };
+  const modprobe = which('modprobe');
+  if (!modprobe) return { reason: 'modprobe not found (apt-get install kmod)' };
+  // The guest runs the host's binaries from the 9p root: they must live outside the guest's tmpfs dirs.
+  const guestPath = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
+  const inGuest = (name: string): boolean => guestPath.some((d) => existsSync(path.join(d, name)));
+  if (!inGuest('node')) return { reason: 'node is not installed system-wide (/usr/bin, /usr/local/bin): the guest cannot run it' };
+  if (!inGuest('nvme')) return { reason: 'nvme-cli not found (apt-get install nvme-cli): needed to online the NVMe VFs (virt-mgmt)' };
+  if (!existsSync(path.join(REPO, 'node_modules', 'tsx'))) return { reason: 'tsx not installed (npm install)' };
+  if (!existsSync(path.join(REPO, 'build', 'Release', 'vfiod_native.node'))) return { reason: 'native addon not built (npm install)' };
+  if (/[\s,]/.test(REPO)) return { reason: `repository path '${REPO}' contains a space or comma (breaks -virtfs)` };
+  const wanted = env('VFIOD_VFIO_GUEST_KERNEL');
+  let versions: string[] = [];
+  try {
+    versions = readdirSync('/boot')
+      .filter((n) => n.startsWith('vmlinuz-'))
+      .map((n) => n.slice('vmlinuz-'.length))
+      .sort((a, b) => b.localeCompare(a, 'en', { numeric: true }));
+  } catch {
+    /* none */
+  }
+  if (wanted) versions = versions.filter((v) => v === wanted);
+  const rejected: string[] = [];
+  for (const version of versions) {
+    const kernel = `/boot/vmlinuz-${version}`;
+    try {
+      accessSync(kernel, fsConstants.R_OK);
+    } catch {
+      rejected.push(`${kernel} not readable`);
+      continue;
+    }
+    const modules = resolveModules(modprobe, version, INITRAMFS_MODULES);
+    if (typeof modules === 'string') {
+      rejected.push(`${version}: ${modules}`);
+      continue;
+    }
+    const guestModules = resolveModules(modprobe, version, GUEST_MODULES);
+    if (typeof guestModules === 'string') {
+      rejected.push(`${version}: ${guestModules}`);
+      continue;
+    }
+    return { setup: { qemu, busybox, kernel, kernelVersion: version, modules } };
+  }
+  return {
+    reason:
+      `no usable guest kernel${wanted ? ` (VFIOD_VFIO_GUEST_KERNEL=${wanted})` : ''}: need /boot/vmlinuz-<ver> with ` +
+      `${[...INITRAMFS_MODULES, ...GUEST_MODULES].join(', ')} in /lib/modules/<ver> (apt-get install linux-image-amd64)` +
+      (rejected.length ? `; rejected: ${rejected.join('; ')}` : ''),
+  };
+}
+
+/** Why the guest cannot run here, or undefined when it can. /dev/kvm is not needed (TCG). */
+export function vfioGuestUnavailableReason(): string | undefined {
+  probed ??= probeSetup();
+  return 'reason' in probed ? probed.reason : undefined;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+class Cpio {
+  private readonly chunks: Buffer[] = [];
+  private ino = 1;
+  dir(name: string): void {
+    this.entry(name, 0o040755, Buffer.alloc(0));
+  }
+  file(name: string, data: Uint8Array, mode = 0o644): void {
+    this.entry(name, 0o100000 | mode, Buffer.from(data));
+  }
+  symlink(name: string, target: string): void {
+    this.entry(name, 0o120777, Buffer.from(target));
+  }
+  charDevice(name: string, major: number, minor: number): void {
+    this.entry(name, 0o020600, Buffer.alloc(0), major, minor);
+  }
+  finish(): Buffer {
+    this.entry('TRAILER!!!', 0, Buffer.alloc(0));
+    return Buffer.concat(this.chunks);
+  }
+  private entry(name: string, mode: number, data: Buffer, major = 0, minor = 0): void {
+    const nameBytes = Buffer.from(`${name}\0`);
+    const hex = (n: number): string => n.toString(16).padStart(8, '0');
+    const fields = [this.ino++, mode, 0, 0, mode & 0o040000 ? 2 : 1, 0, data.length, 0, 0, major, minor, nameBytes.length, 0];
+    this.chunks.push(Buffer.from(`070701${fields.map(hex).join('')}`, 'ascii'), nameBytes);
+    this.pad(110 + nameBytes.length);
+    this.chunks.push(data);
+    this.pad(data.length);
+  }
+  private pad(length: number): void {
+    if (length % 4) this.chunks.push(Buffer.alloc(4 - (length % 4)));
+  }
+}
+
+function moduleBytes(file: string): Buffer {
+  if (file.endsWith('.ko')) return readFileSync(file);
+  if (file.endsWith('.ko.gz')) return gunzipSync(readFileSync(file));
+  const tool = file.endsWith('.ko.xz') ? 'xz' : file.endsWith('.ko.zst') ? 'zstd' : undefined;
+  if (!tool) throw new Error(`unsupported module file ${file}`);
+  const result = spawnSync(tool, ['-dc', file], { maxBuffer: 64 << 20 });
+  if (result.status !== 0) throw new Error(`cannot decompress ${file} with ${tool}`);
+  return result.stdout;
+}
+
+function buildInitramfs(setup: Setup): Buffer {
+  const cpio = new Cpio();
+  for (const dir of ['bin', 'dev', 'mods', 'proc', 'sys', 'newroot']) cpio.dir(dir);
+  cpio.charDevice('dev/console', 5, 1);
+  cpio.file('bin/busybox', readFileSync(setup.busybox), 0o755);
+  for (const applet of ['sh', 'mount', 'insmod', 'mkdir', 'switch_root', 'echo', 'cat', 'poweroff']) {
+    cpio.symlink(`bin/${applet}`, 'busybox');
+  }
+  const order: string[] = [];
+  for (const file of setup.modules) {
+    const name = path.basename(file).replace(/\.ko(\.\w+)?$/, '');
+    cpio.file(`mods/${name}.ko`, moduleBytes(file));
+    order.push(name);
+  }
+  cpio.file('mods/order', Buffer.from(`${order.join('\n')}\n`));
+  cpio.file('init', readFileSync(path.join(GUEST_DIR, 'init.sh')), 0o755);
+  return gzipSync(cpio.finish(), { level: 1 });
+}
+
+/**
+ * The vmlinux inside the bzImage (PVH boot skips the decompressor: several seconds under TCG), cached in
+ * ${TMPDIR}/vfiod-vfio-guest-cache; the bzImage when extraction is not possible.
+ */
+function bootableKernel(setup: Setup): string {
+  try {
+    if (!/^CONFIG_PVH=y$/m.test(readFileSync(`/boot/config-${setup.kernelVersion}`, 'utf8'))) return setup.kernel;
+    const st = statSync(setup.kernel);
+    const dir = path.join(os.tmpdir(), 'vfiod-vfio-guest-cache');
+    const cached = path.join(dir, `vmlinux-${setup.kernelVersion}-${st.size}-${Math.round(st.mtimeMs)}`);
+    if (existsSync(cached)) return cached;
+    const image = readFileSync(setup.kernel);
+    const formats: Array<{ magic: number[]; command: string[] }> = [
+      { magic: [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], command: ['xz', '-dc', '--single-stream'] },
+      { magic: [0x28, 0xb5, 0x2f, 0xfd], command: ['zstd', '-dcq'] },
+      { magic: [0x1f, 0x8b, 0x08], command: ['gzip', '-dcq'] },
+    ];
+    for (const { magic, command } of formats) {
+      const at = image.indexOf(Buffer.from(magic));
+      if (at < 0 || !which(command[0]!)) continue;
+      const result = spawnSync(command[0]!, command.slice(1), { input: image.subarray(at), maxBuffer: 512 << 20 });
+      const vmlinux = result.stdout;
+      if (!vmlinux || vmlinux.length < 1 << 20 || vmlinux.readUInt32BE(0) !== 0x7f454c46) continue;
+      mkdirSync(dir, { recursive: true });
+      const tmp = `${cached}.${process.pid}.tmp`;
+      writeFileSync(tmp, vmlinux);
+      renameSync(tmp, cached);
+      return cached;
+    }
+  } catch {
+    /* bzImage */
+  }
+  return setup.kernel;
+}
+
+export interface VfioGuestRun {
+  /** Parsed results.json written by the guest (undefined when it wrote none). */
+  results: Record<string, unknown> | undefined;
+  /** Serial console (kernel log, guest script output). */
+  console: string;
+  /** QEMU exit status (124: hard timeout). */
+  exitCode: number | null;
+  /** Milliseconds from QEMU start to its exit. */
+  wallMs: number;
+  workDir: string;
+}
+
+/**
+ * Boots the guest once, runs the guest program, waits for power-off and returns what it reported. `extra` adds
+ * key=value words to the kernel command line (read by the guest as vt.<key>).
+ */
+export async function runVfioGuest(options: { timeoutMs?: number } = {}): Promise<VfioGuestRun> {
+  probed ??= probeSetup();
+  if ('reason' in probed) throw new Error(`VFIO guest unavailable: ${probed.reason}`);
+  const setup = probed.setup;
+  const workDir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-vfio-guest-'));
+  const initrd = path.join(workDir, 'initrd.gz');
+  writeFileSync(initrd, buildInitramfs(setup));
+  const disk = path.join(workDir, 'nvm0.img');
+  writeFileSync(disk, '');
+  truncateSync(disk, 64 << 20);
+  const consoleLog = path.join(workDir, 'console.log');
+  const timeoutS = Math.ceil((options.timeoutMs ?? Number(env('VFIOD_VFIO_GUEST_TIMEOUT') ?? 240) * 1000) / 1000);
+  const append = [
+    'console=ttyS0', 'panic=-1', 'quiet', 'intel_iommu=on', 'iommu=pt', 'nvme_core.multipath=N',
+    `vt.work=${workDir}`, `vt.repo=${REPO}`, `vt.script=${path.join(GUEST_DIR, 'guest.sh')}`,
+  ].join(' ');
+  const args = [
+    '-accel', 'tcg', '-cpu', 'max', '-m', '2048', '-smp', '2', '-nographic', '-no-reboot', '-nic', 'none',
+    '-machine', 'q35', '-device', 'intel-iommu,intremap=on,caching-mode=on',
+    '-kernel', bootableKernel(setup), '-initrd', initrd, '-append', append,
+    '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
+    '-virtfs', `local,path=${REPO},mount_tag=repo,security_model=none,readonly=on,multidevs=remap`,
+    '-virtfs', `local,path=${workDir},mount_tag=work,security_model=none,multidevs=remap`,
+    // SR-IOV NVMe PF alone behind a root port (ACS): the PF and each VF get their own IOMMU group
+    '-device', 'pcie-root-port,id=rp0,chassis=1,slot=1',
+    '-drive', `file=${disk},if=none,id=nvm0,format=raw`,
+    '-device', 'nvme-subsys,id=subsys0,nqn=nqn.2026-11.io.vfiod:vfio-test',
+    '-device', 'nvme,id=nvme0,serial=vfiodvf,subsys=subsys0,bus=rp0,sriov_max_vfs=2,sriov_vq_flexible=8,sriov_vi_flexible=4,max_ioqpairs=12,msix_qsize=8',
+    '-device', 'nvme-ns,drive=nvm0,nsid=1',
+    // GPU stand-in on its own root port
+    '-device', 'pcie-root-port,id=rp1,chassis=2,slot=2',
+    '-device', 'bochs-display,bus=rp1',
+  ];
+  const started = Date.now();
+  const logFd = openSync(consoleLog, 'w');
+  const child = spawn('sh', [LAUNCHER, String(timeoutS), setup.qemu, ...args], {
+    stdio: ['pipe', logFd, logFd],
+  });
+  closeSync(logFd);
+  const exitCode = await new Promise<number | null>((resolve) => {
+    child.on('exit', (code) => resolve(code));
+    child.on('error', () => resolve(null));
+  });
+  const wallMs = Date.now() - started;
+  child.stdin?.destroy();
+  const consoleText = existsSync(consoleLog) ? readFileSync(consoleLog, 'utf8') : '';
+  let results: Record<string, unknown> | undefined;
+  const resultsFile = path.join(workDir, 'results.json');
+  if (existsSync(resultsFile)) {
+    try {
+      results = JSON.parse(readFileSync(resultsFile, 'utf8')) as Record<string, unknown>;
+    } catch {
+      results = undefined;
+    }
+  }
+  return { results, console: consoleText, exitCode, wallMs, workDir };
+}
+
+/** Removes the work dir unless VFIOD_VFIO_GUEST_KEEP=1. */
+export function cleanupVfioGuest(run: VfioGuestRun | undefined): void {
+  if (!run || env('VFIOD_VFIO_GUEST_KEEP') === '1') return;
+  rmSync(run.workDir, { recursive: true, force: true });
+}

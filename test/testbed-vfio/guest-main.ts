@@ -1,0 +1,256 @@
+/**
+ * Guest side of test/vfio-passthrough.test.ts (runs as root in the QEMU guest, see test/helpers/vfio-guest.ts).
+ *
+ * 1. Creates one NVMe VF on the SR-IOV PF and brings its secondary controller online (nvme virt-mgmt), keeping host
+ *    drivers off it (sriov_drivers_autoprobe=0).
+ * 2. Binds the VF to vfio-pci (driver_override + drivers_probe), opens it through src/vfio (container, group,
+ *    device), enumerates regions/irqs, maps BAR0, reads CAP/VS, maps a memfd for DMA, sets Bus Master and runs an
+ *    NVMe Identify Controller through the admin queue, checks that munmap of a DMA-mapped buffer is refused, resets.
+ * 3. Runs the prober (src/vfio/prober.ts) and releases the VF back to the nvme driver.
+ * 4. The same for the bochs-display GPU stand-in (no driver -> vfio-pci -> no driver).
+ * Everything it learns goes to $VT_WORK/results.json; the host test asserts on it.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+import { native, PROT_READ, PROT_WRITE } from '../../src/native/index.js';
+import { openVfioDevice } from '../../src/vfio/index.js';
+import { NativeVfioProber } from '../../src/vfio/prober.js';
+
+const WORK = process.env.VT_WORK ?? '.';
+const SYS = '/sys/bus/pci/devices';
+const results: Record<string, unknown> = { steps: [] as string[], errors: [] as string[] };
+const t0 = performance.now();
+const step = (name: string): void => {
+  const line = `[${((performance.now() - t0) / 1000).toFixed(2)}s] ${name}`;
+  (results.steps as string[]).push(line);
+  console.log(line);
+};
+const save = (): void => writeFileSync(path.join(WORK, 'results.json'), JSON.stringify(results, null, 2));
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const read = (file: string): string => readFileSync(file, 'utf8').trim();
+const write = (file: string, value: string): void => writeFileSync(file, value);
+const driverOf = (bdf: string): string | null => {
+  try {
+    return path.basename(readlinkSync(path.join(SYS, bdf, 'driver')));
+  } catch {
+    return null;
+  }
+};
+const groupOf = (bdf: string): number => Number(path.basename(readlinkSync(path.join(SYS, bdf, 'iommu_group'))));
+const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+
+async function waitFor(what: string, cond: () => boolean, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timeout waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/** driver_override + unbind + drivers_probe (never new_id); `driver` null restores "no driver". */
+async function bind(bdf: string, driver: string | null): Promise<void> {
+  const dev = path.join(SYS, bdf);
+  write(path.join(dev, 'driver_override'), driver ?? '\n');
+  if (driverOf(bdf)) write(path.join(dev, 'driver', 'unbind'), bdf);
+  if (driver) {
+    write('/sys/bus/pci/drivers_probe', bdf);
+    await waitFor(`${bdf} bound to ${driver}`, () => driverOf(bdf) === driver);
+  }
+}
+
+async function createVf(): Promise<{ pf: string; vf: string }> {
+  sh('modprobe', ['nvme']);
+  await waitFor('/dev/nvme0', () => existsSync('/dev/nvme0'));
+  const pf = path.basename(readlinkSync('/sys/class/nvme/nvme0/device'));
+  const pfDir = path.join(SYS, pf);
+  // take flexible resources from the primary controller, FLR the PF so it takes effect
+  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '0', '-r', '1', '-a', '1', '-n', '0']);
+  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '0', '-r', '0', '-a', '1', '-n', '0']);
+  write(path.join(pfDir, 'reset'), '1');
+  await waitFor('PF live after reset', () => existsSync('/sys/class/nvme/nvme0/state') && read('/sys/class/nvme/nvme0/state') === 'live');
+  write(path.join(pfDir, 'sriov_drivers_autoprobe'), '0');
+  write(path.join(pfDir, 'sriov_numvfs'), '1');
+  // secondary controller 1: 1 VI, 2 VQ, online
+  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '1', '-r', '1', '-a', '8', '-n', '1']);
+  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '1', '-r', '0', '-a', '8', '-n', '2']);
+  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '1', '-r', '0', '-a', '9', '-n', '0']);
+  const vf = path.basename(readlinkSync(path.join(pfDir, 'virtfn0')));
+  results.secondary = sh('nvme', ['list-secondary', '/dev/nvme0']).split('\n').filter((l) => /SCS|Online|Offline/i.test(l)).slice(0, 4);
+  return { pf, vf };
+}
+
+function nvmeIdentify(bdf: string): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const opened = openVfioDevice(bdf);
+  const { device, container } = opened;
+  try {
+    out.group = opened.groupNumber;
+    out.iommuType = opened.iommuType;
+    out.iommuInfo = container.iommuInfo();
+    const info = device.info();
+    out.info = info;
+    out.regions = device.regions().filter((r) => Number(r.size) > 0);
+    out.irqs = device.irqs();
+    // BAR0: CAP (64-bit), VS
+    const bar = device.mapRegion(0, { length: 0x2000 });
+    const r32 = new Uint32Array(bar);
+    const cap = BigInt(r32[0]!) | (BigInt(r32[1]!) << 32n);
+    const vs = r32[2]!;
+    out.cap = `0x${cap.toString(16)}`;
+    out.vs = `0x${vs.toString(16)}`;
+    const dstrd = Number((cap >> 32n) & 0xfn);
+    // DMA: 3 pages of a memfd (ASQ, ACQ, identify data) at IOVA 1 MiB
+    const IOVA = 0x100000;
+    const memfd = native.memfdCreate('vfio-dma', 3 * 4096);
+    const dma = native.mmap(memfd, 0, 3 * 4096, PROT_READ | PROT_WRITE);
+    native.close(memfd);
+    container.mapDma(dma, { iova: IOVA });
+    try {
+      native.munmap(dma);
+      out.munmapWhileDmaMapped = 'allowed (BUG)';
+    } catch (error) {
+      out.munmapWhileDmaMapped = (error as { code?: string }).code;
+    }
+    out.command = device.enableBusMaster();
+    const mem = new Uint8Array(dma);
+    const view = new DataView(dma);
+    r32[0x14 / 4] = 0; // CC.EN = 0
+    const spin = (what: string, cond: () => boolean): void => {
+      const deadline = Date.now() + 10_000;
+      while (!cond()) if (Date.now() > deadline) throw new Error(`timeout waiting for ${what} (CSTS 0x${r32[7]!.toString(16)})`);
+    };
+    spin('RDY=0', () => (r32[0x1c / 4]! & 1) === 0);
+    r32[0x24 / 4] = (15 << 16) | 15; // AQA
+    r32[0x28 / 4] = IOVA; // ASQ
+    r32[0x2c / 4] = 0;
+    r32[0x30 / 4] = IOVA + 4096; // ACQ
+    r32[0x34 / 4] = 0;
+    r32[0x14 / 4] = (4 << 20) | (6 << 16) | 1; // IOCQES 4, IOSQES 6, EN
+    spin('RDY=1', () => (r32[0x1c / 4]! & 1) === 1);
+    // Identify Controller: opcode 6, CID 0x1234, PRP1 = third page, CDW10 CNS=1
+    mem.fill(0, 0, 64);
+    view.setUint8(0, 0x06);
+    view.setUint16(2, 0x1234, true);
+    view.setUint32(24, IOVA + 8192, true);
+    view.setUint32(40, 1, true);
+    r32[0x1000 / 4] = 1; // SQ0 tail
+    spin('CQE', () => ((view.getUint32(4096 + 12, true) >>> 16) & 1) === 1);
+    const dw3 = view.getUint32(4096 + 12, true);
+    r32[(0x1000 + (4 << dstrd)) / 4] = 1; // CQ0 head
+    const text = (a: number, b: number): string => Buffer.from(mem.subarray(8192 + a, 8192 + b)).toString('latin1').replace(/[\s\0]+$/, '');
+    out.cqe = { cid: dw3 & 0xffff, status: dw3 >>> 17 };
+    out.identify = {
+      vid: view.getUint16(8192, true),
+      sn: text(4, 24),
+      mn: text(24, 64),
+      subnqn: text(768, 1024).split('\0')[0],
+    };
+    r32[0x14 / 4] = 0;
+    spin('RDY=0 after disable', () => (r32[0x1c / 4]! & 1) === 0);
+    container.unmapDma(IOVA);
+    native.munmap(dma);
+    if (info.reset) {
+      device.reset();
+      out.resetDone = true;
+      out.ccAfterReset = r32[0x14 / 4];
+    }
+  } finally {
+    opened.close();
+  }
+  return out;
+}
+
+function gpuProbe(bdf: string): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const opened = openVfioDevice(bdf);
+  const { device } = opened;
+  try {
+    const info = device.info();
+    out.info = info;
+    out.group = opened.groupNumber;
+    out.regions = device.regions().filter((r) => Number(r.size) > 0);
+    out.irqs = device.irqs();
+    out.vendorId = device.readConfig16(0);
+    out.classCode = device.readConfig32(8) >>> 8;
+    const bar2 = device.mapRegion(2, { length: 0x1000 });
+    out.dispiId = new Uint16Array(bar2)[0x500 / 2];
+    device.unmap(bar2);
+    const bar0 = device.mapRegion(0, { length: 0x1000 });
+    out.bar0Dword0 = new Uint32Array(bar0)[0];
+    if (info.reset) {
+      device.reset();
+      out.resetDone = true;
+    }
+  } finally {
+    opened.close();
+  }
+  return out;
+}
+
+async function main(): Promise<void> {
+  step('start');
+  sh('modprobe', ['vfio-pci']);
+  results.iommufd = existsSync('/dev/iommu');
+  const { pf, vf } = await createVf();
+  results.pf = pf;
+  results.vf = vf;
+  results.pfGroup = groupOf(pf);
+  results.vfGroup = groupOf(vf);
+  results.vfDriverBefore = driverOf(vf);
+  step(`VF ${vf} created and online`);
+  await bind(vf, 'vfio-pci');
+  await waitFor(`/dev/vfio/${groupOf(vf)}`, () => existsSync(`/dev/vfio/${groupOf(vf)}`));
+  results.vfDriverPrepared = driverOf(vf);
+  step('VF bound to vfio-pci');
+  results.nvme = nvmeIdentify(vf);
+  step('NVMe identify via VFIO DMA done');
+  results.vfProbe = await new NativeVfioProber().probe(vf);
+  step('VF probed');
+  // a second open of the group while held must fail with EBUSY (one user per group)
+  const held = openVfioDevice(vf);
+  try {
+    await new NativeVfioProber().probe(vf);
+    results.probeWhileHeld = 'succeeded (unexpected)';
+  } catch (error) {
+    results.probeWhileHeld = { code: (error as { code?: string }).code, message: (error as Error).message };
+  } finally {
+    held.close();
+  }
+  // release back to nvme, then clear the override
+  await bind(vf, 'nvme');
+  write(path.join(SYS, vf, 'driver_override'), '\n');
+  await waitFor(`nvme controller on ${vf}`, () => existsSync(path.join(SYS, vf, 'nvme')) && readdirSync(path.join(SYS, vf, 'nvme')).length > 0);
+  const ctrl = readdirSync(path.join(SYS, vf, 'nvme'))[0]!;
+  await waitFor(`${ctrl} live`, () => read(`/sys/class/nvme/${ctrl}/state`) === 'live', 20_000);
+  results.vfDriverReleased = driverOf(vf);
+  results.vfReleasedController = { name: ctrl, state: read(`/sys/class/nvme/${ctrl}/state`), serial: read(`/sys/class/nvme/${ctrl}/serial`) };
+  results.vfOverrideReleased = read(path.join(SYS, vf, 'driver_override'));
+  step('VF released to nvme');
+
+  const gpu = readdirSync(SYS).find((d) => read(path.join(SYS, d, 'vendor')) === '0x1234' && read(path.join(SYS, d, 'class')).startsWith('0x0380'));
+  if (!gpu) throw new Error('bochs-display not found');
+  results.gpu = gpu;
+  results.gpuDriverBefore = driverOf(gpu);
+  await bind(gpu, 'vfio-pci');
+  await waitFor(`/dev/vfio/${groupOf(gpu)}`, () => existsSync(`/dev/vfio/${groupOf(gpu)}`));
+  results.gpuResult = gpuProbe(gpu);
+  results.gpuProbe = await new NativeVfioProber().probe(gpu);
+  await bind(gpu, results.gpuDriverBefore as string | null);
+  results.gpuDriverReleased = driverOf(gpu);
+  results.gpuOverrideReleased = read(path.join(SYS, gpu, 'driver_override'));
+  step('GPU stand-in done');
+  results.ok = true;
+}
+
+main()
+  .catch((error: unknown) => {
+    const e = error as Error & { code?: string; errno?: number; syscall?: string };
+    (results.errors as string[]).push(`${e.stack ?? String(e)} code=${e.code} errno=${e.errno} syscall=${e.syscall}`);
+    console.error(error);
+  })
+  .finally(() => {
+    results.guestMs = Math.round(performance.now() - t0);
+    save();
+  });
