@@ -74,6 +74,10 @@ async function run(argv: string[]): Promise<number> {
       const { serve } = await import('../serve/supervisor.js');
       return serve([config]);
     }
+    case 'devices': {
+      const { runDevices } = await import('./devices.js');
+      return runDevices(rest);
+    }
     case 'version':
     case '--version':
       process.stdout.write(`${packageVersion()}\n`);

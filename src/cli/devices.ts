@@ -1,0 +1,302 @@
+/**
+ * `vfiod devices`: list, show, prepare, release and reconcile host PCI devices for VFIO passthrough, without the
+ * daemon. Claims live in the state database (--state, default /var/lib/vfiod/claims.db). docs/passthrough.md.
+ *
+ * Exit codes: 0 ok, 1 operation failed (refused or rolled back), 2 usage error, 3 device not found,
+ * 4 busy (held by a VMM, or claimed by another VM), 5 reconcile found something needing attention.
+ */
+import { parseArgs } from 'node:util';
+import { ClaimStore } from '../devices/claims.js';
+import { listDevices, type PciDevice, readDevice } from '../devices/discovery.js';
+import { DEFAULT_ROOTS, type HostRoots, normalizeBdf, realSysfsWriter, type SysfsWriter } from '../devices/host.js';
+import { DeviceError, DeviceManager } from '../devices/manager.js';
+import { loadNativeProber, type VfioProber } from '../devices/probe.js';
+import { DEVICE_KINDS, type DeviceSelector, parseId, selectDevices } from '../devices/selectors.js';
+import type { DeviceKind } from '../devices/discovery.js';
+
+export const DEFAULT_STATE = '/var/lib/vfiod/claims.db';
+
+export const DEVICES_USAGE = `Usage: vfiod devices <command> [options]
+
+Commands:
+  list [<bdf>...] [--id <vendor:device>] [--class <kind>] [--pf <bdf>] [--free] [--json]
+                        PCI devices, how they are bound and whether VFIO can use them
+  show <bdf> [--json]   everything known about one device, and its claim
+  prepare <bdf> --owner <vm> [--force] [--whole-group] [--timeout <s>] [--json]
+                        bind to vfio-pci and prove it usable (rolls back on any failure)
+  release <bdf> --owner <vm> [--wait <s>] [--json]
+                        restore the original driver and driver_override
+  reconcile [--json]    repair what interrupted operations left, report the rest
+
+Common options:
+  --state <path>        claims database (default ${DEFAULT_STATE})
+  --sysfs-root <dir>    default /sys      --dev-root <dir>  default /dev      --proc-root <dir>  default /proc
+  -h, --help
+
+Classes: ${DEVICE_KINDS.join(', ')}. Exit codes: 0 ok, 1 failed/refused, 2 usage, 3 not found, 4 busy, 5 needs attention.
+`;
+
+export const EXIT = { ok: 0, failed: 1, usage: 2, notFound: 3, busy: 4, attention: 5 } as const;
+
+export interface DevicesDeps {
+  stdout?: (text: string) => void;
+  stderr?: (text: string) => void;
+  writer?: SysfsWriter;
+  prober?: VfioProber;
+  /** Poll interval for waits (tests shorten it). */
+  pollMs?: number;
+}
+
+class CliUsage extends Error {}
+
+function exitFor(error: DeviceError): number {
+  switch (error.code) {
+    case 'NOT_FOUND':
+      return EXIT.notFound;
+    case 'ALREADY_EXISTS':
+    case 'UNAVAILABLE':
+      return EXIT.busy;
+    case 'INVALID_ARGUMENT':
+      return EXIT.usage;
+    default:
+      return EXIT.failed;
+  }
+}
+
+const hexSize = (n: number): string => {
+  for (const [unit, size] of [['G', 2 ** 30], ['M', 2 ** 20], ['K', 2 ** 10]] as const) if (n >= size && n % size === 0) return `${n / size}${unit}`;
+  return `${n}B`;
+};
+
+function statusOf(d: PciDevice, claimOwner: string | undefined): string {
+  if (claimOwner) return `claimed:${claimOwner}`;
+  if (d.vfio.usable) return d.vfio.state === 'vendor-vfio' ? 'vfio(vendor)' : 'vfio';
+  if (d.hostUse.some((u) => u.blocking)) return 'in-use';
+  switch (d.vfio.state) {
+    case 'bridge':
+      return 'bridge';
+    case 'no-iommu':
+      return 'no-iommu';
+    default:
+      return d.vfio.groupViable || d.groupMembers.length <= 1 ? 'free' : 'free(group)';
+  }
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n') + '\n';
+}
+
+function renderList(devices: PciDevice[], owners: Map<string, string>): string {
+  const rows = [['BDF', 'ID', 'CLASS', 'DRIVER', 'GROUP', 'NUMA', 'SR-IOV', 'STATUS', 'NOTES']];
+  for (const d of devices) {
+    const sriov = d.sriov ? `PF ${d.sriov.numVfs}/${d.sriov.totalVfs}` : d.physfn ? `VF of ${d.physfn.slice(5)}` : '-';
+    const notes = [
+      ...d.hostUse.filter((u) => u.blocking).map((u) => u.detail),
+      d.vfio.state === 'vendor-vfio' ? `vendor VFIO (${d.driver})` : '',
+      d.driverOverride ? `override=${d.driverOverride}` : '',
+    ].filter(Boolean);
+    rows.push([
+      d.bdf,
+      `${d.vendor}:${d.device}`,
+      `${d.kind}(${d.classCode})`,
+      d.driver ?? '-',
+      d.iommuGroup === null ? '-' : String(d.iommuGroup),
+      d.numaNode === null ? '-' : String(d.numaNode),
+      sriov,
+      statusOf(d, owners.get(d.bdf)),
+      notes.join('; '),
+    ]);
+  }
+  return table(rows);
+}
+
+function renderShow(d: PciDevice, claim: unknown): string {
+  const c = claim as { owner: string; state: string; originalDriver: string | null; originalOverride: string | null; createdAt: string; updatedAt: string; note: string | null } | undefined;
+  const lines = [
+    `${d.bdf}  ${d.vendor}:${d.device} (subsystem ${d.subsystemVendor ?? '?'}:${d.subsystemDevice ?? '?'})  class ${d.classCode} (${d.kind})`,
+    `driver:          ${d.driver ?? 'none'}${d.driverOverride ? ` (driver_override ${d.driverOverride})` : ''}`,
+    `iommu group:     ${d.iommuGroup ?? 'none'}${d.groupMembers.length ? ` [${d.groupMembers.join(', ')}]` : ''}`,
+    `numa node:       ${d.numaNode ?? '-'}`,
+  ];
+  if (d.sriov) lines.push(`sr-iov:          ${d.sriov.numVfs}/${d.sriov.totalVfs} VFs, drivers_autoprobe ${d.sriov.driversAutoprobe === null ? '?' : d.sriov.driversAutoprobe ? 'on' : 'off'}${d.virtfns.length ? ` [${d.virtfns.join(', ')}]` : ''}`);
+  if (d.physfn) lines.push(`physical fn:     ${d.physfn}`);
+  lines.push(`reset methods:   ${d.resetMethods === null ? 'unknown' : d.resetMethods.length ? d.resetMethods.join(', ') : 'none'}`);
+  lines.push(`BARs:            ${d.bars.length ? d.bars.map((b) => `${b.index === 6 ? 'ROM' : `BAR${b.index}`} ${hexSize(b.size)}`).join(', ') : 'none'}`);
+  lines.push(`vfio:            ${d.vfio.state}, ${d.vfio.usable ? 'usable now' : 'not usable now'}; group ${d.vfio.groupViable ? 'viable' : 'not viable'}${d.vfioGroupDev ? `; ${d.vfioGroupDev}` : ''}${d.vfioCdev ? `; ${d.vfioCdev}` : ''}`);
+  for (const r of d.vfio.reasons) lines.push(`                 - ${r}`);
+  if (d.hostUse.length) lines.push('host use:', ...d.hostUse.map((u) => `  ${u.blocking ? '!' : '-'} ${u.detail}`));
+  lines.push(
+    c
+      ? `claim:           ${c.owner} (${c.state}) since ${c.createdAt}; original driver ${c.originalDriver ?? 'none'}, override ${c.originalOverride ?? 'none'}${c.note ? `; ${c.note}` : ''}`
+      : 'claim:           none',
+  );
+  return lines.join('\n') + '\n';
+}
+
+function seconds(option: string, text: string | undefined, fallback: number): number {
+  if (text === undefined) return fallback;
+  const v = Number(text);
+  if (!/^\d+(\.\d+)?$/.test(text) || !Number.isFinite(v)) throw new CliUsage(`${option} must be a number of seconds, not '${text}'`);
+  return Math.round(v * 1000);
+}
+
+export async function runDevices(argv: string[], deps: DevicesDeps = {}): Promise<number> {
+  const out = deps.stdout ?? ((t: string) => void process.stdout.write(t));
+  const err = deps.stderr ?? ((t: string) => void process.stderr.write(t));
+  const [command, ...rest] = argv;
+  if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
+    out(DEVICES_USAGE);
+    return command === undefined ? EXIT.usage : EXIT.ok;
+  }
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: rest,
+      allowPositionals: true,
+      options: {
+        json: { type: 'boolean' },
+        state: { type: 'string' },
+        'sysfs-root': { type: 'string' },
+        'dev-root': { type: 'string' },
+        'proc-root': { type: 'string' },
+        id: { type: 'string', multiple: true },
+        class: { type: 'string', multiple: true },
+        pf: { type: 'string', multiple: true },
+        free: { type: 'boolean' },
+        owner: { type: 'string' },
+        force: { type: 'boolean' },
+        'whole-group': { type: 'boolean' },
+        timeout: { type: 'string' },
+        wait: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (error) {
+    err(`vfiod devices: ${(error as Error).message}\n`);
+    return EXIT.usage;
+  }
+  const v = parsed.values;
+  if (v.help) {
+    out(DEVICES_USAGE);
+    return EXIT.ok;
+  }
+  const roots: HostRoots = {
+    sysfs: v['sysfs-root'] ?? DEFAULT_ROOTS.sysfs,
+    dev: v['dev-root'] ?? DEFAULT_ROOTS.dev,
+    proc: v['proc-root'] ?? DEFAULT_ROOTS.proc,
+  };
+  const statePath = v.state ?? DEFAULT_STATE;
+  const json = (value: unknown) => out(`${JSON.stringify(value, null, 2)}\n`);
+  let store: ClaimStore | undefined;
+  const openStore = (): ClaimStore => (store ??= new ClaimStore(statePath));
+  const bdfArg = (): string => {
+    const [first, ...more] = parsed.positionals;
+    if (!first) throw new CliUsage(`${command} needs a device address (BDF), e.g. 0000:01:00.1`);
+    if (more.length) throw new CliUsage(`${command} takes one device, got ${parsed.positionals.length}`);
+    const bdf = normalizeBdf(first);
+    if (!bdf) throw new CliUsage(`'${first}' is not a PCI address (expected 0000:01:00.1 or 01:00.1)`);
+    return bdf;
+  };
+  const manager = async (): Promise<DeviceManager> =>
+    new DeviceManager({
+      roots,
+      writer: deps.writer ?? realSysfsWriter,
+      prober: deps.prober ?? (await loadNativeProber({ sysfsRoot: roots.sysfs, devRoot: roots.dev })),
+      claims: openStore(),
+      ...(deps.pollMs !== undefined ? { pollMs: deps.pollMs } : {}),
+      ...(v.timeout !== undefined ? { vfioTimeoutMs: seconds('--timeout', v.timeout, 5000) } : {}),
+    });
+
+  try {
+    switch (command) {
+      case 'list': {
+        const classes = v.class ?? [];
+        for (const c of classes) if (!DEVICE_KINDS.includes(c as DeviceKind)) throw new CliUsage(`--class must be one of ${DEVICE_KINDS.join(', ')}, not '${c}'`);
+        for (const i of v.id ?? []) if (!parseId(i)) throw new CliUsage(`--id must look like 15b3:6001, not '${i}'`);
+        const bdfs = parsed.positionals.map((p) => {
+          const b = normalizeBdf(p);
+          if (!b) throw new CliUsage(`'${p}' is not a PCI address`);
+          return b;
+        });
+        const pfs = (v.pf ?? []).map((p) => normalizeBdf(p) ?? p);
+        const selector: DeviceSelector = { bdfs, ids: v.id ?? [], classes: classes as DeviceKind[], pfs, free: v.free ?? false };
+        // The database is optional for listing: without it, nothing is shown as claimed.
+        const claims = safeClaims(statePath, openStore);
+        const owners = new Map(claims.map((c) => [c.bdf, c.owner]));
+        const devices = selectDevices(listDevices(roots), selector, new Set(owners.keys()));
+        if (v.json) json(devices.map((d) => ({ ...d, claim: claims.find((c) => c.bdf === d.bdf) ?? null })));
+        else out(devices.length ? renderList(devices, owners) : 'no matching devices\n');
+        return EXIT.ok;
+      }
+      case 'show': {
+        const bdf = bdfArg();
+        const d = readDevice(roots, bdf);
+        if (!d) {
+          err(`vfiod devices: no PCI device ${bdf}\n`);
+          return EXIT.notFound;
+        }
+        const claim = safeClaims(statePath, openStore).find((c) => c.bdf === bdf);
+        if (v.json) json({ ...d, claim: claim ?? null });
+        else out(renderShow(d, claim));
+        return EXIT.ok;
+      }
+      case 'prepare': {
+        const bdf = bdfArg();
+        if (!v.owner) throw new CliUsage('prepare needs --owner <vm>');
+        const result = await (await manager()).prepare(bdf, v.owner, { force: v.force ?? false, wholeGroup: v['whole-group'] ?? false });
+        if (v.json) json(result);
+        else {
+          out(`${result.changed ? 'prepared' : 'already prepared'} ${bdf} for ${result.owner}: ${result.vfioCdev ?? result.vfioGroupDev ?? '?'}\n`);
+          for (const d of result.devices) out(`  ${d.bdf}${d.companion ? ' (companion)' : ''}: ${d.mode === 'as-is' ? 'left on its VFIO driver' : `was ${d.originalDriver ?? 'unbound'}`}\n`);
+          for (const o of result.overridden) out(`  forced over: ${o}\n`);
+          for (const w of result.warnings) out(`  warning: ${w}\n`);
+        }
+        return EXIT.ok;
+      }
+      case 'release': {
+        const bdf = bdfArg();
+        if (!v.owner) throw new CliUsage('release needs --owner <vm>');
+        const result = await (await manager()).release(bdf, v.owner, { waitMs: seconds('--wait', v.wait, 0) });
+        if (v.json) json(result);
+        else {
+          out(`released ${bdf} from ${result.owner}\n`);
+          for (const d of result.devices) out(`  ${d.bdf}: ${d.gone ? 'device is gone' : `restored to ${d.restoredDriver ?? 'no driver'}`}\n`);
+          for (const pf of result.autoprobeRestored) out(`  sriov_drivers_autoprobe restored on ${pf}\n`);
+        }
+        return EXIT.ok;
+      }
+      case 'reconcile': {
+        const report = (await manager()).reconcile();
+        if (v.json) json(report);
+        else out(report.length ? table([['BDF', 'ACTION', 'DETAIL'], ...report.map((r) => [r.bdf, r.action, r.detail])]) : 'nothing to reconcile\n');
+        return report.some((r) => r.action === 'attention') ? EXIT.attention : EXIT.ok;
+      }
+      default:
+        throw new CliUsage(`unknown devices command '${command}'`);
+    }
+  } catch (error) {
+    if (error instanceof CliUsage) {
+      err(`vfiod devices: ${error.message}\n${DEVICES_USAGE}`);
+      return EXIT.usage;
+    }
+    if (error instanceof DeviceError) {
+      if (v.json) json({ error: { code: error.code, message: error.message, ...error.details } });
+      err(`vfiod devices ${command}: ${error.message}\n`);
+      return exitFor(error);
+    }
+    err(`vfiod devices ${command}: ${(error as Error).message}\n`);
+    return EXIT.failed;
+  } finally {
+    store?.close();
+  }
+}
+
+function safeClaims(statePath: string, open: () => ClaimStore): ReturnType<ClaimStore['list']> {
+  try {
+    return open().list();
+  } catch (error) {
+    if (statePath === DEFAULT_STATE) return [];
+    throw error;
+  }
+}

@@ -1,0 +1,155 @@
+/**
+ * Claims: what vfiod changed on which device for which VM, kept in SQLite (better-sqlite3) with WAL and
+ * synchronous=FULL so a claim written before a sysfs change survives a crash or power loss. A claim exists for
+ * every device vfiod moved to vfio-pci (it is written before the first change and removed after the last undo).
+ */
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
+import Database from 'better-sqlite3';
+
+export type ClaimState = 'preparing' | 'prepared' | 'releasing' | 'failed';
+/** How the device was prepared: bound to vfio-pci by us, or already on a (vendor) VFIO driver and left alone. */
+export type ClaimMode = 'vfio-pci' | 'as-is';
+
+export interface Claim {
+  bdf: string;
+  owner: string;
+  /** The device the operator asked for; companions (GPU audio, whole group) point at it. */
+  primary: string;
+  mode: ClaimMode;
+  state: ClaimState;
+  originalDriver: string | null;
+  originalOverride: string | null;
+  iommuGroup: number | null;
+  /** PF whose sriov_drivers_autoprobe this prepare turned off (restored when its last claimed VF is released). */
+  autoprobePf: string | null;
+  /** What a forced prepare overrode, and other notes. */
+  note: string | null;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export class ClaimConflictError extends Error {}
+
+interface Row {
+  bdf: string;
+  owner: string;
+  primary_bdf: string;
+  mode: string;
+  state: string;
+  original_driver: string | null;
+  original_override: string | null;
+  iommu_group: number | null;
+  autoprobe_pf: string | null;
+  note: string | null;
+  created_at: string;
+  updated_at: string;
+}
+
+const fromRow = (r: Row): Claim => ({
+  bdf: r.bdf,
+  owner: r.owner,
+  primary: r.primary_bdf,
+  mode: r.mode as ClaimMode,
+  state: r.state as ClaimState,
+  originalDriver: r.original_driver,
+  originalOverride: r.original_override,
+  iommuGroup: r.iommu_group,
+  autoprobePf: r.autoprobe_pf,
+  note: r.note,
+  createdAt: r.created_at,
+  updatedAt: r.updated_at,
+});
+
+export type NewClaim = Omit<Claim, 'createdAt' | 'updatedAt'>;
+
+export class ClaimStore {
+  private readonly db: Database.Database;
+
+  constructor(readonly file: string) {
+    mkdirSync(path.dirname(file), { recursive: true });
+    this.db = new Database(file, { timeout: 5000 });
+    this.db.pragma('journal_mode = WAL');
+    this.db.pragma('synchronous = FULL');
+    this.db.exec(`
+      CREATE TABLE IF NOT EXISTS claims (
+        bdf TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        primary_bdf TEXT NOT NULL,
+        mode TEXT NOT NULL,
+        state TEXT NOT NULL,
+        original_driver TEXT,
+        original_override TEXT,
+        iommu_group INTEGER,
+        autoprobe_pf TEXT,
+        note TEXT,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+      );
+      CREATE TABLE IF NOT EXISTS events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL,
+        bdf TEXT NOT NULL,
+        owner TEXT,
+        event TEXT NOT NULL,
+        detail TEXT
+      );
+    `);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  get(bdf: string): Claim | undefined {
+    const row = this.db.prepare('SELECT * FROM claims WHERE bdf = ?').get(bdf) as Row | undefined;
+    return row && fromRow(row);
+  }
+
+  list(): Claim[] {
+    return (this.db.prepare('SELECT * FROM claims ORDER BY bdf').all() as Row[]).map(fromRow);
+  }
+
+  /** Inserts all claims atomically; throws ClaimConflictError when any device is already claimed. */
+  insert(claims: NewClaim[]): void {
+    const now = new Date().toISOString();
+    const insert = this.db.prepare(`INSERT INTO claims
+      (bdf, owner, primary_bdf, mode, state, original_driver, original_override, iommu_group, autoprobe_pf, note, created_at, updated_at)
+      VALUES (@bdf, @owner, @primary, @mode, @state, @originalDriver, @originalOverride, @iommuGroup, @autoprobePf, @note, @now, @now)`);
+    const tx = this.db.transaction((items: NewClaim[]) => {
+      for (const c of items) {
+        const existing = this.get(c.bdf);
+        if (existing) throw new ClaimConflictError(`${c.bdf} is already claimed by ${existing.owner} (${existing.state})`);
+        insert.run({ ...c, now });
+        this.logEvent(c.bdf, c.owner, 'claim', c.state);
+      }
+    });
+    tx.immediate(claims);
+  }
+
+  update(bdf: string, changes: Partial<Pick<Claim, 'state' | 'autoprobePf' | 'note'>>): void {
+    const current = this.get(bdf);
+    if (!current) return;
+    const next = { ...current, ...changes };
+    this.db
+      .prepare('UPDATE claims SET state = ?, autoprobe_pf = ?, note = ?, updated_at = ? WHERE bdf = ?')
+      .run(next.state, next.autoprobePf, next.note, new Date().toISOString(), bdf);
+    if (changes.state && changes.state !== current.state) this.logEvent(bdf, current.owner, 'state', changes.state);
+  }
+
+  remove(bdf: string, why: string): void {
+    const current = this.get(bdf);
+    this.db.prepare('DELETE FROM claims WHERE bdf = ?').run(bdf);
+    if (current) this.logEvent(bdf, current.owner, 'unclaim', why);
+  }
+
+  events(bdf?: string): Array<{ at: string; bdf: string; owner: string | null; event: string; detail: string | null }> {
+    return (bdf
+      ? this.db.prepare('SELECT at, bdf, owner, event, detail FROM events WHERE bdf = ? ORDER BY id').all(bdf)
+      : this.db.prepare('SELECT at, bdf, owner, event, detail FROM events ORDER BY id').all()) as never;
+  }
+
+  private logEvent(bdf: string, owner: string | null, event: string, detail: string | null): void {
+    this.db.prepare('INSERT INTO events (at, bdf, owner, event, detail) VALUES (?, ?, ?, ?, ?)').run(new Date().toISOString(), bdf, owner, event, detail);
+  }
+}

@@ -1,0 +1,475 @@
+/**
+ * Prepare and release devices for VFIO passthrough, with claims that survive restarts.
+ *
+ * prepare(bdf, owner): checks (exists, not a bridge, has an IOMMU group, not claimed by another VM, group viable or
+ * whole-group asked for, not in use on the host unless forced), records claims, then binds with driver_override +
+ * unbind + drivers_probe (never new_id), turns sriov_drivers_autoprobe off on the PF of a VF, waits for
+ * /dev/vfio/<group>, and proves the device usable through the VfioProber. Any failure undoes every change in
+ * reverse order. release(bdf, owner) refuses while a process holds the group or cdev, then restores the original
+ * driver and driver_override exactly. reconcile() repairs what interrupted operations left behind.
+ */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { type Claim, ClaimConflictError, type ClaimStore, type NewClaim } from './claims.js';
+import {
+  findHolders,
+  listDevices,
+  onVfioDriver,
+  type PciDevice,
+  readDevice,
+  readHostContext,
+  VFIO_PCI,
+  type VfioHolder,
+} from './discovery.js';
+import { driversProbeFile, type HostRoots, pciDeviceDir, slotOf, type SysfsWriter, vfioGroupPath } from './host.js';
+import type { VfioProbeResult, VfioProber } from './probe.js';
+
+export type DeviceErrorCode = 'NOT_FOUND' | 'INVALID_ARGUMENT' | 'FAILED_PRECONDITION' | 'ALREADY_EXISTS' | 'UNAVAILABLE' | 'INTERNAL';
+
+export class DeviceError extends Error {
+  constructor(
+    readonly code: DeviceErrorCode,
+    message: string,
+    readonly details: Record<string, unknown> = {},
+  ) {
+    super(message);
+  }
+}
+
+export interface ManagerOptions {
+  roots: HostRoots;
+  writer: SysfsWriter;
+  prober: VfioProber;
+  claims: ClaimStore;
+  /** How long prepare waits for /dev/vfio/<group> after binding (default 5000 ms). */
+  vfioTimeoutMs?: number;
+  /** Poll interval for waits (default 50 ms). */
+  pollMs?: number;
+}
+
+export interface PrepareOptions {
+  /** Prepare even though the device is in use on the host (or has no reset); the result lists what was overridden. */
+  force?: boolean;
+  /** Bind every endpoint of the IOMMU group that is on a host driver (bridges are never bound). */
+  wholeGroup?: boolean;
+}
+
+export interface PreparedDevice {
+  bdf: string;
+  mode: Claim['mode'];
+  originalDriver: string | null;
+  originalOverride: string | null;
+  companion: boolean;
+}
+
+export interface PrepareResult {
+  bdf: string;
+  owner: string;
+  /** False when the device was already prepared for this owner (idempotent repeat). */
+  changed: boolean;
+  devices: PreparedDevice[];
+  iommuGroup: number | null;
+  vfioGroupDev: string | null;
+  vfioCdev: string | null;
+  /** What a forced prepare overrode. */
+  overridden: string[];
+  warnings: string[];
+  probe: VfioProbeResult | null;
+}
+
+export interface ReleaseOptions {
+  /** Wait up to this long for VMMs to close the group/cdev (default 0: refuse at once). */
+  waitMs?: number;
+}
+
+export interface ReleaseResult {
+  bdf: string;
+  owner: string;
+  devices: Array<{ bdf: string; restoredDriver: string | null; restoredOverride: string | null; gone: boolean }>;
+  autoprobeRestored: string[];
+}
+
+export interface ReconcileEntry {
+  bdf: string;
+  action: 'ok' | 'repaired' | 'removed' | 'attention';
+  detail: string;
+}
+
+/** One undo step of a prepare. */
+interface Undo {
+  what: string;
+  run(): void;
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+export class DeviceManager {
+  private readonly roots: HostRoots;
+  private readonly writer: SysfsWriter;
+  private readonly prober: VfioProber;
+  readonly claims: ClaimStore;
+  private readonly vfioTimeoutMs: number;
+  private readonly pollMs: number;
+
+  constructor(options: ManagerOptions) {
+    this.roots = options.roots;
+    this.writer = options.writer;
+    this.prober = options.prober;
+    this.claims = options.claims;
+    this.vfioTimeoutMs = options.vfioTimeoutMs ?? 5000;
+    this.pollMs = options.pollMs ?? 50;
+  }
+
+  private dir(bdf: string): string {
+    return pciDeviceDir(this.roots, bdf);
+  }
+
+  private read(bdf: string): PciDevice | undefined {
+    return readDevice(this.roots, bdf, readHostContext(this.roots));
+  }
+
+  private write(file: string, value: string): void {
+    this.writer.write(file, value);
+  }
+
+  private vfioPaths(devices: Array<{ iommuGroup: number | null; vfioCdev?: string | null }>): string[] {
+    const paths = new Set<string>();
+    for (const d of devices) {
+      if (d.iommuGroup !== null) paths.add(vfioGroupPath(this.roots, d.iommuGroup));
+      if (d.vfioCdev) paths.add(d.vfioCdev);
+    }
+    return [...paths];
+  }
+
+  holders(devices: Array<{ iommuGroup: number | null; vfioCdev?: string | null }>): VfioHolder[] {
+    return findHolders(this.roots, this.vfioPaths(devices));
+  }
+
+  /** Restores a device's binding to `driver` and its driver_override to `override`, exactly. */
+  restoreBinding(bdf: string, driver: string | null, override: string | null): void {
+    const dir = this.dir(bdf);
+    const current = readDevice(this.roots, bdf, { mounts: new Map(), swaps: new Set() });
+    if (!current) throw new DeviceError('NOT_FOUND', `${bdf} is gone`);
+    if (current.driver !== null && current.driver !== driver) this.write(path.join(dir, 'driver/unbind'), bdf);
+    if (driver !== null && current.driver !== driver) {
+      // driver_override naming the original driver makes drivers_probe bind exactly it, also for VFs whose PF has
+      // sriov_drivers_autoprobe=0.
+      this.write(path.join(dir, 'driver_override'), driver);
+      this.write(driversProbeFile(this.roots), bdf);
+    }
+    this.write(path.join(dir, 'driver_override'), override ?? '\n');
+    const after = readDevice(this.roots, bdf, { mounts: new Map(), swaps: new Set() });
+    if (!after) throw new DeviceError('NOT_FOUND', `${bdf} vanished while being restored`);
+    if (after.driver !== driver) {
+      throw new DeviceError('INTERNAL', `${bdf} did not rebind to ${driver ?? 'no driver'} (driver is ${after.driver ?? 'none'})`);
+    }
+  }
+
+  async prepare(bdfIn: string, owner: string, options: PrepareOptions = {}): Promise<PrepareResult> {
+    const bdf = bdfIn;
+    if (!owner) throw new DeviceError('INVALID_ARGUMENT', 'an owner (VM name) is required');
+    const dev = this.read(bdf);
+    if (!dev) throw new DeviceError('NOT_FOUND', `no PCI device ${bdf}`);
+    if (dev.kind === 'bridge') throw new DeviceError('FAILED_PRECONDITION', `${bdf} is a bridge: bridges are never bound to VFIO`);
+    if (dev.iommuGroup === null) {
+      throw new DeviceError('FAILED_PRECONDITION', `${bdf} has no IOMMU group: enable the IOMMU (intel_iommu=on / amd_iommu) to pass it through`);
+    }
+
+    const existing = this.claims.get(bdf);
+    if (existing) {
+      if (existing.owner !== owner) {
+        throw new DeviceError('ALREADY_EXISTS', `${bdf} is claimed by ${existing.owner} (${existing.state})`, { owner: existing.owner });
+      }
+      if (existing.state === 'prepared' && onVfioDriver(this.roots, bdf) && (dev.vfioGroupDev || dev.vfioCdev)) {
+        const set = this.claims.list().filter((c) => c.primary === existing.primary);
+        return {
+          bdf,
+          owner,
+          changed: false,
+          devices: set.map((c) => ({ bdf: c.bdf, mode: c.mode, originalDriver: c.originalDriver, originalOverride: c.originalOverride, companion: c.bdf !== c.primary })),
+          iommuGroup: dev.iommuGroup,
+          vfioGroupDev: dev.vfioGroupDev,
+          vfioCdev: dev.vfioCdev,
+          overridden: [],
+          warnings: [],
+          probe: null,
+        };
+      }
+      throw new DeviceError('FAILED_PRECONDITION', `${bdf} has a claim for ${owner} in state ${existing.state} and is on ${dev.driver ?? 'no driver'}: run 'vfiod devices reconcile' (docs/passthrough.md)`);
+    }
+
+    // Another VMM holding the group means another VM uses a member: binding would break it or fail.
+    const groupHolders = this.holders([dev]);
+    if (groupHolders.length > 0) {
+      throw new DeviceError('FAILED_PRECONDITION', `IOMMU group ${dev.iommuGroup} is open in ${groupHolders.map((h) => `pid ${h.pid} (${h.comm ?? '?'})`).join(', ')}: another VM uses it`);
+    }
+
+    // Which devices this prepare binds: the device, GPU companions in its slot, or the whole group when asked.
+    const set: Array<{ dev: PciDevice; companion: boolean }> = [{ dev, companion: false }];
+    const notViable: string[] = [];
+    for (const member of dev.groupMembers) {
+      if (member === bdf) continue;
+      const m = this.read(member);
+      if (!m || m.kind === 'bridge') continue;
+      const claim = this.claims.get(member);
+      if (claim && claim.owner !== owner) {
+        throw new DeviceError('FAILED_PRECONDITION', `IOMMU group ${dev.iommuGroup} member ${member} is claimed by VM ${claim.owner}: a group can only go to one VM`);
+      }
+      if (claim || m.driver === null || onVfioDriver(this.roots, member)) continue;
+      const companion = dev.kind === 'display' && slotOf(member) === slotOf(bdf);
+      if (companion || options.wholeGroup) set.push({ dev: m, companion: true });
+      else notViable.push(`${member} (${m.kind}, on ${m.driver})`);
+    }
+    if (notViable.length > 0) {
+      throw new DeviceError(
+        'FAILED_PRECONDITION',
+        `IOMMU group ${dev.iommuGroup} is not viable: ${notViable.join(', ')} would stay on host drivers; pass --whole-group to prepare them too`,
+        { members: notViable },
+      );
+    }
+
+    const overridden: string[] = [];
+    const warnings: string[] = [];
+    const inUse = set.flatMap(({ dev: d }) => d.hostUse.filter((u) => u.blocking).map((u) => `${d.bdf}: ${u.detail}`));
+    if (inUse.length > 0) {
+      if (!options.force) {
+        throw new DeviceError('FAILED_PRECONDITION', `${bdf} is in use on the host: ${inUse.join('; ')} (--force overrides)`, { inUse });
+      }
+      overridden.push(...inUse);
+    }
+    for (const { dev: d } of set) {
+      for (const u of d.hostUse.filter((x) => !x.blocking)) warnings.push(`${d.bdf}: ${u.detail}`);
+      if (d.resetMethods !== null && d.resetMethods.length === 0) warnings.push(`${d.bdf}: sysfs lists no reset method`);
+    }
+
+    // VFs about to be rebound: their PF's sriov_drivers_autoprobe goes off (keeps host drivers off new VFs). When an
+    // earlier prepare already turned it off, this claim shares that record so the last release turns it back on.
+    const vfPfs = [...new Set(set.filter(({ dev: d }) => d.vfio.state !== 'vfio-pci' && d.vfio.state !== 'vendor-vfio').map(({ dev: d }) => d.physfn).filter((p): p is string => p !== null))];
+    const pfs = vfPfs.filter((pf) => this.read(pf)?.sriov?.driversAutoprobe === true);
+    const inheritedPf = vfPfs.find((pf) => !pfs.includes(pf) && this.claims.list().some((c) => c.autoprobePf === pf)) ?? null;
+
+    const claims: NewClaim[] = set.map(({ dev: d }) => ({
+      bdf: d.bdf,
+      owner,
+      primary: bdf,
+      mode: d.vfio.state === 'vfio-pci' || d.vfio.state === 'vendor-vfio' ? 'as-is' : 'vfio-pci',
+      state: 'preparing',
+      originalDriver: d.driver,
+      originalOverride: d.driverOverride,
+      iommuGroup: d.iommuGroup,
+      autoprobePf: d.bdf === bdf ? inheritedPf : null,
+      note: d.vfio.state === 'vendor-vfio' ? `on vendor VFIO driver ${d.driver}; not rebound` : d.vfio.state === 'vfio-pci' ? 'was already on vfio-pci' : null,
+    }));
+    try {
+      // Written (and synced) before the first sysfs change: a crash never leaves a device on vfio-pci unrecorded.
+      this.claims.insert(claims);
+    } catch (error) {
+      if (error instanceof ClaimConflictError) throw new DeviceError('ALREADY_EXISTS', error.message);
+      throw error;
+    }
+
+    const undo: Undo[] = [];
+    try {
+      for (const pf of pfs) {
+        const file = path.join(this.dir(pf), 'sriov_drivers_autoprobe');
+        undo.push({ what: `restore sriov_drivers_autoprobe=1 on ${pf}`, run: () => this.write(file, '1') });
+        this.write(file, '0');
+        this.claims.update(bdf, { autoprobePf: pf });
+      }
+      for (const claim of claims.filter((c) => c.mode === 'vfio-pci')) {
+        const dir = this.dir(claim.bdf);
+        undo.push({
+          what: `restore ${claim.bdf} to ${claim.originalDriver ?? 'no driver'} (override ${claim.originalOverride ?? 'none'})`,
+          run: () => this.restoreBinding(claim.bdf, claim.originalDriver, claim.originalOverride),
+        });
+        this.write(path.join(dir, 'driver_override'), VFIO_PCI);
+        if (claim.originalDriver !== null) this.write(path.join(dir, 'driver/unbind'), claim.bdf);
+        this.write(driversProbeFile(this.roots), claim.bdf);
+        const now = readDevice(this.roots, claim.bdf, { mounts: new Map(), swaps: new Set() });
+        if (!now) throw new DeviceError('NOT_FOUND', `${claim.bdf} disappeared while being bound`);
+        if (now.driver !== VFIO_PCI) {
+          throw new DeviceError('INTERNAL', `${claim.bdf} did not bind to vfio-pci (driver: ${now.driver ?? 'none'}); is vfio-pci available?`);
+        }
+      }
+
+      const groupDev = vfioGroupPath(this.roots, dev.iommuGroup);
+      const deadline = Date.now() + this.vfioTimeoutMs;
+      for (;;) {
+        const current = this.read(bdf);
+        if (!current) throw new DeviceError('NOT_FOUND', `${bdf} disappeared while waiting for ${groupDev}`);
+        if (existsSync(groupDev) || (current.vfioCdev && existsSync(current.vfioCdev))) break;
+        if (Date.now() >= deadline) throw new DeviceError('UNAVAILABLE', `${groupDev} did not appear within ${this.vfioTimeoutMs} ms`);
+        await sleep(this.pollMs);
+      }
+
+      let probe: VfioProbeResult | null = null;
+      for (const { dev: d } of set) {
+        let result: VfioProbeResult;
+        try {
+          result = await this.prober.probe(d.bdf);
+        } catch (error) {
+          throw new DeviceError('INTERNAL', `VFIO probe of ${d.bdf} failed: ${describe(error)}`);
+        }
+        if (!result.groupViable) throw new DeviceError('FAILED_PRECONDITION', `VFIO reports IOMMU group ${d.iommuGroup} not viable for ${d.bdf}`);
+        if (result.regions.length === 0) throw new DeviceError('INTERNAL', `VFIO enumerated no regions for ${d.bdf}`);
+        if (!result.resetSupported) {
+          if (!options.force) {
+            throw new DeviceError('FAILED_PRECONDITION', `${d.bdf} has no usable reset through VFIO: state would leak between VMs (--force overrides)`);
+          }
+          overridden.push(`${d.bdf}: no usable reset`);
+        }
+        if (d.bdf === bdf) probe = result;
+      }
+
+      const note = overridden.length ? `forced over: ${overridden.join('; ')}` : undefined;
+      for (const c of claims) this.claims.update(c.bdf, { state: 'prepared', ...(note ? { note: [c.note, note].filter(Boolean).join('; ') } : {}) });
+      const after = this.read(bdf);
+      return {
+        bdf,
+        owner,
+        changed: true,
+        devices: claims.map((c) => ({ bdf: c.bdf, mode: c.mode, originalDriver: c.originalDriver, originalOverride: c.originalOverride, companion: c.bdf !== bdf })),
+        iommuGroup: dev.iommuGroup,
+        vfioGroupDev: after?.vfioGroupDev ?? null,
+        vfioCdev: after?.vfioCdev ?? null,
+        overridden,
+        warnings,
+        probe,
+      };
+    } catch (error) {
+      const rollback = this.rollback(undo);
+      for (const c of claims) {
+        const gone = !existsSync(this.dir(c.bdf));
+        if (rollback.failed.length === 0 || gone) this.claims.remove(c.bdf, gone ? 'device gone during prepare' : 'prepare rolled back');
+        else this.claims.update(c.bdf, { state: 'failed', note: `rollback incomplete: ${rollback.failed.join('; ')}` });
+      }
+      const cause = describe(error);
+      const summary = rollback.failed.length
+        ? `rollback incomplete (${rollback.failed.join('; ')}); the claim is kept as 'failed': see docs/passthrough.md`
+        : `rolled back ${rollback.done.length} change(s)`;
+      throw new DeviceError(error instanceof DeviceError ? error.code : 'INTERNAL', `prepare ${bdf} failed: ${cause}; ${summary}`, {
+        rolledBack: rollback.done,
+        rollbackFailed: rollback.failed,
+        overridden,
+      });
+    }
+  }
+
+  private rollback(undo: Undo[]): { done: string[]; failed: string[] } {
+    const done: string[] = [];
+    const failed: string[] = [];
+    for (const step of [...undo].reverse()) {
+      try {
+        step.run();
+        done.push(step.what);
+      } catch (error) {
+        if (error instanceof DeviceError && error.code === 'NOT_FOUND') done.push(`${step.what}: device gone, nothing to restore`);
+        else failed.push(`${step.what}: ${describe(error)}`);
+      }
+    }
+    return { done, failed };
+  }
+
+  async release(bdf: string, owner: string, options: ReleaseOptions = {}): Promise<ReleaseResult> {
+    const claim = this.claims.get(bdf);
+    if (!claim) throw new DeviceError('NOT_FOUND', `${bdf} is not claimed by vfiod`);
+    if (claim.owner !== owner) throw new DeviceError('FAILED_PRECONDITION', `${bdf} is claimed by ${claim.owner}, not ${owner}`, { owner: claim.owner });
+    const set = this.claims.list().filter((c) => c.primary === claim.primary);
+    const devs = set.map((c) => ({ iommuGroup: c.iommuGroup, vfioCdev: this.read(c.bdf)?.vfioCdev ?? null }));
+    const deadline = Date.now() + (options.waitMs ?? 0);
+    for (;;) {
+      const holders = this.holders(devs);
+      if (holders.length === 0) break;
+      if (Date.now() >= deadline) {
+        throw new DeviceError(
+          'UNAVAILABLE',
+          `${bdf} is still held by ${holders.map((h) => `pid ${h.pid} (${h.comm ?? '?'}) via ${h.path}`).join(', ')}: detach it from the VM first${options.waitMs ? ` (waited ${options.waitMs} ms)` : ''}`,
+          { holders },
+        );
+      }
+      await sleep(this.pollMs);
+    }
+    const result: ReleaseResult = { bdf, owner, devices: [], autoprobeRestored: [] };
+    // Companions first, the primary last (reverse of prepare).
+    for (const c of [...set].sort((a, b) => Number(a.bdf === a.primary) - Number(b.bdf === b.primary))) {
+      this.claims.update(c.bdf, { state: 'releasing' });
+      const gone = !existsSync(this.dir(c.bdf));
+      if (!gone && c.mode === 'vfio-pci') {
+        try {
+          this.restoreBinding(c.bdf, c.originalDriver, c.originalOverride);
+        } catch (error) {
+          this.claims.update(c.bdf, { state: 'failed', note: `release failed: ${describe(error)}` });
+          throw new DeviceError('INTERNAL', `release ${c.bdf} failed: ${describe(error)}; the claim is kept as 'failed' (docs/passthrough.md)`);
+        }
+      }
+      result.devices.push({ bdf: c.bdf, restoredDriver: c.mode === 'vfio-pci' ? c.originalDriver : null, restoredOverride: c.mode === 'vfio-pci' ? c.originalOverride : null, gone });
+      this.claims.remove(c.bdf, gone ? 'released (device gone)' : 'released');
+    }
+    for (const c of set) if (c.autoprobePf) result.autoprobeRestored.push(...this.restoreAutoprobe(c.autoprobePf));
+    return result;
+  }
+
+  /** Turns sriov_drivers_autoprobe back on for `pf` once no claim remains on any of its VFs. */
+  private restoreAutoprobe(pf: string): string[] {
+    const pfDev = this.read(pf);
+    if (!pfDev || pfDev.sriov?.driversAutoprobe !== false) return [];
+    const stillClaimed = this.claims.list().some((c) => pfDev.virtfns.includes(c.bdf) || c.autoprobePf === pf);
+    if (stillClaimed) return [];
+    this.write(path.join(this.dir(pf), 'sriov_drivers_autoprobe'), '1');
+    return [pf];
+  }
+
+  /**
+   * Reconciles claims with sysfs (run at start): removes claims of vanished devices, finishes interrupted prepares
+   * and releases by restoring the original binding when no process holds the device, and reports everything it
+   * cannot safely fix — including devices on vfio-pci that have no claim.
+   */
+  reconcile(): ReconcileEntry[] {
+    const report: ReconcileEntry[] = [];
+    for (const c of this.claims.list()) {
+      const dev = this.read(c.bdf);
+      if (!dev) {
+        this.claims.remove(c.bdf, 'reconcile: device gone');
+        report.push({ bdf: c.bdf, action: 'removed', detail: `claim for ${c.owner} removed: the device no longer exists` });
+        continue;
+      }
+      if (c.state === 'prepared') {
+        if (c.mode === 'vfio-pci' && dev.driver !== VFIO_PCI) {
+          report.push({ bdf: c.bdf, action: 'attention', detail: `claimed by ${c.owner} as prepared but bound to ${dev.driver ?? 'no driver'}: release it with 'vfiod devices release'` });
+        } else {
+          report.push({ bdf: c.bdf, action: 'ok', detail: `prepared for ${c.owner}` });
+        }
+        continue;
+      }
+      // preparing / releasing / failed: an operation was interrupted. Undo it if nothing holds the device.
+      const holders = this.holders([dev]);
+      if (holders.length > 0) {
+        report.push({ bdf: c.bdf, action: 'attention', detail: `claim in state ${c.state} but held by pid ${holders.map((h) => h.pid).join(', ')}: stop the VMM, then reconcile again` });
+        continue;
+      }
+      try {
+        if (c.mode === 'vfio-pci') this.restoreBinding(c.bdf, c.originalDriver, c.originalOverride);
+        this.claims.remove(c.bdf, `reconcile: interrupted ${c.state} undone`);
+        const restored = c.autoprobePf ? this.restoreAutoprobe(c.autoprobePf) : [];
+        report.push({
+          bdf: c.bdf,
+          action: 'repaired',
+          detail: `interrupted ${c.state} for ${c.owner} undone: back on ${c.originalDriver ?? 'no driver'}${restored.length ? `, autoprobe restored on ${restored.join(', ')}` : ''}`,
+        });
+      } catch (error) {
+        this.claims.update(c.bdf, { state: 'failed', note: `reconcile: ${describe(error)}` });
+        report.push({ bdf: c.bdf, action: 'attention', detail: `could not restore ${c.originalDriver ?? 'no driver'}: ${describe(error)}` });
+      }
+    }
+    const claimed = new Set(this.claims.list().map((c) => c.bdf));
+    for (const d of listDevices(this.roots)) {
+      if (d.driver === VFIO_PCI && !claimed.has(d.bdf)) {
+        report.push({ bdf: d.bdf, action: 'attention', detail: 'on vfio-pci without a vfiod claim (bound outside vfiod); prepare it to adopt it, or rebind it to its host driver' });
+      }
+    }
+    return report;
+  }
+}
