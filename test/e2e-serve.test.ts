@@ -139,6 +139,18 @@ describe('controller lifecycle over the socket', () => {
     expect(read.data).toEqual(pattern(BLOCK, 9));
   });
 
+  it('a hypervisor that reconnects the instant it disconnected is served, not refused (10 times in a row)', async () => {
+    const { controller } = await start({ namespaces: ['memory:1M'] });
+    for (let round = 0; round < 10; round++) {
+      const guest = await attach(controller.config.socketPath, round % 2 ? 'qemu' : 'cloud-hypervisor');
+      expect(await guest.driver.status()).toBe(0);
+      guest.close();
+      guests.splice(guests.indexOf(guest), 1);
+    }
+    expect(controller.server.stats.connectionsRejected).toBe(0);
+    expect(controller.server.stats.connectionsAccepted).toBe(10);
+  });
+
   it('keeps serial number and namespace ids across restarts (persisted next to the namespace)', async () => {
     const ids = async (): Promise<{ serial: string; nguid: string }> => {
       const { controller } = await start();

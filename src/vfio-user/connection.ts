@@ -190,6 +190,11 @@ export class Connection {
     this.updateWatcher();
   }
 
+  /** Reads whatever the socket holds now (e.g. to notice that the peer has gone before its poll event fires). */
+  poll(): void {
+    if (!this.closed) this.onReadable(true);
+  }
+
   // -------------------------------------------------------------------------------------------------------------
   // Sending
 
@@ -311,10 +316,12 @@ export class Connection {
     if ((events & POLL_READABLE) !== 0) this.onReadable();
   };
 
-  private onReadable(): void {
+  /** `untilEmpty`: keep reading after a short read too, until the socket says EAGAIN (or EOF). */
+  private onReadable(untilEmpty = false): void {
     for (let reads = 0; reads < MAX_READS_PER_EVENT; reads++) {
       if (this.closed || this.blocked || this.outputStalled) break;
       this.makeReceiveSpace();
+      const space = this.inBytes.length - this.inEnd;
       let result;
       try {
         result = native.recvmsg(this.fd, this.inBytes.subarray(this.inEnd), this.options.maxFds);
@@ -338,6 +345,10 @@ export class Connection {
         this.addFds(this.inStartPos + (this.inEnd - this.inStart) - 1, result.fds, result.fdsTruncated);
       }
       this.process();
+      // A short read means the socket was empty (or the next bytes bring fds, which a recvmsg stops in front of):
+      // skip the recvmsg that would most likely only say EAGAIN. The poll is level-triggered, so bytes still
+      // waiting (or arriving meanwhile) call us again. poll() wants to know now, EOF included, so it reads on.
+      if (result.bytes < space && !untilEmpty) break;
     }
     this.updateWatcher();
   }
