@@ -29,6 +29,8 @@ export class MemoryNamespace implements Namespace {
   readonly supportsDeallocate = false;
   private readonly chunkBytes: number;
   private chunks: Uint8Array[];
+  /** chunks[i].buffer (each chunk is a whole ArrayBuffer of its own). */
+  private chunkBuffers: ArrayBuffer[] = [];
 
   constructor(options: MemoryNamespaceOptions) {
     const { sizeBytes, blockSize = 512, chunkBytes = DEFAULT_MEMORY_CHUNK_BYTES } = options;
@@ -52,6 +54,7 @@ export class MemoryNamespace implements Namespace {
         // Zero-filled by the engine; the OS commits pages only when they are first written.
         this.chunks.push(new Uint8Array(Math.min(chunkBytes, sizeBytes - start)));
       }
+      this.chunkBuffers = this.chunks.map((chunk) => chunk.buffer as ArrayBuffer);
     } catch (error) {
       this.chunks = [];
       throw new Error(`memory namespace: cannot allocate ${formatSize(sizeBytes)}: ${String(error)}`, { cause: error });
@@ -60,18 +63,22 @@ export class MemoryNamespace implements Namespace {
 
   read(offset: number, buffers: readonly Uint8Array[]): void {
     let position = offset;
-    for (const buffer of buffers) {
-      this.check('read', position, buffer.length);
+    for (let index = 0; index < buffers.length; index++) {
+      const buffer = buffers[index]!;
+      const length = buffer.length;
+      this.check('read', position, length);
       let done = 0;
-      while (done < buffer.length) {
-        const chunk = this.chunks[Math.floor((position + done) / this.chunkBytes)]!;
-        const start = (position + done) % this.chunkBytes;
-        const piece = Math.min(buffer.length - done, chunk.length - start);
-        // A view of the source (cheaper to build than `subarray`); the copy itself is the one unavoidable one.
-        buffer.set(new Uint8Array(chunk.buffer, start, piece), done);
+      while (done < length) {
+        const chunkIndex = Math.floor((position + done) / this.chunkBytes);
+        const chunk = this.chunks[chunkIndex]!;
+        const start = (position + done) - chunkIndex * this.chunkBytes;
+        const piece = Math.min(length - done, chunk.length - start);
+        // A view of the source (cheaper to build than `subarray`, and over the chunk's cached ArrayBuffer: the
+        // `buffer` getter is a runtime call); the copy itself is the one unavoidable one.
+        buffer.set(new Uint8Array(this.chunkBuffers[chunkIndex]!, start, piece), done);
         done += piece;
       }
-      position += buffer.length;
+      position += length;
     }
   }
 
@@ -115,6 +122,7 @@ export class MemoryNamespace implements Namespace {
 
   close(): Promise<void> {
     this.chunks = [];
+    this.chunkBuffers = [];
     return Promise.resolve();
   }
 

@@ -8,6 +8,7 @@
  * when the command finishes and an unconsumed CQE is never overwritten. A queue whose CQ has no unreserved slot
  * waits until the host advances the CQ head.
  */
+import { performance } from 'node:perf_hooks';
 import { DmaError, type DmaMapping, type DmaSpace } from '../memory/guest-memory.js';
 import type { Namespace } from '../namespace/namespace.js';
 import { Logger, rootLogger } from '../util/log.js';
@@ -59,6 +60,12 @@ export interface NvmeControllerOptions {
    * mode it is shared memory the guest writes directly.
    */
   doorbells: Uint32Array;
+  /**
+   * Whether anything but bar0Write changes `doorbells` (polled mode: the guest writes the page directly). Default
+   * true. With false the page is private to the controller, so processing a batch skips the scan for changed words
+   * (bar0Write takes each doorbell as it is written and can leave nothing behind for the scan to find).
+   */
+  doorbellsShared?: boolean;
   /** Default 31, at most 511 (1024 doorbells). */
   maxIoQueuePairs?: number;
   /** CAP.MQES + 1: default 1024, at most 65536. */
@@ -84,9 +91,40 @@ const NO_COMMAND = 0xffff;
 /** SMART / Health asynchronous event information: temperature threshold. */
 const SMART_INFO_TEMPERATURE_THRESHOLD = 0x01;
 
+/**
+ * The controller's IoContext. A class rather than an object literal: a literal with a getter is a dictionary-mode
+ * object in V8, and every `ctx.x` of every I/O command would then be a generic property lookup.
+ */
+class ControllerIoContext implements IoContext {
+  constructor(
+    readonly dma: DmaSpace,
+    private readonly entries: readonly NamespaceEntry[],
+    private readonly namespaceList: readonly Namespace[],
+    readonly maxTransferBytes: number,
+    readonly counters: SmartCounters,
+    private readonly features: FeatureState,
+    readonly logger: Logger,
+  ) {}
+
+  namespace(nsid: number): Namespace | undefined {
+    return nsid >= 1 && nsid <= this.entries.length ? this.entries[nsid - 1]!.namespace : undefined;
+  }
+
+  allNamespaces(): readonly Namespace[] {
+    return this.namespaceList;
+  }
+
+  /** The Volatile Write Cache feature as it is now: Set Features changes it between commands. */
+  get writeCacheEnabled(): boolean {
+    return this.features.volatileWriteCache;
+  }
+}
+
 /** An I/O command slot: the core owns and reuses these (no allocation per command). */
 class PooledRequest implements IoRequest {
   readonly sqe = new DataView(new ArrayBuffer(SQE_SIZE));
+  /** The same 64 bytes as `sqe`, for the word-by-word SQE copy. */
+  readonly sqeWords = new Int32Array(this.sqe.buffer);
   readonly segments: Uint8Array[] = [];
   readonly pinned: DmaMapping[] = [];
   result = 0;
@@ -116,6 +154,7 @@ export class NvmeController {
   private readonly identity: ResolvedControllerIdentity;
   private readonly interrupts: InterruptSink;
   private readonly doorbells: Uint32Array;
+  private readonly doorbellsShared: boolean;
   /**
    * The value last taken from each doorbell word. A word of `doorbells` that differs from its entry here is a write
    * not yet acted on; in polled mode the native poller compares the shared page with this array, so a doorbell that
@@ -172,6 +211,10 @@ export class NvmeController {
   private readonly requestPool: PooledRequest[] = [];
   private inFlight = 0;
   private busySince = 0;
+  /** The last clock reading (performance.now) of the current processing pass; see executeIo. */
+  private clock = 0;
+  /** `clock` was read by a synchronous completion just now, in this processing pass. */
+  private clockFresh = false;
 
   private readonly asyncEventCommands: number[] = [];
   private readonly pendingEvents: PendingEvent[] = [];
@@ -209,6 +252,7 @@ export class NvmeController {
       );
     }
     this.doorbells = doorbells;
+    this.doorbellsShared = options.doorbellsShared ?? true;
     this.consumedDoorbells = new Uint32Array(2 * (this.maxIoQueuePairs + 1));
     const vectorCount = options.interrupts.vectorCount;
     if (!Number.isInteger(vectorCount) || vectorCount < 0 || vectorCount > 2048) {
@@ -239,22 +283,15 @@ export class NvmeController {
     this.pendingVectorFlags = new Uint8Array(this.vectorCount);
     this.pendingVectors = new Uint16Array(this.vectorCount);
 
-    const namespaces = this.namespaces;
-    const allNamespaces = namespaces.map((entry) => entry.namespace);
-    const features = this.features;
-    this.ioContext = {
-      dma: this.dma,
-      namespace: (nsid: number): Namespace | undefined =>
-        nsid >= 1 && nsid <= namespaces.length ? namespaces[nsid - 1]!.namespace : undefined,
-      maxTransferBytes: this.maxTransferBytes,
-      counters: this.counters,
-      allNamespaces: () => allNamespaces,
-      // The Volatile Write Cache feature as it is now: Set Features changes it between commands.
-      get writeCacheEnabled(): boolean {
-        return features.volatileWriteCache;
-      },
-      logger: this.logger,
-    };
+    this.ioContext = new ControllerIoContext(
+      this.dma,
+      this.namespaces,
+      this.namespaces.map((entry) => entry.namespace),
+      this.maxTransferBytes,
+      this.counters,
+      this.features,
+      this.logger,
+    );
     this.admin = new AdminCommandHandler(this.adminHost());
   }
 
@@ -333,6 +370,7 @@ export class NvmeController {
       this.fail('internal error while processing queues', { error });
     } finally {
       this.processing = false;
+      this.clockFresh = false;
       this.flushInterrupts();
     }
   }
@@ -551,7 +589,7 @@ export class NvmeController {
       // The host may have set CC.EN again while we drained; it now gets its enable.
       if ((this.registers.cc & Cc.EN) !== 0) this.enable();
     }
-    for (const resolve of this.drainWaiters.splice(0)) resolve();
+    if (this.drainWaiters.length > 0) for (const resolve of this.drainWaiters.splice(0)) resolve();
   }
 
   /**
@@ -757,8 +795,8 @@ export class NvmeController {
   private refreshDoorbells(): boolean {
     const doorbells = this.doorbells;
     const consumed = this.consumedDoorbells;
-    // A detached (unmapped) page has length 0: nothing to pick up.
-    const words = Math.min(doorbells.length, consumed.length);
+    // A detached (unmapped) page has length 0: nothing to pick up. A private page never differs (see options).
+    const words = this.doorbellsShared ? Math.min(doorbells.length, consumed.length) : 0;
     let taken = false;
     for (let index = 0; index < words; index++) {
       const value = doorbells[index]!;
@@ -889,6 +927,7 @@ export class NvmeController {
   }
 
   private executeAdmin(sq: SubmissionQueue): void {
+    this.clockFresh = false; // an admin command between two I/O commands takes its own time
     const sqe = this.adminSqe;
     sq.fetch(sqe);
     const opcode = sqe.getUint8(0);
@@ -916,14 +955,18 @@ export class NvmeController {
 
   private executeIo(sq: SubmissionQueue): void {
     const request = this.requestPool.pop() ?? new PooledRequest();
-    sq.fetch(request.sqe);
+    sq.fetch(request.sqe, request.sqeWords);
     request.sq = sq;
     request.commandId = request.sqe.getUint16(2, true);
     request.opcode = request.sqe.getUint8(0);
     request.generation = this.generation;
     request.result = 0;
     request.active = true;
-    request.startedAt = performance.now();
+    // Fetch time. When the previous command of this pass completed synchronously, its completion time (read just
+    // before this fetch) stands in for a fresh clock read: one clock read per command instead of two.
+    if (this.clockFresh) this.clockFresh = false;
+    else this.clock = performance.now();
+    request.startedAt = this.clock;
     sq.inFlight++;
     if (this.inFlight++ === 0) this.busySince = request.startedAt;
     try {
@@ -948,9 +991,15 @@ export class NvmeController {
     request.active = false;
     const sq = request.sq!;
     request.sq = undefined;
-    request.segments.length = 0;
+    // request.segments keeps its views until the next command overwrites them (io.ts): emptying the array here
+    // would drop its backing store and make the next command reallocate it.
     sq.inFlight--;
     const now = performance.now();
+    if (this.processing) {
+      // Inside this thread's processing pass: the next fetch of the pass starts now (see executeIo).
+      this.clock = now;
+      this.clockFresh = true;
+    }
     if (--this.inFlight === 0) this.counters.busyMillis += now - this.busySince;
     this.latency.record((now - request.startedAt) * 1000);
 

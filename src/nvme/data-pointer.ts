@@ -203,7 +203,8 @@ function mapSgl(out: SegmentBuilder, sqe: DataView, length: number): number {
  * Collects segments for one `mapDataPointer` call: consecutive guest ranges that continue each other inside one
  * mapping become one view. Writes the output arrays by index and truncates them once at the end: emptying a JS array
  * drops its backing store, so clearing first and pushing would reallocate it on every command. Holds references
- * only between `begin` and `end`. One instance per thread suffices because `mapDataPointer` is synchronous.
+ * to the caller's arrays only between `begin` and `end` (and to the last mapping it made a view of). One instance
+ * per thread suffices because `mapDataPointer` is synchronous.
  */
 class SegmentBuilder {
   dma: DmaSpace = NO_DMA;
@@ -217,6 +218,14 @@ class SegmentBuilder {
   private runStart = 0;
   private runEnd = 0;
   private scratch: Uint8Array | undefined;
+  /**
+   * The mapping flushRun built its last view for, with its `bytes.buffer` and `bytes.byteOffset - iova`. A mapping's
+   * `bytes` never changes, so this stays valid (an unmapped mapping is never returned by `find` again). Kept across
+   * calls: a reference to the last mapping only, so at most one retired mapping's buffer stays reachable.
+   */
+  private viewMapping: DmaMapping | undefined;
+  private viewBuffer: ArrayBufferLike | undefined;
+  private viewBase = 0;
 
   begin(dma: DmaSpace, access: DmaAccess, segments: Uint8Array[], mappings: DmaMapping[] | undefined): void {
     this.dma = dma;
@@ -276,11 +285,16 @@ class SegmentBuilder {
     const mapping = this.runMapping;
     if (mapping === undefined) return;
     this.runMapping = undefined;
-    // Same view as `bytes.subarray(...)`, which V8 builds noticeably slower.
-    const bytes = mapping.bytes;
+    // Same view as `bytes.subarray(...)`, which V8 builds noticeably slower. `buffer` and `byteOffset` are cached
+    // per mapping: the `buffer` getter is a call into the runtime, and consecutive commands use the same mapping.
+    if (mapping !== this.viewMapping) {
+      this.viewMapping = mapping;
+      this.viewBuffer = mapping.bytes.buffer;
+      this.viewBase = mapping.bytes.byteOffset - mapping.iova;
+    }
     this.segments[this.segmentCount++] = new Uint8Array(
-      bytes.buffer,
-      bytes.byteOffset + (this.runStart - mapping.iova),
+      this.viewBuffer!,
+      this.viewBase + this.runStart,
       this.runEnd - this.runStart,
     );
     const mappings = this.mappings;

@@ -145,12 +145,22 @@ export class SubmissionQueue {
     return true;
   }
 
-  /** Copies the entry at the head into `dst` (a private 64-byte copy) and advances the head. Memory resolved. */
-  fetch(dst: DataView): void {
-    const src = this.memory.view;
+  /**
+   * Copies the entry at the head into `dst` (a private 64-byte copy) and advances the head. Memory resolved.
+   * `dstWords`, when given, is an Int32Array over the same 64 bytes as `dst`: the copy then goes word by word
+   * through typed arrays (the same bytes in the same order, on any host byte order), which is cheaper than DataView.
+   */
+  fetch(dst: DataView, dstWords?: Int32Array): void {
     const base = this.head * SQE_SIZE;
-    for (let offset = 0; offset < SQE_SIZE; offset += 4) {
-      dst.setUint32(offset, src.getUint32(base + offset, true), true);
+    const words = this.memory.words;
+    if (dstWords !== undefined && words !== undefined) {
+      const first = base >> 2;
+      for (let index = 0; index < SQE_SIZE / 4; index++) dstWords[index] = words[first + index]!;
+    } else {
+      const src = this.memory.view;
+      for (let offset = 0; offset < SQE_SIZE; offset += 4) {
+        dst.setUint32(offset, src.getUint32(base + offset, true), true);
+      }
     }
     this.head++;
     if (this.head === this.size) this.head = 0;

@@ -235,14 +235,16 @@ export class PciFunction {
       throw new PciAccessError(Errno.EINVAL, `${kind} of region ${index}: no such region (0..${PCI_REGION_COUNT - 1})`);
     }
     const region = this.regions[index]!;
-    const name = REGION_NAMES[index];
     if (region.size === 0) {
-      throw new PciAccessError(Errno.EINVAL, `${kind} of region ${index} (${name}): the region is not implemented`);
+      throw new PciAccessError(
+        Errno.EINVAL,
+        `${kind} of region ${index} (${REGION_NAMES[index]}): the region is not implemented`,
+      );
     }
     if (!Number.isSafeInteger(offset) || offset < 0 || offset + length > region.size) {
       throw new PciAccessError(
         Errno.EINVAL,
-        `${kind} of ${length} bytes at offset ${offset} of region ${index} (${name}): outside its ${region.size} bytes`,
+        `${kind} of ${length} bytes at offset ${offset} of region ${index} (${REGION_NAMES[index]}): outside its ${region.size} bytes`,
       );
     }
   }

@@ -16,9 +16,12 @@ const stderrSink: LogSink = { write: (line) => process.stderr.write(line) };
 
 let globalLevel: LogLevel = (process.env['VFIOD_LOG_LEVEL'] as LogLevel | undefined) ?? 'info';
 if (!(globalLevel in LEVEL_ORDER)) globalLevel = 'info';
+/** LEVEL_ORDER[globalLevel], kept as a number: `enabled` guards hot paths (a lookup by a variable key is not free). */
+let globalOrder = LEVEL_ORDER[globalLevel];
 
 export function setLogLevel(level: LogLevel): void {
   globalLevel = level;
+  globalOrder = LEVEL_ORDER[level];
 }
 
 export class Logger {
@@ -33,7 +36,8 @@ export class Logger {
   }
 
   enabled(level: LogLevel): boolean {
-    return LEVEL_ORDER[level] >= LEVEL_ORDER[globalLevel];
+    // 'debug' first: it is the level hot paths ask about, and a constant comparison avoids a keyed lookup.
+    return (level === 'debug' ? LEVEL_ORDER.debug : LEVEL_ORDER[level]) >= globalOrder;
   }
 
   debug(msg: string, fields?: LogFields): void {
