@@ -42,6 +42,13 @@ describe.skipIf(reason !== undefined)('VFIO passthrough in a QEMU guest (SR-IOV 
     expect(r.iommufd).toBe(false);
   });
 
+  it('the passthrough manager prepared the VF from host use (nvme) with a claim, and released it with none left', () => {
+    expect(r.vfDriverInHostUse).toBe('nvme');
+    expect(r.vfClaimsAfterPrepare).toBe(1);
+    expect(r.vfClaimsAfterRelease).toBe(0);
+    expect(r.vfReleaseResult).toBeDefined();
+  });
+
   it('opened the VF through the addon: TYPE1v2 container, regions, irqs, BAR0 CAP/VS', () => {
     const n = r.nvme as R;
     expect(n.iommuType).toBe(3);

@@ -17,6 +17,9 @@ import path from 'node:path';
 import { native, PROT_READ, PROT_WRITE } from '../../src/native/index.js';
 import { openVfioDevice } from '../../src/vfio/index.js';
 import { NativeVfioProber } from '../../src/vfio/prober.js';
+import { DeviceManager } from '../../src/devices/manager.js';
+import { ClaimStore } from '../../src/devices/claims.js';
+import { DEFAULT_ROOTS, realSysfsWriter } from '../../src/devices/host.js';
 
 const WORK = process.env.VT_WORK ?? '.';
 const SYS = '/sys/bus/pci/devices';
@@ -200,10 +203,19 @@ async function main(): Promise<void> {
   results.vfGroup = groupOf(vf);
   results.vfDriverBefore = driverOf(vf);
   step(`VF ${vf} created and online`);
-  await bind(vf, 'vfio-pci');
-  await waitFor(`/dev/vfio/${groupOf(vf)}`, () => existsSync(`/dev/vfio/${groupOf(vf)}`));
+  // A VF in host use first (on nvme, as after boot with autoprobe), so release has a host driver to return it to.
+  await bind(vf, 'nvme');
+  write(path.join(SYS, vf, 'driver_override'), '\n');
+  await waitFor(`nvme bound to ${vf}`, () => driverOf(vf) === 'nvme');
+  results.vfDriverInHostUse = driverOf(vf);
+  // The project's passthrough manager prepares it: checks, driver_override + drivers_probe, claim, VFIO probe.
+  const claims = new ClaimStore('/run/vfiod-claims.db') // local tmpfs: SQLite's WAL needs shared memory, which 9p lacks;
+  const manager = new DeviceManager({ roots: DEFAULT_ROOTS, writer: realSysfsWriter, prober: new NativeVfioProber(), claims });
+  const prepared = await manager.prepare(vf, 'test-vm');
+  results.vfPrepareResult = JSON.parse(JSON.stringify(prepared));
+  results.vfClaimsAfterPrepare = claims.list().length;
   results.vfDriverPrepared = driverOf(vf);
-  step('VF bound to vfio-pci');
+  step('VF prepared (bound to vfio-pci) by DeviceManager');
   results.nvme = nvmeIdentify(vf);
   step('NVMe identify via VFIO DMA done');
   results.vfProbe = await new NativeVfioProber().probe(vf);
@@ -218,9 +230,9 @@ async function main(): Promise<void> {
   } finally {
     held.close();
   }
-  // release back to nvme, then clear the override
-  await bind(vf, 'nvme');
-  write(path.join(SYS, vf, 'driver_override'), '\n');
+  // The manager releases it back to the driver it had (nvme) and restores driver_override exactly.
+  results.vfReleaseResult = JSON.parse(JSON.stringify(await manager.release(vf, 'test-vm')));
+  results.vfClaimsAfterRelease = claims.list().length;
   await waitFor(`nvme controller on ${vf}`, () => existsSync(path.join(SYS, vf, 'nvme')) && readdirSync(path.join(SYS, vf, 'nvme')).length > 0);
   const ctrl = readdirSync(path.join(SYS, vf, 'nvme'))[0]!;
   await waitFor(`${ctrl} live`, () => read(`/sys/class/nvme/${ctrl}/state`) === 'live', 20_000);
@@ -233,11 +245,11 @@ async function main(): Promise<void> {
   if (!gpu) throw new Error('bochs-display not found');
   results.gpu = gpu;
   results.gpuDriverBefore = driverOf(gpu);
-  await bind(gpu, 'vfio-pci');
-  await waitFor(`/dev/vfio/${groupOf(gpu)}`, () => existsSync(`/dev/vfio/${groupOf(gpu)}`));
+  results.gpuPrepareResult = JSON.parse(JSON.stringify(await manager.prepare(gpu, 'test-vm')));
   results.gpuResult = gpuProbe(gpu);
   results.gpuProbe = await new NativeVfioProber().probe(gpu);
-  await bind(gpu, results.gpuDriverBefore as string | null);
+  results.gpuReleaseResult = JSON.parse(JSON.stringify(await manager.release(gpu, 'test-vm')));
+  results.gpuClaimsAfterRelease = claims.list().length;
   results.gpuDriverReleased = driverOf(gpu);
   results.gpuOverrideReleased = read(path.join(SYS, gpu, 'driver_override'));
   step('GPU stand-in done');
