@@ -24,18 +24,12 @@ import {
 } from './discovery.js';
 import { driversProbeFile, type HostRoots, pciDeviceDir, slotOf, type SysfsWriter, vfioGroupPath } from './host.js';
 import type { VfioProbeResult, VfioProber } from './probe.js';
+import { type ErrorCode, VfiodError } from '../util/errors.js';
 
-export type DeviceErrorCode = 'NOT_FOUND' | 'INVALID_ARGUMENT' | 'FAILED_PRECONDITION' | 'ALREADY_EXISTS' | 'UNAVAILABLE' | 'INTERNAL';
+export type DeviceErrorCode = ErrorCode;
 
-export class DeviceError extends Error {
-  constructor(
-    readonly code: DeviceErrorCode,
-    message: string,
-    readonly details: Record<string, unknown> = {},
-  ) {
-    super(message);
-  }
-}
+/** A passthrough-manager failure; `code` maps onto a gRPC status in the control API. */
+export class DeviceError extends VfiodError {}
 
 export interface ManagerOptions {
   roots: HostRoots;
