@@ -1,6 +1,7 @@
 /**
  * The `vfiod` command line. Subcommands:
- *   serve   serve emulated NVMe controllers on vfio-user sockets (docs/serve.md)
+ *   serve     serve emulated NVMe controllers on vfio-user sockets (docs/serve.md)
+ *   devices   the passthrough manager: list/show/prepare/release/reconcile (docs/passthrough.md)
  */
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
@@ -11,6 +12,7 @@ const USAGE = `Usage: vfiod <command> [options]
 
 Commands:
   serve     Serve an emulated NVMe controller on a vfio-user socket
+  devices   Find, check, prepare and release PCI devices for VFIO passthrough
   version   Print the version
 
 Run 'vfiod <command> --help' for a command's options.
