@@ -1,0 +1,78 @@
+/**
+ * What the attachment orchestrator (src/attach) needs from a hypervisor, whatever it is: add a VFIO device (by host
+ * PCI address) or a vfio-user device (by socket), list what the VMM reports, and remove a device, waiting for the
+ * guest to let go of it. cloud-hypervisor (REST on the VM's API socket) and QEMU (QMP) implement it.
+ */
+
+export type HypervisorKind = 'cloud-hypervisor' | 'qemu';
+
+/** How to reach one VM's VMM. */
+export type HypervisorEndpoint =
+  | { hypervisor: 'cloud-hypervisor'; /** The VM's REST API unix socket (cloud-hypervisor --api-socket). */ apiSocket: string }
+  | { hypervisor: 'qemu'; /** The VM's QMP unix socket (-qmp unix:<path>,server=on,wait=off). */ qmpSocket: string };
+
+/** What is given to the VM: a host PCI function through VFIO, or an emulated controller on a vfio-user socket. */
+export type AttachSource = { kind: 'pci'; bdf: string } | { kind: 'vfio-user'; socketPath: string };
+
+/** A VFIO PCI device to hot-plug (or to put in a static configuration). */
+export interface PciDeviceSpec {
+  /** Host BDF, "0000:01:00.1". */
+  hostBdf: string;
+  /** The VMM's id for the device (QEMU: letters, digits, '-', '_', '.', starting with a letter). */
+  id: string;
+  /** cloud-hypervisor: put the device behind the virtual IOMMU. */
+  iommu?: boolean;
+  /** cloud-hypervisor: PCI segment (default 0). */
+  pciSegment?: number;
+  /** cloud-hypervisor: x_nv_gpudirect_clique for NVIDIA GPUs (GPUDirect P2P between GPUs of one clique). */
+  gpudirectClique?: number;
+  /** QEMU: bootindex (lower boots first). cloud-hypervisor has no boot order. */
+  bootIndex?: number;
+}
+
+/** A vfio-user device (an emulated controller served by `vfiod serve`). */
+export interface UserDeviceSpec {
+  socketPath: string;
+  id: string;
+  pciSegment?: number;
+  bootIndex?: number;
+}
+
+/** A device as the VMM reports it. */
+export interface VmmDevice {
+  id: string;
+  /** The guest-side PCI address when the VMM says it ("0000:00:04.0" for cloud-hypervisor, "bus:slot.fn" for QEMU). */
+  guestBdf: string | null;
+  /** The host device behind it, when the VMM says (QEMU qom "host" of a vfio-pci; cloud-hypervisor: none). */
+  hostBdf: string | null;
+}
+
+export interface AddedDevice {
+  id: string;
+  guestBdf: string | null;
+  /** cloud-hypervisor answers 204 for a VM that is created but not booted: the device is cold-added. */
+  coldAdded: boolean;
+  /** QEMU: the pcie-root-port the device went into. */
+  bus: string | null;
+}
+
+export interface HypervisorAdapter {
+  readonly kind: HypervisorKind;
+  /** The VM this adapter talks to (used in every error message). */
+  readonly vmId: string;
+  /** Checks that the VMM answers; returns its version string. UNAVAILABLE when the socket is missing or refuses. */
+  ping(timeoutMs?: number): Promise<string>;
+  addPciDevice(spec: PciDeviceSpec, timeoutMs?: number): Promise<AddedDevice>;
+  addUserDevice(spec: UserDeviceSpec, timeoutMs?: number): Promise<AddedDevice>;
+  /** Every device the VMM currently reports (cloud-hypervisor: vm.info device_tree; QEMU: query-pci). */
+  listDevices(timeoutMs?: number): Promise<VmmDevice[]>;
+  /**
+   * Asks the VMM to remove `id` and waits until it is gone (QEMU: DEVICE_DELETED; cloud-hypervisor: the id leaves
+   * vm.info's device_tree). DEADLINE_EXCEEDED when the guest has not let go within `timeoutMs`: the removal may still
+   * complete later. FAILED_PRECONDITION when the guest refused (QEMU DEVICE_UNPLUG_GUEST_ERROR).
+   */
+  removeDevice(id: string, timeoutMs: number): Promise<void>;
+  /** Whether the VMM still reports `id`. */
+  hasDevice(id: string, timeoutMs?: number): Promise<boolean>;
+  close(): Promise<void>;
+}
