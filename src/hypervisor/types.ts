@@ -28,6 +28,8 @@ export interface PciDeviceSpec {
   gpudirectClique?: number;
   /** QEMU: bootindex (lower boots first). cloud-hypervisor has no boot order. */
   bootIndex?: number;
+  /** QEMU: the pcie-root-port to plug into (default: the first empty one). */
+  bus?: string;
 }
 
 /** A vfio-user device (an emulated controller served by `vfiod serve`). */
@@ -36,6 +38,8 @@ export interface UserDeviceSpec {
   id: string;
   pciSegment?: number;
   bootIndex?: number;
+  /** QEMU: the pcie-root-port to plug into (default: the first empty one). */
+  bus?: string;
 }
 
 /** A device as the VMM reports it. */

@@ -1,0 +1,260 @@
+/**
+ * cloud-hypervisor's REST API on a VM's API unix socket (prefix /api/v1): vm.add-device (VFIO by sysfs path),
+ * vm.add-user-device (vfio-user), vm.remove-device, vm.info (device_tree) and vmm.ping.
+ *
+ * Errors: v48 (what FeOS pins) answers every API error with 500 and a JSON array of the error chain
+ * (["Error from API", "The device could not be added to the VM", ...]); newer versions use 400/404/409 with text or
+ * JSON bodies. Both are mapped onto VfiodError codes from the status and the chain's text, with the VM and device in
+ * the message. A missing socket or a refused connection is UNAVAILABLE, no answer in time DEADLINE_EXCEEDED.
+ */
+import { existsSync } from 'node:fs';
+import http from 'node:http';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { rootLogger } from '../util/log.js';
+import { type ErrorCode, errorMessage, VfiodError } from '../util/errors.js';
+import type { ChDeviceConfig, ChUserDeviceConfig } from './static-config.js';
+import type { AddedDevice, HypervisorAdapter, PciDeviceSpec, UserDeviceSpec, VmmDevice } from './types.js';
+
+const API_PREFIX = '/api/v1';
+const DEFAULT_TIMEOUT_MS = 10_000;
+
+export interface CloudHypervisorOptions {
+  vmId: string;
+  apiSocket: string;
+  /** How often removeDevice polls vm.info for the id to disappear (default 200 ms). */
+  pollMs?: number;
+}
+
+interface HttpAnswer {
+  status: number;
+  contentType: string;
+  body: string;
+}
+
+/** One entry of vm.info's device_tree (OpenAPI DeviceNode). */
+interface DeviceNode {
+  id?: string;
+  pci_bdf?: string;
+  children?: string[];
+}
+
+/** The error chain of an API error: v48's JSON array, a JSON object with a message, or plain text. */
+export function parseErrorChain(body: string): string[] {
+  const text = body.trim();
+  if (!text) return [];
+  try {
+    const parsed: unknown = JSON.parse(text);
+    if (Array.isArray(parsed)) return parsed.map((x) => (typeof x === 'string' ? x : JSON.stringify(x)));
+    if (typeof parsed === 'string') return [parsed];
+    if (parsed && typeof parsed === 'object') {
+      const o = parsed as Record<string, unknown>;
+      for (const key of ['error', 'message', 'msg']) {
+        const v = o[key];
+        if (typeof v === 'string') return [v];
+        if (Array.isArray(v)) return v.map(String);
+      }
+      return [JSON.stringify(parsed)];
+    }
+  } catch {
+    /* plain text */
+  }
+  return text.split('\n').map((l) => l.trim()).filter(Boolean);
+}
+
+/** The status code for an API error, from the HTTP status (newer versions) refined by the chain's text (v48: all 500). */
+export function classifyApiError(status: number, chain: string[]): ErrorCode {
+  const text = chain.join(' | ');
+  if (/not unique|already exists|duplicate/i.test(text)) return 'ALREADY_EXISTS';
+  if (status === 404) return 'NOT_FOUND';
+  if (status === 409) return 'FAILED_PRECONDITION';
+  if (status === 429 || status === 503) return 'UNAVAILABLE';
+  if (/not viable|in use|busy|EBUSY|not running|not created|not booted|VmNotRunning|VmNotCreated|not supported|iommu/i.test(text)) {
+    return 'FAILED_PRECONDITION';
+  }
+  if (/unknown device|UnknownDevice|no such|not found|does not exist|ENOENT|No such file/i.test(text)) return 'NOT_FOUND';
+  if (status === 400 || /invalid|could not parse|deserializ|missing field|unknown field/i.test(text)) return 'INVALID_ARGUMENT';
+  return 'INTERNAL';
+}
+
+export class CloudHypervisorClient implements HypervisorAdapter {
+  readonly kind = 'cloud-hypervisor' as const;
+  readonly vmId: string;
+  readonly apiSocket: string;
+  private readonly pollMs: number;
+  private readonly log;
+
+  constructor(options: CloudHypervisorOptions) {
+    this.vmId = options.vmId;
+    this.apiSocket = options.apiSocket;
+    this.pollMs = options.pollMs ?? 200;
+    this.log = rootLogger.child({ component: 'cloud-hypervisor', vm: this.vmId, apiSocket: this.apiSocket });
+  }
+
+  private where(): string {
+    return `VM ${this.vmId} (cloud-hypervisor API ${this.apiSocket})`;
+  }
+
+  /** One HTTP request on the API socket. Rejects with UNAVAILABLE / DEADLINE_EXCEEDED; any HTTP status resolves. */
+  private request(method: 'GET' | 'PUT', endpoint: string, body: unknown, timeoutMs: number, what: string): Promise<HttpAnswer> {
+    if (!existsSync(this.apiSocket)) {
+      return Promise.reject(new VfiodError('UNAVAILABLE', `${what}: ${this.where()}: the API socket does not exist (is the VM running?)`, { vmId: this.vmId }));
+    }
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    return new Promise<HttpAnswer>((resolve, reject) => {
+      let settled = false;
+      const fail = (error: VfiodError): void => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        req.destroy();
+        reject(error);
+      };
+      const req = http.request(
+        {
+          socketPath: this.apiSocket,
+          path: `${API_PREFIX}/${endpoint}`,
+          method,
+          headers: {
+            Host: 'localhost',
+            Accept: 'application/json',
+            ...(payload ? { 'Content-Type': 'application/json', 'Content-Length': String(payload.length) } : {}),
+          },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('error', (error) => fail(new VfiodError('UNAVAILABLE', `${what}: ${this.where()}: reading the answer failed: ${error.message}`, { vmId: this.vmId })));
+          res.on('end', () => {
+            if (settled) return;
+            settled = true;
+            clearTimeout(timer);
+            resolve({ status: res.statusCode ?? 0, contentType: String(res.headers['content-type'] ?? ''), body: Buffer.concat(chunks).toString('utf8') });
+          });
+        },
+      );
+      const timer = setTimeout(
+        () => fail(new VfiodError('DEADLINE_EXCEEDED', `${what}: ${this.where()}: no answer within ${timeoutMs} ms`, { vmId: this.vmId })),
+        timeoutMs,
+      );
+      req.on('error', (error: NodeJS.ErrnoException) => {
+        const code = error.code === 'ECONNREFUSED' || error.code === 'ENOENT' || error.code === 'ECONNRESET' || error.code === 'EPIPE' ? 'UNAVAILABLE' : 'INTERNAL';
+        fail(new VfiodError(code, `${what}: ${this.where()}: ${error.code ?? ''} ${error.message}`.replace(/\s+/g, ' '), { vmId: this.vmId }));
+      });
+      if (payload) req.end(payload);
+      else req.end();
+    });
+  }
+
+  /** Throws the mapped VfiodError for a non-2xx answer. */
+  private check(answer: HttpAnswer, what: string, details: Record<string, unknown> = {}): void {
+    if (answer.status >= 200 && answer.status < 300) return;
+    const chain = parseErrorChain(answer.body);
+    const code = classifyApiError(answer.status, chain);
+    throw new VfiodError(code, `${what}: ${this.where()} answered ${answer.status}: ${chain.join(': ') || '(no body)'}`, {
+      vmId: this.vmId,
+      httpStatus: answer.status,
+      errorChain: chain,
+      ...details,
+    });
+  }
+
+  private parseJson<T>(answer: HttpAnswer, what: string): T {
+    try {
+      return JSON.parse(answer.body) as T;
+    } catch (error) {
+      throw new VfiodError('INTERNAL', `${what}: ${this.where()} sent a body that is not JSON (${errorMessage(error)}): ${answer.body.slice(0, 200)}`, { vmId: this.vmId });
+    }
+  }
+
+  async ping(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<string> {
+    const what = 'vmm.ping';
+    const answer = await this.request('GET', 'vmm.ping', undefined, timeoutMs, what);
+    this.check(answer, what);
+    const info = this.parseJson<{ version?: unknown }>(answer, what);
+    return typeof info.version === 'string' ? info.version : 'unknown';
+  }
+
+  /** vm.info's device_tree (id -> node). */
+  async deviceTree(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<Record<string, DeviceNode>> {
+    const what = 'vm.info';
+    const answer = await this.request('GET', 'vm.info', undefined, timeoutMs, what);
+    this.check(answer, what);
+    const info = this.parseJson<{ device_tree?: Record<string, DeviceNode> | null }>(answer, what);
+    return info.device_tree ?? {};
+  }
+
+  async listDevices(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<VmmDevice[]> {
+    const tree = await this.deviceTree(timeoutMs);
+    return Object.entries(tree).map(([key, node]) => ({ id: node.id ?? key, guestBdf: node.pci_bdf ?? null, hostBdf: null }));
+  }
+
+  async hasDevice(id: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<boolean> {
+    const tree = await this.deviceTree(timeoutMs);
+    return id in tree || Object.values(tree).some((n) => n.id === id);
+  }
+
+  private async add(endpoint: 'vm.add-device' | 'vm.add-user-device', body: ChDeviceConfig | ChUserDeviceConfig, id: string, timeoutMs: number, source: string): Promise<AddedDevice> {
+    const what = `${endpoint} ${id} (${source})`;
+    const answer = await this.request('PUT', endpoint, body, timeoutMs, what);
+    this.check(answer, what, { deviceId: id });
+    if (answer.status === 204) {
+      this.log.info('device cold-added (VM not booted)', { device: id, source });
+      return { id, guestBdf: null, coldAdded: true, bus: null };
+    }
+    const info = this.parseJson<{ id?: string; bdf?: string }>(answer, what);
+    this.log.info('device hot-plugged', { device: id, source, guestBdf: info.bdf });
+    return { id: info.id ?? id, guestBdf: info.bdf ?? null, coldAdded: false, bus: null };
+  }
+
+  async addPciDevice(spec: PciDeviceSpec, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<AddedDevice> {
+    if (spec.bootIndex !== undefined) {
+      throw new VfiodError('INVALID_ARGUMENT', `vm.add-device ${spec.id}: ${this.where()}: cloud-hypervisor has no boot order (bootIndex); boot from NVMe needs CLOUDHV.fd firmware`);
+    }
+    const body: ChDeviceConfig = { path: `/sys/bus/pci/devices/${spec.hostBdf}`, id: spec.id };
+    if (spec.iommu !== undefined) body.iommu = spec.iommu;
+    if (spec.pciSegment !== undefined) body.pci_segment = spec.pciSegment;
+    if (spec.gpudirectClique !== undefined) body.x_nv_gpudirect_clique = spec.gpudirectClique;
+    return this.add('vm.add-device', body, spec.id, timeoutMs, `host ${spec.hostBdf}`);
+  }
+
+  async addUserDevice(spec: UserDeviceSpec, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<AddedDevice> {
+    if (spec.bootIndex !== undefined) {
+      throw new VfiodError('INVALID_ARGUMENT', `vm.add-user-device ${spec.id}: ${this.where()}: cloud-hypervisor has no boot order (bootIndex)`);
+    }
+    const body: ChUserDeviceConfig = { socket: spec.socketPath, id: spec.id };
+    if (spec.pciSegment !== undefined) body.pci_segment = spec.pciSegment;
+    return this.add('vm.add-user-device', body, spec.id, timeoutMs, `vfio-user ${spec.socketPath}`);
+  }
+
+  /** Asks for removal only (204 at once; the guest ejects the device later). */
+  async requestRemove(id: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<void> {
+    const what = `vm.remove-device ${id}`;
+    const answer = await this.request('PUT', 'vm.remove-device', { id }, timeoutMs, what);
+    this.check(answer, what, { deviceId: id });
+  }
+
+  async removeDevice(id: string, timeoutMs: number): Promise<void> {
+    const started = Date.now();
+    const deadline = started + timeoutMs;
+    await this.requestRemove(id, Math.max(1, Math.min(DEFAULT_TIMEOUT_MS, timeoutMs)));
+    // cloud-hypervisor tears the device down only after the guest ejected it (ACPI); then the id leaves device_tree.
+    for (;;) {
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      if (!(await this.hasDevice(id, Math.max(1, Math.min(DEFAULT_TIMEOUT_MS, left))))) {
+        this.log.info('device removed', { device: id, ms: Date.now() - started });
+        return;
+      }
+      await sleep(Math.min(this.pollMs, Math.max(1, deadline - Date.now())));
+    }
+    throw new VfiodError(
+      'DEADLINE_EXCEEDED',
+      `vm.remove-device ${id}: ${this.where()}: the device is still in vm.info's device_tree after ${timeoutMs} ms: the guest has not ejected it`,
+      { vmId: this.vmId, deviceId: id },
+    );
+  }
+
+  async close(): Promise<void> {
+    /* one connection per request: nothing to close */
+  }
+}

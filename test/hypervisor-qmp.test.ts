@@ -1,0 +1,166 @@
+/**
+ * The QMP adapter against a real QEMU on the host (qemu-system-x86_64 -S -accel tcg -machine q35 -nodefaults with
+ * pcie-root-ports; no guest runs): capabilities, query-pci, empty root-port discovery, precise errors for a bogus
+ * vfio-pci host and for vfio-user-pci on a QEMU without it, the device_add/device_del flow (an emulated NIC whose
+ * unplug stays pending without a guest -> DEADLINE_EXCEEDED; a USB keyboard whose unplug completes at once ->
+ * DEVICE_DELETED). Skips with the reason when QEMU is missing.
+ */
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { QemuAdapter, QmpConnection } from '../src/hypervisor/qmp.js';
+import { VfiodError } from '../src/util/errors.js';
+
+const QEMU = 'qemu-system-x86_64';
+const LAUNCHER = path.join(path.dirname(new URL(import.meta.url).pathname), 'testbed', 'qemu-launch.sh');
+
+function unavailable(): string | undefined {
+  if (process.platform !== 'linux') return 'needs Linux';
+  const probe = spawnSync(QEMU, ['--version'], { encoding: 'utf8' });
+  if (probe.status !== 0) return `${QEMU} not found (apt-get install qemu-system-x86)`;
+  return undefined;
+}
+
+const reason = unavailable();
+if (reason) console.warn(`hypervisor-qmp: skipped: ${reason}`);
+
+async function expectError(promise: Promise<unknown>, code: string, ...fragments: Array<string | RegExp>): Promise<VfiodError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(VfiodError);
+  const e = error as VfiodError;
+  expect(e.code, e.message).toBe(code);
+  for (const f of fragments) expect(e.message).toMatch(f);
+  return e;
+}
+
+describe.skipIf(reason !== undefined)('QMP adapter against a real QEMU (-S, q35, pcie-root-ports)', () => {
+  let dir: string;
+  let qemu: ChildProcess;
+  let qmpSocket: string;
+  let adapter: QemuAdapter;
+  let stderr = '';
+
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-qmp-'));
+    qmpSocket = path.join(dir, 'qmp.sock');
+    qemu = spawn('sh', [LAUNCHER, '120', QEMU,
+      '-S', '-accel', 'tcg', '-machine', 'q35', '-nodefaults', '-display', 'none', '-m', '64',
+      '-device', 'pcie-root-port,id=rp0,chassis=1,slot=1',
+      '-device', 'e1000e,id=nic0,bus=rp0',
+      '-device', 'pcie-root-port,id=rp1,chassis=2,slot=2',
+      '-device', 'pcie-root-port,id=rp2,chassis=3,slot=3',
+      '-device', 'qemu-xhci,id=xhci',
+      '-qmp', `unix:${qmpSocket},server=on,wait=off`,
+    ], { stdio: ['pipe', 'ignore', 'pipe'] });
+    qemu.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+    for (let i = 0; i < 200 && !existsSync(qmpSocket); i++) await sleep(50);
+    if (!existsSync(qmpSocket)) throw new Error(`QEMU did not create ${qmpSocket}: ${stderr}`);
+    adapter = new QemuAdapter({ vmId: 'vm-qmp', qmpSocket });
+  }, 30_000);
+
+  afterAll(async () => {
+    qemu?.stdin?.end(); // the launcher stops QEMU when its stdin closes
+    await new Promise((r) => (qemu.exitCode !== null ? r(null) : qemu.once('exit', r)));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('negotiates capabilities and reports the QEMU version', async () => {
+    expect(await adapter.ping()).toMatch(/^\d+\.\d+\.\d+$/);
+    const conn = await QmpConnection.connect(qmpSocket, { vmId: 'vm-qmp' });
+    try {
+      const status = await conn.execute<{ status: string; running: boolean }>('query-status');
+      expect(status).toMatchObject({ status: 'prelaunch', running: false });
+      await expectError(conn.execute('no-such-command'), 'FAILED_PRECONDITION', /no-such-command/, /vm-qmp/);
+    } finally {
+      conn.close();
+    }
+  });
+
+  it('query-pci lists the root ports by qdev id; only empty root ports are free', async () => {
+    const pci = await adapter.queryPci();
+    expect(pci.map((d) => d.qdev_id)).toEqual(expect.arrayContaining(['rp0', 'rp1', 'rp2', 'xhci']));
+    expect(pci.find((d) => d.qdev_id === 'rp1')?.address).toMatch(/^0000:00:[0-9a-f]{2}\.0$/);
+    expect(await adapter.freeRootPorts()).toEqual(['rp1', 'rp2']);
+    const devices = await adapter.listDevices();
+    expect(devices.map((d) => d.id)).toEqual(expect.arrayContaining(['rp0', 'rp1', 'rp2', 'nic0', 'xhci']));
+  });
+
+  it('vfio-pci with a host device that does not exist: NOT_FOUND naming the VM, device, host and bus; nothing left behind', async () => {
+    await expectError(
+      adapter.addPciDevice({ hostBdf: '0000:ff:1f.7', id: 'vf0' }),
+      'NOT_FOUND', /device_add vf0/, /host 0000:ff:1f\.7/, /bus rp1/, /VM vm-qmp/, /no such host device/,
+    );
+    expect(await adapter.hasDevice('vf0')).toBe(false);
+    expect(await adapter.freeRootPorts()).toEqual(['rp1', 'rp2']);
+  });
+
+  it('vfio-user-pci on a QEMU without it: FAILED_PRECONDITION that says which QEMU is needed', async () => {
+    const e = await expectError(
+      adapter.addUserDevice({ socketPath: path.join(dir, 'nvme0.sock'), id: 'user0' }),
+      'FAILED_PRECONDITION', /'vfio-user-pci' is not a valid device model name/, /QEMU >= 10\.1/, /user0/,
+    );
+    expect(e.details.qmpClass).toBe('GenericError');
+  });
+
+  it('a named bus that does not exist is NOT_FOUND; a duplicate id is ALREADY_EXISTS', async () => {
+    await expectError(adapter.addPciDevice({ hostBdf: '0000:ff:1f.7', id: 'vf1', bus: 'nope' }), 'NOT_FOUND', /Bus 'nope' not found/);
+    await expectError(adapter.addPciDevice({ hostBdf: '0000:ff:1f.7', id: 'nic0', bus: 'rp2' }), 'ALREADY_EXISTS', /Duplicate device ID 'nic0'/);
+  });
+
+  it('device_add into an empty root port, then device_del without a guest stays pending: DEADLINE_EXCEEDED, also when repeated', async () => {
+    const conn = await QmpConnection.connect(qmpSocket, { vmId: 'vm-qmp' });
+    try {
+      await conn.execute('device_add', { driver: 'e1000e', id: 'hp0', bus: 'rp1' });
+    } finally {
+      conn.close();
+    }
+    expect(await adapter.hasDevice('hp0')).toBe(true);
+    expect(await adapter.freeRootPorts()).toEqual(['rp2']);
+    const t0 = Date.now();
+    await expectError(adapter.removeDevice('hp0', 1500), 'DEADLINE_EXCEEDED', /no DEVICE_DELETED within 1500 ms/, /hp0/, /VM vm-qmp/);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(1400);
+    expect(Date.now() - t0).toBeLessThan(5000);
+    // a retry finds the unplug in progress (QEMU refuses a second device_del) and waits again
+    await expectError(adapter.removeDevice('hp0', 500), 'DEADLINE_EXCEEDED', /pending/);
+    expect(await adapter.hasDevice('hp0')).toBe(true);
+  });
+
+  it('device_del of a device whose unplug completes at once resolves on DEVICE_DELETED', async () => {
+    const conn = await QmpConnection.connect(qmpSocket, { vmId: 'vm-qmp' });
+    try {
+      await conn.execute('device_add', { driver: 'usb-kbd', id: 'kbd0', bus: 'xhci.0' });
+    } finally {
+      conn.close(); // QEMU serves one QMP client at a time
+    }
+    expect(await adapter.hasDevice('kbd0')).toBe(true);
+    const t0 = Date.now();
+    await adapter.removeDevice('kbd0', 5000);
+    expect(Date.now() - t0).toBeLessThan(900); // the event, not the 1 s QOM re-check
+    expect(await adapter.hasDevice('kbd0')).toBe(false);
+    await expectError(adapter.removeDevice('kbd0', 1000), 'NOT_FOUND', /Device 'kbd0' not found/);
+  });
+
+  it('a second client while one holds the socket gets DEADLINE_EXCEEDED that says so', async () => {
+    const conn = await QmpConnection.connect(qmpSocket, { vmId: 'vm-qmp' });
+    try {
+      await expectError(adapter.ping(300), 'DEADLINE_EXCEEDED', /no QMP greeting within 300 ms/, /another client may hold the socket/);
+    } finally {
+      conn.close();
+    }
+    expect(await adapter.ping()).toMatch(/^\d/);
+  });
+
+  it('a missing socket and a socket nobody listens on are UNAVAILABLE', async () => {
+    await expectError(new QemuAdapter({ vmId: 'vm-gone', qmpSocket: path.join(dir, 'missing.sock') }).ping(), 'UNAVAILABLE', /VM vm-gone/, /does not exist/);
+    const stale = path.join(dir, 'stale.sock');
+    writeFileSync(stale, '');
+    await expectError(new QemuAdapter({ vmId: 'vm-stale', qmpSocket: stale }).ping(), 'UNAVAILABLE', /VM vm-stale/, /ECONNREFUSED/);
+  });
+});
