@@ -96,6 +96,26 @@ void nvme_build_rw(struct nvme_sqe *sqe, uint8_t opc, uint16_t cid, uint32_t nsi
   sqe->cdw12 = (nlb - 1u) & 0xffffu;
 }
 
+void nvme_build_dsm(struct nvme_sqe *sqe, uint16_t cid, uint32_t nsid, uint64_t range_iova, uint32_t attrs) {
+  memset(sqe, 0, sizeof *sqe);
+  sqe->cdw0 = (uint32_t)NVME_IO_DSM | ((uint32_t)cid << 16);
+  sqe->nsid = nsid;
+  sqe->prp1 = range_iova;
+  sqe->cdw10 = 0; /* NR: 1 range (0-based) */
+  sqe->cdw11 = attrs;
+}
+
+void nvme_fill_dsm_range(void *range, uint64_t slba, uint32_t nlb) {
+  uint32_t words[4] = {0, nlb, (uint32_t)slba, (uint32_t)(slba >> 32)}; /* CATTR, NLB (1-based count), SLBA */
+  memcpy(range, words, sizeof words);
+}
+
+void nvme_build_flush(struct nvme_sqe *sqe, uint16_t cid, uint32_t nsid) {
+  memset(sqe, 0, sizeof *sqe);
+  sqe->cdw0 = (uint32_t)NVME_IO_FLUSH | ((uint32_t)cid << 16);
+  sqe->nsid = nsid;
+}
+
 void nvme_build_prps(uint64_t iova, uint32_t len, uint64_t *prp_list, uint64_t prp_list_iova, uint64_t *prp1,
                      uint64_t *prp2) {
   *prp1 = iova;
@@ -276,6 +296,11 @@ int nvme_set_num_queues(struct nvme_ctrl *ctrl, uint16_t nsq, uint16_t ncq, uint
 }
 
 int nvme_create_io_qpair(struct nvme_ctrl *ctrl, struct nvme_qpair *qp, uint16_t qid, uint16_t qsize, int irq_vector) {
+  return nvme_create_io_qpair_in(ctrl, ctrl->mem, qp, qid, qsize, irq_vector);
+}
+
+int nvme_create_io_qpair_in(struct nvme_ctrl *ctrl, struct nvme_dma_mem *mem, struct nvme_qpair *qp, uint16_t qid,
+                            uint16_t qsize, int irq_vector) {
   memset(qp, 0, sizeof *qp);
   if (qsize > ctrl->mqes) return fail(ctrl, EINVAL, "queue size %u exceeds CAP.MQES+1 = %u", qsize, ctrl->mqes);
   if (qsize < 2) return fail(ctrl, EINVAL, "queue size must be >= 2");
@@ -284,8 +309,8 @@ int nvme_create_io_qpair(struct nvme_ctrl *ctrl, struct nvme_qpair *qp, uint16_t
   qp->qsize = qsize;
   qp->phase = 1;
   qp->irq_vector = irq_vector;
-  qp->sq = nvme_dma_alloc(ctrl->mem, ((size_t)qsize * 64u + PAGE - 1) & ~(size_t)(PAGE - 1), PAGE, &qp->sq_iova);
-  qp->cq = nvme_dma_alloc(ctrl->mem, ((size_t)qsize * 16u + PAGE - 1) & ~(size_t)(PAGE - 1), PAGE, &qp->cq_iova);
+  qp->sq = nvme_dma_alloc(mem, ((size_t)qsize * 64u + PAGE - 1) & ~(size_t)(PAGE - 1), PAGE, &qp->sq_iova);
+  qp->cq = nvme_dma_alloc(mem, ((size_t)qsize * 16u + PAGE - 1) & ~(size_t)(PAGE - 1), PAGE, &qp->cq_iova);
   if (!qp->sq || !qp->cq) return fail(ctrl, ENOMEM, "DMA memory exhausted (I/O queues)");
   struct nvme_sqe sqe = {0};
   sqe.cdw0 = NVME_ADM_CREATE_CQ;

@@ -37,6 +37,8 @@
 #define NVME_IO_FLUSH 0x00
 #define NVME_IO_WRITE 0x01
 #define NVME_IO_READ 0x02
+#define NVME_IO_DSM 0x09
+#define NVME_DSM_ATTR_DEALLOCATE (1u << 2)
 
 #define NVME_FEAT_NUM_QUEUES 0x07
 
@@ -132,6 +134,9 @@ int nvme_identify_ns(struct nvme_ctrl *ctrl, uint32_t nsid, struct nvme_ns_info 
 int nvme_set_num_queues(struct nvme_ctrl *ctrl, uint16_t nsq, uint16_t ncq, uint16_t *got_sq, uint16_t *got_cq);
 /* Create CQ then SQ with id qid; irq_vector < 0 disables interrupts for the CQ. */
 int nvme_create_io_qpair(struct nvme_ctrl *ctrl, struct nvme_qpair *qp, uint16_t qid, uint16_t qsize, int irq_vector);
+/* The same, with the rings allocated from `mem` instead of ctrl->mem (e.g. one DMA region per queue owner). */
+int nvme_create_io_qpair_in(struct nvme_ctrl *ctrl, struct nvme_dma_mem *mem, struct nvme_qpair *qp, uint16_t qid,
+                            uint16_t qsize, int irq_vector);
 int nvme_delete_io_qpair(struct nvme_ctrl *ctrl, struct nvme_qpair *qp);
 /* CC.SHN = normal shutdown; waits for CSTS.SHST = complete. */
 int nvme_ctrl_shutdown(struct nvme_ctrl *ctrl);
@@ -156,6 +161,12 @@ int nvme_qpair_ring_cq(struct nvme_qpair *qp);
 /* Fill a Read/Write SQE; data must be described by prp1/prp2 (see nvme_build_prps). nlb is 1-based. */
 void nvme_build_rw(struct nvme_sqe *sqe, uint8_t opc, uint16_t cid, uint32_t nsid, uint64_t slba, uint32_t nlb,
                    uint64_t prp1, uint64_t prp2);
+/* Fill a Dataset Management SQE for one range (nr 1) whose 16-byte descriptor is at range_iova; attrs e.g. AD. */
+void nvme_build_dsm(struct nvme_sqe *sqe, uint16_t cid, uint32_t nsid, uint64_t range_iova, uint32_t attrs);
+/* Write one DSM range descriptor (context attributes 0, nlb blocks starting at slba). */
+void nvme_fill_dsm_range(void *range, uint64_t slba, uint32_t nlb);
+/* Fill a Flush SQE. */
+void nvme_build_flush(struct nvme_sqe *sqe, uint16_t cid, uint32_t nsid);
 /*
  * Describe a physically contiguous buffer (iova, len) with PRPs (page size 4 KiB). When more than two pages are
  * needed, the list is written to prp_list (a 4 KiB page at prp_list_iova; enough for 2 MiB transfers).

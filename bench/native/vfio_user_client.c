@@ -54,6 +54,26 @@ int vfu_connect(struct vfu_client *c, const char *socket_path) {
   return 0;
 }
 
+int vfu_find_mmap_area(const struct vfu_region_info *region, uint64_t offset, uint64_t len, uint64_t *area_offset,
+                       uint64_t *area_size) {
+  if (!(region->flags & VFU_REGION_MMAP) || region->fd < 0) return -1;
+  if (region->nr_areas == 0) {
+    if (offset + len > region->size) return -1;
+    *area_offset = 0;
+    *area_size = region->size;
+    return 0;
+  }
+  for (uint32_t i = 0; i < region->nr_areas; i++) {
+    const struct vfu_sparse_area *a = &region->areas[i];
+    if (a->offset <= offset && a->offset + a->size >= offset + len) {
+      *area_offset = a->offset;
+      *area_size = a->size;
+      return 0;
+    }
+  }
+  return -1;
+}
+
 int vfu_peer_pid(struct vfu_client *c) {
   struct ucred cr;
   socklen_t len = sizeof cr;

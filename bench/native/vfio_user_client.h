@@ -114,6 +114,12 @@ int vfu_device_reset(struct vfu_client *c);
  * ignores NO_REPLY, server requests). Returns the number of messages drained or a negative errno.
  */
 int vfu_drain_unsolicited(struct vfu_client *c);
+/*
+ * Find the mmap-able part of a region that covers [offset, offset+len): a sparse-mmap area, or the whole region when
+ * it is mmap-able without areas. Returns 0 and the area (relative to the region start), or -1 when none does.
+ */
+int vfu_find_mmap_area(const struct vfu_region_info *region, uint64_t offset, uint64_t len, uint64_t *area_offset,
+                       uint64_t *area_size);
 /* Server process id (SO_PEERCRED), or -1. */
 int vfu_peer_pid(struct vfu_client *c);
 void vfu_close(struct vfu_client *c);
