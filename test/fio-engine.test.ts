@@ -140,6 +140,11 @@ bs=4k
 iodepth=8
 size=8M
 number_ios=2000
+[whole]
+stonewall
+rw=read
+bs=1M
+iodepth=4
 `);
     expect(run.status, run.stderr).toBe(0);
     const [verify] = byName(run, 'verify');
@@ -150,6 +155,10 @@ number_ios=2000
     const [randread] = byName(run, 'randread');
     expect(randread!.error).toBe(0);
     expect(randread!.read.total_ios).toBe(2000);
+    // no size=: the job covers the namespace, whose size the engine reports from Identify Namespace
+    const [whole] = byName(run, 'whole');
+    expect(whole!.error).toBe(0);
+    expect(whole!.read.io_bytes).toBe(64 << 20);
   });
 
   it('numjobs=2 share one connection, each with its own queue pair; verify, trim, fsync (file namespace, --poll)', async () => {

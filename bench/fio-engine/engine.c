@@ -376,6 +376,14 @@ static void job_free(struct thread_data *td, struct vfiod_job *j) {
 
 /* ---------------- fio hooks ---------------- */
 
+static int vfiod_get_file_size(struct thread_data *td, struct fio_file *f) {
+  struct vfiod_job *j = job_get(td);
+  if (!j) return 1;
+  f->real_file_size = j->ns_bytes;
+  fio_file_set_size_known(f);
+  return 0;
+}
+
 static int vfiod_setup(struct thread_data *td) {
   struct vfiod_job *j = job_get(td);
   if (!j) return 1;
@@ -386,14 +394,8 @@ static int vfiod_setup(struct thread_data *td) {
     td->o.nr_files = td->o.nr_files ?: 1;
     td->o.open_files++;
   }
-  return 0;
-}
-
-static int vfiod_get_file_size(struct thread_data *td, struct fio_file *f) {
-  struct vfiod_job *j = job_get(td);
-  if (!j) return 1;
-  f->real_file_size = j->ns_bytes;
-  fio_file_set_size_known(f);
+  /* With a setup() hook fio leaves the file sizes to the engine: every file is the whole namespace. */
+  for (unsigned i = 0; i < td->files_index; i++) vfiod_get_file_size(td, td->files[i]);
   return 0;
 }
 
