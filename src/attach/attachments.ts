@@ -9,12 +9,19 @@
  * device stays claimed and the attachment is 'detach-pending'; nothing is rebound while a VMM may still hold it.
  * Records live in the claims database (src/devices/claims.ts, table `attachments`) so they survive restarts.
  */
-import type { DeviceManager } from '../devices/manager.js';
-import type { AttachSource, HypervisorAdapter, HypervisorEndpoint, HypervisorKind } from '../hypervisor/types.js';
-import type { StaticConfigRequest, StaticConfigResult } from '../hypervisor/static-config.js';
-import { VfiodError } from '../util/errors.js';
+import type { DeviceManager, PrepareResult } from '../devices/manager.js';
+import { CloudHypervisorClient } from '../hypervisor/cloud-hypervisor.js';
+import { QemuAdapter } from '../hypervisor/qmp.js';
+import {
+  buildStaticConfig, checkBootIndex, checkDeviceId, checkSocketPath, defaultDeviceId, sourceBdf,
+  type StaticConfigRequest, type StaticConfigResult, type StaticDevice,
+} from '../hypervisor/static-config.js';
+import type { AddedDevice, AttachSource, HypervisorAdapter, HypervisorEndpoint, HypervisorKind } from '../hypervisor/types.js';
+import { errorMessage, VfiodError } from '../util/errors.js';
+import { rootLogger } from '../util/log.js';
 
 export type { AttachSource, HypervisorEndpoint } from '../hypervisor/types.js';
+export type { StaticConfigRequest, StaticConfigResult, StaticDevice } from '../hypervisor/static-config.js';
 
 export type AttachmentState =
   /** Being added (only seen while attach runs, or after a crash mid-attach). */
@@ -109,30 +116,386 @@ export interface AttachmentManagerOptions {
   releaseWaitMs?: number;
 }
 
+/** The real adapters: cloud-hypervisor REST or QEMU QMP. */
+export function defaultAdapterFor(vmId: string, endpoint: HypervisorEndpoint): HypervisorAdapter {
+  if (endpoint.hypervisor === 'cloud-hypervisor') return new CloudHypervisorClient({ vmId, apiSocket: endpoint.apiSocket });
+  if (endpoint.hypervisor === 'qemu') return new QemuAdapter({ vmId, qmpSocket: endpoint.qmpSocket });
+  throw new VfiodError('INVALID_ARGUMENT', `VM ${vmId}: unknown hypervisor '${String((endpoint as { hypervisor: unknown }).hypervisor)}' (cloud-hypervisor or qemu)`);
+}
+
+const DEFAULT_ATTACH_TIMEOUT_MS = 10_000;
+const DEFAULT_DETACH_TIMEOUT_MS = 30_000;
+
+function describeSource(source: AttachSource): string {
+  return source.kind === 'pci' ? `PCI device ${source.bdf}` : `vfio-user socket ${source.socketPath}`;
+}
+
+function sameSource(a: AttachSource, b: AttachSource): boolean {
+  return a.kind === 'pci' ? b.kind === 'pci' && a.bdf === b.bdf : b.kind === 'vfio-user' && a.socketPath === b.socketPath;
+}
+
+/** Adds context to an error from a lower layer, keeping its code and details. */
+function withContext(error: unknown, context: string): VfiodError {
+  if (error instanceof VfiodError) return new VfiodError(error.code, `${context}: ${error.message}`, error.details);
+  return new VfiodError('INTERNAL', `${context}: ${errorMessage(error)}`);
+}
+
+function checkEndpoint(vmId: string, endpoint: HypervisorEndpoint): string {
+  const socket = endpoint?.hypervisor === 'cloud-hypervisor' ? endpoint.apiSocket : endpoint?.hypervisor === 'qemu' ? endpoint.qmpSocket : undefined;
+  if (!endpoint || (endpoint.hypervisor !== 'cloud-hypervisor' && endpoint.hypervisor !== 'qemu')) {
+    throw new VfiodError('INVALID_ARGUMENT', `VM ${vmId}: the endpoint needs hypervisor 'cloud-hypervisor' (apiSocket) or 'qemu' (qmpSocket)`);
+  }
+  if (typeof socket !== 'string' || !socket.startsWith('/')) {
+    throw new VfiodError('INVALID_ARGUMENT', `VM ${vmId}: the ${endpoint.hypervisor === 'qemu' ? 'QMP' : 'API'} socket must be an absolute path (got '${String(socket)}')`);
+  }
+  return socket;
+}
+
 export class AttachmentManager {
-  constructor(readonly options: AttachmentManagerOptions) {}
+  private readonly devices: DeviceManager;
+  private readonly adapterFor: (vmId: string, endpoint: HypervisorEndpoint) => HypervisorAdapter;
+  private readonly releaseWaitMs: number;
+  private readonly records = new Map<string, Attachment>();
+  /** Per-VM queue: operations on one VM run one after another (root port choice, QMP's single client). */
+  private readonly queues = new Map<string, Promise<unknown>>();
+  private readonly log = rootLogger.child({ component: 'attach' });
 
-  /** Hot-plugs a device into a running VM. See the file comment for the sequence and rollback. */
-  async attach(_request: AttachRequest): Promise<AttachResult> {
-    throw new VfiodError('INTERNAL', 'attach: not implemented yet');
+  constructor(options: AttachmentManagerOptions) {
+    this.devices = options.devices;
+    this.adapterFor = options.adapterFor ?? defaultAdapterFor;
+    this.releaseWaitMs = options.releaseWaitMs ?? 10_000;
+    for (const row of this.devices.claims.listAttachments()) {
+      this.records.set(this.key(row.vmId, row.deviceId), row.record as Attachment);
+    }
   }
 
-  /** Hot-unplugs a device and gives it back to the host. */
-  async detach(_request: DetachRequest): Promise<DetachResult> {
-    throw new VfiodError('INTERNAL', 'detach: not implemented yet');
+  private key(vmId: string, deviceId: string): string {
+    return `${vmId}\u0000${deviceId}`;
   }
 
-  list(_vmId?: string): Attachment[] {
-    return [];
+  private save(a: Attachment): void {
+    a.updatedAt = new Date().toISOString();
+    this.devices.claims.putAttachment(a.vmId, a.deviceId, a);
+    this.records.set(this.key(a.vmId, a.deviceId), a);
+  }
+
+  private drop(a: Attachment): void {
+    this.devices.claims.removeAttachment(a.vmId, a.deviceId);
+    this.records.delete(this.key(a.vmId, a.deviceId));
+  }
+
+  private serialized<T>(vmId: string, body: () => Promise<T>): Promise<T> {
+    const previous = this.queues.get(vmId) ?? Promise.resolve();
+    const next = previous.catch(() => undefined).then(body);
+    this.queues.set(vmId, next);
+    void next.finally(() => {
+      if (this.queues.get(vmId) === next) this.queues.delete(vmId);
+    }).catch(() => undefined);
+    return next;
+  }
+
+  list(vmId?: string): Attachment[] {
+    return [...this.records.values()]
+      .filter((a) => vmId === undefined || a.vmId === vmId)
+      .sort((a, b) => a.vmId.localeCompare(b.vmId) || a.deviceId.localeCompare(b.deviceId))
+      .map((a) => structuredClone(a));
   }
 
   /** NOT_FOUND when the VM has no such attachment. */
   get(vmId: string, deviceId: string): Attachment {
-    throw new VfiodError('NOT_FOUND', `VM ${vmId} has no attachment ${deviceId}`);
+    const a = this.records.get(this.key(vmId, deviceId));
+    if (!a) throw new VfiodError('NOT_FOUND', `VM ${vmId} has no attachment ${deviceId}`, { vmId, deviceId });
+    return structuredClone(a);
   }
 
-  /** The exact static configuration for creating a VM with these devices (see src/hypervisor/static-config.ts). */
-  staticConfig(_request: StaticConfigRequest): StaticConfigResult {
-    throw new VfiodError('INTERNAL', 'staticConfig: not implemented yet');
+  /** Hot-plugs a device into a running VM. See the file comment for the sequence and rollback. */
+  async attach(request: AttachRequest): Promise<AttachResult> {
+    const vmId = request.vmId;
+    if (typeof vmId !== 'string' || vmId.trim() === '') throw new VfiodError('INVALID_ARGUMENT', 'attach: a VM id is required');
+    checkEndpoint(vmId, request.endpoint);
+    const source = this.normalizeSource(request.source, `attach to VM ${vmId}`);
+    const deviceId = request.deviceId ?? defaultDeviceId(source);
+    const context = `attach ${describeSource(source)} to VM ${vmId} as ${deviceId}`;
+    checkDeviceId(deviceId, context);
+    checkBootIndex(request.bootIndex, context);
+    if (request.bootIndex !== undefined && request.endpoint.hypervisor === 'cloud-hypervisor') {
+      throw new VfiodError('INVALID_ARGUMENT', `${context}: cloud-hypervisor has no boot order (bootIndex); boot from NVMe needs CLOUDHV.fd firmware (docs/hypervisors.md)`);
+    }
+    const timeoutMs = request.timeoutMs ?? DEFAULT_ATTACH_TIMEOUT_MS;
+    return this.serialized(vmId, () => this.attachNow({ ...request, source, deviceId }, context, timeoutMs));
+  }
+
+  private normalizeSource(source: AttachSource, context: string): AttachSource {
+    if (source?.kind === 'pci') return { kind: 'pci', bdf: sourceBdf(source, context) };
+    if (source?.kind === 'vfio-user') {
+      checkSocketPath(source.socketPath, context);
+      return { kind: 'vfio-user', socketPath: source.socketPath };
+    }
+    throw new VfiodError('INVALID_ARGUMENT', `${context}: the source needs kind 'pci' (bdf) or 'vfio-user' (socketPath)`);
+  }
+
+  private async attachNow(request: AttachRequest & { deviceId: string }, context: string, timeoutMs: number): Promise<AttachResult> {
+    const { vmId, deviceId, source } = request;
+    // Idempotency and conflicts, from our own records first.
+    for (const a of this.records.values()) {
+      if (!sameSource(a.source, source)) continue;
+      if (a.vmId !== vmId) {
+        throw new VfiodError('FAILED_PRECONDITION', `${context}: it is attached to VM ${a.vmId} (as ${a.deviceId}, ${a.state}): detach it there first`, { otherVm: a.vmId });
+      }
+      if (a.state === 'attached') return { attachment: structuredClone(a), changed: false, warnings: [] };
+      throw new VfiodError('FAILED_PRECONDITION', `${context}: attachment ${a.deviceId} is in state ${a.state}${a.note ? ` (${a.note})` : ''}: detach it first`, { state: a.state });
+    }
+    const clash = this.records.get(this.key(vmId, deviceId));
+    if (clash) {
+      throw new VfiodError('ALREADY_EXISTS', `${context}: VM ${vmId} already has an attachment ${deviceId} (${describeSource(clash.source)})`);
+    }
+
+    const warnings: string[] = [];
+    let prepared: PrepareResult | undefined;
+    let hostFunctions: Array<string | null> = [null];
+    if (source.kind === 'pci') {
+      const claim = this.devices.claims.get(source.bdf);
+      if (claim && claim.owner !== vmId) {
+        throw new VfiodError('FAILED_PRECONDITION', `${context}: ${source.bdf} is claimed by VM ${claim.owner} (${claim.state}): release it there first`, { otherVm: claim.owner });
+      }
+      try {
+        prepared = await this.devices.prepare(source.bdf, vmId, { force: request.force ?? false });
+      } catch (error) {
+        const e = withContext(error, context);
+        // The device manager says ALREADY_EXISTS for a claim by another VM (raced in): here that is a precondition.
+        if (e.code === 'ALREADY_EXISTS') throw new VfiodError('FAILED_PRECONDITION', e.message, e.details);
+        throw e;
+      }
+      warnings.push(...prepared.warnings, ...prepared.overridden.map((o) => `overridden: ${o}`));
+      hostFunctions = [source.bdf, ...prepared.devices.filter((d) => d.companion).map((d) => d.bdf)];
+    }
+    const preparedByAttach = prepared?.changed ?? false;
+    const now = new Date().toISOString();
+    const attachment: Attachment = {
+      vmId,
+      deviceId,
+      hypervisor: request.endpoint.hypervisor,
+      endpoint: request.endpoint,
+      source,
+      functions: hostFunctions.map((hostBdf, i) => ({ hostBdf, vmmDeviceId: i === 0 ? deviceId : `${deviceId}-f${i}`, guestBdf: null, bus: null })),
+      state: 'attaching',
+      preparedByAttach,
+      bootIndex: request.bootIndex ?? null,
+      note: null,
+      createdAt: now,
+      updatedAt: now,
+    };
+    // Recorded before the VMM sees anything: a crash mid-attach leaves a record to clean up with detach.
+    this.save(attachment);
+
+    const added: AddedDevice[] = [];
+    let adapter: HypervisorAdapter | undefined;
+    try {
+      adapter = this.adapterFor(vmId, request.endpoint);
+      for (const [i, fn] of attachment.functions.entries()) {
+        const result =
+          source.kind === 'pci'
+            ? await adapter.addPciDevice(
+                {
+                  hostBdf: fn.hostBdf!,
+                  id: fn.vmmDeviceId,
+                  ...(request.iommu !== undefined ? { iommu: request.iommu } : {}),
+                  ...(request.pciSegment !== undefined ? { pciSegment: request.pciSegment } : {}),
+                  ...(request.gpudirectClique !== undefined ? { gpudirectClique: request.gpudirectClique } : {}),
+                  ...(i === 0 && request.bootIndex !== undefined ? { bootIndex: request.bootIndex } : {}),
+                },
+                timeoutMs,
+              )
+            : await adapter.addUserDevice(
+                {
+                  socketPath: source.socketPath,
+                  id: fn.vmmDeviceId,
+                  ...(request.pciSegment !== undefined ? { pciSegment: request.pciSegment } : {}),
+                  ...(request.bootIndex !== undefined ? { bootIndex: request.bootIndex } : {}),
+                },
+                timeoutMs,
+              );
+        added.push(result);
+        fn.guestBdf = result.guestBdf;
+        fn.bus = result.bus;
+        this.save(attachment);
+      }
+      // Confirm: the VMM must list every function (a cold-added device appears only once the VM boots).
+      if (!added.some((a) => a.coldAdded)) {
+        const listed = new Set((await adapter.listDevices(timeoutMs)).map((d) => d.id));
+        const missing = attachment.functions.filter((f) => !listed.has(f.vmmDeviceId)).map((f) => f.vmmDeviceId);
+        if (missing.length > 0) {
+          throw new VfiodError('INTERNAL', `the VMM accepted ${missing.join(', ')} but does not list ${missing.length > 1 ? 'them' : 'it'}`);
+        }
+      } else {
+        warnings.push('the VM is not booted: the device was cold-added and appears in the guest when it boots');
+        attachment.note = 'cold-added (VM not booted)';
+      }
+      attachment.state = 'attached';
+      this.save(attachment);
+      this.log.info('attached', { vm: vmId, device: deviceId, source: describeSource(source), functions: attachment.functions });
+      return { attachment: structuredClone(attachment), changed: true, warnings };
+    } catch (error) {
+      const cause = withContext(error, context);
+      const undo = await this.rollbackAttach(attachment, added, adapter, preparedByAttach);
+      throw new VfiodError(cause.code, `${cause.message}; ${undo}`, { ...cause.details, vmId, deviceId });
+    } finally {
+      await adapter?.close();
+    }
+  }
+
+  /** Undoes a failed attach: removes what the VMM got, releases what this attach prepared. Returns what it did. */
+  private async rollbackAttach(a: Attachment, added: AddedDevice[], adapter: HypervisorAdapter | undefined, preparedByAttach: boolean): Promise<string> {
+    const done: string[] = [];
+    const failed: string[] = [];
+    for (const dev of [...added].reverse()) {
+      try {
+        await adapter!.removeDevice(dev.id, this.releaseWaitMs);
+        done.push(`removed ${dev.id} from the VMM`);
+      } catch (error) {
+        if (error instanceof VfiodError && error.code === 'NOT_FOUND') done.push(`${dev.id} already gone from the VMM`);
+        else failed.push(`remove ${dev.id}: ${errorMessage(error)}`);
+      }
+    }
+    if (failed.length > 0) {
+      // The VMM may still hold the device: never rebind it; keep the claim and a record that says so.
+      a.state = 'detach-pending';
+      a.note = `attach failed and the rollback could not remove it from the VMM: ${failed.join('; ')}`;
+      this.save(a);
+      return `rollback incomplete (${failed.join('; ')}): the device stays claimed, attachment ${a.deviceId} is 'detach-pending'; detach it again`;
+    }
+    if (a.source.kind === 'pci' && preparedByAttach) {
+      try {
+        await this.devices.release(a.source.bdf, a.vmId, { waitMs: this.releaseWaitMs });
+        done.push(`released ${a.source.bdf} to its host driver`);
+      } catch (error) {
+        a.state = 'detach-pending';
+        a.note = `attach failed and the release failed: ${errorMessage(error)}`;
+        this.save(a);
+        return `rollback incomplete (release ${a.source.bdf}: ${errorMessage(error)}): attachment ${a.deviceId} is 'detach-pending'`;
+      }
+    }
+    this.drop(a);
+    return done.length ? `rolled back: ${done.join(', ')}` : 'nothing to roll back';
+  }
+
+  /** Hot-unplugs a device and gives it back to the host. */
+  async detach(request: DetachRequest): Promise<DetachResult> {
+    const vmId = request.vmId;
+    if (typeof vmId !== 'string' || vmId.trim() === '') throw new VfiodError('INVALID_ARGUMENT', 'detach: a VM id is required');
+    if (!request.deviceId && !request.bdf) throw new VfiodError('INVALID_ARGUMENT', `detach from VM ${vmId}: a device id or a PCI address is required`);
+    return this.serialized(vmId, () => this.detachNow(request));
+  }
+
+  private find(vmId: string, deviceId: string | undefined, bdf: string | undefined): Attachment {
+    if (deviceId) {
+      const a = this.records.get(this.key(vmId, deviceId));
+      if (!a) throw new VfiodError('NOT_FOUND', `detach from VM ${vmId}: VM ${vmId} has no attachment ${deviceId}`, { vmId, deviceId });
+      return a;
+    }
+    const wanted = sourceBdf({ bdf: bdf! }, `detach from VM ${vmId}`);
+    const a = [...this.records.values()].find((r) => r.vmId === vmId && r.functions.some((f) => f.hostBdf === wanted));
+    if (!a) {
+      const other = [...this.records.values()].find((r) => r.functions.some((f) => f.hostBdf === wanted));
+      throw new VfiodError('NOT_FOUND', `detach from VM ${vmId}: ${wanted} is not attached to VM ${vmId}${other ? ` (it is attached to VM ${other.vmId})` : ''}`, { vmId, bdf: wanted });
+    }
+    return a;
+  }
+
+  private async detachNow(request: DetachRequest): Promise<DetachResult> {
+    const { vmId } = request;
+    const a = this.find(vmId, request.deviceId, request.bdf);
+    const context = `detach ${a.deviceId} (${describeSource(a.source)}) from VM ${vmId}`;
+    const timeoutMs = request.timeoutMs ?? DEFAULT_DETACH_TIMEOUT_MS;
+    const deadline = Date.now() + timeoutMs;
+    const previous = a.state;
+    a.state = 'detaching';
+    this.save(a);
+
+    let vmmUnreachable: string | undefined;
+    const adapter = this.adapterFor(vmId, a.endpoint);
+    try {
+      // Companions first, the primary function last (reverse of attach).
+      for (const fn of [...a.functions].reverse()) {
+        try {
+          await adapter.removeDevice(fn.vmmDeviceId, Math.max(1, deadline - Date.now()));
+        } catch (error) {
+          if (error instanceof VfiodError && error.code === 'NOT_FOUND') continue; // already gone (an earlier pending removal finished)
+          if (error instanceof VfiodError && error.code === 'UNAVAILABLE') {
+            // The VMM is gone or not answering: the release below only proceeds when no process holds the group.
+            vmmUnreachable = error.message;
+            break;
+          }
+          if (error instanceof VfiodError && error.code === 'DEADLINE_EXCEEDED') {
+            a.state = 'detach-pending';
+            a.note = `removal requested, the guest has not released ${fn.vmmDeviceId} within ${timeoutMs} ms`;
+            this.save(a);
+            throw new VfiodError(
+              'DEADLINE_EXCEEDED',
+              `${context}: the guest did not release ${fn.vmmDeviceId} within ${timeoutMs} ms; the device stays claimed by VM ${vmId} and was not rebound (state detach-pending; detach again to keep waiting)`,
+              { vmId, deviceId: a.deviceId, state: 'detach-pending' },
+            );
+          }
+          // Refused by the guest or the VMM: it is still in the VM.
+          a.state = previous === 'detach-pending' ? 'detach-pending' : 'attached';
+          a.note = `detach failed: ${errorMessage(error)}`;
+          this.save(a);
+          throw withContext(error, context);
+        }
+      }
+    } finally {
+      await adapter.close();
+    }
+
+    const released: string[] = [];
+    if (a.source.kind === 'pci' && a.preparedByAttach && request.release !== false) {
+      try {
+        // Waits for the VMM to close the VFIO group (it does so after tearing the device down).
+        const result = await this.devices.release(a.source.bdf, vmId, { waitMs: Math.max(this.releaseWaitMs, deadline - Date.now()) });
+        released.push(...result.devices.map((d) => d.bdf));
+      } catch (error) {
+        a.state = 'detach-pending';
+        a.note = `${vmmUnreachable ? `VMM unreachable (${vmmUnreachable}); ` : ''}release failed: ${errorMessage(error)}`;
+        this.save(a);
+        const e = withContext(error, context);
+        throw new VfiodError(e.code, `${e.message}; the device stays claimed by VM ${vmId} (state detach-pending)`, { ...e.details, vmId, deviceId: a.deviceId, state: 'detach-pending' });
+      }
+    } else if (vmmUnreachable) {
+      a.state = 'detach-pending';
+      a.note = `VMM unreachable: ${vmmUnreachable}`;
+      this.save(a);
+      throw new VfiodError('UNAVAILABLE', `${context}: ${vmmUnreachable}; the attachment stays (state detach-pending)`, { vmId, deviceId: a.deviceId });
+    }
+    this.drop(a);
+    this.log.info('detached', { vm: vmId, device: a.deviceId, released, vmmUnreachable });
+    return { vmId, deviceId: a.deviceId, released };
+  }
+
+  /**
+   * The exact static configuration for creating a VM with these devices (src/hypervisor/static-config.ts). With a
+   * vmId, each PCI device's companions (GPU audio) prepared with it are added, and devices not prepared for that VM
+   * are reported in the warnings (prepare them before starting the VM).
+   */
+  staticConfig(request: StaticConfigRequest): StaticConfigResult {
+    const devices: StaticDevice[] = [];
+    const warnings: string[] = [];
+    const claims = this.devices.claims.list();
+    for (const d of request.devices) {
+      devices.push(d);
+      if (!request.vmId || d.source?.kind !== 'pci') continue;
+      const bdf = sourceBdf(d.source, `static config for VM ${request.vmId}`);
+      const claim = claims.find((c) => c.bdf === bdf);
+      if (!claim || claim.owner !== request.vmId || claim.state !== 'prepared') {
+        warnings.push(`${bdf} is not prepared for VM ${request.vmId}${claim ? ` (claimed by ${claim.owner}, ${claim.state})` : ''}: prepare it before starting the VM`);
+        continue;
+      }
+      const id = d.id ?? defaultDeviceId(d.source);
+      claims.filter((c) => c.primary === bdf && c.bdf !== bdf).forEach((c, i) => {
+        devices.push({ source: { kind: 'pci', bdf: c.bdf }, id: `${id}-f${i + 1}`, ...(d.iommu !== undefined ? { iommu: d.iommu } : {}), ...(d.pciSegment !== undefined ? { pciSegment: d.pciSegment } : {}) });
+      });
+    }
+    const result = buildStaticConfig({ ...request, devices });
+    result.warnings.unshift(...warnings);
+    return result;
   }
 }

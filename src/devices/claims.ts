@@ -95,6 +95,44 @@ export class ClaimStore {
         detail TEXT
       );
     `);
+    this.migrate();
+  }
+
+  /** Schema changes after the first version, applied in order and counted in PRAGMA user_version. */
+  private migrate(): void {
+    const migrations: string[] = [
+      // 1: attachments (src/attach): which device is attached to which VM through which VMM, as a JSON record.
+      `CREATE TABLE IF NOT EXISTS attachments (
+        vm_id TEXT NOT NULL,
+        device_id TEXT NOT NULL,
+        record TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        PRIMARY KEY (vm_id, device_id)
+      )`,
+    ];
+    const version = this.db.pragma('user_version', { simple: true }) as number;
+    for (let v = version; v < migrations.length; v++) {
+      this.db.transaction(() => {
+        this.db.exec(migrations[v]!);
+        this.db.pragma(`user_version = ${v + 1}`);
+      }).immediate();
+    }
+  }
+
+  /** Stores (inserts or replaces) the attachment record of `deviceId` on `vmId`. */
+  putAttachment(vmId: string, deviceId: string, record: object): void {
+    this.db
+      .prepare('INSERT OR REPLACE INTO attachments (vm_id, device_id, record, updated_at) VALUES (?, ?, ?, ?)')
+      .run(vmId, deviceId, JSON.stringify(record), new Date().toISOString());
+  }
+
+  removeAttachment(vmId: string, deviceId: string): void {
+    this.db.prepare('DELETE FROM attachments WHERE vm_id = ? AND device_id = ?').run(vmId, deviceId);
+  }
+
+  listAttachments(): Array<{ vmId: string; deviceId: string; record: unknown }> {
+    const rows = this.db.prepare('SELECT vm_id, device_id, record FROM attachments ORDER BY vm_id, device_id').all() as Array<{ vm_id: string; device_id: string; record: string }>;
+    return rows.map((r) => ({ vmId: r.vm_id, deviceId: r.device_id, record: JSON.parse(r.record) as unknown }));
   }
 
   close(): void {

@@ -1,0 +1,150 @@
+/**
+ * The cloud-hypervisor REST client against the fake VMM (test/helpers/fake-cloud-hypervisor.ts), which validates
+ * every request body against cloud-hypervisor's v48 OpenAPI document: hot-plug and cold add, removal that waits for
+ * the guest to eject, both error formats (v48: 500 + JSON error chain; newer: 400/404/409 + text), a missing socket,
+ * a refused connection and a VMM that does not answer.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import { classifyApiError, CloudHypervisorClient, parseErrorChain } from '../src/hypervisor/cloud-hypervisor.js';
+import { VfiodError } from '../src/util/errors.js';
+import { FakeCloudHypervisor, type FakeChMode } from './helpers/fake-cloud-hypervisor.js';
+
+async function expectError(promise: Promise<unknown>, code: string, ...fragments: Array<string | RegExp>): Promise<VfiodError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(VfiodError);
+  const e = error as VfiodError;
+  expect(e.code, e.message).toBe(code);
+  for (const f of fragments) expect(e.message).toMatch(f);
+  return e;
+}
+
+let dir: string;
+let fake: FakeCloudHypervisor | undefined;
+let client: CloudHypervisorClient;
+
+beforeEach(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-ch-'));
+  client = new CloudHypervisorClient({ vmId: 'vm1', apiSocket: path.join(dir, 'ch.sock'), pollMs: 10 });
+});
+afterEach(async () => {
+  if (fake) expect(fake.violations).toEqual([]);
+  await fake?.stop();
+  fake = undefined;
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const start = async (mode: FakeChMode = 'v48', extra: Partial<Parameters<typeof FakeCloudHypervisor.start>[0]> = {}): Promise<FakeCloudHypervisor> =>
+  (fake = await FakeCloudHypervisor.start({ socketPath: path.join(dir, 'ch.sock'), mode, ...extra }));
+
+describe('cloud-hypervisor client', () => {
+  it('pings, hot-plugs a VFIO device by sysfs path and finds it in vm.info device_tree', async () => {
+    await start();
+    expect(await client.ping()).toBe('48.0.0');
+    const added = await client.addPciDevice({ hostBdf: '0000:01:00.1', id: 'vf1' });
+    expect(added).toEqual({ id: 'vf1', guestBdf: '0000:00:04.0', coldAdded: false, bus: null });
+    expect(fake!.requests).toContain('PUT /vm.add-device {"path":"/sys/bus/pci/devices/0000:01:00.1","id":"vf1"}');
+    expect(await client.listDevices()).toEqual([{ id: 'vf1', guestBdf: '0000:00:04.0', hostBdf: null }]);
+    expect(await client.hasDevice('vf1')).toBe(true);
+    expect(await client.hasDevice('vf2')).toBe(false);
+  });
+
+  it('sends iommu, pci_segment and x_nv_gpudirect_clique for GPUs, and vfio-user devices by socket', async () => {
+    await start();
+    await client.addPciDevice({ hostBdf: '0000:02:00.0', id: 'gpu0', iommu: true, pciSegment: 1, gpudirectClique: 0 });
+    expect(fake!.requests).toContain('PUT /vm.add-device {"path":"/sys/bus/pci/devices/0000:02:00.0","id":"gpu0","iommu":true,"pci_segment":1,"x_nv_gpudirect_clique":0}');
+    const user = await client.addUserDevice({ socketPath: '/run/vfiod/vm1.sock', id: 'nvme0' });
+    expect(user.guestBdf).toBe('0000:00:05.0');
+    expect(fake!.requests).toContain('PUT /vm.add-user-device {"socket":"/run/vfiod/vm1.sock","id":"nvme0"}');
+  });
+
+  it('the fake rejects a body that violates the OpenAPI schema (int16 pci_segment out of range) and the client reports INVALID_ARGUMENT', async () => {
+    await start();
+    await expectError(client.addPciDevice({ hostBdf: '0000:01:00.1', id: 'vf1', pciSegment: 70000 }), 'INVALID_ARGUMENT', /answered 400/, /pci_segment/);
+    expect(fake!.violations.join('\n')).toMatch(/PUT \/vm.add-device: body\/pci_segment must match format "int16"/);
+    fake!.violations.length = 0; // the violation was the point of this test
+  });
+
+  it('a created but not booted VM answers 204: the device is cold-added', async () => {
+    await start('v48', { state: 'Created' });
+    expect(await client.addPciDevice({ hostBdf: '0000:01:00.1', id: 'vf1' })).toEqual({ id: 'vf1', guestBdf: null, coldAdded: true, bus: null });
+    expect(await client.hasDevice('vf1')).toBe(false);
+  });
+
+  it('a cloud-hypervisor boot order request is refused before anything is sent', async () => {
+    await start();
+    await expectError(client.addPciDevice({ hostBdf: '0000:01:00.1', id: 'vf1', bootIndex: 1 }), 'INVALID_ARGUMENT', /no boot order/, /CLOUDHV\.fd/);
+    expect(fake!.requests).toEqual([]);
+  });
+
+  it('removeDevice returns once the guest ejected the device (id gone from device_tree)', async () => {
+    await start('v48', { ejectDelayMs: 150 });
+    await client.addPciDevice({ hostBdf: '0000:01:00.1', id: 'vf1' });
+    const t0 = Date.now();
+    await client.removeDevice('vf1', 5000);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(140);
+    expect(await client.hasDevice('vf1')).toBe(false);
+    expect(fake!.requests).toContain('PUT /vm.remove-device {"id":"vf1"}');
+  });
+
+  it('removeDevice when the guest never ejects: DEADLINE_EXCEEDED naming VM and device; the device is still listed', async () => {
+    await start('v48', { guestEjects: false });
+    await client.addPciDevice({ hostBdf: '0000:01:00.1', id: 'vf1' });
+    await expectError(client.removeDevice('vf1', 300), 'DEADLINE_EXCEEDED', /vf1/, /VM vm1/, /still in vm.info's device_tree after 300 ms/);
+    expect(await client.hasDevice('vf1')).toBe(true);
+  });
+
+  for (const mode of ['v48', 'newer'] as const) {
+    describe(`errors (${mode} format)`, () => {
+      it('a duplicate id is ALREADY_EXISTS with the error chain, VM and device in the message', async () => {
+        await start(mode);
+        await client.addPciDevice({ hostBdf: '0000:01:00.1', id: 'vf1' });
+        const e = await expectError(client.addPciDevice({ hostBdf: '0000:01:00.2', id: 'vf1' }), 'ALREADY_EXISTS', /vm.add-device vf1/, /host 0000:01:00.2/, /VM vm1/, /Identifier vf1 is not unique/);
+        expect(e.details.httpStatus).toBe(mode === 'v48' ? 500 : 409);
+        if (mode === 'v48') expect(e.details.errorChain).toEqual(['Error from API', 'The device could not be added to the VM', 'DeviceManager error: Identifier vf1 is not unique']);
+      });
+
+      it('a VFIO device the VMM cannot use is FAILED_PRECONDITION', async () => {
+        await start(mode, { onAddDevice: () => ['Failed to create VFIO device', 'Failed to open VFIO group 12: group is not viable'] });
+        await expectError(client.addPciDevice({ hostBdf: '0000:01:00.1', id: 'vf1' }), 'FAILED_PRECONDITION', /group is not viable/, /VM vm1/);
+      });
+
+      it('removing an unknown device is NOT_FOUND', async () => {
+        await start(mode);
+        await expectError(client.removeDevice('nope', 1000), 'NOT_FOUND', /vm.remove-device nope/, /Unknown device identifier: nope/);
+      });
+    });
+  }
+
+  it('a missing socket and a socket nobody listens on are UNAVAILABLE; no answer is DEADLINE_EXCEEDED', async () => {
+    await expectError(client.ping(), 'UNAVAILABLE', /VM vm1/, /API socket does not exist/);
+    writeFileSync(path.join(dir, 'ch.sock'), '');
+    await expectError(client.ping(), 'UNAVAILABLE', /ECONNREFUSED/);
+    await start('v48', { hang: new Set(['vm.add-device']) });
+    await expectError(client.addPciDevice({ hostBdf: '0000:01:00.1', id: 'vf1' }, 200), 'DEADLINE_EXCEEDED', /no answer within 200 ms/, /VM vm1/);
+  });
+});
+
+describe('error chain parsing and classification', () => {
+  it('reads v48 arrays, JSON objects and plain text', () => {
+    expect(parseErrorChain('["Error from API","The VM could not be booted"]')).toEqual(['Error from API', 'The VM could not be booted']);
+    expect(parseErrorChain('{"error":"bad request"}')).toEqual(['bad request']);
+    expect(parseErrorChain('Device not found\n')).toEqual(['Device not found']);
+    expect(parseErrorChain('')).toEqual([]);
+  });
+
+  it('maps statuses and texts onto codes', () => {
+    expect(classifyApiError(500, ['Error from API', 'VM is not running'])).toBe('FAILED_PRECONDITION');
+    expect(classifyApiError(500, ['Error from API', 'Something odd'])).toBe('INTERNAL');
+    expect(classifyApiError(404, ['whatever'])).toBe('NOT_FOUND');
+    expect(classifyApiError(409, ['conflict'])).toBe('FAILED_PRECONDITION');
+    expect(classifyApiError(400, ['bad'])).toBe('INVALID_ARGUMENT');
+    expect(classifyApiError(503, ['later'])).toBe('UNAVAILABLE');
+  });
+});
