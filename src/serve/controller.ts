@@ -13,11 +13,15 @@ import { VfioUserServer } from '../vfio-user/server.js';
 import { Logger, rootLogger } from '../util/log.js';
 import type { ControllerConfig } from './config.js';
 import { NvmePciDevice } from './nvme-pci-device.js';
+import type { ControllerIdentity } from '../nvme/identity.js';
 
 export interface RunningController {
   readonly config: ControllerConfig;
   readonly device: NvmePciDevice;
   readonly server: VfioUserServer;
+  /** The identity the guest sees (persisted) and the open namespaces, NSID 1..n (for the control API). */
+  readonly identity: ControllerIdentity;
+  readonly namespaces: readonly Namespace[];
   /** Stops serving: disconnects the client, flushes and closes the namespaces, removes the socket. */
   close(): Promise<void>;
 }
@@ -78,7 +82,7 @@ export async function startController(config: ControllerConfig, parentLogger?: L
         await closeAll(namespaces, logger);
         logger.info('stopped');
       })());
-    return { config, device, server, close };
+    return { config, device, server, identity: stored.controller, namespaces, close };
   } catch (error) {
     await closeAll(namespaces, logger);
     throw error;

@@ -6,7 +6,9 @@ import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { Logger, rootLogger } from '../util/log.js';
 import type { ControllerConfig } from './config.js';
-import type { MainToWorker, WorkerToMain } from './worker.js';
+import type { ControllerSnapshot, MainToWorker, WorkerToMain } from './worker.js';
+
+const SNAPSHOT_TIMEOUT_MS = 5_000;
 
 const WORKER_URL = new URL('./worker.js', import.meta.url);
 const SHUTDOWN_TIMEOUT_MS = 15_000;
@@ -16,20 +18,59 @@ export class ControllerWorker {
   private readonly worker: Worker;
   readonly ready: Promise<void>;
   readonly exited: Promise<number>;
+  private nextRequestId = 1;
+  private gone = false;
+  private readonly snapshotWaiters = new Map<number, (snapshot: ControllerSnapshot | null) => void>();
 
   constructor(readonly config: ControllerConfig, private readonly logger: Logger) {
     this.worker = new Worker(fileURLToPath(WORKER_URL), { workerData: config, name: `vfiod ${config.socketPath}` });
     this.exited = new Promise((resolve) => this.worker.once('exit', resolve));
+    // A worker that is gone answers no more snapshot requests.
+    void this.exited.then(() => {
+      this.gone = true;
+      for (const resolve of this.snapshotWaiters.values()) resolve(null);
+      this.snapshotWaiters.clear();
+    });
     this.ready = new Promise((resolve, reject) => {
       this.worker.on('message', (message: WorkerToMain) => {
         if (message.type === 'ready') resolve();
         if (message.type === 'failed') reject(new Error(message.message));
+        if (message.type === 'stats') {
+          this.snapshotWaiters.get(message.requestId)?.(message.snapshot);
+          this.snapshotWaiters.delete(message.requestId);
+        }
       });
       this.worker.once('error', (error) => {
         this.logger.error('controller worker crashed', { socket: config.socketPath, error });
         reject(error);
       });
       void this.exited.then((code) => reject(new Error(`controller worker exited with code ${code} before it was ready`)));
+    });
+  }
+
+  /**
+   * Stats, identity and namespaces of the running controller (the control API's GetController). Null when the
+   * worker is not serving (starting, failed, gone) or does not answer within 5 s (a stuck worker).
+   */
+  snapshot(): Promise<ControllerSnapshot | null> {
+    if (this.gone) return Promise.resolve(null);
+    const requestId = this.nextRequestId++;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.snapshotWaiters.delete(requestId);
+        resolve(null);
+      }, SNAPSHOT_TIMEOUT_MS);
+      this.snapshotWaiters.set(requestId, (snapshot) => {
+        clearTimeout(timer);
+        resolve(snapshot);
+      });
+      try {
+        this.worker.postMessage({ type: 'stats', requestId } satisfies MainToWorker);
+      } catch {
+        this.snapshotWaiters.delete(requestId);
+        clearTimeout(timer);
+        resolve(null);
+      }
     });
   }
 

@@ -1,0 +1,228 @@
+/**
+ * vfiod.v1.AttachmentService over the attachment orchestrator (src/attach AttachmentManager): hot-plug / hot-unplug
+ * through the VM's hypervisor, and the static configuration for VM creation. This file only translates between the
+ * proto messages and the orchestrator's types; adapters and rollback live in src/attach and src/hypervisor.
+ */
+import type * as grpc from '@grpc/grpc-js';
+import type { Attachment, AttachmentManager, AttachSource, HypervisorEndpoint } from '../attach/attachments.js';
+import type { StaticDevice } from '../hypervisor/static-config.js';
+import type { HypervisorKind } from '../hypervisor/types.js';
+import type { DeviceManager } from '../devices/manager.js';
+import { errorMessage, VfiodError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import type { ControllerRegistry } from './controllers.js';
+import { invalid, unary } from './errors.js';
+import { requestBdf, requireText } from './devices-service.js';
+import type { DeviceEventBus } from './events.js';
+
+interface EndpointMessage {
+  endpoint?: string;
+  cloudHypervisorApiSocket?: string;
+  qemuQmpSocket?: string;
+}
+
+interface SourceMessage {
+  source?: string;
+  pciBdf?: string;
+  vfioUserSocket?: string;
+  controllerId?: string;
+}
+
+const HYPERVISORS: Record<string, HypervisorKind> = {
+  HYPERVISOR_KIND_CLOUD_HYPERVISOR: 'cloud-hypervisor',
+  HYPERVISOR_KIND_QEMU: 'qemu',
+};
+
+function endpointFrom(message: EndpointMessage | null | undefined, vmId: string): HypervisorEndpoint {
+  if (message?.endpoint === 'cloudHypervisorApiSocket' && message.cloudHypervisorApiSocket) {
+    return { hypervisor: 'cloud-hypervisor', apiSocket: message.cloudHypervisorApiSocket };
+  }
+  if (message?.endpoint === 'qemuQmpSocket' && message.qemuQmpSocket) return { hypervisor: 'qemu', qmpSocket: message.qemuQmpSocket };
+  throw invalid(`VM ${vmId}: endpoint is required (cloud_hypervisor_api_socket or qemu_qmp_socket)`);
+}
+
+function endpointMessage(endpoint: HypervisorEndpoint): EndpointMessage {
+  return endpoint.hypervisor === 'cloud-hypervisor' ? { cloudHypervisorApiSocket: endpoint.apiSocket } : { qemuQmpSocket: endpoint.qmpSocket };
+}
+
+function hypervisorName(kind: HypervisorKind): string {
+  return kind === 'qemu' ? 'HYPERVISOR_KIND_QEMU' : 'HYPERVISOR_KIND_CLOUD_HYPERVISOR';
+}
+
+export function attachmentInfo(a: Attachment): Record<string, unknown> {
+  return {
+    vmId: a.vmId,
+    deviceId: a.deviceId,
+    hypervisor: hypervisorName(a.hypervisor),
+    endpoint: endpointMessage(a.endpoint),
+    source: a.source.kind === 'pci' ? { pciBdf: a.source.bdf } : { vfioUserSocket: a.source.socketPath },
+    functions: a.functions.map((f) => ({ hostBdf: f.hostBdf ?? '', vmmDeviceId: f.vmmDeviceId, guestBdf: f.guestBdf ?? '', bus: f.bus ?? '' })),
+    state: `ATTACHMENT_STATE_${a.state.toUpperCase().replace(/-/g, '_')}`,
+    preparedByAttach: a.preparedByAttach,
+    ...(a.bootIndex !== null ? { bootIndex: a.bootIndex } : {}),
+    note: a.note ?? '',
+    createdAt: a.createdAt,
+    updatedAt: a.updatedAt,
+  };
+}
+
+export function attachmentService(deps: {
+  attachments: AttachmentManager;
+  devices: DeviceManager;
+  registry: ControllerRegistry;
+  events: DeviceEventBus;
+  logger: Logger;
+}): grpc.UntypedServiceImplementation {
+  const { attachments, devices, registry, events } = deps;
+  const logger = deps.logger.child({ service: 'AttachmentService' });
+
+  const sourceFrom = async (message: SourceMessage | null | undefined, context: string): Promise<AttachSource> => {
+    switch (message?.source) {
+      case 'pciBdf':
+        return { kind: 'pci', bdf: requestBdf(message.pciBdf, `${context}: source.pci_bdf`) };
+      case 'vfioUserSocket':
+        return { kind: 'vfio-user', socketPath: requireText(message.vfioUserSocket, `${context}: source.vfio_user_socket`, 'a vfio-user socket path') };
+      case 'controllerId': {
+        const id = requireText(message.controllerId, `${context}: source.controller_id`, 'an emulated controller id');
+        const controller = await registry.get(id);
+        return { kind: 'vfio-user', socketPath: controller.config.socketPath };
+      }
+      default:
+        throw invalid(`${context}: source is required (pci_bdf, vfio_user_socket or controller_id)`);
+    }
+  };
+
+  return {
+    AttachDevice: unary('AttachDevice', logger, async (request: {
+      vmId: string;
+      endpoint: EndpointMessage | null;
+      source: SourceMessage | null;
+      deviceId: string;
+      bootIndex?: number;
+      iommu: boolean;
+      pciSegment: number;
+      gpudirectClique?: number;
+      force: boolean;
+      timeoutMs: number;
+    }) => {
+      const vmId = requireText(request.vmId, 'vm_id', 'the VM to attach to');
+      const endpoint = endpointFrom(request.endpoint, vmId);
+      const source = await sourceFrom(request.source, `VM ${vmId}`);
+      const result = await attachments.attach({
+        vmId,
+        endpoint,
+        source,
+        ...(request.deviceId ? { deviceId: request.deviceId } : {}),
+        ...(request.bootIndex !== undefined && request.bootIndex !== null ? { bootIndex: request.bootIndex } : {}),
+        ...(request.iommu ? { iommu: true } : {}),
+        ...(request.pciSegment ? { pciSegment: request.pciSegment } : {}),
+        ...(request.gpudirectClique !== undefined && request.gpudirectClique !== null ? { gpudirectClique: request.gpudirectClique } : {}),
+        ...(request.force ? { force: true } : {}),
+        ...(request.timeoutMs ? { timeoutMs: request.timeoutMs } : {}),
+      });
+      if (result.changed) {
+        for (const f of result.attachment.functions) if (f.hostBdf) events.publish(f.hostBdf, 'ATTACHED', vmId, `attached as ${f.vmmDeviceId}${f.guestBdf ? ` at guest ${f.guestBdf}` : ''}`);
+      }
+      logger.info('device attached', { vm: vmId, device: result.attachment.deviceId, changed: result.changed });
+      return { attachment: attachmentInfo(result.attachment), changed: result.changed, warnings: result.warnings };
+    }),
+
+    DetachDevice: unary('DetachDevice', logger, async (request: { vmId: string; deviceId: string; bdf: string; timeoutMs: number; keepClaimed: boolean }) => {
+      const vmId = requireText(request.vmId, 'vm_id', 'the VM to detach from');
+      if (!request.deviceId && !request.bdf) throw invalid(`VM ${vmId}: device_id or bdf is required`);
+      const bdf = request.bdf ? requestBdf(request.bdf, 'bdf') : undefined;
+      const result = await attachments.detach({
+        vmId,
+        ...(request.deviceId ? { deviceId: request.deviceId } : {}),
+        ...(bdf ? { bdf } : {}),
+        ...(request.timeoutMs ? { timeoutMs: request.timeoutMs } : {}),
+        ...(request.keepClaimed ? { release: false } : {}),
+      });
+      for (const released of result.released) events.publish(released, 'DETACHED', vmId, `detached from ${result.deviceId} and released`);
+      logger.info('device detached', { vm: vmId, device: result.deviceId, released: result.released });
+      return { vmId: result.vmId, deviceId: result.deviceId, released: result.released };
+    }),
+
+    ListAttachments: unary('ListAttachments', logger, (request: { vmId: string }) => ({
+      attachments: attachments.list(request.vmId || undefined).map(attachmentInfo),
+    })),
+
+    GetVmConfig: unary('GetVmConfig', logger, async (request: {
+      hypervisor: string;
+      devices: Array<{ source: SourceMessage | null; deviceId: string; bootIndex?: number; iommu: boolean; pciSegment: number; gpudirectClique?: number }>;
+      vmId: string;
+      memorySize: string;
+      firstChassis: number;
+      prepareDevices: boolean;
+    }) => {
+      const hypervisor = HYPERVISORS[request.hypervisor];
+      if (!hypervisor) throw invalid(`hypervisor is required (HYPERVISOR_KIND_CLOUD_HYPERVISOR or HYPERVISOR_KIND_QEMU), not ${request.hypervisor}`);
+      const vmLabel = request.vmId ? `VM ${request.vmId}` : 'VM config';
+      const staticDevices: StaticDevice[] = [];
+      for (const [index, d] of (request.devices ?? []).entries()) {
+        staticDevices.push({
+          source: await sourceFrom(d.source, `${vmLabel}: devices[${index}]`),
+          ...(d.deviceId ? { id: d.deviceId } : {}),
+          ...(d.bootIndex !== undefined && d.bootIndex !== null ? { bootIndex: d.bootIndex } : {}),
+          ...(d.iommu ? { iommu: true } : {}),
+          ...(d.pciSegment ? { pciSegment: d.pciSegment } : {}),
+          ...(d.gpudirectClique !== undefined && d.gpudirectClique !== null ? { gpudirectClique: d.gpudirectClique } : {}),
+        });
+      }
+      const config = attachments.staticConfig({
+        hypervisor,
+        devices: staticDevices,
+        ...(request.firstChassis ? { firstChassis: request.firstChassis } : {}),
+        ...(request.memorySize ? { memorySize: request.memorySize } : {}),
+        ...(request.vmId ? { vmId: request.vmId } : {}),
+      });
+
+      // FeOS creates the VM right after this call: the PCI devices must then already be on VFIO drivers.
+      const prepared: Array<Record<string, unknown>> = [];
+      if (request.prepareDevices) {
+        const vmId = requireText(request.vmId, 'vm_id', 'the VM the devices are prepared for (prepare_devices is set)');
+        const done: string[] = [];
+        for (const d of staticDevices) {
+          if (d.source.kind !== 'pci') continue;
+          try {
+            const result = await devices.prepare(d.source.bdf, vmId);
+            if (result.changed) done.push(d.source.bdf);
+            prepared.push({ bdf: result.bdf, changed: result.changed, vfioGroupDev: result.vfioGroupDev ?? '', vfioCdev: result.vfioCdev ?? '' });
+            if (result.changed) events.publish(result.bdf, 'PREPARED', vmId, 'prepared for VM creation');
+          } catch (error) {
+            // All or nothing: give back what this call prepared.
+            const undone: string[] = [];
+            for (const bdf of done.reverse()) {
+              try {
+                await devices.release(bdf, vmId);
+                undone.push(bdf);
+                events.publish(bdf, 'RELEASED', vmId, 'rolled back: VM config preparation failed');
+              } catch (releaseError) {
+                logger.error('rollback release failed', { vm: vmId, bdf, error: errorMessage(releaseError) });
+              }
+            }
+            const code = error instanceof VfiodError ? error.code : 'INTERNAL';
+            throw new VfiodError(code, `VM ${vmId}: preparing ${d.source.bdf} failed: ${errorMessage(error)}${undone.length ? `; released ${undone.join(', ')} again` : ''}`);
+          }
+        }
+      }
+
+      return {
+        hypervisor: hypervisorName(config.hypervisor),
+        ...(config.cloudHypervisor
+          ? {
+              cloudHypervisor: {
+                devicesJson: JSON.stringify(config.cloudHypervisor.devices),
+                userDevicesJson: JSON.stringify(config.cloudHypervisor.user_devices),
+                args: config.cloudHypervisor.args,
+                sharedMemoryRequired: config.cloudHypervisor.sharedMemoryRequired,
+              },
+            }
+          : {}),
+        ...(config.qemu ? { qemu: { args: config.qemu.args, buses: config.qemu.buses, sharedMemoryRequired: config.qemu.sharedMemoryRequired } } : {}),
+        warnings: config.warnings,
+        prepared,
+      };
+    }),
+  };
+}

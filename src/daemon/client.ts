@@ -1,0 +1,103 @@
+/**
+ * A small client for the control API (the CLI and the tests use it): one channel, the three vfiod.v1 services, and
+ * promise-returning unary calls whose errors keep the gRPC status.
+ */
+import { readFileSync } from 'node:fs';
+import * as grpc from '@grpc/grpc-js';
+import { clientConstructor } from './proto.js';
+
+export interface ClientTarget {
+  /** A unix socket path, or "host:port" for TCP. */
+  address: string;
+  /** TCP with TLS: the CA that signed the daemon's certificate (and a client certificate for mutual TLS). */
+  tls?: { ca: string; cert?: string; key?: string; serverName?: string };
+}
+
+export class ApiError extends Error {
+  constructor(
+    readonly code: grpc.status,
+    readonly details: string,
+    readonly rpc: string,
+  ) {
+    super(`${grpc.status[code] ?? code}: ${details}`);
+  }
+
+  get statusName(): string {
+    return grpc.status[this.code] ?? String(this.code);
+  }
+}
+
+const isUnixPath = (address: string): boolean => address.startsWith('/') || address.startsWith('.') || address.startsWith('unix:');
+
+export function grpcTarget(address: string): string {
+  if (address.startsWith('unix:')) return address;
+  return isUnixPath(address) ? `unix:${address}` : address;
+}
+
+export function channelCredentials(target: ClientTarget): grpc.ChannelCredentials {
+  if (!target.tls) return grpc.credentials.createInsecure();
+  return grpc.credentials.createSsl(
+    readFileSync(target.tls.ca),
+    target.tls.key ? readFileSync(target.tls.key) : null,
+    target.tls.cert ? readFileSync(target.tls.cert) : null,
+  );
+}
+
+/**
+ * proto3 `optional` fields arrive with a synthetic oneof marker ("_driver": "driver") next to them; drop those so
+ * responses hold only real fields (an absent optional field is simply missing).
+ */
+export function withoutSyntheticOneofs(value: unknown): unknown {
+  if (Array.isArray(value)) return value.map(withoutSyntheticOneofs);
+  if (value === null || typeof value !== 'object' || Buffer.isBuffer(value)) return value;
+  const out: Record<string, unknown> = {};
+  for (const [key, field] of Object.entries(value)) {
+    if (key.startsWith('_') && typeof field === 'string' && key.slice(1) === field) continue;
+    out[key] = withoutSyntheticOneofs(field);
+  }
+  return out;
+}
+
+type Service = 'DeviceService' | 'ControllerService' | 'AttachmentService';
+
+export class VfiodClient {
+  private readonly clients: Record<Service, grpc.Client>;
+
+  constructor(readonly target: ClientTarget) {
+    const address = grpcTarget(target.address);
+    const credentials = channelCredentials(target);
+    const options: grpc.ClientOptions = target.tls?.serverName ? { 'grpc.ssl_target_name_override': target.tls.serverName } : {};
+    const make = (name: Service): grpc.Client => new (clientConstructor(name))(address, credentials, options);
+    const devices = make('DeviceService');
+    // One channel for all three services.
+    const shared = { ...options, channelOverride: devices.getChannel() };
+    this.clients = {
+      DeviceService: devices,
+      ControllerService: new (clientConstructor('ControllerService'))(address, credentials, shared),
+      AttachmentService: new (clientConstructor('AttachmentService'))(address, credentials, shared),
+    };
+  }
+
+  /** Calls `service.rpc(request)`; rejects with ApiError carrying the status. Waits for the connection up to the deadline. */
+  call<Res = Record<string, any>>(service: Service, rpc: string, request: Record<string, unknown>, timeoutMs = 60_000): Promise<Res> {
+    const client = this.clients[service] as unknown as Record<string, (req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r: Res) => void) => void>;
+    const method = client[rpc];
+    if (typeof method !== 'function') return Promise.reject(new Error(`${service} has no RPC ${rpc}`));
+    return new Promise((resolve, reject) => {
+      method.call(client, request, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (error, response) => {
+        if (error) reject(new ApiError(error.code, error.details, rpc));
+        else resolve(withoutSyntheticOneofs(response) as Res);
+      });
+    });
+  }
+
+  /** A server stream (StreamDeviceEvents). */
+  stream(service: Service, rpc: string, request: Record<string, unknown>): grpc.ClientReadableStream<Record<string, any>> {
+    const client = this.clients[service] as unknown as Record<string, (req: unknown) => grpc.ClientReadableStream<Record<string, any>>>;
+    return client[rpc]!.call(client, request);
+  }
+
+  close(): void {
+    for (const client of Object.values(this.clients)) client.close();
+  }
+}

@@ -1,0 +1,85 @@
+/** vfiod.v1.ControllerService over the ControllerRegistry. */
+import type * as grpc from '@grpc/grpc-js';
+import type { Logger } from '../util/log.js';
+import { type ControllerRegistry, type ControllerSpecInput, type ControllerView, percentileMicros } from './controllers.js';
+import { unary } from './errors.js';
+import { requireText } from './devices-service.js';
+
+export function controllerInfo(view: ControllerView, sampleIntervalMs: number): Record<string, unknown> {
+  const c = view.config;
+  const s = view.snapshot;
+  const latency = s?.stats.latency;
+  return {
+    id: view.id,
+    spec: {
+      socketPath: c.socketPath,
+      namespaces: c.namespaces,
+      doorbellMode: c.doorbellMode === 'polled' ? 'DOORBELL_MODE_POLLED' : 'DOORBELL_MODE_INTERRUPT',
+      socketMode: c.socketMode,
+      msixVectors: c.msixVectors,
+      maxIoQueuePairs: c.maxIoQueuePairs,
+      maxQueueEntries: c.maxQueueEntries,
+      mdtsPages: c.mdtsPages,
+      identityPath: c.identityPath ?? '',
+      identity: { ...c.identity },
+    },
+    state: `CONTROLLER_STATE_${view.state.toUpperCase()}`,
+    error: view.error,
+    ...(s ? { identity: s.identity } : {}),
+    namespaces: s
+      ? s.namespaces.map((n) => ({ nsid: n.nsid, uri: c.namespaces[n.nsid - 1] ?? '', backend: n.backend, blockSize: n.blockSize, blocks: n.blocks }))
+      : [],
+    ...(s && latency
+      ? {
+          stats: {
+            nvmeState: s.stats.state,
+            clientConnected: s.clientConnected,
+            readCommands: s.stats.commands.read,
+            writeCommands: s.stats.commands.write,
+            otherIoCommands: s.stats.commands.otherIo,
+            adminCommands: s.stats.commands.admin,
+            failedCommands: s.stats.commands.failed,
+            bytesRead: s.stats.bytesRead,
+            bytesWritten: s.stats.bytesWritten,
+            readIops: view.rates.readIops,
+            writeIops: view.rates.writeIops,
+            readBytesPerSecond: view.rates.readBytesPerSecond,
+            writeBytesPerSecond: view.rates.writeBytesPerSecond,
+            sampleIntervalMs,
+            inFlight: s.stats.inFlight,
+            ioQueues: s.stats.ioSubmissionQueues,
+            resets: s.stats.resets,
+            latency: {
+              buckets: latency.bucketsMicros,
+              count: latency.count,
+              meanUs: latency.count ? latency.totalMicros / latency.count : 0,
+              maxUs: latency.maxMicros,
+              p50Us: percentileMicros(latency.bucketsMicros, 0.5),
+              p99Us: percentileMicros(latency.bucketsMicros, 0.99),
+            },
+          },
+        }
+      : {}),
+    createdAt: view.createdAt,
+  };
+}
+
+export function controllerService(deps: { registry: ControllerRegistry; logger: Logger }): grpc.UntypedServiceImplementation {
+  const { registry } = deps;
+  const logger = deps.logger.child({ service: 'ControllerService' });
+  const info = (view: ControllerView): Record<string, unknown> => controllerInfo(view, registry.sampleIntervalMs);
+  return {
+    CreateController: unary('CreateController', logger, async (request: { id: string; spec: ControllerSpecInput | null }) => {
+      const id = requireText(request.id, 'id', 'the controller id');
+      return { controller: info(await registry.create(id, request.spec ?? {})) };
+    }),
+    DeleteController: unary('DeleteController', logger, async (request: { id: string }) => {
+      await registry.delete(requireText(request.id, 'id', 'the controller id'));
+      return {};
+    }),
+    ListControllers: unary('ListControllers', logger, async () => ({ controllers: (await registry.list()).map(info) })),
+    GetController: unary('GetController', logger, async (request: { id: string }) => ({
+      controller: info(await registry.get(requireText(request.id, 'id', 'the controller id'))),
+    })),
+  };
+}

@@ -1,0 +1,218 @@
+/**
+ * vfiod.v1.DeviceService over the passthrough manager (src/devices): the same discovery, prepare, release and claims
+ * as `vfiod devices`, with every outcome published as a device event.
+ */
+import type * as grpc from '@grpc/grpc-js';
+import type { Claim } from '../devices/claims.js';
+import { type DeviceKind, listDevices, type PciDevice, readDevice } from '../devices/discovery.js';
+import { type HostRoots, normalizeBdf } from '../devices/host.js';
+import type { DeviceManager, PrepareResult, ReleaseResult } from '../devices/manager.js';
+import { DEVICE_KINDS, parseId, selectDevices } from '../devices/selectors.js';
+import { errorMessage, VfiodError } from '../util/errors.js';
+import type { Logger } from '../util/log.js';
+import { invalid, toStatus, unary } from './errors.js';
+import type { DeviceEventBus, DeviceEventRecord } from './events.js';
+import { packAny } from './proto.js';
+
+const kindName = (kind: DeviceKind): string => `DEVICE_KIND_${kind.toUpperCase()}`;
+const enumSuffix = (name: string, prefix: string): string => name.slice(prefix.length).toLowerCase().replace(/_/g, '-');
+
+/** A BDF from a request field, normalised; INVALID_ARGUMENT naming the field when it is missing or malformed. */
+export function requestBdf(value: unknown, field: string): string {
+  if (typeof value !== 'string' || value.trim() === '') throw invalid(`${field} is required (a PCI address such as 0000:01:00.1)`);
+  const bdf = normalizeBdf(value);
+  if (!bdf) throw invalid(`${field} '${value}' is not a PCI address (expected 0000:01:00.1 or 01:00.1)`);
+  return bdf;
+}
+
+export function requireText(value: unknown, field: string, what: string): string {
+  if (typeof value !== 'string' || value.trim() === '') throw invalid(`${field} is required (${what})`);
+  return value;
+}
+
+export function claimInfo(claim: Claim): Record<string, unknown> {
+  return {
+    owner: claim.owner,
+    state: `CLAIM_STATE_${claim.state.toUpperCase()}`,
+    mode: claim.mode === 'vfio-pci' ? 'CLAIM_MODE_VFIO_PCI' : 'CLAIM_MODE_AS_IS',
+    primaryBdf: claim.primary,
+    ...(claim.originalDriver !== null ? { originalDriver: claim.originalDriver } : {}),
+    ...(claim.originalOverride !== null ? { originalOverride: claim.originalOverride } : {}),
+    note: claim.note ?? '',
+    createdAt: claim.createdAt,
+    updatedAt: claim.updatedAt,
+  };
+}
+
+export function deviceInfo(d: PciDevice, claim: Claim | undefined): Record<string, unknown> {
+  return {
+    bdf: d.bdf,
+    vendorId: d.vendor,
+    deviceId: d.device,
+    subsystemVendorId: d.subsystemVendor ?? '',
+    subsystemDeviceId: d.subsystemDevice ?? '',
+    classCode: d.classCode,
+    kind: kindName(d.kind),
+    ...(d.driver !== null ? { driver: d.driver } : {}),
+    ...(d.driverOverride !== null ? { driverOverride: d.driverOverride } : {}),
+    ...(d.iommuGroup !== null ? { iommuGroup: d.iommuGroup } : {}),
+    iommuGroupMembers: d.groupMembers,
+    ...(d.numaNode !== null ? { numaNode: d.numaNode } : {}),
+    ...(d.physfn !== null ? { physfn: d.physfn } : {}),
+    virtfns: d.virtfns,
+    ...(d.sriov
+      ? { sriov: { totalVfs: d.sriov.totalVfs, numVfs: d.sriov.numVfs, ...(d.sriov.driversAutoprobe !== null ? { driversAutoprobe: d.sriov.driversAutoprobe } : {}) } }
+      : {}),
+    resetMethods: d.resetMethods ?? [],
+    bars: d.bars.map((b) => ({ index: b.index, size: b.size })),
+    vfioGroupDev: d.vfioGroupDev ?? '',
+    vfioCdev: d.vfioCdev ?? '',
+    hostUses: d.hostUse.map((u) => ({ kind: u.kind, on: u.on, detail: u.detail, blocking: u.blocking })),
+    vfioState: `VFIO_STATE_${d.vfio.state.toUpperCase().replace(/-/g, '_')}`,
+    vfioUsable: d.vfio.usable,
+    iommuGroupViable: d.vfio.groupViable,
+    vfioReasons: d.vfio.reasons,
+    ...(claim ? { claim: claimInfo(claim) } : {}),
+  };
+}
+
+function prepareResponse(r: PrepareResult): Record<string, unknown> {
+  return {
+    bdf: r.bdf,
+    owner: r.owner,
+    changed: r.changed,
+    devices: r.devices.map((d) => ({
+      bdf: d.bdf,
+      mode: d.mode === 'vfio-pci' ? 'CLAIM_MODE_VFIO_PCI' : 'CLAIM_MODE_AS_IS',
+      ...(d.originalDriver !== null ? { originalDriver: d.originalDriver } : {}),
+      ...(d.originalOverride !== null ? { originalOverride: d.originalOverride } : {}),
+      companion: d.companion,
+    })),
+    ...(r.iommuGroup !== null ? { iommuGroup: r.iommuGroup } : {}),
+    vfioGroupDev: r.vfioGroupDev ?? '',
+    vfioCdev: r.vfioCdev ?? '',
+    overridden: r.overridden,
+    warnings: r.warnings,
+  };
+}
+
+function releaseResponse(r: ReleaseResult): Record<string, unknown> {
+  return {
+    bdf: r.bdf,
+    owner: r.owner,
+    devices: r.devices.map((d) => ({
+      bdf: d.bdf,
+      ...(d.restoredDriver !== null ? { restoredDriver: d.restoredDriver } : {}),
+      ...(d.restoredOverride !== null ? { restoredOverride: d.restoredOverride } : {}),
+      gone: d.gone,
+    })),
+    autoprobeRestored: r.autoprobeRestored,
+  };
+}
+
+export function deviceEventMessage(event: DeviceEventRecord): Record<string, unknown> {
+  return {
+    id: event.id,
+    componentId: event.bdf,
+    data: packAny('DeviceStateChanged', { bdf: event.bdf, kind: `DEVICE_EVENT_KIND_${event.kind}`, owner: event.owner, detail: event.detail, at: event.at }),
+  };
+}
+
+interface ListDevicesRequest {
+  bdfs: string[];
+  ids: string[];
+  kinds: string[];
+  pfs: string[];
+  freeOnly: boolean;
+}
+
+export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; events: DeviceEventBus; logger: Logger }): grpc.UntypedServiceImplementation {
+  const { roots, manager, events } = deps;
+  const logger = deps.logger.child({ service: 'DeviceService' });
+  const claimsByBdf = (): Map<string, Claim> => new Map(manager.claims.list().map((c) => [c.bdf, c]));
+
+  return {
+    ListDevices: unary('ListDevices', logger, (request: ListDevicesRequest) => {
+      const bdfs = (request.bdfs ?? []).map((b, i) => requestBdf(b, `bdfs[${i}]`));
+      const pfs = (request.pfs ?? []).map((b, i) => requestBdf(b, `pfs[${i}]`));
+      for (const id of request.ids ?? []) if (!parseId(id)) throw invalid(`ids: '${id}' is not vendor:device (e.g. 15b3:6001)`);
+      const kinds = (request.kinds ?? []).map((k) => {
+        const kind = enumSuffix(String(k), 'DEVICE_KIND_') as DeviceKind;
+        if (!DEVICE_KINDS.includes(kind)) throw invalid(`kinds: ${String(k)} is not a device kind`);
+        return kind;
+      });
+      const claims = claimsByBdf();
+      const devices = selectDevices(listDevices(roots), { bdfs, ids: request.ids ?? [], classes: kinds, pfs, free: request.freeOnly ?? false }, new Set(claims.keys()));
+      return { devices: devices.map((d) => deviceInfo(d, claims.get(d.bdf))) };
+    }),
+
+    GetDevice: unary('GetDevice', logger, (request: { bdf: string }) => {
+      const bdf = requestBdf(request.bdf, 'bdf');
+      const device = readDevice(roots, bdf);
+      if (!device) throw new VfiodError('NOT_FOUND', `no PCI device ${bdf}`);
+      return { device: deviceInfo(device, manager.claims.get(bdf)) };
+    }),
+
+    PrepareDevice: unary('PrepareDevice', logger, async (request: { bdf: string; owner: string; force: boolean; wholeGroup: boolean }) => {
+      const bdf = requestBdf(request.bdf, 'bdf');
+      const owner = requireText(request.owner, 'owner', `the VM ${bdf} is prepared for`);
+      try {
+        const result = await manager.prepare(bdf, owner, { force: request.force ?? false, wholeGroup: request.wholeGroup ?? false });
+        if (result.changed) {
+          for (const d of result.devices) events.publish(d.bdf, 'PREPARED', owner, d.companion ? `prepared with ${bdf}` : `on ${result.vfioCdev ?? result.vfioGroupDev ?? 'vfio'}`);
+        }
+        logger.info('device prepared', { bdf, owner, changed: result.changed, devices: result.devices.map((d) => d.bdf) });
+        return prepareResponse(result);
+      } catch (error) {
+        events.publish(bdf, 'PREPARE_FAILED', owner, errorMessage(error));
+        throw withVm(error, owner);
+      }
+    }),
+
+    ReleaseDevice: unary('ReleaseDevice', logger, async (request: { bdf: string; owner: string; waitMs: number }) => {
+      const bdf = requestBdf(request.bdf, 'bdf');
+      const owner = requireText(request.owner, 'owner', `the VM releasing ${bdf}`);
+      try {
+        const result = await manager.release(bdf, owner, { waitMs: request.waitMs ?? 0 });
+        for (const d of result.devices) events.publish(d.bdf, 'RELEASED', owner, d.gone ? 'device gone' : `back on ${d.restoredDriver ?? 'no driver'}`);
+        logger.info('device released', { bdf, owner, devices: result.devices.map((d) => d.bdf) });
+        return releaseResponse(result);
+      } catch (error) {
+        events.publish(bdf, 'RELEASE_FAILED', owner, errorMessage(error));
+        throw withVm(error, owner);
+      }
+    }),
+
+    StreamDeviceEvents: (call: grpc.ServerWritableStream<{ bdfs: string[] }, unknown>) => {
+      let filter: Set<string> | undefined;
+      try {
+        const bdfs = (call.request.bdfs ?? []).map((b, i) => requestBdf(b, `bdfs[${i}]`));
+        filter = bdfs.length ? new Set(bdfs) : undefined;
+      } catch (error) {
+        // grpc-js sends an 'error' emitted on a server stream as the call's status.
+        call.emit('error', toStatus(error, 'StreamDeviceEvents', logger));
+        return;
+      }
+      const unsubscribe = events.subscribe((event) => {
+        if (filter && !filter.has(event.bdf)) return;
+        call.write(deviceEventMessage(event));
+      });
+      const stopClosing = events.onClose(() => call.end());
+      const end = (): void => {
+        unsubscribe();
+        stopClosing();
+      };
+      call.on('cancelled', end);
+      call.on('close', end);
+      call.on('error', end);
+    },
+  };
+}
+
+/** The device manager's messages name the device; the API's also name the VM (FeOS logs them as they are). */
+function withVm(error: unknown, owner: string): unknown {
+  if (error instanceof VfiodError && !error.message.includes(owner)) {
+    return new VfiodError(error.code, `${error.message} (VM ${owner})`, error.details);
+  }
+  return error;
+}

@@ -1,0 +1,224 @@
+/**
+ * `vfiod daemon`: the gRPC control API (vfiod.v1 DeviceService, ControllerService, AttachmentService, plus
+ * grpc.health.v1 and server reflection) on a unix socket (mode 0600) and optionally TCP with TLS.
+ *
+ * Start: open the claims database in the state directory, reconcile claims with sysfs (logging the result), start the
+ * persisted emulated controllers, then listen. Close: health goes NOT_SERVING, in-flight calls drain (then are
+ * cancelled), controllers flush and stop, the socket file is removed. Definitions and claims stay in the state dir.
+ */
+import { chmodSync, mkdirSync, readFileSync, unlinkSync, existsSync } from 'node:fs';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { ReflectionService } from '@grpc/reflection';
+import { HealthImplementation } from 'grpc-health-check';
+import { AttachmentManager, type AttachmentManagerOptions } from '../attach/attachments.js';
+import { ClaimStore } from '../devices/claims.js';
+import { DEFAULT_ROOTS, type HostRoots, realSysfsWriter, type SysfsWriter } from '../devices/host.js';
+import { DeviceManager, type ReconcileEntry } from '../devices/manager.js';
+import { loadNativeProber, type VfioProber } from '../devices/probe.js';
+import { errorMessage, VfiodError } from '../util/errors.js';
+import { type Logger, rootLogger } from '../util/log.js';
+import { attachmentService } from './attachments-service.js';
+import { ControllerRegistry } from './controllers.js';
+import { controllerService } from './controllers-service.js';
+import { deviceService } from './devices-service.js';
+import { DeviceEventBus } from './events.js';
+import { loadProtocol, serviceDefinition } from './proto.js';
+import { socketPathState } from './socket-path.js';
+
+export const DEFAULT_DAEMON_SOCKET = '/run/vfiod/vfiod.sock';
+export const DEFAULT_STATE_DIR = '/var/lib/vfiod';
+const SERVICES = ['vfiod.v1.DeviceService', 'vfiod.v1.ControllerService', 'vfiod.v1.AttachmentService'] as const;
+const DRAIN_TIMEOUT_MS = 5_000;
+
+export interface TlsFiles {
+  cert: string;
+  key: string;
+  /** CA bundle for client certificates: with it, clients must present a certificate it signed (mutual TLS). */
+  ca?: string;
+}
+
+export interface DaemonOptions {
+  /** Unix socket for the API (default /run/vfiod/vfiod.sock); null: no unix socket. */
+  socketPath?: string | null;
+  /** Mode of the unix socket file (default 0600: only root / the daemon's user may call it). */
+  socketMode?: number;
+  /** Also listen on TCP, "host:port". Requires tls unless insecureTcp. */
+  tcp?: string;
+  tls?: TlsFiles;
+  /** Allow plain (unauthenticated, unencrypted) TCP. Refused without it. */
+  insecureTcp?: boolean;
+  stateDir?: string;
+  roots?: HostRoots;
+  /** Tests inject the fake kernel and prober; production uses sysfs writes and the native VFIO prober. */
+  writer?: SysfsWriter;
+  prober?: VfioProber;
+  adapterFor?: AttachmentManagerOptions['adapterFor'];
+  /** How long detach waits for a VMM to close the VFIO group before releasing. */
+  releaseWaitMs?: number;
+  /** How often controller stats are sampled for rates (default 1000 ms). */
+  statsIntervalMs?: number;
+  /** Device manager waits (tests shorten them). */
+  pollMs?: number;
+  vfioTimeoutMs?: number;
+  logger?: Logger;
+}
+
+export interface Daemon {
+  readonly socketPath: string | null;
+  /** "host:port" actually bound (port 0 picks one), when TCP is on. */
+  readonly tcpAddress: string | null;
+  readonly reconcileReport: ReconcileEntry[];
+  readonly controllers: ControllerRegistry;
+  readonly health: HealthImplementation;
+  /** Drains calls, stops the controllers, closes the database and removes the socket. Idempotent. */
+  close(): Promise<void>;
+}
+
+function parseHostPort(text: string): { host: string; port: number } {
+  const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port > 65535) throw new VfiodError('INVALID_ARGUMENT', `--tcp must be host:port (e.g. 127.0.0.1:50051), not '${text}'`);
+  return { host: m[1] ?? m[2]!, port };
+}
+
+function bind(server: grpc.Server, address: string, credentials: grpc.ServerCredentials): Promise<number> {
+  return new Promise((resolve, reject) => server.bindAsync(address, credentials, (error, port) => (error ? reject(error) : resolve(port))));
+}
+
+export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> {
+  const logger = (options.logger ?? rootLogger).child({ component: 'daemon' });
+  const socketPath = options.socketPath === undefined ? DEFAULT_DAEMON_SOCKET : options.socketPath;
+  if (options.tcp !== undefined && !options.tls && !options.insecureTcp) {
+    throw new VfiodError('INVALID_ARGUMENT', `refusing plain TCP on ${options.tcp}: give --tls-cert and --tls-key (and --tls-ca for client certificates), or --insecure-tcp to accept an unauthenticated, unencrypted API`);
+  }
+  if (options.tls && (!options.tls.cert || !options.tls.key)) throw new VfiodError('INVALID_ARGUMENT', 'TLS needs both a certificate and a key');
+  const tcp = options.tcp !== undefined ? parseHostPort(options.tcp) : undefined;
+  if (socketPath === null && !tcp) throw new VfiodError('INVALID_ARGUMENT', 'nothing to listen on: give a unix socket or --tcp');
+  let tlsCredentials: grpc.ServerCredentials | undefined;
+  if (options.tls) {
+    const read = (what: string, file: string): Buffer => {
+      try {
+        return readFileSync(file);
+      } catch (error) {
+        throw new VfiodError('INVALID_ARGUMENT', `cannot read the TLS ${what} ${file}: ${errorMessage(error)}`);
+      }
+    };
+    const ca = options.tls.ca ? read('CA bundle', options.tls.ca) : null;
+    tlsCredentials = grpc.ServerCredentials.createSsl(ca, [{ cert_chain: read('certificate', options.tls.cert), private_key: read('key', options.tls.key) }], ca !== null);
+  }
+
+  // Refuse a socket another daemon listens on before touching any state.
+  if (socketPath !== null) {
+    const state = await socketPathState(socketPath);
+    if (state === 'live') throw new VfiodError('FAILED_PRECONDITION', `${socketPath} is in use: another vfiod daemon (or something else) listens on it`);
+    if (state === 'not-a-socket') throw new VfiodError('FAILED_PRECONDITION', `refusing to replace ${socketPath}: it exists and is not a socket`);
+    if (state === 'stale') {
+      unlinkSync(socketPath);
+      logger.info('removed stale socket file', { socket: socketPath });
+    }
+  }
+
+  const stateDir = options.stateDir ?? DEFAULT_STATE_DIR;
+  const roots = options.roots ?? DEFAULT_ROOTS;
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  const claims = new ClaimStore(path.join(stateDir, 'claims.db'));
+  const cleanup: Array<() => Promise<void> | void> = [() => claims.close()];
+  const undo = async (): Promise<void> => {
+    for (const step of cleanup.reverse()) await step();
+  };
+  try {
+    const prober = options.prober ?? (await loadNativeProber({ sysfsRoot: roots.sysfs, devRoot: roots.dev }));
+    const manager = new DeviceManager({
+      roots,
+      writer: options.writer ?? realSysfsWriter,
+      prober,
+      claims,
+      ...(options.pollMs !== undefined ? { pollMs: options.pollMs } : {}),
+      ...(options.vfioTimeoutMs !== undefined ? { vfioTimeoutMs: options.vfioTimeoutMs } : {}),
+    });
+    const reconcileReport = manager.reconcile();
+    for (const entry of reconcileReport) {
+      const level = entry.action === 'attention' ? 'warn' : 'info';
+      logger.log(level, 'reconcile', { bdf: entry.bdf, action: entry.action, detail: entry.detail });
+    }
+    logger.info('claims reconciled', {
+      claims: claims.list().length,
+      repaired: reconcileReport.filter((e) => e.action === 'repaired').length,
+      removed: reconcileReport.filter((e) => e.action === 'removed').length,
+      attention: reconcileReport.filter((e) => e.action === 'attention').length,
+    });
+
+    const events = new DeviceEventBus();
+    for (const entry of reconcileReport) if (entry.action !== 'ok') events.publish(entry.bdf, 'RECONCILED', '', `${entry.action}: ${entry.detail}`);
+    const attachments = new AttachmentManager({
+      devices: manager,
+      ...(options.adapterFor ? { adapterFor: options.adapterFor } : {}),
+      ...(options.releaseWaitMs !== undefined ? { releaseWaitMs: options.releaseWaitMs } : {}),
+    });
+    const registry = new ControllerRegistry({ stateDir, logger, ...(options.statsIntervalMs !== undefined ? { sampleIntervalMs: options.statsIntervalMs } : {}) });
+    cleanup.push(() => registry.close());
+    const restored = await registry.restore();
+    if (restored.started.length || restored.failed.length) logger.info('controllers restored', restored);
+
+    const server = new grpc.Server();
+    server.addService(serviceDefinition('DeviceService'), deviceService({ roots, manager, events, logger }));
+    server.addService(serviceDefinition('ControllerService'), controllerService({ registry, logger }));
+    server.addService(serviceDefinition('AttachmentService'), attachmentService({ attachments, devices: manager, registry, events, logger }));
+    const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICES.map((s) => [s, 'NOT_SERVING' as const])) });
+    health.addToServer(server);
+    new ReflectionService(loadProtocol().definition).addToServer(server);
+    cleanup.push(() => void server.forceShutdown());
+
+    if (socketPath !== null) {
+      const dir = path.dirname(path.resolve(socketPath));
+      if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
+      await bind(server, `unix:${socketPath}`, grpc.ServerCredentials.createInsecure());
+      // The socket is the API's only access control: nobody but the owner may connect.
+      chmodSync(socketPath, options.socketMode ?? 0o600);
+      cleanup.push(() => removeSocket(socketPath));
+    }
+    let tcpAddress: string | null = null;
+    if (tcp) {
+      const port = await bind(server, `${tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${tcp.port}`, tlsCredentials ?? grpc.ServerCredentials.createInsecure());
+      tcpAddress = `${tcp.host}:${port}`;
+      if (!tlsCredentials) logger.warn('plain TCP enabled (--insecure-tcp): anyone who can reach it controls the host devices', { address: tcpAddress });
+    }
+    for (const service of ['', ...SERVICES]) health.setStatus(service, 'SERVING');
+    logger.info('listening', { socket: socketPath, tcp: tcpAddress, tls: Boolean(tlsCredentials), mutualTls: Boolean(options.tls?.ca), stateDir });
+
+    let closing: Promise<void> | undefined;
+    const close = (): Promise<void> =>
+      (closing ??= (async () => {
+        for (const service of ['', ...SERVICES]) health.setStatus(service, 'NOT_SERVING');
+        events.close();
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            logger.warn('calls still running after the drain timeout: cancelling them', { timeoutMs: DRAIN_TIMEOUT_MS });
+            server.forceShutdown();
+            resolve();
+          }, DRAIN_TIMEOUT_MS);
+          server.tryShutdown(() => {
+            clearTimeout(timer);
+            resolve();
+          });
+        });
+        await registry.close();
+        claims.close();
+        if (socketPath !== null) removeSocket(socketPath);
+        logger.info('stopped');
+      })());
+    return { socketPath, tcpAddress, reconcileReport, controllers: registry, health, close };
+  } catch (error) {
+    await undo();
+    throw error;
+  }
+}
+
+function removeSocket(socketPath: string): void {
+  try {
+    unlinkSync(socketPath);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
+  }
+}
