@@ -2,6 +2,7 @@
  * The `vfiod` command line. Subcommands:
  *   serve     serve emulated NVMe controllers on vfio-user sockets (docs/serve.md)
  *   devices   the passthrough manager: list/show/prepare/release/reconcile (docs/passthrough.md)
+ *   bench     fio benchmark harness: emulation vs passthrough vs file (docs/benchmarks.md)
  */
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
@@ -13,6 +14,7 @@ const USAGE = `Usage: vfiod <command> [options]
 Commands:
   serve     Serve an emulated NVMe controller on a vfio-user socket
   devices   Find, check, prepare and release PCI devices for VFIO passthrough
+  bench     Run the fio benchmark matrix against emulated, passthrough and file targets
   version   Print the version
 
 Run 'vfiod <command> --help' for a command's options.
@@ -79,6 +81,10 @@ async function run(argv: string[]): Promise<number> {
     case 'devices': {
       const { runDevices } = await import('./devices.js');
       return runDevices(rest);
+    }
+    case 'bench': {
+      const { runBenchCommand } = await import('../bench/cli.js');
+      return runBenchCommand(rest);
     }
     case 'version':
     case '--version':

@@ -1,0 +1,69 @@
+/** `vfiod bench`: options, then runBench; the process exit status says whether every point succeeded. */
+import { parseArgs } from 'node:util';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { BenchConfigError, loadBenchConfig } from './config.js';
+import { runBench } from './run.js';
+
+export const BENCH_USAGE = `Usage: vfiod bench --config <bench.yaml> [--out <dir>] [--smoke] [--json]
+
+Runs fio over a matrix of workloads (rw, block size, queue depth, jobs, verify) against each target in the
+config — emulation (a vfiod serve it starts), passthrough (a VFIO device), file (a file or block device) —
+and writes results.json, report.md, SVG plots and every fio job file into the output directory.
+Config reference and examples: docs/benchmarks.md, bench/examples/*.yaml.
+
+Options:
+  --config <file>   bench config (YAML)                                            [required]
+  --out <dir>       output directory (default bench/results/bench-<config name>-<time>)
+  --smoke           shrink the matrix to seconds (the config's 'smoke:' section, or 1 s per point)
+  --json            print results.json on stdout instead of report.md
+  -h, --help        show this help
+
+Exit status: 0 every point ran; 1 some point or target failed (see report.md); 2 bad options or config.
+`;
+
+export async function runBenchCommand(argv: string[]): Promise<number> {
+  let values;
+  try {
+    ({ values } = parseArgs({
+      args: argv,
+      allowPositionals: false,
+      options: {
+        config: { type: 'string' },
+        out: { type: 'string' },
+        smoke: { type: 'boolean' },
+        json: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (error) {
+    process.stderr.write(`vfiod bench: ${(error as Error).message}\n${BENCH_USAGE}`);
+    return 2;
+  }
+  if (values.help) {
+    process.stdout.write(BENCH_USAGE);
+    return 0;
+  }
+  if (!values.config) {
+    process.stderr.write(`vfiod bench: --config <bench.yaml> is required\n${BENCH_USAGE}`);
+    return 2;
+  }
+  let config;
+  try {
+    config = loadBenchConfig(values.config);
+  } catch (error) {
+    if (error instanceof BenchConfigError) {
+      process.stderr.write(`vfiod bench: ${error.message}\n`);
+      return 2;
+    }
+    throw error;
+  }
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const outDir = values.out ?? path.join('bench', 'results', `bench-${config.name}${values.smoke ? '-smoke' : ''}-${stamp}`);
+  const results = await runBench(config, { outDir, smoke: values.smoke ?? false });
+  if (values.json) process.stdout.write(readFileSync(path.join(outDir, 'results.json'), 'utf8'));
+  else process.stdout.write(readFileSync(path.join(outDir, 'report.md'), 'utf8'));
+  const failed = results.points.filter((p) => !p.ok).length;
+  process.stderr.write(`vfiod bench: ${results.points.length - failed}/${results.points.length} points ok; results in ${path.resolve(outDir)}\n`);
+  return failed > 0 || results.targets.some((t) => !t.ok) ? 1 : 0;
+}

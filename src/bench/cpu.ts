@@ -1,0 +1,111 @@
+/**
+ * CPU time of a process from /proc: utime + stime of the whole process and of each thread. The sampler reads it
+ * periodically during a fio run so the CPU of fio's measured window (after ramp, before teardown) can be cut out.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+
+/** USER_HZ: the unit of utime/stime in /proc/<pid>/stat (100 on every Linux architecture vfiod runs on). */
+export const CLOCK_TICKS_PER_SECOND = 100;
+
+/** utime + stime in seconds from a /proc/<pid>/stat (or task stat) line; undefined if the process is gone. */
+export function readCpuSeconds(statPath: string): { name: string; seconds: number } | undefined {
+  let stat: string;
+  try {
+    stat = readFileSync(statPath, 'utf8');
+  } catch {
+    return undefined;
+  }
+  // comm may contain spaces and parentheses: fields after it start at the last ')'.
+  const open = stat.indexOf('(');
+  const close = stat.lastIndexOf(')');
+  const fields = stat.slice(close + 2).split(' ');
+  // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  if (!Number.isFinite(ticks)) return undefined;
+  return { name: stat.slice(open + 1, close), seconds: ticks / CLOCK_TICKS_PER_SECOND };
+}
+
+export function processCpuSeconds(pid: number): number | undefined {
+  return readCpuSeconds(`/proc/${pid}/stat`)?.seconds;
+}
+
+/** CPU seconds per thread name (threads of the same name summed), e.g. { node: 1.2, 'vfiod worker': 3.4 }. */
+export function threadCpuSeconds(pid: number): Record<string, number> {
+  const result: Record<string, number> = {};
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return result;
+  }
+  for (const tid of tids) {
+    const cpu = readCpuSeconds(`/proc/${pid}/task/${tid}/stat`);
+    if (cpu) result[cpu.name] = (result[cpu.name] ?? 0) + cpu.seconds;
+  }
+  return result;
+}
+
+export interface CpuSample {
+  timeMs: number;
+  seconds: number;
+}
+
+/** Samples a process's CPU seconds every `intervalMs` until stopped. */
+export class CpuSampler {
+  readonly samples: CpuSample[] = [];
+  private timer: NodeJS.Timeout | undefined;
+  readonly threadsAtStart: Record<string, number>;
+
+  constructor(
+    readonly pid: number,
+    intervalMs = 100,
+  ) {
+    this.threadsAtStart = threadCpuSeconds(pid);
+    this.sample();
+    this.timer = setInterval(() => this.sample(), intervalMs);
+  }
+
+  private sample(): void {
+    const seconds = processCpuSeconds(this.pid);
+    if (seconds !== undefined) this.samples.push({ timeMs: Date.now(), seconds });
+  }
+
+  /** Takes a last sample and stops; returns per-thread CPU seconds over the sampler's life. */
+  stop(): Record<string, number> {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+    this.sample();
+    const end = threadCpuSeconds(this.pid);
+    const delta: Record<string, number> = {};
+    for (const [name, seconds] of Object.entries(end)) delta[name] = round6(seconds - (this.threadsAtStart[name] ?? 0));
+    return delta;
+  }
+
+  /** CPU seconds between two instants, linearly interpolated between the samples around each. */
+  secondsBetween(fromMs: number, toMs: number): number | undefined {
+    const from = interpolate(this.samples, fromMs);
+    const to = interpolate(this.samples, toMs);
+    return from === undefined || to === undefined ? undefined : Math.max(0, to - from);
+  }
+}
+
+function interpolate(samples: CpuSample[], timeMs: number): number | undefined {
+  if (samples.length === 0) return undefined;
+  const first = samples[0]!;
+  const last = samples.at(-1)!;
+  if (timeMs <= first.timeMs) return first.seconds;
+  if (timeMs >= last.timeMs) return last.seconds;
+  for (let i = 1; i < samples.length; i++) {
+    const b = samples[i]!;
+    if (b.timeMs >= timeMs) {
+      const a = samples[i - 1]!;
+      const span = b.timeMs - a.timeMs;
+      return span === 0 ? b.seconds : a.seconds + ((b.seconds - a.seconds) * (timeMs - a.timeMs)) / span;
+    }
+  }
+  return last.seconds;
+}
+
+function round6(value: number): number {
+  return Math.round(value * 1e6) / 1e6;
+}

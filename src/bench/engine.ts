@@ -1,0 +1,54 @@
+/**
+ * The project's fio external engine (bench/fio-engine, docs/fio-engine.md): built on demand with its own build
+ * script, which checks it against the installed fio. Emulation and passthrough targets run fio through it.
+ */
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { TargetFioOptions } from './matrix.js';
+
+const BUILD_SCRIPT = fileURLToPath(new URL('../../bench/fio-engine/build.sh', import.meta.url));
+
+export type EngineBuild = { ok: true; path: string } | { ok: false; unavailable: boolean; reason: string };
+
+let cached: EngineBuild | undefined;
+
+/** Builds (or finds up to date) the engine; `unavailable` = fio or its sources are missing, not a build bug. */
+export function buildEngine(): EngineBuild {
+  if (cached) return cached;
+  if (!existsSync(BUILD_SCRIPT)) {
+    cached = { ok: false, unavailable: true, reason: `the fio engine build script ${BUILD_SCRIPT} does not exist` };
+    return cached;
+  }
+  const result = spawnSync('sh', [BUILD_SCRIPT], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const soPath = result.stdout.trim().split('\n').at(-1) ?? '';
+  if (result.status === 0 && soPath && existsSync(soPath)) cached = { ok: true, path: soPath };
+  else {
+    const detail = (result.stderr || result.stdout || String(result.error ?? '')).trim().split('\n').slice(-5).join(' | ');
+    cached = { ok: false, unavailable: result.status === 3, reason: `building the fio engine failed (exit ${result.status}): ${detail}` };
+  }
+  return cached;
+}
+
+/** fio options that run a job through the engine over vfio-user to a `vfiod serve` socket. */
+export function vfioUserEngineOptions(enginePath: string, socketPath: string, nsid = 1): TargetFioOptions {
+  return [
+    ['ioengine', `external:${enginePath}`],
+    // The engine shares one connection per target between jobs, so jobs must be threads.
+    ['thread', 1],
+    ['vfiod_transport', 'vfio-user'],
+    ['vfiod_socket', socketPath],
+    ['vfiod_nsid', nsid],
+  ];
+}
+
+/** fio options that run a job through the engine over VFIO to a PCI function bound to vfio-pci. */
+export function vfioEngineOptions(enginePath: string, bdf: string, nsid: number): TargetFioOptions {
+  return [
+    ['ioengine', `external:${enginePath}`],
+    ['thread', 1],
+    ['vfiod_transport', 'vfio'],
+    ['vfiod_bdf', bdf],
+    ['vfiod_nsid', nsid],
+  ];
+}

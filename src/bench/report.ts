@@ -1,0 +1,150 @@
+/**
+ * report.md and the SVG plots of a bench run. One table per workload (rw, bs, jobs, verify): a row per queue depth
+ * and target, with ratios against the reference target — the first passthrough target (no virtualisation), or the
+ * first file target when there is none.
+ */
+import { mkdirSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { formatBs, workloadKey } from './matrix.js';
+import type { BenchResults, PointResult } from './run.js';
+import { svgDocument, type LineChart } from './svg.js';
+
+export interface WorkloadTable {
+  workload: string;
+  title: string;
+  rows: PointResult[];
+}
+
+export function referenceTarget(results: BenchResults): string | undefined {
+  const ok = (type: string): string | undefined =>
+    results.targets.find((t) => t.type === type && results.points.some((p) => p.target === t.name && p.ok))?.name;
+  return ok('passthrough') ?? ok('file');
+}
+
+export function workloadTables(results: BenchResults): WorkloadTable[] {
+  const tables = new Map<string, WorkloadTable>();
+  for (const point of results.points) {
+    const key = workloadKey(point.point);
+    let table = tables.get(key);
+    if (!table) {
+      const p = point.point;
+      const title = `${p.rw}${p.rwmixread !== undefined ? ` (${p.rwmixread}% reads)` : ''}, ${formatBs(p.bs)}, ${p.numjobs} job${p.numjobs > 1 ? 's' : ''}${p.verify ? ', verify' : ''}`;
+      table = { workload: key, title, rows: [] };
+      tables.set(key, table);
+    }
+    table.rows.push(point);
+  }
+  const targetOrder = results.targets.map((t) => t.name);
+  for (const table of tables.values()) {
+    table.rows.sort((a, b) => a.point.iodepth - b.point.iodepth || targetOrder.indexOf(a.target) - targetOrder.indexOf(b.target));
+  }
+  return [...tables.values()];
+}
+
+/** Host CPU per I/O: the server's plus fio's (fio alone for targets without a server). */
+export function hostCpuPerIo(p: PointResult): number | undefined {
+  if (!p.ok || p.fio_cpu === undefined) return undefined;
+  return p.fio_cpu.us_per_io + (p.server_cpu?.us_per_io ?? 0);
+}
+
+const num = (v: number | undefined, digits = 1): string => (v === undefined || !Number.isFinite(v) ? '–' : v.toFixed(digits));
+const int = (v: number | undefined): string => (v === undefined || !Number.isFinite(v) ? '–' : Math.round(v).toLocaleString('en-US'));
+const ratio = (a: number | undefined, b: number | undefined): string => (a === undefined || b === undefined || !(b > 0) ? '–' : `${(a / b).toFixed(2)}×`);
+
+export function renderReport(results: BenchResults): string {
+  const m = results.machine;
+  const ref = referenceTarget(results);
+  const lines: string[] = [];
+  lines.push(`# vfiod bench: ${results.config.name}${results.smoke ? ' (smoke)' : ''}`, '');
+  lines.push(`- started ${results.started}, finished ${results.finished ?? '(running)'}; config \`${results.config.source}\``);
+  lines.push(`- machine: ${m.cores} × ${m.cpu_model}, ${m.kernel}, ${m.fio ?? 'fio ?'}, Node ${m.node}; load average ${m.loadavg_start.join(' ')} → ${m.loadavg_end?.join(' ') ?? '?'}`);
+  lines.push(`- vfiod ${m.vfiod_commit?.slice(0, 12) ?? 'unknown commit'}${m.vfiod_dirty ? ' (with uncommitted changes)' : ''}`);
+  const mx = results.config.matrix;
+  lines.push(`- ${mx.runtimeSeconds !== undefined ? `${mx.runtimeSeconds} s per point after ${mx.rampSeconds} s ramp` : 'size-based'}, ${formatBytes(mx.sizeBytes)} per job`);
+  lines.push('- targets:');
+  for (const t of results.targets) {
+    const config = results.config.targets.find((c) => c.name === t.name);
+    lines.push(`  - **${t.name}** (${t.type}${describeTarget(config)})${t.ok ? '' : `: FAILED — ${t.error}`}${t.name === ref ? ' — reference for the ratios' : ''}`);
+  }
+  lines.push('');
+  lines.push('IOPS and MB/s count the workload\'s own I/O. Latency is fio\'s completion latency (clat) of reads, or of writes for write workloads. ' +
+    'Server CPU is `vfiod serve`\'s utime+stime from /proc over fio\'s measured window; fio CPU is fio\'s usr+sys. ' +
+    'Both are divided by every I/O completed in the window (verify read-backs included). IOPS/core = I/Os per CPU-second of fio and server together.');
+  if (!ref) lines.push('', 'No passthrough or file target produced results, so there are no ratios.');
+  lines.push('');
+
+  for (const table of workloadTables(results)) {
+    lines.push(`## ${table.title}`, '');
+    const refHead = ref ? ` | IOPS ÷ ${ref} | p50 ÷ ${ref} | p99 ÷ ${ref} | CPU/IO ÷ ${ref}` : '';
+    lines.push(`| QD | target | IOPS | MB/s | mean µs | p50 µs | p99 µs | p99.9 µs | server CPU µs/IO | fio CPU µs/IO | IOPS/core${refHead} |`);
+    lines.push(`|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:${ref ? '|---:|---:|---:|---:' : ''}|`);
+    for (const row of table.rows) {
+      if (!row.ok) {
+        lines.push(`| ${row.point.iodepth} | ${row.target} | FAILED: ${escapeCell(row.error ?? '')} |${' |'.repeat(8 + (ref ? 4 : 0))}`);
+        continue;
+      }
+      const base = ref ? table.rows.find((r) => r.target === ref && r.point.id === row.point.id && r.ok) : undefined;
+      const refCells = ref
+        ? ` | ${ratio(row.iops, base?.iops)} | ${ratio(row.lat_us?.p50, base?.lat_us?.p50)} | ${ratio(row.lat_us?.p99, base?.lat_us?.p99)} | ${ratio(hostCpuPerIo(row), base ? hostCpuPerIo(base) : undefined)}`
+        : '';
+      lines.push(
+        `| ${row.point.iodepth} | ${row.target} | ${int(row.iops)} | ${num((row.bytes_per_second ?? 0) / 1e6)} | ${num(row.lat_us?.mean)} | ${num(row.lat_us?.p50)} | ` +
+          `${num(row.lat_us?.p99)} | ${num(row.lat_us?.p999)} | ${num(row.server_cpu?.us_per_io, 2)} | ${num(row.fio_cpu?.us_per_io, 2)} | ${int(row.iops_per_core)}${refCells} |`,
+      );
+    }
+    const verified = table.rows.filter((r) => r.ok && r.verify?.enabled);
+    if (verified.length > 0) {
+      lines.push('', `Verify (crc32c): ${verified.reduce((s, r) => s + (r.verify?.verified_ios ?? 0), 0).toLocaleString('en-US')} reads checked, no mismatches.`);
+    }
+    lines.push('', `![${table.title}](plots/${table.workload}.svg)`, '');
+  }
+  lines.push('Reproduce a point: `fio --output-format=json jobs/<target>--<point>.fio` (with a target running as recorded in results.json).', '');
+  return lines.join('\n');
+}
+
+function describeTarget(config: BenchResults['config']['targets'][number] | undefined): string {
+  if (!config) return '';
+  switch (config.type) {
+    case 'emulation':
+      return `: vfiod serve, ${config.namespace}, ${config.doorbells} doorbells`;
+    case 'passthrough':
+      return `: ${config.bdf} on vfio-pci, NSID ${config.nsid}`;
+    case 'file':
+      return `: ${config.ioengine} on ${config.path}${config.direct ? ', O_DIRECT' : ''}`;
+    case 'in-guest':
+      return '';
+  }
+}
+
+function escapeCell(text: string): string {
+  return text.replace(/\|/g, '\\|').replace(/\n/g, ' ').slice(0, 300);
+}
+
+function formatBytes(bytes: number): string {
+  return bytes >= 2 ** 30 && bytes % 2 ** 30 === 0 ? `${bytes / 2 ** 30} GiB` : `${Math.round(bytes / 2 ** 20)} MiB`;
+}
+
+/** IOPS and p99 vs queue depth, one line per target, for one workload. */
+export function workloadCharts(results: BenchResults, table: WorkloadTable): LineChart[] {
+  const targets = [...new Set(table.rows.map((r) => r.target))];
+  const series = (value: (p: PointResult) => number | undefined) =>
+    targets.map((name) => ({
+      name,
+      points: table.rows
+        .filter((r) => r.target === name && r.ok && value(r) !== undefined)
+        .map((r) => ({ x: r.point.iodepth, y: value(r)! })),
+    }));
+  const subtitle = `${results.machine.cores} × ${results.machine.cpu_model}, ${results.started.slice(0, 16).replace('T', ' ')}`;
+  return [
+    { title: `IOPS — ${table.title}`, subtitle, xLabel: 'queue depth', yLabel: 'IOPS', xScale: 'log2', yScale: 'linear', unit: 'IOPS', series: series((r) => r.iops) },
+    { title: `p99 latency — ${table.title}`, subtitle, xLabel: 'queue depth', yLabel: 'p99 completion latency (µs)', xScale: 'log2', yScale: 'log10', unit: 'µs', series: series((r) => r.lat_us?.p99) },
+  ];
+}
+
+export function writeReport(results: BenchResults, outDir: string): void {
+  mkdirSync(path.join(outDir, 'plots'), { recursive: true });
+  for (const table of workloadTables(results)) {
+    writeFileSync(path.join(outDir, 'plots', `${table.workload}.svg`), svgDocument(workloadCharts(results, table)));
+  }
+  writeFileSync(path.join(outDir, 'report.md'), renderReport(results));
+}

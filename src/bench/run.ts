@@ -1,0 +1,299 @@
+/**
+ * `vfiod bench`: runs every matrix point on every target with fio and writes results.json, report.md, the job
+ * files and the plots into the output directory. A failing point or target is recorded and the run goes on.
+ */
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { BenchConfig, MatrixConfig, TargetConfig } from './config.js';
+import { CpuSampler } from './cpu.js';
+import { fioVersion, runFio, type DirectionStats, type FioRun } from './fio.js';
+import { expandMatrix, fillJobFile, jobFile, readsData, type MatrixPoint } from './matrix.js';
+import { Progress } from './progress.js';
+import { writeReport } from './report.js';
+import { startTarget, type ActiveTarget } from './targets.js';
+import { rootLogger, type Logger } from '../util/log.js';
+
+const REPO = fileURLToPath(new URL('../../', import.meta.url));
+
+export interface Latency {
+  mean: number;
+  p50: number;
+  p99: number;
+  p999: number;
+  max: number;
+}
+
+export interface PointResult {
+  target: string;
+  target_type: TargetConfig['type'];
+  point: MatrixPoint;
+  ok: boolean;
+  error?: string;
+  /** Output-dir-relative paths of what reproduces and records this point. */
+  files: { job: string; fill_job?: string; fio_json: string };
+  duration_s: number;
+  fio_notices?: string[];
+  /** The workload's own I/O (verify read-backs of write workloads excluded). */
+  iops?: number;
+  bytes_per_second?: number;
+  /** Completion latency of the workload's reads (read/randread/randrw) or writes, µs. */
+  lat_us?: Latency;
+  read?: DirectionStats;
+  write?: DirectionStats;
+  /** Every command fio completed in the measured window, including verify read-backs (the CPU divisor). */
+  ios?: number;
+  /** verified_ios: reads fio checked against the written pattern (0 without verify). */
+  verify?: { enabled: boolean; method?: string; errors: number; verified_ios: number };
+  fio_cpu?: { usr_percent: number; sys_percent: number; seconds: number; us_per_io: number };
+  server_cpu?: { seconds: number; us_per_io: number; cores: number; threads_whole_run_s: Record<string, number> };
+  /** I/Os per second of CPU spent by fio and the server together. */
+  iops_per_core?: number;
+}
+
+export interface MachineInfo {
+  cpu_model: string;
+  cores: number;
+  kernel: string;
+  node: string;
+  fio: string | undefined;
+  vfiod_commit: string | undefined;
+  vfiod_dirty: boolean | undefined;
+  hostname: string;
+  loadavg_start: number[];
+  loadavg_end?: number[];
+}
+
+export interface BenchResults {
+  tool: 'vfiod bench';
+  started: string;
+  finished?: string;
+  smoke: boolean;
+  config: { source: string; name: string; matrix: MatrixConfig; targets: TargetConfig[] };
+  machine: MachineInfo;
+  targets: Array<{ name: string; type: TargetConfig['type']; ok: boolean; error?: string; info?: Record<string, unknown> }>;
+  points: PointResult[];
+}
+
+export interface RunOptions {
+  outDir: string;
+  smoke: boolean;
+  logger?: Logger;
+  progressStream?: NodeJS.WriteStream;
+}
+
+export function machineInfo(fio: string): MachineInfo {
+  const git = (args: string[]): string | undefined => {
+    try {
+      return execFileSync('git', ['-C', REPO, ...args], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    } catch {
+      return undefined;
+    }
+  };
+  const status = git(['status', '--porcelain', '--untracked-files=no']);
+  return {
+    cpu_model: os.cpus()[0]?.model ?? 'unknown',
+    cores: os.cpus().length,
+    kernel: `${os.type()} ${os.release()}`,
+    node: process.version,
+    fio: fioVersion(fio),
+    vfiod_commit: git(['rev-parse', 'HEAD']),
+    vfiod_dirty: status === undefined ? undefined : status !== '',
+    hostname: os.hostname(),
+    loadavg_start: os.loadavg().map((l) => Math.round(l * 100) / 100),
+  };
+}
+
+/** How long a fio run may take before it counts as hung. */
+function fioTimeoutMs(p: MatrixPoint): number {
+  const timed = p.runtimeSeconds !== undefined ? p.runtimeSeconds + p.rampSeconds : 0;
+  return Math.max(120_000, (timed * 3 + 60) * 1000);
+}
+
+export async function runBench(config: BenchConfig, options: RunOptions): Promise<BenchResults> {
+  const logger = (options.logger ?? rootLogger).child({ component: 'bench' });
+  const matrix = options.smoke ? config.smoke : config.matrix;
+  const points = expandMatrix(matrix);
+  const outDir = path.resolve(options.outDir);
+  mkdirSync(path.join(outDir, 'jobs'), { recursive: true });
+  const results: BenchResults = {
+    tool: 'vfiod bench',
+    started: new Date().toISOString(),
+    smoke: options.smoke,
+    config: { source: config.source, name: config.name, matrix, targets: config.targets },
+    machine: machineInfo(config.fio),
+    targets: [],
+    points: [],
+  };
+  if (!results.machine.fio) throw new Error(`fio ('${config.fio}') cannot be run: install fio or set 'fio:' in ${config.source}`);
+
+  const total = points.length * config.targets.length;
+  const perPoint = (matrix.runtimeSeconds ?? 5) + matrix.rampSeconds + 1.5;
+  logger.info('bench starting', { config: config.source, points: points.length, targets: config.targets.length, runs: total, out: outDir, smoke: options.smoke });
+  const progress = new Progress({ total, estimateSeconds: perPoint, logger, ...(options.progressStream ? { stream: options.progressStream } : {}) });
+  const save = (): void => writeFileSync(path.join(outDir, 'results.json'), JSON.stringify(results, null, 2) + '\n');
+
+  const bytesNeeded = matrix.sizeBytes * Math.max(...matrix.numjobs);
+  for (const targetConfig of config.targets) {
+    const entry: BenchResults['targets'][number] = { name: targetConfig.name, type: targetConfig.type, ok: false };
+    results.targets.push(entry);
+    let target: ActiveTarget | undefined;
+    try {
+      target = await startTarget(targetConfig, { dir: path.join(outDir, 'targets', targetConfig.name), bytesNeeded, logger });
+      entry.ok = true;
+      entry.info = target.info;
+    } catch (error) {
+      entry.error = (error as Error).message;
+      logger.error('target failed to start; its points are skipped', { target: targetConfig.name, error: entry.error });
+    }
+    const filled = { plain: false };
+    try {
+      for (const point of points) {
+        const label = `${targetConfig.name}/${point.id}`;
+        progress.start(label);
+        const result = target
+          ? await runPoint(config, target, point, outDir, filled, logger)
+          : failedPoint(targetConfig, point, `target did not start: ${entry.error}`);
+        results.points.push(result);
+        save();
+        progress.finish(label, result.ok
+          ? { iops: Math.round(result.iops ?? 0), p99_us: round(result.lat_us?.p99 ?? 0, 1), server_us_per_io: result.server_cpu ? round(result.server_cpu.us_per_io, 2) : null }
+          : { error: result.error });
+      }
+    } finally {
+      await target?.stop().catch((error: Error) => logger.error('stopping target failed', { target: targetConfig.name, error: error.message }));
+    }
+  }
+  progress.end();
+  results.finished = new Date().toISOString();
+  results.machine.loadavg_end = os.loadavg().map((l) => Math.round(l * 100) / 100);
+  save();
+  writeReport(results, outDir);
+  return results;
+}
+
+function failedPoint(target: TargetConfig, point: MatrixPoint, error: string): PointResult {
+  return {
+    target: target.name, target_type: target.type, point, ok: false, error,
+    files: { job: '', fio_json: '' }, duration_s: 0,
+  };
+}
+
+async function runPoint(
+  config: BenchConfig,
+  target: ActiveTarget,
+  point: MatrixPoint,
+  outDir: string,
+  filled: { plain: boolean },
+  logger: Logger,
+): Promise<PointResult> {
+  const t0 = Date.now();
+  const name = target.config.name;
+  const base = `jobs/${name}--${point.id}`;
+  const result: PointResult = {
+    target: name, target_type: target.config.type, point, ok: false,
+    files: { job: `${base}.fio`, fio_json: `${base}.json` }, duration_s: 0,
+  };
+  const finish = (error?: string): PointResult => {
+    result.duration_s = round((Date.now() - t0) / 1000, 2);
+    if (error) {
+      result.error = error;
+      logger.warn('point failed', { target: name, point: point.id, error });
+    } else result.ok = true;
+    return result;
+  };
+  const fioTarget = { name, options: target.fioOptions };
+  const broken = target.failure();
+  if (broken) return finish(broken);
+
+  // Reads need written data: verify reads need headers in the point's block size; plain reads one fill per target.
+  if (readsData(point.rw) && (point.verify || !filled.plain)) {
+    const fillPoint = point.verify ? point : { ...point, numjobs: Math.max(...config.matrix.numjobs, point.numjobs) };
+    result.files.fill_job = `${base}.fill.fio`;
+    writeFileSync(path.join(outDir, result.files.fill_job), fillJobFile(fillPoint, fioTarget));
+    const fill = await runFio({
+      fio: config.fio, jobPath: path.join(outDir, result.files.fill_job), jsonPath: path.join(outDir, `${base}.fill.json`),
+      timeoutMs: 600_000,
+    });
+    const fillError = fioFailure(fill);
+    if (fillError) return finish(`fill before the point failed: ${fillError}${target.failure() ? `; ${target.failure()}` : ''}`);
+    if (!point.verify) filled.plain = true;
+  }
+
+  writeFileSync(path.join(outDir, result.files.job), jobFile(point, fioTarget));
+  let sampler: CpuSampler | undefined;
+  const run = await runFio({
+    fio: config.fio, jobPath: path.join(outDir, result.files.job), jsonPath: path.join(outDir, result.files.fio_json),
+    timeoutMs: fioTimeoutMs(point),
+    onStart: () => {
+      if (target.serverPid !== undefined) sampler = new CpuSampler(target.serverPid);
+    },
+  });
+  const threads = sampler?.stop();
+  const failure = fioFailure(run);
+  if (run.output?.notices.length) result.fio_notices = run.output.notices;
+  if (failure) return finish(`${failure}${target.failure() ? `; ${target.failure()}` : ''}`);
+
+  const job = run.output!.jobs[0]!;
+  const doesRead = readsData(point.rw);
+  const doesWrite = point.rw !== 'read' && point.rw !== 'randread';
+  result.read = job.read;
+  result.write = job.write;
+  result.iops = (doesRead ? job.read.iops : 0) + (doesWrite ? job.write.iops : 0);
+  result.bytes_per_second = (doesRead ? job.read.bytesPerSecond : 0) + (doesWrite ? job.write.bytesPerSecond : 0);
+  result.lat_us = doesRead ? job.read.clatUs : job.write.clatUs;
+  result.ios = job.read.ios + job.write.ios;
+  result.verify = {
+    enabled: point.verify,
+    ...(point.verify ? { method: 'crc32c' } : {}),
+    errors: job.error === 84 ? 1 : 0,
+    // Reads are what fio checks: a write workload's read-backs, a read workload's own reads.
+    verified_ios: point.verify ? job.read.ios : 0,
+  };
+  const fioSeconds = ((job.usrCpuPercent + job.sysCpuPercent) / 100) * (job.runtimeMs / 1000);
+  result.fio_cpu = {
+    usr_percent: round(job.usrCpuPercent, 2), sys_percent: round(job.sysCpuPercent, 2),
+    seconds: round(fioSeconds, 4), us_per_io: result.ios > 0 ? round((fioSeconds * 1e6) / result.ios, 3) : 0,
+  };
+  let cpuSeconds = fioSeconds;
+  if (sampler) {
+    // fio stamps its JSON when the measured window ends; the window is the longest direction's runtime.
+    const end = run.output!.timestampMs;
+    const seconds = sampler.secondsBetween(end - job.windowMs, end);
+    if (seconds !== undefined && job.windowMs > 0) {
+      result.server_cpu = {
+        seconds: round(seconds, 4),
+        us_per_io: result.ios > 0 ? round((seconds * 1e6) / result.ios, 3) : 0,
+        cores: round(seconds / (job.windowMs / 1000), 3),
+        threads_whole_run_s: threads ?? {},
+      };
+      cpuSeconds += seconds;
+    }
+  }
+  if (cpuSeconds > 0 && job.windowMs > 0) result.iops_per_core = round(result.ios / cpuSeconds, 0);
+  return finish();
+}
+
+/** Why a fio run counts as failed, or undefined. */
+function fioFailure(run: FioRun): string | undefined {
+  const tail = run.stderr.trim().split('\n').filter(Boolean).slice(-6).join(' | ');
+  if (run.outputError && (run.exitCode !== 0 || !run.output)) {
+    return `fio ${run.signal ? `killed by ${run.signal}` : `exited with ${run.exitCode}`}: ${tail || run.outputError}`;
+  }
+  const job = run.output?.jobs[0];
+  if (!job) return 'fio reported no jobs';
+  if (job.error !== 0) {
+    const what = job.error === 84 ? 'verify failed (EILSEQ: data read back differs from what was written)' : `job error ${job.error}`;
+    return `fio: ${what}${tail ? `: ${tail}` : ''}`;
+  }
+  if (run.exitCode !== 0) return `fio exited with ${run.exitCode}: ${tail}`;
+  if (job.read.ios + job.write.ios === 0) return 'fio completed no I/O';
+  return undefined;
+}
+
+function round(value: number, digits = 3): number {
+  const f = 10 ** digits;
+  return Math.round(value * f) / f;
+}

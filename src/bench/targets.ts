@@ -1,0 +1,241 @@
+/**
+ * Bench targets brought up for a run: what fio needs in its job files, which process's CPU is the "server" CPU,
+ * and how to tear down. Emulation starts `vfiod serve` as a child; passthrough optionally prepares the device with
+ * the DeviceManager; file targets create their sparse file.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { closeSync, createWriteStream, existsSync, ftruncateSync, mkdirSync, openSync, realpathSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { EmulationTarget, FileTarget, PassthroughTarget, TargetConfig } from './config.js';
+import type { TargetFioOptions } from './matrix.js';
+import { buildEngine, vfioEngineOptions, vfioUserEngineOptions } from './engine.js';
+import type { Logger } from '../util/log.js';
+
+const VFIOD_BIN = fileURLToPath(new URL('../../bin/vfiod.js', import.meta.url));
+const SERVE_READY_TIMEOUT_MS = 30_000;
+const SERVE_STOP_TIMEOUT_MS = 20_000;
+
+export class TargetError extends Error {
+  constructor(
+    readonly target: string,
+    message: string,
+  ) {
+    super(`target '${target}': ${message}`);
+    this.name = 'TargetError';
+  }
+}
+
+export interface ActiveTarget {
+  config: TargetConfig;
+  fioOptions: TargetFioOptions;
+  /** The process whose CPU is reported as server CPU (vfiod serve), if any. */
+  serverPid?: number;
+  /** Facts recorded in results.json (server command, engine path, device state...). */
+  info: Record<string, unknown>;
+  /** Why the target cannot serve another point (e.g. the server exited), or undefined when it is fine. */
+  failure(): string | undefined;
+  stop(): Promise<void>;
+}
+
+export interface TargetContext {
+  /** Directory for this target's files (socket, server log). */
+  dir: string;
+  /** Bytes the largest point needs (size x numjobs). */
+  bytesNeeded: number;
+  logger: Logger;
+}
+
+export async function startTarget(config: TargetConfig, context: TargetContext): Promise<ActiveTarget> {
+  mkdirSync(context.dir, { recursive: true });
+  switch (config.type) {
+    case 'emulation':
+      return startEmulation(config, context);
+    case 'passthrough':
+      return startPassthrough(config, context);
+    case 'file':
+      return startFile(config, context);
+    case 'in-guest':
+      // Refused by config validation; kept so the switch is exhaustive.
+      throw new TargetError(config.name, "type 'in-guest' is not implemented");
+  }
+}
+
+function enginePath(target: string): string {
+  const engine = buildEngine();
+  if (!engine.ok) throw new TargetError(target, engine.reason);
+  return engine.path;
+}
+
+async function startEmulation(config: EmulationTarget, context: TargetContext): Promise<ActiveTarget> {
+  const engine = enginePath(config.name);
+  const socket = path.join(context.dir, 'nvme.sock');
+  const args = [VFIOD_BIN, 'serve', '--socket', socket, '--namespace', config.namespace, ...(config.doorbells === 'polled' ? ['--poll'] : []), ...config.serveArgs];
+  const logPath = path.join(context.dir, 'serve.log');
+  const log = createWriteStream(logPath);
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
+  const exitPromise = new Promise<void>((resolve) =>
+    child.once('exit', (code, signal) => {
+      exited = { code, signal };
+      resolve();
+    }),
+  );
+  let tail = '';
+  const ready = new Promise<void>((resolve, reject) => {
+    let pending = '';
+    child.stderr!.on('data', (chunk: Buffer) => {
+      log.write(chunk);
+      tail = (tail + chunk.toString()).slice(-4096);
+      pending += chunk.toString();
+      let newline;
+      while ((newline = pending.indexOf('\n')) >= 0) {
+        const line = pending.slice(0, newline);
+        pending = pending.slice(newline + 1);
+        if (isListening(line, socket)) resolve();
+      }
+    });
+    child.once('error', (error) => reject(new TargetError(config.name, `cannot start vfiod serve: ${error.message}`)));
+    void exitPromise.then(() =>
+      reject(new TargetError(config.name, `vfiod serve exited (${describeExit(exited)}) before it listened: ${lastLines(tail)}`)),
+    );
+  });
+  const timeout = setTimeout(() => child.kill('SIGKILL'), SERVE_READY_TIMEOUT_MS);
+  try {
+    await ready;
+  } catch (error) {
+    if (!exited) child.kill('SIGKILL');
+    throw error;
+  } finally {
+    clearTimeout(timeout);
+  }
+  context.logger.info('vfiod serve is listening', { target: config.name, pid: child.pid, socket, doorbells: config.doorbells });
+  return {
+    config,
+    fioOptions: vfioUserEngineOptions(engine, socket),
+    serverPid: child.pid!,
+    info: {
+      engine,
+      server_command: ['node', ...args.map((a) => (a === VFIOD_BIN ? 'bin/vfiod.js' : a))].join(' '),
+      server_log: logPath,
+    },
+    failure: () => (exited ? `vfiod serve exited (${describeExit(exited)}): ${lastLines(tail)}` : undefined),
+    stop: () => stopChild(child, () => exited !== undefined, exitPromise, context.logger, config.name).finally(() => log.end()),
+  };
+}
+
+function isListening(line: string, socket: string): boolean {
+  try {
+    const record = JSON.parse(line) as Record<string, unknown>;
+    return record['msg'] === 'listening' && (record['socket'] === undefined || record['socket'] === socket);
+  } catch {
+    return false;
+  }
+}
+
+async function stopChild(child: ChildProcess, hasExited: () => boolean, exit: Promise<void>, logger: Logger, target: string): Promise<void> {
+  if (hasExited()) return;
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => {
+    logger.warn('vfiod serve did not stop after SIGTERM; killing it', { target, pid: child.pid });
+    child.kill('SIGKILL');
+  }, SERVE_STOP_TIMEOUT_MS);
+  await exit;
+  clearTimeout(timer);
+}
+
+function describeExit(exit: { code: number | null; signal: NodeJS.Signals | null } | undefined): string {
+  if (!exit) return 'running';
+  return exit.signal ? `signal ${exit.signal}` : `exit code ${exit.code}`;
+}
+
+function lastLines(text: string, count = 5): string {
+  return text.trim().split('\n').slice(-count).join(' | ') || '(no output)';
+}
+
+async function startPassthrough(config: PassthroughTarget, context: TargetContext): Promise<ActiveTarget> {
+  const engine = enginePath(config.name);
+  const info: Record<string, unknown> = { engine, bdf: config.bdf, prepared_by_bench: config.prepare };
+  let release: (() => Promise<void>) | undefined;
+  if (config.prepare) {
+    const { DeviceManager } = await import('../devices/manager.js');
+    const { ClaimStore } = await import('../devices/claims.js');
+    const { DEFAULT_ROOTS, realSysfsWriter } = await import('../devices/host.js');
+    const { loadNativeProber } = await import('../devices/probe.js');
+    const { DEFAULT_STATE } = await import('../cli/devices.js');
+    const owner = `vfiod-bench:${config.name}`;
+    const manager = new DeviceManager({
+      roots: DEFAULT_ROOTS,
+      writer: realSysfsWriter,
+      prober: await loadNativeProber({ sysfsRoot: DEFAULT_ROOTS.sysfs, devRoot: DEFAULT_ROOTS.dev }),
+      claims: new ClaimStore(DEFAULT_STATE),
+    });
+    try {
+      const prepared = await manager.prepare(config.bdf, owner);
+      info['prepare'] = { vfio_group: prepared.vfioGroupDev, devices: prepared.devices, warnings: prepared.warnings };
+      context.logger.info('device prepared for passthrough', { target: config.name, bdf: config.bdf, group: prepared.vfioGroupDev });
+    } catch (error) {
+      throw new TargetError(config.name, `preparing ${config.bdf} for vfio-pci failed: ${(error as Error).message}`);
+    }
+    release = async () => {
+      await manager.release(config.bdf, owner, { waitMs: 5000 });
+      context.logger.info('device released', { target: config.name, bdf: config.bdf });
+    };
+  } else {
+    const driver = pciDriver(config.bdf);
+    if (driver !== 'vfio-pci') {
+      throw new TargetError(
+        config.name,
+        `${config.bdf} is bound to ${driver ?? 'no driver'}, not vfio-pci; set 'prepare: true' or run 'vfiod devices prepare ${config.bdf}'`,
+      );
+    }
+  }
+  return {
+    config,
+    fioOptions: vfioEngineOptions(engine, config.bdf, config.nsid),
+    info,
+    failure: () => undefined,
+    stop: async () => {
+      await release?.();
+    },
+  };
+}
+
+function pciDriver(bdf: string): string | undefined {
+  try {
+    return path.basename(realpathSync(`/sys/bus/pci/devices/${bdf}/driver`));
+  } catch {
+    return undefined;
+  }
+}
+
+async function startFile(config: FileTarget, context: TargetContext): Promise<ActiveTarget> {
+  const info: Record<string, unknown> = { ioengine: config.ioengine, path: config.path, direct: config.direct };
+  if (!existsSync(config.path)) {
+    mkdirSync(path.dirname(config.path), { recursive: true });
+    const fd = openSync(config.path, 'w');
+    try {
+      ftruncateSync(fd, context.bytesNeeded);
+    } finally {
+      closeSync(fd);
+    }
+    info['created'] = true;
+  } else {
+    const stat = statSync(config.path);
+    if (stat.isFile() && stat.size < context.bytesNeeded) {
+      throw new TargetError(config.name, `${config.path} holds ${stat.size} bytes; the matrix needs ${context.bytesNeeded} (size x numjobs)`);
+    }
+    if (!stat.isFile() && !stat.isBlockDevice()) throw new TargetError(config.name, `${config.path} is neither a regular file nor a block device`);
+  }
+  return {
+    config,
+    fioOptions: [
+      ['ioengine', config.ioengine],
+      ['direct', config.direct ? 1 : 0],
+      ['filename', config.path],
+    ],
+    info,
+    failure: () => undefined,
+    stop: async () => {},
+  };
+}
