@@ -79,7 +79,7 @@ export function defaultDeviceId(source: AttachSource): string {
 }
 
 export function checkDeviceId(id: string, context: string): void {
-  if (!QEMU_ID.test(id) || id.length > 64) {
+  if (typeof id !== 'string' || !QEMU_ID.test(id) || id.length > 64) {
     throw new VfiodError('INVALID_ARGUMENT', `${context}: device id '${id}' must start with a letter and contain only letters, digits, '-', '.', '_' (at most 64)`);
   }
 }
@@ -92,13 +92,13 @@ export function checkBootIndex(bootIndex: number | undefined, context: string): 
 
 /** The normalised host BDF of a PCI source; INVALID_ARGUMENT when it is not one. */
 export function sourceBdf(source: { bdf: string }, context: string): string {
-  const bdf = normalizeBdf(source.bdf);
+  const bdf = typeof source.bdf === 'string' ? normalizeBdf(source.bdf) : undefined;
   if (!bdf) throw new VfiodError('INVALID_ARGUMENT', `${context}: '${source.bdf}' is not a PCI address (0000:01:00.1)`);
   return bdf;
 }
 
 export function checkSocketPath(socketPath: string, context: string): void {
-  if (!socketPath.startsWith('/')) throw new VfiodError('INVALID_ARGUMENT', `${context}: vfio-user socket '${socketPath}' must be an absolute path`);
+  if (typeof socketPath !== 'string' || !socketPath.startsWith('/')) throw new VfiodError('INVALID_ARGUMENT', `${context}: vfio-user socket '${socketPath}' must be an absolute path`);
   if (/[\s,]/.test(socketPath)) throw new VfiodError('INVALID_ARGUMENT', `${context}: vfio-user socket '${socketPath}' contains a space or comma`);
 }
 
@@ -113,7 +113,12 @@ export function buildStaticConfig(request: StaticConfigRequest): StaticConfigRes
   }
   const ids = new Set<string>();
   const bootIndexes = new Map<number, string>();
-  const devices = request.devices.map((d) => {
+  if (!Array.isArray(request.devices)) throw new VfiodError('INVALID_ARGUMENT', `${context}: devices must be a list`);
+  const devices = request.devices.map((d, i) => {
+    const kind = (d?.source as { kind?: unknown } | undefined)?.kind;
+    if (kind !== 'pci' && kind !== 'vfio-user') {
+      throw new VfiodError('INVALID_ARGUMENT', `${context}, device #${i + 1}: unknown source kind '${String(kind)}' (pci or vfio-user)`);
+    }
     const id = d.id ?? defaultDeviceId(d.source);
     checkDeviceId(id, context);
     if (ids.has(id)) throw new VfiodError('INVALID_ARGUMENT', `${context}: device id '${id}' is used twice`);
@@ -125,11 +130,8 @@ export function buildStaticConfig(request: StaticConfigRequest): StaticConfigRes
       bootIndexes.set(d.bootIndex, id);
     }
     if (d.source.kind === 'pci') return { ...d, id, source: { kind: 'pci' as const, bdf: sourceBdf(d.source, `${context}, device ${id}`) } };
-    if (d.source.kind === 'vfio-user') {
-      checkSocketPath(d.source.socketPath, `${context}, device ${id}`);
-      return { ...d, id };
-    }
-    throw new VfiodError('INVALID_ARGUMENT', `${context}, device ${id}: unknown source kind '${String((d.source as { kind: unknown }).kind)}'`);
+    checkSocketPath(d.source.socketPath, `${context}, device ${id}`);
+    return { ...d, id };
   });
   const warnings: string[] = [];
   const hasUser = devices.some((d) => d.source.kind === 'vfio-user');
