@@ -4,7 +4,11 @@
  * read fio's JSON. Data round-trips are checked by fio's verify (crc32c headers written, read back, checked) and by
  * reading deallocated ranges back as zeros.
  *
- * Skips (saying why) when fio or its Debian source is unavailable (bench/fio-engine/build.sh exit 3).
+ * The VFIO transport runs for real in the QEMU VFIO guest (test/helpers/vfio-guest.ts): an SR-IOV NVMe VF bound to
+ * vfio-pci, fio with the engine inside the guest (test/testbed-vfio/guest-fio.sh).
+ *
+ * Skips (saying why) when fio or its Debian source is unavailable (bench/fio-engine/build.sh exit 3), and the guest
+ * part when the VFIO guest cannot run here.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -12,6 +16,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+
+import { cleanupVfioGuest, runVfioGuest, vfioGuestUnavailableReason, type VfioGuestRun } from './helpers/vfio-guest.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const bin = path.join(root, 'bin', 'vfiod.js');
@@ -83,7 +89,11 @@ async function fio(dir: string, name: string, ini: string): Promise<FioRun> {
   const jobFile = path.join(dir, `${name}.fio`);
   const out = path.join(dir, `${name}.json`);
   writeFileSync(jobFile, ini);
-  const proc = spawn('fio', ['--output-format=json', `--output=${out}`, jobFile], { stdio: ['ignore', 'ignore', 'pipe'] });
+  // cwd: fio drops verify state files there when a verify fails
+  const proc = spawn('fio', ['--output-format=json', `--output=${out}`, jobFile], {
+    cwd: dir,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let stderr = '';
   proc.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const status = await new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
@@ -97,7 +107,8 @@ async function fio(dir: string, name: string, ini: string): Promise<FioRun> {
 }
 
 const globalSection = (socket: string, extra = ''): string =>
-  `[global]\nioengine=external:${engine}\nthread=1\nvfiod_transport=vfio-user\nvfiod_socket=${socket}\n${extra}\n`;
+  `[global]\nioengine=external:${engine}\nthread=1\nverify_state_save=0\n` +
+  `vfiod_transport=vfio-user\nvfiod_socket=${socket}\n${extra}\n`;
 
 const byName = (run: FioRun, name: string): FioJob[] => run.jobs.filter((job) => job.jobname === name);
 
@@ -258,5 +269,69 @@ size=2M
     const run = await fio(dir, 'after-errors', `${globalSection(trapped.socket)}\n[x]\nrw=read\nsize=1M\n`);
     expect(run.status, run.stderr).toBe(0);
     expect(run.jobs[0]!.read.io_bytes).toBe(1 << 20);
+  });
+});
+
+const guestReason = skipReason ?? vfioGuestUnavailableReason();
+if (guestReason && !skipReason) console.warn(`fio-engine VFIO guest test skipped: ${guestReason}`);
+
+describe.skipIf(guestReason)('fio engine over VFIO (NVMe VF on vfio-pci in the QEMU guest)', () => {
+  let run: VfioGuestRun | undefined;
+  let results: Record<string, unknown> = {};
+  let fioJson: { jobs: FioJob[]; 'global options': Record<string, string> } | undefined;
+  let fioErr = '';
+
+  beforeAll(async () => {
+    run = await runVfioGuest({ script: path.join(root, 'test', 'testbed-vfio', 'guest-fio.sh') });
+    results = run.results ?? {};
+    const file = (name: string): string => path.join(run!.workDir, name);
+    fioErr = existsSync(file('fio.err')) ? readFileSync(file('fio.err'), 'utf8') : '';
+    try {
+      fioJson = JSON.parse(readFileSync(file('fio.json'), 'utf8')) as typeof fioJson;
+    } catch {
+      fioJson = undefined;
+    }
+    console.log(`fio-engine VFIO guest: QEMU wall ${(run.wallMs / 1000).toFixed(1)} s`);
+    if (results['fioStatus'] !== 0) {
+      console.log(`guest results: ${JSON.stringify(results)}\nfio stderr:\n${fioErr}`);
+      console.log(`console (tail):\n${run.console.split('\n').slice(-40).join('\n')}`);
+    }
+  }, 300_000);
+
+  afterAll(() => cleanupVfioGuest(run));
+
+  it('the guest created the VF, bound it to vfio-pci and fio ran to the end', () => {
+    expect(results['ok'], JSON.stringify(results)).toBe(true);
+    expect(results['vf']).toMatch(/^0000:/);
+    expect(results['vfDriver']).toBe('vfio-pci');
+    expect(results['fioStatus'], fioErr).toBe(0);
+    expect(fioJson?.['global options']['vfiod_transport']).toBe('vfio');
+    expect(fioJson?.['global options']['vfiod_bdf']).toBe(results['vf']);
+  });
+
+  it('randwrite with crc32c verify on two jobs (two I/O queue pairs on the VF), PRP lists, trim, randread', () => {
+    const jobs = fioJson?.jobs ?? [];
+    const verify = jobs.filter((job) => job.jobname === 'verify');
+    expect(verify).toHaveLength(2);
+    for (const job of verify) {
+      expect(job.error).toBe(0);
+      expect(job.write.io_bytes).toBe(4 << 20);
+      expect(job.read.io_bytes).toBe(4 << 20); // every block read back through VFIO DMA and its crc32c checked
+    }
+    const big = jobs.find((job) => job.jobname === 'bigblocks')!;
+    expect(big.error).toBe(0);
+    expect(big.read.io_bytes).toBe(4 << 20);
+    const trim = jobs.find((job) => job.jobname === 'trim')!;
+    expect(trim.error).toBe(0);
+    expect(trim.trim.io_bytes).toBe(2 << 20);
+    const randread = jobs.find((job) => job.jobname === 'randread')!;
+    expect(randread.error).toBe(0);
+    expect(randread.read.total_ios).toBe(4000);
+  });
+
+  it('refuses a function that is not bound to vfio-pci, naming the driver', () => {
+    expect(results['pfFioStatus']).not.toBe(0);
+    const pfErr = readFileSync(path.join(run!.workDir, 'fio-pf.err'), 'utf8');
+    expect(pfErr).toContain(`vfiod: vfio ${String(results['pf'])}: bound to nvme, not vfio-pci`);
   });
 });

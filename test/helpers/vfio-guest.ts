@@ -273,7 +273,13 @@ export interface VfioGuestRun {
  * Boots the guest once, runs the guest program, waits for power-off and returns what it reported. `extra` adds
  * key=value words to the kernel command line (read by the guest as vt.<key>).
  */
-export async function runVfioGuest(options: { timeoutMs?: number } = {}): Promise<VfioGuestRun> {
+export async function runVfioGuest(
+  options: {
+    timeoutMs?: number;
+    /** Guest program run as PID 1's script instead of test/testbed-vfio/guest.sh (e.g. guest-fio.sh). */
+    script?: string;
+  } = {},
+): Promise<VfioGuestRun> {
   probed ??= probeSetup();
   if ('reason' in probed) throw new Error(`VFIO guest unavailable: ${probed.reason}`);
   const setup = probed.setup;
@@ -287,7 +293,7 @@ export async function runVfioGuest(options: { timeoutMs?: number } = {}): Promis
   const timeoutS = Math.ceil((options.timeoutMs ?? Number(env('VFIOD_VFIO_GUEST_TIMEOUT') ?? 240) * 1000) / 1000);
   const append = [
     'console=ttyS0', 'panic=-1', 'quiet', 'intel_iommu=on', 'iommu=pt', 'nvme_core.multipath=N',
-    `vt.work=${workDir}`, `vt.repo=${REPO}`, `vt.script=${path.join(GUEST_DIR, 'guest.sh')}`,
+    `vt.work=${workDir}`, `vt.repo=${REPO}`, `vt.script=${options.script ?? path.join(GUEST_DIR, 'guest.sh')}`,
   ].join(' ');
   const args = [
     '-accel', 'tcg', '-cpu', 'max', '-m', '2048', '-smp', '2', '-nographic', '-no-reboot', '-nic', 'none',
