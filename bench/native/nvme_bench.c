@@ -598,22 +598,8 @@ int main(int argc, char **argv) {
     if (pci_enable(c, o->irq, &msix_cap)) die("PCI config setup: %s", c->last_error);
 
     /* Doorbell mode. */
-    int mmap_ok = 0;
     uint64_t area_off = 0, area_size = 0;
-    if ((bar0.flags & VFU_REGION_MMAP) && bar0.fd >= 0) {
-      if (bar0.nr_areas == 0) {
-        area_off = 0;
-        area_size = bar0.size;
-        mmap_ok = 1;
-      }
-      for (uint32_t i = 0; i < bar0.nr_areas; i++)
-        if (bar0.areas[i].offset <= NVME_REG_DOORBELLS && bar0.areas[i].offset + bar0.areas[i].size >= NVME_REG_DOORBELLS + 8) {
-          area_off = bar0.areas[i].offset;
-          area_size = bar0.areas[i].size;
-          mmap_ok = 1;
-          break;
-        }
-    }
+    int mmap_ok = vfu_find_mmap_area(&bar0, NVME_REG_DOORBELLS, 8, &area_off, &area_size) == 0;
     if (!strcmp(o->doorbell, "auto")) xport.mode = mmap_ok ? DB_MMAP : DB_POSTED;
     else if (!strcmp(o->doorbell, "mmap")) xport.mode = DB_MMAP;
     else if (!strcmp(o->doorbell, "posted")) xport.mode = DB_POSTED;
