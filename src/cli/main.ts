@@ -2,6 +2,7 @@
  * The `vfiod` command line. Subcommands:
  *   serve     serve emulated NVMe controllers on vfio-user sockets (docs/serve.md)
  *   devices   the passthrough manager: list/show/prepare/release/reconcile (docs/passthrough.md)
+ *   daemon    the gRPC control API; controllers/attach/detach/attachments/vm-config are its clients (docs/daemon.md)
  *   bench     fio benchmark harness: emulation vs passthrough vs file (docs/benchmarks.md)
  */
 import { parseArgs } from 'node:util';
@@ -15,6 +16,12 @@ Commands:
   serve     Serve an emulated NVMe controller on a vfio-user socket
   devices   Find, check, prepare and release PCI devices for VFIO passthrough
   bench     Run the fio benchmark matrix against emulated, passthrough and file targets
+  daemon    Run the gRPC control API (devices, emulated controllers, attachments)
+  controllers  Create, list, inspect and delete the daemon's emulated NVMe controllers
+  attach    Hot-plug a device or emulated controller into a running VM (through the daemon)
+  detach    Hot-unplug it and give it back to the host
+  attachments  List what the daemon attached to VMs
+  vm-config Print the static device configuration for creating a VM (cloud-hypervisor / QEMU)
   version   Print the version
 
 Run 'vfiod <command> --help' for a command's options.
@@ -79,9 +86,26 @@ async function run(argv: string[]): Promise<number> {
       return serve([config]);
     }
     case 'devices': {
+      // Through the daemon when one is there (or --daemon is given); standalone otherwise.
+      const client = await import('./client.js');
+      if (client.devicesUseDaemon(rest)) return client.runDevicesViaDaemon(rest.filter((a) => a !== '--standalone'));
       const { runDevices } = await import('./devices.js');
-      return runDevices(rest);
+      return runDevices(rest.filter((a) => a !== '--standalone'));
     }
+    case 'daemon': {
+      const { runDaemon } = await import('./daemon.js');
+      return runDaemon(rest);
+    }
+    case 'controllers':
+      return (await import('./client.js')).runControllers(rest);
+    case 'attach':
+      return (await import('./client.js')).runAttach(rest);
+    case 'detach':
+      return (await import('./client.js')).runDetach(rest);
+    case 'attachments':
+      return (await import('./client.js')).runAttachments(rest);
+    case 'vm-config':
+      return (await import('./client.js')).runVmConfig(rest);
     case 'bench': {
       const { runBenchCommand } = await import('../bench/cli.js');
       return runBenchCommand(rest);

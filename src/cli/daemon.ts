@@ -1,0 +1,132 @@
+/**
+ * `vfiod daemon`: runs the gRPC control API until SIGTERM/SIGINT (docs/daemon.md).
+ * Exit codes: 0 clean shutdown, 1 could not start, 2 usage error.
+ */
+import { parseArgs } from 'node:util';
+import { DEFAULT_DAEMON_SOCKET, DEFAULT_STATE_DIR, type DaemonOptions, startDaemon } from '../daemon/server.js';
+import { DEFAULT_ROOTS } from '../devices/host.js';
+import { errorMessage, VfiodError } from '../util/errors.js';
+import { type LogLevel, rootLogger, setLogLevel } from '../util/log.js';
+
+export const DAEMON_USAGE = `Usage: vfiod daemon [options]
+
+Serves the control API (gRPC vfiod.v1: DeviceService, ControllerService, AttachmentService, health, reflection).
+On start it reconciles device claims with sysfs and restarts the emulated controllers defined in the state dir.
+
+Options:
+  --socket <path>        unix socket (default ${DEFAULT_DAEMON_SOCKET}, mode 0600)
+  --socket-mode <octal>  socket file mode (default 0600)
+  --no-socket            do not listen on a unix socket (TCP only)
+  --tcp <host:port>      also listen on TCP; needs --tls-cert and --tls-key, or --insecure-tcp
+  --tls-cert <file>      PEM certificate chain for TCP
+  --tls-key <file>       PEM private key for TCP
+  --tls-ca <file>        PEM CA bundle: require client certificates signed by it (mutual TLS)
+  --insecure-tcp         allow plain TCP (no authentication, no encryption)
+  --state-dir <dir>      claims database and controller definitions (default ${DEFAULT_STATE_DIR})
+  --sysfs-root <dir>     default /sys      --dev-root <dir>  default /dev      --proc-root <dir>  default /proc
+  --log-level <level>    debug, info, warn or error (default info)
+  -h, --help
+`;
+
+export class DaemonUsageError extends Error {}
+
+/** Parses `vfiod daemon` options; undefined when help was asked for. */
+export function parseDaemonArgs(argv: string[]): DaemonOptions | undefined {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: false,
+      options: {
+        socket: { type: 'string' },
+        'socket-mode': { type: 'string' },
+        'no-socket': { type: 'boolean' },
+        tcp: { type: 'string' },
+        'tls-cert': { type: 'string' },
+        'tls-key': { type: 'string' },
+        'tls-ca': { type: 'string' },
+        'insecure-tcp': { type: 'boolean' },
+        'state-dir': { type: 'string' },
+        'sysfs-root': { type: 'string' },
+        'dev-root': { type: 'string' },
+        'proc-root': { type: 'string' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (error) {
+    throw new DaemonUsageError(errorMessage(error));
+  }
+  const v = parsed.values;
+  if (v.help) return undefined;
+  if (v['log-level'] !== undefined) {
+    if (!['debug', 'info', 'warn', 'error'].includes(v['log-level'])) throw new DaemonUsageError(`--log-level must be debug, info, warn or error, not '${v['log-level']}'`);
+    setLogLevel(v['log-level'] as LogLevel);
+  }
+  if (v['no-socket'] && v.socket !== undefined) throw new DaemonUsageError('--socket and --no-socket contradict each other');
+  if (v['no-socket'] && v.tcp === undefined) throw new DaemonUsageError('--no-socket needs --tcp: the daemon must listen somewhere');
+  const tlsGiven = v['tls-cert'] !== undefined || v['tls-key'] !== undefined || v['tls-ca'] !== undefined;
+  if (tlsGiven && v.tcp === undefined) throw new DaemonUsageError('--tls-cert/--tls-key/--tls-ca only apply to --tcp');
+  if (tlsGiven && (v['tls-cert'] === undefined || v['tls-key'] === undefined)) throw new DaemonUsageError('TLS needs both --tls-cert and --tls-key');
+  if (v.tcp !== undefined && !tlsGiven && !v['insecure-tcp']) {
+    throw new DaemonUsageError(`refusing plain TCP on ${v.tcp}: give --tls-cert and --tls-key, or --insecure-tcp to accept an unauthenticated, unencrypted API`);
+  }
+  if (v['insecure-tcp'] && tlsGiven) throw new DaemonUsageError('--insecure-tcp and TLS options contradict each other');
+  let socketMode: number | undefined;
+  if (v['socket-mode'] !== undefined) {
+    if (!/^0?[0-7]{3}$/.test(v['socket-mode'])) throw new DaemonUsageError(`--socket-mode must be octal like 0600, not '${v['socket-mode']}'`);
+    socketMode = parseInt(v['socket-mode'], 8);
+  }
+  return {
+    socketPath: v['no-socket'] ? null : (v.socket ?? DEFAULT_DAEMON_SOCKET),
+    ...(socketMode !== undefined ? { socketMode } : {}),
+    ...(v.tcp !== undefined ? { tcp: v.tcp } : {}),
+    ...(v['tls-cert'] !== undefined && v['tls-key'] !== undefined
+      ? { tls: { cert: v['tls-cert'], key: v['tls-key'], ...(v['tls-ca'] !== undefined ? { ca: v['tls-ca'] } : {}) } }
+      : {}),
+    ...(v['insecure-tcp'] ? { insecureTcp: true } : {}),
+    stateDir: v['state-dir'] ?? DEFAULT_STATE_DIR,
+    roots: { sysfs: v['sysfs-root'] ?? DEFAULT_ROOTS.sysfs, dev: v['dev-root'] ?? DEFAULT_ROOTS.dev, proc: v['proc-root'] ?? DEFAULT_ROOTS.proc },
+  };
+}
+
+export async function runDaemon(argv: string[]): Promise<number> {
+  let options: DaemonOptions | undefined;
+  try {
+    options = parseDaemonArgs(argv);
+  } catch (error) {
+    process.stderr.write(`vfiod daemon: ${errorMessage(error)}\n`);
+    return 2;
+  }
+  if (!options) {
+    process.stdout.write(DAEMON_USAGE);
+    return 0;
+  }
+  const log = rootLogger.child({ component: 'daemon' });
+  let daemon;
+  try {
+    daemon = await startDaemon(options);
+  } catch (error) {
+    log.error('cannot start', { error: errorMessage(error) });
+    process.stderr.write(`vfiod daemon: ${errorMessage(error)}\n`);
+    return error instanceof VfiodError && error.code === 'INVALID_ARGUMENT' ? 2 : 1;
+  }
+  const started = daemon;
+  return new Promise<number>((resolve) => {
+    let signalled = false;
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (signalled) return;
+      signalled = true;
+      log.info('shutting down', { signal });
+      started.close().then(
+        () => resolve(0),
+        (error: unknown) => {
+          log.error('shutdown failed', { error: errorMessage(error) });
+          resolve(1);
+        },
+      );
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+}
