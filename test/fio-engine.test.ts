@@ -172,7 +172,7 @@ iodepth=4
     expect(whole!.read.io_bytes).toBe(64 << 20);
   });
 
-  it('numjobs=2 share one connection, each with its own queue pair; verify, trim, fsync (file namespace, --poll)', async () => {
+  it('numjobs=2 share a connection, one queue pair each; verify, trim, fsync (file namespace, --poll)', async () => {
     const run = await fio(dir, 'polled-jobs', `${globalSection(polled.socket, 'vfiod_doorbell=mmap')}
 [jobs]
 rw=randwrite

@@ -253,6 +253,7 @@ struct slot {
   uint16_t cid;
   uint16_t status; /* NVMe status field of the last completion (0 = success) */
   uint8_t opc;
+  uint8_t busy; /* submitted, completion not yet seen */
   uint64_t *prp_list; /* one page: PRP list, or the DSM range descriptor */
   uint64_t prp_iova;
 };
@@ -289,7 +290,8 @@ static const char *opc_name(uint8_t opc) {
 
 static int check_options(struct thread_data *td, const struct vfiod_options *o) {
   if (strcmp(fio_version_string, VFIOD_FIO_VERSION) != 0) {
-    log_err("vfiod: this engine was built against %s headers but runs in %s: rebuild it with bench/fio-engine/build.sh\n",
+    log_err("vfiod: this engine was built against %s headers but runs in %s: "
+            "rebuild it with bench/fio-engine/build.sh\n",
             VFIOD_FIO_VERSION, fio_version_string);
     return EINVAL;
   }
@@ -443,7 +445,8 @@ static int vfiod_init(struct thread_data *td) {
   if (qid) sc->qid_busy[qid] = 1;
   pthread_mutex_unlock(&sc->lock);
   if (!qid) {
-    log_err("vfiod: %s: no free I/O queue: the controller granted %u and all are in use by other jobs (numjobs too high)\n",
+    log_err("vfiod: %s: no free I/O queue: the controller granted %u and all are in use by other jobs "
+            "(numjobs too high)\n",
             j->desc, sc->nr_io_queues);
     return EBUSY;
   }
@@ -587,6 +590,7 @@ static enum fio_q_status vfiod_queue(struct thread_data *td, struct io_u *io_u) 
     return reject(io_u, EINVAL);
   }
   if (nvme_qpair_submit(&j->qp, &sqe)) return FIO_Q_BUSY; /* cannot happen with qsize > iodepth; be safe */
+  s->busy = 1;
   j->inflight++;
   return FIO_Q_QUEUED;
 }
@@ -624,12 +628,13 @@ static int vfiod_getevents(struct thread_data *td, unsigned int min, unsigned in
     unsigned want = max - n < REAP_BATCH ? max - n : REAP_BATCH;
     int got = want ? nvme_qpair_reap(&j->qp, cqes, (int)want) : 0;
     for (int i = 0; i < got; i++) {
-      if (cqes[i].cid >= j->nslots) {
-        log_err("vfiod: %s: completion for unknown command id %u (status 0x%x)\n", j->desc, cqes[i].cid,
-                NVME_CQE_STATUS(&cqes[i]));
+      if (cqes[i].cid >= j->nslots || !j->slots[cqes[i].cid].busy) {
+        log_err("vfiod: %s: completion for command id %u, which is not outstanding (status 0x%x)\n", j->desc,
+                cqes[i].cid, NVME_CQE_STATUS(&cqes[i]));
         return -EIO;
       }
       struct slot *s = &j->slots[cqes[i].cid];
+      s->busy = 0;
       struct io_u *io_u = s->io_u;
       s->status = NVME_CQE_STATUS(&cqes[i]) & 0x7ffu;
       io_u->error = s->status ? EIO : 0;
@@ -663,7 +668,6 @@ static int vfiod_getevents(struct thread_data *td, unsigned int min, unsigned in
               j->desc, j->timeout_ms, j->inflight, j->qp.sq_tail, j->qp.cq_head, j->qp.phase, e->cid, e->status);
       return -ETIMEDOUT;
     }
-    if (!j->inflight && n >= min) break;
     if (!j->inflight) {
       log_err("vfiod: %s: fio waits for %u completions but nothing is outstanding\n", j->desc, min);
       return -EIO;

@@ -173,7 +173,8 @@ struct vfiod_xport *vfiod_xport_vfio_open(const char *bdf, char *err, size_t err
   step = "VFIO_GROUP_GET_STATUS";
   if (ioctl(x->group, VFIO_GROUP_GET_STATUS, &gs) < 0) goto fail_errno;
   if (!(gs.flags & VFIO_GROUP_FLAGS_VIABLE)) {
-    snprintf(err, errlen, "vfio %s: IOMMU group %s is not viable (every device in it must be bound to vfio-pci or no driver)",
+    snprintf(err, errlen,
+             "vfio %s: IOMMU group %s is not viable (every device in it must be bound to vfio-pci or no driver)",
              bdf, name);
     vf_destroy(&x->base);
     return NULL;

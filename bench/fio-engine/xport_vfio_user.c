@@ -161,7 +161,8 @@ struct vfiod_xport *vfiod_xport_vfio_user_open(const char *socket_path, const ch
   if (vfu_get_region_info(c, VFU_PCI_BAR0_REGION, &bar0)) goto fail;
   x->bar0_fd = bar0.fd;
   if (bar0.size < 0x2000) {
-    snprintf(c->last_error, sizeof c->last_error, "BAR0 is only %" PRIu64 " bytes (not an NVMe controller?)", bar0.size);
+    snprintf(c->last_error, sizeof c->last_error, "BAR0 is only %" PRIu64 " bytes (not an NVMe controller?)",
+             bar0.size);
     goto fail;
   }
   step = "PCI command register";
@@ -175,7 +176,8 @@ struct vfiod_xport *vfiod_xport_vfio_user_open(const char *socket_path, const ch
   int can_mmap = vfu_find_mmap_area(&bar0, NVME_REG_DOORBELLS, 8, &area_off, &area_size) == 0;
   if (want_mmap == 1 && !can_mmap) {
     snprintf(err, errlen,
-             "vfio-user %s: vfiod_doorbell=mmap but BAR0 offers no mmap-able doorbell page (start the server with --poll)",
+             "vfio-user %s: vfiod_doorbell=mmap but BAR0 offers no mmap-able doorbell page "
+             "(start the server with --poll)",
              socket_path);
     vu_destroy(&x->base);
     return NULL;
