@@ -29,7 +29,10 @@ export function processCpuSeconds(pid: number): number | undefined {
   return readCpuSeconds(`/proc/${pid}/stat`)?.seconds;
 }
 
-/** CPU seconds per thread name (threads of the same name summed), e.g. { node: 1.2, 'vfiod worker': 3.4 }. */
+/**
+ * CPU seconds per thread, keyed "<name> main" for the main thread and "<name> <tid>" for the others (Node's worker
+ * threads all carry the process name, so the tid tells them apart).
+ */
 export function threadCpuSeconds(pid: number): Record<string, number> {
   const result: Record<string, number> = {};
   let tids: string[];
@@ -40,7 +43,7 @@ export function threadCpuSeconds(pid: number): Record<string, number> {
   }
   for (const tid of tids) {
     const cpu = readCpuSeconds(`/proc/${pid}/task/${tid}/stat`);
-    if (cpu) result[cpu.name] = (result[cpu.name] ?? 0) + cpu.seconds;
+    if (cpu) result[`${cpu.name} ${tid === String(pid) ? 'main' : tid}`] = cpu.seconds;
   }
   return result;
 }
@@ -77,7 +80,10 @@ export class CpuSampler {
     this.sample();
     const end = threadCpuSeconds(this.pid);
     const delta: Record<string, number> = {};
-    for (const [name, seconds] of Object.entries(end)) delta[name] = round6(seconds - (this.threadsAtStart[name] ?? 0));
+    for (const [name, seconds] of Object.entries(end)) {
+      const used = round6(seconds - (this.threadsAtStart[name] ?? 0));
+      if (used > 0) delta[name] = used;
+    }
     return delta;
   }
 

@@ -67,6 +67,11 @@ function regionOptions(p: { sizeBytes: number; numjobs: number }): TargetFioOpti
   return [['size', p.sizeBytes], ['numjobs', p.numjobs], ...(p.numjobs > 1 ? [['offset_increment', p.sizeBytes] as [string, number]] : [])];
 }
 
+/** fio reads a bare number as whole seconds; fractions need a unit. */
+function fioTime(seconds: number): string {
+  return Number.isInteger(seconds) ? String(seconds) : `${Math.round(seconds * 1000)}ms`;
+}
+
 /** The measured run of one point. */
 export function jobFile(p: MatrixPoint, target: { name: string; options: TargetFioOptions }): string {
   const out = [
@@ -85,8 +90,8 @@ export function jobFile(p: MatrixPoint, target: { name: string; options: TargetF
   // fio ends a verifying read job after one pass over its region whatever the runtime, so those are size-based.
   const timeBased = p.runtimeSeconds !== undefined && !(p.verify && p.rw !== 'randrw' && readsData(p.rw));
   if (timeBased) {
-    out.push('time_based=1', `runtime=${p.runtimeSeconds}`);
-    if (p.rampSeconds > 0) out.push(`ramp_time=${p.rampSeconds}`);
+    out.push('time_based=1', `runtime=${fioTime(p.runtimeSeconds!)}`);
+    if (p.rampSeconds > 0) out.push(`ramp_time=${fioTime(p.rampSeconds)}`);
   }
   if (p.verify) {
     out.push(`verify=${VERIFY_METHOD}`, 'verify_fatal=1', 'verify_dump=0');
