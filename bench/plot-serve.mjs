@@ -4,6 +4,8 @@
 // usage: node bench/plot-serve.mjs [result.json] [out.svg]   (defaults: newest result, docs/img/serve-bench.svg)
 import { readFileSync, readdirSync, writeFileSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
+// Axis and escaping helpers are shared with `vfiod bench`'s plots (src/bench/svg.ts, compiled by npm install).
+import { escapeXml as escape, formatSi as formatK, niceCeil } from '../dist/bench/svg.js';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const resultsDir = path.join(root, 'bench', 'results');
@@ -57,14 +59,3 @@ out.push('</svg>');
 mkdirSync(path.dirname(output), { recursive: true });
 writeFileSync(output, out.join('\n') + '\n');
 console.log(`wrote ${path.relative(root, output)} from ${path.relative(root, input)}`);
-
-function niceCeil(value) {
-  const magnitude = 10 ** Math.floor(Math.log10(value));
-  return Math.ceil(value / magnitude) * magnitude;
-}
-function formatK(value) {
-  return value >= 1e6 ? `${(value / 1e6).toFixed(1)}M` : `${Math.round(value / 1e3)}k`;
-}
-function escape(text) {
-  return String(text).replace(/[<>&]/g, (c) => ({ '<': '&lt;', '>': '&gt;', '&': '&amp;' })[c]);
-}
