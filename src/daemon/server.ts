@@ -128,7 +128,8 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     for (const step of cleanup.reverse()) await step();
   };
   try {
-    const prober = options.prober ?? (await loadNativeProber({ sysfsRoot: roots.sysfs, devRoot: roots.dev }));
+    // Loaded on first use: a host without the native VFIO code still lists devices and runs controllers.
+    const prober = options.prober ?? lazyNativeProber(roots);
     const manager = new DeviceManager({
       roots,
       writer: options.writer ?? realSysfsWriter,
@@ -213,6 +214,13 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     await undo();
     throw error;
   }
+}
+
+function lazyNativeProber(roots: HostRoots): VfioProber {
+  let loading: Promise<VfioProber> | undefined;
+  return {
+    probe: async (bdf) => (await (loading ??= loadNativeProber({ sysfsRoot: roots.sysfs, devRoot: roots.dev }))).probe(bdf),
+  };
 }
 
 function removeSocket(socketPath: string): void {
