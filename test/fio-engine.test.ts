@@ -243,6 +243,22 @@ size=2M
     expect(written.stderr).toMatch(/verify failed/);
   });
 
+  it('two targets in one fio process at the same time, one connection each', async () => {
+    // the polled job asks for mmapped doorbells, which only the polled server offers: it must reach that server
+    const job = (name: string, socket: string, extra = ''): string =>
+      `[${name}]\nvfiod_socket=${socket}\n${extra}rw=randwrite\nbs=4k\niodepth=8\noffset=40M\nsize=4M\nverify=crc32c\n` +
+      `do_verify=1\n`;
+    const run = await fio(dir, 'two-targets', `${globalSection(trapped.socket)}
+${job('on-trapped', trapped.socket)}
+${job('on-polled', polled.socket, 'vfiod_doorbell=mmap\n')}`);
+    expect(run.status, run.stderr).toBe(0);
+    for (const name of ['on-trapped', 'on-polled']) {
+      const [result] = byName(run, name);
+      expect(result!.error).toBe(0);
+      expect(result!.read.io_bytes).toBe(4 << 20);
+    }
+  });
+
   it('fails with a message naming the socket when it cannot connect', async () => {
     const missing = path.join(dir, 'missing.sock');
     const run = await fio(dir, 'bad-socket', `${globalSection(missing)}\n[x]\nrw=read\nsize=1M\n`);

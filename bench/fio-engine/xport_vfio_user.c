@@ -1,9 +1,10 @@
 /*
  * vfio-user transport of the fio engine (engine.h): a `vfiod serve` socket through bench/native/vfio_user_client.c.
  *
- * One socket per controller, shared by every fio job (thread) using it: socket traffic (register access, trapped
- * doorbells, DMA_MAP) is serialised by a mutex. With mmapped doorbells (`vfiod serve --poll`) the I/O path never
- * touches the socket and takes no lock.
+ * One socket per controller, shared by every fio job (thread) using it. Socket traffic (register access, trapped
+ * doorbells, DMA_MAP) is serialised by one process-wide mutex: vfio_user_client.c receives into static buffers, so
+ * two sockets must not be in a call at the same time either. With mmapped doorbells (`vfiod serve --poll`) the I/O
+ * path never touches the socket and takes no lock.
  */
 #define _GNU_SOURCE
 #include "engine.h"
@@ -25,7 +26,6 @@
 struct vu_xport {
   struct vfiod_xport base;
   struct vfu_client c;
-  pthread_mutex_t lock;
   int mmap_doorbells;
   volatile uint32_t *db; /* BAR0 + 0x1000 when mmapped */
   uint32_t stride;       /* bytes between doorbells */
@@ -36,14 +36,16 @@ struct vu_xport {
   char error[VFIOD_ERR_LEN];
 };
 
+static pthread_mutex_t g_socket_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static void note(struct vu_xport *x) { snprintf(x->error, sizeof x->error, "%s", x->c.last_error); }
 
 static int vu_read32(void *ctx, uint32_t off, uint32_t *v) {
   struct vu_xport *x = ctx;
-  pthread_mutex_lock(&x->lock);
+  pthread_mutex_lock(&g_socket_lock);
   int r = vfu_region_read(&x->c, VFU_PCI_BAR0_REGION, off, v, 4);
   if (r) note(x);
-  pthread_mutex_unlock(&x->lock);
+  pthread_mutex_unlock(&g_socket_lock);
   return r;
 }
 
@@ -57,10 +59,10 @@ static int vu_read64(void *ctx, uint32_t off, uint64_t *v) { /* lo then hi, like
 
 static int vu_write32(void *ctx, uint32_t off, uint32_t v) {
   struct vu_xport *x = ctx;
-  pthread_mutex_lock(&x->lock);
+  pthread_mutex_lock(&g_socket_lock);
   int r = vfu_region_write(&x->c, VFU_PCI_BAR0_REGION, off, &v, 4);
   if (r) note(x);
-  pthread_mutex_unlock(&x->lock);
+  pthread_mutex_unlock(&g_socket_lock);
   return r;
 }
 
@@ -76,20 +78,20 @@ static int vu_doorbell(void *ctx, uint32_t index, uint32_t value) {
     __atomic_store_n(&x->db[off / 4u], value, __ATOMIC_RELEASE);
     return 0;
   }
-  pthread_mutex_lock(&x->lock);
+  pthread_mutex_lock(&g_socket_lock);
   int r = vfu_region_write_posted(&x->c, VFU_PCI_BAR0_REGION, NVME_REG_DOORBELLS + off, &value, 4);
   if (!r && ++x->posted % DRAIN_EVERY == 0) r = vfu_drain_unsolicited(&x->c) < 0 ? -EIO : 0;
   if (r) note(x);
-  pthread_mutex_unlock(&x->lock);
+  pthread_mutex_unlock(&g_socket_lock);
   return r;
 }
 
 static int vu_dma_map(struct vfiod_xport *base, struct vfiod_dma_region *r, char *err, size_t errlen) {
   struct vu_xport *x = (struct vu_xport *)base;
-  pthread_mutex_lock(&x->lock);
+  pthread_mutex_lock(&g_socket_lock);
   int rc = vfu_dma_map(&x->c, r->fd, 0, r->iova, r->size, VFU_DMA_READ | VFU_DMA_WRITE);
   if (rc) snprintf(err, errlen, "DMA_MAP of %zu bytes at IOVA 0x%" PRIx64 ": %s", r->size, r->iova, x->c.last_error);
-  pthread_mutex_unlock(&x->lock);
+  pthread_mutex_unlock(&g_socket_lock);
   if (!rc) r->mapped = 1;
   return rc;
 }
@@ -97,10 +99,10 @@ static int vu_dma_map(struct vfiod_xport *base, struct vfiod_dma_region *r, char
 static int vu_dma_unmap(struct vfiod_xport *base, struct vfiod_dma_region *r, char *err, size_t errlen) {
   struct vu_xport *x = (struct vu_xport *)base;
   if (!r->mapped) return 0;
-  pthread_mutex_lock(&x->lock);
+  pthread_mutex_lock(&g_socket_lock);
   int rc = vfu_dma_unmap(&x->c, r->iova, r->size);
   if (rc) snprintf(err, errlen, "DMA_UNMAP at IOVA 0x%" PRIx64 ": %s", r->iova, x->c.last_error);
-  pthread_mutex_unlock(&x->lock);
+  pthread_mutex_unlock(&g_socket_lock);
   r->mapped = 0;
   return rc;
 }
@@ -112,7 +114,6 @@ static void vu_destroy(struct vfiod_xport *base) {
   if (x->db_map) munmap(x->db_map, x->db_map_len);
   if (x->bar0_fd >= 0) close(x->bar0_fd);
   vfu_close(&x->c);
-  pthread_mutex_destroy(&x->lock);
   free(x);
 }
 
@@ -126,8 +127,7 @@ static int enable_bus_master(struct vfu_client *c) {
   return want == cmd ? 0 : vfu_region_write(c, VFU_PCI_CONFIG_REGION, 0x04, &want, 2);
 }
 
-struct vfiod_xport *vfiod_xport_vfio_user_open(const char *socket_path, const char *doorbell_mode, char *err,
-                                               size_t errlen) {
+static struct vfiod_xport *open_locked(const char *socket_path, const char *doorbell_mode, char *err, size_t errlen) {
   int want_mmap; /* 1 mmap, 0 trapped, -1 auto */
   if (!doorbell_mode || !strcmp(doorbell_mode, "auto")) want_mmap = -1;
   else if (!strcmp(doorbell_mode, "mmap")) want_mmap = 1;
@@ -142,7 +142,6 @@ struct vfiod_xport *vfiod_xport_vfio_user_open(const char *socket_path, const ch
     return NULL;
   }
   x->bar0_fd = -1;
-  pthread_mutex_init(&x->lock, NULL);
   x->base.kind = "vfio-user";
   snprintf(x->base.target, sizeof x->base.target, "%s", socket_path);
   struct vfu_client *c = &x->c;
@@ -207,4 +206,12 @@ fail:
   snprintf(err, errlen, "vfio-user %s: %s: %s", socket_path, step, c->last_error);
   vu_destroy(&x->base);
   return NULL;
+}
+
+struct vfiod_xport *vfiod_xport_vfio_user_open(const char *socket_path, const char *doorbell_mode, char *err,
+                                               size_t errlen) {
+  pthread_mutex_lock(&g_socket_lock);
+  struct vfiod_xport *x = open_locked(socket_path, doorbell_mode, err, errlen);
+  pthread_mutex_unlock(&g_socket_lock);
+  return x;
 }
