@@ -231,6 +231,15 @@ describe('GetVmConfig', () => {
     expect(host.driverOf(VF2)).toBeNull();
     expect(host.driverOf(VF1)).toBe('vfio-pci');
 
+    // A GPU prepared for the VM brings its audio function along into the configuration.
+    const gpu = await attachments('GetVmConfig', { hypervisor: 'HYPERVISOR_KIND_QEMU', vmId: 'vm3', devices: [{ source: { pciBdf: GPU }, deviceId: 'gpu0' }], prepareDevices: true });
+    expect(gpu['qemu'].args.join(' ')).toContain(`host=${GPU_AUDIO},id=gpu0-f1`);
+    expect(gpu['warnings'].join(' ')).not.toContain('not prepared');
+    expect(host.driverOf(GPU_AUDIO)).toBe('vfio-pci');
+    // Without prepare_devices, an unprepared device is reported.
+    const unprepared = await attachments('GetVmConfig', { hypervisor: 'HYPERVISOR_KIND_QEMU', vmId: 'vm4', devices: [{ source: { pciBdf: VF3 } }] });
+    expect(unprepared['warnings'].join(' ')).toContain(`${VF3} is not prepared for VM vm4`);
+
     await expectStatus(attachments('GetVmConfig', { devices: [] }), 'INVALID_ARGUMENT', 'hypervisor is required');
     await expectStatus(attachments('GetVmConfig', { hypervisor: 'HYPERVISOR_KIND_QEMU', devices: [{ source: { pciBdf: VF2 } }], prepareDevices: true }), 'INVALID_ARGUMENT', 'vm_id is required');
     await expectStatus(attachments('GetVmConfig', { hypervisor: 'HYPERVISOR_KIND_QEMU', devices: [{}] }), 'INVALID_ARGUMENT', 'devices[0]', 'source is required');

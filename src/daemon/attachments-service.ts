@@ -169,13 +169,15 @@ export function attachmentService(deps: {
           ...(d.gpudirectClique !== undefined && d.gpudirectClique !== null ? { gpudirectClique: d.gpudirectClique } : {}),
         });
       }
-      const config = attachments.staticConfig({
+      const staticRequest = {
         hypervisor,
         devices: staticDevices,
         ...(request.firstChassis ? { firstChassis: request.firstChassis } : {}),
         ...(request.memorySize ? { memorySize: request.memorySize } : {}),
         ...(request.vmId ? { vmId: request.vmId } : {}),
-      });
+      };
+      // Validates the request before anything on the host changes (INVALID_ARGUMENT only).
+      attachments.staticConfig(staticRequest);
 
       // FeOS creates the VM right after this call: the PCI devices must then already be on VFIO drivers.
       const prepared: Array<Record<string, unknown>> = [];
@@ -207,6 +209,8 @@ export function attachmentService(deps: {
         }
       }
 
+      // Built after preparing: the claims tell which companion functions (a GPU's audio) go with each device.
+      const config = attachments.staticConfig(staticRequest);
       return {
         hypervisor: hypervisorName(config.hypervisor),
         ...(config.cloudHypervisor
