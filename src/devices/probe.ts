@@ -21,12 +21,14 @@ export interface VfioProbeIrq {
 }
 
 export interface VfioProbeResult {
-  /** VFIO_GROUP_GET_STATUS reported VFIO_GROUP_FLAGS_VIABLE (or the cdev opened, which implies it). */
+  /** VFIO_GROUP_GET_STATUS reported VFIO_GROUP_FLAGS_VIABLE (or the cdev bound to an iommufd, which implies it). */
   groupViable: boolean;
   regions: VfioProbeRegion[];
   irqs: VfioProbeIrq[];
   /** VFIO_DEVICE_FLAGS_RESET: the device has a usable reset (FLR, PM or bus reset). */
   resetSupported: boolean;
+  /** How the device was opened: iommufd + VFIO cdev, or the legacy container/group (absent: the prober did not say). */
+  backend?: 'iommufd' | 'legacy';
 }
 
 export interface VfioProber {
@@ -38,6 +40,8 @@ export interface VfioProber {
 export interface VfioProberOptions {
   sysfsRoot: string;
   devRoot: string;
+  /** 'auto' (default): iommufd + cdev when the host has /dev/iommu and the device a cdev, else container/group. */
+  backend?: 'auto' | 'iommufd' | 'legacy';
 }
 
 /**

@@ -103,6 +103,27 @@ export interface VfioIrqInfo {
   noresize: boolean;
 }
 
+/** iommufd (/dev/iommu, Linux >= 6.2 with CONFIG_IOMMUFD): IOMMU_HW_INFO_TYPE_* of iommufdGetHwInfo. */
+export const IOMMU_HW_INFO_TYPE_NONE = 0;
+export const IOMMU_HW_INFO_TYPE_INTEL_VTD = 1;
+export const IOMMU_HW_INFO_TYPE_ARM_SMMUV3 = 2;
+
+export interface IommufdIovaRanges {
+  /** IOVA ranges the IOAS can map (inclusive ends), narrowed by the attached devices' reserved regions. */
+  ranges: Array<{ start: number | bigint; last: number | bigint }>;
+  /** Required IOVA alignment (the smallest IOMMU page size of the attached devices). */
+  alignment: number | bigint;
+}
+
+export interface IommufdHwInfo {
+  /** IOMMU_HW_INFO_TYPE_*: which IOMMU the device sits behind. */
+  type: number;
+  /** IOMMU_HW_CAP_* bits (bit 0: dirty tracking). */
+  capabilities: number | bigint;
+  /** Bytes of driver-specific data the kernel has for it. */
+  dataLength: number;
+}
+
 /**
  * A failed syscall. As in Node's own system errors `errno` is negative (-9 for EBADF), so
  * `util.getSystemErrorName(err.errno)` works; `code` is the symbolic name and `syscall` the call that failed.
@@ -325,6 +346,35 @@ export interface NativeAddon {
   vfioIommuUnmapDma(containerFd: number, iova: number, size: number): number;
   /** Closes a container fd and unpins every buffer DMA-mapped through it. Use it instead of close() for containers. */
   vfioCloseContainer(containerFd: number): void;
+
+  // iommufd + VFIO device cdev (Linux >= 6.2, CONFIG_IOMMUFD + CONFIG_VFIO_DEVICE_CDEV). See docs/vfio.md.
+  /** Opens /dev/iommu (or `path`), close-on-exec. */
+  iommufdOpen(path?: string): number;
+  /** Closes an iommufd and unpins every buffer mapped into its IOASes. Use it instead of close() for iommufds. */
+  iommufdClose(iommufd: number): void;
+  /** IOMMU_IOAS_ALLOC: a new I/O address space; returns its id. */
+  iommufdIoasAlloc(iommufd: number): number;
+  /** IOMMU_DESTROY of an object (IOAS or hw pagetable). An IOAS's mappings go with it (and are unpinned); EBUSY while a device is attached. */
+  iommufdDestroy(iommufd: number, id: number): void;
+  /** IOMMU_IOAS_IOVA_RANGES. */
+  iommufdIoasIovaRanges(iommufd: number, ioasId: number): IommufdIovaRanges;
+  /**
+   * IOMMU_IOAS_MAP at a fixed `iova`; same buffer rules, flags (VFIO_DMA_MAP_FLAG_READ|WRITE) and pinning as
+   * vfioIommuMapDma, released by iommufdIoasUnmap, iommufdDestroy of the IOAS or iommufdClose.
+   */
+  iommufdIoasMap(iommufd: number, ioasId: number, buffer: ArrayBuffer, bufferOffset: number, iova: number, size: number, flags?: number): void;
+  /** IOMMU_IOAS_UNMAP of exactly one earlier iommufdIoasMap (same iova and size); unpins its buffer. */
+  iommufdIoasUnmap(iommufd: number, ioasId: number, iova: number, size: number): number;
+  /** IOMMU_GET_HW_INFO for a device bound to this iommufd (its devId from vfioDeviceBindIommufd). */
+  iommufdGetHwInfo(iommufd: number, devId: number): IommufdHwInfo;
+  /** Opens a VFIO device cdev ('/dev/vfio/devices/vfioN'), close-on-exec. Only binding works until it is bound. */
+  vfioOpenDeviceCdev(path: string): number;
+  /** VFIO_DEVICE_BIND_IOMMUFD: returns the device id in that iommufd. EBUSY while the group is open the legacy way. */
+  vfioDeviceBindIommufd(deviceFd: number, iommufd: number): number;
+  /** VFIO_DEVICE_ATTACH_IOMMUFD_PT to an IOAS (or hw pagetable) id; returns the id attached (the hw pagetable made for the IOAS). */
+  vfioDeviceAttachIommufdPt(deviceFd: number, ptId: number): number;
+  /** VFIO_DEVICE_DETACH_IOMMUFD_PT: DMA is blocked until attached again. */
+  vfioDeviceDetachIommufdPt(deviceFd: number): void;
 }
 
 function loadAddon(): NativeAddon {

@@ -1,5 +1,9 @@
 /**
- * Typed wrapper over the addon's VFIO ioctls (legacy container/group API; see docs/vfio.md).
+ * Typed wrapper over the addon's VFIO ioctls (see docs/vfio.md). Two backends give the same `VfioDevice`:
+ *
+ * - iommufd + VFIO cdev (Linux >= 6.2 with CONFIG_IOMMUFD / CONFIG_VFIO_DEVICE_CDEV): the device's
+ *   /dev/vfio/devices/vfioN is bound to an `Iommufd` (/dev/iommu) and attached to an `IommufdIoas`, which maps DMA.
+ * - legacy container/group: `VfioContainer` (/dev/vfio/vfio, type1 IOMMU, maps DMA) + `VfioGroup` (/dev/vfio/<n>):
  *
  *   const container = VfioContainer.open();
  *   const group = VfioGroup.open(12);            // /dev/vfio/12
@@ -7,11 +11,12 @@
  *   container.setIommu();                        // TYPE1v2 when available, else TYPE1
  *   const device = group.openDevice('0000:01:00.1');
  *
- * Or `openVfioDevice(bdf)`, which finds the group in sysfs and does all of the above. Close in reverse order
+ * Or `openVfioDevice(bdf, { backend: 'auto' | 'iommufd' | 'legacy' })`, which finds the cdev or group in sysfs and
+ * does all of the above (auto: iommufd when /dev/iommu and the device's cdev exist). Close in reverse order
  * (device, group, container) or use the handle's close(). Every error from the addon is re-thrown with the BDF (and
  * region/irq index) in its message and as `bdf` / `region` / `irq` properties; errno, code and syscall are kept.
  */
-import { readlinkSync } from 'node:fs';
+import { existsSync, readdirSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 
 import {
@@ -23,6 +28,8 @@ import {
   VFIO_PCI_CONFIG_REGION_INDEX,
   VFIO_TYPE1_IOMMU,
   VFIO_TYPE1v2_IOMMU,
+  type IommufdHwInfo,
+  type IommufdIovaRanges,
   type VfioDeviceInfo,
   type VfioGroupStatus,
   type VfioIommuInfo,
@@ -30,7 +37,7 @@ import {
   type VfioRegionInfo,
 } from '../native/index.js';
 
-export type { VfioDeviceInfo, VfioGroupStatus, VfioIommuInfo, VfioIrqInfo, VfioRegionInfo };
+export type { IommufdHwInfo, IommufdIovaRanges, VfioDeviceInfo, VfioGroupStatus, VfioIommuInfo, VfioIrqInfo, VfioRegionInfo };
 export { VFIO_TYPE1_IOMMU, VFIO_TYPE1v2_IOMMU, VFIO_PCI_CONFIG_REGION_INDEX };
 
 /** An error from a VFIO operation, with where it happened. errno/code/syscall come from the addon when it was a syscall. */
@@ -113,30 +120,88 @@ export interface DmaMapOptions {
   write?: boolean;
 }
 
-/** A VFIO container (/dev/vfio/vfio): the IOMMU context that groups are attached to and DMA is mapped in. */
-export class VfioContainer {
-  private closed = false;
-  private iommuSet = false;
+/** Where DMA for a device is mapped: the legacy type1 container or an iommufd IOAS. Same calls for both. */
+export interface VfioDmaSpace {
+  /** Maps part of an `mmap` ArrayBuffer (e.g. of a memfd) for device DMA at `iova`. Pins the buffer until unmapped. */
+  mapDma(buffer: ArrayBuffer, options: DmaMapOptions): void;
+  /** Unmaps exactly one earlier mapping (its iova; size defaults to the mapped size). */
+  unmapDma(iova: number, size?: number): void;
+  /** IOVAs currently mapped through this space -> their size. */
+  readonly dmaMappings: ReadonlyMap<number, number>;
+}
+
+/** The bookkeeping and option handling both DMA spaces share; subclasses supply the two ioctls. */
+abstract class DmaMappings implements VfioDmaSpace {
   private readonly dma = new Map<number, number>(); // iova -> size
 
-  private constructor(readonly fd: number) {}
+  protected abstract checkOpen(): void;
+  protected abstract nativeMap(buffer: ArrayBuffer, bufferOffset: number, iova: number, size: number, flags: number): void;
+  protected abstract nativeUnmap(iova: number, size: number): void;
+
+  mapDma(buffer: ArrayBuffer, options: DmaMapOptions): void {
+    this.checkOpen();
+    const bufferOffset = options.bufferOffset ?? 0;
+    const size = options.size ?? buffer.byteLength - bufferOffset;
+    const flags =
+      (options.read === false ? 0 : VFIO_DMA_MAP_FLAG_READ) | (options.write === false ? 0 : VFIO_DMA_MAP_FLAG_WRITE);
+    if (flags === 0) {
+      throw Object.assign(new TypeError('mapDma: at least one of read/write must be allowed'), {
+        code: 'ERR_INVALID_ARG_VALUE',
+      });
+    }
+    this.nativeMap(buffer, bufferOffset, options.iova, size, flags);
+    this.dma.set(options.iova, size);
+  }
+
+  unmapDma(iova: number, size?: number): void {
+    this.checkOpen();
+    this.nativeUnmap(iova, size ?? this.dma.get(iova) ?? 0);
+    this.dma.delete(iova);
+  }
+
+  get dmaMappings(): ReadonlyMap<number, number> {
+    return this.dma;
+  }
+
+  /** The kernel dropped every mapping (container/iommufd closed, IOAS destroyed). */
+  protected forgetMappings(): void {
+    this.dma.clear();
+  }
+}
+
+/** A VFIO container (/dev/vfio/vfio): the IOMMU context that groups are attached to and DMA is mapped in. */
+export class VfioContainer extends DmaMappings {
+  private closed = false;
+  private iommuSet = false;
+
+  private constructor(readonly fd: number) {
+    super();
+  }
 
   static open(devicePath = '/dev/vfio/vfio'): VfioContainer {
     return new VfioContainer(native.vfioOpenContainer(devicePath));
   }
 
-  private check(): void {
+  protected checkOpen(): void {
     if (this.closed) throw stateError('VFIO container is closed');
   }
 
+  protected nativeMap(buffer: ArrayBuffer, bufferOffset: number, iova: number, size: number, flags: number): void {
+    native.vfioIommuMapDma(this.fd, buffer, bufferOffset, iova, size, flags);
+  }
+
+  protected nativeUnmap(iova: number, size: number): void {
+    native.vfioIommuUnmapDma(this.fd, iova, size);
+  }
+
   checkExtension(extension: number): boolean {
-    this.check();
+    this.checkOpen();
     return native.vfioCheckExtension(this.fd, extension) > 0;
   }
 
   /** Sets the IOMMU model: `type`, or TYPE1v2 when supported, else TYPE1. Needs at least one group attached. */
   setIommu(type?: number): number {
-    this.check();
+    this.checkOpen();
     const chosen =
       type ?? (this.checkExtension(VFIO_TYPE1v2_IOMMU) ? VFIO_TYPE1v2_IOMMU : VFIO_TYPE1_IOMMU);
     native.vfioSetIommu(this.fd, chosen);
@@ -149,44 +214,108 @@ export class VfioContainer {
   }
 
   iommuInfo(): VfioIommuInfo {
-    this.check();
+    this.checkOpen();
     return native.vfioIommuGetInfo(this.fd);
-  }
-
-  /** Maps part of an `mmap` ArrayBuffer (e.g. of a memfd) for device DMA at `iova`. Pins the buffer until unmapped. */
-  mapDma(buffer: ArrayBuffer, options: DmaMapOptions): void {
-    this.check();
-    const bufferOffset = options.bufferOffset ?? 0;
-    const size = options.size ?? buffer.byteLength - bufferOffset;
-    const flags =
-      (options.read === false ? 0 : VFIO_DMA_MAP_FLAG_READ) | (options.write === false ? 0 : VFIO_DMA_MAP_FLAG_WRITE);
-    if (flags === 0) {
-      throw Object.assign(new TypeError('mapDma: at least one of read/write must be allowed'), {
-        code: 'ERR_INVALID_ARG_VALUE',
-      });
-    }
-    native.vfioIommuMapDma(this.fd, buffer, bufferOffset, options.iova, size, flags);
-    this.dma.set(options.iova, size);
-  }
-
-  unmapDma(iova: number, size?: number): void {
-    this.check();
-    const known = this.dma.get(iova);
-    native.vfioIommuUnmapDma(this.fd, iova, size ?? known ?? 0);
-    this.dma.delete(iova);
-  }
-
-  /** IOVAs currently mapped through this container. */
-  get dmaMappings(): ReadonlyMap<number, number> {
-    return this.dma;
   }
 
   /** Closes the container (idempotent); the kernel drops its DMA mappings, and the buffers are unpinned. */
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    this.dma.clear();
+    this.forgetMappings();
     native.vfioCloseContainer(this.fd);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+/** An iommufd (/dev/iommu): owns I/O address spaces and the devices bound to it. Closing it frees both. */
+export class Iommufd {
+  private closed = false;
+  private readonly spaces = new Set<IommufdIoas>();
+
+  private constructor(
+    readonly fd: number,
+    readonly path: string,
+  ) {}
+
+  static open(devicePath = '/dev/iommu'): Iommufd {
+    return new Iommufd(native.iommufdOpen(devicePath), devicePath);
+  }
+
+  /** @internal */
+  checkOpen(): void {
+    if (this.closed) throw stateError(`iommufd ${this.path} is closed`);
+  }
+
+  /** A new, empty I/O address space. */
+  allocIoas(): IommufdIoas {
+    this.checkOpen();
+    const ioas = new IommufdIoas(this, native.iommufdIoasAlloc(this.fd), () => this.spaces.delete(ioas));
+    this.spaces.add(ioas);
+    return ioas;
+  }
+
+  /** Which IOMMU a device bound to this iommufd sits behind (IOMMU_GET_HW_INFO). */
+  hwInfo(devId: number): IommufdHwInfo {
+    this.checkOpen();
+    return native.iommufdGetHwInfo(this.fd, devId);
+  }
+
+  /** Closes the iommufd (idempotent): the kernel destroys its IOASes and mappings; the buffers are unpinned. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const ioas of [...this.spaces]) ioas.forget();
+    native.iommufdClose(this.fd);
+  }
+}
+
+/** An iommufd I/O address space: devices attached to it DMA through its mappings. */
+export class IommufdIoas extends DmaMappings {
+  private destroyed = false;
+
+  /** @internal use Iommufd.allocIoas */
+  constructor(
+    readonly iommufd: Iommufd,
+    readonly id: number,
+    private readonly onGone: () => void,
+  ) {
+    super();
+  }
+
+  protected checkOpen(): void {
+    if (this.destroyed) throw stateError(`IOAS ${this.id} is destroyed`);
+    this.iommufd.checkOpen();
+  }
+
+  protected nativeMap(buffer: ArrayBuffer, bufferOffset: number, iova: number, size: number, flags: number): void {
+    native.iommufdIoasMap(this.iommufd.fd, this.id, buffer, bufferOffset, iova, size, flags);
+  }
+
+  protected nativeUnmap(iova: number, size: number): void {
+    native.iommufdIoasUnmap(this.iommufd.fd, this.id, iova, size);
+  }
+
+  /** The IOVA ranges this IOAS can map now (the attached devices' reserved regions are cut out). */
+  iovaRanges(): IommufdIovaRanges {
+    this.checkOpen();
+    return native.iommufdIoasIovaRanges(this.iommufd.fd, this.id);
+  }
+
+  /** IOMMU_DESTROY (idempotent): unmaps and unpins everything; EBUSY while a device is still attached. */
+  destroy(): void {
+    if (this.destroyed) return;
+    this.iommufd.checkOpen();
+    native.iommufdDestroy(this.iommufd.fd, this.id);
+    this.forget();
+  }
+
+  /** @internal the iommufd was closed, which destroyed this IOAS. */
+  forget(): void {
+    this.destroyed = true;
+    this.forgetMappings();
+    this.onGone();
   }
 }
 
@@ -289,7 +418,7 @@ export class VfioDevice {
   private readonly regionCache = new Map<number, VfioRegionInfo>();
   private readonly maps = new Set<ArrayBuffer>();
 
-  /** @internal use VfioGroup.openDevice */
+  /** @internal use VfioGroup.openDevice or openVfioDevice */
   constructor(
     readonly fd: number,
     readonly bdf: string,
@@ -464,24 +593,54 @@ export class VfioDevice {
 
 // ---------------------------------------------------------------------------------------------------------------
 
+/** How a device is opened: iommufd + cdev, the legacy container/group, or whichever the host has ('auto'). */
+export type VfioBackendChoice = 'auto' | 'iommufd' | 'legacy';
+export type VfioBackend = Exclude<VfioBackendChoice, 'auto'>;
+
 export interface OpenDeviceOptions {
+  /** Default 'auto': iommufd when `<devRoot>/iommu` and the device's VFIO cdev exist, else legacy. */
+  backend?: VfioBackendChoice;
   /** Root of sysfs (tests); default '/sys'. */
   sysfsRoot?: string;
   /** Root of /dev (tests); default '/dev'. */
   devRoot?: string;
   /** The container device; default '<devRoot>/vfio/vfio'. */
   containerPath?: string;
+  /** The iommufd device; default '<devRoot>/iommu'. */
+  iommufdPath?: string;
 }
 
-export interface OpenedVfioDevice {
-  container: VfioContainer;
-  group: VfioGroup;
+interface OpenedCommon {
   device: VfioDevice;
-  groupNumber: number;
-  iommuType: number;
-  /** Closes device, group and container (idempotent). */
+  /** Where to map DMA for the device: the IOAS or the container. */
+  dma: VfioDmaSpace;
+  /** Closes everything this open made (idempotent). */
   close(): void;
 }
+
+export interface LegacyOpenedVfioDevice extends OpenedCommon {
+  backend: 'legacy';
+  container: VfioContainer;
+  group: VfioGroup;
+  groupNumber: number;
+  iommuType: number;
+}
+
+export interface IommufdOpenedVfioDevice extends OpenedCommon {
+  backend: 'iommufd';
+  iommufd: Iommufd;
+  ioas: IommufdIoas;
+  /** /dev/vfio/devices/vfioN */
+  cdev: string;
+  /** The device's id in the iommufd (VFIO_DEVICE_BIND_IOMMUFD). */
+  devId: number;
+  /** The hw pagetable the kernel made for the IOAS when the device was attached. */
+  hwptId: number;
+  /** IOMMU group from sysfs, for reports (null when sysfs has none). */
+  groupNumber: number | null;
+}
+
+export type OpenedVfioDevice = LegacyOpenedVfioDevice | IommufdOpenedVfioDevice;
 
 /** The IOMMU group number of `bdf` from sysfs (`iommu_group` link). */
 export function iommuGroupOf(bdf: string, sysfsRoot = '/sys'): number {
@@ -502,10 +661,53 @@ export function iommuGroupOf(bdf: string, sysfsRoot = '/sys'): number {
 }
 
 /**
- * Container + group (viability checked) + IOMMU model + device fd for `bdf`. On any failure everything opened so far
- * is closed again.
+ * The VFIO device cdev of `bdf` (`<devRoot>/vfio/devices/vfioN`, named by sysfs `vfio-dev/vfioN`), or undefined when
+ * the kernel made none (no CONFIG_VFIO_DEVICE_CDEV, or not on a VFIO driver).
  */
+export function vfioCdevOf(bdf: string, options: { sysfsRoot?: string; devRoot?: string } = {}): string | undefined {
+  assertBdf(bdf);
+  let names: string[];
+  try {
+    names = readdirSync(path.join(options.sysfsRoot ?? '/sys', 'bus', 'pci', 'devices', bdf, 'vfio-dev'));
+  } catch {
+    return undefined;
+  }
+  const name = names.find((n) => /^vfio\d+$/.test(n));
+  return name === undefined ? undefined : path.join(options.devRoot ?? '/dev', 'vfio', 'devices', name);
+}
+
+/**
+ * The backend 'auto' picks for `bdf`: iommufd when the iommufd device node and the device's cdev node both exist,
+ * else legacy. Presence only: a failure while opening is reported, never papered over by the other backend.
+ */
+export function chooseVfioBackend(bdf: string, options: OpenDeviceOptions = {}): VfioBackend {
+  const choice = options.backend ?? 'auto';
+  if (choice !== 'auto') return choice;
+  const devRoot = options.devRoot ?? '/dev';
+  const cdev = vfioCdevOf(bdf, options);
+  return existsSync(options.iommufdPath ?? path.join(devRoot, 'iommu')) && cdev !== undefined && existsSync(cdev)
+    ? 'iommufd'
+    : 'legacy';
+}
+
+export function openVfioDevice(bdf: string, options: OpenDeviceOptions & { backend: 'legacy' }): LegacyOpenedVfioDevice;
+export function openVfioDevice(bdf: string, options: OpenDeviceOptions & { backend: 'iommufd' }): IommufdOpenedVfioDevice;
+export function openVfioDevice(bdf: string, options?: OpenDeviceOptions): OpenedVfioDevice;
+/** Opens `bdf` through the chosen backend; on any failure everything opened so far is closed again. */
 export function openVfioDevice(bdf: string, options: OpenDeviceOptions = {}): OpenedVfioDevice {
+  assertBdf(bdf);
+  const backend = options.backend ?? 'auto';
+  if (backend !== 'auto' && backend !== 'iommufd' && backend !== 'legacy') {
+    throw Object.assign(new TypeError(`${bdf}: unknown VFIO backend ${JSON.stringify(backend)} (auto, iommufd, legacy)`), {
+      code: 'ERR_INVALID_ARG_VALUE',
+      bdf,
+    });
+  }
+  return chooseVfioBackend(bdf, options) === 'iommufd' ? openThroughIommufd(bdf, options) : openThroughGroup(bdf, options);
+}
+
+/** Container + group (viability checked) + IOMMU model + device fd. */
+function openThroughGroup(bdf: string, options: OpenDeviceOptions): LegacyOpenedVfioDevice {
   const groupNumber = iommuGroupOf(bdf, options.sysfsRoot);
   const devRoot = options.devRoot ?? '/dev';
   const container = withContext({ bdf }, () =>
@@ -519,7 +721,9 @@ export function openVfioDevice(bdf: string, options: OpenDeviceOptions = {}): Op
     const device = group.openDevice(bdf);
     const g = group;
     return {
+      backend: 'legacy',
       container,
+      dma: container,
       group: g,
       device,
       groupNumber,
@@ -533,6 +737,59 @@ export function openVfioDevice(bdf: string, options: OpenDeviceOptions = {}): Op
   } catch (error) {
     group?.close();
     container.close();
+    throw error;
+  }
+}
+
+/**
+ * cdev + iommufd: open /dev/vfio/devices/vfioN, bind it to a new iommufd (the kernel checks the group is viable and
+ * not open through the legacy API: EBUSY otherwise), allocate an IOAS and attach the device to it.
+ */
+function openThroughIommufd(bdf: string, options: OpenDeviceOptions): IommufdOpenedVfioDevice {
+  const devRoot = options.devRoot ?? '/dev';
+  const cdev = vfioCdevOf(bdf, options);
+  if (cdev === undefined) {
+    throw Object.assign(
+      new Error(`${bdf}: no VFIO cdev (no vfio-dev/ in sysfs: not on a VFIO driver, or the kernel lacks CONFIG_VFIO_DEVICE_CDEV)`),
+      { code: 'ENOENT', bdf },
+    );
+  }
+  let groupNumber: number | null = null;
+  try {
+    groupNumber = iommuGroupOf(bdf, options.sysfsRoot);
+  } catch {
+    /* reported as null; the kernel checks the group itself when binding */
+  }
+  const fd = withContext({ bdf }, () => native.vfioOpenDeviceCdev(cdev));
+  let iommufd: Iommufd | undefined;
+  let device: VfioDevice | undefined;
+  try {
+    iommufd = withContext({ bdf }, () => Iommufd.open(options.iommufdPath ?? path.join(devRoot, 'iommu')));
+    const devId = withContext({ bdf }, () => native.vfioDeviceBindIommufd(fd, iommufd!.fd));
+    const ioas = withContext({ bdf }, () => iommufd!.allocIoas());
+    const hwptId = withContext({ bdf }, () => native.vfioDeviceAttachIommufdPt(fd, ioas.id));
+    device = new VfioDevice(fd, bdf, () => {});
+    const d = device;
+    const fdHolder = iommufd;
+    return {
+      backend: 'iommufd',
+      iommufd: fdHolder,
+      ioas,
+      dma: ioas,
+      cdev,
+      devId,
+      hwptId,
+      groupNumber,
+      device: d,
+      close() {
+        d.close(); // unbinds the device from the iommufd
+        fdHolder.close();
+      },
+    };
+  } catch (error) {
+    if (device) device.close();
+    else native.close(fd);
+    iommufd?.close();
     throw error;
   }
 }

@@ -1,8 +1,9 @@
 /**
- * The passthrough manager's proof that a prepared device is usable through VFIO: open the container and the group,
- * check that the group is viable, attach it, choose the IOMMU model, get the device fd, enumerate regions and irqs,
- * report the reset capability, and close everything again (the device stays bound to vfio-pci; no VMM may hold the
- * group while this runs: the kernel allows one open per group, so a held group fails with EBUSY).
+ * The passthrough manager's proof that a prepared device is usable through VFIO: open it through the backend the
+ * host has (iommufd + cdev: bind, IOAS, attach; legacy: container + group, viability, IOMMU model, device fd),
+ * enumerate regions and irqs, report the reset capability and the backend used, and close everything again (the
+ * device stays bound to vfio-pci). No VMM may hold the device while this runs: a held group fails with EBUSY on
+ * open (legacy) and a held cdev/group fails with EBUSY on bind (iommufd).
  *
  * Implements `VfioProber` of src/devices/probe.ts. Errors are thrown with errno/code/syscall from the addon and the
  * BDF / group / region in the message (see src/vfio/index.ts).
@@ -16,7 +17,9 @@ import type {
 } from '../devices/probe.js';
 import {
   openVfioDevice,
+  type IommufdHwInfo,
   type OpenDeviceOptions,
+  type VfioBackend,
   type VfioIrqInfo,
   type VfioRegionInfo,
 } from './index.js';
@@ -45,10 +48,14 @@ export interface VfioProbeResult extends ManagerProbeResult {
   regions: VfioProbeRegion[];
   irqs: VfioProbeIrq[];
   bdf: string;
-  /** IOMMU group number. */
-  group: number;
-  /** IOMMU model set on the container (3 = TYPE1v2, 1 = TYPE1). */
-  iommuType: number;
+  /** Which VFIO API opened the device. */
+  backend: VfioBackend;
+  /** IOMMU group number (null: sysfs has none, iommufd only). */
+  group: number | null;
+  /** legacy: IOMMU model set on the container (3 = TYPE1v2, 1 = TYPE1). */
+  iommuType?: number;
+  /** iommufd: the cdev, the device id in the iommufd, the IOAS and hw pagetable ids, and the IOMMU behind it. */
+  iommufd?: { cdev: string; devId: number; ioasId: number; hwptId: number; hwInfo: IommufdHwInfo | null };
   /** VFIO_DEVICE_GET_INFO flags. */
   deviceFlags: number;
   numRegions: number;
@@ -82,9 +89,21 @@ function irq(info: VfioIrqInfo): VfioProbeIrq {
   return { index: info.index, count: info.count, flags: info.flags, eventfd: info.eventfd, maskable: info.maskable };
 }
 
+/** IOMMU_GET_HW_INFO is informative: a kernel or IOMMU driver without it must not fail the probe. */
+function hwInfoOf(iommufd: { hwInfo(devId: number): IommufdHwInfo }, devId: number): IommufdHwInfo | null {
+  try {
+    return iommufd.hwInfo(devId);
+  } catch {
+    return null;
+  }
+}
+
 /** Opens the device through the native addon and reports what VFIO says about it. */
 export class NativeVfioProber implements VfioProber {
-  /** `sysfsRoot` / `devRoot` default to '/sys' and '/dev'. Regions and irqs of size/count 0 are left out. */
+  /**
+   * `sysfsRoot` / `devRoot` default to '/sys' and '/dev', `backend` to 'auto'. Regions and irqs of size/count 0 are
+   * left out.
+   */
   constructor(private readonly options: OpenDeviceOptions | Partial<VfioProberOptions> = {}) {}
 
   async probe(bdf: string): Promise<VfioProbeResult> {
@@ -105,11 +124,25 @@ export class NativeVfioProber implements VfioProber {
         vendorId = device.readConfig16(0x00);
         deviceId = device.readConfig16(0x02);
       }
+      const backendFacts =
+        opened.backend === 'legacy'
+          ? { groupViable: opened.group.status().viable, iommuType: opened.iommuType }
+          : {
+              // the kernel binds a cdev only when every device in the group is on a VFIO driver or none
+              groupViable: true,
+              iommufd: {
+                cdev: opened.cdev,
+                devId: opened.devId,
+                ioasId: opened.ioas.id,
+                hwptId: opened.hwptId,
+                hwInfo: hwInfoOf(opened.iommufd, opened.devId),
+              },
+            };
       return {
         bdf,
+        backend: opened.backend,
         group: opened.groupNumber,
-        groupViable: opened.group.status().viable,
-        iommuType: opened.iommuType,
+        ...backendFacts,
         deviceFlags: info.flags,
         resetSupported: info.reset,
         numRegions: info.numRegions,

@@ -92,8 +92,35 @@ function resolveModules(modprobe: string, version: string, names: string[]): str
 }
 
 let probed: { setup: Setup } | { reason: string } | undefined;
+const probedKernels = new Map<string, { setup: Setup } | { reason: string }>();
 
-function probeSetup(): { setup: Setup } | { reason: string } {
+/**
+ * Where test/testbed-vfio/build-kernel.sh puts the guest kernel with iommufd + VFIO cdev built in (Debian's kernels
+ * have no CONFIG_IOMMUFD): pass it as the `kernel` option. VFIOD_GUEST_KERNEL_DIR overrides it (for both).
+ */
+export const IOMMUFD_GUEST_KERNEL_DIR = env('VFIOD_GUEST_KERNEL_DIR') ?? '/var/cache/vfiod/guest-kernel';
+
+/** A kernel directory from build-kernel.sh: vmlinux, config and release; every driver built in (no modules). */
+function builtinKernel(dir: string, qemu: string, busybox: string): { setup: Setup } | { reason: string } {
+  const build = 'test/testbed-vfio/build-kernel.sh (.ci/run runs it)';
+  const kernel = path.join(dir, 'vmlinux');
+  if (!existsSync(kernel)) return { reason: `no guest kernel at ${kernel}: build it with ${build}` };
+  let config = '';
+  let release = '';
+  try {
+    config = readFileSync(path.join(dir, 'config'), 'utf8');
+    release = readFileSync(path.join(dir, 'release'), 'utf8').trim();
+  } catch (error) {
+    return { reason: `${dir}: ${(error as Error).message}: rebuild it with ${build}` };
+  }
+  const needed = ['IOMMUFD', 'VFIO_DEVICE_CDEV', 'VFIO_PCI', 'BLK_DEV_NVME', 'PCI_IOV', 'INTEL_IOMMU', 'VIRTIO_PCI', '9P_FS', 'NET_9P_VIRTIO'];
+  const missing = needed.filter((option) => !new RegExp(`^CONFIG_${option}=y$`, 'm').test(config));
+  if (missing.length) return { reason: `${dir}/config lacks ${missing.map((o) => `CONFIG_${o}=y`).join(', ')}: rebuild it with ${build}` };
+  return { setup: { qemu, busybox, kernel, kernelVersion: release, modules: [] } };
+}
+
+/** `kernel`: a /boot version (like VFIOD_VFIO_GUEST_KERNEL) or an absolute build-kernel.sh directory. */
+function probeSetup(kernel?: string): { setup: Setup } | { reason: string } {
   if (env('VFIOD_VFIO_GUEST_DISABLE') === '1') return { reason: 'disabled by VFIOD_VFIO_GUEST_DISABLE=1' };
   if (process.platform !== 'linux' || process.arch !== 'x64') return { reason: 'needs Linux on x86-64' };
   const qemuName = env('VFIOD_VFIO_GUEST_QEMU') ?? 'qemu-system-x86_64';
@@ -102,6 +129,7 @@ function probeSetup(): { setup: Setup } | { reason: string } {
   for (const tool of ['timeout', 'sh']) if (!which(tool)) return { reason: `${tool} not found (coreutils)` };
   const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((f) => existsSync(f) && isStaticElf(f));
   if (!busybox) return { reason: 'no statically linked busybox (apt-get install busybox-static)' };
+  const builtinDir = kernel?.startsWith('/') ? kernel : undefined;
   const modprobe = which('modprobe');
   if (!modprobe) return { reason: 'modprobe not found (apt-get install kmod)' };
   // The guest runs the host's binaries from the 9p root: they must live outside the guest's tmpfs dirs.
@@ -112,7 +140,8 @@ function probeSetup(): { setup: Setup } | { reason: string } {
   if (!existsSync(path.join(REPO, 'node_modules', 'tsx'))) return { reason: 'tsx not installed (npm install)' };
   if (!existsSync(path.join(REPO, 'build', 'Release', 'vfiod_native.node'))) return { reason: 'native addon not built (npm install)' };
   if (/[\s,]/.test(REPO)) return { reason: `repository path '${REPO}' contains a space or comma (breaks -virtfs)` };
-  const wanted = env('VFIOD_VFIO_GUEST_KERNEL');
+  if (builtinDir) return builtinKernel(builtinDir, qemu, busybox);
+  const wanted = kernel ?? env('VFIOD_VFIO_GUEST_KERNEL');
   let versions: string[] = [];
   try {
     versions = readdirSync('/boot')
@@ -152,10 +181,20 @@ function probeSetup(): { setup: Setup } | { reason: string } {
   };
 }
 
-/** Why the guest cannot run here, or undefined when it can. /dev/kvm is not needed (TCG). */
-export function vfioGuestUnavailableReason(): string | undefined {
-  probed ??= probeSetup();
-  return 'reason' in probed ? probed.reason : undefined;
+function setupFor(kernel: string | undefined): { setup: Setup } | { reason: string } {
+  if (kernel === undefined) return (probed ??= probeSetup());
+  let result = probedKernels.get(kernel);
+  if (!result) probedKernels.set(kernel, (result = probeSetup(kernel)));
+  return result;
+}
+
+/**
+ * Why the guest cannot run here, or undefined when it can. /dev/kvm is not needed (TCG). `kernel` as for
+ * runVfioGuest (default: the newest /boot kernel with the modules, or VFIOD_VFIO_GUEST_KERNEL).
+ */
+export function vfioGuestUnavailableReason(kernel?: string): string | undefined {
+  const result = setupFor(kernel);
+  return 'reason' in result ? result.reason : undefined;
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -278,11 +317,15 @@ export async function runVfioGuest(
     timeoutMs?: number;
     /** Guest program run as PID 1's script instead of test/testbed-vfio/guest.sh (e.g. guest-fio.sh). */
     script?: string;
+    /** A /boot kernel version, or a build-kernel.sh directory such as IOMMUFD_GUEST_KERNEL_DIR (built-in drivers). */
+    kernel?: string;
+    /** TypeScript program guest.sh runs instead of guest-main.ts (passed as VT_PROGRAM in init's environment). */
+    program?: string;
   } = {},
 ): Promise<VfioGuestRun> {
-  probed ??= probeSetup();
-  if ('reason' in probed) throw new Error(`VFIO guest unavailable: ${probed.reason}`);
-  const setup = probed.setup;
+  const probedSetup = setupFor(options.kernel);
+  if ('reason' in probedSetup) throw new Error(`VFIO guest unavailable: ${probedSetup.reason}`);
+  const setup = probedSetup.setup;
   const workDir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-vfio-guest-'));
   const initrd = path.join(workDir, 'initrd.gz');
   writeFileSync(initrd, buildInitramfs(setup));
@@ -294,6 +337,8 @@ export async function runVfioGuest(
   const append = [
     'console=ttyS0', 'panic=-1', 'quiet', 'intel_iommu=on', 'iommu=pt', 'nvme_core.multipath=N',
     `vt.work=${workDir}`, `vt.repo=${REPO}`, `vt.script=${options.script ?? path.join(GUEST_DIR, 'guest.sh')}`,
+    // no dot in the name: the kernel hands it to init as an environment variable
+    ...(options.program ? [`VT_PROGRAM=${options.program}`] : []),
   ].join(' ');
   const args = [
     '-accel', 'tcg', '-cpu', 'max', '-m', '2048', '-smp', '2', '-nographic', '-no-reboot', '-nic', 'none',

@@ -3,10 +3,12 @@
 # nothing here: use busybox.
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root
-echo "[t=$(cut -d' ' -f1 /proc/uptime)s] guest: starting guest-main.ts"
+# VT_PROGRAM (from the kernel command line, see runVfioGuest's `program`) picks another guest program
+PROGRAM="${VT_PROGRAM:-$VT_REPO/test/testbed-vfio/guest-main.ts}"
+echo "[t=$(cut -d' ' -f1 /proc/uptime)s] guest: starting $PROGRAM"
 cd "$VT_REPO"
 # mkdir on the read-only 9p root fails: the repository and /tmp are the only places tsx needs
-node --import tsx "$VT_REPO/test/testbed-vfio/guest-main.ts" > "$VT_WORK/guest-main.out" 2>&1
+node --import tsx "$PROGRAM" > "$VT_WORK/guest-main.out" 2>&1
 echo "guest-main exit $?" >> "$VT_WORK/guest-main.out"
 cat "$VT_WORK/guest-main.out"
 dmesg > "$VT_WORK/dmesg.txt"

@@ -1,0 +1,257 @@
+/**
+ * Guest side of test/vfio-iommufd.test.ts (runs as root in the QEMU guest booted with the iommufd guest kernel, see
+ * test/helpers/vfio-guest.ts and build-kernel.sh).
+ *
+ * 1. Creates and onlines one NVMe VF (as guest-main.ts does), puts it in host use on nvme, and lets DeviceManager
+ *    prepare it: the prober (backend auto) must open it through iommufd + cdev.
+ * 2. Opens it with backend 'iommufd': cdev bound to /dev/iommu, IOAS, attach; BAR0 CAP/VS; Identify Controller through
+ *    a memfd mapped into the IOAS. While it is open: the legacy group cannot be opened, a second probe fails, the
+ *    IOAS cannot be destroyed, and DeviceManager.release refuses (it sees the open cdev in /proc/<pid>/fd).
+ *    Detach + re-attach work. Then close.
+ * 3. The same Identify through backend 'legacy' (container/group) on the same kernel; while the group is held, the
+ *    iommufd bind is refused.
+ * 4. Probes with both backends, releases the VF back to nvme.
+ * Everything goes to $VT_WORK/results.json; the host test asserts on it.
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+
+import { native, PROT_READ, PROT_WRITE } from '../../src/native/index.js';
+import { chooseVfioBackend, openVfioDevice, vfioCdevOf, type OpenedVfioDevice } from '../../src/vfio/index.js';
+import { NativeVfioProber } from '../../src/vfio/prober.js';
+import { DeviceManager } from '../../src/devices/manager.js';
+import { ClaimStore } from '../../src/devices/claims.js';
+import { DEFAULT_ROOTS, realSysfsWriter } from '../../src/devices/host.js';
+
+const WORK = process.env.VT_WORK ?? '.';
+const SYS = '/sys/bus/pci/devices';
+const results: Record<string, unknown> = { steps: [] as string[], errors: [] as string[] };
+const t0 = performance.now();
+const step = (name: string): void => {
+  const line = `[${((performance.now() - t0) / 1000).toFixed(2)}s] ${name}`;
+  (results.steps as string[]).push(line);
+  console.log(line);
+};
+const save = (): void => writeFileSync(path.join(WORK, 'results.json'), JSON.stringify(results, null, 2));
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const read = (file: string): string => readFileSync(file, 'utf8').trim();
+const write = (file: string, value: string): void => writeFileSync(file, value);
+const driverOf = (bdf: string): string | null => {
+  try {
+    return path.basename(readlinkSync(path.join(SYS, bdf, 'driver')));
+  } catch {
+    return null;
+  }
+};
+const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+/** What a refused operation looked like: code and message, or 'succeeded' when it was not refused. */
+function refusal(fn: () => unknown): { code?: string; message: string } | 'succeeded' {
+  try {
+    fn();
+    return 'succeeded';
+  } catch (error) {
+    return { code: (error as { code?: string }).code, message: (error as Error).message };
+  }
+}
+async function refusalAsync(fn: () => Promise<unknown>): Promise<{ code?: string; message: string } | 'succeeded'> {
+  try {
+    await fn();
+    return 'succeeded';
+  } catch (error) {
+    return { code: (error as { code?: string }).code, message: (error as Error).message };
+  }
+}
+
+async function waitFor(what: string, cond: () => boolean, timeoutMs = 15_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timeout waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/** The guest kernel has nvme and vfio-pci built in; a modular kernel needs modprobe. */
+function ensureDriver(driver: string, module: string): void {
+  if (!existsSync(path.join('/sys/bus/pci/drivers', driver))) sh('modprobe', [module]);
+}
+
+async function createVf(): Promise<{ pf: string; vf: string }> {
+  ensureDriver('nvme', 'nvme');
+  await waitFor('/dev/nvme0', () => existsSync('/dev/nvme0'));
+  const pf = path.basename(readlinkSync('/sys/class/nvme/nvme0/device'));
+  const pfDir = path.join(SYS, pf);
+  // take flexible resources from the primary controller, FLR the PF so it takes effect
+  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '0', '-r', '1', '-a', '1', '-n', '0']);
+  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '0', '-r', '0', '-a', '1', '-n', '0']);
+  write(path.join(pfDir, 'reset'), '1');
+  await waitFor('PF live after reset', () => existsSync('/sys/class/nvme/nvme0/state') && read('/sys/class/nvme/nvme0/state') === 'live');
+  write(path.join(pfDir, 'sriov_drivers_autoprobe'), '0');
+  write(path.join(pfDir, 'sriov_numvfs'), '1');
+  // secondary controller 1: 1 VI, 2 VQ, online
+  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '1', '-r', '1', '-a', '8', '-n', '1']);
+  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '1', '-r', '0', '-a', '8', '-n', '2']);
+  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '1', '-r', '0', '-a', '9', '-n', '0']);
+  return { pf, vf: path.basename(readlinkSync(path.join(pfDir, 'virtfn0'))) };
+}
+
+/**
+ * BAR0 CAP/VS and an Identify Controller whose queues and data page live in a memfd mapped through `opened.dma` —
+ * the IOAS or the container: the same code for both backends.
+ */
+function identify(opened: OpenedVfioDevice): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  const { device, dma } = opened;
+  const bar = device.mapRegion(0, { length: 0x2000 });
+  const r32 = new Uint32Array(bar);
+  const cap = BigInt(r32[0]!) | (BigInt(r32[1]!) << 32n);
+  out.cap = `0x${cap.toString(16)}`;
+  out.vs = `0x${r32[2]!.toString(16)}`;
+  const dstrd = Number((cap >> 32n) & 0xfn);
+  const IOVA = 0x200000;
+  const memfd = native.memfdCreate('iommufd-dma', 3 * 4096);
+  const buffer = native.mmap(memfd, 0, 3 * 4096, PROT_READ | PROT_WRITE);
+  native.close(memfd);
+  dma.mapDma(buffer, { iova: IOVA });
+  out.mappedIovas = [...dma.dmaMappings.keys()];
+  out.munmapWhileDmaMapped = refusal(() => native.munmap(buffer));
+  out.command = device.enableBusMaster();
+  const mem = new Uint8Array(buffer);
+  const view = new DataView(buffer);
+  const spin = (what: string, cond: () => boolean): void => {
+    const deadline = Date.now() + 10_000;
+    while (!cond()) if (Date.now() > deadline) throw new Error(`timeout waiting for ${what} (CSTS 0x${r32[7]!.toString(16)})`);
+  };
+  r32[0x14 / 4] = 0; // CC.EN = 0
+  spin('RDY=0', () => (r32[0x1c / 4]! & 1) === 0);
+  r32[0x24 / 4] = (15 << 16) | 15; // AQA
+  r32[0x28 / 4] = IOVA; // ASQ
+  r32[0x2c / 4] = 0;
+  r32[0x30 / 4] = IOVA + 4096; // ACQ
+  r32[0x34 / 4] = 0;
+  r32[0x14 / 4] = (4 << 20) | (6 << 16) | 1; // IOCQES 4, IOSQES 6, EN
+  spin('RDY=1', () => (r32[0x1c / 4]! & 1) === 1);
+  mem.fill(0, 0, 64);
+  view.setUint8(0, 0x06); // Identify
+  view.setUint16(2, 0x4321, true); // CID
+  view.setUint32(24, IOVA + 8192, true); // PRP1
+  view.setUint32(40, 1, true); // CNS 1: controller
+  r32[0x1000 / 4] = 1; // SQ0 tail
+  spin('CQE', () => ((view.getUint32(4096 + 12, true) >>> 16) & 1) === 1);
+  const dw3 = view.getUint32(4096 + 12, true);
+  r32[(0x1000 + (4 << dstrd)) / 4] = 1; // CQ0 head
+  const text = (a: number, b: number): string => Buffer.from(mem.subarray(8192 + a, 8192 + b)).toString('latin1').replace(/[\s\0]+$/, '');
+  out.cqe = { cid: dw3 & 0xffff, status: dw3 >>> 17 };
+  out.identify = { vid: view.getUint16(8192, true), sn: text(4, 24), subnqn: text(768, 1024).split('\0')[0] };
+  r32[0x14 / 4] = 0;
+  spin('RDY=0 after disable', () => (r32[0x1c / 4]! & 1) === 0);
+  dma.unmapDma(IOVA);
+  native.munmap(buffer);
+  device.unmap(bar);
+  device.reset();
+  out.resetDone = true;
+  return out;
+}
+
+async function main(): Promise<void> {
+  step('start');
+  results.kernel = os.release();
+  ensureDriver('vfio-pci', 'vfio-pci');
+  results.devIommu = existsSync('/dev/iommu');
+  const { pf, vf } = await createVf();
+  results.pf = pf;
+  results.vf = vf;
+  step(`VF ${vf} created and online`);
+
+  // host use first (nvme), then the passthrough manager prepares it; its prober picks the backend (auto)
+  write(path.join(SYS, vf, 'driver_override'), 'nvme');
+  write('/sys/bus/pci/drivers_probe', vf);
+  await waitFor(`nvme bound to ${vf}`, () => driverOf(vf) === 'nvme');
+  write(path.join(SYS, vf, 'driver_override'), '\n');
+  results.vfDriverInHostUse = driverOf(vf);
+  const claims = new ClaimStore('/run/vfiod-claims.db'); // local tmpfs: SQLite's WAL needs shared memory, which 9p lacks
+  const manager = new DeviceManager({ roots: DEFAULT_ROOTS, writer: realSysfsWriter, prober: new NativeVfioProber(), claims });
+  const prepared = await manager.prepare(vf, 'vm-iommufd');
+  results.prepare = { changed: prepared.changed, vfioCdev: prepared.vfioCdev, vfioGroupDev: prepared.vfioGroupDev, probeBackend: prepared.probe?.backend };
+  results.vfDriverPrepared = driverOf(vf);
+  results.cdev = vfioCdevOf(vf) ?? null;
+  results.cdevNodeExists = results.cdev !== null && existsSync(results.cdev as string);
+  results.autoBackend = chooseVfioBackend(vf);
+  step('VF prepared by DeviceManager');
+
+  // --- iommufd + cdev ---
+  const viaIommufd = openVfioDevice(vf, { backend: 'iommufd' });
+  try {
+    const out: Record<string, unknown> = {
+      backend: viaIommufd.backend,
+      cdev: viaIommufd.cdev,
+      devId: viaIommufd.devId,
+      ioasId: viaIommufd.ioas.id,
+      hwptId: viaIommufd.hwptId,
+      hwInfo: viaIommufd.iommufd.hwInfo(viaIommufd.devId),
+      iovaRanges: viaIommufd.ioas.iovaRanges(),
+      info: viaIommufd.device.info(),
+      regions: viaIommufd.device.regions().filter((r) => Number(r.size) > 0).map((r) => ({ index: r.index, size: Number(r.size), mmap: r.mmap })),
+      irqs: viaIommufd.device.irqs().map((i) => ({ index: i.index, count: i.count })),
+      vendorId: viaIommufd.device.readConfig16(0),
+    };
+    Object.assign(out, identify(viaIommufd));
+    step('identify through iommufd done');
+    // held: the legacy group, a second probe, destroying the attached IOAS, and release all refuse
+    out.legacyOpenWhileCdevHeld = refusal(() => openVfioDevice(vf, { backend: 'legacy' }).close());
+    out.probeWhileHeld = await refusalAsync(() => new NativeVfioProber().probe(vf));
+    out.destroyAttachedIoas = refusal(() => viaIommufd.ioas.destroy());
+    out.releaseWhileHeld = await refusalAsync(() => manager.release(vf, 'vm-iommufd'));
+    out.claimsWhileHeld = claims.list().length;
+    out.driverWhileHeld = driverOf(vf);
+    // detach blocks DMA; attaching again (to a second IOAS: a replacement hw pagetable) works
+    native.vfioDeviceDetachIommufdPt(viaIommufd.device.fd);
+    const second = viaIommufd.iommufd.allocIoas();
+    out.reattachHwpt = native.vfioDeviceAttachIommufdPt(viaIommufd.device.fd, second.id);
+    out.secondIoasId = second.id;
+    out.firstIoasDestroyedAfterDetach = refusal(() => viaIommufd.ioas.destroy());
+    results.iommufd = out;
+  } finally {
+    viaIommufd.close();
+  }
+  step('iommufd handle closed');
+
+  // --- legacy container/group on the same kernel ---
+  const viaGroup = openVfioDevice(vf, { backend: 'legacy' });
+  try {
+    const out: Record<string, unknown> = { backend: viaGroup.backend, group: viaGroup.groupNumber, iommuType: viaGroup.iommuType };
+    Object.assign(out, identify(viaGroup));
+    out.iommufdBindWhileGroupHeld = refusal(() => openVfioDevice(vf, { backend: 'iommufd' }).close());
+    results.legacy = out;
+  } finally {
+    viaGroup.close();
+  }
+  step('identify through the legacy container done');
+
+  results.probeAuto = await new NativeVfioProber().probe(vf);
+  results.probeLegacy = await new NativeVfioProber({ backend: 'legacy' }).probe(vf);
+  step('probed with both backends');
+
+  results.release = JSON.parse(JSON.stringify(await manager.release(vf, 'vm-iommufd')));
+  results.claimsAfterRelease = claims.list().length;
+  await waitFor(`nvme controller on ${vf}`, () => existsSync(path.join(SYS, vf, 'nvme')) && readdirSync(path.join(SYS, vf, 'nvme')).length > 0);
+  const ctrl = readdirSync(path.join(SYS, vf, 'nvme'))[0]!;
+  await waitFor(`${ctrl} live`, () => read(`/sys/class/nvme/${ctrl}/state`) === 'live', 20_000);
+  results.vfDriverReleased = driverOf(vf);
+  results.releasedControllerState = read(`/sys/class/nvme/${ctrl}/state`);
+  results.cdevAfterRelease = vfioCdevOf(vf) ?? null;
+  step('VF released to nvme');
+  results.ok = true;
+}
+
+main()
+  .catch((error: unknown) => {
+    const e = error as Error & { code?: string; errno?: number; syscall?: string };
+    (results.errors as string[]).push(`${e.stack ?? String(e)} code=${e.code} errno=${e.errno} syscall=${e.syscall}`);
+    console.error(error);
+  })
+  .finally(() => {
+    results.guestMs = Math.round(performance.now() - t0);
+    save();
+  });
