@@ -188,6 +188,33 @@ describe('AttachDevice / DetachDevice / ListAttachments', () => {
   });
 });
 
+describe('VMM gone', () => {
+  it('QEMU: a missing QMP socket is UNAVAILABLE and rolls the prepare back', async () => {
+    await expectStatus(
+      attachments('AttachDevice', { vmId: 'vmq', endpoint: { qemuQmpSocket: path.join(dir, 'no-qmp.sock') }, source: { pciBdf: VF1 } }),
+      'UNAVAILABLE', 'vmq', VF1,
+    );
+    expect(host.driverOf(VF1)).toBe('nvme');
+  });
+
+  it('detach from a VM whose VMM went away: the device is released once no process holds it, never before', async () => {
+    const { fake, endpoint } = await vmm('vm1');
+    await attachments('AttachDevice', { vmId: 'vm1', endpoint, source: { pciBdf: VF1 }, deviceId: 'disk1' });
+    await attachments('AttachDevice', { vmId: 'vm1', endpoint, source: { vfioUserSocket: '/run/vfiod/vm1-a.sock' }, deviceId: 'data1' });
+    fakes.splice(fakes.indexOf(fake), 1);
+    await fake.stop();
+    // The VMM's socket is gone but the (fake) process still holds the VFIO group: not released, still claimed.
+    await expectStatus(attachments('DetachDevice', { vmId: 'vm1', deviceId: 'disk1', timeoutMs: 300 }), 'UNAVAILABLE', 'vm1', 'disk1');
+    expect(host.driverOf(VF1)).toBe('vfio-pci');
+    expect((await attachments('ListAttachments', { vmId: 'vm1' }))['attachments'].find((a: { deviceId: string }) => a.deviceId === 'disk1').state).toBe('ATTACHMENT_STATE_DETACH_PENDING');
+    await expectStatus(attachments('DetachDevice', { vmId: 'vm1', deviceId: 'data1', timeoutMs: 300 }), 'UNAVAILABLE', 'vm1', 'data1');
+    // The process exits: detaching again releases the VF.
+    host.exitProcess(5000);
+    expect((await attachments('DetachDevice', { vmId: 'vm1', deviceId: 'disk1', timeoutMs: 300 }))['released']).toEqual([VF1]);
+    expect(host.driverOf(VF1)).toBe('nvme');
+  });
+});
+
 describe('GetVmConfig', () => {
   it('returns cloud-hypervisor devices/user_devices JSON and command-line options, with the boot-firmware warning', async () => {
     const response = await attachments('GetVmConfig', {

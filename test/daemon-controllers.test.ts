@@ -5,7 +5,7 @@
  * deleting one leaves the others serving, and a daemon restart brings them back with the same identity.
  * Also the CLI client commands against this daemon.
  */
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -169,6 +169,18 @@ describe.skipIf(skipReason)('ControllerService', () => {
     expect((await controllers('GetController', { id: 'c1' }))['controller'].state).toBe('CONTROLLER_STATE_SERVING');
   });
 
+  it('concurrent creates of one id and concurrent deletes: exactly one wins, the other gets a precise error', async () => {
+    const results = await Promise.allSettled([create('race'), create('race')]);
+    expect(results.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected']);
+    const refused = results.find((r): r is PromiseRejectedResult => r.status === 'rejected')!.reason as Error;
+    expect(refused.message).toContain('ALREADY_EXISTS: controller race already exists');
+    const deletes = await Promise.allSettled([controllers('DeleteController', { id: 'race' }), controllers('DeleteController', { id: 'race' })]);
+    expect(deletes.map((r) => r.status).sort()).toEqual(['fulfilled', 'rejected']);
+    const second = (deletes.find((r): r is PromiseRejectedResult => r.status === 'rejected')!.reason as Error).message;
+    expect(second).toMatch(/FAILED_PRECONDITION: controller race is already being deleted|NOT_FOUND: no controller race/);
+    expect(existsSync(socket('race'))).toBe(false);
+  });
+
   it('the CLI client lists, shows, creates and deletes controllers, with --json and exit codes', async () => {
     const run = async (...argv: string[]) => {
       let stdout = '';
@@ -217,5 +229,26 @@ describe.skipIf(skipReason)('ControllerService', () => {
     expect(after.spec).toEqual(before.spec);
     const guest = await attachGuest(socket('c1'));
     expect((await guest.driver.write(1, 1, pattern(512, 1))).status).toBe(Status.SUCCESS);
+  });
+
+  it('a persisted controller that cannot start after a restart is listed as failed; the others serve; it can be deleted', async () => {
+    const imageDir = path.join(dir, 'images');
+    mkdirSync(imageDir);
+    await create('fragile', { namespaces: [`file:${path.join(imageDir, 'f.img')}?size=1M`] });
+    for (const guest of guests.splice(0)) guest.close();
+    client.close();
+    await daemon.close();
+    // The namespace's directory becomes a file: the backing file can no longer be created.
+    rmSync(imageDir, { recursive: true, force: true });
+    writeFileSync(imageDir, 'not a directory');
+    daemon = await start();
+    client = new VfiodClient({ address: daemon.socketPath! });
+    const fragile = (await controllers('GetController', { id: 'fragile' }))['controller'];
+    expect(fragile.state).toBe('CONTROLLER_STATE_FAILED');
+    expect(fragile.error).not.toBe('');
+    expect(fragile.stats).toBeNull();
+    expect((await controllers('GetController', { id: 'c1' }))['controller'].state).toBe('CONTROLLER_STATE_SERVING');
+    await controllers('DeleteController', { id: 'fragile' });
+    expect((await controllers('ListControllers', {}))['controllers'].map((c: { id: string }) => c.id)).toEqual(['c1']);
   });
 });

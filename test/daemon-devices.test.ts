@@ -209,6 +209,34 @@ describe('DeviceService', () => {
   });
 });
 
+describe('error mapping', () => {
+  it('maps each VfiodError code 1:1 onto a gRPC status; anything else is INTERNAL with a log line', async () => {
+    const { unary, GRPC_STATUS } = await import('../src/daemon/errors.js');
+    expect(GRPC_STATUS).toEqual({
+      NOT_FOUND: grpc.status.NOT_FOUND,
+      INVALID_ARGUMENT: grpc.status.INVALID_ARGUMENT,
+      FAILED_PRECONDITION: grpc.status.FAILED_PRECONDITION,
+      ALREADY_EXISTS: grpc.status.ALREADY_EXISTS,
+      UNAVAILABLE: grpc.status.UNAVAILABLE,
+      DEADLINE_EXCEEDED: grpc.status.DEADLINE_EXCEEDED,
+      INTERNAL: grpc.status.INTERNAL,
+    });
+    const { logger, lines } = memoryLogger();
+    const call = (handler: () => unknown) =>
+      new Promise<{ code: number; details: string } | null>((resolve) =>
+        unary('TestRpc', logger, handler)({ request: {} } as never, ((error: { code: number; details: string } | null) => resolve(error)) as never),
+      );
+    expect(await call(() => {
+      throw new VfiodError('DEADLINE_EXCEEDED', 'VM vm1: the guest did not release disk1');
+    })).toMatchObject({ code: grpc.status.DEADLINE_EXCEEDED, details: 'VM vm1: the guest did not release disk1' });
+    expect(await call(() => {
+      throw new TypeError("Cannot read properties of undefined (reading 'bdf')");
+    })).toEqual({ code: grpc.status.INTERNAL, details: "TestRpc: internal error: Cannot read properties of undefined (reading 'bdf')" });
+    expect(lines.find((l) => l['level'] === 'error')).toMatchObject({ msg: 'request failed unexpectedly', rpc: 'TestRpc' });
+    expect(await call(async () => ({ ok: true }))).toBeNull();
+  });
+});
+
 async function vi_waitFor(condition: () => boolean, timeoutMs = 5000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!condition()) {

@@ -126,17 +126,22 @@ export class ControllerRegistry {
     const config = this.configFrom(id, spec ?? {});
     const sameSocket = [...this.entries.values()].find((e) => path.resolve(e.config.socketPath) === path.resolve(config.socketPath));
     if (sameSocket) throw new VfiodError('ALREADY_EXISTS', `controller ${id}: socket ${config.socketPath} is already used by controller ${sameSocket.id}`);
-    const at = await socketPathState(config.socketPath);
-    if (at === 'live') throw new VfiodError('ALREADY_EXISTS', `controller ${id}: socket ${config.socketPath} is in use: another process listens on it`);
-    if (at === 'not-a-socket') throw new VfiodError('ALREADY_EXISTS', `controller ${id}: ${config.socketPath} exists and is not a socket`);
 
+    // Reserved before the first await, so concurrent creates of the same id or socket see it.
     const entry: Entry = { id, config, createdAt: new Date().toISOString(), state: 'starting', error: '', worker: undefined, samples: [] };
     this.entries.set(id, entry);
     try {
-      await this.start(entry);
+      const at = await socketPathState(config.socketPath);
+      if (at === 'live') throw new VfiodError('ALREADY_EXISTS', `controller ${id}: socket ${config.socketPath} is in use: another process listens on it`);
+      if (at === 'not-a-socket') throw new VfiodError('ALREADY_EXISTS', `controller ${id}: ${config.socketPath} exists and is not a socket`);
+      try {
+        await this.start(entry);
+      } catch (error) {
+        throw new VfiodError('FAILED_PRECONDITION', `controller ${id} failed to start: ${entry.error || errorMessage(error)}`);
+      }
     } catch (error) {
       this.entries.delete(id);
-      throw new VfiodError('FAILED_PRECONDITION', `controller ${id} failed to start: ${entry.error || errorMessage(error)}`);
+      throw error;
     }
     this.persist();
     this.logger.info('controller created', { controller: id, socket: config.socketPath, namespaces: config.namespaces, doorbellMode: config.doorbellMode });
@@ -148,6 +153,7 @@ export class ControllerRegistry {
     const entry = this.entries.get(id);
     if (!entry) throw new VfiodError('NOT_FOUND', `no controller ${id}`);
     if (entry.state === 'stopping') throw new VfiodError('FAILED_PRECONDITION', `controller ${id} is already being deleted`);
+    if (entry.state === 'starting') throw new VfiodError('FAILED_PRECONDITION', `controller ${id} is still starting: delete it once it is serving or failed`);
     entry.state = 'stopping';
     await entry.worker?.stop();
     this.entries.delete(id);

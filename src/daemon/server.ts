@@ -151,7 +151,6 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     });
 
     const events = new DeviceEventBus();
-    for (const entry of reconcileReport) if (entry.action !== 'ok') events.publish(entry.bdf, 'RECONCILED', '', `${entry.action}: ${entry.detail}`);
     const attachments = new AttachmentManager({
       devices: manager,
       ...(options.adapterFor ? { adapterFor: options.adapterFor } : {}),
