@@ -3,7 +3,7 @@
  * DeviceService (every RPC and error path), event streaming, malformed requests, health checking, reflection,
  * reconcile on start, the socket's mode and refusal of a live socket, TLS and the refusal of plain TCP.
  */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -209,6 +209,26 @@ describe('DeviceService', () => {
   });
 });
 
+describe('vfiod devices: daemon or standalone', () => {
+  it('goes through the daemon with --daemon, or when the daemon socket exists and no local roots are given', async () => {
+    const { devicesUseDaemon } = await import('../src/cli/client.js');
+    const saved = process.env['VFIOD_DAEMON'];
+    try {
+      process.env['VFIOD_DAEMON'] = daemon.socketPath!;
+      expect(devicesUseDaemon(['list'])).toBe(true);
+      expect(devicesUseDaemon(['list', '--sysfs-root', '/x'])).toBe(false);
+      expect(devicesUseDaemon(['list', '--state=/x.db'])).toBe(false);
+      expect(devicesUseDaemon(['list', '--standalone'])).toBe(false);
+      process.env['VFIOD_DAEMON'] = path.join(dir, 'absent.sock');
+      expect(devicesUseDaemon(['list'])).toBe(false);
+      expect(devicesUseDaemon(['list', '--daemon', daemon.socketPath!])).toBe(true);
+    } finally {
+      if (saved === undefined) delete process.env['VFIOD_DAEMON'];
+      else process.env['VFIOD_DAEMON'] = saved;
+    }
+  });
+});
+
 describe('error mapping', () => {
   it('maps each VfiodError code 1:1 onto a gRPC status; anything else is INTERNAL with a log line', async () => {
     const { unary, GRPC_STATUS } = await import('../src/daemon/errors.js');
@@ -320,24 +340,21 @@ describe('daemon', () => {
   });
 });
 
-describe('TCP', () => {
-  let certDir: string;
-  let openssl: string | undefined;
-  beforeAll(() => {
-    certDir = mkdtempSync(path.join(tmpdir(), 'vfiod-tls-'));
-    try {
-      execFileSync('openssl', [
-        'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=localhost',
-        '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
-        '-keyout', path.join(certDir, 'key.pem'), '-out', path.join(certDir, 'cert.pem'),
-      ], { stdio: 'ignore' });
-      openssl = 'ok';
-    } catch (error) {
-      console.warn(`TLS test skipped: openssl failed: ${(error as Error).message}`);
-    }
-  });
-  afterAll(() => rmSync(certDir, { recursive: true, force: true }));
+const opensslMissing = spawnSync('openssl', ['version']).status === 0 ? undefined : 'the openssl CLI is missing (apt-get install openssl)';
+if (opensslMissing) console.warn(`daemon TLS tests skipped: ${opensslMissing}`);
 
+/** A self-signed certificate for localhost / 127.0.0.1 (it is also its own CA). */
+function selfSigned(dirPath: string, name: string): { cert: string; key: string } {
+  const cert = path.join(dirPath, `${name}.pem`);
+  const key = path.join(dirPath, `${name}.key`);
+  execFileSync('openssl', [
+    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', `/CN=${name === 'server' ? 'localhost' : name}`,
+    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1', '-keyout', key, '-out', cert,
+  ], { stdio: 'ignore' });
+  return { cert, key };
+}
+
+describe('TCP', () => {
   it('refuses plain TCP unless explicitly allowed', async () => {
     const error = await start({ socketPath: null, tcp: '127.0.0.1:0', stateDir: path.join(dir, 's2') }).then(
       () => undefined,
@@ -351,10 +368,17 @@ describe('TCP', () => {
     tcpClient.close();
     await insecure.close();
   });
+});
+
+describe.skipIf(opensslMissing)('TLS', () => {
+  let certDir: string;
+  beforeAll(() => {
+    certDir = mkdtempSync(path.join(tmpdir(), 'vfiod-tls-'));
+  });
+  afterAll(() => rmSync(certDir, { recursive: true, force: true }));
 
   it('serves TLS with a certificate; a plaintext client cannot talk to it', async () => {
-    if (!openssl) return;
-    const tls = { cert: path.join(certDir, 'cert.pem'), key: path.join(certDir, 'key.pem') };
+    const tls = selfSigned(certDir, 'server');
     const secure = await start({ socketPath: null, tcp: '127.0.0.1:0', tls, stateDir: path.join(dir, 's4') });
     const port = secure.tcpAddress!.split(':').pop();
     const tlsClient = new VfiodClient({ address: `localhost:${port}`, tls: { ca: tls.cert } });
@@ -364,6 +388,23 @@ describe('TCP', () => {
     const plain = new VfiodClient({ address: `127.0.0.1:${port}` });
     await expectStatus(plain.call('DeviceService', 'GetDevice', { bdf: VF1 }, 2000), 'UNAVAILABLE');
     plain.close();
+    await secure.close();
+  });
+
+  it('with --tls-ca requires a client certificate signed by that CA (mutual TLS)', async () => {
+    const server = selfSigned(certDir, 'server');
+    const operator = selfSigned(certDir, 'operator');
+    const stranger = selfSigned(certDir, 'stranger');
+    const secure = await start({ socketPath: null, tcp: '127.0.0.1:0', tls: { ...server, ca: operator.cert }, stateDir: path.join(dir, 's5') });
+    const port = secure.tcpAddress!.split(':').pop();
+    const address = `localhost:${port}`;
+    const trusted = new VfiodClient({ address, tls: { ca: server.cert, cert: operator.cert, key: operator.key } });
+    expect((await trusted.call('DeviceService', 'GetDevice', { bdf: VF1 }))['device'].bdf).toBe(VF1);
+    trusted.close();
+    for (const client of [new VfiodClient({ address, tls: { ca: server.cert } }), new VfiodClient({ address, tls: { ca: server.cert, cert: stranger.cert, key: stranger.key } })]) {
+      await expectStatus(client.call('DeviceService', 'GetDevice', { bdf: VF1 }, 3000), 'UNAVAILABLE');
+      client.close();
+    }
     await secure.close();
   });
 });
