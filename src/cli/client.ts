@@ -400,6 +400,7 @@ export async function runAttach(argv: string[], deps: ClientDeps = {}): Promise<
     if (!v['vm']) throw new ClientUsage('--vm <id> is required');
     const sources = [v['bdf'] ? { pciBdf: bdfOption('--bdf', v['bdf']) } : undefined, v['vfio-user'] ? { vfioUserSocket: v['vfio-user'] } : undefined, v['controller'] ? { controllerId: v['controller'] } : undefined].filter(Boolean);
     if (sources.length !== 1) throw new ClientUsage('give exactly one of --bdf, --vfio-user, --controller');
+    if (!ctx.json) ctx.err(`attaching to VM ${v['vm']}: preparing and hot-plugging, then waiting for the VMM to report the device...\n`);
     const response = await ctx.client.call('AttachmentService', 'AttachDevice', {
       vmId: v['vm'],
       endpoint: endpointOf(v),
@@ -428,6 +429,8 @@ export async function runDetach(argv: string[], deps: ClientDeps = {}): Promise<
     if (positionals.length) throw new ClientUsage(`unexpected argument '${positionals[0]}'`);
     if (!v['vm']) throw new ClientUsage('--vm <id> is required');
     if (!v['device-id'] && !v['bdf']) throw new ClientUsage('give --device-id <id> or --bdf <bdf>');
+    const waitSeconds = (milliseconds('--timeout', v['timeout']) ?? 30_000) / 1000;
+    if (!ctx.json) ctx.err(`detaching ${v['device-id'] ?? v['bdf']} from VM ${v['vm']}: waiting up to ${waitSeconds} s for the guest to release it...\n`);
     const response = await ctx.client.call(
       'AttachmentService',
       'DetachDevice',
