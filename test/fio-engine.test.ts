@@ -37,12 +37,14 @@ interface Server {
   socket: string;
   process: ChildProcess;
   stop(): Promise<void>;
+  /** Resolves once the server's log (JSON lines on stderr) has a line with this "msg". */
+  logged(msg: string): Promise<void>;
 }
 
 /** Starts `vfiod serve` and resolves once it logs "listening". */
 function serve(dir: string, name: string, args: string[]): Promise<Server> {
   const socket = path.join(dir, `${name}.sock`);
-  const proc = spawn(process.execPath, [bin, 'serve', '--socket', socket, '--log-level', 'warn', ...args], {
+  const proc = spawn(process.execPath, [bin, 'serve', '--socket', socket, ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
@@ -50,23 +52,24 @@ function serve(dir: string, name: string, args: string[]): Promise<Server> {
     if (proc.exitCode === null) proc.kill('SIGTERM');
     await exited;
   };
+  let text = '';
+  const waiters: Array<{ needle: string; resolve: () => void }> = [];
+  proc.stderr!.on('data', (chunk: Buffer) => {
+    if (text.length < 1 << 20) text += chunk.toString();
+    for (const waiter of waiters.filter((w) => text.includes(w.needle))) {
+      waiters.splice(waiters.indexOf(waiter), 1);
+      waiter.resolve();
+    }
+  });
+  const logged = (msg: string): Promise<void> =>
+    new Promise((resolve) => {
+      const needle = `"msg":"${msg}"`;
+      if (text.includes(needle)) resolve();
+      else waiters.push({ needle, resolve });
+    });
   return new Promise((resolve, reject) => {
-    let text = '';
-    proc.stderr!.on('data', (chunk: Buffer) => {
-      text += chunk.toString();
-      if (text.includes('"listening"')) resolve({ socket, process: proc, stop });
-    });
-    // with --log-level warn the "listening" line may not come: the socket appearing is enough (bound + listening)
-    const poll = setInterval(() => {
-      if (existsSync(socket)) {
-        clearInterval(poll);
-        resolve({ socket, process: proc, stop });
-      }
-    }, 50);
-    void exited.then((code) => {
-      clearInterval(poll);
-      reject(new Error(`vfiod serve exited with ${code}: ${text}`));
-    });
+    void logged('listening').then(() => resolve({ socket, process: proc, stop, logged }));
+    void exited.then((code) => reject(new Error(`vfiod serve exited with ${code}: ${text}`)));
   });
 }
 
@@ -246,8 +249,8 @@ size=2M
   it('two targets in one fio process at the same time, one connection each', async () => {
     // the polled job asks for mmapped doorbells, which only the polled server offers: it must reach that server
     const job = (name: string, socket: string, extra = ''): string =>
-      `[${name}]\nvfiod_socket=${socket}\n${extra}rw=randwrite\nbs=4k\niodepth=8\noffset=40M\nsize=4M\nverify=crc32c\n` +
-      `do_verify=1\n`;
+      `[${name}]\nvfiod_socket=${socket}\n${extra}rw=randwrite\nbs=4k\niodepth=8\noffset=40M\nsize=4M\n` +
+      `verify=crc32c\ndo_verify=1\n`;
     const run = await fio(dir, 'two-targets', `${globalSection(trapped.socket)}
 ${job('on-trapped', trapped.socket)}
 ${job('on-polled', polled.socket, 'vfiod_doorbell=mmap\n')}`);
@@ -256,6 +259,24 @@ ${job('on-polled', polled.socket, 'vfiod_doorbell=mmap\n')}`);
       const [result] = byName(run, name);
       expect(result!.error).toBe(0);
       expect(result!.read.io_bytes).toBe(4 << 20);
+    }
+  });
+
+  it('fails fast, naming the socket, when the server dies in the middle of a run', async () => {
+    for (const mode of [[], ['--poll']]) {
+      const doomed = await serve(dir, `doomed${mode.length}`, ['--namespace', 'memory:16M', ...mode]);
+      const ini = `${globalSection(doomed.socket)}\n[x]\nrw=randread\niodepth=4\ntime_based=1\nruntime=30\n`;
+      const running = fio(dir, 'doomed', ini);
+      await doomed.logged('controller enabled'); // fio connected; give it a moment of I/O
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      doomed.process.kill('SIGKILL');
+      const killed = Date.now();
+      const run = await running;
+      expect(run.status, mode.join()).not.toBe(0);
+      const where = `vfiod: vfio-user ${doomed.socket} nsid 1 queue 1: `.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+      expect(run.stderr).toMatch(new RegExp(`${where}(controller unreachable|SQ doorbell|CQ doorbell)`));
+      expect(Date.now() - killed, 'noticed without waiting for a timeout').toBeLessThan(8_000);
+      await doomed.stop();
     }
   });
 

@@ -139,6 +139,7 @@ struct shared_ctrl {
   uint64_t next_iova;
   uint16_t nr_io_queues;
   uint8_t qid_busy[MAX_IO_QUEUES + 1];
+  int dead; /* transport or controller failed: tear down locally, without talking to the device */
 };
 
 static pthread_mutex_t g_ctrls_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -147,12 +148,13 @@ static struct shared_ctrl *g_ctrls;
 /* Tear down (any stage of) a controller connection: shutdown, disable, unmap, close. Reports, never fails. */
 static void ctrl_destroy(struct shared_ctrl *sc, int enabled) {
   char err[VFIOD_ERR_LEN];
-  if (enabled) {
+  if (enabled && !sc->dead) {
     if (nvme_ctrl_shutdown(&sc->ctrl))
       log_err("vfiod: %s %s: controller shutdown: %s\n", sc->x->kind, sc->x->target, sc->ctrl.last_error);
     sc->x->ops.write32(sc->x->ops.ctx, NVME_REG_CC, 0); /* no DMA after this, before the IOMMU mapping goes */
   }
   if (sc->x) {
+    if (sc->dead) sc->admin_region.mapped = 0; /* the server is gone (vfio: closing the container unmaps) */
     if (sc->admin_region.mapped && sc->x->dma_unmap(sc->x, &sc->admin_region, err, sizeof err))
       log_err("vfiod: %s %s: %s\n", sc->x->kind, sc->x->target, err);
     sc->x->destroy(sc->x);
@@ -274,6 +276,8 @@ struct vfiod_job {
   unsigned nevents;
   unsigned inflight; /* in the SQ (rung or not), not yet completed */
   unsigned timeout_ms;
+  int failed; /* errno once the controller or transport failed: later calls fail at once, without more noise */
+  uint64_t last_health_ms;
   uint32_t max_transfer;
   char desc[400]; /* "vfio-user /path nsid 1" for messages */
 };
@@ -358,6 +362,7 @@ static struct vfiod_job *job_get(struct thread_data *td) {
 static void job_free(struct thread_data *td, struct vfiod_job *j) {
   struct shared_ctrl *sc = j->sc;
   char err[VFIOD_ERR_LEN];
+  if (sc->dead) j->has_qp = j->bufs.mapped = j->rings.mapped = 0; /* nothing to tell a dead controller */
   if (j->has_qp) {
     pthread_mutex_lock(&sc->lock);
     if (nvme_delete_io_qpair(&sc->ctrl, &j->qp))
@@ -507,6 +512,7 @@ static void vfiod_iomem_free(struct thread_data *td) {
   struct vfiod_job *j = td->io_ops_data;
   if (j && j->bufs.vaddr) {
     char err[VFIOD_ERR_LEN];
+    if (j->sc->dead) j->bufs.mapped = 0;
     if (j->bufs.mapped && j->sc->x->dma_unmap(j->sc->x, &j->bufs, err, sizeof err))
       log_err("vfiod: %s: %s\n", j->desc, err);
     vfiod_dma_region_free(&j->bufs);
@@ -539,6 +545,7 @@ static enum fio_q_status vfiod_queue(struct thread_data *td, struct io_u *io_u) 
   struct vfiod_job *j = td->io_ops_data;
   struct slot *s = io_u->engine_data;
   fio_ro_check(td, io_u);
+  if (j->failed) return reject(io_u, j->failed);
   uint64_t mask = j->ns.lba_size - 1u;
   struct nvme_sqe sqe;
   s->status = 0;
@@ -596,8 +603,11 @@ static enum fio_q_status vfiod_queue(struct thread_data *td, struct io_u *io_u) 
 }
 
 static int ring_sq(struct vfiod_job *j) {
+  if (j->failed) return -j->failed;
   if (nvme_qpair_ring_sq(&j->qp) == 0) return 0;
   log_err("vfiod: %s: SQ doorbell write failed: %s\n", j->desc, j->sc->x->last_error(j->sc->x));
+  j->failed = EIO;
+  j->sc->dead = 1;
   return -EIO;
 }
 
@@ -617,8 +627,33 @@ static inline void cpu_relax(void) {
 #endif
 }
 
+/*
+ * While waiting for completions: is the controller still there? A CSTS read fails when the vfio-user server went
+ * away, reads all ones when a PCI device is gone, and has CFS set after a fatal controller error.
+ */
+static int check_health(struct vfiod_job *j) {
+  struct vfiod_xport *x = j->sc->x;
+  uint32_t csts = 0;
+  if (x->ops.read32(x->ops.ctx, NVME_REG_CSTS, &csts)) {
+    log_err("vfiod: %s: controller unreachable with %u commands outstanding: %s\n", j->desc, j->inflight,
+            x->last_error(x));
+    return EIO;
+  }
+  if (csts == 0xffffffffu) {
+    log_err("vfiod: %s: CSTS reads all ones with %u commands outstanding: device gone\n", j->desc, j->inflight);
+    return ENODEV;
+  }
+  if (csts & 2u) {
+    log_err("vfiod: %s: controller fatal status (CSTS 0x%x) with %u commands outstanding\n", j->desc, csts,
+            j->inflight);
+    return EIO;
+  }
+  return 0;
+}
+
 static int vfiod_getevents(struct thread_data *td, unsigned int min, unsigned int max, const struct timespec *t) {
   struct vfiod_job *j = td->io_ops_data;
+  if (j->failed) return -j->failed;
   struct nvme_cqe cqes[REAP_BATCH];
   unsigned n = 0, spins = 0;
   uint64_t start = 0, wait_ms = t ? (uint64_t)t->tv_sec * 1000u + (uint64_t)t->tv_nsec / 1000000u : 0;
@@ -647,6 +682,8 @@ static int vfiod_getevents(struct thread_data *td, unsigned int min, unsigned in
       start = 0;
       if (nvme_qpair_ring_cq(&j->qp)) {
         log_err("vfiod: %s: CQ doorbell write failed: %s\n", j->desc, j->sc->x->last_error(j->sc->x));
+        j->failed = EIO;
+        j->sc->dead = 1;
         return -EIO;
       }
     }
@@ -661,11 +698,20 @@ static int vfiod_getevents(struct thread_data *td, unsigned int min, unsigned in
     uint64_t now = mono_ms();
     if (!start) start = now;
     if (t && now - start >= wait_ms) break;
+    if (j->inflight && now - j->last_health_ms >= 100) {
+      j->last_health_ms = now;
+      if ((j->failed = check_health(j))) {
+        j->sc->dead = 1;
+        return -j->failed;
+      }
+    }
     if (j->inflight && now - start >= j->timeout_ms) {
       const volatile struct nvme_cqe *e = &j->qp.cq[j->qp.cq_head];
       log_err("vfiod: %s: no completion for %u ms with %u commands outstanding (SQ tail %u, CQ head %u, phase %u, "
               "CQE at head: cid %u status 0x%04x): controller hung?\n",
               j->desc, j->timeout_ms, j->inflight, j->qp.sq_tail, j->qp.cq_head, j->qp.phase, e->cid, e->status);
+      j->failed = ETIMEDOUT;
+      j->sc->dead = 1;
       return -ETIMEDOUT;
     }
     if (!j->inflight) {
