@@ -4,10 +4,11 @@
  * v48 OpenAPI document (test/helpers/fake-cloud-hypervisor.ts). The fake VMM holds the device's VFIO group while the
  * device is in the VM, so release after detach really waits for the guest. Also the CLI client commands.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { runAttach, runAttachments, runDetach, runDevicesViaDaemon, runVmConfig } from '../src/cli/client.js';
 import { VfiodClient } from '../src/daemon/client.js';
 import { unpackAny } from '../src/daemon/proto.js';
@@ -212,6 +213,41 @@ describe('VMM gone', () => {
     host.exitProcess(5000);
     expect((await attachments('DetachDevice', { vmId: 'vm1', deviceId: 'disk1', timeoutMs: 300 }))['released']).toEqual([VF1]);
     expect(host.driverOf(VF1)).toBe('nvme');
+  });
+});
+
+const qemuMissing = spawnSync('qemu-system-x86_64', ['--version']).status === 0 ? undefined : 'qemu-system-x86_64 not found (apt-get install qemu-system-x86)';
+if (qemuMissing) console.warn(`daemon attachments (real QEMU part) skipped: ${qemuMissing}`);
+
+describe.skipIf(qemuMissing)('AttachDevice over QMP to a real QEMU (-S)', () => {
+  let qemu: ChildProcess;
+  let qdir: string;
+  let qmpSocket: string;
+  beforeAll(async () => {
+    qdir = mkdtempSync(path.join(tmpdir(), 'vfiod-daemon-qemu-'));
+    qmpSocket = path.join(qdir, 'qmp.sock');
+    qemu = spawn('sh', [path.join(path.dirname(new URL(import.meta.url).pathname), 'testbed', 'qemu-launch.sh'), '120', 'qemu-system-x86_64',
+      '-S', '-accel', 'tcg', '-machine', 'q35', '-nodefaults', '-display', 'none', '-m', '64',
+      '-device', 'pcie-root-port,id=rp1,chassis=1,slot=1', '-qmp', `unix:${qmpSocket},server=on,wait=off`], { stdio: ['pipe', 'ignore', 'ignore'] });
+    for (let i = 0; i < 400 && !existsSync(qmpSocket); i++) await new Promise((r) => setTimeout(r, 50));
+  }, 30_000);
+  afterAll(async () => {
+    qemu?.stdin?.end();
+    if (qemu) await new Promise((r) => (qemu.exitCode !== null ? r(null) : qemu.once('exit', r)));
+    rmSync(qdir, { recursive: true, force: true });
+  });
+
+  it("QEMU's refusal comes back as a status naming the VM and the device, and the prepare is rolled back", async () => {
+    // The VF exists only in the fake sysfs: QEMU's vfio-pci cannot find it.
+    await expectStatus(
+      attachments('AttachDevice', { vmId: 'vmq', endpoint: { qemuQmpSocket: qmpSocket }, source: { pciBdf: VF1 }, bootIndex: 1 }),
+      'NOT_FOUND', 'VM vmq', VF1, 'released',
+    );
+    expect(host.driverOf(VF1)).toBe('nvme');
+    expect((await attachments('ListAttachments', {}))['attachments']).toEqual([]);
+    // QEMU before 10.1 has no vfio-user-pci (Debian 12 ships 7.2).
+    const version = /version (\d+)\.(\d+)/.exec(spawnSync('qemu-system-x86_64', ['--version'], { encoding: 'utf8' }).stdout);
+    if (version && Number(version[1]) * 100 + Number(version[2]) < 1001) await expectStatus(attachments('AttachDevice', { vmId: 'vmq', endpoint: { qemuQmpSocket: qmpSocket }, source: { vfioUserSocket: '/run/vfiod/x.sock' } }), 'FAILED_PRECONDITION', '10.1');
   });
 });
 
