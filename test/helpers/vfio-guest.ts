@@ -16,7 +16,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import {
-  accessSync, closeSync, constants as fsConstants, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync,
+  accessSync, closeSync, constants as fsConstants, copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, openSync, readFileSync,
   readSync, readdirSync, renameSync, rmSync, statSync, truncateSync, writeFileSync,
 } from 'node:fs';
 import os from 'node:os';
@@ -296,6 +296,44 @@ function bootableKernel(setup: Setup): string {
   return setup.kernel;
 }
 
+/**
+ * What a guest program needs to start its own (L2) QEMU guest: `l2-vmlinux` (the same kernel, linked into the work
+ * dir because the host's /tmp is hidden in the guest) and `l2-initrd.gz` (static busybox as /bin/busybox, `init` as
+ * /init, the kernel modules `modules` resolve to in /mods with their load order in /mods/order).
+ */
+export interface NestedGuestAssets {
+  /** Path of the L2 /init script. */
+  init: string;
+  /** Module names to include with their dependencies (e.g. ['nvme']). */
+  modules: string[];
+}
+
+function writeNestedAssets(setup: Setup, workDir: string, nested: NestedGuestAssets): void {
+  const modprobe = which('modprobe');
+  const modules = modprobe ? resolveModules(modprobe, setup.kernelVersion, nested.modules) : 'modprobe not found';
+  if (typeof modules === 'string') throw new Error(`nested guest modules: ${modules}`);
+  const cpio = new Cpio();
+  for (const dir of ['bin', 'dev', 'mods', 'proc', 'sys', 'tmp']) cpio.dir(dir);
+  cpio.charDevice('dev/console', 5, 1);
+  cpio.file('bin/busybox', readFileSync(setup.busybox), 0o755);
+  cpio.symlink('bin/sh', 'busybox');
+  const order: string[] = [];
+  for (const file of modules) {
+    const name = path.basename(file).replace(/\.ko(\.\w+)?$/, '');
+    cpio.file(`mods/${name}.ko`, moduleBytes(file));
+    order.push(name);
+  }
+  cpio.file('mods/order', Buffer.from(`${order.join('\n')}\n`));
+  cpio.file('init', readFileSync(nested.init), 0o755);
+  writeFileSync(path.join(workDir, 'l2-initrd.gz'), gzipSync(cpio.finish(), { level: 1 }));
+  const kernel = bootableKernel(setup);
+  try {
+    linkSync(kernel, path.join(workDir, 'l2-vmlinux'));
+  } catch {
+    copyFileSync(kernel, path.join(workDir, 'l2-vmlinux'));
+  }
+}
+
 export interface VfioGuestRun {
   /** Parsed results.json written by the guest (undefined when it wrote none). */
   results: Record<string, unknown> | undefined;
@@ -317,6 +355,12 @@ export async function runVfioGuest(
     timeoutMs?: number;
     /** Guest program run as PID 1's script instead of test/testbed-vfio/guest.sh (e.g. guest-fio.sh). */
     script?: string;
+    /** Guest RAM in MiB (default 2048). */
+    memoryMb?: number;
+    /** Files written into the work dir before boot (name -> bytes), e.g. a boot sector for the guest to use. */
+    files?: Record<string, Uint8Array>;
+    /** Assets for a nested (L2) guest, put in the work dir: see NestedGuestAssets. */
+    nested?: NestedGuestAssets;
     /** A /boot kernel version, or a build-kernel.sh directory such as IOMMUFD_GUEST_KERNEL_DIR (built-in drivers). */
     kernel?: string;
     /** TypeScript program guest.sh runs instead of guest-main.ts (passed as VT_PROGRAM in init's environment). */
@@ -332,6 +376,8 @@ export async function runVfioGuest(
   const disk = path.join(workDir, 'nvm0.img');
   writeFileSync(disk, '');
   truncateSync(disk, 64 << 20);
+  for (const [name, bytes] of Object.entries(options.files ?? {})) writeFileSync(path.join(workDir, name), bytes);
+  if (options.nested) writeNestedAssets(setup, workDir, options.nested);
   const consoleLog = path.join(workDir, 'console.log');
   const timeoutS = Math.ceil((options.timeoutMs ?? Number(env('VFIOD_VFIO_GUEST_TIMEOUT') ?? 240) * 1000) / 1000);
   const append = [
@@ -341,7 +387,7 @@ export async function runVfioGuest(
     ...(options.program ? [`VT_PROGRAM=${options.program}`] : []),
   ].join(' ');
   const args = [
-    '-accel', 'tcg', '-cpu', 'max', '-m', '2048', '-smp', '2', '-nographic', '-no-reboot', '-nic', 'none',
+    '-accel', 'tcg', '-cpu', 'max', '-m', String(options.memoryMb ?? 2048), '-smp', '2', '-nographic', '-no-reboot', '-nic', 'none',
     '-machine', 'q35', '-device', 'intel-iommu,intremap=on,caching-mode=on',
     '-kernel', bootableKernel(setup), '-initrd', initrd, '-append', append,
     '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
