@@ -154,7 +154,7 @@ export async function runBench(config: BenchConfig, options: RunOptions): Promis
         const label = `${targetConfig.name}/${point.id}`;
         progress.start(label);
         const result = target
-          ? await runPoint(config, target, point, outDir, filled, logger)
+          ? await runPoint(config.fio, matrix, target, point, outDir, filled, logger)
           : failedPoint(targetConfig, point, `target did not start: ${entry.error}`);
         results.points.push(result);
         save();
@@ -182,7 +182,8 @@ function failedPoint(target: TargetConfig, point: MatrixPoint, error: string): P
 }
 
 async function runPoint(
-  config: BenchConfig,
+  fio: string,
+  matrix: MatrixConfig,
   target: ActiveTarget,
   point: MatrixPoint,
   outDir: string,
@@ -210,11 +211,11 @@ async function runPoint(
 
   // Reads need written data: verify reads need headers in the point's block size; plain reads one fill per target.
   if (readsData(point.rw) && (point.verify || !filled.plain)) {
-    const fillPoint = point.verify ? point : { ...point, numjobs: Math.max(...config.matrix.numjobs, point.numjobs) };
+    const fillPoint = point.verify ? point : { ...point, numjobs: Math.max(...matrix.numjobs) };
     result.files.fill_job = `${base}.fill.fio`;
     writeFileSync(path.join(outDir, result.files.fill_job), fillJobFile(fillPoint, fioTarget));
     const fill = await runFio({
-      fio: config.fio, jobPath: path.join(outDir, result.files.fill_job), jsonPath: path.join(outDir, `${base}.fill.json`),
+      fio, jobPath: path.join(outDir, result.files.fill_job), jsonPath: path.join(outDir, `${base}.fill.json`),
       timeoutMs: 600_000,
     });
     const fillError = fioFailure(fill);
@@ -225,7 +226,7 @@ async function runPoint(
   writeFileSync(path.join(outDir, result.files.job), jobFile(point, fioTarget));
   let sampler: CpuSampler | undefined;
   const run = await runFio({
-    fio: config.fio, jobPath: path.join(outDir, result.files.job), jsonPath: path.join(outDir, result.files.fio_json),
+    fio, jobPath: path.join(outDir, result.files.job), jsonPath: path.join(outDir, result.files.fio_json),
     timeoutMs: fioTimeoutMs(point),
     onStart: () => {
       if (target.serverPid !== undefined) sampler = new CpuSampler(target.serverPid);

@@ -77,8 +77,8 @@ export function lineChartGroup(chart: LineChart, box: Box): string {
   const ticks: number[] = [];
   if (chart.yScale === 'log10') {
     const positive = all.map((p) => p.y).filter((y) => y > 0);
-    const lo = Math.floor(Math.log10(Math.min(...positive, 1)));
-    const hi = Math.max(lo + 1, Math.ceil(Math.log10(Math.max(...positive, 1))));
+    const lo = positive.length ? Math.floor(Math.log10(Math.min(...positive))) : 0;
+    const hi = Math.max(lo + 1, positive.length ? Math.ceil(Math.log10(Math.max(...positive))) : 1);
     yPos = (v) => bottom - ((Math.log10(Math.max(v, 10 ** lo)) - lo) / (hi - lo)) * plotH;
     for (let e = lo; e <= hi; e++) ticks.push(10 ** e);
   } else {
