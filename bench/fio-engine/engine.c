@@ -414,6 +414,10 @@ static int vfiod_init(struct thread_data *td) {
   if (!j) return 1;
   const struct vfiod_options *o = td->eo;
   struct shared_ctrl *sc = j->sc;
+  if (sc->dead) {
+    log_err("vfiod: %s: the controller failed earlier in this run (see above)\n", j->desc);
+    return EIO;
+  }
   unsigned depth = td->o.iodepth ? td->o.iodepth : 1;
   unsigned qsize = o->qsize ? o->qsize : depth + 1;
   if (qsize < depth + 1) {
