@@ -58,6 +58,8 @@ describe.skipIf(reason !== undefined)('QMP adapter against a real QEMU (-S, q35,
       '-device', 'pcie-root-port,id=rp2,chassis=3,slot=3',
       '-device', 'qemu-xhci,id=xhci',
       '-qmp', `unix:${qmpSocket},server=on,wait=off`,
+      // a second QMP monitor, as an operator's own tools would have next to vfiod's
+      '-qmp', `unix:${path.join(dir, 'qmp2.sock')},server=on,wait=off`,
     ], { stdio: ['pipe', 'ignore', 'pipe'] });
     qemu.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
     for (let i = 0; i < 200 && !existsSync(qmpSocket); i++) await sleep(50);
@@ -162,5 +164,23 @@ describe.skipIf(reason !== undefined)('QMP adapter against a real QEMU (-S, q35,
     const stale = path.join(dir, 'stale.sock');
     writeFileSync(stale, '');
     await expectError(new QemuAdapter({ vmId: 'vm-stale', qmpSocket: stale }).ping(), 'UNAVAILABLE', /VM vm-stale/, /ECONNREFUSED/);
+  });
+
+  it('QEMU exiting while an unplug is pending ends the wait with UNAVAILABLE (last test: QEMU is gone afterwards)', async () => {
+    expect(await adapter.hasDevice('hp0')).toBe(true); // still pending from the test above
+    const t0 = Date.now();
+    const pending = adapter.removeDevice('hp0', 20_000).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await sleep(500);
+    const other = await QmpConnection.connect(path.join(dir, 'qmp2.sock'), { vmId: 'vm-qmp' });
+    await other.execute('quit').catch(() => undefined);
+    other.close();
+    const e = (await pending) as VfiodError;
+    expect(e).toBeInstanceOf(VfiodError);
+    expect(e.code, e.message).toBe('UNAVAILABLE');
+    expect(e.message).toMatch(/device_del hp0: .*closed by QEMU while waiting for DEVICE_DELETED/);
+    expect(Date.now() - t0).toBeLessThan(10_000);
   });
 });

@@ -353,12 +353,17 @@ export class QemuAdapter implements HypervisorAdapter {
     const deadline = started + timeoutMs;
     await this.session(Math.min(timeoutMs, DEFAULT_TIMEOUT_MS), async (conn) => {
       // Listen before asking: the event may come right after the answer.
-      let outcome: { deleted: true } | { refused: string } | undefined;
+      let outcome: { deleted: true } | { refused: string } | { closed: VfiodError } | undefined;
       let wake: (() => void) | undefined;
       conn.on('event', (ev: QmpEvent) => {
         if (ev.data.device !== id) return;
         if (ev.event === 'DEVICE_DELETED') outcome = { deleted: true };
         else if (ev.event === 'DEVICE_UNPLUG_GUEST_ERROR') outcome = { refused: String(ev.data.path ?? id) };
+        wake?.();
+      });
+      // QEMU going away (the VM shut down) ends the wait: the caller decides from who still holds the device.
+      conn.on('closed', (error: VfiodError) => {
+        outcome ??= { closed: error };
         wake?.();
       });
       try {
@@ -388,6 +393,9 @@ export class QemuAdapter implements HypervisorAdapter {
           `device_del ${id}: VM ${this.vmId} (QMP ${this.qmpSocket}): no DEVICE_DELETED within ${timeoutMs} ms: the guest has not released the device (removal stays pending)`,
           { vmId: this.vmId, deviceId: id },
         );
+      }
+      if ('closed' in outcome) {
+        throw new VfiodError('UNAVAILABLE', `device_del ${id}: ${outcome.closed.message} while waiting for DEVICE_DELETED`, { vmId: this.vmId, deviceId: id });
       }
       if ('refused' in outcome) {
         throw new VfiodError('FAILED_PRECONDITION', `device_del ${id}: VM ${this.vmId}: the guest refused the unplug (DEVICE_UNPLUG_GUEST_ERROR for ${outcome.refused})`, {
