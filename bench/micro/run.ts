@@ -39,10 +39,14 @@ for (const [index, group] of selected.entries()) {
   results.push(...runGroup(group, maxTime, (line) => process.stderr.write(line + '\n')));
 }
 
-const lines = [`| group | case | ops/s | ± % | ns/op | vs reference |`, `|---|---|---:|---:|---:|---:|`];
+const lines = [
+  `| group | case | ops/s (best sample) | ns/op | mean ops/s | ± % | vs reference |`,
+  `|---|---|---:|---:|---:|---:|---:|`,
+];
 for (const r of results) {
   lines.push(
-    `| ${r.reference ? r.group : ''} | ${r.name} | ${r.opsPerSecond.toLocaleString('en-US')} | ${r.rme.toFixed(1)} | ${r.nsPerOp} | ` +
+    `| ${r.reference ? r.group : ''} | ${r.name} | ${r.opsPerSecond.toLocaleString('en-US')} | ${r.nsPerOp} | ` +
+      `${r.meanOpsPerSecond.toLocaleString('en-US')} | ${r.rme.toFixed(1)} | ` +
       `${r.reference ? '1.00' : r.ratioToReference.toFixed(2)} |`,
   );
 }
