@@ -180,8 +180,9 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     }
     let tcpAddress: string | null = null;
     if (tcp) {
-      const port = await bind(server, `${tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host}:${tcp.port}`, tlsCredentials ?? grpc.ServerCredentials.createInsecure());
-      tcpAddress = `${tcp.host}:${port}`;
+      const host = tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host;
+      const port = await bind(server, `${host}:${tcp.port}`, tlsCredentials ?? grpc.ServerCredentials.createInsecure());
+      tcpAddress = `${host}:${port}`;
       if (!tlsCredentials) logger.warn('plain TCP enabled (--insecure-tcp): anyone who can reach it controls the host devices', { address: tcpAddress });
     }
     for (const service of ['', ...SERVICES]) health.setStatus(service, 'SERVING');
