@@ -169,7 +169,7 @@ ${FILE_TARGET}
 
   it('verifies writes inline (time-based) and reads over one pass (size-based)', () => {
     const write = jobFile(point('randwrite-4k-qd8-j1-verify'), target).split('\n');
-    expect(write).toEqual(expect.arrayContaining(['verify=crc32c', 'verify_fatal=1', 'verify_backlog=256', 'time_based=1']));
+    expect(write).toEqual(expect.arrayContaining(['verify=crc32c', 'verify_fatal=1', 'verify_backlog=256', 'time_based=1', 'verify_state_save=0']));
     const read = jobFile(point('randread-4k-qd8-j1-verify'), target).split('\n');
     expect(read).toEqual(expect.arrayContaining(['verify=crc32c', 'verify_fatal=1']));
     expect(read).not.toContain('time_based=1');
@@ -180,7 +180,7 @@ ${FILE_TARGET}
 
   it('fills with verify headers in the point block size, or in 128k blocks without verify', () => {
     const verified = fillJobFile(point('randread-4k-qd1-j2-verify'), target).split('\n');
-    expect(verified).toEqual(expect.arrayContaining(['rw=write', 'bs=4096', 'verify=crc32c', 'do_verify=0', 'numjobs=2', 'offset_increment=33554432']));
+    expect(verified).toEqual(expect.arrayContaining(['rw=write', 'bs=4096', 'verify=crc32c', 'do_verify=0', 'verify_state_save=0', 'numjobs=2', 'offset_increment=33554432']));
     const plain = fillJobFile(point('randread-4k-qd1-j1'), target).split('\n');
     expect(plain).toContain('bs=131072');
     expect(plain.join('\n')).not.toMatch(/verify/);
@@ -428,6 +428,8 @@ targets:
       if (p.target === 'emu') expect(job).toMatch(/^ioengine=external:.*vfiod-fio\.so$/m);
       else expect(job).toMatch(/^ioengine=libaio$/m);
     }
+    // fio runs in the jobs directory and is told not to save verify state: nothing else lands there (or in the cwd).
+    expect(readdirSync(path.join(out, 'jobs')).filter((f) => !/\.(fio|json)$/.test(f))).toEqual([]);
   });
 
   it('writes report.md: a table per workload with ratios against the file baseline', () => {

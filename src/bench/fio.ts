@@ -1,6 +1,7 @@
 /** Running fio and reading its JSON output (`--output-format=json`). */
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { dirname } from 'node:path';
 
 /** One direction (read or write) of a job, in the units the report uses. */
 export interface DirectionStats {
@@ -145,7 +146,8 @@ export function runFio(options: {
   const argv = [...(options.prefix ?? []), options.fio, '--output-format=json', `--output=${options.jsonPath}`, options.jobPath];
   return new Promise((resolve) => {
     const startedMs = Date.now();
-    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env });
+    // cwd = the job file's directory: whatever fio writes next to itself (state files, logs) stays with the run.
+    const child = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], env: options.env ?? process.env, cwd: dirname(options.jobPath) });
     let stderr = '';
     let spawnError: string | undefined;
     const keep = (chunk: Buffer): void => {

@@ -94,7 +94,8 @@ export function jobFile(p: MatrixPoint, target: { name: string; options: TargetF
     if (p.rampSeconds > 0) out.push(`ramp_time=${fioTime(p.rampSeconds)}`);
   }
   if (p.verify) {
-    out.push(`verify=${VERIFY_METHOD}`, 'verify_fatal=1', 'verify_dump=0');
+    // verify_state_save=0: fio would otherwise drop a *-verify.state file into its working directory.
+    out.push(`verify=${VERIFY_METHOD}`, 'verify_fatal=1', 'verify_dump=0', 'verify_state_save=0');
     if (!readsData(p.rw) || p.rw === 'randrw') out.push(`verify_backlog=${VERIFY_BACKLOG}`);
   }
   out.push('', `[${p.id}]`, '');
@@ -118,7 +119,7 @@ export function fillJobFile(
     'iodepth=16',
     ...lines(regionOptions(p)),
     'group_reporting=1',
-    ...(p.verify ? [`verify=${VERIFY_METHOD}`, 'do_verify=0'] : []),
+    ...(p.verify ? [`verify=${VERIFY_METHOD}`, 'do_verify=0', 'verify_state_save=0'] : []),
     '',
     `[fill-${p.id}]`,
     '',
