@@ -27,7 +27,11 @@
 #error "build with bench/fio-engine/build.sh (defines VFIOD_FIO_VERSION)"
 #endif
 
-#define FIRST_IOVA 0x100000ull /* IOVA 0..1M stays unused: a zero PRP is always a bug */
+/*
+ * DMA regions go from 4 GiB up: below that, IOMMUs reserve ranges (the x86 MSI window at 0xfee00000, RMRRs) that a
+ * type1 map would be refused in, and a zero PRP can never be valid. NVMe controllers do 64-bit DMA.
+ */
+#define FIRST_IOVA (1ull << 32)
 #define ADMIN_QSIZE 32
 #define MAX_IO_QUEUES 64 /* asked for with Set Features; the controller may grant fewer */
 #define PAGE 4096u
