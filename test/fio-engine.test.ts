@@ -159,6 +159,18 @@ stonewall
 rw=read
 bs=1M
 iodepth=4
+[irq]
+stonewall
+vfiod_completion=irq
+rw=randwrite
+bs=4k
+iodepth=8
+size=4M
+numjobs=2
+offset=16M
+offset_increment=4M
+verify=crc32c
+do_verify=1
 `);
     expect(run.status, run.stderr).toBe(0);
     const [verify] = byName(run, 'verify');
@@ -173,6 +185,13 @@ iodepth=4
     const [whole] = byName(run, 'whole');
     expect(whole!.error).toBe(0);
     expect(whole!.read.io_bytes).toBe(64 << 20);
+    // interrupt completions (MSI-X vector per queue, eventfd): same data round trip, fio sleeps while waiting
+    const irq = byName(run, 'irq');
+    expect(irq).toHaveLength(2);
+    for (const job of irq) {
+      expect(job.error).toBe(0);
+      expect(job.read.io_bytes).toBe(4 << 20);
+    }
   });
 
   it('numjobs=2 share a connection, one queue pair each; verify, trim, fsync (file namespace, --poll)', async () => {
@@ -290,6 +309,7 @@ ${job('on-polled', polled.socket, 'vfiod_doorbell=mmap\n')}`);
   it('rejects bad options with precise messages', async () => {
     const cases: Array<[string, string | RegExp]> = [
       ['vfiod_transport=pcie', 'vfiod: vfiod_transport=pcie: must be vfio-user or vfio'],
+      ['vfiod_completion=maybe', 'vfiod: vfiod_completion=maybe: must be poll or irq'],
       ['thread=0', "vfiod: job 'x' needs thread=1"],
       ['vfiod_nsid=7', /vfiod: vfio-user \S+ nsid 7: Identify Namespace: .*SC 0x0b/],
       ['vfiod_doorbell=mmap', 'vfiod_doorbell=mmap but BAR0 offers no mmap-able doorbell page'],
@@ -370,5 +390,11 @@ describe.skipIf(guestReason)('fio engine over VFIO (NVMe VF on vfio-pci in the Q
     expect(results['pfFioStatus']).not.toBe(0);
     const pfErr = readFileSync(path.join(run!.workDir, 'fio-pf.err'), 'utf8');
     expect(pfErr).toContain(`vfiod: vfio ${String(results['pf'])}: bound to nvme, not vfio-pci`);
+  });
+
+  it('says that interrupt completions are not implemented for vfio', () => {
+    expect(results['irqFioStatus']).not.toBe(0);
+    const irqErr = readFileSync(path.join(run!.workDir, 'fio-irq.err'), 'utf8');
+    expect(irqErr).toContain('vfiod_completion=irq needs MSI-X vector 1, but the vfio transport does not implement');
   });
 });

@@ -12,11 +12,14 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fio.h"
 #include "optgroup.h"
@@ -36,6 +39,8 @@
 #define MAX_IO_QUEUES 64 /* asked for with Set Features; the controller may grant fewer */
 #define PAGE 4096u
 #define REAP_BATCH 64
+#define POLL_SPINS 4096 /* empty CQ checks between clock reads (polled completions) */
+#define IRQ_SPINS 64    /* empty CQ checks before sleeping on the eventfd (interrupt completions) */
 
 /* ---------------- options ---------------- */
 
@@ -48,6 +53,7 @@ struct vfiod_options {
   unsigned int qsize;
   char *doorbell;
   unsigned int timeout_ms;
+  char *completion;
 };
 
 static struct fio_option options[] = {
@@ -121,6 +127,16 @@ static struct fio_option options[] = {
         .help = "Fail the job when no completion arrives for this long while I/O is outstanding",
         .def = "30000",
         .minval = 100,
+        .category = FIO_OPT_C_ENGINE,
+        .group = FIO_OPT_G_INVALID,
+    },
+    {
+        .name = "vfiod_completion",
+        .lname = "vfiod completion mode",
+        .type = FIO_OPT_STR_STORE,
+        .off1 = offsetof(struct vfiod_options, completion),
+        .help = "poll: spin on the CQ; irq: MSI-X interrupt to an eventfd, sleep while waiting (vfio-user only)",
+        .def = "poll",
         .category = FIO_OPT_C_ENGINE,
         .group = FIO_OPT_G_INVALID,
     },
@@ -280,6 +296,7 @@ struct vfiod_job {
   unsigned nevents;
   unsigned inflight; /* in the SQ (rung or not), not yet completed */
   unsigned timeout_ms;
+  int efd; /* eventfd of the job's MSI-X vector (vfiod_completion=irq), else -1 */
   int failed; /* errno once the controller or transport failed: later calls fail at once, without more noise */
   uint64_t last_health_ms;
   uint32_t max_transfer;
@@ -316,6 +333,10 @@ static int check_options(struct thread_data *td, const struct vfiod_options *o) 
     log_err("vfiod: vfiod_transport=vfio-user needs vfiod_socket=<path of a vfiod serve socket>\n");
     return EINVAL;
   }
+  if (!o->completion || (strcmp(o->completion, "poll") && strcmp(o->completion, "irq"))) {
+    log_err("vfiod: vfiod_completion=%s: must be poll or irq\n", o->completion ? o->completion : "");
+    return EINVAL;
+  }
   if (!strcmp(o->transport, "vfio") && (!o->bdf || !o->bdf[0])) {
     log_err("vfiod: vfiod_transport=vfio needs vfiod_bdf=<PCI address, e.g. 0000:01:00.1>\n");
     return EINVAL;
@@ -343,7 +364,7 @@ static struct vfiod_job *job_get(struct thread_data *td) {
     return NULL;
   }
   j->sc = sc;
-  j->rings.fd = j->bufs.fd = -1;
+  j->rings.fd = j->bufs.fd = j->efd = -1;
   j->timeout_ms = o->timeout_ms;
   snprintf(j->desc, sizeof j->desc, "%s %s nsid %u", sc->x->kind, sc->x->target, o->nsid);
   pthread_mutex_lock(&sc->lock);
@@ -380,6 +401,7 @@ static void job_free(struct thread_data *td, struct vfiod_job *j) {
   vfiod_dma_region_free(&j->rings);
   free(j->slots);
   free(j->events);
+  if (j->efd >= 0) close(j->efd); /* after the queue is gone: no more interrupts for it */
   ctrl_release(sc);
   free(j);
   td->io_ops_data = NULL;
@@ -475,8 +497,30 @@ static int vfiod_init(struct thread_data *td) {
     j->slots[i].cid = (uint16_t)i;
     j->slots[i].prp_list = nvme_dma_alloc(&j->rings_mem, PAGE, PAGE, &j->slots[i].prp_iova);
   }
+  int vector = -1;
+  if (!strcmp(o->completion, "irq")) {
+    /* One MSI-X vector per queue (vector = queue id; vector 0 stays the admin queue's). */
+    if (!sc->x->irq_bind || qid >= sc->x->irq_vectors) {
+      log_err("vfiod: %s: vfiod_completion=irq needs MSI-X vector %u, but the %s transport %s\n", j->desc, qid,
+              sc->x->kind, sc->x->irq_bind ? "has fewer vectors" : "does not implement interrupts (use poll)");
+      pthread_mutex_lock(&sc->lock);
+      sc->qid_busy[qid] = 0;
+      pthread_mutex_unlock(&sc->lock);
+      return EINVAL;
+    }
+    j->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (j->efd < 0 || sc->x->irq_bind(sc->x, qid, j->efd, err, sizeof err)) {
+      if (j->efd < 0) snprintf(err, sizeof err, "eventfd: %s", strerror(errno));
+      log_err("vfiod: %s: interrupt for queue %u: %s\n", j->desc, qid, err);
+      pthread_mutex_lock(&sc->lock);
+      sc->qid_busy[qid] = 0;
+      pthread_mutex_unlock(&sc->lock);
+      return EIO;
+    }
+    vector = qid;
+  }
   pthread_mutex_lock(&sc->lock);
-  r = nvme_create_io_qpair_in(&sc->ctrl, &j->rings_mem, &j->qp, qid, (uint16_t)qsize, -1);
+  r = nvme_create_io_qpair_in(&sc->ctrl, &j->rings_mem, &j->qp, qid, (uint16_t)qsize, vector);
   if (r) {
     snprintf(err, sizeof err, "%s", sc->ctrl.last_error);
     sc->qid_busy[qid] = 0;
@@ -698,7 +742,7 @@ static int vfiod_getevents(struct thread_data *td, unsigned int min, unsigned in
     if (n >= max || (n >= min && got < (int)want)) break;
     if (got > 0) continue;
     if (n >= min) break;
-    if (++spins < 4096) {
+    if (++spins < (j->efd >= 0 ? IRQ_SPINS : POLL_SPINS)) {
       cpu_relax();
       continue;
     }
@@ -706,6 +750,20 @@ static int vfiod_getevents(struct thread_data *td, unsigned int min, unsigned in
     uint64_t now = mono_ms();
     if (!start) start = now;
     if (t && now - start >= wait_ms) break;
+    if (j->efd >= 0 && j->inflight) {
+      /* Sleep until the queue's vector fires; bounded so the health and timeout checks below still run. */
+      uint64_t left = t ? wait_ms - (now - start) : 100;
+      struct pollfd pfd = {.fd = j->efd, .events = POLLIN};
+      if (poll(&pfd, 1, left < 100 ? (int)left : 100) > 0) {
+        uint64_t count;
+        if (read(j->efd, &count, sizeof count) < 0 && errno != EAGAIN) {
+          log_err("vfiod: %s: reading the interrupt eventfd: %s\n", j->desc, strerror(errno));
+          j->failed = EIO;
+          return -EIO;
+        }
+      }
+      now = mono_ms();
+    }
     if (j->inflight && now - j->last_health_ms >= 100) {
       j->last_health_ms = now;
       if ((j->failed = check_health(j))) {

@@ -36,6 +36,12 @@ struct vfiod_xport {
   /* Map/unmap r at r->iova for device DMA. 0 or -errno with err filled. */
   int (*dma_map)(struct vfiod_xport *x, struct vfiod_dma_region *r, char *err, size_t errlen);
   int (*dma_unmap)(struct vfiod_xport *x, struct vfiod_dma_region *r, char *err, size_t errlen);
+  /*
+   * Interrupts (MSI-X) for completion: vectors available (0 = not supported by this transport), and binding an
+   * eventfd to one vector. 0 or -errno with err filled.
+   */
+  uint32_t irq_vectors;
+  int (*irq_bind)(struct vfiod_xport *x, uint32_t vector, int efd, char *err, size_t errlen);
   /* Latest transport-level error (socket/ioctl detail behind a failed register access or doorbell). */
   const char *(*last_error)(struct vfiod_xport *x);
   void (*destroy)(struct vfiod_xport *x);

@@ -32,6 +32,7 @@ struct vu_xport {
   void *db_map;
   size_t db_map_len;
   int bar0_fd;
+  int msix_enabled;
   unsigned posted;
   char error[VFIOD_ERR_LEN];
 };
@@ -107,6 +108,21 @@ static int vu_dma_unmap(struct vfiod_xport *base, struct vfiod_dma_region *r, ch
   return rc;
 }
 
+static int vu_irq_bind(struct vfiod_xport *base, uint32_t vector, int efd, char *err, size_t errlen) {
+  struct vu_xport *x = (struct vu_xport *)base;
+  pthread_mutex_lock(&g_socket_lock);
+  int r = 0;
+  if (!x->msix_enabled) {
+    r = vfu_pci_enable_msix(&x->c);
+    if (r) snprintf(err, errlen, "enabling MSI-X: %s", x->c.last_error);
+    else x->msix_enabled = 1;
+  }
+  if (!r && (r = vfu_set_irqs_eventfd(&x->c, VFU_PCI_MSIX_IRQ, vector, 1, &efd)))
+    snprintf(err, errlen, "SET_IRQS (MSI-X vector %u): %s", vector, x->c.last_error);
+  pthread_mutex_unlock(&g_socket_lock);
+  return r;
+}
+
 static const char *vu_last_error(struct vfiod_xport *base) { return ((struct vu_xport *)base)->error; }
 
 static void vu_destroy(struct vfiod_xport *base) {
@@ -170,6 +186,11 @@ static struct vfiod_xport *open_locked(const char *socket_path, const char *door
   uint32_t cap_hi;
   if (vfu_region_read(c, VFU_PCI_BAR0_REGION, NVME_REG_CAP + 4, &cap_hi, 4)) goto fail;
   x->stride = 4u << (cap_hi & 0xfu);
+  if (c->num_irqs > VFU_PCI_MSIX_IRQ) {
+    step = "GET_IRQ_INFO(MSI-X)";
+    uint32_t flags;
+    if (vfu_get_irq_info(c, VFU_PCI_MSIX_IRQ, &flags, &x->base.irq_vectors)) goto fail;
+  }
 
   uint64_t area_off = 0, area_size = 0;
   int can_mmap = vfu_find_mmap_area(&bar0, NVME_REG_DOORBELLS, 8, &area_off, &area_size) == 0;
@@ -198,6 +219,7 @@ static struct vfiod_xport *open_locked(const char *socket_path, const char *door
   x->base.ops = (struct nvme_regs_ops){x, vu_read32, vu_read64, vu_write32, vu_write64, vu_doorbell};
   x->base.dma_map = vu_dma_map;
   x->base.dma_unmap = vu_dma_unmap;
+  x->base.irq_bind = vu_irq_bind;
   x->base.last_error = vu_last_error;
   x->base.destroy = vu_destroy;
   return &x->base;

@@ -74,6 +74,36 @@ int vfu_find_mmap_area(const struct vfu_region_info *region, uint64_t offset, ui
   return -1;
 }
 
+/* Dword-aligned config read, so any server access granularity works. */
+static int cfg_read(struct vfu_client *c, uint32_t off, uint32_t size, uint32_t *v) {
+  uint32_t dw;
+  int r = vfu_region_read(c, VFU_PCI_CONFIG_REGION, off & ~3u, &dw, 4);
+  if (r) return r;
+  dw >>= (off & 3u) * 8u;
+  *v = size == 4 ? dw : dw & ((1u << (size * 8u)) - 1u);
+  return 0;
+}
+
+int vfu_pci_enable_msix(struct vfu_client *c) {
+  uint32_t status, ptr;
+  int r = cfg_read(c, 0x06, 2, &status);
+  if (r) return r;
+  if (!(status & 0x10u)) return fail(c, ENOENT, "no PCI capability list");
+  if ((r = cfg_read(c, 0x34, 1, &ptr))) return r;
+  for (int guard = 0; ptr >= 0x40 && ptr < 0x100 && guard < 48; guard++) {
+    uint32_t hdr;
+    if ((r = cfg_read(c, ptr & ~3u, 2, &hdr))) return r;
+    if ((hdr & 0xffu) == 0x11u) {
+      uint32_t mc;
+      if ((r = cfg_read(c, ptr + 2, 2, &mc))) return r;
+      uint16_t nmc = (uint16_t)((mc | 0x8000u) & ~0x4000u); /* Enable, Function Mask off */
+      return vfu_region_write(c, VFU_PCI_CONFIG_REGION, ptr + 2, &nmc, 2);
+    }
+    ptr = (hdr >> 8) & 0xfcu;
+  }
+  return fail(c, ENOENT, "no MSI-X capability");
+}
+
 int vfu_peer_pid(struct vfu_client *c) {
   struct ucred cr;
   socklen_t len = sizeof cr;

@@ -120,6 +120,11 @@ int vfu_drain_unsolicited(struct vfu_client *c);
  */
 int vfu_find_mmap_area(const struct vfu_region_info *region, uint64_t offset, uint64_t len, uint64_t *area_offset,
                        uint64_t *area_size);
+/*
+ * PCI config space: set MSI-X Enable and clear Function Mask in the MSI-X capability (what a driver does before
+ * using vectors). Returns -ENOENT when the function has no MSI-X capability.
+ */
+int vfu_pci_enable_msix(struct vfu_client *c);
 /* Server process id (SO_PEERCRED), or -1. */
 int vfu_peer_pid(struct vfu_client *c);
 void vfu_close(struct vfu_client *c);

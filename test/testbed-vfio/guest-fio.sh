@@ -61,6 +61,11 @@ fio --name=pf --ioengine="external:$ENGINE" --thread --vfiod_transport=vfio --vf
   > /dev/null 2> "$W/fio-pf.err"
 echo $? > "$W/fio-pf.status"
 
+# Interrupt completions are implemented for vfio-user only: the vfio transport must say so.
+fio --name=irq --ioengine="external:$ENGINE" --thread --vfiod_transport=vfio --vfiod_bdf="$VF" --vfiod_completion=irq \
+  --rw=read --size=1M > /dev/null 2> "$W/fio-irq.err"
+echo $? > "$W/fio-irq.status"
+
 cat > /tmp/vfio.fio << EOF
 [global]
 ioengine=external:$ENGINE
@@ -104,6 +109,9 @@ cd /tmp # writable (the root is read-only 9p)
 fio --output-format=json --output="$W/fio.json" /tmp/vfio.fio 2> "$W/fio.err"
 status=$?
 log "fio exit $status"
-printf '{"ok":true,"pf":"%s","vf":"%s","vfGroup":"%s","vfDriver":"%s","fioStatus":%d,"pfFioStatus":%s}\n' \
-  "$PF" "$VF" "$GROUP" "$(driver_of "$VF")" "$status" "$(cat "$W/fio-pf.status")" > "$W/results.json"
+format='{"ok":true,"pf":"%s","vf":"%s","vfGroup":"%s","vfDriver":"%s","fioStatus":%d,"pfFioStatus":%s,'
+format="$format"'"irqFioStatus":%s}\n'
+printf "$format" \
+  "$PF" "$VF" "$GROUP" "$(driver_of "$VF")" "$status" "$(cat "$W/fio-pf.status")" "$(cat "$W/fio-irq.status")" \
+  > "$W/results.json"
 finish
