@@ -310,6 +310,7 @@ ${job('on-polled', polled.socket, 'vfiod_doorbell=mmap\n')}`);
     const cases: Array<[string, string | RegExp]> = [
       ['vfiod_transport=pcie', 'vfiod: vfiod_transport=pcie: must be vfio-user or vfio'],
       ['vfiod_completion=maybe', 'vfiod: vfiod_completion=maybe: must be poll or irq'],
+      ['io_submit_mode=offload', "vfiod: can't be used with offloaded submit"], // a queue pair has one owner thread
       ['thread=0', "vfiod: job 'x' needs thread=1"],
       ['vfiod_nsid=7', /vfiod: vfio-user \S+ nsid 7: Identify Namespace: .*SC 0x0b/],
       ['vfiod_doorbell=mmap', 'vfiod_doorbell=mmap but BAR0 offers no mmap-able doorbell page'],

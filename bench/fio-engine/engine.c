@@ -816,8 +816,11 @@ static char *vfiod_errdetails(struct io_u *io_u) {
 struct ioengine_ops ioengine = {
     .name = "vfiod",
     .version = FIO_IOOPS_VERSION,
-    /* DISKLESSIO: the "file" is a namespace; MEMALIGN: page-aligned buffers (PRP entries after the first). */
-    .flags = FIO_DISKLESSIO | FIO_NOEXTEND | FIO_NODISKUTIL | FIO_MEMALIGN,
+    /*
+     * DISKLESSIO: the "file" is a namespace; MEMALIGN: page-aligned buffers (PRP entries after the first);
+     * NO_OFFLOAD: a queue pair belongs to one thread, so fio must not submit from its offload workers.
+     */
+    .flags = FIO_DISKLESSIO | FIO_NOEXTEND | FIO_NODISKUTIL | FIO_MEMALIGN | FIO_NO_OFFLOAD,
     .setup = vfiod_setup,
     .init = vfiod_init,
     .queue = vfiod_queue,
