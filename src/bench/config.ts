@@ -4,6 +4,7 @@
  * edit fixes a config instead of one error per run.
  */
 import { readFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { normalizeBdf } from '../devices/host.js';
@@ -43,6 +44,8 @@ export interface MatrixConfig {
 interface TargetBase {
   name: string;
   type: TargetType;
+  /** CPUs fio's jobs may run on (fio cpus_allowed, split between jobs), e.g. "4-7"; undefined = no pinning. */
+  fioCpus?: string;
 }
 
 export interface EmulationTarget extends TargetBase {
@@ -52,6 +55,8 @@ export interface EmulationTarget extends TargetBase {
   doorbells: 'interrupt' | 'polled';
   /** Extra `vfiod serve` arguments, passed as given. */
   serveArgs: string[];
+  /** CPUs `vfiod serve` runs on (taskset -c), e.g. "2-3"; undefined = no pinning. */
+  serverCpus?: string;
 }
 
 export interface PassthroughTarget extends TargetBase {
@@ -130,9 +135,9 @@ export function parseBenchConfig(text: string, source = '<config>'): BenchConfig
 const TOP_KEYS = ['name', 'fio', 'matrix', 'smoke', 'targets'];
 const MATRIX_KEYS = ['rw', 'rwmixread', 'bs', 'iodepth', 'numjobs', 'verify', 'runtime', 'ramp', 'size'];
 const TARGET_KEYS: Record<TargetType, string[]> = {
-  emulation: ['name', 'type', 'namespace', 'doorbells', 'serve-args'],
-  passthrough: ['name', 'type', 'bdf', 'nsid', 'prepare'],
-  file: ['name', 'type', 'path', 'ioengine', 'direct'],
+  emulation: ['name', 'type', 'namespace', 'doorbells', 'serve-args', 'server-cpus', 'fio-cpus'],
+  passthrough: ['name', 'type', 'bdf', 'nsid', 'prepare', 'fio-cpus'],
+  file: ['name', 'type', 'path', 'ioengine', 'direct', 'fio-cpus'],
   'in-guest': ['name', 'type', 'command', 'device'],
 };
 
@@ -330,6 +335,8 @@ function validateTargets(value: unknown, baseDir: string, problems: string[]): T
     names.add(name);
     unknownKeys(entry, TARGET_KEYS[type as TargetType], `${where}.`, problems);
     const target = validateTarget(type as TargetType, name, entry, where, baseDir, problems);
+    const fioCpus = entry['fio-cpus'] === undefined ? undefined : cpuList(entry['fio-cpus'], `${where}.fio-cpus`, problems);
+    if (target && fioCpus) target.fioCpus = fioCpus;
     if (target) targets.push(target);
   });
   return problems.length === before ? targets : undefined;
@@ -371,7 +378,13 @@ function validateTarget(
         problems.push(`${where}.serve-args: ${reserved} is set by the harness (use 'namespace' and 'doorbells')`);
         return undefined;
       }
-      return { name, type, namespace, doorbells, serveArgs };
+      const target: EmulationTarget = { name, type, namespace, doorbells, serveArgs };
+      if (entry['server-cpus'] !== undefined) {
+        const cpus = cpuList(entry['server-cpus'], `${where}.server-cpus`, problems);
+        if (!cpus) return undefined;
+        target.serverCpus = cpus;
+      }
+      return target;
     }
     case 'passthrough': {
       const bdf = entry['bdf'];
@@ -418,6 +431,28 @@ function validateTarget(
       );
       return undefined;
   }
+}
+
+/** A CPU list such as "2", "2-3" or "0,4-7" whose CPUs all exist here; undefined (and a problem) otherwise. */
+function cpuList(value: unknown, where: string, problems: string[]): string | undefined {
+  const text = typeof value === 'number' ? String(value) : value;
+  const count = os.cpus().length;
+  if (typeof text !== 'string' || !/^\d+(-\d+)?(,\d+(-\d+)?)*$/.test(text)) {
+    problems.push(`${where}: expected a CPU list such as 2, 2-3 or 0,4-7, got ${describe(value)}`);
+    return undefined;
+  }
+  for (const range of text.split(',')) {
+    const [first, last = first] = range.split('-').map(Number) as [number, number?];
+    if (last! < first) {
+      problems.push(`${where}: range ${range} runs backwards`);
+      return undefined;
+    }
+    if (last! >= count) {
+      problems.push(`${where}: CPU ${last} does not exist on this machine (CPUs 0-${count - 1})`);
+      return undefined;
+    }
+  }
+  return text;
 }
 
 /** Emulation namespaces with a known size must hold every job's region. */

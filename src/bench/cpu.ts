@@ -1,8 +1,10 @@
 /**
- * CPU time of a process from /proc: utime + stime of the whole process and of each thread. The sampler reads it
- * periodically during a fio run so the CPU of fio's measured window (after ramp, before teardown) can be cut out.
+ * CPU time of a process from /proc. The sampler reads it periodically during a fio run so the CPU of fio's measured
+ * window (after ramp, before teardown) can be cut out. Preferred source: the scheduler's on-CPU time per thread
+ * (/proc/<pid>/task/<tid>/schedstat, nanoseconds, user + system), summed; fallback: utime + stime from
+ * /proc/<pid>/stat, which counts in 10 ms ticks (too coarse for sub-second windows).
  */
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 
 /** USER_HZ: the unit of utime/stime in /proc/<pid>/stat (100 on every Linux architecture vfiod runs on). */
 export const CLOCK_TICKS_PER_SECOND = 100;
@@ -25,15 +27,38 @@ export function readCpuSeconds(statPath: string): { name: string; seconds: numbe
   return { name: stat.slice(open + 1, close), seconds: ticks / CLOCK_TICKS_PER_SECOND };
 }
 
-export function processCpuSeconds(pid: number): number | undefined {
-  return readCpuSeconds(`/proc/${pid}/stat`)?.seconds;
+export type CpuSource = 'schedstat' | 'stat';
+
+/** On-CPU seconds of every live thread of `pid` from schedstat; undefined when schedstat is not available. */
+export function schedstatSeconds(pid: number): number | undefined {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return undefined;
+  }
+  let ns = 0;
+  for (const tid of tids) {
+    try {
+      ns += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+    } catch {
+      // A thread that just exited; a missing schedstat file (no CONFIG_SCHED_INFO) shows up for every thread.
+      if (!existsSync(`/proc/${pid}/task/${tid}`)) continue;
+      return undefined;
+    }
+  }
+  return Number.isFinite(ns) ? ns / 1e9 : undefined;
+}
+
+export function processCpuSeconds(pid: number, source: CpuSource = 'stat'): number | undefined {
+  return source === 'schedstat' ? schedstatSeconds(pid) : readCpuSeconds(`/proc/${pid}/stat`)?.seconds;
 }
 
 /**
  * CPU seconds per thread, keyed "<name> main" for the main thread and "<name> <tid>" for the others (Node's worker
  * threads all carry the process name, so the tid tells them apart).
  */
-export function threadCpuSeconds(pid: number): Record<string, number> {
+export function threadCpuSeconds(pid: number, source: CpuSource = 'stat'): Record<string, number> {
   const result: Record<string, number> = {};
   let tids: string[];
   try {
@@ -43,7 +68,16 @@ export function threadCpuSeconds(pid: number): Record<string, number> {
   }
   for (const tid of tids) {
     const cpu = readCpuSeconds(`/proc/${pid}/task/${tid}/stat`);
-    if (cpu) result[`${cpu.name} ${tid === String(pid) ? 'main' : tid}`] = cpu.seconds;
+    if (!cpu) continue;
+    let seconds = cpu.seconds;
+    if (source === 'schedstat') {
+      try {
+        seconds = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]) / 1e9;
+      } catch {
+        continue; // exited in between
+      }
+    }
+    result[`${cpu.name} ${tid === String(pid) ? 'main' : tid}`] = seconds;
   }
   return result;
 }
@@ -58,18 +92,20 @@ export class CpuSampler {
   readonly samples: CpuSample[] = [];
   private timer: NodeJS.Timeout | undefined;
   readonly threadsAtStart: Record<string, number>;
+  readonly source: CpuSource;
 
   constructor(
     readonly pid: number,
-    intervalMs = 100,
+    intervalMs = 50,
   ) {
-    this.threadsAtStart = threadCpuSeconds(pid);
+    this.source = schedstatSeconds(pid) !== undefined ? 'schedstat' : 'stat';
+    this.threadsAtStart = threadCpuSeconds(pid, this.source);
     this.sample();
     this.timer = setInterval(() => this.sample(), intervalMs);
   }
 
   private sample(): void {
-    const seconds = processCpuSeconds(this.pid);
+    const seconds = processCpuSeconds(this.pid, this.source);
     if (seconds !== undefined) this.samples.push({ timeMs: Date.now(), seconds });
   }
 
@@ -78,7 +114,7 @@ export class CpuSampler {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
     this.sample();
-    const end = threadCpuSeconds(this.pid);
+    const end = threadCpuSeconds(this.pid, this.source);
     const delta: Record<string, number> = {};
     for (const [name, seconds] of Object.entries(end)) {
       const used = round6(seconds - (this.threadsAtStart[name] ?? 0));

@@ -106,14 +106,18 @@ function describeTarget(config: BenchResults['config']['targets'][number] | unde
   if (!config) return '';
   switch (config.type) {
     case 'emulation':
-      return `: vfiod serve, ${config.namespace}, ${config.doorbells} doorbells`;
+      return `: vfiod serve, ${config.namespace}, ${config.doorbells} doorbells${config.serverCpus !== undefined ? `, server on CPUs ${config.serverCpus}` : ''}${pinned(config)}`;
     case 'passthrough':
-      return `: ${config.bdf} on vfio-pci, NSID ${config.nsid}`;
+      return `: ${config.bdf} on vfio-pci, NSID ${config.nsid}${pinned(config)}`;
     case 'file':
-      return `: ${config.ioengine} on ${config.path}${config.direct ? ', O_DIRECT' : ''}`;
+      return `: ${config.ioengine} on ${config.path}${config.direct ? ', O_DIRECT' : ''}${pinned(config)}`;
     case 'in-guest':
       return '';
   }
+}
+
+function pinned(config: { fioCpus?: string }): string {
+  return config.fioCpus !== undefined ? `, fio on CPUs ${config.fioCpus}` : '';
 }
 
 function escapeCell(text: string): string {

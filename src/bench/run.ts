@@ -48,7 +48,8 @@ export interface PointResult {
   /** verified_ios: reads fio checked against the written pattern (0 without verify). */
   verify?: { enabled: boolean; method?: string; errors: number; verified_ios: number };
   fio_cpu?: { usr_percent: number; sys_percent: number; seconds: number; us_per_io: number };
-  server_cpu?: { seconds: number; us_per_io: number; cores: number; threads_whole_run_s: Record<string, number> };
+  /** source: schedstat (ns on-CPU time of every thread) or stat (utime + stime, 10 ms ticks). */
+  server_cpu?: { seconds: number; us_per_io: number; cores: number; source: string; threads_whole_run_s: Record<string, number> };
   /** I/Os per second of CPU spent by fio and the server together. */
   iops_per_core?: number;
 }
@@ -265,9 +266,10 @@ async function runPoint(
     const seconds = sampler.secondsBetween(end - job.windowMs, end);
     if (seconds !== undefined && job.windowMs > 0) {
       result.server_cpu = {
-        seconds: round(seconds, 4),
+        seconds: round(seconds, 6),
         us_per_io: result.ios > 0 ? round((seconds * 1e6) / result.ios, 3) : 0,
         cores: round(seconds / (job.windowMs / 1000), 3),
+        source: sampler.source,
         threads_whole_run_s: threads ?? {},
       };
       cpuSeconds += seconds;

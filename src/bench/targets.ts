@@ -4,7 +4,7 @@
  * the DeviceManager; file targets create their sparse file.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, createWriteStream, existsSync, ftruncateSync, mkdirSync, openSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, createWriteStream, existsSync, ftruncateSync, mkdirSync, openSync, readFileSync, realpathSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { EmulationTarget, FileTarget, PassthroughTarget, TargetConfig } from './config.js';
@@ -48,6 +48,16 @@ export interface TargetContext {
 
 export async function startTarget(config: TargetConfig, context: TargetContext): Promise<ActiveTarget> {
   mkdirSync(context.dir, { recursive: true });
+  const target = await startByType(config, context);
+  if (config.fioCpus !== undefined) {
+    // Each job gets its own CPU from the list (split), so jobs do not share a core they spin on.
+    target.fioOptions.push(['cpus_allowed', config.fioCpus], ['cpus_allowed_policy', 'split']);
+    target.info['fio_cpus'] = config.fioCpus;
+  }
+  return target;
+}
+
+function startByType(config: TargetConfig, context: TargetContext): Promise<ActiveTarget> {
   switch (config.type) {
     case 'emulation':
       return startEmulation(config, context);
@@ -73,7 +83,9 @@ async function startEmulation(config: EmulationTarget, context: TargetContext): 
   const args = [VFIOD_BIN, 'serve', '--socket', socket, '--namespace', config.namespace, ...(config.doorbells === 'polled' ? ['--poll'] : []), ...config.serveArgs];
   const logPath = path.join(context.dir, 'serve.log');
   const log = createWriteStream(logPath);
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  // taskset execs node, so the child's pid is the server's pid either way.
+  const command = config.serverCpus !== undefined ? ['taskset', '-c', config.serverCpus, process.execPath] : [process.execPath];
+  const child = spawn(command[0]!, [...command.slice(1), ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
   let exited: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   const exitPromise = new Promise<void>((resolve) =>
     child.once('exit', (code, signal) => {
@@ -116,12 +128,22 @@ async function startEmulation(config: EmulationTarget, context: TargetContext): 
     serverPid: child.pid!,
     info: {
       engine,
-      server_command: ['node', ...args.map((a) => (a === VFIOD_BIN ? 'bin/vfiod.js' : a))].join(' '),
+      server_command: [...(config.serverCpus !== undefined ? ['taskset', '-c', config.serverCpus] : []), 'node', ...args.map((a) => (a === VFIOD_BIN ? 'bin/vfiod.js' : a))].join(' '),
       server_log: logPath,
+      server_cpus_allowed: cpusAllowed(child.pid!),
     },
     failure: () => (exited ? `vfiod serve exited (${describeExit(exited)}): ${lastLines(tail)}` : undefined),
     stop: () => stopChild(child, () => exited !== undefined, exitPromise, context.logger, config.name).finally(() => log.end()),
   };
+}
+
+/** The kernel's view of where a process may run (/proc/<pid>/status Cpus_allowed_list). */
+function cpusAllowed(pid: number): string | undefined {
+  try {
+    return /^Cpus_allowed_list:\s*(\S+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  } catch {
+    return undefined;
+  }
 }
 
 function isListening(line: string, socket: string): boolean {
