@@ -63,8 +63,8 @@ targets:
       verify: [false, true], runtimeSeconds: 5, rampSeconds: 0.5, sizeBytes: 64 * 2 ** 20,
     });
     expect(config.targets).toEqual([
-      { name: 'emu', type: 'emulation', namespace: 'memory:256M', doorbells: 'polled', serveArgs: ['--io-queues', '4'] },
-      { name: 'vf', type: 'passthrough', bdf: '0000:3b:00.1', nsid: 1, prepare: false },
+      { name: 'emu', type: 'emulation', namespace: 'memory:256M', doorbells: 'polled', serveArgs: ['--io-queues', '4'], completion: 'poll' },
+      { name: 'vf', type: 'passthrough', bdf: '0000:3b:00.1', nsid: 1, prepare: false, claimsDb: '/var/lib/vfiod/claims.db' },
       { name: 'base', type: 'file', path: '/srv/bench/data/base.img', ioengine: 'io_uring', direct: true },
     ]);
     // --smoke: first two workloads, first bs, first and a capped last QD, 1 s, no ramp, at most 16 MiB.
@@ -105,6 +105,7 @@ targets:
   - { name: e1, type: emulation, namespace: 'memory:64M' }
   - { name: e1, type: emulation, namespace: 'tape:1G' }
   - { name: e3, type: emulation, serve-args: [--poll] }
+  - { name: e4, type: emulation, completion: interrupt }
   - { name: p, type: passthrough, bdf: 'pci-1' }
   - { name: f, type: file, path: /x, ioengine: spdk, sync: true }
   - { name: g, type: in-guest, command: [ssh, vm1], device: /dev/nvme0n1 }
@@ -115,10 +116,11 @@ targets:
       "targets[3].name: 'e1' is used by an earlier target; names must be unique",
       expect.stringMatching(/^targets\[3\]\.namespace: .*tape/),
       'targets[4].serve-args: --poll is set by the harness (use \'namespace\' and \'doorbells\')',
-      "targets[5].bdf: expected a PCI address such as 0000:3b:00.1, got 'pci-1'",
-      'targets[6].sync: unknown key; allowed: name, type, path, ioengine, direct, fio-cpus',
-      "targets[6].ioengine: 'spdk' is not supported; allowed: libaio, io_uring, psync",
-      expect.stringMatching(/^targets\[7\]: type 'in-guest' is not implemented yet/),
+      "targets[5].completion: 'interrupt' is not a completion mode; allowed: poll (fio spins on the CQ), irq (fio sleeps on the MSI-X eventfd)",
+      "targets[6].bdf: expected a PCI address such as 0000:3b:00.1, got 'pci-1'",
+      'targets[7].sync: unknown key; allowed: name, type, path, ioengine, direct, fio-cpus',
+      "targets[7].ioengine: 'spdk' is not supported; allowed: libaio, io_uring, psync",
+      expect.stringMatching(/^targets\[8\]: type 'in-guest' is not implemented yet/),
     ]);
     // 64 MiB per job x 2 jobs does not fit a 64 MiB namespace (checked only once everything else is valid).
     expect(problems("matrix: { size: 64M, numjobs: [1, 2] }\ntargets: [{ name: e, type: emulation, namespace: 'memory:64M' }]")).toEqual([
@@ -143,7 +145,7 @@ targets:
       "targets[0].server-cpus: expected a CPU list such as 2, 2-3 or 0,4-7, got 'all'",
       `targets[1].fio-cpus: CPU ${last + 1} does not exist on this machine (CPUs 0-${last})`,
       'targets[2].fio-cpus: range 1-0 runs backwards',
-      'targets[3].server-cpus: unknown key; allowed: name, type, bdf, nsid, prepare, fio-cpus',
+      'targets[3].server-cpus: unknown key; allowed: name, type, bdf, nsid, prepare, claims-db, fio-cpus',
     ]);
   });
 
@@ -372,7 +374,7 @@ name: ci-smoke
 matrix: { rw: [randread], bs: [128k], iodepth: [32], runtime: 30s, size: 16M }
 smoke: { rw: [randwrite, randread], bs: [4k], iodepth: [1, 8], runtime: 1s, ramp: 0, size: 8M, verify: true }
 targets:
-  - { name: emu, type: emulation, namespace: 'memory:32M', server-cpus: '0' }
+  - { name: emu, type: emulation, namespace: 'memory:32M', completion: irq, server-cpus: '0' }
   - { name: file, type: file, path: '${file}', ioengine: libaio, fio-cpus: '0' }
 `;
 
@@ -451,7 +453,10 @@ targets:
       expect(job).toContain(`[${p.point.id}]`);
       expect(job).toContain('verify=crc32c');
       expect(existsSync(path.join(out, p.files.fio_json))).toBe(true);
-      if (p.target === 'emu') expect(job).toMatch(/^ioengine=external:.*vfiod-fio\.so$/m);
+      if (p.target === 'emu') {
+        expect(job).toMatch(/^ioengine=external:.*vfiod-fio\.so$/m);
+        expect(job).toMatch(/^vfiod_completion=irq$/m);
+      }
       else expect(job).toMatch(/^ioengine=libaio\n(.*\n)*cpus_allowed=0\ncpus_allowed_policy=split$/m);
     }
     // fio runs in the jobs directory and is told not to save verify state: nothing else lands there (or in the cwd).

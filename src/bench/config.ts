@@ -7,6 +7,7 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { DEFAULT_STATE } from '../cli/devices.js';
 import { normalizeBdf } from '../devices/host.js';
 import { parseNamespaceUri } from '../namespace/uri.js';
 import { parseSize } from '../util/size.js';
@@ -57,6 +58,8 @@ export interface EmulationTarget extends TargetBase {
   serveArgs: string[];
   /** CPUs `vfiod serve` runs on (taskset -c), e.g. "2-3"; undefined = no pinning. */
   serverCpus?: string;
+  /** How fio's engine waits for completions: spin on the CQ (poll) or sleep on the queue's MSI-X eventfd (irq). */
+  completion: 'poll' | 'irq';
 }
 
 export interface PassthroughTarget extends TargetBase {
@@ -66,6 +69,8 @@ export interface PassthroughTarget extends TargetBase {
   nsid: number;
   /** Bind to vfio-pci with the DeviceManager before the run and give the device back afterwards. */
   prepare: boolean;
+  /** The passthrough manager's claims database (prepare: true). */
+  claimsDb: string;
 }
 
 export interface FileTarget extends TargetBase {
@@ -135,8 +140,8 @@ export function parseBenchConfig(text: string, source = '<config>'): BenchConfig
 const TOP_KEYS = ['name', 'fio', 'matrix', 'smoke', 'targets'];
 const MATRIX_KEYS = ['rw', 'rwmixread', 'bs', 'iodepth', 'numjobs', 'verify', 'runtime', 'ramp', 'size'];
 const TARGET_KEYS: Record<TargetType, string[]> = {
-  emulation: ['name', 'type', 'namespace', 'doorbells', 'serve-args', 'server-cpus', 'fio-cpus'],
-  passthrough: ['name', 'type', 'bdf', 'nsid', 'prepare', 'fio-cpus'],
+  emulation: ['name', 'type', 'namespace', 'doorbells', 'completion', 'serve-args', 'server-cpus', 'fio-cpus'],
+  passthrough: ['name', 'type', 'bdf', 'nsid', 'prepare', 'claims-db', 'fio-cpus'],
   file: ['name', 'type', 'path', 'ioengine', 'direct', 'fio-cpus'],
   'in-guest': ['name', 'type', 'command', 'device'],
 };
@@ -378,7 +383,12 @@ function validateTarget(
         problems.push(`${where}.serve-args: ${reserved} is set by the harness (use 'namespace' and 'doorbells')`);
         return undefined;
       }
-      const target: EmulationTarget = { name, type, namespace, doorbells, serveArgs };
+      const completion = entry['completion'] ?? 'poll';
+      if (completion !== 'poll' && completion !== 'irq') {
+        problems.push(`${where}.completion: ${describe(completion)} is not a completion mode; allowed: poll (fio spins on the CQ), irq (fio sleeps on the MSI-X eventfd)`);
+        return undefined;
+      }
+      const target: EmulationTarget = { name, type, namespace, doorbells, serveArgs, completion };
       if (entry['server-cpus'] !== undefined) {
         const cpus = cpuList(entry['server-cpus'], `${where}.server-cpus`, problems);
         if (!cpus) return undefined;
@@ -403,7 +413,12 @@ function validateTarget(
         problems.push(`${where}.prepare: expected true or false, got ${describe(prepare)}`);
         return undefined;
       }
-      return { name, type, bdf: normal, nsid, prepare };
+      const claimsDb = entry['claims-db'] ?? DEFAULT_STATE; // vfiod devices' database: the CLI sees the harness's claims
+      if (typeof claimsDb !== 'string' || claimsDb === '') {
+        problems.push(`${where}.claims-db: expected the path of the passthrough manager's claims database, got ${describe(claimsDb)}`);
+        return undefined;
+      }
+      return { name, type, bdf: normal, nsid, prepare, claimsDb: path.resolve(baseDir, claimsDb) };
     }
     case 'file': {
       const file = entry['path'];

@@ -106,7 +106,7 @@ function describeTarget(config: BenchResults['config']['targets'][number] | unde
   if (!config) return '';
   switch (config.type) {
     case 'emulation':
-      return `: vfiod serve, ${config.namespace}, ${config.doorbells} doorbells${config.serverCpus !== undefined ? `, server on CPUs ${config.serverCpus}` : ''}${pinned(config)}`;
+      return `: vfiod serve, ${config.namespace}, ${config.doorbells} doorbells, ${config.completion === 'irq' ? 'MSI-X' : 'polled'} completions${config.serverCpus !== undefined ? `, server on CPUs ${config.serverCpus}` : ''}${pinned(config)}`;
     case 'passthrough':
       return `: ${config.bdf} on vfio-pci, NSID ${config.nsid}${pinned(config)}`;
     case 'file':

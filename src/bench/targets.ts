@@ -124,7 +124,7 @@ async function startEmulation(config: EmulationTarget, context: TargetContext): 
   context.logger.info('vfiod serve is listening', { target: config.name, pid: child.pid, socket, doorbells: config.doorbells });
   return {
     config,
-    fioOptions: vfioUserEngineOptions(engine, socket),
+    fioOptions: [...vfioUserEngineOptions(engine, socket), ['vfiod_completion', config.completion]],
     serverPid: child.pid!,
     info: {
       engine,
@@ -184,13 +184,12 @@ async function startPassthrough(config: PassthroughTarget, context: TargetContex
     const { ClaimStore } = await import('../devices/claims.js');
     const { DEFAULT_ROOTS, realSysfsWriter } = await import('../devices/host.js');
     const { loadNativeProber } = await import('../devices/probe.js');
-    const { DEFAULT_STATE } = await import('../cli/devices.js');
     const owner = `vfiod-bench:${config.name}`;
     const manager = new DeviceManager({
       roots: DEFAULT_ROOTS,
       writer: realSysfsWriter,
       prober: await loadNativeProber({ sysfsRoot: DEFAULT_ROOTS.sysfs, devRoot: DEFAULT_ROOTS.dev }),
-      claims: new ClaimStore(DEFAULT_STATE),
+      claims: new ClaimStore(config.claimsDb),
     });
     try {
       const prepared = await manager.prepare(config.bdf, owner);
