@@ -501,8 +501,8 @@ static int vfiod_init(struct thread_data *td) {
   if (!strcmp(o->completion, "irq")) {
     /* One MSI-X vector per queue (vector = queue id; vector 0 stays the admin queue's). */
     if (!sc->x->irq_bind || qid >= sc->x->irq_vectors) {
-      log_err("vfiod: %s: vfiod_completion=irq needs MSI-X vector %u, but the %s transport %s\n", j->desc, qid,
-              sc->x->kind, sc->x->irq_bind ? "has fewer vectors" : "does not implement interrupts (use poll)");
+      log_err("vfiod: %s: vfiod_completion=irq needs MSI-X vector %u, but the device has %u vectors (use poll)\n",
+              j->desc, qid, sc->x->irq_vectors);
       pthread_mutex_lock(&sc->lock);
       sc->qid_busy[qid] = 0;
       pthread_mutex_unlock(&sc->lock);

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
+#include <pthread.h>
 #include <limits.h>
 #include <linux/vfio.h>
 #include <stdio.h>
@@ -25,6 +26,8 @@ struct vf_xport {
   volatile uint8_t *bar0;
   size_t bar0_len;
   uint32_t stride;
+  int msix_enabled;
+  pthread_mutex_t irq_lock; /* jobs bind their vectors from their own threads */
   char error[VFIOD_ERR_LEN];
 };
 
@@ -86,10 +89,54 @@ static int vf_dma_unmap(struct vfiod_xport *base, struct vfiod_dma_region *r, ch
   return 0;
 }
 
+/* VFIO_DEVICE_SET_IRQS on the MSI-X index with eventfds (-1 = no trigger) for vectors start..start+count-1. */
+static int set_msix(struct vf_xport *x, uint32_t start, uint32_t count, const int32_t *fds) {
+  size_t size = sizeof(struct vfio_irq_set) + count * sizeof(int32_t);
+  struct vfio_irq_set *set = calloc(1, size);
+  if (!set) return -ENOMEM;
+  set->argsz = (uint32_t)size;
+  set->flags = VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER;
+  set->index = VFIO_PCI_MSIX_IRQ_INDEX;
+  set->start = start;
+  set->count = count;
+  memcpy(set->data, fds, count * sizeof(int32_t));
+  int r = ioctl(x->device, VFIO_DEVICE_SET_IRQS, set) < 0 ? -errno : 0;
+  free(set);
+  return r;
+}
+
+static int vf_irq_bind(struct vfiod_xport *base, uint32_t vector, int efd, char *err, size_t errlen) {
+  struct vf_xport *x = (struct vf_xport *)base;
+  int r = 0;
+  pthread_mutex_lock(&x->irq_lock);
+  if (!x->msix_enabled) {
+    /* vfio-pci enables MSI-X with a fixed vector count: enable all of them (no eventfds), then bind one by one. */
+    int32_t *none = malloc(base->irq_vectors * sizeof *none);
+    if (!none) r = -ENOMEM;
+    for (uint32_t i = 0; none && i < base->irq_vectors; i++) none[i] = -1;
+    if (!r && (r = set_msix(x, 0, base->irq_vectors, none)))
+      snprintf(err, errlen, "enabling %u MSI-X vectors (VFIO_DEVICE_SET_IRQS): %s", base->irq_vectors, strerror(-r));
+    free(none);
+    if (!r) x->msix_enabled = 1;
+  }
+  int32_t fd = efd;
+  if (!r && (r = set_msix(x, vector, 1, &fd)))
+    snprintf(err, errlen, "binding MSI-X vector %u (VFIO_DEVICE_SET_IRQS): %s", vector, strerror(-r));
+  pthread_mutex_unlock(&x->irq_lock);
+  return r;
+}
+
 static const char *vf_last_error(struct vfiod_xport *base) { return ((struct vf_xport *)base)->error; }
 
 static void vf_destroy(struct vfiod_xport *base) {
   struct vf_xport *x = (struct vf_xport *)base;
+  if (x->msix_enabled) { /* count 0 + DATA_NONE: disable MSI-X, release the eventfds */
+    struct vfio_irq_set off = {.argsz = sizeof off,
+                               .flags = VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_TRIGGER,
+                               .index = VFIO_PCI_MSIX_IRQ_INDEX};
+    ioctl(x->device, VFIO_DEVICE_SET_IRQS, &off);
+  }
+  pthread_mutex_destroy(&x->irq_lock);
   if (x->bar0) munmap((void *)x->bar0, x->bar0_len);
   if (x->device >= 0) close(x->device);
   if (x->group >= 0) close(x->group);
@@ -140,6 +187,7 @@ struct vfiod_xport *vfiod_xport_vfio_open(const char *bdf, char *err, size_t err
     return NULL;
   }
   x->container = x->group = x->device = -1;
+  pthread_mutex_init(&x->irq_lock, NULL);
   x->base.kind = "vfio";
   x->base.doorbell = "mmap";
   snprintf(x->base.target, sizeof x->base.target, "%s", bdf);
@@ -217,6 +265,10 @@ struct vfiod_xport *vfiod_xport_vfio_open(const char *bdf, char *err, size_t err
     return NULL;
   }
   x->stride = 4u << (cap_hi & 0xfu);
+  struct vfio_irq_info irq = {.argsz = sizeof irq, .index = VFIO_PCI_MSIX_IRQ_INDEX};
+  if (ioctl(x->device, VFIO_DEVICE_GET_IRQ_INFO, &irq) == 0 && (irq.flags & VFIO_IRQ_INFO_EVENTFD))
+    x->base.irq_vectors = irq.count;
+  x->base.irq_bind = vf_irq_bind;
   x->base.ops = (struct nvme_regs_ops){x, vf_read32, vf_read64, vf_write32, vf_write64, vf_doorbell};
   x->base.dma_map = vf_dma_map;
   x->base.dma_unmap = vf_dma_unmap;
