@@ -361,6 +361,13 @@ describe.skipIf(!built)('vfiod bench (CLI)', () => {
     expect(result.stderr).toContain('matrix.iodepth[0]: 256 is not allowed; expected an integer from 1 to 128');
     expect(result.stderr).toContain("targets[0]: type 'in-guest' is not implemented yet");
     expect((await runCli([])).code).toBe(2);
+    // Without a matrix section the defaults (256 MiB per job) are checked when they are about to run.
+    const small = path.join(dir, 'small.yaml');
+    writeFileSync(small, "targets: [{ name: e, type: emulation, namespace: 'memory:16M' }]\n");
+    const full = await runCli(['--config', small, '--out', path.join(dir, 'small-out')]);
+    expect(full.code).toBe(2);
+    expect(full.stderr).toContain("matrix.size: 268435456 bytes x 1 jobs do not fit target 'e' (namespace memory:16M holds 16777216 bytes)");
+    expect(existsSync(path.join(dir, 'small-out'))).toBe(false);
     expect((await runCli(['--config', path.join(dir, 'missing.yaml')])).stderr).toMatch(/missing\.yaml: invalid bench config:\n {2}- cannot read the file/);
   });
 });

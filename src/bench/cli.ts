@@ -60,7 +60,16 @@ export async function runBenchCommand(argv: string[]): Promise<number> {
   }
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const outDir = values.out ?? path.join('bench', 'results', `bench-${config.name}${values.smoke ? '-smoke' : ''}-${stamp}`);
-  const results = await runBench(config, { outDir, smoke: values.smoke ?? false });
+  let results;
+  try {
+    results = await runBench(config, { outDir, smoke: values.smoke ?? false });
+  } catch (error) {
+    if (error instanceof BenchConfigError) {
+      process.stderr.write(`vfiod bench: ${error.message}\n`);
+      return 2;
+    }
+    throw error;
+  }
   if (values.json) process.stdout.write(readFileSync(path.join(outDir, 'results.json'), 'utf8'));
   else process.stdout.write(readFileSync(path.join(outDir, 'report.md'), 'utf8'));
   const failed = results.points.filter((p) => !p.ok).length;

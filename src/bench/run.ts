@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { BenchConfig, MatrixConfig, TargetConfig } from './config.js';
+import { BenchConfigError, capacityProblems, type BenchConfig, type MatrixConfig, type TargetConfig } from './config.js';
 import { CpuSampler } from './cpu.js';
 import { fioVersion, runFio, type DirectionStats, type FioRun } from './fio.js';
 import { expandMatrix, fillJobFile, jobFile, readsData, type MatrixPoint } from './matrix.js';
@@ -116,6 +116,9 @@ function fioTimeoutMs(p: MatrixPoint): number {
 export async function runBench(config: BenchConfig, options: RunOptions): Promise<BenchResults> {
   const logger = (options.logger ?? rootLogger).child({ component: 'bench' });
   const matrix = options.smoke ? config.smoke : config.matrix;
+  const label = options.smoke ? 'smoke' : 'matrix';
+  const tooSmall = capacityProblems(config.targets, matrix, label); // a default or derived matrix was not checked yet
+  if (tooSmall.length > 0) throw new BenchConfigError(config.source, tooSmall);
   const points = expandMatrix(matrix);
   const outDir = path.resolve(options.outDir);
   mkdirSync(path.join(outDir, 'jobs'), { recursive: true });
