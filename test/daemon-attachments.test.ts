@@ -8,13 +8,13 @@ import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { runAttach, runAttachments, runDetach, runDevicesViaDaemon, runVmConfig } from '../src/cli/client.js';
 import { VfiodClient } from '../src/daemon/client.js';
 import { unpackAny } from '../src/daemon/proto.js';
 import { type Daemon, startDaemon } from '../src/daemon/server.js';
 import { memoryLogger } from '../src/util/log.js';
-import { expectStatus } from './helpers/daemon-client.js';
+import { expectStatus, streamSubscribed } from './helpers/daemon-client.js';
 import { FakeCloudHypervisor } from './helpers/fake-cloud-hypervisor.js';
 import { type FakeHost, standardHost } from './helpers/fake-sysfs.js';
 
@@ -92,7 +92,7 @@ describe('AttachDevice / DetachDevice / ListAttachments', () => {
     const stream = client.stream('DeviceService', 'StreamDeviceEvents', { bdfs: [VF1] });
     stream.on('data', (e) => events.push(e));
     stream.on('error', () => {});
-    await new Promise((r) => setTimeout(r, 50));
+    await streamSubscribed(stream);
 
     const attached = await attachments('AttachDevice', { vmId: 'vm1', endpoint, source: { pciBdf: '01:00.1' } });
     expect(attached['changed']).toBe(true);
@@ -122,7 +122,7 @@ describe('AttachDevice / DetachDevice / ListAttachments', () => {
     expect(fake.tree.size).toBe(0);
     expect((await attachments('ListAttachments', {}))['attachments']).toEqual([]);
 
-    await new Promise((r) => setTimeout(r, 50));
+    await vi.waitFor(() => expect(events.length).toBeGreaterThanOrEqual(2));
     stream.cancel();
     const kinds = events.map((e) => unpackAny(e['data']).value['kind']);
     expect(kinds).toEqual(['DEVICE_EVENT_KIND_ATTACHED', 'DEVICE_EVENT_KIND_DETACHED']);

@@ -16,7 +16,7 @@ import { type Daemon, startDaemon } from '../src/daemon/server.js';
 import { VfiodError } from '../src/util/errors.js';
 import { memoryLogger } from '../src/util/log.js';
 import { type FakeHost, standardHost } from './helpers/fake-sysfs.js';
-import { expectStatus, healthCheck, healthClient, rawCall, reflectionFileContaining, reflectionListServices } from './helpers/daemon-client.js';
+import { expectStatus, healthCheck, healthClient, rawCall, reflectionFileContaining, reflectionListServices, streamSubscribed } from './helpers/daemon-client.js';
 
 const PF = '0000:01:00.0';
 const VF1 = '0000:01:00.1';
@@ -164,7 +164,7 @@ describe('DeviceService', () => {
     onlyVf2.on('data', (e) => receivedVf2.push(e));
     all.on('error', () => {});
     onlyVf2.on('error', () => {});
-    await new Promise((r) => setTimeout(r, 100));
+    await Promise.all([streamSubscribed(all), streamSubscribed(onlyVf2)]);
     await devices('PrepareDevice', { bdf: VF1, owner: 'vm1' });
     await devices('ReleaseDevice', { bdf: VF1, owner: 'vm1' });
     await expectStatus(devices('PrepareDevice', { bdf: MOUNTED, owner: 'vm1' }), 'FAILED_PRECONDITION');
@@ -331,7 +331,7 @@ describe('daemon', () => {
       stream.on('error', () => resolve());
     });
     stream.on('data', () => {});
-    await new Promise((r) => setTimeout(r, 50));
+    await streamSubscribed(stream);
     const started = Date.now();
     await daemon.close();
     await ended;

@@ -12,7 +12,7 @@ import { errorMessage, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { ControllerRegistry } from './controllers.js';
 import { invalid, unary } from './errors.js';
-import { requestBdf, requireText } from './devices-service.js';
+import { optionalText, requestBdf, requireText } from './devices-service.js';
 import type { DeviceEventBus } from './events.js';
 
 interface EndpointMessage {
@@ -35,9 +35,11 @@ const HYPERVISORS: Record<string, HypervisorKind> = {
 
 function endpointFrom(message: EndpointMessage | null | undefined, vmId: string): HypervisorEndpoint {
   if (message?.endpoint === 'cloudHypervisorApiSocket' && message.cloudHypervisorApiSocket) {
-    return { hypervisor: 'cloud-hypervisor', apiSocket: message.cloudHypervisorApiSocket };
+    return { hypervisor: 'cloud-hypervisor', apiSocket: requireText(message.cloudHypervisorApiSocket, `VM ${vmId}: endpoint.cloud_hypervisor_api_socket`, 'a path') };
   }
-  if (message?.endpoint === 'qemuQmpSocket' && message.qemuQmpSocket) return { hypervisor: 'qemu', qmpSocket: message.qemuQmpSocket };
+  if (message?.endpoint === 'qemuQmpSocket' && message.qemuQmpSocket) {
+    return { hypervisor: 'qemu', qmpSocket: requireText(message.qemuQmpSocket, `VM ${vmId}: endpoint.qemu_qmp_socket`, 'a path') };
+  }
   throw invalid(`VM ${vmId}: endpoint is required (cloud_hypervisor_api_socket or qemu_qmp_socket)`);
 }
 
@@ -85,6 +87,9 @@ export function attachmentService(deps: {
       case 'controllerId': {
         const id = requireText(message.controllerId, `${context}: source.controller_id`, 'an emulated controller id');
         const controller = await registry.get(id);
+        if (controller.state !== 'serving') {
+          throw new VfiodError('FAILED_PRECONDITION', `${context}: controller ${id} is ${controller.state}${controller.error ? ` (${controller.error})` : ''}, not serving`);
+        }
         return { kind: 'vfio-user', socketPath: controller.config.socketPath };
       }
       default:
@@ -108,11 +113,12 @@ export function attachmentService(deps: {
       const vmId = requireText(request.vmId, 'vm_id', 'the VM to attach to');
       const endpoint = endpointFrom(request.endpoint, vmId);
       const source = await sourceFrom(request.source, `VM ${vmId}`);
+      const deviceId = optionalText(request.deviceId, `VM ${vmId}: device_id`);
       const result = await attachments.attach({
         vmId,
         endpoint,
         source,
-        ...(request.deviceId ? { deviceId: request.deviceId } : {}),
+        ...(deviceId ? { deviceId } : {}),
         ...(request.bootIndex !== undefined && request.bootIndex !== null ? { bootIndex: request.bootIndex } : {}),
         ...(request.iommu ? { iommu: true } : {}),
         ...(request.pciSegment ? { pciSegment: request.pciSegment } : {}),
@@ -129,11 +135,12 @@ export function attachmentService(deps: {
 
     DetachDevice: unary('DetachDevice', logger, async (request: { vmId: string; deviceId: string; bdf: string; timeoutMs: number; keepClaimed: boolean }) => {
       const vmId = requireText(request.vmId, 'vm_id', 'the VM to detach from');
-      if (!request.deviceId && !request.bdf) throw invalid(`VM ${vmId}: device_id or bdf is required`);
+      const deviceId = optionalText(request.deviceId, `VM ${vmId}: device_id`);
+      if (!deviceId && !request.bdf) throw invalid(`VM ${vmId}: device_id or bdf is required`);
       const bdf = request.bdf ? requestBdf(request.bdf, 'bdf') : undefined;
       const result = await attachments.detach({
         vmId,
-        ...(request.deviceId ? { deviceId: request.deviceId } : {}),
+        ...(deviceId ? { deviceId } : {}),
         ...(bdf ? { bdf } : {}),
         ...(request.timeoutMs ? { timeoutMs: request.timeoutMs } : {}),
         ...(request.keepClaimed ? { release: false } : {}),
@@ -144,7 +151,7 @@ export function attachmentService(deps: {
     }),
 
     ListAttachments: unary('ListAttachments', logger, (request: { vmId: string }) => ({
-      attachments: attachments.list(request.vmId || undefined).map(attachmentInfo),
+      attachments: attachments.list(optionalText(request.vmId, 'vm_id')).map(attachmentInfo),
     })),
 
     GetVmConfig: unary('GetVmConfig', logger, async (request: {
@@ -157,12 +164,14 @@ export function attachmentService(deps: {
     }) => {
       const hypervisor = HYPERVISORS[request.hypervisor];
       if (!hypervisor) throw invalid(`hypervisor is required (HYPERVISOR_KIND_CLOUD_HYPERVISOR or HYPERVISOR_KIND_QEMU), not ${request.hypervisor}`);
-      const vmLabel = request.vmId ? `VM ${request.vmId}` : 'VM config';
+      const requestVmId = optionalText(request.vmId, 'vm_id');
+      const vmLabel = requestVmId ? `VM ${requestVmId}` : 'VM config';
       const staticDevices: StaticDevice[] = [];
       for (const [index, d] of (request.devices ?? []).entries()) {
+        const deviceId = optionalText(d.deviceId, `${vmLabel}: devices[${index}].device_id`);
         staticDevices.push({
           source: await sourceFrom(d.source, `${vmLabel}: devices[${index}]`),
-          ...(d.deviceId ? { id: d.deviceId } : {}),
+          ...(deviceId ? { id: deviceId } : {}),
           ...(d.bootIndex !== undefined && d.bootIndex !== null ? { bootIndex: d.bootIndex } : {}),
           ...(d.iommu ? { iommu: true } : {}),
           ...(d.pciSegment ? { pciSegment: d.pciSegment } : {}),
@@ -173,7 +182,7 @@ export function attachmentService(deps: {
         hypervisor,
         devices: staticDevices,
         ...(request.firstChassis ? { firstChassis: request.firstChassis } : {}),
-        ...(request.memorySize ? { memorySize: request.memorySize } : {}),
+        ...(request.memorySize ? { memorySize: requireText(request.memorySize, `${vmLabel}: memory_size`, 'e.g. 4G') } : {}),
         ...(request.vmId ? { vmId: request.vmId } : {}),
       };
       // Validates the request before anything on the host changes (INVALID_ARGUMENT only).

@@ -2,7 +2,7 @@
  * vfiod.v1.DeviceService over the passthrough manager (src/devices): the same discovery, prepare, release and claims
  * as `vfiod devices`, with every outcome published as a device event.
  */
-import type * as grpc from '@grpc/grpc-js';
+import * as grpc from '@grpc/grpc-js';
 import type { Claim } from '../devices/claims.js';
 import { type DeviceKind, listDevices, type PciDevice, readDevice } from '../devices/discovery.js';
 import { type HostRoots, normalizeBdf } from '../devices/host.js';
@@ -20,13 +20,34 @@ const enumSuffix = (name: string, prefix: string): string => name.slice(prefix.l
 /** A BDF from a request field, normalised; INVALID_ARGUMENT naming the field when it is missing or malformed. */
 export function requestBdf(value: unknown, field: string): string {
   if (typeof value !== 'string' || value.trim() === '') throw invalid(`${field} is required (a PCI address such as 0000:01:00.1)`);
+  if (value.length > 64) throw invalid(`${field} (${value.length} characters) is not a PCI address (expected 0000:01:00.1 or 01:00.1)`);
   const bdf = normalizeBdf(value);
   if (!bdf) throw invalid(`${field} '${value}' is not a PCI address (expected 0000:01:00.1 or 01:00.1)`);
   return bdf;
 }
 
+/** Longest identifier (VM id, owner, device id, path) a request may carry; FeOS's VM ids are UUIDs. */
+export const MAX_TEXT_FIELD = 256;
+
+/**
+ * A required text field: INVALID_ARGUMENT naming the field when it is missing, longer than MAX_TEXT_FIELD, or holds
+ * control characters (a NUL cannot be in a path; newlines would forge log lines and table rows).
+ */
 export function requireText(value: unknown, field: string, what: string): string {
   if (typeof value !== 'string' || value.trim() === '') throw invalid(`${field} is required (${what})`);
+  return checkText(value, field);
+}
+
+/** An optional text field ('' = not given) with the same limits as requireText. */
+export function optionalText(value: unknown, field: string): string | undefined {
+  if (value === undefined || value === null || value === '') return undefined;
+  if (typeof value !== 'string') throw invalid(`${field} must be a string`);
+  return checkText(value, field);
+}
+
+function checkText(value: string, field: string): string {
+  if (value.length > MAX_TEXT_FIELD) throw invalid(`${field} is ${value.length} characters long; the limit is ${MAX_TEXT_FIELD}`);
+  if (/[\x00-\x1f\x7f]/.test(value)) throw invalid(`${field} ${JSON.stringify(value)} contains control characters`);
   return value;
 }
 
@@ -205,6 +226,8 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
       call.on('cancelled', end);
       call.on('close', end);
       call.on('error', end);
+      // Headers now, not with the first event: a client that sees them knows it will get every later event.
+      call.sendMetadata(new grpc.Metadata());
     },
   };
 }

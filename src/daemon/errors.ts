@@ -22,6 +22,21 @@ export interface StatusError {
   metadata?: grpc.Metadata;
 }
 
+/**
+ * Longest status message sent. grpc-js clients refuse trailers over 8 KiB (their default max metadata size), and a
+ * refused trailer leaves the call, and for a while the whole channel, hanging: a message that echoes a huge request
+ * field must never get there.
+ */
+export const MAX_STATUS_DETAILS = 2000;
+
+/** `message` cut to about MAX_STATUS_DETAILS characters in the middle (the end often says what went wrong). */
+export function boundedDetails(message: string): string {
+  if (message.length <= MAX_STATUS_DETAILS) return message;
+  const tail = 500;
+  const head = MAX_STATUS_DETAILS - tail;
+  return `${message.slice(0, head)} ...(${message.length - head - tail} characters cut)... ${message.slice(-tail)}`;
+}
+
 /** A bad request: INVALID_ARGUMENT with a message that names the RPC's subject. */
 export function invalid(message: string): VfiodError {
   return new VfiodError('INVALID_ARGUMENT', message);
@@ -30,14 +45,15 @@ export function invalid(message: string): VfiodError {
 /** Converts whatever a handler threw into a gRPC status; unexpected errors are logged and become INTERNAL. */
 export function toStatus(error: unknown, rpc: string, logger: Logger): StatusError {
   if (error instanceof VfiodError) {
-    logger.info('request refused', { rpc, code: error.code, error: error.message });
+    const details = boundedDetails(error.message);
+    logger.info('request refused', { rpc, code: error.code, error: details });
     const metadata = new grpc.Metadata();
     metadata.set('vfiod-error-code', error.code);
-    return { code: GRPC_STATUS[error.code], details: error.message, metadata };
+    return { code: GRPC_STATUS[error.code], details, metadata };
   }
   const message = error instanceof Error ? error.message : String(error);
-  logger.error('request failed unexpectedly', { rpc, error });
-  return { code: grpc.status.INTERNAL, details: `${rpc}: internal error: ${message}` };
+  logger.error('request failed unexpectedly', { rpc, error: boundedDetails(message) });
+  return { code: grpc.status.INTERNAL, details: boundedDetails(`${rpc}: internal error: ${message}`) };
 }
 
 type UnaryHandler<Req, Res> = (request: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res> | Res;

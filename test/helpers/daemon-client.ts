@@ -23,6 +23,17 @@ export async function expectStatus(call: Promise<unknown>, code: keyof typeof gr
   return api;
 }
 
+/**
+ * Resolves once the daemon has subscribed `stream` (it sends the response headers right after subscribing), so every
+ * event published from then on reaches it; rejects if the stream fails first.
+ */
+export function streamSubscribed(stream: grpc.ClientReadableStream<unknown>): Promise<void> {
+  return new Promise((resolve, reject) => {
+    stream.once('metadata', () => resolve());
+    stream.once('error', reject);
+  });
+}
+
 function loadService(file: string, includeDir: string, pkg: string[], service: string): grpc.ServiceClientConstructor {
   const definition = protoLoader.loadSync(file, { includeDirs: [includeDir], keepCase: true, enums: String, longs: Number, defaults: true, oneofs: true });
   let node: grpc.GrpcObject = grpc.loadPackageDefinition(definition);
