@@ -248,6 +248,13 @@ describe.skipIf(skipReason)('ControllerService', () => {
     expect(fragile.error).not.toBe('');
     expect(fragile.stats).toBeNull();
     expect((await controllers('GetController', { id: 'c1' }))['controller'].state).toBe('CONTROLLER_STATE_SERVING');
+    // A VM given a failed controller would get a dead disk: refused before the VMM is asked.
+    await expectStatus(
+      client.call('AttachmentService', 'AttachDevice', { vmId: 'vm1', endpoint: { qemuQmpSocket: path.join(dir, 'no-vm.qmp') }, source: { controllerId: 'fragile' } }),
+      'FAILED_PRECONDITION',
+      'VM vm1',
+      'controller fragile is failed',
+    );
     await controllers('DeleteController', { id: 'fragile' });
     expect((await controllers('ListControllers', {}))['controllers'].map((c: { id: string }) => c.id)).toEqual(['c1']);
   });

@@ -7,7 +7,7 @@
  */
 import { parseArgs } from 'node:util';
 import { readFileSync } from 'node:fs';
-import { controllerConfig, type ControllerConfig } from '../serve/config.js';
+import { CONTROLLER_LIMITS, controllerConfig, type ControllerConfig } from '../serve/config.js';
 import { setLogLevel, rootLogger, type LogLevel } from '../util/log.js';
 
 const USAGE = `Usage: vfiod <command> [options]
@@ -173,10 +173,10 @@ export function parseServeArgs(argv: string[]): ControllerConfig | undefined {
     ...(values.namespace?.length ? { namespaces: values.namespace } : {}),
     doorbellMode: values.poll ? 'polled' : 'interrupt',
     ...(values['socket-mode'] !== undefined ? { socketMode: parseMode(values['socket-mode']) } : {}),
-    ...(values['msix-vectors'] !== undefined ? { msixVectors: parseInteger('--msix-vectors', values['msix-vectors'], 1, 2048) } : {}),
-    ...(values['io-queues'] !== undefined ? { maxIoQueuePairs: parseInteger('--io-queues', values['io-queues'], 1, 511) } : {}),
-    ...(values['queue-entries'] !== undefined ? { maxQueueEntries: parseInteger('--queue-entries', values['queue-entries'], 2, 65536) } : {}),
-    ...(values.mdts !== undefined ? { mdtsPages: parseInteger('--mdts', values.mdts, 0, 15) } : {}),
+    ...(values['msix-vectors'] !== undefined ? { msixVectors: parseInteger('--msix-vectors', values['msix-vectors'], ...CONTROLLER_LIMITS.msixVectors) } : {}),
+    ...(values['io-queues'] !== undefined ? { maxIoQueuePairs: parseInteger('--io-queues', values['io-queues'], ...CONTROLLER_LIMITS.maxIoQueuePairs) } : {}),
+    ...(values['queue-entries'] !== undefined ? { maxQueueEntries: parseInteger('--queue-entries', values['queue-entries'], ...CONTROLLER_LIMITS.maxQueueEntries) } : {}),
+    ...(values.mdts !== undefined ? { mdtsPages: parseInteger('--mdts', values.mdts, ...CONTROLLER_LIMITS.mdtsPages) } : {}),
     ...(values.identity !== undefined ? { identityPath: values.identity } : {}),
     identity,
   });

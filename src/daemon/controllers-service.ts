@@ -1,5 +1,8 @@
 /** vfiod.v1.ControllerService over the ControllerRegistry. */
+import path from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
+import type { AttachmentManager } from '../attach/attachments.js';
+import { VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { type ControllerRegistry, type ControllerSpecInput, type ControllerView, percentileMicros } from './controllers.js';
 import { unary } from './errors.js';
@@ -64,8 +67,8 @@ export function controllerInfo(view: ControllerView, sampleIntervalMs: number): 
   };
 }
 
-export function controllerService(deps: { registry: ControllerRegistry; logger: Logger }): grpc.UntypedServiceImplementation {
-  const { registry } = deps;
+export function controllerService(deps: { registry: ControllerRegistry; attachments: AttachmentManager; logger: Logger }): grpc.UntypedServiceImplementation {
+  const { registry, attachments } = deps;
   const logger = deps.logger.child({ service: 'ControllerService' });
   const info = (view: ControllerView): Record<string, unknown> => controllerInfo(view, registry.sampleIntervalMs);
   return {
@@ -74,7 +77,15 @@ export function controllerService(deps: { registry: ControllerRegistry; logger: 
       return { controller: info(await registry.create(id, request.spec ?? {})) };
     }),
     DeleteController: unary('DeleteController', logger, async (request: { id: string }) => {
-      await registry.delete(requireText(request.id, 'id', 'the controller id'));
+      const id = requireText(request.id, 'id', 'the controller id');
+      // A VM still using it would lose its disk under the guest, and the attachment record would point at nothing.
+      const socket = path.resolve((await registry.get(id)).config.socketPath);
+      const users = attachments.list().filter((a) => a.source.kind === 'vfio-user' && path.resolve(a.source.socketPath) === socket);
+      if (users.length) {
+        const where = users.map((a) => `VM ${a.vmId} as ${a.deviceId} (${a.state})`).join(', ');
+        throw new VfiodError('FAILED_PRECONDITION', `controller ${id} is attached to ${where}: detach it first (DetachDevice)`);
+      }
+      await registry.delete(id);
       return {};
     }),
     ListControllers: unary('ListControllers', logger, async () => ({ controllers: (await registry.list()).map(info) })),

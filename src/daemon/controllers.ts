@@ -4,11 +4,14 @@
  * and are started again when the daemon restarts; identity defaults to <state dir>/controllers/<id>.identity.json so
  * a guest sees the same controller across restarts. Stats are sampled periodically to report rates.
  */
-import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
+import { totalmem } from 'node:os';
 import path from 'node:path';
-import { parseNamespaceUri } from '../namespace/uri.js';
+import { checkIdentityOverrides } from '../namespace/identity-store.js';
+import { type FileNamespaceSpec, type MemoryNamespaceSpec, parseNamespaceUri } from '../namespace/uri.js';
 import { LATENCY_BUCKETS, type NvmeControllerStats } from '../nvme/stats.js';
-import { type ControllerConfig, controllerConfig, type DoorbellMode } from '../serve/config.js';
+import { CONTROLLER_LIMITS, type ControllerConfig, controllerConfig, type DoorbellMode } from '../serve/config.js';
+import { formatSize } from '../util/size.js';
 import { ControllerWorker } from '../serve/supervisor.js';
 import type { ControllerSnapshot } from '../serve/worker.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
@@ -19,6 +22,8 @@ export type ControllerRunState = 'starting' | 'serving' | 'stopping' | 'failed';
 
 const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const STATE_FILE = 'controllers.json';
+/** A controller that is not listening by then is stopped and reported (a hung backend must not hold its id forever). */
+const DEFAULT_START_TIMEOUT_MS = 60_000;
 
 /** What a CreateController request carries (ControllerSpec with proto3 defaults: 0 / '' = not given). */
 export interface ControllerSpecInput {
@@ -72,6 +77,10 @@ export interface ControllerRegistryOptions {
   logger: Logger;
   /** How often stats are sampled for rates (default 1000 ms). */
   sampleIntervalMs?: number;
+  /** How long a controller may take to start listening (default 60 s). */
+  startTimeoutMs?: number;
+  /** RAM that memory namespaces may use in total (default: the host's RAM). */
+  memoryLimitBytes?: number;
 }
 
 export class ControllerRegistry {
@@ -126,6 +135,9 @@ export class ControllerRegistry {
     const config = this.configFrom(id, spec ?? {});
     const sameSocket = [...this.entries.values()].find((e) => path.resolve(e.config.socketPath) === path.resolve(config.socketPath));
     if (sameSocket) throw new VfiodError('ALREADY_EXISTS', `controller ${id}: socket ${config.socketPath} is already used by controller ${sameSocket.id}`);
+    this.checkSharedResources(id, config);
+    // Only once the request is known to be good: nothing on disk changes for a refused one.
+    mkdirSync(path.dirname(config.identityPath!), { recursive: true, mode: 0o700 });
 
     // Reserved before the first await, so concurrent creates of the same id or socket see it.
     const entry: Entry = { id, config, createdAt: new Date().toISOString(), state: 'starting', error: '', worker: undefined, samples: [] };
@@ -186,15 +198,26 @@ export class ControllerRegistry {
   private async start(entry: Entry): Promise<void> {
     const worker = new ControllerWorker(entry.config, this.logger.child({ controller: entry.id }));
     entry.worker = worker;
+    const timeoutMs = this.options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
+    let timer: NodeJS.Timeout | undefined;
+    let hung = false;
+    const timedOut = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        hung = true;
+        reject(new Error(`not listening after ${timeoutMs} ms (a namespace backend that does not answer?); stopped`));
+      }, timeoutMs);
+    });
     try {
-      await worker.ready;
+      await Promise.race([worker.ready, timedOut]);
     } catch (error) {
       entry.state = 'failed';
       entry.error = errorMessage(error);
       this.logger.error('controller failed to start', { controller: entry.id, socket: entry.config.socketPath, error: entry.error });
-      await worker.stop();
+      await (hung ? worker.abort() : worker.stop());
       entry.worker = undefined;
       throw error;
+    } finally {
+      clearTimeout(timer);
     }
     entry.state = 'serving';
     void worker.exited.then((code) => {
@@ -208,21 +231,23 @@ export class ControllerRegistry {
 
   private configFrom(id: string, spec: ControllerSpecInput): ControllerConfig {
     const bad = (message: string): VfiodError => new VfiodError('INVALID_ARGUMENT', `controller ${id}: ${message}`);
-    const socketPath = spec.socketPath ?? '';
+    const socketPath = checkPath(spec.socketPath ?? '', 'socket path', bad);
     if (!socketPath) throw bad('spec.socket_path is required');
-    if (!path.isAbsolute(socketPath)) throw bad(`socket path '${socketPath}' must be absolute`);
     if (Buffer.byteLength(socketPath) > 107) throw bad(`socket path '${socketPath}' is longer than 107 bytes (the unix socket limit)`);
     const namespaces = spec.namespaces ?? [];
     if (namespaces.length === 0) throw bad('at least one namespace URI is required (e.g. memory:1G or file:/var/lib/vfiod/disk.img?size=8G)');
     if (namespaces.length > 1024) throw bad(`${namespaces.length} namespaces is more than 1024`);
     namespaces.forEach((uri, index) => {
+      let parsed;
       try {
-        parseNamespaceUri(uri);
+        parsed = parseNamespaceUri(uri);
       } catch (error) {
         throw bad(`namespace ${index + 1}: ${errorMessage(error)}`);
       }
+      // The daemon's working directory means nothing to a client: a relative file would land wherever it runs.
+      if (parsed.scheme === 'file' && !/^file:(\/\/[^/]*)?\//.test(uri)) throw bad(`namespace ${index + 1}: '${uri}' must name an absolute path`);
     });
-    const limit = (field: string, value: number | undefined, min: number, max: number): number | undefined => {
+    const limit = (field: string, value: number | undefined, [min, max]: readonly [number, number]): number | undefined => {
       if (value === undefined || value === 0) return undefined;
       if (!Number.isInteger(value) || value < min || value > max) throw bad(`${field} must be from ${min} to ${max}, not ${value}`);
       return value;
@@ -241,30 +266,29 @@ export class ControllerRegistry {
     }
     const socketMode = spec.socketMode ? spec.socketMode : undefined;
     if (socketMode !== undefined && (socketMode & ~0o777) !== 0) throw bad(`socket_mode 0${socketMode.toString(8)} is not a permission mode (0000-0777)`);
+    // proto3 strings: '' = not given.
     const identity: ControllerConfig['identity'] = {};
-    const text = (field: string, value: string | undefined, max: number): string | undefined => {
-      if (!value) return undefined;
-      if (value.length > max || !/^[\x20-\x7e]+$/.test(value)) throw bad(`identity.${field} must be 1-${max} printable ASCII characters, not '${value}'`);
-      return value;
-    };
-    const serial = text('serial_number', spec.identity?.serialNumber, 20);
-    const model = text('model_number', spec.identity?.modelNumber, 40);
-    const firmware = text('firmware_revision', spec.identity?.firmwareRevision, 8);
-    const nqn = spec.identity?.subsystemNqn;
-    if (nqn && (Buffer.byteLength(nqn) > 223 || !nqn.startsWith('nqn.'))) throw bad(`identity.subsystem_nqn '${nqn}' must start with 'nqn.' and fit 223 bytes`);
-    if (serial) identity.serialNumber = serial;
-    if (model) identity.modelNumber = model;
-    if (firmware) identity.firmwareRevision = firmware;
-    if (nqn) identity.subsystemNqn = nqn;
-    const identityPath = spec.identityPath || path.join(this.options.stateDir, 'controllers', `${id}.identity.json`);
-    if (!path.isAbsolute(identityPath)) throw bad(`identity_path '${identityPath}' must be absolute`);
-    mkdirSync(path.dirname(identityPath), { recursive: true, mode: 0o700 });
+    if (spec.identity?.serialNumber) identity.serialNumber = spec.identity.serialNumber;
+    if (spec.identity?.modelNumber) identity.modelNumber = spec.identity.modelNumber;
+    if (spec.identity?.firmwareRevision) identity.firmwareRevision = spec.identity.firmwareRevision;
+    if (spec.identity?.subsystemNqn) identity.subsystemNqn = spec.identity.subsystemNqn;
+    try {
+      checkIdentityOverrides('identity', identity, {
+        serialNumber: 'serial_number',
+        modelNumber: 'model_number',
+        firmwareRevision: 'firmware_revision',
+        subsystemNqn: 'subsystem_nqn',
+      });
+    } catch (error) {
+      throw bad(errorMessage(error));
+    }
+    const identityPath = checkPath(spec.identityPath ?? '', 'identity_path', bad) || path.join(this.options.stateDir, 'controllers', `${id}.identity.json`);
 
-    const msixVectors = limit('msix_vectors', spec.msixVectors, 1, 2048);
-    const maxIoQueuePairs = limit('max_io_queue_pairs', spec.maxIoQueuePairs, 1, 511);
-    const maxQueueEntries = limit('max_queue_entries', spec.maxQueueEntries, 2, 65536);
-    // mdts 0 is a valid value but also proto3's "not given": 0 keeps the default (8).
-    const mdtsPages = limit('mdts_pages', spec.mdtsPages, 1, 15);
+    const msixVectors = limit('msix_vectors', spec.msixVectors, CONTROLLER_LIMITS.msixVectors);
+    const maxIoQueuePairs = limit('max_io_queue_pairs', spec.maxIoQueuePairs, CONTROLLER_LIMITS.maxIoQueuePairs);
+    const maxQueueEntries = limit('max_queue_entries', spec.maxQueueEntries, CONTROLLER_LIMITS.maxQueueEntries);
+    // mdts 0 ("no limit") is also proto3's "not given": 0 keeps the default (8).
+    const mdtsPages = limit('mdts_pages', spec.mdtsPages, [1, CONTROLLER_LIMITS.mdtsPages[1]]);
     return controllerConfig({
       socketPath,
       namespaces,
@@ -277,6 +301,37 @@ export class ControllerRegistry {
       ...(maxQueueEntries !== undefined ? { maxQueueEntries } : {}),
       ...(mdtsPages !== undefined ? { mdtsPages } : {}),
     });
+  }
+
+  /**
+   * What one controller must not share with another: a file or block device (two guests writing one disk corrupt
+   * it), and the host's RAM (memory namespaces are committed as guests write; past the RAM the OOM killer ends the
+   * daemon and every controller with it).
+   */
+  private checkSharedResources(id: string, config: ControllerConfig): void {
+    const files = new Map<string, string>();
+    for (const uri of config.namespaces) {
+      const file = filePathOf(uri);
+      if (!file) continue;
+      if (files.has(file)) throw new VfiodError('INVALID_ARGUMENT', `controller ${id}: namespaces '${files.get(file)}' and '${uri}' are the same file ${file}`);
+      files.set(file, uri);
+    }
+    let othersMemory = 0;
+    for (const other of this.entries.values()) {
+      if (other.state !== 'failed') othersMemory += memoryBytesOf(other.config.namespaces);
+      for (const uri of other.config.namespaces) {
+        const file = filePathOf(uri);
+        if (file && files.has(file)) throw new VfiodError('ALREADY_EXISTS', `controller ${id}: ${file} is already a namespace of controller ${other.id}`);
+      }
+    }
+    const memory = memoryBytesOf(config.namespaces);
+    const limit = this.options.memoryLimitBytes ?? totalmem();
+    if (memory > 0 && memory + othersMemory > limit) {
+      throw new VfiodError(
+        'FAILED_PRECONDITION',
+        `controller ${id}: memory namespaces of ${formatSize(memory)}${othersMemory ? ` (plus ${formatSize(othersMemory)} of other controllers)` : ''} exceed the ${formatSize(limit)} of RAM they may use`,
+      );
+    }
   }
 
   private persist(): void {
@@ -336,4 +391,34 @@ export function percentileMicros(buckets: readonly number[], fraction: number): 
     if (seen >= total * fraction) return 2 ** (i + 1);
   }
   return 2 ** LATENCY_BUCKETS;
+}
+
+/** An absolute, normalised path without control characters ('' when not given). */
+function checkPath(value: string, field: string, bad: (message: string) => VfiodError): string {
+  if (value === '') return '';
+  if (/[\x00-\x1f\x7f]/.test(value)) throw bad(`${field} ${JSON.stringify(value)} contains control characters`);
+  if (!path.isAbsolute(value)) throw bad(`${field} '${value}' must be absolute`);
+  if (path.normalize(value) !== value || value.endsWith('/')) throw bad(`${field} '${value}' must be normalised (no '.', '..', '//' or trailing '/'): ${path.normalize(value).replace(/\/$/, '')}`);
+  return value;
+}
+
+/** The file (symlinks resolved when it exists) behind a file: namespace URI; undefined for other schemes. */
+function filePathOf(uri: string): string | undefined {
+  const spec = parseNamespaceUri(uri);
+  if (spec.scheme !== 'file') return undefined;
+  const file = (spec as FileNamespaceSpec).path;
+  try {
+    return realpathSync(file);
+  } catch {
+    return file;
+  }
+}
+
+function memoryBytesOf(uris: readonly string[]): number {
+  let total = 0;
+  for (const uri of uris) {
+    const spec = parseNamespaceUri(uri);
+    if (spec.scheme === 'memory') total += (spec as MemoryNamespaceSpec).sizeBytes;
+  }
+  return total;
 }

@@ -58,6 +58,10 @@ export interface DaemonOptions {
   releaseWaitMs?: number;
   /** How often controller stats are sampled for rates (default 1000 ms). */
   statsIntervalMs?: number;
+  /** How long a controller may take to start listening (default 60 s). */
+  controllerStartTimeoutMs?: number;
+  /** RAM the memory namespaces of all controllers may use together (default: the host's RAM). */
+  controllerMemoryLimitBytes?: number;
   /** Device manager waits (tests shorten them). */
   pollMs?: number;
   vfioTimeoutMs?: number;
@@ -156,14 +160,20 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
       ...(options.adapterFor ? { adapterFor: options.adapterFor } : {}),
       ...(options.releaseWaitMs !== undefined ? { releaseWaitMs: options.releaseWaitMs } : {}),
     });
-    const registry = new ControllerRegistry({ stateDir, logger, ...(options.statsIntervalMs !== undefined ? { sampleIntervalMs: options.statsIntervalMs } : {}) });
+    const registry = new ControllerRegistry({
+      stateDir,
+      logger,
+      ...(options.statsIntervalMs !== undefined ? { sampleIntervalMs: options.statsIntervalMs } : {}),
+      ...(options.controllerStartTimeoutMs !== undefined ? { startTimeoutMs: options.controllerStartTimeoutMs } : {}),
+      ...(options.controllerMemoryLimitBytes !== undefined ? { memoryLimitBytes: options.controllerMemoryLimitBytes } : {}),
+    });
     cleanup.push(() => registry.close());
     const restored = await registry.restore();
     if (restored.started.length || restored.failed.length) logger.info('controllers restored', restored);
 
     const server = new grpc.Server();
     server.addService(serviceDefinition('DeviceService'), deviceService({ roots, manager, events, logger }));
-    server.addService(serviceDefinition('ControllerService'), controllerService({ registry, logger }));
+    server.addService(serviceDefinition('ControllerService'), controllerService({ registry, attachments, logger }));
     server.addService(serviceDefinition('AttachmentService'), attachmentService({ attachments, devices: manager, registry, events, logger }));
     const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICES.map((s) => [s, 'NOT_SERVING' as const])) });
     health.addToServer(server);

@@ -180,11 +180,31 @@ function checkText(where: string, field: string, value: unknown, maxLength: numb
   }
 }
 
+/** Character limits of the identity strings (Identify Controller SN, MN, FR, SUBNQN). */
+export const IDENTITY_LIMITS = { serialNumber: 20, modelNumber: 40, firmwareRevision: 8, subsystemNqn: 223 } as const;
+
+/**
+ * Checks the identity values a caller asks for (the ones given; absent fields keep the persisted or generated value)
+ * before anything starts: the control API refuses a bad CreateController with this message.
+ */
+export function checkIdentityOverrides(
+  where: string,
+  overrides: Partial<ControllerIdentityRecord>,
+  /** How the caller's interface names each field in messages (e.g. the proto's serial_number). */
+  names: Record<keyof typeof IDENTITY_LIMITS, string> = { serialNumber: 'serialNumber', modelNumber: 'modelNumber', firmwareRevision: 'firmwareRevision', subsystemNqn: 'subsystemNqn' },
+): void {
+  for (const field of Object.keys(IDENTITY_LIMITS) as Array<keyof typeof IDENTITY_LIMITS>) {
+    if (overrides[field] !== undefined) checkText(where, names[field], overrides[field], IDENTITY_LIMITS[field]);
+  }
+  if (overrides.subsystemNqn !== undefined && !overrides.subsystemNqn.startsWith('nqn.')) {
+    throw new Error(`${where}: ${names.subsystemNqn} must start with 'nqn.', got ${JSON.stringify(overrides.subsystemNqn)}`);
+  }
+}
+
 function validateController(where: string, controller: Partial<ControllerIdentityRecord>): void {
-  checkText(where, 'serialNumber', controller.serialNumber, 20);
-  checkText(where, 'modelNumber', controller.modelNumber, 40);
-  checkText(where, 'firmwareRevision', controller.firmwareRevision, 8);
-  checkText(where, 'subsystemNqn', controller.subsystemNqn, 223);
+  for (const field of Object.keys(IDENTITY_LIMITS) as Array<keyof typeof IDENTITY_LIMITS>) {
+    checkText(where, field, controller[field], IDENTITY_LIMITS[field]);
+  }
   if (!controller.subsystemNqn!.startsWith('nqn.')) {
     throw new Error(`${where}: subsystemNqn must start with 'nqn.', got ${JSON.stringify(controller.subsystemNqn)}`);
   }
@@ -241,11 +261,10 @@ function parseIdentityFile(
   const controllerData = data['controller'] ?? {};
   if (!isObject(controllerData)) throw new Error(`${where}: controller must be an object`);
   const controller: Partial<ControllerIdentityRecord> = {};
-  const limits = { serialNumber: 20, modelNumber: 40, firmwareRevision: 8, subsystemNqn: 223 } as const;
-  for (const field of Object.keys(limits) as Array<keyof typeof limits>) {
+  for (const field of Object.keys(IDENTITY_LIMITS) as Array<keyof typeof IDENTITY_LIMITS>) {
     const value = controllerData[field];
     if (value === undefined) continue;
-    checkText(where, `controller.${field}`, value, limits[field]);
+    checkText(where, `controller.${field}`, value, IDENTITY_LIMITS[field]);
     controller[field] = value as string;
   }
   const namespacesData = data['namespaces'] ?? [];

@@ -26,6 +26,17 @@ export interface ControllerConfig {
   pci: { vendorId: number; deviceId: number; subsystemVendorId: number; subsystemId: number };
 }
 
+/**
+ * Allowed ranges of the numeric settings, [min, max]: one table for `vfiod serve`'s options and the control API's
+ * ControllerSpec. mdtsPages 0 means "no limit".
+ */
+export const CONTROLLER_LIMITS = {
+  msixVectors: [1, 2048],
+  maxIoQueuePairs: [1, 511],
+  maxQueueEntries: [2, 65536],
+  mdtsPages: [0, 15],
+} as const satisfies Record<string, readonly [number, number]>;
+
 export const DEFAULT_PCI_IDS = { vendorId: 0x4e58, deviceId: 0x0001, subsystemVendorId: 0x4e58, subsystemId: 0x0001 };
 
 /** The namespace `vfiod serve` creates when none is given: a sparse 1 GiB file next to the socket. */

@@ -74,6 +74,15 @@ export class ControllerWorker {
     });
   }
 
+  /**
+   * Ends a worker whose start hangs (a namespace backend that never answers): it has nothing to flush, and it cannot
+   * act on a shutdown request while its start is still waiting.
+   */
+  async abort(): Promise<void> {
+    await this.worker.terminate();
+    await this.exited;
+  }
+
   /** Asks the controller to flush and stop; terminates it if it does not within the timeout. */
   async stop(): Promise<void> {
     this.worker.postMessage({ type: 'shutdown' } satisfies MainToWorker);

@@ -1,0 +1,158 @@
+/**
+ * The control API against hostile or careless requests: oversized and control-character fields, paths that are
+ * relative or not normalised, namespaces that would take another controller's disk or more RAM than the host has, a
+ * namespace backend that never answers, deleting a controller a VM still uses. Every one must get a precise status
+ * at once, change nothing on disk, and leave the daemon (and the client's channel) working.
+ * Uses the compiled daemon from dist/ (controllers run in worker threads loaded from dist/serve/worker.js).
+ */
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { VfiodClient } from '../src/daemon/client.js';
+import { MAX_STATUS_DETAILS } from '../src/daemon/errors.js';
+import type * as ServerModule from '../src/daemon/server.js';
+import { memoryLogger } from '../src/util/log.js';
+import { expectStatus } from './helpers/daemon-client.js';
+import { FakeCloudHypervisor } from './helpers/fake-cloud-hypervisor.js';
+import { type FakeHost, standardHost } from './helpers/fake-sysfs.js';
+
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const distServer = path.join(root, 'dist', 'daemon', 'server.js');
+const skipReason = existsSync(distServer) && existsSync(path.join(root, 'dist', 'serve', 'worker.js'))
+  ? undefined
+  : 'dist/ is not built (npm test runs tsc first; or run npx tsc -p tsconfig.json)';
+if (skipReason) console.warn(`daemon hostile-input tests skipped: ${skipReason}`);
+
+const MEMORY_LIMIT = 64 * 2 ** 20;
+const START_TIMEOUT_MS = 1500;
+/** Short deadline: a refusal must come at once; a hang shows up as DEADLINE_EXCEEDED instead of the expected code. */
+const CALL_TIMEOUT_MS = 10_000;
+
+describe.skipIf(skipReason)('control API: hostile requests', () => {
+  let host: FakeHost;
+  let dir: string;
+  let daemon: ServerModule.Daemon;
+  let client: VfiodClient;
+
+  const call = (service: 'DeviceService' | 'ControllerService' | 'AttachmentService', rpc: string, request: Record<string, unknown>) =>
+    client.call(service, rpc, request, CALL_TIMEOUT_MS);
+  const socket = (name: string): string => path.join(dir, `${name}.sock`);
+  const create = (id: string, spec: Record<string, unknown> = {}) =>
+    call('ControllerService', 'CreateController', { id, spec: { socketPath: socket(id), namespaces: ['memory:1M'], ...spec } });
+
+  beforeAll(async () => {
+    const server = (await import(pathToFileURL(distServer).href)) as typeof ServerModule;
+    host = standardHost();
+    dir = mkdtempSync(path.join(tmpdir(), 'vfiod-hostile-'));
+    daemon = await server.startDaemon({
+      socketPath: socket('vfiod'),
+      stateDir: path.join(dir, 'state'),
+      roots: host.roots,
+      writer: host.writer,
+      prober: host.prober,
+      controllerMemoryLimitBytes: MEMORY_LIMIT,
+      controllerStartTimeoutMs: START_TIMEOUT_MS,
+      logger: memoryLogger().logger,
+    });
+    client = new VfiodClient({ address: daemon.socketPath! });
+  });
+  afterAll(async () => {
+    client?.close();
+    await daemon?.close();
+    host?.cleanup();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('refuses megabyte-long fields with a bounded message; the same channel keeps working', async () => {
+    const huge = 'a'.repeat(1_000_000);
+    const refused = await expectStatus(create(huge), 'INVALID_ARGUMENT', 'id');
+    expect(refused.details.length).toBeLessThanOrEqual(MAX_STATUS_DETAILS + 100);
+    await expectStatus(call('DeviceService', 'GetDevice', { bdf: huge }), 'INVALID_ARGUMENT', 'not a PCI address');
+    await expectStatus(call('DeviceService', 'PrepareDevice', { bdf: '0000:01:00.1', owner: huge }), 'INVALID_ARGUMENT', 'owner', 'limit is 256');
+    const endpoint = { qemuQmpSocket: socket('vm1-qmp') };
+    await expectStatus(call('AttachmentService', 'AttachDevice', { vmId: huge, endpoint, source: { pciBdf: '0000:01:00.1' } }), 'INVALID_ARGUMENT', 'vm_id', 'limit is 256');
+    await expectStatus(call('AttachmentService', 'DetachDevice', { vmId: 'vm1', deviceId: huge }), 'INVALID_ARGUMENT', 'device_id');
+    // Nothing was claimed for the oversized owner, and the channel that carried those calls still answers.
+    expect((await call('DeviceService', 'GetDevice', { bdf: '0000:01:00.1' }))['device']['claim'] ?? null).toBeNull();
+    expect((await call('ControllerService', 'ListControllers', {}))['controllers']).toEqual([]);
+  });
+
+  it('refuses control characters: a NUL in a path is INVALID_ARGUMENT, not an internal error', async () => {
+    await expectStatus(create('nul', { socketPath: `${dir}/a\0b.sock` }), 'INVALID_ARGUMENT', 'controller nul', 'control characters');
+    await expectStatus(call('DeviceService', 'PrepareDevice', { bdf: '0000:01:00.1', owner: 'vm1\n{"level":"error"}' }), 'INVALID_ARGUMENT', 'owner', 'control characters');
+    await expectStatus(call('AttachmentService', 'ListAttachments', { vmId: 'vm\u0007' }), 'INVALID_ARGUMENT', 'vm_id');
+  });
+
+  it('refuses relative and non-normalised paths, and leaves nothing on disk for a refused request', async () => {
+    const cwdFile = path.join(process.cwd(), 'hostile-relative.img');
+    await expectStatus(create('rel', { namespaces: ['file:hostile-relative.img?size=1M'] }), 'INVALID_ARGUMENT', 'controller rel', 'absolute path');
+    expect(existsSync(cwdFile)).toBe(false);
+    await expectStatus(create('dots', { socketPath: `${dir}/missing/../dots.sock` }), 'INVALID_ARGUMENT', 'controller dots', 'normalised', `${dir}/dots.sock`);
+    await expectStatus(create('idp', { identityPath: `${dir}/id/x/../y.json` }), 'INVALID_ARGUMENT', 'identity_path');
+    // A request refused for its last field creates no identity directory for its first.
+    await expectStatus(create('late', { identityPath: `${dir}/late-identity/id.json`, mdtsPages: 99 }), 'INVALID_ARGUMENT', 'mdts_pages');
+    expect(existsSync(`${dir}/late-identity`)).toBe(false);
+    expect(existsSync(path.join(dir, 'state', 'controllers', 'late.identity.json'))).toBe(false);
+  });
+
+  it('refuses a disk shared by two namespaces or two controllers, and memory namespaces beyond the RAM budget', async () => {
+    const image = `file:${dir}/shared.img?size=1M`;
+    await expectStatus(create('twice', { namespaces: [image, image] }), 'INVALID_ARGUMENT', 'controller twice', 'same file');
+    await create('owner', { namespaces: [image] });
+    // The same file by another spelling (file:// form, no size) is still the same disk.
+    await expectStatus(create('thief', { namespaces: [`file://${dir}/shared.img`] }), 'ALREADY_EXISTS', 'controller thief', 'controller owner');
+
+    const started = Date.now();
+    await expectStatus(create('huge', { namespaces: ['memory:100T'] }), 'FAILED_PRECONDITION', 'controller huge', '100TiB', '64MiB of RAM');
+    expect(Date.now() - started).toBeLessThan(CALL_TIMEOUT_MS);
+    await create('m48', { namespaces: ['memory:48M'] });
+    await expectStatus(create('m32', { namespaces: ['memory:32M'] }), 'FAILED_PRECONDITION', 'controller m32', '32MiB', 'plus 48MiB of other controllers');
+    await call('ControllerService', 'DeleteController', { id: 'm48' });
+    await create('m32', { namespaces: ['memory:32M'] });
+    await call('ControllerService', 'DeleteController', { id: 'm32' });
+    await call('ControllerService', 'DeleteController', { id: 'owner' });
+    await create('thief', { namespaces: [`file://${dir}/shared.img`] });
+    await call('ControllerService', 'DeleteController', { id: 'thief' });
+  });
+
+  it('a namespace backend that never answers fails the create after the start timeout; the id is free again', async () => {
+    // Accepts NVMe/TCP connections and never says a word.
+    const silent = net.createServer(() => {});
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const port = (silent.address() as net.AddressInfo).port;
+    try {
+      const started = Date.now();
+      await expectStatus(
+        create('stuck', { namespaces: [`nvme-tcp://127.0.0.1:${port}/nqn.2014-08.org.example:silent?nsid=1`] }),
+        'FAILED_PRECONDITION',
+        'controller stuck',
+        `not listening after ${START_TIMEOUT_MS} ms`,
+      );
+      expect(Date.now() - started).toBeLessThan(CALL_TIMEOUT_MS);
+      await expectStatus(call('ControllerService', 'GetController', { id: 'stuck' }), 'NOT_FOUND', 'stuck');
+      expect(existsSync(socket('stuck'))).toBe(false);
+    } finally {
+      silent.close();
+    }
+  });
+
+  it('refuses deleting a controller a VM uses until it is detached', async () => {
+    const vmSocket = socket('vm1-api');
+    const fake = await FakeCloudHypervisor.start({ socketPath: vmSocket, ejectDelayMs: 10 });
+    try {
+      const endpoint = { cloudHypervisorApiSocket: vmSocket };
+      await create('disk');
+      await call('AttachmentService', 'AttachDevice', { vmId: 'vm1', endpoint, source: { controllerId: 'disk' }, deviceId: 'disk0' });
+      await expectStatus(call('ControllerService', 'DeleteController', { id: 'disk' }), 'FAILED_PRECONDITION', 'controller disk', 'VM vm1', 'disk0', 'detach it first');
+      expect((await call('ControllerService', 'GetController', { id: 'disk' }))['controller']['state']).toBe('CONTROLLER_STATE_SERVING');
+      await call('AttachmentService', 'DetachDevice', { vmId: 'vm1', deviceId: 'disk0', timeoutMs: 5000 });
+      await call('ControllerService', 'DeleteController', { id: 'disk' });
+      expect(fake.violations).toEqual([]);
+    } finally {
+      await fake.stop();
+    }
+  });
+});
