@@ -70,7 +70,9 @@ targets:
     // --smoke: first two workloads, first bs, first and a capped last QD, 1 s, no ramp, at most 16 MiB.
     expect(config.smoke).toMatchObject({ rw: ['randread', 'randrw'], bs: [4096], iodepth: [1, 8], numjobs: [1], runtimeSeconds: 1, rampSeconds: 0, sizeBytes: 16 * 2 ** 20 });
     expect(config.fio).toBe('fio');
+    expect(config.engine).toBeUndefined(); // built on demand
     expect(config.name).toBe('nightly');
+    expect(parseBenchConfig(`engine: build/vfiod-fio.so\n${FILE_TARGET}`, '/srv/b.yaml').engine).toBe('/srv/build/vfiod-fio.so');
   });
 
   it('reports every problem with its key and what is allowed', () => {
@@ -152,7 +154,7 @@ targets:
   it('rejects broken YAML and non-mappings with a message, not a crash', () => {
     expect(problems('matrix: [unclosed')[0]).toMatch(/^not valid YAML: /);
     expect(problems('matrix: {a: 1}\nmatrix: {b: 2}')[0]).toMatch(/^not valid YAML: .*[Mm]ap keys must be unique/);
-    expect(problems('- just\n- a list')).toEqual(['top level: expected a mapping with keys name, fio, matrix, smoke, targets, got a list']);
+    expect(problems('- just\n- a list')).toEqual(['top level: expected a mapping with keys name, fio, engine, matrix, smoke, targets, got a list']);
     expect(problems(`matrix: 5\n${FILE_TARGET}`)).toEqual([
       'matrix: expected a mapping with keys rw, rwmixread, bs, iodepth, numjobs, verify, runtime, ramp, size, got 5',
     ]);

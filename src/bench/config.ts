@@ -96,6 +96,8 @@ export interface BenchConfig {
   name: string;
   /** fio binary. */
   fio: string;
+  /** A prebuilt fio engine (vfiod-fio.so) to use as is; undefined = build it with bench/fio-engine/build.sh. */
+  engine: string | undefined;
   matrix: MatrixConfig;
   /** Matrix used with --smoke. */
   smoke: MatrixConfig;
@@ -137,7 +139,7 @@ export function parseBenchConfig(text: string, source = '<config>'): BenchConfig
   return config;
 }
 
-const TOP_KEYS = ['name', 'fio', 'matrix', 'smoke', 'targets'];
+const TOP_KEYS = ['name', 'fio', 'engine', 'matrix', 'smoke', 'targets'];
 const MATRIX_KEYS = ['rw', 'rwmixread', 'bs', 'iodepth', 'numjobs', 'verify', 'runtime', 'ramp', 'size'];
 const TARGET_KEYS: Record<TargetType, string[]> = {
   emulation: ['name', 'type', 'namespace', 'doorbells', 'completion', 'serve-args', 'server-cpus', 'fio-cpus'],
@@ -198,6 +200,10 @@ function validate(document: unknown, source: string, problems: string[]): BenchC
   const fio = document['fio'] ?? 'fio';
   if (typeof fio !== 'string' || fio === '') problems.push(`fio: expected the fio binary (a path or a name on PATH), got ${describe(fio)}`);
 
+  const engine = document['engine'];
+  if (engine !== undefined && (typeof engine !== 'string' || engine === '')) {
+    problems.push(`engine: expected the path of a built vfiod-fio.so (leave it out to build one), got ${describe(engine)}`);
+  }
   const matrix = validateMatrix(document['matrix'], 'matrix', DEFAULT_MATRIX, problems);
   const smokeBase = matrix ? defaultSmoke(matrix) : DEFAULT_MATRIX;
   const smoke = validateMatrix(document['smoke'], 'smoke', smokeBase, problems);
@@ -207,7 +213,11 @@ function validate(document: unknown, source: string, problems: string[]): BenchC
   for (const [label, m] of [['matrix', matrix], ['smoke', smoke]] as const) {
     if (document[label] !== undefined) problems.push(...capacityProblems(targets, m, label));
   }
-  return { source, name: String(name), fio: String(fio), matrix, smoke, targets };
+  return {
+    source, name: String(name), fio: String(fio),
+    engine: typeof engine === 'string' ? path.resolve(path.dirname(source), engine) : undefined,
+    matrix, smoke, targets,
+  };
 }
 
 /** Values of a list-or-scalar key. */

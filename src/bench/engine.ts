@@ -13,6 +13,11 @@ export type EngineBuild = { ok: true; path: string } | { ok: false; unavailable:
 
 let cached: EngineBuild | undefined;
 
+/** A prebuilt engine named in the config: used as is (e.g. where the repository is read-only). */
+export function prebuiltEngine(file: string): EngineBuild {
+  return existsSync(file) ? { ok: true, path: file } : { ok: false, unavailable: true, reason: `the fio engine ${file} (config 'engine') does not exist` };
+}
+
 /** Builds (or finds up to date) the engine; `unavailable` = fio or its sources are missing, not a build bug. */
 export function buildEngine(): EngineBuild {
   if (cached) return cached;

@@ -145,7 +145,9 @@ export async function runBench(config: BenchConfig, options: RunOptions): Promis
     results.targets.push(entry);
     let target: ActiveTarget | undefined;
     try {
-      target = await startTarget(targetConfig, { dir: path.join(outDir, 'targets', targetConfig.name), bytesNeeded, logger });
+      target = await startTarget(targetConfig, {
+        dir: path.join(outDir, 'targets', targetConfig.name), bytesNeeded, logger, ...(config.engine ? { engine: config.engine } : {}),
+      });
       entry.ok = true;
       entry.info = target.info;
     } catch (error) {

@@ -4,12 +4,15 @@
  * the DeviceManager; file targets create their sparse file.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, createWriteStream, existsSync, ftruncateSync, mkdirSync, openSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import {
+  closeSync, createWriteStream, existsSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, realpathSync, rmSync, statSync,
+} from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { EmulationTarget, FileTarget, PassthroughTarget, TargetConfig } from './config.js';
 import type { TargetFioOptions } from './matrix.js';
-import { buildEngine, vfioEngineOptions, vfioUserEngineOptions } from './engine.js';
+import { buildEngine, prebuiltEngine, vfioEngineOptions, vfioUserEngineOptions } from './engine.js';
 import type { Logger } from '../util/log.js';
 
 const VFIOD_BIN = fileURLToPath(new URL('../../bin/vfiod.js', import.meta.url));
@@ -39,10 +42,12 @@ export interface ActiveTarget {
 }
 
 export interface TargetContext {
-  /** Directory for this target's files (socket, server log). */
+  /** Directory for this target's files (server log). */
   dir: string;
   /** Bytes the largest point needs (size x numjobs). */
   bytesNeeded: number;
+  /** A prebuilt fio engine (config 'engine'); undefined = build it. */
+  engine?: string;
   logger: Logger;
 }
 
@@ -71,15 +76,18 @@ function startByType(config: TargetConfig, context: TargetContext): Promise<Acti
   }
 }
 
-function enginePath(target: string): string {
-  const engine = buildEngine();
+function enginePath(target: string, prebuilt: string | undefined): string {
+  const engine = prebuilt !== undefined ? prebuiltEngine(prebuilt) : buildEngine();
   if (!engine.ok) throw new TargetError(target, engine.reason);
   return engine.path;
 }
 
 async function startEmulation(config: EmulationTarget, context: TargetContext): Promise<ActiveTarget> {
-  const engine = enginePath(config.name);
-  const socket = path.join(context.dir, 'nvme.sock');
+  const engine = enginePath(config.name, context.engine);
+  // The socket lives in a private temp dir, not the output dir: unix socket paths are limited to 108 bytes, and
+  // output dirs may be on filesystems that cannot hold sockets (9p, some network filesystems).
+  const socketDir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-bench-'));
+  const socket = path.join(socketDir, 'nvme.sock');
   const args = [VFIOD_BIN, 'serve', '--socket', socket, '--namespace', config.namespace, ...(config.doorbells === 'polled' ? ['--poll'] : []), ...config.serveArgs];
   const logPath = path.join(context.dir, 'serve.log');
   const log = createWriteStream(logPath);
@@ -117,6 +125,7 @@ async function startEmulation(config: EmulationTarget, context: TargetContext): 
     await ready;
   } catch (error) {
     if (!exited) child.kill('SIGKILL');
+    rmSync(socketDir, { recursive: true, force: true });
     throw error;
   } finally {
     clearTimeout(timeout);
@@ -133,7 +142,11 @@ async function startEmulation(config: EmulationTarget, context: TargetContext): 
       server_cpus_allowed: cpusAllowed(child.pid!),
     },
     failure: () => (exited ? `vfiod serve exited (${describeExit(exited)}): ${lastLines(tail)}` : undefined),
-    stop: () => stopChild(child, () => exited !== undefined, exitPromise, context.logger, config.name).finally(() => log.end()),
+    stop: () =>
+      stopChild(child, () => exited !== undefined, exitPromise, context.logger, config.name).finally(() => {
+        log.end();
+        rmSync(socketDir, { recursive: true, force: true });
+      }),
   };
 }
 
@@ -176,7 +189,7 @@ function lastLines(text: string, count = 5): string {
 }
 
 async function startPassthrough(config: PassthroughTarget, context: TargetContext): Promise<ActiveTarget> {
-  const engine = enginePath(config.name);
+  const engine = enginePath(config.name, context.engine);
   const info: Record<string, unknown> = { engine, bdf: config.bdf, prepared_by_bench: config.prepare };
   let release: (() => Promise<void>) | undefined;
   if (config.prepare) {
