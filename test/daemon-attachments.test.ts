@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { runAttach, runAttachments, runDetach, runDevicesViaDaemon, runVmConfig } from '../src/cli/client.js';
+import { ClaimStore } from '../src/devices/claims.js';
 import { VfiodClient } from '../src/daemon/client.js';
 import { unpackAny } from '../src/daemon/proto.js';
 import { type Daemon, startDaemon } from '../src/daemon/server.js';
@@ -213,6 +214,40 @@ describe('VMM gone', () => {
     host.exitProcess(5000);
     expect((await attachments('DetachDevice', { vmId: 'vm1', deviceId: 'disk1', timeoutMs: 300 }))['released']).toEqual([VF1]);
     expect(host.driverOf(VF1)).toBe('nvme');
+  });
+});
+
+describe('shutdown', () => {
+  it('waits for a hot-plug whose call the drain cancelled: its rollback still finds the claims database open', async () => {
+    // A daemon whose drain gives up at once, and a VMM that never answers vm.add-device.
+    client.close();
+    await daemon.close();
+    daemon = await startDaemon({
+      socketPath: path.join(dir, 'vfiod.sock'),
+      stateDir: path.join(dir, 'state'),
+      roots: host.roots,
+      writer: host.writer,
+      prober: host.prober,
+      pollMs: 5,
+      vfioTimeoutMs: 200,
+      releaseWaitMs: 500,
+      drainTimeoutMs: 100,
+      logger: memoryLogger().logger,
+    });
+    client = new VfiodClient({ address: daemon.socketPath! });
+    const { endpoint } = await vmm('vm1', { hang: new Set(['vm.add-device']) });
+    const attach = attachments('AttachDevice', { vmId: 'vm1', endpoint, source: { pciBdf: VF1 }, timeoutMs: 1500 }).catch((e: unknown) => e);
+    await vi.waitFor(() => expect(host.driverOf(VF1)).toBe('vfio-pci'));
+    await daemon.close();
+    // The call was cancelled by the drain, but its handler timed out on the VMM and rolled the prepare back.
+    expect(await attach).toMatchObject({ statusName: 'CANCELLED' });
+    expect(host.driverOf(VF1)).toBe('nvme');
+    const claims = new ClaimStore(path.join(dir, 'state', 'claims.db'));
+    try {
+      expect(claims.get(VF1)).toBeUndefined();
+    } finally {
+      claims.close();
+    }
   });
 });
 

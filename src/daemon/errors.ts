@@ -58,14 +58,66 @@ export function toStatus(error: unknown, rpc: string, logger: Logger): StatusErr
 
 type UnaryHandler<Req, Res> = (request: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res> | Res;
 
+/**
+ * The unary handlers still running. A cancelled call (client gone, or the daemon's drain timeout) does not stop its
+ * handler: a hot-plug keeps going and rolls back on its own. Shutdown waits for them before it closes the claims
+ * database, or a rollback would find it closed and leave a device bound to vfio-pci with a half-written claim.
+ */
+export class HandlerTracker {
+  private running = 0;
+  private idle: Array<() => void> = [];
+
+  get size(): number {
+    return this.running;
+  }
+
+  /** Wraps every unary handler of a service implementation (server streams are ended by the daemon itself). */
+  wrap(implementation: grpc.UntypedServiceImplementation, streaming: readonly string[] = []): grpc.UntypedServiceImplementation {
+    const wrapped: grpc.UntypedServiceImplementation = {};
+    for (const [name, handler] of Object.entries(implementation)) {
+      if (streaming.includes(name)) {
+        wrapped[name] = handler;
+        continue;
+      }
+      const unaryHandler = handler as grpc.handleUnaryCall<unknown, unknown>;
+      wrapped[name] = ((call: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+        this.running++;
+        unaryHandler(call, (error, value) => {
+          this.finished();
+          callback(error, value);
+        });
+      }) as grpc.handleUnaryCall<unknown, unknown>;
+    }
+    return wrapped;
+  }
+
+  /** Resolves true once no handler runs, false when `timeoutMs` passed first. */
+  settled(timeoutMs: number): Promise<boolean> {
+    if (this.running === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      this.idle.push(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+
+  private finished(): void {
+    this.running--;
+    if (this.running > 0) return;
+    for (const wake of this.idle.splice(0)) wake();
+  }
+}
+
 /** Wraps a unary handler: request errors become statuses, nothing a client sends can crash the daemon. */
 export function unary<Req, Res>(rpc: string, logger: Logger, handler: UnaryHandler<Req, Res>): grpc.handleUnaryCall<Req, Res> {
   return (call, callback) => {
     Promise.resolve()
       .then(() => handler(call.request, call))
       .then(
-        (response) => callback(null, response),
-        (error: unknown) => callback(toStatus(error, rpc, logger)),
-      );
+      (response) => callback(null, response),
+      (error: unknown) => callback(toStatus(error, rpc, logger)),
+    );
   };
 }

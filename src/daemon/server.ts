@@ -17,6 +17,7 @@ import { DEFAULT_ROOTS, type HostRoots, realSysfsWriter, type SysfsWriter } from
 import { DeviceManager, type ReconcileEntry } from '../devices/manager.js';
 import { loadNativeProber, type VfioProber } from '../devices/probe.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
+import { HandlerTracker } from './errors.js';
 import { type Logger, rootLogger } from '../util/log.js';
 import { attachmentService } from './attachments-service.js';
 import { ControllerRegistry } from './controllers.js';
@@ -30,6 +31,8 @@ export const DEFAULT_DAEMON_SOCKET = '/run/vfiod/vfiod.sock';
 export const DEFAULT_STATE_DIR = '/var/lib/vfiod';
 const SERVICES = ['vfiod.v1.DeviceService', 'vfiod.v1.ControllerService', 'vfiod.v1.AttachmentService'] as const;
 const DRAIN_TIMEOUT_MS = 5_000;
+/** After the drain: how long shutdown waits for handlers of cancelled calls to finish their rollbacks. */
+const HANDLER_SETTLE_MS = 60_000;
 
 export interface TlsFiles {
   cert: string;
@@ -58,6 +61,8 @@ export interface DaemonOptions {
   releaseWaitMs?: number;
   /** How often controller stats are sampled for rates (default 1000 ms). */
   statsIntervalMs?: number;
+  /** Shutdown: how long running calls get before they are cancelled (default 5 s). */
+  drainTimeoutMs?: number;
   /** How long a controller may take to start listening (default 60 s). */
   controllerStartTimeoutMs?: number;
   /** RAM the memory namespaces of all controllers may use together (default: the host's RAM). */
@@ -172,9 +177,10 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     if (restored.started.length || restored.failed.length) logger.info('controllers restored', restored);
 
     const server = new grpc.Server();
-    server.addService(serviceDefinition('DeviceService'), deviceService({ roots, manager, events, logger }));
-    server.addService(serviceDefinition('ControllerService'), controllerService({ registry, attachments, logger }));
-    server.addService(serviceDefinition('AttachmentService'), attachmentService({ attachments, devices: manager, registry, events, logger }));
+    const handlers = new HandlerTracker();
+    server.addService(serviceDefinition('DeviceService'), handlers.wrap(deviceService({ roots, manager, events, logger }), ['StreamDeviceEvents']));
+    server.addService(serviceDefinition('ControllerService'), handlers.wrap(controllerService({ registry, attachments, logger })));
+    server.addService(serviceDefinition('AttachmentService'), handlers.wrap(attachmentService({ attachments, devices: manager, registry, events, logger })));
     const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICES.map((s) => [s, 'NOT_SERVING' as const])) });
     health.addToServer(server);
     new ReflectionService(loadProtocol().definition).addToServer(server);
@@ -203,17 +209,25 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
       (closing ??= (async () => {
         for (const service of ['', ...SERVICES]) health.setStatus(service, 'NOT_SERVING');
         events.close();
+        const drainTimeoutMs = options.drainTimeoutMs ?? DRAIN_TIMEOUT_MS;
         await new Promise<void>((resolve) => {
           const timer = setTimeout(() => {
-            logger.warn('calls still running after the drain timeout: cancelling them', { timeoutMs: DRAIN_TIMEOUT_MS });
+            logger.warn('calls still running after the drain timeout: cancelling them', { timeoutMs: drainTimeoutMs, running: handlers.size });
             server.forceShutdown();
             resolve();
-          }, DRAIN_TIMEOUT_MS);
+          }, drainTimeoutMs);
           server.tryShutdown(() => {
             clearTimeout(timer);
             resolve();
           });
         });
+        // Cancelled calls' handlers are still attaching, detaching or rolling back: they need the claims database.
+        if (handlers.size > 0) {
+          logger.info('waiting for cancelled calls to finish', { running: handlers.size });
+          if (!(await handlers.settled(HANDLER_SETTLE_MS))) {
+            logger.error('calls still running at exit: their devices may need `vfiod devices reconcile`', { running: handlers.size });
+          }
+        }
         await registry.close();
         claims.close();
         if (socketPath !== null) removeSocket(socketPath);
