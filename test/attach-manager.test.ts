@@ -295,6 +295,62 @@ describe('restart', () => {
   });
 });
 
+describe('reconcile after a restart', () => {
+  const reopen = (): void => {
+    claims.close();
+    open();
+  };
+
+  it('completes an interrupted attach the VMM lists, and rolls back one it does not', async () => {
+    const { fake, endpoint } = await vmm('vm1');
+    const a = (await manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: VF1 }, deviceId: 'disk0' })).attachment;
+    const b = (await manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: VF2 }, deviceId: 'disk1' })).attachment;
+    // as if vfiod crashed mid-attach: disk0 made it into the VM, disk1 did not
+    claims.putAttachment('vm1', 'disk0', { ...a, state: 'attaching' });
+    claims.putAttachment('vm1', 'disk1', { ...b, state: 'attaching' });
+    fake.tree.delete('disk1');
+    host.exitProcess(VMM_PID); // the fake VMM's holder of both groups
+    host.holdOpen(VMM_PID, 'cloud-hyperviso', host.groupDevPath(host.groupOf(VF1)!));
+    reopen();
+    expect(await manager.reconcile()).toEqual([
+      { vmId: 'vm1', deviceId: 'disk0', action: 'repaired', detail: 'interrupted attach: the VMM lists the device, now attached' },
+      { vmId: 'vm1', deviceId: 'disk1', action: 'removed', detail: `the VMM no longer lists it: record removed, ${VF2} released` },
+    ]);
+    expect(manager.get('vm1', 'disk0').state).toBe('attached');
+    expect(host.driverOf(VF2)).not.toBe('vfio-pci');
+    expect(claims.get(VF2)).toBeUndefined();
+  });
+
+  it('finishes a pending detach whose device the guest ejected meanwhile', async () => {
+    const { fake, endpoint } = await vmm('vm1', { guestEjects: false });
+    await manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: VF1 } });
+    await expectError(manager.detach({ vmId: 'vm1', bdf: VF1, timeoutMs: 100 }), 'DEADLINE_EXCEEDED');
+    reopen();
+    expect((await manager.reconcile())[0]).toMatchObject({ action: 'attention', detail: expect.stringMatching(/still lists vfiod-0000_01_00_1/) });
+    fake.ejectPending();
+    expect((await manager.reconcile())[0]).toMatchObject({ action: 'removed' });
+    expect(host.driverOf(VF1)).toBe('nvme');
+    expect(manager.list()).toEqual([]);
+  });
+
+  it('a VMM that does not answer: kept while a process holds the group, released once nothing does', async () => {
+    const { fake, endpoint } = await vmm('vm1');
+    await manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: VF1 } });
+    await manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'vfio-user', socketPath: '/run/vfiod/u.sock' }, deviceId: 'user0' });
+    await fake.stop();
+    fakes.splice(fakes.indexOf(fake), 1);
+    reopen();
+    const first = await manager.reconcile();
+    expect(first.map((e) => [e.deviceId, e.action])).toEqual([['user0', 'attention'], ['vfiod-0000_01_00_1', 'attention']]);
+    expect(first[1]!.detail).toMatch(/VMM unreachable .*held by pid 4242/);
+    expect(host.driverOf(VF1)).toBe('vfio-pci');
+    host.exitProcess(VMM_PID); // the VM is gone for good
+    const second = await manager.reconcile();
+    expect(second.map((e) => [e.deviceId, e.action])).toEqual([['user0', 'attention'], ['vfiod-0000_01_00_1', 'removed']]);
+    expect(host.driverOf(VF1)).toBe('nvme');
+  });
+});
+
 describe('static configuration', () => {
   it('adds prepared GPU companions, warns about unprepared devices, and cloud-hypervisor output validates against VmConfig', async () => {
     await devices.prepare(GPU, 'vm1');

@@ -108,6 +108,13 @@ export interface DetachResult {
   released: string[];
 }
 
+export interface AttachmentReconcileEntry {
+  vmId: string;
+  deviceId: string;
+  action: 'ok' | 'repaired' | 'removed' | 'attention';
+  detail: string;
+}
+
 export interface AttachmentManagerOptions {
   devices: DeviceManager;
   /** Builds the adapter for one VM's endpoint (tests inject; default: the real adapters). */
@@ -469,6 +476,88 @@ export class AttachmentManager {
     this.drop(a);
     this.log.info('detached', { vm: vmId, device: a.deviceId, released, vmmUnreachable });
     return { vmId, deviceId: a.deviceId, released };
+  }
+
+  /**
+   * Compares every record with its VMM (run at daemon start, after DeviceManager.reconcile): an interrupted attach
+   * whose device the VMM lists is completed, one it does not list is rolled back; an interrupted or pending detach
+   * whose device is gone is finished (released); an 'attached' device the VMM no longer lists is released and its
+   * record removed. A VMM that does not answer counts as gone only when no process holds the device's VFIO group.
+   */
+  async reconcile(timeoutMs = 5000): Promise<AttachmentReconcileEntry[]> {
+    const report: AttachmentReconcileEntry[] = [];
+    for (const a of this.list()) {
+      const entry = await this.serialized(a.vmId, () => this.reconcileOne(a, timeoutMs));
+      report.push(entry);
+      this.log.info('reconcile', { ...entry });
+    }
+    return report;
+  }
+
+  private async reconcileOne(snapshot: Attachment, timeoutMs: number): Promise<AttachmentReconcileEntry> {
+    const a = this.records.get(this.key(snapshot.vmId, snapshot.deviceId));
+    const base = { vmId: snapshot.vmId, deviceId: snapshot.deviceId };
+    if (!a) return { ...base, action: 'ok', detail: 'gone meanwhile' };
+    let listed: Set<string> | undefined;
+    let unreachable: string | undefined;
+    const adapter = this.adapterFor(a.vmId, a.endpoint);
+    try {
+      listed = new Set((await adapter.listDevices(timeoutMs)).map((d) => d.id));
+    } catch (error) {
+      unreachable = errorMessage(error);
+    } finally {
+      await adapter.close();
+    }
+    const present = listed ? a.functions.filter((f) => listed.has(f.vmmDeviceId)).map((f) => f.vmmDeviceId) : undefined;
+    if (listed && present!.length === a.functions.length && (a.state === 'attached' || a.state === 'attaching')) {
+      if (a.state === 'attaching') {
+        a.state = 'attached';
+        a.note = 'attach completed by reconcile';
+        this.save(a);
+        return { ...base, action: 'repaired', detail: 'interrupted attach: the VMM lists the device, now attached' };
+      }
+      return { ...base, action: 'ok', detail: 'attached; the VMM lists it' };
+    }
+    if (listed && present!.length > 0) {
+      if (a.state === 'attached') {
+        a.note = `the VMM lists only ${present!.join(', ')}`;
+        this.save(a);
+        return { ...base, action: 'attention', detail: `the VMM lists only ${present!.join(', ')} of ${a.functions.map((f) => f.vmmDeviceId).join(', ')}: detach it` };
+      }
+      a.state = 'detach-pending';
+      this.save(a);
+      return { ...base, action: 'attention', detail: `the VMM still lists ${present!.join(', ')}: detach it again` };
+    }
+    if (unreachable) {
+      // Gone or just not answering? For VFIO, an open group tells; for vfio-user nothing does: keep the record.
+      const groups = a.functions
+        .map((f) => (f.hostBdf ? this.devices.claims.get(f.hostBdf) : undefined))
+        .filter((c) => c !== undefined)
+        .map((c) => ({ iommuGroup: c.iommuGroup }));
+      const holders = a.source.kind === 'pci' ? this.devices.holders(groups) : [];
+      if (a.source.kind !== 'pci' || holders.length > 0) {
+        a.note = `reconcile: VMM unreachable (${unreachable})${holders.length ? `; held by pid ${holders.map((h) => h.pid).join(', ')}` : ''}`;
+        this.save(a);
+        return { ...base, action: 'attention', detail: a.note };
+      }
+    }
+    // Not in the VM (or its VMM is gone and nothing holds the device): give the device back.
+    if (a.source.kind === 'pci' && a.preparedByAttach && this.devices.claims.get(a.source.bdf)?.owner === a.vmId) {
+      try {
+        await this.devices.release(a.source.bdf, a.vmId, { waitMs: 0 });
+      } catch (error) {
+        a.state = 'detach-pending';
+        a.note = `reconcile: ${unreachable ? `VMM unreachable (${unreachable}); ` : ''}release failed: ${errorMessage(error)}`;
+        this.save(a);
+        return { ...base, action: 'attention', detail: a.note };
+      }
+    }
+    this.drop(a);
+    return {
+      ...base,
+      action: 'removed',
+      detail: `${unreachable ? `VMM unreachable and nothing holds the device (${unreachable})` : 'the VMM no longer lists it'}: record removed${a.source.kind === 'pci' && a.preparedByAttach ? `, ${a.source.bdf} released` : ''}`,
+    };
   }
 
   /**
