@@ -229,6 +229,26 @@ describe('vfiod devices: daemon or standalone', () => {
   });
 });
 
+describe('vfiod devices: the same output through the daemon as standalone', () => {
+  it('prints the same list and show reports from the API as from sysfs and the claims database', async () => {
+    const { runDevicesViaDaemon } = await import('../src/cli/client.js');
+    const { runDevices } = await import('../src/cli/devices.js');
+    await devices('PrepareDevice', { bdf: VF1, owner: 'vm1' });
+    const capture = async (run: (argv: string[], deps: { stdout: (t: string) => void }) => Promise<number>, argv: string[]): Promise<string> => {
+      let text = '';
+      expect(await run(argv, { stdout: (t) => void (text += t) })).toBe(0);
+      return text;
+    };
+    const local = ['--sysfs-root', host.roots.sysfs, '--dev-root', host.roots.dev, '--proc-root', host.roots.proc, '--state', path.join(dir, 'state', 'claims.db')];
+    const viaDaemon = ['--daemon', daemon.socketPath!];
+    for (const argv of [['list'], ['list', '--free'], ['show', VF1], ['show', MOUNTED], ['show', GPU], ['show', NO_IOMMU]]) {
+      const standalone = await capture(runDevices, [...argv, ...local]);
+      expect(standalone.length).toBeGreaterThan(0);
+      expect(await capture(runDevicesViaDaemon, [...argv, ...viaDaemon]), argv.join(' ')).toBe(standalone);
+    }
+  });
+});
+
 describe('error mapping', () => {
   it('maps each VfiodError code 1:1 onto a gRPC status; anything else is INTERNAL with a log line', async () => {
     const { unary, GRPC_STATUS } = await import('../src/daemon/errors.js');

@@ -11,10 +11,11 @@ import * as grpc from '@grpc/grpc-js';
 import { ApiError, type ClientTarget, VfiodClient } from '../daemon/client.js';
 import { unpackAny } from '../daemon/proto.js';
 import { DEFAULT_DAEMON_SOCKET } from '../daemon/server.js';
+import type { DeviceKind, PciDevice, VfioState } from '../devices/discovery.js';
 import { normalizeBdf } from '../devices/host.js';
 import { DEVICE_KINDS } from '../devices/selectors.js';
 import { errorMessage } from '../util/errors.js';
-import { table } from './devices.js';
+import { renderList, renderShow, table } from './devices.js';
 
 export const CLIENT_EXIT = { ok: 0, failed: 1, usage: 2, notFound: 3, busy: 4, attention: 5, noDaemon: 6 } as const;
 
@@ -522,25 +523,49 @@ Commands:
 
 ${CONNECTION_HELP}`;
 
-function renderDeviceList(devices: Array<Record<string, any>>): string {
-  if (devices.length === 0) return 'no matching devices\n';
-  const rows = [['BDF', 'ID', 'CLASS', 'DRIVER', 'GROUP', 'NUMA', 'SR-IOV', 'STATUS', 'NOTES']];
-  for (const d of devices) {
-    const sriov = d['sriov'] ? `PF ${d['sriov']['numVfs']}/${d['sriov']['totalVfs']}` : d['physfn'] ? `VF of ${String(d['physfn']).slice(5)}` : '-';
-    const status = d['claim'] ? `claimed:${d['claim']['owner']}` : d['vfioUsable'] ? 'vfio' : d['hostUses'].some((u: { blocking: boolean }) => u.blocking) ? 'in-use' : shortEnum(d['vfioState'], 'VFIO_STATE_');
-    rows.push([
-      d['bdf'],
-      `${d['vendorId']}:${d['deviceId']}`,
-      `${shortEnum(d['kind'], 'DEVICE_KIND_')}(${d['classCode']})`,
-      d['driver'] ?? '-',
-      d['iommuGroup'] === undefined ? '-' : String(d['iommuGroup']),
-      d['numaNode'] === undefined ? '-' : String(d['numaNode']),
-      sriov,
-      status,
-      d['hostUses'].filter((u: { blocking: boolean }) => u.blocking).map((u: { detail: string }) => u.detail).join('; '),
-    ]);
-  }
-  return table(rows);
+/**
+ * The API's DeviceInfo as the passthrough manager's PciDevice, so `vfiod devices` prints the same table and report
+ * through the daemon as standalone (src/cli/devices.ts renders both).
+ */
+function pciDeviceFrom(d: Record<string, any>): PciDevice {
+  const sriov = d['sriov'];
+  return {
+    bdf: d['bdf'],
+    vendor: d['vendorId'],
+    device: d['deviceId'],
+    subsystemVendor: d['subsystemVendorId'] || null,
+    subsystemDevice: d['subsystemDeviceId'] || null,
+    classCode: d['classCode'],
+    kind: shortEnum(d['kind'], 'DEVICE_KIND_') as DeviceKind,
+    driver: d['driver'] ?? null,
+    driverOverride: d['driverOverride'] ?? null,
+    iommuGroup: d['iommuGroup'] ?? null,
+    groupMembers: d['iommuGroupMembers'] ?? [],
+    numaNode: d['numaNode'] ?? null,
+    physfn: d['physfn'] ?? null,
+    virtfns: d['virtfns'] ?? [],
+    sriov: sriov ? { totalVfs: sriov['totalVfs'], numVfs: sriov['numVfs'], driversAutoprobe: sriov['driversAutoprobe'] ?? null } : null,
+    resetMethods: d['resetMethods'] ?? null,
+    bars: d['bars'] ?? [],
+    vfioGroupDev: d['vfioGroupDev'] || null,
+    vfioCdev: d['vfioCdev'] || null,
+    hostUse: d['hostUses'] ?? [],
+    vfio: { state: shortEnum(d['vfioState'], 'VFIO_STATE_') as VfioState, usable: d['vfioUsable'], groupViable: d['iommuGroupViable'], reasons: d['vfioReasons'] ?? [] },
+  };
+}
+
+/** The API's ClaimInfo in the shape src/cli/devices.ts prints. */
+function claimFrom(c: Record<string, any> | null | undefined): Record<string, unknown> | undefined {
+  if (!c) return undefined;
+  return {
+    owner: c['owner'],
+    state: shortEnum(c['state'], 'CLAIM_STATE_'),
+    originalDriver: c['originalDriver'] ?? null,
+    originalOverride: c['originalOverride'] ?? null,
+    createdAt: c['createdAt'],
+    updatedAt: c['updatedAt'],
+    note: c['note'] || null,
+  };
 }
 
 export async function runDevicesViaDaemon(argv: string[], deps: ClientDeps = {}): Promise<number> {
@@ -577,28 +602,16 @@ export async function runDevicesViaDaemon(argv: string[], deps: ClientDeps = {})
           pfs: (v['pf'] ?? []).map((p: string) => bdfOption('--pf', p)),
           freeOnly: Boolean(v['free']),
         });
+        const devices: Array<Record<string, any>> = response['devices'];
+        const owners = new Map<string, string>(devices.filter((d) => d['claim']).map((d) => [d['bdf'], d['claim']['owner']]));
         if (ctx.json) printJson(ctx, response);
-        else ctx.out(renderDeviceList(response['devices']));
+        else ctx.out(devices.length ? renderList(devices.map(pciDeviceFrom), owners) : 'no matching devices\n');
         return CLIENT_EXIT.ok;
       }
       case 'show': {
         const response = await ctx.client.call('DeviceService', 'GetDevice', { bdf: bdfArg() });
         if (ctx.json) printJson(ctx, response);
-        else {
-          const d = response['device'];
-          const claim = d['claim'];
-          ctx.out(
-            [
-              `${d['bdf']}  ${d['vendorId']}:${d['deviceId']}  class ${d['classCode']} (${shortEnum(d['kind'], 'DEVICE_KIND_')})`,
-              `driver:          ${d['driver'] ?? 'none'}${d['driverOverride'] ? ` (driver_override ${d['driverOverride']})` : ''}`,
-              `iommu group:     ${d['iommuGroup'] ?? 'none'}${d['iommuGroupMembers'].length ? ` [${d['iommuGroupMembers'].join(', ')}]` : ''}`,
-              `vfio:            ${shortEnum(d['vfioState'], 'VFIO_STATE_')}, ${d['vfioUsable'] ? 'usable now' : 'not usable now'}${d['vfioGroupDev'] ? `; ${d['vfioGroupDev']}` : ''}`,
-              ...d['vfioReasons'].map((r: string) => `                 - ${r}`),
-              ...d['hostUses'].map((u: { blocking: boolean; detail: string }) => `host use:        ${u.blocking ? '!' : '-'} ${u.detail}`),
-              claim ? `claim:           ${claim['owner']} (${shortEnum(claim['state'], 'CLAIM_STATE_')}) since ${claim['createdAt']}; original driver ${claim['originalDriver'] ?? 'none'}` : 'claim:           none',
-            ].join('\n') + '\n',
-          );
-        }
+        else ctx.out(renderShow(pciDeviceFrom(response['device']), claimFrom(response['device']['claim'])));
         return CLIENT_EXIT.ok;
       }
       case 'prepare': {

@@ -87,7 +87,8 @@ export function table(rows: string[][]): string {
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n') + '\n';
 }
 
-function renderList(devices: PciDevice[], owners: Map<string, string>): string {
+/** The device table of `vfiod devices list` (standalone, and through the daemon). */
+export function renderList(devices: PciDevice[], owners: Map<string, string>): string {
   const rows = [['BDF', 'ID', 'CLASS', 'DRIVER', 'GROUP', 'NUMA', 'SR-IOV', 'STATUS', 'NOTES']];
   for (const d of devices) {
     const sriov = d.sriov ? `PF ${d.sriov.numVfs}/${d.sriov.totalVfs}` : d.physfn ? `VF of ${d.physfn.slice(5)}` : '-';
@@ -111,7 +112,8 @@ function renderList(devices: PciDevice[], owners: Map<string, string>): string {
   return table(rows);
 }
 
-function renderShow(d: PciDevice, claim: unknown): string {
+/** The device report of `vfiod devices show` (standalone, and through the daemon). */
+export function renderShow(d: PciDevice, claim: unknown): string {
   const c = claim as { owner: string; state: string; originalDriver: string | null; originalOverride: string | null; createdAt: string; updatedAt: string; note: string | null } | undefined;
   const lines = [
     `${d.bdf}  ${d.vendor}:${d.device} (subsystem ${d.subsystemVendor ?? '?'}:${d.subsystemDevice ?? '?'})  class ${d.classCode} (${d.kind})`,
