@@ -14,6 +14,7 @@ import { DEFAULT_DAEMON_SOCKET } from '../daemon/server.js';
 import type { DeviceKind, PciDevice, VfioState } from '../devices/discovery.js';
 import { normalizeBdf } from '../devices/host.js';
 import { DEVICE_KINDS } from '../devices/selectors.js';
+import { CONTROLLER_LIMITS } from '../serve/config.js';
 import { errorMessage } from '../util/errors.js';
 import { renderList, renderShow, table } from './devices.js';
 
@@ -328,10 +329,11 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
           namespaces: v['namespace'],
           doorbellMode: v['poll'] ? 'DOORBELL_MODE_POLLED' : 'DOORBELL_MODE_INTERRUPT',
           socketMode,
-          msixVectors: integer('--msix-vectors', v['msix-vectors'], 1, 2048),
-          maxIoQueuePairs: integer('--io-queues', v['io-queues'], 1, 511),
-          maxQueueEntries: integer('--queue-entries', v['queue-entries'], 2, 65536),
-          mdtsPages: integer('--mdts', v['mdts'], 1, 15),
+          msixVectors: integer('--msix-vectors', v['msix-vectors'], ...CONTROLLER_LIMITS.msixVectors),
+          maxIoQueuePairs: integer('--io-queues', v['io-queues'], ...CONTROLLER_LIMITS.maxIoQueuePairs),
+          maxQueueEntries: integer('--queue-entries', v['queue-entries'], ...CONTROLLER_LIMITS.maxQueueEntries),
+          // The API cannot ask for MDTS 0 (no limit): proto3 reads 0 as "default".
+          mdtsPages: integer('--mdts', v['mdts'], 1, CONTROLLER_LIMITS.mdtsPages[1]),
           identityPath: v['identity'],
           identity: { serialNumber: v['serial'], modelNumber: v['model'], firmwareRevision: v['firmware'], subsystemNqn: v['nqn'] },
         };
