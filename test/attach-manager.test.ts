@@ -18,7 +18,7 @@ import { DeviceManager } from '../src/devices/manager.js';
 import { CloudHypervisorClient } from '../src/hypervisor/cloud-hypervisor.js';
 import type { HypervisorAdapter } from '../src/hypervisor/types.js';
 import { VfiodError } from '../src/util/errors.js';
-import { FakeCloudHypervisor, OpenApiValidator } from './helpers/fake-cloud-hypervisor.js';
+import { FakeCloudHypervisor, OpenApiValidator, openApiMissingReason } from './helpers/fake-cloud-hypervisor.js';
 import { type FakeHost, standardHost } from './helpers/fake-sysfs.js';
 
 const VF1 = '0000:01:00.1';
@@ -367,6 +367,7 @@ describe('static configuration', () => {
     expect(result.warnings[0]).toMatch(/0000:01:00.1 is not prepared for VM vm1/);
     expect(result.warnings.join('\n')).toMatch(/CLOUDHV\.fd/);
     const vmConfig = { payload: { firmware: '/usr/share/cloud-hypervisor/CLOUDHV.fd' }, memory: { size: 1 << 30, shared: true }, devices: result.cloudHypervisor!.devices, user_devices: result.cloudHypervisor!.user_devices };
+    if (openApiMissingReason) return console.warn(`attach-manager: VmConfig not validated: ${openApiMissingReason}`);
     expect(new OpenApiValidator().checkRequest('PUT', '/vm.create', 'application/json', JSON.stringify(vmConfig))).toEqual([]);
   });
 });

@@ -11,7 +11,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import { classifyApiError, CloudHypervisorClient, parseErrorChain } from '../src/hypervisor/cloud-hypervisor.js';
 import { VfiodError } from '../src/util/errors.js';
-import { FakeCloudHypervisor, type FakeChMode } from './helpers/fake-cloud-hypervisor.js';
+import { FakeCloudHypervisor, type FakeChMode, openApiMissingReason } from './helpers/fake-cloud-hypervisor.js';
 
 async function expectError(promise: Promise<unknown>, code: string, ...fragments: Array<string | RegExp>): Promise<VfiodError> {
   const error = await promise.then(
@@ -64,7 +64,7 @@ describe('cloud-hypervisor client', () => {
     expect(fake!.requests).toContain('PUT /vm.add-user-device {"socket":"/run/vfiod/vm1.sock","id":"nvme0"}');
   });
 
-  it('the fake rejects a body that violates the OpenAPI schema (int16 pci_segment out of range) and the client reports INVALID_ARGUMENT', async () => {
+  it.skipIf(openApiMissingReason !== undefined)('the fake rejects a body that violates the OpenAPI schema (int16 pci_segment out of range) and the client reports INVALID_ARGUMENT', async () => {
     await start();
     await expectError(client.addPciDevice({ hostBdf: '0000:01:00.1', id: 'vf1', pciSegment: 70000 }), 'INVALID_ARGUMENT', /answered 400/, /pci_segment/);
     expect(fake!.violations.join('\n')).toMatch(/PUT \/vm.add-device: body\/pci_segment must match format "int16"/);
