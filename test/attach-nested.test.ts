@@ -21,7 +21,11 @@ const MARKER = 'VFIOD-NVME-BOOT-OK';
  * L2 boots the small built-in kernel of test/testbed-vfio/build-kernel.sh when it has what L2 needs (seconds instead
  * of minutes under TCG-in-TCG), else the L1 kernel with the nvme modules.
  */
-const L2_KERNEL_NEEDS = ['PVH', 'BLK_DEV_INITRD', 'DEVTMPFS', 'SERIAL_8250_CONSOLE', 'PCIEPORTBUS', 'PCI_MSI', 'HOTPLUG_PCI_PCIE', 'BLK_DEV_NVME'];
+const L2_KERNEL_NEEDS = [
+  'PVH', 'BLK_DEV_INITRD', 'DEVTMPFS', 'SERIAL_8250_CONSOLE', 'PCIEPORTBUS', 'PCI_MSI', 'BLK_DEV_NVME',
+  // q35 (QEMU >= 6.1) hot-plugs into root ports through ACPI (acpi-pcihp); native PCIe hot-plug when that is off
+  'ACPI', 'HOTPLUG_PCI_ACPI', 'HOTPLUG_PCI_PCIE',
+];
 
 /**
  * 16-bit real-mode boot sector: writes MARKER + CRLF to COM1 (port 0x3f8) and halts.
