@@ -5,7 +5,7 @@
  * at once, change nothing on disk, and leave the daemon (and the client's channel) working.
  * Uses the compiled daemon from dist/ (controllers run in worker threads loaded from dist/serve/worker.js).
  */
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -137,6 +137,20 @@ describe.skipIf(skipReason)('control API: hostile requests', () => {
     } finally {
       silent.close();
     }
+  });
+
+  it('a controller whose definition cannot be saved is stopped again: none runs that a restart would not bring back', async () => {
+    const tmp = path.join(dir, 'state', 'controllers.json.tmp');
+    mkdirSync(tmp);
+    try {
+      await expectStatus(create('unsaved'), 'INTERNAL', 'controller unsaved', 'cannot save', 'stopped again');
+      await expectStatus(call('ControllerService', 'GetController', { id: 'unsaved' }), 'NOT_FOUND', 'unsaved');
+      expect(existsSync(socket('unsaved'))).toBe(false);
+    } finally {
+      rmSync(tmp, { recursive: true });
+    }
+    await create('unsaved');
+    await call('ControllerService', 'DeleteController', { id: 'unsaved' });
   });
 
   it('refuses deleting a controller a VM uses until it is detached', async () => {

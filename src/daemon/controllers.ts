@@ -155,7 +155,15 @@ export class ControllerRegistry {
       this.entries.delete(id);
       throw error;
     }
-    this.persist();
+    try {
+      this.persist();
+    } catch (error) {
+      // A controller that is not in controllers.json would silently not come back after a restart: undo it.
+      this.entries.delete(id);
+      entry.state = 'stopping';
+      await entry.worker?.stop();
+      throw new VfiodError('INTERNAL', `controller ${id}: cannot save ${this.stateFile}: ${errorMessage(error)}; the controller was stopped again`);
+    }
     this.logger.info('controller created', { controller: id, socket: config.socketPath, namespaces: config.namespaces, doorbellMode: config.doorbellMode });
     return this.view(entry);
   }
