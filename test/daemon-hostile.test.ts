@@ -153,6 +153,22 @@ describe.skipIf(skipReason)('control API: hostile requests', () => {
     await call('ControllerService', 'DeleteController', { id: 'unsaved' });
   });
 
+  it('a controller whose worker thread dies is reported FAILED with the reason; the others serve; it can be deleted', async () => {
+    await create('crashy');
+    await create('steady');
+    // Stand-in for a crash inside the controller: end its worker thread from outside (the registry's own handle).
+    const entries = (daemon.controllers as unknown as { entries: Map<string, { worker: { abort(): Promise<void> } }> }).entries;
+    await entries.get('crashy')!.worker.abort();
+    await expect.poll(async () => (await call('ControllerService', 'GetController', { id: 'crashy' }))['controller']['state']).toBe('CONTROLLER_STATE_FAILED');
+    const crashed = (await call('ControllerService', 'GetController', { id: 'crashy' }))['controller'];
+    expect(crashed['error']).toContain('exited unexpectedly');
+    expect(crashed['stats'] ?? null).toBeNull();
+    expect((await call('ControllerService', 'GetController', { id: 'steady' }))['controller']['state']).toBe('CONTROLLER_STATE_SERVING');
+    await call('ControllerService', 'DeleteController', { id: 'crashy' });
+    await expectStatus(call('ControllerService', 'GetController', { id: 'crashy' }), 'NOT_FOUND', 'crashy');
+    await call('ControllerService', 'DeleteController', { id: 'steady' });
+  });
+
   it('refuses deleting a controller a VM uses until it is detached', async () => {
     const vmSocket = socket('vm1-api');
     const fake = await FakeCloudHypervisor.start({ socketPath: vmSocket, ejectDelayMs: 10 });
