@@ -93,6 +93,9 @@ export class CpuSampler {
   private timer: NodeJS.Timeout | undefined;
   readonly threadsAtStart: Record<string, number>;
   readonly source: CpuSource;
+  /** schedstat: each live thread's last reading, and the CPU they added since the start. */
+  private lastByThread = new Map<string, number>();
+  private accumulated = 0;
 
   constructor(
     readonly pid: number,
@@ -105,8 +108,25 @@ export class CpuSampler {
   }
 
   private sample(): void {
-    const seconds = processCpuSeconds(this.pid, this.source);
+    const seconds = this.source === 'schedstat' ? this.accumulateThreads() : processCpuSeconds(this.pid, 'stat');
     if (seconds !== undefined) this.samples.push({ timeMs: Date.now(), seconds });
+  }
+
+  /**
+   * schedstat covers live threads only, so a plain sum drops when a thread exits. Instead every sample adds what
+   * each thread gained since the previous one (a thread born in between counts whole), which never goes backwards.
+   */
+  private accumulateThreads(): number | undefined {
+    const now = threadCpuSeconds(this.pid, 'schedstat');
+    const names = Object.keys(now);
+    if (names.length === 0) return undefined; // the process is gone
+    const first = this.samples.length === 0;
+    for (const name of names) {
+      const previous = this.lastByThread.get(name);
+      if (!first) this.accumulated += previous === undefined ? now[name]! : Math.max(0, now[name]! - previous);
+    }
+    this.lastByThread = new Map(Object.entries(now));
+    return this.accumulated;
   }
 
   /** Takes a last sample and stops; returns per-thread CPU seconds over the sampler's life. */
