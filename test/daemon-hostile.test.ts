@@ -181,6 +181,15 @@ describe.skipIf(skipReason)('control API: hostile requests', () => {
       await call('AttachmentService', 'DetachDevice', { vmId: 'vm1', deviceId: 'disk0', timeoutMs: 5000 });
       await call('ControllerService', 'DeleteController', { id: 'disk' });
       expect(fake.violations).toEqual([]);
+
+      // FeOS's DeleteVm: the VM (its VMM) is gone first. The detach cannot reach the VMM (detach-pending); with no
+      // hypervisor connected to the controller nothing can use it any more, so the delete goes through.
+      await create('disk');
+      await call('AttachmentService', 'AttachDevice', { vmId: 'vm1', endpoint, source: { controllerId: 'disk' }, deviceId: 'disk0' });
+      await fake.stop();
+      await expectStatus(call('ControllerService', 'DeleteController', { id: 'disk' }), 'FAILED_PRECONDITION', 'VM vm1', '(attached)');
+      await expectStatus(call('AttachmentService', 'DetachDevice', { vmId: 'vm1', deviceId: 'disk0', timeoutMs: 1000 }), 'UNAVAILABLE', 'detach-pending');
+      await call('ControllerService', 'DeleteController', { id: 'disk' });
     } finally {
       await fake.stop();
     }

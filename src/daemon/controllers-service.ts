@@ -78,13 +78,18 @@ export function controllerService(deps: { registry: ControllerRegistry; attachme
     }),
     DeleteController: unary('DeleteController', logger, async (request: { id: string }) => {
       const id = requireText(request.id, 'id', 'the controller id');
-      // A VM still using it would lose its disk under the guest, and the attachment record would point at nothing.
-      const socket = path.resolve((await registry.get(id)).config.socketPath);
+      // A VM still using it would lose its disk under the guest. Only a detach-pending attachment with no hypervisor
+      // connected lets it go: that VM is gone (its VMM did not answer the detach) and nothing can use the socket.
+      const view = await registry.get(id);
+      const socket = path.resolve(view.config.socketPath);
       const users = attachments.list().filter((a) => a.source.kind === 'vfio-user' && path.resolve(a.source.socketPath) === socket);
-      if (users.length) {
-        const where = users.map((a) => `VM ${a.vmId} as ${a.deviceId} (${a.state})`).join(', ');
-        throw new VfiodError('FAILED_PRECONDITION', `controller ${id} is attached to ${where}: detach it first (DetachDevice)`);
+      const connected = view.snapshot?.clientConnected ?? false;
+      const blocking = users.filter((a) => a.state !== 'detach-pending' || connected);
+      if (blocking.length) {
+        const where = blocking.map((a) => `VM ${a.vmId} as ${a.deviceId} (${a.state})`).join(', ');
+        throw new VfiodError('FAILED_PRECONDITION', `controller ${id} is attached to ${where}${connected ? ', a hypervisor is connected' : ''}: detach it first (DetachDevice)`);
       }
+      if (users.length) logger.warn('deleting a controller whose VM is gone without a completed detach', { controller: id, attachments: users.map((a) => `${a.vmId}/${a.deviceId}`) });
       await registry.delete(id);
       return {};
     }),
