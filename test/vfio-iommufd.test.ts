@@ -238,8 +238,9 @@ describe.skipIf(reason !== undefined)('iommufd + VFIO cdev in a QEMU guest (Linu
     const i = r.iommufd as R;
     expect(i.legacyOpenWhileCdevHeld.code).toBe('EBUSY');
     expect(i.legacyOpenWhileCdevHeld.message).toContain(r.vf);
-    expect(i.probeWhileHeld).not.toBe('succeeded');
+    expect(i.probeWhileHeld.code).toBe('EINVAL'); // one bound open per device cdev
     expect(i.probeWhileHeld.message).toContain(r.vf);
+    expect(i.probeWhileHeld.message).toContain('already bound through another open of its cdev');
     expect(i.destroyAttachedIoas.code).toBe('EBUSY');
     expect(i.releaseWhileHeld.code).toBe('UNAVAILABLE');
     expect(i.releaseWhileHeld.message).toContain(`via ${r.cdev}`);
@@ -263,6 +264,7 @@ describe.skipIf(reason !== undefined)('iommufd + VFIO cdev in a QEMU guest (Linu
     expect(l.munmapWhileDmaMapped.code).toBe('EBUSY');
     expect(l.iommufdBindWhileGroupHeld.code).toBe('EBUSY');
     expect(l.iommufdBindWhileGroupHeld.message).toContain('VFIO_DEVICE_BIND_IOMMUFD');
+    expect(l.iommufdBindWhileGroupHeld.message).toContain('open through the legacy API');
   });
 
   it('the prober reports the backend it used', () => {

@@ -765,7 +765,17 @@ function openThroughIommufd(bdf: string, options: OpenDeviceOptions): IommufdOpe
   let device: VfioDevice | undefined;
   try {
     iommufd = withContext({ bdf }, () => Iommufd.open(options.iommufdPath ?? path.join(devRoot, 'iommu')));
-    const devId = withContext({ bdf }, () => native.vfioDeviceBindIommufd(fd, iommufd!.fd));
+    const devId = withContext({ bdf }, () => {
+      try {
+        return native.vfioDeviceBindIommufd(fd, iommufd!.fd);
+      } catch (error) {
+        // the kernel's errno alone does not say that someone else has the device
+        const e = error as VfioError;
+        if (e.code === 'EINVAL') e.message += ' (the device is already bound through another open of its cdev: a VMM may hold it)';
+        if (e.code === 'EBUSY') e.message += ' (its IOMMU group is open through the legacy API, or not viable)';
+        throw e;
+      }
+    });
     const ioas = withContext({ bdf }, () => iommufd!.allocIoas());
     const hwptId = withContext({ bdf }, () => native.vfioDeviceAttachIommufdPt(fd, ioas.id));
     device = new VfioDevice(fd, bdf, () => {});
