@@ -86,6 +86,20 @@ describe.skipIf(skipReason)('control API: hostile requests', () => {
     await expectStatus(call('AttachmentService', 'ListAttachments', { vmId: 'vm\u0007' }), 'INVALID_ARGUMENT', 'vm_id');
   });
 
+  it('refuses waits past an hour (setTimeout would turn them into 1 ms), PCI segments past 16 bits and QEMU option injection', async () => {
+    const endpoint = { cloudHypervisorApiSocket: socket('vm1-api') };
+    await expectStatus(call('AttachmentService', 'AttachDevice', { vmId: 'vm1', endpoint, source: { pciBdf: '0000:01:00.1' }, timeoutMs: 4294967295 }), 'INVALID_ARGUMENT', 'VM vm1', 'timeout_ms');
+    await expectStatus(call('AttachmentService', 'DetachDevice', { vmId: 'vm1', deviceId: 'disk1', timeoutMs: 3_600_001 }), 'INVALID_ARGUMENT', 'timeout_ms');
+    await expectStatus(call('DeviceService', 'ReleaseDevice', { bdf: '0000:01:00.1', owner: 'vm1', waitMs: 4294967295 }), 'INVALID_ARGUMENT', 'wait_ms');
+    await expectStatus(call('AttachmentService', 'AttachDevice', { vmId: 'vm1', endpoint, source: { pciBdf: '0000:01:00.1' }, pciSegment: 70000 }), 'INVALID_ARGUMENT', 'pci_segment', '70000');
+    const qemuConfig = (memorySize: string) =>
+      call('AttachmentService', 'GetVmConfig', { hypervisor: 'HYPERVISOR_KIND_QEMU', devices: [{ source: { vfioUserSocket: '/run/vfiod/a.sock' } }], memorySize });
+    await expectStatus(qemuConfig('4G,share=off'), 'INVALID_ARGUMENT', 'memory_size', '4G,share=off');
+    expect((await qemuConfig('4G'))['qemu']['args']).toContain('memory-backend-memfd,id=vfiod-mem,size=4G,share=on');
+    // Nothing was prepared by any of those.
+    expect((await call('DeviceService', 'GetDevice', { bdf: '0000:01:00.1' }))['device']['claim'] ?? null).toBeNull();
+  });
+
   it('refuses relative and non-normalised paths, and leaves nothing on disk for a refused request', async () => {
     const cwdFile = path.join(process.cwd(), 'hostile-relative.img');
     await expectStatus(create('rel', { namespaces: ['file:hostile-relative.img?size=1M'] }), 'INVALID_ARGUMENT', 'controller rel', 'absolute path');

@@ -12,7 +12,7 @@ import { errorMessage, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { ControllerRegistry } from './controllers.js';
 import { invalid, unary } from './errors.js';
-import { optionalText, requestBdf, requireText } from './devices-service.js';
+import { optionalText, requestBdf, requireText, waitMs } from './devices-service.js';
 import type { DeviceEventBus } from './events.js';
 
 interface EndpointMessage {
@@ -68,6 +68,19 @@ export function attachmentInfo(a: Attachment): Record<string, unknown> {
   };
 }
 
+/** cloud-hypervisor's PCI segment ids are 16 bits wide (the proto field is a uint32). */
+function checkPciSegment(value: unknown, field: string): void {
+  if (typeof value === 'number' && value > 0xffff) throw invalid(`${field} ${value} is not a PCI segment (0-65535)`);
+}
+
+/** A RAM size as QEMU's size= takes it; anything else would add options to the -object it goes into. */
+function qemuSize(value: unknown, field: string): string {
+  if (typeof value !== 'string' || !/^[1-9][0-9]{0,15}[KMGT]?$/i.test(value)) {
+    throw invalid(`${field} ${JSON.stringify(String(value).slice(0, 64))} is not a size such as 4096M or 8G`);
+  }
+  return value;
+}
+
 export function attachmentService(deps: {
   attachments: AttachmentManager;
   devices: DeviceManager;
@@ -114,6 +127,8 @@ export function attachmentService(deps: {
       const endpoint = endpointFrom(request.endpoint, vmId);
       const source = await sourceFrom(request.source, `VM ${vmId}`);
       const deviceId = optionalText(request.deviceId, `VM ${vmId}: device_id`);
+      const timeoutMs = waitMs(request.timeoutMs, `VM ${vmId}: timeout_ms`);
+      checkPciSegment(request.pciSegment, `VM ${vmId}: pci_segment`);
       const result = await attachments.attach({
         vmId,
         endpoint,
@@ -124,7 +139,7 @@ export function attachmentService(deps: {
         ...(request.pciSegment ? { pciSegment: request.pciSegment } : {}),
         ...(request.gpudirectClique !== undefined && request.gpudirectClique !== null ? { gpudirectClique: request.gpudirectClique } : {}),
         ...(request.force ? { force: true } : {}),
-        ...(request.timeoutMs ? { timeoutMs: request.timeoutMs } : {}),
+        ...(timeoutMs ? { timeoutMs } : {}),
       });
       if (result.changed) {
         for (const f of result.attachment.functions) if (f.hostBdf) events.publish(f.hostBdf, 'ATTACHED', vmId, `attached as ${f.vmmDeviceId}${f.guestBdf ? ` at guest ${f.guestBdf}` : ''}`);
@@ -138,11 +153,12 @@ export function attachmentService(deps: {
       const deviceId = optionalText(request.deviceId, `VM ${vmId}: device_id`);
       if (!deviceId && !request.bdf) throw invalid(`VM ${vmId}: device_id or bdf is required`);
       const bdf = request.bdf ? requestBdf(request.bdf, 'bdf') : undefined;
+      const timeoutMs = waitMs(request.timeoutMs, `VM ${vmId}: timeout_ms`);
       const result = await attachments.detach({
         vmId,
         ...(deviceId ? { deviceId } : {}),
         ...(bdf ? { bdf } : {}),
-        ...(request.timeoutMs ? { timeoutMs: request.timeoutMs } : {}),
+        ...(timeoutMs ? { timeoutMs } : {}),
         ...(request.keepClaimed ? { release: false } : {}),
       });
       for (const released of result.released) events.publish(released, 'DETACHED', vmId, `detached from ${result.deviceId} and released`);
@@ -169,6 +185,7 @@ export function attachmentService(deps: {
       const staticDevices: StaticDevice[] = [];
       for (const [index, d] of (request.devices ?? []).entries()) {
         const deviceId = optionalText(d.deviceId, `${vmLabel}: devices[${index}].device_id`);
+        checkPciSegment(d.pciSegment, `${vmLabel}: devices[${index}].pci_segment`);
         staticDevices.push({
           source: await sourceFrom(d.source, `${vmLabel}: devices[${index}]`),
           ...(deviceId ? { id: deviceId } : {}),
@@ -182,7 +199,7 @@ export function attachmentService(deps: {
         hypervisor,
         devices: staticDevices,
         ...(request.firstChassis ? { firstChassis: request.firstChassis } : {}),
-        ...(request.memorySize ? { memorySize: requireText(request.memorySize, `${vmLabel}: memory_size`, 'e.g. 4G') } : {}),
+        ...(request.memorySize ? { memorySize: qemuSize(request.memorySize, `${vmLabel}: memory_size`) } : {}),
         ...(request.vmId ? { vmId: request.vmId } : {}),
       };
       // Validates the request before anything on the host changes (INVALID_ARGUMENT only).

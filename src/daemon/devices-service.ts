@@ -45,6 +45,16 @@ export function optionalText(value: unknown, field: string): string | undefined 
   return checkText(value, field);
 }
 
+/** Longest wait a request may ask for: setTimeout cannot go past 2^31-1 ms, and no guest or VMM needs an hour. */
+export const MAX_WAIT_MS = 3_600_000;
+
+/** A proto3 uint32 wait in milliseconds (0 = default); INVALID_ARGUMENT naming the field above MAX_WAIT_MS. */
+export function waitMs(value: unknown, field: string): number {
+  const ms = typeof value === 'number' ? value : 0;
+  if (!Number.isInteger(ms) || ms < 0 || ms > MAX_WAIT_MS) throw invalid(`${field} ${String(value)} is more than ${MAX_WAIT_MS} ms (1 hour)`);
+  return ms;
+}
+
 function checkText(value: string, field: string): string {
   if (value.length > MAX_TEXT_FIELD) throw invalid(`${field} is ${value.length} characters long; the limit is ${MAX_TEXT_FIELD}`);
   if (/[\x00-\x1f\x7f]/.test(value)) throw invalid(`${field} ${JSON.stringify(value)} contains control characters`);
@@ -193,8 +203,9 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
     ReleaseDevice: unary('ReleaseDevice', logger, async (request: { bdf: string; owner: string; waitMs: number }) => {
       const bdf = requestBdf(request.bdf, 'bdf');
       const owner = requireText(request.owner, 'owner', `the VM releasing ${bdf}`);
+      const wait = waitMs(request.waitMs, 'wait_ms');
       try {
-        const result = await manager.release(bdf, owner, { waitMs: request.waitMs ?? 0 });
+        const result = await manager.release(bdf, owner, { waitMs: wait });
         for (const d of result.devices) events.publish(d.bdf, 'RELEASED', owner, d.gone ? 'device gone' : `back on ${d.restoredDriver ?? 'no driver'}`);
         logger.info('device released', { bdf, owner, devices: result.devices.map((d) => d.bdf) });
         return releaseResponse(result);
