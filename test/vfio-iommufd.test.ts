@@ -164,7 +164,7 @@ describe('backend choice and the iommufd open path (fake sysfs and /dev)', () =>
 const reason = vfioGuestUnavailableReason(IOMMUFD_GUEST_KERNEL_DIR);
 if (reason) console.warn(`vfio-iommufd: guest part skipped: ${reason}`);
 
-describe.skipIf(reason !== undefined)('iommufd + VFIO cdev in a QEMU guest (Linux 6.12, NVMe VF)', () => {
+describe.skipIf(reason !== undefined)('iommufd + VFIO cdev in a QEMU guest (Linux 6.12, NVMe VF + bochs-display)', () => {
   let run: VfioGuestRun | undefined;
   let r: R = {};
 
@@ -287,5 +287,15 @@ describe.skipIf(reason !== undefined)('iommufd + VFIO cdev in a QEMU guest (Linu
     expect(r.vfDriverReleased).toBe('nvme');
     expect(r.releasedControllerState).toBe('live');
     expect(r.cdevAfterRelease).toBeNull();
+  });
+
+  it('the bochs-display GPU stand-in goes the same way: prepared with an iommufd probe, BAR2 through the cdev, released', () => {
+    const g = r.gpu as R;
+    expect(g.probeBackend).toBe('iommufd');
+    expect(g.cdev).toMatch(/^\/dev\/vfio\/devices\/vfio\d+$/);
+    expect(g.vendorId).toBe(0x1234);
+    expect(g.dispiId).toBe(0xb0c5);
+    expect(g.driverAfterRelease).toBeNull();
+    expect(g.claimsAfterRelease).toBe(0);
   });
 });

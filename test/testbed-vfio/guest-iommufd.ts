@@ -11,6 +11,7 @@
  * 3. The same Identify through backend 'legacy' (container/group) on the same kernel; while the group is held, the
  *    iommufd bind is refused.
  * 4. Probes with both backends, releases the VF back to nvme.
+ * 5. The bochs-display GPU stand-in: prepare (prober on iommufd), BAR2 DISPI id through the cdev, release.
  * Everything goes to $VT_WORK/results.json; the host test asserts on it.
  */
 import { execFileSync } from 'node:child_process';
@@ -242,6 +243,28 @@ async function main(): Promise<void> {
   results.releasedControllerState = read(`/sys/class/nvme/${ctrl}/state`);
   results.cdevAfterRelease = vfioCdevOf(vf) ?? null;
   step('VF released to nvme');
+
+  // the GPU stand-in (bochs-display, no host driver) the same way: prepare, BAR2 through the cdev, release
+  const gpu = readdirSync(SYS).find((d) => read(path.join(SYS, d, 'vendor')) === '0x1234' && read(path.join(SYS, d, 'class')).startsWith('0x0380'));
+  if (!gpu) throw new Error('bochs-display not found');
+  const gpuPrepared = await manager.prepare(gpu, 'vm-iommufd');
+  const viaGpuCdev = openVfioDevice(gpu, { backend: 'iommufd' });
+  try {
+    const bar2 = viaGpuCdev.device.mapRegion(2, { length: 0x1000 });
+    results.gpu = {
+      probeBackend: gpuPrepared.probe?.backend,
+      cdev: viaGpuCdev.cdev,
+      vendorId: viaGpuCdev.device.readConfig16(0),
+      dispiId: new Uint16Array(bar2)[0x500 / 2],
+    };
+    viaGpuCdev.device.unmap(bar2);
+  } finally {
+    viaGpuCdev.close();
+  }
+  await manager.release(gpu, 'vm-iommufd');
+  (results.gpu as Record<string, unknown>).driverAfterRelease = driverOf(gpu);
+  (results.gpu as Record<string, unknown>).claimsAfterRelease = claims.list().length;
+  step('GPU stand-in through iommufd done');
   results.ok = true;
 }
 
