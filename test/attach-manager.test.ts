@@ -278,6 +278,31 @@ describe('detach (cloud-hypervisor)', () => {
   });
 });
 
+describe('vfio-user attachments whose VMM is gone', () => {
+  it('detach: UNAVAILABLE and detach-pending unless vfioUserInUse says no hypervisor is connected; reconcile likewise', async () => {
+    let inUse: boolean | undefined;
+    claims.close();
+    claims = new ClaimStore(dbPath());
+    devices = new DeviceManager({ roots: host.roots, writer: host.writer, prober: host.prober, claims, vfioTimeoutMs: 200, pollMs: 5 });
+    const asked: string[] = [];
+    manager = new AttachmentManager({ devices, releaseWaitMs: 500, vfioUserInUse: (socketPath) => (asked.push(socketPath), inUse) });
+    const { fake, endpoint } = await vmm('vm1');
+    await manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'vfio-user', socketPath: '/run/vfiod/a.sock' }, deviceId: 'a' });
+    await manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'vfio-user', socketPath: '/run/vfiod/b.sock' }, deviceId: 'b' });
+    await fake.stop();
+    fakes.splice(fakes.indexOf(fake), 1);
+    await expectError(manager.detach({ vmId: 'vm1', deviceId: 'a', timeoutMs: 500 }), 'UNAVAILABLE', /API socket does not exist/, /detach-pending/);
+    inUse = true;
+    await expectError(manager.detach({ vmId: 'vm1', deviceId: 'a', timeoutMs: 500 }), 'UNAVAILABLE');
+    expect(manager.get('vm1', 'a').state).toBe('detach-pending');
+    inUse = false;
+    expect(await manager.detach({ vmId: 'vm1', deviceId: 'a', timeoutMs: 500 })).toEqual({ vmId: 'vm1', deviceId: 'a', released: [] });
+    expect((await manager.reconcile())).toMatchObject([{ deviceId: 'b', action: 'removed' }]);
+    expect(manager.list()).toEqual([]);
+    expect(asked).toEqual(['/run/vfiod/a.sock', '/run/vfiod/a.sock', '/run/vfiod/a.sock', '/run/vfiod/b.sock']);
+  });
+});
+
 describe('restart', () => {
   it('attachments survive a restart (same claims database) and can be detached afterwards', async () => {
     const { endpoint } = await vmm('vm1');

@@ -121,6 +121,12 @@ export interface AttachmentManagerOptions {
   adapterFor?: (vmId: string, endpoint: HypervisorEndpoint) => HypervisorAdapter;
   /** How long detach waits for the VMM to close the VFIO group before releasing (default 10 s). */
   releaseWaitMs?: number;
+  /**
+   * Whether a hypervisor is connected to a vfio-user socket (the daemon knows from its controllers); undefined when
+   * unknown. Lets detach and reconcile finish a vfio-user attachment whose VMM is gone, as an unheld VFIO group does
+   * for PCI devices.
+   */
+  vfioUserInUse?: (socketPath: string) => Promise<boolean | undefined> | boolean | undefined;
 }
 
 /** The real adapters: cloud-hypervisor REST or QEMU QMP. */
@@ -162,6 +168,7 @@ export class AttachmentManager {
   private readonly devices: DeviceManager;
   private readonly adapterFor: (vmId: string, endpoint: HypervisorEndpoint) => HypervisorAdapter;
   private readonly releaseWaitMs: number;
+  private readonly vfioUserInUse: AttachmentManagerOptions['vfioUserInUse'];
   private readonly records = new Map<string, Attachment>();
   /** Per-VM queue: operations on one VM run one after another (root port choice, QMP's single client). */
   private readonly queues = new Map<string, Promise<unknown>>();
@@ -171,6 +178,7 @@ export class AttachmentManager {
     this.devices = options.devices;
     this.adapterFor = options.adapterFor ?? defaultAdapterFor;
     this.releaseWaitMs = options.releaseWaitMs ?? 10_000;
+    this.vfioUserInUse = options.vfioUserInUse;
     for (const row of this.devices.claims.listAttachments()) {
       this.records.set(this.key(row.vmId, row.deviceId), row.record as Attachment);
     }
@@ -467,7 +475,7 @@ export class AttachmentManager {
         const e = withContext(error, context);
         throw new VfiodError(e.code, `${e.message}; the device stays claimed by VM ${vmId} (state detach-pending)`, { ...e.details, vmId, deviceId: a.deviceId, state: 'detach-pending' });
       }
-    } else if (vmmUnreachable) {
+    } else if (vmmUnreachable && !(a.source.kind === 'vfio-user' && (await this.userSocketInUse(a.source.socketPath)) === false)) {
       a.state = 'detach-pending';
       a.note = `VMM unreachable: ${vmmUnreachable}`;
       this.save(a);
@@ -476,6 +484,16 @@ export class AttachmentManager {
     this.drop(a);
     this.log.info('detached', { vm: vmId, device: a.deviceId, released, vmmUnreachable });
     return { vmId, deviceId: a.deviceId, released };
+  }
+
+  /** The vfioUserInUse hook's answer; undefined when there is no hook or it failed. */
+  private async userSocketInUse(socketPath: string): Promise<boolean | undefined> {
+    try {
+      return await this.vfioUserInUse?.(socketPath);
+    } catch (error) {
+      this.log.warn('vfioUserInUse failed', { socketPath, error: errorMessage(error) });
+      return undefined;
+    }
   }
 
   /**
@@ -529,13 +547,14 @@ export class AttachmentManager {
       return { ...base, action: 'attention', detail: `the VMM still lists ${present!.join(', ')}: detach it again` };
     }
     if (unreachable) {
-      // Gone or just not answering? For VFIO, an open group tells; for vfio-user nothing does: keep the record.
+      // Gone or just not answering? For VFIO an open group tells; for vfio-user only the vfioUserInUse hook can.
       const groups = a.functions
         .map((f) => (f.hostBdf ? this.devices.claims.get(f.hostBdf) : undefined))
         .filter((c) => c !== undefined)
         .map((c) => ({ iommuGroup: c.iommuGroup }));
       const holders = a.source.kind === 'pci' ? this.devices.holders(groups) : [];
-      if (a.source.kind !== 'pci' || holders.length > 0) {
+      const userGone = a.source.kind === 'vfio-user' && (await this.userSocketInUse(a.source.socketPath)) === false;
+      if ((a.source.kind !== 'pci' && !userGone) || holders.length > 0) {
         a.note = `reconcile: VMM unreachable (${unreachable})${holders.length ? `; held by pid ${holders.map((h) => h.pid).join(', ')}` : ''}`;
         this.save(a);
         return { ...base, action: 'attention', detail: a.note };
