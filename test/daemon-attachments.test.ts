@@ -57,9 +57,8 @@ async function vmm(vm: string, options: Partial<Parameters<typeof FakeCloudHyper
   return { fake, endpoint: { cloudHypervisorApiSocket: socketPath } };
 }
 
-beforeEach(async () => {
-  host = standardHost();
-  dir = mkdtempSync(path.join(tmpdir(), 'vfiod-daemon-attach-'));
+/** The daemon of these tests over the fake host, with short device-manager waits. */
+async function startTestDaemon(extra: Parameters<typeof startDaemon>[0] = {}): Promise<void> {
   daemon = await startDaemon({
     socketPath: path.join(dir, 'vfiod.sock'),
     stateDir: path.join(dir, 'state'),
@@ -70,8 +69,15 @@ beforeEach(async () => {
     vfioTimeoutMs: 200,
     releaseWaitMs: 500,
     logger: memoryLogger().logger,
+    ...extra,
   });
   client = new VfiodClient({ address: daemon.socketPath! });
+}
+
+beforeEach(async () => {
+  host = standardHost();
+  dir = mkdtempSync(path.join(tmpdir(), 'vfiod-daemon-attach-'));
+  await startTestDaemon();
 });
 afterEach(async () => {
   client.close();
@@ -222,19 +228,7 @@ describe('shutdown', () => {
     // A daemon whose drain gives up at once, and a VMM that never answers vm.add-device.
     client.close();
     await daemon.close();
-    daemon = await startDaemon({
-      socketPath: path.join(dir, 'vfiod.sock'),
-      stateDir: path.join(dir, 'state'),
-      roots: host.roots,
-      writer: host.writer,
-      prober: host.prober,
-      pollMs: 5,
-      vfioTimeoutMs: 200,
-      releaseWaitMs: 500,
-      drainTimeoutMs: 100,
-      logger: memoryLogger().logger,
-    });
-    client = new VfiodClient({ address: daemon.socketPath! });
+    await startTestDaemon({ drainTimeoutMs: 100 });
     const { endpoint } = await vmm('vm1', { hang: new Set(['vm.add-device']) });
     const attach = attachments('AttachDevice', { vmId: 'vm1', endpoint, source: { pciBdf: VF1 }, timeoutMs: 1500 }).catch((e: unknown) => e);
     await vi.waitFor(() => expect(host.driverOf(VF1)).toBe('vfio-pci'));
