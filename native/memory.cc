@@ -8,7 +8,7 @@
 //    while the memory is mapped. It is process-wide (not per env) because ArrayBuffer finalizers are not tied
 //    to our env teardown order; a mutex makes that safe.
 //  * munmap(buffer) detaches the ArrayBuffer first (every view over it then has length 0, so no JS can reach
-//    the memory any more) and only then unmaps. While a doorbell poller pins the mapping it throws EBUSY.
+//    the memory any more) and only then unmaps. While a doorbell poller or a DMA mapping pins it, munmap throws EBUSY.
 //  * If the ArrayBuffer is collected (or its env torn down) without munmap(), the finalizer unmaps, unless a
 //    poller still pins the mapping, in which case the last UnpinMapping() unmaps. Each mapping is unmapped
 //    exactly once (the `unmapped` flag, under the mutex).
@@ -31,7 +31,7 @@ struct Mapping {
   uint8_t* addr = nullptr;
   size_t length = 0;
   int prot = 0;
-  unsigned pins = 0;       // doorbell pollers using the memory
+  unsigned pins = 0;       // doorbell pollers and DMA mappings (VFIO container or IOAS) using the memory
   bool unmapped = false;   // munmap(2) done
   bool finalized = false;  // the ArrayBuffer's finalizer ran: no JS object refers to the record any more
   bool held = false;       // mmap()/munmap() is in the middle of an N-API call that may run the finalizer
@@ -206,7 +206,7 @@ Napi::Value Munmap(const Napi::CallbackInfo& info) {
     if (m->pins != 0) {
       ThrowErrnoMessage(env, EBUSY, "munmap",
                         "munmap: the mapping is in use by " + std::to_string(m->pins) +
-                            " doorbell poller(s); close them first");
+                            " pin(s) (a doorbell poller or a VFIO/iommufd DMA mapping); close or unmap them first");
       return Napi::Value();
     }
     m->held = true;  // the detach below may run the finalizer synchronously: keep the record alive
