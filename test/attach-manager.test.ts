@@ -208,6 +208,7 @@ describe('attach (cloud-hypervisor)', () => {
     await expectError(manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'vfio-user', socketPath: 'rel.sock' } }), 'INVALID_ARGUMENT', /absolute path/);
     await expectError(manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: VF1 }, bootIndex: 1 }), 'INVALID_ARGUMENT', /no boot order/, /CLOUDHV\.fd/);
     await expectError(manager.attach({ vmId: 'vm1', endpoint: { hypervisor: 'qemu', qmpSocket: 'q.sock' }, source: { kind: 'pci', bdf: VF1 } }), 'INVALID_ARGUMENT', /QMP socket must be an absolute path/);
+    await expectError(manager.attach({ vmId: 'vm1', endpoint: { ...endpoint, eventMonitor: 'ev.json' } as HypervisorEndpoint, source: { kind: 'pci', bdf: VF1 } }), 'INVALID_ARGUMENT', /event-monitor file must be an absolute path/);
     await expectError(manager.attach({ vmId: 'vm1', endpoint: { hypervisor: 'xen' } as never, source: { kind: 'pci', bdf: VF1 } }), 'INVALID_ARGUMENT', /cloud-hypervisor.*qemu/);
     await expectError(manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: '0000:09:00.0' } }), 'NOT_FOUND', /no PCI device 0000:09:00.0/);
     expect(fake.requests).toEqual([]);

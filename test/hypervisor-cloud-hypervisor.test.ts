@@ -4,12 +4,12 @@
  * the guest to eject, both error formats (v48: 500 + JSON error chain; newer: 400/404/409 + text), a missing socket,
  * a refused connection and a VMM that does not answer.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { classifyApiError, CloudHypervisorClient, parseErrorChain } from '../src/hypervisor/cloud-hypervisor.js';
+import { classifyApiError, CloudHypervisorClient, EventMonitorReader, parseErrorChain } from '../src/hypervisor/cloud-hypervisor.js';
 import { VfiodError } from '../src/util/errors.js';
 import { FakeCloudHypervisor, type FakeChMode, openApiMissingReason } from './helpers/fake-cloud-hypervisor.js';
 
@@ -91,6 +91,30 @@ describe('cloud-hypervisor client', () => {
     expect(Date.now() - t0).toBeGreaterThanOrEqual(140);
     expect(await client.hasDevice('vf1')).toBe(false);
     expect(fake!.requests).toContain('PUT /vm.remove-device {"id":"vf1"}');
+  });
+
+  it('with an event-monitor file, removeDevice returns on device-removed before the id leaves vm.info', async () => {
+    const events = path.join(dir, 'events.json');
+    writeFileSync(events, `${JSON.stringify({ timestamp: { secs: 1, nanos: 0 }, source: 'vm', event: 'device-removed', properties: { id: 'vf1' } }, null, 2)}\n`); // an old event: ignored
+    await start('v48', { eventMonitor: events, ejectDelayMs: 100, treeLagMs: 3000 });
+    client = new CloudHypervisorClient({ vmId: 'vm1', apiSocket: path.join(dir, 'ch.sock'), pollMs: 10, eventMonitor: events });
+    await client.addPciDevice({ hostBdf: '0000:01:00.1', id: 'vf1' });
+    const t0 = Date.now();
+    await client.removeDevice('vf1', 5000);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(90);
+    expect(Date.now() - t0).toBeLessThan(2500);
+    expect(await client.hasDevice('vf1')).toBe(true); // the tree lags behind the event
+  });
+
+  it('EventMonitorReader splits pretty-printed objects, keeps partial ones, skips garbage and strings with braces', () => {
+    const file = path.join(dir, 'ev.json');
+    writeFileSync(file, '{"event":"old"}\n');
+    const reader = new EventMonitorReader(file);
+    expect(reader.read()).toEqual([]);
+    appendFileSync(file, '{\n  "event": "device-removed",\n  "properties": {"id": "a}{"}\n}\n{"event": "x", "prop');
+    expect(reader.read()).toEqual([{ event: 'device-removed', properties: { id: 'a}{' } }]);
+    appendFileSync(file, 'erties": {}}\n{not json}\n');
+    expect(reader.read()).toEqual([{ event: 'x', properties: {} }]);
   });
 
   it('removeDevice when the guest never ejects: DEADLINE_EXCEEDED naming VM and device; the device is still listed', async () => {

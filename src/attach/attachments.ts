@@ -131,7 +131,9 @@ export interface AttachmentManagerOptions {
 
 /** The real adapters: cloud-hypervisor REST or QEMU QMP. */
 export function defaultAdapterFor(vmId: string, endpoint: HypervisorEndpoint): HypervisorAdapter {
-  if (endpoint.hypervisor === 'cloud-hypervisor') return new CloudHypervisorClient({ vmId, apiSocket: endpoint.apiSocket });
+  if (endpoint.hypervisor === 'cloud-hypervisor') {
+    return new CloudHypervisorClient({ vmId, apiSocket: endpoint.apiSocket, ...(endpoint.eventMonitor ? { eventMonitor: endpoint.eventMonitor } : {}) });
+  }
   if (endpoint.hypervisor === 'qemu') return new QemuAdapter({ vmId, qmpSocket: endpoint.qmpSocket });
   throw new VfiodError('INVALID_ARGUMENT', `VM ${vmId}: unknown hypervisor '${String((endpoint as { hypervisor: unknown }).hypervisor)}' (cloud-hypervisor or qemu)`);
 }
@@ -160,6 +162,10 @@ function checkEndpoint(vmId: string, endpoint: HypervisorEndpoint): string {
   }
   if (typeof socket !== 'string' || !socket.startsWith('/')) {
     throw new VfiodError('INVALID_ARGUMENT', `VM ${vmId}: the ${endpoint.hypervisor === 'qemu' ? 'QMP' : 'API'} socket must be an absolute path (got '${String(socket)}')`);
+  }
+  const events = endpoint.hypervisor === 'cloud-hypervisor' ? endpoint.eventMonitor : undefined;
+  if (events !== undefined && (typeof events !== 'string' || !events.startsWith('/'))) {
+    throw new VfiodError('INVALID_ARGUMENT', `VM ${vmId}: the event-monitor file must be an absolute path (got '${String(events)}')`);
   }
   return socket;
 }

@@ -7,7 +7,7 @@
  * JSON bodies. Both are mapped onto VfiodError codes from the status and the chain's text, with the VM and device in
  * the message. A missing socket or a refused connection is UNAVAILABLE, no answer in time DEADLINE_EXCEEDED.
  */
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import http from 'node:http';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { rootLogger } from '../util/log.js';
@@ -23,6 +23,65 @@ export interface CloudHypervisorOptions {
   apiSocket: string;
   /** How often removeDevice polls vm.info for the id to disappear (default 200 ms). */
   pollMs?: number;
+  /**
+   * The VMM's event-monitor file (cloud-hypervisor --event-monitor path=...), when it is a regular file: removeDevice
+   * then also returns on a `device-removed` event for the id, without waiting for the next vm.info poll.
+   */
+  eventMonitor?: string;
+}
+
+/**
+ * Reads the JSON objects appended to an event-monitor file since the last call. cloud-hypervisor writes one
+ * (pretty-printed) JSON object per event; objects are found by brace depth, outside strings.
+ */
+export class EventMonitorReader {
+  private offset: number;
+  private pending = '';
+
+  constructor(readonly file: string) {
+    this.offset = existsSync(file) ? statSync(file).size : 0; // only events from now on
+  }
+
+  read(): Array<Record<string, unknown>> {
+    if (!existsSync(this.file)) return [];
+    const size = statSync(this.file).size;
+    if (size < this.offset) this.offset = 0; // truncated or replaced
+    if (size > this.offset) {
+      const buffer = Buffer.alloc(size - this.offset);
+      const fd = openSync(this.file, 'r');
+      try {
+        this.offset += readSync(fd, buffer, 0, buffer.length, this.offset);
+      } finally {
+        closeSync(fd);
+      }
+      this.pending += buffer.toString('utf8');
+    }
+    const events: Array<Record<string, unknown>> = [];
+    let depth = 0;
+    let inString = false;
+    let start = -1;
+    let consumed = 0;
+    for (let i = 0; i < this.pending.length; i++) {
+      const c = this.pending[i];
+      if (inString) {
+        if (c === '\\') i++;
+        else if (c === '"') inString = false;
+      } else if (c === '"') inString = true;
+      else if (c === '{') {
+        if (depth++ === 0) start = i;
+      } else if (c === '}' && depth > 0 && --depth === 0) {
+        try {
+          const value: unknown = JSON.parse(this.pending.slice(start, i + 1));
+          if (value && typeof value === 'object') events.push(value as Record<string, unknown>);
+        } catch {
+          /* not an event: skip it */
+        }
+        consumed = i + 1;
+      }
+    }
+    this.pending = this.pending.slice(consumed);
+    return events;
+  }
 }
 
 interface HttpAnswer {
@@ -81,12 +140,14 @@ export class CloudHypervisorClient implements HypervisorAdapter {
   readonly vmId: string;
   readonly apiSocket: string;
   private readonly pollMs: number;
+  private readonly eventMonitor: string | undefined;
   private readonly log;
 
   constructor(options: CloudHypervisorOptions) {
     this.vmId = options.vmId;
     this.apiSocket = options.apiSocket;
     this.pollMs = options.pollMs ?? 200;
+    this.eventMonitor = options.eventMonitor;
     this.log = rootLogger.child({ component: 'cloud-hypervisor', vm: this.vmId, apiSocket: this.apiSocket });
   }
 
@@ -236,11 +297,18 @@ export class CloudHypervisorClient implements HypervisorAdapter {
   async removeDevice(id: string, timeoutMs: number): Promise<void> {
     const started = Date.now();
     const deadline = started + timeoutMs;
+    const events = this.eventMonitor && (!existsSync(this.eventMonitor) || statSync(this.eventMonitor).isFile()) ? new EventMonitorReader(this.eventMonitor) : undefined;
     await this.requestRemove(id, Math.max(1, Math.min(DEFAULT_TIMEOUT_MS, timeoutMs)));
-    // cloud-hypervisor tears the device down only after the guest ejected it (ACPI); then the id leaves device_tree.
+    // cloud-hypervisor tears the device down only after the guest ejected it (ACPI); then it reports device-removed
+    // on the event monitor and the id leaves device_tree.
     for (;;) {
       const left = deadline - Date.now();
       if (left <= 0) break;
+      const removed = events?.read().find((e) => e.event === 'device-removed' && (e.properties as { id?: unknown } | undefined)?.id === id);
+      if (removed) {
+        this.log.info('device removed (event monitor)', { device: id, ms: Date.now() - started });
+        return;
+      }
       if (!(await this.hasDevice(id, Math.max(1, Math.min(DEFAULT_TIMEOUT_MS, left))))) {
         this.log.info('device removed', { device: id, ms: Date.now() - started });
         return;

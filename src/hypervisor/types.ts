@@ -8,7 +8,13 @@ export type HypervisorKind = 'cloud-hypervisor' | 'qemu';
 
 /** How to reach one VM's VMM. */
 export type HypervisorEndpoint =
-  | { hypervisor: 'cloud-hypervisor'; /** The VM's REST API unix socket (cloud-hypervisor --api-socket). */ apiSocket: string }
+  | {
+      hypervisor: 'cloud-hypervisor';
+      /** The VM's REST API unix socket (cloud-hypervisor --api-socket). */
+      apiSocket: string;
+      /** Optional: the VM's event-monitor file (--event-monitor path=...): unplug completes on device-removed. */
+      eventMonitor?: string;
+    }
   | { hypervisor: 'qemu'; /** The VM's QMP unix socket (-qmp unix:<path>,server=on,wait=off). */ qmpSocket: string };
 
 /** What is given to the VM: a host PCI function through VFIO, or an emulated controller on a vfio-user socket. */

@@ -16,7 +16,7 @@
  * modelled and the tests that are about validation skip, saying why.
  * Hooks let a test model the VMM holding the VFIO group while a device is attached (fake sysfs holders).
  */
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -54,6 +54,10 @@ export interface FakeChOptions {
   onRemoved?: (id: string) => void;
   /** Answer nothing for requests to these endpoints (tests of timeouts). */
   hang?: Set<string>;
+  /** Event-monitor file (--event-monitor path=): a pretty-printed JSON `device-removed` event per ejected device. */
+  eventMonitor?: string;
+  /** The id leaves vm.info's device_tree this long after the device-removed event (default 0). */
+  treeLagMs?: number;
 }
 
 interface Node {
@@ -210,8 +214,23 @@ export class FakeCloudHypervisor {
 
   private eject(id: string): void {
     if (!this.removing.delete(id)) return;
-    this.tree.delete(id);
-    this.options.onRemoved?.(id);
+    const bdf = this.tree.get(id)?.pci_bdf;
+    if (this.options.eventMonitor) {
+      const now = Date.now();
+      const event = { timestamp: { secs: Math.floor(now / 1000), nanos: (now % 1000) * 1e6 }, source: 'vm', event: 'device-removed', properties: { id, bdf } };
+      appendFileSync(this.options.eventMonitor, `${JSON.stringify(event, null, 2)}\n`);
+    }
+    const drop = (): void => {
+      this.tree.delete(id);
+      this.options.onRemoved?.(id);
+    };
+    if (this.options.treeLagMs) {
+      const t = setTimeout(() => {
+        this.timers.delete(t);
+        drop();
+      }, this.options.treeLagMs);
+      this.timers.add(t);
+    } else drop();
   }
 
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
