@@ -190,7 +190,7 @@ async function main(): Promise<void> {
     results.bootConfig = config;
     const boot = startL2('boot', ['-boot', 'strict=on', ...config.qemu!.args], 64);
     try {
-      results.bootMarkerMs = await waitLog(boot, new RegExp(MARKER), 150_000);
+      results.bootMarkerMs = await waitLog(boot, new RegExp(MARKER), 240_000);
       step('L2 booted from the VF (marker on its serial console)');
     } finally {
       results.l2BootConsole = logOf(boot).slice(0, 2000);
@@ -216,10 +216,10 @@ async function main(): Promise<void> {
     results.claimWhileAttached = claims.get(vf);
     results.attachmentsWhileAttached = attachments.list();
     step('attached over QMP');
-    results.l2SawNvmeMs = await waitLog(l2, /L2: namespace nvme\d+n\d+ sectors=\d+/, 120_000);
+    results.l2SawNvmeMs = await waitLog(l2, /L2: namespace nvme\d+n\d+ sectors=\d+/, 240_000);
     step('L2 sees the NVMe namespace');
     const detachStart = Date.now();
-    results.detach = await attachments.detach({ vmId: 'l2', deviceId: 'vf0', timeoutMs: 60_000 });
+    results.detach = await attachments.detach({ vmId: 'l2', deviceId: 'vf0', timeoutMs: 120_000 });
     results.detachMs = Date.now() - detachStart;
     step('detached (DEVICE_DELETED) and released');
     results.driverAfterDetach = driverOf(vf);
