@@ -117,6 +117,9 @@ describe.skipIf(skipReason)('vfiod daemon (child process)', () => {
     const halfTls = await run(['daemon', '--tcp', '127.0.0.1:0', '--tls-cert', '/x.pem', ...common]);
     expect(halfTls.code).toBe(2);
     expect(halfTls.stderr).toContain('--tls-cert and --tls-key');
+    const tlsWithoutTcp = await run(['daemon', '--socket', path.join(dir, 'x.sock'), '--tls-cert', '/x.pem', '--tls-key', '/x.key', ...common]);
+    expect(tlsWithoutTcp.code).toBe(2);
+    expect(tlsWithoutTcp.stderr).toContain('only apply to --tcp');
     const missingCert = await run(['daemon', '--socket', path.join(dir, 'x.sock'), '--tcp', '127.0.0.1:0', '--tls-cert', '/nonexistent.pem', '--tls-key', '/nonexistent.key', ...common]);
     expect(missingCert.code).toBe(2);
     expect(missingCert.stderr).toContain('cannot read the TLS certificate /nonexistent.pem');
