@@ -52,8 +52,6 @@ export function workloadKey(p: MatrixPoint): string {
 }
 
 export const VERIFY_METHOD = 'crc32c';
-/** Written blocks are read back and checked after this many writes (time-based runs never reach a final pass). */
-const VERIFY_BACKLOG = 256;
 
 /** Target-specific fio options: engine, its options and the file/device (one `key=value` per entry). */
 export type TargetFioOptions = Array<[string, string | number]>;
@@ -87,16 +85,15 @@ export function jobFile(p: MatrixPoint, target: { name: string; options: TargetF
     'group_reporting=1',
     'percentile_list=50:90:99:99.9',
   ];
-  // fio ends a verifying read job after one pass over its region whatever the runtime, so those are size-based.
-  const timeBased = p.runtimeSeconds !== undefined && !(p.verify && p.rw !== 'randrw' && readsData(p.rw));
-  if (timeBased) {
+  // Verifying points are size-based: one pass over the region, then fio reads back and checks every block it wrote
+  // (a time-based writer never reaches that phase, and a verifying reader stops after one pass anyway).
+  if (p.runtimeSeconds !== undefined && !p.verify) {
     out.push('time_based=1', `runtime=${fioTime(p.runtimeSeconds!)}`);
     if (p.rampSeconds > 0) out.push(`ramp_time=${fioTime(p.rampSeconds)}`);
   }
   if (p.verify) {
     // verify_state_save=0: fio would otherwise drop a *-verify.state file into its working directory.
     out.push(`verify=${VERIFY_METHOD}`, 'verify_fatal=1', 'verify_dump=0', 'verify_state_save=0');
-    if (!readsData(p.rw) || p.rw === 'randrw') out.push(`verify_backlog=${VERIFY_BACKLOG}`);
   }
   out.push('', `[${p.id}]`, '');
   return out.join('\n');

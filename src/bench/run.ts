@@ -256,8 +256,9 @@ async function runPoint(
     enabled: point.verify,
     ...(point.verify ? { method: 'crc32c' } : {}),
     errors: job.error === 84 ? 1 : 0,
-    // Reads are what fio checks: a write workload's read-backs, a read workload's own reads.
-    verified_ios: point.verify ? job.read.ios : 0,
+    // A read workload's reads are checked as they come; a writer's blocks are each read back and checked after the
+    // write pass (randrw's reads mix both, so its written blocks are the count).
+    verified_ios: !point.verify ? 0 : doesWrite ? job.write.ios : job.read.ios,
   };
   const fioSeconds = ((job.usrCpuPercent + job.sysCpuPercent) / 100) * (job.runtimeMs / 1000);
   result.fio_cpu = {
