@@ -106,6 +106,7 @@ describe.skipIf(skipReason)('control API: hostile requests', () => {
     expect(existsSync(cwdFile)).toBe(false);
     await expectStatus(create('dots', { socketPath: `${dir}/missing/../dots.sock` }), 'INVALID_ARGUMENT', 'controller dots', 'normalised', `${dir}/dots.sock`);
     await expectStatus(create('idp', { identityPath: `${dir}/id/x/../y.json` }), 'INVALID_ARGUMENT', 'identity_path');
+    await expectStatus(create('idsh', { identityPath: `${dir}/profile.d/vfiod.sh` }), 'INVALID_ARGUMENT', 'identity_path', 'must end in .json');
     // A request refused for its last field creates no identity directory for its first.
     await expectStatus(create('late', { identityPath: `${dir}/late-identity/id.json`, mdtsPages: 99 }), 'INVALID_ARGUMENT', 'mdts_pages');
     expect(existsSync(`${dir}/late-identity`)).toBe(false);

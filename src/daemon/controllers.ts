@@ -291,6 +291,8 @@ export class ControllerRegistry {
       throw bad(errorMessage(error));
     }
     const identityPath = checkPath(spec.identityPath ?? '', 'identity_path', bad) || path.join(this.options.stateDir, 'controllers', `${id}.identity.json`);
+    // The daemon writes it as root: a .json name keeps it out of what shells, cron and systemd load as code or config.
+    if (!identityPath.endsWith('.json')) throw bad(`identity_path '${identityPath}' must end in .json`);
 
     const msixVectors = limit('msix_vectors', spec.msixVectors, CONTROLLER_LIMITS.msixVectors);
     const maxIoQueuePairs = limit('max_io_queue_pairs', spec.maxIoQueuePairs, CONTROLLER_LIMITS.maxIoQueuePairs);
