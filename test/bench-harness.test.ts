@@ -17,6 +17,8 @@ import { renderReport, referenceTarget, workloadTables } from '../src/bench/repo
 import type { BenchResults } from '../src/bench/run.js';
 import { svgDocument } from '../src/bench/svg.js';
 import { CpuSampler, processCpuSeconds } from '../src/bench/cpu.js';
+import { Progress, formatDuration } from '../src/bench/progress.js';
+import { memoryLogger } from '../src/util/log.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const bin = path.join(root, 'bin', 'vfiod.js');
@@ -317,6 +319,36 @@ function assertWellFormedSvg(svg: string): void {
   expect(stack).toEqual([]);
   expect(svg).toMatch(/^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
 }
+
+describe('progress', () => {
+  const capture = (isTTY: boolean) => {
+    const written: string[] = [];
+    const stream = { isTTY, columns: 80, write: (chunk: string) => written.push(chunk) } as unknown as NodeJS.WriteStream;
+    const { logger, lines } = memoryLogger();
+    return { written, lines, progress: new Progress({ total: 4, estimateSeconds: 30, stream, logger }) };
+  };
+
+  it('redraws one line with a bar and ETA on a terminal', () => {
+    const { written, lines, progress } = capture(true);
+    progress.start('emu/randread-4k-qd1-j1');
+    expect(written.at(-1)).toBe('\r\x1b[2K[........................] 0/4 ETA 2m00s  emu/randread-4k-qd1-j1');
+    progress.finish('emu/randread-4k-qd1-j1', { iops: 1 });
+    expect(written.at(-1)).toMatch(/^\r\x1b\[2K\[#{6}\.{18}\] 1\/4 ETA \d+s {2}emu\/randread-4k-qd1-j1$/);
+    progress.end();
+    expect(written.at(-1)).toBe('\r\x1b[2K');
+    expect(lines).toEqual([]);
+  });
+
+  it('logs one structured line per point elsewhere', () => {
+    const { written, lines, progress } = capture(false);
+    progress.start('file/randwrite-4k-qd8-j1');
+    progress.finish('file/randwrite-4k-qd8-j1', { iops: 1234 });
+    expect(written).toEqual([]);
+    expect(lines).toEqual([expect.objectContaining({ level: 'info', msg: 'point done', point: 'file/randwrite-4k-qd8-j1', n: 1, of: 4, iops: 1234, eta: expect.stringMatching(/^\d+s$/) })]);
+    expect(formatDuration(59)).toBe('59s');
+    expect(formatDuration(3725)).toBe('1h02m');
+  });
+});
 
 describe('report and plots', () => {
   it('escapes names and stays well-formed with odd data', () => {
