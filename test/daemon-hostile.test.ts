@@ -43,11 +43,9 @@ describe.skipIf(skipReason)('control API: hostile requests', () => {
   const create = (id: string, spec: Record<string, unknown> = {}) =>
     call('ControllerService', 'CreateController', { id, spec: { socketPath: socket(id), namespaces: ['memory:1M'], ...spec } });
 
-  beforeAll(async () => {
-    const server = (await import(pathToFileURL(distServer).href)) as typeof ServerModule;
-    host = standardHost();
-    dir = mkdtempSync(path.join(tmpdir(), 'vfiod-hostile-'));
-    daemon = await server.startDaemon({
+  let server: typeof ServerModule;
+  const startTestDaemon = (): Promise<ServerModule.Daemon> =>
+    server.startDaemon({
       socketPath: socket('vfiod'),
       stateDir: path.join(dir, 'state'),
       roots: host.roots,
@@ -57,6 +55,12 @@ describe.skipIf(skipReason)('control API: hostile requests', () => {
       controllerStartTimeoutMs: START_TIMEOUT_MS,
       logger: memoryLogger().logger,
     });
+
+  beforeAll(async () => {
+    server = (await import(pathToFileURL(distServer).href)) as typeof ServerModule;
+    host = standardHost();
+    dir = mkdtempSync(path.join(tmpdir(), 'vfiod-hostile-'));
+    daemon = await startTestDaemon();
     client = new VfiodClient({ address: daemon.socketPath! });
   });
   afterAll(async () => {
@@ -184,6 +188,21 @@ describe.skipIf(skipReason)('control API: hostile requests', () => {
     await call('ControllerService', 'DeleteController', { id: 'steady' });
   });
 
+  it('on restart, drops the attachment of a controller whose VM went away while the daemon was down', async () => {
+    const vmSocket = socket('vm2-api');
+    const fake = await FakeCloudHypervisor.start({ socketPath: vmSocket, ejectDelayMs: 10 });
+    await create('disk2');
+    await call('AttachmentService', 'AttachDevice', { vmId: 'vm2', endpoint: { cloudHypervisorApiSocket: vmSocket }, source: { controllerId: 'disk2' }, deviceId: 'd2' });
+    client.close();
+    await daemon.close();
+    await fake.stop();
+    daemon = await startTestDaemon();
+    client = new VfiodClient({ address: daemon.socketPath! });
+    expect((await call('AttachmentService', 'ListAttachments', { vmId: 'vm2' }))['attachments']).toEqual([]);
+    expect((await call('ControllerService', 'GetController', { id: 'disk2' }))['controller']['state']).toBe('CONTROLLER_STATE_SERVING');
+    await call('ControllerService', 'DeleteController', { id: 'disk2' });
+  });
+
   it('refuses deleting a controller a VM uses until it is detached', async () => {
     const vmSocket = socket('vm1-api');
     const fake = await FakeCloudHypervisor.start({ socketPath: vmSocket, ejectDelayMs: 10 });
@@ -197,13 +216,14 @@ describe.skipIf(skipReason)('control API: hostile requests', () => {
       await call('ControllerService', 'DeleteController', { id: 'disk' });
       expect(fake.violations).toEqual([]);
 
-      // FeOS's DeleteVm: the VM (its VMM) is gone first. The detach cannot reach the VMM (detach-pending); with no
-      // hypervisor connected to the controller nothing can use it any more, so the delete goes through.
+      // FeOS's DeleteVm: the VM (its VMM) is gone first. The detach cannot reach the VMM, but no hypervisor is
+      // connected to the controller (the registry tells the orchestrator): the detach finishes, then the delete.
       await create('disk');
       await call('AttachmentService', 'AttachDevice', { vmId: 'vm1', endpoint, source: { controllerId: 'disk' }, deviceId: 'disk0' });
       await fake.stop();
       await expectStatus(call('ControllerService', 'DeleteController', { id: 'disk' }), 'FAILED_PRECONDITION', 'VM vm1', '(attached)');
-      await expectStatus(call('AttachmentService', 'DetachDevice', { vmId: 'vm1', deviceId: 'disk0', timeoutMs: 1000 }), 'UNAVAILABLE', 'detach-pending');
+      expect(await call('AttachmentService', 'DetachDevice', { vmId: 'vm1', deviceId: 'disk0', timeoutMs: 1000 })).toMatchObject({ deviceId: 'disk0', released: [] });
+      expect((await call('AttachmentService', 'ListAttachments', {}))['attachments']).toEqual([]);
       await call('ControllerService', 'DeleteController', { id: 'disk' });
     } finally {
       await fake.stop();

@@ -187,6 +187,19 @@ export class ControllerRegistry {
     return this.view(entry);
   }
 
+  /**
+   * Whether a hypervisor is connected to the controller on `socketPath`: false when it is not serving, undefined when
+   * no controller of this daemon serves that socket (or it does not answer). The attachment orchestrator's
+   * vfioUserInUse: a VM whose VMM is gone and that nothing is connected for can be detached.
+   */
+  async clientConnected(socketPath: string): Promise<boolean | undefined> {
+    const wanted = path.resolve(socketPath);
+    const entry = [...this.entries.values()].find((e) => path.resolve(e.config.socketPath) === wanted);
+    if (!entry) return undefined;
+    if (entry.state !== 'serving' || !entry.worker) return false;
+    return (await entry.worker.snapshot())?.clientConnected;
+  }
+
   async list(): Promise<ControllerView[]> {
     return Promise.all([...this.entries.values()].sort((a, b) => a.id.localeCompare(b.id)).map((e) => this.view(e)));
   }

@@ -160,10 +160,13 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     });
 
     const events = new DeviceEventBus();
+    // Asked only after start-up, once the registry below exists.
+    let controllers: ControllerRegistry | undefined;
     const attachments = new AttachmentManager({
       devices: manager,
       ...(options.adapterFor ? { adapterFor: options.adapterFor } : {}),
       ...(options.releaseWaitMs !== undefined ? { releaseWaitMs: options.releaseWaitMs } : {}),
+      vfioUserInUse: (socket) => controllers?.clientConnected(socket),
     });
     const registry = new ControllerRegistry({
       stateDir,
@@ -173,8 +176,14 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
       ...(options.controllerMemoryLimitBytes !== undefined ? { memoryLimitBytes: options.controllerMemoryLimitBytes } : {}),
     });
     cleanup.push(() => registry.close());
+    controllers = registry;
     const restored = await registry.restore();
     if (restored.started.length || restored.failed.length) logger.info('controllers restored', restored);
+    // After the claims and the controllers: compares each attachment record with its VMM (each entry is logged).
+    const attachmentReport = await attachments.reconcile();
+    if (attachmentReport.length) {
+      logger.info('attachments reconciled', Object.fromEntries(['ok', 'repaired', 'removed', 'attention'].map((action) => [action, attachmentReport.filter((e) => e.action === action).length])));
+    }
 
     const server = new grpc.Server();
     const handlers = new HandlerTracker();
