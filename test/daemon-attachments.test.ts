@@ -146,6 +146,24 @@ describe('AttachDevice / DetachDevice / ListAttachments', () => {
     expect(host.driverOf(GPU)).toBe('amdgpu');
   });
 
+  it("passes cloud-hypervisor's event-monitor file through to the orchestrator (attach, detach, refusals)", async () => {
+    const monitor = path.join(dir, 'vm1.events');
+    const { fake, endpoint } = await vmm('vm1', { eventMonitor: monitor });
+    const withMonitor = { ...endpoint, cloudHypervisorEventMonitor: monitor };
+    const attached = await attachments('AttachDevice', { vmId: 'vm1', endpoint: withMonitor, source: { vfioUserSocket: '/run/vfiod/vm1-a.sock' }, deviceId: 'data1' });
+    expect(attached['attachment']['endpoint']).toMatchObject(withMonitor);
+    await attachments('DetachDevice', { vmId: 'vm1', deviceId: 'data1', timeoutMs: 5000 });
+    expect(fake.tree.size).toBe(0);
+    await expectStatus(
+      attachments('AttachDevice', { vmId: 'vm1', endpoint: { ...endpoint, cloudHypervisorEventMonitor: 'events.json' }, source: { vfioUserSocket: '/run/vfiod/vm1-a.sock' } }),
+      'INVALID_ARGUMENT', 'vm1', 'events.json',
+    );
+    await expectStatus(
+      attachments('AttachDevice', { vmId: 'vm1', endpoint: { qemuQmpSocket: path.join(dir, 'q.qmp'), cloudHypervisorEventMonitor: monitor }, source: { vfioUserSocket: '/run/vfiod/vm1-a.sock' } }),
+      'INVALID_ARGUMENT', 'VM vm1', 'cloud_hypervisor_event_monitor',
+    );
+  });
+
   it('maps every attach refusal onto its status, names the VM and the device, and rolls back', async () => {
     const a = await vmm('vm1');
     const b = await vmm('vm2');

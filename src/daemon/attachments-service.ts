@@ -19,6 +19,7 @@ interface EndpointMessage {
   endpoint?: string;
   cloudHypervisorApiSocket?: string;
   qemuQmpSocket?: string;
+  cloudHypervisorEventMonitor?: string;
 }
 
 interface SourceMessage {
@@ -34,9 +35,12 @@ const HYPERVISORS: Record<string, HypervisorKind> = {
 };
 
 function endpointFrom(message: EndpointMessage | null | undefined, vmId: string): HypervisorEndpoint {
+  const eventMonitor = optionalText(message?.cloudHypervisorEventMonitor, `VM ${vmId}: endpoint.cloud_hypervisor_event_monitor`);
   if (message?.endpoint === 'cloudHypervisorApiSocket' && message.cloudHypervisorApiSocket) {
-    return { hypervisor: 'cloud-hypervisor', apiSocket: requireText(message.cloudHypervisorApiSocket, `VM ${vmId}: endpoint.cloud_hypervisor_api_socket`, 'a path') };
+    const apiSocket = requireText(message.cloudHypervisorApiSocket, `VM ${vmId}: endpoint.cloud_hypervisor_api_socket`, 'a path');
+    return { hypervisor: 'cloud-hypervisor', apiSocket, ...(eventMonitor ? { eventMonitor } : {}) };
   }
+  if (eventMonitor) throw invalid(`VM ${vmId}: endpoint.cloud_hypervisor_event_monitor goes with cloud_hypervisor_api_socket`);
   if (message?.endpoint === 'qemuQmpSocket' && message.qemuQmpSocket) {
     return { hypervisor: 'qemu', qmpSocket: requireText(message.qemuQmpSocket, `VM ${vmId}: endpoint.qemu_qmp_socket`, 'a path') };
   }
@@ -44,7 +48,8 @@ function endpointFrom(message: EndpointMessage | null | undefined, vmId: string)
 }
 
 function endpointMessage(endpoint: HypervisorEndpoint): EndpointMessage {
-  return endpoint.hypervisor === 'cloud-hypervisor' ? { cloudHypervisorApiSocket: endpoint.apiSocket } : { qemuQmpSocket: endpoint.qmpSocket };
+  if (endpoint.hypervisor === 'qemu') return { qemuQmpSocket: endpoint.qmpSocket };
+  return { cloudHypervisorApiSocket: endpoint.apiSocket, ...(endpoint.eventMonitor ? { cloudHypervisorEventMonitor: endpoint.eventMonitor } : {}) };
 }
 
 function hypervisorName(kind: HypervisorKind): string {
