@@ -382,6 +382,13 @@ describe('CLI client', () => {
     expect(refused.stderr).toContain('FAILED_PRECONDITION');
     expect((await run(runAttach, '--vm', 'vm1', '--bdf', VF1)).stderr).toContain('--ch-socket');
     expect((await run(runAttach, '--vm', 'vm1', '--ch-socket', 'x', '--bdf', VF1, '--vfio-user', '/x')).code).toBe(2);
+    const monitorWithoutCh = await run(runAttach, '--vm', 'vm1', '--qmp-socket', '/x.qmp', '--ch-event-monitor', '/x.events', '--bdf', VF1);
+    expect(monitorWithoutCh.code).toBe(2);
+    expect(monitorWithoutCh.stderr).toContain('--ch-event-monitor goes with --ch-socket');
+    const monitored = await run(runAttach, '--vm', 'vm1', '--ch-socket', endpoint['cloudHypervisorApiSocket']!, '--ch-event-monitor', path.join(dir, 'vm1.events'), '--vfio-user', '/run/vfiod/m.sock', '--device-id', 'm1', '--json');
+    expect(monitored.code, monitored.stderr).toBe(0);
+    expect(JSON.parse(monitored.stdout).attachment.endpoint.cloudHypervisorEventMonitor).toBe(path.join(dir, 'vm1.events'));
+    expect((await run(runDetach, '--vm', 'vm1', '--device-id', 'm1', '--timeout', '2')).code).toBe(0);
 
     const shown = await run(runDevicesViaDaemon, 'show', VF1);
     expect(shown.stdout).toContain('claim:           vm1 (prepared)');

@@ -55,6 +55,7 @@ Options:
   --boot-index <n>     QEMU bootindex
   --iommu              cloud-hypervisor: behind the virtual IOMMU
   --pci-segment <n>    cloud-hypervisor PCI segment
+  --ch-event-monitor <file>  cloud-hypervisor: the VM's --event-monitor file (unplug completes on its event)
   --force              prepare although the device is in use on the host
   --timeout <s>        per VMM call (default 10)
 
@@ -359,7 +360,8 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
 
 function endpointOf(v: Record<string, any>): Record<string, string> {
   if (v['ch-socket'] && v['qmp-socket']) throw new ClientUsage('give --ch-socket or --qmp-socket, not both');
-  if (v['ch-socket']) return { cloudHypervisorApiSocket: v['ch-socket'] };
+  if (v['ch-event-monitor'] && !v['ch-socket']) throw new ClientUsage('--ch-event-monitor goes with --ch-socket');
+  if (v['ch-socket']) return { cloudHypervisorApiSocket: v['ch-socket'], ...(v['ch-event-monitor'] ? { cloudHypervisorEventMonitor: v['ch-event-monitor'] } : {}) };
   if (v['qmp-socket']) return { qemuQmpSocket: v['qmp-socket'] };
   throw new ClientUsage('the VM\'s hypervisor endpoint is required: --ch-socket <api socket> or --qmp-socket <qmp socket>');
 }
@@ -387,6 +389,7 @@ export async function runAttach(argv: string[], deps: ClientDeps = {}): Promise<
   const options = {
     vm: { type: 'string' },
     'ch-socket': { type: 'string' },
+    'ch-event-monitor': { type: 'string' },
     'qmp-socket': { type: 'string' },
     bdf: { type: 'string' },
     'vfio-user': { type: 'string' },
