@@ -304,6 +304,8 @@ describe('daemon', () => {
   });
 
   it('creates its unix socket with mode 0600, refuses a socket another daemon listens on, replaces a stale one', async () => {
+    const umaskBefore = process.umask();
+    process.umask(umaskBefore);
     expect(statSync(daemon.socketPath!).mode & 0o777).toBe(0o600);
     const error = await start().then(
       () => undefined,
@@ -319,9 +321,13 @@ describe('daemon', () => {
     const stalePath = path.join(dir, 'stale.sock');
     execFileSync(process.execPath, ['-e', `require('net').createServer().listen(${JSON.stringify(stalePath)}, () => process.exit(0))`]);
     expect(statSync(stalePath).isSocket()).toBe(true);
-    const second = await start({ socketPath: stalePath, stateDir: path.join(dir, 'state2') });
-    expect(statSync(stalePath).mode & 0o777).toBe(0o600);
+    const second = await start({ socketPath: stalePath, stateDir: path.join(dir, 'state2'), socketMode: 0o660 });
+    // Exactly the mode asked for (created through the umask, which is restored afterwards).
+    expect(statSync(stalePath).mode & 0o777).toBe(0o660);
     await second.close();
+    const umaskNow = process.umask();
+    process.umask(umaskNow);
+    expect(umaskNow).toBe(umaskBefore);
     // A path that is not a socket is never replaced.
     const file = path.join(dir, 'not-a-socket');
     writeFileSync(file, 'data');

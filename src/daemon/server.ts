@@ -6,7 +6,7 @@
  * persisted emulated controllers, then listen. Close: health goes NOT_SERVING, in-flight calls drain (then are
  * cancelled), controllers flush and stop, the socket file is removed. Definitions and claims stay in the state dir.
  */
-import { chmodSync, mkdirSync, readFileSync, unlinkSync, existsSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
@@ -198,10 +198,21 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     if (socketPath !== null) {
       const dir = path.dirname(path.resolve(socketPath));
       if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
-      await bind(server, `unix:${socketPath}`, grpc.ServerCredentials.createInsecure());
-      // The socket is the API's only access control: nobody but the owner may connect.
-      chmodSync(socketPath, options.socketMode ?? 0o600);
+      // The socket is the API's only access control: nobody but the owner may connect. It is created with its mode
+      // through the umask, not chmod-ed afterwards by path: whoever can write to the directory could swap the path
+      // for a symlink between bind and chmod and have root chmod the link's target.
+      const mode = options.socketMode ?? 0o600;
+      const umask = process.umask(0o777 & ~mode);
+      try {
+        await bind(server, `unix:${socketPath}`, grpc.ServerCredentials.createInsecure());
+      } finally {
+        process.umask(umask);
+      }
       cleanup.push(() => removeSocket(socketPath));
+      const created = lstatSync(socketPath);
+      if (!created.isSocket() || (created.mode & 0o777) !== mode) {
+        throw new VfiodError('FAILED_PRECONDITION', `${socketPath} is not the socket just bound with mode 0${mode.toString(8)} (${created.isSocket() ? `mode 0${(created.mode & 0o777).toString(8)}` : 'not a socket'}): was it replaced?`);
+      }
     }
     let tcpAddress: string | null = null;
     if (tcp) {
