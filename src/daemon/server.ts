@@ -3,8 +3,9 @@
  * grpc.health.v1 and server reflection) on a unix socket (mode 0600) and optionally TCP with TLS.
  *
  * Start: open the claims database in the state directory, reconcile claims with sysfs (logging the result), start the
- * persisted emulated controllers, then listen. Close: health goes NOT_SERVING, in-flight calls drain (then are
- * cancelled), controllers flush and stop, the socket file is removed. Definitions and claims stay in the state dir.
+ * persisted emulated controllers, reconcile the attachment records with their VMMs, then listen. Close: health goes
+ * NOT_SERVING, in-flight calls drain (then are cancelled, and the daemon waits for their handlers to finish),
+ * controllers flush and stop, the socket file is removed. Definitions and claims stay in the state dir.
  */
 import { existsSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
