@@ -68,7 +68,7 @@ export function renderReport(results: BenchResults): string {
   }
   lines.push('');
   lines.push('IOPS and MB/s count the workload\'s own I/O. Latency is fio\'s completion latency (clat) of reads, or of writes for write workloads. ' +
-    'Server CPU is `vfiod serve`\'s utime+stime from /proc over fio\'s measured window; fio CPU is fio\'s usr+sys. ' +
+    'Server CPU is `vfiod serve`\'s on-CPU time from /proc (schedstat of its threads, or utime+stime) over fio\'s measured window; fio CPU is fio\'s usr+sys. ' +
     'Both are divided by every I/O completed in the window (verify read-backs included). IOPS/core = I/Os per CPU-second of fio and server together.');
   if (!ref) lines.push('', 'No passthrough or file target produced results, so there are no ratios.');
   lines.push('');
