@@ -334,6 +334,10 @@ describe('progress', () => {
     expect(written.at(-1)).toBe('\r\x1b[2K[........................] 0/4 ETA 2m00s  emu/randread-4k-qd1-j1');
     progress.finish('emu/randread-4k-qd1-j1', { iops: 1 });
     expect(written.at(-1)).toMatch(/^\r\x1b\[2K\[#{6}\.{18}\] 1\/4 ETA \d+s {2}emu\/randread-4k-qd1-j1$/);
+    // Log lines land above the bar, which is drawn again under them.
+    progress.sink().write('{"msg":"vfiod serve is listening"}\n');
+    expect(written.at(-2)).toBe('\r\x1b[2K{"msg":"vfiod serve is listening"}\n');
+    expect(written.at(-1)).toMatch(/^\r\x1b\[2K\[#{6}/);
     progress.end();
     expect(written.at(-1)).toBe('\r\x1b[2K');
     expect(lines).toEqual([]);

@@ -2,7 +2,7 @@
  * Progress of a bench run on stderr: on a terminal one line redrawn in place (bar, point, ETA); otherwise one
  * structured log line per finished point, so CI logs stay readable.
  */
-import type { Logger } from '../util/log.js';
+import type { Logger, LogSink } from '../util/log.js';
 
 export interface ProgressOptions {
   total: number;
@@ -55,10 +55,18 @@ export class Progress {
     }
   }
 
-  /** Prints a message without corrupting the redrawn line. */
-  note(message: string): void {
-    if (this.tty) this.stream.write(`\r\x1b[2K${message}\n`);
-    this.draw();
+  get isTty(): boolean {
+    return this.tty;
+  }
+
+  /** A log sink that writes each line above the bar and redraws the bar under it. */
+  sink(): LogSink {
+    return {
+      write: (line) => {
+        this.stream.write(`\r\x1b[2K${line}`);
+        this.draw();
+      },
+    };
   }
 
   end(): void {

@@ -14,7 +14,7 @@ import { expandMatrix, fillJobFile, jobFile, readsData, type MatrixPoint } from 
 import { Progress } from './progress.js';
 import { writeReport } from './report.js';
 import { startTarget, type ActiveTarget } from './targets.js';
-import { rootLogger, type Logger } from '../util/log.js';
+import { Logger, rootLogger } from '../util/log.js';
 
 const REPO = fileURLToPath(new URL('../../', import.meta.url));
 
@@ -114,7 +114,7 @@ function fioTimeoutMs(p: MatrixPoint): number {
 }
 
 export async function runBench(config: BenchConfig, options: RunOptions): Promise<BenchResults> {
-  const logger = (options.logger ?? rootLogger).child({ component: 'bench' });
+  let logger = (options.logger ?? rootLogger).child({ component: 'bench' });
   const matrix = options.smoke ? config.smoke : config.matrix;
   const label = options.smoke ? 'smoke' : 'matrix';
   const tooSmall = capacityProblems(config.targets, matrix, label); // a default or derived matrix was not checked yet
@@ -137,6 +137,8 @@ export async function runBench(config: BenchConfig, options: RunOptions): Promis
   const perPoint = (matrix.runtimeSeconds ?? 5) + matrix.rampSeconds + 1.5;
   logger.info('bench starting', { config: config.source, points: points.length, targets: config.targets.length, runs: total, out: outDir, smoke: options.smoke });
   const progress = new Progress({ total, estimateSeconds: perPoint, logger, ...(options.progressStream ? { stream: options.progressStream } : {}) });
+  // On a terminal, log lines go above the redrawn bar instead of through it.
+  if (progress.isTty && !options.logger) logger = new Logger({ component: 'bench' }, progress.sink());
   const save = (): void => writeFileSync(path.join(outDir, 'results.json'), JSON.stringify(results, null, 2) + '\n');
 
   const bytesNeeded = matrix.sizeBytes * Math.max(...matrix.numjobs);
