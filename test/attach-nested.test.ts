@@ -5,8 +5,9 @@
  *     it (DEVICE_DELETED) back to the nvme driver;
  * (b) start an L2 guest from staticConfig's QEMU arguments with the VF as boot device (bootindex=0, no kernel): SeaBIOS
  *     boots the 512-byte boot sector this test wrote to the VF's namespace, which prints a marker on COM1.
- * One L1 boot runs both; the L2 Linux boot under TCG-in-TCG takes about a minute. Skips with the reason when the VFIO
- * guest cannot run (QEMU, static busybox, guest kernel ...) or SeaBIOS is missing.
+ * One L1 boot runs both. The L2 Linux boot under TCG-in-TCG dominates: ~2 minutes with build-kernel.sh's small kernel,
+ * 4-8 minutes with Debian's on a busy host (docs/hypervisors.md has the measurements). Skips with the reason when the
+ * VFIO guest cannot run (QEMU, static busybox, guest kernel ...) or SeaBIOS is missing.
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
