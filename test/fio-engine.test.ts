@@ -13,6 +13,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -88,18 +89,24 @@ interface FioRun {
 }
 
 /** Runs fio on an ini text; JSON goes to a file (the engine's messages go to stderr). */
-async function fio(dir: string, name: string, ini: string): Promise<FioRun> {
+async function fio(dir: string, name: string, ini: string, env: NodeJS.ProcessEnv = process.env): Promise<FioRun> {
   const jobFile = path.join(dir, `${name}.fio`);
   const out = path.join(dir, `${name}.json`);
   writeFileSync(jobFile, ini);
   // cwd: fio drops verify state files there when a verify fails
   const proc = spawn('fio', ['--output-format=json', `--output=${out}`, jobFile], {
     cwd: dir,
+    env,
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
   proc.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const status = await new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
+  const status = await new Promise<number | null>((resolve) =>
+    proc.once('exit', (code, signal) => {
+      if (signal) stderr += `\n(fio killed by ${signal})`;
+      resolve(code);
+    }),
+  );
   let jobs: FioJob[] = [];
   try {
     jobs = (JSON.parse(readFileSync(out, 'utf8')) as { jobs: FioJob[] }).jobs;
@@ -329,6 +336,185 @@ ${job('on-polled', polled.socket, 'vfiod_doorbell=mmap\n')}`);
     const run = await fio(dir, 'after-errors', `${globalSection(trapped.socket)}\n[x]\nrw=read\nsize=1M\n`);
     expect(run.status, run.stderr).toBe(0);
     expect(run.jobs[0]!.read.io_bytes).toBe(1 << 20);
+  });
+});
+
+/**
+ * The engine built with AddressSanitizer + UndefinedBehaviorSanitizer (build.sh --sanitize; any UB aborts), run
+ * with the runtime preloaded. fio itself leaks a little at exit, so leak checking is off; exitcode 99 keeps a
+ * sanitizer report apart from fio's own failures.
+ */
+const sanitized = skipReason ? undefined : spawnSync('sh', [buildScript, '--sanitize'], { encoding: 'utf8' });
+const sanitizedEngine = sanitized?.status === 0 ? sanitized.stdout.trim().split('\n').pop() : undefined;
+const libasan = spawnSync('cc', ['-print-file-name=libasan.so'], { encoding: 'utf8' }).stdout?.trim();
+const sanitizedReason =
+  skipReason ??
+  (sanitizedEngine ? undefined : `sanitized engine unavailable: ${sanitized?.stderr.trim().split('\n').pop()}`);
+if (sanitizedReason && !skipReason) console.warn(`fio-engine sanitizer runs skipped: ${sanitizedReason}`);
+const sanitizerEnv = { ...process.env, LD_PRELOAD: libasan, ASAN_OPTIONS: 'detect_leaks=0:exitcode=99' };
+const sanitizerReport = /AddressSanitizer|runtime error|LeakSanitizer/;
+
+describe.skipIf(sanitizedReason)('fio engine under AddressSanitizer + UBSan against vfiod serve', () => {
+  let dir: string;
+  let trapped: Server;
+  let polled: Server;
+  beforeAll(async () => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-fio-asan-'));
+    trapped = await serve(dir, 'trapped', ['--namespace', 'memory:32M']);
+    polled = await serve(dir, 'polled', ['--namespace', 'memory:32M', '--poll']);
+  });
+  afterAll(async () => {
+    await trapped?.stop();
+    await polled?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('verify, interrupts, two queue pairs, PRP lists from unaligned buffers, trim, flush: no memory error', async () => {
+    const run = await fio(
+      dir,
+      'asan',
+      `[global]\nioengine=external:${sanitizedEngine}\nthread=1\nverify_state_save=0\nvfiod_socket=${trapped.socket}
+[irq]
+vfiod_completion=irq
+rw=randwrite
+bs=1536
+iodepth=8
+size=1536k
+numjobs=2
+offset_increment=2M
+verify=crc32c
+do_verify=1
+[polled]
+stonewall
+vfiod_socket=${polled.socket}
+rw=randwrite
+bs=768k
+iodepth=4
+size=6M
+offset=8M
+verify=crc32c
+do_verify=1
+[trim]
+stonewall
+rw=trim
+bs=1M
+offset=8M
+size=2M
+[flush]
+stonewall
+rw=write
+bs=4k
+offset=16M
+size=128k
+fsync=4
+`,
+      sanitizerEnv,
+    );
+    expect(run.stderr).not.toMatch(sanitizerReport);
+    expect(run.status, run.stderr).toBe(0);
+    const irq = byName(run, 'irq');
+    expect(irq).toHaveLength(2);
+    for (const job of irq) expect(job.read.io_bytes).toBe(1536 << 10); // bs 1536: buffers not page-aligned
+    expect(byName(run, 'polled')[0]!.read.io_bytes).toBe(6 << 20); // 768 KiB: 192-entry PRP lists
+    expect(byName(run, 'trim')[0]!.trim.io_bytes).toBe(2 << 20);
+    expect(byName(run, 'flush')[0]!.sync?.total_ios).toBeGreaterThan(0);
+  });
+});
+
+/**
+ * A hostile vfio-user server: speaks just enough of the protocol to get the engine to the step under test, then
+ * answers with something bogus. The engine must fail that one job with a message naming the step, never crash.
+ */
+type Hostile = 'long-version' | 'region-cap-wrap' | 'region-short' | 'huge-message' | 'error-reply' | 'hangup';
+function hostileServer(socket: string, scenario: Hostile): Promise<net.Server> {
+  const HDR = 16;
+  const send = (conn: net.Socket, id: number, cmd: number, payload: Buffer, error = 0, size?: number): void => {
+    const header = Buffer.alloc(HDR);
+    header.writeUInt16LE(id, 0);
+    header.writeUInt16LE(cmd, 2);
+    header.writeUInt32LE(size ?? HDR + payload.length, 4);
+    header.writeUInt32LE(error ? 0x21 : 0x1, 8); // reply (+ error flag)
+    header.writeUInt32LE(error, 12);
+    conn.write(Buffer.concat([header, payload]));
+  };
+  const server = net.createServer((conn) => {
+    let pending = Buffer.alloc(0);
+    conn.on('error', () => {});
+    conn.on('data', (chunk) => {
+      pending = Buffer.concat([pending, chunk]);
+      while (pending.length >= HDR && pending.length >= pending.readUInt32LE(4)) {
+        const id = pending.readUInt16LE(0);
+        const cmd = pending.readUInt16LE(2);
+        pending = pending.subarray(pending.readUInt32LE(4));
+        if (cmd === 1) {
+          // VERSION 0.0; the capabilities text is far longer than the client keeps when scenario says so
+          const pad = scenario === 'long-version' ? 'x'.repeat(4000) : '';
+          const caps = Buffer.from(JSON.stringify({ capabilities: { pad, max_msg_fds: 8 } }));
+          if (scenario === 'error-reply') send(conn, id, cmd, Buffer.alloc(0), 71);
+          else if (scenario === 'huge-message') send(conn, id, cmd, Buffer.alloc(0), 0, 0xffffffff);
+          else if (scenario === 'hangup') conn.end(Buffer.alloc(10)); // half a header, then gone
+          else send(conn, id, cmd, Buffer.concat([Buffer.alloc(4), caps]));
+        } else if (cmd === 4) {
+          // DEVICE_GET_INFO: 9 regions, 5 IRQ types (a PCI device)
+          const info = Buffer.alloc(16);
+          info.writeUInt32LE(16, 0);
+          info.writeUInt32LE(scenario === 'long-version' ? 2 : 9, 8);
+          info.writeUInt32LE(5, 12);
+          send(conn, id, cmd, info);
+        } else if (cmd === 5) {
+          // GET_REGION_INFO: readable/writable 16 KiB BAR0; the cap-wrap one claims capabilities at 0xfffffff8
+          const info = Buffer.alloc(scenario === 'region-short' ? 8 : 64);
+          info.writeUInt32LE(info.length, 0);
+          if (scenario !== 'region-short') {
+            info.writeUInt32LE(scenario === 'region-cap-wrap' ? 0xf : 0x3, 4);
+            info.writeUInt32LE(scenario === 'region-cap-wrap' ? 0xfffffff8 : 0, 12);
+            info.writeBigUInt64LE(0x4000n, 16);
+          }
+          send(conn, id, cmd, info);
+        } else if (cmd === 9) {
+          send(conn, id, cmd, Buffer.alloc(8)); // REGION_READ reply without the data it promises
+        } else {
+          send(conn, id, cmd, Buffer.alloc(0), 95);
+        }
+      }
+    });
+  });
+  return new Promise((resolve) => server.listen(socket, () => resolve(server)));
+}
+
+describe.skipIf(skipReason)('fio engine against a hostile vfio-user server', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-fio-hostile-'));
+  });
+  afterAll(() => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  const cases: Array<[Hostile, string]> = [
+    ['long-version', 'DEVICE_GET_INFO: device has only 2 regions (not a PCI device?)'],
+    ['region-cap-wrap', 'PCI command register: REGION_READ reply: 8 bytes, count 0 (wanted 4 at region 7 offset 0x4)'],
+    ['region-short', 'GET_REGION_INFO(BAR0): REGION_INFO reply too short (8)'],
+    ['huge-message', 'VERSION: bad msg_size 4294967295 in message (cmd 1 id 1)'],
+    ['error-reply', 'VERSION: server replied to command 1 with error 71 (Protocol error)'],
+    ['hangup', 'VERSION: server closed the connection'],
+  ];
+  it.each(cases)('%s: the job fails with a precise message, no crash or memory error', async (scenario, message) => {
+    const socket = path.join(dir, `${scenario}.sock`);
+    const server = await hostileServer(socket, scenario);
+    try {
+      const run = await fio(
+        dir,
+        scenario,
+        `[x]\nioengine=external:${sanitizedEngine ?? engine}\nthread=1\nvfiod_socket=${socket}\nrw=read\nsize=1M\n`,
+        sanitizedEngine ? sanitizerEnv : process.env,
+      );
+      expect(run.stderr).not.toMatch(sanitizerReport);
+      expect(run.status, run.stderr).toBe(1); // fio's own failure: not a signal, not a sanitizer exit (99)
+      expect(run.stderr).toContain(`vfiod: vfio-user ${socket}: ${message}`);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 });
 

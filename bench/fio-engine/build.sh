@@ -4,13 +4,25 @@
 # private apt configuration (deb-src line under build/apt; the system's apt sources are not touched), configured and
 # cached under bench/fio-engine/build/. Idempotent: does nothing when the .so is newer than its sources.
 #
-# Usage: bench/fio-engine/build.sh [--force]     prints the .so path on the last line of stdout
+# Usage: bench/fio-engine/build.sh [--force] [--sanitize]     prints the .so path on the last line of stdout
+#   --sanitize: build/vfiod-fio-asan.so instead, with AddressSanitizer + UndefinedBehaviorSanitizer (any UB aborts).
+#               fio must run with the runtime preloaded: LD_PRELOAD=$(cc -print-file-name=libasan.so).
 # Exit status: 0 built/up to date; 3 fio or its source is unavailable (callers may skip); 1 build error.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 native=$(cd "$here/../native" && pwd)
 build="$here/build"
-so="$build/vfiod-fio.so"
+force=0 sanitize=0
+for arg in "$@"; do
+  case "$arg" in
+  --force) force=1 ;;
+  --sanitize) sanitize=1 ;;
+  *) echo "fio-engine build: unknown option $arg (usage: build.sh [--force] [--sanitize])" >&2; exit 1 ;;
+  esac
+done
+variant=""
+[ $sanitize = 1 ] && variant="-asan"
+so="$build/vfiod-fio$variant.so"
 mkdir -p "$build"
 
 unavailable() { echo "fio-engine build: $*" >&2; exit 3; }
@@ -31,8 +43,8 @@ deb_version=$(dpkg-query -W -f='${Version}' fio 2>/dev/null || true)
 [ -n "$deb_version" ] || unavailable "fio ($fio_bin, $fio_version) is not from a Debian package: cannot fetch matching headers"
 case "$(realpath "$fio_bin")" in /usr/bin/fio) ;; *) unavailable "fio on PATH is $fio_bin, not the packaged /usr/bin/fio ($deb_version)";; esac
 
-stamp="$build/fio-version"
-if [ "${1:-}" != "--force" ] && [ -f "$so" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$fio_version $deb_version" ]; then
+stamp="$build/fio-version$variant"
+if [ $force = 0 ] && [ -f "$so" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$fio_version $deb_version" ]; then
   fresh=1
   for f in $sources; do [ "$f" -nt "$so" ] && fresh=0; done
   if [ $fresh = 1 ]; then echo "$so"; exit 0; fi
@@ -82,26 +94,33 @@ grep -q '^#define CONFIG_CUDA' "$src/config-host.h" && die "$src/config-host.h e
 # ---- compile ----
 CC=${CC:-cc}
 tmp="$so.tmp.$$"
-obj="$build/obj"
+obj="$build/obj$variant"
 mkdir -p "$obj"
+opt="-O2"
+if [ $sanitize = 1 ]; then
+  opt="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined"
+  [ -f "$($CC -print-file-name=libasan.so)" ] || unavailable "$CC has no libasan.so (apt-get install libgcc-12-dev)"
+fi
 warn="-Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers -Wno-format-truncation"
 # The transports and the NVMe queue layer are plain C; only engine.c sees fio's headers and configuration.
 for f in "$here/xport_vfio_user.c" "$here/xport_vfio.c" "$here/dma.c" "$native/nvme_queue.c" "$native/vfio_user_client.c"; do
-  $CC -O2 -g $warn -std=gnu11 -fPIC -pthread -I"$native" -I"$here" -c -o "$obj/$(basename "$f" .c).o" "$f" ||
+  $CC $opt -g $warn -std=gnu11 -fPIC -pthread -I"$native" -I"$here" -c -o "$obj/$(basename "$f" .c).o" "$f" ||
     die "compiling $f failed"
 done
-$CC -O2 -g $warn -std=gnu11 -fPIC -pthread -D_GNU_SOURCE -D_LARGEFILE_SOURCE -D_FILE_OFFSET_BITS=64 \
+$CC $opt -g $warn -std=gnu11 -fPIC -pthread -D_GNU_SOURCE -D_LARGEFILE_SOURCE -D_FILE_OFFSET_BITS=64 \
   -include "$src/config-host.h" -I"$src" -I"$native" -I"$here" -DVFIOD_FIO_VERSION="\"$fio_version\"" \
   -c -o "$obj/engine.o" "$here/engine.c" || die "compiling $here/engine.c failed"
-$CC -shared -pthread -o "$tmp" "$obj/engine.o" "$obj/xport_vfio_user.o" "$obj/xport_vfio.o" "$obj/dma.o" \
+$CC $opt -shared -pthread -o "$tmp" "$obj/engine.o" "$obj/xport_vfio_user.o" "$obj/xport_vfio.o" "$obj/dma.o" \
   "$obj/nvme_queue.o" "$obj/vfio_user_client.o" || { rm -f "$tmp"; die "linking failed"; }
 
 # Every fio symbol the engine uses must be exported by the installed fio binary (dlopen is RTLD_LAZY: a missing
-# one would only fail at the first call, in the middle of a run).
+# one would only fail at the first call, in the middle of a run). The sanitizer runtime comes from LD_PRELOAD.
 exported="$build/fio-exports.txt"
 nm -D --defined-only "$fio_bin" | awk '{print $3}' > "$exported"
+# a sanitized engine links libasan, which then supplies libc's symbols (unversioned) too
+[ $sanitize = 1 ] && nm -D --defined-only "$(realpath "$($CC -print-file-name=libasan.so)")" | awk '{print $3}' >> "$exported"
 missing=$(nm -D --undefined-only "$tmp" | awk '{print $2}' | grep -v '@' | grep -v -x -F -f "$exported" |
-  grep -v '^_\(_gmon_start\|ITM_\|_cxa_finalize\)' || true)
+  grep -v '^_\(_gmon_start\|ITM_\|_cxa_finalize\|_asan\|_ubsan\|_sanitizer\)' || true)
 if [ -n "$missing" ]; then rm -f "$tmp"; die "symbols not exported by $fio_bin: $(echo $missing)"; fi
 mv "$tmp" "$so"
 echo "$fio_version $deb_version" > "$stamp"

@@ -57,14 +57,16 @@ int vfu_connect(struct vfu_client *c, const char *socket_path) {
 int vfu_find_mmap_area(const struct vfu_region_info *region, uint64_t offset, uint64_t len, uint64_t *area_offset,
                        uint64_t *area_size) {
   if (!(region->flags & VFU_REGION_MMAP) || region->fd < 0) return -1;
+  if (offset > region->size || len > region->size - offset) return -1;
   if (region->nr_areas == 0) {
-    if (offset + len > region->size) return -1;
     *area_offset = 0;
     *area_size = region->size;
     return 0;
   }
   for (uint32_t i = 0; i < region->nr_areas; i++) {
     const struct vfu_sparse_area *a = &region->areas[i];
+    /* Areas come from the server: each must lie inside the region (no wrap-around) to be mapped at all. */
+    if (a->offset > region->size || a->size > region->size - a->offset) continue;
     if (a->offset <= offset && a->offset + a->size >= offset + len) {
       *area_offset = a->offset;
       *area_size = a->size;
@@ -292,9 +294,9 @@ int vfu_negotiate_version(struct vfu_client *c) {
   memcpy(&c->server_major, reply, 2);
   memcpy(&c->server_minor, reply + 2, 2);
   if (c->server_major != 0) return fail(c, EPROTO, "server speaks vfio-user %u.%u, we need 0.x", c->server_major, c->server_minor);
-  size_t jl = rlen - 4;
-  if (jl >= sizeof c->server_caps) jl = sizeof c->server_caps - 1;
-  if (rlen > sizeof reply - 1) jl = sizeof reply - 1 - 4;
+  /* rlen is the server's full payload size; only what fit in `reply` was copied, and server_caps is smaller still. */
+  size_t jl = (rlen < sizeof reply - 1 ? rlen : sizeof reply - 1) - 4;
+  if (jl > sizeof c->server_caps - 1) jl = sizeof c->server_caps - 1;
   memcpy(c->server_caps, reply + 4, jl);
   c->server_caps[jl] = 0;
   uint64_t v;
@@ -329,8 +331,11 @@ int vfu_get_region_info(struct vfu_client *c, uint32_t index, struct vfu_region_
                    &nfds, 4);
   if (r) return r;
   for (int i = 1; i < nfds; i++) close(fds[i]);
+  if (rlen < 32) {
+    if (nfds > 0) close(fds[0]);
+    return fail(c, EPROTO, "REGION_INFO reply too short (%zu)", rlen);
+  }
   if (nfds > 0) out->fd = fds[0];
-  if (rlen < 32) return fail(c, EPROTO, "REGION_INFO reply too short (%zu)", rlen);
   if (rlen > sizeof rep) rlen = sizeof rep;
   uint32_t rargsz, cap_off;
   memcpy(&rargsz, rep, 4);
@@ -341,17 +346,18 @@ int vfu_get_region_info(struct vfu_client *c, uint32_t index, struct vfu_region_
   memcpy(&out->offset, rep + 24, 8);
   /* Walk the capability chain (offsets relative to the start of the region-info struct). */
   int guard = 0;
-  while ((out->flags & VFU_REGION_CAPS) && cap_off >= 32 && cap_off + 8 <= rlen && guard++ < 16) {
+  /* cap_off and next come from the server: compare in size_t so a value near 4 GiB cannot wrap past the check. */
+  while ((out->flags & VFU_REGION_CAPS) && cap_off >= 32 && (size_t)cap_off + 8 <= rlen && guard++ < 16) {
     uint16_t id, ver;
     uint32_t next;
     memcpy(&id, rep + cap_off, 2);
     memcpy(&ver, rep + cap_off + 2, 2);
     memcpy(&next, rep + cap_off + 4, 4);
-    if (id == VFU_CAP_SPARSE_MMAP && cap_off + 16 <= rlen) {
+    if (id == VFU_CAP_SPARSE_MMAP && (size_t)cap_off + 16 <= rlen) {
       uint32_t nr;
       memcpy(&nr, rep + cap_off + 8, 4);
       for (uint32_t i = 0; i < nr && out->nr_areas < VFU_MAX_SPARSE_AREAS; i++) {
-        size_t a = cap_off + 16 + (size_t)i * 16;
+        size_t a = (size_t)cap_off + 16 + (size_t)i * 16;
         if (a + 16 > rlen) break;
         memcpy(&out->areas[out->nr_areas].offset, rep + a, 8);
         memcpy(&out->areas[out->nr_areas].size, rep + a + 8, 8);
@@ -428,8 +434,8 @@ int vfu_region_read(struct vfu_client *c, uint32_t region, uint64_t offset, void
   if (count > MAX_MSG - 16) return fail(c, EINVAL, "read too large");
   int r = transact(c, VFU_CMD_REGION_READ, req, sizeof req, NULL, 0, NULL, 0, rep, sizeof rep, &rlen, NULL, NULL, 0);
   if (r) return r;
-  uint32_t rcount;
-  memcpy(&rcount, rep + 12, 4);
+  uint32_t rcount = 0;
+  if (rlen >= 16) memcpy(&rcount, rep + 12, 4);
   if (rlen < 16 + (size_t)count || rcount != count)
     return fail(c, EPROTO, "REGION_READ reply: %zu bytes, count %u (wanted %u at region %u offset 0x%llx)", rlen,
                 rcount, count, region, (unsigned long long)offset);
