@@ -124,7 +124,8 @@ targets:
       "targets[6].bdf: expected a PCI address such as 0000:3b:00.1, got 'pci-1'",
       'targets[7].sync: unknown key; allowed: name, type, path, ioengine, direct, fio-cpus',
       "targets[7].ioengine: 'spdk' is not supported; allowed: libaio, io_uring, psync",
-      expect.stringMatching(/^targets\[8\]: type 'in-guest' is not implemented yet/),
+      'targets[8].command: unknown key; allowed: name, type, exec, device, ioengine, direct, fio, vmm-pid',
+      'targets[8].exec: expected {command: [argv prefix, e.g. ssh, vm1]} or {qga: <QEMU guest agent unix socket>}, got undefined',
     ]);
     // 64 MiB per job x 2 jobs does not fit a 64 MiB namespace (checked only once everything else is valid).
     expect(problems("matrix: { size: 64M, numjobs: [1, 2] }\ntargets: [{ name: e, type: emulation, namespace: 'memory:64M' }]")).toEqual([
@@ -398,7 +399,8 @@ describe.skipIf(!built)('vfiod bench (CLI)', () => {
     expect(result.code).toBe(2);
     expect(result.stderr).toContain(`${file}: invalid bench config:`);
     expect(result.stderr).toContain('matrix.iodepth[0]: 256 is not allowed; expected an integer from 1 to 128');
-    expect(result.stderr).toContain("targets[0]: type 'in-guest' is not implemented yet");
+    expect(result.stderr).toContain('targets[0].exec: expected {command: [argv prefix, e.g. ssh, vm1]} or {qga: <QEMU guest agent unix socket>}, got undefined');
+    expect(result.stderr).toContain("targets[0].device: expected the guest's block device as an absolute path such as /dev/nvme0n1");
     expect((await runCli([])).code).toBe(2);
     // Without a matrix section the defaults (256 MiB per job) are checked when they are about to run.
     const small = path.join(dir, 'small.yaml');

@@ -82,10 +82,20 @@ export interface FileTarget extends TargetBase {
   direct: boolean;
 }
 
+/** How the harness reaches the VM: a command prefix (e.g. ssh) or the QEMU guest agent's unix socket. */
+export type GuestExecConfig = { command: string[] } | { qga: string };
+
 export interface InGuestTarget extends TargetBase {
   type: 'in-guest';
-  command: string[];
+  exec: GuestExecConfig;
+  /** The block device fio works on, as the guest names it (e.g. /dev/nvme0n1). */
   device: string;
+  ioengine: FileEngine;
+  direct: boolean;
+  /** fio in the guest (a path or a name on the guest's PATH). */
+  fio: string;
+  /** The VM process on this host (its CPU is reported as the server CPU): a pid, or a pid file read at start. */
+  vmmPid?: number | string;
 }
 
 export type TargetConfig = EmulationTarget | PassthroughTarget | FileTarget | InGuestTarget;
@@ -145,7 +155,7 @@ const TARGET_KEYS: Record<TargetType, string[]> = {
   emulation: ['name', 'type', 'namespace', 'doorbells', 'completion', 'serve-args', 'server-cpus', 'fio-cpus'],
   passthrough: ['name', 'type', 'bdf', 'nsid', 'prepare', 'claims-db', 'fio-cpus'],
   file: ['name', 'type', 'path', 'ioengine', 'direct', 'fio-cpus'],
-  'in-guest': ['name', 'type', 'command', 'device'],
+  'in-guest': ['name', 'type', 'exec', 'device', 'ioengine', 'direct', 'fio', 'vmm-pid'],
 };
 
 const DEFAULT_MATRIX: MatrixConfig = {
@@ -450,13 +460,56 @@ function validateTarget(
       return { name, type, path: path.resolve(baseDir, file), ioengine: ioengine as FileEngine, direct };
     }
     case 'in-guest':
-      problems.push(
-        `${where}: type 'in-guest' is not implemented yet (running fio through a command prefix inside a VM has not ` +
-          `been tested against a real guest here); run fio in the guest by hand (docs/benchmarks.md) or use an ` +
-          `emulation, passthrough or file target`,
-      );
-      return undefined;
+      return validateInGuest(name, entry, where, baseDir, problems);
   }
+}
+
+/** Words sent to the guest as argv: a command prefix like ssh joins them with spaces for a remote shell. */
+const GUEST_WORD = /^[A-Za-z0-9_./:+=@%,-]+$/;
+
+function validateInGuest(name: string, entry: Record<string, unknown>, where: string, baseDir: string, problems: string[]): InGuestTarget | undefined {
+  const before = problems.length;
+  const execValue = entry['exec'];
+  let exec: GuestExecConfig | undefined;
+  const execHelp = `expected {command: [argv prefix, e.g. ssh, vm1]} or {qga: <QEMU guest agent unix socket>}`;
+  if (!isRecord(execValue)) {
+    problems.push(`${where}.exec: ${execHelp}, got ${describe(execValue)}`);
+  } else if (Object.keys(execValue).length !== 1) {
+    problems.push(`${where}.exec: ${execHelp}, got ${Object.keys(execValue).length ? `keys ${Object.keys(execValue).join(', ')}` : 'an empty mapping'}`);
+  } else if ('command' in execValue) {
+    const command = execValue['command'];
+    if (!Array.isArray(command) || command.length === 0 || !command.every((a) => typeof a === 'string' && a !== '')) {
+      problems.push(`${where}.exec.command: expected a non-empty list of non-empty strings (the argv prefix, e.g. [ssh, -o, BatchMode=yes, vm1]), got ${describe(command)}`);
+    } else exec = { command: command as string[] };
+  } else if ('qga' in execValue) {
+    const socket = execValue['qga'];
+    if (typeof socket !== 'string' || socket === '') problems.push(`${where}.exec.qga: expected the path of the guest agent's unix socket (QEMU -chardev socket,path=...), got ${describe(socket)}`);
+    else exec = { qga: path.resolve(baseDir, socket) };
+  } else {
+    problems.push(`${where}.exec: ${execHelp}, got keys ${Object.keys(execValue).join(', ')}`);
+  }
+  const device = entry['device'];
+  if (typeof device !== 'string' || !device.startsWith('/') || !GUEST_WORD.test(device)) {
+    problems.push(`${where}.device: expected the guest's block device as an absolute path such as /dev/nvme0n1 (letters, digits, ./_-), got ${describe(device)}`);
+  }
+  const ioengine = entry['ioengine'] ?? 'libaio';
+  if (!FILE_ENGINES.includes(ioengine as FileEngine)) problems.push(`${where}.ioengine: ${describe(ioengine)} is not supported in the guest; allowed: ${FILE_ENGINES.join(', ')}`);
+  const direct = entry['direct'] ?? true;
+  if (typeof direct !== 'boolean') problems.push(`${where}.direct: expected true or false, got ${describe(direct)}`);
+  const fio = entry['fio'] ?? 'fio';
+  if (typeof fio !== 'string' || !GUEST_WORD.test(fio)) problems.push(`${where}.fio: expected fio's path or name in the guest (letters, digits, ./_-), got ${describe(fio)}`);
+  const vmmPid = entry['vmm-pid'];
+  let vmm: number | string | undefined;
+  if (vmmPid !== undefined) {
+    if (typeof vmmPid === 'number' && Number.isInteger(vmmPid) && vmmPid > 0) vmm = vmmPid;
+    else if (typeof vmmPid === 'string' && vmmPid !== '') vmm = path.resolve(baseDir, vmmPid);
+    else problems.push(`${where}.vmm-pid: expected the VM process's pid (integer) or a pid file (e.g. QEMU's -pidfile), got ${describe(vmmPid)}`);
+  }
+  if (problems.length > before) return undefined;
+  return {
+    name, type: 'in-guest', exec: exec!, device: device as string, ioengine: ioengine as FileEngine, direct: direct as boolean, fio: fio as string,
+    ...(vmm !== undefined ? { vmmPid: vmm } : {}),
+  };
 }
 
 /** A CPU list such as "2", "2-3" or "0,4-7" whose CPUs all exist here; undefined (and a problem) otherwise. */

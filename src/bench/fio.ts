@@ -134,7 +134,7 @@ export interface FioRun {
  * Runs `fio --output-format=json --output=<jsonPath> <jobPath>`. `onStart` gets the pid (CPU sampling starts then);
  * `prefix` runs fio through a command (e.g. taskset). Never throws for fio failures: the caller reports them.
  */
-export function runFio(options: {
+export interface FioRunOptions {
   fio: string;
   jobPath: string;
   jsonPath: string;
@@ -142,7 +142,9 @@ export function runFio(options: {
   env?: NodeJS.ProcessEnv;
   timeoutMs?: number;
   onStart?: (pid: number) => void;
-}): Promise<FioRun> {
+}
+
+export function runFio(options: FioRunOptions): Promise<FioRun> {
   const argv = [...(options.prefix ?? []), options.fio, '--output-format=json', `--output=${options.jsonPath}`, options.jobPath];
   return new Promise((resolve) => {
     const startedMs = Date.now();

@@ -112,7 +112,7 @@ function describeTarget(config: BenchResults['config']['targets'][number] | unde
     case 'file':
       return `: ${config.ioengine} on ${config.path}${config.direct ? ', O_DIRECT' : ''}${pinned(config)}`;
     case 'in-guest':
-      return '';
+      return `: fio in the VM (${'qga' in config.exec ? `guest agent ${config.exec.qga}` : config.exec.command.join(' ')}), ${config.ioengine} on the guest's ${config.device}${config.direct ? ', O_DIRECT' : ''}${config.vmmPid !== undefined ? '; server CPU = the VM process' : ''}`;
   }
 }
 

@@ -222,7 +222,7 @@ async function runPoint(
     const fillPoint = point.verify ? point : { ...point, numjobs: Math.max(...matrix.numjobs) };
     result.files.fill_job = `${base}.fill.fio`;
     writeFileSync(path.join(outDir, result.files.fill_job), fillJobFile(fillPoint, fioTarget));
-    const fill = await runFio({
+    const fill = await (target.runFio ?? runFio)({
       fio, jobPath: path.join(outDir, result.files.fill_job), jsonPath: path.join(outDir, `${base}.fill.json`),
       timeoutMs: 600_000,
     });
@@ -233,7 +233,7 @@ async function runPoint(
 
   writeFileSync(path.join(outDir, result.files.job), jobFile(point, fioTarget));
   let sampler: CpuSampler | undefined;
-  const run = await runFio({
+  const run = await (target.runFio ?? runFio)({
     fio, jobPath: path.join(outDir, result.files.job), jsonPath: path.join(outDir, result.files.fio_json),
     timeoutMs: fioTimeoutMs(point),
     onStart: () => {

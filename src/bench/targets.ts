@@ -5,12 +5,14 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import {
-  closeSync, createWriteStream, existsSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, realpathSync, rmSync, statSync,
+  closeSync, createWriteStream, writeFileSync, existsSync, ftruncateSync, mkdirSync, mkdtempSync, openSync, readFileSync, realpathSync, rmSync, statSync,
 } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { EmulationTarget, FileTarget, PassthroughTarget, TargetConfig } from './config.js';
+import type { EmulationTarget, FileTarget, InGuestTarget, PassthroughTarget, TargetConfig } from './config.js';
+import { parseFioOutput, type FioRun, type FioRunOptions } from './fio.js';
+import { CommandExec, QgaExec, type GuestCommandResult, type GuestExec } from './qga.js';
 import type { TargetFioOptions } from './matrix.js';
 import { buildEngine, prebuiltEngine, vfioEngineOptions, vfioUserEngineOptions } from './engine.js';
 import type { Logger } from '../util/log.js';
@@ -36,6 +38,8 @@ export interface ActiveTarget {
   serverPid?: number;
   /** Facts recorded in results.json (server command, engine path, device state...). */
   info: Record<string, unknown>;
+  /** Runs fio somewhere other than here (in-guest targets); undefined = run the local fio. */
+  runFio?: (options: FioRunOptions) => Promise<FioRun>;
   /** Why the target cannot serve another point (e.g. the server exited), or undefined when it is fine. */
   failure(): string | undefined;
   stop(): Promise<void>;
@@ -71,8 +75,7 @@ function startByType(config: TargetConfig, context: TargetContext): Promise<Acti
     case 'file':
       return startFile(config, context);
     case 'in-guest':
-      // Refused by config validation; kept so the switch is exhaustive.
-      throw new TargetError(config.name, "type 'in-guest' is not implemented");
+      return startInGuest(config, context);
   }
 }
 
@@ -272,4 +275,105 @@ async function startFile(config: FileTarget, context: TargetContext): Promise<Ac
     failure: () => undefined,
     stop: async () => {},
   };
+}
+
+/** Guest checks before the first point (fio --version, test -b) are quick; a wedged guest should not hang the run. */
+const GUEST_CHECK_TIMEOUT_MS = 60_000;
+
+function guestTail(result: GuestCommandResult): string {
+  return lastLines(result.stderr || result.stdout, 6);
+}
+
+/** The VM process's pid from a number or a pid file (QEMU -pidfile); it must be alive. */
+function vmmPid(config: InGuestTarget): number {
+  let pid = config.vmmPid as number;
+  if (typeof config.vmmPid === 'string') {
+    let text: string;
+    try {
+      text = readFileSync(config.vmmPid, 'utf8').trim();
+    } catch (error) {
+      throw new TargetError(config.name, `vmm-pid: cannot read the pid file ${config.vmmPid}: ${(error as Error).message}`);
+    }
+    pid = Number(text);
+    if (!Number.isInteger(pid) || pid <= 0) throw new TargetError(config.name, `vmm-pid: ${config.vmmPid} holds '${text.slice(0, 40)}', not a pid`);
+  }
+  if (!existsSync(`/proc/${pid}`)) throw new TargetError(config.name, `vmm-pid: no process ${pid} on this host (is the VM running?)`);
+  return pid;
+}
+
+/**
+ * fio inside a VM: the job file goes to the guest's fio on stdin (`fio --output-format=json -`), its JSON comes back
+ * on stdout and is parsed like a local run. Checked first: the channel works, fio runs in the guest, the device is
+ * a block device there.
+ */
+async function startInGuest(config: InGuestTarget, context: TargetContext): Promise<ActiveTarget> {
+  const pid = config.vmmPid !== undefined ? vmmPid(config) : undefined;
+  let exec: GuestExec;
+  try {
+    exec = 'qga' in config.exec ? await QgaExec.connect(config.exec.qga) : new CommandExec(config.exec.command);
+  } catch (error) {
+    throw new TargetError(config.name, (error as Error).message);
+  }
+  const inGuest = async (argv: string[]): Promise<GuestCommandResult> => {
+    try {
+      return await exec.run(argv, { timeoutMs: GUEST_CHECK_TIMEOUT_MS });
+    } catch (error) {
+      exec.close();
+      throw new TargetError(config.name, `running '${argv.join(' ')}' in the guest through ${exec.describe} failed: ${(error as Error).message}`);
+    }
+  };
+  const version = await inGuest([config.fio, '--version']);
+  if (version.exitCode !== 0) {
+    exec.close();
+    throw new TargetError(config.name, `fio ('${config.fio}') does not run in the guest through ${exec.describe}: exit ${version.exitCode ?? version.signal}: ${guestTail(version)}`);
+  }
+  const device = await inGuest(['test', '-b', config.device]);
+  if (device.exitCode !== 0) {
+    exec.close();
+    throw new TargetError(config.name, `${config.device} is not a block device in the guest (missing, or not attached yet?) (test -b exit ${device.exitCode ?? device.signal}${device.stderr.trim() ? `: ${guestTail(device)}` : ''})`);
+  }
+  context.logger.info('guest reachable', { target: config.name, via: exec.describe, fio: version.stdout.trim(), device: config.device, vmm_pid: pid });
+  return {
+    config,
+    fioOptions: [['ioengine', config.ioengine], ['direct', config.direct ? 1 : 0], ['filename', config.device]],
+    ...(pid !== undefined ? { serverPid: pid } : {}),
+    info: {
+      exec: 'qga' in config.exec ? { qga: config.exec.qga } : { command: config.exec.command.join(' ') },
+      guest_fio: version.stdout.trim(), device: config.device, ioengine: config.ioengine, direct: config.direct,
+      ...(pid !== undefined ? { vmm_pid: pid } : {}),
+    },
+    runFio: (options) => runGuestFio(exec, config, options),
+    failure: () => undefined,
+    stop: async () => exec.close(),
+  };
+}
+
+async function runGuestFio(exec: GuestExec, config: InGuestTarget, options: FioRunOptions): Promise<FioRun> {
+  const startedMs = Date.now();
+  let result: GuestCommandResult;
+  try {
+    result = await exec.run([config.fio, '--output-format=json', '-'], {
+      input: readFileSync(options.jobPath, 'utf8'),
+      timeoutMs: options.timeoutMs ?? 600_000,
+      onStart: () => options.onStart?.(0),
+    });
+  } catch (error) {
+    const message = `fio in the guest through ${exec.describe}: ${(error as Error).message}`;
+    return { exitCode: null, signal: null, stderr: message, startedMs, endedMs: Date.now(), outputError: message };
+  }
+  writeFileSync(options.jsonPath, result.stdout);
+  const run: FioRun = {
+    exitCode: result.exitCode, signal: (result.signal ?? null) as NodeJS.Signals | null,
+    stderr: result.stderr + (result.exitCode !== 0 ? `\n(in the guest through ${exec.describe}, exit ${result.exitCode ?? result.signal})` : ''),
+    startedMs, endedMs: result.endedMs,
+  };
+  try {
+    const output = parseFioOutput(result.stdout);
+    // fio stamps its JSON with the guest's clock, which need not match the host's; the host-side CPU window is cut
+    // on the host clock, so the stamp becomes the moment the host saw fio exit (within one status poll).
+    run.output = { ...output, timestampMs: result.endedMs };
+  } catch (error) {
+    run.outputError = (error as Error).message;
+  }
+  return run;
 }
