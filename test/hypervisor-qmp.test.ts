@@ -7,10 +7,11 @@
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
 import { QemuAdapter, QmpConnection } from '../src/hypervisor/qmp.js';
 import { VfiodError } from '../src/util/errors.js';
@@ -182,5 +183,166 @@ describe.skipIf(reason !== undefined)('QMP adapter against a real QEMU (-S, q35,
     expect(e.code, e.message).toBe('UNAVAILABLE');
     expect(e.message).toMatch(/device_del hp0: .*closed by QEMU while waiting for DEVICE_DELETED/);
     expect(Date.now() - t0).toBeLessThan(10_000);
+  });
+});
+
+/**
+ * A scripted QMP server: answers each command with what `reply` returns (raw text, written as given, so a test can
+ * split lines, interleave events or send garbage). The greeting is sent in two pieces unless `greeting` says otherwise.
+ */
+async function scriptedQmp(
+  socketPath: string,
+  reply: (command: string, args: Record<string, unknown> | undefined, id: unknown, socket: net.Socket) => string | undefined,
+  greeting: ((socket: net.Socket) => void) | undefined = (socket) => {
+    socket.write('{"QMP": {"version": {"qemu": {"micro": 3, "minor": 2, "major": 9}}, ');
+    setTimeout(() => socket.write('"capabilities": []}}\r\n'), 20);
+  },
+): Promise<{ server: net.Server; commands: string[] }> {
+  const commands: string[] = [];
+  const server = net.createServer((socket) => {
+    socket.on('error', () => undefined);
+    greeting?.(socket);
+    let buffer = '';
+    socket.on('data', (chunk) => {
+      buffer += chunk.toString();
+      let nl: number;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        const message = JSON.parse(buffer.slice(0, nl)) as { execute: string; arguments?: Record<string, unknown>; id?: unknown };
+        buffer = buffer.slice(nl + 1);
+        commands.push(message.execute);
+        const answer =
+          message.execute === 'qmp_capabilities' ? `${JSON.stringify({ return: {}, id: message.id })}\r\n` : reply(message.execute, message.arguments, message.id, socket);
+        if (answer !== undefined) socket.write(answer);
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+  return { server, commands };
+}
+
+describe('QMP connection against a scripted server (partial lines, events, garbage, QEMU going away)', () => {
+  let dir: string;
+  let server: net.Server | undefined;
+  beforeEach(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-qmp-fake-'));
+  });
+  afterEach(async () => {
+    if (server) await new Promise((r) => server!.close(r));
+    server = undefined;
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const sock = (): string => path.join(dir, 'qmp.sock');
+
+  it('answers split across writes and out of order, with events in between, reach the right caller', async () => {
+    let held: { id: unknown; socket: net.Socket } | undefined;
+    ({ server } = await scriptedQmp(sock(), (command, _args, id, socket) => {
+      if (command === 'slow') {
+        held = { id, socket };
+        return undefined;
+      }
+      const answer = JSON.stringify({ return: { command }, id });
+      // an event first, then the answer in three pieces; then the held answer for 'slow'
+      socket.write('{"event": "RESET", "data": {"guest": true}, "timestamp": {"seconds": 1, "microseconds": 2}}\n');
+      socket.write(answer.slice(0, 5));
+      setTimeout(() => socket.write(answer.slice(5, 12)), 10);
+      setTimeout(() => {
+        socket.write(`${answer.slice(12)}\n`);
+        if (held) held.socket.write(`${JSON.stringify({ return: 'slow done', id: held.id })}\n`);
+      }, 20);
+      return undefined;
+    }));
+    const conn = await QmpConnection.connect(sock(), { vmId: 'vm-s', timeoutMs: 5000 });
+    try {
+      expect(conn.version).toBe('9.2.3');
+      const events: string[] = [];
+      conn.on('event', (e: { event: string }) => events.push(e.event));
+      const slow = conn.execute('slow', undefined, 5000);
+      expect(await conn.execute('fast', undefined, 5000)).toEqual({ command: 'fast' });
+      expect(await slow).toBe('slow done');
+      expect(events).toEqual(['RESET']);
+    } finally {
+      conn.close();
+    }
+  });
+
+  it('QEMU closing the socket before its greeting fails the connect at once with UNAVAILABLE', async () => {
+    ({ server } = await scriptedQmp(sock(), () => undefined, (socket) => socket.end()));
+    const t0 = Date.now();
+    await expectError(QmpConnection.connect(sock(), { vmId: 'vm-s', timeoutMs: 20_000 }), 'UNAVAILABLE', /VM vm-s/, /closed by QEMU before its greeting/);
+    expect(Date.now() - t0).toBeLessThan(10_000); // not the 20 s greeting timeout
+  });
+
+  it('garbage instead of a greeting, and JSON that is not an object, fail at once with INTERNAL quoting it', async () => {
+    ({ server } = await scriptedQmp(sock(), () => undefined, (socket) => socket.write('SSH-2.0-OpenSSH_9.2\r\n')));
+    const t0 = Date.now();
+    await expectError(QmpConnection.connect(sock(), { vmId: 'vm-s', timeoutMs: 20_000 }), 'INTERNAL', /not JSON: SSH-2\.0-OpenSSH_9\.2/);
+    await new Promise((r) => server!.close(r));
+    ({ server } = await scriptedQmp(sock(), () => undefined, (socket) => socket.write('[1, 2]\n')));
+    await expectError(QmpConnection.connect(sock(), { vmId: 'vm-s', timeoutMs: 20_000 }), 'INTERNAL', /not an object: \[1, 2\]/);
+    expect(Date.now() - t0).toBeLessThan(10_000);
+  });
+
+  it('a line that never ends is cut off at the limit (INTERNAL), not buffered without bound', async () => {
+    ({ server } = await scriptedQmp(sock(), (command, _args, _id, socket) => {
+      if (command === 'query-pci') {
+        const piece = 'x'.repeat(1 << 20);
+        for (let i = 0; i < 18; i++) socket.write(piece);
+      }
+      return undefined;
+    }));
+    const conn = await QmpConnection.connect(sock(), { vmId: 'vm-s', timeoutMs: 5000 });
+    try {
+      await expectError(conn.execute('query-pci', undefined, 20_000), 'INTERNAL', /query-pci/, /QMP line longer than/);
+    } finally {
+      conn.close();
+    }
+  });
+
+  it('QEMU dying mid-command rejects the command with UNAVAILABLE; a malformed error answer is still a precise error', async () => {
+    ({ server } = await scriptedQmp(sock(), (command, _args, id, socket) => {
+      if (command === 'odd') return `${JSON.stringify({ error: 'boom', id })}\n`;
+      if (command === 'die') socket.destroy();
+      return undefined;
+    }));
+    const conn = await QmpConnection.connect(sock(), { vmId: 'vm-s', timeoutMs: 5000 });
+    try {
+      const e = await expectError(conn.execute('odd', undefined, 5000), 'INTERNAL', /odd/, /malformed QMP error answer: "boom"/);
+      expect(e.details.qmpClass).toBe('GenericError');
+      await expectError(conn.execute('die', undefined, 20_000), 'UNAVAILABLE', /die/, /closed by QEMU/);
+      await expectError(conn.execute('after', undefined, 1000), 'UNAVAILABLE', /after/);
+    } finally {
+      conn.close();
+    }
+  });
+
+  it('removeDevice waits for DEVICE_DELETED of its own id: events for a child path or another device do not end it', async () => {
+    let present = true;
+    let sendRealEvent: (() => void) | undefined;
+    ({ server } = await scriptedQmp(sock(), (command, args, id, socket) => {
+      if (command === 'device_del') {
+        setTimeout(() => {
+          socket.write('{"event": "DEVICE_DELETED", "data": {"path": "/machine/peripheral/hp0/virtio-backend"}, "timestamp": {"seconds": 1, "microseconds": 0}}\n');
+          socket.write('{"event": "DEVICE_DELETED", "data": {"device": "hp1", "path": "/machine/peripheral/hp1"}, "timestamp": {"seconds": 1, "microseconds": 0}}\n');
+        }, 10);
+        sendRealEvent = () => {
+          present = false;
+          socket.write('{"event": "DEVICE_DELETED", "data": {"device": "hp0", "path": "/machine/peripheral/hp0"}, "timestamp": {"seconds": 2, "microseconds": 0}}\n');
+        };
+        return `${JSON.stringify({ return: {}, id })}\n`;
+      }
+      if (command === 'qom-list' && args?.path === '/machine/peripheral') {
+        return `${JSON.stringify({ return: present ? [{ name: 'hp0', type: 'child<e1000e>' }] : [], id })}\n`;
+      }
+      return `${JSON.stringify({ error: { class: 'CommandNotFound', desc: `no ${command}` }, id })}\n`;
+    }));
+    const adapter = new QemuAdapter({ vmId: 'vm-s', qmpSocket: sock() });
+    let done = false;
+    const removal = adapter.removeDevice('hp0', 20_000).then(() => (done = true));
+    await sleep(1500); // the two other events and at least one QOM check have come and gone
+    expect(done).toBe(false);
+    expect(sendRealEvent).toBeDefined();
+    sendRealEvent!();
+    await removal;
+    expect(done).toBe(true);
   });
 });

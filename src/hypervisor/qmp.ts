@@ -60,7 +60,9 @@ export interface QmpConnectOptions {
 /** One QMP session. */
 export class QmpConnection extends EventEmitter {
   private socket: net.Socket | undefined;
-  private buffer = '';
+  /** The unfinished line, in pieces (joined when its newline arrives: appending to one string is quadratic). */
+  private partial: string[] = [];
+  private partialLength = 0;
   private nextId = 1;
   private readonly pending = new Map<string, { resolve: (v: unknown) => void; reject: (e: Error) => void; what: string }>();
   private closedError: VfiodError | undefined;
@@ -98,39 +100,45 @@ export class QmpConnection extends EventEmitter {
         reject(new VfiodError('DEADLINE_EXCEEDED', `${this.where()}: no QMP greeting within ${timeoutMs} ms (another client may hold the socket)`, { vmId: this.vmId }));
       }, timeoutMs);
       socket.setEncoding('utf8');
-      socket.on('error', (error: NodeJS.ErrnoException) => {
-        const code: ErrorCode = ['ECONNREFUSED', 'ENOENT', 'ECONNRESET', 'EPIPE'].includes(error.code ?? '') ? 'UNAVAILABLE' : 'INTERNAL';
-        const failure = new VfiodError(code, `${this.where()}: ${error.code ?? ''} ${error.message}`.replace(/\s+/g, ' '), { vmId: this.vmId });
+      // Before the greeting, QEMU closing the socket or sending garbage fails the connect at once (not at the timeout).
+      const failOpen = (failure: VfiodError): void => {
         if (!greeted) {
           clearTimeout(timer);
           reject(failure);
         }
         this.fail(failure);
+      };
+      socket.on('error', (error: NodeJS.ErrnoException) => {
+        const code: ErrorCode = ['ECONNREFUSED', 'ENOENT', 'ECONNRESET', 'EPIPE'].includes(error.code ?? '') ? 'UNAVAILABLE' : 'INTERNAL';
+        const failure = new VfiodError(code, `${this.where()}: ${error.code ?? ''} ${error.message}`.replace(/\s+/g, ' '), { vmId: this.vmId });
+        failOpen(failure);
       });
-      socket.on('close', () => this.fail(new VfiodError('UNAVAILABLE', `${this.where()}: QMP connection closed by QEMU`, { vmId: this.vmId })));
+      socket.on('close', () => failOpen(new VfiodError('UNAVAILABLE', `${this.where()}: QMP connection closed by QEMU${greeted ? '' : ' before its greeting'}`, { vmId: this.vmId })));
       socket.on('data', (chunk: string) => {
-        this.buffer += chunk;
-        if (this.buffer.length > MAX_LINE) {
-          this.fail(new VfiodError('INTERNAL', `${this.where()}: QMP line longer than ${MAX_LINE} bytes`, { vmId: this.vmId }));
-          socket.destroy();
-          return;
-        }
+        let rest = chunk;
         let nl: number;
-        while ((nl = this.buffer.indexOf('\n')) >= 0) {
-          const line = this.buffer.slice(0, nl).trim();
-          this.buffer = this.buffer.slice(nl + 1);
+        while ((nl = rest.indexOf('\n')) >= 0) {
+          const line = (this.partial.join('') + rest.slice(0, nl)).trim();
+          this.partial = [];
+          this.partialLength = 0;
+          rest = rest.slice(nl + 1);
           if (!line) continue;
           let message: Record<string, unknown>;
           try {
             message = JSON.parse(line) as Record<string, unknown>;
           } catch {
-            this.fail(new VfiodError('INTERNAL', `${this.where()}: QMP sent a line that is not JSON: ${line.slice(0, 200)}`, { vmId: this.vmId }));
+            failOpen(new VfiodError('INTERNAL', `${this.where()}: QMP sent a line that is not JSON: ${line.slice(0, 200)}`, { vmId: this.vmId }));
+            socket.destroy();
+            return;
+          }
+          if (!message || typeof message !== 'object' || Array.isArray(message)) {
+            failOpen(new VfiodError('INTERNAL', `${this.where()}: QMP sent JSON that is not an object: ${line.slice(0, 200)}`, { vmId: this.vmId }));
             socket.destroy();
             return;
           }
           if (!greeted && 'QMP' in message) {
             greeted = true;
-            const v = (message.QMP as { version?: { qemu?: { major: number; minor: number; micro: number } } }).version?.qemu;
+            const v = (message.QMP as { version?: { qemu?: { major: number; minor: number; micro: number } } } | null)?.version?.qemu;
             if (v) this.version = `${v.major}.${v.minor}.${v.micro}`;
             this.execute('qmp_capabilities', undefined, timeoutMs).then(
               () => {
@@ -145,6 +153,13 @@ export class QmpConnection extends EventEmitter {
             continue;
           }
           this.dispatch(message);
+        }
+        // What is left is one unfinished line: a runaway one means something is wrong (and must not eat memory).
+        this.partial.push(rest);
+        this.partialLength += rest.length;
+        if (this.partialLength > MAX_LINE) {
+          failOpen(new VfiodError('INTERNAL', `${this.where()}: QMP line longer than ${MAX_LINE} characters`, { vmId: this.vmId }));
+          socket.destroy();
         }
       });
     });
@@ -162,7 +177,12 @@ export class QmpConnection extends EventEmitter {
     if (!waiter || id === undefined) return; // an answer to nobody (should not happen): ignore
     this.pending.delete(id);
     if ('error' in message) {
-      const err = message.error as QmpErrorAnswer;
+      // QEMU always sends {class, desc}; anything else still becomes a precise error, never a TypeError.
+      const raw = (message.error ?? {}) as Partial<Record<keyof QmpErrorAnswer, unknown>>;
+      const err: QmpErrorAnswer = {
+        class: typeof raw.class === 'string' ? raw.class : 'GenericError',
+        desc: typeof raw.desc === 'string' ? raw.desc : `malformed QMP error answer: ${JSON.stringify(message.error).slice(0, 200)}`,
+      };
       waiter.reject(new QmpCommandError(err, waiter.what, this.where(), this.vmId));
     } else {
       waiter.resolve(message.return);
