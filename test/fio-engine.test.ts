@@ -325,6 +325,7 @@ ${job('on-polled', polled.socket, 'vfiod_doorbell=mmap\n')}`);
       ['vfiod_doorbell=mmap', 'vfiod_doorbell=mmap but BAR0 offers no mmap-able doorbell page'],
       ['vfiod_qsize=4\niodepth=8', 'vfiod_qsize=4 cannot hold iodepth=8'],
       ['bs=1000', 'is not a multiple of the 512-byte LBA size'],
+      ['mem_align=2', 'is not 4-byte aligned (mem_align?)'], // PRP entries address dwords
     ];
     for (const [option, message] of cases) {
       const run = await fio(dir, 'bad-option', `${globalSection(trapped.socket)}\n[x]\nrw=read\nsize=1M\n${option}\n`);

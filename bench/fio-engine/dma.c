@@ -3,6 +3,7 @@
 #include "engine.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -13,6 +14,10 @@
 int vfiod_dma_region_alloc(struct vfiod_dma_region *r, size_t size, const char *name, char *err, size_t errlen) {
   memset(r, 0, sizeof *r);
   r->fd = -1;
+  if (size > SIZE_MAX - DMA_ALIGN) {
+    snprintf(err, errlen, "%s: %zu bytes is more than can be mapped", name, size);
+    return -ENOMEM;
+  }
   size = (size + DMA_ALIGN - 1) & ~(size_t)(DMA_ALIGN - 1);
   if (size == 0) size = DMA_ALIGN;
   int fd = memfd_create(name, MFD_CLOEXEC);

@@ -162,19 +162,24 @@ struct shared_ctrl {
   int dead; /* transport or controller failed: tear down locally, without talking to the device */
 };
 
+/* Any job thread may find the controller failed; the others read the flag without the lock. */
+static int ctrl_dead(struct shared_ctrl *sc) { return __atomic_load_n(&sc->dead, __ATOMIC_ACQUIRE); }
+static void ctrl_mark_dead(struct shared_ctrl *sc) { __atomic_store_n(&sc->dead, 1, __ATOMIC_RELEASE); }
+
 static pthread_mutex_t g_ctrls_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct shared_ctrl *g_ctrls;
 
 /* Tear down (any stage of) a controller connection: shutdown, disable, unmap, close. Reports, never fails. */
 static void ctrl_destroy(struct shared_ctrl *sc, int enabled) {
   char err[VFIOD_ERR_LEN];
-  if (enabled && !sc->dead) {
-    if (nvme_ctrl_shutdown(&sc->ctrl))
+  if (sc->admin_region.mapped && !ctrl_dead(sc)) {
+    if (enabled && nvme_ctrl_shutdown(&sc->ctrl))
       log_err("vfiod: %s %s: controller shutdown: %s\n", sc->x->kind, sc->x->target, sc->ctrl.last_error);
-    sc->x->ops.write32(sc->x->ops.ctx, NVME_REG_CC, 0); /* no DMA after this, before the IOMMU mapping goes */
+    /* No DMA after this, before the mapping goes; also after a failed bring-up (it may have enabled late). */
+    sc->x->ops.write32(sc->x->ops.ctx, NVME_REG_CC, 0);
   }
   if (sc->x) {
-    if (sc->dead) sc->admin_region.mapped = 0; /* the server is gone (vfio: closing the container unmaps) */
+    if (ctrl_dead(sc)) sc->admin_region.mapped = 0; /* the server is gone (vfio: closing the container unmaps) */
     if (sc->admin_region.mapped && sc->x->dma_unmap(sc->x, &sc->admin_region, err, sizeof err))
       log_err("vfiod: %s %s: %s\n", sc->x->kind, sc->x->target, err);
     sc->x->destroy(sc->x);
@@ -229,6 +234,15 @@ static struct shared_ctrl *ctrl_open(const struct vfiod_options *o, const char *
   if (nvme_set_num_queues(&sc->ctrl, MAX_IO_QUEUES, MAX_IO_QUEUES, &nsq, &ncq)) goto fail;
   sc->nr_io_queues = nsq < ncq ? nsq : ncq;
   if (sc->nr_io_queues > MAX_IO_QUEUES) sc->nr_io_queues = MAX_IO_QUEUES;
+  /* Queue y's doorbells are numbers 2y and 2y+1: only queues whose doorbells lie in the mapped registers. */
+  uint32_t reachable = x->doorbells >= 2 ? (x->doorbells - 2) / 2 : 0;
+  if (sc->nr_io_queues > reachable) sc->nr_io_queues = (uint16_t)reachable;
+  if (sc->nr_io_queues == 0) {
+    snprintf(err, errlen, "%s %s: no I/O queue usable: the controller granted %u SQs / %u CQs, the doorbell "
+             "mapping holds %u doorbells", x->kind, x->target, nsq, ncq, x->doorbells);
+    ctrl_destroy(sc, enabled);
+    return NULL;
+  }
   return sc;
 fail:
   snprintf(err, errlen, "%s %s: %s: %s%s%s", x->kind, x->target, step, sc->ctrl.last_error,
@@ -387,7 +401,7 @@ static struct vfiod_job *job_get(struct thread_data *td) {
 static void job_free(struct thread_data *td, struct vfiod_job *j) {
   struct shared_ctrl *sc = j->sc;
   char err[VFIOD_ERR_LEN];
-  if (sc->dead) j->has_qp = j->bufs.mapped = j->rings.mapped = 0; /* nothing to tell a dead controller */
+  if (ctrl_dead(sc)) j->has_qp = j->bufs.mapped = j->rings.mapped = 0; /* nothing to tell a dead controller */
   if (j->has_qp) {
     pthread_mutex_lock(&sc->lock);
     if (nvme_delete_io_qpair(&sc->ctrl, &j->qp))
@@ -440,7 +454,7 @@ static int vfiod_init(struct thread_data *td) {
   if (!j) return 1;
   const struct vfiod_options *o = td->eo;
   struct shared_ctrl *sc = j->sc;
-  if (sc->dead) {
+  if (ctrl_dead(sc)) {
     log_err("vfiod: %s: the controller failed earlier in this run (see above)\n", j->desc);
     return EIO;
   }
@@ -564,7 +578,7 @@ static void vfiod_iomem_free(struct thread_data *td) {
   struct vfiod_job *j = td->io_ops_data;
   if (j && j->bufs.vaddr) {
     char err[VFIOD_ERR_LEN];
-    if (j->sc->dead) j->bufs.mapped = 0;
+    if (ctrl_dead(j->sc)) j->bufs.mapped = 0;
     if (j->bufs.mapped && j->sc->x->dma_unmap(j->sc->x, &j->bufs, err, sizeof err))
       log_err("vfiod: %s: %s\n", j->desc, err);
     vfiod_dma_region_free(&j->bufs);
@@ -597,6 +611,10 @@ static enum fio_q_status vfiod_queue(struct thread_data *td, struct io_u *io_u) 
   struct vfiod_job *j = td->io_ops_data;
   struct slot *s = io_u->engine_data;
   fio_ro_check(td, io_u);
+  if (!j->failed && ctrl_dead(j->sc)) {
+    log_err("vfiod: %s: the controller failed in another job (see above)\n", j->desc);
+    j->failed = EIO;
+  }
   if (j->failed) return reject(io_u, j->failed);
   uint64_t mask = j->ns.lba_size - 1u;
   struct nvme_sqe sqe;
@@ -618,6 +636,10 @@ static enum fio_q_status vfiod_queue(struct thread_data *td, struct io_u *io_u) 
       log_err("vfiod: %s: io_u buffer %p is outside the engine's DMA-mapped buffers\n", j->desc, io_u->xfer_buf);
       return reject(io_u, EFAULT);
     }
+    if ((uintptr_t)buf & 3u) { /* PRP entries address dwords */
+      log_err("vfiod: %s: io_u buffer %p is not 4-byte aligned (mem_align?)\n", j->desc, io_u->xfer_buf);
+      return reject(io_u, EINVAL);
+    }
     uint64_t limit = j->max_transfer && j->max_transfer < (2u << 20) ? j->max_transfer : (2u << 20);
     if (io_u->xfer_buflen > limit || nlb > 65536) {
       log_err("vfiod: %s: %llu-byte transfer exceeds the limit of %" PRIu64 " bytes (MDTS / one PRP list)\n", j->desc,
@@ -625,8 +647,9 @@ static enum fio_q_status vfiod_queue(struct thread_data *td, struct io_u *io_u) 
       return reject(io_u, EINVAL);
     }
     uint64_t prp1, prp2;
-    nvme_build_prps(j->bufs.iova + (uint64_t)(buf - j->bufs.vaddr), (uint32_t)io_u->xfer_buflen, s->prp_list,
-                    s->prp_iova, &prp1, &prp2);
+    if (nvme_build_prps(j->bufs.iova + (uint64_t)(buf - j->bufs.vaddr), (uint32_t)io_u->xfer_buflen, s->prp_list,
+                        s->prp_iova, &prp1, &prp2))
+      return reject(io_u, EINVAL); /* cannot happen within the limit above */
     s->opc = io_u->ddir == DDIR_READ ? NVME_IO_READ : NVME_IO_WRITE;
     nvme_build_rw(&sqe, s->opc, s->cid, j->ns.nsid, slba, (uint32_t)nlb, prp1, prp2);
     break;
@@ -659,7 +682,7 @@ static int ring_sq(struct vfiod_job *j) {
   if (nvme_qpair_ring_sq(&j->qp) == 0) return 0;
   log_err("vfiod: %s: SQ doorbell write failed: %s\n", j->desc, j->sc->x->last_error(j->sc->x));
   j->failed = EIO;
-  j->sc->dead = 1;
+  ctrl_mark_dead(j->sc);
   return -EIO;
 }
 
@@ -669,14 +692,6 @@ static uint64_t mono_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ volatile("yield");
-#endif
 }
 
 /*
@@ -715,9 +730,11 @@ static int vfiod_getevents(struct thread_data *td, unsigned int min, unsigned in
     unsigned want = max - n < REAP_BATCH ? max - n : REAP_BATCH;
     int got = want ? nvme_qpair_reap(&j->qp, cqes, (int)want) : 0;
     for (int i = 0; i < got; i++) {
-      if (cqes[i].cid >= j->nslots || !j->slots[cqes[i].cid].busy) {
-        log_err("vfiod: %s: completion for command id %u, which is not outstanding (status 0x%x)\n", j->desc,
-                cqes[i].cid, NVME_CQE_STATUS(&cqes[i]));
+      if (cqes[i].cid >= j->nslots || !j->slots[cqes[i].cid].busy || cqes[i].sqid != j->qp.qid) {
+        log_err("vfiod: %s: completion for command id %u of SQ %u, which is not outstanding (status 0x%x)\n",
+                j->desc, cqes[i].cid, cqes[i].sqid, NVME_CQE_STATUS(&cqes[i]));
+        j->failed = EIO;
+        ctrl_mark_dead(j->sc);
         return -EIO;
       }
       struct slot *s = &j->slots[cqes[i].cid];
@@ -735,7 +752,7 @@ static int vfiod_getevents(struct thread_data *td, unsigned int min, unsigned in
       if (nvme_qpair_ring_cq(&j->qp)) {
         log_err("vfiod: %s: CQ doorbell write failed: %s\n", j->desc, j->sc->x->last_error(j->sc->x));
         j->failed = EIO;
-        j->sc->dead = 1;
+        ctrl_mark_dead(j->sc);
         return -EIO;
       }
     }
@@ -743,7 +760,7 @@ static int vfiod_getevents(struct thread_data *td, unsigned int min, unsigned in
     if (got > 0) continue;
     if (n >= min) break;
     if (++spins < (j->efd >= 0 ? IRQ_SPINS : POLL_SPINS)) {
-      cpu_relax();
+      nvme_cpu_relax();
       continue;
     }
     spins = 0;
@@ -767,7 +784,7 @@ static int vfiod_getevents(struct thread_data *td, unsigned int min, unsigned in
     if (j->inflight && now - j->last_health_ms >= 100) {
       j->last_health_ms = now;
       if ((j->failed = check_health(j))) {
-        j->sc->dead = 1;
+        ctrl_mark_dead(j->sc);
         return -j->failed;
       }
     }
@@ -777,7 +794,7 @@ static int vfiod_getevents(struct thread_data *td, unsigned int min, unsigned in
               "CQE at head: cid %u status 0x%04x): controller hung?\n",
               j->desc, j->timeout_ms, j->inflight, j->qp.sq_tail, j->qp.cq_head, j->qp.phase, e->cid, e->status);
       j->failed = ETIMEDOUT;
-      j->sc->dead = 1;
+      ctrl_mark_dead(j->sc);
       return -ETIMEDOUT;
     }
     if (!j->inflight) {

@@ -33,6 +33,8 @@ struct vfiod_xport {
   char target[256];     /* socket path or PCI address, for messages */
   const char *doorbell; /* how doorbells reach the device: "mmap" | "trapped" */
   struct nvme_regs_ops ops;
+  /* Doorbell registers the mapping reaches (SQ y = 2y, CQ y = 2y+1); UINT32_MAX when the server checks (trapped). */
+  uint32_t doorbells;
   /* Map/unmap r at r->iova for device DMA. 0 or -errno with err filled. */
   int (*dma_map)(struct vfiod_xport *x, struct vfiod_dma_region *r, char *err, size_t errlen);
   int (*dma_unmap)(struct vfiod_xport *x, struct vfiod_dma_region *r, char *err, size_t errlen);

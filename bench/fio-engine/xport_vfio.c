@@ -36,25 +36,14 @@ static int vf_read32(void *ctx, uint32_t off, uint32_t *v) {
   *v = *(volatile uint32_t *)(x->bar0 + off);
   return 0;
 }
-static int vf_read64(void *ctx, uint32_t off, uint64_t *v) {
-  uint32_t lo, hi;
-  vf_read32(ctx, off, &lo);
-  vf_read32(ctx, off + 4, &hi);
-  *v = (uint64_t)hi << 32 | lo;
-  return 0;
-}
 static int vf_write32(void *ctx, uint32_t off, uint32_t v) {
   struct vf_xport *x = ctx;
   *(volatile uint32_t *)(x->bar0 + off) = v;
   return 0;
 }
-static int vf_write64(void *ctx, uint32_t off, uint64_t v) {
-  vf_write32(ctx, off, (uint32_t)v);
-  return vf_write32(ctx, off + 4, (uint32_t)(v >> 32));
-}
 static int vf_doorbell(void *ctx, uint32_t index, uint32_t value) {
   struct vf_xport *x = ctx;
-  __atomic_thread_fence(__ATOMIC_RELEASE); /* SQE/CQ head stores before the MMIO write */
+  /* nvme_qpair_ring_* issued nvme_doorbell_barrier(): queue memory is ordered before this MMIO write */
   *(volatile uint32_t *)(x->bar0 + NVME_REG_DOORBELLS + index * x->stride) = value;
   return 0;
 }
@@ -265,11 +254,12 @@ struct vfiod_xport *vfiod_xport_vfio_open(const char *bdf, char *err, size_t err
     return NULL;
   }
   x->stride = 4u << (cap_hi & 0xfu);
+  x->base.doorbells = (uint32_t)((bar.size - NVME_REG_DOORBELLS) / x->stride); /* stores past BAR0 would fault */
   struct vfio_irq_info irq = {.argsz = sizeof irq, .index = VFIO_PCI_MSIX_IRQ_INDEX};
   if (ioctl(x->device, VFIO_DEVICE_GET_IRQ_INFO, &irq) == 0 && (irq.flags & VFIO_IRQ_INFO_EVENTFD))
     x->base.irq_vectors = irq.count;
   x->base.irq_bind = vf_irq_bind;
-  x->base.ops = (struct nvme_regs_ops){x, vf_read32, vf_read64, vf_write32, vf_write64, vf_doorbell};
+  x->base.ops = (struct nvme_regs_ops){.ctx = x, .read32 = vf_read32, .write32 = vf_write32, .ring_doorbell = vf_doorbell};
   x->base.dma_map = vf_dma_map;
   x->base.dma_unmap = vf_dma_unmap;
   x->base.last_error = vf_last_error;

@@ -50,14 +50,6 @@ static int vu_read32(void *ctx, uint32_t off, uint32_t *v) {
   return r;
 }
 
-static int vu_read64(void *ctx, uint32_t off, uint64_t *v) { /* lo then hi, like Linux' lo_hi_readq */
-  uint32_t lo, hi;
-  int r = vu_read32(ctx, off, &lo);
-  if (!r) r = vu_read32(ctx, off + 4, &hi);
-  if (!r) *v = (uint64_t)hi << 32 | lo;
-  return r;
-}
-
 static int vu_write32(void *ctx, uint32_t off, uint32_t v) {
   struct vu_xport *x = ctx;
   pthread_mutex_lock(&g_socket_lock);
@@ -67,16 +59,11 @@ static int vu_write32(void *ctx, uint32_t off, uint32_t v) {
   return r;
 }
 
-static int vu_write64(void *ctx, uint32_t off, uint64_t v) {
-  int r = vu_write32(ctx, off, (uint32_t)v);
-  return r ? r : vu_write32(ctx, off + 4, (uint32_t)(v >> 32));
-}
-
 static int vu_doorbell(void *ctx, uint32_t index, uint32_t value) {
   struct vu_xport *x = ctx;
   uint32_t off = index * x->stride;
   if (x->mmap_doorbells) {
-    __atomic_store_n(&x->db[off / 4u], value, __ATOMIC_RELEASE);
+    x->db[off / 4u] = value; /* nvme_qpair_ring_* fenced the queue memory */
     return 0;
   }
   pthread_mutex_lock(&g_socket_lock);
@@ -133,16 +120,6 @@ static void vu_destroy(struct vfiod_xport *base) {
   free(x);
 }
 
-/* Memory space + bus master on (what a driver does before DMA); dword access so any server granularity works. */
-static int enable_bus_master(struct vfu_client *c) {
-  uint32_t dw;
-  int r = vfu_region_read(c, VFU_PCI_CONFIG_REGION, 0x04, &dw, 4);
-  if (r) return r;
-  uint16_t cmd = (uint16_t)dw;
-  uint16_t want = (uint16_t)(cmd | 0x6u);
-  return want == cmd ? 0 : vfu_region_write(c, VFU_PCI_CONFIG_REGION, 0x04, &want, 2);
-}
-
 static struct vfiod_xport *open_locked(const char *socket_path, const char *doorbell_mode, char *err, size_t errlen) {
   int want_mmap; /* 1 mmap, 0 trapped, -1 auto */
   if (!doorbell_mode || !strcmp(doorbell_mode, "auto")) want_mmap = -1;
@@ -181,7 +158,7 @@ static struct vfiod_xport *open_locked(const char *socket_path, const char *door
     goto fail;
   }
   step = "PCI command register";
-  if (enable_bus_master(c)) goto fail;
+  if (vfu_pci_enable_bus_master(c)) goto fail;
   step = "reading CAP";
   uint32_t cap_hi;
   if (vfu_region_read(c, VFU_PCI_BAR0_REGION, NVME_REG_CAP + 4, &cap_hi, 4)) goto fail;
@@ -214,9 +191,12 @@ static struct vfiod_xport *open_locked(const char *socket_path, const char *door
     x->db_map = m;
     x->db_map_len = area_size;
     x->db = (volatile uint32_t *)((uint8_t *)m + (NVME_REG_DOORBELLS - area_off));
+    x->base.doorbells = (uint32_t)((area_off + area_size - NVME_REG_DOORBELLS) / x->stride); /* the rest is not ours */
+  } else {
+    x->base.doorbells = UINT32_MAX;
   }
   x->base.doorbell = x->mmap_doorbells ? "mmap" : "trapped";
-  x->base.ops = (struct nvme_regs_ops){x, vu_read32, vu_read64, vu_write32, vu_write64, vu_doorbell};
+  x->base.ops = (struct nvme_regs_ops){.ctx = x, .read32 = vu_read32, .write32 = vu_write32, .ring_doorbell = vu_doorbell};
   x->base.dma_map = vu_dma_map;
   x->base.dma_unmap = vu_dma_unmap;
   x->base.irq_bind = vu_irq_bind;

@@ -179,20 +179,9 @@ static int x_read32(void *ctx, uint32_t off, uint32_t *v) {
   struct vfu_xport *x = ctx;
   return vfu_region_read(x->c, VFU_PCI_BAR0_REGION, off, v, 4);
 }
-static int x_read64(void *ctx, uint32_t off, uint64_t *v) { /* lo then hi, like Linux' lo_hi_readq */
-  uint32_t lo, hi;
-  int r = x_read32(ctx, off, &lo);
-  if (!r) r = x_read32(ctx, off + 4, &hi);
-  if (!r) *v = (uint64_t)hi << 32 | lo;
-  return r;
-}
 static int x_write32(void *ctx, uint32_t off, uint32_t v) {
   struct vfu_xport *x = ctx;
   return vfu_region_write(x->c, VFU_PCI_BAR0_REGION, off, &v, 4);
-}
-static int x_write64(void *ctx, uint32_t off, uint64_t v) {
-  int r = x_write32(ctx, off, (uint32_t)v);
-  return r ? r : x_write32(ctx, off + 4, (uint32_t)(v >> 32));
 }
 static int x_doorbell(void *ctx, uint32_t index, uint32_t value) {
   struct vfu_xport *x = ctx;
@@ -200,7 +189,7 @@ static int x_doorbell(void *ctx, uint32_t index, uint32_t value) {
   int r = 0;
   switch (x->mode) {
   case DB_MMAP:
-    __atomic_store_n(&x->db[off / 4u], value, __ATOMIC_RELEASE);
+    x->db[off / 4u] = value; /* nvme_qpair_ring_* fenced the queue memory */
     break;
   case DB_POSTED:
     r = vfu_region_write_posted(x->c, VFU_PCI_BAR0_REGION, NVME_REG_DOORBELLS + off, &value, 4);
@@ -215,12 +204,8 @@ static int x_doorbell(void *ctx, uint32_t index, uint32_t value) {
 
 /* Memory space + bus master on; MSI-X enabled and unmasked (what a guest driver does before using vectors). */
 static int pci_enable(struct vfu_client *c, int want_msix) {
-  uint32_t dw;
-  int r = vfu_region_read(c, VFU_PCI_CONFIG_REGION, 0x04, &dw, 4); /* dword: any server granularity works */
-  if (r) return r;
-  uint16_t cmd = (uint16_t)dw, ncmd = (uint16_t)(cmd | 0x6u);
-  if (ncmd != cmd && (r = vfu_region_write(c, VFU_PCI_CONFIG_REGION, 0x04, &ncmd, 2))) return r;
-  if (!want_msix) return 0;
+  int r = vfu_pci_enable_bus_master(c);
+  if (r || !want_msix) return r;
   r = vfu_pci_enable_msix(c);
   return r == -ENOENT ? 0 : r; /* no MSI-X: --completion irq fails later with "no MSI-X vectors" */
 }
@@ -290,13 +275,6 @@ struct bench {
 };
 
 static volatile sig_atomic_t g_tick;
-static inline void cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#elif defined(__aarch64__)
-  __asm__ volatile("yield");
-#endif
-}
 static void on_alarm(int sig) {
   (void)sig;
   g_tick++;
@@ -308,7 +286,8 @@ static void submit_slot(struct bench *b, uint16_t cid, uint8_t opc, uint64_t blo
   s->start = t;
   if (opc == NVME_IO_WRITE) pattern_fill((uint64_t *)s->buf, b->o.bs / 8u, block, b->o.seed);
   uint64_t prp1, prp2;
-  nvme_build_prps(s->buf_iova, b->o.bs, s->prp_list, s->prp_iova, &prp1, &prp2);
+  if (nvme_build_prps(s->buf_iova, b->o.bs, s->prp_list, s->prp_iova, &prp1, &prp2))
+    die("internal: %u bytes do not fit one PRP list", b->o.bs); /* --bs <= 2M and page-aligned buffers */
   struct nvme_sqe sqe;
   nvme_build_rw(&sqe, opc, cid, b->ns.nsid, block * b->lbas_per_io, b->lbas_per_io, prp1, prp2);
   if (nvme_qpair_submit(&b->qp, &sqe)) die("internal: SQ full");
@@ -392,7 +371,7 @@ static uint64_t run_loop(struct bench *b, int phase_write, struct hist *h, uint6
         last_tick = (uint64_t)g_tick;
         if (++stall > 10) hang_report(b, outstanding);
       } else {
-        cpu_relax();
+        nvme_cpu_relax();
       }
       if (b->efd >= 0 && n == 0) {
         /* Spurious wake-up (eventfd counted completions we had already reaped) is counted on the next pass. */
@@ -590,7 +569,7 @@ int main(int argc, char **argv) {
     uint32_t cap_hi;
     if (vfu_region_read(c, VFU_PCI_BAR0_REGION, NVME_REG_CAP + 4, &cap_hi, 4)) die("read CAP: %s", c->last_error);
     xport.stride = 4u << (cap_hi & 0xfu);
-    ops = (struct nvme_regs_ops){&xport, x_read32, x_read64, x_write32, x_write64, x_doorbell};
+    ops = (struct nvme_regs_ops){.ctx = &xport, .read32 = x_read32, .write32 = x_write32, .ring_doorbell = x_doorbell};
     B.x = &xport;
 
     if (o->irq) {

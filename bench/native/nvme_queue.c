@@ -10,6 +10,21 @@
 
 #define PAGE 4096u
 
+static int read64(struct nvme_ctrl *c, uint32_t off, uint64_t *v) {
+  if (c->ops.read64) return c->ops.read64(c->ops.ctx, off, v);
+  uint32_t lo, hi;
+  int r = c->ops.read32(c->ops.ctx, off, &lo);
+  if (!r) r = c->ops.read32(c->ops.ctx, off + 4, &hi);
+  if (!r) *v = (uint64_t)hi << 32 | lo;
+  return r;
+}
+
+static int write64(struct nvme_ctrl *c, uint32_t off, uint64_t v) {
+  if (c->ops.write64) return c->ops.write64(c->ops.ctx, off, v);
+  int r = c->ops.write32(c->ops.ctx, off, (uint32_t)v);
+  return r ? r : c->ops.write32(c->ops.ctx, off + 4, (uint32_t)(v >> 32));
+}
+
 static int fail(struct nvme_ctrl *c, int err, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
@@ -52,7 +67,7 @@ int nvme_qpair_submit(struct nvme_qpair *qp, const struct nvme_sqe *sqe) {
 int nvme_qpair_ring_sq(struct nvme_qpair *qp) {
   if (qp->sq_tail == qp->sq_tail_rung) return 0;
   qp->sq_tail_rung = qp->sq_tail;
-  __atomic_thread_fence(__ATOMIC_RELEASE); /* SQE stores before the doorbell */
+  nvme_doorbell_barrier();
   return qp->ctrl->ops.ring_doorbell(qp->ctrl->ops.ctx, 2u * qp->qid, qp->sq_tail);
 }
 
@@ -68,7 +83,11 @@ int nvme_qpair_reap(struct nvme_qpair *qp, struct nvme_cqe *out, int max) {
     out[n].sqid = e->sqid;
     out[n].cid = e->cid;
     out[n].status = st;
-    qp->sq_head = out[n].sqhd < qp->qsize ? out[n].sqhd : qp->sq_head;
+    /* The head may only move forward, up to the tail: (sqhd - head) <= (tail - head), modulo qsize. */
+    uint16_t sqhd = out[n].sqhd;
+    if (sqhd < qp->qsize &&
+        (sqhd + qp->qsize - qp->sq_head) % qp->qsize <= (qp->sq_tail + qp->qsize - qp->sq_head) % qp->qsize)
+      qp->sq_head = sqhd;
     n++;
     if (++qp->cq_head == qp->qsize) {
       qp->cq_head = 0;
@@ -81,6 +100,7 @@ int nvme_qpair_reap(struct nvme_qpair *qp, struct nvme_cqe *out, int max) {
 int nvme_qpair_ring_cq(struct nvme_qpair *qp) {
   if (qp->cq_head == qp->cq_head_rung) return 0;
   qp->cq_head_rung = qp->cq_head;
+  nvme_doorbell_barrier();
   return qp->ctrl->ops.ring_doorbell(qp->ctrl->ops.ctx, 2u * qp->qid + 1u, qp->cq_head);
 }
 
@@ -116,21 +136,29 @@ void nvme_build_flush(struct nvme_sqe *sqe, uint16_t cid, uint32_t nsid) {
   sqe->nsid = nsid;
 }
 
-void nvme_build_prps(uint64_t iova, uint32_t len, uint64_t *prp_list, uint64_t prp_list_iova, uint64_t *prp1,
-                     uint64_t *prp2) {
-  *prp1 = iova;
+int nvme_build_prps(uint64_t iova, uint32_t len, uint64_t *prp_list, uint64_t prp_list_iova, uint64_t *prp1,
+                    uint64_t *prp2) {
+  if (len == 0 || len > NVME_PRP_MAX_LEN(iova)) return -1;
+  *prp1 = iova; /* may start inside a page; every later entry is page-aligned */
   *prp2 = 0;
   uint32_t first = PAGE - (uint32_t)(iova & (PAGE - 1));
-  if (len <= first) return;
-  uint64_t next = (iova + first);
+  if (len <= first) return 0;
+  uint64_t next = iova + first;
   uint32_t rest = len - first;
   if (rest <= PAGE) {
     *prp2 = next;
-    return;
+    return 0;
   }
-  uint32_t pages = (rest + PAGE - 1) / PAGE;
-  for (uint32_t i = 0; i < pages && i < PAGE / 8; i++) prp_list[i] = next + (uint64_t)i * PAGE;
+  uint32_t pages = (rest + PAGE - 1) / PAGE; /* <= 512 by the length check: one list page, no chaining */
+  for (uint32_t i = 0; i < pages; i++) prp_list[i] = next + (uint64_t)i * PAGE;
   *prp2 = prp_list_iova;
+  return 0;
+}
+
+uint32_t nvme_mdts_bytes(uint64_t cap, uint8_t mdts) {
+  if (mdts == 0) return 0;
+  unsigned shift = 12u + (unsigned)((cap >> 48) & 0xfu) + mdts; /* log2 of the byte count */
+  return shift >= 32 ? UINT32_MAX : 1u << shift;
 }
 
 /* ---- admin ---- */
@@ -188,7 +216,7 @@ int nvme_ctrl_init(struct nvme_ctrl *ctrl, const struct nvme_regs_ops *ops, stru
   ctrl->ops = *ops;
   ctrl->mem = mem;
   ctrl->timeout_ms = 5000;
-  int r = ops->read64(ops->ctx, NVME_REG_CAP, &ctrl->cap);
+  int r = read64(ctrl, NVME_REG_CAP, &ctrl->cap);
   if (r) return fail(ctrl, r, "reading CAP failed (%d)", r);
   r = ops->read32(ops->ctx, NVME_REG_VS, &ctrl->vs);
   if (r) return fail(ctrl, r, "reading VS failed (%d)", r);
@@ -225,8 +253,8 @@ int nvme_ctrl_init(struct nvme_ctrl *ctrl, const struct nvme_regs_ops *ops, stru
   if (!aq->sq || !aq->cq || !ctrl->scratch) return fail(ctrl, ENOMEM, "DMA memory exhausted (admin queues)");
 
   uint32_t aqa = ((uint32_t)(admin_qsize - 1u) << 16) | (uint32_t)(admin_qsize - 1u);
-  if ((r = ops->write32(ops->ctx, NVME_REG_AQA, aqa)) || (r = ops->write64(ops->ctx, NVME_REG_ASQ, aq->sq_iova)) ||
-      (r = ops->write64(ops->ctx, NVME_REG_ACQ, aq->cq_iova)))
+  if ((r = ops->write32(ops->ctx, NVME_REG_AQA, aqa)) || (r = write64(ctrl, NVME_REG_ASQ, aq->sq_iova)) ||
+      (r = write64(ctrl, NVME_REG_ACQ, aq->cq_iova)))
     return fail(ctrl, r, "programming the admin queue registers failed (%d)", r);
   /* IOCQES 4 (16 B), IOSQES 6 (64 B), AMS 0, MPS 0 (4 KiB), CSS 0 (NVM), EN. */
   cc = (4u << 20) | (6u << 16) | 1u;
@@ -254,8 +282,7 @@ int nvme_identify_ctrl(struct nvme_ctrl *ctrl) {
   copy_trim(ctrl->fr, d + 64, 8);
   ctrl->mdts = d[77];
   memcpy(&ctrl->nn, d + 516, 4);
-  uint32_t mpsmin_bytes = PAGE << ((ctrl->cap >> 48) & 0xfu);
-  ctrl->max_transfer = ctrl->mdts ? (mpsmin_bytes << ctrl->mdts) : 0;
+  ctrl->max_transfer = nvme_mdts_bytes(ctrl->cap, ctrl->mdts);
   return 0;
 }
 
@@ -271,8 +298,9 @@ int nvme_identify_ns(struct nvme_ctrl *ctrl, uint32_t nsid, struct nvme_ns_info 
   const uint8_t *d = ctrl->scratch;
   info->nsid = nsid;
   memcpy(&info->nsze, d + 0, 8);
-  uint8_t flbas = d[26];
+  uint8_t nlbaf = d[25], flbas = d[26];
   uint32_t fmt = (flbas & 0xfu) | ((uint32_t)(flbas >> 5) & 3u) << 4;
+  if (fmt > nlbaf) return fail(ctrl, EPROTO, "namespace %u: FLBAS selects format %u of %u", nsid, fmt, nlbaf + 1u);
   uint32_t lbaf;
   memcpy(&lbaf, d + 128 + 4 * fmt, 4);
   uint32_t lbads = (lbaf >> 16) & 0xffu;
@@ -325,7 +353,18 @@ int nvme_create_io_qpair_in(struct nvme_ctrl *ctrl, struct nvme_dma_mem *mem, st
   sqe.prp1 = qp->sq_iova;
   sqe.cdw10 = ((uint32_t)(qsize - 1u) << 16) | qid;
   sqe.cdw11 = ((uint32_t)qid << 16) | 1u; /* CQID, QPRIO 0, PC */
-  return nvme_admin_cmd(ctrl, &sqe, NULL);
+  r = nvme_admin_cmd(ctrl, &sqe, NULL);
+  if (r) {
+    /* Do not leave the CQ behind: its id could not be created again, and it points into memory that goes away. */
+    char why[sizeof ctrl->last_error];
+    memcpy(why, ctrl->last_error, sizeof why);
+    memset(&sqe, 0, sizeof sqe);
+    sqe.cdw0 = NVME_ADM_DELETE_CQ;
+    sqe.cdw10 = qid;
+    nvme_admin_cmd(ctrl, &sqe, NULL);
+    memcpy(ctrl->last_error, why, sizeof why);
+  }
+  return r;
 }
 
 int nvme_delete_io_qpair(struct nvme_ctrl *ctrl, struct nvme_qpair *qp) {

@@ -45,15 +45,40 @@
 struct nvme_regs_ops {
   void *ctx;
   int (*read32)(void *ctx, uint32_t offset, uint32_t *value);
+  /* 64-bit registers (CAP, ASQ, ACQ); NULL: two 32-bit accesses, low dword first (like Linux' lo_hi_readq). */
   int (*read64)(void *ctx, uint32_t offset, uint64_t *value);
   int (*write32)(void *ctx, uint32_t offset, uint32_t value);
-  int (*write64)(void *ctx, uint32_t offset, uint64_t value);
+  int (*write64)(void *ctx, uint32_t offset, uint64_t value); /* NULL: low dword, then high dword */
   /*
    * Write `value` to doorbell number `index` (SQ y tail = 2y, CQ y head = 2y+1); the transport applies the stride.
-   * Must order all earlier stores to DMA memory (SQEs) before the doorbell becomes visible.
+   * nvme_qpair_ring_* issue nvme_doorbell_barrier() first, so earlier SQE stores and CQE loads are ordered before it.
    */
   int (*ring_doorbell)(void *ctx, uint32_t index, uint32_t value);
 };
+
+/*
+ * Before a doorbell write: SQE stores must reach memory before the device can see the new tail, and CQE loads must
+ * be done before the device may reuse the slot. x86 keeps stores in order, but a WC/UC MMIO write can pass the
+ * store buffer: sfence, as SPDK does. Weakly ordered CPUs need a full barrier against the outer domain.
+ */
+static inline void nvme_doorbell_barrier(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __asm__ volatile("sfence" ::: "memory");
+#elif defined(__aarch64__)
+  __asm__ volatile("dsb sy" ::: "memory");
+#else
+  __sync_synchronize();
+#endif
+}
+
+/* Busy-wait hint for polling loops. */
+static inline void nvme_cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ volatile("yield");
+#endif
+}
 
 struct nvme_dma_mem {
   uint8_t *vaddr;
@@ -153,7 +178,10 @@ static inline uint16_t nvme_qpair_sq_free(const struct nvme_qpair *qp) {
 int nvme_qpair_submit(struct nvme_qpair *qp, const struct nvme_sqe *sqe);
 /* Write the SQ tail doorbell if the tail moved since the last ring. */
 int nvme_qpair_ring_sq(struct nvme_qpair *qp);
-/* Reap up to max completions by phase tag (no doorbell). Returns the number reaped. */
+/*
+ * Reap up to max completions by phase tag (no doorbell). Returns the number reaped. A CQE's SQHD moves sq_head only
+ * when it lies within the entries that were submitted (a bogus one cannot open SQ slots that are still in use).
+ */
 int nvme_qpair_reap(struct nvme_qpair *qp, struct nvme_cqe *out, int max);
 /* Write the CQ head doorbell if the head moved since the last ring. */
 int nvme_qpair_ring_cq(struct nvme_qpair *qp);
@@ -168,10 +196,14 @@ void nvme_fill_dsm_range(void *range, uint64_t slba, uint32_t nlb);
 /* Fill a Flush SQE. */
 void nvme_build_flush(struct nvme_sqe *sqe, uint16_t cid, uint32_t nsid);
 /*
- * Describe a physically contiguous buffer (iova, len) with PRPs (page size 4 KiB). When more than two pages are
- * needed, the list is written to prp_list (a 4 KiB page at prp_list_iova; enough for 2 MiB transfers).
+ * Describe a contiguous (in IOVA space), dword-aligned buffer (iova, len) with PRPs (page size 4 KiB). When more
+ * than two pages are needed, the list is written to prp_list (one 4 KiB page at prp_list_iova: 512 entries, i.e.
+ * 2 MiB after the first page). Returns 0, or -1 (nothing written) when len is 0 or needs more than one list page.
  */
-void nvme_build_prps(uint64_t iova, uint32_t len, uint64_t *prp_list, uint64_t prp_list_iova, uint64_t *prp1,
-                     uint64_t *prp2);
+#define NVME_PRP_MAX_LEN(iova) ((uint32_t)(4096u - ((iova) & 4095u)) + 512u * 4096u)
+int nvme_build_prps(uint64_t iova, uint32_t len, uint64_t *prp_list, uint64_t prp_list_iova, uint64_t *prp1,
+                    uint64_t *prp2);
+/* MDTS (Identify Controller byte 77, units of CAP.MPSMIN pages) in bytes; 0 = no limit; saturates at UINT32_MAX. */
+uint32_t nvme_mdts_bytes(uint64_t cap, uint8_t mdts);
 
 #endif

@@ -86,6 +86,14 @@ static int cfg_read(struct vfu_client *c, uint32_t off, uint32_t size, uint32_t 
   return 0;
 }
 
+int vfu_pci_enable_bus_master(struct vfu_client *c) {
+  uint32_t dw;
+  int r = vfu_region_read(c, VFU_PCI_CONFIG_REGION, 0x04, &dw, 4); /* dword: any server access granularity works */
+  if (r) return r;
+  uint16_t cmd = (uint16_t)dw, want = (uint16_t)(cmd | 0x6u);
+  return want == cmd ? 0 : vfu_region_write(c, VFU_PCI_CONFIG_REGION, 0x04, &want, 2);
+}
+
 int vfu_pci_enable_msix(struct vfu_client *c) {
   uint32_t status, ptr;
   int r = cfg_read(c, 0x06, 2, &status);

@@ -120,6 +120,8 @@ int vfu_drain_unsolicited(struct vfu_client *c);
  */
 int vfu_find_mmap_area(const struct vfu_region_info *region, uint64_t offset, uint64_t len, uint64_t *area_offset,
                        uint64_t *area_size);
+/* PCI config space: Memory Space + Bus Master on (what a driver does before the device may DMA). */
+int vfu_pci_enable_bus_master(struct vfu_client *c);
 /*
  * PCI config space: set MSI-X Enable and clear Function Mask in the MSI-X capability (what a driver does before
  * using vectors). Returns -ENOENT when the function has no MSI-X capability.
