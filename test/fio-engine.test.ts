@@ -308,6 +308,28 @@ ${job('on-polled', polled.socket, 'vfiod_doorbell=mmap\n')}`);
     }
   });
 
+  it('fails within bounded time, naming the socket, when the server stops answering (SIGSTOP)', async () => {
+    const frozen = await serve(dir, 'frozen', ['--namespace', 'memory:16M']);
+    try {
+      const ini = `${globalSection(frozen.socket)}\n[x]\nrw=randread\niodepth=4\ntime_based=1\nruntime=60\n`;
+      const running = fio(dir, 'frozen', ini);
+      await frozen.logged('controller enabled');
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      frozen.process.kill('SIGSTOP');
+      const stopped = Date.now();
+      const run = await running;
+      expect(run.status).not.toBe(0);
+      // the health check's CSTS read gets no reply within the client's 5 s reply timeout
+      expect(run.stderr).toMatch(
+        /vfiod: vfio-user \S+frozen\.sock nsid 1 queue 1: controller unreachable with 4 commands outstanding: (no reply from server within 5000 ms|server has not read)/,
+      );
+      expect(Date.now() - stopped, 'not the 60 s runtime, nor a hang').toBeLessThan(20_000);
+    } finally {
+      frozen.process.kill('SIGCONT');
+      await frozen.stop();
+    }
+  });
+
   it('fails with a message naming the socket when it cannot connect', async () => {
     const missing = path.join(dir, 'missing.sock');
     const run = await fio(dir, 'bad-socket', `${globalSection(missing)}\n[x]\nrw=read\nsize=1M\n`);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -50,6 +51,9 @@ int vfu_connect(struct vfu_client *c, const char *socket_path) {
     close(s);
     return fail(c, e, "connect %s: %s", socket_path, strerror(e));
   }
+  /* A server that stops reading must not block a send forever (e.g. posted doorbells filling the socket buffer). */
+  struct timeval tv = {.tv_sec = c->reply_timeout_ms / 1000, .tv_usec = (c->reply_timeout_ms % 1000) * 1000};
+  setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   c->sock = s;
   return 0;
 }
@@ -153,6 +157,8 @@ static int send_msg(struct vfu_client *c, const struct vfu_hdr *h, const void *p
     ssize_t n = sendmsg(c->sock, &mh, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return fail(c, ETIMEDOUT, "server has not read from the socket for %d ms", c->reply_timeout_ms);
       return fail(c, errno, "sendmsg: %s", strerror(errno));
     }
     done += (size_t)n;
@@ -475,6 +481,8 @@ int vfu_region_write_posted(struct vfu_client *c, uint32_t region, uint64_t offs
     ssize_t n = send(c->sock, msg + done, total - done, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;
+      if (errno == EAGAIN || errno == EWOULDBLOCK)
+        return fail(c, ETIMEDOUT, "server has not read from the socket for %d ms", c->reply_timeout_ms);
       return fail(c, errno, "send: %s", strerror(errno));
     }
     done += (size_t)n;
