@@ -5,6 +5,7 @@
  * a refused connection and a VMM that does not answer.
  */
 import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -170,5 +171,64 @@ describe('error chain parsing and classification', () => {
     expect(classifyApiError(409, ['conflict'])).toBe('FAILED_PRECONDITION');
     expect(classifyApiError(400, ['bad'])).toBe('INVALID_ARGUMENT');
     expect(classifyApiError(503, ['later'])).toBe('UNAVAILABLE');
+  });
+});
+
+describe('a VMM that answers badly (raw HTTP server)', () => {
+  let server: http.Server | undefined;
+  afterEach(async () => {
+    server?.closeAllConnections();
+    if (server) await new Promise((r) => server!.close(r));
+    server = undefined;
+  });
+  /** An HTTP server on the API socket whose every answer `handler` writes. */
+  const serve = async (handler: http.RequestListener): Promise<void> => {
+    server = http.createServer(handler);
+    await new Promise<void>((resolve) => server!.listen(path.join(dir, 'ch.sock'), resolve));
+  };
+
+  it('JSON that is not an object, a device_tree that is not one, and a 500 with an HTML body are precise errors', async () => {
+    let body = 'null';
+    let status = 200;
+    await serve((_req, res) => res.writeHead(status, { 'Content-Type': 'application/json' }).end(body));
+    await expectError(client.ping(), 'INTERNAL', /vmm\.ping/, /VM vm1/, /not an object: null/);
+    body = '{"config": {}, "state": "Running", "device_tree": [1]}';
+    await expectError(client.hasDevice('vf1'), 'INTERNAL', /vm\.info/, /device_tree is not an object/);
+    body = '{"config": {}, "state": "Running", "device_tree": {"x": null, "vf1": {"id": "vf1"}}}';
+    expect(await client.hasDevice('vf1')).toBe(true); // a stray null node is skipped, not a TypeError
+    status = 500;
+    body = '<html><body>Internal Server Error</body></html>';
+    await expectError(client.ping(), 'INTERNAL', /answered 500: <html><body>Internal Server Error/);
+  });
+
+  it('a hot-plug whose 200 body is unreadable still counts as added (the device is in the VM)', async () => {
+    await serve((_req, res) => res.writeHead(200).end('ok'));
+    expect(await client.addPciDevice({ hostBdf: '0000:01:00.1', id: 'vf1' })).toEqual({ id: 'vf1', guestBdf: null, coldAdded: false, bus: null });
+  });
+
+  it('a chunked answer that never ends is cut off at the size limit; one cut off by the VMM going away is UNAVAILABLE at once', async () => {
+    let mode: 'huge' | 'cut' = 'huge';
+    await serve((_req, res) => {
+      res.writeHead(200, { 'Content-Type': 'application/json' }); // no Content-Length: chunked
+      if (mode === 'cut') {
+        res.write('{"config": {');
+        setTimeout(() => res.socket?.destroy(), 20);
+        return;
+      }
+      const piece = Buffer.alloc(1 << 20, 0x20);
+      let sent = 0;
+      const more = (): void => {
+        while (sent < 12 && !res.destroyed) {
+          sent++;
+          if (!res.write(piece)) return void res.once('drain', more);
+        }
+      };
+      more();
+    });
+    await expectError(client.deviceTree(20_000), 'INTERNAL', /vm\.info/, /larger than 8388608 bytes/);
+    mode = 'cut';
+    const t0 = Date.now();
+    await expectError(client.deviceTree(20_000), 'UNAVAILABLE', /vm\.info/, /closed in the middle of the answer|aborted|socket hang up/);
+    expect(Date.now() - t0).toBeLessThan(10_000); // not the 20 s timeout
   });
 });

@@ -17,6 +17,8 @@ import type { AddedDevice, HypervisorAdapter, PciDeviceSpec, UserDeviceSpec, Vmm
 
 const API_PREFIX = '/api/v1';
 const DEFAULT_TIMEOUT_MS = 10_000;
+/** Largest answer body read (vm.info of a big VM is tens of KiB); more means something is wrong. */
+const MAX_BODY = 8 << 20;
 
 export interface CloudHypervisorOptions {
   vmId: string;
@@ -183,8 +185,20 @@ export class CloudHypervisorClient implements HypervisorAdapter {
         },
         (res) => {
           const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
+          let length = 0;
+          res.on('data', (c: Buffer) => {
+            length += c.length;
+            if (length > MAX_BODY) {
+              fail(new VfiodError('INTERNAL', `${what}: ${this.where()}: the answer is larger than ${MAX_BODY} bytes`, { vmId: this.vmId, httpStatus: res.statusCode }));
+              return;
+            }
+            chunks.push(c);
+          });
           res.on('error', (error) => fail(new VfiodError('UNAVAILABLE', `${what}: ${this.where()}: reading the answer failed: ${error.message}`, { vmId: this.vmId })));
+          // The VMM going away in the middle of an answer (no 'end'): fail now rather than at the timeout.
+          res.on('close', () => {
+            if (!res.complete) fail(new VfiodError('UNAVAILABLE', `${what}: ${this.where()}: the connection closed in the middle of the answer`, { vmId: this.vmId }));
+          });
           res.on('end', () => {
             if (settled) return;
             settled = true;
@@ -219,12 +233,18 @@ export class CloudHypervisorClient implements HypervisorAdapter {
     });
   }
 
-  private parseJson<T>(answer: HttpAnswer, what: string): T {
+  /** The answer's JSON object; INTERNAL (quoting the body) for anything else, including JSON that is not an object. */
+  private parseJson<T extends object>(answer: HttpAnswer, what: string): Partial<T> {
+    let value: unknown;
     try {
-      return JSON.parse(answer.body) as T;
+      value = JSON.parse(answer.body);
     } catch (error) {
       throw new VfiodError('INTERNAL', `${what}: ${this.where()} sent a body that is not JSON (${errorMessage(error)}): ${answer.body.slice(0, 200)}`, { vmId: this.vmId });
     }
+    if (!value || typeof value !== 'object' || Array.isArray(value)) {
+      throw new VfiodError('INTERNAL', `${what}: ${this.where()} sent JSON that is not an object: ${answer.body.slice(0, 200)}`, { vmId: this.vmId });
+    }
+    return value as Partial<T>;
   }
 
   async ping(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<string> {
@@ -240,8 +260,13 @@ export class CloudHypervisorClient implements HypervisorAdapter {
     const what = 'vm.info';
     const answer = await this.request('GET', 'vm.info', undefined, timeoutMs, what);
     this.check(answer, what);
-    const info = this.parseJson<{ device_tree?: Record<string, DeviceNode> | null }>(answer, what);
-    return info.device_tree ?? {};
+    const info = this.parseJson<{ device_tree: Record<string, DeviceNode> | null }>(answer, what);
+    const tree = info.device_tree ?? {};
+    if (typeof tree !== 'object' || Array.isArray(tree)) {
+      throw new VfiodError('INTERNAL', `${what}: ${this.where()}: device_tree is not an object: ${JSON.stringify(tree).slice(0, 200)}`, { vmId: this.vmId });
+    }
+    // Keep only well-formed nodes: a stray null or number must not break every later lookup.
+    return Object.fromEntries(Object.entries(tree).filter((e): e is [string, DeviceNode] => !!e[1] && typeof e[1] === 'object'));
   }
 
   async listDevices(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<VmmDevice[]> {
@@ -262,9 +287,17 @@ export class CloudHypervisorClient implements HypervisorAdapter {
       this.log.info('device cold-added (VM not booted)', { device: id, source });
       return { id, guestBdf: null, coldAdded: true, bus: null };
     }
-    const info = this.parseJson<{ id?: string; bdf?: string }>(answer, what);
-    this.log.info('device hot-plugged', { device: id, source, guestBdf: info.bdf });
-    return { id: info.id ?? id, guestBdf: info.bdf ?? null, coldAdded: false, bus: null };
+    // The device is in the VM now whatever the body says: an unreadable PciDeviceInfo only loses the guest address
+    // (the orchestrator confirms through vm.info anyway); failing here would leave the device plugged in unrecorded.
+    let info: Partial<{ id: unknown; bdf: unknown }> = {};
+    try {
+      info = this.parseJson<{ id: unknown; bdf: unknown }>(answer, what);
+    } catch (error) {
+      this.log.warn('hot-plug answer unreadable', { device: id, source, error: errorMessage(error) });
+    }
+    const guestBdf = typeof info.bdf === 'string' ? info.bdf : null;
+    this.log.info('device hot-plugged', { device: id, source, guestBdf });
+    return { id: typeof info.id === 'string' ? info.id : id, guestBdf, coldAdded: false, bus: null };
   }
 
   async addPciDevice(spec: PciDeviceSpec, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<AddedDevice> {
