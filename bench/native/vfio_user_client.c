@@ -467,29 +467,16 @@ int vfu_region_write(struct vfu_client *c, uint32_t region, uint64_t offset, con
 }
 
 int vfu_region_write_posted(struct vfu_client *c, uint32_t region, uint64_t offset, const void *buf, uint32_t count) {
-  uint8_t msg[HDR_SIZE + 16 + 8];
   if (count > 8) return fail(c, EINVAL, "posted write too large");
   struct vfu_hdr h = {.msg_id = c->next_id++, .command = VFU_CMD_REGION_WRITE, .msg_size = HDR_SIZE + 16 + count,
                       .flags = VFU_F_TYPE_COMMAND | VFU_F_NO_REPLY, .error = 0};
-  memcpy(msg, &h, HDR_SIZE);
-  memcpy(msg + HDR_SIZE, &offset, 8);
-  memcpy(msg + HDR_SIZE + 8, &region, 4);
-  memcpy(msg + HDR_SIZE + 12, &count, 4);
-  memcpy(msg + HDR_SIZE + 16, buf, count);
-  size_t total = h.msg_size, done = 0;
-  while (done < total) {
-    ssize_t n = send(c->sock, msg + done, total - done, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK)
-        return fail(c, ETIMEDOUT, "server has not read from the socket for %d ms", c->reply_timeout_ms);
-      return fail(c, errno, "send: %s", strerror(errno));
-    }
-    done += (size_t)n;
-  }
-  c->msgs_sent++;
-  c->posted_writes++;
-  return 0;
+  uint8_t req[16];
+  memcpy(req, &offset, 8);
+  memcpy(req + 8, &region, 4);
+  memcpy(req + 12, &count, 4);
+  int r = send_msg(c, &h, req, sizeof req, buf, count, NULL, 0);
+  if (!r) c->posted_writes++;
+  return r;
 }
 
 int vfu_device_reset(struct vfu_client *c) {
