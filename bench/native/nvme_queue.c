@@ -233,6 +233,10 @@ int nvme_ctrl_init(struct nvme_ctrl *ctrl, const struct nvme_regs_ops *ops, stru
   r = ops->read32(ops->ctx, NVME_REG_CC, &cc);
   if (r) return fail(ctrl, r, "reading CC failed (%d)", r);
   if (cc & 1u) {
+    /* Mid-enable (CC.EN=1, RDY=0): let it finish first; clearing EN during the transition is undefined. */
+    uint32_t csts;
+    if (ops->read32(ops->ctx, NVME_REG_CSTS, &csts) == 0 && !(csts & 1u) && !(csts & 2u))
+      (void)wait_csts(ctrl, 1u, 1u, "waiting for an enable in progress"); /* on timeout, disable anyway */
     r = ops->write32(ops->ctx, NVME_REG_CC, cc & ~1u);
     if (r) return fail(ctrl, r, "writing CC failed (%d)", r);
   }
@@ -307,6 +311,9 @@ int nvme_identify_ns(struct nvme_ctrl *ctrl, uint32_t nsid, struct nvme_ns_info 
   if (info->nsze == 0) return fail(ctrl, ENODEV, "namespace %u is inactive (NSZE 0)", nsid);
   if (lbads < 9 || lbads > 16) return fail(ctrl, EPROTO, "namespace %u: odd LBADS %u", nsid, lbads);
   info->lba_size = 1u << lbads;
+  if (info->nsze > UINT64_MAX >> lbads) /* callers work in bytes */
+    return fail(ctrl, EPROTO, "namespace %u: NSZE %llu blocks of %u bytes overflows 64 bits", nsid,
+                (unsigned long long)info->nsze, info->lba_size);
   return 0;
 }
 
