@@ -79,6 +79,12 @@ describe('static configuration', () => {
       [{ hypervisor: 'qemu', firstChassis: 255, devices: [{ source: { kind: 'pci', bdf: '01:00.1' } }, { source: { kind: 'pci', bdf: '01:00.2' } }] }, /chassis numbers 255..256/],
       [{ hypervisor: 'xen', devices: [] }, /unknown hypervisor 'xen'/],
       [{ hypervisor: 'qemu', devices: [{ source: { kind: 'usb' } }] }, /unknown source kind 'usb'/],
+      [{ hypervisor: 'qemu', memorySize: '4G,share=off', devices: [{ source: { kind: 'vfio-user', socketPath: '/run/a.sock' } }] }, /memory size "4G,share=off" must be a size/],
+      [{ hypervisor: 'qemu', memorySize: '0', devices: [] }, /memory size "0"/],
+      [{ hypervisor: 'cloud-hypervisor', devices: [{ source: { kind: 'pci', bdf: '01:00.1' }, pciSegment: 65536 }] }, /PCI segment 65536 must be an integer 0\.\.32767/],
+      [{ hypervisor: 'cloud-hypervisor', devices: [{ source: { kind: 'pci', bdf: '01:00.1' }, pciSegment: 1.5 }] }, /PCI segment 1\.5/],
+      [{ hypervisor: 'cloud-hypervisor', devices: [{ source: { kind: 'pci', bdf: '01:00.1' }, gpudirectClique: 300 }] }, /GPUDirect clique 300 must be an integer 0\.\.127/],
+      [{ hypervisor: 'cloud-hypervisor', devices: [{ source: { kind: 'pci', bdf: '01:00.1' }, iommu: 'yes' }] }, /iommu must be true or false \(got "yes"\)/],
     ];
     for (const [request, message] of cases) {
       const e = refusal(() => buildStaticConfig(request as never));

@@ -90,6 +90,24 @@ export function checkBootIndex(bootIndex: number | undefined, context: string): 
   }
 }
 
+/**
+ * cloud-hypervisor's per-device options, as its OpenAPI types them (pci_segment int16, x_nv_gpudirect_clique int8;
+ * the VMM reads both unsigned): out of range they would reach the VMM's JSON or command line as given.
+ */
+export function checkDeviceOptions(options: { iommu?: unknown; pciSegment?: unknown; gpudirectClique?: unknown }, context: string): void {
+  const { iommu, pciSegment, gpudirectClique } = options;
+  if (iommu !== undefined && typeof iommu !== 'boolean') throw new VfiodError('INVALID_ARGUMENT', `${context}: iommu must be true or false (got ${JSON.stringify(iommu)})`);
+  if (pciSegment !== undefined && !(Number.isInteger(pciSegment) && (pciSegment as number) >= 0 && (pciSegment as number) <= 0x7fff)) {
+    throw new VfiodError('INVALID_ARGUMENT', `${context}: PCI segment ${JSON.stringify(pciSegment)} must be an integer 0..32767`);
+  }
+  if (gpudirectClique !== undefined && !(Number.isInteger(gpudirectClique) && (gpudirectClique as number) >= 0 && (gpudirectClique as number) <= 0x7f)) {
+    throw new VfiodError('INVALID_ARGUMENT', `${context}: GPUDirect clique ${JSON.stringify(gpudirectClique)} must be an integer 0..127`);
+  }
+}
+
+/** QEMU's size syntax for memory-backend size= ("4G", "4096M", "1073741824"); nothing that could add options. */
+const QEMU_SIZE = /^[0-9]+(\.[0-9]+)?[KMGTPE]?$/i;
+
 /** The normalised host BDF of a PCI source; INVALID_ARGUMENT when it is not one. */
 export function sourceBdf(source: { bdf: string }, context: string): string {
   const bdf = typeof source.bdf === 'string' ? normalizeBdf(source.bdf) : undefined;
@@ -124,6 +142,7 @@ export function buildStaticConfig(request: StaticConfigRequest): StaticConfigRes
     if (ids.has(id)) throw new VfiodError('INVALID_ARGUMENT', `${context}: device id '${id}' is used twice`);
     ids.add(id);
     checkBootIndex(d.bootIndex, `${context}, device ${id}`);
+    checkDeviceOptions(d, `${context}, device ${id}`);
     if (d.bootIndex !== undefined) {
       const other = bootIndexes.get(d.bootIndex);
       if (other) throw new VfiodError('INVALID_ARGUMENT', `${context}: boot index ${d.bootIndex} is given to both ${other} and ${id}`);
@@ -133,6 +152,9 @@ export function buildStaticConfig(request: StaticConfigRequest): StaticConfigRes
     checkSocketPath(d.source.socketPath, `${context}, device ${id}`);
     return { ...d, id };
   });
+  if (request.memorySize !== undefined && (typeof request.memorySize !== 'string' || !QEMU_SIZE.test(request.memorySize) || !/[1-9]/.test(request.memorySize))) {
+    throw new VfiodError('INVALID_ARGUMENT', `${context}: memory size ${JSON.stringify(request.memorySize)} must be a size such as 4G, 4096M or 4294967296`);
+  }
   const warnings: string[] = [];
   const hasUser = devices.some((d) => d.source.kind === 'vfio-user');
 
