@@ -226,6 +226,69 @@ describe('attach (cloud-hypervisor)', () => {
   });
 });
 
+describe('attach: repeats, companions, uncertain outcomes, crashes', () => {
+  it('the same device on the same VM through another endpoint, or under another id, is FAILED_PRECONDITION naming both', async () => {
+    const a = await vmm('vm1');
+    const other = await vmm('vm1-other');
+    await manager.attach({ vmId: 'vm1', endpoint: a.endpoint, source: { kind: 'pci', bdf: VF1 } });
+    await expectError(
+      manager.attach({ vmId: 'vm1', endpoint: other.endpoint, source: { kind: 'pci', bdf: VF1 } }),
+      'FAILED_PRECONDITION', /already attached to VM vm1 as vfiod-0000_01_00_1/, new RegExp(`through cloud-hypervisor API ${a.endpoint.hypervisor === 'cloud-hypervisor' ? a.endpoint.apiSocket : ''}, not cloud-hypervisor API .*vm1-other\\.sock`),
+    );
+    await expectError(manager.attach({ vmId: 'vm1', endpoint: a.endpoint, source: { kind: 'pci', bdf: VF1 }, deviceId: 'disk9' }), 'FAILED_PRECONDITION', /as vfiod-0000_01_00_1: detach it first to use another id/);
+    // the repeat with the same endpoint and (default or same) id is still the idempotent answer
+    expect((await manager.attach({ vmId: 'vm1', endpoint: a.endpoint, source: { kind: 'pci', bdf: VF1 }, deviceId: 'vfiod-0000_01_00_1' })).changed).toBe(false);
+    expect(other.fake.requests).toEqual([]);
+  });
+
+  it("a GPU's companion on its own is refused, attached with its GPU or only prepared with it; cloud-hypervisor options out of range are INVALID_ARGUMENT", async () => {
+    const { fake, endpoint } = await vmm('vm1');
+    await manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: GPU }, deviceId: 'gpu0' });
+    await expectError(manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: GPU_AUDIO } }), 'FAILED_PRECONDITION', /as gpu0-f1, a companion of gpu0/);
+    await manager.detach({ vmId: 'vm1', deviceId: 'gpu0', timeoutMs: 2000, release: false });
+    await expectError(manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: GPU_AUDIO } }), 'FAILED_PRECONDITION', /prepared as a companion of 0000:02:00\.0: attach 0000:02:00\.0/);
+    const puts = fake.requests.filter((r) => r.startsWith('PUT')).length;
+    await expectError(manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: VF1 }, pciSegment: 70000 }), 'INVALID_ARGUMENT', /PCI segment 70000/);
+    await expectError(manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: VF1 }, gpudirectClique: -1 }), 'INVALID_ARGUMENT', /GPUDirect clique -1/);
+    expect(fake.requests.filter((r) => r.startsWith('PUT')).length).toBe(puts);
+    expect(claims.get(VF1)).toBeUndefined();
+  });
+
+  it('an add the VMM carries out but answers too late for: the rollback removes it from the VMM before releasing', async () => {
+    const { fake, endpoint } = await vmm('vm1', { lateAnswerMs: new Map([['vm.add-device', 1500]]) });
+    await expectError(
+      manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: VF1 }, timeoutMs: 300 }),
+      'DEADLINE_EXCEEDED', /no answer within 300 ms/, /removed vfiod-0000_01_00_1 from the VMM/, /released 0000:01:00\.1/,
+    );
+    expect(fake.requests).toContain('PUT /vm.remove-device {"id":"vfiod-0000_01_00_1"}');
+    expect(fake.tree.size).toBe(0);
+    expect(host.driverOf(VF1)).toBe('nvme');
+    expect(manager.list()).toEqual([]);
+  });
+
+  it('a crash right after prepare leaves a record that reconcile uses to give the device back', async () => {
+    const { fake, endpoint } = await vmm('vm1');
+    // vfiod "crashes" the moment prepare has bound the device: the attach never goes on.
+    const realPrepare = devices.prepare.bind(devices);
+    devices.prepare = async (...args: Parameters<DeviceManager['prepare']>) => {
+      await realPrepare(...args);
+      return new Promise<never>(() => undefined);
+    };
+    void manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: VF1 } });
+    for (let i = 0; i < 500 && claims.get(VF1)?.state !== 'prepared'; i++) await sleep(10);
+    expect(host.driverOf(VF1)).toBe('vfio-pci');
+    claims.close();
+    open(); // the restart
+    expect(manager.list()).toEqual([expect.objectContaining({ state: 'attaching', preparedByAttach: true })]);
+    expect(await manager.reconcile()).toEqual([
+      { vmId: 'vm1', deviceId: 'vfiod-0000_01_00_1', action: 'removed', detail: `the VMM no longer lists it: record removed, ${VF1} released` },
+    ]);
+    expect(host.driverOf(VF1)).toBe('nvme');
+    expect(claims.get(VF1)).toBeUndefined();
+    expect(fake.requests.filter((r) => r.startsWith('PUT'))).toEqual([]);
+  });
+});
+
 describe('detach (cloud-hypervisor)', () => {
   it('removes, waits for the guest to eject and the VMM to close the group, then releases to nvme', async () => {
     const { fake, endpoint } = await vmm('vm1', { ejectDelayMs: 120 });

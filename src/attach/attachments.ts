@@ -13,7 +13,7 @@ import type { DeviceManager, PrepareResult } from '../devices/manager.js';
 import { CloudHypervisorClient } from '../hypervisor/cloud-hypervisor.js';
 import { QemuAdapter } from '../hypervisor/qmp.js';
 import {
-  buildStaticConfig, checkBootIndex, checkDeviceId, checkSocketPath, defaultDeviceId, sourceBdf,
+  buildStaticConfig, checkBootIndex, checkDeviceId, checkDeviceOptions, checkSocketPath, defaultDeviceId, sourceBdf,
   type StaticConfigRequest, type StaticConfigResult, type StaticDevice,
 } from '../hypervisor/static-config.js';
 import type { AddedDevice, AttachSource, HypervisorAdapter, HypervisorEndpoint, HypervisorKind } from '../hypervisor/types.js';
@@ -145,6 +145,22 @@ function describeSource(source: AttachSource): string {
   return source.kind === 'pci' ? `PCI device ${source.bdf}` : `vfio-user socket ${source.socketPath}`;
 }
 
+function describeEndpoint(endpoint: HypervisorEndpoint): string {
+  return endpoint.hypervisor === 'qemu' ? `QEMU QMP ${endpoint.qmpSocket}` : `cloud-hypervisor API ${endpoint.apiSocket}`;
+}
+
+function sameEndpoint(a: HypervisorEndpoint, b: HypervisorEndpoint): boolean {
+  return describeEndpoint(a) === describeEndpoint(b);
+}
+
+/**
+ * Whether a failed add may still have reached the VMM (no answer in time, an unreadable answer): the rollback must
+ * then ask the VMM to remove the id too, or a device plugged in late would be released from under it.
+ */
+function addOutcomeUnknown(error: unknown): boolean {
+  return error instanceof VfiodError ? error.code === 'DEADLINE_EXCEEDED' || error.code === 'INTERNAL' : true;
+}
+
 function sameSource(a: AttachSource, b: AttachSource): boolean {
   return a.kind === 'pci' ? b.kind === 'pci' && a.bdf === b.bdf : b.kind === 'vfio-user' && a.socketPath === b.socketPath;
 }
@@ -239,11 +255,13 @@ export class AttachmentManager {
     const context = `attach ${describeSource(source)} to VM ${vmId} as ${deviceId}`;
     checkDeviceId(deviceId, context);
     checkBootIndex(request.bootIndex, context);
+    checkDeviceOptions(request, context);
     if (request.bootIndex !== undefined && request.endpoint.hypervisor === 'cloud-hypervisor') {
       throw new VfiodError('INVALID_ARGUMENT', `${context}: cloud-hypervisor has no boot order (bootIndex); boot from NVMe needs CLOUDHV.fd firmware (docs/hypervisors.md)`);
     }
     const timeoutMs = request.timeoutMs ?? DEFAULT_ATTACH_TIMEOUT_MS;
-    return this.serialized(vmId, () => this.attachNow({ ...request, source, deviceId }, context, timeoutMs));
+    const idGiven = request.deviceId !== undefined;
+    return this.serialized(vmId, () => this.attachNow({ ...request, source, deviceId }, idGiven, context, timeoutMs));
   }
 
   private normalizeSource(source: AttachSource, context: string): AttachSource {
@@ -255,13 +273,30 @@ export class AttachmentManager {
     throw new VfiodError('INVALID_ARGUMENT', `${context}: the source needs kind 'pci' (bdf) or 'vfio-user' (socketPath)`);
   }
 
-  private async attachNow(request: AttachRequest & { deviceId: string }, context: string, timeoutMs: number): Promise<AttachResult> {
+  private async attachNow(request: AttachRequest & { deviceId: string }, idGiven: boolean, context: string, timeoutMs: number): Promise<AttachResult> {
     const { vmId, deviceId, source } = request;
     // Idempotency and conflicts, from our own records first.
     for (const a of this.records.values()) {
-      if (!sameSource(a.source, source)) continue;
+      if (!sameSource(a.source, source)) {
+        const companion = source.kind === 'pci' ? a.functions.find((f, i) => i > 0 && f.hostBdf === source.bdf) : undefined;
+        if (companion) {
+          throw new VfiodError('FAILED_PRECONDITION', `${context}: it is attached to VM ${a.vmId} as ${companion.vmmDeviceId}, a companion of ${a.deviceId} (${describeSource(a.source)}): it comes and goes with that device`, { otherVm: a.vmId });
+        }
+        continue;
+      }
       if (a.vmId !== vmId) {
         throw new VfiodError('FAILED_PRECONDITION', `${context}: it is attached to VM ${a.vmId} (as ${a.deviceId}, ${a.state}): detach it there first`, { otherVm: a.vmId });
+      }
+      // A repeat must name the same VMM: the same device "again" through another endpoint is a caller's mix-up.
+      if (!sameEndpoint(a.endpoint, request.endpoint)) {
+        throw new VfiodError(
+          'FAILED_PRECONDITION',
+          `${context}: it is already attached to VM ${vmId} as ${a.deviceId} through ${describeEndpoint(a.endpoint)}, not ${describeEndpoint(request.endpoint)}`,
+          { state: a.state },
+        );
+      }
+      if (idGiven && a.deviceId !== deviceId) {
+        throw new VfiodError('FAILED_PRECONDITION', `${context}: it is already attached to VM ${vmId} as ${a.deviceId}: detach it first to use another id`, { state: a.state });
       }
       if (a.state === 'attached') return { attachment: structuredClone(a), changed: false, warnings: [] };
       throw new VfiodError('FAILED_PRECONDITION', `${context}: attachment ${a.deviceId} is in state ${a.state}${a.note ? ` (${a.note})` : ''}: detach it first`, { state: a.state });
@@ -272,25 +307,13 @@ export class AttachmentManager {
     }
 
     const warnings: string[] = [];
-    let prepared: PrepareResult | undefined;
-    let hostFunctions: Array<string | null> = [null];
-    if (source.kind === 'pci') {
-      const claim = this.devices.claims.get(source.bdf);
-      if (claim && claim.owner !== vmId) {
-        throw new VfiodError('FAILED_PRECONDITION', `${context}: ${source.bdf} is claimed by VM ${claim.owner} (${claim.state}): release it there first`, { otherVm: claim.owner });
-      }
-      try {
-        prepared = await this.devices.prepare(source.bdf, vmId, { force: request.force ?? false });
-      } catch (error) {
-        const e = withContext(error, context);
-        // The device manager says ALREADY_EXISTS for a claim by another VM (raced in): here that is a precondition.
-        if (e.code === 'ALREADY_EXISTS') throw new VfiodError('FAILED_PRECONDITION', e.message, e.details);
-        throw e;
-      }
-      warnings.push(...prepared.warnings, ...prepared.overridden.map((o) => `overridden: ${o}`));
-      hostFunctions = [source.bdf, ...prepared.devices.filter((d) => d.companion).map((d) => d.bdf)];
+    const claim = source.kind === 'pci' ? this.devices.claims.get(source.bdf) : undefined;
+    if (claim && claim.owner !== vmId) {
+      throw new VfiodError('FAILED_PRECONDITION', `${context}: ${claim.bdf} is claimed by VM ${claim.owner} (${claim.state}): release it there first`, { otherVm: claim.owner });
     }
-    const preparedByAttach = prepared?.changed ?? false;
+    if (claim && claim.primary !== claim.bdf) {
+      throw new VfiodError('FAILED_PRECONDITION', `${context}: ${claim.bdf} was prepared as a companion of ${claim.primary}: attach ${claim.primary} (its companions come with it)`);
+    }
     const now = new Date().toISOString();
     const attachment: Attachment = {
       vmId,
@@ -298,22 +321,45 @@ export class AttachmentManager {
       hypervisor: request.endpoint.hypervisor,
       endpoint: request.endpoint,
       source,
-      functions: hostFunctions.map((hostBdf, i) => ({ hostBdf, vmmDeviceId: i === 0 ? deviceId : `${deviceId}-f${i}`, guestBdf: null, bus: null })),
+      functions: [{ hostBdf: source.kind === 'pci' ? source.bdf : null, vmmDeviceId: deviceId, guestBdf: null, bus: null }],
       state: 'attaching',
-      preparedByAttach,
+      // Known before prepare runs (no claim yet = this attach makes it), so a crash right after prepare still leaves a
+      // record saying the device is ours to release.
+      preparedByAttach: source.kind === 'pci' && !claim,
       bootIndex: request.bootIndex ?? null,
       note: null,
       createdAt: now,
       updatedAt: now,
     };
-    // Recorded before the VMM sees anything: a crash mid-attach leaves a record to clean up with detach.
+    // Recorded before anything changes: a crash mid-attach leaves a record for reconcile (or detach) to finish.
     this.save(attachment);
+
+    let prepared: PrepareResult | undefined;
+    if (source.kind === 'pci') {
+      try {
+        prepared = await this.devices.prepare(source.bdf, vmId, { force: request.force ?? false });
+      } catch (error) {
+        this.drop(attachment); // prepare undoes its own partial work
+        const e = withContext(error, context);
+        // The device manager says ALREADY_EXISTS for a claim by another VM (raced in): here that is a precondition.
+        if (e.code === 'ALREADY_EXISTS') throw new VfiodError('FAILED_PRECONDITION', e.message, e.details);
+        throw e;
+      }
+      warnings.push(...prepared.warnings, ...prepared.overridden.map((o) => `overridden: ${o}`));
+      const companions = prepared.devices.filter((d) => d.companion && d.bdf !== source.bdf).map((d) => d.bdf);
+      attachment.functions.push(...companions.map((hostBdf, i) => ({ hostBdf, vmmDeviceId: `${deviceId}-f${i + 1}`, guestBdf: null, bus: null })));
+      attachment.preparedByAttach = prepared.changed;
+      this.save(attachment);
+    }
+    const preparedByAttach = attachment.preparedByAttach;
 
     const added: AddedDevice[] = [];
     let adapter: HypervisorAdapter | undefined;
+    let maybeAdded: string | undefined;
     try {
       adapter = this.adapterFor(vmId, request.endpoint);
       for (const [i, fn] of attachment.functions.entries()) {
+        maybeAdded = fn.vmmDeviceId;
         const result =
           source.kind === 'pci'
             ? await adapter.addPciDevice(
@@ -337,6 +383,7 @@ export class AttachmentManager {
                 timeoutMs,
               );
         added.push(result);
+        maybeAdded = undefined;
         fn.guestBdf = result.guestBdf;
         fn.bus = result.bus;
         this.save(attachment);
@@ -358,7 +405,8 @@ export class AttachmentManager {
       return { attachment: structuredClone(attachment), changed: true, warnings };
     } catch (error) {
       const cause = withContext(error, context);
-      const undo = await this.rollbackAttach(attachment, added, adapter, preparedByAttach);
+      const uncertain = maybeAdded !== undefined && addOutcomeUnknown(error) ? [maybeAdded] : [];
+      const undo = await this.rollbackAttach(attachment, [...added.map((d) => d.id), ...uncertain], adapter, preparedByAttach);
       throw new VfiodError(cause.code, `${cause.message}; ${undo}`, { ...cause.details, vmId, deviceId });
     } finally {
       await adapter?.close();
@@ -366,16 +414,16 @@ export class AttachmentManager {
   }
 
   /** Undoes a failed attach: removes what the VMM got, releases what this attach prepared. Returns what it did. */
-  private async rollbackAttach(a: Attachment, added: AddedDevice[], adapter: HypervisorAdapter | undefined, preparedByAttach: boolean): Promise<string> {
+  private async rollbackAttach(a: Attachment, addedIds: string[], adapter: HypervisorAdapter | undefined, preparedByAttach: boolean): Promise<string> {
     const done: string[] = [];
     const failed: string[] = [];
-    for (const dev of [...added].reverse()) {
+    for (const id of [...addedIds].reverse()) {
       try {
-        await adapter!.removeDevice(dev.id, this.releaseWaitMs);
-        done.push(`removed ${dev.id} from the VMM`);
+        await adapter!.removeDevice(id, this.releaseWaitMs);
+        done.push(`removed ${id} from the VMM`);
       } catch (error) {
-        if (error instanceof VfiodError && error.code === 'NOT_FOUND') done.push(`${dev.id} already gone from the VMM`);
-        else failed.push(`remove ${dev.id}: ${errorMessage(error)}`);
+        if (error instanceof VfiodError && error.code === 'NOT_FOUND') done.push(`${id} not in the VMM`);
+        else failed.push(`remove ${id}: ${errorMessage(error)}`);
       }
     }
     if (failed.length > 0) {
@@ -594,9 +642,10 @@ export class AttachmentManager {
     const devices: StaticDevice[] = [];
     const warnings: string[] = [];
     const claims = this.devices.claims.list();
+    if (!Array.isArray(request.devices)) return buildStaticConfig(request); // refuses it with the precise error
     for (const d of request.devices) {
       devices.push(d);
-      if (!request.vmId || d.source?.kind !== 'pci') continue;
+      if (!request.vmId || d?.source?.kind !== 'pci') continue;
       const bdf = sourceBdf(d.source, `static config for VM ${request.vmId}`);
       const claim = claims.find((c) => c.bdf === bdf);
       if (!claim || claim.owner !== request.vmId || claim.state !== 'prepared') {

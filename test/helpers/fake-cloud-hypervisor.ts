@@ -54,6 +54,8 @@ export interface FakeChOptions {
   onRemoved?: (id: string) => void;
   /** Answer nothing for requests to these endpoints (tests of timeouts). */
   hang?: Set<string>;
+  /** Carry out requests to these endpoints at once but answer only after this many ms (a VMM slower than the caller). */
+  lateAnswerMs?: Map<string, number>;
   /** Event-monitor file (--event-monitor path=): a pretty-printed JSON `device-removed` event per ejected device. */
   eventMonitor?: string;
   /** The id leaves vm.info's device_tree this long after the device-removed event (default 0). */
@@ -265,6 +267,19 @@ export class FakeCloudHypervisor {
   }
 
   private send(res: http.ServerResponse, status: number, body: string, type: string): void {
+    const late = this.options.lateAnswerMs?.get((res.req.url ?? '').replace(/^\/api\/v1\//, ''));
+    if (late !== undefined) {
+      const t = setTimeout(() => {
+        this.timers.delete(t);
+        if (!res.destroyed) this.answer(res, status, body, type);
+      }, late);
+      this.timers.add(t);
+      return;
+    }
+    this.answer(res, status, body, type);
+  }
+
+  private answer(res: http.ServerResponse, status: number, body: string, type: string): void {
     res.writeHead(status, body ? { 'Content-Type': type, 'Content-Length': Buffer.byteLength(body) } : {});
     res.end(body);
   }
