@@ -2,9 +2,8 @@
  * vfio-user transport of the fio engine (engine.h): a `vfiod serve` socket through bench/native/vfio_user_client.c.
  *
  * One socket per controller, shared by every fio job (thread) using it. Socket traffic (register access, trapped
- * doorbells, DMA_MAP) is serialised by one process-wide mutex: vfio_user_client.c receives into static buffers, so
- * two sockets must not be in a call at the same time either. With mmapped doorbells (`vfiod serve --poll`) the I/O
- * path never touches the socket and takes no lock.
+ * doorbells, DMA_MAP) is serialised by the connection's mutex; connections to different targets do not wait for
+ * each other. With mmapped doorbells (`vfiod serve --poll`) the I/O path never touches the socket and takes no lock.
  */
 #define _GNU_SOURCE
 #include "engine.h"
@@ -34,28 +33,28 @@ struct vu_xport {
   int bar0_fd;
   int msix_enabled;
   unsigned posted;
+  pthread_mutex_t lock; /* one request/reply on the socket at a time */
   char error[VFIOD_ERR_LEN];
 };
 
-static pthread_mutex_t g_socket_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void note(struct vu_xport *x) { snprintf(x->error, sizeof x->error, "%s", x->c.last_error); }
 
 static int vu_read32(void *ctx, uint32_t off, uint32_t *v) {
   struct vu_xport *x = ctx;
-  pthread_mutex_lock(&g_socket_lock);
+  pthread_mutex_lock(&x->lock);
   int r = vfu_region_read(&x->c, VFU_PCI_BAR0_REGION, off, v, 4);
   if (r) note(x);
-  pthread_mutex_unlock(&g_socket_lock);
+  pthread_mutex_unlock(&x->lock);
   return r;
 }
 
 static int vu_write32(void *ctx, uint32_t off, uint32_t v) {
   struct vu_xport *x = ctx;
-  pthread_mutex_lock(&g_socket_lock);
+  pthread_mutex_lock(&x->lock);
   int r = vfu_region_write(&x->c, VFU_PCI_BAR0_REGION, off, &v, 4);
   if (r) note(x);
-  pthread_mutex_unlock(&g_socket_lock);
+  pthread_mutex_unlock(&x->lock);
   return r;
 }
 
@@ -66,20 +65,20 @@ static int vu_doorbell(void *ctx, uint32_t index, uint32_t value) {
     x->db[off / 4u] = value; /* nvme_qpair_ring_* fenced the queue memory */
     return 0;
   }
-  pthread_mutex_lock(&g_socket_lock);
+  pthread_mutex_lock(&x->lock);
   int r = vfu_region_write_posted(&x->c, VFU_PCI_BAR0_REGION, NVME_REG_DOORBELLS + off, &value, 4);
   if (!r && ++x->posted % DRAIN_EVERY == 0) r = vfu_drain_unsolicited(&x->c) < 0 ? -EIO : 0;
   if (r) note(x);
-  pthread_mutex_unlock(&g_socket_lock);
+  pthread_mutex_unlock(&x->lock);
   return r;
 }
 
 static int vu_dma_map(struct vfiod_xport *base, struct vfiod_dma_region *r, char *err, size_t errlen) {
   struct vu_xport *x = (struct vu_xport *)base;
-  pthread_mutex_lock(&g_socket_lock);
+  pthread_mutex_lock(&x->lock);
   int rc = vfu_dma_map(&x->c, r->fd, 0, r->iova, r->size, VFU_DMA_READ | VFU_DMA_WRITE);
   if (rc) snprintf(err, errlen, "DMA_MAP of %zu bytes at IOVA 0x%" PRIx64 ": %s", r->size, r->iova, x->c.last_error);
-  pthread_mutex_unlock(&g_socket_lock);
+  pthread_mutex_unlock(&x->lock);
   if (!rc) r->mapped = 1;
   return rc;
 }
@@ -87,17 +86,17 @@ static int vu_dma_map(struct vfiod_xport *base, struct vfiod_dma_region *r, char
 static int vu_dma_unmap(struct vfiod_xport *base, struct vfiod_dma_region *r, char *err, size_t errlen) {
   struct vu_xport *x = (struct vu_xport *)base;
   if (!r->mapped) return 0;
-  pthread_mutex_lock(&g_socket_lock);
+  pthread_mutex_lock(&x->lock);
   int rc = vfu_dma_unmap(&x->c, r->iova, r->size);
   if (rc) snprintf(err, errlen, "DMA_UNMAP at IOVA 0x%" PRIx64 ": %s", r->iova, x->c.last_error);
-  pthread_mutex_unlock(&g_socket_lock);
+  pthread_mutex_unlock(&x->lock);
   r->mapped = 0;
   return rc;
 }
 
 static int vu_irq_bind(struct vfiod_xport *base, uint32_t vector, int efd, char *err, size_t errlen) {
   struct vu_xport *x = (struct vu_xport *)base;
-  pthread_mutex_lock(&g_socket_lock);
+  pthread_mutex_lock(&x->lock);
   int r = 0;
   if (!x->msix_enabled) {
     r = vfu_pci_enable_msix(&x->c);
@@ -106,7 +105,7 @@ static int vu_irq_bind(struct vfiod_xport *base, uint32_t vector, int efd, char 
   }
   if (!r && (r = vfu_set_irqs_eventfd(&x->c, VFU_PCI_MSIX_IRQ, vector, 1, &efd)))
     snprintf(err, errlen, "SET_IRQS (MSI-X vector %u): %s", vector, x->c.last_error);
-  pthread_mutex_unlock(&g_socket_lock);
+  pthread_mutex_unlock(&x->lock);
   return r;
 }
 
@@ -117,10 +116,13 @@ static void vu_destroy(struct vfiod_xport *base) {
   if (x->db_map) munmap(x->db_map, x->db_map_len);
   if (x->bar0_fd >= 0) close(x->bar0_fd);
   vfu_close(&x->c);
+  pthread_mutex_destroy(&x->lock);
   free(x);
 }
 
-static struct vfiod_xport *open_locked(const char *socket_path, const char *doorbell_mode, char *err, size_t errlen) {
+/* No lock while opening: nobody else can see the connection until it is returned. */
+struct vfiod_xport *vfiod_xport_vfio_user_open(const char *socket_path, const char *doorbell_mode, char *err,
+                                               size_t errlen) {
   int want_mmap; /* 1 mmap, 0 trapped, -1 auto */
   if (!doorbell_mode || !strcmp(doorbell_mode, "auto")) want_mmap = -1;
   else if (!strcmp(doorbell_mode, "mmap")) want_mmap = 1;
@@ -134,6 +136,7 @@ static struct vfiod_xport *open_locked(const char *socket_path, const char *door
     snprintf(err, errlen, "out of memory");
     return NULL;
   }
+  pthread_mutex_init(&x->lock, NULL);
   x->bar0_fd = -1;
   x->base.kind = "vfio-user";
   snprintf(x->base.target, sizeof x->base.target, "%s", socket_path);
@@ -208,12 +211,4 @@ fail:
   snprintf(err, errlen, "vfio-user %s: %s: %s", socket_path, step, c->last_error);
   vu_destroy(&x->base);
   return NULL;
-}
-
-struct vfiod_xport *vfiod_xport_vfio_user_open(const char *socket_path, const char *doorbell_mode, char *err,
-                                               size_t errlen) {
-  pthread_mutex_lock(&g_socket_lock);
-  struct vfiod_xport *x = open_locked(socket_path, doorbell_mode, err, errlen);
-  pthread_mutex_unlock(&g_socket_lock);
-  return x;
 }

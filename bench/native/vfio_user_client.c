@@ -41,6 +41,8 @@ int vfu_connect(struct vfu_client *c, const char *socket_path) {
   c->max_data_xfer_size = 1u << 20;
   c->reply_timeout_ms = 5000;
   c->next_id = 1;
+  c->rx = malloc(MAX_MSG);
+  if (!c->rx) return fail(c, ENOMEM, "out of memory");
   struct sockaddr_un sa = {.sun_family = AF_UNIX};
   if (strlen(socket_path) >= sizeof sa.sun_path) return fail(c, ENAMETOOLONG, "socket path too long");
   strcpy(sa.sun_path, socket_path);
@@ -128,6 +130,8 @@ int vfu_peer_pid(struct vfu_client *c) {
 void vfu_close(struct vfu_client *c) {
   if (c->sock >= 0) close(c->sock);
   c->sock = -1;
+  free(c->rx);
+  c->rx = NULL;
 }
 
 /* Write a whole message (header + up to two payload parts), optionally with fds on the first byte. */
@@ -234,7 +238,6 @@ static int transact(struct vfu_client *c, uint16_t cmd, const void *p1, size_t l
   if (nrfds) *nrfds = 0;
   int r = send_msg(c, &h, p1, l1, p2, l2, fds, nfds);
   if (r) return r;
-  static char scratch[MAX_MSG];
   for (;;) {
     struct vfu_hdr rh;
     int tmpfds[MAX_RX_FDS];
@@ -244,7 +247,7 @@ static int transact(struct vfu_client *c, uint16_t cmd, const void *p1, size_t l
     if (rh.msg_size < HDR_SIZE || rh.msg_size > MAX_MSG + HDR_SIZE)
       return fail(c, EPROTO, "bad msg_size %u in message (cmd %u id %u)", rh.msg_size, rh.command, rh.msg_id);
     size_t plen = rh.msg_size - HDR_SIZE;
-    r = recv_exact(c, scratch, plen, tmpfds, &ntmp, MAX_RX_FDS);
+    r = recv_exact(c, c->rx, plen, tmpfds, &ntmp, MAX_RX_FDS);
     if (r) return r;
     uint32_t type = rh.flags & VFU_F_TYPE_MASK;
     if (type == VFU_F_TYPE_COMMAND) {
@@ -272,7 +275,7 @@ static int transact(struct vfu_client *c, uint16_t cmd, const void *p1, size_t l
                   strerror((int)rh.error));
     }
     if (reply_len) *reply_len = plen;
-    if (reply) memcpy(reply, scratch, plen < reply_cap ? plen : reply_cap);
+    if (reply) memcpy(reply, c->rx, plen < reply_cap ? plen : reply_cap);
     for (int i = 0; i < ntmp; i++) {
       if (rfds && nrfds && *nrfds < max_rfds)
         rfds[(*nrfds)++] = tmpfds[i];
@@ -443,17 +446,17 @@ int vfu_region_read(struct vfu_client *c, uint32_t region, uint64_t offset, void
   memcpy(req, &offset, 8);
   memcpy(req + 8, &region, 4);
   memcpy(req + 12, &count, 4);
-  static uint8_t rep[MAX_MSG];
   size_t rlen = 0;
   if (count > MAX_MSG - 16) return fail(c, EINVAL, "read too large");
-  int r = transact(c, VFU_CMD_REGION_READ, req, sizeof req, NULL, 0, NULL, 0, rep, sizeof rep, &rlen, NULL, NULL, 0);
+  /* The reply payload stays in c->rx: no copy through a second buffer. */
+  int r = transact(c, VFU_CMD_REGION_READ, req, sizeof req, NULL, 0, NULL, 0, NULL, 0, &rlen, NULL, NULL, 0);
   if (r) return r;
   uint32_t rcount = 0;
-  if (rlen >= 16) memcpy(&rcount, rep + 12, 4);
+  if (rlen >= 16) memcpy(&rcount, c->rx + 12, 4);
   if (rlen < 16 + (size_t)count || rcount != count)
     return fail(c, EPROTO, "REGION_READ reply: %zu bytes, count %u (wanted %u at region %u offset 0x%llx)", rlen,
                 rcount, count, region, (unsigned long long)offset);
-  memcpy(buf, rep + 16, count);
+  memcpy(buf, c->rx + 16, count);
   return 0;
 }
 
@@ -485,7 +488,6 @@ int vfu_device_reset(struct vfu_client *c) {
 
 int vfu_drain_unsolicited(struct vfu_client *c) {
   int drained = 0;
-  static char scratch[MAX_MSG];
   for (;;) {
     struct pollfd pfd = {.fd = c->sock, .events = POLLIN};
     int pr = poll(&pfd, 1, 0);
@@ -497,7 +499,7 @@ int vfu_drain_unsolicited(struct vfu_client *c) {
     int r = recv_exact(c, &rh, HDR_SIZE, fds, &nfds, MAX_RX_FDS);
     if (r) return r;
     if (rh.msg_size < HDR_SIZE || rh.msg_size > MAX_MSG + HDR_SIZE) return fail(c, EPROTO, "bad msg_size %u", rh.msg_size);
-    r = recv_exact(c, scratch, rh.msg_size - HDR_SIZE, fds, &nfds, MAX_RX_FDS);
+    r = recv_exact(c, c->rx, rh.msg_size - HDR_SIZE, fds, &nfds, MAX_RX_FDS);
     if (r) return r;
     for (int i = 0; i < nfds; i++) close(fds[i]);
     if ((rh.flags & VFU_F_TYPE_MASK) == VFU_F_TYPE_COMMAND) {

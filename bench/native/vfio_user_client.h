@@ -3,7 +3,8 @@
  *
  * One synchronous request/reply channel over an AF_UNIX stream socket; file descriptors travel as SCM_RIGHTS.
  * Register accesses are REGION_READ/REGION_WRITE messages; doorbell writes can be "posted" (flag NO_REPLY, no reply
- * awaited), which is what QEMU does when nothing in the device is mmap-able. Not thread-safe: one caller at a time.
+ * awaited), which is what QEMU does when nothing in the device is mmap-able. Not thread-safe: one caller at a time
+ * per client (clients are independent of each other: each receives into its own buffer).
  */
 #ifndef VFIO_USER_CLIENT_H
 #define VFIO_USER_CLIENT_H
@@ -75,6 +76,7 @@ struct vfu_region_info {
 
 struct vfu_client {
   int sock;
+  uint8_t *rx; /* payload of the latest message received (64 KiB) */
   uint16_t next_id;
   /* Negotiated from the server's VERSION reply. */
   uint16_t server_major, server_minor;
@@ -92,7 +94,10 @@ struct vfu_client {
   char last_error[256];
 };
 
-/* All functions return 0 on success, a negative errno on failure (client->last_error says more). */
+/*
+ * All functions return 0 on success, a negative errno on failure (client->last_error says more). vfu_connect
+ * initialises the client even when it fails; vfu_close releases it either way.
+ */
 int vfu_connect(struct vfu_client *c, const char *socket_path);
 int vfu_negotiate_version(struct vfu_client *c);
 int vfu_device_get_info(struct vfu_client *c);
