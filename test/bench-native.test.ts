@@ -76,7 +76,7 @@ describe.skipIf(compileReason)('bench/native NVMe queue layer', () => {
 
   it('nvme-bench builds and verifies against the loopback device (PRP lists from 12 KiB blocks)', () => {
     expect(build?.status, build?.stderr).toBe(0);
-    const { status, stderr, result } = runBench(['--loopback', '--bs', '12k', '--qd', '4']);
+    const { status, stderr, result } = runBench(['--loopback', '--loopback-size', '64M', '--bs', '12k', '--qd', '4']);
     expect(status, stderr).toBe(0);
     expect(result?.ok).toBe(true);
     expect(result?.io_errors).toBe(0);
