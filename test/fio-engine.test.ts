@@ -392,7 +392,7 @@ describe.skipIf(sanitizedReason)('fio engine under AddressSanitizer + UBSan agai
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('verify, interrupts, two queue pairs, PRP lists from unaligned buffers, trim, flush: no memory error', async () => {
+  it('verify, interrupts, two queue pairs, PRP lists from unaligned buffers, trim, flush, jobs ending at different times: no memory error', async () => {
     const run = await fio(
       dir,
       'asan',
@@ -430,6 +430,23 @@ bs=4k
 offset=16M
 size=128k
 fsync=4
+[short]
+stonewall
+rw=randwrite
+bs=4k
+iodepth=4
+offset=20M
+size=256k
+verify=crc32c
+do_verify=1
+[long]
+rw=randwrite
+bs=4k
+iodepth=16
+offset=24M
+size=4M
+verify=crc32c
+do_verify=1
 `,
       sanitizerEnv,
     );
@@ -441,6 +458,10 @@ fsync=4
     expect(byName(run, 'polled')[0]!.read.io_bytes).toBe(6 << 20); // 768 KiB: 192-entry PRP lists
     expect(byName(run, 'trim')[0]!.trim.io_bytes).toBe(2 << 20);
     expect(byName(run, 'flush')[0]!.sync?.total_ios).toBeGreaterThan(0);
+    // same group, same connection, ending at different times: the short job deletes its queue pair and drops its
+    // reference while the long one still does I/O, which must go on undisturbed
+    expect(byName(run, 'short')[0]!.read.io_bytes).toBe(256 << 10);
+    expect(byName(run, 'long')[0]!.read.io_bytes).toBe(4 << 20);
   });
 });
 
