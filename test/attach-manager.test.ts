@@ -410,6 +410,18 @@ describe('reconcile after a restart', () => {
     expect(claims.get(VF2)).toBeUndefined();
   });
 
+  it('keeps a device cold-added to a VM that is created but not booted (only its config lists it), and detaches it', async () => {
+    const { endpoint } = await vmm('vm1', { state: 'Created' });
+    const { attachment, warnings } = await manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: VF1 } });
+    expect(attachment.note).toMatch(/cold-added/);
+    expect(warnings.join()).toMatch(/not booted/);
+    reopen();
+    expect((await manager.reconcile()).map((e) => [e.action, e.detail])).toEqual([['ok', 'attached; the VMM lists it']]);
+    expect(host.driverOf(VF1)).toBe('vfio-pci');
+    expect(await manager.detach({ vmId: 'vm1', bdf: VF1, timeoutMs: 2000 })).toMatchObject({ released: [VF1] });
+    expect(host.driverOf(VF1)).toBe('nvme');
+  });
+
   it('finishes a pending detach whose device the guest ejected meanwhile', async () => {
     const { fake, endpoint } = await vmm('vm1', { guestEjects: false });
     await manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: VF1 } });

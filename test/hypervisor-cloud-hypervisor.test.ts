@@ -75,7 +75,15 @@ describe('cloud-hypervisor client', () => {
   it('a created but not booted VM answers 204: the device is cold-added', async () => {
     await start('v48', { state: 'Created' });
     expect(await client.addPciDevice({ hostBdf: '0000:01:00.1', id: 'vf1' })).toEqual({ id: 'vf1', guestBdf: null, coldAdded: true, bus: null });
-    expect(await client.hasDevice('vf1')).toBe(false);
+    expect((await client.addUserDevice({ socketPath: '/run/vfiod/a.sock', id: 'user0' })).coldAdded).toBe(true);
+    expect(await client.hasDevice('vf1')).toBe(false); // not in device_tree until the VM boots ...
+    // ... but listed from the VM's config: it is the VM's device all the same
+    expect(await client.listDevices()).toEqual([
+      { id: 'vf1', guestBdf: null, hostBdf: '0000:01:00.1' },
+      { id: 'user0', guestBdf: null, hostBdf: null },
+    ]);
+    await client.removeDevice('vf1', 2000); // not booted: gone from the config at once
+    expect((await client.listDevices()).map((d) => d.id)).toEqual(['user0']);
   });
 
   it('a cloud-hypervisor boot order request is refused before anything is sent', async () => {

@@ -260,7 +260,10 @@ export class CloudHypervisorClient implements HypervisorAdapter {
     const what = 'vm.info';
     const answer = await this.request('GET', 'vm.info', undefined, timeoutMs, what);
     this.check(answer, what);
-    const info = this.parseJson<{ device_tree: Record<string, DeviceNode> | null }>(answer, what);
+    return this.treeOf(this.parseJson<{ device_tree: Record<string, DeviceNode> | null }>(answer, what), what);
+  }
+
+  private treeOf(info: { device_tree?: Record<string, DeviceNode> | null }, what: string): Record<string, DeviceNode> {
     const tree = info.device_tree ?? {};
     if (typeof tree !== 'object' || Array.isArray(tree)) {
       throw new VfiodError('INTERNAL', `${what}: ${this.where()}: device_tree is not an object: ${JSON.stringify(tree).slice(0, 200)}`, { vmId: this.vmId });
@@ -269,9 +272,27 @@ export class CloudHypervisorClient implements HypervisorAdapter {
     return Object.fromEntries(Object.entries(tree).filter((e): e is [string, DeviceNode] => !!e[1] && typeof e[1] === 'object'));
   }
 
+  /**
+   * The devices of device_tree, plus those only in the VM's config: a VM created but not booted has its cold-added
+   * devices there and nowhere else (they reach device_tree at boot), and they are just as much the VM's.
+   */
   async listDevices(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<VmmDevice[]> {
-    const tree = await this.deviceTree(timeoutMs);
-    return Object.entries(tree).map(([key, node]) => ({ id: node.id ?? key, guestBdf: node.pci_bdf ?? null, hostBdf: null }));
+    const what = 'vm.info';
+    const answer = await this.request('GET', 'vm.info', undefined, timeoutMs, what);
+    this.check(answer, what);
+    const info = this.parseJson<{ config: { devices?: unknown; user_devices?: unknown } | null; device_tree: Record<string, DeviceNode> | null }>(answer, what);
+    const tree = this.treeOf(info, what);
+    const out: VmmDevice[] = Object.entries(tree).map(([key, node]) => ({ id: node.id ?? key, guestBdf: node.pci_bdf ?? null, hostBdf: null }));
+    for (const list of [info.config?.devices, info.config?.user_devices]) {
+      if (!Array.isArray(list)) continue;
+      for (const d of list as Array<{ id?: unknown; path?: unknown } | null>) {
+        const id = d?.id;
+        if (typeof id !== 'string' || out.some((o) => o.id === id)) continue;
+        const bdf = typeof d?.path === 'string' ? /([0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7])$/.exec(d.path)?.[1] : undefined;
+        out.push({ id, guestBdf: null, hostBdf: bdf ?? null });
+      }
+    }
+    return out;
   }
 
   async hasDevice(id: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<boolean> {

@@ -159,8 +159,9 @@ export class FakeCloudHypervisor {
   ejectDelayMs: number;
   guestEjects: boolean;
   readonly tree = new Map<string, Node>();
-  /** Devices cold-added to the config (VM created, not booted). */
+  /** Devices cold-added to the config (VM created, not booted): VmConfig.devices and VmConfig.user_devices. */
   readonly coldDevices: object[] = [];
+  readonly coldUserDevices: object[] = [];
   /** Every request: "PUT /vm.add-device {json}". */
   readonly requests: string[] = [];
   /** Requests that do not conform to the OpenAPI document (tests assert this stays empty). */
@@ -292,7 +293,7 @@ export class FakeCloudHypervisor {
         return {
           status: 200,
           body: {
-            config: { payload: { firmware: '/usr/share/cloud-hypervisor/CLOUDHV.fd' }, devices: this.coldDevices },
+            config: { payload: { firmware: '/usr/share/cloud-hypervisor/CLOUDHV.fd' }, devices: this.coldDevices, user_devices: this.coldUserDevices },
             state: this.state,
             device_tree: Object.fromEntries(this.tree),
           },
@@ -301,7 +302,7 @@ export class FakeCloudHypervisor {
       case 'PUT vm.add-user-device': {
         const id = String(body.id ?? `_vfio${this.nextSlot}`);
         const what = endpoint === 'vm.add-device' ? 'The device could not be added to the VM' : 'The user device could not be added to the VM';
-        if (this.tree.has(id) || this.coldDevices.some((d) => (d as { id?: string }).id === id)) {
+        if (this.tree.has(id) || [...this.coldDevices, ...this.coldUserDevices].some((d) => (d as { id?: string }).id === id)) {
           throw new ApiError(409, [what, `DeviceManager error: Identifier ${id} is not unique`]);
         }
         if (endpoint === 'vm.add-device') {
@@ -309,7 +310,7 @@ export class FakeCloudHypervisor {
           if (refused) throw new ApiError(400, [what, ...refused]);
         }
         if (this.state === 'Created') {
-          this.coldDevices.push(body);
+          (endpoint === 'vm.add-device' ? this.coldDevices : this.coldUserDevices).push(body);
           return { status: 204 };
         }
         const bdf = `0000:00:${(this.nextSlot++).toString(16).padStart(2, '0')}.0`;
@@ -318,6 +319,15 @@ export class FakeCloudHypervisor {
       }
       case 'PUT vm.remove-device': {
         const id = String(body.id ?? '');
+        // Not booted: the device is only in the config and goes from it at once (no guest to eject it).
+        for (const list of [this.coldDevices, this.coldUserDevices]) {
+          const i = list.findIndex((d) => (d as { id?: string }).id === id);
+          if (i >= 0) {
+            list.splice(i, 1);
+            this.options.onRemoved?.(id);
+            return { status: 204 };
+          }
+        }
         if (!this.tree.has(id)) throw new ApiError(404, ['The device could not be removed from the VM', `DeviceManager error: Unknown device identifier: ${id}`]);
         if (!this.removing.has(id)) {
           this.removing.add(id);
