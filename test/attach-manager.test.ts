@@ -331,6 +331,21 @@ describe('detach (cloud-hypervisor)', () => {
     expect(host.driverOf(VF1)).toBe('nvme');
   });
 
+  it('a device prepared beforehand, or detached with release=false, from a VMM that is gone: the record is finished, the device stays prepared', async () => {
+    const { fake, endpoint } = await vmm('vm1');
+    await devices.prepare(VF2, 'vm1');
+    await manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: VF2 }, deviceId: 'disk2' });
+    await manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: VF1 }, deviceId: 'disk1' });
+    await fake.stop();
+    fakes.splice(fakes.indexOf(fake), 1);
+    host.exitProcess(VMM_PID);
+    expect(await manager.detach({ vmId: 'vm1', deviceId: 'disk2', timeoutMs: 1000 })).toEqual({ vmId: 'vm1', deviceId: 'disk2', released: [] });
+    expect(await manager.detach({ vmId: 'vm1', deviceId: 'disk1', timeoutMs: 1000, release: false })).toEqual({ vmId: 'vm1', deviceId: 'disk1', released: [] });
+    expect(manager.list()).toEqual([]);
+    expect(claims.get(VF2)).toMatchObject({ owner: 'vm1', state: 'prepared' });
+    expect(host.driverOf(VF1)).toBe('vfio-pci');
+  });
+
   it('a VMM that does not answer but still holds the group: nothing is rebound, detach-pending', async () => {
     const { fake, endpoint } = await vmm('vm1');
     await manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: VF1 } });

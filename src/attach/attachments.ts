@@ -529,7 +529,7 @@ export class AttachmentManager {
         const e = withContext(error, context);
         throw new VfiodError(e.code, `${e.message}; the device stays claimed by VM ${vmId} (state detach-pending)`, { ...e.details, vmId, deviceId: a.deviceId, state: 'detach-pending' });
       }
-    } else if (vmmUnreachable && !(a.source.kind === 'vfio-user' && (await this.userSocketInUse(a.source.socketPath)) === false)) {
+    } else if (vmmUnreachable && (await this.stillHeld(a)).held) {
       a.state = 'detach-pending';
       a.note = `VMM unreachable: ${vmmUnreachable}`;
       this.save(a);
@@ -538,6 +538,20 @@ export class AttachmentManager {
     this.drop(a);
     this.log.info('detached', { vm: vmId, device: a.deviceId, released, vmmUnreachable });
     return { vmId, deviceId: a.deviceId, released };
+  }
+
+  /**
+   * Whether anything may still use the attachment's device while its VMM does not answer: for VFIO, a process holding
+   * one of its groups open; for vfio-user, unless the vfioUserInUse hook says no hypervisor is connected.
+   */
+  private async stillHeld(a: Attachment): Promise<{ held: boolean; pids: number[] }> {
+    if (a.source.kind === 'vfio-user') return { held: (await this.userSocketInUse(a.source.socketPath)) !== false, pids: [] };
+    const groups = a.functions
+      .map((f) => (f.hostBdf ? this.devices.claims.get(f.hostBdf) : undefined))
+      .filter((c) => c !== undefined)
+      .map((c) => ({ iommuGroup: c.iommuGroup }));
+    const pids = this.devices.holders(groups).map((h) => h.pid);
+    return { held: pids.length > 0, pids };
   }
 
   /** The vfioUserInUse hook's answer; undefined when there is no hook or it failed. */
@@ -602,14 +616,9 @@ export class AttachmentManager {
     }
     if (unreachable) {
       // Gone or just not answering? For VFIO an open group tells; for vfio-user only the vfioUserInUse hook can.
-      const groups = a.functions
-        .map((f) => (f.hostBdf ? this.devices.claims.get(f.hostBdf) : undefined))
-        .filter((c) => c !== undefined)
-        .map((c) => ({ iommuGroup: c.iommuGroup }));
-      const holders = a.source.kind === 'pci' ? this.devices.holders(groups) : [];
-      const userGone = a.source.kind === 'vfio-user' && (await this.userSocketInUse(a.source.socketPath)) === false;
-      if ((a.source.kind !== 'pci' && !userGone) || holders.length > 0) {
-        a.note = `reconcile: VMM unreachable (${unreachable})${holders.length ? `; held by pid ${holders.map((h) => h.pid).join(', ')}` : ''}`;
+      const { held, pids } = await this.stillHeld(a);
+      if (held) {
+        a.note = `reconcile: VMM unreachable (${unreachable})${pids.length ? `; held by pid ${pids.join(', ')}` : ''}`;
         this.save(a);
         return { ...base, action: 'attention', detail: a.note };
       }
