@@ -10,8 +10,7 @@
  * 4. The same for the bochs-display GPU stand-in (no driver -> vfio-pci -> no driver).
  * Everything it learns goes to $VT_WORK/results.json; the host test asserts on it.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 
 import { native, PROT_READ, PROT_WRITE } from '../../src/native/index.js';
@@ -20,37 +19,9 @@ import { NativeVfioProber } from '../../src/vfio/prober.js';
 import { DeviceManager } from '../../src/devices/manager.js';
 import { ClaimStore } from '../../src/devices/claims.js';
 import { DEFAULT_ROOTS, realSysfsWriter } from '../../src/devices/host.js';
+import { createNvmeVf, driverOf, read, results, save, seconds, sh, step, SYS, waitFor, write } from './guest-lib.js';
 
-const WORK = process.env.VT_WORK ?? '.';
-const SYS = '/sys/bus/pci/devices';
-const results: Record<string, unknown> = { steps: [] as string[], errors: [] as string[] };
-const t0 = performance.now();
-const step = (name: string): void => {
-  const line = `[${((performance.now() - t0) / 1000).toFixed(2)}s] ${name}`;
-  (results.steps as string[]).push(line);
-  console.log(line);
-};
-const save = (): void => writeFileSync(path.join(WORK, 'results.json'), JSON.stringify(results, null, 2));
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const read = (file: string): string => readFileSync(file, 'utf8').trim();
-const write = (file: string, value: string): void => writeFileSync(file, value);
-const driverOf = (bdf: string): string | null => {
-  try {
-    return path.basename(readlinkSync(path.join(SYS, bdf, 'driver')));
-  } catch {
-    return null;
-  }
-};
 const groupOf = (bdf: string): number => Number(path.basename(readlinkSync(path.join(SYS, bdf, 'iommu_group'))));
-const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timeout waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 /** driver_override + unbind + drivers_probe (never new_id); `driver` null restores "no driver". */
 async function bind(bdf: string, driver: string | null): Promise<void> {
@@ -61,27 +32,6 @@ async function bind(bdf: string, driver: string | null): Promise<void> {
     write('/sys/bus/pci/drivers_probe', bdf);
     await waitFor(`${bdf} bound to ${driver}`, () => driverOf(bdf) === driver);
   }
-}
-
-async function createVf(): Promise<{ pf: string; vf: string }> {
-  sh('modprobe', ['nvme']);
-  await waitFor('/dev/nvme0', () => existsSync('/dev/nvme0'));
-  const pf = path.basename(readlinkSync('/sys/class/nvme/nvme0/device'));
-  const pfDir = path.join(SYS, pf);
-  // take flexible resources from the primary controller, FLR the PF so it takes effect
-  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '0', '-r', '1', '-a', '1', '-n', '0']);
-  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '0', '-r', '0', '-a', '1', '-n', '0']);
-  write(path.join(pfDir, 'reset'), '1');
-  await waitFor('PF live after reset', () => existsSync('/sys/class/nvme/nvme0/state') && read('/sys/class/nvme/nvme0/state') === 'live');
-  write(path.join(pfDir, 'sriov_drivers_autoprobe'), '0');
-  write(path.join(pfDir, 'sriov_numvfs'), '1');
-  // secondary controller 1: 1 VI, 2 VQ, online
-  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '1', '-r', '1', '-a', '8', '-n', '1']);
-  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '1', '-r', '0', '-a', '8', '-n', '2']);
-  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '1', '-r', '0', '-a', '9', '-n', '0']);
-  const vf = path.basename(readlinkSync(path.join(pfDir, 'virtfn0')));
-  results.secondary = sh('nvme', ['list-secondary', '/dev/nvme0']).split('\n').filter((l) => /SCS|Online|Offline/i.test(l)).slice(0, 4);
-  return { pf, vf };
 }
 
 function nvmeIdentify(bdf: string): Record<string, unknown> {
@@ -196,7 +146,8 @@ async function main(): Promise<void> {
   step('start');
   sh('modprobe', ['vfio-pci']);
   results.iommufd = existsSync('/dev/iommu');
-  const { pf, vf } = await createVf();
+  const { pf, vf } = await createNvmeVf();
+  results.secondary = sh('nvme', ['list-secondary', '/dev/nvme0']).split('\n').filter((l) => /SCS|Online|Offline/i.test(l)).slice(0, 4);
   results.pf = pf;
   results.vf = vf;
   results.pfGroup = groupOf(pf);
@@ -263,6 +214,6 @@ main()
     console.error(error);
   })
   .finally(() => {
-    results.guestMs = Math.round(performance.now() - t0);
+    results.guestMs = Math.round(seconds() * 1000);
     save();
   });

@@ -1,0 +1,68 @@
+/**
+ * What the VFIO test guest programs (guest-main.ts, nested-main.ts) share: the results file the host test reads,
+ * small sysfs/shell helpers, polling with a deadline, and creating the NVMe VF on the emulated SR-IOV PF.
+ * Runs inside the QEMU guest as root (see test/helpers/vfio-guest.ts).
+ */
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+
+export const WORK = process.env.VT_WORK ?? '.';
+export const SYS = '/sys/bus/pci/devices';
+
+/** Steps and findings, written to $VT_WORK/results.json by save(); the host test asserts on them. */
+export const results: Record<string, unknown> = { steps: [] as string[], errors: [] as string[] };
+const t0 = performance.now();
+/** Seconds since the program started (ms precision). */
+export const seconds = (): number => Math.round(performance.now() - t0) / 1000;
+export const step = (name: string): void => {
+  const line = `[${seconds().toFixed(2)}s] ${name}`;
+  (results.steps as string[]).push(line);
+  console.log(line);
+};
+export const save = (): void => writeFileSync(path.join(WORK, 'results.json'), JSON.stringify(results, null, 2));
+
+export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+export const read = (file: string): string => readFileSync(file, 'utf8').trim();
+export const write = (file: string, value: string): void => writeFileSync(file, value);
+export const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+export const driverOf = (bdf: string): string | null => {
+  try {
+    return path.basename(readlinkSync(path.join(SYS, bdf, 'driver')));
+  } catch {
+    return null;
+  }
+};
+
+/** Polls `cond` until it holds; returns how long that took. Throws after `timeoutMs`. */
+export async function waitFor(what: string, cond: () => boolean, timeoutMs = 15_000, pollMs = 20): Promise<number> {
+  const start = Date.now();
+  while (!cond()) {
+    if (Date.now() - start > timeoutMs) throw new Error(`timeout (${timeoutMs} ms) waiting for ${what}`);
+    await sleep(pollMs);
+  }
+  return Date.now() - start;
+}
+
+/**
+ * One NVMe VF on the PF (nvme0), its secondary controller online with 1 VI and 2 VQ resources, host drivers kept off
+ * it (sriov_drivers_autoprobe=0). `timeoutMs` bounds each wait (the PF's reset is slow on a loaded TCG host).
+ */
+export async function createNvmeVf(timeoutMs = 20_000): Promise<{ pf: string; vf: string }> {
+  sh('modprobe', ['nvme']);
+  await waitFor('/dev/nvme0', () => existsSync('/dev/nvme0'), timeoutMs);
+  const pf = path.basename(readlinkSync('/sys/class/nvme/nvme0/device'));
+  const pfDir = path.join(SYS, pf);
+  // flexible resources off the primary controller, then a PF reset (FLR) so that takes effect
+  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '0', '-r', '1', '-a', '1', '-n', '0']);
+  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '0', '-r', '0', '-a', '1', '-n', '0']);
+  write(path.join(pfDir, 'reset'), '1');
+  await waitFor('PF live after reset', () => existsSync('/sys/class/nvme/nvme0/state') && read('/sys/class/nvme/nvme0/state') === 'live', timeoutMs);
+  write(path.join(pfDir, 'sriov_drivers_autoprobe'), '0');
+  write(path.join(pfDir, 'sriov_numvfs'), '1');
+  // secondary controller 1: 1 VI, 2 VQ, online
+  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '1', '-r', '1', '-a', '8', '-n', '1']);
+  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '1', '-r', '0', '-a', '8', '-n', '2']);
+  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '1', '-r', '0', '-a', '9', '-n', '0']);
+  return { pf, vf: path.basename(readlinkSync(path.join(pfDir, 'virtfn0'))) };
+}
