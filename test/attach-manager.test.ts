@@ -275,7 +275,7 @@ describe('attach: repeats, companions, uncertain outcomes, crashes', () => {
       return new Promise<never>(() => undefined);
     };
     void manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: VF1 } });
-    for (let i = 0; i < 500 && claims.get(VF1)?.state !== 'prepared'; i++) await sleep(10);
+    for (let i = 0; i < 2000 && claims.get(VF1)?.state !== 'prepared'; i++) await sleep(10);
     expect(host.driverOf(VF1)).toBe('vfio-pci');
     claims.close();
     open(); // the restart
