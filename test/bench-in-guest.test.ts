@@ -20,6 +20,8 @@ import { QgaClient, QgaError, QgaExec, GuestUnreachableError } from '../src/benc
 import { runBench, type BenchResults } from '../src/bench/run.js';
 import { startTarget, TargetError } from '../src/bench/targets.js';
 import { memoryLogger } from '../src/util/log.js';
+import { buildEngine } from '../src/bench/engine.js';
+import { cleanupVfioGuest, REPO, runVfioGuest, vfioGuestUnavailableReason, type VfioGuestRun } from './helpers/vfio-guest.js';
 
 const QEMU_GA = '/usr/sbin/qemu-ga';
 const fioAvailable = spawnSync('fio', ['--version']).status === 0;
@@ -253,4 +255,136 @@ targets: [{ name: broken, type: in-guest, exec: { qga: '${socket}' }, device: '$
   }, 60_000);
 });
 
-export type { BenchResults };
+// ---------------------------------------------------------------------------------------------------------------
+
+function vmSkipReason(): string | undefined {
+  if (hostReason) return hostReason;
+  if (!existsSync(path.join(REPO, 'dist', 'cli', 'main.js'))) return 'dist/ is not built (npm test runs tsc first; the emulation target starts bin/vfiod.js serve)';
+  const guest = vfioGuestUnavailableReason();
+  if (guest) return guest;
+  const engine = buildEngine();
+  return engine.ok ? undefined : `the fio engine cannot be built: ${engine.reason}`;
+}
+const vmReason = vmSkipReason();
+if (vmReason) console.warn(`bench-in-guest: VM test skipped: ${vmReason}`);
+
+/** Polls until qemu-ga in the guest answers (the guest boots and starts it meanwhile). */
+async function agentReady(socket: string, guestDone: () => boolean, timeoutMs: number): Promise<number> {
+  const start = Date.now();
+  for (;;) {
+    if (guestDone()) throw new Error('the guest powered off before its agent answered');
+    if (existsSync(socket)) {
+      try {
+        (await QgaClient.connect(socket, { syncTimeoutMs: 2000 })).close();
+        return Date.now() - start;
+      } catch {
+        /* not up yet */
+      }
+    }
+    if (Date.now() - start > timeoutMs) throw new Error(`qemu-ga in the guest did not answer within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
+type Summary = Record<string, unknown>;
+
+describe.skipIf(vmReason !== undefined)('in-guest target in a real VM: fio in the QEMU guest through its agent, next to a file reference and emulation', () => {
+  let run: VfioGuestRun | undefined;
+  let s: Summary = {};
+  let results: BenchResults | undefined;
+  let out = '';
+  let vmDir = '';
+  let qemuPid = 0;
+  let agentMs = 0;
+  let benchMs = 0;
+
+  beforeAll(async () => {
+    // Outside the guest's work dir (runVfioGuest makes that): the socket must be on the host's own filesystem.
+    vmDir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-in-guest-vm-'));
+    const socket = path.join(vmDir, 'qga.sock');
+    const pidfile = path.join(vmDir, 'qemu.pid');
+    let finished = false;
+    const guest = runVfioGuest({
+      script: path.join(REPO, 'test', 'testbed-vfio', 'guest-agent.sh'),
+      timeoutMs: 360_000,
+      qemuArgs: ['-chardev', `socket,id=qga0,path=${socket},server=on,wait=off`, '-device', 'isa-serial,chardev=qga0,index=1', '-pidfile', pidfile],
+    }).finally(() => (finished = true));
+    try {
+      agentMs = await agentReady(socket, () => finished, 150_000);
+      qemuPid = Number(readFileSync(pidfile, 'utf8').trim());
+      const config = parseBenchConfig(`
+name: in-guest-vm
+smoke: { rw: [randwrite, randread], bs: [4k], iodepth: [1, 8], size: 4M, verify: true }
+targets:
+  - { name: host-file, type: file, path: ${path.join(vmDir, 'reference.img')} }
+  - { name: emu, type: emulation, namespace: 'memory:16M' }
+  - { name: vm, type: in-guest, exec: { qga: '${socket}' }, device: /dev/nvme0n1, vmm-pid: '${pidfile}' }
+`, path.join(vmDir, 'bench.yaml'));
+      out = path.join(vmDir, 'bench');
+      const started = Date.now();
+      results = await runBench(config, { outDir: out, smoke: true, logger: memoryLogger().logger });
+      benchMs = Date.now() - started;
+    } finally {
+      // Tell the guest to power off (through the agent), then wait for QEMU to exit.
+      if (!finished) {
+        const exec = await QgaExec.connect(socket).catch(() => undefined);
+        await exec?.run(['touch', '/run/bench-done'], { timeoutMs: 10_000 }).catch(() => undefined);
+        exec?.close();
+      }
+      run = await guest;
+      s = run.results ?? {};
+      console.log(`bench-in-guest: VM wall ${(run.wallMs / 1000).toFixed(1)} s; agent answered after ${(agentMs / 1000).toFixed(1)} s; bench ${(benchMs / 1000).toFixed(1)} s`);
+      for (const p of results?.points ?? []) {
+        console.log(`  ${p.target}/${p.point.id}: ${Math.round(p.iops ?? 0)} IOPS, p99 ${p.lat_us?.p99 ?? '-'} µs, fio ${p.fio_cpu?.us_per_io ?? '-'} µs/IO, server ${p.server_cpu?.us_per_io ?? '-'} µs/IO`);
+      }
+      if (!s['ok'] || !results?.points.every((p) => p.ok)) {
+        console.log(`guest summary: ${JSON.stringify(s)}\nconsole (tail):\n${run.console.split('\n').slice(-30).join('\n')}`);
+      }
+    }
+  }, 420_000);
+
+  afterAll(() => {
+    cleanupVfioGuest(run);
+    if (vmDir) rmSync(vmDir, { recursive: true, force: true });
+  });
+
+  it('the guest ran its agent until the host was done, then powered off', () => {
+    expect(s).toEqual({ ok: true, benchDone: true, sectors: 131072 }); // the test bed's 64 MiB namespace
+    expect(run!.exitCode).toBe(0);
+  });
+
+  it('ran every point on all three targets with verify on and no mismatches', () => {
+    expect(results!.targets.map((t) => [t.name, t.type, t.ok, t.error])).toEqual([
+      ['host-file', 'file', true, undefined], ['emu', 'emulation', true, undefined], ['vm', 'in-guest', true, undefined],
+    ]);
+    expect(results!.points.map((p) => `${p.target}/${p.point.id}:${p.ok ? 'ok' : p.error}`)).toEqual(['host-file', 'emu', 'vm'].flatMap((t) =>
+      ['randwrite-4k-qd1-j1-verify', 'randwrite-4k-qd8-j1-verify', 'randread-4k-qd1-j1-verify', 'randread-4k-qd8-j1-verify'].map((id) => `${t}/${id}:ok`)));
+    for (const p of results!.points) {
+      expect(p.verify, `${p.target}/${p.point.id}`).toEqual({ enabled: true, method: 'crc32c', errors: 0, verified_ios: (4 << 20) / 4096 });
+      expect(p.iops!, `${p.target}/${p.point.id}`).toBeGreaterThan(0);
+    }
+  });
+
+  it('fio ran inside the VM on its NVMe namespace, and the CPU of the VM\'s QEMU process was measured', () => {
+    const vm = results!.targets[2]!;
+    expect(vm.info).toMatchObject({ guest_fio: expect.stringMatching(/^fio-/), device: '/dev/nvme0n1', ioengine: 'libaio', vmm_pid: qemuPid });
+    for (const p of results!.points.filter((q) => q.target === 'vm')) {
+      expect(readFileSync(path.join(out, p.files.job), 'utf8')).toMatch(/^ioengine=libaio\ndirect=1\nfilename=\/dev\/nvme0n1$/m);
+      // QEMU's whole process (vCPUs, device emulation) per I/O; fio's own CPU is the guest's
+      expect(p.server_cpu!.us_per_io, p.point.id).toBeGreaterThan(0);
+      expect(p.fio_cpu!.seconds, p.point.id).toBeGreaterThan(0);
+    }
+  });
+
+  it('reports the VM and the emulation against the file reference', () => {
+    const report = readFileSync(path.join(out, 'report.md'), 'utf8');
+    expect(report).toContain('**host-file** (file: ');
+    expect(report).toContain('— reference for the ratios');
+    expect(report).toContain(`**vm** (in-guest: fio in the VM (guest agent ${path.join(vmDir, 'qga.sock')}), libaio on the guest's /dev/nvme0n1, O_DIRECT; server CPU = the VM process)`);
+    for (const target of ['emu', 'vm']) {
+      const rows = report.split('\n').filter((l) => new RegExp(`^\\| (1|8) \\| ${target} \\|`).test(l));
+      expect(rows, target).toHaveLength(4);
+      for (const row of rows) expect(row).toMatch(/\| \d+\.\d\d× \| \d+\.\d\d× \| \d+\.\d\d× \| \d+\.\d\d× \|$/);
+    }
+  });
+});

@@ -388,6 +388,8 @@ export async function runVfioGuest(
     kernel?: string;
     /** TypeScript program guest.sh runs instead of guest-main.ts (passed as VT_PROGRAM in init's environment). */
     program?: string;
+    /** More QEMU arguments, e.g. a guest agent channel (-chardev socket,... -device isa-serial,...) or -pidfile. */
+    qemuArgs?: string[];
   } = {},
 ): Promise<VfioGuestRun> {
   const probedSetup = setupFor(options.kernel);
@@ -428,6 +430,7 @@ export async function runVfioGuest(
     // GPU stand-in on its own root port
     '-device', 'pcie-root-port,id=rp1,chassis=2,slot=2',
     '-device', 'bochs-display,bus=rp1',
+    ...(options.qemuArgs ?? []),
   ];
   const started = Date.now();
   const logFd = openSync(consoleLog, 'w');
