@@ -13,8 +13,8 @@
  *    DEVICE_DELETED and releases the VF back to nvme.
  * Everything goes to $VT_WORK/results.json; the host test asserts on it.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, readdirSync, readlinkSync, readSync, writeFileSync, writeSync, fsyncSync } from 'node:fs';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, readSync, writeFileSync, writeSync, fsyncSync } from 'node:fs';
 import path from 'node:path';
 
 import { AttachmentManager } from '../../src/attach/attachments.js';
@@ -22,39 +22,9 @@ import { ClaimStore } from '../../src/devices/claims.js';
 import { DEFAULT_ROOTS, realSysfsWriter } from '../../src/devices/host.js';
 import { DeviceManager } from '../../src/devices/manager.js';
 import { NativeVfioProber } from '../../src/vfio/prober.js';
+import { createNvmeVf, driverOf, read, results, save, seconds, sh, step, SYS, waitFor, WORK, write } from './guest-lib.js';
 
-const WORK = process.env.VT_WORK ?? '.';
-const SYS = '/sys/bus/pci/devices';
 const MARKER = process.env.VT_BOOT_MARKER ?? 'VFIOD-NVME-BOOT-OK';
-const results: Record<string, unknown> = { steps: [] as string[], errors: [] as string[] };
-const t0 = performance.now();
-const seconds = (): number => Math.round(performance.now() - t0) / 1000;
-const step = (name: string): void => {
-  const line = `[${seconds().toFixed(2)}s] ${name}`;
-  (results.steps as string[]).push(line);
-  console.log(line);
-};
-const save = (): void => writeFileSync(path.join(WORK, 'results.json'), JSON.stringify(results, null, 2));
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const read = (file: string): string => readFileSync(file, 'utf8').trim();
-const write = (file: string, value: string): void => writeFileSync(file, value);
-const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
-const driverOf = (bdf: string): string | null => {
-  try {
-    return path.basename(readlinkSync(path.join(SYS, bdf, 'driver')));
-  } catch {
-    return null;
-  }
-};
-
-async function waitFor(what: string, cond: () => boolean, timeoutMs: number, pollMs = 100): Promise<number> {
-  const start = Date.now();
-  while (!cond()) {
-    if (Date.now() - start > timeoutMs) throw new Error(`timeout (${timeoutMs} ms) waiting for ${what}`);
-    await sleep(pollMs);
-  }
-  return Date.now() - start;
-}
 
 /** The nvme controller (nvmeN) bound to `bdf`, once it is live. */
 async function liveController(bdf: string): Promise<string> {
@@ -63,25 +33,6 @@ async function liveController(bdf: string): Promise<string> {
   const ctrl = readdirSync(dir)[0]!;
   await waitFor(`${ctrl} live`, () => read(`/sys/class/nvme/${ctrl}/state`) === 'live', 20_000);
   return ctrl;
-}
-
-/** One VF on the PF, online (1 VI, 2 VQ), host drivers kept off it (sriov_drivers_autoprobe=0). */
-async function createVf(): Promise<{ pf: string; vf: string }> {
-  sh('modprobe', ['nvme']);
-  await waitFor('/dev/nvme0', () => existsSync('/dev/nvme0'), 20_000);
-  const pf = path.basename(readlinkSync('/sys/class/nvme/nvme0/device'));
-  const pfDir = path.join(SYS, pf);
-  // flexible resources off the primary controller, then a PF reset so that takes effect
-  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '0', '-r', '1', '-a', '1', '-n', '0']);
-  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '0', '-r', '0', '-a', '1', '-n', '0']);
-  write(path.join(pfDir, 'reset'), '1');
-  await waitFor('PF live after reset', () => existsSync('/sys/class/nvme/nvme0/state') && read('/sys/class/nvme/nvme0/state') === 'live', 20_000);
-  write(path.join(pfDir, 'sriov_drivers_autoprobe'), '0');
-  write(path.join(pfDir, 'sriov_numvfs'), '1');
-  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '1', '-r', '1', '-a', '8', '-n', '1']);
-  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '1', '-r', '0', '-a', '8', '-n', '2']);
-  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '1', '-r', '0', '-a', '9', '-n', '0']);
-  return { pf, vf: path.basename(readlinkSync(path.join(pfDir, 'virtfn0'))) };
 }
 
 /** Puts the VF in host use on nvme (driver_override + drivers_probe, override cleared again). */
@@ -174,7 +125,7 @@ async function main(): Promise<void> {
   const l2Started = Date.now();
   try {
     sh('modprobe', ['vfio-pci']);
-    const { pf, vf } = await createVf();
+    const { pf, vf } = await createNvmeVf();
     Object.assign(results, { pf, vf });
     const ctrl = await bindToNvme(vf);
     results.bootSector = await writeBootSector(ctrl);
@@ -246,6 +197,6 @@ main()
     console.error(error);
   })
   .finally(() => {
-    results.guestMs = Math.round(performance.now() - t0);
+    results.guestMs = Math.round(seconds() * 1000);
     save();
   });
