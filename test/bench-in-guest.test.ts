@@ -14,7 +14,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileS
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { BenchConfigError, parseBenchConfig, type InGuestTarget } from '../src/bench/config.js';
+import { BenchConfigError, loadBenchConfig, parseBenchConfig, type InGuestTarget } from '../src/bench/config.js';
 import { parseFioOutput } from '../src/bench/fio.js';
 import { QgaClient, QgaError, QgaExec, GuestUnreachableError } from '../src/bench/qga.js';
 import { runBench, type BenchResults } from '../src/bench/run.js';
@@ -65,6 +65,11 @@ targets:
       { name: 'qga', type: 'in-guest', exec: { qga: '/etc/vfiod/run/vm1-qga.sock' }, device: '/dev/vdb', ioengine: 'io_uring', direct: false, fio: '/opt/fio/bin/fio', vmmPid: '/etc/vfiod/run/vm1.pid' },
       { name: 'pid', type: 'in-guest', exec: { qga: '/run/qga.sock' }, device: '/dev/nvme1n1', ioengine: 'libaio', direct: true, fio: 'fio', vmmPid: 4242 },
     ] satisfies InGuestTarget[]);
+  });
+
+  it('the example config (bench/examples/in-guest.yaml) is valid', () => {
+    const config = loadBenchConfig(path.join(REPO, 'bench', 'examples', 'in-guest.yaml'));
+    expect(config.targets.map((t) => [t.name, t.type])).toEqual([['vf-host', 'passthrough'], ['vf-in-vm', 'in-guest']]);
   });
 
   it('lists every problem with its key path', () => {

@@ -8,8 +8,9 @@ import { runBench } from './run.js';
 export const BENCH_USAGE = `Usage: vfiod bench --config <bench.yaml> [--out <dir>] [--smoke] [--json]
 
 Runs fio over a matrix of workloads (rw, block size, queue depth, jobs, verify) against each target in the
-config — emulation (a vfiod serve it starts), passthrough (a VFIO device), file (a file or block device) —
-and writes results.json, report.md, SVG plots and every fio job file into the output directory.
+config — emulation (a vfiod serve it starts), passthrough (a VFIO device), file (a file or block device),
+in-guest (fio inside a VM, through the QEMU guest agent or a command such as ssh) — and writes
+results.json, report.md, SVG plots and every fio job file into the output directory.
 Config reference and examples: docs/benchmarks.md, bench/examples/*.yaml.
 
 Options:
