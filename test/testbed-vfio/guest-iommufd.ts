@@ -14,8 +14,7 @@
  * 5. The bochs-display GPU stand-in: prepare (prober on iommufd), BAR2 DISPI id through the cdev, release.
  * Everything goes to $VT_WORK/results.json; the host test asserts on it.
  */
-import { execFileSync } from 'node:child_process';
-import { existsSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -25,28 +24,8 @@ import { NativeVfioProber } from '../../src/vfio/prober.js';
 import { DeviceManager } from '../../src/devices/manager.js';
 import { ClaimStore } from '../../src/devices/claims.js';
 import { DEFAULT_ROOTS, realSysfsWriter } from '../../src/devices/host.js';
+import { createNvmeVf, driverOf, ensureDriver, read, results, save, seconds, step, SYS, waitFor, write } from './guest-lib.js';
 
-const WORK = process.env.VT_WORK ?? '.';
-const SYS = '/sys/bus/pci/devices';
-const results: Record<string, unknown> = { steps: [] as string[], errors: [] as string[] };
-const t0 = performance.now();
-const step = (name: string): void => {
-  const line = `[${((performance.now() - t0) / 1000).toFixed(2)}s] ${name}`;
-  (results.steps as string[]).push(line);
-  console.log(line);
-};
-const save = (): void => writeFileSync(path.join(WORK, 'results.json'), JSON.stringify(results, null, 2));
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const read = (file: string): string => readFileSync(file, 'utf8').trim();
-const write = (file: string, value: string): void => writeFileSync(file, value);
-const driverOf = (bdf: string): string | null => {
-  try {
-    return path.basename(readlinkSync(path.join(SYS, bdf, 'driver')));
-  } catch {
-    return null;
-  }
-};
-const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
 /** What a refused operation looked like: code and message, or 'succeeded' when it was not refused. */
 function refusal(fn: () => unknown): { code?: string; message: string } | 'succeeded' {
   try {
@@ -63,38 +42,6 @@ async function refusalAsync(fn: () => Promise<unknown>): Promise<{ code?: string
   } catch (error) {
     return { code: (error as { code?: string }).code, message: (error as Error).message };
   }
-}
-
-async function waitFor(what: string, cond: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timeout waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
-/** The guest kernel has nvme and vfio-pci built in; a modular kernel needs modprobe. */
-function ensureDriver(driver: string, module: string): void {
-  if (!existsSync(path.join('/sys/bus/pci/drivers', driver))) sh('modprobe', [module]);
-}
-
-async function createVf(): Promise<{ pf: string; vf: string }> {
-  ensureDriver('nvme', 'nvme');
-  await waitFor('/dev/nvme0', () => existsSync('/dev/nvme0'));
-  const pf = path.basename(readlinkSync('/sys/class/nvme/nvme0/device'));
-  const pfDir = path.join(SYS, pf);
-  // take flexible resources from the primary controller, FLR the PF so it takes effect
-  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '0', '-r', '1', '-a', '1', '-n', '0']);
-  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '0', '-r', '0', '-a', '1', '-n', '0']);
-  write(path.join(pfDir, 'reset'), '1');
-  await waitFor('PF live after reset', () => existsSync('/sys/class/nvme/nvme0/state') && read('/sys/class/nvme/nvme0/state') === 'live');
-  write(path.join(pfDir, 'sriov_drivers_autoprobe'), '0');
-  write(path.join(pfDir, 'sriov_numvfs'), '1');
-  // secondary controller 1: 1 VI, 2 VQ, online
-  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '1', '-r', '1', '-a', '8', '-n', '1']);
-  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '1', '-r', '0', '-a', '8', '-n', '2']);
-  sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '1', '-r', '0', '-a', '9', '-n', '0']);
-  return { pf, vf: path.basename(readlinkSync(path.join(pfDir, 'virtfn0'))) };
 }
 
 /**
@@ -160,7 +107,7 @@ async function main(): Promise<void> {
   results.kernel = os.release();
   ensureDriver('vfio-pci', 'vfio-pci');
   results.devIommu = existsSync('/dev/iommu');
-  const { pf, vf } = await createVf();
+  const { pf, vf } = await createNvmeVf();
   results.pf = pf;
   results.vf = vf;
   step(`VF ${vf} created and online`);
@@ -275,6 +222,6 @@ main()
     console.error(error);
   })
   .finally(() => {
-    results.guestMs = Math.round(performance.now() - t0);
+    results.guestMs = Math.round(seconds() * 1000);
     save();
   });

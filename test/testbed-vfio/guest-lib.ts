@@ -1,5 +1,5 @@
 /**
- * What the VFIO test guest programs (guest-main.ts, nested-main.ts) share: the results file the host test reads,
+ * What the VFIO test guest programs (guest-main.ts, guest-iommufd.ts, nested-main.ts) share: the results file the host test reads,
  * small sysfs/shell helpers, polling with a deadline, and creating the NVMe VF on the emulated SR-IOV PF.
  * Runs inside the QEMU guest as root (see test/helpers/vfio-guest.ts).
  */
@@ -44,12 +44,17 @@ export async function waitFor(what: string, cond: () => boolean, timeoutMs = 15_
   return Date.now() - start;
 }
 
+/** Loads a driver's module unless the driver is there already (the iommufd guest kernel has them built in). */
+export function ensureDriver(driver: string, module: string): void {
+  if (!existsSync(path.join('/sys/bus/pci/drivers', driver))) sh('modprobe', [module]);
+}
+
 /**
  * One NVMe VF on the PF (nvme0), its secondary controller online with 1 VI and 2 VQ resources, host drivers kept off
  * it (sriov_drivers_autoprobe=0). `timeoutMs` bounds each wait (the PF's reset is slow on a loaded TCG host).
  */
 export async function createNvmeVf(timeoutMs = 20_000): Promise<{ pf: string; vf: string }> {
-  sh('modprobe', ['nvme']);
+  ensureDriver('nvme', 'nvme');
   await waitFor('/dev/nvme0', () => existsSync('/dev/nvme0'), timeoutMs);
   const pf = path.basename(readlinkSync('/sys/class/nvme/nvme0/device'));
   const pfDir = path.join(SYS, pf);
