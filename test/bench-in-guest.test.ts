@@ -179,6 +179,21 @@ describe.skipIf(hostReason !== undefined)('in-guest target against a real qemu-g
     } finally {
       server.close();
     }
+    // An agent that stops answering mid-session: the command fails, and so does every later one on that connection
+    // (a late answer must not be taken for the next command's).
+    const stalled = path.join(agentDir, 'stalled.sock');
+    const fake = net.createServer((connection) => {
+      connection.once('data', (line) => connection.write(`{"return": ${JSON.parse(line.toString())['arguments']['id']}}\n`)); // guest-sync only
+    }).listen(stalled);
+    await new Promise((r) => fake.once('listening', r));
+    try {
+      const client = await QgaClient.connect(stalled);
+      await expect(client.execute('guest-ping', undefined, 300)).rejects.toThrow(`guest agent ${stalled}: no answer to guest-ping within 300 ms (is qemu-ga running in the guest?)`);
+      await expect(client.execute('guest-info')).rejects.toThrow(`no answer to guest-ping within 300 ms`);
+      client.close();
+    } finally {
+      fake.close();
+    }
   });
 
   it('refuses to start without fio or the device in the guest', async () => {

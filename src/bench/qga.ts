@@ -127,7 +127,11 @@ export class QgaClient {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiting = undefined;
-        reject(new GuestUnreachableError(`guest agent ${this.socketPath}: no answer to ${what} within ${timeoutMs} ms (is qemu-ga running in the guest?)`));
+        const error = new GuestUnreachableError(`guest agent ${this.socketPath}: no answer to ${what} within ${timeoutMs} ms (is qemu-ga running in the guest?)`);
+        // A late answer would be taken for the next command's: this connection is done.
+        this.closedError ??= error;
+        this.socket.destroy();
+        reject(error);
       }, timeoutMs);
       this.waiting = (line) => {
         clearTimeout(timer);
