@@ -24,7 +24,7 @@ import { NativeVfioProber } from '../../src/vfio/prober.js';
 import { DeviceManager } from '../../src/devices/manager.js';
 import { ClaimStore } from '../../src/devices/claims.js';
 import { DEFAULT_ROOTS, realSysfsWriter } from '../../src/devices/host.js';
-import { createNvmeVf, driverOf, ensureDriver, read, results, save, seconds, step, SYS, waitFor, write } from './guest-lib.js';
+import { createNvmeVf, runGuestProgram, driverOf, ensureDriver, read, results, step, SYS, waitFor, write } from './guest-lib.js';
 
 /** What a refused operation looked like: code and message, or 'succeeded' when it was not refused. */
 function refusal(fn: () => unknown): { code?: string; message: string } | 'succeeded' {
@@ -215,13 +215,4 @@ async function main(): Promise<void> {
   results.ok = true;
 }
 
-main()
-  .catch((error: unknown) => {
-    const e = error as Error & { code?: string; errno?: number; syscall?: string };
-    (results.errors as string[]).push(`${e.stack ?? String(e)} code=${e.code} errno=${e.errno} syscall=${e.syscall}`);
-    console.error(error);
-  })
-  .finally(() => {
-    results.guestMs = Math.round(seconds() * 1000);
-    save();
-  });
+runGuestProgram(main);

@@ -22,6 +22,20 @@ export const step = (name: string): void => {
 };
 export const save = (): void => writeFileSync(path.join(WORK, 'results.json'), JSON.stringify(results, null, 2));
 
+/** Runs a guest program's main: its error (with errno/syscall) goes into results.errors; results.json is always written. */
+export function runGuestProgram(main: () => Promise<void>): void {
+  main()
+    .catch((error: unknown) => {
+      const e = error as Error & { code?: string; errno?: number; syscall?: string };
+      (results.errors as string[]).push(`${e.stack ?? String(e)} code=${e.code} errno=${e.errno} syscall=${e.syscall}`);
+      console.error(error);
+    })
+    .finally(() => {
+      results.guestMs = Math.round(seconds() * 1000);
+      save();
+    });
+}
+
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 export const read = (file: string): string => readFileSync(file, 'utf8').trim();
 export const write = (file: string, value: string): void => writeFileSync(file, value);

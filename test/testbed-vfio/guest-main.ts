@@ -19,7 +19,7 @@ import { NativeVfioProber } from '../../src/vfio/prober.js';
 import { DeviceManager } from '../../src/devices/manager.js';
 import { ClaimStore } from '../../src/devices/claims.js';
 import { DEFAULT_ROOTS, realSysfsWriter } from '../../src/devices/host.js';
-import { createNvmeVf, driverOf, read, results, save, seconds, sh, step, SYS, waitFor, write } from './guest-lib.js';
+import { createNvmeVf, runGuestProgram, driverOf, read, results, sh, step, SYS, waitFor, write } from './guest-lib.js';
 
 const groupOf = (bdf: string): number => Number(path.basename(readlinkSync(path.join(SYS, bdf, 'iommu_group'))));
 
@@ -36,7 +36,7 @@ async function bind(bdf: string, driver: string | null): Promise<void> {
 
 function nvmeIdentify(bdf: string): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  const opened = openVfioDevice(bdf);
+  const opened = openVfioDevice(bdf, { backend: 'legacy' }); // this program is about the container/group path
   const { device, container } = opened;
   try {
     out.group = opened.groupNumber;
@@ -207,13 +207,4 @@ async function main(): Promise<void> {
   results.ok = true;
 }
 
-main()
-  .catch((error: unknown) => {
-    const e = error as Error & { code?: string; errno?: number; syscall?: string };
-    (results.errors as string[]).push(`${e.stack ?? String(e)} code=${e.code} errno=${e.errno} syscall=${e.syscall}`);
-    console.error(error);
-  })
-  .finally(() => {
-    results.guestMs = Math.round(seconds() * 1000);
-    save();
-  });
+runGuestProgram(main);
