@@ -170,7 +170,7 @@ describe('DeviceService', () => {
     await expectStatus(devices('PrepareDevice', { bdf: MOUNTED, owner: 'vm1' }), 'FAILED_PRECONDITION');
     await devices('PrepareDevice', { bdf: VF2, owner: 'vm2' });
     await vi_waitFor(() => received.length >= 4);
-    const decoded = received.map((e) => ({ id: e['id'], componentId: e['componentId'], ...unpackAny(e['data']).value }));
+    const decoded: Array<Record<string, unknown>> = received.map((e) => ({ id: e['id'], componentId: e['componentId'], ...unpackAny(e['data']).value }));
     expect(decoded.map((e) => [e.componentId, e['kind'], e['owner']])).toEqual([
       [VF1, 'DEVICE_EVENT_KIND_PREPARED', 'vm1'],
       [VF1, 'DEVICE_EVENT_KIND_RELEASED', 'vm1'],
