@@ -4,21 +4,8 @@
 # QEMU with -chardev socket + -device isa-serial). The host then runs `vfiod bench` with an in-guest target through
 # the agent and, when it is done, asks the agent to create /run/bench-done; the guest powers off then (or after
 # VT_AGENT_TIMEOUT seconds, default 300). Summary in $VT_WORK/results.json.
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export HOME=/root
-W=$VT_WORK
-log() { echo "[t=$(cut -d' ' -f1 /proc/uptime)s] guest-agent: $*"; }
-finish() {
-  dmesg > "$W/dmesg.txt"
-  log done
-  sync
-  /bin/busybox poweroff -f # the host's /sbin/poweroff is systemd's and does nothing here
-}
-fail() {
-  log "FAIL: $*"
-  printf '{"ok":false,"error":"%s"}\n' "$(echo "$*" | tr '"\\' "''")" > "$W/results.json"
-  finish
-}
+GUEST_NAME=guest-agent
+. "$VT_REPO/test/testbed-vfio/guest-lib.sh"
 modprobe nvme || fail "modprobe nvme"
 i=0
 while [ ! -b /dev/nvme0n1 ]; do

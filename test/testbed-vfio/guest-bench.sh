@@ -4,49 +4,13 @@
 # harness itself binds it to vfio-pci through the passthrough manager (prepare: true), runs fio with the project's
 # engine over VFIO and over vfio-user (a `vfiod serve` it starts in the guest), verify on, and gives the VF back.
 # Leaves the bench output in $VT_WORK/bench, a summary in $VT_WORK/results.json, and powers off.
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export HOME=/root
-W=$VT_WORK
-SYS=/sys/bus/pci/devices
-
-log() { echo "[t=$(cut -d' ' -f1 /proc/uptime)s] guest-bench: $*"; }
-finish() {
-  dmesg > "$W/dmesg.txt"
-  log done
-  sync
-  /bin/busybox poweroff -f # the host's /sbin/poweroff is systemd's and does nothing here
-}
-fail() {
-  log "FAIL: $*"
-  printf '{"ok":false,"error":"%s"}\n' "$(echo "$*" | tr '"\\' "''")" > "$W/results.json"
-  finish
-}
-wait_for() { # wait_for <what> <shell test>
-  i=0
-  while ! eval "$2"; do
-    i=$((i + 1))
-    [ $i -gt 750 ] && fail "timeout waiting for $1"
-    sleep 0.02
-  done
-}
-driver_of() { basename "$(readlink "$SYS/$1/driver" 2>/dev/null)" 2>/dev/null; }
+GUEST_NAME=guest-bench
+. "$VT_REPO/test/testbed-vfio/guest-lib.sh"
 
 log "creating the VF"
-modprobe nvme || fail "modprobe nvme"
 modprobe vfio-pci || fail "modprobe vfio-pci"
-wait_for /dev/nvme0 '[ -e /dev/nvme0 ]'
-PF=$(basename "$(readlink -f /sys/class/nvme/nvme0/device)")
-# Flexible resources move from the primary controller to the VF's secondary controller: 1 VI, 2 VQ (admin + 1 I/O).
-nvme virt-mgmt /dev/nvme0 -c 0 -r 1 -a 1 -n 0 > /dev/null || fail "virt-mgmt primary VI"
-nvme virt-mgmt /dev/nvme0 -c 0 -r 0 -a 1 -n 0 > /dev/null || fail "virt-mgmt primary VQ"
-echo 1 > "$SYS/$PF/reset"
-wait_for "PF live after reset" '[ "$(cat /sys/class/nvme/nvme0/state 2>/dev/null)" = live ]'
-echo 0 > "$SYS/$PF/sriov_drivers_autoprobe"
-echo 1 > "$SYS/$PF/sriov_numvfs" || fail "sriov_numvfs"
-nvme virt-mgmt /dev/nvme0 -c 1 -r 1 -a 8 -n 1 > /dev/null || fail "virt-mgmt VF VI"
-nvme virt-mgmt /dev/nvme0 -c 1 -r 0 -a 8 -n 2 > /dev/null || fail "virt-mgmt VF VQ"
-nvme virt-mgmt /dev/nvme0 -c 1 -r 0 -a 9 -n 0 > /dev/null || fail "virt-mgmt VF online"
-VF=$(basename "$(readlink -f "$SYS/$PF/virtfn0")")
+# 1 interrupt vector, 2 queues (admin + 1 I/O)
+create_vf 1 2
 before=$(driver_of "$VF")
 log "VF $VF on driver '${before:-none}'"
 

@@ -4,51 +4,15 @@
 # to vfio-pci, then runs the host's fio with the engine built on the host (bench/fio-engine/build/vfiod-fio.so, seen
 # through the repository mount) over the vfio transport, with verify on. Leaves fio's JSON and stderr in $VT_WORK, a summary in $VT_WORK/results.json, and
 # powers off. The host's /sbin/poweroff is systemd's and does nothing here: use busybox.
-export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-export HOME=/root
-W=$VT_WORK
-SYS=/sys/bus/pci/devices
+GUEST_NAME=guest-fio
+. "$VT_REPO/test/testbed-vfio/guest-lib.sh"
 ENGINE=$VT_REPO/bench/fio-engine/build/vfiod-fio.so
-
-log() { echo "[t=$(cut -d' ' -f1 /proc/uptime)s] guest-fio: $*"; }
-finish() {
-  dmesg > "$W/dmesg.txt"
-  log done
-  sync
-  /bin/busybox poweroff -f
-}
-fail() {
-  log "FAIL: $*"
-  printf '{"ok":false,"error":"%s"}\n' "$(echo "$*" | tr '"\\' "''")" > "$W/results.json"
-  finish
-}
-wait_for() { # wait_for <what> <shell test>
-  i=0
-  while ! eval "$2"; do
-    i=$((i + 1))
-    [ $i -gt 750 ] && fail "timeout waiting for $1"
-    sleep 0.02
-  done
-}
-driver_of() { basename "$(readlink "$SYS/$1/driver" 2>/dev/null)" 2>/dev/null; }
 
 [ -f "$ENGINE" ] || fail "engine $ENGINE not built"
 log "creating the VF"
-modprobe nvme || fail "modprobe nvme"
-wait_for /dev/nvme0 '[ -e /dev/nvme0 ]'
-PF=$(basename "$(readlink -f /sys/class/nvme/nvme0/device)")
-# take the flexible resources from the primary controller, FLR the PF so it takes effect
-nvme virt-mgmt /dev/nvme0 -c 0 -r 1 -a 1 -n 0 > /dev/null || fail "virt-mgmt primary VI"
-nvme virt-mgmt /dev/nvme0 -c 0 -r 0 -a 1 -n 0 > /dev/null || fail "virt-mgmt primary VQ"
-echo 1 > "$SYS/$PF/reset"
-wait_for "PF live after reset" '[ "$(cat /sys/class/nvme/nvme0/state 2>/dev/null)" = live ]'
-echo 0 > "$SYS/$PF/sriov_drivers_autoprobe"
-echo 1 > "$SYS/$PF/sriov_numvfs" || fail "sriov_numvfs"
-# secondary controller 1: 2 VI (vector 1 serves I/O queue 1 with vfiod_completion=irq), 3 VQ, online
-nvme virt-mgmt /dev/nvme0 -c 1 -r 1 -a 8 -n 2 > /dev/null || fail "virt-mgmt VF VI"
-nvme virt-mgmt /dev/nvme0 -c 1 -r 0 -a 8 -n 3 > /dev/null || fail "virt-mgmt VF VQ"
-nvme virt-mgmt /dev/nvme0 -c 1 -r 0 -a 9 -n 0 > /dev/null || fail "virt-mgmt VF online"
-VF=$(basename "$(readlink -f "$SYS/$PF/virtfn0")")
+# 2 interrupt vectors (vector 1 serves I/O queue 1 with vfiod_completion=irq; the most QEMU gives one of 2 VFs),
+# 3 queues (admin + 2 I/O queue pairs)
+create_vf 2 3
 GROUP=$(basename "$(readlink "$SYS/$VF/iommu_group")")
 log "VF $VF (IOMMU group $GROUP): binding to vfio-pci"
 modprobe vfio-pci || fail "modprobe vfio-pci"
