@@ -1,3 +1,5 @@
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { findHolders, listDevices, readDevice } from '../src/devices/discovery.js';
 import { normalizeBdf } from '../src/devices/host.js';
@@ -27,6 +29,17 @@ describe('discovery', () => {
     const vf = dev('0000:01:00.2');
     expect(vf).toMatchObject({ physfn: '0000:01:00.0', driver: null, resetMethods: ['flr'], numaNode: null });
     expect(vf.vfio).toMatchObject({ state: 'unbound', usable: false, groupViable: true });
+  });
+
+  it('skips malformed lines of the sysfs resource file instead of throwing', () => {
+    writeFileSync(
+      path.join(host.devDir('0000:01:00.0'), 'resource'),
+      '0x00000000f0000000 0x00000000f0003fff 0x0000000000140204\nnot-a-number 0x1 0x2\n0x00000000f1000000 0x00000000f0ffffff 0x0\n0x00000000f2000000 0x00000000f2000fff 0x0000000000040200\n',
+    );
+    expect(dev('0000:01:00.0').bars).toEqual([
+      expect.objectContaining({ index: 0, size: 0x4000 }),
+      expect.objectContaining({ index: 3, size: 0x1000 }),
+    ]);
   });
 
   it('reads a GPU and its HDMI audio function in one group', () => {

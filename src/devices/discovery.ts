@@ -113,10 +113,12 @@ function parseBars(text: string | null): Bar[] {
   text.split('\n').forEach((line, index) => {
     if (index > 6) return;
     const [s, e, f] = line.trim().split(/\s+/);
-    if (!s || !e || !f) return;
+    // sysfs text is not trusted: BigInt() would throw on anything but a number, so skip a malformed line.
+    const hexNumber = /^0x[0-9a-f]+$/i;
+    if (!s || !e || !f || ![s, e, f].every((v) => hexNumber.test(v))) return;
     const start = BigInt(s);
     const end = BigInt(e);
-    if (end === 0n && start === 0n) return;
+    if ((end === 0n && start === 0n) || end < start) return;
     bars.push({ index, start: Number(start), size: Number(end - start + 1n), flags: Number(BigInt(f)) });
   });
   return bars;
