@@ -124,6 +124,13 @@ describe('cloud-hypervisor client', () => {
     expect(reader.read()).toEqual([{ event: 'device-removed', properties: { id: 'a}{' } }]);
     appendFileSync(file, 'erties": {}}\n{not json}\n');
     expect(reader.read()).toEqual([{ event: 'x', properties: {} }]);
+    // A multi-byte character split between two reads arrives whole.
+    const id = Buffer.from('{"event": "device-removed", "properties": {"id": "vf\u00e9"}}\n');
+    const split = id.indexOf(0xc3) + 1;
+    appendFileSync(file, id.subarray(0, split));
+    expect(reader.read()).toEqual([]);
+    appendFileSync(file, id.subarray(split));
+    expect(reader.read()).toEqual([{ event: 'device-removed', properties: { id: 'vf\u00e9' } }]);
   });
 
   it('removeDevice when the guest never ejects: DEADLINE_EXCEEDED naming VM and device; the device is still listed', async () => {

@@ -9,6 +9,7 @@
  */
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import http from 'node:http';
+import { StringDecoder } from 'node:string_decoder';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { rootLogger } from '../util/log.js';
 import { type ErrorCode, errorMessage, VfiodError } from '../util/errors.js';
@@ -39,6 +40,8 @@ export interface CloudHypervisorOptions {
 export class EventMonitorReader {
   private offset: number;
   private pending = '';
+  // Keeps a multi-byte character split across two reads whole (a plain toString would turn both halves into U+FFFD).
+  private decoder = new StringDecoder('utf8');
 
   constructor(readonly file: string) {
     this.offset = existsSync(file) ? statSync(file).size : 0; // only events from now on
@@ -47,16 +50,23 @@ export class EventMonitorReader {
   read(): Array<Record<string, unknown>> {
     if (!existsSync(this.file)) return [];
     const size = statSync(this.file).size;
-    if (size < this.offset) this.offset = 0; // truncated or replaced
+    if (size < this.offset) {
+      // Truncated or replaced: what was pending belongs to the old file.
+      this.offset = 0;
+      this.pending = '';
+      this.decoder = new StringDecoder('utf8');
+    }
     if (size > this.offset) {
       const buffer = Buffer.alloc(size - this.offset);
       const fd = openSync(this.file, 'r');
+      let got: number;
       try {
-        this.offset += readSync(fd, buffer, 0, buffer.length, this.offset);
+        got = readSync(fd, buffer, 0, buffer.length, this.offset);
       } finally {
         closeSync(fd);
       }
-      this.pending += buffer.toString('utf8');
+      this.offset += got;
+      this.pending += this.decoder.write(buffer.subarray(0, got)); // a short read leaves zeros after `got`
     }
     const events: Array<Record<string, unknown>> = [];
     let depth = 0;
