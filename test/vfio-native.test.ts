@@ -3,7 +3,9 @@
  * context, DMA pin bookkeeping (a failed map unpins), the TS wrapper's error context. The real ioctls run in the
  * QEMU guest (test/vfio-passthrough.test.ts).
  */
-import { closeSync, openSync } from 'node:fs';
+import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { native, PROT_READ, PROT_WRITE } from '../src/native/index.js';
@@ -97,6 +99,27 @@ describe('src/vfio wrapper', () => {
     expect(() => assertBdf('01:00.1')).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
     expect(() => assertBdf('0000:01:00.1')).not.toThrow();
     expect(() => VfioGroup.open('../x')).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+  });
+
+  it('reads the IOMMU group from the sysfs link and refuses a link that is not a decimal group number', () => {
+    const sys = mkdtempSync(path.join(tmpdir(), 'vfiod-iommu-group-'));
+    try {
+      const devices = path.join(sys, 'bus/pci/devices');
+      mkdirSync(devices, { recursive: true });
+      const links: Array<[string, string]> = [['0000:05:00.0', '17'], ['0000:05:00.1', '0x1f'], ['0000:05:00.2', '1e3']];
+      for (const [bdf, group] of links) {
+        mkdirSync(path.join(devices, bdf));
+        symlinkSync(`../../../../kernel/iommu_groups/${group}`, path.join(devices, bdf, 'iommu_group'));
+      }
+      expect(iommuGroupOf('0000:05:00.0', sys)).toBe(17);
+      for (const bdf of ['0000:05:00.1', '0000:05:00.2']) {
+        expect(() => iommuGroupOf(bdf, sys)).toThrow(
+          expect.objectContaining({ bdf, message: expect.stringContaining(`${bdf}: unexpected iommu_group link`) }),
+        );
+      }
+    } finally {
+      rmSync(sys, { recursive: true, force: true });
+    }
   });
 
   it('errors name the BDF and group', () => {

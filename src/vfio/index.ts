@@ -655,8 +655,10 @@ export function iommuGroupOf(bdf: string, sysfsRoot = '/sys'): number {
     e.bdf = bdf;
     throw e;
   }
-  const group = Number(path.basename(target));
-  if (!Number.isInteger(group)) throw Object.assign(new Error(`${bdf}: unexpected iommu_group link ${target}`), { bdf });
+  // Decimal digits only: Number() would also take '', '0x1f' or '1e3' and name a different group.
+  const name = path.basename(target);
+  const group = /^\d+$/.test(name) ? Number(name) : NaN;
+  if (!Number.isSafeInteger(group)) throw Object.assign(new Error(`${bdf}: unexpected iommu_group link ${target}`), { bdf });
   return group;
 }
 
