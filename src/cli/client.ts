@@ -16,9 +16,10 @@ import { normalizeBdf } from '../devices/host.js';
 import { DEVICE_KINDS } from '../devices/selectors.js';
 import { CONTROLLER_LIMITS } from '../serve/config.js';
 import { errorMessage } from '../util/errors.js';
-import { renderList, renderShow, table } from './devices.js';
+import { EXIT, renderList, renderShow, table } from './devices.js';
 
-export const CLIENT_EXIT = { ok: 0, failed: 1, usage: 2, notFound: 3, busy: 4, attention: 5, noDaemon: 6 } as const;
+/** The exit codes of the local `vfiod devices`, and one more: no daemon to talk to. */
+export const CLIENT_EXIT = { ...EXIT, noDaemon: 6 } as const;
 
 export interface ClientDeps {
   stdout?: (text: string) => void;
