@@ -14,15 +14,16 @@
  * timeout). Knobs: VFIOD_VFIO_GUEST_DISABLE=1, VFIOD_VFIO_GUEST_KERNEL=<ver>, VFIOD_VFIO_GUEST_QEMU=<binary>,
  * VFIOD_VFIO_GUEST_KEEP=1 (keep the work dir), VFIOD_VFIO_GUEST_TIMEOUT=<s> (default 240).
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import {
-  accessSync, closeSync, constants as fsConstants, copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, openSync, readFileSync,
-  readSync, readdirSync, renameSync, rmSync, statSync, truncateSync, writeFileSync,
+  accessSync, closeSync, constants as fsConstants, copyFileSync, existsSync, linkSync, mkdtempSync, openSync, readFileSync, rmSync,
+  truncateSync, writeFileSync,
 } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { gzipSync } from 'node:zlib';
+import { bootKernelVersions, Cpio, extractedVmlinux, resolveModules, staticBusybox, which } from './guest-kernel.js';
 
 export const REPO = fileURLToPath(new URL('../../', import.meta.url)).replace(/\/$/, '');
 const GUEST_DIR = path.join(REPO, 'test', 'testbed-vfio');
@@ -43,52 +44,6 @@ interface Setup {
   kernel: string;
   kernelVersion: string;
   modules: string[];
-}
-
-function which(command: string): string | undefined {
-  for (const dir of (process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(':').concat(['/usr/sbin', '/sbin'])) {
-    const candidate = path.join(dir || '.', command);
-    try {
-      accessSync(candidate, fsConstants.X_OK);
-      if (statSync(candidate).isFile()) return candidate;
-    } catch {
-      /* next */
-    }
-  }
-  return undefined;
-}
-
-function isStaticElf(file: string): boolean {
-  let fd: number | undefined;
-  try {
-    fd = openSync(file, 'r');
-    const header = Buffer.alloc(64);
-    if (readSync(fd, header, 0, 64, 0) !== 64 || header.readUInt32BE(0) !== 0x7f454c46 || header[4] !== 2) return false;
-    const phoff = Number(header.readBigUInt64LE(32));
-    const phentsize = header.readUInt16LE(54);
-    const phnum = header.readUInt16LE(56);
-    const table = Buffer.alloc(phentsize * phnum);
-    readSync(fd, table, 0, table.length, phoff);
-    for (let i = 0; i < phnum; i++) if (table.readUInt32LE(i * phentsize) === 3) return false;
-    return true;
-  } catch {
-    return false;
-  } finally {
-    if (fd !== undefined) closeSync(fd);
-  }
-}
-
-function resolveModules(modprobe: string, version: string, names: string[]): string[] | string {
-  const files: string[] = [];
-  for (const name of names) {
-    const result = spawnSync(modprobe, ['-S', version, '--show-depends', name], { encoding: 'utf8' });
-    if (result.status !== 0) return `module ${name}: ${(result.stderr || result.stdout || 'not found').trim()}`;
-    for (const line of result.stdout.split('\n')) {
-      const match = /^insmod (\S+)/.exec(line);
-      if (match?.[1] && !files.includes(match[1])) files.push(match[1]);
-    }
-  }
-  return files;
 }
 
 let probed: { setup: Setup } | { reason: string } | undefined;
@@ -124,10 +79,10 @@ function probeSetup(kernel?: string): { setup: Setup } | { reason: string } {
   if (env('VFIOD_VFIO_GUEST_DISABLE') === '1') return { reason: 'disabled by VFIOD_VFIO_GUEST_DISABLE=1' };
   if (process.platform !== 'linux' || process.arch !== 'x64') return { reason: 'needs Linux on x86-64' };
   const qemuName = env('VFIOD_VFIO_GUEST_QEMU') ?? 'qemu-system-x86_64';
-  const qemu = qemuName.includes('/') ? qemuName : which(qemuName);
-  if (!qemu || !existsSync(qemu)) return { reason: `${qemuName} not found (apt-get install qemu-system-x86)` };
+  const qemu = which(qemuName);
+  if (!qemu) return { reason: `${qemuName} not found (apt-get install qemu-system-x86)` };
   for (const tool of ['timeout', 'sh']) if (!which(tool)) return { reason: `${tool} not found (coreutils)` };
-  const busybox = ['/bin/busybox', '/usr/bin/busybox'].find((f) => existsSync(f) && isStaticElf(f));
+  const busybox = staticBusybox();
   if (!busybox) return { reason: 'no statically linked busybox (apt-get install busybox-static)' };
   const builtinDir = kernel?.startsWith('/') ? kernel : undefined;
   const modprobe = which('modprobe');
@@ -142,15 +97,7 @@ function probeSetup(kernel?: string): { setup: Setup } | { reason: string } {
   if (/[\s,]/.test(REPO)) return { reason: `repository path '${REPO}' contains a space or comma (breaks -virtfs)` };
   if (builtinDir) return builtinKernel(builtinDir, qemu, busybox);
   const wanted = kernel ?? env('VFIOD_VFIO_GUEST_KERNEL');
-  let versions: string[] = [];
-  try {
-    versions = readdirSync('/boot')
-      .filter((n) => n.startsWith('vmlinuz-'))
-      .map((n) => n.slice('vmlinuz-'.length))
-      .sort((a, b) => b.localeCompare(a, 'en', { numeric: true }));
-  } catch {
-    /* none */
-  }
+  let versions = bootKernelVersions();
   if (wanted) versions = versions.filter((v) => v === wanted);
   const rejected: string[] = [];
   for (const version of versions) {
@@ -199,49 +146,6 @@ export function vfioGuestUnavailableReason(kernel?: string): string | undefined 
 
 // ---------------------------------------------------------------------------------------------------------------
 
-class Cpio {
-  private readonly chunks: Buffer[] = [];
-  private ino = 1;
-  dir(name: string): void {
-    this.entry(name, 0o040755, Buffer.alloc(0));
-  }
-  file(name: string, data: Uint8Array, mode = 0o644): void {
-    this.entry(name, 0o100000 | mode, Buffer.from(data));
-  }
-  symlink(name: string, target: string): void {
-    this.entry(name, 0o120777, Buffer.from(target));
-  }
-  charDevice(name: string, major: number, minor: number): void {
-    this.entry(name, 0o020600, Buffer.alloc(0), major, minor);
-  }
-  finish(): Buffer {
-    this.entry('TRAILER!!!', 0, Buffer.alloc(0));
-    return Buffer.concat(this.chunks);
-  }
-  private entry(name: string, mode: number, data: Buffer, major = 0, minor = 0): void {
-    const nameBytes = Buffer.from(`${name}\0`);
-    const hex = (n: number): string => n.toString(16).padStart(8, '0');
-    const fields = [this.ino++, mode, 0, 0, mode & 0o040000 ? 2 : 1, 0, data.length, 0, 0, major, minor, nameBytes.length, 0];
-    this.chunks.push(Buffer.from(`070701${fields.map(hex).join('')}`, 'ascii'), nameBytes);
-    this.pad(110 + nameBytes.length);
-    this.chunks.push(data);
-    this.pad(data.length);
-  }
-  private pad(length: number): void {
-    if (length % 4) this.chunks.push(Buffer.alloc(4 - (length % 4)));
-  }
-}
-
-function moduleBytes(file: string): Buffer {
-  if (file.endsWith('.ko')) return readFileSync(file);
-  if (file.endsWith('.ko.gz')) return gunzipSync(readFileSync(file));
-  const tool = file.endsWith('.ko.xz') ? 'xz' : file.endsWith('.ko.zst') ? 'zstd' : undefined;
-  if (!tool) throw new Error(`unsupported module file ${file}`);
-  const result = spawnSync(tool, ['-dc', file], { maxBuffer: 64 << 20 });
-  if (result.status !== 0) throw new Error(`cannot decompress ${file} with ${tool}`);
-  return result.stdout;
-}
-
 function buildInitramfs(setup: Setup): Buffer {
   const cpio = new Cpio();
   for (const dir of ['bin', 'dev', 'mods', 'proc', 'sys', 'newroot']) cpio.dir(dir);
@@ -250,50 +154,9 @@ function buildInitramfs(setup: Setup): Buffer {
   for (const applet of ['sh', 'mount', 'insmod', 'mkdir', 'switch_root', 'echo', 'cat', 'poweroff']) {
     cpio.symlink(`bin/${applet}`, 'busybox');
   }
-  const order: string[] = [];
-  for (const file of setup.modules) {
-    const name = path.basename(file).replace(/\.ko(\.\w+)?$/, '');
-    cpio.file(`mods/${name}.ko`, moduleBytes(file));
-    order.push(name);
-  }
-  cpio.file('mods/order', Buffer.from(`${order.join('\n')}\n`));
+  cpio.modules(setup.modules);
   cpio.file('init', readFileSync(path.join(GUEST_DIR, 'init.sh')), 0o755);
   return gzipSync(cpio.finish(), { level: 1 });
-}
-
-/**
- * The vmlinux inside the bzImage (PVH boot skips the decompressor: several seconds under TCG), cached in
- * ${TMPDIR}/vfiod-vfio-guest-cache; the bzImage when extraction is not possible.
- */
-function bootableKernel(setup: Setup): string {
-  try {
-    if (!/^CONFIG_PVH=y$/m.test(readFileSync(`/boot/config-${setup.kernelVersion}`, 'utf8'))) return setup.kernel;
-    const st = statSync(setup.kernel);
-    const dir = path.join(os.tmpdir(), 'vfiod-vfio-guest-cache');
-    const cached = path.join(dir, `vmlinux-${setup.kernelVersion}-${st.size}-${Math.round(st.mtimeMs)}`);
-    if (existsSync(cached)) return cached;
-    const image = readFileSync(setup.kernel);
-    const formats: Array<{ magic: number[]; command: string[] }> = [
-      { magic: [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], command: ['xz', '-dc', '--single-stream'] },
-      { magic: [0x28, 0xb5, 0x2f, 0xfd], command: ['zstd', '-dcq'] },
-      { magic: [0x1f, 0x8b, 0x08], command: ['gzip', '-dcq'] },
-    ];
-    for (const { magic, command } of formats) {
-      const at = image.indexOf(Buffer.from(magic));
-      if (at < 0 || !which(command[0]!)) continue;
-      const result = spawnSync(command[0]!, command.slice(1), { input: image.subarray(at), maxBuffer: 512 << 20 });
-      const vmlinux = result.stdout;
-      if (!vmlinux || vmlinux.length < 1 << 20 || vmlinux.readUInt32BE(0) !== 0x7f454c46) continue;
-      mkdirSync(dir, { recursive: true });
-      const tmp = `${cached}.${process.pid}.tmp`;
-      writeFileSync(tmp, vmlinux);
-      renameSync(tmp, cached);
-      return cached;
-    }
-  } catch {
-    /* bzImage */
-  }
-  return setup.kernel;
 }
 
 /**
@@ -338,17 +201,11 @@ function writeNestedAssets(setup: Setup, workDir: string, nested: NestedGuestAss
   cpio.charDevice('dev/console', 5, 1);
   cpio.file('bin/busybox', readFileSync(setup.busybox), 0o755);
   cpio.symlink('bin/sh', 'busybox');
-  const order: string[] = [];
-  for (const file of modules) {
-    const name = path.basename(file).replace(/\.ko(\.\w+)?$/, '');
-    cpio.file(`mods/${name}.ko`, moduleBytes(file));
-    order.push(name);
-  }
-  cpio.file('mods/order', Buffer.from(`${order.join('\n')}\n`));
+  cpio.modules(modules);
   cpio.file('init', readFileSync(nested.init), 0o755);
   // Uncompressed: gunzip of the initramfs alone takes ~20 s in a TCG-in-TCG guest.
   writeFileSync(path.join(workDir, 'l2-initrd.cpio'), cpio.finish());
-  const kernel = builtin ? path.join(builtin, 'vmlinux') : bootableKernel(setup);
+  const kernel = builtin ? path.join(builtin, 'vmlinux') : extractedVmlinux(setup.kernel, setup.kernelVersion, 'vfiod-vfio-guest-cache');
   writeFileSync(path.join(workDir, 'l2-kernel.txt'), `${kernel}\n`);
   try {
     linkSync(kernel, path.join(workDir, 'l2-vmlinux'));
@@ -417,7 +274,7 @@ export async function runVfioGuest(
   const args = [
     '-accel', 'tcg', '-cpu', 'max', '-m', String(options.memoryMb ?? 2048), '-smp', '2', '-nographic', '-no-reboot', '-nic', 'none',
     '-machine', 'q35', '-device', 'intel-iommu,intremap=on,caching-mode=on',
-    '-kernel', bootableKernel(setup), '-initrd', initrd, '-append', append,
+    '-kernel', extractedVmlinux(setup.kernel, setup.kernelVersion, 'vfiod-vfio-guest-cache'), '-initrd', initrd, '-append', append,
     '-virtfs', 'local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap',
     '-virtfs', `local,path=${REPO},mount_tag=repo,security_model=none,readonly=on,multidevs=remap`,
     '-virtfs', `local,path=${workDir},mount_tag=work,security_model=none,multidevs=remap`,
