@@ -16,7 +16,7 @@ import { ControllerWorker } from '../serve/supervisor.js';
 import type { ControllerSnapshot } from '../serve/worker.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import { socketPathState } from './socket-path.js';
+import { socketPathState } from '../util/socket-path.js';
 
 export type ControllerRunState = 'starting' | 'serving' | 'stopping' | 'failed';
 

@@ -26,7 +26,7 @@ import { controllerService } from './controllers-service.js';
 import { deviceService } from './devices-service.js';
 import { DeviceEventBus } from './events.js';
 import { loadProtocol, serviceDefinition } from './proto.js';
-import { socketPathState } from './socket-path.js';
+import { socketPathState } from '../util/socket-path.js';
 
 export const DEFAULT_DAEMON_SOCKET = '/run/vfiod/vfiod.sock';
 export const DEFAULT_STATE_DIR = '/var/lib/vfiod';

@@ -17,6 +17,7 @@ import path from 'node:path';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { native, POLL_READABLE, PROT_READ, PROT_WRITE, type FdWatcher } from '../native/index.js';
 import { rootLogger, type Logger } from '../util/log.js';
+import { socketPathState } from '../util/socket-path.js';
 import { Connection, closeFds, type ConnectionHandler, type IncomingMessage } from './connection.js';
 import { IrqFlag, IrqSetFlag, RegionFlag, validateDevice, type SetIrqsRequest, type VfioUserDevice } from './device.js';
 import { Errno, VfioUserError, errnoName, errnoOf, messageOf } from './errors.js';
@@ -241,27 +242,13 @@ export class VfioUserServer extends EventEmitter {
   }
 
   private async removeStaleSocket(): Promise<void> {
-    let stat: fs.Stats;
-    try {
-      stat = await fs.promises.lstat(this.socketPath);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw error;
-    }
-    if (!stat.isSocket()) {
+    const state = await socketPathState(this.socketPath);
+    if (state === 'free') return;
+    if (state === 'not-a-socket') {
       throw new Error(`refusing to replace ${this.socketPath}: it exists and is not a socket`);
     }
-    let probe: number | undefined;
-    try {
-      probe = native.connectUnix(this.socketPath);
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ECONNREFUSED') throw error;
-    }
-    if (probe !== undefined) {
-      native.close(probe);
-      const error = new Error(
-        `${this.socketPath} is in use: another server is listening on it`,
-      ) as NodeJS.ErrnoException;
+    if (state === 'live') {
+      const error = new Error(`${this.socketPath} is in use: another server is listening on it`) as NodeJS.ErrnoException;
       error.code = 'EADDRINUSE';
       throw error;
     }
