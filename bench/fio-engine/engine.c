@@ -196,6 +196,13 @@ static uint64_t ctrl_take_iova(struct shared_ctrl *sc, size_t size) {
   return iova;
 }
 
+/* Give an I/O queue id back after a failed queue setup. */
+static void ctrl_put_qid(struct shared_ctrl *sc, uint16_t qid) {
+  pthread_mutex_lock(&sc->lock);
+  sc->qid_busy[qid] = 0;
+  pthread_mutex_unlock(&sc->lock);
+}
+
 static struct shared_ctrl *ctrl_open(const struct vfiod_options *o, const char *key, char *err, size_t errlen) {
   struct shared_ctrl *sc = calloc(1, sizeof *sc);
   if (!sc) {
@@ -501,9 +508,7 @@ static int vfiod_init(struct thread_data *td) {
   }
   if ((r = sc->x->dma_map(sc->x, &j->rings, err, sizeof err))) {
     log_err("vfiod: %s: queue memory: %s\n", j->desc, err);
-    pthread_mutex_lock(&sc->lock);
-    sc->qid_busy[qid] = 0;
-    pthread_mutex_unlock(&sc->lock);
+    ctrl_put_qid(sc, qid);
     return -r;
   }
   j->rings_mem = (struct nvme_dma_mem){.vaddr = j->rings.vaddr, .iova = j->rings.iova, .size = j->rings.size};
@@ -517,18 +522,14 @@ static int vfiod_init(struct thread_data *td) {
     if (!sc->x->irq_bind || qid >= sc->x->irq_vectors) {
       log_err("vfiod: %s: vfiod_completion=irq needs MSI-X vector %u, but the device has %u vectors (use poll)\n",
               j->desc, qid, sc->x->irq_vectors);
-      pthread_mutex_lock(&sc->lock);
-      sc->qid_busy[qid] = 0;
-      pthread_mutex_unlock(&sc->lock);
+      ctrl_put_qid(sc, qid);
       return EINVAL;
     }
     j->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (j->efd < 0 || sc->x->irq_bind(sc->x, qid, j->efd, err, sizeof err)) {
       if (j->efd < 0) snprintf(err, sizeof err, "eventfd: %s", strerror(errno));
       log_err("vfiod: %s: interrupt for queue %u: %s\n", j->desc, qid, err);
-      pthread_mutex_lock(&sc->lock);
-      sc->qid_busy[qid] = 0;
-      pthread_mutex_unlock(&sc->lock);
+      ctrl_put_qid(sc, qid);
       return EIO;
     }
     vector = qid;
