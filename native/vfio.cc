@@ -81,6 +81,28 @@ int IoctlRetryInt(int fd, unsigned long request, unsigned long arg) {
 
 std::string FdText(int fd) { return "fd " + std::to_string(fd); }
 
+// One ioctl on `fd` (EINTR retried); on failure throws "ioctl(<what>, fd N)" with errno and returns -1.
+int IoctlOrThrow(Napi::Env env, int fd, unsigned long request, void* arg, const std::string& what) {
+  int rc = IoctlRetry(fd, request, arg);
+  if (rc < 0) ThrowErrno(env, errno, "ioctl", what + ", " + FdText(fd));
+  return rc;
+}
+int IoctlOrThrowInt(Napi::Env env, int fd, unsigned long request, unsigned long arg, const std::string& what) {
+  int rc = IoctlRetryInt(fd, request, arg);
+  if (rc < 0) ThrowErrno(env, errno, "ioctl", what + ", " + FdText(fd));
+  return rc;
+}
+
+// open(path, O_RDWR | O_CLOEXEC) (EINTR retried); on failure throws naming the path and returns -1.
+int OpenRdwrOrThrow(Napi::Env env, const std::string& path) {
+  int fd;
+  do {
+    fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) ThrowErrno(env, errno, "open", path);
+  return fd;
+}
+
 // Number for values that fit exactly in a double, else BigInt (region offsets/sizes of exotic regions).
 Napi::Value U64(Napi::Env env, uint64_t v) {
   if (v <= static_cast<uint64_t>(kMaxSafeInteger)) return Napi::Number::New(env, static_cast<double>(v));
@@ -111,14 +133,8 @@ Napi::Value OpenContainer(const Napi::CallbackInfo& info) {
       !GetString(info, 0, "vfioOpenContainer", "path", PATH_MAX - 1, &path)) {
     return Napi::Value();
   }
-  int fd;
-  do {
-    fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-  } while (fd < 0 && errno == EINTR);
-  if (fd < 0) {
-    ThrowErrno(env, errno, "open", path);
-    return Napi::Value();
-  }
+  int fd = OpenRdwrOrThrow(env, path);
+  if (fd < 0) return Napi::Value();
   int version = IoctlRetryInt(fd, VFIO_GET_API_VERSION, 0);
   if (version != VFIO_API_VERSION) {
     int err = version < 0 ? errno : EINVAL;
@@ -144,11 +160,9 @@ Napi::Value CheckExtension(const Napi::CallbackInfo& info) {
       !GetInteger(info, 1, "vfioCheckExtension", "extension", 0, INT_MAX, &ext)) {
     return Napi::Value();
   }
-  int rc = IoctlRetryInt(fd, VFIO_CHECK_EXTENSION, static_cast<unsigned long>(ext));
-  if (rc < 0) {
-    ThrowErrno(env, errno, "ioctl", "VFIO_CHECK_EXTENSION " + std::to_string(ext) + ", " + FdText(fd));
-    return Napi::Value();
-  }
+  int rc = IoctlOrThrowInt(env, fd, VFIO_CHECK_EXTENSION, static_cast<unsigned long>(ext),
+                           "VFIO_CHECK_EXTENSION " + std::to_string(ext));
+  if (rc < 0) return Napi::Value();
   return Napi::Number::New(env, rc);
 }
 
@@ -160,8 +174,8 @@ Napi::Value SetIommu(const Napi::CallbackInfo& info) {
   if (!GetFd(info, 0, "vfioSetIommu", &fd) || !GetInteger(info, 1, "vfioSetIommu", "type", 0, INT_MAX, &type)) {
     return Napi::Value();
   }
-  if (IoctlRetryInt(fd, VFIO_SET_IOMMU, static_cast<unsigned long>(type)) < 0) {
-    ThrowErrno(env, errno, "ioctl", "VFIO_SET_IOMMU type " + std::to_string(type) + ", " + FdText(fd));
+  if (IoctlOrThrowInt(env, fd, VFIO_SET_IOMMU, static_cast<unsigned long>(type),
+                      "VFIO_SET_IOMMU type " + std::to_string(type)) < 0) {
     return Napi::Value();
   }
   return env.Undefined();
@@ -177,10 +191,7 @@ Napi::Value IommuGetInfo(const Napi::CallbackInfo& info) {
     auto* ii = reinterpret_cast<vfio_iommu_type1_info*>(buf.data());
     std::memset(buf.data(), 0, buf.size());
     ii->argsz = static_cast<uint32_t>(buf.size());
-    if (IoctlRetry(fd, VFIO_IOMMU_GET_INFO, buf.data()) < 0) {
-      ThrowErrno(env, errno, "ioctl", "VFIO_IOMMU_GET_INFO, " + FdText(fd));
-      return Napi::Value();
-    }
+    if (IoctlOrThrow(env, fd, VFIO_IOMMU_GET_INFO, buf.data(), "VFIO_IOMMU_GET_INFO") < 0) return Napi::Value();
     if (ii->argsz <= buf.size() || ii->argsz > (1u << 20)) break;
     buf.resize(ii->argsz);
   }
@@ -228,10 +239,7 @@ Napi::Value GroupGetStatus(const Napi::CallbackInfo& info) {
   if (!GetFd(info, 0, "vfioGroupGetStatus", &fd)) return Napi::Value();
   vfio_group_status st{};
   st.argsz = sizeof st;
-  if (IoctlRetry(fd, VFIO_GROUP_GET_STATUS, &st) < 0) {
-    ThrowErrno(env, errno, "ioctl", "VFIO_GROUP_GET_STATUS, " + FdText(fd));
-    return Napi::Value();
-  }
+  if (IoctlOrThrow(env, fd, VFIO_GROUP_GET_STATUS, &st, "VFIO_GROUP_GET_STATUS") < 0) return Napi::Value();
   Napi::Object out = Napi::Object::New(env);
   out.Set("flags", Napi::Number::New(env, st.flags));
   out.Set("viable", Napi::Boolean::New(env, (st.flags & VFIO_GROUP_FLAGS_VIABLE) != 0));
@@ -260,10 +268,7 @@ Napi::Value GroupUnsetContainer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
   if (!GetFd(info, 0, "vfioGroupUnsetContainer", &fd)) return Napi::Value();
-  if (IoctlRetryInt(fd, VFIO_GROUP_UNSET_CONTAINER, 0) < 0) {
-    ThrowErrno(env, errno, "ioctl", "VFIO_GROUP_UNSET_CONTAINER, " + FdText(fd));
-    return Napi::Value();
-  }
+  if (IoctlOrThrowInt(env, fd, VFIO_GROUP_UNSET_CONTAINER, 0, "VFIO_GROUP_UNSET_CONTAINER") < 0) return Napi::Value();
   return env.Undefined();
 }
 
@@ -300,10 +305,7 @@ Napi::Value DeviceGetInfo(const Napi::CallbackInfo& info) {
   if (!GetFd(info, 0, "vfioDeviceGetInfo", &fd)) return Napi::Value();
   vfio_device_info di{};
   di.argsz = sizeof di;
-  if (IoctlRetry(fd, VFIO_DEVICE_GET_INFO, &di) < 0) {
-    ThrowErrno(env, errno, "ioctl", "VFIO_DEVICE_GET_INFO, " + FdText(fd));
-    return Napi::Value();
-  }
+  if (IoctlOrThrow(env, fd, VFIO_DEVICE_GET_INFO, &di, "VFIO_DEVICE_GET_INFO") < 0) return Napi::Value();
   Napi::Object out = Napi::Object::New(env);
   out.Set("flags", Napi::Number::New(env, di.flags));
   out.Set("numRegions", Napi::Number::New(env, di.num_regions));
@@ -418,10 +420,7 @@ Napi::Value DeviceReset(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
   if (!GetFd(info, 0, "vfioDeviceReset", &fd)) return Napi::Value();
-  if (IoctlRetryInt(fd, VFIO_DEVICE_RESET, 0) < 0) {
-    ThrowErrno(env, errno, "ioctl", "VFIO_DEVICE_RESET, " + FdText(fd));
-    return Napi::Value();
-  }
+  if (IoctlOrThrowInt(env, fd, VFIO_DEVICE_RESET, 0, "VFIO_DEVICE_RESET") < 0) return Napi::Value();
   return env.Undefined();
 }
 
@@ -703,14 +702,8 @@ Napi::Value OpenNode(const Napi::CallbackInfo& info, const char* fn, const char*
     ThrowInvalidValue(env, std::string(fn) + ": \"path\" must not be empty");
     return Napi::Value();
   }
-  int fd;
-  do {
-    fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-  } while (fd < 0 && errno == EINTR);
-  if (fd < 0) {
-    ThrowErrno(env, errno, "open", path);
-    return Napi::Value();
-  }
+  int fd = OpenRdwrOrThrow(env, path);
+  if (fd < 0) return Napi::Value();
   return Napi::Number::New(env, fd);
 }
 
@@ -727,10 +720,7 @@ Napi::Value IommufdIoasAlloc(const Napi::CallbackInfo& info) {
   if (!GetFd(info, 0, "iommufdIoasAlloc", &fd)) return Napi::Value();
   IommuIoasAlloc cmd{};
   cmd.size = sizeof cmd;
-  if (IoctlRetry(fd, kIommuIoasAlloc, &cmd) < 0) {
-    ThrowErrno(env, errno, "ioctl", "IOMMU_IOAS_ALLOC, " + FdText(fd));
-    return Napi::Value();
-  }
+  if (IoctlOrThrow(env, fd, kIommuIoasAlloc, &cmd, "IOMMU_IOAS_ALLOC") < 0) return Napi::Value();
   return Napi::Number::New(env, cmd.outIoasId);
 }
 
@@ -746,10 +736,7 @@ Napi::Value IommufdDestroy(const Napi::CallbackInfo& info) {
   IommuDestroy cmd{};
   cmd.size = sizeof cmd;
   cmd.id = static_cast<uint32_t>(id);
-  if (IoctlRetry(fd, kIommuDestroy, &cmd) < 0) {
-    ThrowErrno(env, errno, "ioctl", "IOMMU_DESTROY " + std::to_string(id) + ", " + FdText(fd));
-    return Napi::Value();
-  }
+  if (IoctlOrThrow(env, fd, kIommuDestroy, &cmd, "IOMMU_DESTROY " + std::to_string(id)) < 0) return Napi::Value();
   std::lock_guard<std::mutex> lock(g_dmaMutex);
   UnpinAll(fd, id);
   return env.Undefined();
@@ -844,8 +831,7 @@ Napi::Value IommufdGetHwInfo(const Napi::CallbackInfo& info) {
   IommuHwInfo cmd{};
   cmd.size = sizeof cmd;
   cmd.devId = static_cast<uint32_t>(devId);
-  if (IoctlRetry(fd, kIommuGetHwInfo, &cmd) < 0) {
-    ThrowErrno(env, errno, "ioctl", "IOMMU_GET_HW_INFO, dev " + std::to_string(devId) + ", " + FdText(fd));
+  if (IoctlOrThrow(env, fd, kIommuGetHwInfo, &cmd, "IOMMU_GET_HW_INFO, dev " + std::to_string(devId)) < 0) {
     return Napi::Value();
   }
   Napi::Object out = Napi::Object::New(env);
@@ -889,10 +875,8 @@ Napi::Value DeviceAttachIommufdPt(const Napi::CallbackInfo& info) {
   VfioDeviceAttachIommufdPt cmd{};
   cmd.argsz = sizeof cmd;
   cmd.ptId = static_cast<uint32_t>(pt);
-  if (IoctlRetry(fd, kVfioDeviceAttachIommufdPt, &cmd) < 0) {
-    ThrowErrno(env, errno, "ioctl", "VFIO_DEVICE_ATTACH_IOMMUFD_PT " + std::to_string(pt) + ", " + FdText(fd));
-    return Napi::Value();
-  }
+  const std::string what = "VFIO_DEVICE_ATTACH_IOMMUFD_PT " + std::to_string(pt);
+  if (IoctlOrThrow(env, fd, kVfioDeviceAttachIommufdPt, &cmd, what) < 0) return Napi::Value();
   return Napi::Number::New(env, cmd.ptId);
 }
 
@@ -903,8 +887,7 @@ Napi::Value DeviceDetachIommufdPt(const Napi::CallbackInfo& info) {
   if (!GetFd(info, 0, "vfioDeviceDetachIommufdPt", &fd)) return Napi::Value();
   VfioDeviceDetachIommufdPt cmd{};
   cmd.argsz = sizeof cmd;
-  if (IoctlRetry(fd, kVfioDeviceDetachIommufdPt, &cmd) < 0) {
-    ThrowErrno(env, errno, "ioctl", "VFIO_DEVICE_DETACH_IOMMUFD_PT, " + FdText(fd));
+  if (IoctlOrThrow(env, fd, kVfioDeviceDetachIommufdPt, &cmd, "VFIO_DEVICE_DETACH_IOMMUFD_PT") < 0) {
     return Napi::Value();
   }
   return env.Undefined();
