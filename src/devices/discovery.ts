@@ -4,7 +4,7 @@
  */
 import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { type HostRoots, pciDeviceDir, pciDevicesDir, vfioGroupPath } from './host.js';
+import { BDF, type HostRoots, pciDeviceDir, pciDevicesDir, vfioGroupPath } from './host.js';
 
 export type DeviceKind = 'nvme' | 'display' | 'network' | 'audio' | 'bridge' | 'other';
 
@@ -311,7 +311,7 @@ export function readDevice(roots: HostRoots, bdf: string, host: HostContext = re
 }
 
 export function listBdfs(roots: HostRoots): string[] {
-  return listDir(pciDevicesDir(roots)).filter((n) => /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/.test(n));
+  return listDir(pciDevicesDir(roots)).filter((n) => BDF.test(n));
 }
 
 export function listDevices(roots: HostRoots): PciDevice[] {
