@@ -24,7 +24,7 @@ import { NativeVfioProber } from '../../src/vfio/prober.js';
 import { DeviceManager } from '../../src/devices/manager.js';
 import { ClaimStore } from '../../src/devices/claims.js';
 import { DEFAULT_ROOTS, realSysfsWriter } from '../../src/devices/host.js';
-import { createNvmeVf, runGuestProgram, driverOf, ensureDriver, read, results, step, SYS, waitFor, write } from './guest-lib.js';
+import { createNvmeVf, runGuestProgram, driverOf, ensureDriver, identifyController, read, results, step, SYS, waitFor, write } from './guest-lib.js';
 
 /** What a refused operation looked like: code and message, or 'succeeded' when it was not refused. */
 function refusal(fn: () => unknown): { code?: string; message: string } | 'succeeded' {
@@ -56,7 +56,6 @@ function identify(opened: OpenedVfioDevice): Record<string, unknown> {
   const cap = BigInt(r32[0]!) | (BigInt(r32[1]!) << 32n);
   out.cap = `0x${cap.toString(16)}`;
   out.vs = `0x${r32[2]!.toString(16)}`;
-  const dstrd = Number((cap >> 32n) & 0xfn);
   const IOVA = 0x200000;
   const memfd = native.memfdCreate('iommufd-dma', 3 * 4096);
   const buffer = native.mmap(memfd, 0, 3 * 4096, PROT_READ | PROT_WRITE);
@@ -65,35 +64,7 @@ function identify(opened: OpenedVfioDevice): Record<string, unknown> {
   out.mappedIovas = [...dma.dmaMappings.keys()];
   out.munmapWhileDmaMapped = refusal(() => native.munmap(buffer));
   out.command = device.enableBusMaster();
-  const mem = new Uint8Array(buffer);
-  const view = new DataView(buffer);
-  const spin = (what: string, cond: () => boolean): void => {
-    const deadline = Date.now() + 10_000;
-    while (!cond()) if (Date.now() > deadline) throw new Error(`timeout waiting for ${what} (CSTS 0x${r32[7]!.toString(16)})`);
-  };
-  r32[0x14 / 4] = 0; // CC.EN = 0
-  spin('RDY=0', () => (r32[0x1c / 4]! & 1) === 0);
-  r32[0x24 / 4] = (15 << 16) | 15; // AQA
-  r32[0x28 / 4] = IOVA; // ASQ
-  r32[0x2c / 4] = 0;
-  r32[0x30 / 4] = IOVA + 4096; // ACQ
-  r32[0x34 / 4] = 0;
-  r32[0x14 / 4] = (4 << 20) | (6 << 16) | 1; // IOCQES 4, IOSQES 6, EN
-  spin('RDY=1', () => (r32[0x1c / 4]! & 1) === 1);
-  mem.fill(0, 0, 64);
-  view.setUint8(0, 0x06); // Identify
-  view.setUint16(2, 0x4321, true); // CID
-  view.setUint32(24, IOVA + 8192, true); // PRP1
-  view.setUint32(40, 1, true); // CNS 1: controller
-  r32[0x1000 / 4] = 1; // SQ0 tail
-  spin('CQE', () => ((view.getUint32(4096 + 12, true) >>> 16) & 1) === 1);
-  const dw3 = view.getUint32(4096 + 12, true);
-  r32[(0x1000 + (4 << dstrd)) / 4] = 1; // CQ0 head
-  const text = (a: number, b: number): string => Buffer.from(mem.subarray(8192 + a, 8192 + b)).toString('latin1').replace(/[\s\0]+$/, '');
-  out.cqe = { cid: dw3 & 0xffff, status: dw3 >>> 17 };
-  out.identify = { vid: view.getUint16(8192, true), sn: text(4, 24), subnqn: text(768, 1024).split('\0')[0] };
-  r32[0x14 / 4] = 0;
-  spin('RDY=0 after disable', () => (r32[0x1c / 4]! & 1) === 0);
+  Object.assign(out, identifyController(bar, buffer, IOVA, 0x4321));
   dma.unmapDma(IOVA);
   native.munmap(buffer);
   device.unmap(bar);

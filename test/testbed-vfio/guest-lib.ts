@@ -85,3 +85,50 @@ export async function createNvmeVf(timeoutMs = 20_000): Promise<{ pf: string; vf
   sh('nvme', ['virt-mgmt', '/dev/nvme0', '-c', '1', '-r', '0', '-a', '9', '-n', '0']);
   return { pf, vf: path.basename(readlinkSync(path.join(pfDir, 'virtfn0'))) };
 }
+
+/**
+ * Identify Controller through the NVMe admin queues, driven by hand: `bar` is the controller's BAR0 (mapped), `dma`
+ * three pages (ASQ, ACQ, identify data) the IOMMU maps at `iova`. Enables the controller, sends one command with
+ * `cid`, reads the completion and disables the controller again. Bus mastering must already be on.
+ */
+export function identifyController(
+  bar: ArrayBuffer,
+  dma: ArrayBuffer,
+  iova: number,
+  cid: number,
+): { cqe: { cid: number; status: number }; identify: { vid: number; sn: string; mn: string; subnqn: string | undefined } } {
+  const r32 = new Uint32Array(bar);
+  const dstrd = r32[1]! & 0xf; // CAP.DSTRD: bits 35:32
+  const mem = new Uint8Array(dma);
+  const view = new DataView(dma);
+  const spin = (what: string, cond: () => boolean): void => {
+    const deadline = Date.now() + 10_000;
+    while (!cond()) if (Date.now() > deadline) throw new Error(`timeout waiting for ${what} (CSTS 0x${r32[7]!.toString(16)})`);
+  };
+  r32[0x14 / 4] = 0; // CC.EN = 0
+  spin('RDY=0', () => (r32[0x1c / 4]! & 1) === 0);
+  r32[0x24 / 4] = (15 << 16) | 15; // AQA
+  r32[0x28 / 4] = iova; // ASQ
+  r32[0x2c / 4] = 0;
+  r32[0x30 / 4] = iova + 4096; // ACQ
+  r32[0x34 / 4] = 0;
+  r32[0x14 / 4] = (4 << 20) | (6 << 16) | 1; // IOCQES 4, IOSQES 6, EN
+  spin('RDY=1', () => (r32[0x1c / 4]! & 1) === 1);
+  mem.fill(0, 0, 64);
+  view.setUint8(0, 0x06); // Identify
+  view.setUint16(2, cid, true);
+  view.setUint32(24, iova + 8192, true); // PRP1: third page
+  view.setUint32(40, 1, true); // CNS 1: controller
+  r32[0x1000 / 4] = 1; // SQ0 tail
+  spin('CQE', () => ((view.getUint32(4096 + 12, true) >>> 16) & 1) === 1);
+  const dw3 = view.getUint32(4096 + 12, true);
+  r32[(0x1000 + (4 << dstrd)) / 4] = 1; // CQ0 head
+  const text = (a: number, b: number): string => Buffer.from(mem.subarray(8192 + a, 8192 + b)).toString('latin1').replace(/[\s\0]+$/, '');
+  const result = {
+    cqe: { cid: dw3 & 0xffff, status: dw3 >>> 17 },
+    identify: { vid: view.getUint16(8192, true), sn: text(4, 24), mn: text(24, 64), subnqn: text(768, 1024).split('\0')[0] },
+  };
+  r32[0x14 / 4] = 0;
+  spin('RDY=0 after disable', () => (r32[0x1c / 4]! & 1) === 0);
+  return result;
+}

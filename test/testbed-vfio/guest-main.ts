@@ -19,7 +19,7 @@ import { NativeVfioProber } from '../../src/vfio/prober.js';
 import { DeviceManager } from '../../src/devices/manager.js';
 import { ClaimStore } from '../../src/devices/claims.js';
 import { DEFAULT_ROOTS, realSysfsWriter } from '../../src/devices/host.js';
-import { createNvmeVf, runGuestProgram, driverOf, read, results, sh, step, SYS, waitFor, write } from './guest-lib.js';
+import { createNvmeVf, runGuestProgram, driverOf, identifyController, read, results, sh, step, SYS, waitFor, write } from './guest-lib.js';
 
 const groupOf = (bdf: string): number => Number(path.basename(readlinkSync(path.join(SYS, bdf, 'iommu_group'))));
 
@@ -53,7 +53,6 @@ function nvmeIdentify(bdf: string): Record<string, unknown> {
     const vs = r32[2]!;
     out.cap = `0x${cap.toString(16)}`;
     out.vs = `0x${vs.toString(16)}`;
-    const dstrd = Number((cap >> 32n) & 0xfn);
     // DMA: 3 pages of a memfd (ASQ, ACQ, identify data) at IOVA 1 MiB
     const IOVA = 0x100000;
     const memfd = native.memfdCreate('vfio-dma', 3 * 4096);
@@ -67,41 +66,7 @@ function nvmeIdentify(bdf: string): Record<string, unknown> {
       out.munmapWhileDmaMapped = (error as { code?: string }).code;
     }
     out.command = device.enableBusMaster();
-    const mem = new Uint8Array(dma);
-    const view = new DataView(dma);
-    r32[0x14 / 4] = 0; // CC.EN = 0
-    const spin = (what: string, cond: () => boolean): void => {
-      const deadline = Date.now() + 10_000;
-      while (!cond()) if (Date.now() > deadline) throw new Error(`timeout waiting for ${what} (CSTS 0x${r32[7]!.toString(16)})`);
-    };
-    spin('RDY=0', () => (r32[0x1c / 4]! & 1) === 0);
-    r32[0x24 / 4] = (15 << 16) | 15; // AQA
-    r32[0x28 / 4] = IOVA; // ASQ
-    r32[0x2c / 4] = 0;
-    r32[0x30 / 4] = IOVA + 4096; // ACQ
-    r32[0x34 / 4] = 0;
-    r32[0x14 / 4] = (4 << 20) | (6 << 16) | 1; // IOCQES 4, IOSQES 6, EN
-    spin('RDY=1', () => (r32[0x1c / 4]! & 1) === 1);
-    // Identify Controller: opcode 6, CID 0x1234, PRP1 = third page, CDW10 CNS=1
-    mem.fill(0, 0, 64);
-    view.setUint8(0, 0x06);
-    view.setUint16(2, 0x1234, true);
-    view.setUint32(24, IOVA + 8192, true);
-    view.setUint32(40, 1, true);
-    r32[0x1000 / 4] = 1; // SQ0 tail
-    spin('CQE', () => ((view.getUint32(4096 + 12, true) >>> 16) & 1) === 1);
-    const dw3 = view.getUint32(4096 + 12, true);
-    r32[(0x1000 + (4 << dstrd)) / 4] = 1; // CQ0 head
-    const text = (a: number, b: number): string => Buffer.from(mem.subarray(8192 + a, 8192 + b)).toString('latin1').replace(/[\s\0]+$/, '');
-    out.cqe = { cid: dw3 & 0xffff, status: dw3 >>> 17 };
-    out.identify = {
-      vid: view.getUint16(8192, true),
-      sn: text(4, 24),
-      mn: text(24, 64),
-      subnqn: text(768, 1024).split('\0')[0],
-    };
-    r32[0x14 / 4] = 0;
-    spin('RDY=0 after disable', () => (r32[0x1c / 4]! & 1) === 0);
+    Object.assign(out, identifyController(bar, dma, IOVA, 0x1234));
     container.unmapDma(IOVA);
     native.munmap(dma);
     if (info.reset) {
