@@ -194,6 +194,29 @@ describe.skipIf(hostReason !== undefined)('in-guest target against a real qemu-g
     } finally {
       fake.close();
     }
+    // An agent that answers with JSON that is not an object: a protocol error naming the command, not a TypeError.
+    const odd = path.join(agentDir, 'odd.sock');
+    const oddAgent = net.createServer((connection) => {
+      const answers = ['null', '[1]', '7'];
+      connection.on('data', (data) => {
+        for (const line of data.toString().split('\n').filter(Boolean)) {
+          const request = JSON.parse(line) as { execute: string; arguments?: { id: number } };
+          connection.write(`${request.execute === 'guest-sync' ? `{"return": ${request.arguments!.id}}` : answers.shift()}\n`);
+        }
+      });
+    }).listen(odd);
+    await new Promise((r) => oddAgent.once('listening', r));
+    try {
+      const client = await QgaClient.connect(odd);
+      for (const answer of ['null', '[1]', '7']) {
+        const error = await client.execute('guest-ping').catch((e: unknown) => e);
+        expect(error).toBeInstanceOf(QgaError);
+        expect((error as Error).message).toContain(`not a JSON object: ${answer}`);
+      }
+      client.close();
+    } finally {
+      oddAgent.close();
+    }
   });
 
   it('refuses to start without fio or the device in the guest', async () => {

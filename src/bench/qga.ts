@@ -160,12 +160,17 @@ export class QgaClient {
     const run = async (): Promise<unknown> => {
       this.socket.write(JSON.stringify(args ? { execute: command, arguments: args } : { execute: command }) + '\n');
       const line = await this.nextLine(timeoutMs, command);
-      let answer: Json;
+      let parsed: unknown;
       try {
-        answer = JSON.parse(line) as Json;
+        parsed = JSON.parse(line);
       } catch {
         throw new QgaError(command, 'ProtocolError', `not JSON: ${line.slice(0, 200)}`);
       }
+      // The guest writes this: `null` or an array would otherwise fail below with a TypeError and no context.
+      if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+        throw new QgaError(command, 'ProtocolError', `not a JSON object: ${line.slice(0, 200)}`);
+      }
+      const answer = parsed as Json;
       const error = answer['error'] as Json | undefined;
       if (error) throw new QgaError(command, String(error['class'] ?? 'Error'), String(error['desc'] ?? JSON.stringify(error)));
       if (!('return' in answer)) throw new QgaError(command, 'ProtocolError', `no 'return' in ${line.slice(0, 200)}`);
