@@ -264,6 +264,7 @@ describe.skipIf(noFio !== undefined)('fio runs and their JSON', () => {
     expect(() => parseFioOutput('{"jobs": 3}')).toThrow(/jobs is missing/);
     expect(() => parseFioOutput('{"timestamp_ms": 1, "jobs": [{"jobname": "x"}]}')).toThrow(/jobs\[0\]\.error is missing/);
     expect(() => parseFioOutput('{ "jobs": [')).toThrow(/not valid JSON/);
+    expect(() => parseFioOutput('{"timestamp_ms": 1, "jobs": [null]}')).toThrow(new FioOutputError('fio JSON: jobs[0] is not an object'));
   });
 
   it('verify catches data that changed after it was written', async () => {

@@ -217,6 +217,26 @@ describe.skipIf(hostReason !== undefined)('in-guest target against a real qemu-g
     } finally {
       oddAgent.close();
     }
+    // An agent whose answer never ends: the connection is closed at the cap instead of buffering without bound.
+    const endless = path.join(agentDir, 'endless.sock');
+    const endlessAgent = net.createServer((connection) => {
+      connection.on('error', () => undefined); // the client resets the connection at the cap
+      connection.on('data', (data) => {
+        const request = JSON.parse(data.toString().split('\n')[0]!) as { execute: string; arguments?: { id: number } };
+        if (request.execute === 'guest-sync') connection.write(`{"return": ${request.arguments!.id}}\n`);
+        else connection.write('"'.padEnd(33 << 20, 'a'));
+      });
+    }).listen(endless);
+    await new Promise((r) => endlessAgent.once('listening', r));
+    try {
+      const client = await QgaClient.connect(endless);
+      const error = await client.execute('guest-ping', undefined, 20_000).catch((e: unknown) => e);
+      expect(error).toBeInstanceOf(QgaError);
+      expect((error as Error).message).toContain('characters without a line end; connection closed');
+      client.close();
+    } finally {
+      endlessAgent.close();
+    }
   });
 
   it('refuses to start without fio or the device in the guest', async () => {

@@ -104,6 +104,8 @@ export function parseFioOutput(text: string): FioOutput {
     notices: text.slice(0, start).split('\n').map((l) => l.trim()).filter(Boolean),
     jobs: jobs.map((job: Json, i: number) => {
       const where = `jobs[${i}]`;
+      // In-guest runs: this JSON comes from the guest.
+      if (typeof job !== 'object' || job === null || Array.isArray(job)) throw new FioOutputError(`fio JSON: ${where} is not an object`);
       return {
         jobname: String(job['jobname']),
         error: num(job, 'error', where),

@@ -58,6 +58,8 @@ const CONNECT_TIMEOUT_MS = 5_000;
 const SYNC_TIMEOUT_MS = 10_000;
 const COMMAND_TIMEOUT_MS = 30_000;
 
+const MAX_PENDING_CHARS = 32 << 20;
+
 /** A connection to qemu-ga's socket (the host end of the VM's org.qemu.guest_agent.0 port). One command at a time. */
 export class QgaClient {
   private buffer = '';
@@ -73,6 +75,13 @@ export class QgaClient {
     socket.on('data', (chunk: string) => {
       this.buffer += chunk;
       this.deliver();
+      // A guest that never ends its answer must not grow host memory without bound; qemu-ga's own output limit
+      // (16 MiB, base64 in JSON) stays far below this.
+      if (this.buffer.length > MAX_PENDING_CHARS) {
+        this.closedError ??= new QgaError('(answer)', 'ProtocolError', `guest agent ${socketPath}: more than ${MAX_PENDING_CHARS} characters without a line end; connection closed`);
+        this.buffer = '';
+        socket.destroy();
+      }
     });
     const closed = (error?: Error): void => {
       this.closedError ??= new GuestUnreachableError(`guest agent ${socketPath}: connection closed${error ? `: ${error.message}` : ''}`);
