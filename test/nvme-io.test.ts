@@ -441,8 +441,8 @@ describe('asynchronous completion', () => {
       events.push(`done ${outcome.status}`);
       return outcome;
     });
-    expect(request.pinned).toEqual([memory.mappings[0]]);
-    const mapping = memory.mappings[0]!;
+    expect(request.pinned).toEqual([memory.windows[0]]);
+    const mapping = memory.windows[0]!;
     const removal = memory.remove(BASE, RAM_BYTES).then(() => events.push('unmapped'));
     // The mapping is retired at once (new lookups fail) ...
     expect(() => memory.view(BUFFER_A, 1, 'read')).toThrow();

@@ -940,17 +940,16 @@ class ClientSession implements ConnectionHandler {
           `${where} offset 0x${fdOffset.toString(16)}: not ${PAGE_SIZE}-byte aligned`,
         );
       }
-      const mappings = this.memory.mappings;
-      for (const mapping of mappings) {
-        if (mapping.iova < iova + size && iova < mapping.iova + mapping.size) {
-          throw new VfioUserError(
-            Errno.EEXIST,
-            `${where}: overlaps the mapping at 0x${mapping.iova.toString(16)} size 0x${mapping.size.toString(16)}`,
-          );
-        }
+      const overlapped = this.memory.overlapping(iova, size);
+      if (overlapped) {
+        throw new VfioUserError(
+          Errno.EEXIST,
+          `${where}: overlaps the mapping at 0x${overlapped.iova.toString(16)} size 0x${overlapped.size.toString(16)}`,
+        );
       }
-      if (mappings.length >= this.server.maxDmaMaps) {
-        throw new VfioUserError(Errno.ENOSPC, `${where}: already ${mappings.length} mappings (max_dma_maps)`);
+      const count = this.memory.regions.length;
+      if (count >= this.server.maxDmaMaps) {
+        throw new VfioUserError(Errno.ENOSPC, `${where}: already ${count} mappings (max_dma_maps)`);
       }
       const fd = m.fds[0];
       if (fd === undefined) {
@@ -972,33 +971,38 @@ class ClientSession implements ConnectionHandler {
       }
       const prot =
         ((flags & DmaMapFlag.READ) !== 0 ? PROT_READ : 0) | ((flags & DmaMapFlag.WRITE) !== 0 ? PROT_WRITE : 0);
-      let buffer: ArrayBuffer;
-      try {
-        buffer = native.mmap(fd, fdOffset, size, prot);
-      } catch (error) {
-        throw new VfioUserError(
-          errnoOf(error, Errno.EINVAL),
-          `${where}: mmap of the fd at offset 0x${fdOffset.toString(16)} failed: ${messageOf(error)}`,
-        );
-      }
       const log = this.log;
+      m.fds = NO_FDS; // the mapping owns the fd from here on: it closes it when done with it, also if the add fails
       try {
+        // One mmap per window of the mapping (src/memory/guest-memory.ts): no JavaScript buffer can cover more
+        // than 4 GiB, and guests map hundreds of GiB at once.
         this.memory.add({
           iova,
           size,
-          bytes: new Uint8Array(buffer),
           readable: (flags & DmaMapFlag.READ) !== 0,
           writable: (flags & DmaMapFlag.WRITE) !== 0,
-          release: () => {
+          map: (offset, length) => {
             try {
-              native.munmap(buffer);
+              return new Uint8Array(native.mmap(fd, fdOffset + offset, length, prot));
             } catch (error) {
-              log.error('munmap of a DMA mapping failed', { iova, size, error });
+              throw new VfioUserError(
+                errnoOf(error, Errno.EINVAL),
+                `${where}: mmap of the fd at offset 0x${(fdOffset + offset).toString(16)} length 0x${length.toString(16)} failed: ${messageOf(error)}`,
+              );
             }
           },
+          unmap: (bytes) => {
+            try {
+              native.munmap(bytes.buffer as ArrayBuffer);
+            } catch (error) {
+              log.error('munmap of a DMA mapping window failed', { iova, size, error });
+            }
+          },
+          // Windows past the first and last are mapped on first use, from this fd.
+          close: () => native.close(fd),
         });
       } catch (error) {
-        native.munmap(buffer);
+        if (error instanceof VfioUserError) throw error;
         throw new VfioUserError(Errno.EINVAL, `${where}: ${messageOf(error)}`);
       }
       if (this.log.enabled('debug')) this.log.debug('dma mapped', { iova, size, flags });
