@@ -1011,7 +1011,13 @@ class ClientSession implements ConnectionHandler {
   }
 
   private dmaUnmap(m: IncomingMessage): Promise<void> | void {
-    this.expectNoFds(m);
+    if (m.fds.length > 0) {
+      // The specification sends no fd with DMA_UNMAP, but SPDK's client (v24.01) attaches the region's fd again.
+      // The unmap does not need it: close it and carry on, as refusing would leave the mapping in place.
+      this.log.debug('DMA_UNMAP came with file descriptors; closed them', { msgId: m.msgId, fds: m.fds.length });
+      closeFds(m.fds);
+      m.fds = NO_FDS;
+    }
     this.expectBody(m, BodySize.DMA_UNMAP);
     this.expectArgsz(m, BodySize.DMA_UNMAP);
     const view = m.view;
