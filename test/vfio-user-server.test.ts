@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { GuestMemory } from '../src/memory/guest-memory.js';
 import { native, PROT_READ, PROT_WRITE } from '../src/native/index.js';
-import { memoryLogger, type LogFields } from '../src/util/log.js';
+import { memoryLogger, setLogLevel, type LogFields } from '../src/util/log.js';
 import {
   DeviceFlag,
   Errno,
@@ -518,6 +518,42 @@ describe.each(FLAVOURS)('DMA as %s', (flavour) => {
     await attempt({ iova: 0x8000, size: 4 * PAGE, flags: DmaUnmapFlag.GET_DIRTY_BITMAP }, Errno.ENOTSUP);
     await attempt({ iova: 0x8000, size: 4 * PAGE, flags: 8 }, Errno.EINVAL);
     expect(harness.memory.regions).toHaveLength(1);
+  });
+
+  it('accepts a DMA_UNMAP that carries the mapping\'s fd (as SPDK sends it), closes that fd and logs it at debug', async () => {
+    const harness = await connected(flavour);
+    const { client } = harness;
+    const fd = native.memfdCreate('unmap-with-fd', 4 * PAGE);
+    cleanups.push(() => native.close(fd));
+    /** Open fds of this process (server and client share it) that refer to that memfd. */
+    const memfdRefs = (): number =>
+      fs.readdirSync('/proc/self/fd').filter((entry) => {
+        try {
+          return fs.readlinkSync(`/proc/self/fd/${entry}`).startsWith('/memfd:unmap-with-fd');
+        } catch {
+          return false; // the fd of readdir itself, closed by now
+        }
+      }).length;
+    await client.dmaMap({ iova: 0x40_0000, size: 4 * PAGE, fd });
+    const backing = harness.memory.windows[0]!.bytes.buffer as ArrayBuffer;
+    expect(memfdRefs(), 'the server keeps no fd of a mapping').toBe(1);
+    setLogLevel('debug');
+    let reply;
+    try {
+      reply = await client.dmaUnmap({ iova: 0x40_0000, size: 4 * PAGE, fds: [fd] });
+    } finally {
+      setLogLevel('info');
+    }
+    if (flavour === 'cloud-hypervisor') expect(client.lastReply?.flags).toBe(HeaderFlag.TYPE_REPLY); // no ERROR
+    expect(reply).toEqual({ argsz: 24, flags: 0, address: 0x40_0000, size: 4 * PAGE });
+    expect(harness.memory.regions).toEqual([]);
+    expect(native.isMapped(backing)).toBe(false);
+    expect(memfdRefs(), 'the fd that came with the unmap is closed').toBe(1);
+    const notes = warnings(harness.lines, 'DMA_UNMAP came with file descriptors; closed them');
+    expect(notes).toHaveLength(1);
+    expect(notes[0]).toMatchObject({ level: 'debug', fds: 1 });
+    expect(harness.lines.filter((line) => line['level'] === 'warn' || line['level'] === 'error')).toEqual([]);
+    await expectStillServing(harness, client);
   });
 });
 

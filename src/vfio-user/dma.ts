@@ -12,7 +12,7 @@ import { closeFds, type IncomingMessage } from './connection.js';
 import { Errno, VfioUserError, errnoOf, messageOf } from './errors.js';
 import { PAGE_SIZE } from './limits.js';
 import { BodySize, DmaMapFlag, DmaUnmapFlag, readDmaMap, readDmaUnmap } from './protocol.js';
-import { NO_FDS, expectArgsz, expectBody, expectNoFds } from './request.js';
+import { NO_FDS, expectArgsz, expectBody } from './request.js';
 
 const OPERATOR_HINT_NO_FD =
   'vfiod can only reach guest memory that the hypervisor shares with it as a file descriptor. ' +
@@ -138,7 +138,13 @@ export class DmaRequests {
 
   /** DMA_UNMAP: validates the request and starts the removal; the caller replies when it settles. */
   unmap(m: IncomingMessage): PendingUnmap {
-    expectNoFds(m);
+    if (m.fds.length > 0) {
+      // The specification sends no fd with DMA_UNMAP, but SPDK's client (v24.01) attaches the region's fd again.
+      // The unmap does not need it: close it and carry on, as refusing would leave the mapping in place.
+      this.log.debug('DMA_UNMAP came with file descriptors; closed them', { msgId: m.msgId, fds: m.fds.length });
+      closeFds(m.fds);
+      m.fds = NO_FDS;
+    }
     expectBody(m, BodySize.DMA_UNMAP);
     expectArgsz(m, BodySize.DMA_UNMAP);
     const { flags, address: iova, size } = readDmaUnmap(m.view, m.bodyOffset);
