@@ -41,7 +41,7 @@ import {
   type SmartLogInfo,
 } from './log-pages.js';
 import type { CompletionQueue, SubmissionQueue } from './queues.js';
-import { AdminOpcode, CQE_SIZE, FeatureId, IdentifyCns, LogPageId, PAGE_SIZE, SQE_SIZE, Status } from './spec.js';
+import { AdminOpcode, CQE_SIZE, FeatureId, IdentifyCns, LogPageId, PAGE_SIZE, SQE_SIZE, Status } from '../spec/nvme.js';
 
 /** Status placeholder for a command that completes later. */
 export const DEFERRED = -1;

@@ -36,7 +36,7 @@ import {
   ShutdownStatus,
 } from './registers.js';
 import { LatencyHistogram, type ControllerState, type NvmeControllerStats } from './stats.js';
-import { AdminOpcode, AsyncEvent, IoOpcode, LogPageId, PAGE_SIZE, Reg, SQE_SIZE, Status } from './spec.js';
+import { AdminOpcode, AsyncEvent, IoOpcode, LogPageId, PAGE_SIZE, Reg, SQE_SIZE, Status } from '../spec/nvme.js';
 
 export type { NvmeControllerStats } from './stats.js';
 

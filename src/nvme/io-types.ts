@@ -59,7 +59,7 @@ export interface IoRequest {
 }
 
 /**
- * Completion callback: `status` is a 16-bit status from spec.ts (`Status.*`, 0 = success). Called exactly once,
+ * Completion callback: `status` is a 16-bit status from src/spec/nvme.ts (`Status.*`, 0 = success). Called exactly once,
  * possibly synchronously before `executeIoCommand` returns.
  */
 export type IoDone = (request: IoRequest, status: number) => void;

@@ -4,7 +4,7 @@
  * pinned: a guest that unmaps memory under a live queue must not stall DMA_UNMAP, it gets a fatal controller status.
  */
 import type { DmaAccess, DmaMapping, DmaSpace } from '../memory/guest-memory.js';
-import { CQE_SIZE, SQE_SIZE } from './spec.js';
+import { CQE_SIZE, SQE_SIZE } from '../spec/nvme.js';
 
 /** A view of queue memory that is rebuilt only when the mapping behind it changes. */
 class QueueMemory {
