@@ -4,7 +4,12 @@
  * NVMe Base Specification 2.0.
  */
 import type { SmartCounters } from './io-types.js';
-import { COMPOSITE_TEMPERATURE_K, ERROR_LOG_ENTRIES, SUPPORTED_ADMIN_OPCODES, SUPPORTED_IO_OPCODES } from './identify.js';
+import {
+  COMPOSITE_TEMPERATURE_K,
+  ERROR_LOG_ENTRIES,
+  SUPPORTED_ADMIN_OPCODES,
+  SUPPORTED_IO_OPCODES,
+} from './identify.js';
 
 export const ERROR_LOG_ENTRY_SIZE = 64;
 export const ERROR_LOG_SIZE = ERROR_LOG_ENTRIES * ERROR_LOG_ENTRY_SIZE;

@@ -190,7 +190,8 @@ export class ShadowDoorbells {
   readonly eventIndex: QueueMemory;
 
   constructor(shadowIova: number, eventIndexIova: number, pageSize: number) {
-    // Written too: the admin queue's shadow entries are kept in step with its MMIO doorbells (see the controller).
+    // Written too: the admin queue's shadow entries are kept in step with its MMIO doorbells
+    // (see QueueEngine.doorbellWrite).
     this.shadow = new QueueMemory(shadowIova, pageSize, 'write');
     this.eventIndex = new QueueMemory(eventIndexIova, pageSize, 'write');
   }
