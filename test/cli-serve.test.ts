@@ -10,7 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Guest } from './helpers/hypervisor.js';
 import { pattern } from './helpers/nvme-harness.js';
-import { Status } from '../src/nvme/spec.js';
+import { Status } from '../src/spec/nvme.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const bin = path.join(root, 'bin', 'vfiod.js');

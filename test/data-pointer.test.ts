@@ -1,7 +1,7 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import { GuestMemory, type DmaMapping } from '../src/memory/guest-memory.js';
 import { MAX_SGL_SEGMENTS, mapDataPointer } from '../src/nvme/data-pointer.js';
-import { Status } from '../src/nvme/spec.js';
+import { Status } from '../src/spec/nvme.js';
 
 const BASE = 0x100000;
 const RAM_BYTES = 8 * 1024 * 1024;

@@ -8,7 +8,7 @@ import { MemoryNamespace } from '../src/namespace/memory.js';
 import { NamespaceError, type ByteRange, type Namespace } from '../src/namespace/namespace.js';
 import { executeIoCommand } from '../src/nvme/io.js';
 import type { IoContext, IoRequest, SmartCounters } from '../src/nvme/io-types.js';
-import { IoOpcode, Status } from '../src/nvme/spec.js';
+import { IoOpcode, Status } from '../src/spec/nvme.js';
 import { memoryLogger } from '../src/util/log.js';
 
 const BASE = 0x200000;
