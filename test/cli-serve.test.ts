@@ -124,4 +124,18 @@ describe.skipIf(!built)('vfiod serve (CLI)', () => {
     expect(badNamespace.stderr).toMatch(/floppy/);
     expect(existsSync(path.join(dir, 's.sock'))).toBe(false);
   });
+
+  it('--log-level debug reaches the controller in its worker thread', async () => {
+    const socketPath = path.join(dir, 'debug.sock');
+    const served = await serve(['--socket', socketPath, '--namespace', 'memory:1M', '--log-level', 'debug']);
+    const guest = await Guest.attach(socketPath, { flavour: 'qemu' });
+    guest.close();
+    const deadline = Date.now() + 60_000;
+    while (!served.lines.some((line) => line['level'] === 'debug' && line['component'] === 'vfio-user')) {
+      if (Date.now() > deadline) throw new Error(`no debug line from the controller: ${JSON.stringify(served.lines)}`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    served.process.kill('SIGTERM');
+    expect(await served.exited).toBe(0);
+  });
 });

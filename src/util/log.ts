@@ -19,9 +19,12 @@ if (!(globalLevel in LEVEL_ORDER)) globalLevel = 'info';
 /** LEVEL_ORDER[globalLevel], kept as a number: `enabled` guards hot paths (a lookup by a variable key is not free). */
 let globalOrder = LEVEL_ORDER[globalLevel];
 
+/** Sets the level for this thread and for worker threads started after the call (they read VFIOD_LOG_LEVEL). */
 export function setLogLevel(level: LogLevel): void {
   globalLevel = level;
   globalOrder = LEVEL_ORDER[level];
+  // Each worker thread has its own copy of this module; its environment is a copy of ours when it starts.
+  process.env['VFIOD_LOG_LEVEL'] = level;
 }
 
 export class Logger {
