@@ -23,11 +23,6 @@ import {
   native,
   PROT_READ,
   PROT_WRITE,
-  VFIO_DMA_MAP_FLAG_READ,
-  VFIO_DMA_MAP_FLAG_WRITE,
-  VFIO_PCI_CONFIG_REGION_INDEX,
-  VFIO_TYPE1_IOMMU,
-  VFIO_TYPE1v2_IOMMU,
   type IommufdHwInfo,
   type IommufdIovaRanges,
   type VfioDeviceInfo,
@@ -36,9 +31,9 @@ import {
   type VfioIrqInfo,
   type VfioRegionInfo,
 } from '../native/index.js';
+import { DmaMapFlag, IommuType, RegionIndex } from '../spec/vfio.js';
 
 export type { IommufdHwInfo, IommufdIovaRanges, VfioDeviceInfo, VfioGroupStatus, VfioIommuInfo, VfioIrqInfo, VfioRegionInfo };
-export { VFIO_TYPE1_IOMMU, VFIO_TYPE1v2_IOMMU, VFIO_PCI_CONFIG_REGION_INDEX };
 
 /** An error from a VFIO operation, with where it happened. errno/code/syscall come from the addon when it was a syscall. */
 export interface VfioError extends Error {
@@ -143,7 +138,7 @@ abstract class DmaMappings implements VfioDmaSpace {
     const bufferOffset = options.bufferOffset ?? 0;
     const size = options.size ?? buffer.byteLength - bufferOffset;
     const flags =
-      (options.read === false ? 0 : VFIO_DMA_MAP_FLAG_READ) | (options.write === false ? 0 : VFIO_DMA_MAP_FLAG_WRITE);
+      (options.read === false ? 0 : DmaMapFlag.READ) | (options.write === false ? 0 : DmaMapFlag.WRITE);
     if (flags === 0) {
       throw Object.assign(new TypeError('mapDma: at least one of read/write must be allowed'), {
         code: 'ERR_INVALID_ARG_VALUE',
@@ -203,7 +198,7 @@ export class VfioContainer extends DmaMappings {
   setIommu(type?: number): number {
     this.checkOpen();
     const chosen =
-      type ?? (this.checkExtension(VFIO_TYPE1v2_IOMMU) ? VFIO_TYPE1v2_IOMMU : VFIO_TYPE1_IOMMU);
+      type ?? (this.checkExtension(IommuType.TYPE1v2) ? IommuType.TYPE1v2 : IommuType.TYPE1);
     native.vfioSetIommu(this.fd, chosen);
     this.iommuSet = true;
     return chosen;
@@ -516,25 +511,25 @@ export class VfioDevice {
   }
 
   readConfig8(offset: number): number {
-    return this.readRegion(VFIO_PCI_CONFIG_REGION_INDEX, offset, 1)[0]!;
+    return this.readRegion(RegionIndex.CONFIG, offset, 1)[0]!;
   }
   readConfig16(offset: number): number {
-    const b = this.readRegion(VFIO_PCI_CONFIG_REGION_INDEX, offset, 2);
+    const b = this.readRegion(RegionIndex.CONFIG, offset, 2);
     return new DataView(b.buffer, b.byteOffset, b.byteLength).getUint16(0, true);
   }
   readConfig32(offset: number): number {
-    const b = this.readRegion(VFIO_PCI_CONFIG_REGION_INDEX, offset, 4);
+    const b = this.readRegion(RegionIndex.CONFIG, offset, 4);
     return new DataView(b.buffer, b.byteOffset, b.byteLength).getUint32(0, true);
   }
   writeConfig16(offset: number, value: number): void {
     const b = new Uint8Array(2);
     new DataView(b.buffer).setUint16(0, value, true);
-    this.writeRegion(VFIO_PCI_CONFIG_REGION_INDEX, offset, b);
+    this.writeRegion(RegionIndex.CONFIG, offset, b);
   }
   writeConfig32(offset: number, value: number): void {
     const b = new Uint8Array(4);
     new DataView(b.buffer).setUint32(0, value >>> 0, true);
-    this.writeRegion(VFIO_PCI_CONFIG_REGION_INDEX, offset, b);
+    this.writeRegion(RegionIndex.CONFIG, offset, b);
   }
 
   /**
