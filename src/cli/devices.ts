@@ -8,7 +8,8 @@
 import { parseArgs } from 'node:util';
 import { ClaimStore } from '../devices/claims.js';
 import { listDevices, type PciDevice, readDevice } from '../devices/discovery.js';
-import { DEFAULT_ROOTS, type HostRoots, normalizeBdf, realSysfsWriter, type SysfsWriter } from '../devices/host.js';
+import { DEFAULT_ROOTS, type HostRoots, realSysfsWriter, type SysfsWriter } from '../devices/host.js';
+import { normalizeBdf } from '../util/pci-address.js';
 import { DeviceError, DeviceManager } from '../devices/manager.js';
 import { loadNativeProber, type VfioProber } from '../devices/probe.js';
 import { DEVICE_KINDS, type DeviceSelector, parseId, selectDevices } from '../devices/selectors.js';

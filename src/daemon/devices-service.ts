@@ -5,7 +5,8 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Claim } from '../devices/claims.js';
 import { type DeviceKind, listDevices, type PciDevice, readDevice } from '../devices/discovery.js';
-import { type HostRoots, normalizeBdf } from '../devices/host.js';
+import type { HostRoots } from '../devices/host.js';
+import { normalizeBdf } from '../util/pci-address.js';
 import type { DeviceManager, PrepareResult, ReleaseResult } from '../devices/manager.js';
 import { DEVICE_KINDS, parseId, selectDevices } from '../devices/selectors.js';
 import { errorMessage, VfiodError } from '../util/errors.js';

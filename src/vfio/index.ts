@@ -32,6 +32,7 @@ import {
   type VfioRegionInfo,
 } from '../native/index.js';
 import { DmaMapFlag, IommuType, RegionIndex } from '../spec/vfio.js';
+import { BDF } from '../util/pci-address.js';
 
 export type { IommufdHwInfo, IommufdIovaRanges, VfioDeviceInfo, VfioGroupStatus, VfioIommuInfo, VfioIrqInfo, VfioRegionInfo };
 
@@ -90,11 +91,9 @@ function toNumber(value: number | bigint, what: string): number {
   throw Object.assign(new RangeError(`${what} ${value} does not fit in a JS number`), { code: 'ERR_OUT_OF_RANGE' });
 }
 
-/** PCI BDF in sysfs form: 0000:01:00.1. */
-export const BDF_PATTERN = /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/;
-
+/** Throws ERR_INVALID_ARG_VALUE unless `bdf` is a PCI address in sysfs form (0000:01:00.1). */
 export function assertBdf(bdf: string): void {
-  if (typeof bdf !== 'string' || !BDF_PATTERN.test(bdf)) {
+  if (typeof bdf !== 'string' || !BDF.test(bdf)) {
     throw Object.assign(new TypeError(`not a PCI address (0000:01:00.1): ${JSON.stringify(bdf)}`), {
       code: 'ERR_INVALID_ARG_VALUE',
     });
