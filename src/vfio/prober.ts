@@ -6,7 +6,7 @@
  * open (legacy) and a held cdev/group fails with EBUSY on bind (iommufd).
  *
  * Implements `VfioProber` of src/devices/probe.ts. Errors are thrown with errno/code/syscall from the addon and the
- * BDF / group / region in the message (see src/vfio/index.ts).
+ * BDF / group / region in the message (see src/vfio/errors.ts).
  */
 import type {
   VfioProbeIrq as ManagerProbeIrq,
