@@ -18,10 +18,10 @@ import { DEFAULT_ROOTS, type HostRoots, realSysfsWriter, type SysfsWriter } from
 import { DeviceManager, type ReconcileEntry } from '../devices/manager.js';
 import type { VfioProber } from '../devices/probe.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
-import { HandlerTracker } from './errors.js';
+import { HandlerTracker } from './requests.js';
 import { type Logger, rootLogger } from '../util/log.js';
 import { attachmentService } from './attachments-service.js';
-import { ControllerRegistry } from './controllers.js';
+import { ControllerRegistry } from '../serve/registry.js';
 import { controllerService } from './controllers-service.js';
 import { deviceService } from './devices-service.js';
 import { DeviceEventBus } from './events.js';
