@@ -251,7 +251,7 @@ describe('vfiod devices: the same output through the daemon as standalone', () =
 
 describe('error mapping', () => {
   it('maps each VfiodError code 1:1 onto a gRPC status; anything else is INTERNAL with a log line', async () => {
-    const { unary, GRPC_STATUS } = await import('../src/daemon/errors.js');
+    const { unary, GRPC_STATUS } = await import('../src/daemon/requests.js');
     expect(GRPC_STATUS).toEqual({
       NOT_FOUND: grpc.status.NOT_FOUND,
       INVALID_ARGUMENT: grpc.status.INVALID_ARGUMENT,

@@ -12,7 +12,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VfiodClient } from '../src/daemon/client.js';
-import { MAX_STATUS_DETAILS } from '../src/daemon/errors.js';
+import { MAX_STATUS_DETAILS } from '../src/daemon/requests.js';
 import type * as ServerModule from '../src/daemon/server.js';
 import { memoryLogger } from '../src/util/log.js';
 import { expectStatus } from './helpers/daemon-client.js';

@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { findHolders, listDevices, readDevice } from '../src/devices/discovery.js';
-import { normalizeBdf } from '../src/devices/host.js';
+import { BDF, normalizeBdf, slotOf, trailingBdf } from '../src/util/pci-address.js';
 import { selectDevices } from '../src/devices/selectors.js';
 import { type FakeHost, standardHost } from './helpers/fake-sysfs.js';
 
@@ -107,5 +107,14 @@ describe('discovery', () => {
     expect(normalizeBdf('01:00.1')).toBe('0000:01:00.1');
     expect(normalizeBdf('0000:AF:00.7')).toBe('0000:af:00.7');
     expect(normalizeBdf('1:0.1')).toBeUndefined();
+  });
+
+  it('knows one form of PCI address: the canonical one, found whole or at the end of a path', () => {
+    expect(BDF.test('0000:01:00.1')).toBe(true);
+    for (const bad of ['01:00.1', '0000:AF:00.7', '0000:01:00.8', ' 0000:01:00.1']) expect(BDF.test(bad), bad).toBe(false);
+    expect(trailingBdf('/sys/bus/pci/devices/0000:01:00.1')).toBe('0000:01:00.1');
+    expect(trailingBdf('/sys/bus/pci/devices/0000:01:00.1/')).toBeUndefined();
+    expect(trailingBdf('/tmp/vm1.sock')).toBeUndefined();
+    expect(slotOf('0000:01:00.1')).toBe('0000:01:00');
   });
 });

@@ -21,7 +21,7 @@ import { AsyncEvent, IoOpcode, LogPageId, Reg, Status } from '../src/spec/nvme.j
 import { controllerConfig, type ControllerConfig } from '../src/serve/config.js';
 import { startController, type RunningController } from '../src/serve/controller.js';
 import { memoryLogger, type LogFields } from '../src/util/log.js';
-import { Errno, IrqSetFlag } from '../src/vfio-user/device.js';
+import { Errno, IrqSetFlag } from '../src/spec/vfio.js';
 import {
   BodySize,
   Command,

@@ -8,12 +8,10 @@ import {
   ConfigSpace,
   DeviceCapability,
   DeviceControl,
-  Errno,
   MsixControl,
   MsixRegister,
   PciAccessError,
   PciFunction,
-  PciRegionIndex,
   PcieRegister,
   PmControl,
   PmRegister,
@@ -21,9 +19,10 @@ import {
   type BarDefinition,
   type PciFunctionOptions,
 } from '../src/pci/index.js';
+import { Errno, RegionIndex } from '../src/spec/vfio.js';
 import { memoryLogger } from '../src/util/log.js';
 
-const CONFIG = PciRegionIndex.CONFIG;
+const CONFIG = RegionIndex.CONFIG;
 const PCIE = CapabilityOffset.PCI_EXPRESS;
 const DEVICE_CONTROL = PCIE + PcieRegister.DEVICE_CONTROL;
 
@@ -443,7 +442,7 @@ describe('PCI config space: access sizes and bounds', () => {
     expectAccessError(() => fn.regionRead(9, 0, new Uint8Array(4)));
     expectAccessError(() => fn.regionRead(-1, 0, new Uint8Array(4)));
     expectAccessError(() => fn.regionRead(0.5, 0, new Uint8Array(4)));
-    for (const absent of [1, 3, 5, PciRegionIndex.ROM, PciRegionIndex.VGA]) {
+    for (const absent of [1, 3, 5, RegionIndex.ROM, RegionIndex.VGA]) {
       expectAccessError(() => fn.regionRead(absent, 0, new Uint8Array(4)));
       expectAccessError(() => fn.regionWrite(absent, 0, new Uint8Array(4)));
     }

@@ -7,25 +7,22 @@ import {
   CapabilityOffset,
   Command,
   ConfigRegister,
-  Errno,
-  IrqSetFlag,
   MsixControl,
   MsixEntry,
   MsixRegister,
   PciAccessError,
   PciFunction,
-  PciIrqIndex,
-  PciRegionIndex,
   msixLayout,
   type PciFunctionOptions,
 } from '../src/pci/index.js';
+import { Errno, IrqIndex, IrqSetFlag, RegionIndex } from '../src/spec/vfio.js';
 import { memoryLogger, setLogLevel } from '../src/util/log.js';
 
 const MSIX_BAR = 4;
 const VECTORS = 64;
 const PBA_OFFSET = 0x1000;
 const { DATA_NONE, DATA_BOOL, DATA_EVENTFD, ACTION_MASK, ACTION_UNMASK, ACTION_TRIGGER } = IrqSetFlag;
-const { INTX, MSI, MSIX } = PciIrqIndex;
+const { INTX, MSI, MSIX } = IrqIndex;
 
 const functions: PciFunction[] = [];
 
@@ -78,7 +75,7 @@ function isClosed(fd: number): boolean {
 }
 
 function writeControl(fn: PciFunction, control: number): void {
-  fn.regionWrite(PciRegionIndex.CONFIG, CapabilityOffset.MSIX + MsixRegister.MESSAGE_CONTROL, Uint8Array.of(control & 0xff, control >>> 8));
+  fn.regionWrite(RegionIndex.CONFIG, CapabilityOffset.MSIX + MsixRegister.MESSAGE_CONTROL, Uint8Array.of(control & 0xff, control >>> 8));
 }
 
 function enableMsix(fn: PciFunction): void {
@@ -104,7 +101,7 @@ function pendingBits(fn: PciFunction): bigint {
 }
 
 function setCommand(fn: PciFunction, command: number): void {
-  fn.regionWrite(PciRegionIndex.CONFIG, ConfigRegister.COMMAND, Uint8Array.of(command & 0xff, command >>> 8));
+  fn.regionWrite(RegionIndex.CONFIG, ConfigRegister.COMMAND, Uint8Array.of(command & 0xff, command >>> 8));
 }
 
 function expectEinval(action: () => void): PciAccessError {

@@ -10,8 +10,7 @@ import { describe, expect, it } from 'vitest';
 
 import { native, PROT_READ, PROT_WRITE } from '../src/native/index.js';
 import { assertBdf, iommuGroupOf, openVfioDevice, VfioGroup } from '../src/vfio/index.js';
-import { loadNativeProber } from '../src/devices/probe.js';
-import { NativeVfioProber } from '../src/vfio/prober.js';
+import { NativeVfioProber, type VfioProber } from '../src/vfio/prober.js';
 
 describe('native VFIO entry points', () => {
   it('validates fds, indexes and names before any syscall', () => {
@@ -131,9 +130,8 @@ describe('src/vfio wrapper', () => {
     );
   });
 
-  it('the manager loads this prober through src/devices/probe.ts', async () => {
-    const prober = await loadNativeProber({ sysfsRoot: '/nonexistent-sys', devRoot: '/nonexistent-dev' });
-    expect(prober).toBeInstanceOf(NativeVfioProber);
+  it('the prober the daemon and the CLI give the manager works on their roots', async () => {
+    const prober: VfioProber = new NativeVfioProber({ sysfsRoot: '/nonexistent-sys', devRoot: '/nonexistent-dev' });
     await expect(prober.probe('0000:01:00.1')).rejects.toMatchObject({ code: 'ENOENT', bdf: '0000:01:00.1' });
   });
 

@@ -10,13 +10,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { GuestMemory } from '../src/memory/guest-memory.js';
 import { native, PROT_READ, PROT_WRITE } from '../src/native/index.js';
 import { memoryLogger, setLogLevel, type LogFields } from '../src/util/log.js';
+import { DeviceFlag, Errno, IrqFlag, IrqSetFlag, RegionFlag, RegionIndex } from '../src/spec/vfio.js';
 import {
-  DeviceFlag,
-  Errno,
-  IrqFlag,
-  IrqSetFlag,
-  RegionFlag,
-  RegionIndex,
   VfioUserError,
   type IrqInfo,
   type RegionInfo,
@@ -793,6 +788,8 @@ describe.each(FLAVOURS)('interrupts as %s', (flavour) => {
         },
         Errno.EINVAL,
       ], // short payload
+      [{ index: 2, flags: IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_MASK, start: 0, count: 0 }, Errno.EINVAL], // count 0 mask
+      [{ index: 1, flags: IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, start: 0, count: 0 }, Errno.EINVAL], // MSI has no vectors
     ];
     for (const [request, errno] of cases) {
       const before = openFdCount();

@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { DEFAULT_STATE } from '../cli/devices.js';
-import { normalizeBdf } from '../devices/host.js';
+import { normalizeBdf } from '../util/pci-address.js';
 import { parseNamespaceUri } from '../namespace/uri.js';
 import { parseSize } from '../util/size.js';
 

@@ -199,12 +199,12 @@ async function startPassthrough(config: PassthroughTarget, context: TargetContex
     const { DeviceManager } = await import('../devices/manager.js');
     const { ClaimStore } = await import('../devices/claims.js');
     const { DEFAULT_ROOTS, realSysfsWriter } = await import('../devices/host.js');
-    const { loadNativeProber } = await import('../devices/probe.js');
+    const { NativeVfioProber } = await import('../vfio/prober.js');
     const owner = `vfiod-bench:${config.name}`;
     const manager = new DeviceManager({
       roots: DEFAULT_ROOTS,
       writer: realSysfsWriter,
-      prober: await loadNativeProber({ sysfsRoot: DEFAULT_ROOTS.sysfs, devRoot: DEFAULT_ROOTS.dev }),
+      prober: new NativeVfioProber({ sysfsRoot: DEFAULT_ROOTS.sysfs, devRoot: DEFAULT_ROOTS.dev }),
       claims: new ClaimStore(config.claimsDb),
     });
     try {

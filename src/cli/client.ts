@@ -12,7 +12,7 @@ import { ApiError, type ClientTarget, VfiodClient } from '../daemon/client.js';
 import { unpackAny } from '../daemon/proto.js';
 import { DEFAULT_DAEMON_SOCKET } from '../daemon/server.js';
 import type { DeviceKind, PciDevice, VfioState } from '../devices/discovery.js';
-import { normalizeBdf } from '../devices/host.js';
+import { normalizeBdf } from '../util/pci-address.js';
 import { DEVICE_KINDS } from '../devices/selectors.js';
 import { CONTROLLER_LIMITS } from '../serve/config.js';
 import { errorMessage } from '../util/errors.js';

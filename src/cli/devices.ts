@@ -8,9 +8,10 @@
 import { parseArgs } from 'node:util';
 import { ClaimStore } from '../devices/claims.js';
 import { listDevices, type PciDevice, readDevice } from '../devices/discovery.js';
-import { DEFAULT_ROOTS, type HostRoots, normalizeBdf, realSysfsWriter, type SysfsWriter } from '../devices/host.js';
+import { DEFAULT_ROOTS, type HostRoots, realSysfsWriter, type SysfsWriter } from '../devices/host.js';
+import { normalizeBdf } from '../util/pci-address.js';
 import { DeviceError, DeviceManager } from '../devices/manager.js';
-import { loadNativeProber, type VfioProber } from '../devices/probe.js';
+import type { VfioProber } from '../devices/probe.js';
 import { DEVICE_KINDS, type DeviceSelector, parseId, selectDevices } from '../devices/selectors.js';
 import type { DeviceKind } from '../devices/discovery.js';
 
@@ -204,7 +205,7 @@ export async function runDevices(argv: string[], deps: DevicesDeps = {}): Promis
     new DeviceManager({
       roots,
       writer: deps.writer ?? realSysfsWriter,
-      prober: deps.prober ?? (await loadNativeProber({ sysfsRoot: roots.sysfs, devRoot: roots.dev })),
+      prober: deps.prober ?? (await nativeProber(roots)),
       claims: openStore(),
       ...(deps.pollMs !== undefined ? { pollMs: deps.pollMs } : {}),
       ...(v.timeout !== undefined ? { vfioTimeoutMs: seconds('--timeout', v.timeout, 5000) } : {}),
@@ -301,4 +302,12 @@ function safeClaims(statePath: string, open: () => ClaimStore): ReturnType<Claim
     if (statePath === DEFAULT_STATE) return [];
     throw error;
   }
+}
+
+/**
+ * The native VFIO prober for `roots`. Its module (and so the addon) is loaded only by commands that need the manager.
+ */
+async function nativeProber(roots: HostRoots): Promise<VfioProber> {
+  const { NativeVfioProber } = await import('../vfio/prober.js');
+  return new NativeVfioProber({ sysfsRoot: roots.sysfs, devRoot: roots.dev });
 }

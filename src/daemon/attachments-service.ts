@@ -10,9 +10,8 @@ import type { HypervisorKind } from '../hypervisor/types.js';
 import type { DeviceManager } from '../devices/manager.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import type { ControllerRegistry } from './controllers.js';
-import { invalid, unary } from './errors.js';
-import { optionalText, requestBdf, requireText, waitMs } from './devices-service.js';
+import type { ControllerRegistry } from '../serve/registry.js';
+import { invalid, optionalText, requestBdf, requireText, unary, waitMs } from './requests.js';
 import type { DeviceEventBus } from './events.js';
 
 interface EndpointMessage {

@@ -4,9 +4,8 @@ import type * as grpc from '@grpc/grpc-js';
 import type { AttachmentManager } from '../attach/attachments.js';
 import { VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import { type ControllerRegistry, type ControllerSpecInput, type ControllerView, percentileMicros } from './controllers.js';
-import { unary } from './errors.js';
-import { requireText } from './devices-service.js';
+import { type ControllerRegistry, type ControllerSpecInput, type ControllerView, percentileMicros } from '../serve/registry.js';
+import { requireText, unary } from './requests.js';
 
 export function controllerInfo(view: ControllerView, sampleIntervalMs: number): Record<string, unknown> {
   const c = view.config;

@@ -5,61 +5,17 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Claim } from '../devices/claims.js';
 import { type DeviceKind, listDevices, type PciDevice, readDevice } from '../devices/discovery.js';
-import { type HostRoots, normalizeBdf } from '../devices/host.js';
+import type { HostRoots } from '../devices/host.js';
 import type { DeviceManager, PrepareResult, ReleaseResult } from '../devices/manager.js';
 import { DEVICE_KINDS, parseId, selectDevices } from '../devices/selectors.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import { invalid, toStatus, unary } from './errors.js';
+import { invalid, optionalText, requestBdf, requireText, toStatus, unary, waitMs } from './requests.js';
 import type { DeviceEventBus, DeviceEventRecord } from './events.js';
 import { packAny } from './proto.js';
 
 const kindName = (kind: DeviceKind): string => `DEVICE_KIND_${kind.toUpperCase()}`;
 const enumSuffix = (name: string, prefix: string): string => name.slice(prefix.length).toLowerCase().replace(/_/g, '-');
-
-/** A BDF from a request field, normalised; INVALID_ARGUMENT naming the field when it is missing or malformed. */
-export function requestBdf(value: unknown, field: string): string {
-  if (typeof value !== 'string' || value.trim() === '') throw invalid(`${field} is required (a PCI address such as 0000:01:00.1)`);
-  if (value.length > 64) throw invalid(`${field} (${value.length} characters) is not a PCI address (expected 0000:01:00.1 or 01:00.1)`);
-  const bdf = normalizeBdf(value);
-  if (!bdf) throw invalid(`${field} '${value}' is not a PCI address (expected 0000:01:00.1 or 01:00.1)`);
-  return bdf;
-}
-
-/** Longest identifier (VM id, owner, device id, path) a request may carry; FeOS's VM ids are UUIDs. */
-export const MAX_TEXT_FIELD = 256;
-
-/**
- * A required text field: INVALID_ARGUMENT naming the field when it is missing, longer than MAX_TEXT_FIELD, or holds
- * control characters (a NUL cannot be in a path; newlines would forge log lines and table rows).
- */
-export function requireText(value: unknown, field: string, what: string): string {
-  if (typeof value !== 'string' || value.trim() === '') throw invalid(`${field} is required (${what})`);
-  return checkText(value, field);
-}
-
-/** An optional text field ('' = not given) with the same limits as requireText. */
-export function optionalText(value: unknown, field: string): string | undefined {
-  if (value === undefined || value === null || value === '') return undefined;
-  if (typeof value !== 'string') throw invalid(`${field} must be a string`);
-  return checkText(value, field);
-}
-
-/** Longest wait a request may ask for: setTimeout cannot go past 2^31-1 ms, and no guest or VMM needs an hour. */
-export const MAX_WAIT_MS = 3_600_000;
-
-/** A proto3 uint32 wait in milliseconds (0 = default); INVALID_ARGUMENT naming the field above MAX_WAIT_MS. */
-export function waitMs(value: unknown, field: string): number {
-  const ms = typeof value === 'number' ? value : 0;
-  if (!Number.isInteger(ms) || ms < 0 || ms > MAX_WAIT_MS) throw invalid(`${field} ${String(value)} is more than ${MAX_WAIT_MS} ms (1 hour)`);
-  return ms;
-}
-
-function checkText(value: string, field: string): string {
-  if (value.length > MAX_TEXT_FIELD) throw invalid(`${field} is ${value.length} characters long; the limit is ${MAX_TEXT_FIELD}`);
-  if (/[\x00-\x1f\x7f]/.test(value)) throw invalid(`${field} ${JSON.stringify(value)} contains control characters`);
-  return value;
-}
 
 export function claimInfo(claim: Claim): Record<string, unknown> {
   return {

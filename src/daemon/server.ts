@@ -16,12 +16,12 @@ import { AttachmentManager, type AttachmentManagerOptions } from '../attach/atta
 import { ClaimStore } from '../devices/claims.js';
 import { DEFAULT_ROOTS, type HostRoots, realSysfsWriter, type SysfsWriter } from '../devices/host.js';
 import { DeviceManager, type ReconcileEntry } from '../devices/manager.js';
-import { loadNativeProber, type VfioProber } from '../devices/probe.js';
+import type { VfioProber } from '../devices/probe.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
-import { HandlerTracker } from './errors.js';
+import { HandlerTracker } from './requests.js';
 import { type Logger, rootLogger } from '../util/log.js';
 import { attachmentService } from './attachments-service.js';
-import { ControllerRegistry } from './controllers.js';
+import { ControllerRegistry } from '../serve/registry.js';
 import { controllerService } from './controllers-service.js';
 import { deviceService } from './devices-service.js';
 import { DeviceEventBus } from './events.js';
@@ -261,10 +261,15 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
   }
 }
 
+/** The native VFIO prober, its module (and so the addon) loaded on the first probe. */
 function lazyNativeProber(roots: HostRoots): VfioProber {
   let loading: Promise<VfioProber> | undefined;
+  const load = async (): Promise<VfioProber> => {
+    const { NativeVfioProber } = await import('../vfio/prober.js');
+    return new NativeVfioProber({ sysfsRoot: roots.sysfs, devRoot: roots.dev });
+  };
   return {
-    probe: async (bdf) => (await (loading ??= loadNativeProber({ sysfsRoot: roots.sysfs, devRoot: roots.dev }))).probe(bdf),
+    probe: async (bdf) => (await (loading ??= load())).probe(bdf),
   };
 }
 

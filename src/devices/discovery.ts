@@ -4,7 +4,8 @@
  */
 import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import path from 'node:path';
-import { BDF, type HostRoots, pciDeviceDir, pciDevicesDir, vfioGroupPath } from './host.js';
+import { type HostRoots, pciDeviceDir, pciDevicesDir, vfioGroupPath } from './host.js';
+import { BDF } from '../util/pci-address.js';
 
 export type DeviceKind = 'nvme' | 'display' | 'network' | 'audio' | 'bridge' | 'other';
 

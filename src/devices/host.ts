@@ -32,18 +32,3 @@ export const pciDeviceDir = (roots: HostRoots, bdf: string): string => path.join
 export const pciDriversDir = (roots: HostRoots): string => path.join(roots.sysfs, 'bus/pci/drivers');
 export const driversProbeFile = (roots: HostRoots): string => path.join(roots.sysfs, 'bus/pci/drivers_probe');
 export const vfioGroupPath = (roots: HostRoots, group: number): string => path.join(roots.dev, 'vfio', String(group));
-
-/** A canonical PCI address as sysfs names it ("0000:01:00.0"). */
-export const BDF = /^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/;
-const SHORT_BDF = /^[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$/;
-
-/** Normalises "01:00.0" / "0000:01:00.0" (any case) to "0000:01:00.0"; undefined when it is not a BDF. */
-export function normalizeBdf(text: string): string | undefined {
-  const t = text.trim().toLowerCase();
-  if (BDF.test(t)) return t;
-  if (SHORT_BDF.test(t)) return `0000:${t}`;
-  return undefined;
-}
-
-/** "0000:01:00.1" -> "0000:01:00" (the slot: functions of one physical device). */
-export const slotOf = (bdf: string): string => bdf.slice(0, bdf.lastIndexOf('.'));

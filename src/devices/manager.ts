@@ -22,7 +22,8 @@ import {
   VFIO_PCI,
   type VfioHolder,
 } from './discovery.js';
-import { driversProbeFile, type HostRoots, pciDeviceDir, slotOf, type SysfsWriter, vfioGroupPath } from './host.js';
+import { driversProbeFile, type HostRoots, pciDeviceDir, type SysfsWriter, vfioGroupPath } from './host.js';
+import { slotOf } from '../util/pci-address.js';
 import type { VfioProbeResult, VfioProber } from './probe.js';
 import { type ErrorCode, VfiodError } from '../util/errors.js';
 

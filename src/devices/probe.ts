@@ -2,8 +2,9 @@
  * The contract between the passthrough manager (src/devices) and the native VFIO code (src/vfio).
  * Prepare calls `probe(bdf)` after binding to prove the device is usable through VFIO: the group (or cdev) opens,
  * the group is viable, the device fd is obtained, its regions are enumerated and its reset capability is known.
- * Production uses the implementation in src/vfio/prober.ts (over the native addon); unit tests supply a fake that
- * reads the fake sysfs tree.
+ * The manager is given its prober: production callers (the daemon, the devices CLI, the bench) create
+ * `NativeVfioProber` of src/vfio/prober.ts (over the native addon); unit tests supply a fake that reads the fake sysfs
+ * tree. This file imports nothing: src/vfio implements it, so src/devices must not reach up into src/vfio.
  */
 export interface VfioProbeRegion {
   /** VFIO region index (0-5 BARs, 6 ROM, 7 config, 8 VGA, ...). */
@@ -34,31 +35,4 @@ export interface VfioProbeResult {
 export interface VfioProber {
   /** Opens the device through VFIO, collects the facts above and closes everything again. Rejects when it cannot. */
   probe(bdf: string): Promise<VfioProbeResult>;
-}
-
-/** Options the production prober is created with (src/vfio/prober.ts exports `createVfioProber(options)`). */
-export interface VfioProberOptions {
-  sysfsRoot: string;
-  devRoot: string;
-  /** 'auto' (default): iommufd + cdev when the host has /dev/iommu and the device a cdev, else container/group. */
-  backend?: 'auto' | 'iommufd' | 'legacy';
-}
-
-/**
- * Loads the production prober from src/vfio/prober.js. The module is written by the native side; a variable
- * specifier keeps this file compiling before it exists. Rejects with a clear message when it is missing.
- */
-export async function loadNativeProber(options: VfioProberOptions): Promise<VfioProber> {
-  const specifier = '../vfio/prober.js';
-  let mod: Record<string, unknown>;
-  try {
-    mod = (await import(specifier)) as Record<string, unknown>;
-  } catch (error) {
-    throw new Error(`the native VFIO prober (src/vfio/prober.ts) is not available: ${(error as Error).message}`);
-  }
-  const factory = mod['createVfioProber'];
-  if (typeof factory === 'function') return (factory as (o: VfioProberOptions) => VfioProber)(options);
-  const Ctor = mod['NativeVfioProber'];
-  if (typeof Ctor === 'function') return new (Ctor as new (o: VfioProberOptions) => VfioProber)(options);
-  throw new Error('src/vfio/prober.js exports neither createVfioProber() nor NativeVfioProber');
 }

@@ -1,6 +1,6 @@
 /** Selecting devices: BDF list, vendor:device, class, PF (its VFs), only free ones. All given criteria must match. */
 import type { DeviceKind, PciDevice } from './discovery.js';
-import { normalizeBdf } from './host.js';
+import { normalizeBdf } from '../util/pci-address.js';
 
 export interface DeviceSelector {
   bdfs?: string[];

@@ -13,6 +13,7 @@ import { StringDecoder } from 'node:string_decoder';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { rootLogger } from '../util/log.js';
 import { type ErrorCode, errorMessage, VfiodError } from '../util/errors.js';
+import { trailingBdf } from '../util/pci-address.js';
 import type { ChDeviceConfig, ChUserDeviceConfig } from './static-config.js';
 import type { AddedDevice, HypervisorAdapter, PciDeviceSpec, UserDeviceSpec, VmmDevice } from './types.js';
 
@@ -298,7 +299,7 @@ export class CloudHypervisorClient implements HypervisorAdapter {
       for (const d of list as Array<{ id?: unknown; path?: unknown } | null>) {
         const id = d?.id;
         if (typeof id !== 'string' || out.some((o) => o.id === id)) continue;
-        const bdf = typeof d?.path === 'string' ? /([0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7])$/.exec(d.path)?.[1] : undefined;
+        const bdf = typeof d?.path === 'string' ? trailingBdf(d.path) : undefined;
         out.push({ id, guestBdf: null, hostBdf: bdf ?? null });
       }
     }

@@ -4,7 +4,7 @@
  * options, or QEMU arguments (one pcie-root-port per device so each can later be hot-unplugged, vfio-pci with
  * bootindex, vfio-user-pci in its JSON form). Pure: no I/O, so the control API can return it for FeOS to use.
  */
-import { normalizeBdf } from '../devices/host.js';
+import { normalizeBdf } from '../util/pci-address.js';
 import { VfiodError } from '../util/errors.js';
 import type { AttachSource, HypervisorKind } from './types.js';
 

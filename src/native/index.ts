@@ -26,26 +26,7 @@ export const FALLOC_FL_PUNCH_HOLE = 0x02;
 /** Zeroes the range, keeping (or making) it allocated: unwritten extents on filesystems that have them. */
 export const FALLOC_FL_ZERO_RANGE = 0x10;
 
-/** VFIO (legacy container/group API, linux/vfio.h). See docs/vfio.md. */
-export const VFIO_TYPE1_IOMMU = 1;
-export const VFIO_TYPE1v2_IOMMU = 3;
-export const VFIO_DMA_MAP_FLAG_READ = 1;
-export const VFIO_DMA_MAP_FLAG_WRITE = 2;
-/** vfio-pci region indexes: BAR0..BAR5, ROM, config space, VGA; device-specific regions follow. */
-export const VFIO_PCI_BAR0_REGION_INDEX = 0;
-export const VFIO_PCI_ROM_REGION_INDEX = 6;
-export const VFIO_PCI_CONFIG_REGION_INDEX = 7;
-export const VFIO_PCI_VGA_REGION_INDEX = 8;
-/** vfio-pci irq indexes. */
-export const VFIO_PCI_INTX_IRQ_INDEX = 0;
-export const VFIO_PCI_MSI_IRQ_INDEX = 1;
-export const VFIO_PCI_MSIX_IRQ_INDEX = 2;
-export const VFIO_PCI_ERR_IRQ_INDEX = 3;
-export const VFIO_PCI_REQ_IRQ_INDEX = 4;
-/** Region capability ids (VFIO_REGION_INFO_CAP_*). */
-export const VFIO_REGION_INFO_CAP_SPARSE_MMAP = 1;
-export const VFIO_REGION_INFO_CAP_TYPE = 2;
-export const VFIO_REGION_INFO_CAP_MSIX_MAPPABLE = 3;
+// The VFIO constants (IOMMU types, DMA map flags, region and irq indexes, capability ids) are in src/spec/vfio.ts.
 
 export interface VfioGroupStatus {
   flags: number;

@@ -6,18 +6,11 @@
  * needs no per-register code; registers with side effects (Command, PMCSR, MSI-X control, Device Control) are
  * handled by the PciFunction after the masked write.
  */
-import { constants as osConstants } from 'node:os';
-
 export const CONFIG_SPACE_SIZE = 4096;
 /** The legacy (PCI 3.0) part of config space, where the capability list lives. */
 export const LEGACY_CONFIG_SPACE_SIZE = 256;
 
-export const Errno = {
-  EINVAL: osConstants.errno.EINVAL,
-  EBADF: osConstants.errno.EBADF,
-} as const;
-
-/** A rejected region access or SET_IRQS request; `errno` is the Linux errno the vfio-user reply carries. */
+/** A rejected region access or SET_IRQS request; `errno` is the Linux errno the vfio-user reply carries (`Errno` in src/spec/vfio.ts). */
 export class PciAccessError extends Error {
   override readonly name = 'PciAccessError';
   constructor(

@@ -5,13 +5,24 @@
  */
 import { readlinkSync } from 'node:fs';
 import { native, POLL_READABLE, type FdWatcher } from '../native/index.js';
+import {
+  Errno,
+  IRQ_SET_ACTION_MASK,
+  IRQ_SET_DATA_MASK,
+  IrqFlag,
+  IrqIndex,
+  IrqSetFlag,
+  PCI_REGION_COUNT,
+  RegionIndex,
+  describeIrqSet,
+  irqSetViolation,
+} from '../spec/vfio.js';
 import { rootLogger, type Logger } from '../util/log.js';
 import {
   ConfigSpace,
   ConfigRegister,
   Command,
   CONFIG_SPACE_SIZE,
-  Errno,
   PciAccessError,
   installMemoryBar,
   installType0Header,
@@ -70,39 +81,6 @@ export interface RegionDescription {
   mmap?: BarDefinition['mmap'];
 }
 
-/** vfio region indexes of a PCI device. */
-export const PciRegionIndex = {
-  BAR0: 0,
-  BAR1: 1,
-  BAR2: 2,
-  BAR3: 3,
-  BAR4: 4,
-  BAR5: 5,
-  ROM: 6,
-  CONFIG: 7,
-  VGA: 8,
-} as const;
-export const PCI_REGION_COUNT = 9;
-
-/** vfio IRQ indexes of a PCI device. */
-export const PciIrqIndex = { INTX: 0, MSI: 1, MSIX: 2, ERR: 3, REQ: 4 } as const;
-export const PCI_IRQ_INDEX_COUNT = 5;
-
-/** VFIO_IRQ_SET_* flags of SET_IRQS. */
-export const IrqSetFlag = {
-  DATA_NONE: 1 << 0,
-  DATA_BOOL: 1 << 1,
-  DATA_EVENTFD: 1 << 2,
-  ACTION_MASK: 1 << 3,
-  ACTION_UNMASK: 1 << 4,
-  ACTION_TRIGGER: 1 << 5,
-} as const;
-const IRQ_SET_DATA_MASK = IrqSetFlag.DATA_NONE | IrqSetFlag.DATA_BOOL | IrqSetFlag.DATA_EVENTFD;
-const IRQ_SET_ACTION_MASK = IrqSetFlag.ACTION_MASK | IrqSetFlag.ACTION_UNMASK | IrqSetFlag.ACTION_TRIGGER;
-
-/** VFIO_IRQ_INFO_* flags for GET_IRQ_INFO. */
-export const IrqInfoFlag = { EVENTFD: 1, MASKABLE: 2, AUTOMASKED: 4, NORESIZE: 8 } as const;
-
 const BAR_COUNT = 6;
 const MIN_BAR_SIZE = 4096;
 const MAX_BAR32_SIZE = 2 ** 31;
@@ -123,6 +101,8 @@ export class PciFunction {
   readonly irqFlags: readonly number[];
   readonly vectorCount: number;
 
+  /** irqCounts and irqFlags together, what the SET_IRQS rules (irqSetViolation) check against. */
+  private readonly irqInfo: ReadonlyArray<{ count: number; flags: number }>;
   private readonly logger: Logger;
   private readonly config = new ConfigSpace();
   /** Integrator BAR handlers by index (null for absent BARs, upper halves and the MSI-X BAR). */
@@ -172,7 +152,7 @@ export class PciFunction {
     }
     regions[this.msixBar] = { size: layout.barSize, readable: true, writable: true };
     installMemoryBar(this.config, { index: this.msixBar, size: layout.barSize, is64Bit: false, prefetchable: false });
-    regions[PciRegionIndex.CONFIG] = { size: CONFIG_SPACE_SIZE, readable: true, writable: true };
+    regions[RegionIndex.CONFIG] = { size: CONFIG_SPACE_SIZE, readable: true, writable: true };
     this.regions = Object.freeze(regions);
 
     installType0Header(this.config, {
@@ -195,12 +175,13 @@ export class PciFunction {
 
     this.irqCounts = Object.freeze([interruptPin !== 0 ? 1 : 0, 0, layout.vectors, 0, 0]);
     this.irqFlags = Object.freeze([
-      IrqInfoFlag.EVENTFD | IrqInfoFlag.MASKABLE | IrqInfoFlag.AUTOMASKED,
-      IrqInfoFlag.EVENTFD,
-      IrqInfoFlag.EVENTFD | IrqInfoFlag.MASKABLE,
-      IrqInfoFlag.EVENTFD,
-      IrqInfoFlag.EVENTFD,
+      IrqFlag.EVENTFD | IrqFlag.MASKABLE | IrqFlag.AUTOMASKED,
+      IrqFlag.EVENTFD,
+      IrqFlag.EVENTFD | IrqFlag.MASKABLE,
+      IrqFlag.EVENTFD,
+      IrqFlag.EVENTFD,
     ]);
+    this.irqInfo = this.irqCounts.map((count, index) => ({ count, flags: this.irqFlags[index]! }));
   }
 
   // ---- regions ----
@@ -208,7 +189,7 @@ export class PciFunction {
   regionRead(index: number, offset: number, dst: Uint8Array): void {
     this.checkRegionAccess(index, offset, dst.length, 'read');
     if (dst.length === 0) return;
-    if (index === PciRegionIndex.CONFIG) {
+    if (index === RegionIndex.CONFIG) {
       // Reads have no side effects, so splitting into dwords would give the same bytes.
       dst.set(this.config.bytes.subarray(offset, offset + dst.length));
     } else if (index === this.msixBar) {
@@ -221,7 +202,7 @@ export class PciFunction {
   regionWrite(index: number, offset: number, src: Uint8Array): void {
     this.checkRegionAccess(index, offset, src.length, 'write');
     if (src.length === 0) return;
-    if (index === PciRegionIndex.CONFIG) {
+    if (index === RegionIndex.CONFIG) {
       this.writeConfig(offset, src);
     } else if (index === this.msixBar) {
       this.msix.writeBar(offset, src);
@@ -401,7 +382,7 @@ export class PciFunction {
   }
 
   private signalIntx(): void {
-    if (this.irqCounts[PciIrqIndex.INTX] === 0) {
+    if (this.irqCounts[IrqIndex.INTX] === 0) {
       this.dropIntx('the function has no interrupt pin');
       return;
     }
@@ -530,7 +511,7 @@ export class PciFunction {
       this.logger.debug('SET_IRQS', { irq: IRQ_NAMES[index], flags, start, count, fds: [...fds] });
     }
 
-    if (index === PciIrqIndex.MSIX) {
+    if (index === IrqIndex.MSIX) {
       if (action === IrqSetFlag.ACTION_TRIGGER) {
         if (count === 0) this.msix.disableAll();
         else if (data === IrqSetFlag.DATA_EVENTFD) this.msix.bindEventfds(start, eventfds);
@@ -576,39 +557,16 @@ export class PciFunction {
     bools: Uint8Array | undefined,
   ): void {
     const fail = (reason: string): never => {
-      throw new PciAccessError(
-        Errno.EINVAL,
-        `SET_IRQS index ${index} flags 0x${Number(flags).toString(16)} start ${start} count ${count}: ${reason}`,
-      );
+      throw new PciAccessError(Errno.EINVAL, `${describeIrqSet({ index, flags, start, count })}: ${reason}`);
     };
-    if (!Number.isInteger(index) || index < 0 || index >= PCI_IRQ_INDEX_COUNT) fail('no such IRQ index');
-    if (!Number.isInteger(flags) || (flags & ~(IRQ_SET_DATA_MASK | IRQ_SET_ACTION_MASK)) !== 0) fail('unknown flag bits');
-    const data = flags & IRQ_SET_DATA_MASK;
+    // The vfio.h rules (the vfio-user server checks the same), then what only this function knows: its fds.
+    const violation = irqSetViolation(
+      { index, flags, start, count, fdCount: fds.length, dataBytes: bools?.length ?? 0 },
+      this.irqInfo,
+    );
+    if (violation !== null) fail(violation);
+    if ((flags & IRQ_SET_DATA_MASK) !== IrqSetFlag.DATA_EVENTFD) return;
     const action = flags & IRQ_SET_ACTION_MASK;
-    if (!isSingleBit(data)) fail('exactly one of DATA_NONE, DATA_BOOL, DATA_EVENTFD is required');
-    if (!isSingleBit(action)) fail('exactly one of ACTION_MASK, ACTION_UNMASK, ACTION_TRIGGER is required');
-    if (!Number.isSafeInteger(start) || start < 0 || !Number.isSafeInteger(count) || count < 0) {
-      fail('start and count must be non-negative integers');
-    }
-    const available = this.irqCounts[index]!;
-    if (start >= available || start + count > available) {
-      fail(`outside the ${available} interrupts of ${IRQ_NAMES[index]}`);
-    }
-    if (count === 0 && !(action === IrqSetFlag.ACTION_TRIGGER && data === IrqSetFlag.DATA_NONE)) {
-      fail('count 0 is only valid with ACTION_TRIGGER|DATA_NONE (disable)');
-    }
-    if (data === IrqSetFlag.DATA_BOOL && (bools === undefined || bools.length !== count)) {
-      fail(`DATA_BOOL needs ${count} bytes of data, got ${bools?.length ?? 0}`);
-    }
-    if (data !== IrqSetFlag.DATA_EVENTFD) {
-      if (fds.length !== 0) fail(`${fds.length} fds sent without DATA_EVENTFD`);
-      return;
-    }
-    if (action === IrqSetFlag.ACTION_MASK) fail('masking through an eventfd is not supported');
-    if (action === IrqSetFlag.ACTION_UNMASK && index !== PciIrqIndex.INTX) {
-      fail('an unmask eventfd is only supported for INTx');
-    }
-    if (fds.length !== count && fds.length !== 0) fail(`${fds.length} fds for ${count} interrupts`);
     const seen = new Set<number>();
     for (const fd of fds) {
       if (!Number.isInteger(fd) || fd < -1 || fd > MAX_FD) fail(`invalid fd ${fd}`);
@@ -639,11 +597,11 @@ export class PciFunction {
 
   /** Whether we already own `fd` in a slot this request does not replace (binding it again would double-close). */
   private isOwnedElsewhere(fd: number, index: number, action: number, start: number, count: number): boolean {
-    const replacesIntxTrigger = index === PciIrqIndex.INTX && action === IrqSetFlag.ACTION_TRIGGER;
-    const replacesIntxResample = index === PciIrqIndex.INTX && action === IrqSetFlag.ACTION_UNMASK;
+    const replacesIntxTrigger = index === IrqIndex.INTX && action === IrqSetFlag.ACTION_TRIGGER;
+    const replacesIntxResample = index === IrqIndex.INTX && action === IrqSetFlag.ACTION_UNMASK;
     if (fd === this.intxFd && !replacesIntxTrigger) return true;
     if (fd === this.intxResampleFd && !replacesIntxResample) return true;
-    const [exceptStart, exceptCount] = index === PciIrqIndex.MSIX ? [start, count] : [0, 0];
+    const [exceptStart, exceptCount] = index === IrqIndex.MSIX ? [start, count] : [0, 0];
     return this.msix.ownsEventfd(fd, exceptStart, exceptCount);
   }
 }
@@ -655,10 +613,6 @@ function describeFd(fd: number): string {
   } catch {
     return 'unknown kind';
   }
-}
-
-function isSingleBit(value: number): boolean {
-  return value !== 0 && (value & (value - 1)) === 0;
 }
 
 function isBarIndex(index: number): boolean {

@@ -1,19 +1,12 @@
 /** The PCI device model: config space, capabilities, BARs, MSI-X and INTx of one emulated PCIe function. */
 export {
   PciFunction,
-  PciRegionIndex,
-  PCI_REGION_COUNT,
-  PciIrqIndex,
-  PCI_IRQ_INDEX_COUNT,
-  IrqSetFlag,
-  IrqInfoFlag,
   type BarDefinition,
   type PciFunctionOptions,
   type RegionDescription,
 } from './function.js';
 export {
   PciAccessError,
-  Errno,
   ConfigSpace,
   ConfigRegister,
   Command,

@@ -14,7 +14,8 @@
  */
 import { native } from '../native/index.js';
 import type { Logger } from '../util/log.js';
-import { Errno, PciAccessError } from './config-space.js';
+import { Errno } from '../spec/vfio.js';
+import { PciAccessError } from './config-space.js';
 
 export const MSIX_ENTRY_SIZE = 16;
 export const MSIX_MAX_VECTORS = 2048;

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { GuestMemory } from '../memory/guest-memory.js';
 import type { Namespace, NamespaceIds } from '../namespace/namespace.js';
 import { openNamespace, parseNamespaceUri } from '../namespace/uri.js';
-import { defaultIdentityPath, loadOrCreateIdentity } from '../namespace/identity-store.js';
+import { defaultIdentityPath, loadOrCreateIdentity } from './identity-store.js';
 import { VfioUserServer } from '../vfio-user/server.js';
 import { Logger, rootLogger } from '../util/log.js';
 import type { ControllerConfig } from './config.js';

@@ -13,11 +13,8 @@ import type { Namespace, NamespaceIds } from '../namespace/namespace.js';
 import { NvmeController } from '../nvme/controller.js';
 import type { ControllerIdentity } from '../nvme/identity.js';
 import { PciFunction, PciAccessError } from '../pci/index.js';
+import { DeviceFlag, IrqFlag, IrqIndex, RegionFlag } from '../spec/vfio.js';
 import {
-  DeviceFlag,
-  IrqFlag,
-  IrqIndex,
-  RegionFlag,
   VfioUserError,
   type IrqInfo,
   type RegionInfo,

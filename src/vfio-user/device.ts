@@ -4,32 +4,9 @@
  * guest-supplied index, offset and length against `regions` / `irqs` before calling in, so implementations only
  * check what is specific to them (access width, alignment, register semantics).
  */
-export { Errno, VfioUserError, errnoName } from './errors.js';
+import { RegionFlag } from '../spec/vfio.js';
 
-/** vfio_device_info.flags */
-export const DeviceFlag = { RESET: 1, PCI: 2 } as const;
-
-/** vfio_region_info.flags (CAPS is set by the server when it sends capabilities) */
-export const RegionFlag = { READ: 1, WRITE: 2, MMAP: 4, CAPS: 8 } as const;
-
-/** vfio_irq_info.flags */
-export const IrqFlag = { EVENTFD: 1, MASKABLE: 2, AUTOMASKED: 4, NORESIZE: 8 } as const;
-
-/** Standard vfio-pci region indexes. */
-export const RegionIndex = { BAR0: 0, BAR1: 1, BAR2: 2, BAR3: 3, BAR4: 4, BAR5: 5, ROM: 6, CONFIG: 7, VGA: 8 } as const;
-
-/** Standard vfio-pci interrupt indexes. */
-export const IrqIndex = { INTX: 0, MSI: 1, MSIX: 2, ERR: 3, REQ: 4 } as const;
-
-/** vfio_irq_set.flags: exactly one DATA_* and one ACTION_* bit. */
-export const IrqSetFlag = {
-  DATA_NONE: 1,
-  DATA_BOOL: 2,
-  DATA_EVENTFD: 4,
-  ACTION_MASK: 8,
-  ACTION_UNMASK: 0x10,
-  ACTION_TRIGGER: 0x20,
-} as const;
+export { VfioUserError } from './errors.js';
 
 export interface SparseArea {
   /** Relative to the start of the region. */
@@ -41,7 +18,7 @@ export interface RegionInfo {
   /** 0 for an absent region. */
   size: number;
   /**
-   * RegionFlag bits. READ / WRITE are the device's; MMAP is derived from `mmap` and CAPS from whether the reply
+   * RegionFlag bits (src/spec/vfio.ts). READ / WRITE are the device's; MMAP is derived from `mmap` and CAPS from whether the reply
    * carries capabilities, so the server sets both itself (values given here for them are ignored).
    */
   flags: number;
@@ -56,7 +33,7 @@ export interface RegionInfo {
 export interface IrqInfo {
   /** Number of vectors (0 for an absent interrupt type). */
   count: number;
-  /** IrqFlag bits. */
+  /** IrqFlag bits (src/spec/vfio.ts). */
   flags: number;
 }
 
@@ -97,9 +74,9 @@ export interface VfioUserDevice {
   /** Apply `src` (a view of the receive buffer, valid only during the call). Throws VfioUserError. */
   regionWrite(index: number, offset: number, src: Uint8Array): void;
   /**
-   * Throws VfioUserError. The server has checked flags, index and range, the fd count, and that DATA_EVENTFD goes
-   * with TRIGGER, or with UNMASK on an AUTOMASKED interrupt (a resample eventfd). See `SetIrqsRequest.fds` for
-   * who closes the fds.
+   * Throws VfioUserError. The server has checked the request against `irqs` with `irqSetViolation`
+   * (src/spec/vfio.ts): flags, index and range, the fd count, and that DATA_EVENTFD goes with TRIGGER, or with
+   * UNMASK on an AUTOMASKED interrupt (a resample eventfd). See `SetIrqsRequest.fds` for who closes the fds.
    */
   setIrqs(request: SetIrqsRequest): void;
   /** DEVICE_RESET; following messages wait until it settles. */

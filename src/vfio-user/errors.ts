@@ -1,35 +1,9 @@
 /**
  * Errors a vfio-user request can fail with. The protocol carries Linux errno numbers in the reply header, so every
- * failure a client can see is a `VfioUserError` with one of the `Errno` values below and a message for the log.
+ * failure a client can see is a `VfioUserError` with one of the `Errno` values (src/spec/vfio.ts) and a message for
+ * the log.
  */
-
-/** Linux errno numbers (asm-generic/errno-base.h and errno.h); the wire carries these exact values. */
-export const Errno = {
-  EPERM: 1,
-  ENOENT: 2,
-  EIO: 5,
-  E2BIG: 7,
-  EBADF: 9,
-  ENOMEM: 12,
-  EACCES: 13,
-  EFAULT: 14,
-  EBUSY: 16,
-  EEXIST: 17,
-  EINVAL: 22,
-  ENOSPC: 28,
-  ERANGE: 34,
-  ENOSYS: 38,
-  ENOTSUP: 95,
-} as const;
-
-export type ErrnoValue = (typeof Errno)[keyof typeof Errno];
-
-const ERRNO_NAMES = new Map<number, string>(Object.entries(Errno).map(([name, value]) => [value, name]));
-
-/** 'EINVAL' for 22, 'errno 123' for numbers outside the table. */
-export function errnoName(errno: number): string {
-  return ERRNO_NAMES.get(errno) ?? `errno ${errno}`;
-}
+import { Errno } from '../spec/vfio.js';
 
 /** A request failed; `errno` goes into the error reply, `message` into the log. */
 export class VfioUserError extends Error {

@@ -7,7 +7,8 @@
  * Decoders read from a DataView at an offset and never throw on short input: callers check lengths first and
  * map problems to protocol errors with context.
  */
-import { Errno, VfioUserError } from './errors.js';
+import { Errno, RegionCapId } from '../spec/vfio.js';
+import { VfioUserError } from './errors.js';
 
 export const HEADER_SIZE = 16;
 
@@ -66,7 +67,6 @@ export const BodySize = {
   REGION_ACCESS: 16, // offset, region, count; data follows
 } as const;
 
-export const VFIO_REGION_INFO_CAP_SPARSE_MMAP = 1;
 export const SPARSE_MMAP_CAP_VERSION = 1;
 /** Cap header (id, version, next) + nr_areas + reserved. */
 export const SPARSE_MMAP_CAP_HEADER_SIZE = 16;
@@ -412,7 +412,7 @@ export function writeSparseMmapCap(
   offset: number,
   areas: readonly { offset: number; size: number }[],
 ): number {
-  view.setUint16(offset, VFIO_REGION_INFO_CAP_SPARSE_MMAP, true);
+  view.setUint16(offset, RegionCapId.SPARSE_MMAP, true);
   view.setUint16(offset + 2, SPARSE_MMAP_CAP_VERSION, true);
   view.setUint32(offset + 4, 0, true);
   view.setUint32(offset + 8, areas.length, true);
@@ -444,7 +444,7 @@ export function readSparseMmapAreas(
     seen.add(at);
     const id = info.getUint16(at, true);
     const next = info.getUint32(at + 4, true);
-    if (id === VFIO_REGION_INFO_CAP_SPARSE_MMAP) {
+    if (id === RegionCapId.SPARSE_MMAP) {
       if (at + SPARSE_MMAP_CAP_HEADER_SIZE > info.byteLength) {
         throw new VfioUserError(Errno.EINVAL, 'sparse mmap capability is truncated');
       }

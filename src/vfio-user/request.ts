@@ -3,7 +3,8 @@
  * VfioUserError that becomes the client's error reply.
  */
 import type { IncomingMessage } from './connection.js';
-import { Errno, VfioUserError } from './errors.js';
+import { Errno } from '../spec/vfio.js';
+import { VfioUserError } from './errors.js';
 import { HeaderFlag, commandName } from './protocol.js';
 
 /** A message's fds once they are handed on or closed. */

@@ -13,11 +13,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { native, POLL_READABLE, type FdWatcher } from '../native/index.js';
+import { errnoName } from '../spec/vfio.js';
 import { rootLogger, type Logger } from '../util/log.js';
 import { socketPathState } from '../util/socket-path.js';
 import { Connection } from './connection.js';
 import { validateDevice, type VfioUserDevice } from './device.js';
-import { errnoName } from './errors.js';
 import {
   CONTROL_MESSAGE_ROOM,
   DEFAULT_MAX_DATA_TRANSFER,

@@ -11,9 +11,10 @@
 import type { GuestMemory } from '../memory/guest-memory.js';
 import type { Logger } from '../util/log.js';
 import { closeFds, type Connection, type ConnectionHandler, type IncomingMessage } from './connection.js';
-import { RegionFlag, type VfioUserDevice } from './device.js';
+import { Errno, RegionFlag, errnoName } from '../spec/vfio.js';
+import type { VfioUserDevice } from './device.js';
 import { DmaRequests } from './dma.js';
-import { Errno, VfioUserError, errnoName, errnoOf, messageOf } from './errors.js';
+import { VfioUserError, errnoOf, messageOf } from './errors.js';
 import { decodeSetIrqs } from './irqs.js';
 import { ERROR_LOG_BUDGET, MAX_MSG_FDS, SUPPORTED_MINOR } from './limits.js';
 import {

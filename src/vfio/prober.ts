@@ -6,14 +6,13 @@
  * open (legacy) and a held cdev/group fails with EBUSY on bind (iommufd).
  *
  * Implements `VfioProber` of src/devices/probe.ts. Errors are thrown with errno/code/syscall from the addon and the
- * BDF / group / region in the message (see src/vfio/index.ts).
+ * BDF / group / region in the message (see src/vfio/errors.ts).
  */
 import type {
   VfioProbeIrq as ManagerProbeIrq,
   VfioProbeRegion as ManagerProbeRegion,
   VfioProbeResult as ManagerProbeResult,
   VfioProber,
-  VfioProberOptions,
 } from '../devices/probe.js';
 import {
   openVfioDevice,
@@ -24,7 +23,7 @@ import {
   type VfioRegionInfo,
 } from './index.js';
 
-export type { VfioProber, VfioProberOptions };
+export type { VfioProber };
 
 /** The manager's region (index, size, flags) plus what VFIO says about mapping it. */
 export interface VfioProbeRegion extends ManagerProbeRegion {
@@ -104,7 +103,7 @@ export class NativeVfioProber implements VfioProber {
    * `sysfsRoot` / `devRoot` default to '/sys' and '/dev', `backend` to 'auto'. Regions and irqs of size/count 0 are
    * left out.
    */
-  constructor(private readonly options: OpenDeviceOptions | Partial<VfioProberOptions> = {}) {}
+  constructor(private readonly options: OpenDeviceOptions = {}) {}
 
   async probe(bdf: string): Promise<VfioProbeResult> {
     return this.probeSync(bdf);
@@ -157,9 +156,4 @@ export class NativeVfioProber implements VfioProber {
       opened.close();
     }
   }
-}
-
-/** The factory src/devices/probe.ts loads (`loadNativeProber`). */
-export function createVfioProber(options: OpenDeviceOptions | Partial<VfioProberOptions> = {}): NativeVfioProber {
-  return new NativeVfioProber(options);
 }

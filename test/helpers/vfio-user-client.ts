@@ -13,7 +13,8 @@
  * Runs on the event loop (non-blocking socket + fd watcher), so a server in the same process keeps working.
  */
 import { native, POLL_READABLE, POLL_WRITABLE, type FdWatcher } from '../../src/native/index.js';
-import { DeviceFlag, IrqSetFlag, RegionFlag, type SparseArea } from '../../src/vfio-user/device.js';
+import { DeviceFlag, IrqSetFlag, RegionFlag } from '../../src/spec/vfio.js';
+import type { SparseArea } from '../../src/vfio-user/device.js';
 import {
   BodySize,
   Command,

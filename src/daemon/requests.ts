@@ -1,10 +1,15 @@
 /**
- * VfiodError codes map 1:1 onto gRPC status codes (the way FeOS maps its own errors). Anything else that escapes a
- * handler is a bug: INTERNAL, with a log line carrying the RPC and the request.
+ * What every service of the gRPC API shares for its requests:
+ * - argument checks: request fields (text, PCI addresses, waits) are checked here, and a bad one is INVALID_ARGUMENT
+ *   naming the field;
+ * - status mapping: VfiodError codes map 1:1 onto gRPC status codes (the way FeOS maps its own errors). Anything
+ *   else that escapes a handler is a bug: INTERNAL, with a log line carrying the RPC and the request;
+ * - the handler wrapper (`unary`) and the tracker of running handlers that shutdown waits for.
  */
 import * as grpc from '@grpc/grpc-js';
 import { type ErrorCode, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
+import { normalizeBdf } from '../util/pci-address.js';
 
 export const GRPC_STATUS: Record<ErrorCode, grpc.status> = {
   NOT_FOUND: grpc.status.NOT_FOUND,
@@ -40,6 +45,50 @@ export function boundedDetails(message: string): string {
 /** A bad request: INVALID_ARGUMENT with a message that names the RPC's subject. */
 export function invalid(message: string): VfiodError {
   return new VfiodError('INVALID_ARGUMENT', message);
+}
+
+/** A BDF from a request field, normalised; INVALID_ARGUMENT naming the field when it is missing or malformed. */
+export function requestBdf(value: unknown, field: string): string {
+  if (typeof value !== 'string' || value.trim() === '') throw invalid(`${field} is required (a PCI address such as 0000:01:00.1)`);
+  if (value.length > 64) throw invalid(`${field} (${value.length} characters) is not a PCI address (expected 0000:01:00.1 or 01:00.1)`);
+  const bdf = normalizeBdf(value);
+  if (!bdf) throw invalid(`${field} '${value}' is not a PCI address (expected 0000:01:00.1 or 01:00.1)`);
+  return bdf;
+}
+
+/** Longest identifier (VM id, owner, device id, path) a request may carry; FeOS's VM ids are UUIDs. */
+export const MAX_TEXT_FIELD = 256;
+
+/**
+ * A required text field: INVALID_ARGUMENT naming the field when it is missing, longer than MAX_TEXT_FIELD, or holds
+ * control characters (a NUL cannot be in a path; newlines would forge log lines and table rows).
+ */
+export function requireText(value: unknown, field: string, what: string): string {
+  if (typeof value !== 'string' || value.trim() === '') throw invalid(`${field} is required (${what})`);
+  return checkText(value, field);
+}
+
+/** An optional text field ('' = not given) with the same limits as requireText. */
+export function optionalText(value: unknown, field: string): string | undefined {
+  if (value === undefined || value === null || value === '') return undefined;
+  if (typeof value !== 'string') throw invalid(`${field} must be a string`);
+  return checkText(value, field);
+}
+
+/** Longest wait a request may ask for: setTimeout cannot go past 2^31-1 ms, and no guest or VMM needs an hour. */
+export const MAX_WAIT_MS = 3_600_000;
+
+/** A proto3 uint32 wait in milliseconds (0 = default); INVALID_ARGUMENT naming the field above MAX_WAIT_MS. */
+export function waitMs(value: unknown, field: string): number {
+  const ms = typeof value === 'number' ? value : 0;
+  if (!Number.isInteger(ms) || ms < 0 || ms > MAX_WAIT_MS) throw invalid(`${field} ${String(value)} is more than ${MAX_WAIT_MS} ms (1 hour)`);
+  return ms;
+}
+
+function checkText(value: string, field: string): string {
+  if (value.length > MAX_TEXT_FIELD) throw invalid(`${field} is ${value.length} characters long; the limit is ${MAX_TEXT_FIELD}`);
+  if (/[\x00-\x1f\x7f]/.test(value)) throw invalid(`${field} ${JSON.stringify(value)} contains control characters`);
+  return value;
 }
 
 /** Converts whatever a handler threw into a gRPC status; unexpected errors are logged and become INTERNAL. */

@@ -14,8 +14,8 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../util/log.js';
-import type { NamespaceIds } from './namespace.js';
-import { isFileNamespaceSpec, parseNamespaceUri, type NamespaceSpec } from './uri.js';
+import type { NamespaceIds } from '../namespace/namespace.js';
+import { isFileNamespaceSpec, parseNamespaceUri, type NamespaceSpec } from '../namespace/uri.js';
 
 export interface ControllerIdentityRecord {
   /** 1-20 printable ASCII characters (Identify Controller SN). */

@@ -1,22 +1,23 @@
 /**
- * Emulated NVMe controllers of the daemon: one ControllerWorker (src/serve) per controller, so each keeps serving
- * whatever happens to API clients or to the other controllers. Definitions persist in <state dir>/controllers.json
- * and are started again when the daemon restarts; identity defaults to <state dir>/controllers/<id>.identity.json so
- * a guest sees the same controller across restarts. Stats are sampled periodically to report rates.
+ * The registry of emulated NVMe controllers a long-running vfiod (the daemon) serves: one ControllerWorker per
+ * controller, so each keeps serving whatever happens to API clients or to the other controllers. Definitions
+ * persist in <state dir>/controllers.json and are started again when the daemon restarts; identity defaults to
+ * <state dir>/controllers/<id>.identity.json so a guest sees the same controller across restarts. Stats are sampled
+ * periodically to report rates.
  */
 import { mkdirSync, readFileSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import path from 'node:path';
-import { checkIdentityOverrides } from '../namespace/identity-store.js';
 import { type FileNamespaceSpec, type MemoryNamespaceSpec, parseNamespaceUri } from '../namespace/uri.js';
 import { LATENCY_BUCKETS, type NvmeControllerStats } from '../nvme/stats.js';
-import { CONTROLLER_LIMITS, type ControllerConfig, controllerConfig, type DoorbellMode } from '../serve/config.js';
-import { formatSize } from '../util/size.js';
-import { ControllerWorker } from '../serve/supervisor.js';
-import type { ControllerSnapshot } from '../serve/worker.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
+import { formatSize } from '../util/size.js';
 import { socketPathState } from '../util/socket-path.js';
+import { CONTROLLER_LIMITS, type ControllerConfig, controllerConfig, type DoorbellMode } from './config.js';
+import { checkIdentityOverrides } from './identity-store.js';
+import { ControllerWorker } from './supervisor.js';
+import type { ControllerSnapshot } from './worker.js';
 
 export type ControllerRunState = 'starting' | 'serving' | 'stopping' | 'failed';
 
