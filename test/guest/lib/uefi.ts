@@ -50,6 +50,7 @@ export interface UefiSetup {
 }
 
 let probed: { setup: UefiSetup } | { reason: string } | undefined;
+let probedDisk: { setup: UefiSetup } | { reason: string } | undefined;
 
 /**
  * The QEMU with vfio-user-pci: VFIOD_GUEST_QEMU when set, else whatever scripts/qemu-vfio-user.sh prints (it builds
@@ -80,7 +81,7 @@ function findOvmf(qemu: string): { code: string; vars: string } | undefined {
   return undefined;
 }
 
-function probe(): { setup: UefiSetup } | { reason: string } {
+function probe(withVm: boolean): { setup: UefiSetup } | { reason: string } {
   if (env('VFIOD_GUEST_DISABLE') === '1') return { reason: 'disabled by VFIOD_GUEST_DISABLE=1' };
   if (process.platform !== 'linux' || process.arch !== 'x64') return { reason: 'needs Linux on x86-64' };
   for (const tool of ['timeout', 'sh', 'bash']) if (!which(tool)) return { reason: `${tool} not found` };
@@ -121,6 +122,11 @@ function probe(): { setup: UefiSetup } | { reason: string } {
         (rejected.length ? `; rejected: ${rejected.join('; ')}` : ''),
     };
   }
+  const disk = {
+    busybox, kernel: `/boot/vmlinuz-${kernel.version}`, kernelVersion: kernel.version, modules: kernel.modules,
+    tools: tools as UefiSetup['tools'],
+  };
+  if (!withVm) return { setup: { ...disk, qemu: '', qemuVersion: '', ovmfCode: '', ovmfVars: '' } };
   const found = findQemu();
   if ('reason' in found) return found;
   const version = spawnSync(found.qemu, ['--version'], { encoding: 'utf8', timeout: 60_000 });
@@ -128,18 +134,16 @@ function probe(): { setup: UefiSetup } | { reason: string } {
   if (version.status !== 0 || !qemuVersion) return { reason: `${found.qemu} --version failed: ${version.stderr?.trim()}` };
   const ovmf = findOvmf(found.qemu);
   if (!ovmf) return { reason: `no OVMF_CODE_4M.fd/OVMF_VARS_4M.fd next to ${found.qemu} or in /usr/share/OVMF (apt-get install ovmf)` };
-  return {
-    setup: {
-      qemu: found.qemu, qemuVersion, ovmfCode: ovmf.code, ovmfVars: ovmf.vars, busybox,
-      kernel: `/boot/vmlinuz-${kernel.version}`, kernelVersion: kernel.version, modules: kernel.modules,
-      tools: tools as UefiSetup['tools'],
-    },
-  };
+  return { setup: { ...disk, qemu: found.qemu, qemuVersion, ovmfCode: ovmf.code, ovmfVars: ovmf.vars } };
 }
 
-/** The setup, or why a UEFI guest cannot run here (probed once per process). */
-export function uefiGuestSetup(): { setup: UefiSetup } | { reason: string } {
-  return (probed ??= probe());
+/**
+ * The setup, or why a UEFI guest cannot run here (probed once per process). With `{ vm: false }` only what the
+ * boot disk needs (no QEMU, no OVMF: qemu, qemuVersion, ovmfCode and ovmfVars are empty).
+ */
+export function uefiGuestSetup(options: { vm?: boolean } = {}): { setup: UefiSetup } | { reason: string } {
+  if (options.vm === false) return (probedDisk ??= probe(false));
+  return (probed ??= probe(true));
 }
 
 // ---------------------------------------------------------------------------------------------------------------
