@@ -7,6 +7,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { which } from '../helpers/guest-kernel.js';
 import { buildBootDisk, buildInitramfs, REPO, uefiGuestSetup } from './lib/uefi.js';
 
 const [image, sizeText = '1G'] = process.argv.slice(2);
@@ -23,11 +24,17 @@ if ('reason' in probed) {
   process.exit(1);
 }
 const { setup } = probed;
+const lsblk = which('lsblk');
+const nvme = which('nvme');
+if (!lsblk || !nvme) {
+  console.error(`make-disk: ${lsblk ? 'nvme' : 'lsblk'} not found (apt-get install ${lsblk ? 'nvme-cli' : 'util-linux'}): the guest runs the host's copy`);
+  process.exit(1);
+}
 const work = mkdtempSync(path.join(os.tmpdir(), 'vfiod-make-disk-'));
 try {
   const initrd = buildInitramfs(setup, {
     init: path.join(REPO, 'test', 'guest', 'quickstart-init.sh'),
-    binaries: ['/usr/bin/lsblk', '/usr/sbin/nvme'],
+    binaries: [lsblk, nvme],
   });
   const layout = buildBootDisk(setup, {
     image, sizeBytes, initrd, workDir: work, cmdline: 'console=ttyS0 quiet panic=-1 no_timer_check',
