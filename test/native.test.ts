@@ -892,7 +892,7 @@ describe('memfd size seals', () => {
 });
 
 // ---------------------------------------------------------------------------------------------------------------
-// Faults a peer can cause in the process: a file shrunk under a mapping (SIGBUS).
+// Faults a peer can cause in the process: a file shrunk under a mapping (SIGBUS), an eventfd made blocking again.
 // Each case runs in a child process, so that without the protection the child dies or hangs (and the test fails)
 // instead of this test process.
 
@@ -1070,6 +1070,58 @@ describe('SIGBUS guard: a file shrunk under a mapping', () => {
       for (const buffer of buffers) native.munmap(buffer);
     }
     native.munmap(native.mmap(fd, 0, 4096, RW));
+    closeFd(fd);
+  });
+});
+
+describe('eventfd: a peer that makes it blocking again cannot block the caller', () => {
+  it('a write into a full counter and a read of an empty one return within ~0.2 s (main thread and Worker)', () => {
+    const probe = `
+      const fs = require('node:fs');
+      const O_NONBLOCK = 0o4000;
+      const fd = n.eventfdCreate(0, false); // blocking, as if the peer had cleared O_NONBLOCK
+      const full = Buffer.alloc(8);
+      full.writeBigUInt64LE(0xfffffffffffffffen);
+      fs.writeSync(fd, full);
+      let started = Date.now();
+      const written = n.eventfdWrite(fd, 1);
+      const writeMs = Date.now() - started;
+      const nonBlockingAgain = (parseInt(fs.readFileSync('/proc/self/fdinfo/' + fd, 'utf8').match(/flags:\\s+(\\d+)/)[1], 8) & O_NONBLOCK) !== 0; // octal
+      const counter = n.eventfdRead(fd);
+      n.setNonBlocking(fd, false);
+      started = Date.now();
+      const empty = n.eventfdRead(fd);
+      const readMs = Date.now() - started;
+      n.close(fd);
+      console.log(JSON.stringify({ written, writeMs, nonBlockingAgain, counter, empty, readMs }));
+    `;
+    const expectBounded = (child: ReturnType<typeof runChild>) => {
+      expect({ status: child.status, signal: child.signal }).toEqual({ status: 0, signal: null });
+      const result = child.result as { writeMs: number; readMs: number };
+      expect(result).toMatchObject({ written: false, nonBlockingAgain: true, counter: 2 ** 64 - 2, empty: null });
+      // The watchdog interrupts after one to two 100 ms ticks; generous for a busy machine.
+      expect(result.writeMs).toBeLessThan(3000);
+      expect(result.readMs).toBeLessThan(3000);
+    };
+    expectBounded(runChild(probe, 15_000));
+    expectBounded(
+      runChild(
+        `
+        const { Worker } = require('node:worker_threads');
+        const worker = new Worker(${JSON.stringify(`const n = require(${JSON.stringify(ADDON)});`)} + ${JSON.stringify(probe)}, { eval: true, stdout: true });
+        let out = '';
+        worker.stdout.on('data', (chunk) => (out += chunk));
+        worker.on('exit', (code) => { console.log(out.trim()); process.exitCode = code; });
+      `,
+        15_000,
+      ),
+    );
+  });
+
+  it('writes that fit still succeed at once on a blocking eventfd', () => {
+    const fd = track(native.eventfdCreate(0, false));
+    for (let index = 0; index < 1000; index++) expect(native.eventfdWrite(fd, 1)).toBe(true);
+    expect(native.eventfdRead(fd)).toBe(1000);
     closeFd(fd);
   });
 });

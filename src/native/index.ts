@@ -263,14 +263,18 @@ export interface NativeAddon {
   /** A close-on-exec eventfd with counter `initial` (0..2^32-1). */
   eventfdCreate(initial: number, nonBlocking: boolean): number;
   /**
-   * Adds `value` (1..2^53-1) to the counter; true when it was added. On a non-blocking eventfd whose counter cannot
-   * take `value` (it would reach 2^64-1, EAGAIN) nothing is written and the result is false: for an interrupt that
-   * means the consumer has not read the counter since, so an interrupt is already pending. On a blocking eventfd
-   * that write would block the calling thread until someone reads the counter: set O_NONBLOCK (`setNonBlocking`)
-   * on every eventfd a peer supplied before writing to it. Other errors (EBADF...) throw.
+   * Adds `value` (1..2^53-1) to the counter; true when it was added. When the counter cannot take `value` (it would
+   * reach 2^64-1) nothing is written and the result is false: for an interrupt that means the consumer has not read
+   * the counter since, so an interrupt is already pending. That is immediate (EAGAIN) on a non-blocking eventfd; on
+   * a blocking one the write is interrupted after at most ~0.2 s by the addon's watchdog, and O_NONBLOCK is set on
+   * the fd again. Still set O_NONBLOCK (`setNonBlocking`) on every eventfd a peer supplies: the peer shares the flag
+   * and may clear it, which then costs at most that delay per call. Other errors (EBADF...) throw.
    */
   eventfdWrite(fd: number, value: number): boolean;
-  /** The counter value (and resets it), or null when it is zero and the fd is non-blocking. */
+  /**
+   * The counter value (and resets it), or null when it is zero: at once on a non-blocking fd, after at most ~0.2 s
+   * (the same watchdog) on a blocking one.
+   */
   eventfdRead(fd: number): number | null;
   /**
    * Whether `fd` is an eventfd (readlink of /proc/self/fd/N is "anon_inode:[eventfd]"). A socket, pipe, memfd or
