@@ -386,6 +386,14 @@ export class NvmeController {
     return this.whenDrained();
   }
 
+  /**
+   * Controller Fatal Status for a failure found outside the controller (guest memory the client took away): logs
+   * `controller fatal: <reason>` and stops processing until the host resets the controller. No-op while CFS is set.
+   */
+  fatal(reason: string, fields: Record<string, unknown> = {}): void {
+    this.fail(reason, fields);
+  }
+
   /** Flushes every namespace (graceful shutdown). */
   async flush(): Promise<void> {
     await Promise.all(this.namespaces.map((entry) => Promise.resolve().then(() => entry.namespace.flush())));

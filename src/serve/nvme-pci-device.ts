@@ -8,7 +8,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { native, PROT_READ, PROT_WRITE, type DoorbellPoller } from '../native/index.js';
-import type { GuestMemory } from '../memory/guest-memory.js';
+import type { DmaMapping, GuestMemory } from '../memory/guest-memory.js';
 import type { Namespace, NamespaceIds } from '../namespace/namespace.js';
 import { NvmeController } from '../nvme/controller.js';
 import type { ControllerIdentity } from '../nvme/identity.js';
@@ -34,6 +34,11 @@ const DOORBELL_PAGE_SIZE = 0x1000;
 const MSIX_BAR = 4;
 /** How long the worker keeps polling the doorbell page itself after the last doorbell change. */
 const POLL_SPIN_MS = 0.5;
+/**
+ * Lost guest memory is looked for after every batch of work and, for work that ends outside a batch (an I/O
+ * completion written into guest memory), this often.
+ */
+const MEMORY_CHECK_INTERVAL_MS = 500;
 
 export interface NvmePciDeviceOptions {
   config: ControllerConfig;
@@ -50,7 +55,16 @@ export class NvmePciDevice implements VfioUserDevice {
   readonly controller: NvmeController;
   readonly pci: PciFunction;
 
+  /** The vfio-user client being served (its id in the server's log lines), for log lines of the device. */
+  client: number | undefined;
+
   private readonly logger: Logger;
+  private readonly memory: GuestMemory;
+  /** native.memoryFaultCount() at the last look: lost guest pages anywhere in the process. */
+  private memoryFaultsSeen = native.memoryFaultCount();
+  /** A DMA mapping of this client lost pages; the controller fails again after every reset while it is mapped. */
+  private memoryLost = false;
+  private readonly memoryCheckTimer: NodeJS.Timeout;
   /** Polled mode only: the memfd behind BAR0, its mapped doorbell page, and the poller watching it. */
   private readonly doorbellFd: number | undefined;
   private readonly doorbellPage: ArrayBuffer | undefined;
@@ -59,6 +73,7 @@ export class NvmePciDevice implements VfioUserDevice {
   constructor(options: NvmePciDeviceOptions) {
     const { config } = options;
     this.logger = (options.logger ?? rootLogger).child({ component: 'nvme-pci', socket: config.socketPath });
+    this.memory = options.memory;
 
     let doorbells: Uint32Array;
     if (config.doorbellMode === 'polled') {
@@ -122,6 +137,7 @@ export class NvmePciDevice implements VfioUserDevice {
     });
 
     if (this.doorbellPage) this.startPoller(this.doorbellPage, config.maxIoQueuePairs);
+    this.memoryCheckTimer = setInterval(() => this.checkGuestMemory(), MEMORY_CHECK_INTERVAL_MS).unref();
   }
 
   // regionRead / regionWrite translate errors inline rather than through translateErrors: they run for every
@@ -155,6 +171,7 @@ export class NvmePciDevice implements VfioUserDevice {
 
   afterBatch(): void {
     this.controller.processQueues();
+    this.checkGuestMemory();
   }
 
   async disconnected(): Promise<void> {
@@ -166,6 +183,7 @@ export class NvmePciDevice implements VfioUserDevice {
 
   /** Stops the poller and releases the doorbell memory; the device is unusable afterwards. */
   close(): void {
+    clearInterval(this.memoryCheckTimer);
     this.poller?.close();
     this.poller = undefined;
     if (this.doorbellPage && native.isMapped(this.doorbellPage)) native.munmap(this.doorbellPage);
@@ -208,6 +226,36 @@ export class NvmePciDevice implements VfioUserDevice {
   private pollOnce(): void {
     if (this.controller.pollDoorbells()) this.lastDoorbellAt = performance.now();
     this.controller.processQueues();
+    this.checkGuestMemory();
+  }
+
+  /**
+   * Fails the controller (CSTS.CFS) when the client shrank the file behind one of its DMA mappings and we touched a
+   * lost page. The native guard turned that SIGBUS into a zero-filled page and counted it (docs/native.md), so the
+   * access completed with garbage: nothing this controller did since can be trusted. Other controllers and the
+   * process are unaffected. Cheap when nothing faulted: one native call comparing a process-wide counter.
+   */
+  private checkGuestMemory(): void {
+    const total = native.memoryFaultCount();
+    if (total === this.memoryFaultsSeen && !this.memoryLost) return;
+    this.memoryFaultsSeen = total;
+    let lost: { mapping: DmaMapping; offset: number; count: number } | undefined;
+    for (const mapping of this.memory.mappings) {
+      const buffer = mapping.bytes.buffer;
+      const fault = buffer instanceof ArrayBuffer ? native.mappingFault(buffer) : null;
+      if (fault) {
+        lost = { mapping, offset: fault.offset - mapping.bytes.byteOffset, count: fault.count };
+        break;
+      }
+    }
+    this.memoryLost = lost !== undefined;
+    if (!lost) return;
+    const iova = lost.mapping.iova + lost.offset;
+    this.controller.fatal(
+      `guest memory lost at iova 0x${iova.toString(16)}: the client shrank the file behind its DMA mapping ` +
+        `(iova 0x${lost.mapping.iova.toString(16)}, size 0x${lost.mapping.size.toString(16)})`,
+      { client: this.client, iova: '0x' + iova.toString(16), lostPageFaults: lost.count },
+    );
   }
 
   private translateErrors(access: () => void): void {

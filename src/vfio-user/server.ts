@@ -15,7 +15,7 @@ import { EventEmitter } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { GuestMemory } from '../memory/guest-memory.js';
-import { native, POLL_READABLE, PROT_READ, PROT_WRITE, type FdWatcher } from '../native/index.js';
+import { F_SEAL_SHRINK, native, POLL_READABLE, PROT_READ, PROT_WRITE, type FdWatcher } from '../native/index.js';
 import { rootLogger, type Logger } from '../util/log.js';
 import { socketPathState } from '../util/socket-path.js';
 import { Connection, closeFds, type ConnectionHandler, type IncomingMessage } from './connection.js';
@@ -401,6 +401,7 @@ class ClientSession implements ConnectionHandler {
   /** A pending asynchronous request (DMA_UNMAP drain, DEVICE_RESET); settles without rejecting. */
   inFlight: Promise<void> = Promise.resolve();
   private warnedDmaWithoutFd = false;
+  private notedUnsealed = false;
   private errorLogBudget = ERROR_LOG_BUDGET;
   private readonly maxDataTransfer: number;
   /** smallWrites[n]: the n-byte array REGION_WRITE hands small writes in (see regionWrite). */
@@ -981,6 +982,17 @@ class ClientSession implements ConnectionHandler {
           `${where}: mmap of the fd at offset 0x${fdOffset.toString(16)} failed: ${messageOf(error)}`,
         );
       }
+      // QEMU's memory-backend-memfd seals its memory against shrinking; cloud-hypervisor does not. Unsealed memory is
+      // fine: if the client truncates it, touching the lost pages fails this controller, not the process (the native
+      // SIGBUS guard, docs/native.md). Said once per client, for whoever investigates such a failure.
+      const sealed = shrinkSealed(fd);
+      if (!sealed && !this.notedUnsealed) {
+        this.notedUnsealed = true;
+        this.log.info('guest memory is not sealed against shrinking (F_SEAL_SHRINK); a client that truncates it fails this controller', {
+          iova: '0x' + iova.toString(16),
+          size,
+        });
+      }
       const log = this.log;
       try {
         this.memory.add({
@@ -1001,7 +1013,7 @@ class ClientSession implements ConnectionHandler {
         native.munmap(buffer);
         throw new VfioUserError(Errno.EINVAL, `${where}: ${messageOf(error)}`);
       }
-      if (this.log.enabled('debug')) this.log.debug('dma mapped', { iova, size, flags });
+      if (this.log.enabled('debug')) this.log.debug('dma mapped', { iova, size, flags, sealed });
       this.replyEmpty(m);
     } finally {
       // The mapping keeps the memory alive; the fd itself is not needed any more (on error, fail() sees none).
@@ -1129,4 +1141,13 @@ function wantsReply(m: IncomingMessage): boolean {
 
 function isSingleBit(value: number): boolean {
   return value !== 0 && (value & (value - 1)) === 0;
+}
+
+/** Whether the file behind `fd` can never shrink (a memfd sealed with F_SEAL_SHRINK). */
+function shrinkSealed(fd: number): boolean {
+  try {
+    return ((native.fileSeals(fd) ?? 0) & F_SEAL_SHRINK) !== 0;
+  } catch {
+    return false;
+  }
 }
