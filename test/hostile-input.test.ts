@@ -1033,7 +1033,7 @@ describe.skipIf(!built)('one vfiod process, several controllers (worker threads)
   const errorsFor = (socket: string, from: number): LogFields[] =>
     logLines.slice(from).filter((line) => line['level'] === 'error' && line['socket'] === socket);
 
-  it('a client that shrinks its guest memory under a command\'s data fails that controller only (CSTS.CFS, a log line)', async () => {
+  it('a client that shrinks its guest memory under a command\'s data fails that controller only (CSTS.CFS, a log line) until it maps whole memory again', async () => {
     const guest = await Guest.attach(sockets.shrink, { flavour: 'cloud-hypervisor', ramBytes: RAM_BYTES });
     cleanups.push(() => guest.close());
     const { driver } = guest;
@@ -1061,6 +1061,14 @@ describe.skipIf(!built)('one vfiod process, several controllers (worker threads)
     expect(logLines.slice(logsFrom).filter((line) => line['level'] === 'error' && line['socket'] !== sockets.shrink)).toEqual([]);
     // Failed it stays while the lost mapping is there: a reset and re-enable fails at once.
     await expect(driver.enable()).rejects.toThrow(/controller fatal status while enabling/);
+    // The client maps whole memory again (unmap, grow the file back, map): the controller works again.
+    await guest.client.dmaUnmap({ iova: GUEST_RAM_IOVA, size: RAM_BYTES });
+    fs.ftruncateSync(guest.memfd, RAM_BYTES);
+    await guest.client.dmaMap({ iova: GUEST_RAM_IOVA, size: RAM_BYTES, fd: guest.memfd });
+    await driver.enable();
+    await driver.createIoQueuePair(1, 16, 1);
+    expect((await driver.write(1, 8, pattern(PAGE, 8))).status).toBe(Status.SUCCESS);
+    expect(Buffer.compare((await driver.read(1, 8, PAGE / BLOCK)).data, pattern(PAGE, 8))).toBe(0);
   });
 
   it('polled doorbells: a queue in shrunk guest memory fails that controller only', async () => {
