@@ -12,9 +12,9 @@
 // non-blocking write for eventfds (pwritev2 RWF_NOWAIT gives EOPNOTSUPP), so eventfdWrite / eventfdRead announce
 // each call in a per-thread record, and a watchdog thread interrupts a call that is still in the kernel after one
 // to two ticks (100 ms each) with a thread-directed signal (SIGURG, handler installed without SA_RESTART: the
-// blocked eventfd read/write returns EINTR). The interrupted call then counts as "would block" (false / null) and
-// O_NONBLOCK is set again. Costs on the fast path: two atomic stores per call; the watchdog wakes 10 times a
-// second once any thread has used these functions.
+// blocked eventfd read/write returns EINTR). O_NONBLOCK is then set again and the call retried once; blocked
+// again, it counts as "would block" (false / null). Costs on the fast path: two atomic stores per call; the
+// watchdog wakes 10 times a second once any thread has used these functions.
 #include "common.h"
 
 #include <fcntl.h>
@@ -130,7 +130,9 @@ bool StartWatchdog() {
 // watchdog never signals a thread that is gone.
 struct ThreadRecord {
   CallRecord* record = nullptr;
+  bool exited = false;  // calls made after this destructor ran (late thread teardown) go unbounded, as before
   ~ThreadRecord() {
+    exited = true;
     if (record == nullptr) return;
     {
       std::lock_guard<std::mutex> lock(RecordsMutex());
@@ -138,13 +140,14 @@ struct ThreadRecord {
       records.erase(std::remove(records.begin(), records.end(), record), records.end());
     }
     delete record;
+    record = nullptr;
   }
 };
 thread_local ThreadRecord t_record;
 
 CallRecord* CurrentRecord() {
   if (t_record.record != nullptr) return t_record.record;
-  if (!StartWatchdog()) return nullptr;
+  if (t_record.exited || !StartWatchdog()) return nullptr;
   // The signal must reach this thread even if it was created with it blocked.
   sigset_t set;
   sigemptyset(&set);
@@ -161,8 +164,11 @@ CallRecord* CurrentRecord() {
   return record;
 }
 
-// read(2) / write(2) of the 8-byte counter with EINTR retried, unless the watchdog interrupted the call: then -1
-// with errno EAGAIN, as if the fd had been non-blocking (and it is made non-blocking again).
+// read(2) / write(2) of the 8-byte counter with EINTR retried. When the watchdog interrupted the call (it was
+// blocked: the fd is blocking again), the fd is made non-blocking and the call tried once more; that attempt gives
+// the real answer (done, or EAGAIN), unless the peer cleared O_NONBLOCK again in between and the call blocks once
+// more: then the second interruption ends it with EAGAIN. A watchdog signal that arrives late (the blocked call had
+// just finished) thus costs one extra attempt, never a wrong "would block".
 ssize_t BoundedIo(int fd, uint64_t* value, bool write) {
   CallRecord* record = CurrentRecord();
   if (record != nullptr) {
@@ -170,22 +176,20 @@ ssize_t BoundedIo(int fd, uint64_t* value, bool write) {
     record->inCall.store(++record->nextToken, std::memory_order_release);
   }
   ssize_t n;
-  bool interrupted = false;
+  int interruptions = 0;
   for (;;) {
     n = write ? ::write(fd, value, sizeof *value) : ::read(fd, value, sizeof *value);
     if (n >= 0 || errno != EINTR) break;
-    if (record != nullptr && record->interrupted.load(std::memory_order_acquire)) {
-      interrupted = true;
+    if (record == nullptr || !record->interrupted.exchange(false, std::memory_order_acq_rel)) continue;
+    if (++interruptions == 2) {
+      errno = EAGAIN;
       break;
     }
+    int flags = fcntl(fd, F_GETFL);
+    if (flags >= 0 && (flags & O_NONBLOCK) == 0) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
   }
   int err = errno;
   if (record != nullptr) record->inCall.store(0, std::memory_order_release);
-  if (interrupted) {
-    int flags = fcntl(fd, F_GETFL);
-    if (flags >= 0 && (flags & O_NONBLOCK) == 0) fcntl(fd, F_SETFL, flags | O_NONBLOCK);
-    err = EAGAIN;
-  }
   errno = err;
   return n;
 }

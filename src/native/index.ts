@@ -266,9 +266,9 @@ export interface NativeAddon {
    * Adds `value` (1..2^53-1) to the counter; true when it was added. When the counter cannot take `value` (it would
    * reach 2^64-1) nothing is written and the result is false: for an interrupt that means the consumer has not read
    * the counter since, so an interrupt is already pending. That is immediate (EAGAIN) on a non-blocking eventfd; on
-   * a blocking one the write is interrupted after at most ~0.2 s by the addon's watchdog, and O_NONBLOCK is set on
-   * the fd again. Still set O_NONBLOCK (`setNonBlocking`) on every eventfd a peer supplies: the peer shares the flag
-   * and may clear it, which then costs at most that delay per call. Other errors (EBADF...) throw.
+   * a blocking one the addon's watchdog interrupts the write after at most ~0.2 s, sets O_NONBLOCK on the fd again
+   * and retries once (docs/native.md). Still set O_NONBLOCK (`setNonBlocking`) on every eventfd a peer supplies:
+   * the peer shares the flag and may clear it, which then costs at most that delay per call. Other errors throw.
    */
   eventfdWrite(fd: number, value: number): boolean;
   /**
