@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Entry point for `npx vfiod`: runs the compiled CLI (built by `npm install` via the `prepare` script).
+// Entry point for `vfiod` (`node bin/vfiod.js` in a checkout, or the installed command): runs the compiled CLI (built by `npm install` via the `prepare` script).
 import('../dist/cli/main.js').then(
   (cli) => cli.main(process.argv.slice(2)),
   (error) => {

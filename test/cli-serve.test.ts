@@ -4,13 +4,13 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync, openSync, readSync, closeSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, openSync, readSync, closeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Guest } from './helpers/hypervisor.js';
 import { pattern } from './helpers/nvme-harness.js';
-import { Status } from '../src/nvme/spec.js';
+import { Status } from '../src/spec/nvme.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const bin = path.join(root, 'bin', 'vfiod.js');
@@ -60,10 +60,26 @@ function serve(args: string[]): Promise<Served> {
   });
 }
 
+/**
+ * The README's main set-up command, `npm install && node bin/vfiod.js serve ...`, as the arguments after `serve`
+ * (the test runs it as written, with only the socket moved into its temporary directory).
+ */
+function readmeServeArgs(socketPath: string): string[] {
+  const readme = readFileSync(path.join(root, 'README.md'), 'utf8');
+  const block = /## Set-up[\s\S]*?```sh\n([^\n]+)\n```/.exec(readme)?.[1] ?? '';
+  const command = /^npm install && node bin\/vfiod\.js serve (.*)$/.exec(block)?.[1];
+  if (command === undefined) throw new Error(`README's first set-up command is not 'npm install && node bin/vfiod.js serve ...': ${block}`);
+  const args = command.split(/\s+/);
+  const socket = args.indexOf('--socket');
+  expect(socket, 'the README command names its socket').toBeGreaterThanOrEqual(0);
+  args[socket + 1] = socketPath;
+  return args;
+}
+
 describe.skipIf(!built)('vfiod serve (CLI)', () => {
-  it('serves the embedded default: a sparse file next to the socket; SIGTERM flushes and removes the socket', async () => {
+  it('serves the embedded default as the README runs it: a sparse file next to the socket; SIGTERM flushes and removes the socket', async () => {
     const socketPath = path.join(dir, 'run', 'nvme0.sock'); // the directory does not exist yet
-    const served = await serve(['--socket', socketPath]);
+    const served = await serve(readmeServeArgs(socketPath));
     const ready = served.lines.find((line) => line['msg'] === 'listening')!;
     expect(ready['socket']).toBe(socketPath);
     expect(statSync(socketPath).mode & 0o777).toBe(0o600);

@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runControllers } from '../src/cli/client.js';
 import { VfiodClient } from '../src/daemon/client.js';
 import type * as ServerModule from '../src/daemon/server.js';
-import { Status } from '../src/nvme/spec.js';
+import { Status } from '../src/spec/nvme.js';
 import { memoryLogger } from '../src/util/log.js';
 import { type FakeHost, standardHost } from './helpers/fake-sysfs.js';
 import { expectStatus } from './helpers/daemon-client.js';

@@ -1,7 +1,7 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import { GuestMemory, type DmaMapping } from '../src/memory/guest-memory.js';
 import { MAX_SGL_SEGMENTS, mapDataPointer } from '../src/nvme/data-pointer.js';
-import { Status } from '../src/nvme/spec.js';
+import { Status } from '../src/spec/nvme.js';
 
 const BASE = 0x100000;
 const RAM_BYTES = 8 * 1024 * 1024;
@@ -77,7 +77,7 @@ describe('PRPs', () => {
     expect(status).toBe(Status.SUCCESS);
     expect(segments).toHaveLength(1);
     expectGuest(segments[0], BASE + 0x2000, 512);
-    expect(mappings).toEqual([memory.mappings[0]]);
+    expect(mappings).toEqual([memory.windows[0]]);
     // The segment is live guest memory, not a copy.
     segments[0]![0] = 0xab;
     expect(ram[0x2000]).toBe(0xab);
@@ -264,7 +264,7 @@ describe('SGLs', () => {
     expectGuest(segments[1], BASE + 0x20000, 200);
     expectGuest(segments[2], BASE + 0x30000, 112);
     expectGuest(segments[3], BASE + 0x40000, 100);
-    expect(mappings).toEqual([memory.mappings[0]]);
+    expect(mappings).toEqual([memory.windows[0]]);
   });
 
   it('merges data blocks that continue each other', () => {
@@ -288,7 +288,7 @@ describe('SGLs', () => {
     expect(segments[1]!.buffer).toBe(second.buffer);
     expect(segments[1]!.byteOffset).toBe(0);
     expect(segments[1]!.length).toBe(200);
-    expect(mappings).toEqual([memory.mappings[0], memory.mappings[1]]);
+    expect(mappings).toEqual([memory.windows[0], memory.windows[1]]);
   });
 
   it('reads Bit Bucket bytes into scratch memory on a Read and skips them on a Write', () => {

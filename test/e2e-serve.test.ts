@@ -10,7 +10,7 @@ import path from 'node:path';
 import { controllerConfig, type ControllerConfig, type DoorbellMode } from '../src/serve/config.js';
 import { startController, type RunningController } from '../src/serve/controller.js';
 import { memoryLogger } from '../src/util/log.js';
-import { IdentifyCns, Status } from '../src/nvme/spec.js';
+import { IdentifyCns, Status } from '../src/spec/nvme.js';
 import { Guest, GUEST_RAM_IOVA } from './helpers/hypervisor.js';
 import type { Flavour } from './helpers/vfio-user-client.js';
 import { pattern } from './helpers/nvme-harness.js';

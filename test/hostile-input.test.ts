@@ -17,7 +17,7 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { native, PROT_READ, PROT_WRITE } from '../src/native/index.js';
-import { AsyncEvent, IoOpcode, LogPageId, Reg, Status } from '../src/nvme/spec.js';
+import { AsyncEvent, IoOpcode, LogPageId, Reg, Status } from '../src/spec/nvme.js';
 import { controllerConfig, type ControllerConfig } from '../src/serve/config.js';
 import { startController, type RunningController } from '../src/serve/controller.js';
 import { memoryLogger, type LogFields } from '../src/util/log.js';

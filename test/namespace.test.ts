@@ -17,7 +17,7 @@ import {
   sizeParam,
   type NamespaceSpec,
 } from '../src/namespace/uri.js';
-import { Status } from '../src/nvme/spec.js';
+import { Status } from '../src/spec/nvme.js';
 import { memoryLogger } from '../src/util/log.js';
 
 const MiB = 1024 * 1024;

@@ -1,7 +1,7 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import { MemoryNamespace } from '../src/namespace/memory.js';
 import { NamespaceError } from '../src/namespace/namespace.js';
-import { AdminOpcode, AsyncEvent, FeatureId, IoOpcode, LogPageId, Status } from '../src/nvme/spec.js';
+import { AdminOpcode, AsyncEvent, FeatureId, IoOpcode, LogPageId, Status } from '../src/spec/nvme.js';
 import { createHarness, GatedNamespace, namespaceIds, pattern, RAM_IOVA, RAM_SIZE, TEST_IDENTITY, type Harness } from './helpers/nvme-harness.js';
 
 const NSID_BROADCAST = 0xffffffff;

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { MemoryNamespace } from '../src/namespace/memory.js';
 import { NvmeController } from '../src/nvme/controller.js';
-import { AdminOpcode, AsyncEvent, FeatureId, IoOpcode, LogPageId, Reg, Status } from '../src/nvme/spec.js';
+import { AdminOpcode, AsyncEvent, FeatureId, IoOpcode, LogPageId, Reg, Status } from '../src/spec/nvme.js';
 import { decodeCompletion, needEvent } from './helpers/guest-driver.js';
 import { createHarness, GatedNamespace, pattern, RAM_IOVA, RAM_SIZE, settle, TEST_IDENTITY } from './helpers/nvme-harness.js';
 

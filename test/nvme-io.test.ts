@@ -8,7 +8,7 @@ import { MemoryNamespace } from '../src/namespace/memory.js';
 import { NamespaceError, type ByteRange, type Namespace } from '../src/namespace/namespace.js';
 import { executeIoCommand } from '../src/nvme/io.js';
 import type { IoContext, IoRequest, SmartCounters } from '../src/nvme/io-types.js';
-import { IoOpcode, Status } from '../src/nvme/spec.js';
+import { IoOpcode, Status } from '../src/spec/nvme.js';
 import { memoryLogger } from '../src/util/log.js';
 
 const BASE = 0x200000;
@@ -441,8 +441,8 @@ describe('asynchronous completion', () => {
       events.push(`done ${outcome.status}`);
       return outcome;
     });
-    expect(request.pinned).toEqual([memory.mappings[0]]);
-    const mapping = memory.mappings[0]!;
+    expect(request.pinned).toEqual([memory.windows[0]]);
+    const mapping = memory.windows[0]!;
     const removal = memory.remove(BASE, RAM_BYTES).then(() => events.push('unmapped'));
     // The mapping is retired at once (new lookups fail) ...
     expect(() => memory.view(BUFFER_A, 1, 'read')).toThrow();

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { GuestMemory } from '../src/memory/guest-memory.js';
 import { native, PROT_READ, PROT_WRITE } from '../src/native/index.js';
-import { memoryLogger, type LogFields } from '../src/util/log.js';
+import { memoryLogger, setLogLevel, type LogFields } from '../src/util/log.js';
 import {
   DeviceFlag,
   Errno,
@@ -435,9 +435,9 @@ describe.each(FLAVOURS)('DMA as %s', (flavour) => {
     expect(() => harness.memory.view(0x20_0000, 4, 'write')).toThrow(/permission/);
     const unmapped = await harness.client.dmaUnmap({ iova: 0x10_0000, size: 2 * PAGE });
     expect(unmapped).toEqual({ argsz: 24, flags: 0, address: 0x10_0000, size: 2 * PAGE });
-    expect(harness.memory.mappings.map((m) => m.iova)).toEqual([0x20_0000]);
+    expect(harness.memory.regions.map((m) => m.iova)).toEqual([0x20_0000]);
     await harness.client.dmaUnmap({ iova: 0, size: 0, flags: DmaUnmapFlag.ALL });
-    expect(harness.memory.mappings).toEqual([]);
+    expect(harness.memory.regions).toEqual([]);
     await expectStillServing(harness, harness.client);
   });
 
@@ -460,7 +460,7 @@ describe.each(FLAVOURS)('DMA as %s', (flavour) => {
       '-object memory-backend-memfd,id=mem0,size=<RAM size>,share=on -machine memory-backend=mem0',
     );
     expect(String(hints[0]!['hint'])).toContain('--memory size=<RAM size>,shared=on');
-    expect(harness.memory.mappings).toEqual([]);
+    expect(harness.memory.regions).toEqual([]);
     // QEMU later unmaps what it mapped; that succeeds even though nothing was mapped.
     await harness.client.dmaUnmap({ iova: 0xfffc_0000, size: PAGE });
     await expectStillServing(harness, harness.client);
@@ -493,7 +493,7 @@ describe.each(FLAVOURS)('DMA as %s', (flavour) => {
     await attempt({ iova: 2 ** 60, size: PAGE, fd: ram.fd }, Errno.EINVAL);
     await client.dmaMap({ iova: 0x10_0000, size: PAGE, fd: ram.fd });
     await attempt({ iova: 0x20_0000, size: PAGE, fd: ram.fd }, Errno.ENOSPC);
-    expect(harness.memory.mappings.map((m) => [m.iova, m.size])).toEqual([
+    expect(harness.memory.regions.map((m) => [m.iova, m.size])).toEqual([
       [0x4000, 2 * PAGE],
       [0x10_0000, PAGE],
     ]);
@@ -517,7 +517,43 @@ describe.each(FLAVOURS)('DMA as %s', (flavour) => {
     await attempt({ iova: 0x8000, size: 0 }, Errno.EINVAL);
     await attempt({ iova: 0x8000, size: 4 * PAGE, flags: DmaUnmapFlag.GET_DIRTY_BITMAP }, Errno.ENOTSUP);
     await attempt({ iova: 0x8000, size: 4 * PAGE, flags: 8 }, Errno.EINVAL);
-    expect(harness.memory.mappings).toHaveLength(1);
+    expect(harness.memory.regions).toHaveLength(1);
+  });
+
+  it('accepts a DMA_UNMAP that carries the mapping\'s fd (as SPDK sends it), closes that fd and logs it at debug', async () => {
+    const harness = await connected(flavour);
+    const { client } = harness;
+    const fd = native.memfdCreate('unmap-with-fd', 4 * PAGE);
+    cleanups.push(() => native.close(fd));
+    /** Open fds of this process (server and client share it) that refer to that memfd. */
+    const memfdRefs = (): number =>
+      fs.readdirSync('/proc/self/fd').filter((entry) => {
+        try {
+          return fs.readlinkSync(`/proc/self/fd/${entry}`).startsWith('/memfd:unmap-with-fd');
+        } catch {
+          return false; // the fd of readdir itself, closed by now
+        }
+      }).length;
+    await client.dmaMap({ iova: 0x40_0000, size: 4 * PAGE, fd });
+    const backing = harness.memory.windows[0]!.bytes.buffer as ArrayBuffer;
+    expect(memfdRefs(), 'the server keeps no fd of a mapping').toBe(1);
+    setLogLevel('debug');
+    let reply;
+    try {
+      reply = await client.dmaUnmap({ iova: 0x40_0000, size: 4 * PAGE, fds: [fd] });
+    } finally {
+      setLogLevel('info');
+    }
+    if (flavour === 'cloud-hypervisor') expect(client.lastReply?.flags).toBe(HeaderFlag.TYPE_REPLY); // no ERROR
+    expect(reply).toEqual({ argsz: 24, flags: 0, address: 0x40_0000, size: 4 * PAGE });
+    expect(harness.memory.regions).toEqual([]);
+    expect(native.isMapped(backing)).toBe(false);
+    expect(memfdRefs(), 'the fd that came with the unmap is closed').toBe(1);
+    const notes = warnings(harness.lines, 'DMA_UNMAP came with file descriptors; closed them');
+    expect(notes).toHaveLength(1);
+    expect(notes[0]).toMatchObject({ level: 'debug', fds: 1 });
+    expect(harness.lines.filter((line) => line['level'] === 'warn' || line['level'] === 'error')).toEqual([]);
+    await expectStillServing(harness, client);
   });
 });
 
@@ -538,7 +574,7 @@ describe('DMA_UNMAP and in-flight I/O', () => {
     });
     await sleep(50);
     expect(unmapped).toBe(false);
-    expect(memory.mappings).toEqual([]); // retired at once: no new DMA can start
+    expect(memory.regions).toEqual([]); // retired at once: no new DMA can start
     expect(native.isMapped(backing)).toBe(true); // but still mapped for the pinned I/O
     mapping.bytes[0] = 0x42; // the in-flight I/O completes into guest memory
     // A request sent after the unmap is processed only after it.
@@ -1022,7 +1058,7 @@ describe('hostile and broken input', () => {
     const reply = await client.readReply();
     expect([reply.header.msgId, ...reply.body.subarray(16)]).toEqual([73, 1, 2, 3, 4]);
     expect(device.eventfds.get(2)!.size).toBe(2);
-    expect(harness.memory.mappings).toHaveLength(1);
+    expect(harness.memory.regions).toHaveLength(1);
     expect(harness.server.stats.errors).toBe(0);
   });
 
@@ -1236,7 +1272,7 @@ describe('clients', () => {
     const baseline = openFdCount(); // server, device, and both ends of this client's socket
     const ram = guestRam(2 * PAGE);
     await client.dmaMap({ iova: 0x10000, size: 2 * PAGE, fd: ram.fd });
-    const backing = memory.mappings[0]!.bytes.buffer as ArrayBuffer;
+    const backing = memory.windows[0]!.bytes.buffer as ArrayBuffer;
     const eventfds = [native.eventfdCreate(0, true), native.eventfdCreate(0, true)];
     await client.enableIrqs(2, eventfds);
     eventfds.forEach((fd) => native.close(fd));
@@ -1246,7 +1282,7 @@ describe('clients', () => {
     client.close();
     await disconnected;
     expect(device.disconnects).toBe(1);
-    expect(memory.mappings).toEqual([]);
+    expect(memory.regions).toEqual([]);
     expect(native.isMapped(backing)).toBe(false);
     expect(device.eventfds.size).toBe(0);
     expect(server.clientConnected).toBe(false);
@@ -1270,7 +1306,7 @@ describe('clients', () => {
     await harness.client.dmaMap({ iova: 0, size: PAGE, fd: ram.fd });
     await harness.server.close();
     expect(harness.device.disconnects).toBe(1);
-    expect(harness.memory.mappings).toEqual([]);
+    expect(harness.memory.regions).toEqual([]);
     expect(fs.existsSync(harness.socketPath)).toBe(false);
     expect(await harness.client.waitForClose()).toBe(true);
   });

@@ -1,13 +1,27 @@
 /**
- * Guest memory as the device sees it: the DMA mappings a hypervisor gave us (vfio-user DMA_MAP), each an ArrayBuffer
- * over an mmapped fd. Device models reach guest RAM only through `DmaSpace`, which bounds-checks every access.
+ * Guest memory as the device sees it: the DMA mappings a hypervisor gave us (vfio-user DMA_MAP). Device models reach
+ * guest RAM only through `DmaSpace`, which bounds-checks every access.
  *
- * Unmap safety: asynchronous I/O (a file read landing in guest RAM on a libuv thread) pins the mappings it touches.
- * `remove()` retires a mapping at once (new lookups fail) and releases it only when the last pin is dropped.
+ * Any size: one JavaScript buffer holds at most 4 GiB (Node 20), and guests bring single mappings of many GiB (QEMU
+ * maps the RAM above 4 GiB as one region) up to several TiB. So a mapping is kept as a row of *windows*: window k
+ * covers [iova + k * stride, iova + k * stride + stride + reach), each its own buffer (for a mapped fd, its own
+ * mmap of the same file, so nothing is copied). Consecutive windows overlap by `reach` bytes: a range that starts in
+ * a window's own stride and is at most `reach` long lies wholly in that window's buffer. Queues (at most 4 MiB),
+ * PRP lists (one page) and the SGL descriptors we read (64 KiB) are such ranges, so each is one contiguous view.
+ * Data buffers may be longer: the data-pointer walk splits them at window ends into separate segments.
+ *
+ * Unmap safety: asynchronous I/O (a file read landing in guest RAM on a libuv thread) pins the windows it touches,
+ * which pins their mapping. `remove()` retires a mapping at once (new lookups fail) and releases all its windows
+ * only when the last pin is dropped.
  */
 
 /** Direction from the device's point of view: 'read' = device reads guest RAM, 'write' = device writes it. */
 export type DmaAccess = 'read' | 'write';
+
+/** Each window's own part of a mapping: 1 GiB, so a window buffer (stride + reach) stays far below 2 GiB. */
+export const DEFAULT_WINDOW_STRIDE = 2 ** 30;
+/** How far a window reaches past its own part: the longest range `find`/`view` return as one piece. */
+export const DEFAULT_WINDOW_REACH = 64 * 2 ** 20;
 
 export class DmaError extends Error {
   constructor(
@@ -20,10 +34,21 @@ export class DmaError extends Error {
   }
 }
 
+/** One DMA mapping as the hypervisor made it. */
+export interface DmaRegion {
+  readonly iova: number;
+  readonly size: number;
+  readonly readable: boolean;
+  readonly writable: boolean;
+}
+
+/**
+ * A window of a mapping (the whole mapping when it is small): `bytes[0]` is guest address `iova`, and every byte of
+ * `bytes` is guest memory (`size === bytes.length`). Windows of one mapping overlap; see the file comment.
+ */
 export interface DmaMapping {
   readonly iova: number;
   readonly size: number;
-  /** The whole mapping; index 0 is `iova`. */
   readonly bytes: Uint8Array;
   readonly readable: boolean;
   readonly writable: boolean;
@@ -31,68 +56,192 @@ export interface DmaMapping {
 
 /** What a device model needs of guest memory. */
 export interface DmaSpace {
-  /** The mapping that holds all of [iova, iova + length); throws DmaError when unmapped, crossing or not permitted. */
+  /**
+   * A window holding all of [iova, iova + length); throws DmaError when unmapped, not permitted, or when the range
+   * runs past the end of its mapping or, for ranges longer than the window reach, past the window.
+   */
   find(iova: number, length: number, access: DmaAccess): DmaMapping;
-  /** A view of [iova, iova + length), which must lie inside one mapping. */
+  /** A view of [iova, iova + length), which must fit one window (see `find`). */
   view(iova: number, length: number, access: DmaAccess): Uint8Array;
-  /** Keeps `mapping` alive across asynchronous work; every pin must be matched by one unpin. */
-  pin(mapping: DmaMapping): void;
-  unpin(mapping: DmaMapping): void;
+  /** Keeps the mapping behind `window` alive across asynchronous work; every pin must be matched by one unpin. */
+  pin(window: DmaMapping): void;
+  unpin(window: DmaMapping): void;
 }
 
-interface Entry extends DmaMapping {
+interface Region extends DmaRegion {
+  readonly windows: Window[];
+  /** Makes window buffers on first use; undefined once every window is made or the mapping is released. */
+  map: WindowMapper | undefined;
+  readonly unmap: ((bytes: Uint8Array) => void) | undefined;
   pins: number;
   retired: boolean;
   release: () => void;
   drained: Array<() => void>;
 }
 
-export interface AddMappingOptions {
+interface Window extends DmaMapping {
+  /** Empty until the window is first used (see `AddMappingOptions.map`). */
+  bytes: Uint8Array;
+  readonly region: Region;
+  /** End of the window's own part: lookups of addresses in [iova, ownEnd) land here. */
+  readonly ownEnd: number;
+}
+
+/** Makes the buffer for [offset, offset + length) of a mapping's backing (for an fd: one mmap). */
+export type WindowMapper = (offset: number, length: number) => Uint8Array;
+
+interface AddCommon {
   iova: number;
   size: number;
-  /** Bytes backing the mapping, length `size`. */
-  bytes: Uint8Array;
   readable: boolean;
   writable: boolean;
-  /** Called exactly once when the mapping is gone and no I/O holds it (e.g. munmap). */
-  release?: () => void;
+}
+
+export type AddMappingOptions = AddCommon &
+  (
+    | {
+        /** Bytes backing the mapping, length `size`; windows are views of it. */
+        bytes: Uint8Array;
+        /** Called exactly once when the mapping is gone and no I/O holds it. */
+        release?: () => void;
+      }
+    | {
+        /**
+         * Makes a window's buffer. The first and last windows are made while `add` runs (so a bad fd, offset or
+         * size fails the add), the others on first use: a guest of 1 TiB that touches 10 GiB costs 10 windows.
+         */
+        map: WindowMapper;
+        /** Undoes one `map` result; called exactly once per window made (also when `add` fails). */
+        unmap: (bytes: Uint8Array) => void;
+        /**
+         * Called once when no more windows will be made (e.g. to close the fd they are mapped from): when all are
+         * made, when the mapping is released, or when `add` fails.
+         */
+        close?: () => void;
+      }
+  );
+
+export interface GuestMemoryOptions {
+  /** Multiple of the page size; tests use small values to cross window ends with small buffers. */
+  windowStride?: number;
+  windowReach?: number;
 }
 
 export class GuestMemory implements DmaSpace {
+  readonly windowStride: number;
+  readonly windowReach: number;
   /** Live mappings sorted by iova, non-overlapping. */
-  private entries: Entry[] = [];
-  private lastHit: Entry | undefined;
+  private liveRegions: Region[] = [];
+  /** Windows of the live mappings, sorted by iova (their own parts do not overlap). */
+  private liveWindows: Window[] = [];
+  private lastHit: Window | undefined;
 
-  get mappings(): readonly DmaMapping[] {
-    return this.entries;
+  constructor(options: GuestMemoryOptions = {}) {
+    this.windowStride = options.windowStride ?? DEFAULT_WINDOW_STRIDE;
+    this.windowReach = options.windowReach ?? DEFAULT_WINDOW_REACH;
+    if (!Number.isSafeInteger(this.windowStride) || this.windowStride <= 0) {
+      throw new RangeError(`window stride ${this.windowStride} must be a positive integer`);
+    }
+    if (!Number.isSafeInteger(this.windowReach) || this.windowReach < 0) {
+      throw new RangeError(`window reach ${this.windowReach} must be a non-negative integer`);
+    }
   }
 
-  /** Adds a mapping; throws if it overlaps an existing one or is malformed. */
+  /** The mappings, sorted by iova. */
+  get regions(): readonly DmaRegion[] {
+    return this.liveRegions;
+  }
+
+  /** Every window of every mapping, sorted by iova. */
+  get windows(): readonly DmaMapping[] {
+    return this.liveWindows;
+  }
+
+  /** The mapping that overlaps [iova, iova + size), if any (the one at the lowest address). */
+  overlapping(iova: number, size: number): DmaRegion | undefined {
+    const index = this.regionInsertionIndex(iova);
+    const before = this.liveRegions[index - 1];
+    if (before && before.iova + before.size > iova) return before;
+    const after = this.liveRegions[index];
+    return after && after.iova < iova + size ? after : undefined;
+  }
+
+  /** Adds a mapping; throws if it overlaps an existing one or is malformed. Returns its first window. */
   add(options: AddMappingOptions): DmaMapping {
-    const { iova, size, bytes } = options;
-    if (!Number.isSafeInteger(iova) || iova < 0) throw new DmaError(iova, size, 'map: invalid iova');
-    if (!Number.isSafeInteger(size) || size <= 0) throw new DmaError(iova, size, 'map: invalid size');
-    if (!Number.isSafeInteger(iova + size)) throw new DmaError(iova, size, 'map: range wraps');
-    if (bytes.byteLength !== size) throw new DmaError(iova, size, `map: backing is ${bytes.byteLength} bytes`);
-    const index = this.insertionIndex(iova);
-    const before = this.entries[index - 1];
-    const after = this.entries[index];
-    if ((before && before.iova + before.size > iova) || (after && iova + size > after.iova)) {
-      throw new DmaError(iova, size, 'map: overlaps an existing mapping');
+    const { iova, size } = options;
+    // The backing belongs to the mapping from here on, also when the add fails.
+    const refuse = (reason: string): DmaError => {
+      if ('close' in options) options.close?.();
+      return new DmaError(iova, size, `map: ${reason}`);
+    };
+    if (!Number.isSafeInteger(iova) || iova < 0) throw refuse('invalid iova');
+    if (!Number.isSafeInteger(size) || size <= 0) throw refuse('invalid size');
+    if (!Number.isSafeInteger(iova + size)) throw refuse('range wraps');
+    if ('bytes' in options && options.bytes.byteLength !== size) {
+      throw refuse(`backing is ${options.bytes.byteLength} bytes`);
     }
-    const entry: Entry = {
+    if (this.overlapping(iova, size)) throw refuse('overlaps an existing mapping');
+    const index = this.regionInsertionIndex(iova);
+
+    let map: WindowMapper;
+    let unmap: ((bytes: Uint8Array) => void) | undefined;
+    let close: (() => void) | undefined;
+    let onRelease: (() => void) | undefined;
+    if ('bytes' in options) {
+      const whole = options.bytes;
+      map = (offset, length) => whole.subarray(offset, offset + length);
+      onRelease = options.release;
+    } else {
+      ({ map, unmap, close } = options);
+    }
+    const closeBacking = (): void => {
+      if (region.map === undefined) return;
+      region.map = undefined;
+      close?.();
+    };
+    const region: Region = {
       iova,
       size,
-      bytes,
       readable: options.readable,
       writable: options.writable,
+      windows: [],
+      map,
+      unmap,
       pins: 0,
       retired: false,
-      release: options.release ?? (() => {}),
+      release: () => {
+        for (const window of region.windows) {
+          if (window.bytes.length !== 0) unmap?.(window.bytes);
+        }
+        closeBacking();
+        onRelease?.();
+      },
       drained: [],
     };
-    this.entries.splice(index, 0, entry);
-    return entry;
+    for (let offset = 0; offset < size; offset += this.windowStride) {
+      const start = iova + offset;
+      region.windows.push({
+        iova: start,
+        size: Math.min(this.windowStride + this.windowReach, size - offset),
+        bytes: UNMAPPED,
+        readable: region.readable,
+        writable: region.writable,
+        region,
+        ownEnd: Math.min(start + this.windowStride, iova + size),
+      });
+    }
+    try {
+      materialize(region.windows[0]!);
+      materialize(region.windows[region.windows.length - 1]!);
+    } catch (error) {
+      region.release();
+      throw error;
+    }
+    // Everything is mapped: the backing is not needed any more.
+    if (region.windows.length === 1) closeBacking();
+    this.liveRegions.splice(index, 0, region);
+    this.liveWindows.splice(this.windowInsertionIndex(iova), 0, ...region.windows);
+    return region.windows[0]!;
   }
 
   /**
@@ -101,90 +250,134 @@ export class GuestMemory implements DmaSpace {
    */
   remove(iova: number, size: number): Promise<number> {
     const end = iova + size;
-    const removed: Entry[] = [];
-    for (const entry of this.entries) {
-      const entryEnd = entry.iova + entry.size;
-      if (entryEnd <= iova || entry.iova >= end) continue;
-      if (entry.iova < iova || entryEnd > end) {
+    const removed: Region[] = [];
+    for (const region of this.liveRegions) {
+      const regionEnd = region.iova + region.size;
+      if (regionEnd <= iova || region.iova >= end) continue;
+      if (region.iova < iova || regionEnd > end) {
         return Promise.reject(new DmaError(iova, size, 'unmap: range splits a mapping'));
       }
-      removed.push(entry);
+      removed.push(region);
     }
     return this.retire(removed).then(() => removed.length);
   }
 
   /** Removes all mappings (client disconnect, UNMAP_ALL). */
   removeAll(): Promise<number> {
-    const removed = this.entries.slice();
+    const removed = this.liveRegions.slice();
     return this.retire(removed).then(() => removed.length);
   }
 
   find(iova: number, length: number, access: DmaAccess): DmaMapping {
-    let entry = this.lastHit;
-    if (!entry || iova < entry.iova || iova >= entry.iova + entry.size) {
-      entry = this.lookup(iova);
-      if (!entry) throw new DmaError(iova, length, 'to unmapped address');
-      this.lastHit = entry;
+    let window = this.lastHit;
+    if (!window || iova < window.iova || iova >= window.ownEnd) {
+      window = this.lookup(iova);
+      if (!window) throw new DmaError(iova, length, 'to unmapped address');
+      if (window.bytes.length === 0) materialize(window);
+      this.lastHit = window;
     }
-    if (!(length >= 0) || iova + length > entry.iova + entry.size) {
-      throw new DmaError(iova, length, 'crosses the end of a mapping');
+    if (!(length >= 0) || iova + length > window.iova + window.size) {
+      const region = window.region;
+      throw new DmaError(
+        iova,
+        length,
+        iova + length > region.iova + region.size
+          ? 'crosses the end of a mapping'
+          : `is longer than ${this.windowReach} bytes across a window end`,
+      );
     }
-    if (access === 'write' ? !entry.writable : !entry.readable) {
+    if (access === 'write' ? !window.writable : !window.readable) {
       throw new DmaError(iova, length, `${access} to a mapping without ${access} permission`);
     }
-    return entry;
+    return window;
   }
 
   view(iova: number, length: number, access: DmaAccess): Uint8Array {
-    const mapping = this.find(iova, length, access);
-    const start = iova - mapping.iova;
-    return mapping.bytes.subarray(start, start + length);
+    const window = this.find(iova, length, access);
+    const start = iova - window.iova;
+    return window.bytes.subarray(start, start + length);
   }
 
-  pin(mapping: DmaMapping): void {
-    (mapping as Entry).pins++;
+  pin(window: DmaMapping): void {
+    (window as Window).region.pins++;
   }
 
-  unpin(mapping: DmaMapping): void {
-    const entry = mapping as Entry;
-    entry.pins--;
-    if (entry.pins === 0 && entry.retired) this.finish(entry);
+  unpin(window: DmaMapping): void {
+    const region = (window as Window).region;
+    region.pins--;
+    if (region.pins === 0 && region.retired) this.finish(region);
   }
 
-  private retire(removed: Entry[]): Promise<void> {
+  private retire(removed: Region[]): Promise<void> {
     if (removed.length === 0) return Promise.resolve();
-    this.entries = this.entries.filter((entry) => !removed.includes(entry));
+    const gone = new Set(removed);
+    this.liveRegions = this.liveRegions.filter((region) => !gone.has(region));
+    this.liveWindows = this.liveWindows.filter((window) => !gone.has(window.region));
     this.lastHit = undefined;
     const waits: Promise<void>[] = [];
-    for (const entry of removed) {
-      entry.retired = true;
-      if (entry.pins === 0) this.finish(entry);
-      else waits.push(new Promise((resolve) => entry.drained.push(resolve)));
+    for (const region of removed) {
+      region.retired = true;
+      if (region.pins === 0) this.finish(region);
+      else waits.push(new Promise((resolve) => region.drained.push(resolve)));
     }
     return Promise.all(waits).then(() => undefined);
   }
 
-  private finish(entry: Entry): void {
-    entry.release();
-    entry.release = () => {};
-    for (const resolve of entry.drained.splice(0)) resolve();
+  private finish(region: Region): void {
+    const release = region.release;
+    region.release = () => {};
+    release();
+    for (const resolve of region.drained.splice(0)) resolve();
   }
 
-  private lookup(iova: number): Entry | undefined {
-    const index = this.insertionIndex(iova) - 1;
-    const entry = this.entries[index];
-    return entry && iova < entry.iova + entry.size ? entry : undefined;
+  /** The window whose own part holds `iova`. */
+  private lookup(iova: number): Window | undefined {
+    const window = this.liveWindows[this.windowInsertionIndex(iova) - 1];
+    return window && iova < window.ownEnd ? window : undefined;
   }
 
-  /** Index of the first entry whose iova is greater than `iova`. */
-  private insertionIndex(iova: number): number {
-    let low = 0;
-    let high = this.entries.length;
-    while (low < high) {
-      const mid = (low + high) >>> 1;
-      if (this.entries[mid]!.iova <= iova) low = mid + 1;
-      else high = mid;
-    }
-    return low;
+  /** Index of the first window whose iova is greater than `iova`. */
+  private windowInsertionIndex(iova: number): number {
+    return upperBound(this.liveWindows, iova);
   }
+
+  /** Index of the first mapping whose iova is greater than `iova`. */
+  private regionInsertionIndex(iova: number): number {
+    return upperBound(this.liveRegions, iova);
+  }
+}
+
+const UNMAPPED = new Uint8Array(0);
+
+/** Makes the buffer of a window that has none yet; throws DmaError when that fails. */
+function materialize(window: Window): void {
+  if (window.bytes.length !== 0) return;
+  const region = window.region;
+  const map = region.map;
+  if (!map) throw new DmaError(window.iova, window.size, 'map: the mapping is being released');
+  let bytes: Uint8Array;
+  try {
+    bytes = map(window.iova - region.iova, window.size);
+  } catch (error) {
+    if (error instanceof DmaError) throw error;
+    throw Object.assign(new DmaError(window.iova, window.size, `map of a window failed: ${(error as Error).message}`), {
+      cause: error,
+    });
+  }
+  if (bytes.byteLength !== window.size) {
+    if (bytes.byteLength !== 0) region.unmap?.(bytes);
+    throw new DmaError(window.iova, window.size, `map: window backing is ${bytes.byteLength} bytes`);
+  }
+  window.bytes = bytes;
+}
+
+function upperBound(sorted: ReadonlyArray<{ readonly iova: number }>, iova: number): number {
+  let low = 0;
+  let high = sorted.length;
+  while (low < high) {
+    const mid = (low + high) >>> 1;
+    if (sorted[mid]!.iova <= iova) low = mid + 1;
+    else high = mid;
+  }
+  return low;
 }

@@ -39,7 +39,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { Status } from '../nvme/spec.js';
+import { Status } from '../spec/nvme.js';
 import { rootLogger, type Logger } from '../util/log.js';
 import { formatSize } from '../util/size.js';
 import { NamespaceError, type ByteRange, type Namespace, type NamespaceUsage } from './namespace.js';

@@ -11,7 +11,7 @@
  * resolved only on the target's successful completion.
  */
 import { rootLogger, type Logger } from '../util/log.js';
-import { IoOpcode, StatusType, DNR } from '../nvme/spec.js';
+import { IoOpcode, StatusType, DNR } from '../spec/nvme.js';
 import { NamespaceError, type ByteRange, type Namespace, type NamespaceUsage } from '../namespace/namespace.js';
 import { NvmeTcpController, newHostId, type ControllerInfo, type NamespaceInfo } from './controller.js';
 import { DataDir, type TcpRequest } from './queue.js';

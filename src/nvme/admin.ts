@@ -1,11 +1,12 @@
 /**
- * Admin command set: decodes and validates each admin SQE and carries it out through `AdminHost`, which the
- * controller implements (it owns queues, events and timers). Commands complete synchronously except Asynchronous
- * Event Request (completes when an event occurs) and Delete I/O SQ with commands in flight (completes when they
- * drain); those report `DEFERRED`.
+ * Admin command set: decodes and validates each admin SQE and carries it out on the controller's parts (queue
+ * engine, async events, features, namespaces, health record), which it receives as objects; it calls nothing of the
+ * controller itself. Commands complete synchronously except Asynchronous Event Request (completes when an event
+ * occurs) and Delete I/O SQ with commands in flight (completes when they drain); those report `DEFERRED`.
  */
 import { DmaError, type DmaSpace } from '../memory/guest-memory.js';
-import type { Namespace, NamespaceIds } from '../namespace/namespace.js';
+import { AdminOpcode, CQE_SIZE, FeatureId, IdentifyCns, LogPageId, PAGE_SIZE, SQE_SIZE, Status } from '../spec/nvme.js';
+import type { AsyncEvents } from './async-events.js';
 import { mapDataPointer } from './data-pointer.js';
 import {
   FeatureSelect,
@@ -15,7 +16,6 @@ import {
   type FeatureResult,
   type FeatureState,
 } from './features.js';
-import type { ResolvedControllerIdentity } from './identity.js';
 import {
   buildActiveNamespaceList,
   buildIdentifyController,
@@ -36,12 +36,11 @@ import {
   ERROR_LOG_SIZE,
   FIRMWARE_SLOT_LOG_SIZE,
   SMART_LOG_SIZE,
-  type ChangedNamespaceList,
-  type ErrorLog,
-  type SmartLogInfo,
+  type HealthRecord,
 } from './log-pages.js';
-import type { CompletionQueue, SubmissionQueue } from './queues.js';
-import { AdminOpcode, CQE_SIZE, FeatureId, IdentifyCns, LogPageId, PAGE_SIZE, SQE_SIZE, Status } from './spec.js';
+import type { NamespaceEntry, NamespaceSet } from './namespaces.js';
+import type { QueueEngine } from './queue-engine.js';
+import { Cc, ccField, IO_CQ_ENTRY_SIZE_LOG2, IO_SQ_ENTRY_SIZE_LOG2, type ControllerRegisters } from './registers.js';
 
 /** Status placeholder for a command that completes later. */
 export const DEFERRED = -1;
@@ -52,57 +51,28 @@ const CSI_NVM = 0;
 /** The largest log page we hold; scratch space for building any Identify or log page. */
 const SCRATCH_SIZE = 4096;
 
-export interface NamespaceEntry {
-  namespace: Namespace;
-  ids: NamespaceIds;
-}
-
 export interface AdminResult {
   /** 16-bit status, or DEFERRED. */
   status: number;
   dw0: number;
 }
 
-/** What admin commands need of their controller. */
-export interface AdminHost {
+/** The controller's parts admin commands work on. */
+export interface AdminParts {
   readonly dma: DmaSpace;
-  readonly identity: ResolvedControllerIdentity;
-  readonly namespaces: readonly NamespaceEntry[];
+  /** Read for CC.IOSQES / CC.IOCQES at queue creation. */
+  readonly registers: ControllerRegisters;
+  readonly queues: QueueEngine;
+  readonly events: AsyncEvents;
   readonly features: FeatureState;
-  readonly errorLog: ErrorLog;
-  readonly changedNamespaces: ChangedNamespaceList;
+  readonly namespaces: NamespaceSet;
+  readonly health: HealthRecord;
+  /** Identify Controller's inputs; also the identity (firmware revision) and the I/O queue size limit. */
   readonly identifyInfo: ControllerIdentifyInfo;
   /** Largest data transfer of an admin command in bytes. */
   readonly maxAdminTransferBytes: number;
-  /** Maximum entries of an I/O queue (CAP.MQES + 1). */
-  readonly maxQueueEntries: number;
   /** Interrupt vectors a completion queue may use (at least 1). */
   readonly vectorCount: number;
-  /** I/O queues were created since the controller was enabled (Number of Queues is fixed from then on). */
-  readonly ioQueuesCreated: boolean;
-  /** CC.IOSQES / CC.IOCQES hold the only entry sizes we support. */
-  readonly ioSubmissionEntrySizeValid: boolean;
-  readonly ioCompletionEntrySizeValid: boolean;
-  completionQueue(qid: number): CompletionQueue | undefined;
-  submissionQueue(qid: number): SubmissionQueue | undefined;
-  createCompletionQueue(qid: number, iova: number, entries: number, vector: number, interruptsEnabled: boolean): void;
-  createSubmissionQueue(qid: number, iova: number, entries: number, cq: CompletionQueue, priority: number): void;
-  /**
-   * Starts deleting `sq`: its unfetched commands complete as aborted (or implicitly, see the controller). True when it
-   * is gone already, false when the command completes once in-flight I/O drains.
-   */
-  deleteSubmissionQueue(sq: SubmissionQueue, commandId: number): boolean;
-  deleteCompletionQueue(cq: CompletionQueue): void;
-  smartLogInfo(): SmartLogInfo;
-  /** Queues an Asynchronous Event Request; returns DEFERRED or a failure status. */
-  asyncEventRequest(commandId: number): number;
-  /** The host read log page `lid` with RAE cleared: events reported for it may be reported again. */
-  logPageConsumed(lid: number): void;
-  keepAlive(): void;
-  keepAliveTimerChanged(): void;
-  /** Temperature thresholds or event configuration changed: re-evaluate the SMART temperature warning. */
-  smartConfigurationChanged(): void;
-  configureShadowDoorbells(shadowIova: number, eventIndexIova: number): void;
 }
 
 export class AdminCommandHandler {
@@ -110,7 +80,29 @@ export class AdminCommandHandler {
   private readonly segments: Uint8Array[] = [];
   private readonly featureResult: FeatureResult = { status: 0, dw0: 0 };
 
-  constructor(private readonly host: AdminHost) {}
+  private readonly dma: DmaSpace;
+  private readonly registers: ControllerRegisters;
+  private readonly queues: QueueEngine;
+  private readonly events: AsyncEvents;
+  private readonly features: FeatureState;
+  private readonly namespaces: NamespaceSet;
+  private readonly health: HealthRecord;
+  private readonly identifyInfo: ControllerIdentifyInfo;
+  private readonly maxAdminTransferBytes: number;
+  private readonly vectorCount: number;
+
+  constructor(parts: AdminParts) {
+    this.dma = parts.dma;
+    this.registers = parts.registers;
+    this.queues = parts.queues;
+    this.events = parts.events;
+    this.features = parts.features;
+    this.namespaces = parts.namespaces;
+    this.health = parts.health;
+    this.identifyInfo = parts.identifyInfo;
+    this.maxAdminTransferBytes = parts.maxAdminTransferBytes;
+    this.vectorCount = parts.vectorCount;
+  }
 
   /** Executes one admin command (a private copy of its SQE); the outcome lands in `result`. */
   execute(sqe: DataView, result: AdminResult): void {
@@ -146,9 +138,9 @@ export class AdminCommandHandler {
         result.dw0 = 1;
         return Status.SUCCESS;
       case AdminOpcode.ASYNC_EVENT_REQUEST:
-        return this.host.asyncEventRequest(commandId(sqe));
+        return this.events.request(commandId(sqe)) ? DEFERRED : Status.ASYNC_EVENT_REQUEST_LIMIT_EXCEEDED;
       case AdminOpcode.KEEP_ALIVE:
-        this.host.keepAlive();
+        this.events.keepAlive();
         return Status.SUCCESS;
       case AdminOpcode.DOORBELL_BUFFER_CONFIG:
         return this.doorbellBufferConfig(sqe);
@@ -163,7 +155,7 @@ export class AdminCommandHandler {
     const csi = dword(sqe, 11) >>> 24;
     const nsid = dword(sqe, 1);
     const out = this.clearedScratch();
-    const namespaceCount = this.host.namespaces.length;
+    const namespaceCount = this.namespaces.count;
     switch (cns) {
       case IdentifyCns.NAMESPACE: {
         const entry = this.activeNamespace(nsid);
@@ -172,7 +164,7 @@ export class AdminCommandHandler {
         break;
       }
       case IdentifyCns.CONTROLLER:
-        buildIdentifyController(out, this.host.identifyInfo);
+        buildIdentifyController(out, this.identifyInfo);
         break;
       case IdentifyCns.ACTIVE_NAMESPACE_LIST:
         if (nsid >= 0xfffffffe) return Status.INVALID_NAMESPACE_OR_FORMAT;
@@ -222,28 +214,28 @@ export class AdminCommandHandler {
     const offset = dword(sqe, 13) * 0x1_0000_0000 + dword(sqe, 12);
     const nsid = dword(sqe, 1);
     if (offset % 4 !== 0) return Status.INVALID_FIELD;
-    if (length > this.host.maxAdminTransferBytes) return Status.INVALID_FIELD;
+    if (length > this.maxAdminTransferBytes) return Status.INVALID_FIELD;
 
     const out = this.clearedScratch();
     let size: number;
     switch (lid) {
       case LogPageId.ERROR_INFORMATION:
         size = ERROR_LOG_SIZE;
-        this.host.errorLog.build(out);
+        this.health.errorLog.build(out);
         break;
       case LogPageId.SMART_HEALTH:
         // Controller-wide only (LPA bit 0 = 0).
         if (nsid !== 0 && nsid !== NSID_BROADCAST) return Status.INVALID_FIELD;
         size = SMART_LOG_SIZE;
-        buildSmartLog(out, this.host.smartLogInfo());
+        buildSmartLog(out, this.health.smartLogInfo(this.features.temperatureWarning));
         break;
       case LogPageId.FIRMWARE_SLOT:
         size = FIRMWARE_SLOT_LOG_SIZE;
-        buildFirmwareSlotLog(out, this.host.identity.firmwareRevision);
+        buildFirmwareSlotLog(out, this.identifyInfo.identity.firmwareRevision);
         break;
       case LogPageId.CHANGED_NAMESPACE_LIST:
         size = CHANGED_NAMESPACE_LOG_SIZE;
-        this.host.changedNamespaces.build(out);
+        this.namespaces.changed.build(out);
         break;
       case LogPageId.COMMANDS_SUPPORTED_AND_EFFECTS:
         if (dword(sqe, 14) >>> 24 !== CSI_NVM) return Status.INVALID_FIELD;
@@ -257,8 +249,8 @@ export class AdminCommandHandler {
     const status = this.transferToHost(sqe, out.subarray(offset, size), length);
     if (status !== Status.SUCCESS) return status;
     if (!retainEvent) {
-      if (lid === LogPageId.CHANGED_NAMESPACE_LIST) this.host.changedNamespaces.clear();
-      this.host.logPageConsumed(lid);
+      if (lid === LogPageId.CHANGED_NAMESPACE_LIST) this.namespaces.changed.clear();
+      this.events.logPageConsumed(lid);
     }
     return Status.SUCCESS;
   }
@@ -269,21 +261,21 @@ export class AdminCommandHandler {
     const select = (cdw10 >>> 8) & 0x7;
     const cdw11 = dword(sqe, 11);
     const feature = this.featureResult;
-    this.host.features.get(fid, select, cdw11, feature);
+    this.features.get(fid, select, cdw11, feature);
     if (feature.status !== Status.SUCCESS) return feature.status;
     result.dw0 = feature.dw0;
     if (!featureHasData(fid) || select === FeatureSelect.SUPPORTED_CAPABILITIES) return Status.SUCCESS;
     const out = this.clearedScratch();
     if (fid === FeatureId.TIMESTAMP) {
-      this.host.features.getTimestamp(out);
+      this.features.getTimestamp(out);
       return this.transferToHost(sqe, out, TIMESTAMP_DATA_SIZE);
     }
-    out.set(this.host.features.hostIdentifier);
+    out.set(this.features.hostIdentifier);
     return this.transferToHost(sqe, out, HOST_IDENTIFIER_SIZE);
   }
 
   private setFeatures(sqe: DataView, result: AdminResult): number {
-    const host = this.host;
+    const features = this.features;
     const cdw10 = dword(sqe, 10);
     const fid = cdw10 & 0xff;
     const save = (cdw10 & 0x80000000) !== 0;
@@ -292,7 +284,7 @@ export class AdminCommandHandler {
     const feature = this.featureResult;
 
     // Validate the feature id first (unknown = Invalid Field), then the save bit and the namespace scope.
-    host.features.get(fid, FeatureSelect.SUPPORTED_CAPABILITIES, 0, feature);
+    features.get(fid, FeatureSelect.SUPPORTED_CAPABILITIES, 0, feature);
     if (feature.status !== Status.SUCCESS) return feature.status;
     if (save) return Status.FEATURE_NOT_SAVEABLE;
     if (nsid !== 0 && nsid !== NSID_BROADCAST) {
@@ -306,23 +298,23 @@ export class AdminCommandHandler {
       const data = this.clearedScratch().subarray(0, size);
       const status = this.transferFromHost(sqe, data);
       if (status !== Status.SUCCESS) return status;
-      if (fid === FeatureId.TIMESTAMP) host.features.setTimestamp(data);
-      else host.features.setHostIdentifier(data);
+      if (fid === FeatureId.TIMESTAMP) features.setTimestamp(data);
+      else features.setHostIdentifier(data);
       return Status.SUCCESS;
     }
 
-    host.features.set(fid, cdw11, host.ioQueuesCreated, feature);
+    features.set(fid, cdw11, this.queues.ioQueuesCreated, feature);
     if (feature.status !== Status.SUCCESS) return feature.status;
     result.dw0 = feature.dw0;
-    if (fid === FeatureId.KEEP_ALIVE_TIMER) host.keepAliveTimerChanged();
+    if (fid === FeatureId.KEEP_ALIVE_TIMER) this.events.restartKeepAlive();
     if (fid === FeatureId.TEMPERATURE_THRESHOLD || fid === FeatureId.ASYNC_EVENT_CONFIGURATION) {
-      host.smartConfigurationChanged();
+      this.events.checkTemperature();
     }
     return Status.SUCCESS;
   }
 
   private createCompletionQueue(sqe: DataView): number {
-    const host = this.host;
+    const queues = this.queues;
     const cdw10 = dword(sqe, 10);
     const cdw11 = dword(sqe, 11);
     const qid = cdw10 & 0xffff;
@@ -332,21 +324,21 @@ export class AdminCommandHandler {
     const vector = cdw11 >>> 16;
     const base = address(sqe, 24);
 
-    if (qid === 0 || qid > host.features.allocatedCompletionQueues || host.completionQueue(qid)) {
+    if (qid === 0 || qid > this.features.allocatedCompletionQueues || queues.completionQueue(qid)) {
       return Status.INVALID_QUEUE_IDENTIFIER;
     }
-    if (entries < 2 || entries > host.maxQueueEntries) return Status.INVALID_QUEUE_SIZE;
+    if (entries < 2 || entries > this.identifyInfo.maxQueueEntries) return Status.INVALID_QUEUE_SIZE;
     if (!physicallyContiguous) return Status.INVALID_FIELD; // CAP.CQR = 1
-    if (vector >= host.vectorCount) return Status.INVALID_INTERRUPT_VECTOR;
-    if (!host.ioCompletionEntrySizeValid) return Status.INVALID_FIELD;
+    if (vector >= this.vectorCount) return Status.INVALID_INTERRUPT_VECTOR;
+    if (!this.entrySizeValid(Cc.IOCQES_SHIFT, Cc.IOCQES_MASK, IO_CQ_ENTRY_SIZE_LOG2)) return Status.INVALID_FIELD;
     if (base < 0 || base % PAGE_SIZE !== 0) return Status.INVALID_FIELD;
     if (!this.isMapped(base, entries * CQE_SIZE, 'write')) return Status.INVALID_FIELD;
-    host.createCompletionQueue(qid, base, entries, vector, interruptsEnabled);
+    queues.createCompletionQueue(qid, base, entries, vector, interruptsEnabled);
     return Status.SUCCESS;
   }
 
   private createSubmissionQueue(sqe: DataView): number {
-    const host = this.host;
+    const queues = this.queues;
     const cdw10 = dword(sqe, 10);
     const cdw11 = dword(sqe, 11);
     const qid = cdw10 & 0xffff;
@@ -356,33 +348,33 @@ export class AdminCommandHandler {
     const cqid = cdw11 >>> 16;
     const base = address(sqe, 24);
 
-    if (qid === 0 || qid > host.features.allocatedSubmissionQueues || host.submissionQueue(qid)) {
+    if (qid === 0 || qid > this.features.allocatedSubmissionQueues || queues.submissionQueue(qid)) {
       return Status.INVALID_QUEUE_IDENTIFIER;
     }
-    const cq = cqid === 0 ? undefined : host.completionQueue(cqid);
+    const cq = cqid === 0 ? undefined : queues.completionQueue(cqid);
     if (!cq) return Status.COMPLETION_QUEUE_INVALID;
-    if (entries < 2 || entries > host.maxQueueEntries) return Status.INVALID_QUEUE_SIZE;
+    if (entries < 2 || entries > this.identifyInfo.maxQueueEntries) return Status.INVALID_QUEUE_SIZE;
     if (!physicallyContiguous) return Status.INVALID_FIELD;
-    if (!host.ioSubmissionEntrySizeValid) return Status.INVALID_FIELD;
+    if (!this.entrySizeValid(Cc.IOSQES_SHIFT, Cc.IOSQES_MASK, IO_SQ_ENTRY_SIZE_LOG2)) return Status.INVALID_FIELD;
     if (base < 0 || base % PAGE_SIZE !== 0) return Status.INVALID_FIELD;
     if (!this.isMapped(base, entries * SQE_SIZE, 'read')) return Status.INVALID_FIELD;
-    host.createSubmissionQueue(qid, base, entries, cq, priority);
+    queues.createSubmissionQueue(qid, base, entries, cq, priority);
     return Status.SUCCESS;
   }
 
   private deleteSubmissionQueue(sqe: DataView): number {
     const qid = dword(sqe, 10) & 0xffff;
-    const sq = qid === 0 ? undefined : this.host.submissionQueue(qid);
+    const sq = qid === 0 ? undefined : this.queues.submissionQueue(qid);
     if (!sq || sq.deleting) return Status.INVALID_QUEUE_IDENTIFIER;
-    return this.host.deleteSubmissionQueue(sq, commandId(sqe)) ? Status.SUCCESS : DEFERRED;
+    return this.queues.deleteSubmissionQueue(sq, commandId(sqe)) ? Status.SUCCESS : DEFERRED;
   }
 
   private deleteCompletionQueue(sqe: DataView): number {
     const qid = dword(sqe, 10) & 0xffff;
-    const cq = qid === 0 ? undefined : this.host.completionQueue(qid);
+    const cq = qid === 0 ? undefined : this.queues.completionQueue(qid);
     if (!cq) return Status.INVALID_QUEUE_IDENTIFIER;
     if (cq.submissionQueues > 0) return Status.INVALID_QUEUE_DELETION;
-    this.host.deleteCompletionQueue(cq);
+    this.queues.deleteCompletionQueue(cq);
     return Status.SUCCESS;
   }
 
@@ -396,14 +388,18 @@ export class AdminCommandHandler {
     if (!this.isMapped(shadow, PAGE_SIZE, 'write') || !this.isMapped(eventIndex, PAGE_SIZE, 'write')) {
       return Status.INVALID_FIELD;
     }
-    this.host.configureShadowDoorbells(shadow, eventIndex);
+    this.queues.configureShadowDoorbells(shadow, eventIndex);
     return Status.SUCCESS;
   }
 
   /** The active namespace `nsid` (1..NN); undefined for 0, broadcast and anything beyond NN. */
   private activeNamespace(nsid: number): NamespaceEntry | undefined {
-    if (nsid === 0 || nsid > this.host.namespaces.length) return undefined;
-    return this.host.namespaces[nsid - 1];
+    return this.namespaces.entry(nsid);
+  }
+
+  /** A CC entry size field (IOSQES / IOCQES) holds the only size we support. */
+  private entrySizeValid(shift: number, mask: number, supportedLog2: number): boolean {
+    return ccField(this.registers.cc, shift, mask) === supportedLog2;
   }
 
   private clearedScratch(): Uint8Array {
@@ -414,7 +410,7 @@ export class AdminCommandHandler {
   /** Copies `data` to the command's PRPs, zero-filling up to `length` (a log read past the page end gets zeroes). */
   private transferToHost(sqe: DataView, data: Uint8Array, length: number): number {
     const segments = this.segments;
-    const status = mapDataPointer(this.host.dma, sqe, length, 'write', segments, false);
+    const status = mapDataPointer(this.dma, sqe, length, 'write', segments, false);
     if (status !== Status.SUCCESS) return status;
     let copied = 0;
     for (const segment of segments) {
@@ -430,7 +426,7 @@ export class AdminCommandHandler {
   /** Fills `data` from the command's PRPs. */
   private transferFromHost(sqe: DataView, data: Uint8Array): number {
     const segments = this.segments;
-    const status = mapDataPointer(this.host.dma, sqe, data.length, 'read', segments, false);
+    const status = mapDataPointer(this.dma, sqe, data.length, 'read', segments, false);
     if (status !== Status.SUCCESS) return status;
     let copied = 0;
     for (const segment of segments) {
@@ -443,7 +439,7 @@ export class AdminCommandHandler {
 
   private isMapped(iova: number, length: number, access: 'read' | 'write'): boolean {
     try {
-      this.host.dma.find(iova, length, access);
+      this.dma.find(iova, length, access);
       return true;
     } catch (error) {
       if (error instanceof DmaError) return false;

@@ -20,7 +20,7 @@
  * - Physically contiguous pieces that lie in one mapping are merged into one segment (fewer iovecs per readv).
  */
 import { DmaError, type DmaAccess, type DmaMapping, type DmaSpace } from '../memory/guest-memory.js';
-import { PAGE_SIZE, Status } from './spec.js';
+import { PAGE_SIZE, Status } from '../spec/nvme.js';
 
 /** The largest transfer a data pointer may describe; callers limit commands far below this (MDTS). */
 export const MAX_DATA_POINTER_BYTES = 2 ** 32;

@@ -9,7 +9,7 @@ import {
   RECOMMENDED_ARBITRATION_BURST,
   WARNING_TEMPERATURE_K,
 } from './identify.js';
-import { FeatureId, Status } from './spec.js';
+import { FeatureId, Status } from '../spec/nvme.js';
 
 /** Get Features Select (SEL) values. */
 export const FeatureSelect = { CURRENT: 0, DEFAULT: 1, SAVED: 2, SUPPORTED_CAPABILITIES: 3 } as const;

@@ -6,7 +6,7 @@
 import type { Namespace, NamespaceIds } from '../namespace/namespace.js';
 import type { ResolvedControllerIdentity } from './identity.js';
 import { NVME_VERSION } from './registers.js';
-import { AdminOpcode, IoOpcode } from './spec.js';
+import { AdminOpcode, IoOpcode } from '../spec/nvme.js';
 
 export const IDENTIFY_DATA_SIZE = 4096;
 

@@ -1,6 +1,7 @@
 /**
  * The seam between the controller core (queues, admin commands, registers) and the NVM I/O command set
- * (Read/Write/Flush/...): the core fetches an SQE, and `executeIoCommand` (io.ts) runs it against a namespace.
+ * (Read/Write/Flush/...): the queue engine fetches an SQE, the command runner (commands.ts) hands it to
+ * `executeIoCommand` (io.ts), which runs it against a namespace.
  */
 import type { DmaMapping, DmaSpace } from '../memory/guest-memory.js';
 import type { Namespace } from '../namespace/namespace.js';
@@ -44,8 +45,8 @@ export interface IoContext {
 }
 
 /**
- * A command being executed. The core owns these objects and reuses them (no allocation per I/O): it copies the
- * 64-byte SQE into `sqe` before execution so the guest cannot change it mid-flight.
+ * A command being executed. The command runner owns these objects and reuses them (no allocation per I/O): it
+ * copies the 64-byte SQE into `sqe` before execution so the guest cannot change it mid-flight.
  */
 export interface IoRequest {
   /** The 64-byte submission queue entry (a private copy). */
@@ -59,7 +60,7 @@ export interface IoRequest {
 }
 
 /**
- * Completion callback: `status` is a 16-bit status from spec.ts (`Status.*`, 0 = success). Called exactly once,
- * possibly synchronously before `executeIoCommand` returns.
+ * Completion callback: `status` is a 16-bit status from src/spec/nvme.ts (`Status.*`, 0 = success). Called
+ * exactly once, possibly synchronously before `executeIoCommand` returns.
  */
 export type IoDone = (request: IoRequest, status: number) => void;

@@ -31,7 +31,7 @@ import { NamespaceError, type ByteRange, type Namespace } from '../namespace/nam
 import { rootLogger } from '../util/log.js';
 import { mapDataPointer } from './data-pointer.js';
 import type { IoContext, IoDone, IoRequest } from './io-types.js';
-import { IoOpcode, Status, StatusType } from './spec.js';
+import { IoOpcode, Status, StatusType } from '../spec/nvme.js';
 
 /** NSID that addresses every namespace (broadcast). */
 export const BROADCAST_NSID = 0xffffffff;

@@ -1,9 +1,15 @@
 /**
- * Log pages (Get Log Page): the error log ring, the changed namespace list, and builders for SMART / Health,
- * Firmware Slot and Commands Supported and Effects. Layouts follow the NVMe Base Specification 2.0.
+ * Log pages (Get Log Page): the error log ring, the changed namespace list, the health record behind SMART /
+ * Health, and builders for SMART / Health, Firmware Slot and Commands Supported and Effects. Layouts follow the
+ * NVMe Base Specification 2.0.
  */
 import type { SmartCounters } from './io-types.js';
-import { ERROR_LOG_ENTRIES, SUPPORTED_ADMIN_OPCODES, SUPPORTED_IO_OPCODES } from './identify.js';
+import {
+  COMPOSITE_TEMPERATURE_K,
+  ERROR_LOG_ENTRIES,
+  SUPPORTED_ADMIN_OPCODES,
+  SUPPORTED_IO_OPCODES,
+} from './identify.js';
 
 export const ERROR_LOG_ENTRY_SIZE = 64;
 export const ERROR_LOG_SIZE = ERROR_LOG_ENTRIES * ERROR_LOG_ENTRY_SIZE;
@@ -14,6 +20,8 @@ export const COMMAND_EFFECTS_LOG_SIZE = 4096;
 
 /** "Not applicable" for the error log's Parameter Error Location. */
 export const NO_PARAMETER_LOCATION = 0xffff;
+/** Error log SQID / CID when the error is not tied to a command (or, for SQID, to a submission queue). */
+export const NO_COMMAND = 0xffff;
 
 export interface ErrorLogRecord {
   sqid: number;
@@ -104,6 +112,44 @@ export interface SmartLogInfo {
   powerOnHours: number;
   unsafeShutdowns: number;
   errorLogEntries: number;
+}
+
+/**
+ * The controller's error and health record: the error log and the counters behind the SMART / Health page. Lives
+ * as long as the controller (a controller reset keeps it).
+ */
+export class HealthRecord {
+  readonly errorLog = new ErrorLog();
+  readonly counters: SmartCounters = {
+    bytesRead: 0,
+    bytesWritten: 0,
+    hostReadCommands: 0,
+    hostWriteCommands: 0,
+    busyMillis: 0,
+    mediaErrors: 0,
+    errorLogEntries: 0,
+  };
+  /** Resets of a controller that was enabled and had not completed a shutdown. */
+  unsafeShutdowns = 0;
+  private readonly createdAt = Date.now();
+
+  /** Adds an Error Information entry (no parameter location). */
+  recordError(sqid: number, cid: number, status: number, phase: number, nsid: number, lba: number): void {
+    this.errorLog.record({ sqid, cid, status, phase, nsid, lba, parameterLocation: NO_PARAMETER_LOCATION });
+    this.counters.errorLogEntries = this.errorLog.count;
+  }
+
+  smartLogInfo(temperatureWarning: boolean): SmartLogInfo {
+    return {
+      criticalWarning: temperatureWarning ? CriticalWarning.TEMPERATURE : 0,
+      compositeTemperatureK: COMPOSITE_TEMPERATURE_K,
+      counters: this.counters,
+      powerCycles: 1,
+      powerOnHours: Math.floor((Date.now() - this.createdAt) / 3_600_000),
+      unsafeShutdowns: this.unsafeShutdowns,
+      errorLogEntries: this.errorLog.count,
+    };
+  }
 }
 
 /** Critical Warning bits. */

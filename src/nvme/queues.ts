@@ -4,7 +4,7 @@
  * pinned: a guest that unmaps memory under a live queue must not stall DMA_UNMAP, it gets a fatal controller status.
  */
 import type { DmaAccess, DmaMapping, DmaSpace } from '../memory/guest-memory.js';
-import { CQE_SIZE, SQE_SIZE } from './spec.js';
+import { CQE_SIZE, SQE_SIZE } from '../spec/nvme.js';
 
 /** A view of queue memory that is rebuilt only when the mapping behind it changes. */
 class QueueMemory {
@@ -190,7 +190,8 @@ export class ShadowDoorbells {
   readonly eventIndex: QueueMemory;
 
   constructor(shadowIova: number, eventIndexIova: number, pageSize: number) {
-    // Written too: the admin queue's shadow entries are kept in step with its MMIO doorbells (see the controller).
+    // Written too: the admin queue's shadow entries are kept in step with its MMIO doorbells
+    // (see QueueEngine.doorbellWrite).
     this.shadow = new QueueMemory(shadowIova, pageSize, 'write');
     this.eventIndex = new QueueMemory(eventIndexIova, pageSize, 'write');
   }

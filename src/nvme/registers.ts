@@ -3,7 +3,7 @@
  * register state: reads of any size and alignment copy bytes out of it, so odd guest accesses simply see the
  * register bytes they cover and never fault. Side effects of writes live in the controller.
  */
-import { Reg } from './spec.js';
+import { Reg } from '../spec/nvme.js';
 
 /** Size of the register block; doorbells start right after it. */
 export const REGISTER_BLOCK_SIZE = 0x1000;

@@ -8,7 +8,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import { native, PROT_READ, PROT_WRITE, type DoorbellPoller } from '../native/index.js';
-import type { DmaMapping, GuestMemory } from '../memory/guest-memory.js';
+import type { GuestMemory } from '../memory/guest-memory.js';
 import type { Namespace, NamespaceIds } from '../namespace/namespace.js';
 import { NvmeController } from '../nvme/controller.js';
 import type { ControllerIdentity } from '../nvme/identity.js';
@@ -239,24 +239,27 @@ export class NvmePciDevice implements VfioUserDevice {
     const total = native.memoryFaultCount();
     if (total === this.memoryFaultsSeen && !this.memoryLost) return;
     this.memoryFaultsSeen = total;
-    let lost: { mapping: DmaMapping; offset: number; count: number } | undefined;
-    for (const mapping of this.memory.mappings) {
-      const buffer = mapping.bytes.buffer;
-      const fault = buffer instanceof ArrayBuffer ? native.mappingFault(buffer) : null;
+    let lost: { iova: number; count: number } | undefined;
+    // Every window of every mapping that has been mmapped (src/memory/guest-memory.ts); windows not used yet are empty.
+    for (const window of this.memory.windows) {
+      const { bytes } = window;
+      if (bytes.byteLength === 0 || !(bytes.buffer instanceof ArrayBuffer)) continue;
+      const fault = native.mappingFault(bytes.buffer);
       if (fault) {
-        lost = { mapping, offset: fault.offset - mapping.bytes.byteOffset, count: fault.count };
+        lost = { iova: window.iova + fault.offset - bytes.byteOffset, count: fault.count };
         break;
       }
     }
     this.memoryLost = lost !== undefined;
     if (!lost) return;
-    const iova = lost.mapping.iova + lost.offset;
-    this.controller.fatal(
-      `guest memory lost at iova 0x${iova.toString(16)}: the client shrank the file behind its DMA mapping ` +
-        `(iova 0x${lost.mapping.iova.toString(16)}, size 0x${lost.mapping.size.toString(16)})`,
-      { client: this.client, iova: '0x' + iova.toString(16), lostPageFaults: lost.count },
+    const region = this.memory.overlapping(lost.iova, 1);
+    const mapping = region ? ` (iova 0x${region.iova.toString(16)}, size 0x${region.size.toString(16)})` : '';
+    this.controller.fail(
+      `guest memory lost at iova 0x${lost.iova.toString(16)}: the client shrank the file behind its DMA mapping${mapping}`,
+      { client: this.client, iova: '0x' + lost.iova.toString(16), lostPageFaults: lost.count },
     );
   }
+
 
   private translateErrors(access: () => void): void {
     try {

@@ -146,6 +146,17 @@ export class GuestDriver {
     return iova;
   }
 
+  /**
+   * Moves the allocator on to `iova` (page aligned, at or past the next free page) without touching the memory in
+   * between: later buffers then start at a guest address the test chose (e.g. across a window end of a huge RAM).
+   */
+  skipTo(iova: number): void {
+    if (iova % PAGE !== 0 || iova < this.nextFree) {
+      throw new Error(`guest driver: cannot skip to 0x${iova.toString(16)} (next free 0x${this.nextFree.toString(16)})`);
+    }
+    this.nextFree = iova;
+  }
+
   free(iova: number): void {
     const pages = this.allocations.get(iova);
     if (pages === undefined) throw new Error(`guest driver: free of unallocated iova 0x${iova.toString(16)}`);

@@ -19,6 +19,11 @@ export interface GuestOptions {
   ramBytes?: number;
   /** MSI-X vectors to wire with eventfds (default 4). */
   vectors?: number;
+  /**
+   * The part of guest RAM the guest driver uses (and this process maps), as an offset into it and a length; default
+   * all of it. Lets a test share a huge sparse RAM (1 TiB) and still place queues and buffers anywhere inside it.
+   */
+  driverWindow?: { offset: number; length: number };
 }
 
 export class Guest {
@@ -38,11 +43,13 @@ export class Guest {
     private readonly watchers: FdWatcher[],
     private readonly waiters: Array<Array<() => void>>,
     private readonly doorbellPage: ArrayBuffer | undefined,
+    /** Guest address of `ram[0]`. */
+    readonly ramIova: number,
   ) {
     this.interrupts = irqFds.map(() => 0);
     const bar0Region = 0;
     const transport: GuestDriverTransport = {
-      memory: { bytes: new Uint8Array(ram), iova: GUEST_RAM_IOVA },
+      memory: { bytes: new Uint8Array(ram), iova: ramIova },
       bar0Read: (offset, length) => this.serialized(() => client.regionRead(bar0Region, offset, length)),
       bar0Write: async (offset, bytes) => {
         if (this.doorbellPage && offset >= DOORBELL_BASE && offset < DOORBELL_BASE + 0x1000 && bytes.length === 4) {
@@ -69,7 +76,8 @@ export class Guest {
     const { regions } = await client.initialize();
     const ramBytes = options.ramBytes ?? 32 * 1024 * 1024;
     const memfd = native.memfdCreate('guest-ram', ramBytes);
-    const ram = native.mmap(memfd, 0, ramBytes, PROT_READ | PROT_WRITE);
+    const window = options.driverWindow ?? { offset: 0, length: ramBytes };
+    const ram = native.mmap(memfd, window.offset, window.length, PROT_READ | PROT_WRITE);
     await client.dmaMap({ iova: GUEST_RAM_IOVA, size: ramBytes, fd: memfd });
 
     // Memory space + bus master, then MSI-X enable (its capability is found by walking the list).
@@ -92,7 +100,17 @@ export class Guest {
     }
 
     const waiters: Array<Array<() => void>> = irqFds.map(() => []);
-    const guest: Guest = new Guest(client, regions, memfd, ram, irqFds, [], waiters, doorbellPage);
+    const guest: Guest = new Guest(
+      client,
+      regions,
+      memfd,
+      ram,
+      irqFds,
+      [],
+      waiters,
+      doorbellPage,
+      GUEST_RAM_IOVA + window.offset,
+    );
     irqFds.forEach((fd, vector) => {
       const watcher = native.createWatcher(fd, () => {
         const count = native.eventfdRead(fd);
@@ -120,7 +138,7 @@ export class Guest {
     return this.doorbellPage !== undefined;
   }
 
-  /** Guest RAM as the guest sees it. */
+  /** Guest RAM as the guest sees it (the driver window of it, at `ramIova`). */
   get memory(): Uint8Array {
     return new Uint8Array(this.ram);
   }

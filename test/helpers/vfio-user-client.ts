@@ -470,10 +470,11 @@ export class VfioUserClient {
     else await this.chFixed(HEADER_SIZE);
   }
 
-  async dmaUnmap(unmap: { iova: number; size: number; flags?: number }): Promise<DmaUnmapBody> {
+  /** `fds`: sent along like SPDK's client does (the specification sends none with DMA_UNMAP). */
+  async dmaUnmap(unmap: { iova: number; size: number; flags?: number; fds?: number[] }): Promise<DmaUnmapBody> {
     const id = this.id();
     const message = encodeDmaUnmap(id, { flags: unmap.flags ?? 0, address: unmap.iova, size: unmap.size });
-    await this.sendRaw(message);
+    await this.sendRaw(message, unmap.fds ?? []);
     if (this.flavour === 'qemu')
       return readDmaUnmap((await this.qemuReply(id, Command.DMA_UNMAP, message.length)).view, 0);
     return readDmaUnmap((await this.chFixed(HEADER_SIZE + BodySize.DMA_UNMAP)).view, HEADER_SIZE);

@@ -1,6 +1,7 @@
 /**
- * NVMe constants shared by the controller, the I/O path and (later) the NVMe/TCP initiator: opcodes, status codes,
- * register offsets. Values from the NVM Express Base Specification 2.0 and NVM Command Set Specification 1.0.
+ * The NVMe vocabulary every layer shares (the emulated controller and its I/O path, the NVMe/TCP initiator,
+ * namespace backends): opcodes, status codes, register offsets, sizes. Values from the NVM Express Base
+ * Specification 2.0 and NVM Command Set Specification 1.0. Imports nothing.
  */
 
 /** Register offsets in BAR0. */

@@ -1,0 +1,297 @@
+/**
+ * Command execution: the controller's side of the queue engine's `CommandSink` (SPDK's transport-to-ctrlr shape).
+ * Runs the admin and I/O commands the engine fetches, owns the pooled I/O request slots, counts commands and
+ * latency, records failed commands in the error log, and tracks commands in flight, so a reset can abandon them
+ * (their completions are discarded) and wait until they have drained. The state machine (controller.ts) reaches it
+ * through abandon / whenDrained; it reaches the state machine only through `CommandOwner`.
+ */
+import { performance } from 'node:perf_hooks';
+import type { DmaMapping, DmaSpace } from '../memory/guest-memory.js';
+import type { Namespace } from '../namespace/namespace.js';
+import { AdminOpcode, AsyncEvent, IoOpcode, LogPageId, SQE_SIZE, Status } from '../spec/nvme.js';
+import type { Logger } from '../util/log.js';
+import { DEFERRED, type AdminCommandHandler, type AdminResult } from './admin.js';
+import type { AsyncEvents } from './async-events.js';
+import type { FeatureState } from './features.js';
+import type { InterruptCoalescer } from './interrupts.js';
+import { executeIoCommand } from './io.js';
+import type { IoContext, IoDone, IoRequest, SmartCounters } from './io-types.js';
+import { NO_COMMAND, type HealthRecord } from './log-pages.js';
+import type { NamespaceEntry } from './namespaces.js';
+import type { CommandSink, QueueEngine } from './queue-engine.js';
+import type { SubmissionQueue } from './queues.js';
+import { Csts, type ControllerRegisters } from './registers.js';
+import { LatencyHistogram } from './stats.js';
+
+/** What the command runner needs of its controller. */
+export interface CommandOwner {
+  /** Controller Fatal Status. */
+  fail(reason: string, fields?: Record<string, unknown>): void;
+  /** The commands a reset abandoned (see CommandRunner.abandon) have all completed. */
+  abandonedDrained(): void;
+}
+
+export interface CommandRunnerParts {
+  admin: AdminCommandHandler;
+  io: IoContext;
+  queues: QueueEngine;
+  interrupts: InterruptCoalescer;
+  events: AsyncEvents;
+  health: HealthRecord;
+  /** Read for CSTS.CFS: completions of a failed controller are discarded. */
+  registers: ControllerRegisters;
+  owner: CommandOwner;
+  logger: Logger;
+}
+
+/**
+ * The controller's IoContext. A class rather than an object literal: a literal with a getter is a dictionary-mode
+ * object in V8, and every `ctx.x` of every I/O command would then be a generic property lookup.
+ */
+export class ControllerIoContext implements IoContext {
+  constructor(
+    readonly dma: DmaSpace,
+    private readonly entries: readonly NamespaceEntry[],
+    private readonly namespaceList: readonly Namespace[],
+    readonly maxTransferBytes: number,
+    readonly counters: SmartCounters,
+    private readonly features: FeatureState,
+    readonly logger: Logger,
+  ) {}
+
+  namespace(nsid: number): Namespace | undefined {
+    return nsid >= 1 && nsid <= this.entries.length ? this.entries[nsid - 1]!.namespace : undefined;
+  }
+
+  allNamespaces(): readonly Namespace[] {
+    return this.namespaceList;
+  }
+
+  /** The Volatile Write Cache feature as it is now: Set Features changes it between commands. */
+  get writeCacheEnabled(): boolean {
+    return this.features.volatileWriteCache;
+  }
+}
+
+/** An I/O command slot: the core owns and reuses these (no allocation per command). */
+class PooledRequest implements IoRequest {
+  readonly sqe = new DataView(new ArrayBuffer(SQE_SIZE));
+  /** The same 64 bytes as `sqe`, for the word-by-word SQE copy. */
+  readonly sqeWords = new Int32Array(this.sqe.buffer);
+  readonly segments: Uint8Array[] = [];
+  readonly pinned: DmaMapping[] = [];
+  result = 0;
+  sq: SubmissionQueue | undefined = undefined;
+  commandId = 0;
+  opcode = 0;
+  /** Controller generation at fetch; a reset bumps it so completions of abandoned commands are discarded. */
+  generation = 0;
+  startedAt = 0;
+  active = false;
+}
+
+export class CommandRunner implements CommandSink {
+  /** I/O commands fetched and not yet completed. */
+  inFlight = 0;
+  /** Bumped by abandon; a request carries the value of its fetch, so completions of abandoned commands are dropped. */
+  generation = 0;
+  /** Commands abandoned by a reset are still in flight (a new enable waits for them). */
+  draining = false;
+  readonly latency = new LatencyHistogram();
+  /** Commands by kind; failed completions are counted by the queue engine. */
+  readonly commandCounts = { admin: 0, read: 0, write: 0, otherIo: 0 };
+
+  private readonly admin: AdminCommandHandler;
+  private readonly io: IoContext;
+  private readonly queues: QueueEngine;
+  private readonly interrupts: InterruptCoalescer;
+  private readonly events: AsyncEvents;
+  private readonly health: HealthRecord;
+  private readonly counters: SmartCounters;
+  private readonly registers: ControllerRegisters;
+  private readonly owner: CommandOwner;
+  private readonly logger: Logger;
+
+  private readonly drainWaiters: Array<() => void> = [];
+  private readonly adminSqe = new DataView(new ArrayBuffer(SQE_SIZE));
+  private readonly adminResult: AdminResult = { status: 0, dw0: 0 };
+  private readonly requestPool: PooledRequest[] = [];
+  private busySince = 0;
+  /** The last clock reading (performance.now) of the current processing pass; see executeIo. */
+  private clock = 0;
+  /** `clock` was read by a synchronous completion just now, in this processing pass. */
+  private clockFresh = false;
+
+  constructor(parts: CommandRunnerParts) {
+    this.admin = parts.admin;
+    this.io = parts.io;
+    this.queues = parts.queues;
+    this.interrupts = parts.interrupts;
+    this.events = parts.events;
+    this.health = parts.health;
+    this.counters = parts.health.counters;
+    this.registers = parts.registers;
+    this.owner = parts.owner;
+    this.logger = parts.logger;
+  }
+
+  /** The controller's processing pass ended: the next fetch reads the clock afresh. */
+  endPass(): void {
+    this.clockFresh = false;
+  }
+
+  /**
+   * Controller reset: the commands in flight are abandoned (they run to completion, but their completions are
+   * discarded) and `draining` holds until they have. Returns how many there are.
+   */
+  abandon(): number {
+    this.generation++;
+    if (this.inFlight > 0) this.draining = true;
+    return this.inFlight;
+  }
+
+  /** Resolves once no I/O command is in flight. */
+  whenDrained(): Promise<void> {
+    if (this.inFlight === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  /** CommandSink: runs the admin command at the head of `sq` (the queue engine reserved its CQ slot). */
+  executeAdmin(sq: SubmissionQueue): void {
+    this.clockFresh = false; // an admin command between two I/O commands takes its own time
+    const sqe = this.adminSqe;
+    sq.fetch(sqe);
+    const opcode = sqe.getUint8(0);
+    const commandId = sqe.getUint16(2, true);
+    const result = this.adminResult;
+    this.commandCounts.admin++;
+    try {
+      this.admin.execute(sqe, result);
+    } catch (error) {
+      this.logger.error('admin command failed unexpectedly', { opcode, cid: commandId, error });
+      result.status = Status.INTERNAL_ERROR;
+      result.dw0 = 0;
+    }
+    if (result.status === DEFERRED) {
+      // An AER may stay outstanding forever; it takes a CQ slot only when an event completes it.
+      if (opcode === AdminOpcode.ASYNC_EVENT_REQUEST) sq.cq.reserved--;
+      return;
+    }
+    if (result.status !== Status.SUCCESS) {
+      this.logger.debug('admin command failed', { opcode, cid: commandId, status: result.status });
+      this.recordError(sq, commandId, result.status, sqe.getUint32(4, true), 0);
+    }
+    this.queues.postCompletion(sq.cq, result.dw0, sq, commandId, result.status);
+  }
+
+  /** CommandSink: starts the I/O command at the head of `sq` (the queue engine reserved its CQ slot). */
+  executeIo(sq: SubmissionQueue): void {
+    const request = this.requestPool.pop() ?? new PooledRequest();
+    sq.fetch(request.sqe, request.sqeWords);
+    request.sq = sq;
+    request.commandId = request.sqe.getUint16(2, true);
+    request.opcode = request.sqe.getUint8(0);
+    request.generation = this.generation;
+    request.result = 0;
+    request.active = true;
+    // Fetch time. When the previous command of this pass completed synchronously, its completion time (read just
+    // before this fetch) stands in for a fresh clock read: one clock read per command instead of two.
+    if (this.clockFresh) this.clockFresh = false;
+    else this.clock = performance.now();
+    request.startedAt = this.clock;
+    sq.inFlight++;
+    if (this.inFlight++ === 0) this.busySince = request.startedAt;
+    try {
+      executeIoCommand(this.io, request, this.ioDone);
+    } catch (error) {
+      this.logger.error('I/O command failed unexpectedly', {
+        sqid: sq.id,
+        cid: request.commandId,
+        opcode: request.opcode,
+        error,
+      });
+      if (request.active) this.ioDone(request, Status.INTERNAL_ERROR);
+    }
+  }
+
+  /** Commands abandoned by a reset have completed (their completions discarded), and reset / shutdown waiters go. */
+  private drained(): void {
+    if (this.draining) {
+      this.draining = false;
+      this.owner.abandonedDrained();
+    }
+    if (this.drainWaiters.length > 0) for (const resolve of this.drainWaiters.splice(0)) resolve();
+  }
+
+  private readonly ioDone: IoDone = (completed: IoRequest, status: number): void => {
+    const request = completed as PooledRequest;
+    if (!request.active) {
+      this.logger.error('I/O command completed twice', { cid: request.commandId, opcode: request.opcode });
+      return;
+    }
+    request.active = false;
+    const sq = request.sq!;
+    request.sq = undefined;
+    // request.segments keeps its views until the next command overwrites them (io.ts): emptying the array here
+    // would drop its backing store and make the next command reallocate it.
+    sq.inFlight--;
+    const now = performance.now();
+    const interrupts = this.interrupts;
+    if (interrupts.batching) {
+      // Inside this thread's processing pass: the next fetch of the pass starts now (see executeIo).
+      this.clock = now;
+      this.clockFresh = true;
+    }
+    if (--this.inFlight === 0) this.counters.busyMillis += now - this.busySince;
+    this.latency.record((now - request.startedAt) * 1000);
+
+    if (request.generation === this.generation && (this.registers.csts & Csts.CFS) === 0) {
+      const opcode = request.opcode;
+      if (opcode === IoOpcode.READ) this.commandCounts.read++;
+      else if (opcode === IoOpcode.WRITE) this.commandCounts.write++;
+      else this.commandCounts.otherIo++;
+      if (status !== Status.SUCCESS) {
+        const sqe = request.sqe;
+        const lba = hasLba(opcode) ? sqe.getUint32(44, true) * 0x1_0000_0000 + sqe.getUint32(40, true) : 0;
+        this.recordError(sq, request.commandId, status, sqe.getUint32(4, true), lba);
+      }
+      this.queues.postCompletion(sq.cq, request.result, sq, request.commandId, status);
+      if (sq.deleteCommandId !== undefined && sq.inFlight === 0) this.queues.finishSubmissionQueueDeletion(sq);
+      if (!interrupts.batching) interrupts.scheduleFlush();
+    }
+    this.requestPool.push(request);
+    if (this.inFlight === 0) this.drained();
+  };
+
+  /**
+   * CommandSink: the Error Information entry behind a doorbell error event, so the host finds what the event points
+   * at, and the event. No command is involved: CID = FFFFh, and the status is the closest fit (the spec asks for
+   * "the most applicable status value").
+   */
+  invalidDoorbell(sqid: number, status: number, eventInfo: number): void {
+    this.health.recordError(sqid, NO_COMMAND, status, 0, 0, 0);
+    this.events.raise(AsyncEvent.TYPE_ERROR, eventInfo, LogPageId.ERROR_INFORMATION);
+  }
+
+  /** CommandSink: Controller Fatal Status, set by the controller. */
+  fail(reason: string, fields?: Record<string, unknown>): void {
+    this.owner.fail(reason, fields);
+  }
+
+  private recordError(sq: SubmissionQueue, commandId: number, status: number, nsid: number, lba: number): void {
+    this.health.recordError(sq.id, commandId, status, sq.cq.phase, nsid, lba);
+  }
+
+}
+
+/** Opcodes whose CDW10/11 hold a starting LBA (for the error log). */
+function hasLba(opcode: number): boolean {
+  return (
+    opcode === IoOpcode.READ ||
+    opcode === IoOpcode.WRITE ||
+    opcode === IoOpcode.COMPARE ||
+    opcode === IoOpcode.WRITE_ZEROES ||
+    opcode === IoOpcode.WRITE_UNCORRECTABLE ||
+    opcode === IoOpcode.VERIFY
+  );
+}

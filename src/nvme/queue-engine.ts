@@ -1,0 +1,514 @@
+/**
+ * The queue engine: the controller's transport half. It owns the submission and completion queues, the doorbells
+ * (trapped, polled, and shadow doorbells with EventIdx), round-robin arbitration, fetching commands and posting
+ * completions. What it fetches goes up through one small interface, `CommandSink` (the controller), in the shape of
+ * SPDK's transport-to-ctrlr split; it imports nothing of the controller, the admin command set or async events.
+ *
+ * Flow control: fetching a command reserves a slot in its completion queue, so a completion can always be posted
+ * when the command finishes and an unconsumed CQE is never overwritten. A queue whose CQ has no unreserved slot
+ * waits until the host advances the CQ head.
+ */
+import { DmaError, type DmaSpace } from '../memory/guest-memory.js';
+import type { Logger } from '../util/log.js';
+import { AsyncEvent, PAGE_SIZE, Status } from '../spec/nvme.js';
+import type { FeatureState } from './features.js';
+import type { InterruptCoalescer } from './interrupts.js';
+import { NO_COMMAND } from './log-pages.js';
+import { CompletionQueue, ShadowDoorbells, SubmissionQueue } from './queues.js';
+
+/** What the queue engine hands up to its controller. */
+export interface CommandSink {
+  /** Runs the command at the head of admin queue `sq`; a slot of `sq.cq` is reserved for its completion. */
+  executeAdmin(sq: SubmissionQueue): void;
+  /** Runs the command at the head of I/O queue `sq`; a slot of `sq.cq` is reserved for its completion. */
+  executeIo(sq: SubmissionQueue): void;
+  /**
+   * A doorbell write the engine could not act on: `sqid` is the SQ whose tail doorbell was written (NO_COMMAND for
+   * a CQ head doorbell), `status` the closest status for the error log, `eventInfo` the error event's information.
+   */
+  invalidDoorbell(sqid: number, status: number, eventInfo: number): void;
+  /** Controller Fatal Status (queue or shadow memory gone, internal error). */
+  fail(reason: string, fields?: Record<string, unknown>): void;
+}
+
+export interface QueueEngineOptions {
+  dma: DmaSpace;
+  /** The doorbell page (see NvmeControllerOptions.doorbells); at least 2 * (maxIoQueuePairs + 1) words. */
+  doorbells: Uint32Array;
+  /** Whether anything but doorbellWrite changes `doorbells` (polled mode). */
+  doorbellsShared: boolean;
+  maxIoQueuePairs: number;
+  /** Read for the Arbitration feature's burst. */
+  features: FeatureState;
+  interrupts: InterruptCoalescer;
+  logger: Logger;
+}
+
+export const DOORBELL_COUNT = 1024;
+/** Commands fetched per pass before the rest is left to a later turn of the event loop. */
+const BATCH_COMMAND_BUDGET = 1024;
+
+export class QueueEngine {
+  /**
+   * Fetching is allowed: enabled, ready, no fatal status, no shutdown requested. Set by the controller; doorbell
+   * writes are ignored and nothing is fetched or delivered while it is false.
+   */
+  active = false;
+  /** I/O queues were created since the controller was enabled (Number of Queues is fixed from then on). */
+  ioQueuesCreated = false;
+  /** Completions posted with a non-zero status. */
+  failedCompletions = 0;
+  /**
+   * The value last taken from each doorbell word. A word of `doorbells` that differs from its entry here is a write
+   * not yet acted on; in polled mode the native poller compares the shared page with this array, so a doorbell that
+   * returns to an earlier value (a 2-entry queue's tail going 0, 1, 0) is never missed.
+   */
+  readonly consumedDoorbells: Uint32Array;
+
+  private readonly dma: DmaSpace;
+  private readonly doorbells: Uint32Array;
+  private readonly doorbellsShared: boolean;
+  private readonly features: FeatureState;
+  private readonly interrupts: InterruptCoalescer;
+  /** Set once by connect, before the first doorbell. */
+  private sink!: CommandSink;
+  private readonly logger: Logger;
+
+  /** Queues by id (index 0 = admin). */
+  private readonly submissionQueues: Array<SubmissionQueue | undefined>;
+  private readonly completionQueues: Array<CompletionQueue | undefined>;
+  /** Live queues in creation order, for scans and round-robin arbitration. */
+  private submissionList: SubmissionQueue[] = [];
+  private completionList: CompletionQueue[] = [];
+  private roundRobin = 0;
+  private shadow: ShadowDoorbells | undefined;
+  private invalidDoorbellWrites = 0;
+
+  constructor(options: QueueEngineOptions) {
+    this.dma = options.dma;
+    this.doorbells = options.doorbells;
+    this.doorbellsShared = options.doorbellsShared;
+    this.features = options.features;
+    this.interrupts = options.interrupts;
+    this.logger = options.logger;
+    const queues = options.maxIoQueuePairs + 1;
+    this.consumedDoorbells = new Uint32Array(2 * queues);
+    this.submissionQueues = new Array<SubmissionQueue | undefined>(queues).fill(undefined);
+    this.completionQueues = new Array<CompletionQueue | undefined>(queues).fill(undefined);
+  }
+
+  /** Where fetched commands go (the command runner, built after the engine because it needs the engine). */
+  connect(sink: CommandSink): void {
+    this.sink = sink;
+  }
+
+  // ---- queues ------------------------------------------------------------------------------------------------
+
+  get adminQueue(): SubmissionQueue | undefined {
+    return this.submissionQueues[0];
+  }
+
+  /** Live completion queues, admin included. */
+  get completions(): readonly CompletionQueue[] {
+    return this.completionList;
+  }
+
+  get hasQueues(): boolean {
+    return this.submissionList.length > 0;
+  }
+
+  get ioSubmissionQueueCount(): number {
+    return this.submissionList.filter((sq) => sq.id !== 0).length;
+  }
+
+  get ioCompletionQueueCount(): number {
+    return this.completionList.filter((cq) => cq.id !== 0).length;
+  }
+
+  completionQueue(qid: number): CompletionQueue | undefined {
+    return qid < this.completionQueues.length ? this.completionQueues[qid] : undefined;
+  }
+
+  submissionQueue(qid: number): SubmissionQueue | undefined {
+    return qid < this.submissionQueues.length ? this.submissionQueues[qid] : undefined;
+  }
+
+  /** CC.EN 0 -> 1: the admin queue pair from AQA / ASQ / ACQ (validated by the controller). */
+  createAdminQueues(sqIova: number, sqEntries: number, cqIova: number, cqEntries: number): void {
+    const cq = new CompletionQueue(0, cqIova, cqEntries, 0, true);
+    const sq = new SubmissionQueue(0, sqIova, sqEntries, cq, 0);
+    this.addCompletionQueue(cq);
+    this.addSubmissionQueue(sq);
+    this.ioQueuesCreated = false;
+  }
+
+  createCompletionQueue(qid: number, iova: number, entries: number, vector: number, interruptsEnabled: boolean): void {
+    this.addCompletionQueue(new CompletionQueue(qid, iova, entries, vector, interruptsEnabled));
+    this.ioQueuesCreated = true;
+    this.logger.debug('I/O completion queue created', { cqid: qid, entries, vector, interruptsEnabled });
+  }
+
+  createSubmissionQueue(qid: number, iova: number, entries: number, cq: CompletionQueue, priority: number): void {
+    this.addSubmissionQueue(new SubmissionQueue(qid, iova, entries, cq, priority));
+    this.ioQueuesCreated = true;
+    this.logger.debug('I/O submission queue created', { sqid: qid, entries, cqid: cq.id });
+  }
+
+  /**
+   * Starts deleting `sq`: its unfetched commands complete as aborted (or implicitly, see abortUnfetched). True when
+   * it is gone already; false when in-flight commands remain, and finishSubmissionQueueDeletion completes the
+   * Delete (`commandId`) once they drain.
+   */
+  deleteSubmissionQueue(sq: SubmissionQueue, commandId: number): boolean {
+    this.abortUnfetched(sq);
+    if (sq.inFlight === 0) {
+      this.removeSubmissionQueue(sq);
+      return true;
+    }
+    sq.deleteCommandId = commandId;
+    return false;
+  }
+
+  /** The last in-flight command of a deleting `sq` completed: the queue goes, and so does its Delete I/O SQ. */
+  finishSubmissionQueueDeletion(sq: SubmissionQueue): void {
+    const commandId = sq.deleteCommandId!;
+    sq.deleteCommandId = undefined;
+    this.removeSubmissionQueue(sq);
+    const adminSq = this.submissionQueues[0];
+    if (adminSq) this.postCompletion(adminSq.cq, 0, adminSq, commandId, Status.SUCCESS);
+    this.logger.debug('I/O submission queue deleted after draining', { sqid: sq.id });
+  }
+
+  deleteCompletionQueue(cq: CompletionQueue): void {
+    this.completionQueues[cq.id] = undefined;
+    this.completionList = this.completionList.filter((queue) => queue !== cq);
+  }
+
+  /** Doorbell Buffer Config with both pages validated by the admin command handler. */
+  configureShadowDoorbells(shadowIova: number, eventIndexIova: number): void {
+    const shadow = new ShadowDoorbells(shadowIova, eventIndexIova, PAGE_SIZE);
+    shadow.resolve(this.dma); // validated by the admin handler just before
+    // Start both pages from the state we know, so the first shadow reads match what the MMIO doorbells said.
+    for (const sq of this.submissionList) {
+      shadow.writeShadow(sq.doorbellIndex, sq.tail);
+      shadow.writeEventIndex(sq.doorbellIndex, sq.tail);
+      sq.lastShadow = sq.tail;
+    }
+    for (const cq of this.completionList) {
+      shadow.writeShadow(cq.doorbellIndex, cq.head);
+      shadow.writeEventIndex(cq.doorbellIndex, cq.head);
+      cq.lastShadow = cq.head;
+    }
+    this.shadow = shadow;
+    this.logger.info('shadow doorbells configured', { shadowIova, eventIndexIova });
+  }
+
+  /** Controller reset: every queue and the shadow pages go; doorbells read as zero again. */
+  reset(): void {
+    this.submissionQueues.fill(undefined);
+    this.completionQueues.fill(undefined);
+    this.submissionList = [];
+    this.completionList = [];
+    this.roundRobin = 0;
+    this.shadow = undefined;
+    this.ioQueuesCreated = false;
+    // Doorbells of a reset controller read as zero; stale values would otherwise look like new ones later.
+    // (A caller may already have unmapped a shared doorbell page: a detached array has length 0 and is left alone.)
+    if (this.doorbells.length > 0) this.doorbells.fill(0, 0, this.consumedDoorbells.length);
+    this.consumedDoorbells.fill(0);
+  }
+
+  private addCompletionQueue(cq: CompletionQueue): void {
+    this.completionQueues[cq.id] = cq;
+    this.completionList.push(cq);
+    this.doorbells[cq.doorbellIndex] = 0;
+    this.consumedDoorbells[cq.doorbellIndex] = 0;
+    if (this.shadow) {
+      this.shadow.writeEventIndex(cq.doorbellIndex, 0);
+      // Whatever the shadow entry holds now predates this queue; only changes to it count.
+      cq.lastShadow = this.shadow.readShadow(cq.doorbellIndex);
+    }
+  }
+
+  private addSubmissionQueue(sq: SubmissionQueue): void {
+    this.submissionQueues[sq.id] = sq;
+    this.submissionList.push(sq);
+    sq.cq.submissionQueues++;
+    this.doorbells[sq.doorbellIndex] = 0;
+    this.consumedDoorbells[sq.doorbellIndex] = 0;
+    if (this.shadow) {
+      this.shadow.writeEventIndex(sq.doorbellIndex, 0);
+      sq.lastShadow = this.shadow.readShadow(sq.doorbellIndex);
+    }
+  }
+
+  private removeSubmissionQueue(sq: SubmissionQueue): void {
+    this.submissionQueues[sq.id] = undefined;
+    this.submissionList = this.submissionList.filter((queue) => queue !== sq);
+    sq.cq.submissionQueues--;
+  }
+
+  /**
+   * Delete I/O SQ: the commands the host submitted to `sq` that were never fetched complete with Command Aborted due
+   * to SQ Deletion, in submission order, their CIDs read from the SQ. Only as many as the CQ has free slots for are
+   * posted (a CQE is never overwritten, and the Delete does not wait for the host to make room, since a host may only
+   * drain the CQ once the Delete completes); the rest complete implicitly with the Delete, which the spec allows (no
+   * CQE). If the SQ memory is no longer mapped, their CIDs cannot be read and they all complete implicitly.
+   */
+  private abortUnfetched(sq: SubmissionQueue): void {
+    const unfetched = sq.unfetched;
+    if (unfetched === 0) return;
+    try {
+      sq.memory.resolve(this.dma);
+    } catch (error) {
+      if (!(error instanceof DmaError)) throw error;
+      sq.head = sq.tail;
+      this.logger.warn('submission queue memory unmapped at deletion: unfetched commands complete without a CQE', {
+        sqid: sq.id,
+        unfetched,
+        error,
+      });
+      return;
+    }
+    const cq = sq.cq;
+    let aborted = 0;
+    while (!sq.isEmpty && cq.freeSlots > 0) {
+      const commandId = sq.skip();
+      cq.reserved++;
+      this.postCompletion(cq, 0, sq, commandId, Status.ABORTED_SQ_DELETION);
+      if (!this.active) return; // CQ memory gone: the controller failed
+      aborted++;
+    }
+    sq.head = sq.tail;
+    this.logger.debug('unfetched commands aborted by Delete I/O SQ', {
+      sqid: sq.id,
+      aborted,
+      completedWithoutCqe: unfetched - aborted,
+    });
+  }
+
+  // ---- doorbells ---------------------------------------------------------------------------------------------
+
+  /** A trapped write of `value` to doorbell `index` (BAR0 0x1000 + 4 * index). */
+  doorbellWrite(index: number, value: number): void {
+    this.doorbells[index] = value;
+    if (index < this.consumedDoorbells.length) this.consumedDoorbells[index] = value;
+    if (!this.active) return;
+    this.takeDoorbell(index, value);
+    const qid = index >>> 1;
+    if (qid === 0 && this.shadow) {
+      // Many drivers (Linux included) never update the admin queue's shadow entries; keep them in step so the
+      // shadow value we read later is never staler than the MMIO write we just took.
+      if (!this.resolveShadow()) return;
+      this.shadow.writeShadow(index, value);
+      if ((index & 1) === 1) this.completionQueues[0]!.lastShadow = value;
+      else this.submissionQueues[0]!.lastShadow = value;
+    }
+  }
+
+  /**
+   * Polled mode: the guest wrote `doorbells` directly. Takes every doorbell word that differs from
+   * `consumedDoorbells` (writes to queues that do not exist raise an Invalid Doorbell Register event).
+   * Returns whether any doorbell had a new value.
+   */
+  pollDoorbells(): boolean {
+    let taken = false;
+    if (this.active) {
+      try {
+        if (!this.shadow || this.resolveShadow()) taken = this.refreshDoorbells();
+      } catch (error) {
+        this.sink.fail('internal error while scanning doorbells', { error });
+      }
+    }
+    // A disabled, shut-down or failed controller ignores doorbell writes. Recording them as consumed keeps the
+    // poller from waking us for the same values again and again (it compares the page with consumedDoorbells).
+    if (!this.active) this.ignoreDoorbells();
+    return taken;
+  }
+
+  private ignoreDoorbells(): void {
+    const words = Math.min(this.doorbells.length, this.consumedDoorbells.length);
+    this.consumedDoorbells.set(this.doorbells.subarray(0, words));
+  }
+
+  /** Acts on a new value of doorbell `index`: SQ tail (even) or CQ head (odd) of queue `index / 2`. */
+  private takeDoorbell(index: number, value: number): void {
+    const qid = index >>> 1;
+    if ((index & 1) === 1) {
+      const cq = this.completionQueues[qid];
+      if (!cq) return this.invalidDoorbellRegister(index, value);
+      this.applyCompletionHead(cq, value);
+    } else {
+      const sq = this.submissionQueues[qid];
+      if (!sq) return this.invalidDoorbellRegister(index, value);
+      if (!sq.deleting) this.applySubmissionTail(sq, value);
+    }
+  }
+
+  private invalidDoorbellRegister(index: number, value: number): void {
+    this.warnInvalidDoorbell('doorbell write to a queue that does not exist', { doorbell: index, value });
+    // An SQ tail doorbell names its SQ; a CQ head doorbell names no submission queue.
+    const sqid = (index & 1) === 0 ? index >>> 1 : NO_COMMAND;
+    this.sink.invalidDoorbell(sqid, Status.INVALID_QUEUE_IDENTIFIER, AsyncEvent.INFO_ERROR_INVALID_DOORBELL_REGISTER);
+  }
+
+  private applySubmissionTail(sq: SubmissionQueue, value: number): void {
+    if (sq.setTail(value)) return;
+    this.warnInvalidDoorbell('invalid submission queue tail doorbell value', { sqid: sq.id, value, entries: sq.size });
+    this.sink.invalidDoorbell(sq.id, Status.INVALID_FIELD, AsyncEvent.INFO_ERROR_INVALID_DOORBELL_VALUE);
+  }
+
+  private applyCompletionHead(cq: CompletionQueue, value: number): void {
+    if (cq.setHead(value)) return;
+    this.warnInvalidDoorbell('invalid completion queue head doorbell value', {
+      cqid: cq.id,
+      value,
+      head: cq.head,
+      tail: cq.tail,
+      entries: cq.size,
+    });
+    this.sink.invalidDoorbell(NO_COMMAND, Status.INVALID_FIELD, AsyncEvent.INFO_ERROR_INVALID_DOORBELL_VALUE);
+  }
+
+  /** A guest can write bad doorbells in a loop: log the 1st, 2nd, 4th, 8th, ... occurrence only. */
+  private warnInvalidDoorbell(message: string, fields: Record<string, unknown>): void {
+    const count = ++this.invalidDoorbellWrites;
+    if ((count & (count - 1)) === 0) this.logger.warn(message, { ...fields, invalidDoorbellWrites: count });
+  }
+
+  /** Picks up doorbell values written to the doorbell page (polled mode) or the shadow page since last time. */
+  private refreshDoorbells(): boolean {
+    const doorbells = this.doorbells;
+    const consumed = this.consumedDoorbells;
+    // A detached (unmapped) page has length 0: nothing to pick up. A private page never differs (see options).
+    const words = this.doorbellsShared ? Math.min(doorbells.length, consumed.length) : 0;
+    let taken = false;
+    for (let index = 0; index < words; index++) {
+      const value = doorbells[index]!;
+      if (value === consumed[index]) continue;
+      consumed[index] = value;
+      taken = true;
+      this.takeDoorbell(index, value);
+    }
+    const shadow = this.shadow;
+    if (!shadow) return taken;
+    for (const cq of this.completionList) this.readShadowHead(shadow, cq);
+    for (const sq of this.submissionList) if (!sq.deleting) this.readShadowTail(shadow, sq);
+    return taken;
+  }
+
+  private readShadowTail(shadow: ShadowDoorbells, sq: SubmissionQueue): void {
+    const value = shadow.readShadow(sq.doorbellIndex);
+    if (value === sq.lastShadow) return;
+    sq.lastShadow = value;
+    this.applySubmissionTail(sq, value);
+  }
+
+  private readShadowHead(shadow: ShadowDoorbells, cq: CompletionQueue): void {
+    const value = shadow.readShadow(cq.doorbellIndex);
+    if (value === cq.lastShadow) return;
+    cq.lastShadow = value;
+    this.applyCompletionHead(cq, value);
+  }
+
+  private resolveShadow(): boolean {
+    try {
+      this.shadow!.resolve(this.dma);
+      return true;
+    } catch (error) {
+      this.sink.fail('shadow doorbell memory is no longer mapped', { error });
+      return false;
+    }
+  }
+
+  // ---- arbitration, fetch and post ---------------------------------------------------------------------------
+
+  /**
+   * One processing pass: takes new doorbell values, then serves the submission queues round robin until they are
+   * empty or the pass's command budget is spent. Returns true when it stopped for the budget with work left (the
+   * caller schedules another pass on a later turn, so completions and other devices get to run).
+   */
+  run(): boolean {
+    if (this.shadow && !this.resolveShadow()) return false;
+    this.refreshDoorbells();
+    const burst = this.arbitrationBurst();
+    let budget = BATCH_COMMAND_BUDGET;
+    for (;;) {
+      let fetched = 0;
+      // Admin commands may create or delete queues; each round works on the list as it stands.
+      const list = this.submissionList;
+      const count = list.length;
+      for (let served = 0; served < count && budget > 0; served++) {
+        // `roundRobin` is the queue after the last one served, so a pass cut short by the budget resumes there.
+        const position = this.roundRobin % count;
+        this.roundRobin = (position + 1) % count;
+        const sq = list[position]!;
+        if (this.submissionQueues[sq.id] !== sq) continue; // deleted earlier in this round
+        const taken = this.fetchFrom(sq, Math.min(burst, budget));
+        if (!this.active) return false;
+        fetched += taken;
+        budget -= taken;
+      }
+      if (fetched === 0 || budget <= 0) break;
+    }
+    return budget <= 0;
+  }
+
+  /** Arbitration Burst: 2^AB commands per queue per round; 7 = no limit. */
+  private arbitrationBurst(): number {
+    const ab = this.features.arbitration & 0x7;
+    return ab === 7 ? BATCH_COMMAND_BUDGET : 1 << ab;
+  }
+
+  /** Fetches and starts up to `limit` commands from `sq`; returns how many. */
+  private fetchFrom(sq: SubmissionQueue, limit: number): number {
+    if (sq.deleting) return 0;
+    const cq = sq.cq;
+    const shadow = this.shadow;
+    let fetched = 0;
+    while (fetched < limit) {
+      if (sq.isEmpty) {
+        if (!shadow) break;
+        // Publish how far we got, then look again: a tail written before the host saw this EventIdx is caught by
+        // the re-read, one written after it makes the host ring the MMIO doorbell.
+        shadow.writeEventIndex(sq.doorbellIndex, sq.tail);
+        this.readShadowTail(shadow, sq);
+        if (sq.isEmpty) break;
+      }
+      if (cq.freeSlots <= 0) {
+        if (shadow) {
+          shadow.writeEventIndex(cq.doorbellIndex, cq.head);
+          this.readShadowHead(shadow, cq);
+        }
+        if (cq.freeSlots <= 0) break; // resumes when the host frees CQ slots
+      }
+      if (fetched === 0 && !this.resolveQueue(sq)) return 0;
+      cq.reserved++;
+      if (sq.id === 0) this.sink.executeAdmin(sq);
+      else this.sink.executeIo(sq);
+      fetched++;
+      if (!this.active) break;
+    }
+    return fetched;
+  }
+
+  /** Writes a CQE for a command of `sq` into its reserved slot of `cq` and marks the CQ's vector. */
+  postCompletion(cq: CompletionQueue, dw0: number, sq: SubmissionQueue, commandId: number, status: number): void {
+    if (status !== Status.SUCCESS) this.failedCompletions++;
+    if (!this.resolveQueue(cq)) return;
+    cq.post(dw0, sq.head, sq.id, commandId, status);
+    cq.reserved--;
+    if (cq.interruptsEnabled) this.interrupts.mark(cq.vector);
+  }
+
+  private resolveQueue(queue: SubmissionQueue | CompletionQueue): boolean {
+    try {
+      queue.memory.resolve(this.dma);
+      return true;
+    } catch (error) {
+      const kind = queue instanceof SubmissionQueue ? 'submission' : 'completion';
+      this.sink.fail(`${kind} queue ${queue.id} memory is no longer mapped`, { qid: queue.id, error });
+      return false;
+    }
+  }
+}
