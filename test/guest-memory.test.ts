@@ -9,7 +9,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { DEFAULT_WINDOW_STRIDE, DmaError, GuestMemory } from '../src/memory/guest-memory.js';
 import { mapDataPointer } from '../src/nvme/data-pointer.js';
-import { Status } from '../src/nvme/spec.js';
+import { Status } from '../src/spec/nvme.js';
 import { controllerConfig } from '../src/serve/config.js';
 import { startController, type RunningController } from '../src/serve/controller.js';
 import { memoryLogger } from '../src/util/log.js';

@@ -48,7 +48,7 @@ import {
   buildSmartLog,
 } from '../../src/nvme/log-pages.js';
 import { NVME_VERSION, capabilities } from '../../src/nvme/registers.js';
-import { FeatureId, Status } from '../../src/nvme/spec.js';
+import { FeatureId, Status } from '../../src/spec/nvme.js';
 import { DEFAULT_PCI_IDS } from '../../src/serve/config.js';
 import { memoryLogger } from '../../src/util/log.js';
 import { Guest } from '../helpers/hypervisor.js';
