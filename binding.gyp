@@ -7,6 +7,7 @@
         "native/socket.cc",
         "native/watcher.cc",
         "native/memory.cc",
+        "native/guard.cc",
         "native/eventfd.cc",
         "native/poller.cc",
         "native/file.cc",

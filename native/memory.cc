@@ -13,12 +13,18 @@
 //    poller still pins the mapping, in which case the last UnpinMapping() unmaps. Each mapping is unmapped
 //    exactly once (the `unmapped` flag, under the mutex).
 //  * The record itself is freed once the ArrayBuffer has been finalized and nothing pins it.
+//  * A MAP_SHARED mapping of a regular file that can still shrink (not sealed with F_SEAL_SHRINK) is registered with
+//    the SIGBUS guard (guard.h) from mmap() until just before munmap(2).
 #include "memory.h"
+
+#include "guard.h"
 
 #include <fcntl.h>
 
+#include <linux/magic.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -35,6 +41,7 @@ struct Mapping {
   bool unmapped = false;   // munmap(2) done
   bool finalized = false;  // the ArrayBuffer's finalizer ran: no JS object refers to the record any more
   bool held = false;       // mmap()/munmap() is in the middle of an N-API call that may run the finalizer
+  int guard = kNoGuard;    // SIGBUS guard slot (guard.h) while mapped, for files that can shrink
 };
 
 namespace {
@@ -54,6 +61,10 @@ int UnmapLocked(Mapping* m) {
   if (m->unmapped) return 0;
   m->unmapped = true;
   g_live.erase(reinterpret_cast<uintptr_t>(m->addr));
+  // Unguard first: once the range is unmapped another mmap may reuse it. Nothing touches the memory in between
+  // (the ArrayBuffer is detached or collected, and no poller or DMA mapping pins it).
+  GuardUnregister(m->guard);
+  m->guard = kNoGuard;
   return ::munmap(m->addr, m->length) < 0 ? errno : 0;
 }
 
@@ -134,11 +145,25 @@ Napi::Value Mmap(const Napi::CallbackInfo& info) {
   // checked by their driver instead. A file shrunk later by another process can still cause SIGBUS.
   // (If fstat fails, mmap below fails the same way and reports it.)
   struct stat st;
-  if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && offset + length > static_cast<int64_t>(st.st_size)) {
+  bool regular = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+  if (regular && offset + length > static_cast<int64_t>(st.st_size)) {
     ThrowErrnoMessage(env, EINVAL, "mmap",
                       "mmap(" + what + "): range ends past the end of the file (size " +
                           std::to_string(st.st_size) + ")");
     return Napi::Value();
+  }
+  // A regular file that may still shrink (whoever else holds it can ftruncate it) gets the SIGBUS guard; a memfd
+  // sealed with F_SEAL_SHRINK never can. hugetlbfs files fault in huge pages, which the guard replaces whole.
+  bool guarded = false;
+  size_t granule = PageSize();
+  if (regular) {
+    int seals = fcntl(fd, F_GET_SEALS);
+    guarded = seals < 0 || (seals & F_SEAL_SHRINK) == 0;
+    struct statfs fs;
+    if (guarded && fstatfs(fd, &fs) == 0 && fs.f_type == HUGETLBFS_MAGIC && st.st_blksize > 0 &&
+        (st.st_blksize & (st.st_blksize - 1)) == 0 && static_cast<size_t>(st.st_blksize) > granule) {
+      granule = static_cast<size_t>(st.st_blksize);
+    }
   }
 
   void* addr = ::mmap(nullptr, static_cast<size_t>(length), static_cast<int>(prot), MAP_SHARED, fd,
@@ -152,9 +177,20 @@ Napi::Value Mmap(const Napi::CallbackInfo& info) {
   m->length = static_cast<size_t>(length);
   m->prot = static_cast<int>(prot);
   m->held = true;
+  int guardErr = 0;
   {
     std::lock_guard<std::mutex> lock(g_mutex);
-    g_live[reinterpret_cast<uintptr_t>(addr)] = m;
+    if (guarded) m->guard = GuardRegister(addr, m->length, m->prot, granule, &guardErr);
+    if (!guarded || m->guard != kNoGuard) g_live[reinterpret_cast<uintptr_t>(addr)] = m;
+  }
+  if (guarded && m->guard == kNoGuard) {
+    ::munmap(addr, m->length);
+    delete m;
+    ThrowErrnoMessage(env, guardErr, "mmap",
+                      "mmap(" + what + "): cannot guard the mapping against the file shrinking (" +
+                          (guardErr == ENOSPC ? std::string("too many guarded mappings") : ErrnoName(guardErr)) +
+                          ")");
+    return Napi::Value();
   }
   napi_value buffer = nullptr;
   napi_status status = napi_create_external_arraybuffer(env, addr, m->length, FinalizeMapping, m, &buffer);
@@ -246,6 +282,49 @@ Napi::Value IsMapped(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, m != nullptr && !m->held);
 }
 
+// mappingFault(buffer) -> { count, offset } | null: whether the SIGBUS guard recovered faults in this mapping
+// (the file shrank under it): how many, and the offset of the first lost page. Null for a mapping without faults,
+// without a guard (sealed memfds, devices), and for anything that is not a live mapping (e.g. unmapped).
+Napi::Value MappingFault(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  void* data;
+  size_t length;
+  bool detached;
+  if (!GetArrayBuffer(env, info[0], "mappingFault", &data, &length, &detached)) return Napi::Value();
+  GuardFaults faults;
+  bool faulted = false;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    Mapping* m = detached ? nullptr : LookupLocked(data, length);
+    faulted = m != nullptr && !m->held && GuardFaultsOf(m->guard, &faults);
+  }
+  if (!faulted) return env.Null();
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("count", Napi::Number::New(env, static_cast<double>(faults.count)));
+  result.Set("offset", Napi::Number::New(env, static_cast<double>(faults.firstOffset)));
+  return result;
+}
+
+// memoryFaultCount() -> number: faults the SIGBUS guard recovered in any mapping of the process (never decreases).
+// Cheap: callers poll it after touching guest memory and look at their mappings only when it moved.
+Napi::Value MemoryFaultCount(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(GuardFaultTotal()));
+}
+
+// fileSeals(fd) -> number | null: the F_GET_SEALS bits, or null for a file that does not support seals.
+Napi::Value FileSeals(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, "fileSeals", &fd)) return Napi::Value();
+  int seals = fcntl(fd, F_GET_SEALS);
+  if (seals < 0) {
+    if (errno == EINVAL) return env.Null();
+    ThrowErrno(env, errno, "fcntl", "fd " + std::to_string(fd) + ", F_GET_SEALS");
+    return Napi::Value();
+  }
+  return Napi::Number::New(env, seals);
+}
+
 // memfdCreate(name, size) -> fd
 // memfdCreate(name, size, sealSize = false) -> fd. With sealSize the file's size is sealed (no shrink, no grow,
 // no further seals): an fd handed to an untrusted peer cannot be truncated under our own mappings (SIGBUS).
@@ -326,6 +405,9 @@ void InitMemory(Napi::Env env, Napi::Object exports) {
   exports.Set("munmap", Napi::Function::New(env, Munmap, "munmap"));
   exports.Set("isMapped", Napi::Function::New(env, IsMapped, "isMapped"));
   exports.Set("memfdCreate", Napi::Function::New(env, MemfdCreate, "memfdCreate"));
+  exports.Set("mappingFault", Napi::Function::New(env, MappingFault, "mappingFault"));
+  exports.Set("memoryFaultCount", Napi::Function::New(env, MemoryFaultCount, "memoryFaultCount"));
+  exports.Set("fileSeals", Napi::Function::New(env, FileSeals, "fileSeals"));
 }
 
 }  // namespace vfiod

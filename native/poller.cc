@@ -154,9 +154,12 @@ bool PollerCore::Start(Napi::Env jsEnv) {
   if (running) return true;
   stopFlag.store(false, std::memory_order_relaxed);
   // The thread must not take process-directed signals meant for the JS thread (Node handles those via libuv),
-  // so it starts with everything blocked. Synchronous faults (SIGBUS on a truncated file) still reach it.
+  // so it starts with everything blocked but SIGBUS. A fault-generated signal that is blocked kills the process
+  // (the kernel resets it to the default action), so SIGBUS stays open for the guard's handler (guard.h): a page
+  // it watches may lie in a guest mapping the client shrank.
   sigset_t all, old;
   sigfillset(&all);
+  sigdelset(&all, SIGBUS);
   pthread_sigmask(SIG_SETMASK, &all, &old);
   int rc = pthread_create(
       &thread, nullptr,

@@ -5,7 +5,7 @@
  * at once, change nothing on disk, and leave the daemon (and the client's channel) working.
  * Uses the compiled daemon from dist/ (controllers run in worker threads loaded from dist/serve/worker.js).
  */
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -14,10 +14,14 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { VfiodClient } from '../src/daemon/client.js';
 import { MAX_STATUS_DETAILS } from '../src/daemon/requests.js';
 import type * as ServerModule from '../src/daemon/server.js';
+import { native } from '../src/native/index.js';
 import { memoryLogger } from '../src/util/log.js';
+import { IrqSetFlag } from '../src/vfio-user/device.js';
+import { encodeIrqSet } from '../src/vfio-user/protocol.js';
 import { expectStatus } from './helpers/daemon-client.js';
 import { FakeCloudHypervisor } from './helpers/fake-cloud-hypervisor.js';
 import { type FakeHost, standardHost } from './helpers/fake-sysfs.js';
+import { VfioUserClient } from './helpers/vfio-user-client.js';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const distServer = path.join(root, 'dist', 'daemon', 'server.js');
@@ -186,6 +190,35 @@ describe.skipIf(skipReason)('control API: hostile requests', () => {
     await call('ControllerService', 'DeleteController', { id: 'crashy' });
     await expectStatus(call('ControllerService', 'GetController', { id: 'crashy' }), 'NOT_FOUND', 'crashy');
     await call('ControllerService', 'DeleteController', { id: 'steady' });
+  });
+
+  it('deletes within seconds a controller whose client made its interrupt eventfd blocking again and saturated it', async () => {
+    await create('wedge');
+    await create('other');
+    const client = VfioUserClient.connect(socket('wedge'), { flavour: 'qemu', replyTimeoutMs: 5000 });
+    const fd = native.eventfdCreate(0, true);
+    try {
+      await client.version();
+      const msix = 2;
+      await client.setIrqs({ index: msix, flags: IrqSetFlag.DATA_EVENTFD | IrqSetFlag.ACTION_TRIGGER, start: 0, count: 1, fds: [fd] });
+      // The controller made the fd non-blocking; the client shares that flag and clears it, then fills the counter
+      // (2^64 - 2): the next write(2) of 1 would block until someone reads it, which nobody does.
+      native.setNonBlocking(fd, false);
+      const full = Buffer.alloc(8);
+      full.writeBigUInt64LE(0xffff_ffff_ffff_fffen);
+      writeSync(fd, full);
+      await client.sendRaw(encodeIrqSet(9, { index: msix, flags: IrqSetFlag.DATA_NONE | IrqSetFlag.ACTION_TRIGGER, start: 0, count: 1 }));
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      const started = Date.now();
+      await call('ControllerService', 'DeleteController', { id: 'wedge' });
+      expect(Date.now() - started).toBeLessThan(8000);
+      await expectStatus(call('ControllerService', 'GetController', { id: 'wedge' }), 'NOT_FOUND', 'wedge');
+      expect((await call('ControllerService', 'GetController', { id: 'other' }))['controller']['state']).toBe('CONTROLLER_STATE_SERVING');
+      await call('ControllerService', 'DeleteController', { id: 'other' });
+    } finally {
+      client.close();
+      native.close(fd);
+    }
   });
 
   it('on restart, drops the attachment of a controller whose VM went away while the daemon was down', async () => {

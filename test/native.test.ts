@@ -9,6 +9,8 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { spawnSync } from 'node:child_process';
 import {
+  F_SEAL_GROW,
+  F_SEAL_SHRINK,
   FALLOC_FL_KEEP_SIZE,
   FALLOC_FL_PUNCH_HOLE,
   FALLOC_FL_ZERO_RANGE,
@@ -886,5 +888,240 @@ describe('memfd size seals', () => {
       native.close(sealed);
       native.close(open);
     }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------------------------
+// Faults a peer can cause in the process: a file shrunk under a mapping (SIGBUS), an eventfd made blocking again.
+// Each case runs in a child process, so that without the protection the child dies or hangs (and the test fails)
+// instead of this test process.
+
+const ADDON = fileURLToPath(new URL('../build/Release/vfiod_native.node', import.meta.url));
+
+/** Runs CommonJS `code` in a fresh node (`n` is the addon); returns its exit status, signal and last stdout line as JSON. */
+function runChild(code: string, timeoutMs = 20_000): { status: number | null; signal: string | null; result: unknown; stderr: string } {
+  const script = `const n = require(${JSON.stringify(ADDON)});\n${code}`;
+  const child = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: timeoutMs });
+  const lines = child.stdout.trim().split('\n').filter(Boolean);
+  let result: unknown;
+  try {
+    result = lines.length > 0 ? JSON.parse(lines[lines.length - 1]!) : undefined;
+  } catch {
+    result = lines[lines.length - 1];
+  }
+  return { status: child.status, signal: child.signal, result, stderr: child.stderr };
+}
+
+/** The child-side body of the shrink test: two guarded mappings, one file shrinks, the lost pages are touched. */
+const SHRINK_PROBE = `
+  const fs = require('node:fs');
+  const PAGE = 4096;
+  const fdA = n.memfdCreate('shrinks', 3 * PAGE);
+  const fdB = n.memfdCreate('bystander', 3 * PAGE);
+  const a = n.mmap(fdA, 0, 3 * PAGE, 3);
+  const b = n.mmap(fdB, 0, 3 * PAGE, 3);
+  const va = new Uint8Array(a), vb = new Uint8Array(b);
+  va.fill(7); vb.fill(8);
+  const totalBefore = n.memoryFaultCount();
+  const faultBefore = n.mappingFault(a);
+  fs.ftruncateSync(fdA, PAGE); // the peer cuts pages 1 and 2 off
+  const lostRead = va[PAGE + 5];
+  va[2 * PAGE + 1] = 9; // goes to a private page, not to the file
+  const lostWrittenReadsBack = va[2 * PAGE + 1];
+  fs.ftruncateSync(fdA, 3 * PAGE);
+  const fileAfter = Buffer.alloc(1);
+  fs.readSync(fdA, fileAfter, 0, 1, 2 * PAGE + 1);
+  fs.writeSync(fdA, Buffer.from([42]), 0, 1, 3); // the kept page is still shared with the file
+  const result = {
+    totalBefore, faultBefore, lostRead, lostWrittenReadsBack, fileAfter: fileAfter[0],
+    kept: va[0], keptShared: va[3], fault: n.mappingFault(a), bystander: n.mappingFault(b), bystanderByte: vb[2 * PAGE],
+    totalAfter: n.memoryFaultCount(),
+  };
+  n.munmap(a); n.munmap(b);
+  result.afterUnmap = n.mappingFault(a);
+  console.log(JSON.stringify(result));
+`;
+
+function expectShrinkProbe(result: unknown): void {
+  expect(result).toMatchObject({
+    faultBefore: null,
+    lostRead: 0,
+    fileAfter: 0,
+    kept: 7,
+    keptShared: 42,
+    fault: { offset: 4096 },
+    bystander: null,
+    bystanderByte: 8,
+    afterUnmap: null,
+  });
+  const probe = result as { totalBefore: number; totalAfter: number; fault: { count: number }; lostWrittenReadsBack: number };
+  expect(probe.fault.count).toBeGreaterThanOrEqual(2); // page 1 read, page 2 written
+  expect(probe.totalAfter - probe.totalBefore).toBe(probe.fault.count);
+  expect([0, 9]).toContain(probe.lostWrittenReadsBack);
+}
+
+describe('SIGBUS guard: a file shrunk under a mapping', () => {
+  it('lost pages read as zeros and writes to them go nowhere; the fault is reported for that mapping only', () => {
+    const child = runChild(SHRINK_PROBE);
+    expect({ status: child.status, signal: child.signal, stderr: child.stderr }).toEqual({ status: 0, signal: null, stderr: '' });
+    expectShrinkProbe(child.result);
+  });
+
+  it('the same in a worker thread (where vfiod runs its controllers)', () => {
+    const child = runChild(`
+      const { Worker } = require('node:worker_threads');
+      const worker = new Worker(${JSON.stringify(`const n = require(${JSON.stringify(ADDON)});`)} + ${JSON.stringify(SHRINK_PROBE)}, { eval: true, stdout: true });
+      let out = '';
+      worker.stdout.on('data', (chunk) => (out += chunk));
+      worker.on('exit', (code) => { console.log(out.trim()); process.exitCode = code; });
+    `);
+    expect({ status: child.status, signal: child.signal, stderr: child.stderr }).toEqual({ status: 0, signal: null, stderr: '' });
+    expectShrinkProbe(child.result);
+  });
+
+  it('huge pages (hugetlbfs) are replaced whole', () => {
+    const meminfo = fs.readFileSync('/proc/meminfo', 'utf8');
+    const free = Number(/HugePages_Free:\s+(\d+)/.exec(meminfo)?.[1] ?? 0);
+    const size = Number(/Hugepagesize:\s+(\d+) kB/.exec(meminfo)?.[1] ?? 0) * 1024;
+    let writable = false;
+    try {
+      fs.accessSync('/dev/hugepages', fs.constants.W_OK);
+      writable = true;
+    } catch {
+      // no hugetlbfs mount we may use
+    }
+    if (free < 2 || size === 0 || !writable) {
+      console.warn('hugetlbfs case skipped: no writable /dev/hugepages with 2 free huge pages');
+      return;
+    }
+    const child = runChild(`
+      const fs = require('node:fs');
+      const HUGE = ${size};
+      const file = '/dev/hugepages/vfiod-native-test-' + process.pid;
+      const fd = fs.openSync(file, 'w+');
+      fs.unlinkSync(file);
+      fs.ftruncateSync(fd, 2 * HUGE);
+      const buffer = n.mmap(fd, 0, 2 * HUGE, 3);
+      const view = new Uint8Array(buffer);
+      view[0] = 1; view[HUGE] = 2;
+      fs.ftruncateSync(fd, HUGE);
+      const lost = view[HUGE + 12345];
+      const result = { kept: view[0], lost, fault: n.mappingFault(buffer) };
+      n.munmap(buffer);
+      console.log(JSON.stringify(result));
+    `);
+    expect({ status: child.status, signal: child.signal }).toEqual({ status: 0, signal: null });
+    expect(child.result).toEqual({ kept: 1, lost: 0, fault: { count: 1, offset: size } });
+  });
+
+  it('a SIGBUS that is not a guarded fault goes to the handler installed before, or takes the default action', () => {
+    const mapping = "n.mmap(n.memfdCreate('guarded', 4096), 0, 4096, 3);";
+    const byDefault = runChild(`${mapping} process.kill(process.pid, 'SIGBUS'); setTimeout(() => console.log('survived'), 2000);`);
+    expect(byDefault.signal).toBe('SIGBUS');
+    const chained = runChild(`
+      process.on('SIGBUS', () => { console.log(JSON.stringify('js handler')); process.exit(0); });
+      ${mapping}
+      process.kill(process.pid, 'SIGBUS');
+      setTimeout(() => console.log(JSON.stringify('not delivered')), 5000);
+    `);
+    expect({ status: chained.status, result: chained.result }).toEqual({ status: 0, result: 'js handler' });
+  });
+
+  it('only files that can shrink are guarded; fileSeals reports the seals', () => {
+    const sealed = track(native.memfdCreate('sealed', 8192, true));
+    const plain = track(native.memfdCreate('plain', 8192));
+    const file = path.join(dir, 'seals.bin');
+    fs.writeFileSync(file, Buffer.alloc(8192));
+    const regular = track(fs.openSync(file, 'r+'));
+    expect(native.fileSeals(sealed)! & F_SEAL_SHRINK).toBe(F_SEAL_SHRINK);
+    expect(native.fileSeals(sealed)! & F_SEAL_GROW).toBe(F_SEAL_GROW);
+    expect(native.fileSeals(plain)! & F_SEAL_SHRINK).toBe(0);
+    expect(native.fileSeals(regular)).toBeNull();
+    expectSystemError(() => native.fileSeals(BAD_FD), 'EBADF', 'fcntl');
+    for (const fd of [sealed, plain, regular]) {
+      const buffer = native.mmap(fd, 0, 8192, RW);
+      expect(native.mappingFault(buffer)).toBeNull();
+      native.munmap(buffer);
+      closeFd(fd);
+    }
+    expect(thrown(() => native.mappingFault(new Uint8Array(4) as never)).code).toBe('ERR_INVALID_ARG_TYPE');
+    expect(native.mappingFault(new ArrayBuffer(8))).toBeNull();
+  });
+
+  it('the table of guarded mappings is bounded: ENOSPC when full, usable again once mappings go', () => {
+    const fd = track(native.memfdCreate('many', 4096));
+    const buffers: ArrayBuffer[] = [];
+    let error: ReturnType<typeof thrown> | undefined;
+    try {
+      for (let index = 0; index < 20_000 && !error; index++) {
+        try {
+          buffers.push(native.mmap(fd, 0, 4096, RW));
+        } catch (caught) {
+          error = caught as ReturnType<typeof thrown>;
+        }
+      }
+      expect(error?.code).toBe('ENOSPC');
+      expect(error?.message).toContain('too many guarded mappings');
+      expect(buffers.length).toBeLessThanOrEqual(16384);
+      expect(buffers.length).toBeGreaterThan(16000);
+      native.munmap(buffers.pop()!);
+      buffers.push(native.mmap(fd, 0, 4096, RW));
+    } finally {
+      for (const buffer of buffers) native.munmap(buffer);
+    }
+    native.munmap(native.mmap(fd, 0, 4096, RW));
+    closeFd(fd);
+  });
+});
+
+describe('eventfd: a peer that makes it blocking again cannot block the caller', () => {
+  it('a write into a full counter and a read of an empty one return within ~0.2 s (main thread and Worker)', () => {
+    const probe = `
+      const fs = require('node:fs');
+      const O_NONBLOCK = 0o4000;
+      const fd = n.eventfdCreate(0, false); // blocking, as if the peer had cleared O_NONBLOCK
+      const full = Buffer.alloc(8);
+      full.writeBigUInt64LE(0xfffffffffffffffen);
+      fs.writeSync(fd, full);
+      let started = Date.now();
+      const written = n.eventfdWrite(fd, 1);
+      const writeMs = Date.now() - started;
+      const nonBlockingAgain = (parseInt(fs.readFileSync('/proc/self/fdinfo/' + fd, 'utf8').match(/flags:\\s+(\\d+)/)[1], 8) & O_NONBLOCK) !== 0; // octal
+      const counter = n.eventfdRead(fd);
+      n.setNonBlocking(fd, false);
+      started = Date.now();
+      const empty = n.eventfdRead(fd);
+      const readMs = Date.now() - started;
+      n.close(fd);
+      console.log(JSON.stringify({ written, writeMs, nonBlockingAgain, counter, empty, readMs }));
+    `;
+    const expectBounded = (child: ReturnType<typeof runChild>) => {
+      expect({ status: child.status, signal: child.signal }).toEqual({ status: 0, signal: null });
+      const result = child.result as { writeMs: number; readMs: number };
+      expect(result).toMatchObject({ written: false, nonBlockingAgain: true, counter: 2 ** 64 - 2, empty: null });
+      // The watchdog interrupts after one to two 100 ms ticks; generous for a busy machine.
+      expect(result.writeMs).toBeLessThan(3000);
+      expect(result.readMs).toBeLessThan(3000);
+    };
+    expectBounded(runChild(probe, 15_000));
+    expectBounded(
+      runChild(
+        `
+        const { Worker } = require('node:worker_threads');
+        const worker = new Worker(${JSON.stringify(`const n = require(${JSON.stringify(ADDON)});`)} + ${JSON.stringify(probe)}, { eval: true, stdout: true });
+        let out = '';
+        worker.stdout.on('data', (chunk) => (out += chunk));
+        worker.on('exit', (code) => { console.log(out.trim()); process.exitCode = code; });
+      `,
+        15_000,
+      ),
+    );
+  });
+
+  it('writes that fit still succeed at once on a blocking eventfd', () => {
+    const fd = track(native.eventfdCreate(0, false));
+    for (let index = 0; index < 1000; index++) expect(native.eventfdWrite(fd, 1)).toBe(true);
+    expect(native.eventfdRead(fd)).toBe(1000);
+    closeFd(fd);
   });
 });

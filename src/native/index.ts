@@ -19,6 +19,10 @@ export const POLL_WRITABLE = 2;
 export const PROT_READ = 1;
 export const PROT_WRITE = 2;
 
+/** Seal bits of `fileSeals` (linux/fcntl.h): the file can no longer shrink / grow. */
+export const F_SEAL_SHRINK = 0x0002;
+export const F_SEAL_GROW = 0x0004;
+
 /** fallocate(2) mode bits (linux/falloc.h). */
 export const FALLOC_FL_KEEP_SIZE = 0x01;
 /** Deallocates the range (reads return zeroes); must be combined with FALLOC_FL_KEEP_SIZE. */
@@ -205,11 +209,24 @@ export interface NativeAddon {
 
   /**
    * Maps `length` (> 0) bytes of `fd` at `offset` (page-aligned) MAP_SHARED as an external ArrayBuffer; `prot` is
-   * PROT_READ and/or PROT_WRITE. For regular files (memfds) the range must lie within the file. Never write
-   * through a mapping without PROT_WRITE: that faults and kills the process. On Node 20 one mapping is at most
-   * buffer.constants.MAX_LENGTH (4 GiB). Do not transfer the buffer to another thread.
+   * PROT_READ and/or PROT_WRITE. For regular files (memfds) the range must lie within the file. A regular file that
+   * can still shrink (not sealed with F_SEAL_SHRINK) is guarded: if it shrinks under the mapping, touching a lost
+   * page does not raise SIGBUS, the page reads as zeros instead and `mappingFault` reports it (docs/native.md).
+   * Throws ENOSPC when the guard's table (16384 mappings) is full. Never write through a mapping without
+   * PROT_WRITE: that faults and kills the process. On Node 20 one mapping is at most buffer.constants.MAX_LENGTH
+   * (4 GiB). Do not transfer the buffer to another thread.
    */
   mmap(fd: number, offset: number, length: number, prot: number): ArrayBuffer;
+  /**
+   * Whether the file under a guarded mapping shrank and a lost page was touched (and replaced with zeros): how
+   * many times, and the byte offset (from the start of the mapping) of the first lost page. Null when not, and for
+   * unguarded mappings and anything that is not a live mapping.
+   */
+  mappingFault(buffer: ArrayBuffer): { count: number; offset: number } | null;
+  /** Lost pages replaced in any guarded mapping of the process so far; poll it cheaply, then ask `mappingFault`. */
+  memoryFaultCount(): number;
+  /** The F_GET_SEALS bits of `fd` (F_SEAL_SHRINK = 2, ...), or null for a file without seal support. */
+  fileSeals(fd: number): number | null;
   /**
    * Detaches `buffer` (every view of it becomes empty) and unmaps it. Throws EBUSY while a poller uses it and
    * EINVAL if it is not a live mapping (e.g. already unmapped). An unreachable mapping is unmapped by GC.
@@ -227,14 +244,18 @@ export interface NativeAddon {
   /** A close-on-exec eventfd with counter `initial` (0..2^32-1). */
   eventfdCreate(initial: number, nonBlocking: boolean): number;
   /**
-   * Adds `value` (1..2^53-1) to the counter; true when it was added. On a non-blocking eventfd whose counter cannot
-   * take `value` (it would reach 2^64-1, EAGAIN) nothing is written and the result is false: for an interrupt that
-   * means the consumer has not read the counter since, so an interrupt is already pending. On a blocking eventfd
-   * that write would block the calling thread until someone reads the counter: set O_NONBLOCK (`setNonBlocking`)
-   * on every eventfd a peer supplied before writing to it. Other errors (EBADF...) throw.
+   * Adds `value` (1..2^53-1) to the counter; true when it was added. When the counter cannot take `value` (it would
+   * reach 2^64-1) nothing is written and the result is false: for an interrupt that means the consumer has not read
+   * the counter since, so an interrupt is already pending. That is immediate (EAGAIN) on a non-blocking eventfd; on
+   * a blocking one the addon's watchdog interrupts the write after at most ~0.2 s, sets O_NONBLOCK on the fd again
+   * and retries once (docs/native.md). Still set O_NONBLOCK (`setNonBlocking`) on every eventfd a peer supplies:
+   * the peer shares the flag and may clear it, which then costs at most that delay per call. Other errors throw.
    */
   eventfdWrite(fd: number, value: number): boolean;
-  /** The counter value (and resets it), or null when it is zero and the fd is non-blocking. */
+  /**
+   * The counter value (and resets it), or null when it is zero: at once on a non-blocking fd, after at most ~0.2 s
+   * (the same watchdog) on a blocking one.
+   */
   eventfdRead(fd: number): number | null;
   /**
    * Whether `fd` is an eventfd (readlink of /proc/self/fd/N is "anon_inode:[eventfd]"). A socket, pipe, memfd or

@@ -408,8 +408,9 @@ export class PciFunction {
 
   private fireIntx(): void {
     try {
-      // false: the counter is saturated (nobody reads it), so an interrupt is pending already. Never blocks: the
-      // fd was checked to be an eventfd and set non-blocking when it was bound.
+      // false: the counter is saturated (nobody reads it), so an interrupt is pending already. Never blocks for
+      // long: the fd was checked to be an eventfd and set non-blocking when it was bound, and if the client cleared
+      // O_NONBLOCK again the addon interrupts the write within ~0.2 s (docs/native.md).
       if (!native.eventfdWrite(this.intxFd, 1) && this.logger.enabled('debug')) {
         this.logger.debug('INTx eventfd counter saturated; interrupt already pending', { fd: this.intxFd });
       }
@@ -497,7 +498,8 @@ export class PciFunction {
    * are closed. On failure (a PciAccessError, EINVAL) nothing changed and none of `fds` was closed or kept: they
    * still belong to the caller, who closes them (the vfio-user server does). Only eventfds are accepted, and they
    * are switched to O_NONBLOCK (a file status flag, so the client's copy becomes non-blocking too): an interrupt
-   * must never block this thread, whatever the client does with the counter.
+   * must never block this thread, whatever the client does with the counter. A client that clears the flag again
+   * costs this thread at most ~0.2 s per interrupt (native eventfdWrite's watchdog), never a hang.
    */
   setIrqs(index: number, flags: number, start: number, count: number, fds: readonly number[], bools?: Uint8Array): void {
     this.validateIrqSet(index, flags, start, count, fds, bools);

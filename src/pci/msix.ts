@@ -280,7 +280,8 @@ export class MsixVectors {
   private fire(vector: number, fd: number): void {
     try {
       // false: the counter is saturated (nobody reads it), so this vector's interrupt is pending already. Never
-      // blocks: PciFunction.setIrqs only binds eventfds, and sets them non-blocking.
+      // blocks for long: PciFunction.setIrqs only binds eventfds, and sets them non-blocking (a client that clears
+      // O_NONBLOCK again gets its write interrupted within ~0.2 s by the addon).
       if (!native.eventfdWrite(fd, 1) && this.logger.enabled('debug')) {
         this.logger.debug('MSI-X eventfd counter saturated; interrupt already pending', { vector, fd });
       }

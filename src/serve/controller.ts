@@ -54,6 +54,8 @@ export async function startController(config: ControllerConfig, parentLogger?: L
       memory,
       logger,
     });
+    server.on('connect', (client: number) => (device.client = client));
+    server.on('disconnect', () => (device.client = undefined));
     try {
       await server.listen();
     } catch (error) {

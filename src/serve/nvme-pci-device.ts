@@ -31,6 +31,11 @@ const DOORBELL_PAGE_SIZE = 0x1000;
 const MSIX_BAR = 4;
 /** How long the worker keeps polling the doorbell page itself after the last doorbell change. */
 const POLL_SPIN_MS = 0.5;
+/**
+ * Lost guest memory is looked for after every batch of work and, for work that ends outside a batch (an I/O
+ * completion written into guest memory), this often.
+ */
+const MEMORY_CHECK_INTERVAL_MS = 500;
 
 export interface NvmePciDeviceOptions {
   config: ControllerConfig;
@@ -47,7 +52,16 @@ export class NvmePciDevice implements VfioUserDevice {
   readonly controller: NvmeController;
   readonly pci: PciFunction;
 
+  /** The vfio-user client being served (its id in the server's log lines), for log lines of the device. */
+  client: number | undefined;
+
   private readonly logger: Logger;
+  private readonly memory: GuestMemory;
+  /** native.memoryFaultCount() at the last look: lost guest pages anywhere in the process. */
+  private memoryFaultsSeen = native.memoryFaultCount();
+  /** A DMA mapping of this client lost pages; the controller fails again after every reset while it is mapped. */
+  private memoryLost = false;
+  private readonly memoryCheckTimer: NodeJS.Timeout;
   /** Polled mode only: the memfd behind BAR0, its mapped doorbell page, and the poller watching it. */
   private readonly doorbellFd: number | undefined;
   private readonly doorbellPage: ArrayBuffer | undefined;
@@ -56,6 +70,7 @@ export class NvmePciDevice implements VfioUserDevice {
   constructor(options: NvmePciDeviceOptions) {
     const { config } = options;
     this.logger = (options.logger ?? rootLogger).child({ component: 'nvme-pci', socket: config.socketPath });
+    this.memory = options.memory;
 
     let doorbells: Uint32Array;
     if (config.doorbellMode === 'polled') {
@@ -119,6 +134,7 @@ export class NvmePciDevice implements VfioUserDevice {
     });
 
     if (this.doorbellPage) this.startPoller(this.doorbellPage, config.maxIoQueuePairs);
+    this.memoryCheckTimer = setInterval(() => this.checkGuestMemory(), MEMORY_CHECK_INTERVAL_MS).unref();
   }
 
   // regionRead / regionWrite translate errors inline rather than through translateErrors: they run for every
@@ -152,6 +168,7 @@ export class NvmePciDevice implements VfioUserDevice {
 
   afterBatch(): void {
     this.controller.processQueues();
+    this.checkGuestMemory();
   }
 
   async disconnected(): Promise<void> {
@@ -163,6 +180,7 @@ export class NvmePciDevice implements VfioUserDevice {
 
   /** Stops the poller and releases the doorbell memory; the device is unusable afterwards. */
   close(): void {
+    clearInterval(this.memoryCheckTimer);
     this.poller?.close();
     this.poller = undefined;
     if (this.doorbellPage && native.isMapped(this.doorbellPage)) native.munmap(this.doorbellPage);
@@ -205,7 +223,40 @@ export class NvmePciDevice implements VfioUserDevice {
   private pollOnce(): void {
     if (this.controller.pollDoorbells()) this.lastDoorbellAt = performance.now();
     this.controller.processQueues();
+    this.checkGuestMemory();
   }
+
+  /**
+   * Fails the controller (CSTS.CFS) when the client shrank the file behind one of its DMA mappings and we touched a
+   * lost page. The native guard turned that SIGBUS into a zero-filled page and counted it (docs/native.md), so the
+   * access completed with garbage: nothing this controller did since can be trusted. Other controllers and the
+   * process are unaffected. Cheap when nothing faulted: one native call comparing a process-wide counter.
+   */
+  private checkGuestMemory(): void {
+    const total = native.memoryFaultCount();
+    if (total === this.memoryFaultsSeen && !this.memoryLost) return;
+    this.memoryFaultsSeen = total;
+    let lost: { iova: number; count: number } | undefined;
+    // Every window of every mapping that has been mmapped (src/memory/guest-memory.ts); windows not used yet are empty.
+    for (const window of this.memory.windows) {
+      const { bytes } = window;
+      if (bytes.byteLength === 0 || !(bytes.buffer instanceof ArrayBuffer)) continue;
+      const fault = native.mappingFault(bytes.buffer);
+      if (fault) {
+        lost = { iova: window.iova + fault.offset - bytes.byteOffset, count: fault.count };
+        break;
+      }
+    }
+    this.memoryLost = lost !== undefined;
+    if (!lost) return;
+    const region = this.memory.overlapping(lost.iova, 1);
+    const mapping = region ? ` (iova 0x${region.iova.toString(16)}, size 0x${region.size.toString(16)})` : '';
+    this.controller.fail(
+      `guest memory lost at iova 0x${lost.iova.toString(16)}: the client shrank the file behind its DMA mapping${mapping}`,
+      { client: this.client, iova: '0x' + lost.iova.toString(16), lostPageFaults: lost.count },
+    );
+  }
+
 
   private translateErrors(access: () => void): void {
     try {

@@ -6,7 +6,7 @@
  * of them, so its reply is asynchronous.
  */
 import type { GuestMemory } from '../memory/guest-memory.js';
-import { native, PROT_READ, PROT_WRITE } from '../native/index.js';
+import { F_SEAL_SHRINK, native, PROT_READ, PROT_WRITE } from '../native/index.js';
 import type { Logger } from '../util/log.js';
 import { closeFds, type IncomingMessage } from './connection.js';
 import { Errno } from '../spec/vfio.js';
@@ -33,6 +33,7 @@ export interface PendingUnmap {
 /** One client's DMA requests. */
 export class DmaRequests {
   private warnedWithoutFd = false;
+  private notedUnsealed = false;
 
   constructor(
     private readonly memory: GuestMemory,
@@ -97,6 +98,17 @@ export class DmaRequests {
         `${where}: no file descriptor (memory not shared; DMA_READ/DMA_WRITE are not supported)`,
       );
     }
+    // QEMU's memory-backend-memfd seals its memory against shrinking; cloud-hypervisor does not. Unsealed memory is
+    // fine: if the client truncates it, touching the lost pages fails this controller, not the process (the native
+    // SIGBUS guard, docs/native.md). Said once per client, for whoever investigates such a failure.
+    const sealed = shrinkSealed(fd);
+    if (!sealed && !this.notedUnsealed) {
+      this.notedUnsealed = true;
+      this.log.info('guest memory is not sealed against shrinking (F_SEAL_SHRINK); a client that truncates it fails this controller', {
+        iova: '0x' + iova.toString(16),
+        size,
+      });
+    }
     const prot =
       ((flags & DmaMapFlag.READ) !== 0 ? PROT_READ : 0) | ((flags & DmaMapFlag.WRITE) !== 0 ? PROT_WRITE : 0);
     const log = this.log;
@@ -134,7 +146,7 @@ export class DmaRequests {
       if (error instanceof VfioUserError) throw error;
       throw new VfioUserError(Errno.EINVAL, `${where}: ${messageOf(error)}`);
     }
-    if (this.log.enabled('debug')) this.log.debug('dma mapped', { iova, size, flags });
+    if (this.log.enabled('debug')) this.log.debug('dma mapped', { iova, size, flags, sealed });
   }
 
   /** DMA_UNMAP: validates the request and starts the removal; the caller replies when it settles. */
@@ -175,5 +187,14 @@ export class DmaRequests {
       return count;
     });
     return { where, iova, size, all, removal };
+  }
+}
+
+/** Whether the file behind `fd` can never shrink (a memfd sealed with F_SEAL_SHRINK). */
+function shrinkSealed(fd: number): boolean {
+  try {
+    return ((native.fileSeals(fd) ?? 0) & F_SEAL_SHRINK) !== 0;
+  } catch {
+    return false;
   }
 }

@@ -36,7 +36,8 @@ export class Guest {
   private constructor(
     readonly client: VfioUserClient,
     readonly regions: RegionInfoResult[],
-    private readonly memfd: number,
+    /** The guest RAM memfd shared with the server (DMA_MAP at GUEST_RAM_IOVA); unsealed, as cloud-hypervisor's. */
+    readonly memfd: number,
     private readonly ram: ArrayBuffer,
     private readonly irqFds: number[],
     private readonly watchers: FdWatcher[],
