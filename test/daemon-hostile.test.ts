@@ -16,7 +16,7 @@ import { MAX_STATUS_DETAILS } from '../src/daemon/requests.js';
 import type * as ServerModule from '../src/daemon/server.js';
 import { native } from '../src/native/index.js';
 import { memoryLogger } from '../src/util/log.js';
-import { IrqSetFlag } from '../src/vfio-user/device.js';
+import { IrqSetFlag } from '../src/spec/vfio.js';
 import { encodeIrqSet } from '../src/vfio-user/protocol.js';
 import { expectStatus } from './helpers/daemon-client.js';
 import { FakeCloudHypervisor } from './helpers/fake-cloud-hypervisor.js';
