@@ -107,6 +107,13 @@ export type AddMappingOptions = AddCommon &
       }
     | {
         /**
+         * Memory the device cannot reach (vfio-user: a DMA_MAP without fd, e.g. QEMU's ROM and flash). The mapping
+         * exists (it overlaps, counts, and is unmapped like any other), but every access to it fails with this reason.
+         */
+        unreachable: string;
+      }
+    | {
+        /**
          * Makes a window's buffer. The first and last windows are made while `add` runs (so a bad fd, offset or
          * size fails the add), the others on first use: a guest of 1 TiB that touches 10 GiB costs 10 windows.
          */
@@ -191,6 +198,11 @@ export class GuestMemory implements DmaSpace {
       const whole = options.bytes;
       map = (offset, length) => whole.subarray(offset, offset + length);
       onRelease = options.release;
+    } else if ('unreachable' in options) {
+      const reason = options.unreachable;
+      map = (offset, length) => {
+        throw new DmaError(iova + offset, length, `to memory vfiod cannot reach: ${reason}`);
+      };
     } else {
       ({ map, unmap, close } = options);
     }
@@ -230,15 +242,17 @@ export class GuestMemory implements DmaSpace {
         ownEnd: Math.min(start + this.windowStride, iova + size),
       });
     }
-    try {
-      materialize(region.windows[0]!);
-      materialize(region.windows[region.windows.length - 1]!);
-    } catch (error) {
-      region.release();
-      throw error;
+    if (!('unreachable' in options)) {
+      try {
+        materialize(region.windows[0]!);
+        materialize(region.windows[region.windows.length - 1]!);
+      } catch (error) {
+        region.release();
+        throw error;
+      }
     }
     // Everything is mapped: the backing is not needed any more.
-    if (region.windows.length === 1) closeBacking();
+    if (region.windows.length === 1 && !('unreachable' in options)) closeBacking();
     this.liveRegions.splice(index, 0, region);
     this.liveWindows.splice(this.windowInsertionIndex(iova), 0, ...region.windows);
     return region.windows[0]!;

@@ -84,8 +84,14 @@ export class DmaRequests {
     if (count >= this.maxDmaMaps) {
       throw new VfioUserError(Errno.ENOSPC, `${where}: already ${count} mappings (max_dma_maps)`);
     }
+    const readable = (flags & DmaMapFlag.READ) !== 0;
+    const writable = (flags & DmaMapFlag.WRITE) !== 0;
     const fd = m.fds[0];
     if (fd === undefined) {
+      // QEMU maps its ROM and flash this way on every boot. The protocol would have the server reach such memory
+      // with DMA_READ/DMA_WRITE messages, which vfiod does not do; an NVMe device never needs ROM. So the mapping is
+      // recorded as unreachable: it overlaps, counts and unmaps like the others, and a device access to it fails
+      // with a reason that names it. Guest RAM mapped this way is a configuration error, hence the hint.
       if (!this.warnedWithoutFd) {
         this.warnedWithoutFd = true;
         this.log.warn(
@@ -93,10 +99,8 @@ export class DmaRequests {
           { iova: '0x' + iova.toString(16), size, hint: OPERATOR_HINT_NO_FD },
         );
       }
-      throw new VfioUserError(
-        Errno.ENOTSUP,
-        `${where}: no file descriptor (memory not shared; DMA_READ/DMA_WRITE are not supported)`,
-      );
+      this.memory.add({ iova, size, readable, writable, unreachable: `${where} came without a file descriptor` });
+      return;
     }
     // QEMU's memory-backend-memfd seals its memory against shrinking; cloud-hypervisor does not. Unsealed memory is
     // fine: if the client truncates it, touching the lost pages fails this controller, not the process (the native
@@ -104,10 +108,10 @@ export class DmaRequests {
     const sealed = shrinkSealed(fd);
     if (!sealed && !this.notedUnsealed) {
       this.notedUnsealed = true;
-      this.log.info('guest memory is not sealed against shrinking (F_SEAL_SHRINK); a client that truncates it fails this controller', {
-        iova: '0x' + iova.toString(16),
-        size,
-      });
+      this.log.info(
+        'guest memory is not sealed against shrinking (F_SEAL_SHRINK); a client that truncates it fails this controller',
+        { iova: '0x' + iova.toString(16), size },
+      );
     }
     const prot =
       ((flags & DmaMapFlag.READ) !== 0 ? PROT_READ : 0) | ((flags & DmaMapFlag.WRITE) !== 0 ? PROT_WRITE : 0);
@@ -119,8 +123,8 @@ export class DmaRequests {
       this.memory.add({
         iova,
         size,
-        readable: (flags & DmaMapFlag.READ) !== 0,
-        writable: (flags & DmaMapFlag.WRITE) !== 0,
+        readable,
+        writable,
         map: (offset, length) => {
           try {
             return new Uint8Array(native.mmap(fd, fdOffset + offset, length, prot));
