@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runControllers } from '../src/cli/client.js';
+import { runControllers } from '../src/cli/controllers.js';
 import { VfiodClient } from '../src/daemon/client.js';
 import type * as ServerModule from '../src/daemon/server.js';
 import { Status } from '../src/nvme/spec.js';

@@ -211,7 +211,7 @@ describe('DeviceService', () => {
 
 describe('vfiod devices: daemon or standalone', () => {
   it('goes through the daemon with --daemon, or when the daemon socket exists and no local roots are given', async () => {
-    const { devicesUseDaemon } = await import('../src/cli/client.js');
+    const { devicesUseDaemon } = await import('../src/cli/devices.js');
     const saved = process.env['VFIOD_DAEMON'];
     try {
       process.env['VFIOD_DAEMON'] = daemon.socketPath!;
@@ -231,8 +231,7 @@ describe('vfiod devices: daemon or standalone', () => {
 
 describe('vfiod devices: the same output through the daemon as standalone', () => {
   it('prints the same list and show reports from the API as from sysfs and the claims database', async () => {
-    const { runDevicesViaDaemon } = await import('../src/cli/client.js');
-    const { runDevices } = await import('../src/cli/devices.js');
+    const { runDevices, runDevicesViaDaemon } = await import('../src/cli/devices.js');
     await devices('PrepareDevice', { bdf: VF1, owner: 'vm1' });
     const capture = async (run: (argv: string[], deps: { stdout: (t: string) => void }) => Promise<number>, argv: string[]): Promise<string> => {
       let text = '';
