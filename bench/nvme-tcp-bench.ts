@@ -45,7 +45,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NvmeTcpNamespace } from '../src/nvme-tcp/namespace.js';
+import { NvmeTcpNamespace } from '../src/namespace/nvme-tcp/namespace.js';
 import { setLogLevel } from '../src/util/log.js';
 import {
   nvmetTargetHostInfo, nvmetTargetUnavailableReason, startNvmetTarget, type NvmetTarget,

@@ -8,15 +8,8 @@ import { FALLOCATE_CHUNK_BYTES, FileNamespace, type FallocateFunction } from '..
 import { defaultIdentityPath, EUI64_PREFIX, loadOrCreateIdentity } from '../src/namespace/identity-store.js';
 import { MemoryNamespace } from '../src/namespace/memory.js';
 import { NamespaceError, type Namespace } from '../src/namespace/namespace.js';
-import {
-  checkParams,
-  knownNamespaceSchemes,
-  openNamespace,
-  parseNamespaceUri,
-  registerNamespaceScheme,
-  sizeParam,
-  type NamespaceSpec,
-} from '../src/namespace/uri.js';
+import { checkParams, sizeParam, type NamespaceSpec } from '../src/namespace/scheme.js';
+import { knownNamespaceSchemes, openNamespace, parseNamespaceUri, registerNamespaceScheme } from '../src/namespace/uri.js';
 import { Status } from '../src/nvme/spec.js';
 import { memoryLogger } from '../src/util/log.js';
 

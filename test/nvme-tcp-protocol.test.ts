@@ -8,9 +8,9 @@ import { native } from '../src/native/index.js';
 import {
   PduFlags, PduType, decodeICReq, decodeICResp, encodeICReq, encodeICResp, readDataHeader, writeDataPdu,
   encodeTermReq, readTermReq, sliceViews, u16, u32, u64, put16, put32, put64,
-} from '../src/nvme-tcp/pdu.js';
-import { NvmeTcpNamespace, type NvmeTcpNamespaceOptions } from '../src/nvme-tcp/namespace.js';
-import { discoverNvmeTcp } from '../src/nvme-tcp/discovery.js';
+} from '../src/namespace/nvme-tcp/pdu.js';
+import { NvmeTcpNamespace, type NvmeTcpNamespaceOptions } from '../src/namespace/nvme-tcp/namespace.js';
+import { discoverNvmeTcp } from '../src/namespace/nvme-tcp/discovery.js';
 import { parseNamespaceUri } from '../src/namespace/uri.js';
 import { NamespaceError } from '../src/namespace/namespace.js';
 import { memoryLogger, type LogFields } from '../src/util/log.js';

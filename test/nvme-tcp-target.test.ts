@@ -3,8 +3,8 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { nvmetTargetUnavailableReason, startNvmetTarget, type NvmetTarget } from './helpers/nvmet-target.js';
-import { NvmeTcpNamespace, type NvmeTcpNamespaceOptions } from '../src/nvme-tcp/namespace.js';
-import { discoverNvmeTcp } from '../src/nvme-tcp/discovery.js';
+import { NvmeTcpNamespace, type NvmeTcpNamespaceOptions } from '../src/namespace/nvme-tcp/namespace.js';
+import { discoverNvmeTcp } from '../src/namespace/nvme-tcp/discovery.js';
 import { openNamespace, parseNamespaceUri } from '../src/namespace/uri.js';
 import { NamespaceError } from '../src/namespace/namespace.js';
 import { memoryLogger } from '../src/util/log.js';

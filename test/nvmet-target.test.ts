@@ -3,7 +3,7 @@
  * watchdog, and the Linux nvmet-tcp target in its QEMU guest (one boot for the whole file, skipped with the reason
  * when the host cannot run it). A tiny NVMe/TCP exchange (ICReq, Fabrics Connect, Property Set, Write, Read, discovery
  * Get Log Page) lives here to prove the target serves real I/O into its backing file; it is not the project's
- * initiator (src/nvme-tcp/).
+ * initiator (src/namespace/nvme-tcp/).
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';

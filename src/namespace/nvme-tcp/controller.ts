@@ -9,8 +9,8 @@
  * on a new association or another path.
  */
 import { randomUUID } from 'node:crypto';
-import type { Logger } from '../util/log.js';
-import { AdminOpcode, FeatureId, IdentifyCns } from '../nvme/spec.js';
+import type { Logger } from '../../util/log.js';
+import { AdminOpcode, FeatureId, IdentifyCns } from '../../nvme/spec.js';
 import { MAX_QUEUE_DEPTH, TcpQueue, TransportError, DataDir, type TcpRequest } from './queue.js';
 import { put16, u16, u32, u64 } from './pdu.js';
 import { FabricsType, NvmfProperty, DISCOVERY_NQN, ADMIN_QUEUE_DEPTH, ADMIN_INCAPSULE_BYTES } from './spec.js';

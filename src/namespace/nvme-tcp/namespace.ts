@@ -10,9 +10,9 @@
  * reconnect attempts continue in the background so the namespace heals when the target returns. A write is
  * resolved only on the target's successful completion.
  */
-import { rootLogger, type Logger } from '../util/log.js';
-import { IoOpcode, StatusType, DNR } from '../nvme/spec.js';
-import { NamespaceError, type ByteRange, type Namespace, type NamespaceUsage } from '../namespace/namespace.js';
+import { rootLogger, type Logger } from '../../util/log.js';
+import { IoOpcode, StatusType, DNR } from '../../nvme/spec.js';
+import { NamespaceError, type ByteRange, type Namespace, type NamespaceUsage } from '../namespace.js';
 import { NvmeTcpController, newHostId, type ControllerInfo, type NamespaceInfo } from './controller.js';
 import { DataDir, type TcpRequest } from './queue.js';
 import { put32, put64, sliceViews, totalLength } from './pdu.js';
