@@ -10,7 +10,6 @@ import { MemoryNamespace } from '../src/namespace/memory.js';
 import { NamespaceError, type Namespace } from '../src/namespace/namespace.js';
 import { checkParams, sizeParam, type NamespaceSpec } from '../src/namespace/scheme.js';
 import { knownNamespaceSchemes, openNamespace, parseNamespaceUri, registerNamespaceScheme } from '../src/namespace/uri.js';
-import { Status } from '../src/nvme/spec.js';
 import { memoryLogger } from '../src/util/log.js';
 
 const MiB = 1024 * 1024;
@@ -432,19 +431,33 @@ describe('FileNamespace', () => {
     expect(back.every((byte) => byte === 0)).toBe(true);
   });
 
-  it('refuses writes to a read-only namespace with Namespace Write Protected', async () => {
+  it('refuses writes to a read-only namespace (the controller reports Namespace Write Protected)', async () => {
     const file = path.join(tempDir, 'ro.img');
     fs.writeFileSync(file, pattern(8192, 7));
     const namespace = await FileNamespace.open({ logger: log.logger, path: file, readOnly: true });
     try {
       expect(() => namespace.write(0, [new Uint8Array(512)])).toThrow(
-        expect.objectContaining({ kind: 'write', nvmeStatus: Status.NAMESPACE_WRITE_PROTECTED }),
+        expect.objectContaining({ kind: 'read-only', nvmeStatus: undefined }),
       );
       expect(() => namespace.writeZeroes(0, 512)).toThrow(NamespaceError);
       const back = new Uint8Array(8192);
       await namespace.read(0, [back]);
       expect(same(back, pattern(8192, 7))).toBe(true);
       expect(namespace.flush()).toBeUndefined();
+    } finally {
+      await namespace.close();
+    }
+  });
+
+  it('reports errors in its own terms: a read-only file system, a full disk, other write and read errors', async () => {
+    const file = path.join(tempDir, 'errors.img');
+    const namespace = await FileNamespace.open({ logger: log.logger, path: file, sizeBytes: MiB });
+    const errno = (code: string): Error => Object.assign(new Error(code), { code });
+    try {
+      expect(namespace.failure('write', 0, 512, errno('EROFS'))).toMatchObject({ kind: 'read-only', nvmeStatus: undefined });
+      expect(namespace.failure('write', 0, 512, errno('ENOSPC'))).toMatchObject({ kind: 'capacity', nvmeStatus: undefined });
+      expect(namespace.failure('write', 0, 512, errno('EIO'))).toMatchObject({ kind: 'write', nvmeStatus: undefined });
+      expect(namespace.failure('read', 0, 512, errno('EIO'))).toMatchObject({ kind: 'read', nvmeStatus: undefined });
     } finally {
       await namespace.close();
     }

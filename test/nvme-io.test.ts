@@ -539,7 +539,8 @@ describe('asynchronous completion', () => {
     const cases: Array<[unknown, number, boolean]> = [
       [new NamespaceError('read', 'bad sector'), Status.UNRECOVERED_READ_ERROR, true],
       [new NamespaceError('write', 'bad write'), Status.WRITE_FAULT, true],
-      [new NamespaceError('path', 'link down'), Status.INTERNAL_PATH_ERROR, false],
+      [new NamespaceError('read-only', 'file system is read-only'), Status.NAMESPACE_WRITE_PROTECTED, false],
+      [new NamespaceError('unavailable', 'link down'), Status.INTERNAL_PATH_ERROR, false],
       [new NamespaceError('capacity', 'full'), Status.CAPACITY_EXCEEDED, false],
       [new NamespaceError('unsupported', 'nope'), Status.INVALID_OPCODE, false],
       [new NamespaceError('internal', 'oops'), Status.INTERNAL_ERROR, false],

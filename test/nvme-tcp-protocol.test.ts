@@ -571,7 +571,7 @@ describe('NVMe/TCP initiator against a scripted fake target', () => {
     const started = Date.now();
     const error = await ns.write(0, [new Uint8Array(512)]).then(() => null, (e: unknown) => e);
     expect(error).toBeInstanceOf(NamespaceError);
-    expect((error as NamespaceError).kind).toBe('path');
+    expect((error as NamespaceError).kind).toBe('unavailable');
     expect(Date.now() - started).toBeLessThan(3000);
     target.refuse = false;
     await sleep(300);

@@ -188,7 +188,7 @@ describe.skipIf(reason)('NVMe/TCP initiator against the Linux nvmet target', () 
     await new Promise((r) => setTimeout(r, 1200));
     const error = await ns.write(0, [new Uint8Array(512)]).then(() => null, (e: unknown) => e);
     expect(error).toBeInstanceOf(NamespaceError);
-    expect((error as NamespaceError).kind).toBe('path');
+    expect((error as NamespaceError).kind).toBe('unavailable');
     await restart;
     // Heals once the target is back.
     await new Promise((r) => setTimeout(r, 1000));
