@@ -14,7 +14,7 @@ import { expandMatrix, fillJobFile, jobFile, type MatrixPoint, type TargetFioOpt
 import { parseFioOutput, runFio, FioOutputError } from '../src/bench/fio.js';
 import { buildEngine } from '../src/bench/engine.js';
 import { renderReport, referenceTarget, workloadTables } from '../src/bench/report.js';
-import type { BenchResults } from '../src/bench/run.js';
+import type { BenchResults } from '../src/bench/results.js';
 import { svgDocument } from '../src/bench/svg.js';
 import { CpuSampler, processCpuSeconds } from '../src/bench/cpu.js';
 import { Progress, formatDuration } from '../src/bench/progress.js';

@@ -13,7 +13,7 @@ import * as grpc from '@grpc/grpc-js';
 import { ApiError } from '../daemon/client.js';
 import { unpackAny } from '../daemon/proto.js';
 import { DEFAULT_DAEMON_SOCKET } from '../daemon/server.js';
-import { ClaimStore } from '../devices/claims.js';
+import { ClaimStore, DEFAULT_CLAIMS_DB } from '../devices/claims.js';
 import { type Bar, type DeviceKind, type HostUse, listDevices, type PciDevice, readDevice, type VfioState } from '../devices/discovery.js';
 import { DEFAULT_ROOTS, type HostRoots, normalizeBdf, realSysfsWriter, type SysfsWriter } from '../devices/host.js';
 import { DeviceError, DeviceManager } from '../devices/manager.js';
@@ -32,8 +32,6 @@ import {
 } from './common.js';
 import { CONNECTION_HELP, printJson, withClient } from './remote.js';
 
-export const DEFAULT_STATE = '/var/lib/vfiod/claims.db';
-
 export const DEVICES_USAGE = `Usage: vfiod devices <command> [options]
 
 Commands:
@@ -47,7 +45,7 @@ Commands:
   reconcile [--json]    repair what interrupted operations left, report the rest
 
 Common options:
-  --state <path>        claims database (default ${DEFAULT_STATE})
+  --state <path>        claims database (default ${DEFAULT_CLAIMS_DB})
   --sysfs-root <dir>    default /sys      --dev-root <dir>  default /dev      --proc-root <dir>  default /proc
   -h, --help
 
@@ -213,7 +211,7 @@ export async function runDevices(argv: string[], deps: DevicesDeps = {}): Promis
     dev: v['dev-root'] ?? DEFAULT_ROOTS.dev,
     proc: v['proc-root'] ?? DEFAULT_ROOTS.proc,
   };
-  const statePath = v.state ?? DEFAULT_STATE;
+  const statePath = v.state ?? DEFAULT_CLAIMS_DB;
   const json = (value: unknown) => out(`${JSON.stringify(value, null, 2)}\n`);
   let store: ClaimStore | undefined;
   const openStore = (): ClaimStore => (store ??= new ClaimStore(statePath));
@@ -323,7 +321,7 @@ function safeClaims(statePath: string, open: () => ClaimStore): ReturnType<Claim
   try {
     return open().list();
   } catch (error) {
-    if (statePath === DEFAULT_STATE) return [];
+    if (statePath === DEFAULT_CLAIMS_DB) return [];
     throw error;
   }
 }
