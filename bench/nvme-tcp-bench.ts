@@ -1,6 +1,6 @@
 /**
  * nvme-tcp-bench: IOPS, MB/s, latency and initiator CPU per I/O of the NVMe/TCP initiator (NvmeTcpNamespace)
- * against the Linux kernel target (nvmet-tcp) of the test harness (test/helpers/nvmet-target.ts). A benchmark, not
+ * against the Linux kernel target (nvmet-tcp) of the test bed (testbed/nvmet-target.ts). A benchmark, not
  * a test: it asserts nothing and writes bench/results/nvme-tcp-<timestamp>.json plus a Markdown table.
  *
  *   npx tsx bench/nvme-tcp-bench.ts [--seconds 5] [--ramp 1] [--qds 1,32] [--sizes 4096,131072]
@@ -49,7 +49,7 @@ import { NvmeTcpNamespace } from '../src/namespace/nvme-tcp/namespace.js';
 import { setLogLevel } from '../src/util/log.js';
 import {
   nvmetTargetHostInfo, nvmetTargetUnavailableReason, startNvmetTarget, type NvmetTarget,
-} from '../test/helpers/nvmet-target.js';
+} from '../testbed/nvmet-target.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -594,7 +594,7 @@ async function main(): Promise<void> {
     target: {
       ...(guest
         ? {
-          kind: 'Linux nvmet + nvmet-tcp in a QEMU guest (test/helpers/nvmet-target.ts), namespace = virtio-blk on a host file',
+          kind: 'Linux nvmet + nvmet-tcp in a QEMU guest (testbed/nvmet-target.ts), namespace = virtio-blk on a host file',
           accel: process.env['VFIOD_NVMET_ACCEL'] ?? 'tcg', smp: Number(process.env['VFIOD_NVMET_SMP'] ?? 2),
           guestKernel: nvmetTargetHostInfo()?.kernelVersion ?? null, qemu: qemuVersion, bootMs: target.bootMs,
           network: 'QEMU user-mode network (slirp) hostfwd 127.0.0.1 -> guest:4420',

@@ -502,7 +502,7 @@ describe.skipIf(qemuMissing !== undefined)('attach through QMP to a real QEMU (-
     qdir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-attach-qemu-'));
     const qmpSocket = path.join(qdir, 'qmp.sock');
     endpoint = { hypervisor: 'qemu', qmpSocket };
-    qemu = spawn('sh', [path.join(path.dirname(new URL(import.meta.url).pathname), 'testbed', 'qemu-launch.sh'), '120', 'qemu-system-x86_64',
+    qemu = spawn('sh', [path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'testbed', 'qemu-launch.sh'), '120', 'qemu-system-x86_64',
       '-S', '-accel', 'tcg', '-machine', 'q35', '-nodefaults', '-display', 'none', '-m', '64',
       '-device', 'pcie-root-port,id=rp1,chassis=1,slot=1', '-qmp', `unix:${qmpSocket},server=on,wait=off`], { stdio: ['pipe', 'ignore', 'ignore'] });
     for (let i = 0; i < 200 && !existsSync(qmpSocket); i++) await sleep(50);

@@ -277,7 +277,7 @@ describe.skipIf(qemuMissing)('AttachDevice over QMP to a real QEMU (-S)', () => 
   beforeAll(async () => {
     qdir = mkdtempSync(path.join(tmpdir(), 'vfiod-daemon-qemu-'));
     qmpSocket = path.join(qdir, 'qmp.sock');
-    qemu = spawn('sh', [path.join(path.dirname(new URL(import.meta.url).pathname), 'testbed', 'qemu-launch.sh'), '120', 'qemu-system-x86_64',
+    qemu = spawn('sh', [path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'testbed', 'qemu-launch.sh'), '120', 'qemu-system-x86_64',
       '-S', '-accel', 'tcg', '-machine', 'q35', '-nodefaults', '-display', 'none', '-m', '64',
       '-device', 'pcie-root-port,id=rp1,chassis=1,slot=1', '-qmp', `unix:${qmpSocket},server=on,wait=off`], { stdio: ['pipe', 'ignore', 'ignore'] });
     for (let i = 0; i < 400 && !existsSync(qmpSocket); i++) await new Promise((r) => setTimeout(r, 50));

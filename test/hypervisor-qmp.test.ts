@@ -17,7 +17,7 @@ import { QemuAdapter, QmpConnection } from '../src/hypervisor/qmp.js';
 import { VfiodError } from '../src/util/errors.js';
 
 const QEMU = 'qemu-system-x86_64';
-const LAUNCHER = path.join(path.dirname(new URL(import.meta.url).pathname), 'testbed', 'qemu-launch.sh');
+const LAUNCHER = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'testbed', 'qemu-launch.sh');
 
 function unavailable(): string | undefined {
   if (process.platform !== 'linux') return 'needs Linux';

@@ -1,8 +1,8 @@
-// The NVMe/TCP initiator against the real Linux kernel target (nvmet-tcp in a QEMU guest, test/helpers/nvmet-target.ts):
+// The NVMe/TCP initiator against the real Linux kernel target (nvmet-tcp in a QEMU guest, testbed/nvmet-target.ts):
 // data written through vfiod's initiator must be on the target's backing store, and survive resets and path loss.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { nvmetTargetUnavailableReason, startNvmetTarget, type NvmetTarget } from './helpers/nvmet-target.js';
+import { nvmetTargetUnavailableReason, startNvmetTarget, type NvmetTarget } from '../testbed/nvmet-target.js';
 import { NvmeTcpNamespace, type NvmeTcpNamespaceOptions } from '../src/namespace/nvme-tcp/namespace.js';
 import { discoverNvmeTcp } from '../src/namespace/nvme-tcp/discovery.js';
 import { openNamespace, parseNamespaceUri } from '../src/namespace/uri.js';

@@ -12,7 +12,7 @@ import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   DISCOVERY_NQN, exchangeIcReq, nvmetTargetUnavailableReason, startNvmetTarget, type NvmetTarget,
-} from './helpers/nvmet-target.js';
+} from '../testbed/nvmet-target.js';
 import { PduType, startFaultProxy, type FaultProxy } from './helpers/tcp-fault-proxy.js';
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -305,7 +305,7 @@ describe('tcp fault proxy (local echo server)', () => {
 // ---------------------------------------------------------------------------------------------------------------
 
 describe('qemu-launch.sh (no orphans)', () => {
-  const launcher = fileURLToPath(new URL('./testbed/qemu-launch.sh', import.meta.url));
+  const launcher = fileURLToPath(new URL('../testbed/qemu-launch.sh', import.meta.url));
   const alive = (pid: number): boolean => {
     try {
       process.kill(pid, 0);
