@@ -47,6 +47,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { NvmeTcpNamespace } from '../src/namespace/nvme-tcp/namespace.js';
 import { setLogLevel } from '../src/util/log.js';
+import { sleep } from '../src/util/sleep.js';
 import {
   nvmetTargetHostInfo, nvmetTargetUnavailableReason, startNvmetTarget, type NvmetTarget,
 } from '../testbed/nvmet-target.js';
@@ -389,8 +390,6 @@ async function harnessOverhead(qd: number, perWorker: number): Promise<{ initiat
   const cpu = process.cpuUsage(cpu0);
   return { initiatorCpuUsPerIo: (cpu.user + cpu.system) / (qd * perWorker) };
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 // ---------------------------------------------------------------------------------------------------------------
 // Environment probes

@@ -29,6 +29,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -76,7 +77,6 @@ function parseArgs(argv) {
 }
 
 const log = (msg) => process.stderr.write(`[serve-bench] ${msg}\n`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function buildClient() {
   const sources = ['nvme_bench.c', 'nvme_queue.c', 'nvme_queue.h', 'vfio_user_client.c', 'vfio_user_client.h',

@@ -12,15 +12,15 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
+import { existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { temporaryDir } from './helpers/common.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const nvmeHost = path.join(root, 'bench', 'nvme-host');
 const bin = path.join(root, 'bin', 'vfiod.js');
-const work = mkdtempSync(path.join(os.tmpdir(), 'vfiod-bench-nvme-host-'));
+const work = temporaryDir('vfiod-bench-nvme-host-');
 const unitTest = path.join(work, 'nvme-queue-test');
 
 const compile = spawnSync(

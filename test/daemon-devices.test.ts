@@ -4,8 +4,7 @@
  * reconcile on start, the socket's mode and refusal of a live socket, TLS and the refusal of plain TCP.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -17,6 +16,7 @@ import { VfiodError } from '../src/util/errors.js';
 import { memoryLogger } from '../src/util/log.js';
 import { type FakeHost, standardHost } from './helpers/fake-sysfs.js';
 import { expectStatus, healthCheck, healthClient, rawCall, reflectionFileContaining, reflectionListServices, streamSubscribed } from './helpers/daemon-client.js';
+import { sleep, temporaryDir } from './helpers/common.js';
 
 const PF = '0000:01:00.0';
 const VF1 = '0000:01:00.1';
@@ -48,7 +48,7 @@ async function start(extra: Parameters<typeof startDaemon>[0] = {}): Promise<Dae
 
 beforeEach(async () => {
   host = standardHost();
-  dir = mkdtempSync(path.join(tmpdir(), 'vfiod-daemon-'));
+  dir = temporaryDir('vfiod-daemon-');
   logs = memoryLogger();
   daemon = await start();
   client = new VfiodClient({ address: daemon.socketPath! });
@@ -280,7 +280,7 @@ async function vi_waitFor(condition: () => boolean, timeoutMs = 5000): Promise<v
   const deadline = Date.now() + timeoutMs;
   while (!condition()) {
     if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
+    await sleep(10);
   }
 }
 
@@ -398,7 +398,7 @@ describe('TCP', () => {
 describe.skipIf(opensslMissing)('TLS', () => {
   let certDir: string;
   beforeAll(() => {
-    certDir = mkdtempSync(path.join(tmpdir(), 'vfiod-tls-'));
+    certDir = temporaryDir('vfiod-tls-');
   });
   afterAll(() => rmSync(certDir, { recursive: true, force: true }));
 

@@ -11,6 +11,7 @@ import { NamespaceError, type Namespace } from '../src/namespace/namespace.js';
 import { checkParams, sizeParam, type NamespaceSpec } from '../src/namespace/scheme.js';
 import { knownNamespaceSchemes, openNamespace, parseNamespaceUri, registerNamespaceScheme } from '../src/namespace/uri.js';
 import { memoryLogger } from '../src/util/log.js';
+import { temporaryDir } from './helpers/common.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -37,7 +38,7 @@ let tempDir: string;
 let log: ReturnType<typeof memoryLogger>;
 beforeEach(() => {
   log = memoryLogger();
-  tempDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfiod-ns-'));
+  tempDir = temporaryDir('vfiod-ns-');
 });
 afterEach(() => {
   fs.rmSync(tempDir, { recursive: true, force: true });

@@ -14,9 +14,9 @@ import { discoverNvmeTcp } from '../src/namespace/nvme-tcp/discovery.js';
 import { parseNamespaceUri } from '../src/namespace/uri.js';
 import { NamespaceError } from '../src/namespace/namespace.js';
 import { memoryLogger, type LogFields } from '../src/util/log.js';
+import { sleep } from './helpers/common.js';
 
 const crc = (data: Uint8Array | Uint8Array[]) => native.crc32cPortable(data);
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 describe('CRC32C', () => {
   it('matches the known vectors', () => {

@@ -14,8 +14,7 @@ import {
   DISCOVERY_NQN, exchangeIcReq, nvmetTargetUnavailableReason, startNvmetTarget, type NvmetTarget,
 } from '../testbed/nvmet-target.js';
 import { PduType, startFaultProxy, type FaultProxy } from './helpers/tcp-fault-proxy.js';
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+import { sleep } from './helpers/common.js';
 
 async function waitFor(predicate: () => boolean, timeoutMs = 5000, what = 'condition'): Promise<void> {
   const deadline = Date.now() + timeoutMs;

@@ -20,6 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
+import { sleep } from '../src/util/sleep.js';
 import { bootKernelVersions, Cpio, extractedVmlinux, resolveModules, staticBusybox, which } from './guest-kernel.js';
 
 export interface NvmetTargetOptions {
@@ -265,8 +266,6 @@ export async function waitForIcResp(host: string, port: number, timeoutMs: numbe
     await sleep(100);
   }
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 // ---------------------------------------------------------------------------------------------------------------
 // Control channel (virtio-serial port <-> unix socket)

@@ -10,7 +10,6 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { type Claim, ClaimConflictError, type ClaimStore, type NewClaim } from './claims.js';
 import {
   findHolders,
@@ -25,6 +24,7 @@ import {
 import { driversProbeFile, type HostRoots, pciDeviceDir, slotOf, type SysfsWriter, vfioGroupPath } from './host.js';
 import type { VfioProbeResult, VfioProber } from './probe.js';
 import { type ErrorCode, VfiodError } from '../util/errors.js';
+import { sleep } from '../util/sleep.js';
 
 export type DeviceErrorCode = ErrorCode;
 

@@ -16,14 +16,13 @@
  */
 import { spawn } from 'node:child_process';
 import {
-  accessSync, closeSync, constants as fsConstants, copyFileSync, existsSync, linkSync, mkdtempSync, openSync, readFileSync, rmSync,
-  truncateSync, writeFileSync,
+  accessSync, closeSync, constants as fsConstants, copyFileSync, existsSync, linkSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync,
 } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { bootKernelVersions, Cpio, extractedVmlinux, resolveModules, staticBusybox, which } from '../../testbed/guest-kernel.js';
+import { temporaryDir } from './common.js';
 
 export const REPO = fileURLToPath(new URL('../../', import.meta.url)).replace(/\/$/, '');
 const GUEST_DIR = path.join(REPO, 'test', 'testbed-vfio');
@@ -252,7 +251,7 @@ export async function runVfioGuest(
   const probedSetup = setupFor(options.kernel);
   if ('reason' in probedSetup) throw new Error(`VFIO guest unavailable: ${probedSetup.reason}`);
   const setup = probedSetup.setup;
-  const workDir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-vfio-guest-'));
+  const workDir = temporaryDir('vfiod-vfio-guest-');
   const initrd = path.join(workDir, 'initrd.gz');
   writeFileSync(initrd, buildInitramfs(setup));
   const disk = path.join(workDir, 'nvm0.img');
