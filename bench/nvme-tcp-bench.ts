@@ -1,6 +1,6 @@
 /**
  * nvme-tcp-bench: IOPS, MB/s, latency and initiator CPU per I/O of the NVMe/TCP initiator (NvmeTcpNamespace)
- * against the Linux kernel target (nvmet-tcp) of the test harness (test/helpers/nvmet-target.ts). A benchmark, not
+ * against the Linux kernel target (nvmet-tcp) of the test bed (testbed/nvmet-target.ts). A benchmark, not
  * a test: it asserts nothing and writes bench/results/nvme-tcp-<timestamp>.json plus a Markdown table.
  *
  *   npx tsx bench/nvme-tcp-bench.ts [--seconds 5] [--ramp 1] [--qds 1,32] [--sizes 4096,131072]
@@ -45,11 +45,12 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NvmeTcpNamespace } from '../src/nvme-tcp/namespace.js';
+import { NvmeTcpNamespace } from '../src/namespace/nvme-tcp/namespace.js';
 import { setLogLevel } from '../src/util/log.js';
+import { sleep } from '../src/util/sleep.js';
 import {
   nvmetTargetHostInfo, nvmetTargetUnavailableReason, startNvmetTarget, type NvmetTarget,
-} from '../test/helpers/nvmet-target.js';
+} from '../testbed/nvmet-target.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -390,8 +391,6 @@ async function harnessOverhead(qd: number, perWorker: number): Promise<{ initiat
   return { initiatorCpuUsPerIo: (cpu.user + cpu.system) / (qd * perWorker) };
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
 // ---------------------------------------------------------------------------------------------------------------
 // Environment probes
 
@@ -594,7 +593,7 @@ async function main(): Promise<void> {
     target: {
       ...(guest
         ? {
-          kind: 'Linux nvmet + nvmet-tcp in a QEMU guest (test/helpers/nvmet-target.ts), namespace = virtio-blk on a host file',
+          kind: 'Linux nvmet + nvmet-tcp in a QEMU guest (testbed/nvmet-target.ts), namespace = virtio-blk on a host file',
           accel: process.env['VFIOD_NVMET_ACCEL'] ?? 'tcg', smp: Number(process.env['VFIOD_NVMET_SMP'] ?? 2),
           guestKernel: nvmetTargetHostInfo()?.kernelVersion ?? null, qemu: qemuVersion, bootMs: target.bootMs,
           network: 'QEMU user-mode network (slirp) hostfwd 127.0.0.1 -> guest:4420',

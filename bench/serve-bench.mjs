@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * serve-bench: IOPS and latency of `vfiod serve` for 4k random reads, measured with the native vfio-user client
- * (bench/native/build/nvme-bench).
+ * (bench/nvme-host/build/nvme-bench).
  *
  *   node bench/serve-bench.mjs [--seconds 10] [--ramp 1] [--qds 1,32] [--modes interrupt,polled]
  *                              [--completion irq|poll|both|auto] [--namespace memory:1G] [--bs 4096]
@@ -29,12 +29,13 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..');
-const nativeDir = join(here, 'native');
-const clientBin = join(nativeDir, 'build', 'nvme-bench');
+const nvmeHostDir = join(here, 'nvme-host');
+const clientBin = join(nvmeHostDir, 'build', 'nvme-bench');
 
 function parseArgs(argv) {
   const o = {
@@ -76,16 +77,15 @@ function parseArgs(argv) {
 }
 
 const log = (msg) => process.stderr.write(`[serve-bench] ${msg}\n`);
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 function buildClient() {
   const sources = ['nvme_bench.c', 'nvme_queue.c', 'nvme_queue.h', 'vfio_user_client.c', 'vfio_user_client.h',
-    'loopback_dev.c', 'loopback_dev.h', 'build.sh'].map((f) => join(nativeDir, f));
+    'loopback_dev.c', 'loopback_dev.h', 'build.sh'].map((f) => join(nvmeHostDir, f));
   const binTime = existsSync(clientBin) ? statSync(clientBin).mtimeMs : 0;
   if (binTime && sources.every((s) => statSync(s).mtimeMs <= binTime)) return;
   log('building the native client');
-  const r = spawnSync('sh', [join(nativeDir, 'build.sh')], { stdio: ['ignore', 'inherit', 'inherit'] });
-  if (r.status !== 0) throw new Error('building bench/native failed');
+  const r = spawnSync('sh', [join(nvmeHostDir, 'build.sh')], { stdio: ['ignore', 'inherit', 'inherit'] });
+  if (r.status !== 0) throw new Error('building bench/nvme-host failed');
 }
 
 /** utime+stime of a process in seconds, or null. */

@@ -6,10 +6,8 @@
  * The last block runs the orchestrator against a real QEMU (-S) for the QMP error paths and their rollback.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
+import { existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
 import { AttachmentManager, type HypervisorEndpoint } from '../src/attach/attachments.js';
@@ -17,27 +15,15 @@ import { ClaimStore } from '../src/devices/claims.js';
 import { DeviceManager } from '../src/devices/manager.js';
 import { CloudHypervisorClient } from '../src/hypervisor/cloud-hypervisor.js';
 import type { HypervisorAdapter } from '../src/hypervisor/types.js';
-import { VfiodError } from '../src/util/errors.js';
 import { FakeCloudHypervisor, OpenApiValidator, openApiMissingReason } from './helpers/fake-cloud-hypervisor.js';
 import { type FakeHost, standardHost } from './helpers/fake-sysfs.js';
+import { expectError, sleep, temporaryDir } from './helpers/common.js';
 
 const VF1 = '0000:01:00.1';
 const VF2 = '0000:01:00.2';
 const GPU = '0000:02:00.0';
 const GPU_AUDIO = '0000:02:00.1';
 const VMM_PID = 4242;
-
-async function expectError(promise: Promise<unknown>, code: string, ...fragments: Array<string | RegExp>): Promise<VfiodError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(VfiodError);
-  const e = error as VfiodError;
-  expect(e.code, e.message).toBe(code);
-  for (const f of fragments) expect(e.message).toMatch(f);
-  return e;
-}
 
 let host: FakeHost;
 let claims: ClaimStore;
@@ -81,7 +67,7 @@ async function vmm(vm: string, options: Partial<Parameters<typeof FakeCloudHyper
 
 beforeEach(() => {
   host = standardHost();
-  dir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-attach-'));
+  dir = temporaryDir('vfiod-attach-');
   open();
 });
 afterEach(async () => {
@@ -499,10 +485,10 @@ describe.skipIf(qemuMissing !== undefined)('attach through QMP to a real QEMU (-
   let endpoint: HypervisorEndpoint;
 
   beforeAll(async () => {
-    qdir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-attach-qemu-'));
+    qdir = temporaryDir('vfiod-attach-qemu-');
     const qmpSocket = path.join(qdir, 'qmp.sock');
     endpoint = { hypervisor: 'qemu', qmpSocket };
-    qemu = spawn('sh', [path.join(path.dirname(new URL(import.meta.url).pathname), 'testbed', 'qemu-launch.sh'), '120', 'qemu-system-x86_64',
+    qemu = spawn('sh', [path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'testbed', 'qemu-launch.sh'), '120', 'qemu-system-x86_64',
       '-S', '-accel', 'tcg', '-machine', 'q35', '-nodefaults', '-display', 'none', '-m', '64',
       '-device', 'pcie-root-port,id=rp1,chassis=1,slot=1', '-qmp', `unix:${qmpSocket},server=on,wait=off`], { stdio: ['pipe', 'ignore', 'ignore'] });
     for (let i = 0; i < 200 && !existsSync(qmpSocket); i++) await sleep(50);

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync, writeSync, closeSync } from 'node:fs';
+import { existsSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync, writeSync, closeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,11 +14,12 @@ import { expandMatrix, fillJobFile, jobFile, type MatrixPoint, type TargetFioOpt
 import { parseFioOutput, runFio, FioOutputError } from '../src/bench/fio.js';
 import { buildEngine } from '../src/bench/engine.js';
 import { renderReport, referenceTarget, workloadTables } from '../src/bench/report.js';
-import type { BenchResults } from '../src/bench/run.js';
+import type { BenchResults } from '../src/bench/results.js';
 import { svgDocument } from '../src/bench/svg.js';
 import { CpuSampler, processCpuSeconds } from '../src/bench/cpu.js';
 import { Progress, formatDuration } from '../src/bench/progress.js';
 import { memoryLogger } from '../src/util/log.js';
+import { temporaryDir } from './helpers/common.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const bin = path.join(root, 'bin', 'vfiod.js');
@@ -28,7 +29,7 @@ if (noFio) console.warn(`bench-harness: fio tests skipped: ${noFio}`);
 
 let dir: string;
 beforeAll(() => {
-  dir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-bench-test-'));
+  dir = temporaryDir('vfiod-bench-test-');
 });
 afterAll(() => {
   rmSync(dir, { recursive: true, force: true });

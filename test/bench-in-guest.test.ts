@@ -10,18 +10,19 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { BenchConfigError, loadBenchConfig, parseBenchConfig, type InGuestTarget } from '../src/bench/config.js';
 import { parseFioOutput } from '../src/bench/fio.js';
 import { QgaClient, QgaError, QgaExec, GuestUnreachableError } from '../src/bench/qga.js';
-import { runBench, type BenchResults } from '../src/bench/run.js';
+import type { BenchResults } from '../src/bench/results.js';
+import { runBench } from '../src/bench/run.js';
 import { startTarget, TargetError } from '../src/bench/targets.js';
 import { memoryLogger } from '../src/util/log.js';
 import { buildEngine } from '../src/bench/engine.js';
 import { cleanupVfioGuest, REPO, runVfioGuest, vfioGuestUnavailableReason, type VfioGuestRun } from './helpers/vfio-guest.js';
+import { sleep, temporaryDir } from './helpers/common.js';
 
 const QEMU_GA = '/usr/sbin/qemu-ga';
 const fioAvailable = spawnSync('fio', ['--version']).status === 0;
@@ -36,7 +37,7 @@ if (hostReason) console.warn(`bench-in-guest: host agent tests skipped: ${hostRe
 
 let dir: string;
 beforeAll(() => {
-  dir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-in-guest-test-'));
+  dir = temporaryDir('vfiod-in-guest-test-');
 });
 afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
@@ -106,7 +107,7 @@ async function waitForSocket(socket: string, timeoutMs = 10_000): Promise<void> 
   const start = Date.now();
   while (!existsSync(socket)) {
     if (Date.now() - start > timeoutMs) throw new Error(`${socket} did not appear within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
   }
 }
 
@@ -119,7 +120,7 @@ describe.skipIf(hostReason !== undefined)('in-guest target against a real qemu-g
   const { logger, lines: logLines } = memoryLogger();
 
   beforeAll(async () => {
-    agentDir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-qga-'));
+    agentDir = temporaryDir('vfiod-qga-');
     socket = path.join(agentDir, 'qga.sock');
     agent = startAgent(socket);
     await waitForSocket(socket);
@@ -345,7 +346,7 @@ async function agentReady(socket: string, guestDone: () => boolean, timeoutMs: n
       }
     }
     if (Date.now() - start > timeoutMs) throw new Error(`qemu-ga in the guest did not answer within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 250));
+    await sleep(250);
   }
 }
 
@@ -363,7 +364,7 @@ describe.skipIf(vmReason !== undefined)('in-guest target in a real VM: fio in th
 
   beforeAll(async () => {
     // Outside the guest's work dir (runVfioGuest makes that): the socket must be on the host's own filesystem.
-    vmDir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-in-guest-vm-'));
+    vmDir = temporaryDir('vfiod-in-guest-vm-');
     const socket = path.join(vmDir, 'qga.sock');
     const pidfile = path.join(vmDir, 'qemu.pid');
     let finished = false;

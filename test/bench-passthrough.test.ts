@@ -10,7 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cleanupVfioGuest, runVfioGuest, vfioGuestUnavailableReason, type VfioGuestRun } from './helpers/vfio-guest.js';
 import { buildEngine } from '../src/bench/engine.js';
-import type { BenchResults } from '../src/bench/run.js';
+import type { BenchResults } from '../src/bench/results.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const built = existsSync(path.join(root, 'dist', 'cli', 'main.js'));

@@ -4,13 +4,13 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, openSync, readSync, closeSync } from 'node:fs';
-import os from 'node:os';
+import { existsSync, readFileSync, rmSync, statSync, openSync, readSync, closeSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Guest } from './helpers/hypervisor.js';
 import { pattern } from './helpers/nvme-harness.js';
 import { Status } from '../src/spec/nvme.js';
+import { temporaryDir } from './helpers/common.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const bin = path.join(root, 'bin', 'vfiod.js');
@@ -20,7 +20,7 @@ let dir: string;
 let child: ChildProcess | undefined;
 
 beforeEach(() => {
-  dir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-cli-'));
+  dir = temporaryDir('vfiod-cli-');
 });
 afterEach(() => {
   child?.kill('SIGKILL');

@@ -5,11 +5,14 @@
  * device is in the VM, so release after detach really waits for the guest. Also the CLI client commands.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
-import { runAttach, runAttachments, runDetach, runDevicesViaDaemon, runVmConfig } from '../src/cli/client.js';
+import { runAttach } from '../src/cli/attach.js';
+import { runAttachments } from '../src/cli/attachments.js';
+import { runDetach } from '../src/cli/detach.js';
+import { runDevicesViaDaemon } from '../src/cli/devices.js';
+import { runVmConfig } from '../src/cli/vm-config.js';
 import { ClaimStore } from '../src/devices/claims.js';
 import { VfiodClient } from '../src/daemon/client.js';
 import { unpackAny } from '../src/daemon/proto.js';
@@ -18,6 +21,7 @@ import { memoryLogger } from '../src/util/log.js';
 import { expectStatus, streamSubscribed } from './helpers/daemon-client.js';
 import { FakeCloudHypervisor } from './helpers/fake-cloud-hypervisor.js';
 import { type FakeHost, standardHost } from './helpers/fake-sysfs.js';
+import { sleep, temporaryDir } from './helpers/common.js';
 
 const VF1 = '0000:01:00.1';
 const VF2 = '0000:01:00.2';
@@ -76,7 +80,7 @@ async function startTestDaemon(extra: Parameters<typeof startDaemon>[0] = {}): P
 
 beforeEach(async () => {
   host = standardHost();
-  dir = mkdtempSync(path.join(tmpdir(), 'vfiod-daemon-attach-'));
+  dir = temporaryDir('vfiod-daemon-attach-');
   await startTestDaemon();
 });
 afterEach(async () => {
@@ -271,12 +275,12 @@ describe.skipIf(qemuMissing)('AttachDevice over QMP to a real QEMU (-S)', () => 
   let qdir: string;
   let qmpSocket: string;
   beforeAll(async () => {
-    qdir = mkdtempSync(path.join(tmpdir(), 'vfiod-daemon-qemu-'));
+    qdir = temporaryDir('vfiod-daemon-qemu-');
     qmpSocket = path.join(qdir, 'qmp.sock');
-    qemu = spawn('sh', [path.join(path.dirname(new URL(import.meta.url).pathname), 'testbed', 'qemu-launch.sh'), '120', 'qemu-system-x86_64',
+    qemu = spawn('sh', [path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'testbed', 'qemu-launch.sh'), '120', 'qemu-system-x86_64',
       '-S', '-accel', 'tcg', '-machine', 'q35', '-nodefaults', '-display', 'none', '-m', '64',
       '-device', 'pcie-root-port,id=rp1,chassis=1,slot=1', '-qmp', `unix:${qmpSocket},server=on,wait=off`], { stdio: ['pipe', 'ignore', 'ignore'] });
-    for (let i = 0; i < 400 && !existsSync(qmpSocket); i++) await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 400 && !existsSync(qmpSocket); i++) await sleep(50);
   }, 30_000);
   afterAll(async () => {
     qemu?.stdin?.end();

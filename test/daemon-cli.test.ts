@@ -4,11 +4,11 @@
  * plain TCP, clean shutdown on SIGTERM (controllers stopped, sockets removed), controllers back after a restart.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type FakeHost, standardHost } from './helpers/fake-sysfs.js';
+import { temporaryDir } from './helpers/common.js';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const bin = path.join(root, 'bin', 'vfiod.js');
@@ -61,7 +61,7 @@ describe.skipIf(skipReason)('vfiod daemon (child process)', () => {
   let common: string[];
   beforeAll(() => {
     host = standardHost();
-    dir = mkdtempSync(path.join(tmpdir(), 'vfiod-daemon-cli-'));
+    dir = temporaryDir('vfiod-daemon-cli-');
     socketPath = path.join(dir, 'run', 'vfiod.sock');
     common = ['--state-dir', path.join(dir, 'state'), '--sysfs-root', host.roots.sysfs, '--dev-root', host.roots.dev, '--proc-root', host.roots.proc];
   });

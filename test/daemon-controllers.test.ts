@@ -5,13 +5,12 @@
  * deleting one leaves the others serving, and a daemon restart brings them back with the same identity.
  * Also the CLI client commands against this daemon.
  */
-import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runControllers } from '../src/cli/client.js';
+import { runControllers } from '../src/cli/controllers.js';
 import { VfiodClient } from '../src/daemon/client.js';
 import type * as ServerModule from '../src/daemon/server.js';
 import { Status } from '../src/spec/nvme.js';
@@ -20,6 +19,7 @@ import { type FakeHost, standardHost } from './helpers/fake-sysfs.js';
 import { expectStatus } from './helpers/daemon-client.js';
 import { Guest } from './helpers/hypervisor.js';
 import { pattern } from './helpers/nvme-harness.js';
+import { temporaryDir } from './helpers/common.js';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const distServer = path.join(root, 'dist', 'daemon', 'server.js');
@@ -64,7 +64,7 @@ describe.skipIf(skipReason)('ControllerService', () => {
   beforeAll(async () => {
     server = (await import(pathToFileURL(distServer).href)) as typeof ServerModule;
     host = standardHost();
-    dir = mkdtempSync(path.join(tmpdir(), 'vfiod-ctrl-'));
+    dir = temporaryDir('vfiod-ctrl-');
     daemon = await start();
     client = new VfiodClient({ address: daemon.socketPath! });
   });

@@ -4,8 +4,7 @@
  * reconcile on start, the socket's mode and refusal of a live socket, TLS and the refusal of plain TCP.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
@@ -17,6 +16,7 @@ import { VfiodError } from '../src/util/errors.js';
 import { memoryLogger } from '../src/util/log.js';
 import { type FakeHost, standardHost } from './helpers/fake-sysfs.js';
 import { expectStatus, healthCheck, healthClient, rawCall, reflectionFileContaining, reflectionListServices, streamSubscribed } from './helpers/daemon-client.js';
+import { sleep, temporaryDir } from './helpers/common.js';
 
 const PF = '0000:01:00.0';
 const VF1 = '0000:01:00.1';
@@ -48,7 +48,7 @@ async function start(extra: Parameters<typeof startDaemon>[0] = {}): Promise<Dae
 
 beforeEach(async () => {
   host = standardHost();
-  dir = mkdtempSync(path.join(tmpdir(), 'vfiod-daemon-'));
+  dir = temporaryDir('vfiod-daemon-');
   logs = memoryLogger();
   daemon = await start();
   client = new VfiodClient({ address: daemon.socketPath! });
@@ -211,7 +211,7 @@ describe('DeviceService', () => {
 
 describe('vfiod devices: daemon or standalone', () => {
   it('goes through the daemon with --daemon, or when the daemon socket exists and no local roots are given', async () => {
-    const { devicesUseDaemon } = await import('../src/cli/client.js');
+    const { devicesUseDaemon } = await import('../src/cli/devices.js');
     const saved = process.env['VFIOD_DAEMON'];
     try {
       process.env['VFIOD_DAEMON'] = daemon.socketPath!;
@@ -231,8 +231,7 @@ describe('vfiod devices: daemon or standalone', () => {
 
 describe('vfiod devices: the same output through the daemon as standalone', () => {
   it('prints the same list and show reports from the API as from sysfs and the claims database', async () => {
-    const { runDevicesViaDaemon } = await import('../src/cli/client.js');
-    const { runDevices } = await import('../src/cli/devices.js');
+    const { runDevices, runDevicesViaDaemon } = await import('../src/cli/devices.js');
     await devices('PrepareDevice', { bdf: VF1, owner: 'vm1' });
     const capture = async (run: (argv: string[], deps: { stdout: (t: string) => void }) => Promise<number>, argv: string[]): Promise<string> => {
       let text = '';
@@ -281,7 +280,7 @@ async function vi_waitFor(condition: () => boolean, timeoutMs = 5000): Promise<v
   const deadline = Date.now() + timeoutMs;
   while (!condition()) {
     if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 10));
+    await sleep(10);
   }
 }
 
@@ -399,7 +398,7 @@ describe('TCP', () => {
 describe.skipIf(opensslMissing)('TLS', () => {
   let certDir: string;
   beforeAll(() => {
-    certDir = mkdtempSync(path.join(tmpdir(), 'vfiod-tls-'));
+    certDir = temporaryDir('vfiod-tls-');
   });
   afterAll(() => rmSync(certDir, { recursive: true, force: true }));
 

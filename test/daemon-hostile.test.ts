@@ -5,9 +5,8 @@
  * at once, change nothing on disk, and leave the daemon (and the client's channel) working.
  * Uses the compiled daemon from dist/ (controllers run in worker threads loaded from dist/serve/worker.js).
  */
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -22,6 +21,7 @@ import { expectStatus } from './helpers/daemon-client.js';
 import { FakeCloudHypervisor } from './helpers/fake-cloud-hypervisor.js';
 import { type FakeHost, standardHost } from './helpers/fake-sysfs.js';
 import { VfioUserClient } from './helpers/vfio-user-client.js';
+import { temporaryDir } from './helpers/common.js';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const distServer = path.join(root, 'dist', 'daemon', 'server.js');
@@ -63,7 +63,7 @@ describe.skipIf(skipReason)('control API: hostile requests', () => {
   beforeAll(async () => {
     server = (await import(pathToFileURL(distServer).href)) as typeof ServerModule;
     host = standardHost();
-    dir = mkdtempSync(path.join(tmpdir(), 'vfiod-hostile-'));
+    dir = temporaryDir('vfiod-hostile-');
     daemon = await startTestDaemon();
     client = new VfiodClient({ address: daemon.socketPath! });
   });

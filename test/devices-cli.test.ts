@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { EXIT, runDevices } from '../src/cli/devices.js';
+import { EXIT } from '../src/cli/common.js';
+import { runDevices } from '../src/cli/devices.js';
 import { type FakeHost, standardHost } from './helpers/fake-sysfs.js';
 
 let host: FakeHost;

@@ -4,6 +4,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ClaimStore } from '../src/devices/claims.js';
 import { DeviceError, DeviceManager } from '../src/devices/manager.js';
 import { type FakeHost, standardHost } from './helpers/fake-sysfs.js';
+import { sleep } from './helpers/common.js';
 
 let host: FakeHost;
 let claims: ClaimStore;
@@ -305,7 +306,7 @@ describe('claims database and reconcile', () => {
     // Simulate: claim written, device bound, process died before the claim became 'prepared'.
     host.prober.probe = () => new Promise(() => {});
     void manager.prepare(VF1, 'vm1');
-    await new Promise((r) => setTimeout(r, 50));
+    await sleep(50);
     expect(claims.get(VF1)?.state).toBe('preparing');
     expect(host.driverOf(VF1)).toBe('vfio-pci');
     const restarted = new DeviceManager({ roots: host.roots, writer: host.writer, prober: host.prober, claims: new ClaimStore(dbPath()) });

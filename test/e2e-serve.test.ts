@@ -4,8 +4,7 @@
  * the guest is checked in the backing file itself.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { mkdtempSync, openSync, readSync, closeSync, rmSync, statSync } from 'node:fs';
-import os from 'node:os';
+import { openSync, readSync, closeSync, rmSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { controllerConfig, type ControllerConfig, type DoorbellMode } from '../src/serve/config.js';
 import { startController, type RunningController } from '../src/serve/controller.js';
@@ -14,6 +13,7 @@ import { IdentifyCns, Status } from '../src/spec/nvme.js';
 import { Guest, GUEST_RAM_IOVA } from './helpers/hypervisor.js';
 import type { Flavour } from './helpers/vfio-user-client.js';
 import { pattern } from './helpers/nvme-harness.js';
+import { temporaryDir } from './helpers/common.js';
 
 const BLOCK = 512;
 let dir: string;
@@ -21,7 +21,7 @@ const running: RunningController[] = [];
 const guests: Guest[] = [];
 
 beforeEach(() => {
-  dir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-e2e-'));
+  dir = temporaryDir('vfiod-e2e-');
 });
 
 afterEach(async () => {

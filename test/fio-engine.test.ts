@@ -12,13 +12,13 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { cleanupVfioGuest, runVfioGuest, vfioGuestUnavailableReason, type VfioGuestRun } from './helpers/vfio-guest.js';
+import { sleep, temporaryDir } from './helpers/common.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const bin = path.join(root, 'bin', 'vfiod.js');
@@ -135,7 +135,7 @@ describe.skipIf(skipReason)('fio engine over vfio-user (vfiod serve)', () => {
   let polled: Server; // --poll: the engine writes doorbells into the mmapped page
 
   beforeAll(async () => {
-    dir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-fio-'));
+    dir = temporaryDir('vfiod-fio-');
     trapped = await serve(dir, 'trapped', ['--namespace', 'memory:64M']);
     polled = await serve(dir, 'polled', ['--namespace', `file:${path.join(dir, 'ns.img')}?size=64M`, '--poll']);
   });
@@ -296,7 +296,7 @@ ${job('on-polled', polled.socket, 'vfiod_doorbell=mmap\n')}`);
       const ini = `${globalSection(doomed.socket)}\n[x]\nrw=randread\niodepth=4\ntime_based=1\nruntime=30\n`;
       const running = fio(dir, 'doomed', ini);
       await doomed.logged('controller enabled'); // fio connected; give it a moment of I/O
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      await sleep(500);
       doomed.process.kill('SIGKILL');
       const killed = Date.now();
       const run = await running;
@@ -314,7 +314,7 @@ ${job('on-polled', polled.socket, 'vfiod_doorbell=mmap\n')}`);
       const ini = `${globalSection(frozen.socket)}\n[x]\nrw=randread\niodepth=4\ntime_based=1\nruntime=60\n`;
       const running = fio(dir, 'frozen', ini);
       await frozen.logged('controller enabled');
-      await new Promise((resolve) => setTimeout(resolve, 500));
+      await sleep(500);
       frozen.process.kill('SIGSTOP');
       const stopped = Date.now();
       const run = await running;
@@ -382,7 +382,7 @@ describe.skipIf(sanitizedReason)('fio engine under AddressSanitizer + UBSan agai
   let trapped: Server;
   let polled: Server;
   beforeAll(async () => {
-    dir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-fio-asan-'));
+    dir = temporaryDir('vfiod-fio-asan-');
     trapped = await serve(dir, 'trapped', ['--namespace', 'memory:32M']);
     polled = await serve(dir, 'polled', ['--namespace', 'memory:32M', '--poll']);
   });
@@ -529,7 +529,7 @@ function hostileServer(socket: string, scenario: Hostile): Promise<net.Server> {
 describe.skipIf(skipReason)('fio engine against a hostile vfio-user server', () => {
   let dir: string;
   beforeAll(() => {
-    dir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-fio-hostile-'));
+    dir = temporaryDir('vfiod-fio-hostile-');
   });
   afterAll(() => {
     if (dir) rmSync(dir, { recursive: true, force: true });

@@ -12,7 +12,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -36,6 +35,7 @@ import {
 import { Guest, GUEST_RAM_IOVA } from './helpers/hypervisor.js';
 import { pattern } from './helpers/nvme-harness.js';
 import { VfioUserClient, VfioUserReplyError, type Flavour } from './helpers/vfio-user-client.js';
+import { sleep, temporaryDir } from './helpers/common.js';
 
 const PAGE = 4096;
 const BLOCK = 512;
@@ -50,7 +50,6 @@ const MSIX_IRQ = 2;
 const CONFIG_ID = [0x58, 0x4e, 0x01, 0x00];
 /** max_data_xfer_size 1 MiB: the server's largest accepted message is 16 + 16 + 1 MiB. */
 const MAX_MESSAGE = HEADER_SIZE + BodySize.REGION_ACCESS + 1024 * 1024;
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 function openFdCount(): number {
   return fs.readdirSync('/proc/self/fd').length;
@@ -63,7 +62,7 @@ let dir: string;
 const cleanups: Array<() => unknown> = [];
 
 beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfiod-hostile-'));
+  dir = temporaryDir('vfiod-hostile-');
 });
 
 afterEach(async () => {

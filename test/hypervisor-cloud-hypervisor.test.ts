@@ -4,34 +4,21 @@
  * the guest to eject, both error formats (v48: 500 + JSON error chain; newer: 400/404/409 + text), a missing socket,
  * a refused connection and a VMM that does not answer.
  */
-import { appendFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
-import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import { classifyApiError, CloudHypervisorClient, EventMonitorReader, parseErrorChain } from '../src/hypervisor/cloud-hypervisor.js';
-import { VfiodError } from '../src/util/errors.js';
 import { FakeCloudHypervisor, type FakeChMode, openApiMissingReason } from './helpers/fake-cloud-hypervisor.js';
-
-async function expectError(promise: Promise<unknown>, code: string, ...fragments: Array<string | RegExp>): Promise<VfiodError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(VfiodError);
-  const e = error as VfiodError;
-  expect(e.code, e.message).toBe(code);
-  for (const f of fragments) expect(e.message).toMatch(f);
-  return e;
-}
+import { expectError, temporaryDir } from './helpers/common.js';
 
 let dir: string;
 let fake: FakeCloudHypervisor | undefined;
 let client: CloudHypervisorClient;
 
 beforeEach(() => {
-  dir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-ch-'));
+  dir = temporaryDir('vfiod-ch-');
   client = new CloudHypervisorClient({ vmId: 'vm1', apiSocket: path.join(dir, 'ch.sock'), pollMs: 10 });
 });
 afterEach(async () => {

@@ -6,18 +6,17 @@
  * DEVICE_DELETED). Skips with the reason when QEMU is missing.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
 import { QemuAdapter, QmpConnection } from '../src/hypervisor/qmp.js';
 import { VfiodError } from '../src/util/errors.js';
+import { expectError, sleep, temporaryDir } from './helpers/common.js';
 
 const QEMU = 'qemu-system-x86_64';
-const LAUNCHER = path.join(path.dirname(new URL(import.meta.url).pathname), 'testbed', 'qemu-launch.sh');
+const LAUNCHER = path.join(path.dirname(new URL(import.meta.url).pathname), '..', 'testbed', 'qemu-launch.sh');
 
 function unavailable(): string | undefined {
   if (process.platform !== 'linux') return 'needs Linux';
@@ -29,18 +28,6 @@ function unavailable(): string | undefined {
 const reason = unavailable();
 if (reason) console.warn(`hypervisor-qmp: skipped: ${reason}`);
 
-async function expectError(promise: Promise<unknown>, code: string, ...fragments: Array<string | RegExp>): Promise<VfiodError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(VfiodError);
-  const e = error as VfiodError;
-  expect(e.code, e.message).toBe(code);
-  for (const f of fragments) expect(e.message).toMatch(f);
-  return e;
-}
-
 describe.skipIf(reason !== undefined)('QMP adapter against a real QEMU (-S, q35, pcie-root-ports)', () => {
   let dir: string;
   let qemu: ChildProcess;
@@ -49,7 +36,7 @@ describe.skipIf(reason !== undefined)('QMP adapter against a real QEMU (-S, q35,
   let stderr = '';
 
   beforeAll(async () => {
-    dir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-qmp-'));
+    dir = temporaryDir('vfiod-qmp-');
     qmpSocket = path.join(dir, 'qmp.sock');
     qemu = spawn('sh', [LAUNCHER, '120', QEMU,
       '-S', '-accel', 'tcg', '-machine', 'q35', '-nodefaults', '-display', 'none', '-m', '64',
@@ -226,7 +213,7 @@ describe('QMP connection against a scripted server (partial lines, events, garba
   let dir: string;
   let server: net.Server | undefined;
   beforeEach(() => {
-    dir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-qmp-fake-'));
+    dir = temporaryDir('vfiod-qmp-fake-');
   });
   afterEach(async () => {
     if (server) await new Promise((r) => server!.close(r));

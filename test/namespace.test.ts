@@ -7,17 +7,10 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FALLOCATE_CHUNK_BYTES, FileNamespace, type FallocateFunction } from '../src/namespace/file.js';
 import { MemoryNamespace } from '../src/namespace/memory.js';
 import { NamespaceError, type Namespace } from '../src/namespace/namespace.js';
-import {
-  checkParams,
-  knownNamespaceSchemes,
-  openNamespace,
-  parseNamespaceUri,
-  registerNamespaceScheme,
-  sizeParam,
-  type NamespaceSpec,
-} from '../src/namespace/uri.js';
-import { Status } from '../src/spec/nvme.js';
+import { checkParams, sizeParam, type NamespaceSpec } from '../src/namespace/scheme.js';
+import { knownNamespaceSchemes, openNamespace, parseNamespaceUri, registerNamespaceScheme } from '../src/namespace/uri.js';
 import { memoryLogger } from '../src/util/log.js';
+import { temporaryDir } from './helpers/common.js';
 
 const MiB = 1024 * 1024;
 const GiB = 1024 * MiB;
@@ -44,7 +37,7 @@ let tempDir: string;
 let log: ReturnType<typeof memoryLogger>;
 beforeEach(() => {
   log = memoryLogger();
-  tempDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfiod-ns-'));
+  tempDir = temporaryDir('vfiod-ns-');
 });
 afterEach(() => {
   fs.rmSync(tempDir, { recursive: true, force: true });
@@ -438,19 +431,33 @@ describe('FileNamespace', () => {
     expect(back.every((byte) => byte === 0)).toBe(true);
   });
 
-  it('refuses writes to a read-only namespace with Namespace Write Protected', async () => {
+  it('refuses writes to a read-only namespace (the controller reports Namespace Write Protected)', async () => {
     const file = path.join(tempDir, 'ro.img');
     fs.writeFileSync(file, pattern(8192, 7));
     const namespace = await FileNamespace.open({ logger: log.logger, path: file, readOnly: true });
     try {
       expect(() => namespace.write(0, [new Uint8Array(512)])).toThrow(
-        expect.objectContaining({ kind: 'write', nvmeStatus: Status.NAMESPACE_WRITE_PROTECTED }),
+        expect.objectContaining({ kind: 'read-only', nvmeStatus: undefined }),
       );
       expect(() => namespace.writeZeroes(0, 512)).toThrow(NamespaceError);
       const back = new Uint8Array(8192);
       await namespace.read(0, [back]);
       expect(same(back, pattern(8192, 7))).toBe(true);
       expect(namespace.flush()).toBeUndefined();
+    } finally {
+      await namespace.close();
+    }
+  });
+
+  it('reports errors in its own terms: a read-only file system, a full disk, other write and read errors', async () => {
+    const file = path.join(tempDir, 'errors.img');
+    const namespace = await FileNamespace.open({ logger: log.logger, path: file, sizeBytes: MiB });
+    const errno = (code: string): Error => Object.assign(new Error(code), { code });
+    try {
+      expect(namespace.failure('write', 0, 512, errno('EROFS'))).toMatchObject({ kind: 'read-only', nvmeStatus: undefined });
+      expect(namespace.failure('write', 0, 512, errno('ENOSPC'))).toMatchObject({ kind: 'capacity', nvmeStatus: undefined });
+      expect(namespace.failure('write', 0, 512, errno('EIO'))).toMatchObject({ kind: 'write', nvmeStatus: undefined });
+      expect(namespace.failure('read', 0, 512, errno('EIO'))).toMatchObject({ kind: 'read', nvmeStatus: undefined });
     } finally {
       await namespace.close();
     }

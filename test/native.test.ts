@@ -21,12 +21,11 @@ import {
   PROT_WRITE,
   type RecvResult,
 } from '../src/native/index.js';
+import { sleep, temporaryDir } from './helpers/common.js';
 
 const RW = PROT_READ | PROT_WRITE;
 const BAD_FD = 1_000_000; // above any RLIMIT_NOFILE: always EBADF
 const { errno: E } = os.constants;
-
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 async function waitFor<T>(probe: () => T | null | undefined | false, what: string, timeoutMs = 2000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
@@ -78,7 +77,7 @@ function closeFd(fd: number): void {
 }
 
 beforeAll(() => {
-  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfiod-native-'));
+  dir = temporaryDir('vfiod-native-');
 });
 afterAll(() => {
   for (const fd of openFds) {

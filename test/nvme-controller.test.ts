@@ -4,6 +4,7 @@ import { NvmeController } from '../src/nvme/controller.js';
 import { AdminOpcode, AsyncEvent, FeatureId, IoOpcode, LogPageId, Reg, Status } from '../src/spec/nvme.js';
 import { decodeCompletion, needEvent } from './helpers/guest-driver.js';
 import { createHarness, GatedNamespace, pattern, RAM_IOVA, RAM_SIZE, settle, TEST_IDENTITY } from './helpers/nvme-harness.js';
+import { sleep } from './helpers/common.js';
 
 const CSTS_RDY = 1;
 const CSTS_CFS = 2;
@@ -218,7 +219,7 @@ describe('NvmeController enable / disable / shutdown', () => {
     expect((await h.driver.setFeatures(FeatureId.KEEP_ALIVE_TIMER, katoMs)).status).toBe(Status.SUCCESS);
     // Keep-alive commands within the timeout keep it alive, longer than one timeout in total ...
     for (let round = 0; round < 5; round++) {
-      await new Promise((resolve) => setTimeout(resolve, 300));
+      await sleep(300);
       expect((await h.driver.submit(0, { opcode: AdminOpcode.KEEP_ALIVE })).status).toBe(Status.SUCCESS);
     }
     expect((await h.driver.readRegister32(Reg.CSTS)) & CSTS_CFS).toBe(0);

@@ -1,5 +1,4 @@
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { GuestMemory } from '../src/memory/guest-memory.js';
@@ -10,6 +9,7 @@ import { executeIoCommand } from '../src/nvme/io.js';
 import type { IoContext, IoRequest, SmartCounters } from '../src/nvme/io-types.js';
 import { IoOpcode, Status } from '../src/spec/nvme.js';
 import { memoryLogger } from '../src/util/log.js';
+import { sleep, temporaryDir } from './helpers/common.js';
 
 const BASE = 0x200000;
 const RAM_BYTES = 4 * 1024 * 1024;
@@ -148,7 +148,7 @@ beforeEach(() => {
   memory = new GuestMemory();
   ram = new Uint8Array(RAM_BYTES);
   memory.add({ iova: BASE, size: RAM_BYTES, bytes: ram, readable: true, writable: true });
-  tempDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfiod-io-'));
+  tempDir = temporaryDir('vfiod-io-');
 });
 
 afterEach(() => {
@@ -446,7 +446,7 @@ describe('asynchronous completion', () => {
     const removal = memory.remove(BASE, RAM_BYTES).then(() => events.push('unmapped'));
     // The mapping is retired at once (new lookups fail) ...
     expect(() => memory.view(BUFFER_A, 1, 'read')).toThrow();
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    await sleep(20);
     // ... but not released while the read is outstanding.
     expect(events).toEqual([]);
     namespace.release();
@@ -509,7 +509,7 @@ describe('asynchronous completion', () => {
     let finished = false;
     const completion = run(ctx, request).then((outcome) => ((finished = true), outcome));
     namespace.release(); // the write
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    await sleep(5);
     expect(namespace.calls).toEqual(['write', 'flush']);
     expect(finished).toBe(false);
     namespace.release(); // the flush
@@ -539,7 +539,8 @@ describe('asynchronous completion', () => {
     const cases: Array<[unknown, number, boolean]> = [
       [new NamespaceError('read', 'bad sector'), Status.UNRECOVERED_READ_ERROR, true],
       [new NamespaceError('write', 'bad write'), Status.WRITE_FAULT, true],
-      [new NamespaceError('path', 'link down'), Status.INTERNAL_PATH_ERROR, false],
+      [new NamespaceError('read-only', 'file system is read-only'), Status.NAMESPACE_WRITE_PROTECTED, false],
+      [new NamespaceError('unavailable', 'link down'), Status.INTERNAL_PATH_ERROR, false],
       [new NamespaceError('capacity', 'full'), Status.CAPACITY_EXCEEDED, false],
       [new NamespaceError('unsupported', 'nope'), Status.INVALID_OPCODE, false],
       [new NamespaceError('internal', 'oops'), Status.INTERNAL_ERROR, false],
@@ -575,7 +576,7 @@ describe('asynchronous completion', () => {
     let finished = false;
     const completion = run(ctx, request).then((outcome) => ((finished = true), outcome));
     first.release();
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    await sleep(5);
     expect(finished).toBe(false);
     second.release();
     expect((await completion).status).toBe(Status.SUCCESS);
@@ -617,7 +618,7 @@ describe('asynchronous completion', () => {
     let finished = false;
     const completion = run(writeThrough, request).then((outcome) => ((finished = true), outcome));
     namespace.release(); // the write
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    await sleep(5);
     expect(namespace.calls).toEqual(['write', 'flush']);
     expect(finished).toBe(false);
     namespace.release(); // the flush
@@ -725,7 +726,7 @@ describe('asynchronous completion', () => {
     const removal = memory.remove(BASE, RAM_BYTES);
     let removed = false;
     void removal.then(() => (removed = true));
-    await new Promise((resolve) => setTimeout(resolve, 5));
+    await sleep(5);
     expect(removed).toBe(false);
     namespace.release();
     expect((await completion).status).toBe(Status.SUCCESS);

@@ -8,15 +8,15 @@ import { native } from '../src/native/index.js';
 import {
   PduFlags, PduType, decodeICReq, decodeICResp, encodeICReq, encodeICResp, readDataHeader, writeDataPdu,
   encodeTermReq, readTermReq, sliceViews, u16, u32, u64, put16, put32, put64,
-} from '../src/nvme-tcp/pdu.js';
-import { NvmeTcpNamespace, type NvmeTcpNamespaceOptions } from '../src/nvme-tcp/namespace.js';
-import { discoverNvmeTcp } from '../src/nvme-tcp/discovery.js';
+} from '../src/namespace/nvme-tcp/pdu.js';
+import { NvmeTcpNamespace, type NvmeTcpNamespaceOptions } from '../src/namespace/nvme-tcp/namespace.js';
+import { discoverNvmeTcp } from '../src/namespace/nvme-tcp/discovery.js';
 import { parseNamespaceUri } from '../src/namespace/uri.js';
 import { NamespaceError } from '../src/namespace/namespace.js';
 import { memoryLogger, type LogFields } from '../src/util/log.js';
+import { sleep } from './helpers/common.js';
 
 const crc = (data: Uint8Array | Uint8Array[]) => native.crc32cPortable(data);
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 describe('CRC32C', () => {
   it('matches the known vectors', () => {
@@ -571,7 +571,7 @@ describe('NVMe/TCP initiator against a scripted fake target', () => {
     const started = Date.now();
     const error = await ns.write(0, [new Uint8Array(512)]).then(() => null, (e: unknown) => e);
     expect(error).toBeInstanceOf(NamespaceError);
-    expect((error as NamespaceError).kind).toBe('path');
+    expect((error as NamespaceError).kind).toBe('unavailable');
     expect(Date.now() - started).toBeLessThan(3000);
     target.refuse = false;
     await sleep(300);

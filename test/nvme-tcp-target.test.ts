@@ -1,20 +1,20 @@
-// The NVMe/TCP initiator against the real Linux kernel target (nvmet-tcp in a QEMU guest, test/helpers/nvmet-target.ts):
+// The NVMe/TCP initiator against the real Linux kernel target (nvmet-tcp in a QEMU guest, testbed/nvmet-target.ts):
 // data written through vfiod's initiator must be on the target's backing store, and survive resets and path loss.
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { randomBytes } from 'node:crypto';
-import { nvmetTargetUnavailableReason, startNvmetTarget, type NvmetTarget } from './helpers/nvmet-target.js';
-import { NvmeTcpNamespace, type NvmeTcpNamespaceOptions } from '../src/nvme-tcp/namespace.js';
-import { discoverNvmeTcp } from '../src/nvme-tcp/discovery.js';
+import { nvmetTargetUnavailableReason, startNvmetTarget, type NvmetTarget } from '../testbed/nvmet-target.js';
+import { NvmeTcpNamespace, type NvmeTcpNamespaceOptions } from '../src/namespace/nvme-tcp/namespace.js';
+import { discoverNvmeTcp } from '../src/namespace/nvme-tcp/discovery.js';
 import { openNamespace, parseNamespaceUri } from '../src/namespace/uri.js';
 import { NamespaceError } from '../src/namespace/namespace.js';
 import { memoryLogger } from '../src/util/log.js';
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
+import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { controllerConfig } from '../src/serve/config.js';
 import { startController } from '../src/serve/controller.js';
 import { Guest } from './helpers/hypervisor.js';
 import { startFaultProxy, PduType as ProxyPdu, type FaultProxy } from './helpers/tcp-fault-proxy.js';
+import { sleep, temporaryDir } from './helpers/common.js';
 
 const reason = nvmetTargetUnavailableReason();
 if (reason) console.log(`nvme-tcp target tests skipped: ${reason}`);
@@ -157,9 +157,9 @@ describe.skipIf(reason)('NVMe/TCP initiator against the Linux nvmet target', () 
         }
       }
     });
-    await new Promise((r) => setTimeout(r, 500));
+    await sleep(500);
     await target.restart({ downMs: 1000 });
-    await new Promise((r) => setTimeout(r, 1500));
+    await sleep(1500);
     stop = true;
     await Promise.all(writers);
     expect(errors).toEqual([]);
@@ -174,7 +174,7 @@ describe.skipIf(reason)('NVMe/TCP initiator against the Linux nvmet target', () 
     // Both listeners lead to the same subsystem; a restart drops both, so this checks the multipath plumbing
     // (first path preferred, I/O continues) rather than a one-sided loss, which needs the fault proxy.
     const ns = await open({ addresses: target.ports.map((port) => ({ host: target.host, port })) });
-    await new Promise((r) => setTimeout(r, 300));
+    await sleep(300);
     expect(ns.pathStates().every((p) => p.state === 'live')).toBe(true);
     const data = new Uint8Array(randomBytes(8192));
     await ns.write(40 * 1024 * 1024, [data]);
@@ -185,13 +185,13 @@ describe.skipIf(reason)('NVMe/TCP initiator against the Linux nvmet target', () 
   it('reports a path error after ctrl-loss-tmo when the target stays away', async () => {
     const ns = await open({ ctrlLossTmoMs: 300, reconnectDelayMs: 100, timeoutMs: 2000 });
     const restart = target.restart({ downMs: 3000 });
-    await new Promise((r) => setTimeout(r, 1200));
+    await sleep(1200);
     const error = await ns.write(0, [new Uint8Array(512)]).then(() => null, (e: unknown) => e);
     expect(error).toBeInstanceOf(NamespaceError);
-    expect((error as NamespaceError).kind).toBe('path');
+    expect((error as NamespaceError).kind).toBe('unavailable');
     await restart;
     // Heals once the target is back.
-    await new Promise((r) => setTimeout(r, 1000));
+    await sleep(1000);
     await ns.write(0, [new Uint8Array(512)]);
     await ns.close();
   }, 60_000);
@@ -202,7 +202,7 @@ describe.skipIf(reason)('NVMe/TCP initiator against the Linux nvmet target', () 
       reconnectDelayMs: 300,
       ctrlLossTmoMs: 60_000,
     });
-    await new Promise((r) => setTimeout(r, 300));
+    await sleep(300);
     const base = 48 * 1024 * 1024;
     const acked = new Map<number, Uint8Array>();
     const errors: unknown[] = [];
@@ -220,10 +220,10 @@ describe.skipIf(reason)('NVMe/TCP initiator against the Linux nvmet target', () 
         }
       }
     });
-    await new Promise((r) => setTimeout(r, 400));
+    await sleep(400);
     const beforeP2 = p2.stats().bytesToTarget;
     p1.dropAll({ refuseNew: true });
-    await new Promise((r) => setTimeout(r, 1000));
+    await sleep(1000);
     stop = true;
     await Promise.all(writers);
     expect(errors).toEqual([]);
@@ -240,7 +240,7 @@ describe.skipIf(reason)('NVMe/TCP initiator against the Linux nvmet target', () 
     const data = new Uint8Array(randomBytes(4096));
     p.setDelay(1500);
     const write = ns.write(50 * 1024 * 1024, [data]);
-    await new Promise((r) => setTimeout(r, 800));
+    await sleep(800);
     p.setDelay(0);
     await write;
     expect(lines.some((l) => /timed out/.test(String(l['error'])))).toBe(true);
@@ -296,7 +296,7 @@ describe.skipIf(reason)('NVMe/TCP initiator against the Linux nvmet target', () 
   }, 60_000);
 
   it('end to end: a guest writes through vfiod serve (vfio-user) into a remote namespace, and the data is on the target', async () => {
-    const dir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-remote-e2e-'));
+    const dir = temporaryDir('vfiod-remote-e2e-');
     const uri = `nvme-tcp://${target.host}:${target.ports[0]}/${target.subsystemNqn}?nsid=1&queues=2&queue-depth=32&ctrl-loss-tmo=30`;
     const controller = await startController(
       controllerConfig({ socketPath: path.join(dir, 'remote.sock'), namespaces: [uri], identityPath: path.join(dir, 'id.json') }),

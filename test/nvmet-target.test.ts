@@ -3,7 +3,7 @@
  * watchdog, and the Linux nvmet-tcp target in its QEMU guest (one boot for the whole file, skipped with the reason
  * when the host cannot run it). A tiny NVMe/TCP exchange (ICReq, Fabrics Connect, Property Set, Write, Read, discovery
  * Get Log Page) lives here to prove the target serves real I/O into its backing file; it is not the project's
- * initiator (src/nvme-tcp/).
+ * initiator (src/namespace/nvme-tcp/).
  */
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -12,10 +12,9 @@ import net from 'node:net';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   DISCOVERY_NQN, exchangeIcReq, nvmetTargetUnavailableReason, startNvmetTarget, type NvmetTarget,
-} from './helpers/nvmet-target.js';
+} from '../testbed/nvmet-target.js';
 import { PduType, startFaultProxy, type FaultProxy } from './helpers/tcp-fault-proxy.js';
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+import { sleep } from './helpers/common.js';
 
 async function waitFor(predicate: () => boolean, timeoutMs = 5000, what = 'condition'): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -305,7 +304,7 @@ describe('tcp fault proxy (local echo server)', () => {
 // ---------------------------------------------------------------------------------------------------------------
 
 describe('qemu-launch.sh (no orphans)', () => {
-  const launcher = fileURLToPath(new URL('./testbed/qemu-launch.sh', import.meta.url));
+  const launcher = fileURLToPath(new URL('../testbed/qemu-launch.sh', import.meta.url));
   const alive = (pid: number): boolean => {
     try {
       process.kill(pid, 0);

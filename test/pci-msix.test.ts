@@ -1,5 +1,4 @@
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { native } from '../src/native/index.js';
@@ -17,6 +16,7 @@ import {
 } from '../src/pci/index.js';
 import { Errno, IrqIndex, IrqSetFlag, RegionIndex } from '../src/spec/vfio.js';
 import { memoryLogger, setLogLevel } from '../src/util/log.js';
+import { sleep, temporaryDir } from './helpers/common.js';
 
 const MSIX_BAR = 4;
 const VECTORS = 64;
@@ -120,7 +120,7 @@ async function waitFor(condition: () => boolean, what: string): Promise<void> {
   const deadline = Date.now() + 2000;
   while (!condition()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 2));
+    await sleep(2);
   }
 }
 
@@ -564,7 +564,7 @@ describe('interrupt fds from the client', () => {
     fn.setIrqs(MSIX, ACTION_TRIGGER | DATA_EVENTFD, 0, 1, [bound]);
     fn.setIrqs(INTX, ACTION_TRIGGER | DATA_EVENTFD, 0, 1, [intx]);
     fn.setIrqs(INTX, ACTION_UNMASK | DATA_EVENTFD, 0, 1, [resample]);
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'pci-fds-'));
+    const dir = temporaryDir('pci-fds-');
     const listener = native.listenUnix(path.join(dir, 'sink.sock'), 0o600, 1);
     const socket = native.connectUnix(path.join(dir, 'sink.sock'));
     const memfd = native.memfdCreate('not-an-eventfd', 4096);

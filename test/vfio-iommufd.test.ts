@@ -10,8 +10,7 @@
  * iommufd + cdev and through the legacy container on the same kernel, runs Identify by DMA through each, and checks
  * that the prober and DeviceManager see the cdev. Skips with the reason when that kernel (or QEMU & co.) is missing.
  */
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import os from 'node:os';
+import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -26,6 +25,7 @@ import {
   vfioGuestUnavailableReason,
   type VfioGuestRun,
 } from './helpers/vfio-guest.js';
+import { temporaryDir } from './helpers/common.js';
 
 type R = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -34,7 +34,7 @@ const openFds = (): number => readdirSync('/proc/self/fd').length;
 
 /** A fake sysfs + /dev: the device, optionally with a vfio-dev/vfio3 cdev and /dev/iommu. Files stand in for nodes. */
 function fakeTree(options: { cdev: boolean; iommu: boolean }): { root: string; sysfsRoot: string; devRoot: string } {
-  const root = mkdtempSync(path.join(os.tmpdir(), 'vfiod-iommufd-'));
+  const root = temporaryDir('vfiod-iommufd-');
   const sysfsRoot = path.join(root, 'sys');
   const devRoot = path.join(root, 'dev');
   const dev = path.join(sysfsRoot, 'bus/pci/devices', BDF);

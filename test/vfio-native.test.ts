@@ -3,14 +3,14 @@
  * context, DMA pin bookkeeping (a failed map unpins), the TS wrapper's error context. The real ioctls run in the
  * QEMU guest (test/vfio-passthrough.test.ts).
  */
-import { closeSync, mkdirSync, mkdtempSync, openSync, rmSync, symlinkSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { closeSync, mkdirSync, openSync, rmSync, symlinkSync } from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 
 import { native, PROT_READ, PROT_WRITE } from '../src/native/index.js';
 import { assertBdf, iommuGroupOf, openVfioDevice, VfioGroup } from '../src/vfio/index.js';
 import { NativeVfioProber, type VfioProber } from '../src/vfio/prober.js';
+import { temporaryDir } from './helpers/common.js';
 
 describe('native VFIO entry points', () => {
   it('validates fds, indexes and names before any syscall', () => {
@@ -101,7 +101,7 @@ describe('src/vfio wrapper', () => {
   });
 
   it('reads the IOMMU group from the sysfs link and refuses a link that is not a decimal group number', () => {
-    const sys = mkdtempSync(path.join(tmpdir(), 'vfiod-iommu-group-'));
+    const sys = temporaryDir('vfiod-iommu-group-');
     try {
       const devices = path.join(sys, 'bus/pci/devices');
       mkdirSync(devices, { recursive: true });

@@ -4,7 +4,6 @@
 // insists on naturally aligned accesses.
 import { once } from 'node:events';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { GuestMemory } from '../src/memory/guest-memory.js';
@@ -33,12 +32,12 @@ import {
 import { VfioUserServer, type VfioUserServerOptions } from '../src/vfio-user/server.js';
 import { PciAccessError, PciFunction } from '../src/pci/index.js';
 import { VfioUserClient, VfioUserReplyError, type Flavour } from './helpers/vfio-user-client.js';
+import { sleep, temporaryDir } from './helpers/common.js';
 
 const RW = PROT_READ | PROT_WRITE;
 const PAGE = 4096;
 const MSIX_VECTORS = 40;
 const FLAVOURS: Flavour[] = ['qemu', 'cloud-hypervisor'];
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
 function openFdCount(): number {
   return fs.readdirSync('/proc/self/fd').length;
@@ -190,7 +189,7 @@ afterEach(async () => {
 async function startServer(
   options: { device?: TestDevice; server?: Partial<VfioUserServerOptions>; socketName?: string } = {},
 ): Promise<Harness> {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfu-'));
+  const dir = temporaryDir('vfu-');
   cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
   const socketPath = path.join(dir, options.socketName ?? 'nvme.sock');
   const device = options.device ?? new TestDevice();
@@ -275,7 +274,7 @@ function warnings(lines: LogFields[], msg: string): LogFields[] {
 
 describe('socket lifecycle', () => {
   it('creates the parent directory and a 0600 socket, and removes the socket on close', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfu-'));
+    const dir = temporaryDir('vfu-');
     cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
     const socketPath = path.join(dir, 'deep', 'er', 'nvme.sock');
     const device = new TestDevice();
@@ -295,7 +294,7 @@ describe('socket lifecycle', () => {
   });
 
   it('replaces a stale socket but refuses a regular file and a live socket', async () => {
-    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vfu-'));
+    const dir = temporaryDir('vfu-');
     cleanups.push(() => fs.rmSync(dir, { recursive: true, force: true }));
     const device = new TestDevice();
     cleanups.push(() => device.dispose());

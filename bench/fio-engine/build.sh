@@ -10,7 +10,7 @@
 # Exit status: 0 built/up to date; 3 fio or its source is unavailable (callers may skip); 1 build error.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
-native=$(cd "$here/../native" && pwd)
+nvme_host=$(cd "$here/../nvme-host" && pwd)
 build="$here/build"
 force=0 sanitize=0
 for arg in "$@"; do
@@ -32,8 +32,8 @@ die() { echo "fio-engine build: $*" >&2; exit 1; }
 exec 9>"$build/.lock"
 flock 9
 
-sources="$here/engine.c $here/engine.h $here/xport_vfio_user.c $here/xport_vfio.c $here/dma.c $native/nvme_queue.c \
-$native/nvme_queue.h $native/vfio_user_client.c $native/vfio_user_client.h $here/build.sh"
+sources="$here/engine.c $here/engine.h $here/xport_vfio_user.c $here/xport_vfio.c $here/dma.c $nvme_host/nvme_queue.c \
+$nvme_host/nvme_queue.h $nvme_host/vfio_user_client.c $nvme_host/vfio_user_client.h $here/build.sh"
 
 fio_bin=$(command -v fio || true)
 [ -n "$fio_bin" ] || unavailable "fio is not installed (apt-get install fio)"
@@ -103,12 +103,12 @@ if [ $sanitize = 1 ]; then
 fi
 warn="-Wall -Wextra -Wno-unused-parameter -Wno-sign-compare -Wno-missing-field-initializers -Wno-format-truncation"
 # The transports and the NVMe queue layer are plain C; only engine.c sees fio's headers and configuration.
-for f in "$here/xport_vfio_user.c" "$here/xport_vfio.c" "$here/dma.c" "$native/nvme_queue.c" "$native/vfio_user_client.c"; do
-  $CC $opt -g $warn -std=gnu11 -fPIC -pthread -I"$native" -I"$here" -c -o "$obj/$(basename "$f" .c).o" "$f" ||
+for f in "$here/xport_vfio_user.c" "$here/xport_vfio.c" "$here/dma.c" "$nvme_host/nvme_queue.c" "$nvme_host/vfio_user_client.c"; do
+  $CC $opt -g $warn -std=gnu11 -fPIC -pthread -I"$nvme_host" -I"$here" -c -o "$obj/$(basename "$f" .c).o" "$f" ||
     die "compiling $f failed"
 done
 $CC $opt -g $warn -std=gnu11 -fPIC -pthread -D_GNU_SOURCE -D_LARGEFILE_SOURCE -D_FILE_OFFSET_BITS=64 \
-  -include "$src/config-host.h" -I"$src" -I"$native" -I"$here" -DVFIOD_FIO_VERSION="\"$fio_version\"" \
+  -include "$src/config-host.h" -I"$src" -I"$nvme_host" -I"$here" -DVFIOD_FIO_VERSION="\"$fio_version\"" \
   -c -o "$obj/engine.o" "$here/engine.c" || die "compiling $here/engine.c failed"
 $CC $opt -shared -pthread -o "$tmp" "$obj/engine.o" "$obj/xport_vfio_user.o" "$obj/xport_vfio.o" "$obj/dma.o" \
   "$obj/nvme_queue.o" "$obj/vfio_user_client.o" || { rm -f "$tmp"; die "linking failed"; }

@@ -2,7 +2,7 @@
  * vfiod fio engine: the pieces shared by the fio glue (engine.c) and the two transports.
  *
  * A transport turns a target (a vfio-user socket, or a PCI function on vfio-pci) into NVMe register access and
- * doorbells (struct nvme_regs_ops, driven by bench/native/nvme_queue.c) plus DMA mapping of host memory at an I/O
+ * doorbells (struct nvme_regs_ops, driven by bench/nvme-host/nvme_queue.c) plus DMA mapping of host memory at an I/O
  * virtual address the device uses. Nothing here knows about fio.
  */
 #ifndef VFIOD_FIO_ENGINE_H

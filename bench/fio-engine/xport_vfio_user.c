@@ -1,5 +1,5 @@
 /*
- * vfio-user transport of the fio engine (engine.h): a `vfiod serve` socket through bench/native/vfio_user_client.c.
+ * vfio-user transport of the fio engine (engine.h): a `vfiod serve` socket through bench/nvme-host/vfio_user_client.c.
  *
  * One socket per controller, shared by every fio job (thread) using it. Socket traffic (register access, trapped
  * doorbells, DMA_MAP) is serialised by the connection's mutex; connections to different targets do not wait for

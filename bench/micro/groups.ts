@@ -5,7 +5,7 @@
 import { GuestMemory } from '../../src/memory/guest-memory.js';
 import { mapDataPointer } from '../../src/nvme/data-pointer.js';
 import { CompletionQueue, SubmissionQueue } from '../../src/nvme/queues.js';
-import { DATA_HLEN, PduType, readCommonHeader, readDataHeader, writeCommonHeader, writeDataPdu, CMD_HLEN } from '../../src/nvme-tcp/pdu.js';
+import { DATA_HLEN, PduType, readCommonHeader, readDataHeader, writeCommonHeader, writeDataPdu, CMD_HLEN } from '../../src/namespace/nvme-tcp/pdu.js';
 import { Command, HEADER_SIZE, BodySize, encodeRegionAccess, readHeader, readRegionAccess } from '../../src/vfio-user/protocol.js';
 import { consume, type Group } from './harness.js';
 

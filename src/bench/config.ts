@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
-import { DEFAULT_STATE } from '../cli/devices.js';
+import { DEFAULT_CLAIMS_DB } from '../devices/claims.js';
 import { normalizeBdf } from '../util/pci-address.js';
 import { parseNamespaceUri } from '../namespace/uri.js';
 import { parseSize } from '../util/size.js';
@@ -434,7 +434,7 @@ function validateTarget(
         problems.push(`${where}.prepare: expected true or false, got ${describe(prepare)}`);
         return undefined;
       }
-      const claimsDb = entry['claims-db'] ?? DEFAULT_STATE; // vfiod devices' database: the CLI sees the harness's claims
+      const claimsDb = entry['claims-db'] ?? DEFAULT_CLAIMS_DB; // vfiod devices' database: the CLI sees the harness's claims
       if (typeof claimsDb !== 'string' || claimsDb === '') {
         problems.push(`${where}.claims-db: expected the path of the passthrough manager's claims database, got ${describe(claimsDb)}`);
         return undefined;

@@ -6,6 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import net from 'node:net';
+import { sleep } from '../util/sleep.js';
 
 export interface GuestCommandResult {
   /** Exit status; null when killed by a signal (or by the timeout). */
@@ -196,7 +197,6 @@ export class QgaClient {
 }
 
 const decode = (data: unknown): string => (typeof data === 'string' ? Buffer.from(data, 'base64').toString('utf8') : '');
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Commands through qemu-ga: guest-exec with captured output, polled with guest-exec-status. */
 export class QgaExec implements GuestExec {

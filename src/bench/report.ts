@@ -6,7 +6,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { formatBs, workloadKey } from './matrix.js';
-import type { BenchResults, PointResult } from './run.js';
+import type { BenchResults, PointResult } from './results.js';
 import { svgDocument, type LineChart } from './svg.js';
 
 export interface WorkloadTable {

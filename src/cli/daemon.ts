@@ -6,7 +6,8 @@ import { parseArgs } from 'node:util';
 import { DEFAULT_DAEMON_SOCKET, DEFAULT_STATE_DIR, type DaemonOptions, startDaemon } from '../daemon/server.js';
 import { DEFAULT_ROOTS } from '../devices/host.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
-import { type LogLevel, rootLogger, setLogLevel } from '../util/log.js';
+import { rootLogger } from '../util/log.js';
+import { applyLogLevel, socketMode, UsageError } from './common.js';
 
 export const DAEMON_USAGE = `Usage: vfiod daemon [options]
 
@@ -27,8 +28,6 @@ Options:
   --log-level <level>    debug, info, warn or error (default info)
   -h, --help
 `;
-
-export class DaemonUsageError extends Error {}
 
 /** Parses `vfiod daemon` options; undefined when help was asked for. */
 export function parseDaemonArgs(argv: string[]): DaemonOptions | undefined {
@@ -55,31 +54,24 @@ export function parseDaemonArgs(argv: string[]): DaemonOptions | undefined {
       },
     });
   } catch (error) {
-    throw new DaemonUsageError(errorMessage(error));
+    throw new UsageError(errorMessage(error));
   }
   const v = parsed.values;
   if (v.help) return undefined;
-  if (v['log-level'] !== undefined) {
-    if (!['debug', 'info', 'warn', 'error'].includes(v['log-level'])) throw new DaemonUsageError(`--log-level must be debug, info, warn or error, not '${v['log-level']}'`);
-    setLogLevel(v['log-level'] as LogLevel);
-  }
-  if (v['no-socket'] && v.socket !== undefined) throw new DaemonUsageError('--socket and --no-socket contradict each other');
-  if (v['no-socket'] && v.tcp === undefined) throw new DaemonUsageError('--no-socket needs --tcp: the daemon must listen somewhere');
+  if (v['log-level'] !== undefined) applyLogLevel(v['log-level']);
+  if (v['no-socket'] && v.socket !== undefined) throw new UsageError('--socket and --no-socket contradict each other');
+  if (v['no-socket'] && v.tcp === undefined) throw new UsageError('--no-socket needs --tcp: the daemon must listen somewhere');
   const tlsGiven = v['tls-cert'] !== undefined || v['tls-key'] !== undefined || v['tls-ca'] !== undefined;
-  if (tlsGiven && v.tcp === undefined) throw new DaemonUsageError('--tls-cert/--tls-key/--tls-ca only apply to --tcp');
-  if (tlsGiven && (v['tls-cert'] === undefined || v['tls-key'] === undefined)) throw new DaemonUsageError('TLS needs both --tls-cert and --tls-key');
+  if (tlsGiven && v.tcp === undefined) throw new UsageError('--tls-cert/--tls-key/--tls-ca only apply to --tcp');
+  if (tlsGiven && (v['tls-cert'] === undefined || v['tls-key'] === undefined)) throw new UsageError('TLS needs both --tls-cert and --tls-key');
   if (v.tcp !== undefined && !tlsGiven && !v['insecure-tcp']) {
-    throw new DaemonUsageError(`refusing plain TCP on ${v.tcp}: give --tls-cert and --tls-key, or --insecure-tcp to accept an unauthenticated, unencrypted API`);
+    throw new UsageError(`refusing plain TCP on ${v.tcp}: give --tls-cert and --tls-key, or --insecure-tcp to accept an unauthenticated, unencrypted API`);
   }
-  if (v['insecure-tcp'] && tlsGiven) throw new DaemonUsageError('--insecure-tcp and TLS options contradict each other');
-  let socketMode: number | undefined;
-  if (v['socket-mode'] !== undefined) {
-    if (!/^0?[0-7]{3}$/.test(v['socket-mode'])) throw new DaemonUsageError(`--socket-mode must be octal like 0600, not '${v['socket-mode']}'`);
-    socketMode = parseInt(v['socket-mode'], 8);
-  }
+  if (v['insecure-tcp'] && tlsGiven) throw new UsageError('--insecure-tcp and TLS options contradict each other');
+  const mode = v['socket-mode'] === undefined ? undefined : socketMode(v['socket-mode']);
   return {
     socketPath: v['no-socket'] ? null : (v.socket ?? DEFAULT_DAEMON_SOCKET),
-    ...(socketMode !== undefined ? { socketMode } : {}),
+    ...(mode !== undefined ? { socketMode: mode } : {}),
     ...(v.tcp !== undefined ? { tcp: v.tcp } : {}),
     ...(v['tls-cert'] !== undefined && v['tls-key'] !== undefined
       ? { tls: { cert: v['tls-cert'], key: v['tls-key'], ...(v['tls-ca'] !== undefined ? { ca: v['tls-ca'] } : {}) } }

@@ -1,21 +1,37 @@
 /**
- * `vfiod devices`: list, show, prepare, release and reconcile host PCI devices for VFIO passthrough, without the
- * daemon. Claims live in the state database (--state, default /var/lib/vfiod/claims.db). docs/passthrough.md.
+ * `vfiod devices`: list, show, prepare, release and reconcile host PCI devices for VFIO passthrough. Standalone
+ * (`runDevices`), claims live in the state database (--state, default /var/lib/vfiod/claims.db); through a running
+ * daemon (`runDevicesViaDaemon`, DeviceService) when one is there. Both print the same tables. docs/passthrough.md.
  *
  * Exit codes: 0 ok, 1 operation failed (refused or rolled back), 2 usage error, 3 device not found,
- * 4 busy (held by a VMM, or claimed by another VM), 5 reconcile found something needing attention.
+ * 4 busy (held by a VMM, or claimed by another VM), 5 reconcile found something needing attention, 6 no daemon
+ * reachable (through the daemon).
  */
+import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { ClaimStore } from '../devices/claims.js';
-import { listDevices, type PciDevice, readDevice } from '../devices/discovery.js';
+import * as grpc from '@grpc/grpc-js';
+import { ApiError } from '../daemon/client.js';
+import { unpackAny } from '../daemon/proto.js';
+import { DEFAULT_DAEMON_SOCKET } from '../daemon/server.js';
+import { ClaimStore, DEFAULT_CLAIMS_DB } from '../devices/claims.js';
+import { type Bar, type DeviceKind, type HostUse, listDevices, type PciDevice, readDevice, type VfioState } from '../devices/discovery.js';
 import { DEFAULT_ROOTS, type HostRoots, realSysfsWriter, type SysfsWriter } from '../devices/host.js';
 import { normalizeBdf } from '../util/pci-address.js';
 import { DeviceError, DeviceManager } from '../devices/manager.js';
 import type { VfioProber } from '../devices/probe.js';
 import { DEVICE_KINDS, type DeviceSelector, parseId, selectDevices } from '../devices/selectors.js';
-import type { DeviceKind } from '../devices/discovery.js';
-
-export const DEFAULT_STATE = '/var/lib/vfiod/claims.db';
+import {
+  bdfOption,
+  CLIENT_EXIT,
+  type ClientDeps,
+  EXIT,
+  milliseconds,
+  shortEnum,
+  subcommandHelp,
+  table,
+  UsageError,
+} from './common.js';
+import { CONNECTION_HELP, printJson, withClient } from './remote.js';
 
 export const DEVICES_USAGE = `Usage: vfiod devices <command> [options]
 
@@ -30,25 +46,31 @@ Commands:
   reconcile [--json]    repair what interrupted operations left, report the rest
 
 Common options:
-  --state <path>        claims database (default ${DEFAULT_STATE})
+  --state <path>        claims database (default ${DEFAULT_CLAIMS_DB})
   --sysfs-root <dir>    default /sys      --dev-root <dir>  default /dev      --proc-root <dir>  default /proc
   -h, --help
 
 Classes: ${DEVICE_KINDS.join(', ')}. Exit codes: 0 ok, 1 failed/refused, 2 usage, 3 not found, 4 busy, 5 needs attention.
 `;
 
-export const EXIT = { ok: 0, failed: 1, usage: 2, notFound: 3, busy: 4, attention: 5 } as const;
+/** The options of `vfiod devices` standalone and through the daemon alike. */
+const DEVICE_OPTIONS = {
+  id: { type: 'string', multiple: true },
+  class: { type: 'string', multiple: true },
+  pf: { type: 'string', multiple: true },
+  free: { type: 'boolean' },
+  owner: { type: 'string' },
+  force: { type: 'boolean' },
+  'whole-group': { type: 'boolean' },
+  wait: { type: 'string' },
+} as const;
 
-export interface DevicesDeps {
-  stdout?: (text: string) => void;
-  stderr?: (text: string) => void;
+export interface DevicesDeps extends ClientDeps {
   writer?: SysfsWriter;
   prober?: VfioProber;
   /** Poll interval for waits (tests shorten it). */
   pollMs?: number;
 }
-
-class CliUsage extends Error {}
 
 function exitFor(error: DeviceError): number {
   switch (error.code) {
@@ -69,7 +91,7 @@ const hexSize = (n: number): string => {
   return `${n}B`;
 };
 
-function statusOf(d: PciDevice, claimOwner: string | undefined): string {
+function statusOf(d: ShownDevice, claimOwner: string | undefined): string {
   if (claimOwner) return `claimed:${claimOwner}`;
   if (d.vfio.usable) return d.vfio.state === 'vendor-vfio' ? 'vfio(vendor)' : 'vfio';
   if (d.hostUse.some((u) => u.blocking)) return 'in-use';
@@ -83,13 +105,11 @@ function statusOf(d: PciDevice, claimOwner: string | undefined): string {
   }
 }
 
-export function table(rows: string[][]): string {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n') + '\n';
-}
+/** What the tables print of a device: a PciDevice, or the API's DeviceInfo (which gives a BAR's index and size). */
+type ShownDevice = Omit<PciDevice, 'bars'> & { bars: Array<Pick<Bar, 'index' | 'size'>> };
 
 /** The device table of `vfiod devices list` (standalone, and through the daemon). */
-export function renderList(devices: PciDevice[], owners: Map<string, string>): string {
+export function renderList(devices: ShownDevice[], owners: Map<string, string>): string {
   const rows = [['BDF', 'ID', 'CLASS', 'DRIVER', 'GROUP', 'NUMA', 'SR-IOV', 'STATUS', 'NOTES']];
   for (const d of devices) {
     const sriov = d.sriov ? `PF ${d.sriov.numVfs}/${d.sriov.totalVfs}` : d.physfn ? `VF of ${d.physfn.slice(5)}` : '-';
@@ -113,9 +133,19 @@ export function renderList(devices: PciDevice[], owners: Map<string, string>): s
   return table(rows);
 }
 
+/** What `vfiod devices show` prints of a claim (a claims-database row, or the API's ClaimInfo). */
+interface ShownClaim {
+  owner: string;
+  state: string;
+  originalDriver: string | null;
+  originalOverride: string | null;
+  createdAt: string;
+  updatedAt: string;
+  note: string | null;
+}
+
 /** The device report of `vfiod devices show` (standalone, and through the daemon). */
-export function renderShow(d: PciDevice, claim: unknown): string {
-  const c = claim as { owner: string; state: string; originalDriver: string | null; originalOverride: string | null; createdAt: string; updatedAt: string; note: string | null } | undefined;
+export function renderShow(d: ShownDevice, c: ShownClaim | undefined): string {
   const lines = [
     `${d.bdf}  ${d.vendor}:${d.device} (subsystem ${d.subsystemVendor ?? '?'}:${d.subsystemDevice ?? '?'})  class ${d.classCode} (${d.kind})`,
     `driver:          ${d.driver ?? 'none'}${d.driverOverride ? ` (driver_override ${d.driverOverride})` : ''}`,
@@ -140,7 +170,7 @@ export function renderShow(d: PciDevice, claim: unknown): string {
 function seconds(option: string, text: string | undefined, fallback: number): number {
   if (text === undefined) return fallback;
   const v = Number(text);
-  if (!/^\d+(\.\d+)?$/.test(text) || !Number.isFinite(v)) throw new CliUsage(`${option} must be a number of seconds, not '${text}'`);
+  if (!/^\d+(\.\d+)?$/.test(text) || !Number.isFinite(v)) throw new UsageError(`${option} must be a number of seconds, not '${text}'`);
   return Math.round(v * 1000);
 }
 
@@ -158,20 +188,13 @@ export async function runDevices(argv: string[], deps: DevicesDeps = {}): Promis
       args: rest,
       allowPositionals: true,
       options: {
+        ...DEVICE_OPTIONS,
         json: { type: 'boolean' },
         state: { type: 'string' },
         'sysfs-root': { type: 'string' },
         'dev-root': { type: 'string' },
         'proc-root': { type: 'string' },
-        id: { type: 'string', multiple: true },
-        class: { type: 'string', multiple: true },
-        pf: { type: 'string', multiple: true },
-        free: { type: 'boolean' },
-        owner: { type: 'string' },
-        force: { type: 'boolean' },
-        'whole-group': { type: 'boolean' },
         timeout: { type: 'string' },
-        wait: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -189,16 +212,16 @@ export async function runDevices(argv: string[], deps: DevicesDeps = {}): Promis
     dev: v['dev-root'] ?? DEFAULT_ROOTS.dev,
     proc: v['proc-root'] ?? DEFAULT_ROOTS.proc,
   };
-  const statePath = v.state ?? DEFAULT_STATE;
+  const statePath = v.state ?? DEFAULT_CLAIMS_DB;
   const json = (value: unknown) => out(`${JSON.stringify(value, null, 2)}\n`);
   let store: ClaimStore | undefined;
   const openStore = (): ClaimStore => (store ??= new ClaimStore(statePath));
   const bdfArg = (): string => {
     const [first, ...more] = parsed.positionals;
-    if (!first) throw new CliUsage(`${command} needs a device address (BDF), e.g. 0000:01:00.1`);
-    if (more.length) throw new CliUsage(`${command} takes one device, got ${parsed.positionals.length}`);
+    if (!first) throw new UsageError(`${command} needs a device address (BDF), e.g. 0000:01:00.1`);
+    if (more.length) throw new UsageError(`${command} takes one device, got ${parsed.positionals.length}`);
     const bdf = normalizeBdf(first);
-    if (!bdf) throw new CliUsage(`'${first}' is not a PCI address (expected 0000:01:00.1 or 01:00.1)`);
+    if (!bdf) throw new UsageError(`'${first}' is not a PCI address (expected 0000:01:00.1 or 01:00.1)`);
     return bdf;
   };
   const manager = async (): Promise<DeviceManager> =>
@@ -215,11 +238,11 @@ export async function runDevices(argv: string[], deps: DevicesDeps = {}): Promis
     switch (command) {
       case 'list': {
         const classes = v.class ?? [];
-        for (const c of classes) if (!DEVICE_KINDS.includes(c as DeviceKind)) throw new CliUsage(`--class must be one of ${DEVICE_KINDS.join(', ')}, not '${c}'`);
-        for (const i of v.id ?? []) if (!parseId(i)) throw new CliUsage(`--id must look like 15b3:6001, not '${i}'`);
+        for (const c of classes) if (!DEVICE_KINDS.includes(c as DeviceKind)) throw new UsageError(`--class must be one of ${DEVICE_KINDS.join(', ')}, not '${c}'`);
+        for (const i of v.id ?? []) if (!parseId(i)) throw new UsageError(`--id must look like 15b3:6001, not '${i}'`);
         const bdfs = parsed.positionals.map((p) => {
           const b = normalizeBdf(p);
-          if (!b) throw new CliUsage(`'${p}' is not a PCI address`);
+          if (!b) throw new UsageError(`'${p}' is not a PCI address`);
           return b;
         });
         const pfs = (v.pf ?? []).map((p) => normalizeBdf(p) ?? p);
@@ -246,7 +269,7 @@ export async function runDevices(argv: string[], deps: DevicesDeps = {}): Promis
       }
       case 'prepare': {
         const bdf = bdfArg();
-        if (!v.owner) throw new CliUsage('prepare needs --owner <vm>');
+        if (!v.owner) throw new UsageError('prepare needs --owner <vm>');
         const result = await (await manager()).prepare(bdf, v.owner, { force: v.force ?? false, wholeGroup: v['whole-group'] ?? false });
         if (v.json) json(result);
         else {
@@ -259,7 +282,7 @@ export async function runDevices(argv: string[], deps: DevicesDeps = {}): Promis
       }
       case 'release': {
         const bdf = bdfArg();
-        if (!v.owner) throw new CliUsage('release needs --owner <vm>');
+        if (!v.owner) throw new UsageError('release needs --owner <vm>');
         const result = await (await manager()).release(bdf, v.owner, { waitMs: seconds('--wait', v.wait, 0) });
         if (v.json) json(result);
         else {
@@ -276,10 +299,10 @@ export async function runDevices(argv: string[], deps: DevicesDeps = {}): Promis
         return report.some((r) => r.action === 'attention') ? EXIT.attention : EXIT.ok;
       }
       default:
-        throw new CliUsage(`unknown devices command '${command}'`);
+        throw new UsageError(`unknown devices command '${command}'`);
     }
   } catch (error) {
-    if (error instanceof CliUsage) {
+    if (error instanceof UsageError) {
       err(`vfiod devices: ${error.message}\n${DEVICES_USAGE}`);
       return EXIT.usage;
     }
@@ -299,9 +322,244 @@ function safeClaims(statePath: string, open: () => ClaimStore): ReturnType<Claim
   try {
     return open().list();
   } catch (error) {
-    if (statePath === DEFAULT_STATE) return [];
+    if (statePath === DEFAULT_CLAIMS_DB) return [];
     throw error;
   }
+}
+
+// ---- through the daemon ----
+
+export const DEVICES_DAEMON_USAGE = `Usage: vfiod devices <command> [options]   (through the daemon)
+
+Commands:
+  list [<bdf>...] [--id <vendor:device>] [--class <kind>] [--pf <bdf>] [--free]
+  show <bdf>
+  prepare <bdf> --owner <vm> [--force] [--whole-group]
+  release <bdf> --owner <vm> [--wait <s>]
+  events [<bdf>...]            follow device events until interrupted
+
+--standalone (or --state/--sysfs-root/...) runs without the daemon.
+
+${CONNECTION_HELP}`;
+
+/** Whether `vfiod devices` should go through a daemon: --daemon given, or the default socket exists and no local roots. */
+export function devicesUseDaemon(argv: string[]): boolean {
+  if (argv.includes('--standalone')) return false;
+  if (argv.some((a) => a === '--daemon' || a.startsWith('--daemon='))) return true;
+  const local = ['--state', '--sysfs-root', '--dev-root', '--proc-root'];
+  if (argv.some((a) => local.includes(a) || local.some((o) => a.startsWith(`${o}=`)))) return false;
+  return existsSync(process.env['VFIOD_DAEMON'] ?? DEFAULT_DAEMON_SOCKET);
+}
+
+// vfiod.v1 messages (proto/vfiod/v1/devices.proto) as the client receives them: camelCase, enums as names, an absent
+// optional field as missing, an absent message as null.
+
+interface ClaimInfo {
+  owner: string;
+  state: string;
+  originalDriver?: string;
+  originalOverride?: string;
+  note: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+interface DeviceInfo {
+  bdf: string;
+  vendorId: string;
+  deviceId: string;
+  subsystemVendorId: string;
+  subsystemDeviceId: string;
+  classCode: string;
+  kind: string;
+  driver?: string;
+  driverOverride?: string;
+  iommuGroup?: number;
+  iommuGroupMembers: string[];
+  numaNode?: number;
+  physfn?: string;
+  virtfns: string[];
+  sriov: { totalVfs: number; numVfs: number; driversAutoprobe?: boolean } | null;
+  resetMethods: string[];
+  bars: Array<{ index: number; size: number }>;
+  vfioGroupDev: string;
+  vfioCdev: string;
+  hostUses: HostUse[];
+  vfioState: string;
+  vfioUsable: boolean;
+  iommuGroupViable: boolean;
+  vfioReasons: string[];
+  claim: ClaimInfo | null;
+}
+
+interface ListDevicesResponse {
+  devices: DeviceInfo[];
+}
+
+interface GetDeviceResponse {
+  device: DeviceInfo;
+}
+
+interface PrepareDeviceResponse {
+  owner: string;
+  changed: boolean;
+  devices: Array<{ bdf: string; mode: string; originalDriver?: string; companion: boolean }>;
+  vfioGroupDev: string;
+  vfioCdev: string;
+  overridden: string[];
+  warnings: string[];
+}
+
+interface ReleaseDeviceResponse {
+  owner: string;
+  devices: Array<{ bdf: string; restoredDriver?: string; gone: boolean }>;
+  autoprobeRestored: string[];
+}
+
+interface DeviceEvent {
+  id: string;
+  componentId: string;
+  data: { type_url: string; value: Uint8Array };
+}
+
+/** The payload of a DeviceEvent. */
+interface DeviceStateChanged {
+  bdf: string;
+  kind: string;
+  owner: string;
+  detail: string;
+  at: string;
+}
+
+/** The API's DeviceInfo in the passthrough manager's terms, so `renderList` and `renderShow` print it alike. */
+function shownDeviceFrom(d: DeviceInfo): ShownDevice {
+  const sriov = d.sriov;
+  return {
+    bdf: d.bdf,
+    vendor: d.vendorId,
+    device: d.deviceId,
+    subsystemVendor: d.subsystemVendorId || null,
+    subsystemDevice: d.subsystemDeviceId || null,
+    classCode: d.classCode,
+    kind: shortEnum(d.kind, 'DEVICE_KIND_') as DeviceKind,
+    driver: d.driver ?? null,
+    driverOverride: d.driverOverride ?? null,
+    iommuGroup: d.iommuGroup ?? null,
+    groupMembers: d.iommuGroupMembers ?? [],
+    numaNode: d.numaNode ?? null,
+    physfn: d.physfn ?? null,
+    virtfns: d.virtfns ?? [],
+    sriov: sriov ? { totalVfs: sriov.totalVfs, numVfs: sriov.numVfs, driversAutoprobe: sriov.driversAutoprobe ?? null } : null,
+    resetMethods: d.resetMethods ?? null,
+    bars: d.bars ?? [],
+    vfioGroupDev: d.vfioGroupDev || null,
+    vfioCdev: d.vfioCdev || null,
+    hostUse: d.hostUses ?? [],
+    vfio: { state: shortEnum(d.vfioState, 'VFIO_STATE_') as VfioState, usable: d.vfioUsable, groupViable: d.iommuGroupViable, reasons: d.vfioReasons ?? [] },
+  };
+}
+
+/** The API's ClaimInfo in the shape `renderShow` prints. */
+function claimFrom(c: ClaimInfo | null | undefined): ShownClaim | undefined {
+  if (!c) return undefined;
+  return {
+    owner: c.owner,
+    state: shortEnum(c.state, 'CLAIM_STATE_'),
+    originalDriver: c.originalDriver ?? null,
+    originalOverride: c.originalOverride ?? null,
+    createdAt: c.createdAt,
+    updatedAt: c.updatedAt,
+    note: c.note || null,
+  };
+}
+
+export async function runDevicesViaDaemon(argv: string[], deps: ClientDeps = {}): Promise<number> {
+  const [command, ...rest] = argv;
+  const help = subcommandHelp(command, DEVICES_DAEMON_USAGE, deps);
+  if (help !== undefined) return help;
+  return withClient(`devices ${command}`, DEVICES_DAEMON_USAGE, rest, DEVICE_OPTIONS, deps, async (ctx, v, positionals) => {
+    const bdfArg = (): string => {
+      if (positionals.length !== 1) throw new UsageError(`${command} takes one device address (BDF)`);
+      return bdfOption(command!, positionals[0]!);
+    };
+    switch (command) {
+      case 'list': {
+        const kinds = (v.class ?? []).map((c) => {
+          if (!DEVICE_KINDS.includes(c as DeviceKind)) throw new UsageError(`--class must be one of ${DEVICE_KINDS.join(', ')}, not '${c}'`);
+          return `DEVICE_KIND_${c.toUpperCase()}`;
+        });
+        const response = await ctx.client.call<ListDevicesResponse>('DeviceService', 'ListDevices', {
+          bdfs: positionals.map((p) => bdfOption('list', p)),
+          ids: v.id ?? [],
+          kinds,
+          pfs: (v.pf ?? []).map((p) => bdfOption('--pf', p)),
+          freeOnly: Boolean(v.free),
+        });
+        const devices = response.devices;
+        const owners = new Map<string, string>(devices.flatMap((d) => (d.claim ? [[d.bdf, d.claim.owner] as const] : [])));
+        if (ctx.json) printJson(ctx, response);
+        else ctx.out(devices.length ? renderList(devices.map(shownDeviceFrom), owners) : 'no matching devices\n');
+        return CLIENT_EXIT.ok;
+      }
+      case 'show': {
+        const response = await ctx.client.call<GetDeviceResponse>('DeviceService', 'GetDevice', { bdf: bdfArg() });
+        if (ctx.json) printJson(ctx, response);
+        else ctx.out(renderShow(shownDeviceFrom(response.device), claimFrom(response.device.claim)));
+        return CLIENT_EXIT.ok;
+      }
+      case 'prepare': {
+        const bdf = bdfArg();
+        if (!v.owner) throw new UsageError('prepare needs --owner <vm>');
+        const r = await ctx.client.call<PrepareDeviceResponse>('DeviceService', 'PrepareDevice', { bdf, owner: v.owner, force: Boolean(v.force), wholeGroup: Boolean(v['whole-group']) });
+        if (ctx.json) printJson(ctx, r);
+        else {
+          ctx.out(`${r.changed ? 'prepared' : 'already prepared'} ${bdf} for ${r.owner}: ${r.vfioCdev || r.vfioGroupDev}\n`);
+          for (const d of r.devices) ctx.out(`  ${d.bdf}${d.companion ? ' (companion)' : ''}: ${d.mode === 'CLAIM_MODE_AS_IS' ? 'left on its VFIO driver' : `was ${d.originalDriver ?? 'unbound'}`}\n`);
+          for (const o of r.overridden) ctx.out(`  forced over: ${o}\n`);
+          for (const w of r.warnings) ctx.out(`  warning: ${w}\n`);
+        }
+        return CLIENT_EXIT.ok;
+      }
+      case 'release': {
+        const bdf = bdfArg();
+        if (!v.owner) throw new UsageError('release needs --owner <vm>');
+        const waitMs = milliseconds('--wait', v.wait) ?? 0;
+        const r = await ctx.client.call<ReleaseDeviceResponse>('DeviceService', 'ReleaseDevice', { bdf, owner: v.owner, waitMs }, waitMs + 60_000);
+        if (ctx.json) printJson(ctx, r);
+        else {
+          ctx.out(`released ${bdf} from ${r.owner}\n`);
+          for (const d of r.devices) ctx.out(`  ${d.bdf}: ${d.gone ? 'device is gone' : `restored to ${d.restoredDriver ?? 'no driver'}`}\n`);
+          for (const pf of r.autoprobeRestored) ctx.out(`  sriov_drivers_autoprobe restored on ${pf}\n`);
+        }
+        return CLIENT_EXIT.ok;
+      }
+      case 'events': {
+        const stream = ctx.client.stream('DeviceService', 'StreamDeviceEvents', { bdfs: positionals.map((p) => bdfOption('events', p)) });
+        const stop = (): void => stream.cancel();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+        try {
+          return await new Promise<number>((resolve, reject) => {
+            stream.on('data', (event: DeviceEvent) => {
+              const data = unpackAny(event.data).value as unknown as DeviceStateChanged;
+              if (ctx.json) ctx.out(`${JSON.stringify({ id: event.id, componentId: event.componentId, ...data })}\n`);
+              else ctx.out(`${data.at}  ${event.componentId}  ${shortEnum(data.kind, 'DEVICE_EVENT_KIND_')}${data.owner ? `  VM ${data.owner}` : ''}  ${data.detail}\n`);
+            });
+            stream.on('end', () => resolve(CLIENT_EXIT.ok));
+            stream.on('error', (error: grpc.ServiceError) => {
+              if (error.code === grpc.status.CANCELLED) resolve(CLIENT_EXIT.ok);
+              else reject(new ApiError(error.code, error.details, 'StreamDeviceEvents'));
+            });
+          });
+        } finally {
+          process.off('SIGINT', stop);
+          process.off('SIGTERM', stop);
+        }
+      }
+      default:
+        throw new UsageError(`unknown devices command '${command}'`);
+    }
+  });
 }
 
 /**

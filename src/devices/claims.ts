@@ -29,6 +29,9 @@ export interface Claim {
   updatedAt: string;
 }
 
+/** Where `vfiod devices` keeps its claims unless told otherwise (the daemon keeps them in <state dir>/claims.db). */
+export const DEFAULT_CLAIMS_DB = '/var/lib/vfiod/claims.db';
+
 export class ClaimConflictError extends Error {}
 
 interface Row {

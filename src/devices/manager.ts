@@ -10,7 +10,6 @@
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { type Claim, ClaimConflictError, type ClaimStore, type NewClaim } from './claims.js';
 import {
   findHolders,
@@ -26,6 +25,7 @@ import { driversProbeFile, type HostRoots, pciDeviceDir, type SysfsWriter, vfioG
 import { slotOf } from '../util/pci-address.js';
 import type { VfioProbeResult, VfioProber } from './probe.js';
 import { type ErrorCode, VfiodError } from '../util/errors.js';
+import { sleep } from '../util/sleep.js';
 
 export type DeviceErrorCode = ErrorCode;
 

@@ -10,10 +10,10 @@
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import http from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { rootLogger } from '../util/log.js';
 import { type ErrorCode, errorMessage, VfiodError } from '../util/errors.js';
 import { trailingBdf } from '../util/pci-address.js';
+import { sleep } from '../util/sleep.js';
 import type { ChDeviceConfig, ChUserDeviceConfig } from './static-config.js';
 import type { AddedDevice, HypervisorAdapter, PciDeviceSpec, UserDeviceSpec, VmmDevice } from './types.js';
 

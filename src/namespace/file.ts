@@ -39,7 +39,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { Status } from '../spec/nvme.js';
 import { rootLogger, type Logger } from '../util/log.js';
 import { formatSize } from '../util/size.js';
 import { NamespaceError, type ByteRange, type Namespace, type NamespaceUsage } from './namespace.js';
@@ -578,16 +577,15 @@ export class FileNamespace implements Namespace {
   failure(operation: string, offset: number, length: number, error: unknown): NamespaceError {
     const code = errorCode(error);
     const kind =
-      code === 'ENOSPC' || code === 'EDQUOT' ? 'capacity' : operation === 'read' ? 'read' : 'write';
-    const status = code === 'EROFS' ? Status.NAMESPACE_WRITE_PROTECTED : undefined;
+      code === 'ENOSPC' || code === 'EDQUOT' ? 'capacity' : code === 'EROFS' ? 'read-only' : operation === 'read' ? 'read' : 'write';
     const where = length > 0 ? ` of ${length} bytes at offset ${offset}` : '';
-    return new NamespaceError(kind, `${this.description}: ${operation}${where} failed: ${errorMessage(error)}`, status, {
+    return new NamespaceError(kind, `${this.description}: ${operation}${where} failed: ${errorMessage(error)}`, undefined, {
       cause: error,
     });
   }
 
   private writeProtected(): NamespaceError {
-    return new NamespaceError('write', `${this.description} is read-only`, Status.NAMESPACE_WRITE_PROTECTED);
+    return new NamespaceError('read-only', `${this.description} is read-only`);
   }
 
   private checkOpen(operation: string): void {

@@ -45,26 +45,31 @@ export interface NamespaceUsage {
   allocatedBytes: number;
 }
 
-/** Why a backend operation failed; the controller maps each kind to an NVMe status. */
+/**
+ * Why a backend operation failed, in the backend's own terms. The NVMe controller turns each kind into a status in
+ * one place (src/nvme/io.ts).
+ */
 export type NamespaceErrorKind =
-  /** Unrecovered read error (NVMe 02h/81h). */
+  /** The store could not read the data (a bad sector, an I/O error). */
   | 'read'
-  /** Write fault (NVMe 02h/80h). */
+  /** The store could not write the data. */
   | 'write'
-  /** The backend cannot reach its store right now, e.g. a remote path is down (NVMe path error 03h/00h). */
-  | 'path'
-  /** The operation is not supported by this backend (NVMe 00h/02h Invalid Opcode... mapped by the controller). */
+  /** The store refuses writes: a read-only namespace, or a file system that turned read-only. */
+  | 'read-only'
+  /** The backend cannot reach its store right now, e.g. every path to a remote target is down. */
+  | 'unavailable'
+  /** This backend does not do the operation. */
   | 'unsupported'
-  /** Store is full (NVMe 00h/81h Capacity Exceeded). */
+  /** The store is full. */
   | 'capacity'
-  /** Any other failure (NVMe 00h/06h Internal Error). */
+  /** Any other failure. */
   | 'internal';
 
 export class NamespaceError extends Error {
   constructor(
     readonly kind: NamespaceErrorKind,
     message: string,
-    /** An NVMe status (SCT << 8 | SC) to report as is, e.g. one a remote target returned. */
+    /** A status the store reported in NVMe terms itself (a remote NVMe target), given to the guest as it is. */
     readonly nvmeStatus?: number,
     options?: { cause?: unknown },
   ) {

@@ -6,24 +6,32 @@
  *   file:///<absolute path>[?...]
  *
  * Sizes take the suffixes of src/util/size.ts (`64M`, `1GiB`, ...) and must be multiples of the block size. Paths are
- * taken literally (no percent-decoding); a path containing '?' cannot be expressed. Each scheme is a registered
- * handler, so another backend (e.g. `nvme-tcp://`) plugs in with `registerNamespaceScheme` without changing callers.
+ * taken literally (no percent-decoding); a path containing '?' cannot be expressed.
+ *
+ *   nvme-tcp://<host>:<port>[,...]/<subsystem NQN>[?...]   a remote NVMe/TCP namespace (nvme-tcp/uri.ts)
+ *
+ * This file is the one registry of schemes: it registers every backend's, and callers parse and open through it.
+ * A scheme is a handler (scheme.ts), so another backend plugs in with `registerNamespaceScheme` without changing
+ * callers.
  */
 import path from 'node:path';
 import { rootLogger, type Logger } from '../util/log.js';
-import { parseSize } from '../util/size.js';
 import { FileNamespace } from './file.js';
 import { MemoryNamespace } from './memory.js';
-import { nvmeTcpSchemeHandler } from '../nvme-tcp/uri.js';
 import type { Namespace } from './namespace.js';
+import { nvmeTcpScheme } from './nvme-tcp/uri.js';
+import {
+  blockSizeParam,
+  booleanParam,
+  checkMultiple,
+  checkParams,
+  invalidUri,
+  type NamespaceScheme,
+  type NamespaceSpec,
+  sizeParam,
+} from './scheme.js';
 
-/** A parsed namespace URI; each scheme extends it with its own fields. */
-export interface NamespaceSpec {
-  /** Lower-case scheme without the colon, e.g. 'file'. */
-  readonly scheme: string;
-  /** The URI as written. */
-  readonly uri: string;
-}
+export type { NamespaceSpec } from './scheme.js';
 
 export interface MemoryNamespaceSpec extends NamespaceSpec {
   readonly scheme: 'memory';
@@ -41,21 +49,6 @@ export interface FileNamespaceSpec extends NamespaceSpec {
   readonly readOnly: boolean;
 }
 
-/** The parts of a URI every scheme handler gets: `<scheme>:<body>[?<params>]`. */
-export interface NamespaceUriParts {
-  readonly uri: string;
-  readonly scheme: string;
-  readonly body: string;
-  /** `key=value` pairs after '?', in order; keys unique. */
-  readonly params: ReadonlyMap<string, string>;
-}
-
-export interface NamespaceScheme<S extends NamespaceSpec = NamespaceSpec> {
-  /** Validates and converts; throws `Error(invalidUri(parts.uri, reason))` on bad input. */
-  parse(parts: NamespaceUriParts): S;
-  open(spec: S, logger: Logger): Promise<Namespace>;
-}
-
 const schemes = new Map<string, NamespaceScheme>();
 
 /** Adds (or replaces) the handler of `scheme` (lower case, without the colon). */
@@ -66,11 +59,6 @@ export function registerNamespaceScheme<S extends NamespaceSpec>(scheme: string,
 
 export function knownNamespaceSchemes(): string[] {
   return [...schemes.keys()].sort();
-}
-
-/** The message format of every URI error. */
-export function invalidUri(uri: string, reason: string): string {
-  return `invalid namespace URI '${uri}': ${reason}`;
 }
 
 export function parseNamespaceUri(uri: string): NamespaceSpec {
@@ -113,53 +101,7 @@ export function isMemoryNamespaceSpec(spec: NamespaceSpec): spec is MemoryNamesp
   return spec.scheme === 'memory';
 }
 
-// --- parameter helpers (for scheme handlers) -------------------------------------------------------------------
-
-/** Throws for parameters other than `allowed`. */
-export function checkParams(parts: NamespaceUriParts, allowed: readonly string[]): void {
-  for (const key of parts.params.keys()) {
-    if (!allowed.includes(key)) {
-      const known = allowed.length > 0 ? allowed.join(', ') : 'none';
-      throw new Error(invalidUri(parts.uri, `unknown parameter '${key}' (known: ${known})`));
-    }
-  }
-}
-
-export function sizeParam(parts: NamespaceUriParts, text: string): number {
-  let bytes: number;
-  try {
-    bytes = parseSize(text);
-  } catch (error) {
-    throw new Error(invalidUri(parts.uri, (error as Error).message));
-  }
-  if (bytes === 0) throw new Error(invalidUri(parts.uri, 'size must be greater than 0'));
-  return bytes;
-}
-
-export function blockSizeParam(parts: NamespaceUriParts): number {
-  const text = parts.params.get('block-size');
-  if (text === undefined) return 512;
-  if (text !== '512' && text !== '4096') {
-    throw new Error(invalidUri(parts.uri, `block-size must be 512 or 4096, got '${text}'`));
-  }
-  return Number(text);
-}
-
-export function booleanParam(parts: NamespaceUriParts, key: string): boolean {
-  const text = parts.params.get(key);
-  if (text === undefined) return false;
-  if (text === '1' || text === 'true') return true;
-  if (text === '0' || text === 'false') return false;
-  throw new Error(invalidUri(parts.uri, `${key} must be 0, 1, true or false, got '${text}'`));
-}
-
-function checkMultiple(parts: NamespaceUriParts, sizeBytes: number, blockSize: number): void {
-  if (sizeBytes % blockSize !== 0) {
-    throw new Error(invalidUri(parts.uri, `size ${sizeBytes} is not a multiple of the block size ${blockSize}`));
-  }
-}
-
-// --- built-in schemes ------------------------------------------------------------------------------------------
+// --- the schemes -----------------------------------------------------------------------------------------------
 
 registerNamespaceScheme<MemoryNamespaceSpec>('memory', {
   parse(parts) {
@@ -215,5 +157,4 @@ registerNamespaceScheme<FileNamespaceSpec>('file', {
   },
 });
 
-// nvme-tcp://host:port[,host:port...]/<subsystem NQN>?nsid=..: a remote NVMe/TCP namespace (src/nvme-tcp/uri.ts).
-registerNamespaceScheme('nvme-tcp', nvmeTcpSchemeHandler());
+registerNamespaceScheme('nvme-tcp', nvmeTcpScheme);

@@ -424,13 +424,16 @@ function failureStatus(ctx: IoContext, request: IoRequest, error: unknown): numb
   return status;
 }
 
+/** The one place a namespace backend's failure becomes an NVMe status. */
 function statusForKind(kind: NamespaceError['kind']): number {
   switch (kind) {
     case 'read':
       return Status.UNRECOVERED_READ_ERROR;
     case 'write':
       return Status.WRITE_FAULT;
-    case 'path':
+    case 'read-only':
+      return Status.NAMESPACE_WRITE_PROTECTED;
+    case 'unavailable':
       return Status.INTERNAL_PATH_ERROR;
     case 'capacity':
       return Status.CAPACITY_EXCEEDED;

@@ -7,7 +7,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { which } from '../helpers/guest-kernel.js';
+import { which } from '../../testbed/guest-kernel.js';
 import { buildBootDisk, buildInitramfs, REPO, uefiGuestSetup } from './lib/uefi.js';
 
 const [image, sizeText = '1G'] = process.argv.slice(2);

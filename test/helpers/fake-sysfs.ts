@@ -3,12 +3,12 @@
  * SysfsWriter that applies writes the way the kernel would (driver_override, unbind, bind, drivers_probe,
  * sriov_drivers_autoprobe), plus a VfioProber that reads the fake tree.
  */
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { readDevice } from '../../src/devices/discovery.js';
 import type { HostRoots, SysfsWriter } from '../../src/devices/host.js';
 import type { VfioProbeResult, VfioProber } from '../../src/devices/probe.js';
+import { temporaryDir } from './common.js';
 
 export interface FakeNamespace {
   name: string;
@@ -59,7 +59,7 @@ export class FakeHost {
   readonly probed: string[] = [];
 
   constructor() {
-    this.root = mkdtempSync(path.join(tmpdir(), 'vfiod-fake-sysfs-'));
+    this.root = temporaryDir('vfiod-fake-sysfs-');
     this.roots = { sysfs: path.join(this.root, 'sys'), dev: path.join(this.root, 'dev'), proc: path.join(this.root, 'proc') };
     for (const d of ['sys/bus/pci/devices', 'sys/bus/pci/drivers', 'sys/devices/pci0000:00', 'sys/kernel/iommu_groups', 'dev/vfio', 'proc/self']) {
       mkdirSync(path.join(this.root, d), { recursive: true });

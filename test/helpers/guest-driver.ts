@@ -5,6 +5,7 @@
  * Transport-agnostic: give it BAR0 accessors and the guest RAM it may use. In-process tests call the controller
  * directly (and run processQueues after each write); end-to-end tests go through a vfio-user socket.
  */
+import { sleep } from '../../src/util/sleep.js';
 
 export interface GuestDriverTransport {
   bar0Read(offset: number, length: number): Promise<Uint8Array> | Uint8Array;
@@ -375,7 +376,7 @@ export class GuestDriver {
       if ((await this.reap(cq.qid)).length > 0) continue;
       if (Date.now() > deadline) throw new Error(`guest driver: command ${cid} on queue ${sqid} did not complete`);
       if (this.transport.waitForInterrupt && cq.interruptsEnabled) {
-        await Promise.race([this.transport.waitForInterrupt(cq.vector), delay(5)]);
+        await Promise.race([this.transport.waitForInterrupt(cq.vector), sleep(5)]);
       } else {
         await tick();
       }
@@ -797,6 +798,3 @@ function tick(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
-function delay(millis: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, millis));
-}

@@ -10,24 +10,23 @@
  * under /tmp), and runs test/testbed-vfio/guest.sh, which runs test/testbed-vfio/guest-main.ts with tsx. The guest
  * writes results.json into the work dir and powers off.
  *
- * QEMU runs under test/testbed/qemu-launch.sh (stops it when this process closes the pipe or dies, and after a hard
+ * QEMU runs under testbed/qemu-launch.sh (stops it when this process closes the pipe or dies, and after a hard
  * timeout). Knobs: VFIOD_VFIO_GUEST_DISABLE=1, VFIOD_VFIO_GUEST_KERNEL=<ver>, VFIOD_VFIO_GUEST_QEMU=<binary>,
  * VFIOD_VFIO_GUEST_KEEP=1 (keep the work dir), VFIOD_VFIO_GUEST_TIMEOUT=<s> (default 240).
  */
 import { spawn } from 'node:child_process';
 import {
-  accessSync, closeSync, constants as fsConstants, copyFileSync, existsSync, linkSync, mkdtempSync, openSync, readFileSync, rmSync,
-  truncateSync, writeFileSync,
+  accessSync, closeSync, constants as fsConstants, copyFileSync, existsSync, linkSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync,
 } from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
-import { bootKernelVersions, Cpio, extractedVmlinux, resolveModules, staticBusybox, which } from './guest-kernel.js';
+import { bootKernelVersions, Cpio, extractedVmlinux, resolveModules, staticBusybox, which } from '../../testbed/guest-kernel.js';
+import { temporaryDir } from './common.js';
 
 export const REPO = fileURLToPath(new URL('../../', import.meta.url)).replace(/\/$/, '');
 const GUEST_DIR = path.join(REPO, 'test', 'testbed-vfio');
-const LAUNCHER = path.join(REPO, 'test', 'testbed', 'qemu-launch.sh');
+const LAUNCHER = path.join(REPO, 'testbed', 'qemu-launch.sh');
 /** Loaded by the initramfs /init (dependencies resolved by modprobe). */
 const INITRAMFS_MODULES = ['virtio_pci', '9pnet_virtio', '9p'];
 /** Loaded in the guest with modprobe from the 9p root; checked here so the test can skip with a reason. */
@@ -252,7 +251,7 @@ export async function runVfioGuest(
   const probedSetup = setupFor(options.kernel);
   if ('reason' in probedSetup) throw new Error(`VFIO guest unavailable: ${probedSetup.reason}`);
   const setup = probedSetup.setup;
-  const workDir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-vfio-guest-'));
+  const workDir = temporaryDir('vfiod-vfio-guest-');
   const initrd = path.join(workDir, 'initrd.gz');
   writeFileSync(initrd, buildInitramfs(setup));
   const disk = path.join(workDir, 'nvm0.img');

@@ -6,6 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
+import { sleep } from '../../src/util/sleep.js';
 
 export const WORK = process.env.VT_WORK ?? '.';
 export const SYS = '/sys/bus/pci/devices';
@@ -36,7 +37,6 @@ export function runGuestProgram(main: () => Promise<void>): void {
     });
 }
 
-export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 export const read = (file: string): string => readFileSync(file, 'utf8').trim();
 export const write = (file: string, value: string): void => writeFileSync(file, value);
 export const sh = (cmd: string, args: string[]): string => execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });

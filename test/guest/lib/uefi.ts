@@ -8,7 +8,7 @@
  *   \EFI\BOOT\BOOTX64.EFI, one loader entry, the host's /boot kernel (an EFI-stub kernel) and an initramfs built
  *   here (static busybox, the nvme modules resolved by kmod, an /init script, optionally dynamically linked host
  *   tools with their libraries), and a second partition for data.
- * - No orphans: QEMU runs under test/testbed/qemu-launch.sh (stopped when this process closes its stdin or dies).
+ * - No orphans: QEMU runs under testbed/qemu-launch.sh (stopped when this process closes its stdin or dies).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
@@ -16,10 +16,10 @@ import { closeSync, copyFileSync, existsSync, openSync, readFileSync, rmSync, wr
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
-import { bootKernelVersions, Cpio, resolveModules, staticBusybox, which } from '../../helpers/guest-kernel.js';
+import { bootKernelVersions, Cpio, resolveModules, staticBusybox, which } from '../../../testbed/guest-kernel.js';
 
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url)).replace(/\/$/, '');
-const LAUNCHER = path.join(REPO, 'test', 'testbed', 'qemu-launch.sh');
+const LAUNCHER = path.join(REPO, 'testbed', 'qemu-launch.sh');
 const QEMU_SCRIPT = path.join(REPO, 'scripts', 'qemu-vfio-user.sh');
 /** systemd-boot from Debian's systemd-boot-efi package. */
 const SYSTEMD_BOOT = '/usr/lib/systemd/boot/efi/systemd-bootx64.efi';

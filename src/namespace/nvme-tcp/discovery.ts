@@ -2,7 +2,7 @@
  * NVMe-oF discovery over TCP: connect to a discovery controller (port 8009 by default, subsystem NQN
  * `nqn.2014-08.org.nvmexpress.discovery`), read the Discovery Log Page (0x70) and disconnect.
  */
-import { rootLogger, type Logger } from '../util/log.js';
+import { rootLogger, type Logger } from '../../util/log.js';
 import { NvmeTcpController, ascii, newHostId } from './controller.js';
 import { u16, u64 } from './pdu.js';
 import { DEFAULT_DISCOVERY_PORT, DISCOVERY_LOG_PAGE, DISCOVERY_NQN } from './spec.js';

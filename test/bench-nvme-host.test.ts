@@ -1,5 +1,5 @@
 /**
- * bench/native: the NVMe queue layer shared by nvme-bench and the fio engine (nvme_queue.c), and the nvme-bench
+ * bench/nvme-host: the NVMe queue layer shared by nvme-bench and the fio engine (nvme_queue.c), and the nvme-bench
  * client itself.
  *
  * - nvme_queue_test.c, built with AddressSanitizer + UBSan (any undefined behaviour aborts): PRP lists, MDTS
@@ -12,31 +12,31 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
+import { existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { temporaryDir } from './helpers/common.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const native = path.join(root, 'bench', 'native');
+const nvmeHost = path.join(root, 'bench', 'nvme-host');
 const bin = path.join(root, 'bin', 'vfiod.js');
-const work = mkdtempSync(path.join(os.tmpdir(), 'vfiod-bench-native-'));
+const work = temporaryDir('vfiod-bench-nvme-host-');
 const unitTest = path.join(work, 'nvme-queue-test');
 
 const compile = spawnSync(
   'cc',
   ['-O1', '-g', '-fsanitize=address,undefined', '-fno-sanitize-recover=undefined', '-Wall', '-Wextra', '-Werror',
-    '-std=gnu11', '-o', unitTest, ...['nvme_queue_test.c', 'nvme_queue.c', 'loopback_dev.c'].map((f) => path.join(native, f))],
+    '-std=gnu11', '-o', unitTest, ...['nvme_queue_test.c', 'nvme_queue.c', 'loopback_dev.c'].map((f) => path.join(nvmeHost, f))],
   { encoding: 'utf8' },
 );
 const compileReason =
   compile.error || (compile.status !== 0 && /asan|ubsan|sanitizer/i.test(compile.stderr))
     ? `no C compiler with ASan/UBSan runtimes: ${compile.error?.message ?? compile.stderr.trim().split('\n').pop()}`
     : undefined;
-if (compileReason) console.warn(`bench-native tests skipped: ${compileReason}`);
+if (compileReason) console.warn(`bench-nvme-host tests skipped: ${compileReason}`);
 
-const build = compileReason ? undefined : spawnSync('sh', [path.join(native, 'build.sh')], { encoding: 'utf8' });
-const nvmeBench = path.join(native, 'build', 'nvme-bench');
+const build = compileReason ? undefined : spawnSync('sh', [path.join(nvmeHost, 'build.sh')], { encoding: 'utf8' });
+const nvmeBench = path.join(nvmeHost, 'build', 'nvme-bench');
 
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
@@ -62,7 +62,7 @@ function runBench(args: string[]): { status: number | null; stderr: string; resu
   return { status: run.status, stderr: run.stderr, result };
 }
 
-describe.skipIf(compileReason)('bench/native NVMe queue layer', () => {
+describe.skipIf(compileReason)('bench/nvme-host NVMe queue layer', () => {
   it('compiles without warnings', () => {
     expect(compile.status, compile.stderr).toBe(0);
   });

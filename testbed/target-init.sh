@@ -1,5 +1,5 @@
 #!/bin/sh
-# /init of the NVMe/TCP target guest (busybox sh, PID 1). test/helpers/nvmet-target.ts packs this file into a
+# /init of the NVMe/TCP target guest (busybox sh, PID 1). testbed/nvmet-target.ts packs this file into a
 # per-target initramfs together with a static busybox, the kernel modules listed in /mods/order and
 # /etc/target.conf (shell variables, below). Nothing from the host is mounted: the guest is self-contained.
 #

@@ -1,5 +1,6 @@
 #!/bin/sh
-# Runs one QEMU for test/helpers/nvmet-target.ts and makes sure it never outlives the test process.
+# Runs one QEMU for the test bed (testbed/nvmet-target.ts, test/helpers/vfio-guest.ts, tests that boot a VM) and
+# makes sure it never outlives the process that started it.
 # usage: qemu-launch.sh <hard-timeout-seconds> <qemu binary> [qemu args...]
 # QEMU is stopped (SIGTERM, then SIGKILL 5 s later) when
 #   - this script's stdin reaches EOF: the test process closed the pipe, or died (even by SIGKILL),

@@ -13,7 +13,7 @@
  * all its outstanding requests to `onFailure` exactly once; nothing throws out of a socket callback.
  */
 import net from 'node:net';
-import type { Logger } from '../util/log.js';
+import type { Logger } from '../../util/log.js';
 import {
   CMD_HLEN,
   DATA_HLEN,

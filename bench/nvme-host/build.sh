@@ -1,5 +1,5 @@
 #!/bin/sh
-# Builds bench/native/build/nvme-bench (libc only). Usage: bench/native/build.sh [extra cc flags]
+# Builds bench/nvme-host/build/nvme-bench (libc only). Usage: bench/nvme-host/build.sh [extra cc flags]
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$here/build"

@@ -6,13 +6,13 @@
  * live path in URI order (active/passive), and within a path round-robin over its I/O queues. When a path's
  * association fails, the commands it had not completed are re-submitted at once on another live path or, when none
  * is live, wait for a path to come back. A path that stays down for `ctrl-loss-tmo` is given up in the Linux sense:
- * while every path is given up, waiting and new I/O complete with a path error (NamespaceError 'path'); the
+ * while every path is given up, waiting and new I/O complete with a path error (NamespaceError 'unavailable'); the
  * reconnect attempts continue in the background so the namespace heals when the target returns. A write is
  * resolved only on the target's successful completion.
  */
-import { rootLogger, type Logger } from '../util/log.js';
-import { IoOpcode, StatusType, DNR } from '../spec/nvme.js';
-import { NamespaceError, type ByteRange, type Namespace, type NamespaceUsage } from '../namespace/namespace.js';
+import { rootLogger, type Logger } from '../../util/log.js';
+import { IoOpcode, StatusType, DNR } from '../../spec/nvme.js';
+import { NamespaceError, type ByteRange, type Namespace, type NamespaceUsage } from '../namespace.js';
 import { NvmeTcpController, newHostId, type ControllerInfo, type NamespaceInfo } from './controller.js';
 import { DataDir, type TcpRequest } from './queue.js';
 import { put32, put64, sliceViews, totalLength } from './pdu.js';
@@ -133,7 +133,7 @@ export class NvmeTcpNamespace implements Namespace {
     if (!results.some((r) => r.status === 'fulfilled' && r.value)) {
       const reasons = ns.paths.map((p) => `${p.name}: ${p.lastError}`).join('; ');
       await ns.close();
-      throw new NamespaceError('path', `cannot open ${ns.description}: ${reasons}`);
+      throw new NamespaceError('unavailable', `cannot open ${ns.description}: ${reasons}`);
     }
     return ns;
   }
@@ -277,7 +277,7 @@ export class NvmeTcpNamespace implements Namespace {
 
   private pathError(req: IoRequest): NamespaceError {
     const reasons = this.paths.map((p) => `${p.name}: ${p.lastError || p.state}`).join('; ');
-    return new NamespaceError('path', `${this.description}: no path to the target for opcode 0x${req.opcode.toString(16)} (${reasons})`);
+    return new NamespaceError('unavailable', `${this.description}: no path to the target for opcode 0x${req.opcode.toString(16)} (${reasons})`);
   }
 
   // --- submission ---------------------------------------------------------------------------------------------------
@@ -290,7 +290,7 @@ export class NvmeTcpNamespace implements Namespace {
         return;
       }
     }
-    if (this.closed) return req.reject(new NamespaceError('path', `${this.description}: namespace closed`));
+    if (this.closed) return req.reject(new NamespaceError('unavailable', `${this.description}: namespace closed`));
     if (this.allPathsLost()) return req.reject(this.pathError(req));
     this.waiting.push(req);
     this.armLossTimer();
@@ -300,7 +300,7 @@ export class NvmeTcpNamespace implements Namespace {
     req.retries++;
     const tmo = this.opts.ctrlLossTmoMs;
     if (tmo >= 0 && performance.now() - req.createdAt > tmo + this.opts.timeoutMs) {
-      return req.reject(new NamespaceError('path', `${this.description}: opcode 0x${req.opcode.toString(16)} not completed after ${req.retries} attempts: ${error.message}`));
+      return req.reject(new NamespaceError('unavailable', `${this.description}: opcode 0x${req.opcode.toString(16)} not completed after ${req.retries} attempts: ${error.message}`));
     }
     this.submit(req);
   }
@@ -414,7 +414,7 @@ export class NvmeTcpNamespace implements Namespace {
       if (path.timer) clearTimeout(path.timer);
       path.timer = null;
     }
-    for (const req of this.waiting.splice(0)) req.reject(new NamespaceError('path', `${this.description}: namespace closed`));
+    for (const req of this.waiting.splice(0)) req.reject(new NamespaceError('unavailable', `${this.description}: namespace closed`));
     await Promise.all(
       this.paths.map(async (path) => {
         const ctrl = path.ctrl;
@@ -422,7 +422,7 @@ export class NvmeTcpNamespace implements Namespace {
         path.state = 'closed';
         if (!ctrl) return;
         const left = await ctrl.close();
-        for (const req of left) (req as IoRequest).reject(new NamespaceError('path', `${this.description}: namespace closed`));
+        for (const req of left) (req as IoRequest).reject(new NamespaceError('unavailable', `${this.description}: namespace closed`));
       }),
     );
   }

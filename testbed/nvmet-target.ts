@@ -1,12 +1,12 @@
 /**
- * A real NVMe/TCP target for tests: the Linux kernel target (nvmet + nvmet-tcp) in a small QEMU guest.
+ * A real NVMe/TCP target for tests and benchmarks: the Linux kernel target (nvmet + nvmet-tcp) in a small QEMU guest.
  *
  * The guest boots the host's own Debian kernel (/boot/vmlinuz-<ver>) with a per-target initramfs built here: a
- * static busybox, the needed modules from /lib/modules/<ver>, test/testbed/target-init.sh as /init and a config
+ * static busybox, the needed modules from /lib/modules/<ver>, testbed/target-init.sh as /init and a config
  * file. The namespace is a virtio-blk disk backed by a sparse host file, so `readBacking` reads the data where the
  * target really stored it. Each guest listener port is forwarded by QEMU's user-mode network (slirp) to its own free
  * port on 127.0.0.1. A virtio-serial port (a unix socket on the host) carries the control requests (ping, restart).
- * QEMU runs under test/testbed/qemu-launch.sh, which kills it when this process closes the pipe or dies, and after a
+ * QEMU runs under testbed/qemu-launch.sh, which kills it when this process closes the pipe or dies, and after a
  * hard timeout. How it works, knobs and timings: docs/testing.md.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -20,6 +20,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
+import { sleep } from '../src/util/sleep.js';
 import { bootKernelVersions, Cpio, extractedVmlinux, resolveModules, staticBusybox, which } from './guest-kernel.js';
 
 export interface NvmetTargetOptions {
@@ -73,7 +74,7 @@ export const DISCOVERY_NQN = 'nqn.2014-08.org.nvmexpress.discovery';
 /** Guest-side port number of the first listener; listener i (0-based) is GUEST_BASE_PORT + i. */
 export const GUEST_BASE_PORT = 4420;
 
-const TESTBED = fileURLToPath(new URL('../testbed/', import.meta.url));
+const TESTBED = fileURLToPath(new URL('./', import.meta.url));
 const INIT_SCRIPT = path.join(TESTBED, 'target-init.sh');
 const LAUNCHER = path.join(TESTBED, 'qemu-launch.sh');
 const REQUIRED_MODULES = ['virtio_pci', 'virtio_net', 'virtio_blk', 'virtio_console', 'configfs', 'nvmet', 'nvmet-tcp'];
@@ -265,8 +266,6 @@ export async function waitForIcResp(host: string, port: number, timeoutMs: numbe
     await sleep(100);
   }
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 // ---------------------------------------------------------------------------------------------------------------
 // Control channel (virtio-serial port <-> unix socket)

@@ -16,12 +16,12 @@
  *   ctrl-loss-tmo=<s>     seconds a path may be down before I/O fails with a path error; -1 = never (600)
  *   timeout=<ms>          command timeout: no completion in this time resets the connection (30000)
  *
- * Parsing lives here, free of the transport, so `src/namespace/uri.ts` can register the scheme without loading the
- * native addon; `open` loads the transport on first use.
+ * Parsing lives here, free of the transport, so the registry (`src/namespace/uri.ts`) can register the scheme
+ * without loading the native addon; `open` loads the transport on first use.
  */
-import type { Logger } from '../util/log.js';
-import type { Namespace } from '../namespace/namespace.js';
-import { booleanParam, checkParams, invalidUri, type NamespaceScheme, type NamespaceSpec, type NamespaceUriParts } from '../namespace/uri.js';
+import type { Logger } from '../../util/log.js';
+import type { Namespace } from '../namespace.js';
+import { booleanParam, checkParams, invalidUri, type NamespaceScheme, type NamespaceSpec, type NamespaceUriParts } from '../scheme.js';
 import type { NvmeTcpAddress } from './namespace.js';
 
 export interface NvmeTcpNamespaceSpec extends NamespaceSpec {
@@ -108,13 +108,11 @@ export function parseNvmeTcpUri(parts: NamespaceUriParts): NvmeTcpNamespaceSpec 
   };
 }
 
-/** The scheme handler `src/namespace/uri.ts` registers (a function declaration: safe across the import cycle). */
-export function nvmeTcpSchemeHandler(): NamespaceScheme<NvmeTcpNamespaceSpec> {
-  return {
-    parse: (parts) => parseNvmeTcpUri(parts),
-    async open(spec: NvmeTcpNamespaceSpec, logger: Logger): Promise<Namespace> {
-      const { NvmeTcpNamespace } = await import('./namespace.js');
-      return NvmeTcpNamespace.open({ ...spec, logger });
-    },
-  };
-}
+/** The scheme handler the registry (`src/namespace/uri.ts`) registers. */
+export const nvmeTcpScheme: NamespaceScheme<NvmeTcpNamespaceSpec> = {
+  parse: (parts) => parseNvmeTcpUri(parts),
+  async open(spec: NvmeTcpNamespaceSpec, logger: Logger): Promise<Namespace> {
+    const { NvmeTcpNamespace } = await import('./namespace.js');
+    return NvmeTcpNamespace.open({ ...spec, logger });
+  },
+};

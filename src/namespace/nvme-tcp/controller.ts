@@ -9,8 +9,9 @@
  * on a new association or another path.
  */
 import { randomUUID } from 'node:crypto';
-import type { Logger } from '../util/log.js';
-import { AdminOpcode, FeatureId, IdentifyCns } from '../spec/nvme.js';
+import type { Logger } from '../../util/log.js';
+import { sleep } from '../../util/sleep.js';
+import { AdminOpcode, FeatureId, IdentifyCns } from '../../spec/nvme.js';
 import { MAX_QUEUE_DEPTH, TcpQueue, TransportError, DataDir, type TcpRequest } from './queue.js';
 import { put16, u16, u32, u64 } from './pdu.js';
 import { FabricsType, NvmfProperty, DISCOVERY_NQN, ADMIN_QUEUE_DEPTH, ADMIN_INCAPSULE_BYTES } from './spec.js';
@@ -424,8 +425,4 @@ export function ascii(b: Uint8Array, offset: number, length: number): string {
   let end = offset;
   while (end < offset + length && b[end] !== 0) end++;
   return Buffer.from(b.buffer, b.byteOffset + offset, end - offset).toString('latin1').trimEnd();
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }

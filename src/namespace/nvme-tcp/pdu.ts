@@ -2,7 +2,7 @@
  * NVMe/TCP PDU layout (NVMe/TCP Transport Specification; field offsets as in Linux include/linux/nvme-tcp.h) and the
  * encoders / decoders the queue uses. All fields are little endian. Only what a host sends or must understand.
  */
-import { native } from '../native/index.js';
+import { native } from '../../native/index.js';
 
 export const PduType = {
   IC_REQ: 0x00,

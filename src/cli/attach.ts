@@ -1,0 +1,89 @@
+/**
+ * `vfiod attach`: hot-plugs a host PCI function (prepared for VFIO on the way) or an emulated controller into a
+ * running VM through the daemon (AttachmentService.AttachDevice).
+ */
+import type { AttachmentInfo } from './attachments.js';
+import { bdfOption, CLIENT_EXIT, type ClientDeps, UsageError, integer, milliseconds, noPositionals } from './common.js';
+import { CONNECTION_HELP, printJson, type Values, withClient } from './remote.js';
+
+export const ATTACH_USAGE = `Usage: vfiod attach --vm <id> (--ch-socket <path> | --qmp-socket <path>)
+                    (--bdf <bdf> | --vfio-user <socket> | --controller <id>) [options]
+
+Hot-plugs a host PCI function (prepared for VFIO on the way) or an emulated controller into a running VM.
+
+Options:
+  --device-id <id>     the VMM's id for the device (default derived from the source)
+  --boot-index <n>     QEMU bootindex
+  --iommu              cloud-hypervisor: behind the virtual IOMMU
+  --pci-segment <n>    cloud-hypervisor PCI segment
+  --ch-event-monitor <file>  cloud-hypervisor: the VM's --event-monitor file (unplug completes on its event)
+  --force              prepare although the device is in use on the host
+  --timeout <s>        per VMM call (default 10)
+
+${CONNECTION_HELP}`;
+
+const options = {
+  vm: { type: 'string' },
+  'ch-socket': { type: 'string' },
+  'ch-event-monitor': { type: 'string' },
+  'qmp-socket': { type: 'string' },
+  bdf: { type: 'string' },
+  'vfio-user': { type: 'string' },
+  controller: { type: 'string' },
+  'device-id': { type: 'string' },
+  'boot-index': { type: 'string' },
+  iommu: { type: 'boolean' },
+  'pci-segment': { type: 'string' },
+  force: { type: 'boolean' },
+  timeout: { type: 'string' },
+} as const;
+
+/** vfiod.v1 HypervisorEndpoint (one of the two sockets). */
+interface HypervisorEndpoint {
+  cloudHypervisorApiSocket?: string;
+  cloudHypervisorEventMonitor?: string;
+  qemuQmpSocket?: string;
+}
+
+interface AttachDeviceResponse {
+  attachment: AttachmentInfo;
+  changed: boolean;
+  warnings: string[];
+}
+
+function endpointOf(v: Values<typeof options>): HypervisorEndpoint {
+  if (v['ch-socket'] && v['qmp-socket']) throw new UsageError('give --ch-socket or --qmp-socket, not both');
+  if (v['ch-event-monitor'] && !v['ch-socket']) throw new UsageError('--ch-event-monitor goes with --ch-socket');
+  if (v['ch-socket']) return { cloudHypervisorApiSocket: v['ch-socket'], ...(v['ch-event-monitor'] ? { cloudHypervisorEventMonitor: v['ch-event-monitor'] } : {}) };
+  if (v['qmp-socket']) return { qemuQmpSocket: v['qmp-socket'] };
+  throw new UsageError('the VM\'s hypervisor endpoint is required: --ch-socket <api socket> or --qmp-socket <qmp socket>');
+}
+
+export async function runAttach(argv: string[], deps: ClientDeps = {}): Promise<number> {
+  return withClient('attach', ATTACH_USAGE, argv, options, deps, async (ctx, v, positionals) => {
+    noPositionals(positionals);
+    if (!v.vm) throw new UsageError('--vm <id> is required');
+    const sources = [v.bdf ? { pciBdf: bdfOption('--bdf', v.bdf) } : undefined, v['vfio-user'] ? { vfioUserSocket: v['vfio-user'] } : undefined, v.controller ? { controllerId: v.controller } : undefined].filter(Boolean);
+    if (sources.length !== 1) throw new UsageError('give exactly one of --bdf, --vfio-user, --controller');
+    if (!ctx.json) ctx.err(`attaching to VM ${v.vm}: preparing and hot-plugging, then waiting for the VMM to report the device...\n`);
+    const response = await ctx.client.call<AttachDeviceResponse>('AttachmentService', 'AttachDevice', {
+      vmId: v.vm,
+      endpoint: endpointOf(v),
+      source: sources[0],
+      deviceId: v['device-id'] ?? '',
+      bootIndex: integer('--boot-index', v['boot-index'], 0, 65535),
+      iommu: Boolean(v.iommu),
+      pciSegment: integer('--pci-segment', v['pci-segment'], 0, 65535) ?? 0,
+      force: Boolean(v.force),
+      timeoutMs: milliseconds('--timeout', v.timeout) ?? 0,
+    });
+    if (ctx.json) printJson(ctx, response);
+    else {
+      const a = response.attachment;
+      ctx.out(`${response.changed ? 'attached' : 'already attached'} ${a.deviceId} to VM ${a.vmId}\n`);
+      for (const f of a.functions) ctx.out(`  ${f.hostBdf || 'vfio-user'} -> ${f.vmmDeviceId}${f.guestBdf ? ` at guest ${f.guestBdf}` : ''}${f.bus ? ` on ${f.bus}` : ''}\n`);
+      for (const w of response.warnings) ctx.out(`  warning: ${w}\n`);
+    }
+    return CLIENT_EXIT.ok;
+  });
+}

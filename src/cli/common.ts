@@ -1,0 +1,100 @@
+/**
+ * What the `vfiod` commands share: exit codes, the usage error, option checks, the table printer and number
+ * formats. Light on purpose (main.ts loads it for every command); talking to a daemon is in remote.ts.
+ *
+ * Exit codes: 0 ok, 1 failed, 2 usage / INVALID_ARGUMENT, 3 NOT_FOUND, 4 busy (ALREADY_EXISTS, UNAVAILABLE,
+ * DEADLINE_EXCEEDED), 5 needs attention, 6 no daemon reachable.
+ */
+import type { ParseArgsConfig } from 'node:util';
+import { normalizeBdf } from '../util/pci-address.js';
+import { type LogLevel, setLogLevel } from '../util/log.js';
+
+/** The exit codes of every command. */
+export const EXIT = { ok: 0, failed: 1, usage: 2, notFound: 3, busy: 4, attention: 5 } as const;
+
+/** The exit codes of the commands that talk to the daemon: one more, no daemon to talk to. */
+export const CLIENT_EXIT = { ...EXIT, noDaemon: 6 } as const;
+
+export interface ClientDeps {
+  stdout?: (text: string) => void;
+  stderr?: (text: string) => void;
+}
+
+/** A usage mistake on the command line: exit code 2, with the command's usage where it has one. */
+export class UsageError extends Error {}
+
+/** Prints a command's usage for `vfiod <command>` without a subcommand, or with help; undefined when there is one. */
+export function subcommandHelp(command: string | undefined, usage: string, deps: ClientDeps): number | undefined {
+  if (command !== undefined && command !== 'help' && command !== '--help' && command !== '-h') return undefined;
+  (deps.stdout ?? ((t: string) => void process.stdout.write(t)))(usage);
+  return command === undefined ? CLIENT_EXIT.usage : CLIENT_EXIT.ok;
+}
+
+/** An API enum name as the CLI prints it: CONTROLLER_STATE_SERVING -> serving. */
+export const shortEnum = (value: string | null | undefined, prefix: string): string => String(value ?? '').replace(prefix, '').toLowerCase().replace(/_/g, '-');
+
+export function integer(option: string, text: string, min: number, max: number): number;
+export function integer(option: string, text: string | undefined, min: number, max: number): number | undefined;
+export function integer(option: string, text: string | undefined, min: number, max: number): number | undefined {
+  if (text === undefined) return undefined;
+  const value = Number(text);
+  if (!/^\d+$/.test(text) || value < min || value > max) throw new UsageError(`${option} must be an integer from ${min} to ${max}, not '${text}'`);
+  return value;
+}
+
+export function milliseconds(option: string, text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^\d+(\.\d+)?$/.test(text)) throw new UsageError(`${option} must be a number of seconds, not '${text}'`);
+  return Math.round(Number(text) * 1000);
+}
+
+export function bdfOption(option: string, text: string): string {
+  const bdf = normalizeBdf(text);
+  if (!bdf) throw new UsageError(`${option}: '${text}' is not a PCI address (expected 0000:01:00.1 or 01:00.1)`);
+  return bdf;
+}
+
+/** --socket-mode: a file mode in octal, like 0600. */
+export function socketMode(text: string): number {
+  if (!/^0?[0-7]{3}$/.test(text)) throw new UsageError(`--socket-mode must be octal like 0600, not '${text}'`);
+  return parseInt(text, 8);
+}
+
+/** --log-level: sets the level of every logger. */
+export function applyLogLevel(text: string): void {
+  if (!['debug', 'info', 'warn', 'error'].includes(text)) throw new UsageError(`--log-level must be debug, info, warn or error, not '${text}'`);
+  setLogLevel(text as LogLevel);
+}
+
+/** The options that define an emulated controller: `vfiod serve` and `vfiod controllers create`. */
+export const CONTROLLER_OPTIONS = {
+  socket: { type: 'string' },
+  namespace: { type: 'string', multiple: true },
+  poll: { type: 'boolean' },
+  'socket-mode': { type: 'string' },
+  'msix-vectors': { type: 'string' },
+  'io-queues': { type: 'string' },
+  'queue-entries': { type: 'string' },
+  mdts: { type: 'string' },
+  identity: { type: 'string' },
+  serial: { type: 'string' },
+  model: { type: 'string' },
+  firmware: { type: 'string' },
+  nqn: { type: 'string' },
+} as const satisfies ParseArgsConfig['options'];
+
+/** Rejects positional arguments for commands that take none. */
+export function noPositionals(positionals: string[]): void {
+  if (positionals.length) throw new UsageError(`unexpected argument '${positionals[0]}'`);
+}
+
+export const rate = (n: number): string => (n >= 1e6 ? `${(n / 1e6).toFixed(1)}M` : n >= 1e3 ? `${(n / 1e3).toFixed(1)}k` : n.toFixed(0));
+export const bytes = (n: number): string => {
+  for (const [unit, size] of [['GiB', 2 ** 30], ['MiB', 2 ** 20], ['KiB', 2 ** 10]] as const) if (n >= size) return `${(n / size).toFixed(1)}${unit}`;
+  return `${n}B`;
+};
+
+export function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n') + '\n';
+}

@@ -1,0 +1,82 @@
+/**
+ * `vfiod serve`: its options, parsed into one controller's configuration (src/serve runs it).
+ */
+import { parseArgs } from 'node:util';
+import { CONTROLLER_LIMITS, controllerConfig, type ControllerConfig } from '../serve/config.js';
+import { errorMessage } from '../util/errors.js';
+import { applyLogLevel, CONTROLLER_OPTIONS, integer, socketMode, UsageError } from './common.js';
+
+export const SERVE_USAGE = `Usage: vfiod serve --socket <path> [--namespace <uri>]... [options]
+
+Serves one emulated NVMe controller on a vfio-user unix socket for QEMU (vfio-user-pci) or
+cloud-hypervisor (--user-device). Without --namespace, a sparse 1 GiB file next to the socket
+(<socket dir>/<socket name>.img) backs namespace 1.
+
+Options:
+  --socket <path>          vfio-user socket to listen on (its directory is created)      [required]
+  --namespace <uri>        namespace backend, repeat for NSID 1, 2, ...:
+                             memory:<size>[?block-size=512|4096]
+                             file:<path>[?size=<size>&direct=1&block-size=4096&readonly=1]
+                             nvme-tcp://<host>:<port>[,<host>:<port>]/<subsystem NQN>?nsid=<n>
+                               (remote NVMe/TCP namespace; options in docs/nvme-tcp.md)
+  --poll                   polled doorbells: BAR0's doorbell page is shared memory watched by a
+                           poller thread (lowest latency, one core busy while I/O flows)
+  --socket-mode <octal>    socket file mode (default 0600)
+  --msix-vectors <n>       MSI-X vectors (default 64; Windows fails with 512)
+  --io-queues <n>          maximum I/O queue pairs (default 31)
+  --queue-entries <n>      maximum entries per queue (default 1024)
+  --mdts <n>               maximum transfer as log2 of 4 KiB pages (default 8 = 1 MiB)
+  --identity <path>        where serial, NQN and namespace ids persist
+                           (default: <first file namespace>.vfiod.json)
+  --serial <text>          serial number (max 20 chars)
+  --model <text>           model number (max 40 chars)
+  --firmware <text>        firmware revision (max 8 chars)
+  --nqn <nqn>              subsystem NQN
+  --log-level <level>      debug, info, warn or error (default info)
+  -h, --help               show this help
+`;
+
+/** Parses `vfiod serve` options; returns undefined when help was asked for. */
+export function parseServeArgs(argv: string[]): ControllerConfig | undefined {
+  try {
+    return parse(argv);
+  } catch (error) {
+    if (error instanceof UsageError) throw new UsageError(`serve: ${error.message}`);
+    throw error;
+  }
+}
+
+function parse(argv: string[]): ControllerConfig | undefined {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: false,
+      options: { ...CONTROLLER_OPTIONS, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+    });
+  } catch (error) {
+    throw new UsageError(errorMessage(error));
+  }
+  const values = parsed.values;
+  if (values.help) return undefined;
+  if (!values.socket) throw new UsageError('--socket <path> is required');
+  if (values['log-level']) applyLogLevel(values['log-level']);
+  const identity: ControllerConfig['identity'] = {};
+  if (values.serial !== undefined) identity.serialNumber = values.serial;
+  if (values.model !== undefined) identity.modelNumber = values.model;
+  if (values.firmware !== undefined) identity.firmwareRevision = values.firmware;
+  if (values.nqn !== undefined) identity.subsystemNqn = values.nqn;
+
+  return controllerConfig({
+    socketPath: values.socket,
+    ...(values.namespace?.length ? { namespaces: values.namespace } : {}),
+    doorbellMode: values.poll ? 'polled' : 'interrupt',
+    ...(values['socket-mode'] !== undefined ? { socketMode: socketMode(values['socket-mode']) } : {}),
+    ...(values['msix-vectors'] !== undefined ? { msixVectors: integer('--msix-vectors', values['msix-vectors'], ...CONTROLLER_LIMITS.msixVectors) } : {}),
+    ...(values['io-queues'] !== undefined ? { maxIoQueuePairs: integer('--io-queues', values['io-queues'], ...CONTROLLER_LIMITS.maxIoQueuePairs) } : {}),
+    ...(values['queue-entries'] !== undefined ? { maxQueueEntries: integer('--queue-entries', values['queue-entries'], ...CONTROLLER_LIMITS.maxQueueEntries) } : {}),
+    ...(values.mdts !== undefined ? { mdtsPages: integer('--mdts', values.mdts, ...CONTROLLER_LIMITS.mdtsPages) } : {}),
+    ...(values.identity !== undefined ? { identityPath: values.identity } : {}),
+    identity,
+  });
+}

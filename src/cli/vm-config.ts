@@ -1,0 +1,84 @@
+/**
+ * `vfiod vm-config`: prints the static device configuration for creating a VM, cloud-hypervisor VmConfig devices
+ * and command-line options or QEMU arguments, from the daemon (AttachmentService.GetVmConfig).
+ */
+import type { DeviceSource } from './attachments.js';
+import { bdfOption, CLIENT_EXIT, type ClientDeps, UsageError, integer, noPositionals } from './common.js';
+import { CONNECTION_HELP, printJson, withClient } from './remote.js';
+
+export const VM_CONFIG_USAGE = `Usage: vfiod vm-config --hypervisor cloud-hypervisor|qemu [--vm <id>] <device>... [options]
+
+Prints the static device configuration for creating a VM: cloud-hypervisor VmConfig devices / user_devices (JSON)
+and command-line options, or QEMU arguments (one pcie-root-port per device, bootindex).
+
+Devices (in order; append @<n> for a boot index, e.g. --bdf 01:00.1@1):
+  --bdf <bdf>            host PCI function through VFIO
+  --vfio-user <socket>   an emulated controller's socket
+  --controller <id>      an emulated controller of the daemon
+Options:
+  --memory <size>        QEMU guest RAM (emits the shared memory backend vfio-user needs)
+  --prepare              also prepare the PCI devices for --vm (all or nothing)
+
+${CONNECTION_HELP}`;
+
+// vfiod.v1 messages (proto/vfiod/v1/attachments.proto) as the client sends and receives them.
+
+interface VmDevice {
+  source: DeviceSource;
+  bootIndex?: number;
+}
+
+interface GetVmConfigResponse {
+  cloudHypervisor: { devicesJson: string; userDevicesJson: string; args: string[]; sharedMemoryRequired: boolean } | null;
+  qemu: { args: string[] } | null;
+  warnings: string[];
+  prepared?: Array<{ bdf: string; changed: boolean; vfioGroupDev: string; vfioCdev: string }>;
+}
+
+export async function runVmConfig(argv: string[], deps: ClientDeps = {}): Promise<number> {
+  const options = {
+    hypervisor: { type: 'string' },
+    vm: { type: 'string' },
+    bdf: { type: 'string', multiple: true },
+    'vfio-user': { type: 'string', multiple: true },
+    controller: { type: 'string', multiple: true },
+    memory: { type: 'string' },
+    prepare: { type: 'boolean' },
+  } as const;
+  return withClient('vm-config', VM_CONFIG_USAGE, argv, options, deps, async (ctx, v, positionals, tokens) => {
+    noPositionals(positionals);
+    const hypervisor = v.hypervisor === 'cloud-hypervisor' || v.hypervisor === 'ch' ? 'HYPERVISOR_KIND_CLOUD_HYPERVISOR' : v.hypervisor === 'qemu' ? 'HYPERVISOR_KIND_QEMU' : undefined;
+    if (!hypervisor) throw new UsageError(`--hypervisor must be cloud-hypervisor or qemu${v.hypervisor ? `, not '${v.hypervisor}'` : ''}`);
+    // Devices in command-line order (boot order and PCI slots follow it).
+    const devices: VmDevice[] = [];
+    for (const token of tokens) {
+      if (token.kind !== 'option' || !['bdf', 'vfio-user', 'controller'].includes(token.name) || token.value === undefined) continue;
+      const at = token.value.lastIndexOf('@');
+      const value = at > 0 ? token.value.slice(0, at) : token.value;
+      const bootIndex = at > 0 ? integer(`--${token.name} ...@<boot index>`, token.value.slice(at + 1), 0, 65535) : undefined;
+      const source = token.name === 'bdf' ? { pciBdf: bdfOption('--bdf', value) } : token.name === 'vfio-user' ? { vfioUserSocket: value } : { controllerId: value };
+      devices.push({ source, ...(bootIndex !== undefined ? { bootIndex } : {}) });
+    }
+    if (v.prepare && !v.vm) throw new UsageError('--prepare needs --vm <id> (the owner of the prepared devices)');
+    const response = await ctx.client.call<GetVmConfigResponse>('AttachmentService', 'GetVmConfig', {
+      hypervisor,
+      devices,
+      vmId: v.vm ?? '',
+      memorySize: v.memory ?? '',
+      prepareDevices: Boolean(v.prepare),
+    });
+    if (ctx.json) printJson(ctx, response);
+    else {
+      const ch = response.cloudHypervisor;
+      const qemu = response.qemu;
+      if (ch) {
+        ctx.out(`# cloud-hypervisor VmConfig\n"devices": ${ch.devicesJson}\n"user_devices": ${ch.userDevicesJson}\n# command line\n${ch.args.join(' ')}\n`);
+        if (ch.sharedMemoryRequired) ctx.out('# vfio-user devices need guest memory shared with vfiod: --memory ...,shared=on\n');
+      }
+      if (qemu) ctx.out(`${qemu.args.join(' \\\n  ')}\n`);
+      for (const p of response.prepared ?? []) ctx.out(`# prepared ${p.bdf}${p.changed ? '' : ' (already)'}: ${p.vfioCdev || p.vfioGroupDev}\n`);
+      for (const w of response.warnings) ctx.out(`# warning: ${w}\n`);
+    }
+    return CLIENT_EXIT.ok;
+  });
+}
