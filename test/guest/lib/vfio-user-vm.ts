@@ -278,6 +278,25 @@ export class VfioUserVm {
     if (/Kernel panic - not syncing/.test(this.console())) throw new Error(`${what}: the guest kernel panicked; ${this.diagnostics()}`);
   }
 
+  /** `promise`, or a rejection as soon as QEMU exits or the guest panics (checked every second). */
+  async guard<T>(promise: Promise<T>, what: string): Promise<T> {
+    let timer: NodeJS.Timeout | undefined;
+    const watch = new Promise<never>((_, reject) => {
+      timer = setInterval(() => {
+        try {
+          this.checkAlive(what);
+        } catch (error) {
+          reject(error as Error);
+        }
+      }, 1000);
+    });
+    try {
+      return await Promise.race([promise, watch]);
+    } finally {
+      clearInterval(timer);
+    }
+  }
+
   /** Polls `probe` until it returns a value other than undefined; fails on QEMU exit, panic or the deadline. */
   async waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs: number, intervalMs = 250): Promise<T> {
     const deadline = Date.now() + timeoutMs;
@@ -343,7 +362,10 @@ export class VfioUserVm {
     this.checkAlive(`running '${script.slice(0, 80)}'`);
     if (!this.agent) throw new Error(`VM ${this.name}: the guest agent is not connected`);
     const timeoutMs = options.timeoutMs ?? 120_000;
-    const result = await this.agent.run(['/bin/sh', '-c', script], { timeoutMs, ...(options.input !== undefined ? { input: options.input } : {}) });
+    const result = await this.guard(
+      this.agent.run(['/bin/sh', '-c', script], { timeoutMs, ...(options.input !== undefined ? { input: options.input } : {}) }),
+      `running '${script.trim().slice(0, 80)}'`,
+    );
     if (result.timedOut) return { code: null, stdout: result.stdout, stderr: `${result.stderr} (timed out after ${timeoutMs} ms)` };
     return { code: result.exitCode, stdout: result.stdout, stderr: result.stderr };
   }
