@@ -156,6 +156,8 @@ export interface VfioUserVmOptions {
   files?: Record<string, Uint8Array>;
   /** How long to wait for the guest agent; default 600 s. */
   bootTimeoutMs?: number;
+  /** More words for the guest kernel's command line (e.g. 'pci=nomsi'). */
+  append?: string[];
 }
 
 export interface ShellResult {
@@ -204,7 +206,7 @@ export class VfioUserVm {
     const memory = options.memory ?? '1G';
     const append = [
       'console=ttyS0', 'panic=-1', 'quiet', 'no_timer_check',
-      `vt.work=${this.workDir}`, `vt.repo=${REPO}`, `vt.script=${VM_INIT}`,
+      `vt.work=${this.workDir}`, `vt.repo=${REPO}`, `vt.script=${VM_INIT}`, ...(options.append ?? []),
     ].join(' ');
     const args = [
       '-accel', 'tcg', '-cpu', 'max', '-smp', String(options.cpus ?? 2), '-m', memory,
