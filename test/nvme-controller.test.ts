@@ -700,6 +700,45 @@ describe('NvmeController shadow doorbells (Doorbell Buffer Config)', () => {
     expect(needEvent(h.driver.read32(eventIndexIova + 2 * 4), 11, 10)).toBe(true);
   });
 
+  it('an MMIO doorbell older than the shadow value already taken moves nothing backwards (trapped writes arrive late)', async () => {
+    // vfio-user delivers trapped doorbell writes asynchronously (QEMU posts them without waiting), so the guest goes
+    // on writing its shadow entries: by the time an MMIO write arrives, a newer shadow value may have been acted on.
+    // Found by a Linux 6.1 guest with 4 I/O queues: the stale tail put the tail behind the head, the controller
+    // fetched a ring's worth of old and empty entries, and the guest saw "invalid id 0 completed" and crashed.
+    const h = createHarness();
+    await h.driver.enable();
+    await h.driver.configureShadowDoorbells();
+    const { shadowIova } = h.driver.shadowDoorbells!;
+    await h.driver.createIoCompletionQueue(1, 16, 1);
+    await h.driver.createIoSubmissionQueue(1, 16, 1);
+    expect((await h.driver.submit(1, { opcode: IoOpcode.FLUSH, nsid: 1 })).status).toBe(Status.SUCCESS);
+    const errorsBefore = h.controller.stats().errorLogEntries;
+
+    // The guest places two commands and updates the shadow tail for each (its MMIO write for tail 2 is on its way).
+    const first = h.driver.place(1, { opcode: IoOpcode.FLUSH, nsid: 1 });
+    h.driver.write32(shadowIova + 2 * 4, 2);
+    const second = h.driver.place(1, { opcode: IoOpcode.FLUSH, nsid: 1 });
+    h.driver.write32(shadowIova + 2 * 4, 3);
+    h.controller.processQueues();
+    expect((await h.driver.wait(1, first)).status).toBe(Status.SUCCESS);
+    expect((await h.driver.wait(1, second)).status).toBe(Status.SUCCESS);
+    const headAfter = h.driver.read32(shadowIova + 3 * 4);
+    expect(headAfter).toBe(3);
+    const commands = h.controller.stats().commands.otherIo;
+
+    // Now the late MMIO writes arrive: SQ tail 2 (the controller is at 3) and an older CQ head (1).
+    await h.driver.writeDoorbell(2, 2);
+    await h.driver.writeDoorbell(3, 1);
+    h.controller.processQueues();
+    expect(await h.driver.reap(1)).toEqual([]);
+    expect(h.controller.stats().commands.otherIo).toBe(commands);
+    expect(h.controller.stats().errorLogEntries).toBe(errorsBefore);
+
+    // And the queue goes on working.
+    expect((await h.driver.submit(1, { opcode: IoOpcode.FLUSH, nsid: 1 })).status).toBe(Status.SUCCESS);
+    expect(h.controller.stats().commands.otherIo).toBe(commands + 1);
+  });
+
   it('keeps working for the admin queue, whose shadow entries Linux never writes', async () => {
     const h = createHarness();
     await h.driver.enable();

@@ -331,17 +331,27 @@ export class QueueEngine {
     this.consumedDoorbells.set(this.doorbells.subarray(0, words));
   }
 
-  /** Acts on a new value of doorbell `index`: SQ tail (even) or CQ head (odd) of queue `index / 2`. */
+  /**
+   * Acts on a new value of doorbell `index`: SQ tail (even) or CQ head (odd) of queue `index / 2`.
+   * With shadow doorbells, an I/O queue's MMIO write only says "look at the shadow entry": the host updates the
+   * shadow entry before it writes the register, and trapped writes reach us asynchronously (vfio-user clients post
+   * them without waiting), so the MMIO value can be older than a shadow value already acted on. Taking it would move
+   * the tail behind the head (a ring's worth of stale entries fetched) or the head backwards.
+   */
   private takeDoorbell(index: number, value: number): void {
     const qid = index >>> 1;
+    const shadow = qid !== 0 ? this.shadow : undefined;
     if ((index & 1) === 1) {
       const cq = this.completionQueues[qid];
       if (!cq) return this.invalidDoorbellRegister(index, value);
-      this.applyCompletionHead(cq, value);
+      if (!shadow) this.applyCompletionHead(cq, value);
+      else if (this.resolveShadow()) this.readShadowHead(shadow, cq);
     } else {
       const sq = this.submissionQueues[qid];
       if (!sq) return this.invalidDoorbellRegister(index, value);
-      if (!sq.deleting) this.applySubmissionTail(sq, value);
+      if (sq.deleting) return;
+      if (!shadow) this.applySubmissionTail(sq, value);
+      else if (this.resolveShadow()) this.readShadowTail(shadow, sq);
     }
   }
 

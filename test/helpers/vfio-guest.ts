@@ -95,7 +95,22 @@ function probeSetup(kernel?: string): { setup: Setup } | { reason: string } {
   if (!existsSync(path.join(REPO, 'build', 'Release', 'vfiod_native.node'))) return { reason: 'native addon not built (npm install)' };
   if (/[\s,]/.test(REPO)) return { reason: `repository path '${REPO}' contains a space or comma (breaks -virtfs)` };
   if (builtinDir) return builtinKernel(builtinDir, qemu, busybox);
-  const wanted = kernel ?? env('VFIOD_VFIO_GUEST_KERNEL');
+  const found = findGuestKernel(modprobe, GUEST_MODULES, kernel ?? env('VFIOD_VFIO_GUEST_KERNEL'), 'VFIOD_VFIO_GUEST_KERNEL');
+  return 'reason' in found ? found : { setup: { qemu, busybox, ...found } };
+}
+
+/**
+ * The newest /boot kernel (or version `wanted`) that the test guests can boot: readable, with the initramfs modules
+ * (virtio_pci, 9pnet_virtio, 9p) and `guestModules` (loaded in the guest with modprobe from the 9p root) in
+ * /lib/modules/<ver>. `modules`: the initramfs module files in load order (for buildInitramfs). `wantedBy` names the
+ * variable that chose `wanted`, for the reason.
+ */
+export function findGuestKernel(
+  modprobe: string,
+  guestModules: string[],
+  wanted?: string,
+  wantedBy = 'kernel',
+): { kernel: string; kernelVersion: string; modules: string[] } | { reason: string } {
   let versions = bootKernelVersions();
   if (wanted) versions = versions.filter((v) => v === wanted);
   const rejected: string[] = [];
@@ -112,17 +127,17 @@ function probeSetup(kernel?: string): { setup: Setup } | { reason: string } {
       rejected.push(`${version}: ${modules}`);
       continue;
     }
-    const guestModules = resolveModules(modprobe, version, GUEST_MODULES);
-    if (typeof guestModules === 'string') {
-      rejected.push(`${version}: ${guestModules}`);
+    const inGuest = resolveModules(modprobe, version, guestModules);
+    if (typeof inGuest === 'string') {
+      rejected.push(`${version}: ${inGuest}`);
       continue;
     }
-    return { setup: { qemu, busybox, kernel, kernelVersion: version, modules } };
+    return { kernel, kernelVersion: version, modules };
   }
   return {
     reason:
-      `no usable guest kernel${wanted ? ` (VFIOD_VFIO_GUEST_KERNEL=${wanted})` : ''}: need /boot/vmlinuz-<ver> with ` +
-      `${[...INITRAMFS_MODULES, ...GUEST_MODULES].join(', ')} in /lib/modules/<ver> (apt-get install linux-image-amd64)` +
+      `no usable guest kernel${wanted ? ` (${wantedBy}=${wanted})` : ''}: need /boot/vmlinuz-<ver> with ` +
+      `${[...INITRAMFS_MODULES, ...guestModules].join(', ')} in /lib/modules/<ver> (apt-get install linux-image-amd64)` +
       (rejected.length ? `; rejected: ${rejected.join('; ')}` : ''),
   };
 }
@@ -145,7 +160,12 @@ export function vfioGuestUnavailableReason(kernel?: string): string | undefined 
 
 // ---------------------------------------------------------------------------------------------------------------
 
-function buildInitramfs(setup: Setup): Buffer {
+/**
+ * The guests' initramfs (gzip'd cpio): static busybox, the initramfs modules `setup.modules` (from findGuestKernel)
+ * and test/testbed-vfio/init.sh as /init, which mounts the host's / over 9p and runs the kernel command line's
+ * vt.script= (see runVfioGuest's command line for the vt.* words it reads).
+ */
+export function buildInitramfs(setup: Pick<Setup, 'busybox' | 'modules'>): Buffer {
   const cpio = new Cpio();
   for (const dir of ['bin', 'dev', 'mods', 'proc', 'sys', 'newroot']) cpio.dir(dir);
   cpio.charDevice('dev/console', 5, 1);
