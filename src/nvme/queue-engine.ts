@@ -294,8 +294,9 @@ export class QueueEngine {
     this.doorbells[index] = value;
     if (index < this.consumedDoorbells.length) this.consumedDoorbells[index] = value;
     if (!this.active) return;
-    this.takeDoorbell(index, value);
     const qid = index >>> 1;
+    if (qid !== 0 && this.shadow && !this.resolveShadow()) return; // takeDoorbell reads the shadow entry
+    this.takeDoorbell(index, value);
     if (qid === 0 && this.shadow) {
       // Many drivers (Linux included) never update the admin queue's shadow entries; keep them in step so the
       // shadow value we read later is never staler than the MMIO write we just took.
@@ -334,14 +335,23 @@ export class QueueEngine {
   /** Acts on a new value of doorbell `index`: SQ tail (even) or CQ head (odd) of queue `index / 2`. */
   private takeDoorbell(index: number, value: number): void {
     const qid = index >>> 1;
+    // With shadow doorbells an I/O queue's doorbell write is only a kick: the host updates the shadow entry first
+    // and rings the doorbell with the same value, but that write can reach us after newer values were already taken
+    // from the shadow page (a trapped write waiting on the socket, a polled page read just before the host wrote
+    // it). Applying it would move the tail or head back and re-run or skip entries, so the shadow entry is the value
+    // (as QEMU's NVMe emulation does). Linux keeps the admin queue's doorbells out of the shadow page.
+    const shadow = qid !== 0 ? this.shadow : undefined;
     if ((index & 1) === 1) {
       const cq = this.completionQueues[qid];
       if (!cq) return this.invalidDoorbellRegister(index, value);
-      this.applyCompletionHead(cq, value);
+      if (shadow) this.readShadowHead(shadow, cq);
+      else this.applyCompletionHead(cq, value);
     } else {
       const sq = this.submissionQueues[qid];
       if (!sq) return this.invalidDoorbellRegister(index, value);
-      if (!sq.deleting) this.applySubmissionTail(sq, value);
+      if (sq.deleting) return;
+      if (shadow) this.readShadowTail(shadow, sq);
+      else this.applySubmissionTail(sq, value);
     }
   }
 
