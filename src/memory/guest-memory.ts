@@ -118,6 +118,8 @@ export type AddMappingOptions = AddCommon &
          * made, when the mapping is released, or when `add` fails.
          */
         close?: () => void;
+        /** Called exactly once when the mapping is gone and no I/O holds it (also when `add` fails). */
+        release?: () => void;
       }
   );
 
@@ -171,7 +173,10 @@ export class GuestMemory implements DmaSpace {
     const { iova, size } = options;
     // The backing belongs to the mapping from here on, also when the add fails.
     const refuse = (reason: string): DmaError => {
-      if ('close' in options) options.close?.();
+      if ('map' in options) {
+        options.close?.();
+        options.release?.();
+      }
       return new DmaError(iova, size, `map: ${reason}`);
     };
     if (!Number.isSafeInteger(iova) || iova < 0) throw refuse('invalid iova');
@@ -193,6 +198,7 @@ export class GuestMemory implements DmaSpace {
       onRelease = options.release;
     } else {
       ({ map, unmap, close } = options);
+      onRelease = options.release;
     }
     const closeBacking = (): void => {
       if (region.map === undefined) return;
