@@ -54,6 +54,10 @@ Options:
   --firmware <text>        firmware revision (max 8 chars)
   --nqn <nqn>              subsystem NQN
   --log-level <level>      debug, info, warn or error (default info)
+  --handover-socket <path> where a successor connects for a live upgrade
+                           (default: <socket dir>/<socket name>.handover.sock)
+  --take-over              replace the vfiod serving these options (same --socket, namespaces
+                           and settings) without disconnecting its client (docs/restart.md)
   -h, --help               show this help
 `;
 
@@ -77,13 +81,13 @@ async function run(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'serve': {
-      const config = parseServeArgs(rest);
-      if (!config) {
+      const parsed = parseServeArgs(rest);
+      if (!parsed) {
         process.stdout.write(SERVE_USAGE);
         return 0;
       }
       const { serve } = await import('../serve/supervisor.js');
-      return serve([config]);
+      return serve([parsed.config], undefined, parsed.options);
     }
     case 'devices': {
       // Through the daemon when one is there (or --daemon is given); standalone otherwise.
@@ -126,7 +130,9 @@ async function run(argv: string[]): Promise<number> {
 }
 
 /** Parses `vfiod serve` options; returns undefined when help was asked for. */
-export function parseServeArgs(argv: string[]): ControllerConfig | undefined {
+export function parseServeArgs(
+  argv: string[],
+): { config: ControllerConfig; options: { takeOver?: boolean; handoverSocket?: string } } | undefined {
   let parsed;
   try {
     parsed = parseArgs({
@@ -147,6 +153,8 @@ export function parseServeArgs(argv: string[]): ControllerConfig | undefined {
         firmware: { type: 'string' },
         nqn: { type: 'string' },
         'log-level': { type: 'string' },
+        'handover-socket': { type: 'string' },
+        'take-over': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -168,7 +176,11 @@ export function parseServeArgs(argv: string[]): ControllerConfig | undefined {
   if (values.firmware !== undefined) identity.firmwareRevision = values.firmware;
   if (values.nqn !== undefined) identity.subsystemNqn = values.nqn;
 
-  return controllerConfig({
+  const options = {
+    ...(values['take-over'] ? { takeOver: true } : {}),
+    ...(values['handover-socket'] !== undefined ? { handoverSocket: values['handover-socket'] } : {}),
+  };
+  const config = controllerConfig({
     socketPath: values.socket,
     ...(values.namespace?.length ? { namespaces: values.namespace } : {}),
     doorbellMode: values.poll ? 'polled' : 'interrupt',
@@ -180,6 +192,7 @@ export function parseServeArgs(argv: string[]): ControllerConfig | undefined {
     ...(values.identity !== undefined ? { identityPath: values.identity } : {}),
     identity,
   });
+  return { config, options };
 }
 
 function parseInteger(option: string, text: string, min: number, max: number): number {
