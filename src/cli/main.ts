@@ -45,13 +45,13 @@ async function run(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'serve': {
-      const config = parseServeArgs(rest);
-      if (!config) {
+      const parsed = parseServeArgs(rest);
+      if (!parsed) {
         process.stdout.write(SERVE_USAGE);
         return 0;
       }
       const { serve } = await import('../serve/supervisor.js');
-      return serve([config]);
+      return serve([parsed.config], undefined, parsed.options);
     }
     case 'devices': {
       // Through the daemon when one is there (or --daemon is given); standalone otherwise.

@@ -3,6 +3,7 @@
  */
 import { parseArgs } from 'node:util';
 import { CONTROLLER_LIMITS, controllerConfig, type ControllerConfig } from '../serve/config.js';
+import type { ServeOptions } from '../serve/supervisor.js';
 import { errorMessage } from '../util/errors.js';
 import { applyLogLevel, CONTROLLER_OPTIONS, integer, socketMode, UsageError } from './common.js';
 
@@ -33,11 +34,20 @@ Options:
   --firmware <text>        firmware revision (max 8 chars)
   --nqn <nqn>              subsystem NQN
   --log-level <level>      debug, info, warn or error (default info)
+  --handover-socket <path> where a successor connects for a live upgrade
+                           (default: <socket dir>/<socket name>.handover.sock)
+  --take-over              replace the vfiod serving these options (same --socket, namespaces
+                           and settings) without disconnecting its client (docs/restart.md)
   -h, --help               show this help
 `;
 
+export interface ParsedServeArgs {
+  config: ControllerConfig;
+  options: ServeOptions;
+}
+
 /** Parses `vfiod serve` options; returns undefined when help was asked for. */
-export function parseServeArgs(argv: string[]): ControllerConfig | undefined {
+export function parseServeArgs(argv: string[]): ParsedServeArgs | undefined {
   try {
     return parse(argv);
   } catch (error) {
@@ -46,13 +56,19 @@ export function parseServeArgs(argv: string[]): ControllerConfig | undefined {
   }
 }
 
-function parse(argv: string[]): ControllerConfig | undefined {
+function parse(argv: string[]): ParsedServeArgs | undefined {
   let parsed;
   try {
     parsed = parseArgs({
       args: argv,
       allowPositionals: false,
-      options: { ...CONTROLLER_OPTIONS, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      options: {
+        ...CONTROLLER_OPTIONS,
+        'log-level': { type: 'string' },
+        'handover-socket': { type: 'string' },
+        'take-over': { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
     });
   } catch (error) {
     throw new UsageError(errorMessage(error));
@@ -67,7 +83,11 @@ function parse(argv: string[]): ControllerConfig | undefined {
   if (values.firmware !== undefined) identity.firmwareRevision = values.firmware;
   if (values.nqn !== undefined) identity.subsystemNqn = values.nqn;
 
-  return controllerConfig({
+  const options: ServeOptions = {
+    ...(values['take-over'] ? { takeOver: true } : {}),
+    ...(values['handover-socket'] !== undefined ? { handoverSocket: values['handover-socket'] } : {}),
+  };
+  const config = controllerConfig({
     socketPath: values.socket,
     ...(values.namespace?.length ? { namespaces: values.namespace } : {}),
     doorbellMode: values.poll ? 'polled' : 'interrupt',
@@ -79,4 +99,5 @@ function parse(argv: string[]): ControllerConfig | undefined {
     ...(values.identity !== undefined ? { identityPath: values.identity } : {}),
     identity,
   });
+  return { config, options };
 }

@@ -111,6 +111,8 @@ export type AddMappingOptions = AddCommon &
          * exists (it overlaps, counts, and is unmapped like any other), but every access to it fails with this reason.
          */
         unreachable: string;
+        /** Called exactly once when the mapping is gone. */
+        release?: () => void;
       }
     | {
         /**
@@ -125,6 +127,8 @@ export type AddMappingOptions = AddCommon &
          * made, when the mapping is released, or when `add` fails.
          */
         close?: () => void;
+        /** Called exactly once when the mapping is gone and no I/O holds it (also when `add` fails). */
+        release?: () => void;
       }
   );
 
@@ -178,7 +182,8 @@ export class GuestMemory implements DmaSpace {
     const { iova, size } = options;
     // The backing belongs to the mapping from here on, also when the add fails.
     const refuse = (reason: string): DmaError => {
-      if ('close' in options) options.close?.();
+      if ('map' in options) options.close?.();
+      if (!('bytes' in options)) options.release?.();
       return new DmaError(iova, size, `map: ${reason}`);
     };
     if (!Number.isSafeInteger(iova) || iova < 0) throw refuse('invalid iova');
@@ -200,11 +205,13 @@ export class GuestMemory implements DmaSpace {
       onRelease = options.release;
     } else if ('unreachable' in options) {
       const reason = options.unreachable;
+      onRelease = options.release;
       map = (offset, length) => {
         throw new DmaError(iova + offset, length, `to memory vfiod cannot reach: ${reason}`);
       };
     } else {
       ({ map, unmap, close } = options);
+      onRelease = options.release;
     }
     const closeBacking = (): void => {
       if (region.map === undefined) return;

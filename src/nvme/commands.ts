@@ -135,6 +135,15 @@ export class CommandRunner implements CommandSink {
     this.logger = parts.logger;
   }
 
+  /** Command counts, for a live upgrade's successor (nothing is in flight then). */
+  snapshot(): { version: number; counts: { admin: number; read: number; write: number; otherIo: number } } {
+    return { version: 1, counts: { ...this.commandCounts } };
+  }
+
+  restore(state: { version: number; counts: { admin: number; read: number; write: number; otherIo: number } }): void {
+    Object.assign(this.commandCounts, state.counts);
+  }
+
   /** The controller's processing pass ended: the next fetch reads the clock afresh. */
   endPass(): void {
     this.clockFresh = false;

@@ -39,6 +39,33 @@ import {
   ShutdownStatus,
 } from './registers.js';
 import type { ControllerState, NvmeControllerStats } from './stats.js';
+import type { RegistersState } from './registers.js';
+import type { FeaturesState } from './features.js';
+import type { HealthState } from './log-pages.js';
+import type { AsyncEventsState } from './async-events.js';
+import type { QueueEngineState } from './queue-engine.js';
+import { checkSnapshotVersion } from '../util/handover-fds.js';
+
+const CONTROLLER_STATE_VERSION = 1;
+
+/**
+ * The whole controller in a live-upgrade snapshot (docs/restart.md), taken quiesced: nothing in flight, every
+ * completion posted and signalled. Each part writes and reads its own piece.
+ */
+export interface NvmeControllerState {
+  version: number;
+  namespaceCount: number;
+  registers: RegistersState;
+  features: FeaturesState;
+  health: HealthState;
+  events: AsyncEventsState;
+  interrupts: { version: number; pending: number[] };
+  queues: QueueEngineState;
+  commands: { version: number; counts: { admin: number; read: number; write: number; otherIo: number } };
+  changedNamespaces: { nsids: number[]; overflow: boolean };
+  unsafeIfReset: boolean;
+  resets: number;
+}
 
 export type { InterruptSink } from './interrupts.js';
 export type { NamespaceEntry } from './namespaces.js';
@@ -100,6 +127,10 @@ export class NvmeController {
   private readonly commands: CommandRunner;
 
   private processScheduled = false;
+  /** A live upgrade quiesced the controller: nothing is fetched until resume / start. */
+  private quiesced = false;
+  /** A CC.SHN shutdown in progress (its drain and flush). */
+  private shutdownInProgress: Promise<void> | undefined;
   /** The controller was enabled and has not completed a shutdown since (a reset now counts as unsafe). */
   private unsafeIfReset = false;
   private resets = 0;
@@ -219,7 +250,7 @@ export class NvmeController {
   /** Process pending submissions; each interrupt vector with new completions is signalled once per call. */
   processQueues(): void {
     const interrupts = this.interrupts;
-    if (!this.queues.active || interrupts.batching) return;
+    if (!this.queues.active || interrupts.batching || this.quiesced) return;
     interrupts.openBatch();
     try {
       if (this.queues.run()) this.scheduleProcessing();
@@ -241,6 +272,75 @@ export class NvmeController {
     this.registers.powerOnReset();
     this.namespaces.changed.clear();
     return this.commands.whenDrained();
+  }
+
+  // ---- live upgrade ------------------------------------------------------------------------------------------
+
+  /**
+   * Stops fetching commands, lets in-flight I/O complete (its completions are posted), waits for a shutdown in
+   * progress and signals every pending interrupt. Doorbell writes keep being recorded. Outstanding AERs stay
+   * outstanding. `snapshot` or `resume` follows.
+   */
+  async quiesce(): Promise<void> {
+    this.quiesced = true;
+    this.events.stopKeepAlive();
+    for (;;) {
+      await this.commands.whenDrained();
+      if (this.shutdownInProgress) await this.shutdownInProgress;
+      // A completion may have freed CQ slots an event was waiting for: deliver it before the snapshot.
+      this.events.deliver();
+      if (this.commands.inFlight === 0) break;
+    }
+    this.interrupts.flushNow();
+  }
+
+  /** Undoes `quiesce` (or starts a restored controller): fetching, the keep-alive timer and processing go on. */
+  resume(): void {
+    if (!this.quiesced) return;
+    this.quiesced = false;
+    if (this.queues.active && this.features.keepAliveMillis > 0) this.events.restartKeepAlive();
+    this.processQueues();
+    this.interrupts.scheduleFlush();
+  }
+
+  snapshot(): NvmeControllerState {
+    if (!this.quiesced) throw new Error('NVMe controller snapshot while not quiesced');
+    return {
+      version: CONTROLLER_STATE_VERSION,
+      namespaceCount: this.namespaces.count,
+      registers: this.registers.snapshot(),
+      features: this.features.snapshot(),
+      health: this.health.snapshot(),
+      events: this.events.snapshot(),
+      interrupts: this.interrupts.snapshot(),
+      queues: this.queues.snapshot(),
+      commands: this.commands.snapshot(),
+      changedNamespaces: this.namespaces.changed.snapshot(),
+      unsafeIfReset: this.unsafeIfReset,
+      resets: this.resets,
+    };
+  }
+
+  /**
+   * On a controller freshly built with the same options and namespaces: takes on a predecessor's state. Stays
+   * quiesced (nothing fetched, no interrupt, no guest memory touched) until `resume()`.
+   */
+  restore(state: NvmeControllerState): void {
+    checkSnapshotVersion(state, 'NVMe controller state', CONTROLLER_STATE_VERSION);
+    if (state.namespaceCount !== this.namespaces.count) {
+      throw new Error(`snapshot has ${state.namespaceCount} namespaces, this controller ${this.namespaces.count}`);
+    }
+    this.quiesced = true;
+    this.registers.restore(state.registers);
+    this.features.restore(state.features);
+    this.health.restore(state.health);
+    this.events.restore(state.events);
+    this.queues.restore(state.queues);
+    this.interrupts.restore(state.interrupts);
+    this.commands.restore(state.commands);
+    this.namespaces.changed.restore(state.changedNamespaces);
+    this.unsafeIfReset = state.unsafeIfReset;
+    this.resets = state.resets;
   }
 
   /** Flushes every namespace (graceful shutdown). */
@@ -445,15 +545,17 @@ export class NvmeController {
     const generation = commands.generation;
     const started = Date.now();
     this.logger.info('shutdown requested', { kind: kind === ShutdownNotification.ABRUPT ? 'abrupt' : 'normal' });
-    void commands.whenDrained()
+    const done = commands.whenDrained()
       .then(() => this.flushForShutdown())
       .then((durable) => {
+        if (this.shutdownInProgress === done) this.shutdownInProgress = undefined;
         if (generation !== commands.generation) return; // reset in the meantime: SHST was cleared
         if (durable) this.unsafeIfReset = false;
         else this.fail('namespace flush failed at shutdown: written data may not be durable');
         registers.shutdownStatus = ShutdownStatus.COMPLETE;
         this.logger.info('shutdown complete', { millis: Date.now() - started, durable });
       });
+    this.shutdownInProgress = done;
   }
 
   /** Flushes every namespace (all of them, even after a failure); logs each failure. True when all succeeded. */
