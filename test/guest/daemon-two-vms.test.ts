@@ -12,8 +12,8 @@ import path from 'node:path';
 import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
 import { Guest } from '../helpers/hypervisor.js';
 import { pattern } from '../helpers/nvme-harness.js';
-import { VfioUserVm, vfioUserVmUnavailableReason } from './lib/vfio-user-vm.js';
-import { VfiodProcess, vfiodCli } from './lib/vfiod-process.js';
+import { VfioUserVm, vfioUserVmUnavailableReason } from '../../testbed/vfio-user-vm.js';
+import { VfiodProcess, vfiodCli } from '../../testbed/vfiod-process.js';
 
 const unavailable = vfioUserVmUnavailableReason();
 if (unavailable) console.warn(`guest/daemon-two-vms: skipped: ${unavailable}`);

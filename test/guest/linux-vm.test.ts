@@ -20,7 +20,7 @@
  *      wants DEVICE_DELETED and the controller gone from the guest.
  *
  * Data checks: fio verify (crc32c) in the guest; dd patterns compared with cmp in the guest and read from the backing
- * file on the host. Skips, with the reason, when QEMU >= 10.1 or a guest kernel cannot be had (test/guest/lib).
+ * file on the host. Skips, with the reason, when QEMU >= 10.1 or a guest kernel cannot be had (testbed/vfio-user-vm.ts).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { openSync, readFileSync, readSync, closeSync, mkdtempSync, rmSync, ftruncateSync, writeSync } from 'node:fs';
@@ -29,8 +29,8 @@ import path from 'node:path';
 import { QemuAdapter } from '../../src/hypervisor/qmp.js';
 import { Guest } from '../helpers/hypervisor.js';
 import { pattern } from '../helpers/nvme-harness.js';
-import { VfioUserVm, vfioUserVmUnavailableReason } from './lib/vfio-user-vm.js';
-import { VfiodProcess } from './lib/vfiod-process.js';
+import { VfioUserVm, vfioUserVmUnavailableReason } from '../../testbed/vfio-user-vm.js';
+import { VfiodProcess } from '../../testbed/vfiod-process.js';
 
 const unavailable = vfioUserVmUnavailableReason();
 if (unavailable) console.warn(`guest/linux-vm: skipped: ${unavailable}`);

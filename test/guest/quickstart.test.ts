@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Output, REPO, uefiGuestSetup } from './lib/uefi.js';
+import { Output, REPO, uefiGuestSetup } from '../../testbed/uefi.js';
 
 interface Block {
   /** 1-based number among the sh blocks. */
