@@ -17,10 +17,11 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { bootKernelVersions, Cpio, resolveModules, staticBusybox, which } from './guest-kernel.js';
+import { env } from './knobs.js';
+import { vfioUserQemu } from './vfio-user-vm.js';
 
 export const REPO = fileURLToPath(new URL('../', import.meta.url)).replace(/\/$/, '');
 const LAUNCHER = path.join(REPO, 'testbed', 'qemu-launch.sh');
-const QEMU_SCRIPT = path.join(REPO, 'scripts', 'qemu-vfio-user.sh');
 /** systemd-boot from Debian's systemd-boot-efi package. */
 const SYSTEMD_BOOT = '/usr/lib/systemd/boot/efi/systemd-bootx64.efi';
 /** Modules the guest's /init loads (nvme with its dependencies; efivarfs to read what the boot loader left). */
@@ -30,10 +31,6 @@ const ESP_TYPE = 'C12A7328-F81F-11D2-BA4B-00A0C93EC93B';
 const LINUX_DATA_TYPE = '0FC63DAF-8483-4772-8E79-3D69D8477DE4';
 const MiB = 1 << 20;
 
-const env = (name: string): string | undefined => {
-  const value = process.env[name];
-  return value === undefined || value === '' ? undefined : value;
-};
 
 export interface UefiSetup {
   /** The wrapper that runs like qemu-system-x86_64 (scripts/qemu-vfio-user.sh). */
@@ -52,24 +49,10 @@ export interface UefiSetup {
 let probed: { setup: UefiSetup } | { reason: string } | undefined;
 let probedDisk: { setup: UefiSetup } | { reason: string } | undefined;
 
-/**
- * The QEMU with vfio-user-pci: VFIOD_GUEST_QEMU when set, else whatever scripts/qemu-vfio-user.sh prints (it builds
- * and caches the trixie tree the first time, as root; .ci/run runs it before the tests).
- */
-function findQemu(): { qemu: string } | { reason: string } {
-  const forced = env('VFIOD_GUEST_QEMU');
-  if (forced) return which(forced) ? { qemu: forced } : { reason: `VFIOD_GUEST_QEMU=${forced} is not executable` };
-  const result = spawnSync('bash', [QEMU_SCRIPT, '--quiet'], { encoding: 'utf8', timeout: 15 * 60_000 });
-  const printed = result.stdout.trim().split('\n').pop() ?? '';
-  if (result.status === 0 && printed) return { qemu: printed };
-  const why = (result.stderr || result.error?.message || `exit ${result.status}`).trim().split('\n').pop();
-  return { reason: `no QEMU with vfio-user-pci: scripts/qemu-vfio-user.sh failed: ${why}` };
-}
-
-/** OVMF next to the QEMU tree (<cache>/root/usr/share/OVMF), else the host's ovmf package. VFIOD_OVMF_DIR overrides. */
+/** OVMF next to the QEMU tree (<cache>/root/usr/share/OVMF), else the host's ovmf package. VFIOD_TESTBED_OVMF_DIR overrides. */
 function findOvmf(qemu: string): { code: string; vars: string } | undefined {
   const dirs = [
-    env('VFIOD_OVMF_DIR'),
+    env('VFIOD_TESTBED_OVMF_DIR'),
     path.resolve(path.dirname(qemu), '..', 'root', 'usr', 'share', 'OVMF'),
     '/usr/share/OVMF',
   ].filter((d): d is string => !!d);
@@ -82,7 +65,7 @@ function findOvmf(qemu: string): { code: string; vars: string } | undefined {
 }
 
 function probe(withVm: boolean): { setup: UefiSetup } | { reason: string } {
-  if (env('VFIOD_GUEST_DISABLE') === '1') return { reason: 'disabled by VFIOD_GUEST_DISABLE=1' };
+  if (env('VFIOD_TESTBED_DISABLE') === '1') return { reason: 'disabled by VFIOD_TESTBED_DISABLE=1' };
   if (process.platform !== 'linux' || process.arch !== 'x64') return { reason: 'needs Linux on x86-64' };
   for (const tool of ['timeout', 'sh', 'bash']) if (!which(tool)) return { reason: `${tool} not found` };
   const tools = { sfdisk: which('sfdisk'), mformat: which('mformat'), mmd: which('mmd'), mcopy: which('mcopy') };
@@ -93,7 +76,7 @@ function probe(withVm: boolean): { setup: UefiSetup } | { reason: string } {
   if (!busybox) return { reason: 'no statically linked busybox (apt-get install busybox-static)' };
   const modprobe = which('modprobe');
   if (!modprobe) return { reason: 'modprobe not found (apt-get install kmod)' };
-  const wanted = env('VFIOD_GUEST_KERNEL');
+  const wanted = env('VFIOD_TESTBED_KERNEL');
   const rejected: string[] = [];
   let kernel: { version: string; modules: string[] } | undefined;
   for (const version of bootKernelVersions().filter((v) => !wanted || v === wanted)) {
@@ -117,7 +100,7 @@ function probe(withVm: boolean): { setup: UefiSetup } | { reason: string } {
   }
   if (!kernel) {
     return {
-      reason: `no usable guest kernel${wanted ? ` (VFIOD_GUEST_KERNEL=${wanted})` : ''}: need a readable EFI-stub ` +
+      reason: `no usable guest kernel${wanted ? ` (VFIOD_TESTBED_KERNEL=${wanted})` : ''}: need a readable EFI-stub ` +
         `/boot/vmlinuz-<ver> with ${GUEST_MODULES.join(', ')} in /lib/modules/<ver> (apt-get install linux-image-amd64)` +
         (rejected.length ? `; rejected: ${rejected.join('; ')}` : ''),
     };
@@ -127,11 +110,9 @@ function probe(withVm: boolean): { setup: UefiSetup } | { reason: string } {
     tools: tools as UefiSetup['tools'],
   };
   if (!withVm) return { setup: { ...disk, qemu: '', qemuVersion: '', ovmfCode: '', ovmfVars: '' } };
-  const found = findQemu();
+  const found = vfioUserQemu();
   if ('reason' in found) return found;
-  const version = spawnSync(found.qemu, ['--version'], { encoding: 'utf8', timeout: 60_000 });
-  const qemuVersion = version.stdout?.split('\n')[0]?.trim() ?? '';
-  if (version.status !== 0 || !qemuVersion) return { reason: `${found.qemu} --version failed: ${version.stderr?.trim()}` };
+  const qemuVersion = found.version;
   const ovmf = findOvmf(found.qemu);
   if (!ovmf) return { reason: `no OVMF_CODE_4M.fd/OVMF_VARS_4M.fd next to ${found.qemu} or in /usr/share/OVMF (apt-get install ovmf)` };
   return { setup: { ...disk, qemu: found.qemu, qemuVersion, ovmfCode: ovmf.code, ovmfVars: ovmf.vars } };
@@ -455,7 +436,7 @@ export function startUefiVm(
     '-serial', 'stdio',
     '-device', JSON.stringify(device),
   ];
-  const timeoutS = options.timeoutS ?? Number(env('VFIOD_GUEST_TIMEOUT') ?? 900);
+  const timeoutS = options.timeoutS ?? Number(env('VFIOD_TESTBED_TIMEOUT') ?? 900);
   const child = spawn('sh', [LAUNCHER, String(timeoutS), setup.qemu, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   const output = new Output('QEMU', child, path.join(options.workDir, 'console.log'));
   return { child, output, args, kill: () => child.stdin?.destroy() };

@@ -11,8 +11,8 @@
  * writes results.json into the work dir and powers off.
  *
  * QEMU runs under testbed/qemu-launch.sh (stops it when this process closes the pipe or dies, and after a hard
- * timeout). Knobs: VFIOD_VFIO_GUEST_DISABLE=1, VFIOD_VFIO_GUEST_KERNEL=<ver>, VFIOD_VFIO_GUEST_QEMU=<binary>,
- * VFIOD_VFIO_GUEST_KEEP=1 (keep the work dir), VFIOD_VFIO_GUEST_TIMEOUT=<s> (default 240).
+ * timeout). Knobs: VFIOD_TESTBED_DISABLE=1, VFIOD_TESTBED_KERNEL=<ver>, VFIOD_TESTBED_QEMU=<binary>,
+ * VFIOD_TESTBED_KEEP=1 (keep the work dir), VFIOD_TESTBED_TIMEOUT=<s> (default 240).
  */
 import { spawn } from 'node:child_process';
 import {
@@ -23,6 +23,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { bootKernelVersions, Cpio, extractedVmlinux, resolveModules, staticBusybox, which } from './guest-kernel.js';
+import { env } from './knobs.js';
 
 export const REPO = fileURLToPath(new URL('../', import.meta.url)).replace(/\/$/, '');
 const GUEST_DIR = path.join(REPO, 'testbed', 'vfio-guest');
@@ -32,10 +33,6 @@ const INITRAMFS_MODULES = ['virtio_pci', '9pnet_virtio', '9p'];
 /** Loaded in the guest with modprobe from the 9p root; checked here so the test can skip with a reason. */
 const GUEST_MODULES = ['vfio-pci', 'nvme'];
 
-const env = (name: string): string | undefined => {
-  const value = process.env[name];
-  return value === undefined || value === '' ? undefined : value;
-};
 
 interface Setup {
   qemu: string;
@@ -50,9 +47,9 @@ const probedKernels = new Map<string, { setup: Setup } | { reason: string }>();
 
 /**
  * Where testbed/vfio-guest/build-kernel.sh puts the guest kernel with iommufd + VFIO cdev built in (Debian's kernels
- * have no CONFIG_IOMMUFD): pass it as the `kernel` option. VFIOD_GUEST_KERNEL_DIR overrides it (for both).
+ * have no CONFIG_IOMMUFD): pass it as the `kernel` option. VFIOD_TESTBED_IOMMUFD_KERNEL_DIR overrides it (for both).
  */
-export const IOMMUFD_GUEST_KERNEL_DIR = env('VFIOD_GUEST_KERNEL_DIR') ?? '/var/cache/vfiod/guest-kernel';
+export const IOMMUFD_GUEST_KERNEL_DIR = env('VFIOD_TESTBED_IOMMUFD_KERNEL_DIR') ?? '/var/cache/vfiod/guest-kernel';
 
 /** A kernel directory from build-kernel.sh: vmlinux, config and release; every driver built in (no modules). */
 function builtinKernel(dir: string, qemu: string, busybox: string): { setup: Setup } | { reason: string } {
@@ -73,11 +70,11 @@ function builtinKernel(dir: string, qemu: string, busybox: string): { setup: Set
   return { setup: { qemu, busybox, kernel, kernelVersion: release, modules: [] } };
 }
 
-/** `kernel`: a /boot version (like VFIOD_VFIO_GUEST_KERNEL) or an absolute build-kernel.sh directory. */
+/** `kernel`: a /boot version (like VFIOD_TESTBED_KERNEL) or an absolute build-kernel.sh directory. */
 function probeSetup(kernel?: string): { setup: Setup } | { reason: string } {
-  if (env('VFIOD_VFIO_GUEST_DISABLE') === '1') return { reason: 'disabled by VFIOD_VFIO_GUEST_DISABLE=1' };
+  if (env('VFIOD_TESTBED_DISABLE') === '1') return { reason: 'disabled by VFIOD_TESTBED_DISABLE=1' };
   if (process.platform !== 'linux' || process.arch !== 'x64') return { reason: 'needs Linux on x86-64' };
-  const qemuName = env('VFIOD_VFIO_GUEST_QEMU') ?? 'qemu-system-x86_64';
+  const qemuName = env('VFIOD_TESTBED_QEMU') ?? 'qemu-system-x86_64';
   const qemu = which(qemuName);
   if (!qemu) return { reason: `${qemuName} not found (apt-get install qemu-system-x86)` };
   for (const tool of ['timeout', 'sh']) if (!which(tool)) return { reason: `${tool} not found (coreutils)` };
@@ -95,7 +92,7 @@ function probeSetup(kernel?: string): { setup: Setup } | { reason: string } {
   if (!existsSync(path.join(REPO, 'build', 'Release', 'vfiod_native.node'))) return { reason: 'native addon not built (npm install)' };
   if (/[\s,]/.test(REPO)) return { reason: `repository path '${REPO}' contains a space or comma (breaks -virtfs)` };
   if (builtinDir) return builtinKernel(builtinDir, qemu, busybox);
-  const found = findGuestKernel(modprobe, GUEST_MODULES, kernel ?? env('VFIOD_VFIO_GUEST_KERNEL'), 'VFIOD_VFIO_GUEST_KERNEL');
+  const found = findGuestKernel(modprobe, GUEST_MODULES, kernel ?? env('VFIOD_TESTBED_KERNEL'), 'VFIOD_TESTBED_KERNEL');
   return 'reason' in found ? found : { setup: { qemu, busybox, ...found } };
 }
 
@@ -151,7 +148,7 @@ function setupFor(kernel: string | undefined): { setup: Setup } | { reason: stri
 
 /**
  * Why the guest cannot run here, or undefined when it can. /dev/kvm is not needed (TCG). `kernel` as for
- * runVfioGuest (default: the newest /boot kernel with the modules, or VFIOD_VFIO_GUEST_KERNEL).
+ * runVfioGuest (default: the newest /boot kernel with the modules, or VFIOD_TESTBED_KERNEL).
  */
 export function vfioGuestUnavailableReason(kernel?: string): string | undefined {
   const result = setupFor(kernel);
@@ -280,7 +277,7 @@ export async function runVfioGuest(
   for (const [name, bytes] of Object.entries(options.files ?? {})) writeFileSync(path.join(workDir, name), bytes);
   if (options.nested) writeNestedAssets(setup, workDir, options.nested);
   const consoleLog = path.join(workDir, 'console.log');
-  const timeoutS = Math.ceil((options.timeoutMs ?? Number(env('VFIOD_VFIO_GUEST_TIMEOUT') ?? 240) * 1000) / 1000);
+  const timeoutS = Math.ceil((options.timeoutMs ?? Number(env('VFIOD_TESTBED_TIMEOUT') ?? 240) * 1000) / 1000);
   const append = [
     'console=ttyS0', 'panic=-1', 'quiet', 'intel_iommu=on', 'iommu=pt', 'nvme_core.multipath=N',
     // Under TCG on a loaded host the IO-APIC timer check can miss its window and the guest panics with
@@ -333,8 +330,8 @@ export async function runVfioGuest(
   return { results, console: consoleText, exitCode, wallMs, workDir };
 }
 
-/** Removes the work dir unless VFIOD_VFIO_GUEST_KEEP=1. */
+/** Removes the work dir unless VFIOD_TESTBED_KEEP=1. */
 export function cleanupVfioGuest(run: VfioGuestRun | undefined): void {
-  if (!run || env('VFIOD_VFIO_GUEST_KEEP') === '1') return;
+  if (!run || env('VFIOD_TESTBED_KEEP') === '1') return;
   rmSync(run.workDir, { recursive: true, force: true });
 }

@@ -1,7 +1,7 @@
 /**
  * Real VMs for the guest tests: QEMU >= 10.1 with `vfio-user-pci` devices served by vfiod, and a stock Linux guest.
  *
- * QEMU: VFIOD_QEMU_VFIO_USER (a binary), else the one scripts/qemu-vfio-user.sh prints (Debian's QEMU 11.1 from
+ * QEMU: VFIOD_TESTBED_QEMU_VFIO_USER (a binary), else the one scripts/qemu-vfio-user.sh prints (Debian's QEMU 11.1 from
  * trixie-backports, cached in /var/cache/vfiod/qemu-vfio-user; .ci/run builds it). The guest: q35 with its RAM in a
  * memfd shared with vfiod (memory-backend-memfd, share=on: allocated lazily, so a 16 GiB guest costs what it touches),
  * N vCPUs under TCG, the host's /boot kernel with the busybox initramfs of testbed/vfio-guest.ts, the host's /
@@ -11,8 +11,8 @@
  * (commands, events) and on a second one for the project's QemuAdapter (`adapterQmpSocket`). Empty pcie-root-ports
  * for hot-plug. QEMU runs under testbed/qemu-launch.sh: it never outlives the test process.
  *
- * Knobs: VFIOD_GUEST_VM_DISABLE=1 (skip), VFIOD_GUEST_VM_KERNEL=<ver> (a /boot kernel), VFIOD_GUEST_VM_KEEP=1 (keep
- * work dirs), VFIOD_GUEST_VM_TIMEOUT=<s> (hard limit per QEMU, default 3600), VFIOD_QEMU_VFIO_USER=<qemu binary>.
+ * Knobs: VFIOD_TESTBED_DISABLE=1 (skip), VFIOD_TESTBED_KERNEL=<ver> (a /boot kernel), VFIOD_TESTBED_KEEP=1 (keep
+ * work dirs), VFIOD_TESTBED_TIMEOUT=<s> (hard limit per QEMU, default 3600), VFIOD_TESTBED_QEMU_VFIO_USER=<qemu binary>.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -22,11 +22,8 @@ import { QgaExec } from '../src/bench/qga.js';
 import { QmpConnection, type QmpEvent } from '../src/hypervisor/qmp.js';
 import { extractedVmlinux, staticBusybox, which } from './guest-kernel.js';
 import { buildInitramfs, findGuestKernel, REPO } from './vfio-guest.js';
+import { env } from './knobs.js';
 
-const env = (name: string): string | undefined => {
-  const value = process.env[name];
-  return value === undefined || value === '' ? undefined : value;
-};
 
 const LAUNCHER = path.join(REPO, 'testbed', 'qemu-launch.sh');
 const VM_INIT = path.join(REPO, 'testbed', 'vfio-user-vm-init.sh');
@@ -48,7 +45,7 @@ export interface VfioUserQemu {
 let qemuProbe: VfioUserQemu | { reason: string } | undefined;
 
 /**
- * QEMU >= 10.1 with vfio-user-pci: VFIOD_QEMU_VFIO_USER, else scripts/qemu-vfio-user.sh's (which builds and caches it
+ * QEMU >= 10.1 with vfio-user-pci: VFIOD_TESTBED_QEMU_VFIO_USER, else scripts/qemu-vfio-user.sh's (which builds and caches it
  * when it is missing and it may: root and a reachable Debian archive; .ci/run runs it first).
  */
 export function vfioUserQemu(): VfioUserQemu | { reason: string } {
@@ -56,18 +53,18 @@ export function vfioUserQemu(): VfioUserQemu | { reason: string } {
 }
 
 function probeQemu(): VfioUserQemu | { reason: string } {
-  const override = env('VFIOD_QEMU_VFIO_USER');
+  const override = env('VFIOD_TESTBED_QEMU_VFIO_USER');
   let qemu: string;
   if (override) {
     const found = which(override);
-    if (!found) return { reason: `VFIOD_QEMU_VFIO_USER=${override} is not an executable` };
+    if (!found) return { reason: `VFIOD_TESTBED_QEMU_VFIO_USER=${override} is not an executable` };
     qemu = found;
   } else {
     const script = spawnSync('bash', [QEMU_SCRIPT, '--quiet'], { encoding: 'utf8', timeout: 20 * 60_000 });
     const printed = script.stdout?.trim().split('\n').pop();
     if (script.status !== 0 || !printed) {
       const why = (script.stderr || script.error?.message || `exit ${script.status}`).trim().split('\n').pop();
-      return { reason: `no QEMU with vfio-user-pci: scripts/qemu-vfio-user.sh failed (${why}); set VFIOD_QEMU_VFIO_USER or run the script as root` };
+      return { reason: `no QEMU with vfio-user-pci: scripts/qemu-vfio-user.sh failed (${why}); set VFIOD_TESTBED_QEMU_VFIO_USER or run the script as root` };
     }
     qemu = printed;
   }
@@ -94,7 +91,7 @@ interface GuestSetup {
 let setupProbe: { setup: GuestSetup } | { reason: string } | undefined;
 
 function probeSetup(): { setup: GuestSetup } | { reason: string } {
-  if (env('VFIOD_GUEST_VM_DISABLE') === '1') return { reason: 'disabled by VFIOD_GUEST_VM_DISABLE=1' };
+  if (env('VFIOD_TESTBED_DISABLE') === '1') return { reason: 'disabled by VFIOD_TESTBED_DISABLE=1' };
   if (process.platform !== 'linux' || process.arch !== 'x64') return { reason: 'needs Linux on x86-64' };
   for (const tool of ['timeout', 'sh', 'bash']) if (!which(tool)) return { reason: `${tool} not found (coreutils, bash)` };
   if (!existsSync(path.join(REPO, 'dist', 'cli', 'main.js'))) return { reason: 'dist/ is not built (npm test runs tsc first; or npx tsc -p tsconfig.json)' };
@@ -110,7 +107,7 @@ function probeSetup(): { setup: GuestSetup } | { reason: string } {
       return { reason: `${tool} is not installed in ${guestPath.join(', ')} (apt-get install fio qemu-guest-agent coreutils util-linux)` };
     }
   }
-  const kernel = findGuestKernel(modprobe, GUEST_MODULES, env('VFIOD_GUEST_VM_KERNEL'), 'VFIOD_GUEST_VM_KERNEL');
+  const kernel = findGuestKernel(modprobe, GUEST_MODULES, env('VFIOD_TESTBED_KERNEL'), 'VFIOD_TESTBED_KERNEL');
   if ('reason' in kernel) return kernel;
   const qemu = vfioUserQemu();
   if ('reason' in qemu) return qemu;
@@ -225,7 +222,7 @@ export class VfioUserVm {
     ];
     for (let i = 1; i <= (options.rootPorts ?? 0); i++) args.push('-device', `pcie-root-port,id=rp${i},chassis=${i},slot=${i}`);
     for (const device of options.devices ?? []) args.push('-device', JSON.stringify(vfioUserDeviceJson(device)));
-    const timeoutS = Number(env('VFIOD_GUEST_VM_TIMEOUT') ?? 3600);
+    const timeoutS = Number(env('VFIOD_TESTBED_TIMEOUT') ?? 3600);
     const logFd = openSync(path.join(this.workDir, 'qemu.log'), 'w');
     this.child = spawn('sh', [LAUNCHER, String(timeoutS), guest.qemu.qemu, ...args], { stdio: ['pipe', logFd, logFd] });
     closeSync(logFd);
@@ -404,7 +401,7 @@ export class VfioUserVm {
       this.child.kill('SIGTERM');
     }
     await this.exited;
-    if (!options.keep && env('VFIOD_GUEST_VM_KEEP') !== '1') rmSync(this.workDir, { recursive: true, force: true });
+    if (!options.keep && env('VFIOD_TESTBED_KEEP') !== '1') rmSync(this.workDir, { recursive: true, force: true });
   }
 }
 

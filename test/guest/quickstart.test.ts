@@ -105,7 +105,7 @@ describe.skipIf(unavailable !== undefined)('docs/quickstart.md, run as written',
       }
     }
     console.log(`quickstart: ${((Date.now() - started) / 1000).toFixed(0)} s`);
-    if (ok && process.env['VFIOD_GUEST_KEEP'] !== '1') rmSync(dir, { recursive: true, force: true });
+    if (ok && process.env['VFIOD_TESTBED_KEEP'] !== '1') rmSync(dir, { recursive: true, force: true });
     else console.log(`quickstart: directory kept: ${dir}`);
   });
 

@@ -61,7 +61,7 @@ describe.skipIf(unavailable !== undefined || !built)('UEFI boot from a vfiod nam
     served?.child.kill('SIGKILL');
     const ok = vfiodExit === 0 && qemuExit === 0 && seen['done'] !== undefined;
     console.log(`UEFI boot test: ${((Date.now() - started) / 1000).toFixed(0)} s, ${setup.qemuVersion}, ${path.basename(setup.ovmfCode)}, kernel ${setup.kernelVersion}`);
-    if (ok && process.env['VFIOD_GUEST_KEEP'] !== '1') rmSync(workDir, { recursive: true, force: true });
+    if (ok && process.env['VFIOD_TESTBED_KEEP'] !== '1') rmSync(workDir, { recursive: true, force: true });
     else console.log(`UEFI boot test: work dir kept: ${workDir}`);
   });
 

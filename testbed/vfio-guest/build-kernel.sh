@@ -3,7 +3,7 @@
 # tinyconfig + kernel-iommufd.config (IOMMUFD and VFIO cdev built in). Debian's own kernels do
 # not enable CONFIG_IOMMUFD, so there is no package to install instead.
 #
-# Output (the harness looks here): $VFIOD_GUEST_KERNEL_DIR (default /var/cache/vfiod/guest-kernel)/
+# Output (the harness looks here): $VFIOD_TESTBED_IOMMUFD_KERNEL_DIR (default /var/cache/vfiod/guest-kernel)/
 #   vmlinux   ELF kernel (PVH boot)      config   its .config      release   `uname -r` in the guest
 #   stamp     source version + fragment hash: a rebuild happens only when one of them changes
 # Needs: apt-get (to download the source), gcc, make, flex, bison, bc, libelf-dev, xz. Takes 10-30 min on 2 cores.
@@ -11,8 +11,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 fragment="$here/kernel-iommufd.config"
-out="${VFIOD_GUEST_KERNEL_DIR:-/var/cache/vfiod/guest-kernel}"
-jobs="${VFIOD_GUEST_KERNEL_JOBS:-$(nproc)}"
+out="${VFIOD_TESTBED_IOMMUFD_KERNEL_DIR:-/var/cache/vfiod/guest-kernel}"
+jobs="${VFIOD_TESTBED_KERNEL_JOBS:-$(nproc)}"
 log() { echo "build-kernel: $*" >&2; }
 
 mkdir -p "$out/src"
