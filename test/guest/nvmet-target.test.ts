@@ -14,15 +14,7 @@ import {
   DISCOVERY_NQN, exchangeIcReq, nvmetTargetUnavailableReason, startNvmetTarget, type NvmetTarget,
 } from '../../testbed/nvmet-target.js';
 import { PduType, startFaultProxy, type FaultProxy } from '../helpers/tcp-fault-proxy.js';
-import { sleep } from '../helpers/common.js';
-
-async function waitFor(predicate: () => boolean, timeoutMs = 5000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!predicate()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(5);
-  }
-}
+import { sleep, waitFor } from '../helpers/common.js';
 
 /** A client socket that records what it receives and how it ended. */
 interface Client {
@@ -95,7 +87,7 @@ describe('tcp fault proxy (local echo server)', () => {
     const c = await client();
     const sent = Buffer.concat([pdu(PduType.CapsuleCmd, 72), pdu(PduType.H2CData, 1000)]);
     c.socket.write(sent);
-    await waitFor(() => c.received().length === sent.length);
+    await waitFor(() => c.received().length === sent.length, 'the data');
     expect(c.received().equals(sent)).toBe(true);
     expect(proxy.stats()).toMatchObject({ connections: 1, active: 1, bytesToTarget: 1072, bytesToHost: 1072, pdusToTarget: 2, pdusToHost: 2, faultsApplied: 0 });
     expect(proxy.pdus().map((p) => [p.direction, p.type, p.plen])).toEqual([
@@ -110,7 +102,7 @@ describe('tcp fault proxy (local echo server)', () => {
     const pdus = Array.from({ length: 12_000 }, (_, i) => pdu(PduType.H2CData, 1024 + (i % 7) * 100, i));
     const sent = Buffer.concat(pdus);
     for (let i = 0; i < sent.length; i += 65536) c.socket.write(sent.subarray(i, i + 65536));
-    await waitFor(() => c.received().length === sent.length, 20_000, 'the echo');
+    await waitFor(() => c.received().length === sent.length, 'the echo');
     expect(c.received().equals(sent)).toBe(true);
     const log = proxy.pdus();
     expect(log).toHaveLength(10_000);
@@ -127,7 +119,7 @@ describe('tcp fault proxy (local echo server)', () => {
       await sleep(2);
     }
     c.socket.write(sent.subarray(12));
-    await waitFor(() => c.received().length === 100);
+    await waitFor(() => c.received().length === 100, 'the data');
     expect(c.received().equals(sent)).toBe(true);
     expect(proxy.pdus().filter((p) => p.direction === 'to-target')).toEqual([
       { connection: 1, direction: 'to-target', type: PduType.CapsuleCmd, flags: 0, hlen: 24, pdo: 24, plen: 100 },
@@ -139,7 +131,7 @@ describe('tcp fault proxy (local echo server)', () => {
     const c = await client();
     const sent = Buffer.concat([Buffer.from('GET / HTTP/1.0\r\n\r\n'), randomBytes(3000)]);
     c.socket.write(sent);
-    await waitFor(() => c.received().length === sent.length);
+    await waitFor(() => c.received().length === sent.length, 'the data');
     expect(c.received().equals(sent)).toBe(true);
   });
 
@@ -149,7 +141,7 @@ describe('tcp fault proxy (local echo server)', () => {
     const c = await client();
     const sent = Buffer.concat([pdu(PduType.CapsuleResp, 64), pdu(PduType.C2HData, 64, 2), pdu(PduType.C2HData, 64, 3)]);
     c.socket.write(sent);
-    await waitFor(() => c.received().length === sent.length);
+    await waitFor(() => c.received().length === sent.length, 'the data');
     const expected = Buffer.from(sent);
     expected[64 + 30]! ^= 0xff;
     expect(c.received().equals(expected)).toBe(true);
@@ -162,7 +154,7 @@ describe('tcp fault proxy (local echo server)', () => {
     const c = await client();
     const sent = Buffer.concat([pdu(PduType.H2CData, 64), pdu(PduType.H2CData, 200)]);
     c.socket.write(sent);
-    await waitFor(() => c.received().length === sent.length);
+    await waitFor(() => c.received().length === sent.length, 'the data');
     const expected = Buffer.from(sent);
     expected[64 + 100]! ^= 0xff;
     expect(c.received().equals(expected)).toBe(true);
@@ -173,11 +165,11 @@ describe('tcp fault proxy (local echo server)', () => {
     const c = await client();
     const first = pdu(PduType.CapsuleCmd, 40);
     c.socket.write(first);
-    await waitFor(() => c.received().length === 40);
+    await waitFor(() => c.received().length === 40, 'the data');
     proxy.corruptNext('to-target', 50); // 50 bytes into what the client sends next
     const sent = pdu(PduType.CapsuleCmd, 100, 9);
     c.socket.write(sent);
-    await waitFor(() => c.received().length === 140);
+    await waitFor(() => c.received().length === 140, 'the data');
     const expected = Buffer.from(sent);
     expected[50]! ^= 0xff;
     expect(c.received().subarray(40).equals(expected)).toBe(true);
@@ -194,7 +186,7 @@ describe('tcp fault proxy (local echo server)', () => {
     // one-shot: the next connection is not affected
     const d = await client();
     d.socket.write(pdu(PduType.C2HData, 64));
-    await waitFor(() => d.received().length === 64);
+    await waitFor(() => d.received().length === 64, 'the data');
   });
 
   it('truncateNextPdu waits for a PDU of the given type', async () => {
@@ -226,7 +218,7 @@ describe('tcp fault proxy (local echo server)', () => {
       const before = c.received().length;
       const t0 = Date.now();
       c.socket.write(pdu(PduType.CapsuleCmd, 32, seed));
-      await waitFor(() => c.received().length === before + 32);
+      await waitFor(() => c.received().length === before + 32, 'the data');
       return Date.now() - t0;
     };
     expect(await roundTrip(1)).toBeLessThan(100);
@@ -235,7 +227,7 @@ describe('tcp fault proxy (local echo server)', () => {
     const burst = Buffer.concat([1, 2, 3, 4, 5].map((seed) => pdu(PduType.CapsuleCmd, 32, seed)));
     const before = c.received().length;
     for (let i = 0; i < burst.length; i += 16) c.socket.write(burst.subarray(i, i + 16));
-    await waitFor(() => c.received().length === before + burst.length);
+    await waitFor(() => c.received().length === before + burst.length, 'the data');
     expect(c.received().subarray(before).equals(burst)).toBe(true);
     proxy.setDelay(0);
     expect(await roundTrip(3)).toBeLessThan(100);
@@ -246,13 +238,13 @@ describe('tcp fault proxy (local echo server)', () => {
     const a = await client();
     const b = await client();
     a.socket.write(pdu(PduType.CapsuleCmd, 8));
-    await waitFor(() => a.received().length === 8 && proxy.stats().active === 2);
+    await waitFor(() => a.received().length === 8 && proxy.stats().active === 2, 'the data');
     proxy.dropAll();
     expect((await a.closed).error).toBe('ECONNRESET');
     expect((await b.closed).error).toBe('ECONNRESET');
-    await waitFor(() => proxy.stats().active === 0);
+    await waitFor(() => proxy.stats().active === 0, 'the data');
     const c = await client();
-    await waitFor(() => proxy.stats().active === 1);
+    await waitFor(() => proxy.stats().active === 1, 'the data');
     proxy.dropAll({ how: 'close' });
     expect(await c.closed).toEqual({ error: undefined, ended: true });
   });
@@ -272,18 +264,18 @@ describe('tcp fault proxy (local echo server)', () => {
     });
     expect(error ?? 'ECONNRESET').toMatch(/ECONNRESET|EPIPE/);
     expect(got).toBe(0);
-    await waitFor(() => proxy.stats().refused === 1);
+    await waitFor(() => proxy.stats().refused === 1, 'the data');
     expect(proxy.stats()).toMatchObject({ refused: 1, connections: 0 });
     proxy.allow();
     const c = await client();
     c.socket.write(pdu(PduType.ICReq, 128));
-    await waitFor(() => c.received().length === 128);
+    await waitFor(() => c.received().length === 128, 'the data');
   });
 
   it('close() stops listening and drops the connections', async () => {
     await start();
     const c = await client();
-    await waitFor(() => proxy.stats().active === 1);
+    await waitFor(() => proxy.stats().active === 1, 'the data');
     await proxy.close();
     await c.closed;
     await expect(connectClient(proxy.port)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
@@ -327,7 +319,7 @@ describe('qemu-launch.sh (no orphans)', () => {
     const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
     child.stdin!.end();
     expect(await exited).not.toBe(0);
-    await waitFor(() => !alive(pid), 5000, 'the program to stop');
+    await waitFor(() => !alive(pid), 'the program to stop');
   });
 
   it('stops the program after the hard timeout (status 124)', async () => {

@@ -21,21 +21,11 @@ import {
   PROT_WRITE,
   type RecvResult,
 } from '../../../src/native/index.js';
-import { sleep, temporaryDir } from '../../helpers/common.js';
+import { sleep, temporaryDir, waitFor } from '../../helpers/common.js';
 
 const RW = PROT_READ | PROT_WRITE;
 const BAD_FD = 1_000_000; // above any RLIMIT_NOFILE: always EBADF
 const { errno: E } = os.constants;
-
-async function waitFor<T>(probe: () => T | null | undefined | false, what: string, timeoutMs = 2000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = probe();
-    if (value !== null && value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(1);
-  }
-}
 
 /** Runs `fn` and returns what it threw (failing if it did not throw). */
 function thrown(fn: () => unknown): Error & { errno?: number; code?: string; syscall?: string } {

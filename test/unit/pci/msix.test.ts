@@ -16,7 +16,7 @@ import {
 } from '../../../src/pci/index.js';
 import { Errno, IrqIndex, IrqSetFlag, RegionIndex } from '../../../src/spec/vfio.js';
 import { memoryLogger, setLogLevel } from '../../../src/util/log.js';
-import { sleep, temporaryDir } from '../../helpers/common.js';
+import { sleep, temporaryDir, waitFor } from '../../helpers/common.js';
 
 const MSIX_BAR = 4;
 const VECTORS = 64;
@@ -114,14 +114,6 @@ function expectEinval(action: () => void): PciAccessError {
   expect(caught).toBeInstanceOf(PciAccessError);
   expect((caught as PciAccessError).errno).toBe(Errno.EINVAL);
   return caught as PciAccessError;
-}
-
-async function waitFor(condition: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 2000;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(2);
-  }
 }
 
 describe('MSI-X layout', () => {
