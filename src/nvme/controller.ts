@@ -12,6 +12,8 @@
  * The parts reach the controller only through `fail` and the end of a reset's drain (CommandOwner). It knows guest
  * memory only through DmaSpace, namespaces only through the Namespace contract, interrupts only through
  * InterruptSink.
+ *
+ * Size: the CC/CSTS state machine plus the live-upgrade quiesce/snapshot/restore of the parts it composes.
  */
 import { DmaError, type DmaSpace } from '../memory/guest-memory.js';
 import { AsyncEvent, LogPageId, PAGE_SIZE, Reg, SQE_SIZE } from '../spec/nvme.js';

@@ -7,6 +7,9 @@
  * Flow control: fetching a command reserves a slot in its completion queue, so a completion can always be posted
  * when the command finishes and an unconsumed CQE is never overwritten. A queue whose CQ has no unreserved slot
  * waits until the host advances the CQ head.
+ *
+ * Size: the hot path (doorbells, fetch, post) stays in one class so per-command calls are direct, and its
+ * live-upgrade snapshot/restore sits next to the state it saves.
  */
 import { DmaError, type DmaSpace } from '../memory/guest-memory.js';
 import type { Logger } from '../util/log.js';

@@ -2,6 +2,9 @@
  * One emulated PCI Express endpoint function: config space, BARs, MSI-X and INTx, exposed as vfio regions and
  * vfio IRQ indexes (numbering as in Linux vfio.h). It knows nothing of sockets or NVMe: the integrator supplies
  * BAR handlers and calls `signal()` to raise interrupts; the vfio-user layer forwards region accesses and SET_IRQS.
+ *
+ * Size: config space dispatch, BARs, MSI-X and INTx wiring and their live-upgrade snapshot are one state
+ * machine over one config space; msix.ts, config-space.ts and capabilities.ts already hold the separable parts.
  */
 import { readlinkSync } from 'node:fs';
 import { native, POLL_READABLE, type FdWatcher } from '../native/index.js';

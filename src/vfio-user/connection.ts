@@ -22,6 +22,8 @@
  * QEMU (reading the 16-byte header with recvmsg) and cloud-hypervisor (reading the fixed reply with recvmsg)
  * expect. When the peer does not read, output accumulates up to a high-water mark, then we stop reading requests
  * until it drains: no unbounded memory for a client that floods requests and never reads replies.
+ *
+ * Size: receiving, fd attribution and the send queue share one buffer discipline and one backpressure rule.
  */
 import { native, POLL_READABLE, POLL_WRITABLE, type FdWatcher } from '../native/index.js';
 import { fromBase64, toBase64, type FdCollector, type FdSource } from '../util/handover-fds.js';

@@ -7,6 +7,8 @@
  * as the specification says: cloud-hypervisor reads fixed-size replies without looking at the ERROR flag, so a
  * short reply would desynchronise it. QEMU checks the flag first and only requires a reply to fit the buffer it
  * allocated, which these sizes do (see docs/vfio-user.md).
+ *
+ * Size: every request handler but DMA and SET_IRQS, plus the live-upgrade adopt path of a session.
  */
 import type { GuestMemory } from '../memory/guest-memory.js';
 import type { Logger } from '../util/log.js';

@@ -11,6 +11,8 @@
  *
  * Every malformed or unexpected PDU from the target is a `TransportError`: the queue destroys its socket and reports
  * all its outstanding requests to `onFailure` exactly once; nothing throws out of a socket callback.
+ *
+ * Size: one PDU state machine per connection (handshake, framing, R2T, C2HData, digests, timeouts).
  */
 import net from 'node:net';
 import type { Logger } from '../../util/log.js';
