@@ -17,6 +17,7 @@ import type { InterruptCoalescer } from './interrupts.js';
 import { executeIoCommand } from './io.js';
 import type { IoContext, IoDone, IoRequest, SmartCounters } from './io-types.js';
 import { NO_COMMAND, type HealthRecord } from './log-pages.js';
+import type { ScratchBudget } from './scratch.js';
 import type { NamespaceEntry } from './namespaces.js';
 import type { CommandSink, QueueEngine } from './queue-engine.js';
 import type { SubmissionQueue } from './queues.js';
@@ -57,6 +58,7 @@ export class ControllerIoContext implements IoContext {
     readonly counters: SmartCounters,
     private readonly features: FeatureState,
     readonly logger: Logger,
+    readonly scratch: ScratchBudget,
   ) {}
 
   namespace(nsid: number): Namespace | undefined {

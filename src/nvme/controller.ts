@@ -25,6 +25,7 @@ import { InterruptCoalescer, type InterruptSink } from './interrupts.js';
 import { HealthRecord } from './log-pages.js';
 import { NamespaceSet, type NamespaceEntry } from './namespaces.js';
 import { DOORBELL_COUNT, QueueEngine } from './queue-engine.js';
+import { DEFAULT_SCRATCH_BUDGET_BYTES, ScratchBudget } from './scratch.js';
 import {
   Cc,
   ccField,
@@ -67,6 +68,8 @@ export interface NvmeControllerOptions {
   maxQueueEntries?: number;
   /** MDTS as log2 of 4 KiB pages, default 8 (1 MiB); 0 = unlimited. Lowered to what the namespaces accept. */
   mdtsPages?: number;
+  /** Scratch memory commands may hold at once (Compare's stored data), default 32 MiB; see scratch.ts. */
+  scratchBudgetBytes?: number;
   logger?: Logger;
 }
 
@@ -98,6 +101,7 @@ export class NvmeController {
   private readonly queues: QueueEngine;
   private readonly events: AsyncEvents;
   private readonly commands: CommandRunner;
+  private readonly scratch: ScratchBudget;
 
   private processScheduled = false;
   /** The controller was enabled and has not completed a shutdown since (a reset now counts as unsafe). */
@@ -158,7 +162,8 @@ export class NvmeController {
       vectorCount,
     });
     const { entries, namespaces: list } = namespaces;
-    const io = new ControllerIoContext(dma, entries, list, maxTransferBytes, health.counters, features, logger);
+    const scratch = (this.scratch = new ScratchBudget(options.scratchBudgetBytes ?? DEFAULT_SCRATCH_BUDGET_BYTES));
+    const io = new ControllerIoContext(dma, entries, list, maxTransferBytes, health.counters, features, logger, scratch);
     const owner: CommandOwner = {
       fail: (reason, fields) => this.fail(reason, fields),
       abandonedDrained: () => this.abandonedDrained(),
@@ -265,6 +270,7 @@ export class NvmeController {
       resets: this.resets,
       unsafeShutdowns: this.health.unsafeShutdowns,
       latency: commands.latency.snapshot(),
+      scratch: this.scratch.stats(),
     };
   }
 

@@ -31,6 +31,7 @@ import { NamespaceError, type ByteRange, type Namespace } from '../namespace/nam
 import { rootLogger } from '../util/log.js';
 import { mapDataPointer } from './data-pointer.js';
 import type { IoContext, IoDone, IoRequest } from './io-types.js';
+import type { ScratchBudget } from './scratch.js';
 import { IoOpcode, Status, StatusType } from '../spec/nvme.js';
 
 /** NSID that addresses every namespace (broadcast). */
@@ -142,9 +143,51 @@ function startBlockCommand(
     const pending = namespace.write(offset, request.segments);
     return settle(ctx, request, done, namespace, pending, opcode, bytes, flushAfter, undefined, true);
   }
-  // Compare needs the stored data next to the guest's: one temporary buffer per Compare (not a hot path).
-  const stored = new Uint8Array(bytes);
-  return settle(ctx, request, done, namespace, namespace.read(offset, [stored]), opcode, bytes, false, stored, true);
+  return startCompare(ctx, request, done, namespace, offset, bytes);
+}
+
+/**
+ * Compare needs the stored data next to the guest's: one temporary buffer per Compare (not a hot path), taken from
+ * the controller's scratch budget. When the budget is spent the command waits for it (asynchronously, its guest
+ * memory pinned as for any asynchronous command) and is never failed for it.
+ */
+function startCompare(
+  ctx: IoContext,
+  request: IoRequest,
+  done: IoDone,
+  namespace: Namespace,
+  offset: number,
+  bytes: number,
+): number {
+  const budget = ctx.scratch;
+  if (budget === undefined || budget.tryTake(bytes)) {
+    const stored = new Uint8Array(bytes);
+    let status: number;
+    try {
+      const pending = namespace.read(offset, [stored]);
+      status = settle(ctx, request, done, namespace, pending, IoOpcode.COMPARE, bytes, false, stored, true);
+    } catch (error) {
+      budget?.release(bytes);
+      throw error;
+    }
+    if (budget !== undefined) {
+      if (status === IN_FLIGHT) completionOf(request).holdScratch(budget, bytes);
+      else budget.release(bytes);
+    }
+    return status;
+  }
+  const completion = completionOf(request);
+  const pending = budget.wait(bytes).then(() => {
+    if (completion.abandoned) {
+      budget.release(bytes);
+      throw new NamespaceError('internal', 'abandoned while waiting for scratch memory');
+    }
+    completion.holdScratch(budget, bytes);
+    const stored = new Uint8Array(bytes);
+    completion.setStored(stored);
+    return namespace.read(offset, [stored]);
+  });
+  return goAsync(ctx, request, done, namespace, pending, IoOpcode.COMPARE, bytes, false, undefined, true);
 }
 
 function startDatasetManagement(ctx: IoContext, request: IoRequest, done: IoDone, namespace: Namespace): number {
@@ -289,7 +332,7 @@ function goAsync(
   stored: Uint8Array | undefined,
   usesGuestMemory: boolean,
 ): number {
-  const completion = asyncCompletions.get(request) ?? newAsyncCompletion(request);
+  const completion = completionOf(request);
   completion.arm(ctx, done, namespace, opcode, bytes, flushAfter, stored);
   // Nothing else runs on this thread until we return, so pinning after the backend started its work is still early
   // enough: no unmap can have happened in between.
@@ -318,8 +361,31 @@ class AsyncCompletion {
   private bytes = 0;
   private flushAfter = false;
   private stored: Uint8Array | undefined;
+  /** Scratch memory the command holds until it completes (see scratch.ts). */
+  private scratchBudget: ScratchBudget | undefined;
+  private scratchBytes = 0;
+  /** Set for good when the command was given up; the request then has a new AsyncCompletion (see abandon). */
+  abandoned = false;
 
   constructor(private readonly request: IoRequest) {}
+
+  holdScratch(budget: ScratchBudget, bytes: number): void {
+    this.scratchBudget = budget;
+    this.scratchBytes = bytes;
+  }
+
+  /** Compare's stored data, once a command that waited for scratch memory has it. */
+  setStored(stored: Uint8Array): void {
+    this.stored = stored;
+  }
+
+  private releaseScratch(): void {
+    const budget = this.scratchBudget;
+    if (budget === undefined) return;
+    this.scratchBudget = undefined;
+    budget.release(this.scratchBytes);
+    this.scratchBytes = 0;
+  }
 
   arm(
     ctx: IoContext,
@@ -370,6 +436,7 @@ class AsyncCompletion {
     this.done = undefined;
     this.namespace = undefined;
     this.stored = undefined;
+    this.releaseScratch();
     const pinned = request.pinned;
     for (let index = 0; index < pinned.length; index++) ctx.dma.unpin(pinned[index]!);
     if (pinned.length !== 0) pinned.length = 0;
@@ -384,9 +451,13 @@ class AsyncCompletion {
 
 const asyncCompletions = new WeakMap<IoRequest, AsyncCompletion>();
 
-function newAsyncCompletion(request: IoRequest): AsyncCompletion {
-  const completion = new AsyncCompletion(request);
-  asyncCompletions.set(request, completion);
+/** The request's continuation object (made on its first asynchronous command). */
+function completionOf(request: IoRequest): AsyncCompletion {
+  let completion = asyncCompletions.get(request);
+  if (completion === undefined) {
+    completion = new AsyncCompletion(request);
+    asyncCompletions.set(request, completion);
+  }
   return completion;
 }
 
