@@ -6,7 +6,7 @@ import { rmSync } from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { afterEach, describe, expect, it } from 'vitest';
-import { FALLOCATE_CHUNK_BYTES, FileNamespace } from '../src/namespace/file.js';
+import { FALLOCATE_CHUNK_BYTES, FileNamespace, MAX_SUBMITTED_TRANSFERS } from '../src/namespace/file.js';
 import { MemoryNamespace } from '../src/namespace/memory.js';
 import { controllerConfig } from '../src/serve/config.js';
 import { startController, type RunningController } from '../src/serve/controller.js';
@@ -171,6 +171,33 @@ describe('deallocation cost on a file', () => {
       const most = Math.max(...bytesPerTurn.values());
       expect(most).toBeLessThanOrEqual(FALLOCATE_CHUNK_BYTES);
       expect([...bytesPerTurn.values()].reduce((a, b) => a + b, 0)).toBe(64 * 1024 * MIB);
+    } finally {
+      await namespace.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('file transfers on the thread pool', () => {
+  it('hands at most MAX_SUBMITTED_TRANSFERS to the thread pool; held ones can be given up, running ones cannot', async () => {
+    const dir = temporaryDir('vfiod-limits-held-');
+    const namespace = await FileNamespace.open({ path: path.join(dir, 'disk.img'), sizeBytes: 64 * MIB });
+    try {
+      const writes = Array.from({ length: 64 }, (_, index) => [pattern(MIB, index + 1)]);
+      const pending = writes.map((buffers, index) => namespace.write((index % 64) * MIB, buffers) as Promise<void>);
+      // The first ones are on threads: beyond recall. The last ones are held: given up, never written.
+      expect(namespace.abandon(writes[0]!)).toBe(false);
+      expect(namespace.abandon(writes[MAX_SUBMITTED_TRANSFERS - 1]!)).toBe(false);
+      const givenUp = writes.slice(MAX_SUBMITTED_TRANSFERS);
+      for (const buffers of givenUp) expect(namespace.abandon(buffers)).toBe(true);
+      const results = await Promise.allSettled(pending);
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(MAX_SUBMITTED_TRANSFERS);
+      expect(results.slice(MAX_SUBMITTED_TRANSFERS).every((r) => r.status === 'rejected')).toBe(true);
+      const back = new Uint8Array(MIB);
+      await namespace.read(0, [back]);
+      expect(Buffer.from(back).equals(Buffer.from(writes[0]![0]!))).toBe(true);
+      await namespace.read((MAX_SUBMITTED_TRANSFERS + 1) * MIB, [back]);
+      expect(back.every((byte) => byte === 0)).toBe(true);
     } finally {
       await namespace.close();
       rmSync(dir, { recursive: true, force: true });

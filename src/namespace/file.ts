@@ -65,6 +65,13 @@ export interface FileNamespaceOptions {
 /** fallocate(2) as the native addon exposes it: throws an error with `code` ('EOPNOTSUPP', ...) on failure. */
 export type FallocateFunction = (fd: number, mode: number, offset: number, length: number) => void;
 
+/**
+ * Reads and writes of one namespace on libuv's thread pool at once; more wait in the namespace, in order. The pool
+ * is the process's (4 threads), so this keeps one guest from queueing thousands of transfers ahead of every other
+ * controller's; it bounds the direct-I/O bounce buffers to as many MiB; and it bounds what a DMA_UNMAP or a reset
+ * must wait for: a transfer still held back can be given up (abandon), one on a thread cannot.
+ */
+export const MAX_SUBMITTED_TRANSFERS = 16;
 /** Size of each direct-I/O bounce buffer; unaligned transfers are bounced in pieces of this size. */
 export const BOUNCE_BYTES = 1024 * 1024;
 /** Write Zeroes / Deallocate write this many bytes of zeroes per iovec ... */
@@ -137,6 +144,9 @@ export class FileNamespace implements Namespace {
   private zeroRanges: boolean;
   private inFlight = 0;
   private drained: Array<() => void> = [];
+  /** Reads and writes handed to the thread pool and not finished; more wait in `held` (MAX_SUBMITTED_TRANSFERS). */
+  private submitted = 0;
+  private readonly held: HeldTransfer[] = [];
   /** fallocate work of all deallocate / write zeroes commands, a bounded amount per event-loop turn. */
   private readonly slicedFallocate: SlicedWork;
   private closing = false;
@@ -372,9 +382,48 @@ export class FileNamespace implements Namespace {
     }
     this.checkRange(kind, offset, total);
     if (total === 0) return undefined;
-    if (this.direct && !(aligned && this.zeroCopyDirect)) return this.track(this.bounced(writing, offset, buffers));
+    if (this.submitted >= MAX_SUBMITTED_TRANSFERS) {
+      return this.track(new Promise<void>((resolve, reject) => this.held.push({ writing, offset, buffers, aligned, resolve, reject })));
+    }
+    return this.track(this.submit(writing, offset, buffers, aligned));
+  }
+
+  /** Hands a transfer to the thread pool (zero-copy or bounced). */
+  private submit(writing: boolean, offset: number, buffers: readonly Uint8Array[], aligned: boolean): Promise<void> {
+    if (this.direct && !(aligned && this.zeroCopyDirect)) return this.bounced(writing, offset, buffers);
+    this.submitted++;
     const operation = this.operations.pop() ?? new FileOperation(this);
-    return this.track(operation.run(writing, offset, buffers));
+    return operation.run(writing, offset, buffers);
+  }
+
+  /** A submitted transfer finished: the next held one goes. */
+  private transferFinished(): void {
+    this.submitted--;
+    while (this.submitted < MAX_SUBMITTED_TRANSFERS && this.held.length > 0) {
+      const next = this.held.shift()!;
+      let started: Promise<void>;
+      try {
+        this.checkOpen(next.writing ? 'write' : 'read');
+        started = this.submit(next.writing, next.offset, next.buffers, next.aligned);
+      } catch (error) {
+        next.reject(error);
+        continue;
+      }
+      started.then(next.resolve, next.reject);
+    }
+  }
+
+  /**
+   * Gives up the transfer called with `buffers` if it is still held back (not handed to the thread pool): it rejects
+   * and its buffers are never touched. One running on a thread cannot be recalled (the kernel moves its data into or
+   * out of the buffers whatever happens): false then.
+   */
+  abandon(buffers: readonly Uint8Array[]): boolean {
+    const index = this.held.findIndex((held) => held.buffers === buffers);
+    if (index < 0) return false;
+    const [held] = this.held.splice(index, 1);
+    held!.reject(new NamespaceError('internal', `${this.description}: ${held!.writing ? 'write' : 'read'} given up before it started`));
+    return true;
   }
 
   /** Called by a zero-copy direct transfer the kernel refused with EINVAL: finish it (and all later ones) bounced. */
@@ -388,7 +437,14 @@ export class FileNamespace implements Namespace {
 
   /** Direct I/O through page-aligned bounce buffers, BOUNCE_BYTES at a time. */
   private async bounced(writing: boolean, offset: number, buffers: readonly Uint8Array[]): Promise<void> {
-    const bounce = this.takeBounce();
+    this.submitted++;
+    let bounce: Uint8Array;
+    try {
+      bounce = this.takeBounce();
+    } catch (error) {
+      this.transferFinished();
+      throw error;
+    }
     try {
       let index = 0;
       let consumed = 0;
@@ -425,6 +481,7 @@ export class FileNamespace implements Namespace {
       throw error instanceof NamespaceError ? error : this.failure(writing ? 'write' : 'read', offset, 0, error);
     } finally {
       this.freeBounces.push(bounce);
+      this.transferFinished();
     }
   }
 
@@ -580,6 +637,7 @@ export class FileNamespace implements Namespace {
   /** Returns a finished operation object to the pool. */
   recycle(operation: FileOperation): void {
     this.operations.push(operation);
+    this.transferFinished();
   }
 
   get fileDescriptor(): number {
@@ -731,6 +789,16 @@ class FileOperation {
 }
 
 function noop(): void {}
+
+/** A read or write waiting for one of the namespace's MAX_SUBMITTED_TRANSFERS places. */
+interface HeldTransfer {
+  readonly writing: boolean;
+  readonly offset: number;
+  readonly buffers: readonly Uint8Array[];
+  readonly aligned: boolean;
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+}
 
 type ClearOperation = 'deallocate' | 'write zeroes';
 type ClearState = 'done' | 'yield' | 'write';

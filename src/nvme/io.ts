@@ -333,7 +333,7 @@ function goAsync(
   usesGuestMemory: boolean,
 ): number {
   const completion = completionOf(request);
-  completion.arm(ctx, done, namespace, opcode, bytes, flushAfter, stored);
+  completion.arm(ctx, done, namespace, opcode, bytes, flushAfter, stored, usesGuestMemory);
   // Nothing else runs on this thread until we return, so pinning after the backend started its work is still early
   // enough: no unmap can have happened in between.
   const pinned = request.pinned;
@@ -366,6 +366,9 @@ class AsyncCompletion {
   private scratchBytes = 0;
   /** Set for good when the command was given up; the request then has a new AsyncCompletion (see abandon). */
   abandoned = false;
+  /** Armed and not finished. */
+  private armed = false;
+  private usesGuestMemory = false;
 
   constructor(private readonly request: IoRequest) {}
 
@@ -395,7 +398,10 @@ class AsyncCompletion {
     bytes: number,
     flushAfter: boolean,
     stored: Uint8Array | undefined,
+    usesGuestMemory: boolean,
   ): void {
+    this.armed = true;
+    this.usesGuestMemory = usesGuestMemory;
     this.ctx = ctx;
     this.done = done;
     this.namespace = namespace;
@@ -405,7 +411,28 @@ class AsyncCompletion {
     this.stored = stored;
   }
 
+  /**
+   * Gives the command up before its backend operation has settled: completes it now with `status`, unpins its guest
+   * memory and ignores the operation's late result. Only when nothing can touch the command's guest memory any more:
+   * the backend's operation does not use it (Compare reads into scratch memory; Flush, Dataset Management and Write
+   * Zeroes carry no data), or the backend has given up the operation itself (Namespace.abandon). False otherwise.
+   */
+  abandon(status: number): boolean {
+    if (!this.armed || this.abandoned) return false;
+    const request = this.request;
+    if (this.usesGuestMemory && this.opcode !== IoOpcode.COMPARE) {
+      const namespace = this.namespace;
+      if (namespace?.abandon === undefined || !namespace.abandon(request.segments)) return false;
+    }
+    this.abandoned = true;
+    // The request's next command gets a fresh continuation; this one only waits for the late settlement.
+    asyncCompletions.set(request, new AsyncCompletion(request));
+    this.finish(status);
+    return true;
+  }
+
   readonly onFulfilled = (): void => {
+    if (this.abandoned) return this.settledLate();
     const ctx = this.ctx!;
     let status: number;
     try {
@@ -425,18 +452,29 @@ class AsyncCompletion {
   };
 
   readonly onRejected = (error: unknown): void => {
+    if (this.abandoned) return this.settledLate();
     this.finish(failureStatus(this.ctx!, this.request, error));
   };
 
+  /** The backend operation of an abandoned command settled: only its scratch memory is left to give back. */
+  private settledLate(): void {
+    this.releaseScratch();
+    this.stored = undefined;
+  }
+
   private finish(status: number): void {
+    this.armed = false;
     const ctx = this.ctx!;
     const done = this.done!;
     const request = this.request;
     this.ctx = undefined;
     this.done = undefined;
     this.namespace = undefined;
-    this.stored = undefined;
-    this.releaseScratch();
+    // An abandoned Compare's backend may still be reading into its scratch buffer: that is given back when it settles.
+    if (!this.abandoned) {
+      this.stored = undefined;
+      this.releaseScratch();
+    }
     const pinned = request.pinned;
     for (let index = 0; index < pinned.length; index++) ctx.dma.unpin(pinned[index]!);
     if (pinned.length !== 0) pinned.length = 0;
@@ -450,6 +488,14 @@ class AsyncCompletion {
 }
 
 const asyncCompletions = new WeakMap<IoRequest, AsyncCompletion>();
+
+/**
+ * Gives up the asynchronous command in flight on `request` (see AsyncCompletion.abandon): it completes through its
+ * `done` with `status` before this returns. False when there is none, or its backend cannot let go of its guest memory.
+ */
+export function abandonIoCommand(request: IoRequest, status: number): boolean {
+  return asyncCompletions.get(request)?.abandon(status) ?? false;
+}
 
 /** The request's continuation object (made on its first asynchronous command). */
 function completionOf(request: IoRequest): AsyncCompletion {
