@@ -27,6 +27,7 @@ Options:
   --io-queues <n>          maximum I/O queue pairs (default 31)
   --queue-entries <n>      maximum entries per queue (default 1024)
   --mdts <n>               maximum transfer as log2 of 4 KiB pages (default 8 = 1 MiB)
+  --io-abandon-ms <n>      a reset, disconnect or DMA_UNMAP gives up stuck I/O after this long (default 5000)
   --identity <path>        where serial, NQN and namespace ids persist
                            (default: <first file namespace>.vfiod.json)
   --serial <text>          serial number (max 20 chars)
@@ -64,6 +65,7 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
       allowPositionals: false,
       options: {
         ...CONTROLLER_OPTIONS,
+        'io-abandon-ms': { type: 'string' },
         'log-level': { type: 'string' },
         'handover-socket': { type: 'string' },
         'take-over': { type: 'boolean' },
@@ -96,6 +98,7 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
     ...(values['io-queues'] !== undefined ? { maxIoQueuePairs: integer('--io-queues', values['io-queues'], ...CONTROLLER_LIMITS.maxIoQueuePairs) } : {}),
     ...(values['queue-entries'] !== undefined ? { maxQueueEntries: integer('--queue-entries', values['queue-entries'], ...CONTROLLER_LIMITS.maxQueueEntries) } : {}),
     ...(values.mdts !== undefined ? { mdtsPages: integer('--mdts', values.mdts, ...CONTROLLER_LIMITS.mdtsPages) } : {}),
+    ...(values['io-abandon-ms'] !== undefined ? { ioAbandonMs: integer('--io-abandon-ms', values['io-abandon-ms'], 0, 3_600_000) } : {}),
     ...(values.identity !== undefined ? { identityPath: values.identity } : {}),
     identity,
   });

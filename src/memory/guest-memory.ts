@@ -66,6 +66,8 @@ export interface DmaSpace {
   /** Keeps the mapping behind `window` alive across asynchronous work; every pin must be matched by one unpin. */
   pin(window: DmaMapping): void;
   unpin(window: DmaMapping): void;
+  /** Whether the mapping behind `window` was removed (DMA_UNMAP) and waits only for its pins to go. */
+  isRetired(window: DmaMapping): boolean;
 }
 
 interface Region extends DmaRegion {
@@ -146,6 +148,11 @@ export class GuestMemory implements DmaSpace {
   /** Windows of the live mappings, sorted by iova (their own parts do not overlap). */
   private liveWindows: Window[] = [];
   private lastHit: Window | undefined;
+  /**
+   * Called when a removal has to wait for pinned mappings (I/O in flight in them): the device may give that I/O up
+   * after a while, so the hypervisor's DMA_UNMAP is answered within a bounded time (src/serve/nvme-pci-device.ts).
+   */
+  onPinnedRemoval: (() => void) | undefined;
 
   constructor(options: GuestMemoryOptions = {}) {
     this.windowStride = options.windowStride ?? DEFAULT_WINDOW_STRIDE;
@@ -323,6 +330,10 @@ export class GuestMemory implements DmaSpace {
     (window as Window).region.pins++;
   }
 
+  isRetired(window: DmaMapping): boolean {
+    return (window as Window).region.retired;
+  }
+
   unpin(window: DmaMapping): void {
     const region = (window as Window).region;
     region.pins--;
@@ -341,6 +352,7 @@ export class GuestMemory implements DmaSpace {
       if (region.pins === 0) this.finish(region);
       else waits.push(new Promise((resolve) => region.drained.push(resolve)));
     }
+    if (waits.length > 0) this.onPinnedRemoval?.();
     return Promise.all(waits).then(() => undefined);
   }
 

@@ -315,6 +315,9 @@ const NO_DMA: DmaSpace = {
   },
   pin() {},
   unpin() {},
+  isRetired() {
+    return false;
+  },
 };
 
 const builder = new SegmentBuilder();

@@ -81,6 +81,7 @@ export class NvmePciDevice implements VfioUserDevice {
   /** A DMA mapping of this client lost pages; the controller fails again after every reset while it is mapped. */
   private memoryLost = false;
   private readonly memoryCheckTimer: NodeJS.Timeout;
+  private unmapTimer: NodeJS.Timeout | undefined;
   /** Polled mode only: the memfd behind BAR0, its mapped doorbell page, and the poller watching it. */
   private readonly doorbellFd: number | undefined;
   private readonly doorbellPage: ArrayBuffer | undefined;
@@ -138,8 +139,19 @@ export class NvmePciDevice implements VfioUserDevice {
       maxIoQueuePairs: config.maxIoQueuePairs,
       maxQueueEntries: config.maxQueueEntries,
       mdtsPages: config.mdtsPages,
+      ...(config.ioAbandonMs !== undefined ? { ioAbandonMs: config.ioAbandonMs } : {}),
       logger: this.logger,
     });
+    // A DMA_UNMAP waiting for I/O in flight: after ioAbandonMs the controller gives up what it can, so the unmap is
+    // answered in bounded time whatever the backend does (a silent NVMe/TCP target).
+    this.memory.onPinnedRemoval = () => {
+      if (this.unmapTimer !== undefined) return;
+      this.unmapTimer = setTimeout(() => {
+        this.unmapTimer = undefined;
+        this.controller.giveUpIoInRemovedMemory();
+      }, this.controller.ioAbandonMs);
+      this.unmapTimer.unref();
+    };
 
     this.regions = this.pci.regions.map((region): RegionInfo => {
       let flags = (region.readable ? RegionFlag.READ : 0) | (region.writable ? RegionFlag.WRITE : 0);
@@ -260,6 +272,8 @@ export class NvmePciDevice implements VfioUserDevice {
   /** Stops the poller and releases the doorbell memory; the device is unusable afterwards. */
   close(): void {
     clearInterval(this.memoryCheckTimer);
+    clearTimeout(this.unmapTimer);
+    this.memory.onPinnedRemoval = undefined;
     this.poller?.close();
     this.poller = undefined;
     if (this.doorbellPage && native.isMapped(this.doorbellPage)) native.munmap(this.doorbellPage);

@@ -263,3 +263,42 @@ describe.skipIf(skipReason)('control API: hostile requests', () => {
     }
   });
 });
+
+describe.skipIf(skipReason)('control API: the controller limit', () => {
+  it('refuses a controller beyond --max-controllers with RESOURCE_EXHAUSTED, and takes one again after a delete', async () => {
+    const server = (await import(pathToFileURL(distServer).href)) as typeof ServerModule;
+    const host = standardHost();
+    const dir = temporaryDir('vfiod-limit-');
+    const socket = (name: string): string => path.join(dir, `${name}.sock`);
+    const daemon = await server.startDaemon({
+      socketPath: socket('vfiod'),
+      stateDir: path.join(dir, 'state'),
+      roots: host.roots,
+      writer: host.writer,
+      prober: host.prober,
+      maxControllers: 2,
+      logger: memoryLogger().logger,
+    });
+    const client = new VfiodClient({ address: daemon.socketPath! });
+    const create = (id: string) =>
+      client.call('ControllerService', 'CreateController', { id, spec: { socketPath: socket(id), namespaces: ['memory:1M'] } }, CALL_TIMEOUT_MS);
+    try {
+      expect(daemon.controllers.maxControllers).toBe(2);
+      await create('one');
+      await create('two');
+      await expectStatus(create('three'), 'RESOURCE_EXHAUSTED', 'controller three', 'already has 2 controllers', '--max-controllers 2');
+      // Nothing of the refused controller exists: no socket, no identity file, not listed.
+      expect(existsSync(socket('three'))).toBe(false);
+      expect(existsSync(path.join(dir, 'state', 'controllers', 'three.identity.json'))).toBe(false);
+      const listed = (await client.call('ControllerService', 'ListControllers', {}, CALL_TIMEOUT_MS)) as { controllers: Array<{ id: string }> };
+      expect(listed.controllers.map((c) => c.id).sort()).toEqual(['one', 'two']);
+      await client.call('ControllerService', 'DeleteController', { id: 'one' }, CALL_TIMEOUT_MS);
+      await create('three');
+    } finally {
+      client.close();
+      await daemon.close();
+      host.cleanup();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -219,6 +219,21 @@ export class TcpQueue {
     this.send(this.slots[index]!, req);
   }
 
+  /**
+   * Takes the requests `which` selects out of the backlog (they were never sent) and returns them; `sent` says
+   * whether a selected request is on the wire (only closing the connection stops the queue from touching its
+   * buffers then).
+   */
+  withdraw(which: (req: TcpRequest) => boolean): { withdrawn: TcpRequest[]; sent: boolean } {
+    const withdrawn: TcpRequest[] = [];
+    for (let index = this.backlog.length - 1; index >= 0; index--) {
+      if (which(this.backlog[index]!)) withdrawn.push(...this.backlog.splice(index, 1));
+    }
+    let sent = false;
+    for (const slot of this.slots) if (slot.req !== null && which(slot.req)) sent = true;
+    return { withdrawn, sent };
+  }
+
   /** Closes the connection without reporting; returns the requests that had not completed. */
   close(): TcpRequest[] {
     const requests = this.takeRequests();

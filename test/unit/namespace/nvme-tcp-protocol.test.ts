@@ -14,7 +14,12 @@ import { discoverNvmeTcp } from '../../../src/namespace/nvme-tcp/discovery.js';
 import { parseNamespaceUri } from '../../../src/namespace/uri.js';
 import { NamespaceError } from '../../../src/namespace/namespace.js';
 import { memoryLogger, type LogFields } from '../../../src/util/log.js';
-import { sleep } from '../../helpers/common.js';
+import { rmSync } from 'node:fs';
+import path from 'node:path';
+import { controllerConfig } from '../../../src/serve/config.js';
+import { startController, type RunningController } from '../../../src/serve/controller.js';
+import { sleep, temporaryDir } from '../../helpers/common.js';
+import { Guest, GUEST_RAM_IOVA } from '../../helpers/hypervisor.js';
 
 const crc = (data: Uint8Array | Uint8Array[]) => native.crc32cPortable(data);
 
@@ -638,5 +643,143 @@ describe('nvme-tcp:// URI', () => {
     expect(() => parseNamespaceUri('nvme-tcp://h/nqn?queues=0')).toThrow(/queues must be/);
     expect(() => parseNamespaceUri('nvme-tcp://h/nqn?foo=1')).toThrow(/unknown parameter 'foo'/);
     expect(() => parseNamespaceUri('nvme-tcp:h/nqn')).toThrow(/expected 'nvme-tcp:\/\//);
+  });
+});
+
+// --- a silent target: giving commands up ------------------------------------------------------------------------
+
+/** Polls `condition` every 10 ms until true; fails after `timeoutMs`. */
+async function until(condition: () => boolean, what: string, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+describe('NVMe/TCP commands given up (silent target)', () => {
+  let target: FakeTarget | undefined;
+  let ns: NvmeTcpNamespace | undefined;
+  afterEach(async () => {
+    await ns?.close();
+    ns = undefined;
+    await target?.stop();
+    target = undefined;
+  });
+
+  it('abandon() rejects a sent read at once, drops the connection it was on, and its buffers are never written', async () => {
+    target = new FakeTarget();
+    await target.start();
+    const { logger } = memoryLogger();
+    ns = await NvmeTcpNamespace.open({
+      addresses: [{ host: '127.0.0.1', port: target.port }], subnqn: 'nqn.fake:sub', nsid: 1, queues: 1, queueDepth: 8,
+      hdgst: false, ddgst: false, katoMs: 0, reconnectDelayMs: 20, ctrlLossTmoMs: 60_000, timeoutMs: 60_000, logger,
+    });
+    target.store.fill(0xab, 0, 4096);
+    target.faults.push('no-response');
+    const buffers = [new Uint8Array(4096)];
+    const before = target.stats.commands;
+    const reading = ns.read(0, buffers);
+    await until(() => target!.stats.commands > before, 'the target to receive the read');
+    const connects = target.stats.connects;
+    expect(ns.abandon(buffers)).toBe(true);
+    await expect(reading).rejects.toThrow(/given up/);
+    // The path comes back on a new association and works; the given-up read is not re-sent.
+    await until(() => target!.stats.connects > connects && ns!.pathStates()[0]!.state === 'live', 'the path to come back');
+    const other = [new Uint8Array(4096)];
+    await ns.read(0, other);
+    expect(other[0]!.every((byte) => byte === 0xab)).toBe(true);
+    expect(buffers[0]!.every((byte) => byte === 0)).toBe(true);
+    // Buffers nobody uses: nothing to give up, still true (nothing will touch them).
+    expect(ns.abandon([new Uint8Array(512)])).toBe(true);
+  });
+
+  it('abandon() takes back a read that waits for a path', async () => {
+    target = new FakeTarget();
+    await target.start();
+    const { logger } = memoryLogger();
+    ns = await NvmeTcpNamespace.open({
+      addresses: [{ host: '127.0.0.1', port: target.port }], subnqn: 'nqn.fake:sub', nsid: 1, queues: 1, queueDepth: 8,
+      hdgst: false, ddgst: false, katoMs: 0, reconnectDelayMs: 60_000, ctrlLossTmoMs: 600_000, timeoutMs: 60_000, logger,
+    });
+    target.faults.push('close'); // the target drops the connection: the read waits for the path to return
+    const buffers = [new Uint8Array(4096)];
+    const reading = ns.read(0, buffers);
+    await until(() => ns!.pathStates()[0]!.state === 'down', 'the path to go down');
+    expect(ns.abandon(buffers)).toBe(true);
+    await expect(reading).rejects.toThrow(/given up/);
+  });
+});
+
+describe('DMA_UNMAP and reconnect against a silent NVMe/TCP target (end to end)', () => {
+  let target: FakeTarget | undefined;
+  let dir: string | undefined;
+  const cleanups: Array<() => Promise<void> | void> = [];
+  afterEach(async () => {
+    // The target answers again, so closing flushes the namespace at once.
+    if (target) target.faults.length = 0;
+    for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
+    await target?.stop();
+    target = undefined;
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    dir = undefined;
+  });
+
+  const ABANDON_MS = 1000;
+  /** Default NVMe/TCP timeouts (timeout 30 s, ctrl-loss-tmo 600 s): only the give-up bounds the waits. */
+  async function serve(): Promise<{ controller: RunningController; socketPath: string }> {
+    target = new FakeTarget({ blocks: 8192 });
+    await target.start();
+    dir = temporaryDir('vfiod-silent-');
+    const config = controllerConfig({
+      socketPath: path.join(dir, 'nvme0.sock'),
+      namespaces: [`nvme-tcp://127.0.0.1:${target.port}/nqn.fake:sub?nsid=1&queues=1&kato=0`],
+      ioAbandonMs: ABANDON_MS,
+    });
+    const controller = await startController(config, memoryLogger().logger);
+    cleanups.push(() => controller.close());
+    return { controller, socketPath: config.socketPath };
+  }
+
+  async function readInFlight(guest: Guest): Promise<void> {
+    const driver = guest.driver;
+    await driver.enable();
+    await driver.createIoQueuePair(1, 16, 0);
+    target!.faults.push(...Array.from({ length: 16 }, () => 'no-response' as const)); // the target goes silent
+    const before = target!.stats.commands;
+    const buffer = driver.alloc(4096);
+    driver.place(1, { opcode: 0x02, nsid: 1, prp1: buffer, cdw12: 7 });
+    await driver.ringSubmission(1);
+    await until(() => target!.stats.commands > before, 'the target to receive the read');
+  }
+
+  it('answers a DMA_UNMAP of the memory a read is in flight to within seconds', async () => {
+    const { socketPath } = await serve();
+    const guest = await Guest.attach(socketPath, { flavour: 'qemu', replyTimeoutMs: 120_000 });
+    cleanups.push(() => guest.close());
+    await readInFlight(guest);
+    const started = Date.now();
+    await guest.client.dmaUnmap({ iova: GUEST_RAM_IOVA, size: 32 * 1024 * 1024 });
+    const waited = Date.now() - started;
+    // It waited for the read (the give-up delay), then let go: nowhere near the 30 s command timeout.
+    expect(waited).toBeGreaterThanOrEqual(ABANDON_MS - 100);
+    expect(waited).toBeLessThan(15_000);
+  });
+
+  it('lets the next client in within seconds after a client disconnects with a read in flight', async () => {
+    const { socketPath } = await serve();
+    const first = await Guest.attach(socketPath, { flavour: 'cloud-hypervisor', replyTimeoutMs: 120_000 });
+    await readInFlight(first);
+    const started = Date.now();
+    first.close();
+    const second = await Guest.attach(socketPath, { flavour: 'cloud-hypervisor', replyTimeoutMs: 120_000 });
+    cleanups.push(() => second.close());
+    const waited = Date.now() - started;
+    expect(waited).toBeLessThan(15_000);
+    // The new guest's controller works against the (now answering) target.
+    target!.faults.length = 0;
+    await second.driver.enable();
+    await second.driver.createIoQueuePair(1, 16, 0);
+    expect((await second.driver.read(1, 0, 8)).completion.status).toBe(0);
   });
 });
