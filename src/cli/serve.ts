@@ -37,7 +37,10 @@ Options:
   --handover-socket <path> where a successor connects for a live upgrade
                            (default: <socket dir>/<socket name>.handover.sock)
   --take-over              replace the vfiod serving these options (same --socket, namespaces
-                           and settings) without disconnecting its client (docs/restart.md)
+                           and settings) without disconnecting its client (docs/restart.md);
+                           'vfiod upgrade' does this for you
+  --upgrade-status-fd <n>  with --take-over: write the outcome as one JSON line to inherited
+                           fd n, then close it (what 'vfiod upgrade' reads)
   -h, --help               show this help
 `;
 
@@ -67,6 +70,7 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
         'log-level': { type: 'string' },
         'handover-socket': { type: 'string' },
         'take-over': { type: 'boolean' },
+        'upgrade-status-fd': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -83,9 +87,12 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
   if (values.firmware !== undefined) identity.firmwareRevision = values.firmware;
   if (values.nqn !== undefined) identity.subsystemNqn = values.nqn;
 
+  if (values['upgrade-status-fd'] !== undefined && !values['take-over']) throw new UsageError('--upgrade-status-fd goes with --take-over');
   const options: ServeOptions = {
     ...(values['take-over'] ? { takeOver: true } : {}),
     ...(values['handover-socket'] !== undefined ? { handoverSocket: values['handover-socket'] } : {}),
+    ...(values['upgrade-status-fd'] !== undefined ? { upgradeStatusFd: integer('--upgrade-status-fd', values['upgrade-status-fd'], 3, 1 << 20) } : {}),
+    argv: describedArgv(argv),
   };
   const config = controllerConfig({
     socketPath: values.socket,
@@ -100,4 +107,23 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
     identity,
   });
   return { config, options };
+}
+
+/**
+ * The options a successor started by `vfiod upgrade` gets (with --take-over added): these, without the ones that
+ * only concern one start (--take-over, --upgrade-status-fd).
+ */
+export function describedArgv(argv: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    if (arg === '--take-over') continue;
+    if (arg === '--upgrade-status-fd') {
+      i++;
+      continue;
+    }
+    if (arg.startsWith('--upgrade-status-fd=')) continue;
+    out.push(arg);
+  }
+  return out;
 }

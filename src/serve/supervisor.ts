@@ -4,9 +4,10 @@
  */
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
+import fs from 'node:fs';
 import path from 'node:path';
 import { Logger, rootLogger } from '../util/log.js';
-import { HandoverListener, defaultHandoverSocket, takeOver } from './upgrade.js';
+import { HandoverListener, defaultHandoverSocket, packageVersion, takeOver } from './upgrade.js';
 import type { ControllerConfig } from './config.js';
 import type { ControllerSnapshot, MainToWorker, WorkerData, WorkerToMain } from './worker.js';
 import type { ControllerHandoverState } from './controller.js';
@@ -162,6 +163,28 @@ export interface ServeOptions {
   takeOver?: boolean;
   /** The hand-over socket; default: derived from the first controller's socket (defaultHandoverSocket). */
   handoverSocket?: string;
+  /** The `vfiod serve` options as given (without --take-over and --upgrade-status-fd): what `vfiod upgrade` reuses. */
+  argv?: string[];
+  /**
+   * Take-over mode, started by `vfiod upgrade`: an inherited fd (a pipe) that gets one JSON line once the take-over
+   * committed or failed (`{"status":"serving",...}` / `{"status":"failed","error":...}`), and is then closed.
+   */
+  upgradeStatusFd?: number;
+}
+
+/** Writes the take-over's outcome to `fd` (vfiod upgrade reads it) and closes it; a reader that left is no error. */
+function reportUpgradeStatus(fd: number | undefined, status: Record<string, unknown>): void {
+  if (fd === undefined) return;
+  try {
+    fs.writeSync(fd, `${JSON.stringify(status)}\n`);
+  } catch {
+    // vfiod upgrade went away: nobody to tell
+  }
+  try {
+    fs.closeSync(fd);
+  } catch {
+    // closed already
+  }
 }
 
 /**
@@ -182,10 +205,15 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
     const failure = prepared.find((result): result is PromiseRejectedResult => result.status === 'rejected');
     try {
       if (failure) throw new Error(String(failure.reason?.message ?? failure.reason));
-      adoptedHandoverFd = await takeOver(handoverSocket, workers, log);
+      const taken = await takeOver(handoverSocket, workers, log);
+      adoptedHandoverFd = taken.handoverFd;
+      reportUpgradeStatus(options.upgradeStatusFd, {
+        status: 'serving', pid: process.pid, version: packageVersion(), previousVersion: taken.previousVersion, millis: taken.millis,
+      });
     } catch (error) {
       // The running process serves on (it resumes when we abort, fail or go away before committing).
       log.error('take-over failed; the running vfiod keeps serving', { error: (error as Error).message });
+      reportUpgradeStatus(options.upgradeStatusFd, { status: 'failed', pid: process.pid, error: (error as Error).message });
       await Promise.all(workers.map((worker) => worker.abort()));
       return 1;
     }
@@ -223,10 +251,16 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
         process.exit(0);
       });
     };
+    const describe = (): { pid: number; version: string; argv?: string[]; cwd: string } => ({
+      pid: process.pid,
+      version: packageVersion(),
+      ...(options.argv ? { argv: options.argv } : {}),
+      cwd: process.cwd(),
+    });
     if (adoptedHandoverFd !== undefined) {
-      listener = HandoverListener.adopt(handoverSocket, adoptedHandoverFd, workers, log, onHandedOver);
+      listener = HandoverListener.adopt(handoverSocket, adoptedHandoverFd, workers, log, onHandedOver, describe);
     } else {
-      HandoverListener.listen(handoverSocket, workers, log, onHandedOver).then(
+      HandoverListener.listen(handoverSocket, workers, log, onHandedOver, describe).then(
         (created) => {
           if (signalled) created.close(true);
           else listener = created;
