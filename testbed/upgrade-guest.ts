@@ -78,9 +78,13 @@ export interface LoadResult {
 }
 
 export interface PauseReport {
-  /** Per upgrade: the longest I/O in flight while the controller was handed over (ms), and how many there were. */
-  perUpgrade: Array<{ index: number; longestIoMs: number; ios: number; serverPauseMs: number }>;
-  /** I/Os away from every upgrade (more than a second before or after): the machine's own noise. */
+  /**
+   * Per upgrade: the longest I/O whose lifetime overlapped the hand-over (ms) and how many did; and the same measure
+   * for a control window of the same length half way between this upgrade and the one before (no upgrade in it):
+   * what the machine's own noise alone gives for a window that long (undefined when there was no room for one).
+   */
+  perUpgrade: Array<{ index: number; longestIoMs: number; ios: number; serverPauseMs: number; controlLongestIoMs: number | undefined }>;
+  /** I/Os away from every upgrade (half a second before or after, at least): the machine's own noise. */
   baseline: { ios: number; p50: number; p99: number; max: number };
   /** Host-to-guest clock offset (guest - host, ms) and how well it is known (± ms). */
   clockOffsetMs: number;
@@ -277,11 +281,24 @@ export class UpgradeGuest {
     const best = [...this.clockSamples].sort((a, b) => a.uncertainty - b.uncertainty)[0] ?? { offset: 0, uncertainty: Infinity };
     const slack = best.uncertainty + 20;
     const windows = this.upgrades.map((u) => ({ index: u.index, from: u.quiescingAt + best.offset - slack, to: u.servingAt + best.offset + slack, u }));
-    const perUpgrade = windows.map((w) => {
-      const hits = load.latencies.filter((io) => io.at >= w.from && io.at - io.ms <= w.to);
-      return { index: w.index, longestIoMs: Math.max(0, ...hits.map((io) => io.ms)), ios: hits.length, serverPauseMs: w.u.servingAt - w.u.quiescingAt };
+    const firstIo = Math.min(...load.latencies.map((io) => io.at - io.ms));
+    const longest = (from: number, to: number): { ms: number; ios: number } => {
+      const hits = load.latencies.filter((io) => io.at >= from && io.at - io.ms <= to);
+      return { ms: Math.max(0, ...hits.map((io) => io.ms)), ios: hits.length };
+    };
+    const perUpgrade = windows.map((w, i) => {
+      const hit = longest(w.from, w.to);
+      // The control window: as long as this one, centred between the previous upgrade (or the load's start) and this.
+      const previousEnd = i === 0 ? firstIo + CONTROL_MARGIN_MS : windows[i - 1]!.to + CONTROL_MARGIN_MS;
+      const length = w.to - w.from;
+      const centre = (previousEnd + w.from - CONTROL_MARGIN_MS) / 2;
+      const fits = centre - length / 2 > previousEnd && centre + length / 2 < w.from - CONTROL_MARGIN_MS;
+      const quiet = fits ? longest(centre - length / 2, centre + length / 2) : undefined;
+      const control = quiet && quiet.ios > 0 ? quiet.ms : undefined;
+      return { index: w.index, longestIoMs: hit.ms, ios: hit.ios, serverPauseMs: w.u.servingAt - w.u.quiescingAt, controlLongestIoMs: control };
     });
-    const far = load.latencies.filter((io) => windows.every((w) => io.at < w.from - 1000 || io.at - io.ms > w.to + 1000)).map((io) => io.ms).sort((a, b) => a - b);
+    const far = load.latencies.filter((io) => windows.every((w) => io.at < w.from - CONTROL_MARGIN_MS || io.at - io.ms > w.to + CONTROL_MARGIN_MS))
+      .map((io) => io.ms).sort((a, b) => a - b);
     const q = (p: number): number => (far.length ? far[Math.min(far.length - 1, Math.floor(p * far.length))]! : 0);
     return {
       perUpgrade,
@@ -332,6 +349,9 @@ export class UpgradeGuest {
     return this.loadStartedAt;
   }
 }
+
+/** How far a control window keeps from an upgrade's window (ms). */
+const CONTROL_MARGIN_MS = 500;
 
 /** The serial number of the controller (how the guest finds it). */
 export const SERIAL = 'VFIOD-UPGRADE';

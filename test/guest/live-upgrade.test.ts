@@ -103,7 +103,8 @@ function upgradesUnderFio(mode: DoorbellMode): void {
 
     it('reports the longest guest-visible pause across each upgrade', () => {
       expect(pauses, 'the load ran').toBeDefined();
-      const rows = pauses.perUpgrade.map((p) => `  #${p.index}: longest I/O ${p.longestIoMs.toFixed(1)} ms (${p.ios} I/Os overlapping it), vfiod paused ${p.serverPauseMs} ms`);
+      const rows = pauses.perUpgrade.map((p) => `  #${p.index}: longest I/O ${p.longestIoMs.toFixed(1)} ms (${p.ios} I/Os overlapping it), vfiod paused ${p.serverPauseMs} ms; ` +
+        `a window as long without an upgrade: ${p.controlLongestIoMs === undefined ? 'no room' : `${p.controlLongestIoMs.toFixed(1)} ms`}`);
       const maxLatency = Math.max(...load.jobs.flatMap((j) => [j.read.lat_ns.max, j.write.lat_ns.max])) / 1e6;
       console.log(`guest/live-upgrade (${mode}): longest I/O across each upgrade (clock offset ${pauses.clockOffsetMs.toFixed(0)} ± ${pauses.clockUncertaintyMs.toFixed(0)} ms):\n${rows.join('\n')}\n` +
         `  away from the upgrades: ${pauses.baseline.ios} I/Os, p50 ${pauses.baseline.p50.toFixed(1)} ms, p99 ${pauses.baseline.p99.toFixed(1)} ms, max ${pauses.baseline.max.toFixed(1)} ms; fio's max latency ${maxLatency.toFixed(1)} ms`);
