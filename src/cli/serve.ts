@@ -39,8 +39,8 @@ Options:
   --take-over              replace the vfiod serving these options (same --socket, namespaces
                            and settings) without disconnecting its client (docs/restart.md);
                            'vfiod upgrade' does this for you
-  --upgrade-status-fd <n>  with --take-over: write the outcome as one JSON line to inherited
-                           fd n, then close it (what 'vfiod upgrade' reads)
+  --report-to-parent       with --take-over: send the outcome to the parent process over Node's
+                           IPC channel (what 'vfiod upgrade' uses)
   -h, --help               show this help
 `;
 
@@ -70,7 +70,7 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
         'log-level': { type: 'string' },
         'handover-socket': { type: 'string' },
         'take-over': { type: 'boolean' },
-        'upgrade-status-fd': { type: 'string' },
+        'report-to-parent': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -87,11 +87,11 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
   if (values.firmware !== undefined) identity.firmwareRevision = values.firmware;
   if (values.nqn !== undefined) identity.subsystemNqn = values.nqn;
 
-  if (values['upgrade-status-fd'] !== undefined && !values['take-over']) throw new UsageError('--upgrade-status-fd goes with --take-over');
+  if (values['report-to-parent'] && !values['take-over']) throw new UsageError('--report-to-parent goes with --take-over');
   const options: ServeOptions = {
     ...(values['take-over'] ? { takeOver: true } : {}),
     ...(values['handover-socket'] !== undefined ? { handoverSocket: values['handover-socket'] } : {}),
-    ...(values['upgrade-status-fd'] !== undefined ? { upgradeStatusFd: integer('--upgrade-status-fd', values['upgrade-status-fd'], 3, 1 << 20) } : {}),
+    ...(values['report-to-parent'] ? { reportToParent: true } : {}),
     argv: describedArgv(argv),
   };
   const config = controllerConfig({
@@ -111,18 +111,12 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
 
 /**
  * The options a successor started by `vfiod upgrade` gets (with --take-over added): these, without the ones that
- * only concern one start (--take-over, --upgrade-status-fd).
+ * only concern one start (--take-over, --report-to-parent).
  */
 export function describedArgv(argv: string[]): string[] {
   const out: string[] = [];
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]!;
-    if (arg === '--take-over') continue;
-    if (arg === '--upgrade-status-fd') {
-      i++;
-      continue;
-    }
-    if (arg.startsWith('--upgrade-status-fd=')) continue;
+  for (const arg of argv) {
+    if (arg === '--take-over' || arg === '--report-to-parent') continue;
     out.push(arg);
   }
   return out;

@@ -2,8 +2,8 @@
  * `vfiod upgrade`: replaces a running `vfiod serve` by this installation's vfiod without disconnecting its clients
  * (docs/restart.md). It asks the running process, over its hand-over socket, for its options, working directory,
  * stdout and stderr; starts `vfiod serve <those options> --take-over` from this installation as a detached process
- * (its own session) that logs where the running one logged; and waits for the successor's one-line report on an
- * inherited pipe: committed and serving, or failed (the running process then serves on). The exit status says which.
+ * (its own session) that logs where the running one logged; and waits for the successor's report over Node's IPC
+ * channel: committed and serving, or failed (the running process then serves on). The exit status says which.
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -124,10 +124,10 @@ export async function runUpgrade(argv: string[], deps: ClientDeps = {}): Promise
     }
 
     // 3. The successor: this installation's vfiod, detached (a session of its own), in the running process's
-    //    working directory; fd 3 is the pipe it reports on.
+    //    working directory; it reports over Node's IPC channel.
     const bin = fileURLToPath(new URL('../../bin/vfiod.js', import.meta.url));
-    const args = [bin, 'serve', ...options, '--take-over', '--upgrade-status-fd', '3'];
-    const child = spawn(process.execPath, args, { cwd: description.cwd, detached: true, stdio: ['ignore', stdout, stderr, 'pipe'] });
+    const args = [bin, 'serve', ...options, '--take-over', '--report-to-parent'];
+    const child = spawn(process.execPath, args, { cwd: description.cwd, detached: true, stdio: ['ignore', stdout, stderr, 'ipc'] });
     const report = await successorReport(child, timeoutMs);
     const who = `pid ${description.pid}, vfiod ${description.version}`;
     if (report.kind === 'serving') {
@@ -167,7 +167,10 @@ async function describe(handoverSocket: string): Promise<{ description: Descript
   }
   try {
     channel.send({ type: 'describe', version: packageVersion() });
-    const { message, fds } = await channel.receive(DESCRIBE_TIMEOUT_MS, 'the running vfiod\'s description');
+    const { message, fds } = await channel.receive(DESCRIBE_TIMEOUT_MS, 'the running vfiod\'s description').catch((error: unknown) => {
+      // A running vfiod turns a second connection away while an upgrade is in progress.
+      throw new Error(`${errorMessage(error)} (is another upgrade of it in progress?)`);
+    });
     if (message.type === 'refused') {
       for (const fd of fds) closeQuietly(fd);
       throw new Error(`the running vfiod at ${handoverSocket} refused to describe itself (${String(message['reason'])}); ` +
@@ -189,42 +192,25 @@ type Report =
   | { kind: 'exited'; code: number | null; signal: NodeJS.Signals | null }
   | { kind: 'timeout' };
 
-/** The successor's line on fd 3, or how it ended without one; it is left running (and unreferenced) either way. */
+/** The successor's report, or how it ended without one; it is left running (and unreferenced) either way. */
 function successorReport(child: ReturnType<typeof spawn>, timeoutMs: number): Promise<Report> {
   return new Promise((resolve) => {
-    const pipe = child.stdio[3] as NodeJS.ReadableStream & { destroy(): void };
-    let text = '';
     let settled = false;
     const finish = (report: Report): void => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      pipe.destroy();
+      if (child.connected) child.disconnect();
       child.unref();
       resolve(report);
     };
     const timer = setTimeout(() => finish({ kind: 'timeout' }), timeoutMs);
-    pipe.on('data', (chunk: Buffer) => {
-      text += chunk.toString();
-      const newline = text.indexOf('\n');
-      if (newline < 0) return;
-      let status: Record<string, unknown>;
-      try {
-        status = JSON.parse(text.slice(0, newline)) as Record<string, unknown>;
-      } catch {
-        status = { status: 'failed', error: `unreadable report: ${text.slice(0, newline)}` };
-      }
+    child.on('message', (message: unknown) => {
+      const status = (typeof message === 'object' && message !== null ? message : { status: 'failed', error: `unreadable report: ${String(message)}` }) as Record<string, unknown>;
       finish({ kind: status['status'] === 'serving' ? 'serving' : 'failed', status });
     });
-    pipe.on('error', () => undefined);
-    child.once('exit', (code, signal) => {
-      // The report may still be in the pipe: read it first.
-      setImmediate(() => {
-        if (text.includes('\n')) return;
-        pipe.once('end', () => finish({ kind: 'exited', code, signal }));
-        setTimeout(() => finish({ kind: 'exited', code, signal }), 1000);
-      });
-    });
+    // Messages arrive before 'exit' is emitted; an exit with none is a successor that ended without a word.
+    child.once('exit', (code, signal) => finish({ kind: 'exited', code, signal }));
     child.once('error', () => finish({ kind: 'exited', code: null, signal: null }));
   });
 }

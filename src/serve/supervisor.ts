@@ -4,7 +4,6 @@
  */
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
-import fs from 'node:fs';
 import path from 'node:path';
 import { Logger, rootLogger } from '../util/log.js';
 import { HandoverListener, defaultHandoverSocket, packageVersion, takeOver } from './upgrade.js';
@@ -163,28 +162,26 @@ export interface ServeOptions {
   takeOver?: boolean;
   /** The hand-over socket; default: derived from the first controller's socket (defaultHandoverSocket). */
   handoverSocket?: string;
-  /** The `vfiod serve` options as given (without --take-over and --upgrade-status-fd): what `vfiod upgrade` reuses. */
+  /** The `vfiod serve` options as given (without --take-over and --report-to-parent): what `vfiod upgrade` reuses. */
   argv?: string[];
   /**
-   * Take-over mode, started by `vfiod upgrade`: an inherited fd (a pipe) that gets one JSON line once the take-over
-   * committed or failed (`{"status":"serving",...}` / `{"status":"failed","error":...}`), and is then closed.
+   * Take-over mode, started by `vfiod upgrade`: send the outcome to the parent over Node's IPC channel once the
+   * take-over committed or failed (`{status: 'serving', ...}` / `{status: 'failed', error}`), then disconnect it.
    */
-  upgradeStatusFd?: number;
+  reportToParent?: boolean;
 }
 
-/** Writes the take-over's outcome to `fd` (vfiod upgrade reads it) and closes it; a reader that left is no error. */
-function reportUpgradeStatus(fd: number | undefined, status: Record<string, unknown>): void {
-  if (fd === undefined) return;
-  try {
-    fs.writeSync(fd, `${JSON.stringify(status)}\n`);
-  } catch {
-    // vfiod upgrade went away: nobody to tell
-  }
-  try {
-    fs.closeSync(fd);
-  } catch {
-    // closed already
-  }
+/** Sends the take-over's outcome to the parent (vfiod upgrade) and lets the channel go; a parent that left is no error. */
+async function reportUpgradeStatus(report: boolean | undefined, status: Record<string, unknown>): Promise<void> {
+  if (!report || !process.send || !process.connected) return;
+  await new Promise<void>((resolve) => {
+    try {
+      process.send!(status, undefined, {}, () => resolve());
+    } catch {
+      resolve();
+    }
+  });
+  if (process.connected) process.disconnect();
 }
 
 /**
@@ -207,13 +204,13 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
       if (failure) throw new Error(String(failure.reason?.message ?? failure.reason));
       const taken = await takeOver(handoverSocket, workers, log);
       adoptedHandoverFd = taken.handoverFd;
-      reportUpgradeStatus(options.upgradeStatusFd, {
+      await reportUpgradeStatus(options.reportToParent, {
         status: 'serving', pid: process.pid, version: packageVersion(), previousVersion: taken.previousVersion, millis: taken.millis,
       });
     } catch (error) {
       // The running process serves on (it resumes when we abort, fail or go away before committing).
       log.error('take-over failed; the running vfiod keeps serving', { error: (error as Error).message });
-      reportUpgradeStatus(options.upgradeStatusFd, { status: 'failed', pid: process.pid, error: (error as Error).message });
+      await reportUpgradeStatus(options.reportToParent, { status: 'failed', pid: process.pid, error: (error as Error).message });
       await Promise.all(workers.map((worker) => worker.abort()));
       return 1;
     }

@@ -53,7 +53,7 @@ export function packageVersion(): string {
 export interface ServeDescription {
   pid: number;
   version: string;
-  /** The `vfiod serve` options it was started with, without `--take-over` and `--upgrade-status-fd` (unknown when not started from the command line). */
+  /** The `vfiod serve` options it was started with, without `--take-over` and `--report-to-parent` (unknown when not started from the command line). */
   argv?: string[];
   /** Its working directory (relative paths in `argv` are relative to it). */
   cwd: string;

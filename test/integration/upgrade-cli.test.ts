@@ -160,8 +160,8 @@ async function attach(socket: string): Promise<Guest> {
 }
 
 describe('describedArgv: what a successor started by vfiod upgrade is given', () => {
-  it('drops --take-over and --upgrade-status-fd, keeps everything else in order', () => {
-    expect(describedArgv(['--socket', 's', '--take-over', '--namespace', 'file:x', '--upgrade-status-fd', '3', '--poll', '--upgrade-status-fd=4']))
+  it('drops --take-over and --report-to-parent, keeps everything else in order', () => {
+    expect(describedArgv(['--socket', 's', '--take-over', '--namespace', 'file:x', '--report-to-parent', '--poll']))
       .toEqual(['--socket', 's', '--namespace', 'file:x', '--poll']);
   });
 });
