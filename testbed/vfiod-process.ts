@@ -67,11 +67,21 @@ export class VfiodProcess {
     });
   }
 
-  /** `vfiod <command> <args>`; resolves once it logs `listening` from `component` (daemon) or at all (serve). */
-  static async start(name: string, command: 'serve' | 'daemon', args: string[], timeoutMs = 120_000): Promise<VfiodProcess> {
+  /**
+   * `vfiod <command> <args>`; resolves once it logs `listening` from `component` (daemon) or at all (serve), or, with
+   * `ready`, the first line `ready` accepts (a `serve --take-over` logs `upgrade complete: serving`).
+   */
+  static async start(
+    name: string,
+    command: 'serve' | 'daemon',
+    args: string[],
+    timeoutMs = 120_000,
+    ready?: { match: (line: LogLine) => boolean; what: string },
+  ): Promise<VfiodProcess> {
     const proc = spawn(process.execPath, [VFIOD_BIN, command, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
     const vfiod = new VfiodProcess(name, proc);
-    await vfiod.waitForLog((l) => l['msg'] === 'listening' && (command === 'serve' || l['component'] === 'daemon'), { timeoutMs, what: 'listening' });
+    const listening = (l: LogLine): boolean => l['msg'] === 'listening' && (command === 'serve' || l['component'] === 'daemon');
+    await vfiod.waitForLog(ready?.match ?? listening, { timeoutMs, what: ready?.what ?? 'listening' });
     return vfiod;
   }
 

@@ -38,7 +38,10 @@ Options:
   --handover-socket <path> where a successor connects for a live upgrade
                            (default: <socket dir>/<socket name>.handover.sock)
   --take-over              replace the vfiod serving these options (same --socket, namespaces
-                           and settings) without disconnecting its client (docs/restart.md)
+                           and settings) without disconnecting its client (docs/restart.md);
+                           'vfiod upgrade' does this for you
+  --report-to-parent       with --take-over: send the outcome to the parent process over Node's
+                           IPC channel (what 'vfiod upgrade' uses)
   -h, --help               show this help
 `;
 
@@ -69,6 +72,7 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
         'log-level': { type: 'string' },
         'handover-socket': { type: 'string' },
         'take-over': { type: 'boolean' },
+        'report-to-parent': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -85,9 +89,12 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
   if (values.firmware !== undefined) identity.firmwareRevision = values.firmware;
   if (values.nqn !== undefined) identity.subsystemNqn = values.nqn;
 
+  if (values['report-to-parent'] && !values['take-over']) throw new UsageError('--report-to-parent goes with --take-over');
   const options: ServeOptions = {
     ...(values['take-over'] ? { takeOver: true } : {}),
     ...(values['handover-socket'] !== undefined ? { handoverSocket: values['handover-socket'] } : {}),
+    ...(values['report-to-parent'] ? { reportToParent: true } : {}),
+    argv: describedArgv(argv),
   };
   const config = controllerConfig({
     socketPath: values.socket,
@@ -103,4 +110,17 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
     identity,
   });
   return { config, options };
+}
+
+/**
+ * The options a successor started by `vfiod upgrade` gets (with --take-over added): these, without the ones that
+ * only concern one start (--take-over, --report-to-parent).
+ */
+export function describedArgv(argv: string[]): string[] {
+  const out: string[] = [];
+  for (const arg of argv) {
+    if (arg === '--take-over' || arg === '--report-to-parent') continue;
+    out.push(arg);
+  }
+  return out;
 }

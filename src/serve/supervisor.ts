@@ -6,7 +6,7 @@ import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { Logger, rootLogger } from '../util/log.js';
-import { HandoverListener, defaultHandoverSocket, takeOver } from './upgrade.js';
+import { HandoverListener, defaultHandoverSocket, packageVersion, takeOver } from './upgrade.js';
 import type { ControllerConfig } from './config.js';
 import type { ControllerSnapshot, MainToWorker, WorkerData, WorkerToMain } from './worker.js';
 import type { ControllerHandoverState } from './controller.js';
@@ -162,6 +162,26 @@ export interface ServeOptions {
   takeOver?: boolean;
   /** The hand-over socket; default: derived from the first controller's socket (defaultHandoverSocket). */
   handoverSocket?: string;
+  /** The `vfiod serve` options as given (without --take-over and --report-to-parent): what `vfiod upgrade` reuses. */
+  argv?: string[];
+  /**
+   * Take-over mode, started by `vfiod upgrade`: send the outcome to the parent over Node's IPC channel once the
+   * take-over committed or failed (`{status: 'serving', ...}` / `{status: 'failed', error}`), then disconnect it.
+   */
+  reportToParent?: boolean;
+}
+
+/** Sends the take-over's outcome to the parent (vfiod upgrade) and lets the channel go; a parent that left is no error. */
+async function reportUpgradeStatus(report: boolean | undefined, status: Record<string, unknown>): Promise<void> {
+  if (!report || !process.send || !process.connected) return;
+  await new Promise<void>((resolve) => {
+    try {
+      process.send!(status, undefined, {}, () => resolve());
+    } catch {
+      resolve();
+    }
+  });
+  if (process.connected) process.disconnect();
 }
 
 /**
@@ -182,10 +202,15 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
     const failure = prepared.find((result): result is PromiseRejectedResult => result.status === 'rejected');
     try {
       if (failure) throw new Error(String(failure.reason?.message ?? failure.reason));
-      adoptedHandoverFd = await takeOver(handoverSocket, workers, log);
+      const taken = await takeOver(handoverSocket, workers, log);
+      adoptedHandoverFd = taken.handoverFd;
+      await reportUpgradeStatus(options.reportToParent, {
+        status: 'serving', pid: process.pid, version: packageVersion(), previousVersion: taken.previousVersion, millis: taken.millis,
+      });
     } catch (error) {
       // The running process serves on (it resumes when we abort, fail or go away before committing).
       log.error('take-over failed; the running vfiod keeps serving', { error: (error as Error).message });
+      await reportUpgradeStatus(options.reportToParent, { status: 'failed', pid: process.pid, error: (error as Error).message });
       await Promise.all(workers.map((worker) => worker.abort()));
       return 1;
     }
@@ -223,10 +248,16 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
         process.exit(0);
       });
     };
+    const describe = (): { pid: number; version: string; argv?: string[]; cwd: string } => ({
+      pid: process.pid,
+      version: packageVersion(),
+      ...(options.argv ? { argv: options.argv } : {}),
+      cwd: process.cwd(),
+    });
     if (adoptedHandoverFd !== undefined) {
-      listener = HandoverListener.adopt(handoverSocket, adoptedHandoverFd, workers, log, onHandedOver);
+      listener = HandoverListener.adopt(handoverSocket, adoptedHandoverFd, workers, log, onHandedOver, describe);
     } else {
-      HandoverListener.listen(handoverSocket, workers, log, onHandedOver).then(
+      HandoverListener.listen(handoverSocket, workers, log, onHandedOver, describe).then(
         (created) => {
           if (signalled) created.close(true);
           else listener = created;

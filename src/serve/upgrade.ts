@@ -47,8 +47,23 @@ export function packageVersion(): string {
 }
 
 /**
+ * What a running `vfiod serve` tells `vfiod upgrade` (a `describe` request on the hand-over socket): how to start its
+ * successor. Its stdout and stderr travel with it (SCM_RIGHTS), so the successor logs where it logged.
+ */
+export interface ServeDescription {
+  pid: number;
+  version: string;
+  /** The `vfiod serve` options it was started with, without `--take-over` and `--report-to-parent` (unknown when not started from the command line). */
+  argv?: string[];
+  /** Its working directory (relative paths in `argv` are relative to it). */
+  cwd: string;
+  sockets: string[];
+}
+
+/**
  * The running process's side: accepts one successor at a time on the hand-over socket. `handedOver` is called once
- * a successor has committed; the caller releases the controllers and exits.
+ * a successor has committed; the caller releases the controllers and exits. A `describe` request (from `vfiod
+ * upgrade`) is answered with `describe()` and the process's stdout and stderr, and changes nothing.
  */
 export class HandoverListener {
   private watcher: FdWatcher | undefined;
@@ -62,6 +77,7 @@ export class HandoverListener {
     private readonly workers: readonly ControllerWorker[],
     private readonly log: Logger,
     private readonly handedOver: () => void,
+    private readonly describe: () => Omit<ServeDescription, 'sockets'>,
   ) {
     const stat = fs.lstatSync(socketPath);
     this.identity = { dev: stat.dev, ino: stat.ino };
@@ -75,13 +91,14 @@ export class HandoverListener {
     workers: readonly ControllerWorker[],
     log: Logger,
     handedOver: () => void,
+    describe: () => Omit<ServeDescription, 'sockets'>,
   ): Promise<HandoverListener> {
     const state = await socketPathState(socketPath);
     if (state === 'live') throw new Error(`${socketPath} is in use: another vfiod listens for a hand-over there`);
     if (state === 'not-a-socket') throw new Error(`refusing to replace ${socketPath}: it exists and is not a socket`);
     if (state === 'stale') fs.unlinkSync(socketPath);
     const fd = native.listenUnix(socketPath, 0o600, 1);
-    return new HandoverListener(socketPath, fd, workers, log, handedOver);
+    return new HandoverListener(socketPath, fd, workers, log, handedOver, describe);
   }
 
   /** A successor takes over the predecessor's hand-over socket (already listening). */
@@ -91,8 +108,9 @@ export class HandoverListener {
     workers: readonly ControllerWorker[],
     log: Logger,
     handedOver: () => void,
+    describe: () => Omit<ServeDescription, 'sockets'>,
   ): HandoverListener {
-    return new HandoverListener(socketPath, fd, workers, log, handedOver);
+    return new HandoverListener(socketPath, fd, workers, log, handedOver, describe);
   }
 
   /** Stops listening; `removeFile` (a normal shutdown) also removes the socket file if it is still ours. */
@@ -156,6 +174,16 @@ export class HandoverListener {
       }
       channel.close();
     };
+    if (hello.type === 'describe') {
+      const description: ServeDescription = { ...this.describe(), sockets: this.workers.map((worker) => path.resolve(worker.config.socketPath)) };
+      this.log.info('described this process for an upgrade', { argv: description.argv });
+      // stdout and stderr, those that are open, in that order ('output' names them).
+      const output = (['stdout', 'stderr'] as const).filter((_, fd) => isOpen(fd + 1));
+      channel.send({ type: 'description', protocol: HANDOVER_PROTOCOL, ...description, output }, output.map((name) => (name === 'stdout' ? 1 : 2)));
+      await channel.drained();
+      channel.close();
+      return;
+    }
     if (hello.type !== 'hello' || hello['protocol'] !== HANDOVER_PROTOCOL) {
       await refuse(`the successor speaks hand-over protocol ${String(hello['protocol'])}, this process ${HANDOVER_PROTOCOL}`);
       return;
@@ -220,10 +248,18 @@ export class HandoverListener {
 /**
  * The successor's side: `workers` were started in take-over mode and have opened their namespaces. Connects to the
  * running process, receives and restores every controller, commits, and starts them once the running process has
- * released them. Returns the hand-over socket's listening fd, which this process now owns. Throws (after telling
+ * released them. Returns the hand-over socket's listening fd, which this process now owns, and what it took over. Throws (after telling
  * the running process to resume) when the take-over fails; the caller then exits without serving.
  */
-export async function takeOver(handoverSocket: string, workers: readonly ControllerWorker[], log: Logger): Promise<number> {
+export interface TakenOver {
+  /** The hand-over socket's listening fd, which this process now owns. */
+  handoverFd: number;
+  previousVersion: string;
+  /** From connecting to serving. */
+  millis: number;
+}
+
+export async function takeOver(handoverSocket: string, workers: readonly ControllerWorker[], log: Logger): Promise<TakenOver> {
   const started = Date.now();
   let channel: HandoverChannel;
   try {
@@ -265,17 +301,27 @@ export async function takeOver(handoverSocket: string, workers: readonly Control
     const released = await channel.receive(RELEASED_TIMEOUT_MS, "the running process's release");
     if (released.message.type !== 'released') throw new Error(`unexpected ${released.message.type} after the commit`);
     await Promise.all(workers.map((worker) => worker.request({ type: 'start' })));
+    const millis = Date.now() - started;
     log.info('upgrade complete: serving', {
       controllers: workers.length,
       previousVersion: message['version'],
-      millis: Date.now() - started,
+      millis,
       restoreMillis: Date.now() - receivedAt,
     });
     channel.close();
-    return handoverFd;
+    return { handoverFd, previousVersion: String(message['version']), millis };
   } catch (error) {
     channel.close();
     throw error;
+  }
+}
+
+function isOpen(fd: number): boolean {
+  try {
+    fs.fstatSync(fd);
+    return true;
+  } catch {
+    return false;
   }
 }
 
