@@ -231,7 +231,8 @@ describe.skipIf(hostReason !== undefined)('in-guest target against a real qemu-g
     await new Promise((r) => endlessAgent.once('listening', r));
     try {
       const client = await QgaClient.connect(endless);
-      const error = await client.execute('guest-ping', undefined, 20_000).catch((e: unknown) => e);
+      // 32 MiB through a socket: quick on an idle machine, many seconds on a busy one; the cap must win, not the timeout.
+      const error = await client.execute('guest-ping', undefined, 150_000).catch((e: unknown) => e);
       expect(error).toBeInstanceOf(QgaError);
       expect((error as Error).message).toContain('characters without a line end; connection closed');
       client.close();
