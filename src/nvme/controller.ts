@@ -209,11 +209,16 @@ export class NvmeController {
 
   /**
    * Polled mode: the guest wrote `doorbells` directly. Takes every doorbell word that differs from
-   * `consumedDoorbells` (writes to queues that do not exist raise an Invalid Doorbell Register event).
-   * Returns whether any doorbell had a new value.
+   * `consumedDoorbells` (writes to queues that do not exist raise an Invalid Doorbell Register event), and changed
+   * shadow doorbells. Returns whether any doorbell had a new value (if not, `processQueues` has nothing new to do).
    */
   pollDoorbells(): boolean {
     return this.queues.pollDoorbells();
+  }
+
+  /** I/O commands fetched and not completed yet (asynchronous backend work outstanding when > 0 after a pass). */
+  get ioInFlight(): number {
+    return this.commands.inFlight;
   }
 
   /** Process pending submissions; each interrupt vector with new completions is signalled once per call. */

@@ -308,8 +308,9 @@ export class QueueEngine {
 
   /**
    * Polled mode: the guest wrote `doorbells` directly. Takes every doorbell word that differs from
-   * `consumedDoorbells` (writes to queues that do not exist raise an Invalid Doorbell Register event).
-   * Returns whether any doorbell had a new value.
+   * `consumedDoorbells` (writes to queues that do not exist raise an Invalid Doorbell Register event), and every
+   * changed shadow doorbell. Returns whether any doorbell had a new value: when none had, a processing pass
+   * would find nothing new to fetch.
    */
   pollDoorbells(): boolean {
     let taken = false;
@@ -392,23 +393,27 @@ export class QueueEngine {
     }
     const shadow = this.shadow;
     if (!shadow) return taken;
-    for (const cq of this.completionList) this.readShadowHead(shadow, cq);
-    for (const sq of this.submissionList) if (!sq.deleting) this.readShadowTail(shadow, sq);
+    for (const cq of this.completionList) if (this.readShadowHead(shadow, cq)) taken = true;
+    for (const sq of this.submissionList) if (!sq.deleting && this.readShadowTail(shadow, sq)) taken = true;
     return taken;
   }
 
-  private readShadowTail(shadow: ShadowDoorbells, sq: SubmissionQueue): void {
+  /** Takes a changed shadow SQ tail; returns whether it had changed. */
+  private readShadowTail(shadow: ShadowDoorbells, sq: SubmissionQueue): boolean {
     const value = shadow.readShadow(sq.doorbellIndex);
-    if (value === sq.lastShadow) return;
+    if (value === sq.lastShadow) return false;
     sq.lastShadow = value;
     this.applySubmissionTail(sq, value);
+    return true;
   }
 
-  private readShadowHead(shadow: ShadowDoorbells, cq: CompletionQueue): void {
+  /** Takes a changed shadow CQ head; returns whether it had changed. */
+  private readShadowHead(shadow: ShadowDoorbells, cq: CompletionQueue): boolean {
     const value = shadow.readShadow(cq.doorbellIndex);
-    if (value === cq.lastShadow) return;
+    if (value === cq.lastShadow) return false;
     cq.lastShadow = value;
     this.applyCompletionHead(cq, value);
+    return true;
   }
 
   private resolveShadow(): boolean {
