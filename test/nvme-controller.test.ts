@@ -428,6 +428,26 @@ describe('NvmeController I/O queues', () => {
     expect(h.controller.consumedDoorbells[10]).toBe(1);
   });
 
+  it('polled mode: busy scans cover the live queues only; a scan of all words takes the rest', async () => {
+    const h = createHarness();
+    await h.driver.enable();
+    await h.driver.createIoQueuePair(1, 16, 1);
+    const cid = h.driver.place(1, { opcode: IoOpcode.FLUSH, nsid: 1 });
+    h.doorbells[2] = 1; // SQ 1 tail: a live queue
+    h.doorbells[2 * 5] = 1; // SQ 5 was never created
+    expect(h.controller.pollDoorbells(false)).toBe(true);
+    h.controller.processQueues(); // its own scan covers live queues only too
+    expect((await h.driver.wait(1, cid)).status).toBe(Status.SUCCESS);
+    expect(h.controller.consumedDoorbells[10]).toBe(0); // not looked at yet
+    expect(h.controller.pollDoorbells(false)).toBe(false);
+    expect(h.controller.pollDoorbells()).toBe(true); // all words: taken (and reported as an invalid doorbell)
+    expect(h.controller.consumedDoorbells[10]).toBe(1);
+    await h.driver.deleteIoQueuePair(1);
+    h.doorbells[2] = 2; // no live I/O queue any more: a busy scan no longer covers word 2
+    expect(h.controller.pollDoorbells(false)).toBe(false);
+    expect(h.controller.pollDoorbells()).toBe(true);
+  });
+
   it('fails the controller (CFS) when a queue’s memory is unmapped under it', async () => {
     const h = createHarness({ splitRam: true });
     await h.driver.enable();

@@ -9,8 +9,8 @@
  *
  * A host loop in the same thread plays the driver: it writes `qd` SQEs (random LBAs over a 256 MiB memory
  * namespace, PRP1 = a 4 KiB-aligned buffer per slot, PRP2 / a PRP list for larger blocks), rings the SQ tail, lets
- * the controller run one processing pass (polled: the page word + pollDoorbells + processQueues, as the worker's
- * poll does; trapped: BAR0 writes, as a REGION_WRITE does), reaps the CQEs and rings the CQ head. The reported
+ * the controller run one processing pass (polled: the page word + pollDoorbells(false) + processQueues, as the
+ * worker's busy loop does; trapped: BAR0 writes, as a REGION_WRITE does), reaps the CQEs and rings the CQ head. The reported
  * ns/IO includes that host work (a few tens of ns); a reference loop of the host side alone is printed with it.
  */
 import { performance } from 'node:perf_hooks';
@@ -146,7 +146,7 @@ function round(host: boolean): number {
   if (!host) {
     ring(2, sqTail);
     if (TRAPPED) controller.processQueues();
-    else if (controller.pollDoorbells()) controller.processQueues();
+    else if (controller.pollDoorbells(false)) controller.processQueues(); // the worker's busy-loop scan
   }
   let reaped = 0;
   for (;;) {

@@ -211,9 +211,11 @@ export class NvmeController {
    * Polled mode: the guest wrote `doorbells` directly. Takes every doorbell word that differs from
    * `consumedDoorbells` (writes to queues that do not exist raise an Invalid Doorbell Register event), and changed
    * shadow doorbells. Returns whether any doorbell had a new value (if not, `processQueues` has nothing new to do).
+   * `all` false scans only the words of queues that exist: cheap enough for a busy poll loop, which must still scan
+   * all words now and then (writes to other words are guest errors that must be taken and reported).
    */
-  pollDoorbells(): boolean {
-    return this.queues.pollDoorbells();
+  pollDoorbells(all = true): boolean {
+    return this.queues.pollDoorbells(all);
   }
 
   /** I/O commands fetched and not completed yet (asynchronous backend work outstanding when > 0 after a pass). */

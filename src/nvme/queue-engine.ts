@@ -83,6 +83,8 @@ export class QueueEngine {
   private roundRobin = 0;
   private shadow: ShadowDoorbells | undefined;
   private invalidDoorbellWrites = 0;
+  /** Doorbell words of the queues that exist: 2 * (highest live queue id + 1); the busy-path scans cover these. */
+  private liveDoorbellWords = 0;
 
   constructor(options: QueueEngineOptions) {
     this.dma = options.dma;
@@ -182,6 +184,7 @@ export class QueueEngine {
   deleteCompletionQueue(cq: CompletionQueue): void {
     this.completionQueues[cq.id] = undefined;
     this.completionList = this.completionList.filter((queue) => queue !== cq);
+    this.countLiveDoorbells();
   }
 
   /** Doorbell Buffer Config with both pages validated by the admin command handler. */
@@ -212,6 +215,7 @@ export class QueueEngine {
     this.roundRobin = 0;
     this.shadow = undefined;
     this.ioQueuesCreated = false;
+    this.liveDoorbellWords = 0;
     // Doorbells of a reset controller read as zero; stale values would otherwise look like new ones later.
     // (A caller may already have unmapped a shared doorbell page: a detached array has length 0 and is left alone.)
     if (this.doorbells.length > 0) this.doorbells.fill(0, 0, this.consumedDoorbells.length);
@@ -221,6 +225,7 @@ export class QueueEngine {
   private addCompletionQueue(cq: CompletionQueue): void {
     this.completionQueues[cq.id] = cq;
     this.completionList.push(cq);
+    this.countLiveDoorbells();
     this.doorbells[cq.doorbellIndex] = 0;
     this.consumedDoorbells[cq.doorbellIndex] = 0;
     if (this.shadow) {
@@ -233,6 +238,7 @@ export class QueueEngine {
   private addSubmissionQueue(sq: SubmissionQueue): void {
     this.submissionQueues[sq.id] = sq;
     this.submissionList.push(sq);
+    this.countLiveDoorbells();
     sq.cq.submissionQueues++;
     this.doorbells[sq.doorbellIndex] = 0;
     this.consumedDoorbells[sq.doorbellIndex] = 0;
@@ -246,6 +252,14 @@ export class QueueEngine {
     this.submissionQueues[sq.id] = undefined;
     this.submissionList = this.submissionList.filter((queue) => queue !== sq);
     sq.cq.submissionQueues--;
+    this.countLiveDoorbells();
+  }
+
+  private countLiveDoorbells(): void {
+    let highest = -1;
+    for (const queue of this.submissionList) if (queue.id > highest) highest = queue.id;
+    for (const queue of this.completionList) if (queue.id > highest) highest = queue.id;
+    this.liveDoorbellWords = 2 * (highest + 1);
   }
 
   /**
@@ -310,13 +324,13 @@ export class QueueEngine {
    * Polled mode: the guest wrote `doorbells` directly. Takes every doorbell word that differs from
    * `consumedDoorbells` (writes to queues that do not exist raise an Invalid Doorbell Register event), and every
    * changed shadow doorbell. Returns whether any doorbell had a new value: when none had, a processing pass
-   * would find nothing new to fetch.
+   * would find nothing new to fetch. `all` false: only the words of queues that exist (the busy path's scans).
    */
-  pollDoorbells(): boolean {
+  pollDoorbells(all = true): boolean {
     let taken = false;
     if (this.active) {
       try {
-        if (!this.shadow || this.resolveShadow()) taken = this.refreshDoorbells();
+        if (!this.shadow || this.resolveShadow()) taken = this.refreshDoorbells(all);
       } catch (error) {
         this.sink.fail('internal error while scanning doorbells', { error });
       }
@@ -377,12 +391,18 @@ export class QueueEngine {
     if ((count & (count - 1)) === 0) this.logger.warn(message, { ...fields, invalidDoorbellWrites: count });
   }
 
-  /** Picks up doorbell values written to the doorbell page (polled mode) or the shadow page since last time. */
-  private refreshDoorbells(): boolean {
+  /**
+   * Picks up doorbell values written to the doorbell page (polled mode) or the shadow page since last time: every
+   * word of the page (`all`), or those of the queues that exist (a write to another word is taken by the next scan
+   * of all words: the native poller's wake-ups scan all).
+   */
+  private refreshDoorbells(all: boolean): boolean {
     const doorbells = this.doorbells;
     const consumed = this.consumedDoorbells;
     // A detached (unmapped) page has length 0: nothing to pick up. A private page never differs (see options).
-    const words = this.doorbellsShared ? Math.min(doorbells.length, consumed.length) : 0;
+    const words = this.doorbellsShared
+      ? Math.min(doorbells.length, all ? consumed.length : this.liveDoorbellWords)
+      : 0;
     let taken = false;
     for (let index = 0; index < words; index++) {
       const value = doorbells[index]!;
@@ -435,7 +455,7 @@ export class QueueEngine {
    */
   run(): boolean {
     if (this.shadow && !this.resolveShadow()) return false;
-    this.refreshDoorbells();
+    this.refreshDoorbells(false);
     const burst = this.arbitrationBurst();
     let budget = BATCH_COMMAND_BUDGET;
     for (;;) {

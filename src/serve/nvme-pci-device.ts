@@ -237,8 +237,12 @@ export class NvmePciDevice implements VfioUserDevice {
       return;
     }
     const sliceEnd = performance.now() + POLL_SLICE_MS;
+    // Every word of the page once per slice (a write to a queue that does not exist must be taken and reported),
+    // the live queues' words on the other scans.
+    let all = true;
     for (;;) {
-      const now = this.pollOnce() ? (this.lastDoorbellAt = performance.now()) : performance.now();
+      const now = this.pollOnce(all) ? (this.lastDoorbellAt = performance.now()) : performance.now();
+      all = false;
       if (now - this.lastDoorbellAt >= POLL_SPIN_MS) {
         // Idle: the native poller watches again. A doorbell written since the last scan differs from
         // consumedDoorbells, so its first scan reports it.
@@ -252,8 +256,8 @@ export class NvmePciDevice implements VfioUserDevice {
   };
 
   /** Takes new doorbell values and, when there were any, runs a processing pass. Returns whether there were. */
-  private pollOnce(): boolean {
-    if (!this.controller.pollDoorbells()) return false;
+  private pollOnce(all = true): boolean {
+    if (!this.controller.pollDoorbells(all)) return false;
     this.controller.processQueues();
     this.checkGuestMemory();
     return true;
