@@ -278,6 +278,21 @@ describe('NvmeController I/O queues', () => {
     expect(latency.totalMicros).toBeCloseTo(32 * latency.maxMicros, 6);
   });
 
+  it('a pass takes its fetch time from its caller and hands back the clock reading it ends with', async () => {
+    const h = createHarness();
+    await h.driver.enable();
+    await h.driver.createIoQueuePair(1, 16, 1);
+    expect(Number.isNaN(h.controller.processQueues())).toBe(true); // no I/O: no clock read at all
+    h.driver.place(1, { opcode: IoOpcode.FLUSH, nsid: 1 });
+    h.doorbells[2] = 1;
+    h.controller.pollDoorbells(false);
+    const given = performance.now() - 1000; // as if the caller's reading were a second old
+    const end = h.controller.processQueues(given);
+    expect(end).toBeGreaterThanOrEqual(given + 1000);
+    // The command's fetch time is the given reading: its latency is the second plus the pass.
+    expect(h.controller.stats().latency.maxMicros).toBeGreaterThanOrEqual(1_000_000);
+  });
+
   it('reports a well-formed CQE: SQ head, SQ id, command id, phase and status', async () => {
     const h = createHarness();
     await h.driver.enable();

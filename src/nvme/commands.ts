@@ -126,6 +126,8 @@ export class CommandRunner implements CommandSink {
   private passStart = 0;
   private passStarted = false;
   private passCompleted = 0;
+  /** A clock reading the caller of the pass took just before it (see beginPass), or NaN. */
+  private passClock = NaN;
 
   constructor(parts: CommandRunnerParts) {
     this.admin = parts.admin;
@@ -142,19 +144,30 @@ export class CommandRunner implements CommandSink {
 
   /**
    * The controller's processing pass ended: one clock read times the commands that completed within it (latency,
-   * and busy time when nothing is left in flight); the next fetch reads the clock afresh.
+   * and busy time when nothing is left in flight); the next fetch reads the clock afresh. Returns that reading, or
+   * NaN when there was none.
    */
-  endPass(): void {
-    if (!this.passStarted) return;
+  endPass(): number {
+    this.passClock = NaN;
+    if (!this.passStarted) return NaN;
     this.passStarted = false;
     const completed = this.passCompleted;
-    if (completed === 0 && this.inFlight > 0) return;
+    if (completed === 0 && this.inFlight > 0) return NaN;
     const now = performance.now();
     if (completed > 0) {
       this.passCompleted = 0;
       this.latency.recordMany(((now - this.passStart) * 1000) / completed, completed);
     }
     if (this.inFlight === 0) this.counters.busyMillis += now - this.busySince;
+    return now;
+  }
+
+  /**
+   * A processing pass starts; `now`, when given, is a clock reading its caller took just before (a poll loop reads
+   * the clock anyway) and stands for the pass's fetch time, saving a read.
+   */
+  beginPass(now: number | undefined): void {
+    this.passClock = now ?? NaN;
   }
 
   /**
@@ -213,7 +226,8 @@ export class CommandRunner implements CommandSink {
     // Fetch time: the pass's (see passStart). The queue engine fetches only inside a processing pass.
     if (!this.passStarted) {
       this.passStarted = true;
-      this.passStart = performance.now();
+      const given = this.passClock;
+      this.passStart = given === given ? given : performance.now(); // NaN: none given
     }
     request.startedAt = this.passStart;
     sq.inFlight++;

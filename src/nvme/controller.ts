@@ -223,20 +223,27 @@ export class NvmeController {
     return this.commands.inFlight;
   }
 
-  /** Process pending submissions; each interrupt vector with new completions is signalled once per call. */
-  processQueues(): void {
+  /**
+   * Process pending submissions; each interrupt vector with new completions is signalled once per call. `now`: a
+   * clock reading (performance.now) the caller took just before, if it has one. Returns the clock reading the pass
+   * took at its end, or NaN when it took none (a poll loop can use it instead of reading the clock again).
+   */
+  processQueues(now?: number): number {
     const interrupts = this.interrupts;
-    if (!this.queues.active || interrupts.batching) return;
+    if (!this.queues.active || interrupts.batching) return NaN;
     interrupts.openBatch();
+    this.commands.beginPass(now);
+    let end = NaN;
     try {
       if (this.queues.run()) this.scheduleProcessing();
       this.events.deliver();
     } catch (error) {
       this.fail('internal error while processing queues', { error });
     } finally {
-      this.commands.endPass();
+      end = this.commands.endPass();
       interrupts.closeBatch();
     }
+    return end;
   }
 
   /**

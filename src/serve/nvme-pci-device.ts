@@ -236,28 +236,43 @@ export class NvmePciDevice implements VfioUserDevice {
       this.spinning = false;
       return;
     }
-    const sliceEnd = performance.now() + POLL_SLICE_MS;
+    const controller = this.controller;
+    // One clock reading per scan: the pass's own end reading when a pass ran (it also stands for the next pass's
+    // fetch time), else a fresh one.
+    let now = performance.now();
+    const sliceEnd = now + POLL_SLICE_MS;
     // Every word of the page once per slice (a write to a queue that does not exist must be taken and reported),
     // the live queues' words on the other scans.
     let all = true;
+    let worked = false;
     for (;;) {
-      const now = this.pollOnce(all) ? (this.lastDoorbellAt = performance.now()) : performance.now();
+      if (controller.pollDoorbells(all)) {
+        const end = controller.processQueues(now);
+        now = end === end ? end : performance.now(); // NaN: the pass read no clock
+        this.lastDoorbellAt = now;
+        worked = true;
+      } else {
+        now = performance.now();
+      }
       all = false;
       if (now - this.lastDoorbellAt >= POLL_SPIN_MS) {
         // Idle: the native poller watches again. A doorbell written since the last scan differs from
         // consumedDoorbells, so its first scan reports it.
+        if (worked) this.checkGuestMemory();
         this.spinning = false;
         poller.resume();
         return;
       }
-      if (now >= sliceEnd || this.controller.ioInFlight > 0) break;
+      if (now >= sliceEnd || controller.ioInFlight > 0) break;
     }
+    // Lost guest memory is looked for once per slice that did work (not per pass: a native call each).
+    if (worked) this.checkGuestMemory();
     setImmediate(this.spin);
   };
 
   /** Takes new doorbell values and, when there were any, runs a processing pass. Returns whether there were. */
-  private pollOnce(all = true): boolean {
-    if (!this.controller.pollDoorbells(all)) return false;
+  private pollOnce(): boolean {
+    if (!this.controller.pollDoorbells()) return false;
     this.controller.processQueues();
     this.checkGuestMemory();
     return true;
