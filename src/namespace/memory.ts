@@ -88,8 +88,10 @@ export class MemoryNamespace implements Namespace {
       this.check('write', position, buffer.length);
       let done = 0;
       while (done < buffer.length) {
-        const chunk = this.chunks[Math.floor((position + done) / this.chunkBytes)]!;
-        const start = (position + done) % this.chunkBytes;
+        // Division and subtraction, not `%`: offsets are doubles past 2^31, and `%` on a double is a runtime call.
+        const chunkIndex = Math.floor((position + done) / this.chunkBytes);
+        const chunk = this.chunks[chunkIndex]!;
+        const start = position + done - chunkIndex * this.chunkBytes;
         const piece = Math.min(buffer.length - done, chunk.length - start);
         chunk.set(piece === buffer.length ? buffer : buffer.subarray(done, done + piece), start);
         done += piece;
