@@ -17,6 +17,10 @@
  * so the two servers of one group run seconds apart; --rounds repeats the whole matrix and the report keeps every
  * round (ratios are per round).
  *
+ * Every server's namespace is written once before it is measured (spdk_nvme_perf, or nvme-bench where perf cannot
+ * drive the server): SPDK's malloc bdev is memory it has touched, while a never-written vfiod memory namespace reads
+ * the kernel's shared zero page, which would flatter vfiod's reads (every read then hits one cached page).
+ *
  * Measured per cell: IOPS and latency percentiles as spdk_nvme_perf reports them (-L summary: p50, p99, p99.9),
  * and server CPU: the on-CPU time of all of the server's threads (/proc/<pid>/task/<tid>/schedstat) from the
  * moment perf launches its workers (its "Launching workers" line) to --seconds later, divided by the I/Os of the
@@ -66,6 +70,8 @@ interface Options {
   quick: boolean;
   /** Another checkout whose vfiod runs next to this one (before/after). */
   baseline?: string;
+  /** Set once the yardstick was found usable. */
+  spdkUsable?: boolean;
 }
 
 function usage(): string {
@@ -429,6 +435,20 @@ async function nvmeBenchCell(o: Options, server: Server | undefined, round: numb
   return cell;
 }
 
+/** Writes the whole namespace once (see the file comment). */
+async function fill(o: Options, server: Server): Promise<void> {
+  const polled = server.kind === 'spdk' || server.mode === 'polled';
+  const r = polled && existsSync(join(o.spdk, 'bin', 'spdk_nvme_perf')) && o.spdkUsable
+    ? await runProcess('taskset', ['-c', String(o.clientCore), join(o.spdk, 'bin', 'spdk_nvme_perf'),
+      '-r', `trtype:VFIOUSER traddr:${server.socketDir} subnqn:nqn.2019-07.io.spdk:cnode0`, '-s', '256', '-g',
+      '-c', '0x' + (1 << o.clientCore).toString(16), '-q', '32', '-o', '131072', '-w', 'write',
+      '-d', String((NAMESPACE_MIB * 1024 * 1024) / 131072), '-t', '60'])
+    // nvme-bench has no sequential mode: random 128k writes for a while cover every block with near certainty.
+    : await runProcess('taskset', ['-c', String(o.clientCore), nvmeBench, '--socket', join(server.socketDir, 'cntrl'),
+      '--workload', 'randwrite', '--bs', '131072', '--qd', '16', '--seconds', '2', '--ramp', '0', '--json']);
+  if (r.code !== 0) log(`filling ${server.kind}/${server.mode}'s namespace failed (exit ${r.code}): ${(r.err + r.out).trim().slice(-300)}`);
+}
+
 async function rttCell(o: Options, server: Server, round: number): Promise<Cell> {
   const cell: Cell = { round, server: server.kind, mode: server.mode, client: 'nvme-bench', rw: 'rtt', bs: 4, qd: 1, ok: false, extra: { what: 'REGION_READ of CSTS' } };
   const r = await runProcess('taskset', ['-c', String(o.clientCore), nvmeBench, '--socket', join(server.socketDir, 'cntrl'), '--rtt', '20000', '--json']);
@@ -588,6 +608,7 @@ async function main(): Promise<void> {
   buildNvmeBench();
   if (!existsSync(join(root, 'dist', 'cli', 'main.js'))) throw new Error('dist/cli/main.js missing: run npx tsc -p tsconfig.json');
   const yard = checkYardstick(o.spdk);
+  o.spdkUsable = yard.available;
   if (!yard.available) log(`NOTE: ${yard.reason}; measuring against nvme-bench's loopback ceiling instead`);
   const git = (args: string[]): string => spawnSync('git', args, { cwd: root, encoding: 'utf8' }).stdout?.trim() ?? '';
   const run: Record<string, any> = {
@@ -618,6 +639,7 @@ async function main(): Promise<void> {
     let server: Server | undefined;
     try {
       server = await start();
+      await fill(o, server);
       await body(server);
     } finally {
       await server?.stop();
