@@ -6,6 +6,7 @@
  *   npm run bench:spdk-compare -- [--quick] [--seconds 5] [--qds 1,4,32,128] [--bs 4k,128k] [--rw randread,randwrite]
  *                                 [--rounds 1] [--spdk <dir>] [--server-core 0] [--client-core 1] [--out <dir>]
  *                                 [--no-interrupt] [--baseline <checkout>]
+ *   npm run bench:spdk-compare -- --report <results.json>      (re-render report.md and plots/ from a run)
  *
  * Yardstick: SPDK v24.01's `nvmf_tgt` (VFIOUSER transport, 256 MiB malloc bdev, 512-byte blocks, started by the
  * yardstick's own reference.sh) and its userspace NVMe driver `spdk_nvme_perf` as the client, from
@@ -72,6 +73,8 @@ interface Options {
   baseline?: string;
   /** Set once the yardstick was found usable. */
   spdkUsable?: boolean;
+  /** Only re-render report.md and the plots from this results.json (into its directory). */
+  report?: string;
 }
 
 function usage(): string {
@@ -119,6 +122,7 @@ function parseArgs(argv: string[]): Options {
       case '--no-interrupt': o.interrupt = false; break;
       case '--quick': o.quick = true; break;
       case '--baseline': o.baseline = resolve(next()); break;
+      case '--report': o.report = resolve(next()); break;
       case '-h': case '--help': process.stdout.write(usage()); process.exit(0);
       default: throw new Error(`unknown option ${a} (--help lists them)`);
     }
@@ -340,6 +344,8 @@ interface Cell {
   mibps?: number;
   lat_us?: Latency;
   server_cpu?: { seconds: number; window_s: number; util: number; us_per_io: number; source: string };
+  /** 1-minute load average when the cell ended. */
+  load1?: number;
   extra?: Record<string, unknown>;
 }
 
@@ -544,6 +550,29 @@ function report(run: Record<string, any>, cells: Cell[], yard: Yardstick): { mar
     md.push('');
     return list;
   };
+  if (run.options.rounds > 1) {
+    // Median of the per-round ratios: each round's ratio is taken seconds apart, the median damps a disturbed round.
+    const median = (values: number[]): number | undefined => {
+      const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
+      return v.length === 0 ? undefined : v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1]! + v[v.length / 2]!) / 2;
+    };
+    for (const server of ['vfiod', 'baseline'] as const) {
+      const list = pairs(cells, refServer, server);
+      if (list.length === 0) continue;
+      md.push(`## Median of the per-round ratios, ${server === 'vfiod' ? 'vfiod' : `baseline (${run.baseline.commit})`} / ${refName} (${run.options.rounds} rounds)`);
+      md.push('');
+      md.push('| rw | bs | QD | IOPS ratio | p50 ratio | p99 ratio | p99.9 ratio | CPU/IO ratio | vfiod CPU µs/IO (median) |');
+      md.push('|---|---|---:|---:|---:|---:|---:|---:|---:|');
+      const keys = [...new Set(list.map((p) => `${p.rw}|${p.bs}|${p.qd}`))];
+      for (const key of keys) {
+        const mine = list.filter((p) => `${p.rw}|${p.bs}|${p.qd}` === key);
+        const m = (k: 'iops' | 'p50' | 'p99' | 'p999' | 'cpu'): string => f(median(mine.map((p) => p[k] ?? NaN)));
+        const cpu = median(mine.map((p) => p.vfiod?.server_cpu?.us_per_io ?? NaN));
+        md.push(`| ${mine[0]!.rw} | ${sizeName(mine[0]!.bs)} | ${mine[0]!.qd} | ${m('iops')} | ${m('p50')} | ${m('p99')} | ${m('p999')} | ${m('cpu')} | ${f(cpu)} |`);
+      }
+      md.push('');
+    }
+  }
   const ps = table('vfiod', `## Polled mode: \`vfiod serve --poll\` vs ${refName} (client: ${client})`);
   if (cells.some((c) => c.server === 'baseline')) {
     table('baseline', `## The same for the baseline build (${run.baseline.checkout} at ${run.baseline.commit})`);
@@ -601,8 +630,22 @@ function report(run: Record<string, any>, cells: Cell[], yard: Yardstick): { mar
 
 // ---- main --------------------------------------------------------------------------------------------------------
 
+function writeReport(out: string, run: Record<string, any>, cells: Cell[], yard: Yardstick): string {
+  const { markdown, charts } = report(run, cells, yard);
+  mkdirSync(join(out, 'plots'), { recursive: true });
+  writeFileSync(join(out, 'report.md'), markdown);
+  writeFileSync(join(out, 'plots', 'iops.svg'), svgDocument(charts.iops!, 440, 360));
+  writeFileSync(join(out, 'plots', 'ratios.svg'), svgDocument(charts.ratios!, 440, 360));
+  return markdown;
+}
+
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
+  if (o.report) {
+    const run = JSON.parse(readFileSync(o.report, 'utf8'));
+    process.stdout.write(writeReport(dirname(o.report), run, run.cells, { ...run.yardstick, hugepages: run.yardstick.hugepages }));
+    return;
+  }
   const started = new Date();
   o.out ||= join(root, 'bench', 'results', `spdk-compare-${started.toISOString().replace(/[:.]/g, '-')}`);
   buildNvmeBench();
@@ -631,6 +674,7 @@ async function main(): Promise<void> {
   let n = 0;
   const note = (c: Cell): void => {
     n++;
+    c.load1 = loadavg()[0];
     cells.push(c);
     const what = `${c.server}${c.server === 'vfiod' ? '/' + c.mode : ''} ${c.rw} ${sizeName(c.bs)} QD${c.qd}`;
     log(`[${n}/${total}] ${what}: ${c.ok ? `${fi(c.iops)} IOPS, p50 ${f(c.lat_us?.p50)} p99 ${f(c.lat_us?.p99)} us${c.server_cpu ? `, server ${f(c.server_cpu.us_per_io)} us CPU/IO` : ''}` : `FAILED ${c.error}`}`);
@@ -713,13 +757,9 @@ async function main(): Promise<void> {
   run.cells = cells;
   run.ratios = pairs(cells, yard.available ? 'spdk' : 'loopback').map(({ ref: _r, vfiod: _v, ...p }) => p);
   if (o.baseline) run.ratios_baseline = pairs(cells, yard.available ? 'spdk' : 'loopback', 'baseline').map(({ ref: _r, vfiod: _v, ...p }) => p);
-  const { markdown, charts } = report(run, cells, yard);
-  mkdirSync(join(o.out, 'plots'), { recursive: true });
+  mkdirSync(o.out, { recursive: true });
   writeFileSync(join(o.out, 'results.json'), JSON.stringify(run, null, 2) + '\n');
-  writeFileSync(join(o.out, 'report.md'), markdown);
-  writeFileSync(join(o.out, 'plots', 'iops.svg'), svgDocument(charts.iops!, 440, 360));
-  writeFileSync(join(o.out, 'plots', 'ratios.svg'), svgDocument(charts.ratios!, 440, 360));
-  process.stdout.write(markdown);
+  process.stdout.write(writeReport(o.out, run, cells, yard));
   log(`wrote ${o.out}/{results.json,report.md,plots/}`);
   if (cells.some((c) => !c.ok)) process.exitCode = 1;
 }
