@@ -21,9 +21,17 @@
 //
 // Idle policy: after the last scan that found a difference the thread keeps scanning with a CPU pause
 // instruction between scans for `spinMicros`, then sleeps between scans, starting at 1 µs and doubling up to
-// `maxSleepMicros`. Any difference resets it to spinning. Sleeps use a condition variable so stop() and
+// `maxSleepMicros`; after `idleAfterMicros` without a change (optional) they keep doubling up to `idleSleepMicros`,
+// so a page nobody writes costs about 1e6 / idleSleepMicros wake-ups a second. Any difference resets it to spinning. Sleeps use a condition variable so stop() and
 // setWordCount() never wait for a sleep to end, and the thread's timer slack is set to 1 ns so short sleeps are
 // not rounded up to the default 50 µs.
+//
+// Hand-over: pause() makes the thread stop scanning and block (no timeout, no CPU) until resume(), for as long
+// as the consumer watches the page itself (the worker polls while it is busy). Two pollers of one page on one
+// core fight for it: before pause existed, the thread's short sleeps woke it every few µs and the scheduler gave
+// it the core for 100-200 µs at a time while the worker, holding the I/O, waited. resume() restarts the spin/sleep
+// policy from its start (the consumer has just seen activity), and the first scan after it reports anything still
+// unconsumed, so a doorbell written during the hand-over is not lost.
 #include "memory.h"
 
 #include <pthread.h>
@@ -82,6 +90,9 @@ struct PollerCore final : EnvResource {
   const uint32_t* consumed = nullptr;
   uint64_t spinNs = 0;
   uint64_t maxSleepNs = 0;
+  // After this long without a change the sleeps keep doubling up to idleSleepNs (0: never).
+  uint64_t idleAfterNs = 0;
+  uint64_t idleSleepNs = 0;
 
   // JS-thread state.
   bool running = false;  // thread started and not joined
@@ -92,6 +103,7 @@ struct PollerCore final : EnvResource {
   // Shared with the thread. `mutex` pairs with `cv` for sleeps (so stop/setWordCount can cut a sleep short).
   std::atomic<uint32_t> wordCount{0};
   std::atomic<bool> stopFlag{false};
+  std::atomic<bool> paused{false};
   std::mutex mutex;
   std::condition_variable cv;
 
@@ -100,6 +112,7 @@ struct PollerCore final : EnvResource {
   bool CheckConsumed(Napi::Env env, const char* fn, uint32_t count);
   void Stop();
   void SetWordCount(uint32_t count);
+  void Resume();
   void Close();
   void ShutdownForEnvCleanup() override { Close(); }
   void Run();
@@ -115,6 +128,15 @@ void PollerCore::Run() {
   // off instead of burning a core while the consumer is busy). Correctness rests on `consumed` alone.
   std::vector<uint32_t> lastSeen(maxWords, 0);
   while (!stopFlag.load(std::memory_order_acquire)) {
+    if (paused.load(std::memory_order_acquire)) {
+      std::unique_lock<std::mutex> lock(mutex);
+      cv.wait(lock, [this] {
+        return stopFlag.load(std::memory_order_relaxed) || !paused.load(std::memory_order_relaxed);
+      });
+      lastActivity = Clock::now();
+      sleepNs = 0;
+      continue;
+    }
     uint32_t n = wordCount.load(std::memory_order_acquire);
     bool unconsumed = false;
     bool changed = false;
@@ -134,15 +156,16 @@ void PollerCore::Run() {
     if (changed) {
       lastActivity = Clock::now();
       sleepNs = 0;
-    } else if (static_cast<uint64_t>(
-                   std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - lastActivity).count()) >=
-               spinNs) {
+    } else if (uint64_t quietNs = static_cast<uint64_t>(
+                   std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - lastActivity).count());
+               quietNs >= spinNs) {
       // Nothing new since the last scan (anything unconsumed has been signalled): back off.
       sleepNs = sleepNs == 0 ? kFirstSleepNs : sleepNs * 2;
-      sleepNs = std::min(sleepNs, maxSleepNs);
+      sleepNs = std::min(sleepNs, idleAfterNs != 0 && quietNs >= idleAfterNs ? idleSleepNs : maxSleepNs);
       std::unique_lock<std::mutex> lock(mutex);
       cv.wait_for(lock, std::chrono::nanoseconds(sleepNs), [this, n] {
-        return stopFlag.load(std::memory_order_relaxed) || wordCount.load(std::memory_order_relaxed) != n;
+        return stopFlag.load(std::memory_order_relaxed) || wordCount.load(std::memory_order_relaxed) != n ||
+               paused.load(std::memory_order_relaxed);
       });
       continue;
     }
@@ -218,6 +241,14 @@ void PollerCore::SetWordCount(uint32_t count) {
   cv.notify_all();  // a sleeping thread rescans right away
 }
 
+void PollerCore::Resume() {
+  {
+    std::lock_guard<std::mutex> lock(mutex);  // pairs with the predicate check of the paused wait in Run
+    paused.store(false, std::memory_order_release);
+  }
+  cv.notify_all();
+}
+
 class Poller : public Napi::ObjectWrap<Poller> {
  public:
   static Napi::Function DefineClass(Napi::Env env) {
@@ -226,6 +257,8 @@ class Poller : public Napi::ObjectWrap<Poller> {
                                               InstanceMethod<&Poller::SetWordCountMethod>("setWordCount"),
                                               InstanceMethod<&Poller::StartMethod>("start"),
                                               InstanceMethod<&Poller::StopMethod>("stop"),
+                                              InstanceMethod<&Poller::PauseMethod>("pause"),
+                                              InstanceMethod<&Poller::ResumeMethod>("resume"),
                                               InstanceMethod<&Poller::CloseMethod>("close"),
                                           });
   }
@@ -242,12 +275,21 @@ class Poller : public Napi::ObjectWrap<Poller> {
       return;
     }
     Napi::Object options = info[2].As<Napi::Object>();
-    int64_t spinMicros, maxSleepMicros;
+    int64_t spinMicros, maxSleepMicros, idleAfterMicros = 0, idleSleepMicros = 0;
     if (!CheckInteger(env, options.Get("spinMicros"), fn, "options.spinMicros", 0, kMaxSpinMicros, &spinMicros) ||
         !CheckInteger(env, options.Get("maxSleepMicros"), fn, "options.maxSleepMicros", 1, kMaxSleepMicros,
                       &maxSleepMicros) ||
         !GetFunction(info, 3, fn, "callback", &callback)) {
       return;
+    }
+    // Optional deep idle: both or neither; the idle sleep is at least the busy one.
+    Napi::Value idleAfter = options.Get("idleAfterMicros"), idleSleep = options.Get("idleSleepMicros");
+    if (!idleAfter.IsUndefined() || !idleSleep.IsUndefined()) {
+      if (!CheckInteger(env, idleAfter, fn, "options.idleAfterMicros", 1, kMaxSpinMicros, &idleAfterMicros) ||
+          !CheckInteger(env, idleSleep, fn, "options.idleSleepMicros", maxSleepMicros, kMaxSleepMicros,
+                        &idleSleepMicros)) {
+        return;
+      }
     }
     uv_loop_t* loop = nullptr;
     if (napi_get_uv_event_loop(env, &loop) != napi_ok || loop == nullptr) {
@@ -282,6 +324,8 @@ class Poller : public Napi::ObjectWrap<Poller> {
     core->consumed = consumed.Data();
     core->spinNs = static_cast<uint64_t>(spinMicros) * 1000;
     core->maxSleepNs = static_cast<uint64_t>(maxSleepMicros) * 1000;
+    core->idleAfterNs = static_cast<uint64_t>(idleAfterMicros) * 1000;
+    core->idleSleepNs = static_cast<uint64_t>(idleSleepMicros) * 1000;
     napi_async_init(env, info.This(), Napi::String::New(env, "vfiod:DoorbellPoller"), &core->asyncContext);
     core->state->resources.insert(core);
     core_ = core;
@@ -369,6 +413,18 @@ class Poller : public Napi::ObjectWrap<Poller> {
       core_->Stop();
       Unref();
     }
+    return info.Env().Undefined();
+  }
+
+  // pause(): one atomic store, no lock and no syscall (the worker calls it whenever it starts polling itself).
+  // A scan already under way may still send one wake-up.
+  Napi::Value PauseMethod(const Napi::CallbackInfo& info) {
+    if (core_ != nullptr) core_->paused.store(true, std::memory_order_release);
+    return info.Env().Undefined();
+  }
+
+  Napi::Value ResumeMethod(const Napi::CallbackInfo& info) {
+    if (core_ != nullptr && core_->paused.load(std::memory_order_relaxed)) core_->Resume();
     return info.Env().Undefined();
   }
 

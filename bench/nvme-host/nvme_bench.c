@@ -4,6 +4,8 @@
  *   nvme-bench --socket <path> [--workload randread|randwrite] [--bs 4096] [--qd 1] [--seconds 5] [--queues 1]
  *              [--completion irq|poll] [--doorbell auto|mmap|posted|sync] [--verify] [--span BYTES] [--json]
  *   nvme-bench --loopback [--loopback-size BYTES] ...        (client ceiling: no server, no transport)
+ *   nvme-bench --socket <path> --rtt N [--json]              (N synchronous 4-byte REGION_READs of CSTS: the cost of
+ *                                                             one vfio-user round trip, no I/O)
  *
  * One I/O queue pair with qd+1 entries; every completion immediately resubmits (closed loop). Latency is measured per
  * I/O with CLOCK_MONOTONIC (one clock read per reaped batch, shared by the batch's completions and resubmissions)
@@ -52,6 +54,7 @@ struct opts {
   uint64_t seed;
   uint32_t qsize; /* I/O queue entries; 0 = qd + 1 */
   int quiet;
+  uint32_t rtt; /* --rtt N: only time N register reads */
 };
 
 static void usage(FILE *f) {
@@ -71,6 +74,7 @@ static void usage(FILE *f) {
           "  --seed N            RNG seed\n"
           "  --qsize N           I/O queue entries (default qd+1)\n"
           "  --loopback-size BYTES  loopback namespace size (default 1G)\n"
+          "  --rtt N             only time N synchronous REGION_READs of CSTS (one vfio-user round trip each)\n"
           "  --json              one JSON object on stdout\n");
 }
 
@@ -442,6 +446,33 @@ static uint64_t run_loop(struct bench *b, int phase_write, struct hist *h, uint6
   return window;
 }
 
+/* --rtt: N synchronous register reads, each one request and one reply over the socket, timed one by one. */
+static int run_rtt(const struct opts *o, struct vfu_client *c) {
+  static struct hist h;
+  h.min = UINT64_MAX;
+  uint32_t csts = 0;
+  for (uint32_t i = 0; i < o->rtt / 10u + 1u; i++) /* warm-up: first touches, page faults */
+    if (vfu_region_read(c, VFU_PCI_BAR0_REGION, NVME_REG_CSTS, &csts, 4)) die("read CSTS: %s", c->last_error);
+  uint64_t start = now_ns();
+  for (uint32_t i = 0; i < o->rtt; i++) {
+    uint64_t t0 = now_ns();
+    if (vfu_region_read(c, VFU_PCI_BAR0_REGION, NVME_REG_CSTS, &csts, 4)) die("read CSTS: %s", c->last_error);
+    h_record(&h, now_ns() - t0);
+  }
+  double secs = (double)(now_ns() - start) / 1e9, us = 1e3;
+  if (o->json)
+    printf("{\"tool\":\"nvme-bench\",\"ok\":true,\"mode\":\"rtt\",\"requests\":%u,\"seconds\":%.6f,"
+           "\"lat_us\":{\"min\":%.3f,\"mean\":%.3f,\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"p999\":%.3f,\"max\":%.3f}}\n",
+           o->rtt, secs, h.min / us, (double)h.sum / (double)h.count / us, h_percentile(&h, 50) / us,
+           h_percentile(&h, 90) / us, h_percentile(&h, 99) / us, h_percentile(&h, 99.9) / us, h.max / us);
+  else
+    printf("vfio-user round trip (REGION_READ of CSTS), %u requests: min %.2f p50 %.2f p90 %.2f p99 %.2f p99.9 %.2f "
+           "max %.2f us\n", o->rtt, h.min / us, h_percentile(&h, 50) / us, h_percentile(&h, 90) / us,
+           h_percentile(&h, 99) / us, h_percentile(&h, 99.9) / us, h.max / us);
+  vfu_close(c);
+  return 0;
+}
+
 int main(int argc, char **argv) {
   struct bench B;
   memset(&B, 0, sizeof B);
@@ -462,7 +493,7 @@ int main(int argc, char **argv) {
       {"bs", 1, 0, 'b'},         {"qd", 1, 0, 'q'},         {"seconds", 1, 0, 't'},       {"ramp", 1, 0, 'r'},
       {"queues", 1, 0, 'Q'},     {"completion", 1, 0, 'c'}, {"doorbell", 1, 0, 'd'},      {"verify", 0, 0, 'v'},
       {"span", 1, 0, 'S'},       {"json", 0, 0, 'j'},       {"nsid", 1, 0, 'n'},          {"seed", 1, 0, 'x'},
-      {"help", 0, 0, 'h'},       {"qsize", 1, 0, 'E'},       {0, 0, 0, 0}};
+      {"help", 0, 0, 'h'},       {"qsize", 1, 0, 'E'},       {"rtt", 1, 0, 'R'},           {0, 0, 0, 0}};
   int ch;
   while ((ch = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
     switch (ch) {
@@ -483,6 +514,7 @@ int main(int argc, char **argv) {
     case 'n': o->nsid = (uint32_t)atoi(optarg); break;
     case 'x': o->seed = strtoull(optarg, NULL, 0); break;
     case 'E': o->qsize = (uint32_t)atoi(optarg); break;
+    case 'R': o->rtt = (uint32_t)atoi(optarg); break;
     case 'h': usage(stdout); return 0;
     default: usage(stderr); return 2;
     }
@@ -502,6 +534,7 @@ int main(int argc, char **argv) {
   else if (completion) die("--completion must be irq or poll");
   if (o->irq < 0) o->irq = o->loopback ? 0 : 1;
   if (o->loopback && o->irq) die("--loopback only supports --completion poll");
+  if (o->rtt && o->loopback) die("--rtt needs --socket");
 
   /* Guest RAM: a shared memfd the server maps via DMA_MAP. */
   size_t need = RAM_RESERVED + 6u * PAGE * 2u + (size_t)o->qsize * 80u + 2u * PAGE +
@@ -583,6 +616,8 @@ int main(int argc, char **argv) {
       B.efd = efds[nvec - 1];
     }
   }
+
+  if (o->rtt) return run_rtt(o, &client);
 
   /* Controller bring-up. */
   struct nvme_ctrl *ctrl = &B.ctrl;

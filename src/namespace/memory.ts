@@ -97,6 +97,7 @@ export class MemoryNamespace implements Namespace {
       this.check('write', position, buffer.length);
       let done = 0;
       while (done < buffer.length) {
+        // Division and subtraction, not `%`: offsets are doubles past 2^31, and `%` on a double is a runtime call.
         const chunkIndex = Math.floor((position + done) / this.chunkBytes);
         const chunk = this.chunks[chunkIndex] ?? this.allocateChunk(chunkIndex);
         const start = position + done - chunkIndex * this.chunkBytes;

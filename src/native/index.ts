@@ -164,6 +164,14 @@ export interface DoorbellPoller {
   start(): void;
   /** Joins the thread; no callback is made after stop() returns. */
   stop(): void;
+  /**
+   * Hands the page to the consumer: the thread stops scanning and blocks (no CPU) until resume(). For a consumer
+   * that polls the page itself while busy. One atomic store (no syscall); a scan already under way may still make
+   * one callback. Survives stop()/start().
+   */
+  pause(): void;
+  /** Takes the page back after pause(): scanning restarts with the spin/sleep policy from its start (no-op unless paused). */
+  resume(): void;
   /** Stops the thread and releases the page and `consumed` (idempotent; fine inside the callback). */
   close(): void;
 }
@@ -173,6 +181,12 @@ export interface DoorbellPollerOptions {
   spinMicros: number;
   /** Longest sleep between scans when idle (sleeps start at 1 µs and double up to this); 1..1_000_000. */
   maxSleepMicros: number;
+  /**
+   * Deep idle (optional, both or neither): after this long without a change (1..10_000_000 µs) the sleeps keep
+   * doubling up to `idleSleepMicros` (maxSleepMicros..1_000_000). Bounds what a page nobody writes costs.
+   */
+  idleAfterMicros?: number;
+  idleSleepMicros?: number;
 }
 
 export interface NativeAddon {

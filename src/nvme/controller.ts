@@ -258,27 +258,41 @@ export class NvmeController {
 
   /**
    * Polled mode: the guest wrote `doorbells` directly. Takes every doorbell word that differs from
-   * `consumedDoorbells` (writes to queues that do not exist raise an Invalid Doorbell Register event).
-   * Returns whether any doorbell had a new value.
+   * `consumedDoorbells` (writes to queues that do not exist raise an Invalid Doorbell Register event), and changed
+   * shadow doorbells. Returns whether any doorbell had a new value (if not, `processQueues` has nothing new to do).
+   * `all` false scans only the words of queues that exist: cheap enough for a busy poll loop, which must still scan
+   * all words now and then (writes to other words are guest errors that must be taken and reported).
    */
-  pollDoorbells(): boolean {
-    return this.queues.pollDoorbells();
+  pollDoorbells(all = true): boolean {
+    return this.queues.pollDoorbells(all);
   }
 
-  /** Process pending submissions; each interrupt vector with new completions is signalled once per call. */
-  processQueues(): void {
+  /** I/O commands fetched and not completed yet (asynchronous backend work outstanding when > 0 after a pass). */
+  get ioInFlight(): number {
+    return this.commands.inFlight;
+  }
+
+  /**
+   * Process pending submissions; each interrupt vector with new completions is signalled once per call. `now`: a
+   * clock reading (performance.now) the caller took just before, if it has one. Returns the clock reading the pass
+   * took at its end, or NaN when it took none (a poll loop can use it instead of reading the clock again).
+   */
+  processQueues(now?: number): number {
     const interrupts = this.interrupts;
-    if (!this.queues.active || interrupts.batching || this.quiesced) return;
+    if (!this.queues.active || interrupts.batching || this.quiesced) return NaN;
     interrupts.openBatch();
+    this.commands.beginPass(now);
+    let end = NaN;
     try {
       if (this.queues.run()) this.scheduleProcessing();
       this.events.deliver();
     } catch (error) {
       this.fail('internal error while processing queues', { error });
     } finally {
-      this.commands.endPass();
+      end = this.commands.endPass();
       interrupts.closeBatch();
     }
+    return end;
   }
 
   /**

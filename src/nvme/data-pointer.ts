@@ -36,6 +36,8 @@ const SGL_BIT_BUCKET = 0x1;
 const SGL_SEGMENT = 0x2;
 const SGL_LAST_SEGMENT = 0x3;
 const SGL_DESCRIPTOR_BYTES = 16;
+/** The offset bits of an address within a memory page. */
+const PAGE_MASK = PAGE_SIZE - 1;
 /** Highest value of the upper dword of a 64-bit address that still gives an exact JavaScript number (< 2^53). */
 const MAX_SAFE_HIGH_DWORD = 0x1fffff;
 
@@ -89,29 +91,34 @@ export function mapDataPointer(
 }
 
 /** PRP1 (SQE bytes 24..31) and PRP2 (32..39), NVMe Base Specification "Physical Region Page Entry and List". */
+// Offsets within a page and alignment are taken from an address's low dword with bit operations: the addresses are
+// doubles above 2^31, and `%` on a double is a call into the runtime (fmod), several per command.
 function mapPrps(out: SegmentBuilder, sqe: DataView, length: number): number {
   const prp1 = sqeAddress(sqe, 24);
   if (prp1 < 0) return Status.DATA_TRANSFER_ERROR;
-  if (prp1 % 4 !== 0) return Status.PRP_OFFSET_INVALID;
-  const first = Math.min(length, PAGE_SIZE - (prp1 % PAGE_SIZE));
+  const prp1Offset = sqe.getUint32(24, true) & PAGE_MASK;
+  if ((prp1Offset & 3) !== 0) return Status.PRP_OFFSET_INVALID;
+  const first = Math.min(length, PAGE_SIZE - prp1Offset);
   out.addGuest(prp1, first);
   let remaining = length - first;
   if (remaining === 0) return Status.SUCCESS;
 
   const prp2 = sqeAddress(sqe, 32);
   if (prp2 < 0) return Status.DATA_TRANSFER_ERROR;
+  const prp2Offset = sqe.getUint32(32, true) & PAGE_MASK;
   if (remaining <= PAGE_SIZE) {
     // PRP2 is the second (and last) data page.
-    if (prp2 % PAGE_SIZE !== 0) return Status.PRP_OFFSET_INVALID;
+    if (prp2Offset !== 0) return Status.PRP_OFFSET_INVALID;
     out.addGuest(prp2, remaining);
     return Status.SUCCESS;
   }
 
   // PRP2 points at a PRP list; entries are 8 bytes, so the pointer must be qword aligned.
-  if (prp2 % 8 !== 0) return Status.PRP_OFFSET_INVALID;
+  if ((prp2Offset & 7) !== 0) return Status.PRP_OFFSET_INVALID;
   let listAddress = prp2;
+  let listOffset = prp2Offset;
   while (remaining > 0) {
-    const slots = (PAGE_SIZE - (listAddress % PAGE_SIZE)) / 8;
+    const slots = (PAGE_SIZE - listOffset) / 8;
     const pagesNeeded = Math.ceil(remaining / PAGE_SIZE);
     // When more pages remain than the list page has slots, its last slot chains to the next list page.
     const chained = pagesNeeded > slots;
@@ -121,7 +128,7 @@ function mapPrps(out: SegmentBuilder, sqe: DataView, length: number): number {
     for (let index = 0; index < dataEntries; index++) {
       const page = bytesAddress(list, index * 8);
       if (page < 0) return Status.DATA_TRANSFER_ERROR;
-      if (page % PAGE_SIZE !== 0) return Status.PRP_OFFSET_INVALID;
+      if ((bytesUint32(list, index * 8) & PAGE_MASK) !== 0) return Status.PRP_OFFSET_INVALID;
       const chunk = Math.min(PAGE_SIZE, remaining);
       out.addGuest(page, chunk);
       remaining -= chunk;
@@ -129,8 +136,9 @@ function mapPrps(out: SegmentBuilder, sqe: DataView, length: number): number {
     if (chained) {
       const next = bytesAddress(list, dataEntries * 8);
       if (next < 0) return Status.DATA_TRANSFER_ERROR;
-      if (next % PAGE_SIZE !== 0) return Status.PRP_OFFSET_INVALID;
+      if ((bytesUint32(list, dataEntries * 8) & PAGE_MASK) !== 0) return Status.PRP_OFFSET_INVALID;
       listAddress = next;
+      listOffset = 0;
     }
   }
   return Status.SUCCESS;

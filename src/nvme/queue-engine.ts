@@ -132,6 +132,8 @@ export class QueueEngine {
   private roundRobin = 0;
   private shadow: ShadowDoorbells | undefined;
   private invalidDoorbellWrites = 0;
+  /** Doorbell words of the queues that exist: 2 * (highest live queue id + 1); the busy-path scans cover these. */
+  private liveDoorbellWords = 0;
 
   constructor(options: QueueEngineOptions) {
     this.dma = options.dma;
@@ -231,6 +233,7 @@ export class QueueEngine {
   deleteCompletionQueue(cq: CompletionQueue): void {
     this.completionQueues[cq.id] = undefined;
     this.completionList = this.completionList.filter((queue) => queue !== cq);
+    this.countLiveDoorbells();
   }
 
   /** Doorbell Buffer Config with both pages validated by the admin command handler. */
@@ -361,6 +364,7 @@ export class QueueEngine {
     this.roundRobin = 0;
     this.shadow = undefined;
     this.ioQueuesCreated = false;
+    this.liveDoorbellWords = 0;
     // Doorbells of a reset controller read as zero; stale values would otherwise look like new ones later.
     // (A caller may already have unmapped a shared doorbell page: a detached array has length 0 and is left alone.)
     if (this.doorbells.length > 0) this.doorbells.fill(0, 0, this.consumedDoorbells.length);
@@ -370,6 +374,7 @@ export class QueueEngine {
   private addCompletionQueue(cq: CompletionQueue): void {
     this.completionQueues[cq.id] = cq;
     this.completionList.push(cq);
+    this.countLiveDoorbells();
     this.doorbells[cq.doorbellIndex] = 0;
     this.consumedDoorbells[cq.doorbellIndex] = 0;
     if (this.shadow) {
@@ -382,6 +387,7 @@ export class QueueEngine {
   private addSubmissionQueue(sq: SubmissionQueue): void {
     this.submissionQueues[sq.id] = sq;
     this.submissionList.push(sq);
+    this.countLiveDoorbells();
     sq.cq.submissionQueues++;
     this.doorbells[sq.doorbellIndex] = 0;
     this.consumedDoorbells[sq.doorbellIndex] = 0;
@@ -395,6 +401,14 @@ export class QueueEngine {
     this.submissionQueues[sq.id] = undefined;
     this.submissionList = this.submissionList.filter((queue) => queue !== sq);
     sq.cq.submissionQueues--;
+    this.countLiveDoorbells();
+  }
+
+  private countLiveDoorbells(): void {
+    let highest = -1;
+    for (const queue of this.submissionList) if (queue.id > highest) highest = queue.id;
+    for (const queue of this.completionList) if (queue.id > highest) highest = queue.id;
+    this.liveDoorbellWords = 2 * (highest + 1);
   }
 
   /**
@@ -458,14 +472,15 @@ export class QueueEngine {
 
   /**
    * Polled mode: the guest wrote `doorbells` directly. Takes every doorbell word that differs from
-   * `consumedDoorbells` (writes to queues that do not exist raise an Invalid Doorbell Register event).
-   * Returns whether any doorbell had a new value.
+   * `consumedDoorbells` (writes to queues that do not exist raise an Invalid Doorbell Register event), and every
+   * changed shadow doorbell. Returns whether any doorbell had a new value: when none had, a processing pass
+   * would find nothing new to fetch. `all` false: only the words of queues that exist (the busy path's scans).
    */
-  pollDoorbells(): boolean {
+  pollDoorbells(all = true): boolean {
     let taken = false;
     if (this.active) {
       try {
-        if (!this.shadow || this.resolveShadow()) taken = this.refreshDoorbells();
+        if (!this.shadow || this.resolveShadow()) taken = this.refreshDoorbells(all);
       } catch (error) {
         this.sink.fail('internal error while scanning doorbells', { error });
       }
@@ -536,12 +551,18 @@ export class QueueEngine {
     if ((count & (count - 1)) === 0) this.logger.warn(message, { ...fields, invalidDoorbellWrites: count });
   }
 
-  /** Picks up doorbell values written to the doorbell page (polled mode) or the shadow page since last time. */
-  private refreshDoorbells(): boolean {
+  /**
+   * Picks up doorbell values written to the doorbell page (polled mode) or the shadow page since last time: every
+   * word of the page (`all`), or those of the queues that exist (a write to another word is taken by the next scan
+   * of all words: the native poller's wake-ups scan all).
+   */
+  private refreshDoorbells(all: boolean): boolean {
     const doorbells = this.doorbells;
     const consumed = this.consumedDoorbells;
     // A detached (unmapped) page has length 0: nothing to pick up. A private page never differs (see options).
-    const words = this.doorbellsShared ? Math.min(doorbells.length, consumed.length) : 0;
+    const words = this.doorbellsShared
+      ? Math.min(doorbells.length, all ? consumed.length : this.liveDoorbellWords)
+      : 0;
     let taken = false;
     for (let index = 0; index < words; index++) {
       const value = doorbells[index]!;
@@ -552,23 +573,27 @@ export class QueueEngine {
     }
     const shadow = this.shadow;
     if (!shadow) return taken;
-    for (const cq of this.completionList) this.readShadowHead(shadow, cq);
-    for (const sq of this.submissionList) if (!sq.deleting) this.readShadowTail(shadow, sq);
+    for (const cq of this.completionList) if (this.readShadowHead(shadow, cq)) taken = true;
+    for (const sq of this.submissionList) if (!sq.deleting && this.readShadowTail(shadow, sq)) taken = true;
     return taken;
   }
 
-  private readShadowTail(shadow: ShadowDoorbells, sq: SubmissionQueue): void {
+  /** Takes a changed shadow SQ tail; returns whether it had changed. */
+  private readShadowTail(shadow: ShadowDoorbells, sq: SubmissionQueue): boolean {
     const value = shadow.readShadow(sq.doorbellIndex);
-    if (value === sq.lastShadow) return;
+    if (value === sq.lastShadow) return false;
     sq.lastShadow = value;
     this.applySubmissionTail(sq, value);
+    return true;
   }
 
-  private readShadowHead(shadow: ShadowDoorbells, cq: CompletionQueue): void {
+  /** Takes a changed shadow CQ head; returns whether it had changed. */
+  private readShadowHead(shadow: ShadowDoorbells, cq: CompletionQueue): boolean {
     const value = shadow.readShadow(cq.doorbellIndex);
-    if (value === cq.lastShadow) return;
+    if (value === cq.lastShadow) return false;
     cq.lastShadow = value;
     this.applyCompletionHead(cq, value);
+    return true;
   }
 
   private resolveShadow(): boolean {
@@ -590,7 +615,7 @@ export class QueueEngine {
    */
   run(): boolean {
     if (this.shadow && !this.resolveShadow()) return false;
-    this.refreshDoorbells();
+    this.refreshDoorbells(false);
     const burst = this.arbitrationBurst();
     let budget = BATCH_COMMAND_BUDGET;
     for (;;) {

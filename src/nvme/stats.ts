@@ -19,6 +19,16 @@ export class LatencyHistogram {
     if (micros > this.maxMicros) this.maxMicros = micros;
   }
 
+  /** `count` commands of `micros` each (a processing pass's synchronous completions, timed together). */
+  recordMany(micros: number, count: number): void {
+    const whole = micros < 1 ? 1 : Math.min(micros, 0xffffffff) >>> 0;
+    const bucket = Math.min(LATENCY_BUCKETS - 1, 31 - Math.clz32(whole));
+    this.buckets[bucket]! += count;
+    this.count += count;
+    this.totalMicros += micros * count;
+    if (micros > this.maxMicros) this.maxMicros = micros;
+  }
+
   snapshot(): LatencySnapshot {
     return {
       bucketsMicros: Array.from(this.buckets),

@@ -33,6 +33,14 @@ const DOORBELL_PAGE_SIZE = 0x1000;
 const MSIX_BAR = 4;
 /** How long the worker keeps polling the doorbell page itself after the last doorbell change. */
 const POLL_SPIN_MS = 0.5;
+/** The longest the worker polls inside one event-loop turn before letting the loop run. */
+const POLL_SLICE_MS = 0.05;
+/**
+ * The native poller while the worker sleeps: no spinning (that would be a second core), sleeps from 1 µs up to
+ * 50 µs, and after 100 ms without a doorbell up to 1 ms, so an idle controller costs ~1000 wake-ups a second
+ * rather than ~20 000 (an I/O after a long pause waits up to 1 ms once).
+ */
+const POLLER_OPTIONS = { spinMicros: 0, maxSleepMicros: 50, idleAfterMicros: 100_000, idleSleepMicros: 1000 };
 /**
  * Lost guest memory is looked for after every batch of work and, for work that ends outside a batch (an I/O
  * completion written into guest memory), this often.
@@ -282,13 +290,20 @@ export class NvmePciDevice implements VfioUserDevice {
   }
 
   /**
-   * Polled doorbells, two-stage: while doorbells keep changing, this thread re-scans them itself on every event-loop
-   * turn (setImmediate: microseconds, and sockets stay serviced); after POLL_SPIN_MS without a new doorbell it stops
-   * and the native poller thread takes over, waking us through libuv when the guest rings again.
+   * Polled doorbells, handed over between two pollers so that only one of them runs at a time:
+   * - busy: this thread polls the page itself, in slices of up to `POLL_SLICE_MS` inside one event-loop turn (an
+   *   I/O that arrives during a slice is picked up within a scan, not a loop turn), yielding to the loop between
+   *   slices (sockets, timers, and at once while backend I/O is in flight, whose completions come through the
+   *   loop). The native poller is paused meanwhile.
+   * - idle (no doorbell change for `POLL_SPIN_MS`): this thread resumes the native poller and sleeps in the event
+   *   loop; the poller wakes it through libuv when the guest rings again.
+   * Both used to run at once. On one server core the poller's short sleeps then won the core for 100-200 µs at a
+   * time while this thread held the I/O: QD1 p99 ~140 µs (docs/benchmarks.md). Busy, the controller costs this
+   * one thread; idle, only the poller's back-off.
    */
   private startPoller(page: ArrayBuffer, maxIoQueuePairs: number): void {
     const consumed = this.controller.consumedDoorbells;
-    this.poller = native.createDoorbellPoller(page, consumed, { spinMicros: 0, maxSleepMicros: 50 }, this.onDoorbellWake);
+    this.poller = native.createDoorbellPoller(page, consumed, POLLER_OPTIONS, this.onDoorbellWake);
     this.poller.setWordCount(Math.min(consumed.length, 2 * (maxIoQueuePairs + 1)));
     this.poller.start();
   }
@@ -298,26 +313,65 @@ export class NvmePciDevice implements VfioUserDevice {
 
   private readonly onDoorbellWake = (): void => {
     if (this.quiesced) return;
-    this.pollOnce();
-    if (this.spinning) return;
+    if (this.spinning) {
+      // A wake-up sent just before the pause took effect: the slices already poll.
+      this.pollOnce();
+      return;
+    }
     this.spinning = true;
-    setImmediate(this.spin);
+    this.poller?.pause();
+    this.lastDoorbellAt = performance.now();
+    this.spin();
   };
 
   private readonly spin = (): void => {
-    if (this.poller === undefined || this.quiesced) {
+    const poller = this.poller;
+    if (poller === undefined || this.quiesced) {
       this.spinning = false;
+      // Hand the page back (a pause survives stop/start): a live upgrade that fails resumes a poller that watches.
+      poller?.resume();
       return;
     }
-    this.pollOnce();
-    if (performance.now() - this.lastDoorbellAt < POLL_SPIN_MS) setImmediate(this.spin);
-    else this.spinning = false;
+    const controller = this.controller;
+    // One clock reading per scan: the pass's own end reading when a pass ran (it also stands for the next pass's
+    // fetch time), else a fresh one.
+    let now = performance.now();
+    const sliceEnd = now + POLL_SLICE_MS;
+    // Every word of the page once per slice (a write to a queue that does not exist must be taken and reported),
+    // the live queues' words on the other scans.
+    let all = true;
+    let worked = false;
+    for (;;) {
+      if (controller.pollDoorbells(all)) {
+        const end = controller.processQueues(now);
+        now = end === end ? end : performance.now(); // NaN: the pass read no clock
+        this.lastDoorbellAt = now;
+        worked = true;
+      } else {
+        now = performance.now();
+      }
+      all = false;
+      if (now - this.lastDoorbellAt >= POLL_SPIN_MS) {
+        // Idle: the native poller watches again. A doorbell written since the last scan differs from
+        // consumedDoorbells, so its first scan reports it.
+        if (worked) this.checkGuestMemory();
+        this.spinning = false;
+        poller.resume();
+        return;
+      }
+      if (now >= sliceEnd || controller.ioInFlight > 0) break;
+    }
+    // Lost guest memory is looked for once per slice that did work (not per pass: a native call each).
+    if (worked) this.checkGuestMemory();
+    setImmediate(this.spin);
   };
 
-  private pollOnce(): void {
-    if (this.controller.pollDoorbells()) this.lastDoorbellAt = performance.now();
+  /** Takes new doorbell values and, when there were any, runs a processing pass. Returns whether there were. */
+  private pollOnce(): boolean {
+    if (!this.controller.pollDoorbells()) return false;
     this.controller.processQueues();
     this.checkGuestMemory();
+    return true;
   }
 
   /**

@@ -792,12 +792,16 @@ describe('guest-side hostile input (through the socket)', () => {
     expect(guest.polledDoorbells).toBe(true);
     const poll = vi.spyOn(controller.device.controller, 'pollDoorbells');
     await guest.driver.writeDoorbell(0, 3); // straight into the shared page, controller disabled
+    // The worker polls the page itself for its spin window (0.5 ms) after the wake-up; after that nothing may
+    // wake it again for the same write.
+    await sleep(50);
+    const afterSpin = poll.mock.calls.length;
     await sleep(100);
-    const calls = poll.mock.calls.length;
+    const calls = poll.mock.calls.length - afterSpin;
     poll.mockRestore();
     await guest.driver.enable(); // the enable must not be disturbed either
     expect((await guest.driver.identify(1)).completion.status).toBe(Status.SUCCESS);
-    expect(calls, 'poller wake-ups in 100 ms for one write to a disabled controller').toBeLessThan(100);
+    expect(calls, 'doorbell scans 50-150 ms after one write to a disabled controller').toBeLessThan(10);
   });
 
   it('a Keep Alive Timer beyond what setTimeout holds neither floods warnings nor busy-loops', async () => {

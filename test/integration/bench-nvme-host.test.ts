@@ -7,6 +7,7 @@
  *   creation fails half-way, I/O that wraps the rings).
  * - nvme-bench with --verify against the in-process loopback device and against a real `vfiod serve` (trapped and
  *   mmapped doorbells): every block it reads back is checked against the pattern it wrote.
+ * - nvme-bench --rtt: timed register reads against the server, no I/O (bench/spdk-compare's round-trip row).
  *
  * Skips (saying why) without a C compiler with the sanitizer runtimes, or without dist/ for the server.
  */
@@ -134,5 +135,17 @@ describe.skipIf(serveReason)('nvme-bench against vfiod serve', () => {
     expect(result?.verify.written).toBeGreaterThan(0);
     expect(result?.verify.checked).toBeGreaterThan(0);
     expect(result?.verify.errors).toBe(0);
+  });
+
+  it('--rtt times N synchronous register reads (one vfio-user round trip each) and does no I/O', () => {
+    const run = spawnSync(nvmeBench, ['--socket', trapped, '--rtt', '200', '--json'], { encoding: 'utf8', timeout: 60_000 });
+    expect(run.status, run.stderr).toBe(0);
+    const result = JSON.parse(run.stdout) as { mode: string; requests: number; lat_us: Record<string, number> };
+    expect(result.mode).toBe('rtt');
+    expect(result.requests).toBe(200);
+    const { min, p50, p99, max } = result.lat_us as { min: number; p50: number; p99: number; max: number };
+    expect(min).toBeGreaterThan(0);
+    expect(min <= p50 && p50 <= p99 && p99 <= max).toBe(true);
+    expect(spawnSync(nvmeBench, ['--loopback', '--rtt', '5'], { encoding: 'utf8' }).status).toBe(1); // needs a server
   });
 });

@@ -517,6 +517,13 @@ describe('memfd and eventfd', () => {
 });
 
 describe('doorbell poller', () => {
+  const readTask = (tid: string, file: string): string => {
+    try {
+      return fs.readFileSync(`/proc/self/task/${tid}/${file}`, 'utf8');
+    } catch {
+      return ''; // the thread exited meanwhile
+    }
+  };
   function page() {
     const fd = track(native.memfdCreate('doorbells', 4096));
     const mine = native.mmap(fd, 0, 4096, RW);
@@ -684,6 +691,86 @@ describe('doorbell poller', () => {
     closeFd(fd);
   });
 
+  it('pause hands the page to the consumer: the thread blocks until resume, which reports what changed', async () => {
+    const { fd, mine, guest, doorbells } = page();
+    const consumed = new Uint32Array(2);
+    let took = 0;
+    const doorbellThreads = (): Set<string> =>
+      new Set(fs.readdirSync('/proc/self/task').filter((tid) => readTask(tid, 'comm').trim() === 'vfiod-doorbell'));
+    const before = doorbellThreads();
+    // maxSleepMicros 1: a scanning thread wakes up all the time, so a paused one is easy to tell apart.
+    const poller = native.createDoorbellPoller(mine, consumed, { spinMicros: 0, maxSleepMicros: 1 }, () => {
+      if (doorbells[0] !== consumed[0]) took++;
+      consumed[0] = doorbells[0]!;
+    });
+    poller.setWordCount(2);
+    let tid = '';
+    // The thread names itself once it runs.
+    await waitFor(() => (tid = [...doorbellThreads()].find((t) => !before.has(t)) ?? '') !== '', 'the poller thread');
+    /** The thread's CPU time in ns (schedstat: on-CPU time, wait time, timeslices). */
+    const cpuNs = (): number => Number(readTask(tid, 'schedstat').split(' ')[0]);
+    doorbells[0] = 1;
+    await waitFor(() => took === 1, 'callback before pausing');
+
+    poller.pause();
+    poller.pause(); // idempotent
+    await sleep(20); // a sleep or scan under way when pause() came ends
+    const pausedAt = cpuNs();
+    doorbells[0] = 2;
+    await sleep(50);
+    expect(took).toBe(1); // nobody scans: no callback for the new value
+    expect(cpuNs() - pausedAt).toBeLessThan(100_000); // and the thread does not run
+
+    poller.resume();
+    await waitFor(() => took === 2, 'the write made while paused');
+    expect(consumed[0]).toBe(2);
+    const scanning = cpuNs();
+    await sleep(50);
+    expect(cpuNs() - scanning).toBeGreaterThan(500_000); // back to scanning every microsecond or so
+    poller.resume(); // not paused: no-op
+
+    poller.pause(); // stop() and close() do not wait for a resume
+    poller.stop();
+    poller.close();
+    native.munmap(mine);
+    native.munmap(guest);
+    closeFd(fd);
+  });
+
+  it('deep idle: after idleAfterMicros without a change the sleeps grow to idleSleepMicros, and a write still wakes it', async () => {
+    const { fd, mine, guest, doorbells } = page();
+    const consumed = new Uint32Array(2);
+    let took = 0;
+    const before = new Set(fs.readdirSync('/proc/self/task'));
+    const poller = native.createDoorbellPoller(
+      mine,
+      consumed,
+      { spinMicros: 0, maxSleepMicros: 1, idleAfterMicros: 20_000, idleSleepMicros: 50_000 },
+      () => {
+        if (doorbells[0] !== consumed[0]) took++;
+        consumed[0] = doorbells[0]!;
+      },
+    );
+    poller.setWordCount(2);
+    let tid = '';
+    await waitFor(
+      () => (tid = fs.readdirSync('/proc/self/task').find((t) => !before.has(t) && readTask(t, 'comm').trim() === 'vfiod-doorbell') ?? '') !== '',
+      'the poller thread',
+    );
+    const cpuNs = (): number => Number(readTask(tid, 'schedstat').split(' ')[0]);
+    await sleep(100); // past idleAfterMicros: sleeps of 50 ms now
+    const idleAt = cpuNs();
+    await sleep(200);
+    // About 4 scans; with 1 µs sleeps the thread would be on the CPU most of these 200 ms.
+    expect(cpuNs() - idleAt).toBeLessThan(2_000_000);
+    doorbells[0] = 1;
+    await waitFor(() => took === 1, 'a write during deep idle');
+    poller.close();
+    native.munmap(mine);
+    native.munmap(guest);
+    closeFd(fd);
+  });
+
   it('can be closed from inside its callback', async () => {
     const { fd, mine, guest, doorbells } = page();
     let calls = 0;
@@ -713,6 +800,10 @@ describe('doorbell poller', () => {
     expectSystemError(create(new ArrayBuffer(4096), words, ok, () => {}), 'EINVAL', 'mmap');
     expect(thrown(create(mine, words, { spinMicros: -1, maxSleepMicros: 1 }, () => {})).code).toBe('ERR_OUT_OF_RANGE');
     expect(thrown(create(mine, words, { spinMicros: 0, maxSleepMicros: 0 }, () => {})).code).toBe('ERR_OUT_OF_RANGE');
+    const deep = (idle: Record<string, unknown>) => create(mine, words, { spinMicros: 0, maxSleepMicros: 100, ...idle }, () => {});
+    expect(thrown(deep({ idleAfterMicros: 1000 })).code).toBe('ERR_INVALID_ARG_TYPE'); // both or neither
+    expect(thrown(deep({ idleAfterMicros: 1000, idleSleepMicros: 99 })).code).toBe('ERR_OUT_OF_RANGE'); // < maxSleep
+    expect(thrown(deep({ idleAfterMicros: 0, idleSleepMicros: 1000 })).code).toBe('ERR_OUT_OF_RANGE');
     expect(thrown(create(mine, words, null, () => {})).code).toBe('ERR_INVALID_ARG_TYPE');
     expect(thrown(create(mine, words, ok, 'cb')).code).toBe('ERR_INVALID_ARG_TYPE');
     // consumed: a Uint32Array of ordinary, non-resizable memory.
