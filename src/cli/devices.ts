@@ -6,6 +6,9 @@
  * Exit codes: 0 ok, 1 operation failed (refused or rolled back), 2 usage error, 3 device not found,
  * 4 busy (held by a VMM, or claimed by another VM), 5 reconcile found something needing attention, 6 no daemon
  * reachable (through the daemon).
+ *
+ * Size: the command's two modes, standalone and through the daemon, share their option table and output; one
+ * file per command keeps them together.
  */
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';

@@ -6,14 +6,10 @@ import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import { Logger, rootLogger } from '../util/log.js';
-import { HandoverListener, defaultHandoverSocket, packageVersion, takeOver } from './upgrade.js';
+import { HandoverListener, defaultHandoverSocket, packageVersion, takeOver, type HandoverWorker } from './upgrade.js';
 import type { ControllerConfig } from './config.js';
-import type { ControllerSnapshot, MainToWorker, WorkerData, WorkerToMain } from './worker.js';
+import type { ControllerSnapshot, MainToWorker, UpgradeRequest, WorkerData, WorkerToMain } from './worker.js';
 import type { ControllerHandoverState } from './controller.js';
-
-/** A live-upgrade request to the worker, without its request id. */
-type UpgradeRequest = DistributiveOmit<Exclude<MainToWorker, { type: 'shutdown' } | { type: 'stats' }>, 'requestId'>;
-type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 const SNAPSHOT_TIMEOUT_MS = 5_000;
 
@@ -23,7 +19,7 @@ const SHUTDOWN_TIMEOUT_MS = 15_000;
 const RELEASE_TIMEOUT_MS = 15_000;
 const TERMINATE_TIMEOUT_MS = 3_000;
 
-export class ControllerWorker {
+export class ControllerWorker implements HandoverWorker {
   private readonly worker: Worker;
   readonly ready: Promise<void>;
   readonly exited: Promise<number>;

@@ -23,7 +23,14 @@ import type { Logger } from '../util/log.js';
 import { socketPathState } from '../util/socket-path.js';
 import type { ControllerHandoverState } from './controller.js';
 import { HandoverChannel } from './handover-channel.js';
-import type { ControllerWorker } from './supervisor.js';
+import type { ControllerConfig } from './config.js';
+import type { UpgradeRequest } from './worker.js';
+
+/** What the hand-over needs of a controller's worker thread (supervisor.ts's ControllerWorker is one). */
+export interface HandoverWorker {
+  readonly config: ControllerConfig;
+  request(request: UpgradeRequest): Promise<{ state?: ControllerHandoverState; fds?: number[] }>;
+}
 
 export const HANDOVER_PROTOCOL = 1;
 /** How long the running process waits for the successor's hello, and then for its commit. */
@@ -74,7 +81,7 @@ export class HandoverListener {
   private constructor(
     readonly socketPath: string,
     private readonly listenFd: number,
-    private readonly workers: readonly ControllerWorker[],
+    private readonly workers: readonly HandoverWorker[],
     private readonly log: Logger,
     private readonly handedOver: () => void,
     private readonly describe: () => Omit<ServeDescription, 'sockets'>,
@@ -88,7 +95,7 @@ export class HandoverListener {
   /** Creates the hand-over socket (a stale one is replaced; a live one is refused). */
   static async listen(
     socketPath: string,
-    workers: readonly ControllerWorker[],
+    workers: readonly HandoverWorker[],
     log: Logger,
     handedOver: () => void,
     describe: () => Omit<ServeDescription, 'sockets'>,
@@ -105,7 +112,7 @@ export class HandoverListener {
   static adopt(
     socketPath: string,
     fd: number,
-    workers: readonly ControllerWorker[],
+    workers: readonly HandoverWorker[],
     log: Logger,
     handedOver: () => void,
     describe: () => Omit<ServeDescription, 'sockets'>,
@@ -259,7 +266,7 @@ export interface TakenOver {
   millis: number;
 }
 
-export async function takeOver(handoverSocket: string, workers: readonly ControllerWorker[], log: Logger): Promise<TakenOver> {
+export async function takeOver(handoverSocket: string, workers: readonly HandoverWorker[], log: Logger): Promise<TakenOver> {
   const started = Date.now();
   let channel: HandoverChannel;
   try {

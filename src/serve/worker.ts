@@ -39,6 +39,10 @@ export type MainToWorker =
   | { type: 'adopt'; requestId: number; state: ControllerHandoverState; fds: number[] }
   | { type: 'start'; requestId: number };
 
+/** A live-upgrade request to the worker, without its request id. */
+export type UpgradeRequest = DistributiveOmit<Exclude<MainToWorker, { type: 'shutdown' } | { type: 'stats' }>, 'requestId'>;
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+
 /** What the worker is started with. */
 export interface WorkerData {
   config: ControllerConfig;
