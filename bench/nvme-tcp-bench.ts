@@ -594,7 +594,7 @@ async function main(): Promise<void> {
       ...(guest
         ? {
           kind: 'Linux nvmet + nvmet-tcp in a QEMU guest (testbed/nvmet-target.ts), namespace = virtio-blk on a host file',
-          accel: process.env['VFIOD_NVMET_ACCEL'] ?? 'tcg', smp: Number(process.env['VFIOD_NVMET_SMP'] ?? 2),
+          accel: process.env['VFIOD_TESTBED_ACCEL'] ?? 'tcg', smp: Number(process.env['VFIOD_TESTBED_NVMET_SMP'] ?? 2),
           guestKernel: nvmetTargetHostInfo()?.kernelVersion ?? null, qemu: qemuVersion, bootMs: target.bootMs,
           network: 'QEMU user-mode network (slirp) hostfwd 127.0.0.1 -> guest:4420',
         }

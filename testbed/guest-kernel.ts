@@ -1,5 +1,5 @@
 /**
- * Pieces shared by the QEMU guests (testbed/nvmet-target.ts, test/helpers/vfio-guest.ts): finding host
+ * Pieces shared by the QEMU guests (testbed/nvmet-target.ts, testbed/vfio-guest.ts): finding host
  * tools and a static busybox, resolving kernel modules with kmod, a cpio "newc" writer for the initramfs, and the
  * vmlinux extracted from a bzImage (PVH boot skips the decompressor: several seconds under TCG).
  */

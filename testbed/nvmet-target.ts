@@ -22,6 +22,7 @@ import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { sleep } from '../src/util/sleep.js';
 import { bootKernelVersions, Cpio, extractedVmlinux, resolveModules, staticBusybox, which } from './guest-kernel.js';
+import { env, envInt } from './knobs.js';
 
 export interface NvmetTargetOptions {
   /** Namespace size in bytes (default 64 MiB); a multiple of blockSize. */
@@ -64,7 +65,7 @@ export interface NvmetTarget {
    * (default 500) the ports come back with the same subsystem and data. Resolves once ICReq works on every port again.
    */
   restart(options?: { downMs?: number }): Promise<void>;
-  /** Powers the guest off (QEMU is terminated) and removes the work dir (kept with VFIOD_NVMET_KEEP=1). */
+  /** Powers the guest off (QEMU is terminated) and removes the work dir (kept with VFIOD_TESTBED_KEEP=1). */
   stop(): Promise<void>;
 }
 
@@ -81,17 +82,6 @@ const REQUIRED_MODULES = ['virtio_pci', 'virtio_net', 'virtio_blk', 'virtio_cons
 /** crc32c for header/data digests; the guest has no modprobe, so the crypto API cannot load it on demand. */
 const OPTIONAL_MODULES = ['crc32c-intel', 'crc32c_generic'];
 
-const env = (name: string): string | undefined => {
-  const value = process.env[name];
-  return value === undefined || value === '' ? undefined : value;
-};
-const envInt = (name: string, fallback: number): number => {
-  const value = env(name);
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name}=${value} is not a positive integer`);
-  return n;
-};
 
 // ---------------------------------------------------------------------------------------------------------------
 // Host checks
@@ -108,9 +98,9 @@ interface HostSetup {
 let hostProbe: { setup: HostSetup } | { reason: string } | undefined;
 
 function probeHostSetup(): { setup: HostSetup } | { reason: string } {
-  if (env('VFIOD_NVMET_DISABLE') === '1') return { reason: 'disabled by VFIOD_NVMET_DISABLE=1' };
+  if (env('VFIOD_TESTBED_DISABLE') === '1') return { reason: 'disabled by VFIOD_TESTBED_DISABLE=1' };
   if (process.platform !== 'linux') return { reason: `needs Linux (this is ${process.platform})` };
-  const qemuName = env('VFIOD_NVMET_QEMU') ?? 'qemu-system-x86_64';
+  const qemuName = env('VFIOD_TESTBED_QEMU') ?? 'qemu-system-x86_64';
   const qemu = which(qemuName);
   if (!qemu) return { reason: `${qemuName} not found (apt-get install qemu-system-x86)` };
   for (const tool of ['timeout', 'sh']) if (!which(tool)) return { reason: `${tool} not found (coreutils)` };
@@ -118,7 +108,7 @@ function probeHostSetup(): { setup: HostSetup } | { reason: string } {
   if (!busybox) return { reason: 'no statically linked busybox (apt-get install busybox-static)' };
   const modprobe = which('modprobe');
   if (!modprobe) return { reason: 'modprobe not found (apt-get install kmod)' };
-  const wanted = env('VFIOD_NVMET_KERNEL');
+  const wanted = env('VFIOD_TESTBED_KERNEL');
   let versions = bootKernelVersions();
   if (wanted) versions = versions.filter((version) => version === wanted);
   const rejected: string[] = [];
@@ -148,7 +138,7 @@ function probeHostSetup(): { setup: HostSetup } | { reason: string } {
   }
   return {
     reason:
-      `no usable guest kernel${wanted ? ` (VFIOD_NVMET_KERNEL=${wanted})` : ''}: need /boot/vmlinuz-<ver> and ` +
+      `no usable guest kernel${wanted ? ` (VFIOD_TESTBED_KERNEL=${wanted})` : ''}: need /boot/vmlinuz-<ver> and ` +
       `/lib/modules/<ver> with ${REQUIRED_MODULES.join(', ')} (apt-get install linux-image-amd64)` +
       (rejected.length ? `; rejected: ${rejected.join('; ')}` : ''),
   };
@@ -173,10 +163,10 @@ export function nvmetTargetUnavailableReason(): string | undefined {
 
 /**
  * The vmlinux inside the bzImage, extracted once per kernel into ${TMPDIR}/vfiod-nvmet-cache, or the bzImage itself
- * when extraction is impossible (no PVH support in the kernel config, no decompressor, VFIOD_NVMET_PVH=0).
+ * when extraction is impossible (no PVH support in the kernel config, no decompressor, VFIOD_TESTBED_NVMET_PVH=0).
  */
 function bootableKernel(setup: HostSetup): string {
-  if (env('VFIOD_NVMET_PVH') === '0') return setup.kernel;
+  if (env('VFIOD_TESTBED_NVMET_PVH') === '0') return setup.kernel;
   return extractedVmlinux(setup.kernel, setup.kernelVersion, 'vfiod-nvmet-cache');
 }
 
@@ -438,7 +428,7 @@ export async function startNvmetTarget(options: NvmetTargetOptions = {}): Promis
   const sizeBytes = options.sizeBytes ?? 64 * 1024 * 1024;
   const portCount = options.ports ?? 1;
   const subsystemNqn = options.subsystemNqn ?? DEFAULT_SUBSYSTEM_NQN;
-  const bootTimeoutMs = options.bootTimeoutMs ?? envInt('VFIOD_NVMET_BOOT_TIMEOUT', 150) * 1000;
+  const bootTimeoutMs = options.bootTimeoutMs ?? envInt('VFIOD_TESTBED_BOOT_TIMEOUT', 150) * 1000;
   if (blockSize !== 512 && blockSize !== 4096) throw new Error(`blockSize must be 512 or 4096, not ${blockSize}`);
   if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % blockSize !== 0) {
     throw new Error(`sizeBytes must be a positive multiple of blockSize (${blockSize}), not ${sizeBytes}`);
@@ -462,7 +452,7 @@ export async function startNvmetTarget(options: NvmetTargetOptions = {}): Promis
   const initrd = path.join(workDir, 'initrd.gz');
   if (/[\s,]/.test(workDir)) throw new Error(`the work dir ${workDir} must not contain spaces or commas (QEMU options)`);
   if (controlSocket.length > 100) throw new Error(`the control socket path is too long for a unix socket: ${controlSocket}`);
-  const keep = env('VFIOD_NVMET_KEEP') === '1';
+  const keep = env('VFIOD_TESTBED_KEEP') === '1';
 
   try {
     writeFileSync(backingFile, '');
@@ -478,9 +468,9 @@ export async function startNvmetTarget(options: NvmetTargetOptions = {}): Promis
   }
 
   const kernel = bootableKernel(setup);
-  const accel = env('VFIOD_NVMET_ACCEL') ?? 'tcg';
+  const accel = env('VFIOD_TESTBED_ACCEL') ?? 'tcg';
   const qemuArgs = (hostPorts: number[]): string[] => [
-    '-accel', accel, '-cpu', 'max', '-smp', String(envInt('VFIOD_NVMET_SMP', 2)), '-m', String(envInt('VFIOD_NVMET_MEM', 512)),
+    '-accel', accel, '-cpu', 'max', '-smp', String(envInt('VFIOD_TESTBED_NVMET_SMP', 2)), '-m', String(envInt('VFIOD_TESTBED_NVMET_MEM', 512)),
     '-machine', 'q35', '-nodefaults', '-no-user-config', '-display', 'none', '-no-reboot',
     '-kernel', kernel, '-initrd', initrd, '-append', 'console=ttyS0 panic=-1 quiet',
     '-serial', `file:${consoleLog}`,
@@ -492,7 +482,7 @@ export async function startNvmetTarget(options: NvmetTargetOptions = {}): Promis
     '-device', 'virtio-serial-pci', '-device', 'virtserialport,chardev=ctl,name=vfiod.ctl',
   ];
 
-  const hardTimeout = envInt('VFIOD_NVMET_TIMEOUT', 3600);
+  const hardTimeout = envInt('VFIOD_TESTBED_TIMEOUT', 3600);
   const started = Date.now();
   let child: ChildProcess | undefined;
   let control: ControlChannel | undefined;

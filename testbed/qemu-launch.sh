@@ -1,5 +1,5 @@
 #!/bin/sh
-# Runs one QEMU for the test bed (testbed/nvmet-target.ts, test/helpers/vfio-guest.ts, tests that boot a VM) and
+# Runs one QEMU for the test bed (testbed/nvmet-target.ts, testbed/vfio-guest.ts, tests that boot a VM) and
 # makes sure it never outlives the process that started it.
 # usage: qemu-launch.sh <hard-timeout-seconds> <qemu binary> [qemu args...]
 # QEMU is stopped (SIGTERM, then SIGKILL 5 s later) when

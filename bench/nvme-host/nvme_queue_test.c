@@ -1,5 +1,5 @@
 /*
- * Unit tests of nvme_queue.c (run by test/bench-nvme-host.test.ts, built with ASan + UBSan): PRP construction, MDTS
+ * Unit tests of nvme_queue.c (run by test/integration/bench-nvme-host.test.ts, built with ASan + UBSan): PRP construction, MDTS
  * arithmetic, phase tags and SQ head tracking on a hand-written CQ, and a loopback controller (loopback_dev.c) for
  * bring-up with composed 64-bit register access, queue-pair creation that fails half-way, and I/O that wraps the
  * rings many times. Prints one line per failed check and exits 1 if any failed.

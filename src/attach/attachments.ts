@@ -8,6 +8,8 @@
  * detach: remove from the VMM -> wait for the guest to let go (timeout) -> release to the host driver. On timeout the
  * device stays claimed and the attachment is 'detach-pending'; nothing is rebound while a VMM may still hold it.
  * Records live in the claims database (src/devices/claims.ts, table `attachments`) so they survive restarts.
+ *
+ * Size: attach, detach and reconcile share one rollback discipline and one record format in the claims database.
  */
 import type { DeviceManager, PrepareResult } from '../devices/manager.js';
 import { CloudHypervisorClient } from '../hypervisor/cloud-hypervisor.js';

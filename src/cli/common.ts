@@ -3,7 +3,7 @@
  * formats. Light on purpose (main.ts loads it for every command); talking to a daemon is in remote.ts.
  *
  * Exit codes: 0 ok, 1 failed, 2 usage / INVALID_ARGUMENT, 3 NOT_FOUND, 4 busy (ALREADY_EXISTS, UNAVAILABLE,
- * DEADLINE_EXCEEDED), 5 needs attention, 6 no daemon reachable.
+ * DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED), 5 needs attention, 6 no daemon reachable.
  */
 import type { ParseArgsConfig } from 'node:util';
 import { normalizeBdf } from '../util/pci-address.js';

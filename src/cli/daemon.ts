@@ -5,6 +5,7 @@
 import { parseArgs } from 'node:util';
 import { DEFAULT_DAEMON_SOCKET, DEFAULT_STATE_DIR, type DaemonOptions, startDaemon } from '../daemon/server.js';
 import { DEFAULT_ROOTS } from '../devices/host.js';
+import { DEFAULT_MAX_CONTROLLERS } from '../serve/registry.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import { rootLogger } from '../util/log.js';
 import { applyLogLevel, socketMode, UsageError } from './common.js';
@@ -24,6 +25,7 @@ Options:
   --tls-ca <file>        PEM CA bundle: require client certificates signed by it (mutual TLS)
   --insecure-tcp         allow plain TCP (no authentication, no encryption)
   --state-dir <dir>      claims database and controller definitions (default ${DEFAULT_STATE_DIR})
+  --max-controllers <n>  most emulated controllers at once (default ${DEFAULT_MAX_CONTROLLERS}); more: RESOURCE_EXHAUSTED
   --sysfs-root <dir>     default /sys      --dev-root <dir>  default /dev      --proc-root <dir>  default /proc
   --log-level <level>    debug, info, warn or error (default info)
   -h, --help
@@ -46,6 +48,7 @@ export function parseDaemonArgs(argv: string[]): DaemonOptions | undefined {
         'tls-ca': { type: 'string' },
         'insecure-tcp': { type: 'boolean' },
         'state-dir': { type: 'string' },
+        'max-controllers': { type: 'string' },
         'sysfs-root': { type: 'string' },
         'dev-root': { type: 'string' },
         'proc-root': { type: 'string' },
@@ -69,6 +72,13 @@ export function parseDaemonArgs(argv: string[]): DaemonOptions | undefined {
   }
   if (v['insecure-tcp'] && tlsGiven) throw new UsageError('--insecure-tcp and TLS options contradict each other');
   const mode = v['socket-mode'] === undefined ? undefined : socketMode(v['socket-mode']);
+  let maxControllers: number | undefined;
+  if (v['max-controllers'] !== undefined) {
+    maxControllers = Number(v['max-controllers']);
+    if (!/^[0-9]+$/.test(v['max-controllers']) || !Number.isSafeInteger(maxControllers) || maxControllers < 1 || maxControllers > 100_000) {
+      throw new UsageError(`--max-controllers must be an integer in 1..100000, got '${v['max-controllers']}'`);
+    }
+  }
   return {
     socketPath: v['no-socket'] ? null : (v.socket ?? DEFAULT_DAEMON_SOCKET),
     ...(mode !== undefined ? { socketMode: mode } : {}),
@@ -78,6 +88,7 @@ export function parseDaemonArgs(argv: string[]): DaemonOptions | undefined {
       : {}),
     ...(v['insecure-tcp'] ? { insecureTcp: true } : {}),
     stateDir: v['state-dir'] ?? DEFAULT_STATE_DIR,
+    ...(maxControllers !== undefined ? { maxControllers } : {}),
     roots: { sysfs: v['sysfs-root'] ?? DEFAULT_ROOTS.sysfs, dev: v['dev-root'] ?? DEFAULT_ROOTS.dev, proc: v['proc-root'] ?? DEFAULT_ROOTS.proc },
   };
 }

@@ -1,6 +1,7 @@
 /**
  * The `vfiod` command line. Subcommands:
  *   serve     serve emulated NVMe controllers on vfio-user sockets (docs/serve.md)
+ *   upgrade   live upgrade of a running `vfiod serve` (docs/restart.md)
  *   devices   the passthrough manager: list/show/prepare/release/reconcile (docs/passthrough.md)
  *   daemon    the gRPC control API; controllers/attach/detach/attachments/vm-config are its clients (docs/daemon.md)
  *   bench     fio benchmark harness: emulation vs passthrough vs file (docs/benchmarks.md)
@@ -14,6 +15,7 @@ const USAGE = `Usage: vfiod <command> [options]
 
 Commands:
   serve     Serve an emulated NVMe controller on a vfio-user socket
+  upgrade   Replace a running 'vfiod serve' by this vfiod without disconnecting its clients
   devices   Find, check, prepare and release PCI devices for VFIO passthrough
   bench     Run the fio benchmark matrix against emulated, passthrough and file targets
   daemon    Run the gRPC control API (devices, emulated controllers, attachments)
@@ -45,14 +47,16 @@ async function run(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'serve': {
-      const config = parseServeArgs(rest);
-      if (!config) {
+      const parsed = parseServeArgs(rest);
+      if (!parsed) {
         process.stdout.write(SERVE_USAGE);
         return 0;
       }
       const { serve } = await import('../serve/supervisor.js');
-      return serve([config]);
+      return serve([parsed.config], undefined, parsed.options);
     }
+    case 'upgrade':
+      return (await import('./upgrade.js')).runUpgrade(rest);
     case 'devices': {
       // Through the daemon when one is there (or --daemon is given); standalone otherwise.
       const devices = await import('./devices.js');

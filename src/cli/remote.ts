@@ -52,6 +52,7 @@ function exitForStatus(code: grpc.status): number {
     case grpc.status.ALREADY_EXISTS:
     case grpc.status.UNAVAILABLE:
     case grpc.status.DEADLINE_EXCEEDED:
+    case grpc.status.RESOURCE_EXHAUSTED:
       return CLIENT_EXIT.busy;
     default:
       return CLIENT_EXIT.failed;

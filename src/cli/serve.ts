@@ -3,6 +3,7 @@
  */
 import { parseArgs } from 'node:util';
 import { CONTROLLER_LIMITS, controllerConfig, type ControllerConfig } from '../serve/config.js';
+import type { ServeOptions } from '../serve/supervisor.js';
 import { errorMessage } from '../util/errors.js';
 import { applyLogLevel, CONTROLLER_OPTIONS, integer, socketMode, UsageError } from './common.js';
 
@@ -26,6 +27,7 @@ Options:
   --io-queues <n>          maximum I/O queue pairs (default 31)
   --queue-entries <n>      maximum entries per queue (default 1024)
   --mdts <n>               maximum transfer as log2 of 4 KiB pages (default 8 = 1 MiB)
+  --io-abandon-ms <n>      a reset, disconnect or DMA_UNMAP gives up stuck I/O after this long (default 5000)
   --identity <path>        where serial, NQN and namespace ids persist
                            (default: <first file namespace>.vfiod.json)
   --serial <text>          serial number (max 20 chars)
@@ -33,11 +35,23 @@ Options:
   --firmware <text>        firmware revision (max 8 chars)
   --nqn <nqn>              subsystem NQN
   --log-level <level>      debug, info, warn or error (default info)
+  --handover-socket <path> where a successor connects for a live upgrade
+                           (default: <socket dir>/<socket name>.handover.sock)
+  --take-over              replace the vfiod serving these options (same --socket, namespaces
+                           and settings) without disconnecting its client (docs/restart.md);
+                           'vfiod upgrade' does this for you
+  --report-to-parent       with --take-over: send the outcome to the parent process over Node's
+                           IPC channel (what 'vfiod upgrade' uses)
   -h, --help               show this help
 `;
 
+export interface ParsedServeArgs {
+  config: ControllerConfig;
+  options: ServeOptions;
+}
+
 /** Parses `vfiod serve` options; returns undefined when help was asked for. */
-export function parseServeArgs(argv: string[]): ControllerConfig | undefined {
+export function parseServeArgs(argv: string[]): ParsedServeArgs | undefined {
   try {
     return parse(argv);
   } catch (error) {
@@ -46,13 +60,21 @@ export function parseServeArgs(argv: string[]): ControllerConfig | undefined {
   }
 }
 
-function parse(argv: string[]): ControllerConfig | undefined {
+function parse(argv: string[]): ParsedServeArgs | undefined {
   let parsed;
   try {
     parsed = parseArgs({
       args: argv,
       allowPositionals: false,
-      options: { ...CONTROLLER_OPTIONS, 'log-level': { type: 'string' }, help: { type: 'boolean', short: 'h' } },
+      options: {
+        ...CONTROLLER_OPTIONS,
+        'io-abandon-ms': { type: 'string' },
+        'log-level': { type: 'string' },
+        'handover-socket': { type: 'string' },
+        'take-over': { type: 'boolean' },
+        'report-to-parent': { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
     });
   } catch (error) {
     throw new UsageError(errorMessage(error));
@@ -67,7 +89,14 @@ function parse(argv: string[]): ControllerConfig | undefined {
   if (values.firmware !== undefined) identity.firmwareRevision = values.firmware;
   if (values.nqn !== undefined) identity.subsystemNqn = values.nqn;
 
-  return controllerConfig({
+  if (values['report-to-parent'] && !values['take-over']) throw new UsageError('--report-to-parent goes with --take-over');
+  const options: ServeOptions = {
+    ...(values['take-over'] ? { takeOver: true } : {}),
+    ...(values['handover-socket'] !== undefined ? { handoverSocket: values['handover-socket'] } : {}),
+    ...(values['report-to-parent'] ? { reportToParent: true } : {}),
+    argv: describedArgv(argv),
+  };
+  const config = controllerConfig({
     socketPath: values.socket,
     ...(values.namespace?.length ? { namespaces: values.namespace } : {}),
     doorbellMode: values.poll ? 'polled' : 'interrupt',
@@ -76,7 +105,22 @@ function parse(argv: string[]): ControllerConfig | undefined {
     ...(values['io-queues'] !== undefined ? { maxIoQueuePairs: integer('--io-queues', values['io-queues'], ...CONTROLLER_LIMITS.maxIoQueuePairs) } : {}),
     ...(values['queue-entries'] !== undefined ? { maxQueueEntries: integer('--queue-entries', values['queue-entries'], ...CONTROLLER_LIMITS.maxQueueEntries) } : {}),
     ...(values.mdts !== undefined ? { mdtsPages: integer('--mdts', values.mdts, ...CONTROLLER_LIMITS.mdtsPages) } : {}),
+    ...(values['io-abandon-ms'] !== undefined ? { ioAbandonMs: integer('--io-abandon-ms', values['io-abandon-ms'], 0, 3_600_000) } : {}),
     ...(values.identity !== undefined ? { identityPath: values.identity } : {}),
     identity,
   });
+  return { config, options };
+}
+
+/**
+ * The options a successor started by `vfiod upgrade` gets (with --take-over added): these, without the ones that
+ * only concern one start (--take-over, --report-to-parent).
+ */
+export function describedArgv(argv: string[]): string[] {
+  const out: string[] = [];
+  for (const arg of argv) {
+    if (arg === '--take-over' || arg === '--report-to-parent') continue;
+    out.push(arg);
+  }
+  return out;
 }

@@ -51,6 +51,10 @@ export function controllerInfo(view: ControllerView, sampleIntervalMs: number): 
             inFlight: s.stats.inFlight,
             ioQueues: s.stats.ioSubmissionQueues,
             resets: s.stats.resets,
+            scratchLimitBytes: s.stats.scratch.limitBytes,
+            scratchUsedBytes: s.stats.scratch.usedBytes,
+            scratchPeakBytes: s.stats.scratch.peakBytes,
+            scratchWaitingCommands: s.stats.scratch.waitingCommands,
             latency: {
               buckets: latency.bucketsMicros,
               count: latency.count,

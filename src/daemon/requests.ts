@@ -18,6 +18,7 @@ export const GRPC_STATUS: Record<ErrorCode, grpc.status> = {
   ALREADY_EXISTS: grpc.status.ALREADY_EXISTS,
   UNAVAILABLE: grpc.status.UNAVAILABLE,
   DEADLINE_EXCEEDED: grpc.status.DEADLINE_EXCEEDED,
+  RESOURCE_EXHAUSTED: grpc.status.RESOURCE_EXHAUSTED,
   INTERNAL: grpc.status.INTERNAL,
 };
 

@@ -68,6 +68,8 @@ export interface DaemonOptions {
   controllerStartTimeoutMs?: number;
   /** RAM the memory namespaces of all controllers may use together (default: the host's RAM). */
   controllerMemoryLimitBytes?: number;
+  /** Most emulated controllers at once (default 128); CreateController beyond it is RESOURCE_EXHAUSTED. */
+  maxControllers?: number;
   /** Device manager waits (tests shorten them). */
   pollMs?: number;
   vfioTimeoutMs?: number;
@@ -175,6 +177,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
       ...(options.statsIntervalMs !== undefined ? { sampleIntervalMs: options.statsIntervalMs } : {}),
       ...(options.controllerStartTimeoutMs !== undefined ? { startTimeoutMs: options.controllerStartTimeoutMs } : {}),
       ...(options.controllerMemoryLimitBytes !== undefined ? { memoryLimitBytes: options.controllerMemoryLimitBytes } : {}),
+      ...(options.maxControllers !== undefined ? { maxControllers: options.maxControllers } : {}),
     });
     cleanup.push(() => registry.close());
     controllers = registry;

@@ -66,6 +66,8 @@ export interface DmaSpace {
   /** Keeps the mapping behind `window` alive across asynchronous work; every pin must be matched by one unpin. */
   pin(window: DmaMapping): void;
   unpin(window: DmaMapping): void;
+  /** Whether the mapping behind `window` was removed (DMA_UNMAP) and waits only for its pins to go. */
+  isRetired(window: DmaMapping): boolean;
 }
 
 interface Region extends DmaRegion {
@@ -111,6 +113,8 @@ export type AddMappingOptions = AddCommon &
          * exists (it overlaps, counts, and is unmapped like any other), but every access to it fails with this reason.
          */
         unreachable: string;
+        /** Called exactly once when the mapping is gone. */
+        release?: () => void;
       }
     | {
         /**
@@ -125,6 +129,8 @@ export type AddMappingOptions = AddCommon &
          * made, when the mapping is released, or when `add` fails.
          */
         close?: () => void;
+        /** Called exactly once when the mapping is gone and no I/O holds it (also when `add` fails). */
+        release?: () => void;
       }
   );
 
@@ -142,6 +148,11 @@ export class GuestMemory implements DmaSpace {
   /** Windows of the live mappings, sorted by iova (their own parts do not overlap). */
   private liveWindows: Window[] = [];
   private lastHit: Window | undefined;
+  /**
+   * Called when a removal has to wait for pinned mappings (I/O in flight in them): the device may give that I/O up
+   * after a while, so the hypervisor's DMA_UNMAP is answered within a bounded time (src/serve/nvme-pci-device.ts).
+   */
+  onPinnedRemoval: (() => void) | undefined;
 
   constructor(options: GuestMemoryOptions = {}) {
     this.windowStride = options.windowStride ?? DEFAULT_WINDOW_STRIDE;
@@ -178,7 +189,8 @@ export class GuestMemory implements DmaSpace {
     const { iova, size } = options;
     // The backing belongs to the mapping from here on, also when the add fails.
     const refuse = (reason: string): DmaError => {
-      if ('close' in options) options.close?.();
+      if ('map' in options) options.close?.();
+      if (!('bytes' in options)) options.release?.();
       return new DmaError(iova, size, `map: ${reason}`);
     };
     if (!Number.isSafeInteger(iova) || iova < 0) throw refuse('invalid iova');
@@ -200,11 +212,13 @@ export class GuestMemory implements DmaSpace {
       onRelease = options.release;
     } else if ('unreachable' in options) {
       const reason = options.unreachable;
+      onRelease = options.release;
       map = (offset, length) => {
         throw new DmaError(iova + offset, length, `to memory vfiod cannot reach: ${reason}`);
       };
     } else {
       ({ map, unmap, close } = options);
+      onRelease = options.release;
     }
     const closeBacking = (): void => {
       if (region.map === undefined) return;
@@ -316,6 +330,10 @@ export class GuestMemory implements DmaSpace {
     (window as Window).region.pins++;
   }
 
+  isRetired(window: DmaMapping): boolean {
+    return (window as Window).region.retired;
+  }
+
   unpin(window: DmaMapping): void {
     const region = (window as Window).region;
     region.pins--;
@@ -334,6 +352,7 @@ export class GuestMemory implements DmaSpace {
       if (region.pins === 0) this.finish(region);
       else waits.push(new Promise((resolve) => region.drained.push(resolve)));
     }
+    if (waits.length > 0) this.onPinnedRemoval?.();
     return Promise.all(waits).then(() => undefined);
   }
 

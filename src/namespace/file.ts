@@ -23,8 +23,9 @@
  *  When the kernel answers EOPNOTSUPP, ENOSYS, ENODEV or EINVAL for a mode, that mode is remembered as
  *  unsupported for this namespace and the range (and all later ones) is written with zeroes through pwritev, as
  *  without the addon. fallocate is synchronous (a metadata operation on files, a discard the kernel waits for on
- *  devices), so at most FALLOCATE_CHUNK_BYTES (1 GiB; 128 MiB on a device) are done per event-loop turn, with a
- *  setImmediate between turns; a request that fits in one turn completes synchronously.
+ *  devices), so at most FALLOCATE_CHUNK_BYTES (1 GiB; 128 MiB on a device) are done per event-loop turn for the
+ *  whole namespace, whatever the number of commands (sliced-work.ts), and each call counts at least 1 MiB of that;
+ *  a request that fits in what is left of the turn completes synchronously.
  *  `supportsDeallocate` (thin provisioning, DLFEAT, NUSE from st_blocks) is decided once at open, so the guest
  *  never sees it change: true for a writable regular file when punching a block-sized hole just past the end
  *  of the file (with KEEP_SIZE: nothing there to lose, the size does not change) succeeds. It stays false for
@@ -35,6 +36,9 @@
  *
  * Block devices are opened with O_EXCL, which Linux turns into an exclusive claim: opening fails with EBUSY while the
  * device is mounted or claimed by another exclusive opener, so a guest cannot scribble over a host filesystem.
+ *
+ * Size: one backend's whole I/O path (preadv/pwritev on the thread pool, O_DIRECT with bounce buffers, block-device
+ * probing, flush, deallocate); the parts share the open file's state and splitting would only pass it around.
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -42,6 +46,7 @@ import { promisify } from 'node:util';
 import { rootLogger, type Logger } from '../util/log.js';
 import { formatSize } from '../util/size.js';
 import { NamespaceError, type ByteRange, type Namespace, type NamespaceUsage } from './namespace.js';
+import { SlicedWork, type SlicedJob } from './sliced-work.js';
 
 export interface FileNamespaceOptions {
   path: string;
@@ -63,6 +68,13 @@ export interface FileNamespaceOptions {
 /** fallocate(2) as the native addon exposes it: throws an error with `code` ('EOPNOTSUPP', ...) on failure. */
 export type FallocateFunction = (fd: number, mode: number, offset: number, length: number) => void;
 
+/**
+ * Reads and writes of one namespace on libuv's thread pool at once; more wait in the namespace, in order. The pool
+ * is the process's (4 threads), so this keeps one guest from queueing thousands of transfers ahead of every other
+ * controller's; it bounds the direct-I/O bounce buffers to as many MiB; and it bounds what a DMA_UNMAP or a reset
+ * must wait for: a transfer still held back can be given up (abandon), one on a thread cannot.
+ */
+export const MAX_SUBMITTED_TRANSFERS = 16;
 /** Size of each direct-I/O bounce buffer; unaligned transfers are bounced in pieces of this size. */
 export const BOUNCE_BYTES = 1024 * 1024;
 /** Write Zeroes / Deallocate write this many bytes of zeroes per iovec ... */
@@ -75,6 +87,8 @@ const DIRECT_MEMORY_ALIGNMENT = 512;
 export const FALLOCATE_CHUNK_BYTES = 1024 * 1024 * 1024;
 /** ... on a block device the call waits for the device to zero or unmap the range. */
 const FALLOCATE_DEVICE_CHUNK_BYTES = 128 * 1024 * 1024;
+/** What one fallocate call costs at least, in the per-turn budget's units (so 1024 per turn at most on a file). */
+const FALLOCATE_CALL_UNITS = 1024 * 1024;
 
 /** linux/falloc.h (also exported by src/native, which this module loads lazily). */
 const FALLOC_FL_KEEP_SIZE = 0x01;
@@ -133,6 +147,11 @@ export class FileNamespace implements Namespace {
   private zeroRanges: boolean;
   private inFlight = 0;
   private drained: Array<() => void> = [];
+  /** Reads and writes handed to the thread pool and not finished; more wait in `held` (MAX_SUBMITTED_TRANSFERS). */
+  private submitted = 0;
+  private readonly held: HeldTransfer[] = [];
+  /** fallocate work of all deallocate / write zeroes commands, a bounded amount per event-loop turn. */
+  private readonly slicedFallocate: SlicedWork;
   private closing = false;
 
   private constructor(init: {
@@ -165,6 +184,7 @@ export class FileNamespace implements Namespace {
     // A file's probe already said whether punching works; a block device's answer comes with the first use.
     this.punchHoles = init.isBlockDevice ? this.fallocate !== undefined : init.supportsDeallocate;
     this.zeroRanges = this.fallocate !== undefined && !init.isBlockDevice;
+    this.slicedFallocate = new SlicedWork(init.isBlockDevice ? FALLOCATE_DEVICE_CHUNK_BYTES : FALLOCATE_CHUNK_BYTES);
     if (init.allocateAligned) {
       const zeroes = init.allocateAligned(ZERO_CHUNK_BYTES);
       this.alignedBuffers.push(zeroes);
@@ -365,9 +385,48 @@ export class FileNamespace implements Namespace {
     }
     this.checkRange(kind, offset, total);
     if (total === 0) return undefined;
-    if (this.direct && !(aligned && this.zeroCopyDirect)) return this.track(this.bounced(writing, offset, buffers));
+    if (this.submitted >= MAX_SUBMITTED_TRANSFERS) {
+      return this.track(new Promise<void>((resolve, reject) => this.held.push({ writing, offset, buffers, aligned, resolve, reject })));
+    }
+    return this.track(this.submit(writing, offset, buffers, aligned));
+  }
+
+  /** Hands a transfer to the thread pool (zero-copy or bounced). */
+  private submit(writing: boolean, offset: number, buffers: readonly Uint8Array[], aligned: boolean): Promise<void> {
+    if (this.direct && !(aligned && this.zeroCopyDirect)) return this.bounced(writing, offset, buffers);
+    this.submitted++;
     const operation = this.operations.pop() ?? new FileOperation(this);
-    return this.track(operation.run(writing, offset, buffers));
+    return operation.run(writing, offset, buffers);
+  }
+
+  /** A submitted transfer finished: the next held one goes. */
+  private transferFinished(): void {
+    this.submitted--;
+    while (this.submitted < MAX_SUBMITTED_TRANSFERS && this.held.length > 0) {
+      const next = this.held.shift()!;
+      let started: Promise<void>;
+      try {
+        this.checkOpen(next.writing ? 'write' : 'read');
+        started = this.submit(next.writing, next.offset, next.buffers, next.aligned);
+      } catch (error) {
+        next.reject(error);
+        continue;
+      }
+      started.then(next.resolve, next.reject);
+    }
+  }
+
+  /**
+   * Gives up the transfer called with `buffers` if it is still held back (not handed to the thread pool): it rejects
+   * and its buffers are never touched. One running on a thread cannot be recalled (the kernel moves its data into or
+   * out of the buffers whatever happens): false then.
+   */
+  abandon(buffers: readonly Uint8Array[]): boolean {
+    const index = this.held.findIndex((held) => held.buffers === buffers);
+    if (index < 0) return false;
+    const [held] = this.held.splice(index, 1);
+    held!.reject(new NamespaceError('internal', `${this.description}: ${held!.writing ? 'write' : 'read'} given up before it started`));
+    return true;
   }
 
   /** Called by a zero-copy direct transfer the kernel refused with EINVAL: finish it (and all later ones) bounced. */
@@ -381,7 +440,14 @@ export class FileNamespace implements Namespace {
 
   /** Direct I/O through page-aligned bounce buffers, BOUNCE_BYTES at a time. */
   private async bounced(writing: boolean, offset: number, buffers: readonly Uint8Array[]): Promise<void> {
-    const bounce = this.takeBounce();
+    this.submitted++;
+    let bounce: Uint8Array;
+    try {
+      bounce = this.takeBounce();
+    } catch (error) {
+      this.transferFinished();
+      throw error;
+    }
     try {
       let index = 0;
       let consumed = 0;
@@ -418,6 +484,7 @@ export class FileNamespace implements Namespace {
       throw error instanceof NamespaceError ? error : this.failure(writing ? 'write' : 'read', offset, 0, error);
     } finally {
       this.freeBounces.push(bounce);
+      this.transferFinished();
     }
   }
 
@@ -451,27 +518,22 @@ export class FileNamespace implements Namespace {
   }
 
   /**
-   * Deallocates or zeroes `ranges` (already checked): fallocate in pieces of at most FALLOCATE_CHUNK_BYTES per
-   * event-loop turn, continuing with written zeroes from wherever fallocate turns out to be unsupported. Completes
-   * synchronously (undefined) when the whole request fits in one turn.
+   * Deallocates or zeroes `ranges` (already checked): fallocate in slices of at most the namespace's per-turn budget
+   * (FALLOCATE_CHUNK_BYTES, shared by all its commands: sliced-work.ts), continuing with written zeroes from wherever
+   * fallocate turns out to be unsupported. Completes synchronously (undefined) when the whole request fits in what is
+   * left of this turn's budget.
    */
   private clear(operation: ClearOperation, ranges: readonly ByteRange[]): Promise<void> | void {
-    const cursor: ClearCursor = { index: 0, offset: ranges[0]?.offset ?? 0 };
-    const state = this.clearSome(operation, ranges, cursor);
-    return state === 'done' ? undefined : this.track(this.clearRest(operation, ranges, cursor, state));
+    const job = new FallocateJob(this, operation, ranges);
+    const sliced = this.slicedFallocate.run(job);
+    if (sliced === undefined && job.state === 'done') return undefined;
+    return this.track(Promise.resolve(sliced).then(() => this.writeZeroesFrom(operation, ranges, job)));
   }
 
-  private async clearRest(
-    operation: ClearOperation,
-    ranges: readonly ByteRange[],
-    cursor: ClearCursor,
-    state: ClearState,
-  ): Promise<void> {
-    while (state === 'yield') {
-      await new Promise<void>((resolve) => setImmediate(resolve));
-      state = this.clearSome(operation, ranges, cursor);
-    }
-    if (state === 'done') return;
+  /** The part fallocate could not do (the mode turned out to be unsupported), with written zeroes. */
+  private async writeZeroesFrom(operation: ClearOperation, ranges: readonly ByteRange[], job: FallocateJob): Promise<void> {
+    if (job.state !== 'write') return;
+    const cursor = job.cursor;
     for (; cursor.index < ranges.length; cursor.index++) {
       const range = ranges[cursor.index]!;
       const start = Math.max(cursor.offset, range.offset);
@@ -480,9 +542,13 @@ export class FileNamespace implements Namespace {
     }
   }
 
-  /** Runs fallocate from `cursor` on until done, the turn's budget is spent ('yield') or no mode is left ('write'). */
-  private clearSome(operation: ClearOperation, ranges: readonly ByteRange[], cursor: ClearCursor): ClearState {
-    let budget = this.isBlockDevice ? FALLOCATE_DEVICE_CHUNK_BYTES : FALLOCATE_CHUNK_BYTES;
+  /**
+   * Runs fallocate from `cursor` on until done, `budget` is spent ('yield') or no mode is left ('write'). Each call
+   * costs its length, but at least FALLOCATE_CALL_UNITS (a system call is not free). Returns the units spent.
+   */
+  clearSome(operation: ClearOperation, ranges: readonly ByteRange[], cursor: ClearCursor, budget: number): number {
+    let spent = 0;
+    cursor.state = 'done';
     while (cursor.index < ranges.length) {
       const range = ranges[cursor.index]!;
       const end = range.offset + range.length;
@@ -492,15 +558,21 @@ export class FileNamespace implements Namespace {
         continue;
       }
       const mode = this.fallocateMode(operation);
-      if (mode === undefined) return 'write';
-      if (budget === 0) return 'yield';
-      const length = Math.min(end - cursor.offset, budget);
+      if (mode === undefined) {
+        cursor.state = 'write';
+        return spent;
+      }
+      if (spent >= budget) {
+        cursor.state = 'yield';
+        return spent;
+      }
+      const length = Math.min(end - cursor.offset, budget - spent);
       if (this.tryFallocate(operation, mode, cursor.offset, length)) {
         cursor.offset += length;
-        budget -= length;
+        spent += Math.max(length, FALLOCATE_CALL_UNITS);
       }
     }
-    return 'done';
+    return spent;
   }
 
   /** The fallocate mode to use next, or undefined to write zeroes. */
@@ -568,6 +640,7 @@ export class FileNamespace implements Namespace {
   /** Returns a finished operation object to the pool. */
   recycle(operation: FileOperation): void {
     this.operations.push(operation);
+    this.transferFinished();
   }
 
   get fileDescriptor(): number {
@@ -720,12 +793,48 @@ class FileOperation {
 
 function noop(): void {}
 
+/** A read or write waiting for one of the namespace's MAX_SUBMITTED_TRANSFERS places. */
+interface HeldTransfer {
+  readonly writing: boolean;
+  readonly offset: number;
+  readonly buffers: readonly Uint8Array[];
+  readonly aligned: boolean;
+  readonly resolve: () => void;
+  readonly reject: (error: unknown) => void;
+}
+
 type ClearOperation = 'deallocate' | 'write zeroes';
 type ClearState = 'done' | 'yield' | 'write';
-/** How far a deallocate / write zeroes got: ranges[index] is done up to `offset`. */
+/** How far a deallocate / write zeroes got: ranges[index] is done up to `offset`; what the last slice ended with. */
 interface ClearCursor {
   index: number;
   offset: number;
+  state: ClearState;
+}
+
+/** A deallocate / write zeroes as a job of the namespace's SlicedWork; it ends early when zeroes must be written. */
+class FallocateJob implements SlicedJob {
+  readonly cursor: ClearCursor;
+
+  constructor(
+    private readonly owner: FileNamespace,
+    private readonly operation: ClearOperation,
+    private readonly ranges: readonly ByteRange[],
+  ) {
+    this.cursor = { index: 0, offset: ranges[0]?.offset ?? 0, state: 'yield' };
+  }
+
+  get state(): ClearState {
+    return this.cursor.state;
+  }
+
+  get done(): boolean {
+    return this.cursor.state !== 'yield';
+  }
+
+  step(budget: number): number {
+    return this.owner.clearSome(this.operation, this.ranges, this.cursor, budget);
+  }
 }
 
 let nativeFallocateLoad: Promise<FallocateFunction | undefined> | undefined;

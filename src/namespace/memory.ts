@@ -1,22 +1,34 @@
 /**
  * A namespace held in process memory: nothing survives a restart. Useful for tests, benchmarks and scratch disks.
- * Every operation completes synchronously (returns undefined), which is the controller's allocation-free fast path.
+ * Reads and writes complete synchronously (return undefined), which is the controller's allocation-free fast path.
+ *
+ * The store is a row of chunks (2 MiB by default), each allocated when first written: a chunk never written reads as
+ * zeroes and costs nothing. Deallocate and Write Zeroes drop the chunks they cover whole (O(1) each; the memory goes
+ * back to the allocator) and zero-fill only the partly covered ones. That work is cut into slices of at most
+ * CLEAR_UNITS_PER_TURN per event-loop turn for the whole namespace (sliced-work.ts): one Dataset Management command
+ * of 256 ranges over the whole namespace, or a thousand of them queued, never holds the thread for more than a few
+ * milliseconds at a time. A request that fits in one turn completes synchronously.
  */
 import { formatSize } from '../util/size.js';
 import { NamespaceError, type ByteRange, type Namespace, type NamespaceUsage } from './namespace.js';
+import { SlicedWork, type SlicedJob } from './sliced-work.js';
 
 export interface MemoryNamespaceOptions {
   sizeBytes: number;
   /** 512 (default) or 4096. */
   blockSize?: number;
   /**
-   * Bytes per backing ArrayBuffer (default 1 GiB): large namespaces are split so no single allocation hits the
-   * engine's ArrayBuffer limit. A multiple of 4096.
+   * Bytes per backing ArrayBuffer (default 2 MiB), allocated when first written; deallocation drops whole chunks.
+   * A multiple of 4096.
    */
   chunkBytes?: number;
 }
 
-export const DEFAULT_MEMORY_CHUNK_BYTES = 2 ** 30;
+export const DEFAULT_MEMORY_CHUNK_BYTES = 2 * 1024 * 1024;
+/** Cost units (bytes zero-filled) a namespace spends on deallocation / write zeroes per event-loop turn. */
+export const CLEAR_UNITS_PER_TURN = 16 * 1024 * 1024;
+/** What dropping (or skipping) one whole chunk costs, in the same units. */
+const CHUNK_DROP_UNITS = 4096;
 
 export class MemoryNamespace implements Namespace {
   readonly blockSize: number;
@@ -25,12 +37,16 @@ export class MemoryNamespace implements Namespace {
   readonly sizeBytes: number;
   readonly volatileWriteCache = false;
   readonly maxTransferBytes = 0;
-  /** Deallocated blocks are zeroed but the memory stays allocated. */
+  /** Deallocated blocks read as zeroes; reported as not thin-provisioned (NUSE = NSZE), as before lazy chunks. */
   readonly supportsDeallocate = false;
   private readonly chunkBytes: number;
-  private chunks: Uint8Array[];
+  private readonly chunkCount: number;
+  /** chunks[i], or undefined while chunk i has never been written (or was dropped): it reads as zeroes. */
+  private chunks: Array<Uint8Array | undefined>;
   /** chunks[i].buffer (each chunk is a whole ArrayBuffer of its own). */
-  private chunkBuffers: ArrayBuffer[] = [];
+  private chunkBuffers: Array<ArrayBuffer | undefined>;
+  private closed = false;
+  private readonly clearing = new SlicedWork(CLEAR_UNITS_PER_TURN);
 
   constructor(options: MemoryNamespaceOptions) {
     const { sizeBytes, blockSize = 512, chunkBytes = DEFAULT_MEMORY_CHUNK_BYTES } = options;
@@ -48,17 +64,9 @@ export class MemoryNamespace implements Namespace {
     this.sizeBytes = sizeBytes;
     this.chunkBytes = chunkBytes;
     this.description = `memory:${formatSize(sizeBytes)}`;
-    this.chunks = [];
-    try {
-      for (let start = 0; start < sizeBytes; start += chunkBytes) {
-        // Zero-filled by the engine; the OS commits pages only when they are first written.
-        this.chunks.push(new Uint8Array(Math.min(chunkBytes, sizeBytes - start)));
-      }
-      this.chunkBuffers = this.chunks.map((chunk) => chunk.buffer as ArrayBuffer);
-    } catch (error) {
-      this.chunks = [];
-      throw new Error(`memory namespace: cannot allocate ${formatSize(sizeBytes)}: ${String(error)}`, { cause: error });
-    }
+    this.chunkCount = Math.ceil(sizeBytes / chunkBytes);
+    this.chunks = new Array<Uint8Array | undefined>(this.chunkCount).fill(undefined);
+    this.chunkBuffers = new Array<ArrayBuffer | undefined>(this.chunkCount).fill(undefined);
   }
 
   read(offset: number, buffers: readonly Uint8Array[]): void {
@@ -70,12 +78,13 @@ export class MemoryNamespace implements Namespace {
       let done = 0;
       while (done < length) {
         const chunkIndex = Math.floor((position + done) / this.chunkBytes);
-        const chunk = this.chunks[chunkIndex]!;
-        const start = (position + done) - chunkIndex * this.chunkBytes;
-        const piece = Math.min(length - done, chunk.length - start);
+        const start = position + done - chunkIndex * this.chunkBytes;
+        const piece = Math.min(length - done, this.chunkLengthOf(chunkIndex) - start);
+        const source = this.chunkBuffers[chunkIndex];
         // A view of the source (cheaper to build than `subarray`, and over the chunk's cached ArrayBuffer: the
         // `buffer` getter is a runtime call); the copy itself is the one unavoidable one.
-        buffer.set(new Uint8Array(this.chunkBuffers[chunkIndex]!, start, piece), done);
+        if (source === undefined) buffer.fill(0, done, done + piece);
+        else buffer.set(new Uint8Array(source, start, piece), done);
         done += piece;
       }
       position += length;
@@ -90,7 +99,7 @@ export class MemoryNamespace implements Namespace {
       while (done < buffer.length) {
         // Division and subtraction, not `%`: offsets are doubles past 2^31, and `%` on a double is a runtime call.
         const chunkIndex = Math.floor((position + done) / this.chunkBytes);
-        const chunk = this.chunks[chunkIndex]!;
+        const chunk = this.chunks[chunkIndex] ?? this.allocateChunk(chunkIndex);
         const start = position + done - chunkIndex * this.chunkBytes;
         const piece = Math.min(buffer.length - done, chunk.length - start);
         chunk.set(piece === buffer.length ? buffer : buffer.subarray(done, done + piece), start);
@@ -102,20 +111,42 @@ export class MemoryNamespace implements Namespace {
 
   flush(): void {}
 
-  deallocate(ranges: readonly ByteRange[]): void {
-    for (const range of ranges) this.writeZeroes(range.offset, range.length);
+  deallocate(ranges: readonly ByteRange[]): Promise<void> | void {
+    for (const range of ranges) this.check('write', range.offset, range.length);
+    return this.clearing.run(new ClearJob(this, ranges));
   }
 
-  writeZeroes(offset: number, length: number): void {
+  writeZeroes(offset: number, length: number): Promise<void> | void {
     this.check('write', offset, length);
-    let done = 0;
-    while (done < length) {
-      const chunk = this.chunks[Math.floor((offset + done) / this.chunkBytes)]!;
-      const start = (offset + done) % this.chunkBytes;
-      const piece = Math.min(length - done, chunk.length - start);
-      chunk.fill(0, start, start + piece);
-      done += piece;
+    return this.clearing.run(new ClearJob(this, [{ offset, length }]));
+  }
+
+  /** Chunks that hold memory now (written and not dropped since). */
+  get allocatedChunks(): number {
+    let count = 0;
+    for (const chunk of this.chunks) if (chunk !== undefined) count++;
+    return count;
+  }
+
+  /**
+   * Zeroes [offset, offset + length) of one chunk: drops it when the range covers it whole, else fills the part (a
+   * chunk never written is already zeroes). Returns the cost in CLEAR_UNITS_PER_TURN units. For ClearJob.
+   */
+  clearInChunk(chunkIndex: number, start: number, length: number): number {
+    if (this.closed) throw new NamespaceError('internal', `${this.description}: write zeroes after close`);
+    const chunk = this.chunks[chunkIndex];
+    if (chunk === undefined) return CHUNK_DROP_UNITS;
+    if (start === 0 && length === chunk.length) {
+      this.chunks[chunkIndex] = undefined;
+      this.chunkBuffers[chunkIndex] = undefined;
+      return CHUNK_DROP_UNITS;
     }
+    chunk.fill(0, start, start + length);
+    return Math.max(length, CHUNK_DROP_UNITS);
+  }
+
+  get bytesPerChunk(): number {
+    return this.chunkBytes;
   }
 
   usage(): NamespaceUsage {
@@ -123,19 +154,86 @@ export class MemoryNamespace implements Namespace {
   }
 
   close(): Promise<void> {
+    this.closed = true;
     this.chunks = [];
     this.chunkBuffers = [];
     return Promise.resolve();
   }
 
+  /** Bytes of chunk `chunkIndex` (the last one may be short). */
+  chunkLengthOf(chunkIndex: number): number {
+    return Math.min(this.chunkBytes, this.sizeBytes - chunkIndex * this.chunkBytes);
+  }
+
+  private allocateChunk(chunkIndex: number): Uint8Array {
+    let chunk: Uint8Array;
+    try {
+      // Zero-filled by the engine; the OS commits pages only when they are first written.
+      chunk = new Uint8Array(this.chunkLengthOf(chunkIndex));
+    } catch (error) {
+      throw new NamespaceError('capacity', `${this.description}: cannot allocate memory for a write: ${String(error)}`, undefined, {
+        cause: error,
+      });
+    }
+    this.chunks[chunkIndex] = chunk;
+    this.chunkBuffers[chunkIndex] = chunk.buffer as ArrayBuffer;
+    return chunk;
+  }
+
   /** The controller checks ranges against blockCount; this guards the store against a caller bug or a closed store. */
   private check(kind: 'read' | 'write', offset: number, length: number): void {
-    if (this.chunks.length === 0) throw new NamespaceError('internal', `${this.description}: ${kind} after close`);
+    if (this.closed) throw new NamespaceError('internal', `${this.description}: ${kind} after close`);
     if (!(offset >= 0 && length >= 0 && offset + length <= this.sizeBytes)) {
       throw new NamespaceError(
         'internal',
         `${this.description}: ${kind} of ${length} bytes at offset ${offset} is outside the namespace`,
       );
     }
+  }
+}
+
+/** Zeroes a list of ranges of a MemoryNamespace chunk by chunk, as slices of a SlicedWork. */
+class ClearJob implements SlicedJob {
+  private index = 0;
+  /** Bytes of ranges[index] already done. */
+  private doneInRange = 0;
+
+  constructor(
+    private readonly namespace: MemoryNamespace,
+    private readonly ranges: readonly ByteRange[],
+  ) {}
+
+  get done(): boolean {
+    return this.index >= this.ranges.length;
+  }
+
+  step(budget: number): number {
+    const chunkBytes = this.namespace.bytesPerChunk;
+    let spent = 0;
+    while (this.index < this.ranges.length && spent < budget) {
+      const range = this.ranges[this.index]!;
+      if (this.doneInRange >= range.length) {
+        this.index++;
+        this.doneInRange = 0;
+        continue;
+      }
+      const position = range.offset + this.doneInRange;
+      const chunkIndex = Math.floor(position / chunkBytes);
+      const start = position - chunkIndex * chunkBytes;
+      const chunkLength = this.namespace.chunkLengthOf(chunkIndex);
+      let length = Math.min(range.length - this.doneInRange, chunkLength - start);
+      if (!(start === 0 && length === chunkLength)) {
+        // A partly covered chunk is zero-filled, at most what is left of the budget at a time.
+        const room = budget - spent;
+        if (length > room) length = Math.min(length, Math.max(4096, room - (room % 4096)));
+      }
+      spent += this.namespace.clearInChunk(chunkIndex, start, length);
+      this.doneInRange += length;
+      if (this.doneInRange >= range.length) {
+        this.index++;
+        this.doneInRange = 0;
+      }
+    }
+    return spent;
   }
 }

@@ -31,6 +31,14 @@ export interface Namespace {
   /** Releases the ranges; reads of them return zeroes afterwards (DLFEAT: deallocated blocks read as 0). */
   deallocate(ranges: readonly ByteRange[]): Promise<void> | void;
   writeZeroes(offset: number, length: number): Promise<void> | void;
+  /**
+   * Optional: gives up the operations in flight that were called with `buffers` (the same array object) before they
+   * settle. True only when none of them will touch those buffers again: their promises still settle (a rejection is
+   * fine), their late data is dropped. False when one of them is beyond recall (e.g. a file read already running on a
+   * thread, which the kernel finishes into the buffers whatever happens); the caller then waits for it. Used when
+   * the guest memory behind the buffers is being unmapped, or a reset has waited too long for a stuck backend.
+   */
+  abandon?(buffers: readonly Uint8Array[]): boolean;
   /** Flushes and releases the backend; no operation is called after `close`. */
   close(): Promise<void>;
 }

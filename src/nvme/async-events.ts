@@ -10,6 +10,21 @@ import { ASYNC_EVENT_REQUEST_LIMIT } from './identify.js';
 import type { InterruptCoalescer } from './interrupts.js';
 import { CriticalWarning } from './log-pages.js';
 import type { QueueEngine } from './queue-engine.js';
+import { checkSnapshotVersion } from '../util/handover-fds.js';
+
+const ASYNC_EVENTS_STATE_VERSION = 1;
+
+/**
+ * Asynchronous events in a live-upgrade snapshot: outstanding AERs are carried over (not completed), as are the
+ * pending and masked events. The keep-alive timer starts over in the successor.
+ */
+export interface AsyncEventsState {
+  version: number;
+  requests: number[];
+  pending: PendingEvent[];
+  maskedTypes: number;
+  temperatureWarningReported: boolean;
+}
 
 /** SMART / Health asynchronous event information: temperature threshold. */
 const SMART_INFO_TEMPERATURE_THRESHOLD = 0x01;
@@ -46,6 +61,28 @@ export class AsyncEvents {
 
   get outstandingRequests(): number {
     return this.requests.length;
+  }
+
+  snapshot(): AsyncEventsState {
+    return {
+      version: ASYNC_EVENTS_STATE_VERSION,
+      requests: [...this.requests],
+      pending: this.pending.map((event) => ({ ...event })),
+      maskedTypes: this.maskedTypes,
+      temperatureWarningReported: this.temperatureWarningReported,
+    };
+  }
+
+  /** Takes on a predecessor's events; the keep-alive timer starts with `restartKeepAlive` once serving. */
+  restore(state: AsyncEventsState): void {
+    checkSnapshotVersion(state, 'NVMe asynchronous events', ASYNC_EVENTS_STATE_VERSION);
+    if (state.requests.length > ASYNC_EVENT_REQUEST_LIMIT + 1) throw new Error('snapshot: too many outstanding AERs');
+    this.requests.length = 0;
+    this.requests.push(...state.requests);
+    this.pending.length = 0;
+    for (const event of state.pending) this.pending.push({ type: event.type, info: event.info, logPage: event.logPage });
+    this.maskedTypes = state.maskedTypes;
+    this.temperatureWarningReported = state.temperatureWarningReported;
   }
 
   /** Controller enable or reset: no requests, no events, no timer. */

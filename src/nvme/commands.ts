@@ -14,9 +14,10 @@ import { DEFERRED, type AdminCommandHandler, type AdminResult } from './admin.js
 import type { AsyncEvents } from './async-events.js';
 import type { FeatureState } from './features.js';
 import type { InterruptCoalescer } from './interrupts.js';
-import { executeIoCommand } from './io.js';
+import { abandonIoCommand, executeIoCommand } from './io.js';
 import type { IoContext, IoDone, IoRequest, SmartCounters } from './io-types.js';
 import { NO_COMMAND, type HealthRecord } from './log-pages.js';
+import type { ScratchBudget } from './scratch.js';
 import type { NamespaceEntry } from './namespaces.js';
 import type { CommandSink, QueueEngine } from './queue-engine.js';
 import type { SubmissionQueue } from './queues.js';
@@ -57,6 +58,7 @@ export class ControllerIoContext implements IoContext {
     readonly counters: SmartCounters,
     private readonly features: FeatureState,
     readonly logger: Logger,
+    readonly scratch: ScratchBudget,
   ) {}
 
   namespace(nsid: number): Namespace | undefined {
@@ -116,6 +118,8 @@ export class CommandRunner implements CommandSink {
   private readonly adminSqe = new DataView(new ArrayBuffer(SQE_SIZE));
   private readonly adminResult: AdminResult = { status: 0, dw0: 0 };
   private readonly requestPool: PooledRequest[] = [];
+  /** Every request slot ever made (in flight or pooled), for giving up stuck commands. */
+  private readonly requests: PooledRequest[] = [];
   private busySince = 0;
   /**
    * The clock is read once per processing pass, not per command (a clock read costs 100-250 ns on the development
@@ -140,6 +144,15 @@ export class CommandRunner implements CommandSink {
     this.registers = parts.registers;
     this.owner = parts.owner;
     this.logger = parts.logger;
+  }
+
+  /** Command counts, for a live upgrade's successor (nothing is in flight then). */
+  snapshot(): { version: number; counts: { admin: number; read: number; write: number; otherIo: number } } {
+    return { version: 1, counts: { ...this.commandCounts } };
+  }
+
+  restore(state: { version: number; counts: { admin: number; read: number; write: number; otherIo: number } }): void {
+    Object.assign(this.commandCounts, state.counts);
   }
 
   /**
@@ -215,7 +228,7 @@ export class CommandRunner implements CommandSink {
 
   /** CommandSink: starts the I/O command at the head of `sq` (the queue engine reserved its CQ slot). */
   executeIo(sq: SubmissionQueue): void {
-    const request = this.requestPool.pop() ?? new PooledRequest();
+    const request = this.requestPool.pop() ?? this.newRequest();
     sq.fetch(request.sqe, request.sqeWords);
     request.sq = sq;
     request.commandId = request.sqe.getUint16(2, true);
@@ -244,6 +257,28 @@ export class CommandRunner implements CommandSink {
       });
       if (request.active) this.ioDone(request, Status.INTERNAL_ERROR);
     }
+  }
+
+  private newRequest(): PooledRequest {
+    const request = new PooledRequest();
+    this.requests.push(request);
+    return request;
+  }
+
+  /**
+   * Gives up the I/O commands in flight that `which` selects and whose backend can let go of their guest memory
+   * (io.ts abandonIoCommand): they complete now with `status` (or are discarded, when a reset abandoned them).
+   * Returns how many were given up and how many could not be.
+   */
+  giveUp(which: (request: IoRequest, generation: number) => boolean, status: number): { abandoned: number; stuck: number } {
+    let abandoned = 0;
+    let stuck = 0;
+    for (const request of this.requests) {
+      if (!request.active || !which(request, request.generation)) continue;
+      if (abandonIoCommand(request, status)) abandoned++;
+      else stuck++;
+    }
+    return { abandoned, stuck };
   }
 
   /** Commands abandoned by a reset have completed (their completions discarded), and reset / shutdown waiters go. */

@@ -12,9 +12,11 @@
  * The parts reach the controller only through `fail` and the end of a reset's drain (CommandOwner). It knows guest
  * memory only through DmaSpace, namespaces only through the Namespace contract, interrupts only through
  * InterruptSink.
+ *
+ * Size: the CC/CSTS state machine plus the live-upgrade quiesce/snapshot/restore of the parts it composes.
  */
 import { DmaError, type DmaSpace } from '../memory/guest-memory.js';
-import { AsyncEvent, LogPageId, PAGE_SIZE, Reg, SQE_SIZE } from '../spec/nvme.js';
+import { AsyncEvent, LogPageId, PAGE_SIZE, Reg, SQE_SIZE, Status } from '../spec/nvme.js';
 import { Logger, rootLogger } from '../util/log.js';
 import { AdminCommandHandler } from './admin.js';
 import { AsyncEvents } from './async-events.js';
@@ -25,6 +27,7 @@ import { InterruptCoalescer, type InterruptSink } from './interrupts.js';
 import { HealthRecord } from './log-pages.js';
 import { NamespaceSet, type NamespaceEntry } from './namespaces.js';
 import { DOORBELL_COUNT, QueueEngine } from './queue-engine.js';
+import { DEFAULT_SCRATCH_BUDGET_BYTES, ScratchBudget } from './scratch.js';
 import {
   Cc,
   ccField,
@@ -39,6 +42,33 @@ import {
   ShutdownStatus,
 } from './registers.js';
 import type { ControllerState, NvmeControllerStats } from './stats.js';
+import type { RegistersState } from './registers.js';
+import type { FeaturesState } from './features.js';
+import type { HealthState } from './log-pages.js';
+import type { AsyncEventsState } from './async-events.js';
+import type { QueueEngineState } from './queue-engine.js';
+import { checkSnapshotVersion } from '../util/handover-fds.js';
+
+const CONTROLLER_STATE_VERSION = 1;
+
+/**
+ * The whole controller in a live-upgrade snapshot (docs/restart.md), taken quiesced: nothing in flight, every
+ * completion posted and signalled. Each part writes and reads its own piece.
+ */
+export interface NvmeControllerState {
+  version: number;
+  namespaceCount: number;
+  registers: RegistersState;
+  features: FeaturesState;
+  health: HealthState;
+  events: AsyncEventsState;
+  interrupts: { version: number; pending: number[] };
+  queues: QueueEngineState;
+  commands: { version: number; counts: { admin: number; read: number; write: number; otherIo: number } };
+  changedNamespaces: { nsids: number[]; overflow: boolean };
+  unsafeIfReset: boolean;
+  resets: number;
+}
 
 export type { InterruptSink } from './interrupts.js';
 export type { NamespaceEntry } from './namespaces.js';
@@ -67,6 +97,13 @@ export interface NvmeControllerOptions {
   maxQueueEntries?: number;
   /** MDTS as log2 of 4 KiB pages, default 8 (1 MiB); 0 = unlimited. Lowered to what the namespaces accept. */
   mdtsPages?: number;
+  /** Scratch memory commands may hold at once (Compare's stored data), default 32 MiB; see scratch.ts. */
+  scratchBudgetBytes?: number;
+  /**
+   * How long a reset waits for I/O in flight before giving up what its backend can let go of (default 5000 ms);
+   * also what giveUpIoInRemovedMemory is meant to be called after. See giveUpIo.
+   */
+  ioAbandonMs?: number;
   logger?: Logger;
 }
 
@@ -78,6 +115,8 @@ const MAX_QUEUE_ENTRIES = 65536;
 const MAX_MDTS = 20;
 /** Admin data transfers are capped even when MDTS is unlimited: no admin page we serve is anywhere near this. */
 const ADMIN_TRANSFER_CAP = 1 << 20;
+/** How long a reset or an unmap waits for stuck I/O before giving it up (where the backend can let go). */
+export const DEFAULT_IO_ABANDON_MS = 5000;
 
 export class NvmeController {
   static readonly BAR0_SIZE = 0x4000;
@@ -98,8 +137,16 @@ export class NvmeController {
   private readonly queues: QueueEngine;
   private readonly events: AsyncEvents;
   private readonly commands: CommandRunner;
+  private readonly scratch: ScratchBudget;
 
+  /** See NvmeControllerOptions.ioAbandonMs. */
+  readonly ioAbandonMs: number;
+  private abandonTimer: NodeJS.Timeout | undefined;
   private processScheduled = false;
+  /** A live upgrade quiesced the controller: nothing is fetched until resume / start. */
+  private quiesced = false;
+  /** A CC.SHN shutdown in progress (its drain and flush). */
+  private shutdownInProgress: Promise<void> | undefined;
   /** The controller was enabled and has not completed a shutdown since (a reset now counts as unsafe). */
   private unsafeIfReset = false;
   private resets = 0;
@@ -110,6 +157,7 @@ export class NvmeController {
     const identity = resolveControllerIdentity(options.identity);
     const maxIoQueuePairs = checkOption('maxIoQueuePairs', options.maxIoQueuePairs ?? 31, 1, MAX_IO_QUEUE_PAIRS);
     const maxQueueEntries = checkOption('maxQueueEntries', options.maxQueueEntries ?? 1024, 2, MAX_QUEUE_ENTRIES);
+    this.ioAbandonMs = checkOption('ioAbandonMs', options.ioAbandonMs ?? DEFAULT_IO_ABANDON_MS, 0, 3_600_000);
     const doorbells = options.doorbells;
     if (!(doorbells instanceof Uint32Array) || doorbells.length < 2 * (maxIoQueuePairs + 1)) {
       throw new Error(
@@ -158,7 +206,8 @@ export class NvmeController {
       vectorCount,
     });
     const { entries, namespaces: list } = namespaces;
-    const io = new ControllerIoContext(dma, entries, list, maxTransferBytes, health.counters, features, logger);
+    const scratch = (this.scratch = new ScratchBudget(options.scratchBudgetBytes ?? DEFAULT_SCRATCH_BUDGET_BYTES));
+    const io = new ControllerIoContext(dma, entries, list, maxTransferBytes, health.counters, features, logger, scratch);
     const owner: CommandOwner = {
       fail: (reason, fields) => this.fail(reason, fields),
       abandonedDrained: () => this.abandonedDrained(),
@@ -230,7 +279,7 @@ export class NvmeController {
    */
   processQueues(now?: number): number {
     const interrupts = this.interrupts;
-    if (!this.queues.active || interrupts.batching) return NaN;
+    if (!this.queues.active || interrupts.batching || this.quiesced) return NaN;
     interrupts.openBatch();
     this.commands.beginPass(now);
     let end = NaN;
@@ -257,6 +306,96 @@ export class NvmeController {
     return this.commands.whenDrained();
   }
 
+  // ---- live upgrade ------------------------------------------------------------------------------------------
+
+  /**
+   * Stops fetching commands, lets in-flight I/O complete (its completions are posted), waits for a shutdown in
+   * progress and signals every pending interrupt. Doorbell writes keep being recorded. Outstanding AERs stay
+   * outstanding. `snapshot` or `resume` follows.
+   */
+  async quiesce(): Promise<void> {
+    this.quiesced = true;
+    this.events.stopKeepAlive();
+    for (;;) {
+      await this.commands.whenDrained();
+      if (this.shutdownInProgress) await this.shutdownInProgress;
+      // A completion may have freed CQ slots an event was waiting for: deliver it before the snapshot.
+      this.events.deliver();
+      if (this.commands.inFlight === 0) break;
+    }
+    this.interrupts.flushNow();
+  }
+
+  /** Undoes `quiesce` (or starts a restored controller): fetching, the keep-alive timer and processing go on. */
+  resume(): void {
+    if (!this.quiesced) return;
+    this.quiesced = false;
+    if (this.queues.active && this.features.keepAliveMillis > 0) this.events.restartKeepAlive();
+    this.processQueues();
+    this.interrupts.scheduleFlush();
+  }
+
+  snapshot(): NvmeControllerState {
+    if (!this.quiesced) throw new Error('NVMe controller snapshot while not quiesced');
+    return {
+      version: CONTROLLER_STATE_VERSION,
+      namespaceCount: this.namespaces.count,
+      registers: this.registers.snapshot(),
+      features: this.features.snapshot(),
+      health: this.health.snapshot(),
+      events: this.events.snapshot(),
+      interrupts: this.interrupts.snapshot(),
+      queues: this.queues.snapshot(),
+      commands: this.commands.snapshot(),
+      changedNamespaces: this.namespaces.changed.snapshot(),
+      unsafeIfReset: this.unsafeIfReset,
+      resets: this.resets,
+    };
+  }
+
+  /**
+   * On a controller freshly built with the same options and namespaces: takes on a predecessor's state. Stays
+   * quiesced (nothing fetched, no interrupt, no guest memory touched) until `resume()`.
+   */
+  restore(state: NvmeControllerState): void {
+    checkSnapshotVersion(state, 'NVMe controller state', CONTROLLER_STATE_VERSION);
+    if (state.namespaceCount !== this.namespaces.count) {
+      throw new Error(`snapshot has ${state.namespaceCount} namespaces, this controller ${this.namespaces.count}`);
+    }
+    this.quiesced = true;
+    this.registers.restore(state.registers);
+    this.features.restore(state.features);
+    this.health.restore(state.health);
+    this.events.restore(state.events);
+    this.queues.restore(state.queues);
+    this.interrupts.restore(state.interrupts);
+    this.commands.restore(state.commands);
+    this.namespaces.changed.restore(state.changedNamespaces);
+    this.unsafeIfReset = state.unsafeIfReset;
+    this.resets = state.resets;
+  }
+
+  /**
+   * Gives up the I/O commands in flight whose data lies in guest memory the hypervisor has unmapped (DMA_UNMAP waits
+   * for them), where the backend can let go of that memory (NVMe/TCP, commands still queued in a file namespace, or
+   * commands whose backend work uses no guest memory). They complete with Data Transfer Error. Commands whose data a
+   * backend is still moving (a file read or write running on a thread) cannot be given up: the unmap waits for them.
+   */
+  giveUpIoInRemovedMemory(): { abandoned: number; stuck: number } {
+    const dma = this.dma;
+    const result = this.commands.giveUp((request) => {
+      for (const window of request.pinned) if (dma.isRetired(window)) return true;
+      return false;
+    }, Status.DATA_TRANSFER_ERROR);
+    if (result.abandoned > 0 || result.stuck > 0) {
+      this.logger.warn('gave up I/O commands whose guest memory is being unmapped', {
+        ...result,
+        note: result.stuck > 0 ? 'the unmap waits for the rest: their backend is still moving their data' : undefined,
+      });
+    }
+    return result;
+  }
+
   /** Flushes every namespace (graceful shutdown). */
   async flush(): Promise<void> {
     await this.namespaces.flush();
@@ -279,6 +418,7 @@ export class NvmeController {
       resets: this.resets,
       unsafeShutdowns: this.health.unsafeShutdowns,
       latency: commands.latency.snapshot(),
+      scratch: this.scratch.stats(),
     };
   }
 
@@ -435,7 +575,29 @@ export class NvmeController {
     if (hadQueues || abandoned > 0) {
       this.logger.info('controller reset', { reason, abandonedCommands: abandoned });
     }
+    if (abandoned > 0 && this.abandonTimer === undefined) {
+      this.abandonTimer = setTimeout(this.giveUpAfterReset, this.ioAbandonMs);
+      this.abandonTimer.unref();
+    }
   }
+
+  /**
+   * A reset has waited ioAbandonMs for the I/O it abandoned (a backend that does not answer: an NVMe/TCP target gone
+   * silent): gives up what the backends can let go of, so the reset (and a hypervisor's DEVICE_RESET or reconnect)
+   * completes. Their completions are discarded, as for every command a reset abandoned.
+   */
+  private readonly giveUpAfterReset = (): void => {
+    this.abandonTimer = undefined;
+    const commands = this.commands;
+    if (commands.inFlight === 0) return;
+    const generation = commands.generation;
+    const result = commands.giveUp((_request, fetchedIn) => fetchedIn !== generation, Status.ABORT_REQUESTED);
+    if (result.abandoned === 0 && result.stuck === 0) return;
+    this.logger.warn(`reset waited ${this.ioAbandonMs} ms for I/O in flight: gave up what the backends could let go of`, {
+      ...result,
+      note: result.stuck > 0 ? 'the reset waits for the rest: their backend is still moving their data' : undefined,
+    });
+  };
 
   /** The I/O a reset abandoned has drained: CSTS.RDY clears. */
   private abandonedDrained(): void {
@@ -459,15 +621,17 @@ export class NvmeController {
     const generation = commands.generation;
     const started = Date.now();
     this.logger.info('shutdown requested', { kind: kind === ShutdownNotification.ABRUPT ? 'abrupt' : 'normal' });
-    void commands.whenDrained()
+    const done = commands.whenDrained()
       .then(() => this.flushForShutdown())
       .then((durable) => {
+        if (this.shutdownInProgress === done) this.shutdownInProgress = undefined;
         if (generation !== commands.generation) return; // reset in the meantime: SHST was cleared
         if (durable) this.unsafeIfReset = false;
         else this.fail('namespace flush failed at shutdown: written data may not be durable');
         registers.shutdownStatus = ShutdownStatus.COMPLETE;
         this.logger.info('shutdown complete', { millis: Date.now() - started, durable });
       });
+    this.shutdownInProgress = done;
   }
 
   /** Flushes every namespace (all of them, even after a failure); logs each failure. True when all succeeded. */

@@ -323,6 +323,9 @@ const NO_DMA: DmaSpace = {
   },
   pin() {},
   unpin() {},
+  isRetired() {
+    return false;
+  },
 };
 
 const builder = new SegmentBuilder();

@@ -10,6 +10,31 @@ import {
   WARNING_TEMPERATURE_K,
 } from './identify.js';
 import { FeatureId, Status } from '../spec/nvme.js';
+import { checkSnapshotVersion, fromBase64, toBase64 } from '../util/handover-fds.js';
+
+const FEATURES_STATE_VERSION = 1;
+
+/** Feature values in a live-upgrade snapshot. */
+export interface FeaturesState {
+  version: number;
+  arbitration: number;
+  powerManagement: number;
+  overTemperatureK: number;
+  underTemperatureK: number;
+  errorRecovery: number;
+  volatileWriteCache: boolean;
+  allocatedSubmissionQueues: number;
+  allocatedCompletionQueues: number;
+  interruptCoalescing: number;
+  coalescingDisabled: string;
+  writeAtomicity: number;
+  asyncEventConfig: number;
+  keepAliveMillis: number;
+  hostIdentifier: string;
+  softwareProgressMarker: number;
+  /** The Timestamp feature's value when the snapshot was taken, and whether the host set it. */
+  timestamp: { value: number; hostSet: boolean };
+}
 
 /** Get Features Select (SEL) values. */
 export const FeatureSelect = { CURRENT: 0, DEFAULT: 1, SAVED: 2, SUPPORTED_CAPABILITIES: 3 } as const;
@@ -99,6 +124,66 @@ export class FeatureState {
     this.softwareProgressMarker = 0;
     this.timestampBase = undefined;
     this.timestampAnchor = Date.now();
+  }
+
+  snapshot(): FeaturesState {
+    const now = Date.now();
+    return {
+      version: FEATURES_STATE_VERSION,
+      arbitration: this.arbitration,
+      powerManagement: this.powerManagement,
+      overTemperatureK: this.overTemperatureK,
+      underTemperatureK: this.underTemperatureK,
+      errorRecovery: this.errorRecovery,
+      volatileWriteCache: this.volatileWriteCache,
+      allocatedSubmissionQueues: this.allocatedSubmissionQueues,
+      allocatedCompletionQueues: this.allocatedCompletionQueues,
+      interruptCoalescing: this.interruptCoalescing,
+      coalescingDisabled: toBase64(this.coalescingDisabled),
+      writeAtomicity: this.writeAtomicity,
+      asyncEventConfig: this.asyncEventConfig,
+      keepAliveMillis: this.keepAliveMillis,
+      hostIdentifier: toBase64(this.hostIdentifier),
+      softwareProgressMarker: this.softwareProgressMarker,
+      timestamp: {
+        value: this.timestampBase === undefined ? now - this.timestampAnchor : this.timestampBase + now - this.timestampAnchor,
+        hostSet: this.timestampBase !== undefined,
+      },
+    };
+  }
+
+  /** Takes on a predecessor's values (same limits); the timestamp keeps counting from its value at the snapshot. */
+  restore(state: FeaturesState): void {
+    checkSnapshotVersion(state, 'NVMe features', FEATURES_STATE_VERSION);
+    const coalescingDisabled = fromBase64(state.coalescingDisabled, 'coalescing flags', this.coalescingDisabled.length);
+    const hostIdentifier = fromBase64(state.hostIdentifier, 'host identifier', HOST_IDENTIFIER_SIZE);
+    const limit = this.limits.maxIoQueuePairs;
+    if (state.allocatedSubmissionQueues > limit || state.allocatedCompletionQueues > limit) {
+      throw new Error(`snapshot: ${state.allocatedSubmissionQueues} I/O queues granted, this controller allows ${limit}`);
+    }
+    this.arbitration = state.arbitration;
+    this.powerManagement = state.powerManagement;
+    this.overTemperatureK = state.overTemperatureK;
+    this.underTemperatureK = state.underTemperatureK;
+    this.errorRecovery = state.errorRecovery;
+    this.volatileWriteCache = state.volatileWriteCache && this.limits.volatileWriteCachePresent;
+    this.allocatedSubmissionQueues = state.allocatedSubmissionQueues;
+    this.allocatedCompletionQueues = state.allocatedCompletionQueues;
+    this.interruptCoalescing = state.interruptCoalescing;
+    this.coalescingDisabled.set(coalescingDisabled);
+    this.writeAtomicity = state.writeAtomicity;
+    this.asyncEventConfig = state.asyncEventConfig;
+    this.keepAliveMillis = state.keepAliveMillis;
+    this.hostIdentifier.set(hostIdentifier);
+    this.softwareProgressMarker = state.softwareProgressMarker;
+    const now = Date.now();
+    if (state.timestamp.hostSet) {
+      this.timestampBase = state.timestamp.value;
+      this.timestampAnchor = now;
+    } else {
+      this.timestampBase = undefined;
+      this.timestampAnchor = now - state.timestamp.value;
+    }
   }
 
   /** The composite temperature is outside a threshold (SMART critical warning bit 1). */

@@ -74,6 +74,21 @@ export class InterruptCoalescer {
     }
   }
 
+  /** Signals the vectors marked so far now (a live upgrade's quiesce, before the snapshot). */
+  flushNow(): void {
+    if (!this.batching) this.flush();
+  }
+
+  /** Vectors marked and not yet signalled (a live-upgrade snapshot; empty after flushNow). */
+  snapshot(): { version: number; pending: number[] } {
+    return { version: 1, pending: Array.from(this.pendingVectors.subarray(0, this.pendingCount)) };
+  }
+
+  /** Marks a predecessor's pending vectors; they are signalled at the first flush once serving. */
+  restore(state: { version: number; pending: number[] }): void {
+    for (const vector of state.pending) if (vector >= 0 && vector < this.pendingFlags.length) this.mark(vector);
+  }
+
   /** Controller reset: marked vectors are forgotten. */
   reset(): void {
     this.pendingFlags.fill(0);

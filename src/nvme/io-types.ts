@@ -6,6 +6,7 @@
 import type { DmaMapping, DmaSpace } from '../memory/guest-memory.js';
 import type { Namespace } from '../namespace/namespace.js';
 import type { Logger } from '../util/log.js';
+import type { ScratchBudget } from './scratch.js';
 
 /** Counters that feed the SMART / Health log page and the controller's statistics. */
 export interface SmartCounters {
@@ -42,6 +43,11 @@ export interface IoContext {
   readonly writeCacheEnabled?: boolean;
   /** Where failed commands are reported (with nsid, opcode, cid); nothing is logged when absent. */
   readonly logger?: Logger;
+  /**
+   * The controller's scratch memory budget (Compare's buffer of stored data). Commands that do not fit wait for it.
+   * Absent: no bound (tests of single commands).
+   */
+  readonly scratch?: ScratchBudget;
 }
 
 /**

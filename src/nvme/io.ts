@@ -31,6 +31,7 @@ import { NamespaceError, type ByteRange, type Namespace } from '../namespace/nam
 import { rootLogger } from '../util/log.js';
 import { mapDataPointer } from './data-pointer.js';
 import type { IoContext, IoDone, IoRequest } from './io-types.js';
+import type { ScratchBudget } from './scratch.js';
 import { IoOpcode, Status, StatusType } from '../spec/nvme.js';
 
 /** NSID that addresses every namespace (broadcast). */
@@ -142,9 +143,51 @@ function startBlockCommand(
     const pending = namespace.write(offset, request.segments);
     return settle(ctx, request, done, namespace, pending, opcode, bytes, flushAfter, undefined, true);
   }
-  // Compare needs the stored data next to the guest's: one temporary buffer per Compare (not a hot path).
-  const stored = new Uint8Array(bytes);
-  return settle(ctx, request, done, namespace, namespace.read(offset, [stored]), opcode, bytes, false, stored, true);
+  return startCompare(ctx, request, done, namespace, offset, bytes);
+}
+
+/**
+ * Compare needs the stored data next to the guest's: one temporary buffer per Compare (not a hot path), taken from
+ * the controller's scratch budget. When the budget is spent the command waits for it (asynchronously, its guest
+ * memory pinned as for any asynchronous command) and is never failed for it.
+ */
+function startCompare(
+  ctx: IoContext,
+  request: IoRequest,
+  done: IoDone,
+  namespace: Namespace,
+  offset: number,
+  bytes: number,
+): number {
+  const budget = ctx.scratch;
+  if (budget === undefined || budget.tryTake(bytes)) {
+    const stored = new Uint8Array(bytes);
+    let status: number;
+    try {
+      const pending = namespace.read(offset, [stored]);
+      status = settle(ctx, request, done, namespace, pending, IoOpcode.COMPARE, bytes, false, stored, true);
+    } catch (error) {
+      budget?.release(bytes);
+      throw error;
+    }
+    if (budget !== undefined) {
+      if (status === IN_FLIGHT) completionOf(request).holdScratch(budget, bytes);
+      else budget.release(bytes);
+    }
+    return status;
+  }
+  const completion = completionOf(request);
+  const pending = budget.wait(bytes).then(() => {
+    if (completion.abandoned) {
+      budget.release(bytes);
+      throw new NamespaceError('internal', 'abandoned while waiting for scratch memory');
+    }
+    completion.holdScratch(budget, bytes);
+    const stored = new Uint8Array(bytes);
+    completion.setStored(stored);
+    return namespace.read(offset, [stored]);
+  });
+  return goAsync(ctx, request, done, namespace, pending, IoOpcode.COMPARE, bytes, false, undefined, true);
 }
 
 function startDatasetManagement(ctx: IoContext, request: IoRequest, done: IoDone, namespace: Namespace): number {
@@ -289,8 +332,8 @@ function goAsync(
   stored: Uint8Array | undefined,
   usesGuestMemory: boolean,
 ): number {
-  const completion = asyncCompletions.get(request) ?? newAsyncCompletion(request);
-  completion.arm(ctx, done, namespace, opcode, bytes, flushAfter, stored);
+  const completion = completionOf(request);
+  completion.arm(ctx, done, namespace, opcode, bytes, flushAfter, stored, usesGuestMemory);
   // Nothing else runs on this thread until we return, so pinning after the backend started its work is still early
   // enough: no unmap can have happened in between.
   const pinned = request.pinned;
@@ -318,8 +361,34 @@ class AsyncCompletion {
   private bytes = 0;
   private flushAfter = false;
   private stored: Uint8Array | undefined;
+  /** Scratch memory the command holds until it completes (see scratch.ts). */
+  private scratchBudget: ScratchBudget | undefined;
+  private scratchBytes = 0;
+  /** Set for good when the command was given up; the request then has a new AsyncCompletion (see abandon). */
+  abandoned = false;
+  /** Armed and not finished. */
+  private armed = false;
+  private usesGuestMemory = false;
 
   constructor(private readonly request: IoRequest) {}
+
+  holdScratch(budget: ScratchBudget, bytes: number): void {
+    this.scratchBudget = budget;
+    this.scratchBytes = bytes;
+  }
+
+  /** Compare's stored data, once a command that waited for scratch memory has it. */
+  setStored(stored: Uint8Array): void {
+    this.stored = stored;
+  }
+
+  private releaseScratch(): void {
+    const budget = this.scratchBudget;
+    if (budget === undefined) return;
+    this.scratchBudget = undefined;
+    budget.release(this.scratchBytes);
+    this.scratchBytes = 0;
+  }
 
   arm(
     ctx: IoContext,
@@ -329,7 +398,10 @@ class AsyncCompletion {
     bytes: number,
     flushAfter: boolean,
     stored: Uint8Array | undefined,
+    usesGuestMemory: boolean,
   ): void {
+    this.armed = true;
+    this.usesGuestMemory = usesGuestMemory;
     this.ctx = ctx;
     this.done = done;
     this.namespace = namespace;
@@ -339,7 +411,28 @@ class AsyncCompletion {
     this.stored = stored;
   }
 
+  /**
+   * Gives the command up before its backend operation has settled: completes it now with `status`, unpins its guest
+   * memory and ignores the operation's late result. Only when nothing can touch the command's guest memory any more:
+   * the backend's operation does not use it (Compare reads into scratch memory; Flush, Dataset Management and Write
+   * Zeroes carry no data), or the backend has given up the operation itself (Namespace.abandon). False otherwise.
+   */
+  abandon(status: number): boolean {
+    if (!this.armed || this.abandoned) return false;
+    const request = this.request;
+    if (this.usesGuestMemory && this.opcode !== IoOpcode.COMPARE) {
+      const namespace = this.namespace;
+      if (namespace?.abandon === undefined || !namespace.abandon(request.segments)) return false;
+    }
+    this.abandoned = true;
+    // The request's next command gets a fresh continuation; this one only waits for the late settlement.
+    asyncCompletions.set(request, new AsyncCompletion(request));
+    this.finish(status);
+    return true;
+  }
+
   readonly onFulfilled = (): void => {
+    if (this.abandoned) return this.settledLate();
     const ctx = this.ctx!;
     let status: number;
     try {
@@ -359,17 +452,29 @@ class AsyncCompletion {
   };
 
   readonly onRejected = (error: unknown): void => {
+    if (this.abandoned) return this.settledLate();
     this.finish(failureStatus(this.ctx!, this.request, error));
   };
 
+  /** The backend operation of an abandoned command settled: only its scratch memory is left to give back. */
+  private settledLate(): void {
+    this.releaseScratch();
+    this.stored = undefined;
+  }
+
   private finish(status: number): void {
+    this.armed = false;
     const ctx = this.ctx!;
     const done = this.done!;
     const request = this.request;
     this.ctx = undefined;
     this.done = undefined;
     this.namespace = undefined;
-    this.stored = undefined;
+    // An abandoned Compare's backend may still be reading into its scratch buffer: that is given back when it settles.
+    if (!this.abandoned) {
+      this.stored = undefined;
+      this.releaseScratch();
+    }
     const pinned = request.pinned;
     for (let index = 0; index < pinned.length; index++) ctx.dma.unpin(pinned[index]!);
     if (pinned.length !== 0) pinned.length = 0;
@@ -384,9 +489,21 @@ class AsyncCompletion {
 
 const asyncCompletions = new WeakMap<IoRequest, AsyncCompletion>();
 
-function newAsyncCompletion(request: IoRequest): AsyncCompletion {
-  const completion = new AsyncCompletion(request);
-  asyncCompletions.set(request, completion);
+/**
+ * Gives up the asynchronous command in flight on `request` (see AsyncCompletion.abandon): it completes through its
+ * `done` with `status` before this returns. False when there is none, or its backend cannot let go of its guest memory.
+ */
+export function abandonIoCommand(request: IoRequest, status: number): boolean {
+  return asyncCompletions.get(request)?.abandon(status) ?? false;
+}
+
+/** The request's continuation object (made on its first asynchronous command). */
+function completionOf(request: IoRequest): AsyncCompletion {
+  let completion = asyncCompletions.get(request);
+  if (completion === undefined) {
+    completion = new AsyncCompletion(request);
+    asyncCompletions.set(request, completion);
+  }
   return completion;
 }
 

@@ -11,6 +11,20 @@ import {
   SUPPORTED_IO_OPCODES,
 } from './identify.js';
 
+import { checkSnapshotVersion, fromBase64, toBase64 } from '../util/handover-fds.js';
+
+const HEALTH_STATE_VERSION = 1;
+
+/** The error log and health counters in a live-upgrade snapshot. */
+export interface HealthState {
+  version: number;
+  errorLog: { count: number; entries: string };
+  counters: SmartCounters;
+  unsafeShutdowns: number;
+  /** When the controller first came up (ms since the epoch): Power On Hours count from it. */
+  createdAt: number;
+}
+
 export const ERROR_LOG_ENTRY_SIZE = 64;
 export const ERROR_LOG_SIZE = ERROR_LOG_ENTRIES * ERROR_LOG_ENTRY_SIZE;
 export const SMART_LOG_SIZE = 512;
@@ -57,6 +71,15 @@ export class ErrorLog {
     view.setUint32(offset + 24, record.nsid >>> 0, true);
   }
 
+  snapshot(): { count: number; entries: string } {
+    return { count: this.count, entries: toBase64(this.entries) };
+  }
+
+  restore(state: { count: number; entries: string }): void {
+    this.entries.set(fromBase64(state.entries, 'error log', ERROR_LOG_SIZE));
+    this.count = state.count;
+  }
+
   /** The log page: newest entry first, unused entries zero. */
   build(out: Uint8Array): void {
     const kept = Math.min(this.count, ERROR_LOG_ENTRIES);
@@ -86,6 +109,16 @@ export class ChangedNamespaceList {
 
   get isEmpty(): boolean {
     return !this.overflow && this.nsids.length === 0;
+  }
+
+  snapshot(): { nsids: number[]; overflow: boolean } {
+    return { nsids: [...this.nsids], overflow: this.overflow };
+  }
+
+  restore(state: { nsids: number[]; overflow: boolean }): void {
+    this.nsids.length = 0;
+    this.nsids.push(...state.nsids);
+    this.overflow = state.overflow;
   }
 
   build(out: Uint8Array): void {
@@ -131,7 +164,25 @@ export class HealthRecord {
   };
   /** Resets of a controller that was enabled and had not completed a shutdown. */
   unsafeShutdowns = 0;
-  private readonly createdAt = Date.now();
+  private createdAt = Date.now();
+
+  snapshot(): HealthState {
+    return {
+      version: HEALTH_STATE_VERSION,
+      errorLog: this.errorLog.snapshot(),
+      counters: { ...this.counters },
+      unsafeShutdowns: this.unsafeShutdowns,
+      createdAt: this.createdAt,
+    };
+  }
+
+  restore(state: HealthState): void {
+    checkSnapshotVersion(state, 'NVMe health record', HEALTH_STATE_VERSION);
+    this.errorLog.restore(state.errorLog);
+    Object.assign(this.counters, state.counters);
+    this.unsafeShutdowns = state.unsafeShutdowns;
+    this.createdAt = state.createdAt;
+  }
 
   /** Adds an Error Information entry (no parameter location). */
   recordError(sqid: number, cid: number, status: number, phase: number, nsid: number, lba: number): void {

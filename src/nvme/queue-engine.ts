@@ -7,6 +7,9 @@
  * Flow control: fetching a command reserves a slot in its completion queue, so a completion can always be posted
  * when the command finishes and an unconsumed CQE is never overwritten. A queue whose CQ has no unreserved slot
  * waits until the host advances the CQ head.
+ *
+ * Size: the hot path (doorbells, fetch, post) stays in one class so per-command calls are direct, and its
+ * live-upgrade snapshot/restore sits next to the state it saves.
  */
 import { DmaError, type DmaSpace } from '../memory/guest-memory.js';
 import type { Logger } from '../util/log.js';
@@ -15,6 +18,52 @@ import type { FeatureState } from './features.js';
 import type { InterruptCoalescer } from './interrupts.js';
 import { NO_COMMAND } from './log-pages.js';
 import { CompletionQueue, ShadowDoorbells, SubmissionQueue } from './queues.js';
+import { checkSnapshotVersion, fromBase64, toBase64 } from '../util/handover-fds.js';
+
+const QUEUE_ENGINE_STATE_VERSION = 1;
+
+/**
+ * The queues in a live-upgrade snapshot, taken with nothing in flight: each queue's memory, size, vector, heads,
+ * tails and phase; the shadow doorbell pages; the doorbell values consumed so far (and, when the doorbell page is
+ * private to the controller, the page itself; a shared page lives on in its memfd).
+ */
+export interface QueueEngineState {
+  version: number;
+  active: boolean;
+  ioQueuesCreated: boolean;
+  failedCompletions: number;
+  invalidDoorbellWrites: number;
+  roundRobin: number;
+  consumedDoorbells: string;
+  /** Interrupt mode only: the private doorbell page. */
+  doorbells?: string;
+  /** In creation order. */
+  completionQueues: Array<{
+    id: number;
+    iova: number;
+    size: number;
+    vector: number;
+    interruptsEnabled: boolean;
+    head: number;
+    tail: number;
+    phase: number;
+    reserved: number;
+    lastShadow: number;
+  }>;
+  /** In creation order (the round-robin order). */
+  submissionQueues: Array<{
+    id: number;
+    iova: number;
+    size: number;
+    cqid: number;
+    priority: number;
+    head: number;
+    tail: number;
+    lastShadow: number;
+    deleteCommandId?: number;
+  }>;
+  shadow?: { shadowIova: number; eventIndexIova: number };
+}
 
 /** What the queue engine hands up to its controller. */
 export interface CommandSink {
@@ -206,6 +255,106 @@ export class QueueEngine {
     this.logger.info('shadow doorbells configured', { shadowIova, eventIndexIova });
   }
 
+  /** The queues for a successor; only with nothing in flight (the controller quiesced first). */
+  snapshot(): QueueEngineState {
+    const busy = this.submissionList.find((sq) => sq.inFlight !== 0);
+    if (busy) throw new Error(`queue engine snapshot with ${busy.inFlight} commands in flight on SQ ${busy.id}`);
+    const shadow = this.shadow;
+    return {
+      version: QUEUE_ENGINE_STATE_VERSION,
+      active: this.active,
+      ioQueuesCreated: this.ioQueuesCreated,
+      failedCompletions: this.failedCompletions,
+      invalidDoorbellWrites: this.invalidDoorbellWrites,
+      roundRobin: this.roundRobin,
+      consumedDoorbells: toBase64(new Uint8Array(this.consumedDoorbells.buffer)),
+      ...(this.doorbellsShared ? {} : { doorbells: toBase64(new Uint8Array(this.doorbells.buffer, this.doorbells.byteOffset, this.consumedDoorbells.length * 4)) }),
+      completionQueues: this.completionList.map((cq) => ({
+        id: cq.id,
+        iova: cq.memory.iova,
+        size: cq.size,
+        vector: cq.vector,
+        interruptsEnabled: cq.interruptsEnabled,
+        head: cq.head,
+        tail: cq.tail,
+        phase: cq.phase,
+        reserved: cq.reserved,
+        lastShadow: cq.lastShadow,
+      })),
+      submissionQueues: this.submissionList.map((sq) => ({
+        id: sq.id,
+        iova: sq.memory.iova,
+        size: sq.size,
+        cqid: sq.cq.id,
+        priority: sq.priority,
+        head: sq.head,
+        tail: sq.tail,
+        lastShadow: sq.lastShadow,
+        ...(sq.deleteCommandId !== undefined ? { deleteCommandId: sq.deleteCommandId } : {}),
+      })),
+      ...(shadow ? { shadow: { shadowIova: shadow.shadow.iova, eventIndexIova: shadow.eventIndex.iova } } : {}),
+    };
+  }
+
+  /**
+   * Takes on a predecessor's queues, on an engine with none. Touches no guest memory and, in polled mode, not the
+   * shared doorbell page either (the guest may be writing it, and the predecessor may still resume).
+   */
+  restore(state: QueueEngineState): void {
+    checkSnapshotVersion(state, 'NVMe queue engine', QUEUE_ENGINE_STATE_VERSION);
+    if (this.submissionList.length > 0 || this.completionList.length > 0) throw new Error('queue engine restore over live queues');
+    const consumed = fromBase64(state.consumedDoorbells, 'consumed doorbells', this.consumedDoorbells.length * 4);
+    const queues = this.submissionQueues.length;
+    const checkQueue = (kind: string, queue: { id: number; size: number; iova: number }): void => {
+      if (!Number.isInteger(queue.id) || queue.id < 0 || queue.id >= queues) {
+        throw new Error(`snapshot: ${kind} queue ${queue.id} is beyond this controller's ${queues - 1} I/O queues`);
+      }
+      if (!Number.isInteger(queue.size) || queue.size < 2 || !Number.isSafeInteger(queue.iova)) {
+        throw new Error(`snapshot: ${kind} queue ${queue.id} is malformed`);
+      }
+    };
+    for (const saved of state.completionQueues) {
+      checkQueue('completion', saved);
+      const cq = new CompletionQueue(saved.id, saved.iova, saved.size, saved.vector, saved.interruptsEnabled);
+      if (saved.head >= saved.size || saved.tail >= saved.size) throw new Error(`snapshot: CQ ${saved.id} head/tail outside the ring`);
+      cq.head = saved.head;
+      cq.tail = saved.tail;
+      cq.phase = saved.phase & 1;
+      cq.reserved = saved.reserved;
+      cq.lastShadow = saved.lastShadow;
+      this.completionQueues[cq.id] = cq;
+      this.completionList.push(cq);
+    }
+    for (const saved of state.submissionQueues) {
+      checkQueue('submission', saved);
+      const cq = this.completionQueues[saved.cqid];
+      if (!cq) throw new Error(`snapshot: SQ ${saved.id} posts to CQ ${saved.cqid}, which does not exist`);
+      if (saved.head >= saved.size || saved.tail >= saved.size) throw new Error(`snapshot: SQ ${saved.id} head/tail outside the ring`);
+      const sq = new SubmissionQueue(saved.id, saved.iova, saved.size, cq, saved.priority);
+      sq.head = saved.head;
+      sq.tail = saved.tail;
+      sq.lastShadow = saved.lastShadow;
+      sq.deleteCommandId = saved.deleteCommandId;
+      cq.submissionQueues++;
+      this.submissionQueues[sq.id] = sq;
+      this.submissionList.push(sq);
+    }
+    if (state.shadow) this.shadow = new ShadowDoorbells(state.shadow.shadowIova, state.shadow.eventIndexIova, PAGE_SIZE);
+    this.consumedDoorbells.set(new Uint32Array(consumed.buffer, consumed.byteOffset, this.consumedDoorbells.length));
+    if (!this.doorbellsShared) {
+      if (state.doorbells === undefined) throw new Error('snapshot: the doorbell page is missing (it was shared memory; is --poll the same?)');
+      const page = fromBase64(state.doorbells, 'doorbell page', this.consumedDoorbells.length * 4);
+      this.doorbells.set(new Uint32Array(page.buffer, page.byteOffset, this.consumedDoorbells.length));
+    } else if (state.doorbells !== undefined) {
+      throw new Error('snapshot: the doorbell page was private (interrupt mode); this controller polls a shared page');
+    }
+    this.active = state.active;
+    this.ioQueuesCreated = state.ioQueuesCreated;
+    this.failedCompletions = state.failedCompletions;
+    this.invalidDoorbellWrites = state.invalidDoorbellWrites;
+    this.roundRobin = state.roundRobin;
+  }
+
   /** Controller reset: every queue and the shadow pages go; doorbells read as zero again. */
   reset(): void {
     this.submissionQueues.fill(undefined);
@@ -308,8 +457,9 @@ export class QueueEngine {
     this.doorbells[index] = value;
     if (index < this.consumedDoorbells.length) this.consumedDoorbells[index] = value;
     if (!this.active) return;
-    this.takeDoorbell(index, value);
     const qid = index >>> 1;
+    if (qid !== 0 && this.shadow && !this.resolveShadow()) return; // takeDoorbell reads the shadow entry
+    this.takeDoorbell(index, value);
     if (qid === 0 && this.shadow) {
       // Many drivers (Linux included) never update the admin queue's shadow entries; keep them in step so the
       // shadow value we read later is never staler than the MMIO write we just took.
@@ -346,17 +496,27 @@ export class QueueEngine {
     this.consumedDoorbells.set(this.doorbells.subarray(0, words));
   }
 
-  /** Acts on a new value of doorbell `index`: SQ tail (even) or CQ head (odd) of queue `index / 2`. */
+  /**
+   * Acts on a new value of doorbell `index`: SQ tail (even) or CQ head (odd) of queue `index / 2`.
+   * With shadow doorbells, an I/O queue's MMIO write only says "look at the shadow entry": the host updates the
+   * shadow entry before it writes the register, and trapped writes reach us asynchronously (vfio-user clients post
+   * them without waiting), so the MMIO value can be older than a shadow value already acted on. Taking it would move
+   * the tail behind the head (a ring's worth of stale entries fetched) or the head backwards.
+   */
   private takeDoorbell(index: number, value: number): void {
     const qid = index >>> 1;
+    const shadow = qid !== 0 ? this.shadow : undefined;
     if ((index & 1) === 1) {
       const cq = this.completionQueues[qid];
       if (!cq) return this.invalidDoorbellRegister(index, value);
-      this.applyCompletionHead(cq, value);
+      if (!shadow) this.applyCompletionHead(cq, value);
+      else if (this.resolveShadow()) this.readShadowHead(shadow, cq);
     } else {
       const sq = this.submissionQueues[qid];
       if (!sq) return this.invalidDoorbellRegister(index, value);
-      if (!sq.deleting) this.applySubmissionTail(sq, value);
+      if (sq.deleting) return;
+      if (!shadow) this.applySubmissionTail(sq, value);
+      else if (this.resolveShadow()) this.readShadowTail(shadow, sq);
     }
   }
 

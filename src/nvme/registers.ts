@@ -4,6 +4,15 @@
  * register bytes they cover and never fault. Side effects of writes live in the controller.
  */
 import { Reg } from '../spec/nvme.js';
+import { checkSnapshotVersion, fromBase64, toBase64 } from '../util/handover-fds.js';
+
+const REGISTERS_STATE_VERSION = 1;
+
+/** The register image in a live-upgrade snapshot. */
+export interface RegistersState {
+  version: number;
+  image: string;
+}
 
 /** Size of the register block; doorbells start right after it. */
 export const REGISTER_BLOCK_SIZE = 0x1000;
@@ -80,6 +89,21 @@ export class ControllerRegisters {
     this.view.setUint32(Reg.CAP, cap.low, true);
     this.view.setUint32(Reg.CAP + 4, cap.high, true);
     this.view.setUint32(Reg.VS, NVME_VERSION, true);
+  }
+
+  snapshot(): RegistersState {
+    return { version: REGISTERS_STATE_VERSION, image: toBase64(this.image) };
+  }
+
+  /** Takes on a predecessor's registers; CAP must be the one this controller reports (same options). */
+  restore(state: RegistersState): void {
+    checkSnapshotVersion(state, 'NVMe registers', REGISTERS_STATE_VERSION);
+    const image = fromBase64(state.image, 'NVMe register image', REGISTER_BLOCK_SIZE);
+    const theirs = new DataView(image.buffer, image.byteOffset, image.byteLength);
+    if (theirs.getUint32(Reg.CAP, true) !== this.get32(Reg.CAP) || theirs.getUint32(Reg.CAP + 4, true) !== this.get32(Reg.CAP + 4)) {
+      throw new Error('snapshot: NVMe CAP differs (the queue entry limit must stay the same across an upgrade)');
+    }
+    this.image.set(image);
   }
 
   /** Back to power-on values: everything but CAP and VS is zero. */

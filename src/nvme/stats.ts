@@ -1,4 +1,5 @@
 /** Controller statistics: command counts and a latency histogram cheap enough to update on every I/O. */
+import type { ScratchStats } from './scratch.js';
 
 /** Bucket i counts latencies in [2^i, 2^(i+1)) microseconds; bucket 0 also holds everything below 1 us. */
 export const LATENCY_BUCKETS = 32;
@@ -74,4 +75,6 @@ export interface NvmeControllerStats {
   unsafeShutdowns: number;
   /** I/O command latency. */
   latency: LatencySnapshot;
+  /** The scratch memory budget (src/nvme/scratch.ts) and its use. */
+  scratch: ScratchStats;
 }

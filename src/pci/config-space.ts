@@ -140,6 +140,11 @@ export class ConfigSpace {
     return this.writableBits.getUint32(offset, true);
   }
 
+  /** Bits of the dword at `offset` that the device sets and the guest clears by writing 1. */
+  writeOneToClearMask32(offset: number): number {
+    return this.clearBits.getUint32(offset, true);
+  }
+
   /**
    * A guest write of the bytes selected by `byteEnables` (0xff per byte) within the dword at `dwordOffset`:
    * read/write bits take the written value, write-1-to-clear bits clear where 1 was written, read-only bits stay.

@@ -2,6 +2,9 @@
  * One emulated PCI Express endpoint function: config space, BARs, MSI-X and INTx, exposed as vfio regions and
  * vfio IRQ indexes (numbering as in Linux vfio.h). It knows nothing of sockets or NVMe: the integrator supplies
  * BAR handlers and calls `signal()` to raise interrupts; the vfio-user layer forwards region accesses and SET_IRQS.
+ *
+ * Size: config space dispatch, BARs, MSI-X and INTx wiring and their live-upgrade snapshot are one state
+ * machine over one config space; msix.ts, config-space.ts and capabilities.ts already hold the separable parts.
  */
 import { readlinkSync } from 'node:fs';
 import { native, POLL_READABLE, type FdWatcher } from '../native/index.js';
@@ -38,7 +41,22 @@ import {
   PmRegister,
   installStandardCapabilities,
 } from './capabilities.js';
-import { MsixVectors, closeQuietly } from './msix.js';
+import { MsixVectors, closeQuietly, type MsixState } from './msix.js';
+import { checkSnapshotVersion, fromBase64, toBase64, type FdCollector, type FdSource } from '../util/handover-fds.js';
+
+/** The newest PCI function snapshot format this build writes and reads. */
+const PCI_STATE_VERSION = 1;
+
+/**
+ * A PCI function in a live-upgrade snapshot (docs/restart.md): config space as the guest left it (command register,
+ * BAR addresses, capability registers), MSI-X and INTx. fds are indexes into the snapshot's fds.
+ */
+export interface PciFunctionState {
+  version: number;
+  config: string;
+  msix: MsixState;
+  intx: { fd: number; resampleFd: number; masked: boolean; pending: boolean; clientUnmasks: boolean };
+}
 
 export interface BarDefinition {
   /** 0..5 */
@@ -354,6 +372,70 @@ export class PciFunction {
     this.config.restorePowerOnValues();
     this.msix.reset();
     this.intxPending = false;
+  }
+
+  // ---- live upgrade ----
+
+  /** Stops watching the INTx resample eventfd (a successor is about to take it over); `resumeWatching` undoes it. */
+  quiesce(): void {
+    this.intxResampleWatcher?.stop();
+  }
+
+  resumeWatching(): void {
+    this.intxResampleWatcher?.start(POLL_READABLE);
+  }
+
+  /** The function's state for a successor process; its eventfds are added to `fds` and stay bound here too. */
+  snapshot(fds: FdCollector): PciFunctionState {
+    return {
+      version: PCI_STATE_VERSION,
+      config: toBase64(this.config.bytes),
+      msix: this.msix.snapshot(fds),
+      intx: {
+        fd: this.intxFd >= 0 ? fds.add(this.intxFd) : -1,
+        resampleFd: this.intxResampleFd >= 0 ? fds.add(this.intxResampleFd) : -1,
+        masked: this.intxMasked,
+        pending: this.intxPending,
+        clientUnmasks: this.intxClientUnmasks,
+      },
+    };
+  }
+
+  /**
+   * Takes on a predecessor's state (a function built with the same options). Signals nothing and does not watch the
+   * resample eventfd until `resumeWatching()`: the predecessor may still resume.
+   */
+  restore(state: PciFunctionState, fds: FdSource): void {
+    checkSnapshotVersion(state, 'PCI function state', PCI_STATE_VERSION);
+    const config = fromBase64(state.config, 'config space', CONFIG_SPACE_SIZE);
+    // The read-only parts (ids, class, capability layout) must be the ones this build presents: the guest has them.
+    const mismatch = this.readOnlyMismatch(config);
+    if (mismatch !== undefined) {
+      throw new Error(`snapshot: config space differs from this function's at 0x${mismatch.toString(16)} (a read-only register)`);
+    }
+    this.msix.restore(state.msix, fds);
+    this.config.bytes.set(config);
+    const intx = state.intx;
+    this.intxFd = intx.fd === -1 ? -1 : fds.take(intx.fd);
+    this.intxMasked = intx.masked === true;
+    this.intxPending = intx.pending === true;
+    this.intxClientUnmasks = intx.clientUnmasks === true;
+    if (intx.resampleFd !== -1) {
+      const fd = fds.take(intx.resampleFd);
+      this.intxResampleFd = fd;
+      this.intxResampleWatcher = native.createWatcher(fd, this.onIntxResample);
+    }
+  }
+
+  /** The first dword offset where `config` differs from ours in a bit the guest cannot write, if any. */
+  private readOnlyMismatch(config: Uint8Array): number | undefined {
+    const theirs = new DataView(config.buffer, config.byteOffset, config.byteLength);
+    for (let offset = 0; offset < CONFIG_SPACE_SIZE; offset += 4) {
+      // Write-1-to-clear status bits are the device's to set; they may differ.
+      const fixed = ~(this.config.writableMask32(offset) | this.config.writeOneToClearMask32(offset)) >>> 0;
+      if (((this.config.read32(offset) ^ theirs.getUint32(offset, true)) & fixed) >>> 0 !== 0) return offset;
+    }
+    return undefined;
   }
 
   /** Closes every eventfd this function owns (the client went away) and forgets per-client interrupt state. */

@@ -15,6 +15,7 @@
 import { native } from '../native/index.js';
 import type { Logger } from '../util/log.js';
 import { Errno } from '../spec/vfio.js';
+import { fromBase64, toBase64, type FdCollector, type FdSource } from '../util/handover-fds.js';
 import { PciAccessError } from './config-space.js';
 
 export const MSIX_ENTRY_SIZE = 16;
@@ -56,6 +57,18 @@ export function msixLayout(vectors: number): MsixLayout {
   let barSize = PAGE_SIZE;
   while (barSize < pbaOffset + pbaSize) barSize *= 2;
   return { vectors, tableOffset: 0, tableSize, pbaOffset, pbaSize, barSize };
+}
+
+/** MSI-X in a live-upgrade snapshot; `eventfds` holds snapshot fd indexes (-1: none bound). */
+export interface MsixState {
+  vectors: number;
+  table: string;
+  pendingBits: string;
+  eventfds: number[];
+  irqMasked: string;
+  enabled: boolean;
+  functionMasked: boolean;
+  tableInUse: boolean;
 }
 
 /** The MSI-X state of one function: table, PBA, per-vector masks and eventfds. */
@@ -249,6 +262,41 @@ export class MsixVectors {
     this.pendingBits.fill(0);
     this.enabled = false;
     this.functionMasked = false;
+  }
+
+  /** Everything about the vectors, for a successor process; the eventfds are added to `fds` (and stay ours too). */
+  snapshot(fds: FdCollector): MsixState {
+    return {
+      vectors: this.layout.vectors,
+      table: toBase64(this.table),
+      pendingBits: toBase64(this.pendingBits),
+      eventfds: Array.from(this.eventfds, (fd) => (fd >= 0 ? fds.add(fd) : -1)),
+      irqMasked: toBase64(this.irqMasked),
+      enabled: this.enabled,
+      functionMasked: this.functionMasked,
+      tableInUse: this.tableInUse,
+    };
+  }
+
+  /** Takes on a predecessor's vectors (same vector count); delivers nothing (pending bits stay pending). */
+  restore(state: MsixState, fds: FdSource): void {
+    if (state.vectors !== this.layout.vectors) {
+      throw new Error(`snapshot: MSI-X with ${state.vectors} vectors, this function has ${this.layout.vectors}`);
+    }
+    const table = fromBase64(state.table, 'MSI-X table', this.table.length);
+    const pendingBits = fromBase64(state.pendingBits, 'MSI-X PBA', this.pendingBits.length);
+    const irqMasked = fromBase64(state.irqMasked, 'MSI-X masks', this.irqMasked.length);
+    if (!Array.isArray(state.eventfds) || state.eventfds.length !== this.eventfds.length) {
+      throw new Error('snapshot: MSI-X eventfds do not match the vector count');
+    }
+    const eventfds = state.eventfds.map((index) => (index === -1 ? -1 : fds.take(index)));
+    this.table.set(table);
+    this.pendingBits.set(pendingBits);
+    this.irqMasked.set(irqMasked);
+    this.eventfds.set(eventfds);
+    this.enabled = state.enabled === true;
+    this.functionMasked = state.functionMasked === true;
+    this.tableInUse = state.tableInUse === true;
   }
 
   /** Client gone: close every eventfd and forget what we learned about the client. */

@@ -18,6 +18,11 @@ export interface ControllerConfig {
   maxQueueEntries: number;
   /** Maximum data transfer size as log2 of 4 KiB pages. */
   mdtsPages: number;
+  /**
+   * How long a reset, disconnect or DMA_UNMAP waits for I/O in flight before giving up what the backend can let go
+   * of (default 5000 ms; docs/serve.md "Limits").
+   */
+  ioAbandonMs?: number;
   /** Where identity (serial, NQN, namespace ids) is persisted; default: next to the first file namespace. */
   identityPath?: string;
   /** Identity values that override the persisted/generated ones. */

@@ -2,15 +2,21 @@
  * Runs one emulated NVMe controller: opens its namespaces, loads its persisted identity, builds the NVMe PCI device
  * and serves it on its vfio-user socket. Runs on whatever thread calls it; `vfiod serve` calls it inside a worker
  * thread per controller (src/serve/worker.ts) so controllers scale across cores and cannot stall one another.
+ *
+ * Live upgrade (docs/restart.md): a running controller can be quiesced and snapshotted for a successor process
+ * (`quiesce`, `snapshot`, then `release` or `resume`), and a successor builds its controller from such a snapshot
+ * (`prepareTakeOver`, `adopt`, `start`) instead of listening afresh.
  */
 import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { GuestMemory } from '../memory/guest-memory.js';
 import type { Namespace, NamespaceIds } from '../namespace/namespace.js';
+import { MemoryNamespace } from '../namespace/memory.js';
 import { openNamespace, parseNamespaceUri } from '../namespace/uri.js';
 import { defaultIdentityPath, loadOrCreateIdentity } from './identity-store.js';
-import { VfioUserServer } from '../vfio-user/server.js';
+import { VfioUserServer, type VfioUserServerState } from '../vfio-user/server.js';
 import { Logger, rootLogger } from '../util/log.js';
+import { checkSnapshotVersion, type FdCollector, type FdSource } from '../util/handover-fds.js';
 import type { ControllerConfig } from './config.js';
 import { NvmePciDevice } from './nvme-pci-device.js';
 import type { ControllerIdentity } from '../nvme/identity.js';
@@ -24,71 +30,262 @@ export interface RunningController {
   readonly namespaces: readonly Namespace[];
   /** Stops serving: disconnects the client, flushes and closes the namespaces, removes the socket. */
   close(): Promise<void>;
+  /** Live upgrade: stops reading the client and fetching commands, waits for in-flight I/O (see VfioUserServer). */
+  quiesce(): Promise<void>;
+  /** Undoes `quiesce`: the upgrade failed, serve on. */
+  resume(): void;
+  /** The controller's state for a successor, its fds added to `fds`; only while quiesced. */
+  snapshot(fds: FdCollector): ControllerHandoverState;
+  /**
+   * The successor has taken over: flushes and closes the namespaces and nothing else (the socket file, the client
+   * connection, the eventfds and guest memory now belong to the successor).
+   */
+  release(): Promise<void>;
+  /** A controller built by `adopt`: the upgrade is committed, start serving. */
+  start(): void;
+}
+
+const HANDOVER_STATE_VERSION = 1;
+
+/** One controller in a live-upgrade snapshot: what the guest has seen of it, and its server's state. */
+export interface ControllerHandoverState {
+  version: number;
+  socketPath: string;
+  /** Settings the guest has seen the effects of; the successor must be configured the same. */
+  settings: Pick<ControllerConfig, 'doorbellMode' | 'msixVectors' | 'maxIoQueuePairs' | 'maxQueueEntries' | 'mdtsPages' | 'pci'>;
+  identity: ControllerIdentity;
+  identityPath?: string;
+  namespaces: Array<{ uri: string; ids: NamespaceIds; blockSize: number; blockCount: number }>;
+  server: VfioUserServerState;
 }
 
 export async function startController(config: ControllerConfig, parentLogger?: Logger): Promise<RunningController> {
   const logger = (parentLogger ?? rootLogger).child({ component: 'controller', socket: config.socketPath });
-  const namespaces: Namespace[] = [];
+  const namespaces = await openNamespaces(config, logger);
   try {
-    // The default namespace lives next to the socket, so the socket's directory must exist before it is opened.
-    await mkdir(path.dirname(path.resolve(config.socketPath)), { recursive: true, mode: 0o755 });
     const specs = config.namespaces.map((uri) => parseNamespaceUri(uri));
-    for (const spec of specs) namespaces.push(await openNamespace(spec, logger));
-
     const identityPath = config.identityPath ?? defaultIdentityPath(specs);
     const stored = await loadOrCreateIdentity(identityPath, {
       controller: config.identity,
       namespaceUris: config.namespaces,
     });
-    const withIds: Array<{ namespace: Namespace; ids: NamespaceIds }> = namespaces.map((namespace, index) => ({
-      namespace,
-      ids: stored.namespaces[index]!,
-    }));
-
-    const memory = new GuestMemory();
-    const device = new NvmePciDevice({ config, memory, namespaces: withIds, identity: stored.controller, logger });
-    const server = new VfioUserServer({
-      socketPath: config.socketPath,
-      socketMode: config.socketMode,
-      device,
-      memory,
-      logger,
-    });
-    server.on('connect', (client: number) => (device.client = client));
-    server.on('disconnect', () => (device.client = undefined));
+    const ids = stored.namespaces.map((entry): NamespaceIds => ({ nguid: entry.nguid, eui64: entry.eui64, uuid: entry.uuid }));
+    const { device, server } = build(config, namespaces, ids, stored.controller, logger);
     try {
       await server.listen();
     } catch (error) {
       device.close();
       throw error;
     }
-    logger.info('listening', {
-      doorbellMode: config.doorbellMode,
-      namespaces: namespaces.map((namespace, index) => ({
-        nsid: index + 1,
-        backend: namespace.description,
-        blockSize: namespace.blockSize,
-        blocks: namespace.blockCount,
-      })),
-      serialNumber: stored.controller.serialNumber,
-      subsystemNqn: stored.controller.subsystemNqn,
-      identityPath,
-    });
-
-    let closing: Promise<void> | undefined;
-    const close = (): Promise<void> =>
-      (closing ??= (async () => {
-        await server.close();
-        await device.controller.flush().catch((error: unknown) => logger.error('flush failed', { error }));
-        device.close();
-        await closeAll(namespaces, logger);
-        logger.info('stopped');
-      })());
-    return { config, device, server, identity: stored.controller, namespaces, close };
+    logListening(logger, config, namespaces, stored.controller, identityPath);
+    return running(config, namespaces, ids, stored.controller, identityPath, device, server, logger);
   } catch (error) {
     await closeAll(namespaces, logger);
     throw error;
   }
+}
+
+/** A successor's controller before the hand-over: namespaces open, waiting for the predecessor's snapshot. */
+export interface PendingTakeOver {
+  readonly config: ControllerConfig;
+  /**
+   * Builds the controller from the predecessor's snapshot, without acting yet (`start` does, once the upgrade is
+   * committed). Throws when this controller cannot take the snapshot on (different settings or namespaces).
+   */
+  adopt(state: ControllerHandoverState, fds: FdSource): RunningController;
+  /** The hand-over did not happen: closes the namespaces. */
+  abandon(): Promise<void>;
+}
+
+/**
+ * Successor side, step 1, done before the predecessor quiesces (so the guest's pause stays short): opens the
+ * namespaces as configured.
+ */
+export async function prepareTakeOver(config: ControllerConfig, parentLogger?: Logger): Promise<PendingTakeOver> {
+  const logger = (parentLogger ?? rootLogger).child({ component: 'controller', socket: config.socketPath });
+  const namespaces = await openNamespaces(config, logger);
+  return {
+    config,
+    adopt: (state, fds) => adopt(config, namespaces, state, fds, logger),
+    abandon: () => closeAll(namespaces, logger),
+  };
+}
+
+function adopt(
+  config: ControllerConfig,
+  namespaces: Namespace[],
+  state: ControllerHandoverState,
+  fds: FdSource,
+  logger: Logger,
+): RunningController {
+  checkSnapshotVersion(state, 'controller hand-over state', HANDOVER_STATE_VERSION);
+  if (path.resolve(state.socketPath) !== path.resolve(config.socketPath)) {
+    throw new Error(`the snapshot is of the controller on ${state.socketPath}, not ${config.socketPath}`);
+  }
+  for (const key of ['doorbellMode', 'msixVectors', 'maxIoQueuePairs', 'maxQueueEntries', 'mdtsPages'] as const) {
+    if (state.settings[key] !== config[key]) {
+      throw new Error(`${key} is ${String(config[key])} here but ${String(state.settings[key])} in the running controller; it must stay the same`);
+    }
+  }
+  if (JSON.stringify(state.settings.pci) !== JSON.stringify(config.pci)) throw new Error('the PCI ids differ from the running controller');
+  if (state.namespaces.length !== namespaces.length) {
+    throw new Error(`${namespaces.length} namespaces configured, the running controller has ${state.namespaces.length}`);
+  }
+  state.namespaces.forEach((saved, index) => {
+    const namespace = namespaces[index]!;
+    if (namespace.blockSize !== saved.blockSize || namespace.blockCount !== saved.blockCount) {
+      throw new Error(
+        `namespace ${index + 1} (${namespace.description}) has ${namespace.blockCount} blocks of ${namespace.blockSize} bytes; ` +
+          `the guest knows it as ${saved.blockCount} blocks of ${saved.blockSize} bytes`,
+      );
+    }
+  });
+  // The guest keeps seeing the identity it has (a memory-only controller's is not persisted anywhere else).
+  const ids = state.namespaces.map((saved) => saved.ids);
+  const bar0Fd = NvmePciDevice.bar0FdOf((state.server as { device?: unknown } | undefined)?.device, fds);
+  const { device, server } = build(config, namespaces, ids, state.identity, logger, bar0Fd);
+  server.adopt(state.server, fds);
+  logger.info('controller state taken over', {
+    doorbellMode: config.doorbellMode,
+    client: state.server.session !== undefined,
+    dmaMappings: state.server.session?.dma.length ?? 0,
+  });
+  return running(config, namespaces, ids, state.identity, state.identityPath, device, server, logger);
+}
+
+async function openNamespaces(config: ControllerConfig, logger: Logger): Promise<Namespace[]> {
+  const namespaces: Namespace[] = [];
+  try {
+    // The default namespace lives next to the socket, so the socket's directory must exist before it is opened.
+    await mkdir(path.dirname(path.resolve(config.socketPath)), { recursive: true, mode: 0o755 });
+    for (const uri of config.namespaces) namespaces.push(await openNamespace(parseNamespaceUri(uri), logger));
+    return namespaces;
+  } catch (error) {
+    await closeAll(namespaces, logger);
+    throw error;
+  }
+}
+
+function build(
+  config: ControllerConfig,
+  namespaces: Namespace[],
+  ids: NamespaceIds[],
+  identity: ControllerIdentity,
+  logger: Logger,
+  bar0Fd?: number,
+): { device: NvmePciDevice; server: VfioUserServer } {
+  const withIds = namespaces.map((namespace, index) => ({ namespace, ids: ids[index]! }));
+  const memory = new GuestMemory();
+  const device = new NvmePciDevice({
+    config,
+    memory,
+    namespaces: withIds,
+    identity,
+    logger,
+    ...(bar0Fd !== undefined ? { bar0Fd } : {}),
+  });
+  const server = new VfioUserServer({
+    socketPath: config.socketPath,
+    socketMode: config.socketMode,
+    device,
+    memory,
+    logger,
+  });
+  // The device names its client in fault reports (e.g. guest memory it lost).
+  server.on('connect', (client: number) => (device.client = client));
+  server.on('disconnect', () => (device.client = undefined));
+  return { device, server };
+}
+
+function logListening(
+  logger: Logger,
+  config: ControllerConfig,
+  namespaces: readonly Namespace[],
+  identity: ControllerIdentity,
+  identityPath: string | undefined,
+): void {
+  logger.info('listening', {
+    doorbellMode: config.doorbellMode,
+    namespaces: namespaces.map((namespace, index) => ({
+      nsid: index + 1,
+      backend: namespace.description,
+      blockSize: namespace.blockSize,
+      blocks: namespace.blockCount,
+    })),
+    serialNumber: identity.serialNumber,
+    subsystemNqn: identity.subsystemNqn,
+    identityPath,
+  });
+}
+
+function running(
+  config: ControllerConfig,
+  namespaces: Namespace[],
+  ids: NamespaceIds[],
+  identity: ControllerIdentity,
+  identityPath: string | undefined,
+  device: NvmePciDevice,
+  server: VfioUserServer,
+  logger: Logger,
+): RunningController {
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closing ??= (async () => {
+      await server.close();
+      await device.controller.flush().catch((error: unknown) => logger.error('flush failed', { error }));
+      device.close();
+      await closeAll(namespaces, logger);
+      logger.info('stopped');
+    })());
+  const release = (): Promise<void> =>
+    (closing ??= (async () => {
+      await device.controller.flush().catch((error: unknown) => logger.error('flush failed', { error }));
+      await closeAll(namespaces, logger);
+      logger.info('handed over to the successor');
+    })());
+  const memoryOnly = namespaces.filter((namespace) => namespace instanceof MemoryNamespace);
+  return {
+    config,
+    device,
+    server,
+    identity,
+    namespaces,
+    close,
+    release,
+    quiesce: async () => {
+      // Their contents live in this process only; a successor would present an empty disk.
+      if (memoryOnly.length > 0) {
+        throw new Error(`memory namespaces (${memoryOnly.map((namespace) => namespace.description).join(', ')}) cannot be handed over`);
+      }
+      await server.quiesce();
+    },
+    resume: () => server.resume(),
+    start: () => {
+      server.start();
+      logListening(logger, config, namespaces, identity, identityPath);
+    },
+    snapshot: (fds) => ({
+      version: HANDOVER_STATE_VERSION,
+      socketPath: path.resolve(config.socketPath),
+      settings: {
+        doorbellMode: config.doorbellMode,
+        msixVectors: config.msixVectors,
+        maxIoQueuePairs: config.maxIoQueuePairs,
+        maxQueueEntries: config.maxQueueEntries,
+        mdtsPages: config.mdtsPages,
+        pci: config.pci,
+      },
+      identity,
+      ...(identityPath !== undefined ? { identityPath } : {}),
+      namespaces: namespaces.map((namespace, index) => ({
+        uri: config.namespaces[index]!,
+        ids: ids[index]!,
+        blockSize: namespace.blockSize,
+        blockCount: namespace.blockCount,
+      })),
+      server: server.snapshot(fds),
+    }),
+  };
 }
 
 async function closeAll(namespaces: Namespace[], logger: Logger): Promise<void> {

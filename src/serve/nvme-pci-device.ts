@@ -10,10 +10,12 @@ import { performance } from 'node:perf_hooks';
 import { native, PROT_READ, PROT_WRITE, type DoorbellPoller } from '../native/index.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import type { Namespace, NamespaceIds } from '../namespace/namespace.js';
-import { NvmeController } from '../nvme/controller.js';
+import { NvmeController, type NvmeControllerState } from '../nvme/controller.js';
 import type { ControllerIdentity } from '../nvme/identity.js';
 import { PciFunction, PciAccessError } from '../pci/index.js';
 import { DeviceFlag, IrqFlag, IrqIndex, RegionFlag } from '../spec/vfio.js';
+import type { PciFunctionState } from '../pci/function.js';
+import { checkSnapshotVersion, type FdCollector, type FdSource } from '../util/handover-fds.js';
 import {
   VfioUserError,
   type IrqInfo,
@@ -45,12 +47,29 @@ const POLLER_OPTIONS = { spinMicros: 0, maxSleepMicros: 50, idleAfterMicros: 100
  */
 const MEMORY_CHECK_INTERVAL_MS = 500;
 
+const DEVICE_STATE_VERSION = 1;
+
+/** The device in a live-upgrade snapshot (opaque to the vfio-user layer); fds are snapshot indexes. */
+export interface NvmePciDeviceState {
+  version: number;
+  doorbellMode: 'interrupt' | 'polled';
+  /** Polled mode: the memfd behind BAR0 whose doorbell page the guest writes. */
+  bar0Fd?: number;
+  pci: PciFunctionState;
+  nvme: NvmeControllerState;
+}
+
 export interface NvmePciDeviceOptions {
   config: ControllerConfig;
   memory: GuestMemory;
   namespaces: Array<{ namespace: Namespace; ids: NamespaceIds }>;
   identity: ControllerIdentity;
   logger?: Logger;
+  /**
+   * Polled mode in a live-upgrade successor: the predecessor's BAR0 memfd (the guest has its doorbell page mapped),
+   * instead of a new one. See `NvmePciDevice.bar0FdOf`.
+   */
+  bar0Fd?: number;
 }
 
 export class NvmePciDevice implements VfioUserDevice {
@@ -70,6 +89,7 @@ export class NvmePciDevice implements VfioUserDevice {
   /** A DMA mapping of this client lost pages; the controller fails again after every reset while it is mapped. */
   private memoryLost = false;
   private readonly memoryCheckTimer: NodeJS.Timeout;
+  private unmapTimer: NodeJS.Timeout | undefined;
   /** Polled mode only: the memfd behind BAR0, its mapped doorbell page, and the poller watching it. */
   private readonly doorbellFd: number | undefined;
   private readonly doorbellPage: ArrayBuffer | undefined;
@@ -83,7 +103,7 @@ export class NvmePciDevice implements VfioUserDevice {
     let doorbells: Uint32Array;
     if (config.doorbellMode === 'polled') {
       // Sealed: the client gets this fd and must not be able to shrink it under our mapping (SIGBUS).
-      this.doorbellFd = native.memfdCreate('vfiod-bar0', BAR0_SIZE, true);
+      this.doorbellFd = options.bar0Fd ?? native.memfdCreate('vfiod-bar0', BAR0_SIZE, true);
       this.doorbellPage = native.mmap(this.doorbellFd, DOORBELL_OFFSET, DOORBELL_PAGE_SIZE, PROT_READ | PROT_WRITE);
       doorbells = new Uint32Array(this.doorbellPage);
     } else {
@@ -127,8 +147,19 @@ export class NvmePciDevice implements VfioUserDevice {
       maxIoQueuePairs: config.maxIoQueuePairs,
       maxQueueEntries: config.maxQueueEntries,
       mdtsPages: config.mdtsPages,
+      ...(config.ioAbandonMs !== undefined ? { ioAbandonMs: config.ioAbandonMs } : {}),
       logger: this.logger,
     });
+    // A DMA_UNMAP waiting for I/O in flight: after ioAbandonMs the controller gives up what it can, so the unmap is
+    // answered in bounded time whatever the backend does (a silent NVMe/TCP target).
+    this.memory.onPinnedRemoval = () => {
+      if (this.unmapTimer !== undefined) return;
+      this.unmapTimer = setTimeout(() => {
+        this.unmapTimer = undefined;
+        this.controller.giveUpIoInRemovedMemory();
+      }, this.controller.ioAbandonMs);
+      this.unmapTimer.unref();
+    };
 
     this.regions = this.pci.regions.map((region): RegionInfo => {
       let flags = (region.readable ? RegionFlag.READ : 0) | (region.writable ? RegionFlag.WRITE : 0);
@@ -141,8 +172,68 @@ export class NvmePciDevice implements VfioUserDevice {
       return { count, flags: IrqFlag.EVENTFD | IrqFlag.NORESIZE };
     });
 
-    if (this.doorbellPage) this.startPoller(this.doorbellPage, config.maxIoQueuePairs);
+    this.doorbellMode = config.doorbellMode;
+    this.maxIoQueuePairs = config.maxIoQueuePairs;
+    // A successor's device (bar0Fd given) starts its poller only when the upgrade is committed (start()).
+    if (this.doorbellPage && options.bar0Fd === undefined) this.startPoller(this.doorbellPage, config.maxIoQueuePairs);
     this.memoryCheckTimer = setInterval(() => this.checkGuestMemory(), MEMORY_CHECK_INTERVAL_MS).unref();
+  }
+
+  private readonly doorbellMode: 'interrupt' | 'polled';
+  private readonly maxIoQueuePairs: number;
+  private quiesced = false;
+
+  /** The BAR0 memfd a snapshot names (polled mode), to build the successor's device with (`bar0Fd`). */
+  static bar0FdOf(state: unknown, fds: FdSource): number | undefined {
+    const index = (state as Partial<NvmePciDeviceState> | undefined)?.bar0Fd;
+    return index === undefined ? undefined : fds.take(index);
+  }
+
+  // ---- live upgrade (VfioUserDevice) ----
+
+  async quiesce(): Promise<void> {
+    this.quiesced = true;
+    // No more doorbell wake-ups: the guest's doorbell writes wait in the shared page for whoever serves next.
+    this.poller?.stop();
+    this.pci.quiesce();
+    await this.controller.quiesce();
+  }
+
+  resume(): void {
+    if (!this.quiesced) return;
+    this.quiesced = false;
+    this.pci.resumeWatching();
+    this.controller.resume();
+    this.poller?.start();
+  }
+
+  snapshot(fds: FdCollector): NvmePciDeviceState {
+    return {
+      version: DEVICE_STATE_VERSION,
+      doorbellMode: this.doorbellMode,
+      ...(this.doorbellFd !== undefined ? { bar0Fd: fds.add(this.doorbellFd) } : {}),
+      pci: this.pci.snapshot(fds),
+      nvme: this.controller.snapshot(),
+    };
+  }
+
+  restore(state: unknown, fds: FdSource): void {
+    const saved = state as NvmePciDeviceState;
+    checkSnapshotVersion(saved, 'NVMe PCI device state', DEVICE_STATE_VERSION);
+    if (saved.doorbellMode !== this.doorbellMode) {
+      throw new Error(`snapshot: the controller ran with ${saved.doorbellMode} doorbells, this one is configured for ${this.doorbellMode} (--poll must stay the same)`);
+    }
+    if (saved.bar0Fd !== undefined && fds.take(saved.bar0Fd) !== this.doorbellFd) {
+      throw new Error('snapshot: the device was not built on the snapshot\'s BAR0 memfd');
+    }
+    this.pci.restore(saved.pci, fds);
+    this.controller.restore(saved.nvme);
+    this.quiesced = true;
+  }
+
+  start(): void {
+    if (this.doorbellPage && !this.poller) this.startPoller(this.doorbellPage, this.maxIoQueuePairs);
+    this.resume();
   }
 
   // regionRead / regionWrite translate errors inline rather than through translateErrors: they run for every
@@ -189,6 +280,8 @@ export class NvmePciDevice implements VfioUserDevice {
   /** Stops the poller and releases the doorbell memory; the device is unusable afterwards. */
   close(): void {
     clearInterval(this.memoryCheckTimer);
+    clearTimeout(this.unmapTimer);
+    this.memory.onPinnedRemoval = undefined;
     this.poller?.close();
     this.poller = undefined;
     if (this.doorbellPage && native.isMapped(this.doorbellPage)) native.munmap(this.doorbellPage);
@@ -219,6 +312,7 @@ export class NvmePciDevice implements VfioUserDevice {
   private lastDoorbellAt = 0;
 
   private readonly onDoorbellWake = (): void => {
+    if (this.quiesced) return;
     if (this.spinning) {
       // A wake-up sent just before the pause took effect: the slices already poll.
       this.pollOnce();
@@ -232,8 +326,10 @@ export class NvmePciDevice implements VfioUserDevice {
 
   private readonly spin = (): void => {
     const poller = this.poller;
-    if (poller === undefined) {
+    if (poller === undefined || this.quiesced) {
       this.spinning = false;
+      // Hand the page back (a pause survives stop/start): a live upgrade that fails resumes a poller that watches.
+      poller?.resume();
       return;
     }
     const controller = this.controller;

@@ -25,6 +25,11 @@ const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const STATE_FILE = 'controllers.json';
 /** A controller that is not listening by then is stopped and reported (a hung backend must not hold its id forever). */
 const DEFAULT_START_TIMEOUT_MS = 60_000;
+/**
+ * Controllers one daemon runs at most, by default. Each costs a worker thread and about 12-13 MiB of memory (a V8
+ * isolate and its heap) before any guest I/O, so without a limit a client of the API could exhaust the host.
+ */
+export const DEFAULT_MAX_CONTROLLERS = 128;
 
 /** What a CreateController request carries (ControllerSpec with proto3 defaults: 0 / '' = not given). */
 export interface ControllerSpecInput {
@@ -82,6 +87,8 @@ export interface ControllerRegistryOptions {
   startTimeoutMs?: number;
   /** RAM that memory namespaces may use in total (default: the host's RAM). */
   memoryLimitBytes?: number;
+  /** Most controllers at once, counting those starting, failed or being deleted (default DEFAULT_MAX_CONTROLLERS). */
+  maxControllers?: number;
 }
 
 export class ControllerRegistry {
@@ -96,6 +103,11 @@ export class ControllerRegistry {
     this.sampleIntervalMs = options.sampleIntervalMs ?? 1000;
     this.sampler = setInterval(() => void this.sample(), this.sampleIntervalMs);
     this.sampler.unref();
+  }
+
+  /** The most controllers this daemon runs at once. */
+  get maxControllers(): number {
+    return this.options.maxControllers ?? DEFAULT_MAX_CONTROLLERS;
   }
 
   private get stateFile(): string {
@@ -123,6 +135,13 @@ export class ControllerRegistry {
         failed.push({ id, error: entry.error || errorMessage(error) });
       }
     }
+    if (this.entries.size > this.maxControllers) {
+      // Lowering the limit must not take disks away from running VMs: all are restored, new ones are refused.
+      this.logger.warn('more controllers defined than --max-controllers allows; CreateController is refused until some are deleted', {
+        controllers: this.entries.size,
+        limit: this.maxControllers,
+      });
+    }
     return { started, failed };
   }
 
@@ -133,6 +152,14 @@ export class ControllerRegistry {
       throw new VfiodError('INVALID_ARGUMENT', `controller id '${String(id ?? '')}' is invalid: 1-64 of letters, digits, '_', '.', '-', starting with a letter or digit`);
     }
     if (this.entries.has(id)) throw new VfiodError('ALREADY_EXISTS', `controller ${id} already exists`);
+    const max = this.maxControllers;
+    if (this.entries.size >= max) {
+      throw new VfiodError(
+        'RESOURCE_EXHAUSTED',
+        `controller ${id}: the daemon already has ${this.entries.size} controllers, its limit (--max-controllers ${max}); delete one first`,
+        { limit: max },
+      );
+    }
     const config = this.configFrom(id, spec ?? {});
     const sameSocket = [...this.entries.values()].find((e) => path.resolve(e.config.socketPath) === path.resolve(config.socketPath));
     if (sameSocket) throw new VfiodError('ALREADY_EXISTS', `controller ${id}: socket ${config.socketPath} is already used by controller ${sameSocket.id}`);

@@ -4,14 +4,23 @@
  */
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
+import path from 'node:path';
 import { Logger, rootLogger } from '../util/log.js';
+import { HandoverListener, defaultHandoverSocket, packageVersion, takeOver } from './upgrade.js';
 import type { ControllerConfig } from './config.js';
-import type { ControllerSnapshot, MainToWorker, WorkerToMain } from './worker.js';
+import type { ControllerSnapshot, MainToWorker, WorkerData, WorkerToMain } from './worker.js';
+import type { ControllerHandoverState } from './controller.js';
+
+/** A live-upgrade request to the worker, without its request id. */
+type UpgradeRequest = DistributiveOmit<Exclude<MainToWorker, { type: 'shutdown' } | { type: 'stats' }>, 'requestId'>;
+type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
 
 const SNAPSHOT_TIMEOUT_MS = 5_000;
 
 const WORKER_URL = new URL('./worker.js', import.meta.url);
 const SHUTDOWN_TIMEOUT_MS = 15_000;
+/** After a hand-over: how long flushing the namespaces may take before this process exits regardless. */
+const RELEASE_TIMEOUT_MS = 15_000;
 const TERMINATE_TIMEOUT_MS = 3_000;
 
 export class ControllerWorker {
@@ -21,20 +30,42 @@ export class ControllerWorker {
   private nextRequestId = 1;
   private gone = false;
   private readonly snapshotWaiters = new Map<number, (snapshot: ControllerSnapshot | null) => void>();
+  private readonly replyWaiters = new Map<number, (reply: Extract<WorkerToMain, { type: 'reply' }>) => void>();
+  /** Take-over mode: resolves once the namespaces are open and the worker waits for the predecessor's state. */
+  readonly prepared: Promise<void>;
 
-  constructor(readonly config: ControllerConfig, private readonly logger: Logger) {
-    this.worker = new Worker(fileURLToPath(WORKER_URL), { workerData: config, name: `vfiod ${config.socketPath}` });
+  /** `takeOver`: the worker builds its controller from a predecessor's snapshot (docs/restart.md). */
+  constructor(readonly config: ControllerConfig, private readonly logger: Logger, takeOver = false) {
+    const workerData: WorkerData = { config, ...(takeOver ? { takeOver } : {}) };
+    this.worker = new Worker(fileURLToPath(WORKER_URL), { workerData, name: `vfiod ${config.socketPath}` });
     this.exited = new Promise((resolve) => this.worker.once('exit', resolve));
     // A worker that is gone answers no more snapshot requests.
     void this.exited.then(() => {
       this.gone = true;
       for (const resolve of this.snapshotWaiters.values()) resolve(null);
       this.snapshotWaiters.clear();
+      for (const [requestId, resolve] of this.replyWaiters) resolve({ type: 'reply', requestId, error: 'the controller worker exited' });
+      this.replyWaiters.clear();
     });
+    let prepared!: () => void;
+    let notPrepared!: (error: Error) => void;
+    this.prepared = new Promise((resolve, reject) => {
+      prepared = resolve;
+      notPrepared = reject;
+    });
+    this.prepared.catch(() => {});
     this.ready = new Promise((resolve, reject) => {
       this.worker.on('message', (message: WorkerToMain) => {
         if (message.type === 'ready') resolve();
-        if (message.type === 'failed') reject(new Error(message.message));
+        if (message.type === 'prepared') prepared();
+        if (message.type === 'failed') {
+          reject(new Error(message.message));
+          notPrepared(new Error(message.message));
+        }
+        if (message.type === 'reply') {
+          this.replyWaiters.get(message.requestId)?.(message);
+          this.replyWaiters.delete(message.requestId);
+        }
         if (message.type === 'stats') {
           this.snapshotWaiters.get(message.requestId)?.(message.snapshot);
           this.snapshotWaiters.delete(message.requestId);
@@ -43,9 +74,30 @@ export class ControllerWorker {
       this.worker.once('error', (error) => {
         this.logger.error('controller worker crashed', { socket: config.socketPath, error });
         reject(error);
+        notPrepared(error);
       });
-      void this.exited.then((code) => reject(new Error(`controller worker exited with code ${code} before it was ready`)));
+      void this.exited.then((code) => {
+        const error = new Error(`controller worker exited with code ${code} before it was ready`);
+        reject(error);
+        notPrepared(error);
+      });
     });
+    if (takeOver) this.ready.catch(() => {});
+  }
+
+  /**
+   * A live-upgrade request (see worker.ts); rejects with the worker's error. Quiesce and adopt wait for in-flight
+   * I/O or a namespace backend, so the caller bounds them with its own deadline.
+   */
+  async request(request: UpgradeRequest): Promise<{ state?: ControllerHandoverState; fds?: number[] }> {
+    if (this.gone) throw new Error('the controller worker has exited');
+    const requestId = this.nextRequestId++;
+    const reply = await new Promise<Extract<WorkerToMain, { type: 'reply' }>>((resolve) => {
+      this.replyWaiters.set(requestId, resolve);
+      this.worker.postMessage({ ...request, requestId } as MainToWorker);
+    });
+    if (reply.error !== undefined) throw new Error(reply.error);
+    return { ...(reply.state ? { state: reply.state } : {}), ...(reply.fds ? { fds: reply.fds } : {}) };
   }
 
   /**
@@ -102,12 +154,67 @@ export class ControllerWorker {
   }
 }
 
-/** Starts every controller, waits until all listen (or one fails), and stops them all on SIGTERM/SIGINT. */
-export async function serve(configs: ControllerConfig[], logger: Logger = rootLogger): Promise<number> {
+export interface ServeOptions {
+  /**
+   * Take over from a running `vfiod serve` with the same controllers through its hand-over socket instead of
+   * listening afresh (docs/restart.md).
+   */
+  takeOver?: boolean;
+  /** The hand-over socket; default: derived from the first controller's socket (defaultHandoverSocket). */
+  handoverSocket?: string;
+  /** The `vfiod serve` options as given (without --take-over and --report-to-parent): what `vfiod upgrade` reuses. */
+  argv?: string[];
+  /**
+   * Take-over mode, started by `vfiod upgrade`: send the outcome to the parent over Node's IPC channel once the
+   * take-over committed or failed (`{status: 'serving', ...}` / `{status: 'failed', error}`), then disconnect it.
+   */
+  reportToParent?: boolean;
+}
+
+/** Sends the take-over's outcome to the parent (vfiod upgrade) and lets the channel go; a parent that left is no error. */
+async function reportUpgradeStatus(report: boolean | undefined, status: Record<string, unknown>): Promise<void> {
+  if (!report || !process.send || !process.connected) return;
+  await new Promise<void>((resolve) => {
+    try {
+      process.send!(status, undefined, {}, () => resolve());
+    } catch {
+      resolve();
+    }
+  });
+  if (process.connected) process.disconnect();
+}
+
+/**
+ * Starts every controller (or takes them over from a running vfiod), waits until all serve (or one fails), listens
+ * for a successor on the hand-over socket, and stops them all on SIGTERM/SIGINT. Resolves with the exit code.
+ */
+export async function serve(configs: ControllerConfig[], logger: Logger = rootLogger, options: ServeOptions = {}): Promise<number> {
   const log = logger.child({ component: 'serve' });
-  const workers = configs.map((config) => new ControllerWorker(config, log));
+  const takeOverMode = options.takeOver === true;
+  const workers = configs.map((config) => new ControllerWorker(config, log, takeOverMode));
   let stopping: Promise<void> | undefined;
   const stopAll = (): Promise<void> => (stopping ??= Promise.all(workers.map((worker) => worker.stop())).then(() => {}));
+  const handoverSocket = path.resolve(options.handoverSocket ?? defaultHandoverSocket(configs[0]!.socketPath));
+
+  let adoptedHandoverFd: number | undefined;
+  if (takeOverMode) {
+    const prepared = await Promise.allSettled(workers.map((worker) => worker.prepared));
+    const failure = prepared.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+    try {
+      if (failure) throw new Error(String(failure.reason?.message ?? failure.reason));
+      const taken = await takeOver(handoverSocket, workers, log);
+      adoptedHandoverFd = taken.handoverFd;
+      await reportUpgradeStatus(options.reportToParent, {
+        status: 'serving', pid: process.pid, version: packageVersion(), previousVersion: taken.previousVersion, millis: taken.millis,
+      });
+    } catch (error) {
+      // The running process serves on (it resumes when we abort, fail or go away before committing).
+      log.error('take-over failed; the running vfiod keeps serving', { error: (error as Error).message });
+      await reportUpgradeStatus(options.reportToParent, { status: 'failed', pid: process.pid, error: (error as Error).message });
+      await Promise.all(workers.map((worker) => worker.abort()));
+      return 1;
+    }
+  }
 
   const results = await Promise.allSettled(workers.map((worker) => worker.ready));
   const failures = results.filter((result): result is PromiseRejectedResult => result.status === 'rejected');
@@ -119,10 +226,53 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
 
   return new Promise<number>((resolve) => {
     let signalled = false;
+    let handedOver = false;
+    let listener: HandoverListener | undefined;
+    const onHandedOver = (): void => {
+      handedOver = true;
+      // The successor serves the clients now: flush and close the namespaces, leave every socket alone, exit. A
+      // flush that hangs (an unreachable remote namespace) must not keep this process around for ever.
+      setTimeout(() => {
+        log.error('releasing the controllers takes too long; exiting anyway', { timeoutMillis: RELEASE_TIMEOUT_MS });
+        process.exit(0);
+      }, RELEASE_TIMEOUT_MS).unref();
+      void Promise.all(
+        workers.map((worker) =>
+          worker.request({ type: 'release' }).catch((error: unknown) =>
+            log.error('releasing a controller failed', { socket: worker.config.socketPath, error: (error as Error).message }),
+          ),
+        ),
+      ).then(() => {
+        log.info('exiting: the successor serves the controllers');
+        listener?.close(false);
+        process.exit(0);
+      });
+    };
+    const describe = (): { pid: number; version: string; argv?: string[]; cwd: string } => ({
+      pid: process.pid,
+      version: packageVersion(),
+      ...(options.argv ? { argv: options.argv } : {}),
+      cwd: process.cwd(),
+    });
+    if (adoptedHandoverFd !== undefined) {
+      listener = HandoverListener.adopt(handoverSocket, adoptedHandoverFd, workers, log, onHandedOver, describe);
+    } else {
+      HandoverListener.listen(handoverSocket, workers, log, onHandedOver, describe).then(
+        (created) => {
+          if (signalled) created.close(true);
+          else listener = created;
+        },
+        (error: unknown) => log.error('live upgrade unavailable: cannot listen on the hand-over socket', {
+          handoverSocket,
+          error: (error as Error).message,
+        }),
+      );
+    }
     const onSignal = (signal: NodeJS.Signals): void => {
-      if (signalled) return;
+      if (signalled || handedOver) return;
       signalled = true;
       log.info('shutting down', { signal });
+      listener?.close(true);
       void stopAll().then(() => resolve(0));
     };
     process.on('SIGTERM', onSignal);
@@ -130,7 +280,7 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
     // A worker that exits on its own (crash) is logged; the others keep serving.
     for (const worker of workers) {
       void worker.exited.then((code) => {
-        if (!signalled) log.error('controller exited unexpectedly', { socket: worker.config.socketPath, code });
+        if (!signalled && !handedOver) log.error('controller exited unexpectedly', { socket: worker.config.socketPath, code });
       });
     }
   });

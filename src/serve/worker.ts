@@ -2,20 +2,49 @@
  * Worker-thread entry: one emulated controller per worker. The main thread sends `{ type: 'shutdown' }`; the worker
  * answers `{ type: 'ready' }` once listening, `{ type: 'failed', message }` if it could not start, and
  * `{ type: 'stopped' }` after a clean shutdown.
+ *
+ * Live upgrade (docs/restart.md) adds requests the worker answers with `{ type: 'reply', requestId, ... }`:
+ * `quiesce` (quiesce and snapshot: the state and the fds it names), `resume`, `release` (the successor took over:
+ * flush and close the namespaces, touch nothing else). A worker started with `takeOver` opens its namespaces, says
+ * `prepared`, and then takes `adopt` (the predecessor's state and fd numbers, already received by this process)
+ * and `start`.
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { rootLogger } from '../util/log.js';
+import { FdCollector, FdSource } from '../util/handover-fds.js';
 import type { ControllerConfig } from './config.js';
-import { startController, type RunningController } from './controller.js';
+import {
+  prepareTakeOver,
+  startController,
+  type ControllerHandoverState,
+  type PendingTakeOver,
+  type RunningController,
+} from './controller.js';
 import type { NvmeControllerStats } from '../nvme/stats.js';
 
 export type WorkerToMain =
   | { type: 'ready' }
+  | { type: 'prepared' }
   | { type: 'failed'; message: string }
   | { type: 'stopped' }
-  | { type: 'stats'; requestId: number; snapshot: ControllerSnapshot | null };
+  | { type: 'stats'; requestId: number; snapshot: ControllerSnapshot | null }
+  | { type: 'reply'; requestId: number; error?: string; state?: ControllerHandoverState; fds?: number[] };
 /** `stats` asks for a ControllerSnapshot (the control API's GetController); `vfiod serve` never sends it. */
-export type MainToWorker = { type: 'shutdown' } | { type: 'stats'; requestId: number };
+export type MainToWorker =
+  | { type: 'shutdown' }
+  | { type: 'stats'; requestId: number }
+  | { type: 'quiesce'; requestId: number }
+  | { type: 'resume'; requestId: number }
+  | { type: 'release'; requestId: number }
+  | { type: 'adopt'; requestId: number; state: ControllerHandoverState; fds: number[] }
+  | { type: 'start'; requestId: number };
+
+/** What the worker is started with. */
+export interface WorkerData {
+  config: ControllerConfig;
+  /** Build the controller from a predecessor's snapshot (`adopt`) instead of listening. */
+  takeOver?: boolean;
+}
 
 /** What the control API reports about a running controller. */
 export interface ControllerSnapshot {
@@ -28,20 +57,78 @@ export interface ControllerSnapshot {
 const port = parentPort;
 if (!port) throw new Error('src/serve/worker.ts must run in a worker thread');
 
-const config = workerData as ControllerConfig;
+const data = workerData as WorkerData;
+const config = data.config;
 const logger = rootLogger.child({ worker: config.socketPath });
 let running: RunningController | undefined;
+let pending: PendingTakeOver | undefined;
 let shutdownRequested = false;
+let upgradeRequests: Promise<unknown> = Promise.resolve();
 
 port.on('message', (message: MainToWorker) => {
-  if (message.type === 'stats') {
-    port.postMessage({ type: 'stats', requestId: message.requestId, snapshot: running ? snapshot(running) : null } satisfies WorkerToMain);
-    return;
+  switch (message.type) {
+    case 'stats':
+      port.postMessage({ type: 'stats', requestId: message.requestId, snapshot: running ? snapshot(running) : null } satisfies WorkerToMain);
+      return;
+    case 'shutdown':
+      shutdownRequested = true;
+      void stop();
+      return;
+    default:
+      // One at a time, in order: a resume sent while a quiesce still waits for I/O must come after it.
+      upgradeRequests = upgradeRequests.then(() => handleUpgradeRequest(message)).then(
+        (reply) => port.postMessage({ type: 'reply', requestId: message.requestId, ...reply } satisfies WorkerToMain),
+        (error: unknown) =>
+          port.postMessage({ type: 'reply', requestId: message.requestId, error: messageOf(error) } satisfies WorkerToMain),
+      );
+      return;
   }
-  if (message.type !== 'shutdown') return;
-  shutdownRequested = true;
-  void stop();
 });
+
+async function handleUpgradeRequest(
+  message: Exclude<MainToWorker, { type: 'shutdown' } | { type: 'stats' }>,
+): Promise<{ state?: ControllerHandoverState; fds?: number[] }> {
+  switch (message.type) {
+    case 'quiesce': {
+      if (!running) throw new Error('the controller is not serving');
+      const controller = running;
+      try {
+        await controller.quiesce();
+        const fds = new FdCollector();
+        const state = controller.snapshot(fds);
+        return { state, fds: fds.fds };
+      } catch (error) {
+        controller.resume();
+        throw error;
+      }
+    }
+    case 'resume':
+      running?.resume();
+      return {};
+    case 'release':
+      if (running) await running.release();
+      running = undefined;
+      return {};
+    case 'adopt': {
+      if (!pending) throw new Error('this worker is not waiting to take over');
+      const source = new FdSource(message.fds);
+      running = pending.adopt(message.state, source);
+      pending = undefined;
+      const untaken = source.untaken();
+      if (untaken.length > 0) throw new Error(`the snapshot does not name ${untaken.length} of the fds sent with it`);
+      return {};
+    }
+    case 'start':
+      if (!running) throw new Error('nothing to start');
+      running.start();
+      port!.postMessage({ type: 'ready' } satisfies WorkerToMain);
+      return {};
+  }
+}
+
+function messageOf(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
 
 function snapshot(controller: RunningController): ControllerSnapshot {
   const identity = controller.identity;
@@ -65,18 +152,33 @@ function snapshot(controller: RunningController): ControllerSnapshot {
 
 async function stop(): Promise<void> {
   if (running) await running.close();
+  else if (pending) await pending.abandon();
   port!.postMessage({ type: 'stopped' } satisfies WorkerToMain);
   port!.close();
 }
 
-startController(config, logger).then(
-  (controller) => {
-    running = controller;
-    port.postMessage({ type: 'ready' } satisfies WorkerToMain);
-    if (shutdownRequested) void stop();
-  },
-  (error: unknown) => {
-    port.postMessage({ type: 'failed', message: error instanceof Error ? error.message : String(error) } satisfies WorkerToMain);
-    port.close();
-  },
-);
+if (data.takeOver) {
+  prepareTakeOver(config, logger).then(
+    (prepared) => {
+      pending = prepared;
+      port.postMessage({ type: 'prepared' } satisfies WorkerToMain);
+      if (shutdownRequested) void stop();
+    },
+    (error: unknown) => {
+      port.postMessage({ type: 'failed', message: messageOf(error) } satisfies WorkerToMain);
+      port.close();
+    },
+  );
+} else {
+  startController(config, logger).then(
+    (controller) => {
+      running = controller;
+      port.postMessage({ type: 'ready' } satisfies WorkerToMain);
+      if (shutdownRequested) void stop();
+    },
+    (error: unknown) => {
+      port.postMessage({ type: 'failed', message: messageOf(error) } satisfies WorkerToMain);
+      port.close();
+    },
+  );
+}

@@ -10,6 +10,8 @@ export type ErrorCode =
   | 'ALREADY_EXISTS'
   | 'UNAVAILABLE'
   | 'DEADLINE_EXCEEDED'
+  /** A limit the daemon states (e.g. the number of controllers) is reached. */
+  | 'RESOURCE_EXHAUSTED'
   | 'INTERNAL';
 
 export class VfiodError extends Error {

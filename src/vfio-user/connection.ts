@@ -22,8 +22,11 @@
  * QEMU (reading the 16-byte header with recvmsg) and cloud-hypervisor (reading the fixed reply with recvmsg)
  * expect. When the peer does not read, output accumulates up to a high-water mark, then we stop reading requests
  * until it drains: no unbounded memory for a client that floods requests and never reads replies.
+ *
+ * Size: receiving, fd attribution and the send queue share one buffer discipline and one backpressure rule.
  */
 import { native, POLL_READABLE, POLL_WRITABLE, type FdWatcher } from '../native/index.js';
+import { fromBase64, toBase64, type FdCollector, type FdSource } from '../util/handover-fds.js';
 import { HEADER_SIZE, commandName } from './protocol.js';
 
 /** One received message. The object is reused for every message: copy what you need before awaiting. */
@@ -95,6 +98,17 @@ interface FdMark {
   fds: readonly number[];
 }
 
+/**
+ * A quiet connection's receive state in a live-upgrade snapshot: bytes received and not yet handled (the start of a
+ * message whose rest is still to come), the fds that came with them and what is left to skip of an oversized one.
+ */
+export interface ConnectionInputState {
+  pending: string;
+  /** `offset` is relative to the first pending byte; `fds` are indexes into the snapshot's fds. */
+  fdBatches: Array<{ offset: number; fds: number[]; truncated: boolean }>;
+  discardRemaining: number;
+}
+
 const NO_FDS: number[] = Object.freeze([]) as unknown as number[];
 const INITIAL_BUFFER_SIZE = 64 * 1024;
 /** Compact the receive buffer when less than this is free at its end. */
@@ -136,6 +150,9 @@ export class Connection {
   private outputStalled = false;
   private processing = false;
   private handledSinceBatchEnd = 0;
+  /** Reading stopped for a live upgrade (see pause). */
+  private paused = false;
+  private readonly quietWaiters: Array<() => void> = [];
 
   // Send side. `outStartPos` is the output stream position of outBytes[outStart].
   private out: Uint8Array;
@@ -188,6 +205,73 @@ export class Connection {
 
   start(): void {
     this.updateWatcher();
+    // Complete messages a predecessor left in the buffer (restoreInput) are handled now.
+    if (this.inEnd > this.inStart) this.process();
+  }
+
+  /**
+   * Live upgrade: stops reading from the socket at a message boundary. Messages already received are still handled;
+   * resolves once none is being handled, none is complete in the buffer and every reply has gone out (or the
+   * connection closed). What is buffered then is at most the first part of one message (`snapshotInput`).
+   */
+  pause(): Promise<void> {
+    this.paused = true;
+    this.updateWatcher();
+    if (!this.processing && !this.closed) this.process();
+    return new Promise((resolve) => {
+      this.quietWaiters.push(resolve);
+      this.checkQuiet();
+    });
+  }
+
+  /** Undoes `pause`: reading goes on where it stopped. */
+  resume(): void {
+    if (!this.paused) return;
+    this.paused = false;
+    this.updateWatcher();
+    if (!this.processing && !this.closed) this.process();
+  }
+
+  /** Received and unhandled input of a paused, quiet connection, its fds added to `fds`. */
+  snapshotInput(fds: FdCollector): ConnectionInputState {
+    if (!this.isQuiet()) throw new Error('vfio-user connection snapshot while it is not quiet');
+    return {
+      pending: toBase64(this.inBytes.subarray(this.inStart, this.inEnd)),
+      fdBatches: this.fdBatches.map((batch) => ({
+        offset: batch.pos - this.inStartPos,
+        fds: batch.fds.map((fd) => fds.add(fd)),
+        truncated: batch.truncated,
+      })),
+      discardRemaining: this.discardRemaining,
+    };
+  }
+
+  /** Puts a predecessor's unhandled input (snapshotInput) in front of what the socket brings next; before start(). */
+  restoreInput(state: ConnectionInputState, fds: FdSource): void {
+    const pending = fromBase64(state.pending, 'pending vfio-user input');
+    if (pending.length > this.options.maxMessageSize) throw new Error('snapshot: pending vfio-user input is too large');
+    this.ensureCapacity(pending.length);
+    this.inBytes.set(pending, this.inEnd);
+    this.inEnd += pending.length;
+    for (const batch of state.fdBatches) {
+      if (!Number.isInteger(batch.offset) || batch.offset < 0 || batch.offset >= pending.length) {
+        throw new Error(`snapshot: pending fds at offset ${batch.offset} outside the ${pending.length} pending bytes`);
+      }
+      this.fdBatches.push({ pos: this.inStartPos + batch.offset, fds: batch.fds.map((index) => fds.take(index)), truncated: batch.truncated });
+    }
+    if (!Number.isSafeInteger(state.discardRemaining) || state.discardRemaining < 0) {
+      throw new Error('snapshot: invalid discardRemaining');
+    }
+    this.discardRemaining = state.discardRemaining;
+  }
+
+  private isQuiet(): boolean {
+    return this.closed || (!this.blocked && !this.processing && !this.outputStalled && this.pendingOutput === 0);
+  }
+
+  private checkQuiet(): void {
+    if (this.quietWaiters.length === 0 || !this.isQuiet()) return;
+    for (const resolve of this.quietWaiters.splice(0)) resolve();
   }
 
   /** Reads whatever the socket holds now (e.g. to notice that the peer has gone before its poll event fires). */
@@ -281,6 +365,7 @@ export class Connection {
       if (!this.processing) this.process();
     }
     this.updateWatcher();
+    this.checkQuiet();
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -301,6 +386,7 @@ export class Connection {
     this.fdBatches.length = 0;
     this.fdMarks.length = 0;
     this.handler.closed(reason, error);
+    this.checkQuiet();
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -319,7 +405,7 @@ export class Connection {
   /** `untilEmpty`: keep reading after a short read too, until the socket says EAGAIN (or EOF). */
   private onReadable(untilEmpty = false): void {
     for (let reads = 0; reads < MAX_READS_PER_EVENT; reads++) {
-      if (this.closed || this.blocked || this.outputStalled) break;
+      if (this.closed || this.blocked || this.outputStalled || this.paused) break;
       this.makeReceiveSpace();
       const space = this.inBytes.length - this.inEnd;
       let result;
@@ -449,6 +535,7 @@ export class Connection {
       this.processing = false;
     }
     this.updateWatcher();
+    this.checkQuiet();
   }
 
   /** Hands over complete messages until none is left, a handler goes async, output stalls or we close. */
@@ -557,7 +644,7 @@ export class Connection {
 
   private updateWatcher(): void {
     if (this.closed) return;
-    const reading = !this.blocked && !this.outputStalled ? POLL_READABLE : 0;
+    const reading = !this.blocked && !this.outputStalled && !this.paused ? POLL_READABLE : 0;
     const writing = this.outStart < this.outEnd ? POLL_WRITABLE : 0;
     const wanted = reading | writing;
     if (wanted === this.watching) return;

@@ -5,6 +5,7 @@
  * check what is specific to them (access width, alignment, register semantics).
  */
 import { RegionFlag } from '../spec/vfio.js';
+import type { FdCollector, FdSource } from '../util/handover-fds.js';
 
 export { VfioUserError } from './errors.js';
 
@@ -85,6 +86,30 @@ export interface VfioUserDevice {
   afterBatch(): void;
   /** The client went away: return to a clean power-on state, close eventfds; resolves when done. */
   disconnected(): Promise<void>;
+
+  // Live upgrade (docs/restart.md). A device without these cannot be handed to a successor process.
+
+  /**
+   * Called once the server has stopped reading the client at a message boundary: stop starting new work, let work
+   * in flight finish and deliver its results, stop every thread and watcher that would act for the client. Resolves
+   * when the device is still; `snapshot` follows, or `resume` when the upgrade was abandoned.
+   */
+  quiesce?(): Promise<void>;
+  /** Undoes `quiesce`: the upgrade failed and this process serves on. */
+  resume?(): void;
+  /**
+   * The device's whole state as a JSON-able value (opaque to the server, with a version field of the device's own),
+   * its fds added to `fds`. The device keeps its fds: this process goes on holding them until it exits.
+   */
+  snapshot?(fds: FdCollector): unknown;
+  /**
+   * In the successor, on a device freshly built with the same options: takes on a predecessor's `snapshot`, fds
+   * from `fds`. Must not act yet (no interrupt, no write to shared memory, no watcher): the predecessor may still
+   * resume if the upgrade fails elsewhere. Throws when the state cannot be taken on.
+   */
+  restore?(state: unknown, fds: FdSource): void;
+  /** After `restore`: the upgrade is committed, start serving. */
+  start?(): void;
 }
 
 /**

@@ -2,12 +2,14 @@
  * DMA_MAP and DMA_UNMAP: the client's guest memory, validated and kept in a `GuestMemory`.
  *
  * A mapping becomes windows of mmaps of the fd that came with DMA_MAP (see src/memory/guest-memory.ts); the
- * mapping owns that fd from then on. DMA_UNMAP retires mappings at once and completes when in-flight I/O has let go
- * of them, so its reply is asynchronous.
+ * mapping owns that fd from then on and keeps it open while the mapping lives (windows past the first and last are
+ * mapped on first use, and a live upgrade hands the fd to the successor process). DMA_UNMAP retires mappings at once
+ * and completes when in-flight I/O has let go of them, so its reply is asynchronous.
  */
 import type { GuestMemory } from '../memory/guest-memory.js';
 import { F_SEAL_SHRINK, native, PROT_READ, PROT_WRITE } from '../native/index.js';
 import type { Logger } from '../util/log.js';
+import type { FdCollector, FdSource } from '../util/handover-fds.js';
 import { closeFds, type IncomingMessage } from './connection.js';
 import { Errno } from '../spec/vfio.js';
 import { VfioUserError, errnoOf, messageOf } from './errors.js';
@@ -30,10 +32,32 @@ export interface PendingUnmap {
   readonly removal: Promise<number>;
 }
 
+/** A live mapping as the client made it: what a successor needs to map it again (docs/restart.md). */
+interface MappingRecord {
+  iova: number;
+  size: number;
+  /** DmaMapFlag bits. */
+  flags: number;
+  fdOffset: number;
+  /** Undefined for memory the client did not share (a DMA_MAP without fd). */
+  fd: number | undefined;
+}
+
+/** A mapping in a snapshot; `fd` is an index into the snapshot's fds (absent for memory that was not shared). */
+export interface DmaMappingState {
+  iova: number;
+  size: number;
+  flags: number;
+  fdOffset: number;
+  fd?: number;
+}
+
 /** One client's DMA requests. */
 export class DmaRequests {
   private warnedWithoutFd = false;
   private notedUnsealed = false;
+  /** The live mappings with their fds, until each is released. */
+  private readonly records = new Set<MappingRecord>();
 
   constructor(
     private readonly memory: GuestMemory,
@@ -84,8 +108,6 @@ export class DmaRequests {
     if (count >= this.maxDmaMaps) {
       throw new VfioUserError(Errno.ENOSPC, `${where}: already ${count} mappings (max_dma_maps)`);
     }
-    const readable = (flags & DmaMapFlag.READ) !== 0;
-    const writable = (flags & DmaMapFlag.WRITE) !== 0;
     const fd = m.fds[0];
     if (fd === undefined) {
       // QEMU maps its ROM and flash this way on every boot. The protocol would have the server reach such memory
@@ -99,7 +121,7 @@ export class DmaRequests {
           { iova: '0x' + iova.toString(16), size, hint: OPERATOR_HINT_NO_FD },
         );
       }
-      this.memory.add({ iova, size, readable, writable, unreachable: `${where} came without a file descriptor` });
+      this.install({ iova, size, flags, fdOffset, fd: undefined }, where);
       return;
     }
     // QEMU's memory-backend-memfd seals its memory against shrinking; cloud-hypervisor does not. Unsealed memory is
@@ -113,18 +135,34 @@ export class DmaRequests {
         { iova: '0x' + iova.toString(16), size },
       );
     }
+    m.fds = NO_FDS; // the mapping owns the fd from here on: it closes it when done with it, also if the add fails
+    this.install({ iova, size, flags, fdOffset, fd }, where);
+    if (this.log.enabled('debug')) this.log.debug('dma mapped', { iova, size, flags, sealed });
+  }
+
+  /** Maps `record` into guest memory; the mapping owns its fd from here on, also when this throws. */
+  private install(record: MappingRecord, where: string): void {
+    const { iova, size, flags, fdOffset, fd } = record;
     const prot =
       ((flags & DmaMapFlag.READ) !== 0 ? PROT_READ : 0) | ((flags & DmaMapFlag.WRITE) !== 0 ? PROT_WRITE : 0);
     const log = this.log;
-    m.fds = NO_FDS; // the mapping owns the fd from here on: it closes it when done with it, also if the add fails
+    const records = this.records;
+    records.add(record);
+    if (fd === undefined) {
+      const unreachable = `${where} came without a file descriptor`;
+      const readable = (flags & DmaMapFlag.READ) !== 0;
+      const writable = (flags & DmaMapFlag.WRITE) !== 0;
+      this.memory.add({ iova, size, readable, writable, unreachable, release: () => records.delete(record) });
+      return;
+    }
     try {
       // One mmap per window of the mapping (src/memory/guest-memory.ts): no JavaScript buffer can cover more than
       // 4 GiB, and guests map hundreds of GiB at once.
       this.memory.add({
         iova,
         size,
-        readable,
-        writable,
+        readable: (flags & DmaMapFlag.READ) !== 0,
+        writable: (flags & DmaMapFlag.WRITE) !== 0,
         map: (offset, length) => {
           try {
             return new Uint8Array(native.mmap(fd, fdOffset + offset, length, prot));
@@ -143,14 +181,45 @@ export class DmaRequests {
             log.error('munmap of a DMA mapping window failed', { iova, size, error });
           }
         },
-        // Windows past the first and last are mapped on first use, from this fd.
-        close: () => native.close(fd),
+        // Windows past the first and last are mapped on first use, from this fd; it stays open until the mapping
+        // is released so that a live upgrade can hand it over.
+        release: () => {
+          records.delete(record);
+          try {
+            native.close(fd);
+          } catch (error) {
+            log.warn('closing a DMA mapping fd failed', { iova, fd, error });
+          }
+        },
       });
     } catch (error) {
       if (error instanceof VfioUserError) throw error;
       throw new VfioUserError(Errno.EINVAL, `${where}: ${messageOf(error)}`);
     }
-    if (this.log.enabled('debug')) this.log.debug('dma mapped', { iova, size, flags, sealed });
+  }
+
+  /** The live mappings, their fds added to `fds` (a live upgrade's snapshot). */
+  snapshot(fds: FdCollector): DmaMappingState[] {
+    const live = new Set(this.memory.regions.map((region) => region.iova));
+    const states: DmaMappingState[] = [];
+    for (const record of this.records) {
+      // A retired mapping still pinned by I/O is not the client's any more (the caller drained I/O first).
+      if (!live.has(record.iova)) continue;
+      const { iova, size, flags, fdOffset, fd } = record;
+      const state: DmaMappingState = { iova, size, flags, fdOffset };
+      if (fd !== undefined) state.fd = fds.add(fd);
+      states.push(state);
+    }
+    return states.sort((a, b) => a.iova - b.iova);
+  }
+
+  /** Maps again what a predecessor's snapshot lists (the fds come from the hand-over). */
+  restore(states: readonly DmaMappingState[], fds: FdSource): void {
+    for (const state of states) {
+      const fd = state.fd === undefined ? undefined : fds.take(state.fd);
+      const where = `restored DMA mapping iova 0x${state.iova.toString(16)} size 0x${state.size.toString(16)}`;
+      this.install({ iova: state.iova, size: state.size, flags: state.flags, fdOffset: state.fdOffset, fd }, where);
+    }
   }
 
   /** DMA_UNMAP: validates the request and starts the removal; the caller replies when it settles. */

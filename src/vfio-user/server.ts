@@ -28,7 +28,24 @@ import {
   PAGE_SIZE,
 } from './limits.js';
 import { BodySize, HEADER_SIZE, MAX_COMMAND, capabilitiesJson, commandName } from './protocol.js';
-import { ClientSession, type SessionHost } from './session.js';
+import { ClientSession, type SessionHost, type SessionState } from './session.js';
+import { checkSnapshotVersion, type FdCollector, type FdSource } from '../util/handover-fds.js';
+
+/** The newest server snapshot format this build writes and reads. */
+const SERVER_STATE_VERSION = 1;
+
+/** A server in a live-upgrade snapshot (docs/restart.md); fds are indexes into the snapshot's fds. */
+export interface VfioUserServerState {
+  version: number;
+  socketPath: string;
+  /** The listening socket. */
+  listenFd: number;
+  nextClientId: number;
+  /** The connected client, if any. */
+  session?: SessionState;
+  /** The device's own state (VfioUserDevice.snapshot), opaque here. */
+  device: unknown;
+}
 
 export interface VfioUserServerOptions {
   socketPath: string;
@@ -90,6 +107,8 @@ export class VfioUserServer extends EventEmitter implements SessionHost {
   private closing = false;
   private closePromise: Promise<void> | undefined;
   private nextClientId = 1;
+  /** Quiesced for a live upgrade: nothing is accepted or read until resume() (or the process hands over and exits). */
+  private quiesced = false;
 
   // Stats, kept as plain counters on the hot path.
   /** @internal */ readonly messageCounts = new Float64Array(MAX_COMMAND + 2);
@@ -182,6 +201,89 @@ export class VfioUserServer extends EventEmitter implements SessionHost {
     this.log.info('listening', { mode: '0' + this.socketMode.toString(8), maxDataTransfer: this.maxDataTransfer });
   }
 
+  /**
+   * Live upgrade, step 1: stop accepting, stop reading the client at a message boundary, let requests in progress
+   * finish and replies go out, then quiesce the device (in-flight work completes and is delivered). Resolves when
+   * nothing moves any more; `snapshot` or `resume` follows.
+   */
+  async quiesce(): Promise<void> {
+    if (this.listenFd === undefined || this.closing) throw new Error('the vfio-user server is not serving');
+    if (!this.device.quiesce || !this.device.snapshot) throw new Error('the device does not support live upgrade');
+    this.quiesced = true;
+    this.stopAccepting();
+    const session = this.session;
+    if (session && !this.cleaningUp) {
+      await session.connection.pause();
+      await session.inFlight;
+    }
+    // A client that left meanwhile: its cleanup (device back to power-on state) finishes first.
+    await this.cleanup;
+    await this.device.quiesce();
+  }
+
+  /** Undoes `quiesce` (the upgrade failed): the device, the client and accepting go on. */
+  resume(): void {
+    if (!this.quiesced) return;
+    this.quiesced = false;
+    this.device.resume?.();
+    if (this.session && !this.cleaningUp) this.session.connection.resume();
+    if (!this.cleaningUp) this.startAccepting();
+  }
+
+  /** The server's state for a successor, its fds added to `fds`; only while quiesced. */
+  snapshot(fds: FdCollector): VfioUserServerState {
+    if (!this.quiesced || this.listenFd === undefined) throw new Error('vfio-user server snapshot while not quiesced');
+    const session = this.session;
+    return {
+      version: SERVER_STATE_VERSION,
+      socketPath: this.socketPath,
+      listenFd: fds.add(this.listenFd),
+      nextClientId: this.nextClientId,
+      ...(session && !session.connection.isClosed ? { session: session.snapshot(fds) } : {}),
+      device: this.device.snapshot!(fds),
+    };
+  }
+
+  /**
+   * In a successor process, instead of `listen()`: takes over a predecessor's listening socket, client connection,
+   * DMA mappings and device state. Nothing is read or signalled until `start()`, so the predecessor can still resume
+   * if the upgrade fails elsewhere.
+   */
+  adopt(state: VfioUserServerState, fds: FdSource): void {
+    if (this.listenFd !== undefined || this.closing) throw new Error(`vfio-user server on ${this.socketPath} is already listening or closed`);
+    checkSnapshotVersion(state, 'vfio-user server state', SERVER_STATE_VERSION);
+    if (path.resolve(state.socketPath) !== this.socketPath) {
+      throw new Error(`snapshot is of the server on ${state.socketPath}, not ${this.socketPath}`);
+    }
+    if (!this.device.restore) throw new Error('the device does not support live upgrade');
+    const listenFd = fds.take(state.listenFd);
+    const stat = fs.lstatSync(this.socketPath);
+    if (!stat.isSocket()) throw new Error(`${this.socketPath} is not a socket any more`);
+    this.device.restore(state.device, fds);
+    if (state.session) {
+      const session = this.createSession(fds.take(state.session.socket), state.session.clientId);
+      session.restore(state.session, fds);
+    }
+    this.nextClientId = Math.max(this.nextClientId, Number(state.nextClientId) || 1);
+    this.listenFd = listenFd;
+    this.socketIdentity = { dev: stat.dev, ino: stat.ino };
+    this.acceptWatcher = native.createWatcher(listenFd, this.onAcceptable);
+    this.quiesced = true;
+  }
+
+  /** After `adopt`: the upgrade is committed; serve the client taken over and accept new ones. */
+  start(): void {
+    if (!this.quiesced) return;
+    this.quiesced = false;
+    this.device.start?.();
+    if (this.session) {
+      this.session.connection.start();
+      this.session.log.info('client taken over from the previous process');
+    }
+    this.startAccepting();
+    this.log.info('listening (taken over)', { client: this.session?.id });
+  }
+
   /** Stops accepting, disconnects the client (waiting for its cleanup) and removes the socket file. */
   close(): Promise<void> {
     this.closePromise ??= this.doClose();
@@ -237,7 +339,7 @@ export class VfioUserServer extends EventEmitter implements SessionHost {
   }
 
   private startAccepting(): void {
-    if (!this.closing && this.acceptWatcher) this.acceptWatcher.start(POLL_READABLE);
+    if (!this.closing && !this.quiesced && this.acceptWatcher) this.acceptWatcher.start(POLL_READABLE);
   }
 
   private stopAccepting(): void {
@@ -286,9 +388,15 @@ export class VfioUserServer extends EventEmitter implements SessionHost {
   };
 
   private startSession(fd: number): void {
-    const id = this.nextClientId++;
-    const log = this.log.child({ client: id });
     this.connectionsAccepted++;
+    const session = this.createSession(fd, this.nextClientId++);
+    session.log.info('client connected');
+    session.connection.start();
+    this.emit('connect', session.id);
+  }
+
+  private createSession(fd: number, id: number): ClientSession {
+    const log = this.log.child({ client: id });
     const session = new ClientSession(this, id, log, this.device, this.memory);
     const connection = new Connection(
       fd,
@@ -301,9 +409,7 @@ export class VfioUserServer extends EventEmitter implements SessionHost {
     );
     session.connection = connection;
     this.session = session;
-    log.info('client connected');
-    connection.start();
-    this.emit('connect', id);
+    return session;
   }
 
   /** @internal Called by the session when its connection closed. */

@@ -7,13 +7,15 @@
  * as the specification says: cloud-hypervisor reads fixed-size replies without looking at the ERROR flag, so a
  * short reply would desynchronise it. QEMU checks the flag first and only requires a reply to fit the buffer it
  * allocated, which these sizes do (see docs/vfio-user.md).
+ *
+ * Size: every request handler but DMA and SET_IRQS, plus the live-upgrade adopt path of a session.
  */
 import type { GuestMemory } from '../memory/guest-memory.js';
 import type { Logger } from '../util/log.js';
 import { closeFds, type Connection, type ConnectionHandler, type IncomingMessage } from './connection.js';
 import { Errno, RegionFlag, errnoName } from '../spec/vfio.js';
 import type { VfioUserDevice } from './device.js';
-import { DmaRequests } from './dma.js';
+import { DmaRequests, type DmaMappingState } from './dma.js';
 import { VfioUserError, errnoOf, messageOf } from './errors.js';
 import { decodeSetIrqs } from './irqs.js';
 import { ERROR_LOG_BUDGET, MAX_MSG_FDS, SUPPORTED_MINOR } from './limits.js';
@@ -39,6 +41,22 @@ import {
   type Capabilities,
 } from './protocol.js';
 import { NO_FDS, expectArgsz, expectBody, expectNoFds, wantsReply } from './request.js';
+import type { ConnectionInputState } from './connection.js';
+import type { FdCollector, FdSource } from '../util/handover-fds.js';
+
+/** A connected client in a live-upgrade snapshot (docs/restart.md); fds are indexes into the snapshot's fds. */
+export interface SessionState {
+  /** The client's connected socket. */
+  socket: number;
+  clientId: number;
+  negotiated: boolean;
+  /** The protocol minor version agreed on (major is always 0). */
+  minor: number;
+  clientCapabilities: Capabilities;
+  errorLogBudget: number;
+  dma: DmaMappingState[];
+  input: ConnectionInputState;
+}
 
 /** What a session needs of its server: limits, the VERSION reply, shared counters and the close notification. */
 export interface SessionHost {
@@ -60,6 +78,8 @@ const SMALL_WRITE_MAX = 8;
 export class ClientSession implements ConnectionHandler {
   connection!: Connection;
   negotiated = false;
+  /** The minor protocol version agreed on in VERSION. */
+  minor = 0;
   clientCapabilities: Capabilities = {};
   /** A pending asynchronous request (DMA_UNMAP drain, DEVICE_RESET); settles without rejecting. */
   inFlight: Promise<void> = Promise.resolve();
@@ -81,6 +101,36 @@ export class ClientSession implements ConnectionHandler {
   ) {
     this.maxDataTransfer = server.maxDataTransfer;
     this.dma = new DmaRequests(memory, log, server.maxDmaMaps);
+  }
+
+  // -------------------------------------------------------------------------------------------------------------
+  // Live upgrade
+
+  /** This client's state, for a successor process; the connection must be paused and quiet. */
+  snapshot(fds: FdCollector): SessionState {
+    return {
+      socket: fds.add(this.connection.fd),
+      clientId: this.id,
+      negotiated: this.negotiated,
+      minor: this.minor,
+      clientCapabilities: this.clientCapabilities,
+      errorLogBudget: this.errorLogBudget,
+      dma: this.dma.snapshot(fds),
+      input: this.connection.snapshotInput(fds),
+    };
+  }
+
+  /** Takes over a predecessor's client: its protocol state, DMA mappings and unhandled input (before start). */
+  restore(state: SessionState, fds: FdSource): void {
+    if (typeof state.negotiated !== 'boolean' || !Number.isInteger(state.minor) || state.minor < 0 || state.minor > SUPPORTED_MINOR) {
+      throw new Error(`snapshot: vfio-user session with protocol 0.${String(state.minor)} (this build speaks up to 0.${SUPPORTED_MINOR})`);
+    }
+    this.negotiated = state.negotiated;
+    this.minor = state.minor;
+    this.clientCapabilities = state.clientCapabilities ?? {};
+    this.errorLogBudget = Number.isInteger(state.errorLogBudget) ? state.errorLogBudget : ERROR_LOG_BUDGET;
+    this.dma.restore(state.dma, fds);
+    this.connection.restoreInput(state.input, fds);
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -333,6 +383,7 @@ export class ClientSession implements ConnectionHandler {
     }
     this.clientCapabilities = parseCapabilities(proposal.json);
     const minor = Math.min(proposal.minor, SUPPORTED_MINOR);
+    this.minor = minor;
     if (wantsReply(m)) {
       const json = this.server.versionJsonBytes;
       const at = this.beginReply(m, BodySize.VERSION + json.length + 1);

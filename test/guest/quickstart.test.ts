@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Output, REPO, uefiGuestSetup } from './lib/uefi.js';
+import { Output, REPO, uefiGuestSetup } from '../../testbed/uefi.js';
 
 interface Block {
   /** 1-based number among the sh blocks. */
@@ -105,7 +105,7 @@ describe.skipIf(unavailable !== undefined)('docs/quickstart.md, run as written',
       }
     }
     console.log(`quickstart: ${((Date.now() - started) / 1000).toFixed(0)} s`);
-    if (ok && process.env['VFIOD_GUEST_KEEP'] !== '1') rmSync(dir, { recursive: true, force: true });
+    if (ok && process.env['VFIOD_TESTBED_KEEP'] !== '1') rmSync(dir, { recursive: true, force: true });
     else console.log(`quickstart: directory kept: ${dir}`);
   });
 

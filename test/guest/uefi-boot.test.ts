@@ -13,7 +13,7 @@ import path from 'node:path';
 import {
   buildBootDisk, buildInitramfs, readAt, REPO, startServe, startUefiVm, uefiGuestSetup, writeAt,
   type DiskLayout, type Served, type UefiSetup, type UefiVm,
-} from './lib/uefi.js';
+} from '../../testbed/uefi.js';
 
 const probed = uefiGuestSetup();
 const unavailable = 'reason' in probed ? probed.reason : undefined;
@@ -40,7 +40,7 @@ describe.skipIf(unavailable !== undefined || !built)('UEFI boot from a vfiod nam
   beforeAll(async () => {
     workDir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-uefi-'));
     image = path.join(workDir, 'disk.img');
-    const initrd = buildInitramfs(setup, { init: path.join(REPO, 'test', 'guest', 'uefi-init.sh') });
+    const initrd = buildInitramfs(setup, { init: path.join(REPO, 'testbed', 'uefi-init.sh') });
     // quiet: the kernel's own lines would slow the serial console; the guest prints what it checks.
     const cmdline = `console=ttyS0 panic=-1 quiet no_timer_check nvme_core.multipath=N vfiod.test=${randomBytes(4).toString('hex')}`;
     layout = buildBootDisk(setup, { image, sizeBytes: 256 << 20, initrd, cmdline, workDir });
@@ -61,7 +61,7 @@ describe.skipIf(unavailable !== undefined || !built)('UEFI boot from a vfiod nam
     served?.child.kill('SIGKILL');
     const ok = vfiodExit === 0 && qemuExit === 0 && seen['done'] !== undefined;
     console.log(`UEFI boot test: ${((Date.now() - started) / 1000).toFixed(0)} s, ${setup.qemuVersion}, ${path.basename(setup.ovmfCode)}, kernel ${setup.kernelVersion}`);
-    if (ok && process.env['VFIOD_GUEST_KEEP'] !== '1') rmSync(workDir, { recursive: true, force: true });
+    if (ok && process.env['VFIOD_TESTBED_KEEP'] !== '1') rmSync(workDir, { recursive: true, force: true });
     else console.log(`UEFI boot test: work dir kept: ${workDir}`);
   });
 

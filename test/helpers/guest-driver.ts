@@ -61,6 +61,8 @@ export interface BlockIoOptions {
   dataPointer?: DataPointerKind;
   /** Offset of the data buffer inside its first page (PRP1 offset), default 0. */
   bufferOffset?: number;
+  /** How long to wait for the completion (default: `wait`'s 5 s). */
+  timeoutMillis?: number;
 }
 
 const PAGE = 4096;
@@ -581,7 +583,7 @@ export class GuestDriver {
         cdw10: lba % 0x1_0000_0000,
         cdw11: Math.floor(lba / 0x1_0000_0000),
         cdw12: blocks - 1,
-      });
+      }, options.timeoutMillis);
       return { completion, data: this.bytes(start, length).slice() };
     } finally {
       pointer.release();
@@ -607,7 +609,7 @@ export class GuestDriver {
         cdw10: lba % 0x1_0000_0000,
         cdw11: Math.floor(lba / 0x1_0000_0000),
         cdw12: data.length / blockSize - 1,
-      });
+      }, options.timeoutMillis);
     } finally {
       pointer.release();
       this.free(buffer);

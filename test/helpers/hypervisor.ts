@@ -24,6 +24,8 @@ export interface GuestOptions {
    * all of it. Lets a test share a huge sparse RAM (1 TiB) and still place queues and buffers anywhere inside it.
    */
   driverWindow?: { offset: number; length: number };
+  /** How long the client waits for each reply (default 3000 ms). */
+  replyTimeoutMs?: number;
 }
 
 export class Guest {
@@ -72,7 +74,10 @@ export class Guest {
 
   /** Connects, runs the hypervisor's start-up sequence and prepares the PCI function for the guest driver. */
   static async attach(socketPath: string, options: GuestOptions): Promise<Guest> {
-    const client = VfioUserClient.connect(socketPath, { flavour: options.flavour });
+    const client = VfioUserClient.connect(socketPath, {
+      flavour: options.flavour,
+      ...(options.replyTimeoutMs !== undefined ? { replyTimeoutMs: options.replyTimeoutMs } : {}),
+    });
     const { regions } = await client.initialize();
     const ramBytes = options.ramBytes ?? 32 * 1024 * 1024;
     const memfd = native.memfdCreate('guest-ram', ramBytes);

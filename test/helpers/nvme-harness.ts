@@ -53,6 +53,7 @@ export interface HarnessOptions {
   maxIoQueuePairs?: number;
   maxQueueEntries?: number;
   mdtsPages?: number;
+  scratchBudgetBytes?: number;
   identity?: ControllerIdentity;
   /** Map guest RAM as two mappings of half the size each (to unmap one half under a live queue). */
   splitRam?: boolean;
@@ -95,6 +96,7 @@ export function createHarness(options: HarnessOptions = {}): Harness {
     ...(options.maxIoQueuePairs !== undefined ? { maxIoQueuePairs: options.maxIoQueuePairs } : {}),
     ...(options.maxQueueEntries !== undefined ? { maxQueueEntries: options.maxQueueEntries } : {}),
     ...(options.mdtsPages !== undefined ? { mdtsPages: options.mdtsPages } : {}),
+    ...(options.scratchBudgetBytes !== undefined ? { scratchBudgetBytes: options.scratchBudgetBytes } : {}),
     logger,
   });
   const driver = new GuestDriver(directTransport(controller, { bytes: ram, iova: RAM_IOVA }));

@@ -138,6 +138,24 @@ export class NvmeTcpController {
     queue.submit(req);
   }
 
+  /**
+   * Takes the I/O requests `which` selects out of the queues' backlogs and returns them. When one of them is already
+   * on the wire, the association is torn down as after a transport failure (reported through the owner's failure
+   * callback, as every other): destroying the sockets is the only way to be sure nothing more is read into, or sent
+   * from, that request's buffers (socket writes keep pointers to them until the kernel takes the data).
+   */
+  withdrawIo(which: (req: TcpRequest) => boolean, reason: string): TcpRequest[] {
+    const withdrawn: TcpRequest[] = [];
+    let sent = false;
+    for (const queue of this.io) {
+      const result = queue.withdraw(which);
+      withdrawn.push(...result.withdrawn);
+      sent ||= result.sent;
+    }
+    if (sent) this.fail(new TransportError(`commands given up: ${reason}`), []);
+    return withdrawn;
+  }
+
   /** An admin command; resolves with the completion (any status), rejects if the association dies first. */
   adminCommand(
     fields: Partial<Pick<TcpRequest, 'nsid' | 'cdw10' | 'cdw11' | 'cdw12' | 'cdw13' | 'cdw14' | 'cdw15'>> & {

@@ -55,6 +55,8 @@ class IoRequest implements TcpRequest {
   /** When it was first submitted (for the ctrl-loss-tmo bound on retries). */
   readonly createdAt = performance.now();
   retries = 0;
+  /** Given up (Namespace.abandon): rejected, never sent again, its buffers never touched again. */
+  abandoned = false;
   constructor(
     readonly ns: NvmeTcpNamespace,
     readonly opcode: number,
@@ -67,9 +69,12 @@ class IoRequest implements TcpRequest {
     readonly length: number,
     readonly resolve: () => void,
     readonly reject: (error: Error) => void,
+    /** The buffers array the namespace operation was called with (Namespace.abandon names operations by it). */
+    readonly origin: readonly Uint8Array[] | undefined,
   ) {}
 
   complete(status: number, _dw0: number, _dw1: number): void {
+    if (this.abandoned) return;
     if (status === 0) return this.resolve();
     this.ns.onErrorStatus(this, status);
   }
@@ -82,6 +87,8 @@ class Path {
   downSince = performance.now();
   lastError = '';
   timer: NodeJS.Timeout | null = null;
+  /** The association was torn down to give commands up, not for a fault of the target: reconnect at once. */
+  reconnectNow = false;
   readonly log: Logger;
   constructor(
     readonly address: NvmeTcpAddress,
@@ -236,10 +243,12 @@ export class NvmeTcpNamespace implements Namespace {
 
   private scheduleReconnect(path: Path): void {
     if (this.closed || path.timer) return;
+    const delay = path.reconnectNow ? 0 : this.opts.reconnectDelayMs;
+    path.reconnectNow = false;
     path.timer = setTimeout(() => {
       path.timer = null;
       void this.connectPath(path, false);
-    }, this.opts.reconnectDelayMs);
+    }, delay);
     this.armLossTimer();
   }
 
@@ -283,6 +292,7 @@ export class NvmeTcpNamespace implements Namespace {
   // --- submission ---------------------------------------------------------------------------------------------------
 
   private submit(req: IoRequest): void {
+    if (req.abandoned) return;
     for (const path of this.paths) {
       const ctrl = path.ctrl;
       if (path.state === 'live' && ctrl && ctrl.alive) {
@@ -297,6 +307,7 @@ export class NvmeTcpNamespace implements Namespace {
   }
 
   private retry(req: IoRequest, error: Error): void {
+    if (req.abandoned) return;
     req.retries++;
     const tmo = this.opts.ctrlLossTmoMs;
     if (tmo >= 0 && performance.now() - req.createdAt > tmo + this.opts.timeoutMs) {
@@ -318,9 +329,9 @@ export class NvmeTcpNamespace implements Namespace {
     req.reject(new NamespaceError(kind, `${this.description}: opcode 0x${req.opcode.toString(16)} failed with status 0x${status.toString(16)}`, status));
   }
 
-  private io(opcode: number, cdw10: number, cdw11: number, cdw12: number, dir: DataDir, buffers: readonly Uint8Array[], length: number): Promise<void> {
+  private io(opcode: number, cdw10: number, cdw11: number, cdw12: number, dir: DataDir, buffers: readonly Uint8Array[], length: number, origin?: readonly Uint8Array[]): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.submit(new IoRequest(this, opcode, this.opts.nsid, cdw10, cdw11, cdw12, dir, buffers, length, resolve, reject));
+      this.submit(new IoRequest(this, opcode, this.opts.nsid, cdw10, cdw11, cdw12, dir, buffers, length, resolve, reject, origin));
     });
   }
 
@@ -329,15 +340,51 @@ export class NvmeTcpNamespace implements Namespace {
     const bs = this.blockSize;
     if (length <= this.maxTransferBytes) {
       const slba = offset / bs;
-      return this.io(opcode, slba >>> 0, Math.floor(slba / 0x1_0000_0000), length / bs - 1, dir, buffers, length);
+      return this.io(opcode, slba >>> 0, Math.floor(slba / 0x1_0000_0000), length / bs - 1, dir, buffers, length, buffers);
     }
     const parts: Promise<void>[] = [];
     for (let done = 0; done < length; done += this.maxTransferBytes) {
       const n = Math.min(this.maxTransferBytes, length - done);
       const slba = (offset + done) / bs;
-      parts.push(this.io(opcode, slba >>> 0, Math.floor(slba / 0x1_0000_0000), n / bs - 1, dir, sliceViews(buffers, done, n), n));
+      parts.push(this.io(opcode, slba >>> 0, Math.floor(slba / 0x1_0000_0000), n / bs - 1, dir, sliceViews(buffers, done, n), n, buffers));
     }
     return Promise.all(parts).then(() => undefined);
+  }
+
+  /**
+   * Gives up the reads and writes called with `buffers`: they reject at once, and nothing touches `buffers` again.
+   * Those still waiting for a path or a command id are simply taken back. For one already sent, the association
+   * of its path is torn down (its other commands are re-sent, as after any connection failure): late data for it
+   * can then never arrive, and the socket drops the writes it still held. Always true.
+   */
+  abandon(buffers: readonly Uint8Array[]): boolean {
+    const given: IoRequest[] = [];
+    // Marks (and collects) a request of `buffers` as given up, before any association is torn down, so the failure
+    // path that follows a teardown does not re-send it.
+    const mark = (candidate: TcpRequest): boolean => {
+      const req = candidate as IoRequest;
+      if (req.origin !== buffers) return false;
+      if (!req.abandoned) {
+        req.abandoned = true;
+        given.push(req);
+      }
+      return true;
+    };
+    for (let index = this.waiting.length - 1; index >= 0; index--) {
+      if (mark(this.waiting[index]!)) this.waiting.splice(index, 1);
+    }
+    for (const path of this.paths) {
+      const ctrl = path.ctrl;
+      if (ctrl === null || !ctrl.alive) continue;
+      path.reconnectNow = true;
+      ctrl.withdrawIo(mark, 'their guest memory is being unmapped, or a reset gave up waiting');
+      if (path.ctrl === ctrl) path.reconnectNow = false; // nothing was on the wire: the association lives on
+    }
+    for (const req of given) {
+      req.reject(new NamespaceError('unavailable', `${this.description}: opcode 0x${req.opcode.toString(16)} given up before the target answered`));
+    }
+    if (given.length > 0) this.log.warn('NVMe/TCP: gave up commands', { commands: given.length });
+    return true;
   }
 
   read(offset: number, buffers: readonly Uint8Array[]): Promise<void> {

@@ -11,6 +11,8 @@
  *
  * Every malformed or unexpected PDU from the target is a `TransportError`: the queue destroys its socket and reports
  * all its outstanding requests to `onFailure` exactly once; nothing throws out of a socket callback.
+ *
+ * Size: one PDU state machine per connection (handshake, framing, R2T, C2HData, digests, timeouts).
  */
 import net from 'node:net';
 import type { Logger } from '../../util/log.js';
@@ -215,6 +217,21 @@ export class TcpQueue {
       return;
     }
     this.send(this.slots[index]!, req);
+  }
+
+  /**
+   * Takes the requests `which` selects out of the backlog (they were never sent) and returns them; `sent` says
+   * whether a selected request is on the wire (only closing the connection stops the queue from touching its
+   * buffers then).
+   */
+  withdraw(which: (req: TcpRequest) => boolean): { withdrawn: TcpRequest[]; sent: boolean } {
+    const withdrawn: TcpRequest[] = [];
+    for (let index = this.backlog.length - 1; index >= 0; index--) {
+      if (which(this.backlog[index]!)) withdrawn.push(...this.backlog.splice(index, 1));
+    }
+    let sent = false;
+    for (const slot of this.slots) if (slot.req !== null && which(slot.req)) sent = true;
+    return { withdrawn, sent };
   }
 
   /** Closes the connection without reporting; returns the requests that had not completed. */

@@ -1,0 +1,172 @@
+/**
+ * Two VMs on one `vfiod daemon`: two emulated controllers created through the CLI (the daemon's gRPC API), each
+ * attached to its own QEMU 11.1 guest (vfio-user-pci, Linux 6.1), both under fio with verify. One VM is SIGKILLed in
+ * the middle of its I/O; the other's fio finishes without an error, its kernel logs no I/O trouble, and the daemon
+ * counts no failed command for it. The killed VM's controller drops its client and serves the next one (the project's
+ * own vfio-user client reads back what that guest wrote). Data checked from the host in both backing files.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { mkdtempSync, openSync, readSync, closeSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
+import { Guest } from '../helpers/hypervisor.js';
+import { pattern } from '../helpers/nvme-harness.js';
+import { VfioUserVm, vfioUserVmUnavailableReason } from '../../testbed/vfio-user-vm.js';
+import { VfiodProcess, vfiodCli } from '../../testbed/vfiod-process.js';
+
+const unavailable = vfioUserVmUnavailableReason();
+if (unavailable) console.warn(`guest/daemon-two-vms: skipped: ${unavailable}`);
+
+const MiB = 1 << 20;
+const PATTERN_AT = 128 * MiB; // fio uses [0, 64 MiB)
+const BOOT_MS = 600_000;
+const STEP_MS = 900_000;
+
+function readAt(file: string, offset: number, length: number): Buffer {
+  const fd = openSync(file, 'r');
+  try {
+    const out = Buffer.alloc(length);
+    readSync(fd, out, 0, length, offset);
+    return out;
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The controller (nvmeN) whose serial number is $1, and reads + writes completed on block device $1. */
+const SH = [
+  'set -e',
+  'ctrl() { for c in /sys/class/nvme/nvme*; do [ "$(tr -d " " < $c/serial)" = "$1" ] && { basename $c; return 0; }; done; return 1; }',
+  'ios() { awk \'{ print $1 + $5 }\' /sys/block/$1/stat; }',
+].join('\n');
+
+const fio = (serial: string, ioMb: number): string =>
+  `${SH}\nc=$(ctrl ${serial})\nfio --output-format=json --name=${serial} --filename=/dev/\${c}n1 --ioengine=libaio --direct=1 --rw=randrw ` +
+  `--bssplit=4k/60:64k/30:256k/10 --iodepth=16 --size=64M --io_size=${ioMb}M --verify=crc32c --verify_fatal=1 --verify_backlog=64 ` +
+  `--verify_state_save=0 --randrepeat=0`;
+
+describe.skipIf(unavailable)('two VMs on one vfiod daemon: one is SIGKILLed under I/O, the other sees no error', () => {
+  let host: FakeHost;
+  let dir: string;
+  let daemon: VfiodProcess;
+  let daemonSocket: string;
+  const vms: Record<'a' | 'b', VfioUserVm | undefined> = { a: undefined, b: undefined };
+  const images = { a: '', b: '' };
+  const patterns = { a: Buffer.from(pattern(MiB, 51)), b: Buffer.from(pattern(MiB, 52)) };
+  const timings: Array<[string, number]> = [];
+
+  const cli = async (...args: string[]): Promise<string> => {
+    const run = await vfiodCli([...args, '--daemon', daemonSocket]);
+    expect(run.code, `vfiod ${args.join(' ')}: ${run.stderr}`).toBe(0);
+    return run.stdout;
+  };
+  const controller = async (id: string): Promise<Record<string, unknown>> =>
+    JSON.parse(await cli('controllers', 'get', id, '--json'))['controller'] as Record<string, unknown>;
+
+  beforeAll(async () => {
+    host = standardHost();
+    dir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-guest-daemon-'));
+    daemonSocket = path.join(dir, 'vfiod.sock');
+    daemon = await VfiodProcess.start('vfiod daemon', 'daemon', [
+      '--socket', daemonSocket, '--state-dir', path.join(dir, 'state'),
+      '--sysfs-root', host.roots.sysfs, '--dev-root', host.roots.dev, '--proc-root', host.roots.proc,
+    ]);
+    for (const name of ['a', 'b'] as const) {
+      images[name] = path.join(dir, `vm-${name}.img`);
+      await cli('controllers', 'create', `vm-${name}`, '--socket', path.join(dir, `vm-${name}.sock`),
+        '--namespace', `file:${images[name]}?size=256M`, '--serial', `VFIOD-VM-${name.toUpperCase()}`);
+    }
+    const started = Date.now();
+    // Both boot at once, as on a host.
+    const boots = await Promise.allSettled((['a', 'b'] as const).map(async (name) => {
+      vms[name] = await VfioUserVm.start({
+        name: `vm-${name}`, memory: '1G', cpus: 2, bootTimeoutMs: BOOT_MS,
+        devices: [{ socket: path.join(dir, `vm-${name}.sock`), id: 'disk' }],
+        files: { 'pattern.bin': patterns[name] },
+      });
+    }));
+    for (const boot of boots) if (boot.status === 'rejected') throw boot.reason;
+    timings.push(['two VMs booted (1 GiB, 2 vCPUs each)', Date.now() - started]);
+  }, BOOT_MS + 120_000);
+
+  afterAll(async () => {
+    console.log(`guest/daemon-two-vms timings:\n${timings.map(([n, ms]) => `  ${n}: ${(ms / 1000).toFixed(1)} s`).join('\n')}`);
+    await vms.a?.stop();
+    await vms.b?.stop();
+    expect(await daemon?.stop()).toBe(0);
+    host?.cleanup();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  }, 120_000);
+
+  it('each guest sees its own controller; what it writes is in its own backing file', async () => {
+    const started = Date.now();
+    for (const name of ['a', 'b'] as const) {
+      const vm = vms[name]!;
+      await vm.run(`${SH}\nc=$(ctrl VFIOD-VM-${name.toUpperCase()})\n` +
+        `dd if=${vm.workDir}/pattern.bin of=/dev/\${c}n1 bs=1M seek=${PATTERN_AT / MiB} oflag=direct conv=fsync,notrunc 2>/dev/null`);
+      expect(readAt(images[name], PATTERN_AT, MiB).equals(patterns[name]), name).toBe(true);
+      expect((await vm.sh(`${SH}\nctrl VFIOD-VM-${name === 'a' ? 'B' : 'A'}`)).code, `${name} sees only its own controller`).toBe(1);
+    }
+    const listed = JSON.parse(await cli('controllers', 'list', '--json')) as { controllers: Array<{ id: string; state: string }> };
+    expect(listed.controllers.map((c) => [c.id, c.state]).sort()).toEqual([['vm-a', 'CONTROLLER_STATE_SERVING'], ['vm-b', 'CONTROLLER_STATE_SERVING']]);
+    timings.push(['patterns written and checked from the host', Date.now() - started]);
+  }, STEP_MS);
+
+  it('VM a is SIGKILLed while both run fio: VM b\'s fio finishes verified, with no error anywhere', async () => {
+    const started = Date.now();
+    const a = vms.a!;
+    const b = vms.b!;
+    const uptimeB = (await b.run('cut -d" " -f1 /proc/uptime')).trim();
+    const failedBefore = ((await controller('vm-b'))['stats'] as Record<string, unknown>) ?? {};
+    let bDone = false;
+    const bResult = b.sh(fio('VFIOD-VM-B', 256), { timeoutMs: STEP_MS }).finally(() => (bDone = true));
+    const aResult = a.sh(fio('VFIOD-VM-A', 4096), { timeoutMs: STEP_MS }).catch((error: Error) => error);
+    // Both under I/O before the kill.
+    for (const [vm, serial] of [[a, 'VFIOD-VM-A'], [b, 'VFIOD-VM-B']] as const) {
+      await vm.waitFor(`fio I/O in ${vm.name}`, async () => {
+        const n = Number(await vm.run(`${SH}\nios $(ctrl ${serial})n1`));
+        return n >= 100 ? true : undefined;
+      }, STEP_MS, 250);
+    }
+    const killedAt = Date.now();
+    await a.kill();
+    expect(bDone, 'VM b\'s fio finished before VM a was killed').toBe(false);
+    await aResult;
+    const result = await bResult;
+    expect(result.code, `${result.stdout}\n${result.stderr}\n${b.diagnostics(20)}`).toBe(0);
+    const job = (JSON.parse(result.stdout.slice(result.stdout.indexOf('{'))) as { jobs: Array<{ error: number; read: { io_bytes: number }; write: { io_bytes: number } }> }).jobs[0]!;
+    expect(job.error).toBe(0);
+    expect(job.write.io_bytes).toBeGreaterThan(0);
+    const bAfterKill = Number(await b.run(`${SH}\nios $(ctrl VFIOD-VM-B)n1`));
+    expect(bAfterKill).toBeGreaterThan(0);
+    // VM b's kernel logged nothing about its disk; the daemon failed none of its commands.
+    const dmesg = await b.run(`dmesg | awk -v s=${uptimeB} '{ t = substr($0, 2, index($0, "]") - 2) + 0 } t >= s'`);
+    expect(dmesg.split('\n').filter((l) => /nvme|I\/O error|blk_update_request|Buffer I\/O/i.test(l))).toEqual([]);
+    const statsB = (await controller('vm-b'))['stats'] as Record<string, unknown>;
+    expect(statsB).toMatchObject({ nvmeState: 'ready', clientConnected: true, ioQueues: 2 });
+    expect(Number(statsB['failedCommands'] ?? 0), JSON.stringify(statsB)).toBe(Number(failedBefore['failedCommands'] ?? 0));
+    expect(Number(statsB['writeCommands'])).toBeGreaterThan(Number(failedBefore['writeCommands'] ?? 0));
+    // VM a's controller dropped its client and is serving, waiting for the next.
+    await daemon.waitForLog((l) => l['msg'] === 'client cleanup done; ready for the next client' && String(l['socket']).endsWith('vm-a.sock'), { since: killedAt, what: 'vm-a client dropped' });
+    const statsA = (await controller('vm-a'))['stats'] as Record<string, unknown>;
+    expect(statsA['clientConnected'], JSON.stringify(statsA)).toBe(false);
+    expect(daemon.problems(killedAt).filter((l) => String(l['socket'] ?? l['worker'] ?? '').endsWith('vm-b.sock'))).toEqual([]);
+    console.log(`guest/daemon-two-vms: VM b's fio ran ${((Date.now() - killedAt) / 1000).toFixed(1)} s after VM a was killed`);
+    timings.push(['kill under I/O, the other VM\'s fio to the end', Date.now() - started]);
+  }, STEP_MS);
+
+  it('the killed VM\'s controller serves the next client, which reads back what that guest wrote', async () => {
+    const next = await Guest.attach(path.join(dir, 'vm-a.sock'), { flavour: 'qemu' });
+    try {
+      await next.driver.enable();
+      await next.driver.createIoQueuePair(1, 32, 1);
+      const read = await next.driver.read(1, PATTERN_AT / 512, 256);
+      expect(read.completion.status).toBe(0);
+      expect(Buffer.from(read.data).equals(patterns.a.subarray(0, 128 * 1024))).toBe(true);
+    } finally {
+      next.close();
+    }
+    expect(readAt(images.b, PATTERN_AT, MiB).equals(patterns.b)).toBe(true);
+  }, STEP_MS);
+});

@@ -1,0 +1,202 @@
+/**
+ * Guest (L1) side of test/guest/attach-nested.test.ts, run by nested-guest.sh in the VFIO test guest. With the project's
+ * own code it:
+ * 0. starts the hot-plug L2 QEMU first (TCG, q35, 192 MiB, two empty pcie-root-ports, QMP socket, the host kernel
+ *    with nested-l2-init.sh as /init): its Linux boot is the slow part, the steps below run meanwhile;
+ * 1. creates one NVMe VF on the SR-IOV PF, brings it online (nvme virt-mgmt), binds it to nvme (host use) and writes
+ *    the boot sector the host test put in $VT_WORK/bootsector.bin to the VF's namespace;
+ * 2. boot: prepares the VF for a second L2 VM, starts it with AttachmentManager.staticConfig's QEMU arguments (the VF
+ *    with bootindex=0, no -kernel) and waits for the boot sector's marker on its serial console (SeaBIOS boots from
+ *    the NVMe namespace), then stops it and releases the VF back to nvme;
+ * 3. hot-plug: once the first L2 is up, AttachmentManager.attach hot-plugs the VF over QMP (DeviceManager prepares
+ *    it), L2 reports the NVMe controller and namespace on its console, and AttachmentManager.detach waits for
+ *    DEVICE_DELETED and releases the VF back to nvme.
+ * Everything goes to $VT_WORK/results.json; the host test asserts on it.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { closeSync, existsSync, openSync, readFileSync, readdirSync, readSync, writeFileSync, writeSync, fsyncSync } from 'node:fs';
+import path from 'node:path';
+
+import { AttachmentManager } from '../../src/attach/attachments.js';
+import { ClaimStore } from '../../src/devices/claims.js';
+import { DEFAULT_ROOTS, realSysfsWriter } from '../../src/devices/host.js';
+import { DeviceManager } from '../../src/devices/manager.js';
+import { NativeVfioProber } from '../../src/vfio/prober.js';
+import { createNvmeVf, driverOf, read, results, save, seconds, sh, step, SYS, waitFor, WORK, write } from './guest-lib.js';
+
+const MARKER = process.env.VT_BOOT_MARKER ?? 'VFIOD-NVME-BOOT-OK';
+
+/** The nvme controller (nvmeN) bound to `bdf`, once it is live. */
+async function liveController(bdf: string): Promise<string> {
+  const dir = path.join(SYS, bdf, 'nvme');
+  await waitFor(`nvme controller on ${bdf}`, () => existsSync(dir) && readdirSync(dir).length > 0, 20_000);
+  const ctrl = readdirSync(dir)[0]!;
+  await waitFor(`${ctrl} live`, () => read(`/sys/class/nvme/${ctrl}/state`) === 'live', 20_000);
+  return ctrl;
+}
+
+/** Puts the VF in host use on nvme (driver_override + drivers_probe, override cleared again). */
+async function bindToNvme(vf: string): Promise<string> {
+  write(path.join(SYS, vf, 'driver_override'), 'nvme');
+  write('/sys/bus/pci/drivers_probe', vf);
+  await waitFor(`${vf} on nvme`, () => driverOf(vf) === 'nvme', 15_000);
+  write(path.join(SYS, vf, 'driver_override'), '\n');
+  return liveController(vf);
+}
+
+async function writeBootSector(ctrl: string): Promise<{ namespace: string; readBack: string }> {
+  const find = (): string | undefined => readdirSync(`/sys/class/nvme/${ctrl}`).find((n) => /^nvme\d+n\d+$/.test(n));
+  // namespaces are scanned asynchronously after the controller goes live
+  await waitFor(`a namespace on ${ctrl}`, () => find() !== undefined && existsSync(`/dev/${find()}`), 20_000);
+  const namespace = find()!;
+  const sector = readFileSync(path.join(WORK, 'bootsector.bin'));
+  if (sector.length !== 512) throw new Error(`bootsector.bin is ${sector.length} bytes, not 512`);
+  const fd = openSync(`/dev/${namespace}`, 'r+');
+  try {
+    writeSync(fd, sector, 0, 512, 0);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  sh('sh', ['-c', `echo 1 > /proc/sys/vm/drop_caches`]);
+  const back = Buffer.alloc(512);
+  const rfd = openSync(`/dev/${namespace}`, 'r');
+  try {
+    readSync(rfd, back, 0, 512, 0);
+  } finally {
+    closeSync(rfd);
+  }
+  return { namespace, readBack: back.equals(sector) ? 'identical' : 'DIFFERENT' };
+}
+
+interface L2 {
+  child: ChildProcess;
+  log: string;
+  exited: Promise<number | null>;
+  stderr: () => string;
+}
+
+function startL2(name: string, args: string[], memoryMb = 256): L2 {
+  const log = `/tmp/l2-${name}.log`;
+  writeFileSync(log, '');
+  let stderr = '';
+  const child = spawn('qemu-system-x86_64', [
+    '-accel', 'tcg', '-machine', 'q35', '-m', String(memoryMb), '-smp', '1', '-nodefaults', '-display', 'none', '-no-reboot',
+    '-serial', `file:${log}`, ...args,
+  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  return { child, log, exited, stderr: () => stderr };
+}
+
+async function stopL2(l2: L2): Promise<void> {
+  if (l2.child.exitCode !== null) return;
+  l2.child.kill('SIGTERM');
+  const timer = setTimeout(() => l2.child.kill('SIGKILL'), 5000);
+  await l2.exited;
+  clearTimeout(timer);
+}
+
+const logOf = (l2: L2): string => readFileSync(l2.log, 'utf8');
+
+async function waitLog(l2: L2, what: RegExp, timeoutMs: number): Promise<number> {
+  return waitFor(`L2 console ${what}`, () => {
+    if (l2.child.exitCode !== null) throw new Error(`L2 exited (${l2.child.exitCode}) while waiting for ${what}: ${l2.stderr().slice(-500)}`);
+    return what.test(logOf(l2));
+  }, timeoutMs, 250);
+}
+
+/** Kernel options that skip slow steps in a TCG-in-TCG boot (the L2 Linux boot dominates this test's time). */
+const L2_APPEND = [
+  'console=ttyS0', 'panic=-1', 'quiet', 'no_timer_check', 'tsc=reliable', 'cryptomgr.notests', 'mitigations=off',
+  'rcupdate.rcu_expedited=1', 'audit=0', 'apparmor=0', 'selinux=0', '8250.nr_uarts=1', 'i8042.noaux', 'pci=noaer',
+].join(' ');
+
+async function main(): Promise<void> {
+  step('start');
+  // The L2 Linux boot is the slow part (about a minute, TCG inside TCG): start it first and do everything else
+  // (VF creation, the boot test) meanwhile.
+  const qmpSocket = '/tmp/l2-qmp.sock';
+  const l2 = startL2('hotplug', [
+    '-kernel', path.join(WORK, 'l2-vmlinux'), '-initrd', path.join(WORK, 'l2-initrd.cpio'), '-append', L2_APPEND,
+    '-device', 'pcie-root-port,id=rp1,chassis=1,slot=1', '-device', 'pcie-root-port,id=rp2,chassis=2,slot=2',
+    '-qmp', `unix:${qmpSocket},server=on,wait=off`,
+  ], 192);
+  const l2Started = Date.now();
+  try {
+    sh('modprobe', ['vfio-pci']);
+    const { pf, vf } = await createNvmeVf();
+    Object.assign(results, { pf, vf });
+    const ctrl = await bindToNvme(vf);
+    results.bootSector = await writeBootSector(ctrl);
+    step(`VF ${vf} online on nvme (${ctrl}), boot sector written`);
+
+    const claims = new ClaimStore('/run/vfiod-claims.db'); // tmpfs: SQLite's WAL needs shared memory, which 9p lacks
+    const devices = new DeviceManager({ roots: DEFAULT_ROOTS, writer: realSysfsWriter, prober: new NativeVfioProber(), claims });
+    const attachments = new AttachmentManager({ devices, releaseWaitMs: 15_000 });
+
+    // --- (b) boot an L2 from the VF's namespace with a static configuration and a boot order ----------------------
+    results.bootPrepare = await devices.prepare(vf, 'l2-boot');
+    const config = attachments.staticConfig({ hypervisor: 'qemu', vmId: 'l2-boot', devices: [{ source: { kind: 'pci', bdf: vf }, id: 'boot0', bootIndex: 0 }] });
+    results.bootConfig = config;
+    const boot = startL2('boot', ['-boot', 'strict=on', ...config.qemu!.args], 64);
+    try {
+      results.bootMarkerMs = await waitLog(boot, new RegExp(MARKER), 240_000);
+      step('L2 booted from the VF (marker on its serial console)');
+    } finally {
+      results.l2BootConsole = logOf(boot).slice(0, 2000);
+      results.l2BootStderr = boot.stderr().slice(-2000);
+      await stopL2(boot);
+    }
+    results.bootRelease = await devices.release(vf, 'l2-boot', { waitMs: 15_000 });
+    results.driverAfterBoot = driverOf(vf);
+    await liveController(vf);
+    step('VF released after the boot test');
+
+    // --- (a) hot-plug into the running L2, hot-unplug, back to nvme ---------------------------------------------
+    const timeout = 600_000; // minutes with the L1 kernel on a busy host
+    await waitLog(l2, /L2: READY/, Math.max(1000, timeout - (Date.now() - l2Started)));
+    results.l2BootMs = Date.now() - l2Started;
+    step('L2 (hot-plug) ready');
+    const endpoint = { hypervisor: 'qemu' as const, qmpSocket };
+    const attachStart = Date.now();
+    const attached = await attachments.attach({ vmId: 'l2', endpoint, source: { kind: 'pci', bdf: vf }, deviceId: 'vf0', timeoutMs: 30_000 });
+    results.attachMs = Date.now() - attachStart;
+    results.attach = attached;
+    results.driverWhileAttached = driverOf(vf);
+    results.claimWhileAttached = claims.get(vf);
+    results.attachmentsWhileAttached = attachments.list();
+    step('attached over QMP');
+    results.l2SawNvmeMs = await waitLog(l2, /L2: namespace nvme\d+n\d+ sectors=\d+/, 240_000);
+    step('L2 sees the NVMe namespace');
+    const detachStart = Date.now();
+    results.detach = await attachments.detach({ vmId: 'l2', deviceId: 'vf0', timeoutMs: 120_000 });
+    results.detachMs = Date.now() - detachStart;
+    step('detached (DEVICE_DELETED) and released');
+    results.driverAfterDetach = driverOf(vf);
+    results.controllerAfterDetach = await liveController(vf);
+    results.claimsAfterDetach = claims.list().length;
+    results.attachmentsAfterDetach = attachments.list().length;
+    await waitLog(l2, /L2: nvme pci count 1 -> 0/, 30_000);
+    results.l2SawRemoval = true;
+    step('VF back on nvme; L2 saw it go');
+    results.ok = true;
+  } finally {
+    const lines = logOf(l2).split('\n');
+    results.l2HotplugConsole = lines.filter((l) => l.startsWith('L2:')).slice(0, 60);
+    results.l2HotplugKernelTail = lines.filter((l) => !l.startsWith('L2:')).slice(-15);
+    results.l2HotplugStderr = l2.stderr().slice(-2000);
+    await stopL2(l2);
+  }
+}
+
+main()
+  .catch((error: unknown) => {
+    const e = error as Error & { code?: string };
+    (results.errors as string[]).push(`${e.stack ?? String(e)} code=${e.code}`);
+    console.error(error);
+  })
+  .finally(() => {
+    results.guestMs = Math.round(seconds() * 1000);
+    save();
+  });
