@@ -258,6 +258,7 @@ describe('error mapping', () => {
       ALREADY_EXISTS: grpc.status.ALREADY_EXISTS,
       UNAVAILABLE: grpc.status.UNAVAILABLE,
       DEADLINE_EXCEEDED: grpc.status.DEADLINE_EXCEEDED,
+      RESOURCE_EXHAUSTED: grpc.status.RESOURCE_EXHAUSTED,
       INTERNAL: grpc.status.INTERNAL,
     });
     const { logger, lines } = memoryLogger();
