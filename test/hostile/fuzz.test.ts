@@ -1,64 +1,15 @@
 /**
  * Wire and register fuzz while a bystander controller moves data.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
-import { native, PROT_READ, PROT_WRITE } from '../../src/native/index.js';
-import { AsyncEvent, IoOpcode, LogPageId, Reg, Status } from '../../src/spec/nvme.js';
-import { controllerConfig, type ControllerConfig } from '../../src/serve/config.js';
-import { startController, type RunningController } from '../../src/serve/controller.js';
-import { memoryLogger, type LogFields } from '../../src/util/log.js';
-import { Errno, IrqSetFlag } from '../../src/spec/vfio.js';
+import { describe, expect, it } from 'vitest';
+import { HEADER_SIZE, newMessage } from '../../src/vfio-user/protocol.js';
 import {
-  BodySize,
-  Command,
-  HEADER_SIZE,
-  HeaderFlag,
-  encodeDmaMap,
-  encodeIrqSet,
-  encodeRegionAccess,
-  encodeVersion,
-  newMessage,
-} from '../../src/vfio-user/protocol.js';
-import { Guest, GUEST_RAM_IOVA } from '../helpers/hypervisor.js';
-import { pattern } from '../helpers/nvme-harness.js';
-import { VfioUserClient, VfioUserReplyError, type Flavour } from '../helpers/vfio-user-client.js';
-import { sleep, temporaryDir } from '../helpers/common.js';
-import {
-  PAGE,
-  BLOCK,
-  RAM_BYTES,
-  RAM_END,
-  NOWHERE,
   CONFIG,
   MSIX_BAR,
-  MSIX_IRQ,
   CONFIG_ID,
-  MAX_MESSAGE,
-  openFdCount,
-  dir,
-  cleanups,
-  uniqueSocket,
   startNvme,
-  rawClient,
   attach,
-  eventfds,
-  request,
-  expectErrorReply,
-  expectErrno,
-  expectStillServing,
-  message,
-  sgl,
-  SGL_DATA_BLOCK,
-  SGL_SEGMENT,
-  SGL_LAST_SEGMENT,
   bystander,
-  bystanderGuest,
-  bystanderLba,
   expectBystanderServes,
 } from '../helpers/hostile-harness.js';
 
