@@ -244,31 +244,48 @@ export class GuestMemory implements DmaSpace {
       },
       drained: [],
     };
-    for (let offset = 0; offset < size; offset += this.windowStride) {
-      const start = iova + offset;
-      region.windows.push({
-        iova: start,
-        size: Math.min(this.windowStride + this.windowReach, size - offset),
-        bytes: UNMAPPED,
-        readable: region.readable,
-        writable: region.writable,
-        region,
-        ownEnd: Math.min(start + this.windowStride, iova + size),
-      });
-    }
-    if (!('unreachable' in options)) {
+    const window = (offset: number, length: number, ownLength: number): Window => ({
+      iova: iova + offset,
+      size: length,
+      bytes: UNMAPPED,
+      readable: region.readable,
+      writable: region.writable,
+      region,
+      ownEnd: iova + offset + ownLength,
+    });
+    if ('unreachable' in options) {
+      // Nothing is ever mapped there: one window for the whole range, however large the client said it is.
+      region.windows.push(window(0, size, size));
+    } else {
+      const count = Math.ceil(size / this.windowStride);
+      const windowAt = (k: number): Window => {
+        const offset = k * this.windowStride;
+        const left = size - offset;
+        return window(offset, Math.min(this.windowStride + this.windowReach, left), Math.min(this.windowStride, left));
+      };
+      // The first and last windows are made before the others exist: a size the backing cannot hold fails here,
+      // before a window record is made for every GiB the client claimed.
+      const first = windowAt(0);
+      const last = count === 1 ? first : windowAt(count - 1);
       try {
-        materialize(region.windows[0]!);
-        materialize(region.windows[region.windows.length - 1]!);
+        materialize(first);
+        materialize(last);
       } catch (error) {
+        region.windows.push(first);
+        if (last !== first) region.windows.push(last);
         region.release();
         throw error;
       }
+      region.windows.push(first);
+      for (let k = 1; k < count - 1; k++) region.windows.push(windowAt(k));
+      if (last !== first) region.windows.push(last);
+      // Everything is mapped: the backing is not needed any more.
+      if (count === 1) closeBacking();
     }
-    // Everything is mapped: the backing is not needed any more.
-    if (region.windows.length === 1 && !('unreachable' in options)) closeBacking();
     this.liveRegions.splice(index, 0, region);
-    this.liveWindows.splice(this.windowInsertionIndex(iova), 0, ...region.windows);
+    // concat, not splice(...windows): a region of many TiB has more windows than a call takes arguments.
+    const at = this.windowInsertionIndex(iova);
+    this.liveWindows = this.liveWindows.slice(0, at).concat(region.windows, this.liveWindows.slice(at));
     return region.windows[0]!;
   }
 

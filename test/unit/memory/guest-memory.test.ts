@@ -208,6 +208,35 @@ describe('windows of one mapping', () => {
     expect(memory.regions).toHaveLength(1);
   });
 
+  it('keeps memory it cannot reach as one window, however large (a DMA_MAP without fd costs no more than a small one)', () => {
+    const memory = new GuestMemory();
+    memory.add({ iova: 2 ** 40, size: 2 ** 52, readable: true, writable: true, unreachable: 'no fd' });
+    expect(memory.windows).toHaveLength(1);
+    expect(() => memory.find(2 ** 40 + 2 ** 51, 8, 'read')).toThrow(/cannot reach: no fd/);
+    expect(() => memory.find(2 ** 40 + 2 ** 52, 1, 'read')).toThrow(/unmapped/);
+  });
+
+  it('asks the backing for the first and last window only, and keeps nothing when the last does not fit', () => {
+    const memory = new GuestMemory({ windowStride: STRIDE, windowReach: REACH });
+    const asked: number[] = [];
+    expect(() =>
+      memory.add({
+        iova: BASE,
+        size: 100_000 * STRIDE,
+        readable: true,
+        writable: true,
+        map: (offset, length) => {
+          asked.push(offset);
+          if (offset !== 0) throw new Error('past the end of the file');
+          return new Uint8Array(length);
+        },
+        unmap: () => {},
+      }),
+    ).toThrow(/past the end of the file/);
+    expect(asked).toEqual([0, 99_999 * STRIDE]);
+    expect(memory.windows).toHaveLength(0);
+  });
+
   it('finds the right mapping among thousands', () => {
     const memory = new GuestMemory();
     const count = 5000;
