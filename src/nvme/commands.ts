@@ -23,6 +23,7 @@ import type { CommandSink, QueueEngine } from './queue-engine.js';
 import type { SubmissionQueue } from './queues.js';
 import { Csts, type ControllerRegisters } from './registers.js';
 import { LatencyHistogram } from './stats.js';
+import { EntryState, type CommandJournal, type JournalEntry } from './command-journal.js';
 
 /** What the command runner needs of its controller. */
 export interface CommandOwner {
@@ -77,6 +78,8 @@ export class ControllerIoContext implements IoContext {
 
 /** An I/O command slot: the core owns and reuses these (no allocation per command). */
 class PooledRequest implements IoRequest {
+  /** Its entry in the command journal (the index among every request made), or -1 beyond the journal's size. */
+  journalSlot = -1;
   readonly sqe = new DataView(new ArrayBuffer(SQE_SIZE));
   /** The same 64 bytes as `sqe`, for the word-by-word SQE copy. */
   readonly sqeWords = new Int32Array(this.sqe.buffer);
@@ -121,6 +124,13 @@ export class CommandRunner implements CommandSink {
   /** Every request slot ever made (in flight or pooled), for giving up stuck commands. */
   private readonly requests: PooledRequest[] = [];
   private busySince = 0;
+  /** Crash recovery's command journal (command-journal.ts), when enabled; see attachJournal. */
+  private journal: CommandJournal | undefined;
+  /**
+   * Writes the crash-recovery checkpoint (the controller's whole state, JSON) at once: called after an admin command
+   * changed state and before its completion is posted.
+   */
+  private checkpoint: (() => void) | undefined;
   /**
    * The clock is read once per processing pass, not per command (a clock read costs 100-250 ns on the development
    * VM, as much as the rest of a command's bookkeeping): `passStart` is the time of the pass's first I/O fetch and
@@ -144,6 +154,13 @@ export class CommandRunner implements CommandSink {
     this.registers = parts.registers;
     this.owner = parts.owner;
     this.logger = parts.logger;
+  }
+
+  /** Crash recovery: from now on every fetch and completion is journaled, and admin commands checkpoint. */
+  attachJournal(journal: CommandJournal, checkpoint: () => void): void {
+    this.journal = journal;
+    this.checkpoint = checkpoint;
+    this.requests.forEach((request, index) => (request.journalSlot = index < journal.entries ? index : -1));
   }
 
   /** Command counts, for a live upgrade's successor (nothing is in flight then). */
@@ -202,7 +219,14 @@ export class CommandRunner implements CommandSink {
   /** CommandSink: runs the admin command at the head of `sq` (the queue engine reserved its CQ slot). */
   executeAdmin(sq: SubmissionQueue): void {
     const sqe = this.adminSqe;
+    const sqSlot = sq.head;
     sq.fetch(sqe);
+    this.journal?.beginAdmin(sqSlot, sqe, sq.fetches, sq.head);
+    this.runAdmin(sq, sqe);
+  }
+
+  /** Runs a fetched admin command (or one a predecessor left unfinished) and posts its completion. */
+  private runAdmin(sq: SubmissionQueue, sqe: DataView): void {
     const opcode = sqe.getUint8(0);
     const commandId = sqe.getUint16(2, true);
     const result = this.adminResult;
@@ -214,22 +238,44 @@ export class CommandRunner implements CommandSink {
       result.status = Status.INTERNAL_ERROR;
       result.dw0 = 0;
     }
+    const journal = this.journal;
     if (result.status === DEFERRED) {
       // An AER may stay outstanding forever; it takes a CQ slot only when an event completes it.
       if (opcode === AdminOpcode.ASYNC_EVENT_REQUEST) sq.cq.reserved--;
+      if (journal) {
+        this.checkpoint!(); // the command is now part of the state (an outstanding AER, a deletion under way)
+        journal.endAdmin();
+      }
       return;
     }
     if (result.status !== Status.SUCCESS) {
       this.logger.debug('admin command failed', { opcode, cid: commandId, status: result.status });
       this.recordError(sq, commandId, result.status, sqe.getUint32(4, true), 0);
     }
+    if (journal) {
+      // The state the command left goes to the checkpoint before the guest can see the command complete; the
+      // journal keeps the completion in case the process dies between the two (recoverCommands).
+      journal.completingAdmin(sq.cq.lap, sq.cq.tail, result.status, result.dw0);
+      this.checkpoint!();
+    }
     this.queues.postCompletion(sq.cq, result.dw0, sq, commandId, result.status);
+    journal?.endAdmin();
   }
 
   /** CommandSink: starts the I/O command at the head of `sq` (the queue engine reserved its CQ slot). */
   executeIo(sq: SubmissionQueue): void {
     const request = this.requestPool.pop() ?? this.newRequest();
+    const sqSlot = sq.head;
     sq.fetch(request.sqe, request.sqeWords);
+    const journal = this.journal;
+    if (journal !== undefined && request.journalSlot >= 0) {
+      journal.begin(request.journalSlot, sq.id, sqSlot, request.sqeWords, sq.fetches, sq.head);
+    }
+    this.startIo(sq, request);
+  }
+
+  /** Runs a fetched I/O command (its SQE in `request.sqe`). */
+  private startIo(sq: SubmissionQueue, request: PooledRequest): void {
     request.sq = sq;
     request.commandId = request.sqe.getUint16(2, true);
     request.opcode = request.sqe.getUint8(0);
@@ -261,6 +307,11 @@ export class CommandRunner implements CommandSink {
 
   private newRequest(): PooledRequest {
     const request = new PooledRequest();
+    const journal = this.journal;
+    if (journal !== undefined) {
+      if (this.requests.length < journal.entries) request.journalSlot = this.requests.length;
+      else this.logger.error('command journal full: a command in flight now would not survive a crash', { entries: journal.entries });
+    }
     this.requests.push(request);
     return request;
   }
@@ -323,13 +374,70 @@ export class CommandRunner implements CommandSink {
         const lba = hasLba(opcode) ? sqe.getUint32(44, true) * 0x1_0000_0000 + sqe.getUint32(40, true) : 0;
         this.recordError(sq, request.commandId, status, sqe.getUint32(4, true), lba);
       }
-      this.queues.postCompletion(sq.cq, request.result, sq, request.commandId, status);
+      const journal = this.journal;
+      const slot = request.journalSlot;
+      if (journal !== undefined && slot >= 0) {
+        const cq = sq.cq;
+        journal.completing(slot, cq.lap, cq.tail, status, request.result);
+        this.queues.postCompletion(cq, request.result, sq, request.commandId, status);
+        journal.end(slot);
+      } else {
+        this.queues.postCompletion(sq.cq, request.result, sq, request.commandId, status);
+      }
       if (sq.deleteCommandId !== undefined && sq.inFlight === 0) this.queues.finishSubmissionQueueDeletion(sq);
       if (!interrupts.batching) interrupts.scheduleFlush();
-    }
+    } else if (this.journal !== undefined && request.journalSlot >= 0) this.journal.end(request.journalSlot);
     this.requestPool.push(request);
     if (this.inFlight === 0) this.drained();
   };
+
+  /**
+   * Crash recovery: finishes what a predecessor left in the journal. `entries` are its I/O entries whose CQE is not
+   * in the guest's CQ (the queue engine checked, and reserved a CQ slot for each): a completing one is posted with
+   * its recorded result; a running one runs again, in the same journal slot. Every other entry is freed.
+   */
+  recoverIo(entries: readonly { entry: JournalEntry; slot: number; sq: SubmissionQueue }[], freed: readonly number[]): void {
+    const journal = this.journal!;
+    for (const slot of freed) journal.end(slot);
+    const highest = entries.reduce((max, { slot }) => Math.max(max, slot), -1);
+    while (this.requests.length <= highest) this.newRequest();
+    const taken = new Set(entries.map(({ slot }) => slot));
+    this.requestPool.length = 0;
+    for (const request of this.requests) if (!taken.has(request.journalSlot) && !request.active) this.requestPool.push(request);
+    for (const { entry, slot, sq } of entries) {
+      const commandId = entry.sqe[2]! | (entry.sqe[3]! << 8);
+      if (entry.state === EntryState.Completing) {
+        this.queues.postCompletion(sq.cq, entry.dw0, sq, commandId, entry.status);
+        journal.end(slot);
+        continue;
+      }
+      const request = this.requests[slot]!;
+      new Uint8Array(request.sqe.buffer).set(entry.sqe);
+      this.startIo(sq, request);
+    }
+  }
+
+  /**
+   * Crash recovery: the admin command a predecessor was executing. `applied`: the checkpoint holds its effects (the
+   * process died after checkpointing): a recorded completion not yet in the CQ is posted; a deferred command is
+   * already part of the restored state. Otherwise it runs again: none of its effects reached the checkpoint (it is
+   * written after the command ran, synchronously), so it runs as the first time did.
+   */
+  recoverAdmin(entry: JournalEntry, sq: SubmissionQueue, applied: boolean, posted: boolean): void {
+    const commandId = entry.sqe[2]! | (entry.sqe[3]! << 8);
+    if (!applied) {
+      const sqe = this.adminSqe;
+      new Uint8Array(sqe.buffer).set(entry.sqe);
+      sq.cq.reserved++;
+      this.runAdmin(sq, sqe);
+      return;
+    }
+    if (entry.state === EntryState.Completing && !posted) {
+      sq.cq.reserved++;
+      this.queues.postCompletion(sq.cq, entry.dw0, sq, commandId, entry.status);
+    }
+    this.journal?.endAdmin();
+  }
 
   /**
    * CommandSink: the Error Information entry behind a doorbell error event, so the host finds what the event points

@@ -48,6 +48,7 @@ import type { HealthState } from './log-pages.js';
 import type { AsyncEventsState } from './async-events.js';
 import type { QueueEngineState } from './queue-engine.js';
 import { checkSnapshotVersion } from '../util/handover-fds.js';
+import { EntryState, type CommandJournal } from './command-journal.js';
 
 const CONTROLLER_STATE_VERSION = 1;
 
@@ -335,8 +336,12 @@ export class NvmeController {
     this.interrupts.scheduleFlush();
   }
 
-  snapshot(): NvmeControllerState {
-    if (!this.quiesced) throw new Error('NVMe controller snapshot while not quiesced');
+  /**
+   * The controller's state: for a live upgrade's successor (quiesced: nothing in flight), or, `live`, for a crash
+   * checkpoint taken while serving, whose queue positions and commands in flight the command journal completes.
+   */
+  snapshot(live = false): NvmeControllerState {
+    if (!this.quiesced && !live) throw new Error('NVMe controller snapshot while not quiesced');
     return {
       version: CONTROLLER_STATE_VERSION,
       namespaceCount: this.namespaces.count,
@@ -345,7 +350,7 @@ export class NvmeController {
       health: this.health.snapshot(),
       events: this.events.snapshot(),
       interrupts: this.interrupts.snapshot(),
-      queues: this.queues.snapshot(),
+      queues: this.queues.snapshot(live),
       commands: this.commands.snapshot(),
       changedNamespaces: this.namespaces.changed.snapshot(),
       unsafeIfReset: this.unsafeIfReset,
@@ -355,9 +360,10 @@ export class NvmeController {
 
   /**
    * On a controller freshly built with the same options and namespaces: takes on a predecessor's state. Stays
-   * quiesced (nothing fetched, no interrupt, no guest memory touched) until `resume()`.
+   * quiesced (nothing fetched, no interrupt, no guest memory touched) until `resume()`. `doorbellPageKept`: a crash
+   * recovery's private doorbell page outlived the predecessor and is newer than the state's copy.
    */
-  restore(state: NvmeControllerState): void {
+  restore(state: NvmeControllerState, options: { doorbellPageKept?: boolean } = {}): void {
     checkSnapshotVersion(state, 'NVMe controller state', CONTROLLER_STATE_VERSION);
     if (state.namespaceCount !== this.namespaces.count) {
       throw new Error(`snapshot has ${state.namespaceCount} namespaces, this controller ${this.namespaces.count}`);
@@ -367,12 +373,51 @@ export class NvmeController {
     this.features.restore(state.features);
     this.health.restore(state.health);
     this.events.restore(state.events);
-    this.queues.restore(state.queues);
+    this.queues.restore(state.queues, options.doorbellPageKept);
     this.interrupts.restore(state.interrupts);
     this.commands.restore(state.commands);
     this.namespaces.changed.restore(state.changedNamespaces);
     this.unsafeIfReset = state.unsafeIfReset;
     this.resets = state.resets;
+  }
+
+  // ---- crash recovery ----------------------------------------------------------------------------------------
+
+  /**
+   * Crash recovery (docs/restart.md): journals every fetch and completion into `journal` from now on, and calls
+   * `checkpoint` (which writes this controller's state, `snapshot(true)`) whenever an admin command changed it,
+   * before the command's completion is posted. Call before the first command, or after `recover`.
+   */
+  attachJournal(journal: CommandJournal, checkpoint: () => void): void {
+    if (journal.queues < this.consumedDoorbells.length / 2) throw new Error('command journal too small for this controller\'s queues');
+    this.queues.journal = journal;
+    this.commands.attachJournal(journal, checkpoint);
+  }
+
+  /**
+   * Crash recovery, on a controller just `restore`d from a crash checkpoint, with `journal` as the predecessor left
+   * it: puts every queue where the predecessor really was, posts the completions it was writing, runs again the
+   * commands it had fetched and not completed, and signals every vector with completions the host has not consumed.
+   * Returns how many commands it ran again and posted. Still quiesced afterwards: `resume` starts fetching.
+   */
+  recoverFromJournal(journal: CommandJournal, checkpoint: () => void): { rerun: number; posted: number; admin: string } {
+    // The checkpoint was written right after the last admin command it reflects: its admin SQ's fetch count says
+    // which admin commands it holds the effects of.
+    const checkpointedAdminFetches = this.queues.submissionQueue(0)?.fetches ?? 0;
+    const { io, freed, admin } = this.queues.recover(journal);
+    this.attachJournal(journal, checkpoint);
+    this.commands.recoverIo(io, freed);
+    let adminOutcome = 'none';
+    if (admin) {
+      const applied = ((admin.entry.sequence - checkpointedAdminFetches) | 0) <= 0;
+      adminOutcome = !applied ? 'ran again' : admin.entry.state === EntryState.Completing && !admin.posted ? 'completion posted' : 'already done';
+      this.commands.recoverAdmin(admin.entry, admin.sq, applied, admin.posted);
+    }
+    // The predecessor may have died between writing a CQE and signalling it; a spurious interrupt is harmless.
+    // Marked vectors go out at the first flush once serving (resume).
+    for (const cq of this.queues.completions) if (cq.interruptsEnabled && cq.posted > 0) this.interrupts.mark(cq.vector);
+    const posted = io.filter(({ entry }) => entry.state === EntryState.Completing).length;
+    return { rerun: io.length - posted, posted, admin: adminOutcome };
   }
 
   /**

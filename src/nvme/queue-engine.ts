@@ -13,12 +13,13 @@
  */
 import { DmaError, type DmaSpace } from '../memory/guest-memory.js';
 import type { Logger } from '../util/log.js';
-import { AsyncEvent, PAGE_SIZE, Status } from '../spec/nvme.js';
+import { AsyncEvent, CQE_SIZE, PAGE_SIZE, Status } from '../spec/nvme.js';
 import type { FeatureState } from './features.js';
 import type { InterruptCoalescer } from './interrupts.js';
 import { NO_COMMAND } from './log-pages.js';
 import { CompletionQueue, ShadowDoorbells, SubmissionQueue } from './queues.js';
 import { checkSnapshotVersion, fromBase64, toBase64 } from '../util/handover-fds.js';
+import { EntryState, type CommandJournal, type JournalEntry } from './command-journal.js';
 
 const QUEUE_ENGINE_STATE_VERSION = 1;
 
@@ -49,6 +50,8 @@ export interface QueueEngineState {
     phase: number;
     reserved: number;
     lastShadow: number;
+    /** Absent in snapshots from before crash recovery (lap 0). */
+    lap?: number;
   }>;
   /** In creation order (the round-robin order). */
   submissionQueues: Array<{
@@ -61,6 +64,7 @@ export interface QueueEngineState {
     tail: number;
     lastShadow: number;
     deleteCommandId?: number;
+    fetches?: number;
   }>;
   shadow?: { shadowIova: number; eventIndexIova: number };
 }
@@ -134,6 +138,8 @@ export class QueueEngine {
   private invalidDoorbellWrites = 0;
   /** Doorbell words of the queues that exist: 2 * (highest live queue id + 1); the busy-path scans cover these. */
   private liveDoorbellWords = 0;
+  /** Crash recovery's record of heads, laps and commands in flight (command-journal.ts), when enabled. */
+  journal: CommandJournal | undefined;
 
   constructor(options: QueueEngineOptions) {
     this.dma = options.dma;
@@ -255,10 +261,13 @@ export class QueueEngine {
     this.logger.info('shadow doorbells configured', { shadowIova, eventIndexIova });
   }
 
-  /** The queues for a successor; only with nothing in flight (the controller quiesced first). */
-  snapshot(): QueueEngineState {
+  /**
+   * The queues for a successor; only with nothing in flight (the controller quiesced first), unless `live`: a crash
+   * checkpoint, whose heads, tails and reservations the command journal corrects (see recoverFromJournal).
+   */
+  snapshot(live = false): QueueEngineState {
     const busy = this.submissionList.find((sq) => sq.inFlight !== 0);
-    if (busy) throw new Error(`queue engine snapshot with ${busy.inFlight} commands in flight on SQ ${busy.id}`);
+    if (busy && !live) throw new Error(`queue engine snapshot with ${busy.inFlight} commands in flight on SQ ${busy.id}`);
     const shadow = this.shadow;
     return {
       version: QUEUE_ENGINE_STATE_VERSION,
@@ -280,6 +289,7 @@ export class QueueEngine {
         phase: cq.phase,
         reserved: cq.reserved,
         lastShadow: cq.lastShadow,
+        lap: cq.lap,
       })),
       submissionQueues: this.submissionList.map((sq) => ({
         id: sq.id,
@@ -291,6 +301,7 @@ export class QueueEngine {
         tail: sq.tail,
         lastShadow: sq.lastShadow,
         ...(sq.deleteCommandId !== undefined ? { deleteCommandId: sq.deleteCommandId } : {}),
+        fetches: sq.fetches,
       })),
       ...(shadow ? { shadow: { shadowIova: shadow.shadow.iova, eventIndexIova: shadow.eventIndex.iova } } : {}),
     };
@@ -300,7 +311,11 @@ export class QueueEngine {
    * Takes on a predecessor's queues, on an engine with none. Touches no guest memory and, in polled mode, not the
    * shared doorbell page either (the guest may be writing it, and the predecessor may still resume).
    */
-  restore(state: QueueEngineState): void {
+  /**
+   * `pageKept`: crash recovery, where the private doorbell page is memory that outlived the predecessor and is newer
+   * than the checkpoint's copy of it.
+   */
+  restore(state: QueueEngineState, pageKept = false): void {
     checkSnapshotVersion(state, 'NVMe queue engine', QUEUE_ENGINE_STATE_VERSION);
     if (this.submissionList.length > 0 || this.completionList.length > 0) throw new Error('queue engine restore over live queues');
     const consumed = fromBase64(state.consumedDoorbells, 'consumed doorbells', this.consumedDoorbells.length * 4);
@@ -322,6 +337,7 @@ export class QueueEngine {
       cq.phase = saved.phase & 1;
       cq.reserved = saved.reserved;
       cq.lastShadow = saved.lastShadow;
+      cq.lap = (saved.lap ?? 0) | 0;
       this.completionQueues[cq.id] = cq;
       this.completionList.push(cq);
     }
@@ -335,17 +351,18 @@ export class QueueEngine {
       sq.tail = saved.tail;
       sq.lastShadow = saved.lastShadow;
       sq.deleteCommandId = saved.deleteCommandId;
+      sq.fetches = (saved.fetches ?? 0) | 0;
       cq.submissionQueues++;
       this.submissionQueues[sq.id] = sq;
       this.submissionList.push(sq);
     }
     if (state.shadow) this.shadow = new ShadowDoorbells(state.shadow.shadowIova, state.shadow.eventIndexIova, PAGE_SIZE);
     this.consumedDoorbells.set(new Uint32Array(consumed.buffer, consumed.byteOffset, this.consumedDoorbells.length));
-    if (!this.doorbellsShared) {
+    if (!this.doorbellsShared && !pageKept) {
       if (state.doorbells === undefined) throw new Error('snapshot: the doorbell page is missing (it was shared memory; is --poll the same?)');
       const page = fromBase64(state.doorbells, 'doorbell page', this.consumedDoorbells.length * 4);
       this.doorbells.set(new Uint32Array(page.buffer, page.byteOffset, this.consumedDoorbells.length));
-    } else if (state.doorbells !== undefined) {
+    } else if (state.doorbells !== undefined && this.doorbellsShared) {
       throw new Error('snapshot: the doorbell page was private (interrupt mode); this controller polls a shared page');
     }
     this.active = state.active;
@@ -353,6 +370,95 @@ export class QueueEngine {
     this.failedCompletions = state.failedCompletions;
     this.invalidDoorbellWrites = state.invalidDoorbellWrites;
     this.roundRobin = state.roundRobin;
+  }
+
+  /**
+   * Crash recovery, on queues just restored from a checkpoint that may be older than the journal: each SQ's head
+   * and fetch count come from the journal, each CQ's tail from its lap and the phase tags in guest memory, each
+   * queue's doorbells from the doorbell page (and the shadow page, on the next pass). Returns what the controller
+   * must finish: the journal's I/O entries whose CQE is not in the guest's CQ (a CQ slot is reserved for each), the
+   * slots of those that are done, and the admin command in progress with whether its CQE is posted.
+   */
+  recover(journal: CommandJournal): {
+    io: Array<{ entry: JournalEntry; slot: number; sq: SubmissionQueue }>;
+    freed: number[];
+    admin?: { entry: JournalEntry; sq: SubmissionQueue; posted: boolean };
+  } {
+    const ioEntries = journal.ioEntries();
+    const adminEntry = journal.adminEntry();
+    const newest = new Map<number, JournalEntry>();
+    const consider = (entry: JournalEntry): void => {
+      const known = newest.get(entry.sqid);
+      if (known === undefined || ((entry.sequence - known.sequence) | 0) > 0) newest.set(entry.sqid, entry);
+    };
+    for (const { entry } of ioEntries) consider(entry);
+    if (adminEntry.state !== EntryState.Free) consider({ ...adminEntry, sqid: 0 });
+    for (const sq of this.submissionList) {
+      const { head, fetches } = journal.recoveredHead(sq.id, sq.size, newest.get(sq.id));
+      sq.head = head < sq.size ? head : 0;
+      sq.fetches = fetches;
+      sq.inFlight = 0;
+    }
+    for (const cq of this.completionList) {
+      this.recoverTail(cq, journal.completionLap(cq.id));
+      cq.reserved = 0;
+    }
+    const io: Array<{ entry: JournalEntry; slot: number; sq: SubmissionQueue }> = [];
+    const freed: number[] = [];
+    for (const { entry, slot } of ioEntries) {
+      const sq = entry.sqid !== 0 ? this.submissionQueues[entry.sqid] : undefined;
+      if (sq === undefined || (entry.state === EntryState.Completing && isPosted(sq.cq, entry))) {
+        freed.push(slot);
+        continue;
+      }
+      sq.cq.reserved++;
+      sq.inFlight++;
+      io.push({ entry, slot, sq });
+    }
+    // The order they were fetched in, per queue (a write fetched later must not be overtaken by an earlier one).
+    io.sort((a, b) => a.sq.id - b.sq.id || ((a.entry.sequence - b.entry.sequence) | 0));
+    for (const { sq } of io) sq.inFlight--; // startIo counts them again
+    for (const sq of this.submissionList) this.recoverDoorbell(sq.doorbellIndex, sq);
+    for (const cq of this.completionList) this.recoverDoorbell(cq.doorbellIndex, cq);
+    const adminSq = this.submissionQueues[0];
+    if (adminEntry.state === EntryState.Free || adminSq === undefined) return { io, freed };
+    return { io, freed, admin: { entry: adminEntry, sq: adminSq, posted: adminEntry.state === EntryState.Completing && isPosted(adminSq.cq, adminEntry) } };
+  }
+
+  /**
+   * The tail of `cq` in lap `lap`: this lap's entries carry phase 1 in even laps and 0 in odd ones, the rest of the
+   * ring the previous lap's (or the zeroes the host created the queue with). All of them this lap's means the tail
+   * wrapped just before the process died, ahead of the lap's store.
+   */
+  private recoverTail(cq: CompletionQueue, lap: number): void {
+    let tail = cq.size;
+    if (this.resolveQueue(cq)) {
+      const phase = (lap & 1) === 0 ? 1 : 0;
+      const view = cq.memory.view;
+      for (let slot = 0; slot < cq.size; slot++) {
+        if (((view.getUint16(slot * CQE_SIZE + 14, true) & 1) !== phase)) {
+          tail = slot;
+          break;
+        }
+      }
+    }
+    cq.lap = lap;
+    cq.tail = tail;
+    if (tail === cq.size) {
+      cq.tail = 0;
+      cq.lap = (lap + 1) | 0;
+    }
+    cq.phase = (cq.lap & 1) === 0 ? 1 : 0;
+  }
+
+  /** Takes a doorbell from the page as the guest left it (bar0Write may have recorded writes the checkpoint lacks). */
+  private recoverDoorbell(index: number, queue: SubmissionQueue | CompletionQueue): void {
+    const value = this.doorbells[index]!;
+    this.consumedDoorbells[index] = value;
+    queue.lastShadow = -1; // the shadow entry is read afresh on the next pass
+    if (value >= queue.size) return;
+    if (queue instanceof SubmissionQueue) queue.tail = value;
+    else queue.head = value;
   }
 
   /** Controller reset: every queue and the shadow pages go; doorbells read as zero again. */
@@ -365,6 +471,7 @@ export class QueueEngine {
     this.shadow = undefined;
     this.ioQueuesCreated = false;
     this.liveDoorbellWords = 0;
+    this.journal?.clear();
     // Doorbells of a reset controller read as zero; stale values would otherwise look like new ones later.
     // (A caller may already have unmapped a shared doorbell page: a detached array has length 0 and is left alone.)
     if (this.doorbells.length > 0) this.doorbells.fill(0, 0, this.consumedDoorbells.length);
@@ -377,6 +484,7 @@ export class QueueEngine {
     this.countLiveDoorbells();
     this.doorbells[cq.doorbellIndex] = 0;
     this.consumedDoorbells[cq.doorbellIndex] = 0;
+    this.journal?.setCompletionLap(cq.id, 0);
     if (this.shadow) {
       this.shadow.writeEventIndex(cq.doorbellIndex, 0);
       // Whatever the shadow entry holds now predates this queue; only changes to it count.
@@ -391,6 +499,7 @@ export class QueueEngine {
     sq.cq.submissionQueues++;
     this.doorbells[sq.doorbellIndex] = 0;
     this.consumedDoorbells[sq.doorbellIndex] = 0;
+    this.journal?.setSubmissionHead(sq.id, 0, 0);
     if (this.shadow) {
       this.shadow.writeEventIndex(sq.doorbellIndex, 0);
       sq.lastShadow = this.shadow.readShadow(sq.doorbellIndex);
@@ -425,7 +534,9 @@ export class QueueEngine {
       sq.memory.resolve(this.dma);
     } catch (error) {
       if (!(error instanceof DmaError)) throw error;
+      sq.fetches = (sq.fetches + unfetched) | 0;
       sq.head = sq.tail;
+      this.journal?.setSubmissionHead(sq.id, sq.head, sq.fetches);
       this.logger.warn('submission queue memory unmapped at deletion: unfetched commands complete without a CQE', {
         sqid: sq.id,
         unfetched,
@@ -442,7 +553,9 @@ export class QueueEngine {
       if (!this.active) return; // CQ memory gone: the controller failed
       aborted++;
     }
+    sq.fetches = (sq.fetches + sq.unfetched) | 0;
     sq.head = sq.tail;
+    this.journal?.setSubmissionHead(sq.id, sq.head, sq.fetches);
     this.logger.debug('unfetched commands aborted by Delete I/O SQ', {
       sqid: sq.id,
       aborted,
@@ -682,6 +795,7 @@ export class QueueEngine {
     if (status !== Status.SUCCESS) this.failedCompletions++;
     if (!this.resolveQueue(cq)) return;
     cq.post(dw0, sq.head, sq.id, commandId, status);
+    if (cq.tail === 0) this.journal?.setCompletionLap(cq.id, cq.lap);
     cq.reserved--;
     if (cq.interruptsEnabled) this.interrupts.mark(cq.vector);
   }
@@ -696,4 +810,10 @@ export class QueueEngine {
       return false;
     }
   }
+}
+
+/** Whether the CQE a journal entry was completing with is in its CQ: its (lap, slot) is behind the CQ's tail. */
+function isPosted(cq: CompletionQueue, entry: JournalEntry): boolean {
+  const laps = (cq.lap - entry.targetLap) | 0;
+  return laps > 0 || (laps === 0 && entry.targetSlot < cq.tail);
 }

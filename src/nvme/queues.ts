@@ -43,6 +43,8 @@ export class CompletionQueue {
   head = 0;
   /** Phase tag of entries written in the current pass over the ring. */
   phase = 1;
+  /** Passes over the ring completed (the phase is 1 in even laps); crash recovery finds the tail from it. */
+  lap = 0;
   /** Slots promised to fetched commands whose completions are not posted yet: flow control that never overwrites. */
   reserved = 0;
   /** Submission queues posting here; Delete I/O CQ is refused while non-zero. */
@@ -116,6 +118,7 @@ export class CompletionQueue {
     if (this.tail === this.size) {
       this.tail = 0;
       this.phase ^= 1;
+      this.lap = (this.lap + 1) | 0;
     }
   }
 }
@@ -128,6 +131,8 @@ export class SubmissionQueue {
   tail = 0;
   /** Fetched commands not completed yet. */
   inFlight = 0;
+  /** Entries consumed (fetched or skipped) since the queue was created, wrapping at 2^32 (the command journal's). */
+  fetches = 0;
   /** Set while a Delete I/O SQ waits for in-flight commands: the command id to complete when they drain. */
   deleteCommandId: number | undefined;
   /** The last tail value taken from the shadow doorbell page (change detection). */
@@ -181,6 +186,7 @@ export class SubmissionQueue {
     }
     this.head++;
     if (this.head === this.size) this.head = 0;
+    this.fetches = (this.fetches + 1) | 0;
   }
 
   /** Entries the host submitted that have not been fetched. */
@@ -193,6 +199,7 @@ export class SubmissionQueue {
     const commandId = this.memory.view.getUint16(this.head * SQE_SIZE + 2, true);
     this.head++;
     if (this.head === this.size) this.head = 0;
+    this.fetches = (this.fetches + 1) | 0;
     return commandId;
   }
 }
