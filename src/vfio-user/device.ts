@@ -99,9 +99,10 @@ export interface VfioUserDevice {
   resume?(): void;
   /**
    * The device's whole state as a JSON-able value (opaque to the server, with a version field of the device's own),
-   * its fds added to `fds`. The device keeps its fds: this process goes on holding them until it exits.
+   * its fds added to `fds`. The device keeps its fds: this process goes on holding them until it exits. `live`: a
+   * crash checkpoint (docs/restart.md), taken while the device serves, not quiesced.
    */
-  snapshot?(fds: FdCollector): unknown;
+  snapshot?(fds: FdCollector, live?: boolean): unknown;
   /**
    * In the successor, on a device freshly built with the same options: takes on a predecessor's `snapshot`, fds
    * from `fds`. Must not act yet (no interrupt, no write to shared memory, no watcher): the predecessor may still

@@ -98,6 +98,11 @@ export class DmaRequests {
       throw new VfioUserError(Errno.EINVAL, `${withOffset}: not ${PAGE_SIZE}-byte aligned`);
     }
     const overlapped = this.memory.overlapping(iova, size);
+    if (overlapped && m.replayed && this.isMapped({ iova, size, flags, fdOffset })) {
+      // Crash recovery handles again a DMA_MAP the predecessor had made (docs/restart.md): it stands.
+      this.log.info('DMA_MAP handled again after a crash: the mapping exists already', { iova, size });
+      return;
+    }
     if (overlapped) {
       throw new VfioUserError(
         Errno.EEXIST,
@@ -196,6 +201,15 @@ export class DmaRequests {
       if (error instanceof VfioUserError) throw error;
       throw new VfioUserError(Errno.EINVAL, `${where}: ${messageOf(error)}`);
     }
+  }
+
+  private isMapped(wanted: Omit<MappingRecord, 'fd'>): boolean {
+    for (const record of this.records) {
+      if (record.iova === wanted.iova && record.size === wanted.size && record.flags === wanted.flags && record.fdOffset === wanted.fdOffset) {
+        return true;
+      }
+    }
+    return false;
   }
 
   /** The live mappings, their fds added to `fds` (a live upgrade's snapshot). */

@@ -16,7 +16,7 @@ import { native, POLL_READABLE, type FdWatcher } from '../native/index.js';
 import { errnoName } from '../spec/vfio.js';
 import { rootLogger, type Logger } from '../util/log.js';
 import { socketPathState } from '../util/socket-path.js';
-import { Connection } from './connection.js';
+import { Connection, type RecoveredStreams, type StreamJournal } from './connection.js';
 import { validateDevice, type VfioUserDevice } from './device.js';
 import {
   CONTROL_MESSAGE_ROOM,
@@ -27,7 +27,7 @@ import {
   MAX_MSG_FDS,
   PAGE_SIZE,
 } from './limits.js';
-import { BodySize, HEADER_SIZE, MAX_COMMAND, capabilitiesJson, commandName } from './protocol.js';
+import { BodySize, Command, HEADER_SIZE, MAX_COMMAND, capabilitiesJson, commandName } from './protocol.js';
 import { ClientSession, type SessionHost, type SessionState } from './session.js';
 import { checkSnapshotVersion, type FdCollector, type FdSource } from '../util/handover-fds.js';
 
@@ -47,6 +47,21 @@ export interface VfioUserServerState {
   device: unknown;
 }
 
+/**
+ * What crash recovery (docs/restart.md) needs from the server while it serves; the serve layer implements it over a
+ * holder process and a checkpoint in shared memory. The server stays ignorant of how.
+ */
+export interface CrashRecoveryHooks {
+  /** The listening socket or an accepted connection: kept safe from this process's death. */
+  keepFd(fd: number): void;
+  /** A request changed state the checkpoint holds (for REGION_WRITE: which region and offset). */
+  stateChanged(command: number, region?: number, offset?: number): void;
+  /** Replies are about to be sent: the checkpoint must hold what they acknowledge first. */
+  beforeSend(): void;
+  /** The journal for a connection just accepted (its streams start at position 0) or recovered. */
+  streamJournal(fresh: boolean): StreamJournal;
+}
+
 export interface VfioUserServerOptions {
   socketPath: string;
   /** File mode of the socket. Default 0o600. */
@@ -59,6 +74,8 @@ export interface VfioUserServerOptions {
   maxDataTransfer?: number;
   /** Most simultaneous DMA mappings. Default 1024, at most 65535. */
   maxDmaMaps?: number;
+  /** Crash recovery, when enabled. */
+  crashRecovery?: CrashRecoveryHooks;
 }
 
 export interface VfioUserServerStats {
@@ -95,6 +112,7 @@ export class VfioUserServer extends EventEmitter implements SessionHost {
   private readonly memory: GuestMemory;
   private readonly log: Logger;
   private readonly versionJson: Uint8Array;
+  private readonly crash: CrashRecoveryHooks | undefined;
 
   private listenFd: number | undefined;
   private acceptWatcher: FdWatcher | undefined;
@@ -128,6 +146,7 @@ export class VfioUserServer extends EventEmitter implements SessionHost {
     this.socketMode = options.socketMode ?? 0o600;
     this.device = options.device;
     this.memory = options.memory;
+    this.crash = options.crashRecovery;
     this.log = (options.logger ?? rootLogger).child({ component: 'vfio-user', socket: this.socketPath });
     this.maxDataTransfer = options.maxDataTransfer ?? DEFAULT_MAX_DATA_TRANSFER;
     this.maxDmaMaps = options.maxDmaMaps ?? DEFAULT_MAX_DMA_MAPS;
@@ -194,6 +213,7 @@ export class VfioUserServer extends EventEmitter implements SessionHost {
     await this.removeStaleSocket();
     if (this.closing) throw new Error(`vfio-user server on ${this.socketPath} was closed while starting`);
     this.listenFd = native.listenUnix(this.socketPath, this.socketMode, 4);
+    this.crash?.keepFd(this.listenFd);
     const stat = fs.lstatSync(this.socketPath);
     this.socketIdentity = { dev: stat.dev, ino: stat.ino };
     this.acceptWatcher = native.createWatcher(this.listenFd, this.onAcceptable);
@@ -242,6 +262,41 @@ export class VfioUserServer extends EventEmitter implements SessionHost {
       ...(session && !session.connection.isClosed ? { session: session.snapshot(fds) } : {}),
       device: this.device.snapshot!(fds),
     };
+  }
+
+  /**
+   * The server's state for a crash checkpoint, taken while serving: like `snapshot`, with the client's streams as
+   * they stand (the crash journal covers what moves on after it) and the device's live state.
+   */
+  checkpoint(fds: FdCollector): VfioUserServerState {
+    if (this.listenFd === undefined) throw new Error('vfio-user server checkpoint while not listening');
+    const session = this.cleaningUp ? undefined : this.session;
+    return {
+      version: SERVER_STATE_VERSION,
+      socketPath: this.socketPath,
+      listenFd: fds.add(this.listenFd),
+      nextClientId: this.nextClientId,
+      ...(session && !session.connection.isClosed ? { session: session.checkpoint(fds) } : {}),
+      device: this.device.snapshot!(fds, true),
+    };
+  }
+
+  /** Crash recovery, after `adopt` and before `start`: the client's streams as the predecessor left them. */
+  recoverStreams(streams: RecoveredStreams): void {
+    const session = this.session;
+    if (!session) throw new Error('no client to recover the streams of');
+    session.connection.recoverStreams(streams);
+    if (this.crash) session.connection.journal = this.crash.streamJournal(false);
+  }
+
+  /** @internal */
+  stateChanged(command: number, region?: number, offset?: number): void {
+    this.crash?.stateChanged(command, region, offset);
+  }
+
+  /** @internal */
+  beforeSend(): void {
+    this.crash?.beforeSend();
   }
 
   /**
@@ -389,7 +444,12 @@ export class VfioUserServer extends EventEmitter implements SessionHost {
 
   private startSession(fd: number): void {
     this.connectionsAccepted++;
+    this.crash?.keepFd(fd);
     const session = this.createSession(fd, this.nextClientId++);
+    if (this.crash) {
+      session.connection.journal = this.crash.streamJournal(true);
+      this.crash.stateChanged(Command.VERSION); // a client now: the checkpoint names its connection
+    }
     session.log.info('client connected');
     session.connection.start();
     this.emit('connect', session.id);
@@ -436,6 +496,7 @@ export class VfioUserServer extends EventEmitter implements SessionHost {
     }
     this.session = undefined;
     this.cleaningUp = false;
+    this.crash?.stateChanged(Command.DEVICE_RESET); // no client any more
     this.startAccepting();
     session.log.info('client cleanup done; ready for the next client');
     try {

@@ -41,7 +41,7 @@ import {
   type Capabilities,
 } from './protocol.js';
 import { NO_FDS, expectArgsz, expectBody, expectNoFds, wantsReply } from './request.js';
-import type { ConnectionInputState } from './connection.js';
+import type { ConnectionInputState, ConnectionStreamsState } from './connection.js';
 import type { FdCollector, FdSource } from '../util/handover-fds.js';
 
 /** A connected client in a live-upgrade snapshot (docs/restart.md); fds are indexes into the snapshot's fds. */
@@ -55,7 +55,10 @@ export interface SessionState {
   clientCapabilities: Capabilities;
   errorLogBudget: number;
   dma: DmaMappingState[];
-  input: ConnectionInputState;
+  /** A live upgrade's quiet connection: the start of a message received and not handled. */
+  input?: ConnectionInputState;
+  /** A crash checkpoint's serving connection: its streams (the crash journal holds the received bytes). */
+  streams?: ConnectionStreamsState;
 }
 
 /** What a session needs of its server: limits, the VERSION reply, shared counters and the close notification. */
@@ -69,6 +72,10 @@ export interface SessionHost {
   protocolDisconnects: number;
   countError(errno: number, posted: boolean): void;
   sessionClosed(session: ClientSession, reason: string, error: unknown): void;
+  /** Crash recovery: a request changed state the checkpoint holds. */
+  stateChanged(command: number, region?: number, offset?: number): void;
+  /** Crash recovery: replies are about to go out. */
+  beforeSend(): void;
 }
 
 /** REGION_WRITEs of at most this many bytes are copied into a reused array rather than passed as a new view. */
@@ -120,6 +127,20 @@ export class ClientSession implements ConnectionHandler {
     };
   }
 
+  /** This client's state for a crash checkpoint, taken while it is served. */
+  checkpoint(fds: FdCollector): SessionState {
+    return {
+      socket: fds.add(this.connection.fd),
+      clientId: this.id,
+      negotiated: this.negotiated,
+      minor: this.minor,
+      clientCapabilities: this.clientCapabilities,
+      errorLogBudget: this.errorLogBudget,
+      dma: this.dma.snapshot(fds),
+      streams: this.connection.checkpointStreams(fds),
+    };
+  }
+
   /** Takes over a predecessor's client: its protocol state, DMA mappings and unhandled input (before start). */
   restore(state: SessionState, fds: FdSource): void {
     if (typeof state.negotiated !== 'boolean' || !Number.isInteger(state.minor) || state.minor < 0 || state.minor > SUPPORTED_MINOR) {
@@ -130,7 +151,7 @@ export class ClientSession implements ConnectionHandler {
     this.clientCapabilities = state.clientCapabilities ?? {};
     this.errorLogBudget = Number.isInteger(state.errorLogBudget) ? state.errorLogBudget : ERROR_LOG_BUDGET;
     this.dma.restore(state.dma, fds);
-    this.connection.restoreInput(state.input, fds);
+    if (state.input) this.connection.restoreInput(state.input, fds);
   }
 
   // -------------------------------------------------------------------------------------------------------------
@@ -197,6 +218,10 @@ export class ClientSession implements ConnectionHandler {
     } catch (error) {
       this.fail(m, error);
     }
+  }
+
+  beforeSend(): void {
+    this.server.beforeSend();
   }
 
   batchEnd(): void {
@@ -384,6 +409,7 @@ export class ClientSession implements ConnectionHandler {
     this.clientCapabilities = parseCapabilities(proposal.json);
     const minor = Math.min(proposal.minor, SUPPORTED_MINOR);
     this.minor = minor;
+    this.server.stateChanged(Command.VERSION);
     if (wantsReply(m)) {
       const json = this.server.versionJsonBytes;
       const at = this.beginReply(m, BodySize.VERSION + json.length + 1);
@@ -474,6 +500,7 @@ export class ClientSession implements ConnectionHandler {
     // A throw leaves the fds with us: fail() closes them, exactly once (the device must not have closed any).
     this.device.setIrqs(request);
     m.fds = NO_FDS; // the device owns them now
+    this.server.stateChanged(Command.DEVICE_SET_IRQS);
     this.replyEmpty(m);
   }
 
@@ -531,6 +558,7 @@ export class ClientSession implements ConnectionHandler {
       src = m.bytes.subarray(data, data + count);
     }
     this.device.regionWrite(region, offset, src);
+    this.server.stateChanged(Command.REGION_WRITE, region, offset);
     if (wantsReply(m)) {
       const at = this.beginReply(m, BodySize.REGION_ACCESS);
       writeRegionAccess(this.connection.outView, at + HEADER_SIZE, offset, region, count);
@@ -539,6 +567,7 @@ export class ClientSession implements ConnectionHandler {
 
   private dmaMap(m: IncomingMessage): void {
     this.dma.map(m);
+    this.server.stateChanged(Command.DMA_MAP);
     this.replyEmpty(m);
   }
 
@@ -548,8 +577,10 @@ export class ClientSession implements ConnectionHandler {
     const msgId = m.msgId;
     const posted = !wantsReply(m);
     const echo = m.bytes.slice(m.bodyOffset, m.bodyOffset + BodySize.DMA_UNMAP);
+    this.server.stateChanged(Command.DMA_UNMAP);
     const done = pending.removal.then(
       () => {
+        this.server.stateChanged(Command.DMA_UNMAP);
         if (posted) return;
         const at = this.connection.reserve(HEADER_SIZE + BodySize.DMA_UNMAP);
         const size = HEADER_SIZE + BodySize.DMA_UNMAP;
@@ -569,6 +600,7 @@ export class ClientSession implements ConnectionHandler {
     expectNoFds(m);
     const result = this.device.reset();
     this.log.info('device reset requested by the client');
+    this.server.stateChanged(Command.DEVICE_RESET);
     if (result === undefined) {
       this.replyEmpty(m);
       return;
@@ -604,6 +636,7 @@ export class ClientSession implements ConnectionHandler {
       bodyLength: body.length,
       fds: NO_FDS,
       fdsTruncated: false,
+      replayed: false,
     };
     this.fail(message, error);
   }
