@@ -204,6 +204,11 @@ export class HandoverChannel {
         this.close('a frame is not JSON');
         return;
       }
+      // Only an object with a string type is a message (JSON.parse('null') would throw below, in the poll callback).
+      if (typeof header !== 'object' || header === null || Array.isArray(header) || typeof header.type !== 'string') {
+        this.close('a frame is not a message');
+        return;
+      }
       start += 4 + length;
       const count = Number(header['fdCount'] ?? 0);
       if (!Number.isInteger(count) || count < 0 || count > this.arrivedFds.length) {
