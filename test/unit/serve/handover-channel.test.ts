@@ -38,3 +38,26 @@ describe('HandoverChannel', () => {
     native.close(listenFd);
   });
 });
+
+describe('HandoverChannel.onMessage', () => {
+  it('delivers every message the peer sent before it closed; receive() would have dropped the queued ones', async () => {
+    dir = temporaryDir('vfiod-channel-');
+    const socket = path.join(dir, 'c.sock');
+    const listenFd = native.listenUnix(socket, 0o600, 1);
+    const peer = native.connectUnix(socket);
+    const accepted = await waitFor(() => native.accept(listenFd), 'the connection');
+    const bytes = [frame('{"type":"one"}'), frame('{"type":"two"}'), frame('{"type":"three"}')];
+    for (const b of bytes) native.sendmsg(peer, b, []);
+    native.close(peer);
+    const channel = new HandoverChannel(accepted);
+    const types: string[] = [];
+    let closedWith: string | undefined;
+    channel.onMessage(({ message }) => types.push(message.type));
+    channel.onClose((reason) => (closedWith = reason));
+    await waitFor(() => closedWith, 'the close');
+    expect(types).toEqual(['one', 'two', 'three']);
+    expect(closedWith).toMatch(/peer closed/);
+    expect(channel.queuedFrames).toBe(0);
+    native.close(listenFd);
+  });
+});
