@@ -52,6 +52,14 @@ async function run(argv: string[]): Promise<number> {
         process.stdout.write(SERVE_USAGE);
         return 0;
       }
+      if (parsed.crashRecovery) {
+        const { runHolder, defaultHolderSocket } = await import('../serve/holder.js');
+        return runHolder({
+          holderSocket: parsed.crashRecovery.holderSocket ?? defaultHolderSocket(parsed.config.socketPath),
+          dataPlaneArgv: parsed.crashRecovery.dataPlaneArgv,
+        });
+      }
+      if (parsed.options.dataPlane) (await import('../serve/data-plane.js')).stopWithHolder();
       const { serve } = await import('../serve/supervisor.js');
       return serve([parsed.config], undefined, parsed.options);
     }

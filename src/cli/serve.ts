@@ -42,12 +42,24 @@ Options:
                            'vfiod upgrade' does this for you
   --report-to-parent       with --take-over: send the outcome to the parent process over Node's
                            IPC channel (what 'vfiod upgrade' uses)
+  --crash-recovery         a holder process keeps the guests' connections and restarts the data
+                           plane if it crashes (docs/restart.md)
+  --holder-socket <path>   with --crash-recovery: where the data plane reaches the holder
+                           (default: <socket dir>/<socket name>.holder.sock)
+  --data-plane             internal: how the holder starts the data plane
   -h, --help               show this help
 `;
 
 export interface ParsedServeArgs {
   config: ControllerConfig;
   options: ServeOptions;
+  /** --crash-recovery: run the holder (src/serve/holder.ts), which starts the data plane with `dataPlaneArgv`. */
+  crashRecovery?: {
+    /** --holder-socket; default: defaultHolderSocket(config.socketPath). */
+    holderSocket?: string;
+    /** These options without --crash-recovery and --holder-socket (the holder adds its own and --data-plane). */
+    dataPlaneArgv: string[];
+  };
 }
 
 /** Parses `vfiod serve` options; returns undefined when help was asked for. */
@@ -73,8 +85,12 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
         'handover-socket': { type: 'string' },
         'take-over': { type: 'boolean' },
         'report-to-parent': { type: 'boolean' },
+        'crash-recovery': { type: 'boolean' },
+        'holder-socket': { type: 'string' },
+        'data-plane': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
+      tokens: true,
     });
   } catch (error) {
     throw new UsageError(errorMessage(error));
@@ -90,10 +106,18 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
   if (values.nqn !== undefined) identity.subsystemNqn = values.nqn;
 
   if (values['report-to-parent'] && !values['take-over']) throw new UsageError('--report-to-parent goes with --take-over');
+  if (values['crash-recovery'] && values['take-over']) throw new UsageError('--crash-recovery cannot be combined with --take-over');
+  if (values['crash-recovery'] && values['data-plane']) throw new UsageError('--data-plane is internal: the holder of --crash-recovery adds it');
+  if (values['data-plane'] && values['take-over']) throw new UsageError('a live upgrade under --crash-recovery is not supported yet');
+  if (values['data-plane'] && values['holder-socket'] === undefined) throw new UsageError('--data-plane needs --holder-socket');
+  if (values['holder-socket'] !== undefined && !values['crash-recovery'] && !values['data-plane']) {
+    throw new UsageError('--holder-socket goes with --crash-recovery');
+  }
   const options: ServeOptions = {
     ...(values['take-over'] ? { takeOver: true } : {}),
     ...(values['handover-socket'] !== undefined ? { handoverSocket: values['handover-socket'] } : {}),
     ...(values['report-to-parent'] ? { reportToParent: true } : {}),
+    ...(values['data-plane'] ? { dataPlane: true, holderSocket: values['holder-socket']! } : {}),
     argv: describedArgv(argv),
   };
   const config = controllerConfig({
@@ -109,7 +133,19 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
     ...(values.identity !== undefined ? { identityPath: values.identity } : {}),
     identity,
   });
-  return { config, options };
+  if (!values['crash-recovery']) return { config, options };
+  // The data plane's options: these, without the holder's own (found by token, so a value is never mistaken for one).
+  const holderOnly = new Set<number>();
+  for (const token of parsed.tokens ?? []) {
+    if (token.kind !== 'option' || (token.name !== 'crash-recovery' && token.name !== 'holder-socket')) continue;
+    holderOnly.add(token.index);
+    if (token.name === 'holder-socket' && !token.inlineValue) holderOnly.add(token.index + 1);
+  }
+  const crashRecovery = {
+    ...(values['holder-socket'] !== undefined ? { holderSocket: values['holder-socket'] } : {}),
+    dataPlaneArgv: argv.filter((_, index) => !holderOnly.has(index)),
+  };
+  return { config, options, crashRecovery };
 }
 
 /**

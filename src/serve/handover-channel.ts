@@ -40,6 +40,8 @@ export class HandoverChannel {
   private readonly receivers: Array<{ resolve: (message: ReceivedMessage) => void; reject: (error: Error) => void }> = [];
   private readonly output: Array<{ bytes: Uint8Array; fds: readonly number[] }> = [];
   private readonly drainWaiters: Array<() => void> = [];
+  private messageHandler: ((message: ReceivedMessage) => void) | undefined;
+  private readonly closeHandlers: Array<(reason: string) => void> = [];
 
   constructor(readonly fd: number) {
     native.setNonBlocking(fd, true);
@@ -53,6 +55,11 @@ export class HandoverChannel {
 
   get isClosed(): boolean {
     return this.closed;
+  }
+
+  /** Frames not yet accepted by the socket (0: everything sent so far is in the peer's socket buffer). */
+  get queuedFrames(): number {
+    return this.output.length;
   }
 
   /** Queues `message` with `fds` (which stay open here: the receiver gets duplicates). */
@@ -98,6 +105,22 @@ export class HandoverChannel {
     });
   }
 
+  /**
+   * Delivers every message to `handler` as soon as it is parsed, in order, instead of queueing it for receive(); the
+   * handler owns its fds. Unlike receive(), this never loses a message the peer sent just before it closed (close()
+   * drops what is queued). A handler that throws closes the connection.
+   */
+  onMessage(handler: (message: ReceivedMessage) => void): void {
+    this.messageHandler = handler;
+    for (const entry of this.received.splice(0)) this.deliver(entry);
+  }
+
+  /** Calls `handler` with the reason once the connection is closed (at once if it is). */
+  onClose(handler: (reason: string) => void): void {
+    if (this.closed) handler(this.closeReason);
+    else this.closeHandlers.push(handler);
+  }
+
   /** Closes the socket; received fds nobody took are closed too. */
   close(reason = 'closed'): void {
     if (this.closed) return;
@@ -115,6 +138,19 @@ export class HandoverChannel {
     this.carriedFds = [];
     for (const receiver of this.receivers.splice(0)) receiver.reject(new Error(`hand-over connection closed: ${reason}`));
     for (const resolve of this.drainWaiters.splice(0)) resolve();
+    for (const handler of this.closeHandlers.splice(0)) handler(reason);
+  }
+
+  private deliver(entry: ReceivedMessage): void {
+    if (this.closed) {
+      for (const fd of entry.fds) closeQuietly(fd);
+      return;
+    }
+    try {
+      this.messageHandler!(entry);
+    } catch (error) {
+      this.close(`handling a ${entry.message.type} message failed: ${(error as Error).message}`);
+    }
   }
 
   private queueFrame(header: HandoverMessage, fds: readonly number[]): void {
@@ -204,6 +240,11 @@ export class HandoverChannel {
         this.close('a frame is not JSON');
         return;
       }
+      // Only an object with a string type is a message (JSON.parse('null') would throw below, in the poll callback).
+      if (typeof header !== 'object' || header === null || Array.isArray(header) || typeof header.type !== 'string') {
+        this.close('a frame is not a message');
+        return;
+      }
       start += 4 + length;
       const count = Number(header['fdCount'] ?? 0);
       if (!Number.isInteger(count) || count < 0 || count > this.arrivedFds.length) {
@@ -215,6 +256,11 @@ export class HandoverChannel {
       const fds = this.carriedFds;
       this.carriedFds = [];
       const entry = { message: header, fds };
+      if (this.messageHandler) {
+        this.deliver(entry);
+        if (this.closed) return;
+        continue;
+      }
       const receiver = this.receivers.shift();
       if (receiver) receiver.resolve(entry);
       else this.received.push(entry);

@@ -165,6 +165,13 @@ export interface ServeOptions {
    * take-over committed or failed (`{status: 'serving', ...}` / `{status: 'failed', error}`), then disconnect it.
    */
   reportToParent?: boolean;
+  /**
+   * The holder socket (`--holder-socket`): a data plane started by the crash-recovery holder (holder.ts) connects
+   * its controllers there (holder-client.ts).
+   */
+  holderSocket?: string;
+  /** Started by the crash-recovery holder (`--data-plane`): `holderSocket` is set. */
+  dataPlane?: boolean;
 }
 
 /** Sends the take-over's outcome to the parent (vfiod upgrade) and lets the channel go; a parent that left is no error. */

@@ -1,0 +1,18 @@
+/**
+ * The data plane's tie to its crash-recovery holder (holder.ts): the holder starts it with a Node IPC channel, and
+ * when that channel goes (the holder was killed), the data plane stops as on SIGTERM. Without the holder nothing
+ * would restart it after a crash, and an orphan serving on would outlive what supervises it.
+ */
+import { rootLogger } from '../util/log.js';
+
+export function stopWithHolder(): void {
+  const channel = process.channel;
+  if (!channel) return;
+  // The channel must not keep the process alive once it has stopped serving.
+  channel.unref();
+  const holderPid = process.ppid;
+  process.once('disconnect', () => {
+    rootLogger.child({ component: 'serve' }).error('the crash-recovery holder is gone; stopping', { holderPid });
+    process.kill(process.pid, 'SIGTERM');
+  });
+}

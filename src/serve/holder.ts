@@ -1,0 +1,490 @@
+/**
+ * Crash recovery's holder (docs/restart.md, "Crash recovery: the holder"): `vfiod serve --crash-recovery` runs this
+ * on its main thread. It keeps duplicates of every fd the data plane needs (listening sockets, client connections,
+ * guest-memory memfds, eventfds, a checkpoint memfd) and starts the data plane, `vfiod serve ... --data-plane`, as
+ * its child. When the data plane dies (SIGKILL, a native crash, an OOM kill), the fds stay open here, so the guests'
+ * vfio-user connections do not close; the holder starts a new data plane at once and hands the fds back.
+ *
+ * Protocol: one connection per controller on the holder socket, HandoverChannel frames (JSON + SCM_RIGHTS):
+ *   data plane: attach {controller: <absolute socket path>, protocol?}
+ *   holder:     held {fds: [{number, name?}]} + those fds (empty the first time), or refused {reason}
+ *   data plane: renumber {numbers}   the local fd number of each fd just received, in the same order: from now on
+ *                                    the holder keys them by these (HolderClient.attach sends it)
+ *   data plane: keep {fds: [{number, name?}]} + fds    hold duplicates (a number already held is replaced)
+ *   data plane: drop {numbers}                         close those copies
+ *   data plane: detach                                 the controller stopped cleanly: close everything it held
+ *   holder:     detached
+ * A connection that closes without detach (the data plane crashed) leaves everything held for the next attach.
+ * `number` is the fd's number in the data plane that kept it.
+ *
+ * The holder stays small on purpose: no worker threads, no namespaces, no NVMe; it imports the log, the addon, the
+ * hand-over channel and the socket-path probe, nothing else. Nothing a data plane sends can crash it: a frame it
+ * does not understand closes that one connection, and every controller's fds stay held.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { native, POLL_READABLE, type FdWatcher } from '../native/index.js';
+import { rootLogger, type Logger } from '../util/log.js';
+import { socketPathState } from '../util/socket-path.js';
+import { HandoverChannel, type HandoverMessage } from './handover-channel.js';
+import { HOLDER_PROTOCOL } from './holder-protocol.js';
+
+export { HOLDER_PROTOCOL };
+
+
+/** A fd the holder keeps for a controller: `number` is its number in the data plane that kept it. */
+interface HeldFd {
+  number: number;
+  fd: number;
+  name?: string;
+}
+
+interface ControllerEntry {
+  controller: string;
+  held: Map<number, HeldFd>;
+  channel: HandoverChannel | undefined;
+  /** The order of the last `held` reply, until the data plane renumbers it. */
+  sentOrder: number[] | undefined;
+}
+
+/** Longest accepted fd name (they are labels such as 'checkpoint'). */
+const MAX_NAME = 256;
+
+/** The default holder socket: next to the first controller's socket, `<name>.holder.sock`. */
+export function defaultHolderSocket(socketPath: string): string {
+  const parsed = path.parse(path.resolve(socketPath));
+  return path.join(parsed.dir, `${parsed.name}.holder.sock`);
+}
+
+export interface HolderEvents {
+  /** A controller attached; `reattached` when it had been attached before and fds were kept for it. */
+  attached?(controller: string, reattached: boolean, fdCount: number): void;
+}
+
+/**
+ * The holder's socket and the fds it keeps, per controller (no process management: see runHolder). Tests run it
+ * in-process against a fake data plane.
+ */
+export class Holder {
+  private readonly controllers = new Map<string, ControllerEntry>();
+  private readonly channels = new Set<HandoverChannel>();
+  /** Connections that were refused or detached and close once their last reply is sent: they get no say any more. */
+  private readonly finishing = new WeakSet<HandoverChannel>();
+  private watcher: FdWatcher | undefined;
+  private closed = false;
+  private readonly identity: { dev: number; ino: number };
+
+  private constructor(
+    readonly socketPath: string,
+    private readonly listenFd: number,
+    private readonly log: Logger,
+    private readonly events: HolderEvents,
+  ) {
+    const stat = fs.lstatSync(socketPath);
+    this.identity = { dev: stat.dev, ino: stat.ino };
+    this.watcher = native.createWatcher(listenFd, this.onAcceptable);
+    this.watcher.start(POLL_READABLE);
+  }
+
+  /** Listens on `socketPath` (mode 0600): a stale socket file is replaced, a live one is refused. */
+  static async listen(socketPath: string, log: Logger = rootLogger.child({ component: 'holder' }), events: HolderEvents = {}): Promise<Holder> {
+    const resolved = path.resolve(socketPath);
+    const state = await socketPathState(resolved);
+    if (state === 'live') throw new Error(`${resolved} is in use: another vfiod holder listens there`);
+    if (state === 'not-a-socket') throw new Error(`refusing to replace ${resolved}: it exists and is not a socket`);
+    if (state === 'stale') fs.unlinkSync(resolved);
+    fs.mkdirSync(path.dirname(resolved), { recursive: true });
+    const fd = native.listenUnix(resolved, 0o600, 64);
+    return new Holder(resolved, fd, log, events);
+  }
+
+  /** How many fds are held, per controller socket path (tests, logs). */
+  heldCounts(): Record<string, number> {
+    const counts: Record<string, number> = {};
+    for (const entry of this.controllers.values()) counts[entry.controller] = entry.held.size;
+    return counts;
+  }
+
+  get totalHeld(): number {
+    let total = 0;
+    for (const entry of this.controllers.values()) total += entry.held.size;
+    return total;
+  }
+
+  /** Stops listening, closes every connection and every held fd, removes the socket file if it is still ours. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.watcher?.close();
+    this.watcher = undefined;
+    closeQuietly(this.listenFd);
+    for (const channel of this.channels) channel.close('the holder stops');
+    this.channels.clear();
+    for (const entry of this.controllers.values()) for (const held of entry.held.values()) closeQuietly(held.fd);
+    this.controllers.clear();
+    try {
+      const stat = fs.lstatSync(this.socketPath);
+      if (stat.isSocket() && stat.dev === this.identity.dev && stat.ino === this.identity.ino) fs.unlinkSync(this.socketPath);
+    } catch {
+      // gone already
+    }
+  }
+
+  private readonly onAcceptable = (events: number): void => {
+    if (this.closed || events < 0) return;
+    for (;;) {
+      let fd: number | null;
+      try {
+        fd = native.accept(this.listenFd);
+      } catch (error) {
+        this.log.error('accepting a data-plane connection failed', { error: (error as Error).message });
+        return;
+      }
+      if (fd === null) return;
+      let channel: HandoverChannel;
+      try {
+        channel = new HandoverChannel(fd);
+      } catch (error) {
+        this.log.error('cannot watch a data-plane connection', { error: (error as Error).message });
+        closeQuietly(fd);
+        continue;
+      }
+      this.channels.add(channel);
+      this.serveChannel(channel);
+    }
+  };
+
+  /**
+   * Handles one connection's messages as they are parsed (so a message the data plane sent just before it died is
+   * never lost), until it closes. Nothing in them may throw out of here.
+   */
+  private serveChannel(channel: HandoverChannel): void {
+    let entry: ControllerEntry | undefined;
+    channel.onMessage(({ message, fds }) => {
+      if (this.finishing.has(channel)) {
+        for (const fd of fds) closeQuietly(fd);
+        return;
+      }
+      try {
+        entry = this.handle(channel, entry, message, fds);
+      } catch (error) {
+        for (const fd of fds) closeQuietly(fd);
+        this.log.warn('closing a data-plane connection: bad message', {
+          controller: entry?.controller,
+          type: String(message.type).slice(0, 64),
+          reason: (error as Error).message,
+        });
+        channel.close('bad message');
+      }
+    });
+    channel.onClose((reason) => {
+      this.channels.delete(channel);
+      if (!entry || entry.channel !== channel) return;
+      entry.channel = undefined;
+      entry.sentOrder = undefined;
+      if (!this.closed) {
+        this.log.warn('controller connection lost without detach; holding its fds for the next data plane', {
+          controller: entry.controller,
+          fds: entry.held.size,
+          reason,
+        });
+      }
+    });
+  }
+
+  /** Handles one message; returns the connection's controller. Throws on a message to reject (the caller closes). */
+  private handle(channel: HandoverChannel, entry: ControllerEntry | undefined, message: HandoverMessage, fds: number[]): ControllerEntry | undefined {
+    if (!entry) {
+      if (message.type !== 'attach') throw new Error(`expected attach, got ${String(message.type).slice(0, 64)}`);
+      if (fds.length > 0) throw new Error('attach carries no fds');
+      const protocol = message['protocol'];
+      if (protocol !== undefined && protocol !== HOLDER_PROTOCOL) {
+        this.refuse(channel, `the data plane speaks holder protocol ${String(protocol)}, the holder ${HOLDER_PROTOCOL}`);
+        return undefined;
+      }
+      const controller = message['controller'];
+      if (typeof controller !== 'string' || !path.isAbsolute(controller) || controller.length > 4096) {
+        throw new Error('attach needs an absolute controller socket path');
+      }
+      const existing = this.controllers.get(controller);
+      if (existing?.channel && !existing.channel.isClosed) {
+        this.refuse(channel, `${controller} is attached already`);
+        return undefined;
+      }
+      const attached = existing ?? { controller, held: new Map<number, HeldFd>(), channel: undefined, sentOrder: undefined };
+      attached.channel = channel;
+      this.controllers.set(controller, attached);
+      const held = [...attached.held.values()];
+      attached.sentOrder = held.map((h) => h.number);
+      channel.send(
+        { type: 'held', protocol: HOLDER_PROTOCOL, fds: held.map((h) => (h.name !== undefined ? { number: h.number, name: h.name } : { number: h.number })) },
+        held.map((h) => h.fd),
+      );
+      this.log.info(existing ? 'controller re-attached' : 'controller attached', { controller, fds: held.length });
+      this.events.attached?.(controller, existing !== undefined, held.length);
+      return attached;
+    }
+    switch (message.type) {
+      case 'renumber': {
+        if (fds.length > 0) throw new Error('renumber carries no fds');
+        const order = entry.sentOrder;
+        const numbers = message['numbers'];
+        if (!order) throw new Error('renumber without a held reply to renumber');
+        if (!Array.isArray(numbers) || numbers.length !== order.length || !numbers.every(isFdNumber) || new Set(numbers).size !== numbers.length) {
+          throw new Error(`renumber needs ${order.length} distinct fd numbers`);
+        }
+        const renumbered = new Map<number, HeldFd>();
+        order.forEach((old, index) => {
+          const held = entry.held.get(old)!;
+          held.number = numbers[index] as number;
+          renumbered.set(held.number, held);
+        });
+        entry.held = renumbered;
+        entry.sentOrder = undefined;
+        return entry;
+      }
+      case 'keep': {
+        const list = message['fds'];
+        if (!Array.isArray(list) || list.length !== fds.length) throw new Error(`keep names ${Array.isArray(list) ? list.length : 'no'} fds, ${fds.length} arrived`);
+        const kept: HeldFd[] = list.map((item: unknown, index) => {
+          if (typeof item !== 'object' || item === null) throw new Error('keep: an fd entry is not an object');
+          const { number, name } = item as { number?: unknown; name?: unknown };
+          if (!isFdNumber(number)) throw new Error(`keep: ${String(number).slice(0, 32)} is not an fd number`);
+          if (name !== undefined && (typeof name !== 'string' || name.length > MAX_NAME)) throw new Error('keep: a name is not a short string');
+          return { number, fd: fds[index]!, ...(name !== undefined ? { name } : {}) };
+        });
+        entry.sentOrder = undefined;
+        for (const held of kept) {
+          const old = entry.held.get(held.number);
+          if (old) closeQuietly(old.fd);
+          entry.held.set(held.number, held);
+        }
+        return entry;
+      }
+      case 'drop': {
+        if (fds.length > 0) throw new Error('drop carries no fds');
+        const numbers = message['numbers'];
+        if (!Array.isArray(numbers) || !numbers.every(isFdNumber)) throw new Error('drop needs fd numbers');
+        entry.sentOrder = undefined;
+        for (const number of numbers) {
+          const held = entry.held.get(number);
+          if (!held) continue;
+          closeQuietly(held.fd);
+          entry.held.delete(number);
+        }
+        return entry;
+      }
+      case 'detach': {
+        if (fds.length > 0) throw new Error('detach carries no fds');
+        for (const held of entry.held.values()) closeQuietly(held.fd);
+        const count = entry.held.size;
+        entry.held.clear();
+        this.controllers.delete(entry.controller);
+        entry.channel = undefined;
+        this.log.info('controller detached', { controller: entry.controller, closedFds: count });
+        this.finishing.add(channel);
+        channel.send({ type: 'detached' });
+        void channel.drained().then(() => channel.close('detached'));
+        return undefined;
+      }
+      default:
+        throw new Error(`unknown message type ${String(message.type).slice(0, 64)}`);
+    }
+  }
+
+  private refuse(channel: HandoverChannel, reason: string): void {
+    this.log.warn('refused a data-plane connection', { reason });
+    this.finishing.add(channel);
+    channel.send({ type: 'refused', reason });
+    void channel.drained().then(() => channel.close('refused'));
+  }
+}
+
+function isFdNumber(value: unknown): value is number {
+  return typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= 0x7fffffff;
+}
+
+function closeQuietly(fd: number): void {
+  try {
+    native.close(fd);
+  } catch {
+    // not ours any more
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The holder process: starts the data plane, restarts it when it dies, stops it on SIGTERM/SIGINT.
+
+/** More than this many restarts within RESTART_WINDOW_MS: the next ones wait (1 s, doubling up to 30 s). */
+const RESTARTS_BEFORE_BACKOFF = 5;
+const RESTART_WINDOW_MS = 60_000;
+const BACKOFF_FIRST_MS = 1_000;
+const BACKOFF_MAX_MS = 30_000;
+/** After forwarding SIGTERM: how long the data plane may take to stop before it is killed. */
+const STOP_TIMEOUT_MS = 20_000;
+
+const BIN = fileURLToPath(new URL('../../bin/vfiod.js', import.meta.url));
+
+export interface HolderRunOptions {
+  /** The holder socket (absolute or relative to the working directory). */
+  holderSocket: string;
+  /** `vfiod serve` options for the data plane, without --crash-recovery and --holder-socket. */
+  dataPlaneArgv: string[];
+  log?: Logger;
+}
+
+/** The exit status a shell reports for a process that ended by `signal`. */
+function signalExitCode(signal: NodeJS.Signals): number {
+  return 128 + (os.constants.signals[signal] ?? 0);
+}
+
+/**
+ * Runs the holder until SIGTERM/SIGINT (or a data plane that stops cleanly by itself, or one that fails before any
+ * controller attached). Resolves with the exit code.
+ */
+export async function runHolder(options: HolderRunOptions): Promise<number> {
+  const log = options.log ?? rootLogger.child({ component: 'holder' });
+  const holderSocket = path.resolve(options.holderSocket);
+
+  let lastExitAt: number | undefined;
+  let restarts = 0;
+  let everAttached = false;
+  let holder: Holder;
+  try {
+    holder = await Holder.listen(holderSocket, log, {
+      attached: (controller, reattached, fdCount) => {
+        everAttached = true;
+        // How long the guests' device was without a data plane (the pause a crash costs, up to this attach).
+        if (lastExitAt !== undefined) log.info('data plane re-attached a controller', { controller, reattached, fds: fdCount, downMillis: Date.now() - lastExitAt, restarts });
+      },
+    });
+  } catch (error) {
+    log.error('crash recovery unavailable: cannot listen on the holder socket', { holderSocket, error: (error as Error).message });
+    return 1;
+  }
+  log.info('holder listening', { holderSocket, pid: process.pid });
+
+  return new Promise<number>((resolve) => {
+    let child: ChildProcess | undefined;
+    let stopping = false;
+    let finished = false;
+    let restartTimer: NodeJS.Timeout | undefined;
+    let backoffMs = 0;
+    const restartTimes: number[] = [];
+    let startedAt = 0;
+
+    const finish = (code: number): void => {
+      if (finished) return;
+      finished = true;
+      if (restartTimer) clearTimeout(restartTimer);
+      process.off('SIGTERM', onSignal);
+      process.off('SIGINT', onSignal);
+      const held = holder.totalHeld;
+      holder.close();
+      log.info('holder stopped', { code, closedFds: held });
+      resolve(code);
+    };
+
+    const start = (): void => {
+      restartTimer = undefined;
+      if (stopping) return;
+      const argv = [BIN, 'serve', ...options.dataPlaneArgv, '--holder-socket', holderSocket, '--data-plane'];
+      let proc: ChildProcess;
+      try {
+        // IPC: the data plane stops when the holder is gone (its channel disconnects), so it never runs unprotected.
+        proc = spawn(process.execPath, argv, { stdio: ['inherit', 'inherit', 'inherit', 'ipc'] });
+      } catch (error) {
+        log.error('cannot start the data plane', { error: (error as Error).message });
+        onExit(undefined, 1, null);
+        return;
+      }
+      child = proc;
+      startedAt = Date.now();
+      proc.channel?.unref();
+      proc.once('error', (error) => {
+        log.error('the data plane process failed', { error: error.message });
+        if (proc.pid === undefined) onExit(proc, 1, null); // never started: no exit event follows
+      });
+      proc.once('exit', (code, signal) => onExit(proc, code, signal));
+      log.info('data plane started', { pid: proc.pid, restarts });
+    };
+
+    const onExit = (proc: ChildProcess | undefined, code: number | null, signal: NodeJS.Signals | null): void => {
+      if (proc && child !== proc) return;
+      child = undefined;
+      const ranMillis = Date.now() - startedAt;
+      if (stopping) {
+        log.info('data plane stopped', { pid: proc?.pid, code, signal });
+        finish(signal ? signalExitCode(signal) : (code ?? 1));
+        return;
+      }
+      if (code === 0 && !signal) {
+        // Only a clean stop exits 0 (its own SIGTERM, or a live upgrade's hand-over): nothing left to protect.
+        log.info('data plane exited cleanly on its own; the holder stops too', { pid: proc?.pid });
+        finish(0);
+        return;
+      }
+      if (!signal && restarts === 0 && !everAttached) {
+        // The first data plane failed before any controller attached (bad options, a namespace it cannot open):
+        // restarting would fail the same way, and there is nothing to hold.
+        log.error('the data plane failed to start; nothing to hold', { pid: proc?.pid, code });
+        finish(code ?? 1);
+        return;
+      }
+      const now = Date.now();
+      lastExitAt = now;
+      while (restartTimes.length > 0 && now - restartTimes[0]! > RESTART_WINDOW_MS) restartTimes.shift();
+      let delayMs = 0;
+      if (restartTimes.length >= RESTARTS_BEFORE_BACKOFF) {
+        backoffMs = backoffMs === 0 ? BACKOFF_FIRST_MS : Math.min(backoffMs * 2, BACKOFF_MAX_MS);
+        delayMs = backoffMs;
+      } else {
+        backoffMs = 0;
+      }
+      restarts++;
+      restartTimes.push(now + delayMs);
+      log.error('data plane exited', {
+        pid: proc?.pid,
+        code,
+        signal,
+        ranMillis,
+        restarts,
+        restartInMillis: delayMs,
+        heldFds: holder.totalHeld,
+        controllers: Object.keys(holder.heldCounts()).length,
+      });
+      if (delayMs === 0) start();
+      else restartTimer = setTimeout(start, delayMs);
+    };
+
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (stopping) return;
+      stopping = true;
+      log.info('holder shutting down', { signal, dataPlane: child?.pid });
+      if (restartTimer) {
+        clearTimeout(restartTimer);
+        restartTimer = undefined;
+      }
+      const running = child;
+      if (!running) {
+        finish(0);
+        return;
+      }
+      running.kill('SIGTERM');
+      const timer = setTimeout(() => {
+        log.error('the data plane did not stop in time; killing it', { pid: running.pid, timeoutMillis: STOP_TIMEOUT_MS });
+        running.kill('SIGKILL');
+      }, STOP_TIMEOUT_MS);
+      running.once('exit', () => clearTimeout(timer));
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+    // The holder's whole job is to outlive the data plane: an error of its own is logged, not fatal (a crash here
+    // would close every guest's connection). Its state is a map of fds that each step leaves consistent.
+    process.on('uncaughtException', (error) => log.error('holder: unexpected error; holding on', { error: error.message, stack: error.stack }));
+    start();
+  });
+}
