@@ -107,6 +107,9 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
 
   if (values['report-to-parent'] && !values['take-over']) throw new UsageError('--report-to-parent goes with --take-over');
   if (values['crash-recovery'] && values['take-over']) throw new UsageError('--crash-recovery cannot be combined with --take-over');
+  if ((values['crash-recovery'] || values['data-plane']) && values.namespace?.some((uri) => uri.startsWith('memory:'))) {
+    throw new UsageError('--crash-recovery cannot keep a memory: namespace (its data lives in the process that crashes); use a file');
+  }
   if (values['crash-recovery'] && values['data-plane']) throw new UsageError('--data-plane is internal: the holder of --crash-recovery adds it');
   if (values['data-plane'] && values['take-over']) throw new UsageError('a live upgrade under --crash-recovery is not supported yet');
   if (values['data-plane'] && values['holder-socket'] === undefined) throw new UsageError('--data-plane needs --holder-socket');

@@ -20,6 +20,11 @@ import { checkSnapshotVersion, type FdCollector, type FdSource } from '../util/h
 import type { ControllerConfig } from './config.js';
 import { NvmePciDevice } from './nvme-pci-device.js';
 import type { ControllerIdentity } from '../nvme/identity.js';
+import { CommandJournal } from '../nvme/command-journal.js';
+import { CheckpointArea } from './checkpoint-area.js';
+import { CHECKPOINT_FD_NAME, CrashGuard, readCheckpoint, recoveredStreams } from './crash-guard.js';
+import { HolderClient, type HeldFd } from './holder-client.js';
+import { closeFds } from '../vfio-user/connection.js';
 
 export interface RunningController {
   readonly config: ControllerConfig;
@@ -59,9 +64,51 @@ export interface ControllerHandoverState {
   server: VfioUserServerState;
 }
 
-export async function startController(config: ControllerConfig, parentLogger?: Logger): Promise<RunningController> {
+/**
+ * Starts serving `config`. With `holderSocket` (vfiod serve --crash-recovery, docs/restart.md) the controller is
+ * crash-safe: it attaches to the holder, and if the holder kept a checkpoint of this controller (the previous data
+ * plane died), it recovers from it instead of starting afresh.
+ */
+export async function startController(config: ControllerConfig, parentLogger?: Logger, holderSocket?: string): Promise<RunningController> {
   const logger = (parentLogger ?? rootLogger).child({ component: 'controller', socket: config.socketPath });
+  // The namespaces first: a configuration error ends the start before the holder has anything to keep.
   const namespaces = await openNamespaces(config, logger);
+  if (holderSocket === undefined) return startFresh(config, namespaces, logger);
+  let attached: Awaited<ReturnType<typeof HolderClient.attach>>;
+  try {
+    attached = await HolderClient.attach(holderSocket, config.socketPath);
+  } catch (error) {
+    await closeAll(namespaces, logger);
+    throw error;
+  }
+  const { client, held } = attached;
+  const checkpointFd = held.find((entry) => entry.name === CHECKPOINT_FD_NAME);
+  if (checkpointFd !== undefined) {
+    try {
+      return await recoverController(config, namespaces, logger, client, held, checkpointFd.fd);
+    } catch (error) {
+      // The holder keeps the guest's connection: a later data plane may still recover it.
+      client.close();
+      throw error;
+    }
+  }
+  closeFds(held.map((entry) => entry.fd));
+  try {
+    const area = CheckpointArea.create(commandJournalWords(config));
+    const guard = new CrashGuard(client, area, logger);
+    client.keep([{ fd: area.fd, name: CHECKPOINT_FD_NAME }]);
+    return await startFresh(config, namespaces, logger, guard);
+  } catch (error) {
+    await client.detach().catch(() => client.close());
+    throw error;
+  }
+}
+
+function commandJournalWords(config: ControllerConfig): number {
+  return CommandJournal.wordsFor(config.maxIoQueuePairs + 1, config.maxIoQueuePairs * config.maxQueueEntries);
+}
+
+async function startFresh(config: ControllerConfig, namespaces: Namespace[], logger: Logger, guard?: CrashGuard): Promise<RunningController> {
   try {
     const specs = config.namespaces.map((uri) => parseNamespaceUri(uri));
     const identityPath = config.identityPath ?? defaultIdentityPath(specs);
@@ -70,15 +117,24 @@ export async function startController(config: ControllerConfig, parentLogger?: L
       namespaceUris: config.namespaces,
     });
     const ids = stored.namespaces.map((entry): NamespaceIds => ({ nguid: entry.nguid, eui64: entry.eui64, uuid: entry.uuid }));
-    const { device, server } = build(config, namespaces, ids, stored.controller, logger);
+    const { device, server } = build(config, namespaces, ids, stored.controller, logger, undefined, guard);
+    const controller = running(config, namespaces, ids, stored.controller, identityPath, device, server, logger, guard);
+    if (guard) {
+      device.controller.attachJournal(new CommandJournal(guard.area.commandJournalWords(), config.maxIoQueuePairs + 1, true), () => guard.checkpointNow());
+      if (device.bar0Fd !== undefined) guard.keep(device.bar0Fd);
+    }
     try {
       await server.listen();
     } catch (error) {
       device.close();
       throw error;
     }
+    if (guard) {
+      guard.checkpointNow();
+      guard.start();
+    }
     logListening(logger, config, namespaces, stored.controller, identityPath);
-    return running(config, namespaces, ids, stored.controller, identityPath, device, server, logger);
+    return controller;
   } catch (error) {
     await closeAll(namespaces, logger);
     throw error;
@@ -111,12 +167,59 @@ export async function prepareTakeOver(config: ControllerConfig, parentLogger?: L
   };
 }
 
+/**
+ * Crash recovery: the previous data plane died. Rebuilds the controller from the checkpoint the holder kept, with the
+ * fds it kept, finishes what the command journal says was under way, and serves on. The guest's connection never
+ * closed; it saw a pause.
+ */
+async function recoverController(
+  config: ControllerConfig,
+  namespaces: Namespace[],
+  logger: Logger,
+  client: HolderClient,
+  held: HeldFd[],
+  checkpointFd: number,
+): Promise<RunningController> {
+  const started = performance.now();
+  const area = CheckpointArea.open(checkpointFd);
+  const guard = new CrashGuard(client, area, logger, held);
+  const { checkpoint, fds, local } = readCheckpoint(area, held);
+  area.nextGeneration();
+  try {
+    const controller = adopt(config, namespaces, checkpoint.state, fds, logger, guard);
+    const session = checkpoint.state.server.session;
+    if (session !== undefined) {
+      controller.server.recoverStreams(recoveredStreams(session.streams, area.readStream(), fds, local));
+    }
+    const journal = new CommandJournal(area.commandJournalWords(), config.maxIoQueuePairs + 1, false);
+    const outcome = controller.device.controller.recoverFromJournal(journal, () => guard.checkpointNow());
+    guard.checkpointNow();
+    controller.start();
+    guard.start();
+    const unused = local.size - fds.fds.length;
+    logger.info('recovered from a crash of the previous data plane', {
+      generation: area.generation,
+      client: session !== undefined,
+      commandsRunAgain: outcome.rerun,
+      completionsPosted: outcome.posted,
+      adminCommand: outcome.admin,
+      heldFdsUnused: unused > 0 ? unused : undefined,
+      millis: Math.round(performance.now() - started),
+    });
+    return controller;
+  } catch (error) {
+    await closeAll(namespaces, logger);
+    throw error;
+  }
+}
+
 function adopt(
   config: ControllerConfig,
   namespaces: Namespace[],
   state: ControllerHandoverState,
   fds: FdSource,
   logger: Logger,
+  guard?: CrashGuard,
 ): RunningController {
   checkSnapshotVersion(state, 'controller hand-over state', HANDOVER_STATE_VERSION);
   if (path.resolve(state.socketPath) !== path.resolve(config.socketPath)) {
@@ -143,14 +246,14 @@ function adopt(
   // The guest keeps seeing the identity it has (a memory-only controller's is not persisted anywhere else).
   const ids = state.namespaces.map((saved) => saved.ids);
   const bar0Fd = NvmePciDevice.bar0FdOf((state.server as { device?: unknown } | undefined)?.device, fds);
-  const { device, server } = build(config, namespaces, ids, state.identity, logger, bar0Fd);
+  const { device, server } = build(config, namespaces, ids, state.identity, logger, bar0Fd, guard);
   server.adopt(state.server, fds);
   logger.info('controller state taken over', {
     doorbellMode: config.doorbellMode,
     client: state.server.session !== undefined,
     dmaMappings: state.server.session?.dma.length ?? 0,
   });
-  return running(config, namespaces, ids, state.identity, state.identityPath, device, server, logger);
+  return running(config, namespaces, ids, state.identity, state.identityPath, device, server, logger, guard);
 }
 
 async function openNamespaces(config: ControllerConfig, logger: Logger): Promise<Namespace[]> {
@@ -173,6 +276,7 @@ function build(
   identity: ControllerIdentity,
   logger: Logger,
   bar0Fd?: number,
+  guard?: CrashGuard,
 ): { device: NvmePciDevice; server: VfioUserServer } {
   const withIds = namespaces.map((namespace, index) => ({ namespace, ids: ids[index]! }));
   const memory = new GuestMemory();
@@ -183,6 +287,7 @@ function build(
     identity,
     logger,
     ...(bar0Fd !== undefined ? { bar0Fd } : {}),
+    ...(guard ? { doorbellPage: guard.area.doorbellPage, doorbellPageKept: guard.area.generation > 0 } : {}),
   });
   const server = new VfioUserServer({
     socketPath: config.socketPath,
@@ -190,7 +295,9 @@ function build(
     device,
     memory,
     logger,
+    ...(guard ? { crashRecovery: guard } : {}),
   });
+  if (guard) guard.isDoorbellWrite = (region, offset) => NvmePciDevice.isDoorbellWrite(region, offset);
   // The device names its client in fault reports (e.g. guest memory it lost).
   server.on('connect', (client: number) => (device.client = client));
   server.on('disconnect', () => (device.client = undefined));
@@ -227,6 +334,7 @@ function running(
   device: NvmePciDevice,
   server: VfioUserServer,
   logger: Logger,
+  guard?: CrashGuard,
 ): RunningController {
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
@@ -235,6 +343,8 @@ function running(
       await device.controller.flush().catch((error: unknown) => logger.error('flush failed', { error }));
       device.close();
       await closeAll(namespaces, logger);
+      // A clean stop: the client was disconnected, nothing is left to recover.
+      await guard?.detach();
       logger.info('stopped');
     })());
   const release = (): Promise<void> =>
@@ -244,6 +354,28 @@ function running(
       logger.info('handed over to the successor');
     })());
   const memoryOnly = namespaces.filter((namespace) => namespace instanceof MemoryNamespace);
+  const state = (serverState: VfioUserServerState): ControllerHandoverState => ({
+    version: HANDOVER_STATE_VERSION,
+    socketPath: path.resolve(config.socketPath),
+    settings: {
+      doorbellMode: config.doorbellMode,
+      msixVectors: config.msixVectors,
+      maxIoQueuePairs: config.maxIoQueuePairs,
+      maxQueueEntries: config.maxQueueEntries,
+      mdtsPages: config.mdtsPages,
+      pci: config.pci,
+    },
+    identity,
+    ...(identityPath !== undefined ? { identityPath } : {}),
+    namespaces: namespaces.map((namespace, index) => ({
+      uri: config.namespaces[index]!,
+      ids: ids[index]!,
+      blockSize: namespace.blockSize,
+      blockCount: namespace.blockCount,
+    })),
+    server: serverState,
+  });
+  if (guard) guard.snapshot = (fds) => state(server.checkpoint(fds));
   return {
     config,
     device,
@@ -264,27 +396,7 @@ function running(
       server.start();
       logListening(logger, config, namespaces, identity, identityPath);
     },
-    snapshot: (fds) => ({
-      version: HANDOVER_STATE_VERSION,
-      socketPath: path.resolve(config.socketPath),
-      settings: {
-        doorbellMode: config.doorbellMode,
-        msixVectors: config.msixVectors,
-        maxIoQueuePairs: config.maxIoQueuePairs,
-        maxQueueEntries: config.maxQueueEntries,
-        mdtsPages: config.mdtsPages,
-        pci: config.pci,
-      },
-      identity,
-      ...(identityPath !== undefined ? { identityPath } : {}),
-      namespaces: namespaces.map((namespace, index) => ({
-        uri: config.namespaces[index]!,
-        ids: ids[index]!,
-        blockSize: namespace.blockSize,
-        blockCount: namespace.blockCount,
-      })),
-      server: server.snapshot(fds),
-    }),
+    snapshot: (fds) => state(server.snapshot(fds)),
   };
 }
 

@@ -70,6 +70,12 @@ export interface NvmePciDeviceOptions {
    * instead of a new one. See `NvmePciDevice.bar0FdOf`.
    */
   bar0Fd?: number;
+  /**
+   * Crash recovery, interrupt mode: the doorbell page lives in the checkpoint memfd, so it outlives the process.
+   * `doorbellPageKept`: it is a predecessor's, newer than the snapshot's copy (restore leaves it alone).
+   */
+  doorbellPage?: Uint32Array;
+  doorbellPageKept?: boolean;
 }
 
 export class NvmePciDevice implements VfioUserDevice {
@@ -107,8 +113,9 @@ export class NvmePciDevice implements VfioUserDevice {
       this.doorbellPage = native.mmap(this.doorbellFd, DOORBELL_OFFSET, DOORBELL_PAGE_SIZE, PROT_READ | PROT_WRITE);
       doorbells = new Uint32Array(this.doorbellPage);
     } else {
-      doorbells = new Uint32Array(DOORBELL_PAGE_SIZE / 4);
+      doorbells = options.doorbellPage ?? new Uint32Array(DOORBELL_PAGE_SIZE / 4);
     }
+    this.doorbellPageKept = options.doorbellPageKept === true;
 
     this.pci = new PciFunction({
       ...config.pci,
@@ -181,7 +188,18 @@ export class NvmePciDevice implements VfioUserDevice {
 
   private readonly doorbellMode: 'interrupt' | 'polled';
   private readonly maxIoQueuePairs: number;
+  private readonly doorbellPageKept: boolean;
   private quiesced = false;
+
+  /** Whether a REGION_WRITE at `offset` of `region` is a doorbell write (it changes only the doorbell page). */
+  static isDoorbellWrite(region: number, offset: number): boolean {
+    return region === 0 && offset >= DOORBELL_OFFSET && offset < DOORBELL_OFFSET + DOORBELL_PAGE_SIZE;
+  }
+
+  /** Polled mode: the memfd behind BAR0 (crash recovery has the holder keep it). */
+  get bar0Fd(): number | undefined {
+    return this.doorbellFd;
+  }
 
   /** The BAR0 memfd a snapshot names (polled mode), to build the successor's device with (`bar0Fd`). */
   static bar0FdOf(state: unknown, fds: FdSource): number | undefined {
@@ -207,13 +225,13 @@ export class NvmePciDevice implements VfioUserDevice {
     this.poller?.start();
   }
 
-  snapshot(fds: FdCollector): NvmePciDeviceState {
+  snapshot(fds: FdCollector, live = false): NvmePciDeviceState {
     return {
       version: DEVICE_STATE_VERSION,
       doorbellMode: this.doorbellMode,
       ...(this.doorbellFd !== undefined ? { bar0Fd: fds.add(this.doorbellFd) } : {}),
       pci: this.pci.snapshot(fds),
-      nvme: this.controller.snapshot(),
+      nvme: this.controller.snapshot(live),
     };
   }
 
@@ -227,7 +245,7 @@ export class NvmePciDevice implements VfioUserDevice {
       throw new Error('snapshot: the device was not built on the snapshot\'s BAR0 memfd');
     }
     this.pci.restore(saved.pci, fds);
-    this.controller.restore(saved.nvme);
+    this.controller.restore(saved.nvme, { doorbellPageKept: this.doorbellPageKept });
     this.quiesced = true;
   }
 

@@ -31,8 +31,9 @@ export class ControllerWorker implements HandoverWorker {
   readonly prepared: Promise<void>;
 
   /** `takeOver`: the worker builds its controller from a predecessor's snapshot (docs/restart.md). */
-  constructor(readonly config: ControllerConfig, private readonly logger: Logger, takeOver = false) {
-    const workerData: WorkerData = { config, ...(takeOver ? { takeOver } : {}) };
+  /** `holderSocket`: crash recovery, through the holder there (docs/restart.md). */
+  constructor(readonly config: ControllerConfig, private readonly logger: Logger, takeOver = false, holderSocket?: string) {
+    const workerData: WorkerData = { config, ...(takeOver ? { takeOver } : {}), ...(holderSocket !== undefined ? { holderSocket } : {}) };
     this.worker = new Worker(fileURLToPath(WORKER_URL), { workerData, name: `vfiod ${config.socketPath}` });
     this.exited = new Promise((resolve) => this.worker.once('exit', resolve));
     // A worker that is gone answers no more snapshot requests.
@@ -194,7 +195,7 @@ async function reportUpgradeStatus(report: boolean | undefined, status: Record<s
 export async function serve(configs: ControllerConfig[], logger: Logger = rootLogger, options: ServeOptions = {}): Promise<number> {
   const log = logger.child({ component: 'serve' });
   const takeOverMode = options.takeOver === true;
-  const workers = configs.map((config) => new ControllerWorker(config, log, takeOverMode));
+  const workers = configs.map((config) => new ControllerWorker(config, log, takeOverMode, options.holderSocket));
   let stopping: Promise<void> | undefined;
   const stopAll = (): Promise<void> => (stopping ??= Promise.all(workers.map((worker) => worker.stop())).then(() => {}));
   const handoverSocket = path.resolve(options.handoverSocket ?? defaultHandoverSocket(configs[0]!.socketPath));

@@ -48,6 +48,8 @@ export interface WorkerData {
   config: ControllerConfig;
   /** Build the controller from a predecessor's snapshot (`adopt`) instead of listening. */
   takeOver?: boolean;
+  /** Crash recovery: the holder's socket (the controller recovers from what the holder kept, if anything). */
+  holderSocket?: string;
 }
 
 /** What the control API reports about a running controller. */
@@ -174,7 +176,7 @@ if (data.takeOver) {
     },
   );
 } else {
-  startController(config, logger).then(
+  startController(config, logger, data.holderSocket).then(
     (controller) => {
       running = controller;
       port.postMessage({ type: 'ready' } satisfies WorkerToMain);

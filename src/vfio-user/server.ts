@@ -27,7 +27,7 @@ import {
   MAX_MSG_FDS,
   PAGE_SIZE,
 } from './limits.js';
-import { BodySize, Command, HEADER_SIZE, MAX_COMMAND, capabilitiesJson, commandName } from './protocol.js';
+import { BodySize, HEADER_SIZE, MAX_COMMAND, capabilitiesJson, commandName } from './protocol.js';
 import { ClientSession, type SessionHost, type SessionState } from './session.js';
 import { checkSnapshotVersion, type FdCollector, type FdSource } from '../util/handover-fds.js';
 
@@ -58,6 +58,8 @@ export interface CrashRecoveryHooks {
   stateChanged(command: number, region?: number, offset?: number): void;
   /** Replies are about to be sent: the checkpoint must hold what they acknowledge first. */
   beforeSend(): void;
+  /** A client was accepted, or its cleanup after a disconnect is done: the checkpoint must say so at once. */
+  clientChanged(): void;
   /** The journal for a connection just accepted (its streams start at position 0) or recovered. */
   streamJournal(fresh: boolean): StreamJournal;
 }
@@ -448,7 +450,7 @@ export class VfioUserServer extends EventEmitter implements SessionHost {
     const session = this.createSession(fd, this.nextClientId++);
     if (this.crash) {
       session.connection.journal = this.crash.streamJournal(true);
-      this.crash.stateChanged(Command.VERSION); // a client now: the checkpoint names its connection
+      this.crash.clientChanged();
     }
     session.log.info('client connected');
     session.connection.start();
@@ -496,7 +498,7 @@ export class VfioUserServer extends EventEmitter implements SessionHost {
     }
     this.session = undefined;
     this.cleaningUp = false;
-    this.crash?.stateChanged(Command.DEVICE_RESET); // no client any more
+    this.crash?.clientChanged();
     this.startAccepting();
     session.log.info('client cleanup done; ready for the next client');
     try {

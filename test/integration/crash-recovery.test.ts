@@ -164,7 +164,7 @@ describe.skipIf(!built)('vfiod serve --crash-recovery (processes)', () => {
 
   it('backs off after 5 restarts within a minute', async () => {
     const socket = path.join(dir, 'b.sock');
-    const holder = start(['--crash-recovery', '--socket', socket, '--namespace', 'memory:1M']);
+    const holder = start(['--crash-recovery', '--socket', socket, '--namespace', `file:${path.join(dir, 'disk.img')}?size=1M`]);
     for (let n = 0; n < 6; n++) process.kill(await servingDataPlane(holder, n), 'SIGKILL');
     const exits = await waitFor(() => (holder.with('data plane exited').length === 6 ? holder.with('data plane exited') : null), 'six exits');
     expect(exits.map((line) => line['restartInMillis'])).toEqual([0, 0, 0, 0, 0, 1000]);
@@ -175,7 +175,7 @@ describe.skipIf(!built)('vfiod serve --crash-recovery (processes)', () => {
 
   it('a killed holder takes its data plane with it', async () => {
     const socket = path.join(dir, 'c.sock');
-    const holder = start(['--crash-recovery', '--socket', socket, '--namespace', 'memory:1M']);
+    const holder = start(['--crash-recovery', '--socket', socket, '--namespace', `file:${path.join(dir, 'disk.img')}?size=1M`]);
     const dataPlane = await servingDataPlane(holder, 0);
     holder.process.kill('SIGKILL');
     await holder.exited;
@@ -192,17 +192,19 @@ describe.skipIf(!built)('vfiod serve --crash-recovery (processes)', () => {
     expect(fs.existsSync(path.join(dir, 'd.holder.sock'))).toBe(false);
 
     const socket = path.join(dir, 'e.sock');
-    const holder = start(['--crash-recovery', '--socket', socket, '--namespace', 'memory:1M']);
+    const holder = start(['--crash-recovery', '--socket', socket, '--namespace', `file:${path.join(dir, 'disk.img')}?size=1M`]);
     await servingDataPlane(holder, 0);
-    const second = start(['--crash-recovery', '--socket', socket, '--namespace', 'memory:1M']);
+    const second = start(['--crash-recovery', '--socket', socket, '--namespace', `file:${path.join(dir, 'disk.img')}?size=1M`]);
     expect(await second.exited).toBe(1);
     expect(second.with('crash recovery unavailable: cannot listen on the holder socket')[0]?.['error']).toMatch(/in use/);
     holder.process.kill('SIGTERM');
     expect(await holder.exited).toBe(0);
   });
 
-  it('refuses --crash-recovery with --take-over (usage, exit 2)', async () => {
+  it('refuses --crash-recovery with --take-over, and with a memory: namespace (usage, exit 2)', async () => {
     const proc = start(['--crash-recovery', '--take-over', '--socket', path.join(dir, 'f.sock')]);
     expect(await proc.exited).toBe(2);
+    const memory = start(['--crash-recovery', '--socket', path.join(dir, 'g.sock'), '--namespace', 'memory:1M']);
+    expect(await memory.exited).toBe(2);
   });
 });

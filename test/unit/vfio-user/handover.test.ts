@@ -132,8 +132,8 @@ describe('vfio-user server hand-over', () => {
     const collector = new FdCollector();
     const snapshot = serverA.snapshot(collector);
     expect(snapshot.session?.dma).toHaveLength(1);
-    expect(Buffer.from(snapshot.session!.input.pending, 'base64')).toHaveLength(20);
-    expect(snapshot.session!.input.fdBatches).toHaveLength(1);
+    expect(Buffer.from(snapshot.session!.input!.pending, 'base64')).toHaveLength(20);
+    expect(snapshot.session!.input!.fdBatches).toHaveLength(1);
 
     const carried = await carry(snapshot, collector.fds, dir);
     expect(carried.fds).toHaveLength(collector.fds.length);

@@ -1,0 +1,127 @@
+/**
+ * Crash recovery under a guest doing I/O (docs/restart.md): the real `vfiod serve --crash-recovery` (a holder and
+ * its data plane), a hypervisor + guest driver in this process doing verified writes and reads without pause, and
+ * SIGKILL of the data plane, three times. The client's connection must never close, no command may fail or be
+ * lost, interrupts must keep coming, and the data must be in the backing file. Unlike a live upgrade, a crash may
+ * run a command twice (a write of the same data to the same blocks: docs/restart.md says why that is safe).
+ *
+ * Uses the compiled dist/ that `npm test` builds first.
+ */
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Guest } from '../helpers/hypervisor.js';
+import { pattern } from '../helpers/nvme-harness.js';
+import { AdminOpcode, Status } from '../../src/spec/nvme.js';
+import { children, equal, IO_DEADLINE_MS, readFileRange, serve, Workload, type LogLine } from '../helpers/vfiod-process.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+const built = existsSync(path.join(root, 'dist', 'serve', 'crash-guard.js'));
+const BLOCK = 512;
+
+let dir: string;
+const guests: Guest[] = [];
+
+beforeEach(() => {
+  dir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-crash-io-'));
+});
+afterEach(() => {
+  for (const guest of guests.splice(0)) guest.close();
+  for (const child of children.splice(0)) child.kill('SIGKILL');
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const isDataPlane = (line: LogLine): boolean => line['msg'] === 'data plane started';
+const isRecovered = (line: LogLine): boolean => line['msg'] === 'recovered from a crash of the previous data plane';
+
+function kill(pid: number): void {
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    // already gone
+  }
+}
+
+describe.skipIf(!built)('crash recovery of vfiod serve --crash-recovery', () => {
+  it.each(['interrupt', 'polled'] as const)(
+    '%s doorbells: three SIGKILLs of the data plane under continuous verified I/O; the client never notices',
+    async (mode) => {
+      const socket = path.join(dir, 'nvme0.sock');
+      const image = path.join(dir, 'disk.img');
+      const holder = serve(['--crash-recovery', '--socket', socket, '--namespace', `file:${image}?size=16M`, ...(mode === 'polled' ? ['--poll'] : [])]);
+      await holder.waitFor((line) => line['msg'] === 'listening' && line['component'] === 'controller', 'listening');
+      const dataPlanes = (): number[] => holder.lines.filter(isDataPlane).map((line) => line['pid'] as number);
+
+      const guest = await Guest.attach(socket, { flavour: 'qemu', vectors: 2 });
+      guests.push(guest);
+      const driver = guest.driver;
+      await driver.enable();
+      await driver.createIoQueuePair(1, 64, 1);
+      if (mode === 'interrupt') expect((await driver.configureShadowDoorbells()).status).toBe(Status.SUCCESS);
+      const aerCid = driver.place(0, { opcode: AdminOpcode.ASYNC_EVENT_REQUEST });
+      await driver.ringSubmission(0);
+
+      const workload = new Workload(guest, 4, 8, 32);
+      await workload.progress(40);
+      const pauses: number[] = [];
+      const recoveries: LogLine[] = [];
+      for (let crash = 1; crash <= 3; crash++) {
+        const victim = dataPlanes().at(-1)!;
+        const interruptsBefore = guest.interrupts[1]!;
+        workload.longestMillis = 0;
+        kill(victim);
+        const recovered = await holder.waitFor((line) => isRecovered(line) && line['generation'] === crash, `recovery ${crash}`);
+        recoveries.push(recovered);
+        await workload.progress(60);
+        expect(workload.failures).toEqual([]);
+        expect(guest.interrupts[1]!, `interrupts after crash ${crash}`).toBeGreaterThan(interruptsBefore);
+        pauses.push(workload.longestMillis);
+      }
+      await workload.stop();
+      expect(workload.failures).toEqual([]);
+      expect(new Set(dataPlanes()).size).toBe(4);
+      console.log(
+        `crash recovery (${mode} doorbells): longest command across each crash ${pauses.map((p) => p.toFixed(0)).join(', ')} ms; ` +
+          `recovery ${recoveries.map((line) => String(line['millis'])).join(', ')} ms; re-run ${recoveries.map((line) => String(line['commandsRunAgain'])).join(', ')}; ` +
+          `${workload.writes} writes, ${workload.reads} reads`,
+      );
+
+      // The AER from before the first crash is still outstanding, and completes now.
+      await expect(driver.wait(0, aerCid, 300), 'the AER is still outstanding').rejects.toThrow(/did not complete/);
+      await driver.writeDoorbell(14, 1);
+      expect((await driver.wait(0, aerCid, IO_DEADLINE_MS)).status).toBe(Status.SUCCESS);
+
+      // Admin commands still work, flush, and the file holds the last pattern written to every LBA.
+      expect((await driver.identify(1)).completion.status).toBe(Status.SUCCESS);
+      expect((await driver.submit(1, { opcode: 0x00, nsid: 1 }, IO_DEADLINE_MS)).status).toBe(Status.SUCCESS);
+      for (const [lba, seed] of workload.written) {
+        expect(equal(readFileRange(image, lba * BLOCK, 8 * BLOCK), pattern(8 * BLOCK, seed)), `LBA ${lba} in the file`).toBe(true);
+      }
+      expect(await guest.client.waitForClose(200)).toBe(false);
+
+      holder.process.kill('SIGTERM');
+      expect(await holder.exited).toBe(0);
+    },
+    240_000,
+  );
+
+  it('a data plane killed before any client connected comes back listening on the same socket', async () => {
+    const socket = path.join(dir, 'nvme0.sock');
+    const image = path.join(dir, 'disk.img');
+    const holder = serve(['--crash-recovery', '--socket', socket, '--namespace', `file:${image}?size=4M`]);
+    await holder.waitFor((line) => line['msg'] === 'listening' && line['component'] === 'controller', 'listening');
+    kill(holder.lines.find(isDataPlane)!['pid'] as number);
+    await holder.waitFor((line) => isRecovered(line) && line['generation'] === 1, 'recovery');
+
+    const guest = await Guest.attach(socket, { flavour: 'cloud-hypervisor', vectors: 2 });
+    guests.push(guest);
+    await guest.driver.enable();
+    await guest.driver.createIoQueuePair(1, 16, 1);
+    expect(await guest.driver.write(1, 8, pattern(4096, 3), { timeoutMillis: IO_DEADLINE_MS })).toMatchObject({ status: Status.SUCCESS });
+    expect((await guest.driver.read(1, 8, 8, { timeoutMillis: IO_DEADLINE_MS })).data).toEqual(pattern(4096, 3));
+    holder.process.kill('SIGTERM');
+    expect(await holder.exited).toBe(0);
+  }, 120_000);
+});
