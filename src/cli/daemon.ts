@@ -28,6 +28,8 @@ Options:
   --insecure-tls-no-client-cert
                          allow TLS without client certificates (any client that reaches the port)
   --state-dir <dir>      claims database and controller definitions (default ${DEFAULT_STATE_DIR})
+  --namespace-dir <dir>  file namespaces and identity files of controllers created through the API
+                         must be in it (symlinks resolved); repeatable (default <state dir>/namespaces)
   --max-controllers <n>  most emulated controllers at once (default ${DEFAULT_MAX_CONTROLLERS}); more: RESOURCE_EXHAUSTED
   --sysfs-root <dir>     default /sys      --dev-root <dir>  default /dev      --proc-root <dir>  default /proc
   --log-level <level>    debug, info, warn or error (default info)
@@ -51,6 +53,7 @@ export function parseDaemonArgs(argv: string[]): DaemonOptions | undefined {
         'tls-ca': { type: 'string' },
         'insecure-tcp': { type: 'boolean' },
         'insecure-tls-no-client-cert': { type: 'boolean' },
+        'namespace-dir': { type: 'string', multiple: true },
         'state-dir': { type: 'string' },
         'max-controllers': { type: 'string' },
         'sysfs-root': { type: 'string' },
@@ -84,6 +87,9 @@ export function parseDaemonArgs(argv: string[]): DaemonOptions | undefined {
         "give --tls-ca <PEM bundle of the CA that signs your clients' certificates> (mutual TLS), or --insecure-tls-no-client-cert to accept any client",
     );
   }
+  for (const dir of v['namespace-dir'] ?? []) {
+    if (!dir.startsWith('/')) throw new UsageError(`--namespace-dir must be an absolute path, not '${dir}'`);
+  }
   const mode = v['socket-mode'] === undefined ? undefined : socketMode(v['socket-mode']);
   let maxControllers: number | undefined;
   if (v['max-controllers'] !== undefined) {
@@ -101,6 +107,7 @@ export function parseDaemonArgs(argv: string[]): DaemonOptions | undefined {
       : {}),
     ...(v['insecure-tcp'] ? { insecureTcp: true } : {}),
     ...(v['insecure-tls-no-client-cert'] ? { insecureTlsWithoutClientCert: true } : {}),
+    ...(v['namespace-dir']?.length ? { namespaceDirs: v['namespace-dir'] } : {}),
     stateDir: v['state-dir'] ?? DEFAULT_STATE_DIR,
     ...(maxControllers !== undefined ? { maxControllers } : {}),
     roots: { sysfs: v['sysfs-root'] ?? DEFAULT_ROOTS.sysfs, dev: v['dev-root'] ?? DEFAULT_ROOTS.dev, proc: v['proc-root'] ?? DEFAULT_ROOTS.proc },

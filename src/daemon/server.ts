@@ -57,6 +57,11 @@ export interface DaemonOptions {
    * Refused without it; logged as a warning on every start.
    */
   insecureTlsWithoutClientCert?: boolean;
+  /**
+   * Directories the file namespaces (and identity files) of controllers created through the API must be in, symlinks
+   * resolved (default: <state dir>/namespaces, created). `vfiod serve` has no such limit: its operator chooses.
+   */
+  namespaceDirs?: string[];
   stateDir?: string;
   roots?: HostRoots;
   /** Tests inject the fake kernel and prober; production uses sysfs writes and the native VFIO prober. */
@@ -197,6 +202,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
       ...(options.controllerStartTimeoutMs !== undefined ? { startTimeoutMs: options.controllerStartTimeoutMs } : {}),
       ...(options.controllerMemoryLimitBytes !== undefined ? { memoryLimitBytes: options.controllerMemoryLimitBytes } : {}),
       ...(options.maxControllers !== undefined ? { maxControllers: options.maxControllers } : {}),
+      ...(options.namespaceDirs !== undefined ? { namespaceDirs: options.namespaceDirs } : {}),
     });
     cleanup.push(() => registry.close());
     controllers = registry;
@@ -248,7 +254,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
       }
     }
     for (const service of ['', ...SERVICES]) health.setStatus(service, 'SERVING');
-    logger.info('listening', { socket: socketPath, tcp: tcpAddress, tls: Boolean(tlsCredentials), mutualTls: Boolean(options.tls?.ca), stateDir });
+    logger.info('listening', { socket: socketPath, tcp: tcpAddress, tls: Boolean(tlsCredentials), mutualTls: Boolean(options.tls?.ca), stateDir, namespaceDirs: registry.namespaceDirs });
 
     let closing: Promise<void> | undefined;
     const close = (): Promise<void> =>
