@@ -21,6 +21,7 @@ import {
 import type { AddedDevice, AttachSource, HypervisorAdapter, HypervisorEndpoint, HypervisorKind } from '../hypervisor/types.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import { rootLogger } from '../util/log.js';
+import { sameSocketFile } from '../util/socket-path.js';
 
 export type { AttachSource, HypervisorEndpoint } from '../hypervisor/types.js';
 export type { StaticConfigRequest, StaticConfigResult, StaticDevice } from '../hypervisor/static-config.js';
@@ -163,8 +164,9 @@ function addOutcomeUnknown(error: unknown): boolean {
   return error instanceof VfiodError ? error.code === 'DEADLINE_EXCEEDED' || error.code === 'INTERNAL' : true;
 }
 
+/** The same device: one BDF, or one vfio-user socket by any name (a symlinked directory, a hard link). */
 function sameSource(a: AttachSource, b: AttachSource): boolean {
-  return a.kind === 'pci' ? b.kind === 'pci' && a.bdf === b.bdf : b.kind === 'vfio-user' && a.socketPath === b.socketPath;
+  return a.kind === 'pci' ? b.kind === 'pci' && a.bdf === b.bdf : b.kind === 'vfio-user' && sameSocketFile(a.socketPath, b.socketPath);
 }
 
 /** Adds context to an error from a lower layer, keeping its code and details. */

@@ -22,9 +22,14 @@ Options:
   --tcp <host:port>      also listen on TCP; needs --tls-cert and --tls-key, or --insecure-tcp
   --tls-cert <file>      PEM certificate chain for TCP
   --tls-key <file>       PEM private key for TCP
-  --tls-ca <file>        PEM CA bundle: require client certificates signed by it (mutual TLS)
+  --tls-ca <file>        PEM CA bundle: require client certificates signed by it (mutual TLS);
+                         required with --tls-cert unless --insecure-tls-no-client-cert
   --insecure-tcp         allow plain TCP (no authentication, no encryption)
+  --insecure-tls-no-client-cert
+                         allow TLS without client certificates (any client that reaches the port)
   --state-dir <dir>      claims database and controller definitions (default ${DEFAULT_STATE_DIR})
+  --namespace-dir <dir>  file namespaces and identity files of controllers created through the API
+                         must be in it (symlinks resolved); repeatable (default <state dir>/namespaces)
   --max-controllers <n>  most emulated controllers at once (default ${DEFAULT_MAX_CONTROLLERS}); more: RESOURCE_EXHAUSTED
   --sysfs-root <dir>     default /sys      --dev-root <dir>  default /dev      --proc-root <dir>  default /proc
   --log-level <level>    debug, info, warn or error (default info)
@@ -47,6 +52,8 @@ export function parseDaemonArgs(argv: string[]): DaemonOptions | undefined {
         'tls-key': { type: 'string' },
         'tls-ca': { type: 'string' },
         'insecure-tcp': { type: 'boolean' },
+        'insecure-tls-no-client-cert': { type: 'boolean' },
+        'namespace-dir': { type: 'string', multiple: true },
         'state-dir': { type: 'string' },
         'max-controllers': { type: 'string' },
         'sysfs-root': { type: 'string' },
@@ -71,6 +78,18 @@ export function parseDaemonArgs(argv: string[]): DaemonOptions | undefined {
     throw new UsageError(`refusing plain TCP on ${v.tcp}: give --tls-cert and --tls-key, or --insecure-tcp to accept an unauthenticated, unencrypted API`);
   }
   if (v['insecure-tcp'] && tlsGiven) throw new UsageError('--insecure-tcp and TLS options contradict each other');
+  if (v['insecure-tls-no-client-cert'] && (v['tls-cert'] === undefined || v['tls-ca'] !== undefined)) {
+    throw new UsageError('--insecure-tls-no-client-cert goes with --tls-cert and --tls-key, without --tls-ca');
+  }
+  if (v['tls-cert'] !== undefined && v['tls-ca'] === undefined && !v['insecure-tls-no-client-cert']) {
+    throw new UsageError(
+      `refusing TLS on ${v.tcp} without client certificates: anyone who can reach it would control the host's devices and disks; ` +
+        "give --tls-ca <PEM bundle of the CA that signs your clients' certificates> (mutual TLS), or --insecure-tls-no-client-cert to accept any client",
+    );
+  }
+  for (const dir of v['namespace-dir'] ?? []) {
+    if (!dir.startsWith('/')) throw new UsageError(`--namespace-dir must be an absolute path, not '${dir}'`);
+  }
   const mode = v['socket-mode'] === undefined ? undefined : socketMode(v['socket-mode']);
   let maxControllers: number | undefined;
   if (v['max-controllers'] !== undefined) {
@@ -87,6 +106,8 @@ export function parseDaemonArgs(argv: string[]): DaemonOptions | undefined {
       ? { tls: { cert: v['tls-cert'], key: v['tls-key'], ...(v['tls-ca'] !== undefined ? { ca: v['tls-ca'] } : {}) } }
       : {}),
     ...(v['insecure-tcp'] ? { insecureTcp: true } : {}),
+    ...(v['insecure-tls-no-client-cert'] ? { insecureTlsWithoutClientCert: true } : {}),
+    ...(v['namespace-dir']?.length ? { namespaceDirs: v['namespace-dir'] } : {}),
     stateDir: v['state-dir'] ?? DEFAULT_STATE_DIR,
     ...(maxControllers !== undefined ? { maxControllers } : {}),
     roots: { sysfs: v['sysfs-root'] ?? DEFAULT_ROOTS.sysfs, dev: v['dev-root'] ?? DEFAULT_ROOTS.dev, proc: v['proc-root'] ?? DEFAULT_ROOTS.proc },

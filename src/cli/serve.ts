@@ -2,7 +2,10 @@
  * `vfiod serve`: its options, parsed into one controller's configuration (src/serve runs it).
  */
 import { parseArgs } from 'node:util';
+import { BackingRefused, inspectBacking } from '../namespace/backing.js';
+import { isFileNamespaceSpec, parseNamespaceUri } from '../namespace/uri.js';
 import { CONTROLLER_LIMITS, controllerConfig, type ControllerConfig } from '../serve/config.js';
+import { checkIdentityFileWritable, defaultIdentityPath, IdentityFileRefused } from '../serve/identity-store.js';
 import type { ServeOptions } from '../serve/supervisor.js';
 import { errorMessage } from '../util/errors.js';
 import { applyLogLevel, CONTROLLER_OPTIONS, integer, socketMode, UsageError } from './common.js';
@@ -136,6 +139,7 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
     ...(values.identity !== undefined ? { identityPath: values.identity } : {}),
     identity,
   });
+  checkFiles(config);
   if (!values['crash-recovery']) return { config, options };
   // The data plane's options: these, without the holder's own (found by token, so a value is never mistaken for one).
   const holderOnly = new Set<number>();
@@ -149,6 +153,38 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
     dataPlaneArgv: argv.filter((_, index) => !holderOnly.has(index)),
   };
   return { config, options, crashRecovery };
+}
+
+/**
+ * What the controller would refuse once started, said at once as a usage error: a file namespace that is not a
+ * regular file or a block device (/proc/self/mem, /dev/mem, a FIFO, ...), an identity path holding another program's
+ * file. The controller checks again on the descriptors it opens.
+ */
+function checkFiles(config: ControllerConfig): void {
+  const specs = [];
+  for (const uri of config.namespaces) {
+    let spec;
+    try {
+      spec = parseNamespaceUri(uri);
+    } catch {
+      continue; // the controller reports a bad URI with its context
+    }
+    specs.push(spec);
+    if (!isFileNamespaceSpec(spec)) continue;
+    try {
+      inspectBacking(spec.path);
+    } catch (error) {
+      if (error instanceof BackingRefused) throw new UsageError(`--namespace '${uri}': ${error.message}`);
+      // anything else (no permission, ...) is the controller's to report
+    }
+  }
+  const identityPath = config.identityPath ?? defaultIdentityPath(specs);
+  if (identityPath === undefined) return;
+  try {
+    checkIdentityFileWritable(identityPath);
+  } catch (error) {
+    if (error instanceof IdentityFileRefused) throw new UsageError(`${config.identityPath !== undefined ? '--identity: ' : ''}${error.message}`);
+  }
 }
 
 /**

@@ -1,9 +1,9 @@
 /** vfiod.v1.ControllerService over the ControllerRegistry. */
-import path from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
 import type { AttachmentManager } from '../attach/attachments.js';
 import { VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
+import { sameSocketFile } from '../util/socket-path.js';
 import { type ControllerRegistry, type ControllerSpecInput, type ControllerView, percentileMicros } from '../serve/registry.js';
 import { requireText, unary } from './requests.js';
 
@@ -84,8 +84,8 @@ export function controllerService(deps: { registry: ControllerRegistry; attachme
       // A VM still using it would lose its disk under the guest. Only a detach-pending attachment with no hypervisor
       // connected lets it go: that VM is gone (its VMM did not answer the detach) and nothing can use the socket.
       const view = await registry.get(id);
-      const socket = path.resolve(view.config.socketPath);
-      const users = attachments.list().filter((a) => a.source.kind === 'vfio-user' && path.resolve(a.source.socketPath) === socket);
+      // By any name of its socket: an attachment may have named it through a symlinked directory.
+      const users = attachments.list().filter((a) => a.source.kind === 'vfio-user' && sameSocketFile(a.source.socketPath, view.config.socketPath));
       const connected = view.snapshot?.clientConnected ?? false;
       const blocking = users.filter((a) => a.state !== 'detach-pending' || connected);
       if (blocking.length) {

@@ -52,6 +52,16 @@ export interface DaemonOptions {
   tls?: TlsFiles;
   /** Allow plain (unauthenticated, unencrypted) TCP. Refused without it. */
   insecureTcp?: boolean;
+  /**
+   * Allow TLS without client certificates (`tls` without `ca`): any client that reaches the port controls the API.
+   * Refused without it; logged as a warning on every start.
+   */
+  insecureTlsWithoutClientCert?: boolean;
+  /**
+   * Directories the file namespaces (and identity files) of controllers created through the API must be in, symlinks
+   * resolved (default: <state dir>/namespaces, created). `vfiod serve` has no such limit: its operator chooses.
+   */
+  namespaceDirs?: string[];
   stateDir?: string;
   roots?: HostRoots;
   /** Tests inject the fake kernel and prober; production uses sysfs writes and the native VFIO prober. */
@@ -105,6 +115,19 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     throw new VfiodError('INVALID_ARGUMENT', `refusing plain TCP on ${options.tcp}: give --tls-cert and --tls-key (and --tls-ca for client certificates), or --insecure-tcp to accept an unauthenticated, unencrypted API`);
   }
   if (options.tls && (!options.tls.cert || !options.tls.key)) throw new VfiodError('INVALID_ARGUMENT', 'TLS needs both a certificate and a key');
+  if (options.tls && !options.tls.ca && !options.insecureTlsWithoutClientCert) {
+    // TLS alone only encrypts: every client that reaches the port could list, create and attach controllers whose
+    // disks are host files.
+    throw new VfiodError(
+      'INVALID_ARGUMENT',
+      `refusing TLS on ${String(options.tcp)} without client certificates: anyone who can reach it would control the host's devices and disks. ` +
+        'Give --tls-ca <PEM bundle of the CA that signs your clients\' certificates> (mutual TLS), or --insecure-tls-no-client-cert to accept any client',
+      { reason: 'TLS_CLIENT_CA_REQUIRED' },
+    );
+  }
+  if (options.insecureTlsWithoutClientCert && options.tls?.ca) {
+    throw new VfiodError('INVALID_ARGUMENT', '--insecure-tls-no-client-cert and --tls-ca contradict each other');
+  }
   const tcp = options.tcp !== undefined ? parseHostPort(options.tcp) : undefined;
   if (socketPath === null && !tcp) throw new VfiodError('INVALID_ARGUMENT', 'nothing to listen on: give a unix socket or --tcp');
   let tlsCredentials: grpc.ServerCredentials | undefined;
@@ -116,8 +139,9 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
         throw new VfiodError('INVALID_ARGUMENT', `cannot read the TLS ${what} ${file}: ${errorMessage(error)}`);
       }
     };
+    const keyPair = { cert_chain: read('certificate', options.tls.cert), private_key: read('key', options.tls.key) };
     const ca = options.tls.ca ? read('CA bundle', options.tls.ca) : null;
-    tlsCredentials = grpc.ServerCredentials.createSsl(ca, [{ cert_chain: read('certificate', options.tls.cert), private_key: read('key', options.tls.key) }], ca !== null);
+    tlsCredentials = grpc.ServerCredentials.createSsl(ca, [keyPair], ca !== null);
   }
 
   // Refuse a socket another daemon listens on before touching any state.
@@ -178,6 +202,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
       ...(options.controllerStartTimeoutMs !== undefined ? { startTimeoutMs: options.controllerStartTimeoutMs } : {}),
       ...(options.controllerMemoryLimitBytes !== undefined ? { memoryLimitBytes: options.controllerMemoryLimitBytes } : {}),
       ...(options.maxControllers !== undefined ? { maxControllers: options.maxControllers } : {}),
+      ...(options.namespaceDirs !== undefined ? { namespaceDirs: options.namespaceDirs } : {}),
     });
     cleanup.push(() => registry.close());
     controllers = registry;
@@ -224,9 +249,12 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
       const port = await bind(server, `${host}:${tcp.port}`, tlsCredentials ?? grpc.ServerCredentials.createInsecure());
       tcpAddress = `${host}:${port}`;
       if (!tlsCredentials) logger.warn('plain TCP enabled (--insecure-tcp): anyone who can reach it controls the host devices', { address: tcpAddress });
+      else if (!options.tls?.ca) {
+        logger.warn('TLS without client certificates (--insecure-tls-no-client-cert): anyone who can reach it controls the host devices', { address: tcpAddress });
+      }
     }
     for (const service of ['', ...SERVICES]) health.setStatus(service, 'SERVING');
-    logger.info('listening', { socket: socketPath, tcp: tcpAddress, tls: Boolean(tlsCredentials), mutualTls: Boolean(options.tls?.ca), stateDir });
+    logger.info('listening', { socket: socketPath, tcp: tcpAddress, tls: Boolean(tlsCredentials), mutualTls: Boolean(options.tls?.ca), stateDir, namespaceDirs: registry.namespaceDirs });
 
     let closing: Promise<void> | undefined;
     const close = (): Promise<void> =>

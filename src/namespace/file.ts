@@ -45,6 +45,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { rootLogger, type Logger } from '../util/log.js';
 import { formatSize } from '../util/size.js';
+import { BackingRefused, type BackingIdentity, checkBackingDescriptor, descriptorPath, openPathDescriptor } from './backing.js';
 import { NamespaceError, type ByteRange, type Namespace, type NamespaceUsage } from './namespace.js';
 import { SlicedWork, type SlicedJob } from './sliced-work.js';
 
@@ -204,36 +205,53 @@ export class FileNamespace implements Namespace {
     }
     const logger = (options.logger ?? rootLogger).child({ component: 'namespace', path: filePath });
 
-    let existing: fs.Stats | undefined;
+    // What is there is decided on a descriptor (backing.ts): O_PATH first, so no device driver's open runs before
+    // the check, then the real open through that descriptor, so a path swapped in between changes nothing.
+    let pathFd: number | undefined;
     try {
-      existing = await fs.promises.stat(filePath);
+      pathFd = openPathDescriptor(filePath);
     } catch (error) {
-      if (errorCode(error) !== 'ENOENT') throw new Error(`${what}: ${errorMessage(error)}`, { cause: error });
+      throw new Error(`${what}: ${errorMessage(error)}`, { cause: error });
     }
-    let flags = (readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR) | (direct ? fs.constants.O_DIRECT : 0);
+    let flags = (readOnly ? fs.constants.O_RDONLY : fs.constants.O_RDWR) | (direct ? fs.constants.O_DIRECT : 0) | fs.constants.O_NOCTTY;
     let created = false;
-    if (existing === undefined) {
-      if (sizeBytes === undefined) throw new Error(`${what}: file does not exist; give size=<size> to create it`);
-      if (readOnly) throw new Error(`${what}: file does not exist and a read-only namespace cannot create it`);
-      flags |= fs.constants.O_CREAT | fs.constants.O_EXCL;
-      created = true;
-    } else if (existing.isBlockDevice()) {
-      flags |= fs.constants.O_EXCL;
-    } else if (!existing.isFile()) {
-      throw new Error(`${what}: neither a regular file nor a block device`);
-    }
-
+    let checked: BackingIdentity | undefined;
     let fd: number;
     try {
-      fd = await openFile(filePath, flags, 0o600);
+      let openPath = filePath;
+      if (pathFd === undefined) {
+        if (sizeBytes === undefined) throw new Error(`${what}: file does not exist; give size=<size> to create it`);
+        if (readOnly) throw new Error(`${what}: file does not exist and a read-only namespace cannot create it`);
+        // O_EXCL: a symlink put there since is not followed, the open fails instead.
+        flags |= fs.constants.O_CREAT | fs.constants.O_EXCL;
+        created = true;
+      } else {
+        checked = refusedAs(what, () => checkBackingDescriptor(pathFd!, filePath));
+        if (checked.kind === 'block') flags |= fs.constants.O_EXCL;
+        openPath = descriptorPath(pathFd);
+      }
+      try {
+        fd = await openFile(openPath, flags, 0o600);
+      } catch (error) {
+        const hint =
+          errorCode(error) === 'EBUSY'
+            ? ' (the block device is in use: mounted or claimed by another program)'
+            : direct && errorCode(error) === 'EINVAL'
+              ? ' (the filesystem does not support O_DIRECT; drop direct=1)'
+              : '';
+        throw new Error(`${what}: cannot open: ${errorMessage(error)}${hint}`, { cause: error });
+      }
+    } finally {
+      if (pathFd !== undefined) fs.closeSync(pathFd);
+    }
+    try {
+      // The descriptor the guest will use, checked again (a file just created: where it landed).
+      const opened = refusedAs(what, () => checkBackingDescriptor(fd, filePath));
+      if (checked && opened.key !== checked.key) throw new Error(`${what}: the file changed while it was opened`);
     } catch (error) {
-      const hint =
-        errorCode(error) === 'EBUSY'
-          ? ' (the block device is in use: mounted or claimed by another program)'
-          : direct && errorCode(error) === 'EINVAL'
-            ? ' (the filesystem does not support O_DIRECT; drop direct=1)'
-            : '';
-      throw new Error(`${what}: cannot open: ${errorMessage(error)}${hint}`, { cause: error });
+      await closeFile(fd).catch(() => {});
+      if (created) await fs.promises.unlink(filePath).catch(() => {});
+      throw error;
     }
 
     try {
@@ -926,4 +944,14 @@ async function alignedAllocator(what: string): Promise<(size: number) => Aligned
     }
     return { bytes: new Uint8Array(buffer), release: () => native.munmap(buffer) };
   };
+}
+
+/** Runs a backing check; a refusal keeps its reason and gets the namespace named in front of its message. */
+function refusedAs<T>(what: string, check: () => T): T {
+  try {
+    return check();
+  } catch (error) {
+    if (error instanceof BackingRefused) throw new BackingRefused(error.reason, `${what}: ${error.message}`);
+    throw new Error(`${what}: ${errorMessage(error)}`, { cause: error });
+  }
 }

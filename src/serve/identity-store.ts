@@ -3,12 +3,15 @@
  * namespace's NGUID / EUI-64 / UUID. Guests key disks by these (Linux /dev/disk/by-id, Windows disk signatures,
  * multipath), so they must not change across restarts of vfiod.
  *
- * Stored as JSON `{ controller: {...}, namespaces: [{ uri, nguid, eui64, uuid }, ...] }`, by default next to the
+ * Stored as JSON `{ format: "vfiod-identity/1", controller: {...}, namespaces: [{ uri, nguid, eui64, uuid }, ...] }`
+ * (files of earlier versions have no `format`), by default next to the
  * first file namespace (`<file>.vfiod.json`). Missing values are generated once and persisted; configured values win
  * and are persisted too. Namespace entries are matched to the configured URIs first exactly, then by backing file
  * (so changing `?size=` or `direct=` keeps a disk's ids); entries no longer configured are kept, so a namespace that
  * comes back later gets its old ids. The file is replaced atomically (write temporary, fsync, rename, fsync dir).
- * A malformed file is an error, never silently replaced: that would give every guest disk a new identity.
+ * A malformed file is an error, never silently replaced: that would give every guest disk a new identity. A file
+ * that is not a vfiod identity file (another program's JSON, a symlink, a device, a FIFO) is refused, never read as
+ * an empty identity and overwritten: the daemon writes this file as root wherever a request says.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
@@ -53,6 +56,19 @@ export const DEFAULT_MODEL_NUMBER = 'vfiod NVMe controller';
 export const DEFAULT_FIRMWARE_REVISION = '0.1.0';
 /** First three bytes of generated EUI-64s: an OUI-like prefix with the locally-administered bit set. */
 export const EUI64_PREFIX = '025646';
+/** What the `format` field of an identity file says. */
+export const IDENTITY_FORMAT = 'vfiod-identity/1';
+/** An identity file is a few hundred bytes per namespace; anything far larger is not one. */
+const MAX_IDENTITY_FILE_BYTES = 4 * 1024 * 1024;
+
+/** An identity path vfiod will not read or replace: something else is there. `reason` is stable for programs. */
+export class IdentityFileRefused extends Error {
+  readonly reason = 'IDENTITY_FILE_FOREIGN';
+  constructor(message: string) {
+    super(message);
+    this.name = 'IdentityFileRefused';
+  }
+}
 
 /**
  * Where the identity of a controller with these namespaces lives by default: next to its first file namespace that
@@ -80,13 +96,7 @@ export async function loadOrCreateIdentity(
     namespaces: [],
   };
   if (statePath !== undefined) {
-    try {
-      storedText = await fs.promises.readFile(statePath, 'utf8');
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
-        throw new Error(`cannot read identity file '${statePath}': ${(error as Error).message}`, { cause: error });
-      }
-    }
+    storedText = readIdentityText(statePath);
     if (storedText !== undefined) stored = parseIdentityFile(statePath, storedText);
   }
 
@@ -137,7 +147,7 @@ export async function loadOrCreateIdentity(
 
   const result: StoredIdentity = { controller, namespaces };
   if (statePath !== undefined) {
-    const text = JSON.stringify({ controller, namespaces: all }, null, 2) + '\n';
+    const text = JSON.stringify({ format: IDENTITY_FORMAT, controller, namespaces: all }, null, 2) + '\n';
     if (text !== storedText) {
       await writeAtomically(statePath, text);
       options.logger?.info(storedText === undefined ? 'created identity file' : 'updated identity file', {
@@ -246,6 +256,61 @@ function checkUnique(statePath: string | undefined, entries: readonly NamespaceI
   }
 }
 
+/**
+ * Refuses (IdentityFileRefused) an identity path where vfiod would replace something that is not its identity file;
+ * a missing file is fine. What `vfiod serve` and the daemon check before starting a controller; loading checks again.
+ */
+export function checkIdentityFileWritable(statePath: string): void {
+  const text = readIdentityText(statePath);
+  if (text !== undefined) parseIdentityFile(statePath, text);
+}
+
+/**
+ * The text of the identity file, undefined when there is none. Opened without following a symlink and without
+ * blocking (a FIFO), and only read when it is a regular file of a plausible size.
+ */
+function readIdentityText(statePath: string): string | undefined {
+  const where = `identity file '${statePath}'`;
+  let fd: number;
+  try {
+    fd = fs.openSync(statePath, fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK | fs.constants.O_NOCTTY);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return undefined;
+    if (code === 'ELOOP') throw new IdentityFileRefused(`${where} is a symbolic link: refusing to read or replace it (give the path of the file itself)`);
+    throw new Error(`cannot read ${where}: ${(error as Error).message}`, { cause: error });
+  }
+  try {
+    const stats = fs.fstatSync(fd);
+    if (!stats.isFile()) throw new IdentityFileRefused(`${where} exists and is not a regular file: refusing to read or replace it`);
+    if (stats.size > MAX_IDENTITY_FILE_BYTES) {
+      throw new IdentityFileRefused(`${where} exists and is ${stats.size} bytes, too large for a vfiod identity file: refusing to replace it (give another path)`);
+    }
+    return fs.readFileSync(fd, 'utf8');
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * Whether parsed JSON is a vfiod identity file: it says so (`format`), or it is one written before `format` existed
+ * (`controller` and/or `namespaces`, nothing else).
+ */
+function recogniseIdentity(where: string, data: unknown): asserts data is Record<string, unknown> {
+  const refuse = (why: string): never => {
+    throw new IdentityFileRefused(`${where} exists and is not a vfiod identity file (${why}): refusing to replace it; give another identity path, or move that file away`);
+  };
+  if (!isObject(data)) return refuse('not a JSON object');
+  if ('format' in data) {
+    if (data['format'] !== IDENTITY_FORMAT) refuse(`its format is ${JSON.stringify(data['format'])}, not "${IDENTITY_FORMAT}"`);
+    return;
+  }
+  const keys = Object.keys(data).sort();
+  if (keys.length === 0 || keys.some((key) => key !== 'controller' && key !== 'namespaces')) {
+    refuse(`no "format": "${IDENTITY_FORMAT}", and its keys are ${keys.length ? keys.slice(0, 8).map((k) => JSON.stringify(k)).join(', ') : 'none'}`);
+  }
+}
+
 function parseIdentityFile(
   statePath: string,
   text: string,
@@ -255,9 +320,9 @@ function parseIdentityFile(
   try {
     data = JSON.parse(text);
   } catch (error) {
-    throw new Error(`${where} is not valid JSON: ${(error as Error).message}`, { cause: error });
+    throw new IdentityFileRefused(`${where} is not valid JSON (${(error as Error).message}): refusing to replace it; give another identity path, or move that file away`);
   }
-  if (!isObject(data)) throw new Error(`${where}: expected a JSON object`);
+  recogniseIdentity(where, data);
   const controllerData = data['controller'] ?? {};
   if (!isObject(controllerData)) throw new Error(`${where}: controller must be an object`);
   const controller: Partial<ControllerIdentityRecord> = {};

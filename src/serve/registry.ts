@@ -5,17 +5,18 @@
  * <state dir>/controllers/<id>.identity.json so a guest sees the same controller across restarts. Stats are sampled
  * periodically to report rates.
  */
-import { mkdirSync, readFileSync, realpathSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import path from 'node:path';
+import { BackingRefused, inspectBacking, isWithin, resolvedPath } from '../namespace/backing.js';
 import { type FileNamespaceSpec, type MemoryNamespaceSpec, parseNamespaceUri } from '../namespace/uri.js';
 import { LATENCY_BUCKETS, type NvmeControllerStats } from '../nvme/stats.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { formatSize } from '../util/size.js';
-import { socketPathState } from '../util/socket-path.js';
+import { sameSocketFile, socketPathState } from '../util/socket-path.js';
 import { CONTROLLER_LIMITS, type ControllerConfig, controllerConfig, type DoorbellMode } from './config.js';
-import { checkIdentityOverrides } from './identity-store.js';
+import { checkIdentityFileWritable, checkIdentityOverrides, IdentityFileRefused } from './identity-store.js';
 import { ControllerWorker } from './supervisor.js';
 import type { ControllerSnapshot } from './worker.js';
 
@@ -61,6 +62,8 @@ interface Entry {
   error: string;
   worker: ControllerWorker | undefined;
   samples: Sample[];
+  /** What its file namespaces are, as keys (backingKeys) to the URI: the same disk has a common key. */
+  backings: Map<string, string>;
 }
 
 export interface ControllerView {
@@ -89,6 +92,11 @@ export interface ControllerRegistryOptions {
   memoryLimitBytes?: number;
   /** Most controllers at once, counting those starting, failed or being deleted (default DEFAULT_MAX_CONTROLLERS). */
   maxControllers?: number;
+  /**
+   * The directories file namespaces (and identity files) of controllers must be in, symlinks resolved; each must
+   * exist. Default: <state dir>/namespaces (created).
+   */
+  namespaceDirs?: string[];
 }
 
 export class ControllerRegistry {
@@ -98,8 +106,30 @@ export class ControllerRegistry {
   private readonly sampler: NodeJS.Timeout;
   private closed = false;
 
+  /** The namespace directories as configured, and with symlinks resolved. */
+  readonly namespaceDirs: readonly string[];
+  private readonly realNamespaceDirs: readonly string[];
+
   constructor(private readonly options: ControllerRegistryOptions) {
     this.logger = options.logger.child({ component: 'controllers' });
+    if (options.namespaceDirs === undefined) {
+      const dir = path.join(options.stateDir, 'namespaces');
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      this.namespaceDirs = [dir];
+    } else {
+      this.namespaceDirs = options.namespaceDirs.map((dir) => {
+        if (!path.isAbsolute(dir)) throw new VfiodError('INVALID_ARGUMENT', `namespace directory '${dir}' must be an absolute path`);
+        let isDir = false;
+        try {
+          isDir = statSync(dir).isDirectory();
+        } catch (error) {
+          throw new VfiodError('INVALID_ARGUMENT', `namespace directory ${dir}: ${errorMessage(error)}`);
+        }
+        if (!isDir) throw new VfiodError('INVALID_ARGUMENT', `namespace directory ${dir} is not a directory`);
+        return path.normalize(dir).replace(/(.)\/$/, '$1');
+      });
+    }
+    this.realNamespaceDirs = this.namespaceDirs.map((dir) => realpathSync(dir));
     this.sampleIntervalMs = options.sampleIntervalMs ?? 1000;
     this.sampler = setInterval(() => void this.sample(), this.sampleIntervalMs);
     this.sampler.unref();
@@ -126,10 +156,26 @@ export class ControllerRegistry {
     const started: string[] = [];
     const failed: Array<{ id: string; error: string }> = [];
     for (const { id, createdAt, config } of persisted.controllers ?? []) {
-      const entry: Entry = { id, config, createdAt, state: 'starting', error: '', worker: undefined, samples: [] };
+      const entry: Entry = { id, config, createdAt, state: 'starting', error: '', worker: undefined, samples: [], backings: new Map() };
       this.entries.set(id, entry);
       try {
+        // The rules hold for definitions written before them, or by hand, too.
+        try {
+          // A disk outside the namespace directories (created before they existed, or before the option changed) is
+          // a warning here: refusing it would take a running VM's disk away on a daemon upgrade.
+          entry.backings = this.namespaceBackings(id, config.namespaces, (message) =>
+            this.logger.warn('persisted controller has a namespace outside the namespace directories', { controller: id, detail: message }),
+          );
+          this.checkNotShared(id, entry.backings);
+          if (config.identityPath !== undefined) this.checkIdentityPath(id, config.identityPath);
+        } catch (error) {
+          entry.state = 'failed';
+          entry.error = errorMessage(error);
+          this.logger.error('controller refused', { controller: id, error: entry.error });
+          throw error;
+        }
         await this.start(entry);
+        recordInodes(entry);
         started.push(id);
       } catch (error) {
         failed.push({ id, error: entry.error || errorMessage(error) });
@@ -161,14 +207,14 @@ export class ControllerRegistry {
       );
     }
     const config = this.configFrom(id, spec ?? {});
-    const sameSocket = [...this.entries.values()].find((e) => path.resolve(e.config.socketPath) === path.resolve(config.socketPath));
-    if (sameSocket) throw new VfiodError('ALREADY_EXISTS', `controller ${id}: socket ${config.socketPath} is already used by controller ${sameSocket.id}`);
-    this.checkSharedResources(id, config);
+    const sameSocket = [...this.entries.values()].find((e) => sameSocketFile(e.config.socketPath, config.socketPath));
+    if (sameSocket) throw new VfiodError('ALREADY_EXISTS', `controller ${id}: socket ${config.socketPath} is already used by controller ${sameSocket.id} (${sameSocket.config.socketPath})`);
+    const backings = this.checkSharedResources(id, config);
     // Only once the request is known to be good: nothing on disk changes for a refused one.
     mkdirSync(path.dirname(config.identityPath!), { recursive: true, mode: 0o700 });
 
-    // Reserved before the first await, so concurrent creates of the same id or socket see it.
-    const entry: Entry = { id, config, createdAt: new Date().toISOString(), state: 'starting', error: '', worker: undefined, samples: [] };
+    // Reserved before the first await, so concurrent creates of the same id, socket or disk see it.
+    const entry: Entry = { id, config, createdAt: new Date().toISOString(), state: 'starting', error: '', worker: undefined, samples: [], backings };
     this.entries.set(id, entry);
     try {
       const at = await socketPathState(config.socketPath);
@@ -179,6 +225,8 @@ export class ControllerRegistry {
       } catch (error) {
         throw new VfiodError('FAILED_PRECONDITION', `controller ${id} failed to start: ${entry.error || errorMessage(error)}`);
       }
+      // Files the controller created have an inode now.
+      recordInodes(entry);
     } catch (error) {
       this.entries.delete(id);
       throw error;
@@ -221,8 +269,7 @@ export class ControllerRegistry {
    * vfioUserInUse: a VM whose VMM is gone and that nothing is connected for can be detached.
    */
   async clientConnected(socketPath: string): Promise<boolean | undefined> {
-    const wanted = path.resolve(socketPath);
-    const entry = [...this.entries.values()].find((e) => path.resolve(e.config.socketPath) === wanted);
+    const entry = [...this.entries.values()].find((e) => sameSocketFile(e.config.socketPath, socketPath));
     if (!entry) return undefined;
     if (entry.state !== 'serving' || !entry.worker) return false;
     return (await entry.worker.snapshot())?.clientConnected;
@@ -334,6 +381,20 @@ export class ControllerRegistry {
     const identityPath = checkPath(spec.identityPath ?? '', 'identity_path', bad) || path.join(this.options.stateDir, 'controllers', `${id}.identity.json`);
     // The daemon writes it as root: a .json name keeps it out of what shells, cron and systemd load as code or config.
     if (!identityPath.endsWith('.json')) throw bad(`identity_path '${identityPath}' must end in .json`);
+    if (spec.identityPath) {
+      // ... and only where vfiod keeps its files: the namespace directories or <state dir>/controllers.
+      const allowed = [...this.namespaceDirs, path.join(this.options.stateDir, 'controllers')];
+      const realAllowed = [...this.realNamespaceDirs, resolvedPath(path.join(this.options.stateDir, 'controllers'))];
+      const real = resolvedPath(identityPath);
+      if (!allowed.some((dir) => isWithin(identityPath, dir)) || !realAllowed.some((dir) => isWithin(real, dir))) {
+        throw new VfiodError(
+          'INVALID_ARGUMENT',
+          `controller ${id}: identity_path '${identityPath}'${real !== identityPath ? ` (${real})` : ''} is not in ${allowed.join(' or ')}: identity files live next to the disks or in the state directory`,
+          { reason: 'IDENTITY_PATH_OUTSIDE_ALLOWED_DIRS' },
+        );
+      }
+    }
+    this.checkIdentityPath(id, identityPath);
 
     const msixVectors = limit('msix_vectors', spec.msixVectors, CONTROLLER_LIMITS.msixVectors);
     const maxIoQueuePairs = limit('max_io_queue_pairs', spec.maxIoQueuePairs, CONTROLLER_LIMITS.maxIoQueuePairs);
@@ -354,26 +415,101 @@ export class ControllerRegistry {
     });
   }
 
+  /** Refuses an identity file that exists and is not vfiod's (FAILED_PRECONDITION: the daemon would replace it). */
+  private checkIdentityPath(id: string, identityPath: string): void {
+    try {
+      checkIdentityFileWritable(identityPath);
+    } catch (error) {
+      if (error instanceof IdentityFileRefused) throw new VfiodError('FAILED_PRECONDITION', `controller ${id}: ${error.message}`, { reason: error.reason, identityPath });
+      throw error;
+    }
+  }
+
+  /**
+   * The backings of a controller's file namespaces, each under its keys: `path:<real path>` always, and its inode
+   * (`file:<dev>:<ino>`, `block:<rdev>`) once it exists, so a hard link, another device node or a symlink of a disk
+   * has a key in common with it. Refuses (INVALID_ARGUMENT) what is not storage (backing.ts), what is not in the
+   * namespace directories (symlinks resolved; `outside`, when given, is told instead), and one disk twice in the list.
+   */
+  private namespaceBackings(id: string, namespaces: readonly string[], outside?: (message: string) => void): Map<string, string> {
+    const bad = (message: string, reason: string, details: Record<string, unknown> = {}): VfiodError =>
+      new VfiodError('INVALID_ARGUMENT', `controller ${id}: ${message}`, { reason, ...details });
+    const backings = new Map<string, string>();
+    /** Which namespace (index) each key came from: the same URI twice is the same disk twice too. */
+    const from = new Map<string, number>();
+    const dirs = this.namespaceDirs.join(', ');
+    namespaces.forEach((uri, index) => {
+      const spec = parseNamespaceUri(uri);
+      if (spec.scheme !== 'file') return;
+      const file = (spec as FileNamespaceSpec).path;
+      const named = `namespace ${index + 1} '${uri}'`;
+      if (!this.namespaceDirs.some((dir) => isWithin(file, dir))) {
+        const error = bad(
+          `${named}: ${file} is not in the daemon's namespace directories (${dirs}): put the disk there, or start the daemon with --namespace-dir <its directory>`,
+          'NAMESPACE_OUTSIDE_NAMESPACE_DIRS',
+          { path: file },
+        );
+        if (!outside) throw error;
+        outside(error.message);
+      }
+      let identity;
+      try {
+        identity = inspectBacking(file);
+      } catch (error) {
+        if (error instanceof BackingRefused) throw bad(`${named}: ${(error as BackingRefused).message}`, (error as BackingRefused).reason, { path: file });
+        // Unreadable, a path through a file, ...: the start says why.
+        identity = undefined;
+      }
+      const real = identity?.realPath ?? resolvedPath(file);
+      if (!this.realNamespaceDirs.some((dir) => isWithin(real, dir)) && this.namespaceDirs.some((dir) => isWithin(file, dir))) {
+        const error = bad(
+          `${named}: ${file} resolves to ${real} (through a symbolic link), which is not in the daemon's namespace directories (${dirs})`,
+          'NAMESPACE_OUTSIDE_NAMESPACE_DIRS',
+          { path: file, realPath: real },
+        );
+        if (!outside) throw error;
+        outside(error.message);
+      }
+      for (const key of [`path:${real}`, ...(identity ? [identity.key] : [])]) {
+        const other = from.get(key);
+        if (other !== undefined && other !== index) {
+          throw bad(`namespaces '${backings.get(key)}' and '${uri}' are the same ${identity?.kind === 'block' ? 'block device' : 'file'} ${real}`, 'NAMESPACE_DUPLICATE', { path: real });
+        }
+        backings.set(key, uri);
+        from.set(key, index);
+      }
+    });
+    return backings;
+  }
+
+  /** ALREADY_EXISTS, naming the other controller, when one of `backings` is a disk of another controller. */
+  private checkNotShared(id: string, backings: Map<string, string>): void {
+    for (const other of this.entries.values()) {
+      if (other.id === id) continue;
+      for (const [key, uri] of backings) {
+        const theirs = other.backings.get(key);
+        if (theirs === undefined) continue;
+        const what = key.startsWith('block:') ? 'block device' : 'file';
+        throw new VfiodError(
+          'ALREADY_EXISTS',
+          `controller ${id}: namespace '${uri}' is the same ${what} as namespace '${theirs}' of controller ${other.id}${key.startsWith('path:') ? '' : ' (the same inode: a hard link, a symbolic link or another device node)'}`,
+          { reason: 'NAMESPACE_IN_USE', otherController: other.id },
+        );
+      }
+    }
+  }
+
   /**
    * What one controller must not share with another: a file or block device (two guests writing one disk corrupt
-   * it), and the host's RAM (memory namespaces are committed as guests write; past the RAM the OOM killer ends the
-   * daemon and every controller with it).
+   * it: the same inode, whatever the name), and the host's RAM (memory namespaces are committed as guests write; past
+   * the RAM the OOM killer ends the daemon and every controller with it). Returns the new controller's backings.
    */
-  private checkSharedResources(id: string, config: ControllerConfig): void {
-    const files = new Map<string, string>();
-    for (const uri of config.namespaces) {
-      const file = filePathOf(uri);
-      if (!file) continue;
-      if (files.has(file)) throw new VfiodError('INVALID_ARGUMENT', `controller ${id}: namespaces '${files.get(file)}' and '${uri}' are the same file ${file}`);
-      files.set(file, uri);
-    }
+  private checkSharedResources(id: string, config: ControllerConfig): Map<string, string> {
+    const backings = this.namespaceBackings(id, config.namespaces);
+    this.checkNotShared(id, backings);
     let othersMemory = 0;
     for (const other of this.entries.values()) {
       if (other.state !== 'failed') othersMemory += memoryBytesOf(other.config.namespaces);
-      for (const uri of other.config.namespaces) {
-        const file = filePathOf(uri);
-        if (file && files.has(file)) throw new VfiodError('ALREADY_EXISTS', `controller ${id}: ${file} is already a namespace of controller ${other.id}`);
-      }
     }
     const memory = memoryBytesOf(config.namespaces);
     const limit = this.options.memoryLimitBytes ?? totalmem();
@@ -383,6 +519,7 @@ export class ControllerRegistry {
         `controller ${id}: memory namespaces of ${formatSize(memory)}${othersMemory ? ` (plus ${formatSize(othersMemory)} of other controllers)` : ''} exceed the ${formatSize(limit)} of RAM they may use`,
       );
     }
+    return backings;
   }
 
   private persist(): void {
@@ -453,15 +590,17 @@ function checkPath(value: string, field: string, bad: (message: string) => Vfiod
   return value;
 }
 
-/** The file (symlinks resolved when it exists) behind a file: namespace URI; undefined for other schemes. */
-function filePathOf(uri: string): string | undefined {
-  const spec = parseNamespaceUri(uri);
-  if (spec.scheme !== 'file') return undefined;
-  const file = (spec as FileNamespaceSpec).path;
-  try {
-    return realpathSync(file);
-  } catch {
-    return file;
+/** Adds the inode keys of namespace files a started controller created (they had only a path key before). */
+function recordInodes(entry: Entry): void {
+  for (const uri of entry.config.namespaces) {
+    try {
+      const spec = parseNamespaceUri(uri);
+      if (spec.scheme !== 'file') continue;
+      const identity = inspectBacking((spec as FileNamespaceSpec).path);
+      if (identity) entry.backings.set(identity.key, uri);
+    } catch {
+      // what cannot be looked at now keeps the keys it had
+    }
   }
 }
 

@@ -69,7 +69,7 @@ describe.skipIf(unavailable)('two VMs on one vfiod daemon: one is SIGKILLed unde
     dir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-guest-daemon-'));
     daemonSocket = path.join(dir, 'vfiod.sock');
     daemon = await VfiodProcess.start('vfiod daemon', 'daemon', [
-      '--socket', daemonSocket, '--state-dir', path.join(dir, 'state'),
+      '--socket', daemonSocket, '--state-dir', path.join(dir, 'state'), '--namespace-dir', dir,
       '--sysfs-root', host.roots.sysfs, '--dev-root', host.roots.dev, '--proc-root', host.roots.proc,
     ]);
     for (const name of ['a', 'b'] as const) {

@@ -58,6 +58,7 @@ describe.skipIf(skipReason)('control API: hostile requests', () => {
       prober: host.prober,
       controllerMemoryLimitBytes: MEMORY_LIMIT,
       controllerStartTimeoutMs: START_TIMEOUT_MS,
+      namespaceDirs: [dir],
       logger: memoryLogger().logger,
     });
 

@@ -110,7 +110,7 @@ describe.skipIf(skipReason)('vfiod daemon (child process)', () => {
     expect(await again.exited).toBe(0);
   });
 
-  it('refuses plain TCP unless --insecure-tcp, and TLS options without --tcp', async () => {
+  it('refuses plain TCP unless --insecure-tcp, TLS without a client CA unless --insecure-tls-no-client-cert, and TLS options without --tcp', async () => {
     const plain = await run(['daemon', '--no-socket', '--tcp', '127.0.0.1:0', ...common]);
     expect(plain.code).toBe(2);
     expect(plain.stderr).toContain('refusing plain TCP');
@@ -120,7 +120,13 @@ describe.skipIf(skipReason)('vfiod daemon (child process)', () => {
     const tlsWithoutTcp = await run(['daemon', '--socket', path.join(dir, 'x.sock'), '--tls-cert', '/x.pem', '--tls-key', '/x.key', ...common]);
     expect(tlsWithoutTcp.code).toBe(2);
     expect(tlsWithoutTcp.stderr).toContain('only apply to --tcp');
-    const missingCert = await run(['daemon', '--socket', path.join(dir, 'x.sock'), '--tcp', '127.0.0.1:0', '--tls-cert', '/nonexistent.pem', '--tls-key', '/nonexistent.key', ...common]);
+    // TLS that lets in any client is refused, saying how to fix it, before the certificate is even read.
+    const noClientCa = await run(['daemon', '--socket', path.join(dir, 'x.sock'), '--tcp', '127.0.0.1:0', '--tls-cert', '/nonexistent.pem', '--tls-key', '/nonexistent.key', ...common]);
+    expect(noClientCa.code).toBe(2);
+    expect(noClientCa.stderr).toContain('refusing TLS on 127.0.0.1:0 without client certificates');
+    expect(noClientCa.stderr).toContain('give --tls-ca');
+    expect(noClientCa.stderr).toContain('--insecure-tls-no-client-cert');
+    const missingCert = await run(['daemon', '--socket', path.join(dir, 'x.sock'), '--tcp', '127.0.0.1:0', '--tls-cert', '/nonexistent.pem', '--tls-key', '/nonexistent.key', '--tls-ca', '/nonexistent-ca.pem', ...common]);
     expect(missingCert.code).toBe(2);
     expect(missingCert.stderr).toContain('cannot read the TLS certificate /nonexistent.pem');
     const insecure = await startDaemon(['--no-socket', '--tcp', '127.0.0.1:0', '--insecure-tcp', ...common]);

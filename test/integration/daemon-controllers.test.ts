@@ -46,6 +46,7 @@ describe.skipIf(skipReason)('ControllerService', () => {
       writer: host.writer,
       prober: host.prober,
       statsIntervalMs: STATS_INTERVAL_MS,
+      namespaceDirs: [dir],
       logger: memoryLogger().logger,
     });
   const controllers = (rpc: string, request: Record<string, unknown>) => client.call('ControllerService', rpc, request);

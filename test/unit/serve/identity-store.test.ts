@@ -3,7 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseNamespaceUri, type NamespaceSpec } from '../../../src/namespace/uri.js';
-import { defaultIdentityPath, EUI64_PREFIX, loadOrCreateIdentity } from '../../../src/serve/identity-store.js';
+import { execFileSync } from 'node:child_process';
+import { checkIdentityFileWritable, defaultIdentityPath, EUI64_PREFIX, IdentityFileRefused, loadOrCreateIdentity } from '../../../src/serve/identity-store.js';
 
 let tempDir: string;
 beforeEach(() => {
@@ -33,7 +34,7 @@ describe('identity store', () => {
     }
     expect(first.namespaces[0]!.nguid).not.toBe(first.namespaces[1]!.nguid);
     const text = fs.readFileSync(statePath, 'utf8');
-    expect(JSON.parse(text)).toEqual({ controller: first.controller, namespaces: first.namespaces });
+    expect(JSON.parse(text)).toEqual({ format: 'vfiod-identity/1', controller: first.controller, namespaces: first.namespaces });
     const mtime = fs.statSync(statePath).mtimeMs;
 
     const second = await loadOrCreateIdentity(statePath, { namespaceUris: uris });
@@ -118,5 +119,37 @@ describe('identity store', () => {
     expect(one.controller.modelNumber).toBe('M');
     expect(one.controller.serialNumber).not.toBe(two.controller.serialNumber);
     expect(fs.readdirSync(tempDir)).toEqual([]);
+  });
+
+  it('never replaces a file that is not a vfiod identity file: foreign JSON, a symlink, a FIFO', async () => {
+    const foreign = path.join(tempDir, 'package.json');
+    const text = JSON.stringify({ name: 'app', version: '1.0.0', dependencies: {} }, null, 2);
+    fs.writeFileSync(foreign, text);
+    const refused = await loadOrCreateIdentity(foreign, { namespaceUris: ['memory:1M'] }).then(() => undefined, (e: unknown) => e);
+    expect(refused).toBeInstanceOf(IdentityFileRefused);
+    expect((refused as IdentityFileRefused).reason).toBe('IDENTITY_FILE_FOREIGN');
+    expect((refused as Error).message).toContain(`identity file '${foreign}' exists and is not a vfiod identity file`);
+    expect((refused as Error).message).toContain('its keys are "dependencies", "name", "version"');
+    expect(() => checkIdentityFileWritable(foreign)).toThrow('refusing to replace it');
+    expect(fs.readFileSync(foreign, 'utf8')).toBe(text);
+    fs.writeFileSync(foreign, JSON.stringify({ format: 'something-else/2', controller: {} }));
+    expect(() => checkIdentityFileWritable(foreign)).toThrow('its format is "something-else/2"');
+
+    const link = path.join(tempDir, 'link.json');
+    fs.symlinkSync(foreign, link);
+    await expect(loadOrCreateIdentity(link, { namespaceUris: [] })).rejects.toThrow('is a symbolic link');
+    const fifo = path.join(tempDir, 'fifo.json');
+    execFileSync('mkfifo', [fifo]);
+    await expect(loadOrCreateIdentity(fifo, { namespaceUris: [] })).rejects.toThrow('is not a regular file');
+    expect(fs.lstatSync(fifo).isFIFO()).toBe(true);
+  });
+
+  it('takes over an identity file written before the format field, keeping its ids', async () => {
+    const statePath = path.join(tempDir, 'old.json');
+    const current = await loadOrCreateIdentity(statePath, { namespaceUris: ['memory:1M'] });
+    fs.writeFileSync(statePath, JSON.stringify({ controller: current.controller, namespaces: current.namespaces }));
+    expect(() => checkIdentityFileWritable(statePath)).not.toThrow();
+    expect(await loadOrCreateIdentity(statePath, { namespaceUris: ['memory:1M'] })).toEqual(current);
+    expect(JSON.parse(fs.readFileSync(statePath, 'utf8'))).toMatchObject({ format: 'vfiod-identity/1' });
   });
 });
