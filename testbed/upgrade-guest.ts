@@ -1,6 +1,7 @@
 /**
- * A Linux guest under fio verify while its `vfiod serve` is live-upgraded (docs/restart.md), for
- * test/guest/live-upgrade.test.ts (three upgrades) and bench/upgrade-soak (ten or more).
+ * A Linux guest under fio verify while its `vfiod serve` is live-upgraded or its data plane killed (docs/restart.md),
+ * for test/guest/live-upgrade.test.ts and test/guest/crash-recovery.test.ts (three each) and bench/upgrade-soak (ten
+ * or more).
  *
  * One `vfiod serve` with a file namespace (interrupt or polled doorbells), one q35 VM (QEMU vfio-user-pci, the host's
  * Linux guest kernel, RAM in a memfd) with it as its only NVMe controller. The load runs in the guest in the
@@ -37,6 +38,11 @@ export interface UpgradeGuestOptions {
   /** fio's region per job, MiB; default 64. */
   fioMbPerJob?: number;
   bootTimeoutMs?: number;
+  /**
+   * `vfiod serve --crash-recovery` (a holder and its data plane) instead of a plain `vfiod serve`: `crash()` then
+   * SIGKILLs the data plane; `upgrade()` is not available.
+   */
+  crashRecovery?: boolean;
 }
 
 /** One live upgrade as the host saw it (Date.now() values are when the log line arrived here). */
@@ -116,14 +122,14 @@ export class UpgradeGuest {
 
   /** Starts vfiod serve and boots the VM; resolves when the guest sees the namespace. */
   static async start(options: UpgradeGuestOptions): Promise<UpgradeGuest> {
-    const full: Required<UpgradeGuestOptions> = { memory: '4G', cpus: 2, fioMbPerJob: 64, bootTimeoutMs: 600_000, ...options };
+    const full: Required<UpgradeGuestOptions> = { memory: '4G', cpus: 2, fioMbPerJob: 64, bootTimeoutMs: 600_000, crashRecovery: false, ...options };
     const dir = mkdtempSync(path.join(os.tmpdir(), `vfiod-${full.name}-`));
     const image = path.join(dir, 'disk.img');
     const fd = openSync(image, 'w');
     ftruncateSync(fd, NAMESPACE_MB * MiB);
     closeSync(fd);
     const args = ['--socket', path.join(dir, 'nvme.sock'), '--namespace', `file:${image}?size=${NAMESPACE_MB}M`, '--serial', SERIAL,
-      ...(full.mode === 'polled' ? ['--poll'] : [])];
+      ...(full.mode === 'polled' ? ['--poll'] : []), ...(full.crashRecovery ? ['--crash-recovery'] : [])];
     let first: VfiodProcess | undefined;
     let vm: VfioUserVm | undefined;
     try {
@@ -214,6 +220,30 @@ export class UpgradeGuest {
       index, spawnedAt, quiescingAt: quiescing.at, servingAt: serving.at,
       handedOverMillis: Number(handedOver['millis']), quiesceMillis: Number(handedOver['quiesceMillis']),
       successorMillis: Number(serving['millis']), pid: successor.pid,
+    };
+    this.upgrades.push(record);
+    return record;
+  }
+
+  /**
+   * Crash: SIGKILL of the data plane (`--crash-recovery`); resolves once the holder's next data plane logged that it
+   * recovered the controller. Recorded like an upgrade (from the kill to the recovery), so `pauses()` covers both.
+   */
+  async crash(timeoutMs = 300_000): Promise<UpgradeRecord> {
+    if (!this.options.crashRecovery) throw new Error('crash() needs crashRecovery: true');
+    const holder = this.current;
+    const index = this.upgrades.length + 1;
+    const victim = Number(last(holder.logged('data plane started'))?.['pid']);
+    if (!Number.isInteger(victim)) throw new Error(`no data plane pid in the holder's log:\n${holder.tail()}`);
+    const killedAt = Date.now();
+    process.kill(victim, 'SIGKILL');
+    const recovered = await holder.waitForLog((l) => l['msg'] === 'recovered from a crash of the previous data plane' && l['generation'] === index, {
+      timeoutMs, since: killedAt, what: `recovery ${index}`,
+    });
+    const started = last(holder.logged('data plane started', killedAt));
+    const record: UpgradeRecord = {
+      index, spawnedAt: killedAt, quiescingAt: killedAt, servingAt: recovered.at,
+      handedOverMillis: NaN, quiesceMillis: NaN, successorMillis: Number(recovered['millis']), pid: Number(started?.['pid']),
     };
     this.upgrades.push(record);
     return record;

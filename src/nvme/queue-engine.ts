@@ -451,11 +451,16 @@ export class QueueEngine {
     cq.phase = (cq.lap & 1) === 0 ? 1 : 0;
   }
 
-  /** Takes a doorbell from the page as the guest left it (bar0Write may have recorded writes the checkpoint lacks). */
+  /**
+   * Takes a doorbell from the page as the guest left it (bar0Write may have recorded writes the checkpoint lacks).
+   * An I/O queue's shadow entry is taken afresh on the next pass. The admin queue's is not a doorbell the host
+   * writes (Linux never does; the engine mirrors MMIO writes into it only in interrupt mode): it is marked as seen.
+   */
   private recoverDoorbell(index: number, queue: SubmissionQueue | CompletionQueue): void {
     const value = this.doorbells[index]!;
     this.consumedDoorbells[index] = value;
-    queue.lastShadow = -1; // the shadow entry is read afresh on the next pass
+    if (queue.id !== 0) queue.lastShadow = -1;
+    else if (this.shadow && this.resolveShadow()) queue.lastShadow = this.shadow.readShadow(index);
     if (value >= queue.size) return;
     if (queue instanceof SubmissionQueue) queue.tail = value;
     else queue.head = value;
