@@ -1,8 +1,12 @@
 /**
- * upgrade-soak: the pause a real guest sees when `vfiod serve` is live-upgraded (docs/restart.md, issue 12 §5). A
- * benchmark, not a test: it asserts nothing, prints a report and writes bench/results/upgrade-soak-<time>.json.
+ * upgrade-soak: the pause a real guest sees when `vfiod serve` is live-upgraded, or when its data plane is killed
+ * under `--crash-recovery` (docs/restart.md, issue 12 §5). A benchmark, not a test: it asserts nothing, prints a
+ * report and writes bench/results/upgrade-soak-<time>.json (crash-soak-<time>.json with --crash).
  *
- *   npm run bench:upgrade-soak -- [--upgrades 10] [--modes interrupt,polled] [--memory 4G] [--cpus 2] [--out <file.json>]
+ *   npm run bench:upgrade-soak -- [--upgrades 10] [--crash] [--modes interrupt,polled] [--memory 4G] [--cpus 2] [--out <file.json>]
+ *
+ * --crash: `vfiod serve --crash-recovery`, and each "upgrade" is a SIGKILL of the data plane; the vfiod pause is then
+ * from the kill to the next data plane's "recovered" line, and the successor's time is its own recovery measure.
  *
  * Per doorbell mode: the set-up of test/guest/live-upgrade.test.ts (testbed/upgrade-guest.ts): one `vfiod serve`
  * with a 1 GiB file namespace, one Linux VM (QEMU vfio-user-pci, TCG) running fio randrw with verify=crc32c and
@@ -37,6 +41,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const { values } = parseArgs({
   options: {
     upgrades: { type: 'string', default: '10' },
+    crash: { type: 'boolean', default: false },
     modes: { type: 'string', default: 'interrupt,polled' },
     memory: { type: 'string', default: '4G' },
     cpus: { type: 'string', default: '2' },
@@ -81,19 +86,22 @@ const loadAverage = (): string => readFileSync('/proc/loadavg', 'utf8').split(' 
 
 async function soak(mode: DoorbellMode): Promise<ModeResult> {
   const started = Date.now();
-  const bed = await UpgradeGuest.start({ name: `soak-${mode}`, mode, memory: values.memory, cpus: Number(values.cpus) });
+  const crash = values.crash === true;
+  const bed = await UpgradeGuest.start({ name: `soak-${mode}`, mode, memory: values.memory, cpus: Number(values.cpus), crashRecovery: crash });
   const errors: string[] = [];
   try {
     await bed.startLoad();
     for (let i = 0; i < upgrades; i++) {
       try {
-        const record = await bed.upgrade();
-        process.stderr.write(`  ${mode} upgrade ${record.index}/${upgrades}: vfiod paused ${record.servingAt - record.quiescingAt} ms\n`);
+        const record = crash ? await bed.crash() : await bed.upgrade();
+        process.stderr.write(`  ${mode} ${crash ? 'crash' : 'upgrade'} ${record.index}/${upgrades}: vfiod paused ${record.servingAt - record.quiescingAt} ms\n`);
       } catch (error) {
         errors.push(`upgrade ${i + 1}: ${(error as Error).message.split('\n')[0]}`);
         break;
       }
       await bed.progress(300, 5);
+      // Crashes at least 3 s apart: faster is a crash loop, which the holder meets with a back-off (docs/restart.md).
+      if (crash) await new Promise((resolve) => setTimeout(resolve, Math.max(0, 3000 - (Date.now() - bed.upgrades.at(-1)!.spawnedAt))));
     }
     const load = await bed.stopLoad();
     const pauses = bed.pauses(load);
@@ -109,6 +117,9 @@ async function soak(mode: DoorbellMode): Promise<ModeResult> {
       for (const l of s.problems()) {
         if (l['msg'] === 'DMA_MAP without a file descriptor: this memory is not shared with vfiod and cannot be used for DMA') continue;
         if (l['msg'] === 'request failed' && l['command'] === 'DMA_MAP' && l['errno'] === 'ENOTSUP') continue;
+        // What --crash does, as the holder reports it.
+        if (crash && l['msg'] === 'data plane exited' && l['signal'] === 'SIGKILL') continue;
+        if (crash && l['msg'] === 'controller connection lost without detach; holding its fds for the next data plane') continue;
         errors.push(`${s.name}: ${l['level'] ?? ''} ${String(l['msg'] ?? l['raw'])}`);
       }
     }
@@ -162,13 +173,13 @@ async function main(): Promise<void> {
     results.push(await soak(mode));
   }
   machine.loadAfter = loadAverage();
-  const report = { when: new Date().toISOString(), upgradesPerMode: upgrades, guest: { memory: values.memory, cpus: Number(values.cpus) }, machine, results };
-  const out = values.out ?? path.join(here, '..', 'results', `upgrade-soak-${report.when.replace(/[:.]/g, '-')}.json`);
+  const report = { when: new Date().toISOString(), disruption: values.crash ? 'SIGKILL of the data plane' : 'live upgrade', upgradesPerMode: upgrades, guest: { memory: values.memory, cpus: Number(values.cpus) }, machine, results };
+  const out = values.out ?? path.join(here, '..', 'results', `${values.crash ? 'crash' : 'upgrade'}-soak-${report.when.replace(/[:.]/g, '-')}.json`);
   mkdirSync(path.dirname(out), { recursive: true });
   writeFileSync(out, JSON.stringify(report, null, 2));
 
   const lines = [
-    `upgrade-soak: ${upgrades} live upgrades per mode, guest ${values.memory} / ${values.cpus} vCPUs (TCG); host ${machine.cpus} cores, load average ${machine.loadBefore} before, ${machine.loadAfter} after`,
+    `upgrade-soak: ${upgrades} ${values.crash ? 'SIGKILLs of the data plane' : 'live upgrades'} per mode, guest ${values.memory} / ${values.cpus} vCPUs (TCG); host ${machine.cpus} cores, load average ${machine.loadBefore} before, ${machine.loadAfter} after`,
     '',
     '| mode | guest pause p50 / p99 / max (ms) | control windows p50 / p99 / max (ms) | vfiod pause p50 / p99 / max (ms) | I/O away from upgrades p50 / p99 / max (ms) | fio I/Os | errors |',
     '|---|---|---|---|---|---|---|',

@@ -96,6 +96,25 @@ export async function runUpgrade(argv: string[], deps: ClientDeps = {}): Promise
     return /ENOENT|ECONNREFUSED|no such file|connection refused/i.test(reason) ? EXIT.notFound : EXIT.failed;
   }
   const { description, fds } = described;
+  const holderSocket = holderSocketOf(description);
+  if (holderSocket !== undefined) {
+    // Under --crash-recovery the holder replaces the data plane (a planned restart from this installation).
+    for (const fd of fds) closeQuietly(fd);
+    if (serveArgv !== undefined) {
+      err('vfiod upgrade: under --crash-recovery the data plane keeps its options; restart the holder to change them\n');
+      return EXIT.usage;
+    }
+    const bin = fileURLToPath(new URL('../../bin/vfiod.js', import.meta.url));
+    try {
+      const restarted = await restartThroughHolder(holderSocket, bin, timeoutMs);
+      out(`upgraded ${description.sockets.join(', ')}: data plane pid ${description.pid} (vfiod ${description.version}) replaced by pid ${String(restarted['pid'])} ` +
+        `(vfiod ${packageVersion()}, from ${bin}) in ${String(restarted['millis'])} ms through the crash-recovery holder\n`);
+      return EXIT.ok;
+    } catch (error) {
+      err(`vfiod upgrade: ${errorMessage(error)}\n`);
+      return EXIT.failed;
+    }
+  }
   const outputFd = (name: 'stdout' | 'stderr'): number | undefined => {
     const index = description.output.indexOf(name);
     return index >= 0 ? fds[index] : undefined;
@@ -154,6 +173,29 @@ export async function runUpgrade(argv: string[], deps: ClientDeps = {}): Promise
   } finally {
     for (const fd of fds) closeQuietly(fd);
     if (logFd !== undefined) closeQuietly(logFd);
+  }
+}
+
+/** The holder socket of a data plane run by `vfiod serve --crash-recovery` (from its options), if it is one. */
+function holderSocketOf(description: Description): string | undefined {
+  const argv = description.argv ?? [];
+  if (!argv.includes('--data-plane')) return undefined;
+  const at = argv.indexOf('--holder-socket');
+  const given = at >= 0 ? argv[at + 1] : argv.find((arg) => arg.startsWith('--holder-socket='))?.slice('--holder-socket='.length);
+  return given === undefined ? undefined : path.resolve(description.cwd, given);
+}
+
+/** Asks the crash-recovery holder for a planned restart of its data plane from `bin`; resolves with its answer. */
+async function restartThroughHolder(holderSocket: string, bin: string, timeoutMs: number): Promise<Record<string, unknown>> {
+  const channel = HandoverChannel.connect(holderSocket);
+  try {
+    channel.send({ type: 'restart', bin });
+    const { message, fds } = await channel.receive(timeoutMs, 'the holder to restart the data plane');
+    for (const fd of fds) closeQuietly(fd);
+    if (message.type === 'restarted') return message;
+    throw new Error(`the holder did not restart the data plane: ${String(message['reason'] ?? message.type)}; the running data plane keeps serving`);
+  } finally {
+    channel.close();
   }
 }
 

@@ -48,6 +48,11 @@ export interface RunningController {
   release(): Promise<void>;
   /** A controller built by `adopt`: the upgrade is committed, start serving. */
   start(): void;
+  /**
+   * Crash recovery's planned restart: quiesces (nothing in flight, every reply sent), writes the checkpoint and lets
+   * go of the holder without detaching; the process exits next, and the next data plane recovers from it.
+   */
+  checkpointForRestart(): Promise<void>;
 }
 
 const HANDOVER_STATE_VERSION = 1;
@@ -392,6 +397,12 @@ function running(
       await server.quiesce();
     },
     resume: () => server.resume(),
+    checkpointForRestart: async () => {
+      if (!guard) throw new Error('not under crash recovery');
+      await server.quiesce();
+      guard.checkpointNow();
+      guard.close();
+    },
     start: () => {
       server.start();
       logListening(logger, config, namespaces, identity, identityPath);

@@ -17,6 +17,13 @@
  * A connection that closes without detach (the data plane crashed) leaves everything held for the next attach.
  * `number` is the fd's number in the data plane that kept it.
  *
+ * A planned restart (an upgrade, `vfiod upgrade` or SIGHUP to the holder): on a connection of its own,
+ *   client:     restart {bin?}          bin: the vfiod.js to start the next data plane from (another installation)
+ *   holder:     restarted {pid, millis, version?} once every controller attached again, or restart-failed {reason}
+ * The holder sends the data plane SIGUSR2: it quiesces its controllers (no command in flight, every reply sent),
+ * checkpoints them and exits with RESTART_EXIT_CODE, holding nothing back; the next data plane recovers from those
+ * checkpoints with nothing to run again.
+ *
  * The holder stays small on purpose: no worker threads, no namespaces, no NVMe; it imports the log, the addon, the
  * hand-over channel and the socket-path probe, nothing else. Nothing a data plane sends can crash it: a frame it
  * does not understand closes that one connection, and every controller's fds stay held.
@@ -30,7 +37,7 @@ import { native, POLL_READABLE, type FdWatcher } from '../native/index.js';
 import { rootLogger, type Logger } from '../util/log.js';
 import { socketPathState } from '../util/socket-path.js';
 import { HandoverChannel, type HandoverMessage } from './handover-channel.js';
-import { HOLDER_PROTOCOL } from './holder-protocol.js';
+import { HOLDER_PROTOCOL, RESTART_EXIT_CODE } from './holder-protocol.js';
 
 export { HOLDER_PROTOCOL };
 
@@ -62,6 +69,8 @@ export function defaultHolderSocket(socketPath: string): string {
 export interface HolderEvents {
   /** A controller attached; `reattached` when it had been attached before and fds were kept for it. */
   attached?(controller: string, reattached: boolean, fdCount: number): void;
+  /** A planned restart was asked for on `channel`; the callee answers on it. */
+  restart?(channel: HandoverChannel, bin: string | undefined): void;
 }
 
 /**
@@ -198,6 +207,13 @@ export class Holder {
   /** Handles one message; returns the connection's controller. Throws on a message to reject (the caller closes). */
   private handle(channel: HandoverChannel, entry: ControllerEntry | undefined, message: HandoverMessage, fds: number[]): ControllerEntry | undefined {
     if (!entry) {
+      if (message.type === 'restart' && this.events.restart) {
+        if (fds.length > 0) throw new Error('restart carries no fds');
+        const bin = message['bin'];
+        if (bin !== undefined && (typeof bin !== 'string' || !path.isAbsolute(bin) || bin.length > 4096)) throw new Error('restart: bin must be an absolute path');
+        this.events.restart(channel, bin);
+        return undefined;
+      }
       if (message.type !== 'attach') throw new Error(`expected attach, got ${String(message.type).slice(0, 64)}`);
       if (fds.length > 0) throw new Error('attach carries no fds');
       const protocol = message['protocol'];
@@ -318,13 +334,19 @@ function closeQuietly(fd: number): void {
 // ---------------------------------------------------------------------------------------------------------------
 // The holder process: starts the data plane, restarts it when it dies, stops it on SIGTERM/SIGINT.
 
-/** More than this many restarts within RESTART_WINDOW_MS: the next ones wait (1 s, doubling up to 30 s). */
+/**
+ * More than this many restarts within RESTART_WINDOW_MS (systemd's default start limit, 5 in 10 s): a crash loop,
+ * and the next restarts wait (1 s, doubling up to 30 s). Slower crashes restart at once: each costs the guests a
+ * pause, a back-off would lengthen it.
+ */
 const RESTARTS_BEFORE_BACKOFF = 5;
-const RESTART_WINDOW_MS = 60_000;
+const RESTART_WINDOW_MS = 10_000;
 const BACKOFF_FIRST_MS = 1_000;
 const BACKOFF_MAX_MS = 30_000;
 /** After forwarding SIGTERM: how long the data plane may take to stop before it is killed. */
 const STOP_TIMEOUT_MS = 20_000;
+/** How long a planned restart may take: the old data plane's quiesce (in-flight I/O) and the new one's start. */
+const RESTART_TIMEOUT_MS = 120_000;
 
 const BIN = fileURLToPath(new URL('../../bin/vfiod.js', import.meta.url));
 
@@ -353,13 +375,37 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
   let restarts = 0;
   let everAttached = false;
   let holder: Holder;
+  /** The planned restart under way: who asked, from which vfiod.js, and when. */
+  let planned: { requests: HandoverChannel[]; bin: string | undefined; since: number; timer: NodeJS.Timeout } | undefined;
+  const attachedControllers = new Set<string>();
+  let pendingAttach = new Set<string>();
+  let requestRestart: (channel: HandoverChannel | undefined, bin: string | undefined) => void = () => undefined;
+  const answer = (channels: readonly HandoverChannel[], message: HandoverMessage): void => {
+    for (const channel of channels) {
+      try {
+        channel.send(message);
+        void channel.drained().finally(() => channel.close('answered'));
+      } catch {
+        // the asker has gone
+      }
+    }
+  };
   try {
     holder = await Holder.listen(holderSocket, log, {
       attached: (controller, reattached, fdCount) => {
         everAttached = true;
+        attachedControllers.add(controller);
         // How long the guests' device was without a data plane (the pause a crash costs, up to this attach).
         if (lastExitAt !== undefined) log.info('data plane re-attached a controller', { controller, reattached, fds: fdCount, downMillis: Date.now() - lastExitAt, restarts });
+        if (pendingAttach.delete(controller) && pendingAttach.size === 0 && planned) {
+          const millis = Date.now() - planned.since;
+          clearTimeout(planned.timer);
+          log.info('planned restart complete: the new data plane serves every controller', { millis, bin: planned.bin ?? BIN });
+          answer(planned.requests, { type: 'restarted', pid: currentPid(), millis });
+          planned = undefined;
+        }
       },
+      restart: (channel, bin) => requestRestart(channel, bin),
     });
   } catch (error) {
     log.error('crash recovery unavailable: cannot listen on the holder socket', { holderSocket, error: (error as Error).message });
@@ -367,8 +413,11 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
   }
   log.info('holder listening', { holderSocket, pid: process.pid });
 
+  let currentPid = (): number | undefined => undefined;
   return new Promise<number>((resolve) => {
     let child: ChildProcess | undefined;
+    let bin = BIN;
+    currentPid = () => child?.pid;
     let stopping = false;
     let finished = false;
     let restartTimer: NodeJS.Timeout | undefined;
@@ -391,7 +440,7 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
     const start = (): void => {
       restartTimer = undefined;
       if (stopping) return;
-      const argv = [BIN, 'serve', ...options.dataPlaneArgv, '--holder-socket', holderSocket, '--data-plane'];
+      const argv = [bin, 'serve', ...options.dataPlaneArgv, '--holder-socket', holderSocket, '--data-plane'];
       let proc: ChildProcess;
       try {
         // IPC: the data plane stops when the holder is gone (its channel disconnects), so it never runs unprotected.
@@ -404,6 +453,7 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
       child = proc;
       startedAt = Date.now();
       proc.channel?.unref();
+      pendingAttach = new Set(attachedControllers);
       proc.once('error', (error) => {
         log.error('the data plane process failed', { error: error.message });
         if (proc.pid === undefined) onExit(proc, 1, null); // never started: no exit event follows
@@ -419,6 +469,14 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
       if (stopping) {
         log.info('data plane stopped', { pid: proc?.pid, code, signal });
         finish(signal ? signalExitCode(signal) : (code ?? 1));
+        return;
+      }
+      if (planned && code === RESTART_EXIT_CODE && !signal) {
+        // Quiesced and checkpointed on our SIGUSR2: the next data plane, from the asked-for installation, at once.
+        lastExitAt = Date.now();
+        if (planned.bin !== undefined) bin = planned.bin;
+        log.info('data plane checkpointed for a planned restart; starting the next one', { pid: proc?.pid, ranMillis, bin });
+        start();
         return;
       }
       if (code === 0 && !signal) {
@@ -459,6 +517,33 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
       if (delayMs === 0) start();
       else restartTimer = setTimeout(start, delayMs);
     };
+
+    requestRestart = (channel, requestedBin) => {
+      const requests = channel ? [channel] : [];
+      if (stopping || !child) {
+        answer(requests, { type: 'restart-failed', reason: stopping ? 'the holder is stopping' : 'no data plane runs (it is being restarted)' });
+        return;
+      }
+      if (requestedBin !== undefined && !fs.existsSync(requestedBin)) {
+        answer(requests, { type: 'restart-failed', reason: `${requestedBin} does not exist` });
+        return;
+      }
+      if (planned) {
+        planned.requests.push(...requests); // one restart answers every asker
+        return;
+      }
+      const since = Date.now();
+      const timer = setTimeout(() => {
+        if (!planned) return;
+        log.error('planned restart did not complete in time', { timeoutMillis: RESTART_TIMEOUT_MS });
+        answer(planned.requests, { type: 'restart-failed', reason: `not complete within ${RESTART_TIMEOUT_MS / 1000} s; see the holder's log` });
+        planned = undefined;
+      }, RESTART_TIMEOUT_MS);
+      planned = { requests, bin: requestedBin, since, timer };
+      log.info('planned restart: asking the data plane to quiesce and checkpoint', { pid: child.pid, bin: requestedBin ?? bin });
+      child.kill('SIGUSR2');
+    };
+    process.on('SIGHUP', () => requestRestart(undefined, undefined));
 
     const onSignal = (signal: NodeJS.Signals): void => {
       if (stopping) return;

@@ -10,6 +10,7 @@ import { HandoverListener, defaultHandoverSocket, packageVersion, takeOver, type
 import type { ControllerConfig } from './config.js';
 import type { ControllerSnapshot, MainToWorker, UpgradeRequest, WorkerData, WorkerToMain } from './worker.js';
 import type { ControllerHandoverState } from './controller.js';
+import { RESTART_EXIT_CODE } from './holder-protocol.js';
 
 const SNAPSHOT_TIMEOUT_MS = 5_000;
 
@@ -281,6 +282,23 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    if (options.dataPlane) {
+      // A planned restart by the crash-recovery holder (docs/restart.md): quiesce and checkpoint every controller,
+      // then exit without closing anything; the holder keeps the fds and starts the next data plane.
+      process.once('SIGUSR2', () => {
+        if (signalled) return;
+        signalled = true;
+        const started = performance.now();
+        log.info('planned restart: quiescing and checkpointing the controllers');
+        void Promise.allSettled(workers.map((worker) => worker.request({ type: 'checkpoint-for-restart' }))).then((results) => {
+          const failed = results.filter((result) => result.status === 'rejected').length;
+          log.info('exiting for a planned restart', { millis: Math.round(performance.now() - started), failed });
+          // A controller that could not quiesce left a checkpoint and a journal: the next data plane recovers it as
+          // after a crash.
+          process.exit(RESTART_EXIT_CODE);
+        });
+      });
+    }
     // A worker that exits on its own (crash) is logged; the others keep serving.
     for (const worker of workers) {
       void worker.exited.then((code) => {

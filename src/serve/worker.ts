@@ -37,7 +37,8 @@ export type MainToWorker =
   | { type: 'resume'; requestId: number }
   | { type: 'release'; requestId: number }
   | { type: 'adopt'; requestId: number; state: ControllerHandoverState; fds: number[] }
-  | { type: 'start'; requestId: number };
+  | { type: 'start'; requestId: number }
+  | { type: 'checkpoint-for-restart'; requestId: number };
 
 /** A live-upgrade request to the worker, without its request id. */
 export type UpgradeRequest = DistributiveOmit<Exclude<MainToWorker, { type: 'shutdown' } | { type: 'stats' }>, 'requestId'>;
@@ -124,6 +125,10 @@ async function handleUpgradeRequest(
       if (untaken.length > 0) throw new Error(`the snapshot does not name ${untaken.length} of the fds sent with it`);
       return {};
     }
+    case 'checkpoint-for-restart':
+      if (!running) throw new Error('the controller is not serving');
+      await running.checkpointForRestart();
+      return {};
     case 'start':
       if (!running) throw new Error('nothing to start');
       running.start();

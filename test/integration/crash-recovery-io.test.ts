@@ -8,6 +8,8 @@
  * Uses the compiled dist/ that `npm test` builds first.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -15,7 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { Guest } from '../helpers/hypervisor.js';
 import { pattern } from '../helpers/nvme-harness.js';
 import { AdminOpcode, Status } from '../../src/spec/nvme.js';
-import { children, equal, IO_DEADLINE_MS, readFileRange, serve, Workload, type LogLine } from '../helpers/vfiod-process.js';
+import { bin, children, equal, IO_DEADLINE_MS, readFileRange, serve, Workload, type LogLine } from '../helpers/vfiod-process.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const built = existsSync(path.join(root, 'dist', 'serve', 'crash-guard.js'));
@@ -106,6 +108,43 @@ describe.skipIf(!built)('crash recovery of vfiod serve --crash-recovery', () => 
     },
     240_000,
   );
+
+  it('planned restarts (vfiod upgrade, SIGHUP to the holder) under verified I/O: quiesced, nothing runs again', async () => {
+    const socket = path.join(dir, 'nvme0.sock');
+    const image = path.join(dir, 'disk.img');
+    const holder = serve(['--crash-recovery', '--socket', socket, '--namespace', `file:${image}?size=16M`]);
+    await holder.waitFor((line) => line['msg'] === 'listening' && line['component'] === 'controller', 'listening');
+    const guest = await Guest.attach(socket, { flavour: 'qemu', vectors: 2 });
+    guests.push(guest);
+    await guest.driver.enable();
+    await guest.driver.createIoQueuePair(1, 64, 1);
+    expect((await guest.driver.configureShadowDoorbells()).status).toBe(Status.SUCCESS);
+    const workload = new Workload(guest, 4, 8, 32);
+    await workload.progress(40);
+
+    // 1. vfiod upgrade finds the data plane by its socket and has the holder restart it from this installation.
+    const { stdout } = await promisify(execFile)(process.execPath, [bin, 'upgrade', '--socket', socket], { timeout: 120_000 });
+    expect(stdout).toMatch(/replaced by pid \d+ .* through the crash-recovery holder/);
+    await holder.waitFor((line) => isRecovered(line) && line['generation'] === 1, 'the first planned restart');
+    await workload.progress(60);
+    // 2. SIGHUP to the holder (systemctl reload) does the same.
+    holder.process.kill('SIGHUP');
+    await holder.waitFor((line) => isRecovered(line) && line['generation'] === 2, 'the second planned restart');
+    await workload.progress(60);
+    await workload.stop();
+    expect(workload.failures).toEqual([]);
+
+    const recoveries = holder.lines.filter(isRecovered);
+    for (const line of recoveries) expect(line).toMatchObject({ commandsRunAgain: 0, completionsPosted: 0, client: true });
+    expect(holder.lines.filter((line) => line['msg'] === 'planned restart complete: the new data plane serves every controller')).toHaveLength(2);
+    expect(holder.lines.filter((line) => line['msg'] === 'data plane exited')).toEqual([]); // no crash path taken
+    for (const [lba, seed] of workload.written) {
+      expect(equal(readFileRange(image, lba * BLOCK, 8 * BLOCK), pattern(8 * BLOCK, seed)), `LBA ${lba} in the file`).toBe(true);
+    }
+    expect(await guest.client.waitForClose(200)).toBe(false);
+    holder.process.kill('SIGTERM');
+    expect(await holder.exited).toBe(0);
+  }, 240_000);
 
   it('a data plane killed before any client connected comes back listening on the same socket', async () => {
     const socket = path.join(dir, 'nvme0.sock');
