@@ -3,7 +3,9 @@
  * attached to its own QEMU 11.1 guest (vfio-user-pci, Linux 6.1), both under fio with verify. One VM is SIGKILLed in
  * the middle of its I/O; the other's fio finishes without an error, its kernel logs no I/O trouble, and the daemon
  * counts no failed command for it. The killed VM's controller drops its client and serves the next one (the project's
- * own vfio-user client reads back what that guest wrote). Data checked from the host in both backing files.
+ * own vfio-user client reads back what that guest wrote). Data checked from the host in both backing files. Then a
+ * hostile client on a third controller of the same daemon shrinks the guest memory it mapped under a command's
+ * data while VM b runs fio: that controller fails, VM b notices nothing (issue 12 §5).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, openSync, readSync, closeSync, rmSync } from 'node:fs';
@@ -12,6 +14,8 @@ import path from 'node:path';
 import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
 import { Guest } from '../helpers/hypervisor.js';
 import { pattern } from '../helpers/nvme-harness.js';
+import { ftruncateSync } from 'node:fs';
+import { IoOpcode, Status } from '../../src/spec/nvme.js';
 import { VfioUserVm, vfioUserVmUnavailableReason } from '../../testbed/vfio-user-vm.js';
 import { VfiodProcess, vfiodCli } from '../../testbed/vfiod-process.js';
 
@@ -168,5 +172,45 @@ describe.skipIf(unavailable)('two VMs on one vfiod daemon: one is SIGKILLed unde
       next.close();
     }
     expect(readAt(images.b, PATTERN_AT, MiB).equals(patterns.b)).toBe(true);
+  }, STEP_MS);
+
+  it('a hostile client shrinks its guest memory under a command on a third controller: that one fails, VM b notices nothing', async () => {
+    const started = Date.now();
+    const b = vms.b!;
+    await cli('controllers', 'create', 'hostile', '--socket', path.join(dir, 'hostile.sock'),
+      '--namespace', `file:${path.join(dir, 'hostile.img')}?size=16M`);
+    const ramBytes = 16 * MiB;
+    const hostile = await Guest.attach(path.join(dir, 'hostile.sock'), { flavour: 'cloud-hypervisor', ramBytes });
+    try {
+      await hostile.driver.enable();
+      await hostile.driver.createIoQueuePair(1, 16, 1);
+      const uptimeB = (await b.run('cut -d" " -f1 /proc/uptime')).trim();
+      const failedBefore = Number(((await controller('vm-b'))['stats'] as Record<string, unknown>)['failedCommands'] ?? 0);
+      const bResult = b.sh(fio('VFIOD-VM-B', 128), { timeoutMs: STEP_MS });
+      await b.waitFor('fio I/O in VM b', async () => (Number(await b.run(`${SH}\nios $(ctrl VFIOD-VM-B)n1`)) >= 100 ? true : undefined), STEP_MS, 250);
+      // The last page of its RAM holds a write's data; the client cuts the upper half of its memfd off first.
+      const data = hostile.ramIova + ramBytes - 4096;
+      ftruncateSync(hostile.memfd, ramBytes / 2);
+      const cid = hostile.driver.place(1, { opcode: IoOpcode.WRITE, nsid: 1, prp1: data, cdw12: 7 });
+      await hostile.driver.ringSubmission(1);
+      // A file namespace writes from guest memory in the kernel (pwrite): the lost page is EFAULT there, and the
+      // command fails with an NVMe status (a memory namespace's copy in vfiod would fail the controller instead:
+      // test/hostile/process.test.ts).
+      const failed = await hostile.driver.wait(1, cid, 60_000);
+      expect(failed.status, 'the hostile write fails').not.toBe(Status.SUCCESS);
+      console.log(`guest/daemon-two-vms: the hostile client's write over lost memory completed with status 0x${failed.status.toString(16)}`);
+      const result = await bResult;
+      expect(result.code, `${result.stdout}\n${result.stderr}\n${b.diagnostics(20)}`).toBe(0);
+      const dmesg = await b.run(`dmesg | awk -v s=${uptimeB} '{ t = substr($0, 2, index($0, "]") - 2) + 0 } t >= s'`);
+      expect(dmesg.split('\n').filter((l) => /nvme|I\/O error|blk_update_request|Buffer I\/O/i.test(l))).toEqual([]);
+      const statsB = (await controller('vm-b'))['stats'] as Record<string, unknown>;
+      expect(statsB).toMatchObject({ nvmeState: 'ready', clientConnected: true });
+      expect(Number(statsB['failedCommands'] ?? 0)).toBe(failedBefore);
+      expect(daemon.exitCode, 'the daemon still runs').toBeUndefined();
+      expect(daemon.problems(started).filter((l) => String(l['socket'] ?? l['worker'] ?? '').endsWith('vm-b.sock'))).toEqual([]);
+      timings.push(['hostile memfd shrink next to VM b\'s fio', Date.now() - started]);
+    } finally {
+      hostile.close();
+    }
   }, STEP_MS);
 });
