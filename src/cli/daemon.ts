@@ -2,10 +2,12 @@
  * `vfiod daemon`: runs the gRPC control API until SIGTERM/SIGINT (docs/daemon.md).
  * Exit codes: 0 clean shutdown, 1 could not start, 2 usage error.
  */
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEFAULT_DAEMON_SOCKET, DEFAULT_STATE_DIR, type DaemonOptions, startDaemon } from '../daemon/server.js';
 import { DEFAULT_ROOTS } from '../devices/host.js';
 import { DEFAULT_MAX_CONTROLLERS } from '../serve/registry.js';
+import { RESTART_EXIT_CODE } from '../serve/holder-protocol.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import { rootLogger } from '../util/log.js';
 import { applyLogLevel, socketMode, UsageError } from './common.js';
@@ -33,11 +35,15 @@ Options:
   --max-controllers <n>  most emulated controllers at once (default ${DEFAULT_MAX_CONTROLLERS}); more: RESOURCE_EXHAUSTED
   --sysfs-root <dir>     default /sys      --dev-root <dir>  default /dev      --proc-root <dir>  default /proc
   --log-level <level>    debug, info, warn or error (default info)
+  --crash-recovery       a holder process keeps the guests' connections and restarts the daemon if it
+                         dies; each controller recovers from its checkpoint (docs/restart.md)
+  --holder-socket <path> with --crash-recovery: where the daemon reaches the holder
+                         (default <state dir>/holder.sock)
   -h, --help
 `;
 
 /** Parses `vfiod daemon` options; undefined when help was asked for. */
-export function parseDaemonArgs(argv: string[]): DaemonOptions | undefined {
+export function parseDaemonArgs(argv: string[]): (DaemonOptions & { crashRecovery?: { holderSocket: string; dataPlaneArgv: string[] } }) | undefined {
   let parsed;
   try {
     parsed = parseArgs({
@@ -60,14 +66,21 @@ export function parseDaemonArgs(argv: string[]): DaemonOptions | undefined {
         'dev-root': { type: 'string' },
         'proc-root': { type: 'string' },
         'log-level': { type: 'string' },
+        'crash-recovery': { type: 'boolean' },
+        'holder-socket': { type: 'string' },
+        'data-plane': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
+      tokens: true,
     });
   } catch (error) {
     throw new UsageError(errorMessage(error));
   }
   const v = parsed.values;
   if (v.help) return undefined;
+  if (v['crash-recovery'] && v['data-plane']) throw new UsageError('--data-plane is internal: the holder of --crash-recovery adds it');
+  if (v['data-plane'] && v['holder-socket'] === undefined) throw new UsageError('--data-plane needs --holder-socket');
+  if (v['holder-socket'] !== undefined && !v['crash-recovery'] && !v['data-plane']) throw new UsageError('--holder-socket goes with --crash-recovery');
   if (v['log-level'] !== undefined) applyLogLevel(v['log-level']);
   if (v['no-socket'] && v.socket !== undefined) throw new UsageError('--socket and --no-socket contradict each other');
   if (v['no-socket'] && v.tcp === undefined) throw new UsageError('--no-socket needs --tcp: the daemon must listen somewhere');
@@ -109,13 +122,33 @@ export function parseDaemonArgs(argv: string[]): DaemonOptions | undefined {
     ...(v['insecure-tls-no-client-cert'] ? { insecureTlsWithoutClientCert: true } : {}),
     ...(v['namespace-dir']?.length ? { namespaceDirs: v['namespace-dir'] } : {}),
     stateDir: v['state-dir'] ?? DEFAULT_STATE_DIR,
+    ...(v['data-plane'] ? { holderSocket: v['holder-socket']! } : {}),
+    ...(v['crash-recovery']
+      ? {
+          crashRecovery: {
+            holderSocket: path.resolve(v['holder-socket'] ?? path.join(v['state-dir'] ?? DEFAULT_STATE_DIR, 'holder.sock')),
+            dataPlaneArgv: withoutOptions(argv, parsed.tokens ?? [], ['crash-recovery', 'holder-socket']),
+          },
+        }
+      : {}),
     ...(maxControllers !== undefined ? { maxControllers } : {}),
     roots: { sysfs: v['sysfs-root'] ?? DEFAULT_ROOTS.sysfs, dev: v['dev-root'] ?? DEFAULT_ROOTS.dev, proc: v['proc-root'] ?? DEFAULT_ROOTS.proc },
   };
 }
 
+/** `argv` without the options named (found by token, so a value is never mistaken for an option). */
+function withoutOptions(argv: string[], tokens: ReadonlyArray<{ kind: string; name?: string; index: number; inlineValue?: boolean | undefined }>, names: string[]): string[] {
+  const drop = new Set<number>();
+  for (const token of tokens) {
+    if (token.kind !== 'option' || !names.includes(token.name!)) continue;
+    drop.add(token.index);
+    if (token.name === 'holder-socket' && !token.inlineValue) drop.add(token.index + 1);
+  }
+  return argv.filter((_, index) => !drop.has(index));
+}
+
 export async function runDaemon(argv: string[]): Promise<number> {
-  let options: DaemonOptions | undefined;
+  let options: (DaemonOptions & { crashRecovery?: { holderSocket: string; dataPlaneArgv: string[] } }) | undefined;
   try {
     options = parseDaemonArgs(argv);
   } catch (error) {
@@ -126,6 +159,11 @@ export async function runDaemon(argv: string[]): Promise<number> {
     process.stdout.write(DAEMON_USAGE);
     return 0;
   }
+  if (options.crashRecovery) {
+    const { runHolder } = await import('../serve/holder.js');
+    return runHolder({ command: 'daemon', ...options.crashRecovery });
+  }
+  if (options.holderSocket !== undefined) (await import('../serve/data-plane.js')).stopWithHolder();
   const log = rootLogger.child({ component: 'daemon' });
   let daemon;
   try {
@@ -152,5 +190,18 @@ export async function runDaemon(argv: string[]): Promise<number> {
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    if (options.holderSocket !== undefined) {
+      // The holder's planned restart (docs/restart.md): checkpoint every controller quiesced, then exit for the next
+      // data plane, leaving every connection open.
+      process.once('SIGUSR2', () => {
+        if (signalled) return;
+        signalled = true;
+        log.info('planned restart: quiescing and checkpointing the controllers');
+        void started.controllers.checkpointForRestart().then((failed) => {
+          log.info('exiting for a planned restart', { failed });
+          process.exit(RESTART_EXIT_CODE);
+        });
+      });
+    }
   });
 }

@@ -64,6 +64,8 @@ export interface DaemonOptions {
   namespaceDirs?: string[];
   stateDir?: string;
   roots?: HostRoots;
+  /** Crash recovery: run as the data plane of `vfiod daemon --crash-recovery`, with the holder at this socket. */
+  holderSocket?: string;
   /** Tests inject the fake kernel and prober; production uses sysfs writes and the native VFIO prober. */
   writer?: SysfsWriter;
   prober?: VfioProber;
@@ -203,6 +205,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
       ...(options.controllerMemoryLimitBytes !== undefined ? { memoryLimitBytes: options.controllerMemoryLimitBytes } : {}),
       ...(options.maxControllers !== undefined ? { maxControllers: options.maxControllers } : {}),
       ...(options.namespaceDirs !== undefined ? { namespaceDirs: options.namespaceDirs } : {}),
+      ...(options.holderSocket !== undefined ? { holderSocket: options.holderSocket } : {}),
     });
     cleanup.push(() => registry.close());
     controllers = registry;

@@ -353,7 +353,9 @@ const BIN = fileURLToPath(new URL('../../bin/vfiod.js', import.meta.url));
 export interface HolderRunOptions {
   /** The holder socket (absolute or relative to the working directory). */
   holderSocket: string;
-  /** `vfiod serve` options for the data plane, without --crash-recovery and --holder-socket. */
+  /** The data plane's vfiod command: `serve` (default) or `daemon`. */
+  command?: 'serve' | 'daemon';
+  /** Its options, without --crash-recovery and --holder-socket. */
   dataPlaneArgv: string[];
   log?: Logger;
 }
@@ -440,7 +442,7 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
     const start = (): void => {
       restartTimer = undefined;
       if (stopping) return;
-      const argv = [bin, 'serve', ...options.dataPlaneArgv, '--holder-socket', holderSocket, '--data-plane'];
+      const argv = [bin, options.command ?? 'serve', ...options.dataPlaneArgv, '--holder-socket', holderSocket, '--data-plane'];
       let proc: ChildProcess;
       try {
         // IPC: the data plane stops when the holder is gone (its channel disconnects), so it never runs unprotected.

@@ -97,6 +97,12 @@ export interface ControllerRegistryOptions {
    * exist. Default: <state dir>/namespaces (created).
    */
   namespaceDirs?: string[];
+  /**
+   * Crash recovery (`vfiod daemon --crash-recovery`, docs/restart.md): the holder's socket. Every controller keeps
+   * its fds with the holder and checkpoints; a controller the holder kept state for recovers from it. `memory:`
+   * namespaces are refused then (their data would die with the process).
+   */
+  holderSocket?: string;
 }
 
 export class ControllerRegistry {
@@ -279,6 +285,19 @@ export class ControllerRegistry {
     return Promise.all([...this.entries.values()].sort((a, b) => a.id.localeCompare(b.id)).map((e) => this.view(e)));
   }
 
+  /**
+   * Crash recovery's planned restart: every serving controller quiesces and checkpoints, and lets go of the holder;
+   * the process exits next (docs/restart.md). Resolves with how many could not.
+   */
+  async checkpointForRestart(): Promise<number> {
+    this.closed = true;
+    clearInterval(this.sampler);
+    const results = await Promise.allSettled(
+      [...this.entries.values()].filter((entry) => entry.worker).map((entry) => entry.worker!.request({ type: 'checkpoint-for-restart' })),
+    );
+    return results.filter((result) => result.status === 'rejected').length;
+  }
+
   /** Stops every controller (daemon shutdown). Definitions stay persisted: the next daemon start brings them back. */
   async close(): Promise<void> {
     this.closed = true;
@@ -292,7 +311,7 @@ export class ControllerRegistry {
   }
 
   private async start(entry: Entry): Promise<void> {
-    const worker = new ControllerWorker(entry.config, this.logger.child({ controller: entry.id }));
+    const worker = new ControllerWorker(entry.config, this.logger.child({ controller: entry.id }), false, this.options.holderSocket);
     entry.worker = worker;
     const timeoutMs = this.options.startTimeoutMs ?? DEFAULT_START_TIMEOUT_MS;
     let timer: NodeJS.Timeout | undefined;
@@ -342,6 +361,9 @@ export class ControllerRegistry {
       }
       // The daemon's working directory means nothing to a client: a relative file would land wherever it runs.
       if (parsed.scheme === 'file' && !/^file:(\/\/[^/]*)?\//.test(uri)) throw bad(`namespace ${index + 1}: '${uri}' must name an absolute path`);
+      if (parsed.scheme === 'memory' && this.options.holderSocket !== undefined) {
+        throw bad(`namespace ${index + 1}: the daemon runs with --crash-recovery, which cannot keep a memory: namespace (its data lives in the process that crashes)`);
+      }
     });
     const limit = (field: string, value: number | undefined, [min, max]: readonly [number, number]): number | undefined => {
       if (value === undefined || value === 0) return undefined;

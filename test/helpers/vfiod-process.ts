@@ -32,8 +32,9 @@ export interface Served {
   waitFor(predicate: (line: LogLine) => boolean, what: string): Promise<LogLine>;
 }
 
-export function serve(args: string[]): Served {
-  const proc = spawn(process.execPath, [bin, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+/** `bin/vfiod.js <command> <args>` (`serve` unless said otherwise). */
+export function serve(args: string[], command: 'serve' | 'daemon' = 'serve'): Served {
+  const proc = spawn(process.execPath, [bin, command, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   children.push(proc);
   const lines: LogLine[] = [];
   const watchers: Array<{ predicate: (line: LogLine) => boolean; resolve: (line: LogLine) => void }> = [];

@@ -15,6 +15,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Guest } from '../helpers/hypervisor.js';
+import { standardHost } from '../helpers/fake-sysfs.js';
 import { pattern } from '../helpers/nvme-harness.js';
 import { AdminOpcode, Status } from '../../src/spec/nvme.js';
 import { bin, children, equal, IO_DEADLINE_MS, readFileRange, serve, Workload, type LogLine } from '../helpers/vfiod-process.js';
@@ -144,6 +145,50 @@ describe.skipIf(!built)('crash recovery of vfiod serve --crash-recovery', () => 
     expect(await guest.client.waitForClose(200)).toBe(false);
     holder.process.kill('SIGTERM');
     expect(await holder.exited).toBe(0);
+  }, 240_000);
+
+  it('vfiod daemon --crash-recovery: a SIGKILLed daemon comes back with its controller recovered and its API answering', async () => {
+    const host = standardHost();
+    try {
+      const apiSocket = path.join(dir, 'vfiod.sock');
+      const image = path.join(dir, 'disk.img');
+      const socket = path.join(dir, 'nvme0.sock');
+      const holder = serve(['--crash-recovery', '--socket', apiSocket, '--state-dir', path.join(dir, 'state'), '--namespace-dir', dir,
+        '--sysfs-root', host.roots.sysfs, '--dev-root', host.roots.dev, '--proc-root', host.roots.proc], 'daemon');
+      await holder.waitFor((line) => line['msg'] === 'listening' && line['component'] === 'daemon', 'the API listening');
+      const cli = (...args: string[]): Promise<{ stdout: string }> =>
+        promisify(execFile)(process.execPath, [bin, ...args, '--daemon', apiSocket], { timeout: 60_000 });
+      await cli('controllers', 'create', 'vm1', '--socket', socket, '--namespace', `file:${image}?size=16M`);
+      await holder.waitFor((line) => line['msg'] === 'listening' && line['component'] === 'controller', 'the controller listening');
+      await expect(cli('controllers', 'create', 'mem', '--socket', path.join(dir, 'mem.sock'), '--namespace', 'memory:1M')).rejects.toThrow(/crash-recovery/);
+
+      const guest = await Guest.attach(socket, { flavour: 'qemu', vectors: 2 });
+      guests.push(guest);
+      await guest.driver.enable();
+      await guest.driver.createIoQueuePair(1, 64, 1);
+      const workload = new Workload(guest, 4, 8, 32);
+      await workload.progress(40);
+      kill(holder.lines.filter(isDataPlane).at(-1)!['pid'] as number);
+      const recovered = await holder.waitFor((line) => isRecovered(line) && line['generation'] === 1, 'the controller recovered');
+      expect(recovered['client']).toBe(true);
+      await workload.progress(60);
+      // A planned restart (SIGHUP to the holder) works for the daemon too.
+      holder.process.kill('SIGHUP');
+      await holder.waitFor((line) => isRecovered(line) && line['generation'] === 2, 'the planned restart');
+      await workload.progress(60);
+      await workload.stop();
+      expect(workload.failures).toEqual([]);
+      const listed = JSON.parse((await cli('controllers', 'list', '--json')).stdout) as { controllers: Array<{ id: string; state: string }> };
+      expect(listed.controllers.map((c) => [c.id, c.state])).toEqual([['vm1', 'CONTROLLER_STATE_SERVING']]);
+      for (const [lba, seed] of workload.written) {
+        expect(equal(readFileRange(image, lba * BLOCK, 8 * BLOCK), pattern(8 * BLOCK, seed)), `LBA ${lba} in the file`).toBe(true);
+      }
+      expect(await guest.client.waitForClose(200)).toBe(false);
+      holder.process.kill('SIGTERM');
+      expect(await holder.exited).toBe(0);
+    } finally {
+      host.cleanup();
+    }
   }, 240_000);
 
   it('a data plane killed before any client connected comes back listening on the same socket', async () => {
