@@ -164,6 +164,18 @@ export class CheckpointArea {
     return new MemfdStreamJournal(this.buffer, this.streamBase, this.doubles, this.words, fresh, keys);
   }
 
+  /** The fd keys the stream journal's active area names (without copying its bytes). */
+  streamFdKeys(): number[] {
+    const area = this.words[H.StreamArea]!;
+    const meta = new Float64Array(this.buffer, this.streamBase + area * STREAM_AREA_BYTES, STREAM_META_BYTES / 8);
+    const keys: number[] = [];
+    for (let index = 0; index < Math.min(meta[S.Batches]!, STREAM_FD_BATCHES); index++) {
+      const at = STREAM_HEADER_DOUBLES + index * BATCH_DOUBLES;
+      for (let fd = 0; fd < Math.min(meta[at + 1]!, FDS_PER_BATCH); fd++) keys.push(meta[at + 3 + fd]!);
+    }
+    return keys;
+  }
+
   /** What the stream journal holds (crash recovery). */
   readStream(): JournaledStream {
     const area = this.words[H.StreamArea]!;

@@ -112,11 +112,28 @@ export class CrashGuard implements CrashRecoveryHooks, FdKeys {
       };
       this.area.writeJson(checkpoint);
       this.checkpoints++;
+      this.dropUnreferenced(checkpoint.fdKeys);
     } catch (error) {
       if ((this.failures++ & (this.failures - 1)) === 0) {
         this.logger.error('crash checkpoint failed: a crash now would lose this controller', { error, failures: this.failures });
       }
     }
+  }
+
+  /**
+   * The holder lets go of what neither the checkpoint just written nor the stream journal names any more (a DMA
+   * mapping's memfd after DMA_UNMAP, eventfds SET_IRQS replaced): those fds are closed here or about to be, and the
+   * holder's copy would keep, say, unplugged guest memory allocated.
+   */
+  private dropUnreferenced(checkpointKeys: readonly number[]): void {
+    if (this.keys.size <= checkpointKeys.length) return;
+    const referenced = new Set(checkpointKeys);
+    for (const key of this.area.streamFdKeys()) referenced.add(key);
+    const unreferenced: number[] = [];
+    for (const [fd, key] of this.keys) if (!referenced.has(key)) unreferenced.push(fd);
+    if (unreferenced.length === 0) return;
+    this.holder.drop(unreferenced);
+    for (const fd of unreferenced) this.keys.delete(fd);
   }
 
   start(): void {

@@ -16,6 +16,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Guest } from '../helpers/hypervisor.js';
 import { standardHost } from '../helpers/fake-sysfs.js';
+import { native } from '../../src/native/index.js';
 import { pattern } from '../helpers/nvme-harness.js';
 import { AdminOpcode, Status } from '../../src/spec/nvme.js';
 import { bin, children, equal, IO_DEADLINE_MS, readFileRange, serve, Workload, type LogLine } from '../helpers/vfiod-process.js';
@@ -190,6 +191,35 @@ describe.skipIf(!built)('crash recovery of vfiod serve --crash-recovery', () => 
       host.cleanup();
     }
   }, 240_000);
+
+  it('the holder lets go of guest memory the client unmapped (it holds what the checkpoint names)', async () => {
+    const socket = path.join(dir, 'nvme0.sock');
+    const holder = serve(['--crash-recovery', '--socket', socket, '--namespace', `file:${path.join(dir, 'disk.img')}?size=4M`]);
+    await holder.waitFor((line) => line['msg'] === 'listening' && line['component'] === 'controller', 'listening');
+    const guest = await Guest.attach(socket, { flavour: 'qemu', vectors: 2 });
+    guests.push(guest);
+    await guest.driver.enable();
+    await guest.driver.createIoQueuePair(1, 16, 1);
+    const heldAtCrash = async (generation: number): Promise<number> => {
+      kill(holder.lines.filter(isDataPlane).at(-1)!['pid'] as number);
+      await holder.waitFor((line) => isRecovered(line) && line['generation'] === generation, `recovery ${generation}`);
+      return holder.lines.filter((line) => line['msg'] === 'data plane exited').at(-1)!['heldFds'] as number;
+    };
+    const before = await heldAtCrash(1);
+    // 20 more regions of guest memory, each with its own memfd, mapped and unmapped again.
+    for (let i = 0; i < 20; i++) {
+      const fd = native.memfdCreate(`extra-${i}`, 1 << 20);
+      const iova = 0x1_0000_0000 + i * (1 << 20);
+      await guest.client.dmaMap({ iova, size: 1 << 20, fd });
+      native.close(fd);
+      await guest.client.dmaUnmap({ iova, size: 1 << 20 });
+    }
+    expect((await guest.driver.write(1, 0, pattern(4096, 1), { timeoutMillis: IO_DEADLINE_MS })).status).toBe(Status.SUCCESS);
+    expect(await heldAtCrash(2)).toBe(before);
+    expect((await guest.driver.read(1, 0, 8, { timeoutMillis: IO_DEADLINE_MS })).data).toEqual(pattern(4096, 1));
+    holder.process.kill('SIGTERM');
+    expect(await holder.exited).toBe(0);
+  }, 120_000);
 
   it('a data plane killed before any client connected comes back listening on the same socket', async () => {
     const socket = path.join(dir, 'nvme0.sock');
