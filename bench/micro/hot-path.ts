@@ -5,7 +5,10 @@
  * since noise only ever slows one down).
  *
  *   npx tsx bench/micro/hot-path.ts [--qd 32] [--bs 4096] [--rw randread|randwrite] [--doorbells polled|trapped]
- *                                   [--ios 2000000] [--samples 7] [--json]
+ *                                   [--ios 2000000] [--samples 7] [--journal] [--json]
+ *
+ * --journal: with crash recovery's command journal attached (src/nvme/command-journal.ts), as under
+ * `vfiod serve --crash-recovery`: what journaling each fetch and completion costs.
  *
  * A host loop in the same thread plays the driver: it writes `qd` SQEs (random LBAs over a 256 MiB memory
  * namespace, PRP1 = a 4 KiB-aligned buffer per slot, PRP2 / a PRP list for larger blocks), rings the SQ tail, lets
@@ -18,6 +21,7 @@ import { GuestMemory } from '../../src/memory/guest-memory.js';
 import { MemoryNamespace } from '../../src/namespace/memory.js';
 import { NvmeController, type InterruptSink } from '../../src/nvme/controller.js';
 import { memoryLogger } from '../../src/util/log.js';
+import { CommandJournal } from '../../src/nvme/command-journal.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, fallback: string): string => {
@@ -31,6 +35,7 @@ const TRAPPED = opt('--doorbells', 'polled') === 'trapped';
 const IOS = Number(opt('--ios', '2000000'));
 const SAMPLES = Number(opt('--samples', '7'));
 const JSON_OUT = args.includes('--json');
+const JOURNAL = args.includes('--journal');
 
 const PAGE = 4096;
 const RAM_IOVA = 0x100000;
@@ -56,6 +61,11 @@ const controller = new NvmeController({
   doorbellsShared: !TRAPPED,
   logger: memoryLogger().logger,
 });
+if (JOURNAL) {
+  // A plain buffer: the checkpoint memfd is an external ArrayBuffer, which V8 accesses the same way.
+  const words = CommandJournal.wordsFor(32, 31 * 1024);
+  controller.attachJournal(new CommandJournal(new Int32Array(new ArrayBuffer(words * 4)), 32, true), () => undefined);
+}
 
 // ---- guest memory layout -------------------------------------------------------------------------------------------
 let next = RAM_IOVA;
