@@ -16,17 +16,20 @@ import { errorMessage } from '../util/errors.js';
 import { EXIT, milliseconds, UsageError, type ClientDeps } from './common.js';
 import { parseServeArgs } from './serve.js';
 
-export const UPGRADE_USAGE = `Usage: vfiod upgrade (--socket <path> | --handover-socket <path>) [options] [-- <serve options>]
+export const UPGRADE_USAGE = `Usage: vfiod upgrade (--socket <path> | --handover-socket <path> | --daemon <api socket>) [options] [-- <serve options>]
 
 Replaces the running 'vfiod serve' by this installation's vfiod without disconnecting its
 clients (a live upgrade, docs/restart.md). The successor is started with the running
 process's own options, in its working directory, logging where it logs, as a detached
 process; this command waits until the hand-over is committed and the successor serves.
+Under --crash-recovery the holder restarts the data plane from this installation instead.
 
 Options:
   --socket <path>          a controller socket of the running vfiod serve (its hand-over
                            socket is <socket dir>/<socket name>.handover.sock)
   --handover-socket <path> the running vfiod serve's hand-over socket
+  --daemon <address>       a vfiod daemon --crash-recovery: restart it from this installation
+                           through its control API (DaemonService.RestartDaemon)
   --log <file>             append the successor's output to <file> instead of the running
                            process's stdout and stderr
   --timeout <seconds>      how long to wait for the successor's report (default 180)
@@ -68,6 +71,7 @@ export async function runUpgrade(argv: string[], deps: ClientDeps = {}): Promise
       options: {
         socket: { type: 'string' },
         'handover-socket': { type: 'string' },
+        daemon: { type: 'string' },
         log: { type: 'string' },
         timeout: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -80,10 +84,11 @@ export async function runUpgrade(argv: string[], deps: ClientDeps = {}): Promise
     out(UPGRADE_USAGE);
     return EXIT.ok;
   }
-  if ((values.socket === undefined) === (values['handover-socket'] === undefined)) {
-    throw new UsageError('upgrade: give exactly one of --socket <path> and --handover-socket <path>');
+  if ([values.socket, values['handover-socket'], values.daemon].filter((value) => value !== undefined).length !== 1) {
+    throw new UsageError('upgrade: give exactly one of --socket <path>, --handover-socket <path> and --daemon <address>');
   }
   const timeoutMs = milliseconds('--timeout', values.timeout) ?? DEFAULT_TIMEOUT_MS;
+  if (values.daemon !== undefined) return upgradeDaemon(values.daemon, timeoutMs, out, err);
   const handoverSocket = path.resolve(values['handover-socket'] ?? defaultHandoverSocket(values.socket!));
 
   // 1. What runs there, with its stdout and stderr.
@@ -173,6 +178,42 @@ export async function runUpgrade(argv: string[], deps: ClientDeps = {}): Promise
   } finally {
     for (const fd of fds) closeQuietly(fd);
     if (logFd !== undefined) closeQuietly(logFd);
+  }
+}
+
+/** `vfiod upgrade --daemon`: RestartDaemon from this installation, then wait until a new daemon answers. */
+async function upgradeDaemon(address: string, timeoutMs: number, out: (text: string) => void, err: (text: string) => void): Promise<number> {
+  // Loaded here: gRPC costs the other upgrades nothing.
+  const { ApiError, VfiodClient } = await import('../daemon/client.js');
+  const client = new VfiodClient({ address });
+  try {
+    const started = Date.now();
+    const bin = fileURLToPath(new URL('../../bin/vfiod.js', import.meta.url));
+    let old: Record<string, any>;
+    try {
+      old = (await client.call('DaemonService', 'RestartDaemon', { bin }, 30_000))['daemon'] as Record<string, any>;
+    } catch (error) {
+      err(`vfiod upgrade: ${error instanceof ApiError ? `${error.statusName}: ${error.details}` : errorMessage(error)}\n`);
+      return error instanceof ApiError && error.statusName === 'UNAVAILABLE' ? EXIT.notFound : EXIT.failed;
+    }
+    // The old daemon checkpoints and exits; the holder starts the next one on the same API socket.
+    while (Date.now() - started < timeoutMs) {
+      try {
+        const now = (await client.call('DaemonService', 'GetDaemon', {}, 5_000))['daemon'] as Record<string, any>;
+        if (now['pid'] !== old['pid']) {
+          out(`upgraded the vfiod daemon at ${address}: pid ${old['pid']} (vfiod ${old['version']}) replaced by pid ${now['pid']} (vfiod ${now['version']}, from ${bin}) ` +
+            `in ${Date.now() - started} ms through the crash-recovery holder\n`);
+          return EXIT.ok;
+        }
+      } catch {
+        // Between the two daemons nothing answers.
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    err(`vfiod upgrade: no new daemon answered at ${address} within ${timeoutMs / 1000} s; see the holder's log\n`);
+    return EXIT.failed;
+  } finally {
+    client.close();
   }
 }
 

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import { clientConstructor } from './proto.js';
+import { clientConstructor, type ServiceName } from './proto.js';
 
 export interface ClientTarget {
   /** A unix socket path, or "host:port" for TCP. */
@@ -58,7 +58,7 @@ export function withoutSyntheticOneofs(value: unknown): unknown {
   return out;
 }
 
-type Service = 'DeviceService' | 'ControllerService' | 'AttachmentService';
+type Service = ServiceName;
 
 export class VfiodClient {
   private readonly clients: Record<Service, grpc.Client>;
@@ -75,6 +75,7 @@ export class VfiodClient {
       DeviceService: devices,
       ControllerService: new (clientConstructor('ControllerService'))(address, credentials, shared),
       AttachmentService: new (clientConstructor('AttachmentService'))(address, credentials, shared),
+      DaemonService: new (clientConstructor('DaemonService'))(address, credentials, shared),
     };
   }
 

@@ -10,7 +10,9 @@ import protobuf from 'protobufjs';
 
 /** proto/ at the repository root; the same relative path from src/daemon and dist/daemon. */
 export const PROTO_ROOT = fileURLToPath(new URL('../../proto', import.meta.url));
-export const PROTO_FILES = ['vfiod/v1/devices.proto', 'vfiod/v1/controllers.proto', 'vfiod/v1/attachments.proto'];
+export const PROTO_FILES = ['vfiod/v1/devices.proto', 'vfiod/v1/controllers.proto', 'vfiod/v1/attachments.proto', 'vfiod/v1/daemon.proto'];
+
+export type ServiceName = 'DeviceService' | 'ControllerService' | 'AttachmentService' | 'DaemonService';
 export const PACKAGE = 'vfiod.v1';
 
 export const LOADER_OPTIONS: protoLoader.Options = {
@@ -37,12 +39,12 @@ export function loadProtocol(): { definition: protoLoader.PackageDefinition; grp
 }
 
 /** The service definition of `vfiod.v1.<name>` (for server.addService and for clients). */
-export function serviceDefinition(name: 'DeviceService' | 'ControllerService' | 'AttachmentService'): grpc.ServiceDefinition {
+export function serviceDefinition(name: ServiceName): grpc.ServiceDefinition {
   const ctor = (loadProtocol().grpcObject['vfiod'] as grpc.GrpcObject)['v1'] as grpc.GrpcObject;
   return (ctor[name] as grpc.ServiceClientConstructor).service;
 }
 
-export function clientConstructor(name: 'DeviceService' | 'ControllerService' | 'AttachmentService'): grpc.ServiceClientConstructor {
+export function clientConstructor(name: ServiceName): grpc.ServiceClientConstructor {
   const v1 = (loadProtocol().grpcObject['vfiod'] as grpc.GrpcObject)['v1'] as grpc.GrpcObject;
   return v1[name] as grpc.ServiceClientConstructor;
 }

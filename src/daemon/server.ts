@@ -26,6 +26,7 @@ import { controllerService } from './controllers-service.js';
 import { deviceService } from './devices-service.js';
 import { DeviceEventBus } from './events.js';
 import { loadProtocol, serviceDefinition } from './proto.js';
+import { daemonService } from './daemon-service.js';
 import { socketPathState } from '../util/socket-path.js';
 
 export const DEFAULT_DAEMON_SOCKET = '/run/vfiod/vfiod.sock';
@@ -222,6 +223,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     server.addService(serviceDefinition('DeviceService'), handlers.wrap(deviceService({ roots, manager, events, logger }), ['StreamDeviceEvents']));
     server.addService(serviceDefinition('ControllerService'), handlers.wrap(controllerService({ registry, attachments, logger })));
     server.addService(serviceDefinition('AttachmentService'), handlers.wrap(attachmentService({ attachments, devices: manager, registry, events, logger })));
+    server.addService(serviceDefinition('DaemonService'), handlers.wrap(daemonService({ holderSocket: options.holderSocket, logger })));
     const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICES.map((s) => [s, 'NOT_SERVING' as const])) });
     health.addToServer(server);
     new ReflectionService(loadProtocol().definition).addToServer(server);

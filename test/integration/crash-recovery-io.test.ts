@@ -173,9 +173,13 @@ describe.skipIf(!built)('crash recovery of vfiod serve --crash-recovery', () => 
       const recovered = await holder.waitFor((line) => isRecovered(line) && line['generation'] === 1, 'the controller recovered');
       expect(recovered['client']).toBe(true);
       await workload.progress(60);
-      // A planned restart (SIGHUP to the holder) works for the daemon too.
+      // A planned restart (SIGHUP to the holder) works for the daemon too, and through its API (vfiod upgrade --daemon).
       holder.process.kill('SIGHUP');
       await holder.waitFor((line) => isRecovered(line) && line['generation'] === 2, 'the planned restart');
+      await workload.progress(60);
+      const upgraded = await promisify(execFile)(process.execPath, [bin, 'upgrade', '--daemon', apiSocket], { timeout: 120_000 });
+      expect(upgraded.stdout).toMatch(/upgraded the vfiod daemon .* replaced by pid \d+/);
+      await holder.waitFor((line) => isRecovered(line) && line['generation'] === 3, 'the restart through the API');
       await workload.progress(60);
       await workload.stop();
       expect(workload.failures).toEqual([]);

@@ -141,6 +141,12 @@ describe.skipIf(skipReason)('ControllerService', () => {
     await expectStatus(controllers('GetController', { id: 'c2' }), 'NOT_FOUND', 'c2');
   });
 
+  it('DaemonService: GetDaemon says what runs; RestartDaemon without --crash-recovery is FAILED_PRECONDITION', async () => {
+    const got = await client.call('DaemonService', 'GetDaemon', {});
+    expect(got['daemon']).toMatchObject({ pid: process.pid, crashRecovery: false, holderSocket: '' });
+    await expect(client.call('DaemonService', 'RestartDaemon', {})).rejects.toMatchObject({ statusName: 'FAILED_PRECONDITION', details: expect.stringMatching(/crash-recovery/) });
+  });
+
   it('validates CreateController and names the controller in every error', async () => {
     await expectStatus(create('c1'), 'ALREADY_EXISTS', 'controller c1 already exists');
     await expectStatus(controllers('CreateController', { id: 'c3', spec: { socketPath: socket('c1'), namespaces: ['memory:1M'] } }), 'ALREADY_EXISTS', 'c3', 'controller c1');
