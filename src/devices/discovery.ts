@@ -23,12 +23,14 @@ export interface SriovInfo {
 }
 
 export interface HostUse {
-  kind: 'mounted' | 'holder' | 'swap' | 'interface-up' | 'drm';
+  kind: 'mounted' | 'holder' | 'swap' | 'interface-up' | 'drm' | 'open';
   /** Block device, interface or card the use was found on. */
   on: string;
   detail: string;
   /** Blocking uses refuse prepare unless forced. */
   blocking: boolean;
+  /** kind 'open': the processes holding the node open. */
+  processes?: Array<{ pid: number; comm: string | null }>;
 }
 
 export type VfioState = 'vfio-pci' | 'vendor-vfio' | 'host-driver' | 'unbound' | 'bridge' | 'no-iommu';
@@ -148,10 +150,56 @@ function readSwaps(roots: HostRoots): Set<string> {
 export interface HostContext {
   mounts: Map<string, string[]>;
   swaps: Set<string>;
+  /** Device nodes open in some process (`/dev/...`, as the kernel names them), with who holds them; read once. */
+  openNodes: () => Map<string, Array<{ pid: number; comm: string | null }>>;
 }
 
 export function readHostContext(roots: HostRoots): HostContext {
-  return { mounts: readMounts(roots), swaps: readSwaps(roots) };
+  let open: Map<string, Array<{ pid: number; comm: string | null }>> | undefined;
+  return { mounts: readMounts(roots), swaps: readSwaps(roots), openNodes: () => (open ??= readOpenNodes(roots)) };
+}
+
+/** A context that reads no host use: for reading a device's binding only. */
+export function bindingOnly(): HostContext {
+  return { mounts: new Map(), swaps: new Set(), openNodes: () => new Map() };
+}
+
+/**
+ * Every device node some process holds open, from <proc>/<pid>/fd links (a database on a raw namespace, another
+ * VM's -drive, a Ceph OSD, a display server on a DRM node). One pass over /proc for a whole scan. Processes this
+ * one may not look into (another user's, without privilege) are skipped: vfiod runs as root where it matters.
+ */
+function readOpenNodes(roots: HostRoots): Map<string, Array<{ pid: number; comm: string | null }>> {
+  const nodes = new Map<string, Array<{ pid: number; comm: string | null }>>();
+  const devPrefix = roots.dev.endsWith('/') ? roots.dev : `${roots.dev}/`;
+  for (const pid of listDir(roots.proc).filter((n) => /^\d+$/.test(n))) {
+    const fdDir = path.join(roots.proc, pid, 'fd');
+    let comm: string | null | undefined;
+    for (const fd of listDir(fdDir)) {
+      let target: string;
+      try {
+        target = readlinkSync(path.join(fdDir, fd));
+      } catch {
+        continue;
+      }
+      // A configured dev root (tests, a chroot) names nodes under it; report them as /dev/... as the kernel does.
+      if (target.startsWith(devPrefix)) target = `/dev/${target.slice(devPrefix.length)}`;
+      if (!target.startsWith('/dev/')) continue;
+      const holders = nodes.get(target) ?? [];
+      if (holders.some((h) => h.pid === Number(pid))) continue;
+      comm ??= readTrim(path.join(roots.proc, pid, 'comm'));
+      holders.push({ pid: Number(pid), comm });
+      nodes.set(target, holders);
+    }
+  }
+  return nodes;
+}
+
+function openUse(node: string, on: string, host: HostContext, what: string): HostUse | undefined {
+  const processes = host.openNodes().get(node);
+  if (!processes?.length) return undefined;
+  const who = processes.map((p) => `pid ${p.pid} (${p.comm ?? '?'})`).join(', ');
+  return { kind: 'open', on, detail: `${node}${what} is open by ${who}`, blocking: true, processes };
 }
 
 /** Block devices (namespaces and their partitions) under an NVMe controller, as [name, sysfs dir]. */
@@ -186,19 +234,39 @@ function hostUses(roots: HostRoots, devDir: string, kind: DeviceKind, host: Host
       if (host.swaps.has(`/dev/${name}`)) {
         uses.push({ kind: 'swap', on: name, detail: `/dev/${name} is used as swap`, blocking: true });
       }
+      const open = openUse(`/dev/${name}`, name, host, '');
+      if (open) uses.push(open);
+    }
+    // The controller's character device (nvme-cli, a monitoring agent, a userspace driver's admin path).
+    for (const ctrl of listDir(path.join(devDir, 'nvme')).filter((c) => /^nvme\d+$/.test(c))) {
+      const open = openUse(`/dev/${ctrl}`, ctrl, host, ' (the controller)');
+      if (open) uses.push(open);
     }
   } else if (kind === 'network') {
-    for (const ifname of listDir(path.join(devDir, 'net'))) {
-      if (readTrim(path.join(devDir, 'net', ifname, 'operstate')) === 'up') {
-        uses.push({ kind: 'interface-up', on: ifname, detail: `network interface ${ifname} is up`, blocking: true });
+    // virtio-net keeps its interfaces one level deeper, under the virtio device (virtioN/net/).
+    const netDirs = [path.join(devDir, 'net'), ...listDir(devDir).filter((n) => /^virtio\d+$/.test(n)).map((n) => path.join(devDir, n, 'net'))];
+    for (const netDir of netDirs) {
+      for (const ifname of listDir(netDir)) {
+        if (readTrim(path.join(netDir, ifname, 'operstate')) === 'up') {
+          uses.push({ kind: 'interface-up', on: ifname, detail: `network interface ${ifname} is up`, blocking: true });
+        }
       }
     }
   } else if (kind === 'display') {
-    for (const card of listDir(path.join(devDir, 'drm')).filter((c) => /^card\d+$/.test(c))) {
-      uses.push({ kind: 'drm', on: card, detail: `DRM device ${card} exists (a console or compositor may use it)`, blocking: false });
+    for (const node of listDir(path.join(devDir, 'drm')).filter((c) => /^(card|renderD)\d+$/.test(c))) {
+      const open = openUse(`/dev/dri/${node}`, node, host, '');
+      if (open) uses.push(open);
+      else if (node.startsWith('card')) {
+        uses.push({ kind: 'drm', on: node, detail: `DRM device ${node} exists (a console may use it; no process holds it open)`, blocking: false });
+      }
+    }
+    // NVIDIA's driver exposes /dev/nvidiaN, N from /proc/driver/nvidia/gpus/<bdf>/information.
+    const minor = /Device Minor:\s*(\d+)/.exec(readTrim(path.join(roots.proc, 'driver/nvidia/gpus', path.basename(devDir), 'information')) ?? '')?.[1];
+    if (minor !== undefined) {
+      const open = openUse(`/dev/nvidia${minor}`, `nvidia${minor}`, host, ' (a CUDA or display process)');
+      if (open) uses.push(open);
     }
   }
-  void roots;
   return uses;
 }
 

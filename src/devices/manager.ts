@@ -12,6 +12,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { type Claim, ClaimConflictError, type ClaimStore, type NewClaim } from './claims.js';
 import {
+  bindingOnly,
   findHolders,
   listDevices,
   onVfioDriver,
@@ -146,7 +147,7 @@ export class DeviceManager {
   /** Restores a device's binding to `driver` and its driver_override to `override`, exactly. */
   restoreBinding(bdf: string, driver: string | null, override: string | null): void {
     const dir = this.dir(bdf);
-    const current = readDevice(this.roots, bdf, { mounts: new Map(), swaps: new Set() });
+    const current = readDevice(this.roots, bdf, bindingOnly());
     if (!current) throw new DeviceError('NOT_FOUND', `${bdf} is gone`);
     if (current.driver !== null && current.driver !== driver) this.write(path.join(dir, 'driver/unbind'), bdf);
     if (driver !== null && current.driver !== driver) {
@@ -156,7 +157,7 @@ export class DeviceManager {
       this.write(driversProbeFile(this.roots), bdf);
     }
     this.write(path.join(dir, 'driver_override'), override ?? '\n');
-    const after = readDevice(this.roots, bdf, { mounts: new Map(), swaps: new Set() });
+    const after = readDevice(this.roots, bdf, bindingOnly());
     if (!after) throw new DeviceError('NOT_FOUND', `${bdf} vanished while being restored`);
     if (after.driver !== driver) {
       throw new DeviceError('INTERNAL', `${bdf} did not rebind to ${driver ?? 'no driver'} (driver is ${after.driver ?? 'none'})`);
@@ -283,7 +284,7 @@ export class DeviceManager {
         this.write(path.join(dir, 'driver_override'), VFIO_PCI);
         if (claim.originalDriver !== null) this.write(path.join(dir, 'driver/unbind'), claim.bdf);
         this.write(driversProbeFile(this.roots), claim.bdf);
-        const now = readDevice(this.roots, claim.bdf, { mounts: new Map(), swaps: new Set() });
+        const now = readDevice(this.roots, claim.bdf, bindingOnly());
         if (!now) throw new DeviceError('NOT_FOUND', `${claim.bdf} disappeared while being bound`);
         if (now.driver !== VFIO_PCI) {
           throw new DeviceError('INTERNAL', `${claim.bdf} did not bind to vfio-pci (driver: ${now.driver ?? 'none'}); is vfio-pci available?`);

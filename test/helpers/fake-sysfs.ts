@@ -38,7 +38,8 @@ export interface FakeDeviceSpec {
   /** Has vfio-dev/vfioN (a vendor VFIO driver such as nvidia or mlx5_vfio_pci). */
   vendorVfio?: number;
   namespaces?: FakeNamespace[];
-  netIfs?: Array<{ name: string; up: boolean }>;
+  /** `virtio`: under virtio0/net/, as virtio-net lays it out, not net/. */
+  netIfs?: Array<{ name: string; up: boolean; virtio?: boolean }>;
   drmCards?: string[];
 }
 
@@ -138,8 +139,9 @@ export class FakeHost {
       }
     }
     for (const ifc of spec.netIfs ?? []) {
-      mkdirSync(path.join(dir, 'net', ifc.name), { recursive: true });
-      writeFileSync(path.join(dir, 'net', ifc.name, 'operstate'), ifc.up ? 'up\n' : 'down\n');
+      const netDir = ifc.virtio ? path.join(dir, 'virtio0', 'net') : path.join(dir, 'net');
+      mkdirSync(path.join(netDir, ifc.name), { recursive: true });
+      writeFileSync(path.join(netDir, ifc.name, 'operstate'), ifc.up ? 'up\n' : 'down\n');
     }
     for (const card of spec.drmCards ?? []) mkdirSync(path.join(dir, 'drm', card), { recursive: true });
     this.defaults.set(spec.bdf, spec.defaultDriver !== undefined ? spec.defaultDriver : spec.driver ?? null);
@@ -175,6 +177,13 @@ export class FakeHost {
     let n = 3;
     while (existsSync(path.join(fd, String(n))) || isLink(path.join(fd, String(n)))) n++;
     symlinkSync(target, path.join(fd, String(n)));
+  }
+
+  /** NVIDIA's /proc/driver/nvidia/gpus/<bdf>/information, naming the GPU's /dev/nvidia<minor>. */
+  nvidiaGpu(bdf: string, minor: number): void {
+    const dir = path.join(this.roots.proc, 'driver/nvidia/gpus', bdf);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(path.join(dir, 'information'), `Model: \t\t NVIDIA A16\nIRQ:   \t\t 140\nDevice Minor: \t ${minor}\n`);
   }
 
   exitProcess(pid: number): void {

@@ -80,6 +80,45 @@ describe('discovery', () => {
     expect(dev('0000:01:00.1').hostUse).toEqual([]);
   });
 
+  it('sees processes that hold a namespace, a partition or the controller open, and names them', () => {
+    host.holdOpen(4100, 'postgres', `${host.roots.dev}/nvme2n1`);
+    host.holdOpen(4200, 'qemu-system-x86', `${host.roots.dev}/nvme0n1p1`);
+    host.holdOpen(4201, 'ceph-osd', `${host.roots.dev}/nvme0n1p1`);
+    const pf = dev('0000:01:00.0');
+    expect(pf.hostUse).toEqual([
+      { kind: 'open', on: 'nvme2n1', detail: '/dev/nvme2n1 is open by pid 4100 (postgres)', blocking: true, processes: [{ pid: 4100, comm: 'postgres' }] },
+    ]);
+    expect(pf.vfio.reasons.join(' ')).toContain('in use on the host: /dev/nvme2n1 is open by pid 4100 (postgres)');
+    const root = dev('0000:06:00.0');
+    expect(root.hostUse.filter((u) => u.kind === 'open').map((u) => u.detail)).toEqual([
+      '/dev/nvme0n1p1 is open by pid 4200 (qemu-system-x86), pid 4201 (ceph-osd)',
+    ]);
+    // The fake lays every NVMe device's controller out as nvme0: holding /dev/nvme0 shows on each of them.
+    host.holdOpen(4300, 'nvme', `${host.roots.dev}/nvme0`);
+    expect(dev('0000:07:00.0').hostUse.map((u) => u.detail)).toContain('/dev/nvme0 (the controller) is open by pid 4300 (nvme)');
+    // Other files of the process (outside /dev) are not uses; a process that exits is gone from the next scan.
+    host.holdOpen(4100, 'postgres', '/var/lib/postgresql/base');
+    host.exitProcess(4100);
+    expect(dev('0000:01:00.0').hostUse.filter((u) => u.on === 'nvme2n1')).toEqual([]);
+  });
+
+  it('sees a virtio-net interface that is up (net/ one level deeper, under virtioN/)', () => {
+    host.addDriver('virtio-pci');
+    host.addDevice({ bdf: '0000:09:00.0', vendor: '1af4', device: '1041', classCode: '020000', driver: 'virtio-pci', group: 12, netIfs: [{ name: 'enp9s0', up: true, virtio: true }] });
+    expect(dev('0000:09:00.0').hostUse).toEqual([expect.objectContaining({ kind: 'interface-up', on: 'enp9s0', blocking: true })]);
+  });
+
+  it('sees GPUs held by a display server or a compute process (DRM card and render nodes, /dev/nvidiaN)', () => {
+    host.holdOpen(900, 'Xorg', `${host.roots.dev}/dri/card0`);
+    expect(dev('0000:02:00.0').hostUse).toEqual([expect.objectContaining({ kind: 'open', on: 'card0', detail: '/dev/dri/card0 is open by pid 900 (Xorg)', blocking: true })]);
+    host.nvidiaGpu('0000:05:00.0', 3);
+    expect(dev('0000:05:00.0').hostUse).toEqual([]);
+    host.holdOpen(901, 'python3', `${host.roots.dev}/nvidia3`);
+    expect(dev('0000:05:00.0').hostUse).toEqual([
+      expect.objectContaining({ kind: 'open', on: 'nvidia3', detail: '/dev/nvidia3 (a CUDA or display process) is open by pid 901 (python3)', blocking: true }),
+    ]);
+  });
+
   it('lists every device and returns undefined for unknown ones', () => {
     expect(listDevices(host.roots).map((d) => d.bdf)).toHaveLength(15);
     expect(readDevice(host.roots, '0000:99:00.0')).toBeUndefined();

@@ -145,6 +145,16 @@ describe('refusals', () => {
     expect(claims.get('0000:06:00.0')?.note).toContain('forced over');
   });
 
+  it('refuses an NVMe whose namespace a process holds open, naming the process', async () => {
+    host.holdOpen(5150, 'postgres', `${host.roots.dev}/nvme3n1`);
+    const e = await refusal(manager.prepare('0000:01:00.1', 'vm1'));
+    expect(e.code).toBe('FAILED_PRECONDITION');
+    expect(e.message).toContain('/dev/nvme3n1 is open by pid 5150 (postgres)');
+    expect(host.writes).toEqual([]);
+    host.exitProcess(5150);
+    expect((await manager.prepare('0000:01:00.1', 'vm1')).bdf).toBe('0000:01:00.1');
+  });
+
   it('refuses an NVMe held by device-mapper', async () => {
     expect((await refusal(manager.prepare('0000:07:00.0', 'vm1'))).message).toContain('held by dm-0');
   });
