@@ -228,12 +228,16 @@ export class UpgradeGuest {
   /**
    * Crash: SIGKILL of the data plane (`--crash-recovery`); resolves once the holder's next data plane logged that it
    * recovered the controller. Recorded like an upgrade (from the kill to the recovery), so `pauses()` covers both.
+   * Waits first until the holder's standby data plane is ready (as it is on a host, where crashes are rare), unless
+   * `cold`.
    */
-  async crash(timeoutMs = 300_000): Promise<UpgradeRecord> {
+  async crash(timeoutMs = 300_000, cold = false): Promise<UpgradeRecord> {
     if (!this.options.crashRecovery) throw new Error('crash() needs crashRecovery: true');
     const holder = this.current;
     const index = this.upgrades.length + 1;
-    const victim = Number(last(holder.logged('data plane started'))?.['pid']);
+    const lastStart = last(holder.logged('data plane started'))!;
+    if (!cold) await holder.waitForLog((l) => l['msg'] === 'standby data plane ready', { timeoutMs, since: lastStart.at, what: 'the standby data plane' });
+    const victim = Number(lastStart['pid']);
     if (!Number.isInteger(victim)) throw new Error(`no data plane pid in the holder's log:\n${holder.tail()}`);
     const killedAt = Date.now();
     process.kill(victim, 'SIGKILL');

@@ -43,7 +43,7 @@ Options:
 `;
 
 /** Parses `vfiod daemon` options; undefined when help was asked for. */
-export function parseDaemonArgs(argv: string[]): (DaemonOptions & { crashRecovery?: { holderSocket: string; dataPlaneArgv: string[] } }) | undefined {
+export function parseDaemonArgs(argv: string[]): (DaemonOptions & { crashRecovery?: { holderSocket: string; dataPlaneArgv: string[] }; standby?: boolean }) | undefined {
   let parsed;
   try {
     parsed = parseArgs({
@@ -69,6 +69,7 @@ export function parseDaemonArgs(argv: string[]): (DaemonOptions & { crashRecover
         'crash-recovery': { type: 'boolean' },
         'holder-socket': { type: 'string' },
         'data-plane': { type: 'boolean' },
+        standby: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       tokens: true,
@@ -80,6 +81,7 @@ export function parseDaemonArgs(argv: string[]): (DaemonOptions & { crashRecover
   if (v.help) return undefined;
   if (v['crash-recovery'] && v['data-plane']) throw new UsageError('--data-plane is internal: the holder of --crash-recovery adds it');
   if (v['data-plane'] && v['holder-socket'] === undefined) throw new UsageError('--data-plane needs --holder-socket');
+  if (v.standby && !v['data-plane']) throw new UsageError('--standby is internal: the holder of --crash-recovery adds it');
   if (v['holder-socket'] !== undefined && !v['crash-recovery'] && !v['data-plane']) throw new UsageError('--holder-socket goes with --crash-recovery');
   if (v['log-level'] !== undefined) applyLogLevel(v['log-level']);
   if (v['no-socket'] && v.socket !== undefined) throw new UsageError('--socket and --no-socket contradict each other');
@@ -123,6 +125,7 @@ export function parseDaemonArgs(argv: string[]): (DaemonOptions & { crashRecover
     ...(v['namespace-dir']?.length ? { namespaceDirs: v['namespace-dir'] } : {}),
     stateDir: v['state-dir'] ?? DEFAULT_STATE_DIR,
     ...(v['data-plane'] ? { holderSocket: v['holder-socket']! } : {}),
+    ...(v.standby ? { standby: true } : {}),
     ...(v['crash-recovery']
       ? {
           crashRecovery: {
@@ -148,7 +151,7 @@ function withoutOptions(argv: string[], tokens: ReadonlyArray<{ kind: string; na
 }
 
 export async function runDaemon(argv: string[]): Promise<number> {
-  let options: (DaemonOptions & { crashRecovery?: { holderSocket: string; dataPlaneArgv: string[] } }) | undefined;
+  let options: ReturnType<typeof parseDaemonArgs>;
   try {
     options = parseDaemonArgs(argv);
   } catch (error) {
@@ -165,6 +168,11 @@ export async function runDaemon(argv: string[]): Promise<number> {
   }
   if (options.holderSocket !== undefined) (await import('../serve/data-plane.js')).stopWithHolder();
   const log = rootLogger.child({ component: 'daemon' });
+  if (options.standby) {
+    // Everything is loaded: wait until the holder needs this daemon.
+    const { waitForActivation } = await import('../serve/supervisor.js');
+    await waitForActivation(log);
+  }
   let daemon;
   try {
     daemon = await startDaemon(options);

@@ -50,6 +50,7 @@ Options:
   --holder-socket <path>   with --crash-recovery: where the data plane reaches the holder
                            (default: <socket dir>/<socket name>.holder.sock)
   --data-plane             internal: how the holder starts the data plane
+  --standby                internal: a data plane that loads and waits until the holder needs it
   -h, --help               show this help
 `;
 
@@ -91,6 +92,7 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
         'crash-recovery': { type: 'boolean' },
         'holder-socket': { type: 'string' },
         'data-plane': { type: 'boolean' },
+        standby: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
       tokens: true,
@@ -116,6 +118,7 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
   if (values['crash-recovery'] && values['data-plane']) throw new UsageError('--data-plane is internal: the holder of --crash-recovery adds it');
   if (values['data-plane'] && values['take-over']) throw new UsageError('a live upgrade under --crash-recovery is not supported yet');
   if (values['data-plane'] && values['holder-socket'] === undefined) throw new UsageError('--data-plane needs --holder-socket');
+  if (values.standby && !values['data-plane']) throw new UsageError('--standby is internal: the holder of --crash-recovery adds it');
   if (values['holder-socket'] !== undefined && !values['crash-recovery'] && !values['data-plane']) {
     throw new UsageError('--holder-socket goes with --crash-recovery');
   }
@@ -124,6 +127,7 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
     ...(values['handover-socket'] !== undefined ? { handoverSocket: values['handover-socket'] } : {}),
     ...(values['report-to-parent'] ? { reportToParent: true } : {}),
     ...(values['data-plane'] ? { dataPlane: true, holderSocket: values['holder-socket']! } : {}),
+    ...(values.standby ? { standby: true } : {}),
     argv: describedArgv(argv),
   };
   const config = controllerConfig({

@@ -347,6 +347,8 @@ const BACKOFF_MAX_MS = 30_000;
 const STOP_TIMEOUT_MS = 20_000;
 /** How long a planned restart may take: the old data plane's quiesce (in-flight I/O) and the new one's start. */
 const RESTART_TIMEOUT_MS = 120_000;
+/** A new standby is started this long after a data plane started (not to compete with its recovery for the CPU). */
+const STANDBY_DELAY_MS = 2_000;
 
 const BIN = fileURLToPath(new URL('../../bin/vfiod.js', import.meta.url));
 
@@ -357,6 +359,11 @@ export interface HolderRunOptions {
   command?: 'serve' | 'daemon';
   /** Its options, without --crash-recovery and --holder-socket. */
   dataPlaneArgv: string[];
+  /**
+   * Keep a standby data plane ready (started, modules and worker threads loaded, waiting), so that a crash costs
+   * the recovery and not a Node start (default true). Costs one idle process.
+   */
+  standby?: boolean;
   log?: Logger;
 }
 
@@ -423,6 +430,9 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
     let stopping = false;
     let finished = false;
     let restartTimer: NodeJS.Timeout | undefined;
+    let standby: { proc: ChildProcess; ready: boolean; bin: string } | undefined;
+    let standbyTimer: NodeJS.Timeout | undefined;
+    const useStandby = options.standby !== false;
     let backoffMs = 0;
     const restartTimes: number[] = [];
     let startedAt = 0;
@@ -433,35 +443,99 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
       if (restartTimer) clearTimeout(restartTimer);
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
+      dropStandby('the holder stops');
       const held = holder.totalHeld;
       holder.close();
       log.info('holder stopped', { code, closedFds: held });
       resolve(code);
     };
 
+    const spawnDataPlane = (asStandby: boolean): ChildProcess => {
+      const argv = [bin, options.command ?? 'serve', ...options.dataPlaneArgv, '--holder-socket', holderSocket, '--data-plane', ...(asStandby ? ['--standby'] : [])];
+      // IPC: the data plane stops when the holder is gone (its channel disconnects), so it never runs unprotected.
+      const proc = spawn(process.execPath, argv, { stdio: ['inherit', 'inherit', 'inherit', 'ipc'] });
+      proc.channel?.unref();
+      proc.once('exit', (code, signal) => {
+        if (proc === child) onExit(proc, code, signal);
+        else if (standby?.proc === proc) {
+          standby = undefined;
+          if (!stopping) log.warn('the standby data plane exited', { pid: proc.pid, code, signal });
+        }
+      });
+      return proc;
+    };
+
+    const dropStandby = (why: string): void => {
+      clearTimeout(standbyTimer);
+      standbyTimer = undefined;
+      if (!standby) return;
+      log.info('stopping the standby data plane', { pid: standby.proc.pid, why });
+      standby.proc.kill('SIGTERM');
+      standby = undefined;
+    };
+
+    /** A standby from the current installation, a while after a data plane started. */
+    const scheduleStandby = (): void => {
+      if (!useStandby || stopping || standby || standbyTimer) return;
+      standbyTimer = setTimeout(() => {
+        standbyTimer = undefined;
+        if (stopping || standby || !child) return;
+        let proc: ChildProcess;
+        try {
+          proc = spawnDataPlane(true);
+        } catch (error) {
+          log.warn('cannot start a standby data plane', { error: (error as Error).message });
+          return;
+        }
+        const entry = { proc, ready: false, bin };
+        standby = entry;
+        proc.on('message', (message: { type?: string }) => {
+          if (message?.type === 'standby-ready' && standby === entry) {
+            entry.ready = true;
+            log.info('standby data plane ready', { pid: proc.pid });
+          }
+        });
+        proc.once('error', (error) => log.warn('the standby data plane failed', { error: error.message }));
+      }, STANDBY_DELAY_MS);
+      standbyTimer.unref();
+    };
+
     const start = (): void => {
       restartTimer = undefined;
       if (stopping) return;
-      const argv = [bin, options.command ?? 'serve', ...options.dataPlaneArgv, '--holder-socket', holderSocket, '--data-plane'];
       let proc: ChildProcess;
-      try {
-        // IPC: the data plane stops when the holder is gone (its channel disconnects), so it never runs unprotected.
-        proc = spawn(process.execPath, argv, { stdio: ['inherit', 'inherit', 'inherit', 'ipc'] });
-      } catch (error) {
-        log.error('cannot start the data plane', { error: (error as Error).message });
-        onExit(undefined, 1, null);
-        return;
+      const warm = !planned && standby?.ready === true && standby.bin === bin ? standby : undefined;
+      if (warm) {
+        // A crash: the standby, already loaded, becomes the data plane.
+        standby = undefined;
+        proc = warm.proc;
+        child = proc;
+        try {
+          proc.send({ type: 'activate' });
+        } catch (error) {
+          log.error('cannot activate the standby data plane', { error: (error as Error).message });
+          proc.kill('SIGKILL'); // its exit, as the data plane's, starts another
+        }
+      } else {
+        // A planned restart always starts afresh: the standby holds the code as it was when it started.
+        dropStandby(planned ? 'a planned restart loads the installed code afresh' : 'not ready');
+        try {
+          proc = spawnDataPlane(false);
+        } catch (error) {
+          log.error('cannot start the data plane', { error: (error as Error).message });
+          onExit(undefined, 1, null);
+          return;
+        }
+        child = proc;
       }
-      child = proc;
       startedAt = Date.now();
-      proc.channel?.unref();
       pendingAttach = new Set(attachedControllers);
       proc.once('error', (error) => {
         log.error('the data plane process failed', { error: error.message });
         if (proc.pid === undefined) onExit(proc, 1, null); // never started: no exit event follows
       });
-      proc.once('exit', (code, signal) => onExit(proc, code, signal));
-      log.info('data plane started', { pid: proc.pid, restarts });
+      log.info('data plane started', { pid: proc.pid, restarts, standby: warm !== undefined });
+      scheduleStandby();
     };
 
     const onExit = (proc: ChildProcess | undefined, code: number | null, signal: NodeJS.Signals | null): void => {

@@ -23,6 +23,9 @@ const TERMINATE_TIMEOUT_MS = 3_000;
 export class ControllerWorker implements HandoverWorker {
   private readonly worker: Worker;
   readonly ready: Promise<void>;
+  /** A standby worker has loaded its modules and waits for `activate()`. */
+  readonly loaded: Promise<void>;
+  private resolveLoaded: () => void = () => undefined;
   readonly exited: Promise<number>;
   private nextRequestId = 1;
   private gone = false;
@@ -32,9 +35,18 @@ export class ControllerWorker implements HandoverWorker {
   readonly prepared: Promise<void>;
 
   /** `takeOver`: the worker builds its controller from a predecessor's snapshot (docs/restart.md). */
-  /** `holderSocket`: crash recovery, through the holder there (docs/restart.md). */
-  constructor(readonly config: ControllerConfig, private readonly logger: Logger, takeOver = false, holderSocket?: string) {
-    const workerData: WorkerData = { config, ...(takeOver ? { takeOver } : {}), ...(holderSocket !== undefined ? { holderSocket } : {}) };
+  /**
+   * `holderSocket`: crash recovery, through the holder there (docs/restart.md). `standby`: the worker loads and waits
+   * for `activate()` before it starts its controller.
+   */
+  constructor(readonly config: ControllerConfig, private readonly logger: Logger, takeOver = false, holderSocket?: string, standby = false) {
+    const workerData: WorkerData = {
+      config,
+      ...(takeOver ? { takeOver } : {}),
+      ...(holderSocket !== undefined ? { holderSocket } : {}),
+      ...(standby ? { standby } : {}),
+    };
+    this.loaded = new Promise((resolve) => (this.resolveLoaded = resolve));
     this.worker = new Worker(fileURLToPath(WORKER_URL), { workerData, name: `vfiod ${config.socketPath}` });
     this.exited = new Promise((resolve) => this.worker.once('exit', resolve));
     // A worker that is gone answers no more snapshot requests.
@@ -55,6 +67,7 @@ export class ControllerWorker implements HandoverWorker {
     this.ready = new Promise((resolve, reject) => {
       this.worker.on('message', (message: WorkerToMain) => {
         if (message.type === 'ready') resolve();
+        if (message.type === 'loaded') this.resolveLoaded();
         if (message.type === 'prepared') prepared();
         if (message.type === 'failed') {
           reject(new Error(message.message));
@@ -81,6 +94,11 @@ export class ControllerWorker implements HandoverWorker {
       });
     });
     if (takeOver) this.ready.catch(() => {});
+  }
+
+  /** A standby worker starts its controller now. */
+  activate(): void {
+    this.worker.postMessage({ type: 'activate' } satisfies MainToWorker);
   }
 
   /**
@@ -174,6 +192,8 @@ export interface ServeOptions {
   holderSocket?: string;
   /** Started by the crash-recovery holder (`--data-plane`): `holderSocket` is set. */
   dataPlane?: boolean;
+  /** A standby data plane (`--standby`): load everything, then wait for the holder's `activate`. */
+  standby?: boolean;
 }
 
 /** Sends the take-over's outcome to the parent (vfiod upgrade) and lets the channel go; a parent that left is no error. */
@@ -190,13 +210,44 @@ async function reportUpgradeStatus(report: boolean | undefined, status: Record<s
 }
 
 /**
+ * A standby data plane: once every worker has loaded, tell the holder, and wait until it says to go (the data plane
+ * it stood in for died). Nothing is opened, attached or listened on before that.
+ */
+async function standBy(workers: readonly ControllerWorker[], log: Logger): Promise<void> {
+  await Promise.all(workers.map((worker) => worker.loaded));
+  await waitForActivation(log);
+  for (const worker of workers) worker.activate();
+}
+
+/** The holder's `activate`, after telling it that this standby is ready (the IPC channel is kept up meanwhile). */
+export async function waitForActivation(log: Logger): Promise<void> {
+  const channel = process.channel;
+  if (!channel || !process.send) throw new Error('--standby needs the holder\'s IPC channel');
+  channel.ref();
+  const activated = new Promise<void>((resolve) => {
+    const onMessage = (message: { type?: string }): void => {
+      if (message?.type !== 'activate') return;
+      process.off('message', onMessage);
+      resolve();
+    };
+    process.on('message', onMessage);
+  });
+  process.send({ type: 'standby-ready' });
+  log.info('standby: loaded, waiting for the holder');
+  await activated;
+  channel.unref();
+  log.info('standby: activated');
+}
+
+/**
  * Starts every controller (or takes them over from a running vfiod), waits until all serve (or one fails), listens
  * for a successor on the hand-over socket, and stops them all on SIGTERM/SIGINT. Resolves with the exit code.
  */
 export async function serve(configs: ControllerConfig[], logger: Logger = rootLogger, options: ServeOptions = {}): Promise<number> {
   const log = logger.child({ component: 'serve' });
   const takeOverMode = options.takeOver === true;
-  const workers = configs.map((config) => new ControllerWorker(config, log, takeOverMode, options.holderSocket));
+  const workers = configs.map((config) => new ControllerWorker(config, log, takeOverMode, options.holderSocket, options.standby === true));
+  if (options.standby) await standBy(workers, log);
   let stopping: Promise<void> | undefined;
   const stopAll = (): Promise<void> => (stopping ??= Promise.all(workers.map((worker) => worker.stop())).then(() => {}));
   const handoverSocket = path.resolve(options.handoverSocket ?? defaultHandoverSocket(configs[0]!.socketPath));

@@ -24,6 +24,7 @@ import type { NvmeControllerStats } from '../nvme/stats.js';
 
 export type WorkerToMain =
   | { type: 'ready' }
+  | { type: 'loaded' }
   | { type: 'prepared' }
   | { type: 'failed'; message: string }
   | { type: 'stopped' }
@@ -32,6 +33,7 @@ export type WorkerToMain =
 /** `stats` asks for a ControllerSnapshot (the control API's GetController); `vfiod serve` never sends it. */
 export type MainToWorker =
   | { type: 'shutdown' }
+  | { type: 'activate' }
   | { type: 'stats'; requestId: number }
   | { type: 'quiesce'; requestId: number }
   | { type: 'resume'; requestId: number }
@@ -43,6 +45,7 @@ export type MainToWorker =
 /** A live-upgrade request to the worker, without its request id. */
 export type UpgradeRequest = DistributiveOmit<Exclude<MainToWorker, { type: 'shutdown' } | { type: 'stats' }>, 'requestId'>;
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+type UpgradeMessage = Exclude<MainToWorker, { type: 'shutdown' } | { type: 'stats' } | { type: 'activate' }>;
 
 /** What the worker is started with. */
 export interface WorkerData {
@@ -51,6 +54,8 @@ export interface WorkerData {
   takeOver?: boolean;
   /** Crash recovery: the holder's socket (the controller recovers from what the holder kept, if anything). */
   holderSocket?: string;
+  /** A standby data plane's worker: loaded, it says `loaded` and starts its controller on `activate`. */
+  standby?: boolean;
 }
 
 /** What the control API reports about a running controller. */
@@ -81,6 +86,9 @@ port.on('message', (message: MainToWorker) => {
       shutdownRequested = true;
       void stop();
       return;
+    case 'activate':
+      begin();
+      return;
     default:
       // One at a time, in order: a resume sent while a quiesce still waits for I/O must come after it.
       upgradeRequests = upgradeRequests.then(() => handleUpgradeRequest(message)).then(
@@ -93,7 +101,7 @@ port.on('message', (message: MainToWorker) => {
 });
 
 async function handleUpgradeRequest(
-  message: Exclude<MainToWorker, { type: 'shutdown' } | { type: 'stats' }>,
+  message: UpgradeMessage,
 ): Promise<{ state?: ControllerHandoverState; fds?: number[] }> {
   switch (message.type) {
     case 'quiesce': {
@@ -168,28 +176,39 @@ async function stop(): Promise<void> {
   port!.close();
 }
 
-if (data.takeOver) {
-  prepareTakeOver(config, logger).then(
-    (prepared) => {
-      pending = prepared;
-      port.postMessage({ type: 'prepared' } satisfies WorkerToMain);
-      if (shutdownRequested) void stop();
-    },
-    (error: unknown) => {
-      port.postMessage({ type: 'failed', message: messageOf(error) } satisfies WorkerToMain);
-      port.close();
-    },
-  );
-} else {
-  startController(config, logger, data.holderSocket).then(
-    (controller) => {
-      running = controller;
-      port.postMessage({ type: 'ready' } satisfies WorkerToMain);
-      if (shutdownRequested) void stop();
-    },
-    (error: unknown) => {
-      port.postMessage({ type: 'failed', message: messageOf(error) } satisfies WorkerToMain);
-      port.close();
-    },
-  );
+let begun = false;
+
+/** Starts the controller (or the take-over); a standby worker waits for `activate` to call this. */
+function begin(): void {
+  if (begun) return;
+  begun = true;
+  if (data.takeOver) {
+    prepareTakeOver(config, logger).then(
+      (prepared) => {
+        pending = prepared;
+        port!.postMessage({ type: 'prepared' } satisfies WorkerToMain);
+        if (shutdownRequested) void stop();
+      },
+      (error: unknown) => {
+        port!.postMessage({ type: 'failed', message: messageOf(error) } satisfies WorkerToMain);
+        port!.close();
+      },
+    );
+  } else {
+    startController(config, logger, data.holderSocket).then(
+      (controller) => {
+        running = controller;
+        port!.postMessage({ type: 'ready' } satisfies WorkerToMain);
+        if (shutdownRequested) void stop();
+      },
+      (error: unknown) => {
+        port!.postMessage({ type: 'failed', message: messageOf(error) } satisfies WorkerToMain);
+        port!.close();
+      },
+    );
+  }
 }
+
+// A standby's worker has loaded every module by now; it starts when the holder needs it.
+if (data.standby) port.postMessage({ type: 'loaded' } satisfies WorkerToMain);
+else begin();
