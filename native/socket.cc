@@ -340,9 +340,49 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// sendDatagram(socketPath, bytes): one datagram on a fresh AF_UNIX SOCK_DGRAM socket, as sd_notify(3) sends to
+// $NOTIFY_SOCKET. A path starting with '@' is in the abstract namespace (its '@' stands for the leading NUL).
+Napi::Value SendDatagram(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path;
+  uint8_t* data = nullptr;
+  size_t length = 0;
+  if (!GetString(info, 0, "sendDatagram", "socketPath", kMaxPathBytes, &path) ||
+      !GetUint8Array(info, 1, "sendDatagram", "bytes", &data, &length)) {
+    return Napi::Value();
+  }
+  if (path.empty() || (path[0] != '/' && path[0] != '@')) {
+    ThrowInvalidValue(env, "sendDatagram: \"socketPath\" must be an absolute path or an abstract name (@...)");
+    return Napi::Value();
+  }
+  sockaddr_un addr;
+  memset(&addr, 0, sizeof addr);
+  addr.sun_family = AF_UNIX;
+  memcpy(addr.sun_path, path.data(), path.size());
+  if (path[0] == '@') addr.sun_path[0] = '\0';
+  const socklen_t addrLength = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + path.size());
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    ThrowErrno(env, errno, "socket", "AF_UNIX, SOCK_DGRAM");
+    return Napi::Value();
+  }
+  ssize_t n;
+  do {
+    n = sendto(fd, data, length, MSG_NOSIGNAL, reinterpret_cast<sockaddr*>(&addr), addrLength);
+  } while (n < 0 && errno == EINTR);
+  int err = errno;
+  close(fd);
+  if (n < 0) {
+    ThrowErrno(env, err, "sendto", path);
+    return Napi::Value();
+  }
+  return env.Undefined();
+}
+
 }  // namespace
 
 void InitSocket(Napi::Env env, Napi::Object exports) {
+  exports.Set("sendDatagram", Napi::Function::New(env, SendDatagram, "sendDatagram"));
   exports.Set("listenUnix", Napi::Function::New(env, ListenUnix, "listenUnix"));
   exports.Set("connectUnix", Napi::Function::New(env, ConnectUnix, "connectUnix"));
   exports.Set("accept", Napi::Function::New(env, Accept, "accept"));

@@ -8,6 +8,8 @@ import { DEFAULT_DAEMON_SOCKET, DEFAULT_STATE_DIR, type DaemonOptions, startDaem
 import { DEFAULT_ROOTS } from '../devices/host.js';
 import { DEFAULT_MAX_CONTROLLERS } from '../serve/registry.js';
 import { RESTART_EXIT_CODE } from '../serve/holder-protocol.js';
+import { announceServing } from '../serve/supervisor.js';
+import { notifyStopping } from '../util/sd-notify.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import { rootLogger } from '../util/log.js';
 import { applyLogLevel, socketMode, UsageError } from './common.js';
@@ -182,12 +184,14 @@ export async function runDaemon(argv: string[]): Promise<number> {
     return error instanceof VfiodError && error.code === 'INVALID_ARGUMENT' ? 2 : 1;
   }
   const started = daemon;
+  announceServing({ dataPlane: options.holderSocket !== undefined }, `serving the control API on ${started.socketPath ?? started.tcpAddress}`);
   return new Promise<number>((resolve) => {
     let signalled = false;
     const onSignal = (signal: NodeJS.Signals): void => {
       if (signalled) return;
       signalled = true;
       log.info('shutting down', { signal });
+      if (options.holderSocket === undefined) notifyStopping('stopping: draining calls, stopping controllers');
       started.close().then(
         () => resolve(0),
         (error: unknown) => {

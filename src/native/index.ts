@@ -212,6 +212,8 @@ export interface NativeAddon {
    */
   sendmsg(fd: number, buffer: Uint8Array, fds: readonly number[]): number | null;
   setNonBlocking(fd: number, nonBlocking: boolean): void;
+  /** One datagram to an AF_UNIX SOCK_DGRAM socket (`@name`: abstract), as sd_notify sends to $NOTIFY_SOCKET. */
+  sendDatagram(socketPath: string, bytes: Uint8Array): void;
   /** Closes `fd`. Throws EBUSY (and keeps it open) while a watcher of this thread is open on it. */
   close(fd: number): void;
 

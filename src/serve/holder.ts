@@ -38,6 +38,7 @@ import { rootLogger, type Logger } from '../util/log.js';
 import { socketPathState } from '../util/socket-path.js';
 import { HandoverChannel, type HandoverMessage } from './handover-channel.js';
 import { HOLDER_PROTOCOL, RESTART_EXIT_CODE } from './holder-protocol.js';
+import { notifyReady, notifyReloading, notifyStatus, notifyStopping, startWatchdog } from '../util/sd-notify.js';
 
 export { HOLDER_PROTOCOL };
 
@@ -421,6 +422,9 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
     return 1;
   }
   log.info('holder listening', { holderSocket, pid: process.pid });
+  // Under systemd the holder is the unit's main process: it says when the data plane serves, and pings the watchdog
+  // for as long as it holds the guests' connections (a crashing data plane is its business, not systemd's).
+  startWatchdog();
 
   let currentPid = (): number | undefined => undefined;
   return new Promise<number>((resolve) => {
@@ -455,6 +459,9 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
       // IPC: the data plane stops when the holder is gone (its channel disconnects), so it never runs unprotected.
       const proc = spawn(process.execPath, argv, { stdio: ['inherit', 'inherit', 'inherit', 'ipc'] });
       proc.channel?.unref();
+      proc.on('message', (message: { type?: string; status?: string }) => {
+        if (message?.type === 'serving' && proc === child) notifyReady(`data plane pid ${proc.pid}: ${String(message.status ?? 'serving')}`);
+      });
       proc.once('exit', (code, signal) => {
         if (proc === child) onExit(proc, code, signal);
         else if (standby?.proc === proc) {
@@ -580,6 +587,7 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
       }
       restarts++;
       restartTimes.push(now + delayMs);
+      notifyStatus(`the data plane died (${signal ?? `exit ${String(code)}`}); ${delayMs === 0 ? 'recovering' : `recovering in ${delayMs} ms`}`);
       log.error('data plane exited', {
         pid: proc?.pid,
         code,
@@ -617,6 +625,7 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
       }, RESTART_TIMEOUT_MS);
       planned = { requests, bin: requestedBin, since, timer };
       log.info('planned restart: asking the data plane to quiesce and checkpoint', { pid: child.pid, bin: requestedBin ?? bin });
+      notifyReloading(`planned restart of the data plane (pid ${child.pid})`);
       child.kill('SIGUSR2');
     };
     process.on('SIGHUP', () => requestRestart(undefined, undefined));
@@ -625,6 +634,7 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
       if (stopping) return;
       stopping = true;
       log.info('holder shutting down', { signal, dataPlane: child?.pid });
+      notifyStopping('stopping the data plane, then letting go of the guests\' connections');
       if (restartTimer) {
         clearTimeout(restartTimer);
         restartTimer = undefined;

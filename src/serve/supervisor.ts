@@ -11,6 +11,7 @@ import type { ControllerConfig } from './config.js';
 import type { ControllerSnapshot, MainToWorker, UpgradeRequest, WorkerData, WorkerToMain } from './worker.js';
 import type { ControllerHandoverState } from './controller.js';
 import { RESTART_EXIT_CODE } from './holder-protocol.js';
+import { notifyReady, notifyStopping, startWatchdog } from '../util/sd-notify.js';
 
 const SNAPSHOT_TIMEOUT_MS = 5_000;
 
@@ -210,6 +211,24 @@ async function reportUpgradeStatus(report: boolean | undefined, status: Record<s
 }
 
 /**
+ * Every controller serves: say so to whoever supervises this process. A data plane tells its crash-recovery holder
+ * (which tells systemd: it is the unit's main process); a plain `vfiod serve` tells systemd itself (Type=notify) and
+ * pings its watchdog.
+ */
+export function announceServing(options: { dataPlane?: boolean }, status: string): void {
+  if (options.dataPlane) {
+    try {
+      process.send?.({ type: 'serving', status });
+    } catch {
+      // the holder is gone; stopWithHolder stops this process
+    }
+    return;
+  }
+  notifyReady(status);
+  startWatchdog();
+}
+
+/**
  * A standby data plane: once every worker has loaded, tell the holder, and wait until it says to go (the data plane
  * it stood in for died). Nothing is opened, attached or listened on before that.
  */
@@ -279,6 +298,7 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
     await stopAll();
     return 1;
   }
+  announceServing(options, `serving ${configs.map((config) => config.socketPath).join(', ')}`);
 
   return new Promise<number>((resolve) => {
     let signalled = false;
@@ -328,6 +348,7 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
       if (signalled || handedOver) return;
       signalled = true;
       log.info('shutting down', { signal });
+      if (!options.dataPlane) notifyStopping('stopping: disconnecting clients, flushing namespaces');
       listener?.close(true);
       void stopAll().then(() => resolve(0));
     };
