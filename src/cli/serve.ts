@@ -1,9 +1,10 @@
 /**
  * `vfiod serve`: its options, parsed into one controller's configuration (src/serve runs it).
  */
+import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { BackingRefused, inspectBacking } from '../namespace/backing.js';
-import { isFileNamespaceSpec, parseNamespaceUri } from '../namespace/uri.js';
+import { isFileNamespaceSpec, parseNamespaceUri, type MemoryNamespaceSpec } from '../namespace/uri.js';
 import { CONTROLLER_LIMITS, controllerConfig, type ControllerConfig } from '../serve/config.js';
 import { checkIdentityFileWritable, defaultIdentityPath, IdentityFileRefused } from '../serve/identity-store.js';
 import type { ServeOptions } from '../serve/supervisor.js';
@@ -166,14 +167,16 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
  */
 function checkFiles(config: ControllerConfig): void {
   const specs = [];
+  let memoryBytes = 0;
   for (const uri of config.namespaces) {
     let spec;
     try {
       spec = parseNamespaceUri(uri);
-    } catch {
-      continue; // the controller reports a bad URI with its context
+    } catch (error) {
+      throw new UsageError(`--namespace: ${errorMessage(error)}`);
     }
     specs.push(spec);
+    if (spec.scheme === 'memory') memoryBytes += (spec as MemoryNamespaceSpec).sizeBytes;
     if (!isFileNamespaceSpec(spec)) continue;
     try {
       inspectBacking(spec.path);
@@ -181,6 +184,11 @@ function checkFiles(config: ControllerConfig): void {
       if (error instanceof BackingRefused) throw new UsageError(`--namespace '${uri}': ${error.message}`);
       // anything else (no permission, ...) is the controller's to report
     }
+  }
+  // Memory namespaces are sparse, but a guest that writes them whole must not push the host into the OOM killer.
+  if (memoryBytes > os.totalmem()) {
+    const gib = (bytes: number): string => `${(bytes / 2 ** 30).toFixed(1)} GiB`;
+    throw new UsageError(`memory namespaces of ${gib(memoryBytes)} in all are more than this host's ${gib(os.totalmem())} of RAM; use a file: namespace`);
   }
   const identityPath = config.identityPath ?? defaultIdentityPath(specs);
   if (identityPath === undefined) return;

@@ -7,7 +7,7 @@
  * NOT_SERVING, in-flight calls drain (then are cancelled, and the daemon waits for their handlers to finish),
  * controllers flush and stop, the socket file is removed. Definitions and claims stay in the state dir.
  */
-import { existsSync, lstatSync, mkdirSync, readFileSync, unlinkSync } from 'node:fs';
+import { existsSync, lstatSync, readFileSync, unlinkSync } from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { ReflectionService } from '@grpc/reflection';
@@ -28,6 +28,7 @@ import { DeviceEventBus } from './events.js';
 import { loadProtocol, serviceDefinition } from './proto.js';
 import { daemonService } from './daemon-service.js';
 import { socketPathState } from '../util/socket-path.js';
+import { makeDirectory } from '../util/make-directory.js';
 
 export const DEFAULT_DAEMON_SOCKET = '/run/vfiod/vfiod.sock';
 export const DEFAULT_STATE_DIR = '/var/lib/vfiod';
@@ -160,7 +161,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
 
   const stateDir = options.stateDir ?? DEFAULT_STATE_DIR;
   const roots = options.roots ?? DEFAULT_ROOTS;
-  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  makeDirectory(stateDir, 0o700);
   const claims = new ClaimStore(path.join(stateDir, 'claims.db'));
   const cleanup: Array<() => Promise<void> | void> = [() => claims.close()];
   const undo = async (): Promise<void> => {
@@ -231,7 +232,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
 
     if (socketPath !== null) {
       const dir = path.dirname(path.resolve(socketPath));
-      if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
+      if (!existsSync(dir)) makeDirectory(dir, 0o700);
       // The socket is the API's only access control: nobody but the owner may connect. It is created with its mode
       // through the umask, not chmod-ed afterwards by path: whoever can write to the directory could swap the path
       // for a symlink between bind and chmod and have root chmod the link's target.

@@ -45,6 +45,7 @@ import path from 'node:path';
 import { promisify } from 'node:util';
 import { rootLogger, type Logger } from '../util/log.js';
 import { formatSize } from '../util/size.js';
+import { makeDirectory } from '../util/make-directory.js';
 import { BackingRefused, type BackingIdentity, checkBackingDescriptor, descriptorPath, openPathDescriptor } from './backing.js';
 import { NamespaceError, type ByteRange, type Namespace, type NamespaceUsage } from './namespace.js';
 import { SlicedWork, type SlicedJob } from './sliced-work.js';
@@ -222,6 +223,13 @@ export class FileNamespace implements Namespace {
       if (pathFd === undefined) {
         if (sizeBytes === undefined) throw new Error(`${what}: file does not exist; give size=<size> to create it`);
         if (readOnly) throw new Error(`${what}: file does not exist and a read-only namespace cannot create it`);
+        // A new image in a directory that does not exist yet (a fresh host's /var/lib/vfiod): make it, as `size=`
+        // asks for the file to be made.
+        try {
+          makeDirectory(path.dirname(filePath), 0o755);
+        } catch (error) {
+          throw new Error(`${what}: ${errorMessage(error)}`, { cause: error });
+        }
         // O_EXCL: a symlink put there since is not followed, the open fails instead.
         flags |= fs.constants.O_CREAT | fs.constants.O_EXCL;
         created = true;

@@ -7,7 +7,6 @@
  * (`quiesce`, `snapshot`, then `release` or `resume`), and a successor builds its controller from such a snapshot
  * (`prepareTakeOver`, `adopt`, `start`) instead of listening afresh.
  */
-import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { GuestMemory } from '../memory/guest-memory.js';
 import type { Namespace, NamespaceIds } from '../namespace/namespace.js';
@@ -25,6 +24,7 @@ import { CheckpointArea } from './checkpoint-area.js';
 import { CHECKPOINT_FD_NAME, CrashGuard, readCheckpoint, recoveredStreams } from './crash-guard.js';
 import { HolderClient, type HeldFd } from './holder-client.js';
 import { closeFds } from '../vfio-user/connection.js';
+import { makeDirectory } from '../util/make-directory.js';
 
 export interface RunningController {
   readonly config: ControllerConfig;
@@ -265,7 +265,7 @@ async function openNamespaces(config: ControllerConfig, logger: Logger): Promise
   const namespaces: Namespace[] = [];
   try {
     // The default namespace lives next to the socket, so the socket's directory must exist before it is opened.
-    await mkdir(path.dirname(path.resolve(config.socketPath)), { recursive: true, mode: 0o755 });
+    makeDirectory(path.dirname(path.resolve(config.socketPath)), 0o755);
     for (const uri of config.namespaces) namespaces.push(await openNamespace(parseNamespaceUri(uri), logger));
     return namespaces;
   } catch (error) {

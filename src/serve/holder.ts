@@ -39,6 +39,7 @@ import { socketPathState } from '../util/socket-path.js';
 import { HandoverChannel, type HandoverMessage } from './handover-channel.js';
 import { HOLDER_PROTOCOL, RESTART_EXIT_CODE } from './holder-protocol.js';
 import { notifyReady, notifyReloading, notifyStatus, notifyStopping, startWatchdog } from '../util/sd-notify.js';
+import { makeDirectory } from '../util/make-directory.js';
 
 export { HOLDER_PROTOCOL };
 
@@ -106,7 +107,7 @@ export class Holder {
     if (state === 'live') throw new Error(`${resolved} is in use: another vfiod holder listens there`);
     if (state === 'not-a-socket') throw new Error(`refusing to replace ${resolved}: it exists and is not a socket`);
     if (state === 'stale') fs.unlinkSync(resolved);
-    fs.mkdirSync(path.dirname(resolved), { recursive: true });
+    makeDirectory(path.dirname(resolved));
     const fd = native.listenUnix(resolved, 0o600, 64);
     return new Holder(resolved, fd, log, events);
   }

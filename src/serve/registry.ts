@@ -5,7 +5,7 @@
  * <state dir>/controllers/<id>.identity.json so a guest sees the same controller across restarts. Stats are sampled
  * periodically to report rates.
  */
-import { mkdirSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
+import { readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import path from 'node:path';
 import { BackingRefused, inspectBacking, isWithin, resolvedPath } from '../namespace/backing.js';
@@ -19,6 +19,7 @@ import { CONTROLLER_LIMITS, type ControllerConfig, controllerConfig, type Doorbe
 import { checkIdentityFileWritable, checkIdentityOverrides, IdentityFileRefused } from './identity-store.js';
 import { ControllerWorker } from './supervisor.js';
 import type { ControllerSnapshot } from './worker.js';
+import { makeDirectory } from '../util/make-directory.js';
 
 export type ControllerRunState = 'starting' | 'serving' | 'stopping' | 'failed';
 
@@ -120,7 +121,7 @@ export class ControllerRegistry {
     this.logger = options.logger.child({ component: 'controllers' });
     if (options.namespaceDirs === undefined) {
       const dir = path.join(options.stateDir, 'namespaces');
-      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      makeDirectory(dir, 0o700);
       this.namespaceDirs = [dir];
     } else {
       this.namespaceDirs = options.namespaceDirs.map((dir) => {
@@ -217,7 +218,7 @@ export class ControllerRegistry {
     if (sameSocket) throw new VfiodError('ALREADY_EXISTS', `controller ${id}: socket ${config.socketPath} is already used by controller ${sameSocket.id} (${sameSocket.config.socketPath})`);
     const backings = this.checkSharedResources(id, config);
     // Only once the request is known to be good: nothing on disk changes for a refused one.
-    mkdirSync(path.dirname(config.identityPath!), { recursive: true, mode: 0o700 });
+    makeDirectory(path.dirname(config.identityPath!), 0o700);
 
     // Reserved before the first await, so concurrent creates of the same id, socket or disk see it.
     const entry: Entry = { id, config, createdAt: new Date().toISOString(), state: 'starting', error: '', worker: undefined, samples: [], backings };
@@ -549,7 +550,7 @@ export class ControllerRegistry {
       version: 1,
       controllers: [...this.entries.values()].map((e) => ({ id: e.id, createdAt: e.createdAt, config: e.config })),
     };
-    mkdirSync(this.options.stateDir, { recursive: true, mode: 0o700 });
+    makeDirectory(this.options.stateDir, 0o700);
     // Write-then-rename: a crash leaves the old or the new file, never half of one.
     const tmp = `${this.stateFile}.tmp`;
     writeFileSync(tmp, JSON.stringify(data, null, 2) + '\n', { mode: 0o600 });

@@ -30,6 +30,7 @@ import {
 import { BodySize, HEADER_SIZE, MAX_COMMAND, capabilitiesJson, commandName } from './protocol.js';
 import { ClientSession, type SessionHost, type SessionState } from './session.js';
 import { checkSnapshotVersion, type FdCollector, type FdSource } from '../util/handover-fds.js';
+import { makeDirectory } from '../util/make-directory.js';
 
 /** The newest server snapshot format this build writes and reads. */
 const SERVER_STATE_VERSION = 1;
@@ -211,7 +212,7 @@ export class VfioUserServer extends EventEmitter implements SessionHost {
   async listen(): Promise<void> {
     if (this.listenFd !== undefined || this.closing)
       throw new Error(`vfio-user server on ${this.socketPath} is already listening or closed`);
-    await fs.promises.mkdir(path.dirname(this.socketPath), { recursive: true, mode: 0o755 });
+    makeDirectory(path.dirname(this.socketPath), 0o755);
     await this.removeStaleSocket();
     if (this.closing) throw new Error(`vfio-user server on ${this.socketPath} was closed while starting`);
     this.listenFd = native.listenUnix(this.socketPath, this.socketMode, 4);

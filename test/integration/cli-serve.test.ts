@@ -2,6 +2,7 @@
  * `vfiod serve` as an operator runs it: the real bin/vfiod.js in a child process (controller in a worker thread).
  * Uses the compiled dist/ that `npm test` builds first.
  */
+import os from 'node:os';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, statSync, openSync, readSync, closeSync } from 'node:fs';
@@ -106,7 +107,7 @@ describe.skipIf(!built)('vfiod serve (CLI)', () => {
     expect(onDisk).toEqual(data);
   });
 
-  it('refuses bad options with a usage error (exit 2) and a bad namespace with a clear message (exit 1)', async () => {
+  it('refuses bad options, a bad namespace URI and more memory than the host has with a usage error (exit 2); a socket where no directory can be made fails at once; a new image gets its directory', async () => {
     const run = (args: string[]): Promise<{ code: number | null; stderr: string }> =>
       new Promise((resolve) => {
         const proc = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -120,9 +121,25 @@ describe.skipIf(!built)('vfiod serve (CLI)', () => {
     const badMode = await run(['serve', '--socket', path.join(dir, 's.sock'), '--socket-mode', '999']);
     expect(badMode.code).toBe(2);
     const badNamespace = await run(['serve', '--socket', path.join(dir, 's.sock'), '--namespace', 'floppy:1M']);
-    expect(badNamespace.code).toBe(1);
-    expect(badNamespace.stderr).toMatch(/floppy/);
+    expect(badNamespace.code).toBe(2);
+    expect(badNamespace.stderr).toContain("vfiod: serve: --namespace: invalid namespace URI 'floppy:1M': unknown scheme 'floppy'");
     expect(existsSync(path.join(dir, 's.sock'))).toBe(false);
+    const tooMuch = `memory:${Math.ceil((2 * os.totalmem()) / 2 ** 30)}G`;
+    const hungry = await run(['serve', '--socket', path.join(dir, 's.sock'), '--namespace', tooMuch]);
+    expect(hungry.code).toBe(2);
+    expect(hungry.stderr).toMatch(/memory namespaces of [\d.]+ GiB in all are more than this host's [\d.]+ GiB of RAM/);
+    // Node's own recursive mkdir loops for ever under /proc; vfiod says what it could not make and exits.
+    const started = Date.now();
+    const proc = await run(['serve', '--socket', '/proc/vfiod-test/a.sock', '--namespace', `file:${path.join(dir, 'p.img')}?size=1M`]);
+    expect(proc.code).toBe(1);
+    expect(proc.stderr).toContain('cannot create directory /proc/vfiod-test: ENOENT');
+    expect(Date.now() - started).toBeLessThan(30_000);
+    // A new image (size=) in a directory that does not exist yet: the directory is made.
+    const image = path.join(dir, 'new', 'deeper', 'disk.img');
+    const fresh = await serve(['--socket', path.join(dir, 'n.sock'), '--namespace', `file:${image}?size=1M`]);
+    expect(existsSync(image)).toBe(true);
+    fresh.process.kill('SIGTERM');
+    await fresh.exited;
   });
 
   it('--log-level debug reaches the controller in its worker thread', async () => {
