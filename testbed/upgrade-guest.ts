@@ -315,10 +315,11 @@ export class UpgradeGuest {
     const best = [...this.clockSamples].sort((a, b) => a.uncertainty - b.uncertainty)[0] ?? { offset: 0, uncertainty: Infinity };
     const slack = best.uncertainty + 20;
     const windows = this.upgrades.map((u) => ({ index: u.index, from: u.quiescingAt + best.offset - slack, to: u.servingAt + best.offset + slack, u }));
-    const firstIo = Math.min(...load.latencies.map((io) => io.at - io.ms));
+    // No spread of the latency log into Math.min/max: a long run logs more I/Os than a call takes arguments.
+    const firstIo = load.latencies.reduce((min, io) => Math.min(min, io.at - io.ms), Infinity);
     const longest = (from: number, to: number): { ms: number; ios: number } => {
       const hits = load.latencies.filter((io) => io.at >= from && io.at - io.ms <= to);
-      return { ms: Math.max(0, ...hits.map((io) => io.ms)), ios: hits.length };
+      return { ms: hits.reduce((max, io) => Math.max(max, io.ms), 0), ios: hits.length };
     };
     const perUpgrade = windows.map((w, i) => {
       const hit = longest(w.from, w.to);

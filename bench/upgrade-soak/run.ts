@@ -96,7 +96,8 @@ async function soak(mode: DoorbellMode): Promise<ModeResult> {
         const record = crash ? await bed.crash() : await bed.upgrade();
         process.stderr.write(`  ${mode} ${crash ? 'crash' : 'upgrade'} ${record.index}/${upgrades}: vfiod paused ${record.servingAt - record.quiescingAt} ms\n`);
       } catch (error) {
-        errors.push(`upgrade ${i + 1}: ${(error as Error).message.split('\n')[0]}`);
+        errors.push(`${crash ? 'crash' : 'upgrade'} ${i + 1}: ${(error as Error).message.split('\n')[0]}`);
+        process.stderr.write(`  ${mode} ${crash ? 'crash' : 'upgrade'} ${i + 1} failed: ${(error as Error).message}\n`);
         break;
       }
       await bed.progress(300, 5);
