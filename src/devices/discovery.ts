@@ -402,28 +402,13 @@ export interface VfioHolder {
  */
 export function findHolders(roots: HostRoots, paths: string[]): VfioHolder[] {
   if (paths.length === 0) return [];
-  // Links name the real /dev path; with a configured dev root, accept both spellings.
-  const wanted = new Map<string, string>();
-  for (const p of paths) {
-    wanted.set(p, p);
-    const rel = path.relative(roots.dev, p);
-    if (!rel.startsWith('..')) wanted.set(path.join('/dev', rel), p);
-  }
+  // readOpenNodes names every node as /dev/...; with a configured dev root, `paths` are under it.
+  const open = readOpenNodes(roots);
   const holders: VfioHolder[] = [];
-  for (const pid of listDir(roots.proc).filter((n) => /^\d+$/.test(n))) {
-    const fdDir = path.join(roots.proc, pid, 'fd');
-    for (const fd of listDir(fdDir)) {
-      let target: string;
-      try {
-        target = readlinkSync(path.join(fdDir, fd));
-      } catch {
-        continue;
-      }
-      const match = wanted.get(target);
-      if (match && !holders.some((h) => h.pid === Number(pid) && h.path === match)) {
-        holders.push({ pid: Number(pid), comm: readTrim(path.join(roots.proc, pid, 'comm')), path: match });
-      }
-    }
+  for (const p of paths) {
+    const rel = path.relative(roots.dev, p);
+    const node = rel.startsWith('..') ? p : path.join('/dev', rel);
+    for (const holder of open.get(node) ?? []) holders.push({ pid: holder.pid, comm: holder.comm, path: p });
   }
   return holders;
 }

@@ -35,7 +35,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { native, POLL_READABLE, type FdWatcher } from '../native/index.js';
 import { rootLogger, type Logger } from '../util/log.js';
-import { socketPathState } from '../util/socket-path.js';
+import { clearStaleSocket, removeOwnSocket, socketIdentity, type SocketIdentity } from '../util/socket-path.js';
 import { HandoverChannel, type HandoverMessage } from './handover-channel.js';
 import { HOLDER_PROTOCOL, RESTART_EXIT_CODE } from './holder-protocol.js';
 import { notifyReady, notifyReloading, notifyStatus, notifyStopping, startWatchdog } from '../util/sd-notify.js';
@@ -86,7 +86,7 @@ export class Holder {
   private readonly finishing = new WeakSet<HandoverChannel>();
   private watcher: FdWatcher | undefined;
   private closed = false;
-  private readonly identity: { dev: number; ino: number };
+  private readonly identity: SocketIdentity;
 
   private constructor(
     readonly socketPath: string,
@@ -94,8 +94,7 @@ export class Holder {
     private readonly log: Logger,
     private readonly events: HolderEvents,
   ) {
-    const stat = fs.lstatSync(socketPath);
-    this.identity = { dev: stat.dev, ino: stat.ino };
+    this.identity = socketIdentity(socketPath);
     this.watcher = native.createWatcher(listenFd, this.onAcceptable);
     this.watcher.start(POLL_READABLE);
   }
@@ -103,10 +102,7 @@ export class Holder {
   /** Listens on `socketPath` (mode 0600): a stale socket file is replaced, a live one is refused. */
   static async listen(socketPath: string, log: Logger = rootLogger.child({ component: 'holder' }), events: HolderEvents = {}): Promise<Holder> {
     const resolved = path.resolve(socketPath);
-    const state = await socketPathState(resolved);
-    if (state === 'live') throw new Error(`${resolved} is in use: another vfiod holder listens there`);
-    if (state === 'not-a-socket') throw new Error(`refusing to replace ${resolved}: it exists and is not a socket`);
-    if (state === 'stale') fs.unlinkSync(resolved);
+    await clearStaleSocket(resolved, 'vfiod holder');
     makeDirectory(path.dirname(resolved));
     const fd = native.listenUnix(resolved, 0o600, 64);
     return new Holder(resolved, fd, log, events);
@@ -136,12 +132,7 @@ export class Holder {
     this.channels.clear();
     for (const entry of this.controllers.values()) for (const held of entry.held.values()) closeQuietly(held.fd);
     this.controllers.clear();
-    try {
-      const stat = fs.lstatSync(this.socketPath);
-      if (stat.isSocket() && stat.dev === this.identity.dev && stat.ino === this.identity.ino) fs.unlinkSync(this.socketPath);
-    } catch {
-      // gone already
-    }
+    removeOwnSocket(this.socketPath, this.identity);
   }
 
   private readonly onAcceptable = (events: number): void => {

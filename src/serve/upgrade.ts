@@ -20,7 +20,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { native, POLL_READABLE, type FdWatcher } from '../native/index.js';
 import type { Logger } from '../util/log.js';
-import { socketPathState } from '../util/socket-path.js';
+import { clearStaleSocket, removeOwnSocket, socketIdentity, type SocketIdentity } from '../util/socket-path.js';
 import type { ControllerHandoverState } from './controller.js';
 import { HandoverChannel } from './handover-channel.js';
 import type { ControllerConfig } from './config.js';
@@ -76,7 +76,7 @@ export class HandoverListener {
   private watcher: FdWatcher | undefined;
   private busy = false;
   private closed = false;
-  private identity: { dev: number; ino: number } | undefined;
+  private identity: SocketIdentity | undefined;
 
   private constructor(
     readonly socketPath: string,
@@ -86,8 +86,7 @@ export class HandoverListener {
     private readonly handedOver: () => void,
     private readonly describe: () => Omit<ServeDescription, 'sockets'>,
   ) {
-    const stat = fs.lstatSync(socketPath);
-    this.identity = { dev: stat.dev, ino: stat.ino };
+    this.identity = socketIdentity(socketPath);
     this.watcher = native.createWatcher(listenFd, this.onAcceptable);
     this.watcher.start(POLL_READABLE);
   }
@@ -100,10 +99,7 @@ export class HandoverListener {
     handedOver: () => void,
     describe: () => Omit<ServeDescription, 'sockets'>,
   ): Promise<HandoverListener> {
-    const state = await socketPathState(socketPath);
-    if (state === 'live') throw new Error(`${socketPath} is in use: another vfiod listens for a hand-over there`);
-    if (state === 'not-a-socket') throw new Error(`refusing to replace ${socketPath}: it exists and is not a socket`);
-    if (state === 'stale') fs.unlinkSync(socketPath);
+    await clearStaleSocket(socketPath, 'vfiod (for a hand-over)');
     const fd = native.listenUnix(socketPath, 0o600, 1);
     return new HandoverListener(socketPath, fd, workers, log, handedOver, describe);
   }
@@ -131,13 +127,7 @@ export class HandoverListener {
     } catch {
       // released either way
     }
-    if (!removeFile || !this.identity) return;
-    try {
-      const stat = fs.lstatSync(this.socketPath);
-      if (stat.isSocket() && stat.dev === this.identity.dev && stat.ino === this.identity.ino) fs.unlinkSync(this.socketPath);
-    } catch {
-      // gone already
-    }
+    if (removeFile) removeOwnSocket(this.socketPath, this.identity);
   }
 
   private readonly onAcceptable = (events: number): void => {

@@ -1,5 +1,5 @@
 /** What is at a unix socket path: nothing, a stale socket file, a socket someone listens on, or something else. */
-import { lstatSync, realpathSync, statSync } from 'node:fs';
+import { lstatSync, realpathSync, statSync, unlinkSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 
@@ -50,5 +50,47 @@ function realLocation(file: string): string {
     } catch {
       return path.resolve(file);
     }
+  }
+}
+
+/** The inode of the socket file a listener created, so that it removes only its own file later. */
+export interface SocketIdentity {
+  dev: number;
+  ino: number;
+}
+
+export function socketIdentity(socketPath: string): SocketIdentity {
+  const stat = lstatSync(socketPath);
+  return { dev: stat.dev, ino: stat.ino };
+}
+
+/**
+ * Makes room for a new listener at `socketPath`: nothing there, or a stale socket file (a killed process's), which is
+ * removed. `what` names the kind of listener in the errors: a live socket is refused (code EADDRINUSE), and so is
+ * anything that is not a socket. Returns whether a stale file was removed.
+ */
+export async function clearStaleSocket(socketPath: string, what: string): Promise<boolean> {
+  const state = await socketPathState(socketPath);
+  if (state === 'free') return false;
+  if (state === 'not-a-socket') throw new Error(`refusing to replace ${socketPath}: it exists and is not a socket`);
+  if (state === 'live') {
+    throw Object.assign(new Error(`${socketPath} is in use: another ${what} listens there`), { code: 'EADDRINUSE' });
+  }
+  unlinkSync(socketPath);
+  return true;
+}
+
+/**
+ * Removes the socket file at `socketPath` if it is still the one `identity` names: another process may have put its
+ * own there since. Errors other than "already gone" are returned for the caller to log.
+ */
+export function removeOwnSocket(socketPath: string, identity: SocketIdentity | undefined): Error | undefined {
+  if (!identity) return undefined;
+  try {
+    const stat = lstatSync(socketPath);
+    if (stat.isSocket() && stat.dev === identity.dev && stat.ino === identity.ino) unlinkSync(socketPath);
+    return undefined;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'ENOENT' ? undefined : (error as Error);
   }
 }

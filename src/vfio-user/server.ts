@@ -15,7 +15,7 @@ import type { GuestMemory } from '../memory/guest-memory.js';
 import { native, POLL_READABLE, type FdWatcher } from '../native/index.js';
 import { errnoName } from '../spec/vfio.js';
 import { rootLogger, type Logger } from '../util/log.js';
-import { socketPathState } from '../util/socket-path.js';
+import { clearStaleSocket, removeOwnSocket, socketIdentity, type SocketIdentity } from '../util/socket-path.js';
 import { Connection, type RecoveredStreams, type StreamJournal } from './connection.js';
 import { validateDevice, type VfioUserDevice } from './device.js';
 import {
@@ -120,7 +120,7 @@ export class VfioUserServer extends EventEmitter implements SessionHost {
   private listenFd: number | undefined;
   private acceptWatcher: FdWatcher | undefined;
   private acceptRetryTimer: NodeJS.Timeout | undefined;
-  private socketIdentity: { dev: number; ino: number } | undefined;
+  private socketIdentity: SocketIdentity | undefined;
   private session: ClientSession | undefined;
   /** Resolves when the previous client's cleanup is done. */
   private cleanup: Promise<void> = Promise.resolve();
@@ -217,8 +217,7 @@ export class VfioUserServer extends EventEmitter implements SessionHost {
     if (this.closing) throw new Error(`vfio-user server on ${this.socketPath} was closed while starting`);
     this.listenFd = native.listenUnix(this.socketPath, this.socketMode, 4);
     this.crash?.keepFd(this.listenFd);
-    const stat = fs.lstatSync(this.socketPath);
-    this.socketIdentity = { dev: stat.dev, ino: stat.ino };
+    this.socketIdentity = socketIdentity(this.socketPath);
     this.acceptWatcher = native.createWatcher(this.listenFd, this.onAcceptable);
     this.startAccepting();
     this.log.info('listening', { mode: '0' + this.socketMode.toString(8), maxDataTransfer: this.maxDataTransfer });
@@ -365,36 +364,15 @@ export class VfioUserServer extends EventEmitter implements SessionHost {
   }
 
   private async removeStaleSocket(): Promise<void> {
-    const state = await socketPathState(this.socketPath);
-    if (state === 'free') return;
-    if (state === 'not-a-socket') {
-      throw new Error(`refusing to replace ${this.socketPath}: it exists and is not a socket`);
-    }
-    if (state === 'live') {
-      const error = new Error(`${this.socketPath} is in use: another server is listening on it`) as NodeJS.ErrnoException;
-      error.code = 'EADDRINUSE';
-      throw error;
-    }
-    await fs.promises.unlink(this.socketPath);
-    this.log.info('removed stale socket file');
+    if (await clearStaleSocket(this.socketPath, 'server')) this.log.info('removed stale socket file');
   }
 
   private removeOwnSocketFile(): void {
-    try {
-      const stat = fs.lstatSync(this.socketPath);
-      // Only our own socket: someone may have replaced the path since.
-      if (
-        stat.isSocket() &&
-        this.socketIdentity &&
-        stat.dev === this.socketIdentity.dev &&
-        stat.ino === this.socketIdentity.ino
-      ) {
-        fs.unlinkSync(this.socketPath);
-      }
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') this.log.warn('could not remove socket file', { error });
-    }
+    // Only our own socket: someone may have replaced the path since.
+    const error = removeOwnSocket(this.socketPath, this.socketIdentity);
+    if (error) this.log.warn('could not remove socket file', { error });
   }
+
 
   private startAccepting(): void {
     if (!this.closing && !this.quiesced && this.acceptWatcher) this.acceptWatcher.start(POLL_READABLE);

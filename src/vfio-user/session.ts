@@ -115,20 +115,16 @@ export class ClientSession implements ConnectionHandler {
 
   /** This client's state, for a successor process; the connection must be paused and quiet. */
   snapshot(fds: FdCollector): SessionState {
-    return {
-      socket: fds.add(this.connection.fd),
-      clientId: this.id,
-      negotiated: this.negotiated,
-      minor: this.minor,
-      clientCapabilities: this.clientCapabilities,
-      errorLogBudget: this.errorLogBudget,
-      dma: this.dma.snapshot(fds),
-      input: this.connection.snapshotInput(fds),
-    };
+    return { ...this.state(fds), input: this.connection.snapshotInput(fds) };
   }
 
   /** This client's state for a crash checkpoint, taken while it is served. */
   checkpoint(fds: FdCollector): SessionState {
+    return { ...this.state(fds), streams: this.connection.checkpointStreams(fds) };
+  }
+
+  /** What both keep: the protocol state and the DMA mappings. */
+  private state(fds: FdCollector): SessionState {
     return {
       socket: fds.add(this.connection.fd),
       clientId: this.id,
@@ -137,7 +133,6 @@ export class ClientSession implements ConnectionHandler {
       clientCapabilities: this.clientCapabilities,
       errorLogBudget: this.errorLogBudget,
       dma: this.dma.snapshot(fds),
-      streams: this.connection.checkpointStreams(fds),
     };
   }
 
