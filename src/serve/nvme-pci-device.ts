@@ -43,7 +43,8 @@ const POLL_SLICE_MS = 0.05;
 const POLLER_OPTIONS = { spinMicros: 0, maxSleepMicros: 50, idleAfterMicros: 100_000, idleSleepMicros: 1000 };
 /**
  * Lost guest memory is looked for after every batch of work and, for work that ends outside a batch (an I/O
- * completion written into guest memory), this often.
+ * completion written into guest memory), this often: from a pass until a tick finds no I/O in flight and no pass
+ * since the previous tick. An idle controller has no timer (it would wake its thread twice a second for nothing).
  */
 const MEMORY_CHECK_INTERVAL_MS = 500;
 
@@ -94,7 +95,16 @@ export class NvmePciDevice implements VfioUserDevice {
   private memoryFaultsSeen = native.memoryFaultCount();
   /** A DMA mapping of this client lost pages; the controller fails again after every reset while it is mapped. */
   private memoryLost = false;
-  private readonly memoryCheckTimer: NodeJS.Timeout;
+  /** Runs while work may end outside a pass (see MEMORY_CHECK_INTERVAL_MS). */
+  private memoryCheckTimer: NodeJS.Timeout | undefined;
+  /** A pass ran since the memory check timer's last tick. */
+  private passSinceTick = false;
+  /**
+   * Bumped after every processing pass this device runs (one store; shared memory). The daemon's stats sampler reads
+   * it without waking this thread: when it has not moved and nothing was in flight at the last sample, the counters
+   * cannot have changed.
+   */
+  readonly activity = new Int32Array(new SharedArrayBuffer(4));
   private unmapTimer: NodeJS.Timeout | undefined;
   /** Polled mode only: the memfd behind BAR0, its mapped doorbell page, and the poller watching it. */
   private readonly doorbellFd: number | undefined;
@@ -183,7 +193,6 @@ export class NvmePciDevice implements VfioUserDevice {
     this.maxIoQueuePairs = config.maxIoQueuePairs;
     // A successor's device (bar0Fd given) starts its poller only when the upgrade is committed (start()).
     if (this.doorbellPage && options.bar0Fd === undefined) this.startPoller(this.doorbellPage, config.maxIoQueuePairs);
-    this.memoryCheckTimer = setInterval(() => this.checkGuestMemory(), MEMORY_CHECK_INTERVAL_MS).unref();
   }
 
   private readonly doorbellMode: 'interrupt' | 'polled';
@@ -286,6 +295,7 @@ export class NvmePciDevice implements VfioUserDevice {
   afterBatch(): void {
     this.controller.processQueues();
     this.checkGuestMemory();
+    this.afterPass();
   }
 
   async disconnected(): Promise<void> {
@@ -298,6 +308,7 @@ export class NvmePciDevice implements VfioUserDevice {
   /** Stops the poller and releases the doorbell memory; the device is unusable afterwards. */
   close(): void {
     clearInterval(this.memoryCheckTimer);
+    this.memoryCheckTimer = undefined;
     clearTimeout(this.unmapTimer);
     this.memory.onPinnedRemoval = undefined;
     this.poller?.close();
@@ -325,6 +336,26 @@ export class NvmePciDevice implements VfioUserDevice {
     this.poller.setWordCount(Math.min(consumed.length, 2 * (maxIoQueuePairs + 1)));
     this.poller.start();
   }
+
+  /**
+   * After a processing pass: counts it for the stats sampler (`activity`) and keeps the memory check running while
+   * work may still end outside a pass.
+   */
+  private afterPass(): void {
+    this.activity[0] = (this.activity[0]! + 1) | 0;
+    this.passSinceTick = true;
+    if (this.memoryCheckTimer === undefined) this.memoryCheckTimer = setInterval(this.memoryTick, MEMORY_CHECK_INTERVAL_MS).unref();
+  }
+
+  private readonly memoryTick = (): void => {
+    this.checkGuestMemory();
+    if (this.passSinceTick || this.controller.ioInFlight > 0) {
+      this.passSinceTick = false;
+      return;
+    }
+    clearInterval(this.memoryCheckTimer);
+    this.memoryCheckTimer = undefined;
+  };
 
   private spinning = false;
   private lastDoorbellAt = 0;
@@ -372,7 +403,10 @@ export class NvmePciDevice implements VfioUserDevice {
       if (now - this.lastDoorbellAt >= POLL_SPIN_MS) {
         // Idle: the native poller watches again. A doorbell written since the last scan differs from
         // consumedDoorbells, so its first scan reports it.
-        if (worked) this.checkGuestMemory();
+        if (worked) {
+          this.checkGuestMemory();
+          this.afterPass();
+        }
         this.spinning = false;
         poller.resume();
         return;
@@ -380,7 +414,10 @@ export class NvmePciDevice implements VfioUserDevice {
       if (now >= sliceEnd || controller.ioInFlight > 0) break;
     }
     // Lost guest memory is looked for once per slice that did work (not per pass: a native call each).
-    if (worked) this.checkGuestMemory();
+    if (worked) {
+      this.checkGuestMemory();
+      this.afterPass();
+    }
     setImmediate(this.spin);
   };
 
@@ -389,6 +426,7 @@ export class NvmePciDevice implements VfioUserDevice {
     if (!this.controller.pollDoorbells()) return false;
     this.controller.processQueues();
     this.checkGuestMemory();
+    this.afterPass();
     return true;
   }
 

@@ -23,7 +23,8 @@ import {
 import type { NvmeControllerStats } from '../nvme/stats.js';
 
 export type WorkerToMain =
-  | { type: 'ready' }
+  /** `activity`: the device's pass counter (shared memory; NvmePciDevice.activity), for the daemon's stats sampler. */
+  | { type: 'ready'; activity?: Int32Array }
   | { type: 'prepared' }
   | { type: 'failed'; message: string }
   | { type: 'stopped' }
@@ -127,7 +128,7 @@ async function handleUpgradeRequest(
     case 'start':
       if (!running) throw new Error('nothing to start');
       running.start();
-      port!.postMessage({ type: 'ready' } satisfies WorkerToMain);
+      port!.postMessage({ type: 'ready', activity: running.device.activity } satisfies WorkerToMain);
       return {};
   }
 }
@@ -179,7 +180,7 @@ if (data.takeOver) {
   startController(config, logger, data.holderSocket).then(
     (controller) => {
       running = controller;
-      port.postMessage({ type: 'ready' } satisfies WorkerToMain);
+      port.postMessage({ type: 'ready', activity: controller.device.activity } satisfies WorkerToMain);
       if (shutdownRequested) void stop();
     },
     (error: unknown) => {
