@@ -14,6 +14,7 @@ import { NvmeController, type NvmeControllerState } from '../nvme/controller.js'
 import type { ControllerIdentity } from '../nvme/identity.js';
 import { PciFunction, PciAccessError } from '../pci/index.js';
 import { DeviceFlag, IrqFlag, IrqIndex, RegionFlag } from '../spec/vfio.js';
+import { Reg } from '../spec/nvme.js';
 import type { PciFunctionState } from '../pci/function.js';
 import { checkSnapshotVersion, type FdCollector, type FdSource } from '../util/handover-fds.js';
 import {
@@ -47,6 +48,9 @@ const POLLER_OPTIONS = { spinMicros: 0, maxSleepMicros: 50, idleAfterMicros: 100
  * since the previous tick. An idle controller has no timer (it would wake its thread twice a second for nothing).
  */
 const MEMORY_CHECK_INTERVAL_MS = 500;
+/** CC (Controller Configuration) and its EN bit. */
+const CC_OFFSET = Reg.CC;
+const CC_EN = 1;
 
 const DEVICE_STATE_VERSION = 1;
 
@@ -139,7 +143,7 @@ export class NvmePciDevice implements VfioUserDevice {
           size: BAR0_SIZE,
           is64Bit: true,
           read: (offset, dst) => this.controller.bar0Read(offset, dst),
-          write: (offset, src) => this.controller.bar0Write(offset, src),
+          write: (offset, src) => this.bar0Write(offset, src),
           ...(this.doorbellFd !== undefined
             ? { mmap: { fd: this.doorbellFd, fdOffset: 0, areas: [{ offset: DOORBELL_OFFSET, size: DOORBELL_PAGE_SIZE }] } }
             : {}),
@@ -148,6 +152,7 @@ export class NvmePciDevice implements VfioUserDevice {
       onFunctionLevelReset: () => {
         this.logger.info('function level reset');
         void this.controller.reset();
+        this.syncPoller();
       },
       logger: this.logger,
     });
@@ -199,6 +204,13 @@ export class NvmePciDevice implements VfioUserDevice {
   private readonly maxIoQueuePairs: number;
   private readonly doorbellPageKept: boolean;
   private quiesced = false;
+  /**
+   * Polled mode: CC.EN as the host last wrote it. While it is 0 there are no queues and the native poller sleeps
+   * without a timeout (paused) instead of waking 1000 times a second; it watches the page again from the CC write
+   * that sets EN (the only way from 0 to 1 besides a restored snapshot).
+   */
+  private hostEnabled = false;
+  private readonly ccBytes = new Uint8Array(4);
 
   /** Whether a REGION_WRITE at `offset` of `region` is a doorbell write (it changes only the doorbell page). */
   static isDoorbellWrite(region: number, offset: number): boolean {
@@ -256,6 +268,7 @@ export class NvmePciDevice implements VfioUserDevice {
     this.pci.restore(saved.pci, fds);
     this.controller.restore(saved.nvme, { doorbellPageKept: this.doorbellPageKept });
     this.quiesced = true;
+    this.syncPoller();
   }
 
   start(): void {
@@ -288,7 +301,9 @@ export class NvmePciDevice implements VfioUserDevice {
   }
 
   async reset(): Promise<void> {
-    await this.controller.reset();
+    const done = this.controller.reset();
+    this.syncPoller();
+    await done;
     this.pci.reset();
   }
 
@@ -299,7 +314,9 @@ export class NvmePciDevice implements VfioUserDevice {
   }
 
   async disconnected(): Promise<void> {
-    await this.controller.reset();
+    const done = this.controller.reset();
+    this.syncPoller();
+    await done;
     this.pci.reset();
     this.pci.releaseInterrupts();
     if (this.doorbellPage) new Uint32Array(this.doorbellPage).fill(0);
@@ -335,6 +352,37 @@ export class NvmePciDevice implements VfioUserDevice {
     this.poller = native.createDoorbellPoller(page, consumed, POLLER_OPTIONS, this.onDoorbellWake);
     this.poller.setWordCount(Math.min(consumed.length, 2 * (maxIoQueuePairs + 1)));
     this.poller.start();
+    this.syncPoller();
+  }
+
+  /**
+   * BAR0 writes go to the controller. Polled mode: a write that covers CC decides whether the native poller watches
+   * the doorbell page (CC.EN 1) or sleeps (CC.EN 0).
+   */
+  private bar0Write(offset: number, src: Uint8Array): void {
+    if (this.poller === undefined || offset >= CC_OFFSET + 4 || offset + src.length <= CC_OFFSET) {
+      this.controller.bar0Write(offset, src);
+      return;
+    }
+    // What the poller would have done while it slept: a disabled controller takes doorbell writes as ignored (and
+    // so does not see them as new once enabled).
+    if (!this.hostEnabled) this.controller.pollDoorbells();
+    this.controller.bar0Write(offset, src);
+    this.syncPoller();
+  }
+
+  /** Polled mode: pauses the native poller while CC.EN is 0, lets it watch (unless this thread polls) while 1. */
+  private syncPoller(): void {
+    if (this.poller === undefined) return;
+    this.controller.bar0Read(CC_OFFSET, this.ccBytes);
+    this.hostEnabled = (this.ccBytes[0]! & CC_EN) !== 0;
+    if (!this.hostEnabled) this.poller.pause();
+    else if (!this.spinning) this.poller.resume();
+  }
+
+  /** The worker stops polling: the native poller watches again, if there is anything to watch. */
+  private handBack(poller: DoorbellPoller | undefined): void {
+    if (this.hostEnabled) poller?.resume();
   }
 
   /**
@@ -378,7 +426,7 @@ export class NvmePciDevice implements VfioUserDevice {
     if (poller === undefined || this.quiesced) {
       this.spinning = false;
       // Hand the page back (a pause survives stop/start): a live upgrade that fails resumes a poller that watches.
-      poller?.resume();
+      this.handBack(poller);
       return;
     }
     const controller = this.controller;
@@ -408,7 +456,7 @@ export class NvmePciDevice implements VfioUserDevice {
           this.afterPass();
         }
         this.spinning = false;
-        poller.resume();
+        this.handBack(poller);
         return;
       }
       if (now >= sliceEnd || controller.ioInFlight > 0) break;
