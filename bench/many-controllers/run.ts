@@ -155,8 +155,9 @@ function threads(pid: number): Map<string, ThreadSample> {
 /** What a thread is, from its name (Node workers carry the process name; the main thread's tid is the pid). */
 function threadGroup(pid: number, t: ThreadSample): string {
   if (t.tid === String(pid)) return 'main thread';
-  if (t.comm === 'node' || t.comm === 'MainThread') return 'controller workers (JS)';
+  if (t.comm === 'node' || t.comm === 'MainThread') return 'Node threads (controller workers, V8, libuv)';
   if (t.comm === 'vfiod-doorbell') return 'doorbell pollers';
+  if (t.comm === 'vfiod-db-idle') return 'doorbell idle scanner';
   if (t.comm.startsWith('libuv-worker') || t.comm.startsWith('libuv')) return 'libuv pool';
   if (t.comm.startsWith('V8') || t.comm.includes('DefaultWorke') || t.comm.includes('DelayedTask')) return 'V8 helpers (GC, compiler)';
   return `other (${t.comm})`;
@@ -328,7 +329,7 @@ async function runMode(o: Options, label: string, checkout: string, mode: Mode, 
     const empty = await measure(d.pid, o.seconds);
     const push = (phase: Row['phase'], n: number, w: Window, extra: Partial<Row> = {}): void => {
       const row: Row = { checkout: label, mode, phase, controllers: n, window: w, loadavg: loadavg(), ...extra };
-      if (n > 0) {
+      if (n > 0 && phase !== 'busy') {
         row.perController = {
           cpuPercent: (w.cpuPercent - empty.cpuPercent) / n,
           rssMiB: (w.rssMiB - empty.rssMiB) / n,
@@ -370,7 +371,7 @@ async function runMode(o: Options, label: string, checkout: string, mode: Mode, 
       const results = await Promise.all(runs);
       const ok = results.filter((r) => r.ok);
       for (const r of results) if (!r.ok) log(`client ${r.controller} failed: ${r.error ?? 'not ok'}`);
-      push('busy', o.busy, w, {
+      push('busy', o.controllers, w, {
         busy: { results, totalIops: ok.reduce((a, r) => a + r.iops, 0), spread: spread(results.map((r) => r.iops)) },
       });
     }
