@@ -26,6 +26,13 @@
 // setWordCount() never wait for a sleep to end, and the thread's timer slack is set to 1 ns so short sleeps are
 // not rounded up to the default 50 µs.
 //
+// Deep idle is shared: a poller that has reached it parks (blocks without a timeout) with the process's one idle
+// scanner thread, which looks at every parked page every idleSleepMicros (the smallest of the parked pollers') and
+// signals that page's consumer (uv_async_send, as the poller would) and wakes its poller, which scans and starts its
+// policy again from spinning. So N idle controllers cost one thread's ~1000 wake-ups a second, not N times that
+// (64 of them cost a fifth of a core before). A parked poller's page and `consumed` stay valid: the poller leaves
+// the scanner (under its lock) before stop() can join it, and Close() comes after that.
+//
 // Hand-over: pause() makes the thread stop scanning and block (no timeout, no CPU) until resume(), for as long
 // as the consumer watches the page itself (the worker polls while it is busy). Two pollers of one page on one
 // core fight for it: before pause existed, the thread's short sleeps woke it every few µs and the scheduler gave
@@ -47,6 +54,7 @@
 #include <mutex>
 #include <sched.h>
 #include <signal.h>
+#include <vector>
 
 namespace vfiod {
 namespace {
@@ -74,6 +82,27 @@ inline void CpuRelax() {
 inline uint32_t LoadWord(const uint32_t* words, uint32_t i) { return __atomic_load_n(&words[i], __ATOMIC_RELAXED); }
 
 class Poller;
+struct PollerCore;
+
+// The process's idle scanner (see the file comment). Never destroyed: a worker's env teardown joins its pollers,
+// which leave the scanner first; the scanner thread itself exits whenever nothing is parked.
+class IdleScanner {
+ public:
+  static IdleScanner& Get() {
+    static IdleScanner* scanner = new IdleScanner();
+    return *scanner;
+  }
+  // On a poller thread, not holding the core's mutex.
+  void Park(PollerCore* core);
+  void Unpark(PollerCore* core);
+
+ private:
+  void Run();
+  std::mutex mutex_;
+  std::condition_variable cv_;
+  std::vector<PollerCore*> parked_;
+  bool running_ = false;
+};
 
 struct PollerCore final : EnvResource {
   uv_async_t async;
@@ -106,6 +135,17 @@ struct PollerCore final : EnvResource {
   std::atomic<bool> paused{false};
   std::mutex mutex;
   std::condition_variable cv;
+  // Guarded by `mutex`: the idle scanner found an unconsumed word while this poller was parked.
+  bool kicked = false;
+
+  // Whether any of the first `wordCount` words differs from what the consumer took (the idle scanner's test).
+  bool Unconsumed() const {
+    uint32_t n = wordCount.load(std::memory_order_acquire);
+    for (uint32_t i = 0; i < n; i++) {
+      if (LoadWord(words, i) != LoadWord(consumed, i)) return true;
+    }
+    return false;
+  }
 
   bool Start(Napi::Env env);
   // On the JS thread: checks that `consumed` is still attached where it was and holds at least `count` words.
@@ -161,6 +201,24 @@ void PollerCore::Run() {
                quietNs >= spinNs) {
       // Nothing new since the last scan (anything unconsumed has been signalled): back off.
       sleepNs = sleepNs == 0 ? kFirstSleepNs : sleepNs * 2;
+      if (idleAfterNs != 0 && quietNs >= idleAfterNs && sleepNs >= idleSleepNs) {
+        // Deep idle: the shared scanner watches the page; this thread blocks until it, stop(), pause() or
+        // setWordCount() says otherwise, then rescans at once.
+        {
+          std::lock_guard<std::mutex> lock(mutex);
+          kicked = false;
+        }
+        IdleScanner::Get().Park(this);
+        {
+          std::unique_lock<std::mutex> lock(mutex);
+          cv.wait(lock, [this, n] {
+            return kicked || stopFlag.load(std::memory_order_relaxed) ||
+                   wordCount.load(std::memory_order_relaxed) != n || paused.load(std::memory_order_relaxed);
+          });
+        }
+        IdleScanner::Get().Unpark(this);
+        continue;
+      }
       sleepNs = std::min(sleepNs, idleAfterNs != 0 && quietNs >= idleAfterNs ? idleSleepNs : maxSleepNs);
       std::unique_lock<std::mutex> lock(mutex);
       cv.wait_for(lock, std::chrono::nanoseconds(sleepNs), [this, n] {
@@ -171,6 +229,67 @@ void PollerCore::Run() {
     }
     CpuRelax();
   }
+}
+
+void IdleScanner::Park(PollerCore* core) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  parked_.push_back(core);
+  if (running_) {
+    cv_.notify_one();  // a scan at once: the page may have changed since the poller's last look
+    return;
+  }
+  // Signals as for the pollers (PollerCore::Start): none but SIGBUS, which the guard must be able to handle.
+  sigset_t all, old;
+  sigfillset(&all);
+  sigdelset(&all, SIGBUS);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  pthread_t thread;
+  int rc = pthread_create(
+      &thread, nullptr,
+      [](void* arg) -> void* {
+        static_cast<IdleScanner*>(arg)->Run();
+        return nullptr;
+      },
+      this);
+  pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (rc != 0) {
+    // No scanner: the poller must not sleep unwatched. Kick it straight back to its own sleeps.
+    parked_.pop_back();
+    std::lock_guard<std::mutex> coreLock(core->mutex);
+    core->kicked = true;
+    return;
+  }
+  pthread_detach(thread);
+  running_ = true;
+}
+
+void IdleScanner::Unpark(PollerCore* core) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = std::find(parked_.begin(), parked_.end(), core);
+  if (it != parked_.end()) parked_.erase(it);
+}
+
+void IdleScanner::Run() {
+  pthread_setname_np(pthread_self(), "vfiod-db-idle");
+  prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
+  std::unique_lock<std::mutex> lock(mutex_);
+  while (!parked_.empty()) {
+    uint64_t sleepNs = kMaxSleepMicros * 1000;
+    for (PollerCore* core : parked_) {
+      sleepNs = std::min(sleepNs, core->idleSleepNs);
+      if (!core->Unconsumed()) continue;
+      // The consumer first (one hand-off, as when the poller finds it itself), then the poller, which starts its
+      // policy again. The async handle lives until Close(), after the poller has left (Unpark needs mutex_).
+      uv_async_send(&core->async);
+      {
+        std::lock_guard<std::mutex> coreLock(core->mutex);
+        core->kicked = true;
+      }
+      core->cv.notify_all();
+    }
+    cv_.wait_for(lock, std::chrono::nanoseconds(sleepNs));
+  }
+  running_ = false;
 }
 
 bool PollerCore::Start(Napi::Env jsEnv) {

@@ -14,6 +14,7 @@ import { NvmeController, type NvmeControllerState } from '../nvme/controller.js'
 import type { ControllerIdentity } from '../nvme/identity.js';
 import { PciFunction, PciAccessError } from '../pci/index.js';
 import { DeviceFlag, IrqFlag, IrqIndex, RegionFlag } from '../spec/vfio.js';
+import { Reg } from '../spec/nvme.js';
 import type { PciFunctionState } from '../pci/function.js';
 import { checkSnapshotVersion, type FdCollector, type FdSource } from '../util/handover-fds.js';
 import {
@@ -43,9 +44,13 @@ const POLL_SLICE_MS = 0.05;
 const POLLER_OPTIONS = { spinMicros: 0, maxSleepMicros: 50, idleAfterMicros: 100_000, idleSleepMicros: 1000 };
 /**
  * Lost guest memory is looked for after every batch of work and, for work that ends outside a batch (an I/O
- * completion written into guest memory), this often.
+ * completion written into guest memory), this often: from a pass until a tick finds no I/O in flight and no pass
+ * since the previous tick. An idle controller has no timer (it would wake its thread twice a second for nothing).
  */
 const MEMORY_CHECK_INTERVAL_MS = 500;
+/** CC (Controller Configuration) and its EN bit. */
+const CC_OFFSET = Reg.CC;
+const CC_EN = 1;
 
 const DEVICE_STATE_VERSION = 1;
 
@@ -94,7 +99,16 @@ export class NvmePciDevice implements VfioUserDevice {
   private memoryFaultsSeen = native.memoryFaultCount();
   /** A DMA mapping of this client lost pages; the controller fails again after every reset while it is mapped. */
   private memoryLost = false;
-  private readonly memoryCheckTimer: NodeJS.Timeout;
+  /** Runs while work may end outside a pass (see MEMORY_CHECK_INTERVAL_MS). */
+  private memoryCheckTimer: NodeJS.Timeout | undefined;
+  /** A pass ran since the memory check timer's last tick. */
+  private passSinceTick = false;
+  /**
+   * Bumped after every processing pass this device runs (one store; shared memory). The daemon's stats sampler reads
+   * it without waking this thread: when it has not moved and nothing was in flight at the last sample, the counters
+   * cannot have changed.
+   */
+  readonly activity = new Int32Array(new SharedArrayBuffer(4));
   private unmapTimer: NodeJS.Timeout | undefined;
   /** Polled mode only: the memfd behind BAR0, its mapped doorbell page, and the poller watching it. */
   private readonly doorbellFd: number | undefined;
@@ -129,7 +143,7 @@ export class NvmePciDevice implements VfioUserDevice {
           size: BAR0_SIZE,
           is64Bit: true,
           read: (offset, dst) => this.controller.bar0Read(offset, dst),
-          write: (offset, src) => this.controller.bar0Write(offset, src),
+          write: (offset, src) => this.bar0Write(offset, src),
           ...(this.doorbellFd !== undefined
             ? { mmap: { fd: this.doorbellFd, fdOffset: 0, areas: [{ offset: DOORBELL_OFFSET, size: DOORBELL_PAGE_SIZE }] } }
             : {}),
@@ -138,6 +152,7 @@ export class NvmePciDevice implements VfioUserDevice {
       onFunctionLevelReset: () => {
         this.logger.info('function level reset');
         void this.controller.reset();
+        this.syncPoller();
       },
       logger: this.logger,
     });
@@ -183,13 +198,19 @@ export class NvmePciDevice implements VfioUserDevice {
     this.maxIoQueuePairs = config.maxIoQueuePairs;
     // A successor's device (bar0Fd given) starts its poller only when the upgrade is committed (start()).
     if (this.doorbellPage && options.bar0Fd === undefined) this.startPoller(this.doorbellPage, config.maxIoQueuePairs);
-    this.memoryCheckTimer = setInterval(() => this.checkGuestMemory(), MEMORY_CHECK_INTERVAL_MS).unref();
   }
 
   private readonly doorbellMode: 'interrupt' | 'polled';
   private readonly maxIoQueuePairs: number;
   private readonly doorbellPageKept: boolean;
   private quiesced = false;
+  /**
+   * Polled mode: CC.EN as the host last wrote it. While it is 0 there are no queues and the native poller sleeps
+   * without a timeout (paused) instead of waking 1000 times a second; it watches the page again from the CC write
+   * that sets EN (the only way from 0 to 1 besides a restored snapshot).
+   */
+  private hostEnabled = false;
+  private readonly ccBytes = new Uint8Array(4);
 
   /** Whether a REGION_WRITE at `offset` of `region` is a doorbell write (it changes only the doorbell page). */
   static isDoorbellWrite(region: number, offset: number): boolean {
@@ -247,6 +268,7 @@ export class NvmePciDevice implements VfioUserDevice {
     this.pci.restore(saved.pci, fds);
     this.controller.restore(saved.nvme, { doorbellPageKept: this.doorbellPageKept });
     this.quiesced = true;
+    this.syncPoller();
   }
 
   start(): void {
@@ -279,17 +301,22 @@ export class NvmePciDevice implements VfioUserDevice {
   }
 
   async reset(): Promise<void> {
-    await this.controller.reset();
+    const done = this.controller.reset();
+    this.syncPoller();
+    await done;
     this.pci.reset();
   }
 
   afterBatch(): void {
     this.controller.processQueues();
     this.checkGuestMemory();
+    this.afterPass();
   }
 
   async disconnected(): Promise<void> {
-    await this.controller.reset();
+    const done = this.controller.reset();
+    this.syncPoller();
+    await done;
     this.pci.reset();
     this.pci.releaseInterrupts();
     if (this.doorbellPage) new Uint32Array(this.doorbellPage).fill(0);
@@ -298,6 +325,7 @@ export class NvmePciDevice implements VfioUserDevice {
   /** Stops the poller and releases the doorbell memory; the device is unusable afterwards. */
   close(): void {
     clearInterval(this.memoryCheckTimer);
+    this.memoryCheckTimer = undefined;
     clearTimeout(this.unmapTimer);
     this.memory.onPinnedRemoval = undefined;
     this.poller?.close();
@@ -324,7 +352,58 @@ export class NvmePciDevice implements VfioUserDevice {
     this.poller = native.createDoorbellPoller(page, consumed, POLLER_OPTIONS, this.onDoorbellWake);
     this.poller.setWordCount(Math.min(consumed.length, 2 * (maxIoQueuePairs + 1)));
     this.poller.start();
+    this.syncPoller();
   }
+
+  /**
+   * BAR0 writes go to the controller. Polled mode: a write that covers CC decides whether the native poller watches
+   * the doorbell page (CC.EN 1) or sleeps (CC.EN 0).
+   */
+  private bar0Write(offset: number, src: Uint8Array): void {
+    if (this.poller === undefined || offset >= CC_OFFSET + 4 || offset + src.length <= CC_OFFSET) {
+      this.controller.bar0Write(offset, src);
+      return;
+    }
+    // What the poller would have done while it slept: a disabled controller takes doorbell writes as ignored (and
+    // so does not see them as new once enabled).
+    if (!this.hostEnabled) this.controller.pollDoorbells();
+    this.controller.bar0Write(offset, src);
+    this.syncPoller();
+  }
+
+  /** Polled mode: pauses the native poller while CC.EN is 0, lets it watch (unless this thread polls) while 1. */
+  private syncPoller(): void {
+    if (this.poller === undefined) return;
+    this.controller.bar0Read(CC_OFFSET, this.ccBytes);
+    this.hostEnabled = (this.ccBytes[0]! & CC_EN) !== 0;
+    if (!this.hostEnabled) this.poller.pause();
+    else if (!this.spinning) this.poller.resume();
+  }
+
+  /** The worker stops polling: the native poller watches again, if there is anything to watch. */
+  private handBack(poller: DoorbellPoller | undefined): void {
+    if (this.hostEnabled) poller?.resume();
+  }
+
+  /**
+   * After a processing pass: counts it for the stats sampler (`activity`) and keeps the memory check running while
+   * work may still end outside a pass.
+   */
+  private afterPass(): void {
+    this.activity[0] = (this.activity[0]! + 1) | 0;
+    this.passSinceTick = true;
+    if (this.memoryCheckTimer === undefined) this.memoryCheckTimer = setInterval(this.memoryTick, MEMORY_CHECK_INTERVAL_MS).unref();
+  }
+
+  private readonly memoryTick = (): void => {
+    this.checkGuestMemory();
+    if (this.passSinceTick || this.controller.ioInFlight > 0) {
+      this.passSinceTick = false;
+      return;
+    }
+    clearInterval(this.memoryCheckTimer);
+    this.memoryCheckTimer = undefined;
+  };
 
   private spinning = false;
   private lastDoorbellAt = 0;
@@ -347,7 +426,7 @@ export class NvmePciDevice implements VfioUserDevice {
     if (poller === undefined || this.quiesced) {
       this.spinning = false;
       // Hand the page back (a pause survives stop/start): a live upgrade that fails resumes a poller that watches.
-      poller?.resume();
+      this.handBack(poller);
       return;
     }
     const controller = this.controller;
@@ -372,15 +451,21 @@ export class NvmePciDevice implements VfioUserDevice {
       if (now - this.lastDoorbellAt >= POLL_SPIN_MS) {
         // Idle: the native poller watches again. A doorbell written since the last scan differs from
         // consumedDoorbells, so its first scan reports it.
-        if (worked) this.checkGuestMemory();
+        if (worked) {
+          this.checkGuestMemory();
+          this.afterPass();
+        }
         this.spinning = false;
-        poller.resume();
+        this.handBack(poller);
         return;
       }
       if (now >= sliceEnd || controller.ioInFlight > 0) break;
     }
     // Lost guest memory is looked for once per slice that did work (not per pass: a native call each).
-    if (worked) this.checkGuestMemory();
+    if (worked) {
+      this.checkGuestMemory();
+      this.afterPass();
+    }
     setImmediate(this.spin);
   };
 
@@ -389,6 +474,7 @@ export class NvmePciDevice implements VfioUserDevice {
     if (!this.controller.pollDoorbells()) return false;
     this.controller.processQueues();
     this.checkGuestMemory();
+    this.afterPass();
     return true;
   }
 

@@ -34,6 +34,8 @@ export class ControllerWorker implements HandoverWorker {
   private readonly replyWaiters = new Map<number, (reply: Extract<WorkerToMain, { type: 'reply' }>) => void>();
   /** Take-over mode: resolves once the namespaces are open and the worker waits for the predecessor's state. */
   readonly prepared: Promise<void>;
+  /** The device's pass counter, shared with the worker (see `activity`). */
+  private activityCounter: Int32Array | undefined;
 
   /** `takeOver`: the worker builds its controller from a predecessor's snapshot (docs/restart.md). */
   /**
@@ -67,7 +69,10 @@ export class ControllerWorker implements HandoverWorker {
     this.prepared.catch(() => {});
     this.ready = new Promise((resolve, reject) => {
       this.worker.on('message', (message: WorkerToMain) => {
-        if (message.type === 'ready') resolve();
+        if (message.type === 'ready') {
+          this.activityCounter = message.activity;
+          resolve();
+        }
         if (message.type === 'loaded') this.resolveLoaded();
         if (message.type === 'prepared') prepared();
         if (message.type === 'failed') {
@@ -141,6 +146,15 @@ export class ControllerWorker implements HandoverWorker {
         resolve(null);
       }
     });
+  }
+
+  /**
+   * How many processing passes the controller has run (wrapping), read from shared memory without waking its
+   * thread; undefined before it is ready. Unchanged, with nothing in flight at the last snapshot, means the
+   * controller's counters have not changed either.
+   */
+  activity(): number | undefined {
+    return this.activityCounter === undefined ? undefined : Atomics.load(this.activityCounter, 0);
   }
 
   /**

@@ -23,8 +23,9 @@ import {
 import type { NvmeControllerStats } from '../nvme/stats.js';
 
 export type WorkerToMain =
-  | { type: 'ready' }
   | { type: 'loaded' }
+  /** `activity`: the device's pass counter (shared memory; NvmePciDevice.activity), for the daemon's stats sampler. */
+  | { type: 'ready'; activity?: Int32Array }
   | { type: 'prepared' }
   | { type: 'failed'; message: string }
   | { type: 'stopped' }
@@ -140,7 +141,7 @@ async function handleUpgradeRequest(
     case 'start':
       if (!running) throw new Error('nothing to start');
       running.start();
-      port!.postMessage({ type: 'ready' } satisfies WorkerToMain);
+      port!.postMessage({ type: 'ready', activity: running.device.activity } satisfies WorkerToMain);
       return {};
   }
 }
@@ -198,7 +199,7 @@ function begin(): void {
     startController(config, logger, data.holderSocket).then(
       (controller) => {
         running = controller;
-        port!.postMessage({ type: 'ready' } satisfies WorkerToMain);
+        port!.postMessage({ type: 'ready', activity: controller.device.activity } satisfies WorkerToMain);
         if (shutdownRequested) void stop();
       },
       (error: unknown) => {

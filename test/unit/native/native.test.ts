@@ -771,6 +771,47 @@ describe('doorbell poller', () => {
     closeFd(fd);
   });
 
+  it('deep idle is shared: parked pollers block, one idle scanner watches their pages, each write wakes its own poller', async () => {
+    const options = { spinMicros: 0, maxSleepMicros: 50, idleAfterMicros: 2_000, idleSleepMicros: 1000 };
+    const before = new Set(fs.readdirSync('/proc/self/task'));
+    const pollers = Array.from({ length: 3 }, () => {
+      const p = page();
+      const consumed = new Uint32Array(2);
+      const state = { ...p, consumed, took: 0, poller: undefined as unknown as ReturnType<typeof native.createDoorbellPoller> };
+      state.poller = native.createDoorbellPoller(p.mine, consumed, options, () => {
+        if (p.doorbells[0] !== consumed[0]) state.took++;
+        consumed[0] = p.doorbells[0]!;
+      });
+      state.poller.setWordCount(2);
+      return state;
+    });
+    // The scanner is the process's (an earlier test's may still be on its way out): count it whenever it started.
+    const threadsNamed = (name: string): string[] =>
+      fs.readdirSync('/proc/self/task').filter((t) => (name === 'vfiod-db-idle' || !before.has(t)) && readTask(t, 'comm').trim() === name);
+    await waitFor(() => threadsNamed('vfiod-doorbell').length === 3 && threadsNamed('vfiod-db-idle').length === 1, 'three pollers and one idle scanner');
+    await sleep(50); // past idleAfterMicros: all parked
+    const switches = (tid: string): number => Number(/voluntary_ctxt_switches:\s+(\d+)/.exec(readTask(tid, 'status'))![1]);
+    const own = threadsNamed('vfiod-doorbell');
+    const at = own.map(switches);
+    await sleep(100);
+    // Parked: blocked without a timeout (on their own, 1 ms sleeps would be ~100 wake-ups each).
+    own.forEach((tid, i) => expect(switches(tid) - at[i]!).toBeLessThan(10));
+    for (const [i, p] of pollers.entries()) {
+      p.doorbells[0] = i + 1;
+      await waitFor(() => p.took === 1, `a write to page ${i} while parked`);
+    }
+    expect(pollers.map((p) => p.took)).toEqual([1, 1, 1]);
+    // Stopping and closing parked pollers does not wait for the scanner, and it goes once nothing is parked.
+    await sleep(50);
+    for (const p of pollers) {
+      p.poller.close();
+      native.munmap(p.mine);
+      native.munmap(p.guest);
+      closeFd(p.fd);
+    }
+    await waitFor(() => threadsNamed('vfiod-db-idle').length === 0, 'the idle scanner to exit');
+  });
+
   it('can be closed from inside its callback', async () => {
     const { fd, mine, guest, doorbells } = page();
     let calls = 0;
