@@ -2,7 +2,8 @@
 // The `prepack` script (before `npm pack` / `npm publish`): puts this machine's native addon into
 // prebuilds/<platform>-<arch>/vfiod_native.node, which the tarball ships and an install uses instead of compiling
 // (scripts/install-native.mjs). build/Release is rebuilt with node-gyp first when it is missing or older than
-// native/ or binding.gyp. (`prepare` compiles dist/ right after this.)
+// native/ or binding.gyp (with --no-build, build/Release is copied as it is: the package test does that, since a
+// rebuild would replace the addon under the tests running from it). (`prepare` compiles dist/ right after this.)
 //
 // The addon is N-API 8 (any Node >= 20) and links only glibc and libstdc++: it loads on any linux-x64 whose glibc and
 // libstdc++ are at least what it was built against (docs/native.md); elsewhere the install builds it from source.
@@ -17,7 +18,7 @@ const target = path.join(root, 'prebuilds', `${process.platform}-${process.arch}
 
 const sources = [path.join(root, 'binding.gyp'), ...readdirSync(path.join(root, 'native')).map((name) => path.join(root, 'native', name))];
 const newestSource = Math.max(...sources.map((file) => statSync(file).mtimeMs));
-if (!existsSync(built) || statSync(built).mtimeMs < newestSource) {
+if (!existsSync(built) || (statSync(built).mtimeMs < newestSource && !process.argv.includes('--no-build'))) {
   console.log('vfiod prebuild: build/Release is missing or older than native/; node-gyp rebuild');
   const result = spawnSync('node-gyp', ['rebuild'], { cwd: root, stdio: 'inherit' });
   if (result.status !== 0) {

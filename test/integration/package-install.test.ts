@@ -5,8 +5,8 @@
  *
  * Kept cheap (docs/testing.md, What CI costs): the pack reuses the dist/ that `npm test` has just built and the addon
  * `npm install` has built (`--ignore-scripts`: `prepare` would recompile dist/ under the other test files running
- * from it; scripts/prebuild.mjs, the `prepack` script, is run by hand and only copies build/Release). The install
- * skips the dependencies' install scripts (better-sqlite3 compiles SQLite when it cannot download its binary: minutes;
+ * from it; scripts/prebuild.mjs, the `prepack` script, is run by hand with --no-build: it only copies build/Release).
+ * The install skips the dependencies' install scripts (better-sqlite3 compiles SQLite when it cannot download its binary: minutes;
  * only `vfiod devices` and the daemon use it) and then runs vfiod's own through `npm rebuild vfiod`, as an install
  * would. Dependencies come from the npm cache that `npm install` filled, the registry for what is not in it.
  */
@@ -51,7 +51,7 @@ describe.skipIf(!built)('the npm package', () => {
   beforeAll(async () => {
     dir = temporaryDir('vfiod-package-');
     let at = Date.now();
-    await sh(process.execPath, ['scripts/prebuild.mjs'], root);
+    await sh(process.execPath, ['scripts/prebuild.mjs', '--no-build'], root);
     const packed = JSON.parse(
       await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dir], { cwd: root, maxBuffer: 64 << 20 }).then((r) => r.stdout),
     ) as Array<{ filename: string }>;
