@@ -41,7 +41,7 @@ if (!fromSource) {
 }
 
 // npm puts its own node-gyp on PATH for install scripts; a checkout also has the devDependency.
-const result = spawnSync('node-gyp', ['rebuild'], { cwd: root, stdio: 'inherit' });
+const result = spawnSync('node-gyp', ['rebuild', '--jobs', 'max'], { cwd: root, stdio: 'inherit' });
 if (result.error) {
   console.error(`vfiod: cannot run node-gyp (${result.error.message}); run this through npm, or install node-gyp`);
   process.exit(1);

@@ -20,7 +20,7 @@ const sources = [path.join(root, 'binding.gyp'), ...readdirSync(path.join(root, 
 const newestSource = Math.max(...sources.map((file) => statSync(file).mtimeMs));
 if (!existsSync(built) || (statSync(built).mtimeMs < newestSource && !process.argv.includes('--no-build'))) {
   console.log('vfiod prebuild: build/Release is missing or older than native/; node-gyp rebuild');
-  const result = spawnSync('node-gyp', ['rebuild'], { cwd: root, stdio: 'inherit' });
+  const result = spawnSync('node-gyp', ['rebuild', '--jobs', 'max'], { cwd: root, stdio: 'inherit' });
   if (result.status !== 0) {
     console.error(`vfiod prebuild: node-gyp rebuild failed${result.error ? ` (${result.error.message})` : ''}`);
     process.exit(1);
