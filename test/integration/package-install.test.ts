@@ -78,7 +78,7 @@ describe.skipIf(!built)('the npm package', () => {
 
   it('ships dist/ and the prebuilt addon, nothing to compile, no build tools at run time', async () => {
     const files = (await sh('tar', ['-tzf', tarball], dir)).split('\n').filter(Boolean);
-    for (const file of ['package/bin/vfiod.js', 'package/dist/cli/main.js', 'package/dist/serve/worker.js', `package/${prebuilt}`, 'package/proto/vfiod/v1/controllers.proto', 'package/binding.gyp', 'package/native/addon.cc', 'package/scripts/install-native.mjs']) {
+    for (const file of ['package/bin/vfiod.js', 'package/dist/cli/main.js', 'package/dist/serve/worker.js', `package/${prebuilt}`, 'package/proto/vfiod/v1/controllers.proto', 'package/contrib/systemd/vfiod.service', 'package/binding.gyp', 'package/native/addon.cc', 'package/scripts/install-native.mjs']) {
       expect(files, file).toContain(file);
     }
     expect(files.filter((file) => /^package\/(src|test|testbed|bench|build|node_modules)\//.test(file) || file.endsWith('.map'))).toEqual([]);
