@@ -398,19 +398,25 @@ export interface NativeAddon {
 function loadAddon(): NativeAddon {
   const require = createRequire(import.meta.url);
   const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
+  // A source build first: it exists only where one was made (a checkout, or an install whose prebuilt addon did not
+  // load: scripts/install-native.mjs); then the prebuilt addon a packed vfiod ships (scripts/prebuild.mjs).
   const candidates = [
     path.join(root, 'build', 'Release', 'vfiod_native.node'),
     path.join(root, 'build', 'Debug', 'vfiod_native.node'),
+    path.join(root, 'prebuilds', `${process.platform}-${process.arch}`, 'vfiod_native.node'),
   ];
-  let lastError: unknown;
+  const failures: string[] = [];
   for (const candidate of candidates) {
     try {
       return require(candidate) as NativeAddon;
     } catch (error) {
-      lastError = error;
+      if ((error as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') failures.push(`${candidate}: ${String(error)}`);
     }
   }
-  throw new Error(`vfiod native addon not found (run 'npm install' to build it): ${String(lastError)}`);
+  throw new Error(
+    `vfiod native addon not found or not loadable (run 'npm install' to build it)` +
+      (failures.length ? `: ${failures.join('; ')}` : `; looked for ${candidates.join(', ')}`),
+  );
 }
 
 export const native: NativeAddon = loadAddon();

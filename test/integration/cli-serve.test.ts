@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { Guest } from '../helpers/hypervisor.js';
 import { pattern } from '../helpers/nvme-harness.js';
 import { Status } from '../../src/spec/nvme.js';
-import { temporaryDir } from '../helpers/common.js';
+import { temporaryDir, waitFor } from '../helpers/common.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const bin = path.join(root, 'bin', 'vfiod.js');
@@ -105,6 +105,22 @@ describe.skipIf(!built)('vfiod serve (CLI)', () => {
     readSync(fd, onDisk, 0, onDisk.length, 2048 * 512);
     closeSync(fd);
     expect(onDisk).toEqual(data);
+  });
+
+  it("runs the README's two-namespace example on a host without its directories: the file namespace's directory is created", async () => {
+    const readme = readFileSync(path.join(root, 'README.md'), 'utf8');
+    const block = /## Using it[\s\S]*?```sh\n# two namespaces[^\n]*\n([\s\S]*?)\n```/.exec(readme)?.[1] ?? '';
+    const command = /^node bin\/vfiod\.js serve ([\s\S]*)$/.exec(block.replace(/\\\n\s*/g, ''))?.[1];
+    if (command === undefined) throw new Error(`README's two-namespace example is not 'node bin/vfiod.js serve ...': ${block}`);
+    // Its absolute paths moved into the temporary directory, none of whose subdirectories exist.
+    const args = command.split(/\s+/).map((arg) => arg.replace(/(^|:)\/(run|var)\//, `$1${dir}/$2/`));
+    expect(args.join(' ')).toContain(`file:${dir}/var/lib/vfiod/vm1.img?size=64G`);
+    const served = await serve(args);
+    const controller = await waitFor(() => served.lines.find((line) => line['msg'] === 'listening' && line['component'] === 'controller'), 'the controller listening');
+    expect((controller['namespaces'] as unknown[]).length).toBe(2);
+    expect(statSync(path.join(dir, 'var', 'lib', 'vfiod', 'vm1.img')).size).toBe(64 * 1024 ** 3);
+    served.process.kill('SIGTERM');
+    expect(await served.exited).toBe(0);
   });
 
   it('refuses bad options, a bad namespace URI and more memory than the host has with a usage error (exit 2); a socket where no directory can be made fails at once; a new image gets its directory', async () => {
