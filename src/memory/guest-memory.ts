@@ -68,6 +68,12 @@ export interface DmaSpace {
   unpin(window: DmaMapping): void;
   /** Whether the mapping behind `window` was removed (DMA_UNMAP) and waits only for its pins to go. */
   isRetired(window: DmaMapping): boolean;
+  /**
+   * Optional: a number that changes whenever mappings are added or removed. While it stays the same, a window `find`
+   * returned for a range is still what `find` would return for it (queue memory checks this per use instead of
+   * looking the window up again).
+   */
+  readonly generation?: number;
 }
 
 interface Region extends DmaRegion {
@@ -148,6 +154,8 @@ export class GuestMemory implements DmaSpace {
   /** Windows of the live mappings, sorted by iova (their own parts do not overlap). */
   private liveWindows: Window[] = [];
   private lastHit: Window | undefined;
+  /** DmaSpace.generation: bumped by every add and removal. */
+  generation = 0;
   /**
    * Called when a removal has to wait for pinned mappings (I/O in flight in them): the device may give that I/O up
    * after a while, so the hypervisor's DMA_UNMAP is answered within a bounded time (src/serve/nvme-pci-device.ts).
@@ -283,6 +291,7 @@ export class GuestMemory implements DmaSpace {
       if (count === 1) closeBacking();
     }
     this.liveRegions.splice(index, 0, region);
+    this.generation++;
     // concat, not splice(...windows): a region of many TiB has more windows than a call takes arguments.
     const at = this.windowInsertionIndex(iova);
     this.liveWindows = this.liveWindows.slice(0, at).concat(region.windows, this.liveWindows.slice(at));
@@ -363,6 +372,7 @@ export class GuestMemory implements DmaSpace {
     this.liveRegions = this.liveRegions.filter((region) => !gone.has(region));
     this.liveWindows = this.liveWindows.filter((window) => !gone.has(window.region));
     this.lastHit = undefined;
+    this.generation++;
     const waits: Promise<void>[] = [];
     for (const region of removed) {
       region.retired = true;

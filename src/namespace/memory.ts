@@ -46,6 +46,9 @@ export class MemoryNamespace implements Namespace {
   /** chunks[i].buffer (each chunk is a whole ArrayBuffer of its own). */
   private chunkBuffers: Array<ArrayBuffer | undefined>;
   private closed = false;
+  /** writeSync's last source array and its `buffer` (see there). */
+  private sourceBytes: Uint8Array | undefined;
+  private sourceBuffer: ArrayBufferLike | undefined;
   private readonly clearing = new SlicedWork(CLEAR_UNITS_PER_TURN);
 
   constructor(options: MemoryNamespaceOptions) {
@@ -88,6 +91,42 @@ export class MemoryNamespace implements Namespace {
         done += piece;
       }
       position += length;
+    }
+  }
+
+  readSync(offset: number, bytes: Uint8Array, at: number, length: number): void {
+    this.check('read', offset, length);
+    if (!(at >= 0 && at + length <= bytes.length)) throw new RangeError(`readSync: ${length} bytes at ${at} outside the target`);
+    let done = 0;
+    while (done < length) {
+      const chunkIndex = Math.floor((offset + done) / this.chunkBytes);
+      const start = offset + done - chunkIndex * this.chunkBytes;
+      const piece = Math.min(length - done, this.chunkLengthOf(chunkIndex) - start);
+      const source = this.chunkBuffers[chunkIndex];
+      // The one view left per piece: the source's (TypedArray#set copies a whole array).
+      if (source === undefined) bytes.fill(0, at + done, at + done + piece);
+      else bytes.set(new Uint8Array(source, start, piece), at + done);
+      done += piece;
+    }
+  }
+
+  writeSync(offset: number, bytes: Uint8Array, at: number, length: number): void {
+    this.check('write', offset, length);
+    if (!(at >= 0 && at + length <= bytes.length)) throw new RangeError(`writeSync: ${length} bytes at ${at} outside the source`);
+    // `buffer` is a runtime call per access: cached for the array of the last call (a guest mapping's window).
+    if (bytes !== this.sourceBytes) {
+      this.sourceBytes = bytes;
+      this.sourceBuffer = bytes.buffer;
+    }
+    const base = bytes.byteOffset + at;
+    let done = 0;
+    while (done < length) {
+      const chunkIndex = Math.floor((offset + done) / this.chunkBytes);
+      const chunk = this.chunks[chunkIndex] ?? this.allocateChunk(chunkIndex);
+      const start = offset + done - chunkIndex * this.chunkBytes;
+      const piece = Math.min(length - done, chunk.length - start);
+      chunk.set(new Uint8Array(this.sourceBuffer!, base + done, piece), start);
+      done += piece;
     }
   }
 

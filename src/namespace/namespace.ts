@@ -27,6 +27,13 @@ export interface Namespace {
 
   read(offset: number, buffers: readonly Uint8Array[]): Promise<void> | void;
   write(offset: number, buffers: readonly Uint8Array[]): Promise<void> | void;
+  /**
+   * Optional, for stores whose reads and writes always complete synchronously (memory): `read` / `write` of the
+   * `length` bytes of `bytes` from index `at`, passed as (array, index, length) rather than as a view, so the
+   * controller's data path builds no view per command. Same checks and errors as `read` / `write`; never async.
+   */
+  readSync?(offset: number, bytes: Uint8Array, at: number, length: number): void;
+  writeSync?(offset: number, bytes: Uint8Array, at: number, length: number): void;
   flush(): Promise<void> | void;
   /** Releases the ranges; reads of them return zeroes afterwards (DLFEAT: deallocated blocks read as 0). */
   deallocate(ranges: readonly ByteRange[]): Promise<void> | void;

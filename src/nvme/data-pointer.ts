@@ -90,6 +90,45 @@ export function mapDataPointer(
   return status;
 }
 
+/**
+ * The data of one command as runs of guest memory, for a synchronous copy (`mapDataRuns`): run i is `lengths[i]`
+ * bytes of `bytes[i]` (a mapping window's own array, or the Bit Bucket scratch) from index `at[i]`. No view is built
+ * per run. Reused from command to command; entries past `count` are stale.
+ */
+export class DataRuns {
+  count = 0;
+  readonly bytes: Uint8Array[] = [];
+  readonly at: number[] = [];
+  readonly lengths: number[] = [];
+}
+
+/**
+ * Like `mapDataPointer`, but resolves the data pointer into `runs` rather than into views: for a caller that copies
+ * the data synchronously, before anything else runs on this thread (a mapping used here may be unmapped right
+ * after). The same checks, in the same order, with the same statuses. `runs.count` is 0 on failure.
+ */
+export function mapDataRuns(dma: DmaSpace, sqe: DataView, length: number, access: DmaAccess, runs: DataRuns): number {
+  let status: number;
+  const psdt = sqe.getUint8(1) >>> 6;
+  runs.count = 0;
+  if (!Number.isSafeInteger(length) || length < 0 || length > MAX_DATA_POINTER_BYTES || psdt === 3) {
+    status = Status.INVALID_FIELD;
+  } else if (length === 0) {
+    status = Status.SUCCESS;
+  } else {
+    builder.beginRuns(dma, access, runs);
+    try {
+      status = psdt === 0 ? mapPrps(builder, sqe, length) : mapSgl(builder, sqe, length);
+      if (status === Status.SUCCESS) builder.flushRun();
+    } catch (error) {
+      status = error instanceof DmaError ? Status.DATA_TRANSFER_ERROR : Status.INTERNAL_ERROR;
+    }
+    builder.end(undefined, undefined);
+    if (status !== Status.SUCCESS) runs.count = 0;
+  }
+  return status;
+}
+
 /** PRP1 (SQE bytes 24..31) and PRP2 (32..39), NVMe Base Specification "Physical Region Page Entry and List". */
 // Offsets within a page and alignment are taken from an address's low dword with bit operations: the addresses are
 // doubles above 2^31, and `%` on a double is a call into the runtime (fmod), several per command.
@@ -221,6 +260,8 @@ class SegmentBuilder {
   private segmentCount = 0;
   private mappings: DmaMapping[] | undefined;
   private mappingCount = 0;
+  /** Set between beginRuns and end: runs are recorded here instead of views in `segments`. */
+  private runs: DataRuns | undefined;
   /** The guest range being accumulated: [runStart, runEnd) inside runMapping. */
   private runMapping: DmaMapping | undefined;
   private runStart = 0;
@@ -243,6 +284,12 @@ class SegmentBuilder {
     this.mappings = mappings;
     this.mappingCount = 0;
     this.runMapping = undefined;
+    this.runs = undefined;
+  }
+
+  beginRuns(dma: DmaSpace, access: DmaAccess, runs: DataRuns): void {
+    this.begin(dma, access, NO_SEGMENTS, undefined);
+    this.runs = runs;
   }
 
   /** Trims the output arrays to what was produced (on success) and drops the references. */
@@ -253,6 +300,7 @@ class SegmentBuilder {
     this.segments = NO_SEGMENTS;
     this.mappings = undefined;
     this.runMapping = undefined;
+    this.runs = undefined;
   }
 
   /** Adds guest memory [iova, iova + length), which may span adjacent mappings; throws DmaError if any is missing. */
@@ -282,9 +330,11 @@ class SegmentBuilder {
   addScratch(length: number): void {
     this.flushRun();
     const scratch = (this.scratch ??= new Uint8Array(BIT_BUCKET_SCRATCH_BYTES));
+    const runs = this.runs;
     while (length > 0) {
       const piece = Math.min(length, scratch.length);
-      this.segments[this.segmentCount++] = piece === scratch.length ? scratch : scratch.subarray(0, piece);
+      if (runs !== undefined) addRun(runs, scratch, 0, piece);
+      else this.segments[this.segmentCount++] = piece === scratch.length ? scratch : scratch.subarray(0, piece);
       length -= piece;
     }
   }
@@ -293,6 +343,12 @@ class SegmentBuilder {
     const mapping = this.runMapping;
     if (mapping === undefined) return;
     this.runMapping = undefined;
+    const runs = this.runs;
+    if (runs !== undefined) {
+      // No view: the window's own array and where the run starts in it.
+      addRun(runs, mapping.bytes, this.runStart - mapping.iova, this.runEnd - this.runStart);
+      return;
+    }
     // Same view as `bytes.subarray(...)`, which V8 builds noticeably slower. `buffer` and `byteOffset` are cached
     // per mapping: the `buffer` getter is a call into the runtime, and consecutive commands use the same mapping.
     if (mapping !== this.viewMapping) {
@@ -310,6 +366,13 @@ class SegmentBuilder {
       mappings[this.mappingCount++] = mapping;
     }
   }
+}
+
+function addRun(runs: DataRuns, bytes: Uint8Array, at: number, length: number): void {
+  const index = runs.count++;
+  runs.bytes[index] = bytes;
+  runs.at[index] = at;
+  runs.lengths[index] = length;
 }
 
 /** Placeholders while no call is in progress (so the builder keeps no caller's objects alive). */

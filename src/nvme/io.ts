@@ -29,7 +29,7 @@
 import type { DmaMapping, DmaSpace } from '../memory/guest-memory.js';
 import { NamespaceError, type ByteRange, type Namespace } from '../namespace/namespace.js';
 import { rootLogger } from '../util/log.js';
-import { mapDataPointer } from './data-pointer.js';
+import { DataRuns, mapDataPointer, mapDataRuns } from './data-pointer.js';
 import type { IoContext, IoDone, IoRequest } from './io-types.js';
 import type { ScratchBudget } from './scratch.js';
 import { IoOpcode, Status, StatusType } from '../spec/nvme.js';
@@ -132,6 +132,30 @@ function startBlockCommand(
   if (exceedsTransferLimit(ctx, namespace, bytes)) return Status.INVALID_FIELD;
   // 'write' = the device writes guest memory (a Read command); Write and Compare read it.
   const access = opcode === IoOpcode.READ ? 'write' : 'read';
+  if (opcode === IoOpcode.READ && namespace.readSync !== undefined) {
+    // A synchronous store: the data moves run by run, with no view of guest memory per command.
+    const mapped = mapDataRuns(ctx.dma, sqe, bytes, access, dataRuns);
+    if (mapped !== Status.SUCCESS) return mapped;
+    let position = offset;
+    for (let index = 0; index < dataRuns.count; index++) {
+      const length = dataRuns.lengths[index]!;
+      namespace.readSync(position, dataRuns.bytes[index]!, dataRuns.at[index]!, length);
+      position += length;
+    }
+    return finishedStatus(ctx, request, opcode, bytes, undefined);
+  }
+  if (opcode === IoOpcode.WRITE && namespace.writeSync !== undefined) {
+    const mapped = mapDataRuns(ctx.dma, sqe, bytes, access, dataRuns);
+    if (mapped !== Status.SUCCESS) return mapped;
+    let position = offset;
+    for (let index = 0; index < dataRuns.count; index++) {
+      const length = dataRuns.lengths[index]!;
+      namespace.writeSync(position, dataRuns.bytes[index]!, dataRuns.at[index]!, length);
+      position += length;
+    }
+    // The data is in the store: a flush that goes asynchronous holds no guest memory.
+    return settle(ctx, request, done, namespace, undefined, opcode, bytes, flushAfter, undefined, false);
+  }
   const mapped = mapDataPointer(ctx.dma, sqe, bytes, access, request.segments, true, dataMappings);
   if (mapped !== Status.SUCCESS) return mapped;
 
@@ -315,6 +339,9 @@ function exceedsTransferLimit(ctx: IoContext, namespace: Namespace, bytes: numbe
  * neither pins nor touches `request.pinned`. Safe to share: it is consumed before `executeIoCommand` returns.
  */
 const dataMappings: DmaMapping[] = [];
+
+/** The data runs of the current Read or Write on a synchronous store (mapDataRuns); used before executeIoCommand returns. */
+const dataRuns = new DataRuns();
 
 /**
  * Pins the guest mappings the command's data lives in (when `usesGuestMemory`) into `request.pinned`, and arranges

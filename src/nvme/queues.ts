@@ -24,9 +24,16 @@ class QueueMemory {
     private readonly access: DmaAccess,
   ) {}
 
+  /** The DmaSpace generation `mapping` was found in (see DmaSpace.generation), or -1. */
+  private generation = -1;
+
   /** Re-validates the mapping; throws DmaError when the memory is gone. */
   resolve(dma: DmaSpace): void {
+    const generation = dma.generation;
+    // No mapping added or removed since the last lookup: the same window, still live (one compare per fetch and post).
+    if (generation !== undefined && generation === this.generation) return;
     const mapping = dma.find(this.iova, this.byteLength, this.access);
+    this.generation = generation ?? -1;
     if (mapping === this.mapping) return;
     const offset = mapping.bytes.byteOffset + (this.iova - mapping.iova);
     this.view = new DataView(mapping.bytes.buffer, offset, this.byteLength);

@@ -184,6 +184,31 @@ describe('MemoryNamespace', () => {
     expect(namespace.usage().allocatedBytes).toBe(256 * 1024);
   });
 
+  it('readSync / writeSync move (array, index, length) ranges like read / write, across chunks and unwritten ones', () => {
+    const namespace = new MemoryNamespace({ sizeBytes: 256 * 1024, chunkBytes: 64 * 1024 });
+    const data = pattern(100 * 1024, 3);
+    // The source is part of a larger array with its own byteOffset, as a guest mapping window is.
+    const host = new Uint8Array(new ArrayBuffer(300 * 1024), 4096, 200 * 1024);
+    host.set(data, 5000);
+    namespace.writeSync(60 * 1024, host, 5000, data.length);
+    const back = new Uint8Array(data.length);
+    namespace.read(60 * 1024, [back]);
+    expect(same(back, data)).toBe(true);
+
+    const target = new Uint8Array(new ArrayBuffer(300 * 1024), 512, 200 * 1024).fill(0xee);
+    namespace.readSync(60 * 1024, target, 1024, data.length);
+    expect(same(target.subarray(1024, 1024 + data.length), data)).toBe(true);
+    expect(target[1023]).toBe(0xee);
+    expect(target[1024 + data.length]).toBe(0xee);
+    // A chunk never written reads as zeroes.
+    namespace.readSync(192 * 1024, target, 0, 8192);
+    expect(target.subarray(0, 8192).every((byte) => byte === 0)).toBe(true);
+
+    expect(() => namespace.readSync(256 * 1024 - 512, target, 0, 1024)).toThrow(NamespaceError);
+    expect(() => namespace.writeSync(0, host, host.length - 100, 512)).toThrow(RangeError);
+    expect(() => namespace.readSync(0, target, -1, 512)).toThrow(RangeError);
+  });
+
   it('validates its options and guards its store', async () => {
     expect(() => new MemoryNamespace({ sizeBytes: 1000 })).toThrow(
       'memory namespace: size 1000 must be a positive multiple of the block size 512',

@@ -1,6 +1,6 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import { GuestMemory, type DmaMapping } from '../../../src/memory/guest-memory.js';
-import { MAX_SGL_SEGMENTS, mapDataPointer } from '../../../src/nvme/data-pointer.js';
+import { DataRuns, MAX_SGL_SEGMENTS, mapDataPointer as mapViews, mapDataRuns } from '../../../src/nvme/data-pointer.js';
 import { Status } from '../../../src/spec/nvme.js';
 
 const BASE = 0x100000;
@@ -21,6 +21,36 @@ beforeEach(() => {
   segments = [];
   mappings = [];
 });
+
+/**
+ * mapDataPointer, and every I/O-command call (SGLs allowed) checked against mapDataRuns (the synchronous stores'
+ * path, which builds no views): the same status, and on success runs over exactly the bytes of the views.
+ */
+function mapDataPointer(
+  dma: GuestMemory,
+  entry: DataView,
+  length: number,
+  access: 'read' | 'write',
+  out: Uint8Array[],
+  allowSgl: boolean,
+  outMappings?: DmaMapping[],
+): number {
+  const status = mapViews(dma, entry, length, access, out, allowSgl, outMappings);
+  if (!allowSgl) return status;
+  const runs = new DataRuns();
+  expect(mapDataRuns(dma, entry, length, access, runs)).toBe(status);
+  if (status !== Status.SUCCESS) {
+    expect(runs.count).toBe(0);
+    return status;
+  }
+  expect(runs.count).toBe(out.length);
+  out.forEach((segment, index) => {
+    const run = runs.bytes[index]!.subarray(runs.at[index]!, runs.at[index]! + runs.lengths[index]!);
+    expect(run.buffer).toBe(segment.buffer);
+    expect([run.byteOffset, run.length]).toEqual([segment.byteOffset, segment.length]);
+  });
+  return status;
+}
 
 function sqe(fields: { psdt?: number; dptr1?: bigint; dptr2?: bigint }): DataView {
   const view = new DataView(new ArrayBuffer(64));
