@@ -565,13 +565,15 @@ export class AttachmentManager {
             break;
           }
           if (error instanceof VfiodError && error.code === 'DEADLINE_EXCEEDED') {
+            // The same state either way, but a program can tell a VMM that did not answer from a guest that did not let go.
+            const vmmSilent = error.reason === 'VMM_TIMEOUT';
             a.state = 'detach-pending';
-            a.note = `removal requested, the guest has not released ${fn.vmmDeviceId} within ${timeoutMs} ms`;
+            a.note = vmmSilent ? `removal of ${fn.vmmDeviceId} requested, the VMM did not answer: ${error.message}` : `removal requested, the guest has not released ${fn.vmmDeviceId} within ${timeoutMs} ms`;
             this.save(a);
             throw new VfiodError(
               'DEADLINE_EXCEEDED',
-              `${context}: the guest did not release ${fn.vmmDeviceId} within ${timeoutMs} ms; the device stays claimed by VM ${vmId} and was not rebound (state detach-pending; detach again to keep waiting)`,
-              { reason: 'GUEST_DID_NOT_RELEASE', vmId, deviceId: a.deviceId, vmmDeviceId: fn.vmmDeviceId, timeoutMs, state: 'detach-pending' },
+              `${context}: ${vmmSilent ? `the VMM did not answer (${error.message})` : `the guest did not release ${fn.vmmDeviceId} within ${timeoutMs} ms`}; the device stays claimed by VM ${vmId} and was not rebound (state detach-pending; detach again to keep waiting)`,
+              { reason: vmmSilent ? 'VMM_TIMEOUT' : 'GUEST_DID_NOT_RELEASE', vmId, deviceId: a.deviceId, vmmDeviceId: fn.vmmDeviceId, timeoutMs, state: 'detach-pending' },
             );
           }
           // Refused by the guest or the VMM: it is still in the VM.

@@ -26,7 +26,8 @@ export class ApiError extends Error {
     readonly rpc: string,
     readonly statusDetails?: StatusDetails,
   ) {
-    super(`${grpc.status[code] ?? code}${statusDetails?.errorInfo ? ` ${statusDetails.errorInfo.reason}` : ''}: ${details}`);
+    // The message as it always was (programs matched it); the reason is `reason`.
+    super(`${grpc.status[code] ?? code}: ${details}`);
   }
 
   /** An ApiError of a failed call, with the details of its grpc-status-details-bin trailer decoded. */

@@ -307,7 +307,12 @@ export const ERROR_REASONS = {
     when: 'the VMM refused the connection, closed it, or answered busy (HTTP 429/503)',
     metadata: ['http_status'],
   },
-  VMM_TIMEOUT: { codes: ['DEADLINE_EXCEEDED'], resource: 'vm', when: 'the VMM did not answer (or greet, for QMP) in time', metadata: [] },
+  VMM_TIMEOUT: {
+    codes: ['DEADLINE_EXCEEDED'],
+    resource: 'vm',
+    when: 'the VMM did not answer (or greet, for QMP) in time; during a detach the attachment is detach-pending, as for `GUEST_DID_NOT_RELEASE`',
+    metadata: ['vmm_device_id', 'timeout_ms'],
+  },
   VMM_BAD_ANSWER: { codes: ['INTERNAL'], resource: 'vm', when: 'the VMM\'s answer was not what its API defines (not JSON, too large, ...)', metadata: ['http_status'] },
   VMM_DEVICE_NOT_FOUND: { codes: ['NOT_FOUND'], resource: 'vm', when: 'the VMM does not know the device (or host device) it was asked about', metadata: ['http_status', 'qmp_class', 'qmp_desc'] },
   VMM_DEVICE_ID_TAKEN: { codes: ['ALREADY_EXISTS'], resource: 'vm', when: 'the VMM already has a device with that id', metadata: ['http_status', 'qmp_class', 'qmp_desc'] },
