@@ -138,7 +138,11 @@ export function defaultAdapterFor(vmId: string, endpoint: HypervisorEndpoint): H
     return new CloudHypervisorClient({ vmId, apiSocket: endpoint.apiSocket, ...(endpoint.eventMonitor ? { eventMonitor: endpoint.eventMonitor } : {}) });
   }
   if (endpoint.hypervisor === 'qemu') return new QemuAdapter({ vmId, qmpSocket: endpoint.qmpSocket });
-  throw new VfiodError('INVALID_ARGUMENT', `VM ${vmId}: unknown hypervisor '${String((endpoint as { hypervisor: unknown }).hypervisor)}' (cloud-hypervisor or qemu)`);
+  throw new VfiodError('INVALID_ARGUMENT', `VM ${vmId}: unknown hypervisor '${String((endpoint as { hypervisor: unknown }).hypervisor)}' (cloud-hypervisor or qemu)`, {
+    reason: 'FIELD_INVALID',
+    field: 'endpoint',
+    vmId,
+  });
 }
 
 const DEFAULT_ATTACH_TIMEOUT_MS = 10_000;
@@ -172,20 +176,32 @@ function sameSource(a: AttachSource, b: AttachSource): boolean {
 /** Adds context to an error from a lower layer, keeping its code and details. */
 function withContext(error: unknown, context: string): VfiodError {
   if (error instanceof VfiodError) return new VfiodError(error.code, `${context}: ${error.message}`, error.details);
-  return new VfiodError('INTERNAL', `${context}: ${errorMessage(error)}`);
+  return new VfiodError('INTERNAL', `${context}: ${errorMessage(error)}`, { reason: 'INTERNAL_ERROR' });
 }
 
 function checkEndpoint(vmId: string, endpoint: HypervisorEndpoint): string {
   const socket = endpoint?.hypervisor === 'cloud-hypervisor' ? endpoint.apiSocket : endpoint?.hypervisor === 'qemu' ? endpoint.qmpSocket : undefined;
   if (!endpoint || (endpoint.hypervisor !== 'cloud-hypervisor' && endpoint.hypervisor !== 'qemu')) {
-    throw new VfiodError('INVALID_ARGUMENT', `VM ${vmId}: the endpoint needs hypervisor 'cloud-hypervisor' (apiSocket) or 'qemu' (qmpSocket)`);
+    throw new VfiodError('INVALID_ARGUMENT', `VM ${vmId}: the endpoint needs hypervisor 'cloud-hypervisor' (apiSocket) or 'qemu' (qmpSocket)`, {
+      reason: 'FIELD_REQUIRED',
+      field: 'endpoint',
+      vmId,
+    });
   }
   if (typeof socket !== 'string' || !socket.startsWith('/')) {
-    throw new VfiodError('INVALID_ARGUMENT', `VM ${vmId}: the ${endpoint.hypervisor === 'qemu' ? 'QMP' : 'API'} socket must be an absolute path (got '${String(socket)}')`);
+    throw new VfiodError('INVALID_ARGUMENT', `VM ${vmId}: the ${endpoint.hypervisor === 'qemu' ? 'QMP' : 'API'} socket must be an absolute path (got '${String(socket)}')`, {
+      reason: 'SOCKET_PATH_INVALID',
+      field: endpoint.hypervisor === 'qemu' ? 'endpoint.qemu_qmp_socket' : 'endpoint.cloud_hypervisor_api_socket',
+      vmId,
+    });
   }
   const events = endpoint.hypervisor === 'cloud-hypervisor' ? endpoint.eventMonitor : undefined;
   if (events !== undefined && (typeof events !== 'string' || !events.startsWith('/'))) {
-    throw new VfiodError('INVALID_ARGUMENT', `VM ${vmId}: the event-monitor file must be an absolute path (got '${String(events)}')`);
+    throw new VfiodError('INVALID_ARGUMENT', `VM ${vmId}: the event-monitor file must be an absolute path (got '${String(events)}')`, {
+      reason: 'FIELD_INVALID',
+      field: 'endpoint.cloud_hypervisor_event_monitor',
+      vmId,
+    });
   }
   return socket;
 }
@@ -245,14 +261,14 @@ export class AttachmentManager {
   /** NOT_FOUND when the VM has no such attachment. */
   get(vmId: string, deviceId: string): Attachment {
     const a = this.records.get(this.key(vmId, deviceId));
-    if (!a) throw new VfiodError('NOT_FOUND', `VM ${vmId} has no attachment ${deviceId}`, { vmId, deviceId });
+    if (!a) throw new VfiodError('NOT_FOUND', `VM ${vmId} has no attachment ${deviceId}`, { reason: 'ATTACHMENT_NOT_FOUND', vmId, deviceId });
     return structuredClone(a);
   }
 
   /** Hot-plugs a device into a running VM. See the file comment for the sequence and rollback. */
   async attach(request: AttachRequest): Promise<AttachResult> {
     const vmId = request.vmId;
-    if (typeof vmId !== 'string' || vmId.trim() === '') throw new VfiodError('INVALID_ARGUMENT', 'attach: a VM id is required');
+    if (typeof vmId !== 'string' || vmId.trim() === '') throw new VfiodError('INVALID_ARGUMENT', 'attach: a VM id is required', { reason: 'FIELD_REQUIRED', field: 'vm_id' });
     checkEndpoint(vmId, request.endpoint);
     const source = this.normalizeSource(request.source, `attach to VM ${vmId}`);
     const deviceId = request.deviceId ?? defaultDeviceId(source);
@@ -261,7 +277,11 @@ export class AttachmentManager {
     checkBootIndex(request.bootIndex, context);
     checkDeviceOptions(request, context);
     if (request.bootIndex !== undefined && request.endpoint.hypervisor === 'cloud-hypervisor') {
-      throw new VfiodError('INVALID_ARGUMENT', `${context}: cloud-hypervisor has no boot order (bootIndex); boot from NVMe needs CLOUDHV.fd firmware (docs/hypervisors.md)`);
+      throw new VfiodError('INVALID_ARGUMENT', `${context}: cloud-hypervisor has no boot order (bootIndex); boot from NVMe needs CLOUDHV.fd firmware (docs/hypervisors.md)`, {
+        reason: 'BOOT_INDEX_UNSUPPORTED',
+        field: 'boot_index',
+        vmId,
+      });
     }
     const timeoutMs = request.timeoutMs ?? DEFAULT_ATTACH_TIMEOUT_MS;
     const idGiven = request.deviceId !== undefined;
@@ -274,7 +294,7 @@ export class AttachmentManager {
       checkSocketPath(source.socketPath, context);
       return { kind: 'vfio-user', socketPath: source.socketPath };
     }
-    throw new VfiodError('INVALID_ARGUMENT', `${context}: the source needs kind 'pci' (bdf) or 'vfio-user' (socketPath)`);
+    throw new VfiodError('INVALID_ARGUMENT', `${context}: the source needs kind 'pci' (bdf) or 'vfio-user' (socketPath)`, { reason: 'FIELD_REQUIRED', field: 'source' });
   }
 
   private async attachNow(request: AttachRequest & { deviceId: string }, idGiven: boolean, context: string, timeoutMs: number): Promise<AttachResult> {
@@ -284,39 +304,74 @@ export class AttachmentManager {
       if (!sameSource(a.source, source)) {
         const companion = source.kind === 'pci' ? a.functions.find((f, i) => i > 0 && f.hostBdf === source.bdf) : undefined;
         if (companion) {
-          throw new VfiodError('FAILED_PRECONDITION', `${context}: it is attached to VM ${a.vmId} as ${companion.vmmDeviceId}, a companion of ${a.deviceId} (${describeSource(a.source)}): it comes and goes with that device`, { otherVm: a.vmId });
+          throw new VfiodError('FAILED_PRECONDITION', `${context}: it is attached to VM ${a.vmId} as ${companion.vmmDeviceId}, a companion of ${a.deviceId} (${describeSource(a.source)}): it comes and goes with that device`, {
+            reason: 'DEVICE_IS_COMPANION',
+            vmId,
+            deviceId,
+            bdf: companion.hostBdf,
+            primaryBdf: a.source.kind === 'pci' ? a.source.bdf : '',
+            otherVm: a.vmId,
+          });
         }
         continue;
       }
       if (a.vmId !== vmId) {
-        throw new VfiodError('FAILED_PRECONDITION', `${context}: it is attached to VM ${a.vmId} (as ${a.deviceId}, ${a.state}): detach it there first`, { otherVm: a.vmId });
+        throw new VfiodError('FAILED_PRECONDITION', `${context}: it is attached to VM ${a.vmId} (as ${a.deviceId}, ${a.state}): detach it there first`, {
+          reason: 'DEVICE_ATTACHED_TO_OTHER_VM',
+          vmId,
+          deviceId,
+          otherVm: a.vmId,
+          otherDeviceId: a.deviceId,
+        });
       }
       // A repeat must name the same VMM: the same device "again" through another endpoint is a caller's mix-up.
       if (!sameEndpoint(a.endpoint, request.endpoint)) {
         throw new VfiodError(
           'FAILED_PRECONDITION',
           `${context}: it is already attached to VM ${vmId} as ${a.deviceId} through ${describeEndpoint(a.endpoint)}, not ${describeEndpoint(request.endpoint)}`,
-          { state: a.state },
+          { reason: 'ATTACHED_THROUGH_OTHER_ENDPOINT', vmId, deviceId: a.deviceId, state: a.state },
         );
       }
       if (idGiven && a.deviceId !== deviceId) {
-        throw new VfiodError('FAILED_PRECONDITION', `${context}: it is already attached to VM ${vmId} as ${a.deviceId}: detach it first to use another id`, { state: a.state });
+        throw new VfiodError('FAILED_PRECONDITION', `${context}: it is already attached to VM ${vmId} as ${a.deviceId}: detach it first to use another id`, {
+          reason: 'ATTACHED_UNDER_OTHER_ID',
+          vmId,
+          deviceId: a.deviceId,
+          state: a.state,
+        });
       }
       if (a.state === 'attached') return { attachment: structuredClone(a), changed: false, warnings: [] };
-      throw new VfiodError('FAILED_PRECONDITION', `${context}: attachment ${a.deviceId} is in state ${a.state}${a.note ? ` (${a.note})` : ''}: detach it first`, { state: a.state });
+      throw new VfiodError('FAILED_PRECONDITION', `${context}: attachment ${a.deviceId} is in state ${a.state}${a.note ? ` (${a.note})` : ''}: detach it first`, {
+        reason: 'ATTACHMENT_PENDING',
+        vmId,
+        deviceId: a.deviceId,
+        state: a.state,
+      });
     }
     const clash = this.records.get(this.key(vmId, deviceId));
     if (clash) {
-      throw new VfiodError('ALREADY_EXISTS', `${context}: VM ${vmId} already has an attachment ${deviceId} (${describeSource(clash.source)})`);
+      throw new VfiodError('ALREADY_EXISTS', `${context}: VM ${vmId} already has an attachment ${deviceId} (${describeSource(clash.source)})`, { reason: 'ATTACHMENT_EXISTS', vmId, deviceId });
     }
 
     const warnings: string[] = [];
     const claim = source.kind === 'pci' ? this.devices.claims.get(source.bdf) : undefined;
     if (claim && claim.owner !== vmId) {
-      throw new VfiodError('FAILED_PRECONDITION', `${context}: ${claim.bdf} is claimed by VM ${claim.owner} (${claim.state}): release it there first`, { otherVm: claim.owner });
+      throw new VfiodError('FAILED_PRECONDITION', `${context}: ${claim.bdf} is claimed by VM ${claim.owner} (${claim.state}): release it there first`, {
+        reason: 'DEVICE_CLAIMED_BY_OTHER_VM',
+        vmId,
+        deviceId,
+        bdf: claim.bdf,
+        owner: claim.owner,
+      });
     }
     if (claim && claim.primary !== claim.bdf) {
-      throw new VfiodError('FAILED_PRECONDITION', `${context}: ${claim.bdf} was prepared as a companion of ${claim.primary}: attach ${claim.primary} (its companions come with it)`);
+      throw new VfiodError('FAILED_PRECONDITION', `${context}: ${claim.bdf} was prepared as a companion of ${claim.primary}: attach ${claim.primary} (its companions come with it)`, {
+        reason: 'DEVICE_IS_COMPANION',
+        vmId,
+        deviceId,
+        bdf: claim.bdf,
+        primaryBdf: claim.primary,
+      });
     }
     const now = new Date().toISOString();
     const attachment: Attachment = {
@@ -346,8 +401,8 @@ export class AttachmentManager {
         this.drop(attachment); // prepare undoes its own partial work
         const e = withContext(error, context);
         // The device manager says ALREADY_EXISTS for a claim by another VM (raced in): here that is a precondition.
-        if (e.code === 'ALREADY_EXISTS') throw new VfiodError('FAILED_PRECONDITION', e.message, e.details);
-        throw e;
+        if (e.code === 'ALREADY_EXISTS') throw new VfiodError('FAILED_PRECONDITION', e.message, { ...e.details, vmId, deviceId });
+        throw new VfiodError(e.code, e.message, { ...e.details, vmId, deviceId });
       }
       warnings.push(...prepared.warnings, ...prepared.overridden.map((o) => `overridden: ${o}`));
       const companions = prepared.devices.filter((d) => d.companion && d.bdf !== source.bdf).map((d) => d.bdf);
@@ -397,7 +452,10 @@ export class AttachmentManager {
         const listed = new Set((await adapter.listDevices(timeoutMs)).map((d) => d.id));
         const missing = attachment.functions.filter((f) => !listed.has(f.vmmDeviceId)).map((f) => f.vmmDeviceId);
         if (missing.length > 0) {
-          throw new VfiodError('INTERNAL', `the VMM accepted ${missing.join(', ')} but does not list ${missing.length > 1 ? 'them' : 'it'}`);
+          throw new VfiodError('INTERNAL', `the VMM accepted ${missing.join(', ')} but does not list ${missing.length > 1 ? 'them' : 'it'}`, {
+            reason: 'VMM_NOT_LISTING_DEVICE',
+            missing,
+          });
         }
       } else {
         warnings.push('the VM is not booted: the device was cold-added and appears in the guest when it boots');
@@ -455,22 +513,29 @@ export class AttachmentManager {
   /** Hot-unplugs a device and gives it back to the host. */
   async detach(request: DetachRequest): Promise<DetachResult> {
     const vmId = request.vmId;
-    if (typeof vmId !== 'string' || vmId.trim() === '') throw new VfiodError('INVALID_ARGUMENT', 'detach: a VM id is required');
-    if (!request.deviceId && !request.bdf) throw new VfiodError('INVALID_ARGUMENT', `detach from VM ${vmId}: a device id or a PCI address is required`);
+    if (typeof vmId !== 'string' || vmId.trim() === '') throw new VfiodError('INVALID_ARGUMENT', 'detach: a VM id is required', { reason: 'FIELD_REQUIRED', field: 'vm_id' });
+    if (!request.deviceId && !request.bdf) {
+      throw new VfiodError('INVALID_ARGUMENT', `detach from VM ${vmId}: a device id or a PCI address is required`, { reason: 'FIELD_REQUIRED', field: 'device_id', vmId });
+    }
     return this.serialized(vmId, () => this.detachNow(request));
   }
 
   private find(vmId: string, deviceId: string | undefined, bdf: string | undefined): Attachment {
     if (deviceId) {
       const a = this.records.get(this.key(vmId, deviceId));
-      if (!a) throw new VfiodError('NOT_FOUND', `detach from VM ${vmId}: VM ${vmId} has no attachment ${deviceId}`, { vmId, deviceId });
+      if (!a) throw new VfiodError('NOT_FOUND', `detach from VM ${vmId}: VM ${vmId} has no attachment ${deviceId}`, { reason: 'ATTACHMENT_NOT_FOUND', vmId, deviceId });
       return a;
     }
     const wanted = sourceBdf({ bdf: bdf! }, `detach from VM ${vmId}`);
     const a = [...this.records.values()].find((r) => r.vmId === vmId && r.functions.some((f) => f.hostBdf === wanted));
     if (!a) {
       const other = [...this.records.values()].find((r) => r.functions.some((f) => f.hostBdf === wanted));
-      throw new VfiodError('NOT_FOUND', `detach from VM ${vmId}: ${wanted} is not attached to VM ${vmId}${other ? ` (it is attached to VM ${other.vmId})` : ''}`, { vmId, bdf: wanted });
+      throw new VfiodError('NOT_FOUND', `detach from VM ${vmId}: ${wanted} is not attached to VM ${vmId}${other ? ` (it is attached to VM ${other.vmId})` : ''}`, {
+        reason: 'ATTACHMENT_NOT_FOUND',
+        vmId,
+        bdf: wanted,
+        ...(other ? { otherVm: other.vmId } : {}),
+      });
     }
     return a;
   }
@@ -500,20 +565,23 @@ export class AttachmentManager {
             break;
           }
           if (error instanceof VfiodError && error.code === 'DEADLINE_EXCEEDED') {
+            // The same state either way, but a program can tell a VMM that did not answer from a guest that did not let go.
+            const vmmSilent = error.reason === 'VMM_TIMEOUT';
             a.state = 'detach-pending';
-            a.note = `removal requested, the guest has not released ${fn.vmmDeviceId} within ${timeoutMs} ms`;
+            a.note = vmmSilent ? `removal of ${fn.vmmDeviceId} requested, the VMM did not answer: ${error.message}` : `removal requested, the guest has not released ${fn.vmmDeviceId} within ${timeoutMs} ms`;
             this.save(a);
             throw new VfiodError(
               'DEADLINE_EXCEEDED',
-              `${context}: the guest did not release ${fn.vmmDeviceId} within ${timeoutMs} ms; the device stays claimed by VM ${vmId} and was not rebound (state detach-pending; detach again to keep waiting)`,
-              { vmId, deviceId: a.deviceId, state: 'detach-pending' },
+              `${context}: ${vmmSilent ? `the VMM did not answer (${error.message})` : `the guest did not release ${fn.vmmDeviceId} within ${timeoutMs} ms`}; the device stays claimed by VM ${vmId} and was not rebound (state detach-pending; detach again to keep waiting)`,
+              { reason: vmmSilent ? 'VMM_TIMEOUT' : 'GUEST_DID_NOT_RELEASE', vmId, deviceId: a.deviceId, vmmDeviceId: fn.vmmDeviceId, timeoutMs, state: 'detach-pending' },
             );
           }
           // Refused by the guest or the VMM: it is still in the VM.
           a.state = previous === 'detach-pending' ? 'detach-pending' : 'attached';
           a.note = `detach failed: ${errorMessage(error)}`;
           this.save(a);
-          throw withContext(error, context);
+          const e = withContext(error, context);
+          throw new VfiodError(e.code, e.message, { ...e.details, vmId, deviceId: a.deviceId, state: a.state });
         }
       }
     } finally {
@@ -537,7 +605,12 @@ export class AttachmentManager {
       a.state = 'detach-pending';
       a.note = `VMM unreachable: ${vmmUnreachable}`;
       this.save(a);
-      throw new VfiodError('UNAVAILABLE', `${context}: ${vmmUnreachable}; the attachment stays (state detach-pending)`, { vmId, deviceId: a.deviceId });
+      throw new VfiodError('UNAVAILABLE', `${context}: ${vmmUnreachable}; the attachment stays (state detach-pending)`, {
+        reason: 'VMM_UNAVAILABLE',
+        vmId,
+        deviceId: a.deviceId,
+        state: 'detach-pending',
+      });
     }
     this.drop(a);
     this.log.info('detached', { vm: vmId, device: a.deviceId, released, vmmUnreachable });

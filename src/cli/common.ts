@@ -98,3 +98,23 @@ export function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd()).join('\n') + '\n';
 }
+
+/** What an error line prints: the status, the reason, the message, and the facts (ErrorInfo metadata). */
+export interface ErrorLine {
+  code: string;
+  reason?: string | undefined;
+  message: string;
+  metadata?: Record<string, string>;
+  violations?: ReadonlyArray<{ type: string; subject: string; description: string }>;
+}
+
+/**
+ * `FAILED_PRECONDITION DEVICE_IN_USE: <message> (bdf 0000:01:00.0, in_use ...)`, and each failed precondition on a
+ * line of its own when there are several. A program should read `--json` instead.
+ */
+export function formatError(error: ErrorLine): string {
+  const facts = Object.entries(error.metadata ?? {}).map(([key, value]) => `${key} ${value}`).join(', ');
+  const lines = [`${error.code}${error.reason ? ` ${error.reason}` : ''}: ${error.message}${facts ? ` (${facts})` : ''}`];
+  if ((error.violations?.length ?? 0) > 1) for (const v of error.violations!) lines.push(`  ${v.type} ${v.subject}: ${v.description}`);
+  return lines.join('\n');
+}

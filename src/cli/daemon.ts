@@ -179,7 +179,7 @@ export async function runDaemon(argv: string[]): Promise<number> {
   try {
     daemon = await startDaemon(options);
   } catch (error) {
-    log.error('cannot start', { error: errorMessage(error) });
+    log.error('cannot start', { error: errorMessage(error), ...(error instanceof VfiodError ? { reason: error.reason } : {}) });
     process.stderr.write(`vfiod daemon: ${errorMessage(error)}\n`);
     return error instanceof VfiodError && error.code === 'INVALID_ARGUMENT' ? 2 : 1;
   }

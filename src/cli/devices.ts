@@ -15,6 +15,7 @@ import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import { ApiError } from '../daemon/client.js';
 import { unpackAny } from '../daemon/proto.js';
+import { errorMetadata } from '../daemon/status-details.js';
 import { DEFAULT_DAEMON_SOCKET } from '../daemon/server.js';
 import { ClaimStore, DEFAULT_CLAIMS_DB } from '../devices/claims.js';
 import { type Bar, type DeviceKind, type HostUse, listDevices, type PciDevice, readDevice, type VfioState } from '../devices/discovery.js';
@@ -28,6 +29,7 @@ import {
   CLIENT_EXIT,
   type ClientDeps,
   EXIT,
+  formatError,
   milliseconds,
   shortEnum,
   subcommandHelp,
@@ -310,8 +312,10 @@ export async function runDevices(argv: string[], deps: DevicesDeps = {}): Promis
       return EXIT.usage;
     }
     if (error instanceof DeviceError) {
-      if (v.json) json({ error: { code: error.code, message: error.message, ...error.details } });
-      err(`vfiod devices ${command}: ${error.message}\n`);
+      const metadata = errorMetadata(error.details);
+      // The details as before (camelCase), then the reason and metadata as the daemon's --json has them.
+      if (v.json) json({ error: { code: error.code, message: error.message, ...error.details, reason: error.reason, metadata } });
+      err(`vfiod devices ${command}: ${formatError({ code: error.code, reason: error.reason, message: error.message, metadata, violations: error.details.violations ?? [] })}\n`);
       return exitFor(error);
     }
     err(`vfiod devices ${command}: ${(error as Error).message}\n`);
@@ -551,7 +555,7 @@ export async function runDevicesViaDaemon(argv: string[], deps: ClientDeps = {})
             stream.on('end', () => resolve(CLIENT_EXIT.ok));
             stream.on('error', (error: grpc.ServiceError) => {
               if (error.code === grpc.status.CANCELLED) resolve(CLIENT_EXIT.ok);
-              else reject(new ApiError(error.code, error.details, 'StreamDeviceEvents'));
+              else reject(ApiError.from(error, 'StreamDeviceEvents'));
             });
           });
         } finally {

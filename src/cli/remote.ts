@@ -8,7 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { ApiError, type ClientTarget, VfiodClient } from '../daemon/client.js';
 import { DEFAULT_DAEMON_SOCKET } from '../daemon/server.js';
 import { errorMessage } from '../util/errors.js';
-import { CLIENT_EXIT, type ClientDeps, UsageError } from './common.js';
+import { CLIENT_EXIT, type ClientDeps, formatError, UsageError } from './common.js';
 
 export const CONNECTION_HELP = `Connection options (every command):
   --daemon <socket|host:port>  the daemon (default $VFIOD_DAEMON or ${DEFAULT_DAEMON_SOCKET})
@@ -105,8 +105,8 @@ export async function withClient<O extends CommandOptions>(
       return CLIENT_EXIT.usage;
     }
     if (error instanceof ApiError) {
-      if (values.json) out(`${JSON.stringify({ error: { code: error.statusName, message: error.details } }, null, 2)}\n`);
-      err(`vfiod ${command}: ${error.statusName}: ${error.details}\n`);
+      if (values.json) out(`${JSON.stringify({ error: error.toJSON() }, null, 2)}\n`);
+      err(`vfiod ${command}: ${formatError({ code: error.statusName, reason: error.reason, message: error.details, metadata: error.metadata, violations: error.violations })}\n`);
       return exitForStatus(error.code);
     }
     err(`vfiod ${command}: ${errorMessage(error)}\n`);

@@ -39,11 +39,11 @@ function endpointFrom(message: EndpointMessage | null | undefined, vmId: string)
     const apiSocket = requireText(message.cloudHypervisorApiSocket, `VM ${vmId}: endpoint.cloud_hypervisor_api_socket`, 'a path');
     return { hypervisor: 'cloud-hypervisor', apiSocket, ...(eventMonitor ? { eventMonitor } : {}) };
   }
-  if (eventMonitor) throw invalid(`VM ${vmId}: endpoint.cloud_hypervisor_event_monitor goes with cloud_hypervisor_api_socket`);
+  if (eventMonitor) throw invalid(`VM ${vmId}: endpoint.cloud_hypervisor_event_monitor goes with cloud_hypervisor_api_socket`, 'endpoint.cloud_hypervisor_event_monitor');
   if (message?.endpoint === 'qemuQmpSocket' && message.qemuQmpSocket) {
     return { hypervisor: 'qemu', qmpSocket: requireText(message.qemuQmpSocket, `VM ${vmId}: endpoint.qemu_qmp_socket`, 'a path') };
   }
-  throw invalid(`VM ${vmId}: endpoint is required (cloud_hypervisor_api_socket or qemu_qmp_socket)`);
+  throw invalid(`VM ${vmId}: endpoint is required (cloud_hypervisor_api_socket or qemu_qmp_socket)`, 'endpoint', 'FIELD_REQUIRED');
 }
 
 function endpointMessage(endpoint: HypervisorEndpoint): EndpointMessage {
@@ -74,13 +74,13 @@ export function attachmentInfo(a: Attachment): Record<string, unknown> {
 
 /** cloud-hypervisor's PCI segment ids are 16 bits wide (the proto field is a uint32). */
 function checkPciSegment(value: unknown, field: string): void {
-  if (typeof value === 'number' && value > 0xffff) throw invalid(`${field} ${value} is not a PCI segment (0-65535)`);
+  if (typeof value === 'number' && value > 0xffff) throw invalid(`${field} ${value} is not a PCI segment (0-65535)`, field, 'FIELD_OUT_OF_RANGE', { value, min: 0, max: 0xffff });
 }
 
 /** A RAM size as QEMU's size= takes it; anything else would add options to the -object it goes into. */
 function qemuSize(value: unknown, field: string): string {
   if (typeof value !== 'string' || !/^[1-9][0-9]{0,15}[KMGT]?$/i.test(value)) {
-    throw invalid(`${field} ${JSON.stringify(String(value).slice(0, 64))} is not a size such as 4096M or 8G`);
+    throw invalid(`${field} ${JSON.stringify(String(value).slice(0, 64))} is not a size such as 4096M or 8G`, field);
   }
   return value;
 }
@@ -105,12 +105,16 @@ export function attachmentService(deps: {
         const id = requireText(message.controllerId, `${context}: source.controller_id`, 'an emulated controller id');
         const controller = await registry.get(id);
         if (controller.state !== 'serving') {
-          throw new VfiodError('FAILED_PRECONDITION', `${context}: controller ${id} is ${controller.state}${controller.error ? ` (${controller.error})` : ''}, not serving`);
+          throw new VfiodError('FAILED_PRECONDITION', `${context}: controller ${id} is ${controller.state}${controller.error ? ` (${controller.error})` : ''}, not serving`, {
+            reason: 'CONTROLLER_NOT_SERVING',
+            controllerId: id,
+            controllerState: controller.state,
+          });
         }
         return { kind: 'vfio-user', socketPath: controller.config.socketPath };
       }
       default:
-        throw invalid(`${context}: source is required (pci_bdf, vfio_user_socket or controller_id)`);
+        throw invalid(`${context}: source is required (pci_bdf, vfio_user_socket or controller_id)`, 'source', 'FIELD_REQUIRED');
     }
   };
 
@@ -155,7 +159,7 @@ export function attachmentService(deps: {
     DetachDevice: unary('DetachDevice', logger, async (request: { vmId: string; deviceId: string; bdf: string; timeoutMs: number; keepClaimed: boolean }) => {
       const vmId = requireText(request.vmId, 'vm_id', 'the VM to detach from');
       const deviceId = optionalText(request.deviceId, `VM ${vmId}: device_id`);
-      if (!deviceId && !request.bdf) throw invalid(`VM ${vmId}: device_id or bdf is required`);
+      if (!deviceId && !request.bdf) throw invalid(`VM ${vmId}: device_id or bdf is required`, 'device_id', 'FIELD_REQUIRED');
       const bdf = request.bdf ? requestBdf(request.bdf, 'bdf') : undefined;
       const timeoutMs = waitMs(request.timeoutMs, `VM ${vmId}: timeout_ms`);
       const result = await attachments.detach({
@@ -183,7 +187,7 @@ export function attachmentService(deps: {
       prepareDevices: boolean;
     }) => {
       const hypervisor = HYPERVISORS[request.hypervisor];
-      if (!hypervisor) throw invalid(`hypervisor is required (HYPERVISOR_KIND_CLOUD_HYPERVISOR or HYPERVISOR_KIND_QEMU), not ${request.hypervisor}`);
+      if (!hypervisor) throw invalid(`hypervisor is required (HYPERVISOR_KIND_CLOUD_HYPERVISOR or HYPERVISOR_KIND_QEMU), not ${request.hypervisor}`, 'hypervisor', 'FIELD_REQUIRED');
       const requestVmId = optionalText(request.vmId, 'vm_id');
       const vmLabel = requestVmId ? `VM ${requestVmId}` : 'VM config';
       const staticDevices: StaticDevice[] = [];
@@ -234,7 +238,12 @@ export function attachmentService(deps: {
               }
             }
             const code = error instanceof VfiodError ? error.code : 'INTERNAL';
-            throw new VfiodError(code, `VM ${vmId}: preparing ${d.source.bdf} failed: ${errorMessage(error)}${undone.length ? `; released ${undone.join(', ')} again` : ''}`);
+            const details = error instanceof VfiodError ? error.details : { reason: 'INTERNAL_ERROR' as const };
+            throw new VfiodError(code, `VM ${vmId}: preparing ${d.source.bdf} failed: ${errorMessage(error)}${undone.length ? `; released ${undone.join(', ')} again` : ''}`, {
+              ...details,
+              vmId,
+              ...(undone.length ? { releasedAgain: undone } : {}),
+            });
           }
         }
       }

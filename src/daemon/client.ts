@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { clientConstructor, type ServiceName } from './proto.js';
+import { decodeStatus, type PreconditionViolation, type ResourceInfo, STATUS_DETAILS_KEY, type StatusDetails } from './status-details.js';
 
 export interface ClientTarget {
   /** A unix socket path, or "host:port" for TCP. */
@@ -13,17 +14,74 @@ export interface ClientTarget {
   tls?: { ca: string; cert?: string; key?: string; serverName?: string };
 }
 
+/**
+ * A call that failed: the gRPC status, and the google.rpc.Status details the daemon sends with every error
+ * (`statusDetails`, undefined when the trailer is missing or unreadable): the reason to switch on and its facts.
+ */
 export class ApiError extends Error {
   constructor(
     readonly code: grpc.status,
+    /** The status message. */
     readonly details: string,
     readonly rpc: string,
+    readonly statusDetails?: StatusDetails,
   ) {
+    // The message as it always was (programs matched it); the reason is `reason`.
     super(`${grpc.status[code] ?? code}: ${details}`);
+  }
+
+  /** An ApiError of a failed call, with the details of its grpc-status-details-bin trailer decoded. */
+  static from(error: grpc.ServiceError, rpc: string): ApiError {
+    return new ApiError(error.code, error.details, rpc, statusDetailsOfMetadata(error.metadata));
   }
 
   get statusName(): string {
     return grpc.status[this.code] ?? String(this.code);
+  }
+
+  /** ErrorInfo.reason (src/util/error-reasons.ts), e.g. DEVICE_IN_USE. */
+  get reason(): string | undefined {
+    return this.statusDetails?.errorInfo?.reason;
+  }
+
+  /** ErrorInfo.metadata: the facts of the error (bdf, holder_pid, controller_id, ...). */
+  get metadata(): Record<string, string> {
+    return this.statusDetails?.errorInfo?.metadata ?? {};
+  }
+
+  /** PreconditionFailure violations (FAILED_PRECONDITION). */
+  get violations(): PreconditionViolation[] {
+    return this.statusDetails?.preconditionFailure?.violations ?? [];
+  }
+
+  get resource(): ResourceInfo | undefined {
+    return this.statusDetails?.resourceInfo;
+  }
+
+  /** The error as the CLI's --json prints it. */
+  toJSON(): Record<string, unknown> {
+    const s = this.statusDetails;
+    return {
+      code: this.statusName,
+      ...(this.reason ? { reason: this.reason, domain: s?.errorInfo?.domain } : {}),
+      message: this.details,
+      ...(s?.errorInfo ? { metadata: s.errorInfo.metadata } : {}),
+      ...(s?.preconditionFailure ? { violations: s.preconditionFailure.violations } : {}),
+      ...(s?.badRequest ? { fieldViolations: s.badRequest.fieldViolations } : {}),
+      ...(s?.quotaFailure ? { quotaViolations: s.quotaFailure.violations } : {}),
+      ...(s?.resourceInfo ? { resource: s.resourceInfo } : {}),
+    };
+  }
+}
+
+/** The google.rpc.Status in a call's trailers; undefined when there is none or it does not decode. */
+export function statusDetailsOfMetadata(metadata: grpc.Metadata | undefined): StatusDetails | undefined {
+  const value = metadata?.get(STATUS_DETAILS_KEY)[0];
+  if (!Buffer.isBuffer(value)) return undefined;
+  try {
+    return decodeStatus(value);
+  } catch {
+    return undefined;
   }
 }
 
@@ -86,7 +144,7 @@ export class VfiodClient {
     if (typeof method !== 'function') return Promise.reject(new Error(`${service} has no RPC ${rpc}`));
     return new Promise((resolve, reject) => {
       method.call(client, request, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (error, response) => {
-        if (error) reject(new ApiError(error.code, error.details, rpc));
+        if (error) reject(ApiError.from(error, rpc));
         else resolve(withoutSyntheticOneofs(response) as Res);
       });
     });

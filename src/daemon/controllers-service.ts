@@ -90,7 +90,19 @@ export function controllerService(deps: { registry: ControllerRegistry; attachme
       const blocking = users.filter((a) => a.state !== 'detach-pending' || connected);
       if (blocking.length) {
         const where = blocking.map((a) => `VM ${a.vmId} as ${a.deviceId} (${a.state})`).join(', ');
-        throw new VfiodError('FAILED_PRECONDITION', `controller ${id} is attached to ${where}${connected ? ', a hypervisor is connected' : ''}: detach it first (DetachDevice)`);
+        throw new VfiodError('FAILED_PRECONDITION', `controller ${id} is attached to ${where}${connected ? ', a hypervisor is connected' : ''}: detach it first (DetachDevice)`, {
+          reason: 'CONTROLLER_ATTACHED',
+          controllerId: id,
+          vmId: blocking[0]!.vmId,
+          deviceId: blocking[0]!.deviceId,
+          attachments: blocking.map((a) => `${a.vmId}/${a.deviceId}`),
+          clientConnected: connected,
+          violations: blocking.map((a) => ({
+            type: 'CONTROLLER_ATTACHED' as const,
+            subject: `attachment:${a.vmId}/${a.deviceId}`,
+            description: `attached to VM ${a.vmId} as ${a.deviceId} (${a.state})`,
+          })),
+        });
       }
       if (users.length) logger.warn('deleting a controller whose VM is gone without a completed detach', { controller: id, attachments: users.map((a) => `${a.vmId}/${a.deviceId}`) });
       await registry.delete(id);

@@ -28,7 +28,7 @@ export function daemonService(deps: { holderSocket: string | undefined; logger: 
         });
       }
       const bin = request.bin === '' ? undefined : request.bin;
-      if (bin !== undefined && !path.isAbsolute(bin)) throw new VfiodError('INVALID_ARGUMENT', `bin must be an absolute path, not '${bin}'`);
+      if (bin !== undefined && !path.isAbsolute(bin)) throw new VfiodError('INVALID_ARGUMENT', `bin must be an absolute path, not '${bin}'`, { reason: 'FIELD_INVALID', field: 'bin' });
       // The answer goes out first: the holder's SIGUSR2 makes this process checkpoint and exit.
       setTimeout(() => {
         try {

@@ -122,10 +122,10 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
     ListDevices: unary('ListDevices', logger, (request: ListDevicesRequest) => {
       const bdfs = (request.bdfs ?? []).map((b, i) => requestBdf(b, `bdfs[${i}]`));
       const pfs = (request.pfs ?? []).map((b, i) => requestBdf(b, `pfs[${i}]`));
-      for (const id of request.ids ?? []) if (!parseId(id)) throw invalid(`ids: '${id}' is not vendor:device (e.g. 15b3:6001)`);
+      for (const id of request.ids ?? []) if (!parseId(id)) throw invalid(`ids: '${id}' is not vendor:device (e.g. 15b3:6001)`, 'ids');
       const kinds = (request.kinds ?? []).map((k) => {
         const kind = enumSuffix(String(k), 'DEVICE_KIND_') as DeviceKind;
-        if (!DEVICE_KINDS.includes(kind)) throw invalid(`kinds: ${String(k)} is not a device kind`);
+        if (!DEVICE_KINDS.includes(kind)) throw invalid(`kinds: ${String(k)} is not a device kind`, 'kinds');
         return kind;
       });
       const claims = claimsByBdf();
@@ -136,7 +136,7 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
     GetDevice: unary('GetDevice', logger, (request: { bdf: string }) => {
       const bdf = requestBdf(request.bdf, 'bdf');
       const device = readDevice(roots, bdf);
-      if (!device) throw new VfiodError('NOT_FOUND', `no PCI device ${bdf}`);
+      if (!device) throw new VfiodError('NOT_FOUND', `no PCI device ${bdf}`, { reason: 'DEVICE_NOT_FOUND', bdf });
       return { device: deviceInfo(device, manager.claims.get(bdf)) };
     }),
 

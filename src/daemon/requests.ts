@@ -7,9 +7,11 @@
  * - the handler wrapper (`unary`) and the tracker of running handlers that shutdown waits for.
  */
 import * as grpc from '@grpc/grpc-js';
+import type { Reason } from '../util/error-reasons.js';
 import { type ErrorCode, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { normalizeBdf } from '../util/pci-address.js';
+import { encodeStatusDetails, STATUS_DETAILS_KEY } from './status-details.js';
 
 export const GRPC_STATUS: Record<ErrorCode, grpc.status> = {
   NOT_FOUND: grpc.status.NOT_FOUND,
@@ -35,25 +37,57 @@ export interface StatusError {
  */
 export const MAX_STATUS_DETAILS = 2000;
 
-/** `message` cut to about MAX_STATUS_DETAILS characters in the middle (the end often says what went wrong). */
+/**
+ * grpc-js sends the message as encodeURI(message) (non-ASCII characters become up to 12 bytes) next to the
+ * grpc-status-details-bin trailer (at most MAX_STATUS_BYTES, 4/3 of that in base64): both must fit in 8 KiB.
+ */
+export const MAX_STATUS_DETAILS_ENCODED = 4000;
+
+/**
+ * `message` cut to about MAX_STATUS_DETAILS characters in the middle (the end often says what went wrong), and
+ * further while grpc-js's encoding of it would pass MAX_STATUS_DETAILS_ENCODED bytes. A cut never leaves half of a
+ * surrogate pair (encodeURI throws on one).
+ */
 export function boundedDetails(message: string): string {
-  if (message.length <= MAX_STATUS_DETAILS) return message;
-  const tail = 500;
-  const head = MAX_STATUS_DETAILS - tail;
-  return `${message.slice(0, head)} ...(${message.length - head - tail} characters cut)... ${message.slice(-tail)}`;
+  const text = wellFormed(message);
+  for (let max = MAX_STATUS_DETAILS; ; max = Math.floor(max / 2)) {
+    const bounded = cutMiddle(text, max);
+    if (encodeURI(bounded).length <= MAX_STATUS_DETAILS_ENCODED || max < 100) return bounded;
+  }
 }
 
-/** A bad request: INVALID_ARGUMENT with a message that names the RPC's subject. */
-export function invalid(message: string): VfiodError {
-  return new VfiodError('INVALID_ARGUMENT', message);
+function cutMiddle(message: string, max: number): string {
+  if (message.length <= max) return message;
+  const tail = Math.min(500, Math.floor(max / 4));
+  const head = max - tail;
+  return wellFormed(`${message.slice(0, head)} ...(${message.length - head - tail} characters cut)... ${message.slice(-tail)}`);
+}
+
+/** `text` with lone surrogates replaced by U+FFFD. */
+function wellFormed(text: string): string {
+  return text.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD');
+}
+
+/**
+ * A bad request: INVALID_ARGUMENT with a message that names the RPC's subject, a reason (default FIELD_INVALID) and
+ * the field (sent as `field` metadata and a google.rpc.BadRequest field violation).
+ */
+export function invalid(message: string, field?: string, reason: Reason = 'FIELD_INVALID', details: Record<string, unknown> = {}): VfiodError {
+  return new VfiodError('INVALID_ARGUMENT', message, { reason, ...(field !== undefined ? { field: fieldPath(field) } : {}), ...details });
+}
+
+/** The field's path in the request, without the subject a label names first ("VM vm1: timeout_ms" -> "timeout_ms"). */
+function fieldPath(label: string): string {
+  const at = label.lastIndexOf(': ');
+  return at < 0 ? label : label.slice(at + 2);
 }
 
 /** A BDF from a request field, normalised; INVALID_ARGUMENT naming the field when it is missing or malformed. */
 export function requestBdf(value: unknown, field: string): string {
-  if (typeof value !== 'string' || value.trim() === '') throw invalid(`${field} is required (a PCI address such as 0000:01:00.1)`);
-  if (value.length > 64) throw invalid(`${field} (${value.length} characters) is not a PCI address (expected 0000:01:00.1 or 01:00.1)`);
+  if (typeof value !== 'string' || value.trim() === '') throw invalid(`${field} is required (a PCI address such as 0000:01:00.1)`, field, 'FIELD_REQUIRED');
+  if (value.length > 64) throw invalid(`${field} (${value.length} characters) is not a PCI address (expected 0000:01:00.1 or 01:00.1)`, field, 'PCI_ADDRESS_INVALID');
   const bdf = normalizeBdf(value);
-  if (!bdf) throw invalid(`${field} '${value}' is not a PCI address (expected 0000:01:00.1 or 01:00.1)`);
+  if (!bdf) throw invalid(`${field} '${value}' is not a PCI address (expected 0000:01:00.1 or 01:00.1)`, field, 'PCI_ADDRESS_INVALID');
   return bdf;
 }
 
@@ -65,14 +99,14 @@ export const MAX_TEXT_FIELD = 256;
  * control characters (a NUL cannot be in a path; newlines would forge log lines and table rows).
  */
 export function requireText(value: unknown, field: string, what: string): string {
-  if (typeof value !== 'string' || value.trim() === '') throw invalid(`${field} is required (${what})`);
+  if (typeof value !== 'string' || value.trim() === '') throw invalid(`${field} is required (${what})`, field, 'FIELD_REQUIRED');
   return checkText(value, field);
 }
 
 /** An optional text field ('' = not given) with the same limits as requireText. */
 export function optionalText(value: unknown, field: string): string | undefined {
   if (value === undefined || value === null || value === '') return undefined;
-  if (typeof value !== 'string') throw invalid(`${field} must be a string`);
+  if (typeof value !== 'string') throw invalid(`${field} must be a string`, field);
   return checkText(value, field);
 }
 
@@ -82,28 +116,39 @@ export const MAX_WAIT_MS = 3_600_000;
 /** A proto3 uint32 wait in milliseconds (0 = default); INVALID_ARGUMENT naming the field above MAX_WAIT_MS. */
 export function waitMs(value: unknown, field: string): number {
   const ms = typeof value === 'number' ? value : 0;
-  if (!Number.isInteger(ms) || ms < 0 || ms > MAX_WAIT_MS) throw invalid(`${field} ${String(value)} is more than ${MAX_WAIT_MS} ms (1 hour)`);
+  if (!Number.isInteger(ms) || ms < 0 || ms > MAX_WAIT_MS) throw invalid(`${field} ${String(value)} is more than ${MAX_WAIT_MS} ms (1 hour)`, field, 'FIELD_OUT_OF_RANGE', { value: String(value), min: 0, max: MAX_WAIT_MS });
   return ms;
 }
 
 function checkText(value: string, field: string): string {
-  if (value.length > MAX_TEXT_FIELD) throw invalid(`${field} is ${value.length} characters long; the limit is ${MAX_TEXT_FIELD}`);
-  if (/[\x00-\x1f\x7f]/.test(value)) throw invalid(`${field} ${JSON.stringify(value)} contains control characters`);
+  if (value.length > MAX_TEXT_FIELD) {
+    throw invalid(`${field} is ${value.length} characters long; the limit is ${MAX_TEXT_FIELD}`, field, 'FIELD_TOO_LONG', { length: value.length, limit: MAX_TEXT_FIELD });
+  }
+  if (/[\x00-\x1f\x7f]/.test(value)) throw invalid(`${field} ${JSON.stringify(value)} contains control characters`, field, 'FIELD_CONTROL_CHARACTERS');
   return value;
 }
 
-/** Converts whatever a handler threw into a gRPC status; unexpected errors are logged and become INTERNAL. */
+/**
+ * Converts whatever a handler threw into a gRPC status; unexpected errors are logged and become INTERNAL. Every status
+ * carries a google.rpc.Status in the grpc-status-details-bin trailer (src/daemon/status-details.ts): the reason and
+ * facts of a VfiodError, INTERNAL_ERROR for anything else. The `vfiod-error-code` trailer (the VfiodError code, which
+ * is also the gRPC code's name) stays for clients written before the details.
+ */
 export function toStatus(error: unknown, rpc: string, logger: Logger): StatusError {
+  const metadata = new grpc.Metadata();
   if (error instanceof VfiodError) {
     const details = boundedDetails(error.message);
-    logger.info('request refused', { rpc, code: error.code, error: details });
-    const metadata = new grpc.Metadata();
+    logger.info('request refused', { rpc, code: error.code, reason: error.reason, error: details });
     metadata.set('vfiod-error-code', error.code);
+    metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails(error.code, details, error.details));
     return { code: GRPC_STATUS[error.code], details, metadata };
   }
   const message = error instanceof Error ? error.message : String(error);
   logger.error('request failed unexpectedly', { rpc, error: boundedDetails(message) });
-  return { code: grpc.status.INTERNAL, details: boundedDetails(`${rpc}: internal error: ${message}`) };
+  const details = boundedDetails(`${rpc}: internal error: ${message}`);
+  metadata.set('vfiod-error-code', 'INTERNAL');
+  metadata.set(STATUS_DETAILS_KEY, encodeStatusDetails('INTERNAL', details, { reason: 'INTERNAL_ERROR', rpc }));
+  return { code: grpc.status.INTERNAL, details, metadata };
 }
 
 type UnaryHandler<Req, Res> = (request: Req, call: grpc.ServerUnaryCall<Req, Res>) => Promise<Res> | Res;

@@ -104,7 +104,7 @@ export interface Daemon {
 function parseHostPort(text: string): { host: string; port: number } {
   const m = /^(?:\[([^\]]+)\]|([^:]+)):(\d+)$/.exec(text);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port > 65535) throw new VfiodError('INVALID_ARGUMENT', `--tcp must be host:port (e.g. 127.0.0.1:50051), not '${text}'`);
+  if (!m || port > 65535) throw new VfiodError('INVALID_ARGUMENT', `--tcp must be host:port (e.g. 127.0.0.1:50051), not '${text}'`, { reason: 'DAEMON_OPTION_INVALID', option: '--tcp' });
   return { host: m[1] ?? m[2]!, port };
 }
 
@@ -116,9 +116,12 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
   const logger = (options.logger ?? rootLogger).child({ component: 'daemon' });
   const socketPath = options.socketPath === undefined ? DEFAULT_DAEMON_SOCKET : options.socketPath;
   if (options.tcp !== undefined && !options.tls && !options.insecureTcp) {
-    throw new VfiodError('INVALID_ARGUMENT', `refusing plain TCP on ${options.tcp}: give --tls-cert and --tls-key (and --tls-ca for client certificates), or --insecure-tcp to accept an unauthenticated, unencrypted API`);
+    throw new VfiodError('INVALID_ARGUMENT', `refusing plain TCP on ${options.tcp}: give --tls-cert and --tls-key (and --tls-ca for client certificates), or --insecure-tcp to accept an unauthenticated, unencrypted API`, {
+      reason: 'PLAIN_TCP_REFUSED',
+      address: options.tcp,
+    });
   }
-  if (options.tls && (!options.tls.cert || !options.tls.key)) throw new VfiodError('INVALID_ARGUMENT', 'TLS needs both a certificate and a key');
+  if (options.tls && (!options.tls.cert || !options.tls.key)) throw new VfiodError('INVALID_ARGUMENT', 'TLS needs both a certificate and a key', { reason: 'DAEMON_OPTION_INVALID', option: '--tls-cert' });
   if (options.tls && !options.tls.ca && !options.insecureTlsWithoutClientCert) {
     // TLS alone only encrypts: every client that reaches the port could list, create and attach controllers whose
     // disks are host files.
@@ -130,17 +133,18 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     );
   }
   if (options.insecureTlsWithoutClientCert && options.tls?.ca) {
-    throw new VfiodError('INVALID_ARGUMENT', '--insecure-tls-no-client-cert and --tls-ca contradict each other');
+    throw new VfiodError('INVALID_ARGUMENT', '--insecure-tls-no-client-cert and --tls-ca contradict each other', { reason: 'DAEMON_OPTION_INVALID', option: '--insecure-tls-no-client-cert' });
   }
   const tcp = options.tcp !== undefined ? parseHostPort(options.tcp) : undefined;
-  if (socketPath === null && !tcp) throw new VfiodError('INVALID_ARGUMENT', 'nothing to listen on: give a unix socket or --tcp');
+  if (socketPath === null && !tcp) throw new VfiodError('INVALID_ARGUMENT', 'nothing to listen on: give a unix socket or --tcp', { reason: 'DAEMON_OPTION_INVALID', option: '--no-socket' });
   let tlsCredentials: grpc.ServerCredentials | undefined;
   if (options.tls) {
+    const option = (what: string): string => (what === 'certificate' ? '--tls-cert' : what === 'key' ? '--tls-key' : '--tls-ca');
     const read = (what: string, file: string): Buffer => {
       try {
         return readFileSync(file);
       } catch (error) {
-        throw new VfiodError('INVALID_ARGUMENT', `cannot read the TLS ${what} ${file}: ${errorMessage(error)}`);
+        throw new VfiodError('INVALID_ARGUMENT', `cannot read the TLS ${what} ${file}: ${errorMessage(error)}`, { reason: 'DAEMON_OPTION_INVALID', option: option(what) });
       }
     };
     const keyPair = { cert_chain: read('certificate', options.tls.cert), private_key: read('key', options.tls.key) };
@@ -151,8 +155,8 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
   // Refuse a socket another daemon listens on before touching any state.
   if (socketPath !== null) {
     const state = await socketPathState(socketPath);
-    if (state === 'live') throw new VfiodError('FAILED_PRECONDITION', `${socketPath} is in use: another vfiod daemon (or something else) listens on it`);
-    if (state === 'not-a-socket') throw new VfiodError('FAILED_PRECONDITION', `refusing to replace ${socketPath}: it exists and is not a socket`);
+    if (state === 'live') throw new VfiodError('FAILED_PRECONDITION', `${socketPath} is in use: another vfiod daemon (or something else) listens on it`, { reason: 'DAEMON_SOCKET_IN_USE', socketPath });
+    if (state === 'not-a-socket') throw new VfiodError('FAILED_PRECONDITION', `refusing to replace ${socketPath}: it exists and is not a socket`, { reason: 'DAEMON_SOCKET_NOT_A_SOCKET', socketPath });
     if (state === 'stale') {
       unlinkSync(socketPath);
       logger.info('removed stale socket file', { socket: socketPath });
@@ -246,7 +250,10 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
       cleanup.push(() => removeSocket(socketPath));
       const created = lstatSync(socketPath);
       if (!created.isSocket() || (created.mode & 0o777) !== mode) {
-        throw new VfiodError('FAILED_PRECONDITION', `${socketPath} is not the socket just bound with mode 0${mode.toString(8)} (${created.isSocket() ? `mode 0${(created.mode & 0o777).toString(8)}` : 'not a socket'}): was it replaced?`);
+        throw new VfiodError('FAILED_PRECONDITION', `${socketPath} is not the socket just bound with mode 0${mode.toString(8)} (${created.isSocket() ? `mode 0${(created.mode & 0o777).toString(8)}` : 'not a socket'}): was it replaced?`, {
+          reason: 'DAEMON_SOCKET_NOT_A_SOCKET',
+          socketPath,
+        });
       }
     }
     let tcpAddress: string | null = null;

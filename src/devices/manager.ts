@@ -25,7 +25,7 @@ import {
 import { driversProbeFile, type HostRoots, pciDeviceDir, type SysfsWriter, vfioGroupPath } from './host.js';
 import { slotOf } from '../util/pci-address.js';
 import type { VfioProbeResult, VfioProber } from './probe.js';
-import { type ErrorCode, VfiodError } from '../util/errors.js';
+import { type ErrorCode, type ErrorDetails, VfiodError, type Violation } from '../util/errors.js';
 import { sleep } from '../util/sleep.js';
 
 export type DeviceErrorCode = ErrorCode;
@@ -148,7 +148,7 @@ export class DeviceManager {
   restoreBinding(bdf: string, driver: string | null, override: string | null): void {
     const dir = this.dir(bdf);
     const current = readDevice(this.roots, bdf, bindingOnly());
-    if (!current) throw new DeviceError('NOT_FOUND', `${bdf} is gone`);
+    if (!current) throw new DeviceError('NOT_FOUND', `${bdf} is gone`, { reason: 'DEVICE_NOT_FOUND', bdf });
     if (current.driver !== null && current.driver !== driver) this.write(path.join(dir, 'driver/unbind'), bdf);
     if (driver !== null && current.driver !== driver) {
       // driver_override naming the original driver makes drivers_probe bind exactly it, also for VFs whose PF has
@@ -158,26 +158,33 @@ export class DeviceManager {
     }
     this.write(path.join(dir, 'driver_override'), override ?? '\n');
     const after = readDevice(this.roots, bdf, bindingOnly());
-    if (!after) throw new DeviceError('NOT_FOUND', `${bdf} vanished while being restored`);
+    if (!after) throw new DeviceError('NOT_FOUND', `${bdf} vanished while being restored`, { reason: 'DEVICE_NOT_FOUND', bdf });
     if (after.driver !== driver) {
-      throw new DeviceError('INTERNAL', `${bdf} did not rebind to ${driver ?? 'no driver'} (driver is ${after.driver ?? 'none'})`);
+      throw new DeviceError('INTERNAL', `${bdf} did not rebind to ${driver ?? 'no driver'} (driver is ${after.driver ?? 'none'})`, {
+        reason: 'REBIND_FAILED',
+        bdf,
+        driver: after.driver ?? '',
+      });
     }
   }
 
   async prepare(bdfIn: string, owner: string, options: PrepareOptions = {}): Promise<PrepareResult> {
     const bdf = bdfIn;
-    if (!owner) throw new DeviceError('INVALID_ARGUMENT', 'an owner (VM name) is required');
+    if (!owner) throw new DeviceError('INVALID_ARGUMENT', 'an owner (VM name) is required', { reason: 'FIELD_REQUIRED', field: 'owner' });
     const dev = this.read(bdf);
-    if (!dev) throw new DeviceError('NOT_FOUND', `no PCI device ${bdf}`);
-    if (dev.kind === 'bridge') throw new DeviceError('FAILED_PRECONDITION', `${bdf} is a bridge: bridges are never bound to VFIO`);
+    if (!dev) throw new DeviceError('NOT_FOUND', `no PCI device ${bdf}`, { reason: 'DEVICE_NOT_FOUND', bdf });
+    if (dev.kind === 'bridge') throw new DeviceError('FAILED_PRECONDITION', `${bdf} is a bridge: bridges are never bound to VFIO`, { reason: 'DEVICE_IS_BRIDGE', bdf });
     if (dev.iommuGroup === null) {
-      throw new DeviceError('FAILED_PRECONDITION', `${bdf} has no IOMMU group: enable the IOMMU (intel_iommu=on / amd_iommu) to pass it through`);
+      throw new DeviceError('FAILED_PRECONDITION', `${bdf} has no IOMMU group: enable the IOMMU (intel_iommu=on / amd_iommu) to pass it through`, {
+        reason: 'DEVICE_NO_IOMMU_GROUP',
+        bdf,
+      });
     }
 
     const existing = this.claims.get(bdf);
     if (existing) {
       if (existing.owner !== owner) {
-        throw new DeviceError('ALREADY_EXISTS', `${bdf} is claimed by ${existing.owner} (${existing.state})`, { owner: existing.owner });
+        throw new DeviceError('ALREADY_EXISTS', `${bdf} is claimed by ${existing.owner} (${existing.state})`, { reason: 'DEVICE_CLAIMED_BY_OTHER_VM', bdf, owner: existing.owner });
       }
       if (existing.state === 'prepared' && onVfioDriver(this.roots, bdf) && (dev.vfioGroupDev || dev.vfioCdev)) {
         const set = this.claims.list().filter((c) => c.primary === existing.primary);
@@ -194,13 +201,30 @@ export class DeviceManager {
           probe: null,
         };
       }
-      throw new DeviceError('FAILED_PRECONDITION', `${bdf} has a claim for ${owner} in state ${existing.state} and is on ${dev.driver ?? 'no driver'}: run 'vfiod devices reconcile' (docs/passthrough.md)`);
+      throw new DeviceError('FAILED_PRECONDITION', `${bdf} has a claim for ${owner} in state ${existing.state} and is on ${dev.driver ?? 'no driver'}: run 'vfiod devices reconcile' (docs/passthrough.md)`, {
+        reason: 'CLAIM_INCONSISTENT',
+        bdf,
+        owner,
+        claimState: existing.state,
+        driver: dev.driver ?? '',
+      });
     }
+
+    // Every failed precondition of the group and the host is collected, so one answer lists all there is to fix; the
+    // first decides the reason (in this order: group held, member claimed, group not viable, in use on the host).
+    const group = dev.iommuGroup;
+    const violations: Array<{ message: string; details: ErrorDetails & { violations: Violation[] } }> = [];
+    const violation = (reason: Violation['type'], subject: string, message: string, facts: Record<string, unknown>): void => {
+      violations.push({ message, details: { reason, bdf, iommuGroup: group, ...facts, violations: [{ type: reason, subject, description: message }] } });
+    };
 
     // Another VMM holding the group means another VM uses a member: binding would break it or fail.
     const groupHolders = this.holders([dev]);
     if (groupHolders.length > 0) {
-      throw new DeviceError('FAILED_PRECONDITION', `IOMMU group ${dev.iommuGroup} is open in ${groupHolders.map((h) => `pid ${h.pid} (${h.comm ?? '?'})`).join(', ')}: another VM uses it`);
+      violation('IOMMU_GROUP_HELD', `iommu-group:${group}`, `IOMMU group ${group} is open in ${groupHolders.map((h) => `pid ${h.pid} (${h.comm ?? '?'})`).join(', ')}: another VM uses it`, {
+        holderPid: groupHolders.map((h) => h.pid),
+        holderComm: groupHolders.map((h) => h.comm ?? '?'),
+      });
     }
 
     // Which devices this prepare binds: the device, GPU companions in its slot, or the whole group when asked.
@@ -212,7 +236,11 @@ export class DeviceManager {
       if (!m || m.kind === 'bridge') continue;
       const claim = this.claims.get(member);
       if (claim && claim.owner !== owner) {
-        throw new DeviceError('FAILED_PRECONDITION', `IOMMU group ${dev.iommuGroup} member ${member} is claimed by VM ${claim.owner}: a group can only go to one VM`);
+        violation('IOMMU_GROUP_MEMBER_CLAIMED', `pci-device:${member}`, `IOMMU group ${group} member ${member} is claimed by VM ${claim.owner}: a group can only go to one VM`, {
+          member,
+          owner: claim.owner,
+        });
+        continue;
       }
       if (claim || m.driver === null || onVfioDriver(this.roots, member)) continue;
       const companion = dev.kind === 'display' && slotOf(member) === slotOf(bdf);
@@ -220,9 +248,10 @@ export class DeviceManager {
       else notViable.push(`${member} (${m.kind}, on ${m.driver})`);
     }
     if (notViable.length > 0) {
-      throw new DeviceError(
-        'FAILED_PRECONDITION',
-        `IOMMU group ${dev.iommuGroup} is not viable: ${notViable.join(', ')} would stay on host drivers; pass --whole-group to prepare them too`,
+      violation(
+        'IOMMU_GROUP_NOT_VIABLE',
+        `iommu-group:${group}`,
+        `IOMMU group ${group} is not viable: ${notViable.join(', ')} would stay on host drivers; pass --whole-group to prepare them too`,
         { members: notViable },
       );
     }
@@ -231,10 +260,17 @@ export class DeviceManager {
     const warnings: string[] = [];
     const inUse = set.flatMap(({ dev: d }) => d.hostUse.filter((u) => u.blocking).map((u) => `${d.bdf}: ${u.detail}`));
     if (inUse.length > 0) {
-      if (!options.force) {
-        throw new DeviceError('FAILED_PRECONDITION', `${bdf} is in use on the host: ${inUse.join('; ')} (--force overrides)`, { inUse });
-      }
-      overridden.push(...inUse);
+      if (!options.force) violation('DEVICE_IN_USE', `pci-device:${bdf}`, `${bdf} is in use on the host: ${inUse.join('; ')} (--force overrides)`, { inUse });
+      else overridden.push(...inUse);
+    }
+    const [first, ...more] = violations;
+    if (first) {
+      // Each violation of a reason the first has too (a second claimed member) adds to the list, not the metadata.
+      throw new DeviceError('FAILED_PRECONDITION', [first.message, ...more.map((v) => v.message)].join('; and '), {
+        ...Object.assign({}, ...more.reverse().map((v) => v.details)),
+        ...first.details,
+        violations: violations.flatMap((v) => v.details.violations),
+      });
     }
     for (const { dev: d } of set) {
       for (const u of d.hostUse.filter((x) => !x.blocking)) warnings.push(`${d.bdf}: ${u.detail}`);
@@ -263,7 +299,7 @@ export class DeviceManager {
       // Written (and synced) before the first sysfs change: a crash never leaves a device on vfio-pci unrecorded.
       this.claims.insert(claims);
     } catch (error) {
-      if (error instanceof ClaimConflictError) throw new DeviceError('ALREADY_EXISTS', error.message);
+      if (error instanceof ClaimConflictError) throw new DeviceError('ALREADY_EXISTS', error.message, { reason: 'DEVICE_CLAIMED_BY_OTHER_VM', bdf });
       throw error;
     }
 
@@ -285,9 +321,13 @@ export class DeviceManager {
         if (claim.originalDriver !== null) this.write(path.join(dir, 'driver/unbind'), claim.bdf);
         this.write(driversProbeFile(this.roots), claim.bdf);
         const now = readDevice(this.roots, claim.bdf, bindingOnly());
-        if (!now) throw new DeviceError('NOT_FOUND', `${claim.bdf} disappeared while being bound`);
+        if (!now) throw new DeviceError('NOT_FOUND', `${claim.bdf} disappeared while being bound`, { reason: 'DEVICE_NOT_FOUND', bdf: claim.bdf });
         if (now.driver !== VFIO_PCI) {
-          throw new DeviceError('INTERNAL', `${claim.bdf} did not bind to vfio-pci (driver: ${now.driver ?? 'none'}); is vfio-pci available?`);
+          throw new DeviceError('INTERNAL', `${claim.bdf} did not bind to vfio-pci (driver: ${now.driver ?? 'none'}); is vfio-pci available?`, {
+            reason: 'VFIO_BIND_FAILED',
+            bdf: claim.bdf,
+            driver: now.driver ?? '',
+          });
         }
       }
 
@@ -295,9 +335,16 @@ export class DeviceManager {
       const deadline = Date.now() + this.vfioTimeoutMs;
       for (;;) {
         const current = this.read(bdf);
-        if (!current) throw new DeviceError('NOT_FOUND', `${bdf} disappeared while waiting for ${groupDev}`);
+        if (!current) throw new DeviceError('NOT_FOUND', `${bdf} disappeared while waiting for ${groupDev}`, { reason: 'DEVICE_NOT_FOUND', bdf });
         if (existsSync(groupDev) || (current.vfioCdev && existsSync(current.vfioCdev))) break;
-        if (Date.now() >= deadline) throw new DeviceError('UNAVAILABLE', `${groupDev} did not appear within ${this.vfioTimeoutMs} ms`);
+        if (Date.now() >= deadline) {
+          throw new DeviceError('UNAVAILABLE', `${groupDev} did not appear within ${this.vfioTimeoutMs} ms`, {
+            reason: 'VFIO_NODE_TIMEOUT',
+            bdf,
+            path: groupDev,
+            timeoutMs: this.vfioTimeoutMs,
+          });
+        }
         await sleep(this.pollMs);
       }
 
@@ -307,13 +354,22 @@ export class DeviceManager {
         try {
           result = await this.prober.probe(d.bdf);
         } catch (error) {
-          throw new DeviceError('INTERNAL', `VFIO probe of ${d.bdf} failed: ${describe(error)}`);
+          throw new DeviceError('INTERNAL', `VFIO probe of ${d.bdf} failed: ${describe(error)}`, { reason: 'VFIO_PROBE_FAILED', bdf: d.bdf });
         }
-        if (!result.groupViable) throw new DeviceError('FAILED_PRECONDITION', `VFIO reports IOMMU group ${d.iommuGroup} not viable for ${d.bdf}`);
-        if (result.regions.length === 0) throw new DeviceError('INTERNAL', `VFIO enumerated no regions for ${d.bdf}`);
+        if (!result.groupViable) {
+          throw new DeviceError('FAILED_PRECONDITION', `VFIO reports IOMMU group ${d.iommuGroup} not viable for ${d.bdf}`, {
+            reason: 'IOMMU_GROUP_NOT_VIABLE',
+            bdf: d.bdf,
+            iommuGroup: d.iommuGroup,
+          });
+        }
+        if (result.regions.length === 0) throw new DeviceError('INTERNAL', `VFIO enumerated no regions for ${d.bdf}`, { reason: 'VFIO_PROBE_FAILED', bdf: d.bdf });
         if (!result.resetSupported) {
           if (!options.force) {
-            throw new DeviceError('FAILED_PRECONDITION', `${d.bdf} has no usable reset through VFIO: state would leak between VMs (--force overrides)`);
+            throw new DeviceError('FAILED_PRECONDITION', `${d.bdf} has no usable reset through VFIO: state would leak between VMs (--force overrides)`, {
+              reason: 'DEVICE_NO_RESET',
+              bdf: d.bdf,
+            });
           }
           overridden.push(`${d.bdf}: no usable reset`);
         }
@@ -346,7 +402,9 @@ export class DeviceManager {
       const summary = rollback.failed.length
         ? `rollback incomplete (${rollback.failed.join('; ')}); the claim is kept as 'failed': see docs/passthrough.md`
         : `rolled back ${rollback.done.length} change(s)`;
-      throw new DeviceError(error instanceof DeviceError ? error.code : 'INTERNAL', `prepare ${bdf} failed: ${cause}; ${summary}`, {
+      // The cause's reason and facts go on: a caller switches on why it failed, not on the rollback.
+      throw new DeviceError(error instanceof VfiodError ? error.code : 'INTERNAL', `prepare ${bdf} failed: ${cause}; ${summary}`, {
+        ...(error instanceof VfiodError ? error.details : { reason: 'INTERNAL_ERROR', bdf }),
         rolledBack: rollback.done,
         rollbackFailed: rollback.failed,
         overridden,
@@ -371,8 +429,10 @@ export class DeviceManager {
 
   async release(bdf: string, owner: string, options: ReleaseOptions = {}): Promise<ReleaseResult> {
     const claim = this.claims.get(bdf);
-    if (!claim) throw new DeviceError('NOT_FOUND', `${bdf} is not claimed by vfiod`);
-    if (claim.owner !== owner) throw new DeviceError('FAILED_PRECONDITION', `${bdf} is claimed by ${claim.owner}, not ${owner}`, { owner: claim.owner });
+    if (!claim) throw new DeviceError('NOT_FOUND', `${bdf} is not claimed by vfiod`, { reason: 'CLAIM_NOT_FOUND', bdf });
+    if (claim.owner !== owner) {
+      throw new DeviceError('FAILED_PRECONDITION', `${bdf} is claimed by ${claim.owner}, not ${owner}`, { reason: 'DEVICE_CLAIMED_BY_OTHER_VM', bdf, owner: claim.owner });
+    }
     const set = this.claims.list().filter((c) => c.primary === claim.primary);
     const devs = set.map((c) => ({ iommuGroup: c.iommuGroup, vfioCdev: this.read(c.bdf)?.vfioCdev ?? null }));
     const deadline = Date.now() + (options.waitMs ?? 0);
@@ -383,7 +443,13 @@ export class DeviceManager {
         throw new DeviceError(
           'UNAVAILABLE',
           `${bdf} is still held by ${holders.map((h) => `pid ${h.pid} (${h.comm ?? '?'}) via ${h.path}`).join(', ')}: detach it from the VM first${options.waitMs ? ` (waited ${options.waitMs} ms)` : ''}`,
-          { holders },
+          {
+            reason: 'DEVICE_STILL_HELD',
+            bdf,
+            holderPid: holders.map((h) => h.pid),
+            holderComm: holders.map((h) => h.comm ?? '?'),
+            holderPath: holders.map((h) => h.path),
+          },
         );
       }
       await sleep(this.pollMs);
@@ -398,7 +464,11 @@ export class DeviceManager {
           this.restoreBinding(c.bdf, c.originalDriver, c.originalOverride);
         } catch (error) {
           this.claims.update(c.bdf, { state: 'failed', note: `release failed: ${describe(error)}` });
-          throw new DeviceError('INTERNAL', `release ${c.bdf} failed: ${describe(error)}; the claim is kept as 'failed' (docs/passthrough.md)`);
+          throw new DeviceError('INTERNAL', `release ${c.bdf} failed: ${describe(error)}; the claim is kept as 'failed' (docs/passthrough.md)`, {
+            ...(error instanceof VfiodError ? error.details : {}),
+            reason: 'REBIND_FAILED',
+            bdf: c.bdf,
+          });
         }
       }
       result.devices.push({ bdf: c.bdf, restoredDriver: c.mode === 'vfio-pci' ? c.originalDriver : null, restoredOverride: c.mode === 'vfio-pci' ? c.originalOverride : null, gone });

@@ -15,7 +15,7 @@ import { type ErrorCode, errorMessage, VfiodError } from '../util/errors.js';
 import { trailingBdf } from '../util/pci-address.js';
 import { sleep } from '../util/sleep.js';
 import type { ChDeviceConfig, ChUserDeviceConfig } from './static-config.js';
-import type { AddedDevice, HypervisorAdapter, PciDeviceSpec, UserDeviceSpec, VmmDevice } from './types.js';
+import { type AddedDevice, type HypervisorAdapter, type PciDeviceSpec, type UserDeviceSpec, type VmmDevice, vmmAnswerReason } from './types.js';
 
 const API_PREFIX = '/api/v1';
 const DEFAULT_TIMEOUT_MS = 10_000;
@@ -171,7 +171,12 @@ export class CloudHypervisorClient implements HypervisorAdapter {
   /** One HTTP request on the API socket. Rejects with UNAVAILABLE / DEADLINE_EXCEEDED; any HTTP status resolves. */
   private request(method: 'GET' | 'PUT', endpoint: string, body: unknown, timeoutMs: number, what: string): Promise<HttpAnswer> {
     if (!existsSync(this.apiSocket)) {
-      return Promise.reject(new VfiodError('UNAVAILABLE', `${what}: ${this.where()}: the API socket does not exist (is the VM running?)`, { vmId: this.vmId }));
+      return Promise.reject(new VfiodError('UNAVAILABLE', `${what}: ${this.where()}: the API socket does not exist (is the VM running?)`, {
+          reason: 'VMM_SOCKET_MISSING',
+          vmId: this.vmId,
+          socketPath: this.apiSocket,
+        }),
+      );
     }
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     return new Promise<HttpAnswer>((resolve, reject) => {
@@ -200,15 +205,20 @@ export class CloudHypervisorClient implements HypervisorAdapter {
           res.on('data', (c: Buffer) => {
             length += c.length;
             if (length > MAX_BODY) {
-              fail(new VfiodError('INTERNAL', `${what}: ${this.where()}: the answer is larger than ${MAX_BODY} bytes`, { vmId: this.vmId, httpStatus: res.statusCode }));
+              fail(new VfiodError('INTERNAL', `${what}: ${this.where()}: the answer is larger than ${MAX_BODY} bytes`, {
+                  reason: 'VMM_BAD_ANSWER',
+                  vmId: this.vmId,
+                  httpStatus: res.statusCode,
+                }),
+              );
               return;
             }
             chunks.push(c);
           });
-          res.on('error', (error) => fail(new VfiodError('UNAVAILABLE', `${what}: ${this.where()}: reading the answer failed: ${error.message}`, { vmId: this.vmId })));
+          res.on('error', (error) => fail(new VfiodError('UNAVAILABLE', `${what}: ${this.where()}: reading the answer failed: ${error.message}`, { reason: 'VMM_UNAVAILABLE', vmId: this.vmId })));
           // The VMM going away in the middle of an answer (no 'end'): fail now rather than at the timeout.
           res.on('close', () => {
-            if (!res.complete) fail(new VfiodError('UNAVAILABLE', `${what}: ${this.where()}: the connection closed in the middle of the answer`, { vmId: this.vmId }));
+            if (!res.complete) fail(new VfiodError('UNAVAILABLE', `${what}: ${this.where()}: the connection closed in the middle of the answer`, { reason: 'VMM_UNAVAILABLE', vmId: this.vmId }));
           });
           res.on('end', () => {
             if (settled) return;
@@ -219,12 +229,12 @@ export class CloudHypervisorClient implements HypervisorAdapter {
         },
       );
       const timer = setTimeout(
-        () => fail(new VfiodError('DEADLINE_EXCEEDED', `${what}: ${this.where()}: no answer within ${timeoutMs} ms`, { vmId: this.vmId })),
+        () => fail(new VfiodError('DEADLINE_EXCEEDED', `${what}: ${this.where()}: no answer within ${timeoutMs} ms`, { reason: 'VMM_TIMEOUT', vmId: this.vmId })),
         timeoutMs,
       );
       req.on('error', (error: NodeJS.ErrnoException) => {
         const code = error.code === 'ECONNREFUSED' || error.code === 'ENOENT' || error.code === 'ECONNRESET' || error.code === 'EPIPE' ? 'UNAVAILABLE' : 'INTERNAL';
-        fail(new VfiodError(code, `${what}: ${this.where()}: ${error.code ?? ''} ${error.message}`.replace(/\s+/g, ' '), { vmId: this.vmId }));
+        fail(new VfiodError(code, `${what}: ${this.where()}: ${error.code ?? ''} ${error.message}`.replace(/\s+/g, ' '), { reason: vmmAnswerReason(code), vmId: this.vmId }));
       });
       if (payload) req.end(payload);
       else req.end();
@@ -237,6 +247,7 @@ export class CloudHypervisorClient implements HypervisorAdapter {
     const chain = parseErrorChain(answer.body);
     const code = classifyApiError(answer.status, chain);
     throw new VfiodError(code, `${what}: ${this.where()} answered ${answer.status}: ${chain.join(': ') || '(no body)'}`, {
+      reason: vmmAnswerReason(code),
       vmId: this.vmId,
       httpStatus: answer.status,
       errorChain: chain,
@@ -250,10 +261,13 @@ export class CloudHypervisorClient implements HypervisorAdapter {
     try {
       value = JSON.parse(answer.body);
     } catch (error) {
-      throw new VfiodError('INTERNAL', `${what}: ${this.where()} sent a body that is not JSON (${errorMessage(error)}): ${answer.body.slice(0, 200)}`, { vmId: this.vmId });
+      throw new VfiodError('INTERNAL', `${what}: ${this.where()} sent a body that is not JSON (${errorMessage(error)}): ${answer.body.slice(0, 200)}`, {
+        reason: 'VMM_BAD_ANSWER',
+        vmId: this.vmId,
+      });
     }
     if (!value || typeof value !== 'object' || Array.isArray(value)) {
-      throw new VfiodError('INTERNAL', `${what}: ${this.where()} sent JSON that is not an object: ${answer.body.slice(0, 200)}`, { vmId: this.vmId });
+      throw new VfiodError('INTERNAL', `${what}: ${this.where()} sent JSON that is not an object: ${answer.body.slice(0, 200)}`, { reason: 'VMM_BAD_ANSWER', vmId: this.vmId });
     }
     return value as Partial<T>;
   }
@@ -277,7 +291,10 @@ export class CloudHypervisorClient implements HypervisorAdapter {
   private treeOf(info: { device_tree?: Record<string, DeviceNode> | null }, what: string): Record<string, DeviceNode> {
     const tree = info.device_tree ?? {};
     if (typeof tree !== 'object' || Array.isArray(tree)) {
-      throw new VfiodError('INTERNAL', `${what}: ${this.where()}: device_tree is not an object: ${JSON.stringify(tree).slice(0, 200)}`, { vmId: this.vmId });
+      throw new VfiodError('INTERNAL', `${what}: ${this.where()}: device_tree is not an object: ${JSON.stringify(tree).slice(0, 200)}`, {
+        reason: 'VMM_BAD_ANSWER',
+        vmId: this.vmId,
+      });
     }
     // Keep only well-formed nodes: a stray null or number must not break every later lookup.
     return Object.fromEntries(Object.entries(tree).filter((e): e is [string, DeviceNode] => !!e[1] && typeof e[1] === 'object'));
@@ -334,7 +351,10 @@ export class CloudHypervisorClient implements HypervisorAdapter {
 
   async addPciDevice(spec: PciDeviceSpec, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<AddedDevice> {
     if (spec.bootIndex !== undefined) {
-      throw new VfiodError('INVALID_ARGUMENT', `vm.add-device ${spec.id}: ${this.where()}: cloud-hypervisor has no boot order (bootIndex); boot from NVMe needs CLOUDHV.fd firmware`);
+      throw new VfiodError('INVALID_ARGUMENT', `vm.add-device ${spec.id}: ${this.where()}: cloud-hypervisor has no boot order (bootIndex); boot from NVMe needs CLOUDHV.fd firmware`, {
+        reason: 'BOOT_INDEX_UNSUPPORTED',
+        vmId: this.vmId,
+      });
     }
     const body: ChDeviceConfig = { path: `/sys/bus/pci/devices/${spec.hostBdf}`, id: spec.id };
     if (spec.iommu !== undefined) body.iommu = spec.iommu;
@@ -345,7 +365,10 @@ export class CloudHypervisorClient implements HypervisorAdapter {
 
   async addUserDevice(spec: UserDeviceSpec, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<AddedDevice> {
     if (spec.bootIndex !== undefined) {
-      throw new VfiodError('INVALID_ARGUMENT', `vm.add-user-device ${spec.id}: ${this.where()}: cloud-hypervisor has no boot order (bootIndex)`);
+      throw new VfiodError('INVALID_ARGUMENT', `vm.add-user-device ${spec.id}: ${this.where()}: cloud-hypervisor has no boot order (bootIndex)`, {
+        reason: 'BOOT_INDEX_UNSUPPORTED',
+        vmId: this.vmId,
+      });
     }
     const body: ChUserDeviceConfig = { socket: spec.socketPath, id: spec.id };
     if (spec.pciSegment !== undefined) body.pci_segment = spec.pciSegment;
@@ -392,7 +415,7 @@ export class CloudHypervisorClient implements HypervisorAdapter {
     throw new VfiodError(
       'DEADLINE_EXCEEDED',
       `vm.remove-device ${id}: ${this.where()}: the device is still in vm.info's device_tree after ${timeoutMs} ms: the guest has not ejected it`,
-      { vmId: this.vmId, deviceId: id },
+      { reason: 'GUEST_DID_NOT_RELEASE', vmId: this.vmId, deviceId: id, timeoutMs },
     );
   }
 

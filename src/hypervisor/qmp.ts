@@ -11,7 +11,7 @@ import net from 'node:net';
 import { EventEmitter } from 'node:events';
 import { rootLogger } from '../util/log.js';
 import { type ErrorCode, VfiodError } from '../util/errors.js';
-import type { AddedDevice, HypervisorAdapter, PciDeviceSpec, UserDeviceSpec, VmmDevice } from './types.js';
+import { type AddedDevice, type HypervisorAdapter, type PciDeviceSpec, type UserDeviceSpec, type VmmDevice, vmmAnswerReason } from './types.js';
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 /** Longest line QEMU may send (query-pci of a large machine is a few hundred KiB); more means something is wrong. */
@@ -89,7 +89,12 @@ export class QmpConnection extends EventEmitter {
 
   private open(timeoutMs: number): Promise<void> {
     if (!existsSync(this.socketPath)) {
-      return Promise.reject(new VfiodError('UNAVAILABLE', `${this.where()}: the QMP socket does not exist (is the VM running?)`, { vmId: this.vmId }));
+      return Promise.reject(new VfiodError('UNAVAILABLE', `${this.where()}: the QMP socket does not exist (is the VM running?)`, {
+          reason: 'VMM_SOCKET_MISSING',
+          vmId: this.vmId,
+          socketPath: this.socketPath,
+        }),
+      );
     }
     return new Promise<void>((resolve, reject) => {
       const socket = net.createConnection({ path: this.socketPath });
@@ -97,7 +102,7 @@ export class QmpConnection extends EventEmitter {
       let greeted = false;
       const timer = setTimeout(() => {
         socket.destroy();
-        reject(new VfiodError('DEADLINE_EXCEEDED', `${this.where()}: no QMP greeting within ${timeoutMs} ms (another client may hold the socket)`, { vmId: this.vmId }));
+        reject(new VfiodError('DEADLINE_EXCEEDED', `${this.where()}: no QMP greeting within ${timeoutMs} ms (another client may hold the socket)`, { reason: 'VMM_TIMEOUT', vmId: this.vmId }));
       }, timeoutMs);
       socket.setEncoding('utf8');
       // Before the greeting, QEMU closing the socket or sending garbage fails the connect at once (not at the timeout).
@@ -110,10 +115,15 @@ export class QmpConnection extends EventEmitter {
       };
       socket.on('error', (error: NodeJS.ErrnoException) => {
         const code: ErrorCode = ['ECONNREFUSED', 'ENOENT', 'ECONNRESET', 'EPIPE'].includes(error.code ?? '') ? 'UNAVAILABLE' : 'INTERNAL';
-        const failure = new VfiodError(code, `${this.where()}: ${error.code ?? ''} ${error.message}`.replace(/\s+/g, ' '), { vmId: this.vmId });
+        const failure = new VfiodError(code, `${this.where()}: ${error.code ?? ''} ${error.message}`.replace(/\s+/g, ' '), { reason: vmmAnswerReason(code), vmId: this.vmId });
         failOpen(failure);
       });
-      socket.on('close', () => failOpen(new VfiodError('UNAVAILABLE', `${this.where()}: QMP connection closed by QEMU${greeted ? '' : ' before its greeting'}`, { vmId: this.vmId })));
+      socket.on('close', () => failOpen(new VfiodError('UNAVAILABLE', `${this.where()}: QMP connection closed by QEMU${greeted ? '' : ' before its greeting'}`, {
+            reason: 'VMM_UNAVAILABLE',
+            vmId: this.vmId,
+          }),
+        ),
+      );
       socket.on('data', (chunk: string) => {
         let rest = chunk;
         let nl: number;
@@ -127,12 +137,12 @@ export class QmpConnection extends EventEmitter {
           try {
             message = JSON.parse(line) as Record<string, unknown>;
           } catch {
-            failOpen(new VfiodError('INTERNAL', `${this.where()}: QMP sent a line that is not JSON: ${line.slice(0, 200)}`, { vmId: this.vmId }));
+            failOpen(new VfiodError('INTERNAL', `${this.where()}: QMP sent a line that is not JSON: ${line.slice(0, 200)}`, { reason: 'VMM_BAD_ANSWER', vmId: this.vmId }));
             socket.destroy();
             return;
           }
           if (!message || typeof message !== 'object' || Array.isArray(message)) {
-            failOpen(new VfiodError('INTERNAL', `${this.where()}: QMP sent JSON that is not an object: ${line.slice(0, 200)}`, { vmId: this.vmId }));
+            failOpen(new VfiodError('INTERNAL', `${this.where()}: QMP sent JSON that is not an object: ${line.slice(0, 200)}`, { reason: 'VMM_BAD_ANSWER', vmId: this.vmId }));
             socket.destroy();
             return;
           }
@@ -158,7 +168,7 @@ export class QmpConnection extends EventEmitter {
         this.partial.push(rest);
         this.partialLength += rest.length;
         if (this.partialLength > MAX_LINE) {
-          failOpen(new VfiodError('INTERNAL', `${this.where()}: QMP line longer than ${MAX_LINE} characters`, { vmId: this.vmId }));
+          failOpen(new VfiodError('INTERNAL', `${this.where()}: QMP line longer than ${MAX_LINE} characters`, { reason: 'VMM_BAD_ANSWER', vmId: this.vmId }));
           socket.destroy();
         }
       });
@@ -202,12 +212,12 @@ export class QmpConnection extends EventEmitter {
   /** Runs one command; rejects with QmpCommandError (a VfiodError) on an error answer. */
   execute<T = unknown>(command: string, args?: Record<string, unknown>, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<T> {
     const what = `${command}${args && 'id' in args ? ` ${String(args.id)}` : ''}`;
-    if (this.closedError) return Promise.reject(new VfiodError(this.closedError.code, `${what}: ${this.closedError.message}`));
+    if (this.closedError) return Promise.reject(new VfiodError(this.closedError.code, `${what}: ${this.closedError.message}`, this.closedError.details));
     const id = `vfiod-${this.nextId++}`;
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new VfiodError('DEADLINE_EXCEEDED', `${what}: ${this.where()}: no answer within ${timeoutMs} ms`, { vmId: this.vmId }));
+        reject(new VfiodError('DEADLINE_EXCEEDED', `${what}: ${this.where()}: no answer within ${timeoutMs} ms`, { reason: 'VMM_TIMEOUT', vmId: this.vmId }));
       }, timeoutMs);
       this.pending.set(id, {
         what,
@@ -225,7 +235,7 @@ export class QmpConnection extends EventEmitter {
   }
 
   close(): void {
-    this.fail(new VfiodError('UNAVAILABLE', `${this.where()}: connection closed`));
+    this.fail(new VfiodError('UNAVAILABLE', `${this.where()}: connection closed`, { reason: 'VMM_UNAVAILABLE', vmId: this.vmId }));
     this.socket?.destroy();
   }
 }
@@ -239,7 +249,8 @@ export class QmpCommandError extends VfiodError {
     vmId: string,
     driver?: string,
   ) {
-    super(classifyQmpError(qmp), `${what}: ${where}: ${qmp.desc}${hint(qmp.desc, driver)}`, { vmId, qmpClass: qmp.class, qmpDesc: qmp.desc });
+    const code = classifyQmpError(qmp);
+    super(code, `${what}: ${where}: ${qmp.desc}${hint(qmp.desc, driver)}`, { reason: vmmAnswerReason(code), vmId, qmpClass: qmp.class, qmpDesc: qmp.desc });
   }
 }
 
@@ -336,7 +347,7 @@ export class QemuAdapter implements HypervisorAdapter {
           throw new VfiodError(
             'FAILED_PRECONDITION',
             `device_add ${id} (${source}): VM ${this.vmId} has no empty pcie-root-port: q35's pcie.0 is not hot-pluggable; start QEMU with spare '-device pcie-root-port,id=rpN,chassis=N,slot=N'`,
-            { vmId: this.vmId, deviceId: id },
+            { reason: 'VMM_NO_FREE_SLOT', vmId: this.vmId, deviceId: id },
           );
         }
         bus = free[0]!;
@@ -411,14 +422,19 @@ export class QemuAdapter implements HypervisorAdapter {
         throw new VfiodError(
           'DEADLINE_EXCEEDED',
           `device_del ${id}: VM ${this.vmId} (QMP ${this.qmpSocket}): no DEVICE_DELETED within ${timeoutMs} ms: the guest has not released the device (removal stays pending)`,
-          { vmId: this.vmId, deviceId: id },
+          { reason: 'GUEST_DID_NOT_RELEASE', vmId: this.vmId, deviceId: id, timeoutMs },
         );
       }
       if ('closed' in outcome) {
-        throw new VfiodError('UNAVAILABLE', `device_del ${id}: ${outcome.closed.message} while waiting for DEVICE_DELETED`, { vmId: this.vmId, deviceId: id });
+        throw new VfiodError('UNAVAILABLE', `device_del ${id}: ${outcome.closed.message} while waiting for DEVICE_DELETED`, {
+          ...outcome.closed.details,
+          vmId: this.vmId,
+          deviceId: id,
+        });
       }
       if ('refused' in outcome) {
         throw new VfiodError('FAILED_PRECONDITION', `device_del ${id}: VM ${this.vmId}: the guest refused the unplug (DEVICE_UNPLUG_GUEST_ERROR for ${outcome.refused})`, {
+          reason: 'GUEST_REFUSED_UNPLUG',
           vmId: this.vmId,
           deviceId: id,
         });

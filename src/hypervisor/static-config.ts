@@ -80,13 +80,22 @@ export function defaultDeviceId(source: AttachSource): string {
 
 export function checkDeviceId(id: string, context: string): void {
   if (typeof id !== 'string' || !QEMU_ID.test(id) || id.length > 64) {
-    throw new VfiodError('INVALID_ARGUMENT', `${context}: device id '${id}' must start with a letter and contain only letters, digits, '-', '.', '_' (at most 64)`);
+    throw new VfiodError('INVALID_ARGUMENT', `${context}: device id '${id}' must start with a letter and contain only letters, digits, '-', '.', '_' (at most 64)`, {
+      reason: 'FIELD_INVALID',
+      field: 'device_id',
+    });
   }
 }
 
 export function checkBootIndex(bootIndex: number | undefined, context: string): void {
   if (bootIndex !== undefined && (!Number.isInteger(bootIndex) || bootIndex < 0 || bootIndex > 0xffff)) {
-    throw new VfiodError('INVALID_ARGUMENT', `${context}: boot index ${bootIndex} must be an integer 0..65535`);
+    throw new VfiodError('INVALID_ARGUMENT', `${context}: boot index ${bootIndex} must be an integer 0..65535`, {
+      reason: 'FIELD_OUT_OF_RANGE',
+      field: 'boot_index',
+      value: String(bootIndex),
+      min: 0,
+      max: 65535,
+    });
   }
 }
 
@@ -96,12 +105,27 @@ export function checkBootIndex(bootIndex: number | undefined, context: string): 
  */
 export function checkDeviceOptions(options: { iommu?: unknown; pciSegment?: unknown; gpudirectClique?: unknown }, context: string): void {
   const { iommu, pciSegment, gpudirectClique } = options;
-  if (iommu !== undefined && typeof iommu !== 'boolean') throw new VfiodError('INVALID_ARGUMENT', `${context}: iommu must be true or false (got ${JSON.stringify(iommu)})`);
+  if (iommu !== undefined && typeof iommu !== 'boolean') throw new VfiodError('INVALID_ARGUMENT', `${context}: iommu must be true or false (got ${JSON.stringify(iommu)})`, {
+      reason: 'FIELD_INVALID',
+      field: 'iommu',
+    });
   if (pciSegment !== undefined && !(Number.isInteger(pciSegment) && (pciSegment as number) >= 0 && (pciSegment as number) <= 0x7fff)) {
-    throw new VfiodError('INVALID_ARGUMENT', `${context}: PCI segment ${JSON.stringify(pciSegment)} must be an integer 0..32767`);
+    throw new VfiodError('INVALID_ARGUMENT', `${context}: PCI segment ${JSON.stringify(pciSegment)} must be an integer 0..32767`, {
+      reason: 'FIELD_OUT_OF_RANGE',
+      field: 'pci_segment',
+      value: String(pciSegment),
+      min: 0,
+      max: 32767,
+    });
   }
   if (gpudirectClique !== undefined && !(Number.isInteger(gpudirectClique) && (gpudirectClique as number) >= 0 && (gpudirectClique as number) <= 0x7f)) {
-    throw new VfiodError('INVALID_ARGUMENT', `${context}: GPUDirect clique ${JSON.stringify(gpudirectClique)} must be an integer 0..127`);
+    throw new VfiodError('INVALID_ARGUMENT', `${context}: GPUDirect clique ${JSON.stringify(gpudirectClique)} must be an integer 0..127`, {
+      reason: 'FIELD_OUT_OF_RANGE',
+      field: 'gpudirect_clique',
+      value: String(gpudirectClique),
+      min: 0,
+      max: 127,
+    });
   }
 }
 
@@ -111,13 +135,20 @@ const QEMU_SIZE = /^[0-9]+(\.[0-9]+)?[KMGTPE]?$/i;
 /** The normalised host BDF of a PCI source; INVALID_ARGUMENT when it is not one. */
 export function sourceBdf(source: { bdf: string }, context: string): string {
   const bdf = typeof source.bdf === 'string' ? normalizeBdf(source.bdf) : undefined;
-  if (!bdf) throw new VfiodError('INVALID_ARGUMENT', `${context}: '${source.bdf}' is not a PCI address (0000:01:00.1)`);
+  if (!bdf) throw new VfiodError('INVALID_ARGUMENT', `${context}: '${source.bdf}' is not a PCI address (0000:01:00.1)`, { reason: 'PCI_ADDRESS_INVALID', field: 'bdf' });
   return bdf;
 }
 
 export function checkSocketPath(socketPath: string, context: string): void {
-  if (typeof socketPath !== 'string' || !socketPath.startsWith('/')) throw new VfiodError('INVALID_ARGUMENT', `${context}: vfio-user socket '${socketPath}' must be an absolute path`);
-  if (/[\s,]/.test(socketPath)) throw new VfiodError('INVALID_ARGUMENT', `${context}: vfio-user socket '${socketPath}' contains a space or comma`);
+  if (typeof socketPath !== 'string' || !socketPath.startsWith('/')) throw new VfiodError('INVALID_ARGUMENT', `${context}: vfio-user socket '${socketPath}' must be an absolute path`, {
+      reason: 'SOCKET_PATH_INVALID',
+      field: 'vfio_user_socket',
+    });
+  if (/[\s,]/.test(socketPath)) throw new VfiodError('INVALID_ARGUMENT', `${context}: vfio-user socket '${socketPath}' contains a space or comma`, {
+      reason: 'SOCKET_PATH_INVALID',
+      field: 'vfio_user_socket',
+      socketPath,
+    });
 }
 
 export const CH_BOOT_WARNING =
@@ -127,25 +158,39 @@ export const CH_BOOT_WARNING =
 export function buildStaticConfig(request: StaticConfigRequest): StaticConfigResult {
   const context = request.vmId ? `static config for VM ${request.vmId}` : 'static config';
   if (request.hypervisor !== 'cloud-hypervisor' && request.hypervisor !== 'qemu') {
-    throw new VfiodError('INVALID_ARGUMENT', `${context}: unknown hypervisor '${String(request.hypervisor)}' (cloud-hypervisor or qemu)`);
+    throw new VfiodError('INVALID_ARGUMENT', `${context}: unknown hypervisor '${String(request.hypervisor)}' (cloud-hypervisor or qemu)`, {
+      reason: 'FIELD_INVALID',
+      field: 'hypervisor',
+    });
   }
   const ids = new Set<string>();
   const bootIndexes = new Map<number, string>();
-  if (!Array.isArray(request.devices)) throw new VfiodError('INVALID_ARGUMENT', `${context}: devices must be a list`);
+  if (!Array.isArray(request.devices)) throw new VfiodError('INVALID_ARGUMENT', `${context}: devices must be a list`, { reason: 'FIELD_INVALID', field: 'devices' });
   const devices = request.devices.map((d, i) => {
     const kind = (d?.source as { kind?: unknown } | undefined)?.kind;
     if (kind !== 'pci' && kind !== 'vfio-user') {
-      throw new VfiodError('INVALID_ARGUMENT', `${context}, device #${i + 1}: unknown source kind '${String(kind)}' (pci or vfio-user)`);
+      throw new VfiodError('INVALID_ARGUMENT', `${context}, device #${i + 1}: unknown source kind '${String(kind)}' (pci or vfio-user)`, {
+        reason: 'FIELD_INVALID',
+        field: `devices[${i}].source`,
+      });
     }
     const id = d.id ?? defaultDeviceId(d.source);
     checkDeviceId(id, context);
-    if (ids.has(id)) throw new VfiodError('INVALID_ARGUMENT', `${context}: device id '${id}' is used twice`);
+    if (ids.has(id)) throw new VfiodError('INVALID_ARGUMENT', `${context}: device id '${id}' is used twice`, {
+      reason: 'DEVICE_ID_DUPLICATE',
+      ...(request.vmId ? { vmId: request.vmId } : {}),
+      deviceId: id,
+    });
     ids.add(id);
     checkBootIndex(d.bootIndex, `${context}, device ${id}`);
     checkDeviceOptions(d, `${context}, device ${id}`);
     if (d.bootIndex !== undefined) {
       const other = bootIndexes.get(d.bootIndex);
-      if (other) throw new VfiodError('INVALID_ARGUMENT', `${context}: boot index ${d.bootIndex} is given to both ${other} and ${id}`);
+      if (other) throw new VfiodError('INVALID_ARGUMENT', `${context}: boot index ${d.bootIndex} is given to both ${other} and ${id}`, {
+        reason: 'BOOT_INDEX_DUPLICATE',
+        ...(request.vmId ? { vmId: request.vmId } : {}),
+        bootIndex: d.bootIndex,
+      });
       bootIndexes.set(d.bootIndex, id);
     }
     if (d.source.kind === 'pci') return { ...d, id, source: { kind: 'pci' as const, bdf: sourceBdf(d.source, `${context}, device ${id}`) } };
@@ -153,7 +198,10 @@ export function buildStaticConfig(request: StaticConfigRequest): StaticConfigRes
     return { ...d, id };
   });
   if (request.memorySize !== undefined && (typeof request.memorySize !== 'string' || !QEMU_SIZE.test(request.memorySize) || !/[1-9]/.test(request.memorySize))) {
-    throw new VfiodError('INVALID_ARGUMENT', `${context}: memory size ${JSON.stringify(request.memorySize)} must be a size such as 4G, 4096M or 4294967296`);
+    throw new VfiodError('INVALID_ARGUMENT', `${context}: memory size ${JSON.stringify(request.memorySize)} must be a size such as 4G, 4096M or 4294967296`, {
+      reason: 'FIELD_INVALID',
+      field: 'memory_size',
+    });
   }
   const warnings: string[] = [];
   const hasUser = devices.some((d) => d.source.kind === 'vfio-user');
@@ -184,7 +232,13 @@ export function buildStaticConfig(request: StaticConfigRequest): StaticConfigRes
 
   const firstChassis = request.firstChassis ?? 32;
   if (!Number.isInteger(firstChassis) || firstChassis < 1 || firstChassis + devices.length - 1 > 255) {
-    throw new VfiodError('INVALID_ARGUMENT', `${context}: chassis numbers ${firstChassis}..${firstChassis + devices.length - 1} do not fit 1..255`);
+    throw new VfiodError('INVALID_ARGUMENT', `${context}: chassis numbers ${firstChassis}..${firstChassis + devices.length - 1} do not fit 1..255`, {
+      reason: 'FIELD_OUT_OF_RANGE',
+      field: 'first_chassis',
+      value: String(firstChassis),
+      min: 1,
+      max: 255,
+    });
   }
   const args: string[] = [];
   const buses: Record<string, string> = {};

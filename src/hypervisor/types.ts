@@ -3,6 +3,8 @@
  * PCI address) or a vfio-user device (by socket), list what the VMM reports, and remove a device, waiting for the
  * guest to let go of it. cloud-hypervisor (REST on the VM's API socket) and QEMU (QMP) implement it.
  */
+import type { Reason } from '../util/error-reasons.js';
+import type { ErrorCode } from '../util/errors.js';
 
 export type HypervisorKind = 'cloud-hypervisor' | 'qemu';
 
@@ -85,4 +87,25 @@ export interface HypervisorAdapter {
   /** Whether the VMM still reports `id`. */
   hasDevice(id: string, timeoutMs?: number): Promise<boolean>;
   close(): Promise<void>;
+}
+
+/**
+ * The error reason of a VMM's error answer, from the code it was classified as (cloud-hypervisor's HTTP status and
+ * error chain, QMP's class and description).
+ */
+export function vmmAnswerReason(code: ErrorCode): Reason {
+  switch (code) {
+    case 'NOT_FOUND':
+      return 'VMM_DEVICE_NOT_FOUND';
+    case 'ALREADY_EXISTS':
+      return 'VMM_DEVICE_ID_TAKEN';
+    case 'FAILED_PRECONDITION':
+      return 'VMM_REFUSED';
+    case 'INVALID_ARGUMENT':
+      return 'VMM_REJECTED_REQUEST';
+    case 'UNAVAILABLE':
+      return 'VMM_UNAVAILABLE';
+    default:
+      return 'VMM_ERROR';
+  }
 }

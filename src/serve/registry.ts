@@ -11,6 +11,7 @@ import path from 'node:path';
 import { BackingRefused, inspectBacking, isWithin, resolvedPath } from '../namespace/backing.js';
 import { type FileNamespaceSpec, type MemoryNamespaceSpec, parseNamespaceUri } from '../namespace/uri.js';
 import { LATENCY_BUCKETS, type NvmeControllerStats } from '../nvme/stats.js';
+import type { Reason } from '../util/error-reasons.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { formatSize } from '../util/size.js';
@@ -131,14 +132,14 @@ export class ControllerRegistry {
       this.namespaceDirs = [dir];
     } else {
       this.namespaceDirs = options.namespaceDirs.map((dir) => {
-        if (!path.isAbsolute(dir)) throw new VfiodError('INVALID_ARGUMENT', `namespace directory '${dir}' must be an absolute path`);
+        if (!path.isAbsolute(dir)) throw new VfiodError('INVALID_ARGUMENT', `namespace directory '${dir}' must be an absolute path`, { reason: 'DAEMON_OPTION_INVALID', option: '--namespace-dir' });
         let isDir = false;
         try {
           isDir = statSync(dir).isDirectory();
         } catch (error) {
-          throw new VfiodError('INVALID_ARGUMENT', `namespace directory ${dir}: ${errorMessage(error)}`);
+          throw new VfiodError('INVALID_ARGUMENT', `namespace directory ${dir}: ${errorMessage(error)}`, { reason: 'DAEMON_OPTION_INVALID', option: '--namespace-dir' });
         }
-        if (!isDir) throw new VfiodError('INVALID_ARGUMENT', `namespace directory ${dir} is not a directory`);
+        if (!isDir) throw new VfiodError('INVALID_ARGUMENT', `namespace directory ${dir} is not a directory`, { reason: 'DAEMON_OPTION_INVALID', option: '--namespace-dir' });
         return path.normalize(dir).replace(/(.)\/$/, '$1');
       });
     }
@@ -164,7 +165,7 @@ export class ControllerRegistry {
       persisted = JSON.parse(readFileSync(this.stateFile, 'utf8')) as PersistedControllers;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT') return { started: [], failed: [] };
-      throw new VfiodError('INTERNAL', `cannot read ${this.stateFile}: ${errorMessage(error)}`);
+      throw new VfiodError('INTERNAL', `cannot read ${this.stateFile}: ${errorMessage(error)}`, { reason: 'STATE_FILE_UNREADABLE', path: this.stateFile });
     }
     const started: string[] = [];
     const failed: Array<{ id: string; error: string }> = [];
@@ -206,22 +207,32 @@ export class ControllerRegistry {
 
   /** Validates the spec, starts the controller and persists it. Nothing remains when it cannot start. */
   async create(id: string, spec: ControllerSpecInput): Promise<ControllerView> {
-    if (this.closed) throw new VfiodError('UNAVAILABLE', 'the daemon is shutting down');
+    if (this.closed) throw new VfiodError('UNAVAILABLE', 'the daemon is shutting down', { reason: 'DAEMON_SHUTTING_DOWN' });
     if (typeof id !== 'string' || !ID_PATTERN.test(id)) {
-      throw new VfiodError('INVALID_ARGUMENT', `controller id '${String(id ?? '')}' is invalid: 1-64 of letters, digits, '_', '.', '-', starting with a letter or digit`);
+      throw new VfiodError('INVALID_ARGUMENT', `controller id '${String(id ?? '')}' is invalid: 1-64 of letters, digits, '_', '.', '-', starting with a letter or digit`, {
+        reason: 'CONTROLLER_ID_INVALID',
+        controllerId: String(id ?? ''),
+      });
     }
-    if (this.entries.has(id)) throw new VfiodError('ALREADY_EXISTS', `controller ${id} already exists`);
+    if (this.entries.has(id)) throw new VfiodError('ALREADY_EXISTS', `controller ${id} already exists`, { reason: 'CONTROLLER_EXISTS', controllerId: id });
     const max = this.maxControllers;
     if (this.entries.size >= max) {
       throw new VfiodError(
         'RESOURCE_EXHAUSTED',
         `controller ${id}: the daemon already has ${this.entries.size} controllers, its limit (--max-controllers ${max}); delete one first`,
-        { limit: max },
+        { reason: 'CONTROLLER_LIMIT_REACHED', controllerId: id, count: this.entries.size, limit: max },
       );
     }
     const config = this.configFrom(id, spec ?? {});
     const sameSocket = [...this.entries.values()].find((e) => sameSocketFile(e.config.socketPath, config.socketPath));
-    if (sameSocket) throw new VfiodError('ALREADY_EXISTS', `controller ${id}: socket ${config.socketPath} is already used by controller ${sameSocket.id} (${sameSocket.config.socketPath})`);
+    if (sameSocket) {
+      throw new VfiodError('ALREADY_EXISTS', `controller ${id}: socket ${config.socketPath} is already used by controller ${sameSocket.id} (${sameSocket.config.socketPath})`, {
+        reason: 'SOCKET_IN_USE',
+        controllerId: id,
+        socketPath: config.socketPath,
+        otherController: sameSocket.id,
+      });
+    }
     const backings = this.checkSharedResources(id, config);
     // Only once the request is known to be good: nothing on disk changes for a refused one.
     makeDirectory(path.dirname(config.identityPath!), 0o700);
@@ -231,12 +242,13 @@ export class ControllerRegistry {
     this.entries.set(id, entry);
     try {
       const at = await socketPathState(config.socketPath);
-      if (at === 'live') throw new VfiodError('ALREADY_EXISTS', `controller ${id}: socket ${config.socketPath} is in use: another process listens on it`);
-      if (at === 'not-a-socket') throw new VfiodError('ALREADY_EXISTS', `controller ${id}: ${config.socketPath} exists and is not a socket`);
+      const socketFacts = { controllerId: id, socketPath: config.socketPath };
+      if (at === 'live') throw new VfiodError('ALREADY_EXISTS', `controller ${id}: socket ${config.socketPath} is in use: another process listens on it`, { reason: 'SOCKET_IN_USE', ...socketFacts });
+      if (at === 'not-a-socket') throw new VfiodError('ALREADY_EXISTS', `controller ${id}: ${config.socketPath} exists and is not a socket`, { reason: 'SOCKET_PATH_NOT_A_SOCKET', ...socketFacts });
       try {
         await this.start(entry);
       } catch (error) {
-        throw new VfiodError('FAILED_PRECONDITION', `controller ${id} failed to start: ${entry.error || errorMessage(error)}`);
+        throw new VfiodError('FAILED_PRECONDITION', `controller ${id} failed to start: ${entry.error || errorMessage(error)}`, { reason: 'CONTROLLER_START_FAILED', ...socketFacts });
       }
       // Files the controller created have an inode now.
       recordInodes(entry);
@@ -251,7 +263,11 @@ export class ControllerRegistry {
       this.entries.delete(id);
       entry.state = 'stopping';
       await entry.worker?.stop();
-      throw new VfiodError('INTERNAL', `controller ${id}: cannot save ${this.stateFile}: ${errorMessage(error)}; the controller was stopped again`);
+      throw new VfiodError('INTERNAL', `controller ${id}: cannot save ${this.stateFile}: ${errorMessage(error)}; the controller was stopped again`, {
+        reason: 'CONTROLLER_SAVE_FAILED',
+        controllerId: id,
+        path: this.stateFile,
+      });
     }
     this.logger.info('controller created', { controller: id, socket: config.socketPath, namespaces: config.namespaces, doorbellMode: config.doorbellMode });
     return this.view(entry);
@@ -260,9 +276,9 @@ export class ControllerRegistry {
   /** Stops one controller (flushing its namespaces) and forgets it; the others are not touched. */
   async delete(id: string): Promise<void> {
     const entry = this.entries.get(id);
-    if (!entry) throw new VfiodError('NOT_FOUND', `no controller ${id}`);
-    if (entry.state === 'stopping') throw new VfiodError('FAILED_PRECONDITION', `controller ${id} is already being deleted`);
-    if (entry.state === 'starting') throw new VfiodError('FAILED_PRECONDITION', `controller ${id} is still starting: delete it once it is serving or failed`);
+    if (!entry) throw new VfiodError('NOT_FOUND', `no controller ${id}`, { reason: 'CONTROLLER_NOT_FOUND', controllerId: id });
+    if (entry.state === 'stopping') throw new VfiodError('FAILED_PRECONDITION', `controller ${id} is already being deleted`, { reason: 'CONTROLLER_BEING_DELETED', controllerId: id });
+    if (entry.state === 'starting') throw new VfiodError('FAILED_PRECONDITION', `controller ${id} is still starting: delete it once it is serving or failed`, { reason: 'CONTROLLER_STARTING', controllerId: id });
     entry.state = 'stopping';
     await entry.worker?.stop();
     this.entries.delete(id);
@@ -272,7 +288,7 @@ export class ControllerRegistry {
 
   async get(id: string): Promise<ControllerView> {
     const entry = this.entries.get(id);
-    if (!entry) throw new VfiodError('NOT_FOUND', `no controller ${id}`);
+    if (!entry) throw new VfiodError('NOT_FOUND', `no controller ${id}`, { reason: 'CONTROLLER_NOT_FOUND', controllerId: id });
     return this.view(entry);
   }
 
@@ -352,29 +368,36 @@ export class ControllerRegistry {
   }
 
   private configFrom(id: string, spec: ControllerSpecInput): ControllerConfig {
-    const bad = (message: string): VfiodError => new VfiodError('INVALID_ARGUMENT', `controller ${id}: ${message}`);
-    const socketPath = checkPath(spec.socketPath ?? '', 'socket path', bad);
-    if (!socketPath) throw bad('spec.socket_path is required');
-    if (Buffer.byteLength(socketPath) > 107) throw bad(`socket path '${socketPath}' is longer than 107 bytes (the unix socket limit)`);
+    const bad = (message: string, reason: Reason = 'FIELD_INVALID', details: Record<string, unknown> = {}): VfiodError =>
+      new VfiodError('INVALID_ARGUMENT', `controller ${id}: ${message}`, { reason, controllerId: id, ...details });
+    const socketPath = checkPath(spec.socketPath ?? '', 'socket path', (message) => bad(message, 'SOCKET_PATH_INVALID', { field: 'spec.socket_path' }));
+    if (!socketPath) throw bad('spec.socket_path is required', 'FIELD_REQUIRED', { field: 'spec.socket_path' });
+    if (Buffer.byteLength(socketPath) > 107) {
+      throw bad(`socket path '${socketPath}' is longer than 107 bytes (the unix socket limit)`, 'SOCKET_PATH_INVALID', { field: 'spec.socket_path' });
+    }
     const namespaces = spec.namespaces ?? [];
-    if (namespaces.length === 0) throw bad('at least one namespace URI is required (e.g. memory:1G or file:/var/lib/vfiod/disk.img?size=8G)');
-    if (namespaces.length > 1024) throw bad(`${namespaces.length} namespaces is more than 1024`);
+    if (namespaces.length === 0) throw bad('at least one namespace URI is required (e.g. memory:1G or file:/var/lib/vfiod/disk.img?size=8G)', 'FIELD_REQUIRED', { field: 'spec.namespaces' });
+    if (namespaces.length > 1024) throw bad(`${namespaces.length} namespaces is more than 1024`, 'FIELD_OUT_OF_RANGE', { field: 'spec.namespaces', value: namespaces.length, max: 1024 });
     namespaces.forEach((uri, index) => {
       let parsed;
       try {
         parsed = parseNamespaceUri(uri);
       } catch (error) {
-        throw bad(`namespace ${index + 1}: ${errorMessage(error)}`);
+        throw bad(`namespace ${index + 1}: ${errorMessage(error)}`, 'NAMESPACE_URI_INVALID', { namespace: index + 1, uri });
       }
       // The daemon's working directory means nothing to a client: a relative file would land wherever it runs.
-      if (parsed.scheme === 'file' && !/^file:(\/\/[^/]*)?\//.test(uri)) throw bad(`namespace ${index + 1}: '${uri}' must name an absolute path`);
+      if (parsed.scheme === 'file' && !/^file:(\/\/[^/]*)?\//.test(uri)) throw bad(`namespace ${index + 1}: '${uri}' must name an absolute path`, 'NAMESPACE_URI_INVALID', { namespace: index + 1, uri });
       if (parsed.scheme === 'memory' && this.options.holderSocket !== undefined) {
-        throw bad(`namespace ${index + 1}: the daemon runs with --crash-recovery, which cannot keep a memory: namespace (its data lives in the process that crashes)`);
+        throw bad(`namespace ${index + 1}: the daemon runs with --crash-recovery, which cannot keep a memory: namespace (its data lives in the process that crashes)`, 'MEMORY_NAMESPACE_WITH_CRASH_RECOVERY', {
+          namespace: index + 1,
+        });
       }
     });
     const limit = (field: string, value: number | undefined, [min, max]: readonly [number, number]): number | undefined => {
       if (value === undefined || value === 0) return undefined;
-      if (!Number.isInteger(value) || value < min || value > max) throw bad(`${field} must be from ${min} to ${max}, not ${value}`);
+      if (!Number.isInteger(value) || value < min || value > max) {
+        throw bad(`${field} must be from ${min} to ${max}, not ${value}`, 'FIELD_OUT_OF_RANGE', { field: `spec.${field}`, value, min, max });
+      }
       return value;
     };
     let doorbellMode: DoorbellMode;
@@ -387,10 +410,12 @@ export class ControllerRegistry {
         doorbellMode = 'polled';
         break;
       default:
-        throw bad(`doorbell_mode ${String(spec.doorbellMode)} is unknown`);
+        throw bad(`doorbell_mode ${String(spec.doorbellMode)} is unknown`, 'FIELD_INVALID', { field: 'spec.doorbell_mode' });
     }
     const socketMode = spec.socketMode ? spec.socketMode : undefined;
-    if (socketMode !== undefined && (socketMode & ~0o777) !== 0) throw bad(`socket_mode 0${socketMode.toString(8)} is not a permission mode (0000-0777)`);
+    if (socketMode !== undefined && (socketMode & ~0o777) !== 0) {
+      throw bad(`socket_mode 0${socketMode.toString(8)} is not a permission mode (0000-0777)`, 'FIELD_OUT_OF_RANGE', { field: 'spec.socket_mode', value: socketMode, min: 0, max: 0o777 });
+    }
     // proto3 strings: '' = not given.
     const identity: ControllerConfig['identity'] = {};
     if (spec.identity?.serialNumber) identity.serialNumber = spec.identity.serialNumber;
@@ -405,11 +430,12 @@ export class ControllerRegistry {
         subsystemNqn: 'subsystem_nqn',
       });
     } catch (error) {
-      throw bad(errorMessage(error));
+      throw bad(errorMessage(error), 'IDENTITY_INVALID');
     }
-    const identityPath = checkPath(spec.identityPath ?? '', 'identity_path', bad) || path.join(this.options.stateDir, 'controllers', `${id}.identity.json`);
+    const badIdentityPath = (message: string): VfiodError => bad(message, 'IDENTITY_PATH_INVALID', { field: 'spec.identity_path', identityPath: spec.identityPath });
+    const identityPath = checkPath(spec.identityPath ?? '', 'identity_path', badIdentityPath) || path.join(this.options.stateDir, 'controllers', `${id}.identity.json`);
     // The daemon writes it as root: a .json name keeps it out of what shells, cron and systemd load as code or config.
-    if (!identityPath.endsWith('.json')) throw bad(`identity_path '${identityPath}' must end in .json`);
+    if (!identityPath.endsWith('.json')) throw badIdentityPath(`identity_path '${identityPath}' must end in .json`);
     if (spec.identityPath) {
       // ... and only where vfiod keeps its files: the namespace directories or <state dir>/controllers.
       const allowed = [...this.namespaceDirs, path.join(this.options.stateDir, 'controllers')];
@@ -419,7 +445,7 @@ export class ControllerRegistry {
         throw new VfiodError(
           'INVALID_ARGUMENT',
           `controller ${id}: identity_path '${identityPath}'${real !== identityPath ? ` (${real})` : ''} is not in ${allowed.join(' or ')}: identity files live next to the disks or in the state directory`,
-          { reason: 'IDENTITY_PATH_OUTSIDE_ALLOWED_DIRS' },
+          { reason: 'IDENTITY_PATH_OUTSIDE_ALLOWED_DIRS', controllerId: id, identityPath },
         );
       }
     }
@@ -449,7 +475,7 @@ export class ControllerRegistry {
     try {
       checkIdentityFileWritable(identityPath);
     } catch (error) {
-      if (error instanceof IdentityFileRefused) throw new VfiodError('FAILED_PRECONDITION', `controller ${id}: ${error.message}`, { reason: error.reason, identityPath });
+      if (error instanceof IdentityFileRefused) throw new VfiodError('FAILED_PRECONDITION', `controller ${id}: ${error.message}`, { reason: error.reason, controllerId: id, identityPath });
       throw error;
     }
   }
@@ -461,8 +487,8 @@ export class ControllerRegistry {
    * namespace directories (symlinks resolved; `outside`, when given, is told instead), and one disk twice in the list.
    */
   private namespaceBackings(id: string, namespaces: readonly string[], outside?: (message: string) => void): Map<string, string> {
-    const bad = (message: string, reason: string, details: Record<string, unknown> = {}): VfiodError =>
-      new VfiodError('INVALID_ARGUMENT', `controller ${id}: ${message}`, { reason, ...details });
+    const bad = (message: string, reason: Reason, details: Record<string, unknown> = {}): VfiodError =>
+      new VfiodError('INVALID_ARGUMENT', `controller ${id}: ${message}`, { reason, controllerId: id, ...details });
     const backings = new Map<string, string>();
     /** Which namespace (index) each key came from: the same URI twice is the same disk twice too. */
     const from = new Map<string, number>();
@@ -476,7 +502,7 @@ export class ControllerRegistry {
         const error = bad(
           `${named}: ${file} is not in the daemon's namespace directories (${dirs}): put the disk there, or start the daemon with --namespace-dir <its directory>`,
           'NAMESPACE_OUTSIDE_NAMESPACE_DIRS',
-          { path: file },
+          { namespace: index + 1, path: file },
         );
         if (!outside) throw error;
         outside(error.message);
@@ -485,7 +511,7 @@ export class ControllerRegistry {
       try {
         identity = inspectBacking(file);
       } catch (error) {
-        if (error instanceof BackingRefused) throw bad(`${named}: ${(error as BackingRefused).message}`, (error as BackingRefused).reason, { path: file });
+        if (error instanceof BackingRefused) throw bad(`${named}: ${(error as BackingRefused).message}`, (error as BackingRefused).reason, { namespace: index + 1, path: file });
         // Unreadable, a path through a file, ...: the start says why.
         identity = undefined;
       }
@@ -494,7 +520,7 @@ export class ControllerRegistry {
         const error = bad(
           `${named}: ${file} resolves to ${real} (through a symbolic link), which is not in the daemon's namespace directories (${dirs})`,
           'NAMESPACE_OUTSIDE_NAMESPACE_DIRS',
-          { path: file, realPath: real },
+          { namespace: index + 1, path: file, realPath: real },
         );
         if (!outside) throw error;
         outside(error.message);
@@ -522,7 +548,7 @@ export class ControllerRegistry {
         throw new VfiodError(
           'ALREADY_EXISTS',
           `controller ${id}: namespace '${uri}' is the same ${what} as namespace '${theirs}' of controller ${other.id}${key.startsWith('path:') ? '' : ' (the same inode: a hard link, a symbolic link or another device node)'}`,
-          { reason: 'NAMESPACE_IN_USE', otherController: other.id },
+          { reason: 'NAMESPACE_IN_USE', controllerId: id, path: (parseNamespaceUri(uri) as FileNamespaceSpec).path, otherController: other.id },
         );
       }
     }
@@ -546,6 +572,7 @@ export class ControllerRegistry {
       throw new VfiodError(
         'FAILED_PRECONDITION',
         `controller ${id}: memory namespaces of ${formatSize(memory)}${othersMemory ? ` (plus ${formatSize(othersMemory)} of other controllers)` : ''} exceed the ${formatSize(limit)} of RAM they may use`,
+        { reason: 'MEMORY_BUDGET_EXCEEDED', controllerId: id, memoryBytes: memory, othersBytes: othersMemory, limitBytes: limit },
       );
     }
     return backings;

@@ -1,8 +1,12 @@
 /**
  * The error every service-level operation throws: a status code that the control API maps 1:1 onto a gRPC status
  * (FeOS maps its own errors the same way), a message that names the device / VM / controller involved, and
- * structured details for logs and API clients.
+ * structured details: a stable `reason` from src/util/error-reasons.ts, which programs switch on, and the facts the
+ * error is about (bdf, IOMMU group, holder pid, controller id, ...), which the control API sends as
+ * `google.rpc.Status` details (src/daemon/status-details.ts).
  */
+import type { Reason } from './error-reasons.js';
+
 export type ErrorCode =
   | 'NOT_FOUND'
   | 'INVALID_ARGUMENT'
@@ -14,14 +18,38 @@ export type ErrorCode =
   | 'RESOURCE_EXHAUSTED'
   | 'INTERNAL';
 
+/** One failed precondition (`google.rpc.PreconditionFailure.Violation`). */
+export interface Violation {
+  /** The reason of this violation (a key of ERROR_REASONS). */
+  type: Reason;
+  /** What it is about, e.g. `pci:0000:01:00.1`, `iommu-group:12`, `controller:vm1-data`. */
+  subject: string;
+  description: string;
+}
+
+/**
+ * `reason` (required) and the facts of the error as camelCase keys (scalars, or lists of scalars); on the wire they
+ * become ErrorInfo metadata in snake_case. `violations` lists every failed precondition when there are several.
+ */
+export interface ErrorDetails {
+  reason: Reason;
+  violations?: Violation[];
+  [key: string]: unknown;
+}
+
 export class VfiodError extends Error {
   constructor(
     readonly code: ErrorCode,
     message: string,
-    readonly details: Record<string, unknown> = {},
+    readonly details: ErrorDetails,
   ) {
     super(message);
     this.name = new.target.name;
+  }
+
+  /** The stable reason programs switch on (ERROR_REASONS). */
+  get reason(): Reason {
+    return this.details.reason;
   }
 }
 

@@ -219,7 +219,7 @@ describe.skipIf(skipReason)('ControllerService', () => {
     expect(duplicate.stderr).toContain('ALREADY_EXISTS');
     const badUri = await run('create', 'cli2', '--socket', socket('cli2'), '--namespace', 'memory:', ...daemonArg);
     expect(badUri.code).toBe(2);
-    expect(badUri.stderr).toContain('INVALID_ARGUMENT: controller cli2');
+    expect(badUri.stderr).toContain('INVALID_ARGUMENT NAMESPACE_URI_INVALID: controller cli2');
     expect((await run('create', 'cli2', '--namespace', 'memory:1M', ...daemonArg)).stderr).toContain('--socket');
     expect((await run('delete', 'cli1', ...daemonArg)).code).toBe(0);
     expect((await run('list', '--daemon', path.join(dir, 'no-daemon.sock'))).code).toBe(6);

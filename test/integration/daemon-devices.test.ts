@@ -267,11 +267,11 @@ describe('error mapping', () => {
         unary('TestRpc', logger, handler)({ request: {} } as never, ((error: { code: number; details: string } | null) => resolve(error)) as never),
       );
     expect(await call(() => {
-      throw new VfiodError('DEADLINE_EXCEEDED', 'VM vm1: the guest did not release disk1');
+      throw new VfiodError('DEADLINE_EXCEEDED', 'VM vm1: the guest did not release disk1', { reason: 'GUEST_DID_NOT_RELEASE', vmId: 'vm1', deviceId: 'disk1' });
     })).toMatchObject({ code: grpc.status.DEADLINE_EXCEEDED, details: 'VM vm1: the guest did not release disk1' });
     expect(await call(() => {
       throw new TypeError("Cannot read properties of undefined (reading 'bdf')");
-    })).toEqual({ code: grpc.status.INTERNAL, details: "TestRpc: internal error: Cannot read properties of undefined (reading 'bdf')" });
+    })).toMatchObject({ code: grpc.status.INTERNAL, details: "TestRpc: internal error: Cannot read properties of undefined (reading 'bdf')" });
     expect(lines.find((l) => l['level'] === 'error')).toMatchObject({ msg: 'request failed unexpectedly', rpc: 'TestRpc' });
     expect(await call(async () => ({ ok: true }))).toBeNull();
   });

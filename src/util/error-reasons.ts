@@ -1,0 +1,371 @@
+/**
+ * Every reason a VfiodError can carry: the single source of truth for the control API's `google.rpc.ErrorInfo`
+ * reasons (docs/daemon.md, "Error reasons", is generated from this table and a test compares them), the gRPC codes
+ * each reason comes with, the resource it names (`google.rpc.ResourceInfo`) and the ErrorInfo metadata keys it
+ * carries. A reason is stable: programs switch on it, so one is never renamed or given another meaning; the message
+ * next to it is for people and may change.
+ *
+ * Sites write metadata as camelCase keys in VfiodError's details (`{ reason: 'DEVICE_IN_USE', bdf, holderPid }`); on
+ * the wire they are snake_case (`bdf`, `holder_pid`).
+ */
+import type { ErrorCode } from './errors.js';
+
+/** `google.rpc.ErrorInfo.domain` of every vfiod error. */
+export const ERROR_DOMAIN = 'vfiod.dev';
+
+/** What a `google.rpc.ResourceInfo` names, and the metadata keys its name and owner come from. */
+export const RESOURCE_TYPES = {
+  'pci-device': { name: ['bdf'], owner: 'owner' },
+  'iommu-group': { name: ['iommu_group'], owner: 'owner' },
+  controller: { name: ['controller_id'], owner: undefined },
+  attachment: { name: ['vm_id', 'device_id'], owner: 'vm_id' },
+  vm: { name: ['vm_id'], owner: undefined },
+  file: { name: ['path'], owner: 'controller_id' },
+  socket: { name: ['socket_path'], owner: 'controller_id' },
+  daemon: { name: [], owner: undefined },
+} as const satisfies Record<string, { name: readonly string[]; owner: string | undefined }>;
+export type ResourceType = keyof typeof RESOURCE_TYPES;
+
+/**
+ * Metadata any reason may carry besides its own: the context an operation adds when it passes a lower layer's error
+ * on (attach adds the VM and the attachment; a rolled-back prepare says what it undid).
+ */
+export const CONTEXT_METADATA = ['vm_id', 'device_id', 'rpc', 'state', 'rolled_back', 'rollback_failed', 'overridden'] as const;
+
+export interface ReasonSpec {
+  /** The gRPC codes it comes with (more than one only where an RPC has always used another code for it). */
+  codes: readonly ErrorCode[];
+  /** What ResourceInfo names (from the metadata, see RESOURCE_TYPES); none for a request without a subject. */
+  resource?: ResourceType;
+  /** When (docs/daemon.md). */
+  when: string;
+  /** Its own ErrorInfo metadata keys (snake_case), besides CONTEXT_METADATA. */
+  metadata: readonly string[];
+}
+
+export const ERROR_REASONS = {
+  // --- requests ---
+  FIELD_REQUIRED: { codes: ['INVALID_ARGUMENT'], when: 'a required request field is missing or empty', metadata: ['field'] },
+  FIELD_INVALID: {
+    codes: ['INVALID_ARGUMENT'],
+    when: 'a request field has the wrong form (an unknown enum value, a relative path, a bad size, ...)',
+    metadata: ['field'],
+  },
+  FIELD_OUT_OF_RANGE: {
+    codes: ['INVALID_ARGUMENT'],
+    when: 'a number outside its range (controller limits, waits, boot index, PCI segment, chassis, socket mode)',
+    metadata: ['field', 'value', 'min', 'max'],
+  },
+  FIELD_TOO_LONG: { codes: ['INVALID_ARGUMENT'], when: 'a text field longer than 256 characters', metadata: ['field', 'length', 'limit'] },
+  FIELD_CONTROL_CHARACTERS: { codes: ['INVALID_ARGUMENT'], when: 'a text field or path with control characters', metadata: ['field'] },
+  PCI_ADDRESS_INVALID: { codes: ['INVALID_ARGUMENT'], when: 'a field that must be a PCI address is not one', metadata: ['field'] },
+  SOCKET_PATH_INVALID: {
+    codes: ['INVALID_ARGUMENT'],
+    resource: 'socket',
+    when: 'a socket path that is relative, not normalised, longer than 107 bytes, or holds a space or comma',
+    metadata: ['field', 'socket_path', 'controller_id'],
+  },
+  DEVICE_ID_DUPLICATE: { codes: ['INVALID_ARGUMENT'], resource: 'vm', when: 'GetVmConfig: one device id given to two devices', metadata: ['device_id'] },
+  BOOT_INDEX_DUPLICATE: { codes: ['INVALID_ARGUMENT'], resource: 'vm', when: 'GetVmConfig: one boot index given to two devices', metadata: ['boot_index'] },
+  BOOT_INDEX_UNSUPPORTED: {
+    codes: ['INVALID_ARGUMENT'],
+    resource: 'vm',
+    when: '`boot_index` for a cloud-hypervisor hot-plug (cloud-hypervisor has no boot order)',
+    metadata: [],
+  },
+
+  // --- PCI devices (DeviceService, and attach / GetVmConfig preparing a device) ---
+  DEVICE_NOT_FOUND: { codes: ['NOT_FOUND'], resource: 'pci-device', when: 'no such PCI device, or it disappeared during the operation', metadata: ['bdf'] },
+  CLAIM_NOT_FOUND: { codes: ['NOT_FOUND'], resource: 'pci-device', when: 'ReleaseDevice of a device vfiod has not claimed', metadata: ['bdf'] },
+  DEVICE_CLAIMED_BY_OTHER_VM: {
+    codes: ['ALREADY_EXISTS', 'FAILED_PRECONDITION'],
+    resource: 'pci-device',
+    when: 'the device is claimed by another VM: `ALREADY_EXISTS` from PrepareDevice, `FAILED_PRECONDITION` from ReleaseDevice and AttachDevice',
+    metadata: ['bdf', 'owner'],
+  },
+  DEVICE_IS_BRIDGE: { codes: ['FAILED_PRECONDITION'], resource: 'pci-device', when: 'prepare of a PCI bridge', metadata: ['bdf'] },
+  DEVICE_NO_IOMMU_GROUP: { codes: ['FAILED_PRECONDITION'], resource: 'pci-device', when: 'the device has no IOMMU group (the IOMMU is off)', metadata: ['bdf'] },
+  CLAIM_INCONSISTENT: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'pci-device',
+    when: 'the device has a claim for this VM that is not `prepared` on vfio-pci (an interrupted operation): reconcile',
+    metadata: ['bdf', 'owner', 'claim_state', 'driver'],
+  },
+  IOMMU_GROUP_HELD: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'iommu-group',
+    when: 'prepare: a process (another VM) has the IOMMU group open',
+    metadata: ['bdf', 'iommu_group', 'holder_pid', 'holder_comm'],
+  },
+  IOMMU_GROUP_MEMBER_CLAIMED: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'iommu-group',
+    when: 'prepare: another member of the IOMMU group is claimed by another VM',
+    metadata: ['bdf', 'iommu_group', 'member', 'owner'],
+  },
+  IOMMU_GROUP_NOT_VIABLE: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'iommu-group',
+    when: 'prepare: other members of the IOMMU group would stay on host drivers (`whole_group` binds them), or VFIO reports the group not viable',
+    metadata: ['bdf', 'iommu_group', 'members'],
+  },
+  DEVICE_IN_USE: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'pci-device',
+    when: 'prepare: the device (or a function prepared with it) is in use on the host: mounted, swap, a network interface that is up, ... (`force` overrides)',
+    metadata: ['bdf', 'in_use'],
+  },
+  DEVICE_NO_RESET: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'pci-device',
+    when: 'prepare: VFIO offers no usable reset, so state would leak between VMs (`force` overrides)',
+    metadata: ['bdf'],
+  },
+  DEVICE_STILL_HELD: {
+    codes: ['UNAVAILABLE'],
+    resource: 'pci-device',
+    when: 'release: a process (a VMM) still has the device\'s VFIO group or cdev open after `wait_ms`',
+    metadata: ['bdf', 'holder_pid', 'holder_comm', 'holder_path'],
+  },
+  VFIO_BIND_FAILED: { codes: ['INTERNAL'], resource: 'pci-device', when: 'the device did not bind to vfio-pci (rolled back)', metadata: ['bdf', 'driver'] },
+  VFIO_NODE_TIMEOUT: {
+    codes: ['UNAVAILABLE'],
+    resource: 'pci-device',
+    when: 'the VFIO device node did not appear after binding (rolled back)',
+    metadata: ['bdf', 'path', 'timeout_ms'],
+  },
+  VFIO_PROBE_FAILED: {
+    codes: ['INTERNAL'],
+    resource: 'pci-device',
+    when: 'the VFIO probe that proves a prepared device usable failed or found no regions (rolled back)',
+    metadata: ['bdf'],
+  },
+  REBIND_FAILED: {
+    codes: ['INTERNAL'],
+    resource: 'pci-device',
+    when: 'release: the device did not go back to its host driver; the claim is kept as `failed`',
+    metadata: ['bdf', 'driver'],
+  },
+
+  // --- emulated controllers (ControllerService) ---
+  CONTROLLER_ID_INVALID: { codes: ['INVALID_ARGUMENT'], when: 'a controller id that is not 1-64 of letters, digits, `_`, `.`, `-`', metadata: ['controller_id'] },
+  CONTROLLER_NOT_FOUND: { codes: ['NOT_FOUND'], resource: 'controller', when: 'no such controller', metadata: ['controller_id'] },
+  CONTROLLER_EXISTS: { codes: ['ALREADY_EXISTS'], resource: 'controller', when: 'CreateController with the id of an existing controller', metadata: ['controller_id'] },
+  CONTROLLER_LIMIT_REACHED: {
+    codes: ['RESOURCE_EXHAUSTED'],
+    resource: 'daemon',
+    when: 'CreateController beyond `--max-controllers`',
+    metadata: ['controller_id', 'count', 'limit'],
+  },
+  SOCKET_IN_USE: {
+    codes: ['ALREADY_EXISTS'],
+    resource: 'socket',
+    when: 'the socket path is another controller\'s socket (by inode: any name of it), or another process listens on it',
+    metadata: ['controller_id', 'socket_path', 'other_controller'],
+  },
+  SOCKET_PATH_NOT_A_SOCKET: { codes: ['ALREADY_EXISTS'], resource: 'socket', when: 'something that is not a socket exists at the socket path', metadata: ['controller_id', 'socket_path'] },
+  NAMESPACE_URI_INVALID: {
+    codes: ['INVALID_ARGUMENT'],
+    resource: 'controller',
+    when: 'a namespace URI that does not parse, or a `file:` URI with a relative path',
+    metadata: ['controller_id', 'namespace', 'uri'],
+  },
+  NAMESPACE_BACKING_NOT_STORAGE: {
+    codes: ['INVALID_ARGUMENT'],
+    resource: 'file',
+    when: 'a `file:` namespace that is not a regular file or a block device (a character device, FIFO, socket, directory)',
+    metadata: ['controller_id', 'namespace', 'path'],
+  },
+  NAMESPACE_BACKING_PSEUDO_FILESYSTEM: {
+    codes: ['INVALID_ARGUMENT'],
+    resource: 'file',
+    when: 'a `file:` namespace on a kernel pseudo filesystem (`/proc`, `/sys`, ...)',
+    metadata: ['controller_id', 'namespace', 'path'],
+  },
+  NAMESPACE_OUTSIDE_NAMESPACE_DIRS: {
+    codes: ['INVALID_ARGUMENT'],
+    resource: 'file',
+    when: 'a `file:` namespace not in a `--namespace-dir`, by name or with symlinks resolved',
+    metadata: ['controller_id', 'namespace', 'path', 'real_path'],
+  },
+  NAMESPACE_DUPLICATE: {
+    codes: ['INVALID_ARGUMENT'],
+    resource: 'file',
+    when: 'one file or block device twice in one controller (the same inode)',
+    metadata: ['controller_id', 'path'],
+  },
+  NAMESPACE_IN_USE: {
+    codes: ['ALREADY_EXISTS'],
+    resource: 'file',
+    when: 'a namespace file or block device that is already a namespace of another controller (the same inode)',
+    metadata: ['controller_id', 'path', 'other_controller'],
+  },
+  MEMORY_NAMESPACE_WITH_CRASH_RECOVERY: {
+    codes: ['INVALID_ARGUMENT'],
+    resource: 'controller',
+    when: 'a `memory:` namespace on a daemon that runs with `--crash-recovery` (its data would die with the process)',
+    metadata: ['controller_id', 'namespace'],
+  },
+  MEMORY_BUDGET_EXCEEDED: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'controller',
+    when: '`memory:` namespaces that, with those of the running controllers, exceed the host\'s RAM',
+    metadata: ['controller_id', 'memory_bytes', 'others_bytes', 'limit_bytes'],
+  },
+  IDENTITY_INVALID: { codes: ['INVALID_ARGUMENT'], resource: 'controller', when: 'an identity (serial, model, firmware, NQN) that is too long or not printable ASCII', metadata: ['controller_id'] },
+  IDENTITY_PATH_INVALID: {
+    codes: ['INVALID_ARGUMENT'],
+    resource: 'controller',
+    when: 'an `identity_path` that is relative, not normalised or does not end in `.json`',
+    metadata: ['controller_id', 'identity_path'],
+  },
+  IDENTITY_PATH_OUTSIDE_ALLOWED_DIRS: {
+    codes: ['INVALID_ARGUMENT'],
+    resource: 'controller',
+    when: 'an `identity_path` outside the namespace directories and `<state dir>/controllers`',
+    metadata: ['controller_id', 'identity_path'],
+  },
+  IDENTITY_FILE_FOREIGN: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'controller',
+    when: 'an `identity_path` holding a file that is not a vfiod identity file (left unchanged)',
+    metadata: ['controller_id', 'identity_path'],
+  },
+  CONTROLLER_START_FAILED: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'controller',
+    when: 'the controller failed to start, or was not listening within 60 s (nothing is left behind)',
+    metadata: ['controller_id', 'socket_path'],
+  },
+  CONTROLLER_SAVE_FAILED: { codes: ['INTERNAL'], resource: 'controller', when: '`controllers.json` could not be written (the controller is stopped again)', metadata: ['controller_id', 'path'] },
+  CONTROLLER_STARTING: { codes: ['FAILED_PRECONDITION'], resource: 'controller', when: 'DeleteController of a controller that is still starting', metadata: ['controller_id'] },
+  CONTROLLER_BEING_DELETED: { codes: ['FAILED_PRECONDITION'], resource: 'controller', when: 'DeleteController of a controller already being deleted', metadata: ['controller_id'] },
+  CONTROLLER_ATTACHED: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'controller',
+    when: 'DeleteController while a VM has the controller attached (each attachment is a violation)',
+    metadata: ['controller_id', 'attachments', 'client_connected'],
+  },
+  CONTROLLER_NOT_SERVING: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'controller',
+    when: 'attaching (or configuring a VM with) a controller that is not serving',
+    metadata: ['controller_id', 'controller_state'],
+  },
+
+  // --- attachments (AttachmentService) ---
+  ATTACHMENT_NOT_FOUND: {
+    codes: ['NOT_FOUND'],
+    resource: 'attachment',
+    when: 'the VM has no such attachment (by device id, or no attachment of that PCI address)',
+    metadata: ['bdf', 'other_vm'],
+  },
+  ATTACHMENT_EXISTS: { codes: ['ALREADY_EXISTS'], resource: 'attachment', when: 'the VM already has an attachment with that device id, of another device', metadata: [] },
+  DEVICE_ATTACHED_TO_OTHER_VM: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'attachment',
+    when: 'the device (or controller socket) is attached to another VM',
+    metadata: ['other_vm', 'other_device_id'],
+  },
+  DEVICE_IS_COMPANION: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'pci-device',
+    when: 'the function was prepared or attached as a companion of another (a GPU\'s audio): attach that one',
+    metadata: ['bdf', 'primary_bdf', 'other_vm'],
+  },
+  ATTACHED_THROUGH_OTHER_ENDPOINT: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'attachment',
+    when: 'the device is attached to this VM through another VMM socket',
+    metadata: [],
+  },
+  ATTACHED_UNDER_OTHER_ID: { codes: ['FAILED_PRECONDITION'], resource: 'attachment', when: 'the device is attached to this VM under another device id', metadata: [] },
+  ATTACHMENT_PENDING: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'attachment',
+    when: 'attach of a device whose attachment is attaching, detaching or detach-pending: detach it first',
+    metadata: [],
+  },
+  GUEST_DID_NOT_RELEASE: {
+    codes: ['DEADLINE_EXCEEDED'],
+    resource: 'attachment',
+    when: 'detach: the guest did not let go within `timeout_ms`; the attachment is detach-pending, the device stays claimed',
+    metadata: ['vmm_device_id', 'timeout_ms'],
+  },
+  GUEST_REFUSED_UNPLUG: { codes: ['FAILED_PRECONDITION'], resource: 'vm', when: 'detach: the guest refused the unplug (QEMU `DEVICE_UNPLUG_GUEST_ERROR`)', metadata: [] },
+  VMM_NOT_LISTING_DEVICE: { codes: ['INTERNAL'], resource: 'attachment', when: 'attach: the VMM accepted the device but does not list it (rolled back)', metadata: ['missing'] },
+  VMM_NO_FREE_SLOT: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'vm',
+    when: 'QEMU has no empty `pcie-root-port` to hot-plug into',
+    metadata: [],
+  },
+  VMM_SOCKET_MISSING: { codes: ['UNAVAILABLE'], resource: 'vm', when: 'the VM\'s API / QMP socket does not exist (is the VM running?)', metadata: ['socket_path'] },
+  VMM_UNAVAILABLE: {
+    codes: ['UNAVAILABLE'],
+    resource: 'vm',
+    when: 'the VMM refused the connection, closed it, or answered busy (HTTP 429/503)',
+    metadata: ['http_status'],
+  },
+  VMM_TIMEOUT: {
+    codes: ['DEADLINE_EXCEEDED'],
+    resource: 'vm',
+    when: 'the VMM did not answer (or greet, for QMP) in time; during a detach the attachment is detach-pending, as for `GUEST_DID_NOT_RELEASE`',
+    metadata: ['vmm_device_id', 'timeout_ms'],
+  },
+  VMM_BAD_ANSWER: { codes: ['INTERNAL'], resource: 'vm', when: 'the VMM\'s answer was not what its API defines (not JSON, too large, ...)', metadata: ['http_status'] },
+  VMM_DEVICE_NOT_FOUND: { codes: ['NOT_FOUND'], resource: 'vm', when: 'the VMM does not know the device (or host device) it was asked about', metadata: ['http_status', 'qmp_class', 'qmp_desc'] },
+  VMM_DEVICE_ID_TAKEN: { codes: ['ALREADY_EXISTS'], resource: 'vm', when: 'the VMM already has a device with that id', metadata: ['http_status', 'qmp_class', 'qmp_desc'] },
+  VMM_REFUSED: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'vm',
+    when: 'the VMM refused the operation in its current state (VFIO group not viable, no vfio-user support, VM not running, ...)',
+    metadata: ['http_status', 'qmp_class', 'qmp_desc'],
+  },
+  VMM_REJECTED_REQUEST: { codes: ['INVALID_ARGUMENT'], resource: 'vm', when: 'the VMM found vfiod\'s request invalid', metadata: ['http_status', 'qmp_class', 'qmp_desc'] },
+  VMM_ERROR: { codes: ['INTERNAL'], resource: 'vm', when: 'any other error answer or failure of the VMM', metadata: ['http_status', 'qmp_class', 'qmp_desc'] },
+
+  // --- the daemon ---
+  DAEMON_SHUTTING_DOWN: { codes: ['UNAVAILABLE'], resource: 'daemon', when: 'the daemon is stopping', metadata: [] },
+  NO_CRASH_RECOVERY: { codes: ['FAILED_PRECONDITION'], resource: 'daemon', when: 'RestartDaemon on a daemon without `--crash-recovery`', metadata: [] },
+  INTERNAL_ERROR: { codes: ['INTERNAL'], when: 'anything unexpected (a bug; logged with the RPC)', metadata: [] },
+
+  // --- start-up of `vfiod daemon` (exit codes, not statuses) ---
+  DAEMON_OPTION_INVALID: {
+    codes: ['INVALID_ARGUMENT'],
+    when: 'start-up: a bad option (`--tcp`, TLS files, `--namespace-dir`, nothing to listen on)',
+    metadata: ['option'],
+  },
+  PLAIN_TCP_REFUSED: { codes: ['INVALID_ARGUMENT'], when: 'start-up: `--tcp` without TLS and without `--insecure-tcp`', metadata: ['address'] },
+  TLS_CLIENT_CA_REQUIRED: { codes: ['INVALID_ARGUMENT'], when: 'start-up: TLS without `--tls-ca` and without `--insecure-tls-no-client-cert`', metadata: [] },
+  DAEMON_SOCKET_IN_USE: { codes: ['FAILED_PRECONDITION'], resource: 'socket', when: 'start-up: another process listens on the daemon\'s socket', metadata: ['socket_path'] },
+  DAEMON_SOCKET_NOT_A_SOCKET: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'socket',
+    when: 'start-up: something that is not a socket is at the daemon\'s socket path, or replaced the socket just bound',
+    metadata: ['socket_path'],
+  },
+  STATE_FILE_UNREADABLE: { codes: ['INTERNAL'], resource: 'file', when: 'start-up: `controllers.json` cannot be read', metadata: ['path'] },
+} as const satisfies Record<string, ReasonSpec>;
+
+export type Reason = keyof typeof ERROR_REASONS;
+
+export function isReason(value: unknown): value is Reason {
+  return typeof value === 'string' && Object.prototype.hasOwnProperty.call(ERROR_REASONS, value);
+}
+
+/** camelCase (as sites write details) to snake_case (as ErrorInfo metadata goes on the wire). */
+export function snakeCase(key: string): string {
+  return key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').replace(/-/g, '_').toLowerCase();
+}
+
+/** The reasons table of docs/daemon.md, generated from ERROR_REASONS. */
+export function reasonsTable(): string {
+  const rows = ['| reason | gRPC code | when | resource | metadata |', '|---|---|---|---|---|'];
+  for (const [reason, spec] of Object.entries(ERROR_REASONS) as Array<[Reason, ReasonSpec]>) {
+    const codes = spec.codes.map((c) => `\`${c}\``).join(', ');
+    const metadata = spec.metadata.map((m) => `\`${m}\``).join(', ');
+    rows.push(`| \`${reason}\` | ${codes} | ${spec.when.replace(/\|/g, '\\|')} | ${spec.resource ? `\`${spec.resource}\`` : ''} | ${metadata} |`);
+  }
+  return `${rows.join('\n')}\n`;
+}
