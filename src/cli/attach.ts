@@ -2,7 +2,8 @@
  * `vfiod attach`: hot-plugs a host PCI function (prepared for VFIO on the way) or an emulated controller into a
  * running VM through the daemon (AttachmentService.AttachDevice).
  */
-import type { AttachmentInfo } from './attachments.js';
+import { present } from '../daemon/client.js';
+import type { HypervisorEndpoint } from '../daemon/generated/vfiod/v1/HypervisorEndpoint.js';
 import { bdfOption, CLIENT_EXIT, type ClientDeps, UsageError, integer, milliseconds, noPositionals } from './common.js';
 import { CONNECTION_HELP, printJson, type Values, withClient } from './remote.js';
 
@@ -38,19 +39,6 @@ const options = {
   timeout: { type: 'string' },
 } as const;
 
-/** vfiod.v1 HypervisorEndpoint (one of the two sockets). */
-interface HypervisorEndpoint {
-  cloudHypervisorApiSocket?: string;
-  cloudHypervisorEventMonitor?: string;
-  qemuQmpSocket?: string;
-}
-
-interface AttachDeviceResponse {
-  attachment: AttachmentInfo;
-  changed: boolean;
-  warnings: string[];
-}
-
 function endpointOf(v: Values<typeof options>): HypervisorEndpoint {
   if (v['ch-socket'] && v['qmp-socket']) throw new UsageError('give --ch-socket or --qmp-socket, not both');
   if (v['ch-event-monitor'] && !v['ch-socket']) throw new UsageError('--ch-event-monitor goes with --ch-socket');
@@ -66,7 +54,7 @@ export async function runAttach(argv: string[], deps: ClientDeps = {}): Promise<
     const sources = [v.bdf ? { pciBdf: bdfOption('--bdf', v.bdf) } : undefined, v['vfio-user'] ? { vfioUserSocket: v['vfio-user'] } : undefined, v.controller ? { controllerId: v.controller } : undefined].filter(Boolean);
     if (sources.length !== 1) throw new UsageError('give exactly one of --bdf, --vfio-user, --controller');
     if (!ctx.json) ctx.err(`attaching to VM ${v.vm}: preparing and hot-plugging, then waiting for the VMM to report the device...\n`);
-    const response = await ctx.client.call<AttachDeviceResponse>('AttachmentService', 'AttachDevice', {
+    const response = await ctx.client.call('AttachmentService', 'AttachDevice', {
       vmId: v.vm,
       endpoint: endpointOf(v),
       source: sources[0],
@@ -79,7 +67,7 @@ export async function runAttach(argv: string[], deps: ClientDeps = {}): Promise<
     });
     if (ctx.json) printJson(ctx, response);
     else {
-      const a = response.attachment;
+      const a = present(response.attachment, 'AttachDevice', 'attachment');
       ctx.out(`${response.changed ? 'attached' : 'already attached'} ${a.deviceId} to VM ${a.vmId}\n`);
       for (const f of a.functions) ctx.out(`  ${f.hostBdf || 'vfio-user'} -> ${f.vmmDeviceId}${f.guestBdf ? ` at guest ${f.guestBdf}` : ''}${f.bus ? ` on ${f.bus}` : ''}\n`);
       for (const w of response.warnings) ctx.out(`  warning: ${w}\n`);

@@ -1,7 +1,7 @@
 /**
  * `vfiod attachments [--vm <id>]`: what the daemon attached to VMs (AttachmentService.ListAttachments).
- * The attachment messages the attach command prints too are declared here.
  */
+import type { AttachmentInfo__Output as AttachmentInfo } from '../daemon/generated/vfiod/v1/AttachmentInfo.js';
 import { CLIENT_EXIT, type ClientDeps, noPositionals, shortEnum, table } from './common.js';
 import { CONNECTION_HELP, printJson, withClient } from './remote.js';
 
@@ -11,42 +11,11 @@ Devices attached to VMs through the daemon.
 
 ${CONNECTION_HELP}`;
 
-// vfiod.v1 messages (proto/vfiod/v1/attachments.proto) as the client receives them: camelCase, enums as names, an
-// absent oneof member as missing.
-
-export interface DeviceSource {
-  pciBdf?: string;
-  vfioUserSocket?: string;
-  controllerId?: string;
-}
-
-export interface AttachedFunction {
-  hostBdf: string;
-  vmmDeviceId: string;
-  guestBdf: string;
-  bus: string;
-}
-
-export interface AttachmentInfo {
-  vmId: string;
-  deviceId: string;
-  hypervisor: string;
-  source: DeviceSource;
-  functions: AttachedFunction[];
-  state: string;
-  bootIndex?: number;
-  note: string;
-}
-
-interface ListAttachmentsResponse {
-  attachments: AttachmentInfo[];
-}
-
 function renderAttachments(attachments: AttachmentInfo[]): string {
   if (attachments.length === 0) return 'no attachments\n';
   const rows = [['VM', 'DEVICE ID', 'SOURCE', 'HYPERVISOR', 'STATE', 'GUEST', 'BOOT', 'NOTE']];
   for (const a of attachments) {
-    const source = a.source.pciBdf || a.source.vfioUserSocket || a.source.controllerId || '?';
+    const source = a.source?.pciBdf || a.source?.vfioUserSocket || a.source?.controllerId || '?';
     rows.push([
       a.vmId,
       a.deviceId,
@@ -64,7 +33,7 @@ function renderAttachments(attachments: AttachmentInfo[]): string {
 export async function runAttachments(argv: string[], deps: ClientDeps = {}): Promise<number> {
   return withClient('attachments', ATTACHMENTS_USAGE, argv, { vm: { type: 'string' } } as const, deps, async (ctx, v, positionals) => {
     noPositionals(positionals);
-    const response = await ctx.client.call<ListAttachmentsResponse>('AttachmentService', 'ListAttachments', { vmId: v.vm ?? '' });
+    const response = await ctx.client.call('AttachmentService', 'ListAttachments', { vmId: v.vm ?? '' });
     if (ctx.json) printJson(ctx, response);
     else ctx.out(renderAttachments(response.attachments));
     return CLIENT_EXIT.ok;

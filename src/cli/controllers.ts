@@ -2,6 +2,8 @@
  * `vfiod controllers list|get|create|delete`: the daemon's emulated NVMe controllers (ControllerService).
  * Human tables by default, the API's messages with --json.
  */
+import { present } from '../daemon/client.js';
+import type { ControllerInfo__Output as ControllerInfo } from '../daemon/generated/vfiod/v1/ControllerInfo.js';
 import { CONTROLLER_LIMITS } from '../serve/config.js';
 import {
   bytes,
@@ -31,102 +33,18 @@ Commands:
 
 ${CONNECTION_HELP}`;
 
-// vfiod.v1 messages (proto/vfiod/v1/controllers.proto) as the client receives them: camelCase, enums as names,
-// absent messages as null.
-
-interface ControllerIdentity {
-  serialNumber: string;
-  modelNumber: string;
-  firmwareRevision: string;
-  subsystemNqn: string;
-}
-
-interface ControllerSpec {
-  socketPath: string;
-  namespaces: string[];
-  doorbellMode: string;
-  socketMode: number;
-  msixVectors: number;
-  maxIoQueuePairs: number;
-  maxQueueEntries: number;
-  mdtsPages: number;
-  identityPath: string;
-  identity: ControllerIdentity | null;
-}
-
-interface LatencyHistogram {
-  buckets: number[];
-  count: number;
-  meanUs: number;
-  maxUs: number;
-  p50Us: number;
-  p99Us: number;
-}
-
-interface ControllerStats {
-  nvmeState: string;
-  clientConnected: boolean;
-  readCommands: number;
-  writeCommands: number;
-  otherIoCommands: number;
-  adminCommands: number;
-  failedCommands: number;
-  bytesRead: number;
-  bytesWritten: number;
-  readIops: number;
-  writeIops: number;
-  readBytesPerSecond: number;
-  writeBytesPerSecond: number;
-  sampleIntervalMs: number;
-  inFlight: number;
-  ioQueues: number;
-  resets: number;
-  scratchLimitBytes?: number;
-  scratchUsedBytes?: number;
-  scratchPeakBytes?: number;
-  scratchWaitingCommands?: number;
-  latency: LatencyHistogram | null;
-}
-
-interface NamespaceInfo {
-  nsid: number;
-  uri: string;
-  backend: string;
-  blockSize: number;
-  blocks: number;
-}
-
-interface ControllerInfo {
-  id: string;
-  spec: ControllerSpec;
-  state: string;
-  error: string;
-  identity: ControllerIdentity | null;
-  namespaces: NamespaceInfo[];
-  stats: ControllerStats | null;
-  createdAt: string;
-}
-
-/** CreateControllerResponse and GetControllerResponse. */
-interface ControllerResponse {
-  controller: ControllerInfo;
-}
-
-interface ListControllersResponse {
-  controllers: ControllerInfo[];
-}
-
 function renderControllerList(controllers: ControllerInfo[]): string {
   if (controllers.length === 0) return 'no controllers\n';
   const rows = [['ID', 'STATE', 'SOCKET', 'NAMESPACES', 'DOORBELLS', 'CLIENT', 'READ IOPS', 'WRITE IOPS', 'READ', 'WRITTEN']];
   for (const c of controllers) {
     const s = c.stats;
+    const spec = present(c.spec, 'ListControllers', `controller ${c.id}: spec`);
     rows.push([
       c.id,
       shortEnum(c.state, 'CONTROLLER_STATE_') + (c.error ? ` (${c.error})` : ''),
-      c.spec.socketPath,
-      c.spec.namespaces.join(','),
-      shortEnum(c.spec.doorbellMode, 'DOORBELL_MODE_'),
+      spec.socketPath,
+      spec.namespaces.join(','),
+      shortEnum(spec.doorbellMode, 'DOORBELL_MODE_'),
       s ? (s.clientConnected ? 'yes' : 'no') : '-',
       s ? rate(s.readIops) : '-',
       s ? rate(s.writeIops) : '-',
@@ -138,7 +56,7 @@ function renderControllerList(controllers: ControllerInfo[]): string {
 }
 
 function renderController(c: ControllerInfo): string {
-  const spec = c.spec;
+  const spec = present(c.spec, 'GetController', `controller ${c.id}: spec`);
   const lines = [
     `controller ${c.id}: ${shortEnum(c.state, 'CONTROLLER_STATE_')}${c.error ? ` (${c.error})` : ''}, created ${c.createdAt}`,
     `socket:      ${spec.socketPath} (mode 0${Number(spec.socketMode).toString(8)})`,
@@ -184,15 +102,15 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
     };
     switch (command) {
       case 'list': {
-        const response = await ctx.client.call<ListControllersResponse>('ControllerService', 'ListControllers', {});
+        const response = await ctx.client.call('ControllerService', 'ListControllers', {});
         if (ctx.json) printJson(ctx, response);
         else ctx.out(renderControllerList(response.controllers));
         return CLIENT_EXIT.ok;
       }
       case 'get': {
-        const response = await ctx.client.call<ControllerResponse>('ControllerService', 'GetController', { id: idArg() });
+        const response = await ctx.client.call('ControllerService', 'GetController', { id: idArg() });
         if (ctx.json) printJson(ctx, response);
-        else ctx.out(renderController(response.controller));
+        else ctx.out(renderController(present(response.controller, 'GetController', 'controller')));
         return CLIENT_EXIT.ok;
       }
       case 'create': {
@@ -202,7 +120,7 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
         const spec = {
           socketPath: v.socket,
           namespaces: v.namespace,
-          doorbellMode: v.poll ? 'DOORBELL_MODE_POLLED' : 'DOORBELL_MODE_INTERRUPT',
+          doorbellMode: v.poll ? ('DOORBELL_MODE_POLLED' as const) : ('DOORBELL_MODE_INTERRUPT' as const),
           socketMode: v['socket-mode'] === undefined ? undefined : socketMode(v['socket-mode']),
           msixVectors: integer('--msix-vectors', v['msix-vectors'], ...CONTROLLER_LIMITS.msixVectors),
           maxIoQueuePairs: integer('--io-queues', v['io-queues'], ...CONTROLLER_LIMITS.maxIoQueuePairs),
@@ -212,9 +130,12 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
           identityPath: v.identity,
           identity: { serialNumber: v.serial, modelNumber: v.model, firmwareRevision: v.firmware, subsystemNqn: v.nqn },
         };
-        const response = await ctx.client.call<ControllerResponse>('ControllerService', 'CreateController', { id, spec });
+        const response = await ctx.client.call('ControllerService', 'CreateController', { id, spec });
         if (ctx.json) printJson(ctx, response);
-        else ctx.out(`created controller ${id} on ${response.controller.spec.socketPath}\n${renderController(response.controller)}`);
+        else {
+          const created = present(response.controller, 'CreateController', 'controller');
+          ctx.out(`created controller ${id} on ${present(created.spec, 'CreateController', 'controller.spec').socketPath}\n${renderController(created)}`);
+        }
         return CLIENT_EXIT.ok;
       }
       case 'delete': {

@@ -12,13 +12,6 @@ On timeout the device stays claimed (exit 4); run the command again to wait agai
 
 ${CONNECTION_HELP}`;
 
-/** vfiod.v1 DetachDeviceResponse. */
-interface DetachDeviceResponse {
-  vmId: string;
-  deviceId: string;
-  released: string[];
-}
-
 export async function runDetach(argv: string[], deps: ClientDeps = {}): Promise<number> {
   const options = { vm: { type: 'string' }, 'device-id': { type: 'string' }, bdf: { type: 'string' }, timeout: { type: 'string' }, 'keep-claimed': { type: 'boolean' } } as const;
   return withClient('detach', DETACH_USAGE, argv, options, deps, async (ctx, v, positionals) => {
@@ -27,7 +20,7 @@ export async function runDetach(argv: string[], deps: ClientDeps = {}): Promise<
     if (!v['device-id'] && !v.bdf) throw new UsageError('give --device-id <id> or --bdf <bdf>');
     const waitSeconds = (milliseconds('--timeout', v.timeout) ?? 30_000) / 1000;
     if (!ctx.json) ctx.err(`detaching ${v['device-id'] ?? v.bdf} from VM ${v.vm}: waiting up to ${waitSeconds} s for the guest to release it...\n`);
-    const response = await ctx.client.call<DetachDeviceResponse>(
+    const response = await ctx.client.call(
       'AttachmentService',
       'DetachDevice',
       {

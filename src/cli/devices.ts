@@ -13,7 +13,12 @@
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
-import { ApiError } from '../daemon/client.js';
+import { ApiError, present } from '../daemon/client.js';
+import { DEVICE_KIND_NAMES } from '../daemon/device-kind-names.js';
+import type { ClaimInfo__Output as ClaimInfo } from '../daemon/generated/vfiod/v1/ClaimInfo.js';
+import type { DeviceEvent__Output as DeviceEvent } from '../daemon/generated/vfiod/v1/DeviceEvent.js';
+import type { DeviceInfo__Output as DeviceInfo } from '../daemon/generated/vfiod/v1/DeviceInfo.js';
+import type { DeviceStateChanged__Output as DeviceStateChanged } from '../daemon/generated/vfiod/v1/DeviceStateChanged.js';
 import { unpackAny } from '../daemon/proto.js';
 import { errorMetadata } from '../daemon/status-details.js';
 import { DEFAULT_DAEMON_SOCKET } from '../daemon/server.js';
@@ -358,86 +363,6 @@ export function devicesUseDaemon(argv: string[]): boolean {
   return existsSync(process.env['VFIOD_DAEMON'] ?? DEFAULT_DAEMON_SOCKET);
 }
 
-// vfiod.v1 messages (proto/vfiod/v1/devices.proto) as the client receives them: camelCase, enums as names, an absent
-// optional field as missing, an absent message as null.
-
-interface ClaimInfo {
-  owner: string;
-  state: string;
-  originalDriver?: string;
-  originalOverride?: string;
-  note: string;
-  createdAt: string;
-  updatedAt: string;
-}
-
-interface DeviceInfo {
-  bdf: string;
-  vendorId: string;
-  deviceId: string;
-  subsystemVendorId: string;
-  subsystemDeviceId: string;
-  classCode: string;
-  kind: string;
-  driver?: string;
-  driverOverride?: string;
-  iommuGroup?: number;
-  iommuGroupMembers: string[];
-  numaNode?: number;
-  physfn?: string;
-  virtfns: string[];
-  sriov: { totalVfs: number; numVfs: number; driversAutoprobe?: boolean } | null;
-  resetMethods: string[];
-  bars: Array<{ index: number; size: number }>;
-  vfioGroupDev: string;
-  vfioCdev: string;
-  hostUses: HostUse[];
-  vfioState: string;
-  vfioUsable: boolean;
-  iommuGroupViable: boolean;
-  vfioReasons: string[];
-  claim: ClaimInfo | null;
-}
-
-interface ListDevicesResponse {
-  devices: DeviceInfo[];
-}
-
-interface GetDeviceResponse {
-  device: DeviceInfo;
-}
-
-interface PrepareDeviceResponse {
-  owner: string;
-  changed: boolean;
-  devices: Array<{ bdf: string; mode: string; originalDriver?: string; companion: boolean }>;
-  vfioGroupDev: string;
-  vfioCdev: string;
-  overridden: string[];
-  warnings: string[];
-}
-
-interface ReleaseDeviceResponse {
-  owner: string;
-  devices: Array<{ bdf: string; restoredDriver?: string; gone: boolean }>;
-  autoprobeRestored: string[];
-}
-
-interface DeviceEvent {
-  id: string;
-  componentId: string;
-  data: { type_url: string; value: Uint8Array };
-}
-
-/** The payload of a DeviceEvent. */
-interface DeviceStateChanged {
-  bdf: string;
-  kind: string;
-  owner: string;
-  detail: string;
-  at: string;
-}
-
 /** The API's DeviceInfo in the passthrough manager's terms, so `renderList` and `renderShow` print it alike. */
 function shownDeviceFrom(d: DeviceInfo): ShownDevice {
   const sriov = d.sriov;
@@ -461,7 +386,8 @@ function shownDeviceFrom(d: DeviceInfo): ShownDevice {
     bars: d.bars ?? [],
     vfioGroupDev: d.vfioGroupDev || null,
     vfioCdev: d.vfioCdev || null,
-    hostUse: d.hostUses ?? [],
+    // The proto's kind is a string; the daemon fills it from the same HostUse kinds.
+    hostUse: d.hostUses.map((u) => ({ ...u, kind: u.kind as HostUse['kind'] })),
     vfio: { state: shortEnum(d.vfioState, 'VFIO_STATE_') as VfioState, usable: d.vfioUsable, groupViable: d.iommuGroupViable, reasons: d.vfioReasons ?? [] },
   };
 }
@@ -493,9 +419,9 @@ export async function runDevicesViaDaemon(argv: string[], deps: ClientDeps = {})
       case 'list': {
         const kinds = (v.class ?? []).map((c) => {
           if (!DEVICE_KINDS.includes(c as DeviceKind)) throw new UsageError(`--class must be one of ${DEVICE_KINDS.join(', ')}, not '${c}'`);
-          return `DEVICE_KIND_${c.toUpperCase()}`;
+          return DEVICE_KIND_NAMES[c as DeviceKind];
         });
-        const response = await ctx.client.call<ListDevicesResponse>('DeviceService', 'ListDevices', {
+        const response = await ctx.client.call('DeviceService', 'ListDevices', {
           bdfs: positionals.map((p) => bdfOption('list', p)),
           ids: v.id ?? [],
           kinds,
@@ -509,15 +435,18 @@ export async function runDevicesViaDaemon(argv: string[], deps: ClientDeps = {})
         return CLIENT_EXIT.ok;
       }
       case 'show': {
-        const response = await ctx.client.call<GetDeviceResponse>('DeviceService', 'GetDevice', { bdf: bdfArg() });
+        const response = await ctx.client.call('DeviceService', 'GetDevice', { bdf: bdfArg() });
         if (ctx.json) printJson(ctx, response);
-        else ctx.out(renderShow(shownDeviceFrom(response.device), claimFrom(response.device.claim)));
+        else {
+          const device = present(response.device, 'GetDevice', 'device');
+          ctx.out(renderShow(shownDeviceFrom(device), claimFrom(device.claim)));
+        }
         return CLIENT_EXIT.ok;
       }
       case 'prepare': {
         const bdf = bdfArg();
         if (!v.owner) throw new UsageError('prepare needs --owner <vm>');
-        const r = await ctx.client.call<PrepareDeviceResponse>('DeviceService', 'PrepareDevice', { bdf, owner: v.owner, force: Boolean(v.force), wholeGroup: Boolean(v['whole-group']) });
+        const r = await ctx.client.call('DeviceService', 'PrepareDevice', { bdf, owner: v.owner, force: Boolean(v.force), wholeGroup: Boolean(v['whole-group']) });
         if (ctx.json) printJson(ctx, r);
         else {
           ctx.out(`${r.changed ? 'prepared' : 'already prepared'} ${bdf} for ${r.owner}: ${r.vfioCdev || r.vfioGroupDev}\n`);
@@ -531,7 +460,7 @@ export async function runDevicesViaDaemon(argv: string[], deps: ClientDeps = {})
         const bdf = bdfArg();
         if (!v.owner) throw new UsageError('release needs --owner <vm>');
         const waitMs = milliseconds('--wait', v.wait) ?? 0;
-        const r = await ctx.client.call<ReleaseDeviceResponse>('DeviceService', 'ReleaseDevice', { bdf, owner: v.owner, waitMs }, waitMs + 60_000);
+        const r = await ctx.client.call('DeviceService', 'ReleaseDevice', { bdf, owner: v.owner, waitMs }, waitMs + 60_000);
         if (ctx.json) printJson(ctx, r);
         else {
           ctx.out(`released ${bdf} from ${r.owner}\n`);
@@ -548,7 +477,7 @@ export async function runDevicesViaDaemon(argv: string[], deps: ClientDeps = {})
         try {
           return await new Promise<number>((resolve, reject) => {
             stream.on('data', (event: DeviceEvent) => {
-              const data = unpackAny(event.data).value as unknown as DeviceStateChanged;
+              const data = unpackAny(present(event.data, 'StreamDeviceEvents', 'data')).value as unknown as DeviceStateChanged;
               if (ctx.json) ctx.out(`${JSON.stringify({ id: event.id, componentId: event.componentId, ...data })}\n`);
               else ctx.out(`${data.at}  ${event.componentId}  ${shortEnum(data.kind, 'DEVICE_EVENT_KIND_')}${data.owner ? `  VM ${data.owner}` : ''}  ${data.detail}\n`);
             });

@@ -2,7 +2,7 @@
  * `vfiod vm-config`: prints the static device configuration for creating a VM, cloud-hypervisor VmConfig devices
  * and command-line options or QEMU arguments, from the daemon (AttachmentService.GetVmConfig).
  */
-import type { DeviceSource } from './attachments.js';
+import type { VmDevice } from '../daemon/generated/vfiod/v1/VmDevice.js';
 import { bdfOption, CLIENT_EXIT, type ClientDeps, UsageError, integer, noPositionals } from './common.js';
 import { CONNECTION_HELP, printJson, withClient } from './remote.js';
 
@@ -20,20 +20,6 @@ Options:
   --prepare              also prepare the PCI devices for --vm (all or nothing)
 
 ${CONNECTION_HELP}`;
-
-// vfiod.v1 messages (proto/vfiod/v1/attachments.proto) as the client sends and receives them.
-
-interface VmDevice {
-  source: DeviceSource;
-  bootIndex?: number;
-}
-
-interface GetVmConfigResponse {
-  cloudHypervisor: { devicesJson: string; userDevicesJson: string; args: string[]; sharedMemoryRequired: boolean } | null;
-  qemu: { args: string[] } | null;
-  warnings: string[];
-  prepared?: Array<{ bdf: string; changed: boolean; vfioGroupDev: string; vfioCdev: string }>;
-}
 
 export async function runVmConfig(argv: string[], deps: ClientDeps = {}): Promise<number> {
   const options = {
@@ -60,7 +46,7 @@ export async function runVmConfig(argv: string[], deps: ClientDeps = {}): Promis
       devices.push({ source, ...(bootIndex !== undefined ? { bootIndex } : {}) });
     }
     if (v.prepare && !v.vm) throw new UsageError('--prepare needs --vm <id> (the owner of the prepared devices)');
-    const response = await ctx.client.call<GetVmConfigResponse>('AttachmentService', 'GetVmConfig', {
+    const response = await ctx.client.call('AttachmentService', 'GetVmConfig', {
       hypervisor,
       devices,
       vmId: v.vm ?? '',

@@ -4,36 +4,37 @@
  * proto messages and the orchestrator's types; adapters and rollback live in src/attach and src/hypervisor.
  */
 import type * as grpc from '@grpc/grpc-js';
-import type { Attachment, AttachmentManager, AttachSource, HypervisorEndpoint } from '../attach/attachments.js';
+import type { Attachment, AttachmentManager, AttachmentState, AttachSource, HypervisorEndpoint } from '../attach/attachments.js';
 import type { StaticDevice } from '../hypervisor/static-config.js';
 import type { HypervisorKind } from '../hypervisor/types.js';
 import type { DeviceManager } from '../devices/manager.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { ControllerRegistry } from '../serve/registry.js';
-import { invalid, optionalText, requestBdf, requireText, unary, waitMs } from './requests.js';
+import type { AttachmentInfo } from './generated/vfiod/v1/AttachmentInfo.js';
+import type { AttachmentState as AttachmentStateName } from './generated/vfiod/v1/AttachmentState.js';
+import type { DeviceSource__Output } from './generated/vfiod/v1/DeviceSource.js';
+import type { HypervisorEndpoint as EndpointMessage, HypervisorEndpoint__Output as EndpointMessage__Output } from './generated/vfiod/v1/HypervisorEndpoint.js';
+import type { HypervisorKind as HypervisorKindName, HypervisorKind__Output as HypervisorKindName__Output } from './generated/vfiod/v1/HypervisorKind.js';
+import type { PrepareDeviceResult } from './generated/vfiod/v1/PrepareDeviceResult.js';
+import { implementService, invalid, optionalText, requestBdf, requireText, waitMs } from './requests.js';
 import type { DeviceEventBus } from './events.js';
 
-interface EndpointMessage {
-  endpoint?: string;
-  cloudHypervisorApiSocket?: string;
-  qemuQmpSocket?: string;
-  cloudHypervisorEventMonitor?: string;
-}
-
-interface SourceMessage {
-  source?: string;
-  pciBdf?: string;
-  vfioUserSocket?: string;
-  controllerId?: string;
-}
-
-const HYPERVISORS: Record<string, HypervisorKind> = {
-  HYPERVISOR_KIND_CLOUD_HYPERVISOR: 'cloud-hypervisor',
-  HYPERVISOR_KIND_QEMU: 'qemu',
+const HYPERVISOR_NAMES: Record<HypervisorKind, HypervisorKindName> = {
+  'cloud-hypervisor': 'HYPERVISOR_KIND_CLOUD_HYPERVISOR',
+  qemu: 'HYPERVISOR_KIND_QEMU',
+};
+const ATTACHMENT_STATE_NAMES: Record<AttachmentState, AttachmentStateName> = {
+  attaching: 'ATTACHMENT_STATE_ATTACHING',
+  attached: 'ATTACHMENT_STATE_ATTACHED',
+  detaching: 'ATTACHMENT_STATE_DETACHING',
+  'detach-pending': 'ATTACHMENT_STATE_DETACH_PENDING',
 };
 
-function endpointFrom(message: EndpointMessage | null | undefined, vmId: string): HypervisorEndpoint {
+const hypervisorOf = (name: HypervisorKindName__Output): HypervisorKind | undefined =>
+  (Object.keys(HYPERVISOR_NAMES) as HypervisorKind[]).find((kind) => HYPERVISOR_NAMES[kind] === name);
+
+function endpointFrom(message: EndpointMessage__Output | null, vmId: string): HypervisorEndpoint {
   const eventMonitor = optionalText(message?.cloudHypervisorEventMonitor, `VM ${vmId}: endpoint.cloud_hypervisor_event_monitor`);
   if (message?.endpoint === 'cloudHypervisorApiSocket' && message.cloudHypervisorApiSocket) {
     const apiSocket = requireText(message.cloudHypervisorApiSocket, `VM ${vmId}: endpoint.cloud_hypervisor_api_socket`, 'a path');
@@ -51,19 +52,15 @@ function endpointMessage(endpoint: HypervisorEndpoint): EndpointMessage {
   return { cloudHypervisorApiSocket: endpoint.apiSocket, ...(endpoint.eventMonitor ? { cloudHypervisorEventMonitor: endpoint.eventMonitor } : {}) };
 }
 
-function hypervisorName(kind: HypervisorKind): string {
-  return kind === 'qemu' ? 'HYPERVISOR_KIND_QEMU' : 'HYPERVISOR_KIND_CLOUD_HYPERVISOR';
-}
-
-export function attachmentInfo(a: Attachment): Record<string, unknown> {
+export function attachmentInfo(a: Attachment): AttachmentInfo {
   return {
     vmId: a.vmId,
     deviceId: a.deviceId,
-    hypervisor: hypervisorName(a.hypervisor),
+    hypervisor: HYPERVISOR_NAMES[a.hypervisor],
     endpoint: endpointMessage(a.endpoint),
     source: a.source.kind === 'pci' ? { pciBdf: a.source.bdf } : { vfioUserSocket: a.source.socketPath },
     functions: a.functions.map((f) => ({ hostBdf: f.hostBdf ?? '', vmmDeviceId: f.vmmDeviceId, guestBdf: f.guestBdf ?? '', bus: f.bus ?? '' })),
-    state: `ATTACHMENT_STATE_${a.state.toUpperCase().replace(/-/g, '_')}`,
+    state: ATTACHMENT_STATE_NAMES[a.state],
     preparedByAttach: a.preparedByAttach,
     ...(a.bootIndex !== null ? { bootIndex: a.bootIndex } : {}),
     note: a.note ?? '',
@@ -95,7 +92,7 @@ export function attachmentService(deps: {
   const { attachments, devices, registry, events } = deps;
   const logger = deps.logger.child({ service: 'AttachmentService' });
 
-  const sourceFrom = async (message: SourceMessage | null | undefined, context: string): Promise<AttachSource> => {
+  const sourceFrom = async (message: DeviceSource__Output | null, context: string): Promise<AttachSource> => {
     switch (message?.source) {
       case 'pciBdf':
         return { kind: 'pci', bdf: requestBdf(message.pciBdf, `${context}: source.pci_bdf`) };
@@ -118,19 +115,8 @@ export function attachmentService(deps: {
     }
   };
 
-  return {
-    AttachDevice: unary('AttachDevice', logger, async (request: {
-      vmId: string;
-      endpoint: EndpointMessage | null;
-      source: SourceMessage | null;
-      deviceId: string;
-      bootIndex?: number;
-      iommu: boolean;
-      pciSegment: number;
-      gpudirectClique?: number;
-      force: boolean;
-      timeoutMs: number;
-    }) => {
+  return implementService('AttachmentService', logger, {
+    AttachDevice: async (request) => {
       const vmId = requireText(request.vmId, 'vm_id', 'the VM to attach to');
       const endpoint = endpointFrom(request.endpoint, vmId);
       const source = await sourceFrom(request.source, `VM ${vmId}`);
@@ -154,9 +140,9 @@ export function attachmentService(deps: {
       }
       logger.info('device attached', { vm: vmId, device: result.attachment.deviceId, changed: result.changed });
       return { attachment: attachmentInfo(result.attachment), changed: result.changed, warnings: result.warnings };
-    }),
+    },
 
-    DetachDevice: unary('DetachDevice', logger, async (request: { vmId: string; deviceId: string; bdf: string; timeoutMs: number; keepClaimed: boolean }) => {
+    DetachDevice: async (request) => {
       const vmId = requireText(request.vmId, 'vm_id', 'the VM to detach from');
       const deviceId = optionalText(request.deviceId, `VM ${vmId}: device_id`);
       if (!deviceId && !request.bdf) throw invalid(`VM ${vmId}: device_id or bdf is required`, 'device_id', 'FIELD_REQUIRED');
@@ -172,21 +158,14 @@ export function attachmentService(deps: {
       for (const released of result.released) events.publish(released, 'DETACHED', vmId, `detached from ${result.deviceId} and released`);
       logger.info('device detached', { vm: vmId, device: result.deviceId, released: result.released });
       return { vmId: result.vmId, deviceId: result.deviceId, released: result.released };
+    },
+
+    ListAttachments: (request) => ({
+      attachments: attachments.list(optionalText(request.vmId, 'vm_id')).map(attachmentInfo),
     }),
 
-    ListAttachments: unary('ListAttachments', logger, (request: { vmId: string }) => ({
-      attachments: attachments.list(optionalText(request.vmId, 'vm_id')).map(attachmentInfo),
-    })),
-
-    GetVmConfig: unary('GetVmConfig', logger, async (request: {
-      hypervisor: string;
-      devices: Array<{ source: SourceMessage | null; deviceId: string; bootIndex?: number; iommu: boolean; pciSegment: number; gpudirectClique?: number }>;
-      vmId: string;
-      memorySize: string;
-      firstChassis: number;
-      prepareDevices: boolean;
-    }) => {
-      const hypervisor = HYPERVISORS[request.hypervisor];
+    GetVmConfig: async (request) => {
+      const hypervisor = hypervisorOf(request.hypervisor);
       if (!hypervisor) throw invalid(`hypervisor is required (HYPERVISOR_KIND_CLOUD_HYPERVISOR or HYPERVISOR_KIND_QEMU), not ${request.hypervisor}`, 'hypervisor', 'FIELD_REQUIRED');
       const requestVmId = optionalText(request.vmId, 'vm_id');
       const vmLabel = requestVmId ? `VM ${requestVmId}` : 'VM config';
@@ -214,7 +193,7 @@ export function attachmentService(deps: {
       attachments.staticConfig(staticRequest);
 
       // FeOS creates the VM right after this call: the PCI devices must then already be on VFIO drivers.
-      const prepared: Array<Record<string, unknown>> = [];
+      const prepared: PrepareDeviceResult[] = [];
       if (request.prepareDevices) {
         const vmId = requireText(request.vmId, 'vm_id', 'the VM the devices are prepared for (prepare_devices is set)');
         const done: string[] = [];
@@ -251,7 +230,7 @@ export function attachmentService(deps: {
       // Built after preparing: the claims tell which companion functions (a GPU's audio) go with each device.
       const config = attachments.staticConfig(staticRequest);
       return {
-        hypervisor: hypervisorName(config.hypervisor),
+        hypervisor: HYPERVISOR_NAMES[config.hypervisor],
         ...(config.cloudHypervisor
           ? {
               cloudHypervisor: {
@@ -266,6 +245,6 @@ export function attachmentService(deps: {
         warnings: config.warnings,
         prepared,
       };
-    }),
-  };
+    },
+  });
 }

@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import { clientConstructor, type ServiceName } from './proto.js';
+import { clientConstructor, type RequestOf, type ResponseOf, type RpcName, type ServiceName } from './proto.js';
 import { decodeStatus, type PreconditionViolation, type ResourceInfo, STATUS_DETAILS_KEY, type StatusDetails } from './status-details.js';
 
 export interface ClientTarget {
@@ -85,6 +85,15 @@ export function statusDetailsOfMetadata(metadata: grpc.Metadata | undefined): St
   }
 }
 
+/**
+ * A message field the daemon always sets (proto3 cannot say "required"; an absent message arrives as null): its
+ * value, or an error naming the RPC and the field.
+ */
+export function present<T>(value: T | null | undefined, rpc: string, field: string): T {
+  if (value === null || value === undefined) throw new Error(`${rpc}: the daemon's response has no ${field}`);
+  return value;
+}
+
 const isUnixPath = (address: string): boolean => address.startsWith('/') || address.startsWith('.') || address.startsWith('unix:');
 
 export function grpcTarget(address: string): string {
@@ -137,22 +146,33 @@ export class VfiodClient {
     };
   }
 
-  /** Calls `service.rpc(request)`; rejects with ApiError carrying the status. Waits for the connection up to the deadline. */
-  call<Res = Record<string, any>>(service: Service, rpc: string, request: Record<string, unknown>, timeoutMs = 60_000): Promise<Res> {
-    const client = this.clients[service] as unknown as Record<string, (req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r: Res) => void) => void>;
+  /**
+   * Calls `service.rpc(request)`; rejects with ApiError carrying the status. Waits for the connection up to the
+   * deadline. Request and response have the RPC's generated types (src/daemon/generated/).
+   */
+  call<S extends Service, M extends RpcName<S>>(service: S, rpc: M, request: RequestOf<S, M>, timeoutMs = 60_000): Promise<ResponseOf<S, M>> {
+    return this.callUntyped(service, rpc, request, timeoutMs) as Promise<unknown> as Promise<ResponseOf<S, M>>;
+  }
+
+  /**
+   * `call` without types, for requests no type describes: the hostile tests send what a well-typed client cannot (and
+   * read the answers as plain objects).
+   */
+  callUntyped(service: Service, rpc: string, request: unknown, timeoutMs = 60_000): Promise<Record<string, any>> {
+    const client = this.clients[service] as unknown as Record<string, (req: unknown, md: grpc.Metadata, opts: grpc.CallOptions, cb: (e: grpc.ServiceError | null, r: unknown) => void) => void>;
     const method = client[rpc];
     if (typeof method !== 'function') return Promise.reject(new Error(`${service} has no RPC ${rpc}`));
     return new Promise((resolve, reject) => {
       method.call(client, request, new grpc.Metadata(), { deadline: Date.now() + timeoutMs }, (error, response) => {
         if (error) reject(ApiError.from(error, rpc));
-        else resolve(withoutSyntheticOneofs(response) as Res);
+        else resolve(withoutSyntheticOneofs(response) as Record<string, any>);
       });
     });
   }
 
   /** A server stream (StreamDeviceEvents). */
-  stream(service: Service, rpc: string, request: Record<string, unknown>): grpc.ClientReadableStream<Record<string, any>> {
-    const client = this.clients[service] as unknown as Record<string, (req: unknown) => grpc.ClientReadableStream<Record<string, any>>>;
+  stream<S extends Service, M extends RpcName<S>>(service: S, rpc: M, request: RequestOf<S, M>): grpc.ClientReadableStream<ResponseOf<S, M>> {
+    const client = this.clients[service] as unknown as Record<string, (req: unknown) => grpc.ClientReadableStream<ResponseOf<S, M>>>;
     return client[rpc]!.call(client, request);
   }
 

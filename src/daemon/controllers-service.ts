@@ -5,9 +5,18 @@ import { VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { sameSocketFile } from '../util/socket-path.js';
 import { type ControllerRegistry, type ControllerSpecInput, type ControllerView, percentileMicros } from '../serve/registry.js';
-import { requireText, unary } from './requests.js';
+import type { ControllerInfo } from './generated/vfiod/v1/ControllerInfo.js';
+import type { ControllerState } from './generated/vfiod/v1/ControllerState.js';
+import { implementService, requireText } from './requests.js';
 
-export function controllerInfo(view: ControllerView, sampleIntervalMs: number): Record<string, unknown> {
+const CONTROLLER_STATES: Record<ControllerView['state'], ControllerState> = {
+  starting: 'CONTROLLER_STATE_STARTING',
+  serving: 'CONTROLLER_STATE_SERVING',
+  stopping: 'CONTROLLER_STATE_STOPPING',
+  failed: 'CONTROLLER_STATE_FAILED',
+};
+
+export function controllerInfo(view: ControllerView, sampleIntervalMs: number): ControllerInfo {
   const c = view.config;
   const s = view.snapshot;
   const latency = s?.stats.latency;
@@ -25,7 +34,7 @@ export function controllerInfo(view: ControllerView, sampleIntervalMs: number): 
       identityPath: c.identityPath ?? '',
       identity: { ...c.identity },
     },
-    state: `CONTROLLER_STATE_${view.state.toUpperCase()}`,
+    state: CONTROLLER_STATES[view.state],
     error: view.error,
     ...(s ? { identity: s.identity } : {}),
     namespaces: s
@@ -73,13 +82,13 @@ export function controllerInfo(view: ControllerView, sampleIntervalMs: number): 
 export function controllerService(deps: { registry: ControllerRegistry; attachments: AttachmentManager; logger: Logger }): grpc.UntypedServiceImplementation {
   const { registry, attachments } = deps;
   const logger = deps.logger.child({ service: 'ControllerService' });
-  const info = (view: ControllerView): Record<string, unknown> => controllerInfo(view, registry.sampleIntervalMs);
-  return {
-    CreateController: unary('CreateController', logger, async (request: { id: string; spec: ControllerSpecInput | null }) => {
+  const info = (view: ControllerView): ControllerInfo => controllerInfo(view, registry.sampleIntervalMs);
+  return implementService('ControllerService', logger, {
+    CreateController: async (request) => {
       const id = requireText(request.id, 'id', 'the controller id');
       return { controller: info(await registry.create(id, request.spec ?? {})) };
-    }),
-    DeleteController: unary('DeleteController', logger, async (request: { id: string }) => {
+    },
+    DeleteController: async (request) => {
       const id = requireText(request.id, 'id', 'the controller id');
       // A VM still using it would lose its disk under the guest. Only a detach-pending attachment with no hypervisor
       // connected lets it go: that VM is gone (its VMM did not answer the detach) and nothing can use the socket.
@@ -107,10 +116,10 @@ export function controllerService(deps: { registry: ControllerRegistry; attachme
       if (users.length) logger.warn('deleting a controller whose VM is gone without a completed detach', { controller: id, attachments: users.map((a) => `${a.vmId}/${a.deviceId}`) });
       await registry.delete(id);
       return {};
-    }),
-    ListControllers: unary('ListControllers', logger, async () => ({ controllers: (await registry.list()).map(info) })),
-    GetController: unary('GetController', logger, async (request: { id: string }) => ({
+    },
+    ListControllers: async () => ({ controllers: (await registry.list()).map(info) }),
+    GetController: async (request) => ({
       controller: info(await registry.get(requireText(request.id, 'id', 'the controller id'))),
-    })),
-  };
+    }),
+  });
 }

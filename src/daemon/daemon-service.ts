@@ -5,22 +5,23 @@ import { HandoverChannel } from '../serve/handover-channel.js';
 import { packageVersion } from '../serve/upgrade.js';
 import { VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import { unary } from './requests.js';
+import type { DaemonInfo } from './generated/vfiod/v1/DaemonInfo.js';
+import { implementService } from './requests.js';
 
 const startedAt = Date.now();
 
 export function daemonService(deps: { holderSocket: string | undefined; logger: Logger }): grpc.UntypedServiceImplementation {
   const logger = deps.logger.child({ service: 'DaemonService' });
-  const info = (): Record<string, unknown> => ({
+  const info = (): DaemonInfo => ({
     pid: process.pid,
     version: packageVersion(),
     crashRecovery: deps.holderSocket !== undefined,
     holderSocket: deps.holderSocket ?? '',
     startedUnixMs: startedAt,
   });
-  return {
-    GetDaemon: unary('GetDaemon', logger, () => ({ daemon: info() })),
-    RestartDaemon: unary('RestartDaemon', logger, (request: { bin: string }) => {
+  return implementService('DaemonService', logger, {
+    GetDaemon: () => ({ daemon: info() }),
+    RestartDaemon: (request) => {
       const holderSocket = deps.holderSocket;
       if (holderSocket === undefined) {
         throw new VfiodError('FAILED_PRECONDITION', 'the daemon runs without --crash-recovery: nothing would keep the guests\' connections across a restart', {
@@ -40,6 +41,6 @@ export function daemonService(deps: { holderSocket: string | undefined; logger: 
         }
       }, 50);
       return { daemon: info() };
-    }),
-  };
+    },
+  });
 }

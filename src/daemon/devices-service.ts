@@ -3,24 +3,44 @@
  * as `vfiod devices`, with every outcome published as a device event.
  */
 import * as grpc from '@grpc/grpc-js';
-import type { Claim } from '../devices/claims.js';
-import { type DeviceKind, listDevices, type PciDevice, readDevice } from '../devices/discovery.js';
+import type { Claim, ClaimState } from '../devices/claims.js';
+import { type DeviceKind, listDevices, type PciDevice, readDevice, type VfioState } from '../devices/discovery.js';
 import type { HostRoots } from '../devices/host.js';
 import type { DeviceManager, PrepareResult, ReleaseResult } from '../devices/manager.js';
 import { DEVICE_KINDS, parseId, selectDevices } from '../devices/selectors.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
-import { invalid, optionalText, requestBdf, requireText, toStatus, unary, waitMs } from './requests.js';
+import type { ClaimInfo } from './generated/vfiod/v1/ClaimInfo.js';
+import type { ClaimState as ClaimStateName } from './generated/vfiod/v1/ClaimState.js';
+import { DEVICE_KIND_NAMES } from './device-kind-names.js';
+import type { VfioState as VfioStateName } from './generated/vfiod/v1/VfioState.js';
+import type { DeviceInfo } from './generated/vfiod/v1/DeviceInfo.js';
+import type { DeviceEvent } from './generated/vfiod/v1/DeviceEvent.js';
+import type { PrepareDeviceResponse } from './generated/vfiod/v1/PrepareDeviceResponse.js';
+import type { ReleaseDeviceResponse } from './generated/vfiod/v1/ReleaseDeviceResponse.js';
+import { implementService, invalid, optionalText, requestBdf, requireText, toStatus, waitMs } from './requests.js';
 import type { DeviceEventBus, DeviceEventRecord } from './events.js';
 import { packAny } from './proto.js';
 
-const kindName = (kind: DeviceKind): string => `DEVICE_KIND_${kind.toUpperCase()}`;
-const enumSuffix = (name: string, prefix: string): string => name.slice(prefix.length).toLowerCase().replace(/_/g, '-');
+const CLAIM_STATE_NAMES: Record<ClaimState, ClaimStateName> = {
+  preparing: 'CLAIM_STATE_PREPARING',
+  prepared: 'CLAIM_STATE_PREPARED',
+  releasing: 'CLAIM_STATE_RELEASING',
+  failed: 'CLAIM_STATE_FAILED',
+};
+const VFIO_STATE_NAMES: Record<VfioState, VfioStateName> = {
+  'vfio-pci': 'VFIO_STATE_VFIO_PCI',
+  'vendor-vfio': 'VFIO_STATE_VENDOR_VFIO',
+  'host-driver': 'VFIO_STATE_HOST_DRIVER',
+  unbound: 'VFIO_STATE_UNBOUND',
+  bridge: 'VFIO_STATE_BRIDGE',
+  'no-iommu': 'VFIO_STATE_NO_IOMMU',
+};
 
-export function claimInfo(claim: Claim): Record<string, unknown> {
+export function claimInfo(claim: Claim): ClaimInfo {
   return {
     owner: claim.owner,
-    state: `CLAIM_STATE_${claim.state.toUpperCase()}`,
+    state: CLAIM_STATE_NAMES[claim.state],
     mode: claim.mode === 'vfio-pci' ? 'CLAIM_MODE_VFIO_PCI' : 'CLAIM_MODE_AS_IS',
     primaryBdf: claim.primary,
     ...(claim.originalDriver !== null ? { originalDriver: claim.originalDriver } : {}),
@@ -31,7 +51,7 @@ export function claimInfo(claim: Claim): Record<string, unknown> {
   };
 }
 
-export function deviceInfo(d: PciDevice, claim: Claim | undefined): Record<string, unknown> {
+export function deviceInfo(d: PciDevice, claim: Claim | undefined): DeviceInfo {
   return {
     bdf: d.bdf,
     vendorId: d.vendor,
@@ -39,7 +59,7 @@ export function deviceInfo(d: PciDevice, claim: Claim | undefined): Record<strin
     subsystemVendorId: d.subsystemVendor ?? '',
     subsystemDeviceId: d.subsystemDevice ?? '',
     classCode: d.classCode,
-    kind: kindName(d.kind),
+    kind: DEVICE_KIND_NAMES[d.kind],
     ...(d.driver !== null ? { driver: d.driver } : {}),
     ...(d.driverOverride !== null ? { driverOverride: d.driverOverride } : {}),
     ...(d.iommuGroup !== null ? { iommuGroup: d.iommuGroup } : {}),
@@ -55,7 +75,7 @@ export function deviceInfo(d: PciDevice, claim: Claim | undefined): Record<strin
     vfioGroupDev: d.vfioGroupDev ?? '',
     vfioCdev: d.vfioCdev ?? '',
     hostUses: d.hostUse.map((u) => ({ kind: u.kind, on: u.on, detail: u.detail, blocking: u.blocking })),
-    vfioState: `VFIO_STATE_${d.vfio.state.toUpperCase().replace(/-/g, '_')}`,
+    vfioState: VFIO_STATE_NAMES[d.vfio.state],
     vfioUsable: d.vfio.usable,
     iommuGroupViable: d.vfio.groupViable,
     vfioReasons: d.vfio.reasons,
@@ -63,7 +83,7 @@ export function deviceInfo(d: PciDevice, claim: Claim | undefined): Record<strin
   };
 }
 
-function prepareResponse(r: PrepareResult): Record<string, unknown> {
+function prepareResponse(r: PrepareResult): PrepareDeviceResponse {
   return {
     bdf: r.bdf,
     owner: r.owner,
@@ -83,7 +103,7 @@ function prepareResponse(r: PrepareResult): Record<string, unknown> {
   };
 }
 
-function releaseResponse(r: ReleaseResult): Record<string, unknown> {
+function releaseResponse(r: ReleaseResult): ReleaseDeviceResponse {
   return {
     bdf: r.bdf,
     owner: r.owner,
@@ -97,7 +117,7 @@ function releaseResponse(r: ReleaseResult): Record<string, unknown> {
   };
 }
 
-export function deviceEventMessage(event: DeviceEventRecord): Record<string, unknown> {
+export function deviceEventMessage(event: DeviceEventRecord): DeviceEvent {
   return {
     id: event.id,
     componentId: event.bdf,
@@ -118,29 +138,29 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
   const logger = deps.logger.child({ service: 'DeviceService' });
   const claimsByBdf = (): Map<string, Claim> => new Map(manager.claims.list().map((c) => [c.bdf, c]));
 
-  return {
-    ListDevices: unary('ListDevices', logger, (request: ListDevicesRequest) => {
+  return implementService('DeviceService', logger, {
+    ListDevices: (request) => {
       const bdfs = (request.bdfs ?? []).map((b, i) => requestBdf(b, `bdfs[${i}]`));
       const pfs = (request.pfs ?? []).map((b, i) => requestBdf(b, `pfs[${i}]`));
       for (const id of request.ids ?? []) if (!parseId(id)) throw invalid(`ids: '${id}' is not vendor:device (e.g. 15b3:6001)`, 'ids');
       const kinds = (request.kinds ?? []).map((k) => {
-        const kind = enumSuffix(String(k), 'DEVICE_KIND_') as DeviceKind;
-        if (!DEVICE_KINDS.includes(kind)) throw invalid(`kinds: ${String(k)} is not a device kind`, 'kinds');
+        const kind = DEVICE_KINDS.find((candidate) => DEVICE_KIND_NAMES[candidate] === k);
+        if (!kind) throw invalid(`kinds: ${String(k)} is not a device kind`, 'kinds');
         return kind;
       });
       const claims = claimsByBdf();
       const devices = selectDevices(listDevices(roots), { bdfs, ids: request.ids ?? [], classes: kinds, pfs, free: request.freeOnly ?? false }, new Set(claims.keys()));
       return { devices: devices.map((d) => deviceInfo(d, claims.get(d.bdf))) };
-    }),
+    },
 
-    GetDevice: unary('GetDevice', logger, (request: { bdf: string }) => {
+    GetDevice: (request) => {
       const bdf = requestBdf(request.bdf, 'bdf');
       const device = readDevice(roots, bdf);
       if (!device) throw new VfiodError('NOT_FOUND', `no PCI device ${bdf}`, { reason: 'DEVICE_NOT_FOUND', bdf });
       return { device: deviceInfo(device, manager.claims.get(bdf)) };
-    }),
+    },
 
-    PrepareDevice: unary('PrepareDevice', logger, async (request: { bdf: string; owner: string; force: boolean; wholeGroup: boolean }) => {
+    PrepareDevice: async (request) => {
       const bdf = requestBdf(request.bdf, 'bdf');
       const owner = requireText(request.owner, 'owner', `the VM ${bdf} is prepared for`);
       try {
@@ -154,9 +174,9 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
         events.publish(bdf, 'PREPARE_FAILED', owner, errorMessage(error));
         throw withVm(error, owner);
       }
-    }),
+    },
 
-    ReleaseDevice: unary('ReleaseDevice', logger, async (request: { bdf: string; owner: string; waitMs: number }) => {
+    ReleaseDevice: async (request) => {
       const bdf = requestBdf(request.bdf, 'bdf');
       const owner = requireText(request.owner, 'owner', `the VM releasing ${bdf}`);
       const wait = waitMs(request.waitMs, 'wait_ms');
@@ -169,9 +189,9 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
         events.publish(bdf, 'RELEASE_FAILED', owner, errorMessage(error));
         throw withVm(error, owner);
       }
-    }),
+    },
 
-    StreamDeviceEvents: (call: grpc.ServerWritableStream<{ bdfs: string[] }, unknown>) => {
+    StreamDeviceEvents: (call) => {
       let filter: Set<string> | undefined;
       try {
         const bdfs = (call.request.bdfs ?? []).map((b, i) => requestBdf(b, `bdfs[${i}]`));
@@ -196,7 +216,7 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
       // Headers now, not with the first event: a client that sees them knows it will get every later event.
       call.sendMetadata(new grpc.Metadata());
     },
-  };
+  });
 }
 
 /** The device manager's messages name the device; the API's also name the VM (FeOS logs them as they are). */

@@ -11,6 +11,7 @@ import type { Reason } from '../util/error-reasons.js';
 import { type ErrorCode, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { normalizeBdf } from '../util/pci-address.js';
+import { type ExactHandlers, type ServiceHandlers, type ServiceName, serviceDefinition } from './proto.js';
 import { encodeStatusDetails, STATUS_DETAILS_KEY } from './status-details.js';
 
 export const GRPC_STATUS: Record<ErrorCode, grpc.status> = {
@@ -203,6 +204,19 @@ export class HandlerTracker {
     if (this.running > 0) return;
     for (const wake of this.idle.splice(0)) wake();
   }
+}
+
+/**
+ * The grpc-js implementation of service `name`: every unary handler wrapped by `unary` (its errors become statuses),
+ * server-streaming handlers as they are.
+ */
+export function implementService<S extends ServiceName, H extends ServiceHandlers<S> & ExactHandlers<H, ServiceHandlers<S>>>(name: S, logger: Logger, handlers: H): grpc.UntypedServiceImplementation {
+  const definition = serviceDefinition(name) as grpc.ServiceDefinition;
+  const implementation: grpc.UntypedServiceImplementation = {};
+  for (const [rpc, handler] of Object.entries(handlers) as Array<[string, grpc.UntypedHandleCall]>) {
+    implementation[rpc] = definition[rpc]?.responseStream ? handler : unary(rpc, logger, handler as unknown as UnaryHandler<unknown, unknown>);
+  }
+  return implementation;
 }
 
 /** Wraps a unary handler: request errors become statuses, nothing a client sends can crash the daemon. */

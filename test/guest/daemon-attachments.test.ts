@@ -4,6 +4,7 @@
  * v48 OpenAPI document (test/helpers/fake-cloud-hypervisor.ts). The fake VMM holds the device's VFIO group while the
  * device is in the VM, so release after detach really waits for the guest. Also the CLI client commands.
  */
+import type { RequestOf, RpcName } from '../../src/daemon/proto.js';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
@@ -94,7 +95,7 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const attachments = (rpc: string, request: Record<string, unknown>) => client.call('AttachmentService', rpc, request);
+const attachments = <M extends RpcName<'AttachmentService'>>(rpc: M, request: RequestOf<'AttachmentService', M>) => client.call('AttachmentService', rpc, request);
 
 describe('AttachDevice / DetachDevice / ListAttachments', () => {
   it('hot-plugs a VF (prepared on the way), lists it, and hot-unplugs it back to nvme; events for both', async () => {
@@ -125,7 +126,7 @@ describe('AttachDevice / DetachDevice / ListAttachments', () => {
     expect(listed.map((a: { vmId: string; deviceId: string }) => [a.vmId, a.deviceId])).toEqual([['vm1', 'vfiod-0000_01_00_1']]);
     expect((await attachments('ListAttachments', { vmId: 'vm2' }))['attachments']).toEqual([]);
     const device = (await client.call('DeviceService', 'GetDevice', { bdf: VF1 }))['device'];
-    expect(device.claim.owner).toBe('vm1');
+    expect(device!.claim!.owner).toBe('vm1');
 
     const detached = await attachments('DetachDevice', { vmId: 'vm1', deviceId: 'vfiod-0000_01_00_1', timeoutMs: 2000 });
     expect(detached).toEqual({ vmId: 'vm1', deviceId: 'vfiod-0000_01_00_1', released: [VF1] });
@@ -142,7 +143,7 @@ describe('AttachDevice / DetachDevice / ListAttachments', () => {
   it('attaches a GPU with its audio function, and an emulated controller by socket', async () => {
     const { endpoint } = await vmm('vm1');
     const gpu = await attachments('AttachDevice', { vmId: 'vm1', endpoint, source: { pciBdf: GPU }, deviceId: 'gpu0', gpudirectClique: 1 });
-    expect(gpu['attachment'].functions.map((f: { hostBdf: string; vmmDeviceId: string }) => [f.hostBdf, f.vmmDeviceId])).toEqual([[GPU, 'gpu0'], [GPU_AUDIO, 'gpu0-f1']]);
+    expect(gpu['attachment']!.functions.map((f: { hostBdf: string; vmmDeviceId: string }) => [f.hostBdf, f.vmmDeviceId])).toEqual([[GPU, 'gpu0'], [GPU_AUDIO, 'gpu0-f1']]);
     const user = await attachments('AttachDevice', { vmId: 'vm1', endpoint, source: { vfioUserSocket: '/run/vfiod/vm1-nvme0.sock' } });
     expect(user['attachment']).toMatchObject({ source: { vfioUserSocket: '/run/vfiod/vm1-nvme0.sock' }, preparedByAttach: false });
     const detached = await attachments('DetachDevice', { vmId: 'vm1', bdf: GPU, timeoutMs: 2000 });
@@ -155,7 +156,7 @@ describe('AttachDevice / DetachDevice / ListAttachments', () => {
     const { fake, endpoint } = await vmm('vm1', { eventMonitor: monitor });
     const withMonitor = { ...endpoint, cloudHypervisorEventMonitor: monitor };
     const attached = await attachments('AttachDevice', { vmId: 'vm1', endpoint: withMonitor, source: { vfioUserSocket: '/run/vfiod/vm1-a.sock' }, deviceId: 'data1' });
-    expect(attached['attachment']['endpoint']).toMatchObject(withMonitor);
+    expect(attached['attachment']!['endpoint']).toMatchObject(withMonitor);
     await attachments('DetachDevice', { vmId: 'vm1', deviceId: 'data1', timeoutMs: 5000 });
     expect(fake.tree.size).toBe(0);
     await expectStatus(
@@ -195,7 +196,7 @@ describe('AttachDevice / DetachDevice / ListAttachments', () => {
     const c = await vmm('vm3', { onAddDevice: () => ['Failed to create VFIO device', 'VFIO group 4 is not viable'] });
     await expectStatus(attachments('AttachDevice', { vmId: 'vm3', endpoint: c.endpoint, source: { pciBdf: VF2 } }), 'FAILED_PRECONDITION', 'vm3', VF2, 'not viable', 'rolled back');
     expect(host.driverOf(VF2)).toBeNull();
-    expect((await client.call('DeviceService', 'GetDevice', { bdf: VF2 }))['device'].claim).toBeNull();
+    expect((await client.call('DeviceService', 'GetDevice', { bdf: VF2 }))['device']!.claim).toBeNull();
   });
 
   it('maps every detach refusal onto its status; a guest that does not let go leaves the device claimed', async () => {
@@ -208,8 +209,8 @@ describe('AttachDevice / DetachDevice / ListAttachments', () => {
     await attachments('AttachDevice', { vmId: 'vm1', endpoint, source: { pciBdf: VF1 }, deviceId: 'disk1' });
     await expectStatus(attachments('DetachDevice', { vmId: 'vm1', deviceId: 'disk1', timeoutMs: 200 }), 'DEADLINE_EXCEEDED', 'vm1', 'disk1');
     const pending = (await attachments('ListAttachments', { vmId: 'vm1' }))['attachments'][0];
-    expect(pending.state).toBe('ATTACHMENT_STATE_DETACH_PENDING');
-    expect(pending.note).not.toBe('');
+    expect(pending!.state).toBe('ATTACHMENT_STATE_DETACH_PENDING');
+    expect(pending!.note).not.toBe('');
     expect(host.driverOf(VF1)).toBe('vfio-pci');
     // The guest lets go later; detaching again completes and releases.
     fake.ejectPending();
@@ -236,7 +237,7 @@ describe('VMM gone', () => {
     // The VMM's socket is gone but the (fake) process still holds the VFIO group: not released, still claimed.
     await expectStatus(attachments('DetachDevice', { vmId: 'vm1', deviceId: 'disk1', timeoutMs: 300 }), 'UNAVAILABLE', 'vm1', 'disk1');
     expect(host.driverOf(VF1)).toBe('vfio-pci');
-    expect((await attachments('ListAttachments', { vmId: 'vm1' }))['attachments'].find((a: { deviceId: string }) => a.deviceId === 'disk1').state).toBe('ATTACHMENT_STATE_DETACH_PENDING');
+    expect((await attachments('ListAttachments', { vmId: 'vm1' }))['attachments'].find((a: { deviceId: string }) => a.deviceId === 'disk1')!.state).toBe('ATTACHMENT_STATE_DETACH_PENDING');
     await expectStatus(attachments('DetachDevice', { vmId: 'vm1', deviceId: 'data1', timeoutMs: 300 }), 'UNAVAILABLE', 'vm1', 'data1');
     // The process exits: detaching again releases the VF.
     host.exitProcess(5000);
@@ -308,10 +309,10 @@ describe('GetVmConfig', () => {
       hypervisor: 'HYPERVISOR_KIND_CLOUD_HYPERVISOR',
       devices: [{ source: { pciBdf: VF2 }, deviceId: 'disk0', bootIndex: 1 }, { source: { vfioUserSocket: '/run/vfiod/vm1.sock' } }],
     });
-    expect(JSON.parse(response['cloudHypervisor'].devicesJson)).toEqual([{ path: `/sys/bus/pci/devices/${VF2}`, id: 'disk0' }]);
-    expect(JSON.parse(response['cloudHypervisor'].userDevicesJson)).toEqual([expect.objectContaining({ socket: '/run/vfiod/vm1.sock' })]);
-    expect(response['cloudHypervisor'].args).toContain('--device');
-    expect(response['cloudHypervisor'].sharedMemoryRequired).toBe(true);
+    expect(JSON.parse(response['cloudHypervisor']!.devicesJson)).toEqual([{ path: `/sys/bus/pci/devices/${VF2}`, id: 'disk0' }]);
+    expect(JSON.parse(response['cloudHypervisor']!.userDevicesJson)).toEqual([expect.objectContaining({ socket: '/run/vfiod/vm1.sock' })]);
+    expect(response['cloudHypervisor']!.args).toContain('--device');
+    expect(response['cloudHypervisor']!.sharedMemoryRequired).toBe(true);
     expect(response['warnings'].join(' ')).toMatch(/CLOUDHV/);
     expect(response['qemu']).toBeNull();
     expect(response['prepared']).toEqual([]);
@@ -325,7 +326,7 @@ describe('GetVmConfig', () => {
       devices: [{ source: { pciBdf: VF1 }, deviceId: 'boot0', bootIndex: 1 }],
       prepareDevices: true,
     });
-    const args: string = response['qemu'].args.join(' ');
+    const args: string = response['qemu']!.args.join(' ');
     expect(args).toContain('vfio-pci');
     expect(args).toContain(`host=${VF1}`);
     expect(args).toMatch(/bootindex.?1/);
@@ -347,7 +348,7 @@ describe('GetVmConfig', () => {
 
     // A GPU prepared for the VM brings its audio function along into the configuration.
     const gpu = await attachments('GetVmConfig', { hypervisor: 'HYPERVISOR_KIND_QEMU', vmId: 'vm3', devices: [{ source: { pciBdf: GPU }, deviceId: 'gpu0' }], prepareDevices: true });
-    expect(gpu['qemu'].args.join(' ')).toContain(`host=${GPU_AUDIO},id=gpu0-f1`);
+    expect(gpu['qemu']!.args.join(' ')).toContain(`host=${GPU_AUDIO},id=gpu0-f1`);
     expect(gpu['warnings'].join(' ')).not.toContain('not prepared');
     expect(host.driverOf(GPU_AUDIO)).toBe('vfio-pci');
     // Without prepare_devices, an unprepared device is reported.

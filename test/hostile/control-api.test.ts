@@ -43,7 +43,7 @@ describe.skipIf(skipReason)('control API: hostile requests', () => {
   let client: VfiodClient;
 
   const call = (service: 'DeviceService' | 'ControllerService' | 'AttachmentService', rpc: string, request: Record<string, unknown>) =>
-    client.call(service, rpc, request, CALL_TIMEOUT_MS);
+    client.callUntyped(service, rpc, request, CALL_TIMEOUT_MS);
   const socket = (name: string): string => path.join(dir, `${name}.sock`);
   const create = (id: string, spec: Record<string, unknown> = {}) =>
     call('ControllerService', 'CreateController', { id, spec: { socketPath: socket(id), namespaces: ['memory:1M'], ...spec } });

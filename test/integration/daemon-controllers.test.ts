@@ -5,6 +5,7 @@
  * deleting one leaves the others serving, and a daemon restart brings them back with the same identity.
  * Also the CLI client commands against this daemon.
  */
+import type { RequestOf, RpcName } from '../../src/daemon/proto.js';
 import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -49,7 +50,7 @@ describe.skipIf(skipReason)('ControllerService', () => {
       namespaceDirs: [dir],
       logger: memoryLogger().logger,
     });
-  const controllers = (rpc: string, request: Record<string, unknown>) => client.call('ControllerService', rpc, request);
+  const controllers = <M extends RpcName<'ControllerService'>>(rpc: M, request: RequestOf<'ControllerService', M>) => client.call('ControllerService', rpc, request);
   const socket = (name: string): string => path.join(dir, `${name}.sock`);
   const create = (id: string, spec: Record<string, unknown> = {}) =>
     controllers('CreateController', { id, spec: { socketPath: socket(id), namespaces: ['memory:16M'], ...spec } });
@@ -85,8 +86,8 @@ describe.skipIf(skipReason)('ControllerService', () => {
       identity: { serialNumber: 'VFIOD-C1', modelNumber: 'vfiod test' },
       spec: { socketPath: socket('c1'), namespaces: ['memory:16M'], doorbellMode: 'DOORBELL_MODE_INTERRUPT', socketMode: 0o600, msixVectors: 64, mdtsPages: 8 },
     });
-    expect(created.namespaces).toEqual([{ nsid: 1, uri: 'memory:16M', backend: expect.stringContaining('memory'), blockSize: 512, blocks: 32768 }]);
-    expect(created.stats).toMatchObject({ clientConnected: false, readCommands: 0, bytesWritten: 0 });
+    expect(created!.namespaces).toEqual([{ nsid: 1, uri: 'memory:16M', backend: expect.stringContaining('memory'), blockSize: 512, blocks: 32768 }]);
+    expect(created!.stats).toMatchObject({ clientConnected: false, readCommands: 0, bytesWritten: 0 });
     expect(statSync(socket('c1')).mode & 0o777).toBe(0o600);
 
     const guest = await attachGuest(socket('c1'));
@@ -106,7 +107,7 @@ describe.skipIf(skipReason)('ControllerService', () => {
         await guest.driver.read(1, reads % 1000, 1);
         reads++;
       }
-      stats = (await controllers('GetController', { id: 'c1' }))['controller'].stats;
+      stats = (await controllers('GetController', { id: 'c1' }))['controller']!.stats!;
     } while (stats['readIops'] === 0 && Date.now() < deadline);
     expect(stats.clientConnected).toBe(true);
     expect(stats.nvmeState).toBe('ready');
@@ -130,7 +131,7 @@ describe.skipIf(skipReason)('ControllerService', () => {
     client = new VfiodClient({ address: daemon.socketPath! });
     const listed = (await controllers('ListControllers', {}))['controllers'];
     expect(listed.map((c: { id: string; state: string }) => [c.id, c.state])).toEqual([['c1', 'CONTROLLER_STATE_SERVING'], ['c2', 'CONTROLLER_STATE_SERVING']]);
-    expect(listed[1].namespaces.map((n: { nsid: number }) => n.nsid)).toEqual([1, 2]);
+    expect(listed[1]!.namespaces.map((n: { nsid: number }) => n.nsid)).toEqual([1, 2]);
 
     const guest = guests[0]!;
     await controllers('DeleteController', { id: 'c2' });
@@ -176,7 +177,7 @@ describe.skipIf(skipReason)('ControllerService', () => {
     await expectStatus(controllers('DeleteController', {}), 'INVALID_ARGUMENT', 'id is required');
     await expectStatus(controllers('GetController', {}), 'INVALID_ARGUMENT', 'id is required');
     // Still serving after all that.
-    expect((await controllers('GetController', { id: 'c1' }))['controller'].state).toBe('CONTROLLER_STATE_SERVING');
+    expect((await controllers('GetController', { id: 'c1' }))['controller']!.state).toBe('CONTROLLER_STATE_SERVING');
   });
 
   it('concurrent creates of one id and concurrent deletes: exactly one wins, the other gets a precise error', async () => {
@@ -234,9 +235,9 @@ describe.skipIf(skipReason)('ControllerService', () => {
     daemon = await start();
     client = new VfiodClient({ address: daemon.socketPath! });
     const after = (await controllers('GetController', { id: 'c1' }))['controller'];
-    expect(after.state).toBe('CONTROLLER_STATE_SERVING');
-    expect(after.identity).toEqual(before.identity);
-    expect(after.spec).toEqual(before.spec);
+    expect(after!.state).toBe('CONTROLLER_STATE_SERVING');
+    expect(after!.identity).toEqual(before!.identity);
+    expect(after!.spec).toEqual(before!.spec);
     const guest = await attachGuest(socket('c1'));
     expect((await guest.driver.write(1, 1, pattern(512, 1))).status).toBe(Status.SUCCESS);
   });
@@ -254,10 +255,10 @@ describe.skipIf(skipReason)('ControllerService', () => {
     daemon = await start();
     client = new VfiodClient({ address: daemon.socketPath! });
     const fragile = (await controllers('GetController', { id: 'fragile' }))['controller'];
-    expect(fragile.state).toBe('CONTROLLER_STATE_FAILED');
-    expect(fragile.error).not.toBe('');
-    expect(fragile.stats).toBeNull();
-    expect((await controllers('GetController', { id: 'c1' }))['controller'].state).toBe('CONTROLLER_STATE_SERVING');
+    expect(fragile!.state).toBe('CONTROLLER_STATE_FAILED');
+    expect(fragile!.error).not.toBe('');
+    expect(fragile!.stats).toBeNull();
+    expect((await controllers('GetController', { id: 'c1' }))['controller']!.state).toBe('CONTROLLER_STATE_SERVING');
     // A VM given a failed controller would get a dead disk: refused before the VMM is asked.
     await expectStatus(
       client.call('AttachmentService', 'AttachDevice', { vmId: 'vm1', endpoint: { qemuQmpSocket: path.join(dir, 'no-vm.qmp') }, source: { controllerId: 'fragile' } }),

@@ -3,6 +3,7 @@
  * DeviceService (every RPC and error path), event streaming, malformed requests, health checking, reflection,
  * reconcile on start, the socket's mode and refusal of a live socket, TLS and the refusal of plain TCP.
  */
+import type { RequestOf, RpcName } from '../../src/daemon/proto.js';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -60,7 +61,7 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const devices = (rpc: string, request: Record<string, unknown>) => client.call('DeviceService', rpc, request);
+const devices = <M extends RpcName<'DeviceService'>>(rpc: M, request: RequestOf<'DeviceService', M>) => client.call('DeviceService', rpc, request);
 
 describe('DeviceService', () => {
   it('ListDevices returns every device with its binding, group, SR-IOV and VFIO facts, and filters like the CLI', async () => {
@@ -69,10 +70,10 @@ describe('DeviceService', () => {
     expect(all['devices']).toHaveLength(15);
     const pf = all['devices'].find((d: { bdf: string }) => d.bdf === PF);
     expect(pf).toMatchObject({ vendorId: '15b3', deviceId: '6001', classCode: '010802', kind: 'DEVICE_KIND_NVME', driver: 'nvme', iommuGroup: 2, sriov: { totalVfs: 8, numVfs: 3, driversAutoprobe: true } });
-    expect(pf.virtfns).toEqual([VF1, VF2, '0000:01:00.3']);
+    expect(pf!.virtfns).toEqual([VF1, VF2, '0000:01:00.3']);
     const noIommu = all['devices'].find((d: { bdf: string }) => d.bdf === NO_IOMMU);
-    expect(noIommu.iommuGroup).toBeUndefined();
-    expect(noIommu.vfioState).toBe('VFIO_STATE_NO_IOMMU');
+    expect(noIommu!.iommuGroup).toBeUndefined();
+    expect(noIommu!.vfioState).toBe('VFIO_STATE_NO_IOMMU');
 
     const vfs = await devices('ListDevices', { pfs: ['01:00.0'] });
     expect(vfs['devices'].map((d: { bdf: string }) => d.bdf)).toEqual([VF1, VF2, '0000:01:00.3']);
@@ -90,13 +91,13 @@ describe('DeviceService', () => {
 
   it('GetDevice returns one device with host use and its claim; NOT_FOUND and INVALID_ARGUMENT name the address', async () => {
     const { device } = await devices('GetDevice', { bdf: '06:00.0' });
-    expect(device.bdf).toBe(MOUNTED);
-    expect(device.hostUses.some((u: { kind: string; blocking: boolean }) => u.kind === 'mounted' && u.blocking)).toBe(true);
-    expect(device.claim).toBeNull();
+    expect(device!.bdf).toBe(MOUNTED);
+    expect(device!.hostUses.some((u: { kind: string; blocking: boolean }) => u.kind === 'mounted' && u.blocking)).toBe(true);
+    expect(device!.claim).toBeNull();
     await devices('PrepareDevice', { bdf: VF1, owner: 'vm1' });
     const claimed = (await devices('GetDevice', { bdf: VF1 }))['device'];
-    expect(claimed.claim).toMatchObject({ owner: 'vm1', state: 'CLAIM_STATE_PREPARED', mode: 'CLAIM_MODE_VFIO_PCI', originalDriver: 'nvme', primaryBdf: VF1 });
-    expect(claimed.driver).toBe('vfio-pci');
+    expect(claimed!.claim).toMatchObject({ owner: 'vm1', state: 'CLAIM_STATE_PREPARED', mode: 'CLAIM_MODE_VFIO_PCI', originalDriver: 'nvme', primaryBdf: VF1 });
+    expect(claimed!.driver).toBe('vfio-pci');
     await expectStatus(devices('GetDevice', { bdf: '0000:0f:00.0' }), 'NOT_FOUND', '0000:0f:00.0');
     await expectStatus(devices('GetDevice', {}), 'INVALID_ARGUMENT', 'bdf is required');
     await expectStatus(devices('GetDevice', { bdf: 'not-a-bdf' }), 'INVALID_ARGUMENT', 'not-a-bdf');
@@ -205,7 +206,7 @@ describe('DeviceService', () => {
     const empty = await rawCall(address, '/vfiod.v1.DeviceService/PrepareDevice', Buffer.alloc(0));
     expect(empty).toMatchObject({ code: grpc.status.INVALID_ARGUMENT });
     // Still serving.
-    expect((await devices('GetDevice', { bdf: VF1 }))['device'].bdf).toBe(VF1);
+    expect((await devices('GetDevice', { bdf: VF1 }))['device']!.bdf).toBe(VF1);
   });
 });
 
@@ -315,7 +316,7 @@ describe('daemon', () => {
     expect((error as VfiodError).code).toBe('FAILED_PRECONDITION');
     expect((error as VfiodError).message).toContain('another vfiod daemon');
     // The first daemon is unaffected.
-    expect((await devices('GetDevice', { bdf: VF1 }))['device'].bdf).toBe(VF1);
+    expect((await devices('GetDevice', { bdf: VF1 }))['device']!.bdf).toBe(VF1);
 
     // A stale socket file (daemon killed) is removed.
     const stalePath = path.join(dir, 'stale.sock');
@@ -347,7 +348,7 @@ describe('daemon', () => {
     expect(daemon.reconcileReport).toEqual([expect.objectContaining({ bdf: VF1, action: 'repaired' })]);
     expect(host.driverOf(VF1)).toBe('nvme');
     expect(logs.lines.some((l) => l['msg'] === 'reconcile' && l['bdf'] === VF1 && l['action'] === 'repaired')).toBe(true);
-    expect((await devices('GetDevice', { bdf: VF1 }))['device'].claim).toBeNull();
+    expect((await devices('GetDevice', { bdf: VF1 }))['device']!.claim).toBeNull();
   });
 
   it('closes cleanly with a client streaming events, and removes its socket', async () => {
@@ -390,7 +391,7 @@ describe('TCP', () => {
     expect((error as VfiodError).message).toContain('refusing plain TCP');
     const insecure = await start({ socketPath: null, tcp: '127.0.0.1:0', insecureTcp: true, stateDir: path.join(dir, 's3') });
     const tcpClient = new VfiodClient({ address: insecure.tcpAddress! });
-    expect((await tcpClient.call('DeviceService', 'GetDevice', { bdf: VF1 }))['device'].bdf).toBe(VF1);
+    expect((await tcpClient.call('DeviceService', 'GetDevice', { bdf: VF1 }))['device']!.bdf).toBe(VF1);
     tcpClient.close();
     await insecure.close();
   });
@@ -408,7 +409,7 @@ describe.skipIf(opensslMissing)('TLS', () => {
     const secure = await start({ socketPath: null, tcp: '127.0.0.1:0', tls, insecureTlsWithoutClientCert: true, stateDir: path.join(dir, 's4') });
     const port = secure.tcpAddress!.split(':').pop();
     const tlsClient = new VfiodClient({ address: `localhost:${port}`, tls: { ca: tls.cert } });
-    expect((await tlsClient.call('DeviceService', 'GetDevice', { bdf: VF1 }))['device'].bdf).toBe(VF1);
+    expect((await tlsClient.call('DeviceService', 'GetDevice', { bdf: VF1 }))['device']!.bdf).toBe(VF1);
     expect(await healthCheck(healthClient(`localhost:${port}`, grpc.credentials.createSsl(readFileSync(tls.cert))), '')).toBe('SERVING');
     tlsClient.close();
     const plain = new VfiodClient({ address: `127.0.0.1:${port}` });
@@ -425,7 +426,7 @@ describe.skipIf(opensslMissing)('TLS', () => {
     const port = secure.tcpAddress!.split(':').pop();
     const address = `localhost:${port}`;
     const trusted = new VfiodClient({ address, tls: { ca: server.cert, cert: operator.cert, key: operator.key } });
-    expect((await trusted.call('DeviceService', 'GetDevice', { bdf: VF1 }))['device'].bdf).toBe(VF1);
+    expect((await trusted.call('DeviceService', 'GetDevice', { bdf: VF1 }))['device']!.bdf).toBe(VF1);
     trusted.close();
     for (const client of [new VfiodClient({ address, tls: { ca: server.cert } }), new VfiodClient({ address, tls: { ca: server.cert, cert: stranger.cert, key: stranger.key } })]) {
       await expectStatus(client.call('DeviceService', 'GetDevice', { bdf: VF1 }, 3000), 'UNAVAILABLE');

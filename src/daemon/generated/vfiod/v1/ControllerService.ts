@@ -1,0 +1,69 @@
+// Original file: /work/wt/api-types/proto/vfiod/v1/controllers.proto
+
+import type * as grpc from '@grpc/grpc-js'
+import type { MethodDefinition } from '@grpc/proto-loader'
+import type { CreateControllerRequest as _vfiod_v1_CreateControllerRequest, CreateControllerRequest__Output as _vfiod_v1_CreateControllerRequest__Output } from '../../vfiod/v1/CreateControllerRequest.js';
+import type { CreateControllerResponse as _vfiod_v1_CreateControllerResponse, CreateControllerResponse__Output as _vfiod_v1_CreateControllerResponse__Output } from '../../vfiod/v1/CreateControllerResponse.js';
+import type { DeleteControllerRequest as _vfiod_v1_DeleteControllerRequest, DeleteControllerRequest__Output as _vfiod_v1_DeleteControllerRequest__Output } from '../../vfiod/v1/DeleteControllerRequest.js';
+import type { DeleteControllerResponse as _vfiod_v1_DeleteControllerResponse, DeleteControllerResponse__Output as _vfiod_v1_DeleteControllerResponse__Output } from '../../vfiod/v1/DeleteControllerResponse.js';
+import type { GetControllerRequest as _vfiod_v1_GetControllerRequest, GetControllerRequest__Output as _vfiod_v1_GetControllerRequest__Output } from '../../vfiod/v1/GetControllerRequest.js';
+import type { GetControllerResponse as _vfiod_v1_GetControllerResponse, GetControllerResponse__Output as _vfiod_v1_GetControllerResponse__Output } from '../../vfiod/v1/GetControllerResponse.js';
+import type { ListControllersRequest as _vfiod_v1_ListControllersRequest, ListControllersRequest__Output as _vfiod_v1_ListControllersRequest__Output } from '../../vfiod/v1/ListControllersRequest.js';
+import type { ListControllersResponse as _vfiod_v1_ListControllersResponse, ListControllersResponse__Output as _vfiod_v1_ListControllersResponse__Output } from '../../vfiod/v1/ListControllersResponse.js';
+
+export interface ControllerServiceClient extends grpc.Client {
+  CreateController(argument: _vfiod_v1_CreateControllerRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_CreateControllerResponse__Output>): grpc.ClientUnaryCall;
+  CreateController(argument: _vfiod_v1_CreateControllerRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vfiod_v1_CreateControllerResponse__Output>): grpc.ClientUnaryCall;
+  CreateController(argument: _vfiod_v1_CreateControllerRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_CreateControllerResponse__Output>): grpc.ClientUnaryCall;
+  CreateController(argument: _vfiod_v1_CreateControllerRequest, callback: grpc.requestCallback<_vfiod_v1_CreateControllerResponse__Output>): grpc.ClientUnaryCall;
+  createController(argument: _vfiod_v1_CreateControllerRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_CreateControllerResponse__Output>): grpc.ClientUnaryCall;
+  createController(argument: _vfiod_v1_CreateControllerRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vfiod_v1_CreateControllerResponse__Output>): grpc.ClientUnaryCall;
+  createController(argument: _vfiod_v1_CreateControllerRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_CreateControllerResponse__Output>): grpc.ClientUnaryCall;
+  createController(argument: _vfiod_v1_CreateControllerRequest, callback: grpc.requestCallback<_vfiod_v1_CreateControllerResponse__Output>): grpc.ClientUnaryCall;
+  
+  DeleteController(argument: _vfiod_v1_DeleteControllerRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_DeleteControllerResponse__Output>): grpc.ClientUnaryCall;
+  DeleteController(argument: _vfiod_v1_DeleteControllerRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vfiod_v1_DeleteControllerResponse__Output>): grpc.ClientUnaryCall;
+  DeleteController(argument: _vfiod_v1_DeleteControllerRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_DeleteControllerResponse__Output>): grpc.ClientUnaryCall;
+  DeleteController(argument: _vfiod_v1_DeleteControllerRequest, callback: grpc.requestCallback<_vfiod_v1_DeleteControllerResponse__Output>): grpc.ClientUnaryCall;
+  deleteController(argument: _vfiod_v1_DeleteControllerRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_DeleteControllerResponse__Output>): grpc.ClientUnaryCall;
+  deleteController(argument: _vfiod_v1_DeleteControllerRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vfiod_v1_DeleteControllerResponse__Output>): grpc.ClientUnaryCall;
+  deleteController(argument: _vfiod_v1_DeleteControllerRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_DeleteControllerResponse__Output>): grpc.ClientUnaryCall;
+  deleteController(argument: _vfiod_v1_DeleteControllerRequest, callback: grpc.requestCallback<_vfiod_v1_DeleteControllerResponse__Output>): grpc.ClientUnaryCall;
+  
+  GetController(argument: _vfiod_v1_GetControllerRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_GetControllerResponse__Output>): grpc.ClientUnaryCall;
+  GetController(argument: _vfiod_v1_GetControllerRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vfiod_v1_GetControllerResponse__Output>): grpc.ClientUnaryCall;
+  GetController(argument: _vfiod_v1_GetControllerRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_GetControllerResponse__Output>): grpc.ClientUnaryCall;
+  GetController(argument: _vfiod_v1_GetControllerRequest, callback: grpc.requestCallback<_vfiod_v1_GetControllerResponse__Output>): grpc.ClientUnaryCall;
+  getController(argument: _vfiod_v1_GetControllerRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_GetControllerResponse__Output>): grpc.ClientUnaryCall;
+  getController(argument: _vfiod_v1_GetControllerRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vfiod_v1_GetControllerResponse__Output>): grpc.ClientUnaryCall;
+  getController(argument: _vfiod_v1_GetControllerRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_GetControllerResponse__Output>): grpc.ClientUnaryCall;
+  getController(argument: _vfiod_v1_GetControllerRequest, callback: grpc.requestCallback<_vfiod_v1_GetControllerResponse__Output>): grpc.ClientUnaryCall;
+  
+  ListControllers(argument: _vfiod_v1_ListControllersRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_ListControllersResponse__Output>): grpc.ClientUnaryCall;
+  ListControllers(argument: _vfiod_v1_ListControllersRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vfiod_v1_ListControllersResponse__Output>): grpc.ClientUnaryCall;
+  ListControllers(argument: _vfiod_v1_ListControllersRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_ListControllersResponse__Output>): grpc.ClientUnaryCall;
+  ListControllers(argument: _vfiod_v1_ListControllersRequest, callback: grpc.requestCallback<_vfiod_v1_ListControllersResponse__Output>): grpc.ClientUnaryCall;
+  listControllers(argument: _vfiod_v1_ListControllersRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_ListControllersResponse__Output>): grpc.ClientUnaryCall;
+  listControllers(argument: _vfiod_v1_ListControllersRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vfiod_v1_ListControllersResponse__Output>): grpc.ClientUnaryCall;
+  listControllers(argument: _vfiod_v1_ListControllersRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_ListControllersResponse__Output>): grpc.ClientUnaryCall;
+  listControllers(argument: _vfiod_v1_ListControllersRequest, callback: grpc.requestCallback<_vfiod_v1_ListControllersResponse__Output>): grpc.ClientUnaryCall;
+  
+}
+
+export interface ControllerServiceHandlers extends grpc.UntypedServiceImplementation {
+  CreateController: grpc.handleUnaryCall<_vfiod_v1_CreateControllerRequest__Output, _vfiod_v1_CreateControllerResponse>;
+  
+  DeleteController: grpc.handleUnaryCall<_vfiod_v1_DeleteControllerRequest__Output, _vfiod_v1_DeleteControllerResponse>;
+  
+  GetController: grpc.handleUnaryCall<_vfiod_v1_GetControllerRequest__Output, _vfiod_v1_GetControllerResponse>;
+  
+  ListControllers: grpc.handleUnaryCall<_vfiod_v1_ListControllersRequest__Output, _vfiod_v1_ListControllersResponse>;
+  
+}
+
+export interface ControllerServiceDefinition extends grpc.ServiceDefinition {
+  CreateController: MethodDefinition<_vfiod_v1_CreateControllerRequest, _vfiod_v1_CreateControllerResponse, _vfiod_v1_CreateControllerRequest__Output, _vfiod_v1_CreateControllerResponse__Output>
+  DeleteController: MethodDefinition<_vfiod_v1_DeleteControllerRequest, _vfiod_v1_DeleteControllerResponse, _vfiod_v1_DeleteControllerRequest__Output, _vfiod_v1_DeleteControllerResponse__Output>
+  GetController: MethodDefinition<_vfiod_v1_GetControllerRequest, _vfiod_v1_GetControllerResponse, _vfiod_v1_GetControllerRequest__Output, _vfiod_v1_GetControllerResponse__Output>
+  ListControllers: MethodDefinition<_vfiod_v1_ListControllersRequest, _vfiod_v1_ListControllersResponse, _vfiod_v1_ListControllersRequest__Output, _vfiod_v1_ListControllersResponse__Output>
+}

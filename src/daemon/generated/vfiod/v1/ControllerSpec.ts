@@ -1,0 +1,84 @@
+// Original file: /work/wt/api-types/proto/vfiod/v1/controllers.proto
+
+import type { DoorbellMode as _vfiod_v1_DoorbellMode, DoorbellMode__Output as _vfiod_v1_DoorbellMode__Output } from '../../vfiod/v1/DoorbellMode.js';
+import type { ControllerIdentity as _vfiod_v1_ControllerIdentity, ControllerIdentity__Output as _vfiod_v1_ControllerIdentity__Output } from '../../vfiod/v1/ControllerIdentity.js';
+
+export interface ControllerSpec {
+  /**
+   * absolute path of the vfio-user socket
+   */
+  'socketPath'?: (string);
+  /**
+   * namespace URIs, NSID 1..n (memory:, file:, nvme-tcp://; docs/serve.md)
+   */
+  'namespaces'?: (string)[];
+  'doorbellMode'?: (_vfiod_v1_DoorbellMode);
+  /**
+   * default 0600
+   */
+  'socketMode'?: (number);
+  /**
+   * default 64 (1..2048)
+   */
+  'msixVectors'?: (number);
+  /**
+   * default 31 (1..511)
+   */
+  'maxIoQueuePairs'?: (number);
+  /**
+   * default 1024 (2..65536)
+   */
+  'maxQueueEntries'?: (number);
+  /**
+   * log2 of 4 KiB pages, default 8 (0..15)
+   */
+  'mdtsPages'?: (number);
+  /**
+   * default <state dir>/controllers/<id>.identity.json
+   */
+  'identityPath'?: (string);
+  /**
+   * overrides of the persisted identity; empty fields keep it
+   */
+  'identity'?: (_vfiod_v1_ControllerIdentity | null);
+}
+
+export interface ControllerSpec__Output {
+  /**
+   * absolute path of the vfio-user socket
+   */
+  'socketPath': (string);
+  /**
+   * namespace URIs, NSID 1..n (memory:, file:, nvme-tcp://; docs/serve.md)
+   */
+  'namespaces': (string)[];
+  'doorbellMode': (_vfiod_v1_DoorbellMode__Output);
+  /**
+   * default 0600
+   */
+  'socketMode': (number);
+  /**
+   * default 64 (1..2048)
+   */
+  'msixVectors': (number);
+  /**
+   * default 31 (1..511)
+   */
+  'maxIoQueuePairs': (number);
+  /**
+   * default 1024 (2..65536)
+   */
+  'maxQueueEntries': (number);
+  /**
+   * log2 of 4 KiB pages, default 8 (0..15)
+   */
+  'mdtsPages': (number);
+  /**
+   * default <state dir>/controllers/<id>.identity.json
+   */
+  'identityPath': (string);
+  /**
+   * overrides of the persisted identity; empty fields keep it
+   */
+  'identity': (_vfiod_v1_ControllerIdentity__Output | null);
+}

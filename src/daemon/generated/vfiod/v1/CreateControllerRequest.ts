@@ -1,0 +1,19 @@
+// Original file: /work/wt/api-types/proto/vfiod/v1/controllers.proto
+
+import type { ControllerSpec as _vfiod_v1_ControllerSpec, ControllerSpec__Output as _vfiod_v1_ControllerSpec__Output } from '../../vfiod/v1/ControllerSpec.js';
+
+export interface CreateControllerRequest {
+  /**
+   * [A-Za-z0-9][A-Za-z0-9_.-]{0,63}
+   */
+  'id'?: (string);
+  'spec'?: (_vfiod_v1_ControllerSpec | null);
+}
+
+export interface CreateControllerRequest__Output {
+  /**
+   * [A-Za-z0-9][A-Za-z0-9_.-]{0,63}
+   */
+  'id': (string);
+  'spec': (_vfiod_v1_ControllerSpec__Output | null);
+}

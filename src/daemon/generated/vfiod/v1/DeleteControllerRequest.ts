@@ -1,0 +1,10 @@
+// Original file: /work/wt/api-types/proto/vfiod/v1/controllers.proto
+
+
+export interface DeleteControllerRequest {
+  'id'?: (string);
+}
+
+export interface DeleteControllerRequest__Output {
+  'id': (string);
+}

@@ -1,0 +1,10 @@
+// Original file: /work/wt/api-types/proto/vfiod/v1/controllers.proto
+
+
+export interface GetControllerRequest {
+  'id'?: (string);
+}
+
+export interface GetControllerRequest__Output {
+  'id': (string);
+}

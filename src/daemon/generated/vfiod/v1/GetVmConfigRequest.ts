@@ -1,0 +1,40 @@
+// Original file: /work/wt/api-types/proto/vfiod/v1/attachments.proto
+
+import type { HypervisorKind as _vfiod_v1_HypervisorKind, HypervisorKind__Output as _vfiod_v1_HypervisorKind__Output } from '../../vfiod/v1/HypervisorKind.js';
+import type { VmDevice as _vfiod_v1_VmDevice, VmDevice__Output as _vfiod_v1_VmDevice__Output } from '../../vfiod/v1/VmDevice.js';
+
+export interface GetVmConfigRequest {
+  'hypervisor'?: (_vfiod_v1_HypervisorKind);
+  'devices'?: (_vfiod_v1_VmDevice)[];
+  'vmId'?: (string);
+  /**
+   * QEMU: guest RAM ("4G"); emits the shared memory backend vfio-user needs
+   */
+  'memorySize'?: (string);
+  /**
+   * QEMU: chassis of the first pcie-root-port (default 32)
+   */
+  'firstChassis'?: (number);
+  /**
+   * also prepare the PCI devices for vm_id (rolled back if any fails)
+   */
+  'prepareDevices'?: (boolean);
+}
+
+export interface GetVmConfigRequest__Output {
+  'hypervisor': (_vfiod_v1_HypervisorKind__Output);
+  'devices': (_vfiod_v1_VmDevice__Output)[];
+  'vmId': (string);
+  /**
+   * QEMU: guest RAM ("4G"); emits the shared memory backend vfio-user needs
+   */
+  'memorySize': (string);
+  /**
+   * QEMU: chassis of the first pcie-root-port (default 32)
+   */
+  'firstChassis': (number);
+  /**
+   * also prepare the PCI devices for vm_id (rolled back if any fails)
+   */
+  'prepareDevices': (boolean);
+}

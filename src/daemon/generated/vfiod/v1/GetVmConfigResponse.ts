@@ -1,0 +1,28 @@
+// Original file: /work/wt/api-types/proto/vfiod/v1/attachments.proto
+
+import type { HypervisorKind as _vfiod_v1_HypervisorKind, HypervisorKind__Output as _vfiod_v1_HypervisorKind__Output } from '../../vfiod/v1/HypervisorKind.js';
+import type { CloudHypervisorConfig as _vfiod_v1_CloudHypervisorConfig, CloudHypervisorConfig__Output as _vfiod_v1_CloudHypervisorConfig__Output } from '../../vfiod/v1/CloudHypervisorConfig.js';
+import type { QemuConfig as _vfiod_v1_QemuConfig, QemuConfig__Output as _vfiod_v1_QemuConfig__Output } from '../../vfiod/v1/QemuConfig.js';
+import type { PrepareDeviceResult as _vfiod_v1_PrepareDeviceResult, PrepareDeviceResult__Output as _vfiod_v1_PrepareDeviceResult__Output } from '../../vfiod/v1/PrepareDeviceResult.js';
+
+export interface GetVmConfigResponse {
+  'hypervisor'?: (_vfiod_v1_HypervisorKind);
+  'cloudHypervisor'?: (_vfiod_v1_CloudHypervisorConfig | null);
+  'qemu'?: (_vfiod_v1_QemuConfig | null);
+  'warnings'?: (string)[];
+  /**
+   * when prepare_devices was set
+   */
+  'prepared'?: (_vfiod_v1_PrepareDeviceResult)[];
+}
+
+export interface GetVmConfigResponse__Output {
+  'hypervisor': (_vfiod_v1_HypervisorKind__Output);
+  'cloudHypervisor': (_vfiod_v1_CloudHypervisorConfig__Output | null);
+  'qemu': (_vfiod_v1_QemuConfig__Output | null);
+  'warnings': (string)[];
+  /**
+   * when prepare_devices was set
+   */
+  'prepared': (_vfiod_v1_PrepareDeviceResult__Output)[];
+}

@@ -1,0 +1,34 @@
+// Original file: /work/wt/api-types/proto/vfiod/v1/devices.proto
+
+
+export interface PrepareDeviceRequest {
+  'bdf'?: (string);
+  /**
+   * the VM the device is for
+   */
+  'owner'?: (string);
+  /**
+   * prepare although in use on the host / no reset; the response lists what was overridden
+   */
+  'force'?: (boolean);
+  /**
+   * bind every endpoint of the IOMMU group (bridges never)
+   */
+  'wholeGroup'?: (boolean);
+}
+
+export interface PrepareDeviceRequest__Output {
+  'bdf': (string);
+  /**
+   * the VM the device is for
+   */
+  'owner': (string);
+  /**
+   * prepare although in use on the host / no reset; the response lists what was overridden
+   */
+  'force': (boolean);
+  /**
+   * bind every endpoint of the IOMMU group (bridges never)
+   */
+  'wholeGroup': (boolean);
+}

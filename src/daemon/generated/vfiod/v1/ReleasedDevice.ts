@@ -1,0 +1,26 @@
+// Original file: /work/wt/api-types/proto/vfiod/v1/devices.proto
+
+
+export interface ReleasedDevice {
+  'bdf'?: (string);
+  'restoredDriver'?: (string);
+  'restoredOverride'?: (string);
+  /**
+   * the device vanished; its claim was dropped
+   */
+  'gone'?: (boolean);
+  '_restoredDriver'?: "restoredDriver";
+  '_restoredOverride'?: "restoredOverride";
+}
+
+export interface ReleasedDevice__Output {
+  'bdf': (string);
+  'restoredDriver'?: (string);
+  'restoredOverride'?: (string);
+  /**
+   * the device vanished; its claim was dropped
+   */
+  'gone': (boolean);
+  '_restoredDriver'?: "restoredDriver";
+  '_restoredOverride'?: "restoredOverride";
+}

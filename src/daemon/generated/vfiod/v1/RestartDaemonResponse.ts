@@ -1,0 +1,17 @@
+// Original file: /work/wt/api-types/proto/vfiod/v1/daemon.proto
+
+import type { DaemonInfo as _vfiod_v1_DaemonInfo, DaemonInfo__Output as _vfiod_v1_DaemonInfo__Output } from '../../vfiod/v1/DaemonInfo.js';
+
+export interface RestartDaemonResponse {
+  /**
+   * the process that accepted (it exits once its controllers are checkpointed)
+   */
+  'daemon'?: (_vfiod_v1_DaemonInfo | null);
+}
+
+export interface RestartDaemonResponse__Output {
+  /**
+   * the process that accepted (it exits once its controllers are checkpointed)
+   */
+  'daemon': (_vfiod_v1_DaemonInfo__Output | null);
+}

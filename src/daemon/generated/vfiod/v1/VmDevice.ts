@@ -1,0 +1,31 @@
+// Original file: /work/wt/api-types/proto/vfiod/v1/attachments.proto
+
+import type { DeviceSource as _vfiod_v1_DeviceSource, DeviceSource__Output as _vfiod_v1_DeviceSource__Output } from '../../vfiod/v1/DeviceSource.js';
+
+export interface VmDevice {
+  'source'?: (_vfiod_v1_DeviceSource | null);
+  'deviceId'?: (string);
+  /**
+   * lower boots first (QEMU bootindex)
+   */
+  'bootIndex'?: (number);
+  'iommu'?: (boolean);
+  'pciSegment'?: (number);
+  'gpudirectClique'?: (number);
+  '_bootIndex'?: "bootIndex";
+  '_gpudirectClique'?: "gpudirectClique";
+}
+
+export interface VmDevice__Output {
+  'source': (_vfiod_v1_DeviceSource__Output | null);
+  'deviceId': (string);
+  /**
+   * lower boots first (QEMU bootindex)
+   */
+  'bootIndex'?: (number);
+  'iommu': (boolean);
+  'pciSegment': (number);
+  'gpudirectClique'?: (number);
+  '_bootIndex'?: "bootIndex";
+  '_gpudirectClique'?: "gpudirectClique";
+}
