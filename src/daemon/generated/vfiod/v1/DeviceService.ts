@@ -62,8 +62,18 @@ export interface DeviceServiceClient extends grpc.Client {
   releaseDevice(argument: _vfiod_v1_ReleaseDeviceRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_ReleaseDeviceResponse__Output>): grpc.ClientUnaryCall;
   releaseDevice(argument: _vfiod_v1_ReleaseDeviceRequest, callback: grpc.requestCallback<_vfiod_v1_ReleaseDeviceResponse__Output>): grpc.ClientUnaryCall;
   
+  /**
+   * The stream carries DeviceEvent, not a StreamDeviceEventsResponse: the event message (FeOS's shape: id,
+   * component_id, Any data) is what clients name in their code, and renaming it would change their generated types.
+   * buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+   */
   StreamDeviceEvents(argument: _vfiod_v1_StreamDeviceEventsRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_vfiod_v1_DeviceEvent__Output>;
   StreamDeviceEvents(argument: _vfiod_v1_StreamDeviceEventsRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_vfiod_v1_DeviceEvent__Output>;
+  /**
+   * The stream carries DeviceEvent, not a StreamDeviceEventsResponse: the event message (FeOS's shape: id,
+   * component_id, Any data) is what clients name in their code, and renaming it would change their generated types.
+   * buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+   */
   streamDeviceEvents(argument: _vfiod_v1_StreamDeviceEventsRequest, metadata: grpc.Metadata, options?: grpc.CallOptions): grpc.ClientReadableStream<_vfiod_v1_DeviceEvent__Output>;
   streamDeviceEvents(argument: _vfiod_v1_StreamDeviceEventsRequest, options?: grpc.CallOptions): grpc.ClientReadableStream<_vfiod_v1_DeviceEvent__Output>;
   
@@ -84,6 +94,11 @@ export interface DeviceServiceHandlers extends grpc.UntypedServiceImplementation
    */
   ReleaseDevice: grpc.handleUnaryCall<_vfiod_v1_ReleaseDeviceRequest__Output, _vfiod_v1_ReleaseDeviceResponse>;
   
+  /**
+   * The stream carries DeviceEvent, not a StreamDeviceEventsResponse: the event message (FeOS's shape: id,
+   * component_id, Any data) is what clients name in their code, and renaming it would change their generated types.
+   * buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
+   */
   StreamDeviceEvents: grpc.handleServerStreamingCall<_vfiod_v1_StreamDeviceEventsRequest__Output, _vfiod_v1_DeviceEvent>;
   
 }
