@@ -55,6 +55,9 @@ Commands:
                         restore the original driver and driver_override
   reconcile [--json]    repair what interrupted operations left, report the rest
 
+Runs standalone: reads sysfs and changes the claims database itself. With --daemon <socket | host:port> it goes
+through the daemon instead (\`vfiod devices help --daemon <socket>\`); only --daemon switches.
+
 Common options:
   --state <path>        claims database (default ${DEFAULT_CLAIMS_DB})
   --sysfs-root <dir>    default /sys      --dev-root <dir>  default /dev      --proc-root <dir>  default /proc
@@ -223,6 +226,11 @@ export async function runDevices(argv: string[], deps: DevicesDeps = {}): Promis
     proc: v['proc-root'] ?? DEFAULT_ROOTS.proc,
   };
   const statePath = v.state ?? DEFAULT_CLAIMS_DB;
+  // On the host's own sysfs next to a running daemon, standalone changes claims behind the daemon's back: say so.
+  const daemonSocket = roots.sysfs === DEFAULT_ROOTS.sysfs ? existingDaemonSocket() : undefined;
+  if (daemonSocket) {
+    err(`vfiod devices: standalone (sysfs and ${statePath}), not through the daemon at ${daemonSocket}; give --daemon ${daemonSocket} to go through it\n`);
+  }
   const json = (value: unknown) => out(`${JSON.stringify(value, null, 2)}\n`);
   let store: ClaimStore | undefined;
   const openStore = (): ClaimStore => (store ??= new ClaimStore(statePath));
@@ -350,17 +358,22 @@ Commands:
   release <bdf> --owner <vm> [--wait <s>]
   events [<bdf>...]            follow device events until interrupted
 
---standalone (or --state/--sysfs-root/...) runs without the daemon.
+Only with --daemon; without it, vfiod devices runs standalone (\`vfiod devices help\`).
 
 ${CONNECTION_HELP}`;
 
-/** Whether `vfiod devices` should go through a daemon: --daemon given, or the default socket exists and no local roots. */
+/**
+ * Whether `vfiod devices` goes through a daemon: only when --daemon is given. A daemon socket that merely exists does
+ * not switch modes (standalone says it saw one: `runDevices`).
+ */
 export function devicesUseDaemon(argv: string[]): boolean {
-  if (argv.includes('--standalone')) return false;
-  if (argv.some((a) => a === '--daemon' || a.startsWith('--daemon='))) return true;
-  const local = ['--state', '--sysfs-root', '--dev-root', '--proc-root'];
-  if (argv.some((a) => local.includes(a) || local.some((o) => a.startsWith(`${o}=`)))) return false;
-  return existsSync(process.env['VFIOD_DAEMON'] ?? DEFAULT_DAEMON_SOCKET);
+  return argv.some((a) => a === '--daemon' || a.startsWith('--daemon='));
+}
+
+/** The daemon socket ($VFIOD_DAEMON, or the default) when it exists. */
+function existingDaemonSocket(): string | undefined {
+  const socket = process.env['VFIOD_DAEMON'] ?? DEFAULT_DAEMON_SOCKET;
+  return existsSync(socket) ? socket : undefined;
 }
 
 /** The API's DeviceInfo in the passthrough manager's terms, so `renderList` and `renderShow` print it alike. */

@@ -66,7 +66,7 @@ async function run(argv: string[]): Promise<number> {
     case 'upgrade':
       return (await import('./upgrade.js')).runUpgrade(rest);
     case 'devices': {
-      // Through the daemon when one is there (or --daemon is given); standalone otherwise.
+      // Through the daemon only with --daemon; standalone otherwise (--standalone, once needed, is still accepted).
       const devices = await import('./devices.js');
       const argv = rest.filter((a) => a !== '--standalone');
       return devices.devicesUseDaemon(rest) ? devices.runDevicesViaDaemon(argv) : devices.runDevices(argv);

@@ -211,18 +211,32 @@ describe('DeviceService', () => {
 });
 
 describe('vfiod devices: daemon or standalone', () => {
-  it('goes through the daemon with --daemon, or when the daemon socket exists and no local roots are given', async () => {
-    const { devicesUseDaemon } = await import('../../src/cli/devices.js');
+  it('goes through the daemon only with --daemon; standalone next to a running daemon says so', async () => {
+    const { devicesUseDaemon, runDevices } = await import('../../src/cli/devices.js');
     const saved = process.env['VFIOD_DAEMON'];
     try {
       process.env['VFIOD_DAEMON'] = daemon.socketPath!;
-      expect(devicesUseDaemon(['list'])).toBe(true);
-      expect(devicesUseDaemon(['list', '--sysfs-root', '/x'])).toBe(false);
-      expect(devicesUseDaemon(['list', '--state=/x.db'])).toBe(false);
-      expect(devicesUseDaemon(['list', '--standalone'])).toBe(false);
-      process.env['VFIOD_DAEMON'] = path.join(dir, 'absent.sock');
+      // The daemon's socket is there, and still: standalone unless told.
       expect(devicesUseDaemon(['list'])).toBe(false);
+      expect(devicesUseDaemon(['list', '--standalone'])).toBe(false);
       expect(devicesUseDaemon(['list', '--daemon', daemon.socketPath!])).toBe(true);
+      expect(devicesUseDaemon(['list', `--daemon=${daemon.socketPath!}`])).toBe(true);
+      // On the host's sysfs (the default root), standalone names the daemon it is not using. `help` prints no notice.
+      let stderr = '';
+      const stdout: string[] = [];
+      const deps = { stdout: (t: string) => void stdout.push(t), stderr: (t: string) => void (stderr += t) };
+      await runDevices(['list', '--state', path.join(dir, 'standalone.db'), '--json'], deps);
+      expect(stderr).toContain(`standalone (sysfs and ${path.join(dir, 'standalone.db')}), not through the daemon at ${daemon.socketPath!}; give --daemon ${daemon.socketPath!}`);
+      stderr = '';
+      expect(await runDevices(['help'], deps)).toBe(0);
+      expect(stderr).toBe('');
+      // With its own sysfs root (a test bed, another root) there is nothing to confuse: no notice.
+      await runDevices(['list', '--sysfs-root', host.roots.sysfs, '--dev-root', host.roots.dev, '--proc-root', host.roots.proc, '--state', path.join(dir, 'standalone.db')], deps);
+      expect(stderr).toBe('');
+      // No daemon socket: no notice either.
+      process.env['VFIOD_DAEMON'] = path.join(dir, 'absent.sock');
+      await runDevices(['list', '--state', path.join(dir, 'standalone.db'), '--json'], deps);
+      expect(stderr).toBe('');
     } finally {
       if (saved === undefined) delete process.env['VFIOD_DAEMON'];
       else process.env['VFIOD_DAEMON'] = saved;
