@@ -174,6 +174,25 @@ Napi::Value Accept(const Napi::CallbackInfo& info) {
   }
 }
 
+// peerCredentials(fd) -> { pid, uid, gid }: the process at the other end of a connected AF_UNIX socket, as the
+// kernel recorded it at connect() (SO_PEERCRED). The control API's access rules are decided on it.
+Napi::Value PeerCredentials(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!GetFd(info, 0, "peerCredentials", &fd)) return Napi::Value();
+  ucred cred{};
+  socklen_t length = sizeof(cred);
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &length) < 0) {
+    ThrowErrno(env, errno, "getsockopt", "fd " + std::to_string(fd) + ", SO_PEERCRED");
+    return Napi::Value();
+  }
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("pid", Napi::Number::New(env, cred.pid));
+  result.Set("uid", Napi::Number::New(env, cred.uid));
+  result.Set("gid", Napi::Number::New(env, cred.gid));
+  return result;
+}
+
 // recvmsg(fd, buffer, maxFds) -> { bytes, fds, fdsTruncated } | null
 Napi::Value RecvMsg(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -386,6 +405,7 @@ void InitSocket(Napi::Env env, Napi::Object exports) {
   exports.Set("listenUnix", Napi::Function::New(env, ListenUnix, "listenUnix"));
   exports.Set("connectUnix", Napi::Function::New(env, ConnectUnix, "connectUnix"));
   exports.Set("accept", Napi::Function::New(env, Accept, "accept"));
+  exports.Set("peerCredentials", Napi::Function::New(env, PeerCredentials, "peerCredentials"));
   exports.Set("recvmsg", Napi::Function::New(env, RecvMsg, "recvmsg"));
   exports.Set("sendmsg", Napi::Function::New(env, SendMsg, "sendmsg"));
   exports.Set("setNonBlocking", Napi::Function::New(env, SetNonBlocking, "setNonBlocking"));

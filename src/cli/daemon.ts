@@ -29,6 +29,15 @@ Options:
   --tls-ca <file>        PEM CA bundle: require client certificates signed by it (mutual TLS);
                          required with --tls-cert unless --insecure-tls-no-client-cert
   --insecure-tcp         allow plain TCP (no authentication, no encryption)
+Who may do what (read-only: List, Get, Stream, Watch; admin: everything; docs/daemon.md):
+  --read-only-uid <n>, --read-only-gid <n>
+                         unix socket peers (by their uid or primary gid) that may read; repeatable.
+                         Widen --socket-mode so they can connect (e.g. 0666, or 0660 and a group)
+  --admin-uid <n>, --admin-gid <n>
+                         further admin peers; uid 0 and the daemon's own uid always are
+  --read-only-client <pattern>, --admin-client <pattern>
+                         mutual TLS: client certificates by subject CN or SAN ('*' matches anything);
+                         repeatable. Without them every client the CA signed is admin
   --insecure-tls-no-client-cert
                          allow TLS without client certificates (any client that reaches the port)
   --state-dir <dir>      claims database and controller definitions (default ${DEFAULT_STATE_DIR})
@@ -60,6 +69,12 @@ export function parseDaemonArgs(argv: string[]): (DaemonOptions & { crashRecover
         'tls-key': { type: 'string' },
         'tls-ca': { type: 'string' },
         'insecure-tcp': { type: 'boolean' },
+        'read-only-uid': { type: 'string', multiple: true },
+        'read-only-gid': { type: 'string', multiple: true },
+        'admin-uid': { type: 'string', multiple: true },
+        'admin-gid': { type: 'string', multiple: true },
+        'read-only-client': { type: 'string', multiple: true },
+        'admin-client': { type: 'string', multiple: true },
         'insecure-tls-no-client-cert': { type: 'boolean' },
         'namespace-dir': { type: 'string', multiple: true },
         'state-dir': { type: 'string' },
@@ -108,6 +123,20 @@ export function parseDaemonArgs(argv: string[]): (DaemonOptions & { crashRecover
     if (!dir.startsWith('/')) throw new UsageError(`--namespace-dir must be an absolute path, not '${dir}'`);
   }
   const mode = v['socket-mode'] === undefined ? undefined : socketMode(v['socket-mode']);
+  const ids = (option: 'read-only-uid' | 'read-only-gid' | 'admin-uid' | 'admin-gid'): number[] | undefined =>
+    v[option]?.map((text) => {
+      if (!/^[0-9]{1,10}$/.test(text) || Number(text) > 0xffffffff) throw new UsageError(`--${option} takes a numeric id (id -u <user>, getent group <group>), not '${text}'`);
+      return Number(text);
+    });
+  const peers = (uids: number[] | undefined, gids: number[] | undefined) => (uids || gids ? { ...(uids ? { uids } : {}), ...(gids ? { gids } : {}) } : undefined);
+  const unixAdmin = peers(ids('admin-uid'), ids('admin-gid'));
+  const unixReadOnly = peers(ids('read-only-uid'), ids('read-only-gid'));
+  const clientRoles = v['admin-client'] || v['read-only-client'];
+  if (clientRoles && v['tls-ca'] === undefined) throw new UsageError('--admin-client and --read-only-client name client certificates: they need mutual TLS (--tls-ca)');
+  const access = {
+    ...(unixAdmin || unixReadOnly ? { unix: { ...(unixAdmin ? { admin: unixAdmin } : {}), ...(unixReadOnly ? { readOnly: unixReadOnly } : {}) } } : {}),
+    ...(clientRoles ? { tls: { admin: v['admin-client'] ?? [], readOnly: v['read-only-client'] ?? [] } } : {}),
+  };
   let maxControllers: number | undefined;
   if (v['max-controllers'] !== undefined) {
     maxControllers = Number(v['max-controllers']);
@@ -118,6 +147,7 @@ export function parseDaemonArgs(argv: string[]): (DaemonOptions & { crashRecover
   return {
     socketPath: v['no-socket'] ? null : (v.socket ?? DEFAULT_DAEMON_SOCKET),
     ...(mode !== undefined ? { socketMode: mode } : {}),
+    ...(access.unix || access.tls ? { access } : {}),
     ...(v.tcp !== undefined ? { tcp: v.tcp } : {}),
     ...(v['tls-cert'] !== undefined && v['tls-key'] !== undefined
       ? { tls: { cert: v['tls-cert'], key: v['tls-key'], ...(v['tls-ca'] !== undefined ? { ca: v['tls-ca'] } : {}) } }

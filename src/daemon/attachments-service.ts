@@ -17,6 +17,7 @@ import type { DeviceSource__Output } from './generated/vfiod/v1/DeviceSource.js'
 import type { HypervisorEndpoint as EndpointMessage, HypervisorEndpoint__Output as EndpointMessage__Output } from './generated/vfiod/v1/HypervisorEndpoint.js';
 import type { HypervisorKind as HypervisorKindName, HypervisorKind__Output as HypervisorKindName__Output } from './generated/vfiod/v1/HypervisorKind.js';
 import type { PrepareDeviceResult } from './generated/vfiod/v1/PrepareDeviceResult.js';
+import { requireAdmin } from './access.js';
 import { implementService, invalid, optionalText, requestBdf, requireText, waitMs } from './requests.js';
 import type { DeviceEventBus } from './events.js';
 
@@ -164,7 +165,9 @@ export function attachmentService(deps: {
       attachments: attachments.list(optionalText(request.vmId, 'vm_id')).map(attachmentInfo),
     }),
 
-    GetVmConfig: async (request) => {
+    GetVmConfig: async (request, call) => {
+      // A Get that changes the host when asked to: preparing devices is an admin's call.
+      if (request.prepareDevices) requireAdmin(call, 'GetVmConfig', 'prepare devices (GetVmConfig with prepare_devices)');
       const hypervisor = hypervisorOf(request.hypervisor);
       if (!hypervisor) throw invalid(`hypervisor is required (HYPERVISOR_KIND_CLOUD_HYPERVISOR or HYPERVISOR_KIND_QEMU), not ${request.hypervisor}`, 'hypervisor', 'FIELD_REQUIRED');
       const requestVmId = optionalText(request.vmId, 'vm_id');

@@ -22,6 +22,7 @@ export const GRPC_STATUS: Record<ErrorCode, grpc.status> = {
   UNAVAILABLE: grpc.status.UNAVAILABLE,
   DEADLINE_EXCEEDED: grpc.status.DEADLINE_EXCEEDED,
   RESOURCE_EXHAUSTED: grpc.status.RESOURCE_EXHAUSTED,
+  PERMISSION_DENIED: grpc.status.PERMISSION_DENIED,
   INTERNAL: grpc.status.INTERNAL,
 };
 

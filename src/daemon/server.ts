@@ -28,6 +28,8 @@ import { DeviceEventBus } from './events.js';
 import { loadProtocol, serviceDefinition } from './proto.js';
 import { daemonService } from './daemon-service.js';
 import { socketPathState } from '../util/socket-path.js';
+import { type AccessPolicy, authorizationInterceptor, type Caller, certificateCaller, roleOfPeer } from './access.js';
+import type { PeerCredentials } from '../native/index.js';
 import { makeDirectory } from '../util/make-directory.js';
 
 export const DEFAULT_DAEMON_SOCKET = '/run/vfiod/vfiod.sock';
@@ -47,8 +49,13 @@ export interface TlsFiles {
 export interface DaemonOptions {
   /** Unix socket for the API (default /run/vfiod/vfiod.sock); null: no unix socket. */
   socketPath?: string | null;
-  /** Mode of the unix socket file (default 0600: only root / the daemon's user may call it). */
+  /**
+   * Mode of the unix socket file (default 0600: only root / the daemon's user may connect). Widen it (0660 with a
+   * group, 0666) for the read-only callers of `access.unix`: who connects is checked on every connection.
+   */
   socketMode?: number;
+  /** Who may do what (src/daemon/access.ts): unix peers by uid/gid, mutual-TLS clients by certificate name. */
+  access?: AccessPolicy;
   /** Also listen on TCP, "host:port". Requires tls unless insecureTcp. */
   tcp?: string;
   tls?: TlsFiles;
@@ -134,6 +141,9 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
   }
   if (options.insecureTlsWithoutClientCert && options.tls?.ca) {
     throw new VfiodError('INVALID_ARGUMENT', '--insecure-tls-no-client-cert and --tls-ca contradict each other', { reason: 'DAEMON_OPTION_INVALID', option: '--insecure-tls-no-client-cert' });
+  }
+  if (options.access?.tls && !options.tls?.ca) {
+    throw new VfiodError('INVALID_ARGUMENT', 'roles by client certificate (--admin-client, --read-only-client) need mutual TLS: give --tls-ca', { reason: 'DAEMON_OPTION_INVALID', option: '--read-only-client' });
   }
   const tcp = options.tcp !== undefined ? parseHostPort(options.tcp) : undefined;
   if (socketPath === null && !tcp) throw new VfiodError('INVALID_ARGUMENT', 'nothing to listen on: give a unix socket or --tcp', { reason: 'DAEMON_OPTION_INVALID', option: '--no-socket' });
@@ -223,30 +233,52 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
       logger.info('attachments reconciled', Object.fromEntries(['ok', 'repaired', 'removed', 'attention'].map((action) => [action, attachmentReport.filter((e) => e.action === action).length])));
     }
 
-    const server = new grpc.Server();
     const handlers = new HandlerTracker();
-    server.addService(serviceDefinition('DeviceService'), handlers.wrap(deviceService({ roots, manager, events, logger }), ['StreamDeviceEvents']));
-    server.addService(serviceDefinition('ControllerService'), handlers.wrap(controllerService({ registry, attachments, logger })));
-    server.addService(serviceDefinition('AttachmentService'), handlers.wrap(attachmentService({ attachments, devices: manager, registry, events, logger })));
-    server.addService(serviceDefinition('DaemonService'), handlers.wrap(daemonService({ holderSocket: options.holderSocket, logger })));
+    const services: Array<[grpc.ServiceDefinition, grpc.UntypedServiceImplementation]> = [
+      [serviceDefinition('DeviceService'), handlers.wrap(deviceService({ roots, manager, events, logger }), ['StreamDeviceEvents'])],
+      [serviceDefinition('ControllerService'), handlers.wrap(controllerService({ registry, attachments, logger }))],
+      [serviceDefinition('AttachmentService'), handlers.wrap(attachmentService({ attachments, devices: manager, registry, events, logger }))],
+      [serviceDefinition('DaemonService'), handlers.wrap(daemonService({ holderSocket: options.holderSocket, logger }))],
+    ];
     const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICES.map((s) => [s, 'NOT_SERVING' as const])) });
-    health.addToServer(server);
-    new ReflectionService(loadProtocol().definition).addToServer(server);
-    cleanup.push(() => void server.forceShutdown());
+    const reflection = new ReflectionService(loadProtocol().definition);
+    // One grpc.Server per kind of caller, all with the same services: grpc-js tells an interceptor nothing about the
+    // connection a call came on, so the server a connection is handed to is what knows who called.
+    const servers: grpc.Server[] = [];
+    const newServer = (callerOf: (call: grpc.ServerInterceptingCallInterface) => Caller): grpc.Server => {
+      const server = new grpc.Server({ interceptors: [authorizationInterceptor(callerOf, logger)] });
+      for (const [definition, implementation] of services) server.addService(definition, implementation);
+      health.addToServer(server);
+      reflection.addToServer(server);
+      servers.push(server);
+      return server;
+    };
+    cleanup.push(() => servers.forEach((server) => server.forceShutdown()));
 
+    let stopAccepting = (): void => {};
     if (socketPath !== null) {
       const dir = path.dirname(path.resolve(socketPath));
       if (!existsSync(dir)) makeDirectory(dir, 0o700);
-      // The socket is the API's only access control: nobody but the owner may connect. It is created with its mode
-      // through the umask, not chmod-ed afterwards by path: whoever can write to the directory could swap the path
-      // for a symlink between bind and chmod and have root chmod the link's target.
       const mode = options.socketMode ?? 0o600;
-      const umask = process.umask(0o777 & ~mode);
-      try {
-        await bind(server, `unix:${socketPath}`, grpc.ServerCredentials.createInsecure());
-      } finally {
-        process.umask(umask);
-      }
+      const daemonUid = process.getuid?.() ?? 0;
+      // One server per peer uid:gid (a host has few): its caller, and so every refusal, names them.
+      const injectors = new Map<string, grpc.ConnectionInjector>();
+      const injectorFor = (peer: PeerCredentials): grpc.ConnectionInjector => {
+        const key = `${peer.uid}:${peer.gid}`;
+        let injector = injectors.get(key);
+        if (!injector) {
+          const caller: Caller = { role: roleOfPeer(peer, options.access?.unix, daemonUid), name: `unix peer uid ${peer.uid} gid ${peer.gid}` };
+          logger.info('unix peer', { uid: peer.uid, gid: peer.gid, pid: peer.pid, role: caller.role ?? 'none' });
+          injector = newServer(() => caller).createConnectionInjector(grpc.ServerCredentials.createInsecure());
+          injectors.set(key, injector);
+        }
+        return injector;
+      };
+      // The addon is loaded only with a unix socket: a TCP-only daemon runs without it (as it lists devices without it).
+      const { listenUnix } = await import('./unix-listener.js');
+      const listener = listenUnix(socketPath, mode, (socket, peer) => injectorFor(peer).injectConnection(socket), logger);
+      stopAccepting = () => listener.close();
+      cleanup.push(() => listener.close());
       cleanup.push(() => removeSocket(socketPath));
       const created = lstatSync(socketPath);
       if (!created.isSocket() || (created.mode & 0o777) !== mode) {
@@ -259,6 +291,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     let tcpAddress: string | null = null;
     if (tcp) {
       const host = tcp.host.includes(':') ? `[${tcp.host}]` : tcp.host;
+      const server = newServer((call) => certificateCaller(call.getAuthContext().sslPeerCertificate, options.access?.tls));
       const port = await bind(server, `${host}:${tcp.port}`, tlsCredentials ?? grpc.ServerCredentials.createInsecure());
       tcpAddress = `${host}:${port}`;
       if (!tlsCredentials) logger.warn('plain TCP enabled (--insecure-tcp): anyone who can reach it controls the host devices', { address: tcpAddress });
@@ -275,16 +308,21 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
         for (const service of ['', ...SERVICES]) health.setStatus(service, 'NOT_SERVING');
         events.close();
         const drainTimeoutMs = options.drainTimeoutMs ?? DRAIN_TIMEOUT_MS;
+        stopAccepting();
         await new Promise<void>((resolve) => {
           const timer = setTimeout(() => {
             logger.warn('calls still running after the drain timeout: cancelling them', { timeoutMs: drainTimeoutMs, running: handlers.size });
-            server.forceShutdown();
+            servers.forEach((server) => server.forceShutdown());
             resolve();
           }, drainTimeoutMs);
-          server.tryShutdown(() => {
+          let draining = servers.length;
+          const drained = (): void => {
+            if (--draining > 0) return;
             clearTimeout(timer);
             resolve();
-          });
+          };
+          if (draining === 0) drained();
+          servers.forEach((server) => server.tryShutdown(drained));
         });
         // Cancelled calls' handlers are still attaching, detaching or rolling back: they need the claims database.
         if (handlers.size > 0) {

@@ -189,6 +189,12 @@ export interface DoorbellPollerOptions {
   idleSleepMicros?: number;
 }
 
+export interface PeerCredentials {
+  pid: number;
+  uid: number;
+  gid: number;
+}
+
 export interface NativeAddon {
   /**
    * Creates, binds and listens on a non-blocking, close-on-exec AF_UNIX stream socket. Returns its fd. The socket
@@ -200,6 +206,8 @@ export interface NativeAddon {
   connectUnix(socketPath: string): number;
   /** Accepts one connection (non-blocking, close-on-exec); null when none is pending. */
   accept(listenFd: number): number | null;
+  /** The process at the other end of a connected AF_UNIX socket, as the kernel recorded it at connect (SO_PEERCRED). */
+  peerCredentials(fd: number): PeerCredentials;
   /**
    * recvmsg into `buffer` (non-empty), collecting up to `maxFds` (0..253) SCM_RIGHTS fds (close-on-exec); null
    * when it would block. `bytes` 0 means EOF. The caller owns every returned fd, also when `fdsTruncated`.

@@ -325,6 +325,18 @@ export const ERROR_REASONS = {
   VMM_REJECTED_REQUEST: { codes: ['INVALID_ARGUMENT'], resource: 'vm', when: 'the VMM found vfiod\'s request invalid', metadata: ['http_status', 'qmp_class', 'qmp_desc'] },
   VMM_ERROR: { codes: ['INTERNAL'], resource: 'vm', when: 'any other error answer or failure of the VMM', metadata: ['http_status', 'qmp_class', 'qmp_desc'] },
 
+  // --- who may do what (docs/daemon.md) ---
+  ADMIN_ROLE_REQUIRED: {
+    codes: ['PERMISSION_DENIED'],
+    when: 'a read-only caller called an RPC that changes something (anything but List, Get, Stream, Watch; GetVmConfig with prepare_devices)',
+    metadata: ['role', 'caller'],
+  },
+  CALLER_NOT_AUTHORIZED: {
+    codes: ['PERMISSION_DENIED'],
+    when: 'the caller (unix peer uid/gid, client certificate name) is in no role: every vfiod.v1 call is refused',
+    metadata: ['caller'],
+  },
+
   // --- the daemon ---
   DAEMON_SHUTTING_DOWN: { codes: ['UNAVAILABLE'], resource: 'daemon', when: 'the daemon is stopping', metadata: [] },
   NO_CRASH_RECOVERY: { codes: ['FAILED_PRECONDITION'], resource: 'daemon', when: 'RestartDaemon on a daemon without `--crash-recovery`', metadata: [] },

@@ -16,6 +16,8 @@ export type ErrorCode =
   | 'DEADLINE_EXCEEDED'
   /** A limit the daemon states (e.g. the number of controllers) is reached. */
   | 'RESOURCE_EXHAUSTED'
+  /** The caller's role (docs/daemon.md, "Who may do what") does not allow the call. */
+  | 'PERMISSION_DENIED'
   | 'INTERNAL';
 
 /** One failed precondition (`google.rpc.PreconditionFailure.Violation`). */

@@ -274,6 +274,7 @@ describe('error mapping', () => {
       UNAVAILABLE: grpc.status.UNAVAILABLE,
       DEADLINE_EXCEEDED: grpc.status.DEADLINE_EXCEEDED,
       RESOURCE_EXHAUSTED: grpc.status.RESOURCE_EXHAUSTED,
+      PERMISSION_DENIED: grpc.status.PERMISSION_DENIED,
       INTERNAL: grpc.status.INTERNAL,
     });
     const { logger, lines } = memoryLogger();

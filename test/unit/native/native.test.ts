@@ -124,6 +124,14 @@ describe('AF_UNIX sockets', () => {
     for (const fd of [client, server, listenFd]) closeFd(fd);
   });
 
+  it('peerCredentials names the process at the other end (SO_PEERCRED); a non-socket fd is refused', async () => {
+    const { listenFd, client, server } = await connectedPair();
+    expect(native.peerCredentials(server)).toEqual({ pid: process.pid, uid: process.getuid!(), gid: process.getgid!() });
+    const efd = track(native.eventfdCreate(0, true));
+    expectSystemError(() => native.peerCredentials(efd), 'ENOTSOCK', 'getsockopt');
+    for (const fd of [client, server, listenFd]) closeFd(fd);
+  });
+
   it('passes bytes and working fds in both directions', async () => {
     const { listenFd, client, server } = await connectedPair();
     const efd = track(native.eventfdCreate(0, true));
