@@ -1,12 +1,13 @@
 /**
  * Who may do what on the control API (docs/daemon.md, "Who may do what"). Two roles: read-only callers may List, Get,
  * Stream and Watch; admin callers may do everything. A caller is told apart by who it is, never by what it says:
- * - on the unix socket, by the uid and gid the kernel recorded when it connected (SO_PEERCRED, src/daemon/unix-listener.ts);
+ * - on the unix socket, by the uid and gid the kernel recorded when it connected (SO_PEERCRED,
+ *   src/daemon/unix-listener.ts);
  * - on TCP with mutual TLS, by its certificate's subject CN and subject alternative names.
  * A refusal is PERMISSION_DENIED with reason ADMIN_ROLE_REQUIRED (a read-only caller) or CALLER_NOT_AUTHORIZED (no
- * role at all), sent by a server interceptor before any handler runs. The role is also stamped on the call's metadata
- * (CALLER_ROLE_KEY, whatever the client sent there is replaced) for the one handler whose request decides: GetVmConfig
- * with prepare_devices changes the host.
+ * role at all), sent by a server interceptor before any handler runs. The role and the caller's name are also stamped
+ * on the call's metadata (CALLER_ROLE_KEY, CALLER_NAME_KEY; what a client sent there is replaced) for the one handler
+ * whose request decides: GetVmConfig with prepare_devices changes the host.
  */
 import type { PeerCertificate } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
@@ -43,8 +44,9 @@ export interface AccessPolicy {
   tls?: { admin?: string[]; readOnly?: string[] };
 }
 
-/** Metadata key the interceptor sets to the caller's role ('' when none) for handlers. */
+/** Metadata keys the interceptor sets for handlers: the caller's role ('' when none) and name. */
 export const CALLER_ROLE_KEY = 'vfiod-caller-role';
+export const CALLER_NAME_KEY = 'vfiod-caller';
 
 /** RPCs a read-only caller may call: those that read or watch. Everything else needs admin, new RPCs included. */
 const READ_ONLY_RPC = /^(List|Get|Stream|Watch)[A-Z]/;
@@ -78,14 +80,10 @@ export function refusal(path: string, caller: Caller): VfiodError | undefined {
 
 /** A handler's check for what only the request tells (GetVmConfig with prepare_devices): throws the refusal. */
 export function requireAdmin(call: { metadata: grpc.Metadata }, rpc: string, what: string): void {
-  const role = call.metadata.get(CALLER_ROLE_KEY)[0];
+  const role = String(call.metadata.get(CALLER_ROLE_KEY)[0] ?? '');
   if (role === 'admin') return;
-  throw new VfiodError('PERMISSION_DENIED', `a ${role ? String(role) : 'role-less'} caller may not ${what}: that needs the admin role`, {
-    reason: 'ADMIN_ROLE_REQUIRED',
-    rpc,
-    role: role ? String(role) : '',
-    caller: 'this caller',
-  });
+  const caller = String(call.metadata.get(CALLER_NAME_KEY)[0] ?? 'the caller');
+  throw new VfiodError('PERMISSION_DENIED', `${caller} is ${role || 'in no role'}: to ${what} needs the admin role`, { reason: 'ADMIN_ROLE_REQUIRED', rpc, role, caller });
 }
 
 /** The role of a unix socket peer. */
@@ -139,6 +137,7 @@ export function authorizationInterceptor(callerOf: (call: grpc.ServerInterceptin
               return;
             }
             metadata.set(CALLER_ROLE_KEY, caller.role ?? '');
+            metadata.set(CALLER_NAME_KEY, caller.name);
             nextMetadata(metadata);
           },
         }),

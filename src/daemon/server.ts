@@ -1,6 +1,7 @@
 /**
  * `vfiod daemon`: the gRPC control API (vfiod.v1 DeviceService, ControllerService, AttachmentService, plus
- * grpc.health.v1 and server reflection) on a unix socket (mode 0600) and optionally TCP with TLS.
+ * grpc.health.v1 and server reflection) on a unix socket (mode 0600) and optionally TCP with TLS. Every call is
+ * checked against its caller's role first (src/daemon/access.ts): unix peers by uid/gid, TLS clients by certificate.
  *
  * Start: open the claims database in the state directory, reconcile claims with sysfs (logging the result), start the
  * persisted emulated controllers, reconcile the attachment records with their VMMs, then listen. Close: health goes

@@ -8,6 +8,7 @@ import { chmodSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { parseDaemonArgs } from '../../src/cli/daemon.js';
 import { nameMatches, requiredRole } from '../../src/daemon/access.js';
 import { type ApiError, VfiodClient } from '../../src/daemon/client.js';
 import { type ServiceName, serviceDefinition } from '../../src/daemon/proto.js';
@@ -44,6 +45,22 @@ describe('the role each RPC needs', () => {
     expect(nameMatches('spiffe://*/monitor', 'spiffe://host1/monitor/x')).toBe(false);
     expect(nameMatches('feos.example', 'feosXexample')).toBe(false);
     expect(nameMatches('feos-*', 'feos-admin')).toBe(true);
+  });
+});
+
+describe('vfiod daemon options for roles', () => {
+  it('turns --read-only-uid/-gid, --admin-uid/-gid, --read-only-client, --admin-client into the policy, and refuses what cannot work', () => {
+    const base = ['--state-dir', '/tmp/x'];
+    expect(parseDaemonArgs([...base, '--read-only-uid', '997', '--read-only-gid', '998', '--admin-uid', '1000'])?.access).toEqual({
+      unix: { admin: { uids: [1000] }, readOnly: { uids: [997], gids: [998] } },
+    });
+    const tls = ['--tcp', '127.0.0.1:0', '--tls-cert', 'c.pem', '--tls-key', 'k.pem', '--tls-ca', 'ca.pem'];
+    expect(parseDaemonArgs([...base, ...tls, '--admin-client', 'feos-*', '--read-only-client', 'spiffe://*/monitor'])?.access).toEqual({
+      tls: { admin: ['feos-*'], readOnly: ['spiffe://*/monitor'] },
+    });
+    expect(parseDaemonArgs(base)?.access).toBeUndefined();
+    expect(() => parseDaemonArgs([...base, '--read-only-uid', 'nobody'])).toThrow(/--read-only-uid takes a numeric id/);
+    expect(() => parseDaemonArgs([...base, '--tcp', '127.0.0.1:0', '--insecure-tcp', '--read-only-client', 'x'])).toThrow(/need mutual TLS \(--tls-ca\)/);
   });
 });
 
@@ -218,6 +235,18 @@ describe.skipIf(opensslMissing)('mutual TLS: roles by client certificate name', 
     );
     expect(refused.details).toBe('client certificate metrics is read-only: PrepareDevice needs the admin role');
     expect(refused.metadata).toMatchObject({ rpc: 'PrepareDevice', role: 'read-only', caller: 'client certificate metrics' });
+    // GetVmConfig reads, unless it is asked to prepare: then its handler refuses, naming the caller too.
+    const vmConfig = { hypervisor: 'HYPERVISOR_KIND_QEMU' as const, vmId: 'vm3', devices: [{ source: { pciBdf: VF1 } }] };
+    expect(await outcome(reader.call('AttachmentService', 'GetVmConfig', vmConfig))).toBe('OK');
+    const preparing = await reader.call('AttachmentService', 'GetVmConfig', { ...vmConfig, prepareDevices: true }).then(
+      () => expect.unreachable('a read-only caller prepared devices'),
+      (error: unknown) => error as ApiError,
+    );
+    expect([preparing.statusName, preparing.reason, preparing.details]).toEqual([
+      'PERMISSION_DENIED',
+      'ADMIN_ROLE_REQUIRED',
+      'client certificate metrics is read-only: to prepare devices (GetVmConfig with prepare_devices) needs the admin role',
+    ]);
     expect(await outcome(stranger.call('DeviceService', 'ListDevices', {}))).toBe('PERMISSION_DENIED CALLER_NOT_AUTHORIZED');
     expect(await outcome(admin.call('DeviceService', 'PrepareDevice', { bdf: VF1, owner: 'vm3' }))).toBe('OK');
     expect(await outcome(admin.call('DeviceService', 'ReleaseDevice', { bdf: VF1, owner: 'vm3' }))).toBe('OK');
