@@ -4,7 +4,7 @@
  * connected (SO_PEERCRED: pid, uid, gid) is read here, on accept, and the connection is then handed to grpc-js
  * (Server.createConnectionInjector) of the server for that caller's role.
  *
- * The socket file is created with its mode (listenUnix binds under a umask), never chmod-ed afterwards by path.
+ * The socket file gets exactly its mode from listenUnix, never more permissive even briefly (docs/native.md).
  */
 import net from 'node:net';
 import { type FdWatcher, native, type PeerCredentials, POLL_READABLE } from '../native/index.js';
