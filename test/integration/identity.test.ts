@@ -20,6 +20,7 @@ import { distDaemonUnavailable, importDistDaemon, startFakeHostDaemon } from '..
 import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
 import { Guest } from '../helpers/hypervisor.js';
 import { pattern } from '../helpers/nvme-harness.js';
+import { children, isListening, serve } from '../helpers/vfiod-process.js';
 
 if (distDaemonUnavailable) console.warn(`identity tests skipped: ${distDaemonUnavailable}`);
 
@@ -121,6 +122,7 @@ describe.skipIf(distDaemonUnavailable)('guest-visible identity', () => {
   });
   afterAll(async () => {
     await detachAll();
+    for (const child of children.splice(0)) child.kill('SIGKILL');
     client?.close();
     await daemon?.close();
     host?.cleanup();
@@ -221,6 +223,52 @@ describe.skipIf(distDaemonUnavailable)('guest-visible identity', () => {
     expect(readFileSync(identityFile, 'utf8')).toBe(before);
     expect((await controllers('GetController', { id: 'id1' }))['controller'].state).toBe('CONTROLLER_STATE_SERVING');
   });
+
+  it('vfiod serve: a live upgrade and a crash of the data plane keep what the connected guest sees', async () => {
+    await detachAll();
+    const identityFile = path.join(dir, 'serve-identity.json');
+    const identityArgs = [
+      '--serial', IDENTITY.serialNumber, '--model', IDENTITY.modelNumber, '--firmware', IDENTITY.firmwareRevision, '--nqn', IDENTITY.subsystemNqn,
+      '--ieee-oui', IDENTITY.ieeeOui.toString(16), '--controller-id', String(IDENTITY.controllerId),
+      ...NAMESPACE_IDENTITIES.flatMap((n) => ['--namespace-identity', `${n.nsid}:nguid=${n.nguid},eui64=${n.eui64},uuid=${n.uuid},block-size=${n.blockSize}`]),
+    ];
+    /** Changes the persisted serial and NGUIDs behind the running controller's back: a successor must not show them. */
+    const tamper = (): void => {
+      const stored = JSON.parse(readFileSync(identityFile, 'utf8'));
+      stored.controller.serialNumber = 'SN-CHANGED';
+      for (const entry of stored.namespaces) entry.nguid = entry.nguid.replace(/^../, 'ee');
+      writeFileSync(identityFile, JSON.stringify(stored));
+    };
+    for (const mode of ['upgrade', 'crash'] as const) {
+      rmSync(identityFile, { force: true });
+      const socketPath = socket(`serve-${mode}`);
+      const base = ['--socket', socketPath, '--namespace', file(`${mode}1.img`), '--namespace', file(`${mode}2.img`), '--identity', identityFile];
+      const first = serve([...(mode === 'crash' ? ['--crash-recovery'] : []), ...base, ...identityArgs]);
+      await first.waitFor(isListening, 'listening');
+      const guest = await Guest.attach(socketPath, { flavour: 'qemu' });
+      guests.push(guest);
+      await guest.driver.enable();
+      expect(await seenByGuest(guest, 2), `${mode}: before`).toEqual(expectedSeen);
+      tamper();
+      if (mode === 'upgrade') {
+        // The successor has no identity options: what the guest sees comes with the predecessor's state.
+        const successor = serve([...base, '--take-over']);
+        await successor.waitFor((line) => line['msg'] === 'upgrade complete: serving', 'upgrade complete');
+        expect(await first.exited).toBe(0);
+        expect(await seenByGuest(guest, 2), 'after the upgrade').toEqual(expectedSeen);
+        successor.process.kill('SIGTERM');
+        expect(await successor.exited).toBe(0);
+      } else {
+        const dataPlane = first.lines.find((line) => line['msg'] === 'data plane started')!['pid'] as number;
+        process.kill(dataPlane, 'SIGKILL');
+        await first.waitFor((line) => line['msg'] === 'recovered from a crash of the previous data plane', 'recovery');
+        expect(await seenByGuest(guest, 2), 'after the crash').toEqual(expectedSeen);
+        first.process.kill('SIGTERM');
+        expect(await first.exited).toBe(0);
+      }
+      await detachAll();
+    }
+  }, 120_000);
 
   it('vfiod serve: the identity options make the same configuration; bad ones are usage errors naming the fix', () => {
     const socketPath = socket('serve');
