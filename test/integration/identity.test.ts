@@ -217,6 +217,16 @@ describe.skipIf(distDaemonUnavailable)('guest-visible identity', () => {
       const error = await expectStatus(create('bad', { namespaces, ...spec }), code as 'INVALID_ARGUMENT', 'controller bad', ...mentions);
       expect(error.reason, error.details).toBe(reason);
     }
+    // A backing the slot's LBA format does not fit: the start fails naming the file and the size.
+    writeFileSync(path.join(dir, 'odd.img'), Buffer.alloc(4096 + 512));
+    const odd = await expectStatus(
+      create('bad', { namespaces: [`file:${path.join(dir, 'odd.img')}`], namespaceIdentities: [{ nsid: 1, blockSize: 4096 }] }),
+      'FAILED_PRECONDITION',
+      'controller bad failed to start',
+      'odd.img',
+      'file size 4608 is not a multiple of the block size 4096',
+    );
+    expect(odd.reason).toBe('CONTROLLER_START_FAILED');
     await expectStatus(controllers('GetController', { id: 'bad' }), 'NOT_FOUND');
     expect(existsSync(path.join(dir, 'state', 'controllers', 'bad.identity.json'))).toBe(false);
     expect(existsSync(path.join(dir, 'c1.img'))).toBe(false);
