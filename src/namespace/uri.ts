@@ -81,6 +81,8 @@ export function specWithBlockSize(uri: string, blockSize: number): NamespaceSpec
   const { handler, parts } = splitUri(uri);
   const spec = handler.parse(parts);
   if (!isFileNamespaceSpec(spec) && !isMemoryNamespaceSpec(spec)) return undefined;
+  const given = parts.params.get('block-size');
+  if (given !== undefined && Number(given) !== blockSize) throw new Error(invalidUri(uri, `block-size=${given}, but ${blockSize} is asked for`));
   return handler.parse({ ...parts, params: new Map([...parts.params, ['block-size', String(blockSize)]]) });
 }
 
