@@ -11,6 +11,7 @@ import {
   checkIdentityOverrides,
   checkNamespaceOverrides,
   defaultIdentityPath,
+  defaultNsids,
   IdentityConflict,
   IdentityFileRefused,
   plannedBlockSizes,
@@ -126,7 +127,7 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
   const namespaceIdentities = namespaceIdentityOptions(values);
   try {
     checkIdentityOverrides('identity', identity, SERVE_IDENTITY_NAMES);
-    checkNamespaceOverrides('--namespace-identity', namespaceIdentities, values.namespace?.length || 1, SERVE_NAMESPACE_IDENTITY_NAMES);
+    checkNamespaceOverrides('--namespace-identity', namespaceIdentities, defaultNsids(values.namespace?.length || 1), SERVE_NAMESPACE_IDENTITY_NAMES);
   } catch (error) {
     throw new UsageError(errorMessage(error));
   }

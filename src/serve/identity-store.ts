@@ -70,6 +70,8 @@ export interface IdentityOptions {
   controller?: Partial<ControllerIdentityRecord>;
   /** The configured namespaces, NSID order. */
   namespaceUris: readonly string[];
+  /** The NSID of each of `namespaceUris`, ascending; default 1..n. */
+  nsids?: readonly number[];
   /** Configured ids per slot; they override stored ones and are persisted. */
   namespaces?: readonly NamespaceIdentityOverride[];
   /** The LBA data size each namespace was opened with, NSID order (recorded; see plannedBlockSizes). */
@@ -166,10 +168,11 @@ export function previewIdentity(statePath: string | undefined, options: Identity
  * the guest knows); undefined where none of those says (the backend's default). Throws IdentityConflict when a
  * configured size contradicts the URI's, or an Error when the file cannot be read.
  */
-export function plannedBlockSizes(statePath: string | undefined, options: Pick<IdentityOptions, 'namespaceUris' | 'namespaces'>): Array<number | undefined> {
-  const { matched } = matchSlots(readStored(statePath).stored.namespaces, options.namespaceUris);
+export function plannedBlockSizes(statePath: string | undefined, options: Pick<IdentityOptions, 'namespaceUris' | 'nsids' | 'namespaces'>): Array<number | undefined> {
+  const nsids = options.nsids ?? defaultNsids(options.namespaceUris.length);
+  const { matched } = matchSlots(readStored(statePath).stored.namespaces, options.namespaceUris, nsids);
   return options.namespaceUris.map((uri, index) => {
-    const nsid = index + 1;
+    const nsid = nsids[index]!;
     const configured = options.namespaces?.find((entry) => entry.nsid === nsid)?.blockSize;
     const inUri = explicitBlockSize(uri);
     if (configured !== undefined && inUri !== undefined && configured !== inUri) {
@@ -204,9 +207,10 @@ function resolveIdentity(
   validateController(configured, controller);
 
   const uris = options.namespaceUris;
-  const { matched, unused } = matchSlots(stored.namespaces, uris);
+  const nsids = options.nsids ?? defaultNsids(uris.length);
+  const { matched, unused } = matchSlots(stored.namespaces, uris, nsids);
   const namespaces = uris.map((uri, index) => {
-    const nsid = index + 1;
+    const nsid = nsids[index]!;
     const base = matched[index] ?? { uri, ...generateNamespaceIds() };
     const override = options.namespaces?.find((entry) => entry.nsid === nsid) ?? { nsid };
     const blockSize = options.blockSizes?.[index] ?? base.blockSize;
@@ -225,6 +229,11 @@ function resolveIdentity(
   return { identity: { controller, namespaces }, kept: unused };
 }
 
+/** NSIDs 1..count: the namespaces in the order they are configured. */
+export function defaultNsids(count: number): number[] {
+  return Array.from({ length: count }, (_, index) => index + 1);
+}
+
 /**
  * Which stored entry each configured namespace (NSID order) takes: the entry of its slot; for files written before
  * slots, the entry of the same URI, then of the same backing file. The rest are `unused` (kept in the file).
@@ -232,13 +241,14 @@ function resolveIdentity(
 function matchSlots(
   stored: readonly NamespaceIdentityRecord[],
   uris: readonly string[],
+  nsids: readonly number[],
 ): { matched: Array<NamespaceIdentityRecord | undefined>; unused: NamespaceIdentityRecord[] } {
   const unused = new Set(stored);
   const take = (entry: NamespaceIdentityRecord | undefined): NamespaceIdentityRecord | undefined => {
     if (entry) unused.delete(entry);
     return entry;
   };
-  const matched = uris.map((_, index) => take(stored.find((entry) => entry.nsid === index + 1)));
+  const matched = uris.map((_, index) => take(stored.find((entry) => entry.nsid === nsids[index])));
   const unslotted = (): NamespaceIdentityRecord[] => [...unused].filter((entry) => entry.nsid === undefined);
   uris.forEach((uri, index) => {
     matched[index] ??= take(unslotted().find((entry) => entry.uri === uri));
@@ -322,19 +332,23 @@ export type NamespaceFieldNames = Record<keyof NamespaceIdentityOverride, string
 const OVERRIDE_NAMES: NamespaceFieldNames = { nsid: 'nsid', nguid: 'nguid', eui64: 'eui64', uuid: 'uuid', blockSize: 'blockSize' };
 
 /**
- * Checks the namespace identities a caller asks for: each names a configured slot (1..namespaceCount) once, its
+ * Checks the namespace identities a caller asks for: each names the NSID of a configured namespace once, its
  * ids are well-formed and nonzero, no two slots ask for the same id, the block size is one of BLOCK_SIZES.
  */
 export function checkNamespaceOverrides(
   where: string,
   overrides: readonly NamespaceIdentityOverride[],
-  namespaceCount: number,
+  /** The configured namespaces' NSIDs. */
+  nsids: readonly number[],
   names: NamespaceFieldNames = OVERRIDE_NAMES,
 ): void {
   const seen = new Set<number>();
   overrides.forEach((override, index) => {
     const at = `${where}[${index}]`;
-    checkInteger(at, names.nsid, override.nsid, 1, namespaceCount);
+    if (!nsids.includes(override.nsid)) {
+      const configured = nsids.every((nsid, index) => nsid === index + 1) ? `1..${nsids.length}` : nsids.join(', ');
+      throw new Error(`${at}: ${names.nsid} must be the NSID of a configured namespace (${configured}), got ${JSON.stringify(override.nsid)}`);
+    }
     if (seen.has(override.nsid)) throw new Error(`${at}: ${names.nsid} ${override.nsid} is given twice`);
     seen.add(override.nsid);
     const slot = `${at} (nsid ${override.nsid})`;

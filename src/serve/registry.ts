@@ -21,6 +21,7 @@ import {
   checkIdentityFileWritable,
   checkIdentityOverrides,
   checkNamespaceOverrides,
+  defaultNsids,
   IdentityConflict,
   IdentityFileRefused,
   plannedBlockSizes,
@@ -458,7 +459,7 @@ export class ControllerRegistry {
       ...(entry.blockSize ? { blockSize: entry.blockSize } : {}),
     }));
     try {
-      checkNamespaceOverrides('spec.namespace_identities', namespaceIdentities, namespaces.length, PROTO_NAMESPACE_IDENTITY_NAMES);
+      checkNamespaceOverrides('spec.namespace_identities', namespaceIdentities, defaultNsids(namespaces.length), PROTO_NAMESPACE_IDENTITY_NAMES);
     } catch (error) {
       throw bad(errorMessage(error), 'NAMESPACE_IDENTITY_INVALID', { field: 'spec.namespace_identities' });
     }

@@ -201,7 +201,7 @@ describe.skipIf(distDaemonUnavailable)('guest-visible identity', () => {
       [{ identity: { subsystemNqn: 'nqn.example' } }, 'INVALID_ARGUMENT', 'IDENTITY_INVALID', 'subsystem_nqn', 'is not an NQN'],
       [{ identity: { ieeeOui: 0x1000000 } }, 'INVALID_ARGUMENT', 'IDENTITY_INVALID', 'ieee_oui must be an integer in 0x0..0xffffff'],
       [{ identity: { controllerId: 0xfff0 } }, 'INVALID_ARGUMENT', 'IDENTITY_INVALID', 'controller_id must be an integer in 0x0..0xffef'],
-      [{ namespaceIdentities: [{ nsid: 3, nguid: 'ab'.repeat(16) }] }, 'INVALID_ARGUMENT', 'NAMESPACE_IDENTITY_INVALID', 'nsid must be an integer in 1..2, got 3'],
+      [{ namespaceIdentities: [{ nsid: 3, nguid: 'ab'.repeat(16) }] }, 'INVALID_ARGUMENT', 'NAMESPACE_IDENTITY_INVALID', 'nsid must be the NSID of a configured namespace (1..2), got 3'],
       [{ namespaceIdentities: [{ nsid: 1, eui64: '0'.repeat(16) }] }, 'INVALID_ARGUMENT', 'NAMESPACE_IDENTITY_INVALID', 'eui64 must be 16 hex digits, not all zero'],
       [{ namespaceIdentities: [{ nsid: 1, uuid: 'not-a-uuid' }] }, 'INVALID_ARGUMENT', 'NAMESPACE_IDENTITY_INVALID', 'uuid must be a non-nil RFC 4122 UUID'],
       [{ namespaceIdentities: [{ nsid: 1, blockSize: 1024 }] }, 'INVALID_ARGUMENT', 'NAMESPACE_IDENTITY_INVALID', 'block_size must be 512 or 4096, got 1024'],
@@ -304,7 +304,7 @@ describe.skipIf(distDaemonUnavailable)('guest-visible identity', () => {
     expect(usage(['--controller-id', '65520'])).toBe("serve: --controller-id must be an integer from 0 to 65519, not '65520'");
     expect(usage(['--nqn', 'iqn.2026-12.x'])).toContain('serve: identity: --nqn "iqn.2026-12.x" is not an NQN');
     expect(usage(['--serial', 'x'.repeat(21)])).toContain('--serial must be 1-20 printable ASCII characters');
-    expect(usage(['--namespace-identity', '2:nguid=' + 'ab'.repeat(16)])).toBe('serve: --namespace-identity[0]: nsid must be an integer in 1..1, got 2');
+    expect(usage(['--namespace-identity', '2:nguid=' + 'ab'.repeat(16)])).toBe('serve: --namespace-identity[0]: nsid must be the NSID of a configured namespace (1..1), got 2');
     expect(usage(['--namespace-identity', '1:wwid=1'])).toContain("unknown key 'wwid' (expected <nsid>:nguid=<32 hex>,eui64=<16 hex>,uuid=<uuid>,block-size=512|4096");
     expect(usage(['--namespace-identity', 'nguid=1'])).toContain('no nsid');
     expect(usage(['--namespace-identity', '1:block-size=1024'])).toContain('block-size must be 512 or 4096, got 1024');

@@ -100,6 +100,16 @@ describe('identity store', () => {
     );
   });
 
+  it('keys slots by the NSIDs it is given, so a namespace set with gaps keeps the ids of each NSID', async () => {
+    const statePath = path.join(tempDir, 'gaps.json');
+    const sparse = await loadOrCreateIdentity(statePath, { namespaceUris: ['memory:1M', 'memory:2M'], nsids: [1, 3] });
+    expect(sparse.namespaces.map((entry) => entry.nsid)).toEqual([1, 3]);
+    const full = await loadOrCreateIdentity(statePath, { namespaceUris: ['memory:1M', 'memory:4M', 'memory:2M'] });
+    expect(full.namespaces[0]!.uuid).toBe(sparse.namespaces[0]!.uuid);
+    expect(full.namespaces[2]!.uuid).toBe(sparse.namespaces[1]!.uuid);
+    expect([sparse.namespaces[0]!.uuid, sparse.namespaces[1]!.uuid]).not.toContain(full.namespaces[1]!.uuid);
+  });
+
   it('matches the entries of a file written before slots by URI, then by backing file', async () => {
     const statePath = path.join(tempDir, 'old-slots.json');
     const ids = (n: number): { nguid: string; eui64: string; uuid: string } => ({
@@ -137,10 +147,11 @@ describe('identity store', () => {
 
   it('checks asked-for identities with messages naming the field as the caller spells it', () => {
     const names = { nsid: 'nsid', nguid: 'nguid', eui64: 'eui64', uuid: 'uuid', blockSize: 'block_size' };
-    const check = (overrides: NamespaceIdentityOverride[], count = 2): void => checkNamespaceOverrides('spec.namespace_identities', overrides, count, names);
+    const check = (overrides: NamespaceIdentityOverride[], nsids = [1, 2]): void => checkNamespaceOverrides('spec.namespace_identities', overrides, nsids, names);
     expect(() => check([{ nsid: 1, nguid: 'ab'.repeat(16), eui64: '0123456789abcdef', uuid: '2f1d3a4b-5c6d-4e7f-8091-a2b3c4d5e6f7', blockSize: 4096 }])).not.toThrow();
-    expect(() => check([{ nsid: 3 }])).toThrow('spec.namespace_identities[0]: nsid must be an integer in 1..2, got 3');
-    expect(() => check([{ nsid: 0 }])).toThrow('spec.namespace_identities[0]: nsid must be an integer in 1..2, got 0');
+    expect(() => check([{ nsid: 3 }])).toThrow('spec.namespace_identities[0]: nsid must be the NSID of a configured namespace (1..2), got 3');
+    expect(() => check([{ nsid: 0 }])).toThrow('spec.namespace_identities[0]: nsid must be the NSID of a configured namespace (1..2), got 0');
+    expect(() => check([{ nsid: 2 }], [1, 3])).toThrow('spec.namespace_identities[0]: nsid must be the NSID of a configured namespace (1, 3), got 2');
     expect(() => check([{ nsid: 1 }, { nsid: 1 }])).toThrow('spec.namespace_identities[1]: nsid 1 is given twice');
     expect(() => check([{ nsid: 1, nguid: '0'.repeat(32) }])).toThrow('spec.namespace_identities[0] (nsid 1): nguid must be 32 hex digits, not all zero, got "000');
     expect(() => check([{ nsid: 2, eui64: '0123' }])).toThrow('spec.namespace_identities[0] (nsid 2): eui64 must be 16 hex digits, not all zero, got "0123"');
