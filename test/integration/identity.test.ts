@@ -9,6 +9,7 @@
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runControllers } from '../../src/cli/controllers.js';
 import { parseServeArgs } from '../../src/cli/serve.js';
 import { UsageError } from '../../src/cli/common.js';
 import { VfiodClient } from '../../src/daemon/client.js';
@@ -191,6 +192,37 @@ describe.skipIf(distDaemonUnavailable)('guest-visible identity', () => {
     expect(moved.identity).toEqual(first.identity);
     expect(moved.namespaces.map((n: any) => n.identity)).toEqual(ids);
     await controllers('DeleteController', { id: 'gen' });
+  });
+
+  it('vfiod controllers create takes the identity options of vfiod serve, and get prints what the guest sees', async () => {
+    const run = async (...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
+      let stdout = '';
+      let stderr = '';
+      const code = await runControllers([...argv, '--daemon', daemon.socketPath!], { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t) });
+      return { code, stdout, stderr };
+    };
+    const created = await run(
+      'create', 'cli', '--socket', socket('cli'), '--namespace', file('cli1.img'), '--namespace', file('cli2.img'),
+      '--serial', IDENTITY.serialNumber, '--model', IDENTITY.modelNumber, '--firmware', IDENTITY.firmwareRevision, '--nqn', IDENTITY.subsystemNqn,
+      '--ieee-oui', '5c:d2:e4', '--controller-id', String(IDENTITY.controllerId),
+      ...NAMESPACE_IDENTITIES.flatMap((n) => ['--namespace-identity', `${n.nsid}:nguid=${n.nguid},eui64=${n.eui64},uuid=${n.uuid},block-size=${n.blockSize}`]),
+      '--identity', path.join(dir, 'cli.identity.json'),
+    );
+    expect(created.code, created.stderr).toBe(0);
+    const shown = await run('get', 'cli');
+    expect(shown.stdout).toContain(
+      `identity:    serial ${IDENTITY.serialNumber}, model ${IDENTITY.modelNumber}, firmware ${IDENTITY.firmwareRevision}, ${IDENTITY.subsystemNqn}, IEEE OUI 5cd2e4, controller ID ${IDENTITY.controllerId}`,
+    );
+    for (const n of NAMESPACE_IDENTITIES) expect(shown.stdout).toContain(`nguid ${n.nguid}, eui64 ${n.eui64}, uuid ${n.uuid}`);
+    expect(await seenByGuest(await attach('cli'), 2)).toEqual(expectedSeen);
+    await detachAll();
+    // A malformed option is the CLI's usage error (exit 2); a value the daemon refuses comes back with its reason.
+    expect(await run('create', 'cli-bad', '--socket', socket('cli-bad'), '--namespace', 'memory:1M', '--ieee-oui', '12345')).toMatchObject({ code: 2 });
+    const refused = await run('create', 'cli-bad', '--socket', socket('cli-bad'), '--namespace', 'memory:1M', '--namespace-identity', '1:eui64=00');
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain('eui64 must be 16 hex digits, not all zero, got "00"');
+    expect(refused.stderr).toContain('NAMESPACE_IDENTITY_INVALID');
+    await controllers('DeleteController', { id: 'cli' });
   });
 
   it('refuses bad identities with their reason, and nothing changes', async () => {
