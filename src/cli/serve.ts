@@ -7,6 +7,7 @@ import { BackingRefused, inspectBacking } from '../namespace/backing.js';
 import { isFileNamespaceSpec, parseNamespaceUri, type MemoryNamespaceSpec } from '../namespace/uri.js';
 import { CONTROLLER_LIMITS, controllerConfig, type ControllerConfig } from '../serve/config.js';
 import {
+  checkIdentityConflicts,
   checkIdentityFileWritable,
   checkIdentityOverrides,
   checkNamespaceOverrides,
@@ -14,8 +15,6 @@ import {
   defaultNsids,
   IdentityConflict,
   IdentityFileRefused,
-  plannedBlockSizes,
-  previewIdentity,
 } from '../serve/identity-store.js';
 import type { ServeOptions } from '../serve/supervisor.js';
 import { errorMessage } from '../util/errors.js';
@@ -213,20 +212,21 @@ function checkFiles(config: ControllerConfig): void {
     throw new UsageError(`memory namespaces of ${gib(memoryBytes)} in all are more than this host's ${gib(os.totalmem())} of RAM; use a file: namespace`);
   }
   const identityPath = config.identityPath ?? defaultIdentityPath(specs);
-  if (identityPath === undefined) return;
   try {
-    checkIdentityFileWritable(identityPath);
+    if (identityPath !== undefined) checkIdentityFileWritable(identityPath);
   } catch (error) {
     if (error instanceof IdentityFileRefused) throw new UsageError(`${config.identityPath !== undefined ? '--identity: ' : ''}${error.message}`);
   }
-  // Asked-for identities that clash with the persisted slots: said now, nothing written.
-  const options = { namespaceUris: config.namespaces, ...(config.namespaceIdentities ? { namespaces: config.namespaceIdentities } : {}) };
+  // Asked-for identities that clash with the persisted slots or the URIs: said now, nothing written.
   try {
-    plannedBlockSizes(identityPath, options);
-    previewIdentity(identityPath, { ...options, controller: config.identity });
+    checkIdentityConflicts(identityPath, {
+      controller: config.identity,
+      namespaceUris: config.namespaces,
+      ...(config.namespaceIdentities ? { namespaces: config.namespaceIdentities } : {}),
+    });
   } catch (error) {
     if (error instanceof IdentityConflict) {
-      throw new UsageError(`--namespace-identity: ${error.message} (ask for other ids, or give --identity a new path for a new disk)`);
+      throw new UsageError(`--namespace-identity: ${error.message}`);
     }
   }
 }

@@ -163,6 +163,15 @@ export function previewIdentity(statePath: string | undefined, options: Identity
 }
 
 /**
+ * Refuses, before anything starts or is written, the asked-for identities a start would refuse: ids that clash with
+ * the persisted slots, a block size the URI contradicts (IdentityConflict); an unreadable file (Error).
+ */
+export function checkIdentityConflicts(statePath: string | undefined, options: IdentityOptions): void {
+  plannedBlockSizes(statePath, options);
+  previewIdentity(statePath, options);
+}
+
+/**
  * The LBA data size each configured namespace must be opened with, NSID order, before anything is written: the
  * configured one, else the URI's `block-size`, else the one its slot has (so a re-created namespace keeps the format
  * the guest knows); undefined where none of those says (the backend's default). Throws IdentityConflict when a
@@ -420,7 +429,9 @@ function checkUnique(where: string, entries: readonly NamespaceIdentityRecord[])
     for (const entry of entries) {
       const previous = seen.get(entry[field]);
       if (previous !== undefined) {
-        throw new IdentityConflict(`${where}: namespaces ${name(previous)} and ${name(entry)} have the same ${field} ${entry[field]}`);
+        throw new IdentityConflict(
+          `${where}: namespaces ${name(previous)} and ${name(entry)} have the same ${field} ${entry[field]}: ask for another one, or use a new identity file for a new disk`,
+        );
       }
       seen.set(entry[field], entry);
     }

@@ -18,14 +18,13 @@ import { formatSize } from '../util/size.js';
 import { sameSocketFile, socketPathState } from '../util/socket-path.js';
 import { CONTROLLER_LIMITS, type ControllerConfig, controllerConfig, type DoorbellMode } from './config.js';
 import {
+  checkIdentityConflicts,
   checkIdentityFileWritable,
   checkIdentityOverrides,
   checkNamespaceOverrides,
   defaultNsids,
   IdentityConflict,
   IdentityFileRefused,
-  plannedBlockSizes,
-  previewIdentity,
 } from './identity-store.js';
 import { ControllerWorker } from './supervisor.js';
 import type { ControllerSnapshot } from './worker.js';
@@ -483,8 +482,7 @@ export class ControllerRegistry {
     this.checkIdentityPath(id, identityPath);
     // What clashes with the persisted identity is refused here, before anything starts.
     try {
-      plannedBlockSizes(identityPath, { namespaceUris: namespaces, namespaces: namespaceIdentities });
-      previewIdentity(identityPath, { controller: identity, namespaceUris: namespaces, namespaces: namespaceIdentities });
+      checkIdentityConflicts(identityPath, { controller: identity, namespaceUris: namespaces, namespaces: namespaceIdentities });
     } catch (error) {
       if (error instanceof IdentityConflict) throw new VfiodError('FAILED_PRECONDITION', `controller ${id}: ${error.message}`, { reason: error.reason, controllerId: id, identityPath });
       throw error;

@@ -344,7 +344,11 @@ describe.skipIf(distDaemonUnavailable)('guest-visible identity', () => {
     const taken = path.join(dir, 'taken.json');
     writeFileSync(taken, readFileSync(path.join(dir, 'state', 'controllers', 'id1.identity.json')));
     expect(usage(['--identity', taken, '--namespace-identity', `1:uuid=${NAMESPACE_IDENTITIES[1]!.uuid}`])).toContain(
-      `have the same uuid ${NAMESPACE_IDENTITIES[1]!.uuid} (ask for other ids, or give --identity a new path for a new disk)`,
+      `have the same uuid ${NAMESPACE_IDENTITIES[1]!.uuid}: ask for another one, or use a new identity file for a new disk`,
+    );
+    // Even with no identity file (memory only): the URI and the option must agree on the block size.
+    expect(() => parseServeArgs(['--socket', socketPath, '--namespace', 'memory:1M?block-size=512', '--namespace-identity', '1:block-size=4096'])).toThrow(
+      new UsageError("serve: --namespace-identity: namespace 1: block size 4096 is configured, but its URI 'memory:1M?block-size=512' says block-size=512: give one of them"),
     );
   });
 });

@@ -139,7 +139,9 @@ describe('identity store', () => {
     const taken = set.namespaces[1]!.nguid;
     const text = fs.readFileSync(statePath, 'utf8');
     await expect(loadOrCreateIdentity(statePath, { namespaceUris: ['memory:1M'], namespaces: [{ nsid: 1, nguid: taken.toUpperCase() }] })).rejects.toThrow(
-      new IdentityConflict(`configured identity: namespaces nsid 1 ('memory:1M') and nsid 2 ('memory:1M') have the same nguid ${taken}`),
+      new IdentityConflict(
+        `configured identity: namespaces nsid 1 ('memory:1M') and nsid 2 ('memory:1M') have the same nguid ${taken}: ask for another one, or use a new identity file for a new disk`,
+      ),
     );
     expect(() => previewIdentity(statePath, { namespaceUris: ['memory:1M'], namespaces: [{ nsid: 1, nguid: taken }] })).toThrow(IdentityConflict);
     expect(fs.readFileSync(statePath, 'utf8')).toBe(text);
