@@ -81,6 +81,9 @@ export const CONTROLLER_OPTIONS = {
   model: { type: 'string' },
   firmware: { type: 'string' },
   nqn: { type: 'string' },
+  'ieee-oui': { type: 'string' },
+  'controller-id': { type: 'string' },
+  'namespace-identity': { type: 'string', multiple: true },
 } as const satisfies ParseArgsConfig['options'];
 
 /** Rejects positional arguments for commands that take none. */

@@ -24,12 +24,20 @@ export function controllerInfo(view: ControllerView, sampleIntervalMs: number): 
       mdtsPages: c.mdtsPages,
       identityPath: c.identityPath ?? '',
       identity: { ...c.identity },
+      namespaceIdentities: c.namespaceIdentities ?? [],
     },
     state: `CONTROLLER_STATE_${view.state.toUpperCase()}`,
     error: view.error,
     ...(s ? { identity: s.identity } : {}),
     namespaces: s
-      ? s.namespaces.map((n) => ({ nsid: n.nsid, uri: c.namespaces[n.nsid - 1] ?? '', backend: n.backend, blockSize: n.blockSize, blocks: n.blocks }))
+      ? s.namespaces.map((n) => ({
+          nsid: n.nsid,
+          uri: c.namespaces[n.nsid - 1] ?? '',
+          backend: n.backend,
+          blockSize: n.blockSize,
+          blocks: n.blocks,
+          identity: { nsid: n.nsid, ...n.ids, blockSize: n.blockSize },
+        }))
       : [],
     ...(s && latency
       ? {

@@ -21,6 +21,7 @@ import {
   type RunningController,
 } from './controller.js';
 import type { NvmeControllerStats } from '../nvme/stats.js';
+import type { NamespaceIds } from '../namespace/namespace.js';
 
 export type WorkerToMain =
   | { type: 'loaded' }
@@ -63,8 +64,8 @@ export interface WorkerData {
 export interface ControllerSnapshot {
   stats: NvmeControllerStats;
   clientConnected: boolean;
-  identity: { serialNumber: string; modelNumber: string; firmwareRevision: string; subsystemNqn: string };
-  namespaces: Array<{ nsid: number; backend: string; blockSize: number; blocks: number }>;
+  identity: { serialNumber: string; modelNumber: string; firmwareRevision: string; subsystemNqn: string; ieeeOui: number; controllerId: number };
+  namespaces: Array<{ nsid: number; backend: string; blockSize: number; blocks: number; ids: NamespaceIds }>;
 }
 
 const port = parentPort;
@@ -160,12 +161,15 @@ function snapshot(controller: RunningController): ControllerSnapshot {
       modelNumber: identity.modelNumber,
       firmwareRevision: identity.firmwareRevision,
       subsystemNqn: identity.subsystemNqn,
+      ieeeOui: identity.ieeeOui ?? 0,
+      controllerId: identity.controllerId ?? 0,
     },
     namespaces: controller.namespaces.map((namespace, index) => ({
       nsid: index + 1,
       backend: namespace.description,
       blockSize: namespace.blockSize,
       blocks: namespace.blockCount,
+      ids: controller.namespaceIds[index]!,
     })),
   };
 }

@@ -212,7 +212,24 @@ export const ERROR_REASONS = {
     when: '`memory:` namespaces that, with those of the running controllers, exceed the host\'s RAM',
     metadata: ['controller_id', 'memory_bytes', 'others_bytes', 'limit_bytes'],
   },
-  IDENTITY_INVALID: { codes: ['INVALID_ARGUMENT'], resource: 'controller', when: 'an identity (serial, model, firmware, NQN) that is too long or not printable ASCII', metadata: ['controller_id'] },
+  IDENTITY_INVALID: {
+    codes: ['INVALID_ARGUMENT'],
+    resource: 'controller',
+    when: 'a controller identity that is malformed: serial, model or firmware too long or not printable ASCII, an NQN not of either NQN form, an IEEE OUI or controller ID out of range',
+    metadata: ['controller_id', 'field'],
+  },
+  NAMESPACE_IDENTITY_INVALID: {
+    codes: ['INVALID_ARGUMENT'],
+    resource: 'controller',
+    when: 'a `namespace_identities` entry with an nsid outside 1..n or given twice, an NGUID, EUI-64 or UUID malformed or zero, two slots asking for one id, or a block size other than 512 or 4096',
+    metadata: ['controller_id', 'field'],
+  },
+  IDENTITY_CONFLICT: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'controller',
+    when: "asked-for identities that clash with the persisted ones: another slot of the controller has that NGUID, EUI-64 or UUID, or a block size the namespace URI's `block-size` contradicts",
+    metadata: ['controller_id', 'identity_path'],
+  },
   IDENTITY_PATH_INVALID: {
     codes: ['INVALID_ARGUMENT'],
     resource: 'controller',
