@@ -170,6 +170,12 @@ export class DeviceManager {
     return readDevice(this.roots, bdf, readHostContext(this.roots));
   }
 
+  /** A function's NUMA node and BARs as sysfs gives them (what the VM configuration sizes and places by). */
+  functionFacts(bdf: string): { numaNode: number | null; bars: PciDevice['bars'] } | undefined {
+    const dev = readDevice(this.roots, bdf, bindingOnly());
+    return dev && { numaNode: dev.numaNode, bars: dev.bars };
+  }
+
   private write(file: string, value: string): void {
     this.writer.write(file, value);
   }

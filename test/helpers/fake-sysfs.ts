@@ -44,8 +44,8 @@ export interface FakeDeviceSpec {
    */
   vgpu?: { creatable: Array<[number, string]>; current?: number };
   resetMethods?: string[] | null;
-  /** [bar index, size] pairs. */
-  bars?: Array<[number, number]>;
+  /** [bar index, size] or [bar index, size, IORESOURCE_* flags] (default 0x140204: 64-bit memory, not prefetchable). */
+  bars?: Array<[number, number] | [number, number, number]>;
   /** Has vfio-dev/vfioN (a vendor VFIO driver such as nvidia or mlx5_vfio_pci). */
   vendorVfio?: number;
   namespaces?: FakeNamespace[];
@@ -115,7 +115,8 @@ export class FakeHost {
     for (let i = 0; i < 13; i++) {
       const bar = spec.bars?.find(([index]) => index === i);
       const start = 0xf000_0000 + i * 0x100_0000;
-      lines.push(bar ? `0x${start.toString(16).padStart(16, '0')} 0x${(start + bar[1] - 1).toString(16).padStart(16, '0')} 0x0000000000140204` : '0x0000000000000000 0x0000000000000000 0x0000000000000000');
+      const flags = (bar?.[2] ?? 0x140204).toString(16).padStart(16, '0');
+      lines.push(bar ? `0x${start.toString(16).padStart(16, '0')} 0x${(start + bar[1] - 1).toString(16).padStart(16, '0')} 0x${flags}` : '0x0000000000000000 0x0000000000000000 0x0000000000000000');
     }
     writeFileSync(path.join(dir, 'resource'), `${lines.join('\n')}\n`);
     if (spec.group !== null && spec.group !== undefined) {

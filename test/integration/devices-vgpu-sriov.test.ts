@@ -1,12 +1,14 @@
 /**
  * vGPU profiles, SR-IOV VF creation and the NUMA selector through `vfiod devices` (standalone and through the
- * daemon) and DeviceService (in-process daemon on a temp unix socket), on the fake sysfs.
+ * daemon) and DeviceService, and the large-BAR / NUMA VM configuration through GetVmConfig and `vfiod vm-config`
+ * (in-process daemon on a temp unix socket), on the fake sysfs.
  */
 import path from 'node:path';
 import { rmSync } from 'node:fs';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { EXIT } from '../../src/cli/common.js';
 import { runDevices, runDevicesViaDaemon } from '../../src/cli/devices.js';
+import { runVmConfig } from '../../src/cli/vm-config.js';
 import { VfiodClient } from '../../src/daemon/client.js';
 import { type Daemon, startDaemon } from '../../src/daemon/server.js';
 import { memoryLogger } from '../../src/util/log.js';
@@ -127,6 +129,36 @@ describe('DeviceService and vfiod devices through the daemon', () => {
     expect(out).toBe('0000:05:00.4: vGPU profile 1161 -> none for vm1\n');
     expect(await viaDaemon('vgpu', VGPU_VF)).toBe(0);
     expect(out).toContain('0000:05:00.4: vGPU profile none (claimed by vm1)');
+  });
+
+  it('GetVmConfig and vfiod vm-config size the 64-bit window from the BARs and place devices per NUMA node', async () => {
+    host.addDevice({ bdf: '0000:0a:00.0', vendor: '10de', device: '26b9', classCode: '030200', driver: 'vfio-pci', group: 40, numa: 1, bars: [[1, 64 * 2 ** 30, 0x14220c]] });
+    const request = {
+      hypervisor: 'HYPERVISOR_KIND_QEMU',
+      devices: [{ source: { pciBdf: '0000:0a:00.0' }, deviceId: 'gpu0' }, { source: { pciBdf: '0000:01:00.0' }, deviceId: 'nvme0' }],
+      numaPlacement: true,
+    };
+    const r = await client.call('AttachmentService', 'GetVmConfig', request);
+    expect(r['qemu'].args).toEqual([
+      '-device', 'pxb-pcie,id=vfiod-pxb0,bus_nr=128,numa_node=0,bus=pcie.0',
+      '-device', 'pxb-pcie,id=vfiod-pxb1,bus_nr=130,numa_node=1,bus=pcie.0',
+      '-device', 'pcie-root-port,id=vfiod-rp0,chassis=32,slot=0,bus=vfiod-pxb1,pref64-reserve=64G',
+      '-device', 'vfio-pci,host=0000:0a:00.0,id=gpu0,bus=vfiod-rp0',
+      '-device', 'pcie-root-port,id=vfiod-rp1,chassis=33,slot=1,bus=vfiod-pxb0',
+      '-device', 'vfio-pci,host=0000:01:00.0,id=nvme0,bus=vfiod-rp1',
+      '-fw_cfg', 'name=opt/ovmf/X-PciMmio64Mb,string=131072',
+    ]);
+    expect(r['pciWindow']).toEqual({ aperture64Bytes: 64 * 2 ** 30, windows: { gpu0: 64 * 2 ** 30 }, ovmfMmio64Mb: 131072 });
+    expect(r['warnings'][0]).toContain('span host NUMA nodes 0, 1');
+    out = '';
+    err = '';
+    const code = await runVmConfig(['--hypervisor', 'cloud-hypervisor', '--bdf', '0a:00.0', '--bdf', '01:00.0', '--numa-placement', '--daemon', daemon.socketPath!], io);
+    expect(err).toBe('');
+    expect(code).toBe(0);
+    expect(out).toContain('"pci_segments": [{"pci_segment":1,"mmio64_aperture_weight":1},{"pci_segment":2,"mmio64_aperture_weight":64}]');
+    expect(out).toContain('"platform": {"num_pci_segments": 3}');
+    expect(out).toContain('# merge into "numa": [{"guest_numa_id":0,"pci_segments":[1]},{"guest_numa_id":1,"pci_segments":[2]}]');
+    expect(out).toContain('# warning: large BARs: the devices need 64G of 64-bit PCI aperture');
   });
 
   it('CreateVfs creates and prepares VFs, rolls back on failure, and ListDevices filters by numa_node', async () => {
