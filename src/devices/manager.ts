@@ -689,9 +689,12 @@ export class DeviceManager {
     return dev as PciDevice & { sriov: NonNullable<PciDevice['sriov']> };
   }
 
-  /** Refuses when any existing VF of `pf` is claimed, attached, held by a VMM or in use on the host. */
+  /** Refuses when the PF is claimed, or any existing VF of it is claimed, attached, held by a VMM or in use on the host. */
   private refuseBusyVfs(pf: PciDevice, what: string): void {
     const busy: string[] = [];
+    // A PF given to a VM is the VM's: its SR-IOV configuration is not the host's to change.
+    const pfClaim = this.claims.get(pf.bdf);
+    if (pfClaim) busy.push(`the PF ${pf.bdf} itself is claimed by ${pfClaim.owner}`);
     for (const vf of pf.virtfns) {
       const dev = this.read(vf);
       if (!dev) continue;

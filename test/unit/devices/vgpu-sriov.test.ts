@@ -204,6 +204,13 @@ describe('SR-IOV: creating VFs', () => {
     host.mount('259:30', '/srv');
     const busy = await asyncRefusal(manager.createVfs('0000:01:00.0', 'vm1', 1));
     expect(busy.details.inUse).toEqual(['0000:01:00.1 is held by pid 7200 (cloud-hypervisor)', expect.stringContaining('0000:01:00.1: /dev/nvme3n1 is mounted on /srv')]);
+    host.exitProcess(7200);
+    host.writes.length = 0;
+    await manager.prepare('0000:05:00.0', 'vm3', { force: true });
+    const pfClaimed = await asyncRefusal(manager.createVfs('0000:05:00.0', 'vm1', 1));
+    expect(pfClaimed.details.inUse).toEqual(['the PF 0000:05:00.0 itself is claimed by vm3']);
+    await manager.release('0000:05:00.0', 'vm3');
+    host.writes.length = 0;
     expect(await asyncRefusal(manager.createVfs('0000:06:00.0', 'vm1', 1))).toMatchObject({ reason: 'SRIOV_NOT_SUPPORTED' });
     expect(await asyncRefusal(manager.createVfs('0000:01:00.0', 'vm1', 9))).toMatchObject({ code: 'INVALID_ARGUMENT', reason: 'FIELD_OUT_OF_RANGE', details: { max: 8 } });
     expect(host.writes).toEqual([]);
