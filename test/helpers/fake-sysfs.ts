@@ -326,6 +326,8 @@ export class FakeHost {
         } else if (op === 'bind') {
           if (this.driverOf(bdf) !== null) throw errno('EBUSY', `${bdf} already bound`);
           if (!this.probeAllowed(bdf)) throw errno('EINVAL', 'VF autoprobe disabled');
+          // NVIDIA vGPU VFs (and other vendor VFIO devices): vfio-pci's probe fails with -EINVAL.
+          if (driver === 'vfio-pci' && existsSync(path.join(this.devDir(bdf), 'vfio-dev'))) throw errno('EINVAL', `vfio-pci probe of ${bdf} failed`);
           this.bind(bdf, driver);
         } else if (op === 'new_id') {
           throw new Error('new_id must never be used');

@@ -52,6 +52,10 @@ describe('NVIDIA vGPU profiles', () => {
     expect(readdirSync(path.join(host.roots.sysfs, 'class/mdev_bus'))).toEqual([]);
     expect(existsSync(path.join(host.devDir(GPU_PF), 'mdev_supported_types'))).toBe(false);
     expect(readDevice(host.roots, VGPU_VF)?.vfio.state).toBe('vendor-vfio');
+    // unbind nvidia + bind vfio-pci fails with EINVAL, as on the real driver
+    host.writer.write(path.join(vf, 'driver/unbind'), VGPU_VF);
+    expect(() => host.writer.write(path.join(host.roots.sysfs, 'bus/pci/drivers/vfio-pci/bind'), VGPU_VF)).toThrow(/EINVAL/);
+    expect(host.driverOf(VGPU_VF)).toBeNull();
   });
 
   it('parses creatable_vgpu_types (header skipped) and lists the VF\'s profiles', () => {
