@@ -220,6 +220,10 @@ export function renderShow(d: ShownDevice, c: ShownClaim | undefined): string {
   ];
   if (d.sriov) lines.push(`sr-iov:          ${d.sriov.numVfs}/${d.sriov.totalVfs} VFs, drivers_autoprobe ${d.sriov.driversAutoprobe === null ? '?' : d.sriov.driversAutoprobe ? 'on' : 'off'}${d.virtfns.length ? ` [${d.virtfns.join(', ')}]` : ''}`);
   if (d.physfn) lines.push(`physical fn:     ${d.physfn}`);
+  if (d.vgpu) {
+    const creatable = d.vgpu.creatable.map((t) => `${t.id} (${t.name})`).join(', ') || 'none';
+    lines.push(`vGPU profile:    ${d.vgpu.current === 0 ? 'none' : d.vgpu.current}; creatable now: ${creatable}`);
+  }
   lines.push(`reset methods:   ${d.resetMethods === null ? 'unknown' : d.resetMethods.length ? d.resetMethods.join(', ') : 'none'}`);
   lines.push(`BARs:            ${d.bars.length ? d.bars.map((b) => `${b.index === 6 ? 'ROM' : `BAR${b.index}`} ${hexSize(b.size)}`).join(', ') : 'none'}`);
   lines.push(`vfio:            ${d.vfio.state}, ${d.vfio.usable ? 'usable now' : 'not usable now'}; group ${d.vfio.groupViable ? 'viable' : 'not viable'}${d.vfioGroupDev ? `; ${d.vfioGroupDev}` : ''}${d.vfioCdev ? `; ${d.vfioCdev}` : ''}`);
@@ -491,6 +495,7 @@ interface DeviceInfo {
   iommuGroupViable: boolean;
   vfioReasons: string[];
   claim: ClaimInfo | null;
+  vgpu: { currentType: number; creatable: Array<{ id: number; name: string }> } | null;
 }
 
 interface ListDevicesResponse {
@@ -582,6 +587,7 @@ function shownDeviceFrom(d: DeviceInfo): ShownDevice {
     vfioGroupDev: d.vfioGroupDev || null,
     vfioCdev: d.vfioCdev || null,
     hostUse: d.hostUses ?? [],
+    vgpu: d.vgpu ? { current: d.vgpu.currentType, creatable: d.vgpu.creatable ?? [] } : null,
     vfio: { state: shortEnum(d.vfioState, 'VFIO_STATE_') as VfioState, usable: d.vfioUsable, groupViable: d.iommuGroupViable, reasons: d.vfioReasons ?? [] },
   };
 }

@@ -60,6 +60,7 @@ export function deviceInfo(d: PciDevice, claim: Claim | undefined): Record<strin
     iommuGroupViable: d.vfio.groupViable,
     vfioReasons: d.vfio.reasons,
     ...(claim ? { claim: claimInfo(claim) } : {}),
+    ...(d.vgpu ? { vgpu: { currentType: d.vgpu.current, creatable: d.vgpu.creatable } } : {}),
   };
 }
 

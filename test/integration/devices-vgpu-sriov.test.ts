@@ -55,8 +55,12 @@ describe('vfiod devices (standalone)', () => {
     expect(err).toContain('cannot take vGPU profile 4242 now; creatable: 1155 (NVIDIA L40S-1B)');
     expect(await cli('vgpu', '01:00.1')).toBe(EXIT.failed);
     expect(err).toContain('VGPU_NOT_SUPPORTED');
+    expect(await cli('show', '05:00.4')).toBe(EXIT.ok);
+    expect(out).toContain('vGPU profile:    1156; creatable now: 1155 (NVIDIA L40S-1B), 1156 (NVIDIA L40S-2B), 1161 (NVIDIA L40S-48Q)\n');
     expect(await cli('vgpu', '05:00.4', '--clear', '--owner', 'vm1')).toBe(EXIT.ok);
     expect(host.read(VGPU_VF, 'nvidia/current_vgpu_type')).toBe('0');
+    expect(await cli('show', '01:00.1')).toBe(EXIT.ok);
+    expect(out).not.toContain('vGPU');
   });
 
   it('sriov creates and prepares VFs, refuses while they are claimed, and --vfs 0 removes them after release', async () => {
@@ -129,6 +133,11 @@ describe('DeviceService and vfiod devices through the daemon', () => {
     expect(out).toBe('0000:05:00.4: vGPU profile 1161 -> none for vm1\n');
     expect(await viaDaemon('vgpu', VGPU_VF)).toBe(0);
     expect(out).toContain('0000:05:00.4: vGPU profile none (claimed by vm1)');
+    const info = await devices('GetDevice', { bdf: VGPU_VF });
+    expect(info['device'].vgpu).toEqual({ currentType: 0, creatable: expect.arrayContaining([{ id: 1161, name: 'NVIDIA L40S-48Q' }]) });
+    expect((await devices('GetDevice', { bdf: '0000:01:00.1' }))['device'].vgpu).toBeNull();
+    expect(await viaDaemon('show', VGPU_VF)).toBe(0);
+    expect(out).toContain('vGPU profile:    none; creatable now: 1155 (NVIDIA L40S-1B)');
   });
 
   it('GetVmConfig and vfiod vm-config size the 64-bit window from the BARs and place devices per NUMA node', async () => {
