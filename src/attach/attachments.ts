@@ -18,6 +18,8 @@ import {
   buildStaticConfig, checkBootIndex, checkDeviceId, checkDeviceOptions, checkSocketPath, defaultDeviceId, sourceBdf,
   type StaticConfigRequest, type StaticConfigResult, type StaticDevice,
 } from '../hypervisor/static-config.js';
+import type { HostFunctionFacts } from '../hypervisor/pci-window.js';
+import { normalizeBdf } from '../util/pci-address.js';
 import type { AddedDevice, AttachSource, HypervisorAdapter, HypervisorEndpoint, HypervisorKind } from '../hypervisor/types.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import { rootLogger } from '../util/log.js';
@@ -743,7 +745,14 @@ export class AttachmentManager {
         devices.push({ source: { kind: 'pci', bdf: c.bdf }, id: `${id}-f${i + 1}`, ...(d.iommu !== undefined ? { iommu: d.iommu } : {}), ...(d.pciSegment !== undefined ? { pciSegment: d.pciSegment } : {}) });
       });
     }
-    const result = buildStaticConfig({ ...request, devices });
+    // The host's facts of every PCI function (NUMA node, BARs) size the 64-bit window and place the devices.
+    const hostFunctions: Record<string, HostFunctionFacts> = {};
+    for (const d of devices) {
+      const bdf = d?.source?.kind === 'pci' ? normalizeBdf(String(d.source.bdf)) : undefined;
+      const facts = bdf ? this.devices.functionFacts(bdf) : undefined;
+      if (bdf && facts) hostFunctions[bdf] = facts;
+    }
+    const result = buildStaticConfig({ ...request, devices, hostFunctions });
     result.warnings.unshift(...warnings);
     return result;
   }

@@ -185,6 +185,7 @@ export function attachmentService(deps: {
       memorySize: string;
       firstChassis: number;
       prepareDevices: boolean;
+      numaPlacement: boolean;
     }) => {
       const hypervisor = HYPERVISORS[request.hypervisor];
       if (!hypervisor) throw invalid(`hypervisor is required (HYPERVISOR_KIND_CLOUD_HYPERVISOR or HYPERVISOR_KIND_QEMU), not ${request.hypervisor}`, 'hypervisor', 'FIELD_REQUIRED');
@@ -209,6 +210,7 @@ export function attachmentService(deps: {
         ...(request.firstChassis ? { firstChassis: request.firstChassis } : {}),
         ...(request.memorySize ? { memorySize: qemuSize(request.memorySize, `${vmLabel}: memory_size`) } : {}),
         ...(request.vmId ? { vmId: request.vmId } : {}),
+        ...(request.numaPlacement ? { numaPlacement: true } : {}),
       };
       // Validates the request before anything on the host changes (INVALID_ARGUMENT only).
       attachments.staticConfig(staticRequest);
@@ -259,12 +261,16 @@ export function attachmentService(deps: {
                 userDevicesJson: JSON.stringify(config.cloudHypervisor.user_devices),
                 args: config.cloudHypervisor.args,
                 sharedMemoryRequired: config.cloudHypervisor.sharedMemoryRequired,
+                pciSegmentsJson: JSON.stringify(config.cloudHypervisor.pci_segments),
+                numPciSegments: config.cloudHypervisor.num_pci_segments ?? 0,
+                numaJson: JSON.stringify(config.cloudHypervisor.numa),
               },
             }
           : {}),
         ...(config.qemu ? { qemu: { args: config.qemu.args, buses: config.qemu.buses, sharedMemoryRequired: config.qemu.sharedMemoryRequired } } : {}),
         warnings: config.warnings,
         prepared,
+        pciWindow: { aperture64Bytes: config.pciWindow.aperture64Bytes, windows: config.pciWindow.windows, ovmfMmio64Mb: config.pciWindow.ovmfMmio64Mb },
       };
     }),
   };

@@ -6,7 +6,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { Claim } from '../devices/claims.js';
 import { type DeviceKind, listDevices, type PciDevice, readDevice } from '../devices/discovery.js';
 import type { HostRoots } from '../devices/host.js';
-import type { DeviceManager, PrepareResult, ReleaseResult } from '../devices/manager.js';
+import type { DeviceManager, PrepareResult, ReleaseResult, VgpuChangeResult } from '../devices/manager.js';
 import { DEVICE_KINDS, parseId, selectDevices } from '../devices/selectors.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
@@ -60,6 +60,7 @@ export function deviceInfo(d: PciDevice, claim: Claim | undefined): Record<strin
     iommuGroupViable: d.vfio.groupViable,
     vfioReasons: d.vfio.reasons,
     ...(claim ? { claim: claimInfo(claim) } : {}),
+    ...(d.vgpu ? { vgpu: { currentType: d.vgpu.current, creatable: d.vgpu.creatable } } : {}),
   };
 }
 
@@ -111,6 +112,11 @@ interface ListDevicesRequest {
   kinds: string[];
   pfs: string[];
   freeOnly: boolean;
+  numaNode?: number | null;
+}
+
+function vgpuChangeResponse(r: VgpuChangeResult): Record<string, unknown> {
+  return { bdf: r.bdf, owner: r.owner, previousType: r.previous, currentType: r.current, changed: r.changed, claimed: r.claimed };
 }
 
 export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; events: DeviceEventBus; logger: Logger }): grpc.UntypedServiceImplementation {
@@ -129,7 +135,10 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
         return kind;
       });
       const claims = claimsByBdf();
-      const devices = selectDevices(listDevices(roots), { bdfs, ids: request.ids ?? [], classes: kinds, pfs, free: request.freeOnly ?? false }, new Set(claims.keys()));
+      const numaNode = request.numaNode ?? undefined;
+      if (numaNode !== undefined && numaNode < -1) throw invalid(`numa_node: ${numaNode} is not a NUMA node (-1 for devices with none)`, 'numa_node');
+      const selector = { bdfs, ids: request.ids ?? [], classes: kinds, pfs, free: request.freeOnly ?? false, ...(numaNode !== undefined ? { numaNode } : {}) };
+      const devices = selectDevices(listDevices(roots), selector, new Set(claims.keys()));
       return { devices: devices.map((d) => deviceInfo(d, claims.get(d.bdf))) };
     }),
 
@@ -167,6 +176,50 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
         return releaseResponse(result);
       } catch (error) {
         events.publish(bdf, 'RELEASE_FAILED', owner, errorMessage(error));
+        throw withVm(error, owner);
+      }
+    }),
+
+    ListVgpuTypes: unary('ListVgpuTypes', logger, (request: { bdf: string }) => {
+      const r = manager.vgpuTypes(requestBdf(request.bdf, 'bdf'));
+      return { bdf: r.bdf, currentType: r.current, creatable: r.creatable, ...(r.owner !== null ? { owner: r.owner } : {}) };
+    }),
+
+    SetVgpuType: unary('SetVgpuType', logger, (request: { bdf: string; owner: string; typeId: number }) => {
+      const bdf = requestBdf(request.bdf, 'bdf');
+      const owner = requireText(request.owner, 'owner', `the VM ${bdf} is for`);
+      if (!request.typeId) throw invalid('type_id: a vGPU type id is required (ClearVgpuType clears the profile)', 'type_id', 'FIELD_REQUIRED');
+      const result = manager.setVgpuType(bdf, owner, request.typeId);
+      if (result.changed) events.publish(bdf, 'VGPU_TYPE_CHANGED', owner, `vGPU profile ${result.previous} -> ${result.current}`);
+      logger.info('vGPU profile set', { bdf, owner, previous: result.previous, current: result.current, changed: result.changed });
+      return vgpuChangeResponse(result);
+    }),
+
+    ClearVgpuType: unary('ClearVgpuType', logger, (request: { bdf: string; owner: string }) => {
+      const bdf = requestBdf(request.bdf, 'bdf');
+      const owner = requireText(request.owner, 'owner', `the VM ${bdf} is for`);
+      const result = manager.clearVgpuType(bdf, owner);
+      if (result.changed) events.publish(bdf, 'VGPU_TYPE_CHANGED', owner, `vGPU profile ${result.previous} cleared`);
+      logger.info('vGPU profile cleared', { bdf, owner, previous: result.previous, changed: result.changed });
+      return vgpuChangeResponse(result);
+    }),
+
+    CreateVfs: unary('CreateVfs', logger, async (request: { pf: string; owner: string; numVfs: number; timeoutMs: number }) => {
+      const pf = requestBdf(request.pf, 'pf');
+      if (!request.numVfs) {
+        const removed = manager.removeVfs(pf);
+        logger.info('VFs removed', { pf, removed: removed.removed });
+        return { pf, owner: '', numVfs: 0, replaced: [], vfs: [], autoprobeTurnedOff: false, removed: removed.removed };
+      }
+      const owner = requireText(request.owner, 'owner', `the VM the VFs of ${pf} are for`);
+      const timeout = request.timeoutMs ? waitMs(request.timeoutMs, 'timeout_ms') : undefined;
+      try {
+        const r = await manager.createVfs(pf, owner, request.numVfs, timeout !== undefined ? { timeoutMs: timeout } : {});
+        for (const vf of r.vfs) events.publish(vf.bdf, 'PREPARED', owner, `VF of ${pf} created and prepared on ${vf.vfioCdev ?? vf.vfioGroupDev ?? 'vfio'}`);
+        logger.info('VFs created', { pf, owner, vfs: r.vfs.map((v) => v.bdf), replaced: r.replaced });
+        return { pf, owner, numVfs: r.numVfs, replaced: r.replaced, vfs: r.vfs.map(prepareResponse), autoprobeTurnedOff: r.autoprobeTurnedOff, removed: [] };
+      } catch (error) {
+        events.publish(pf, 'PREPARE_FAILED', owner, errorMessage(error));
         throw withVm(error, owner);
       }
     }),

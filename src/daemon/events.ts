@@ -4,7 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 
-export type DeviceEventKind = 'PREPARED' | 'PREPARE_FAILED' | 'RELEASED' | 'RELEASE_FAILED' | 'ATTACHED' | 'DETACHED';
+export type DeviceEventKind = 'PREPARED' | 'PREPARE_FAILED' | 'RELEASED' | 'RELEASE_FAILED' | 'ATTACHED' | 'DETACHED' | 'VGPU_TYPE_CHANGED';
 
 export interface DeviceEventRecord {
   id: string;

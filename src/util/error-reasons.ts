@@ -146,6 +146,43 @@ export const ERROR_REASONS = {
     when: 'release: the device did not go back to its host driver; the claim is kept as `failed`',
     metadata: ['bdf', 'driver'],
   },
+  DEVICE_ATTACHED: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'pci-device',
+    when: 'a change that would pull a device from under its guest (a vGPU profile, removing VFs) while it is attached to a VM or a VMM holds it',
+    metadata: ['bdf', 'attached_to', 'holder_pid', 'holder_comm'],
+  },
+  VGPU_NOT_SUPPORTED: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'pci-device',
+    when: 'a vGPU profile request for a device that is not an NVIDIA vGPU VF (no `nvidia/current_vgpu_type`)',
+    metadata: ['bdf'],
+  },
+  VGPU_TYPE_NOT_CREATABLE: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'pci-device',
+    when: 'SetVgpuType: the VF cannot take that profile now (not in its `nvidia/creatable_vgpu_types`)',
+    metadata: ['bdf', 'vgpu_type', 'creatable'],
+  },
+  VGPU_TYPE_NOT_APPLIED: {
+    codes: ['INTERNAL'],
+    resource: 'pci-device',
+    when: 'the driver refused the `current_vgpu_type` write or reads back another profile (rolled back)',
+    metadata: ['bdf', 'vgpu_type', 'current'],
+  },
+  SRIOV_NOT_SUPPORTED: { codes: ['FAILED_PRECONDITION'], resource: 'pci-device', when: 'CreateVfs on a device without SR-IOV (no `sriov_totalvfs`)', metadata: ['bdf'] },
+  SRIOV_VFS_IN_USE: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'pci-device',
+    when: 'CreateVfs: the PF has VFs that are claimed, attached, held by a VMM or in use on the host (changing `sriov_numvfs` destroys them)',
+    metadata: ['bdf', 'in_use'],
+  },
+  SRIOV_VFS_TIMEOUT: {
+    codes: ['UNAVAILABLE'],
+    resource: 'pci-device',
+    when: 'CreateVfs: the VFs did not appear in sysfs after `sriov_numvfs` was written (rolled back)',
+    metadata: ['bdf', 'num_vfs', 'timeout_ms'],
+  },
 
   // --- emulated controllers (ControllerService) ---
   CONTROLLER_ID_INVALID: { codes: ['INVALID_ARGUMENT'], when: 'a controller id that is not 1-64 of letters, digits, `_`, `.`, `-`', metadata: ['controller_id'] },
