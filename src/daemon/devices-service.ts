@@ -11,7 +11,8 @@ import { DEVICE_KINDS, parseId, selectDevices } from '../devices/selectors.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { invalid, optionalText, requestBdf, requireText, toStatus, unary, waitMs } from './requests.js';
-import type { DeviceEventBus, DeviceEventRecord } from './events.js';
+import type { EventLog, EventRecord } from './events.js';
+import type { RequestIds } from './request-ids.js';
 import { packAny } from './proto.js';
 
 const kindName = (kind: DeviceKind): string => `DEVICE_KIND_${kind.toUpperCase()}`;
@@ -97,11 +98,14 @@ function releaseResponse(r: ReleaseResult): Record<string, unknown> {
   };
 }
 
-export function deviceEventMessage(event: DeviceEventRecord): Record<string, unknown> {
+/** A device event of the log as StreamDeviceEvents sends it; undefined for the log's other events. */
+export function deviceEventMessage(event: EventRecord): Record<string, unknown> | undefined {
+  if (!event.snapshot || !('device' in event.snapshot)) return undefined;
+  const device = event.snapshot.device;
   return {
-    id: event.id,
-    componentId: event.bdf,
-    data: packAny('DeviceStateChanged', { bdf: event.bdf, kind: `DEVICE_EVENT_KIND_${event.kind}`, owner: event.owner, detail: event.detail, at: event.at }),
+    id: String(event.sequence),
+    componentId: device.bdf,
+    data: packAny('DeviceStateChanged', { ...device, kind: `DEVICE_EVENT_KIND_${device.kind}` }),
   };
 }
 
@@ -113,8 +117,8 @@ interface ListDevicesRequest {
   freeOnly: boolean;
 }
 
-export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; events: DeviceEventBus; logger: Logger }): grpc.UntypedServiceImplementation {
-  const { roots, manager, events } = deps;
+export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; events: EventLog; requestIds: RequestIds; logger: Logger }): grpc.UntypedServiceImplementation {
+  const { roots, manager, events, requestIds } = deps;
   const logger = deps.logger.child({ service: 'DeviceService' });
   const claimsByBdf = (): Map<string, Claim> => new Map(manager.claims.list().map((c) => [c.bdf, c]));
 
@@ -140,20 +144,22 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
       return { device: deviceInfo(device, manager.claims.get(bdf)) };
     }),
 
-    PrepareDevice: unary('PrepareDevice', logger, async (request: { bdf: string; owner: string; force: boolean; wholeGroup: boolean }) => {
+    PrepareDevice: unary('PrepareDevice', logger, async (request: { bdf: string; owner: string; force: boolean; wholeGroup: boolean; requestId: string }) => {
       const bdf = requestBdf(request.bdf, 'bdf');
       const owner = requireText(request.owner, 'owner', `the VM ${bdf} is prepared for`);
-      try {
-        const result = await manager.prepare(bdf, owner, { force: request.force ?? false, wholeGroup: request.wholeGroup ?? false });
-        if (result.changed) {
-          for (const d of result.devices) events.publish(d.bdf, 'PREPARED', owner, d.companion ? `prepared with ${bdf}` : `on ${result.vfioCdev ?? result.vfioGroupDev ?? 'vfio'}`);
+      return requestIds.once('PrepareDevice', request, async () => {
+        try {
+          const result = await manager.prepare(bdf, owner, { force: request.force ?? false, wholeGroup: request.wholeGroup ?? false });
+          if (result.changed) {
+            for (const d of result.devices) events.device(d.bdf, 'PREPARED', owner, d.companion ? `prepared with ${bdf}` : `on ${result.vfioCdev ?? result.vfioGroupDev ?? 'vfio'}`);
+          }
+          logger.info('device prepared', { bdf, owner, changed: result.changed, devices: result.devices.map((d) => d.bdf) });
+          return prepareResponse(result);
+        } catch (error) {
+          events.device(bdf, 'PREPARE_FAILED', owner, errorMessage(error));
+          throw withVm(error, owner);
         }
-        logger.info('device prepared', { bdf, owner, changed: result.changed, devices: result.devices.map((d) => d.bdf) });
-        return prepareResponse(result);
-      } catch (error) {
-        events.publish(bdf, 'PREPARE_FAILED', owner, errorMessage(error));
-        throw withVm(error, owner);
-      }
+      });
     }),
 
     ReleaseDevice: unary('ReleaseDevice', logger, async (request: { bdf: string; owner: string; waitMs: number }) => {
@@ -162,11 +168,11 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
       const wait = waitMs(request.waitMs, 'wait_ms');
       try {
         const result = await manager.release(bdf, owner, { waitMs: wait });
-        for (const d of result.devices) events.publish(d.bdf, 'RELEASED', owner, d.gone ? 'device gone' : `back on ${d.restoredDriver ?? 'no driver'}`);
+        for (const d of result.devices) events.device(d.bdf, 'RELEASED', owner, d.gone ? 'device gone' : `back on ${d.restoredDriver ?? 'no driver'}`);
         logger.info('device released', { bdf, owner, devices: result.devices.map((d) => d.bdf) });
         return releaseResponse(result);
       } catch (error) {
-        events.publish(bdf, 'RELEASE_FAILED', owner, errorMessage(error));
+        events.device(bdf, 'RELEASE_FAILED', owner, errorMessage(error));
         throw withVm(error, owner);
       }
     }),
@@ -181,9 +187,11 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
         call.emit('error', toStatus(error, 'StreamDeviceEvents', logger));
         return;
       }
+      // Live only, as before WatchEvents existed (which replays).
       const unsubscribe = events.subscribe((event) => {
-        if (filter && !filter.has(event.bdf)) return;
-        call.write(deviceEventMessage(event));
+        const message = deviceEventMessage(event);
+        if (!message || (filter && !filter.has(message['componentId'] as string))) return;
+        call.write(message);
       });
       const stopClosing = events.onClose(() => call.end());
       const end = (): void => {

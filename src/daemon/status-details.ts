@@ -205,6 +205,21 @@ export function encodeStatusDetails(code: ErrorCode, message: string, details: P
   return encodeStatus({ code: CODE_NUMBERS[code], message: cut(message, 100), errorInfo: { reason, domain: ERROR_DOMAIN, metadata: {} } });
 }
 
+/**
+ * The google.rpc.Status of an error as a plain message object (details still packed), for a Status inside a
+ * response (Operation.error); the same bytes as the error's grpc-status-details-bin trailer.
+ */
+export function statusMessage(code: ErrorCode, message: string, details: Partial<ErrorDetails>): { code: number; message: string; details: Any[] } {
+  const type = loadTypes().Status;
+  return type.toObject(type.decode(encodeStatusDetails(code, message, details)), { longs: Number, defaults: true, arrays: true }) as { code: number; message: string; details: Any[] };
+}
+
+/** The details of a google.rpc.Status received inside a message (Operation.error), decoded as decodeStatus does. */
+export function decodeStatusMessage(status: { code: number; message: string; details: Any[] }): StatusDetails {
+  const type = loadTypes().Status;
+  return decodeStatus(type.encode(type.fromObject(status)).finish());
+}
+
 /** Decodes a serialised google.rpc.Status; throws on bytes that are not one. */
 export function decodeStatus(bytes: Uint8Array): StatusDetails {
   const t = loadTypes();
