@@ -34,7 +34,8 @@ Options:
   --insecure-tcp         allow plain TCP (no authentication, no encryption)
   --insecure-tls-no-client-cert
                          allow TLS without client certificates (any client that reaches the port)
-  --state-dir <dir>      claims database and controller definitions (default ${DEFAULT_STATE_DIR})
+  --state-dir <dir>      claims database, controller definitions, operations, request ids and events
+                         (api.db) (default ${DEFAULT_STATE_DIR})
   --namespace-dir <dir>  file namespaces and identity files of controllers created through the API
                          must be in it (symlinks resolved); repeatable (default <state dir>/namespaces)
   --max-controllers <n>  most emulated controllers at once (default ${DEFAULT_MAX_CONTROLLERS}); more: RESOURCE_EXHAUSTED
