@@ -50,6 +50,8 @@ export class ApiStore {
         time_ms INTEGER NOT NULL,
         record TEXT NOT NULL
       );
+      CREATE INDEX IF NOT EXISTS request_ids_by_age ON request_ids (created_ms);
+      CREATE INDEX IF NOT EXISTS operations_by_age ON operations (done, created_ms);
       CREATE TABLE IF NOT EXISTS event_pruning (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         through_sequence INTEGER NOT NULL,

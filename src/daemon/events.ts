@@ -6,6 +6,7 @@
  */
 import { EventEmitter } from 'node:events';
 import { VfiodError } from '../util/errors.js';
+import { invalid } from './requests.js';
 import type { ApiStore, StoredEvent } from './api-store.js';
 
 export type DeviceEventKind = 'PREPARED' | 'PREPARE_FAILED' | 'RELEASED' | 'RELEASE_FAILED' | 'ATTACHED' | 'DETACHED';
@@ -96,6 +97,15 @@ export class EventLog {
       });
     if ('afterSequence' in start) {
       if (start.afterSequence < pruned.sequence) throw expired(`after sequence ${start.afterSequence}`);
+      const last = this.lastSequence;
+      // A sequence the log never reached (its state dir was replaced): waiting for it would skip what comes before.
+      if (start.afterSequence > last) {
+        throw invalid(`after_sequence ${start.afterSequence} is past the last event, ${last}: this daemon's event log never had it (was its state dir replaced?)`, 'after_sequence', 'FIELD_OUT_OF_RANGE', {
+          value: start.afterSequence,
+          min: 0,
+          max: last,
+        });
+      }
       return start.afterSequence;
     }
     if ('sinceMs' in start) {

@@ -182,6 +182,8 @@ describe.skipIf(skipReason)('operations, request ids and events', () => {
     const other = await expectStatus(call('AttachmentService', 'AttachDevice', { ...attach, deviceId: 'disk2' }), 'INVALID_ARGUMENT', attach.requestId);
     expect(other.reason).toBe('REQUEST_ID_REUSED');
     expect(other.metadata).toMatchObject({ field: 'request_id', request_id: attach.requestId, rpc: 'AttachDevice' });
+    const long = await expectStatus(call('AttachmentService', 'AttachDevice', { ...attach, requestId: 'x'.repeat(300) }), 'INVALID_ARGUMENT', 'request_id');
+    expect(long.reason).toBe('FIELD_TOO_LONG');
     // One operation only: the retry started nothing.
     expect((await call('OperationService', 'ListOperations', {}))['operations']).toHaveLength(1);
 
@@ -300,6 +302,13 @@ describe.skipIf(skipReason)('operations, request ids and events', () => {
     expect(kept.events).toHaveLength(40);
     expect(kept.events[0]!.sequence).toBe(oldest);
     expect((await watch({ sinceUnixMs: 0 }).ended)?.reason).toBe('EVENTS_EXPIRED');
+    const badType = await watch({ resourceTypes: [99] }).ended;
+    expect(badType?.statusName).toBe('INVALID_ARGUMENT');
+    expect(badType?.metadata).toMatchObject({ field: 'resource_types[0]' });
+    // A sequence the log never reached is refused too (waiting for it would skip everything before it).
+    const future = await watch({ afterSequence: 1_000_000 }).ended;
+    expect(future?.statusName).toBe('INVALID_ARGUMENT');
+    expect(future?.metadata).toMatchObject({ field: 'after_sequence', value: '1000000' });
     const last = watch({ tailEvents: 5, stopAfterReplay: true });
     expect(await last.ended).toBeNull();
     expect(last.events.map((e) => e.sequence)).toEqual(kept.events.slice(-5).map((e) => e.sequence));
