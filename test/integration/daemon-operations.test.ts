@@ -4,7 +4,8 @@
  * operation that completes; a guest that never lets go ends a detach in OPERATION_STATE_DETACH_PENDING; request-id
  * retries (same -> first answer, different -> REQUEST_ID_REUSED, after a daemon restart -> first answer); WatchEvents
  * replays after a sequence and from a time, across a restart, refuses a replay point that is no longer kept, and
- * drops a client that never reads. The daemon runs from dist/ (controllers run in worker threads loaded from there).
+ * drops a client that never reads; an operation whose daemon was SIGKILLed is OPERATION_INTERRUPTED after the restart.
+ * The daemon runs from dist/ (controllers run in worker threads loaded from there; one test runs bin/vfiod.js).
  */
 import { existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
@@ -17,12 +18,14 @@ import { runEvents, sinceMs } from '../../src/cli/events.js';
 import { runOperations } from '../../src/cli/operations.js';
 import { ApiError, VfiodClient } from '../../src/daemon/client.js';
 import { unpackAny } from '../../src/daemon/proto.js';
+import { decodeStatusMessage } from '../../src/daemon/status-details.js';
 import type * as ServerModule from '../../src/daemon/server.js';
 import { memoryLogger } from '../../src/util/log.js';
 import { expectStatus, streamSubscribed } from '../helpers/daemon-client.js';
 import { type FakeChOptions, type FakeCloudHypervisor, vfioHoldingFake } from '../helpers/fake-cloud-hypervisor.js';
 import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
 import { temporaryDir } from '../helpers/common.js';
+import { children, type LogLine, serve } from '../helpers/vfiod-process.js';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
 const distServer = path.join(root, 'dist', 'daemon', 'server.js');
@@ -105,6 +108,7 @@ describe.skipIf(skipReason)('operations, request ids and events', () => {
   afterEach(async () => {
     client.close();
     await daemon.close();
+    for (const child of children.splice(0)) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     for (const fake of fakes.splice(0)) {
       expect(fake.violations).toEqual([]);
       await fake.stop();
@@ -362,5 +366,41 @@ describe.skipIf(skipReason)('operations, request ids and events', () => {
     expect((await run(runEvents, '--since', 'yesterday')).code).toBe(2);
     expect(sinceMs('10m', 1_000_000)).toBe(400_000);
     expect(sinceMs('2026-12-07T12:00:00Z')).toBe(Date.UTC(2026, 11, 7, 12));
+  });
+
+  it('a daemon killed during an attach: after the restart the operation is FAILED OPERATION_INTERRUPTED, the attachment reconciled, the events kept', async () => {
+    // The bin/vfiod.js daemon in a child process (SIGKILL), over the same fake host and state dir.
+    client.close();
+    await daemon.close();
+    const args = ['--socket', path.join(dir, 'child.sock'), '--state-dir', path.join(dir, 'state'), '--sysfs-root', host.roots.sysfs, '--dev-root', host.roots.dev, '--proc-root', host.roots.proc];
+    const listening = (line: LogLine): boolean => line['msg'] === 'listening' && line['component'] === 'daemon';
+    const first = serve(args, 'daemon');
+    await first.waitFor(listening, 'the daemon listening');
+    client = new VfiodClient({ address: path.join(dir, 'child.sock') });
+    // The VMM adds the device at once but answers only after a minute: the daemon dies waiting for it.
+    const { fake, endpoint } = await vmm('vm1', { lateAnswerMs: new Map([['vm.add-user-device', 60_000]]) });
+    const started = (await call('AttachmentService', 'AttachDevice', { vmId: 'vm1', endpoint, source: { vfioUserSocket: '/run/vfiod/vm1-a.sock' }, deviceId: 'data1', timeoutMs: 120_000 }))['operation'];
+    await vi.waitFor(() => expect(fake.tree.has('data1')).toBe(true), { timeout: 10_000 });
+    first.process.kill('SIGKILL');
+    await first.exited;
+    client.close();
+
+    const second = serve(args, 'daemon');
+    await second.waitFor(listening, 'the restarted daemon listening');
+    client = new VfiodClient({ address: path.join(dir, 'child.sock') });
+    const op = await call('OperationService', 'GetOperation', { name: started.name });
+    expect(op).toMatchObject({ state: 'OPERATION_STATE_FAILED', done: true, deviceId: 'data1' });
+    const error = decodeStatusMessage(op.error);
+    expect(error.errorInfo).toMatchObject({ reason: 'OPERATION_INTERRUPTED', metadata: { operation: started.name, vm_id: 'vm1', device_id: 'data1' } });
+    expect(error.message).toContain('adding data1 to the VMM');
+    // The VMM has the device: the start-up reconcile completed the attach.
+    expect((await call('AttachmentService', 'ListAttachments', { vmId: 'vm1' }))['attachments']).toMatchObject([{ deviceId: 'data1', state: 'ATTACHMENT_STATE_ATTACHED' }]);
+    // The events of both daemons, in one sequence.
+    const replay = watch({ afterSequence: 0, resourceTypes: ['EVENT_RESOURCE_TYPE_OPERATION'], stopAfterReplay: true });
+    expect(await replay.ended).toBeNull();
+    expect(replay.events.map((e) => e.action)).toEqual([...replay.events.slice(0, -1).map(() => 'RUNNING'), 'FAILED']);
+    expect(replay.events.length).toBeGreaterThanOrEqual(3);
+    second.process.kill('SIGTERM');
+    expect(await second.exited).toBe(0);
   });
 });
