@@ -5,7 +5,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { ApiError, type VfiodClient } from '../daemon/client.js';
 import { unpackAny } from '../daemon/proto.js';
-import { decodeStatusMessage } from '../daemon/status-details.js';
+import { decodeStatus } from '../daemon/status-details.js';
 import { CLIENT_EXIT, type ClientDeps, UsageError, milliseconds, shortEnum, subcommandHelp, table } from './common.js';
 import { CONNECTION_HELP, type Context, printJson, withClient } from './remote.js';
 
@@ -30,7 +30,7 @@ export interface Operation {
   deviceId: string;
   requestId: string;
   response: { type_url: string; value: Uint8Array } | null;
-  error: { code: number; message: string; details: Array<{ type_url: string; value: Uint8Array }> } | null;
+  error: { code: number; message: string; reason: string; metadata: Record<string, string>; statusDetails: Uint8Array } | null;
   createTime: string;
   updateTime: string;
   eventSequence: number;
@@ -46,17 +46,17 @@ export function operationResponse<T>(op: Operation): T | undefined {
 
 /** The operation with its response and error decoded, for --json. */
 export function operationJson(op: Operation): Record<string, unknown> {
-  const error = op.error ? decodeStatusMessage(op.error) : undefined;
+  const error = op.error;
   return {
     ...op,
     response: operationResponse(op) ?? null,
-    error: error ? { code: grpc.status[error.code] ?? error.code, message: error.message, reason: error.errorInfo?.reason ?? '', metadata: error.errorInfo?.metadata ?? {} } : null,
+    error: error ? { code: grpc.status[error.code] ?? error.code, message: error.message, reason: error.reason, metadata: error.metadata } : null,
   };
 }
 
 /** The error an operation ended with, as a failed call would have carried it. */
 export function operationError(op: Operation, rpc: string): ApiError | undefined {
-  return op.error ? new ApiError(op.error.code, op.error.message, rpc, decodeStatusMessage(op.error)) : undefined;
+  return op.error ? new ApiError(op.error.code, op.error.message, rpc, decodeStatus(op.error.statusDetails)) : undefined;
 }
 
 /**
@@ -73,7 +73,7 @@ export async function followOperation(client: VfiodClient, op: Operation, progre
     shown = line;
     if (current.done || Date.now() >= deadline) return current;
     const wait = Math.max(1, Math.min(POLL_MS, deadline - Date.now()));
-    current = await client.call<Operation>('OperationService', 'WaitOperation', { name: op.name, timeoutMs: wait }, wait + 30_000);
+    current = (await client.call<{ operation: Operation }>('OperationService', 'WaitOperation', { name: op.name, timeoutMs: wait }, wait + 30_000)).operation;
   }
 }
 
@@ -120,11 +120,11 @@ export async function runOperations(argv: string[], deps: ClientDeps = {}): Prom
         return CLIENT_EXIT.ok;
       }
       case 'get': {
-        printOperation(ctx, await ctx.client.call<Operation>('OperationService', 'GetOperation', { name: name() }));
+        printOperation(ctx, (await ctx.client.call<{ operation: Operation }>('OperationService', 'GetOperation', { name: name() })).operation);
         return CLIENT_EXIT.ok;
       }
       case 'wait': {
-        const start = await ctx.client.call<Operation>('OperationService', 'GetOperation', { name: name() });
+        const start = (await ctx.client.call<{ operation: Operation }>('OperationService', 'GetOperation', { name: name() })).operation;
         const op = await followOperation(ctx.client, start, ctx.json ? undefined : ctx.err, milliseconds('--timeout', v.timeout));
         printOperation(ctx, op);
         return exitOf(op);

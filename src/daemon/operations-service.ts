@@ -11,7 +11,7 @@ export function operationService(deps: { operations: OperationTracker; logger: L
   const logger = deps.logger.child({ service: 'OperationService' });
   const operationName = (value: unknown): string => requireText(value, 'name', 'an operation name, operations/<uuid>');
   return {
-    GetOperation: unary('GetOperation', logger, (request: { name: string }) => operationMessage(operations.get(operationName(request.name)))),
+    GetOperation: unary('GetOperation', logger, (request: { name: string }) => ({ operation: operationMessage(operations.get(operationName(request.name))) })),
     ListOperations: unary('ListOperations', logger, (request: { vmId: string; runningOnly: boolean; pageSize: number }) => {
       const vmId = optionalText(request.vmId, 'vm_id');
       return {
@@ -21,7 +21,7 @@ export function operationService(deps: { operations: OperationTracker; logger: L
     WaitOperation: unary('WaitOperation', logger, async (request: { name: string; timeoutMs: number }) => {
       const name = operationName(request.name);
       const timeoutMs = waitMs(request.timeoutMs, 'timeout_ms') || DEFAULT_WAIT_MS;
-      return operationMessage(await operations.wait(name, timeoutMs));
+      return { operation: operationMessage(await operations.wait(name, timeoutMs)) };
     }),
   };
 }

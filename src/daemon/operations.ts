@@ -10,7 +10,7 @@ import { type ErrorCode, type ErrorDetails, VfiodError, errorMessage } from '../
 import { type ApiStore, KEPT_OPERATIONS } from './api-store.js';
 import type { EventLog } from './events.js';
 import { packAny } from './proto.js';
-import { statusMessage } from './status-details.js';
+import { errorFields } from './status-details.js';
 
 export type OperationKind = 'attach-device' | 'detach-device';
 export type OperationState = 'running' | 'succeeded' | 'failed' | 'detach-pending';
@@ -51,7 +51,7 @@ export function operationMessage(op: OperationRecord): Record<string, unknown> {
     deviceId: op.deviceId,
     requestId: op.requestId,
     ...(op.response ? { response: packAny(op.response.typeName, op.response.value) } : {}),
-    ...(op.error ? { error: statusMessage(op.error.code, op.error.message, op.error.details) } : {}),
+    ...(op.error ? { error: errorFields(op.error.code, op.error.message, op.error.details) } : {}),
     createTime: op.createTime,
     updateTime: op.updateTime,
     eventSequence: op.eventSequence,

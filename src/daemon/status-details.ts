@@ -206,18 +206,13 @@ export function encodeStatusDetails(code: ErrorCode, message: string, details: P
 }
 
 /**
- * The google.rpc.Status of an error as a plain message object (details still packed), for a Status inside a
- * response (Operation.error); the same bytes as the error's grpc-status-details-bin trailer.
+ * An error as a message field (vfiod.v1.OperationError): the code, message, reason and metadata of its
+ * google.rpc.Status, and the Status itself serialized, the same bytes as the error's grpc-status-details-bin trailer.
  */
-export function statusMessage(code: ErrorCode, message: string, details: Partial<ErrorDetails>): { code: number; message: string; details: Any[] } {
-  const type = loadTypes().Status;
-  return type.toObject(type.decode(encodeStatusDetails(code, message, details)), { longs: Number, defaults: true, arrays: true }) as { code: number; message: string; details: Any[] };
-}
-
-/** The details of a google.rpc.Status received inside a message (Operation.error), decoded as decodeStatus does. */
-export function decodeStatusMessage(status: { code: number; message: string; details: Any[] }): StatusDetails {
-  const type = loadTypes().Status;
-  return decodeStatus(type.encode(type.fromObject(status)).finish());
+export function errorFields(code: ErrorCode, message: string, details: Partial<ErrorDetails>): { code: number; message: string; reason: string; metadata: Record<string, string>; statusDetails: Buffer } {
+  const statusDetails = encodeStatusDetails(code, message, details);
+  const status = decodeStatus(statusDetails);
+  return { code: status.code, message: status.message, reason: status.errorInfo?.reason ?? '', metadata: status.errorInfo?.metadata ?? {}, statusDetails };
 }
 
 /** Decodes a serialised google.rpc.Status; throws on bytes that are not one. */

@@ -18,7 +18,7 @@ import { runEvents, sinceMs } from '../../src/cli/events.js';
 import { runOperations } from '../../src/cli/operations.js';
 import { ApiError, VfiodClient } from '../../src/daemon/client.js';
 import { unpackAny } from '../../src/daemon/proto.js';
-import { decodeStatusMessage } from '../../src/daemon/status-details.js';
+import { decodeStatus } from '../../src/daemon/status-details.js';
 import type * as ServerModule from '../../src/daemon/server.js';
 import { memoryLogger } from '../../src/util/log.js';
 import { expectStatus, streamSubscribed } from '../helpers/daemon-client.js';
@@ -129,8 +129,8 @@ describe.skipIf(skipReason)('operations, request ids and events', () => {
     expect(answer['attachment']).toBeNull();
 
     // Progress: the orchestrator reaches the VMM step while the VMM has not answered.
-    await vi.waitFor(async () => expect((await call('OperationService', 'GetOperation', { name: op.name }))['step']).toMatch(/adding disk1 to the VMM/), { timeout: 5000 });
-    const done = await call('OperationService', 'WaitOperation', { name: op.name, timeoutMs: 20_000 });
+    await vi.waitFor(async () => expect((await call('OperationService', 'GetOperation', { name: op.name }))['operation']['step']).toMatch(/adding disk1 to the VMM/), { timeout: 5000 });
+    const done = (await call('OperationService', 'WaitOperation', { name: op.name, timeoutMs: 20_000 }))['operation'];
     expect(done).toMatchObject({ state: 'OPERATION_STATE_SUCCEEDED', done: true, progressPercent: 100, error: null });
     expect(responseOf(done)).toMatchObject({ changed: true, attachment: { vmId: 'vm1', deviceId: 'disk1', state: 'ATTACHMENT_STATE_ATTACHED' } });
     expect(host.driverOf(VF1)).toBe('vfio-pci');
@@ -142,7 +142,7 @@ describe.skipIf(skipReason)('operations, request ids and events', () => {
 
     // A failed attach is a FAILED operation carrying the status; with wait it is the call's status, as before.
     const refused = await call('AttachmentService', 'AttachDevice', { vmId: 'vm1', endpoint, source: { pciBdf: '0000:06:00.0' } });
-    const failed = await call('OperationService', 'WaitOperation', { name: refused['operation'].name, timeoutMs: 20_000 });
+    const failed = (await call('OperationService', 'WaitOperation', { name: refused['operation'].name, timeoutMs: 20_000 }))['operation'];
     expect(failed).toMatchObject({ state: 'OPERATION_STATE_FAILED', done: true, error: { code: 9 } });
     expect(failed.error.message).toContain('in use on the host');
     await expectStatus(call('AttachmentService', 'AttachDevice', { vmId: 'vm1', endpoint, source: { pciBdf: '0000:06:00.0' }, wait: true }), 'FAILED_PRECONDITION', 'in use on the host');
@@ -156,7 +156,7 @@ describe.skipIf(skipReason)('operations, request ids and events', () => {
 
     const detach = await call('AttachmentService', 'DetachDevice', { vmId: 'vm1', deviceId: 'disk1', timeoutMs: 300 });
     expect(detach['operation']).toMatchObject({ kind: 'OPERATION_KIND_DETACH_DEVICE', state: 'OPERATION_STATE_RUNNING', deviceId: 'disk1' });
-    const pending = await call('OperationService', 'WaitOperation', { name: detach['operation'].name, timeoutMs: 20_000 });
+    const pending = (await call('OperationService', 'WaitOperation', { name: detach['operation'].name, timeoutMs: 20_000 }))['operation'];
     expect(pending).toMatchObject({ state: 'OPERATION_STATE_DETACH_PENDING', done: true, response: null });
     expect(pending.error.message).toContain('did not release');
     expect((await call('AttachmentService', 'ListAttachments', { vmId: 'vm1' }))['attachments'][0].state).toBe('ATTACHMENT_STATE_DETACH_PENDING');
@@ -388,11 +388,13 @@ describe.skipIf(skipReason)('operations, request ids and events', () => {
     const second = serve(args, 'daemon');
     await second.waitFor(listening, 'the restarted daemon listening');
     client = new VfiodClient({ address: path.join(dir, 'child.sock') });
-    const op = await call('OperationService', 'GetOperation', { name: started.name });
+    const op = (await call('OperationService', 'GetOperation', { name: started.name }))['operation'];
     expect(op).toMatchObject({ state: 'OPERATION_STATE_FAILED', done: true, deviceId: 'data1' });
-    const error = decodeStatusMessage(op.error);
-    expect(error.errorInfo).toMatchObject({ reason: 'OPERATION_INTERRUPTED', metadata: { operation: started.name, vm_id: 'vm1', device_id: 'data1' } });
-    expect(error.message).toContain('adding data1 to the VMM');
+    expect(op.error).toMatchObject({ code: 13, reason: 'OPERATION_INTERRUPTED', metadata: { operation: started.name, vm_id: 'vm1', device_id: 'data1' } });
+    expect(op.error.message).toContain('adding data1 to the VMM');
+    // The serialized google.rpc.Status says the same, with the operation as its resource.
+    const status = decodeStatus(op.error.statusDetails);
+    expect(status).toMatchObject({ code: 13, message: op.error.message, errorInfo: { reason: 'OPERATION_INTERRUPTED' }, resourceInfo: { resourceType: 'operation', resourceName: started.name, owner: 'vm1' } });
     // The VMM has the device: the start-up reconcile completed the attach.
     expect((await call('AttachmentService', 'ListAttachments', { vmId: 'vm1' }))['attachments']).toMatchObject([{ deviceId: 'data1', state: 'ATTACHMENT_STATE_ATTACHED' }]);
     // The events of both daemons, in one sequence.
