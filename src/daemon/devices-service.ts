@@ -13,6 +13,7 @@ import type { Logger } from '../util/log.js';
 import { invalid, optionalText, requestBdf, requireText, toStatus, unary, waitMs } from './requests.js';
 import type { EventLog, EventRecord } from './events.js';
 import type { RequestIds } from './request-ids.js';
+import { streamEvents } from './events-service.js';
 import { packAny } from './proto.js';
 
 const kindName = (kind: DeviceKind): string => `DEVICE_KIND_${kind.toUpperCase()}`;
@@ -117,8 +118,16 @@ interface ListDevicesRequest {
   freeOnly: boolean;
 }
 
-export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; events: EventLog; requestIds: RequestIds; logger: Logger }): grpc.UntypedServiceImplementation {
-  const { roots, manager, events, requestIds } = deps;
+export function deviceService(deps: {
+  roots: HostRoots;
+  manager: DeviceManager;
+  events: EventLog;
+  /** How far an event stream may fall behind before it is dropped (events-service.ts). */
+  maxLag: number;
+  requestIds: RequestIds;
+  logger: Logger;
+}): grpc.UntypedServiceImplementation {
+  const { roots, manager, events, maxLag, requestIds } = deps;
   const logger = deps.logger.child({ service: 'DeviceService' });
   const claimsByBdf = (): Map<string, Claim> => new Map(manager.claims.list().map((c) => [c.bdf, c]));
 
@@ -187,22 +196,18 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
         call.emit('error', toStatus(error, 'StreamDeviceEvents', logger));
         return;
       }
-      // Live only, as before WatchEvents existed (which replays).
-      const unsubscribe = events.subscribe((event) => {
-        const message = deviceEventMessage(event);
-        if (!message || (filter && !filter.has(message['componentId'] as string))) return;
-        call.write(message);
+      // Live only, as before WatchEvents existed (which replays); a client that does not read is dropped the same way.
+      streamEvents(call, {
+        events,
+        logger,
+        rpc: 'StreamDeviceEvents',
+        maxLag,
+        after: events.lastSequence,
+        message: (event) => {
+          const message = deviceEventMessage(event);
+          return message && (!filter || filter.has(message['componentId'] as string)) ? message : undefined;
+        },
       });
-      const stopClosing = events.onClose(() => call.end());
-      const end = (): void => {
-        unsubscribe();
-        stopClosing();
-      };
-      call.on('cancelled', end);
-      call.on('close', end);
-      call.on('error', end);
-      // Headers now, not with the first event: a client that sees them knows it will get every later event.
-      call.sendMetadata(new grpc.Metadata());
     },
   };
 }

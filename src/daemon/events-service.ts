@@ -1,5 +1,6 @@
 /**
- * vfiod.v1.EventService.WatchEvents over the event log (events.ts). A stream is a cursor into the kept events: it
+ * vfiod.v1.EventService.WatchEvents (and DeviceService.StreamDeviceEvents, a live view of the device events) over the
+ * event log (events.ts). A stream is a cursor into the kept events: it
  * sends what follows its cursor while the client takes it (grpc-js write() answers false once the client's HTTP/2
  * window and the stream's buffer are full), and waits for 'drain' otherwise. A waiting stream holds no events of its
  * own, so a client that never reads costs the daemon a cursor; once the log has run `maxLag` events past it, the
@@ -77,94 +78,119 @@ function resourceTypes(names: string[]): Set<EventResourceType> | undefined {
   );
 }
 
-export function eventService(deps: { events: EventLog; maxLag?: number; logger: Logger }): grpc.UntypedServiceImplementation {
-  const { events } = deps;
-  const maxLag = Math.min(deps.maxLag ?? DEFAULT_EVENT_STREAM_MAX_LAG, events.retention);
+/**
+ * Streams the log to `call` from after `after`: each event `message` maps to something (undefined: not for this
+ * stream) is written while the client takes it; with `stopAfter`, the stream ends once the log is sent up to that
+ * sequence. Shared by WatchEvents and StreamDeviceEvents.
+ */
+export function streamEvents(
+  call: grpc.ServerWritableStream<unknown, unknown>,
+  options: { events: EventLog; logger: Logger; rpc: string; maxLag: number; after: number; stopAfter?: number; message: (event: EventRecord) => Record<string, unknown> | undefined },
+): void {
+  const { events, logger, rpc, maxLag, stopAfter, message } = options;
+  let cursor = options.after;
+  let lastSent = cursor;
+  let blocked = false;
+  let ended = false;
+
+  const end = (): void => {
+    if (ended) return;
+    ended = true;
+    unsubscribe();
+    stopClosing();
+  };
+  const overflow = (head: number): void => {
+    end();
+    const error = new VfiodError(
+      'RESOURCE_EXHAUSTED',
+      `event stream dropped: the client read too slowly and fell ${head - cursor} events behind (at most ${maxLag}); it was sent every event up to sequence ${lastSent}: watch again with after_sequence ${lastSent}`,
+      { reason: 'EVENT_STREAM_OVERFLOW', lastSequence: lastSent, maxLag },
+    );
+    logger.warn('event stream dropped', { rpc, reason: error.reason, lastSequence: lastSent, peer: call.getPeer() });
+    // grpc-js sends an 'error' emitted on a server stream as the call's status, after the messages already written.
+    call.emit('error', toStatus(error, rpc, logger));
+  };
+
+  /** Sends what follows the cursor until the log is exhausted or the client stops taking. */
+  const pump = (): void => {
+    while (!blocked && !ended) {
+      if (cursor < events.prunedThrough.sequence) return overflow(events.lastSequence);
+      const page = events.after(cursor, PAGE);
+      let done = stopAfter !== undefined && page.length < PAGE;
+      for (const event of page) {
+        if (stopAfter !== undefined && event.sequence > stopAfter) {
+          done = true;
+          break;
+        }
+        cursor = event.sequence;
+        const written = message(event);
+        if (!written) continue;
+        lastSent = event.sequence;
+        if (!call.write(written)) {
+          blocked = true;
+          call.once('drain', () => {
+            blocked = false;
+            pump();
+          });
+          return;
+        }
+      }
+      if (done || (stopAfter !== undefined && cursor >= stopAfter)) {
+        end();
+        call.end();
+        return;
+      }
+      if (page.length < PAGE) return;
+    }
+  };
+
+  const unsubscribe = events.subscribe((event) => {
+    if (ended) return;
+    if (!blocked) return pump();
+    if (event.sequence - cursor > maxLag) overflow(event.sequence);
+  });
+  const stopClosing = events.onClose(() => {
+    end();
+    call.end();
+  });
+  call.on('cancelled', end);
+  call.on('close', end);
+  call.on('error', end);
+  // Headers now, not with the first event: a client that sees them knows it will get every later event.
+  call.sendMetadata(new grpc.Metadata());
+  pump();
+}
+
+export function eventService(deps: { events: EventLog; maxLag: number; logger: Logger }): grpc.UntypedServiceImplementation {
+  const { events, maxLag } = deps;
   const logger = deps.logger.child({ service: 'EventService' });
   return {
     WatchEvents: (call: grpc.ServerWritableStream<WatchEventsRequest, unknown>) => {
-      let cursor: number;
+      let after: number;
       let types: Set<EventResourceType> | undefined;
       try {
         types = resourceTypes(call.request.resourceTypes);
         const start = replayStart(call.request);
-        cursor = start ? events.replayAfter(start) : events.lastSequence;
+        after = start ? events.replayAfter(start) : events.lastSequence;
       } catch (error) {
         // grpc-js sends an 'error' emitted on a server stream as the call's status.
         call.emit('error', toStatus(error, 'WatchEvents', logger));
         return;
       }
-      const replayThrough = events.lastSequence;
-      const stopAfterReplay = call.request.stopAfterReplay;
-      let lastSent = cursor;
-      let blocked = false;
-      let ended = false;
-
-      const end = (): void => {
-        if (ended) return;
-        ended = true;
-        unsubscribe();
-        stopClosing();
-      };
-      const fail = (error: VfiodError): void => {
-        end();
-        logger.warn('event stream dropped', { reason: error.reason, lastSequence: lastSent, peer: call.getPeer() });
-        call.emit('error', toStatus(error, 'WatchEvents', logger));
-      };
-      const overflow = (head: number): VfiodError =>
-        new VfiodError(
-          'RESOURCE_EXHAUSTED',
-          `event stream dropped: the client read too slowly and fell ${head - cursor} events behind (at most ${maxLag}); it was sent every event up to sequence ${lastSent}: watch again with after_sequence ${lastSent}`,
-          { reason: 'EVENT_STREAM_OVERFLOW', lastSequence: lastSent, maxLag },
-        );
-
-      /** Sends what follows the cursor until the log is exhausted or the client stops taking. */
-      const pump = (): void => {
-        while (!blocked && !ended) {
-          if (cursor < events.prunedThrough.sequence) return fail(overflow(events.lastSequence));
-          const page = events.after(cursor, PAGE);
-          let replayed = stopAfterReplay && page.length < PAGE;
-          for (const event of page) {
-            if (stopAfterReplay && event.sequence > replayThrough) {
-              replayed = true;
-              break;
-            }
-            cursor = event.sequence;
-            if (types && !types.has(event.resourceType)) continue;
-            lastSent = event.sequence;
-            if (!call.write({ event: eventMessage(event) })) {
-              blocked = true;
-              call.once('drain', () => {
-                blocked = false;
-                pump();
-              });
-              return;
-            }
-          }
-          if (replayed || (stopAfterReplay && cursor >= replayThrough)) {
-            end();
-            call.end();
-            return;
-          }
-          if (page.length < PAGE) return;
-        }
-      };
-
-      const unsubscribe = events.subscribe((event) => {
-        if (ended) return;
-        if (!blocked) return pump();
-        if (event.sequence - cursor > maxLag) fail(overflow(event.sequence));
+      streamEvents(call, {
+        events,
+        logger,
+        rpc: 'WatchEvents',
+        maxLag,
+        after,
+        ...(call.request.stopAfterReplay ? { stopAfter: events.lastSequence } : {}),
+        message: (event) => (types && !types.has(event.resourceType) ? undefined : { event: eventMessage(event) }),
       });
-      const stopClosing = events.onClose(() => {
-        end();
-        call.end();
-      });
-      call.on('cancelled', end);
-      call.on('close', end);
-      call.on('error', end);
-      // Headers now, not with the first event: a client that sees them knows it will get every later event.
-      call.sendMetadata(new grpc.Metadata());
-      pump();
     },
   };
+}
+
+/** How far a stream may fall behind: the daemon's setting, at most what the log keeps. */
+export function streamMaxLag(events: EventLog, setting = DEFAULT_EVENT_STREAM_MAX_LAG): number {
+  return Math.min(setting, events.retention);
 }

@@ -27,7 +27,7 @@ import { deviceService } from './devices-service.js';
 import { ApiStore } from './api-store.js';
 import { attachmentInfo } from './attachments-service.js';
 import { DEFAULT_EVENT_RETENTION, EventLog } from './events.js';
-import { DEFAULT_EVENT_STREAM_MAX_LAG, eventService } from './events-service.js';
+import { eventService, streamMaxLag } from './events-service.js';
 import { OperationTracker } from './operations.js';
 import { operationService } from './operations-service.js';
 import { RequestIds } from './request-ids.js';
@@ -252,14 +252,12 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     const handlers = new HandlerTracker();
     const inBackground = (work: () => Promise<void>): void =>
       handlers.track(work().catch((error: unknown) => logger.error('operation failed unexpectedly', { error: errorMessage(error) })));
-    server.addService(serviceDefinition('DeviceService'), handlers.wrap(deviceService({ roots, manager, events, requestIds, logger }), ['StreamDeviceEvents']));
+    const maxLag = streamMaxLag(events, options.eventStreamMaxLag);
+    server.addService(serviceDefinition('DeviceService'), handlers.wrap(deviceService({ roots, manager, events, maxLag, requestIds, logger }), ['StreamDeviceEvents']));
     server.addService(serviceDefinition('ControllerService'), handlers.wrap(controllerService({ registry, attachments, events, requestIds, logger })));
     server.addService(serviceDefinition('AttachmentService'), handlers.wrap(attachmentService({ attachments, devices: manager, registry, events, operations, requestIds, inBackground, logger })));
     server.addService(serviceDefinition('OperationService'), handlers.wrap(operationService({ operations, logger })));
-    server.addService(
-      serviceDefinition('EventService'),
-      handlers.wrap(eventService({ events, logger, maxLag: options.eventStreamMaxLag ?? DEFAULT_EVENT_STREAM_MAX_LAG }), ['WatchEvents']),
-    );
+    server.addService(serviceDefinition('EventService'), handlers.wrap(eventService({ events, logger, maxLag }), ['WatchEvents']));
     server.addService(serviceDefinition('DaemonService'), handlers.wrap(daemonService({ holderSocket: options.holderSocket, logger })));
     const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICES.map((s) => [s, 'NOT_SERVING' as const])) });
     health.addToServer(server);
