@@ -7,6 +7,7 @@
  * drops a client that never reads; an operation whose daemon was SIGKILLed is OPERATION_INTERRUPTED after the restart.
  * The daemon runs from dist/ (controllers run in worker threads loaded from there; one test runs bin/vfiod.js).
  */
+import { spawn } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -25,7 +26,7 @@ import { expectStatus, streamSubscribed } from '../helpers/daemon-client.js';
 import { type FakeChOptions, type FakeCloudHypervisor, vfioHoldingFake } from '../helpers/fake-cloud-hypervisor.js';
 import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
 import { temporaryDir } from '../helpers/common.js';
-import { children, type LogLine, serve } from '../helpers/vfiod-process.js';
+import { bin, children, type LogLine, serve } from '../helpers/vfiod-process.js';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
 const distServer = path.join(root, 'dist', 'daemon', 'server.js');
@@ -318,7 +319,7 @@ describe.skipIf(skipReason)('operations, request ids and events', () => {
     expect(last.events.map((e) => e.sequence)).toEqual(kept.events.slice(-5).map((e) => e.sequence));
   }, 120_000);
 
-  it('CLI: attach and detach follow their operation with progress; detach-pending exits 4; operations list/get/wait; events --after/--since', async () => {
+  it('CLI: attach and detach follow their operation with progress; detach-pending exits 4; operations list/get/wait; events --after/--since/--follow', async () => {
     const run = async (fn: typeof runAttach, ...argv: string[]) => {
       let stdout = '';
       let stderr = '';
@@ -364,6 +365,21 @@ describe.skipIf(skipReason)('operations, request ids and events', () => {
     expect(recent.stdout).toMatch(new RegExp(`^\\d+  \\S+  device  devices/${VF1}  ATTACHED  vm=vm1`, 'm'));
     expect(recent.stdout).not.toContain('operations/');
     expect((await run(runEvents, '--since', 'yesterday')).code).toBe(2);
+    // --follow, as an operator runs it (bin/vfiod.js): replays after the given sequence, then prints new events until
+    // interrupted.
+    const follow = spawn(process.execPath, [bin, 'events', '--follow', '--after', String(all.at(-1)!.sequence), '--daemon', daemon.socketPath!], { stdio: ['ignore', 'pipe', 'pipe'] });
+    children.push(follow);
+    let followed = '';
+    follow.stdout!.on('data', (d: Buffer) => (followed += d));
+    const followExit = new Promise<number | null>((resolve) => follow.once('exit', resolve));
+    // The prepare reaches it by the replay or live, whenever the command connected; the release after it was printed can
+    // only come live.
+    await call('DeviceService', 'PrepareDevice', { bdf: VF2, owner: 'vm7' });
+    await vi.waitFor(() => expect(followed).toMatch(new RegExp(`devices/${VF2}  PREPARED  vm=vm7`)), { timeout: 20_000 });
+    await call('DeviceService', 'ReleaseDevice', { bdf: VF2, owner: 'vm7' });
+    await vi.waitFor(() => expect(followed).toMatch(new RegExp(`devices/${VF2}  RELEASED  vm=vm7`)), { timeout: 20_000 });
+    follow.kill('SIGINT');
+    expect(await followExit).toBe(0);
     expect(sinceMs('10m', 1_000_000)).toBe(400_000);
     expect(sinceMs('2026-12-07T12:00:00Z')).toBe(Date.UTC(2026, 11, 7, 12));
   });
