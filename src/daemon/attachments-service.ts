@@ -1,8 +1,8 @@
 /**
  * vfiod.v1.AttachmentService over the attachment orchestrator (src/attach AttachmentManager): hot-plug / hot-unplug
  * through the VM's hypervisor as long-running operations (operations.ts), and the static configuration for VM
- * creation. This file only translates between the
- * proto messages and the orchestrator's types; adapters and rollback live in src/attach and src/hypervisor.
+ * creation. This file only translates between the proto messages and the orchestrator's types; adapters and rollback
+ * live in src/attach and src/hypervisor.
  */
 import type * as grpc from '@grpc/grpc-js';
 import type { Attachment, AttachmentManager, AttachRequest, AttachSource, HypervisorEndpoint } from '../attach/attachments.js';
