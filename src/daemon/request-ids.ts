@@ -36,7 +36,7 @@ export class RequestIds {
    * `create()` once per (rpc, request_id); without a request id it simply runs. `result` must be a JSON value (it is
    * kept as JSON).
    */
-  async once<T>(rpc: string, request: { requestId?: unknown }, create: () => Promise<T>): Promise<T> {
+  async once<T>(rpc: string, request: { readonly requestId?: unknown; readonly [field: string]: unknown }, create: () => Promise<T>): Promise<T> {
     const requestId = optionalText(request.requestId, 'request_id');
     if (!requestId) return create();
     const fingerprint = requestFingerprint(request);
