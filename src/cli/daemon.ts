@@ -12,11 +12,14 @@ import { announceServing } from '../serve/supervisor.js';
 import { notifyStopping } from '../util/sd-notify.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import { rootLogger } from '../util/log.js';
-import { applyLogLevel, socketMode, UsageError } from './common.js';
+import { applyLogLevel, integer, socketMode, UsageError } from './common.js';
+import { DEFAULT_EVENT_RETENTION } from '../daemon/events.js';
+import { DEFAULT_EVENT_STREAM_MAX_LAG } from '../daemon/events-service.js';
 
 export const DAEMON_USAGE = `Usage: vfiod daemon [options]
 
-Serves the control API (gRPC vfiod.v1: DeviceService, ControllerService, AttachmentService, health, reflection).
+Serves the control API (gRPC vfiod.v1: DeviceService, ControllerService, AttachmentService, OperationService,
+EventService, health, reflection).
 On start it reconciles device claims with sysfs and restarts the emulated controllers defined in the state dir.
 
 Options:
@@ -31,10 +34,14 @@ Options:
   --insecure-tcp         allow plain TCP (no authentication, no encryption)
   --insecure-tls-no-client-cert
                          allow TLS without client certificates (any client that reaches the port)
-  --state-dir <dir>      claims database and controller definitions (default ${DEFAULT_STATE_DIR})
+  --state-dir <dir>      claims database, controller definitions, operations, request ids and events
+                         (api.db) (default ${DEFAULT_STATE_DIR})
   --namespace-dir <dir>  file namespaces and identity files of controllers created through the API
                          must be in it (symlinks resolved); repeatable (default <state dir>/namespaces)
   --max-controllers <n>  most emulated controllers at once (default ${DEFAULT_MAX_CONTROLLERS}); more: RESOURCE_EXHAUSTED
+  --event-retention <n>  events kept in the state dir for WatchEvents replays (default ${DEFAULT_EVENT_RETENTION})
+  --event-stream-max-lag <n>  events a WatchEvents client may fall behind before it is dropped
+                         (default ${DEFAULT_EVENT_STREAM_MAX_LAG}, at most the retention)
   --sysfs-root <dir>     default /sys      --dev-root <dir>  default /dev      --proc-root <dir>  default /proc
   --log-level <level>    debug, info, warn or error (default info)
   --crash-recovery       a holder process keeps the guests' connections and restarts the daemon if it
@@ -64,6 +71,8 @@ export function parseDaemonArgs(argv: string[]): (DaemonOptions & { crashRecover
         'namespace-dir': { type: 'string', multiple: true },
         'state-dir': { type: 'string' },
         'max-controllers': { type: 'string' },
+        'event-retention': { type: 'string' },
+        'event-stream-max-lag': { type: 'string' },
         'sysfs-root': { type: 'string' },
         'dev-root': { type: 'string' },
         'proc-root': { type: 'string' },
@@ -137,6 +146,8 @@ export function parseDaemonArgs(argv: string[]): (DaemonOptions & { crashRecover
         }
       : {}),
     ...(maxControllers !== undefined ? { maxControllers } : {}),
+    ...(v['event-retention'] !== undefined ? { eventRetention: integer('--event-retention', v['event-retention'], 1, 10_000_000) } : {}),
+    ...(v['event-stream-max-lag'] !== undefined ? { eventStreamMaxLag: integer('--event-stream-max-lag', v['event-stream-max-lag'], 1, 10_000_000) } : {}),
     roots: { sysfs: v['sysfs-root'] ?? DEFAULT_ROOTS.sysfs, dev: v['dev-root'] ?? DEFAULT_ROOTS.dev, proc: v['proc-root'] ?? DEFAULT_ROOTS.proc },
   };
 }

@@ -1,18 +1,21 @@
 /**
  * vfiod.v1.AttachmentService over the attachment orchestrator (src/attach AttachmentManager): hot-plug / hot-unplug
- * through the VM's hypervisor, and the static configuration for VM creation. This file only translates between the
- * proto messages and the orchestrator's types; adapters and rollback live in src/attach and src/hypervisor.
+ * through the VM's hypervisor as long-running operations (operations.ts), and the static configuration for VM
+ * creation. This file only translates between the proto messages and the orchestrator's types; adapters and rollback
+ * live in src/attach and src/hypervisor.
  */
 import type * as grpc from '@grpc/grpc-js';
-import type { Attachment, AttachmentManager, AttachSource, HypervisorEndpoint } from '../attach/attachments.js';
+import type { Attachment, AttachmentManager, AttachRequest, AttachSource, HypervisorEndpoint } from '../attach/attachments.js';
 import type { StaticDevice } from '../hypervisor/static-config.js';
 import type { HypervisorKind } from '../hypervisor/types.js';
 import type { DeviceManager } from '../devices/manager.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { ControllerRegistry } from '../serve/registry.js';
-import { invalid, optionalText, requestBdf, requireText, unary, waitMs } from './requests.js';
-import type { DeviceEventBus } from './events.js';
+import { invalid, MAX_WAIT_MS, optionalText, requestBdf, requireText, unary, waitMs } from './requests.js';
+import { operationMessage, type OperationTracker } from './operations.js';
+import type { RequestIds } from './request-ids.js';
+import type { EventLog } from './events.js';
 
 interface EndpointMessage {
   endpoint?: string;
@@ -89,11 +92,26 @@ export function attachmentService(deps: {
   attachments: AttachmentManager;
   devices: DeviceManager;
   registry: ControllerRegistry;
-  events: DeviceEventBus;
+  events: EventLog;
+  operations: OperationTracker;
+  requestIds: RequestIds;
+  /** Runs an operation's work after the call answered; shutdown waits for it (it needs the claims database). */
+  inBackground: (work: () => Promise<void>) => void;
   logger: Logger;
 }): grpc.UntypedServiceImplementation {
-  const { attachments, devices, registry, events } = deps;
+  const { attachments, devices, registry, events, operations, requestIds, inBackground } = deps;
   const logger = deps.logger.child({ service: 'AttachmentService' });
+
+  /**
+   * The answer of AttachDevice / DetachDevice: the operation, at once; with `wait`, once it is done, with the
+   * response fields filled as before operations existed, and a failure as the call's status.
+   */
+  const operationAnswer = async (name: string, wait: boolean): Promise<Record<string, unknown>> => {
+    const op = wait ? await operations.wait(name, MAX_WAIT_MS) : operations.get(name);
+    if (op.state === 'failed' && wait && op.error) throw new VfiodError(op.error.code, op.error.message, op.error.details);
+    const fields = op.state === 'succeeded' && wait ? op.response!.value : op.kind === 'detach-device' ? { vmId: op.vmId, deviceId: op.deviceId } : {};
+    return { ...fields, operation: operationMessage(op) };
+  };
 
   const sourceFrom = async (message: SourceMessage | null | undefined, context: string): Promise<AttachSource> => {
     switch (message?.source) {
@@ -130,6 +148,8 @@ export function attachmentService(deps: {
       gpudirectClique?: number;
       force: boolean;
       timeoutMs: number;
+      requestId: string;
+      wait: boolean;
     }) => {
       const vmId = requireText(request.vmId, 'vm_id', 'the VM to attach to');
       const endpoint = endpointFrom(request.endpoint, vmId);
@@ -137,7 +157,7 @@ export function attachmentService(deps: {
       const deviceId = optionalText(request.deviceId, `VM ${vmId}: device_id`);
       const timeoutMs = waitMs(request.timeoutMs, `VM ${vmId}: timeout_ms`);
       checkPciSegment(request.pciSegment, `VM ${vmId}: pci_segment`);
-      const result = await attachments.attach({
+      const attachRequest: AttachRequest = {
         vmId,
         endpoint,
         source,
@@ -148,30 +168,55 @@ export function attachmentService(deps: {
         ...(request.gpudirectClique !== undefined && request.gpudirectClique !== null ? { gpudirectClique: request.gpudirectClique } : {}),
         ...(request.force ? { force: true } : {}),
         ...(timeoutMs ? { timeoutMs } : {}),
+      };
+      const name = await requestIds.once('AttachDevice', request, async () => {
+        const op = operations.start('attach-device', vmId, deviceId ?? '', request.requestId ?? '');
+        inBackground(async () => {
+          try {
+            const result = await attachments.attach({ ...attachRequest, onStep: (p) => operations.progress(op, p.percent, p.step, p.deviceId) });
+            if (result.changed) {
+              for (const f of result.attachment.functions) if (f.hostBdf) events.device(f.hostBdf, 'ATTACHED', vmId, `attached as ${f.vmmDeviceId}${f.guestBdf ? ` at guest ${f.guestBdf}` : ''}`);
+            }
+            logger.info('device attached', { vm: vmId, device: result.attachment.deviceId, changed: result.changed, operation: op.name });
+            const response = { attachment: attachmentInfo(result.attachment), changed: result.changed, warnings: result.warnings };
+            operations.finish(op, 'succeeded', { response: { typeName: 'AttachDeviceResponse', value: response }, deviceId: result.attachment.deviceId });
+          } catch (error) {
+            operations.finish(op, 'failed', { error });
+          }
+        });
+        return op.name;
       });
-      if (result.changed) {
-        for (const f of result.attachment.functions) if (f.hostBdf) events.publish(f.hostBdf, 'ATTACHED', vmId, `attached as ${f.vmmDeviceId}${f.guestBdf ? ` at guest ${f.guestBdf}` : ''}`);
-      }
-      logger.info('device attached', { vm: vmId, device: result.attachment.deviceId, changed: result.changed });
-      return { attachment: attachmentInfo(result.attachment), changed: result.changed, warnings: result.warnings };
+      return operationAnswer(name, request.wait);
     }),
 
-    DetachDevice: unary('DetachDevice', logger, async (request: { vmId: string; deviceId: string; bdf: string; timeoutMs: number; keepClaimed: boolean }) => {
+    DetachDevice: unary('DetachDevice', logger, async (request: { vmId: string; deviceId: string; bdf: string; timeoutMs: number; keepClaimed: boolean; wait: boolean }) => {
       const vmId = requireText(request.vmId, 'vm_id', 'the VM to detach from');
       const deviceId = optionalText(request.deviceId, `VM ${vmId}: device_id`);
       if (!deviceId && !request.bdf) throw invalid(`VM ${vmId}: device_id or bdf is required`, 'device_id', 'FIELD_REQUIRED');
       const bdf = request.bdf ? requestBdf(request.bdf, 'bdf') : undefined;
       const timeoutMs = waitMs(request.timeoutMs, `VM ${vmId}: timeout_ms`);
-      const result = await attachments.detach({
-        vmId,
-        ...(deviceId ? { deviceId } : {}),
-        ...(bdf ? { bdf } : {}),
-        ...(timeoutMs ? { timeoutMs } : {}),
-        ...(request.keepClaimed ? { release: false } : {}),
+      // Checked before the operation starts: an unknown attachment is the call's NOT_FOUND, not a failed operation.
+      const target = attachments.find(vmId, deviceId, bdf);
+      const op = operations.start('detach-device', vmId, target.deviceId, '');
+      inBackground(async () => {
+        try {
+          const result = await attachments.detach({
+            vmId,
+            deviceId: target.deviceId,
+            ...(timeoutMs ? { timeoutMs } : {}),
+            ...(request.keepClaimed ? { release: false } : {}),
+            onStep: (p) => operations.progress(op, p.percent, p.step),
+          });
+          for (const released of result.released) events.device(released, 'DETACHED', vmId, `detached from ${result.deviceId} and released`);
+          logger.info('device detached', { vm: vmId, device: result.deviceId, released: result.released, operation: op.name });
+          operations.finish(op, 'succeeded', { response: { typeName: 'DetachDeviceResponse', value: { vmId: result.vmId, deviceId: result.deviceId, released: result.released } } });
+        } catch (error) {
+          // A guest (or VMM) that did not let go is a state of the attachment, not a failure of the call.
+          const pending = error instanceof VfiodError && error.details['state'] === 'detach-pending';
+          operations.finish(op, pending ? 'detach-pending' : 'failed', { error });
+        }
       });
-      for (const released of result.released) events.publish(released, 'DETACHED', vmId, `detached from ${result.deviceId} and released`);
-      logger.info('device detached', { vm: vmId, device: result.deviceId, released: result.released });
-      return { vmId: result.vmId, deviceId: result.deviceId, released: result.released };
+      return operationAnswer(op.name, request.wait);
     }),
 
     ListAttachments: unary('ListAttachments', logger, (request: { vmId: string }) => ({
@@ -226,7 +271,7 @@ export function attachmentService(deps: {
             const result = await devices.prepare(d.source.bdf, vmId);
             if (result.changed) done.push(d.source.bdf);
             prepared.push({ bdf: result.bdf, changed: result.changed, vfioGroupDev: result.vfioGroupDev ?? '', vfioCdev: result.vfioCdev ?? '' });
-            if (result.changed) events.publish(result.bdf, 'PREPARED', vmId, 'prepared for VM creation');
+            if (result.changed) events.device(result.bdf, 'PREPARED', vmId, 'prepared for VM creation');
           } catch (error) {
             // All or nothing: give back what this call prepared.
             const undone: string[] = [];
@@ -234,7 +279,7 @@ export function attachmentService(deps: {
               try {
                 await devices.release(bdf, vmId);
                 undone.push(bdf);
-                events.publish(bdf, 'RELEASED', vmId, 'rolled back: VM config preparation failed');
+                events.device(bdf, 'RELEASED', vmId, 'rolled back: VM config preparation failed');
               } catch (releaseError) {
                 logger.error('rollback release failed', { vm: vmId, bdf, error: errorMessage(releaseError) });
               }

@@ -2,6 +2,8 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { AttachmentManager } from '../attach/attachments.js';
 import { VfiodError } from '../util/errors.js';
+import type { EventLog } from './events.js';
+import type { RequestIds } from './request-ids.js';
 import type { Logger } from '../util/log.js';
 import { sameSocketFile } from '../util/socket-path.js';
 import { type ControllerRegistry, type ControllerSpecInput, type ControllerView, percentileMicros } from '../serve/registry.js';
@@ -78,14 +80,18 @@ export function controllerInfo(view: ControllerView, sampleIntervalMs: number): 
   };
 }
 
-export function controllerService(deps: { registry: ControllerRegistry; attachments: AttachmentManager; logger: Logger }): grpc.UntypedServiceImplementation {
-  const { registry, attachments } = deps;
+export function controllerService(deps: { registry: ControllerRegistry; attachments: AttachmentManager; events: EventLog; requestIds: RequestIds; logger: Logger }): grpc.UntypedServiceImplementation {
+  const { registry, attachments, events, requestIds } = deps;
   const logger = deps.logger.child({ service: 'ControllerService' });
   const info = (view: ControllerView): Record<string, unknown> => controllerInfo(view, registry.sampleIntervalMs);
   return {
-    CreateController: unary('CreateController', logger, async (request: { id: string; spec: ControllerSpecInput | null }) => {
+    CreateController: unary('CreateController', logger, async (request: { id: string; spec: ControllerSpecInput | null; requestId: string }) => {
       const id = requireText(request.id, 'id', 'the controller id');
-      return { controller: info(await registry.create(id, request.spec ?? {})) };
+      return requestIds.once('CreateController', request, async () => {
+        const view = await registry.create(id, request.spec ?? {});
+        events.publish({ resourceType: 'controller', resourceName: `controllers/${id}`, action: 'CREATED', vmId: '', detail: `${view.state} on ${view.config.socketPath}` });
+        return { controller: info(view) };
+      });
     }),
     DeleteController: unary('DeleteController', logger, async (request: { id: string }) => {
       const id = requireText(request.id, 'id', 'the controller id');
@@ -114,6 +120,7 @@ export function controllerService(deps: { registry: ControllerRegistry; attachme
       }
       if (users.length) logger.warn('deleting a controller whose VM is gone without a completed detach', { controller: id, attachments: users.map((a) => `${a.vmId}/${a.deviceId}`) });
       await registry.delete(id);
+      events.publish({ resourceType: 'controller', resourceName: `controllers/${id}`, action: 'DELETED', vmId: '', detail: 'deleted' });
       return {};
     }),
     ListControllers: unary('ListControllers', logger, async () => ({ controllers: (await registry.list()).map(info) })),

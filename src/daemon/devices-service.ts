@@ -11,7 +11,9 @@ import { DEVICE_KINDS, parseId, selectDevices } from '../devices/selectors.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { invalid, optionalText, requestBdf, requireText, toStatus, unary, waitMs } from './requests.js';
-import type { DeviceEventBus, DeviceEventRecord } from './events.js';
+import type { EventLog, EventRecord } from './events.js';
+import type { RequestIds } from './request-ids.js';
+import { streamEvents } from './events-service.js';
 import { packAny } from './proto.js';
 
 const kindName = (kind: DeviceKind): string => `DEVICE_KIND_${kind.toUpperCase()}`;
@@ -98,11 +100,14 @@ function releaseResponse(r: ReleaseResult): Record<string, unknown> {
   };
 }
 
-export function deviceEventMessage(event: DeviceEventRecord): Record<string, unknown> {
+/** A device event of the log as StreamDeviceEvents sends it; undefined for the log's other events. */
+export function deviceEventMessage(event: EventRecord): Record<string, unknown> | undefined {
+  if (!event.snapshot || !('device' in event.snapshot)) return undefined;
+  const device = event.snapshot.device;
   return {
-    id: event.id,
-    componentId: event.bdf,
-    data: packAny('DeviceStateChanged', { bdf: event.bdf, kind: `DEVICE_EVENT_KIND_${event.kind}`, owner: event.owner, detail: event.detail, at: event.at }),
+    id: String(event.sequence),
+    componentId: device.bdf,
+    data: packAny('DeviceStateChanged', { ...device, kind: `DEVICE_EVENT_KIND_${device.kind}` }),
   };
 }
 
@@ -119,8 +124,16 @@ function vgpuChangeResponse(r: VgpuChangeResult): Record<string, unknown> {
   return { bdf: r.bdf, owner: r.owner, previousType: r.previous, currentType: r.current, changed: r.changed, claimed: r.claimed };
 }
 
-export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; events: DeviceEventBus; logger: Logger }): grpc.UntypedServiceImplementation {
-  const { roots, manager, events } = deps;
+export function deviceService(deps: {
+  roots: HostRoots;
+  manager: DeviceManager;
+  events: EventLog;
+  /** How far an event stream may fall behind before it is dropped (events-service.ts). */
+  maxLag: number;
+  requestIds: RequestIds;
+  logger: Logger;
+}): grpc.UntypedServiceImplementation {
+  const { roots, manager, events, maxLag, requestIds } = deps;
   const logger = deps.logger.child({ service: 'DeviceService' });
   const claimsByBdf = (): Map<string, Claim> => new Map(manager.claims.list().map((c) => [c.bdf, c]));
 
@@ -149,20 +162,22 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
       return { device: deviceInfo(device, manager.claims.get(bdf)) };
     }),
 
-    PrepareDevice: unary('PrepareDevice', logger, async (request: { bdf: string; owner: string; force: boolean; wholeGroup: boolean }) => {
+    PrepareDevice: unary('PrepareDevice', logger, async (request: { bdf: string; owner: string; force: boolean; wholeGroup: boolean; requestId: string }) => {
       const bdf = requestBdf(request.bdf, 'bdf');
       const owner = requireText(request.owner, 'owner', `the VM ${bdf} is prepared for`);
-      try {
-        const result = await manager.prepare(bdf, owner, { force: request.force ?? false, wholeGroup: request.wholeGroup ?? false });
-        if (result.changed) {
-          for (const d of result.devices) events.publish(d.bdf, 'PREPARED', owner, d.companion ? `prepared with ${bdf}` : `on ${result.vfioCdev ?? result.vfioGroupDev ?? 'vfio'}`);
+      return requestIds.once('PrepareDevice', request, async () => {
+        try {
+          const result = await manager.prepare(bdf, owner, { force: request.force ?? false, wholeGroup: request.wholeGroup ?? false });
+          if (result.changed) {
+            for (const d of result.devices) events.device(d.bdf, 'PREPARED', owner, d.companion ? `prepared with ${bdf}` : `on ${result.vfioCdev ?? result.vfioGroupDev ?? 'vfio'}`);
+          }
+          logger.info('device prepared', { bdf, owner, changed: result.changed, devices: result.devices.map((d) => d.bdf) });
+          return prepareResponse(result);
+        } catch (error) {
+          events.device(bdf, 'PREPARE_FAILED', owner, errorMessage(error));
+          throw withVm(error, owner);
         }
-        logger.info('device prepared', { bdf, owner, changed: result.changed, devices: result.devices.map((d) => d.bdf) });
-        return prepareResponse(result);
-      } catch (error) {
-        events.publish(bdf, 'PREPARE_FAILED', owner, errorMessage(error));
-        throw withVm(error, owner);
-      }
+      });
     }),
 
     ReleaseDevice: unary('ReleaseDevice', logger, async (request: { bdf: string; owner: string; waitMs: number }) => {
@@ -171,11 +186,11 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
       const wait = waitMs(request.waitMs, 'wait_ms');
       try {
         const result = await manager.release(bdf, owner, { waitMs: wait });
-        for (const d of result.devices) events.publish(d.bdf, 'RELEASED', owner, d.gone ? 'device gone' : `back on ${d.restoredDriver ?? 'no driver'}`);
+        for (const d of result.devices) events.device(d.bdf, 'RELEASED', owner, d.gone ? 'device gone' : `back on ${d.restoredDriver ?? 'no driver'}`);
         logger.info('device released', { bdf, owner, devices: result.devices.map((d) => d.bdf) });
         return releaseResponse(result);
       } catch (error) {
-        events.publish(bdf, 'RELEASE_FAILED', owner, errorMessage(error));
+        events.device(bdf, 'RELEASE_FAILED', owner, errorMessage(error));
         throw withVm(error, owner);
       }
     }),
@@ -190,7 +205,7 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
       const owner = requireText(request.owner, 'owner', `the VM ${bdf} is for`);
       if (!request.typeId) throw invalid('type_id: a vGPU type id is required (ClearVgpuType clears the profile)', 'type_id', 'FIELD_REQUIRED');
       const result = manager.setVgpuType(bdf, owner, request.typeId);
-      if (result.changed) events.publish(bdf, 'VGPU_TYPE_CHANGED', owner, `vGPU profile ${result.previous} -> ${result.current}`);
+      if (result.changed) events.device(bdf, 'VGPU_TYPE_CHANGED', owner, `vGPU profile ${result.previous} -> ${result.current}`);
       logger.info('vGPU profile set', { bdf, owner, previous: result.previous, current: result.current, changed: result.changed });
       return vgpuChangeResponse(result);
     }),
@@ -199,7 +214,7 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
       const bdf = requestBdf(request.bdf, 'bdf');
       const owner = requireText(request.owner, 'owner', `the VM ${bdf} is for`);
       const result = manager.clearVgpuType(bdf, owner);
-      if (result.changed) events.publish(bdf, 'VGPU_TYPE_CHANGED', owner, `vGPU profile ${result.previous} cleared`);
+      if (result.changed) events.device(bdf, 'VGPU_TYPE_CHANGED', owner, `vGPU profile ${result.previous} cleared`);
       logger.info('vGPU profile cleared', { bdf, owner, previous: result.previous, changed: result.changed });
       return vgpuChangeResponse(result);
     }),
@@ -215,11 +230,11 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
       const timeout = request.timeoutMs ? waitMs(request.timeoutMs, 'timeout_ms') : undefined;
       try {
         const r = await manager.createVfs(pf, owner, request.numVfs, timeout !== undefined ? { timeoutMs: timeout } : {});
-        for (const vf of r.vfs) events.publish(vf.bdf, 'PREPARED', owner, `VF of ${pf} created and prepared on ${vf.vfioCdev ?? vf.vfioGroupDev ?? 'vfio'}`);
+        for (const vf of r.vfs) events.device(vf.bdf, 'PREPARED', owner, `VF of ${pf} created and prepared on ${vf.vfioCdev ?? vf.vfioGroupDev ?? 'vfio'}`);
         logger.info('VFs created', { pf, owner, vfs: r.vfs.map((v) => v.bdf), replaced: r.replaced });
         return { pf, owner, numVfs: r.numVfs, replaced: r.replaced, vfs: r.vfs.map(prepareResponse), autoprobeTurnedOff: r.autoprobeTurnedOff, removed: [] };
       } catch (error) {
-        events.publish(pf, 'PREPARE_FAILED', owner, errorMessage(error));
+        events.device(pf, 'PREPARE_FAILED', owner, errorMessage(error));
         throw withVm(error, owner);
       }
     }),
@@ -234,20 +249,18 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
         call.emit('error', toStatus(error, 'StreamDeviceEvents', logger));
         return;
       }
-      const unsubscribe = events.subscribe((event) => {
-        if (filter && !filter.has(event.bdf)) return;
-        call.write(deviceEventMessage(event));
+      // Live only, as before WatchEvents existed (which replays); a client that does not read is dropped the same way.
+      streamEvents(call, {
+        events,
+        logger,
+        rpc: 'StreamDeviceEvents',
+        maxLag,
+        after: events.lastSequence,
+        message: (event) => {
+          const message = deviceEventMessage(event);
+          return message && (!filter || filter.has(message['componentId'] as string)) ? message : undefined;
+        },
       });
-      const stopClosing = events.onClose(() => call.end());
-      const end = (): void => {
-        unsubscribe();
-        stopClosing();
-      };
-      call.on('cancelled', end);
-      call.on('close', end);
-      call.on('error', end);
-      // Headers now, not with the first event: a client that sees them knows it will get every later event.
-      call.sendMetadata(new grpc.Metadata());
     },
   };
 }

@@ -10,9 +10,9 @@ import protobuf from 'protobufjs';
 
 /** proto/ at the repository root; the same relative path from src/daemon and dist/daemon. */
 export const PROTO_ROOT = fileURLToPath(new URL('../../proto', import.meta.url));
-export const PROTO_FILES = ['vfiod/v1/devices.proto', 'vfiod/v1/controllers.proto', 'vfiod/v1/attachments.proto', 'vfiod/v1/daemon.proto'];
+export const PROTO_FILES = ['vfiod/v1/devices.proto', 'vfiod/v1/controllers.proto', 'vfiod/v1/attachments.proto', 'vfiod/v1/daemon.proto', 'vfiod/v1/operations.proto', 'vfiod/v1/events.proto'];
 
-export type ServiceName = 'DeviceService' | 'ControllerService' | 'AttachmentService' | 'DaemonService';
+export type ServiceName = 'DeviceService' | 'ControllerService' | 'AttachmentService' | 'DaemonService' | 'OperationService' | 'EventService';
 export const PACKAGE = 'vfiod.v1';
 
 export const LOADER_OPTIONS: protoLoader.Options = {

@@ -24,7 +24,13 @@ import { attachmentService } from './attachments-service.js';
 import { ControllerRegistry } from '../serve/registry.js';
 import { controllerService } from './controllers-service.js';
 import { deviceService } from './devices-service.js';
-import { DeviceEventBus } from './events.js';
+import { ApiStore } from './api-store.js';
+import { attachmentInfo } from './attachments-service.js';
+import { DEFAULT_EVENT_RETENTION, EventLog } from './events.js';
+import { eventService, streamMaxLag } from './events-service.js';
+import { OperationTracker } from './operations.js';
+import { operationService } from './operations-service.js';
+import { RequestIds } from './request-ids.js';
 import { loadProtocol, serviceDefinition } from './proto.js';
 import { daemonService } from './daemon-service.js';
 import { socketPathState } from '../util/socket-path.js';
@@ -32,7 +38,7 @@ import { makeDirectory } from '../util/make-directory.js';
 
 export const DEFAULT_DAEMON_SOCKET = '/run/vfiod/vfiod.sock';
 export const DEFAULT_STATE_DIR = '/var/lib/vfiod';
-const SERVICES = ['vfiod.v1.DeviceService', 'vfiod.v1.ControllerService', 'vfiod.v1.AttachmentService'] as const;
+const SERVICES = ['vfiod.v1.DeviceService', 'vfiod.v1.ControllerService', 'vfiod.v1.AttachmentService', 'vfiod.v1.OperationService', 'vfiod.v1.EventService'] as const;
 const DRAIN_TIMEOUT_MS = 5_000;
 /** After the drain: how long shutdown waits for handlers of cancelled calls to finish their rollbacks. */
 const HANDLER_SETTLE_MS = 60_000;
@@ -84,6 +90,10 @@ export interface DaemonOptions {
   controllerMemoryLimitBytes?: number;
   /** Most emulated controllers at once (default 128); CreateController beyond it is RESOURCE_EXHAUSTED. */
   maxControllers?: number;
+  /** Events kept in the state dir for WatchEvents replays (default 10000). */
+  eventRetention?: number;
+  /** How many events a WatchEvents stream may fall behind before it is dropped (default 1000, at most the retention). */
+  eventStreamMaxLag?: number;
   /** Device manager waits (tests shorten them). */
   pollMs?: number;
   vfioTimeoutMs?: number;
@@ -167,7 +177,8 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
   const roots = options.roots ?? DEFAULT_ROOTS;
   makeDirectory(stateDir, 0o700);
   const claims = new ClaimStore(path.join(stateDir, 'claims.db'));
-  const cleanup: Array<() => Promise<void> | void> = [() => claims.close()];
+  const apiStore = new ApiStore(path.join(stateDir, 'api.db'));
+  const cleanup: Array<() => Promise<void> | void> = [() => claims.close(), () => apiStore.close()];
   const undo = async (): Promise<void> => {
     for (const step of cleanup.reverse()) await step();
   };
@@ -194,7 +205,9 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
       attention: reconcileReport.filter((e) => e.action === 'attention').length,
     });
 
-    const events = new DeviceEventBus();
+    const events = new EventLog(apiStore, options.eventRetention ?? DEFAULT_EVENT_RETENTION);
+    const operations = new OperationTracker(apiStore, events);
+    const requestIds = new RequestIds(apiStore);
     // Asked only after start-up, once the registry below exists.
     let controllers: ControllerRegistry | undefined;
     const attachments = new AttachmentManager({
@@ -202,6 +215,15 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
       ...(options.adapterFor ? { adapterFor: options.adapterFor } : {}),
       ...(options.releaseWaitMs !== undefined ? { releaseWaitMs: options.releaseWaitMs } : {}),
       vfioUserInUse: (socket) => controllers?.clientConnected(socket),
+      onChange: (a, removed) =>
+        events.publish({
+          resourceType: 'attachment',
+          resourceName: `vms/${a.vmId}/attachments/${a.deviceId}`,
+          action: removed ? 'DETACHED' : a.state.toUpperCase().replace(/-/g, '_'),
+          vmId: a.vmId,
+          detail: a.note ?? '',
+          snapshot: { attachment: attachmentInfo(a) },
+        }),
     });
     const registry = new ControllerRegistry({
       stateDir,
@@ -219,15 +241,23 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     if (restored.started.length || restored.failed.length) logger.info('controllers restored', restored);
     // After the claims and the controllers: compares each attachment record with its VMM (each entry is logged).
     const attachmentReport = await attachments.reconcile();
+    // After the reconcile, which finished or rolled back what their handlers had begun.
+    const interrupted = operations.interruptLeftovers();
+    if (interrupted.length) logger.warn('operations interrupted by the previous daemon marked failed', { operations: interrupted.map((o) => o.name) });
     if (attachmentReport.length) {
       logger.info('attachments reconciled', Object.fromEntries(['ok', 'repaired', 'removed', 'attention'].map((action) => [action, attachmentReport.filter((e) => e.action === action).length])));
     }
 
     const server = new grpc.Server();
     const handlers = new HandlerTracker();
-    server.addService(serviceDefinition('DeviceService'), handlers.wrap(deviceService({ roots, manager, events, logger }), ['StreamDeviceEvents']));
-    server.addService(serviceDefinition('ControllerService'), handlers.wrap(controllerService({ registry, attachments, logger })));
-    server.addService(serviceDefinition('AttachmentService'), handlers.wrap(attachmentService({ attachments, devices: manager, registry, events, logger })));
+    const inBackground = (work: () => Promise<void>): void =>
+      handlers.track(work().catch((error: unknown) => logger.error('operation failed unexpectedly', { error: errorMessage(error) })));
+    const maxLag = streamMaxLag(events, options.eventStreamMaxLag);
+    server.addService(serviceDefinition('DeviceService'), handlers.wrap(deviceService({ roots, manager, events, maxLag, requestIds, logger }), ['StreamDeviceEvents']));
+    server.addService(serviceDefinition('ControllerService'), handlers.wrap(controllerService({ registry, attachments, events, requestIds, logger })));
+    server.addService(serviceDefinition('AttachmentService'), handlers.wrap(attachmentService({ attachments, devices: manager, registry, events, operations, requestIds, inBackground, logger })));
+    server.addService(serviceDefinition('OperationService'), handlers.wrap(operationService({ operations, logger })));
+    server.addService(serviceDefinition('EventService'), handlers.wrap(eventService({ events, logger, maxLag }), ['WatchEvents']));
     server.addService(serviceDefinition('DaemonService'), handlers.wrap(daemonService({ holderSocket: options.holderSocket, logger })));
     const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICES.map((s) => [s, 'NOT_SERVING' as const])) });
     health.addToServer(server);
@@ -295,6 +325,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
         }
         await registry.close();
         claims.close();
+        apiStore.close();
         if (socketPath !== null) removeSocket(socketPath);
         logger.info('stopped');
       })());

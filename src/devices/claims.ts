@@ -3,9 +3,8 @@
  * synchronous=FULL so a claim written before a sysfs change survives a crash or power loss. A claim exists for
  * every device vfiod moved to vfio-pci (it is written before the first change and removed after the last undo).
  */
-import path from 'node:path';
-import Database from 'better-sqlite3';
-import { makeDirectory } from '../util/make-directory.js';
+import type Database from 'better-sqlite3';
+import { openDurableDatabase } from '../util/sqlite.js';
 
 export type ClaimState = 'preparing' | 'prepared' | 'releasing' | 'failed';
 /** How the device was prepared: bound to vfio-pci by us, or already on a (vendor) VFIO driver and left alone. */
@@ -74,10 +73,7 @@ export class ClaimStore {
   private readonly db: Database.Database;
 
   constructor(readonly file: string) {
-    makeDirectory(path.dirname(file));
-    this.db = new Database(file, { timeout: 5000 });
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = FULL');
+    this.db = openDurableDatabase(file);
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS claims (
         bdf TEXT PRIMARY KEY,

@@ -23,6 +23,7 @@ export const RESOURCE_TYPES = {
   file: { name: ['path'], owner: 'controller_id' },
   socket: { name: ['socket_path'], owner: 'controller_id' },
   daemon: { name: [], owner: undefined },
+  operation: { name: ['operation'], owner: 'vm_id' },
 } as const satisfies Record<string, { name: readonly string[]; owner: string | undefined }>;
 export type ResourceType = keyof typeof RESOURCE_TYPES;
 
@@ -343,7 +344,7 @@ export const ERROR_REASONS = {
   GUEST_DID_NOT_RELEASE: {
     codes: ['DEADLINE_EXCEEDED'],
     resource: 'attachment',
-    when: 'detach: the guest did not let go within `timeout_ms`; the attachment is detach-pending, the device stays claimed',
+    when: 'detach: the guest did not let go within `timeout_ms`; in `Operation.error` of a detach that ended OPERATION_STATE_DETACH_PENDING (not a call status): the attachment is detach-pending, the device stays claimed',
     metadata: ['vmm_device_id', 'timeout_ms'],
   },
   GUEST_REFUSED_UNPLUG: { codes: ['FAILED_PRECONDITION'], resource: 'vm', when: 'detach: the guest refused the unplug (QEMU `DEVICE_UNPLUG_GUEST_ERROR`)', metadata: [] },
@@ -378,6 +379,30 @@ export const ERROR_REASONS = {
   },
   VMM_REJECTED_REQUEST: { codes: ['INVALID_ARGUMENT'], resource: 'vm', when: 'the VMM found vfiod\'s request invalid', metadata: ['http_status', 'qmp_class', 'qmp_desc'] },
   VMM_ERROR: { codes: ['INTERNAL'], resource: 'vm', when: 'any other error answer or failure of the VMM', metadata: ['http_status', 'qmp_class', 'qmp_desc'] },
+
+  // --- request ids, operations, events ---
+  REQUEST_ID_REUSED: {
+    codes: ['INVALID_ARGUMENT'],
+    when: 'a create call (CreateController, PrepareDevice, AttachDevice) repeats a `request_id` with a different request',
+    metadata: ['field', 'request_id'],
+  },
+  OPERATION_NOT_FOUND: { codes: ['NOT_FOUND'], resource: 'operation', when: 'no operation of that name (or no longer kept)', metadata: ['operation'] },
+  OPERATION_INTERRUPTED: {
+    codes: ['INTERNAL'],
+    resource: 'operation',
+    when: 'in `Operation.error`: the daemon stopped while the operation ran; the attachment reconcile at the next start finished or rolled it back',
+    metadata: ['operation'],
+  },
+  EVENTS_EXPIRED: {
+    codes: ['FAILED_PRECONDITION'],
+    when: 'WatchEvents: the replay point is older than the oldest kept event (events in between were dropped)',
+    metadata: ['oldest_sequence', 'retention'],
+  },
+  EVENT_STREAM_OVERFLOW: {
+    codes: ['RESOURCE_EXHAUSTED'],
+    when: 'WatchEvents: the client read too slowly and fell too far behind; resume after `last_sequence`',
+    metadata: ['last_sequence', 'max_lag'],
+  },
 
   // --- the daemon ---
   DAEMON_SHUTTING_DOWN: { codes: ['UNAVAILABLE'], resource: 'daemon', when: 'the daemon is stopping', metadata: [] },
