@@ -12,7 +12,7 @@ import { announceServing } from '../serve/supervisor.js';
 import { notifyStopping } from '../util/sd-notify.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import { rootLogger } from '../util/log.js';
-import { applyLogLevel, socketMode, UsageError } from './common.js';
+import { applyLogOptions, metricsOption, SERVICE_OPTIONS, SERVICE_USAGE, socketMode, UsageError } from './common.js';
 
 export const DAEMON_USAGE = `Usage: vfiod daemon [options]
 
@@ -36,8 +36,7 @@ Options:
                          must be in it (symlinks resolved); repeatable (default <state dir>/namespaces)
   --max-controllers <n>  most emulated controllers at once (default ${DEFAULT_MAX_CONTROLLERS}); more: RESOURCE_EXHAUSTED
   --sysfs-root <dir>     default /sys      --dev-root <dir>  default /dev      --proc-root <dir>  default /proc
-  --log-level <level>    debug, info, warn or error (default info)
-  --crash-recovery       a holder process keeps the guests' connections and restarts the daemon if it
+${SERVICE_USAGE}  --crash-recovery       a holder process keeps the guests' connections and restarts the daemon if it
                          dies; each controller recovers from its checkpoint (docs/restart.md)
   --holder-socket <path> with --crash-recovery: where the daemon reaches the holder
                          (default <state dir>/holder.sock)
@@ -67,7 +66,7 @@ export function parseDaemonArgs(argv: string[]): (DaemonOptions & { crashRecover
         'sysfs-root': { type: 'string' },
         'dev-root': { type: 'string' },
         'proc-root': { type: 'string' },
-        'log-level': { type: 'string' },
+        ...SERVICE_OPTIONS,
         'crash-recovery': { type: 'boolean' },
         'holder-socket': { type: 'string' },
         'data-plane': { type: 'boolean' },
@@ -85,7 +84,8 @@ export function parseDaemonArgs(argv: string[]): (DaemonOptions & { crashRecover
   if (v['data-plane'] && v['holder-socket'] === undefined) throw new UsageError('--data-plane needs --holder-socket');
   if (v.standby && !v['data-plane']) throw new UsageError('--standby is internal: the holder of --crash-recovery adds it');
   if (v['holder-socket'] !== undefined && !v['crash-recovery'] && !v['data-plane']) throw new UsageError('--holder-socket goes with --crash-recovery');
-  if (v['log-level'] !== undefined) applyLogLevel(v['log-level']);
+  applyLogOptions(v);
+  const metrics = metricsOption(v);
   if (v['no-socket'] && v.socket !== undefined) throw new UsageError('--socket and --no-socket contradict each other');
   if (v['no-socket'] && v.tcp === undefined) throw new UsageError('--no-socket needs --tcp: the daemon must listen somewhere');
   const tlsGiven = v['tls-cert'] !== undefined || v['tls-key'] !== undefined || v['tls-ca'] !== undefined;
@@ -137,6 +137,7 @@ export function parseDaemonArgs(argv: string[]): (DaemonOptions & { crashRecover
         }
       : {}),
     ...(maxControllers !== undefined ? { maxControllers } : {}),
+    ...(metrics ? { metrics } : {}),
     roots: { sysfs: v['sysfs-root'] ?? DEFAULT_ROOTS.sysfs, dev: v['dev-root'] ?? DEFAULT_ROOTS.dev, proc: v['proc-root'] ?? DEFAULT_ROOTS.proc },
   };
 }

@@ -9,7 +9,7 @@ import { CONTROLLER_LIMITS, controllerConfig, type ControllerConfig } from '../s
 import { checkIdentityFileWritable, defaultIdentityPath, IdentityFileRefused } from '../serve/identity-store.js';
 import type { ServeOptions } from '../serve/supervisor.js';
 import { errorMessage } from '../util/errors.js';
-import { applyLogLevel, CONTROLLER_OPTIONS, integer, socketMode, UsageError } from './common.js';
+import { applyLogOptions, CONTROLLER_OPTIONS, integer, metricsOption, SERVICE_OPTIONS, SERVICE_USAGE, socketMode, UsageError } from './common.js';
 
 export const SERVE_USAGE = `Usage: vfiod serve --socket <path> [--namespace <uri>]... [options]
 
@@ -38,8 +38,7 @@ Options:
   --model <text>           model number (max 40 chars)
   --firmware <text>        firmware revision (max 8 chars)
   --nqn <nqn>              subsystem NQN
-  --log-level <level>      debug, info, warn or error (default info)
-  --handover-socket <path> where a successor connects for a live upgrade
+${SERVICE_USAGE}  --handover-socket <path> where a successor connects for a live upgrade
                            (default: <socket dir>/<socket name>.handover.sock)
   --take-over              replace the vfiod serving these options (same --socket, namespaces
                            and settings) without disconnecting its client (docs/restart.md);
@@ -85,8 +84,8 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
       allowPositionals: false,
       options: {
         ...CONTROLLER_OPTIONS,
+        ...SERVICE_OPTIONS,
         'io-abandon-ms': { type: 'string' },
-        'log-level': { type: 'string' },
         'handover-socket': { type: 'string' },
         'take-over': { type: 'boolean' },
         'report-to-parent': { type: 'boolean' },
@@ -104,7 +103,8 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
   const values = parsed.values;
   if (values.help) return undefined;
   if (!values.socket) throw new UsageError('--socket <path> is required');
-  if (values['log-level']) applyLogLevel(values['log-level']);
+  applyLogOptions(values);
+  const metrics = metricsOption(values);
   const identity: ControllerConfig['identity'] = {};
   if (values.serial !== undefined) identity.serialNumber = values.serial;
   if (values.model !== undefined) identity.modelNumber = values.model;
@@ -129,6 +129,7 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
     ...(values['report-to-parent'] ? { reportToParent: true } : {}),
     ...(values['data-plane'] ? { dataPlane: true, holderSocket: values['holder-socket']! } : {}),
     ...(values.standby ? { standby: true } : {}),
+    ...(metrics ? { metrics } : {}),
     argv: describedArgv(argv),
   };
   const config = controllerConfig({

@@ -16,7 +16,7 @@
  * Size: the CC/CSTS state machine plus the live-upgrade quiesce/snapshot/restore of the parts it composes.
  */
 import { DmaError, type DmaSpace } from '../memory/guest-memory.js';
-import { AsyncEvent, LogPageId, PAGE_SIZE, Reg, SQE_SIZE, Status } from '../spec/nvme.js';
+import { AsyncEvent, LogPageId, PAGE_SIZE, Reg, SQE_SIZE, Status, statusName } from '../spec/nvme.js';
 import { Logger, rootLogger } from '../util/log.js';
 import { AdminCommandHandler } from './admin.js';
 import { AsyncEvents } from './async-events.js';
@@ -454,7 +454,9 @@ export class NvmeController {
       ioSubmissionQueues: this.queues.ioSubmissionQueueCount,
       ioCompletionQueues: this.queues.ioCompletionQueueCount,
       inFlight: commands.inFlight,
-      commands: { ...commands.commandCounts, failed: this.queues.failedCompletions },
+      commands: { ...commands.commandCounts, failed: this.queues.failedCompletions, failedByStatus: this.failedByStatusName() },
+      queueDepths: this.queues.ioQueueDepths(),
+      interrupts: this.interrupts.signalled,
       bytesRead: counters.bytesRead,
       bytesWritten: counters.bytesWritten,
       mediaErrors: counters.mediaErrors,
@@ -465,6 +467,15 @@ export class NvmeController {
       latency: commands.latency.snapshot(),
       scratch: this.scratch.stats(),
     };
+  }
+
+  private failedByStatusName(): Record<string, number> {
+    const named: Record<string, number> = {};
+    for (const [status, count] of this.queues.failedByStatus) {
+      const name = statusName(status);
+      named[name] = (named[name] ?? 0) + count;
+    }
+    return named;
   }
 
   /** Namespace attribute changed (resize etc.): queues a Changed Namespace List entry and a Notice event. */

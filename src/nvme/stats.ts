@@ -64,7 +64,13 @@ export interface NvmeControllerStats {
     otherIo: number;
     /** Commands (admin and I/O) that completed with a non-zero status. */
     failed: number;
+    /** `failed` by status name (spec/nvme.ts statusName), e.g. { LBA_OUT_OF_RANGE: 1 }. */
+    failedByStatus: Record<string, number>;
   };
+  /** Commands fetched and not yet completed, per I/O submission queue. */
+  queueDepths: Array<{ sqid: number; inFlight: number }>;
+  /** Interrupts signalled to the host (MSI-X messages, INTx assertions). */
+  interrupts: number;
   bytesRead: number;
   bytesWritten: number;
   mediaErrors: number;
