@@ -322,7 +322,10 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
     return 1;
   }
   let metricsEndpoint: MetricsEndpoint | undefined;
-  if (options.metrics) {
+  const closeMetrics = (): Promise<void> => metricsEndpoint?.close() ?? Promise.resolve();
+  /** Starts the metrics endpoint, if asked for; false when it cannot listen (the caller stops). */
+  const startMetrics = async (): Promise<boolean> => {
+    if (!options.metrics) return true;
     const source = (): Promise<ControllerSample[]> =>
       Promise.all(workers.map(async (worker) => ({ controller: worker.config.socketPath, snapshot: await worker.snapshot() })));
     if (takeOverMode) {
@@ -331,18 +334,16 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
         (endpoint) => (metricsEndpoint = endpoint),
         (error: unknown) => log.error('cannot serve metrics', { error: (error as Error).message }),
       );
-    } else {
-      try {
-        metricsEndpoint = await startMetricsEndpoint(options.metrics, source, log);
-      } catch (error) {
-        log.error('cannot serve metrics; stopping', { error: (error as Error).message });
-        await stopAll();
-        return 1;
-      }
+      return true;
     }
-  }
-  const closeMetrics = (): Promise<void> => metricsEndpoint?.close() ?? Promise.resolve();
-  announceServing(options, `serving ${configs.map((config) => config.socketPath).join(', ')}`);
+    try {
+      metricsEndpoint = await startMetricsEndpoint(options.metrics, source, log);
+      return true;
+    } catch (error) {
+      log.error('cannot serve metrics; stopping', { error: (error as Error).message });
+      return false;
+    }
+  };
 
   return new Promise<number>((resolve) => {
     let signalled = false;
@@ -375,6 +376,28 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
       ...(options.argv ? { argv: options.argv } : {}),
       cwd: process.cwd(),
     });
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (signalled || handedOver) return;
+      signalled = true;
+      log.info('shutting down', { signal });
+      if (!options.dataPlane) notifyStopping('stopping: disconnecting clients, flushing namespaces');
+      listener?.close(true);
+      void Promise.all([stopAll(), closeMetrics()]).then(() => resolve(0));
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+    // Serving is announced once the metrics endpoint listens (if asked for); a signal meanwhile is handled already.
+    void startMetrics().then((listening) => {
+      if (signalled) return;
+      if (!listening) {
+        signalled = true;
+        listener?.close(true);
+        void stopAll().then(() => resolve(1));
+        return;
+      }
+      announceServing(options, `serving ${configs.map((config) => config.socketPath).join(', ')}`);
+    });
+    // The hand-over listener after the handlers: a SIGTERM while it is being set up must not kill the process.
     if (adoptedHandoverFd !== undefined) {
       listener = HandoverListener.adopt(handoverSocket, adoptedHandoverFd, workers, log, onHandedOver, describe);
     } else {
@@ -389,16 +412,6 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
         }),
       );
     }
-    const onSignal = (signal: NodeJS.Signals): void => {
-      if (signalled || handedOver) return;
-      signalled = true;
-      log.info('shutting down', { signal });
-      if (!options.dataPlane) notifyStopping('stopping: disconnecting clients, flushing namespaces');
-      listener?.close(true);
-      void Promise.all([stopAll(), closeMetrics()]).then(() => resolve(0));
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
     if (options.dataPlane) {
       // A planned restart by the crash-recovery holder (docs/restart.md): quiesce and checkpoint every controller,
       // then exit without closing anything; the holder keeps the fds and starts the next data plane.
