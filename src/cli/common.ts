@@ -75,15 +75,18 @@ export const SERVICE_OPTIONS = {
   'metrics-allow-remote': { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options'];
 
-/** Their lines of a command's usage. */
-export const SERVICE_USAGE = `  --log-level <level>      debug, info, warn or error (default info)
-  --log-format <format>    text (one readable line per record) or json (one JSON object per line);
-                           default: text on a terminal, json otherwise
-  --metrics <address>      serve Prometheus metrics at http://<address>/metrics: host:port
-                           (loopback only, e.g. 127.0.0.1:9464) or a unix socket path (with a '/');
-                           off by default
-  --metrics-allow-remote   let --metrics listen on a non-loopback address
-`;
+/** Their lines of a command's usage, descriptions starting at `column` (where the command's own start). */
+export function serviceUsage(column: number): string {
+  const options: Array<[string, string[]]> = [
+    ['--log-level <level>', ['debug, info, warn or error (default info)']],
+    ['--log-format <format>', ['text (one readable line per record) or json (one JSON object per line);', 'default: text on a terminal, json otherwise']],
+    ['--metrics <address>', ['serve Prometheus metrics at http://<address>/metrics: host:port', "(loopback only, e.g. 127.0.0.1:9464) or a unix socket path (with a '/');", 'off by default']],
+    ['--metrics-allow-remote', ['let --metrics listen on a non-loopback address']],
+  ];
+  return options
+    .map(([option, lines]) => lines.map((line, index) => (index === 0 ? `  ${option}`.padEnd(column) : ' '.repeat(column)) + line + '\n').join(''))
+    .join('');
+}
 
 /** Applies --log-level and --log-format (for this process and the threads and processes it starts). */
 export function applyLogOptions(values: { 'log-level'?: string | undefined; 'log-format'?: string | undefined }): void {

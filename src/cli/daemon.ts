@@ -12,7 +12,7 @@ import { announceServing } from '../serve/supervisor.js';
 import { notifyStopping } from '../util/sd-notify.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import { rootLogger } from '../util/log.js';
-import { applyLogOptions, metricsOption, SERVICE_OPTIONS, SERVICE_USAGE, socketMode, UsageError } from './common.js';
+import { applyLogOptions, metricsOption, SERVICE_OPTIONS, serviceUsage, socketMode, UsageError } from './common.js';
 
 export const DAEMON_USAGE = `Usage: vfiod daemon [options]
 
@@ -36,7 +36,7 @@ Options:
                          must be in it (symlinks resolved); repeatable (default <state dir>/namespaces)
   --max-controllers <n>  most emulated controllers at once (default ${DEFAULT_MAX_CONTROLLERS}); more: RESOURCE_EXHAUSTED
   --sysfs-root <dir>     default /sys      --dev-root <dir>  default /dev      --proc-root <dir>  default /proc
-${SERVICE_USAGE}  --crash-recovery       a holder process keeps the guests' connections and restarts the daemon if it
+${serviceUsage(25)}  --crash-recovery       a holder process keeps the guests' connections and restarts the daemon if it
                          dies; each controller recovers from its checkpoint (docs/restart.md)
   --holder-socket <path> with --crash-recovery: where the daemon reaches the holder
                          (default <state dir>/holder.sock)

@@ -9,7 +9,7 @@ import { CONTROLLER_LIMITS, controllerConfig, type ControllerConfig } from '../s
 import { checkIdentityFileWritable, defaultIdentityPath, IdentityFileRefused } from '../serve/identity-store.js';
 import type { ServeOptions } from '../serve/supervisor.js';
 import { errorMessage } from '../util/errors.js';
-import { applyLogOptions, CONTROLLER_OPTIONS, integer, metricsOption, SERVICE_OPTIONS, SERVICE_USAGE, socketMode, UsageError } from './common.js';
+import { applyLogOptions, CONTROLLER_OPTIONS, integer, metricsOption, SERVICE_OPTIONS, serviceUsage, socketMode, UsageError } from './common.js';
 
 export const SERVE_USAGE = `Usage: vfiod serve --socket <path> [--namespace <uri>]... [options]
 
@@ -38,7 +38,7 @@ Options:
   --model <text>           model number (max 40 chars)
   --firmware <text>        firmware revision (max 8 chars)
   --nqn <nqn>              subsystem NQN
-${SERVICE_USAGE}  --handover-socket <path> where a successor connects for a live upgrade
+${serviceUsage(27)}  --handover-socket <path> where a successor connects for a live upgrade
                            (default: <socket dir>/<socket name>.handover.sock)
   --take-over              replace the vfiod serving these options (same --socket, namespaces
                            and settings) without disconnecting its client (docs/restart.md);
