@@ -143,6 +143,21 @@ export class ControllerMetrics {
     fromSnapshots(Gauge, 'vfiod_namespace_size_bytes', 'Namespace capacity, with its backend', ['nsid', 'backend'], (s, emit) => {
       for (const ns of s.namespaces) emit({ nsid: ns.nsid, backend: ns.backend }, ns.blocks * ns.blockSize);
     });
+    fromSnapshots(Counter, 'vfiod_namespace_commands_total', 'Successful Read (and Compare) and Write commands per namespace, by direction', ['nsid', 'direction'], (s, emit) => {
+      for (const ns of s.stats.namespaces) {
+        emit({ nsid: ns.nsid, direction: 'read' }, ns.readCommands);
+        emit({ nsid: ns.nsid, direction: 'write' }, ns.writeCommands);
+      }
+    });
+    fromSnapshots(Counter, 'vfiod_namespace_bytes_total', 'Bytes moved per namespace by those commands, by direction', ['nsid', 'direction'], (s, emit) => {
+      for (const ns of s.stats.namespaces) {
+        emit({ nsid: ns.nsid, direction: 'read' }, ns.bytesRead);
+        emit({ nsid: ns.nsid, direction: 'write' }, ns.bytesWritten);
+      }
+    });
+    fromSnapshots(Counter, 'vfiod_namespace_command_errors_total', 'I/O commands per namespace completed with a non-zero NVMe status, by status', ['nsid', 'status'], (s, emit) => {
+      for (const ns of s.stats.namespaces) for (const [status, count] of Object.entries(ns.failedByStatus)) emit({ nsid: ns.nsid, status }, count);
+    });
     fromSnapshots(Gauge, 'vfiod_nvme_tcp_path_state', 'An NVMe/TCP namespace path: 1 for its current state, 0 for the others', ['nsid', 'address', 'state'], (s, emit) => {
       for (const ns of s.namespaces) {
         for (const path of ns.paths ?? []) for (const state of PATH_STATES) emit({ nsid: ns.nsid, address: path.address, state }, path.state === state ? 1 : 0);

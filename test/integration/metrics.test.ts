@@ -104,6 +104,11 @@ function expectKnownIoMoved(before: Map<string, number>, after: Map<string, numb
   expect(delta('vfiod_bytes_total', { direction: 'write' })).toBe(3 * 4096);
   expect(delta('vfiod_bytes_total', { direction: 'read' })).toBe(2 * 8192); // the failed read moved nothing
   expect(delta('vfiod_command_errors_total', { status: 'LBA_OUT_OF_RANGE' })).toBe(1);
+  expect(delta('vfiod_namespace_commands_total', { nsid: 1, direction: 'write' })).toBe(3);
+  expect(delta('vfiod_namespace_commands_total', { nsid: 1, direction: 'read' })).toBe(2); // successful ones
+  expect(delta('vfiod_namespace_bytes_total', { nsid: 1, direction: 'write' })).toBe(3 * 4096);
+  expect(delta('vfiod_namespace_bytes_total', { nsid: 1, direction: 'read' })).toBe(2 * 8192);
+  expect(delta('vfiod_namespace_command_errors_total', { nsid: 1, status: 'LBA_OUT_OF_RANGE' })).toBe(1);
   expect(delta('vfiod_io_latency_seconds_count')).toBe(6);
   expect(delta('vfiod_io_latency_seconds_bucket', { le: '+Inf' })).toBe(6);
   expect(delta('vfiod_io_latency_seconds_sum')).toBeGreaterThan(0);
