@@ -7,7 +7,7 @@
  */
 import type { ParseArgsConfig } from 'node:util';
 import { normalizeBdf } from '../util/pci-address.js';
-import { defaultLogFormat, LOG_FORMATS, type LogFormat, type LogLevel, setLogFormat, setLogLevel } from '../util/log.js';
+import { applyLogOptions as applyLogging, LogOptionRefused } from '../util/log.js';
 import { MetricsAddressRefused, type MetricsAddress, parseMetricsAddress } from '../metrics/address.js';
 
 /** The exit codes of every command. */
@@ -61,16 +61,15 @@ export function socketMode(text: string): number {
   return parseInt(text, 8);
 }
 
-/** --log-level: sets the level of every logger. */
-export function applyLogLevel(text: string): void {
-  if (!['debug', 'info', 'warn', 'error'].includes(text)) throw new UsageError(`--log-level must be debug, info, warn or error, not '${text}'`);
-  setLogLevel(text as LogLevel);
-}
-
-/** The options of every long-running command: logging and the metrics endpoint. */
-export const SERVICE_OPTIONS = {
+/** The logging options of every long-running command (`vfiod bench` has its own copy: src/bench knows nothing of src/cli). */
+export const LOG_OPTIONS = {
   'log-level': { type: 'string' },
   'log-format': { type: 'string' },
+} as const satisfies ParseArgsConfig['options'];
+
+/** The options of the serving commands: logging and the metrics endpoint. */
+export const SERVICE_OPTIONS = {
+  ...LOG_OPTIONS,
   metrics: { type: 'string' },
   'metrics-allow-remote': { type: 'boolean' },
 } as const satisfies ParseArgsConfig['options'];
@@ -90,10 +89,12 @@ export function serviceUsage(column: number): string {
 
 /** Applies --log-level and --log-format (for this process and the threads and processes it starts). */
 export function applyLogOptions(values: { 'log-level'?: string | undefined; 'log-format'?: string | undefined }): void {
-  if (values['log-level'] !== undefined) applyLogLevel(values['log-level']);
-  const format = values['log-format'];
-  if (format !== undefined && !LOG_FORMATS.includes(format as LogFormat)) throw new UsageError(`--log-format must be text or json, not '${format}'`);
-  setLogFormat((format as LogFormat | undefined) ?? defaultLogFormat());
+  try {
+    applyLogging(values['log-level'], values['log-format']);
+  } catch (error) {
+    if (error instanceof LogOptionRefused) throw new UsageError(error.message);
+    throw error;
+  }
 }
 
 /** --metrics and --metrics-allow-remote: where the endpoint listens, or undefined (off). */

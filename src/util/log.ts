@@ -44,6 +44,20 @@ export function defaultLogFormat(): LogFormat {
   return process.stderr.isTTY ? 'text' : 'json';
 }
 
+/** A --log-level or --log-format value that is not one; the message says what is allowed. */
+export class LogOptionRefused extends Error {}
+
+/**
+ * A long-running command's --log-level and --log-format (either may be absent): applied to this process and to the
+ * threads and processes it starts. Without --log-format, defaultLogFormat().
+ */
+export function applyLogOptions(level: string | undefined, format: string | undefined): void {
+  if (level !== undefined && !(level in LEVEL_ORDER)) throw new LogOptionRefused(`--log-level must be debug, info, warn or error, not '${level}'`);
+  if (format !== undefined && !LOG_FORMATS.includes(format as LogFormat)) throw new LogOptionRefused(`--log-format must be text or json, not '${format}'`);
+  if (level !== undefined) setLogLevel(level as LogLevel);
+  setLogFormat((format as LogFormat | undefined) ?? defaultLogFormat());
+}
+
 export class Logger {
   /** `format`: this logger's own (tests); without it, the thread's (setLogFormat). */
   constructor(

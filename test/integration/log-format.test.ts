@@ -56,8 +56,12 @@ describe.skipIf(skipReason)('--log-format', () => {
     expect(raw.some((line) => / INFO  stopped component=/.test(line) || / INFO  shutting down component=serve signal=SIGTERM/.test(line))).toBe(true);
   });
 
-  it('refuses another format with a usage error (exit 2), serve and daemon alike', async () => {
-    for (const args of [['serve', '--socket', path.join(dir, 'x.sock'), '--log-format', 'yaml'], ['daemon', '--socket', path.join(dir, 'd.sock'), '--log-format', 'yaml']]) {
+  it('refuses another format with a usage error (exit 2), serve, daemon and bench alike', async () => {
+    for (const args of [
+      ['serve', '--socket', path.join(dir, 'x.sock'), '--log-format', 'yaml'],
+      ['daemon', '--socket', path.join(dir, 'd.sock'), '--log-format', 'yaml'],
+      ['bench', '--config', path.join(dir, 'none.yaml'), '--log-format', 'yaml'],
+    ]) {
       const proc = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
       let stderr = '';
       proc.stderr.on('data', (chunk: Buffer) => (stderr += chunk));

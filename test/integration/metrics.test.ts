@@ -190,6 +190,10 @@ describe.skipIf(skipReason)('metrics endpoint', () => {
     try {
       const controllerSocket = path.join(dir, 'c1.sock');
       await client.call('ControllerService', 'CreateController', { id: 'c1', spec: { socketPath: controllerSocket, namespaces: ['memory:16M'] } });
+      // The controller's own thread names it by id, as the daemon's lines do.
+      const threadLine = await daemon.waitFor((line) => line['msg'] === 'listening' && line['component'] === 'controller', "the controller thread's listening line");
+      expect(threadLine).toMatchObject({ controller: 'c1', socket: controllerSocket });
+      expect(threadLine).not.toHaveProperty('worker');
       const guest = await attach(controllerSocket);
       try {
         const before = await metricsOf({ socketPath: metricsSocket });
