@@ -51,7 +51,8 @@ export async function startMetricsEndpoint(address: MetricsAddress, source: Metr
     });
   } catch (error) {
     server.close();
-    throw new Error(`metrics endpoint ${where}: ${(error as Error).message}`);
+    // The code stays (EADDRINUSE: a live upgrade's successor waits for its predecessor to let go of the address).
+    throw Object.assign(new Error(`metrics endpoint ${where}: ${(error as Error).message}`), { code: (error as NodeJS.ErrnoException).code });
   }
   server.on('error', (error) => log.error('metrics endpoint failed', { address: where, error }));
   let bound = where;

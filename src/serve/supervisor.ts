@@ -322,7 +322,11 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
     return 1;
   }
   let metricsEndpoint: MetricsEndpoint | undefined;
-  const closeMetrics = (): Promise<void> => metricsEndpoint?.close() ?? Promise.resolve();
+  let metricsClosed = false;
+  const closeMetrics = (): Promise<void> => {
+    metricsClosed = true;
+    return metricsEndpoint?.close() ?? Promise.resolve();
+  };
   /** Starts the metrics endpoint, if asked for; false when it cannot listen (the caller stops). */
   const startMetrics = async (): Promise<boolean> => {
     if (!options.metrics) return true;
@@ -331,7 +335,10 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
     if (takeOverMode) {
       // The predecessor holds the address until it has released the controllers and exited: take it over then.
       void untilListening(options.metrics, source, log).then(
-        (endpoint) => (metricsEndpoint = endpoint),
+        (endpoint) => {
+          if (metricsClosed) void endpoint.close();
+          else metricsEndpoint = endpoint;
+        },
         (error: unknown) => log.error('cannot serve metrics', { error: (error as Error).message }),
       );
       return true;
@@ -445,7 +452,7 @@ async function untilListening(address: MetricsAddress, source: () => Promise<Con
     try {
       return await startMetricsEndpoint(address, source, log);
     } catch (error) {
-      if (!/EADDRINUSE|in use/.test((error as Error).message) || performance.now() > deadline) throw error;
+      if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE' || performance.now() > deadline) throw error;
       await sleep(1000);
     }
   }
