@@ -5,17 +5,18 @@
  * non-loopback address. Uses the compiled dist/.
  */
 import { readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
+import { spawn } from 'node:child_process';
 import http from 'node:http';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { existsSync } from 'node:fs';
 import { VfiodClient } from '../../src/daemon/client.js';
 import { Status } from '../../src/spec/nvme.js';
-import { temporaryDir } from '../helpers/common.js';
+import { temporaryDir, waitFor } from '../helpers/common.js';
 import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
 import { Guest } from '../helpers/hypervisor.js';
 import { pattern } from '../helpers/nvme-harness.js';
-import { children, isListening, type LogLine, serve, type Served } from '../helpers/vfiod-process.js';
+import { bin, children, isListening, type LogLine, serve, type Served } from '../helpers/vfiod-process.js';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
 const skipReason = existsSync(path.join(root, 'dist', 'metrics', 'endpoint.js')) ? undefined : 'dist/ is not built (npm test runs tsc first)';
@@ -209,6 +210,38 @@ describe.skipIf(skipReason)('metrics endpoint', () => {
     daemon.process.kill('SIGTERM');
     expect(await daemon.exited).toBe(0);
     expect(existsSync(metricsSocket)).toBe(false);
+  });
+
+  it('vfiod upgrade: the successor takes the metrics socket over; command counts and bytes continue, the client stays connected', async () => {
+    const socketPath = path.join(dir, 'upgraded.sock');
+    const metricsSocket = path.join(dir, 'upgraded-metrics.sock');
+    const served = serve(['--socket', socketPath, '--namespace', `file:${path.join(dir, 'upgraded.img')}?size=16M`, '--metrics', metricsSocket]);
+    await served.waitFor(metricsListening, 'the metrics endpoint');
+    const guest = await attach(socketPath);
+    let successor: number | undefined;
+    try {
+      await knownIo(guest);
+      const before = await metricsOf({ socketPath: metricsSocket });
+      const upgrade = spawn(process.execPath, [bin, 'upgrade', '--socket', socketPath], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let stdout = '';
+      upgrade.stdout.on('data', (chunk: Buffer) => (stdout += chunk));
+      expect(await new Promise((resolve) => upgrade.once('exit', resolve)), stdout).toBe(0);
+      successor = Number(/handed over to pid (\d+)/.exec(stdout)![1]);
+      expect(await served.exited).toBe(0);
+      // The successor logs where its predecessor did; its endpoint listens once the predecessor has let go.
+      const taken = await waitFor(() => served.lines.filter(metricsListening)[1], "the successor's metrics endpoint");
+      expect(taken['address']).toBe(metricsSocket);
+      await knownIo(guest);
+      const after = await metricsOf({ socketPath: metricsSocket });
+      const count = (map: Map<string, number>, kind: string): number => value(map, 'vfiod_commands_total', { controller: socketPath, kind });
+      expect(count(after, 'write') - count(before, 'write')).toBe(3);
+      expect(count(after, 'read') - count(before, 'read')).toBe(3);
+      expect(value(after, 'vfiod_bytes_total', { controller: socketPath, direction: 'write' }) - value(before, 'vfiod_bytes_total', { controller: socketPath, direction: 'write' })).toBe(3 * 4096);
+      expect(value(after, 'vfiod_client_connected', { controller: socketPath })).toBe(1);
+    } finally {
+      guest.close();
+      if (successor !== undefined) process.kill(successor, 'SIGTERM');
+    }
   });
 
   it('is off by default (no listening TCP port, no endpoint) and refuses a non-loopback address without --metrics-allow-remote', async () => {
