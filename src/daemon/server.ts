@@ -30,7 +30,7 @@ import { daemonService } from './daemon-service.js';
 import { socketPathState } from '../util/socket-path.js';
 import { makeDirectory } from '../util/make-directory.js';
 import type { MetricsAddress } from '../metrics/address.js';
-import { type MetricsEndpoint, startMetricsEndpoint } from '../metrics/endpoint.js';
+import type { MetricsEndpoint } from '../metrics/endpoint.js';
 
 export const DEFAULT_DAEMON_SOCKET = '/run/vfiod/vfiod.sock';
 export const DEFAULT_STATE_DIR = '/var/lib/vfiod';
@@ -274,6 +274,8 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     }
     let metricsEndpoint: MetricsEndpoint | undefined;
     if (options.metrics) {
+      // Loaded only when asked for: prom-client costs 50-100 ms of start-up.
+      const { startMetricsEndpoint } = await import('../metrics/endpoint.js');
       const endpoint = (metricsEndpoint = await startMetricsEndpoint(options.metrics, () => registry.metricsSamples(), logger));
       cleanup.push(() => void endpoint.close());
     }

@@ -14,7 +14,7 @@ import { RESTART_EXIT_CODE } from './holder-protocol.js';
 import { notifyReady, notifyStopping, startWatchdog } from '../util/sd-notify.js';
 import { sleep } from '../util/sleep.js';
 import type { MetricsAddress } from '../metrics/address.js';
-import { type MetricsEndpoint, startMetricsEndpoint } from '../metrics/endpoint.js';
+import type { MetricsEndpoint } from '../metrics/endpoint.js';
 import type { ControllerSample } from '../metrics/exporter.js';
 
 const SNAPSHOT_TIMEOUT_MS = 5_000;
@@ -344,6 +344,8 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
       return true;
     }
     try {
+      // Loaded only when asked for: prom-client costs 50-100 ms of start-up.
+      const { startMetricsEndpoint } = await import('../metrics/endpoint.js');
       metricsEndpoint = await startMetricsEndpoint(options.metrics, source, log);
       return true;
     } catch (error) {
@@ -447,6 +449,7 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
 
 /** Starts the metrics endpoint, trying again each second while the address is in use (by the predecessor). */
 async function untilListening(address: MetricsAddress, source: () => Promise<ControllerSample[]>, log: Logger): Promise<MetricsEndpoint> {
+  const { startMetricsEndpoint } = await import('../metrics/endpoint.js');
   const deadline = performance.now() + METRICS_TAKE_OVER_MS;
   for (;;) {
     try {
