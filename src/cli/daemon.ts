@@ -176,10 +176,23 @@ export async function runDaemon(argv: string[]): Promise<number> {
     const { waitForActivation } = await import('../serve/supervisor.js');
     await waitForActivation(log);
   }
+  // A signal during the start (after the 'listening' line, before the handlers below) is kept and acted on once they
+  // are set, instead of ending the process unhandled.
+  let earlySignal: NodeJS.Signals | undefined;
+  const keepEarlySignal = (signal: NodeJS.Signals): void => {
+    earlySignal ??= signal;
+  };
+  process.on('SIGTERM', keepEarlySignal);
+  process.on('SIGINT', keepEarlySignal);
+  const dropEarlyHandlers = (): void => {
+    process.off('SIGTERM', keepEarlySignal);
+    process.off('SIGINT', keepEarlySignal);
+  };
   let daemon;
   try {
     daemon = await startDaemon(options);
   } catch (error) {
+    dropEarlyHandlers();
     log.error('cannot start', { error: errorMessage(error), ...(error instanceof VfiodError ? { reason: error.reason } : {}) });
     process.stderr.write(`vfiod daemon: ${errorMessage(error)}\n`);
     return error instanceof VfiodError && error.code === 'INVALID_ARGUMENT' ? 2 : 1;
@@ -203,6 +216,8 @@ export async function runDaemon(argv: string[]): Promise<number> {
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    dropEarlyHandlers();
+    if (earlySignal !== undefined) onSignal(earlySignal);
     if (options.holderSocket !== undefined) {
       // The holder's planned restart (docs/restart.md): checkpoint every controller quiesced, then exit for the next
       // data plane, leaving every connection open.
