@@ -77,29 +77,34 @@ export class ControllerMetrics {
 
     /** A counter or gauge whose values are read from each serving controller's snapshot at scrape time. */
     const fromSnapshots = <L extends string>(
-      Kind: typeof Counter | typeof Gauge,
+      kind: 'counter' | 'gauge',
       name: string,
       help: string,
       labelNames: readonly L[],
       read: (snapshot: Snapshot, emit: (labels: Partial<Record<L, string | number>>, value: number) => void) => void,
     ): void => {
-      new Kind<'controller' | L>({
-        name,
-        help,
-        labelNames: ['controller', ...labelNames],
-        registers,
-        collect() {
-          this.reset();
-          const metric = this as Counter<'controller' | L> & Gauge<'controller' | L>;
-          for (const { controller, snapshot } of serving()) {
-            read(snapshot, (labels, value) => {
-              const all = { controller, ...labels } as Record<'controller' | L, string | number>;
-              if (Kind === Counter) metric.inc(all, value);
-              else metric.set(all, value);
-            });
-          }
-        },
-      });
+      type Labels = Record<'controller' | L, string | number>;
+      const each = (record: (labels: Labels, value: number) => void): void => {
+        for (const { controller, snapshot } of serving()) read(snapshot, (labels, value) => record({ controller, ...labels } as Labels, value));
+      };
+      const configuration = { name, help, labelNames: ['controller', ...labelNames] as Array<'controller' | L>, registers };
+      if (kind === 'counter') {
+        new Counter<'controller' | L>({
+          ...configuration,
+          collect() {
+            this.reset();
+            each((labels, value) => this.inc(labels, value));
+          },
+        });
+      } else {
+        new Gauge<'controller' | L>({
+          ...configuration,
+          collect() {
+            this.reset();
+            each((labels, value) => this.set(labels, value));
+          },
+        });
+      }
     };
 
     const samples = (): readonly ControllerSample[] => this.samples;
@@ -113,57 +118,57 @@ export class ControllerMetrics {
         for (const { controller, snapshot } of samples()) this.set({ controller }, snapshot === null ? 0 : 1);
       },
     });
-    fromSnapshots(Gauge, 'vfiod_client_connected', '1 while a hypervisor (vfio-user client) is connected', [], (s, emit) => emit({}, s.clientConnected ? 1 : 0));
-    fromSnapshots(Counter, 'vfiod_commands_total', 'Commands completed, by kind (admin, read, write, other_io)', ['kind'], (s, emit) => {
+    fromSnapshots('gauge', 'vfiod_client_connected', '1 while a hypervisor (vfio-user client) is connected', [], (s, emit) => emit({}, s.clientConnected ? 1 : 0));
+    fromSnapshots('counter', 'vfiod_commands_total', 'Commands completed, by kind (admin, read, write, other_io)', ['kind'], (s, emit) => {
       const commands = s.stats.commands;
       emit({ kind: 'admin' }, commands.admin);
       emit({ kind: 'read' }, commands.read);
       emit({ kind: 'write' }, commands.write);
       emit({ kind: 'other_io' }, commands.otherIo);
     });
-    fromSnapshots(Counter, 'vfiod_command_errors_total', 'Commands (admin and I/O) completed with a non-zero NVMe status, by status', ['status'], (s, emit) => {
+    fromSnapshots('counter', 'vfiod_command_errors_total', 'Commands (admin and I/O) completed with a non-zero NVMe status, by status', ['status'], (s, emit) => {
       for (const [status, count] of Object.entries(s.stats.commands.failedByStatus)) emit({ status }, count);
     });
-    fromSnapshots(Counter, 'vfiod_bytes_total', 'Bytes moved by Read (and Compare) and Write commands, by direction', ['direction'], (s, emit) => {
+    fromSnapshots('counter', 'vfiod_bytes_total', 'Bytes moved by Read (and Compare) and Write commands, by direction', ['direction'], (s, emit) => {
       emit({ direction: 'read' }, s.stats.bytesRead);
       emit({ direction: 'write' }, s.stats.bytesWritten);
     });
-    fromSnapshots(Gauge, 'vfiod_io_in_flight', 'I/O commands fetched and not yet completed', [], (s, emit) => emit({}, s.stats.inFlight));
-    fromSnapshots(Gauge, 'vfiod_queue_depth', 'I/O commands fetched and not yet completed, per submission queue', ['sqid'], (s, emit) => {
+    fromSnapshots('gauge', 'vfiod_io_in_flight', 'I/O commands fetched and not yet completed', [], (s, emit) => emit({}, s.stats.inFlight));
+    fromSnapshots('gauge', 'vfiod_queue_depth', 'I/O commands fetched and not yet completed, per submission queue', ['sqid'], (s, emit) => {
       for (const queue of s.stats.queueDepths) emit({ sqid: queue.sqid }, queue.inFlight);
     });
-    fromSnapshots(Gauge, 'vfiod_io_queues', 'I/O submission queues the guest created', [], (s, emit) => emit({}, s.stats.ioSubmissionQueues));
-    fromSnapshots(Counter, 'vfiod_interrupts_total', 'Interrupts signalled to the guest (MSI-X messages, INTx assertions)', [], (s, emit) => emit({}, s.stats.interrupts));
-    fromSnapshots(Gauge, 'vfiod_dma_mappings', 'Guest memory regions the client has mapped (DMA_MAP)', [], (s, emit) => emit({}, s.dma.mappings));
-    fromSnapshots(Counter, 'vfiod_dma_requests_total', 'DMA_MAP and DMA_UNMAP requests received', ['op'], (s, emit) => {
+    fromSnapshots('gauge', 'vfiod_io_queues', 'I/O submission queues the guest created', [], (s, emit) => emit({}, s.stats.ioSubmissionQueues));
+    fromSnapshots('counter', 'vfiod_interrupts_total', 'Interrupts signalled to the guest (MSI-X messages, INTx assertions)', [], (s, emit) => emit({}, s.stats.interrupts));
+    fromSnapshots('gauge', 'vfiod_dma_mappings', 'Guest memory regions the client has mapped (DMA_MAP)', [], (s, emit) => emit({}, s.dma.mappings));
+    fromSnapshots('counter', 'vfiod_dma_requests_total', 'DMA_MAP and DMA_UNMAP requests received', ['op'], (s, emit) => {
       emit({ op: 'map' }, s.dma.mapRequests);
       emit({ op: 'unmap' }, s.dma.unmapRequests);
     });
-    fromSnapshots(Counter, 'vfiod_controller_resets_total', 'Controller resets (CC.EN 1 to 0, function reset, disconnect)', [], (s, emit) => emit({}, s.stats.resets));
-    fromSnapshots(Gauge, 'vfiod_namespace_size_bytes', 'Namespace capacity, with its backend', ['nsid', 'backend'], (s, emit) => {
+    fromSnapshots('counter', 'vfiod_controller_resets_total', 'Controller resets (CC.EN 1 to 0, function reset, disconnect)', [], (s, emit) => emit({}, s.stats.resets));
+    fromSnapshots('gauge', 'vfiod_namespace_size_bytes', 'Namespace capacity, with its backend', ['nsid', 'backend'], (s, emit) => {
       for (const ns of s.namespaces) emit({ nsid: ns.nsid, backend: ns.backend }, ns.blocks * ns.blockSize);
     });
-    fromSnapshots(Counter, 'vfiod_namespace_commands_total', 'Successful Read (and Compare) and Write commands per namespace, by direction', ['nsid', 'direction'], (s, emit) => {
+    fromSnapshots('counter', 'vfiod_namespace_commands_total', 'Successful Read (and Compare) and Write commands per namespace, by direction', ['nsid', 'direction'], (s, emit) => {
       for (const ns of s.stats.namespaces) {
         emit({ nsid: ns.nsid, direction: 'read' }, ns.readCommands);
         emit({ nsid: ns.nsid, direction: 'write' }, ns.writeCommands);
       }
     });
-    fromSnapshots(Counter, 'vfiod_namespace_bytes_total', 'Bytes moved per namespace by those commands, by direction', ['nsid', 'direction'], (s, emit) => {
+    fromSnapshots('counter', 'vfiod_namespace_bytes_total', 'Bytes moved per namespace by those commands, by direction', ['nsid', 'direction'], (s, emit) => {
       for (const ns of s.stats.namespaces) {
         emit({ nsid: ns.nsid, direction: 'read' }, ns.bytesRead);
         emit({ nsid: ns.nsid, direction: 'write' }, ns.bytesWritten);
       }
     });
-    fromSnapshots(Counter, 'vfiod_namespace_command_errors_total', 'I/O commands per namespace completed with a non-zero NVMe status, by status', ['nsid', 'status'], (s, emit) => {
+    fromSnapshots('counter', 'vfiod_namespace_command_errors_total', 'I/O commands per namespace completed with a non-zero NVMe status, by status', ['nsid', 'status'], (s, emit) => {
       for (const ns of s.stats.namespaces) for (const [status, count] of Object.entries(ns.failedByStatus)) emit({ nsid: ns.nsid, status }, count);
     });
-    fromSnapshots(Gauge, 'vfiod_nvme_tcp_path_state', 'An NVMe/TCP namespace path: 1 for its current state, 0 for the others', ['nsid', 'address', 'state'], (s, emit) => {
+    fromSnapshots('gauge', 'vfiod_nvme_tcp_path_state', 'An NVMe/TCP namespace path: 1 for its current state, 0 for the others', ['nsid', 'address', 'state'], (s, emit) => {
       for (const ns of s.namespaces) {
         for (const path of ns.paths ?? []) for (const state of PATH_STATES) emit({ nsid: ns.nsid, address: path.address, state }, path.state === state ? 1 : 0);
       }
     });
-    fromSnapshots(Counter, 'vfiod_nvme_tcp_path_reconnects_total', 'Times an NVMe/TCP namespace path connected again after its first attempt', ['nsid', 'address'], (s, emit) => {
+    fromSnapshots('counter', 'vfiod_nvme_tcp_path_reconnects_total', 'Times an NVMe/TCP namespace path connected again after its first attempt', ['nsid', 'address'], (s, emit) => {
       for (const ns of s.namespaces) for (const path of ns.paths ?? []) emit({ nsid: ns.nsid, address: path.address }, path.reconnects);
     });
     new Log2LatencyHistogram(this.registry, serving);
