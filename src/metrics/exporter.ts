@@ -4,7 +4,7 @@
  * prom-client's collect callbacks.
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
-import type { NamespacePath } from '../namespace/namespace.js';
+import { NAMESPACE_PATH_STATES, type NamespacePath } from '../namespace/namespace.js';
 import type { NvmeControllerStats } from '../nvme/stats.js';
 
 /** What a scrape reads about one controller. `snapshot` is null when it is not serving (starting, failed, stuck). */
@@ -20,8 +20,6 @@ export interface ControllerSample {
 }
 
 export type MetricsSource = () => Promise<ControllerSample[]>;
-
-const PATH_STATES: ReadonlyArray<NamespacePath['state']> = ['connecting', 'live', 'down', 'closed'];
 
 type Snapshot = NonNullable<ControllerSample['snapshot']>;
 type Serving = { controller: string; snapshot: Snapshot };
@@ -165,7 +163,7 @@ export class ControllerMetrics {
     });
     fromSnapshots('gauge', 'vfiod_nvme_tcp_path_state', 'An NVMe/TCP namespace path: 1 for its current state, 0 for the others', ['nsid', 'address', 'state'], (s, emit) => {
       for (const ns of s.namespaces) {
-        for (const path of ns.paths ?? []) for (const state of PATH_STATES) emit({ nsid: ns.nsid, address: path.address, state }, path.state === state ? 1 : 0);
+        for (const path of ns.paths ?? []) for (const state of NAMESPACE_PATH_STATES) emit({ nsid: ns.nsid, address: path.address, state }, path.state === state ? 1 : 0);
       }
     });
     fromSnapshots('counter', 'vfiod_nvme_tcp_path_reconnects_total', 'Times an NVMe/TCP namespace path connected again after its first attempt', ['nsid', 'address'], (s, emit) => {

@@ -57,10 +57,13 @@ export interface ByteRange {
   length: number;
 }
 
+/** What a path of a remote namespace can be doing. */
+export const NAMESPACE_PATH_STATES = ['connecting', 'live', 'down', 'closed'] as const;
+
 export interface NamespacePath {
   /** `host:port`. */
   address: string;
-  state: 'connecting' | 'live' | 'down' | 'closed';
+  state: (typeof NAMESPACE_PATH_STATES)[number];
   /** Why it last failed ('' when live). */
   error: string;
   /** Times it became live again after its first connection. */
