@@ -5,8 +5,8 @@
  * queue, command). Hot paths log nothing (they ask `enabled('debug')` first).
  */
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
-export type LogFormat = 'json' | 'text';
-export const LOG_FORMATS: readonly LogFormat[] = ['json', 'text'];
+export const LOG_FORMATS = ['json', 'text'] as const;
+export type LogFormat = (typeof LOG_FORMATS)[number];
 
 const LEVEL_ORDER: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
@@ -52,7 +52,7 @@ export class LogOptionRefused extends Error {}
  * threads and processes it starts. Without --log-format, defaultLogFormat().
  */
 export function applyLogOptions(level: string | undefined, format: string | undefined): void {
-  if (level !== undefined && !(level in LEVEL_ORDER)) throw new LogOptionRefused(`--log-level must be debug, info, warn or error, not '${level}'`);
+  if (level !== undefined && !Object.hasOwn(LEVEL_ORDER, level)) throw new LogOptionRefused(`--log-level must be debug, info, warn or error, not '${level}'`);
   if (format !== undefined && !LOG_FORMATS.includes(format as LogFormat)) throw new LogOptionRefused(`--log-format must be text or json, not '${format}'`);
   if (level !== undefined) setLogLevel(level as LogLevel);
   setLogFormat((format as LogFormat | undefined) ?? defaultLogFormat());
