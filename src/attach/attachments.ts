@@ -658,7 +658,7 @@ export class AttachmentManager {
     try {
       return await this.vfioUserInUse?.(socketPath);
     } catch (error) {
-      this.log.warn('vfioUserInUse failed', { socketPath, error: errorMessage(error) });
+      this.log.warn('vfioUserInUse failed', { socket: socketPath, error: errorMessage(error) });
       return undefined;
     }
   }

@@ -18,7 +18,7 @@ import {
 } from '../serve/identity-store.js';
 import type { ServeOptions } from '../serve/supervisor.js';
 import { errorMessage } from '../util/errors.js';
-import { applyLogLevel, CONTROLLER_OPTIONS, integer, socketMode, UsageError } from './common.js';
+import { applyLogOptions, CONTROLLER_OPTIONS, integer, metricsOption, SERVICE_OPTIONS, serviceUsage, socketMode, UsageError } from './common.js';
 import { controllerIdentityOptions, IDENTITY_USAGE, namespaceIdentityOptions } from './identity-options.js';
 
 /** How `vfiod serve` names the identity fields in messages: by their options. */
@@ -55,8 +55,7 @@ Options:
   --io-abandon-ms <n>      a reset, disconnect or DMA_UNMAP gives up stuck I/O after this long (default 5000)
   --identity <path>        where the controller's and each namespace slot's identity persist
                            (default: <first file namespace>.vfiod.json)
-${IDENTITY_USAGE}  --log-level <level>      debug, info, warn or error (default info)
-  --handover-socket <path> where a successor connects for a live upgrade
+${IDENTITY_USAGE}${serviceUsage(27)}  --handover-socket <path> where a successor connects for a live upgrade
                            (default: <socket dir>/<socket name>.handover.sock)
   --take-over              replace the vfiod serving these options (same --socket, namespaces
                            and settings) without disconnecting its client (docs/restart.md);
@@ -102,8 +101,8 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
       allowPositionals: false,
       options: {
         ...CONTROLLER_OPTIONS,
+        ...SERVICE_OPTIONS,
         'io-abandon-ms': { type: 'string' },
-        'log-level': { type: 'string' },
         'handover-socket': { type: 'string' },
         'take-over': { type: 'boolean' },
         'report-to-parent': { type: 'boolean' },
@@ -121,7 +120,8 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
   const values = parsed.values;
   if (values.help) return undefined;
   if (!values.socket) throw new UsageError('--socket <path> is required');
-  if (values['log-level']) applyLogLevel(values['log-level']);
+  applyLogOptions(values);
+  const metrics = metricsOption(values);
   const identity = controllerIdentityOptions(values);
   const namespaceIdentities = namespaceIdentityOptions(values);
   try {
@@ -149,6 +149,7 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
     ...(values['report-to-parent'] ? { reportToParent: true } : {}),
     ...(values['data-plane'] ? { dataPlane: true, holderSocket: values['holder-socket']! } : {}),
     ...(values.standby ? { standby: true } : {}),
+    ...(metrics ? { metrics } : {}),
     argv: describedArgv(argv),
   };
   const config = controllerConfig({

@@ -35,6 +35,8 @@ import { loadProtocol, serviceDefinition } from './proto.js';
 import { daemonService } from './daemon-service.js';
 import { socketPathState } from '../util/socket-path.js';
 import { makeDirectory } from '../util/make-directory.js';
+import type { MetricsAddress } from '../metrics/address.js';
+import type { MetricsEndpoint } from '../metrics/endpoint.js';
 
 export const DEFAULT_DAEMON_SOCKET = '/run/vfiod/vfiod.sock';
 export const DEFAULT_STATE_DIR = '/var/lib/vfiod';
@@ -82,6 +84,8 @@ export interface DaemonOptions {
   releaseWaitMs?: number;
   /** How often controller stats are sampled for rates (default 1000 ms). */
   statsIntervalMs?: number;
+  /** The Prometheus endpoint (`--metrics`), off when not given. */
+  metrics?: MetricsAddress;
   /** Shutdown: how long running calls get before they are cancelled (default 5 s). */
   drainTimeoutMs?: number;
   /** How long a controller may take to start listening (default 60 s). */
@@ -104,6 +108,8 @@ export interface Daemon {
   readonly socketPath: string | null;
   /** "host:port" actually bound (port 0 picks one), when TCP is on. */
   readonly tcpAddress: string | null;
+  /** Where the Prometheus endpoint listens (host:port bound, or its socket path), when --metrics is on. */
+  readonly metricsAddress: string | null;
   readonly reconcileReport: ReconcileEntry[];
   readonly controllers: ControllerRegistry;
   readonly health: HealthImplementation;
@@ -296,6 +302,13 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
         logger.warn('TLS without client certificates (--insecure-tls-no-client-cert): anyone who can reach it controls the host devices', { address: tcpAddress });
       }
     }
+    let metricsEndpoint: MetricsEndpoint | undefined;
+    if (options.metrics) {
+      // Loaded only when asked for: prom-client costs 50-100 ms of start-up.
+      const { startMetricsEndpoint } = await import('../metrics/endpoint.js');
+      const endpoint = (metricsEndpoint = await startMetricsEndpoint(options.metrics, () => registry.metricsSamples(), logger));
+      cleanup.push(() => void endpoint.close());
+    }
     for (const service of ['', ...SERVICES]) health.setStatus(service, 'SERVING');
     logger.info('listening', { socket: socketPath, tcp: tcpAddress, tls: Boolean(tlsCredentials), mutualTls: Boolean(options.tls?.ca), stateDir, namespaceDirs: registry.namespaceDirs });
 
@@ -307,7 +320,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
         const drainTimeoutMs = options.drainTimeoutMs ?? DRAIN_TIMEOUT_MS;
         await new Promise<void>((resolve) => {
           const timer = setTimeout(() => {
-            logger.warn('calls still running after the drain timeout: cancelling them', { timeoutMs: drainTimeoutMs, running: handlers.size });
+            logger.warn('calls still running after the drain timeout: cancelling them', { timeoutMillis: drainTimeoutMs, running: handlers.size });
             server.forceShutdown();
             resolve();
           }, drainTimeoutMs);
@@ -323,13 +336,14 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
             logger.error('calls still running at exit: their devices may need `vfiod devices reconcile`', { running: handlers.size });
           }
         }
+        await metricsEndpoint?.close();
         await registry.close();
         claims.close();
         apiStore.close();
         if (socketPath !== null) removeSocket(socketPath);
         logger.info('stopped');
       })());
-    return { socketPath, tcpAddress, reconcileReport, controllers: registry, health, close };
+    return { socketPath, tcpAddress, metricsAddress: metricsEndpoint?.address ?? null, reconcileReport, controllers: registry, health, close };
   } catch (error) {
     await undo();
     throw error;

@@ -11,6 +11,7 @@ import path from 'node:path';
 import { BackingRefused, inspectBacking, isWithin, resolvedPath } from '../namespace/backing.js';
 import { type FileNamespaceSpec, type MemoryNamespaceSpec, parseNamespaceUri } from '../namespace/uri.js';
 import { LATENCY_BUCKETS, type NvmeControllerStats } from '../nvme/stats.js';
+import type { ControllerSample } from '../metrics/exporter.js';
 import type { Reason } from '../util/error-reasons.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
@@ -322,6 +323,16 @@ export class ControllerRegistry {
     if (!entry) return undefined;
     if (entry.state !== 'serving' || !entry.worker) return false;
     return (await entry.worker.snapshot())?.clientConnected;
+  }
+
+  /** One snapshot per controller for a metrics scrape (null for one that is not serving or does not answer). */
+  async metricsSamples(): Promise<ControllerSample[]> {
+    return Promise.all(
+      [...this.entries.values()].map(async (entry) => ({
+        controller: entry.id,
+        snapshot: entry.state === 'serving' && entry.worker ? await entry.worker.snapshot() : null,
+      })),
+    );
   }
 
   async list(): Promise<ControllerView[]> {
