@@ -5,8 +5,11 @@
  * since noise only ever slows one down).
  *
  *   npx tsx bench/micro/hot-path.ts [--qd 32] [--bs 4096] [--rw randread|randwrite] [--doorbells polled|trapped]
- *                                   [--ios 2000000] [--samples 7] [--journal] [--json]
+ *                                   [--ios 2000000] [--samples 7] [--journal] [--prefill] [--json]
  *
+ * --prefill: write the whole namespace first, so reads copy real data (as spdk-compare does, and as a guest's
+ * reads of a used disk do); without it a read of a never-written chunk is a zero fill of a cached buffer, which
+ * leaves the copy from memory out of the cost.
  * --journal: with crash recovery's command journal attached (src/nvme/command-journal.ts), as under
  * `vfiod serve --crash-recovery`: what journaling each fetch and completion costs.
  *
@@ -36,6 +39,7 @@ const IOS = Number(opt('--ios', '2000000'));
 const SAMPLES = Number(opt('--samples', '7'));
 const JSON_OUT = args.includes('--json');
 const JOURNAL = args.includes('--journal');
+const PREFILL = args.includes('--prefill');
 
 const PAGE = 4096;
 const RAM_IOVA = 0x100000;
@@ -49,6 +53,10 @@ const ramWords = new Int32Array(ram.buffer);
 const memory = new GuestMemory();
 memory.add({ iova: RAM_IOVA, size: RAM_SIZE, bytes: ram, readable: true, writable: true });
 const namespace = new MemoryNamespace({ sizeBytes: NS_BYTES, blockSize: BLOCK });
+if (PREFILL) {
+  const pattern = new Uint8Array(1024 * 1024).fill(0xa5);
+  for (let offset = 0; offset < NS_BYTES; offset += pattern.length) namespace.writeSync(offset, pattern, 0, pattern.length);
+}
 let signals = 0;
 const interrupts: InterruptSink = { vectorCount: 4, signal: () => void signals++, msixEnabled: () => true };
 const doorbells = new Uint32Array(1024);

@@ -18,6 +18,8 @@ import {
   buildStaticConfig, checkBootIndex, checkDeviceId, checkDeviceOptions, checkSocketPath, defaultDeviceId, sourceBdf,
   type StaticConfigRequest, type StaticConfigResult, type StaticDevice,
 } from '../hypervisor/static-config.js';
+import type { HostFunctionFacts } from '../hypervisor/pci-window.js';
+import { normalizeBdf } from '../util/pci-address.js';
 import type { AddedDevice, AttachSource, HypervisorAdapter, HypervisorEndpoint, HypervisorKind } from '../hypervisor/types.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import { rootLogger } from '../util/log.js';
@@ -84,7 +86,12 @@ export interface AttachRequest {
   force?: boolean;
   /** Budget for each VMM call and for the confirmation (default 10 s). */
   timeoutMs?: number;
+  /** Told each step as it begins (the control API's operation progress). */
+  onStep?: StepListener;
 }
+
+/** How far an attach or detach got: a rough percentage, the step for people, and the attachment's device id. */
+export type StepListener = (progress: { percent: number; step: string; deviceId: string }) => void;
 
 export interface AttachResult {
   attachment: Attachment;
@@ -102,6 +109,7 @@ export interface DetachRequest {
   timeoutMs?: number;
   /** Give the device back to its host driver after removal (default true). */
   release?: boolean;
+  onStep?: StepListener;
 }
 
 export interface DetachResult {
@@ -130,6 +138,8 @@ export interface AttachmentManagerOptions {
    * for PCI devices.
    */
   vfioUserInUse?: (socketPath: string) => Promise<boolean | undefined> | boolean | undefined;
+  /** Told every change of an attachment record (a copy), and its removal (the control API's events). */
+  onChange?: (attachment: Attachment, removed: boolean) => void;
 }
 
 /** The real adapters: cloud-hypervisor REST or QEMU QMP. */
@@ -211,6 +221,7 @@ export class AttachmentManager {
   private readonly adapterFor: (vmId: string, endpoint: HypervisorEndpoint) => HypervisorAdapter;
   private readonly releaseWaitMs: number;
   private readonly vfioUserInUse: AttachmentManagerOptions['vfioUserInUse'];
+  private readonly onChange: AttachmentManagerOptions['onChange'];
   private readonly records = new Map<string, Attachment>();
   /** Per-VM queue: operations on one VM run one after another (root port choice, QMP's single client). */
   private readonly queues = new Map<string, Promise<unknown>>();
@@ -221,6 +232,7 @@ export class AttachmentManager {
     this.adapterFor = options.adapterFor ?? defaultAdapterFor;
     this.releaseWaitMs = options.releaseWaitMs ?? 10_000;
     this.vfioUserInUse = options.vfioUserInUse;
+    this.onChange = options.onChange;
     for (const row of this.devices.claims.listAttachments()) {
       this.records.set(this.key(row.vmId, row.deviceId), row.record as Attachment);
     }
@@ -234,11 +246,13 @@ export class AttachmentManager {
     a.updatedAt = new Date().toISOString();
     this.devices.claims.putAttachment(a.vmId, a.deviceId, a);
     this.records.set(this.key(a.vmId, a.deviceId), a);
+    this.onChange?.(structuredClone(a), false);
   }
 
   private drop(a: Attachment): void {
     this.devices.claims.removeAttachment(a.vmId, a.deviceId);
     this.records.delete(this.key(a.vmId, a.deviceId));
+    this.onChange?.(structuredClone(a), true);
   }
 
   private serialized<T>(vmId: string, body: () => Promise<T>): Promise<T> {
@@ -393,8 +407,10 @@ export class AttachmentManager {
     // Recorded before anything changes: a crash mid-attach leaves a record for reconcile (or detach) to finish.
     this.save(attachment);
 
+    const step = (percent: number, text: string): void => request.onStep?.({ percent, step: text, deviceId });
     let prepared: PrepareResult | undefined;
     if (source.kind === 'pci') {
+      step(10, `preparing ${source.bdf} for VFIO`);
       try {
         prepared = await this.devices.prepare(source.bdf, vmId, { force: request.force ?? false });
       } catch (error) {
@@ -419,6 +435,7 @@ export class AttachmentManager {
       adapter = this.adapterFor(vmId, request.endpoint);
       for (const [i, fn] of attachment.functions.entries()) {
         maybeAdded = fn.vmmDeviceId;
+        step(30 + Math.floor((40 * i) / attachment.functions.length), `adding ${fn.vmmDeviceId} to the VMM`);
         const result =
           source.kind === 'pci'
             ? await adapter.addPciDevice(
@@ -449,6 +466,7 @@ export class AttachmentManager {
       }
       // Confirm: the VMM must list every function (a cold-added device appears only once the VM boots).
       if (!added.some((a) => a.coldAdded)) {
+        step(80, 'confirming that the VMM lists it');
         const listed = new Set((await adapter.listDevices(timeoutMs)).map((d) => d.id));
         const missing = attachment.functions.filter((f) => !listed.has(f.vmmDeviceId)).map((f) => f.vmmDeviceId);
         if (missing.length > 0) {
@@ -466,6 +484,7 @@ export class AttachmentManager {
       this.log.info('attached', { vm: vmId, device: deviceId, source: describeSource(source), functions: attachment.functions });
       return { attachment: structuredClone(attachment), changed: true, warnings };
     } catch (error) {
+      step(90, `rolling back: ${errorMessage(error)}`);
       const cause = withContext(error, context);
       const uncertain = maybeAdded !== undefined && addOutcomeUnknown(error) ? [maybeAdded] : [];
       const undo = await this.rollbackAttach(attachment, [...added.map((d) => d.id), ...uncertain], adapter, preparedByAttach);
@@ -520,7 +539,8 @@ export class AttachmentManager {
     return this.serialized(vmId, () => this.detachNow(request));
   }
 
-  private find(vmId: string, deviceId: string | undefined, bdf: string | undefined): Attachment {
+  /** The attachment a detach of `deviceId` or `bdf` would act on; NOT_FOUND naming the VM when there is none. */
+  find(vmId: string, deviceId: string | undefined, bdf: string | undefined): Attachment {
     if (deviceId) {
       const a = this.records.get(this.key(vmId, deviceId));
       if (!a) throw new VfiodError('NOT_FOUND', `detach from VM ${vmId}: VM ${vmId} has no attachment ${deviceId}`, { reason: 'ATTACHMENT_NOT_FOUND', vmId, deviceId });
@@ -555,6 +575,7 @@ export class AttachmentManager {
     try {
       // Companions first, the primary function last (reverse of attach).
       for (const fn of [...a.functions].reverse()) {
+        request.onStep?.({ percent: 20, step: `removing ${fn.vmmDeviceId} from the VMM, waiting for the guest to let go (up to ${timeoutMs} ms)`, deviceId: a.deviceId });
         try {
           await adapter.removeDevice(fn.vmmDeviceId, Math.max(1, deadline - Date.now()));
         } catch (error) {
@@ -590,6 +611,7 @@ export class AttachmentManager {
 
     const released: string[] = [];
     if (a.source.kind === 'pci' && a.preparedByAttach && request.release !== false) {
+      request.onStep?.({ percent: 70, step: `giving ${a.source.bdf} back to its host driver`, deviceId: a.deviceId });
       try {
         // Waits for the VMM to close the VFIO group (it does so after tearing the device down).
         const result = await this.devices.release(a.source.bdf, vmId, { waitMs: Math.max(this.releaseWaitMs, deadline - Date.now()) });
@@ -636,7 +658,7 @@ export class AttachmentManager {
     try {
       return await this.vfioUserInUse?.(socketPath);
     } catch (error) {
-      this.log.warn('vfioUserInUse failed', { socketPath, error: errorMessage(error) });
+      this.log.warn('vfioUserInUse failed', { socket: socketPath, error: errorMessage(error) });
       return undefined;
     }
   }
@@ -743,7 +765,14 @@ export class AttachmentManager {
         devices.push({ source: { kind: 'pci', bdf: c.bdf }, id: `${id}-f${i + 1}`, ...(d.iommu !== undefined ? { iommu: d.iommu } : {}), ...(d.pciSegment !== undefined ? { pciSegment: d.pciSegment } : {}) });
       });
     }
-    const result = buildStaticConfig({ ...request, devices });
+    // The host's facts of every PCI function (NUMA node, BARs) size the 64-bit window and place the devices.
+    const hostFunctions: Record<string, HostFunctionFacts> = {};
+    for (const d of devices) {
+      const bdf = d?.source?.kind === 'pci' ? normalizeBdf(String(d.source.bdf)) : undefined;
+      const facts = bdf ? this.devices.functionFacts(bdf) : undefined;
+      if (bdf && facts) hostFunctions[bdf] = facts;
+    }
+    const result = buildStaticConfig({ ...request, devices, hostFunctions });
     result.warnings.unshift(...warnings);
     return result;
   }

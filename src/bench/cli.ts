@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { BenchConfigError, loadBenchConfig } from './config.js';
 import { runBench } from './run.js';
+import { applyLogOptions } from '../util/log.js';
 
 export const BENCH_USAGE = `Usage: vfiod bench --config <bench.yaml> [--out <dir>] [--smoke] [--json]
 
@@ -18,6 +19,8 @@ Options:
   --out <dir>       output directory (default bench/results/bench-<config name>-<time>)
   --smoke           shrink the matrix to seconds (the config's 'smoke:' section, or 1 s per point)
   --json            print results.json on stdout instead of report.md
+  --log-level <l>   debug, info, warn or error (default info)
+  --log-format <f>  text or json (default: text on a terminal, json otherwise)
   -h, --help        show this help
 
 Exit status: 0 every point ran; 1 some point or target failed (see report.md); 2 bad options or config.
@@ -34,9 +37,12 @@ export async function runBenchCommand(argv: string[]): Promise<number> {
         out: { type: 'string' },
         smoke: { type: 'boolean' },
         json: { type: 'boolean' },
+        'log-level': { type: 'string' },
+        'log-format': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
+    applyLogOptions(values['log-level'], values['log-format']);
   } catch (error) {
     process.stderr.write(`vfiod bench: ${(error as Error).message}\n${BENCH_USAGE}`);
     return 2;

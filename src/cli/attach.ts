@@ -1,10 +1,12 @@
 /**
  * `vfiod attach`: hot-plugs a host PCI function (prepared for VFIO on the way) or an emulated controller into a
- * running VM through the daemon (AttachmentService.AttachDevice).
+ * running VM through the daemon (AttachmentService.AttachDevice), following the operation it starts to its end.
  */
+import { randomUUID } from 'node:crypto';
 import { present } from '../daemon/client.js';
 import type { HypervisorEndpoint } from '../daemon/generated/vfiod/v1/HypervisorEndpoint.js';
 import { bdfOption, CLIENT_EXIT, type ClientDeps, UsageError, integer, milliseconds, noPositionals } from './common.js';
+import { followOperation, operationError, operationJson, succeededResponse } from './operations.js';
 import { CONNECTION_HELP, printJson, type Values, withClient } from './remote.js';
 
 export const ATTACH_USAGE = `Usage: vfiod attach --vm <id> (--ch-socket <path> | --qmp-socket <path>)
@@ -20,6 +22,9 @@ Options:
   --ch-event-monitor <file>  cloud-hypervisor: the VM's --event-monitor file (unplug completes on its event)
   --force              prepare although the device is in use on the host
   --timeout <s>        per VMM call (default 10)
+  --request-id <id>    AIP-155 request id (default: a new UUID); repeating the command with the same id and
+                       options answers with the first attempt's operation instead of attaching again
+  --no-wait            print the operation (its name for 'vfiod operations wait') and return at once
 
 ${CONNECTION_HELP}`;
 
@@ -37,6 +42,8 @@ const options = {
   'pci-segment': { type: 'string' },
   force: { type: 'boolean' },
   timeout: { type: 'string' },
+  'request-id': { type: 'string' },
+  'no-wait': { type: 'boolean' },
 } as const;
 
 function endpointOf(v: Values<typeof options>): HypervisorEndpoint {
@@ -53,8 +60,7 @@ export async function runAttach(argv: string[], deps: ClientDeps = {}): Promise<
     if (!v.vm) throw new UsageError('--vm <id> is required');
     const sources = [v.bdf ? { pciBdf: bdfOption('--bdf', v.bdf) } : undefined, v['vfio-user'] ? { vfioUserSocket: v['vfio-user'] } : undefined, v.controller ? { controllerId: v.controller } : undefined].filter(Boolean);
     if (sources.length !== 1) throw new UsageError('give exactly one of --bdf, --vfio-user, --controller');
-    if (!ctx.json) ctx.err(`attaching to VM ${v.vm}: preparing and hot-plugging, then waiting for the VMM to report the device...\n`);
-    const response = await ctx.client.call('AttachmentService', 'AttachDevice', {
+    const started = await ctx.client.call('AttachmentService', 'AttachDevice', {
       vmId: v.vm,
       endpoint: endpointOf(v),
       source: sources[0],
@@ -64,8 +70,20 @@ export async function runAttach(argv: string[], deps: ClientDeps = {}): Promise<
       pciSegment: integer('--pci-segment', v['pci-segment'], 0, 65535) ?? 0,
       force: Boolean(v.force),
       timeoutMs: milliseconds('--timeout', v.timeout) ?? 0,
+      requestId: v['request-id'] ?? randomUUID(),
     });
-    if (ctx.json) printJson(ctx, response);
+    const operation = present(started.operation, 'AttachDevice', 'operation');
+    if (v['no-wait']) {
+      if (ctx.json) printJson(ctx, operationJson(operation));
+      else ctx.out(`${operation.name}\n`);
+      return CLIENT_EXIT.ok;
+    }
+    if (!ctx.json) ctx.err(`attaching to VM ${v.vm} (${operation.name}):\n`);
+    const op = await followOperation(ctx.client, operation, ctx.json ? undefined : ctx.err);
+    const error = operationError(op, 'AttachDevice');
+    if (error) throw error;
+    const response = succeededResponse(op, 'AttachDeviceResponse', 'AttachDevice');
+    if (ctx.json) printJson(ctx, { ...response, operation: operationJson(op) });
     else {
       const a = present(response.attachment, 'AttachDevice', 'attachment');
       ctx.out(`${response.changed ? 'attached' : 'already attached'} ${a.deviceId} to VM ${a.vmId}\n`);

@@ -7,7 +7,8 @@
  */
 import type { ParseArgsConfig } from 'node:util';
 import { normalizeBdf } from '../util/pci-address.js';
-import { type LogLevel, setLogLevel } from '../util/log.js';
+import { applyLogOptions as applyLogging, LogOptionRefused } from '../util/log.js';
+import { MetricsAddressRefused, type MetricsAddress, parseMetricsAddress } from '../metrics/address.js';
 
 /** The exit codes of every command. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, notFound: 3, busy: 4, attention: 5 } as const;
@@ -60,10 +61,54 @@ export function socketMode(text: string): number {
   return parseInt(text, 8);
 }
 
-/** --log-level: sets the level of every logger. */
-export function applyLogLevel(text: string): void {
-  if (!['debug', 'info', 'warn', 'error'].includes(text)) throw new UsageError(`--log-level must be debug, info, warn or error, not '${text}'`);
-  setLogLevel(text as LogLevel);
+/** The logging options of every long-running command (`vfiod bench` has its own copy: src/bench knows nothing of src/cli). */
+export const LOG_OPTIONS = {
+  'log-level': { type: 'string' },
+  'log-format': { type: 'string' },
+} as const satisfies ParseArgsConfig['options'];
+
+/** The options of the serving commands: logging and the metrics endpoint. */
+export const SERVICE_OPTIONS = {
+  ...LOG_OPTIONS,
+  metrics: { type: 'string' },
+  'metrics-allow-remote': { type: 'boolean' },
+} as const satisfies ParseArgsConfig['options'];
+
+/** Their lines of a command's usage, descriptions starting at `column` (where the command's own start). */
+export function serviceUsage(column: number): string {
+  const options: Array<[string, string[]]> = [
+    ['--log-level <level>', ['debug, info, warn or error (default info)']],
+    ['--log-format <format>', ['text (one readable line per record) or json (one JSON object per line);', 'default: text on a terminal, json otherwise']],
+    ['--metrics <address>', ['serve Prometheus metrics at http://<address>/metrics: host:port', "(loopback only, e.g. 127.0.0.1:9464) or a unix socket path (with a '/');", 'off by default']],
+    ['--metrics-allow-remote', ['let --metrics listen on a non-loopback address']],
+  ];
+  return options
+    .map(([option, lines]) => lines.map((line, index) => (index === 0 ? `  ${option}`.padEnd(column) : ' '.repeat(column)) + line + '\n').join(''))
+    .join('');
+}
+
+/** Applies --log-level and --log-format (for this process and the threads and processes it starts). */
+export function applyLogOptions(values: { 'log-level'?: string | undefined; 'log-format'?: string | undefined }): void {
+  try {
+    applyLogging(values['log-level'], values['log-format']);
+  } catch (error) {
+    if (error instanceof LogOptionRefused) throw new UsageError(error.message);
+    throw error;
+  }
+}
+
+/** --metrics and --metrics-allow-remote: where the endpoint listens, or undefined (off). */
+export function metricsOption(values: { metrics?: string | undefined; 'metrics-allow-remote'?: boolean | undefined }): MetricsAddress | undefined {
+  if (values.metrics === undefined) {
+    if (values['metrics-allow-remote']) throw new UsageError('--metrics-allow-remote goes with --metrics');
+    return undefined;
+  }
+  try {
+    return parseMetricsAddress(values.metrics, values['metrics-allow-remote'] === true);
+  } catch (error) {
+    if (error instanceof MetricsAddressRefused) throw new UsageError(`--metrics: ${error.message}`);
+    throw error;
+  }
 }
 
 /** The options that define an emulated controller: `vfiod serve` and `vfiod controllers create`. */
@@ -81,6 +126,9 @@ export const CONTROLLER_OPTIONS = {
   model: { type: 'string' },
   firmware: { type: 'string' },
   nqn: { type: 'string' },
+  'ieee-oui': { type: 'string' },
+  'controller-id': { type: 'string' },
+  'namespace-identity': { type: 'string', multiple: true },
 } as const satisfies ParseArgsConfig['options'];
 
 /** Rejects positional arguments for commands that take none. */

@@ -18,6 +18,7 @@ import {
   subcommandHelp,
   table,
 } from './common.js';
+import { controllerIdentityOptions, namespaceIdentityOptions } from './identity-options.js';
 import { CONNECTION_HELP, printJson, withClient } from './remote.js';
 
 export const CONTROLLERS_USAGE = `Usage: vfiod controllers <command> [options]
@@ -28,7 +29,8 @@ Commands:
   list                                  controllers, state, client, I/O rates
   get <id>                              one controller: spec, identity, namespaces, stats, latency histogram
   create <id> --socket <path> --namespace <uri>... [--poll] [--serial <s>] [--model <m>] [--firmware <f>]
-         [--nqn <nqn>] [--msix-vectors <n>] [--io-queues <n>] [--queue-entries <n>] [--mdts <n>] [--identity <path>]
+         [--nqn <nqn>] [--ieee-oui <hex>] [--controller-id <n>] [--namespace-identity <nsid>:<key>=<value>,...]...
+         [--msix-vectors <n>] [--io-queues <n>] [--queue-entries <n>] [--mdts <n>] [--identity <path>]
   delete <id>                           stop it (flushes its namespaces) and forget it
 
 ${CONNECTION_HELP}`;
@@ -63,12 +65,18 @@ function renderController(c: ControllerInfo): string {
     `doorbells:   ${shortEnum(spec.doorbellMode, 'DOORBELL_MODE_')}; ${spec.msixVectors} MSI-X vectors, ${spec.maxIoQueuePairs} I/O queue pairs x ${spec.maxQueueEntries} entries, MDTS ${spec.mdtsPages}`,
   ];
   const id = c.identity;
-  if (id) lines.push(`identity:    serial ${id.serialNumber}, model ${id.modelNumber}, firmware ${id.firmwareRevision}, ${id.subsystemNqn}`);
+  if (id) {
+    const oui = (id.ieeeOui ?? 0).toString(16).padStart(6, '0');
+    lines.push(`identity:    serial ${id.serialNumber}, model ${id.modelNumber}, firmware ${id.firmwareRevision}, ${id.subsystemNqn}, IEEE OUI ${oui}, controller ID ${id.controllerId ?? 0}`);
+  }
   if (spec.identityPath) lines.push(`persisted:   ${spec.identityPath}`);
   const namespaces = c.namespaces ?? [];
   if (namespaces.length) {
     lines.push('namespaces:');
-    for (const n of namespaces) lines.push(`  ${n.nsid}: ${n.uri} (${n.backend}), ${n.blocks} x ${n.blockSize} B = ${bytes(n.blocks * n.blockSize)}`);
+    for (const n of namespaces) {
+      lines.push(`  ${n.nsid}: ${n.uri} (${n.backend}), ${n.blocks} x ${n.blockSize} B = ${bytes(n.blocks * n.blockSize)}`);
+      if (n.identity) lines.push(`     nguid ${n.identity.nguid}, eui64 ${n.identity.eui64}, uuid ${n.identity.uuid}`);
+    }
   } else lines.push(`namespaces:  ${spec.namespaces.join(', ')}`);
   const s = c.stats;
   if (s) {
@@ -128,7 +136,8 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
           // The API cannot ask for MDTS 0 (no limit): proto3 reads 0 as "default".
           mdtsPages: integer('--mdts', v.mdts, 1, CONTROLLER_LIMITS.mdtsPages[1]),
           identityPath: v.identity,
-          identity: { serialNumber: v.serial, modelNumber: v.model, firmwareRevision: v.firmware, subsystemNqn: v.nqn },
+          identity: controllerIdentityOptions(v),
+          namespaceIdentities: namespaceIdentityOptions(v),
         };
         const response = await ctx.client.call('ControllerService', 'CreateController', { id, spec });
         if (ctx.json) printJson(ctx, response);

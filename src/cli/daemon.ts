@@ -12,11 +12,14 @@ import { announceServing } from '../serve/supervisor.js';
 import { notifyStopping } from '../util/sd-notify.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import { rootLogger } from '../util/log.js';
-import { applyLogLevel, socketMode, UsageError } from './common.js';
+import { applyLogOptions, integer, metricsOption, SERVICE_OPTIONS, serviceUsage, socketMode, UsageError } from './common.js';
+import { DEFAULT_EVENT_RETENTION } from '../daemon/events.js';
+import { DEFAULT_EVENT_STREAM_MAX_LAG } from '../daemon/events-service.js';
 
 export const DAEMON_USAGE = `Usage: vfiod daemon [options]
 
-Serves the control API (gRPC vfiod.v1: DeviceService, ControllerService, AttachmentService, health, reflection).
+Serves the control API (gRPC vfiod.v1: DeviceService, ControllerService, AttachmentService, OperationService,
+EventService, health, reflection).
 On start it reconciles device claims with sysfs and restarts the emulated controllers defined in the state dir.
 
 Options:
@@ -29,7 +32,7 @@ Options:
   --tls-ca <file>        PEM CA bundle: require client certificates signed by it (mutual TLS);
                          required with --tls-cert unless --insecure-tls-no-client-cert
   --insecure-tcp         allow plain TCP (no authentication, no encryption)
-Who may do what (read-only: List, Get, Stream, Watch; admin: everything; docs/daemon.md):
+Who may do what (read-only: List, Get, Stream, Watch, Wait; admin: everything; docs/daemon.md):
   --read-only-uid <n>, --read-only-gid <n>
                          unix socket peers (by their uid or primary gid) that may read; repeatable.
                          Widen --socket-mode so they can connect (e.g. 0666, or 0660 and a group)
@@ -40,13 +43,16 @@ Who may do what (read-only: List, Get, Stream, Watch; admin: everything; docs/da
                          repeatable. Without them every client the CA signed is admin
   --insecure-tls-no-client-cert
                          allow TLS without client certificates (any client that reaches the port)
-  --state-dir <dir>      claims database and controller definitions (default ${DEFAULT_STATE_DIR})
+  --state-dir <dir>      claims database, controller definitions, operations, request ids and events
+                         (api.db) (default ${DEFAULT_STATE_DIR})
   --namespace-dir <dir>  file namespaces and identity files of controllers created through the API
                          must be in it (symlinks resolved); repeatable (default <state dir>/namespaces)
   --max-controllers <n>  most emulated controllers at once (default ${DEFAULT_MAX_CONTROLLERS}); more: RESOURCE_EXHAUSTED
+  --event-retention <n>  events kept in the state dir for WatchEvents replays (default ${DEFAULT_EVENT_RETENTION})
+  --event-stream-max-lag <n>  events a WatchEvents client may fall behind before it is dropped
+                         (default ${DEFAULT_EVENT_STREAM_MAX_LAG}, at most the retention)
   --sysfs-root <dir>     default /sys      --dev-root <dir>  default /dev      --proc-root <dir>  default /proc
-  --log-level <level>    debug, info, warn or error (default info)
-  --crash-recovery       a holder process keeps the guests' connections and restarts the daemon if it
+${serviceUsage(25)}  --crash-recovery       a holder process keeps the guests' connections and restarts the daemon if it
                          dies; each controller recovers from its checkpoint (docs/restart.md)
   --holder-socket <path> with --crash-recovery: where the daemon reaches the holder
                          (default <state dir>/holder.sock)
@@ -79,10 +85,12 @@ export function parseDaemonArgs(argv: string[]): (DaemonOptions & { crashRecover
         'namespace-dir': { type: 'string', multiple: true },
         'state-dir': { type: 'string' },
         'max-controllers': { type: 'string' },
+        'event-retention': { type: 'string' },
+        'event-stream-max-lag': { type: 'string' },
         'sysfs-root': { type: 'string' },
         'dev-root': { type: 'string' },
         'proc-root': { type: 'string' },
-        'log-level': { type: 'string' },
+        ...SERVICE_OPTIONS,
         'crash-recovery': { type: 'boolean' },
         'holder-socket': { type: 'string' },
         'data-plane': { type: 'boolean' },
@@ -100,7 +108,8 @@ export function parseDaemonArgs(argv: string[]): (DaemonOptions & { crashRecover
   if (v['data-plane'] && v['holder-socket'] === undefined) throw new UsageError('--data-plane needs --holder-socket');
   if (v.standby && !v['data-plane']) throw new UsageError('--standby is internal: the holder of --crash-recovery adds it');
   if (v['holder-socket'] !== undefined && !v['crash-recovery'] && !v['data-plane']) throw new UsageError('--holder-socket goes with --crash-recovery');
-  if (v['log-level'] !== undefined) applyLogLevel(v['log-level']);
+  applyLogOptions(v);
+  const metrics = metricsOption(v);
   if (v['no-socket'] && v.socket !== undefined) throw new UsageError('--socket and --no-socket contradict each other');
   if (v['no-socket'] && v.tcp === undefined) throw new UsageError('--no-socket needs --tcp: the daemon must listen somewhere');
   const tlsGiven = v['tls-cert'] !== undefined || v['tls-key'] !== undefined || v['tls-ca'] !== undefined;
@@ -167,6 +176,9 @@ export function parseDaemonArgs(argv: string[]): (DaemonOptions & { crashRecover
         }
       : {}),
     ...(maxControllers !== undefined ? { maxControllers } : {}),
+    ...(v['event-retention'] !== undefined ? { eventRetention: integer('--event-retention', v['event-retention'], 1, 10_000_000) } : {}),
+    ...(v['event-stream-max-lag'] !== undefined ? { eventStreamMaxLag: integer('--event-stream-max-lag', v['event-stream-max-lag'], 1, 10_000_000) } : {}),
+    ...(metrics ? { metrics } : {}),
     roots: { sysfs: v['sysfs-root'] ?? DEFAULT_ROOTS.sysfs, dev: v['dev-root'] ?? DEFAULT_ROOTS.dev, proc: v['proc-root'] ?? DEFAULT_ROOTS.proc },
   };
 }
@@ -205,10 +217,23 @@ export async function runDaemon(argv: string[]): Promise<number> {
     const { waitForActivation } = await import('../serve/supervisor.js');
     await waitForActivation(log);
   }
+  // A signal during the start (after the 'listening' line, before the handlers below) is kept and acted on once they
+  // are set, instead of ending the process unhandled.
+  let earlySignal: NodeJS.Signals | undefined;
+  const keepEarlySignal = (signal: NodeJS.Signals): void => {
+    earlySignal ??= signal;
+  };
+  process.on('SIGTERM', keepEarlySignal);
+  process.on('SIGINT', keepEarlySignal);
+  const dropEarlyHandlers = (): void => {
+    process.off('SIGTERM', keepEarlySignal);
+    process.off('SIGINT', keepEarlySignal);
+  };
   let daemon;
   try {
     daemon = await startDaemon(options);
   } catch (error) {
+    dropEarlyHandlers();
     log.error('cannot start', { error: errorMessage(error), ...(error instanceof VfiodError ? { reason: error.reason } : {}) });
     process.stderr.write(`vfiod daemon: ${errorMessage(error)}\n`);
     return error instanceof VfiodError && error.code === 'INVALID_ARGUMENT' ? 2 : 1;
@@ -232,6 +257,8 @@ export async function runDaemon(argv: string[]): Promise<number> {
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    dropEarlyHandlers();
+    if (earlySignal !== undefined) onSignal(earlySignal);
     if (options.holderSocket !== undefined) {
       // The holder's planned restart (docs/restart.md): checkpoint every controller quiesced, then exit for the next
       // data plane, leaving every connection open.

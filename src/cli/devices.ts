@@ -1,5 +1,6 @@
 /**
- * `vfiod devices`: list, show, prepare, release and reconcile host PCI devices for VFIO passthrough. Standalone
+ * `vfiod devices`: list, show, prepare, release and reconcile host PCI devices for VFIO passthrough; NVIDIA vGPU
+ * profiles of VFs (vgpu) and SR-IOV VF creation (sriov). Standalone
  * (`runDevices`), claims live in the state database (--state, default /var/lib/vfiod/claims.db); through a running
  * daemon (`runDevicesViaDaemon`, DeviceService) when one is there. Both print the same tables. docs/passthrough.md.
  *
@@ -46,7 +47,7 @@ import { CONNECTION_HELP, printJson, withClient } from './remote.js';
 export const DEVICES_USAGE = `Usage: vfiod devices <command> [options]
 
 Commands:
-  list [<bdf>...] [--id <vendor:device>] [--class <kind>] [--pf <bdf>] [--free] [--json]
+  list [<bdf>...] [--id <vendor:device>] [--class <kind>] [--pf <bdf>] [--numa <node>] [--free] [--json]
                         PCI devices, how they are bound and whether VFIO can use them
   show <bdf> [--json]   everything known about one device, and its claim
   prepare <bdf> --owner <vm> [--force] [--whole-group] [--timeout <s>] [--json]
@@ -54,6 +55,12 @@ Commands:
   release <bdf> --owner <vm> [--wait <s>] [--json]
                         restore the original driver and driver_override
   reconcile [--json]    repair what interrupted operations left, report the rest
+  vgpu <vf> [--set <type id> | --clear] [--owner <vm>] [--json]
+                        an NVIDIA vGPU VF's profile and those it can take; --set/--clear change it (claims the
+                        VF for --owner, rolls back on failure, refused while the VF is attached)
+  sriov <pf> --vfs <n> --owner <vm> [--timeout <s>] [--json]
+                        create n VFs with sriov_drivers_autoprobe off and prepare each for <vm> (all or nothing);
+                        --vfs 0 removes the VFs (refused while one is claimed, attached or in use)
 
 Runs standalone: reads sysfs and changes the claims database itself. With --daemon <socket | host:port> it goes
 through the daemon instead (\`vfiod devices help --daemon <socket>\`); only --daemon switches.
@@ -76,7 +83,61 @@ const DEVICE_OPTIONS = {
   force: { type: 'boolean' },
   'whole-group': { type: 'boolean' },
   wait: { type: 'string' },
+  numa: { type: 'string' },
+  set: { type: 'string' },
+  clear: { type: 'boolean' },
+  vfs: { type: 'string' },
 } as const;
+
+/** --numa <node>: a NUMA node number, or -1 for devices with none. */
+function numaOption(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  if (!/^(-1|\d+)$/.test(text)) throw new UsageError(`--numa must be a NUMA node number (or --numa=-1 for none), not '${text}'`);
+  return Number(text);
+}
+
+/** vgpu <vf>: what to do, from --set / --clear. */
+function vgpuAction(v: { set?: string; clear?: boolean; owner?: string }): { kind: 'list' } | { kind: 'set'; typeId: number; owner: string } | { kind: 'clear'; owner: string } {
+  if (v.set !== undefined && v.clear) throw new UsageError('vgpu takes --set <type id> or --clear, not both');
+  if (v.set === undefined && !v.clear) return { kind: 'list' };
+  if (!v.owner) throw new UsageError(`vgpu ${v.clear ? '--clear' : '--set'} needs --owner <vm>`);
+  if (v.clear) return { kind: 'clear', owner: v.owner };
+  if (!/^[1-9]\d*$/.test(v.set!)) throw new UsageError(`--set must be a vGPU type id (a number from 'vfiod devices vgpu <vf>'), not '${v.set}'`);
+  return { kind: 'set', typeId: Number(v.set), owner: v.owner };
+}
+
+/** sriov <pf>: the number of VFs (and the owner, needed unless removing). */
+function sriovAction(v: { vfs?: string; owner?: string }): { count: number; owner: string } {
+  if (v.vfs === undefined || !/^\d+$/.test(v.vfs)) throw new UsageError(`sriov needs --vfs <n> (a number; 0 removes the VFs)${v.vfs !== undefined ? `, not '${v.vfs}'` : ''}`);
+  const count = Number(v.vfs);
+  if (count > 0 && !v.owner) throw new UsageError('sriov --vfs <n> needs --owner <vm> (the VM the VFs are prepared for)');
+  return { count, owner: v.owner ?? '' };
+}
+
+/** The report of `vfiod devices vgpu <vf>` (standalone, and through the daemon). */
+export function renderVgpuTypes(r: { bdf: string; current: number; creatable: Array<{ id: number; name: string }>; owner: string | null }): string {
+  const lines = [`${r.bdf}: vGPU profile ${r.current === 0 ? 'none' : r.current}${r.owner ? ` (claimed by ${r.owner})` : ''}`];
+  lines.push(r.creatable.length ? table([['ID', 'NAME'], ...r.creatable.map((t) => [String(t.id), t.name])]).trimEnd() : 'creatable now: none');
+  return `${lines.join('\n')}\n`;
+}
+
+export function renderVgpuChange(r: { bdf: string; owner: string; previous: number; current: number; changed: boolean; claimed: boolean }): string {
+  const name = (id: number): string => (id === 0 ? 'none' : String(id));
+  if (!r.changed) return `${r.bdf} already has vGPU profile ${name(r.current)}\n`;
+  return `${r.bdf}: vGPU profile ${name(r.previous)} -> ${name(r.current)} for ${r.owner}${r.claimed ? ' (claimed; release gives back the previous profile)' : ''}\n`;
+}
+
+export function renderVfs(r: { pf: string; owner: string; vfs: Array<{ bdf: string; vfioCdev: string | null; vfioGroupDev: string | null }>; replaced: string[]; autoprobeTurnedOff: boolean }): string {
+  const lines = [`created ${r.vfs.length} VF(s) on ${r.pf}, prepared for ${r.owner}:`];
+  for (const vf of r.vfs) lines.push(`  ${vf.bdf}: ${vf.vfioCdev || vf.vfioGroupDev || '?'}`);
+  if (r.replaced.length) lines.push(`  replaced unused VFs ${r.replaced.join(', ')}`);
+  if (r.autoprobeTurnedOff) lines.push(`  sriov_drivers_autoprobe off on ${r.pf} until the last of these VFs is released`);
+  return `${lines.join('\n')}\n`;
+}
+
+export function renderVfsRemoved(pf: string, removed: string[]): string {
+  return removed.length ? `removed the VFs of ${pf}: ${removed.join(', ')}\n` : `${pf} had no VFs\n`;
+}
 
 export interface DevicesDeps extends ClientDeps {
   writer?: SysfsWriter;
@@ -167,6 +228,10 @@ export function renderShow(d: ShownDevice, c: ShownClaim | undefined): string {
   ];
   if (d.sriov) lines.push(`sr-iov:          ${d.sriov.numVfs}/${d.sriov.totalVfs} VFs, drivers_autoprobe ${d.sriov.driversAutoprobe === null ? '?' : d.sriov.driversAutoprobe ? 'on' : 'off'}${d.virtfns.length ? ` [${d.virtfns.join(', ')}]` : ''}`);
   if (d.physfn) lines.push(`physical fn:     ${d.physfn}`);
+  if (d.vgpu) {
+    const creatable = d.vgpu.creatable.map((t) => `${t.id} (${t.name})`).join(', ') || 'none';
+    lines.push(`vGPU profile:    ${d.vgpu.current === 0 ? 'none' : d.vgpu.current}; creatable now: ${creatable}`);
+  }
   lines.push(`reset methods:   ${d.resetMethods === null ? 'unknown' : d.resetMethods.length ? d.resetMethods.join(', ') : 'none'}`);
   lines.push(`BARs:            ${d.bars.length ? d.bars.map((b) => `${b.index === 6 ? 'ROM' : `BAR${b.index}`} ${hexSize(b.size)}`).join(', ') : 'none'}`);
   lines.push(`vfio:            ${d.vfio.state}, ${d.vfio.usable ? 'usable now' : 'not usable now'}; group ${d.vfio.groupViable ? 'viable' : 'not viable'}${d.vfioGroupDev ? `; ${d.vfioGroupDev}` : ''}${d.vfioCdev ? `; ${d.vfioCdev}` : ''}`);
@@ -264,7 +329,8 @@ export async function runDevices(argv: string[], deps: DevicesDeps = {}): Promis
           return b;
         });
         const pfs = (v.pf ?? []).map((p) => normalizeBdf(p) ?? p);
-        const selector: DeviceSelector = { bdfs, ids: v.id ?? [], classes: classes as DeviceKind[], pfs, free: v.free ?? false };
+        const numaNode = numaOption(v.numa);
+        const selector: DeviceSelector = { bdfs, ids: v.id ?? [], classes: classes as DeviceKind[], pfs, free: v.free ?? false, ...(numaNode !== undefined ? { numaNode } : {}) };
         // The database is optional for listing: without it, nothing is shown as claimed.
         const claims = safeClaims(statePath, openStore);
         const owners = new Map(claims.map((c) => [c.bdf, c.owner]));
@@ -310,6 +376,36 @@ export async function runDevices(argv: string[], deps: DevicesDeps = {}): Promis
         }
         return EXIT.ok;
       }
+      case 'vgpu': {
+        const bdf = bdfArg();
+        const action = vgpuAction(v);
+        const m = await manager();
+        if (action.kind === 'list') {
+          const r = m.vgpuTypes(bdf);
+          if (v.json) json(r);
+          else out(renderVgpuTypes(r));
+          return EXIT.ok;
+        }
+        const r = action.kind === 'set' ? m.setVgpuType(bdf, action.owner, action.typeId) : m.clearVgpuType(bdf, action.owner);
+        if (v.json) json(r);
+        else out(renderVgpuChange(r));
+        return EXIT.ok;
+      }
+      case 'sriov': {
+        const pf = bdfArg();
+        const { count, owner } = sriovAction(v);
+        const m = await manager();
+        if (count === 0) {
+          const r = m.removeVfs(pf);
+          if (v.json) json(r);
+          else out(renderVfsRemoved(pf, r.removed));
+          return EXIT.ok;
+        }
+        const r = await m.createVfs(pf, owner, count, v.timeout !== undefined ? { timeoutMs: seconds('--timeout', v.timeout, 5000) } : {});
+        if (v.json) json(r);
+        else out(renderVfs(r));
+        return EXIT.ok;
+      }
       case 'reconcile': {
         const report = (await manager()).reconcile();
         if (v.json) json(report);
@@ -352,10 +448,12 @@ function safeClaims(statePath: string, open: () => ClaimStore): ReturnType<Claim
 export const DEVICES_DAEMON_USAGE = `Usage: vfiod devices <command> [options]   (through the daemon)
 
 Commands:
-  list [<bdf>...] [--id <vendor:device>] [--class <kind>] [--pf <bdf>] [--free]
+  list [<bdf>...] [--id <vendor:device>] [--class <kind>] [--pf <bdf>] [--numa <node>] [--free]
   show <bdf>
   prepare <bdf> --owner <vm> [--force] [--whole-group]
   release <bdf> --owner <vm> [--wait <s>]
+  vgpu <vf> [--set <type id> | --clear] [--owner <vm>]
+  sriov <pf> --vfs <n> --owner <vm>     (--vfs 0 removes the VFs)
   events [<bdf>...]            follow device events until interrupted
 
 Only with --daemon; without it, vfiod devices runs standalone (\`vfiod devices help\`).
@@ -401,6 +499,7 @@ function shownDeviceFrom(d: DeviceInfo): ShownDevice {
     vfioCdev: d.vfioCdev || null,
     // The proto's kind is a string; the daemon fills it from the same HostUse kinds.
     hostUse: d.hostUses.map((u) => ({ ...u, kind: u.kind as HostUse['kind'] })),
+    vgpu: d.vgpu ? { current: d.vgpu.currentType, creatable: d.vgpu.creatable } : null,
     vfio: { state: shortEnum(d.vfioState, 'VFIO_STATE_') as VfioState, usable: d.vfioUsable, groupViable: d.iommuGroupViable, reasons: d.vfioReasons ?? [] },
   };
 }
@@ -440,6 +539,7 @@ export async function runDevicesViaDaemon(argv: string[], deps: ClientDeps = {})
           kinds,
           pfs: (v.pf ?? []).map((p) => bdfOption('--pf', p)),
           freeOnly: Boolean(v.free),
+          ...(numaOption(v.numa) !== undefined ? { numaNode: numaOption(v.numa) } : {}),
         });
         const devices = response.devices;
         const owners = new Map<string, string>(devices.flatMap((d) => (d.claim ? [[d.bdf, d.claim.owner] as const] : [])));
@@ -480,6 +580,31 @@ export async function runDevicesViaDaemon(argv: string[], deps: ClientDeps = {})
           for (const d of r.devices) ctx.out(`  ${d.bdf}: ${d.gone ? 'device is gone' : `restored to ${d.restoredDriver ?? 'no driver'}`}\n`);
           for (const pf of r.autoprobeRestored) ctx.out(`  sriov_drivers_autoprobe restored on ${pf}\n`);
         }
+        return CLIENT_EXIT.ok;
+      }
+      case 'vgpu': {
+        const bdf = bdfArg();
+        const action = vgpuAction(v);
+        if (action.kind === 'list') {
+          const r = await ctx.client.call('DeviceService', 'ListVgpuTypes', { bdf });
+          if (ctx.json) printJson(ctx, r);
+          else ctx.out(renderVgpuTypes({ bdf: r.bdf, current: r.currentType, creatable: r.creatable, owner: r.owner ?? null }));
+          return CLIENT_EXIT.ok;
+        }
+        const r = action.kind === 'set'
+          ? await ctx.client.call('DeviceService', 'SetVgpuType', { bdf, owner: action.owner, typeId: action.typeId })
+          : await ctx.client.call('DeviceService', 'ClearVgpuType', { bdf, owner: action.owner });
+        if (ctx.json) printJson(ctx, r);
+        else ctx.out(renderVgpuChange({ bdf: r.bdf, owner: r.owner, previous: r.previousType, current: r.currentType, changed: r.changed, claimed: r.claimed }));
+        return CLIENT_EXIT.ok;
+      }
+      case 'sriov': {
+        const pf = bdfArg();
+        const { count, owner } = sriovAction(v);
+        const r = await ctx.client.call('DeviceService', 'CreateVfs', { pf, owner, numVfs: count }, 120_000);
+        if (ctx.json) printJson(ctx, r);
+        else if (count === 0) ctx.out(renderVfsRemoved(pf, r.removed));
+        else ctx.out(renderVfs({ ...r, vfs: r.vfs.map((vf) => ({ bdf: vf.bdf, vfioCdev: vf.vfioCdev, vfioGroupDev: vf.vfioGroupDev })) }));
         return CLIENT_EXIT.ok;
       }
       case 'events': {

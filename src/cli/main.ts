@@ -3,7 +3,8 @@
  *   serve     serve emulated NVMe controllers on vfio-user sockets (docs/serve.md)
  *   upgrade   live upgrade of a running `vfiod serve` (docs/restart.md)
  *   devices   the passthrough manager: list/show/prepare/release/reconcile (docs/passthrough.md)
- *   daemon    the gRPC control API; controllers/attach/detach/attachments/vm-config are its clients (docs/daemon.md)
+ *   daemon    the gRPC control API; controllers/attach/detach/attachments/operations/events/vm-config are its clients
+ *             (docs/daemon.md)
  *   bench     fio benchmark harness: emulation vs passthrough vs file (docs/benchmarks.md)
  */
 import { readFileSync } from 'node:fs';
@@ -23,6 +24,8 @@ Commands:
   attach    Hot-plug a device or emulated controller into a running VM (through the daemon)
   detach    Hot-unplug it and give it back to the host
   attachments  List what the daemon attached to VMs
+  operations   List, show and wait for the daemon's attach and detach operations
+  events    Replay and follow the daemon's events (devices, controllers, attachments, operations)
   vm-config Print the static device configuration for creating a VM (cloud-hypervisor / QEMU)
   version   Print the version
 
@@ -83,6 +86,10 @@ async function run(argv: string[]): Promise<number> {
       return (await import('./detach.js')).runDetach(rest);
     case 'attachments':
       return (await import('./attachments.js')).runAttachments(rest);
+    case 'operations':
+      return (await import('./operations.js')).runOperations(rest);
+    case 'events':
+      return (await import('./events.js')).runEvents(rest);
     case 'vm-config':
       return (await import('./vm-config.js')).runVmConfig(rest);
     case 'bench': {

@@ -6,10 +6,31 @@ import { parseArgs } from 'node:util';
 import { BackingRefused, inspectBacking } from '../namespace/backing.js';
 import { isFileNamespaceSpec, parseNamespaceUri, type MemoryNamespaceSpec } from '../namespace/uri.js';
 import { CONTROLLER_LIMITS, controllerConfig, type ControllerConfig } from '../serve/config.js';
-import { checkIdentityFileWritable, defaultIdentityPath, IdentityFileRefused } from '../serve/identity-store.js';
+import {
+  checkIdentityConflicts,
+  checkIdentityFileWritable,
+  checkIdentityOverrides,
+  checkNamespaceOverrides,
+  defaultIdentityPath,
+  defaultNsids,
+  IdentityConflict,
+  IdentityFileRefused,
+} from '../serve/identity-store.js';
 import type { ServeOptions } from '../serve/supervisor.js';
 import { errorMessage } from '../util/errors.js';
-import { applyLogLevel, CONTROLLER_OPTIONS, integer, socketMode, UsageError } from './common.js';
+import { applyLogOptions, CONTROLLER_OPTIONS, integer, metricsOption, SERVICE_OPTIONS, serviceUsage, socketMode, UsageError } from './common.js';
+import { controllerIdentityOptions, IDENTITY_USAGE, namespaceIdentityOptions } from './identity-options.js';
+
+/** How `vfiod serve` names the identity fields in messages: by their options. */
+const SERVE_IDENTITY_NAMES = {
+  serialNumber: '--serial',
+  modelNumber: '--model',
+  firmwareRevision: '--firmware',
+  subsystemNqn: '--nqn',
+  ieeeOui: '--ieee-oui',
+  controllerId: '--controller-id',
+};
+const SERVE_NAMESPACE_IDENTITY_NAMES = { nsid: 'nsid', nguid: 'nguid', eui64: 'eui64', uuid: 'uuid', blockSize: 'block-size' };
 
 export const SERVE_USAGE = `Usage: vfiod serve --socket <path> [--namespace <uri>]... [options]
 
@@ -32,14 +53,9 @@ Options:
   --queue-entries <n>      maximum entries per queue (default 1024)
   --mdts <n>               maximum transfer as log2 of 4 KiB pages (default 8 = 1 MiB)
   --io-abandon-ms <n>      a reset, disconnect or DMA_UNMAP gives up stuck I/O after this long (default 5000)
-  --identity <path>        where serial, NQN and namespace ids persist
+  --identity <path>        where the controller's and each namespace slot's identity persist
                            (default: <first file namespace>.vfiod.json)
-  --serial <text>          serial number (max 20 chars)
-  --model <text>           model number (max 40 chars)
-  --firmware <text>        firmware revision (max 8 chars)
-  --nqn <nqn>              subsystem NQN
-  --log-level <level>      debug, info, warn or error (default info)
-  --handover-socket <path> where a successor connects for a live upgrade
+${IDENTITY_USAGE}${serviceUsage(27)}  --handover-socket <path> where a successor connects for a live upgrade
                            (default: <socket dir>/<socket name>.handover.sock)
   --take-over              replace the vfiod serving these options (same --socket, namespaces
                            and settings) without disconnecting its client (docs/restart.md);
@@ -85,8 +101,8 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
       allowPositionals: false,
       options: {
         ...CONTROLLER_OPTIONS,
+        ...SERVICE_OPTIONS,
         'io-abandon-ms': { type: 'string' },
-        'log-level': { type: 'string' },
         'handover-socket': { type: 'string' },
         'take-over': { type: 'boolean' },
         'report-to-parent': { type: 'boolean' },
@@ -104,12 +120,16 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
   const values = parsed.values;
   if (values.help) return undefined;
   if (!values.socket) throw new UsageError('--socket <path> is required');
-  if (values['log-level']) applyLogLevel(values['log-level']);
-  const identity: ControllerConfig['identity'] = {};
-  if (values.serial !== undefined) identity.serialNumber = values.serial;
-  if (values.model !== undefined) identity.modelNumber = values.model;
-  if (values.firmware !== undefined) identity.firmwareRevision = values.firmware;
-  if (values.nqn !== undefined) identity.subsystemNqn = values.nqn;
+  applyLogOptions(values);
+  const metrics = metricsOption(values);
+  const identity = controllerIdentityOptions(values);
+  const namespaceIdentities = namespaceIdentityOptions(values);
+  try {
+    checkIdentityOverrides('identity', identity, SERVE_IDENTITY_NAMES);
+    checkNamespaceOverrides('--namespace-identity', namespaceIdentities, defaultNsids(values.namespace?.length || 1), SERVE_NAMESPACE_IDENTITY_NAMES);
+  } catch (error) {
+    throw new UsageError(errorMessage(error));
+  }
 
   if (values['report-to-parent'] && !values['take-over']) throw new UsageError('--report-to-parent goes with --take-over');
   if (values['crash-recovery'] && values['take-over']) throw new UsageError('--crash-recovery cannot be combined with --take-over');
@@ -129,6 +149,7 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
     ...(values['report-to-parent'] ? { reportToParent: true } : {}),
     ...(values['data-plane'] ? { dataPlane: true, holderSocket: values['holder-socket']! } : {}),
     ...(values.standby ? { standby: true } : {}),
+    ...(metrics ? { metrics } : {}),
     argv: describedArgv(argv),
   };
   const config = controllerConfig({
@@ -143,6 +164,7 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
     ...(values['io-abandon-ms'] !== undefined ? { ioAbandonMs: integer('--io-abandon-ms', values['io-abandon-ms'], 0, 3_600_000) } : {}),
     ...(values.identity !== undefined ? { identityPath: values.identity } : {}),
     identity,
+    ...(namespaceIdentities.length ? { namespaceIdentities } : {}),
   });
   checkFiles(config);
   if (!values['crash-recovery']) return { config, options };
@@ -191,11 +213,22 @@ function checkFiles(config: ControllerConfig): void {
     throw new UsageError(`memory namespaces of ${gib(memoryBytes)} in all are more than this host's ${gib(os.totalmem())} of RAM; use a file: namespace`);
   }
   const identityPath = config.identityPath ?? defaultIdentityPath(specs);
-  if (identityPath === undefined) return;
   try {
-    checkIdentityFileWritable(identityPath);
+    if (identityPath !== undefined) checkIdentityFileWritable(identityPath);
   } catch (error) {
     if (error instanceof IdentityFileRefused) throw new UsageError(`${config.identityPath !== undefined ? '--identity: ' : ''}${error.message}`);
+  }
+  // Asked-for identities that clash with the persisted slots or the URIs: said now, nothing written.
+  try {
+    checkIdentityConflicts(identityPath, {
+      controller: config.identity,
+      namespaceUris: config.namespaces,
+      ...(config.namespaceIdentities ? { namespaces: config.namespaceIdentities } : {}),
+    });
+  } catch (error) {
+    if (error instanceof IdentityConflict) {
+      throw new UsageError(`--namespace-identity: ${error.message}`);
+    }
   }
 }
 

@@ -18,6 +18,10 @@ Devices (in order; append @<n> for a boot index, e.g. --bdf 01:00.1@1):
 Options:
   --memory <size>        QEMU guest RAM (emits the shared memory backend vfio-user needs)
   --prepare              also prepare the PCI devices for --vm (all or nothing)
+  --numa-placement       put each PCI device on the guest NUMA node numbered like its host node (QEMU pxb-pcie,
+                         cloud-hypervisor a PCI segment per node)
+Large 64-bit BARs (from sysfs) size the 64-bit PCI window: QEMU pref64-reserve and OVMF X-PciMmio64Mb,
+cloud-hypervisor pci_segments aperture weights.
 
 ${CONNECTION_HELP}`;
 
@@ -30,6 +34,7 @@ export async function runVmConfig(argv: string[], deps: ClientDeps = {}): Promis
     controller: { type: 'string', multiple: true },
     memory: { type: 'string' },
     prepare: { type: 'boolean' },
+    'numa-placement': { type: 'boolean' },
   } as const;
   return withClient('vm-config', VM_CONFIG_USAGE, argv, options, deps, async (ctx, v, positionals, tokens) => {
     noPositionals(positionals);
@@ -52,13 +57,18 @@ export async function runVmConfig(argv: string[], deps: ClientDeps = {}): Promis
       vmId: v.vm ?? '',
       memorySize: v.memory ?? '',
       prepareDevices: Boolean(v.prepare),
+      numaPlacement: Boolean(v['numa-placement']),
     });
     if (ctx.json) printJson(ctx, response);
     else {
       const ch = response.cloudHypervisor;
       const qemu = response.qemu;
       if (ch) {
-        ctx.out(`# cloud-hypervisor VmConfig\n"devices": ${ch.devicesJson}\n"user_devices": ${ch.userDevicesJson}\n# command line\n${ch.args.join(' ')}\n`);
+        ctx.out(`# cloud-hypervisor VmConfig\n"devices": ${ch.devicesJson}\n"user_devices": ${ch.userDevicesJson}\n`);
+        if (ch.pciSegmentsJson && ch.pciSegmentsJson !== '[]') ctx.out(`"pci_segments": ${ch.pciSegmentsJson}\n`);
+        if (ch.numPciSegments) ctx.out(`"platform": {"num_pci_segments": ${ch.numPciSegments}}\n`);
+        if (ch.numaJson && ch.numaJson !== '[]') ctx.out(`# merge into "numa": ${ch.numaJson}\n`);
+        ctx.out(`# command line\n${ch.args.join(' ')}\n`);
         if (ch.sharedMemoryRequired) ctx.out('# vfio-user devices need guest memory shared with vfiod: --memory ...,shared=on\n');
       }
       if (qemu) ctx.out(`${qemu.args.join(' \\\n  ')}\n`);

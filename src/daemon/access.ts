@@ -1,6 +1,6 @@
 /**
  * Who may do what on the control API (docs/daemon.md, "Who may do what"). Two roles: read-only callers may List, Get,
- * Stream and Watch; admin callers may do everything. A caller is told apart by who it is, never by what it says:
+ * Stream, Watch and Wait (WaitOperation only reads an operation until it is done); admin callers may do everything. A caller is told apart by who it is, never by what it says:
  * - on the unix socket, by the uid and gid the kernel recorded when it connected (SO_PEERCRED,
  *   src/daemon/unix-listener.ts);
  * - on TCP with mutual TLS, by its certificate's subject CN and subject alternative names.
@@ -48,8 +48,11 @@ export interface AccessPolicy {
 export const CALLER_ROLE_KEY = 'vfiod-caller-role';
 export const CALLER_NAME_KEY = 'vfiod-caller';
 
-/** RPCs a read-only caller may call: those that read or watch. Everything else needs admin, new RPCs included. */
-const READ_ONLY_RPC = /^(List|Get|Stream|Watch)[A-Z]/;
+/**
+ * RPCs a read-only caller may call: those that read, watch or wait for something to be done (WaitOperation). Everything
+ * else needs admin, new RPCs included.
+ */
+const READ_ONLY_RPC = /^(List|Get|Stream|Watch|Wait)[A-Z]/;
 /** Answered for every caller, with or without a role: liveness probes run as anyone. */
 const OPEN_SERVICES = new Set(['grpc.health.v1.Health']);
 /** Read-only for every role: what the API looks like. */

@@ -1,25 +1,30 @@
 /**
  * vfiod.v1.AttachmentService over the attachment orchestrator (src/attach AttachmentManager): hot-plug / hot-unplug
- * through the VM's hypervisor, and the static configuration for VM creation. This file only translates between the
- * proto messages and the orchestrator's types; adapters and rollback live in src/attach and src/hypervisor.
+ * through the VM's hypervisor as long-running operations (operations.ts), and the static configuration for VM
+ * creation. This file only translates between the proto messages and the orchestrator's types; adapters and rollback
+ * live in src/attach and src/hypervisor.
  */
 import type * as grpc from '@grpc/grpc-js';
-import type { Attachment, AttachmentManager, AttachmentState, AttachSource, HypervisorEndpoint } from '../attach/attachments.js';
+import type { Attachment, AttachmentManager, AttachmentState, AttachRequest, AttachSource, HypervisorEndpoint } from '../attach/attachments.js';
 import type { StaticDevice } from '../hypervisor/static-config.js';
 import type { HypervisorKind } from '../hypervisor/types.js';
 import type { DeviceManager } from '../devices/manager.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import type { ControllerRegistry } from '../serve/registry.js';
+import type { AttachDeviceResponse } from './generated/vfiod/v1/AttachDeviceResponse.js';
 import type { AttachmentInfo } from './generated/vfiod/v1/AttachmentInfo.js';
 import type { AttachmentState as AttachmentStateName } from './generated/vfiod/v1/AttachmentState.js';
+import type { DetachDeviceResponse } from './generated/vfiod/v1/DetachDeviceResponse.js';
 import type { DeviceSource__Output } from './generated/vfiod/v1/DeviceSource.js';
 import type { HypervisorEndpoint as EndpointMessage, HypervisorEndpoint__Output as EndpointMessage__Output } from './generated/vfiod/v1/HypervisorEndpoint.js';
 import type { HypervisorKind as HypervisorKindName, HypervisorKind__Output as HypervisorKindName__Output } from './generated/vfiod/v1/HypervisorKind.js';
 import type { PrepareDeviceResult } from './generated/vfiod/v1/PrepareDeviceResult.js';
 import { requireAdmin } from './access.js';
-import { implementService, invalid, optionalText, requestBdf, requireText, waitMs } from './requests.js';
-import type { DeviceEventBus } from './events.js';
+import { implementService, invalid, MAX_WAIT_MS, optionalText, requestBdf, requireText, waitMs } from './requests.js';
+import { operationMessage, type OperationRecord, type OperationTracker } from './operations.js';
+import type { RequestIds } from './request-ids.js';
+import type { EventLog } from './events.js';
 
 const HYPERVISOR_NAMES: Record<HypervisorKind, HypervisorKindName> = {
   'cloud-hypervisor': 'HYPERVISOR_KIND_CLOUD_HYPERVISOR',
@@ -87,11 +92,37 @@ export function attachmentService(deps: {
   attachments: AttachmentManager;
   devices: DeviceManager;
   registry: ControllerRegistry;
-  events: DeviceEventBus;
+  events: EventLog;
+  operations: OperationTracker;
+  requestIds: RequestIds;
+  /** Runs an operation's work after the call answered; shutdown waits for it (it needs the claims database). */
+  inBackground: (work: () => Promise<void>) => void;
   logger: Logger;
 }): grpc.UntypedServiceImplementation {
-  const { attachments, devices, registry, events } = deps;
+  const { attachments, devices, registry, events, operations, requestIds, inBackground } = deps;
   const logger = deps.logger.child({ service: 'AttachmentService' });
+
+  /**
+   * The operation `name` as AttachDevice / DetachDevice answer with it: at once; with `wait`, once it is done (a
+   * failure then is the call's status).
+   */
+  const answeredOperation = async (name: string, wait: boolean): Promise<OperationRecord> => {
+    const op = wait ? await operations.wait(name, MAX_WAIT_MS) : operations.get(name);
+    if (op.state === 'failed' && wait && op.error) throw new VfiodError(op.error.code, op.error.message, op.error.details);
+    return op;
+  };
+  /** AttachDevice's answer: the operation; with `wait` and success also the response fields, as before operations existed. */
+  const attachAnswer = async (name: string, wait: boolean): Promise<AttachDeviceResponse> => {
+    const op = await answeredOperation(name, wait);
+    const fields = op.state === 'succeeded' && wait && op.response?.typeName === 'AttachDeviceResponse' ? op.response.value : {};
+    return { ...fields, operation: operationMessage(op) };
+  };
+  /** DetachDevice's answer: the operation with the VM and device; with `wait` and success also what was released. */
+  const detachAnswer = async (name: string, wait: boolean): Promise<DetachDeviceResponse> => {
+    const op = await answeredOperation(name, wait);
+    const fields = op.state === 'succeeded' && wait && op.response?.typeName === 'DetachDeviceResponse' ? op.response.value : { vmId: op.vmId, deviceId: op.deviceId };
+    return { ...fields, operation: operationMessage(op) };
+  };
 
   const sourceFrom = async (message: DeviceSource__Output | null, context: string): Promise<AttachSource> => {
     switch (message?.source) {
@@ -124,7 +155,7 @@ export function attachmentService(deps: {
       const deviceId = optionalText(request.deviceId, `VM ${vmId}: device_id`);
       const timeoutMs = waitMs(request.timeoutMs, `VM ${vmId}: timeout_ms`);
       checkPciSegment(request.pciSegment, `VM ${vmId}: pci_segment`);
-      const result = await attachments.attach({
+      const attachRequest: AttachRequest = {
         vmId,
         endpoint,
         source,
@@ -135,12 +166,25 @@ export function attachmentService(deps: {
         ...(request.gpudirectClique !== undefined && request.gpudirectClique !== null ? { gpudirectClique: request.gpudirectClique } : {}),
         ...(request.force ? { force: true } : {}),
         ...(timeoutMs ? { timeoutMs } : {}),
+      };
+      const name = await requestIds.once('AttachDevice', request, async () => {
+        const op = operations.start('attach-device', vmId, deviceId ?? '', request.requestId ?? '');
+        inBackground(async () => {
+          try {
+            const result = await attachments.attach({ ...attachRequest, onStep: (p) => operations.progress(op, p.percent, p.step, p.deviceId) });
+            if (result.changed) {
+              for (const f of result.attachment.functions) if (f.hostBdf) events.device(f.hostBdf, 'ATTACHED', vmId, `attached as ${f.vmmDeviceId}${f.guestBdf ? ` at guest ${f.guestBdf}` : ''}`);
+            }
+            logger.info('device attached', { vm: vmId, device: result.attachment.deviceId, changed: result.changed, operation: op.name });
+            const response = { attachment: attachmentInfo(result.attachment), changed: result.changed, warnings: result.warnings };
+            operations.finish(op, 'succeeded', { response: { typeName: 'AttachDeviceResponse', value: response }, deviceId: result.attachment.deviceId });
+          } catch (error) {
+            operations.finish(op, 'failed', { error });
+          }
+        });
+        return op.name;
       });
-      if (result.changed) {
-        for (const f of result.attachment.functions) if (f.hostBdf) events.publish(f.hostBdf, 'ATTACHED', vmId, `attached as ${f.vmmDeviceId}${f.guestBdf ? ` at guest ${f.guestBdf}` : ''}`);
-      }
-      logger.info('device attached', { vm: vmId, device: result.attachment.deviceId, changed: result.changed });
-      return { attachment: attachmentInfo(result.attachment), changed: result.changed, warnings: result.warnings };
+      return attachAnswer(name, request.wait);
     },
 
     DetachDevice: async (request) => {
@@ -149,16 +193,28 @@ export function attachmentService(deps: {
       if (!deviceId && !request.bdf) throw invalid(`VM ${vmId}: device_id or bdf is required`, 'device_id', 'FIELD_REQUIRED');
       const bdf = request.bdf ? requestBdf(request.bdf, 'bdf') : undefined;
       const timeoutMs = waitMs(request.timeoutMs, `VM ${vmId}: timeout_ms`);
-      const result = await attachments.detach({
-        vmId,
-        ...(deviceId ? { deviceId } : {}),
-        ...(bdf ? { bdf } : {}),
-        ...(timeoutMs ? { timeoutMs } : {}),
-        ...(request.keepClaimed ? { release: false } : {}),
+      // Checked before the operation starts: an unknown attachment is the call's NOT_FOUND, not a failed operation.
+      const target = attachments.find(vmId, deviceId, bdf);
+      const op = operations.start('detach-device', vmId, target.deviceId, '');
+      inBackground(async () => {
+        try {
+          const result = await attachments.detach({
+            vmId,
+            deviceId: target.deviceId,
+            ...(timeoutMs ? { timeoutMs } : {}),
+            ...(request.keepClaimed ? { release: false } : {}),
+            onStep: (p) => operations.progress(op, p.percent, p.step),
+          });
+          for (const released of result.released) events.device(released, 'DETACHED', vmId, `detached from ${result.deviceId} and released`);
+          logger.info('device detached', { vm: vmId, device: result.deviceId, released: result.released, operation: op.name });
+          operations.finish(op, 'succeeded', { response: { typeName: 'DetachDeviceResponse', value: { vmId: result.vmId, deviceId: result.deviceId, released: result.released } } });
+        } catch (error) {
+          // A guest (or VMM) that did not let go is a state of the attachment, not a failure of the call.
+          const pending = error instanceof VfiodError && error.details['state'] === 'detach-pending';
+          operations.finish(op, pending ? 'detach-pending' : 'failed', { error });
+        }
       });
-      for (const released of result.released) events.publish(released, 'DETACHED', vmId, `detached from ${result.deviceId} and released`);
-      logger.info('device detached', { vm: vmId, device: result.deviceId, released: result.released });
-      return { vmId: result.vmId, deviceId: result.deviceId, released: result.released };
+      return detachAnswer(op.name, request.wait);
     },
 
     ListAttachments: (request) => ({
@@ -191,6 +247,7 @@ export function attachmentService(deps: {
         ...(request.firstChassis ? { firstChassis: request.firstChassis } : {}),
         ...(request.memorySize ? { memorySize: qemuSize(request.memorySize, `${vmLabel}: memory_size`) } : {}),
         ...(request.vmId ? { vmId: request.vmId } : {}),
+        ...(request.numaPlacement ? { numaPlacement: true } : {}),
       };
       // Validates the request before anything on the host changes (INVALID_ARGUMENT only).
       attachments.staticConfig(staticRequest);
@@ -206,7 +263,7 @@ export function attachmentService(deps: {
             const result = await devices.prepare(d.source.bdf, vmId);
             if (result.changed) done.push(d.source.bdf);
             prepared.push({ bdf: result.bdf, changed: result.changed, vfioGroupDev: result.vfioGroupDev ?? '', vfioCdev: result.vfioCdev ?? '' });
-            if (result.changed) events.publish(result.bdf, 'PREPARED', vmId, 'prepared for VM creation');
+            if (result.changed) events.device(result.bdf, 'PREPARED', vmId, 'prepared for VM creation');
           } catch (error) {
             // All or nothing: give back what this call prepared.
             const undone: string[] = [];
@@ -214,7 +271,7 @@ export function attachmentService(deps: {
               try {
                 await devices.release(bdf, vmId);
                 undone.push(bdf);
-                events.publish(bdf, 'RELEASED', vmId, 'rolled back: VM config preparation failed');
+                events.device(bdf, 'RELEASED', vmId, 'rolled back: VM config preparation failed');
               } catch (releaseError) {
                 logger.error('rollback release failed', { vm: vmId, bdf, error: errorMessage(releaseError) });
               }
@@ -241,12 +298,16 @@ export function attachmentService(deps: {
                 userDevicesJson: JSON.stringify(config.cloudHypervisor.user_devices),
                 args: config.cloudHypervisor.args,
                 sharedMemoryRequired: config.cloudHypervisor.sharedMemoryRequired,
+                pciSegmentsJson: JSON.stringify(config.cloudHypervisor.pci_segments),
+                numPciSegments: config.cloudHypervisor.num_pci_segments ?? 0,
+                numaJson: JSON.stringify(config.cloudHypervisor.numa),
               },
             }
           : {}),
         ...(config.qemu ? { qemu: { args: config.qemu.args, buses: config.qemu.buses, sharedMemoryRequired: config.qemu.sharedMemoryRequired } } : {}),
         warnings: config.warnings,
         prepared,
+        pciWindow: { aperture64Bytes: config.pciWindow.aperture64Bytes, windows: config.pciWindow.windows, ovmfMmio64Mb: config.pciWindow.ovmfMmio64Mb },
       };
     },
   });

@@ -1,5 +1,5 @@
 /**
- * A small client for the control API (the CLI and the tests use it): one channel, the three vfiod.v1 services, and
+ * A small client for the control API (the CLI and the tests use it): one channel, the vfiod.v1 services, and
  * promise-returning unary calls whose errors keep the gRPC status.
  */
 import { readFileSync } from 'node:fs';
@@ -136,13 +136,15 @@ export class VfiodClient {
     const options: grpc.ClientOptions = target.tls?.serverName ? { 'grpc.ssl_target_name_override': target.tls.serverName } : {};
     const make = (name: Service): grpc.Client => new (clientConstructor(name))(address, credentials, options);
     const devices = make('DeviceService');
-    // One channel for all three services.
+    // One channel for all the services.
     const shared = { ...options, channelOverride: devices.getChannel() };
     this.clients = {
       DeviceService: devices,
       ControllerService: new (clientConstructor('ControllerService'))(address, credentials, shared),
       AttachmentService: new (clientConstructor('AttachmentService'))(address, credentials, shared),
       DaemonService: new (clientConstructor('DaemonService'))(address, credentials, shared),
+      OperationService: new (clientConstructor('OperationService'))(address, credentials, shared),
+      EventService: new (clientConstructor('EventService'))(address, credentials, shared),
     };
   }
 
@@ -170,7 +172,7 @@ export class VfiodClient {
     });
   }
 
-  /** A server stream (StreamDeviceEvents). */
+  /** A server stream (StreamDeviceEvents, WatchEvents). */
   stream<S extends Service, M extends RpcName<S>>(service: S, rpc: M, request: RequestOf<S, M>): grpc.ClientReadableStream<ResponseOf<S, M>> {
     const client = this.clients[service] as unknown as Record<string, (req: unknown) => grpc.ClientReadableStream<ResponseOf<S, M>>>;
     return client[rpc]!.call(client, request);

@@ -2,6 +2,8 @@
 import type * as grpc from '@grpc/grpc-js';
 import type { AttachmentManager } from '../attach/attachments.js';
 import { VfiodError } from '../util/errors.js';
+import type { EventLog } from './events.js';
+import type { RequestIds } from './request-ids.js';
 import type { Logger } from '../util/log.js';
 import { sameSocketFile } from '../util/socket-path.js';
 import { type ControllerRegistry, type ControllerSpecInput, type ControllerView, percentileMicros } from '../serve/registry.js';
@@ -33,12 +35,20 @@ export function controllerInfo(view: ControllerView, sampleIntervalMs: number): 
       mdtsPages: c.mdtsPages,
       identityPath: c.identityPath ?? '',
       identity: { ...c.identity },
+      namespaceIdentities: c.namespaceIdentities ?? [],
     },
     state: CONTROLLER_STATES[view.state],
     error: view.error,
     ...(s ? { identity: s.identity } : {}),
     namespaces: s
-      ? s.namespaces.map((n) => ({ nsid: n.nsid, uri: c.namespaces[n.nsid - 1] ?? '', backend: n.backend, blockSize: n.blockSize, blocks: n.blocks }))
+      ? s.namespaces.map((n) => ({
+          nsid: n.nsid,
+          uri: c.namespaces[n.nsid - 1] ?? '',
+          backend: n.backend,
+          blockSize: n.blockSize,
+          blocks: n.blocks,
+          identity: { nsid: n.nsid, ...n.ids, blockSize: n.blockSize },
+        }))
       : [],
     ...(s && latency
       ? {
@@ -79,14 +89,18 @@ export function controllerInfo(view: ControllerView, sampleIntervalMs: number): 
   };
 }
 
-export function controllerService(deps: { registry: ControllerRegistry; attachments: AttachmentManager; logger: Logger }): grpc.UntypedServiceImplementation {
-  const { registry, attachments } = deps;
+export function controllerService(deps: { registry: ControllerRegistry; attachments: AttachmentManager; events: EventLog; requestIds: RequestIds; logger: Logger }): grpc.UntypedServiceImplementation {
+  const { registry, attachments, events, requestIds } = deps;
   const logger = deps.logger.child({ service: 'ControllerService' });
   const info = (view: ControllerView): ControllerInfo => controllerInfo(view, registry.sampleIntervalMs);
   return implementService('ControllerService', logger, {
     CreateController: async (request) => {
       const id = requireText(request.id, 'id', 'the controller id');
-      return { controller: info(await registry.create(id, request.spec ?? {})) };
+      return requestIds.once('CreateController', request, async () => {
+        const view = await registry.create(id, request.spec ?? {});
+        events.publish({ resourceType: 'controller', resourceName: `controllers/${id}`, action: 'CREATED', vmId: '', detail: `${view.state} on ${view.config.socketPath}` });
+        return { controller: info(view) };
+      });
     },
     DeleteController: async (request) => {
       const id = requireText(request.id, 'id', 'the controller id');
@@ -115,6 +129,7 @@ export function controllerService(deps: { registry: ControllerRegistry; attachme
       }
       if (users.length) logger.warn('deleting a controller whose VM is gone without a completed detach', { controller: id, attachments: users.map((a) => `${a.vmId}/${a.deviceId}`) });
       await registry.delete(id);
+      events.publish({ resourceType: 'controller', resourceName: `controllers/${id}`, action: 'DELETED', vmId: '', detail: 'deleted' });
       return {};
     },
     ListControllers: async () => ({ controllers: (await registry.list()).map(info) }),

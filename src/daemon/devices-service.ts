@@ -6,7 +6,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { Claim, ClaimState } from '../devices/claims.js';
 import { type DeviceKind, listDevices, type PciDevice, readDevice, type VfioState } from '../devices/discovery.js';
 import type { HostRoots } from '../devices/host.js';
-import type { DeviceManager, PrepareResult, ReleaseResult } from '../devices/manager.js';
+import type { DeviceManager, PrepareResult, ReleaseResult, VgpuChangeResult } from '../devices/manager.js';
 import { DEVICE_KINDS, parseId, selectDevices } from '../devices/selectors.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
@@ -18,8 +18,11 @@ import type { DeviceInfo } from './generated/vfiod/v1/DeviceInfo.js';
 import type { DeviceEvent } from './generated/vfiod/v1/DeviceEvent.js';
 import type { PrepareDeviceResponse } from './generated/vfiod/v1/PrepareDeviceResponse.js';
 import type { ReleaseDeviceResponse } from './generated/vfiod/v1/ReleaseDeviceResponse.js';
+import type { SetVgpuTypeResponse } from './generated/vfiod/v1/SetVgpuTypeResponse.js';
 import { implementService, invalid, optionalText, requestBdf, requireText, toStatus, waitMs } from './requests.js';
-import type { DeviceEventBus, DeviceEventRecord } from './events.js';
+import { deviceEventKindName, type EventLog, type EventRecord } from './events.js';
+import type { RequestIds } from './request-ids.js';
+import { streamEvents } from './events-service.js';
 import { packAny } from './proto.js';
 
 const CLAIM_STATE_NAMES: Record<ClaimState, ClaimStateName> = {
@@ -80,6 +83,7 @@ export function deviceInfo(d: PciDevice, claim: Claim | undefined): DeviceInfo {
     iommuGroupViable: d.vfio.groupViable,
     vfioReasons: d.vfio.reasons,
     ...(claim ? { claim: claimInfo(claim) } : {}),
+    ...(d.vgpu ? { vgpu: { currentType: d.vgpu.current, creatable: d.vgpu.creatable } } : {}),
   };
 }
 
@@ -117,24 +121,31 @@ function releaseResponse(r: ReleaseResult): ReleaseDeviceResponse {
   };
 }
 
-export function deviceEventMessage(event: DeviceEventRecord): DeviceEvent {
+/** A device event of the log as StreamDeviceEvents sends it; undefined for the log's other events. */
+export function deviceEventMessage(event: EventRecord): DeviceEvent | undefined {
+  if (!event.snapshot || !('device' in event.snapshot)) return undefined;
+  const device = event.snapshot.device;
   return {
-    id: event.id,
-    componentId: event.bdf,
-    data: packAny('DeviceStateChanged', { bdf: event.bdf, kind: `DEVICE_EVENT_KIND_${event.kind}`, owner: event.owner, detail: event.detail, at: event.at }),
+    id: String(event.sequence),
+    componentId: device.bdf,
+    data: packAny('DeviceStateChanged', { ...device, kind: deviceEventKindName(device.kind) }),
   };
 }
 
-interface ListDevicesRequest {
-  bdfs: string[];
-  ids: string[];
-  kinds: string[];
-  pfs: string[];
-  freeOnly: boolean;
+function vgpuChangeResponse(r: VgpuChangeResult): SetVgpuTypeResponse {
+  return { bdf: r.bdf, owner: r.owner, previousType: r.previous, currentType: r.current, changed: r.changed, claimed: r.claimed };
 }
 
-export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; events: DeviceEventBus; logger: Logger }): grpc.UntypedServiceImplementation {
-  const { roots, manager, events } = deps;
+export function deviceService(deps: {
+  roots: HostRoots;
+  manager: DeviceManager;
+  events: EventLog;
+  /** How far an event stream may fall behind before it is dropped (events-service.ts). */
+  maxLag: number;
+  requestIds: RequestIds;
+  logger: Logger;
+}): grpc.UntypedServiceImplementation {
+  const { roots, manager, events, maxLag, requestIds } = deps;
   const logger = deps.logger.child({ service: 'DeviceService' });
   const claimsByBdf = (): Map<string, Claim> => new Map(manager.claims.list().map((c) => [c.bdf, c]));
 
@@ -149,7 +160,10 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
         return kind;
       });
       const claims = claimsByBdf();
-      const devices = selectDevices(listDevices(roots), { bdfs, ids: request.ids ?? [], classes: kinds, pfs, free: request.freeOnly ?? false }, new Set(claims.keys()));
+      const numaNode = request.numaNode ?? undefined;
+      if (numaNode !== undefined && numaNode < -1) throw invalid(`numa_node: ${numaNode} is not a NUMA node (-1 for devices with none)`, 'numa_node');
+      const selector = { bdfs, ids: request.ids ?? [], classes: kinds, pfs, free: request.freeOnly ?? false, ...(numaNode !== undefined ? { numaNode } : {}) };
+      const devices = selectDevices(listDevices(roots), selector, new Set(claims.keys()));
       return { devices: devices.map((d) => deviceInfo(d, claims.get(d.bdf))) };
     },
 
@@ -163,17 +177,19 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
     PrepareDevice: async (request) => {
       const bdf = requestBdf(request.bdf, 'bdf');
       const owner = requireText(request.owner, 'owner', `the VM ${bdf} is prepared for`);
-      try {
-        const result = await manager.prepare(bdf, owner, { force: request.force ?? false, wholeGroup: request.wholeGroup ?? false });
-        if (result.changed) {
-          for (const d of result.devices) events.publish(d.bdf, 'PREPARED', owner, d.companion ? `prepared with ${bdf}` : `on ${result.vfioCdev ?? result.vfioGroupDev ?? 'vfio'}`);
+      return requestIds.once('PrepareDevice', request, async () => {
+        try {
+          const result = await manager.prepare(bdf, owner, { force: request.force ?? false, wholeGroup: request.wholeGroup ?? false });
+          if (result.changed) {
+            for (const d of result.devices) events.device(d.bdf, 'PREPARED', owner, d.companion ? `prepared with ${bdf}` : `on ${result.vfioCdev ?? result.vfioGroupDev ?? 'vfio'}`);
+          }
+          logger.info('device prepared', { bdf, owner, changed: result.changed, devices: result.devices.map((d) => d.bdf) });
+          return prepareResponse(result);
+        } catch (error) {
+          events.device(bdf, 'PREPARE_FAILED', owner, errorMessage(error));
+          throw withVm(error, owner);
         }
-        logger.info('device prepared', { bdf, owner, changed: result.changed, devices: result.devices.map((d) => d.bdf) });
-        return prepareResponse(result);
-      } catch (error) {
-        events.publish(bdf, 'PREPARE_FAILED', owner, errorMessage(error));
-        throw withVm(error, owner);
-      }
+      });
     },
 
     ReleaseDevice: async (request) => {
@@ -182,11 +198,55 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
       const wait = waitMs(request.waitMs, 'wait_ms');
       try {
         const result = await manager.release(bdf, owner, { waitMs: wait });
-        for (const d of result.devices) events.publish(d.bdf, 'RELEASED', owner, d.gone ? 'device gone' : `back on ${d.restoredDriver ?? 'no driver'}`);
+        for (const d of result.devices) events.device(d.bdf, 'RELEASED', owner, d.gone ? 'device gone' : `back on ${d.restoredDriver ?? 'no driver'}`);
         logger.info('device released', { bdf, owner, devices: result.devices.map((d) => d.bdf) });
         return releaseResponse(result);
       } catch (error) {
-        events.publish(bdf, 'RELEASE_FAILED', owner, errorMessage(error));
+        events.device(bdf, 'RELEASE_FAILED', owner, errorMessage(error));
+        throw withVm(error, owner);
+      }
+    },
+
+    ListVgpuTypes: (request) => {
+      const r = manager.vgpuTypes(requestBdf(request.bdf, 'bdf'));
+      return { bdf: r.bdf, currentType: r.current, creatable: r.creatable, ...(r.owner !== null ? { owner: r.owner } : {}) };
+    },
+
+    SetVgpuType: (request) => {
+      const bdf = requestBdf(request.bdf, 'bdf');
+      const owner = requireText(request.owner, 'owner', `the VM ${bdf} is for`);
+      if (!request.typeId) throw invalid('type_id: a vGPU type id is required (ClearVgpuType clears the profile)', 'type_id', 'FIELD_REQUIRED');
+      const result = manager.setVgpuType(bdf, owner, request.typeId);
+      if (result.changed) events.device(bdf, 'VGPU_TYPE_CHANGED', owner, `vGPU profile ${result.previous} -> ${result.current}`);
+      logger.info('vGPU profile set', { bdf, owner, previous: result.previous, current: result.current, changed: result.changed });
+      return vgpuChangeResponse(result);
+    },
+
+    ClearVgpuType: (request) => {
+      const bdf = requestBdf(request.bdf, 'bdf');
+      const owner = requireText(request.owner, 'owner', `the VM ${bdf} is for`);
+      const result = manager.clearVgpuType(bdf, owner);
+      if (result.changed) events.device(bdf, 'VGPU_TYPE_CHANGED', owner, `vGPU profile ${result.previous} cleared`);
+      logger.info('vGPU profile cleared', { bdf, owner, previous: result.previous, changed: result.changed });
+      return vgpuChangeResponse(result);
+    },
+
+    CreateVfs: async (request) => {
+      const pf = requestBdf(request.pf, 'pf');
+      if (!request.numVfs) {
+        const removed = manager.removeVfs(pf);
+        logger.info('VFs removed', { pf, removed: removed.removed });
+        return { pf, owner: '', numVfs: 0, replaced: [], vfs: [], autoprobeTurnedOff: false, removed: removed.removed };
+      }
+      const owner = requireText(request.owner, 'owner', `the VM the VFs of ${pf} are for`);
+      const timeout = request.timeoutMs ? waitMs(request.timeoutMs, 'timeout_ms') : undefined;
+      try {
+        const r = await manager.createVfs(pf, owner, request.numVfs, timeout !== undefined ? { timeoutMs: timeout } : {});
+        for (const vf of r.vfs) events.device(vf.bdf, 'PREPARED', owner, `VF of ${pf} created and prepared on ${vf.vfioCdev ?? vf.vfioGroupDev ?? 'vfio'}`);
+        logger.info('VFs created', { pf, owner, vfs: r.vfs.map((v) => v.bdf), replaced: r.replaced });
+        return { pf, owner, numVfs: r.numVfs, replaced: r.replaced, vfs: r.vfs.map(prepareResponse), autoprobeTurnedOff: r.autoprobeTurnedOff, removed: [] };
+      } catch (error) {
+        events.device(pf, 'PREPARE_FAILED', owner, errorMessage(error));
         throw withVm(error, owner);
       }
     },
@@ -201,20 +261,18 @@ export function deviceService(deps: { roots: HostRoots; manager: DeviceManager; 
         call.emit('error', toStatus(error, 'StreamDeviceEvents', logger));
         return;
       }
-      const unsubscribe = events.subscribe((event) => {
-        if (filter && !filter.has(event.bdf)) return;
-        call.write(deviceEventMessage(event));
+      // Live only, as before WatchEvents existed (which replays); a client that does not read is dropped the same way.
+      streamEvents(call, {
+        events,
+        logger,
+        rpc: 'StreamDeviceEvents',
+        maxLag,
+        after: events.lastSequence,
+        message: (event) => {
+          const message = deviceEventMessage(event);
+          return message && (!filter || filter.has(message.componentId ?? '')) ? message : undefined;
+        },
       });
-      const stopClosing = events.onClose(() => call.end());
-      const end = (): void => {
-        unsubscribe();
-        stopClosing();
-      };
-      call.on('cancelled', end);
-      call.on('close', end);
-      call.on('error', end);
-      // Headers now, not with the first event: a client that sees them knows it will get every later event.
-      call.sendMetadata(new grpc.Metadata());
     },
   });
 }

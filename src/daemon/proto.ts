@@ -16,10 +16,12 @@ import type { AttachmentServiceDefinition, AttachmentServiceHandlers } from './g
 import type { ControllerServiceDefinition, ControllerServiceHandlers } from './generated/vfiod/v1/ControllerService.js';
 import type { DaemonServiceDefinition, DaemonServiceHandlers } from './generated/vfiod/v1/DaemonService.js';
 import type { DeviceServiceDefinition, DeviceServiceHandlers } from './generated/vfiod/v1/DeviceService.js';
+import type { EventServiceDefinition, EventServiceHandlers } from './generated/vfiod/v1/EventService.js';
+import type { OperationServiceDefinition, OperationServiceHandlers } from './generated/vfiod/v1/OperationService.js';
 
 /** proto/ at the repository root; the same relative path from src/daemon and dist/daemon. */
 export const PROTO_ROOT = fileURLToPath(new URL('../../proto', import.meta.url));
-export const PROTO_FILES = ['vfiod/v1/devices.proto', 'vfiod/v1/controllers.proto', 'vfiod/v1/attachments.proto', 'vfiod/v1/daemon.proto'];
+export const PROTO_FILES = ['vfiod/v1/devices.proto', 'vfiod/v1/controllers.proto', 'vfiod/v1/attachments.proto', 'vfiod/v1/daemon.proto', 'vfiod/v1/operations.proto', 'vfiod/v1/events.proto'];
 
 /** Each vfiod.v1 service's generated method definitions and handler types. */
 interface Services {
@@ -27,6 +29,8 @@ interface Services {
   ControllerService: { definition: ControllerServiceDefinition; handlers: ControllerServiceHandlers };
   AttachmentService: { definition: AttachmentServiceDefinition; handlers: AttachmentServiceHandlers };
   DaemonService: { definition: DaemonServiceDefinition; handlers: DaemonServiceHandlers };
+  OperationService: { definition: OperationServiceDefinition; handlers: OperationServiceHandlers };
+  EventService: { definition: EventServiceDefinition; handlers: EventServiceHandlers };
 }
 export type ServiceName = keyof Services;
 
@@ -87,7 +91,7 @@ export function loadProtocol(): { definition: protoLoader.PackageDefinition; grp
  */
 type Exact<Actual, Expected> = Actual extends Uint8Array | string | number | boolean | bigint | null | undefined | protoLoader.Long
   ? Actual
-  : [Expected] extends [Actual] // a value already of its message type (a helper declared it)
+  : [NonNullable<Expected>] extends [Actual] // a value already of its message type (a helper declared it)
     ? Actual
     : Actual extends readonly (infer Element)[]
       ? NonNullable<Expected> extends readonly (infer ExpectedElement)[] ? readonly Exact<Element, ExpectedElement>[] : Actual
@@ -118,9 +122,9 @@ export function clientConstructor(name: ServiceName): grpc.ServiceClientConstruc
  * Packs `value` (a plain object of message `vfiod.v1.<typeName>`) into a google.protobuf.Any. proto-loader keeps the
  * well-known types' field names as written (type_url), unlike ours.
  */
-export function packAny(typeName: string, value: Record<string, unknown>): { type_url: string; value: Buffer } {
+export function packAny(typeName: string, value: object): { type_url: string; value: Buffer } {
   const type = loadProtocol().root.lookupType(`${PACKAGE}.${typeName}`);
-  const message = type.fromObject(value);
+  const message = type.fromObject(value as Record<string, unknown>);
   return { type_url: `type.googleapis.com/${PACKAGE}.${typeName}`, value: Buffer.from(type.encode(message).finish()) };
 }
 

@@ -188,6 +188,12 @@ export class HandlerTracker {
     return wrapped;
   }
 
+  /** Work that outlives its call (an operation's attach or detach): shutdown waits for it as for a handler. */
+  track(work: Promise<unknown>): void {
+    this.running++;
+    void work.finally(() => this.finished()).catch(() => undefined);
+  }
+
   /** Resolves true once no handler runs, false when `timeoutMs` passed first. */
   settled(timeoutMs: number): Promise<boolean> {
     if (this.running === 0) return Promise.resolve(true);

@@ -1,7 +1,8 @@
 /**
- * `vfiod daemon`: the gRPC control API (vfiod.v1 DeviceService, ControllerService, AttachmentService, plus
- * grpc.health.v1 and server reflection) on a unix socket (mode 0600) and optionally TCP with TLS. Every call is
- * checked against its caller's role first (src/daemon/access.ts): unix peers by uid/gid, TLS clients by certificate.
+ * `vfiod daemon`: the gRPC control API (vfiod.v1 DeviceService, ControllerService, AttachmentService, OperationService,
+ * EventService, DaemonService, plus grpc.health.v1 and server reflection) on a unix socket (mode 0600) and optionally
+ * TCP with TLS. Every call is checked against its caller's role first (src/daemon/access.ts): unix peers by uid/gid,
+ * TLS clients by certificate.
  *
  * Start: open the claims database in the state directory, reconcile claims with sysfs (logging the result), start the
  * persisted emulated controllers, reconcile the attachment records with their VMMs, then listen. Close: health goes
@@ -25,17 +26,25 @@ import { attachmentService } from './attachments-service.js';
 import { ControllerRegistry } from '../serve/registry.js';
 import { controllerService } from './controllers-service.js';
 import { deviceService } from './devices-service.js';
-import { DeviceEventBus } from './events.js';
+import { ApiStore } from './api-store.js';
+import { attachmentInfo } from './attachments-service.js';
+import { DEFAULT_EVENT_RETENTION, EventLog } from './events.js';
+import { eventService, streamMaxLag } from './events-service.js';
+import { OperationTracker } from './operations.js';
+import { operationService } from './operations-service.js';
+import { RequestIds } from './request-ids.js';
 import { loadProtocol, serviceDefinition } from './proto.js';
 import { daemonService } from './daemon-service.js';
 import { socketPathState } from '../util/socket-path.js';
 import { type AccessPolicy, authorizationInterceptor, type Caller, certificateCaller, roleOfPeer } from './access.js';
 import type { PeerCredentials } from '../native/index.js';
 import { makeDirectory } from '../util/make-directory.js';
+import type { MetricsAddress } from '../metrics/address.js';
+import type { MetricsEndpoint } from '../metrics/endpoint.js';
 
 export const DEFAULT_DAEMON_SOCKET = '/run/vfiod/vfiod.sock';
 export const DEFAULT_STATE_DIR = '/var/lib/vfiod';
-const SERVICES = ['vfiod.v1.DeviceService', 'vfiod.v1.ControllerService', 'vfiod.v1.AttachmentService'] as const;
+const SERVICES = ['vfiod.v1.DeviceService', 'vfiod.v1.ControllerService', 'vfiod.v1.AttachmentService', 'vfiod.v1.OperationService', 'vfiod.v1.EventService'] as const;
 const DRAIN_TIMEOUT_MS = 5_000;
 /** After the drain: how long shutdown waits for handlers of cancelled calls to finish their rollbacks. */
 const HANDLER_SETTLE_MS = 60_000;
@@ -84,6 +93,8 @@ export interface DaemonOptions {
   releaseWaitMs?: number;
   /** How often controller stats are sampled for rates (default 1000 ms). */
   statsIntervalMs?: number;
+  /** The Prometheus endpoint (`--metrics`), off when not given. */
+  metrics?: MetricsAddress;
   /** Shutdown: how long running calls get before they are cancelled (default 5 s). */
   drainTimeoutMs?: number;
   /** How long a controller may take to start listening (default 60 s). */
@@ -92,6 +103,10 @@ export interface DaemonOptions {
   controllerMemoryLimitBytes?: number;
   /** Most emulated controllers at once (default 128); CreateController beyond it is RESOURCE_EXHAUSTED. */
   maxControllers?: number;
+  /** Events kept in the state dir for WatchEvents replays (default 10000). */
+  eventRetention?: number;
+  /** How many events a WatchEvents stream may fall behind before it is dropped (default 1000, at most the retention). */
+  eventStreamMaxLag?: number;
   /** Device manager waits (tests shorten them). */
   pollMs?: number;
   vfioTimeoutMs?: number;
@@ -102,6 +117,8 @@ export interface Daemon {
   readonly socketPath: string | null;
   /** "host:port" actually bound (port 0 picks one), when TCP is on. */
   readonly tcpAddress: string | null;
+  /** Where the Prometheus endpoint listens (host:port bound, or its socket path), when --metrics is on. */
+  readonly metricsAddress: string | null;
   readonly reconcileReport: ReconcileEntry[];
   readonly controllers: ControllerRegistry;
   readonly health: HealthImplementation;
@@ -178,7 +195,8 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
   const roots = options.roots ?? DEFAULT_ROOTS;
   makeDirectory(stateDir, 0o700);
   const claims = new ClaimStore(path.join(stateDir, 'claims.db'));
-  const cleanup: Array<() => Promise<void> | void> = [() => claims.close()];
+  const apiStore = new ApiStore(path.join(stateDir, 'api.db'));
+  const cleanup: Array<() => Promise<void> | void> = [() => claims.close(), () => apiStore.close()];
   const undo = async (): Promise<void> => {
     for (const step of cleanup.reverse()) await step();
   };
@@ -205,7 +223,9 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
       attention: reconcileReport.filter((e) => e.action === 'attention').length,
     });
 
-    const events = new DeviceEventBus();
+    const events = new EventLog(apiStore, options.eventRetention ?? DEFAULT_EVENT_RETENTION);
+    const operations = new OperationTracker(apiStore, events);
+    const requestIds = new RequestIds(apiStore);
     // Asked only after start-up, once the registry below exists.
     let controllers: ControllerRegistry | undefined;
     const attachments = new AttachmentManager({
@@ -213,6 +233,15 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
       ...(options.adapterFor ? { adapterFor: options.adapterFor } : {}),
       ...(options.releaseWaitMs !== undefined ? { releaseWaitMs: options.releaseWaitMs } : {}),
       vfioUserInUse: (socket) => controllers?.clientConnected(socket),
+      onChange: (a, removed) =>
+        events.publish({
+          resourceType: 'attachment',
+          resourceName: `vms/${a.vmId}/attachments/${a.deviceId}`,
+          action: removed ? 'DETACHED' : a.state.toUpperCase().replace(/-/g, '_'),
+          vmId: a.vmId,
+          detail: a.note ?? '',
+          snapshot: { attachment: attachmentInfo(a) },
+        }),
     });
     const registry = new ControllerRegistry({
       stateDir,
@@ -230,15 +259,23 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     if (restored.started.length || restored.failed.length) logger.info('controllers restored', restored);
     // After the claims and the controllers: compares each attachment record with its VMM (each entry is logged).
     const attachmentReport = await attachments.reconcile();
+    // After the reconcile, which finished or rolled back what their handlers had begun.
+    const interrupted = operations.interruptLeftovers();
+    if (interrupted.length) logger.warn('operations interrupted by the previous daemon marked failed', { operations: interrupted.map((o) => o.name) });
     if (attachmentReport.length) {
       logger.info('attachments reconciled', Object.fromEntries(['ok', 'repaired', 'removed', 'attention'].map((action) => [action, attachmentReport.filter((e) => e.action === action).length])));
     }
 
     const handlers = new HandlerTracker();
+    const inBackground = (work: () => Promise<void>): void =>
+      handlers.track(work().catch((error: unknown) => logger.error('operation failed unexpectedly', { error: errorMessage(error) })));
+    const maxLag = streamMaxLag(events, options.eventStreamMaxLag);
     const services: Array<[grpc.ServiceDefinition, grpc.UntypedServiceImplementation]> = [
-      [serviceDefinition('DeviceService'), handlers.wrap(deviceService({ roots, manager, events, logger }), ['StreamDeviceEvents'])],
-      [serviceDefinition('ControllerService'), handlers.wrap(controllerService({ registry, attachments, logger }))],
-      [serviceDefinition('AttachmentService'), handlers.wrap(attachmentService({ attachments, devices: manager, registry, events, logger }))],
+      [serviceDefinition('DeviceService'), handlers.wrap(deviceService({ roots, manager, events, maxLag, requestIds, logger }), ['StreamDeviceEvents'])],
+      [serviceDefinition('ControllerService'), handlers.wrap(controllerService({ registry, attachments, events, requestIds, logger }))],
+      [serviceDefinition('AttachmentService'), handlers.wrap(attachmentService({ attachments, devices: manager, registry, events, operations, requestIds, inBackground, logger }))],
+      [serviceDefinition('OperationService'), handlers.wrap(operationService({ operations, logger }))],
+      [serviceDefinition('EventService'), handlers.wrap(eventService({ events, logger, maxLag }), ['WatchEvents'])],
       [serviceDefinition('DaemonService'), handlers.wrap(daemonService({ holderSocket: options.holderSocket, logger }))],
     ];
     const health = new HealthImplementation({ '': 'NOT_SERVING', ...Object.fromEntries(SERVICES.map((s) => [s, 'NOT_SERVING' as const])) });
@@ -300,6 +337,13 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
         logger.warn('TLS without client certificates (--insecure-tls-no-client-cert): anyone who can reach it controls the host devices', { address: tcpAddress });
       }
     }
+    let metricsEndpoint: MetricsEndpoint | undefined;
+    if (options.metrics) {
+      // Loaded only when asked for: prom-client costs 50-100 ms of start-up.
+      const { startMetricsEndpoint } = await import('../metrics/endpoint.js');
+      const endpoint = (metricsEndpoint = await startMetricsEndpoint(options.metrics, () => registry.metricsSamples(), logger));
+      cleanup.push(() => void endpoint.close());
+    }
     for (const service of ['', ...SERVICES]) health.setStatus(service, 'SERVING');
     logger.info('listening', { socket: socketPath, tcp: tcpAddress, tls: Boolean(tlsCredentials), mutualTls: Boolean(options.tls?.ca), stateDir, namespaceDirs: registry.namespaceDirs });
 
@@ -312,7 +356,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
         stopAccepting();
         await new Promise<void>((resolve) => {
           const timer = setTimeout(() => {
-            logger.warn('calls still running after the drain timeout: cancelling them', { timeoutMs: drainTimeoutMs, running: handlers.size });
+            logger.warn('calls still running after the drain timeout: cancelling them', { timeoutMillis: drainTimeoutMs, running: handlers.size });
             servers.forEach((server) => server.forceShutdown());
             resolve();
           }, drainTimeoutMs);
@@ -332,12 +376,14 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
             logger.error('calls still running at exit: their devices may need `vfiod devices reconcile`', { running: handlers.size });
           }
         }
+        await metricsEndpoint?.close();
         await registry.close();
         claims.close();
+        apiStore.close();
         if (socketPath !== null) removeSocket(socketPath);
         logger.info('stopped');
       })());
-    return { socketPath, tcpAddress, reconcileReport, controllers: registry, health, close };
+    return { socketPath, tcpAddress, metricsAddress: metricsEndpoint?.address ?? null, reconcileReport, controllers: registry, health, close };
   } catch (error) {
     await undo();
     throw error;

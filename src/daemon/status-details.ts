@@ -206,6 +206,16 @@ export function encodeStatusDetails(code: ErrorCode, message: string, details: P
   return encodeStatus({ code: CODE_NUMBERS[code], message: cut(message, 100), errorInfo: { reason, domain: ERROR_DOMAIN, metadata: {} } });
 }
 
+/**
+ * An error as a message field (vfiod.v1.OperationError): the code, message, reason and metadata of its
+ * google.rpc.Status, and the Status itself serialized, the same bytes as the error's grpc-status-details-bin trailer.
+ */
+export function errorFields(code: ErrorCode, message: string, details: Partial<ErrorDetails>): { code: number; message: string; reason: string; metadata: Record<string, string>; statusDetails: Buffer } {
+  const statusDetails = encodeStatusDetails(code, message, details);
+  const status = decodeStatus(statusDetails);
+  return { code: status.code, message: status.message, reason: status.errorInfo?.reason ?? '', metadata: status.errorInfo?.metadata ?? {}, statusDetails };
+}
+
 /** Decodes a serialised google.rpc.Status; throws on bytes that are not one. */
 export function decodeStatus(bytes: Uint8Array): StatusDetails {
   const t = loadTypes();

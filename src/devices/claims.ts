@@ -3,9 +3,8 @@
  * synchronous=FULL so a claim written before a sysfs change survives a crash or power loss. A claim exists for
  * every device vfiod moved to vfio-pci (it is written before the first change and removed after the last undo).
  */
-import path from 'node:path';
-import Database from 'better-sqlite3';
-import { makeDirectory } from '../util/make-directory.js';
+import type Database from 'better-sqlite3';
+import { openDurableDatabase } from '../util/sqlite.js';
 
 export type ClaimState = 'preparing' | 'prepared' | 'releasing' | 'failed';
 /** How the device was prepared: bound to vfio-pci by us, or already on a (vendor) VFIO driver and left alone. */
@@ -25,6 +24,8 @@ export interface Claim {
   autoprobePf: string | null;
   /** What a forced prepare overrode, and other notes. */
   note: string | null;
+  /** NVIDIA vGPU VF: nvidia/current_vgpu_type before vfiod first changed it (restored on release); null: unchanged. */
+  originalVgpuType: number | null;
   createdAt: string;
   updatedAt: string;
 }
@@ -45,6 +46,7 @@ interface Row {
   iommu_group: number | null;
   autoprobe_pf: string | null;
   note: string | null;
+  original_vgpu_type: number | null;
   created_at: string;
   updated_at: string;
 }
@@ -60,20 +62,18 @@ const fromRow = (r: Row): Claim => ({
   iommuGroup: r.iommu_group,
   autoprobePf: r.autoprobe_pf,
   note: r.note,
+  originalVgpuType: r.original_vgpu_type,
   createdAt: r.created_at,
   updatedAt: r.updated_at,
 });
 
-export type NewClaim = Omit<Claim, 'createdAt' | 'updatedAt'>;
+export type NewClaim = Omit<Claim, 'createdAt' | 'updatedAt' | 'originalVgpuType'> & { originalVgpuType?: number | null };
 
 export class ClaimStore {
   private readonly db: Database.Database;
 
   constructor(readonly file: string) {
-    makeDirectory(path.dirname(file));
-    this.db = new Database(file, { timeout: 5000 });
-    this.db.pragma('journal_mode = WAL');
-    this.db.pragma('synchronous = FULL');
+    this.db = openDurableDatabase(file);
     this.db.exec(`
       CREATE TABLE IF NOT EXISTS claims (
         bdf TEXT PRIMARY KEY,
@@ -112,6 +112,8 @@ export class ClaimStore {
         updated_at TEXT NOT NULL,
         PRIMARY KEY (vm_id, device_id)
       )`,
+      // 2: the vGPU profile an NVIDIA VF had before vfiod changed it.
+      'ALTER TABLE claims ADD COLUMN original_vgpu_type INTEGER',
     ];
     const version = this.db.pragma('user_version', { simple: true }) as number;
     for (let v = version; v < migrations.length; v++) {
@@ -131,6 +133,19 @@ export class ClaimStore {
 
   removeAttachment(vmId: string, deviceId: string): void {
     this.db.prepare('DELETE FROM attachments WHERE vm_id = ? AND device_id = ?').run(vmId, deviceId);
+  }
+
+  /**
+   * The VMs with an attachment record naming `bdf` as one of its functions (the record format is src/attach's:
+   * `functions[].hostBdf`); read here so src/devices need not know src/attach.
+   */
+  vmsAttaching(bdf: string): string[] {
+    return this.listAttachments()
+      .filter(({ record }) => {
+        const functions = (record as { functions?: unknown }).functions;
+        return Array.isArray(functions) && functions.some((f) => (f as { hostBdf?: unknown } | null)?.hostBdf === bdf);
+      })
+      .map((a) => a.vmId);
   }
 
   listAttachments(): Array<{ vmId: string; deviceId: string; record: unknown }> {
@@ -155,26 +170,26 @@ export class ClaimStore {
   insert(claims: NewClaim[]): void {
     const now = new Date().toISOString();
     const insert = this.db.prepare(`INSERT INTO claims
-      (bdf, owner, primary_bdf, mode, state, original_driver, original_override, iommu_group, autoprobe_pf, note, created_at, updated_at)
-      VALUES (@bdf, @owner, @primary, @mode, @state, @originalDriver, @originalOverride, @iommuGroup, @autoprobePf, @note, @now, @now)`);
+      (bdf, owner, primary_bdf, mode, state, original_driver, original_override, iommu_group, autoprobe_pf, note, original_vgpu_type, created_at, updated_at)
+      VALUES (@bdf, @owner, @primary, @mode, @state, @originalDriver, @originalOverride, @iommuGroup, @autoprobePf, @note, @originalVgpuType, @now, @now)`);
     const tx = this.db.transaction((items: NewClaim[]) => {
       for (const c of items) {
         const existing = this.get(c.bdf);
         if (existing) throw new ClaimConflictError(`${c.bdf} is already claimed by ${existing.owner} (${existing.state})`);
-        insert.run({ ...c, now });
+        insert.run({ ...c, originalVgpuType: c.originalVgpuType ?? null, now });
         this.logEvent(c.bdf, c.owner, 'claim', c.state);
       }
     });
     tx.immediate(claims);
   }
 
-  update(bdf: string, changes: Partial<Pick<Claim, 'state' | 'autoprobePf' | 'note'>>): void {
+  update(bdf: string, changes: Partial<Pick<Claim, 'state' | 'autoprobePf' | 'note' | 'originalVgpuType'>>): void {
     const current = this.get(bdf);
     if (!current) return;
     const next = { ...current, ...changes };
     this.db
-      .prepare('UPDATE claims SET state = ?, autoprobe_pf = ?, note = ?, updated_at = ? WHERE bdf = ?')
-      .run(next.state, next.autoprobePf, next.note, new Date().toISOString(), bdf);
+      .prepare('UPDATE claims SET state = ?, autoprobe_pf = ?, note = ?, original_vgpu_type = ?, updated_at = ? WHERE bdf = ?')
+      .run(next.state, next.autoprobePf, next.note, next.originalVgpuType, new Date().toISOString(), bdf);
     if (changes.state && changes.state !== current.state) this.logEvent(bdf, current.owner, 'state', changes.state);
   }
 

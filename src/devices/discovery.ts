@@ -6,6 +6,7 @@ import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from 'n
 import path from 'node:path';
 import { type HostRoots, pciDeviceDir, pciDevicesDir, vfioGroupPath } from './host.js';
 import { BDF } from '../util/pci-address.js';
+import { readVgpuState, type VgpuState } from './vgpu.js';
 
 export type DeviceKind = 'nvme' | 'display' | 'network' | 'audio' | 'bridge' | 'other';
 
@@ -68,6 +69,8 @@ export interface PciDevice {
   /** /dev/vfio/devices/vfioN when the device has a VFIO cdev (vfio-dev/ in sysfs). */
   vfioCdev: string | null;
   hostUse: HostUse[];
+  /** NVIDIA vGPU VF: its profile and those it can take now (src/devices/vgpu.ts); null for any other device. */
+  vgpu: VgpuState | null;
   vfio: VfioVerdict;
 }
 
@@ -321,6 +324,7 @@ function readRaw(roots: HostRoots, bdf: string, host: HostContext): RawDevice | 
     vfioGroupDev: groupDev !== null && existsSync(groupDev) ? groupDev : null,
     vfioCdev: vfioDev ? path.join(roots.dev, 'vfio/devices', vfioDev) : null,
     hostUse: hostUses(roots, dir, kind, host),
+    vgpu: readVgpuState(roots, bdf) ?? null,
   };
 }
 

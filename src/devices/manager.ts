@@ -25,6 +25,8 @@ import {
 import { driversProbeFile, type HostRoots, pciDeviceDir, type SysfsWriter, vfioGroupPath } from './host.js';
 import { slotOf } from '../util/pci-address.js';
 import type { VfioProbeResult, VfioProber } from './probe.js';
+import { currentVgpuTypeFile, NO_VGPU_TYPE, readVgpuState, type VgpuState } from './vgpu.js';
+import { virtfnBdfs } from './sriov.js';
 import { type ErrorCode, type ErrorDetails, VfiodError, type Violation } from '../util/errors.js';
 import { sleep } from '../util/sleep.js';
 
@@ -86,6 +88,47 @@ export interface ReleaseResult {
   autoprobeRestored: string[];
 }
 
+export interface VgpuTypesResult extends VgpuState {
+  bdf: string;
+  /** The VF's claim owner, if any. */
+  owner: string | null;
+}
+
+export interface VgpuChangeResult {
+  bdf: string;
+  owner: string;
+  /** The profile selected before (NO_VGPU_TYPE: none) and now. */
+  previous: number;
+  current: number;
+  /** False when the VF already had the asked-for profile. */
+  changed: boolean;
+  /** True when this change claimed the VF for the owner (release gives back the original profile). */
+  claimed: boolean;
+}
+
+export interface CreateVfsOptions {
+  /** How long to wait for the VFs to appear after writing sriov_numvfs (default: the VFIO node timeout). */
+  timeoutMs?: number;
+}
+
+export interface CreateVfsResult {
+  pf: string;
+  owner: string;
+  numVfs: number;
+  /** VFs that existed, were unused, and were destroyed to create the new ones. */
+  replaced: string[];
+  /** Each new VF, prepared (bound to vfio-pci and claimed) for the owner. */
+  vfs: PrepareResult[];
+  /** sriov_drivers_autoprobe was turned off here; the release of the last of these VFs turns it back on. */
+  autoprobeTurnedOff: boolean;
+}
+
+export interface RemoveVfsResult {
+  pf: string;
+  removed: string[];
+  autoprobeRestored: boolean;
+}
+
 export interface ReconcileEntry {
   bdf: string;
   action: 'ok' | 'repaired' | 'removed' | 'attention';
@@ -125,6 +168,12 @@ export class DeviceManager {
 
   private read(bdf: string): PciDevice | undefined {
     return readDevice(this.roots, bdf, readHostContext(this.roots));
+  }
+
+  /** A function's NUMA node and BARs as sysfs gives them (what the VM configuration sizes and places by). */
+  functionFacts(bdf: string): { numaNode: number | null; bars: PciDevice['bars'] } | undefined {
+    const dev = readDevice(this.roots, bdf, bindingOnly());
+    return dev && { numaNode: dev.numaNode, bars: dev.bars };
   }
 
   private write(file: string, value: string): void {
@@ -459,9 +508,10 @@ export class DeviceManager {
     for (const c of [...set].sort((a, b) => Number(a.bdf === a.primary) - Number(b.bdf === b.primary))) {
       this.claims.update(c.bdf, { state: 'releasing' });
       const gone = !existsSync(this.dir(c.bdf));
-      if (!gone && c.mode === 'vfio-pci') {
+      if (!gone && (c.mode === 'vfio-pci' || c.originalVgpuType !== null)) {
         try {
-          this.restoreBinding(c.bdf, c.originalDriver, c.originalOverride);
+          if (c.originalVgpuType !== null) this.restoreVgpuType(c.bdf, c.originalVgpuType);
+          if (c.mode === 'vfio-pci') this.restoreBinding(c.bdf, c.originalDriver, c.originalOverride);
         } catch (error) {
           this.claims.update(c.bdf, { state: 'failed', note: `release failed: ${describe(error)}` });
           throw new DeviceError('INTERNAL', `release ${c.bdf} failed: ${describe(error)}; the claim is kept as 'failed' (docs/passthrough.md)`, {
@@ -486,6 +536,270 @@ export class DeviceManager {
     if (stillClaimed) return [];
     this.write(path.join(this.dir(pf), 'sriov_drivers_autoprobe'), '1');
     return [pf];
+  }
+
+  // ---- NVIDIA vGPU profiles (src/devices/vgpu.ts) ----
+
+  private vgpuOf(bdf: string): { dev: PciDevice; state: VgpuState } {
+    const dev = this.read(bdf);
+    if (!dev) throw new DeviceError('NOT_FOUND', `no PCI device ${bdf}`, { reason: 'DEVICE_NOT_FOUND', bdf });
+    const state = readVgpuState(this.roots, bdf);
+    if (!state) {
+      throw new DeviceError('FAILED_PRECONDITION', `${bdf} is not an NVIDIA vGPU VF: it has no nvidia/current_vgpu_type (create the VFs on an SR-IOV vGPU GPU first)`, {
+        reason: 'VGPU_NOT_SUPPORTED',
+        bdf,
+      });
+    }
+    return { dev, state };
+  }
+
+  /** The vGPU profile a VF has and those it can take now. */
+  vgpuTypes(bdf: string): VgpuTypesResult {
+    const { state } = this.vgpuOf(bdf);
+    return { bdf, ...state, owner: this.claims.get(bdf)?.owner ?? null };
+  }
+
+  /**
+   * Refuses a change that would pull `dev` from under a guest: an attachment record names it, or a process (a VMM)
+   * holds its VFIO group or cdev.
+   */
+  private refuseWhileAttached(dev: PciDevice, what: string): void {
+    const vms = this.claims.vmsAttaching(dev.bdf);
+    const holders = this.holders([dev]);
+    if (vms.length === 0 && holders.length === 0) return;
+    const by = [...vms.map((vm) => `VM ${vm}`), ...holders.map((h) => `pid ${h.pid} (${h.comm ?? '?'}) via ${h.path}`)];
+    throw new DeviceError('FAILED_PRECONDITION', `${what} refused: ${dev.bdf} is attached (${by.join(', ')}): detach it first`, {
+      reason: 'DEVICE_ATTACHED',
+      bdf: dev.bdf,
+      attachedTo: vms,
+      holderPid: holders.map((h) => h.pid),
+      holderComm: holders.map((h) => h.comm ?? '?'),
+    });
+  }
+
+  /** Selects vGPU profile `typeId` on a VF for `owner`, claiming the VF (as it is) when nobody has. */
+  setVgpuType(bdf: string, owner: string, typeId: number): VgpuChangeResult {
+    return this.changeVgpuType(bdf, owner, typeId);
+  }
+
+  /** Clears the VF's vGPU profile (current_vgpu_type = 0). */
+  clearVgpuType(bdf: string, owner: string): VgpuChangeResult {
+    return this.changeVgpuType(bdf, owner, NO_VGPU_TYPE);
+  }
+
+  private changeVgpuType(bdf: string, owner: string, target: number): VgpuChangeResult {
+    if (!owner) throw new DeviceError('INVALID_ARGUMENT', 'an owner (VM name) is required', { reason: 'FIELD_REQUIRED', field: 'owner' });
+    const action = target === NO_VGPU_TYPE ? `clearing the vGPU profile of ${bdf}` : `setting vGPU profile ${target} on ${bdf}`;
+    const { dev, state } = this.vgpuOf(bdf);
+    if (target !== NO_VGPU_TYPE && target !== state.current && !state.creatable.some((t) => t.id === target)) {
+      const creatable = state.creatable.map((t) => `${t.id} (${t.name})`);
+      throw new DeviceError('FAILED_PRECONDITION', `${bdf} cannot take vGPU profile ${target} now; creatable: ${creatable.join(', ') || 'none'}`, {
+        reason: 'VGPU_TYPE_NOT_CREATABLE',
+        bdf,
+        vgpuType: target,
+        creatable,
+      });
+    }
+    const claim = this.claims.get(bdf);
+    if (claim && claim.owner !== owner) {
+      throw new DeviceError('FAILED_PRECONDITION', `${action} refused: ${bdf} is claimed by ${claim.owner}, not ${owner}`, { reason: 'DEVICE_CLAIMED_BY_OTHER_VM', bdf, owner: claim.owner });
+    }
+    if (claim && claim.state !== 'prepared') {
+      throw new DeviceError('FAILED_PRECONDITION', `${bdf} has a claim for ${owner} in state ${claim.state}: run 'vfiod devices reconcile' (docs/passthrough.md)`, {
+        reason: 'CLAIM_INCONSISTENT',
+        bdf,
+        owner,
+        claimState: claim.state,
+        driver: dev.driver ?? '',
+      });
+    }
+    this.refuseWhileAttached(dev, action);
+    const unchanged = { bdf, owner, previous: state.current, current: state.current, changed: false, claimed: false };
+    if (state.current === target) return unchanged;
+
+    // The claim (with the profile to give back) is committed before the first write, as prepare does.
+    const claimed = !claim && target !== NO_VGPU_TYPE;
+    if (claimed) {
+      this.claims.insert([{
+        bdf, owner, primary: bdf, mode: 'as-is', state: 'preparing', originalDriver: dev.driver, originalOverride: dev.driverOverride,
+        iommuGroup: dev.iommuGroup, autoprobePf: null, note: `vGPU profile set by vfiod (was ${state.current})`, originalVgpuType: state.current,
+      }]);
+    } else if (claim && claim.originalVgpuType === null) {
+      this.claims.update(bdf, { originalVgpuType: state.current });
+    }
+    const undo: Undo[] = [];
+    try {
+      this.writeVgpuType(bdf, state.current, target, undo);
+      if (claimed) this.claims.update(bdf, { state: 'prepared' });
+      return { ...unchanged, current: target, changed: true, claimed };
+    } catch (error) {
+      const rollback = this.rollback(undo);
+      if (claimed && rollback.failed.length === 0) this.claims.remove(bdf, 'vGPU profile change rolled back');
+      else if (claimed) this.claims.update(bdf, { state: 'failed', note: `rollback incomplete: ${rollback.failed.join('; ')}` });
+      else if (claim && claim.originalVgpuType === null && rollback.failed.length === 0) this.claims.update(bdf, { originalVgpuType: null });
+      const summary = rollback.failed.length ? `rollback incomplete (${rollback.failed.join('; ')})` : `rolled back ${rollback.done.length} change(s)`;
+      throw new DeviceError(error instanceof VfiodError ? error.code : 'INTERNAL', `${action} failed: ${describe(error)}; ${summary}`, {
+        ...(error instanceof VfiodError ? error.details : { reason: 'VGPU_TYPE_NOT_APPLIED', bdf, vgpuType: target }),
+        rolledBack: rollback.done,
+        rollbackFailed: rollback.failed,
+      });
+    }
+  }
+
+  /**
+   * Moves current_vgpu_type from `from` to `to`, pushing an undo per write: a selected profile is cleared before
+   * another is selected (the driver takes a profile only on a VF without one). Checks the driver reads back `to`.
+   */
+  private writeVgpuType(bdf: string, from: number, to: number, undo: Undo[]): void {
+    const file = currentVgpuTypeFile(this.roots, bdf);
+    const write = (value: number, back: number): void => {
+      try {
+        this.write(file, `${value}\n`);
+      } catch (error) {
+        throw new DeviceError('INTERNAL', `the driver refused current_vgpu_type=${value} on ${bdf}: ${describe(error)}`, {
+          reason: 'VGPU_TYPE_NOT_APPLIED',
+          bdf,
+          vgpuType: value,
+          current: readVgpuState(this.roots, bdf)?.current ?? NO_VGPU_TYPE,
+        });
+      }
+      undo.push({ what: `current_vgpu_type back to ${back} on ${bdf}`, run: () => this.write(file, `${back}\n`) });
+    };
+    if (from !== NO_VGPU_TYPE && to !== NO_VGPU_TYPE) write(NO_VGPU_TYPE, from);
+    write(to, from !== NO_VGPU_TYPE && to !== NO_VGPU_TYPE ? NO_VGPU_TYPE : from);
+    const now = readVgpuState(this.roots, bdf)?.current ?? NO_VGPU_TYPE;
+    if (now !== to) {
+      throw new DeviceError('INTERNAL', `${bdf} reads back vGPU profile ${now} after current_vgpu_type=${to}`, { reason: 'VGPU_TYPE_NOT_APPLIED', bdf, vgpuType: to, current: now });
+    }
+  }
+
+  /** Gives a VF back the vGPU profile it had before vfiod changed it. */
+  private restoreVgpuType(bdf: string, original: number): void {
+    const state = readVgpuState(this.roots, bdf);
+    if (!state || state.current === original) return;
+    this.writeVgpuType(bdf, state.current, original, []);
+  }
+
+  // ---- SR-IOV: creating VFs (src/devices/sriov.ts) ----
+
+  private sriovPf(pf: string): PciDevice & { sriov: NonNullable<PciDevice['sriov']> } {
+    const dev = this.read(pf);
+    if (!dev) throw new DeviceError('NOT_FOUND', `no PCI device ${pf}`, { reason: 'DEVICE_NOT_FOUND', bdf: pf });
+    if (!dev.sriov) throw new DeviceError('FAILED_PRECONDITION', `${pf} has no SR-IOV capability (no sriov_totalvfs)`, { reason: 'SRIOV_NOT_SUPPORTED', bdf: pf });
+    return dev as PciDevice & { sriov: NonNullable<PciDevice['sriov']> };
+  }
+
+  /** Refuses when the PF is claimed, or any existing VF of it is claimed, attached, held by a VMM or in use on the host. */
+  private refuseBusyVfs(pf: PciDevice, what: string): void {
+    const busy: string[] = [];
+    // A PF given to a VM is the VM's: its SR-IOV configuration is not the host's to change.
+    const pfClaim = this.claims.get(pf.bdf);
+    if (pfClaim) busy.push(`the PF ${pf.bdf} itself is claimed by ${pfClaim.owner}`);
+    for (const vf of pf.virtfns) {
+      const dev = this.read(vf);
+      if (!dev) continue;
+      const claim = this.claims.get(vf);
+      const vms = this.claims.vmsAttaching(vf);
+      const holders = this.holders([dev]);
+      if (claim) busy.push(`${vf} is claimed by ${claim.owner}`);
+      if (vms.length) busy.push(`${vf} is attached to ${vms.map((v) => `VM ${v}`).join(', ')}`);
+      if (holders.length) busy.push(`${vf} is held by ${holders.map((h) => `pid ${h.pid} (${h.comm ?? '?'})`).join(', ')}`);
+      for (const u of dev.hostUse.filter((x) => x.blocking)) busy.push(`${vf}: ${u.detail}`);
+    }
+    if (busy.length) {
+      throw new DeviceError('FAILED_PRECONDITION', `${what} refused: ${pf.bdf} has VFs in use: ${busy.join('; ')}`, { reason: 'SRIOV_VFS_IN_USE', bdf: pf.bdf, inUse: busy });
+    }
+  }
+
+  private async waitForVfs(pf: string, count: number, timeoutMs: number): Promise<string[]> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const vfs = this.read(pf)?.virtfns ?? [];
+      if (vfs.length === count && vfs.every((vf) => this.read(vf)?.physfn === pf)) return vfs;
+      if (Date.now() >= deadline) {
+        throw new DeviceError('UNAVAILABLE', `${count} VF(s) of ${pf} did not appear within ${timeoutMs} ms (${vfs.length} did)`, {
+          reason: 'SRIOV_VFS_TIMEOUT',
+          bdf: pf,
+          numVfs: count,
+          timeoutMs,
+        });
+      }
+      await sleep(this.pollMs);
+    }
+  }
+
+  /**
+   * Creates `count` VFs on `pf` with sriov_drivers_autoprobe off (no host driver grabs them) and prepares each for
+   * `owner` (vfio-pci, claimed). Existing VFs nobody uses are destroyed first (the kernel changes sriov_numvfs only
+   * through 0). Any failure releases the VFs prepared so far and restores sriov_numvfs and autoprobe.
+   */
+  async createVfs(pf: string, owner: string, count: number, options: CreateVfsOptions = {}): Promise<CreateVfsResult> {
+    if (!owner) throw new DeviceError('INVALID_ARGUMENT', 'an owner (VM name) is required', { reason: 'FIELD_REQUIRED', field: 'owner' });
+    const dev = this.sriovPf(pf);
+    const total = dev.sriov.totalVfs;
+    if (!Number.isInteger(count) || count < 1 || count > total) {
+      throw new DeviceError('INVALID_ARGUMENT', `${pf} supports 1..${total} VFs, not ${count}`, { reason: 'FIELD_OUT_OF_RANGE', field: 'num_vfs', value: String(count), min: 1, max: total });
+    }
+    const action = `creating ${count} VF(s) on ${pf}`;
+    this.refuseBusyVfs(dev, action);
+    const dir = this.dir(pf);
+    const undo: Undo[] = [];
+    const prepared: PrepareResult[] = [];
+    const autoprobeTurnedOff = dev.sriov.driversAutoprobe !== false;
+    try {
+      // Old VFs go first, autoprobe off second: undone in reverse, autoprobe is back on before they are recreated.
+      const replaced = dev.virtfns;
+      if (dev.sriov.numVfs > 0) {
+        this.write(path.join(dir, 'sriov_numvfs'), '0');
+        undo.push({ what: `sriov_numvfs back to ${dev.sriov.numVfs} on ${pf}`, run: () => this.write(path.join(dir, 'sriov_numvfs'), String(dev.sriov.numVfs)) });
+      }
+      if (autoprobeTurnedOff) {
+        this.write(path.join(dir, 'sriov_drivers_autoprobe'), '0');
+        undo.push({ what: `sriov_drivers_autoprobe back to 1 on ${pf}`, run: () => this.write(path.join(dir, 'sriov_drivers_autoprobe'), '1') });
+      }
+      this.write(path.join(dir, 'sriov_numvfs'), String(count));
+      undo.push({ what: `sriov_numvfs back to 0 on ${pf}`, run: () => this.write(path.join(dir, 'sriov_numvfs'), '0') });
+      const expected = virtfnBdfs(this.roots, pf, count);
+      const vfs = await this.waitForVfs(pf, count, options.timeoutMs ?? this.vfioTimeoutMs);
+      if (expected && expected.join() !== vfs.join()) {
+        throw new DeviceError('INTERNAL', `${pf} created VFs ${vfs.join(', ')}, not ${expected.join(', ')} as sriov_offset/sriov_stride say`, { reason: 'INTERNAL_ERROR' });
+      }
+      for (const vf of vfs) {
+        const result = await this.prepare(vf, owner);
+        prepared.push(result);
+        undo.push({ what: `release ${vf}`, run: () => this.releaseNow(vf, owner) });
+      }
+      // The last release of these VFs turns autoprobe back on (as for a VF whose prepare turned it off).
+      if (autoprobeTurnedOff) for (const vf of vfs) this.claims.update(vf, { autoprobePf: pf });
+      return { pf, owner, numVfs: count, replaced, vfs: prepared, autoprobeTurnedOff };
+    } catch (error) {
+      const rollback = this.rollback(undo);
+      const summary = rollback.failed.length ? `rollback incomplete (${rollback.failed.join('; ')}); see docs/passthrough.md` : `rolled back ${rollback.done.length} change(s)`;
+      throw new DeviceError(error instanceof VfiodError ? error.code : 'INTERNAL', `${action} for ${owner} failed: ${describe(error)}; ${summary}`, {
+        ...(error instanceof VfiodError ? error.details : { reason: 'INTERNAL_ERROR', bdf: pf }),
+        rolledBack: rollback.done,
+        rollbackFailed: rollback.failed,
+      });
+    }
+  }
+
+  /** Rollback's release: the VF was prepared by this call and nothing has opened it, so nothing to wait for. */
+  private releaseNow(vf: string, owner: string): void {
+    const claim = this.claims.get(vf);
+    if (!claim) return;
+    if (existsSync(this.dir(vf)) && claim.mode === 'vfio-pci') this.restoreBinding(vf, claim.originalDriver, claim.originalOverride);
+    this.claims.remove(vf, `VF creation for ${owner} rolled back`);
+  }
+
+  /** Destroys every VF of `pf` (sriov_numvfs = 0) unless one is in use, and turns sriov_drivers_autoprobe back on. */
+  removeVfs(pf: string): RemoveVfsResult {
+    const dev = this.sriovPf(pf);
+    this.refuseBusyVfs(dev, `removing the VFs of ${pf}`);
+    const dir = this.dir(pf);
+    if (dev.sriov.numVfs > 0) this.write(path.join(dir, 'sriov_numvfs'), '0');
+    const autoprobeRestored = dev.sriov.driversAutoprobe === false;
+    if (autoprobeRestored) this.write(path.join(dir, 'sriov_drivers_autoprobe'), '1');
+    return { pf, removed: dev.virtfns, autoprobeRestored };
   }
 
   /**
@@ -517,6 +831,7 @@ export class DeviceManager {
         continue;
       }
       try {
+        if (c.originalVgpuType !== null) this.restoreVgpuType(c.bdf, c.originalVgpuType);
         if (c.mode === 'vfio-pci') this.restoreBinding(c.bdf, c.originalDriver, c.originalOverride);
         this.claims.remove(c.bdf, `reconcile: interrupted ${c.state} undone`);
         const restored = c.autoprobePf ? this.restoreAutoprobe(c.autoprobePf) : [];

@@ -1,4 +1,4 @@
-/** Selecting devices: BDF list, vendor:device, class, PF (its VFs), only free ones. All given criteria must match. */
+/** Selecting devices: BDF list, vendor:device, class, PF (its VFs), NUMA node, only free ones. All given criteria must match. */
 import type { DeviceKind, PciDevice } from './discovery.js';
 import { normalizeBdf } from '../util/pci-address.js';
 
@@ -11,6 +11,8 @@ export interface DeviceSelector {
   pfs?: string[];
   /** Not claimed, not a bridge, has an IOMMU group and is not in use on the host. */
   free?: boolean;
+  /** On this NUMA node; -1: devices sysfs places on none (numa_node -1). */
+  numaNode?: number;
 }
 
 export const DEVICE_KINDS: DeviceKind[] = ['nvme', 'display', 'network', 'audio', 'bridge', 'other'];
@@ -29,6 +31,7 @@ export function selectDevices(devices: PciDevice[], selector: DeviceSelector, cl
     if (ids?.length && !ids.some((i) => i.vendor === d.vendor && (i.device === null || i.device === d.device))) return false;
     if (selector.classes?.length && !selector.classes.includes(d.kind)) return false;
     if (pfs && (d.physfn === null || !pfs.has(d.physfn))) return false;
+    if (selector.numaNode !== undefined && (d.numaNode ?? -1) !== selector.numaNode) return false;
     if (selector.free) {
       if (claimed.has(d.bdf) || d.kind === 'bridge' || d.iommuGroup === null || d.hostUse.some((u) => u.blocking)) return false;
     }

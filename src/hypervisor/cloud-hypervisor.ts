@@ -394,7 +394,7 @@ export class CloudHypervisorClient implements HypervisorAdapter {
       if (left <= 0) break;
       const removed = events?.read().find((e) => e.event === 'device-removed' && (e.properties as { id?: unknown } | undefined)?.id === id);
       if (removed) {
-        this.log.info('device removed (event monitor)', { device: id, ms: Date.now() - started });
+        this.log.info('device removed (event monitor)', { device: id, millis: Date.now() - started });
         return;
       }
       let present: boolean;
@@ -407,7 +407,7 @@ export class CloudHypervisorClient implements HypervisorAdapter {
         throw error;
       }
       if (!present) {
-        this.log.info('device removed', { device: id, ms: Date.now() - started });
+        this.log.info('device removed', { device: id, millis: Date.now() - started });
         return;
       }
       await sleep(Math.min(this.pollMs, Math.max(1, deadline - Date.now())));

@@ -439,7 +439,7 @@ export class QemuAdapter implements HypervisorAdapter {
           deviceId: id,
         });
       }
-      this.log.info('device deleted', { device: id, ms: Date.now() - started });
+      this.log.info('device deleted', { device: id, millis: Date.now() - started });
     });
   }
 

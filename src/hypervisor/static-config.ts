@@ -7,6 +7,7 @@
 import { normalizeBdf } from '../util/pci-address.js';
 import { VfiodError } from '../util/errors.js';
 import type { AttachSource, HypervisorKind } from './types.js';
+import { apertureFor, bridgeWindow, type BridgeWindow, GIB, type HostFunctionFacts, numaNodesOf, ovmfMmio64Mb, qemuSizeText } from './pci-window.js';
 
 /** cloud-hypervisor DeviceConfig (OpenAPI components.schemas.DeviceConfig). */
 export interface ChDeviceConfig {
@@ -15,6 +16,18 @@ export interface ChDeviceConfig {
   iommu?: boolean;
   pci_segment?: number;
   x_nv_gpudirect_clique?: number;
+}
+
+/** cloud-hypervisor PciSegmentConfig (OpenAPI): a segment's share of the 32- and 64-bit MMIO apertures. */
+export interface ChPciSegmentConfig {
+  pci_segment: number;
+  mmio64_aperture_weight?: number;
+}
+
+/** The part of cloud-hypervisor's NumaConfig vfiod knows: which PCI segments are on a guest NUMA node. */
+export interface ChNumaConfig {
+  guest_numa_id: number;
+  pci_segments: number[];
 }
 
 /** cloud-hypervisor UserDeviceConfig (OpenAPI VmAddUserDevice; id and pci_segment as the VMM accepts them). */
@@ -44,6 +57,26 @@ export interface StaticConfigRequest {
   memorySize?: string;
   /** The VM the configuration is for (AttachmentManager.staticConfig prepares PCI devices for it). */
   vmId?: string;
+  /**
+   * Host facts of the PCI functions by BDF (NUMA node, BARs from sysfs; AttachmentManager.staticConfig reads them):
+   * they size the 64-bit PCI window and tell the NUMA placement. A function without facts counts as neither.
+   */
+  hostFunctions?: Record<string, HostFunctionFacts>;
+  /**
+   * Place each PCI device on the guest NUMA node numbered like its host node: QEMU puts its root port under a
+   * pxb-pcie with numa_node, cloud-hypervisor puts it on a PCI segment of its own that NumaConfig.pci_segments names.
+   */
+  numaPlacement?: boolean;
+}
+
+/** What the devices need of the guest's 64-bit PCI window. */
+export interface PciWindowResult {
+  /** Bytes of 64-bit aperture the devices' 64-bit prefetchable BARs need (0: nothing large). */
+  aperture64Bytes: number;
+  /** Device id -> bytes of prefetchable window its root port needs (devices with such BARs only). */
+  windows: Record<string, number>;
+  /** QEMU: fw_cfg opt/ovmf/X-PciMmio64Mb emitted (0: not needed). */
+  ovmfMmio64Mb: number;
 }
 
 export interface StaticConfigResult {
@@ -57,6 +90,12 @@ export interface StaticConfigResult {
     args: string[];
     /** vfio-user needs the guest RAM shared with the server: `--memory ...,shared=on` / MemoryConfig.shared=true. */
     sharedMemoryRequired: boolean;
+    /** VmConfig.pci_segments: the segments NUMA placement uses, weighted by the 64-bit aperture they need. */
+    pci_segments: ChPciSegmentConfig[];
+    /** VmConfig.platform.num_pci_segments when NUMA placement uses segments beyond 0. */
+    num_pci_segments?: number;
+    /** VmConfig.numa entries' pci_segments (their cpus and memory_zones are the caller's). */
+    numa: ChNumaConfig[];
   };
   qemu?: {
     /** Arguments to append to the QEMU command line (q35 machine assumed). */
@@ -65,6 +104,7 @@ export interface StaticConfigResult {
     buses: Record<string, string>;
     sharedMemoryRequired: boolean;
   };
+  pciWindow: PciWindowResult;
   warnings: string[];
 }
 
@@ -128,6 +168,9 @@ export function checkDeviceOptions(options: { iommu?: unknown; pciSegment?: unkn
     });
   }
 }
+
+/** The bus number of the first pxb-pcie NUMA expander: far above those the firmware gives pcie.0's root ports. */
+const QEMU_FIRST_EXPANDER_BUS = 0x80;
 
 /** QEMU's size syntax for memory-backend size= ("4G", "4096M", "1073741824"); nothing that could add options. */
 const QEMU_SIZE = /^[0-9]+(\.[0-9]+)?[KMGTPE]?$/i;
@@ -205,16 +248,41 @@ export function buildStaticConfig(request: StaticConfigRequest): StaticConfigRes
   }
   const warnings: string[] = [];
   const hasUser = devices.some((d) => d.source.kind === 'vfio-user');
+  const factsOf = (d: (typeof devices)[number]): HostFunctionFacts | undefined => (d.source.kind === 'pci' ? request.hostFunctions?.[d.source.bdf] : undefined);
+  const windows = new Map<string, BridgeWindow>(devices.map((d) => [d.id, bridgeWindow(factsOf(d))]));
+  const aperture64Bytes = apertureFor([...windows.values()]);
+  const pciWindow: PciWindowResult = {
+    aperture64Bytes,
+    windows: Object.fromEntries([...windows].filter(([, w]) => w.size > 0).map(([id, w]) => [id, w.size])),
+    ovmfMmio64Mb: 0,
+  };
+  const pciDevices = devices.flatMap((d) => (d.source.kind === 'pci' ? [{ id: d.id, bdf: d.source.bdf, facts: factsOf(d) }] : []));
+  const numa = numaNodesOf(pciDevices);
+  if (numa.nodes.length > 1) {
+    warnings.push(
+      `the VM's devices span host NUMA nodes ${numa.nodes.join(', ')} (${numa.placement.join('; ')}): DMA and interrupts cross nodes; ` +
+        (request.numaPlacement ? 'each is placed on the guest node numbered like its host node' : 'place them per node (numa placement) or pin the VM near one node'),
+    );
+  }
+  /** Host NUMA node of a device when NUMA placement applies to it. */
+  const nodeOf = (d: (typeof devices)[number]): number | undefined => (request.numaPlacement ? factsOf(d)?.numaNode ?? undefined : undefined);
 
   if (request.hypervisor === 'cloud-hypervisor') {
     const chDevices: ChDeviceConfig[] = [];
     const userDevices: ChUserDeviceConfig[] = [];
     const args: string[] = [];
+    // NUMA placement: cloud-hypervisor ties PCI segments (not devices) to guest NUMA nodes, so each host node's
+    // devices get a segment of their own after the highest one the request names.
+    const placedNodes = [...new Set(devices.map(nodeOf).filter((n): n is number => n !== undefined))].sort((a, b) => a - b);
+    const firstFreeSegment = Math.max(0, ...devices.map((d) => d.pciSegment ?? 0)) + 1;
+    const segmentOfNode = new Map(placedNodes.map((n, i) => [n, firstFreeSegment + i]));
     for (const d of devices) {
       if (d.source.kind === 'pci') {
         const c: ChDeviceConfig = { path: `/sys/bus/pci/devices/${d.source.bdf}`, id: d.id };
         if (d.iommu !== undefined) c.iommu = d.iommu;
-        if (d.pciSegment !== undefined) c.pci_segment = d.pciSegment;
+        const node = nodeOf(d);
+        if (node !== undefined) c.pci_segment = segmentOfNode.get(node)!;
+        else if (d.pciSegment !== undefined) c.pci_segment = d.pciSegment;
         if (d.gpudirectClique !== undefined) c.x_nv_gpudirect_clique = d.gpudirectClique;
         chDevices.push(c);
         args.push('--device', Object.entries(c).map(([k, v]) => `${k}=${String(v)}`).join(','));
@@ -227,7 +295,47 @@ export function buildStaticConfig(request: StaticConfigRequest): StaticConfigRes
     }
     if (bootIndexes.size > 0) warnings.push(CH_BOOT_WARNING);
     if (hasUser) warnings.push('vfio-user devices need the guest RAM shared with the server: MemoryConfig.shared=true (--memory size=...,shared=on)');
-    return { hypervisor: 'cloud-hypervisor', cloudHypervisor: { devices: chDevices, user_devices: userDevices, args, sharedMemoryRequired: hasUser }, warnings };
+    // Each segment's share of the 64-bit aperture follows its weight: a segment with large BARs weighs what it
+    // needs in GiB (at least 1, the weight of a segment with nothing large).
+    const segmentOf = new Map([...chDevices, ...userDevices].map((c) => [c.id!, c.pci_segment ?? 0]));
+    const segments = [...new Set(segmentOf.values())].sort((a, b) => a - b);
+    const pciSegments: ChPciSegmentConfig[] =
+      placedNodes.length > 0 || aperture64Bytes > 0
+        ? segments.map((segment) => {
+            const needed = apertureFor(devices.filter((d) => segmentOf.get(d.id) === segment).map((d) => windows.get(d.id)!));
+            return { pci_segment: segment, mmio64_aperture_weight: Math.max(1, Math.ceil(needed / GIB)) };
+          })
+        : [];
+    for (const p of pciSegments) args.push('--pci-segment', `pci_segment=${p.pci_segment},mmio64_aperture_weight=${p.mmio64_aperture_weight}`);
+    // Only segments vfiod adds are its to declare; those the request names are the caller's platform already.
+    const numSegments = placedNodes.length > 0 ? Math.max(...segments) + 1 : 1;
+    if (numSegments > 1) args.push('--platform', `num_pci_segments=${numSegments}`);
+    const numaConfig: ChNumaConfig[] = placedNodes.map((n) => ({ guest_numa_id: n, pci_segments: [segmentOfNode.get(n)!] }));
+    if (numaConfig.length) {
+      warnings.push(`NUMA placement: merge numa ${JSON.stringify(numaConfig)} into VmConfig.numa; the guest nodes' cpus and memory_zones (bound to the same host nodes) are the caller's`);
+    }
+    if (aperture64Bytes > 0) {
+      warnings.push(
+        `large BARs: the devices need ${qemuSizeText(aperture64Bytes)} of 64-bit PCI aperture. cloud-hypervisor v48 has no window-size or per-port ` +
+          'reserve setting: it assigns BARs itself from each PCI segment\'s 64-bit aperture, which is the guest physical address space above RAM up to ' +
+          '2^cpus.max_phys_bits, shared between segments by pci_segments[].mmio64_aperture_weight (emitted). Leave cpus.max_phys_bits unset (the host\'s) ' +
+          `or at least ${Math.ceil(Math.log2(2 * (4 * GIB + aperture64Bytes)))} plus what the guest RAM needs`,
+      );
+    }
+    return {
+      hypervisor: 'cloud-hypervisor',
+      cloudHypervisor: {
+        devices: chDevices,
+        user_devices: userDevices,
+        args,
+        sharedMemoryRequired: hasUser,
+        pci_segments: pciSegments,
+        ...(numSegments > 1 ? { num_pci_segments: numSegments } : {}),
+        numa: numaConfig,
+      },
+      pciWindow,
+      warnings,
+    };
   }
 
   const firstChassis = request.firstChassis ?? 32;
@@ -242,12 +350,29 @@ export function buildStaticConfig(request: StaticConfigRequest): StaticConfigRes
   }
   const args: string[] = [];
   const buses: Record<string, string> = {};
+  // NUMA placement: one pxb-pcie (an extra root bus with numa_node) per host node, its bus numbers after the ones
+  // before it: its own and one per root port behind it.
+  const expanders = new Map<number, string>();
+  let busNr = QEMU_FIRST_EXPANDER_BUS;
+  for (const node of [...new Set(devices.map(nodeOf).filter((n): n is number => n !== undefined))].sort((a, b) => a - b)) {
+    const id = `vfiod-pxb${node}`;
+    expanders.set(node, id);
+    args.push('-device', `pxb-pcie,id=${id},bus_nr=${busNr},numa_node=${node},bus=pcie.0`);
+    busNr += 1 + devices.filter((d) => nodeOf(d) === node).length;
+  }
+  if (busNr > 255) throw new VfiodError('INVALID_ARGUMENT', `${context}: too many devices for NUMA placement (bus numbers up to ${busNr - 1})`, { reason: 'FIELD_OUT_OF_RANGE', field: 'devices', value: String(devices.length), min: 0, max: 255 - QEMU_FIRST_EXPANDER_BUS });
+  if (expanders.size) warnings.push(`NUMA placement: the VM needs guest NUMA nodes ${[...expanders.keys()].join(', ')} (-numa node,nodeid=N with memory bound to host node N)`);
   devices.forEach((d, i) => {
     // One root port per device: q35's pcie.0 is not hot-pluggable, and a root port takes one device, so each device
-    // can later be unplugged on its own.
+    // can later be unplugged on its own. Large BARs: the port reserves their prefetchable window (pref64-reserve).
     const bus = `vfiod-rp${i}`;
     buses[d.id] = bus;
-    args.push('-device', `pcie-root-port,id=${bus},chassis=${firstChassis + i},slot=${i}`);
+    const node = nodeOf(d);
+    const window = windows.get(d.id)!;
+    args.push(
+      '-device',
+      `pcie-root-port,id=${bus},chassis=${firstChassis + i},slot=${i}${node !== undefined ? `,bus=${expanders.get(node)}` : ''}${window.size > 0 ? `,pref64-reserve=${qemuSizeText(window.size)}` : ''}`,
+    );
     if (d.source.kind === 'pci') {
       args.push('-device', `vfio-pci,host=${d.source.bdf},id=${d.id},bus=${bus}${d.bootIndex !== undefined ? `,bootindex=${d.bootIndex}` : ''}`);
     } else {
@@ -264,5 +389,13 @@ export function buildStaticConfig(request: StaticConfigRequest): StaticConfigRes
     }
     warnings.push('vfio-user-pci needs QEMU >= 10.1');
   }
-  return { hypervisor: 'qemu', qemu: { args, buses, sharedMemoryRequired: hasUser }, warnings };
+  pciWindow.ovmfMmio64Mb = ovmfMmio64Mb([...windows.values()]);
+  if (pciWindow.ovmfMmio64Mb > 0) {
+    // OVMF sizes its 64-bit aperture from this; SeaBIOS has no such setting (it sizes from the devices it finds).
+    args.push('-fw_cfg', `name=opt/ovmf/X-PciMmio64Mb,string=${pciWindow.ovmfMmio64Mb}`);
+    warnings.push(
+      `large BARs: ${qemuSizeText(pciWindow.ovmfMmio64Mb * 2 ** 20)} of 64-bit PCI aperture (OVMF X-PciMmio64Mb); the guest's physical address bits must reach above RAM + that: -cpu ...,host-phys-bits=on (or phys-bits=N)`,
+    );
+  }
+  return { hypervisor: 'qemu', qemu: { args, buses, sharedMemoryRequired: hasUser }, pciWindow, warnings };
 }

@@ -24,6 +24,8 @@ export interface Namespace {
   readonly supportsDeallocate: boolean;
   /** Counts the backend keeps about its store, for SMART / capacity reporting. */
   usage?(): NamespaceUsage;
+  /** A remote backend's paths to its store (NVMe/TCP: one per target address), for logs, tests and metrics. */
+  pathStates?(): NamespacePath[];
 
   read(offset: number, buffers: readonly Uint8Array[]): Promise<void> | void;
   write(offset: number, buffers: readonly Uint8Array[]): Promise<void> | void;
@@ -53,6 +55,19 @@ export interface Namespace {
 export interface ByteRange {
   offset: number;
   length: number;
+}
+
+/** What a path of a remote namespace can be doing. */
+export const NAMESPACE_PATH_STATES = ['connecting', 'live', 'down', 'closed'] as const;
+
+export interface NamespacePath {
+  /** `host:port`. */
+  address: string;
+  state: (typeof NAMESPACE_PATH_STATES)[number];
+  /** Why it last failed ('' when live). */
+  error: string;
+  /** Times it became live again after its first connection. */
+  reconnects: number;
 }
 
 export interface NamespaceUsage {

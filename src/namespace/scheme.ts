@@ -56,11 +56,14 @@ export function sizeParam(parts: NamespaceUriParts, text: string): number {
   return bytes;
 }
 
+/** The LBA data sizes a namespace may have (Identify Namespace LBA Format 0); the first is the default. */
+export const BLOCK_SIZES: readonly number[] = [512, 4096];
+
 export function blockSizeParam(parts: NamespaceUriParts): number {
   const text = parts.params.get('block-size');
-  if (text === undefined) return 512;
-  if (text !== '512' && text !== '4096') {
-    throw new Error(invalidUri(parts.uri, `block-size must be 512 or 4096, got '${text}'`));
+  if (text === undefined) return BLOCK_SIZES[0]!;
+  if (!BLOCK_SIZES.map(String).includes(text)) {
+    throw new Error(invalidUri(parts.uri, `block-size must be ${BLOCK_SIZES.join(' or ')}, got '${text}'`));
   }
   return Number(text);
 }

@@ -27,6 +27,7 @@ import {
   checkParams,
   invalidUri,
   type NamespaceScheme,
+  type NamespaceUriParts,
   type NamespaceSpec,
   sizeParam,
 } from './scheme.js';
@@ -62,6 +63,30 @@ export function knownNamespaceSchemes(): string[] {
 }
 
 export function parseNamespaceUri(uri: string): NamespaceSpec {
+  const { handler, parts } = splitUri(uri);
+  return handler.parse(parts);
+}
+
+/** The URI's `block-size` parameter, undefined when it has none (the backend's default, or its own). */
+export function explicitBlockSize(uri: string): number | undefined {
+  const text = splitUri(uri).parts.params.get('block-size');
+  return text === undefined ? undefined : Number(text);
+}
+
+/**
+ * The spec of `uri` opened with LBA data size `blockSize`, for schemes whose block size is chosen (memory, file);
+ * undefined for a scheme whose backend has its own (nvme-tcp).
+ */
+export function specWithBlockSize(uri: string, blockSize: number): NamespaceSpec | undefined {
+  const { handler, parts } = splitUri(uri);
+  const spec = handler.parse(parts);
+  if (!isFileNamespaceSpec(spec) && !isMemoryNamespaceSpec(spec)) return undefined;
+  const given = parts.params.get('block-size');
+  if (given !== undefined && Number(given) !== blockSize) throw new Error(invalidUri(uri, `block-size=${given}, but ${blockSize} is asked for`));
+  return handler.parse({ ...parts, params: new Map([...parts.params, ['block-size', String(blockSize)]]) });
+}
+
+function splitUri(uri: string): { handler: NamespaceScheme; parts: NamespaceUriParts } {
   const match = /^([A-Za-z][A-Za-z0-9+.-]*):/.exec(uri);
   const known = `known schemes: ${knownNamespaceSchemes().join(', ')}`;
   if (!match) throw new Error(invalidUri(uri, `missing scheme (${known})`));
@@ -82,7 +107,7 @@ export function parseNamespaceUri(uri: string): NamespaceSpec {
       params.set(key, pair.slice(equals + 1));
     }
   }
-  return handler.parse({ uri, scheme, body, params });
+  return { handler, parts: { uri, scheme, body, params } };
 }
 
 export async function openNamespace(spec: NamespaceSpec, logger: Logger = rootLogger): Promise<Namespace> {

@@ -15,7 +15,7 @@ import type { AsyncEvents } from './async-events.js';
 import type { FeatureState } from './features.js';
 import type { InterruptCoalescer } from './interrupts.js';
 import { abandonIoCommand, executeIoCommand } from './io.js';
-import type { IoContext, IoDone, IoRequest, SmartCounters } from './io-types.js';
+import { type IoContext, type IoDone, type IoRequest, type NamespaceIoCounters, newNamespaceIoCounters, type SmartCounters } from './io-types.js';
 import { NO_COMMAND, type HealthRecord } from './log-pages.js';
 import type { ScratchBudget } from './scratch.js';
 import type { NamespaceEntry } from './namespaces.js';
@@ -51,6 +51,8 @@ export interface CommandRunnerParts {
  * object in V8, and every `ctx.x` of every I/O command would then be a generic property lookup.
  */
 export class ControllerIoContext implements IoContext {
+  readonly namespaceCounters: readonly NamespaceIoCounters[];
+
   constructor(
     readonly dma: DmaSpace,
     private readonly entries: readonly NamespaceEntry[],
@@ -60,7 +62,9 @@ export class ControllerIoContext implements IoContext {
     private readonly features: FeatureState,
     readonly logger: Logger,
     readonly scratch: ScratchBudget,
-  ) {}
+  ) {
+    this.namespaceCounters = entries.map(() => newNamespaceIoCounters());
+  }
 
   namespace(nsid: number): Namespace | undefined {
     return nsid >= 1 && nsid <= this.entries.length ? this.entries[nsid - 1]!.namespace : undefined;
@@ -371,8 +375,11 @@ export class CommandRunner implements CommandSink {
       else this.commandCounts.otherIo++;
       if (status !== Status.SUCCESS) {
         const sqe = request.sqe;
+        const nsid = sqe.getUint32(4, true);
         const lba = hasLba(opcode) ? sqe.getUint32(44, true) * 0x1_0000_0000 + sqe.getUint32(40, true) : 0;
-        this.recordError(sq, request.commandId, status, sqe.getUint32(4, true), lba);
+        this.recordError(sq, request.commandId, status, nsid, lba);
+        const failed = this.io.namespaceCounters?.[nsid - 1]?.failedByStatus;
+        failed?.set(status, (failed.get(status) ?? 0) + 1);
       }
       const journal = this.journal;
       const slot = request.journalSlot;

@@ -16,7 +16,7 @@
  * Size: the CC/CSTS state machine plus the live-upgrade quiesce/snapshot/restore of the parts it composes.
  */
 import { DmaError, type DmaSpace } from '../memory/guest-memory.js';
-import { AsyncEvent, LogPageId, PAGE_SIZE, Reg, SQE_SIZE, Status } from '../spec/nvme.js';
+import { AsyncEvent, LogPageId, PAGE_SIZE, Reg, SQE_SIZE, Status, statusName } from '../spec/nvme.js';
 import { Logger, rootLogger } from '../util/log.js';
 import { AdminCommandHandler } from './admin.js';
 import { AsyncEvents } from './async-events.js';
@@ -135,6 +135,7 @@ export class NvmeController {
   private readonly features: FeatureState;
   private readonly health = new HealthRecord();
   private readonly interrupts: InterruptCoalescer;
+  private readonly io: ControllerIoContext;
   private readonly queues: QueueEngine;
   private readonly events: AsyncEvents;
   private readonly commands: CommandRunner;
@@ -208,7 +209,7 @@ export class NvmeController {
     });
     const { entries, namespaces: list } = namespaces;
     const scratch = (this.scratch = new ScratchBudget(options.scratchBudgetBytes ?? DEFAULT_SCRATCH_BUDGET_BYTES));
-    const io = new ControllerIoContext(dma, entries, list, maxTransferBytes, health.counters, features, logger, scratch);
+    const io = (this.io = new ControllerIoContext(dma, entries, list, maxTransferBytes, health.counters, features, logger, scratch));
     const owner: CommandOwner = {
       fail: (reason, fields) => this.fail(reason, fields),
       abandonedDrained: () => this.abandonedDrained(),
@@ -454,7 +455,17 @@ export class NvmeController {
       ioSubmissionQueues: this.queues.ioSubmissionQueueCount,
       ioCompletionQueues: this.queues.ioCompletionQueueCount,
       inFlight: commands.inFlight,
-      commands: { ...commands.commandCounts, failed: this.queues.failedCompletions },
+      commands: { ...commands.commandCounts, failed: this.queues.failedCompletions, failedByStatus: byStatusName(this.queues.failedByStatus) },
+      namespaces: this.io.namespaceCounters.map((counters, index) => ({
+        nsid: index + 1,
+        readCommands: counters.readCommands,
+        writeCommands: counters.writeCommands,
+        bytesRead: counters.bytesRead,
+        bytesWritten: counters.bytesWritten,
+        failedByStatus: byStatusName(counters.failedByStatus),
+      })),
+      queueDepths: this.queues.ioQueueDepths(),
+      interrupts: this.interrupts.signalled,
       bytesRead: counters.bytesRead,
       bytesWritten: counters.bytesWritten,
       mediaErrors: counters.mediaErrors,
@@ -726,4 +737,14 @@ function checkOption(name: string, value: number, min: number, max: number): num
     throw new Error(`NVMe controller: ${name} ${String(value)} must be an integer in ${min}..${max}`);
   }
   return value;
+}
+
+/** Counts by status value as counts by status name (statuses differing only in DNR add up). */
+function byStatusName(counts: ReadonlyMap<number, number>): Record<string, number> {
+  const named: Record<string, number> = {};
+  for (const [status, count] of counts) {
+    const name = statusName(status);
+    named[name] = (named[name] ?? 0) + count;
+  }
+  return named;
 }

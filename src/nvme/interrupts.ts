@@ -20,6 +20,8 @@ export interface InterruptSink {
 export class InterruptCoalescer {
   /** A batch is open (read-only outside this class): vectors marked now are signalled when it closes. */
   batching = false;
+  /** Interrupts sent (MSI-X messages and INTx assertions), for metrics: one increment per signal, not per command. */
+  signalled = 0;
   private readonly pendingFlags: Uint8Array;
   private readonly pendingVectors: Uint16Array;
   private pendingCount = 0;
@@ -112,6 +114,7 @@ export class InterruptCoalescer {
   }
 
   private signal(vector: number): void {
+    this.signalled++;
     try {
       this.sink.signal(vector);
     } catch (error) {

@@ -22,6 +22,22 @@ export interface SmartCounters {
   errorLogEntries: number;
 }
 
+/**
+ * One namespace's share of the I/O, for metrics: successful data-moving commands and their bytes (Read and Compare
+ * as reads, like SmartCounters), and failed I/O commands by status (counted on the failure path only).
+ */
+export interface NamespaceIoCounters {
+  readCommands: number;
+  writeCommands: number;
+  bytesRead: number;
+  bytesWritten: number;
+  readonly failedByStatus: Map<number, number>;
+}
+
+export function newNamespaceIoCounters(): NamespaceIoCounters {
+  return { readCommands: 0, writeCommands: 0, bytesRead: 0, bytesWritten: 0, failedByStatus: new Map() };
+}
+
 /** What an I/O command needs from its controller. */
 export interface IoContext {
   readonly dma: DmaSpace;
@@ -30,6 +46,8 @@ export interface IoContext {
   /** Maximum data transfer per command in bytes (from MDTS); 0 = no limit. */
   readonly maxTransferBytes: number;
   readonly counters: SmartCounters;
+  /** Per namespace (index NSID - 1), when the controller keeps them; tests of single commands may leave them out. */
+  readonly namespaceCounters?: readonly NamespaceIoCounters[];
   /**
    * Every active namespace, for a Flush with NSID FFFFFFFFh. When absent, such a flush fails with Invalid Namespace
    * or Format (what the spec requires when Identify Controller VWC bits 2:1 = 10b, broadcast flush not supported).

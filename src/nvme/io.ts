@@ -309,9 +309,19 @@ function finishedStatus(
   if (opcode === IoOpcode.READ || opcode === IoOpcode.COMPARE) {
     counters.hostReadCommands++;
     counters.bytesRead += bytes;
+    const namespace = ctx.namespaceCounters?.[request.sqe.getUint32(4, true) - 1];
+    if (namespace !== undefined) {
+      namespace.readCommands++;
+      namespace.bytesRead += bytes;
+    }
   } else if (opcode === IoOpcode.WRITE) {
     counters.hostWriteCommands++;
     counters.bytesWritten += bytes;
+    const namespace = ctx.namespaceCounters?.[request.sqe.getUint32(4, true) - 1];
+    if (namespace !== undefined) {
+      namespace.writeCommands++;
+      namespace.bytesWritten += bytes;
+    }
   }
   if (stored !== undefined && !equalsSegments(stored, request.segments)) return Status.COMPARE_FAILURE;
   return Status.SUCCESS;

@@ -111,6 +111,8 @@ export class QueueEngine {
   ioQueuesCreated = false;
   /** Completions posted with a non-zero status. */
   failedCompletions = 0;
+  /** The same, by status (SCT << 8 | SC): counted only on the failure path, so success costs nothing more. */
+  readonly failedByStatus = new Map<number, number>();
   /**
    * The value last taken from each doorbell word. A word of `doorbells` that differs from its entry here is a write
    * not yet acted on; in polled mode the native poller compares the shared page with this array, so a doorbell that
@@ -176,6 +178,11 @@ export class QueueEngine {
 
   get ioSubmissionQueueCount(): number {
     return this.submissionList.filter((sq) => sq.id !== 0).length;
+  }
+
+  /** Commands fetched and not yet completed, per I/O submission queue (the queue depth vfiod sees). */
+  ioQueueDepths(): Array<{ sqid: number; inFlight: number }> {
+    return this.submissionList.filter((sq) => sq.id !== 0).map((sq) => ({ sqid: sq.id, inFlight: sq.inFlight }));
   }
 
   get ioCompletionQueueCount(): number {
@@ -797,7 +804,10 @@ export class QueueEngine {
 
   /** Writes a CQE for a command of `sq` into its reserved slot of `cq` and marks the CQ's vector. */
   postCompletion(cq: CompletionQueue, dw0: number, sq: SubmissionQueue, commandId: number, status: number): void {
-    if (status !== Status.SUCCESS) this.failedCompletions++;
+    if (status !== Status.SUCCESS) {
+      this.failedCompletions++;
+      this.failedByStatus.set(status, (this.failedByStatus.get(status) ?? 0) + 1);
+    }
     if (!this.resolveQueue(cq)) return;
     cq.post(dw0, sq.head, sq.id, commandId, status);
     if (cq.tail === 0) this.journal?.setCompletionLap(cq.id, cq.lap);

@@ -64,7 +64,18 @@ export interface NvmeControllerStats {
     otherIo: number;
     /** Commands (admin and I/O) that completed with a non-zero status. */
     failed: number;
+    /** `failed` by status name (spec/nvme.ts statusName), e.g. { LBA_OUT_OF_RANGE: 1 }. */
+    failedByStatus: Record<string, number>;
   };
+  /**
+   * Per namespace: successful Read (and Compare) and Write commands and their bytes, and failed I/O commands by status
+   * name (an I/O command naming no active namespace counts for the controller only).
+   */
+  namespaces: Array<{ nsid: number; readCommands: number; writeCommands: number; bytesRead: number; bytesWritten: number; failedByStatus: Record<string, number> }>;
+  /** Commands fetched and not yet completed, per I/O submission queue. */
+  queueDepths: Array<{ sqid: number; inFlight: number }>;
+  /** Interrupts signalled to the host (MSI-X messages, INTx assertions). */
+  interrupts: number;
   bytesRead: number;
   bytesWritten: number;
   mediaErrors: number;

@@ -1,5 +1,6 @@
 /** Configuration of one emulated NVMe controller served on one vfio-user socket. */
 import path from 'node:path';
+import type { ControllerIdentityRecord, NamespaceIdentityOverride } from './identity-store.js';
 
 export type DoorbellMode = 'interrupt' | 'polled';
 
@@ -25,8 +26,10 @@ export interface ControllerConfig {
   ioAbandonMs?: number;
   /** Where identity (serial, NQN, namespace ids) is persisted; default: next to the first file namespace. */
   identityPath?: string;
-  /** Identity values that override the persisted/generated ones. */
-  identity: { serialNumber?: string; modelNumber?: string; firmwareRevision?: string; subsystemNqn?: string };
+  /** Controller identity values that override the persisted/generated ones. */
+  identity: Partial<ControllerIdentityRecord>;
+  /** Namespace identity values (per NSID slot) that override the persisted/generated ones. */
+  namespaceIdentities?: NamespaceIdentityOverride[];
   /** PCI ids the guest sees. The guest's NVMe driver binds by class code (01:08:02), not by these. */
   pci: { vendorId: number; deviceId: number; subsystemVendorId: number; subsystemId: number };
 }

@@ -11,8 +11,8 @@ import path from 'node:path';
 import { GuestMemory } from '../memory/guest-memory.js';
 import type { Namespace, NamespaceIds } from '../namespace/namespace.js';
 import { MemoryNamespace } from '../namespace/memory.js';
-import { openNamespace, parseNamespaceUri } from '../namespace/uri.js';
-import { defaultIdentityPath, loadOrCreateIdentity } from './identity-store.js';
+import { openNamespace, parseNamespaceUri, specWithBlockSize } from '../namespace/uri.js';
+import { defaultIdentityPath, IdentityConflict, loadOrCreateIdentity, plannedBlockSizes } from './identity-store.js';
 import { VfioUserServer, type VfioUserServerState } from '../vfio-user/server.js';
 import { Logger, rootLogger } from '../util/log.js';
 import { checkSnapshotVersion, type FdCollector, type FdSource } from '../util/handover-fds.js';
@@ -33,6 +33,8 @@ export interface RunningController {
   /** The identity the guest sees (persisted) and the open namespaces, NSID 1..n (for the control API). */
   readonly identity: ControllerIdentity;
   readonly namespaces: readonly Namespace[];
+  /** Each namespace's ids as the guest sees them, NSID order. */
+  readonly namespaceIds: readonly NamespaceIds[];
   /** Stops serving: disconnects the client, flushes and closes the namespaces, removes the socket. */
   close(): Promise<void>;
   /** Live upgrade: stops reading the client and fetching commands, waits for in-flight I/O (see VfioUserServer). */
@@ -115,11 +117,12 @@ function commandJournalWords(config: ControllerConfig): number {
 
 async function startFresh(config: ControllerConfig, namespaces: Namespace[], logger: Logger, guard?: CrashGuard): Promise<RunningController> {
   try {
-    const specs = config.namespaces.map((uri) => parseNamespaceUri(uri));
-    const identityPath = config.identityPath ?? defaultIdentityPath(specs);
+    const identityPath = identityPathOf(config);
     const stored = await loadOrCreateIdentity(identityPath, {
       controller: config.identity,
       namespaceUris: config.namespaces,
+      ...(config.namespaceIdentities ? { namespaces: config.namespaceIdentities } : {}),
+      blockSizes: namespaces.map((namespace) => namespace.blockSize),
     });
     const ids = stored.namespaces.map((entry): NamespaceIds => ({ nguid: entry.nguid, eui64: entry.eui64, uuid: entry.uuid }));
     const { device, server } = build(config, namespaces, ids, stored.controller, logger, undefined, guard);
@@ -266,12 +269,33 @@ async function openNamespaces(config: ControllerConfig, logger: Logger): Promise
   try {
     // The default namespace lives next to the socket, so the socket's directory must exist before it is opened.
     makeDirectory(path.dirname(path.resolve(config.socketPath)), 0o755);
-    for (const uri of config.namespaces) namespaces.push(await openNamespace(parseNamespaceUri(uri), logger));
+    // The LBA format the guest knows is part of the slot's identity, whatever the backing (identity-store.ts).
+    const blockSizes = plannedBlockSizes(identityPathOf(config), {
+      namespaceUris: config.namespaces,
+      ...(config.namespaceIdentities ? { namespaces: config.namespaceIdentities } : {}),
+    });
+    for (const [index, uri] of config.namespaces.entries()) {
+      const wanted = blockSizes[index];
+      const spec = (wanted !== undefined ? specWithBlockSize(uri, wanted) : undefined) ?? parseNamespaceUri(uri);
+      const namespace = await openNamespace(spec, logger);
+      namespaces.push(namespace);
+      if (wanted !== undefined && namespace.blockSize !== wanted) {
+        throw new IdentityConflict(
+          `namespace ${index + 1} (${namespace.description}) has ${namespace.blockSize}-byte blocks, its identity says ${wanted}: ` +
+            'its backend cannot change them (give another identity path for a new disk)',
+        );
+      }
+    }
     return namespaces;
   } catch (error) {
     await closeAll(namespaces, logger);
     throw error;
   }
+}
+
+/** Where the controller's identity persists: configured, or next to its first file namespace (or nowhere). */
+function identityPathOf(config: ControllerConfig): string | undefined {
+  return config.identityPath ?? defaultIdentityPath(config.namespaces.map((uri) => parseNamespaceUri(uri)));
 }
 
 function build(
@@ -387,6 +411,7 @@ function running(
     server,
     identity,
     namespaces,
+    namespaceIds: ids,
     close,
     release,
     quiesce: async () => {

@@ -1,24 +1,32 @@
 /**
- * Persistent identity: the controller's serial number, model, firmware revision and subsystem NQN, and each
- * namespace's NGUID / EUI-64 / UUID. Guests key disks by these (Linux /dev/disk/by-id, Windows disk signatures,
- * multipath), so they must not change across restarts of vfiod.
+ * Persistent identity: the controller's serial number, model, firmware revision, subsystem NQN, IEEE OUI and
+ * controller ID, and each namespace slot's NGUID / EUI-64 / UUID and LBA data size. Guests key disks by these (Linux
+ * /dev/disk/by-id and wwid, Windows disk signatures, multipath, UEFI boot entries), so they must not change across
+ * restarts of vfiod, nor when a namespace is moved to another backing file.
  *
- * Stored as JSON `{ format: "vfiod-identity/1", controller: {...}, namespaces: [{ uri, nguid, eui64, uuid }, ...] }`
- * (files of earlier versions have no `format`), by default next to the
- * first file namespace (`<file>.vfiod.json`). Missing values are generated once and persisted; configured values win
- * and are persisted too. Namespace entries are matched to the configured URIs first exactly, then by backing file
- * (so changing `?size=` or `direct=` keeps a disk's ids); entries no longer configured are kept, so a namespace that
- * comes back later gets its old ids. The file is replaced atomically (write temporary, fsync, rename, fsync dir).
- * A malformed file is an error, never silently replaced: that would give every guest disk a new identity. A file
- * that is not a vfiod identity file (another program's JSON, a symlink, a device, a FIFO) is refused, never read as
- * an empty identity and overwritten: the daemon writes this file as root wherever a request says.
+ * Stored as JSON `{ format: "vfiod-identity/1", controller: {...}, namespaces: [{ nsid, uri, nguid, eui64, uuid,
+ * blockSize }, ...] }` (files of earlier versions have no `format`, no `nsid`, no `blockSize`, no `ieeeOui` or
+ * `controllerId`), by default next to the first file namespace (`<file>.vfiod.json`). Missing values are generated
+ * once and persisted; configured values win and are persisted too.
+ *
+ * A namespace's identity belongs to its slot (NSID), not to its backing: entry `nsid` n is namespace n whatever URI
+ * it has now, so a disk copied to another file, or re-created on another backend, keeps its ids. Entries of files
+ * written before slots (no `nsid`) are matched to the configured URIs as they were: exactly, then by backing file.
+ * Entries of slots no longer configured are kept, so a slot that comes back later gets its old ids.
+ *
+ * The file is replaced atomically (write temporary, fsync, rename, fsync dir). A malformed file is an error, never
+ * silently replaced: that would give every guest disk a new identity. A file that is not a vfiod identity file
+ * (another program's JSON, a symlink, a device, a FIFO) is refused, never read as an empty identity and overwritten:
+ * the daemon writes this file as root wherever a request says.
  */
 import { randomBytes, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from '../util/log.js';
 import type { NamespaceIds } from '../namespace/namespace.js';
-import { isFileNamespaceSpec, parseNamespaceUri, type NamespaceSpec } from '../namespace/uri.js';
+import { BLOCK_SIZES } from '../namespace/scheme.js';
+import { explicitBlockSize, isFileNamespaceSpec, parseNamespaceUri, type NamespaceSpec } from '../namespace/uri.js';
+import { MAX_CONTROLLER_ID, MAX_IEEE_OUI, subsystemNqnProblem } from '../nvme/identity.js';
 
 export interface ControllerIdentityRecord {
   /** 1-20 printable ASCII characters (Identify Controller SN). */
@@ -27,19 +35,34 @@ export interface ControllerIdentityRecord {
   modelNumber: string;
   /** 1-8 printable ASCII characters (FR). */
   firmwareRevision: string;
-  /** NVMe Qualified Name, 'nqn.' + up to 219 more printable ASCII characters (SUBNQN). */
+  /** NVMe Qualified Name (SUBNQN); configured ones pass subsystemNqnProblem. */
   subsystemNqn: string;
+  /** IEEE OUI (24 bits) of Identify Controller; 0 = none. */
+  ieeeOui: number;
+  /** Controller ID (CNTLID), 0..0xFFEF. */
+  controllerId: number;
 }
 
 export interface NamespaceIdentityRecord extends NamespaceIds {
-  /** The namespace URI this entry was last used with. */
+  /** The namespace slot this entry belongs to; absent only in files written before slots. */
+  nsid?: number;
+  /** The namespace URI this entry was last used with (for people reading the file, and old files' matching). */
   uri: string;
+  /** The LBA data size the guest knows (512 or 4096); absent in files written before it was kept. */
+  blockSize?: number;
 }
 
 export interface StoredIdentity {
   controller: ControllerIdentityRecord;
-  /** One entry per configured namespace URI, in the same order (NSID = index + 1). */
-  namespaces: NamespaceIdentityRecord[];
+  /** One entry per configured namespace, NSID order (entry n - 1 has nsid n). */
+  namespaces: Array<NamespaceIdentityRecord & { nsid: number }>;
+}
+
+/** Identity asked for one namespace slot: CreateController's namespace_identities, serve's --namespace-identity. */
+export interface NamespaceIdentityOverride extends Partial<NamespaceIds> {
+  nsid: number;
+  /** LBA data size: 512 or 4096. */
+  blockSize?: number;
 }
 
 export interface IdentityOptions {
@@ -47,8 +70,12 @@ export interface IdentityOptions {
   controller?: Partial<ControllerIdentityRecord>;
   /** The configured namespaces, NSID order. */
   namespaceUris: readonly string[];
-  /** Configured ids per namespace (same index as `namespaceUris`); they override stored ones and are persisted. */
-  namespaces?: ReadonlyArray<Partial<NamespaceIds> | undefined>;
+  /** The NSID of each of `namespaceUris`, ascending; default 1..n. */
+  nsids?: readonly number[];
+  /** Configured ids per slot; they override stored ones and are persisted. */
+  namespaces?: readonly NamespaceIdentityOverride[];
+  /** The LBA data size each namespace was opened with, NSID order (recorded; see plannedBlockSizes). */
+  blockSizes?: readonly number[];
   logger?: Logger;
 }
 
@@ -60,6 +87,8 @@ export const EUI64_PREFIX = '025646';
 export const IDENTITY_FORMAT = 'vfiod-identity/1';
 /** An identity file is a few hundred bytes per namespace; anything far larger is not one. */
 const MAX_IDENTITY_FILE_BYTES = 4 * 1024 * 1024;
+/** The most namespaces a controller has (CreateController's limit): the range of a slot's nsid. */
+export const MAX_NAMESPACES = 1024;
 
 /** An identity path vfiod will not read or replace: something else is there. `reason` is stable for programs. */
 export class IdentityFileRefused extends Error {
@@ -67,6 +96,18 @@ export class IdentityFileRefused extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'IdentityFileRefused';
+  }
+}
+
+/**
+ * Configured identities that clash with what is persisted (the same NGUID, EUI-64 or UUID as another slot of this
+ * controller), or a configured LBA data size the namespace URI contradicts.
+ */
+export class IdentityConflict extends Error {
+  readonly reason = 'IDENTITY_CONFLICT';
+  constructor(message: string) {
+    super(message);
+    this.name = 'IdentityConflict';
   }
 }
 
@@ -82,6 +123,11 @@ export function defaultIdentityPath(specs: readonly NamespaceSpec[]): string | u
   return undefined;
 }
 
+interface ParsedIdentity {
+  controller: Partial<ControllerIdentityRecord>;
+  namespaces: NamespaceIdentityRecord[];
+}
+
 /**
  * Loads the identity at `statePath` (creating or completing it) and returns the one to present. With `statePath`
  * undefined nothing is read or written.
@@ -90,64 +136,10 @@ export async function loadOrCreateIdentity(
   statePath: string | undefined,
   options: IdentityOptions,
 ): Promise<StoredIdentity> {
-  let storedText: string | undefined;
-  let stored: { controller: Partial<ControllerIdentityRecord>; namespaces: NamespaceIdentityRecord[] } = {
-    controller: {},
-    namespaces: [],
-  };
+  const { text: storedText, stored } = readStored(statePath);
+  const { identity, kept } = resolveIdentity(statePath, stored, options);
   if (statePath !== undefined) {
-    storedText = readIdentityText(statePath);
-    if (storedText !== undefined) stored = parseIdentityFile(statePath, storedText);
-  }
-
-  const configured = `configured identity`;
-  const overrides = options.controller ?? {};
-  const controller: ControllerIdentityRecord = {
-    serialNumber: overrides.serialNumber ?? stored.controller.serialNumber ?? generateSerialNumber(),
-    modelNumber: overrides.modelNumber ?? stored.controller.modelNumber ?? DEFAULT_MODEL_NUMBER,
-    firmwareRevision: overrides.firmwareRevision ?? stored.controller.firmwareRevision ?? DEFAULT_FIRMWARE_REVISION,
-    subsystemNqn: overrides.subsystemNqn ?? stored.controller.subsystemNqn ?? generateSubsystemNqn(),
-  };
-  validateController(configured, controller);
-
-  // Match stored entries to the configured URIs: exact URI first, then the same backing file.
-  const uris = options.namespaceUris;
-  const matched: Array<NamespaceIdentityRecord | undefined> = uris.map(() => undefined);
-  const unused = new Set(stored.namespaces);
-  for (const [index, uri] of uris.entries()) {
-    const entry = [...unused].find((candidate) => candidate.uri === uri);
-    if (entry) {
-      matched[index] = entry;
-      unused.delete(entry);
-    }
-  }
-  for (const [index, uri] of uris.entries()) {
-    if (matched[index]) continue;
-    const key = namespaceKey(uri);
-    const entry = [...unused].find((candidate) => namespaceKey(candidate.uri) === key);
-    if (entry) {
-      matched[index] = entry;
-      unused.delete(entry);
-    }
-  }
-  const namespaces = uris.map((uri, index): NamespaceIdentityRecord => {
-    const base = matched[index] ?? { uri, ...generateNamespaceIds() };
-    const override = options.namespaces?.[index] ?? {};
-    const record: NamespaceIdentityRecord = {
-      uri,
-      nguid: override.nguid ?? base.nguid,
-      eui64: override.eui64 ?? base.eui64,
-      uuid: override.uuid ?? base.uuid,
-    };
-    validateNamespace(`${configured}: namespace ${index + 1} ('${uri}')`, record);
-    return { uri, nguid: record.nguid.toLowerCase(), eui64: record.eui64.toLowerCase(), uuid: record.uuid.toLowerCase() };
-  });
-  const all = [...namespaces, ...unused];
-  checkUnique(statePath, all);
-
-  const result: StoredIdentity = { controller, namespaces };
-  if (statePath !== undefined) {
-    const text = JSON.stringify({ format: IDENTITY_FORMAT, controller, namespaces: all }, null, 2) + '\n';
+    const text = JSON.stringify({ format: IDENTITY_FORMAT, controller: identity.controller, namespaces: [...identity.namespaces, ...kept] }, null, 2) + '\n';
     if (text !== storedText) {
       await writeAtomically(statePath, text);
       options.logger?.info(storedText === undefined ? 'created identity file' : 'updated identity file', {
@@ -156,10 +148,124 @@ export async function loadOrCreateIdentity(
     }
   } else {
     options.logger?.info('identity not persisted (no file namespace and no identity path)', {
-      serialNumber: controller.serialNumber,
+      serialNumber: identity.controller.serialNumber,
     });
   }
-  return result;
+  return identity;
+}
+
+/**
+ * The identity a controller with these options would present, without writing anything: throws what
+ * loadOrCreateIdentity would (IdentityConflict for ids that clash with persisted slots).
+ */
+export function previewIdentity(statePath: string | undefined, options: IdentityOptions): StoredIdentity {
+  return resolveIdentity(statePath, readStored(statePath).stored, options).identity;
+}
+
+/**
+ * Refuses, before anything starts or is written, the asked-for identities a start would refuse: ids that clash with
+ * the persisted slots, a block size the URI contradicts (IdentityConflict); an unreadable file (Error).
+ */
+export function checkIdentityConflicts(statePath: string | undefined, options: IdentityOptions): void {
+  plannedBlockSizes(statePath, options);
+  previewIdentity(statePath, options);
+}
+
+/**
+ * The LBA data size each configured namespace must be opened with, NSID order, before anything is written: the
+ * configured one, else the URI's `block-size`, else the one its slot has (so a re-created namespace keeps the format
+ * the guest knows); undefined where none of those says (the backend's default). Throws IdentityConflict when a
+ * configured size contradicts the URI's, or an Error when the file cannot be read.
+ */
+export function plannedBlockSizes(statePath: string | undefined, options: Pick<IdentityOptions, 'namespaceUris' | 'nsids' | 'namespaces'>): Array<number | undefined> {
+  const nsids = options.nsids ?? defaultNsids(options.namespaceUris.length);
+  const { matched } = matchSlots(readStored(statePath).stored.namespaces, options.namespaceUris, nsids);
+  return options.namespaceUris.map((uri, index) => {
+    const nsid = nsids[index]!;
+    const configured = options.namespaces?.find((entry) => entry.nsid === nsid)?.blockSize;
+    const inUri = explicitBlockSize(uri);
+    if (configured !== undefined && inUri !== undefined && configured !== inUri) {
+      throw new IdentityConflict(`namespace ${nsid}: block size ${configured} is configured, but its URI '${uri}' says block-size=${inUri}: give one of them`);
+    }
+    return configured ?? inUri ?? matched[index]?.blockSize;
+  });
+}
+
+/** The identity file's text and contents; empty ones when there is no file (or no path). */
+function readStored(statePath: string | undefined): { text: string | undefined; stored: ParsedIdentity } {
+  const text = statePath === undefined ? undefined : readIdentityText(statePath);
+  return { text, stored: text === undefined ? { controller: {}, namespaces: [] } : parseIdentityFile(statePath!, text) };
+}
+
+/** The identity to present and the entries of other slots to keep; pure (generates what is missing). */
+function resolveIdentity(
+  statePath: string | undefined,
+  stored: ParsedIdentity,
+  options: IdentityOptions,
+): { identity: StoredIdentity; kept: NamespaceIdentityRecord[] } {
+  const configured = 'configured identity';
+  const overrides = options.controller ?? {};
+  const controller: ControllerIdentityRecord = {
+    serialNumber: overrides.serialNumber ?? stored.controller.serialNumber ?? generateSerialNumber(),
+    modelNumber: overrides.modelNumber ?? stored.controller.modelNumber ?? DEFAULT_MODEL_NUMBER,
+    firmwareRevision: overrides.firmwareRevision ?? stored.controller.firmwareRevision ?? DEFAULT_FIRMWARE_REVISION,
+    subsystemNqn: overrides.subsystemNqn ?? stored.controller.subsystemNqn ?? generateSubsystemNqn(),
+    ieeeOui: overrides.ieeeOui ?? stored.controller.ieeeOui ?? 0,
+    controllerId: overrides.controllerId ?? stored.controller.controllerId ?? 0,
+  };
+  validateController(configured, controller);
+
+  const uris = options.namespaceUris;
+  const nsids = options.nsids ?? defaultNsids(uris.length);
+  const { matched, unused } = matchSlots(stored.namespaces, uris, nsids);
+  const namespaces = uris.map((uri, index) => {
+    const nsid = nsids[index]!;
+    const base = matched[index] ?? { uri, ...generateNamespaceIds() };
+    const override = options.namespaces?.find((entry) => entry.nsid === nsid) ?? { nsid };
+    const blockSize = options.blockSizes?.[index] ?? base.blockSize;
+    const record = {
+      nsid,
+      uri,
+      nguid: (override.nguid ?? base.nguid).toLowerCase(),
+      eui64: (override.eui64 ?? base.eui64).toLowerCase(),
+      uuid: (override.uuid ?? base.uuid).toLowerCase(),
+      ...(blockSize !== undefined ? { blockSize } : {}),
+    };
+    validateNamespace(`${configured}: namespace ${nsid} ('${uri}')`, record);
+    return record;
+  });
+  checkUnique(configured, [...namespaces, ...unused]);
+  return { identity: { controller, namespaces }, kept: unused };
+}
+
+/** NSIDs 1..count: the namespaces in the order they are configured. */
+export function defaultNsids(count: number): number[] {
+  return Array.from({ length: count }, (_, index) => index + 1);
+}
+
+/**
+ * Which stored entry each configured namespace (NSID order) takes: the entry of its slot; for files written before
+ * slots, the entry of the same URI, then of the same backing file. The rest are `unused` (kept in the file).
+ */
+function matchSlots(
+  stored: readonly NamespaceIdentityRecord[],
+  uris: readonly string[],
+  nsids: readonly number[],
+): { matched: Array<NamespaceIdentityRecord | undefined>; unused: NamespaceIdentityRecord[] } {
+  const unused = new Set(stored);
+  const take = (entry: NamespaceIdentityRecord | undefined): NamespaceIdentityRecord | undefined => {
+    if (entry) unused.delete(entry);
+    return entry;
+  };
+  const matched = uris.map((_, index) => take(stored.find((entry) => entry.nsid === nsids[index])));
+  const unslotted = (): NamespaceIdentityRecord[] => [...unused].filter((entry) => entry.nsid === undefined);
+  uris.forEach((uri, index) => {
+    matched[index] ??= take(unslotted().find((entry) => entry.uri === uri));
+  });
+  uris.forEach((uri, index) => {
+    matched[index] ??= take(unslotted().find((entry) => namespaceKey(entry.uri) === namespaceKey(uri)));
+  });
+  return { matched, unused: [...unused] };
 }
 
 export function generateSerialNumber(): string {
@@ -190,32 +296,98 @@ function checkText(where: string, field: string, value: unknown, maxLength: numb
   }
 }
 
-/** Character limits of the identity strings (Identify Controller SN, MN, FR, SUBNQN). */
-export const IDENTITY_LIMITS = { serialNumber: 20, modelNumber: 40, firmwareRevision: 8, subsystemNqn: 223 } as const;
-
-/**
- * Checks the identity values a caller asks for (the ones given; absent fields keep the persisted or generated value)
- * before anything starts: the control API refuses a bad CreateController with this message.
- */
-export function checkIdentityOverrides(
-  where: string,
-  overrides: Partial<ControllerIdentityRecord>,
-  /** How the caller's interface names each field in messages (e.g. the proto's serial_number). */
-  names: Record<keyof typeof IDENTITY_LIMITS, string> = { serialNumber: 'serialNumber', modelNumber: 'modelNumber', firmwareRevision: 'firmwareRevision', subsystemNqn: 'subsystemNqn' },
-): void {
-  for (const field of Object.keys(IDENTITY_LIMITS) as Array<keyof typeof IDENTITY_LIMITS>) {
-    if (overrides[field] !== undefined) checkText(where, names[field], overrides[field], IDENTITY_LIMITS[field]);
-  }
-  if (overrides.subsystemNqn !== undefined && !overrides.subsystemNqn.startsWith('nqn.')) {
-    throw new Error(`${where}: ${names.subsystemNqn} must start with 'nqn.', got ${JSON.stringify(overrides.subsystemNqn)}`);
+function checkInteger(where: string, field: string, value: unknown, min: number, max: number, hex = false): void {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > max) {
+    const range = hex ? `0x${min.toString(16)}..0x${max.toString(16)}` : `${min}..${max}`;
+    throw new Error(`${where}: ${field} must be an integer in ${range}, got ${JSON.stringify(value)}`);
   }
 }
 
-function validateController(where: string, controller: Partial<ControllerIdentityRecord>): void {
+/** Character limits of the identity strings (Identify Controller SN, MN, FR, SUBNQN). */
+export const IDENTITY_LIMITS = { serialNumber: 20, modelNumber: 40, firmwareRevision: 8, subsystemNqn: 223 } as const;
+/** Ranges of the identity numbers. */
+export const IDENTITY_NUMBER_LIMITS = { ieeeOui: MAX_IEEE_OUI, controllerId: MAX_CONTROLLER_ID } as const;
+
+/** How a caller's interface names each field in messages (e.g. the proto's serial_number). */
+export type IdentityFieldNames = Record<keyof ControllerIdentityRecord, string>;
+const RECORD_NAMES: IdentityFieldNames = {
+  serialNumber: 'serialNumber',
+  modelNumber: 'modelNumber',
+  firmwareRevision: 'firmwareRevision',
+  subsystemNqn: 'subsystemNqn',
+  ieeeOui: 'ieeeOui',
+  controllerId: 'controllerId',
+};
+
+/**
+ * Checks the identity values a caller asks for (the ones given; absent fields keep the persisted or generated value)
+ * before anything starts: the control API refuses a bad CreateController with this message, `vfiod serve` exits 2.
+ */
+export function checkIdentityOverrides(where: string, overrides: Partial<ControllerIdentityRecord>, names: IdentityFieldNames = RECORD_NAMES): void {
+  for (const field of Object.keys(IDENTITY_LIMITS) as Array<keyof typeof IDENTITY_LIMITS>) {
+    if (overrides[field] !== undefined) checkText(where, names[field], overrides[field], IDENTITY_LIMITS[field]);
+  }
+  for (const field of Object.keys(IDENTITY_NUMBER_LIMITS) as Array<keyof typeof IDENTITY_NUMBER_LIMITS>) {
+    if (overrides[field] !== undefined) checkInteger(where, names[field], overrides[field], 0, IDENTITY_NUMBER_LIMITS[field], true);
+  }
+  if (overrides.subsystemNqn !== undefined) {
+    const problem = subsystemNqnProblem(overrides.subsystemNqn);
+    if (problem !== undefined) throw new Error(`${where}: ${names.subsystemNqn} ${JSON.stringify(overrides.subsystemNqn)} ${problem}`);
+  }
+}
+
+/** How a caller's interface names the namespace identity fields in messages. */
+export type NamespaceFieldNames = Record<keyof NamespaceIdentityOverride, string>;
+const OVERRIDE_NAMES: NamespaceFieldNames = { nsid: 'nsid', nguid: 'nguid', eui64: 'eui64', uuid: 'uuid', blockSize: 'blockSize' };
+
+/**
+ * Checks the namespace identities a caller asks for: each names the NSID of a configured namespace once, its
+ * ids are well-formed and nonzero, no two slots ask for the same id, the block size is one of BLOCK_SIZES.
+ */
+export function checkNamespaceOverrides(
+  where: string,
+  overrides: readonly NamespaceIdentityOverride[],
+  /** The configured namespaces' NSIDs. */
+  nsids: readonly number[],
+  names: NamespaceFieldNames = OVERRIDE_NAMES,
+): void {
+  const seen = new Set<number>();
+  overrides.forEach((override, index) => {
+    const at = `${where}[${index}]`;
+    if (!nsids.includes(override.nsid)) {
+      const configured = nsids.every((nsid, index) => nsid === index + 1) ? `1..${nsids.length}` : nsids.join(', ');
+      throw new Error(`${at}: ${names.nsid} must be the NSID of a configured namespace (${configured}), got ${JSON.stringify(override.nsid)}`);
+    }
+    if (seen.has(override.nsid)) throw new Error(`${at}: ${names.nsid} ${override.nsid} is given twice`);
+    seen.add(override.nsid);
+    const slot = `${at} (nsid ${override.nsid})`;
+    if (override.nguid !== undefined) checkHex(slot, names.nguid, override.nguid, 32);
+    if (override.eui64 !== undefined) checkHex(slot, names.eui64, override.eui64, 16);
+    if (override.uuid !== undefined) checkUuid(slot, names.uuid, override.uuid);
+    if (override.blockSize !== undefined && !BLOCK_SIZES.includes(override.blockSize)) {
+      throw new Error(`${slot}: ${names.blockSize} must be ${BLOCK_SIZES.join(' or ')}, got ${JSON.stringify(override.blockSize)}`);
+    }
+  });
+  for (const field of ['nguid', 'eui64', 'uuid'] as const) {
+    const owner = new Map<string, number>();
+    for (const override of overrides) {
+      const value = override[field]?.toLowerCase();
+      if (value === undefined) continue;
+      const other = owner.get(value);
+      if (other !== undefined) throw new Error(`${where}: nsid ${other} and nsid ${override.nsid} ask for the same ${names[field]} ${value}`);
+      owner.set(value, override.nsid);
+    }
+  }
+}
+
+function validateController(where: string, controller: ControllerIdentityRecord): void {
   for (const field of Object.keys(IDENTITY_LIMITS) as Array<keyof typeof IDENTITY_LIMITS>) {
     checkText(where, field, controller[field], IDENTITY_LIMITS[field]);
   }
-  if (!controller.subsystemNqn!.startsWith('nqn.')) {
+  for (const field of Object.keys(IDENTITY_NUMBER_LIMITS) as Array<keyof typeof IDENTITY_NUMBER_LIMITS>) {
+    checkInteger(where, field, controller[field], 0, IDENTITY_NUMBER_LIMITS[field], true);
+  }
+  if (!controller.subsystemNqn.startsWith('nqn.')) {
     throw new Error(`${where}: subsystemNqn must start with 'nqn.', got ${JSON.stringify(controller.subsystemNqn)}`);
   }
 }
@@ -226,32 +398,42 @@ function checkHex(where: string, field: string, value: unknown, digits: number):
   }
 }
 
-function validateNamespace(where: string, entry: Partial<NamespaceIdentityRecord>): void {
-  if (typeof entry.uri !== 'string' || entry.uri === '') {
-    throw new Error(`${where}: uri must be a non-empty string, got ${JSON.stringify(entry.uri)}`);
-  }
-  checkHex(where, 'nguid', entry.nguid, 32);
-  checkHex(where, 'eui64', entry.eui64, 16);
-  const uuid = entry.uuid;
+function checkUuid(where: string, field: string, uuid: unknown): void {
   if (
     typeof uuid !== 'string' ||
     !/^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/.test(uuid) ||
     /^[0-]+$/.test(uuid)
   ) {
-    throw new Error(`${where}: uuid must be a non-nil RFC 4122 UUID, got ${JSON.stringify(uuid)}`);
+    throw new Error(`${where}: ${field} must be a non-nil RFC 4122 UUID, got ${JSON.stringify(uuid)}`);
   }
 }
 
-function checkUnique(statePath: string | undefined, entries: readonly NamespaceIdentityRecord[]): void {
+function validateNamespace(where: string, entry: Partial<NamespaceIdentityRecord>): void {
+  if (typeof entry.uri !== 'string' || entry.uri === '') {
+    throw new Error(`${where}: uri must be a non-empty string, got ${JSON.stringify(entry.uri)}`);
+  }
+  if (entry.nsid !== undefined) checkInteger(where, 'nsid', entry.nsid, 1, MAX_NAMESPACES);
+  checkHex(where, 'nguid', entry.nguid, 32);
+  checkHex(where, 'eui64', entry.eui64, 16);
+  checkUuid(where, 'uuid', entry.uuid);
+  if (entry.blockSize !== undefined && !BLOCK_SIZES.includes(entry.blockSize)) {
+    throw new Error(`${where}: blockSize must be ${BLOCK_SIZES.join(' or ')}, got ${JSON.stringify(entry.blockSize)}`);
+  }
+}
+
+/** No two slots (configured or kept) share an id: a guest would take them for one disk reached twice (multipath). */
+function checkUnique(where: string, entries: readonly NamespaceIdentityRecord[]): void {
+  const name = (entry: NamespaceIdentityRecord): string => (entry.nsid !== undefined ? `nsid ${entry.nsid} ('${entry.uri}')` : `'${entry.uri}'`);
   for (const field of ['nguid', 'eui64', 'uuid'] as const) {
-    const seen = new Map<string, string>();
+    const seen = new Map<string, NamespaceIdentityRecord>();
     for (const entry of entries) {
       const previous = seen.get(entry[field]);
       if (previous !== undefined) {
-        const where = statePath === undefined ? 'identity' : `identity file '${statePath}'`;
-        throw new Error(`${where}: namespaces '${previous}' and '${entry.uri}' have the same ${field} ${entry[field]}`);
+        throw new IdentityConflict(
+          `${where}: namespaces ${name(previous)} and ${name(entry)} have the same ${field} ${entry[field]}: ask for another one, or use a new identity file for a new disk`,
+        );
       }
-      seen.set(entry[field], entry.uri);
+      seen.set(entry[field], entry);
     }
   }
 }
@@ -311,10 +493,7 @@ function recogniseIdentity(where: string, data: unknown): asserts data is Record
   }
 }
 
-function parseIdentityFile(
-  statePath: string,
-  text: string,
-): { controller: Partial<ControllerIdentityRecord>; namespaces: NamespaceIdentityRecord[] } {
+function parseIdentityFile(statePath: string, text: string): ParsedIdentity {
   const where = `identity file '${statePath}'`;
   let data: unknown;
   try {
@@ -332,16 +511,31 @@ function parseIdentityFile(
     checkText(where, `controller.${field}`, value, IDENTITY_LIMITS[field]);
     controller[field] = value as string;
   }
+  for (const field of Object.keys(IDENTITY_NUMBER_LIMITS) as Array<keyof typeof IDENTITY_NUMBER_LIMITS>) {
+    const value = controllerData[field];
+    if (value === undefined) continue;
+    checkInteger(where, `controller.${field}`, value, 0, IDENTITY_NUMBER_LIMITS[field], true);
+    controller[field] = value as number;
+  }
   const namespacesData = data['namespaces'] ?? [];
   if (!Array.isArray(namespacesData)) throw new Error(`${where}: namespaces must be an array`);
+  const slots = new Set<number>();
   const namespaces = namespacesData.map((entry: unknown, index): NamespaceIdentityRecord => {
     if (!isObject(entry)) throw new Error(`${where}: namespaces[${index}] must be an object`);
     validateNamespace(`${where}: namespaces[${index}]`, entry as Partial<NamespaceIdentityRecord>);
+    const nsid = entry['nsid'] as number | undefined;
+    if (nsid !== undefined) {
+      if (slots.has(nsid)) throw new Error(`${where}: namespaces[${index}]: nsid ${nsid} appears twice`);
+      slots.add(nsid);
+    }
+    const blockSize = entry['blockSize'] as number | undefined;
     return {
+      ...(nsid !== undefined ? { nsid } : {}),
       uri: entry['uri'] as string,
       nguid: (entry['nguid'] as string).toLowerCase(),
       eui64: (entry['eui64'] as string).toLowerCase(),
       uuid: (entry['uuid'] as string).toLowerCase(),
+      ...(blockSize !== undefined ? { blockSize } : {}),
     };
   });
   return { controller, namespaces };

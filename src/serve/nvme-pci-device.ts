@@ -121,6 +121,11 @@ export class NvmePciDevice implements VfioUserDevice {
   private readonly doorbellPage: ArrayBuffer | undefined;
   private poller: DoorbellPoller | undefined;
 
+  /** Guest memory regions the client has mapped (DMA_MAP minus DMA_UNMAP), for metrics. */
+  get dmaMappings(): number {
+    return this.memory.regions.length;
+  }
+
   constructor(options: NvmePciDeviceOptions) {
     const { config } = options;
     this.logger = (options.logger ?? rootLogger).child({ component: 'nvme-pci', socket: config.socketPath });

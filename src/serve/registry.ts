@@ -11,16 +11,36 @@ import path from 'node:path';
 import { BackingRefused, inspectBacking, isWithin, resolvedPath } from '../namespace/backing.js';
 import { type FileNamespaceSpec, type MemoryNamespaceSpec, parseNamespaceUri } from '../namespace/uri.js';
 import { LATENCY_BUCKETS, type NvmeControllerStats } from '../nvme/stats.js';
+import type { ControllerSample } from '../metrics/exporter.js';
 import type { Reason } from '../util/error-reasons.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { formatSize } from '../util/size.js';
 import { sameSocketFile, socketPathState } from '../util/socket-path.js';
 import { CONTROLLER_LIMITS, type ControllerConfig, controllerConfig, type DoorbellMode } from './config.js';
-import { checkIdentityFileWritable, checkIdentityOverrides, IdentityFileRefused } from './identity-store.js';
+import {
+  checkIdentityConflicts,
+  checkIdentityFileWritable,
+  checkIdentityOverrides,
+  checkNamespaceOverrides,
+  defaultNsids,
+  IdentityConflict,
+  IdentityFileRefused,
+} from './identity-store.js';
 import { ControllerWorker } from './supervisor.js';
 import type { ControllerSnapshot } from './worker.js';
 import { makeDirectory } from '../util/make-directory.js';
+
+/** How the proto names the identity fields, for messages. */
+const PROTO_IDENTITY_NAMES = {
+  serialNumber: 'serial_number',
+  modelNumber: 'model_number',
+  firmwareRevision: 'firmware_revision',
+  subsystemNqn: 'subsystem_nqn',
+  ieeeOui: 'ieee_oui',
+  controllerId: 'controller_id',
+};
+const PROTO_NAMESPACE_IDENTITY_NAMES = { nsid: 'nsid', nguid: 'nguid', eui64: 'eui64', uuid: 'uuid', blockSize: 'block_size' };
 
 export type ControllerRunState = 'starting' | 'serving' | 'stopping' | 'failed';
 
@@ -45,7 +65,8 @@ export interface ControllerSpecInput {
   maxQueueEntries?: number;
   mdtsPages?: number;
   identityPath?: string;
-  identity?: { serialNumber?: string; modelNumber?: string; firmwareRevision?: string; subsystemNqn?: string } | null;
+  identity?: { serialNumber?: string; modelNumber?: string; firmwareRevision?: string; subsystemNqn?: string; ieeeOui?: number; controllerId?: number } | null;
+  namespaceIdentities?: Array<{ nsid?: number; nguid?: string; eui64?: string; uuid?: string; blockSize?: number }>;
 }
 
 interface Sample {
@@ -304,6 +325,16 @@ export class ControllerRegistry {
     return (await entry.worker.snapshot())?.clientConnected;
   }
 
+  /** One snapshot per controller for a metrics scrape (null for one that is not serving or does not answer). */
+  async metricsSamples(): Promise<ControllerSample[]> {
+    return Promise.all(
+      [...this.entries.values()].map(async (entry) => ({
+        controller: entry.id,
+        snapshot: entry.state === 'serving' && entry.worker ? await entry.worker.snapshot() : null,
+      })),
+    );
+  }
+
   async list(): Promise<ControllerView[]> {
     return Promise.all([...this.entries.values()].sort((a, b) => a.id.localeCompare(b.id)).map((e) => this.view(e)));
   }
@@ -422,15 +453,25 @@ export class ControllerRegistry {
     if (spec.identity?.modelNumber) identity.modelNumber = spec.identity.modelNumber;
     if (spec.identity?.firmwareRevision) identity.firmwareRevision = spec.identity.firmwareRevision;
     if (spec.identity?.subsystemNqn) identity.subsystemNqn = spec.identity.subsystemNqn;
+    // proto3 optional: absent = not given, so 0 can be asked for.
+    if (spec.identity?.ieeeOui !== undefined && spec.identity.ieeeOui !== null) identity.ieeeOui = spec.identity.ieeeOui;
+    if (spec.identity?.controllerId !== undefined && spec.identity.controllerId !== null) identity.controllerId = spec.identity.controllerId;
     try {
-      checkIdentityOverrides('identity', identity, {
-        serialNumber: 'serial_number',
-        modelNumber: 'model_number',
-        firmwareRevision: 'firmware_revision',
-        subsystemNqn: 'subsystem_nqn',
-      });
+      checkIdentityOverrides('spec.identity', identity, PROTO_IDENTITY_NAMES);
     } catch (error) {
-      throw bad(errorMessage(error), 'IDENTITY_INVALID');
+      throw bad(errorMessage(error), 'IDENTITY_INVALID', { field: 'spec.identity' });
+    }
+    const namespaceIdentities = (spec.namespaceIdentities ?? []).map((entry) => ({
+      nsid: entry.nsid ?? 0,
+      ...(entry.nguid ? { nguid: entry.nguid } : {}),
+      ...(entry.eui64 ? { eui64: entry.eui64 } : {}),
+      ...(entry.uuid ? { uuid: entry.uuid } : {}),
+      ...(entry.blockSize ? { blockSize: entry.blockSize } : {}),
+    }));
+    try {
+      checkNamespaceOverrides('spec.namespace_identities', namespaceIdentities, defaultNsids(namespaces.length), PROTO_NAMESPACE_IDENTITY_NAMES);
+    } catch (error) {
+      throw bad(errorMessage(error), 'NAMESPACE_IDENTITY_INVALID', { field: 'spec.namespace_identities' });
     }
     const badIdentityPath = (message: string): VfiodError => bad(message, 'IDENTITY_PATH_INVALID', { field: 'spec.identity_path', identityPath: spec.identityPath });
     const identityPath = checkPath(spec.identityPath ?? '', 'identity_path', badIdentityPath) || path.join(this.options.stateDir, 'controllers', `${id}.identity.json`);
@@ -450,6 +491,13 @@ export class ControllerRegistry {
       }
     }
     this.checkIdentityPath(id, identityPath);
+    // What clashes with the persisted identity is refused here, before anything starts.
+    try {
+      checkIdentityConflicts(identityPath, { controller: identity, namespaceUris: namespaces, namespaces: namespaceIdentities });
+    } catch (error) {
+      if (error instanceof IdentityConflict) throw new VfiodError('FAILED_PRECONDITION', `controller ${id}: ${error.message}`, { reason: error.reason, controllerId: id, identityPath });
+      throw error;
+    }
 
     const msixVectors = limit('msix_vectors', spec.msixVectors, CONTROLLER_LIMITS.msixVectors);
     const maxIoQueuePairs = limit('max_io_queue_pairs', spec.maxIoQueuePairs, CONTROLLER_LIMITS.maxIoQueuePairs);
@@ -462,6 +510,7 @@ export class ControllerRegistry {
       doorbellMode,
       identityPath,
       identity,
+      ...(namespaceIdentities.length ? { namespaceIdentities } : {}),
       ...(socketMode !== undefined ? { socketMode } : {}),
       ...(msixVectors !== undefined ? { msixVectors } : {}),
       ...(maxIoQueuePairs !== undefined ? { maxIoQueuePairs } : {}),

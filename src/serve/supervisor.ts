@@ -12,6 +12,10 @@ import type { ControllerSnapshot, MainToWorker, UpgradeRequest, WorkerData, Work
 import type { ControllerHandoverState } from './controller.js';
 import { RESTART_EXIT_CODE } from './holder-protocol.js';
 import { notifyReady, notifyStopping, startWatchdog } from '../util/sd-notify.js';
+import { sleep } from '../util/sleep.js';
+import type { MetricsAddress } from '../metrics/address.js';
+import type { MetricsEndpoint } from '../metrics/endpoint.js';
+import type { ControllerSample } from '../metrics/exporter.js';
 
 const SNAPSHOT_TIMEOUT_MS = 5_000;
 
@@ -20,6 +24,8 @@ const SHUTDOWN_TIMEOUT_MS = 15_000;
 /** After a hand-over: how long flushing the namespaces may take before this process exits regardless. */
 const RELEASE_TIMEOUT_MS = 15_000;
 const TERMINATE_TIMEOUT_MS = 3_000;
+/** A live upgrade's successor: how long it tries to take the metrics address over from its predecessor. */
+const METRICS_TAKE_OVER_MS = RELEASE_TIMEOUT_MS + 5_000;
 
 export class ControllerWorker implements HandoverWorker {
   private readonly worker: Worker;
@@ -48,6 +54,7 @@ export class ControllerWorker implements HandoverWorker {
       ...(takeOver ? { takeOver } : {}),
       ...(holderSocket !== undefined ? { holderSocket } : {}),
       ...(standby ? { standby } : {}),
+      logFields: { ...logger.boundFields },
     };
     this.loaded = new Promise((resolve) => (this.resolveLoaded = resolve));
     this.worker = new Worker(fileURLToPath(WORKER_URL), { workerData, name: `vfiod ${config.socketPath}` });
@@ -209,6 +216,8 @@ export interface ServeOptions {
   dataPlane?: boolean;
   /** A standby data plane (`--standby`): load everything, then wait for the holder's `activate`. */
   standby?: boolean;
+  /** The Prometheus endpoint (`--metrics`), off when not given. */
+  metrics?: MetricsAddress;
 }
 
 /** Sends the take-over's outcome to the parent (vfiod upgrade) and lets the channel go; a parent that left is no error. */
@@ -312,7 +321,38 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
     await stopAll();
     return 1;
   }
-  announceServing(options, `serving ${configs.map((config) => config.socketPath).join(', ')}`);
+  let metricsEndpoint: MetricsEndpoint | undefined;
+  let metricsClosed = false;
+  const closeMetrics = (): Promise<void> => {
+    metricsClosed = true;
+    return metricsEndpoint?.close() ?? Promise.resolve();
+  };
+  /** Starts the metrics endpoint, if asked for; false when it cannot listen (the caller stops). */
+  const startMetrics = async (): Promise<boolean> => {
+    if (!options.metrics) return true;
+    const source = (): Promise<ControllerSample[]> =>
+      Promise.all(workers.map(async (worker) => ({ controller: worker.config.socketPath, snapshot: await worker.snapshot() })));
+    if (takeOverMode) {
+      // The predecessor holds the address until it has released the controllers and exited: take it over then.
+      void untilListening(options.metrics, source, log).then(
+        (endpoint) => {
+          if (metricsClosed) void endpoint.close();
+          else metricsEndpoint = endpoint;
+        },
+        (error: unknown) => log.error('cannot serve metrics', { error: (error as Error).message }),
+      );
+      return true;
+    }
+    try {
+      // Loaded only when asked for: prom-client costs 50-100 ms of start-up.
+      const { startMetricsEndpoint } = await import('../metrics/endpoint.js');
+      metricsEndpoint = await startMetricsEndpoint(options.metrics, source, log);
+      return true;
+    } catch (error) {
+      log.error('cannot serve metrics; stopping', { error: (error as Error).message });
+      return false;
+    }
+  };
 
   return new Promise<number>((resolve) => {
     let signalled = false;
@@ -332,7 +372,8 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
             log.error('releasing a controller failed', { socket: worker.config.socketPath, error: (error as Error).message }),
           ),
         ),
-      ).then(() => {
+      ).then(async () => {
+        await closeMetrics();
         log.info('exiting: the successor serves the controllers');
         listener?.close(false);
         process.exit(0);
@@ -344,6 +385,28 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
       ...(options.argv ? { argv: options.argv } : {}),
       cwd: process.cwd(),
     });
+    const onSignal = (signal: NodeJS.Signals): void => {
+      if (signalled || handedOver) return;
+      signalled = true;
+      log.info('shutting down', { signal });
+      if (!options.dataPlane) notifyStopping('stopping: disconnecting clients, flushing namespaces');
+      listener?.close(true);
+      void Promise.all([stopAll(), closeMetrics()]).then(() => resolve(0));
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+    // Serving is announced once the metrics endpoint listens (if asked for); a signal meanwhile is handled already.
+    void startMetrics().then((listening) => {
+      if (signalled) return;
+      if (!listening) {
+        signalled = true;
+        listener?.close(true);
+        void stopAll().then(() => resolve(1));
+        return;
+      }
+      announceServing(options, `serving ${configs.map((config) => config.socketPath).join(', ')}`);
+    });
+    // The hand-over listener after the handlers: a SIGTERM while it is being set up must not kill the process.
     if (adoptedHandoverFd !== undefined) {
       listener = HandoverListener.adopt(handoverSocket, adoptedHandoverFd, workers, log, onHandedOver, describe);
     } else {
@@ -358,16 +421,6 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
         }),
       );
     }
-    const onSignal = (signal: NodeJS.Signals): void => {
-      if (signalled || handedOver) return;
-      signalled = true;
-      log.info('shutting down', { signal });
-      if (!options.dataPlane) notifyStopping('stopping: disconnecting clients, flushing namespaces');
-      listener?.close(true);
-      void stopAll().then(() => resolve(0));
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
     if (options.dataPlane) {
       // A planned restart by the crash-recovery holder (docs/restart.md): quiesce and checkpoint every controller,
       // then exit without closing anything; the holder keeps the fds and starts the next data plane.
@@ -392,4 +445,18 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
       });
     }
   });
+}
+
+/** Starts the metrics endpoint, trying again each second while the address is in use (by the predecessor). */
+async function untilListening(address: MetricsAddress, source: () => Promise<ControllerSample[]>, log: Logger): Promise<MetricsEndpoint> {
+  const { startMetricsEndpoint } = await import('../metrics/endpoint.js');
+  const deadline = performance.now() + METRICS_TAKE_OVER_MS;
+  for (;;) {
+    try {
+      return await startMetricsEndpoint(address, source, log);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EADDRINUSE' || performance.now() > deadline) throw error;
+      await sleep(1000);
+    }
+  }
 }

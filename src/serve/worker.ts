@@ -10,7 +10,7 @@
  * and `start`.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { rootLogger } from '../util/log.js';
+import { type LogFields, rootLogger } from '../util/log.js';
 import { FdCollector, FdSource } from '../util/handover-fds.js';
 import type { ControllerConfig } from './config.js';
 import {
@@ -21,6 +21,7 @@ import {
   type RunningController,
 } from './controller.js';
 import type { NvmeControllerStats } from '../nvme/stats.js';
+import type { NamespaceIds, NamespacePath } from '../namespace/namespace.js';
 
 export type WorkerToMain =
   | { type: 'loaded' }
@@ -57,14 +58,18 @@ export interface WorkerData {
   holderSocket?: string;
   /** A standby data plane's worker: loaded, it says `loaded` and starts its controller on `activate`. */
   standby?: boolean;
+  /** The fields the main thread's logger for this controller binds (the daemon's `controller` id): the thread's too. */
+  logFields?: LogFields;
 }
 
 /** What the control API reports about a running controller. */
 export interface ControllerSnapshot {
   stats: NvmeControllerStats;
   clientConnected: boolean;
-  identity: { serialNumber: string; modelNumber: string; firmwareRevision: string; subsystemNqn: string };
-  namespaces: Array<{ nsid: number; backend: string; blockSize: number; blocks: number }>;
+  identity: { serialNumber: string; modelNumber: string; firmwareRevision: string; subsystemNqn: string; ieeeOui: number; controllerId: number };
+  namespaces: Array<{ nsid: number; backend: string; blockSize: number; blocks: number; ids: NamespaceIds; paths?: NamespacePath[] }>;
+  /** The vfio-user side: guest memory regions mapped now, and DMA_MAP / DMA_UNMAP requests since the start. */
+  dma: { mappings: number; mapRequests: number; unmapRequests: number };
 }
 
 const port = parentPort;
@@ -72,7 +77,8 @@ if (!port) throw new Error('src/serve/worker.ts must run in a worker thread');
 
 const data = workerData as WorkerData;
 const config = data.config;
-const logger = rootLogger.child({ worker: config.socketPath });
+// Every line of this controller names it the same way as the main thread's do: no second field for the same fact.
+const logger = rootLogger.child({ ...data.logFields, socket: config.socketPath });
 let running: RunningController | undefined;
 let pending: PendingTakeOver | undefined;
 let shutdownRequested = false;
@@ -152,6 +158,7 @@ function messageOf(error: unknown): string {
 
 function snapshot(controller: RunningController): ControllerSnapshot {
   const identity = controller.identity;
+  const messages = controller.server.stats.messages;
   return {
     stats: controller.device.controller.stats(),
     clientConnected: controller.server.clientConnected,
@@ -160,13 +167,18 @@ function snapshot(controller: RunningController): ControllerSnapshot {
       modelNumber: identity.modelNumber,
       firmwareRevision: identity.firmwareRevision,
       subsystemNqn: identity.subsystemNqn,
+      ieeeOui: identity.ieeeOui ?? 0,
+      controllerId: identity.controllerId ?? 0,
     },
     namespaces: controller.namespaces.map((namespace, index) => ({
       nsid: index + 1,
       backend: namespace.description,
       blockSize: namespace.blockSize,
       blocks: namespace.blockCount,
+      ids: controller.namespaceIds[index]!,
+      ...(namespace.pathStates ? { paths: namespace.pathStates() } : {}),
     })),
+    dma: { mappings: controller.device.dmaMappings, mapRequests: messages['DMA_MAP'] ?? 0, unmapRequests: messages['DMA_UNMAP'] ?? 0 },
   };
 }
 

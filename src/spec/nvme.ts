@@ -178,6 +178,14 @@ export const Status = {
   NAMESPACE_WRITE_PROTECTED: status(0, 0x20, true),
 } as const;
 
+const STATUS_NAMES = new Map<number, string>(Object.entries(Status).map(([name, value]) => [value & ~DNR, name]));
+
+/** A status's name (`LBA_OUT_OF_RANGE`), DNR ignored; one vfiod never posts is named by its type and code (`SCT1_SC0x1b`). */
+export function statusName(value: number): string {
+  const plain = value & ~DNR;
+  return STATUS_NAMES.get(plain) ?? `SCT${(plain >> 8) & 7}_SC0x${(plain & 0xff).toString(16).padStart(2, '0')}`;
+}
+
 /** Asynchronous event types (completion DW0 bits 2:0) and the information codes we raise. */
 export const AsyncEvent = {
   TYPE_ERROR: 0,

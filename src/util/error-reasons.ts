@@ -23,6 +23,7 @@ export const RESOURCE_TYPES = {
   file: { name: ['path'], owner: 'controller_id' },
   socket: { name: ['socket_path'], owner: 'controller_id' },
   daemon: { name: [], owner: undefined },
+  operation: { name: ['operation'], owner: 'vm_id' },
 } as const satisfies Record<string, { name: readonly string[]; owner: string | undefined }>;
 export type ResourceType = keyof typeof RESOURCE_TYPES;
 
@@ -146,6 +147,43 @@ export const ERROR_REASONS = {
     when: 'release: the device did not go back to its host driver; the claim is kept as `failed`',
     metadata: ['bdf', 'driver'],
   },
+  DEVICE_ATTACHED: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'pci-device',
+    when: 'a change that would pull a device from under its guest (a vGPU profile, removing VFs) while it is attached to a VM or a VMM holds it',
+    metadata: ['bdf', 'attached_to', 'holder_pid', 'holder_comm'],
+  },
+  VGPU_NOT_SUPPORTED: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'pci-device',
+    when: 'a vGPU profile request for a device that is not an NVIDIA vGPU VF (no `nvidia/current_vgpu_type`)',
+    metadata: ['bdf'],
+  },
+  VGPU_TYPE_NOT_CREATABLE: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'pci-device',
+    when: 'SetVgpuType: the VF cannot take that profile now (not in its `nvidia/creatable_vgpu_types`)',
+    metadata: ['bdf', 'vgpu_type', 'creatable'],
+  },
+  VGPU_TYPE_NOT_APPLIED: {
+    codes: ['INTERNAL'],
+    resource: 'pci-device',
+    when: 'the driver refused the `current_vgpu_type` write or reads back another profile (rolled back)',
+    metadata: ['bdf', 'vgpu_type', 'current'],
+  },
+  SRIOV_NOT_SUPPORTED: { codes: ['FAILED_PRECONDITION'], resource: 'pci-device', when: 'CreateVfs on a device without SR-IOV (no `sriov_totalvfs`)', metadata: ['bdf'] },
+  SRIOV_VFS_IN_USE: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'pci-device',
+    when: 'CreateVfs: the PF has VFs that are claimed, attached, held by a VMM or in use on the host (changing `sriov_numvfs` destroys them)',
+    metadata: ['bdf', 'in_use'],
+  },
+  SRIOV_VFS_TIMEOUT: {
+    codes: ['UNAVAILABLE'],
+    resource: 'pci-device',
+    when: 'CreateVfs: the VFs did not appear in sysfs after `sriov_numvfs` was written (rolled back)',
+    metadata: ['bdf', 'num_vfs', 'timeout_ms'],
+  },
 
   // --- emulated controllers (ControllerService) ---
   CONTROLLER_ID_INVALID: { codes: ['INVALID_ARGUMENT'], when: 'a controller id that is not 1-64 of letters, digits, `_`, `.`, `-`', metadata: ['controller_id'] },
@@ -212,7 +250,24 @@ export const ERROR_REASONS = {
     when: '`memory:` namespaces that, with those of the running controllers, exceed the host\'s RAM',
     metadata: ['controller_id', 'memory_bytes', 'others_bytes', 'limit_bytes'],
   },
-  IDENTITY_INVALID: { codes: ['INVALID_ARGUMENT'], resource: 'controller', when: 'an identity (serial, model, firmware, NQN) that is too long or not printable ASCII', metadata: ['controller_id'] },
+  IDENTITY_INVALID: {
+    codes: ['INVALID_ARGUMENT'],
+    resource: 'controller',
+    when: 'a controller identity that is malformed: serial, model or firmware too long or not printable ASCII, an NQN not of either NQN form, an IEEE OUI or controller ID out of range',
+    metadata: ['controller_id', 'field'],
+  },
+  NAMESPACE_IDENTITY_INVALID: {
+    codes: ['INVALID_ARGUMENT'],
+    resource: 'controller',
+    when: 'a `namespace_identities` entry with an nsid outside 1..n or given twice, an NGUID, EUI-64 or UUID malformed or zero, two slots asking for one id, or a block size other than 512 or 4096',
+    metadata: ['controller_id', 'field'],
+  },
+  IDENTITY_CONFLICT: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'controller',
+    when: "asked-for identities that clash with the persisted ones: another slot of the controller has that NGUID, EUI-64 or UUID, or a block size the namespace URI's `block-size` contradicts",
+    metadata: ['controller_id', 'identity_path'],
+  },
   IDENTITY_PATH_INVALID: {
     codes: ['INVALID_ARGUMENT'],
     resource: 'controller',
@@ -289,7 +344,7 @@ export const ERROR_REASONS = {
   GUEST_DID_NOT_RELEASE: {
     codes: ['DEADLINE_EXCEEDED'],
     resource: 'attachment',
-    when: 'detach: the guest did not let go within `timeout_ms`; the attachment is detach-pending, the device stays claimed',
+    when: 'detach: the guest did not let go within `timeout_ms`; in `Operation.error` of a detach that ended OPERATION_STATE_DETACH_PENDING (not a call status): the attachment is detach-pending, the device stays claimed',
     metadata: ['vmm_device_id', 'timeout_ms'],
   },
   GUEST_REFUSED_UNPLUG: { codes: ['FAILED_PRECONDITION'], resource: 'vm', when: 'detach: the guest refused the unplug (QEMU `DEVICE_UNPLUG_GUEST_ERROR`)', metadata: [] },
@@ -328,13 +383,37 @@ export const ERROR_REASONS = {
   // --- who may do what (docs/daemon.md) ---
   ADMIN_ROLE_REQUIRED: {
     codes: ['PERMISSION_DENIED'],
-    when: 'a read-only caller called an RPC that changes something (anything but List, Get, Stream, Watch; GetVmConfig with prepare_devices)',
+    when: 'a read-only caller called an RPC that changes something (anything but List, Get, Stream, Watch, Wait; GetVmConfig with prepare_devices)',
     metadata: ['role', 'caller'],
   },
   CALLER_NOT_AUTHORIZED: {
     codes: ['PERMISSION_DENIED'],
     when: 'the caller (unix peer uid/gid, client certificate name) is in no role: every vfiod.v1 call is refused',
     metadata: ['caller'],
+  },
+
+  // --- request ids, operations, events ---
+  REQUEST_ID_REUSED: {
+    codes: ['INVALID_ARGUMENT'],
+    when: 'a create call (CreateController, PrepareDevice, AttachDevice) repeats a `request_id` with a different request',
+    metadata: ['field', 'request_id'],
+  },
+  OPERATION_NOT_FOUND: { codes: ['NOT_FOUND'], resource: 'operation', when: 'no operation of that name (or no longer kept)', metadata: ['operation'] },
+  OPERATION_INTERRUPTED: {
+    codes: ['INTERNAL'],
+    resource: 'operation',
+    when: 'in `Operation.error`: the daemon stopped while the operation ran; the attachment reconcile at the next start finished or rolled it back',
+    metadata: ['operation'],
+  },
+  EVENTS_EXPIRED: {
+    codes: ['FAILED_PRECONDITION'],
+    when: 'WatchEvents: the replay point is older than the oldest kept event (events in between were dropped)',
+    metadata: ['oldest_sequence', 'retention'],
+  },
+  EVENT_STREAM_OVERFLOW: {
+    codes: ['RESOURCE_EXHAUSTED'],
+    when: 'WatchEvents: the client read too slowly and fell too far behind; resume after `last_sequence`',
+    metadata: ['last_sequence', 'max_lag'],
   },
 
   // --- the daemon ---

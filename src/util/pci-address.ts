@@ -27,3 +27,16 @@ export function trailingBdf(text: string): string | undefined {
 
 /** "0000:01:00.1" -> "0000:01:00" (the slot: functions of one physical device). */
 export const slotOf = (bdf: string): string => bdf.slice(0, bdf.lastIndexOf('.'));
+
+/** The routing ID (bus << 8 | device << 3 | function) of a canonical address, and its domain. */
+export function routingIdOf(bdf: string): { domain: string; rid: number } {
+  const [domain, bus, devFn] = bdf.split(':') as [string, string, string];
+  const [dev, fn] = devFn.split('.') as [string, string];
+  return { domain, rid: (parseInt(bus, 16) << 8) | (parseInt(dev, 16) << 3) | Number(fn) };
+}
+
+/** The canonical address of routing ID `rid` in `domain`. */
+export function bdfOfRoutingId(domain: string, rid: number): string {
+  const hex2 = (n: number): string => n.toString(16).padStart(2, '0');
+  return `${domain}:${hex2((rid >> 8) & 0xff)}:${hex2((rid >> 3) & 0x1f)}.${rid & 7}`;
+}

@@ -20,7 +20,7 @@ import { unpackAny } from '../../src/daemon/proto.js';
 import { type Daemon, startDaemon } from '../../src/daemon/server.js';
 import { memoryLogger } from '../../src/util/log.js';
 import { expectStatus, streamSubscribed } from '../helpers/daemon-client.js';
-import { FakeCloudHypervisor } from '../helpers/fake-cloud-hypervisor.js';
+import { type FakeChOptions, type FakeCloudHypervisor, vfioHoldingFake } from '../helpers/fake-cloud-hypervisor.js';
 import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
 import { sleep, temporaryDir } from '../helpers/common.js';
 
@@ -38,26 +38,9 @@ let client: VfiodClient;
 const fakes: FakeCloudHypervisor[] = [];
 
 /** A fake cloud-hypervisor for `vm` holding the VFIO group of each device it has until the guest ejects it. */
-async function vmm(vm: string, options: Partial<Parameters<typeof FakeCloudHypervisor.start>[0]> = {}): Promise<{ fake: FakeCloudHypervisor; endpoint: Record<string, string> }> {
+async function vmm(vm: string, options: Partial<FakeChOptions> = {}): Promise<{ fake: FakeCloudHypervisor; endpoint: Record<string, string> }> {
   const socketPath = path.join(dir, `${vm}.sock`);
-  const pid = 5000 + fakes.length;
-  const held = new Set<string>();
-  const fake = await FakeCloudHypervisor.start({
-    socketPath,
-    ejectDelayMs: 30,
-    onAddDevice: (body) => {
-      const bdf = path.basename(body.path);
-      if (host.driverOf(bdf) !== 'vfio-pci') return ['Failed to create VFIO device', `VFIO group of ${bdf} is not viable`];
-      host.holdOpen(pid, 'cloud-hyperviso', host.groupDevPath(host.groupOf(bdf)!));
-      held.add(body.id ?? bdf);
-      return undefined;
-    },
-    onRemoved: (id) => {
-      held.delete(id);
-      if (held.size === 0) host.exitProcess(pid);
-    },
-    ...options,
-  });
+  const fake = await vfioHoldingFake(host, socketPath, 5000 + fakes.length, { ejectDelayMs: 30, ...options });
   fakes.push(fake);
   return { fake, endpoint: { cloudHypervisorApiSocket: socketPath } };
 }
@@ -95,7 +78,9 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const attachments = <M extends RpcName<'AttachmentService'>>(rpc: M, request: RequestOf<'AttachmentService', M>) => client.call('AttachmentService', rpc, request);
+/** AttachDevice and DetachDevice wait for their operation here (wait: true): these tests are about the orchestration. */
+const attachments = <M extends RpcName<'AttachmentService'>>(rpc: M, request: RequestOf<'AttachmentService', M>) =>
+  client.call('AttachmentService', rpc, rpc === 'AttachDevice' || rpc === 'DetachDevice' ? Object.assign({ wait: true }, request) : request);
 
 describe('AttachDevice / DetachDevice / ListAttachments', () => {
   it('hot-plugs a VF (prepared on the way), lists it, and hot-unplugs it back to nvme; events for both', async () => {
@@ -129,7 +114,7 @@ describe('AttachDevice / DetachDevice / ListAttachments', () => {
     expect(device!.claim!.owner).toBe('vm1');
 
     const detached = await attachments('DetachDevice', { vmId: 'vm1', deviceId: 'vfiod-0000_01_00_1', timeoutMs: 2000 });
-    expect(detached).toEqual({ vmId: 'vm1', deviceId: 'vfiod-0000_01_00_1', released: [VF1] });
+    expect(detached).toMatchObject({ vmId: 'vm1', deviceId: 'vfiod-0000_01_00_1', released: [VF1], operation: { state: 'OPERATION_STATE_SUCCEEDED' } });
     expect(host.driverOf(VF1)).toBe('nvme');
     expect(fake.tree.size).toBe(0);
     expect((await attachments('ListAttachments', {}))['attachments']).toEqual([]);
@@ -207,7 +192,10 @@ describe('AttachDevice / DetachDevice / ListAttachments', () => {
 
     const { fake, endpoint } = await vmm('vm1', { guestEjects: false });
     await attachments('AttachDevice', { vmId: 'vm1', endpoint, source: { pciBdf: VF1 }, deviceId: 'disk1' });
-    await expectStatus(attachments('DetachDevice', { vmId: 'vm1', deviceId: 'disk1', timeoutMs: 200 }), 'DEADLINE_EXCEEDED', 'vm1', 'disk1');
+    // Not DEADLINE_EXCEEDED: the operation ends in the detach-pending state, saying why.
+    const stuck = (await attachments('DetachDevice', { vmId: 'vm1', deviceId: 'disk1', timeoutMs: 200 }))['operation'];
+    expect(stuck).toMatchObject({ state: 'OPERATION_STATE_DETACH_PENDING', done: true, deviceId: 'disk1' });
+    expect(stuck!.error!.message).toMatch(/vm1.*disk1|disk1.*vm1/);
     const pending = (await attachments('ListAttachments', { vmId: 'vm1' }))['attachments'][0];
     expect(pending!.state).toBe('ATTACHMENT_STATE_DETACH_PENDING');
     expect(pending!.note).not.toBe('');
@@ -235,10 +223,12 @@ describe('VMM gone', () => {
     fakes.splice(fakes.indexOf(fake), 1);
     await fake.stop();
     // The VMM's socket is gone but the (fake) process still holds the VFIO group: not released, still claimed.
-    await expectStatus(attachments('DetachDevice', { vmId: 'vm1', deviceId: 'disk1', timeoutMs: 300 }), 'UNAVAILABLE', 'vm1', 'disk1');
+    const unreachable = (await attachments('DetachDevice', { vmId: 'vm1', deviceId: 'disk1', timeoutMs: 300 }))['operation'];
+    expect(unreachable).toMatchObject({ state: 'OPERATION_STATE_DETACH_PENDING', error: { code: 14 } });
+    expect(unreachable!.error!.message).toContain('disk1');
     expect(host.driverOf(VF1)).toBe('vfio-pci');
     expect((await attachments('ListAttachments', { vmId: 'vm1' }))['attachments'].find((a: { deviceId: string }) => a.deviceId === 'disk1')!.state).toBe('ATTACHMENT_STATE_DETACH_PENDING');
-    await expectStatus(attachments('DetachDevice', { vmId: 'vm1', deviceId: 'data1', timeoutMs: 300 }), 'UNAVAILABLE', 'vm1', 'data1');
+    expect((await attachments('DetachDevice', { vmId: 'vm1', deviceId: 'data1', timeoutMs: 300 }))['operation']).toMatchObject({ state: 'OPERATION_STATE_DETACH_PENDING', error: { code: 14 } });
     // The process exits: detaching again releases the VF.
     host.exitProcess(5000);
     expect((await attachments('DetachDevice', { vmId: 'vm1', deviceId: 'disk1', timeoutMs: 300 }))['released']).toEqual([VF1]);

@@ -23,7 +23,7 @@
  * file on the host. Skips, with the reason, when QEMU >= 10.1 or a guest kernel cannot be had (testbed/vfio-user-vm.ts).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { openSync, readFileSync, readSync, closeSync, mkdtempSync, rmSync, ftruncateSync, writeSync } from 'node:fs';
+import { openSync, readFileSync, readSync, closeSync, existsSync, mkdtempSync, rmSync, ftruncateSync, writeSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { QemuAdapter } from '../../src/hypervisor/qmp.js';
@@ -46,6 +46,25 @@ const KILL_BLOCKS = 2048;
 const HOT_PATTERN_AT = 64 * MiB;
 
 /** Boot-time budgets: generous, the machine is busy (TCG guests, other test files). */
+/** What the boot controller is told to show (besides its serial); the guest must see exactly this. */
+const BOOT_IDENTITY = {
+  model: 'vfiod linux-vm boot disk',
+  firmware: 'LVM-2.1',
+  nqn: 'nqn.2026-12.dev.vfiod:linux-vm-boot',
+  ieeeOui: 0x5cd2e4,
+  controllerId: 42,
+  namespaces: [
+    { nguid: '6a1b2c3d4e5f60718293a4b5c6d7e8f9', eui64: '5cd2e4a1b2c3d4e5', uuid: '0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0' },
+    { nguid: '7a1b2c3d4e5f60718293a4b5c6d7e8f9', eui64: '5cd2e4a1b2c3d4e6', uuid: '1f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0' },
+  ],
+};
+
+/** The guest runs the host's programs (its root is the host's, read-only): nvme-cli reads the IEEE OUI. */
+const nvmeCliMissing = ['/usr/sbin/nvme', '/usr/bin/nvme'].some((file) => existsSync(file))
+  ? undefined
+  : 'nvme-cli is not installed (apt-get install nvme-cli; .ci/run does)';
+if (nvmeCliMissing && !unavailable) console.log(`skipping the identity step: ${nvmeCliMissing}`);
+
 const BOOT_MS = 600_000;
 const STEP_MS = 900_000;
 
@@ -136,6 +155,9 @@ describe.skipIf(unavailable)('Linux guest in a 16 GiB, 4-vCPU q35 VM (QEMU vfio-
     closeSync(fd);
     serve = await VfiodProcess.start('vfiod serve (boot disk)', 'serve', [
       '--socket', path.join(dir, 'boot.sock'), '--namespace', `file:${fileImage}?size=1G`, '--namespace', 'memory:512M', '--serial', 'VFIOD-BOOT',
+      '--model', BOOT_IDENTITY.model, '--firmware', BOOT_IDENTITY.firmware, '--nqn', BOOT_IDENTITY.nqn,
+      '--ieee-oui', BOOT_IDENTITY.ieeeOui.toString(16), '--controller-id', String(BOOT_IDENTITY.controllerId),
+      ...BOOT_IDENTITY.namespaces.flatMap((n, index) => ['--namespace-identity', `${index + 1}:nguid=${n.nguid},eui64=${n.eui64},uuid=${n.uuid}`]),
     ]);
     hot = await VfiodProcess.start('vfiod serve (hot-plug disk)', 'serve', [
       '--socket', path.join(dir, 'hot.sock'), '--namespace', `file:${hotImage}?size=256M`, '--serial', 'VFIOD-HOT',
@@ -178,6 +200,32 @@ describe.skipIf(unavailable)('Linux guest in a 16 GiB, 4-vCPU q35 VM (QEMU vfio-
     // The function offers 64 MSI-X vectors (the default, which Windows' stornvme also accepts); the guest enabled MSI-X.
     expect(serve.logged('MSI-X enabled').map((l) => l['vectors'])).toContain(64);
     done('controller, namespaces, queues');
+  }, STEP_MS);
+
+  it.skipIf(nvmeCliMissing)('the guest sees the identities vfiod was given: sysfs, the namespaces\' wwid, nvme id-ctrl', async () => {
+    step();
+    const out = await vm.run(`${SH}
+      c=$(ctrl VFIOD-BOOT)
+      for f in model firmware_rev subsysnqn cntlid; do echo "$f=$(sed 's/ *$//' /sys/class/nvme/$c/$f)"; done
+      for n in 1 2; do for f in wwid nguid eui uuid; do echo "n$n.$f=$(cat /sys/block/\${c}n$n/$f)"; done; done
+      nvme id-ctrl /dev/$c -o json | tr -d ' ,' | grep -E '^"(ieee|cntlid)":' | tr -d '"' | tr : =`);
+    const seen = Object.fromEntries(out.trim().split('\n').map((line) => [line.slice(0, line.indexOf('=')), line.slice(line.indexOf('=') + 1)]));
+    const expected: Record<string, string> = {
+      model: BOOT_IDENTITY.model,
+      firmware_rev: BOOT_IDENTITY.firmware,
+      subsysnqn: BOOT_IDENTITY.nqn,
+      cntlid: String(BOOT_IDENTITY.controllerId),
+      ieee: String(BOOT_IDENTITY.ieeeOui),
+    };
+    BOOT_IDENTITY.namespaces.forEach((n, index) => {
+      // Linux names a namespace by its UUID when it has one (nvme_ns_ids_show: wwid).
+      expected[`n${index + 1}.wwid`] = `uuid.${n.uuid}`;
+      expected[`n${index + 1}.nguid`] = `${n.nguid.slice(0, 8)}-${n.nguid.slice(8, 12)}-${n.nguid.slice(12, 16)}-${n.nguid.slice(16, 20)}-${n.nguid.slice(20)}`;
+      expected[`n${index + 1}.eui`] = n.eui64.match(/../g)!.join(' ');
+      expected[`n${index + 1}.uuid`] = n.uuid;
+    });
+    expect(seen).toEqual(expected);
+    done('identities in sysfs and nvme id-ctrl');
   }, STEP_MS);
 
   it('fio randrw with verify on both namespaces at once, every I/O queue busy; dd data reaches the backing file and back', async () => {

@@ -109,4 +109,19 @@ describe.skipIf(reason !== undefined)('VFIO passthrough in a QEMU guest (SR-IOV 
     expect(r.gpuDriverReleased).toBe(r.gpuDriverBefore);
     expect(r.gpuOverrideReleased).toBe('(null)');
   });
+  it('created two VFs through the manager (replacing the unused one), prepared and claimed each, and removed them after release', () => {
+    const c = r.createVfs as R;
+    expect(c.numVfs).toBe(2);
+    expect(c.replaced).toEqual([r.vf]);
+    expect(c.vfs).toHaveLength(2);
+    expect(c.drivers).toEqual(['vfio-pci', 'vfio-pci']);
+    expect(new Set(c.groups as number[]).size).toBe(2);
+    expect((c.probed as number[]).every((n) => n > 0)).toBe(true);
+    expect(c.claims).toEqual((c.vfs as string[]).map((vf) => [vf, 'sriov-vm', 'prepared']));
+    expect(c.numvfsFile).toBe('2');
+    expect(r.removeVfsWhileClaimed).toBe('SRIOV_VFS_IN_USE');
+    expect((r.removeVfs as R).removed).toEqual(c.vfs);
+    expect(r.numvfsAfterRemove).toBe('0');
+    expect(r.claimsAfterRemove).toBe(0);
+  });
 });

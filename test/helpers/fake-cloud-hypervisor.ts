@@ -22,6 +22,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv, type ValidateFunction } from 'ajv';
 import { parse } from 'yaml';
+import type { FakeHost } from './fake-sysfs.js';
 
 const OPENAPI_CANDIDATES = [
   process.env.VFIOD_CH_OPENAPI,
@@ -349,3 +350,26 @@ export class FakeCloudHypervisor {
 }
 
 export const fakeChSocket = (dir: string, name = 'ch.sock'): string => path.join(dir, name);
+
+/**
+ * A fake cloud-hypervisor whose process (`pid` in the fake host) holds the VFIO group of each PCI device it has, as
+ * the real one does, until the guest ejects it; it refuses a device that is not on vfio-pci, as the kernel would.
+ */
+export function vfioHoldingFake(host: FakeHost, socketPath: string, pid: number, options: Partial<FakeChOptions> = {}): Promise<FakeCloudHypervisor> {
+  const held = new Set<string>();
+  return FakeCloudHypervisor.start({
+    socketPath,
+    onAddDevice: (body) => {
+      const bdf = path.basename(body.path);
+      if (host.driverOf(bdf) !== 'vfio-pci') return ['Failed to create VFIO device', `VFIO group of ${bdf} is not viable`];
+      host.holdOpen(pid, 'cloud-hyperviso', host.groupDevPath(host.groupOf(bdf)!));
+      held.add(body.id ?? bdf);
+      return undefined;
+    },
+    onRemoved: (id) => {
+      held.delete(id);
+      if (held.size === 0) host.exitProcess(pid);
+    },
+    ...options,
+  });
+}

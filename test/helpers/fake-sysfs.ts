@@ -8,6 +8,7 @@ import path from 'node:path';
 import { readDevice } from '../../src/devices/discovery.js';
 import type { HostRoots, SysfsWriter } from '../../src/devices/host.js';
 import type { VfioProbeResult, VfioProber } from '../../src/devices/probe.js';
+import { bdfOfRoutingId, routingIdOf } from '../../src/util/pci-address.js';
 import { temporaryDir } from './common.js';
 
 export interface FakeNamespace {
@@ -31,10 +32,20 @@ export interface FakeDeviceSpec {
   group?: number | null;
   numa?: number;
   physfn?: string;
-  sriov?: { total: number; num: number; autoprobe: boolean };
+  /**
+   * A PF. `num` VFs are not created by this (add them with `physfn`); writing sriov_numvfs creates and destroys VFs
+   * as the kernel does, at PF + offset + i * stride (defaults 1 and 1), with device id `vfDevice` (default the PF's).
+   */
+  sriov?: { total: number; num: number; autoprobe: boolean; offset?: number; stride?: number; vfDevice?: string };
+  /**
+   * An NVIDIA vGPU VF as driver 595 lays it out: nvidia/creatable_vgpu_types ("ID    : vGPU Name" then "<id> : <name>")
+   * and nvidia/current_vgpu_type (0: none). Writing an id the VF cannot take fails with EINVAL, selecting one while
+   * another is selected with EBUSY.
+   */
+  vgpu?: { creatable: Array<[number, string]>; current?: number };
   resetMethods?: string[] | null;
-  /** [bar index, size] pairs. */
-  bars?: Array<[number, number]>;
+  /** [bar index, size] or [bar index, size, IORESOURCE_* flags] (default 0x140204: 64-bit memory, not prefetchable). */
+  bars?: Array<[number, number] | [number, number, number]>;
   /** Has vfio-dev/vfioN (a vendor VFIO driver such as nvidia or mlx5_vfio_pci). */
   vendorVfio?: number;
   namespaces?: FakeNamespace[];
@@ -54,6 +65,8 @@ export class FakeHost {
   /** Called after each write was applied. */
   afterWrite: WriteHook | undefined;
   private readonly defaults = new Map<string, string | null>();
+  private readonly specs = new Map<string, FakeDeviceSpec>();
+  private readonly vgpuTypes = new Map<string, Array<[number, string]>>();
   private readonly swaps: string[] = [];
   private readonly mounts: string[] = [];
   readonly probeOverrides = new Map<string, Partial<VfioProbeResult> | Error>();
@@ -62,7 +75,8 @@ export class FakeHost {
   constructor() {
     this.root = temporaryDir('vfiod-fake-sysfs-');
     this.roots = { sysfs: path.join(this.root, 'sys'), dev: path.join(this.root, 'dev'), proc: path.join(this.root, 'proc') };
-    for (const d of ['sys/bus/pci/devices', 'sys/bus/pci/drivers', 'sys/devices/pci0000:00', 'sys/kernel/iommu_groups', 'dev/vfio', 'proc/self']) {
+    // sys/class/mdev_bus exists and stays empty: SR-IOV vGPU GPUs (Ada and newer) have no mdev.
+    for (const d of ['sys/bus/pci/devices', 'sys/bus/pci/drivers', 'sys/devices/pci0000:00', 'sys/kernel/iommu_groups', 'sys/class/mdev_bus', 'dev/vfio', 'proc/self']) {
       mkdirSync(path.join(this.root, d), { recursive: true });
     }
     writeFileSync(path.join(this.roots.sysfs, 'bus/pci/drivers_probe'), '');
@@ -101,7 +115,8 @@ export class FakeHost {
     for (let i = 0; i < 13; i++) {
       const bar = spec.bars?.find(([index]) => index === i);
       const start = 0xf000_0000 + i * 0x100_0000;
-      lines.push(bar ? `0x${start.toString(16).padStart(16, '0')} 0x${(start + bar[1] - 1).toString(16).padStart(16, '0')} 0x0000000000140204` : '0x0000000000000000 0x0000000000000000 0x0000000000000000');
+      const flags = (bar?.[2] ?? 0x140204).toString(16).padStart(16, '0');
+      lines.push(bar ? `0x${start.toString(16).padStart(16, '0')} 0x${(start + bar[1] - 1).toString(16).padStart(16, '0')} 0x${flags}` : '0x0000000000000000 0x0000000000000000 0x0000000000000000');
     }
     writeFileSync(path.join(dir, 'resource'), `${lines.join('\n')}\n`);
     if (spec.group !== null && spec.group !== undefined) {
@@ -121,7 +136,18 @@ export class FakeHost {
       w('sriov_totalvfs', String(spec.sriov.total));
       w('sriov_numvfs', String(spec.sriov.num));
       w('sriov_drivers_autoprobe', spec.sriov.autoprobe ? '1' : '0');
+      w('sriov_offset', String(spec.sriov.offset ?? 1));
+      w('sriov_stride', String(spec.sriov.stride ?? 1));
+      w('sriov_vf_device', spec.sriov.vfDevice ?? spec.device);
     }
+    if (spec.vgpu) {
+      mkdirSync(path.join(dir, 'nvidia'));
+      this.vgpuTypes.set(spec.bdf, spec.vgpu.creatable);
+      const rows = spec.vgpu.creatable.map(([id, name]) => `${String(id).padEnd(6)}: ${name}\n`);
+      writeFileSync(path.join(dir, 'nvidia/creatable_vgpu_types'), `ID    : vGPU Name\n${rows.join('')}`);
+      w('nvidia/current_vgpu_type', String(spec.vgpu.current ?? 0));
+    }
+    this.specs.set(spec.bdf, spec);
     if (spec.vendorVfio !== undefined) {
       mkdirSync(path.join(dir, 'vfio-dev', `vfio${spec.vendorVfio}`), { recursive: true });
       mkdirSync(path.join(this.roots.dev, 'vfio/devices'), { recursive: true });
@@ -300,6 +326,8 @@ export class FakeHost {
         } else if (op === 'bind') {
           if (this.driverOf(bdf) !== null) throw errno('EBUSY', `${bdf} already bound`);
           if (!this.probeAllowed(bdf)) throw errno('EINVAL', 'VF autoprobe disabled');
+          // NVIDIA vGPU VFs (and other vendor VFIO devices): vfio-pci's probe fails with -EINVAL.
+          if (driver === 'vfio-pci' && existsSync(path.join(this.devDir(bdf), 'vfio-dev'))) throw errno('EINVAL', `vfio-pci probe of ${bdf} failed`);
           this.bind(bdf, driver);
         } else if (op === 'new_id') {
           throw new Error('new_id must never be used');
@@ -313,10 +341,65 @@ export class FakeHost {
         writeFileSync(file, `${v === '' ? '(null)' : v}\n`);
       } else if (name === 'sriov_drivers_autoprobe') {
         writeFileSync(file, `${value.trim() === '0' ? 0 : 1}\n`);
+      } else if (name === 'sriov_numvfs') {
+        this.setNumVfs(path.basename(path.dirname(file)), value);
+      } else if (name === 'current_vgpu_type') {
+        this.setVgpuType(path.basename(path.dirname(path.dirname(file))), value);
       } else {
         writeFileSync(file, value);
       }
     }
+  }
+
+  /**
+   * The kernel's sriov_numvfs_store: the same number is a no-op, more than sriov_totalvfs is ERANGE, changing a
+   * non-zero number other than to 0 is EBUSY; 0 removes every VF, N creates VFs 0..N-1 at PF + offset + i * stride,
+   * each in its own IOMMU group, probed by the PF's driver only when sriov_drivers_autoprobe is 1.
+   */
+  private setNumVfs(pf: string, value: string): void {
+    const want = Number(value.trim());
+    const spec = this.specs.get(pf);
+    if (!spec?.sriov || !/^\d+$/.test(value.trim())) throw errno('EINVAL', `sriov_numvfs: bad value '${value.trim()}' on ${pf}`);
+    const now = Number(this.read(pf, 'sriov_numvfs'));
+    if (want === now) return;
+    if (want > spec.sriov.total) throw errno('ERANGE', `${pf} supports at most ${spec.sriov.total} VFs`);
+    if (want !== 0 && now !== 0) throw errno('EBUSY', `${now} VFs already enabled on ${pf}. Disable before enabling ${want} VFs`);
+    const pfDir = this.devDir(pf);
+    if (want === 0) {
+      for (const link of readdirSafe(pfDir).filter((n) => /^virtfn\d+$/.test(n))) {
+        this.removeDevice(path.basename(readlinkSync(path.join(pfDir, link))));
+        unlinkSync(path.join(pfDir, link));
+      }
+    } else {
+      const autoprobe = this.read(pf, 'sriov_drivers_autoprobe') !== '0';
+      const pfDriver = this.defaults.get(pf) ?? null;
+      const { domain, rid } = routingIdOf(pf);
+      for (let i = 0; i < want; i++) {
+        const bdf = bdfOfRoutingId(domain, rid + (spec.sriov.offset ?? 1) + i * (spec.sriov.stride ?? 1));
+        this.addDevice({
+          bdf, vendor: spec.vendor, device: spec.sriov.vfDevice ?? spec.device, classCode: spec.classCode, group: this.nextGroup(), numa: spec.numa ?? -1,
+          physfn: pf, bars: [[0, 0x4000]], resetMethods: ['flr'], driver: autoprobe ? pfDriver : null, defaultDriver: pfDriver,
+        });
+      }
+    }
+    writeFileSync(path.join(pfDir, 'sriov_numvfs'), `${want}\n`);
+  }
+
+  private nextGroup(): number {
+    const groups = readdirSafe(path.join(this.roots.sysfs, 'kernel/iommu_groups')).map(Number);
+    return Math.max(0, ...groups) + 1;
+  }
+
+  /** NVIDIA's current_vgpu_type store: 0 clears; an id must be creatable and the VF must have none selected. */
+  private setVgpuType(bdf: string, value: string): void {
+    const id = Number(value.trim());
+    if (!/^\d+$/.test(value.trim())) throw errno('EINVAL', `current_vgpu_type: bad value '${value.trim()}' on ${bdf}`);
+    const current = Number(this.read(bdf, 'nvidia/current_vgpu_type'));
+    if (id !== 0) {
+      if (!(this.vgpuTypes.get(bdf) ?? []).some(([t]) => t === id)) throw errno('EINVAL', `vGPU type ${id} is not creatable on ${bdf}`);
+      if (current !== 0) throw errno('EBUSY', `${bdf} already has vGPU type ${current}`);
+    }
+    writeFileSync(path.join(this.devDir(bdf), 'nvidia/current_vgpu_type'), `${id}\n`);
   }
 
   /** A VfioProber that checks the fake tree the way opening the group and device would. */
@@ -366,7 +449,8 @@ function errno(code: string, message: string): NodeJS.ErrnoException {
  *      0000:01:00.1 VF on nvme (group 3), 0000:01:00.2 VF unbound (group 4), 0000:01:00.3 VF on nvme (group 5)
  *  - 0000:02:00.0  GPU (1002:73bf) on amdgpu + 0000:02:00.1 HDMI audio on snd_hda_intel, both in group 6
  *  - 0000:03:00.0  bridge + 0000:04:00.0 NIC on mlx5_core (up) + 0000:04:00.1 NIC on mlx5_core (down), group 7
- *  - 0000:05:00.0  PF (10de:2236) on nvidia with 0000:05:00.4 VF on nvidia with vfio-dev/vfio0 (vendor VFIO), group 8
+ *  - 0000:05:00.0  PF (10de:2236) on nvidia with 0000:05:00.4 VF on nvidia with vfio-dev/vfio0 (vendor VFIO), group 8,
+ *                  an NVIDIA vGPU VF (creatable types 1155, 1156, 1161; none selected)
  *  - 0000:06:00.0  NVMe (144d:a80a) on nvme with nvme0n1p2 mounted on /, nvme0n1p3 as swap, group 9
  *  - 0000:07:00.0  NVMe on nvme whose nvme1n1 is held by dm-0, group 10
  *  - 0000:08:00.0  device with no IOMMU group
@@ -387,8 +471,11 @@ export function standardHost(): FakeHost {
   h.addDevice({ bdf: '0000:03:00.0', vendor: '10b5', device: '8747', classCode: '060400', driver: 'pcieport', group: 7 });
   h.addDevice({ bdf: '0000:04:00.0', vendor: '15b3', device: '1017', classCode: '020000', driver: 'mlx5_core', group: 7, bars: [[0, 0x200_0000]], netIfs: [{ name: 'enp4s0f0', up: true }] });
   h.addDevice({ bdf: '0000:04:00.1', vendor: '15b3', device: '1017', classCode: '020000', driver: 'mlx5_core', group: 7, bars: [[0, 0x200_0000]], netIfs: [{ name: 'enp4s0f1', up: false }] });
-  h.addDevice({ bdf: '0000:05:00.0', vendor: '10de', device: '2236', classCode: '030200', driver: 'nvidia', group: 11, sriov: { total: 16, num: 1, autoprobe: true }, bars: [[0, 0x100_0000]] });
-  h.addDevice({ bdf: '0000:05:00.4', vendor: '10de', device: '2236', classCode: '030200', driver: 'nvidia', group: 8, physfn: '0000:05:00.0', vendorVfio: 0, bars: [[0, 0x100_0000]] });
+  h.addDevice({ bdf: '0000:05:00.0', vendor: '10de', device: '2236', classCode: '030200', driver: 'nvidia', group: 11, sriov: { total: 16, num: 1, autoprobe: true, offset: 4 }, bars: [[0, 0x100_0000]] });
+  h.addDevice({
+    bdf: '0000:05:00.4', vendor: '10de', device: '2236', classCode: '030200', driver: 'nvidia', group: 8, physfn: '0000:05:00.0', vendorVfio: 0, bars: [[0, 0x100_0000]],
+    vgpu: { creatable: [[1155, 'NVIDIA L40S-1B'], [1156, 'NVIDIA L40S-2B'], [1161, 'NVIDIA L40S-48Q']] },
+  });
   h.addDevice({
     bdf: '0000:06:00.0', vendor: '144d', device: 'a80a', classCode: '010802', driver: 'nvme', group: 9, bars: [[0, 0x4000]],
     namespaces: [{ name: 'nvme0n1', devno: '259:0', partitions: [{ name: 'nvme0n1p1', devno: '259:1' }, { name: 'nvme0n1p2', devno: '259:2' }, { name: 'nvme0n1p3', devno: '259:3' }] }],

@@ -163,11 +163,11 @@ describe.skipIf(skipReason)('control API: what a client may reach', () => {
         'controller disk',
       );
       // Attached to VM 1 by a name through the symlink ...
-      await call('AttachmentService', 'AttachDevice', { vmId: 'vm1', endpoint: { cloudHypervisorApiSocket: socket('vm1-api') }, source: { vfioUserSocket: aliased }, deviceId: 'd1' });
+      await call('AttachmentService', 'AttachDevice', { vmId: 'vm1', endpoint: { cloudHypervisorApiSocket: socket('vm1-api') }, source: { vfioUserSocket: aliased }, deviceId: 'd1' , wait: true });
       // ... it is the same controller for VM 2 by its real name, or by its id.
       for (const source of [{ vfioUserSocket: real }, { controllerId: 'disk' }]) {
         await expectStatus(
-          call('AttachmentService', 'AttachDevice', { vmId: 'vm2', endpoint: { cloudHypervisorApiSocket: socket('vm2-api') }, source, deviceId: 'd2' }),
+          call('AttachmentService', 'AttachDevice', { vmId: 'vm2', endpoint: { cloudHypervisorApiSocket: socket('vm2-api') }, source, deviceId: 'd2' , wait: true }),
           'FAILED_PRECONDITION',
           'VM vm2',
           'attached to VM vm1',
@@ -175,7 +175,7 @@ describe.skipIf(skipReason)('control API: what a client may reach', () => {
       }
       expect(vm2.violations).toEqual([]);
       await expectStatus(call('ControllerService', 'DeleteController', { id: 'disk' }), 'FAILED_PRECONDITION', 'controller disk', 'VM vm1', 'd1', 'detach it first');
-      await call('AttachmentService', 'DetachDevice', { vmId: 'vm1', deviceId: 'd1', timeoutMs: 5000 });
+      await call('AttachmentService', 'DetachDevice', { vmId: 'vm1', deviceId: 'd1', timeoutMs: 5000 , wait: true });
       await call('ControllerService', 'DeleteController', { id: 'disk' });
     } finally {
       await vm1.stop();

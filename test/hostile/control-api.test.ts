@@ -227,7 +227,7 @@ describe.skipIf(skipReason)('control API: hostile requests', () => {
     const vmSocket = socket('vm2-api');
     const fake = await FakeCloudHypervisor.start({ socketPath: vmSocket, ejectDelayMs: 10 });
     await create('disk2');
-    await call('AttachmentService', 'AttachDevice', { vmId: 'vm2', endpoint: { cloudHypervisorApiSocket: vmSocket }, source: { controllerId: 'disk2' }, deviceId: 'd2' });
+    await call('AttachmentService', 'AttachDevice', { vmId: 'vm2', endpoint: { cloudHypervisorApiSocket: vmSocket }, source: { controllerId: 'disk2' }, deviceId: 'd2' , wait: true });
     client.close();
     await daemon.close();
     await fake.stop();
@@ -244,20 +244,20 @@ describe.skipIf(skipReason)('control API: hostile requests', () => {
     try {
       const endpoint = { cloudHypervisorApiSocket: vmSocket };
       await create('disk');
-      await call('AttachmentService', 'AttachDevice', { vmId: 'vm1', endpoint, source: { controllerId: 'disk' }, deviceId: 'disk0' });
+      await call('AttachmentService', 'AttachDevice', { vmId: 'vm1', endpoint, source: { controllerId: 'disk' }, deviceId: 'disk0' , wait: true });
       await expectStatus(call('ControllerService', 'DeleteController', { id: 'disk' }), 'FAILED_PRECONDITION', 'controller disk', 'VM vm1', 'disk0', 'detach it first');
       expect((await call('ControllerService', 'GetController', { id: 'disk' }))['controller']['state']).toBe('CONTROLLER_STATE_SERVING');
-      await call('AttachmentService', 'DetachDevice', { vmId: 'vm1', deviceId: 'disk0', timeoutMs: 5000 });
+      await call('AttachmentService', 'DetachDevice', { vmId: 'vm1', deviceId: 'disk0', timeoutMs: 5000 , wait: true });
       await call('ControllerService', 'DeleteController', { id: 'disk' });
       expect(fake.violations).toEqual([]);
 
       // FeOS's DeleteVm: the VM (its VMM) is gone first. The detach cannot reach the VMM, but no hypervisor is
       // connected to the controller (the registry tells the orchestrator): the detach finishes, then the delete.
       await create('disk');
-      await call('AttachmentService', 'AttachDevice', { vmId: 'vm1', endpoint, source: { controllerId: 'disk' }, deviceId: 'disk0' });
+      await call('AttachmentService', 'AttachDevice', { vmId: 'vm1', endpoint, source: { controllerId: 'disk' }, deviceId: 'disk0' , wait: true });
       await fake.stop();
       await expectStatus(call('ControllerService', 'DeleteController', { id: 'disk' }), 'FAILED_PRECONDITION', 'VM vm1', '(attached)');
-      expect(await call('AttachmentService', 'DetachDevice', { vmId: 'vm1', deviceId: 'disk0', timeoutMs: 1000 })).toMatchObject({ deviceId: 'disk0', released: [] });
+      expect(await call('AttachmentService', 'DetachDevice', { vmId: 'vm1', deviceId: 'disk0', timeoutMs: 1000 , wait: true })).toMatchObject({ deviceId: 'disk0', released: [] });
       expect((await call('AttachmentService', 'ListAttachments', {}))['attachments']).toEqual([]);
       await call('ControllerService', 'DeleteController', { id: 'disk' });
     } finally {

@@ -23,8 +23,8 @@ const READER_UID = 65534; // nobody
 const STRANGER_UID = 65533;
 
 describe('the role each RPC needs', () => {
-  it('lets read-only callers List, Get, Stream and Watch, and nothing else of vfiod.v1', () => {
-    const services: ServiceName[] = ['DeviceService', 'ControllerService', 'AttachmentService', 'DaemonService'];
+  it('lets read-only callers List, Get, Stream, Watch and Wait, and nothing else of vfiod.v1', () => {
+    const services: ServiceName[] = ['DeviceService', 'ControllerService', 'AttachmentService', 'DaemonService', 'OperationService', 'EventService'];
     const readOnly: string[] = [];
     const admin: string[] = [];
     for (const service of services) {
@@ -32,8 +32,22 @@ describe('the role each RPC needs', () => {
         (requiredRole(method.path) === 'read-only' ? readOnly : admin).push(rpc);
       }
     }
-    expect(readOnly.sort()).toEqual(['GetController', 'GetDaemon', 'GetDevice', 'GetVmConfig', 'ListAttachments', 'ListControllers', 'ListDevices', 'StreamDeviceEvents']);
-    expect(admin.sort()).toEqual(['AttachDevice', 'CreateController', 'DeleteController', 'DetachDevice', 'PrepareDevice', 'ReleaseDevice', 'RestartDaemon']);
+    expect(readOnly.sort()).toEqual([
+      'GetController',
+      'GetDaemon',
+      'GetDevice',
+      'GetOperation',
+      'GetVmConfig',
+      'ListAttachments',
+      'ListControllers',
+      'ListDevices',
+      'ListOperations',
+      'ListVgpuTypes',
+      'StreamDeviceEvents',
+      'WaitOperation',
+      'WatchEvents',
+    ]);
+    expect(admin.sort()).toEqual(['AttachDevice', 'ClearVgpuType', 'CreateController', 'CreateVfs', 'DeleteController', 'DetachDevice', 'PrepareDevice', 'ReleaseDevice', 'RestartDaemon', 'SetVgpuType']);
     expect(requiredRole('/grpc.health.v1.Health/Check')).toBe('none');
     expect(requiredRole('/grpc.reflection.v1.ServerReflection/ServerReflectionInfo')).toBe('read-only');
     // A method whose name only starts like a reader's is not one.
@@ -117,7 +131,7 @@ for (const [service, rpc, request, metadata = {}] of JSON.parse(callsJson)) {
   for (const [k, v] of Object.entries(metadata)) md.set(k, v);
   outcomes.push(await new Promise((resolve) => {
     const done = (error) => resolve(error ? grpc.status[error.code] + ' ' + (statusDetailsOfMetadata(error.metadata)?.errorInfo?.reason ?? '') : 'OK');
-    if (rpc === 'StreamDeviceEvents') {
+    if (rpc === 'StreamDeviceEvents' || rpc === 'WatchEvents') {
       const stream = client[rpc](request, md);
       stream.on('metadata', () => { stream.cancel(); done(null); });
       stream.on('error', (error) => error.code === grpc.status.CANCELLED ? undefined : done(error));
@@ -153,16 +167,23 @@ describe.skipIf(!runningAsRoot)('unix socket: roles by peer uid/gid (SO_PEERCRED
       ['AttachmentService', 'ListAttachments', {}],
       ['DaemonService', 'GetDaemon', {}],
       ['DeviceService', 'StreamDeviceEvents', {}],
+      ['OperationService', 'ListOperations', {}],
+      ['EventService', 'WatchEvents', {}],
     ];
     const writes: Array<[string, string, Record<string, unknown>, Record<string, string>?]> = [
       ['DeviceService', 'PrepareDevice', { bdf: VF1, owner: 'vm1' }],
       ['ControllerService', 'DeleteController', { id: 'c1' }],
       ['AttachmentService', 'DetachDevice', { vmId: 'vm1', deviceId: 'd1' }],
+      ['DeviceService', 'SetVgpuType', { bdf: VF1, owner: 'vm1', typeId: 1 }],
+      ['DeviceService', 'CreateVfs', { pf: VF1, owner: 'vm1', numVfs: 1 }],
       // A Get that would prepare devices, even with the role the interceptor stamps forged by the client.
       ['AttachmentService', 'GetVmConfig', { hypervisor: 'HYPERVISOR_KIND_QEMU', vmId: 'vm1', devices: [{ source: { pciBdf: VF1 } }], prepareDevices: true }, { 'vfiod-caller-role': 'admin' }],
     ];
-    expect(await callAs(READER_UID, READER_UID, socket, [...reads, ...writes])).toEqual([
+    // WaitOperation reads: an unknown operation is NOT_FOUND, not a refusal.
+    const wait: [string, string, Record<string, unknown>] = ['OperationService', 'WaitOperation', { name: 'operations/none', timeoutMs: 1 }];
+    expect(await callAs(READER_UID, READER_UID, socket, [...reads, wait, ...writes])).toEqual([
       ...reads.map(() => 'OK'),
+      'NOT_FOUND OPERATION_NOT_FOUND',
       ...writes.map(() => 'PERMISSION_DENIED ADMIN_ROLE_REQUIRED'),
     ]);
     // Nothing was prepared by the refused calls.

@@ -86,7 +86,16 @@ describe.skipIf(skipReason)('ControllerService', () => {
       identity: { serialNumber: 'VFIOD-C1', modelNumber: 'vfiod test' },
       spec: { socketPath: socket('c1'), namespaces: ['memory:16M'], doorbellMode: 'DOORBELL_MODE_INTERRUPT', socketMode: 0o600, msixVectors: 64, mdtsPages: 8 },
     });
-    expect(created!.namespaces).toEqual([{ nsid: 1, uri: 'memory:16M', backend: expect.stringContaining('memory'), blockSize: 512, blocks: 32768 }]);
+    expect(created!.namespaces).toEqual([
+      {
+        nsid: 1,
+        uri: 'memory:16M',
+        backend: expect.stringContaining('memory'),
+        blockSize: 512,
+        blocks: 32768,
+        identity: { nsid: 1, nguid: expect.stringMatching(/^[0-9a-f]{32}$/), eui64: expect.stringMatching(/^[0-9a-f]{16}$/), uuid: expect.any(String), blockSize: 512 },
+      },
+    ]);
     expect(created!.stats).toMatchObject({ clientConnected: false, readCommands: 0, bytesWritten: 0 });
     expect(statSync(socket('c1')).mode & 0o777).toBe(0o600);
 

@@ -8,6 +8,8 @@
  *    NVMe Identify Controller through the admin queue, checks that munmap of a DMA-mapped buffer is refused, resets.
  * 3. Runs the prober (src/vfio/prober.ts) and releases the VF back to the nvme driver.
  * 4. The same for the bochs-display GPU stand-in (no driver -> vfio-pci -> no driver).
+ * 5. DeviceManager.createVfs: replaces the VF by two new ones (sriov_numvfs through 0), prepares both for a VM, is
+ *    refused removing them while claimed, and removes them after their release.
  * Everything it learns goes to $VT_WORK/results.json; the host test asserts on it.
  */
 import { existsSync, readdirSync, readlinkSync } from 'node:fs';
@@ -169,6 +171,31 @@ async function main(): Promise<void> {
   results.gpuDriverReleased = driverOf(gpu);
   results.gpuOverrideReleased = read(path.join(SYS, gpu, 'driver_override'));
   step('GPU stand-in done');
+
+  // SR-IOV through the manager: the PF's one VF (unused now) is replaced by two new ones, each prepared for a VM;
+  // removing them is refused while they are claimed, and done after their release.
+  const created = await manager.createVfs(pf, 'sriov-vm', 2);
+  results.createVfs = {
+    numVfs: created.numVfs,
+    replaced: created.replaced,
+    vfs: created.vfs.map((v) => v.bdf),
+    drivers: created.vfs.map((v) => driverOf(v.bdf)),
+    groups: created.vfs.map((v) => groupOf(v.bdf)),
+    probed: created.vfs.map((v) => v.probe?.regions.length ?? 0),
+    claims: claims.list().map((c) => [c.bdf, c.owner, c.state]),
+    numvfsFile: read(path.join(SYS, pf, 'sriov_numvfs')),
+  };
+  try {
+    manager.removeVfs(pf);
+    results.removeVfsWhileClaimed = 'succeeded (unexpected)';
+  } catch (error) {
+    results.removeVfsWhileClaimed = (error as { reason?: string }).reason;
+  }
+  for (const v of created.vfs) await manager.release(v.bdf, 'sriov-vm');
+  results.removeVfs = manager.removeVfs(pf);
+  results.numvfsAfterRemove = read(path.join(SYS, pf, 'sriov_numvfs'));
+  results.claimsAfterRemove = claims.list().length;
+  step('SR-IOV VFs created, prepared, released and removed');
   results.ok = true;
 }
 

@@ -15,6 +15,7 @@ import type { GetControllerResponse as _vfiod_v1_GetControllerResponse, GetContr
 import type { LatencyHistogram as _vfiod_v1_LatencyHistogram, LatencyHistogram__Output as _vfiod_v1_LatencyHistogram__Output } from './vfiod/v1/LatencyHistogram.js';
 import type { ListControllersRequest as _vfiod_v1_ListControllersRequest, ListControllersRequest__Output as _vfiod_v1_ListControllersRequest__Output } from './vfiod/v1/ListControllersRequest.js';
 import type { ListControllersResponse as _vfiod_v1_ListControllersResponse, ListControllersResponse__Output as _vfiod_v1_ListControllersResponse__Output } from './vfiod/v1/ListControllersResponse.js';
+import type { NamespaceIdentity as _vfiod_v1_NamespaceIdentity, NamespaceIdentity__Output as _vfiod_v1_NamespaceIdentity__Output } from './vfiod/v1/NamespaceIdentity.js';
 import type { NamespaceInfo as _vfiod_v1_NamespaceInfo, NamespaceInfo__Output as _vfiod_v1_NamespaceInfo__Output } from './vfiod/v1/NamespaceInfo.js';
 
 type SubtypeConstructor<Constructor extends new (...args: any) => any, Subtype> = {
@@ -40,6 +41,7 @@ export interface ProtoGrpcType {
       LatencyHistogram: MessageTypeDefinition<_vfiod_v1_LatencyHistogram, _vfiod_v1_LatencyHistogram__Output>
       ListControllersRequest: MessageTypeDefinition<_vfiod_v1_ListControllersRequest, _vfiod_v1_ListControllersRequest__Output>
       ListControllersResponse: MessageTypeDefinition<_vfiod_v1_ListControllersResponse, _vfiod_v1_ListControllersResponse__Output>
+      NamespaceIdentity: MessageTypeDefinition<_vfiod_v1_NamespaceIdentity, _vfiod_v1_NamespaceIdentity__Output>
       NamespaceInfo: MessageTypeDefinition<_vfiod_v1_NamespaceInfo, _vfiod_v1_NamespaceInfo__Output>
     }
   }

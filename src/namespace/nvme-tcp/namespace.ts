@@ -12,7 +12,7 @@
  */
 import { rootLogger, type Logger } from '../../util/log.js';
 import { IoOpcode, StatusType, DNR } from '../../spec/nvme.js';
-import { NamespaceError, type ByteRange, type Namespace, type NamespaceUsage } from '../namespace.js';
+import { NamespaceError, type ByteRange, type Namespace, type NamespacePath, type NamespaceUsage } from '../namespace.js';
 import { NvmeTcpController, newHostId, type ControllerInfo, type NamespaceInfo } from './controller.js';
 import { DataDir, type TcpRequest } from './queue.js';
 import { put32, put64, sliceViews, totalLength } from './pdu.js';
@@ -45,7 +45,7 @@ export interface NvmeTcpNamespaceOptions {
   logger?: Logger;
 }
 
-type PathState = 'connecting' | 'live' | 'down' | 'closed';
+type PathState = NamespacePath['state'];
 
 /** One I/O command with its promise; survives re-submission across associations and paths. */
 class IoRequest implements TcpRequest {
@@ -86,6 +86,8 @@ class Path {
   /** When the path went down (or started connecting for the first time). */
   downSince = performance.now();
   lastError = '';
+  /** Times it became live again after the first connection attempt. */
+  reconnects = 0;
   timer: NodeJS.Timeout | null = null;
   /** The association was torn down to give commands up, not for a fault of the target: reconnect at once. */
   reconnectNow = false;
@@ -145,9 +147,9 @@ export class NvmeTcpNamespace implements Namespace {
     return ns;
   }
 
-  /** State of each path, for logs and tests. */
-  pathStates(): { address: string; state: PathState; error: string }[] {
-    return this.paths.map((p) => ({ address: p.name, state: p.state, error: p.lastError }));
+  /** State of each path, for logs, tests and metrics. */
+  pathStates(): NamespacePath[] {
+    return this.paths.map((p) => ({ address: p.name, state: p.state, error: p.lastError, reconnects: p.reconnects }));
   }
 
   usage(): NamespaceUsage {
@@ -200,6 +202,7 @@ export class NvmeTcpNamespace implements Namespace {
     path.ctrl = ctrl;
     path.state = 'live';
     path.lastError = '';
+    if (!first) path.reconnects++;
     path.log.info('NVMe/TCP path live', { cntlid: ctrl.info.cntlid, ioQueues: ctrl.ioQueueCount });
     this.drainWaiting();
     return true;

@@ -7,6 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { staleProtoTypes } from '../../../scripts/proto-types.js';
 import type { VfiodClient } from '../../../src/daemon/client.js';
+import type { Operation } from '../../../src/daemon/generated/vfiod/v1/Operation.js';
 import { implementService } from '../../../src/daemon/requests.js';
 import { rootLogger } from '../../../src/util/log.js';
 
@@ -23,6 +24,10 @@ describe('generated proto types', () => {
       PrepareDevice: () => ({}),
       ReleaseDevice: () => ({}),
       StreamDeviceEvents: stream,
+      ListVgpuTypes: () => ({}),
+      SetVgpuType: () => ({}),
+      ClearVgpuType: () => ({}),
+      CreateVfs: () => ({}),
     });
     expect(implementation['StreamDeviceEvents']).toBe(stream);
     expect(implementation['ListDevices']).not.toBe(undefined);
@@ -56,6 +61,15 @@ export function typeChecks(client: VfiodClient): void {
   });
   // @ts-expect-error a handler missing
   implementService('ControllerService', rootLogger, { CreateController: ok.CreateController, DeleteController: ok.DeleteController, ListControllers: ok.ListControllers });
+  // A message holding a google.protobuf.Any (a declared Operation) is taken as it is; one down, a field it lacks is not.
+  const operation: Operation = { name: 'operations/x', response: { type_url: 'type.googleapis.com/vfiod.v1.DetachDeviceResponse', value: Buffer.alloc(0) } };
+  const operations = { GetOperation: () => ({ operation }), ListOperations: () => ({ operations: [operation] }), WaitOperation: async () => ({ operation }) };
+  implementService('OperationService', rootLogger, operations);
+  implementService('OperationService', rootLogger, {
+    ...operations,
+    // @ts-expect-error a field Operation does not have
+    GetOperation: () => ({ operation: { name: 'operations/x', bogus: 1 } }),
+  });
   // @ts-expect-error a request field CreateControllerRequest does not have
   void client.call('ControllerService', 'CreateController', { id: 'c1', socket: '/run/x.sock' });
   // @ts-expect-error an RPC ControllerService does not have

@@ -8,7 +8,14 @@ import { FALLOCATE_CHUNK_BYTES, FileNamespace, type FallocateFunction } from '..
 import { MemoryNamespace } from '../../../src/namespace/memory.js';
 import { NamespaceError, type Namespace } from '../../../src/namespace/namespace.js';
 import { checkParams, sizeParam, type NamespaceSpec } from '../../../src/namespace/scheme.js';
-import { knownNamespaceSchemes, openNamespace, parseNamespaceUri, registerNamespaceScheme } from '../../../src/namespace/uri.js';
+import {
+  explicitBlockSize,
+  knownNamespaceSchemes,
+  openNamespace,
+  parseNamespaceUri,
+  registerNamespaceScheme,
+  specWithBlockSize,
+} from '../../../src/namespace/uri.js';
 import { memoryLogger } from '../../../src/util/log.js';
 import { temporaryDir } from '../../helpers/common.js';
 
@@ -143,6 +150,18 @@ describe('namespace URIs', () => {
       ['', "invalid namespace URI '': missing scheme (known schemes: file, memory, nvme-tcp)"],
     ];
     for (const [uri, message] of cases) expect(() => parseNamespaceUri(uri), uri).toThrow(new Error(message));
+  });
+
+  it('says whether a URI chose its block size, and applies the block size a namespace slot has', () => {
+    expect(explicitBlockSize('memory:1M')).toBeUndefined();
+    expect(explicitBlockSize('file:/srv/a.img?size=1G&block-size=4096')).toBe(4096);
+    expect(specWithBlockSize('file:/srv/a.img?size=1G&direct=1', 4096)).toEqual({ ...parseNamespaceUri('file:/srv/a.img?size=1G&direct=1'), blockSize: 4096 });
+    expect(specWithBlockSize('memory:1M', 4096)).toMatchObject({ scheme: 'memory', sizeBytes: 1 << 20, blockSize: 4096 });
+    expect(specWithBlockSize('memory:4096?block-size=4096', 4096)).toMatchObject({ blockSize: 4096 });
+    expect(() => specWithBlockSize('memory:1M?block-size=512', 4096)).toThrow("invalid namespace URI 'memory:1M?block-size=512': block-size=512, but 4096 is asked for");
+    expect(() => specWithBlockSize('memory:6K', 4096)).toThrow('multiple of the block size');
+    // A remote namespace has the target's format: nothing to apply.
+    expect(specWithBlockSize('nvme-tcp://127.0.0.1:4420/nqn.2014-08.org.example:t?nsid=1', 4096)).toBeUndefined();
   });
 
   it('opens memory and file namespaces from their specs', async () => {

@@ -606,6 +606,8 @@ describe('NVMe/TCP initiator against a scripted fake target', () => {
       expect(b.store[0]).toBe(pattern(512, 1)[0]);
       expect(b.store[513]).toBe(pattern(512, 2)[1]);
       expect(ns.pathStates().map((p) => p.state)).toEqual(['down', 'live']);
+      // Neither path has connected again yet (a's next attempt is 5 s away): what metrics report as reconnects.
+      expect(ns.pathStates().map((p) => p.reconnects)).toEqual([0, 0]);
     } finally {
       await b.stop();
     }
@@ -682,10 +684,12 @@ describe('NVMe/TCP commands given up (silent target)', () => {
     const reading = ns.read(0, buffers);
     await until(() => target!.stats.commands > before, 'the target to receive the read');
     const connects = target.stats.connects;
+    expect(ns.pathStates()[0]!.reconnects).toBe(0);
     expect(ns.abandon(buffers)).toBe(true);
     await expect(reading).rejects.toThrow(/given up/);
     // The path comes back on a new association and works; the given-up read is not re-sent.
     await until(() => target!.stats.connects > connects && ns!.pathStates()[0]!.state === 'live', 'the path to come back');
+    expect(ns.pathStates()[0]!.reconnects).toBe(1);
     const other = [new Uint8Array(4096)];
     await ns.read(0, other);
     expect(other[0]!.every((byte) => byte === 0xab)).toBe(true);

@@ -70,6 +70,35 @@ describe('Identify', () => {
     expect(d.getUint16(2048, true)).toBeGreaterThan(0); // power state 0 max power
   });
 
+  it('CNS 01h: identities at their limits fill their fields exactly; the firmware log page repeats the revision', async () => {
+    const nqn = `nqn.2014-08.com.example:${'n'.repeat(223 - 'nqn.2014-08.com.example:'.length)}`;
+    const identity = { serialNumber: 'S'.repeat(20), modelNumber: 'M'.repeat(40), firmwareRevision: 'F'.repeat(8), subsystemNqn: nqn, ieeeOui: 0xffffff, controllerId: 0xffef };
+    const other = await enabled({ identity });
+    const { data } = await other.driver.identify(0x01);
+    expect(ascii(data, 4, 20)).toBe(identity.serialNumber);
+    expect(ascii(data, 24, 40)).toBe(identity.modelNumber);
+    expect(ascii(data, 64, 8)).toBe(identity.firmwareRevision);
+    expect(data[72]).toBe(6); // RAB, right after FR: untouched by it
+    expect([data[73], data[74], data[75]]).toEqual([0xff, 0xff, 0xff]);
+    expect(data[76]).toBe(0); // CMIC, right after the OUI
+    expect(view(data).getUint16(78, true)).toBe(0xffef);
+    expect(ascii(data, 768, 223)).toBe(nqn);
+    expect(data[768 + 223]).toBe(0); // NUL-terminated within its 256 bytes
+    expect(ascii((await other.driver.getLogPage(LogPageId.FIRMWARE_SLOT, 512)).data, 8, 8)).toBe(identity.firmwareRevision);
+  });
+
+  it('CNS 00h/03h: a namespace shows the ids of its slot whatever backs it; only the capacity comes from the backing', async () => {
+    const small = await enabled({ namespaces: [new MemoryNamespace({ sizeBytes: 1 << 20, blockSize: 4096 })] });
+    const large = await enabled({ namespaces: [new MemoryNamespace({ sizeBytes: 8 << 20, blockSize: 4096 })] });
+    const [a, b] = [await small.driver.identify(0x00, 1), await large.driver.identify(0x00, 1)];
+    expect([u64(a.data, 0), u64(b.data, 0)]).toEqual([256, 2048]); // NSZE
+    expect(Buffer.from(a.data.subarray(24)).equals(Buffer.from(b.data.subarray(24)))).toBe(true);
+    expect(hex(a.data, 104, 16)).toBe(namespaceIds(1).nguid);
+    expect(view(a.data).getUint32(128, true)).toBe(12 << 16); // LBA format 0: 4096-byte blocks
+    const [listA, listB] = [await small.driver.identify(0x03, 1), await large.driver.identify(0x03, 1)];
+    expect(Buffer.from(listA.data).equals(Buffer.from(listB.data))).toBe(true);
+  });
+
   it('CNS 01h: MDTS follows the option and the namespaces’ transfer limits; VWC follows the namespaces', async () => {
     const limited = Object.assign(new GatedNamespace(new MemoryNamespace({ sizeBytes: 1 << 20 }), { volatileWriteCache: true }), {
       maxTransferBytes: 128 * 1024,

@@ -35,6 +35,14 @@ export interface AttachDeviceRequest {
    * per VMM call and confirmation (default 10000)
    */
   'timeoutMs'?: (number);
+  /**
+   * AIP-155: a UUID chosen by the client; retries send the same
+   */
+  'requestId'?: (string);
+  /**
+   * answer once the operation is done
+   */
+  'wait'?: (boolean);
   '_bootIndex'?: "bootIndex";
   '_gpudirectClique'?: "gpudirectClique";
 }
@@ -71,6 +79,14 @@ export interface AttachDeviceRequest__Output {
    * per VMM call and confirmation (default 10000)
    */
   'timeoutMs': (number);
+  /**
+   * AIP-155: a UUID chosen by the client; retries send the same
+   */
+  'requestId': (string);
+  /**
+   * answer once the operation is done
+   */
+  'wait': (boolean);
   '_bootIndex'?: "bootIndex";
   '_gpudirectClique'?: "gpudirectClique";
 }

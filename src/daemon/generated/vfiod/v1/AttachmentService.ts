@@ -14,7 +14,10 @@ import type { ListAttachmentsResponse as _vfiod_v1_ListAttachmentsResponse, List
 export interface AttachmentServiceClient extends grpc.Client {
   /**
    * prepare (PCI) -> add to the VMM -> confirm the VMM reports it. Any failure rolls back. Repeating the same
-   * attach is idempotent (changed = false).
+   * attach is idempotent (changed = false). Answers at once with a running Operation (OperationService); with wait,
+   * once it is done (then also with the attachment, as before operations existed; a failure is the call's status).
+   * A request_id makes a retry safe (AIP-155): the same id with the same request answers with the first call's
+   * operation, also after a daemon restart; with another request it is INVALID_ARGUMENT REQUEST_ID_REUSED.
    */
   AttachDevice(argument: _vfiod_v1_AttachDeviceRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_AttachDeviceResponse__Output>): grpc.ClientUnaryCall;
   AttachDevice(argument: _vfiod_v1_AttachDeviceRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vfiod_v1_AttachDeviceResponse__Output>): grpc.ClientUnaryCall;
@@ -22,7 +25,10 @@ export interface AttachmentServiceClient extends grpc.Client {
   AttachDevice(argument: _vfiod_v1_AttachDeviceRequest, callback: grpc.requestCallback<_vfiod_v1_AttachDeviceResponse__Output>): grpc.ClientUnaryCall;
   /**
    * prepare (PCI) -> add to the VMM -> confirm the VMM reports it. Any failure rolls back. Repeating the same
-   * attach is idempotent (changed = false).
+   * attach is idempotent (changed = false). Answers at once with a running Operation (OperationService); with wait,
+   * once it is done (then also with the attachment, as before operations existed; a failure is the call's status).
+   * A request_id makes a retry safe (AIP-155): the same id with the same request answers with the first call's
+   * operation, also after a daemon restart; with another request it is INVALID_ARGUMENT REQUEST_ID_REUSED.
    */
   attachDevice(argument: _vfiod_v1_AttachDeviceRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_AttachDeviceResponse__Output>): grpc.ClientUnaryCall;
   attachDevice(argument: _vfiod_v1_AttachDeviceRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vfiod_v1_AttachDeviceResponse__Output>): grpc.ClientUnaryCall;
@@ -30,16 +36,20 @@ export interface AttachmentServiceClient extends grpc.Client {
   attachDevice(argument: _vfiod_v1_AttachDeviceRequest, callback: grpc.requestCallback<_vfiod_v1_AttachDeviceResponse__Output>): grpc.ClientUnaryCall;
   
   /**
-   * remove from the VMM -> wait for the guest to let go (timeout_ms) -> release to the host driver. On
-   * DEADLINE_EXCEEDED the device stays claimed ("detach-pending") and nothing is rebound; call again to retry.
+   * remove from the VMM -> wait for the guest to let go (timeout_ms) -> release to the host driver. Answers at once
+   * with a running Operation; with wait, once it is done. A guest that does not let go in time ends the operation in
+   * OPERATION_STATE_DETACH_PENDING (not an error status, also with wait): the device stays claimed and nothing is
+   * rebound; call again to keep waiting.
    */
   DetachDevice(argument: _vfiod_v1_DetachDeviceRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_DetachDeviceResponse__Output>): grpc.ClientUnaryCall;
   DetachDevice(argument: _vfiod_v1_DetachDeviceRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vfiod_v1_DetachDeviceResponse__Output>): grpc.ClientUnaryCall;
   DetachDevice(argument: _vfiod_v1_DetachDeviceRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_DetachDeviceResponse__Output>): grpc.ClientUnaryCall;
   DetachDevice(argument: _vfiod_v1_DetachDeviceRequest, callback: grpc.requestCallback<_vfiod_v1_DetachDeviceResponse__Output>): grpc.ClientUnaryCall;
   /**
-   * remove from the VMM -> wait for the guest to let go (timeout_ms) -> release to the host driver. On
-   * DEADLINE_EXCEEDED the device stays claimed ("detach-pending") and nothing is rebound; call again to retry.
+   * remove from the VMM -> wait for the guest to let go (timeout_ms) -> release to the host driver. Answers at once
+   * with a running Operation; with wait, once it is done. A guest that does not let go in time ends the operation in
+   * OPERATION_STATE_DETACH_PENDING (not an error status, also with wait): the device stays claimed and nothing is
+   * rebound; call again to keep waiting.
    */
   detachDevice(argument: _vfiod_v1_DetachDeviceRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_DetachDeviceResponse__Output>): grpc.ClientUnaryCall;
   detachDevice(argument: _vfiod_v1_DetachDeviceRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vfiod_v1_DetachDeviceResponse__Output>): grpc.ClientUnaryCall;
@@ -77,13 +87,18 @@ export interface AttachmentServiceClient extends grpc.Client {
 export interface AttachmentServiceHandlers extends grpc.UntypedServiceImplementation {
   /**
    * prepare (PCI) -> add to the VMM -> confirm the VMM reports it. Any failure rolls back. Repeating the same
-   * attach is idempotent (changed = false).
+   * attach is idempotent (changed = false). Answers at once with a running Operation (OperationService); with wait,
+   * once it is done (then also with the attachment, as before operations existed; a failure is the call's status).
+   * A request_id makes a retry safe (AIP-155): the same id with the same request answers with the first call's
+   * operation, also after a daemon restart; with another request it is INVALID_ARGUMENT REQUEST_ID_REUSED.
    */
   AttachDevice: grpc.handleUnaryCall<_vfiod_v1_AttachDeviceRequest__Output, _vfiod_v1_AttachDeviceResponse>;
   
   /**
-   * remove from the VMM -> wait for the guest to let go (timeout_ms) -> release to the host driver. On
-   * DEADLINE_EXCEEDED the device stays claimed ("detach-pending") and nothing is rebound; call again to retry.
+   * remove from the VMM -> wait for the guest to let go (timeout_ms) -> release to the host driver. Answers at once
+   * with a running Operation; with wait, once it is done. A guest that does not let go in time ends the operation in
+   * OPERATION_STATE_DETACH_PENDING (not an error status, also with wait): the device stays claimed and nothing is
+   * rebound; call again to keep waiting.
    */
   DetachDevice: grpc.handleUnaryCall<_vfiod_v1_DetachDeviceRequest__Output, _vfiod_v1_DetachDeviceResponse>;
   

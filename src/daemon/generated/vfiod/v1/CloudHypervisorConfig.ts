@@ -15,6 +15,18 @@ export interface CloudHypervisorConfig {
    */
   'args'?: (string)[];
   'sharedMemoryRequired'?: (boolean);
+  /**
+   * VmConfig.pci_segments (JSON array of PciSegmentConfig; 64-bit aperture weights)
+   */
+  'pciSegmentsJson'?: (string);
+  /**
+   * VmConfig.platform.num_pci_segments when NUMA placement adds segments (0: unchanged)
+   */
+  'numPciSegments'?: (number);
+  /**
+   * NumaConfig guest_numa_id + pci_segments to merge into VmConfig.numa
+   */
+  'numaJson'?: (string);
 }
 
 export interface CloudHypervisorConfig__Output {
@@ -31,4 +43,16 @@ export interface CloudHypervisorConfig__Output {
    */
   'args': (string)[];
   'sharedMemoryRequired': (boolean);
+  /**
+   * VmConfig.pci_segments (JSON array of PciSegmentConfig; 64-bit aperture weights)
+   */
+  'pciSegmentsJson': (string);
+  /**
+   * VmConfig.platform.num_pci_segments when NUMA placement adds segments (0: unchanged)
+   */
+  'numPciSegments': (number);
+  /**
+   * NumaConfig guest_numa_id + pci_segments to merge into VmConfig.numa
+   */
+  'numaJson': (string);
 }

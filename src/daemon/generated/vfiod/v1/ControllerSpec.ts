@@ -2,6 +2,7 @@
 
 import type { DoorbellMode as _vfiod_v1_DoorbellMode, DoorbellMode__Output as _vfiod_v1_DoorbellMode__Output } from '../../vfiod/v1/DoorbellMode.js';
 import type { ControllerIdentity as _vfiod_v1_ControllerIdentity, ControllerIdentity__Output as _vfiod_v1_ControllerIdentity__Output } from '../../vfiod/v1/ControllerIdentity.js';
+import type { NamespaceIdentity as _vfiod_v1_NamespaceIdentity, NamespaceIdentity__Output as _vfiod_v1_NamespaceIdentity__Output } from '../../vfiod/v1/NamespaceIdentity.js';
 
 export interface ControllerSpec {
   /**
@@ -41,6 +42,10 @@ export interface ControllerSpec {
    * overrides of the persisted identity; empty fields keep it
    */
   'identity'?: (_vfiod_v1_ControllerIdentity | null);
+  /**
+   * per-slot overrides; slots not listed keep theirs
+   */
+  'namespaceIdentities'?: (_vfiod_v1_NamespaceIdentity)[];
 }
 
 export interface ControllerSpec__Output {
@@ -81,4 +86,8 @@ export interface ControllerSpec__Output {
    * overrides of the persisted identity; empty fields keep it
    */
   'identity': (_vfiod_v1_ControllerIdentity__Output | null);
+  /**
+   * per-slot overrides; slots not listed keep theirs
+   */
+  'namespaceIdentities': (_vfiod_v1_NamespaceIdentity__Output)[];
 }

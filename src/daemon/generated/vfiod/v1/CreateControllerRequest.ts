@@ -8,6 +8,11 @@ export interface CreateControllerRequest {
    */
   'id'?: (string);
   'spec'?: (_vfiod_v1_ControllerSpec | null);
+  /**
+   * AIP-155: a retry with the same id and the same request answers with the first call's response (also after a
+   * daemon restart); the same id with another request is INVALID_ARGUMENT REQUEST_ID_REUSED.
+   */
+  'requestId'?: (string);
 }
 
 export interface CreateControllerRequest__Output {
@@ -16,4 +21,9 @@ export interface CreateControllerRequest__Output {
    */
   'id': (string);
   'spec': (_vfiod_v1_ControllerSpec__Output | null);
+  /**
+   * AIP-155: a retry with the same id and the same request answers with the first call's response (also after a
+   * daemon restart); the same id with another request is INVALID_ARGUMENT REQUEST_ID_REUSED.
+   */
+  'requestId': (string);
 }

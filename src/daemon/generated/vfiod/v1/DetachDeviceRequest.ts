@@ -19,6 +19,10 @@ export interface DetachDeviceRequest {
    * do not give the device back to its host driver
    */
   'keepClaimed'?: (boolean);
+  /**
+   * answer once the operation is done
+   */
+  'wait'?: (boolean);
 }
 
 export interface DetachDeviceRequest__Output {
@@ -39,4 +43,8 @@ export interface DetachDeviceRequest__Output {
    * do not give the device back to its host driver
    */
   'keepClaimed': (boolean);
+  /**
+   * answer once the operation is done
+   */
+  'wait': (boolean);
 }

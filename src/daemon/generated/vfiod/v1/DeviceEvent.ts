@@ -3,8 +3,8 @@
 import type { Any as _google_protobuf_Any, Any__Output as _google_protobuf_Any__Output } from '../../google/protobuf/Any.js';
 
 /**
- * One event: id is unique per daemon run and increases; component_id is the device's BDF; data holds a
- * DeviceStateChanged (type.googleapis.com/vfiod.v1.DeviceStateChanged).
+ * One device event: id is its sequence number in EventService.WatchEvents (increasing, also across daemon restarts);
+ * component_id is the device's BDF; data holds a DeviceStateChanged (type.googleapis.com/vfiod.v1.DeviceStateChanged).
  */
 export interface DeviceEvent {
   'id'?: (string);
@@ -13,8 +13,8 @@ export interface DeviceEvent {
 }
 
 /**
- * One event: id is unique per daemon run and increases; component_id is the device's BDF; data holds a
- * DeviceStateChanged (type.googleapis.com/vfiod.v1.DeviceStateChanged).
+ * One device event: id is its sequence number in EventService.WatchEvents (increasing, also across daemon restarts);
+ * component_id is the device's BDF; data holds a DeviceStateChanged (type.googleapis.com/vfiod.v1.DeviceStateChanged).
  */
 export interface DeviceEvent__Output {
   'id': (string);

@@ -8,6 +8,7 @@ export const DeviceEventKind = {
   DEVICE_EVENT_KIND_RELEASE_FAILED: 'DEVICE_EVENT_KIND_RELEASE_FAILED',
   DEVICE_EVENT_KIND_ATTACHED: 'DEVICE_EVENT_KIND_ATTACHED',
   DEVICE_EVENT_KIND_DETACHED: 'DEVICE_EVENT_KIND_DETACHED',
+  DEVICE_EVENT_KIND_VGPU_TYPE_CHANGED: 'DEVICE_EVENT_KIND_VGPU_TYPE_CHANGED',
 } as const;
 
 export type DeviceEventKind =
@@ -25,5 +26,7 @@ export type DeviceEventKind =
   | 6
   | 'DEVICE_EVENT_KIND_DETACHED'
   | 7
+  | 'DEVICE_EVENT_KIND_VGPU_TYPE_CHANGED'
+  | 8
 
 export type DeviceEventKind__Output = typeof DeviceEventKind[keyof typeof DeviceEventKind]

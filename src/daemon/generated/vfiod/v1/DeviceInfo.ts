@@ -6,6 +6,7 @@ import type { BarInfo as _vfiod_v1_BarInfo, BarInfo__Output as _vfiod_v1_BarInfo
 import type { HostUse as _vfiod_v1_HostUse, HostUse__Output as _vfiod_v1_HostUse__Output } from '../../vfiod/v1/HostUse.js';
 import type { VfioState as _vfiod_v1_VfioState, VfioState__Output as _vfiod_v1_VfioState__Output } from '../../vfiod/v1/VfioState.js';
 import type { ClaimInfo as _vfiod_v1_ClaimInfo, ClaimInfo__Output as _vfiod_v1_ClaimInfo__Output } from '../../vfiod/v1/ClaimInfo.js';
+import type { VgpuInfo as _vfiod_v1_VgpuInfo, VgpuInfo__Output as _vfiod_v1_VgpuInfo__Output } from '../../vfiod/v1/VgpuInfo.js';
 
 export interface DeviceInfo {
   'bdf'?: (string);
@@ -51,6 +52,10 @@ export interface DeviceInfo {
    * absent when vfiod has not claimed the device
    */
   'claim'?: (_vfiod_v1_ClaimInfo | null);
+  /**
+   * NVIDIA vGPU VFs only (nvidia/current_vgpu_type exists)
+   */
+  'vgpu'?: (_vfiod_v1_VgpuInfo | null);
   '_driver'?: "driver";
   '_driverOverride'?: "driverOverride";
   '_iommuGroup'?: "iommuGroup";
@@ -102,6 +107,10 @@ export interface DeviceInfo__Output {
    * absent when vfiod has not claimed the device
    */
   'claim': (_vfiod_v1_ClaimInfo__Output | null);
+  /**
+   * NVIDIA vGPU VFs only (nvidia/current_vgpu_type exists)
+   */
+  'vgpu': (_vfiod_v1_VgpuInfo__Output | null);
   '_driver'?: "driver";
   '_driverOverride'?: "driverOverride";
   '_iommuGroup'?: "iommuGroup";

@@ -19,6 +19,11 @@ export interface GetVmConfigRequest {
    * also prepare the PCI devices for vm_id (rolled back if any fails)
    */
   'prepareDevices'?: (boolean);
+  /**
+   * Place each PCI device on the guest NUMA node numbered like its host node (sysfs numa_node): QEMU pxb-pcie with
+   * numa_node, cloud-hypervisor a PCI segment per node named by NumaConfig.pci_segments.
+   */
+  'numaPlacement'?: (boolean);
 }
 
 export interface GetVmConfigRequest__Output {
@@ -37,4 +42,9 @@ export interface GetVmConfigRequest__Output {
    * also prepare the PCI devices for vm_id (rolled back if any fails)
    */
   'prepareDevices': (boolean);
+  /**
+   * Place each PCI device on the guest NUMA node numbered like its host node (sysfs numa_node): QEMU pxb-pcie with
+   * numa_node, cloud-hypervisor a PCI segment per node named by NumaConfig.pci_segments.
+   */
+  'numaPlacement': (boolean);
 }

@@ -4,6 +4,7 @@ import type { HypervisorKind as _vfiod_v1_HypervisorKind, HypervisorKind__Output
 import type { CloudHypervisorConfig as _vfiod_v1_CloudHypervisorConfig, CloudHypervisorConfig__Output as _vfiod_v1_CloudHypervisorConfig__Output } from '../../vfiod/v1/CloudHypervisorConfig.js';
 import type { QemuConfig as _vfiod_v1_QemuConfig, QemuConfig__Output as _vfiod_v1_QemuConfig__Output } from '../../vfiod/v1/QemuConfig.js';
 import type { PrepareDeviceResult as _vfiod_v1_PrepareDeviceResult, PrepareDeviceResult__Output as _vfiod_v1_PrepareDeviceResult__Output } from '../../vfiod/v1/PrepareDeviceResult.js';
+import type { PciWindowInfo as _vfiod_v1_PciWindowInfo, PciWindowInfo__Output as _vfiod_v1_PciWindowInfo__Output } from '../../vfiod/v1/PciWindowInfo.js';
 
 export interface GetVmConfigResponse {
   'hypervisor'?: (_vfiod_v1_HypervisorKind);
@@ -14,6 +15,7 @@ export interface GetVmConfigResponse {
    * when prepare_devices was set
    */
   'prepared'?: (_vfiod_v1_PrepareDeviceResult)[];
+  'pciWindow'?: (_vfiod_v1_PciWindowInfo | null);
 }
 
 export interface GetVmConfigResponse__Output {
@@ -25,4 +27,5 @@ export interface GetVmConfigResponse__Output {
    * when prepare_devices was set
    */
   'prepared': (_vfiod_v1_PrepareDeviceResult__Output)[];
+  'pciWindow': (_vfiod_v1_PciWindowInfo__Output | null);
 }

@@ -20,6 +20,11 @@ export interface ListDevicesRequest {
    * unclaimed, not a bridge, has an IOMMU group, not in use on the host
    */
   'freeOnly'?: (boolean);
+  /**
+   * only devices on this NUMA node (sysfs numa_node; -1: devices with none)
+   */
+  'numaNode'?: (number);
+  '_numaNode'?: "numaNode";
 }
 
 export interface ListDevicesRequest__Output {
@@ -40,4 +45,9 @@ export interface ListDevicesRequest__Output {
    * unclaimed, not a bridge, has an IOMMU group, not in use on the host
    */
   'freeOnly': (boolean);
+  /**
+   * only devices on this NUMA node (sysfs numa_node; -1: devices with none)
+   */
+  'numaNode'?: (number);
+  '_numaNode'?: "numaNode";
 }

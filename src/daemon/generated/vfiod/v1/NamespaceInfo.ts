@@ -1,5 +1,6 @@
 // Original file: /work/wt/api-types/proto/vfiod/v1/controllers.proto
 
+import type { NamespaceIdentity as _vfiod_v1_NamespaceIdentity, NamespaceIdentity__Output as _vfiod_v1_NamespaceIdentity__Output } from '../../vfiod/v1/NamespaceIdentity.js';
 import type { Long } from '@grpc/proto-loader';
 
 export interface NamespaceInfo {
@@ -8,6 +9,10 @@ export interface NamespaceInfo {
   'backend'?: (string);
   'blockSize'?: (number);
   'blocks'?: (number | string | Long);
+  /**
+   * what the guest sees (persisted with the controller's identity)
+   */
+  'identity'?: (_vfiod_v1_NamespaceIdentity | null);
 }
 
 export interface NamespaceInfo__Output {
@@ -16,4 +21,8 @@ export interface NamespaceInfo__Output {
   'backend': (string);
   'blockSize': (number);
   'blocks': (number);
+  /**
+   * what the guest sees (persisted with the controller's identity)
+   */
+  'identity': (_vfiod_v1_NamespaceIdentity__Output | null);
 }

@@ -15,6 +15,10 @@ export interface PrepareDeviceRequest {
    * bind every endpoint of the IOMMU group (bridges never)
    */
   'wholeGroup'?: (boolean);
+  /**
+   * AIP-155, as CreateControllerRequest.request_id
+   */
+  'requestId'?: (string);
 }
 
 export interface PrepareDeviceRequest__Output {
@@ -31,4 +35,8 @@ export interface PrepareDeviceRequest__Output {
    * bind every endpoint of the IOMMU group (bridges never)
    */
   'wholeGroup': (boolean);
+  /**
+   * AIP-155, as CreateControllerRequest.request_id
+   */
+  'requestId': (string);
 }

@@ -1,0 +1,16 @@
+// Original file: /work/wt/api-types/proto/vfiod/v1/devices.proto
+
+
+export interface ListVgpuTypesRequest {
+  /**
+   * the VF
+   */
+  'bdf'?: (string);
+}
+
+export interface ListVgpuTypesRequest__Output {
+  /**
+   * the VF
+   */
+  'bdf': (string);
+}

@@ -1,0 +1,17 @@
+// Original file: /work/wt/api-types/proto/vfiod/v1/operations.proto
+
+export const OperationKind = {
+  OPERATION_KIND_UNSPECIFIED: 'OPERATION_KIND_UNSPECIFIED',
+  OPERATION_KIND_ATTACH_DEVICE: 'OPERATION_KIND_ATTACH_DEVICE',
+  OPERATION_KIND_DETACH_DEVICE: 'OPERATION_KIND_DETACH_DEVICE',
+} as const;
+
+export type OperationKind =
+  | 'OPERATION_KIND_UNSPECIFIED'
+  | 0
+  | 'OPERATION_KIND_ATTACH_DEVICE'
+  | 1
+  | 'OPERATION_KIND_DETACH_DEVICE'
+  | 2
+
+export type OperationKind__Output = typeof OperationKind[keyof typeof OperationKind]

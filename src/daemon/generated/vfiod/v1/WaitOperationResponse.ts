@@ -1,0 +1,11 @@
+// Original file: /work/wt/api-types/proto/vfiod/v1/operations.proto
+
+import type { Operation as _vfiod_v1_Operation, Operation__Output as _vfiod_v1_Operation__Output } from '../../vfiod/v1/Operation.js';
+
+export interface WaitOperationResponse {
+  'operation'?: (_vfiod_v1_Operation | null);
+}
+
+export interface WaitOperationResponse__Output {
+  'operation': (_vfiod_v1_Operation__Output | null);
+}
