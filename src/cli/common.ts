@@ -129,6 +129,7 @@ export const CONTROLLER_OPTIONS = {
   'ieee-oui': { type: 'string' },
   'controller-id': { type: 'string' },
   'namespace-identity': { type: 'string', multiple: true },
+  nsid: { type: 'string' },
 } as const satisfies ParseArgsConfig['options'];
 
 /** Rejects positional arguments for commands that take none. */

@@ -1,8 +1,11 @@
 /**
- * `vfiod controllers list|get|create|delete`: the daemon's emulated NVMe controllers (ControllerService).
+ * `vfiod controllers list|get|create|delete|attach-namespace|detach-namespace|resize-namespace`: the daemon's emulated
+ * NVMe controllers (ControllerService).
  * Human tables by default, the API's messages with --json.
  */
 import { CONTROLLER_LIMITS } from '../serve/config.js';
+import { MAX_NSID } from '../nvme/namespaces.js';
+import { parseSize } from '../util/size.js';
 import {
   bytes,
   CLIENT_EXIT,
@@ -30,6 +33,11 @@ Commands:
          [--nqn <nqn>] [--ieee-oui <hex>] [--controller-id <n>] [--namespace-identity <nsid>:<key>=<value>,...]...
          [--msix-vectors <n>] [--io-queues <n>] [--queue-entries <n>] [--mdts <n>] [--identity <path>]
   delete <id>                           stop it (flushes its namespaces) and forget it
+  attach-namespace <id> <uri> [--nsid <n>]
+                                        add a namespace while it serves (default: the lowest free NSID);
+                                        the guest sees it without a reboot
+  detach-namespace <id> <nsid>          remove a namespace while it serves (commands in flight complete)
+  resize-namespace <id> <nsid> <size>   grow a file or memory namespace (e.g. 2G); shrinking is refused
 
 ${CONNECTION_HELP}`;
 
@@ -123,6 +131,10 @@ interface ControllerInfo {
 /** CreateControllerResponse and GetControllerResponse. */
 interface ControllerResponse {
   controller: ControllerInfo;
+}
+
+interface AttachNamespaceResponse extends ControllerResponse {
+  nsid: number;
 }
 
 interface ListControllersResponse {
@@ -242,6 +254,39 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
         await ctx.client.call('ControllerService', 'DeleteController', { id });
         if (ctx.json) printJson(ctx, { deleted: id });
         else ctx.out(`deleted controller ${id}\n`);
+        return CLIENT_EXIT.ok;
+      }
+      case 'attach-namespace': {
+        if (positionals.length !== 2) throw new UsageError('attach-namespace takes a controller id and a namespace URI');
+        const [id, uri] = positionals as [string, string];
+        const nsid = integer('--nsid', v.nsid, 1, MAX_NSID) ?? 0;
+        const response = await ctx.client.call<AttachNamespaceResponse>('ControllerService', 'AttachNamespace', { id, uri, nsid });
+        if (ctx.json) printJson(ctx, response);
+        else ctx.out(`attached ${uri} to controller ${id} as namespace ${response.nsid}\n${renderController(response.controller)}`);
+        return CLIENT_EXIT.ok;
+      }
+      case 'detach-namespace': {
+        if (positionals.length !== 2) throw new UsageError('detach-namespace takes a controller id and an NSID');
+        const id = positionals[0]!;
+        const nsid = integer('<nsid>', positionals[1]!, 1, MAX_NSID);
+        const response = await ctx.client.call<ControllerResponse>('ControllerService', 'DetachNamespace', { id, nsid });
+        if (ctx.json) printJson(ctx, response);
+        else ctx.out(`detached namespace ${nsid} from controller ${id}\n${renderController(response.controller)}`);
+        return CLIENT_EXIT.ok;
+      }
+      case 'resize-namespace': {
+        if (positionals.length !== 3) throw new UsageError('resize-namespace takes a controller id, an NSID and a size');
+        const id = positionals[0]!;
+        const nsid = integer('<nsid>', positionals[1]!, 1, MAX_NSID);
+        let sizeBytes: number;
+        try {
+          sizeBytes = parseSize(positionals[2]!);
+        } catch (error) {
+          throw new UsageError(`<size>: ${(error as Error).message}`);
+        }
+        const response = await ctx.client.call<ControllerResponse>('ControllerService', 'ResizeNamespace', { id, nsid, sizeBytes });
+        if (ctx.json) printJson(ctx, response);
+        else ctx.out(`namespace ${nsid} of controller ${id} is ${bytes(sizeBytes)}\n${renderController(response.controller)}`);
         return CLIENT_EXIT.ok;
       }
       default:

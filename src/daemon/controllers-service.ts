@@ -7,12 +7,14 @@ import type { RequestIds } from './request-ids.js';
 import type { Logger } from '../util/log.js';
 import { sameSocketFile } from '../util/socket-path.js';
 import { type ControllerRegistry, type ControllerSpecInput, type ControllerView, percentileMicros } from '../serve/registry.js';
+import { namespaceNsids } from '../serve/config.js';
 import { requireText, unary } from './requests.js';
 
 export function controllerInfo(view: ControllerView, sampleIntervalMs: number): Record<string, unknown> {
   const c = view.config;
   const s = view.snapshot;
   const latency = s?.stats.latency;
+  const nsids = namespaceNsids(c);
   return {
     id: view.id,
     spec: {
@@ -34,7 +36,7 @@ export function controllerInfo(view: ControllerView, sampleIntervalMs: number): 
     namespaces: s
       ? s.namespaces.map((n) => ({
           nsid: n.nsid,
-          uri: c.namespaces[n.nsid - 1] ?? '',
+          uri: c.namespaces[nsids.indexOf(n.nsid)] ?? '',
           backend: n.backend,
           blockSize: n.blockSize,
           blocks: n.blocks,
@@ -126,6 +128,17 @@ export function controllerService(deps: { registry: ControllerRegistry; attachme
     ListControllers: unary('ListControllers', logger, async () => ({ controllers: (await registry.list()).map(info) })),
     GetController: unary('GetController', logger, async (request: { id: string }) => ({
       controller: info(await registry.get(requireText(request.id, 'id', 'the controller id'))),
+    })),
+    AttachNamespace: unary('AttachNamespace', logger, async (request: { id: string; uri: string; nsid: number }) => {
+      const id = requireText(request.id, 'id', 'the controller id');
+      const { view, nsid } = await registry.attachNamespace(id, request.nsid, requireText(request.uri, 'uri', 'the namespace URI'));
+      return { controller: info(view), nsid };
+    }),
+    DetachNamespace: unary('DetachNamespace', logger, async (request: { id: string; nsid: number }) => ({
+      controller: info(await registry.detachNamespace(requireText(request.id, 'id', 'the controller id'), request.nsid)),
+    })),
+    ResizeNamespace: unary('ResizeNamespace', logger, async (request: { id: string; nsid: number; sizeBytes: number }) => ({
+      controller: info(await registry.resizeNamespace(requireText(request.id, 'id', 'the controller id'), request.nsid, request.sizeBytes)),
     })),
   };
 }
