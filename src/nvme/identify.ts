@@ -150,9 +150,10 @@ export function buildIdentifyNamespace(out: Uint8Array, namespace: Namespace, id
   out[25] = 0; // NLBAF: one format (0's based)
   out[26] = 0; // FLBAS: format 0, no metadata
   out[30] = 0; // NMIC: private namespace
-  // DLFEAT bits 2:0 = 001b: deallocated blocks read as zeroes, bit 3: Write Zeroes honours DEAC. Only promised
-  // when deallocation is real.
-  out[33] = namespace.supportsDeallocate ? 0x1 | (1 << 3) : 0;
+  // DLFEAT bits 2:0 = 001b: deallocated blocks read as zeroes, which every backend guarantees (the Namespace contract:
+  // one that cannot free space writes zeroes instead). Bit 3, Write Zeroes with DEAC deallocates: only where
+  // deallocation frees space for real.
+  out[33] = 0x1 | (namespace.supportsDeallocate ? 1 << 3 : 0);
   out[99] = namespaceAttributes(namespace); // NSATTR
   putHex(out, 104, 16, ids.nguid); // NGUID
   putHex(out, 120, 8, ids.eui64); // EUI64

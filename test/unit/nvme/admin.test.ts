@@ -125,7 +125,7 @@ describe('Identify', () => {
       expect(data[24]).toBe(0); // NSFEAT: not thin
       expect(data[25]).toBe(0); // NLBAF
       expect(data[26]).toBe(0); // FLBAS
-      expect(data[33]).toBe(0); // DLFEAT
+      expect(data[33]).toBe(0x01); // DLFEAT: deallocated blocks read as zeroes (memory drops or zero-fills them)
       expect(view(data).getUint32(128, true)).toBe(Math.log2(blockSize) << 16); // LBAF0
       expect(hex(data, 104, 16)).toBe(namespaceIds(nsid).nguid);
       expect(hex(data, 120, 8)).toBe(namespaceIds(nsid).eui64);
