@@ -3,9 +3,10 @@
  * and the CLI, end to end: a daemon (compiled, from dist/: controllers run in worker threads) serves a controller, the
  * project's vfio-user client drives it as a guest would, and every change must reach that guest as a Namespace
  * Attribute Notice with the Changed Namespace List and show in Identify; I/O to a detached namespace fails with
- * Invalid Namespace or Format; changes are saved, so a daemon restart brings the same namespace set back. Then the
- * same under `vfiod daemon --crash-recovery`: the changed namespace set survives a SIGKILL of the data plane and a
- * planned restart (the daemon's upgrade path), with the guest's connection never closing.
+ * Invalid Namespace or Format; changes are saved, so a daemon restart brings the same namespace set back. The
+ * hand-over state names every namespace with its NSID and size, and a successor configured otherwise is refused.
+ * Then the same under `vfiod daemon --crash-recovery`: the changed namespace set survives a SIGKILL of the data
+ * plane, a planned restart and `vfiod upgrade --daemon`, with the guest's connection never closing.
  */
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -14,6 +15,9 @@ import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runControllers } from '../../src/cli/controllers.js';
+import { controllerConfig } from '../../src/serve/config.js';
+import { prepareTakeOver, startController, type ControllerHandoverState } from '../../src/serve/controller.js';
+import { FdCollector, FdSource } from '../../src/util/handover-fds.js';
 import { VfiodClient } from '../../src/daemon/client.js';
 import type * as ServerModule from '../../src/daemon/server.js';
 import { AdminOpcode, AsyncEvent, FeatureId, LogPageId, Status } from '../../src/spec/nvme.js';
@@ -250,6 +254,45 @@ describe.skipIf(skipReason)('namespaces of a running controller (ControllerServi
   });
 });
 
+describe('the hand-over state of a controller whose namespaces changed (vfiod serve --take-over, checkpoints)', () => {
+  let dir: string;
+  afterEach(() => {
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('names each namespace with its NSID and size as the guest knows them; a successor configured otherwise is refused', async () => {
+    dir = temporaryDir('vfiod-ns-handover-');
+    const { logger } = memoryLogger();
+    const config = controllerConfig({ socketPath: path.join(dir, 'nvme0.sock'), namespaces: [`file:${path.join(dir, 'a.img')}?size=1M`] });
+    const controller = await startController(config, logger);
+    try {
+      const grown = `file:${path.join(dir, 'b.img')}?size=${2 * MiB}`;
+      await controller.changeNamespace({ kind: 'attach', nsid: 3, uri: `file:${path.join(dir, 'b.img')}?size=1M` });
+      await controller.changeNamespace({ kind: 'resize', nsid: 3, sizeBytes: 2 * MiB });
+      await controller.changeNamespace({ kind: 'detach', nsid: 1 });
+      await expect(controller.changeNamespace({ kind: 'detach', nsid: 1 })).rejects.toThrow('namespace 1 is not attached');
+      expect(controller.namespaces.map((slot) => [slot.nsid, slot.uri])).toEqual([[3, grown]]);
+      await controller.quiesce();
+      // What is in the snapshot must not change under it.
+      await expect(controller.changeNamespace({ kind: 'resize', nsid: 3, sizeBytes: 4 * MiB })).rejects.toThrow('being handed over');
+      const fds = new FdCollector();
+      const state = JSON.parse(JSON.stringify(controller.snapshot(fds))) as ControllerHandoverState;
+      expect(state.namespaces).toEqual([expect.objectContaining({ nsid: 3, uri: grown, blockSize: 512, blockCount: (2 * MiB) / 512 })]);
+      const stale = await prepareTakeOver(config, logger);
+      expect(() => stale.adopt(state, new FdSource(fds.fds))).toThrow('namespaces 1 are configured, the running controller has 3');
+      await stale.abandon();
+      // Right NSID, wrong disk (a smaller one): the guest would see its namespace shrink.
+      const other = await prepareTakeOver({ ...config, namespaces: [`file:${path.join(dir, 'a.img')}?size=1M`], nsids: [3] }, logger);
+      expect(() => other.adopt(state, new FdSource(fds.fds))).toThrow('namespace 3 (file:' + path.join(dir, 'a.img') + ') has 2048 blocks of 512 bytes; the guest knows it as 4096');
+      await other.abandon();
+      controller.resume();
+      await controller.changeNamespace({ kind: 'resize', nsid: 3, sizeBytes: 4 * MiB });
+    } finally {
+      await controller.close();
+    }
+  });
+});
+
 const built = existsSync(path.join(root, 'dist', 'serve', 'crash-guard.js'));
 
 describe.skipIf(!built)('namespaces changed at runtime under vfiod daemon --crash-recovery', () => {
@@ -261,7 +304,7 @@ describe.skipIf(!built)('namespaces changed at runtime under vfiod daemon --cras
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  it('survive a SIGKILL of the data plane and a planned restart: the guest keeps its namespaces, data and connection', async () => {
+  it('survive a SIGKILL of the data plane, a planned restart and vfiod upgrade: the guest keeps its namespaces, data and connection', async () => {
     dir = temporaryDir('vfiod-ns-crash-');
     const host = standardHost();
     try {
@@ -299,8 +342,13 @@ describe.skipIf(!built)('namespaces changed at runtime under vfiod daemon --cras
       await cli('controllers', 'detach-namespace', 'vm1', '1');
       expect((await driver.wait(0, aer, IO_DEADLINE_MS)).dw0).toBe(NOTICE);
       expect(await changedNamespaces(driver)).toEqual([1]);
-      holder.process.kill('SIGHUP'); // the planned restart a daemon upgrade is
+      holder.process.kill('SIGHUP'); // a planned restart
       await holder.waitFor(isRecovered(2), 'the planned restart');
+      expect(await activeNamespaces(driver)).toEqual([3]);
+      // The daemon's live upgrade: a new daemon process takes the controllers over from their checkpoints.
+      const upgraded = await promisify(execFile)(process.execPath, [bin, 'upgrade', '--daemon', apiSocket], { timeout: 120_000 });
+      expect(upgraded.stdout).toMatch(/upgraded the vfiod daemon/);
+      await holder.waitFor(isRecovered(3), 'the restart through vfiod upgrade');
       expect(await activeNamespaces(driver)).toEqual([3]);
       expect(await readOneBlock(driver, 1)).toBe(Status.INVALID_NAMESPACE_OR_FORMAT);
       expect((await driver.write(3, (8 * MiB) / 512 - 8, pattern(4096, 31), { timeoutMillis: IO_DEADLINE_MS })).status).toBe(Status.SUCCESS);
