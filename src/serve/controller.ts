@@ -214,7 +214,19 @@ async function recoverController(
   const { checkpoint, fds, local } = readCheckpoint(area, held);
   area.nextGeneration();
   try {
-    const controller = adopt(config, namespaces, checkpoint.state, fds, logger, guard);
+    // The guest knows the namespaces of the checkpoint. A runtime change whose new definition the previous data
+    // plane did not get to save leaves the configuration behind it: the checkpoint's set is served (and reported).
+    const served = configOfCheckpoint(config, checkpoint.state);
+    if (served !== config) {
+      logger.warn('the checkpoint has other namespaces than the configuration (a runtime change not saved before the crash): serving the checkpoint\'s', {
+        configured: config.namespaces,
+        checkpoint: served.namespaces,
+        nsids: served.nsids,
+      });
+      await closeAll(namespaces.splice(0), logger);
+      namespaces.push(...(await openNamespaces(served, logger)));
+    }
+    const controller = adopt(served, namespaces, checkpoint.state, fds, logger, guard);
     const session = checkpoint.state.server.session;
     if (session !== undefined) {
       controller.server.recoverStreams(recoveredStreams(session.streams, area.readStream(), fds, local));
@@ -239,6 +251,14 @@ async function recoverController(
     await closeAll(namespaces, logger);
     throw error;
   }
+}
+
+/** `config` with the namespaces of `state` when they differ from its own (by NSID and URI); else `config` itself. */
+function configOfCheckpoint(config: ControllerConfig, state: ControllerHandoverState): ControllerConfig {
+  const nsids = state.namespaces.map((entry, index) => entry.nsid ?? index + 1);
+  const uris = state.namespaces.map((entry) => entry.uri);
+  if (nsids.join() === namespaceNsids(config).join() && uris.join('\n') === config.namespaces.join('\n')) return config;
+  return { ...config, namespaces: uris, nsids };
 }
 
 function adopt(

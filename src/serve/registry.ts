@@ -221,6 +221,7 @@ export class ControllerRegistry {
           throw error;
         }
         await this.start(entry);
+        await this.adoptServedNamespaces(entry);
         recordInodes(entry);
         started.push(id);
       } catch (error) {
@@ -412,6 +413,29 @@ export class ControllerRegistry {
       this.checkSharedResources(id, config);
       return { change: { kind: 'resize', nsid, sizeBytes }, config, backings: entry.backings };
     });
+  }
+
+  /**
+   * A controller recovered from a crash checkpoint serves the namespaces the guest knows, which differ from its saved
+   * definition when the data plane died between a namespace change and saving it: the definition follows.
+   */
+  private async adoptServedNamespaces(entry: Entry): Promise<void> {
+    const served = (await entry.worker?.snapshot())?.namespaces;
+    if (!served) return;
+    const nsids = served.map((namespace) => namespace.nsid);
+    const uris = served.map((namespace) => namespace.uri);
+    if (nsids.join() === namespaceNsids(entry.config).join() && uris.join('\n') === entry.config.namespaces.join('\n')) return;
+    const saved = entry.config.namespaces;
+    entry.config = { ...entry.config, namespaces: uris, nsids };
+    entry.backings = this.namespaceBackings(entry.id, uris, () => undefined);
+    try {
+      this.persist();
+    } catch (error) {
+      // It serves all the same; the next recovery finds the same checkpoint and tries again.
+      this.logger.error('cannot save the recovered namespaces', { controller: entry.id, path: this.stateFile, error: errorMessage(error) });
+      return;
+    }
+    this.logger.warn('controller recovered with the namespaces of its checkpoint, now saved as its definition', { controller: entry.id, saved, served: uris, nsids });
   }
 
   /** The index in the controller's configuration of namespace `nsid`; NOT_FOUND when it has none. */

@@ -70,7 +70,8 @@ export interface ControllerSnapshot {
   stats: NvmeControllerStats;
   clientConnected: boolean;
   identity: { serialNumber: string; modelNumber: string; firmwareRevision: string; subsystemNqn: string; ieeeOui: number; controllerId: number };
-  namespaces: Array<{ nsid: number; backend: string; blockSize: number; blocks: number; ids: NamespaceIds; paths?: NamespacePath[] }>;
+  /** `uri`: as the controller serves it (after a crash recovery, the checkpoint's, which the registry then saves). */
+  namespaces: Array<{ nsid: number; uri: string; backend: string; blockSize: number; blocks: number; ids: NamespaceIds; paths?: NamespacePath[] }>;
   /** The vfio-user side: guest memory regions mapped now, and DMA_MAP / DMA_UNMAP requests since the start. */
   dma: { mappings: number; mapRequests: number; unmapRequests: number };
 }
@@ -177,8 +178,9 @@ function snapshot(controller: RunningController): ControllerSnapshot {
       ieeeOui: identity.ieeeOui ?? 0,
       controllerId: identity.controllerId ?? 0,
     },
-    namespaces: controller.namespaces.map(({ nsid, namespace, ids }) => ({
+    namespaces: controller.namespaces.map(({ nsid, uri, namespace, ids }) => ({
       nsid,
+      uri,
       backend: namespace.description,
       blockSize: namespace.blockSize,
       blocks: namespace.blockCount,

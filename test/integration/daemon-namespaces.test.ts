@@ -9,7 +9,7 @@
  * plane, a planned restart and `vfiod upgrade --daemon`, with the guest's connection never closing.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
@@ -322,6 +322,8 @@ describe.skipIf(!built)('namespaces changed at runtime under vfiod daemon --cras
         line['msg'] === 'recovered from a crash of the previous data plane' && line['generation'] === generation;
       const dataPlane = (): number => holder.lines.filter((line) => line['msg'] === 'data plane started').at(-1)!['pid'] as number;
 
+      const stateFile = path.join(dir, 'state', 'controllers.json');
+      const savedBefore = readFileSync(stateFile, 'utf8');
       let aer = await postAer(driver);
       await cli('controllers', 'attach-namespace', 'vm1', `file:${path.join(dir, 'b.img')}?size=4M`, '--nsid', '3');
       expect((await driver.wait(0, aer, IO_DEADLINE_MS)).dw0).toBe(NOTICE);
@@ -329,9 +331,17 @@ describe.skipIf(!built)('namespaces changed at runtime under vfiod daemon --cras
       expect((await driver.write(3, 8, pattern(4096, 30), { timeoutMillis: IO_DEADLINE_MS })).status).toBe(Status.SUCCESS);
       aer = await postAer(driver);
       await cli('controllers', 'resize-namespace', 'vm1', '3', '8M');
-      // The guest has not read the Changed Namespace List yet: that is in the checkpoint too.
+      // The guest has not read the Changed Namespace List yet: that is in the checkpoint too. And the data plane dies
+      // as if before it saved the definition: controllers.json is as before the attach.
+      writeFileSync(stateFile, savedBefore);
       process.kill(dataPlane(), 'SIGKILL');
       await holder.waitFor(isRecovered(1), 'recovery after the SIGKILL');
+      await holder.waitFor((line) => line['msg'] === 'controller recovered with the namespaces of its checkpoint, now saved as its definition', 'the definition saved again');
+      const resaved = JSON.parse(readFileSync(stateFile, 'utf8')) as { controllers: Array<{ config: { namespaces: string[]; nsids: number[] } }> };
+      expect(resaved.controllers[0]!.config).toMatchObject({
+        namespaces: [`file:${path.join(dir, 'a.img')}?size=4M`, `file:${path.join(dir, 'b.img')}?size=${8 * MiB}`],
+        nsids: [1, 3],
+      });
       expect((await driver.wait(0, aer, IO_DEADLINE_MS)).dw0).toBe(NOTICE);
       expect(await changedNamespaces(driver)).toEqual([3]);
       expect(await activeNamespaces(driver)).toEqual([1, 3]);
