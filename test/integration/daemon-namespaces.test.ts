@@ -166,6 +166,7 @@ describe.skipIf(skipReason)('namespaces of a running controller (ControllerServi
     expect(await changedNamespaces(driver)).toEqual([]); // no change, nothing told
 
     // Detach NSID 1 with a guest using both: its commands fail from then on, NSID 2 serves on and keeps its NSID.
+    const slot1 = (await controllers('GetController', { id: 'c1' }))['controller'].namespaces[0].identity;
     aer = await postAer(driver);
     const detached = await controllers('DetachNamespace', { id: 'c1', nsid: 1 });
     expect(detached['controller'].namespaces.map((n: { nsid: number }) => n.nsid)).toEqual([2]);
@@ -191,6 +192,10 @@ describe.skipIf(skipReason)('namespaces of a running controller (ControllerServi
     const again = await attachGuest(socketPath, guests);
     expect(await activeNamespaces(again.driver)).toEqual([2]);
     expect((await again.driver.read(2, (16 * MiB) / 512 - 8, 8, { timeoutMillis: IO_DEADLINE_MS })).data).toEqual(pattern(4096, 3));
+    // Identities belong to NSID slots (identity-store.ts): a namespace attached at NSID 1 again gets slot 1's ids.
+    const back = await controllers('AttachNamespace', { id: 'c1', uri: `file:${image('a.img')}?size=8M`, nsid: 1 });
+    expect(back['controller'].namespaces[0].identity).toEqual(slot1);
+    await controllers('DetachNamespace', { id: 'c1', nsid: 1 });
   });
 
   it('refuses what it cannot do with a precise reason, and nothing changes', async () => {
