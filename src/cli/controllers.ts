@@ -230,6 +230,7 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
         const id = idArg();
         if (!v.socket) throw new UsageError('create needs --socket <path>');
         if (!v.namespace?.length) throw new UsageError('create needs at least one --namespace <uri> (e.g. memory:1G)');
+        if (v.nsid !== undefined) throw new UsageError('--nsid goes with attach-namespace: create numbers its namespaces 1..n');
         const spec = {
           socketPath: v.socket,
           namespaces: v.namespace,

@@ -402,7 +402,7 @@ export class ControllerRegistry {
       const unsupported = (why: string): VfiodError =>
         new VfiodError('FAILED_PRECONDITION', `controller ${id}: namespace ${nsid} (${uri}) cannot be resized: ${why}`, { reason: 'NAMESPACE_RESIZE_UNSUPPORTED', controllerId: id, nsid, uri });
       if (spec.scheme === 'file' && (spec as FileNamespaceSpec).readOnly) throw unsupported('it is read-only');
-      if (spec.scheme === 'file' && inspectBacking((spec as FileNamespaceSpec).path)?.kind === 'block') throw unsupported('a block device has the size of the device');
+      if (spec.scheme === 'file' && backingKind((spec as FileNamespaceSpec).path) === 'block') throw unsupported('a block device has the size of the device');
       let resized: string;
       try {
         resized = resizedNamespaceUri(uri, sizeBytes);
@@ -901,6 +901,15 @@ function checkPath(value: string, field: string, bad: (message: string) => Vfiod
   if (!path.isAbsolute(value)) throw bad(`${field} '${value}' must be absolute`);
   if (path.normalize(value) !== value || value.endsWith('/')) throw bad(`${field} '${value}' must be normalised (no '.', '..', '//' or trailing '/'): ${path.normalize(value).replace(/\/$/, '')}`);
   return value;
+}
+
+/** What `file` is (block device or regular file); undefined when it cannot be looked at now (the worker says why). */
+function backingKind(file: string): string | undefined {
+  try {
+    return inspectBacking(file)?.kind;
+  } catch {
+    return undefined;
+  }
 }
 
 /** The lowest NSID not in `nsids`; undefined when all up to MAX_NSID are. */

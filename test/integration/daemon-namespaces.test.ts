@@ -256,6 +256,9 @@ describe.skipIf(skipReason)('namespaces of a running controller (ControllerServi
     expect(shrink.code).not.toBe(0);
     expect(shrink.stderr).toContain('shrinking it to 1MiB is refused');
     expect((await run('detach-namespace', 'cli')).code).toBe(2); // usage
+    const misplaced = await run('create', 'cli2', '--socket', path.join(dir, 'cli2.sock'), '--namespace', 'memory:1M', '--nsid', '2');
+    expect(misplaced.code).toBe(2);
+    expect(misplaced.stderr).toContain('--nsid goes with attach-namespace');
   });
 });
 
