@@ -32,8 +32,10 @@ const CHUNK_DROP_UNITS = 4096;
 
 export class MemoryNamespace implements Namespace {
   readonly blockSize: number;
-  /** `grow` raises it. */
-  private size: number;
+  /** Fields rather than getters: the I/O path reads them on every command. Only `grow` changes them. */
+  sizeBytes: number;
+  blockCount: number;
+  description: string;
   readonly volatileWriteCache = false;
   readonly maxTransferBytes = 0;
   /** Deallocated blocks read as zeroes; reported as not thin-provisioned (NUSE = NSZE), as before lazy chunks. */
@@ -61,23 +63,13 @@ export class MemoryNamespace implements Namespace {
       throw new Error(`memory namespace: chunk size ${chunkBytes} must be a positive multiple of 4096`);
     }
     this.blockSize = blockSize;
-    this.size = sizeBytes;
+    this.sizeBytes = sizeBytes;
+    this.blockCount = sizeBytes / blockSize;
+    this.description = `memory:${formatSize(sizeBytes)}`;
     this.chunkBytes = chunkBytes;
     const chunkCount = Math.ceil(sizeBytes / chunkBytes);
     this.chunks = new Array<Uint8Array | undefined>(chunkCount).fill(undefined);
     this.chunkBuffers = new Array<ArrayBuffer | undefined>(chunkCount).fill(undefined);
-  }
-
-  get sizeBytes(): number {
-    return this.size;
-  }
-
-  get blockCount(): number {
-    return this.size / this.blockSize;
-  }
-
-  get description(): string {
-    return `memory:${formatSize(this.size)}`;
   }
 
   /**
@@ -87,12 +79,14 @@ export class MemoryNamespace implements Namespace {
    */
   grow(sizeBytes: number): Promise<void> {
     if (this.closed) return Promise.reject(new NamespaceError('internal', `${this.description}: grow after close`));
-    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= this.size || sizeBytes % this.blockSize !== 0) {
-      return Promise.reject(new NamespaceError('internal', `${this.description}: new size ${sizeBytes} must be a multiple of the block size ${this.blockSize} larger than ${this.size}`));
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= this.sizeBytes || sizeBytes % this.blockSize !== 0) {
+      return Promise.reject(new NamespaceError('internal', `${this.description}: new size ${sizeBytes} must be a multiple of the block size ${this.blockSize} larger than ${this.sizeBytes}`));
     }
     const lastIndex = this.chunks.length - 1;
     const last = this.chunks[lastIndex];
-    this.size = sizeBytes;
+    this.sizeBytes = sizeBytes;
+    this.blockCount = sizeBytes / this.blockSize;
+    this.description = `memory:${formatSize(sizeBytes)}`;
     if (last !== undefined && last.length < this.chunkLengthOf(lastIndex)) {
       const longer = new Uint8Array(this.chunkLengthOf(lastIndex));
       longer.set(last);
