@@ -219,6 +219,8 @@ describe.skipIf(skipReason)('namespaces of a running controller (ControllerServi
     await controllers('CreateController', { id: 'm', spec: { socketPath: path.join(dir, 'm.sock'), namespaces: ['memory:1M'] } });
     const noCache = await expectStatus(controllers('AttachNamespace', { id: 'm', uri: `file:${image('m.img')}?size=1M` }), 'FAILED_PRECONDITION', 'volatile write cache');
     expect(noCache.reason).toBe('NAMESPACE_CHANGE_FAILED');
+    await refused('AttachNamespace', { uri: 'memory:1P' }, 'FAILED_PRECONDITION', 'MEMORY_BUDGET_EXCEEDED', 'exceed the');
+    await refused('ResizeNamespace', { nsid: 1, sizeBytes: 2 ** 50 }, 'FAILED_PRECONDITION', 'MEMORY_BUDGET_EXCEEDED', 'exceed the');
     await refused('DetachNamespace', { nsid: 9 }, 'NOT_FOUND', 'NAMESPACE_NOT_FOUND', 'controller c2 has no namespace 9');
     await refused('ResizeNamespace', { nsid: 9, sizeBytes: 8 * MiB }, 'NOT_FOUND', 'NAMESPACE_NOT_FOUND');
     await refused('ResizeNamespace', { nsid: 2, sizeBytes: 8 * MiB + 100 }, 'INVALID_ARGUMENT', 'FIELD_INVALID', 'multiple of its block size 512');
@@ -226,6 +228,14 @@ describe.skipIf(skipReason)('namespaces of a running controller (ControllerServi
     expect(missing.reason).toBe('CONTROLLER_NOT_FOUND');
     const info = (await controllers('GetController', { id: 'c2' }))['controller'];
     expect(info.namespaces.map((n: { nsid: number; blocks: number }) => [n.nsid, n.blocks])).toEqual([[1, 8192], [2, 8192]]);
+    // Changes of one controller run one at a time: two attaches asking for the lowest free NSID get 3 and 4.
+    const [first, second] = await Promise.all([
+      controllers('AttachNamespace', { id: 'c2', uri: 'memory:1M' }),
+      controllers('AttachNamespace', { id: 'c2', uri: 'memory:2M' }),
+    ]);
+    expect([first!['nsid'], second!['nsid']].sort()).toEqual([3, 4]);
+    await controllers('DetachNamespace', { id: 'c2', nsid: 3 });
+    await controllers('DetachNamespace', { id: 'c2', nsid: 4 });
     // Grows memory too; the last namespace cannot go.
     await controllers('ResizeNamespace', { id: 'c2', nsid: 1, sizeBytes: 8 * MiB });
     await controllers('DetachNamespace', { id: 'c2', nsid: 2 });
