@@ -437,14 +437,14 @@ function running(
   let slots: readonly NamespaceSlot[] = initialSlots;
   /** Quiesced for a hand-over or a planned restart: the namespace set must stay what the snapshot says. */
   let quiesced = false;
-  const openNamespaces = (): Namespace[] => slots.map((slot) => slot.namespace);
+  const backends = (): Namespace[] => slots.map((slot) => slot.namespace);
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closing ??= (async () => {
       await server.close();
       await device.controller.flush().catch((error: unknown) => logger.error('flush failed', { error }));
       device.close();
-      await closeAll(openNamespaces(), logger);
+      await closeAll(backends(), logger);
       // A clean stop: the client was disconnected, nothing is left to recover.
       await guard?.detach();
       logger.info('stopped');
@@ -452,7 +452,7 @@ function running(
   const release = (): Promise<void> =>
     (closing ??= (async () => {
       await device.controller.flush().catch((error: unknown) => logger.error('flush failed', { error }));
-      await closeAll(openNamespaces(), logger);
+      await closeAll(backends(), logger);
       logger.info('handed over to the successor');
     })());
   const state = (serverState: VfioUserServerState): ControllerHandoverState => ({
@@ -500,7 +500,7 @@ function running(
     const detached = await device.controller.detachNamespace(nsid);
     if (!detached) throw new Error(`namespace ${nsid} is not attached`);
     slots = slots.filter((slot) => slot.nsid !== nsid);
-    await detached.flush();
+    // close flushes; a failure is logged (the guest has let go of the namespace already).
     await closeAll([detached], logger);
   };
   const resize = async (nsid: number, sizeBytes: number): Promise<void> => {
@@ -534,7 +534,7 @@ function running(
     release,
     quiesce: async () => {
       // Their contents live in this process only; a successor would present an empty disk.
-      const memoryOnly = openNamespaces().filter((namespace) => namespace instanceof MemoryNamespace);
+      const memoryOnly = backends().filter((namespace) => namespace instanceof MemoryNamespace);
       if (memoryOnly.length > 0) {
         throw new Error(`memory namespaces (${memoryOnly.map((namespace) => namespace.description).join(', ')}) cannot be handed over`);
       }

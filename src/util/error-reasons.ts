@@ -292,7 +292,7 @@ export const ERROR_REASONS = {
     when: 'the controller failed to start, or was not listening within 60 s (nothing is left behind)',
     metadata: ['controller_id', 'socket_path'],
   },
-  CONTROLLER_SAVE_FAILED: { codes: ['INTERNAL'], resource: 'controller', when: '`controllers.json` could not be written (the controller is stopped again)', metadata: ['controller_id', 'path'] },
+  CONTROLLER_SAVE_FAILED: { codes: ['INTERNAL'], resource: 'controller', when: '`controllers.json` could not be written (CreateController: the controller is stopped again; a namespace change stays made and is saved with the next one)', metadata: ['controller_id', 'path'] },
   CONTROLLER_STARTING: { codes: ['FAILED_PRECONDITION'], resource: 'controller', when: 'DeleteController of a controller that is still starting', metadata: ['controller_id'] },
   CONTROLLER_BEING_DELETED: { codes: ['FAILED_PRECONDITION'], resource: 'controller', when: 'DeleteController of a controller already being deleted', metadata: ['controller_id'] },
   CONTROLLER_ATTACHED: {
