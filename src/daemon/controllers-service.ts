@@ -86,6 +86,9 @@ export function controllerService(deps: { registry: ControllerRegistry; attachme
   const { registry, attachments, events, requestIds } = deps;
   const logger = deps.logger.child({ service: 'ControllerService' });
   const info = (view: ControllerView): Record<string, unknown> => controllerInfo(view, registry.sampleIntervalMs);
+  const publishNamespaceChange = (id: string, action: string, detail: string): void => {
+    events.publish({ resourceType: 'controller', resourceName: `controllers/${id}`, action, vmId: '', detail });
+  };
   return {
     CreateController: unary('CreateController', logger, async (request: { id: string; spec: ControllerSpecInput | null; requestId: string }) => {
       const id = requireText(request.id, 'id', 'the controller id');
@@ -129,16 +132,27 @@ export function controllerService(deps: { registry: ControllerRegistry; attachme
     GetController: unary('GetController', logger, async (request: { id: string }) => ({
       controller: info(await registry.get(requireText(request.id, 'id', 'the controller id'))),
     })),
-    AttachNamespace: unary('AttachNamespace', logger, async (request: { id: string; uri: string; nsid: number }) => {
+    AttachNamespace: unary('AttachNamespace', logger, async (request: { id: string; uri: string; nsid: number; requestId: string }) => {
       const id = requireText(request.id, 'id', 'the controller id');
-      const { view, nsid } = await registry.attachNamespace(id, request.nsid, requireText(request.uri, 'uri', 'the namespace URI'));
-      return { controller: info(view), nsid };
+      const uri = requireText(request.uri, 'uri', 'the namespace URI');
+      // Without an NSID a retry would attach the disk a second time: the request id makes it answer the first call's.
+      return requestIds.once('AttachNamespace', request, async () => {
+        const { view, nsid } = await registry.attachNamespace(id, request.nsid, uri);
+        publishNamespaceChange(id, 'NAMESPACE_ATTACHED', `namespace ${nsid}: ${uri}`);
+        return { controller: info(view), nsid };
+      });
     }),
-    DetachNamespace: unary('DetachNamespace', logger, async (request: { id: string; nsid: number }) => ({
-      controller: info(await registry.detachNamespace(requireText(request.id, 'id', 'the controller id'), request.nsid)),
-    })),
-    ResizeNamespace: unary('ResizeNamespace', logger, async (request: { id: string; nsid: number; sizeBytes: number }) => ({
-      controller: info(await registry.resizeNamespace(requireText(request.id, 'id', 'the controller id'), request.nsid, request.sizeBytes)),
-    })),
+    DetachNamespace: unary('DetachNamespace', logger, async (request: { id: string; nsid: number }) => {
+      const id = requireText(request.id, 'id', 'the controller id');
+      const view = await registry.detachNamespace(id, request.nsid);
+      publishNamespaceChange(id, 'NAMESPACE_DETACHED', `namespace ${request.nsid}`);
+      return { controller: info(view) };
+    }),
+    ResizeNamespace: unary('ResizeNamespace', logger, async (request: { id: string; nsid: number; sizeBytes: number }) => {
+      const id = requireText(request.id, 'id', 'the controller id');
+      const view = await registry.resizeNamespace(id, request.nsid, request.sizeBytes);
+      publishNamespaceChange(id, 'NAMESPACE_RESIZED', `namespace ${request.nsid}: ${request.sizeBytes} bytes`);
+      return { controller: info(view) };
+    }),
   };
 }

@@ -15,6 +15,7 @@ import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runControllers } from '../../src/cli/controllers.js';
+import { runEvents } from '../../src/cli/events.js';
 import { controllerConfig } from '../../src/serve/config.js';
 import { prepareTakeOver, startController, type ControllerHandoverState } from '../../src/serve/controller.js';
 import { FdCollector, FdSource } from '../../src/util/handover-fds.js';
@@ -266,6 +267,23 @@ describe.skipIf(skipReason)('namespaces of a running controller (ControllerServi
     expect(shrink.code).not.toBe(0);
     expect(shrink.stderr).toContain('shrinking it to 1MiB is refused');
     expect((await run('detach-namespace', 'cli')).code).toBe(2); // usage
+    // A retried AttachNamespace with its request id attaches once and answers as the first call did.
+    const retried = { id: 'cli', uri: 'memory:1M', requestId: 'attach-cli-once' };
+    const [once, again] = [await controllers('AttachNamespace', retried), await controllers('AttachNamespace', retried)];
+    expect(again!['nsid']).toBe(once!['nsid']);
+    expect((await controllers('GetController', { id: 'cli' }))['controller'].namespaces.map((n: { nsid: number }) => n.nsid)).toEqual([1, 4]);
+    // Every change is an event of the controller.
+    let events = '';
+    expect(await runEvents(['--after', '0', '--json', '--daemon', daemon.socketPath!], { stdout: (t) => (events += t), stderr: () => undefined })).toBe(0);
+    const actions = events.trim().split('\n').map((line) => JSON.parse(line) as { resourceName: string; action: string; detail: string })
+      .filter((event) => event.resourceName === 'controllers/cli').map((event) => `${event.action} ${event.detail}`);
+    expect(actions).toEqual([
+      expect.stringMatching(/^CREATED /),
+      'NAMESPACE_ATTACHED namespace 4: memory:2M',
+      'NAMESPACE_RESIZED namespace 4: 3145728 bytes',
+      'NAMESPACE_DETACHED namespace 1',
+      'NAMESPACE_ATTACHED namespace 1: memory:1M',
+    ]);
     const misplaced = await run('create', 'cli2', '--socket', path.join(dir, 'cli2.sock'), '--namespace', 'memory:1M', '--nsid', '2');
     expect(misplaced.code).toBe(2);
     expect(misplaced.stderr).toContain('--nsid goes with attach-namespace');
