@@ -5,7 +5,7 @@
  * stdout that matches the persisted identity file, logs on stderr), and the ExecStart of
  * contrib/systemd/vfiod-serve@.service run as systemd would run it (paths moved to a temp dir).
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,31 +14,19 @@ import { parse as parseYaml } from 'yaml';
 import type { ServingStatus } from '../../src/serve/supervisor.js';
 import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
 import { temporaryDir, waitFor } from '../helpers/common.js';
+import { type CliChild, startCli } from '../helpers/cli-process.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const bin = path.join(root, 'bin', 'vfiod.js');
 const skipReason = existsSync(path.join(root, 'dist', 'config', 'file.js')) ? undefined : 'dist/ is not built (npm test runs tsc first)';
 if (skipReason) console.warn(`configuration file tests skipped: ${skipReason}`);
 /** Generous: two cores shared with other jobs. */
 const DEADLINE_MS = 60_000;
 
-interface Child {
-  proc: ChildProcess;
-  stdout: () => string;
-  stderr: () => string;
-  exited: Promise<number | null>;
-}
-
 const children: ChildProcess[] = [];
-function start(args: string[]): Child {
-  const proc = spawn(process.execPath, [bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(proc);
-  let stdout = '';
-  let stderr = '';
-  proc.stdout!.on('data', (d: Buffer) => (stdout += d));
-  proc.stderr!.on('data', (d: Buffer) => (stderr += d));
-  const exited = new Promise<number | null>((resolve) => proc.on('exit', resolve));
-  return { proc, stdout: () => stdout, stderr: () => stderr, exited };
+function start(args: string[]): CliChild {
+  const child = startCli(args);
+  children.push(child.proc);
+  return child;
 }
 
 async function run(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
