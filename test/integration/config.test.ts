@@ -120,6 +120,15 @@ describe.skipIf(skipReason)('the commands read the file; the command line overri
     daemon.proc.kill('SIGTERM');
     expect(await daemon.exited).toBe(0);
 
+    // SIGTERM while it starts (after reconciling, before listening): it stops once started, cleanly.
+    const early = start(['daemon', '--config', file]);
+    await waitFor(() => /"msg":"claims reconciled"/.test(early.stderr()) || null, 'the daemon reconciling', DEADLINE_MS);
+    early.proc.kill('SIGTERM');
+    expect(await early.exited).toBe(0);
+    expect(early.stderr()).toMatch(/"msg":"(stop requested while starting: stopping once started|shutting down)"/);
+    expect(early.stderr()).toContain('"msg":"stopped","component":"daemon"');
+    expect(existsSync(socket)).toBe(false);
+
     const broken = writeConfig('daemon-bad.yaml', ['daemon:', `  socket: ${socket}`, '  tcp: 0.0.0.0:50051']);
     const refused = await run(['daemon', '--config', broken]);
     expect(refused.code).toBe(2);
