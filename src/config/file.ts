@@ -112,9 +112,10 @@ function describeErrors(errors: ErrorObject[], doc: Document, at: (offset: numbe
       problems.set(`${error.instancePath}#${unknown}`, { offset, text: `${at(offset)}: ${section ?? 'file'}: ${why}` });
       continue;
     }
-    // The first error of a place is the one to report (anyOf adds one for each of its alternatives).
-    const place = key === undefined ? where.join('/') : `${section}/${key}`;
-    if (problems.has(place)) continue;
+    // The first error of a place is the one to report (anyOf adds one for each of its alternatives), and a list with
+    // bad items is reported at the items.
+    const place = where.join('/');
+    if (problems.has(place) || [...problems.keys()].some((seen) => seen.startsWith(`${place}/`))) continue;
     const node = doc.getIn(where, true) as Node | undefined;
     const offset = node?.range?.[0] ?? 0;
     let message: string;

@@ -93,6 +93,14 @@ describe('validation, with the line and column of each problem', () => {
     ]);
   });
 
+  it('each bad item of a list at its place', () => {
+    expect(problems('daemon:\n  namespace-dir: [/ok, a, b]\n')).toEqual([
+      '/etc/vfiod/vfiod.yaml:2:24: namespace-dir: must be an absolute path',
+      '/etc/vfiod/vfiod.yaml:2:27: namespace-dir: must be an absolute path',
+    ]);
+    expect(problems('daemon:\n  namespace-dir: {a: 1}\n')).toEqual(['/etc/vfiod/vfiod.yaml:2:18: namespace-dir: must be an absolute path, or a list of such values']);
+  });
+
   it('says what is wrong with the YAML itself, and with a section that is not a mapping', () => {
     expect(problems('daemon:\n  socket: /a\n  socket: /b\n')).toEqual([expect.stringMatching(/^\/etc\/vfiod\/vfiod\.yaml:3:3: YAML: Map keys must be unique/)]);
     expect(problems('daemon:\n  namespace-dir: [/a,\n')).toEqual([expect.stringMatching(/^\/etc\/vfiod\/vfiod\.yaml:3:1: YAML: /)]);
