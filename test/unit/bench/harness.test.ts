@@ -482,7 +482,7 @@ targets:
       expect(p.fio_cpu!.us_per_io).toBeGreaterThan(0);
       expect(p.iops_per_core!).toBeGreaterThan(0);
     }
-    expect(results.targets[0]!.info!['server_command']).toMatch(/^taskset -c 0 node bin\/vfiod\.js serve --socket .* --namespace memory:32M$/);
+    expect(results.targets[0]!.info!['server_command']).toMatch(/^taskset -c 0 node bin\/vfiod\.js serve --socket .* --namespace memory:32M --no-config$/);
     expect(results.targets[0]!.info!['server_cpus_allowed']).toBe('0'); // the kernel's view of the pinned server
   });
 
