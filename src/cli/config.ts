@@ -42,8 +42,12 @@ export async function runConfig(argv: string[], deps: ClientDeps = {}): Promise<
     out(`# ${path}: valid; the effective configuration:\n${Object.keys(effective).length ? stringify(effective) : '# (no daemon: or serve: section)\n'}`);
     return EXIT.ok;
   } catch (error) {
-    if (error instanceof ConfigFileError || error instanceof UsageError) {
+    if (error instanceof ConfigFileError) {
       err(`${error.message}\n`);
+      return EXIT.usage;
+    }
+    if (error instanceof UsageError) {
+      err(`vfiod config: ${error.message}\n`);
       return EXIT.usage;
     }
     throw error;
@@ -57,7 +61,7 @@ function checked<T>(file: ConfigFile, section: ConfigSection, parse: (argv: stri
     return parse(['--no-config', ...sectionArgv(values)]);
   } catch (error) {
     const configured = { argv: [], file, fromFile: Object.keys(values) };
-    throw new UsageError(`${locateOptionError(section, configured, errorMessage(error).replace(/^serve: /, ''))}`);
+    throw new ConfigFileError([locateOptionError(section, configured, errorMessage(error).replace(/^serve: /, ''))]);
   }
 }
 

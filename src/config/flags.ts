@@ -66,6 +66,7 @@ const PROCESS_FLAGS = {
   metrics: { type: 'string', file: VALUE.metricsAddress },
   'metrics-allow-remote': { type: 'boolean', file: VALUE.switch },
 } as const satisfies FlagTable;
+
 const CONFIG_FILE_OPTIONS = {
   config: { type: 'string', commandLineOnly: 'it names the configuration file' },
   'no-config': { type: 'boolean', commandLineOnly: 'it makes vfiod ignore the file' },
