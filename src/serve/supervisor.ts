@@ -234,6 +234,9 @@ export interface ServingStatus {
     model: string | null;
     firmware: string | null;
     nqn: string | null;
+    /** 6 hex digits ('000000': none). */
+    ieeeOui: string | null;
+    controllerId: number | null;
     namespaces: Array<{ nsid: number; uri: string; backing: string; blockSize: number; blocks: number; sizeBytes: number; nguid: string; eui64: string; uuid: string }>;
     error?: string;
   }>;
@@ -245,7 +248,7 @@ async function servingStatus(workers: ControllerWorker[]): Promise<ServingStatus
     workers.map(async (worker) => {
       const snapshot = await worker.snapshot();
       const socket = path.resolve(worker.config.socketPath);
-      if (!snapshot) return { socket, serial: null, model: null, firmware: null, nqn: null, namespaces: [], error: 'the controller did not answer' };
+      if (!snapshot) return { socket, serial: null, model: null, firmware: null, nqn: null, ieeeOui: null, controllerId: null, namespaces: [], error: 'the controller did not answer' };
       const { identity } = snapshot;
       return {
         socket,
@@ -253,6 +256,8 @@ async function servingStatus(workers: ControllerWorker[]): Promise<ServingStatus
         model: identity.modelNumber,
         firmware: identity.firmwareRevision,
         nqn: identity.subsystemNqn,
+        ieeeOui: identity.ieeeOui.toString(16).padStart(6, '0'),
+        controllerId: identity.controllerId,
         namespaces: snapshot.namespaces.map((namespace) => ({
           nsid: namespace.nsid,
           uri: worker.config.namespaces[namespace.nsid - 1] ?? '',

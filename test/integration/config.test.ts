@@ -138,7 +138,7 @@ describe.skipIf(skipReason)('the commands read the file; the command line overri
 
   it('vfiod serve --json: one status line on stdout, the identity the guest sees, as persisted; logs on stderr', async () => {
     const disk = path.join(dir, 'disk1.img');
-    const file = writeConfig('serve.yaml', ['serve:', `  namespace: ["file:${disk}?size=4M", "memory:8M"]`, '  serial: FROMFILE', '  model: config test', '  json: true']);
+    const file = writeConfig('serve.yaml', ['serve:', `  namespace: ["file:${disk}?size=4M", "memory:8M"]`, '  serial: FROMFILE', '  model: config test', "  ieee-oui: 'abcdef'", '  controller-id: 7', '  json: true']);
     const socket = path.join(dir, 'serve', 'nvme0.sock');
     const served = start(['serve', '--config', file, '--socket', socket, '--serial', 'FROMCLI']);
     const line = await waitFor(() => served.stdout().split('\n')[0] || null, 'the status line', DEADLINE_MS);
@@ -157,6 +157,8 @@ describe.skipIf(skipReason)('the commands read the file; the command line overri
         model: 'config test',
         firmware: expect.any(String),
         nqn: persisted.controller.subsystemNqn,
+        ieeeOui: 'abcdef',
+        controllerId: 7,
         namespaces: [
           { nsid: 1, uri: `file:${disk}?size=4M`, backing: `file:${disk}`, blockSize: 512, blocks: 8192, sizeBytes: 4 << 20, ...persisted.namespaces[0] },
           { nsid: 2, uri: 'memory:8M', backing: expect.stringMatching(/^memory:/), blockSize: 512, blocks: 16384, sizeBytes: 8 << 20, ...persisted.namespaces[1] },

@@ -101,6 +101,16 @@ describe('validation, with the line and column of each problem', () => {
     expect(problems('daemon:\n  namespace-dir: {a: 1}\n')).toEqual(['/etc/vfiod/vfiod.yaml:2:18: namespace-dir: must be an absolute path, or a list of such values']);
   });
 
+  it('identity keys: a quoted OUI, a controller ID in range, namespace identities as on the command line', () => {
+    expect(parseConfigText('f.yaml', "serve:\n  ieee-oui: '5c-d2-e4'\n  controller-id: 65519\n  namespace-identity: '1:nguid=00112233445566778899aabbccddeeff'\n").sections.serve)
+      .toEqual({ 'ieee-oui': '5c-d2-e4', 'controller-id': 65519, 'namespace-identity': '1:nguid=00112233445566778899aabbccddeeff' });
+    expect(problems('serve:\n  ieee-oui: 000001\n  controller-id: 65520\n  namespace-identity: [nguid=00]\n')).toEqual([
+      "/etc/vfiod/vfiod.yaml:2:13: ieee-oui: must be 6 hex digits, quoted, like '5cd2e4'",
+      '/etc/vfiod/vfiod.yaml:3:18: controller-id: must be an integer from 0 to 65519',
+      '/etc/vfiod/vfiod.yaml:4:24: namespace-identity: must be <nsid>:<key>=<value>[,<key>=<value>]... with keys nguid, eui64, uuid, block-size',
+    ]);
+  });
+
   it('says what is wrong with the YAML itself, and with a section that is not a mapping', () => {
     expect(problems('daemon:\n  socket: /a\n  socket: /b\n')).toEqual([expect.stringMatching(/^\/etc\/vfiod\/vfiod\.yaml:3:3: YAML: Map keys must be unique/)]);
     expect(problems('daemon:\n  namespace-dir: [/a,\n')).toEqual([expect.stringMatching(/^\/etc\/vfiod\/vfiod\.yaml:3:1: YAML: /)]);
