@@ -22,6 +22,9 @@ import {
 import { controllerIdentityOptions, namespaceIdentityOptions } from './identity-options.js';
 import { CONNECTION_HELP, printJson, withClient } from './remote.js';
 
+/** A controller's options, and attach-namespace's --nsid (not a controller option: serve and create number 1..n). */
+const CONTROLLERS_COMMAND_OPTIONS = { ...CONTROLLER_OPTIONS, nsid: { type: 'string' } } as const;
+
 export const CONTROLLERS_USAGE = `Usage: vfiod controllers <command> [options]
 
 Emulated NVMe controllers run by the daemon (each on its own vfio-user socket, in its own thread).
@@ -208,7 +211,7 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
   const [command, ...rest] = argv;
   const help = subcommandHelp(command, CONTROLLERS_USAGE, deps);
   if (help !== undefined) return help;
-  return withClient(`controllers ${command}`, CONTROLLERS_USAGE, rest, CONTROLLER_OPTIONS, deps, async (ctx, v, positionals) => {
+  return withClient(`controllers ${command}`, CONTROLLERS_USAGE, rest, CONTROLLERS_COMMAND_OPTIONS, deps, async (ctx, v, positionals) => {
     const idArg = (): string => {
       if (positionals.length !== 1) throw new UsageError(`${command} takes one controller id`);
       return positionals[0]!;

@@ -91,7 +91,6 @@ export const CONTROLLER_FLAGS = {
   'ieee-oui': { type: 'string', file: VALUE.ieeeOui },
   'controller-id': { type: 'string', file: integer(0, MAX_CONTROLLER_ID) },
   'namespace-identity': { type: 'string', multiple: true, file: VALUE.namespaceIdentity },
-  nsid: { type: 'string', commandLineOnly: 'it picks the NSID of one `vfiod controllers attach-namespace` call' },
 } as const satisfies FlagTable;
 
 /** Most I/O abandon delay, in ms. */
