@@ -4,7 +4,9 @@
 # private apt configuration (deb-src line under build/apt; the system's apt sources are not touched), configured and
 # cached under bench/fio-engine/build/. Idempotent: does nothing when the .so is newer than its sources.
 #
-# Usage: bench/fio-engine/build.sh [--force] [--sanitize]     prints the .so path on the last line of stdout
+# Usage: bench/fio-engine/build.sh [--force] [--sanitize] [--plan]     prints the .so path on the last line of stdout
+#   --plan: build nothing; print what a build would do: 'ready' (up to date), 'build' (compile only) or
+#           'fetch <what>' (the fio source is not cached yet: it would be downloaded first).
 #   --sanitize: build/vfiod-fio-asan.so instead, with AddressSanitizer + UndefinedBehaviorSanitizer (any UB aborts).
 #               fio must run with the runtime preloaded: LD_PRELOAD=$(cc -print-file-name=libasan.so).
 # Exit status: 0 built/up to date; 3 fio or its source is unavailable (callers may skip); 1 build error.
@@ -12,12 +14,13 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 nvme_host=$(cd "$here/../nvme-host" && pwd)
 build="$here/build"
-force=0 sanitize=0
+force=0 sanitize=0 plan=0
 for arg in "$@"; do
   case "$arg" in
   --force) force=1 ;;
   --sanitize) sanitize=1 ;;
-  *) echo "fio-engine build: unknown option $arg (usage: build.sh [--force] [--sanitize])" >&2; exit 1 ;;
+  --plan) plan=1 ;;
+  *) echo "fio-engine build: unknown option $arg (usage: build.sh [--force] [--sanitize] [--plan])" >&2; exit 1 ;;
   esac
 done
 variant=""
@@ -47,13 +50,20 @@ stamp="$build/fio-version$variant"
 if [ $force = 0 ] && [ -f "$so" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$fio_version $deb_version" ]; then
   fresh=1
   for f in $sources; do [ "$f" -nt "$so" ] && fresh=0; done
-  if [ $fresh = 1 ]; then echo "$so"; exit 0; fi
+  if [ $fresh = 1 ]; then
+    if [ $plan = 1 ]; then echo ready; else echo "$so"; fi
+    exit 0
+  fi
 fi
 
 # ---- matching fio source (Debian source package of exactly the installed version) ----
 upstream=${deb_version%-*}
 upstream=${upstream#*:}
 src="$build/fio-src/fio-$upstream"
+if [ $plan = 1 ]; then
+  if [ -f "$src/.vfiod-ready" ]; then echo build; else echo "fetch the Debian source package of fio $deb_version from deb.debian.org"; fi
+  exit 0
+fi
 if [ ! -f "$src/.vfiod-ready" ]; then
   command -v apt-get >/dev/null || unavailable "apt-get not found: cannot fetch the fio $deb_version source"
   command -v dpkg-source >/dev/null || unavailable "dpkg-source not found (apt-get install dpkg-dev): needed to unpack the fio source"

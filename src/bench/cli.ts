@@ -23,8 +23,17 @@ Options:
   --log-format <f>  text or json (default: text on a terminal, json otherwise)
   -h, --help        show this help
 
-Exit status: 0 every point ran; 1 some point or target failed (see report.md); 2 bad options or config.
+Each point runs 'repetitions' times (matrix key, default 3): the report gives median, min and max.
+Ctrl-C (SIGINT) stops the run and writes the report of the points that finished; a second one quits at once.
+The first run with an emulation or passthrough target may fetch fio's source to build the fio engine; it says so
+up front (avoid it: 'npm run bench:fio-engine' once, or 'engine:' in the config).
+
+Exit status: 0 every point ran; 1 some point or target failed (see report.md); 2 bad options or config;
+130 interrupted (the report holds what finished).
 `;
+
+/** The shell's code for a process ended by SIGINT: the run was interrupted. */
+const INTERRUPTED_EXIT = 130;
 
 export async function runBenchCommand(argv: string[]): Promise<number> {
   let values;
@@ -80,6 +89,11 @@ export async function runBenchCommand(argv: string[]): Promise<number> {
   if (values.json) process.stdout.write(readFileSync(path.join(outDir, 'results.json'), 'utf8'));
   else process.stdout.write(readFileSync(path.join(outDir, 'report.md'), 'utf8'));
   const failed = results.points.filter((p) => !p.ok).length;
+  if (results.interrupted) {
+    const { runs_done: done, runs_planned: planned } = results.interrupted;
+    process.stderr.write(`vfiod bench: interrupted after ${done} of ${planned} points; the report of those is in ${path.resolve(outDir)}\n`);
+    return INTERRUPTED_EXIT;
+  }
   process.stderr.write(`vfiod bench: ${results.points.length - failed}/${results.points.length} points ok; results in ${path.resolve(outDir)}\n`);
   return failed > 0 || results.targets.some((t) => !t.ok) ? 1 : 0;
 }

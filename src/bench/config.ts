@@ -23,6 +23,9 @@ export const MIN_BS = 4096;
 export const MAX_BS = 128 * 1024;
 export const MAX_IODEPTH = 128;
 export const MAX_NUMJOBS = 64;
+/** fio runs per point and target: the report gives min, median and max of them. */
+export const DEFAULT_REPETITIONS = 3;
+export const MAX_REPETITIONS = 100;
 
 /** The dimensions every matrix point combines (one fio run per point and target). */
 export interface MatrixConfig {
@@ -40,6 +43,8 @@ export interface MatrixConfig {
   rampSeconds: number;
   /** Bytes of the target each job works on (jobs get disjoint regions). */
   sizeBytes: number;
+  /** fio runs of each point on each target (default 3): the report's median, and min–max as error bars. */
+  repetitions: number;
 }
 
 interface TargetBase {
@@ -150,7 +155,7 @@ export function parseBenchConfig(text: string, source = '<config>'): BenchConfig
 }
 
 const TOP_KEYS = ['name', 'fio', 'engine', 'matrix', 'smoke', 'targets'];
-const MATRIX_KEYS = ['rw', 'rwmixread', 'bs', 'iodepth', 'numjobs', 'verify', 'runtime', 'ramp', 'size'];
+const MATRIX_KEYS = ['rw', 'rwmixread', 'bs', 'iodepth', 'numjobs', 'verify', 'runtime', 'ramp', 'size', 'repetitions'];
 const TARGET_KEYS: Record<TargetType, string[]> = {
   emulation: ['name', 'type', 'namespace', 'doorbells', 'completion', 'serve-args', 'server-cpus', 'fio-cpus'],
   passthrough: ['name', 'type', 'bdf', 'nsid', 'prepare', 'claims-db', 'fio-cpus'],
@@ -168,6 +173,7 @@ const DEFAULT_MATRIX: MatrixConfig = {
   runtimeSeconds: 10,
   rampSeconds: 2,
   sizeBytes: 256 * 2 ** 20,
+  repetitions: DEFAULT_REPETITIONS,
 };
 
 /** What --smoke shrinks a matrix to unless the config's `smoke:` section says otherwise. */
@@ -303,6 +309,12 @@ function validateMatrix(value: unknown, where: string, base: MatrixConfig, probl
     if (bytes === undefined || bytes < MAX_BS || bytes % MAX_BS !== 0) {
       problems.push(`${where}.size: expected a size that is a multiple of 128k such as 64M or 1G, got ${describe(value['size'])}`);
     } else m.sizeBytes = bytes;
+  }
+  if (value['repetitions'] !== undefined) {
+    const n = value['repetitions'];
+    if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > MAX_REPETITIONS) {
+      problems.push(`${where}.repetitions: expected an integer from 1 to ${MAX_REPETITIONS} (fio runs per point; ${DEFAULT_REPETITIONS} or more give min, median and max), got ${describe(n)}`);
+    } else m.repetitions = n;
   }
   for (const key of ['rw', 'bs', 'iodepth', 'numjobs', 'verify'] as const) {
     if (m[key].length === 0 && value[key] !== undefined && problems.length === before) problems.push(`${where}.${key}: must not be empty`);

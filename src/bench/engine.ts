@@ -5,6 +5,7 @@
 import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import type { TargetConfig } from './config.js';
 import type { TargetFioOptions } from './matrix.js';
 
 const BUILD_SCRIPT = fileURLToPath(new URL('../../bench/fio-engine/build.sh', import.meta.url));
@@ -33,6 +34,22 @@ export function buildEngine(): EngineBuild {
     cached = { ok: false, unavailable: result.status === 3, reason: `building the fio engine failed (exit ${result.status}): ${detail}` };
   }
   return cached;
+}
+
+/** Whether some target runs fio through the engine (emulation and passthrough do). */
+export function targetsNeedEngine(targets: readonly TargetConfig[]): boolean {
+  return targets.some((target) => target.type === 'emulation' || target.type === 'passthrough');
+}
+
+/**
+ * What building the engine would download first (the build script's --plan: "fetch <what>"), or undefined when
+ * nothing: it is built, its source is cached, or it cannot be built at all (the target then says why).
+ */
+export function engineFetchNeeded(): string | undefined {
+  if (cached || !existsSync(BUILD_SCRIPT)) return undefined;
+  const result = spawnSync('sh', [BUILD_SCRIPT, '--plan'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] });
+  const plan = result.status === 0 ? (result.stdout.trim().split('\n').at(-1) ?? '') : '';
+  return plan.startsWith('fetch ') ? plan.slice('fetch '.length) : undefined;
 }
 
 /** fio options that run a job through the engine over vfio-user to a `vfiod serve` socket. */

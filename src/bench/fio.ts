@@ -144,6 +144,8 @@ export interface FioRunOptions {
   env?: NodeJS.ProcessEnv;
   timeoutMs?: number;
   onStart?: (pid: number) => void;
+  /** Aborting stops fio (SIGTERM): the run is then a failed one (vfiod bench on SIGINT). */
+  signal?: AbortSignal;
 }
 
 export function runFio(options: FioRunOptions): Promise<FioRun> {
@@ -169,8 +171,11 @@ export function runFio(options: FioRunOptions): Promise<FioRun> {
           child.kill('SIGKILL');
         }, options.timeoutMs)
       : undefined;
+    const stop = (): void => void child.kill('SIGTERM');
+    options.signal?.addEventListener('abort', stop, { once: true });
     child.once('close', (exitCode, signal) => {
       if (timer) clearTimeout(timer);
+      options.signal?.removeEventListener('abort', stop);
       const run: FioRun = { exitCode, signal, stderr: (spawnError ? spawnError + '\n' : '') + stderr, startedMs, endedMs: Date.now() };
       try {
         run.output = parseFioOutput(readFileSync(options.jsonPath, 'utf8'));

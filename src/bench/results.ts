@@ -5,6 +5,7 @@
 import type { DirectionStats } from './fio.js';
 import type { MatrixConfig, TargetConfig } from './config.js';
 import type { MatrixPoint } from './matrix.js';
+import type { RepetitionResult, Spread, SpreadMetric } from './repetitions.js';
 
 export interface Latency {
   mean: number;
@@ -40,6 +41,13 @@ export interface PointResult {
   server_cpu?: { seconds: number; us_per_io: number; cores: number; source: string; threads_whole_run_s: Record<string, number> };
   /** I/Os per second of CPU spent by fio and the server together. */
   iops_per_core?: number;
+  /**
+   * Each fio run of the point (matrix.repetitions). The numbers above are medians over them (read, write, verify,
+   * files and threads_whole_run_s are the median-IOPS run's).
+   */
+  repetitions?: RepetitionResult[];
+  /** min, median and max over the runs of what the report shows. */
+  spread?: Partial<Record<SpreadMetric, Spread>>;
 }
 
 export interface MachineInfo {
@@ -59,6 +67,8 @@ export interface BenchResults {
   tool: 'vfiod bench';
   started: string;
   finished?: string;
+  /** Set when SIGINT stopped the run: the points recorded are those that finished. */
+  interrupted?: { at: string; runs_done: number; runs_planned: number };
   smoke: boolean;
   config: { source: string; name: string; matrix: MatrixConfig; targets: TargetConfig[] };
   machine: MachineInfo;

@@ -10,6 +10,8 @@ import { fileURLToPath } from 'node:url';
 import { BenchConfigError, capacityProblems, type BenchConfig, type MatrixConfig, type TargetConfig } from './config.js';
 import { CpuSampler } from './cpu.js';
 import { fioVersion, runFio, type FioRun } from './fio.js';
+import { engineFetchNeeded, targetsNeedEngine } from './engine.js';
+import { combineRepetitions } from './repetitions.js';
 import { expandMatrix, fillJobFile, jobFile, readsData, type MatrixPoint } from './matrix.js';
 import { Progress } from './progress.js';
 import { writeReport } from './report.js';
@@ -74,6 +76,26 @@ export async function runBench(config: BenchConfig, options: RunOptions): Promis
   };
   if (!results.machine.fio) throw new Error(`fio ('${config.fio}') cannot be run: install fio or set 'fio:' in ${config.source}`);
 
+  // SIGINT (Ctrl-C): stop fio, stop the targets, write the report of what finished. A second one ends the process.
+  const interrupt = new AbortController();
+  const onSigint = (): void => {
+    if (interrupt.signal.aborted) process.exit(130);
+    logger.warn('interrupted (SIGINT): stopping; the report will hold the points that finished (SIGINT again to quit at once)');
+    interrupt.abort();
+  };
+  process.on('SIGINT', onSigint);
+  try {
+    return await runAll(config, matrix, points, outDir, results, logger, interrupt.signal, options);
+  } finally {
+    process.off('SIGINT', onSigint);
+  }
+}
+
+async function runAll(
+  config: BenchConfig, matrix: MatrixConfig, points: MatrixPoint[], outDir: string, results: BenchResults, parentLogger: Logger, signal: AbortSignal, options: RunOptions,
+): Promise<BenchResults> {
+  let logger = parentLogger;
+  announceEngineFetch(config, logger);
   const total = points.length * config.targets.length;
   const perPoint = (matrix.runtimeSeconds ?? 5) + matrix.rampSeconds + 1.5;
   logger.info('bench starting', { config: config.source, points: points.length, targets: config.targets.length, runs: total, out: outDir, smoke: options.smoke });
@@ -84,6 +106,7 @@ export async function runBench(config: BenchConfig, options: RunOptions): Promis
 
   const bytesNeeded = matrix.sizeBytes * Math.max(...matrix.numjobs);
   for (const targetConfig of config.targets) {
+    if (signal.aborted) break;
     const entry: BenchResults['targets'][number] = { name: targetConfig.name, type: targetConfig.type, ok: false };
     results.targets.push(entry);
     let target: ActiveTarget | undefined;
@@ -99,12 +122,13 @@ export async function runBench(config: BenchConfig, options: RunOptions): Promis
     }
     const filled = { plain: false };
     try {
+      const context = target ? { fio: config.fio, matrix, target, outDir, filled, logger, signal } : undefined;
       for (const point of points) {
+        if (signal.aborted) break;
         const label = `${targetConfig.name}/${point.id}`;
         progress.start(label);
-        const result = target
-          ? await runPoint(config.fio, matrix, target, point, outDir, filled, logger)
-          : failedPoint(targetConfig, point, `target did not start: ${entry.error}`);
+        const result = context ? await runPoint(context, point) : failedPoint(targetConfig, point, `target did not start: ${entry.error}`);
+        if (!result) break; // interrupted: what did not finish is not recorded
         results.points.push(result);
         save();
         progress.finish(label, result.ok
@@ -116,11 +140,26 @@ export async function runBench(config: BenchConfig, options: RunOptions): Promis
     }
   }
   progress.end();
+  if (signal.aborted) results.interrupted = { at: new Date().toISOString(), runs_done: results.points.length, runs_planned: total };
   results.finished = new Date().toISOString();
   results.machine.loadavg_end = os.loadavg().map((l) => Math.round(l * 100) / 100);
   save();
   writeReport(results, outDir);
   return results;
+}
+
+/**
+ * Says up front when building the fio engine will first fetch fio's source from the network, and how to avoid it:
+ * the run would otherwise sit silent for minutes, or fail late where there is no network.
+ */
+function announceEngineFetch(config: BenchConfig, logger: Logger): void {
+  if (config.engine !== undefined || !targetsNeedEngine(config.targets)) return;
+  const fetch = engineFetchNeeded();
+  if (!fetch) return;
+  logger.warn(
+    `first run: the fio engine for the emulation/passthrough targets is built against fio's own source, which is fetched once now (${fetch}) and cached in bench/fio-engine/build/. ` +
+      "To avoid it: run 'npm run bench:fio-engine' once where deb.debian.org is reachable, or give 'engine: <path of a built vfiod-fio.so>' in the bench config.",
+  );
 }
 
 function failedPoint(target: TargetConfig, point: MatrixPoint, error: string): PointResult {
@@ -130,27 +169,43 @@ function failedPoint(target: TargetConfig, point: MatrixPoint, error: string): P
   };
 }
 
-async function runPoint(
-  fio: string,
-  matrix: MatrixConfig,
-  target: ActiveTarget,
-  point: MatrixPoint,
-  outDir: string,
-  filled: { plain: boolean },
-  logger: Logger,
-): Promise<PointResult> {
+/** What a point's runs share: the fio binary, the matrix, the target, where files go, SIGINT. */
+interface PointContext {
+  fio: string;
+  matrix: MatrixConfig;
+  target: ActiveTarget;
+  outDir: string;
+  filled: { plain: boolean };
+  logger: Logger;
+  signal: AbortSignal;
+}
+
+/** Every repetition of a point, combined; undefined when SIGINT came before the last one finished. */
+async function runPoint(context: PointContext, point: MatrixPoint): Promise<PointResult | undefined> {
+  const runs: PointResult[] = [];
+  for (let repetition = 1; repetition <= context.matrix.repetitions; repetition++) {
+    const run = await runOnce(context, point, repetition);
+    if (context.signal.aborted) return undefined;
+    runs.push(run);
+    if (!run.ok) break; // a failed run fails the point; more runs would only repeat it
+  }
+  return combineRepetitions(runs, context.matrix.repetitions);
+}
+
+async function runOnce({ fio, matrix, target, outDir, filled, logger, signal }: PointContext, point: MatrixPoint, repetition: number): Promise<PointResult> {
   const t0 = Date.now();
   const name = target.config.name;
   const base = `jobs/${name}--${point.id}`;
   const result: PointResult = {
     target: name, target_type: target.config.type, point, ok: false,
-    files: { job: `${base}.fio`, fio_json: `${base}.json` }, duration_s: 0,
+    files: { job: `${base}.fio`, fio_json: `${base}.run${repetition}.json` }, duration_s: 0,
   };
   const finish = (error?: string): PointResult => {
     result.duration_s = round((Date.now() - t0) / 1000, 2);
     if (error) {
       result.error = error;
-      logger.warn('point failed', { target: name, point: point.id, error });
+      // A run stopped by SIGINT is not a failure of the target: it is left out of the results.
+      if (!signal.aborted) logger.warn('point failed', { target: name, point: point.id, repetition, error });
     } else result.ok = true;
     return result;
   };
@@ -165,7 +220,7 @@ async function runPoint(
     writeFileSync(path.join(outDir, result.files.fill_job), fillJobFile(fillPoint, fioTarget));
     const fill = await (target.runFio ?? runFio)({
       fio, jobPath: path.join(outDir, result.files.fill_job), jsonPath: path.join(outDir, `${base}.fill.json`),
-      timeoutMs: 600_000,
+      timeoutMs: 600_000, signal,
     });
     const fillError = fioFailure(fill);
     if (fillError) return finish(`fill before the point failed: ${fillError}${target.failure() ? `; ${target.failure()}` : ''}`);
@@ -177,6 +232,7 @@ async function runPoint(
   const run = await (target.runFio ?? runFio)({
     fio, jobPath: path.join(outDir, result.files.job), jsonPath: path.join(outDir, result.files.fio_json),
     timeoutMs: fioTimeoutMs(point),
+    signal,
     onStart: () => {
       if (target.serverPid !== undefined) sampler = new CpuSampler(target.serverPid);
     },

@@ -91,7 +91,10 @@ async function startEmulation(config: EmulationTarget, context: TargetContext): 
   // output dirs may be on filesystems that cannot hold sockets (9p, some network filesystems).
   const socketDir = mkdtempSync(path.join(os.tmpdir(), 'vfiod-bench-'));
   const socket = path.join(socketDir, 'nvme.sock');
-  const args = [VFIOD_BIN, 'serve', '--socket', socket, '--namespace', config.namespace, ...(config.doorbells === 'polled' ? ['--poll'] : []), ...config.serveArgs];
+  // --no-config: the host's /etc/vfiod/vfiod.yaml must not change what is measured; the config says it all.
+  const args = [
+    VFIOD_BIN, 'serve', '--socket', socket, '--namespace', config.namespace, ...(config.doorbells === 'polled' ? ['--poll'] : []), '--no-config', ...config.serveArgs,
+  ];
   const logPath = path.join(context.dir, 'serve.log');
   const log = createWriteStream(logPath);
   // taskset execs node, so the child's pid is the server's pid either way.

@@ -5,10 +5,10 @@
  * Exit codes: 0 ok, 1 failed, 2 usage / INVALID_ARGUMENT, 3 NOT_FOUND, 4 busy (ALREADY_EXISTS, UNAVAILABLE,
  * DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED), 5 needs attention, 6 no daemon reachable.
  */
-import type { ParseArgsConfig } from 'node:util';
 import { normalizeBdf } from '../util/pci-address.js';
 import { applyLogOptions as applyLogging, LogOptionRefused } from '../util/log.js';
 import { MetricsAddressRefused, type MetricsAddress, parseMetricsAddress } from '../metrics/address.js';
+import { CONTROLLER_FLAGS } from '../config/flags.js';
 
 /** The exit codes of every command. */
 export const EXIT = { ok: 0, failed: 1, usage: 2, notFound: 3, busy: 4, attention: 5 } as const;
@@ -61,19 +61,6 @@ export function socketMode(text: string): number {
   return parseInt(text, 8);
 }
 
-/** The logging options of every long-running command (`vfiod bench` has its own copy: src/bench knows nothing of src/cli). */
-export const LOG_OPTIONS = {
-  'log-level': { type: 'string' },
-  'log-format': { type: 'string' },
-} as const satisfies ParseArgsConfig['options'];
-
-/** The options of the serving commands: logging and the metrics endpoint. */
-export const SERVICE_OPTIONS = {
-  ...LOG_OPTIONS,
-  metrics: { type: 'string' },
-  'metrics-allow-remote': { type: 'boolean' },
-} as const satisfies ParseArgsConfig['options'];
-
 /** Their lines of a command's usage, descriptions starting at `column` (where the command's own start). */
 export function serviceUsage(column: number): string {
   const options: Array<[string, string[]]> = [
@@ -111,25 +98,8 @@ export function metricsOption(values: { metrics?: string | undefined; 'metrics-a
   }
 }
 
-/** The options that define an emulated controller: `vfiod serve` and `vfiod controllers create`. */
-export const CONTROLLER_OPTIONS = {
-  socket: { type: 'string' },
-  namespace: { type: 'string', multiple: true },
-  poll: { type: 'boolean' },
-  'socket-mode': { type: 'string' },
-  'msix-vectors': { type: 'string' },
-  'io-queues': { type: 'string' },
-  'queue-entries': { type: 'string' },
-  mdts: { type: 'string' },
-  identity: { type: 'string' },
-  serial: { type: 'string' },
-  model: { type: 'string' },
-  firmware: { type: 'string' },
-  nqn: { type: 'string' },
-  'ieee-oui': { type: 'string' },
-  'controller-id': { type: 'string' },
-  'namespace-identity': { type: 'string', multiple: true },
-} as const satisfies ParseArgsConfig['options'];
+/** The options that define an emulated controller: `vfiod serve` and `vfiod controllers create` (src/config/flags.ts). */
+export const CONTROLLER_OPTIONS = CONTROLLER_FLAGS;
 
 /** Rejects positional arguments for commands that take none. */
 export function noPositionals(positionals: string[]): void {

@@ -1,10 +1,13 @@
 /**
- * `vfiod controllers list|get|create|delete`: the daemon's emulated NVMe controllers (ControllerService).
+ * `vfiod controllers list|get|create|delete|attach-namespace|detach-namespace|resize-namespace`: the daemon's emulated
+ * NVMe controllers (ControllerService).
  * Human tables by default, the API's messages with --json.
  */
 import { present } from '../daemon/client.js';
 import type { ControllerInfo__Output as ControllerInfo } from '../daemon/generated/vfiod/v1/ControllerInfo.js';
 import { CONTROLLER_LIMITS } from '../serve/config.js';
+import { MAX_NSID } from '../nvme/namespaces.js';
+import { parseSize } from '../util/size.js';
 import {
   bytes,
   CLIENT_EXIT,
@@ -21,6 +24,9 @@ import {
 import { controllerIdentityOptions, namespaceIdentityOptions } from './identity-options.js';
 import { CONNECTION_HELP, printJson, withClient } from './remote.js';
 
+/** A controller's options, and attach-namespace's --nsid (not a controller option: serve and create number 1..n). */
+const CONTROLLERS_COMMAND_OPTIONS = { ...CONTROLLER_OPTIONS, nsid: { type: 'string' } } as const;
+
 export const CONTROLLERS_USAGE = `Usage: vfiod controllers <command> [options]
 
 Emulated NVMe controllers run by the daemon (each on its own vfio-user socket, in its own thread).
@@ -32,6 +38,11 @@ Commands:
          [--nqn <nqn>] [--ieee-oui <hex>] [--controller-id <n>] [--namespace-identity <nsid>:<key>=<value>,...]...
          [--msix-vectors <n>] [--io-queues <n>] [--queue-entries <n>] [--mdts <n>] [--identity <path>]
   delete <id>                           stop it (flushes its namespaces) and forget it
+  attach-namespace <id> <uri> [--nsid <n>]
+                                        add a namespace while it serves (default: the lowest free NSID);
+                                        the guest sees it without a reboot
+  detach-namespace <id> <nsid>          remove a namespace while it serves (commands in flight complete)
+  resize-namespace <id> <nsid> <size>   grow a file or memory namespace (e.g. 2G); shrinking is refused
 
 ${CONNECTION_HELP}`;
 
@@ -103,7 +114,7 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
   const [command, ...rest] = argv;
   const help = subcommandHelp(command, CONTROLLERS_USAGE, deps);
   if (help !== undefined) return help;
-  return withClient(`controllers ${command}`, CONTROLLERS_USAGE, rest, CONTROLLER_OPTIONS, deps, async (ctx, v, positionals) => {
+  return withClient(`controllers ${command}`, CONTROLLERS_USAGE, rest, CONTROLLERS_COMMAND_OPTIONS, deps, async (ctx, v, positionals) => {
     const idArg = (): string => {
       if (positionals.length !== 1) throw new UsageError(`${command} takes one controller id`);
       return positionals[0]!;
@@ -125,6 +136,7 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
         const id = idArg();
         if (!v.socket) throw new UsageError('create needs --socket <path>');
         if (!v.namespace?.length) throw new UsageError('create needs at least one --namespace <uri> (e.g. memory:1G)');
+        if (v.nsid !== undefined) throw new UsageError('--nsid goes with attach-namespace: create numbers its namespaces 1..n');
         const spec = {
           socketPath: v.socket,
           namespaces: v.namespace,
@@ -152,6 +164,39 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
         await ctx.client.call('ControllerService', 'DeleteController', { id });
         if (ctx.json) printJson(ctx, { deleted: id });
         else ctx.out(`deleted controller ${id}\n`);
+        return CLIENT_EXIT.ok;
+      }
+      case 'attach-namespace': {
+        if (positionals.length !== 2) throw new UsageError('attach-namespace takes a controller id and a namespace URI');
+        const [id, uri] = positionals as [string, string];
+        const nsid = integer('--nsid', v.nsid, 1, MAX_NSID) ?? 0;
+        const response = await ctx.client.call('ControllerService', 'AttachNamespace', { id, uri, nsid });
+        if (ctx.json) printJson(ctx, response);
+        else ctx.out(`attached ${uri} to controller ${id} as namespace ${response.nsid}\n${renderController(present(response.controller, 'AttachNamespace', 'controller'))}`);
+        return CLIENT_EXIT.ok;
+      }
+      case 'detach-namespace': {
+        if (positionals.length !== 2) throw new UsageError('detach-namespace takes a controller id and an NSID');
+        const id = positionals[0]!;
+        const nsid = integer('<nsid>', positionals[1]!, 1, MAX_NSID);
+        const response = await ctx.client.call('ControllerService', 'DetachNamespace', { id, nsid });
+        if (ctx.json) printJson(ctx, response);
+        else ctx.out(`detached namespace ${nsid} from controller ${id}\n${renderController(present(response.controller, 'DetachNamespace', 'controller'))}`);
+        return CLIENT_EXIT.ok;
+      }
+      case 'resize-namespace': {
+        if (positionals.length !== 3) throw new UsageError('resize-namespace takes a controller id, an NSID and a size');
+        const id = positionals[0]!;
+        const nsid = integer('<nsid>', positionals[1]!, 1, MAX_NSID);
+        let sizeBytes: number;
+        try {
+          sizeBytes = parseSize(positionals[2]!);
+        } catch (error) {
+          throw new UsageError(`<size>: ${(error as Error).message}`);
+        }
+        const response = await ctx.client.call('ControllerService', 'ResizeNamespace', { id, nsid, sizeBytes });
+        if (ctx.json) printJson(ctx, response);
+        else ctx.out(`namespace ${nsid} of controller ${id} is ${bytes(sizeBytes)}\n${renderController(present(response.controller, 'ResizeNamespace', 'controller'))}`);
         return CLIENT_EXIT.ok;
       }
       default:

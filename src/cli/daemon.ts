@@ -12,9 +12,11 @@ import { announceServing } from '../serve/supervisor.js';
 import { notifyStopping } from '../util/sd-notify.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import { rootLogger } from '../util/log.js';
-import { applyLogOptions, integer, metricsOption, SERVICE_OPTIONS, serviceUsage, socketMode, UsageError } from './common.js';
+import { applyLogOptions, integer, metricsOption, serviceUsage, socketMode, UsageError } from './common.js';
 import { DEFAULT_EVENT_RETENTION } from '../daemon/events.js';
 import { DEFAULT_EVENT_STREAM_MAX_LAG } from '../daemon/events-service.js';
+import { DAEMON_FLAGS, EVENT_COUNT_MAX, MAX_CONTROLLERS_LIMIT, UNIX_ID_MAX, withoutOptions } from '../config/flags.js';
+import { applyConfigFile, ConfigFileError, DEFAULT_CONFIG_PATH, locateOptionError, type Configured } from '../config/file.js';
 
 export const DAEMON_USAGE = `Usage: vfiod daemon [options]
 
@@ -56,6 +58,11 @@ ${serviceUsage(25)}  --crash-recovery       a holder process keeps the guests' c
                          dies; each controller recovers from its checkpoint (docs/restart.md)
   --holder-socket <path> with --crash-recovery: where the daemon reaches the holder
                          (default <state dir>/holder.sock)
+  --config <file>        the configuration file (default ${DEFAULT_CONFIG_PATH} when it exists; its
+                         daemon: section; options given here override it; docs/config.md)
+  --no-config            ignore the configuration file
+  --data-plane, --standby
+                         internal: how the crash-recovery holder starts the daemon
   -h, --help
 `;
 
@@ -66,37 +73,7 @@ export function parseDaemonArgs(argv: string[]): (DaemonOptions & { crashRecover
     parsed = parseArgs({
       args: argv,
       allowPositionals: false,
-      options: {
-        socket: { type: 'string' },
-        'socket-mode': { type: 'string' },
-        'no-socket': { type: 'boolean' },
-        tcp: { type: 'string' },
-        'tls-cert': { type: 'string' },
-        'tls-key': { type: 'string' },
-        'tls-ca': { type: 'string' },
-        'insecure-tcp': { type: 'boolean' },
-        'read-only-uid': { type: 'string', multiple: true },
-        'read-only-gid': { type: 'string', multiple: true },
-        'admin-uid': { type: 'string', multiple: true },
-        'admin-gid': { type: 'string', multiple: true },
-        'read-only-client': { type: 'string', multiple: true },
-        'admin-client': { type: 'string', multiple: true },
-        'insecure-tls-no-client-cert': { type: 'boolean' },
-        'namespace-dir': { type: 'string', multiple: true },
-        'state-dir': { type: 'string' },
-        'max-controllers': { type: 'string' },
-        'event-retention': { type: 'string' },
-        'event-stream-max-lag': { type: 'string' },
-        'sysfs-root': { type: 'string' },
-        'dev-root': { type: 'string' },
-        'proc-root': { type: 'string' },
-        ...SERVICE_OPTIONS,
-        'crash-recovery': { type: 'boolean' },
-        'holder-socket': { type: 'string' },
-        'data-plane': { type: 'boolean' },
-        standby: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
+      options: DAEMON_FLAGS,
       tokens: true,
     });
   } catch (error) {
@@ -134,7 +111,7 @@ export function parseDaemonArgs(argv: string[]): (DaemonOptions & { crashRecover
   const mode = v['socket-mode'] === undefined ? undefined : socketMode(v['socket-mode']);
   const ids = (option: 'read-only-uid' | 'read-only-gid' | 'admin-uid' | 'admin-gid'): number[] | undefined =>
     v[option]?.map((text) => {
-      if (!/^[0-9]{1,10}$/.test(text) || Number(text) > 0xffffffff) throw new UsageError(`--${option} takes a numeric id (id -u <user>, getent group <group>), not '${text}'`);
+      if (!/^[0-9]{1,10}$/.test(text) || Number(text) > UNIX_ID_MAX) throw new UsageError(`--${option} takes a numeric id (id -u <user>, getent group <group>), not '${text}'`);
       return Number(text);
     });
   const peers = (uids: number[] | undefined, gids: number[] | undefined) => (uids || gids ? { ...(uids ? { uids } : {}), ...(gids ? { gids } : {}) } : undefined);
@@ -149,8 +126,8 @@ export function parseDaemonArgs(argv: string[]): (DaemonOptions & { crashRecover
   let maxControllers: number | undefined;
   if (v['max-controllers'] !== undefined) {
     maxControllers = Number(v['max-controllers']);
-    if (!/^[0-9]+$/.test(v['max-controllers']) || !Number.isSafeInteger(maxControllers) || maxControllers < 1 || maxControllers > 100_000) {
-      throw new UsageError(`--max-controllers must be an integer in 1..100000, got '${v['max-controllers']}'`);
+    if (!/^[0-9]+$/.test(v['max-controllers']) || !Number.isSafeInteger(maxControllers) || maxControllers < 1 || maxControllers > MAX_CONTROLLERS_LIMIT) {
+      throw new UsageError(`--max-controllers must be an integer in 1..${MAX_CONTROLLERS_LIMIT}, got '${v['max-controllers']}'`);
     }
   }
   return {
@@ -171,35 +148,27 @@ export function parseDaemonArgs(argv: string[]): (DaemonOptions & { crashRecover
       ? {
           crashRecovery: {
             holderSocket: path.resolve(v['holder-socket'] ?? path.join(v['state-dir'] ?? DEFAULT_STATE_DIR, 'holder.sock')),
-            dataPlaneArgv: withoutOptions(argv, parsed.tokens ?? [], ['crash-recovery', 'holder-socket']),
+            dataPlaneArgv: withoutOptions(argv, parsed.tokens, ['crash-recovery', 'holder-socket']),
           },
         }
       : {}),
     ...(maxControllers !== undefined ? { maxControllers } : {}),
-    ...(v['event-retention'] !== undefined ? { eventRetention: integer('--event-retention', v['event-retention'], 1, 10_000_000) } : {}),
-    ...(v['event-stream-max-lag'] !== undefined ? { eventStreamMaxLag: integer('--event-stream-max-lag', v['event-stream-max-lag'], 1, 10_000_000) } : {}),
+    ...(v['event-retention'] !== undefined ? { eventRetention: integer('--event-retention', v['event-retention'], 1, EVENT_COUNT_MAX) } : {}),
+    ...(v['event-stream-max-lag'] !== undefined ? { eventStreamMaxLag: integer('--event-stream-max-lag', v['event-stream-max-lag'], 1, EVENT_COUNT_MAX) } : {}),
     ...(metrics ? { metrics } : {}),
     roots: { sysfs: v['sysfs-root'] ?? DEFAULT_ROOTS.sysfs, dev: v['dev-root'] ?? DEFAULT_ROOTS.dev, proc: v['proc-root'] ?? DEFAULT_ROOTS.proc },
   };
 }
 
-/** `argv` without the options named (found by token, so a value is never mistaken for an option). */
-function withoutOptions(argv: string[], tokens: ReadonlyArray<{ kind: string; name?: string; index: number; inlineValue?: boolean | undefined }>, names: string[]): string[] {
-  const drop = new Set<number>();
-  for (const token of tokens) {
-    if (token.kind !== 'option' || !names.includes(token.name!)) continue;
-    drop.add(token.index);
-    if (token.name === 'holder-socket' && !token.inlineValue) drop.add(token.index + 1);
-  }
-  return argv.filter((_, index) => !drop.has(index));
-}
-
-export async function runDaemon(argv: string[]): Promise<number> {
+export async function runDaemon(commandLine: string[]): Promise<number> {
   let options: ReturnType<typeof parseDaemonArgs>;
+  let configured: Configured | undefined;
   try {
-    options = parseDaemonArgs(argv);
+    configured = applyConfigFile('daemon', commandLine);
+    options = parseDaemonArgs(configured.argv);
   } catch (error) {
-    process.stderr.write(`vfiod daemon: ${errorMessage(error)}\n`);
+    if (error instanceof ConfigFileError) process.stderr.write(`${error.message}\n`);
+    else process.stderr.write(`vfiod daemon: ${configured ? locateOptionError('daemon', configured, errorMessage(error)) : errorMessage(error)}\n`);
     return 2;
   }
   if (!options) {

@@ -5,12 +5,14 @@
  *   devices   the passthrough manager: list/show/prepare/release/reconcile (docs/passthrough.md)
  *   daemon    the gRPC control API; controllers/attach/detach/attachments/operations/events/vm-config are its clients
  *             (docs/daemon.md)
+ *   config    the configuration file: `vfiod config check` (docs/config.md)
  *   bench     fio benchmark harness: emulation vs passthrough vs file (docs/benchmarks.md)
  */
 import { readFileSync } from 'node:fs';
 import { rootLogger } from '../util/log.js';
 import { UsageError } from './common.js';
 import { parseServeArgs, SERVE_USAGE } from './serve.js';
+import { applyConfigFile, ConfigFileError, locateOptionError } from '../config/file.js';
 
 const USAGE = `Usage: vfiod <command> [options]
 
@@ -26,6 +28,7 @@ Commands:
   attachments  List what the daemon attached to VMs
   operations   List, show and wait for the daemon's attach and detach operations
   events    Replay and follow the daemon's events (devices, controllers, attachments, operations)
+  config    Check the configuration file (/etc/vfiod/vfiod.yaml) and print the effective configuration
   vm-config Print the static device configuration for creating a VM (cloud-hypervisor / QEMU)
   version   Print the version
 
@@ -36,6 +39,11 @@ export async function main(argv: string[]): Promise<void> {
   try {
     process.exitCode = await run(argv);
   } catch (error) {
+    if (error instanceof ConfigFileError) {
+      process.stderr.write(`${error.message}\n`);
+      process.exitCode = 2;
+      return;
+    }
     if (error instanceof UsageError) {
       process.stderr.write(`vfiod: ${error.message}\n`);
       process.exitCode = 2;
@@ -50,7 +58,14 @@ async function run(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
     case 'serve': {
-      const parsed = parseServeArgs(rest);
+      const configured = applyConfigFile('serve', rest);
+      let parsed;
+      try {
+        parsed = parseServeArgs(configured.argv);
+      } catch (error) {
+        if (error instanceof UsageError) throw new UsageError(locateOptionError('serve', configured, error.message));
+        throw error;
+      }
       if (!parsed) {
         process.stdout.write(SERVE_USAGE);
         return 0;
@@ -90,6 +105,8 @@ async function run(argv: string[]): Promise<number> {
       return (await import('./operations.js')).runOperations(rest);
     case 'events':
       return (await import('./events.js')).runEvents(rest);
+    case 'config':
+      return (await import('./config.js')).runConfig(rest);
     case 'vm-config':
       return (await import('./vm-config.js')).runVmConfig(rest);
     case 'bench': {

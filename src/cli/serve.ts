@@ -18,7 +18,9 @@ import {
 } from '../serve/identity-store.js';
 import type { ServeOptions } from '../serve/supervisor.js';
 import { errorMessage } from '../util/errors.js';
-import { applyLogOptions, CONTROLLER_OPTIONS, integer, metricsOption, SERVICE_OPTIONS, serviceUsage, socketMode, UsageError } from './common.js';
+import { applyLogOptions, integer, metricsOption, serviceUsage, socketMode, UsageError } from './common.js';
+import { DEFAULT_CONFIG_PATH } from '../config/file.js';
+import { IO_ABANDON_MAX_MS, SERVE_FLAGS, withoutOptions } from '../config/flags.js';
 import { controllerIdentityOptions, IDENTITY_USAGE, namespaceIdentityOptions } from './identity-options.js';
 
 /** How `vfiod serve` names the identity fields in messages: by their options. */
@@ -68,6 +70,11 @@ ${IDENTITY_USAGE}${serviceUsage(27)}  --handover-socket <path> where a successor
                            (default: <socket dir>/<socket name>.holder.sock)
   --data-plane             internal: how the holder starts the data plane
   --standby                internal: a data plane that loads and waits until the holder needs it
+  --json                   once listening, print the socket and the controller's identity (serial,
+                           NQN, namespaces with their ids) as one JSON line on stdout; logs stay on stderr
+  --config <file>          the configuration file (default ${DEFAULT_CONFIG_PATH} when it exists; its
+                           serve: section; options given here override it; docs/config.md)
+  --no-config              ignore the configuration file
   -h, --help               show this help
 `;
 
@@ -99,19 +106,7 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
     parsed = parseArgs({
       args: argv,
       allowPositionals: false,
-      options: {
-        ...CONTROLLER_OPTIONS,
-        ...SERVICE_OPTIONS,
-        'io-abandon-ms': { type: 'string' },
-        'handover-socket': { type: 'string' },
-        'take-over': { type: 'boolean' },
-        'report-to-parent': { type: 'boolean' },
-        'crash-recovery': { type: 'boolean' },
-        'holder-socket': { type: 'string' },
-        'data-plane': { type: 'boolean' },
-        standby: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
+      options: SERVE_FLAGS,
       tokens: true,
     });
   } catch (error) {
@@ -150,6 +145,7 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
     ...(values['data-plane'] ? { dataPlane: true, holderSocket: values['holder-socket']! } : {}),
     ...(values.standby ? { standby: true } : {}),
     ...(metrics ? { metrics } : {}),
+    ...(values.json ? { json: true } : {}),
     argv: describedArgv(argv),
   };
   const config = controllerConfig({
@@ -161,23 +157,17 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
     ...(values['io-queues'] !== undefined ? { maxIoQueuePairs: integer('--io-queues', values['io-queues'], ...CONTROLLER_LIMITS.maxIoQueuePairs) } : {}),
     ...(values['queue-entries'] !== undefined ? { maxQueueEntries: integer('--queue-entries', values['queue-entries'], ...CONTROLLER_LIMITS.maxQueueEntries) } : {}),
     ...(values.mdts !== undefined ? { mdtsPages: integer('--mdts', values.mdts, ...CONTROLLER_LIMITS.mdtsPages) } : {}),
-    ...(values['io-abandon-ms'] !== undefined ? { ioAbandonMs: integer('--io-abandon-ms', values['io-abandon-ms'], 0, 3_600_000) } : {}),
+    ...(values['io-abandon-ms'] !== undefined ? { ioAbandonMs: integer('--io-abandon-ms', values['io-abandon-ms'], 0, IO_ABANDON_MAX_MS) } : {}),
     ...(values.identity !== undefined ? { identityPath: values.identity } : {}),
     identity,
     ...(namespaceIdentities.length ? { namespaceIdentities } : {}),
   });
   checkFiles(config);
   if (!values['crash-recovery']) return { config, options };
-  // The data plane's options: these, without the holder's own (found by token, so a value is never mistaken for one).
-  const holderOnly = new Set<number>();
-  for (const token of parsed.tokens ?? []) {
-    if (token.kind !== 'option' || (token.name !== 'crash-recovery' && token.name !== 'holder-socket')) continue;
-    holderOnly.add(token.index);
-    if (token.name === 'holder-socket' && !token.inlineValue) holderOnly.add(token.index + 1);
-  }
   const crashRecovery = {
     ...(values['holder-socket'] !== undefined ? { holderSocket: values['holder-socket'] } : {}),
-    dataPlaneArgv: argv.filter((_, index) => !holderOnly.has(index)),
+    // The data plane's options: these, without the holder's own.
+    dataPlaneArgv: withoutOptions(argv, parsed.tokens, ['crash-recovery', 'holder-socket']),
   };
   return { config, options, crashRecovery };
 }

@@ -7,6 +7,7 @@ import type { RequestIds } from './request-ids.js';
 import type { Logger } from '../util/log.js';
 import { sameSocketFile } from '../util/socket-path.js';
 import { type ControllerRegistry, type ControllerSpecInput, type ControllerView, percentileMicros } from '../serve/registry.js';
+import { namespaceNsids } from '../serve/config.js';
 import type { ControllerInfo } from './generated/vfiod/v1/ControllerInfo.js';
 import type { ControllerState } from './generated/vfiod/v1/ControllerState.js';
 import { implementService, requireText } from './requests.js';
@@ -22,6 +23,7 @@ export function controllerInfo(view: ControllerView, sampleIntervalMs: number): 
   const c = view.config;
   const s = view.snapshot;
   const latency = s?.stats.latency;
+  const nsids = namespaceNsids(c);
   return {
     id: view.id,
     spec: {
@@ -43,7 +45,7 @@ export function controllerInfo(view: ControllerView, sampleIntervalMs: number): 
     namespaces: s
       ? s.namespaces.map((n) => ({
           nsid: n.nsid,
-          uri: c.namespaces[n.nsid - 1] ?? '',
+          uri: c.namespaces[nsids.indexOf(n.nsid)] ?? '',
           backend: n.backend,
           blockSize: n.blockSize,
           blocks: n.blocks,
@@ -93,6 +95,9 @@ export function controllerService(deps: { registry: ControllerRegistry; attachme
   const { registry, attachments, events, requestIds } = deps;
   const logger = deps.logger.child({ service: 'ControllerService' });
   const info = (view: ControllerView): ControllerInfo => controllerInfo(view, registry.sampleIntervalMs);
+  const publishNamespaceChange = (id: string, action: string, detail: string): void => {
+    events.publish({ resourceType: 'controller', resourceName: `controllers/${id}`, action, vmId: '', detail });
+  };
   return implementService('ControllerService', logger, {
     CreateController: async (request) => {
       const id = requireText(request.id, 'id', 'the controller id');
@@ -136,5 +141,27 @@ export function controllerService(deps: { registry: ControllerRegistry; attachme
     GetController: async (request) => ({
       controller: info(await registry.get(requireText(request.id, 'id', 'the controller id'))),
     }),
+    AttachNamespace: async (request) => {
+      const id = requireText(request.id, 'id', 'the controller id');
+      const uri = requireText(request.uri, 'uri', 'the namespace URI');
+      // Without an NSID a retry would attach the disk a second time: the request id makes it answer the first call's.
+      return requestIds.once('AttachNamespace', request, async () => {
+        const { view, nsid } = await registry.attachNamespace(id, request.nsid, uri);
+        publishNamespaceChange(id, 'NAMESPACE_ATTACHED', `namespace ${nsid}: ${uri}`);
+        return { controller: info(view), nsid };
+      });
+    },
+    DetachNamespace: async (request) => {
+      const id = requireText(request.id, 'id', 'the controller id');
+      const view = await registry.detachNamespace(id, request.nsid);
+      publishNamespaceChange(id, 'NAMESPACE_DETACHED', `namespace ${request.nsid}`);
+      return { controller: info(view) };
+    },
+    ResizeNamespace: async (request) => {
+      const id = requireText(request.id, 'id', 'the controller id');
+      const view = await registry.resizeNamespace(id, request.nsid, request.sizeBytes);
+      publishNamespaceChange(id, 'NAMESPACE_RESIZED', `namespace ${request.nsid}: ${request.sizeBytes} bytes`);
+      return { controller: info(view) };
+    },
   });
 }

@@ -120,10 +120,8 @@ interface AlignedBuffer {
 
 export class FileNamespace implements Namespace {
   readonly blockSize: number;
-  readonly blockCount: number;
   readonly description: string;
   readonly path: string;
-  readonly sizeBytes: number;
   readonly readOnly: boolean;
   readonly direct: boolean;
   readonly isBlockDevice: boolean;
@@ -134,6 +132,8 @@ export class FileNamespace implements Namespace {
   readonly supportsDeallocate: boolean;
 
   private fd: number;
+  /** The namespace's size; `grow` raises it. */
+  private size: number;
   private readonly logger: Logger;
   private readonly operations: FileOperation[] = [];
   /** Direct mode: page-aligned buffers (bounces, and one of zeroes) and the allocator for more. */
@@ -171,9 +171,8 @@ export class FileNamespace implements Namespace {
   }) {
     this.fd = init.fd;
     this.path = init.path;
-    this.sizeBytes = init.sizeBytes;
+    this.size = init.sizeBytes;
     this.blockSize = init.blockSize;
-    this.blockCount = init.sizeBytes / init.blockSize;
     this.readOnly = init.readOnly;
     this.volatileWriteCache = !init.readOnly;
     this.direct = init.direct;
@@ -194,6 +193,35 @@ export class FileNamespace implements Namespace {
     } else {
       this.zeroes = sharedZeroes ??= new Uint8Array(ZERO_CHUNK_BYTES);
     }
+  }
+
+  get sizeBytes(): number {
+    return this.size;
+  }
+
+  get blockCount(): number {
+    return this.size / this.blockSize;
+  }
+
+  /** Grows a regular file (ftruncate: the new range is a hole that reads as zeroes); a block device keeps its size. */
+  async grow(sizeBytes: number): Promise<void> {
+    this.checkOpen('grow');
+    if (this.isBlockDevice) throw new NamespaceError('unsupported', `${this.description}: a block device has the size of the device`);
+    if (this.readOnly) throw new NamespaceError('read-only', `${this.description}: read-only`);
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= this.size || sizeBytes % this.blockSize !== 0) {
+      throw new NamespaceError(
+        'internal',
+        `${this.description}: new size ${sizeBytes} must be a multiple of the block size ${this.blockSize} larger than ${this.size}`,
+      );
+    }
+    try {
+      await truncateFile(this.fd, sizeBytes);
+    } catch (error) {
+      const kind = (error as NodeJS.ErrnoException).code === 'EFBIG' || (error as NodeJS.ErrnoException).code === 'ENOSPC' ? 'capacity' : 'write';
+      throw new NamespaceError(kind, `${this.description}: growing to ${sizeBytes} bytes failed: ${(error as Error).message}`, undefined, { cause: error });
+    }
+    this.logger.info('grew file (sparse)', { fromBytes: this.size, toBytes: sizeBytes });
+    this.size = sizeBytes;
   }
 
   static async open(options: FileNamespaceOptions): Promise<FileNamespace> {

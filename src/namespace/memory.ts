@@ -32,15 +32,15 @@ const CHUNK_DROP_UNITS = 4096;
 
 export class MemoryNamespace implements Namespace {
   readonly blockSize: number;
-  readonly blockCount: number;
-  readonly description: string;
-  readonly sizeBytes: number;
+  /** Fields rather than getters: the I/O path reads them on every command. Only `grow` changes them. */
+  sizeBytes: number;
+  blockCount: number;
+  description: string;
   readonly volatileWriteCache = false;
   readonly maxTransferBytes = 0;
   /** Deallocated blocks read as zeroes; reported as not thin-provisioned (NUSE = NSZE), as before lazy chunks. */
   readonly supportsDeallocate = false;
   private readonly chunkBytes: number;
-  private readonly chunkCount: number;
   /** chunks[i], or undefined while chunk i has never been written (or was dropped): it reads as zeroes. */
   private chunks: Array<Uint8Array | undefined>;
   /** chunks[i].buffer (each chunk is a whole ArrayBuffer of its own). */
@@ -63,13 +63,42 @@ export class MemoryNamespace implements Namespace {
       throw new Error(`memory namespace: chunk size ${chunkBytes} must be a positive multiple of 4096`);
     }
     this.blockSize = blockSize;
-    this.blockCount = sizeBytes / blockSize;
     this.sizeBytes = sizeBytes;
-    this.chunkBytes = chunkBytes;
+    this.blockCount = sizeBytes / blockSize;
     this.description = `memory:${formatSize(sizeBytes)}`;
-    this.chunkCount = Math.ceil(sizeBytes / chunkBytes);
-    this.chunks = new Array<Uint8Array | undefined>(this.chunkCount).fill(undefined);
-    this.chunkBuffers = new Array<ArrayBuffer | undefined>(this.chunkCount).fill(undefined);
+    this.chunkBytes = chunkBytes;
+    const chunkCount = Math.ceil(sizeBytes / chunkBytes);
+    this.chunks = new Array<Uint8Array | undefined>(chunkCount).fill(undefined);
+    this.chunkBuffers = new Array<ArrayBuffer | undefined>(chunkCount).fill(undefined);
+  }
+
+  /**
+   * Grows the store: the new blocks read as zeroes and cost nothing until written. A last chunk that was shorter
+   * than chunkBytes is dropped from the arrays' view and copied into a full-length one, so every chunk but the new
+   * last one is chunkBytes long again.
+   */
+  grow(sizeBytes: number): Promise<void> {
+    if (this.closed) return Promise.reject(new NamespaceError('internal', `${this.description}: grow after close`));
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= this.sizeBytes || sizeBytes % this.blockSize !== 0) {
+      return Promise.reject(new NamespaceError('internal', `${this.description}: new size ${sizeBytes} must be a multiple of the block size ${this.blockSize} larger than ${this.sizeBytes}`));
+    }
+    const lastIndex = this.chunks.length - 1;
+    const last = this.chunks[lastIndex];
+    this.sizeBytes = sizeBytes;
+    this.blockCount = sizeBytes / this.blockSize;
+    this.description = `memory:${formatSize(sizeBytes)}`;
+    if (last !== undefined && last.length < this.chunkLengthOf(lastIndex)) {
+      const longer = new Uint8Array(this.chunkLengthOf(lastIndex));
+      longer.set(last);
+      this.chunks[lastIndex] = longer;
+      this.chunkBuffers[lastIndex] = longer.buffer;
+    }
+    const chunkCount = Math.ceil(sizeBytes / this.chunkBytes);
+    while (this.chunks.length < chunkCount) {
+      this.chunks.push(undefined);
+      this.chunkBuffers.push(undefined);
+    }
+    return Promise.resolve();
   }
 
   read(offset: number, buffers: readonly Uint8Array[]): void {

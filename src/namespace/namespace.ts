@@ -48,6 +48,12 @@ export interface Namespace {
    * the guest memory behind the buffers is being unmapped, or a reset has waited too long for a stuck backend.
    */
   abandon?(buffers: readonly Uint8Array[]): boolean;
+  /**
+   * Optional: grows the namespace to `sizeBytes` (a multiple of `blockSize`, larger than now) while it serves; the new
+   * blocks read as zeroes and `blockCount` reports the new size once it resolves. Backends whose size is not theirs
+   * to change (a block device, a remote namespace) do not have it. Rejects with NamespaceError.
+   */
+  grow?(sizeBytes: number): Promise<void>;
   /** Flushes and releases the backend; no operation is called after `close`. */
   close(): Promise<void>;
 }

@@ -126,6 +126,24 @@ export function isMemoryNamespaceSpec(spec: NamespaceSpec): spec is MemoryNamesp
   return spec.scheme === 'memory';
 }
 
+/**
+ * `uri` of a namespace grown at runtime to `sizeBytes`, so that it opens at that size again: a memory namespace's
+ * size, a file's `size=` (a file named without it opens at the file's size, which the grow changed: `uri` as it is).
+ * Throws for a scheme whose size is not in its URI.
+ */
+export function resizedNamespaceUri(uri: string, sizeBytes: number): string {
+  const spec = parseNamespaceUri(uri);
+  const question = uri.indexOf('?');
+  const query = question < 0 ? '' : uri.slice(question);
+  if (isMemoryNamespaceSpec(spec)) return `${uri.slice(0, uri.indexOf(':') + 1)}${sizeBytes}${query}`;
+  if (isFileNamespaceSpec(spec)) {
+    if (spec.sizeBytes === undefined) return uri;
+    const params = query.slice(1).split('&').map((pair) => (pair.startsWith('size=') ? `size=${sizeBytes}` : pair));
+    return `${uri.slice(0, question)}?${params.join('&')}`;
+  }
+  throw new Error(`namespace '${uri}': its size is not in its URI but its backend's`);
+}
+
 // --- the schemes -----------------------------------------------------------------------------------------------
 
 registerNamespaceScheme<MemoryNamespaceSpec>('memory', {

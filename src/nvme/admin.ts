@@ -38,7 +38,7 @@ import {
   SMART_LOG_SIZE,
   type HealthRecord,
 } from './log-pages.js';
-import type { NamespaceEntry, NamespaceSet } from './namespaces.js';
+import { MAX_NSID, type NamespaceEntry, type NamespaceSet } from './namespaces.js';
 import type { QueueEngine } from './queue-engine.js';
 import { Cc, ccField, IO_CQ_ENTRY_SIZE_LOG2, IO_SQ_ENTRY_SIZE_LOG2, type ControllerRegisters } from './registers.js';
 
@@ -155,11 +155,11 @@ export class AdminCommandHandler {
     const csi = dword(sqe, 11) >>> 24;
     const nsid = dword(sqe, 1);
     const out = this.clearedScratch();
-    const namespaceCount = this.namespaces.count;
     switch (cns) {
       case IdentifyCns.NAMESPACE: {
         const entry = this.activeNamespace(nsid);
-        if (!entry) return Status.INVALID_NAMESPACE_OR_FORMAT;
+        // An inactive NSID the controller may use (one detached, or not attached yet) reads as all zeroes.
+        if (!entry) return nsid >= 1 && nsid <= MAX_NSID ? Status.SUCCESS : Status.INVALID_NAMESPACE_OR_FORMAT;
         buildIdentifyNamespace(out, entry.namespace, entry.ids);
         break;
       }
@@ -168,7 +168,7 @@ export class AdminCommandHandler {
         break;
       case IdentifyCns.ACTIVE_NAMESPACE_LIST:
         if (nsid >= 0xfffffffe) return Status.INVALID_NAMESPACE_OR_FORMAT;
-        buildActiveNamespaceList(out, namespaceCount, nsid);
+        buildActiveNamespaceList(out, this.namespaces.activeNsids, nsid);
         break;
       case IdentifyCns.NAMESPACE_DESCRIPTORS: {
         const entry = this.activeNamespace(nsid);
@@ -188,7 +188,7 @@ export class AdminCommandHandler {
       case IdentifyCns.IO_COMMAND_SET_ACTIVE_NAMESPACE_LIST:
         if (csi !== CSI_NVM) return Status.INVALID_FIELD;
         if (nsid >= 0xfffffffe) return Status.INVALID_NAMESPACE_OR_FORMAT;
-        buildActiveNamespaceList(out, namespaceCount, nsid);
+        buildActiveNamespaceList(out, this.namespaces.activeNsids, nsid);
         break;
       case IdentifyCns.IO_COMMAND_SET_INDEPENDENT_NAMESPACE: {
         const entry = this.activeNamespace(nsid);
@@ -392,7 +392,7 @@ export class AdminCommandHandler {
     return Status.SUCCESS;
   }
 
-  /** The active namespace `nsid` (1..NN); undefined for 0, broadcast and anything beyond NN. */
+  /** The active namespace `nsid`; undefined for 0, broadcast, inactive NSIDs and anything beyond NN. */
   private activeNamespace(nsid: number): NamespaceEntry | undefined {
     return this.namespaces.entry(nsid);
   }

@@ -14,11 +14,11 @@ import { DEFERRED, type AdminCommandHandler, type AdminResult } from './admin.js
 import type { AsyncEvents } from './async-events.js';
 import type { FeatureState } from './features.js';
 import type { InterruptCoalescer } from './interrupts.js';
-import { abandonIoCommand, executeIoCommand } from './io.js';
+import { abandonIoCommand, BROADCAST_NSID, executeIoCommand } from './io.js';
 import { type IoContext, type IoDone, type IoRequest, type NamespaceIoCounters, newNamespaceIoCounters, type SmartCounters } from './io-types.js';
 import { NO_COMMAND, type HealthRecord } from './log-pages.js';
 import type { ScratchBudget } from './scratch.js';
-import type { NamespaceEntry } from './namespaces.js';
+import type { NamespaceSet } from './namespaces.js';
 import type { CommandSink, QueueEngine } from './queue-engine.js';
 import type { SubmissionQueue } from './queues.js';
 import { Csts, type ControllerRegisters } from './registers.js';
@@ -51,27 +51,32 @@ export interface CommandRunnerParts {
  * object in V8, and every `ctx.x` of every I/O command would then be a generic property lookup.
  */
 export class ControllerIoContext implements IoContext {
-  readonly namespaceCounters: readonly NamespaceIoCounters[];
+  /** Index NSID - 1 (io.ts counts there); a namespace attached at runtime gets fresh counters (countFrom). */
+  readonly namespaceCounters: NamespaceIoCounters[] = [];
 
   constructor(
     readonly dma: DmaSpace,
-    private readonly entries: readonly NamespaceEntry[],
-    private readonly namespaceList: readonly Namespace[],
+    private readonly namespaceSet: NamespaceSet,
     readonly maxTransferBytes: number,
     readonly counters: SmartCounters,
     private readonly features: FeatureState,
     readonly logger: Logger,
     readonly scratch: ScratchBudget,
   ) {
-    this.namespaceCounters = entries.map(() => newNamespaceIoCounters());
+    for (const { nsid } of namespaceSet.entries) this.countFrom(nsid);
+  }
+
+  /** Namespace `nsid` was attached: its I/O counts start from zero. */
+  countFrom(nsid: number): void {
+    this.namespaceCounters[nsid - 1] = newNamespaceIoCounters();
   }
 
   namespace(nsid: number): Namespace | undefined {
-    return nsid >= 1 && nsid <= this.entries.length ? this.entries[nsid - 1]!.namespace : undefined;
+    return this.namespaceSet.entry(nsid)?.namespace;
   }
 
   allNamespaces(): readonly Namespace[] {
-    return this.namespaceList;
+    return this.namespaceSet.namespaces;
   }
 
   /** The Volatile Write Cache feature as it is now: Set Features changes it between commands. */
@@ -325,6 +330,17 @@ export class CommandRunner implements CommandSink {
    * (io.ts abandonIoCommand): they complete now with `status` (or are discarded, when a reset abandoned them).
    * Returns how many were given up and how many could not be.
    */
+  /** I/O commands in flight for namespace `nsid`, broadcast ones (a Flush of every namespace) included. */
+  inFlightOn(nsid: number): number {
+    let count = 0;
+    for (const request of this.requests) {
+      if (!request.active) continue;
+      const target = request.sqe.getUint32(4, true);
+      if (target === nsid || target === BROADCAST_NSID) count++;
+    }
+    return count;
+  }
+
   giveUp(which: (request: IoRequest, generation: number) => boolean, status: number): { abandoned: number; stuck: number } {
     let abandoned = 0;
     let stuck = 0;

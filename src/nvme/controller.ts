@@ -25,7 +25,9 @@ import { AsyncEventConfig, FeatureState } from './features.js';
 import { resolveControllerIdentity, type ControllerIdentity } from './identity.js';
 import { InterruptCoalescer, type InterruptSink } from './interrupts.js';
 import { HealthRecord } from './log-pages.js';
-import { NamespaceSet, type NamespaceEntry } from './namespaces.js';
+import { MAX_NSID, NamespaceSet, type ActiveNamespace, type NamespaceEntry } from './namespaces.js';
+import type { Namespace } from '../namespace/namespace.js';
+import { sleep } from '../util/sleep.js';
 import { DOORBELL_COUNT, QueueEngine } from './queue-engine.js';
 import { DEFAULT_SCRATCH_BUDGET_BYTES, ScratchBudget } from './scratch.js';
 import {
@@ -59,6 +61,8 @@ const CONTROLLER_STATE_VERSION = 1;
 export interface NvmeControllerState {
   version: number;
   namespaceCount: number;
+  /** The active NSIDs (namespaces attached or detached at runtime leave gaps); absent in older snapshots: 1..count. */
+  nsids?: number[];
   registers: RegistersState;
   features: FeaturesState;
   health: HealthState;
@@ -77,7 +81,7 @@ export type { NvmeControllerStats } from './stats.js';
 
 export interface NvmeControllerOptions {
   dma: DmaSpace;
-  /** NSID = index + 1. */
+  /** NSID = `nsid`, or index + 1. */
   namespaces: NamespaceEntry[];
   identity: ControllerIdentity;
   interrupts: InterruptSink;
@@ -118,6 +122,8 @@ const MAX_MDTS = 20;
 const ADMIN_TRANSFER_CAP = 1 << 20;
 /** How long a reset or an unmap waits for stuck I/O before giving it up (where the backend can let go). */
 export const DEFAULT_IO_ABANDON_MS = 5000;
+/** How often a detach looks whether the detached namespace's commands have completed. */
+const DETACH_DRAIN_POLL_MS = 5;
 
 export class NvmeController {
   static readonly BAR0_SIZE = 0x4000;
@@ -140,6 +146,8 @@ export class NvmeController {
   private readonly events: AsyncEvents;
   private readonly commands: CommandRunner;
   private readonly scratch: ScratchBudget;
+  /** The largest transfer MDTS allows (0 = no limit): a namespace attached at runtime must accept it. */
+  private readonly maxTransferBytes: number;
 
   /** See NvmeControllerOptions.ioAbandonMs. */
   readonly ioAbandonMs: number;
@@ -175,7 +183,7 @@ export class NvmeController {
     const vectorCount = Math.max(1, sinkVectors);
     const namespaces = (this.namespaces = new NamespaceSet(options.namespaces));
     const mdts = namespaces.maxTransferLog2(checkOption('mdtsPages', options.mdtsPages ?? 8, 0, MAX_MDTS));
-    const maxTransferBytes = mdts === 0 ? 0 : PAGE_SIZE * 2 ** mdts;
+    const maxTransferBytes = (this.maxTransferBytes = mdts === 0 ? 0 : PAGE_SIZE * 2 ** mdts);
     const volatileWriteCachePresent = namespaces.volatileWriteCache;
 
     const registers = (this.registers = new ControllerRegisters({ maxQueueEntries }));
@@ -200,16 +208,14 @@ export class NvmeController {
       identifyInfo: {
         identity,
         mdts,
-        namespaceCount: namespaces.count,
         maxQueueEntries,
         volatileWriteCache: volatileWriteCachePresent,
       },
       maxAdminTransferBytes: Math.min(maxTransferBytes || ADMIN_TRANSFER_CAP, ADMIN_TRANSFER_CAP),
       vectorCount,
     });
-    const { entries, namespaces: list } = namespaces;
     const scratch = (this.scratch = new ScratchBudget(options.scratchBudgetBytes ?? DEFAULT_SCRATCH_BUDGET_BYTES));
-    const io = (this.io = new ControllerIoContext(dma, entries, list, maxTransferBytes, health.counters, features, logger, scratch));
+    const io = (this.io = new ControllerIoContext(dma, namespaces, maxTransferBytes, health.counters, features, logger, scratch));
     const owner: CommandOwner = {
       fail: (reason, fields) => this.fail(reason, fields),
       abandonedDrained: () => this.abandonedDrained(),
@@ -346,6 +352,7 @@ export class NvmeController {
     return {
       version: CONTROLLER_STATE_VERSION,
       namespaceCount: this.namespaces.count,
+      nsids: [...this.namespaces.activeNsids],
       registers: this.registers.snapshot(),
       features: this.features.snapshot(),
       health: this.health.snapshot(),
@@ -366,8 +373,10 @@ export class NvmeController {
    */
   restore(state: NvmeControllerState, options: { doorbellPageKept?: boolean } = {}): void {
     checkSnapshotVersion(state, 'NVMe controller state', CONTROLLER_STATE_VERSION);
-    if (state.namespaceCount !== this.namespaces.count) {
-      throw new Error(`snapshot has ${state.namespaceCount} namespaces, this controller ${this.namespaces.count}`);
+    const saved = state.nsids ?? Array.from({ length: state.namespaceCount }, (_, index) => index + 1);
+    const here = this.namespaces.activeNsids;
+    if (saved.length !== here.length || saved.some((nsid, index) => nsid !== here[index])) {
+      throw new Error(`snapshot has namespaces ${saved.join(', ') || 'none'}, this controller ${here.join(', ') || 'none'}`);
     }
     this.quiesced = true;
     this.registers.restore(state.registers);
@@ -456,14 +465,17 @@ export class NvmeController {
       ioCompletionQueues: this.queues.ioCompletionQueueCount,
       inFlight: commands.inFlight,
       commands: { ...commands.commandCounts, failed: this.queues.failedCompletions, failedByStatus: byStatusName(this.queues.failedByStatus) },
-      namespaces: this.io.namespaceCounters.map((counters, index) => ({
-        nsid: index + 1,
-        readCommands: counters.readCommands,
-        writeCommands: counters.writeCommands,
-        bytesRead: counters.bytesRead,
-        bytesWritten: counters.bytesWritten,
-        failedByStatus: byStatusName(counters.failedByStatus),
-      })),
+      namespaces: this.namespaces.activeNsids.map((nsid) => {
+        const counters = this.io.namespaceCounters[nsid - 1]!;
+        return {
+          nsid,
+          readCommands: counters.readCommands,
+          writeCommands: counters.writeCommands,
+          bytesRead: counters.bytesRead,
+          bytesWritten: counters.bytesWritten,
+          failedByStatus: byStatusName(counters.failedByStatus),
+        };
+      }),
       queueDepths: this.queues.ioQueueDepths(),
       interrupts: this.interrupts.signalled,
       bytesRead: counters.bytesRead,
@@ -478,9 +490,43 @@ export class NvmeController {
     };
   }
 
-  /** Namespace attribute changed (resize etc.): queues a Changed Namespace List entry and a Notice event. */
+  // ---- namespaces changed at runtime -------------------------------------------------------------------------
+
+  /**
+   * Attaches `entry` at runtime: commands to its NSID work from now on, Identify reports it, and the host is told
+   * (Changed Namespace List, Namespace Attribute Notice). Throws, with nothing changed, when the NSID is taken or out
+   * of range or the namespace does not fit what the controller reported (MDTS, volatile write cache).
+   */
+  attachNamespace(entry: ActiveNamespace): void {
+    this.namespaces.attach(entry, this.maxTransferBytes);
+    this.io.countFrom(entry.nsid);
+    this.logger.info('namespace attached', { nsid: entry.nsid, namespace: entry.namespace.description, blocks: entry.namespace.blockCount });
+    this.notifyNamespaceChanged(entry.nsid);
+  }
+
+  /**
+   * Detaches namespace `nsid` at runtime: commands fetched from now on that name it complete with Invalid Namespace
+   * or Format; those already started complete as usual. The host is told as for an attach. Resolves with the
+   * namespace once none of its commands is in flight any more (the caller closes it); undefined when `nsid` was not
+   * active.
+   */
+  async detachNamespace(nsid: number): Promise<Namespace | undefined> {
+    const entry = this.namespaces.detach(nsid);
+    if (!entry) return undefined;
+    this.logger.info('namespace detached', { nsid, namespace: entry.namespace.description, inFlight: this.commands.inFlightOn(nsid) });
+    this.notifyNamespaceChanged(nsid);
+    while (this.commands.inFlightOn(nsid) > 0) await sleep(DETACH_DRAIN_POLL_MS);
+    return entry.namespace;
+  }
+
+  /** The active NSIDs, ascending. */
+  get activeNsids(): readonly number[] {
+    return this.namespaces.activeNsids;
+  }
+
+  /** Namespace attribute changed (resize, attach, detach): queues a Changed Namespace List entry and a Notice event. */
   notifyNamespaceChanged(nsid: number): void {
-    if (!Number.isInteger(nsid) || nsid < 1 || nsid > this.namespaces.count) {
+    if (!Number.isInteger(nsid) || nsid < 1 || nsid > MAX_NSID) {
       this.logger.warn('namespace change notice for an unknown namespace ignored', { nsid });
       return;
     }
@@ -692,14 +738,15 @@ export class NvmeController {
 
   /** Flushes every namespace (all of them, even after a failure); logs each failure. True when all succeeded. */
   private async flushForShutdown(): Promise<boolean> {
+    const entries = this.namespaces.entries;
     const results = await this.namespaces.flushEach();
     let durable = true;
     results.forEach((result, index) => {
       if (result.status === 'fulfilled') return;
       durable = false;
       this.logger.error('flushing namespace at shutdown failed', {
-        nsid: index + 1,
-        namespace: this.namespaces.namespaces[index]!.description,
+        nsid: entries[index]!.nsid,
+        namespace: entries[index]!.namespace.description,
         error: result.reason,
       });
     });

@@ -52,6 +52,11 @@ export const ONCS =
 
 /** Optional Admin Command Support: bit 8 = Doorbell Buffer Config. */
 export const OACS = 1 << 8;
+/**
+ * The highest NSID a controller may use, reported as Identify Controller NN: fixed, so attaching a namespace at
+ * runtime never changes NN, and equal to what one Changed Namespace List or Active Namespace List page holds.
+ */
+export const MAX_NSID = 1024;
 /** Optional Asynchronous Events Supported: bit 8 = Namespace Attribute Notices. */
 export const OAES = 1 << 8;
 /**
@@ -82,7 +87,6 @@ export interface ControllerIdentifyInfo {
   identity: ResolvedControllerIdentity;
   /** MDTS field value (log2 of 4 KiB pages, 0 = no limit). */
   mdts: number;
-  namespaceCount: number;
   maxQueueEntries: number;
   /** Any namespace has a volatile write cache. */
   volatileWriteCache: boolean;
@@ -123,7 +127,7 @@ export function buildIdentifyController(out: Uint8Array, info: ControllerIdentif
   out[512] = (6 << 4) | 6; // SQES: required and maximum 64 bytes
   out[513] = (4 << 4) | 4; // CQES: 16 bytes
   view.setUint16(514, Math.min(0xffff, info.maxQueueEntries), true); // MAXCMD
-  view.setUint32(516, info.namespaceCount, true); // NN
+  view.setUint32(516, MAX_NSID, true); // NN: the highest NSID a namespace attached at runtime may take
   view.setUint16(520, ONCS, true); // ONCS
   // VWC: bit 0 present; bits 2:1 = 11b: Flush with NSID FFFFFFFFh flushes every namespace (io.ts does).
   out[525] = info.volatileWriteCache ? 0x1 | (0x3 << 1) : 0;
@@ -146,9 +150,10 @@ export function buildIdentifyNamespace(out: Uint8Array, namespace: Namespace, id
   out[25] = 0; // NLBAF: one format (0's based)
   out[26] = 0; // FLBAS: format 0, no metadata
   out[30] = 0; // NMIC: private namespace
-  // DLFEAT bits 2:0 = 001b: deallocated blocks read as zeroes, bit 3: Write Zeroes honours DEAC. Only promised
-  // when deallocation is real.
-  out[33] = namespace.supportsDeallocate ? 0x1 | (1 << 3) : 0;
+  // DLFEAT bits 2:0 = 001b: deallocated blocks read as zeroes, which every backend guarantees (the Namespace contract:
+  // one that cannot free space writes zeroes instead). Bit 3, Write Zeroes with DEAC deallocates: only where
+  // deallocation frees space for real.
+  out[33] = 0x1 | (namespace.supportsDeallocate ? 1 << 3 : 0);
   out[99] = namespaceAttributes(namespace); // NSATTR
   putHex(out, 104, 16, ids.nguid); // NGUID
   putHex(out, 120, 8, ids.eui64); // EUI64
@@ -169,11 +174,16 @@ function namespaceAttributes(namespace: Namespace): number {
   return namespace.readOnly === true ? 0x1 : 0;
 }
 
-/** Active Namespace ID list (CNS 02h / 07h): active NSIDs greater than `afterNsid`, ascending, at most 1024. */
-export function buildActiveNamespaceList(out: Uint8Array, namespaceCount: number, afterNsid: number): void {
+/**
+ * Active Namespace ID list (CNS 02h / 07h): the active NSIDs (`activeNsids`, ascending) greater than `afterNsid`, at
+ * most 1024.
+ */
+export function buildActiveNamespaceList(out: Uint8Array, activeNsids: readonly number[], afterNsid: number): void {
   const view = dataView(out);
   let index = 0;
-  for (let nsid = afterNsid + 1; nsid <= namespaceCount && index < IDENTIFY_DATA_SIZE / 4; nsid++) {
+  for (const nsid of activeNsids) {
+    if (nsid <= afterNsid) continue;
+    if (index === IDENTIFY_DATA_SIZE / 4) break;
     view.setUint32(index * 4, nsid, true);
     index++;
   }

@@ -1,74 +1,144 @@
 /**
- * The controller's namespace set: NSID n is entry n - 1 and every entry is active (NN = the entry count), the
- * Changed Namespace List, and the checks each entry passes when the controller is built.
+ * The controller's namespace set: the active NSIDs and their namespaces, the Changed Namespace List, and the checks
+ * each entry passes when the controller is built or a namespace is attached at runtime. NSIDs are 1..MAX_NSID and
+ * may have gaps (a namespace detached at runtime leaves its NSID free; the others keep theirs).
  */
 import type { Namespace, NamespaceIds } from '../namespace/namespace.js';
 import { PAGE_SIZE } from '../spec/nvme.js';
+import { MAX_NSID } from './identify.js';
 import { ChangedNamespaceList } from './log-pages.js';
+
+export { MAX_NSID } from './identify.js';
 
 export interface NamespaceEntry {
   namespace: Namespace;
   ids: NamespaceIds;
+  /** Default: its position in the list + 1. */
+  nsid?: number;
+}
+
+/** An entry of the set: its NSID is known. */
+export interface ActiveNamespace extends NamespaceEntry {
+  nsid: number;
 }
 
 export class NamespaceSet {
-  /** NSID = index + 1. */
-  readonly entries: readonly NamespaceEntry[];
-  /** The same namespaces without their ids. */
-  readonly namespaces: readonly Namespace[];
+  /** Indexed by NSID; undefined = inactive. */
+  private readonly byNsid: Array<ActiveNamespace | undefined> = [];
+  /** The active entries in NSID order (rebuilt on each change; read on every broadcast flush and Identify). */
+  private active: readonly ActiveNamespace[] = [];
+  /** The namespaces of `active`, in the same order. */
+  private activeNamespaces: readonly Namespace[] = [];
+  private nsids: readonly number[] = [];
   /** NSIDs whose attributes changed since the host last read the Changed Namespace List. */
   readonly changed = new ChangedNamespaceList();
   /** Some namespace has a volatile write cache (Identify Controller VWC, the Volatile Write Cache feature). */
   readonly volatileWriteCache: boolean;
 
-  /** Throws when an entry is unusable (block size, block count, malformed ids). */
+  /** Throws when an entry is unusable (NSID, block size, block count, malformed ids). */
   constructor(entries: readonly NamespaceEntry[]) {
-    this.entries = entries.map((entry, index) => validateNamespaceEntry(entry, index + 1));
-    this.namespaces = this.entries.map((entry) => entry.namespace);
-    this.volatileWriteCache = this.namespaces.some((namespace) => namespace.volatileWriteCache);
+    entries.forEach((entry, index) => this.add({ ...entry, nsid: entry.nsid ?? index + 1 }));
+    this.volatileWriteCache = this.active.some((entry) => entry.namespace.volatileWriteCache);
+  }
+
+  /** The active entries, in NSID order. */
+  get entries(): readonly ActiveNamespace[] {
+    return this.active;
+  }
+
+  /** The active namespaces, in NSID order. */
+  get namespaces(): readonly Namespace[] {
+    return this.activeNamespaces;
+  }
+
+  /** The active NSIDs, ascending. */
+  get activeNsids(): readonly number[] {
+    return this.nsids;
   }
 
   get count(): number {
-    return this.entries.length;
+    return this.active.length;
   }
 
-  /** The active namespace `nsid` (1..NN); undefined for 0, broadcast and anything beyond NN. */
-  entry(nsid: number): NamespaceEntry | undefined {
-    if (nsid === 0 || nsid > this.entries.length) return undefined;
-    return this.entries[nsid - 1];
+  /** The active namespace `nsid`; undefined for 0, broadcast, inactive NSIDs and anything beyond MAX_NSID. */
+  entry(nsid: number): ActiveNamespace | undefined {
+    return this.byNsid[nsid];
+  }
+
+  /**
+   * Makes `entry` active at runtime. Throws (the set unchanged) when the NSID is taken or out of range, the entry is
+   * unusable, or the namespace needs what the controller reported it does not have: a smaller transfer limit than
+   * `maxTransferBytes` (MDTS, 0 = none) or a volatile write cache on a controller that reported none (the guest
+   * would never flush it).
+   */
+  attach(entry: ActiveNamespace, maxTransferBytes: number): void {
+    const where = `NVMe controller: namespace ${entry.nsid} (${entry.namespace.description})`;
+    const limit = entry.namespace.maxTransferBytes;
+    if (limit !== 0 && (maxTransferBytes === 0 || limit < maxTransferBytes)) {
+      throw new Error(`${where} accepts at most ${limit} bytes per transfer; the controller reported MDTS ${maxTransferBytes || 'unlimited'}`);
+    }
+    if (entry.namespace.volatileWriteCache && !this.volatileWriteCache) {
+      throw new Error(`${where} has a volatile write cache, and the controller reported none: the guest would never flush it`);
+    }
+    this.add(entry);
+  }
+
+  /** Makes `nsid` inactive; returns what was there (undefined when it was not active). */
+  detach(nsid: number): ActiveNamespace | undefined {
+    const entry = this.byNsid[nsid];
+    if (!entry) return undefined;
+    this.byNsid[nsid] = undefined;
+    this.rebuild();
+    return entry;
   }
 
   /** MDTS (log2 of 4 KiB pages, 0 = no limit) lowered to what every namespace accepts in one transfer. */
   maxTransferLog2(requested: number): number {
     let mdts = requested;
-    this.entries.forEach((entry, index) => {
+    for (const entry of this.active) {
       const limit = entry.namespace.maxTransferBytes;
-      if (!limit) return;
+      if (!limit) continue;
       const pagesLog2 = Math.floor(Math.log2(limit / PAGE_SIZE));
       if (pagesLog2 < 1) {
         // MDTS 0 means "no limit", so one page is not expressible.
         throw new Error(
-          `NVMe controller: namespace ${index + 1} (${entry.namespace.description}) accepts at most ${limit} bytes ` +
+          `NVMe controller: namespace ${entry.nsid} (${entry.namespace.description}) accepts at most ${limit} bytes ` +
             `per transfer; the smallest MDTS is ${2 * PAGE_SIZE} bytes`,
         );
       }
       mdts = mdts === 0 ? pagesLog2 : Math.min(mdts, pagesLog2);
-    });
+    }
     return mdts;
   }
 
   /** Flushes every namespace; rejects with the first failure. */
   async flush(): Promise<void> {
-    await Promise.all(this.namespaces.map((namespace) => Promise.resolve().then(() => namespace.flush())));
+    await Promise.all(this.activeNamespaces.map((namespace) => Promise.resolve().then(() => namespace.flush())));
   }
 
-  /** Flushes every namespace, all of them even after a failure; one outcome per namespace, in NSID order. */
+  /** Flushes every namespace, all of them even after a failure; one outcome per active namespace, in NSID order. */
   flushEach(): Promise<Array<PromiseSettledResult<void>>> {
-    return Promise.allSettled(this.namespaces.map((namespace) => Promise.resolve().then(() => namespace.flush())));
+    return Promise.allSettled(this.activeNamespaces.map((namespace) => Promise.resolve().then(() => namespace.flush())));
+  }
+
+  private add(entry: ActiveNamespace): void {
+    const { nsid } = entry;
+    if (!Number.isInteger(nsid) || nsid < 1 || nsid > MAX_NSID) {
+      throw new Error(`NVMe controller: NSID ${nsid} must be an integer in 1..${MAX_NSID}`);
+    }
+    if (this.byNsid[nsid]) throw new Error(`NVMe controller: NSID ${nsid} is already active`);
+    this.byNsid[nsid] = validateNamespaceEntry(entry, nsid);
+    this.rebuild();
+  }
+
+  private rebuild(): void {
+    this.active = this.byNsid.filter((entry): entry is ActiveNamespace => entry !== undefined);
+    this.activeNamespaces = this.active.map((entry) => entry.namespace);
+    this.nsids = this.active.map((entry) => entry.nsid);
   }
 }
 
-function validateNamespaceEntry(entry: NamespaceEntry, nsid: number): NamespaceEntry {
+function validateNamespaceEntry(entry: ActiveNamespace, nsid: number): ActiveNamespace {
   const { namespace, ids } = entry;
   const where = `NVMe controller: namespace ${nsid}`;
   if (namespace.blockSize !== 512 && namespace.blockSize !== 4096) {

@@ -9,8 +9,13 @@ export interface ControllerConfig {
   socketPath: string;
   /** File mode of the socket (default 0600: only the hypervisor's user may connect). */
   socketMode: number;
-  /** Namespace URIs, NSID 1..n in order (see docs/serve.md). */
+  /** Namespace URIs, NSID 1..n in order unless `nsids` says otherwise (see docs/serve.md). */
   namespaces: string[];
+  /**
+   * The NSID of each of `namespaces`, ascending, once namespaces were attached or detached at runtime (the control
+   * API's AttachNamespace / DetachNamespace); absent = 1..n.
+   */
+  nsids?: number[];
   /** interrupt: trapped doorbell writes + shadow doorbells; polled: doorbell page mmapped by the client, polled here. */
   doorbellMode: DoorbellMode;
   /** MSI-X vectors offered (64 by default: Windows' stornvme fails with 512). */
@@ -66,4 +71,9 @@ export function controllerConfig(partial: Partial<ControllerConfig> & { socketPa
     pci: DEFAULT_PCI_IDS,
     ...partial,
   };
+}
+
+/** The NSID of each of `config.namespaces`, in the same order. */
+export function namespaceNsids(config: Pick<ControllerConfig, 'namespaces' | 'nsids'>): number[] {
+  return config.nsids ?? config.namespaces.map((_, index) => index + 1);
 }

@@ -11,12 +11,12 @@ import path from 'node:path';
 import { GuestMemory } from '../memory/guest-memory.js';
 import type { Namespace, NamespaceIds } from '../namespace/namespace.js';
 import { MemoryNamespace } from '../namespace/memory.js';
-import { openNamespace, parseNamespaceUri, specWithBlockSize } from '../namespace/uri.js';
-import { defaultIdentityPath, IdentityConflict, loadOrCreateIdentity, plannedBlockSizes } from './identity-store.js';
+import { openNamespace, parseNamespaceUri, resizedNamespaceUri, specWithBlockSize } from '../namespace/uri.js';
+import { defaultIdentityPath, IdentityConflict, loadOrCreateIdentity, plannedBlockSizes, type IdentityOptions } from './identity-store.js';
 import { VfioUserServer, type VfioUserServerState } from '../vfio-user/server.js';
 import { Logger, rootLogger } from '../util/log.js';
 import { checkSnapshotVersion, type FdCollector, type FdSource } from '../util/handover-fds.js';
-import type { ControllerConfig } from './config.js';
+import { namespaceNsids, type ControllerConfig } from './config.js';
 import { NvmePciDevice } from './nvme-pci-device.js';
 import type { ControllerIdentity } from '../nvme/identity.js';
 import { CommandJournal } from '../nvme/command-journal.js';
@@ -26,15 +26,35 @@ import { HolderClient, type HeldFd } from './holder-client.js';
 import { closeFds } from '../vfio-user/connection.js';
 import { makeDirectory } from '../util/make-directory.js';
 
+/** A namespace of a running controller: its NSID, its URI, the open backend and the identifiers the guest sees. */
+export interface NamespaceSlot {
+  nsid: number;
+  uri: string;
+  namespace: Namespace;
+  ids: NamespaceIds;
+}
+
+/**
+ * A change to a running controller's namespaces (the control API's AttachNamespace, DetachNamespace and
+ * ResizeNamespace); the guest is told with a Namespace Attribute Changed event.
+ */
+export type NamespaceChange =
+  | { kind: 'attach'; nsid: number; uri: string }
+  | { kind: 'detach'; nsid: number }
+  | { kind: 'resize'; nsid: number; sizeBytes: number };
+
 export interface RunningController {
   readonly config: ControllerConfig;
   readonly device: NvmePciDevice;
   readonly server: VfioUserServer;
-  /** The identity the guest sees (persisted) and the open namespaces, NSID 1..n (for the control API). */
+  /** The identity the guest sees (persisted) and the namespaces as they are now, in NSID order (for the control API). */
   readonly identity: ControllerIdentity;
-  readonly namespaces: readonly Namespace[];
-  /** Each namespace's ids as the guest sees them, NSID order. */
-  readonly namespaceIds: readonly NamespaceIds[];
+  readonly namespaces: readonly NamespaceSlot[];
+  /**
+   * Attaches, detaches or grows a namespace while serving (refused while quiesced for a hand-over); with crash
+   * recovery the checkpoint is rewritten before it resolves. Rejects with the reason; nothing changed then.
+   */
+  changeNamespace(change: NamespaceChange): Promise<void>;
   /** Stops serving: disconnects the client, flushes and closes the namespaces, removes the socket. */
   close(): Promise<void>;
   /** Live upgrade: stops reading the client and fetching commands, waits for in-flight I/O (see VfioUserServer). */
@@ -67,7 +87,8 @@ export interface ControllerHandoverState {
   settings: Pick<ControllerConfig, 'doorbellMode' | 'msixVectors' | 'maxIoQueuePairs' | 'maxQueueEntries' | 'mdtsPages' | 'pci'>;
   identity: ControllerIdentity;
   identityPath?: string;
-  namespaces: Array<{ uri: string; ids: NamespaceIds; blockSize: number; blockCount: number }>;
+  /** `nsid` is absent in snapshots of versions before runtime namespace changes: index + 1. */
+  namespaces: Array<{ nsid?: number; uri: string; ids: NamespaceIds; blockSize: number; blockCount: number }>;
   server: VfioUserServerState;
 }
 
@@ -119,14 +140,13 @@ async function startFresh(config: ControllerConfig, namespaces: Namespace[], log
   try {
     const identityPath = identityPathOf(config);
     const stored = await loadOrCreateIdentity(identityPath, {
-      controller: config.identity,
-      namespaceUris: config.namespaces,
-      ...(config.namespaceIdentities ? { namespaces: config.namespaceIdentities } : {}),
+      ...identityOptionsOf(config),
       blockSizes: namespaces.map((namespace) => namespace.blockSize),
     });
-    const ids = stored.namespaces.map((entry): NamespaceIds => ({ nguid: entry.nguid, eui64: entry.eui64, uuid: entry.uuid }));
-    const { device, server } = build(config, namespaces, ids, stored.controller, logger, undefined, guard);
-    const controller = running(config, namespaces, ids, stored.controller, identityPath, device, server, logger, guard);
+    const ids = stored.namespaces.map(namespaceIdsOf);
+    const slots = slotsOf(config, namespaces, ids);
+    const { device, server } = build(config, slots, stored.controller, logger, undefined, guard);
+    const controller = running(config, slots, stored.controller, identityPath, device, server, logger, guard);
     if (guard) {
       device.controller.attachJournal(new CommandJournal(guard.area.commandJournalWords(), config.maxIoQueuePairs + 1, true), () => guard.checkpointNow());
       if (device.bar0Fd !== undefined) guard.keep(device.bar0Fd);
@@ -141,7 +161,7 @@ async function startFresh(config: ControllerConfig, namespaces: Namespace[], log
       guard.checkpointNow();
       guard.start();
     }
-    logListening(logger, config, namespaces, stored.controller, identityPath);
+    logListening(logger, config, slots, stored.controller, identityPath);
     return controller;
   } catch (error) {
     await closeAll(namespaces, logger);
@@ -194,7 +214,19 @@ async function recoverController(
   const { checkpoint, fds, local } = readCheckpoint(area, held);
   area.nextGeneration();
   try {
-    const controller = adopt(config, namespaces, checkpoint.state, fds, logger, guard);
+    // The guest knows the namespaces of the checkpoint. A runtime change whose new definition the previous data
+    // plane did not get to save leaves the configuration behind it: the checkpoint's set is served (and reported).
+    const served = configOfCheckpoint(config, checkpoint.state);
+    if (served !== config) {
+      logger.warn('the checkpoint has other namespaces than the configuration (a runtime change not saved before the crash): serving the checkpoint\'s', {
+        configured: config.namespaces,
+        checkpoint: served.namespaces,
+        nsids: served.nsids,
+      });
+      await closeAll(namespaces.splice(0), logger);
+      namespaces.push(...(await openNamespaces(served, logger)));
+    }
+    const controller = adopt(served, namespaces, checkpoint.state, fds, logger, guard);
     const session = checkpoint.state.server.session;
     if (session !== undefined) {
       controller.server.recoverStreams(recoveredStreams(session.streams, area.readStream(), fds, local));
@@ -221,6 +253,14 @@ async function recoverController(
   }
 }
 
+/** `config` with the namespaces of `state` when they differ from its own (by NSID and URI); else `config` itself. */
+function configOfCheckpoint(config: ControllerConfig, state: ControllerHandoverState): ControllerConfig {
+  const nsids = state.namespaces.map((entry, index) => entry.nsid ?? index + 1);
+  const uris = state.namespaces.map((entry) => entry.uri);
+  if (nsids.join() === namespaceNsids(config).join() && uris.join('\n') === config.namespaces.join('\n')) return config;
+  return { ...config, namespaces: uris, nsids };
+}
+
 function adopt(
   config: ControllerConfig,
   namespaces: Namespace[],
@@ -239,29 +279,34 @@ function adopt(
     }
   }
   if (JSON.stringify(state.settings.pci) !== JSON.stringify(config.pci)) throw new Error('the PCI ids differ from the running controller');
-  if (state.namespaces.length !== namespaces.length) {
-    throw new Error(`${namespaces.length} namespaces configured, the running controller has ${state.namespaces.length}`);
+  const configured = namespaceNsids(config);
+  const saved = state.namespaces.map((entry, index) => entry.nsid ?? index + 1);
+  if (saved.join() !== configured.join()) {
+    throw new Error(
+      `namespaces ${configured.join(', ')} are configured, the running controller has ${saved.join(', ') || 'none'} ` +
+        `(NSIDs; a namespace attached or detached at runtime must be in the configuration too)`,
+    );
   }
-  state.namespaces.forEach((saved, index) => {
+  state.namespaces.forEach((entry, index) => {
     const namespace = namespaces[index]!;
-    if (namespace.blockSize !== saved.blockSize || namespace.blockCount !== saved.blockCount) {
+    if (namespace.blockSize !== entry.blockSize || namespace.blockCount !== entry.blockCount) {
       throw new Error(
-        `namespace ${index + 1} (${namespace.description}) has ${namespace.blockCount} blocks of ${namespace.blockSize} bytes; ` +
-          `the guest knows it as ${saved.blockCount} blocks of ${saved.blockSize} bytes`,
+        `namespace ${saved[index]} (${namespace.description}) has ${namespace.blockCount} blocks of ${namespace.blockSize} bytes; ` +
+          `the guest knows it as ${entry.blockCount} blocks of ${entry.blockSize} bytes`,
       );
     }
   });
   // The guest keeps seeing the identity it has (a memory-only controller's is not persisted anywhere else).
-  const ids = state.namespaces.map((saved) => saved.ids);
+  const slots = slotsOf(config, namespaces, state.namespaces.map((entry) => entry.ids));
   const bar0Fd = NvmePciDevice.bar0FdOf((state.server as { device?: unknown } | undefined)?.device, fds);
-  const { device, server } = build(config, namespaces, ids, state.identity, logger, bar0Fd, guard);
+  const { device, server } = build(config, slots, state.identity, logger, bar0Fd, guard);
   server.adopt(state.server, fds);
   logger.info('controller state taken over', {
     doorbellMode: config.doorbellMode,
     client: state.server.session !== undefined,
     dmaMappings: state.server.session?.dma.length ?? 0,
   });
-  return running(config, namespaces, ids, state.identity, state.identityPath, device, server, logger, guard);
+  return running(config, slots, state.identity, state.identityPath, device, server, logger, guard);
 }
 
 async function openNamespaces(config: ControllerConfig, logger: Logger): Promise<Namespace[]> {
@@ -270,21 +315,10 @@ async function openNamespaces(config: ControllerConfig, logger: Logger): Promise
     // The default namespace lives next to the socket, so the socket's directory must exist before it is opened.
     makeDirectory(path.dirname(path.resolve(config.socketPath)), 0o755);
     // The LBA format the guest knows is part of the slot's identity, whatever the backing (identity-store.ts).
-    const blockSizes = plannedBlockSizes(identityPathOf(config), {
-      namespaceUris: config.namespaces,
-      ...(config.namespaceIdentities ? { namespaces: config.namespaceIdentities } : {}),
-    });
+    const blockSizes = plannedBlockSizes(identityPathOf(config), identityOptionsOf(config));
+    const nsids = namespaceNsids(config);
     for (const [index, uri] of config.namespaces.entries()) {
-      const wanted = blockSizes[index];
-      const spec = (wanted !== undefined ? specWithBlockSize(uri, wanted) : undefined) ?? parseNamespaceUri(uri);
-      const namespace = await openNamespace(spec, logger);
-      namespaces.push(namespace);
-      if (wanted !== undefined && namespace.blockSize !== wanted) {
-        throw new IdentityConflict(
-          `namespace ${index + 1} (${namespace.description}) has ${namespace.blockSize}-byte blocks, its identity says ${wanted}: ` +
-            'its backend cannot change them (give another identity path for a new disk)',
-        );
-      }
+      namespaces.push(await openSlotNamespace(uri, nsids[index]!, blockSizes[index], logger));
     }
     return namespaces;
   } catch (error) {
@@ -293,26 +327,61 @@ async function openNamespaces(config: ControllerConfig, logger: Logger): Promise
   }
 }
 
+/**
+ * Opens namespace `uri` for slot `nsid` with the block size its identity says (`wanted`; undefined: the backend's);
+ * IdentityConflict (the namespace closed again) when the backend cannot give it.
+ */
+async function openSlotNamespace(uri: string, nsid: number, wanted: number | undefined, logger: Logger): Promise<Namespace> {
+  const spec = (wanted !== undefined ? specWithBlockSize(uri, wanted) : undefined) ?? parseNamespaceUri(uri);
+  const namespace = await openNamespace(spec, logger);
+  if (wanted !== undefined && namespace.blockSize !== wanted) {
+    await closeAll([namespace], logger);
+    throw new IdentityConflict(
+      `namespace ${nsid} (${namespace.description}) has ${namespace.blockSize}-byte blocks, its identity says ${wanted}: ` +
+        'its backend cannot change them (give another identity path for a new disk)',
+    );
+  }
+  return namespace;
+}
+
+/** What the identity store needs of a controller's configuration: its namespaces by NSID and the identities asked for. */
+function identityOptionsOf(config: ControllerConfig): IdentityOptions {
+  return {
+    controller: config.identity,
+    namespaceUris: config.namespaces,
+    nsids: namespaceNsids(config),
+    ...(config.namespaceIdentities ? { namespaces: config.namespaceIdentities } : {}),
+  };
+}
+
 /** Where the controller's identity persists: configured, or next to its first file namespace (or nowhere). */
 function identityPathOf(config: ControllerConfig): string | undefined {
   return config.identityPath ?? defaultIdentityPath(config.namespaces.map((uri) => parseNamespaceUri(uri)));
 }
 
+function namespaceIdsOf(entry: NamespaceIds): NamespaceIds {
+  return { nguid: entry.nguid, eui64: entry.eui64, uuid: entry.uuid };
+}
+
+/** The configured namespaces (open, in the order of `config.namespaces`) with their NSIDs and ids. */
+function slotsOf(config: ControllerConfig, namespaces: Namespace[], ids: NamespaceIds[]): NamespaceSlot[] {
+  const nsids = namespaceNsids(config);
+  return namespaces.map((namespace, index) => ({ nsid: nsids[index]!, uri: config.namespaces[index]!, namespace, ids: ids[index]! }));
+}
+
 function build(
   config: ControllerConfig,
-  namespaces: Namespace[],
-  ids: NamespaceIds[],
+  slots: NamespaceSlot[],
   identity: ControllerIdentity,
   logger: Logger,
   bar0Fd?: number,
   guard?: CrashGuard,
 ): { device: NvmePciDevice; server: VfioUserServer } {
-  const withIds = namespaces.map((namespace, index) => ({ namespace, ids: ids[index]! }));
   const memory = new GuestMemory();
   const device = new NvmePciDevice({
     config,
     memory,
-    namespaces: withIds,
+    namespaces: slots.map(({ nsid, namespace, ids }) => ({ nsid, namespace, ids })),
     identity,
     logger,
     ...(bar0Fd !== undefined ? { bar0Fd } : {}),
@@ -336,14 +405,14 @@ function build(
 function logListening(
   logger: Logger,
   config: ControllerConfig,
-  namespaces: readonly Namespace[],
+  slots: readonly NamespaceSlot[],
   identity: ControllerIdentity,
   identityPath: string | undefined,
 ): void {
   logger.info('listening', {
     doorbellMode: config.doorbellMode,
-    namespaces: namespaces.map((namespace, index) => ({
-      nsid: index + 1,
+    namespaces: slots.map(({ nsid, namespace }) => ({
+      nsid,
       backend: namespace.description,
       blockSize: namespace.blockSize,
       blocks: namespace.blockCount,
@@ -356,8 +425,7 @@ function logListening(
 
 function running(
   config: ControllerConfig,
-  namespaces: Namespace[],
-  ids: NamespaceIds[],
+  initialSlots: NamespaceSlot[],
   identity: ControllerIdentity,
   identityPath: string | undefined,
   device: NvmePciDevice,
@@ -365,13 +433,18 @@ function running(
   logger: Logger,
   guard?: CrashGuard,
 ): RunningController {
+  /** The namespaces now, in NSID order; runtime changes replace the array. */
+  let slots: readonly NamespaceSlot[] = initialSlots;
+  /** Quiesced for a hand-over or a planned restart: the namespace set must stay what the snapshot says. */
+  let quiesced = false;
+  const backends = (): Namespace[] => slots.map((slot) => slot.namespace);
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
     (closing ??= (async () => {
       await server.close();
       await device.controller.flush().catch((error: unknown) => logger.error('flush failed', { error }));
       device.close();
-      await closeAll(namespaces, logger);
+      await closeAll(backends(), logger);
       // A clean stop: the client was disconnected, nothing is left to recover.
       await guard?.detach();
       logger.info('stopped');
@@ -379,10 +452,9 @@ function running(
   const release = (): Promise<void> =>
     (closing ??= (async () => {
       await device.controller.flush().catch((error: unknown) => logger.error('flush failed', { error }));
-      await closeAll(namespaces, logger);
+      await closeAll(backends(), logger);
       logger.info('handed over to the successor');
     })());
-  const memoryOnly = namespaces.filter((namespace) => namespace instanceof MemoryNamespace);
   const state = (serverState: VfioUserServerState): ControllerHandoverState => ({
     version: HANDOVER_STATE_VERSION,
     socketPath: path.resolve(config.socketPath),
@@ -396,41 +468,93 @@ function running(
     },
     identity,
     ...(identityPath !== undefined ? { identityPath } : {}),
-    namespaces: namespaces.map((namespace, index) => ({
-      uri: config.namespaces[index]!,
-      ids: ids[index]!,
+    namespaces: slots.map(({ nsid, uri, namespace, ids }) => ({
+      nsid,
+      uri,
+      ids,
       blockSize: namespace.blockSize,
       blockCount: namespace.blockCount,
     })),
     server: serverState,
   });
   if (guard) guard.snapshot = (fds) => state(server.checkpoint(fds));
+
+  const attach = async (nsid: number, uri: string): Promise<void> => {
+    // Identifiers and block size as at creation: those of the NSID's slot in the identity file (identity-store.ts).
+    const after = [...slots.map((slot) => ({ nsid: slot.nsid, uri: slot.uri })), { nsid, uri }].sort((a, b) => a.nsid - b.nsid);
+    const index = after.findIndex((slot) => slot.nsid === nsid);
+    const options = identityOptionsOf({ ...config, namespaces: after.map((slot) => slot.uri), nsids: after.map((slot) => slot.nsid) });
+    const namespace = await openSlotNamespace(uri, nsid, plannedBlockSizes(identityPath, options)[index], logger);
+    try {
+      const blockSizes = after.map((slot) => (slot.nsid === nsid ? namespace : slots.find((s) => s.nsid === slot.nsid)!.namespace).blockSize);
+      const stored = await loadOrCreateIdentity(identityPath, { ...options, blockSizes });
+      const slot: NamespaceSlot = { nsid, uri, namespace, ids: namespaceIdsOf(stored.namespaces[index]!) };
+      device.controller.attachNamespace({ nsid, namespace, ids: slot.ids });
+      slots = [...slots, slot].sort((a, b) => a.nsid - b.nsid);
+    } catch (error) {
+      await closeAll([namespace], logger);
+      throw error;
+    }
+  };
+  const detach = async (nsid: number): Promise<void> => {
+    const detached = await device.controller.detachNamespace(nsid);
+    if (!detached) throw new Error(`namespace ${nsid} is not attached`);
+    slots = slots.filter((slot) => slot.nsid !== nsid);
+    // close flushes; a failure is logged (the guest has let go of the namespace already).
+    await closeAll([detached], logger);
+  };
+  const resize = async (nsid: number, sizeBytes: number): Promise<void> => {
+    const slot = slots.find((candidate) => candidate.nsid === nsid);
+    if (!slot) throw new Error(`namespace ${nsid} is not attached`);
+    const { namespace } = slot;
+    if (!namespace.grow) throw new Error(`namespace ${nsid} (${namespace.description}) cannot be resized: its size is its backend's`);
+    await namespace.grow(sizeBytes);
+    slots = slots.map((candidate) => (candidate === slot ? { ...slot, uri: resizedNamespaceUri(slot.uri, sizeBytes) } : candidate));
+    logger.info('namespace resized', { nsid, namespace: namespace.description, blocks: namespace.blockCount });
+    device.controller.notifyNamespaceChanged(nsid);
+  };
+
   return {
     config,
     device,
     server,
     identity,
-    namespaces,
-    namespaceIds: ids,
+    get namespaces() {
+      return slots;
+    },
+    changeNamespace: async (change) => {
+      if (quiesced || closing) throw new Error('the controller is being handed over or stopped: its namespaces cannot change now');
+      if (change.kind === 'attach') await attach(change.nsid, change.uri);
+      else if (change.kind === 'detach') await detach(change.nsid);
+      else await resize(change.nsid, change.sizeBytes);
+      // What the guest was told is part of the state a recovery must find.
+      guard?.checkpointNow();
+    },
     close,
     release,
     quiesce: async () => {
       // Their contents live in this process only; a successor would present an empty disk.
+      const memoryOnly = backends().filter((namespace) => namespace instanceof MemoryNamespace);
       if (memoryOnly.length > 0) {
         throw new Error(`memory namespaces (${memoryOnly.map((namespace) => namespace.description).join(', ')}) cannot be handed over`);
       }
+      quiesced = true;
       await server.quiesce();
     },
-    resume: () => server.resume(),
+    resume: () => {
+      quiesced = false;
+      server.resume();
+    },
     checkpointForRestart: async () => {
       if (!guard) throw new Error('not under crash recovery');
+      quiesced = true;
       await server.quiesce();
       guard.checkpointNow();
       guard.close();
     },
     start: () => {
       server.start();
-      logListening(logger, config, namespaces, identity, identityPath);
+      logListening(logger, config, slots, identity, identityPath);
     },
     snapshot: (fds) => state(server.snapshot(fds)),
   };

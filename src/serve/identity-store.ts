@@ -27,6 +27,7 @@ import type { NamespaceIds } from '../namespace/namespace.js';
 import { BLOCK_SIZES } from '../namespace/scheme.js';
 import { explicitBlockSize, isFileNamespaceSpec, parseNamespaceUri, type NamespaceSpec } from '../namespace/uri.js';
 import { MAX_CONTROLLER_ID, MAX_IEEE_OUI, subsystemNqnProblem } from '../nvme/identity.js';
+import { MAX_NSID } from '../nvme/namespaces.js';
 
 export interface ControllerIdentityRecord {
   /** 1-20 printable ASCII characters (Identify Controller SN). */
@@ -87,8 +88,8 @@ export const EUI64_PREFIX = '025646';
 export const IDENTITY_FORMAT = 'vfiod-identity/1';
 /** An identity file is a few hundred bytes per namespace; anything far larger is not one. */
 const MAX_IDENTITY_FILE_BYTES = 4 * 1024 * 1024;
-/** The most namespaces a controller has (CreateController's limit): the range of a slot's nsid. */
-export const MAX_NAMESPACES = 1024;
+/** The range of a slot's nsid: the highest NSID a controller may use (Identify NN). */
+export const MAX_NAMESPACES = MAX_NSID;
 
 /** An identity path vfiod will not read or replace: something else is there. `reason` is stable for programs. */
 export class IdentityFileRefused extends Error {

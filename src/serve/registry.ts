@@ -9,7 +9,7 @@ import { readFileSync, realpathSync, renameSync, statSync, writeFileSync } from 
 import { totalmem } from 'node:os';
 import path from 'node:path';
 import { BackingRefused, inspectBacking, isWithin, resolvedPath } from '../namespace/backing.js';
-import { type FileNamespaceSpec, type MemoryNamespaceSpec, parseNamespaceUri } from '../namespace/uri.js';
+import { type FileNamespaceSpec, type MemoryNamespaceSpec, parseNamespaceUri, resizedNamespaceUri } from '../namespace/uri.js';
 import { LATENCY_BUCKETS, type NvmeControllerStats } from '../nvme/stats.js';
 import type { ControllerSample } from '../metrics/exporter.js';
 import type { Reason } from '../util/error-reasons.js';
@@ -17,7 +17,9 @@ import { errorMessage, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { formatSize } from '../util/size.js';
 import { sameSocketFile, socketPathState } from '../util/socket-path.js';
-import { CONTROLLER_LIMITS, type ControllerConfig, controllerConfig, type DoorbellMode } from './config.js';
+import { CONTROLLER_LIMITS, type ControllerConfig, controllerConfig, type DoorbellMode, namespaceNsids } from './config.js';
+import type { NamespaceChange } from './controller.js';
+import { MAX_NSID } from '../nvme/namespaces.js';
 import {
   checkIdentityConflicts,
   checkIdentityFileWritable,
@@ -93,6 +95,8 @@ interface Entry {
   sampledInFlight?: boolean;
   /** What its file namespaces are, as keys (backingKeys) to the URI: the same disk has a common key. */
   backings: Map<string, string>;
+  /** Namespace changes run one at a time per controller: each starts from the configuration the last one saved. */
+  namespaceChanges?: Promise<unknown>;
 }
 
 export interface ControllerView {
@@ -103,6 +107,13 @@ export interface ControllerView {
   error: string;
   snapshot: ControllerSnapshot | null;
   rates: { readIops: number; writeIops: number; readBytesPerSecond: number; writeBytesPerSecond: number };
+}
+
+/** What a namespace change does: the worker's part, and the controller's definition and disks afterwards. */
+interface PlannedChange {
+  change: NamespaceChange;
+  config: ControllerConfig;
+  backings: Map<string, string>;
 }
 
 interface PersistedControllers {
@@ -210,6 +221,7 @@ export class ControllerRegistry {
           throw error;
         }
         await this.start(entry);
+        await this.adoptServedNamespaces(entry);
         recordInodes(entry);
         started.push(id);
       } catch (error) {
@@ -305,6 +317,180 @@ export class ControllerRegistry {
     this.entries.delete(id);
     this.persist();
     this.logger.info('controller deleted', { controller: id, socket: entry.config.socketPath });
+  }
+
+  // ---- namespaces of a running controller ---------------------------------------------------------------------
+
+  /**
+   * Attaches namespace `uri` to the running controller `id` as NSID `nsid` (0: the lowest free one) and saves the
+   * definition; the guest is told (docs/daemon.md "Namespaces of a running controller"). The URI passes the checks of
+   * CreateController (namespace directories, disks of other controllers, the RAM budget).
+   */
+  async attachNamespace(id: string, nsid: number, uri: string): Promise<{ view: ControllerView; nsid: number }> {
+    let attached = 0;
+    const view = await this.changeNamespaces(id, (entry) => {
+      const current = namespaceNsids(entry.config);
+      if (!Number.isInteger(nsid) || nsid < 0 || nsid > MAX_NSID) {
+        throw new VfiodError('INVALID_ARGUMENT', `controller ${id}: NSID ${nsid} must be from 1 to ${MAX_NSID} (0: the lowest free one)`, {
+          reason: 'FIELD_OUT_OF_RANGE',
+          field: 'nsid',
+          value: nsid,
+          min: 0,
+          max: MAX_NSID,
+        });
+      }
+      const chosen = nsid !== 0 ? nsid : lowestFreeNsid(current);
+      if (chosen === undefined) {
+        throw new VfiodError('RESOURCE_EXHAUSTED', `controller ${id} has every NSID up to ${MAX_NSID}`, { reason: 'NAMESPACE_LIMIT_REACHED', controllerId: id, limit: MAX_NSID });
+      }
+      if (current.includes(chosen)) {
+        throw new VfiodError('ALREADY_EXISTS', `controller ${id} already has namespace ${chosen}`, { reason: 'NAMESPACE_ID_IN_USE', controllerId: id, nsid: chosen });
+      }
+      if (typeof uri !== 'string' || uri === '') throw new VfiodError('INVALID_ARGUMENT', `controller ${id}: a namespace URI is required`, { reason: 'FIELD_REQUIRED', field: 'uri' });
+      this.checkNamespaceUri(id, uri, chosen);
+      const slots = [...current.map((n, index) => ({ nsid: n, uri: entry.config.namespaces[index]! })), { nsid: chosen, uri }].sort((a, b) => a.nsid - b.nsid);
+      const config = { ...entry.config, namespaces: slots.map((slot) => slot.uri), nsids: slots.map((slot) => slot.nsid) };
+      const backings = this.checkSharedResources(id, config);
+      attached = chosen;
+      return { change: { kind: 'attach', nsid: chosen, uri }, config, backings };
+    });
+    return { view, nsid: attached };
+  }
+
+  /**
+   * Detaches namespace `nsid` of the running controller `id` and saves the definition. Commands the guest already
+   * started on it complete; new ones fail with Invalid Namespace or Format. Resolves once the namespace is closed.
+   */
+  detachNamespace(id: string, nsid: number): Promise<ControllerView> {
+    return this.changeNamespaces(id, (entry) => {
+      const index = this.namespaceIndex(entry, nsid);
+      if (entry.config.namespaces.length === 1) {
+        throw new VfiodError('FAILED_PRECONDITION', `controller ${id}: namespace ${nsid} is its only namespace; delete the controller instead`, { reason: 'NAMESPACE_LAST', controllerId: id, nsid });
+      }
+      const keep = (_: unknown, i: number): boolean => i !== index;
+      const config = { ...entry.config, namespaces: entry.config.namespaces.filter(keep), nsids: namespaceNsids(entry.config).filter(keep) };
+      return { change: { kind: 'detach', nsid }, config, backings: this.namespaceBackings(id, config.namespaces, () => undefined) };
+    });
+  }
+
+  /**
+   * Grows namespace `nsid` of the running controller `id` to `sizeBytes` and saves the definition. Shrinking is
+   * refused (the guest's data there would be lost); the same size changes nothing.
+   */
+  resizeNamespace(id: string, nsid: number, sizeBytes: number): Promise<ControllerView> {
+    return this.changeNamespaces(id, async (entry) => {
+      const index = this.namespaceIndex(entry, nsid);
+      const uri = entry.config.namespaces[index]!;
+      const running = (await entry.worker!.snapshot())?.namespaces.find((namespace) => namespace.nsid === nsid);
+      if (!running) throw new VfiodError('FAILED_PRECONDITION', `controller ${id} does not answer`, { reason: 'CONTROLLER_NOT_SERVING', controllerId: id, controllerState: entry.state });
+      const currentBytes = running.blocks * running.blockSize;
+      const facts = { controllerId: id, nsid, sizeBytes, currentBytes };
+      if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % running.blockSize !== 0) {
+        throw new VfiodError('INVALID_ARGUMENT', `controller ${id}: namespace ${nsid}: size ${sizeBytes} must be a positive multiple of its block size ${running.blockSize}`, {
+          reason: 'FIELD_INVALID',
+          field: 'size_bytes',
+        });
+      }
+      if (sizeBytes < currentBytes) {
+        throw new VfiodError('FAILED_PRECONDITION', `controller ${id}: namespace ${nsid} has ${formatSize(currentBytes)}; shrinking it to ${formatSize(sizeBytes)} is refused (the guest's data there would be lost)`, {
+          reason: 'NAMESPACE_SHRINK_REFUSED',
+          ...facts,
+        });
+      }
+      if (sizeBytes === currentBytes) return undefined;
+      const spec = parseNamespaceUri(uri);
+      const unsupported = (why: string): VfiodError =>
+        new VfiodError('FAILED_PRECONDITION', `controller ${id}: namespace ${nsid} (${uri}) cannot be resized: ${why}`, { reason: 'NAMESPACE_RESIZE_UNSUPPORTED', controllerId: id, nsid, uri });
+      if (spec.scheme === 'file' && (spec as FileNamespaceSpec).readOnly) throw unsupported('it is read-only');
+      if (spec.scheme === 'file' && backingKind((spec as FileNamespaceSpec).path) === 'block') throw unsupported('a block device has the size of the device');
+      let resized: string;
+      try {
+        resized = resizedNamespaceUri(uri, sizeBytes);
+      } catch {
+        throw unsupported('its size is its backend\'s');
+      }
+      const config = { ...entry.config, namespaces: entry.config.namespaces.map((u, i) => (i === index ? resized : u)) };
+      this.checkSharedResources(id, config);
+      return { change: { kind: 'resize', nsid, sizeBytes }, config, backings: entry.backings };
+    });
+  }
+
+  /**
+   * A controller recovered from a crash checkpoint serves the namespaces the guest knows, which differ from its saved
+   * definition when the data plane died between a namespace change and saving it: the definition follows.
+   */
+  private async adoptServedNamespaces(entry: Entry): Promise<void> {
+    const served = (await entry.worker?.snapshot())?.namespaces;
+    if (!served) return;
+    const nsids = served.map((namespace) => namespace.nsid);
+    const uris = served.map((namespace) => namespace.uri);
+    if (nsids.join() === namespaceNsids(entry.config).join() && uris.join('\n') === entry.config.namespaces.join('\n')) return;
+    const saved = entry.config.namespaces;
+    entry.config = { ...entry.config, namespaces: uris, nsids };
+    entry.backings = this.namespaceBackings(entry.id, uris, () => undefined);
+    try {
+      this.persist();
+    } catch (error) {
+      // It serves all the same; the next recovery finds the same checkpoint and tries again.
+      this.logger.error('cannot save the recovered namespaces', { controller: entry.id, path: this.stateFile, error: errorMessage(error) });
+      return;
+    }
+    this.logger.warn('controller recovered with the namespaces of its checkpoint, now saved as its definition', { controller: entry.id, saved, served: uris, nsids });
+  }
+
+  /** The index in the controller's configuration of namespace `nsid`; NOT_FOUND when it has none. */
+  private namespaceIndex(entry: Entry, nsid: number): number {
+    const index = namespaceNsids(entry.config).indexOf(nsid);
+    if (index < 0) throw new VfiodError('NOT_FOUND', `controller ${entry.id} has no namespace ${nsid}`, { reason: 'NAMESPACE_NOT_FOUND', controllerId: entry.id, nsid });
+    return index;
+  }
+
+  /**
+   * Runs one namespace change of controller `id`, after the ones before it: `plan` checks the request against the
+   * configuration and says what to change (undefined: nothing to do); the controller's worker makes the change and
+   * tells the guest; then the new configuration is saved.
+   */
+  private changeNamespaces(
+    id: string,
+    plan: (entry: Entry) => PlannedChange | undefined | Promise<PlannedChange | undefined>,
+  ): Promise<ControllerView> {
+    const entry = this.entries.get(id);
+    if (!entry) return Promise.reject(new VfiodError('NOT_FOUND', `no controller ${id}`, { reason: 'CONTROLLER_NOT_FOUND', controllerId: id }));
+    const run = async (): Promise<ControllerView> => {
+      if (this.closed) throw new VfiodError('UNAVAILABLE', 'the daemon is shutting down', { reason: 'DAEMON_SHUTTING_DOWN' });
+      if (entry.state !== 'serving' || !entry.worker) {
+        throw new VfiodError('FAILED_PRECONDITION', `controller ${id} is ${entry.state}: its namespaces change only while it serves`, {
+          reason: 'CONTROLLER_NOT_SERVING',
+          controllerId: id,
+          controllerState: entry.state,
+        });
+      }
+      const planned = await plan(entry);
+      if (!planned) return this.view(entry);
+      const { change, config, backings } = planned;
+      try {
+        await entry.worker.request({ type: 'namespace', change });
+      } catch (error) {
+        throw new VfiodError('FAILED_PRECONDITION', `controller ${id}: namespace ${change.nsid}: ${errorMessage(error)}`, { reason: 'NAMESPACE_CHANGE_FAILED', controllerId: id, nsid: change.nsid });
+      }
+      entry.config = config;
+      entry.backings = backings;
+      recordInodes(entry);
+      try {
+        this.persist();
+      } catch (error) {
+        throw new VfiodError('INTERNAL', `controller ${id}: the namespace change is made but cannot be saved in ${this.stateFile}: ${errorMessage(error)}`, {
+          reason: 'CONTROLLER_SAVE_FAILED',
+          controllerId: id,
+          path: this.stateFile,
+        });
+      }
+      this.logger.info('controller namespaces changed', { controller: id, change, namespaces: config.namespaces, nsids: config.nsids });
+      return this.view(entry);
+    };
+    const result = (entry.namespaceChanges ?? Promise.resolve()).then(run, run);
+    entry.namespaceChanges = result.catch(() => undefined);
+    return result;
   }
 
   async get(id: string): Promise<ControllerView> {
@@ -408,22 +594,8 @@ export class ControllerRegistry {
     }
     const namespaces = spec.namespaces ?? [];
     if (namespaces.length === 0) throw bad('at least one namespace URI is required (e.g. memory:1G or file:/var/lib/vfiod/disk.img?size=8G)', 'FIELD_REQUIRED', { field: 'spec.namespaces' });
-    if (namespaces.length > 1024) throw bad(`${namespaces.length} namespaces is more than 1024`, 'FIELD_OUT_OF_RANGE', { field: 'spec.namespaces', value: namespaces.length, max: 1024 });
-    namespaces.forEach((uri, index) => {
-      let parsed;
-      try {
-        parsed = parseNamespaceUri(uri);
-      } catch (error) {
-        throw bad(`namespace ${index + 1}: ${errorMessage(error)}`, 'NAMESPACE_URI_INVALID', { namespace: index + 1, uri });
-      }
-      // The daemon's working directory means nothing to a client: a relative file would land wherever it runs.
-      if (parsed.scheme === 'file' && !/^file:(\/\/[^/]*)?\//.test(uri)) throw bad(`namespace ${index + 1}: '${uri}' must name an absolute path`, 'NAMESPACE_URI_INVALID', { namespace: index + 1, uri });
-      if (parsed.scheme === 'memory' && this.options.holderSocket !== undefined) {
-        throw bad(`namespace ${index + 1}: the daemon runs with --crash-recovery, which cannot keep a memory: namespace (its data lives in the process that crashes)`, 'MEMORY_NAMESPACE_WITH_CRASH_RECOVERY', {
-          namespace: index + 1,
-        });
-      }
-    });
+    if (namespaces.length > MAX_NSID) throw bad(`${namespaces.length} namespaces is more than ${MAX_NSID}`, 'FIELD_OUT_OF_RANGE', { field: 'spec.namespaces', value: namespaces.length, max: MAX_NSID });
+    namespaces.forEach((uri, index) => this.checkNamespaceUri(id, uri, index + 1));
     const limit = (field: string, value: number | undefined, [min, max]: readonly [number, number]): number | undefined => {
       if (value === undefined || value === 0) return undefined;
       if (!Number.isInteger(value) || value < min || value > max) {
@@ -517,6 +689,23 @@ export class ControllerRegistry {
       ...(maxQueueEntries !== undefined ? { maxQueueEntries } : {}),
       ...(mdtsPages !== undefined ? { mdtsPages } : {}),
     });
+  }
+
+  /** INVALID_ARGUMENT for a URI that does not parse, a relative file, or a memory: namespace under crash recovery. */
+  private checkNamespaceUri(id: string, uri: string, nsid: number): void {
+    const bad = (message: string, reason: Reason, details: Record<string, unknown>): VfiodError =>
+      new VfiodError('INVALID_ARGUMENT', `controller ${id}: namespace ${nsid}: ${message}`, { reason, controllerId: id, namespace: nsid, ...details });
+    let parsed;
+    try {
+      parsed = parseNamespaceUri(uri);
+    } catch (error) {
+      throw bad(errorMessage(error), 'NAMESPACE_URI_INVALID', { uri });
+    }
+    // The daemon's working directory means nothing to a client: a relative file would land wherever it runs.
+    if (parsed.scheme === 'file' && !/^file:(\/\/[^/]*)?\//.test(uri)) throw bad(`'${uri}' must name an absolute path`, 'NAMESPACE_URI_INVALID', { uri });
+    if (parsed.scheme === 'memory' && this.options.holderSocket !== undefined) {
+      throw bad('the daemon runs with --crash-recovery, which cannot keep a memory: namespace (its data lives in the process that crashes)', 'MEMORY_NAMESPACE_WITH_CRASH_RECOVERY', {});
+    }
   }
 
   /** Refuses an identity file that exists and is not vfiod's (FAILED_PRECONDITION: the daemon would replace it). */
@@ -712,6 +901,22 @@ function checkPath(value: string, field: string, bad: (message: string) => Vfiod
   if (!path.isAbsolute(value)) throw bad(`${field} '${value}' must be absolute`);
   if (path.normalize(value) !== value || value.endsWith('/')) throw bad(`${field} '${value}' must be normalised (no '.', '..', '//' or trailing '/'): ${path.normalize(value).replace(/\/$/, '')}`);
   return value;
+}
+
+/** What `file` is (block device or regular file); undefined when it cannot be looked at now (the worker says why). */
+function backingKind(file: string): string | undefined {
+  try {
+    return inspectBacking(file)?.kind;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The lowest NSID not in `nsids`; undefined when all up to MAX_NSID are. */
+function lowestFreeNsid(nsids: readonly number[]): number | undefined {
+  const taken = new Set(nsids);
+  for (let nsid = 1; nsid <= MAX_NSID; nsid++) if (!taken.has(nsid)) return nsid;
+  return undefined;
 }
 
 /** Adds the inode keys of namespace files a started controller created (they had only a path key before). */

@@ -218,6 +218,61 @@ export interface ServeOptions {
   standby?: boolean;
   /** The Prometheus endpoint (`--metrics`), off when not given. */
   metrics?: MetricsAddress;
+  /** `--json`: once serving, print servingStatus() as one line on stdout (logs stay on stderr). */
+  json?: boolean;
+}
+
+/** The status `vfiod serve --json` prints once serving (docs/serve.md, "Machine-readable status"). */
+export interface ServingStatus {
+  status: 'serving';
+  pid: number;
+  version: string;
+  controllers: Array<{
+    socket: string;
+    /** Null when the controller did not answer (then `error` says why). */
+    serial: string | null;
+    model: string | null;
+    firmware: string | null;
+    nqn: string | null;
+    /** 6 hex digits ('000000': none). */
+    ieeeOui: string | null;
+    controllerId: number | null;
+    namespaces: Array<{ nsid: number; uri: string; backing: string; blockSize: number; blocks: number; sizeBytes: number; nguid: string; eui64: string; uuid: string }>;
+    error?: string;
+  }>;
+}
+
+/** What every controller serves, with the identity its guest sees. */
+async function servingStatus(workers: ControllerWorker[]): Promise<ServingStatus> {
+  const controllers = await Promise.all(
+    workers.map(async (worker) => {
+      const snapshot = await worker.snapshot();
+      const socket = path.resolve(worker.config.socketPath);
+      if (!snapshot) return { socket, serial: null, model: null, firmware: null, nqn: null, ieeeOui: null, controllerId: null, namespaces: [], error: 'the controller did not answer' };
+      const { identity } = snapshot;
+      return {
+        socket,
+        serial: identity.serialNumber,
+        model: identity.modelNumber,
+        firmware: identity.firmwareRevision,
+        nqn: identity.subsystemNqn,
+        ieeeOui: identity.ieeeOui.toString(16).padStart(6, '0'),
+        controllerId: identity.controllerId,
+        namespaces: snapshot.namespaces.map((namespace) => ({
+          nsid: namespace.nsid,
+          uri: worker.config.namespaces[namespace.nsid - 1] ?? '',
+          backing: namespace.backend,
+          blockSize: namespace.blockSize,
+          blocks: namespace.blocks,
+          sizeBytes: namespace.blockSize * namespace.blocks,
+          nguid: namespace.ids.nguid,
+          eui64: namespace.ids.eui64,
+          uuid: namespace.ids.uuid,
+        })),
+      };
+    }),
+  );
+  return { status: 'serving', pid: process.pid, version: packageVersion(), controllers };
 }
 
 /** Sends the take-over's outcome to the parent (vfiod upgrade) and lets the channel go; a parent that left is no error. */
@@ -421,6 +476,7 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
         }),
       );
     }
+    if (options.json) void servingStatus(workers).then((status) => process.stdout.write(`${JSON.stringify(status)}\n`));
     if (options.dataPlane) {
       // A planned restart by the crash-recovery holder (docs/restart.md): quiesce and checkpoint every controller,
       // then exit without closing anything; the holder keeps the fds and starts the next data plane.

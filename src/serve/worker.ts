@@ -17,6 +17,7 @@ import {
   prepareTakeOver,
   startController,
   type ControllerHandoverState,
+  type NamespaceChange,
   type PendingTakeOver,
   type RunningController,
 } from './controller.js';
@@ -42,7 +43,9 @@ export type MainToWorker =
   | { type: 'release'; requestId: number }
   | { type: 'adopt'; requestId: number; state: ControllerHandoverState; fds: number[] }
   | { type: 'start'; requestId: number }
-  | { type: 'checkpoint-for-restart'; requestId: number };
+  | { type: 'checkpoint-for-restart'; requestId: number }
+  /** The control API changes the running controller's namespaces (answered like the live-upgrade requests). */
+  | { type: 'namespace'; requestId: number; change: NamespaceChange };
 
 /** A live-upgrade request to the worker, without its request id. */
 export type UpgradeRequest = DistributiveOmit<Exclude<MainToWorker, { type: 'shutdown' } | { type: 'stats' }>, 'requestId'>;
@@ -67,7 +70,8 @@ export interface ControllerSnapshot {
   stats: NvmeControllerStats;
   clientConnected: boolean;
   identity: { serialNumber: string; modelNumber: string; firmwareRevision: string; subsystemNqn: string; ieeeOui: number; controllerId: number };
-  namespaces: Array<{ nsid: number; backend: string; blockSize: number; blocks: number; ids: NamespaceIds; paths?: NamespacePath[] }>;
+  /** `uri`: as the controller serves it (after a crash recovery, the checkpoint's, which the registry then saves). */
+  namespaces: Array<{ nsid: number; uri: string; backend: string; blockSize: number; blocks: number; ids: NamespaceIds; paths?: NamespacePath[] }>;
   /** The vfio-user side: guest memory regions mapped now, and DMA_MAP / DMA_UNMAP requests since the start. */
   dma: { mappings: number; mapRequests: number; unmapRequests: number };
 }
@@ -140,6 +144,10 @@ async function handleUpgradeRequest(
       if (untaken.length > 0) throw new Error(`the snapshot does not name ${untaken.length} of the fds sent with it`);
       return {};
     }
+    case 'namespace':
+      if (!running) throw new Error('the controller is not serving');
+      await running.changeNamespace(message.change);
+      return {};
     case 'checkpoint-for-restart':
       if (!running) throw new Error('the controller is not serving');
       await running.checkpointForRestart();
@@ -170,12 +178,13 @@ function snapshot(controller: RunningController): ControllerSnapshot {
       ieeeOui: identity.ieeeOui ?? 0,
       controllerId: identity.controllerId ?? 0,
     },
-    namespaces: controller.namespaces.map((namespace, index) => ({
-      nsid: index + 1,
+    namespaces: controller.namespaces.map(({ nsid, uri, namespace, ids }) => ({
+      nsid,
+      uri,
       backend: namespace.description,
       blockSize: namespace.blockSize,
       blocks: namespace.blockCount,
-      ids: controller.namespaceIds[index]!,
+      ids,
       ...(namespace.pathStates ? { paths: namespace.pathStates() } : {}),
     })),
     dma: { mappings: controller.device.dmaMappings, mapRequests: messages['DMA_MAP'] ?? 0, unmapRequests: messages['DMA_UNMAP'] ?? 0 },

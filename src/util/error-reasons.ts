@@ -292,7 +292,7 @@ export const ERROR_REASONS = {
     when: 'the controller failed to start, or was not listening within 60 s (nothing is left behind)',
     metadata: ['controller_id', 'socket_path'],
   },
-  CONTROLLER_SAVE_FAILED: { codes: ['INTERNAL'], resource: 'controller', when: '`controllers.json` could not be written (the controller is stopped again)', metadata: ['controller_id', 'path'] },
+  CONTROLLER_SAVE_FAILED: { codes: ['INTERNAL'], resource: 'controller', when: '`controllers.json` could not be written (CreateController: the controller is stopped again; a namespace change stays made and is saved with the next one)', metadata: ['controller_id', 'path'] },
   CONTROLLER_STARTING: { codes: ['FAILED_PRECONDITION'], resource: 'controller', when: 'DeleteController of a controller that is still starting', metadata: ['controller_id'] },
   CONTROLLER_BEING_DELETED: { codes: ['FAILED_PRECONDITION'], resource: 'controller', when: 'DeleteController of a controller already being deleted', metadata: ['controller_id'] },
   CONTROLLER_ATTACHED: {
@@ -304,8 +304,44 @@ export const ERROR_REASONS = {
   CONTROLLER_NOT_SERVING: {
     codes: ['FAILED_PRECONDITION'],
     resource: 'controller',
-    when: 'attaching (or configuring a VM with) a controller that is not serving',
+    when: 'attaching (or configuring a VM with) a controller that is not serving, or changing its namespaces then',
     metadata: ['controller_id', 'controller_state'],
+  },
+
+  // --- namespaces of a running controller (AttachNamespace, DetachNamespace, ResizeNamespace) ---
+  NAMESPACE_NOT_FOUND: { codes: ['NOT_FOUND'], resource: 'controller', when: 'DetachNamespace or ResizeNamespace of an NSID the controller does not have', metadata: ['controller_id', 'nsid'] },
+  NAMESPACE_ID_IN_USE: { codes: ['ALREADY_EXISTS'], resource: 'controller', when: 'AttachNamespace with an NSID the controller already has', metadata: ['controller_id', 'nsid'] },
+  NAMESPACE_LIMIT_REACHED: {
+    codes: ['RESOURCE_EXHAUSTED'],
+    resource: 'controller',
+    when: 'AttachNamespace without an NSID to a controller that has every NSID up to 1024',
+    metadata: ['controller_id', 'limit'],
+  },
+  NAMESPACE_LAST: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'controller',
+    when: 'DetachNamespace of the controller\'s only namespace (delete the controller instead)',
+    metadata: ['controller_id', 'nsid'],
+  },
+  NAMESPACE_SHRINK_REFUSED: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'controller',
+    when: 'ResizeNamespace to fewer bytes than the namespace has (the guest\'s data there would be lost)',
+    metadata: ['controller_id', 'nsid', 'size_bytes', 'current_bytes'],
+  },
+  NAMESPACE_RESIZE_UNSUPPORTED: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'controller',
+    when: 'ResizeNamespace of a namespace whose size is not vfiod\'s to change: a block device, NVMe/TCP, a read-only file',
+    metadata: ['controller_id', 'nsid', 'uri'],
+  },
+  NAMESPACE_CHANGE_FAILED: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'controller',
+    when:
+      'the running controller could not make the change, nothing changed: the backing did not open or grow, or the namespace needs a smaller MDTS ' +
+      'or a volatile write cache the controller did not report when the guest bound it',
+    metadata: ['controller_id', 'nsid'],
   },
 
   // --- attachments (AttachmentService) ---

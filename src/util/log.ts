@@ -4,7 +4,9 @@
  * fields, named once: time, level, msg, then component and whatever context the caller binds (controller, socket,
  * queue, command). Hot paths log nothing (they ask `enabled('debug')` first).
  */
-export type LogLevel = 'debug' | 'info' | 'warn' | 'error';
+/** The log levels, least severe first. */
+export const LOG_LEVELS = ['debug', 'info', 'warn', 'error'] as const;
+export type LogLevel = (typeof LOG_LEVELS)[number];
 export const LOG_FORMATS = ['json', 'text'] as const;
 export type LogFormat = (typeof LOG_FORMATS)[number];
 

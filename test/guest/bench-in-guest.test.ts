@@ -268,7 +268,7 @@ describe.skipIf(hostReason !== undefined)('in-guest target against a real qemu-g
     }
     const config = parseBenchConfig(`
 name: in-guest-host
-smoke: { rw: [randwrite, randread], bs: [4k], iodepth: [1, 8], size: 4M, verify: true }
+smoke: { rw: [randwrite, randread], bs: [4k], iodepth: [1, 8], size: 4M, verify: true, repetitions: 1 }
 targets:
   - { name: qga, type: in-guest, exec: { qga: '${socket}' }, device: '${loop}', vmm-pid: ${agent.pid} }
   - { name: cmd, type: in-guest, exec: { command: [env, LC_ALL=C] }, device: '${loop}', ioengine: psync }
@@ -379,7 +379,7 @@ describe.skipIf(vmReason !== undefined)('in-guest target in a real VM: fio in th
       qemuPid = Number(readFileSync(pidfile, 'utf8').trim());
       const config = parseBenchConfig(`
 name: in-guest-vm
-smoke: { rw: [randwrite, randread], bs: [4k], iodepth: [1, 8], size: 4M, verify: true }
+smoke: { rw: [randwrite, randread], bs: [4k], iodepth: [1, 8], size: 4M, verify: true, repetitions: 1 }
 targets:
   - { name: host-file, type: file, path: ${path.join(vmDir, 'reference.img')} }
   - { name: emu, type: emulation, namespace: 'memory:16M' }

@@ -8,7 +8,7 @@
  * data while VM b runs fio: that controller fails, VM b notices nothing (issue 12 §5).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, openSync, readSync, closeSync, rmSync } from 'node:fs';
+import { mkdtempSync, openSync, readSync, closeSync, rmSync, statSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
@@ -212,5 +212,61 @@ describe.skipIf(unavailable)('two VMs on one vfiod daemon: one is SIGKILLed unde
     } finally {
       hostile.close();
     }
+  }, STEP_MS);
+
+  it('namespaces attached, grown and detached at runtime reach VM b without a reboot; a guest fstrim shrinks the sparse image', async () => {
+    const b = vms.b!;
+    const extra = path.join(dir, 'vm-b-extra.img');
+    const uptimeB = (await b.run('cut -d" " -f1 /proc/uptime')).trim();
+    /** The block device of NSID 2 of VM b's controller, or nothing (exit 1) when the guest has none. */
+    const ns2 = `${SH}\nc=$(ctrl VFIOD-VM-B)\nfor d in /sys/block/\${c}n*; do [ "$(cat $d/nsid)" = 2 ] && { basename $d; exit 0; }; done; exit 1`;
+    const device = async (): Promise<string | undefined> => {
+      const found = await b.sh(ns2);
+      return found.code === 0 ? found.stdout.trim() : undefined;
+    };
+    const lsblkBytes = async (name: string): Promise<number> => Number((await b.run(`lsblk -bdno SIZE /dev/${name}`)).trim());
+    const allocated = (): number => statSync(extra).blocks * 512;
+    expect(await device()).toBeUndefined();
+    const failedBefore = Number(((await controller('vm-b'))['stats'] as Record<string, unknown>)['failedCommands'] ?? 0);
+
+    // Attach: the guest driver gets the notice, reads the Changed Namespace List and rescans.
+    let started = Date.now();
+    await cli('controllers', 'attach-namespace', 'vm-b', `file:${extra}?size=64M`);
+    const name = await b.waitFor('NSID 2 in VM b', device, STEP_MS);
+    timings.push(['namespace attached: in the guest after', Date.now() - started]);
+    expect(name).toMatch(/^nvme\d+n2$/);
+    expect(await lsblkBytes(name)).toBe(64 * MiB);
+
+    // Resize: lsblk follows (the driver revalidates the namespace on the notice).
+    started = Date.now();
+    await cli('controllers', 'resize-namespace', 'vm-b', '2', '256M');
+    await b.waitFor('the new size in VM b', async () => ((await lsblkBytes(name)) === 256 * MiB ? true : undefined), STEP_MS);
+    timings.push(['namespace grown: lsblk shows it after', Date.now() - started]);
+
+    // fstrim: ext4 on the new namespace, a file written and deleted, then FITRIM: the discards reach vfiod as
+    // Dataset Management deallocate, which punches the image's blocks out again.
+    started = Date.now();
+    await b.run(`modprobe ext4 && mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=0 /dev/${name} && mkdir -p /tmp/ns2 && mount /dev/${name} /tmp/ns2`);
+    await b.run('dd if=/dev/urandom of=/tmp/ns2/data bs=1M count=96 conv=fsync 2>/dev/null && sync');
+    const written = allocated();
+    expect(written, 'the file is in the image').toBeGreaterThan(96 * MiB);
+    const trimmed = await b.run('rm /tmp/ns2/data && sync && fstrim -v /tmp/ns2');
+    await b.run('umount /tmp/ns2');
+    const after = allocated();
+    console.log(`guest/daemon-two-vms: ${trimmed.trim()}; image allocation ${(written / MiB).toFixed(1)} MiB -> ${(after / MiB).toFixed(1)} MiB`);
+    expect(after, 'fstrim gave the deleted file\'s blocks back').toBeLessThan(written - 90 * MiB);
+    timings.push(['ext4, 96 MiB written and deleted, fstrim', Date.now() - started]);
+
+    // Detach: the block device goes away; nothing but the removal in the kernel log; NSID 1 serves on.
+    started = Date.now();
+    await cli('controllers', 'detach-namespace', 'vm-b', '2');
+    await b.waitFor('NSID 2 gone from VM b', async () => ((await device()) === undefined ? true : undefined), STEP_MS);
+    timings.push(['namespace detached: gone from the guest after', Date.now() - started]);
+    await b.run(`${SH}\nc=$(ctrl VFIOD-VM-B)\ndd if=/dev/\${c}n1 bs=1M skip=${PATTERN_AT / MiB} count=1 iflag=direct 2>/dev/null | cmp - ${b.workDir}/pattern.bin`);
+    const dmesg = await b.run(`dmesg | awk -v s=${uptimeB} '{ t = substr($0, 2, index($0, "]") - 2) + 0 } t >= s'`);
+    expect(dmesg.split('\n').filter((l) => /I\/O error|blk_update_request|Buffer I\/O|EXT4-fs error|nvme.*(timeout|abort|reset)/i.test(l))).toEqual([]);
+    const info = await controller('vm-b');
+    expect((info['namespaces'] as Array<{ nsid: number }>).map((n) => n.nsid)).toEqual([1]);
+    expect(Number((info['stats'] as Record<string, unknown>)['failedCommands'] ?? 0)).toBe(failedBefore);
   }, STEP_MS);
 });

@@ -9,6 +9,7 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseDaemonArgs } from '../../src/cli/daemon.js';
+import { parseConfigText, sectionArgv } from '../../src/config/file.js';
 import { nameMatches, requiredRole } from '../../src/daemon/access.js';
 import { type ApiError, VfiodClient } from '../../src/daemon/client.js';
 import { type ServiceName, serviceDefinition } from '../../src/daemon/proto.js';
@@ -47,7 +48,21 @@ describe('the role each RPC needs', () => {
       'WaitOperation',
       'WatchEvents',
     ]);
-    expect(admin.sort()).toEqual(['AttachDevice', 'ClearVgpuType', 'CreateController', 'CreateVfs', 'DeleteController', 'DetachDevice', 'PrepareDevice', 'ReleaseDevice', 'RestartDaemon', 'SetVgpuType']);
+    expect(admin.sort()).toEqual([
+      'AttachDevice',
+      'AttachNamespace',
+      'ClearVgpuType',
+      'CreateController',
+      'CreateVfs',
+      'DeleteController',
+      'DetachDevice',
+      'DetachNamespace',
+      'PrepareDevice',
+      'ReleaseDevice',
+      'ResizeNamespace',
+      'RestartDaemon',
+      'SetVgpuType',
+    ]);
     expect(requiredRole('/grpc.health.v1.Health/Check')).toBe('none');
     expect(requiredRole('/grpc.reflection.v1.ServerReflection/ServerReflectionInfo')).toBe('read-only');
     // A method whose name only starts like a reader's is not one.
@@ -75,6 +90,12 @@ describe('vfiod daemon options for roles', () => {
     expect(parseDaemonArgs(base)?.access).toBeUndefined();
     expect(() => parseDaemonArgs([...base, '--read-only-uid', 'nobody'])).toThrow(/--read-only-uid takes a numeric id/);
     expect(() => parseDaemonArgs([...base, '--tcp', '127.0.0.1:0', '--insecure-tcp', '--read-only-client', 'x'])).toThrow(/need mutual TLS \(--tls-ca\)/);
+  });
+
+  it('takes the same roles from the daemon: section of the configuration file; a uid that is not a number is a file error', () => {
+    const file = parseConfigText('vfiod.yaml', "daemon:\n  read-only-uid: [997, 998]\n  admin-gid: 27\n  state-dir: /tmp/x\n");
+    expect(parseDaemonArgs(sectionArgv(file.sections.daemon!))?.access).toEqual({ unix: { admin: { gids: [27] }, readOnly: { uids: [997, 998] } } });
+    expect(() => parseConfigText('vfiod.yaml', 'daemon:\n  read-only-uid: nobody\n')).toThrow(/vfiod\.yaml:2:18: read-only-uid: must be an integer from 0 to 4294967295/);
   });
 });
 

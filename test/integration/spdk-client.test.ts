@@ -1053,7 +1053,6 @@ describe.skipIf(unavailable !== undefined)('SPDK v24.01 driver against vfiod ser
         pciSubsystemVendorId: DEFAULT_PCI_IDS.subsystemVendorId,
       }),
       mdts: MDTS, // neither backend limits transfers (maxTransferBytes 0)
-      namespaceCount: namespaces.length,
       maxQueueEntries: QUEUE_ENTRIES,
       volatileWriteCache: namespaces.some((namespace) => namespace.volatileWriteCache),
     });

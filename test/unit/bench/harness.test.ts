@@ -20,6 +20,7 @@ import { CpuSampler, processCpuSeconds } from '../../../src/bench/cpu.js';
 import { Progress, formatDuration } from '../../../src/bench/progress.js';
 import { memoryLogger } from '../../../src/util/log.js';
 import { temporaryDir } from '../../helpers/common.js';
+import { assertWellFormedSvg } from '../../helpers/svg.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const bin = path.join(root, 'bin', 'vfiod.js');
@@ -63,7 +64,7 @@ targets:
     );
     expect(config.matrix).toEqual({
       rw: ['randread', 'randrw'], rwmixread: 60, bs: [4096, 131072], iodepth: [1, 32], numjobs: [2],
-      verify: [false, true], runtimeSeconds: 5, rampSeconds: 0.5, sizeBytes: 64 * 2 ** 20,
+      verify: [false, true], runtimeSeconds: 5, rampSeconds: 0.5, sizeBytes: 64 * 2 ** 20, repetitions: 3,
     });
     expect(config.targets).toEqual([
       { name: 'emu', type: 'emulation', namespace: 'memory:256M', doorbells: 'polled', serveArgs: ['--io-queues', '4'], completion: 'poll' },
@@ -81,11 +82,11 @@ targets:
   it('reports every problem with its key and what is allowed', () => {
     expect(
       problems(`
-matrix: { rw: [randomread], bs: [3k, 256k], iodepth: [0, 129], numjobs: [1.5], rwmixread: 101, verify: [yes], runtime: soon, size: 1000, colour: red }
+matrix: { rw: [randomread], bs: [3k, 256k], iodepth: [0, 129], numjobs: [1.5], rwmixread: 101, verify: [yes], runtime: soon, size: 1000, repetitions: 0, colour: red }
 ${FILE_TARGET}
 `),
     ).toEqual([
-      'matrix.colour: unknown key; allowed: rw, rwmixread, bs, iodepth, numjobs, verify, runtime, ramp, size',
+      'matrix.colour: unknown key; allowed: rw, rwmixread, bs, iodepth, numjobs, verify, runtime, ramp, size, repetitions',
       "matrix.rw[0]: 'randomread' is not a workload; allowed: read, write, randread, randwrite, randrw",
       'matrix.rwmixread: expected an integer percentage of reads from 0 to 100, got 101',
       "matrix.bs[0]: '3k' is not allowed; block sizes are multiples of 4k from 4k to 128k (e.g. 4k, 16k, 128k)",
@@ -96,6 +97,7 @@ ${FILE_TARGET}
       "matrix.verify[0]: expected true or false (or a list of them), got 'yes'",
       "matrix.runtime: expected a duration such as 10, 10s or 2m (or null for size-based runs), got 'soon'",
       'matrix.size: expected a size that is a multiple of 128k such as 64M or 1G, got 1000',
+      'matrix.repetitions: expected an integer from 1 to 100 (fio runs per point; 3 or more give min, median and max), got 0',
     ]);
   });
 
@@ -160,7 +162,7 @@ targets:
     expect(problems('matrix: {a: 1}\nmatrix: {b: 2}')[0]).toMatch(/^not valid YAML: .*[Mm]ap keys must be unique/);
     expect(problems('- just\n- a list')).toEqual(['top level: expected a mapping with keys name, fio, engine, matrix, smoke, targets, got a list']);
     expect(problems(`matrix: 5\n${FILE_TARGET}`)).toEqual([
-      'matrix: expected a mapping with keys rw, rwmixread, bs, iodepth, numjobs, verify, runtime, ramp, size, got 5',
+      'matrix: expected a mapping with keys rw, rwmixread, bs, iodepth, numjobs, verify, runtime, ramp, size, repetitions, got 5',
     ]);
   });
 });
@@ -308,23 +310,6 @@ describe.skipIf(noFio !== undefined)('fio runs and their JSON', () => {
 });
 
 /** Minimal XML well-formedness check: balanced tags, quoted attributes, no raw '<' or stray '&' in text. */
-function assertWellFormedSvg(svg: string): void {
-  const stack: string[] = [];
-  const tag = /<(\/?)([a-zA-Z][\w:-]*)((?:\s+[\w:-]+="[^"<]*")*)\s*(\/?)>/g;
-  let last = 0;
-  let match: RegExpExecArray | null;
-  while ((match = tag.exec(svg))) {
-    const text = svg.slice(last, match.index);
-    expect(text, `text before <${match[2]}>`).not.toMatch(/<|&(?!(amp|lt|gt|quot|#\d+);)/);
-    last = tag.lastIndex;
-    if (match[1]) expect(stack.pop(), `closing </${match[2]}>`).toBe(match[2]);
-    else if (!match[4]) stack.push(match[2]!);
-  }
-  expect(svg.slice(last).trim()).toBe('');
-  expect(stack).toEqual([]);
-  expect(svg).toMatch(/^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
-}
-
 describe('progress', () => {
   const capture = (isTTY: boolean) => {
     const written: string[] = [];
@@ -437,7 +422,7 @@ targets:
     cli = await runCli(['--config', configPath, '--smoke', '--out', out, '--json']);
     if (!existsSync(path.join(out, 'results.json'))) throw new Error(`vfiod bench wrote no results (exit ${cli.code}): ${cli.stderr}`);
     results = JSON.parse(readFileSync(path.join(out, 'results.json'), 'utf8')) as BenchResults;
-  }, 180_000);
+  }, 400_000); // 8 points x 3 runs, verify on, on a busy 2-core machine
 
   it('runs every smoke point on both targets and exits 0', () => {
     expect(cli.stderr).not.toMatch(/"level":"(error|warn)"/);
@@ -497,7 +482,7 @@ targets:
       expect(p.fio_cpu!.us_per_io).toBeGreaterThan(0);
       expect(p.iops_per_core!).toBeGreaterThan(0);
     }
-    expect(results.targets[0]!.info!['server_command']).toMatch(/^taskset -c 0 node bin\/vfiod\.js serve --socket .* --namespace memory:32M$/);
+    expect(results.targets[0]!.info!['server_command']).toMatch(/^taskset -c 0 node bin\/vfiod\.js serve --socket .* --namespace memory:32M --no-config$/);
     expect(results.targets[0]!.info!['server_cpus_allowed']).toBe('0'); // the kernel's view of the pinned server
   });
 
@@ -531,14 +516,18 @@ targets:
     expect(report).toMatch(/Verify \(crc32c\): [\d,]+ reads checked, no mismatches\./);
   });
 
-  it('draws IOPS and p99 vs queue depth per workload, one line per target', () => {
+  it('draws IOPS, p99, p99.9 and CPU per I/O vs queue depth per workload, one line per target', () => {
     expect(readdirSync(path.join(out, 'plots')).sort()).toEqual(['randread-4k-j1-verify.svg', 'randwrite-4k-j1-verify.svg']);
     for (const file of readdirSync(path.join(out, 'plots'))) {
       const svg = readFileSync(path.join(out, 'plots', file), 'utf8');
       assertWellFormedSvg(svg);
-      expect(svg.match(/<polyline /g)).toHaveLength(4); // 2 charts x 2 targets
+      expect(svg.match(/<polyline /g)).toHaveLength(8); // 4 charts x 2 targets
       expect(svg).toContain('IOPS — ');
       expect(svg).toContain('p99 latency — ');
+      expect(svg).toContain('p99.9 latency — ');
+      expect(svg).toContain('host CPU per I/O — ');
+      // 3 runs per point: an error bar (min–max) at each of the 2 queue depths, per target and chart.
+      expect(svg.match(/<g class="error-bar"/g)).toHaveLength(16);
     }
   });
 });

@@ -37,7 +37,15 @@ describe('generated proto types', () => {
 
 // Type-level checks: never run, only compiled.
 export function typeChecks(client: VfiodClient): void {
-  const ok = { CreateController: () => ({ controller: { id: 'c1', state: 'CONTROLLER_STATE_SERVING' as const } }), DeleteController: () => ({}), ListControllers: () => ({ controllers: [] }), GetController: () => ({ controller: null }) };
+  const ok = {
+    CreateController: () => ({ controller: { id: 'c1', state: 'CONTROLLER_STATE_SERVING' as const } }),
+    DeleteController: () => ({}),
+    ListControllers: () => ({ controllers: [] }),
+    GetController: () => ({ controller: null }),
+    AttachNamespace: () => ({ controller: null, nsid: 1 }),
+    DetachNamespace: () => ({ controller: null }),
+    ResizeNamespace: () => ({ controller: null }),
+  };
   implementService('ControllerService', rootLogger, ok);
   implementService('ControllerService', rootLogger, {
     ...ok,

@@ -14,6 +14,7 @@ import {
   openNamespace,
   parseNamespaceUri,
   registerNamespaceScheme,
+  resizedNamespaceUri,
   specWithBlockSize,
 } from '../../../src/namespace/uri.js';
 import { memoryLogger } from '../../../src/util/log.js';
@@ -774,6 +775,9 @@ describe('FileNamespace on a block device', () => {
       );
       const partial = await FileNamespace.open({ logger: log.logger, path: device, sizeBytes: MiB });
       expect(partial.blockCount).toBe(MiB / 512);
+      // Its size is the device's (or what size= took of it): growing is not vfiod's to do.
+      await expect(partial.grow(2 * MiB)).rejects.toThrow('a block device has the size of the device');
+      expect(partial.blockCount).toBe(MiB / 512);
       await partial.close();
 
       // Deallocate and Write Zeroes punch (the loop driver passes that on to the image); nothing is probed.
@@ -798,10 +802,75 @@ describe('FileNamespace on a block device', () => {
         expect(stored.subarray(3 * MiB, 3 * MiB + 4096).every((byte) => byte === 0)).toBe(true);
         const untouched = pattern(4 * MiB, 10).subarray(MiB + 8192, 2 * MiB);
         expect(same(stored.subarray(MiB + 8192, 2 * MiB), untouched)).toBe(true);
+        // And it is a real unmap: the loop driver turned the device's write-zeroes into holes in its image (the
+        // guest's discard gives space back through a block device too).
+        expect(fs.statSync(image).blocks * 512).toBeLessThanOrEqual(4 * MiB - 12 * 1024);
       }
     } finally {
       spawnSync('losetup', ['-d', device]);
     }
+  });
+});
+
+describe('growing a namespace while it serves', () => {
+  it('a file grows sparse: old data stays, the new blocks read as zeroes and take writes; smaller or unaligned sizes are refused', async () => {
+    const file = path.join(tempDir, 'grow.img');
+    const namespace = await FileNamespace.open({ logger: log.logger, path: file, sizeBytes: MiB });
+    try {
+      await namespace.write(MiB - 4096, [pattern(4096, 20)]);
+      await namespace.grow(4 * MiB);
+      expect(namespace.blockCount).toBe((4 * MiB) / 512);
+      expect(namespace.sizeBytes).toBe(4 * MiB);
+      expect(fs.statSync(file).size).toBe(4 * MiB);
+      expect(fs.statSync(file).blocks * 512).toBeLessThan(MiB); // sparse
+      const old = new Uint8Array(4096);
+      await namespace.read(MiB - 4096, [old]);
+      expect(same(old, pattern(4096, 20))).toBe(true);
+      const fresh = new Uint8Array(8192).fill(0xff);
+      await namespace.read(2 * MiB, [fresh]);
+      expect(fresh.every((byte) => byte === 0)).toBe(true);
+      await namespace.write(4 * MiB - 512, [pattern(512, 21)]);
+      await expect(namespace.grow(4 * MiB)).rejects.toThrow('must be a multiple of the block size 512 larger than 4194304');
+      await expect(namespace.grow(2 * MiB)).rejects.toThrow('larger than 4194304');
+      await expect(namespace.grow(8 * MiB + 100)).rejects.toThrow('must be a multiple of the block size 512');
+      expect(namespace.blockCount).toBe((4 * MiB) / 512);
+    } finally {
+      await namespace.close();
+    }
+    const readOnly = await FileNamespace.open({ logger: log.logger, path: file, readOnly: true });
+    try {
+      await expect(readOnly.grow(8 * MiB)).rejects.toMatchObject({ kind: 'read-only' });
+    } finally {
+      await readOnly.close();
+    }
+  });
+
+  it('a memory namespace grows, its partly used last chunk included', async () => {
+    const chunkBytes = 64 * 1024;
+    const namespace = new MemoryNamespace({ sizeBytes: chunkBytes + 4096, blockSize: 512, chunkBytes });
+    namespace.write(chunkBytes, [pattern(4096, 22)]);
+    await namespace.grow(3 * chunkBytes);
+    expect(namespace.blockCount).toBe((3 * chunkBytes) / 512);
+    expect(namespace.description).toBe('memory:192KiB');
+    const back = new Uint8Array(chunkBytes);
+    namespace.read(chunkBytes, [back]);
+    expect(same(back.subarray(0, 4096), pattern(4096, 22))).toBe(true);
+    expect(back.subarray(4096).every((byte) => byte === 0)).toBe(true);
+    namespace.write(chunkBytes + 8192, [pattern(4096, 23)]); // in the grown part of the old last chunk
+    namespace.write(3 * chunkBytes - 512, [pattern(512, 24)]);
+    const end = new Uint8Array(512);
+    namespace.read(3 * chunkBytes - 512, [end]);
+    expect(same(end, pattern(512, 24))).toBe(true);
+    await expect(namespace.grow(chunkBytes)).rejects.toThrow('larger than 196608');
+    await namespace.close();
+  });
+
+  it('the URI of a grown namespace opens it at its new size again', () => {
+    expect(resizedNamespaceUri('memory:16M?block-size=4096', 32 * MiB)).toBe(`memory:${32 * MiB}?block-size=4096`);
+    expect(resizedNamespaceUri('file:/srv/a.img?block-size=4096&size=1G', 2 * GiB)).toBe(`file:/srv/a.img?block-size=4096&size=${2 * GiB}`);
+    // Without size= the file's own size counts, and the grow changed it.
+    expect(resizedNamespaceUri('file:///srv/a.img', 2 * GiB)).toBe('file:///srv/a.img');
+    expect(() => resizedNamespaceUri('nvme-tcp://127.0.0.1:4420/nqn.2026-01.io.example:disk', GiB)).toThrow('its size is not in its URI');
   });
 });
 

@@ -1,6 +1,7 @@
 import { beforeEach, describe, expect, it } from 'vitest';
 import { MemoryNamespace } from '../../../src/namespace/memory.js';
 import { NamespaceError } from '../../../src/namespace/namespace.js';
+import { MAX_NSID } from '../../../src/nvme/namespaces.js';
 import { AdminOpcode, AsyncEvent, FeatureId, IoOpcode, LogPageId, Status } from '../../../src/spec/nvme.js';
 import { createHarness, GatedNamespace, namespaceIds, pattern, RAM_IOVA, RAM_SIZE, TEST_IDENTITY, type Harness } from '../../helpers/nvme-harness.js';
 
@@ -60,7 +61,7 @@ describe('Identify', () => {
     expect(d.getUint16(320, true)).toBe(1); // KAS
     expect(data[512]).toBe(0x66); // SQES
     expect(data[513]).toBe(0x44); // CQES
-    expect(d.getUint32(516, true)).toBe(2); // NN
+    expect(d.getUint32(516, true)).toBe(MAX_NSID); // NN: the highest NSID a runtime attach may take
     // ONCS: Compare, DSM, Write Zeroes, Save/Select, Timestamp, Verify.
     expect(d.getUint16(520, true)).toBe(0b1101_1101);
     expect(data[525]).toBe(0); // VWC: memory namespaces have no volatile cache
@@ -124,7 +125,7 @@ describe('Identify', () => {
       expect(data[24]).toBe(0); // NSFEAT: not thin
       expect(data[25]).toBe(0); // NLBAF
       expect(data[26]).toBe(0); // FLBAS
-      expect(data[33]).toBe(0); // DLFEAT
+      expect(data[33]).toBe(0x01); // DLFEAT: deallocated blocks read as zeroes (memory drops or zero-fills them)
       expect(view(data).getUint32(128, true)).toBe(Math.log2(blockSize) << 16); // LBAF0
       expect(hex(data, 104, 16)).toBe(namespaceIds(nsid).nguid);
       expect(hex(data, 120, 8)).toBe(namespaceIds(nsid).eui64);
@@ -140,12 +141,17 @@ describe('Identify', () => {
     expect(data[33]).toBe(0x09);
   });
 
-  it('CNS 00h/03h/05h/08h: invalid NSIDs fail with Invalid Namespace or Format', async () => {
+  it('CNS 00h/03h/05h/08h: invalid NSIDs fail with Invalid Namespace or Format; CNS 00h of an inactive NSID is all zeroes', async () => {
     for (const cns of [0x00, 0x03, 0x08]) {
-      for (const nsid of [0, 3, 0x12345, NSID_BROADCAST]) {
+      for (const nsid of [0, MAX_NSID + 1, 0x12345, NSID_BROADCAST]) {
         expect((await h.driver.identify(cns, nsid)).completion.status).toBe(Status.INVALID_NAMESPACE_OR_FORMAT);
       }
     }
+    for (const cns of [0x03, 0x08]) expect((await h.driver.identify(cns, 3)).completion.status).toBe(Status.INVALID_NAMESPACE_OR_FORMAT);
+    // NSID 3 is valid (at most NN) but not attached: the spec's zero-filled structure, not an error.
+    const inactive = await h.driver.identify(0x00, 3);
+    expect(inactive.completion.status).toBe(Status.SUCCESS);
+    expect(inactive.data.every((byte) => byte === 0)).toBe(true);
     expect((await h.driver.identify(0x05, 9)).completion.status).toBe(Status.INVALID_NAMESPACE_OR_FORMAT);
   });
 
@@ -535,7 +541,7 @@ describe('Get Log Page', () => {
     await h.driver.createIoQueuePair(1, 16, 1);
     const bad = await h.driver.submit(1, { opcode: IoOpcode.READ, nsid: 1, cdw10: 0x10_0000, prp1: h.driver.alloc(4096) });
     expect(bad.status).toBe(Status.LBA_OUT_OF_RANGE);
-    const badAdmin = await h.driver.identify(0x00, 9);
+    const badAdmin = await h.driver.identify(0x03, 9);
     expect(badAdmin.completion.status).toBe(Status.INVALID_NAMESPACE_OR_FORMAT);
     const { completion, data } = await h.driver.getLogPage(LogPageId.ERROR_INFORMATION, 4096);
     expect(completion.status).toBe(Status.SUCCESS);

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { MemoryNamespace } from '../../../src/namespace/memory.js';
 import { NvmeController } from '../../../src/nvme/controller.js';
+import { MAX_NSID } from '../../../src/nvme/namespaces.js';
 import { AdminOpcode, AsyncEvent, FeatureId, IoOpcode, LogPageId, Reg, Status } from '../../../src/spec/nvme.js';
 import { decodeCompletion, needEvent } from '../../helpers/guest-driver.js';
 import { createHarness, GatedNamespace, pattern, RAM_IOVA, RAM_SIZE, settle, TEST_IDENTITY } from '../../helpers/nvme-harness.js';
@@ -694,7 +695,7 @@ describe('NvmeController doorbell errors and asynchronous events', () => {
     expect((await h.driver.setFeatures(FeatureId.ASYNC_EVENT_CONFIGURATION, 1 << 8)).status).toBe(0);
     h.interrupts.take();
     h.controller.notifyNamespaceChanged(1);
-    h.controller.notifyNamespaceChanged(99); // unknown: ignored
+    h.controller.notifyNamespaceChanged(MAX_NSID + 1); // beyond NN: ignored
     await settle();
     expect(h.interrupts.take()).toEqual([0]);
     const notice = await h.driver.wait(0, aer);

@@ -10,7 +10,8 @@ export interface ControllerSpec {
    */
   'socketPath'?: (string);
   /**
-   * namespace URIs, NSID 1..n (memory:, file:, nvme-tcp://; docs/serve.md)
+   * Namespace URIs, NSID 1..n at creation (memory:, file:, nvme-tcp://; docs/serve.md). After AttachNamespace or
+   * DetachNamespace they are in NSID order with gaps possible: ControllerInfo.namespaces gives each one's NSID.
    */
   'namespaces'?: (string)[];
   'doorbellMode'?: (_vfiod_v1_DoorbellMode);
@@ -54,7 +55,8 @@ export interface ControllerSpec__Output {
    */
   'socketPath': (string);
   /**
-   * namespace URIs, NSID 1..n (memory:, file:, nvme-tcp://; docs/serve.md)
+   * Namespace URIs, NSID 1..n at creation (memory:, file:, nvme-tcp://; docs/serve.md). After AttachNamespace or
+   * DetachNamespace they are in NSID order with gaps possible: ControllerInfo.namespaces gives each one's NSID.
    */
   'namespaces': (string)[];
   'doorbellMode': (_vfiod_v1_DoorbellMode__Output);

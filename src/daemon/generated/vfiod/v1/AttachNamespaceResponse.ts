@@ -1,0 +1,19 @@
+// Original file: /work/wt/api-types/proto/vfiod/v1/controllers.proto
+
+import type { ControllerInfo as _vfiod_v1_ControllerInfo, ControllerInfo__Output as _vfiod_v1_ControllerInfo__Output } from '../../vfiod/v1/ControllerInfo.js';
+
+export interface AttachNamespaceResponse {
+  'controller'?: (_vfiod_v1_ControllerInfo | null);
+  /**
+   * the NSID the namespace got
+   */
+  'nsid'?: (number);
+}
+
+export interface AttachNamespaceResponse__Output {
+  'controller': (_vfiod_v1_ControllerInfo__Output | null);
+  /**
+   * the NSID the namespace got
+   */
+  'nsid': (number);
+}

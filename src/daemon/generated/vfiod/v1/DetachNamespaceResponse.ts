@@ -1,0 +1,11 @@
+// Original file: /work/wt/api-types/proto/vfiod/v1/controllers.proto
+
+import type { ControllerInfo as _vfiod_v1_ControllerInfo, ControllerInfo__Output as _vfiod_v1_ControllerInfo__Output } from '../../vfiod/v1/ControllerInfo.js';
+
+export interface DetachNamespaceResponse {
+  'controller'?: (_vfiod_v1_ControllerInfo | null);
+}
+
+export interface DetachNamespaceResponse__Output {
+  'controller': (_vfiod_v1_ControllerInfo__Output | null);
+}
