@@ -343,7 +343,10 @@ ${job('on-polled', polled.socket, 'vfiod_doorbell=mmap\n')}`);
       ['vfiod_completion=maybe', 'vfiod: vfiod_completion=maybe: must be poll or irq'],
       ['io_submit_mode=offload', "vfiod: can't be used with offloaded submit"], // a queue pair has one owner thread
       ['thread=0', "vfiod: job 'x' needs thread=1"],
-      ['vfiod_nsid=7', /vfiod: vfio-user \S+ nsid 7: Identify Namespace: .*SC 0x0b/],
+      // An NSID the controller could have (1..NN) but does not: Identify returns zeroes (NVMe 2.0), the engine says so.
+      ['vfiod_nsid=7', /vfiod: vfio-user \S+ nsid 7: Identify Namespace: namespace 7 is inactive \(NSZE 0\)/],
+      // Past NN (1024): Invalid Namespace or Format.
+      ['vfiod_nsid=2000', /vfiod: vfio-user \S+ nsid 2000: Identify Namespace: .*SC 0x0b/],
       ['vfiod_doorbell=mmap', 'vfiod_doorbell=mmap but BAR0 offers no mmap-able doorbell page'],
       ['vfiod_qsize=4\niodepth=8', 'vfiod_qsize=4 cannot hold iodepth=8'],
       ['bs=1000', 'is not a multiple of the 512-byte LBA size'],
