@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/devices.proto
+// Original file: proto/vfiod/v1/devices.proto
 
 import type { Long } from '@grpc/proto-loader';
 

@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/devices.proto
+// Original file: proto/vfiod/v1/devices.proto
 
 import type { ClaimState as _vfiod_v1_ClaimState, ClaimState__Output as _vfiod_v1_ClaimState__Output } from '../../vfiod/v1/ClaimState.js';
 import type { ClaimMode as _vfiod_v1_ClaimMode, ClaimMode__Output as _vfiod_v1_ClaimMode__Output } from '../../vfiod/v1/ClaimMode.js';

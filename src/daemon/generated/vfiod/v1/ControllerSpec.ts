@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/controllers.proto
+// Original file: proto/vfiod/v1/controllers.proto
 
 import type { DoorbellMode as _vfiod_v1_DoorbellMode, DoorbellMode__Output as _vfiod_v1_DoorbellMode__Output } from '../../vfiod/v1/DoorbellMode.js';
 import type { ControllerIdentity as _vfiod_v1_ControllerIdentity, ControllerIdentity__Output as _vfiod_v1_ControllerIdentity__Output } from '../../vfiod/v1/ControllerIdentity.js';

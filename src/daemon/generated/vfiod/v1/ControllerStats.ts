@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/controllers.proto
+// Original file: proto/vfiod/v1/controllers.proto
 
 import type { LatencyHistogram as _vfiod_v1_LatencyHistogram, LatencyHistogram__Output as _vfiod_v1_LatencyHistogram__Output } from '../../vfiod/v1/LatencyHistogram.js';
 import type { Long } from '@grpc/proto-loader';

@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/controllers.proto
+// Original file: proto/vfiod/v1/controllers.proto
 
 import type { ControllerSpec as _vfiod_v1_ControllerSpec, ControllerSpec__Output as _vfiod_v1_ControllerSpec__Output } from '../../vfiod/v1/ControllerSpec.js';
 

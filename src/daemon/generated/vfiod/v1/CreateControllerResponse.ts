@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/controllers.proto
+// Original file: proto/vfiod/v1/controllers.proto
 
 import type { ControllerInfo as _vfiod_v1_ControllerInfo, ControllerInfo__Output as _vfiod_v1_ControllerInfo__Output } from '../../vfiod/v1/ControllerInfo.js';
 

@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/devices.proto
+// Original file: proto/vfiod/v1/devices.proto
 
 import type { PrepareDeviceResponse as _vfiod_v1_PrepareDeviceResponse, PrepareDeviceResponse__Output as _vfiod_v1_PrepareDeviceResponse__Output } from '../../vfiod/v1/PrepareDeviceResponse.js';
 

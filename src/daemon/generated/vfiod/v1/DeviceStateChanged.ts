@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/devices.proto
+// Original file: proto/vfiod/v1/devices.proto
 
 import type { DeviceEventKind as _vfiod_v1_DeviceEventKind, DeviceEventKind__Output as _vfiod_v1_DeviceEventKind__Output } from '../../vfiod/v1/DeviceEventKind.js';
 

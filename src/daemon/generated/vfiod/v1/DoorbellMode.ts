@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/controllers.proto
+// Original file: proto/vfiod/v1/controllers.proto
 
 export const DoorbellMode = {
   /**

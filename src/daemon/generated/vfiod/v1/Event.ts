@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/events.proto
+// Original file: proto/vfiod/v1/events.proto
 
 import type { EventResourceType as _vfiod_v1_EventResourceType, EventResourceType__Output as _vfiod_v1_EventResourceType__Output } from '../../vfiod/v1/EventResourceType.js';
 import type { DeviceStateChanged as _vfiod_v1_DeviceStateChanged, DeviceStateChanged__Output as _vfiod_v1_DeviceStateChanged__Output } from '../../vfiod/v1/DeviceStateChanged.js';

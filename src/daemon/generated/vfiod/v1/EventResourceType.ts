@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/events.proto
+// Original file: proto/vfiod/v1/events.proto
 
 export const EventResourceType = {
   EVENT_RESOURCE_TYPE_UNSPECIFIED: 'EVENT_RESOURCE_TYPE_UNSPECIFIED',

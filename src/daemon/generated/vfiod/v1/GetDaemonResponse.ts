@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/daemon.proto
+// Original file: proto/vfiod/v1/daemon.proto
 
 import type { DaemonInfo as _vfiod_v1_DaemonInfo, DaemonInfo__Output as _vfiod_v1_DaemonInfo__Output } from '../../vfiod/v1/DaemonInfo.js';
 

@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/attachments.proto
+// Original file: proto/vfiod/v1/attachments.proto
 
 import type { HypervisorKind as _vfiod_v1_HypervisorKind, HypervisorKind__Output as _vfiod_v1_HypervisorKind__Output } from '../../vfiod/v1/HypervisorKind.js';
 import type { VmDevice as _vfiod_v1_VmDevice, VmDevice__Output as _vfiod_v1_VmDevice__Output } from '../../vfiod/v1/VmDevice.js';

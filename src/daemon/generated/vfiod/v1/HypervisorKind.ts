@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/attachments.proto
+// Original file: proto/vfiod/v1/attachments.proto
 
 export const HypervisorKind = {
   HYPERVISOR_KIND_UNSPECIFIED: 'HYPERVISOR_KIND_UNSPECIFIED',

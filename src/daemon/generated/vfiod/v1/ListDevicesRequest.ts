@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/devices.proto
+// Original file: proto/vfiod/v1/devices.proto
 
 import type { DeviceKind as _vfiod_v1_DeviceKind, DeviceKind__Output as _vfiod_v1_DeviceKind__Output } from '../../vfiod/v1/DeviceKind.js';
 

@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/devices.proto
+// Original file: proto/vfiod/v1/devices.proto
 
 import type { DeviceInfo as _vfiod_v1_DeviceInfo, DeviceInfo__Output as _vfiod_v1_DeviceInfo__Output } from '../../vfiod/v1/DeviceInfo.js';
 

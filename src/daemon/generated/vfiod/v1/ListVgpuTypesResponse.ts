@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/devices.proto
+// Original file: proto/vfiod/v1/devices.proto
 
 import type { VgpuType as _vfiod_v1_VgpuType, VgpuType__Output as _vfiod_v1_VgpuType__Output } from '../../vfiod/v1/VgpuType.js';
 

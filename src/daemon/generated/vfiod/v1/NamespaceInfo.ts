@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/controllers.proto
+// Original file: proto/vfiod/v1/controllers.proto
 
 import type { NamespaceIdentity as _vfiod_v1_NamespaceIdentity, NamespaceIdentity__Output as _vfiod_v1_NamespaceIdentity__Output } from '../../vfiod/v1/NamespaceIdentity.js';
 import type { Long } from '@grpc/proto-loader';

@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/operations.proto
+// Original file: proto/vfiod/v1/operations.proto
 
 import type { OperationKind as _vfiod_v1_OperationKind, OperationKind__Output as _vfiod_v1_OperationKind__Output } from '../../vfiod/v1/OperationKind.js';
 import type { OperationState as _vfiod_v1_OperationState, OperationState__Output as _vfiod_v1_OperationState__Output } from '../../vfiod/v1/OperationState.js';

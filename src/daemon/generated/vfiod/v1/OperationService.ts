@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/operations.proto
+// Original file: proto/vfiod/v1/operations.proto
 
 import type * as grpc from '@grpc/grpc-js'
 import type { MethodDefinition } from '@grpc/proto-loader'

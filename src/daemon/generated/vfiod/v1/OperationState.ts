@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/operations.proto
+// Original file: proto/vfiod/v1/operations.proto
 
 export const OperationState = {
   OPERATION_STATE_UNSPECIFIED: 'OPERATION_STATE_UNSPECIFIED',

@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/devices.proto
+// Original file: proto/vfiod/v1/devices.proto
 
 import type { PreparedDevice as _vfiod_v1_PreparedDevice, PreparedDevice__Output as _vfiod_v1_PreparedDevice__Output } from '../../vfiod/v1/PreparedDevice.js';
 

@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/devices.proto
+// Original file: proto/vfiod/v1/devices.proto
 
 import type { ReleasedDevice as _vfiod_v1_ReleasedDevice, ReleasedDevice__Output as _vfiod_v1_ReleasedDevice__Output } from '../../vfiod/v1/ReleasedDevice.js';
 

@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/attachments.proto
+// Original file: proto/vfiod/v1/attachments.proto
 
 import type { DeviceSource as _vfiod_v1_DeviceSource, DeviceSource__Output as _vfiod_v1_DeviceSource__Output } from '../../vfiod/v1/DeviceSource.js';
 

@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/operations.proto
+// Original file: proto/vfiod/v1/operations.proto
 
 import type { Operation as _vfiod_v1_Operation, Operation__Output as _vfiod_v1_Operation__Output } from '../../vfiod/v1/Operation.js';
 

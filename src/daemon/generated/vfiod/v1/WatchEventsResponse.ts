@@ -1,4 +1,4 @@
-// Original file: /work/wt/api-types/proto/vfiod/v1/events.proto
+// Original file: proto/vfiod/v1/events.proto
 
 import type { Event as _vfiod_v1_Event, Event__Output as _vfiod_v1_Event__Output } from '../../vfiod/v1/Event.js';
 
