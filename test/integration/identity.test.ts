@@ -106,6 +106,14 @@ describe.skipIf(distDaemonUnavailable)('guest-visible identity', () => {
   const create = (id: string, spec: ControllerSpec) =>
     controllers('CreateController', { id, spec: { socketPath: socket(id), ...spec } });
 
+  /** `vfiod controllers …` against the daemon, in process. */
+  const run = async (...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
+    let stdout = '';
+    let stderr = '';
+    const code = await runControllers([...argv, '--daemon', daemon.socketPath!], { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t) });
+    return { code, stdout, stderr };
+  };
+
   async function attach(id: string): Promise<Guest> {
     const guest = await Guest.attach(socket(id), { flavour: 'qemu' });
     guests.push(guest);
@@ -197,12 +205,6 @@ describe.skipIf(distDaemonUnavailable)('guest-visible identity', () => {
   });
 
   it('vfiod controllers create takes the identity options of vfiod serve, and get prints what the guest sees', async () => {
-    const run = async (...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
-      let stdout = '';
-      let stderr = '';
-      const code = await runControllers([...argv, '--daemon', daemon.socketPath!], { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t) });
-      return { code, stdout, stderr };
-    };
     const created = await run(
       'create', 'cli', '--socket', socket('cli'), '--namespace', file('cli1.img'), '--namespace', file('cli2.img'),
       '--serial', IDENTITY.serialNumber, '--model', IDENTITY.modelNumber, '--firmware', IDENTITY.firmwareRevision, '--nqn', IDENTITY.subsystemNqn,
@@ -332,12 +334,6 @@ describe.skipIf(distDaemonUnavailable)('guest-visible identity', () => {
   });
 
   it('the CLI: create --nsid, attach-namespace --namespace-identity; serve --nsid', async () => {
-    const run = async (...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
-      let stdout = '';
-      let stderr = '';
-      const code = await runControllers([...argv, '--daemon', daemon.socketPath!], { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t) });
-      return { code, stdout, stderr };
-    };
     const created = await run('create', 'cli-gaps', '--socket', socket('cli-gaps'), '--namespace', file('cg1.img'), '--nsid', '9', '--namespace', file('cg2.img'), '--nsid', '2');
     expect(created.code, created.stderr).toBe(0);
     expect((await controllers('GetController', { id: 'cli-gaps' }))['controller']!.namespaces.map((n: any) => [n.nsid, path.basename(n.uri)])).toEqual([[2, 'cg2.img?size=8M'], [9, 'cg1.img?size=8M']]);
