@@ -6,6 +6,7 @@
 import { present } from '../daemon/client.js';
 import type { ControllerInfo__Output as ControllerInfo } from '../daemon/generated/vfiod/v1/ControllerInfo.js';
 import { CONTROLLER_LIMITS } from '../serve/config.js';
+import type { NamespaceIdentityOverride } from '../serve/identity-store.js';
 import { MAX_NSID } from '../nvme/namespaces.js';
 import { parseSize } from '../util/size.js';
 import {
@@ -21,11 +22,9 @@ import {
   subcommandHelp,
   table,
 } from './common.js';
-import { controllerIdentityOptions, namespaceIdentityOptions } from './identity-options.js';
+import { controllerIdentityOptions, type IdentityOptionValues, namespaceIdentityOptions, namespaceNsidOptions } from './identity-options.js';
 import { CONNECTION_HELP, printJson, withClient } from './remote.js';
 
-/** A controller's options, and attach-namespace's --nsid (not a controller option: serve and create number 1..n). */
-const CONTROLLERS_COMMAND_OPTIONS = { ...CONTROLLER_OPTIONS, nsid: { type: 'string' } } as const;
 
 export const CONTROLLERS_USAGE = `Usage: vfiod controllers <command> [options]
 
@@ -34,13 +33,15 @@ Emulated NVMe controllers run by the daemon (each on its own vfio-user socket, i
 Commands:
   list                                  controllers, state, client, I/O rates
   get <id>                              one controller: spec, identity, namespaces, stats, latency histogram
-  create <id> --socket <path> --namespace <uri>... [--poll] [--serial <s>] [--model <m>] [--firmware <f>]
-         [--nqn <nqn>] [--ieee-oui <hex>] [--controller-id <n>] [--namespace-identity <nsid>:<key>=<value>,...]...
+  create <id> --socket <path> --namespace <uri>... [--nsid <n>]... [--poll] [--serial <s>] [--model <m>]
+         [--firmware <f>] [--nqn <nqn>] [--ieee-oui <hex>] [--controller-id <n>]
+         [--namespace-identity <nsid>:<key>=<value>,...]...
          [--msix-vectors <n>] [--io-queues <n>] [--queue-entries <n>] [--mdts <n>] [--identity <path>]
   delete <id>                           stop it (flushes its namespaces) and forget it
-  attach-namespace <id> <uri> [--nsid <n>]
-                                        add a namespace while it serves (default: the lowest free NSID);
-                                        the guest sees it without a reboot
+  attach-namespace <id> <uri> [--nsid <n>] [--namespace-identity <nsid>:<key>=<value>,...]
+                                        add a namespace while it serves (default: the lowest free NSID,
+                                        or the identity's), with the ids it shows (default: the slot's
+                                        persisted ones, or new); the guest sees it without a reboot
   detach-namespace <id> <nsid>          remove a namespace while it serves (commands in flight complete)
   resize-namespace <id> <nsid> <size>   grow a file or memory namespace (e.g. 2G); shrinking is refused
 
@@ -114,7 +115,7 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
   const [command, ...rest] = argv;
   const help = subcommandHelp(command, CONTROLLERS_USAGE, deps);
   if (help !== undefined) return help;
-  return withClient(`controllers ${command}`, CONTROLLERS_USAGE, rest, CONTROLLERS_COMMAND_OPTIONS, deps, async (ctx, v, positionals) => {
+  return withClient(`controllers ${command}`, CONTROLLERS_USAGE, rest, CONTROLLER_OPTIONS, deps, async (ctx, v, positionals) => {
     const idArg = (): string => {
       if (positionals.length !== 1) throw new UsageError(`${command} takes one controller id`);
       return positionals[0]!;
@@ -136,7 +137,6 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
         const id = idArg();
         if (!v.socket) throw new UsageError('create needs --socket <path>');
         if (!v.namespace?.length) throw new UsageError('create needs at least one --namespace <uri> (e.g. memory:1G)');
-        if (v.nsid !== undefined) throw new UsageError('--nsid goes with attach-namespace: create numbers its namespaces 1..n');
         const spec = {
           socketPath: v.socket,
           namespaces: v.namespace,
@@ -150,6 +150,7 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
           identityPath: v.identity,
           identity: controllerIdentityOptions(v),
           namespaceIdentities: namespaceIdentityOptions(v),
+          namespaceNsids: namespaceNsidOptions(v),
         };
         const response = await ctx.client.call('ControllerService', 'CreateController', { id, spec });
         if (ctx.json) printJson(ctx, response);
@@ -169,8 +170,8 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
       case 'attach-namespace': {
         if (positionals.length !== 2) throw new UsageError('attach-namespace takes a controller id and a namespace URI');
         const [id, uri] = positionals as [string, string];
-        const nsid = integer('--nsid', v.nsid, 1, MAX_NSID) ?? 0;
-        const response = await ctx.client.call('ControllerService', 'AttachNamespace', { id, uri, nsid });
+        const { nsid, identity } = attachedSlot(v);
+        const response = await ctx.client.call('ControllerService', 'AttachNamespace', { id, uri, nsid, ...(identity ? { identity } : {}) });
         if (ctx.json) printJson(ctx, response);
         else ctx.out(`attached ${uri} to controller ${id} as namespace ${response.nsid}\n${renderController(present(response.controller, 'AttachNamespace', 'controller'))}`);
         return CLIENT_EXIT.ok;
@@ -203,4 +204,19 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
         throw new UsageError(`unknown controllers command '${command}'`);
     }
   });
+}
+
+/**
+ * attach-namespace's NSID (0: the daemon picks the lowest free one) and identity: --nsid <n> and/or one
+ * --namespace-identity <nsid>:..., whose NSIDs must agree.
+ */
+function attachedSlot(values: IdentityOptionValues): { nsid: number; identity?: NamespaceIdentityOverride } {
+  const nsids = namespaceNsidOptions(values);
+  if (nsids.length > 1) throw new UsageError('attach-namespace takes one --nsid');
+  const identities = namespaceIdentityOptions(values);
+  if (identities.length > 1) throw new UsageError('attach-namespace takes one --namespace-identity');
+  const identity = identities[0];
+  const nsid = nsids[0] ?? identity?.nsid ?? 0;
+  if (identity && identity.nsid !== nsid) throw new UsageError(`--namespace-identity is for NSID ${identity.nsid}, but --nsid is ${nsid}`);
+  return { nsid, ...(identity ? { identity } : {}) };
 }

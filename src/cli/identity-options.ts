@@ -1,13 +1,16 @@
 /**
- * The identity options `vfiod serve` and `vfiod controllers create` share: --serial, --model, --firmware, --nqn,
- * --ieee-oui, --controller-id and --namespace-identity (docs/serve.md "Identity"). Parsed here into the control
+ * The identity options `vfiod serve` and `vfiod controllers create` share: --nsid, --serial, --model, --firmware,
+ * --nqn, --ieee-oui, --controller-id and --namespace-identity (docs/serve.md "Identity"). Parsed here into the control
  * API's shape; what the values may be is checked by src/serve/identity-store.ts.
  */
 import type { ControllerIdentityRecord, NamespaceIdentityOverride } from '../serve/identity-store.js';
+import { MAX_NSID } from '../nvme/identify.js';
 import { MAX_CONTROLLER_ID, MAX_IEEE_OUI } from '../nvme/identity.js';
 import { integer, UsageError } from './common.js';
 
-export const IDENTITY_USAGE = `  --serial <text>          serial number (1-20 printable ASCII characters)
+export const IDENTITY_USAGE = `  --nsid <n>               the NSID of the --namespace in the same place, once per --namespace
+                           (1-${MAX_NSID}, gaps allowed; default 1, 2, ...)
+  --serial <text>          serial number (1-20 printable ASCII characters)
   --model <text>           model number (1-40)
   --firmware <text>        firmware revision (1-8)
   --nqn <nqn>              subsystem NQN (nqn.yyyy-mm.<reverse domain>[:<name>], or
@@ -28,6 +31,7 @@ export interface IdentityOptionValues {
   'ieee-oui'?: string | undefined;
   'controller-id'?: string | undefined;
   'namespace-identity'?: string[] | undefined;
+  nsid?: string[] | undefined;
 }
 
 /** The controller identity options; absent ones are absent (they keep the persisted value). */
@@ -75,4 +79,9 @@ export function namespaceIdentityOptions(values: IdentityOptionValues): Namespac
     }
     return override;
   });
+}
+
+/** --nsid, once per --namespace in the same order; empty when not given (NSIDs 1..n). */
+export function namespaceNsidOptions(values: IdentityOptionValues): number[] {
+  return (values.nsid ?? []).map((text) => integer('--nsid', text, 1, MAX_NSID));
 }

@@ -5,14 +5,13 @@ import os from 'node:os';
 import { parseArgs } from 'node:util';
 import { BackingRefused, inspectBacking } from '../namespace/backing.js';
 import { isFileNamespaceSpec, parseNamespaceUri, type MemoryNamespaceSpec } from '../namespace/uri.js';
-import { CONTROLLER_LIMITS, controllerConfig, type ControllerConfig } from '../serve/config.js';
+import { CONTROLLER_LIMITS, controllerConfig, type ControllerConfig, defaultNamespaceUri, namespaceNsids, namespaceSlots } from '../serve/config.js';
 import {
   checkIdentityConflicts,
   checkIdentityFileWritable,
   checkIdentityOverrides,
   checkNamespaceOverrides,
   defaultIdentityPath,
-  defaultNsids,
   IdentityConflict,
   IdentityFileRefused,
 } from '../serve/identity-store.js';
@@ -21,7 +20,7 @@ import { errorMessage } from '../util/errors.js';
 import { applyLogOptions, integer, metricsOption, serviceUsage, socketMode, UsageError } from './common.js';
 import { DEFAULT_CONFIG_PATH } from '../config/file.js';
 import { IO_ABANDON_MAX_MS, SERVE_FLAGS, withoutOptions } from '../config/flags.js';
-import { controllerIdentityOptions, IDENTITY_USAGE, namespaceIdentityOptions } from './identity-options.js';
+import { controllerIdentityOptions, IDENTITY_USAGE, namespaceIdentityOptions, namespaceNsidOptions } from './identity-options.js';
 
 /** How `vfiod serve` names the identity fields in messages: by their options. */
 const SERVE_IDENTITY_NAMES = {
@@ -119,9 +118,15 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
   const metrics = metricsOption(values);
   const identity = controllerIdentityOptions(values);
   const namespaceIdentities = namespaceIdentityOptions(values);
+  let slots: Pick<ControllerConfig, 'namespaces' | 'nsids'>;
+  try {
+    slots = namespaceSlots(values.namespace?.length ? values.namespace : [defaultNamespaceUri(values.socket)], namespaceNsidOptions(values));
+  } catch (error) {
+    throw new UsageError(`--nsid: ${errorMessage(error)}`);
+  }
   try {
     checkIdentityOverrides('identity', identity, SERVE_IDENTITY_NAMES);
-    checkNamespaceOverrides('--namespace-identity', namespaceIdentities, defaultNsids(values.namespace?.length || 1), SERVE_NAMESPACE_IDENTITY_NAMES);
+    checkNamespaceOverrides('--namespace-identity', namespaceIdentities, namespaceNsids(slots), SERVE_NAMESPACE_IDENTITY_NAMES);
   } catch (error) {
     throw new UsageError(errorMessage(error));
   }
@@ -150,7 +155,7 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
   };
   const config = controllerConfig({
     socketPath: values.socket,
-    ...(values.namespace?.length ? { namespaces: values.namespace } : {}),
+    ...slots,
     doorbellMode: values.poll ? 'polled' : 'interrupt',
     ...(values['socket-mode'] !== undefined ? { socketMode: socketMode(values['socket-mode']) } : {}),
     ...(values['msix-vectors'] !== undefined ? { msixVectors: integer('--msix-vectors', values['msix-vectors'], ...CONTROLLER_LIMITS.msixVectors) } : {}),

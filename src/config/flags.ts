@@ -4,6 +4,7 @@
  * (file.ts). An option is either settable in the file (`file`: what its value must be) or says why it is not
  * (`commandLineOnly`), so a new option cannot be forgotten in either: add one line here (docs/config.md).
  */
+import { MAX_NSID } from '../nvme/identify.js';
 import { MAX_CONTROLLER_ID } from '../nvme/identity.js';
 import { CONTROLLER_LIMITS } from '../serve/config.js';
 import { LOG_FORMATS, LOG_LEVELS } from '../util/log.js';
@@ -77,6 +78,7 @@ const CONFIG_FILE_OPTIONS = {
 export const CONTROLLER_FLAGS = {
   socket: { type: 'string', file: VALUE.absolutePath },
   namespace: { type: 'string', multiple: true, file: VALUE.namespaceUri },
+  nsid: { type: 'string', multiple: true, file: integer(1, MAX_NSID) },
   poll: { type: 'boolean', file: VALUE.switch },
   'socket-mode': { type: 'string', file: VALUE.octalMode },
   'msix-vectors': { type: 'string', file: integer(...CONTROLLER_LIMITS.msixVectors) },

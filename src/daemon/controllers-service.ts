@@ -38,6 +38,7 @@ export function controllerInfo(view: ControllerView, sampleIntervalMs: number): 
       identityPath: c.identityPath ?? '',
       identity: { ...c.identity },
       namespaceIdentities: c.namespaceIdentities ?? [],
+      namespaceNsids: nsids,
     },
     state: CONTROLLER_STATES[view.state],
     error: view.error,
@@ -146,7 +147,7 @@ export function controllerService(deps: { registry: ControllerRegistry; attachme
       const uri = requireText(request.uri, 'uri', 'the namespace URI');
       // Without an NSID a retry would attach the disk a second time: the request id makes it answer the first call's.
       return requestIds.once('AttachNamespace', request, async () => {
-        const { view, nsid } = await registry.attachNamespace(id, request.nsid, uri);
+        const { view, nsid } = await registry.attachNamespace(id, request.nsid, uri, request.identity);
         publishNamespaceChange(id, 'NAMESPACE_ATTACHED', `namespace ${nsid}: ${uri}`);
         return { controller: info(view), nsid };
       });

@@ -1,6 +1,7 @@
 /** Configuration of one emulated NVMe controller served on one vfio-user socket. */
 import path from 'node:path';
-import type { ControllerIdentityRecord, NamespaceIdentityOverride } from './identity-store.js';
+import { MAX_NSID } from '../nvme/namespaces.js';
+import type { ControllerIdentityRecord, IdentityOptions, NamespaceIdentityOverride } from './identity-store.js';
 
 export type DoorbellMode = 'interrupt' | 'polled';
 
@@ -12,8 +13,8 @@ export interface ControllerConfig {
   /** Namespace URIs, NSID 1..n in order unless `nsids` says otherwise (see docs/serve.md). */
   namespaces: string[];
   /**
-   * The NSID of each of `namespaces`, ascending, once namespaces were attached or detached at runtime (the control
-   * API's AttachNamespace / DetachNamespace); absent = 1..n.
+   * The NSID of each of `namespaces`, ascending: chosen at creation (`--nsid`, ControllerSpec.namespace_nsids) or
+   * after namespaces were attached or detached at runtime; absent = 1..n.
    */
   nsids?: number[];
   /** interrupt: trapped doorbell writes + shadow doorbells; polled: doorbell page mmapped by the client, polled here. */
@@ -76,4 +77,33 @@ export function controllerConfig(partial: Partial<ControllerConfig> & { socketPa
 /** The NSID of each of `config.namespaces`, in the same order. */
 export function namespaceNsids(config: Pick<ControllerConfig, 'namespaces' | 'nsids'>): number[] {
   return config.nsids ?? config.namespaces.map((_, index) => index + 1);
+}
+
+/**
+ * The namespaces `uris` as NSIDs `nsids` (one each, in the same order) put in NSID order, as ControllerConfig keeps
+ * them; `nsids` absent or empty = 1..n. Throws an Error saying what is wrong: a count that differs, an NSID outside
+ * 1..MAX_NSID, one given twice.
+ */
+export function namespaceSlots(uris: readonly string[], nsids: readonly number[] | undefined): Pick<ControllerConfig, 'namespaces' | 'nsids'> {
+  if (!nsids || nsids.length === 0) return { namespaces: [...uris] };
+  if (nsids.length !== uris.length) throw new Error(`${nsids.length} NSIDs for ${uris.length} namespaces: give one NSID per namespace, in the same order`);
+  const seen = new Set<number>();
+  for (const nsid of nsids) {
+    if (!Number.isInteger(nsid) || nsid < 1 || nsid > MAX_NSID) throw new Error(`NSID ${nsid} must be from 1 to ${MAX_NSID}`);
+    if (seen.has(nsid)) throw new Error(`NSID ${nsid} is given twice`);
+    seen.add(nsid);
+  }
+  const slots = uris.map((uri, index) => ({ uri, nsid: nsids[index]! })).sort((a, b) => a.nsid - b.nsid);
+  const inOrder = slots.every((slot, index) => slot.nsid === index + 1);
+  return { namespaces: slots.map((slot) => slot.uri), ...(inOrder ? {} : { nsids: slots.map((slot) => slot.nsid) }) };
+}
+
+/** The identities `config` asks for, as the identity store takes them. */
+export function identityOptionsOf(config: ControllerConfig): IdentityOptions {
+  return {
+    controller: config.identity,
+    namespaceUris: config.namespaces,
+    nsids: namespaceNsids(config),
+    ...(config.namespaceIdentities ? { namespaces: config.namespaceIdentities } : {}),
+  };
 }

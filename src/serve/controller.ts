@@ -12,11 +12,11 @@ import { GuestMemory } from '../memory/guest-memory.js';
 import type { Namespace, NamespaceIds } from '../namespace/namespace.js';
 import { MemoryNamespace } from '../namespace/memory.js';
 import { openNamespace, parseNamespaceUri, resizedNamespaceUri, specWithBlockSize } from '../namespace/uri.js';
-import { defaultIdentityPath, IdentityConflict, loadOrCreateIdentity, plannedBlockSizes, type IdentityOptions } from './identity-store.js';
+import { defaultIdentityPath, IdentityConflict, loadOrCreateIdentity, plannedBlockSizes, type NamespaceIdentityOverride } from './identity-store.js';
 import { VfioUserServer, type VfioUserServerState } from '../vfio-user/server.js';
 import { Logger, rootLogger } from '../util/log.js';
 import { checkSnapshotVersion, type FdCollector, type FdSource } from '../util/handover-fds.js';
-import { namespaceNsids, type ControllerConfig } from './config.js';
+import { identityOptionsOf, namespaceNsids, type ControllerConfig } from './config.js';
 import { NvmePciDevice } from './nvme-pci-device.js';
 import type { ControllerIdentity } from '../nvme/identity.js';
 import { CommandJournal } from '../nvme/command-journal.js';
@@ -39,7 +39,7 @@ export interface NamespaceSlot {
  * ResizeNamespace); the guest is told with a Namespace Attribute Changed event.
  */
 export type NamespaceChange =
-  | { kind: 'attach'; nsid: number; uri: string }
+  | { kind: 'attach'; nsid: number; uri: string; identity?: NamespaceIdentityOverride }
   | { kind: 'detach'; nsid: number }
   | { kind: 'resize'; nsid: number; sizeBytes: number };
 
@@ -345,15 +345,6 @@ async function openSlotNamespace(uri: string, nsid: number, wanted: number | und
 }
 
 /** What the identity store needs of a controller's configuration: its namespaces by NSID and the identities asked for. */
-function identityOptionsOf(config: ControllerConfig): IdentityOptions {
-  return {
-    controller: config.identity,
-    namespaceUris: config.namespaces,
-    nsids: namespaceNsids(config),
-    ...(config.namespaceIdentities ? { namespaces: config.namespaceIdentities } : {}),
-  };
-}
-
 /** Where the controller's identity persists: configured, or next to its first file namespace (or nowhere). */
 function identityPathOf(config: ControllerConfig): string | undefined {
   return config.identityPath ?? defaultIdentityPath(config.namespaces.map((uri) => parseNamespaceUri(uri)));
@@ -479,11 +470,14 @@ function running(
   });
   if (guard) guard.snapshot = (fds) => state(server.checkpoint(fds));
 
-  const attach = async (nsid: number, uri: string): Promise<void> => {
-    // Identifiers and block size as at creation: those of the NSID's slot in the identity file (identity-store.ts).
+  const attach = async (nsid: number, uri: string, asked: NamespaceIdentityOverride | undefined): Promise<void> => {
+    // Identifiers and block size as at creation: the ones asked for, else those of the NSID's slot in the identity
+    // file (identity-store.ts), else new ones.
     const after = [...slots.map((slot) => ({ nsid: slot.nsid, uri: slot.uri })), { nsid, uri }].sort((a, b) => a.nsid - b.nsid);
     const index = after.findIndex((slot) => slot.nsid === nsid);
-    const options = identityOptionsOf({ ...config, namespaces: after.map((slot) => slot.uri), nsids: after.map((slot) => slot.nsid) });
+    const configured = config.namespaceIdentities ?? [];
+    const overrides = asked ? [...configured.filter((entry) => entry.nsid !== nsid), { ...asked, nsid }] : configured;
+    const options = identityOptionsOf({ ...config, namespaces: after.map((slot) => slot.uri), nsids: after.map((slot) => slot.nsid), namespaceIdentities: overrides });
     const namespace = await openSlotNamespace(uri, nsid, plannedBlockSizes(identityPath, options)[index], logger);
     try {
       const blockSizes = after.map((slot) => (slot.nsid === nsid ? namespace : slots.find((s) => s.nsid === slot.nsid)!.namespace).blockSize);
@@ -524,7 +518,7 @@ function running(
     },
     changeNamespace: async (change) => {
       if (quiesced || closing) throw new Error('the controller is being handed over or stopped: its namespaces cannot change now');
-      if (change.kind === 'attach') await attach(change.nsid, change.uri);
+      if (change.kind === 'attach') await attach(change.nsid, change.uri, change.identity);
       else if (change.kind === 'detach') await detach(change.nsid);
       else await resize(change.nsid, change.sizeBytes);
       // What the guest was told is part of the state a recovery must find.

@@ -17,7 +17,7 @@ import { errorMessage, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { formatSize } from '../util/size.js';
 import { sameSocketFile, socketPathState } from '../util/socket-path.js';
-import { CONTROLLER_LIMITS, type ControllerConfig, controllerConfig, type DoorbellMode, namespaceNsids } from './config.js';
+import { CONTROLLER_LIMITS, type ControllerConfig, controllerConfig, type DoorbellMode, identityOptionsOf, namespaceNsids, namespaceSlots } from './config.js';
 import type { NamespaceChange } from './controller.js';
 import { MAX_NSID } from '../nvme/namespaces.js';
 import {
@@ -25,9 +25,9 @@ import {
   checkIdentityFileWritable,
   checkIdentityOverrides,
   checkNamespaceOverrides,
-  defaultNsids,
   IdentityConflict,
   IdentityFileRefused,
+  type NamespaceIdentityOverride,
 } from './identity-store.js';
 import { ControllerWorker } from './supervisor.js';
 import type { ControllerSnapshot } from './worker.js';
@@ -68,7 +68,28 @@ export interface ControllerSpecInput {
   mdtsPages?: number;
   identityPath?: string;
   identity?: { serialNumber?: string; modelNumber?: string; firmwareRevision?: string; subsystemNqn?: string; ieeeOui?: number; controllerId?: number } | null;
-  namespaceIdentities?: Array<{ nsid?: number; nguid?: string; eui64?: string; uuid?: string; blockSize?: number }>;
+  namespaceIdentities?: NamespaceIdentityInput[];
+  namespaceNsids?: number[];
+}
+
+/** A NamespaceIdentity of the control API (proto3: '' and 0 = not given). */
+export interface NamespaceIdentityInput {
+  nsid?: number;
+  nguid?: string;
+  eui64?: string;
+  uuid?: string;
+  blockSize?: number;
+}
+
+/** What `input` asks for namespace `nsid`, without the fields it leaves out. */
+function namespaceOverrideOf(input: NamespaceIdentityInput, nsid: number): NamespaceIdentityOverride {
+  return {
+    nsid,
+    ...(input.nguid ? { nguid: input.nguid } : {}),
+    ...(input.eui64 ? { eui64: input.eui64 } : {}),
+    ...(input.uuid ? { uuid: input.uuid } : {}),
+    ...(input.blockSize ? { blockSize: input.blockSize } : {}),
+  };
 }
 
 interface Sample {
@@ -324,9 +345,10 @@ export class ControllerRegistry {
   /**
    * Attaches namespace `uri` to the running controller `id` as NSID `nsid` (0: the lowest free one) and saves the
    * definition; the guest is told (docs/daemon.md "Namespaces of a running controller"). The URI passes the checks of
-   * CreateController (namespace directories, disks of other controllers, the RAM budget).
+   * CreateController (namespace directories, disks of other controllers, the RAM budget); `identity` (its nsid field
+   * ignored) is what the guest sees of it, as CreateController's namespace_identities.
    */
-  async attachNamespace(id: string, nsid: number, uri: string): Promise<{ view: ControllerView; nsid: number }> {
+  async attachNamespace(id: string, nsid: number, uri: string, identity?: NamespaceIdentityInput | null): Promise<{ view: ControllerView; nsid: number }> {
     let attached = 0;
     const view = await this.changeNamespaces(id, (entry) => {
       const current = namespaceNsids(entry.config);
@@ -348,11 +370,40 @@ export class ControllerRegistry {
       }
       if (typeof uri !== 'string' || uri === '') throw new VfiodError('INVALID_ARGUMENT', `controller ${id}: a namespace URI is required`, { reason: 'FIELD_REQUIRED', field: 'uri' });
       this.checkNamespaceUri(id, uri, chosen);
+      const asked = identity ? namespaceOverrideOf(identity, chosen) : undefined;
+      const askedAny = asked !== undefined && Object.keys(asked).length > 1;
+      if (askedAny) {
+        try {
+          checkNamespaceOverrides('identity', [asked], [chosen], PROTO_NAMESPACE_IDENTITY_NAMES);
+        } catch (error) {
+          throw new VfiodError('INVALID_ARGUMENT', `controller ${id}: namespace ${chosen}: ${errorMessage(error)}`, {
+            reason: 'NAMESPACE_IDENTITY_INVALID',
+            controllerId: id,
+            nsid: chosen,
+            field: 'identity',
+          });
+        }
+      }
       const slots = [...current.map((n, index) => ({ nsid: n, uri: entry.config.namespaces[index]! })), { nsid: chosen, uri }].sort((a, b) => a.nsid - b.nsid);
-      const config = { ...entry.config, namespaces: slots.map((slot) => slot.uri), nsids: slots.map((slot) => slot.nsid) };
+      const configured = entry.config.namespaceIdentities ?? [];
+      const config: ControllerConfig = {
+        ...entry.config,
+        namespaces: slots.map((slot) => slot.uri),
+        nsids: slots.map((slot) => slot.nsid),
+        ...(askedAny ? { namespaceIdentities: [...configured.filter((override) => override.nsid !== chosen), asked] } : {}),
+      };
+      // Ids that another slot has, or a block size the URI contradicts, are refused before the guest sees anything.
+      try {
+        checkIdentityConflicts(config.identityPath, identityOptionsOf(config));
+      } catch (error) {
+        if (error instanceof IdentityConflict) {
+          throw new VfiodError('FAILED_PRECONDITION', `controller ${id}: namespace ${chosen}: ${error.message}`, { reason: error.reason, controllerId: id, nsid: chosen });
+        }
+        throw error;
+      }
       const backings = this.checkSharedResources(id, config);
       attached = chosen;
-      return { change: { kind: 'attach', nsid: chosen, uri }, config, backings };
+      return { change: { kind: 'attach', nsid: chosen, uri, ...(askedAny ? { identity: asked } : {}) }, config, backings };
     });
     return { view, nsid: attached };
   }
@@ -592,10 +643,18 @@ export class ControllerRegistry {
     if (Buffer.byteLength(socketPath) > 107) {
       throw bad(`socket path '${socketPath}' is longer than 107 bytes (the unix socket limit)`, 'SOCKET_PATH_INVALID', { field: 'spec.socket_path' });
     }
-    const namespaces = spec.namespaces ?? [];
-    if (namespaces.length === 0) throw bad('at least one namespace URI is required (e.g. memory:1G or file:/var/lib/vfiod/disk.img?size=8G)', 'FIELD_REQUIRED', { field: 'spec.namespaces' });
-    if (namespaces.length > MAX_NSID) throw bad(`${namespaces.length} namespaces is more than ${MAX_NSID}`, 'FIELD_OUT_OF_RANGE', { field: 'spec.namespaces', value: namespaces.length, max: MAX_NSID });
-    namespaces.forEach((uri, index) => this.checkNamespaceUri(id, uri, index + 1));
+    const uris = spec.namespaces ?? [];
+    if (uris.length === 0) throw bad('at least one namespace URI is required (e.g. memory:1G or file:/var/lib/vfiod/disk.img?size=8G)', 'FIELD_REQUIRED', { field: 'spec.namespaces' });
+    if (uris.length > MAX_NSID) throw bad(`${uris.length} namespaces is more than ${MAX_NSID}`, 'FIELD_OUT_OF_RANGE', { field: 'spec.namespaces', value: uris.length, max: MAX_NSID });
+    let slots: Pick<ControllerConfig, 'namespaces' | 'nsids'>;
+    try {
+      slots = namespaceSlots(uris, spec.namespaceNsids);
+    } catch (error) {
+      throw bad(`spec.namespace_nsids: ${errorMessage(error)}`, 'FIELD_INVALID', { field: 'spec.namespace_nsids' });
+    }
+    const { namespaces } = slots;
+    const nsids = namespaceNsids(slots);
+    namespaces.forEach((uri, index) => this.checkNamespaceUri(id, uri, nsids[index]!));
     const limit = (field: string, value: number | undefined, [min, max]: readonly [number, number]): number | undefined => {
       if (value === undefined || value === 0) return undefined;
       if (!Number.isInteger(value) || value < min || value > max) {
@@ -633,15 +692,9 @@ export class ControllerRegistry {
     } catch (error) {
       throw bad(errorMessage(error), 'IDENTITY_INVALID', { field: 'spec.identity' });
     }
-    const namespaceIdentities = (spec.namespaceIdentities ?? []).map((entry) => ({
-      nsid: entry.nsid ?? 0,
-      ...(entry.nguid ? { nguid: entry.nguid } : {}),
-      ...(entry.eui64 ? { eui64: entry.eui64 } : {}),
-      ...(entry.uuid ? { uuid: entry.uuid } : {}),
-      ...(entry.blockSize ? { blockSize: entry.blockSize } : {}),
-    }));
+    const namespaceIdentities = (spec.namespaceIdentities ?? []).map((entry) => namespaceOverrideOf(entry, entry.nsid ?? 0));
     try {
-      checkNamespaceOverrides('spec.namespace_identities', namespaceIdentities, defaultNsids(namespaces.length), PROTO_NAMESPACE_IDENTITY_NAMES);
+      checkNamespaceOverrides('spec.namespace_identities', namespaceIdentities, nsids, PROTO_NAMESPACE_IDENTITY_NAMES);
     } catch (error) {
       throw bad(errorMessage(error), 'NAMESPACE_IDENTITY_INVALID', { field: 'spec.namespace_identities' });
     }
@@ -665,7 +718,7 @@ export class ControllerRegistry {
     this.checkIdentityPath(id, identityPath);
     // What clashes with the persisted identity is refused here, before anything starts.
     try {
-      checkIdentityConflicts(identityPath, { controller: identity, namespaceUris: namespaces, namespaces: namespaceIdentities });
+      checkIdentityConflicts(identityPath, { controller: identity, namespaceUris: namespaces, nsids, namespaces: namespaceIdentities });
     } catch (error) {
       if (error instanceof IdentityConflict) throw new VfiodError('FAILED_PRECONDITION', `controller ${id}: ${error.message}`, { reason: error.reason, controllerId: id, identityPath });
       throw error;
@@ -678,7 +731,7 @@ export class ControllerRegistry {
     const mdtsPages = limit('mdts_pages', spec.mdtsPages, [1, CONTROLLER_LIMITS.mdtsPages[1]]);
     return controllerConfig({
       socketPath,
-      namespaces,
+      ...slots,
       doorbellMode,
       identityPath,
       identity,

@@ -259,8 +259,8 @@ export const ERROR_REASONS = {
   NAMESPACE_IDENTITY_INVALID: {
     codes: ['INVALID_ARGUMENT'],
     resource: 'controller',
-    when: 'a `namespace_identities` entry with an nsid outside 1..n or given twice, an NGUID, EUI-64 or UUID malformed or zero, two slots asking for one id, or a block size other than 512 or 4096',
-    metadata: ['controller_id', 'field'],
+    when: 'a `namespace_identities` entry whose nsid is not one of the namespaces\' or is given twice, an NGUID, EUI-64 or UUID (there or in AttachNamespace\'s `identity`) malformed or zero, two slots asking for one id, or a block size other than 512 or 4096',
+    metadata: ['controller_id', 'field', 'nsid'],
   },
   IDENTITY_CONFLICT: {
     codes: ['FAILED_PRECONDITION'],

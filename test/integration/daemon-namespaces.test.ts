@@ -285,9 +285,9 @@ describe.skipIf(skipReason)('namespaces of a running controller (ControllerServi
       'NAMESPACE_DETACHED namespace 1',
       'NAMESPACE_ATTACHED namespace 1: memory:1M',
     ]);
-    const misplaced = await run('create', 'cli2', '--socket', path.join(dir, 'cli2.sock'), '--namespace', 'memory:1M', '--nsid', '2');
-    expect(misplaced.code).toBe(2);
-    expect(misplaced.stderr).toContain('--nsid goes with attach-namespace');
+    const twice = await run('attach-namespace', 'cli', 'memory:1M', '--nsid', '2', '--nsid', '3');
+    expect(twice.code).toBe(2);
+    expect(twice.stderr).toContain('attach-namespace takes one --nsid');
   });
 });
 

@@ -106,6 +106,14 @@ describe.skipIf(distDaemonUnavailable)('guest-visible identity', () => {
   const create = (id: string, spec: ControllerSpec) =>
     controllers('CreateController', { id, spec: { socketPath: socket(id), ...spec } });
 
+  /** `vfiod controllers …` against the daemon, in process. */
+  const run = async (...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
+    let stdout = '';
+    let stderr = '';
+    const code = await runControllers([...argv, '--daemon', daemon.socketPath!], { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t) });
+    return { code, stdout, stderr };
+  };
+
   async function attach(id: string): Promise<Guest> {
     const guest = await Guest.attach(socket(id), { flavour: 'qemu' });
     guests.push(guest);
@@ -197,12 +205,6 @@ describe.skipIf(distDaemonUnavailable)('guest-visible identity', () => {
   });
 
   it('vfiod controllers create takes the identity options of vfiod serve, and get prints what the guest sees', async () => {
-    const run = async (...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
-      let stdout = '';
-      let stderr = '';
-      const code = await runControllers([...argv, '--daemon', daemon.socketPath!], { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t) });
-      return { code, stdout, stderr };
-    };
     const created = await run(
       'create', 'cli', '--socket', socket('cli'), '--namespace', file('cli1.img'), '--namespace', file('cli2.img'),
       '--serial', IDENTITY.serialNumber, '--model', IDENTITY.modelNumber, '--firmware', IDENTITY.firmwareRevision, '--nqn', IDENTITY.subsystemNqn,
@@ -266,6 +268,97 @@ describe.skipIf(distDaemonUnavailable)('guest-visible identity', () => {
     expect(existsSync(path.join(dir, 'c1.img'))).toBe(false);
     expect(readFileSync(identityFile, 'utf8')).toBe(before);
     expect((await controllers('GetController', { id: 'id1' }))['controller']!.state).toBe('CONTROLLER_STATE_SERVING');
+  });
+
+  it('NSIDs with gaps at creation, an identity asked for at attach: the guest sees them, a restart keeps them, bad ones are refused', async () => {
+    await detachAll();
+    const asked = { nguid: '00112233445566778899aabbccddeeff', eui64: '0102030405060708', uuid: '0f1e2d3c-4b5a-4697-8877-665544332211', blockSize: 4096 };
+    const created = (await create('gaps', {
+      namespaces: [file('gap7.img'), file('gap3.img')],
+      namespaceNsids: [7, 3],
+      namespaceIdentities: [{ nsid: 7, blockSize: 4096 }],
+    }))['controller']!;
+    // In NSID order, each URI with its NSID.
+    expect(created.spec!.namespaceNsids).toEqual([3, 7]);
+    expect(created.namespaces.map((n: any) => [n.nsid, path.basename(n.uri), n.blockSize])).toEqual([[3, 'gap3.img?size=8M', 512], [7, 'gap7.img?size=8M', 4096]]);
+    const attached = await controllers('AttachNamespace', { id: 'gaps', uri: file('gap12.img'), nsid: 12, identity: { nsid: 99, ...asked } });
+    expect(attached['nsid']).toBe(12);
+    expect(attached['controller']!.namespaces.find((n: any) => n.nsid === 12)!.identity).toEqual({ nsid: 12, ...asked });
+
+    const seen = async (): Promise<{ active: number[]; ns12: Record<string, unknown> }> => {
+      const guest = await attach('gaps');
+      const list = await guest.driver.identify(0x02, 0);
+      expect(list.completion.status).toBe(Status.SUCCESS);
+      const active: number[] = [];
+      for (let at = 0; at < list.data.length; at += 4) {
+        const nsid = new DataView(list.data.buffer, list.data.byteOffset + at, 4).getUint32(0, true);
+        if (nsid === 0) break;
+        active.push(nsid);
+      }
+      const ns = await guest.driver.identify(0x00, 12);
+      expect(ns.completion.status).toBe(Status.SUCCESS);
+      const flbas = ns.data[26]! & 0xf;
+      const lbads = (new DataView(ns.data.buffer, ns.data.byteOffset).getUint32(128 + 4 * flbas, true) >>> 16) & 0xff;
+      await detachAll();
+      return { active, ns12: { nguid: hex(ns.data, 104, 16), eui64: hex(ns.data, 120, 8), blockSize: 2 ** lbads } };
+    };
+    const expected = { active: [3, 7, 12], ns12: { nguid: asked.nguid, eui64: asked.eui64, blockSize: asked.blockSize } };
+    expect(await seen()).toEqual(expected);
+
+    // Refused with the reason, and nothing changes.
+    const refusals: Array<[Promise<unknown>, string, string, ...string[]]> = [
+      [create('bad', { namespaces: [file('c1.img'), file('c2.img')], namespaceNsids: [5] }), 'INVALID_ARGUMENT', 'FIELD_INVALID', '1 NSIDs for 2 namespaces'],
+      [create('bad', { namespaces: [file('c1.img'), file('c2.img')], namespaceNsids: [5, 5] }), 'INVALID_ARGUMENT', 'FIELD_INVALID', 'NSID 5 is given twice'],
+      [create('bad', { namespaces: [file('c1.img')], namespaceNsids: [1025] }), 'INVALID_ARGUMENT', 'FIELD_INVALID', 'NSID 1025 must be from 1 to 1024'],
+      [create('bad', { namespaces: [file('c1.img')], namespaceNsids: [4], namespaceIdentities: [{ nsid: 1, blockSize: 512 }] }), 'INVALID_ARGUMENT', 'NAMESPACE_IDENTITY_INVALID', 'configured namespace (4), got 1'],
+      [controllers('AttachNamespace', { id: 'gaps', uri: file('c3.img'), nsid: 13, identity: { eui64: '0'.repeat(16) } }), 'INVALID_ARGUMENT', 'NAMESPACE_IDENTITY_INVALID', 'namespace 13', 'eui64 must be 16 hex digits, not all zero'],
+      // Slot 12 has this NGUID: slot 13 may not take it too.
+      [controllers('AttachNamespace', { id: 'gaps', uri: file('c3.img'), nsid: 13, identity: { nguid: asked.nguid } }), 'FAILED_PRECONDITION', 'IDENTITY_CONFLICT', 'namespace 13', 'have the same nguid'],
+      [controllers('AttachNamespace', { id: 'gaps', uri: `${file('c3.img')}&block-size=512`, nsid: 13, identity: { blockSize: 4096 } }), 'FAILED_PRECONDITION', 'IDENTITY_CONFLICT', 'block size 4096 is configured'],
+    ];
+    for (const [call, code, reason, ...mentions] of refusals) {
+      const error = await expectStatus(call, code as 'INVALID_ARGUMENT', ...mentions);
+      expect(error.reason, error.details).toBe(reason);
+    }
+    await expectStatus(controllers('GetController', { id: 'bad' }), 'NOT_FOUND');
+    expect(existsSync(path.join(dir, 'c3.img'))).toBe(false);
+
+    client.close();
+    await daemon.close();
+    daemon = await start();
+    client = new VfiodClient({ address: daemon.socketPath! });
+    const after = (await controllers('GetController', { id: 'gaps' }))['controller']!;
+    expect(after.namespaces.map((n: any) => n.nsid)).toEqual([3, 7, 12]);
+    expect(await seen()).toEqual(expected);
+    await controllers('DeleteController', { id: 'gaps' });
+  });
+
+  it('the CLI: create --nsid, attach-namespace --namespace-identity; serve --nsid', async () => {
+    const created = await run('create', 'cli-gaps', '--socket', socket('cli-gaps'), '--namespace', file('cg1.img'), '--nsid', '9', '--namespace', file('cg2.img'), '--nsid', '2');
+    expect(created.code, created.stderr).toBe(0);
+    expect((await controllers('GetController', { id: 'cli-gaps' }))['controller']!.namespaces.map((n: any) => [n.nsid, path.basename(n.uri)])).toEqual([[2, 'cg2.img?size=8M'], [9, 'cg1.img?size=8M']]);
+    // The identity's NSID is the NSID when --nsid is not given.
+    const attached = await run('attach-namespace', 'cli-gaps', file('cg3.img'), '--namespace-identity', '5:uuid=11111111-2222-4333-8444-555555555555');
+    expect(attached.code, attached.stderr).toBe(0);
+    expect(attached.stdout).toContain('as namespace 5');
+    expect((await controllers('GetController', { id: 'cli-gaps' }))['controller']!.namespaces.find((n: any) => n.nsid === 5)!.identity!.uuid).toBe('11111111-2222-4333-8444-555555555555');
+    const mismatch = await run('attach-namespace', 'cli-gaps', file('cg4.img'), '--nsid', '6', '--namespace-identity', '7:uuid=11111111-2222-4333-8444-666666666666');
+    expect(mismatch).toMatchObject({ code: 2 });
+    expect(mismatch.stderr).toContain('--namespace-identity is for NSID 7, but --nsid is 6');
+    expect(await run('create', 'cli-bad', '--socket', socket('cli-bad'), '--namespace', 'memory:1M', '--nsid', '0')).toMatchObject({ code: 2 });
+    await controllers('DeleteController', { id: 'cli-gaps' });
+
+    const parsed = parseServeArgs(['--socket', socket('serve-gaps'), '--namespace', 'memory:1M', '--nsid', '4', '--namespace', 'memory:2M', '--nsid', '1', '--namespace-identity', '4:block-size=4096'])!;
+    expect(parsed.config.namespaces).toEqual(['memory:2M', 'memory:1M']);
+    expect(parsed.config.nsids).toEqual([1, 4]);
+    // In order 1..n, nothing is recorded: the configuration is the one without --nsid.
+    expect(parseServeArgs(['--socket', socket('serve-gaps'), '--namespace', 'memory:1M', '--nsid', '1'])!.config.nsids).toBeUndefined();
+    expect(() => parseServeArgs(['--socket', socket('serve-gaps'), '--namespace', 'memory:1M', '--nsid', '2', '--nsid', '3'])).toThrow(
+      new UsageError('serve: --nsid: 2 NSIDs for 1 namespaces: give one NSID per namespace, in the same order'),
+    );
+    expect(() => parseServeArgs(['--socket', socket('serve-gaps'), '--namespace', 'memory:1M', '--nsid', '3', '--namespace-identity', '1:block-size=512'])).toThrow(
+      new UsageError('serve: --namespace-identity[0]: nsid must be the NSID of a configured namespace (3), got 1'),
+    );
   });
 
   it('vfiod serve: a live upgrade and a crash of the data plane keep what the connected guest sees', async () => {

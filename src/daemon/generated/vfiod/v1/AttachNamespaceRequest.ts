@@ -1,5 +1,6 @@
 // Original file: proto/vfiod/v1/controllers.proto
 
+import type { NamespaceIdentity as _vfiod_v1_NamespaceIdentity, NamespaceIdentity__Output as _vfiod_v1_NamespaceIdentity__Output } from '../../vfiod/v1/NamespaceIdentity.js';
 
 export interface AttachNamespaceRequest {
   /**
@@ -19,6 +20,11 @@ export interface AttachNamespaceRequest {
    * attach without an NSID would otherwise attach the disk twice).
    */
   'requestId'?: (string);
+  /**
+   * What the guest sees of the namespace (its nsid field is ignored: the NSID is `nsid` above). Empty fields keep the
+   * slot's persisted ids (a slot used before gets its old ones back) or generate new ones.
+   */
+  'identity'?: (_vfiod_v1_NamespaceIdentity | null);
 }
 
 export interface AttachNamespaceRequest__Output {
@@ -39,4 +45,9 @@ export interface AttachNamespaceRequest__Output {
    * attach without an NSID would otherwise attach the disk twice).
    */
   'requestId': (string);
+  /**
+   * What the guest sees of the namespace (its nsid field is ignored: the NSID is `nsid` above). Empty fields keep the
+   * slot's persisted ids (a slot used before gets its old ones back) or generate new ones.
+   */
+  'identity': (_vfiod_v1_NamespaceIdentity__Output | null);
 }

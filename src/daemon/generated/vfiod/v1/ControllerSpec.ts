@@ -10,8 +10,8 @@ export interface ControllerSpec {
    */
   'socketPath'?: (string);
   /**
-   * Namespace URIs, NSID 1..n at creation (memory:, file:, nvme-tcp://; docs/serve.md). After AttachNamespace or
-   * DetachNamespace they are in NSID order with gaps possible: ControllerInfo.namespaces gives each one's NSID.
+   * Namespace URIs (memory:, file:, nvme-tcp://; docs/serve.md), NSID 1..n at creation unless namespace_nsids says
+   * otherwise. In ControllerInfo.spec: in NSID order, with the NSIDs in namespace_nsids.
    */
   'namespaces'?: (string)[];
   'doorbellMode'?: (_vfiod_v1_DoorbellMode);
@@ -47,6 +47,10 @@ export interface ControllerSpec {
    * per-slot overrides; slots not listed keep theirs
    */
   'namespaceIdentities'?: (_vfiod_v1_NamespaceIdentity)[];
+  /**
+   * The NSID of each of `namespaces`, in the same order: distinct, 1..1024 (gaps allowed). Empty = 1..n.
+   */
+  'namespaceNsids'?: (number)[];
 }
 
 export interface ControllerSpec__Output {
@@ -55,8 +59,8 @@ export interface ControllerSpec__Output {
    */
   'socketPath': (string);
   /**
-   * Namespace URIs, NSID 1..n at creation (memory:, file:, nvme-tcp://; docs/serve.md). After AttachNamespace or
-   * DetachNamespace they are in NSID order with gaps possible: ControllerInfo.namespaces gives each one's NSID.
+   * Namespace URIs (memory:, file:, nvme-tcp://; docs/serve.md), NSID 1..n at creation unless namespace_nsids says
+   * otherwise. In ControllerInfo.spec: in NSID order, with the NSIDs in namespace_nsids.
    */
   'namespaces': (string)[];
   'doorbellMode': (_vfiod_v1_DoorbellMode__Output);
@@ -92,4 +96,8 @@ export interface ControllerSpec__Output {
    * per-slot overrides; slots not listed keep theirs
    */
   'namespaceIdentities': (_vfiod_v1_NamespaceIdentity__Output)[];
+  /**
+   * The NSID of each of `namespaces`, in the same order: distinct, 1..1024 (gaps allowed). Empty = 1..n.
+   */
+  'namespaceNsids': (number)[];
 }

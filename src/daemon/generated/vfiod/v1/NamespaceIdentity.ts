@@ -7,7 +7,7 @@
  */
 export interface NamespaceIdentity {
   /**
-   * the slot: 1..n, n = the number of spec.namespaces
+   * the slot: an NSID of spec.namespaces (1..n unless spec.namespace_nsids says otherwise)
    */
   'nsid'?: (number);
   /**
@@ -34,7 +34,7 @@ export interface NamespaceIdentity {
  */
 export interface NamespaceIdentity__Output {
   /**
-   * the slot: 1..n, n = the number of spec.namespaces
+   * the slot: an NSID of spec.namespaces (1..n unless spec.namespace_nsids says otherwise)
    */
   'nsid': (number);
   /**
