@@ -65,7 +65,12 @@ export interface EmulationTarget extends TargetBase {
   serverCpus?: string;
   /** How fio's engine waits for completions: spin on the CQ (poll) or sleep on the queue's MSI-X eventfd (irq). */
   completion: 'poll' | 'irq';
+  /** How long `vfiod serve` may take to listen before the target counts as failed (default 30 s). */
+  startTimeoutSeconds: number;
 }
+
+export const DEFAULT_SERVE_START_TIMEOUT_SECONDS = 30;
+export const MAX_SERVE_START_TIMEOUT_SECONDS = 3600;
 
 export interface PassthroughTarget extends TargetBase {
   type: 'passthrough';
@@ -157,7 +162,7 @@ export function parseBenchConfig(text: string, source = '<config>'): BenchConfig
 const TOP_KEYS = ['name', 'fio', 'engine', 'matrix', 'smoke', 'targets'];
 const MATRIX_KEYS = ['rw', 'rwmixread', 'bs', 'iodepth', 'numjobs', 'verify', 'runtime', 'ramp', 'size', 'repetitions'];
 const TARGET_KEYS: Record<TargetType, string[]> = {
-  emulation: ['name', 'type', 'namespace', 'doorbells', 'completion', 'serve-args', 'server-cpus', 'fio-cpus'],
+  emulation: ['name', 'type', 'namespace', 'doorbells', 'completion', 'serve-args', 'server-cpus', 'fio-cpus', 'start-timeout'],
   passthrough: ['name', 'type', 'bdf', 'nsid', 'prepare', 'claims-db', 'fio-cpus'],
   file: ['name', 'type', 'path', 'ioengine', 'direct', 'fio-cpus'],
   'in-guest': ['name', 'type', 'exec', 'device', 'ioengine', 'direct', 'fio', 'vmm-pid'],
@@ -421,7 +426,12 @@ function validateTarget(
         problems.push(`${where}.completion: ${describe(completion)} is not a completion mode; allowed: poll (fio spins on the CQ), irq (fio sleeps on the MSI-X eventfd)`);
         return undefined;
       }
-      const target: EmulationTarget = { name, type, namespace, doorbells, serveArgs, completion };
+      const startTimeoutSeconds = entry['start-timeout'] ?? DEFAULT_SERVE_START_TIMEOUT_SECONDS;
+      if (typeof startTimeoutSeconds !== 'number' || !Number.isInteger(startTimeoutSeconds) || startTimeoutSeconds < 1 || startTimeoutSeconds > MAX_SERVE_START_TIMEOUT_SECONDS) {
+        problems.push(`${where}.start-timeout: expected whole seconds from 1 to ${MAX_SERVE_START_TIMEOUT_SECONDS} (how long 'vfiod serve' may take to listen), got ${describe(startTimeoutSeconds)}`);
+        return undefined;
+      }
+      const target: EmulationTarget = { name, type, namespace, doorbells, serveArgs, completion, startTimeoutSeconds };
       if (entry['server-cpus'] !== undefined) {
         const cpus = cpuList(entry['server-cpus'], `${where}.server-cpus`, problems);
         if (!cpus) return undefined;

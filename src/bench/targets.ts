@@ -18,7 +18,6 @@ import { buildEngine, prebuiltEngine, vfioEngineOptions, vfioUserEngineOptions }
 import type { Logger } from '../util/log.js';
 
 const VFIOD_BIN = fileURLToPath(new URL('../../bin/vfiod.js', import.meta.url));
-const SERVE_READY_TIMEOUT_MS = 30_000;
 const SERVE_STOP_TIMEOUT_MS = 20_000;
 
 export class TargetError extends Error {
@@ -126,9 +125,15 @@ async function startEmulation(config: EmulationTarget, context: TargetContext): 
       reject(new TargetError(config.name, `vfiod serve exited (${describeExit(exited)}) before it listened: ${lastLines(tail)}`)),
     );
   });
-  const timeout = setTimeout(() => child.kill('SIGKILL'), SERVE_READY_TIMEOUT_MS);
+  // A server that is not listening by then is killed and named as too slow, not as one that died on its own.
+  let timeout: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<never>((_, reject) => {
+    timeout = setTimeout(() => {
+      reject(new TargetError(config.name, `vfiod serve did not listen within ${config.startTimeoutSeconds} s (a slow host or namespace backend; raise the target's start-timeout); stopped it. Its output: ${lastLines(tail)}`));
+    }, config.startTimeoutSeconds * 1000);
+  });
   try {
-    await ready;
+    await Promise.race([ready, timedOut]);
   } catch (error) {
     if (!exited) child.kill('SIGKILL');
     rmSync(socketDir, { recursive: true, force: true });

@@ -22,7 +22,7 @@ engine: $VT_REPO/bench/fio-engine/build/vfiod-fio.so
 smoke: { rw: [randwrite, randread], bs: [4k], iodepth: [1, 8], runtime: 1s, ramp: 0, size: 4M, verify: true, repetitions: 1 }
 targets:
   - { name: vf, type: passthrough, bdf: '$VF', prepare: true, claims-db: /run/vfiod-claims.db }
-  - { name: emu, type: emulation, namespace: 'memory:16M', completion: irq }
+  - { name: emu, type: emulation, namespace: 'memory:16M', completion: irq, start-timeout: 600 }
 EOF
 log "running vfiod bench"
 cd /tmp # writable (the root is read-only 9p)

@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync, writeSync, closeSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +18,7 @@ import { renderReport, referenceTarget, workloadTables } from '../../../src/benc
 import type { BenchResults } from '../../../src/bench/results.js';
 import { svgDocument } from '../../../src/bench/svg.js';
 import { CpuSampler, processCpuSeconds } from '../../../src/bench/cpu.js';
+import { startTarget } from '../../../src/bench/targets.js';
 import { Progress, formatDuration } from '../../../src/bench/progress.js';
 import { memoryLogger } from '../../../src/util/log.js';
 import { temporaryDir } from '../../helpers/common.js';
@@ -67,7 +69,7 @@ targets:
       verify: [false, true], runtimeSeconds: 5, rampSeconds: 0.5, sizeBytes: 64 * 2 ** 20, repetitions: 3,
     });
     expect(config.targets).toEqual([
-      { name: 'emu', type: 'emulation', namespace: 'memory:256M', doorbells: 'polled', serveArgs: ['--io-queues', '4'], completion: 'poll' },
+      { name: 'emu', type: 'emulation', namespace: 'memory:256M', doorbells: 'polled', serveArgs: ['--io-queues', '4'], completion: 'poll', startTimeoutSeconds: 30 },
       { name: 'vf', type: 'passthrough', bdf: '0000:3b:00.1', nsid: 1, prepare: false, claimsDb: '/var/lib/vfiod/claims.db' },
       { name: 'base', type: 'file', path: '/srv/bench/data/base.img', ioengine: 'io_uring', direct: true },
     ]);
@@ -116,6 +118,7 @@ targets:
   - { name: p, type: passthrough, bdf: 'pci-1' }
   - { name: f, type: file, path: /x, ioengine: spdk, sync: true }
   - { name: g, type: in-guest, command: [ssh, vm1], device: /dev/nvme0n1 }
+  - { name: e5, type: emulation, start-timeout: 0 }
 `),
     ).toEqual([
       "targets[0].type: 'vm' is not a target type; allowed: emulation, passthrough, file, in-guest",
@@ -129,6 +132,7 @@ targets:
       "targets[7].ioengine: 'spdk' is not supported; allowed: libaio, io_uring, psync",
       'targets[8].command: unknown key; allowed: name, type, exec, device, ioengine, direct, fio, vmm-pid',
       'targets[8].exec: expected {command: [argv prefix, e.g. ssh, vm1]} or {qga: <QEMU guest agent unix socket>}, got undefined',
+      "targets[9].start-timeout: expected whole seconds from 1 to 3600 (how long 'vfiod serve' may take to listen), got 0",
     ]);
     // 64 MiB per job x 2 jobs does not fit a 64 MiB namespace (checked only once everything else is valid).
     expect(problems("matrix: { size: 64M, numjobs: [1, 2] }\ntargets: [{ name: e, type: emulation, namespace: 'memory:64M' }]")).toEqual([
@@ -399,6 +403,26 @@ describe.skipIf(!built)('vfiod bench (CLI)', () => {
     expect(full.stderr).toContain("matrix.size: 268435456 bytes x 1 jobs do not fit target 'e' (namespace memory:16M holds 16777216 bytes)");
     expect(existsSync(path.join(dir, 'small-out'))).toBe(false);
     expect((await runCli(['--config', path.join(dir, 'missing.yaml')])).stderr).toMatch(/missing\.yaml: invalid bench config:\n {2}- cannot read the file/);
+  });
+});
+
+describe.skipIf(smokeSkip !== undefined)('an emulation target that does not listen in time', () => {
+  it('is stopped and named as too slow, with the setting to raise', async () => {
+    // An NVMe/TCP "target" that accepts and never answers: vfiod serve waits for it and does not listen.
+    const silent = net.createServer(() => undefined);
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const port = (silent.address() as net.AddressInfo).port;
+    try {
+      const config = parseBenchConfig(`targets: [{ name: slow, type: emulation, namespace: 'nvme-tcp://127.0.0.1:${port}/nqn.2026-12.dev.vfiod:silent?nsid=1', start-timeout: 1 }]`, path.join(dir, 'slow.yaml'));
+      const started = Date.now();
+      await expect(startTarget(config.targets[0]!, { dir: path.join(dir, 'slow'), bytesNeeded: 4096, logger: memoryLogger().logger })).rejects.toThrow(
+        /^target 'slow': vfiod serve did not listen within 1 s \(a slow host or namespace backend; raise the target's start-timeout\); stopped it/,
+      );
+      // It gave up at the deadline, not at some later timeout of its own.
+      expect(Date.now() - started).toBeLessThan(20_000);
+    } finally {
+      silent.close();
+    }
   });
 });
 
