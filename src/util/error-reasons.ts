@@ -153,6 +153,24 @@ export const ERROR_REASONS = {
     when: 'a change that would pull a device from under its guest (a vGPU profile, removing VFs) while it is attached to a VM or a VMM holds it',
     metadata: ['bdf', 'attached_to', 'holder_pid', 'holder_comm'],
   },
+  IOMMUFD_UNAVAILABLE: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'pci-device',
+    when: 'a device to give through iommufd (asked for, or on a vendor VFIO driver) has no VFIO cdev, or the host has no `/dev/iommu`',
+    metadata: ['bdf'],
+  },
+  VFIO_GROUP_UNAVAILABLE: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'pci-device',
+    when: '`vfio_backend: group` for a device on a vendor VFIO driver or with a VFIO cdev and no group node (it goes through iommufd)',
+    metadata: ['bdf'],
+  },
+  VMM_CANNOT_USE_IOMMUFD: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'pci-device',
+    when: 'a device that needs iommufd (asked for, vendor VFIO driver, cdev only) for cloud-hypervisor: v48 opens VFIO devices through their group only',
+    metadata: ['bdf'],
+  },
   VGPU_NOT_SUPPORTED: {
     codes: ['FAILED_PRECONDITION'],
     resource: 'pci-device',
