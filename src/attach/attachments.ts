@@ -19,7 +19,7 @@ import {
   type StaticConfigRequest, type StaticConfigResult, type StaticDevice,
 } from '../hypervisor/static-config.js';
 import type { HostFunctionFacts } from '../hypervisor/pci-window.js';
-import { checkVfioBackendChoice, resolveVfioBackend, type VfioBackend, type VfioBackendChoice, type VfioFacts } from '../hypervisor/vfio-backend.js';
+import { checkVfioBackendChoice, resolveQemuVmBackends, resolveVfioBackend, type VfioBackend, type VfioBackendChoice, type VfioFacts } from '../hypervisor/vfio-backend.js';
 import { normalizeBdf } from '../util/pci-address.js';
 import type { AddedDevice, AttachSource, HypervisorAdapter, HypervisorEndpoint, HypervisorKind } from '../hypervisor/types.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
@@ -304,7 +304,7 @@ export class AttachmentManager {
     }
     const vfioBackend = checkVfioBackendChoice(request.vfioBackend, context);
     if (source.kind === 'pci' && request.endpoint.hypervisor === 'cloud-hypervisor') {
-      // cloud-hypervisor cannot use iommufd: refuse before anything changes.
+      // cloud-hypervisor cannot use iommufd: refuse what needs it before anything changes.
       resolveVfioBackend(vfioBackend, source.bdf, this.devices.vfioFacts(source.bdf), 'cloud-hypervisor', context);
     }
     const timeoutMs = request.timeoutMs ?? DEFAULT_ATTACH_TIMEOUT_MS;
@@ -443,13 +443,10 @@ export class AttachmentManager {
     let maybeAdded: string | undefined;
     try {
       adapter = this.adapterFor(vmId, request.endpoint);
+      if (source.kind === 'pci') this.decideVfioBackends(attachment, request.vfioBackend ?? 'auto', context);
       for (const [i, fn] of attachment.functions.entries()) {
         maybeAdded = fn.vmmDeviceId;
         step(30 + Math.floor((40 * i) / attachment.functions.length), `adding ${fn.vmmDeviceId} to the VMM`);
-        if (fn.hostBdf !== null) {
-          // Decided on the prepared device (its cdev and group node exist only once it is on a VFIO driver).
-          fn.vfioBackend = resolveVfioBackend(request.vfioBackend ?? 'auto', fn.hostBdf, this.devices.vfioFacts(fn.hostBdf), request.endpoint.hypervisor, context);
-        }
         const result =
           source.kind === 'pci'
             ? await adapter.addPciDevice(
@@ -507,6 +504,25 @@ export class AttachmentManager {
     } finally {
       await adapter?.close();
     }
+  }
+
+  /**
+   * How the VMM opens each function of a PCI attachment, decided on the prepared device (its cdev and group node
+   * exist only once it is on a VFIO driver). A QEMU VM keeps one backend for all its VFIO devices: those of its other
+   * attachments decide.
+   */
+  private decideVfioBackends(a: Attachment, choice: VfioBackendChoice, context: string): void {
+    const requests = a.functions.map((f) => ({ id: f.vmmDeviceId, bdf: f.hostBdf!, choice, facts: this.devices.vfioFacts(f.hostBdf!) }));
+    let backends: Record<string, VfioBackend>;
+    if (a.hypervisor === 'qemu') {
+      // records from before the field was added are group attachments
+      const others = [...this.records.values()].filter((o) => o.vmId === a.vmId && o.deviceId !== a.deviceId && o.source.kind === 'pci').flatMap((o) => o.functions);
+      const backend = others.find((f) => f.vfioBackend !== null)?.vfioBackend ?? 'group';
+      backends = resolveQemuVmBackends(requests, others.length ? { backend, ids: others.map((f) => f.vmmDeviceId) } : undefined, context);
+    } else {
+      backends = Object.fromEntries(requests.map((r) => [r.id, resolveVfioBackend(r.choice, r.bdf, r.facts, a.hypervisor, context)]));
+    }
+    for (const f of a.functions) f.vfioBackend = backends[f.vmmDeviceId]!;
   }
 
   /** Undoes a failed attach: removes what the VMM got, releases what this attach prepared. Returns what it did. */

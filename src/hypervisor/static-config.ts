@@ -7,7 +7,9 @@
 import { normalizeBdf } from '../util/pci-address.js';
 import { VfiodError } from '../util/errors.js';
 import type { AttachSource, HypervisorKind } from './types.js';
-import { checkVfioBackendChoice, hostSysfsPath, QEMU_IOMMUFD_OBJECT_ID, resolveVfioBackend, type VfioBackend, type VfioBackendChoice, type VfioFacts } from './vfio-backend.js';
+import {
+  checkVfioBackendChoice, hostSysfsPath, QEMU_IOMMUFD_OBJECT_ID, resolveQemuVmBackends, resolveVfioBackend, type VfioBackend, type VfioBackendChoice, type VfioFacts,
+} from './vfio-backend.js';
 import { apertureFor, bridgeWindow, type BridgeWindow, GIB, type HostFunctionFacts, numaNodesOf, ovmfMmio64Mb, qemuSizeText } from './pci-window.js';
 
 /** cloud-hypervisor DeviceConfig (OpenAPI components.schemas.DeviceConfig). */
@@ -245,9 +247,7 @@ export function buildStaticConfig(request: StaticConfigRequest): StaticConfigRes
     }
     if (d.source.kind === 'pci') {
       const bdf = sourceBdf(d.source, `${context}, device ${id}`);
-      const choice = checkVfioBackendChoice(d.vfioBackend, `${context}, device ${id}`);
-      const vfioBackend = resolveVfioBackend(choice, bdf, request.hostVfio?.[bdf], request.hypervisor, `${context}, device ${id}`);
-      return { ...d, id, source: { kind: 'pci' as const, bdf }, vfioBackend };
+      return { ...d, id, source: { kind: 'pci' as const, bdf }, vfioBackend: checkVfioBackendChoice(d.vfioBackend, `${context}, device ${id}`) };
     }
     checkSocketPath(d.source.socketPath, `${context}, device ${id}`);
     return { ...d, id };
@@ -269,7 +269,11 @@ export function buildStaticConfig(request: StaticConfigRequest): StaticConfigRes
     ovmfMmio64Mb: 0,
   };
   const pciDevices = devices.flatMap((d) => (d.source.kind === 'pci' ? [{ id: d.id, bdf: d.source.bdf, facts: factsOf(d) }] : []));
-  const vfioBackends = Object.fromEntries(devices.flatMap((d) => (d.source.kind === 'pci' ? [[d.id, d.vfioBackend as VfioBackend]] : [])));
+  const backendRequests = devices.flatMap((d) => (d.source.kind === 'pci' ? [{ id: d.id, bdf: d.source.bdf, choice: d.vfioBackend ?? 'auto', facts: request.hostVfio?.[d.source.bdf] }] : []));
+  const vfioBackends: Record<string, VfioBackend> =
+    request.hypervisor === 'qemu'
+      ? resolveQemuVmBackends(backendRequests, undefined, context)
+      : Object.fromEntries(backendRequests.map((f) => [f.id, resolveVfioBackend(f.choice, f.bdf, f.facts, 'cloud-hypervisor', `${context}, device ${f.id}`)]));
   const numa = numaNodesOf(pciDevices);
   if (numa.nodes.length > 1) {
     warnings.push(
@@ -390,7 +394,7 @@ export function buildStaticConfig(request: StaticConfigRequest): StaticConfigRes
       `pcie-root-port,id=${bus},chassis=${firstChassis + i},slot=${i}${node !== undefined ? `,bus=${expanders.get(node)}` : ''}${window.size > 0 ? `,pref64-reserve=${qemuSizeText(window.size)}` : ''}`,
     );
     if (d.source.kind === 'pci') {
-      const opened = d.vfioBackend === 'iommufd' ? `iommufd=${QEMU_IOMMUFD_OBJECT_ID},sysfsdev=${hostSysfsPath(d.source.bdf)}` : `host=${d.source.bdf}`;
+      const opened = vfioBackends[d.id] === 'iommufd' ? `iommufd=${QEMU_IOMMUFD_OBJECT_ID},sysfsdev=${hostSysfsPath(d.source.bdf)}` : `host=${d.source.bdf}`;
       args.push('-device', `vfio-pci,${opened},id=${d.id},bus=${bus}${d.bootIndex !== undefined ? `,bootindex=${d.bootIndex}` : ''}`);
     } else {
       const json: Record<string, unknown> = { driver: 'vfio-user-pci', socket: { path: d.source.socketPath, type: 'unix' }, id: d.id, bus };

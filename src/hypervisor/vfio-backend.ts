@@ -4,14 +4,16 @@
  * facts come in as arguments (src/devices reads them from sysfs).
  *
  * The rule (docs/hypervisors.md, "VFIO backend: group or iommufd"):
- * - `auto` (the default) takes iommufd only where the group cannot serve: a device on a vendor VFIO driver (NVIDIA
- *   vGPU VFs on `nvidia`: vfiod never rebinds them, their VFIO interface is the cdev) or one with a cdev and no group
- *   node. Everything else keeps the group, which every VMM vfiod drives can open (QEMU >= 9.0 is needed for iommufd,
- *   and a static configuration cannot know the QEMU version it will be given to).
- * - `iommufd` asks for it: the device needs a cdev and the host `/dev/iommu`.
- * - `group` asks for the group: refused for a vendor VFIO driver and for a device without a group node.
- * cloud-hypervisor v48 opens devices through their group only (DeviceConfig has no iommufd or cdev field): iommufd
- * there is refused with the reason.
+ * - `auto` (the default): iommufd where the group cannot serve (a cdev and no group node), and on QEMU for a device
+ *   on a vendor VFIO driver (NVIDIA vGPU VFs on `nvidia`: vfiod never rebinds them and the cdev is their VFIO
+ *   interface) when the host has /dev/iommu. Everything else keeps the group, which every VMM vfiod drives can open
+ *   (iommufd needs QEMU >= 9.0, and a static configuration cannot know the QEMU it will be given to). Vendor VFIO
+ *   devices keep their group node too (libvirt's group-based hostdev works on them), so cloud-hypervisor, which has
+ *   the group only, still takes them.
+ * - `iommufd` asks for it: the device needs a cdev and the host /dev/iommu.
+ * - `group` asks for the group: refused for a device with a cdev and no group node.
+ * cloud-hypervisor v48 opens devices through their group only (DeviceConfig has no iommufd, cdev or fd field):
+ * iommufd there is refused with the reason.
  */
 import { VfiodError } from '../util/errors.js';
 import type { HypervisorKind } from './types.js';
@@ -54,21 +56,21 @@ export function checkVfioBackendChoice(choice: unknown, context: string): VfioBa
  * (a configuration built for another host) `auto` means the group and an explicit choice is taken as given.
  */
 export function resolveVfioBackend(choice: VfioBackendChoice, bdf: string, facts: VfioFacts | undefined, hypervisor: HypervisorKind, context: string): VfioBackend {
-  const needsIommufd = facts !== undefined && (facts.vendorDriver !== null || (facts.cdev !== null && !facts.groupNode));
-  const why = facts?.vendorDriver ? `it is on the vendor VFIO driver ${facts.vendorDriver}, which vfiod never rebinds` : 'it has a VFIO cdev and no group node';
-  if (choice === 'group' && needsIommufd) {
-    throw new VfiodError('FAILED_PRECONDITION', `${context}: ${bdf} cannot be given through its VFIO group: ${why}; it is attached through iommufd`, {
+  const cdevOnly = facts !== undefined && facts.cdev !== null && !facts.groupNode;
+  if (choice === 'group' && cdevOnly) {
+    throw new VfiodError('FAILED_PRECONDITION', `${context}: ${bdf} cannot be given through its VFIO group: it has a VFIO cdev and no group node (/dev/vfio/<group>); use iommufd`, {
       reason: 'VFIO_GROUP_UNAVAILABLE',
       bdf,
     });
   }
-  const backend: VfioBackend = choice === 'iommufd' || needsIommufd ? 'iommufd' : 'group';
+  const vendorOnQemu = hypervisor === 'qemu' && facts !== undefined && facts.vendorDriver !== null && facts.cdev !== null && facts.iommufdHost;
+  const backend: VfioBackend = choice === 'iommufd' || (choice === 'auto' && (cdevOnly || vendorOnQemu)) ? 'iommufd' : 'group';
   if (backend === 'group') return backend;
   if (hypervisor === 'cloud-hypervisor') {
     throw new VfiodError(
       'FAILED_PRECONDITION',
-      `${context}: ${bdf} needs iommufd (${choice === 'iommufd' ? 'asked for' : why}), and cloud-hypervisor v48 opens VFIO devices through their IOMMU group only ` +
-        '(DeviceConfig has a sysfs path and no iommufd, cdev or fd setting): give it to a QEMU VM (>= 9.0), or bind it to vfio-pci and use the group',
+      `${context}: ${bdf} needs iommufd (${choice === 'iommufd' ? 'asked for' : 'it has a VFIO cdev and no group node'}), and cloud-hypervisor v48 opens VFIO devices through their IOMMU group only ` +
+        '(DeviceConfig has a sysfs path and no iommufd, cdev or fd setting): give it to a QEMU VM (>= 9.0), or bind it to vfio-pci with the group node present',
       { reason: 'VMM_CANNOT_USE_IOMMUFD', bdf },
     );
   }
@@ -87,4 +89,46 @@ export function resolveVfioBackend(choice: VfioBackendChoice, bdf: string, facts
     });
   }
   return backend;
+}
+
+/** One PCI function of a QEMU VM whose backend is to be decided. */
+export interface BackendRequest {
+  id: string;
+  bdf: string;
+  choice: VfioBackendChoice;
+  facts: VfioFacts | undefined;
+}
+
+/**
+ * The backend of every PCI function given to one QEMU VM, all the same: QEMU 11.1.3 aborts when a VM has vfio-pci
+ * devices on both (a VM started with one through iommufd and one through its group dies at start, "Object ... is not
+ * an instance of type vfio-iommu-legacy"). Each function is decided alone first; then the VM's backend is the one of
+ * the devices it already has (`existing`, hot-plug), else iommufd when any function needs it, else the group, and the
+ * `auto` functions follow it where they can. A function that cannot (or was asked for the other one) is refused.
+ */
+export function resolveQemuVmBackends(functions: BackendRequest[], existing: { backend: VfioBackend; ids: string[] } | undefined, context: string): Record<string, VfioBackend> {
+  const alone = new Map(functions.map((f) => [f.id, resolveVfioBackend(f.choice, f.bdf, f.facts, 'qemu', `${context}, device ${f.id}`)]));
+  const target: VfioBackend = existing?.backend ?? ([...alone.values()].includes('iommufd') ? 'iommufd' : 'group');
+  const result: Record<string, VfioBackend> = {};
+  for (const f of functions) {
+    let backend = alone.get(f.id)!;
+    if (backend !== target && f.choice === 'auto') {
+      try {
+        backend = resolveVfioBackend(target, f.bdf, f.facts, 'qemu', context);
+      } catch {
+        // stays as it is: refused below
+      }
+    }
+    if (backend !== target) {
+      const others = existing ? existing.ids : functions.filter((o) => alone.get(o.id) === target).map((o) => o.id);
+      throw new VfiodError(
+        'FAILED_PRECONDITION',
+        `${context}: ${f.id} (${f.bdf}) would go through ${backend === 'iommufd' ? 'iommufd' : 'its VFIO group'} while ${others.join(', ')} ${others.length > 1 ? 'go' : 'goes'} through ` +
+          `${target === 'iommufd' ? 'iommufd' : 'the group'}: QEMU cannot have VFIO devices on both in one VM (QEMU 11.1.3 aborts); give them the same vfio backend`,
+        { reason: 'VFIO_BACKENDS_MIXED', bdf: f.bdf },
+      );
+    }
+    result[f.id] = backend;
+  }
+  return result;
 }

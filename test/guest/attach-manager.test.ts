@@ -456,10 +456,10 @@ describe('reconcile after a restart', () => {
 });
 
 describe('VFIO backend: group or iommufd', () => {
-  it('cloud-hypervisor: a vendor VFIO device, or iommufd asked for, is refused before anything changes', async () => {
+  it('cloud-hypervisor: iommufd asked for is refused before anything changes', async () => {
     const { fake, endpoint } = await vmm('vm1');
     writeFileSync(path.join(host.roots.dev, 'iommu'), '');
-    await expectError(manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: VGPU_VF } }), 'FAILED_PRECONDITION', /0000:05:00.4 needs iommufd \(it is on the vendor VFIO driver nvidia/, /cloud-hypervisor v48/);
+    await expectError(manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: VGPU_VF }, vfioBackend: 'iommufd' }), 'FAILED_PRECONDITION', /0000:05:00.4 needs iommufd \(asked for\)/, /cloud-hypervisor v48/);
     await expectError(manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: VF1 }, vfioBackend: 'iommufd' }), 'FAILED_PRECONDITION', /needs iommufd \(asked for\)/);
     await expectError(manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: VF1 }, vfioBackend: 'cdev' as never }), 'INVALID_ARGUMENT', /VFIO backend "cdev"/);
     expect(fake.requests).toEqual([]);
@@ -468,14 +468,18 @@ describe('VFIO backend: group or iommufd', () => {
     expect(host.driverOf(VF1)).toBe('nvme');
   });
 
-  it('static configuration: a vendor VFIO device goes through iommufd on a host with /dev/iommu; without it the refusal says so', async () => {
+  it('static configuration: a vendor VFIO device goes through iommufd on a host with /dev/iommu, through its group without; iommufd asked for without it is refused', async () => {
     await devices.prepare(VGPU_VF, 'vm1');
     const request = { hypervisor: 'qemu' as const, vmId: 'vm1', devices: [{ source: { kind: 'pci' as const, bdf: VGPU_VF }, id: 'vgpu0' }, { source: { kind: 'pci' as const, bdf: VF1 }, id: 'vf0' }] };
-    await expectError(Promise.resolve().then(() => manager.staticConfig(request)), 'FAILED_PRECONDITION', /0000:05:00.4 needs iommufd and the host has no \/dev\/iommu/);
+    expect(manager.staticConfig(request).vfioBackends).toEqual({ vgpu0: 'group', vf0: 'group' });
+    const asked = { ...request, devices: [{ ...request.devices[0]!, vfioBackend: 'iommufd' as const }] };
+    await expectError(Promise.resolve().then(() => manager.staticConfig(asked)), 'FAILED_PRECONDITION', /0000:05:00.4 needs iommufd and the host has no \/dev\/iommu/);
     writeFileSync(path.join(host.roots.dev, 'iommu'), '');
     const result = manager.staticConfig(request);
-    expect(result.vfioBackends).toEqual({ vgpu0: 'iommufd', vf0: 'group' });
+    // VF1 (not prepared yet, on nvme) follows the vGPU VF: one backend per QEMU VM
+    expect(result.vfioBackends).toEqual({ vgpu0: 'iommufd', vf0: 'iommufd' });
     expect(result.qemu!.args).toContain(`vfio-pci,iommufd=vfiod-iommufd0,sysfsdev=/sys/bus/pci/devices/${VGPU_VF},id=vgpu0,bus=vfiod-rp0`);
+    expect(result.qemu!.args).toContain(`vfio-pci,iommufd=vfiod-iommufd0,sysfsdev=/sys/bus/pci/devices/${VF1},id=vf0,bus=vfiod-rp1`);
     expect(result.qemu!.args.slice(0, 2)).toEqual(['-object', 'iommufd,id=vfiod-iommufd0']);
     expect(host.driverOf(VGPU_VF)).toBe('nvidia'); // never rebound
   });

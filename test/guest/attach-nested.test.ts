@@ -12,12 +12,16 @@
  * (-object iommufd + vfio-pci iommufd=,sysfsdev=) and (a) runs twice on the same L2, through the group and then
  * through iommufd (QMP object-add + device_add iommufd=); the L2 QEMU's open files show which it used. Without them
  * the iommufd checks skip with the reason and the rest runs on the L1 kernel with Debian's QEMU.
+ * Large BAR: L1 also gets an ivshmem-plain with a 1 GiB memory backend (a 64-bit prefetchable BAR2, the GPU stand-in of
+ * large-bar.test.ts) behind its own root port; (b) passes it through to the boot L2 as well, with the root port's
+ * pref64-reserve sized by vfiod from L1's sysfs, and L2's SeaBIOS must assign the BAR (query-pci).
  * One L1 boot runs everything. The L2 Linux boot under TCG-in-TCG dominates: ~2 minutes with build-kernel.sh's small
  * kernel, 4-8 minutes with Debian's on a busy host (docs/hypervisors.md has the measurements). Skips with the reason
  * when the VFIO guest cannot run (QEMU, static busybox, guest kernel ...) or SeaBIOS is missing.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { closeSync, existsSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -27,6 +31,8 @@ import {
 import { vfioUserQemu } from '../../testbed/vfio-user-vm.js';
 
 const MARKER = 'VFIOD-NVME-BOOT-OK';
+/** The large-BAR stand-in's BAR2: ivshmem-plain maps its whole memory backend there. */
+const BIG_BAR = 2 ** 30;
 /**
  * L2 boots the small built-in kernel of testbed/vfio-guest/build-kernel.sh when it has what L2 needs (seconds instead
  * of minutes under TCG-in-TCG), else the L1 kernel with the nvme modules.
@@ -93,6 +99,11 @@ describe.skipIf(reason !== undefined)('attach in a nested guest: QMP hot-plug/un
       timeoutMs: 900_000,
       memoryMb: 2560,
       ...(setup.iommufd ? { kernel: IOMMUFD_GUEST_KERNEL_DIR } : {}),
+      // the large-BAR stand-in, alone behind its root port (its own IOMMU group); its RAM is never touched
+      qemuArgs: [
+        '-object', `memory-backend-ram,id=bigbar,size=${BIG_BAR}`,
+        '-device', 'pcie-root-port,id=rp9,chassis=9,slot=9', '-device', 'ivshmem-plain,memdev=bigbar,bus=rp9',
+      ],
       files: { 'bootsector.bin': markerBootSector(MARKER), 'l1-setup.json': Buffer.from(JSON.stringify(setup)) },
       nested: {
         init: path.join(REPO, 'testbed', 'vfio-guest', 'nested-l2-init.sh'),
@@ -125,6 +136,17 @@ describe.skipIf(reason !== undefined)('attach in a nested guest: QMP hot-plug/un
   });
 
   const round = (name: string): R => ((r.hotplug ?? []) as R[]).find((h) => h.name === name) ?? {};
+  /** SHA-256 of a range of the L1 guest's NVMe backing file on this host: what the emulated device really stored. */
+  const backingSha256 = (offset: number, bytes: number): string => {
+    const buffer = Buffer.alloc(bytes);
+    const fd = openSync(path.join(run!.workDir, 'nvm0.img'), 'r');
+    try {
+      readSync(fd, buffer, 0, bytes, offset);
+    } finally {
+      closeSync(fd);
+    }
+    return createHash('sha256').update(buffer).digest('hex');
+  };
 
   it('attach prepared the VF (vfio-pci, claim for the VM) and hot-plugged it into an empty root port over QMP, through its group', () => {
     const h = round('group');
@@ -152,6 +174,7 @@ describe.skipIf(reason !== undefined)('attach in a nested guest: QMP hot-plug/un
     expect(h.l2Io).toMatchObject({ offset: 1 << 20, bytes: 4 << 20 });
     expect(h.l2Io.read).toBe(h.l2Io.wrote);
     expect(h.hostSha256).toBe(h.l2Io.wrote);
+    expect(backingSha256(h.l2Io.offset, h.l2Io.bytes)).toBe(h.l2Io.wrote);
   });
 
   it('detach waited for DEVICE_DELETED and released the VF back to nvme; no claim or attachment is left', () => {
@@ -165,16 +188,35 @@ describe.skipIf(reason !== undefined)('attach in a nested guest: QMP hot-plug/un
   });
 
   it('an L2 started from staticConfig (vfio-pci with bootindex=0, no kernel) booted from the VF: marker on its serial console', () => {
-    const opened = r.setup.iommufd ? [`iommufd=vfiod-iommufd0,sysfsdev=/sys/bus/pci/devices/${r.vf}`] : [`host=${r.vf}`];
+    // one backend for the whole VM: the stand-in follows the VF (QEMU 11.1.3 aborts on a mix)
+    const opened = (bdf: string): string => (r.setup.iommufd ? `iommufd=vfiod-iommufd0,sysfsdev=/sys/bus/pci/devices/${bdf}` : `host=${bdf}`);
     expect(r.bootConfig.qemu.args).toEqual([
       ...(r.setup.iommufd ? ['-object', 'iommufd,id=vfiod-iommufd0'] : []),
       '-device', 'pcie-root-port,id=vfiod-rp0,chassis=32,slot=0',
-      '-device', `vfio-pci,${opened[0]},id=boot0,bus=vfiod-rp0,bootindex=0`,
+      '-device', `vfio-pci,${opened(r.vf)},id=boot0,bus=vfiod-rp0,bootindex=0`,
+      '-device', 'pcie-root-port,id=vfiod-rp1,chassis=33,slot=1,pref64-reserve=1G',
+      '-device', `vfio-pci,${opened(r.bigBar.bdf)},id=bar0,bus=vfiod-rp1`,
+      // for OVMF: the 1 GiB window plus OVMF's default 32 GiB, rounded up to a power of two (SeaBIOS ignores it)
+      '-fw_cfg', 'name=opt/ovmf/X-PciMmio64Mb,string=65536',
     ]);
-    expect(r.bootConfig.vfioBackends).toEqual({ boot0: r.setup.iommufd ? 'iommufd' : 'group' });
+    const backend = r.setup.iommufd ? 'iommufd' : 'group';
+    expect(r.bootConfig.vfioBackends).toEqual({ boot0: backend, bar0: backend });
     expect(r.l2BootConsole).toContain(MARKER);
     expect(r.bootRelease.devices).toEqual([{ bdf: r.vf, restoredDriver: 'nvme', restoredOverride: null, gone: false }]);
     expect(r.driverAfterBoot).toBe('nvme');
+  });
+
+  it('large BAR in L2: vfiod sized the root port from L1\'s sysfs (pref64-reserve=1G) and L2\'s SeaBIOS assigned the passed-through 1 GiB BAR inside its window', () => {
+    expect(r.bootConfig.pciWindow).toEqual({ aperture64Bytes: BIG_BAR, windows: { bar0: BIG_BAR }, ovmfMmio64Mb: 65536 });
+    const bar2 = (r.l2BigBar.device.regions as R[]).find((g) => g.bar === 2)!;
+    expect(bar2).toMatchObject({ type: 'memory', size: BIG_BAR, prefetch: true, mem_type_64: true });
+    expect(bar2.address).toBeGreaterThan(0);
+    expect(bar2.address).toBeLessThan(2 ** 52); // not the all-ones of an unassigned BAR
+    expect(bar2.address % BIG_BAR).toBe(0);
+    const window = r.l2BigBar.port.pci_bridge.bus.prefetchable_range;
+    expect(bar2.address).toBeGreaterThanOrEqual(window.base);
+    expect(bar2.address + BIG_BAR - 1).toBeLessThanOrEqual(window.limit);
+    expect(r.bigBarRelease.devices).toEqual([{ bdf: r.bigBar.bdf, restoredDriver: null, restoredOverride: null, gone: false }]);
   });
 
   it.skipIf(iommufdReason !== undefined)('iommufd, static: the boot L2 QEMU opened /dev/iommu and the VF cdev, not the group', () => {
@@ -194,6 +236,7 @@ describe.skipIf(reason !== undefined)('attach in a nested guest: QMP hot-plug/un
     expect(h.l2Io).toMatchObject({ offset: 9 << 20, bytes: 4 << 20 });
     expect(h.l2Io.read).toBe(h.l2Io.wrote);
     expect(h.hostSha256).toBe(h.l2Io.wrote);
+    expect(backingSha256(h.l2Io.offset, h.l2Io.bytes)).toBe(h.l2Io.wrote);
     expect(h.detach).toEqual({ vmId: 'l2', deviceId: 'vf0', released: [r.vf] });
     expect(h.driverAfterDetach).toBe('nvme');
     expect(h.claimsAfterDetach).toBe(0);

@@ -15,6 +15,9 @@
  * With iommufd ($VT_WORK/l1-setup.json: the L1 kernel has IOMMUFD and VFIO cdev, the QEMU given is >= 9.0) step 2
  * gives the VF through iommufd, and step 3 runs twice on the same L2: through the VF's group (vfio-pci host=), then
  * through iommufd (object-add iommufd + vfio-pci iommufd=,sysfsdev=); each time the L2 QEMU's open files show which.
+ * Large BAR: when L1 has the host test's ivshmem-plain (a 64-bit prefetchable BAR2 standing in for a GPU's), step 2
+ * passes it through too: staticConfig sizes its root port's pref64-reserve from L1's sysfs, and L2's SeaBIOS must
+ * assign the BAR (QMP query-pci of the boot L2).
  * Everything goes to $VT_WORK/results.json; the host test asserts on it.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -26,6 +29,7 @@ import { AttachmentManager } from '../../src/attach/attachments.js';
 import { ClaimStore } from '../../src/devices/claims.js';
 import { DEFAULT_ROOTS, realSysfsWriter } from '../../src/devices/host.js';
 import { DeviceManager } from '../../src/devices/manager.js';
+import { QemuAdapter } from '../../src/hypervisor/qmp.js';
 import type { VfioBackendChoice } from '../../src/hypervisor/vfio-backend.js';
 import { NativeVfioProber } from '../../src/vfio/prober.js';
 import { createNvmeVf, driverOf, ensureDriver, read, results, save, seconds, step, SYS, waitFor, WORK, write } from './guest-lib.js';
@@ -178,13 +182,29 @@ async function main(): Promise<void> {
 
     // --- (b) boot an L2 from the VF's namespace with a static configuration and a boot order ----------------------
     results.bootPrepare = await devices.prepare(vf, 'l2-boot');
+    // the large-BAR stand-in (ivshmem-plain, 1af4:1110), when the host test gave L1 one
+    const bigBar = readdirSync(SYS).find((d) => read(path.join(SYS, d, 'vendor')) === '0x1af4' && read(path.join(SYS, d, 'device')) === '0x1110');
+    if (bigBar) {
+      results.bigBar = { bdf: bigBar, resource: read(path.join(SYS, bigBar, 'resource')).split('\n').slice(0, 3) };
+      results.bigBarPrepare = await devices.prepare(bigBar, 'l2-boot');
+    }
     const bootBackend: VfioBackendChoice = SETUP.iommufd ? 'iommufd' : 'auto';
-    const config = attachments.staticConfig({ hypervisor: 'qemu', vmId: 'l2-boot', devices: [{ source: { kind: 'pci', bdf: vf }, id: 'boot0', bootIndex: 0, vfioBackend: bootBackend }] });
+    const config = attachments.staticConfig({
+      hypervisor: 'qemu',
+      vmId: 'l2-boot',
+      devices: [{ source: { kind: 'pci', bdf: vf }, id: 'boot0', bootIndex: 0, vfioBackend: bootBackend }, ...(bigBar ? [{ source: { kind: 'pci' as const, bdf: bigBar }, id: 'bar0' }] : [])],
+    });
     results.bootConfig = config;
-    const boot = startL2('boot', ['-boot', 'strict=on', ...config.qemu!.args], 64);
+    const bootQmp = '/tmp/l2-boot-qmp.sock';
+    const boot = startL2('boot', ['-boot', 'strict=on', ...config.qemu!.args, '-qmp', `unix:${bootQmp},server=on,wait=off`], 64);
     try {
       results.bootMarkerMs = await waitLog(boot, new RegExp(MARKER), 240_000);
       results.bootVfioFiles = vfioFilesOf(boot.child.pid!);
+      if (bigBar) {
+        // SeaBIOS has enumerated and assigned every BAR before it boots: what L2 sees of the stand-in and its port
+        const pci = await new QemuAdapter({ vmId: 'l2-boot', qmpSocket: bootQmp }).queryPci(30_000);
+        results.l2BigBar = { device: pci.find((d) => d.qdev_id === 'bar0'), port: pci.find((d) => d.qdev_id === config.qemu!.buses.bar0) };
+      }
       step('L2 booted from the VF (marker on its serial console)');
     } finally {
       results.l2BootConsole = logOf(boot).slice(0, 2000);
@@ -192,6 +212,7 @@ async function main(): Promise<void> {
       await stopL2(boot);
     }
     results.bootRelease = await devices.release(vf, 'l2-boot', { waitMs: 15_000 });
+    if (bigBar) results.bigBarRelease = await devices.release(bigBar, 'l2-boot', { waitMs: 15_000 });
     results.driverAfterBoot = driverOf(vf);
     await liveController(vf);
     step('VF released after the boot test');
