@@ -14,7 +14,7 @@ import { AttachmentManager, type HypervisorEndpoint } from '../../src/attach/att
 import { ClaimStore } from '../../src/devices/claims.js';
 import { DeviceManager } from '../../src/devices/manager.js';
 import { CloudHypervisorClient } from '../../src/hypervisor/cloud-hypervisor.js';
-import type { HypervisorAdapter } from '../../src/hypervisor/types.js';
+import type { HypervisorAdapter, PciDeviceSpec } from '../../src/hypervisor/types.js';
 import { FakeCloudHypervisor, OpenApiValidator, openApiMissingReason } from '../helpers/fake-cloud-hypervisor.js';
 import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
 import { expectError, sleep, temporaryDir } from '../helpers/common.js';
@@ -455,7 +455,51 @@ describe('reconcile after a restart', () => {
   });
 });
 
+/** A QEMU stand-in that accepts every device and lists what it has: what attach asked for is in `added`. */
+function recordingQemu(vmId: string, added: PciDeviceSpec[]): HypervisorAdapter {
+  const has = new Set<string>();
+  return {
+    kind: 'qemu',
+    vmId,
+    ping: async () => '11.1.3',
+    addPciDevice: async (spec) => {
+      added.push(spec);
+      has.add(spec.id);
+      return { id: spec.id, guestBdf: null, coldAdded: false, bus: 'rp1' };
+    },
+    addUserDevice: async (spec) => ({ id: spec.id, guestBdf: null, coldAdded: false, bus: 'rp1' }),
+    listDevices: async () => [...has].map((id) => ({ id, guestBdf: null, hostBdf: null })),
+    hasDevice: async (id) => has.has(id),
+    removeDevice: async (id) => void has.delete(id),
+    close: async () => undefined,
+  };
+}
+
 describe('VFIO backend: group or iommufd', () => {
+  it('QEMU hot-plug keeps one backend per VM: a device follows the VM\'s other attachments, or is refused and rolled back', async () => {
+    claims.close();
+    const added: PciDeviceSpec[] = [];
+    open((vmId) => recordingQemu(vmId, added));
+    writeFileSync(path.join(host.roots.dev, 'iommu'), '');
+    const endpoint: HypervisorEndpoint = { hypervisor: 'qemu', qmpSocket: path.join(dir, 'q1.qmp') };
+    // the vGPU VF (vendor VFIO driver, a host with /dev/iommu) goes through iommufd
+    const vgpu = await manager.attach({ vmId: 'q1', endpoint, source: { kind: 'pci', bdf: VGPU_VF }, deviceId: 'vgpu0' });
+    expect(vgpu.attachment.functions[0]).toMatchObject({ hostBdf: VGPU_VF, vfioBackend: 'iommufd' });
+    // this fake VF on vfio-pci has no cdev: it cannot follow, so it is refused and given back
+    await expectError(
+      manager.attach({ vmId: 'q1', endpoint, source: { kind: 'pci', bdf: VF1 }, deviceId: 'vf0' }),
+      'FAILED_PRECONDITION', /vf0 \(0000:01:00.1\) would go through its VFIO group while vgpu0 goes through iommufd/, /released 0000:01:00.1/,
+    );
+    expect(host.driverOf(VF1)).toBe('nvme');
+    // the other way round: the VM's VF uses its group, so the vGPU VF follows it there
+    await manager.detach({ vmId: 'q1', deviceId: 'vgpu0' });
+    await manager.attach({ vmId: 'q1', endpoint, source: { kind: 'pci', bdf: VF1 }, deviceId: 'vf0' });
+    const again = await manager.attach({ vmId: 'q1', endpoint, source: { kind: 'pci', bdf: VGPU_VF }, deviceId: 'vgpu0' });
+    expect(again.attachment.functions[0]!.vfioBackend).toBe('group');
+    expect(manager.list('q1').map((a) => [a.deviceId, a.functions[0]!.vfioBackend])).toEqual([['vf0', 'group'], ['vgpu0', 'group']]);
+    expect(added.map((spec) => [spec.id, spec.vfioBackend])).toEqual([['vgpu0', 'iommufd'], ['vf0', 'group'], ['vgpu0', 'group']]);
+  });
+
   it('cloud-hypervisor: iommufd asked for is refused before anything changes', async () => {
     const { fake, endpoint } = await vmm('vm1');
     writeFileSync(path.join(host.roots.dev, 'iommu'), '');
