@@ -19,6 +19,7 @@ import {
   type StaticConfigRequest, type StaticConfigResult, type StaticDevice,
 } from '../hypervisor/static-config.js';
 import type { HostFunctionFacts } from '../hypervisor/pci-window.js';
+import { checkVfioBackendChoice, resolveQemuVmBackends, resolveVfioBackend, type VfioBackend, type VfioBackendChoice, type VfioFacts } from '../hypervisor/vfio-backend.js';
 import { normalizeBdf } from '../util/pci-address.js';
 import type { AddedDevice, AttachSource, HypervisorAdapter, HypervisorEndpoint, HypervisorKind } from '../hypervisor/types.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
@@ -48,6 +49,8 @@ export interface AttachedFunction {
   guestBdf: string | null;
   /** QEMU: the pcie-root-port it went into. */
   bus: string | null;
+  /** How the VMM opened it: its IOMMU group or iommufd (null for vfio-user; absent in records older than this field: group). */
+  vfioBackend?: VfioBackend | null;
 }
 
 export interface Attachment {
@@ -82,6 +85,8 @@ export interface AttachRequest {
   pciSegment?: number;
   /** cloud-hypervisor: x_nv_gpudirect_clique for GPUs. */
   gpudirectClique?: number;
+  /** PCI: open it through its IOMMU group or through iommufd (default auto; src/hypervisor/vfio-backend.ts). */
+  vfioBackend?: VfioBackendChoice;
   /** Prepare even though the device is in use on the host (DeviceManager force). */
   force?: boolean;
   /** Budget for each VMM call and for the confirmation (default 10 s). */
@@ -297,9 +302,14 @@ export class AttachmentManager {
         vmId,
       });
     }
+    const vfioBackend = checkVfioBackendChoice(request.vfioBackend, context);
+    if (source.kind === 'pci' && request.endpoint.hypervisor === 'cloud-hypervisor') {
+      // cloud-hypervisor cannot use iommufd: refuse what needs it before anything changes.
+      resolveVfioBackend(vfioBackend, source.bdf, this.devices.vfioFacts(source.bdf), 'cloud-hypervisor', context);
+    }
     const timeoutMs = request.timeoutMs ?? DEFAULT_ATTACH_TIMEOUT_MS;
     const idGiven = request.deviceId !== undefined;
-    return this.serialized(vmId, () => this.attachNow({ ...request, source, deviceId }, idGiven, context, timeoutMs));
+    return this.serialized(vmId, () => this.attachNow({ ...request, source, deviceId, vfioBackend }, idGiven, context, timeoutMs));
   }
 
   private normalizeSource(source: AttachSource, context: string): AttachSource {
@@ -394,7 +404,7 @@ export class AttachmentManager {
       hypervisor: request.endpoint.hypervisor,
       endpoint: request.endpoint,
       source,
-      functions: [{ hostBdf: source.kind === 'pci' ? source.bdf : null, vmmDeviceId: deviceId, guestBdf: null, bus: null }],
+      functions: [{ hostBdf: source.kind === 'pci' ? source.bdf : null, vmmDeviceId: deviceId, guestBdf: null, bus: null, vfioBackend: null }],
       state: 'attaching',
       // Known before prepare runs (no claim yet = this attach makes it), so a crash right after prepare still leaves a
       // record saying the device is ours to release.
@@ -422,7 +432,7 @@ export class AttachmentManager {
       }
       warnings.push(...prepared.warnings, ...prepared.overridden.map((o) => `overridden: ${o}`));
       const companions = prepared.devices.filter((d) => d.companion && d.bdf !== source.bdf).map((d) => d.bdf);
-      attachment.functions.push(...companions.map((hostBdf, i) => ({ hostBdf, vmmDeviceId: `${deviceId}-f${i + 1}`, guestBdf: null, bus: null })));
+      attachment.functions.push(...companions.map((hostBdf, i) => ({ hostBdf, vmmDeviceId: `${deviceId}-f${i + 1}`, guestBdf: null, bus: null, vfioBackend: null })));
       attachment.preparedByAttach = prepared.changed;
       this.save(attachment);
     }
@@ -433,6 +443,7 @@ export class AttachmentManager {
     let maybeAdded: string | undefined;
     try {
       adapter = this.adapterFor(vmId, request.endpoint);
+      if (source.kind === 'pci') this.decideVfioBackends(attachment, request.vfioBackend ?? 'auto', context);
       for (const [i, fn] of attachment.functions.entries()) {
         maybeAdded = fn.vmmDeviceId;
         step(30 + Math.floor((40 * i) / attachment.functions.length), `adding ${fn.vmmDeviceId} to the VMM`);
@@ -442,6 +453,7 @@ export class AttachmentManager {
                 {
                   hostBdf: fn.hostBdf!,
                   id: fn.vmmDeviceId,
+                  vfioBackend: fn.vfioBackend!,
                   ...(request.iommu !== undefined ? { iommu: request.iommu } : {}),
                   ...(request.pciSegment !== undefined ? { pciSegment: request.pciSegment } : {}),
                   ...(request.gpudirectClique !== undefined ? { gpudirectClique: request.gpudirectClique } : {}),
@@ -492,6 +504,25 @@ export class AttachmentManager {
     } finally {
       await adapter?.close();
     }
+  }
+
+  /**
+   * How the VMM opens each function of a PCI attachment, decided on the prepared device (its cdev and group node
+   * exist only once it is on a VFIO driver). A QEMU VM keeps one backend for all its VFIO devices: those of its other
+   * attachments decide.
+   */
+  private decideVfioBackends(a: Attachment, choice: VfioBackendChoice, context: string): void {
+    const requests = a.functions.map((f) => ({ id: f.vmmDeviceId, bdf: f.hostBdf!, choice, facts: this.devices.vfioFacts(f.hostBdf!) }));
+    let backends: Record<string, VfioBackend>;
+    if (a.hypervisor === 'qemu') {
+      // records from before the field was added are group attachments
+      const others = [...this.records.values()].filter((o) => o.vmId === a.vmId && o.deviceId !== a.deviceId && o.source.kind === 'pci').flatMap((o) => o.functions);
+      const backend = others.find((f) => f.vfioBackend !== null)?.vfioBackend ?? 'group';
+      backends = resolveQemuVmBackends(requests, others.length ? { backend, ids: others.map((f) => f.vmmDeviceId) } : undefined, context);
+    } else {
+      backends = Object.fromEntries(requests.map((r) => [r.id, resolveVfioBackend(r.choice, r.bdf, r.facts, a.hypervisor, context)]));
+    }
+    for (const f of a.functions) f.vfioBackend = backends[f.vmmDeviceId]!;
   }
 
   /** Undoes a failed attach: removes what the VMM got, releases what this attach prepared. Returns what it did. */
@@ -762,17 +793,28 @@ export class AttachmentManager {
       }
       const id = d.id ?? defaultDeviceId(d.source);
       claims.filter((c) => c.primary === bdf && c.bdf !== bdf).forEach((c, i) => {
-        devices.push({ source: { kind: 'pci', bdf: c.bdf }, id: `${id}-f${i + 1}`, ...(d.iommu !== undefined ? { iommu: d.iommu } : {}), ...(d.pciSegment !== undefined ? { pciSegment: d.pciSegment } : {}) });
+        devices.push({
+          source: { kind: 'pci', bdf: c.bdf },
+          id: `${id}-f${i + 1}`,
+          ...(d.iommu !== undefined ? { iommu: d.iommu } : {}),
+          ...(d.pciSegment !== undefined ? { pciSegment: d.pciSegment } : {}),
+          ...(d.vfioBackend !== undefined ? { vfioBackend: d.vfioBackend } : {}),
+        });
       });
     }
     // The host's facts of every PCI function (NUMA node, BARs) size the 64-bit window and place the devices.
+    // Their VFIO interfaces decide how the VMM opens each (group or iommufd).
     const hostFunctions: Record<string, HostFunctionFacts> = {};
+    const hostVfio: Record<string, VfioFacts> = {};
     for (const d of devices) {
       const bdf = d?.source?.kind === 'pci' ? normalizeBdf(String(d.source.bdf)) : undefined;
-      const facts = bdf ? this.devices.functionFacts(bdf) : undefined;
-      if (bdf && facts) hostFunctions[bdf] = facts;
+      if (!bdf) continue;
+      const facts = this.devices.functionFacts(bdf);
+      if (facts) hostFunctions[bdf] = facts;
+      const vfio = this.devices.vfioFacts(bdf);
+      if (vfio) hostVfio[bdf] = vfio;
     }
-    const result = buildStaticConfig({ ...request, devices, hostFunctions });
+    const result = buildStaticConfig({ ...request, devices, hostFunctions, hostVfio });
     result.warnings.unshift(...warnings);
     return result;
   }

@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { present } from '../daemon/client.js';
 import type { HypervisorEndpoint } from '../daemon/generated/vfiod/v1/HypervisorEndpoint.js';
-import { bdfOption, CLIENT_EXIT, type ClientDeps, UsageError, integer, milliseconds, noPositionals } from './common.js';
+import { bdfOption, CLIENT_EXIT, type ClientDeps, UsageError, integer, milliseconds, noPositionals, vfioBackendOption } from './common.js';
 import { followOperation, operationError, operationJson, succeededResponse } from './operations.js';
 import { CONNECTION_HELP, printJson, type Values, withClient } from './remote.js';
 
@@ -19,6 +19,8 @@ Options:
   --boot-index <n>     QEMU bootindex
   --iommu              cloud-hypervisor: behind the virtual IOMMU
   --pci-segment <n>    cloud-hypervisor PCI segment
+  --vfio-backend <b>   auto (default: iommufd only for vendor VFIO drivers and cdev-only devices), group or
+                       iommufd (QEMU >= 9.0; cloud-hypervisor v48 has the group only)
   --ch-event-monitor <file>  cloud-hypervisor: the VM's --event-monitor file (unplug completes on its event)
   --force              prepare although the device is in use on the host
   --timeout <s>        per VMM call (default 10)
@@ -40,6 +42,7 @@ const options = {
   'boot-index': { type: 'string' },
   iommu: { type: 'boolean' },
   'pci-segment': { type: 'string' },
+  'vfio-backend': { type: 'string' },
   force: { type: 'boolean' },
   timeout: { type: 'string' },
   'request-id': { type: 'string' },
@@ -68,6 +71,7 @@ export async function runAttach(argv: string[], deps: ClientDeps = {}): Promise<
       bootIndex: integer('--boot-index', v['boot-index'], 0, 65535),
       iommu: Boolean(v.iommu),
       pciSegment: integer('--pci-segment', v['pci-segment'], 0, 65535) ?? 0,
+      vfioBackend: vfioBackendOption(v['vfio-backend']),
       force: Boolean(v.force),
       timeoutMs: milliseconds('--timeout', v.timeout) ?? 0,
       requestId: v['request-id'] ?? randomUUID(),
@@ -87,7 +91,7 @@ export async function runAttach(argv: string[], deps: ClientDeps = {}): Promise<
     else {
       const a = present(response.attachment, 'AttachDevice', 'attachment');
       ctx.out(`${response.changed ? 'attached' : 'already attached'} ${a.deviceId} to VM ${a.vmId}\n`);
-      for (const f of a.functions) ctx.out(`  ${f.hostBdf || 'vfio-user'} -> ${f.vmmDeviceId}${f.guestBdf ? ` at guest ${f.guestBdf}` : ''}${f.bus ? ` on ${f.bus}` : ''}\n`);
+      for (const f of a.functions) ctx.out(`  ${f.hostBdf || 'vfio-user'} -> ${f.vmmDeviceId}${f.guestBdf ? ` at guest ${f.guestBdf}` : ''}${f.bus ? ` on ${f.bus}` : ''}${f.hostBdf ? ` (${f.vfioBackend === 'VFIO_BACKEND_IOMMUFD' ? 'iommufd' : 'group'})` : ''}\n`);
       for (const w of response.warnings) ctx.out(`  warning: ${w}\n`);
     }
     return CLIENT_EXIT.ok;

@@ -55,6 +55,14 @@ export function bdfOption(option: string, text: string): string {
   return bdf;
 }
 
+/** --vfio-backend auto|group|iommufd as the control API's enum (auto: UNSPECIFIED, the daemon's rule). */
+export function vfioBackendOption(text: string | undefined): 'VFIO_BACKEND_UNSPECIFIED' | 'VFIO_BACKEND_GROUP' | 'VFIO_BACKEND_IOMMUFD' {
+  if (text === undefined || text === 'auto') return 'VFIO_BACKEND_UNSPECIFIED';
+  if (text === 'group') return 'VFIO_BACKEND_GROUP';
+  if (text === 'iommufd') return 'VFIO_BACKEND_IOMMUFD';
+  throw new UsageError(`--vfio-backend must be auto, group or iommufd, not '${text}'`);
+}
+
 /** --socket-mode: a file mode in octal, like 0600. */
 export function socketMode(text: string): number {
   if (!/^0?[0-7]{3}$/.test(text)) throw new UsageError(`--socket-mode must be octal like 0600, not '${text}'`);

@@ -3,7 +3,7 @@
  * and command-line options or QEMU arguments, from the daemon (AttachmentService.GetVmConfig).
  */
 import type { VmDevice } from '../daemon/generated/vfiod/v1/VmDevice.js';
-import { bdfOption, CLIENT_EXIT, type ClientDeps, UsageError, integer, noPositionals } from './common.js';
+import { bdfOption, CLIENT_EXIT, type ClientDeps, UsageError, integer, noPositionals, vfioBackendOption } from './common.js';
 import { CONNECTION_HELP, printJson, withClient } from './remote.js';
 
 export const VM_CONFIG_USAGE = `Usage: vfiod vm-config --hypervisor cloud-hypervisor|qemu [--vm <id>] <device>... [options]
@@ -20,6 +20,8 @@ Options:
   --prepare              also prepare the PCI devices for --vm (all or nothing)
   --numa-placement       put each PCI device on the guest NUMA node numbered like its host node (QEMU pxb-pcie,
                          cloud-hypervisor a PCI segment per node)
+  --vfio-backend <b>     for every --bdf: auto (default: iommufd only for vendor VFIO drivers and cdev-only
+                         devices), group or iommufd (QEMU >= 9.0: -object iommufd + vfio-pci iommufd=,sysfsdev=)
 Large 64-bit BARs (from sysfs) size the 64-bit PCI window: QEMU pref64-reserve and OVMF X-PciMmio64Mb,
 cloud-hypervisor pci_segments aperture weights.
 
@@ -35,6 +37,7 @@ export async function runVmConfig(argv: string[], deps: ClientDeps = {}): Promis
     memory: { type: 'string' },
     prepare: { type: 'boolean' },
     'numa-placement': { type: 'boolean' },
+    'vfio-backend': { type: 'string' },
   } as const;
   return withClient('vm-config', VM_CONFIG_USAGE, argv, options, deps, async (ctx, v, positionals, tokens) => {
     noPositionals(positionals);
@@ -42,13 +45,14 @@ export async function runVmConfig(argv: string[], deps: ClientDeps = {}): Promis
     if (!hypervisor) throw new UsageError(`--hypervisor must be cloud-hypervisor or qemu${v.hypervisor ? `, not '${v.hypervisor}'` : ''}`);
     // Devices in command-line order (boot order and PCI slots follow it).
     const devices: VmDevice[] = [];
+    const vfioBackend = vfioBackendOption(v['vfio-backend']);
     for (const token of tokens) {
       if (token.kind !== 'option' || !['bdf', 'vfio-user', 'controller'].includes(token.name) || token.value === undefined) continue;
       const at = token.value.lastIndexOf('@');
       const value = at > 0 ? token.value.slice(0, at) : token.value;
       const bootIndex = at > 0 ? integer(`--${token.name} ...@<boot index>`, token.value.slice(at + 1), 0, 65535) : undefined;
       const source = token.name === 'bdf' ? { pciBdf: bdfOption('--bdf', value) } : token.name === 'vfio-user' ? { vfioUserSocket: value } : { controllerId: value };
-      devices.push({ source, ...(bootIndex !== undefined ? { bootIndex } : {}) });
+      devices.push({ source, ...(bootIndex !== undefined ? { bootIndex } : {}), ...(token.name === 'bdf' ? { vfioBackend } : {}) });
     }
     if (v.prepare && !v.vm) throw new UsageError('--prepare needs --vm <id> (the owner of the prepared devices)');
     const response = await ctx.client.call('AttachmentService', 'GetVmConfig', {

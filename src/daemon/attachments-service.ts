@@ -20,6 +20,8 @@ import type { DeviceSource__Output } from './generated/vfiod/v1/DeviceSource.js'
 import type { HypervisorEndpoint as EndpointMessage, HypervisorEndpoint__Output as EndpointMessage__Output } from './generated/vfiod/v1/HypervisorEndpoint.js';
 import type { HypervisorKind as HypervisorKindName, HypervisorKind__Output as HypervisorKindName__Output } from './generated/vfiod/v1/HypervisorKind.js';
 import type { PrepareDeviceResult } from './generated/vfiod/v1/PrepareDeviceResult.js';
+import type { VfioBackend as VfioBackendName, VfioBackend__Output as VfioBackendName__Output } from './generated/vfiod/v1/VfioBackend.js';
+import type { VfioBackend, VfioBackendChoice } from '../hypervisor/vfio-backend.js';
 import { requireAdmin } from './access.js';
 import { implementService, invalid, MAX_WAIT_MS, optionalText, requestBdf, requireText, waitMs } from './requests.js';
 import { operationMessage, type OperationRecord, type OperationTracker } from './operations.js';
@@ -36,6 +38,16 @@ const ATTACHMENT_STATE_NAMES: Record<AttachmentState, AttachmentStateName> = {
   detaching: 'ATTACHMENT_STATE_DETACHING',
   'detach-pending': 'ATTACHMENT_STATE_DETACH_PENDING',
 };
+
+const VFIO_BACKEND_NAMES: Record<VfioBackend, VfioBackendName> = { group: 'VFIO_BACKEND_GROUP', iommufd: 'VFIO_BACKEND_IOMMUFD' };
+
+/** A request's VFIO backend: UNSPECIFIED is auto (left to the rule of src/hypervisor/vfio-backend.ts). */
+function vfioBackendFrom(name: VfioBackendName__Output | undefined, context: string): { vfioBackend?: VfioBackendChoice } {
+  if (name === undefined || name === 'VFIO_BACKEND_UNSPECIFIED') return {};
+  const backend = (Object.keys(VFIO_BACKEND_NAMES) as VfioBackend[]).find((b) => VFIO_BACKEND_NAMES[b] === name);
+  if (!backend) throw invalid(`${context}: unknown VFIO backend ${String(name)}`, 'vfio_backend');
+  return { vfioBackend: backend };
+}
 
 const hypervisorOf = (name: HypervisorKindName__Output): HypervisorKind | undefined =>
   (Object.keys(HYPERVISOR_NAMES) as HypervisorKind[]).find((kind) => HYPERVISOR_NAMES[kind] === name);
@@ -65,7 +77,14 @@ export function attachmentInfo(a: Attachment): AttachmentInfo {
     hypervisor: HYPERVISOR_NAMES[a.hypervisor],
     endpoint: endpointMessage(a.endpoint),
     source: a.source.kind === 'pci' ? { pciBdf: a.source.bdf } : { vfioUserSocket: a.source.socketPath },
-    functions: a.functions.map((f) => ({ hostBdf: f.hostBdf ?? '', vmmDeviceId: f.vmmDeviceId, guestBdf: f.guestBdf ?? '', bus: f.bus ?? '' })),
+    functions: a.functions.map((f) => ({
+      hostBdf: f.hostBdf ?? '',
+      vmmDeviceId: f.vmmDeviceId,
+      guestBdf: f.guestBdf ?? '',
+      bus: f.bus ?? '',
+      // records from before the field was added are all group attachments
+      vfioBackend: f.hostBdf ? VFIO_BACKEND_NAMES[f.vfioBackend ?? 'group'] : 'VFIO_BACKEND_UNSPECIFIED',
+    })),
     state: ATTACHMENT_STATE_NAMES[a.state],
     preparedByAttach: a.preparedByAttach,
     ...(a.bootIndex !== null ? { bootIndex: a.bootIndex } : {}),
@@ -166,6 +185,7 @@ export function attachmentService(deps: {
         ...(request.gpudirectClique !== undefined && request.gpudirectClique !== null ? { gpudirectClique: request.gpudirectClique } : {}),
         ...(request.force ? { force: true } : {}),
         ...(timeoutMs ? { timeoutMs } : {}),
+        ...vfioBackendFrom(request.vfioBackend, `VM ${vmId}: vfio_backend`),
       };
       const name = await requestIds.once('AttachDevice', request, async () => {
         const op = operations.start('attach-device', vmId, deviceId ?? '', request.requestId ?? '');
@@ -239,6 +259,7 @@ export function attachmentService(deps: {
           ...(d.iommu ? { iommu: true } : {}),
           ...(d.pciSegment ? { pciSegment: d.pciSegment } : {}),
           ...(d.gpudirectClique !== undefined && d.gpudirectClique !== null ? { gpudirectClique: d.gpudirectClique } : {}),
+          ...vfioBackendFrom(d.vfioBackend, `${vmLabel}: devices[${index}].vfio_backend`),
         });
       }
       const staticRequest = {
@@ -308,6 +329,7 @@ export function attachmentService(deps: {
         warnings: config.warnings,
         prepared,
         pciWindow: { aperture64Bytes: config.pciWindow.aperture64Bytes, windows: config.pciWindow.windows, ovmfMmio64Mb: config.pciWindow.ovmfMmio64Mb },
+        vfioBackends: Object.fromEntries(Object.entries(config.vfioBackends).map(([id, backend]) => [id, VFIO_BACKEND_NAMES[backend]])),
       };
     },
   });

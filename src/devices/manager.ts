@@ -176,6 +176,22 @@ export class DeviceManager {
     return dev && { numaNode: dev.numaNode, bars: dev.bars };
   }
 
+  /**
+   * A function's VFIO interfaces as the hypervisor configuration needs them (src/hypervisor/vfio-backend.ts): its
+   * cdev, whether its group node exists, a vendor VFIO driver it stays on, and whether the host has /dev/iommu.
+   */
+  vfioFacts(bdf: string): { cdev: string | null; groupNode: boolean; vendorDriver: string | null; iommufdHost: boolean } | undefined {
+    const dev = readDevice(this.roots, bdf, bindingOnly());
+    return (
+      dev && {
+        cdev: dev.vfioCdev,
+        groupNode: dev.vfioGroupDev !== null,
+        vendorDriver: dev.vfio.state === 'vendor-vfio' ? dev.driver : null,
+        iommufdHost: existsSync(path.join(this.roots.dev, 'iommu')),
+      }
+    );
+  }
+
   private write(file: string, value: string): void {
     this.writer.write(file, value);
   }

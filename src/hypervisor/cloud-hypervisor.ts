@@ -7,6 +7,7 @@
  * JSON bodies. Both are mapped onto VfiodError codes from the status and the chain's text, with the VM and device in
  * the message. A missing socket or a refused connection is UNAVAILABLE, no answer in time DEADLINE_EXCEEDED.
  */
+import { hostSysfsPath, resolveVfioBackend } from './vfio-backend.js';
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
 import http from 'node:http';
 import { StringDecoder } from 'node:string_decoder';
@@ -356,7 +357,9 @@ export class CloudHypervisorClient implements HypervisorAdapter {
         vmId: this.vmId,
       });
     }
-    const body: ChDeviceConfig = { path: `/sys/bus/pci/devices/${spec.hostBdf}`, id: spec.id };
+    // v48 opens VFIO devices through their group only: the same refusal as the static configuration's.
+    if (spec.vfioBackend === 'iommufd') resolveVfioBackend('iommufd', spec.hostBdf, undefined, 'cloud-hypervisor', `vm.add-device ${spec.id}: ${this.where()}`);
+    const body: ChDeviceConfig = { path: hostSysfsPath(spec.hostBdf), id: spec.id };
     if (spec.iommu !== undefined) body.iommu = spec.iommu;
     if (spec.pciSegment !== undefined) body.pci_segment = spec.pciSegment;
     if (spec.gpudirectClique !== undefined) body.x_nv_gpudirect_clique = spec.gpudirectClique;

@@ -1,6 +1,7 @@
 /**
  * QEMU's QMP on a unix socket: a connection (greeting, capabilities negotiation, commands matched to answers by id,
- * events to listeners) and the hypervisor adapter built on it: device_add of vfio-pci (host=<BDF>) and vfio-user-pci
+ * events to listeners) and the hypervisor adapter built on it: device_add of vfio-pci (host=<BDF>, or iommufd= with
+ * sysfsdev= after object-add of the VM's iommufd object) and vfio-user-pci
  * (JSON socket form) into an empty pcie-root-port, device_del + wait for DEVICE_DELETED (DEVICE_UNPLUG_GUEST_ERROR
  * when the guest refuses), query-pci, and QOM reads to find empty root ports and to confirm a device exists.
  *
@@ -11,6 +12,7 @@ import net from 'node:net';
 import { EventEmitter } from 'node:events';
 import { rootLogger } from '../util/log.js';
 import { type ErrorCode, VfiodError } from '../util/errors.js';
+import { hostSysfsPath, QEMU_IOMMUFD_OBJECT_ID } from './vfio-backend.js';
 import { type AddedDevice, type HypervisorAdapter, type PciDeviceSpec, type UserDeviceSpec, type VmmDevice, vmmAnswerReason } from './types.js';
 
 const DEFAULT_TIMEOUT_MS = 10_000;
@@ -323,9 +325,7 @@ export class QemuAdapter implements HypervisorAdapter {
       const out: VmmDevice[] = [];
       for (const p of props.filter((x) => x.type.startsWith('child<'))) {
         let hostBdf: string | null = null;
-        if (p.type === 'child<vfio-pci>') {
-          hostBdf = await conn.execute<string>('qom-get', { path: `/machine/peripheral/${p.name}`, property: 'host' }, timeoutMs).catch(() => null);
-        }
+        if (p.type === 'child<vfio-pci>') hostBdf = await vfioHostBdf(conn, p.name, timeoutMs);
         out.push({ id: p.name, guestBdf: pci.find((d) => d.qdev_id === p.name)?.address ?? null, hostBdf });
       }
       return out;
@@ -352,6 +352,7 @@ export class QemuAdapter implements HypervisorAdapter {
         }
         bus = free[0]!;
       }
+      if (args.iommufd !== undefined) await ensureIommufdObject(conn, timeoutMs, `device_add ${id} (${source})`);
       try {
         await conn.execute('device_add', { ...args, bus }, timeoutMs);
       } catch (error) {
@@ -368,7 +369,10 @@ export class QemuAdapter implements HypervisorAdapter {
   }
 
   async addPciDevice(spec: PciDeviceSpec, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<AddedDevice> {
-    const args: Record<string, unknown> = { driver: 'vfio-pci', host: spec.hostBdf, id: spec.id };
+    // iommufd: QEMU opens /dev/iommu (the object) and the device's cdev, found from sysfsdev, itself, as it opens
+    // /dev/vfio/<group> for host=: no fds are passed.
+    const opened = spec.vfioBackend === 'iommufd' ? { iommufd: QEMU_IOMMUFD_OBJECT_ID, sysfsdev: hostSysfsPath(spec.hostBdf) } : { host: spec.hostBdf };
+    const args: Record<string, unknown> = { driver: 'vfio-pci', ...opened, id: spec.id };
     if (spec.bootIndex !== undefined) args.bootindex = spec.bootIndex;
     return this.add(args, spec.bus, timeoutMs, `host ${spec.hostBdf}`);
   }
@@ -451,6 +455,39 @@ export class QemuAdapter implements HypervisorAdapter {
 async function hasPeripheral(conn: QmpConnection, id: string, timeoutMs: number): Promise<boolean> {
   const props = await conn.execute<QomProperty[]>('qom-list', { path: '/machine/peripheral' }, timeoutMs);
   return props.some((p) => p.name === id && p.type.startsWith('child<'));
+}
+
+/**
+ * Adds the VM's iommufd object (QEMU_IOMMUFD_OBJECT_ID) unless it is there: every device vfiod gives the VM through
+ * iommufd shares it. It stays for the VM's life (an open /dev/iommu, nothing else): removing it would race a later
+ * attach, and QEMU refuses to delete it while a device uses it.
+ */
+async function ensureIommufdObject(conn: QmpConnection, timeoutMs: number, what: string): Promise<void> {
+  const objects = await conn.execute<QomProperty[]>('qom-list', { path: '/objects' }, timeoutMs);
+  if (objects.some((o) => o.name === QEMU_IOMMUFD_OBJECT_ID)) return;
+  try {
+    await conn.execute('object-add', { 'qom-type': 'iommufd', id: QEMU_IOMMUFD_OBJECT_ID }, timeoutMs);
+  } catch (error) {
+    if (!(error instanceof QmpCommandError)) throw error;
+    // QEMU < 9.0 has no iommufd object type ("'qom-type' does not accept value 'iommufd'"); a host without
+    // CONFIG_IOMMUFD has no /dev/iommu. Either way the VM cannot take the device through iommufd as it is.
+    const { desc } = error.qmp;
+    const why = /does not accept value 'iommufd'|invalid object type/i.test(desc) ? ' (iommufd needs QEMU >= 9.0)' : /\/dev\/iommu/.test(desc) ? ' (the host has no iommufd)' : '';
+    throw new VfiodError('FAILED_PRECONDITION', `${what}: object-add iommufd ${QEMU_IOMMUFD_OBJECT_ID}: VM ${conn.vmId} (QMP ${conn.socketPath}): ${desc}${why}`, {
+      reason: 'VMM_REFUSED',
+      vmId: conn.vmId,
+      qmpClass: error.qmp.class,
+      qmpDesc: desc,
+    });
+  }
+}
+
+/** The host function behind a vfio-pci: its sysfsdev (iommufd, or given by path) or its host= address. */
+async function vfioHostBdf(conn: QmpConnection, id: string, timeoutMs: number): Promise<string | null> {
+  const get = (property: string): Promise<string | null> =>
+    conn.execute<string>('qom-get', { path: `/machine/peripheral/${id}`, property }, timeoutMs).then((v) => (typeof v === 'string' && v !== '' ? v : null), () => null);
+  const sysfsdev = await get('sysfsdev');
+  return sysfsdev ? sysfsdev.split('/').pop()! : get('host');
 }
 
 async function queryPci(conn: QmpConnection, timeoutMs: number): Promise<Array<QueryPciDevice & { address: string }>> {

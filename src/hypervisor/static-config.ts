@@ -7,6 +7,9 @@
 import { normalizeBdf } from '../util/pci-address.js';
 import { VfiodError } from '../util/errors.js';
 import type { AttachSource, HypervisorKind } from './types.js';
+import {
+  checkVfioBackendChoice, hostSysfsPath, QEMU_IOMMUFD_OBJECT_ID, resolveQemuVmBackends, resolveVfioBackend, type VfioBackend, type VfioBackendChoice, type VfioFacts,
+} from './vfio-backend.js';
 import { apertureFor, bridgeWindow, type BridgeWindow, GIB, type HostFunctionFacts, numaNodesOf, ovmfMmio64Mb, qemuSizeText } from './pci-window.js';
 
 /** cloud-hypervisor DeviceConfig (OpenAPI components.schemas.DeviceConfig). */
@@ -46,6 +49,8 @@ export interface StaticDevice {
   iommu?: boolean;
   pciSegment?: number;
   gpudirectClique?: number;
+  /** PCI: open it through its IOMMU group or through iommufd (default auto: src/hypervisor/vfio-backend.ts). */
+  vfioBackend?: VfioBackendChoice;
 }
 
 export interface StaticConfigRequest {
@@ -62,6 +67,8 @@ export interface StaticConfigRequest {
    * they size the 64-bit PCI window and tell the NUMA placement. A function without facts counts as neither.
    */
   hostFunctions?: Record<string, HostFunctionFacts>;
+  /** The PCI functions' VFIO interfaces by BDF (AttachmentManager.staticConfig reads them): they decide the backend. */
+  hostVfio?: Record<string, VfioFacts>;
   /**
    * Place each PCI device on the guest NUMA node numbered like its host node: QEMU puts its root port under a
    * pxb-pcie with numa_node, cloud-hypervisor puts it on a PCI segment of its own that NumaConfig.pci_segments names.
@@ -105,6 +112,8 @@ export interface StaticConfigResult {
     sharedMemoryRequired: boolean;
   };
   pciWindow: PciWindowResult;
+  /** PCI device id -> how the VMM opens it (its IOMMU group, or iommufd with the VFIO cdev). */
+  vfioBackends: Record<string, VfioBackend>;
   warnings: string[];
 }
 
@@ -236,7 +245,10 @@ export function buildStaticConfig(request: StaticConfigRequest): StaticConfigRes
       });
       bootIndexes.set(d.bootIndex, id);
     }
-    if (d.source.kind === 'pci') return { ...d, id, source: { kind: 'pci' as const, bdf: sourceBdf(d.source, `${context}, device ${id}`) } };
+    if (d.source.kind === 'pci') {
+      const bdf = sourceBdf(d.source, `${context}, device ${id}`);
+      return { ...d, id, source: { kind: 'pci' as const, bdf }, vfioBackend: checkVfioBackendChoice(d.vfioBackend, `${context}, device ${id}`) };
+    }
     checkSocketPath(d.source.socketPath, `${context}, device ${id}`);
     return { ...d, id };
   });
@@ -257,6 +269,11 @@ export function buildStaticConfig(request: StaticConfigRequest): StaticConfigRes
     ovmfMmio64Mb: 0,
   };
   const pciDevices = devices.flatMap((d) => (d.source.kind === 'pci' ? [{ id: d.id, bdf: d.source.bdf, facts: factsOf(d) }] : []));
+  const backendRequests = devices.flatMap((d) => (d.source.kind === 'pci' ? [{ id: d.id, bdf: d.source.bdf, choice: d.vfioBackend ?? 'auto', facts: request.hostVfio?.[d.source.bdf] }] : []));
+  const vfioBackends: Record<string, VfioBackend> =
+    request.hypervisor === 'qemu'
+      ? resolveQemuVmBackends(backendRequests, undefined, context)
+      : Object.fromEntries(backendRequests.map((f) => [f.id, resolveVfioBackend(f.choice, f.bdf, f.facts, 'cloud-hypervisor', `${context}, device ${f.id}`)]));
   const numa = numaNodesOf(pciDevices);
   if (numa.nodes.length > 1) {
     warnings.push(
@@ -278,7 +295,7 @@ export function buildStaticConfig(request: StaticConfigRequest): StaticConfigRes
     const segmentOfNode = new Map(placedNodes.map((n, i) => [n, firstFreeSegment + i]));
     for (const d of devices) {
       if (d.source.kind === 'pci') {
-        const c: ChDeviceConfig = { path: `/sys/bus/pci/devices/${d.source.bdf}`, id: d.id };
+        const c: ChDeviceConfig = { path: hostSysfsPath(d.source.bdf), id: d.id };
         if (d.iommu !== undefined) c.iommu = d.iommu;
         const node = nodeOf(d);
         if (node !== undefined) c.pci_segment = segmentOfNode.get(node)!;
@@ -334,6 +351,7 @@ export function buildStaticConfig(request: StaticConfigRequest): StaticConfigRes
         numa: numaConfig,
       },
       pciWindow,
+      vfioBackends,
       warnings,
     };
   }
@@ -361,6 +379,8 @@ export function buildStaticConfig(request: StaticConfigRequest): StaticConfigRes
     busNr += 1 + devices.filter((d) => nodeOf(d) === node).length;
   }
   if (busNr > 255) throw new VfiodError('INVALID_ARGUMENT', `${context}: too many devices for NUMA placement (bus numbers up to ${busNr - 1})`, { reason: 'FIELD_OUT_OF_RANGE', field: 'devices', value: String(devices.length), min: 0, max: 255 - QEMU_FIRST_EXPANDER_BUS });
+  // Every device given through iommufd shares one iommufd object (one /dev/iommu context, one I/O address space).
+  if (Object.values(vfioBackends).includes('iommufd')) args.push('-object', `iommufd,id=${QEMU_IOMMUFD_OBJECT_ID}`);
   if (expanders.size) warnings.push(`NUMA placement: the VM needs guest NUMA nodes ${[...expanders.keys()].join(', ')} (-numa node,nodeid=N with memory bound to host node N)`);
   devices.forEach((d, i) => {
     // One root port per device: q35's pcie.0 is not hot-pluggable, and a root port takes one device, so each device
@@ -374,7 +394,8 @@ export function buildStaticConfig(request: StaticConfigRequest): StaticConfigRes
       `pcie-root-port,id=${bus},chassis=${firstChassis + i},slot=${i}${node !== undefined ? `,bus=${expanders.get(node)}` : ''}${window.size > 0 ? `,pref64-reserve=${qemuSizeText(window.size)}` : ''}`,
     );
     if (d.source.kind === 'pci') {
-      args.push('-device', `vfio-pci,host=${d.source.bdf},id=${d.id},bus=${bus}${d.bootIndex !== undefined ? `,bootindex=${d.bootIndex}` : ''}`);
+      const opened = vfioBackends[d.id] === 'iommufd' ? `iommufd=${QEMU_IOMMUFD_OBJECT_ID},sysfsdev=${hostSysfsPath(d.source.bdf)}` : `host=${d.source.bdf}`;
+      args.push('-device', `vfio-pci,${opened},id=${d.id},bus=${bus}${d.bootIndex !== undefined ? `,bootindex=${d.bootIndex}` : ''}`);
     } else {
       const json: Record<string, unknown> = { driver: 'vfio-user-pci', socket: { path: d.source.socketPath, type: 'unix' }, id: d.id, bus };
       if (d.bootIndex !== undefined) json.bootindex = d.bootIndex;
@@ -397,5 +418,6 @@ export function buildStaticConfig(request: StaticConfigRequest): StaticConfigRes
       `large BARs: ${qemuSizeText(pciWindow.ovmfMmio64Mb * 2 ** 20)} of 64-bit PCI aperture (OVMF X-PciMmio64Mb); the guest's physical address bits must reach above RAM + that: -cpu ...,host-phys-bits=on (or phys-bits=N)`,
     );
   }
-  return { hypervisor: 'qemu', qemu: { args, buses, sharedMemoryRequired: hasUser }, pciWindow, warnings };
+  if (Object.values(vfioBackends).includes('iommufd')) warnings.push('devices given through iommufd (-object iommufd) need QEMU >= 9.0');
+  return { hypervisor: 'qemu', qemu: { args, buses, sharedMemoryRequired: hasUser }, pciWindow, vfioBackends, warnings };
 }

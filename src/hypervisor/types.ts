@@ -5,6 +5,7 @@
  */
 import type { Reason } from '../util/error-reasons.js';
 import type { ErrorCode } from '../util/errors.js';
+import type { VfioBackend } from './vfio-backend.js';
 
 export type HypervisorKind = 'cloud-hypervisor' | 'qemu';
 
@@ -38,6 +39,8 @@ export interface PciDeviceSpec {
   bootIndex?: number;
   /** QEMU: the pcie-root-port to plug into (default: the first empty one). */
   bus?: string;
+  /** How the VMM opens it (default group; src/hypervisor/vfio-backend.ts decides). cloud-hypervisor: group only. */
+  vfioBackend?: VfioBackend;
 }
 
 /** A vfio-user device (an emulated controller served by `vfiod serve`). */

@@ -153,6 +153,30 @@ export const ERROR_REASONS = {
     when: 'a change that would pull a device from under its guest (a vGPU profile, removing VFs) while it is attached to a VM or a VMM holds it',
     metadata: ['bdf', 'attached_to', 'holder_pid', 'holder_comm'],
   },
+  IOMMUFD_UNAVAILABLE: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'pci-device',
+    when: 'a device to give through iommufd (asked for, or it has no group node) has no VFIO cdev, or the host has no `/dev/iommu`',
+    metadata: ['bdf'],
+  },
+  VFIO_GROUP_UNAVAILABLE: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'pci-device',
+    when: '`vfio_backend: group` for a device with a VFIO cdev and no group node (`/dev/vfio/<group>`): it goes through iommufd',
+    metadata: ['bdf'],
+  },
+  VFIO_BACKENDS_MIXED: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'pci-device',
+    when: 'a QEMU VM would get VFIO devices through both the group and iommufd (QEMU 11.1.3 aborts): one asked for the other backend, or cannot take it',
+    metadata: ['bdf'],
+  },
+  VMM_CANNOT_USE_IOMMUFD: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'pci-device',
+    when: 'a device that needs iommufd (asked for, or a cdev without group node) for cloud-hypervisor: v48 opens VFIO devices through their group only',
+    metadata: ['bdf'],
+  },
   VGPU_NOT_SUPPORTED: {
     codes: ['FAILED_PRECONDITION'],
     resource: 'pci-device',

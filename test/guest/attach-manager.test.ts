@@ -6,7 +6,7 @@
  * The last block runs the orchestrator against a real QEMU (-S) for the QMP error paths and their rollback.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 
@@ -14,7 +14,7 @@ import { AttachmentManager, type HypervisorEndpoint } from '../../src/attach/att
 import { ClaimStore } from '../../src/devices/claims.js';
 import { DeviceManager } from '../../src/devices/manager.js';
 import { CloudHypervisorClient } from '../../src/hypervisor/cloud-hypervisor.js';
-import type { HypervisorAdapter } from '../../src/hypervisor/types.js';
+import type { HypervisorAdapter, PciDeviceSpec } from '../../src/hypervisor/types.js';
 import { FakeCloudHypervisor, OpenApiValidator, openApiMissingReason } from '../helpers/fake-cloud-hypervisor.js';
 import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
 import { expectError, sleep, temporaryDir } from '../helpers/common.js';
@@ -23,6 +23,8 @@ const VF1 = '0000:01:00.1';
 const VF2 = '0000:01:00.2';
 const GPU = '0000:02:00.0';
 const GPU_AUDIO = '0000:02:00.1';
+/** An NVIDIA vGPU VF on nvidia with vfio-dev/vfio0 (vendor VFIO). */
+const VGPU_VF = '0000:05:00.4';
 const VMM_PID = 4242;
 
 let host: FakeHost;
@@ -88,7 +90,7 @@ describe('attach (cloud-hypervisor)', () => {
     expect(attachment).toMatchObject({
       vmId: 'vm1', deviceId: 'vfiod-0000_01_00_1', hypervisor: 'cloud-hypervisor', state: 'attached', preparedByAttach: true,
       source: { kind: 'pci', bdf: VF1 },
-      functions: [{ hostBdf: VF1, vmmDeviceId: 'vfiod-0000_01_00_1', guestBdf: '0000:00:04.0', bus: null }],
+      functions: [{ hostBdf: VF1, vmmDeviceId: 'vfiod-0000_01_00_1', guestBdf: '0000:00:04.0', bus: null, vfioBackend: 'group' }],
     });
     expect(host.driverOf(VF1)).toBe('vfio-pci');
     expect(claims.get(VF1)).toMatchObject({ owner: 'vm1', state: 'prepared' });
@@ -453,6 +455,80 @@ describe('reconcile after a restart', () => {
   });
 });
 
+/** A QEMU stand-in that accepts every device and lists what it has: what attach asked for is in `added`. */
+function recordingQemu(vmId: string, added: PciDeviceSpec[]): HypervisorAdapter {
+  const has = new Set<string>();
+  return {
+    kind: 'qemu',
+    vmId,
+    ping: async () => '11.1.3',
+    addPciDevice: async (spec) => {
+      added.push(spec);
+      has.add(spec.id);
+      return { id: spec.id, guestBdf: null, coldAdded: false, bus: 'rp1' };
+    },
+    addUserDevice: async (spec) => ({ id: spec.id, guestBdf: null, coldAdded: false, bus: 'rp1' }),
+    listDevices: async () => [...has].map((id) => ({ id, guestBdf: null, hostBdf: null })),
+    hasDevice: async (id) => has.has(id),
+    removeDevice: async (id) => void has.delete(id),
+    close: async () => undefined,
+  };
+}
+
+describe('VFIO backend: group or iommufd', () => {
+  it('QEMU hot-plug keeps one backend per VM: a device follows the VM\'s other attachments, or is refused and rolled back', async () => {
+    claims.close();
+    const added: PciDeviceSpec[] = [];
+    open((vmId) => recordingQemu(vmId, added));
+    writeFileSync(path.join(host.roots.dev, 'iommu'), '');
+    const endpoint: HypervisorEndpoint = { hypervisor: 'qemu', qmpSocket: path.join(dir, 'q1.qmp') };
+    // the vGPU VF (vendor VFIO driver, a host with /dev/iommu) goes through iommufd
+    const vgpu = await manager.attach({ vmId: 'q1', endpoint, source: { kind: 'pci', bdf: VGPU_VF }, deviceId: 'vgpu0' });
+    expect(vgpu.attachment.functions[0]).toMatchObject({ hostBdf: VGPU_VF, vfioBackend: 'iommufd' });
+    // this fake VF on vfio-pci has no cdev: it cannot follow, so it is refused and given back
+    await expectError(
+      manager.attach({ vmId: 'q1', endpoint, source: { kind: 'pci', bdf: VF1 }, deviceId: 'vf0' }),
+      'FAILED_PRECONDITION', /vf0 \(0000:01:00.1\) would go through its VFIO group while vgpu0 goes through iommufd/, /released 0000:01:00.1/,
+    );
+    expect(host.driverOf(VF1)).toBe('nvme');
+    // the other way round: the VM's VF uses its group, so the vGPU VF follows it there
+    await manager.detach({ vmId: 'q1', deviceId: 'vgpu0' });
+    await manager.attach({ vmId: 'q1', endpoint, source: { kind: 'pci', bdf: VF1 }, deviceId: 'vf0' });
+    const again = await manager.attach({ vmId: 'q1', endpoint, source: { kind: 'pci', bdf: VGPU_VF }, deviceId: 'vgpu0' });
+    expect(again.attachment.functions[0]!.vfioBackend).toBe('group');
+    expect(manager.list('q1').map((a) => [a.deviceId, a.functions[0]!.vfioBackend])).toEqual([['vf0', 'group'], ['vgpu0', 'group']]);
+    expect(added.map((spec) => [spec.id, spec.vfioBackend])).toEqual([['vgpu0', 'iommufd'], ['vf0', 'group'], ['vgpu0', 'group']]);
+  });
+
+  it('cloud-hypervisor: iommufd asked for is refused before anything changes', async () => {
+    const { fake, endpoint } = await vmm('vm1');
+    writeFileSync(path.join(host.roots.dev, 'iommu'), '');
+    await expectError(manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: VGPU_VF }, vfioBackend: 'iommufd' }), 'FAILED_PRECONDITION', /0000:05:00.4 needs iommufd \(asked for\)/, /cloud-hypervisor v48/);
+    await expectError(manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: VF1 }, vfioBackend: 'iommufd' }), 'FAILED_PRECONDITION', /needs iommufd \(asked for\)/);
+    await expectError(manager.attach({ vmId: 'vm1', endpoint, source: { kind: 'pci', bdf: VF1 }, vfioBackend: 'cdev' as never }), 'INVALID_ARGUMENT', /VFIO backend "cdev"/);
+    expect(fake.requests).toEqual([]);
+    expect(claims.list()).toEqual([]);
+    expect(manager.list()).toEqual([]);
+    expect(host.driverOf(VF1)).toBe('nvme');
+  });
+
+  it('static configuration: a vendor VFIO device goes through iommufd on a host with /dev/iommu, through its group without; iommufd asked for without it is refused', async () => {
+    await devices.prepare(VGPU_VF, 'vm1');
+    const request = { hypervisor: 'qemu' as const, vmId: 'vm1', devices: [{ source: { kind: 'pci' as const, bdf: VGPU_VF }, id: 'vgpu0' }, { source: { kind: 'pci' as const, bdf: VF1 }, id: 'vf0' }] };
+    expect(manager.staticConfig(request).vfioBackends).toEqual({ vgpu0: 'group', vf0: 'group' });
+    const asked = { ...request, devices: [{ ...request.devices[0]!, vfioBackend: 'iommufd' as const }] };
+    await expectError(Promise.resolve().then(() => manager.staticConfig(asked)), 'FAILED_PRECONDITION', /0000:05:00.4 needs iommufd and the host has no \/dev\/iommu/);
+    writeFileSync(path.join(host.roots.dev, 'iommu'), '');
+    const result = manager.staticConfig(request);
+    // VF1 (not prepared yet, on nvme) follows the vGPU VF: one backend per QEMU VM
+    expect(result.vfioBackends).toEqual({ vgpu0: 'iommufd', vf0: 'iommufd' });
+    expect(result.qemu!.args).toContain(`vfio-pci,iommufd=vfiod-iommufd0,sysfsdev=/sys/bus/pci/devices/${VGPU_VF},id=vgpu0,bus=vfiod-rp0`);
+    expect(result.qemu!.args).toContain(`vfio-pci,iommufd=vfiod-iommufd0,sysfsdev=/sys/bus/pci/devices/${VF1},id=vf0,bus=vfiod-rp1`);
+    expect(result.qemu!.args.slice(0, 2)).toEqual(['-object', 'iommufd,id=vfiod-iommufd0']);
+    expect(host.driverOf(VGPU_VF)).toBe('nvidia'); // never rebound
+  });
+});
+
 describe('static configuration', () => {
   it('adds prepared GPU companions, warns about unprepared devices, and cloud-hypervisor output validates against VmConfig', async () => {
     await devices.prepare(GPU, 'vm1');
@@ -502,6 +578,14 @@ describe.skipIf(qemuMissing !== undefined)('attach through QMP to a real QEMU (-
   it('a VF that exists only in the fake sysfs: QEMU says no such host device -> NOT_FOUND, released, no record', async () => {
     await expectError(manager.attach({ vmId: 'vmq', endpoint, source: { kind: 'pci', bdf: VF1 }, bootIndex: 2 }), 'NOT_FOUND', /VM vmq/, /no such host device/, /bus rp1/, /released 0000:01:00.1/);
     expect(host.driverOf(VF1)).toBe('nvme');
+    expect(manager.list()).toEqual([]);
+  });
+
+  it('a vendor VFIO device through iommufd on QEMU 7.2: object-add fails saying QEMU >= 9.0 is needed; the as-is claim is dropped, nvidia keeps it', async () => {
+    writeFileSync(path.join(host.roots.dev, 'iommu'), '');
+    await expectError(manager.attach({ vmId: 'vmq', endpoint, source: { kind: 'pci', bdf: VGPU_VF } }), 'FAILED_PRECONDITION', /object-add iommufd vfiod-iommufd0/, /iommufd needs QEMU >= 9\.0/, /released 0000:05:00.4/);
+    expect(host.driverOf(VGPU_VF)).toBe('nvidia');
+    expect(claims.list()).toEqual([]);
     expect(manager.list()).toEqual([]);
   });
 

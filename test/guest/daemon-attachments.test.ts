@@ -6,7 +6,7 @@
  */
 import type { RequestOf, RpcName } from '../../src/daemon/proto.js';
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { runAttach } from '../../src/cli/attach.js';
@@ -29,6 +29,8 @@ const VF2 = '0000:01:00.2';
 const VF3 = '0000:01:00.3';
 const GPU = '0000:02:00.0';
 const GPU_AUDIO = '0000:02:00.1';
+/** An NVIDIA vGPU VF on nvidia with vfio-dev/vfio0 (vendor VFIO). */
+const VGPU_VF = '0000:05:00.4';
 const MOUNTED = '0000:06:00.0';
 
 let host: FakeHost;
@@ -101,7 +103,7 @@ describe('AttachDevice / DetachDevice / ListAttachments', () => {
       source: { pciBdf: VF1 },
       state: 'ATTACHMENT_STATE_ATTACHED',
       preparedByAttach: true,
-      functions: [{ hostBdf: VF1, vmmDeviceId: 'vfiod-0000_01_00_1', guestBdf: '0000:00:04.0', bus: '' }],
+      functions: [{ hostBdf: VF1, vmmDeviceId: 'vfiod-0000_01_00_1', guestBdf: '0000:00:04.0', bus: '', vfioBackend: 'VFIO_BACKEND_GROUP' }],
     });
     expect(host.driverOf(VF1)).toBe('vfio-pci');
     expect(fake.tree.has('vfiod-0000_01_00_1')).toBe(true);
@@ -306,6 +308,15 @@ describe('GetVmConfig', () => {
     expect(response['warnings'].join(' ')).toMatch(/CLOUDHV/);
     expect(response['qemu']).toBeNull();
     expect(response['prepared']).toEqual([]);
+    expect(response['vfioBackends']).toEqual({ disk0: 'VFIO_BACKEND_GROUP' });
+    expect(host.driverOf(VF2)).toBeNull();
+    // v48 cannot open a device through iommufd: refused with the reason, before anything is prepared
+    await expectStatus(
+      attachments('GetVmConfig', { hypervisor: 'HYPERVISOR_KIND_CLOUD_HYPERVISOR', vmId: 'vm1', devices: [{ source: { pciBdf: VF2 }, vfioBackend: 'VFIO_BACKEND_IOMMUFD' }], prepareDevices: true }),
+      'FAILED_PRECONDITION',
+      'needs iommufd (asked for)',
+      'cloud-hypervisor v48',
+    );
     expect(host.driverOf(VF2)).toBeNull();
   });
 
@@ -319,6 +330,17 @@ describe('GetVmConfig', () => {
     const args: string = response['qemu']!.args.join(' ');
     expect(args).toContain('vfio-pci');
     expect(args).toContain(`host=${VF1}`);
+    expect(response['vfioBackends']).toEqual({ boot0: 'VFIO_BACKEND_GROUP' });
+    // iommufd: this fake VF on vfio-pci has a group node and no cdev; the vGPU VF on nvidia goes through iommufd by itself
+    await expectStatus(
+      attachments('GetVmConfig', { hypervisor: 'HYPERVISOR_KIND_QEMU', devices: [{ source: { pciBdf: VF1 }, vfioBackend: 'VFIO_BACKEND_IOMMUFD' }] }),
+      'FAILED_PRECONDITION',
+      `${VF1} has a VFIO group but no cdev`,
+    );
+    writeFileSync(path.join(host.roots.dev, 'iommu'), '');
+    const iommufd = await attachments('GetVmConfig', { hypervisor: 'HYPERVISOR_KIND_QEMU', devices: [{ source: { pciBdf: VGPU_VF }, deviceId: 'vgpu0' }] });
+    expect(iommufd['qemu']!.args).toEqual(expect.arrayContaining(['-object', 'iommufd,id=vfiod-iommufd0', `vfio-pci,iommufd=vfiod-iommufd0,sysfsdev=/sys/bus/pci/devices/${VGPU_VF},id=vgpu0,bus=vfiod-rp0`]));
+    expect(iommufd['vfioBackends']).toEqual({ vgpu0: 'VFIO_BACKEND_IOMMUFD' });
     expect(args).toMatch(/bootindex.?1/);
     expect(response['prepared']).toEqual([expect.objectContaining({ bdf: VF1, changed: true, vfioGroupDev: host.groupDevPath(3) })]);
     expect(host.driverOf(VF1)).toBe('vfio-pci');
@@ -365,7 +387,7 @@ describe('CLI client', () => {
     const attached = await run(runAttach, '--vm', 'vm1', '--ch-socket', endpoint['cloudHypervisorApiSocket']!, '--bdf', '01:00.1', '--device-id', 'disk1');
     expect(attached.code, attached.stderr).toBe(0);
     expect(attached.stdout).toContain('attached disk1 to VM vm1');
-    expect(attached.stdout).toContain(`${VF1} -> disk1 at guest 0000:00:04.0`);
+    expect(attached.stdout).toContain(`${VF1} -> disk1 at guest 0000:00:04.0 (group)`);
     const list = await run(runAttachments);
     expect(list.stdout).toMatch(/^VM\s+DEVICE ID\s+SOURCE/);
     expect(list.stdout).toMatch(/vm1\s+disk1\s+0000:01:00.1\s+cloud-hypervisor\s+attached/);
@@ -411,6 +433,12 @@ describe('CLI client', () => {
     const ch = await run(runVmConfig, '--hypervisor', 'cloud-hypervisor', '--bdf', VF2);
     expect(ch.stdout).toContain(`"devices": [{"path":"/sys/bus/pci/devices/${VF2}"`);
     expect((await run(runVmConfig, '--hypervisor', 'xen')).code).toBe(2);
+    const chIommufd = await run(runVmConfig, '--hypervisor', 'cloud-hypervisor', '--bdf', VF2, '--vfio-backend', 'iommufd');
+    expect(chIommufd.code).toBe(1);
+    expect(chIommufd.stderr).toContain('cloud-hypervisor v48 opens VFIO devices through their IOMMU group only');
+    const badBackend = await run(runVmConfig, '--hypervisor', 'qemu', '--bdf', VF2, '--vfio-backend', 'legacy');
+    expect(badBackend.code).toBe(2);
+    expect(badBackend.stderr).toContain("--vfio-backend must be auto, group or iommufd, not 'legacy'");
     expect((await run(runVmConfig, '--hypervisor', 'qemu', '--bdf', VF2, '--prepare')).stderr).toContain('--vm');
   });
 });

@@ -69,6 +69,57 @@ describe('static configuration', () => {
     expect(new OpenApiValidator().checkRequest('PUT', '/vm.create', 'application/json', JSON.stringify(vmConfig))).toEqual([]);
   });
 
+  it('QEMU: a device given through iommufd gets the VM\'s iommufd object and vfio-pci iommufd=,sysfsdev=; the VM\'s other devices follow it', () => {
+    const vendor = { cdev: '/dev/vfio/devices/vfio0', groupNode: true, vendorDriver: 'nvidia', iommufdHost: true };
+    const onVfioPci = { ...vendor, vendorDriver: null };
+    const r = buildStaticConfig({
+      hypervisor: 'qemu',
+      devices: [
+        { source: { kind: 'pci', bdf: '0000:05:00.4' }, id: 'vgpu0' },
+        { source: { kind: 'pci', bdf: '0000:01:00.1' }, id: 'vf0', bootIndex: 0 },
+        { source: { kind: 'pci', bdf: '0000:01:00.2' }, id: 'vf1', vfioBackend: 'iommufd' },
+      ],
+      hostVfio: { '0000:05:00.4': vendor, '0000:01:00.1': onVfioPci, '0000:01:00.2': onVfioPci },
+    });
+    expect(r.qemu!.args).toEqual([
+      '-object', 'iommufd,id=vfiod-iommufd0',
+      '-device', 'pcie-root-port,id=vfiod-rp0,chassis=32,slot=0',
+      '-device', 'vfio-pci,iommufd=vfiod-iommufd0,sysfsdev=/sys/bus/pci/devices/0000:05:00.4,id=vgpu0,bus=vfiod-rp0',
+      '-device', 'pcie-root-port,id=vfiod-rp1,chassis=33,slot=1',
+      '-device', 'vfio-pci,iommufd=vfiod-iommufd0,sysfsdev=/sys/bus/pci/devices/0000:01:00.1,id=vf0,bus=vfiod-rp1,bootindex=0',
+      '-device', 'pcie-root-port,id=vfiod-rp2,chassis=34,slot=2',
+      '-device', 'vfio-pci,iommufd=vfiod-iommufd0,sysfsdev=/sys/bus/pci/devices/0000:01:00.2,id=vf1,bus=vfiod-rp2',
+    ]);
+    expect(r.vfioBackends).toEqual({ vgpu0: 'iommufd', vf0: 'iommufd', vf1: 'iommufd' });
+    expect(r.warnings).toEqual(['devices given through iommufd (-object iommufd) need QEMU >= 9.0']);
+    // one asked for the group: QEMU 11.1.3 aborts on a VM with both, so it is refused
+    const e = refusal(() => buildStaticConfig({
+      hypervisor: 'qemu',
+      devices: [{ source: { kind: 'pci', bdf: '0000:05:00.4' }, id: 'vgpu0' }, { source: { kind: 'pci', bdf: '0000:01:00.1' }, id: 'vf0', vfioBackend: 'group' }],
+      hostVfio: { '0000:05:00.4': vendor, '0000:01:00.1': onVfioPci },
+    }));
+    expect(e.code).toBe('FAILED_PRECONDITION');
+    expect(e.reason).toBe('VFIO_BACKENDS_MIXED');
+    expect(e.message).toMatch(/vf0 \(0000:01:00.1\) would go through its VFIO group while vgpu0 goes through iommufd/);
+  });
+
+  it('cloud-hypervisor: a vendor VFIO device goes through its group; one that needs iommufd is refused (v48 opens devices through their group only)', () => {
+    const vendor = { cdev: '/dev/vfio/devices/vfio0', groupNode: true, vendorDriver: 'nvidia', iommufdHost: true };
+    const ok = buildStaticConfig({ hypervisor: 'cloud-hypervisor', devices: [{ source: { kind: 'pci', bdf: '0000:05:00.4' }, id: 'vgpu0' }], hostVfio: { '0000:05:00.4': vendor } });
+    expect(ok.cloudHypervisor!.devices).toEqual([{ path: '/sys/bus/pci/devices/0000:05:00.4', id: 'vgpu0' }]);
+    expect(ok.vfioBackends).toEqual({ vgpu0: 'group' });
+    const cases: Array<[Record<string, unknown>, RegExp]> = [
+      [{ devices: [{ source: { kind: 'pci', bdf: '0000:05:00.4' }, id: 'vgpu0' }], hostVfio: { '0000:05:00.4': { ...vendor, groupNode: false } } }, /device vgpu0: 0000:05:00.4 needs iommufd \(it has a VFIO cdev and no group node\)/],
+      [{ devices: [{ source: { kind: 'pci', bdf: '0000:01:00.1' }, vfioBackend: 'iommufd' }] }, /0000:01:00.1 needs iommufd \(asked for\), and cloud-hypervisor v48 opens VFIO devices through their IOMMU group only/],
+    ];
+    for (const [request, message] of cases) {
+      const e = refusal(() => buildStaticConfig({ hypervisor: 'cloud-hypervisor', ...request } as never));
+      expect(e.code).toBe('FAILED_PRECONDITION');
+      expect(e.reason).toBe('VMM_CANNOT_USE_IOMMUFD');
+      expect(e.message).toMatch(message);
+    }
+  });
+
   it('refuses bad input with INVALID_ARGUMENT naming the problem', () => {
     const cases: Array<[unknown, RegExp]> = [
       [{ hypervisor: 'qemu', devices: [{ source: { kind: 'pci', bdf: 'zz' } }] }, /'zz' is not a PCI address/],
@@ -85,6 +136,7 @@ describe('static configuration', () => {
       [{ hypervisor: 'cloud-hypervisor', devices: [{ source: { kind: 'pci', bdf: '01:00.1' }, pciSegment: 1.5 }] }, /PCI segment 1\.5/],
       [{ hypervisor: 'cloud-hypervisor', devices: [{ source: { kind: 'pci', bdf: '01:00.1' }, gpudirectClique: 300 }] }, /GPUDirect clique 300 must be an integer 0\.\.127/],
       [{ hypervisor: 'cloud-hypervisor', devices: [{ source: { kind: 'pci', bdf: '01:00.1' }, iommu: 'yes' }] }, /iommu must be true or false \(got "yes"\)/],
+      [{ hypervisor: 'qemu', devices: [{ source: { kind: 'pci', bdf: '01:00.1' }, vfioBackend: 'legacy' }] }, /VFIO backend "legacy" must be one of auto, iommufd, group/],
     ];
     for (const [request, message] of cases) {
       const e = refusal(() => buildStaticConfig(request as never));

@@ -70,6 +70,7 @@ export interface ProtoGrpcType {
       PciWindowInfo: MessageTypeDefinition<_vfiod_v1_PciWindowInfo, _vfiod_v1_PciWindowInfo__Output>
       PrepareDeviceResult: MessageTypeDefinition<_vfiod_v1_PrepareDeviceResult, _vfiod_v1_PrepareDeviceResult__Output>
       QemuConfig: MessageTypeDefinition<_vfiod_v1_QemuConfig, _vfiod_v1_QemuConfig__Output>
+      VfioBackend: EnumTypeDefinition
       VmDevice: MessageTypeDefinition<_vfiod_v1_VmDevice, _vfiod_v1_VmDevice__Output>
       WaitOperationRequest: MessageTypeDefinition<_vfiod_v1_WaitOperationRequest, _vfiod_v1_WaitOperationRequest__Output>
       WaitOperationResponse: MessageTypeDefinition<_vfiod_v1_WaitOperationResponse, _vfiod_v1_WaitOperationResponse__Output>

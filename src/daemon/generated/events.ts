@@ -137,6 +137,7 @@ export interface ProtoGrpcType {
       SetVgpuTypeResponse: MessageTypeDefinition<_vfiod_v1_SetVgpuTypeResponse, _vfiod_v1_SetVgpuTypeResponse__Output>
       SriovInfo: MessageTypeDefinition<_vfiod_v1_SriovInfo, _vfiod_v1_SriovInfo__Output>
       StreamDeviceEventsRequest: MessageTypeDefinition<_vfiod_v1_StreamDeviceEventsRequest, _vfiod_v1_StreamDeviceEventsRequest__Output>
+      VfioBackend: EnumTypeDefinition
       VfioState: EnumTypeDefinition
       VgpuInfo: MessageTypeDefinition<_vfiod_v1_VgpuInfo, _vfiod_v1_VgpuInfo__Output>
       VgpuType: MessageTypeDefinition<_vfiod_v1_VgpuType, _vfiod_v1_VgpuType__Output>

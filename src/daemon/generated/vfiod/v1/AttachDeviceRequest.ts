@@ -2,6 +2,7 @@
 
 import type { HypervisorEndpoint as _vfiod_v1_HypervisorEndpoint, HypervisorEndpoint__Output as _vfiod_v1_HypervisorEndpoint__Output } from '../../vfiod/v1/HypervisorEndpoint.js';
 import type { DeviceSource as _vfiod_v1_DeviceSource, DeviceSource__Output as _vfiod_v1_DeviceSource__Output } from '../../vfiod/v1/DeviceSource.js';
+import type { VfioBackend as _vfiod_v1_VfioBackend, VfioBackend__Output as _vfiod_v1_VfioBackend__Output } from '../../vfiod/v1/VfioBackend.js';
 
 export interface AttachDeviceRequest {
   'vmId'?: (string);
@@ -43,6 +44,10 @@ export interface AttachDeviceRequest {
    * answer once the operation is done
    */
   'wait'?: (boolean);
+  /**
+   * PCI: group or iommufd (UNSPECIFIED: auto)
+   */
+  'vfioBackend'?: (_vfiod_v1_VfioBackend);
   '_bootIndex'?: "bootIndex";
   '_gpudirectClique'?: "gpudirectClique";
 }
@@ -87,6 +92,10 @@ export interface AttachDeviceRequest__Output {
    * answer once the operation is done
    */
   'wait': (boolean);
+  /**
+   * PCI: group or iommufd (UNSPECIFIED: auto)
+   */
+  'vfioBackend': (_vfiod_v1_VfioBackend__Output);
   '_bootIndex'?: "bootIndex";
   '_gpudirectClique'?: "gpudirectClique";
 }

@@ -1,5 +1,6 @@
 // Original file: proto/vfiod/v1/attachments.proto
 
+import type { VfioBackend as _vfiod_v1_VfioBackend, VfioBackend__Output as _vfiod_v1_VfioBackend__Output } from '../../vfiod/v1/VfioBackend.js';
 
 export interface AttachedFunction {
   /**
@@ -15,6 +16,10 @@ export interface AttachedFunction {
    * QEMU: the pcie-root-port it went into
    */
   'bus'?: (string);
+  /**
+   * how the VMM opened it (UNSPECIFIED for vfio-user)
+   */
+  'vfioBackend'?: (_vfiod_v1_VfioBackend);
 }
 
 export interface AttachedFunction__Output {
@@ -31,4 +36,8 @@ export interface AttachedFunction__Output {
    * QEMU: the pcie-root-port it went into
    */
   'bus': (string);
+  /**
+   * how the VMM opened it (UNSPECIFIED for vfio-user)
+   */
+  'vfioBackend': (_vfiod_v1_VfioBackend__Output);
 }

@@ -5,6 +5,7 @@ import type { CloudHypervisorConfig as _vfiod_v1_CloudHypervisorConfig, CloudHyp
 import type { QemuConfig as _vfiod_v1_QemuConfig, QemuConfig__Output as _vfiod_v1_QemuConfig__Output } from '../../vfiod/v1/QemuConfig.js';
 import type { PrepareDeviceResult as _vfiod_v1_PrepareDeviceResult, PrepareDeviceResult__Output as _vfiod_v1_PrepareDeviceResult__Output } from '../../vfiod/v1/PrepareDeviceResult.js';
 import type { PciWindowInfo as _vfiod_v1_PciWindowInfo, PciWindowInfo__Output as _vfiod_v1_PciWindowInfo__Output } from '../../vfiod/v1/PciWindowInfo.js';
+import type { VfioBackend as _vfiod_v1_VfioBackend, VfioBackend__Output as _vfiod_v1_VfioBackend__Output } from '../../vfiod/v1/VfioBackend.js';
 
 export interface GetVmConfigResponse {
   'hypervisor'?: (_vfiod_v1_HypervisorKind);
@@ -16,6 +17,10 @@ export interface GetVmConfigResponse {
    */
   'prepared'?: (_vfiod_v1_PrepareDeviceResult)[];
   'pciWindow'?: (_vfiod_v1_PciWindowInfo | null);
+  /**
+   * PCI device id -> how the VMM opens it
+   */
+  'vfioBackends'?: ({[key: string]: _vfiod_v1_VfioBackend});
 }
 
 export interface GetVmConfigResponse__Output {
@@ -28,4 +33,8 @@ export interface GetVmConfigResponse__Output {
    */
   'prepared': (_vfiod_v1_PrepareDeviceResult__Output)[];
   'pciWindow': (_vfiod_v1_PciWindowInfo__Output | null);
+  /**
+   * PCI device id -> how the VMM opens it
+   */
+  'vfioBackends': ({[key: string]: _vfiod_v1_VfioBackend__Output});
 }
