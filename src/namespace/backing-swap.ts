@@ -1,0 +1,371 @@
+/**
+ * Moving a serving namespace to another backing (docs/serve.md "Moving a namespace to another backing"). A
+ * `BackingSwap` stands in for the namespace from the start of the move: every command goes through it to the backing
+ * that is authoritative now (the old one until the switch, the new one after it), and while the data is copied it
+ * records which chunks the guest's writes, Write Zeroes and deallocations touched (`DirtyMap`). `moveData` copies
+ * everything once, then the chunks written meanwhile, pass after pass until few are left; it then holds new commands
+ * at the stand-in, waits for those in flight, copies the rest, lets the caller commit (persist the new backing), and
+ * switches. A failure anywhere before the commit leaves the old backing authoritative with nothing lost.
+ *
+ * Knows only the Namespace interface: the NVMe controller and the daemon know nothing of passes and chunks.
+ */
+import { NamespaceError, type ByteRange, type Namespace, type NamespacePath, type NamespaceUsage } from './namespace.js';
+
+/** Granularity of the dirty map: a write anywhere in a chunk copies the whole chunk again. */
+export const DIRTY_CHUNK_BYTES = 1024 * 1024;
+/** Copy passes stop when at most this much is dirty: the rest is copied while the namespace's commands wait. */
+export const FINAL_PASS_BYTES = 16 * DIRTY_CHUNK_BYTES;
+/** A guest that writes faster than the copy never gets under FINAL_PASS_BYTES: after this many passes it waits anyway. */
+export const MAX_COPY_PASSES = 8;
+/** Chunks copied at once. */
+const COPIES_IN_FLIGHT = 4;
+
+/** One bit per chunk of a namespace: set when a write may have changed the chunk since it was last copied. */
+export class DirtyMap {
+  private readonly bits: Uint8Array;
+  private dirty = 0;
+  readonly chunks: number;
+
+  constructor(
+    readonly sizeBytes: number,
+    readonly chunkBytes: number,
+  ) {
+    if (!Number.isSafeInteger(chunkBytes) || chunkBytes <= 0) throw new Error(`dirty map: chunk size ${chunkBytes} must be a positive integer`);
+    this.chunks = Math.ceil(sizeBytes / chunkBytes);
+    this.bits = new Uint8Array(Math.ceil(this.chunks / 8));
+  }
+
+  /** Chunks marked and not taken since. */
+  get dirtyChunks(): number {
+    return this.dirty;
+  }
+
+  /** Bytes those chunks cover (the last chunk may be short). */
+  get dirtyBytes(): number {
+    if (this.dirty === 0) return 0;
+    const lastShort = this.isDirty(this.chunks - 1) ? this.chunks * this.chunkBytes - this.sizeBytes : 0;
+    return this.dirty * this.chunkBytes - lastShort;
+  }
+
+  isDirty(chunk: number): boolean {
+    return (this.bits[chunk >> 3]! & (1 << (chunk & 7))) !== 0;
+  }
+
+  /** Marks every chunk that `length` bytes at `offset` touch (nothing for an empty range). */
+  mark(offset: number, length: number): void {
+    if (length <= 0) return;
+    const first = Math.floor(offset / this.chunkBytes);
+    const last = Math.min(this.chunks - 1, Math.floor((offset + length - 1) / this.chunkBytes));
+    for (let chunk = first; chunk <= last; chunk++) this.set(chunk);
+  }
+
+  markAll(): void {
+    for (let chunk = 0; chunk < this.chunks; chunk++) this.set(chunk);
+  }
+
+  /** The dirty chunks as byte ranges, ascending, and clears them: a write from now on marks its chunk again. */
+  take(): ByteRange[] {
+    const ranges: ByteRange[] = [];
+    for (let chunk = 0; chunk < this.chunks && ranges.length < this.dirty; chunk++) {
+      if (!this.isDirty(chunk)) continue;
+      const offset = chunk * this.chunkBytes;
+      ranges.push({ offset, length: Math.min(this.chunkBytes, this.sizeBytes - offset) });
+    }
+    this.bits.fill(0);
+    this.dirty = 0;
+    return ranges;
+  }
+
+  private set(chunk: number): void {
+    const bit = 1 << (chunk & 7);
+    const byte = chunk >> 3;
+    if ((this.bits[byte]! & bit) !== 0) return;
+    this.bits[byte]! |= bit;
+    this.dirty++;
+  }
+}
+
+/** Which backing serves commands: the old one, none (commands wait: the last pass and the switch), the new one. */
+type Serving = 'source' | 'held' | 'target';
+
+/**
+ * The namespace as the controller sees it during and after a move. It presents what the guest knows of the old
+ * backing (size, block size, write protection, thin provisioning, write cache, transfer limit), so no Identify field
+ * changes; the new backing must be at least as large and take the same block size (the caller checks).
+ */
+export class BackingSwap implements Namespace {
+  readonly blockSize: number;
+  readonly blockCount: number;
+  readonly volatileWriteCache: boolean;
+  readonly maxTransferBytes: number;
+  readonly readOnly: boolean;
+  readonly supportsDeallocate: boolean;
+
+  private serving: Serving = 'source';
+  /** Set while copying: the chunks writes touched. */
+  private tracking: DirtyMap | undefined;
+  /** Backend operations started through this stand-in and not settled. */
+  private running = 0;
+  private idleWaiters: Array<() => void> = [];
+  /** Commands held while `serving` is 'held'; each goes on once it is not. */
+  private heldCommands: Array<() => void> = [];
+
+  constructor(
+    readonly source: Namespace,
+    readonly target: Namespace,
+  ) {
+    this.blockSize = source.blockSize;
+    this.blockCount = source.blockCount;
+    this.volatileWriteCache = source.volatileWriteCache;
+    this.maxTransferBytes = source.maxTransferBytes;
+    this.readOnly = source.readOnly === true;
+    this.supportsDeallocate = source.supportsDeallocate;
+  }
+
+  /** The backing commands go to now (the old one while held). */
+  get current(): Namespace {
+    return this.serving === 'target' ? this.target : this.source;
+  }
+
+  get description(): string {
+    return this.current.description;
+  }
+
+  /** Backend operations in flight through this stand-in (commands held at it are not). */
+  get inFlight(): number {
+    return this.running;
+  }
+
+  get switched(): boolean {
+    return this.serving === 'target';
+  }
+
+  usage(): NamespaceUsage {
+    return this.current.usage?.() ?? { allocatedBytes: this.blockCount * this.blockSize };
+  }
+
+  pathStates(): NamespacePath[] {
+    return this.current.pathStates?.() ?? [];
+  }
+
+  read(offset: number, buffers: readonly Uint8Array[]): Promise<void> | void {
+    return this.run((backing) => backing.read(offset, buffers));
+  }
+
+  write(offset: number, buffers: readonly Uint8Array[]): Promise<void> | void {
+    let length = 0;
+    for (const buffer of buffers) length += buffer.length;
+    return this.run((backing) => backing.write(offset, buffers), offset, length);
+  }
+
+  flush(): Promise<void> | void {
+    return this.run((backing) => backing.flush());
+  }
+
+  deallocate(ranges: readonly ByteRange[]): Promise<void> | void {
+    return this.run((backing) => backing.deallocate(ranges), ranges);
+  }
+
+  writeZeroes(offset: number, length: number): Promise<void> | void {
+    return this.run((backing) => backing.writeZeroes(offset, length), offset, length);
+  }
+
+  abandon(buffers: readonly Uint8Array[]): boolean {
+    return this.current.abandon?.(buffers) ?? false;
+  }
+
+  async grow(sizeBytes: number): Promise<void> {
+    // The guest knows the old size until the move is done; after it the new backing decides.
+    throw new NamespaceError('unsupported', `${this.description}: cannot grow to ${sizeBytes} bytes while it moves to another backing`);
+  }
+
+  /** Closes the backing that serves (the other one is the mover's to close). */
+  close(): Promise<void> {
+    return this.current.close();
+  }
+
+  // ---- the mover's side ------------------------------------------------------------------------------------------
+
+  /** Writes from now on mark their chunks in `map`. */
+  track(map: DirtyMap): void {
+    this.tracking = map;
+  }
+
+  /** New commands wait at the stand-in; resolves once the ones it already passed on have settled. */
+  async hold(): Promise<void> {
+    this.serving = 'held';
+    while (this.running > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+  }
+
+  /** Commands go on to the old backing (the move failed) or the new one (it is committed). */
+  release(to: 'source' | 'target'): void {
+    this.serving = to;
+    this.tracking = undefined;
+    const held = this.heldCommands;
+    this.heldCommands = [];
+    for (const go of held) go();
+  }
+
+  /**
+   * Runs `operation` on the serving backing, or later when commands are held. While tracking, what a write touched
+   * is marked when it settles (succeeded or not: a failed write may have changed part of its range), so a copy that
+   * read the chunk before the data landed is made again.
+   */
+  private run(operation: (backing: Namespace) => Promise<void> | void, offset?: number | readonly ByteRange[], length = 0): Promise<void> | void {
+    if (this.serving === 'held') {
+      return new Promise<void>((resolve) => this.heldCommands.push(resolve)).then(() => this.run(operation, offset, length));
+    }
+    const onSource = this.serving === 'source' && offset !== undefined;
+    const settled = (): void => {
+      // The map as it is when the operation settles: one started before the copy began is tracked too.
+      const map = onSource ? this.tracking : undefined;
+      if (map === undefined) return;
+      if (typeof offset === 'number') map.mark(offset, length);
+      else for (const range of offset!) map.mark(range.offset, range.length);
+    };
+    let pending: Promise<void> | void;
+    try {
+      pending = operation(this.current);
+    } catch (error) {
+      settled();
+      throw error;
+    }
+    if (pending === undefined) {
+      settled();
+      return undefined;
+    }
+    this.running++;
+    return pending.finally(() => {
+      settled();
+      this.running--;
+      if (this.running === 0) {
+        const waiters = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const resolve of waiters) resolve();
+      }
+    });
+  }
+}
+
+export interface MoveProgress {
+  /** 'copying' passes; 'final': commands wait, the last dirty chunks are copied and the switch committed. */
+  phase: 'copying' | 'final';
+  /** 1 for the full copy, 2.. for the passes over what was written meanwhile; 0 without a copy. */
+  pass: number;
+  /** Bytes this pass has copied, of `passBytes`. */
+  copiedBytes: number;
+  passBytes: number;
+  /** Bytes written since their chunk was last copied (they make the next pass). */
+  dirtyBytes: number;
+}
+
+export interface MoveOptions {
+  /** False: the new backing already holds the data; only the switch is made. */
+  copy: boolean;
+  /** Persists the switch (the new backing named wherever the namespace is defined) while commands wait; throws to refuse it. */
+  commit: () => Promise<void>;
+  onProgress?: (progress: MoveProgress) => void;
+  /** Checked between chunks: true stops the move (it then fails with `cancelledBecause()`). */
+  cancelled?: () => boolean;
+  cancelledBecause?: () => Error;
+  chunkBytes?: number;
+  finalPassBytes?: number;
+  maxPasses?: number;
+}
+
+export interface MoveOutcome {
+  passes: number;
+  copiedBytes: number;
+  /** How long commands to the namespace waited: the last pass, the flush, the commit and the switch. */
+  heldMs: number;
+  /** Bytes copied while they waited. */
+  finalBytes: number;
+}
+
+/**
+ * Copies `swap.source` to `swap.target` while the guest writes, then switches (see the file comment). Rejects when
+ * a copy, the flush or the commit fails, or the move is cancelled: `swap` then serves from the old backing again and
+ * the caller closes the new one.
+ */
+export async function moveData(swap: BackingSwap, options: MoveOptions): Promise<MoveOutcome> {
+  const sizeBytes = swap.blockCount * swap.blockSize;
+  const chunkBytes = options.chunkBytes ?? DIRTY_CHUNK_BYTES;
+  if (chunkBytes % swap.blockSize !== 0) throw new Error(`chunk size ${chunkBytes} is not a multiple of the block size ${swap.blockSize}`);
+  const map = new DirtyMap(sizeBytes, chunkBytes);
+  const finalPassBytes = options.finalPassBytes ?? FINAL_PASS_BYTES;
+  const maxPasses = options.maxPasses ?? MAX_COPY_PASSES;
+  const checkCancelled = (): void => {
+    if (options.cancelled?.()) throw options.cancelledBecause?.() ?? new Error('the move was cancelled');
+  };
+  let passes = 0;
+  let copiedBytes = 0;
+  try {
+    if (options.copy) {
+      swap.track(map);
+      map.markAll();
+      while (passes === 0 || (map.dirtyBytes > finalPassBytes && passes < maxPasses)) {
+        passes++;
+        const ranges = map.take();
+        const passBytes = ranges.reduce((sum, range) => sum + range.length, 0);
+        let passCopied = 0;
+        const report = (): void => options.onProgress?.({ phase: 'copying', pass: passes, copiedBytes: passCopied, passBytes, dirtyBytes: map.dirtyBytes });
+        report();
+        await copyRanges(swap.source, swap.target, ranges, chunkBytes, (bytes) => {
+          passCopied += bytes;
+          copiedBytes += bytes;
+          report();
+          checkCancelled();
+        });
+      }
+    }
+    checkCancelled();
+    const heldAt = performance.now();
+    await swap.hold();
+    const last = map.take();
+    const finalBytes = last.reduce((sum, range) => sum + range.length, 0);
+    options.onProgress?.({ phase: 'final', pass: passes, copiedBytes: 0, passBytes: finalBytes, dirtyBytes: finalBytes });
+    await copyRanges(swap.source, swap.target, last, chunkBytes, (bytes) => (copiedBytes += bytes));
+    await swap.target.flush();
+    checkCancelled();
+    await options.commit();
+    swap.release('target');
+    return { passes, copiedBytes, heldMs: performance.now() - heldAt, finalBytes };
+  } catch (error) {
+    swap.release('source');
+    throw error;
+  }
+}
+
+/** Copies `ranges` (each at most `chunkBytes`), a few at a time; `copied` is told each range's bytes and may throw to stop. */
+async function copyRanges(source: Namespace, target: Namespace, ranges: readonly ByteRange[], chunkBytes: number, copied: (bytes: number) => void): Promise<void> {
+  let next = 0;
+  let failure: unknown;
+  const worker = async (): Promise<void> => {
+    const buffer = new Uint8Array(chunkBytes);
+    while (failure === undefined && next < ranges.length) {
+      const range = ranges[next++]!;
+      const data = buffer.subarray(0, range.length);
+      try {
+        await source.read(range.offset, [data]);
+        // A chunk of zeroes stays sparse where the new backing can keep it so.
+        if (isZero(data)) await target.writeZeroes(range.offset, range.length);
+        else await target.write(range.offset, [data]);
+        copied(range.length);
+      } catch (error) {
+        failure ??= error;
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(COPIES_IN_FLIGHT, ranges.length) }, worker));
+  if (failure !== undefined) throw failure;
+}
+
+function isZero(data: Uint8Array): boolean {
+  if (data.byteLength % 8 === 0 && data.byteOffset % 8 === 0) {
+    const words = new BigUint64Array(data.buffer, data.byteOffset, data.byteLength / 8);
+    for (let index = 0; index < words.length; index++) if (words[index] !== 0n) return false;
+    return true;
+  }
+  for (let index = 0; index < data.length; index++) if (data[index] !== 0) return false;
+  return true;
+}
