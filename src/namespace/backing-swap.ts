@@ -318,6 +318,8 @@ export async function moveData(swap: BackingSwap, options: MoveOptions): Promise
         });
       }
     }
+    // What the passes wrote goes to stable storage now, not while commands wait.
+    await swap.target.flush();
     checkCancelled();
     const heldAt = performance.now();
     await swap.hold();

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { GuestMemory } from '../memory/guest-memory.js';
 import type { Namespace, NamespaceIds } from '../namespace/namespace.js';
 import { MemoryNamespace } from '../namespace/memory.js';
-import { openNamespace, parseNamespaceUri, resizedNamespaceUri, specWithBlockSize } from '../namespace/uri.js';
+import { explicitBlockSize, openNamespace, parseNamespaceUri, resizedNamespaceUri, specWithBlockSize } from '../namespace/uri.js';
 import { defaultIdentityPath, IdentityConflict, loadOrCreateIdentity, plannedBlockSizes, type IdentityOptions } from './identity-store.js';
 import { VfioUserServer, type VfioUserServerState } from '../vfio-user/server.js';
 import { Logger, rootLogger } from '../util/log.js';
@@ -577,6 +577,10 @@ function running(
     let target: Namespace | undefined;
     let stand: BackingSwap | undefined;
     try {
+      const asked = explicitBlockSize(uri);
+      if (asked !== undefined && asked !== source.blockSize) {
+        throw refuse('SWAP_BACKING_INCOMPATIBLE', `${uri} asks for ${asked}-byte blocks, the guest knows ${source.blockSize}-byte blocks`);
+      }
       try {
         target = await openSlotNamespace(uri, nsid, source.blockSize, logger);
       } catch (error) {

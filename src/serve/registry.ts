@@ -450,9 +450,17 @@ export class ControllerRegistry {
     this.checkNamespaceUri(id, uri, nsid);
     const running = (await entry.worker.snapshot())?.namespaces.find((namespace) => namespace.nsid === nsid);
     if (!running) throw new VfiodError('FAILED_PRECONDITION', `controller ${id} does not answer`, { reason: 'CONTROLLER_NOT_SERVING', controllerId: id, controllerState: entry.state });
-    const sized = withNamespaceSize(uri, running.blocks * running.blockSize);
+    const namespaceBytes = running.blocks * running.blockSize;
+    const sized = withNamespaceSize(uri, namespaceBytes);
     const current = entry.config.namespaces[index]!;
     const facts = { controllerId: id, nsid, uri: sized };
+    const given = parseNamespaceUri(sized);
+    if (given.scheme === 'file' && (given as FileNamespaceSpec).sizeBytes! < namespaceBytes) {
+      throw new VfiodError('FAILED_PRECONDITION', `controller ${id}: namespace ${nsid} has ${formatSize(namespaceBytes)}; ${sized} asks for ${formatSize((given as FileNamespaceSpec).sizeBytes!)}: the new backing must be at least as large`, {
+        reason: 'SWAP_BACKING_TOO_SMALL',
+        ...facts,
+      });
+    }
     const keys = (u: string): string[] => [u, ...this.namespaceBackings(id, [u], () => undefined).keys()];
     const currentKeys = new Set(keys(current));
     if (keys(sized).some((key) => currentKeys.has(key))) {
@@ -460,7 +468,8 @@ export class ControllerRegistry {
     }
     const replaced = (config: ControllerConfig): ControllerConfig => ({ ...config, namespaces: config.namespaces.map((u, i) => (i === index ? sized : u)) });
     this.checkSharedResources(id, replaced(entry.config));
-    // Reserved before the first await of the run, so a second request is refused.
+    // Reserved before the call answers (and checked again: another request may have reserved it meanwhile).
+    if (entry.swapping) throw swapRunning(id, entry.swapping);
     entry.swapping = { nsid, uri: sized };
     const run = async (onProgress: (progress: MoveProgress) => void): Promise<{ view: ControllerView; outcome: MoveOutcome }> => {
       try {

@@ -230,7 +230,7 @@ describe('moving a namespace to another backing', () => {
     const { namespace: source, model } = await filled('old');
     const target = new AsyncMemory(SIZE, 'new');
     const swap = new BackingSwap(source, target);
-    let held: Promise<void> | void;
+    let held: Promise<void> | void = undefined;
     await expect(
       moveData(swap, {
         copy: true,
