@@ -9,15 +9,22 @@
  *
  * Knows only the Namespace interface: the NVMe controller and the daemon know nothing of passes and chunks.
  */
+import { sleep } from '../util/sleep.js';
 import { NamespaceError, type ByteRange, type Namespace, type NamespacePath, type NamespaceUsage } from './namespace.js';
 
 /** Granularity of the dirty map: a write anywhere in a chunk copies the whole chunk again. */
-export const DIRTY_CHUNK_BYTES = 1024 * 1024;
-/** Copy passes stop when at most this much is dirty: the rest is copied while the namespace's commands wait. */
-export const FINAL_PASS_BYTES = 16 * DIRTY_CHUNK_BYTES;
-/** A guest that writes faster than the copy never gets under FINAL_PASS_BYTES: after this many passes it waits anyway. */
+export const DIRTY_CHUNK_BYTES = 64 * 1024;
+/** Adjacent dirty chunks are copied together, up to this much per read and write. */
+export const COPY_RUN_BYTES = 1024 * 1024;
+/**
+ * How long the last pass should hold the namespace's commands: passes go on until what is dirty takes about that
+ * long to copy at the rate the previous pass reached (and never more than FINAL_PASS_BYTES).
+ */
+export const HELD_TARGET_MS = 50;
+export const FINAL_PASS_BYTES = 16 * 1024 * 1024;
+/** A guest that writes faster than the copy never gets there: after this many passes it waits anyway. */
 export const MAX_COPY_PASSES = 8;
-/** Chunks copied at once. */
+/** Runs copied at once. */
 const COPIES_IN_FLIGHT = 4;
 
 /** One bit per chunk of a namespace: set when a write may have changed the chunk since it was last copied. */
@@ -59,17 +66,34 @@ export class DirtyMap {
     for (let chunk = first; chunk <= last; chunk++) this.set(chunk);
   }
 
+  /** Bytes of the chunks `length` bytes at `offset` touch that are not dirty now (what a write there would add). */
+  cleanBytesIn(offset: number, length: number): number {
+    if (length <= 0) return 0;
+    const first = Math.floor(offset / this.chunkBytes);
+    const last = Math.min(this.chunks - 1, Math.floor((offset + length - 1) / this.chunkBytes));
+    let clean = 0;
+    for (let chunk = first; chunk <= last; chunk++) if (!this.isDirty(chunk)) clean += this.chunkBytes;
+    return clean;
+  }
+
   markAll(): void {
     for (let chunk = 0; chunk < this.chunks; chunk++) this.set(chunk);
   }
 
-  /** The dirty chunks as byte ranges, ascending, and clears them: a write from now on marks its chunk again. */
-  take(): ByteRange[] {
+  /**
+   * The dirty chunks as byte ranges, ascending, adjacent ones joined up to `maxRunBytes` (a multiple of the chunk
+   * size), and clears them: a write from now on marks its chunk again.
+   */
+  take(maxRunBytes = this.chunkBytes): ByteRange[] {
     const ranges: ByteRange[] = [];
-    for (let chunk = 0; chunk < this.chunks && ranges.length < this.dirty; chunk++) {
+    let last: ByteRange | undefined;
+    for (let chunk = 0, found = 0; chunk < this.chunks && found < this.dirty; chunk++) {
       if (!this.isDirty(chunk)) continue;
+      found++;
       const offset = chunk * this.chunkBytes;
-      ranges.push({ offset, length: Math.min(this.chunkBytes, this.sizeBytes - offset) });
+      const length = Math.min(this.chunkBytes, this.sizeBytes - offset);
+      if (last !== undefined && last.offset + last.length === offset && last.length + length <= maxRunBytes) last.length += length;
+      else ranges.push((last = { offset, length }));
     }
     this.bits.fill(0);
     this.dirty = 0;
@@ -109,6 +133,9 @@ export class BackingSwap implements Namespace {
   private idleWaiters: Array<() => void> = [];
   /** Commands held while `serving` is 'held'; each goes on once it is not. */
   private heldCommands: Array<() => void> = [];
+  /** While set (bytes per ms), writes may dirty chunks at that rate at most: `writeClock` is when the next one may start. */
+  private writeRate: number | undefined;
+  private writeClock = 0;
 
   constructor(
     readonly source: Namespace,
@@ -155,7 +182,14 @@ export class BackingSwap implements Namespace {
   write(offset: number, buffers: readonly Uint8Array[]): Promise<void> | void {
     let length = 0;
     for (const buffer of buffers) length += buffer.length;
-    return this.run((backing) => backing.write(offset, buffers), offset, length);
+    const write = (): Promise<void> | void => this.run((backing) => backing.write(offset, buffers), offset, length);
+    if (this.writeRate === undefined || this.serving !== 'source') return write();
+    // A write costs what it adds to the next pass: the chunks it makes dirty (a hot block written again is free).
+    const cost = this.tracking?.cleanBytesIn(offset, length) ?? length;
+    const now = performance.now();
+    const start = Math.max(now, this.writeClock);
+    this.writeClock = start + cost / this.writeRate;
+    return start > now ? sleep(start - now).then(write) : write();
   }
 
   flush(): Promise<void> | void {
@@ -191,6 +225,11 @@ export class BackingSwap implements Namespace {
     this.tracking = map;
   }
 
+  /** Lets writes dirty `bytesPerMs` at most (a guest that writes faster than the copy), until `release`. */
+  limitWrites(bytesPerMs: number): void {
+    this.writeRate = bytesPerMs;
+  }
+
   /** New commands wait at the stand-in; resolves once the ones it already passed on have settled. */
   async hold(): Promise<void> {
     this.serving = 'held';
@@ -201,6 +240,7 @@ export class BackingSwap implements Namespace {
   release(to: 'source' | 'target'): void {
     this.serving = to;
     this.tracking = undefined;
+    this.writeRate = undefined;
     const held = this.heldCommands;
     this.heldCommands = [];
     for (const go of held) go();
@@ -268,7 +308,9 @@ export interface MoveOptions {
   /** Checked between chunks: true stops the move (it then fails with `cancelledBecause()`). */
   cancelled?: () => boolean;
   cancelledBecause?: () => Error;
+  /** Granularity of the dirty map (default DIRTY_CHUNK_BYTES), a multiple of the block size. */
   chunkBytes?: number;
+  /** Most bytes left for the last pass (default FINAL_PASS_BYTES); passes stop earlier when the copy is fast. */
   finalPassBytes?: number;
   maxPasses?: number;
 }
@@ -292,6 +334,7 @@ export async function moveData(swap: BackingSwap, options: MoveOptions): Promise
   const chunkBytes = options.chunkBytes ?? DIRTY_CHUNK_BYTES;
   if (chunkBytes % swap.blockSize !== 0) throw new Error(`chunk size ${chunkBytes} is not a multiple of the block size ${swap.blockSize}`);
   const map = new DirtyMap(sizeBytes, chunkBytes);
+  const runBytes = Math.max(COPY_RUN_BYTES, chunkBytes);
   const finalPassBytes = options.finalPassBytes ?? FINAL_PASS_BYTES;
   const maxPasses = options.maxPasses ?? MAX_COPY_PASSES;
   const checkCancelled = (): void => {
@@ -299,23 +342,30 @@ export async function moveData(swap: BackingSwap, options: MoveOptions): Promise
   };
   let passes = 0;
   let copiedBytes = 0;
+  let threshold = finalPassBytes;
   try {
     if (options.copy) {
       swap.track(map);
       map.markAll();
-      while (passes === 0 || (map.dirtyBytes > finalPassBytes && passes < maxPasses)) {
+      while (passes === 0 || (map.dirtyBytes > threshold && passes < maxPasses)) {
         passes++;
-        const ranges = map.take();
+        const ranges = map.take(runBytes);
         const passBytes = ranges.reduce((sum, range) => sum + range.length, 0);
         let passCopied = 0;
         const report = (): void => options.onProgress?.({ phase: 'copying', pass: passes, copiedBytes: passCopied, passBytes, dirtyBytes: map.dirtyBytes });
         report();
-        await copyRanges(swap.source, swap.target, ranges, chunkBytes, (bytes) => {
+        const passStarted = performance.now();
+        await copyRanges(swap.source, swap.target, ranges, runBytes, (bytes) => {
           passCopied += bytes;
           copiedBytes += bytes;
           report();
           checkCancelled();
         });
+        const bytesPerMs = passBytes / Math.max(1, performance.now() - passStarted);
+        threshold = Math.min(finalPassBytes, Math.max(chunkBytes, bytesPerMs * HELD_TARGET_MS));
+        // The guest dirtied more than half of what the pass copied: the passes would not end. From now on its writes
+        // may dirty chunks at half the copy rate (each waits a little, instead of all of them long at the end).
+        if (map.dirtyBytes > threshold && map.dirtyBytes * 2 > passBytes) swap.limitWrites(bytesPerMs / 2);
       }
     }
     // What the passes wrote goes to stable storage now, not while commands wait.
@@ -323,10 +373,10 @@ export async function moveData(swap: BackingSwap, options: MoveOptions): Promise
     checkCancelled();
     const heldAt = performance.now();
     await swap.hold();
-    const last = map.take();
+    const last = map.take(runBytes);
     const finalBytes = last.reduce((sum, range) => sum + range.length, 0);
     options.onProgress?.({ phase: 'final', pass: passes, copiedBytes: 0, passBytes: finalBytes, dirtyBytes: finalBytes });
-    await copyRanges(swap.source, swap.target, last, chunkBytes, (bytes) => (copiedBytes += bytes));
+    await copyRanges(swap.source, swap.target, last, runBytes, (bytes) => (copiedBytes += bytes));
     await swap.target.flush();
     checkCancelled();
     await options.commit();
@@ -338,12 +388,12 @@ export async function moveData(swap: BackingSwap, options: MoveOptions): Promise
   }
 }
 
-/** Copies `ranges` (each at most `chunkBytes`), a few at a time; `copied` is told each range's bytes and may throw to stop. */
-async function copyRanges(source: Namespace, target: Namespace, ranges: readonly ByteRange[], chunkBytes: number, copied: (bytes: number) => void): Promise<void> {
+/** Copies `ranges` (each at most `runBytes`), a few at a time; `copied` is told each range's bytes and may throw to stop. */
+async function copyRanges(source: Namespace, target: Namespace, ranges: readonly ByteRange[], runBytes: number, copied: (bytes: number) => void): Promise<void> {
   let next = 0;
   let failure: unknown;
   const worker = async (): Promise<void> => {
-    const buffer = new Uint8Array(chunkBytes);
+    const buffer = new Uint8Array(runBytes);
     while (failure === undefined && next < ranges.length) {
       const range = ranges[next++]!;
       const data = buffer.subarray(0, range.length);
