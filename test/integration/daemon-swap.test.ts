@@ -8,12 +8,14 @@
  * with their reason and change nothing; a move that fails, or that a daemon shutdown stops, leaves the namespace on
  * its old backing with the guest's data.
  */
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { runControllers } from '../../src/cli/controllers.js';
 import { runEvents } from '../../src/cli/events.js';
 import { VfiodClient } from '../../src/daemon/client.js';
@@ -26,7 +28,7 @@ import { expectStatus } from '../helpers/daemon-client.js';
 import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
 import type { GuestDriver } from '../helpers/guest-driver.js';
 import { Guest } from '../helpers/hypervisor.js';
-import { IO_DEADLINE_MS } from '../helpers/vfiod-process.js';
+import { bin, children, IO_DEADLINE_MS, serve, type LogLine } from '../helpers/vfiod-process.js';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
 const distServer = path.join(root, 'dist', 'daemon', 'server.js');
@@ -283,5 +285,59 @@ describe.skipIf(skipReason)('moving a namespace to another backing (SwapNamespac
     await guest.driver.createIoQueuePair(1, 64, 1);
     expect(await firstDifference(guest.driver, data)).toBe(-1);
     expect(moved!.stats!.failedCommands).toBe(0);
+  }, 180_000);
+});
+
+describe.skipIf(skipReason)('a moved namespace under vfiod daemon --crash-recovery', () => {
+  let dir: string;
+  const guests: Guest[] = [];
+  afterEach(() => {
+    for (const guest of guests.splice(0)) guest.close();
+    for (const child of children.splice(0)) child.kill('SIGKILL');
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the checkpoint names the new backing once switched: a SIGKILLed data plane recovers onto it, even with the old definition on disk', async () => {
+    dir = temporaryDir('vfiod-swap-crash-');
+    const host = standardHost();
+    try {
+      const apiSocket = path.join(dir, 'vfiod.sock');
+      const socket = path.join(dir, 'nvme0.sock');
+      const holder = serve(['--crash-recovery', '--socket', apiSocket, '--state-dir', path.join(dir, 'state'), '--namespace-dir', dir,
+        '--sysfs-root', host.roots.sysfs, '--dev-root', host.roots.dev, '--proc-root', host.roots.proc], 'daemon');
+      await holder.waitFor((line) => line['msg'] === 'listening' && line['component'] === 'daemon', 'the API listening');
+      const cli = (...args: string[]): Promise<{ stdout: string }> => promisify(execFile)(process.execPath, [bin, ...args, '--daemon', apiSocket], { timeout: 60_000 });
+      const model = new Uint8Array(randomBytes(8 * MiB));
+      writeFileSync(path.join(dir, 'a.img'), model);
+      await cli('controllers', 'create', 'vm1', '--socket', socket, '--namespace', `file:${path.join(dir, 'a.img')}`);
+      const guest = await Guest.attach(socket, { flavour: 'qemu', vectors: 2 });
+      guests.push(guest);
+      await guest.driver.enable();
+      await guest.driver.createIoQueuePair(1, 64, 1);
+      const stateFile = path.join(dir, 'state', 'controllers.json');
+      const savedBefore = readFileSync(stateFile, 'utf8');
+
+      const moved = await cli('controllers', 'swap-backing', 'vm1', '1', `file:${path.join(dir, 'b.img')}`);
+      expect(moved.stdout).toMatch(/namespace 1 of controller vm1 is on file:.*b\.img\?size=8388608/);
+      const after = new Uint8Array(randomBytes(4096));
+      expect((await guest.driver.write(1, 24, after, { timeoutMillis: IO_DEADLINE_MS })).status).toBe(Status.SUCCESS);
+      model.set(after, 24 * BLOCK);
+      // The data plane dies as if before it saved the definition: only its checkpoint names the new file.
+      writeFileSync(stateFile, savedBefore);
+      const dataPlane = holder.lines.filter((line) => line['msg'] === 'data plane started').at(-1)!['pid'] as number;
+      process.kill(dataPlane, 'SIGKILL');
+      await holder.waitFor((line: LogLine) => line['msg'] === 'recovered from a crash of the previous data plane' && line['generation'] === 1, 'recovery after the SIGKILL');
+      await holder.waitFor((line) => line['msg'] === 'controller recovered with the namespaces of its checkpoint, now saved as its definition', 'the definition saved again');
+      const uri = `file:${path.join(dir, 'b.img')}?size=${8 * MiB}`;
+      const resaved = JSON.parse(readFileSync(stateFile, 'utf8')) as { controllers: Array<{ config: { namespaces: string[] } }> };
+      expect(resaved.controllers[0]!.config.namespaces).toEqual([uri]);
+      expect(await firstDifference(guest.driver, model)).toBe(-1);
+      expect(Buffer.compare(readFileSync(path.join(dir, 'b.img')), model)).toBe(0);
+      expect(await guest.client.waitForClose(200)).toBe(false);
+      holder.process.kill('SIGTERM');
+      expect(await holder.exited).toBe(0);
+    } finally {
+      host.cleanup();
+    }
   }, 180_000);
 });
