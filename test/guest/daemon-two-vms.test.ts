@@ -19,6 +19,7 @@ import { ftruncateSync } from 'node:fs';
 import { IoOpcode, Status } from '../../src/spec/nvme.js';
 import { VfioUserVm, vfioUserVmUnavailableReason } from '../../testbed/vfio-user-vm.js';
 import { VfiodProcess, vfiodCli } from '../../testbed/vfiod-process.js';
+import { sleep } from '../../src/util/sleep.js';
 import { nvmetTargetUnavailableReason, startNvmetTarget, type NvmetTarget } from '../../testbed/nvmet-target.js';
 
 const unavailable = vfioUserVmUnavailableReason();
@@ -296,23 +297,23 @@ describe.skipIf(unavailable)('two VMs on one vfiod daemon: one is SIGKILLed unde
      * One move of VM b's namespace while fio runs without a pause (5 s runs, each verifying what it wrote, until the
      * move has ended): every run clean; the longest I/O any run saw, next to the move's own report.
      */
-    const moveUnderFio = async (uri: string, label: string): Promise<void> => {
-      const started = Date.now();
+    /** fio runs (5 s each, each verifying what it wrote) until `during` has resolved; the longest I/O of any run. */
+    const fioAround = async <T,>(label: string, during: () => Promise<T>): Promise<{ value: T; runs: number; longestMs: number; verified: number }> => {
       const stop = path.join(b.workDir, 'stop-fio');
       const runs = `${b.workDir}/fio-${label.replace(/\W+/g, '-')}`;
       const ios = async (): Promise<number> => Number(await b.run(`${SH}\nios $(ctrl VFIOD-VM-B)n1`));
       const iosBefore = await ios();
       const loop = b.sh(`i=0\nwhile [ ! -e ${stop} ]; do i=$((i+1)); ${fio('VFIOD-VM-B', 4096)} --time_based --runtime=5 --output=${runs}-$i.json || exit 1; done\necho $i`, { timeoutMs: STEP_MS });
       await b.waitFor('fio I/O in VM b', async () => ((await ios()) >= iosBefore + 200 ? true : undefined), STEP_MS, 250);
-      const moved = await vfiodCli(['controllers', 'swap-backing', 'vm-b', '1', uri, '--daemon', daemonSocket]);
+      const value = await during();
       writeFileSync(stop, '');
       const result = await loop;
       rmSync(stop);
-      expect(moved.code, moved.stderr).toBe(0);
       expect(result.code, result.stderr).toBe(0);
       let longestMs = 0;
       let verified = 0;
-      for (let i = 1; i <= Number(result.stdout.trim()); i++) {
+      const count = Number(result.stdout.trim());
+      for (let i = 1; i <= count; i++) {
         const job = (JSON.parse(readFileSync(`${runs}-${i}.json`, 'utf8')) as { jobs: Array<Record<string, { lat_ns: { max: number }; io_bytes: number } | number>> }).jobs[0]!;
         expect(job['error'], `fio run ${i}`).toBe(0);
         for (const direction of ['read', 'write']) {
@@ -321,8 +322,19 @@ describe.skipIf(unavailable)('two VMs on one vfiod daemon: one is SIGKILLed unde
           verified += stats.io_bytes;
         }
       }
+      return { value, runs: count, longestMs, verified };
+    };
+    // The same load without a move, for comparison: one run.
+    const baseline = await fioAround('baseline', () => sleep(1000));
+    console.log(`guest/daemon-two-vms: fio without a move: longest I/O ${baseline.longestMs.toFixed(1)} ms`);
+    timings.push([`fio without a move, for comparison (longest guest I/O ${baseline.longestMs.toFixed(0)} ms)`, baseline.runs * 5000]);
+
+    const moveUnderFio = async (uri: string, label: string): Promise<void> => {
+      const started = Date.now();
+      const { value: moved, runs, longestMs, verified } = await fioAround(label, () => vfiodCli(['controllers', 'swap-backing', 'vm-b', '1', uri, '--daemon', daemonSocket]));
+      expect(moved.code, moved.stderr).toBe(0);
       const held = /waited ([\d.]+) ms/.exec(moved.stdout)?.[1];
-      console.log(`guest/daemon-two-vms: ${label}: ${moved.stdout.trim()}; ${result.stdout.trim()} fio runs, ${(verified / MiB).toFixed(0)} MiB, longest I/O ${longestMs.toFixed(1)} ms`);
+      console.log(`guest/daemon-two-vms: ${label}: ${moved.stdout.trim()}; ${runs} fio runs, ${(verified / MiB).toFixed(0)} MiB, longest I/O ${longestMs.toFixed(1)} ms`);
       timings.push([`${label} under fio (commands held ${held} ms, longest guest I/O ${longestMs.toFixed(0)} ms)`, Date.now() - started]);
       expect(await identify()).toBe(before);
       await b.run(`${SH}\nc=$(ctrl VFIOD-VM-B)\ndd if=/dev/\${c}n1 bs=1M skip=${MOVED_PATTERN_AT / MiB} count=1 iflag=direct 2>/dev/null | cmp - ${b.workDir}/pattern.bin`);
