@@ -8,7 +8,7 @@
  * with their reason and change nothing; a move that fails, or that a daemon shutdown stops, leaves the namespace on
  * its old backing with the guest's data.
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -126,7 +126,8 @@ describe.skipIf(skipReason)('moving a namespace to another backing (SwapNamespac
       roots: host.roots,
       writer: host.writer,
       prober: host.prober,
-      namespaceDirs: [dir],
+      // /dev: the loop device a namespace moves to.
+      namespaceDirs: [dir, '/dev'],
       logger: memoryLogger().logger,
     });
   const controllers = <M extends RpcName<'ControllerService'>>(rpc: M, request: RequestOf<'ControllerService', M>) => client.call('ControllerService', rpc, request);
@@ -222,6 +223,49 @@ describe.skipIf(skipReason)('moving a namespace to another backing (SwapNamespac
     expect(await identities(next.driver)).toEqual(before);
     expect(await firstDifference(next.driver, model)).toBe(-1);
   }, 180_000);
+
+  it('moves a file namespace to a block device (a loop device) under a writer: the device holds every block', async (context) => {
+    const MOVED = 16 * MiB;
+    writeFileSync(image('loop.img'), new Uint8Array(32 * MiB));
+    let device: string;
+    try {
+      if (process.getuid?.() !== 0) throw new Error('not root');
+      device = execFileSync('losetup', ['-f', '--show', image('loop.img')], { encoding: 'utf8' }).trim();
+    } catch (error) {
+      console.warn(`file -> block device skipped: a loop device needs root and the loop driver (${(error as Error).message})`);
+      return context.skip();
+    }
+    try {
+      const model = new Uint8Array(randomBytes(MOVED));
+      writeFileSync(image('blk.img'), model);
+      const socketPath = path.join(dir, 'blk.sock');
+      await controllers('CreateController', { id: 'blk', spec: { socketPath, namespaces: [`file:${image('blk.img')}`] } });
+      const guest = await Guest.attach(socketPath, { flavour: 'qemu', vectors: 2 });
+      guests.push(guest);
+      await guest.driver.enable();
+      await guest.driver.createIoQueuePair(1, 64, 1);
+      const before = await identities(guest.driver);
+      const writer = startWriter(guest.driver, model);
+      const moved = await cli('swap-backing', 'blk', '1', `file:${device}`);
+      const { failed } = await writer.stop();
+      expect(moved.code, moved.stderr).toBe(0);
+      expect(failed).toEqual([]);
+      const uri = `file:${device}?size=${MOVED}`;
+      expect((await controllers('GetController', { id: 'blk' })).controller!.namespaces[0]).toMatchObject({ uri, backend: `file:${device}`, blocks: MOVED / BLOCK });
+      expect(await identities(guest.driver)).toEqual(before);
+      expect(await firstDifference(guest.driver, model)).toBe(-1);
+      expect((await guest.driver.submit(1, { opcode: 0x00, nsid: 1 }, IO_DEADLINE_MS)).status).toBe(Status.SUCCESS);
+      // Through the loop device into its image: the first 16 MiB are the guest's, the rest untouched.
+      const onDisk = readFileSync(image('loop.img'));
+      expect(Buffer.compare(onDisk.subarray(0, MOVED), model)).toBe(0);
+      expect(onDisk.subarray(MOVED).every((byte) => byte === 0)).toBe(true);
+      guest.close();
+      guests.splice(guests.indexOf(guest), 1);
+      await controllers('DeleteController', { id: 'blk' });
+    } finally {
+      execFileSync('losetup', ['-d', device]);
+    }
+  }, 120_000);
 
   it('refuses what cannot work with its reason, and a move that fails or is stopped leaves the old backing serving', async () => {
     const socketPath = path.join(dir, 'r.sock');
