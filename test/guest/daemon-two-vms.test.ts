@@ -276,7 +276,7 @@ describe.skipIf(unavailable)('two VMs on one vfiod daemon: one is SIGKILLed unde
     expect(Number((info['stats'] as Record<string, unknown>)['failedCommands'] ?? 0)).toBe(failedBefore);
   }, STEP_MS);
 
-  it('VM b\'s namespace moves to another file, then to an NVMe/TCP target, while its fio verifies: no error, no Identify change', async () => {
+  it('VM b\'s namespace moves to another file, then to an NVMe/TCP target (and to its other port), while its fio verifies: no error, no Identify change', async () => {
     const b = vms.b!;
     const uptimeB = (await b.run('cut -d" " -f1 /proc/uptime')).trim();
     const failedBefore = Number(((await controller('vm-b'))['stats'] as Record<string, unknown>)['failedCommands'] ?? 0);
@@ -329,9 +329,9 @@ describe.skipIf(unavailable)('two VMs on one vfiod daemon: one is SIGKILLed unde
     console.log(`guest/daemon-two-vms: fio without a move: longest I/O ${baseline.longestMs.toFixed(1)} ms`);
     timings.push([`fio without a move, for comparison (longest guest I/O ${baseline.longestMs.toFixed(0)} ms)`, baseline.runs * 5000]);
 
-    const moveUnderFio = async (uri: string, label: string): Promise<void> => {
+    const moveUnderFio = async (uri: string, label: string, options: string[] = []): Promise<void> => {
       const started = Date.now();
-      const { value: moved, runs, longestMs, verified } = await fioAround(label, () => vfiodCli(['controllers', 'swap-backing', 'vm-b', '1', uri, '--daemon', daemonSocket]));
+      const { value: moved, runs, longestMs, verified } = await fioAround(label, () => vfiodCli(['controllers', 'swap-backing', 'vm-b', '1', uri, ...options, '--daemon', daemonSocket]));
       expect(moved.code, moved.stderr).toBe(0);
       const held = /waited ([\d.]+) ms/.exec(moved.stdout)?.[1];
       console.log(`guest/daemon-two-vms: ${label}: ${moved.stdout.trim()}; ${runs} fio runs, ${(verified / MiB).toFixed(0)} MiB, longest I/O ${longestMs.toFixed(1)} ms`);
@@ -351,10 +351,17 @@ describe.skipIf(unavailable)('two VMs on one vfiod daemon: one is SIGKILLed unde
     else {
       // Stopped after the daemon (afterAll), which flushes the namespace at its stop.
       const booted = Date.now();
-      target = await startNvmetTarget({ sizeBytes: 256 * MiB, blockSize: 512 });
+      target = await startNvmetTarget({ sizeBytes: 256 * MiB, blockSize: 512, ports: 2 });
       timings.push(['the Linux nvmet target booted', Date.now() - booted]);
       await moveUnderFio(`nvme-tcp://${target.host}:${target.ports[0]}/${target.subsystemNqn}`, 'file -> NVMe/TCP');
       expect(Buffer.from(await target.readBacking(MOVED_PATTERN_AT, MiB)).equals(patterns.b)).toBe(true);
+      // NVMe/TCP to NVMe/TCP without a copy: the target's other port reaches the same namespace, which holds the data.
+      // First the same load on the NVMe/TCP backing without a move: its own latency under TCG, for comparison.
+      const remote = await fioAround('baseline on NVMe/TCP', () => sleep(1000));
+      console.log(`guest/daemon-two-vms: fio on NVMe/TCP without a move: longest I/O ${remote.longestMs.toFixed(1)} ms`);
+      timings.push([`fio on NVMe/TCP without a move (longest guest I/O ${remote.longestMs.toFixed(0)} ms)`, remote.runs * 5000]);
+      await moveUnderFio(`nvme-tcp://${target.host}:${target.ports[1]}/${target.subsystemNqn}`, 'NVMe/TCP -> NVMe/TCP, already copied', ['--already-copied']);
+      expect(((await controller('vm-b'))['namespaces'] as Array<{ uri: string }>)[0]!.uri).toBe(`nvme-tcp://${target.host}:${target.ports[1]}/${target.subsystemNqn}`);
     }
     const dmesg = await b.run(`dmesg | awk -v s=${uptimeB} '{ t = substr($0, 2, index($0, "]") - 2) + 0 } t >= s'`);
     expect(dmesg.split('\n').filter((l) => /nvme|I\/O error|blk_update_request|Buffer I\/O/i.test(l))).toEqual([]);
