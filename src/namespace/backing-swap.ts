@@ -3,7 +3,8 @@
  * `BackingSwap` stands in for the namespace from the start of the move: every command goes through it to the backing
  * that is authoritative now (the old one until the switch, the new one after it), and while the data is copied it
  * records which chunks the guest's writes, Write Zeroes and deallocations touched (`DirtyMap`). `moveData` copies
- * everything once, then the chunks written meanwhile, pass after pass until few are left; it then holds new commands
+ * everything once, then the chunks written meanwhile, pass after pass until few are left (slowing a guest that dirties
+ * chunks faster than the copy goes); it then holds new commands
  * at the stand-in, waits for those in flight, copies the rest, lets the caller commit (persist the new backing), and
  * switches. A failure anywhere before the commit leaves the old backing authoritative with nothing lost.
  *
