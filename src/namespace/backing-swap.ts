@@ -25,8 +25,11 @@ export const HELD_TARGET_MS = 50;
 export const FINAL_PASS_BYTES = 16 * 1024 * 1024;
 /** A guest that writes faster than the copy never gets there: after this many passes it waits anyway. */
 export const MAX_COPY_PASSES = 8;
-/** Runs copied at once. */
-const COPIES_IN_FLIGHT = 4;
+/**
+ * Runs copied at once. A file's reads and writes run on libuv's thread pool (4 threads for the whole process, every
+ * controller's file I/O included): two copies leave the other threads to the guests.
+ */
+const COPIES_IN_FLIGHT = 2;
 
 /** One bit per chunk of a namespace: set when a write may have changed the chunk since it was last copied. */
 export class DirtyMap {
