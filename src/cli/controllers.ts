@@ -1,6 +1,6 @@
 /**
- * `vfiod controllers list|get|create|delete|attach-namespace|detach-namespace|resize-namespace`: the daemon's emulated
- * NVMe controllers (ControllerService).
+ * `vfiod controllers list|get|create|delete|attach-namespace|detach-namespace|resize-namespace|swap-backing`: the
+ * daemon's emulated NVMe controllers (ControllerService).
  * Human tables by default, the API's messages with --json.
  */
 import { present } from '../daemon/client.js';
@@ -24,7 +24,14 @@ import {
 } from './common.js';
 import { controllerIdentityOptions, type IdentityOptionValues, namespaceIdentityOptions, namespaceNsidOptions } from './identity-options.js';
 import { CONNECTION_HELP, printJson, withClient } from './remote.js';
+import { followOperation, operationError, operationJson, succeededResponse } from './operations.js';
 
+/** A controller's options, and swap-backing's. */
+const CONTROLLERS_COMMAND_OPTIONS = {
+  ...CONTROLLER_OPTIONS,
+  'already-copied': { type: 'boolean' },
+  'no-wait': { type: 'boolean' },
+} as const;
 
 export const CONTROLLERS_USAGE = `Usage: vfiod controllers <command> [options]
 
@@ -44,6 +51,11 @@ Commands:
                                         persisted ones, or new); the guest sees it without a reboot
   detach-namespace <id> <nsid>          remove a namespace while it serves (commands in flight complete)
   resize-namespace <id> <nsid> <size>   grow a file or memory namespace (e.g. 2G); shrinking is refused
+  swap-backing <id> <nsid> <uri> [--already-copied] [--no-wait]
+                                        move a namespace to another backing while the guest does I/O: copy,
+                                        then switch (the guest sees no change); prints the progress.
+                                        --already-copied: the new backing holds the data, only switch;
+                                        --no-wait: print the operation and return ('vfiod operations wait')
 
 ${CONNECTION_HELP}`;
 
@@ -115,7 +127,7 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
   const [command, ...rest] = argv;
   const help = subcommandHelp(command, CONTROLLERS_USAGE, deps);
   if (help !== undefined) return help;
-  return withClient(`controllers ${command}`, CONTROLLERS_USAGE, rest, CONTROLLER_OPTIONS, deps, async (ctx, v, positionals) => {
+  return withClient(`controllers ${command}`, CONTROLLERS_USAGE, rest, CONTROLLERS_COMMAND_OPTIONS, deps, async (ctx, v, positionals) => {
     const idArg = (): string => {
       if (positionals.length !== 1) throw new UsageError(`${command} takes one controller id`);
       return positionals[0]!;
@@ -198,6 +210,34 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
         const response = await ctx.client.call('ControllerService', 'ResizeNamespace', { id, nsid, sizeBytes });
         if (ctx.json) printJson(ctx, response);
         else ctx.out(`namespace ${nsid} of controller ${id} is ${bytes(sizeBytes)}\n${renderController(present(response.controller, 'ResizeNamespace', 'controller'))}`);
+        return CLIENT_EXIT.ok;
+      }
+      case 'swap-backing': {
+        if (positionals.length !== 3) throw new UsageError('swap-backing takes a controller id, an NSID and the new backing\'s URI');
+        const id = positionals[0]!;
+        const nsid = integer('<nsid>', positionals[1]!, 1, MAX_NSID)!;
+        const uri = positionals[2]!;
+        const started = await ctx.client.call('ControllerService', 'SwapNamespaceBacking', { id, nsid, uri, alreadyCopied: Boolean(v['already-copied']) });
+        const operation = present(started.operation, 'SwapNamespaceBacking', 'operation');
+        if (v['no-wait']) {
+          if (ctx.json) printJson(ctx, operationJson(operation));
+          else ctx.out(`${operation.name}\n`);
+          return CLIENT_EXIT.ok;
+        }
+        if (!ctx.json) ctx.err(`moving namespace ${nsid} of controller ${id} to ${uri} (${operation.name}):\n`);
+        const op = await followOperation(ctx.client, operation, ctx.json ? undefined : ctx.err);
+        const error = operationError(op, 'SwapNamespaceBacking');
+        if (error) throw error;
+        const response = succeededResponse(op, 'SwapNamespaceBackingResponse', 'SwapNamespaceBacking');
+        if (ctx.json) printJson(ctx, { ...response, operation: operationJson(op) });
+        else {
+          const controller = present(response.controller, 'SwapNamespaceBacking', 'controller');
+          const now = controller.namespaces.find((n) => n.nsid === nsid);
+          ctx.out(
+            `namespace ${nsid} of controller ${id} is on ${now?.uri ?? uri}: ${response.copyPasses} copy passes, ${bytes(response.copiedBytes)} copied, ` +
+              `its commands waited ${response.heldMs.toFixed(1)} ms (the last ${bytes(response.finalPassBytes)} copied then)\n`,
+          );
+        }
         return CLIENT_EXIT.ok;
       }
       default:

@@ -1,12 +1,13 @@
 /**
- * `vfiod operations list|get|wait`: the daemon's long-running operations (OperationService), and what attach and
- * detach share: following an operation to its end while printing its progress.
+ * `vfiod operations list|get|wait`: the daemon's long-running operations (OperationService), and what attach, detach
+ * and swap-backing share: following an operation to its end while printing its progress.
  */
 import * as grpc from '@grpc/grpc-js';
 import { ApiError, present, type VfiodClient } from '../daemon/client.js';
 import type { AttachDeviceResponse__Output } from '../daemon/generated/vfiod/v1/AttachDeviceResponse.js';
 import type { DetachDeviceResponse__Output } from '../daemon/generated/vfiod/v1/DetachDeviceResponse.js';
 import type { Operation__Output } from '../daemon/generated/vfiod/v1/Operation.js';
+import type { SwapNamespaceBackingResponse__Output } from '../daemon/generated/vfiod/v1/SwapNamespaceBackingResponse.js';
 import { unpackAny } from '../daemon/proto.js';
 import { decodeStatus } from '../daemon/status-details.js';
 import { CLIENT_EXIT, type ClientDeps, UsageError, milliseconds, shortEnum, subcommandHelp, table } from './common.js';
@@ -16,7 +17,8 @@ export const OPERATIONS_USAGE = `Usage: vfiod operations list [--vm <id>] [--run
        vfiod operations get <name>
        vfiod operations wait <name> [--timeout <s>]
 
-The daemon's long-running operations (attach and detach), kept across daemon restarts. wait prints the progress
+The daemon's long-running operations (attach, detach, a namespace's move to another backing), kept across
+daemon restarts. wait prints the progress
 and ends with the operation's exit code: 0 succeeded, 4 detach pending, else as the error's status.
 
 ${CONNECTION_HELP}`;
@@ -28,6 +30,7 @@ export type Operation = Operation__Output;
 interface OperationResponses {
   AttachDeviceResponse: AttachDeviceResponse__Output;
   DetachDeviceResponse: DetachDeviceResponse__Output;
+  SwapNamespaceBackingResponse: SwapNamespaceBackingResponse__Output;
 }
 
 /** How often a followed operation is asked for its progress. */
@@ -102,6 +105,7 @@ function exitOf(op: Operation): number {
 function printOperation(ctx: Context, op: Operation): void {
   if (ctx.json) return printJson(ctx, operationJson(op));
   ctx.out(`${op.name}\n  kind:     ${shortEnum(op.kind, 'OPERATION_KIND_')}\n  state:    ${shortEnum(op.state, 'OPERATION_STATE_')} (${op.progressPercent}%)\n`);
+  if (op.controllerId) ctx.out(`  controller: ${op.controllerId}, namespace ${op.nsid}\n`);
   ctx.out(`  vm:       ${op.vmId}\n  device:   ${op.deviceId || '-'}\n  step:     ${op.step}\n  created:  ${op.createTime}\n  updated:  ${op.updateTime}\n`);
   if (op.requestId) ctx.out(`  request:  ${op.requestId}\n`);
   const error = operationError(op, 'operation');

@@ -11,6 +11,9 @@ import { namespaceNsids } from '../serve/config.js';
 import type { ControllerInfo } from './generated/vfiod/v1/ControllerInfo.js';
 import type { ControllerState } from './generated/vfiod/v1/ControllerState.js';
 import { implementService, requireText } from './requests.js';
+import { operationMessage, type OperationTracker } from './operations.js';
+import type { MoveProgress } from '../namespace/backing-swap.js';
+import { formatSize } from '../util/size.js';
 
 const CONTROLLER_STATES: Record<ControllerView['state'], ControllerState> = {
   starting: 'CONTROLLER_STATE_STARTING',
@@ -92,8 +95,15 @@ export function controllerInfo(view: ControllerView, sampleIntervalMs: number): 
   };
 }
 
-export function controllerService(deps: { registry: ControllerRegistry; attachments: AttachmentManager; events: EventLog; requestIds: RequestIds; logger: Logger }): grpc.UntypedServiceImplementation {
-  const { registry, attachments, events, requestIds } = deps;
+export function controllerService(deps: {
+  registry: ControllerRegistry;
+  attachments: AttachmentManager;
+  events: EventLog;
+  requestIds: RequestIds;
+  operations: OperationTracker;
+  logger: Logger;
+}): grpc.UntypedServiceImplementation {
+  const { registry, attachments, events, requestIds, operations } = deps;
   const logger = deps.logger.child({ service: 'ControllerService' });
   const info = (view: ControllerView): ControllerInfo => controllerInfo(view, registry.sampleIntervalMs);
   const publishNamespaceChange = (id: string, action: string, detail: string): void => {
@@ -164,5 +174,43 @@ export function controllerService(deps: { registry: ControllerRegistry; attachme
       publishNamespaceChange(id, 'NAMESPACE_RESIZED', `namespace ${request.nsid}: ${request.sizeBytes} bytes`);
       return { controller: info(view) };
     },
+    SwapNamespaceBacking: async (request) => {
+      const id = requireText(request.id, 'id', 'the controller id');
+      const uri = requireText(request.uri, 'uri', 'the new backing\'s URI');
+      const plan = await registry.planSwap(id, request.nsid, uri, !request.alreadyCopied);
+      const op = operations.start('swap-namespace-backing', '', '', '', { controllerId: id, nsid: plan.nsid });
+      // Not a call's work: a daemon shutdown stops the copy (the old backing serving on) instead of waiting for it.
+      void (async () => {
+        try {
+          const { view, outcome } = await plan.run((progress) => operations.progress(op, progressPercent(progress), progressStep(progress)));
+          publishNamespaceChange(id, 'NAMESPACE_BACKING_SWAPPED', `namespace ${plan.nsid}: ${plan.uri} (commands held ${outcome.heldMs.toFixed(1)} ms)`);
+          logger.info('namespace moved to another backing', { controller: id, nsid: plan.nsid, uri: plan.uri, ...outcome, operation: op.name });
+          const value = {
+            controller: info(view),
+            copyPasses: outcome.passes,
+            copiedBytes: outcome.copiedBytes,
+            heldMs: outcome.heldMs,
+            finalPassBytes: outcome.finalBytes,
+          };
+          operations.finish(op, 'succeeded', { response: { typeName: 'SwapNamespaceBackingResponse', value } });
+        } catch (error) {
+          operations.finish(op, 'failed', { error });
+        }
+      })();
+      return { operation: operationMessage(op) };
+    },
   });
+}
+
+/** A move's progress in percent: the full copy to 90, the passes after it to 98, the switch 99 (finish says 100). */
+function progressPercent(progress: MoveProgress): number {
+  if (progress.phase === 'final') return 99;
+  const done = progress.passBytes > 0 ? progress.copiedBytes / progress.passBytes : 1;
+  return progress.pass <= 1 ? Math.floor(90 * done) : Math.min(98, 90 + progress.pass);
+}
+
+function progressStep(progress: MoveProgress): string {
+  if (progress.phase === 'final') return `switching: copying the last ${formatSize(progress.passBytes)} while the namespace's commands wait`;
+  const what = progress.pass <= 1 ? 'copying' : `pass ${progress.pass}, copying what was written meanwhile`;
+  return `${what}: ${formatSize(progress.copiedBytes)} of ${formatSize(progress.passBytes)}, ${formatSize(progress.dirtyBytes)} written since`;
 }

@@ -1,8 +1,9 @@
 /**
- * Long-running operations (vfiod.v1.Operation): an attach or detach runs in the background of the call that started
- * it; its record is kept in api.db and every change of it is an event (resource type operation). An operation that
- * was running when the daemon stopped cannot go on (its handler is gone): the next start marks it FAILED with
- * OPERATION_INTERRUPTED; the attachment reconcile has by then completed or rolled back what it had begun.
+ * Long-running operations (vfiod.v1.Operation): an attach, a detach or a namespace's move to another backing runs in
+ * the background of the call that started it; its record is kept in api.db and every change of it is an event
+ * (resource type operation). An operation that was running when the daemon stopped cannot go on (its handler is
+ * gone): the next start marks it FAILED with OPERATION_INTERRUPTED; the attachment reconcile has by then completed or
+ * rolled back what it had begun, and a move is on whichever backing its controller's saved definition names.
  */
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -14,10 +15,11 @@ import type { DetachDeviceResponse } from './generated/vfiod/v1/DetachDeviceResp
 import type { Operation } from './generated/vfiod/v1/Operation.js';
 import type { OperationKind as OperationKindName } from './generated/vfiod/v1/OperationKind.js';
 import type { OperationState as OperationStateName } from './generated/vfiod/v1/OperationState.js';
+import type { SwapNamespaceBackingResponse } from './generated/vfiod/v1/SwapNamespaceBackingResponse.js';
 import { packAny } from './proto.js';
 import { errorFields } from './status-details.js';
 
-export type OperationKind = 'attach-device' | 'detach-device';
+export type OperationKind = 'attach-device' | 'detach-device' | 'swap-namespace-backing';
 export type OperationState = 'running' | 'succeeded' | 'failed' | 'detach-pending';
 
 export interface OperationRecord {
@@ -29,6 +31,9 @@ export interface OperationRecord {
   vmId: string;
   deviceId: string;
   requestId: string;
+  /** A namespace's move: its controller and NSID. */
+  controllerId?: string;
+  nsid?: number;
   /** SUCCEEDED: the vfiod.v1 message type and the plain object packed into `response`. */
   response?: OperationResponse;
   /** FAILED, DETACH_PENDING: the error as the call's status would have carried it. */
@@ -39,7 +44,10 @@ export interface OperationRecord {
 }
 
 /** What a succeeded operation answers with: the response of its RPC (without the operation). */
-export type OperationResponse = { typeName: 'AttachDeviceResponse'; value: AttachDeviceResponse } | { typeName: 'DetachDeviceResponse'; value: DetachDeviceResponse };
+export type OperationResponse =
+  | { typeName: 'AttachDeviceResponse'; value: AttachDeviceResponse }
+  | { typeName: 'DetachDeviceResponse'; value: DetachDeviceResponse }
+  | { typeName: 'SwapNamespaceBackingResponse'; value: SwapNamespaceBackingResponse };
 
 /** Most operations ListOperations returns. */
 export const MAX_LISTED_OPERATIONS = 1000;
@@ -47,6 +55,7 @@ export const MAX_LISTED_OPERATIONS = 1000;
 const OPERATION_KIND_NAMES: Record<OperationKind, OperationKindName> = {
   'attach-device': 'OPERATION_KIND_ATTACH_DEVICE',
   'detach-device': 'OPERATION_KIND_DETACH_DEVICE',
+  'swap-namespace-backing': 'OPERATION_KIND_SWAP_NAMESPACE_BACKING',
 };
 const OPERATION_STATE_NAMES: Record<OperationState, OperationStateName> = {
   running: 'OPERATION_STATE_RUNNING',
@@ -72,6 +81,8 @@ export function operationMessage(op: OperationRecord): Operation {
     createTime: op.createTime,
     updateTime: op.updateTime,
     eventSequence: op.eventSequence,
+    controllerId: op.controllerId ?? '',
+    nsid: op.nsid ?? 0,
   };
 }
 
@@ -90,7 +101,7 @@ export class OperationTracker {
     const left = this.store.listOperations({ runningOnly: true, limit: Number.MAX_SAFE_INTEGER }) as OperationRecord[];
     for (const op of left) {
       this.finish(op, 'failed', {
-        error: new VfiodError('INTERNAL', `${describe(op)}: the daemon stopped while it ran (at "${op.step}"); the attachment reconcile at start-up completed or rolled it back: see ListAttachments`, {
+        error: new VfiodError('INTERNAL', `${describe(op)}: the daemon stopped while it ran (at "${op.step}"); ${op.kind === 'swap-namespace-backing' ? 'the namespace is on the backing its controller\'s saved definition names: see GetController' : 'the attachment reconcile at start-up completed or rolled it back: see ListAttachments'}`, {
           reason: 'OPERATION_INTERRUPTED',
           operation: op.name,
           vmId: op.vmId,
@@ -101,9 +112,9 @@ export class OperationTracker {
     return left;
   }
 
-  start(kind: OperationKind, vmId: string, deviceId: string, requestId: string): OperationRecord {
+  start(kind: OperationKind, vmId: string, deviceId: string, requestId: string, subject: { controllerId: string; nsid: number } | Record<string, never> = {}): OperationRecord {
     const now = new Date().toISOString();
-    const op: OperationRecord = { name: `operations/${randomUUID()}`, kind, state: 'running', progressPercent: 0, step: 'accepted', vmId, deviceId, requestId, createTime: now, updateTime: now, eventSequence: 0 };
+    const op: OperationRecord = { name: `operations/${randomUUID()}`, kind, state: 'running', progressPercent: 0, step: 'accepted', vmId, deviceId, requestId, ...subject, createTime: now, updateTime: now, eventSequence: 0 };
     this.save(op, `${describe(op)} started`);
     return op;
   }
@@ -181,6 +192,7 @@ export class OperationTracker {
 }
 
 function describe(op: OperationRecord): string {
+  if (op.kind === 'swap-namespace-backing') return `move namespace ${op.nsid} of controller ${op.controllerId} (${op.name})`;
   const what = op.kind === 'attach-device' ? 'attach' : 'detach';
   return `${what} ${op.deviceId || 'device'} ${op.kind === 'attach-device' ? 'to' : 'from'} VM ${op.vmId} (${op.name})`;
 }

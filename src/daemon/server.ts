@@ -272,7 +272,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     const maxLag = streamMaxLag(events, options.eventStreamMaxLag);
     const services: Array<[grpc.ServiceDefinition, grpc.UntypedServiceImplementation]> = [
       [serviceDefinition('DeviceService'), handlers.wrap(deviceService({ roots, manager, events, maxLag, requestIds, logger }), ['StreamDeviceEvents'])],
-      [serviceDefinition('ControllerService'), handlers.wrap(controllerService({ registry, attachments, events, requestIds, logger }))],
+      [serviceDefinition('ControllerService'), handlers.wrap(controllerService({ registry, attachments, events, requestIds, operations, logger }))],
       [serviceDefinition('AttachmentService'), handlers.wrap(attachmentService({ attachments, devices: manager, registry, events, operations, requestIds, inBackground, logger }))],
       [serviceDefinition('OperationService'), handlers.wrap(operationService({ operations, logger }))],
       [serviceDefinition('EventService'), handlers.wrap(eventService({ events, logger, maxLag }), ['WatchEvents'])],

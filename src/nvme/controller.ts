@@ -519,6 +519,26 @@ export class NvmeController {
     return entry.namespace;
   }
 
+  /** Why `namespace` cannot take over namespace `nsid` (NamespaceSet.replacementProblem); undefined when it can. */
+  replacementProblem(nsid: number, namespace: Namespace): string | undefined {
+    return this.namespaces.replacementProblem(nsid, namespace, this.maxTransferBytes);
+  }
+
+  /**
+   * Serves namespace `nsid` from `namespace` from the next command on (a backing swap: the guest sees no change);
+   * returns the one it replaces. Commands already started finish on that one; `inFlightOn` counts them.
+   */
+  replaceNamespace(nsid: number, namespace: Namespace): Namespace {
+    const old = this.namespaces.replace(nsid, namespace);
+    this.logger.info('namespace served by another object', { nsid, from: old.description, to: namespace.description });
+    return old;
+  }
+
+  /** I/O commands in flight for namespace `nsid` (broadcast Flushes included). */
+  inFlightOn(nsid: number): number {
+    return this.commands.inFlightOn(nsid);
+  }
+
   /** The active NSIDs, ascending. */
   get activeNsids(): readonly number[] {
     return this.namespaces.activeNsids;

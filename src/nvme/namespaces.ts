@@ -72,15 +72,35 @@ export class NamespaceSet {
    * would never flush it).
    */
   attach(entry: ActiveNamespace, maxTransferBytes: number): void {
-    const where = `NVMe controller: namespace ${entry.nsid} (${entry.namespace.description})`;
-    const limit = entry.namespace.maxTransferBytes;
-    if (limit !== 0 && (maxTransferBytes === 0 || limit < maxTransferBytes)) {
-      throw new Error(`${where} accepts at most ${limit} bytes per transfer; the controller reported MDTS ${maxTransferBytes || 'unlimited'}`);
-    }
-    if (entry.namespace.volatileWriteCache && !this.volatileWriteCache) {
-      throw new Error(`${where} has a volatile write cache, and the controller reported none: the guest would never flush it`);
-    }
+    const problem = this.unreportedNeed(entry.namespace, maxTransferBytes);
+    if (problem !== undefined) throw new Error(`NVMe controller: namespace ${entry.nsid} (${entry.namespace.description}) ${problem}`);
     this.add(entry);
+  }
+
+  /**
+   * Why `namespace` cannot take over what the guest knows as namespace `nsid` (a backing swap's new backing), or
+   * undefined: it must have at least its blocks, of the same size, be writable if it was, and need nothing the
+   * controller did not report (see `attach`). Its extra blocks, if any, stay unseen.
+   */
+  replacementProblem(nsid: number, namespace: Namespace, maxTransferBytes: number): string | undefined {
+    const entry = this.byNsid[nsid];
+    if (!entry) return `namespace ${nsid} is not active`;
+    const old = entry.namespace;
+    if (namespace.blockSize !== old.blockSize) return `has ${namespace.blockSize}-byte blocks, the guest knows ${old.blockSize}-byte blocks`;
+    if (namespace.readOnly === true && old.readOnly !== true) return 'is read-only, the guest writes the namespace';
+    return this.unreportedNeed(namespace, maxTransferBytes);
+  }
+
+  /** What `namespace` needs that the controller did not report: a smaller MDTS (`maxTransferBytes`), a write cache. */
+  private unreportedNeed(namespace: Namespace, maxTransferBytes: number): string | undefined {
+    const limit = namespace.maxTransferBytes;
+    if (limit !== 0 && (maxTransferBytes === 0 || limit < maxTransferBytes)) {
+      return `accepts at most ${limit} bytes per transfer; the controller reported MDTS ${maxTransferBytes || 'unlimited'}`;
+    }
+    if (namespace.volatileWriteCache && !this.volatileWriteCache) {
+      return 'has a volatile write cache, and the controller reported none: the guest would never flush it';
+    }
+    return undefined;
   }
 
   /** Makes `nsid` inactive; returns what was there (undefined when it was not active). */
@@ -90,6 +110,25 @@ export class NamespaceSet {
     this.byNsid[nsid] = undefined;
     this.rebuild();
     return entry;
+  }
+
+  /**
+   * Serves active namespace `nsid` from `namespace` from the next command on (a backing swap's stand-in, or what it
+   * switched to); returns the namespace it replaces. The guest must see no change: the size and block size must agree.
+   */
+  replace(nsid: number, namespace: Namespace): Namespace {
+    const entry = this.byNsid[nsid];
+    if (!entry) throw new Error(`NVMe controller: namespace ${nsid} is not active`);
+    const old = entry.namespace;
+    if (namespace.blockSize !== old.blockSize || namespace.blockCount !== old.blockCount) {
+      throw new Error(
+        `NVMe controller: namespace ${nsid} (${old.description}, ${old.blockCount} x ${old.blockSize} B) cannot be served by ` +
+          `${namespace.description} (${namespace.blockCount} x ${namespace.blockSize} B): the guest would see another size`,
+      );
+    }
+    this.byNsid[nsid] = { ...entry, namespace };
+    this.rebuild();
+    return old;
   }
 
   /** MDTS (log2 of 4 KiB pages, 0 = no limit) lowered to what every namespace accepts in one transfer. */

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { GuestMemory } from '../memory/guest-memory.js';
 import type { Namespace, NamespaceIds } from '../namespace/namespace.js';
 import { MemoryNamespace } from '../namespace/memory.js';
-import { openNamespace, parseNamespaceUri, resizedNamespaceUri, specWithBlockSize } from '../namespace/uri.js';
+import { explicitBlockSize, openNamespace, parseNamespaceUri, resizedNamespaceUri, specWithBlockSize } from '../namespace/uri.js';
 import { defaultIdentityPath, IdentityConflict, loadOrCreateIdentity, plannedBlockSizes, type NamespaceIdentityOverride } from './identity-store.js';
 import { VfioUserServer, type VfioUserServerState } from '../vfio-user/server.js';
 import { Logger, rootLogger } from '../util/log.js';
@@ -25,6 +25,10 @@ import { CHECKPOINT_FD_NAME, CrashGuard, readCheckpoint, recoveredStreams } from
 import { HolderClient, type HeldFd } from './holder-client.js';
 import { closeFds } from '../vfio-user/connection.js';
 import { makeDirectory } from '../util/make-directory.js';
+import { BackingSwap, moveData, type MoveOutcome, type MoveProgress } from '../namespace/backing-swap.js';
+import type { Reason } from '../util/error-reasons.js';
+import { errorMessage } from '../util/errors.js';
+import { sleep } from '../util/sleep.js';
 
 /** A namespace of a running controller: its NSID, its URI, the open backend and the identifiers the guest sees. */
 export interface NamespaceSlot {
@@ -43,6 +47,36 @@ export type NamespaceChange =
   | { kind: 'detach'; nsid: number }
   | { kind: 'resize'; nsid: number; sizeBytes: number };
 
+/** A namespace moving to another backing (the control API's SwapNamespaceBacking; docs/serve.md). */
+export interface BackingSwapRequest {
+  nsid: number;
+  /** The new backing, opened with the block size the guest knows. */
+  uri: string;
+  /** False: the new backing already holds the data (only the switch is made). */
+  copy: boolean;
+}
+
+export interface BackingSwapHooks {
+  onProgress(progress: MoveProgress): void;
+  /** Persists `uri` as the namespace's backing while its commands wait; rejects to refuse the switch. */
+  commit(uri: string): Promise<void>;
+}
+
+/** Why a backing swap was refused or failed; the old backing serves on. `reason` is the control API's. */
+export class BackingSwapFailed extends Error {
+  constructor(
+    readonly reason: Reason,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'BackingSwapFailed';
+  }
+}
+
+/** How long commands started before a swap may take to finish before it gives up (a guest times out at 30 s). */
+const SWAP_DRAIN_TIMEOUT_MS = 30_000;
+const SWAP_DRAIN_POLL_MS = 5;
+
 export interface RunningController {
   readonly config: ControllerConfig;
   readonly device: NvmePciDevice;
@@ -55,6 +89,12 @@ export interface RunningController {
    * recovery the checkpoint is rewritten before it resolves. Rejects with the reason; nothing changed then.
    */
   changeNamespace(change: NamespaceChange): Promise<void>;
+  /**
+   * Moves a namespace to another backing while the guest does I/O (one at a time per controller); rejects with
+   * BackingSwapFailed, the old backing then serving on. A hand-over, a planned restart, closing, or detaching that
+   * namespace cancels it.
+   */
+  swapBacking(request: BackingSwapRequest, hooks: BackingSwapHooks): Promise<MoveOutcome>;
   /** Stops serving: disconnects the client, flushes and closes the namespaces, removes the socket. */
   close(): Promise<void>;
   /** Live upgrade: stops reading the client and fetching commands, waits for in-flight I/O (see VfioUserServer). */
@@ -430,8 +470,17 @@ function running(
   let quiesced = false;
   const backends = (): Namespace[] => slots.map((slot) => slot.namespace);
   let closing: Promise<void> | undefined;
+  /** The backing swap under way: its namespace, and how to stop it (it then ends, the old backing serving). */
+  let swapping: { nsid: number; cancel(why: string): void; ended: Promise<unknown> } | undefined;
+  const cancelSwap = async (why: string): Promise<void> => {
+    const running = swapping;
+    if (!running) return;
+    running.cancel(why);
+    await running.ended.catch(() => undefined);
+  };
   const close = (): Promise<void> =>
     (closing ??= (async () => {
+      await cancelSwap('the controller is stopping');
       await server.close();
       await device.controller.flush().catch((error: unknown) => logger.error('flush failed', { error }));
       device.close();
@@ -442,6 +491,7 @@ function running(
     })());
   const release = (): Promise<void> =>
     (closing ??= (async () => {
+      await cancelSwap('the controller was handed over');
       await device.controller.flush().catch((error: unknown) => logger.error('flush failed', { error }));
       await closeAll(backends(), logger);
       logger.info('handed over to the successor');
@@ -508,6 +558,79 @@ function running(
     device.controller.notifyNamespaceChanged(nsid);
   };
 
+  const swapBacking = async ({ nsid, uri, copy }: BackingSwapRequest, hooks: BackingSwapHooks): Promise<MoveOutcome> => {
+    const refuse = (reason: Reason, message: string): BackingSwapFailed => new BackingSwapFailed(reason, `namespace ${nsid}: ${message}`);
+    if (quiesced || closing) throw refuse('SWAP_INTERRUPTED', 'the controller is being handed over or stopped');
+    if (swapping) throw refuse('SWAP_ALREADY_RUNNING', `namespace ${swapping.nsid} is moving to another backing already`);
+    const slot = slots.find((candidate) => candidate.nsid === nsid);
+    if (!slot) throw refuse('NAMESPACE_NOT_FOUND', 'is not attached');
+    let cancelledBecause: string | undefined;
+    let ended!: () => void;
+    swapping = { nsid, cancel: (why) => (cancelledBecause ??= why), ended: new Promise<void>((resolve) => (ended = resolve)) };
+    const source = slot.namespace;
+    let target: Namespace | undefined;
+    let stand: BackingSwap | undefined;
+    try {
+      const asked = explicitBlockSize(uri);
+      if (asked !== undefined && asked !== source.blockSize) {
+        throw refuse('SWAP_BACKING_INCOMPATIBLE', `${uri} asks for ${asked}-byte blocks, the guest knows ${source.blockSize}-byte blocks`);
+      }
+      try {
+        target = await openSlotNamespace(uri, nsid, source.blockSize, logger);
+      } catch (error) {
+        if (error instanceof IdentityConflict) throw refuse('SWAP_BACKING_INCOMPATIBLE', error.message);
+        const remote = parseNamespaceUri(uri).scheme === 'nvme-tcp';
+        throw refuse(remote ? 'SWAP_BACKING_UNREACHABLE' : 'SWAP_BACKING_OPEN_FAILED', `${uri} did not open: ${errorMessage(error)}`);
+      }
+      const sizes = `${target.description} has ${target.blockCount} blocks, the namespace ${source.blockCount} (of ${source.blockSize} bytes)`;
+      if (target.blockCount < source.blockCount) throw refuse('SWAP_BACKING_TOO_SMALL', `${sizes}: the new backing must be at least as large`);
+      // A larger backing would show its size to the guest at the next start; a file: URI is given size= for that.
+      if (target.blockCount > source.blockCount) throw refuse('SWAP_BACKING_INCOMPATIBLE', `${sizes}, and its URI cannot limit it to the namespace's size`);
+      const problem = device.controller.replacementProblem(nsid, target);
+      if (problem !== undefined) throw refuse('SWAP_BACKING_INCOMPATIBLE', `${target.description} ${problem}`);
+      if (cancelledBecause) throw refuse('SWAP_INTERRUPTED', cancelledBecause);
+
+      stand = new BackingSwap(source, target);
+      device.controller.replaceNamespace(nsid, stand);
+      slots = slots.map((candidate) => (candidate === slot ? { ...slot, namespace: stand! } : candidate));
+      // Writes started before the stand-in are not tracked: the copy starts once they are done.
+      const drainDeadline = performance.now() + SWAP_DRAIN_TIMEOUT_MS;
+      while (device.controller.inFlightOn(nsid) > stand.inFlight) {
+        if (performance.now() > drainDeadline) throw refuse('SWAP_FAILED', `commands started before the swap did not finish within ${SWAP_DRAIN_TIMEOUT_MS} ms`);
+        await sleep(SWAP_DRAIN_POLL_MS);
+      }
+      logger.info('namespace moving to another backing', { nsid, from: source.description, to: target.description, copy });
+      const outcome = await moveData(stand, {
+        copy,
+        onProgress: (progress) => hooks.onProgress(progress),
+        cancelled: () => cancelledBecause !== undefined,
+        cancelledBecause: () => refuse('SWAP_INTERRUPTED', cancelledBecause!),
+        commit: async () => {
+          await hooks.commit(uri);
+          slots = slots.map((candidate) => (candidate.nsid === nsid ? { ...candidate, uri } : candidate));
+          // A recovery after this point serves the new backing.
+          guard?.checkpointNow();
+        },
+      });
+      logger.info('namespace moved to another backing', { nsid, from: source.description, to: target.description, ...outcome, heldMs: Math.round(outcome.heldMs) });
+      await closeAll([source], logger);
+      return outcome;
+    } catch (error) {
+      if (stand) {
+        // The old backing was authoritative throughout: it serves again; the stand-in's last commands go to it too.
+        device.controller.replaceNamespace(nsid, source);
+        slots = slots.map((candidate) => (candidate.nsid === nsid ? { ...candidate, namespace: source } : candidate));
+      }
+      if (target) await closeAll([target], logger);
+      const failed = error instanceof BackingSwapFailed ? error : refuse('SWAP_FAILED', `${errorMessage(error)}; it stays on ${source.description}`);
+      logger.warn('namespace backing swap failed; the old backing serves on', { nsid, uri, reason: failed.reason, error: failed.message });
+      throw failed;
+    } finally {
+      swapping = undefined;
+      ended();
+    }
+  };
+
   return {
     config,
     device,
@@ -516,8 +639,10 @@ function running(
     get namespaces() {
       return slots;
     },
+    swapBacking,
     changeNamespace: async (change) => {
       if (quiesced || closing) throw new Error('the controller is being handed over or stopped: its namespaces cannot change now');
+      if (swapping?.nsid === change.nsid && change.kind !== 'attach') throw new Error(`namespace ${change.nsid} is moving to another backing: wait for that to end`);
       if (change.kind === 'attach') await attach(change.nsid, change.uri, change.identity);
       else if (change.kind === 'detach') await detach(change.nsid);
       else await resize(change.nsid, change.sizeBytes);
@@ -532,6 +657,7 @@ function running(
       if (memoryOnly.length > 0) {
         throw new Error(`memory namespaces (${memoryOnly.map((namespace) => namespace.description).join(', ')}) cannot be handed over`);
       }
+      await cancelSwap('a live upgrade');
       quiesced = true;
       await server.quiesce();
     },
@@ -541,6 +667,7 @@ function running(
     },
     checkpointForRestart: async () => {
       if (!guard) throw new Error('not under crash recovery');
+      await cancelSwap('a planned restart');
       quiesced = true;
       await server.quiesce();
       guard.checkpointNow();

@@ -12,13 +12,14 @@ import { BackingRefused, inspectBacking, isWithin, resolvedPath } from '../names
 import { type FileNamespaceSpec, type MemoryNamespaceSpec, parseNamespaceUri, resizedNamespaceUri } from '../namespace/uri.js';
 import { LATENCY_BUCKETS, type NvmeControllerStats } from '../nvme/stats.js';
 import type { ControllerSample } from '../metrics/exporter.js';
-import type { Reason } from '../util/error-reasons.js';
+import { ERROR_REASONS, type Reason } from '../util/error-reasons.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import type { Logger } from '../util/log.js';
 import { formatSize } from '../util/size.js';
 import { sameSocketFile, socketPathState } from '../util/socket-path.js';
 import { CONTROLLER_LIMITS, type ControllerConfig, controllerConfig, type DoorbellMode, identityOptionsOf, namespaceNsids, namespaceSlots } from './config.js';
-import type { NamespaceChange } from './controller.js';
+import { BackingSwapFailed, type NamespaceChange } from './controller.js';
+import type { MoveOutcome, MoveProgress } from '../namespace/backing-swap.js';
 import { MAX_NSID } from '../nvme/namespaces.js';
 import {
   checkIdentityConflicts,
@@ -118,6 +119,17 @@ interface Entry {
   backings: Map<string, string>;
   /** Namespace changes run one at a time per controller: each starts from the configuration the last one saved. */
   namespaceChanges?: Promise<unknown>;
+  /** The namespace moving to another backing (one at a time; other namespace changes wait for its end). */
+  swapping?: { nsid: number; uri: string };
+}
+
+/** A checked SwapNamespaceBacking request: `run` moves the namespace (the operation's work). */
+export interface PlannedSwap {
+  controllerId: string;
+  nsid: number;
+  /** The new backing's URI as it will be saved (a file: URI gets the namespace's size). */
+  uri: string;
+  run(onProgress: (progress: MoveProgress) => void): Promise<{ view: ControllerView; outcome: MoveOutcome }>;
 }
 
 export interface ControllerView {
@@ -467,6 +479,88 @@ export class ControllerRegistry {
   }
 
   /**
+   * Checks a request to move namespace `nsid` of controller `id` to the backing `uri` (docs/daemon.md "Moving a
+   * namespace to another backing"), as AttachNamespace checks a URI; throws VfiodError for what is wrong with it.
+   * The returned plan's `run` copies (unless `copy` is false: the new backing holds the data already), switches
+   * while the namespace's commands wait, and saves the new URI in the definition before they go on.
+   */
+  async planSwap(id: string, nsid: number, uri: string, copy: boolean): Promise<PlannedSwap> {
+    const entry = this.entries.get(id);
+    if (!entry) throw new VfiodError('NOT_FOUND', `no controller ${id}`, { reason: 'CONTROLLER_NOT_FOUND', controllerId: id });
+    if (this.closed) throw new VfiodError('UNAVAILABLE', 'the daemon is shutting down', { reason: 'DAEMON_SHUTTING_DOWN' });
+    if (entry.state !== 'serving' || !entry.worker) {
+      throw new VfiodError('FAILED_PRECONDITION', `controller ${id} is ${entry.state}: its namespaces move only while it serves`, {
+        reason: 'CONTROLLER_NOT_SERVING',
+        controllerId: id,
+        controllerState: entry.state,
+      });
+    }
+    if (entry.swapping) throw swapRunning(id, entry.swapping);
+    const index = this.namespaceIndex(entry, nsid);
+    if (typeof uri !== 'string' || uri === '') throw new VfiodError('INVALID_ARGUMENT', `controller ${id}: the new backing's URI is required`, { reason: 'FIELD_REQUIRED', field: 'uri' });
+    this.checkNamespaceUri(id, uri, nsid);
+    const running = (await entry.worker.snapshot())?.namespaces.find((namespace) => namespace.nsid === nsid);
+    if (!running) throw new VfiodError('FAILED_PRECONDITION', `controller ${id} does not answer`, { reason: 'CONTROLLER_NOT_SERVING', controllerId: id, controllerState: entry.state });
+    const namespaceBytes = running.blocks * running.blockSize;
+    const sized = withNamespaceSize(uri, namespaceBytes);
+    const current = entry.config.namespaces[index]!;
+    const facts = { controllerId: id, nsid, uri: sized };
+    const given = parseNamespaceUri(sized);
+    if (given.scheme === 'file' && (given as FileNamespaceSpec).sizeBytes! < namespaceBytes) {
+      throw new VfiodError('FAILED_PRECONDITION', `controller ${id}: namespace ${nsid} has ${formatSize(namespaceBytes)}; ${sized} asks for ${formatSize((given as FileNamespaceSpec).sizeBytes!)}: the new backing must be at least as large`, {
+        reason: 'SWAP_BACKING_TOO_SMALL',
+        ...facts,
+      });
+    }
+    const keys = (u: string): string[] => [u, ...this.namespaceBackings(id, [u], () => undefined).keys()];
+    const currentKeys = new Set(keys(current));
+    if (keys(sized).some((key) => currentKeys.has(key))) {
+      throw new VfiodError('INVALID_ARGUMENT', `controller ${id}: namespace ${nsid} is on ${current} already`, { reason: 'SWAP_SAME_BACKING', ...facts });
+    }
+    const replaced = (config: ControllerConfig): ControllerConfig => ({ ...config, namespaces: config.namespaces.map((u, i) => (i === index ? sized : u)) });
+    this.checkSharedResources(id, replaced(entry.config));
+    // Reserved before the call answers (and checked again: another request may have reserved it meanwhile).
+    if (entry.swapping) throw swapRunning(id, entry.swapping);
+    entry.swapping = { nsid, uri: sized };
+    const run = async (onProgress: (progress: MoveProgress) => void): Promise<{ view: ControllerView; outcome: MoveOutcome }> => {
+      try {
+        // A namespace change already under way saves its definition first; the commit below starts from it.
+        await entry.namespaceChanges;
+        const worker = entry.worker;
+        if (entry.state !== 'serving' || !worker) throw new BackingSwapFailed('SWAP_INTERRUPTED', `the controller is ${entry.state}`);
+        const outcome = await worker.swapBacking(
+          { nsid, uri: sized, copy },
+          {
+            onProgress,
+            commit: async () => {
+              // Saved before the guest's commands go on: a restart from here on opens the new backing.
+              const before = { config: entry.config, backings: entry.backings };
+              entry.config = replaced(entry.config);
+              entry.backings = this.namespaceBackings(id, entry.config.namespaces, () => undefined);
+              try {
+                this.persist();
+              } catch (error) {
+                Object.assign(entry, before);
+                throw new Error(`cannot save ${this.stateFile}: ${errorMessage(error)}; the namespace stays on ${current}`);
+              }
+              recordInodes(entry);
+              this.logger.info('namespace backing switched and saved', { controller: id, nsid, from: current, to: sized });
+            },
+          },
+        );
+        return { view: await this.view(entry), outcome };
+      } catch (error) {
+        if (!(error instanceof BackingSwapFailed)) throw error;
+        const details = error.reason === 'CONTROLLER_SAVE_FAILED' ? { controllerId: id, path: this.stateFile } : facts;
+        throw new VfiodError(ERROR_REASONS[error.reason].codes[0]!, `controller ${id}: ${error.message}`, { reason: error.reason, ...details });
+      } finally {
+        entry.swapping = undefined;
+      }
+    };
+    return { controllerId: id, nsid, uri: sized, run };
+  }
+
+  /**
    * A controller recovered from a crash checkpoint serves the namespaces the guest knows, which differ from its saved
    * definition when the data plane died between a namespace change and saving it: the definition follows.
    */
@@ -509,6 +603,7 @@ export class ControllerRegistry {
     if (!entry) return Promise.reject(new VfiodError('NOT_FOUND', `no controller ${id}`, { reason: 'CONTROLLER_NOT_FOUND', controllerId: id }));
     const run = async (): Promise<ControllerView> => {
       if (this.closed) throw new VfiodError('UNAVAILABLE', 'the daemon is shutting down', { reason: 'DAEMON_SHUTTING_DOWN' });
+      if (entry.swapping) throw swapRunning(id, entry.swapping);
       if (entry.state !== 'serving' || !entry.worker) {
         throw new VfiodError('FAILED_PRECONDITION', `controller ${id} is ${entry.state}: its namespaces change only while it serves`, {
           reason: 'CONTROLLER_NOT_SERVING',
@@ -963,6 +1058,25 @@ function backingKind(file: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** SWAP_ALREADY_RUNNING: controller `id` moves a namespace now. */
+function swapRunning(id: string, swapping: { nsid: number; uri: string }): VfiodError {
+  return new VfiodError('FAILED_PRECONDITION', `controller ${id}: namespace ${swapping.nsid} is moving to ${swapping.uri}; one move at a time, and its namespaces change once it ends`, {
+    reason: 'SWAP_ALREADY_RUNNING',
+    controllerId: id,
+    nsid: swapping.nsid,
+  });
+}
+
+/**
+ * `uri` opened at `sizeBytes`: a file: URI without size= gets it (a new file is made that large, a block device is
+ * used that far, a larger file is refused when it opens), so the namespace keeps its size at the next start too.
+ */
+function withNamespaceSize(uri: string, sizeBytes: number): string {
+  const spec = parseNamespaceUri(uri);
+  if (spec.scheme !== 'file' || (spec as FileNamespaceSpec).sizeBytes !== undefined) return uri;
+  return `${uri}${uri.includes('?') ? '&' : '?'}size=${sizeBytes}`;
 }
 
 /** The lowest NSID not in `nsids`; undefined when all up to MAX_NSID are. */

@@ -8,8 +8,10 @@ import path from 'node:path';
 import { Logger, rootLogger } from '../util/log.js';
 import { HandoverListener, defaultHandoverSocket, packageVersion, takeOver, type HandoverWorker } from './upgrade.js';
 import type { ControllerConfig } from './config.js';
-import type { ControllerSnapshot, MainToWorker, UpgradeRequest, WorkerData, WorkerToMain } from './worker.js';
-import type { ControllerHandoverState } from './controller.js';
+import type { ControllerSnapshot, MainToWorker, SwapToMain, UpgradeRequest, WorkerData, WorkerToMain } from './worker.js';
+import { BackingSwapFailed, type BackingSwapHooks, type BackingSwapRequest, type ControllerHandoverState } from './controller.js';
+import type { MoveOutcome } from '../namespace/backing-swap.js';
+import { errorMessage } from '../util/errors.js';
 import { RESTART_EXIT_CODE } from './holder-protocol.js';
 import { notifyReady, notifyStopping, startWatchdog } from '../util/sd-notify.js';
 import { sleep } from '../util/sleep.js';
@@ -42,6 +44,8 @@ export class ControllerWorker implements HandoverWorker {
   readonly prepared: Promise<void>;
   /** The device's pass counter, shared with the worker (see `activity`). */
   private activityCounter: Int32Array | undefined;
+  /** Backing swaps under way in the worker, by request id. */
+  private readonly swaps = new Map<number, { hooks: BackingSwapHooks; resolve(outcome: MoveOutcome): void; reject(error: Error): void }>();
 
   /** `takeOver`: the worker builds its controller from a predecessor's snapshot (docs/restart.md). */
   /**
@@ -66,6 +70,8 @@ export class ControllerWorker implements HandoverWorker {
       this.snapshotWaiters.clear();
       for (const [requestId, resolve] of this.replyWaiters) resolve({ type: 'reply', requestId, error: 'the controller worker exited' });
       this.replyWaiters.clear();
+      for (const swap of this.swaps.values()) swap.reject(new BackingSwapFailed('SWAP_INTERRUPTED', 'the controller worker exited'));
+      this.swaps.clear();
     });
     let prepared!: () => void;
     let notPrepared!: (error: Error) => void;
@@ -90,6 +96,7 @@ export class ControllerWorker implements HandoverWorker {
           this.replyWaiters.get(message.requestId)?.(message);
           this.replyWaiters.delete(message.requestId);
         }
+        if (message.type === 'swap-progress' || message.type === 'swap-commit' || message.type === 'swap-done') this.onSwapMessage(message);
         if (message.type === 'stats') {
           this.snapshotWaiters.get(message.requestId)?.(message.snapshot);
           this.snapshotWaiters.delete(message.requestId);
@@ -127,6 +134,35 @@ export class ControllerWorker implements HandoverWorker {
     });
     if (reply.error !== undefined) throw new Error(reply.error);
     return { ...(reply.state ? { state: reply.state } : {}), ...(reply.fds ? { fds: reply.fds } : {}) };
+  }
+
+  /**
+   * Moves a namespace to another backing in the worker (BackingSwapRequest); `hooks.commit` persists the switch while
+   * the namespace's commands wait. Rejects with BackingSwapFailed.
+   */
+  swapBacking(request: BackingSwapRequest, hooks: BackingSwapHooks): Promise<MoveOutcome> {
+    if (this.gone) return Promise.reject(new BackingSwapFailed('SWAP_INTERRUPTED', 'the controller worker has exited'));
+    const requestId = this.nextRequestId++;
+    return new Promise((resolve, reject) => {
+      this.swaps.set(requestId, { hooks, resolve, reject });
+      this.worker.postMessage({ type: 'swap', requestId, request } satisfies MainToWorker);
+    });
+  }
+
+  private onSwapMessage(message: SwapToMain): void {
+    const swap = this.swaps.get(message.requestId);
+    if (!swap) return;
+    if (message.type === 'swap-progress') swap.hooks.onProgress(message.progress);
+    else if (message.type === 'swap-commit') {
+      swap.hooks.commit(message.uri).then(
+        () => this.worker.postMessage({ type: 'swap-committed', requestId: message.requestId } satisfies MainToWorker),
+        (error: unknown) => this.worker.postMessage({ type: 'swap-committed', requestId: message.requestId, error: errorMessage(error) } satisfies MainToWorker),
+      );
+    } else {
+      this.swaps.delete(message.requestId);
+      if (message.outcome) swap.resolve(message.outcome);
+      else swap.reject(new BackingSwapFailed(message.reason ?? 'SWAP_FAILED', message.error ?? 'the backing swap failed'));
+    }
   }
 
   /**

@@ -14,6 +14,8 @@ import { type LogFields, rootLogger } from '../util/log.js';
 import { FdCollector, FdSource } from '../util/handover-fds.js';
 import type { ControllerConfig } from './config.js';
 import {
+  BackingSwapFailed,
+  type BackingSwapRequest,
   prepareTakeOver,
   startController,
   type ControllerHandoverState,
@@ -23,6 +25,8 @@ import {
 } from './controller.js';
 import type { NvmeControllerStats } from '../nvme/stats.js';
 import type { NamespaceIds, NamespacePath } from '../namespace/namespace.js';
+import type { MoveOutcome, MoveProgress } from '../namespace/backing-swap.js';
+import type { Reason } from '../util/error-reasons.js';
 
 export type WorkerToMain =
   | { type: 'loaded' }
@@ -32,7 +36,18 @@ export type WorkerToMain =
   | { type: 'failed'; message: string }
   | { type: 'stopped' }
   | { type: 'stats'; requestId: number; snapshot: ControllerSnapshot | null }
-  | { type: 'reply'; requestId: number; error?: string; state?: ControllerHandoverState; fds?: number[] };
+  | { type: 'reply'; requestId: number; error?: string; state?: ControllerHandoverState; fds?: number[] }
+  | SwapToMain;
+/**
+ * A backing swap (`swap`) runs beside the requests above, not in their queue, so a live upgrade can cancel it: the
+ * worker reports progress, asks the main thread to persist the switch (`swap-commit`, answered by `swap-committed`
+ * while the namespace's commands wait) and ends with `swap-done`.
+ */
+export type SwapToMain =
+  | { type: 'swap-progress'; requestId: number; progress: MoveProgress }
+  | { type: 'swap-commit'; requestId: number; uri: string }
+  | { type: 'swap-done'; requestId: number; outcome?: MoveOutcome; error?: string; reason?: Reason };
+export type SwapToWorker = { type: 'swap'; requestId: number; request: BackingSwapRequest } | { type: 'swap-committed'; requestId: number; error?: string };
 /** `stats` asks for a ControllerSnapshot (the control API's GetController); `vfiod serve` never sends it. */
 export type MainToWorker =
   | { type: 'shutdown' }
@@ -45,12 +60,16 @@ export type MainToWorker =
   | { type: 'start'; requestId: number }
   | { type: 'checkpoint-for-restart'; requestId: number }
   /** The control API changes the running controller's namespaces (answered like the live-upgrade requests). */
-  | { type: 'namespace'; requestId: number; change: NamespaceChange };
+  | { type: 'namespace'; requestId: number; change: NamespaceChange }
+  | SwapToWorker;
 
 /** A live-upgrade request to the worker, without its request id. */
-export type UpgradeRequest = DistributiveOmit<Exclude<MainToWorker, { type: 'shutdown' } | { type: 'stats' }>, 'requestId'>;
+export type UpgradeRequest = DistributiveOmit<Exclude<MainToWorker, { type: 'shutdown' } | { type: 'stats' } | SwapToWorker>, 'requestId'>;
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
-type UpgradeMessage = Exclude<MainToWorker, { type: 'shutdown' } | { type: 'stats' } | { type: 'activate' }>;
+type UpgradeMessage = Exclude<MainToWorker, { type: 'shutdown' } | { type: 'stats' } | { type: 'activate' } | SwapToWorker>;
+
+/** Progress of a swap goes to the main thread at most this often (each one is an operation update there). */
+const SWAP_PROGRESS_INTERVAL_MS = 250;
 
 /** What the worker is started with. */
 export interface WorkerData {
@@ -99,6 +118,13 @@ port.on('message', (message: MainToWorker) => {
       return;
     case 'activate':
       begin();
+      return;
+    case 'swap':
+      void runSwap(message.requestId, message.request);
+      return;
+    case 'swap-committed':
+      swapCommits.get(message.requestId)?.(message.error);
+      swapCommits.delete(message.requestId);
       return;
     default:
       // One at a time, in order: a resume sent while a quiesce still waits for I/O must come after it.
@@ -157,6 +183,34 @@ async function handleUpgradeRequest(
       running.start();
       port!.postMessage({ type: 'ready', activity: running.device.activity } satisfies WorkerToMain);
       return {};
+  }
+}
+
+/** Swaps waiting for the main thread to persist their switch: called with its error, or undefined once saved. */
+const swapCommits = new Map<number, (error: string | undefined) => void>();
+
+async function runSwap(requestId: number, request: BackingSwapRequest): Promise<void> {
+  const post = (message: SwapToMain): void => port!.postMessage(message);
+  let reported = 0;
+  try {
+    if (!running) throw new BackingSwapFailed('SWAP_INTERRUPTED', `namespace ${request.nsid}: the controller is not serving`);
+    const outcome = await running.swapBacking(request, {
+      onProgress: (progress) => {
+        const now = performance.now();
+        const last = progress.phase === 'copying' && progress.copiedBytes === progress.passBytes;
+        if (now - reported < SWAP_PROGRESS_INTERVAL_MS && progress.copiedBytes !== 0 && !last) return;
+        reported = now;
+        post({ type: 'swap-progress', requestId, progress });
+      },
+      commit: (uri) =>
+        new Promise<void>((resolve, reject) => {
+          swapCommits.set(requestId, (error) => (error === undefined ? resolve() : reject(new BackingSwapFailed('CONTROLLER_SAVE_FAILED', error))));
+          post({ type: 'swap-commit', requestId, uri });
+        }),
+    });
+    post({ type: 'swap-done', requestId, outcome });
+  } catch (error) {
+    post({ type: 'swap-done', requestId, error: messageOf(error), ...(error instanceof BackingSwapFailed ? { reason: error.reason } : {}) });
   }
 }
 

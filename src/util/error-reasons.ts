@@ -333,7 +333,7 @@ export const ERROR_REASONS = {
   },
 
   // --- namespaces of a running controller (AttachNamespace, DetachNamespace, ResizeNamespace) ---
-  NAMESPACE_NOT_FOUND: { codes: ['NOT_FOUND'], resource: 'controller', when: 'DetachNamespace or ResizeNamespace of an NSID the controller does not have', metadata: ['controller_id', 'nsid'] },
+  NAMESPACE_NOT_FOUND: { codes: ['NOT_FOUND'], resource: 'controller', when: 'DetachNamespace, ResizeNamespace or SwapNamespaceBacking of an NSID the controller does not have', metadata: ['controller_id', 'nsid'] },
   NAMESPACE_ID_IN_USE: { codes: ['ALREADY_EXISTS'], resource: 'controller', when: 'AttachNamespace with an NSID the controller already has', metadata: ['controller_id', 'nsid'] },
   NAMESPACE_LIMIT_REACHED: {
     codes: ['RESOURCE_EXHAUSTED'],
@@ -450,6 +450,58 @@ export const ERROR_REASONS = {
     codes: ['PERMISSION_DENIED'],
     when: 'the caller (unix peer uid/gid, client certificate name) is in no role: every vfiod.v1 call is refused',
     metadata: ['caller'],
+  },
+
+  // --- moving a namespace to another backing (SwapNamespaceBacking; in Operation.error once the operation runs) ---
+  SWAP_ALREADY_RUNNING: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'controller',
+    when: 'SwapNamespaceBacking while a namespace of the same controller is moving already (one at a time per controller)',
+    metadata: ['controller_id', 'nsid', 'operation'],
+  },
+  SWAP_SAME_BACKING: {
+    codes: ['INVALID_ARGUMENT'],
+    resource: 'controller',
+    when: 'SwapNamespaceBacking to the backing the namespace has now (the same file or device, by any name)',
+    metadata: ['controller_id', 'nsid', 'uri'],
+  },
+  SWAP_BACKING_TOO_SMALL: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'controller',
+    when: 'the new backing has fewer blocks than the namespace (a file: URI is opened at the namespace\'s size; a block device or NVMe/TCP namespace has its own)',
+    metadata: ['controller_id', 'nsid', 'uri'],
+  },
+  SWAP_BACKING_INCOMPATIBLE: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'controller',
+    when:
+      'the new backing would change what the guest sees: another block size, read-only, a smaller transfer limit than the MDTS or a write cache ' +
+      'the controller did not report, or more blocks than the namespace where its URI cannot say the size (NVMe/TCP)',
+    metadata: ['controller_id', 'nsid', 'uri'],
+  },
+  SWAP_BACKING_OPEN_FAILED: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'controller',
+    when: 'the new backing did not open (a file that cannot be created or opened, a device in use)',
+    metadata: ['controller_id', 'nsid', 'uri'],
+  },
+  SWAP_BACKING_UNREACHABLE: {
+    codes: ['UNAVAILABLE'],
+    resource: 'controller',
+    when: 'the new NVMe/TCP backing did not answer or has no such namespace',
+    metadata: ['controller_id', 'nsid', 'uri'],
+  },
+  SWAP_FAILED: {
+    codes: ['UNAVAILABLE'],
+    resource: 'controller',
+    when: 'copying to the new backing failed (a read or write error, commands that never finished): the namespace stays on its old backing, nothing lost',
+    metadata: ['controller_id', 'nsid', 'uri'],
+  },
+  SWAP_INTERRUPTED: {
+    codes: ['UNAVAILABLE'],
+    resource: 'controller',
+    when: 'a live upgrade, planned restart, daemon shutdown or deletion stopped the move before the switch: the old backing serves on (docs/restart.md)',
+    metadata: ['controller_id', 'nsid', 'uri'],
   },
 
   // --- request ids, operations, events ---

@@ -5,10 +5,11 @@
  * counts no failed command for it. The killed VM's controller drops its client and serves the next one (the project's
  * own vfio-user client reads back what that guest wrote). Data checked from the host in both backing files. Then a
  * hostile client on a third controller of the same daemon shrinks the guest memory it mapped under a command's
- * data while VM b runs fio: that controller fails, VM b notices nothing (issue 12 §5).
+ * data while VM b runs fio: that controller fails, VM b notices nothing (issue 12 §5). Then runtime namespaces on VM b,
+ * and VM b's namespace moved to another file while its fio verifies: no error, no Identify change (issue 13 §2).
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { mkdtempSync, openSync, readSync, closeSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, openSync, readFileSync, readSync, closeSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
@@ -18,6 +19,8 @@ import { ftruncateSync } from 'node:fs';
 import { IoOpcode, Status } from '../../src/spec/nvme.js';
 import { VfioUserVm, vfioUserVmUnavailableReason } from '../../testbed/vfio-user-vm.js';
 import { VfiodProcess, vfiodCli } from '../../testbed/vfiod-process.js';
+import { sleep } from '../../src/util/sleep.js';
+import { nvmetTargetUnavailableReason, startNvmetTarget, type NvmetTarget } from '../../testbed/nvmet-target.js';
 
 const unavailable = vfioUserVmUnavailableReason();
 if (unavailable) console.warn(`guest/daemon-two-vms: skipped: ${unavailable}`);
@@ -59,6 +62,8 @@ describe.skipIf(unavailable)('two VMs on one vfiod daemon: one is SIGKILLed unde
   const images = { a: '', b: '' };
   const patterns = { a: Buffer.from(pattern(MiB, 51)), b: Buffer.from(pattern(MiB, 52)) };
   const timings: Array<[string, number]> = [];
+  /** The NVMe/TCP target VM b's namespace moves to (the last step), if it could boot. */
+  let target: NvmetTarget | undefined;
 
   const cli = async (...args: string[]): Promise<string> => {
     const run = await vfiodCli([...args, '--daemon', daemonSocket]);
@@ -99,6 +104,7 @@ describe.skipIf(unavailable)('two VMs on one vfiod daemon: one is SIGKILLed unde
     await vms.a?.stop();
     await vms.b?.stop();
     expect(await daemon?.stop()).toBe(0);
+    await target?.stop();
     host?.cleanup();
     if (dir) rmSync(dir, { recursive: true, force: true });
   }, 120_000);
@@ -268,5 +274,97 @@ describe.skipIf(unavailable)('two VMs on one vfiod daemon: one is SIGKILLed unde
     const info = await controller('vm-b');
     expect((info['namespaces'] as Array<{ nsid: number }>).map((n) => n.nsid)).toEqual([1]);
     expect(Number((info['stats'] as Record<string, unknown>)['failedCommands'] ?? 0)).toBe(failedBefore);
+  }, STEP_MS);
+
+  it('VM b\'s namespace moves to another file, then to an NVMe/TCP target (and to its other port), while its fio verifies: no error, no Identify change', async () => {
+    const b = vms.b!;
+    const uptimeB = (await b.run('cut -d" " -f1 /proc/uptime')).trim();
+    const failedBefore = Number(((await controller('vm-b'))['stats'] as Record<string, unknown>)['failedCommands'] ?? 0);
+    // A pattern outside fio's range: the copy must carry what nobody writes during the move too.
+    const MOVED_PATTERN_AT = 192 * MiB;
+    await b.run(`${SH}\nc=$(ctrl VFIOD-VM-B)\ndd if=${b.workDir}/pattern.bin of=/dev/\${c}n1 bs=1M seek=${MOVED_PATTERN_AT / MiB} oflag=direct conv=fsync,notrunc 2>/dev/null`);
+    // Everything the guest's driver read with Identify: the controller, namespace 1 and its descriptors.
+    const identify = async (): Promise<string> => {
+      const out = await b.run(`${SH}\nc=$(ctrl VFIOD-VM-B)\nnvme id-ctrl /dev/$c -b | od -An -tx1 | tr -d ' \\n'; echo\n` +
+        `nvme id-ns /dev/\${c}n1 -b | od -An -tx1 | tr -d ' \\n'; echo\nnvme ns-descs /dev/\${c}n1 -b | od -An -tx1 | tr -d ' \\n'`);
+      // NUSE (Identify Namespace bytes 16-23) follows the allocation, which fio's writes change anyway.
+      const [ctrl, ns, descs] = out.trim().split('\n');
+      return [ctrl, ns!.slice(0, 32) + '0'.repeat(16) + ns!.slice(48), descs].join('\n');
+    };
+    const before = await identify();
+
+    /**
+     * One move of VM b's namespace while fio runs without a pause (5 s runs, each verifying what it wrote, until the
+     * move has ended): every run clean; the longest I/O any run saw, next to the move's own report.
+     */
+    /** fio runs (5 s each, each verifying what it wrote) until `during` has resolved; the longest I/O of any run. */
+    const fioAround = async <T,>(label: string, during: () => Promise<T>): Promise<{ value: T; runs: number; longestMs: number; verified: number }> => {
+      const stop = path.join(b.workDir, 'stop-fio');
+      const runs = `${b.workDir}/fio-${label.replace(/\W+/g, '-')}`;
+      const ios = async (): Promise<number> => Number(await b.run(`${SH}\nios $(ctrl VFIOD-VM-B)n1`));
+      const iosBefore = await ios();
+      const loop = b.sh(`i=0\nwhile [ ! -e ${stop} ]; do i=$((i+1)); ${fio('VFIOD-VM-B', 4096)} --time_based --runtime=5 --output=${runs}-$i.json || exit 1; done\necho $i`, { timeoutMs: STEP_MS });
+      await b.waitFor('fio I/O in VM b', async () => ((await ios()) >= iosBefore + 200 ? true : undefined), STEP_MS, 250);
+      const value = await during();
+      writeFileSync(stop, '');
+      const result = await loop;
+      rmSync(stop);
+      expect(result.code, result.stderr).toBe(0);
+      let longestMs = 0;
+      let verified = 0;
+      const count = Number(result.stdout.trim());
+      for (let i = 1; i <= count; i++) {
+        const job = (JSON.parse(readFileSync(`${runs}-${i}.json`, 'utf8')) as { jobs: Array<Record<string, { lat_ns: { max: number }; io_bytes: number } | number>> }).jobs[0]!;
+        expect(job['error'], `fio run ${i}`).toBe(0);
+        for (const direction of ['read', 'write']) {
+          const stats = job[direction] as { lat_ns: { max: number }; io_bytes: number };
+          longestMs = Math.max(longestMs, stats.lat_ns.max / 1e6);
+          verified += stats.io_bytes;
+        }
+      }
+      return { value, runs: count, longestMs, verified };
+    };
+    // The same load without a move, for comparison: one run.
+    const baseline = await fioAround('baseline', () => sleep(1000));
+    console.log(`guest/daemon-two-vms: fio without a move: longest I/O ${baseline.longestMs.toFixed(1)} ms`);
+    timings.push([`fio without a move, for comparison (longest guest I/O ${baseline.longestMs.toFixed(0)} ms)`, baseline.runs * 5000]);
+
+    const moveUnderFio = async (uri: string, label: string, options: string[] = []): Promise<void> => {
+      const started = Date.now();
+      const { value: moved, runs, longestMs, verified } = await fioAround(label, () => vfiodCli(['controllers', 'swap-backing', 'vm-b', '1', uri, ...options, '--daemon', daemonSocket]));
+      expect(moved.code, moved.stderr).toBe(0);
+      const held = /waited ([\d.]+) ms/.exec(moved.stdout)?.[1];
+      console.log(`guest/daemon-two-vms: ${label}: ${moved.stdout.trim()}; ${runs} fio runs, ${(verified / MiB).toFixed(0)} MiB, longest I/O ${longestMs.toFixed(1)} ms`);
+      timings.push([`${label} under fio (commands held ${held} ms, longest guest I/O ${longestMs.toFixed(0)} ms)`, Date.now() - started]);
+      expect(await identify()).toBe(before);
+      await b.run(`${SH}\nc=$(ctrl VFIOD-VM-B)\ndd if=/dev/\${c}n1 bs=1M skip=${MOVED_PATTERN_AT / MiB} count=1 iflag=direct 2>/dev/null | cmp - ${b.workDir}/pattern.bin`);
+    };
+
+    const movedFile = path.join(dir, 'vm-b-moved.img');
+    await moveUnderFio(`file:${movedFile}`, 'file -> file');
+    expect(readAt(movedFile, MOVED_PATTERN_AT, MiB).equals(patterns.b)).toBe(true);
+    const info = await controller('vm-b');
+    expect((info['spec'] as { namespaces: string[] }).namespaces).toEqual([`file:${movedFile}?size=${256 * MiB}`]);
+
+    const noTarget = nvmetTargetUnavailableReason();
+    if (noTarget) console.warn(`guest/daemon-two-vms: the move to NVMe/TCP skipped: ${noTarget}`);
+    else {
+      // Stopped after the daemon (afterAll), which flushes the namespace at its stop.
+      const booted = Date.now();
+      target = await startNvmetTarget({ sizeBytes: 256 * MiB, blockSize: 512, ports: 2 });
+      timings.push(['the Linux nvmet target booted', Date.now() - booted]);
+      await moveUnderFio(`nvme-tcp://${target.host}:${target.ports[0]}/${target.subsystemNqn}`, 'file -> NVMe/TCP');
+      expect(Buffer.from(await target.readBacking(MOVED_PATTERN_AT, MiB)).equals(patterns.b)).toBe(true);
+      // NVMe/TCP to NVMe/TCP without a copy: the target's other port reaches the same namespace, which holds the data.
+      // First the same load on the NVMe/TCP backing without a move: its own latency under TCG, for comparison.
+      const remote = await fioAround('baseline on NVMe/TCP', () => sleep(1000));
+      console.log(`guest/daemon-two-vms: fio on NVMe/TCP without a move: longest I/O ${remote.longestMs.toFixed(1)} ms`);
+      timings.push([`fio on NVMe/TCP without a move (longest guest I/O ${remote.longestMs.toFixed(0)} ms)`, remote.runs * 5000]);
+      await moveUnderFio(`nvme-tcp://${target.host}:${target.ports[1]}/${target.subsystemNqn}`, 'NVMe/TCP -> NVMe/TCP, already copied', ['--already-copied']);
+      expect(((await controller('vm-b'))['namespaces'] as Array<{ uri: string }>)[0]!.uri).toBe(`nvme-tcp://${target.host}:${target.ports[1]}/${target.subsystemNqn}`);
+    }
+    const dmesg = await b.run(`dmesg | awk -v s=${uptimeB} '{ t = substr($0, 2, index($0, "]") - 2) + 0 } t >= s'`);
+    expect(dmesg.split('\n').filter((l) => /nvme|I\/O error|blk_update_request|Buffer I\/O/i.test(l))).toEqual([]);
+    expect(Number(((await controller('vm-b'))['stats'] as Record<string, unknown>)['failedCommands'] ?? 0)).toBe(failedBefore);
   }, STEP_MS);
 });

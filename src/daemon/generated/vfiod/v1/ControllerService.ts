@@ -16,6 +16,8 @@ import type { ListControllersRequest as _vfiod_v1_ListControllersRequest, ListCo
 import type { ListControllersResponse as _vfiod_v1_ListControllersResponse, ListControllersResponse__Output as _vfiod_v1_ListControllersResponse__Output } from '../../vfiod/v1/ListControllersResponse.js';
 import type { ResizeNamespaceRequest as _vfiod_v1_ResizeNamespaceRequest, ResizeNamespaceRequest__Output as _vfiod_v1_ResizeNamespaceRequest__Output } from '../../vfiod/v1/ResizeNamespaceRequest.js';
 import type { ResizeNamespaceResponse as _vfiod_v1_ResizeNamespaceResponse, ResizeNamespaceResponse__Output as _vfiod_v1_ResizeNamespaceResponse__Output } from '../../vfiod/v1/ResizeNamespaceResponse.js';
+import type { SwapNamespaceBackingRequest as _vfiod_v1_SwapNamespaceBackingRequest, SwapNamespaceBackingRequest__Output as _vfiod_v1_SwapNamespaceBackingRequest__Output } from '../../vfiod/v1/SwapNamespaceBackingRequest.js';
+import type { SwapNamespaceBackingResponse as _vfiod_v1_SwapNamespaceBackingResponse, SwapNamespaceBackingResponse__Output as _vfiod_v1_SwapNamespaceBackingResponse__Output } from '../../vfiod/v1/SwapNamespaceBackingResponse.js';
 
 export interface ControllerServiceClient extends grpc.Client {
   /**
@@ -91,6 +93,27 @@ export interface ControllerServiceClient extends grpc.Client {
   resizeNamespace(argument: _vfiod_v1_ResizeNamespaceRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_ResizeNamespaceResponse__Output>): grpc.ClientUnaryCall;
   resizeNamespace(argument: _vfiod_v1_ResizeNamespaceRequest, callback: grpc.requestCallback<_vfiod_v1_ResizeNamespaceResponse__Output>): grpc.ClientUnaryCall;
   
+  /**
+   * Moves a namespace to another backing while the guest does I/O (docs/daemon.md "Moving a namespace to another
+   * backing"): answers at once with a running Operation (OperationService) that copies, then switches while the
+   * namespace's commands wait briefly. The guest sees no Identify change and no error; a failure leaves it on the
+   * old backing. The request is checked first: what is wrong with it is the call's error, not a failed operation.
+   */
+  SwapNamespaceBacking(argument: _vfiod_v1_SwapNamespaceBackingRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_SwapNamespaceBackingResponse__Output>): grpc.ClientUnaryCall;
+  SwapNamespaceBacking(argument: _vfiod_v1_SwapNamespaceBackingRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vfiod_v1_SwapNamespaceBackingResponse__Output>): grpc.ClientUnaryCall;
+  SwapNamespaceBacking(argument: _vfiod_v1_SwapNamespaceBackingRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_SwapNamespaceBackingResponse__Output>): grpc.ClientUnaryCall;
+  SwapNamespaceBacking(argument: _vfiod_v1_SwapNamespaceBackingRequest, callback: grpc.requestCallback<_vfiod_v1_SwapNamespaceBackingResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * Moves a namespace to another backing while the guest does I/O (docs/daemon.md "Moving a namespace to another
+   * backing"): answers at once with a running Operation (OperationService) that copies, then switches while the
+   * namespace's commands wait briefly. The guest sees no Identify change and no error; a failure leaves it on the
+   * old backing. The request is checked first: what is wrong with it is the call's error, not a failed operation.
+   */
+  swapNamespaceBacking(argument: _vfiod_v1_SwapNamespaceBackingRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_SwapNamespaceBackingResponse__Output>): grpc.ClientUnaryCall;
+  swapNamespaceBacking(argument: _vfiod_v1_SwapNamespaceBackingRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vfiod_v1_SwapNamespaceBackingResponse__Output>): grpc.ClientUnaryCall;
+  swapNamespaceBacking(argument: _vfiod_v1_SwapNamespaceBackingRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_SwapNamespaceBackingResponse__Output>): grpc.ClientUnaryCall;
+  swapNamespaceBacking(argument: _vfiod_v1_SwapNamespaceBackingRequest, callback: grpc.requestCallback<_vfiod_v1_SwapNamespaceBackingResponse__Output>): grpc.ClientUnaryCall;
+  
 }
 
 export interface ControllerServiceHandlers extends grpc.UntypedServiceImplementation {
@@ -113,6 +136,14 @@ export interface ControllerServiceHandlers extends grpc.UntypedServiceImplementa
   
   ResizeNamespace: grpc.handleUnaryCall<_vfiod_v1_ResizeNamespaceRequest__Output, _vfiod_v1_ResizeNamespaceResponse>;
   
+  /**
+   * Moves a namespace to another backing while the guest does I/O (docs/daemon.md "Moving a namespace to another
+   * backing"): answers at once with a running Operation (OperationService) that copies, then switches while the
+   * namespace's commands wait briefly. The guest sees no Identify change and no error; a failure leaves it on the
+   * old backing. The request is checked first: what is wrong with it is the call's error, not a failed operation.
+   */
+  SwapNamespaceBacking: grpc.handleUnaryCall<_vfiod_v1_SwapNamespaceBackingRequest__Output, _vfiod_v1_SwapNamespaceBackingResponse>;
+  
 }
 
 export interface ControllerServiceDefinition extends grpc.ServiceDefinition {
@@ -123,4 +154,5 @@ export interface ControllerServiceDefinition extends grpc.ServiceDefinition {
   GetController: MethodDefinition<_vfiod_v1_GetControllerRequest, _vfiod_v1_GetControllerResponse, _vfiod_v1_GetControllerRequest__Output, _vfiod_v1_GetControllerResponse__Output>
   ListControllers: MethodDefinition<_vfiod_v1_ListControllersRequest, _vfiod_v1_ListControllersResponse, _vfiod_v1_ListControllersRequest__Output, _vfiod_v1_ListControllersResponse__Output>
   ResizeNamespace: MethodDefinition<_vfiod_v1_ResizeNamespaceRequest, _vfiod_v1_ResizeNamespaceResponse, _vfiod_v1_ResizeNamespaceRequest__Output, _vfiod_v1_ResizeNamespaceResponse__Output>
+  SwapNamespaceBacking: MethodDefinition<_vfiod_v1_SwapNamespaceBackingRequest, _vfiod_v1_SwapNamespaceBackingResponse, _vfiod_v1_SwapNamespaceBackingRequest__Output, _vfiod_v1_SwapNamespaceBackingResponse__Output>
 }

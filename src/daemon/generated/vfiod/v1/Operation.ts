@@ -35,7 +35,8 @@ export interface Operation {
    */
   'requestId'?: (string);
   /**
-   * SUCCEEDED: an AttachDeviceResponse or a DetachDeviceResponse (its operation field unset), as google.longrunning.
+   * SUCCEEDED: an AttachDeviceResponse, a DetachDeviceResponse or a SwapNamespaceBackingResponse (its operation field
+   * unset), as google.longrunning.
    */
   'response'?: (_google_protobuf_Any | null);
   /**
@@ -51,6 +52,11 @@ export interface Operation {
    * the event that recorded this state (WatchEvents after_sequence resumes there)
    */
   'eventSequence'?: (number | string | Long);
+  /**
+   * SwapNamespaceBacking: the controller and namespace that move
+   */
+  'controllerId'?: (string);
+  'nsid'?: (number);
 }
 
 export interface Operation__Output {
@@ -82,7 +88,8 @@ export interface Operation__Output {
    */
   'requestId': (string);
   /**
-   * SUCCEEDED: an AttachDeviceResponse or a DetachDeviceResponse (its operation field unset), as google.longrunning.
+   * SUCCEEDED: an AttachDeviceResponse, a DetachDeviceResponse or a SwapNamespaceBackingResponse (its operation field
+   * unset), as google.longrunning.
    */
   'response': (_google_protobuf_Any__Output | null);
   /**
@@ -98,4 +105,9 @@ export interface Operation__Output {
    * the event that recorded this state (WatchEvents after_sequence resumes there)
    */
   'eventSequence': (number);
+  /**
+   * SwapNamespaceBacking: the controller and namespace that move
+   */
+  'controllerId': (string);
+  'nsid': (number);
 }

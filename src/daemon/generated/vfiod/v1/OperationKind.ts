@@ -4,6 +4,10 @@ export const OperationKind = {
   OPERATION_KIND_UNSPECIFIED: 'OPERATION_KIND_UNSPECIFIED',
   OPERATION_KIND_ATTACH_DEVICE: 'OPERATION_KIND_ATTACH_DEVICE',
   OPERATION_KIND_DETACH_DEVICE: 'OPERATION_KIND_DETACH_DEVICE',
+  /**
+   * ControllerService.SwapNamespaceBacking
+   */
+  OPERATION_KIND_SWAP_NAMESPACE_BACKING: 'OPERATION_KIND_SWAP_NAMESPACE_BACKING',
 } as const;
 
 export type OperationKind =
@@ -13,5 +17,10 @@ export type OperationKind =
   | 1
   | 'OPERATION_KIND_DETACH_DEVICE'
   | 2
+  /**
+   * ControllerService.SwapNamespaceBacking
+   */
+  | 'OPERATION_KIND_SWAP_NAMESPACE_BACKING'
+  | 3
 
 export type OperationKind__Output = typeof OperationKind[keyof typeof OperationKind]

@@ -1,0 +1,387 @@
+/**
+ * Moving a namespace to another backing while a guest writes (ControllerService.SwapNamespaceBacking and `vfiod
+ * controllers swap-backing`), end to end: a daemon (compiled, from dist/: the controller runs in its worker thread)
+ * serves a file namespace, the project's vfio-user client writes random blocks through it without a pause while the
+ * CLI moves it to another file and prints the progress; afterwards every block the guest reads, and every block of
+ * the new file on the host, is what the guest wrote last; no command failed; the guest's Identify data is unchanged;
+ * the saved definition names the new file, and a restarted daemon serves it. Requests that cannot work are refused
+ * with their reason and change nothing; a move that fails, or that a daemon shutdown stops, leaves the namespace on
+ * its old backing with the guest's data.
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import path from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { runControllers } from '../../src/cli/controllers.js';
+import { runEvents } from '../../src/cli/events.js';
+import { VfiodClient } from '../../src/daemon/client.js';
+import type { RequestOf, RpcName } from '../../src/daemon/proto.js';
+import type * as ServerModule from '../../src/daemon/server.js';
+import { Status } from '../../src/spec/nvme.js';
+import { memoryLogger } from '../../src/util/log.js';
+import { temporaryDir } from '../helpers/common.js';
+import { expectStatus } from '../helpers/daemon-client.js';
+import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
+import type { GuestDriver } from '../helpers/guest-driver.js';
+import { Guest } from '../helpers/hypervisor.js';
+import { bin, children, IO_DEADLINE_MS, serve, type LogLine } from '../helpers/vfiod-process.js';
+
+const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
+const distServer = path.join(root, 'dist', 'daemon', 'server.js');
+const skipReason = existsSync(distServer) && existsSync(path.join(root, 'dist', 'serve', 'worker.js'))
+  ? undefined
+  : 'dist/ is not built (npm test runs tsc first; or run npx tsc -p tsconfig.json)';
+if (skipReason) console.warn(`daemon swap tests skipped: ${skipReason}`);
+
+const MiB = 1024 * 1024;
+const SIZE = 64 * MiB;
+const BIG = 256 * MiB;
+const BLOCK = 512;
+/** Identify Namespace NSUSE (bytes 16-23) follows the allocation, which writes change anyway: not compared. */
+const NUSE = [16, 24] as const;
+
+/** Writes random 1-16 block runs one after another until stopped; `model` holds what every byte must be. */
+function startWriter(driver: GuestDriver, model: Uint8Array): { stop(): Promise<{ writes: number; longestMs: number; failed: number[] }> } {
+  let running = true;
+  let writes = 0;
+  let longestMs = 0;
+  const failed: number[] = [];
+  const blocks = model.length / BLOCK;
+  const loop = (async () => {
+    while (running) {
+      const count = 1 + Math.floor(Math.random() * 16);
+      const lba = Math.floor(Math.random() * (blocks - count));
+      const data = randomBytes(count * BLOCK);
+      const started = performance.now();
+      const completion = await driver.write(1, lba, data, { timeoutMillis: IO_DEADLINE_MS });
+      longestMs = Math.max(longestMs, performance.now() - started);
+      if (completion.status !== Status.SUCCESS) failed.push(completion.status);
+      else model.set(data, lba * BLOCK);
+      writes++;
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await loop;
+      return { writes, longestMs, failed };
+    },
+  };
+}
+
+/** Every block as the guest reads it, compared with `model` (the offset of the first difference, or -1). */
+async function firstDifference(driver: GuestDriver, model: Uint8Array): Promise<number> {
+  const step = 256 * 1024;
+  for (let offset = 0; offset < model.length; offset += step) {
+    const { completion, data } = await driver.read(1, offset / BLOCK, step / BLOCK, { timeoutMillis: IO_DEADLINE_MS });
+    expect(completion.status).toBe(Status.SUCCESS);
+    const at = Buffer.compare(Buffer.from(data), Buffer.from(model.subarray(offset, offset + step)));
+    if (at !== 0) {
+      for (let i = 0; i < step; i++) if (data[i] !== model[offset + i]) return offset + i;
+    }
+  }
+  return -1;
+}
+
+/** What the guest sees of the controller and namespace 1 (Identify CNS 01h, 00h without NUSE, 03h, 08h). */
+async function identities(driver: GuestDriver): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const [cns, nsid] of [[0x01, 0], [0x00, 1], [0x03, 1], [0x08, 1]] as const) {
+    const { completion, data } = await driver.identify(cns, nsid);
+    expect(completion.status).toBe(Status.SUCCESS);
+    const copy = Buffer.from(data);
+    if (cns === 0x00) copy.fill(0, ...NUSE);
+    out[`cns ${cns}`] = copy.toString('hex');
+  }
+  return out;
+}
+
+/** A TCP port nothing listens on. */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+describe.skipIf(skipReason)('moving a namespace to another backing (SwapNamespaceBacking)', () => {
+  let server: typeof ServerModule;
+  let host: FakeHost;
+  let dir: string;
+  let daemon: ServerModule.Daemon;
+  let client: VfiodClient;
+  const guests: Guest[] = [];
+  const stateDir = (): string => path.join(dir, 'state');
+  const image = (name: string): string => path.join(dir, name);
+
+  const start = (): Promise<ServerModule.Daemon> =>
+    server.startDaemon({
+      socketPath: path.join(dir, 'vfiod.sock'),
+      stateDir: stateDir(),
+      roots: host.roots,
+      writer: host.writer,
+      prober: host.prober,
+      // /dev: the loop device a namespace moves to.
+      namespaceDirs: [dir, '/dev'],
+      logger: memoryLogger().logger,
+    });
+  const controllers = <M extends RpcName<'ControllerService'>>(rpc: M, request: RequestOf<'ControllerService', M>) => client.call('ControllerService', rpc, request);
+  const cli = async (...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
+    let stdout = '';
+    let stderr = '';
+    const code = await runControllers([...argv, '--daemon', daemon.socketPath!], { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t) });
+    return { code, stdout, stderr };
+  };
+  const waitOperation = async (name: string) => {
+    for (;;) {
+      const { operation } = await client.call('OperationService', 'WaitOperation', { name, timeoutMs: 10_000 });
+      if (operation!.done) return operation!;
+    }
+  };
+
+  beforeAll(async () => {
+    server = (await import(pathToFileURL(distServer).href)) as typeof ServerModule;
+    host = standardHost();
+    dir = temporaryDir('vfiod-swap-');
+    daemon = await start();
+    client = new VfiodClient({ address: daemon.socketPath! });
+  });
+  afterAll(async () => {
+    for (const guest of guests) guest.close();
+    client?.close();
+    await daemon?.close();
+    host?.cleanup();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('moves a file namespace to another file under a writer: every block as written last, Identify unchanged, saved, served after a restart', async () => {
+    const model = new Uint8Array(randomBytes(SIZE));
+    writeFileSync(image('old.img'), model);
+    const socketPath = path.join(dir, 'sw.sock');
+    await controllers('CreateController', { id: 'sw', spec: { socketPath, namespaces: [`file:${image('old.img')}`] } });
+    const guest = await Guest.attach(socketPath, { flavour: 'qemu', vectors: 2 });
+    guests.push(guest);
+    const driver = guest.driver;
+    await driver.enable();
+    await driver.createIoQueuePair(1, 64, 1);
+    const before = await identities(driver);
+
+    const writer = startWriter(driver, model);
+    const started = performance.now();
+    const moved = await cli('swap-backing', 'sw', '1', `file:${image('new.img')}`);
+    const swapMs = performance.now() - started;
+    const { writes, longestMs, failed } = await writer.stop();
+    expect(moved.code, moved.stderr).toBe(0);
+    // The progress the CLI printed while it followed the operation, then the outcome.
+    expect(moved.stderr).toMatch(/moving namespace 1 of controller sw to file:.*new\.img \(operations\/[0-9a-f-]+\):/);
+    // Every step was an event of the operation, whether or not the CLI polled in time to print it.
+    let events = '';
+    expect(await runEvents(['--after', '0', '--type', 'operation', '--daemon', daemon.socketPath!], { stdout: (t) => (events += t), stderr: () => undefined })).toBe(0);
+    expect(events).toMatch(/RUNNING .*move namespace 1 of controller sw .*: copying: 0B of 64MiB/);
+    expect(events).toMatch(/RUNNING .*: switching: copying the last .* while the namespace's commands wait/);
+    expect(events).toMatch(/SUCCEEDED .*move namespace 1 of controller sw .* succeeded/);
+    expect(moved.stdout).toMatch(/namespace 1 of controller sw is on file:.*new\.img\?size=67108864: \d+ copy passes, .* copied, its commands waited [\d.]+ ms/);
+    const held = Number(/waited ([\d.]+) ms/.exec(moved.stdout)![1]);
+    console.log(`swap of ${SIZE / MiB} MiB under a writer: ${swapMs.toFixed(0)} ms, ${writes} writes meanwhile, longest write ${longestMs.toFixed(1)} ms, commands held ${held} ms`);
+    expect(failed).toEqual([]);
+    expect(writes).toBeGreaterThan(10);
+
+    expect(await identities(driver)).toEqual(before);
+    expect(await firstDifference(driver, model)).toBe(-1);
+    // On the host: the new file holds it all (the guest's Flush makes the last writes durable), the old one is left.
+    expect((await driver.submit(1, { opcode: 0x00, nsid: 1 }, IO_DEADLINE_MS)).status).toBe(Status.SUCCESS);
+    expect(Buffer.compare(readFileSync(image('new.img')), model)).toBe(0);
+
+    const uri = `file:${image('new.img')}?size=${SIZE}`;
+    const { controller } = await controllers('GetController', { id: 'sw' });
+    expect(controller!.spec!.namespaces).toEqual([uri]);
+    expect(controller!.namespaces[0]).toMatchObject({ nsid: 1, uri, backend: `file:${image('new.img')}`, blocks: SIZE / BLOCK });
+    expect(controller!.stats!.failedCommands).toBe(0);
+    const saved = JSON.parse(readFileSync(path.join(stateDir(), 'controllers.json'), 'utf8')) as { controllers: Array<{ id: string; config: { namespaces: string[] } }> };
+    expect(saved.controllers.find((c) => c.id === 'sw')!.config.namespaces).toEqual([uri]);
+    const { operations } = await client.call('OperationService', 'ListOperations', {});
+    expect(operations[0]).toMatchObject({ kind: 'OPERATION_KIND_SWAP_NAMESPACE_BACKING', state: 'OPERATION_STATE_SUCCEEDED', controllerId: 'sw', nsid: 1, progressPercent: 100 });
+
+    // A restarted daemon serves the new file (the guest's client reconnects as after any daemon restart).
+    guest.close();
+    guests.splice(guests.indexOf(guest), 1);
+    client.close();
+    await daemon.close();
+    daemon = await start();
+    client = new VfiodClient({ address: daemon.socketPath! });
+    const again = await controllers('GetController', { id: 'sw' });
+    expect(again.controller!.namespaces[0]).toMatchObject({ uri, backend: `file:${image('new.img')}` });
+    const next = await Guest.attach(socketPath, { flavour: 'qemu', vectors: 2 });
+    guests.push(next);
+    await next.driver.enable();
+    await next.driver.createIoQueuePair(1, 64, 1);
+    expect(await identities(next.driver)).toEqual(before);
+    expect(await firstDifference(next.driver, model)).toBe(-1);
+  }, 180_000);
+
+  it('moves a file namespace to a block device (a loop device) under a writer: the device holds every block', async (context) => {
+    const MOVED = 16 * MiB;
+    writeFileSync(image('loop.img'), new Uint8Array(32 * MiB));
+    let device: string;
+    try {
+      if (process.getuid?.() !== 0) throw new Error('not root');
+      device = execFileSync('losetup', ['-f', '--show', image('loop.img')], { encoding: 'utf8' }).trim();
+    } catch (error) {
+      console.warn(`file -> block device skipped: a loop device needs root and the loop driver (${(error as Error).message})`);
+      return context.skip();
+    }
+    try {
+      const model = new Uint8Array(randomBytes(MOVED));
+      writeFileSync(image('blk.img'), model);
+      const socketPath = path.join(dir, 'blk.sock');
+      await controllers('CreateController', { id: 'blk', spec: { socketPath, namespaces: [`file:${image('blk.img')}`] } });
+      const guest = await Guest.attach(socketPath, { flavour: 'qemu', vectors: 2 });
+      guests.push(guest);
+      await guest.driver.enable();
+      await guest.driver.createIoQueuePair(1, 64, 1);
+      const before = await identities(guest.driver);
+      const writer = startWriter(guest.driver, model);
+      const moved = await cli('swap-backing', 'blk', '1', `file:${device}`);
+      const { failed } = await writer.stop();
+      expect(moved.code, moved.stderr).toBe(0);
+      expect(failed).toEqual([]);
+      const uri = `file:${device}?size=${MOVED}`;
+      expect((await controllers('GetController', { id: 'blk' })).controller!.namespaces[0]).toMatchObject({ uri, backend: `file:${device}`, blocks: MOVED / BLOCK });
+      expect(await identities(guest.driver)).toEqual(before);
+      expect(await firstDifference(guest.driver, model)).toBe(-1);
+      expect((await guest.driver.submit(1, { opcode: 0x00, nsid: 1 }, IO_DEADLINE_MS)).status).toBe(Status.SUCCESS);
+      // Through the loop device into its image: the first 16 MiB are the guest's, the rest untouched.
+      const onDisk = readFileSync(image('loop.img'));
+      expect(Buffer.compare(onDisk.subarray(0, MOVED), model)).toBe(0);
+      expect(onDisk.subarray(MOVED).every((byte) => byte === 0)).toBe(true);
+      guest.close();
+      guests.splice(guests.indexOf(guest), 1);
+      await controllers('DeleteController', { id: 'blk' });
+    } finally {
+      execFileSync('losetup', ['-d', device]);
+    }
+  }, 120_000);
+
+  it('refuses what cannot work with its reason, and a move that fails or is stopped leaves the old backing serving', async () => {
+    const socketPath = path.join(dir, 'r.sock');
+    const data = new Uint8Array(randomBytes(8 * MiB));
+    writeFileSync(image('r.img'), data);
+    await controllers('CreateController', { id: 'r', spec: { socketPath, namespaces: [`file:${image('r.img')}`, 'file:' + image('r2.img') + '?size=1M'] } });
+    const swap = (nsid: number, uri: string, id = 'r') => controllers('SwapNamespaceBacking', { id, nsid, uri, alreadyCopied: false });
+
+    expect((await expectStatus(swap(1, 'file:' + image('x.img'), 'nope'), 'NOT_FOUND', 'no controller nope')).reason).toBe('CONTROLLER_NOT_FOUND');
+    expect((await expectStatus(swap(7, 'file:' + image('x.img')), 'NOT_FOUND', 'has no namespace 7')).reason).toBe('NAMESPACE_NOT_FOUND');
+    expect((await expectStatus(swap(1, `file:${image('r.img')}?size=8M`), 'INVALID_ARGUMENT', 'is on')).reason).toBe('SWAP_SAME_BACKING');
+    expect((await expectStatus(swap(1, `file:${image('r2.img')}`), 'INVALID_ARGUMENT', 'r2.img')).reason).toBe('NAMESPACE_DUPLICATE');
+    expect((await expectStatus(swap(1, `file:${image('small.img')}?size=4M`), 'FAILED_PRECONDITION', 'at least as large')).reason).toBe('SWAP_BACKING_TOO_SMALL');
+    expect(existsSync(image('small.img'))).toBe(false);
+    expect((await expectStatus(swap(1, 'file:/elsewhere/x.img'), 'INVALID_ARGUMENT', 'namespace directories')).reason).toBe('NAMESPACE_OUTSIDE_NAMESPACE_DIRS');
+    expect((await expectStatus(swap(1, 'bogus:x'), 'INVALID_ARGUMENT', 'unknown scheme')).reason).toBe('NAMESPACE_URI_INVALID');
+
+    // Refused once it runs: the operation fails with the reason, the namespace stays where it was.
+    const failedWith = async (uri: string): Promise<{ reason: string; message: string }> => {
+      const { operation } = await swap(1, uri);
+      const done = await waitOperation(operation!.name);
+      expect(done.state).toBe('OPERATION_STATE_FAILED');
+      return { reason: done.error!.reason, message: done.error!.message };
+    };
+    mkdirSync(image('a-directory'));
+    expect((await expectStatus(swap(1, `file:${image('a-directory')}`), 'INVALID_ARGUMENT', 'is a directory')).reason).toBe('NAMESPACE_BACKING_NOT_STORAGE');
+    expect(await failedWith(`file:${image('r.img')}/under-a-file.img`)).toMatchObject({ reason: 'SWAP_BACKING_OPEN_FAILED' });
+    const port = await closedPort();
+    expect(await failedWith(`nvme-tcp://127.0.0.1:${port}/nqn.2026-12.io.vfiod:none`)).toMatchObject({ reason: 'SWAP_BACKING_UNREACHABLE' });
+    writeFileSync(image('other-block-size.img'), new Uint8Array(8 * MiB));
+    expect(await failedWith(`file:${image('other-block-size.img')}?block-size=4096`)).toMatchObject({ reason: 'SWAP_BACKING_INCOMPATIBLE' });
+
+    const { operation } = await swap(1, `file:${image('r-new.img')}`);
+    const first = await waitOperation(operation!.name);
+    expect(first.state, first.error?.message).toBe('OPERATION_STATE_SUCCEEDED');
+
+    // One move at a time per controller, and no other namespace change meanwhile; a shutdown stops the move under
+    // way, the old backing serving on. Large enough that the copy is still running for all of that.
+    const big = new Uint8Array(randomBytes(BIG));
+    writeFileSync(image('big.img'), big);
+    const bigSocket = path.join(dir, 'big.sock');
+    await controllers('CreateController', { id: 'big', spec: { socketPath: bigSocket, namespaces: [`file:${image('big.img')}`] } });
+    const { operation: stopped } = await swap(1, `file:${image('big-new.img')}`, 'big');
+    expect((await expectStatus(swap(1, `file:${image('big-other.img')}`, 'big'), 'FAILED_PRECONDITION', 'is moving to')).reason).toBe('SWAP_ALREADY_RUNNING');
+    expect((await expectStatus(controllers('AttachNamespace', { id: 'big', uri: 'file:' + image('big2.img') + '?size=1M', nsid: 0, requestId: '' }), 'FAILED_PRECONDITION', 'is moving to')).reason).toBe('SWAP_ALREADY_RUNNING');
+    client.close();
+    await daemon.close();
+    daemon = await start();
+    client = new VfiodClient({ address: daemon.socketPath! });
+    const ended = await waitOperation(stopped!.name);
+    expect(ended.state).toBe('OPERATION_STATE_FAILED');
+    expect(['SWAP_INTERRUPTED', 'OPERATION_INTERRUPTED']).toContain(ended.error!.reason);
+    const { controller } = await controllers('GetController', { id: 'big' });
+    expect(controller!.spec!.namespaces[0]).toBe(`file:${image('big.img')}`);
+    expect(Buffer.compare(readFileSync(image('big.img')), big)).toBe(0);
+    const { controller: moved } = await controllers('GetController', { id: 'r' });
+    expect(moved!.spec!.namespaces[0]).toBe(`file:${image('r-new.img')}?size=${8 * MiB}`);
+    const guest = await Guest.attach(socketPath, { flavour: 'qemu', vectors: 2 });
+    guests.push(guest);
+    await guest.driver.enable();
+    await guest.driver.createIoQueuePair(1, 64, 1);
+    expect(await firstDifference(guest.driver, data)).toBe(-1);
+    expect(moved!.stats!.failedCommands).toBe(0);
+  }, 180_000);
+});
+
+describe.skipIf(skipReason)('a moved namespace under vfiod daemon --crash-recovery', () => {
+  let dir: string;
+  const guests: Guest[] = [];
+  afterEach(() => {
+    for (const guest of guests.splice(0)) guest.close();
+    for (const child of children.splice(0)) child.kill('SIGKILL');
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('the checkpoint names the new backing once switched: a SIGKILLed data plane recovers onto it, even with the old definition on disk', async () => {
+    dir = temporaryDir('vfiod-swap-crash-');
+    const host = standardHost();
+    try {
+      const apiSocket = path.join(dir, 'vfiod.sock');
+      const socket = path.join(dir, 'nvme0.sock');
+      const holder = serve(['--crash-recovery', '--socket', apiSocket, '--state-dir', path.join(dir, 'state'), '--namespace-dir', dir,
+        '--sysfs-root', host.roots.sysfs, '--dev-root', host.roots.dev, '--proc-root', host.roots.proc], 'daemon');
+      await holder.waitFor((line) => line['msg'] === 'listening' && line['component'] === 'daemon', 'the API listening');
+      const cli = (...args: string[]): Promise<{ stdout: string }> => promisify(execFile)(process.execPath, [bin, ...args, '--daemon', apiSocket], { timeout: 60_000 });
+      const model = new Uint8Array(randomBytes(8 * MiB));
+      writeFileSync(path.join(dir, 'a.img'), model);
+      await cli('controllers', 'create', 'vm1', '--socket', socket, '--namespace', `file:${path.join(dir, 'a.img')}`);
+      const guest = await Guest.attach(socket, { flavour: 'qemu', vectors: 2 });
+      guests.push(guest);
+      await guest.driver.enable();
+      await guest.driver.createIoQueuePair(1, 64, 1);
+      const stateFile = path.join(dir, 'state', 'controllers.json');
+      const savedBefore = readFileSync(stateFile, 'utf8');
+
+      const moved = await cli('controllers', 'swap-backing', 'vm1', '1', `file:${path.join(dir, 'b.img')}`);
+      expect(moved.stdout).toMatch(/namespace 1 of controller vm1 is on file:.*b\.img\?size=8388608/);
+      const after = new Uint8Array(randomBytes(4096));
+      expect((await guest.driver.write(1, 24, after, { timeoutMillis: IO_DEADLINE_MS })).status).toBe(Status.SUCCESS);
+      model.set(after, 24 * BLOCK);
+      // The data plane dies as if before it saved the definition: only its checkpoint names the new file.
+      writeFileSync(stateFile, savedBefore);
+      const dataPlane = holder.lines.filter((line) => line['msg'] === 'data plane started').at(-1)!['pid'] as number;
+      process.kill(dataPlane, 'SIGKILL');
+      await holder.waitFor((line: LogLine) => line['msg'] === 'recovered from a crash of the previous data plane' && line['generation'] === 1, 'recovery after the SIGKILL');
+      await holder.waitFor((line) => line['msg'] === 'controller recovered with the namespaces of its checkpoint, now saved as its definition', 'the definition saved again');
+      const uri = `file:${path.join(dir, 'b.img')}?size=${8 * MiB}`;
+      const resaved = JSON.parse(readFileSync(stateFile, 'utf8')) as { controllers: Array<{ config: { namespaces: string[] } }> };
+      expect(resaved.controllers[0]!.config.namespaces).toEqual([uri]);
+      expect(await firstDifference(guest.driver, model)).toBe(-1);
+      expect(Buffer.compare(readFileSync(path.join(dir, 'b.img')), model)).toBe(0);
+      expect(await guest.client.waitForClose(200)).toBe(false);
+      holder.process.kill('SIGTERM');
+      expect(await holder.exited).toBe(0);
+    } finally {
+      host.cleanup();
+    }
+  }, 180_000);
+});
