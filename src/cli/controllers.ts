@@ -1,5 +1,5 @@
 /**
- * `vfiod controllers list|get|create|delete|attach-namespace|detach-namespace|resize-namespace`: the daemon's emulated
+ * `vfiod controllers list|get|create|delete|attach-namespace|detach-namespace|resize-namespace|set-limits`: the daemon's emulated
  * NVMe controllers (ControllerService).
  * Human tables by default, the API's messages with --json.
  */
@@ -23,6 +23,7 @@ import {
 } from './common.js';
 import { controllerIdentityOptions, namespaceIdentityOptions } from './identity-options.js';
 import { CONNECTION_HELP, printJson, withClient } from './remote.js';
+import { limitsMessage, limitOptions } from './limit-options.js';
 
 /** A controller's options, and attach-namespace's --nsid (not a controller option: serve and create number 1..n). */
 const CONTROLLERS_COMMAND_OPTIONS = { ...CONTROLLER_OPTIONS, nsid: { type: 'string' } } as const;
@@ -37,12 +38,17 @@ Commands:
   create <id> --socket <path> --namespace <uri>... [--poll] [--serial <s>] [--model <m>] [--firmware <f>]
          [--nqn <nqn>] [--ieee-oui <hex>] [--controller-id <n>] [--namespace-identity <nsid>:<key>=<value>,...]...
          [--msix-vectors <n>] [--io-queues <n>] [--queue-entries <n>] [--mdts <n>] [--identity <path>]
+         [--limit [<nsid>:]iops=<n>,bandwidth=<size>,burst-ios=<n>,burst-bytes=<size>]...
   delete <id>                           stop it (flushes its namespaces) and forget it
   attach-namespace <id> <uri> [--nsid <n>]
                                         add a namespace while it serves (default: the lowest free NSID);
                                         the guest sees it without a reboot
   detach-namespace <id> <nsid>          remove a namespace while it serves (commands in flight complete)
   resize-namespace <id> <nsid> <size>   grow a file or memory namespace (e.g. 2G); shrinking is refused
+  set-limits <id> [--limit [<nsid>:]<key>=<value>,...]...
+                                        replace its I/O rate limits while it serves (none: unlimited);
+                                        keys iops, bandwidth (bytes/s, e.g. 200M), burst-ios, burst-bytes;
+                                        reads and writes count together; a limited guest sees latency
 
 ${CONNECTION_HELP}`;
 
@@ -81,6 +87,13 @@ function renderController(c: ControllerInfo): string {
     lines.push(`identity:    serial ${id.serialNumber}, model ${id.modelNumber}, firmware ${id.firmwareRevision}, ${id.subsystemNqn}, IEEE OUI ${oui}, controller ID ${id.controllerId ?? 0}`);
   }
   if (spec.identityPath) lines.push(`persisted:   ${spec.identityPath}`);
+  const limits = spec.limits;
+  if (limits && (limits.controller || limits.namespaces.length)) {
+    const scope = (l: { iops: number; bytesPerSecond: number; burstIos: number; burstBytes: number }): string =>
+      [l.iops && `${l.iops} IOPS`, l.bytesPerSecond && `${bytes(l.bytesPerSecond)}/s`, l.burstIos && `burst ${l.burstIos} I/Os`, l.burstBytes && `burst ${bytes(l.burstBytes)}`].filter(Boolean).join(', ');
+    const parts = [...(limits.controller ? [`controller ${scope(limits.controller)}`] : []), ...limits.namespaces.map((n) => `namespace ${n.nsid} ${n.limits ? scope(n.limits) : ''}`)];
+    lines.push(`limits:      ${parts.join('; ')} (reads and writes together)`);
+  }
   const namespaces = c.namespaces ?? [];
   if (namespaces.length) {
     lines.push('namespaces:');
@@ -150,6 +163,7 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
           identityPath: v.identity,
           identity: controllerIdentityOptions(v),
           namespaceIdentities: namespaceIdentityOptions(v),
+          ...(v.limit?.length ? { limits: limitsMessage(limitOptions(v.limit, v.namespace.map((_, index) => index + 1))) } : {}),
         };
         const response = await ctx.client.call('ControllerService', 'CreateController', { id, spec });
         if (ctx.json) printJson(ctx, response);
@@ -197,6 +211,14 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
         const response = await ctx.client.call('ControllerService', 'ResizeNamespace', { id, nsid, sizeBytes });
         if (ctx.json) printJson(ctx, response);
         else ctx.out(`namespace ${nsid} of controller ${id} is ${bytes(sizeBytes)}\n${renderController(present(response.controller, 'ResizeNamespace', 'controller'))}`);
+        return CLIENT_EXIT.ok;
+      }
+      case 'set-limits': {
+        const id = idArg();
+        const limits = limitOptions(v.limit);
+        const response = await ctx.client.call('ControllerService', 'SetControllerLimits', { id, limits: limitsMessage(limits) });
+        if (ctx.json) printJson(ctx, response);
+        else ctx.out(`${limits ? 'set the rate limits of' : 'removed the rate limits of'} controller ${id}\n${renderController(present(response.controller, 'SetControllerLimits', 'controller'))}`);
         return CLIENT_EXIT.ok;
       }
       default:

@@ -45,6 +45,7 @@ export function typeChecks(client: VfiodClient): void {
     AttachNamespace: () => ({ controller: null, nsid: 1 }),
     DetachNamespace: () => ({ controller: null }),
     ResizeNamespace: () => ({ controller: null }),
+    SetControllerLimits: () => ({ controller: null }),
   };
   implementService('ControllerService', rootLogger, ok);
   implementService('ControllerService', rootLogger, {

@@ -3,6 +3,7 @@
 import type { DoorbellMode as _vfiod_v1_DoorbellMode, DoorbellMode__Output as _vfiod_v1_DoorbellMode__Output } from '../../vfiod/v1/DoorbellMode.js';
 import type { ControllerIdentity as _vfiod_v1_ControllerIdentity, ControllerIdentity__Output as _vfiod_v1_ControllerIdentity__Output } from '../../vfiod/v1/ControllerIdentity.js';
 import type { NamespaceIdentity as _vfiod_v1_NamespaceIdentity, NamespaceIdentity__Output as _vfiod_v1_NamespaceIdentity__Output } from '../../vfiod/v1/NamespaceIdentity.js';
+import type { ControllerLimits as _vfiod_v1_ControllerLimits, ControllerLimits__Output as _vfiod_v1_ControllerLimits__Output } from '../../vfiod/v1/ControllerLimits.js';
 
 export interface ControllerSpec {
   /**
@@ -47,6 +48,10 @@ export interface ControllerSpec {
    * per-slot overrides; slots not listed keep theirs
    */
   'namespaceIdentities'?: (_vfiod_v1_NamespaceIdentity)[];
+  /**
+   * I/O rate limits; absent = none
+   */
+  'limits'?: (_vfiod_v1_ControllerLimits | null);
 }
 
 export interface ControllerSpec__Output {
@@ -92,4 +97,8 @@ export interface ControllerSpec__Output {
    * per-slot overrides; slots not listed keep theirs
    */
   'namespaceIdentities': (_vfiod_v1_NamespaceIdentity__Output)[];
+  /**
+   * I/O rate limits; absent = none
+   */
+  'limits': (_vfiod_v1_ControllerLimits__Output | null);
 }
