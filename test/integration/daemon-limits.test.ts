@@ -5,7 +5,7 @@
  * at once against a rate R with a burst B, the last completes no sooner than (N - B - 1) / R seconds after the
  * first was submitted (an upper bound on the rate, which a busy machine can only make safer). Every command
  * completes successfully (a limited guest waits, it gets no error). Limits set at creation, changed at runtime,
- * removed; refused with a precise reason; saved, so a daemon restart brings them back, and under
+ * removed; refused with a precise reason; `vfiod serve --limit` the same; saved, so a daemon restart brings them back, and under
  * `vfiod daemon --crash-recovery` they survive a SIGKILL of the data plane, a planned restart and
  * `vfiod upgrade --daemon`.
  */
@@ -26,7 +26,7 @@ import { expectStatus } from '../helpers/daemon-client.js';
 import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
 import type { GuestDriver } from '../helpers/guest-driver.js';
 import { Guest } from '../helpers/hypervisor.js';
-import { bin, children, IO_DEADLINE_MS, serve, type LogLine } from '../helpers/vfiod-process.js';
+import { bin, children, IO_DEADLINE_MS, isListening, serve, type LogLine } from '../helpers/vfiod-process.js';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
 const distServer = path.join(root, 'dist', 'daemon', 'server.js');
@@ -246,4 +246,31 @@ describe.skipIf(skipReason)('rate limits under vfiod daemon --crash-recovery', (
       host.cleanup();
     }
   }, 180_000);
+});
+
+describe.skipIf(skipReason)('vfiod serve --limit', () => {
+  let dir: string;
+  const guests: Guest[] = [];
+  afterEach(() => {
+    for (const guest of guests.splice(0)) guest.close();
+    for (const child of children.splice(0)) child.kill('SIGKILL');
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('limits a namespace from the command line; a bad --limit is refused before anything starts', async () => {
+    dir = temporaryDir('vfiod-serve-limits-');
+    const socket = path.join(dir, 'nvme0.sock');
+    const served = serve(['--socket', socket, '--namespace', 'memory:4M', '--namespace', 'memory:4M', '--limit', '2:iops=100,burst-ios=2']);
+    await served.waitFor(isListening, 'listening');
+    const guest = await attachGuest(socket, guests);
+    expect(await timedReads(guest.driver, 2, 16)).toBeGreaterThanOrEqual(leastSeconds(16, 100, 2));
+    await timedReads(guest.driver, 1, COMMANDS);
+
+    const refused = serve(['--socket', path.join(dir, 'nvme1.sock'), '--namespace', 'memory:4M', '--limit', '2:iops=100']);
+    expect(await refused.exited).toBe(2);
+    expect(JSON.stringify(refused.lines)).toMatch(/--limit '2:iops=100': there is no namespace 2 \(the namespaces are 1\)/);
+    const absurd = serve(['--socket', path.join(dir, 'nvme1.sock'), '--namespace', 'memory:4M', '--limit', 'bandwidth=32T']);
+    expect(await absurd.exited).toBe(2);
+    expect(JSON.stringify(absurd.lines)).toMatch(/--limit: controller: bytesPerSecond must be an integer from 0 to 17592186044416/);
+  }, 60_000);
 });

@@ -19,7 +19,7 @@ export interface Event {
   'resourceName'?: (string);
   /**
    * What happened: DeviceEventKind without its prefix for devices (PREPARED, ATTACHED, ...); CREATED, DELETED,
-   * NAMESPACE_ATTACHED, NAMESPACE_DETACHED, NAMESPACE_RESIZED for controllers; the new AttachmentState without its prefix (ATTACHED, DETACH_PENDING, ...) or DETACHED for
+   * NAMESPACE_ATTACHED, NAMESPACE_DETACHED, NAMESPACE_RESIZED, LIMITS_SET for controllers; the new AttachmentState without its prefix (ATTACHED, DETACH_PENDING, ...) or DETACHED for
    * attachments; the OperationState without its prefix for operations (RUNNING also for progress).
    */
   'action'?: (string);
@@ -50,7 +50,7 @@ export interface Event__Output {
   'resourceName': (string);
   /**
    * What happened: DeviceEventKind without its prefix for devices (PREPARED, ATTACHED, ...); CREATED, DELETED,
-   * NAMESPACE_ATTACHED, NAMESPACE_DETACHED, NAMESPACE_RESIZED for controllers; the new AttachmentState without its prefix (ATTACHED, DETACH_PENDING, ...) or DETACHED for
+   * NAMESPACE_ATTACHED, NAMESPACE_DETACHED, NAMESPACE_RESIZED, LIMITS_SET for controllers; the new AttachmentState without its prefix (ATTACHED, DETACH_PENDING, ...) or DETACHED for
    * attachments; the OperationState without its prefix for operations (RUNNING also for progress).
    */
   'action': (string);
