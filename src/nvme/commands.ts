@@ -236,6 +236,11 @@ export class CommandRunner implements CommandSink {
 
   private readonly runParked = (request: PooledRequest): void => this.run(request);
 
+  /** CommandSink: the commands of `sq` the rate limits hold back complete as aborted by the SQ's deletion. */
+  abortNotStarted(sq: SubmissionQueue): void {
+    this.limiter?.drain((request) => this.ioDone(request, Status.ABORTED_SQ_DELETION), (request) => request.sq === sq);
+  }
+
   /** Resolves once no I/O command is in flight. */
   whenDrained(): Promise<void> {
     if (this.inFlight === 0) return Promise.resolve();

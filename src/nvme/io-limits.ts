@@ -259,13 +259,17 @@ export class IoLimiter<T> {
     for (const parked of ready) start(parked.command);
   }
 
-  /** Hands every parked command to `each` and forgets it (a reset drops them; a quiesce runs them). */
-  drain(each: (command: T) => void): void {
-    const parked = this.parked;
-    this.parked = [];
-    this.clearPending();
-    for (const entry of parked) this.unpark(entry);
-    for (const entry of parked) each(entry.command);
+  /**
+   * Hands every parked command (`which` selects, default all) to `each` and forgets it: a reset drops them, a
+   * quiesce runs them, a queue deletion aborts its own.
+   */
+  drain(each: (command: T) => void, which: (command: T) => boolean = () => true): void {
+    const taken = this.parked.filter((entry) => which(entry.command));
+    if (taken.length === 0) return;
+    this.parked = this.parked.filter((entry) => !taken.includes(entry));
+    for (const entry of taken) this.unpark(entry);
+    this.schedule();
+    for (const entry of taken) each(entry.command);
   }
 
   /** The controller stops for good: no timer stays behind. */

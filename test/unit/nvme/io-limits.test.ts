@@ -252,6 +252,23 @@ describe('a controller with limits (real time)', () => {
     expect((await pending).every((s) => s === Status.SUCCESS)).toBe(true);
   });
 
+  it('Delete I/O SQ aborts the commands the limits hold back at once (a driver does not wait out the limit)', async () => {
+    const h = await servingHarness();
+    h.controller.setIoLimits({ controller: { iops: 1, burstIos: 1 } });
+    const buffer = h.driver.alloc(4096);
+    const cids = Array.from({ length: 4 }, (_, index) => h.driver.place(1, { opcode: IoOpcode.READ, nsid: 1, prp1: BigInt(buffer), cdw10: index * 8, cdw12: 7 }));
+    await h.driver.ringSubmission(1);
+    await settle(5);
+    expect(h.controller.throttledCommands).toBe(3);
+    const start = performance.now();
+    expect((await h.driver.deleteIoSubmissionQueue(1)).status).toBe(Status.SUCCESS);
+    expect(performance.now() - start).toBeLessThan(900); // not the 3 s the limit would take
+    const posted = new Map((await h.driver.reap(1)).map((c) => [c.cid, c.status]));
+    expect(cids.map((cid) => posted.get(cid))).toEqual([Status.SUCCESS, Status.ABORTED_SQ_DELETION, Status.ABORTED_SQ_DELETION, Status.ABORTED_SQ_DELETION]);
+    expect(h.controller.throttledCommands).toBe(0);
+    expect(h.controller.ioInFlight).toBe(0);
+  });
+
   it('invalid limits throw and change nothing', async () => {
     const h = await servingHarness();
     h.controller.setIoLimits({ controller: { iops: 1000 } });
