@@ -10,14 +10,16 @@
  * - `quiet alone`: quiet at QD1, noisy idle (the baseline);
  * - `noisy unlimited`: noisy at --noisy-qd and quiet at QD1 at the same time;
  * - `noisy limited`: the same after SetControllerLimits gave noisy --limit-iops (burst: the default).
- * Per phase: quiet's IOPS, p50 and p99 latency as its client measured them; noisy's IOPS against its limit.
+ * Per phase: quiet's IOPS, p50 and p99 latency as its client measured them; noisy's IOPS against its limit; the
+ * daemon's CPU (utime + stime of /proc/<pid>/stat over the phase) as a share of one core.
  * --rounds repeats the three phases (the machine is shared: compare phases of the same round).
  *
  * Output: a table on stdout, <out>/results.json and <out>/qos.svg (default out: bench/results/qos-<time>).
  * Reports, never asserts.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { performance } from 'node:perf_hooks';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -60,7 +62,23 @@ interface PhaseResult {
   quiet: ClientRun;
   noisy?: ClientRun;
   noisyLimitIops?: number;
+  /** The daemon's CPU over the phase, as a share of one core. */
+  daemonCpu: number;
   loadAverage: number[];
+}
+
+/** CPU seconds of process `pid` so far (utime + stime, USER_HZ 100). */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** Runs `phase` and returns its result with the daemon's CPU share over it. */
+async function measured<T>(pid: number, phase: () => Promise<T>): Promise<{ result: T; daemonCpu: number }> {
+  const cpu = cpuSeconds(pid);
+  const start = performance.now();
+  const result = await phase();
+  return { result, daemonCpu: (cpuSeconds(pid) - cpu) / ((performance.now() - start) / 1000) };
 }
 
 /** One nvme-bench run against `socket` (4k randread), its JSON summary. */
@@ -137,13 +155,16 @@ async function main(): Promise<void> {
   const results: PhaseResult[] = [];
   try {
     for (let round = 1; round <= ROUNDS; round++) {
+      const pid = daemon.pid!;
+      const both = (): Promise<ClientRun[]> => Promise.all([drive(socket('quiet'), 1), drive(socket('noisy'), NOISY_QD)]);
       await client.call('ControllerService', 'SetControllerLimits', { id: 'noisy', limits: {} });
-      results.push({ round, phase: 'quiet alone', quiet: await drive(socket('quiet'), 1), loadAverage: loadavg() });
-      let [quiet, noisy] = await Promise.all([drive(socket('quiet'), 1), drive(socket('noisy'), NOISY_QD)]);
-      results.push({ round, phase: 'noisy unlimited', quiet, noisy, loadAverage: loadavg() });
+      const alone = await measured(pid, () => drive(socket('quiet'), 1));
+      results.push({ round, phase: 'quiet alone', quiet: alone.result, daemonCpu: alone.daemonCpu, loadAverage: loadavg() });
+      const unlimited = await measured(pid, both);
+      results.push({ round, phase: 'noisy unlimited', quiet: unlimited.result[0]!, noisy: unlimited.result[1]!, daemonCpu: unlimited.daemonCpu, loadAverage: loadavg() });
       await client.call('ControllerService', 'SetControllerLimits', { id: 'noisy', limits: { controller: { iops: LIMIT_IOPS } } });
-      [quiet, noisy] = await Promise.all([drive(socket('quiet'), 1), drive(socket('noisy'), NOISY_QD)]);
-      results.push({ round, phase: 'noisy limited', quiet, noisy, noisyLimitIops: LIMIT_IOPS, loadAverage: loadavg() });
+      const limited = await measured(pid, both);
+      results.push({ round, phase: 'noisy limited', quiet: limited.result[0]!, noisy: limited.result[1]!, noisyLimitIops: LIMIT_IOPS, daemonCpu: limited.daemonCpu, loadAverage: loadavg() });
     }
   } finally {
     client.close();
@@ -156,10 +177,10 @@ async function main(): Promise<void> {
   writeFileSync(join(OUT, 'results.json'), JSON.stringify(run, null, 2) + '\n');
   writeFileSync(join(OUT, 'qos.svg'), svgDocument(chart(results), 440, 340));
   const f = (n: number | undefined): string => (n === undefined ? '–' : n >= 100 ? n.toFixed(0) : n.toFixed(1));
-  const rows = ['| round | phase | quiet IOPS | quiet p50 us | quiet p99 us | noisy IOPS | noisy limit | load average (1 min) |', '|---|---|---|---|---|---|---|---|'];
+  const rows = ['| round | phase | quiet IOPS | quiet p50 us | quiet p99 us | noisy IOPS | noisy limit | daemon CPU | load average (1 min) |', '|---|---|---|---|---|---|---|---|---|'];
   for (const r of results) {
     const failed = [r.quiet, r.noisy].find((c) => c && !c.ok);
-    rows.push(`| ${r.round} | ${r.phase} | ${f(r.quiet.iops)} | ${f(r.quiet.p50us)} | ${f(r.quiet.p99us)} | ${f(r.noisy?.iops)} | ${f(r.noisyLimitIops)} | ${r.loadAverage[0]!.toFixed(1)} |${failed ? ` FAILED: ${failed.error ?? ''}` : ''}`);
+    rows.push(`| ${r.round} | ${r.phase} | ${f(r.quiet.iops)} | ${f(r.quiet.p50us)} | ${f(r.quiet.p99us)} | ${f(r.noisy?.iops)} | ${f(r.noisyLimitIops)} | ${(r.daemonCpu * 100).toFixed(0)} % | ${r.loadAverage[0]!.toFixed(1)} |${failed ? ` FAILED: ${failed.error ?? ''}` : ''}`);
   }
   process.stdout.write(`${rows.join('\n')}\n\n${OUT}/results.json, ${OUT}/qos.svg\n`);
 }

@@ -173,6 +173,8 @@ export class IoLimiter<T> {
   private readonly namespaces = new Map<number, ScopeBuckets>();
   private parked: Array<Parked<T>> = [];
   private timer: unknown;
+  /** When `timer` fires (clock of `now`). */
+  private timerAt = 0;
   private readonly now: () => number;
   private readonly wake: () => void;
   private readonly setTimer: (callback: () => void, ms: number) => unknown;
@@ -227,7 +229,10 @@ export class IoLimiter<T> {
     if (controller) controller.waiting++;
     if (namespace) namespace.waiting++;
     this.parked.push({ command, controller, namespace, nsid, bytes });
-    this.schedule();
+    // A timer already due no later than this command's own buckets allow it stays (a guest that submits a queue's
+    // worth at once re-arms nothing per command).
+    const wait = Math.max(controller?.waitMs(now, bytes) ?? 0, namespace?.waitMs(now, bytes) ?? 0);
+    if (this.timer === undefined || this.timerAt > now + Math.max(MIN_WAIT_MS, wait)) this.schedule();
     return false;
   }
 
@@ -293,7 +298,9 @@ export class IoLimiter<T> {
       if (wait < earliest) earliest = wait;
       if (earliest === 0) break;
     }
-    this.timer = this.setTimer(this.fire, Math.max(MIN_WAIT_MS, Math.ceil(earliest)));
+    const delay = Math.max(MIN_WAIT_MS, Math.ceil(earliest));
+    this.timerAt = now + delay;
+    this.timer = this.setTimer(this.fire, delay);
   }
 
   private clearPending(): void {
