@@ -3,6 +3,7 @@
  * (issue 13 §4, docs/benchmarks.md "Rate limits: a noisy neighbour")?
  *
  *   npx tsx bench/qos/run.ts [--seconds 10] [--limit-iops 5000] [--noisy-qd 32] [--poll] [--rounds 1] [--out <dir>]
+ *   npx tsx bench/qos/run.ts --replot <dir>     (redraws <dir>/qos.svg from <dir>/results.json)
  *
  * One `vfiod daemon` (this checkout; temporary state and namespace directories, empty fake sysfs/dev/proc) runs two
  * controllers, each with a 256 MiB memory namespace: `noisy` and `quiet`. `nvme-bench` (bench/nvme-host, one process
@@ -12,7 +13,8 @@
  * - `noisy limited`: the same after SetControllerLimits gave noisy --limit-iops (burst: the default).
  * Per phase: quiet's IOPS, p50 and p99 latency as its client measured them; noisy's IOPS against its limit; the
  * daemon's CPU (utime + stime of /proc/<pid>/stat over the phase) as a share of one core.
- * --rounds repeats the three phases (the machine is shared: compare phases of the same round).
+ * --rounds repeats the three phases (the machine is shared: compare phases of the same round); the plot shows the
+ * median over the rounds with min-max bars.
  *
  * Output: a table on stdout, <out>/results.json and <out>/qos.svg (default out: bench/results/qos-<time>).
  * Reports, never asserts.
@@ -39,6 +41,7 @@ const { values } = parseArgs({
     poll: { type: 'boolean', default: false },
     rounds: { type: 'string', default: '1' },
     out: { type: 'string' },
+    replot: { type: 'string' },
   },
 });
 const SECONDS = Number(values.seconds);
@@ -125,26 +128,34 @@ async function daemonWithTwoControllers(): Promise<{ daemon: ChildProcess; clien
   return { daemon, client, dir, socket };
 }
 
-function chart(results: PhaseResult[]): LineChart[] {
+/** Median over the rounds, with the min-max range, of `pick` per phase (x = 1, 2, 3). */
+function perPhase(results: PhaseResult[], pick: (r: PhaseResult) => number | undefined): LineChart['series'][number]['points'] {
   const phases: PhaseResult['phase'][] = ['quiet alone', 'noisy unlimited', 'noisy limited'];
-  const x = (phase: PhaseResult['phase']): number => phases.indexOf(phase) + 1;
-  const perRound = (pick: (r: PhaseResult) => number | undefined, name: string): LineChart['series'] =>
-    [...new Set(results.map((r) => r.round))].map((round) => ({
-      name: ROUNDS > 1 ? `${name}, round ${round}` : name,
-      points: results.filter((r) => r.round === round && pick(r) !== undefined).map((r) => ({ x: x(r.phase), y: pick(r)! })),
-    }));
+  return phases.flatMap((phase, index) => {
+    const values = results.filter((r) => r.phase === phase).map(pick).filter((v): v is number => v !== undefined).sort((a, b) => a - b);
+    if (values.length === 0) return [];
+    return [{ x: index + 1, y: values[Math.floor(values.length / 2)]!, low: values[0]!, high: values[values.length - 1]! }];
+  });
+}
+
+function chart(results: PhaseResult[], limitIops: number, noisyQd: number): LineChart[] {
+  const rounds = new Set(results.map((r) => r.round)).size;
   return [
     {
       title: 'quiet controller, QD1 4k randread',
-      subtitle: '1 = alone, 2 = noisy unlimited, 3 = noisy limited',
+      subtitle: `1 alone, 2 noisy unlimited, 3 noisy limited; median of ${rounds}, min-max`,
       xLabel: 'phase', yLabel: 'latency (us)', xScale: 'linear', yScale: 'log10', unit: 'us',
-      series: [...perRound((r) => r.quiet.p50us, 'p50'), ...perRound((r) => r.quiet.p99us, 'p99')],
+      series: [{ name: 'p50', points: perPhase(results, (r) => r.quiet.p50us) }, { name: 'p99', points: perPhase(results, (r) => r.quiet.p99us) }],
     },
     {
-      title: `noisy controller, QD${NOISY_QD} 4k randread`,
-      subtitle: `limit ${LIMIT_IOPS} IOPS in phase 3`,
+      title: `noisy controller, QD${noisyQd} 4k randread`,
+      subtitle: `limited to ${limitIops} IOPS in phase 3`,
       xLabel: 'phase', yLabel: 'IOPS', xScale: 'linear', yScale: 'log10', unit: 'IOPS',
-      series: [...perRound((r) => r.noisy?.iops, 'achieved'), ...perRound((r) => r.noisyLimitIops, 'limit')],
+      series: [
+        { name: 'noisy achieved', points: perPhase(results, (r) => r.noisy?.iops) },
+        { name: 'noisy limit', points: perPhase(results, (r) => r.noisyLimitIops) },
+        { name: 'quiet achieved', points: perPhase(results, (r) => r.quiet.iops) },
+      ],
     },
   ];
 }
@@ -175,7 +186,7 @@ async function main(): Promise<void> {
   const run = { date: new Date().toISOString(), cpus: cpus().length, seconds: SECONDS, limitIops: LIMIT_IOPS, noisyQd: NOISY_QD, doorbells: POLL ? 'polled' : 'interrupt', results };
   mkdirSync(OUT, { recursive: true });
   writeFileSync(join(OUT, 'results.json'), JSON.stringify(run, null, 2) + '\n');
-  writeFileSync(join(OUT, 'qos.svg'), svgDocument(chart(results), 440, 340));
+  writeFileSync(join(OUT, 'qos.svg'), svgDocument(chart(results, LIMIT_IOPS, NOISY_QD), 440, 340));
   const f = (n: number | undefined): string => (n === undefined ? '–' : n >= 100 ? n.toFixed(0) : n.toFixed(1));
   const rows = ['| round | phase | quiet IOPS | quiet p50 us | quiet p99 us | noisy IOPS | noisy limit | daemon CPU | load average (1 min) |', '|---|---|---|---|---|---|---|---|---|'];
   for (const r of results) {
@@ -185,4 +196,9 @@ async function main(): Promise<void> {
   process.stdout.write(`${rows.join('\n')}\n\n${OUT}/results.json, ${OUT}/qos.svg\n`);
 }
 
-await main();
+if (values.replot) {
+  const saved = JSON.parse(readFileSync(join(values.replot, 'results.json'), 'utf8')) as { limitIops: number; noisyQd: number; results: PhaseResult[] };
+  writeFileSync(join(values.replot, 'qos.svg'), svgDocument(chart(saved.results, saved.limitIops, saved.noisyQd), 440, 340));
+} else {
+  await main();
+}
