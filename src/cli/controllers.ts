@@ -108,6 +108,7 @@ function renderController(c: ControllerInfo): string {
       `nvme:        ${s.nvmeState}, client ${s.clientConnected ? 'connected' : 'not connected'}, ${s.ioQueues} I/O queues, ${s.inFlight} in flight, ${s.resets} resets`,
       `commands:    ${s.readCommands} reads, ${s.writeCommands} writes, ${s.otherIoCommands} other I/O, ${s.adminCommands} admin, ${s.failedCommands} failed`,
       `data:        ${bytes(s.bytesRead)} read, ${bytes(s.bytesWritten)} written`,
+      ...(s.throttledCommandsTotal ? [`throttled:   ${s.throttledCommands} commands waiting for a rate limit now, ${s.throttledCommandsTotal} so far`] : []),
       `scratch:     ${bytes(s.scratchUsedBytes ?? 0)} of ${bytes(s.scratchLimitBytes ?? 0)} in use, peak ${bytes(s.scratchPeakBytes ?? 0)}, ${s.scratchWaitingCommands ?? 0} commands waiting`,
       `rates:       ${rate(s.readIops)} read IOPS, ${rate(s.writeIops)} write IOPS, ${bytes(s.readBytesPerSecond)}/s read, ${bytes(s.writeBytesPerSecond)}/s written (over ${s.sampleIntervalMs} ms)`,
     );

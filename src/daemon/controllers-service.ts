@@ -80,6 +80,8 @@ export function controllerInfo(view: ControllerView, sampleIntervalMs: number): 
             scratchUsedBytes: s.stats.scratch.usedBytes,
             scratchPeakBytes: s.stats.scratch.peakBytes,
             scratchWaitingCommands: s.stats.scratch.waitingCommands,
+            throttledCommands: s.stats.throttled.now,
+            throttledCommandsTotal: s.stats.throttled.total,
             latency: {
               buckets: latency.bucketsMicros,
               count: latency.count,

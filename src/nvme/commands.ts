@@ -154,6 +154,8 @@ export class CommandRunner implements CommandSink {
   private passClock = NaN;
   /** The controller's I/O rate limits (io-limits.ts); undefined while it has none, so unlimited I/O pays nothing. */
   limiter: IoLimiter<PooledRequest> | undefined;
+  /** Commands the rate limits made wait, since the controller was built. */
+  throttledTotal = 0;
 
   constructor(parts: CommandRunnerParts) {
     this.admin = parts.admin;
@@ -327,7 +329,10 @@ export class CommandRunner implements CommandSink {
     if (limiter !== undefined) {
       const nsid = request.sqe.getUint32(4, true);
       const bytes = dataBytes(request.sqe, this.io.namespace(nsid)?.blockSize ?? 0);
-      if (!limiter.admit(request, nsid, bytes)) return; // parked: releaseParked starts it
+      if (!limiter.admit(request, nsid, bytes)) {
+        this.throttledTotal++;
+        return; // parked: releaseParked starts it
+      }
     }
     this.run(request);
   }

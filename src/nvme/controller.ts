@@ -522,6 +522,7 @@ export class NvmeController {
       unsafeShutdowns: this.health.unsafeShutdowns,
       latency: commands.latency.snapshot(),
       scratch: this.scratch.stats(),
+      throttled: { now: this.throttledCommands, total: this.commands.throttledTotal },
     };
   }
 

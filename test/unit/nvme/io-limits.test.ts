@@ -225,9 +225,11 @@ describe('a controller with limits (real time)', () => {
     expect(h.controller.throttledCommands).toBe(3);
     // Admin goes through while the controller's I/O is held back.
     expect((await h.driver.identify(0x01)).completion.status).toBe(Status.SUCCESS);
+    expect(h.controller.stats().throttled).toEqual({ now: 3, total: 3 });
     h.controller.setIoLimits({});
     expect((await pending).every((s) => s === Status.SUCCESS)).toBe(true);
     expect(h.controller.throttledCommands).toBe(0);
+    expect(h.controller.stats().throttled).toEqual({ now: 0, total: 3 });
   });
 
   it('a reset drops the commands that wait (no completion reaches the new queues); a quiesce runs them', async () => {
