@@ -236,32 +236,49 @@ export class IoLimiter<T> {
     return false;
   }
 
-  /** Starts (through `start`) every parked command whose buckets allow it now, in arrival order per bucket. */
+  /**
+   * Starts (through `start`) every parked command whose buckets allow it now, in arrival order per bucket. The scan
+   * stops once every scope with commands left is held back: its cost is what it starts plus one command per scope,
+   * not the number parked (a guest can park a queue's worth in each of its queues).
+   */
   release(start: (command: T) => void): void {
-    if (this.parked.length === 0) return;
+    const parked = this.parked;
+    if (parked.length === 0) return;
     this.clearPending();
     const now = this.now();
-    const still: Array<Parked<T>> = [];
+    let still: Array<Parked<T>> = [];
     const ready: Array<Parked<T>> = [];
-    // A scope that held one command back holds back every later one of it (arrival order, whatever their sizes).
+    // A scope whose bucket held one command back holds back every later one of it (arrival order, whatever their
+    // sizes); a command held back by its namespace's bucket holds back nothing of the controller's.
     const blocked = new Set<ScopeBuckets>();
-    for (const parked of this.parked) {
-      const { controller, namespace, bytes } = parked;
+    let waitingScopes = this.waitingScopes();
+    for (let index = 0; index < parked.length; index++) {
+      const entry = parked[index]!;
+      const { controller, namespace, bytes } = entry;
       const free = (scope: ScopeBuckets | undefined): boolean => scope === undefined || (!blocked.has(scope) && scope.waitMs(now, bytes) === 0);
-      if (free(controller) && free(namespace)) {
-        controller?.take(parked.bytes);
-        namespace?.take(parked.bytes);
-        this.unpark(parked);
-        ready.push(parked);
-      } else {
-        if (controller) blocked.add(controller);
-        if (namespace) blocked.add(namespace);
-        still.push(parked);
+      const controllerFree = free(controller);
+      const namespaceFree = free(namespace);
+      if (controllerFree && namespaceFree) {
+        controller?.take(bytes);
+        namespace?.take(bytes);
+        this.unpark(entry);
+        if (controller?.waiting === 0) waitingScopes--;
+        if (namespace?.waiting === 0) waitingScopes--;
+        ready.push(entry);
+        continue;
+      }
+      if (!controllerFree) blocked.add(controller!);
+      if (!namespaceFree) blocked.add(namespace!);
+      still.push(entry);
+      // Every parked command draws on the controller's buckets when it has any.
+      if (blocked.size >= waitingScopes || !controllerFree) {
+        still = still.concat(parked.slice(index + 1));
+        break;
       }
     }
     this.parked = still;
     this.schedule();
-    for (const parked of ready) start(parked.command);
+    for (const entry of ready) start(entry.command);
   }
 
   /**
@@ -269,9 +286,11 @@ export class IoLimiter<T> {
    * quiesce runs them, a queue deletion aborts its own.
    */
   drain(each: (command: T) => void, which: (command: T) => boolean = () => true): void {
-    const taken = this.parked.filter((entry) => which(entry.command));
+    const taken: Array<Parked<T>> = [];
+    const kept: Array<Parked<T>> = [];
+    for (const entry of this.parked) (which(entry.command) ? taken : kept).push(entry);
     if (taken.length === 0) return;
-    this.parked = this.parked.filter((entry) => !taken.includes(entry));
+    this.parked = kept;
     for (const entry of taken) this.unpark(entry);
     this.schedule();
     for (const entry of taken) each(entry.command);
@@ -280,6 +299,13 @@ export class IoLimiter<T> {
   /** The controller stops for good: no timer stays behind. */
   close(): void {
     this.clearPending();
+  }
+
+  /** Scopes with parked commands. */
+  private waitingScopes(): number {
+    let count = this.controller !== undefined && this.controller.waiting > 0 ? 1 : 0;
+    for (const scope of this.namespaces.values()) if (scope.waiting > 0) count++;
+    return count;
   }
 
   private unpark(parked: Parked<T>): void {
@@ -293,10 +319,18 @@ export class IoLimiter<T> {
     if (this.parked.length === 0) return;
     const now = this.now();
     let earliest = Infinity;
+    // As release sees them: a scope's first command held back by that scope's bucket decides when the scope moves;
+    // the later ones wait behind it.
+    const blocked = new Set<ScopeBuckets>();
+    const waitingScopes = this.waitingScopes();
     for (const { controller, namespace, bytes } of this.parked) {
-      const wait = Math.max(controller?.waitMs(now, bytes) ?? 0, namespace?.waitMs(now, bytes) ?? 0);
-      if (wait < earliest) earliest = wait;
-      if (earliest === 0) break;
+      if ((controller && blocked.has(controller)) || (namespace && blocked.has(namespace))) continue;
+      const controllerWait = controller?.waitMs(now, bytes) ?? 0;
+      const namespaceWait = namespace?.waitMs(now, bytes) ?? 0;
+      earliest = Math.min(earliest, Math.max(controllerWait, namespaceWait));
+      if (controllerWait > 0) blocked.add(controller!);
+      if (namespaceWait > 0) blocked.add(namespace!);
+      if (earliest === 0 || blocked.size >= waitingScopes || controllerWait > 0) break;
     }
     const delay = Math.max(MIN_WAIT_MS, Math.ceil(earliest));
     this.timerAt = now + delay;

@@ -122,6 +122,37 @@ describe('limiter (injected clock)', () => {
     expect(limiter.parkedCount).toBe(1);
   });
 
+  it('a command held back by its namespace does not hold back another namespace\'s under the same controller limit', () => {
+    const time = fakeTime();
+    const limiter = limiterOn(time, { controller: { iops: 1000, burstIos: 100 }, namespaces: [{ nsid: 1, iops: 1, burstIos: 1 }] });
+    expect(limiter.admit('ns1-a', 1, 512)).toBe(true);
+    expect(limiter.admit('ns1-b', 1, 512)).toBe(false); // namespace 1 is empty for a second
+    expect(limiter.admit('ns2-a', 2, 512)).toBe(false); // behind it in the controller's queue until the next release
+    expect(time.timers[0]!.at - time.now()).toBeLessThanOrEqual(1); // which is at once
+    time.advance(1);
+    const started: string[] = [];
+    limiter.release((name) => started.push(name));
+    expect(started).toEqual(['ns2-a']);
+    expect(limiter.parkedCount).toBe(1);
+    time.advance(1000);
+    limiter.release((name) => started.push(name));
+    expect(started).toEqual(['ns2-a', 'ns1-b']);
+  });
+
+  it('a release scans no further than the scopes left waiting need (a queue\'s worth parked per scope)', () => {
+    const time = fakeTime();
+    const limiter = limiterOn(time, { namespaces: [{ nsid: 1, iops: 10, burstIos: 1 }, { nsid: 2, iops: 10, burstIos: 1 }] });
+    let scanned = 0;
+    for (let index = 0; index < 20_000; index++) limiter.admit(`c${index}`, 1 + (index % 2), 512);
+    const start = performance.now();
+    for (let round = 0; round < 200; round++) {
+      time.advance(100);
+      limiter.release(() => scanned++);
+    }
+    expect(scanned).toBe(400); // one per namespace per 100 ms
+    expect(performance.now() - start).toBeLessThan(2000); // 200 releases over 20,000 parked: not 4 million steps
+  });
+
   it('a controller limit and a namespace limit both apply; the stricter one decides', () => {
     const time = fakeTime();
     const limiter = limiterOn(time, { controller: { iops: 1000, burstIos: 1000 }, namespaces: [{ nsid: 1, iops: 10, burstIos: 2 }] });
