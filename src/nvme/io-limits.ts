@@ -45,6 +45,8 @@ const IO_LIMIT_FIELDS = Object.keys(IO_LIMIT_MAX) as Array<keyof IoLimits>;
 /** Default burst: this fraction of a second at the rate. */
 const DEFAULT_BURST_SECONDS = 0.1;
 const MIN_DEFAULT_BURST_BYTES = 4096;
+/** ParkedQueue compacts its array once this many taken entries are in front of its head (and most of it is). */
+const COMPACT_AFTER = 1024;
 /** A timer never fires sooner than this after a refill was asked for (Node timers have millisecond resolution). */
 const MIN_WAIT_MS = 1;
 
@@ -148,6 +150,60 @@ interface Parked<T> {
   bytes: number;
 }
 
+/**
+ * Parked commands in arrival order. Released commands are mostly at the front: taking them advances `head` instead of
+ * moving every entry behind them (V8 moves an object array's elements one by one, with write barriers: 70 µs per
+ * release with 20,000 parked, measured), and the array is compacted once most of it is behind `head`.
+ */
+class ParkedQueue<E> {
+  private items: E[] = [];
+  private head = 0;
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  at(index: number): E {
+    return this.items[this.head + index]!;
+  }
+
+  push(item: E): void {
+    this.items.push(item);
+  }
+
+  /** The first `scanned` entries become `kept` (a subsequence of them, in order). */
+  replaceFront(scanned: number, kept: readonly E[]): void {
+    const items = this.items;
+    const end = this.head + scanned;
+    for (let index = 0; index < kept.length; index++) items[end - kept.length + index] = kept[index]!;
+    for (let index = this.head; index < end - kept.length; index++) items[index] = undefined as E; // no stale references
+    this.head = end - kept.length;
+    if (this.head > COMPACT_AFTER && this.head * 2 > items.length) {
+      this.items = items.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  /** Removes and returns the entries `which` selects, in order. */
+  take(which: (item: E) => boolean): E[] {
+    const taken: E[] = [];
+    const kept: E[] = [];
+    for (let index = this.head; index < this.items.length; index++) {
+      const item = this.items[index]!;
+      (which(item) ? taken : kept).push(item);
+    }
+    if (taken.length > 0) {
+      this.items = kept;
+      this.head = 0;
+    }
+    return taken;
+  }
+
+  *[Symbol.iterator](): Iterator<E> {
+    for (let index = this.head; index < this.items.length; index++) yield this.items[index]!;
+  }
+}
+
 /** The data bytes an I/O command moves (Read, Write, Compare: NLB blocks), for the bandwidth buckets. */
 export function dataBytes(sqe: DataView, blockSize: number): number {
   const opcode = sqe.getUint8(0);
@@ -171,7 +227,7 @@ export interface IoLimiterOptions {
 export class IoLimiter<T> {
   private controller: ScopeBuckets | undefined;
   private readonly namespaces = new Map<number, ScopeBuckets>();
-  private parked: Array<Parked<T>> = [];
+  private readonly parked = new ParkedQueue<Parked<T>>();
   private timer: unknown;
   /** When `timer` fires (clock of `now`). */
   private timerAt = 0;
@@ -246,14 +302,16 @@ export class IoLimiter<T> {
     if (parked.length === 0) return;
     this.clearPending();
     const now = this.now();
-    let still: Array<Parked<T>> = [];
+    const still: Array<Parked<T>> = [];
     const ready: Array<Parked<T>> = [];
+    const count = parked.length;
+    let scanned = count;
     // A scope whose bucket held one command back holds back every later one of it (arrival order, whatever their
     // sizes); a command held back by its namespace's bucket holds back nothing of the controller's.
     const blocked = new Set<ScopeBuckets>();
     let waitingScopes = this.waitingScopes();
-    for (let index = 0; index < parked.length; index++) {
-      const entry = parked[index]!;
+    for (let index = 0; index < count; index++) {
+      const entry = parked.at(index);
       const { controller, namespace, bytes } = entry;
       const free = (scope: ScopeBuckets | undefined): boolean => scope === undefined || (!blocked.has(scope) && scope.waitMs(now, bytes) === 0);
       const controllerFree = free(controller);
@@ -272,11 +330,11 @@ export class IoLimiter<T> {
       still.push(entry);
       // Every parked command draws on the controller's buckets when it has any.
       if (blocked.size >= waitingScopes || !controllerFree) {
-        still = still.concat(parked.slice(index + 1));
+        scanned = index + 1;
         break;
       }
     }
-    this.parked = still;
+    if (ready.length > 0) parked.replaceFront(scanned, still);
     this.schedule();
     for (const entry of ready) start(entry.command);
   }
@@ -286,11 +344,8 @@ export class IoLimiter<T> {
    * quiesce runs them, a queue deletion aborts its own.
    */
   drain(each: (command: T) => void, which: (command: T) => boolean = () => true): void {
-    const taken: Array<Parked<T>> = [];
-    const kept: Array<Parked<T>> = [];
-    for (const entry of this.parked) (which(entry.command) ? taken : kept).push(entry);
+    const taken = this.parked.take((entry) => which(entry.command));
     if (taken.length === 0) return;
-    this.parked = kept;
     for (const entry of taken) this.unpark(entry);
     this.schedule();
     for (const entry of taken) each(entry.command);
