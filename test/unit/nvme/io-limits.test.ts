@@ -128,8 +128,8 @@ describe('limiter (injected clock)', () => {
     expect(limiter.admit('ns1-a', 1, 512)).toBe(true);
     expect(limiter.admit('ns1-b', 1, 512)).toBe(false); // namespace 1 is empty for a second
     expect(limiter.admit('ns2-a', 2, 512)).toBe(false); // behind it in the controller's queue until the next release
-    expect(time.timers[0]!.at - time.now()).toBeLessThanOrEqual(1); // which is at once
-    time.advance(1);
+    expect(time.timers[0]!.at - time.now()).toBeLessThanOrEqual(5); // which is the next release period
+    time.advance(5);
     const started: string[] = [];
     limiter.release((name) => started.push(name));
     expect(started).toEqual(['ns2-a']);
