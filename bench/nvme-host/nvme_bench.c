@@ -13,6 +13,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -319,15 +320,22 @@ static void hang_report(struct bench *b, uint32_t outstanding) {
       ev_ready ? (ev > 1 ? "(>1)" : "(1)") : "");
 }
 
-/* Wait until at least one completion may be available. Returns -1 on hang (no progress for 10 s). */
+/*
+ * Wait until at least one completion may be available. Returns -1 on hang (no progress for 10 s). The server may
+ * have made the eventfd non-blocking (vfiod does: O_NONBLOCK is a flag of the open file description both share), so
+ * a plain read would return EAGAIN at once and the wait would spin a core: poll() blocks either way.
+ */
 static int wait_completion(struct bench *b, int *stall_ticks) {
   if (b->efd >= 0) {
     uint64_t v;
     b->irq_waits++;
-    ssize_t n = read(b->efd, &v, sizeof v);
-    if (n < 0 && errno == EINTR) {
+    struct pollfd p = {.fd = b->efd, .events = POLLIN};
+    int r = poll(&p, 1, 1000);
+    if (r == 0 || (r < 0 && errno == EINTR)) {
       if (++*stall_ticks > 10) return -1;
+      return 0;
     }
+    if (r > 0) (void)!read(b->efd, &v, sizeof v);
     return 0;
   }
   return 0;

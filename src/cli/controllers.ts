@@ -1,6 +1,6 @@
 /**
- * `vfiod controllers list|get|create|delete|attach-namespace|detach-namespace|resize-namespace|swap-backing`: the
- * daemon's emulated NVMe controllers (ControllerService).
+ * `vfiod controllers list|get|create|delete|attach-namespace|detach-namespace|resize-namespace|swap-backing|set-limits`:
+ * the daemon's emulated NVMe controllers (ControllerService).
  * Human tables by default, the API's messages with --json.
  */
 import { present } from '../daemon/client.js';
@@ -25,6 +25,7 @@ import {
 import { controllerIdentityOptions, type IdentityOptionValues, namespaceIdentityOptions, namespaceNsidOptions } from './identity-options.js';
 import { CONNECTION_HELP, printJson, withClient } from './remote.js';
 import { followOperation, operationError, operationJson, succeededResponse } from './operations.js';
+import { limitsMessage, limitOptions } from './limit-options.js';
 
 /** A controller's options, and swap-backing's. */
 const CONTROLLERS_COMMAND_OPTIONS = {
@@ -44,6 +45,7 @@ Commands:
          [--firmware <f>] [--nqn <nqn>] [--ieee-oui <hex>] [--controller-id <n>]
          [--namespace-identity <nsid>:<key>=<value>,...]...
          [--msix-vectors <n>] [--io-queues <n>] [--queue-entries <n>] [--mdts <n>] [--identity <path>]
+         [--limit [<nsid>:]iops=<n>,bandwidth=<size>,burst-ios=<n>,burst-bytes=<size>]...
   delete <id>                           stop it (flushes its namespaces) and forget it
   attach-namespace <id> <uri> [--nsid <n>] [--namespace-identity <nsid>:<key>=<value>,...]
                                         add a namespace while it serves (default: the lowest free NSID,
@@ -56,6 +58,10 @@ Commands:
                                         then switch (the guest sees no change); prints the progress.
                                         --already-copied: the new backing holds the data, only switch;
                                         --no-wait: print the operation and return ('vfiod operations wait')
+  set-limits <id> [--limit [<nsid>:]<key>=<value>,...]...
+                                        replace its I/O rate limits while it serves (none: unlimited);
+                                        keys iops, bandwidth (bytes/s, e.g. 200M), burst-ios, burst-bytes;
+                                        reads and writes count together; a limited guest sees latency
 
 ${CONNECTION_HELP}`;
 
@@ -94,6 +100,13 @@ function renderController(c: ControllerInfo): string {
     lines.push(`identity:    serial ${id.serialNumber}, model ${id.modelNumber}, firmware ${id.firmwareRevision}, ${id.subsystemNqn}, IEEE OUI ${oui}, controller ID ${id.controllerId ?? 0}`);
   }
   if (spec.identityPath) lines.push(`persisted:   ${spec.identityPath}`);
+  const limits = spec.limits;
+  if (limits && (limits.controller || limits.namespaces.length)) {
+    const scope = (l: { iops: number; bytesPerSecond: number; burstIos: number; burstBytes: number }): string =>
+      [l.iops && `${l.iops} IOPS`, l.bytesPerSecond && `${bytes(l.bytesPerSecond)}/s`, l.burstIos && `burst ${l.burstIos} I/Os`, l.burstBytes && `burst ${bytes(l.burstBytes)}`].filter(Boolean).join(', ');
+    const parts = [...(limits.controller ? [`controller ${scope(limits.controller)}`] : []), ...limits.namespaces.map((n) => `namespace ${n.nsid} ${n.limits ? scope(n.limits) : ''}`)];
+    lines.push(`limits:      ${parts.join('; ')} (reads and writes together)`);
+  }
   const namespaces = c.namespaces ?? [];
   if (namespaces.length) {
     lines.push('namespaces:');
@@ -108,6 +121,7 @@ function renderController(c: ControllerInfo): string {
       `nvme:        ${s.nvmeState}, client ${s.clientConnected ? 'connected' : 'not connected'}, ${s.ioQueues} I/O queues, ${s.inFlight} in flight, ${s.resets} resets`,
       `commands:    ${s.readCommands} reads, ${s.writeCommands} writes, ${s.otherIoCommands} other I/O, ${s.adminCommands} admin, ${s.failedCommands} failed`,
       `data:        ${bytes(s.bytesRead)} read, ${bytes(s.bytesWritten)} written`,
+      ...(s.throttledCommandsTotal ? [`throttled:   ${s.throttledCommands} commands waiting for a rate limit now, ${s.throttledCommandsTotal} so far`] : []),
       `scratch:     ${bytes(s.scratchUsedBytes ?? 0)} of ${bytes(s.scratchLimitBytes ?? 0)} in use, peak ${bytes(s.scratchPeakBytes ?? 0)}, ${s.scratchWaitingCommands ?? 0} commands waiting`,
       `rates:       ${rate(s.readIops)} read IOPS, ${rate(s.writeIops)} write IOPS, ${bytes(s.readBytesPerSecond)}/s read, ${bytes(s.writeBytesPerSecond)}/s written (over ${s.sampleIntervalMs} ms)`,
     );
@@ -149,6 +163,7 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
         const id = idArg();
         if (!v.socket) throw new UsageError('create needs --socket <path>');
         if (!v.namespace?.length) throw new UsageError('create needs at least one --namespace <uri> (e.g. memory:1G)');
+        const nsids = namespaceNsidOptions(v);
         const spec = {
           socketPath: v.socket,
           namespaces: v.namespace,
@@ -162,7 +177,8 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
           identityPath: v.identity,
           identity: controllerIdentityOptions(v),
           namespaceIdentities: namespaceIdentityOptions(v),
-          namespaceNsids: namespaceNsidOptions(v),
+          namespaceNsids: nsids,
+          ...(v.limit?.length ? { limits: limitsMessage(limitOptions(v.limit, nsids.length ? nsids : v.namespace.map((_, index) => index + 1))) } : {}),
         };
         const response = await ctx.client.call('ControllerService', 'CreateController', { id, spec });
         if (ctx.json) printJson(ctx, response);
@@ -238,6 +254,14 @@ export async function runControllers(argv: string[], deps: ClientDeps = {}): Pro
               `its commands waited ${response.heldMs.toFixed(1)} ms (the last ${bytes(response.finalPassBytes)} copied then)\n`,
           );
         }
+        return CLIENT_EXIT.ok;
+      }
+      case 'set-limits': {
+        const id = idArg();
+        const limits = limitOptions(v.limit);
+        const response = await ctx.client.call('ControllerService', 'SetControllerLimits', { id, limits: limitsMessage(limits) });
+        if (ctx.json) printJson(ctx, response);
+        else ctx.out(`${limits ? 'set the rate limits of' : 'removed the rate limits of'} controller ${id}\n${renderController(present(response.controller, 'SetControllerLimits', 'controller'))}`);
         return CLIENT_EXIT.ok;
       }
       default:

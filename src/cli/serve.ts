@@ -21,6 +21,7 @@ import { applyLogOptions, integer, metricsOption, serviceUsage, socketMode, Usag
 import { DEFAULT_CONFIG_PATH } from '../config/file.js';
 import { IO_ABANDON_MAX_MS, SERVE_FLAGS, withoutOptions } from '../config/flags.js';
 import { controllerIdentityOptions, IDENTITY_USAGE, namespaceIdentityOptions, namespaceNsidOptions } from './identity-options.js';
+import { LIMIT_USAGE, limitOptions } from './limit-options.js';
 
 /** How `vfiod serve` names the identity fields in messages: by their options. */
 const SERVE_IDENTITY_NAMES = {
@@ -56,7 +57,7 @@ Options:
   --io-abandon-ms <n>      a reset, disconnect or DMA_UNMAP gives up stuck I/O after this long (default 5000)
   --identity <path>        where the controller's and each namespace slot's identity persist
                            (default: <first file namespace>.vfiod.json)
-${IDENTITY_USAGE}${serviceUsage(27)}  --handover-socket <path> where a successor connects for a live upgrade
+${IDENTITY_USAGE}${LIMIT_USAGE}${serviceUsage(27)}  --handover-socket <path> where a successor connects for a live upgrade
                            (default: <socket dir>/<socket name>.handover.sock)
   --take-over              replace the vfiod serving these options (same --socket, namespaces
                            and settings) without disconnecting its client (docs/restart.md);
@@ -131,6 +132,7 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
     throw new UsageError(errorMessage(error));
   }
 
+  const ioLimits = limitOptions(values.limit, namespaceNsids(slots));
   if (values['report-to-parent'] && !values['take-over']) throw new UsageError('--report-to-parent goes with --take-over');
   if (values['crash-recovery'] && values['take-over']) throw new UsageError('--crash-recovery cannot be combined with --take-over');
   if ((values['crash-recovery'] || values['data-plane']) && values.namespace?.some((uri) => uri.startsWith('memory:'))) {
@@ -166,6 +168,7 @@ function parse(argv: string[]): ParsedServeArgs | undefined {
     ...(values.identity !== undefined ? { identityPath: values.identity } : {}),
     identity,
     ...(namespaceIdentities.length ? { namespaceIdentities } : {}),
+    ...(ioLimits ? { ioLimits } : {}),
   });
   checkFiles(config);
   if (!values['crash-recovery']) return { config, options };

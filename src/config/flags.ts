@@ -52,6 +52,10 @@ export const VALUE = {
     schema: { type: 'string', pattern: '^[1-9][0-9]*:[a-z-]+=' },
     expects: 'must be <nsid>:<key>=<value>[,<key>=<value>]... with keys nguid, eui64, uuid, block-size',
   },
+  ioLimit: {
+    schema: { type: 'string', pattern: '^([1-9][0-9]*:)?[a-z-]+=' },
+    expects: 'must be [<nsid>:]<key>=<value>[,<key>=<value>]... with keys iops, bandwidth, burst-ios, burst-bytes',
+  },
   namespaceUri: {
     schema: { type: 'string', pattern: '^(memory:|file:|nvme-tcp://)' },
     expects: 'must be a namespace URI: memory:<size>, file:<path>[?...] or nvme-tcp://<host>:<port>/<NQN>?nsid=<n>',
@@ -93,6 +97,7 @@ export const CONTROLLER_FLAGS = {
   'ieee-oui': { type: 'string', file: VALUE.ieeeOui },
   'controller-id': { type: 'string', file: integer(0, MAX_CONTROLLER_ID) },
   'namespace-identity': { type: 'string', multiple: true, file: VALUE.namespaceIdentity },
+  limit: { type: 'string', multiple: true, file: VALUE.ioLimit },
 } as const satisfies FlagTable;
 
 /** Most I/O abandon delay, in ms. */

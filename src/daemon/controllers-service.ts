@@ -14,6 +14,9 @@ import { implementService, requireText } from './requests.js';
 import { operationMessage, type OperationTracker } from './operations.js';
 import type { MoveProgress } from '../namespace/backing-swap.js';
 import { formatSize } from '../util/size.js';
+import type { ControllerIoLimits, IoLimits } from '../nvme/io-limits.js';
+import type { ControllerLimits } from './generated/vfiod/v1/ControllerLimits.js';
+import type { IoLimits as IoLimitsMessage } from './generated/vfiod/v1/IoLimits.js';
 
 const CONTROLLER_STATES: Record<ControllerView['state'], ControllerState> = {
   starting: 'CONTROLLER_STATE_STARTING',
@@ -42,6 +45,7 @@ export function controllerInfo(view: ControllerView, sampleIntervalMs: number): 
       identity: { ...c.identity },
       namespaceIdentities: c.namespaceIdentities ?? [],
       namespaceNsids: nsids,
+      ...(c.ioLimits ? { limits: limitsInfo(c.ioLimits) } : {}),
     },
     state: CONTROLLER_STATES[view.state],
     error: view.error,
@@ -80,6 +84,8 @@ export function controllerInfo(view: ControllerView, sampleIntervalMs: number): 
             scratchUsedBytes: s.stats.scratch.usedBytes,
             scratchPeakBytes: s.stats.scratch.peakBytes,
             scratchWaitingCommands: s.stats.scratch.waitingCommands,
+            throttledCommands: s.stats.throttled.now,
+            throttledCommandsTotal: s.stats.throttled.total,
             latency: {
               buckets: latency.bucketsMicros,
               count: latency.count,
@@ -93,6 +99,22 @@ export function controllerInfo(view: ControllerView, sampleIntervalMs: number): 
       : {}),
     createdAt: view.createdAt,
   };
+}
+
+/** A controller's rate limits as the control API's ControllerLimits (zeros for what is not limited). */
+function limitsInfo(limits: ControllerIoLimits): ControllerLimits {
+  const scope = (l: IoLimits): IoLimitsMessage => ({ iops: l.iops ?? 0, bytesPerSecond: l.bytesPerSecond ?? 0, burstIos: l.burstIos ?? 0, burstBytes: l.burstBytes ?? 0 });
+  return {
+    ...(limits.controller ? { controller: scope(limits.controller) } : {}),
+    namespaces: (limits.namespaces ?? []).map(({ nsid, ...l }) => ({ nsid, limits: scope(l) })),
+  };
+}
+
+/** For the event log: "controller iops=1000; namespace 2 bytesPerSecond=10485760", or "none". */
+function describeLimits(limits: ControllerIoLimits | undefined): string {
+  const scope = (l: IoLimits): string => Object.entries(l).filter(([key]) => key !== 'nsid').map(([key, value]) => `${key}=${String(value)}`).join(' ');
+  const parts = [...(limits?.controller ? [`controller ${scope(limits.controller)}`] : []), ...(limits?.namespaces ?? []).map((n) => `namespace ${n.nsid} ${scope(n)}`)];
+  return parts.length ? parts.join('; ') : 'none';
 }
 
 export function controllerService(deps: {
@@ -198,6 +220,12 @@ export function controllerService(deps: {
         }
       })();
       return { operation: operationMessage(op) };
+    },
+    SetControllerLimits: async (request) => {
+      const id = requireText(request.id, 'id', 'the controller id');
+      const view = await registry.setLimits(id, request.limits ?? undefined);
+      events.publish({ resourceType: 'controller', resourceName: `controllers/${id}`, action: 'LIMITS_SET', vmId: '', detail: describeLimits(view.config.ioLimits) });
+      return { controller: info(view) };
     },
   });
 }

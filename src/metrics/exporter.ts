@@ -132,6 +132,8 @@ export class ControllerMetrics {
       emit({ direction: 'write' }, s.stats.bytesWritten);
     });
     fromSnapshots('gauge', 'vfiod_io_in_flight', 'I/O commands fetched and not yet completed', [], (s, emit) => emit({}, s.stats.inFlight));
+    fromSnapshots('gauge', 'vfiod_io_throttled', 'I/O commands the rate limits hold back now (counted in vfiod_io_in_flight too)', [], (s, emit) => emit({}, s.stats.throttled.now));
+    fromSnapshots('counter', 'vfiod_io_throttled_total', 'I/O commands that had to wait for a rate limit', [], (s, emit) => emit({}, s.stats.throttled.total));
     fromSnapshots('gauge', 'vfiod_queue_depth', 'I/O commands fetched and not yet completed, per submission queue', ['sqid'], (s, emit) => {
       for (const queue of s.stats.queueDepths) emit({ sqid: queue.sqid }, queue.inFlight);
     });

@@ -24,6 +24,7 @@ import type { SubmissionQueue } from './queues.js';
 import { Csts, type ControllerRegisters } from './registers.js';
 import { LatencyHistogram } from './stats.js';
 import { EntryState, type CommandJournal, type JournalEntry } from './command-journal.js';
+import { dataBytes, type IoLimiter } from './io-limits.js';
 
 /** What the command runner needs of its controller. */
 export interface CommandOwner {
@@ -151,6 +152,10 @@ export class CommandRunner implements CommandSink {
   private passCompleted = 0;
   /** A clock reading the caller of the pass took just before it (see beginPass), or NaN. */
   private passClock = NaN;
+  /** The controller's I/O rate limits (io-limits.ts); undefined while it has none, so unlimited I/O pays nothing. */
+  limiter: IoLimiter<PooledRequest> | undefined;
+  /** Commands the rate limits made wait, since the controller was built. */
+  throttledTotal = 0;
 
   constructor(parts: CommandRunnerParts) {
     this.admin = parts.admin;
@@ -215,8 +220,27 @@ export class CommandRunner implements CommandSink {
    */
   abandon(): number {
     this.generation++;
+    // Held back by the rate limits, never started: they end here, their completions discarded like the others'.
+    this.limiter?.drain((request) => this.ioDone(request, Status.ABORT_REQUESTED));
     if (this.inFlight > 0) this.draining = true;
     return this.inFlight;
+  }
+
+  /** Starts the commands the rate limits held back whose buckets allow them now (at the start of a pass). */
+  releaseParked(): void {
+    this.limiter?.release(this.runParked);
+  }
+
+  /** Starts every command the rate limits hold back, whatever the limits say (a live upgrade's quiesce). */
+  runAllParked(): void {
+    this.limiter?.drain(this.runParked);
+  }
+
+  private readonly runParked = (request: PooledRequest): void => this.run(request);
+
+  /** CommandSink: the commands of `sq` the rate limits hold back complete as aborted by the SQ's deletion. */
+  abortNotStarted(sq: SubmissionQueue): void {
+    this.limiter?.drain((request) => this.ioDone(request, Status.ABORTED_SQ_DELETION), (request) => request.sq === sq);
   }
 
   /** Resolves once no I/O command is in flight. */
@@ -301,11 +325,25 @@ export class CommandRunner implements CommandSink {
     sq.inFlight++;
     // A command that completed within this pass left the controller busy until the pass ends (endPass).
     if (this.inFlight++ === 0 && this.passCompleted === 0) this.busySince = request.startedAt;
+    const limiter = this.limiter;
+    if (limiter !== undefined) {
+      const nsid = request.sqe.getUint32(4, true);
+      const bytes = dataBytes(request.sqe, this.io.namespace(nsid)?.blockSize ?? 0);
+      if (!limiter.admit(request, nsid, bytes)) {
+        this.throttledTotal++;
+        return; // parked: releaseParked starts it
+      }
+    }
+    this.run(request);
+  }
+
+  /** Runs an I/O command that is counted in flight. */
+  private run(request: PooledRequest): void {
     try {
       executeIoCommand(this.io, request, this.ioDone);
     } catch (error) {
       this.logger.error('I/O command failed unexpectedly', {
-        sqid: sq.id,
+        sqid: request.sq?.id,
         cid: request.commandId,
         opcode: request.opcode,
         error,

@@ -51,6 +51,7 @@ import type { AsyncEventsState } from './async-events.js';
 import type { QueueEngineState } from './queue-engine.js';
 import { checkSnapshotVersion } from '../util/handover-fds.js';
 import { EntryState, type CommandJournal } from './command-journal.js';
+import { type ControllerIoLimits, hasIoLimits, IoLimiter, ioLimitsProblem } from './io-limits.js';
 
 const CONTROLLER_STATE_VERSION = 1;
 
@@ -109,6 +110,8 @@ export interface NvmeControllerOptions {
    * also what giveUpIoInRemovedMemory is meant to be called after. See giveUpIo.
    */
   ioAbandonMs?: number;
+  /** I/O rate limits (io-limits.ts), for the controller and per namespace; changed later with setIoLimits. */
+  ioLimits?: ControllerIoLimits;
   logger?: Logger;
 }
 
@@ -222,6 +225,35 @@ export class NvmeController {
     };
     this.commands = new CommandRunner({ admin, io, queues, interrupts, events, health, registers, owner, logger });
     queues.connect(this.commands);
+    if (options.ioLimits) this.setIoLimits(options.ioLimits);
+  }
+
+  /**
+   * Replaces the I/O rate limits (docs/nvme.md "Rate limits"); none (or all zero) removes them, and commands they
+   * held back start at once. Throws, with nothing changed, on an invalid limit. A namespace's limits may name an
+   * NSID that is not attached (they apply once it is).
+   */
+  setIoLimits(limits: ControllerIoLimits): void {
+    const problem = checkIoLimits(limits);
+    if (problem) throw new Error(`NVMe controller: ${problem}`);
+    const commands = this.commands;
+    if (!hasIoLimits(limits)) {
+      const limiter = commands.limiter;
+      if (limiter === undefined) return;
+      commands.runAllParked();
+      limiter.close();
+      commands.limiter = undefined;
+    } else if (commands.limiter) {
+      commands.limiter.set(limits);
+    } else {
+      commands.limiter = new IoLimiter(limits, { wake: this.processLater });
+    }
+    this.logger.info('I/O rate limits set', { limits });
+  }
+
+  /** I/O commands the rate limits hold back now. */
+  get throttledCommands(): number {
+    return this.commands.limiter?.parkedCount ?? 0;
   }
 
   /**
@@ -292,6 +324,7 @@ export class NvmeController {
     this.commands.beginPass(now);
     let end = NaN;
     try {
+      this.commands.releaseParked();
       if (this.queues.run()) this.scheduleProcessing();
       this.events.deliver();
     } catch (error) {
@@ -324,6 +357,8 @@ export class NvmeController {
   async quiesce(): Promise<void> {
     this.quiesced = true;
     this.events.stopKeepAlive();
+    // What the rate limits hold back runs now: a snapshot is taken with nothing in flight.
+    this.commands.runAllParked();
     for (;;) {
       await this.commands.whenDrained();
       if (this.shutdownInProgress) await this.shutdownInProgress;
@@ -487,6 +522,7 @@ export class NvmeController {
       unsafeShutdowns: this.health.unsafeShutdowns,
       latency: commands.latency.snapshot(),
       scratch: this.scratch.stats(),
+      throttled: { now: this.throttledCommands, total: this.commands.throttledTotal },
     };
   }
 
@@ -797,6 +833,21 @@ export class NvmeController {
 
 function readUint32(bytes: Uint8Array, offset: number): number {
   return (bytes[offset]! | (bytes[offset + 1]! << 8) | (bytes[offset + 2]! << 16) | (bytes[offset + 3]! << 24)) >>> 0;
+}
+
+/** Why `limits` is invalid (the first problem), or undefined. */
+export function checkIoLimits(limits: ControllerIoLimits): string | undefined {
+  const controller = limits.controller && ioLimitsProblem(limits.controller, 'controller');
+  if (controller) return controller.message;
+  const seen = new Set<number>();
+  for (const entry of limits.namespaces ?? []) {
+    if (!Number.isInteger(entry.nsid) || entry.nsid < 1 || entry.nsid > MAX_NSID) return `namespace limits for NSID ${entry.nsid}: NSIDs are 1 to ${MAX_NSID}`;
+    if (seen.has(entry.nsid)) return `namespace ${entry.nsid} has limits twice`;
+    seen.add(entry.nsid);
+    const problem = ioLimitsProblem(entry, `namespace ${entry.nsid}`);
+    if (problem) return problem.message;
+  }
+  return undefined;
 }
 
 function checkOption(name: string, value: number, min: number, max: number): number {

@@ -75,6 +75,8 @@ export interface CommandSink {
   executeAdmin(sq: SubmissionQueue): void;
   /** Runs the command at the head of I/O queue `sq`; a slot of `sq.cq` is reserved for its completion. */
   executeIo(sq: SubmissionQueue): void;
+  /** `sq` is being deleted: commands fetched from it and not started yet (held back by rate limits) end as aborted. */
+  abortNotStarted(sq: SubmissionQueue): void;
   /**
    * A doorbell write the engine could not act on: `sqid` is the SQ whose tail doorbell was written (NO_COMMAND for
    * a CQ head doorbell), `status` the closest status for the error log, `eventInfo` the error event's information.
@@ -225,6 +227,7 @@ export class QueueEngine {
    */
   deleteSubmissionQueue(sq: SubmissionQueue, commandId: number): boolean {
     this.abortUnfetched(sq);
+    this.sink.abortNotStarted(sq);
     if (sq.inFlight === 0) {
       this.removeSubmissionQueue(sq);
       return true;

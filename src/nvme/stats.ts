@@ -88,4 +88,9 @@ export interface NvmeControllerStats {
   latency: LatencySnapshot;
   /** The scratch memory budget (src/nvme/scratch.ts) and its use. */
   scratch: ScratchStats;
+  /**
+   * I/O rate limits (io-limits.ts): commands held back now (counted in `inFlight` too), and commands that had to wait
+   * since the controller started.
+   */
+  throttled: { now: number; total: number };
 }

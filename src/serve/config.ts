@@ -2,6 +2,7 @@
 import path from 'node:path';
 import { MAX_NSID } from '../nvme/namespaces.js';
 import type { ControllerIdentityRecord, IdentityOptions, NamespaceIdentityOverride } from './identity-store.js';
+import type { ControllerIoLimits } from '../nvme/io-limits.js';
 
 export type DoorbellMode = 'interrupt' | 'polled';
 
@@ -30,6 +31,11 @@ export interface ControllerConfig {
    * of (default 5000 ms; docs/serve.md "Limits").
    */
   ioAbandonMs?: number;
+  /**
+   * I/O rate limits for the controller and per NSID (docs/nvme.md "Rate limits"); absent = none. The control API's
+   * SetControllerLimits changes them while the controller serves, and the daemon saves them here.
+   */
+  ioLimits?: ControllerIoLimits;
   /** Where identity (serial, NQN, namespace ids) is persisted; default: next to the first file namespace. */
   identityPath?: string;
   /** Controller identity values that override the persisted/generated ones. */

@@ -18,6 +18,7 @@ import { Logger, rootLogger } from '../util/log.js';
 import { checkSnapshotVersion, type FdCollector, type FdSource } from '../util/handover-fds.js';
 import { identityOptionsOf, namespaceNsids, type ControllerConfig } from './config.js';
 import { NvmePciDevice } from './nvme-pci-device.js';
+import type { ControllerIoLimits } from '../nvme/io-limits.js';
 import type { ControllerIdentity } from '../nvme/identity.js';
 import { CommandJournal } from '../nvme/command-journal.js';
 import { CheckpointArea } from './checkpoint-area.js';
@@ -95,6 +96,8 @@ export interface RunningController {
    * namespace cancels it.
    */
   swapBacking(request: BackingSwapRequest, hooks: BackingSwapHooks): Promise<MoveOutcome>;
+  /** Replaces the I/O rate limits (NvmeController.setIoLimits); throws, with nothing changed, on an invalid one. */
+  setIoLimits(limits: ControllerIoLimits): void;
   /** Stops serving: disconnects the client, flushes and closes the namespaces, removes the socket. */
   close(): Promise<void>;
   /** Live upgrade: stops reading the client and fetching commands, waits for in-flight I/O (see VfioUserServer). */
@@ -649,6 +652,7 @@ function running(
       // What the guest was told is part of the state a recovery must find.
       guard?.checkpointNow();
     },
+    setIoLimits: (limits) => device.controller.setIoLimits(limits),
     close,
     release,
     quiesce: async () => {

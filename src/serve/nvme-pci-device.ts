@@ -181,6 +181,7 @@ export class NvmePciDevice implements VfioUserDevice {
       maxQueueEntries: config.maxQueueEntries,
       mdtsPages: config.mdtsPages,
       ...(config.ioAbandonMs !== undefined ? { ioAbandonMs: config.ioAbandonMs } : {}),
+      ...(config.ioLimits !== undefined ? { ioLimits: config.ioLimits } : {}),
       logger: this.logger,
     });
     // A DMA_UNMAP waiting for I/O in flight: after ioAbandonMs the controller gives up what it can, so the unmap is

@@ -21,6 +21,7 @@ import { CONTROLLER_LIMITS, type ControllerConfig, controllerConfig, type Doorbe
 import { BackingSwapFailed, type NamespaceChange } from './controller.js';
 import type { MoveOutcome, MoveProgress } from '../namespace/backing-swap.js';
 import { MAX_NSID } from '../nvme/namespaces.js';
+import { type ControllerIoLimits, hasIoLimits, IO_LIMIT_MAX, type IoLimits, ioLimitsProblem } from '../nvme/io-limits.js';
 import {
   checkIdentityConflicts,
   checkIdentityFileWritable,
@@ -71,6 +72,21 @@ export interface ControllerSpecInput {
   identity?: { serialNumber?: string; modelNumber?: string; firmwareRevision?: string; subsystemNqn?: string; ieeeOui?: number; controllerId?: number } | null;
   namespaceIdentities?: NamespaceIdentityInput[];
   namespaceNsids?: number[];
+  limits?: ControllerLimitsInput | null;
+}
+
+/** One scope's limits as the control API carries them (IoLimits: 0 = unlimited). */
+export interface IoLimitsInput {
+  iops?: number;
+  bytesPerSecond?: number;
+  burstIos?: number;
+  burstBytes?: number;
+}
+
+/** ControllerLimits as the control API carries them. */
+export interface ControllerLimitsInput {
+  controller?: IoLimitsInput | null;
+  namespaces?: Array<{ nsid?: number; limits?: IoLimitsInput | null }>;
 }
 
 /** A NamespaceIdentity of the control API (proto3: '' and 0 = not given). */
@@ -431,7 +447,12 @@ export class ControllerRegistry {
         throw new VfiodError('FAILED_PRECONDITION', `controller ${id}: namespace ${nsid} is its only namespace; delete the controller instead`, { reason: 'NAMESPACE_LAST', controllerId: id, nsid });
       }
       const keep = (_: unknown, i: number): boolean => i !== index;
-      const config = { ...entry.config, namespaces: entry.config.namespaces.filter(keep), nsids: namespaceNsids(entry.config).filter(keep) };
+      const config: ControllerConfig = { ...entry.config, namespaces: entry.config.namespaces.filter(keep), nsids: namespaceNsids(entry.config).filter(keep) };
+      // Its rate limits go with it (the worker drops them with the namespace): a namespace attached later as the
+      // same NSID starts unlimited.
+      const ioLimits = withoutNamespaceLimits(entry.config.ioLimits, nsid);
+      if (ioLimits) config.ioLimits = ioLimits;
+      else delete config.ioLimits;
       return { change: { kind: 'detach', nsid }, config, backings: this.namespaceBackings(id, config.namespaces, () => undefined) };
     });
   }
@@ -561,6 +582,29 @@ export class ControllerRegistry {
   }
 
   /**
+   * Replaces the I/O rate limits of the serving controller `id` (the whole set) and saves them with its definition.
+   * Runs after the namespace changes before it, so the NSIDs it names are checked against the namespaces as they
+   * will be. Nothing changes when the request is refused.
+   */
+  setLimits(id: string, input: ControllerLimitsInput | undefined): Promise<ControllerView> {
+    return this.serially(id, async (entry) => {
+      const ioLimits = ioLimitsFrom(id, input, namespaceNsids(entry.config), 'limits');
+      try {
+        await entry.worker!.request({ type: 'limits', limits: ioLimits ?? {} });
+      } catch (error) {
+        throw new VfiodError('FAILED_PRECONDITION', `controller ${id}: the rate limits were not changed: ${errorMessage(error)}`, { reason: 'IO_LIMITS_CHANGE_FAILED', controllerId: id });
+      }
+      const config: ControllerConfig = { ...entry.config };
+      if (ioLimits) config.ioLimits = ioLimits;
+      else delete config.ioLimits;
+      entry.config = config;
+      this.save(entry, 'the rate limits are set');
+      this.logger.info('controller rate limits set', { controller: id, limits: ioLimits ?? 'none' });
+      return this.view(entry);
+    });
+  }
+
+  /**
    * A controller recovered from a crash checkpoint serves the namespaces the guest knows, which differ from its saved
    * definition when the data plane died between a namespace change and saving it: the definition follows.
    */
@@ -599,44 +643,66 @@ export class ControllerRegistry {
     id: string,
     plan: (entry: Entry) => PlannedChange | undefined | Promise<PlannedChange | undefined>,
   ): Promise<ControllerView> {
+    return this.serially(id, async (entry) => {
+      const planned = await plan(entry);
+      if (!planned) return this.view(entry);
+      const { change, config, backings } = planned;
+      try {
+        await entry.worker!.request({ type: 'namespace', change });
+      } catch (error) {
+        throw new VfiodError('FAILED_PRECONDITION', `controller ${id}: namespace ${change.nsid}: ${errorMessage(error)}`, { reason: 'NAMESPACE_CHANGE_FAILED', controllerId: id, nsid: change.nsid });
+      }
+      const hadLimits = entry.config.ioLimits;
+      entry.config = config;
+      entry.backings = backings;
+      recordInodes(entry);
+      this.save(entry, 'the namespace change is made');
+      if (hadLimits !== config.ioLimits) {
+        // A detached namespace's limits are gone from the definition; the worker forgets them too.
+        await entry.worker!.request({ type: 'limits', limits: config.ioLimits ?? {} }).catch((error: unknown) =>
+          this.logger.warn('the detached namespace\'s rate limits stay in the running controller until it restarts', { controller: id, nsid: change.nsid, error: errorMessage(error) }),
+        );
+      }
+      this.logger.info('controller namespaces changed', { controller: id, change, namespaces: config.namespaces, nsids: config.nsids });
+      return this.view(entry);
+    });
+  }
+
+  /**
+   * Runs `run` on serving controller `id` after the changes (namespaces, limits) before it: each starts from the
+   * configuration the last one saved.
+   */
+  private serially(id: string, run: (entry: Entry) => Promise<ControllerView>): Promise<ControllerView> {
     const entry = this.entries.get(id);
     if (!entry) return Promise.reject(new VfiodError('NOT_FOUND', `no controller ${id}`, { reason: 'CONTROLLER_NOT_FOUND', controllerId: id }));
-    const run = async (): Promise<ControllerView> => {
+    const checked = async (): Promise<ControllerView> => {
       if (this.closed) throw new VfiodError('UNAVAILABLE', 'the daemon is shutting down', { reason: 'DAEMON_SHUTTING_DOWN' });
       if (entry.swapping) throw swapRunning(id, entry.swapping);
       if (entry.state !== 'serving' || !entry.worker) {
-        throw new VfiodError('FAILED_PRECONDITION', `controller ${id} is ${entry.state}: its namespaces change only while it serves`, {
+        throw new VfiodError('FAILED_PRECONDITION', `controller ${id} is ${entry.state}: its namespaces and rate limits change only while it serves`, {
           reason: 'CONTROLLER_NOT_SERVING',
           controllerId: id,
           controllerState: entry.state,
         });
       }
-      const planned = await plan(entry);
-      if (!planned) return this.view(entry);
-      const { change, config, backings } = planned;
-      try {
-        await entry.worker.request({ type: 'namespace', change });
-      } catch (error) {
-        throw new VfiodError('FAILED_PRECONDITION', `controller ${id}: namespace ${change.nsid}: ${errorMessage(error)}`, { reason: 'NAMESPACE_CHANGE_FAILED', controllerId: id, nsid: change.nsid });
-      }
-      entry.config = config;
-      entry.backings = backings;
-      recordInodes(entry);
-      try {
-        this.persist();
-      } catch (error) {
-        throw new VfiodError('INTERNAL', `controller ${id}: the namespace change is made but cannot be saved in ${this.stateFile}: ${errorMessage(error)}`, {
-          reason: 'CONTROLLER_SAVE_FAILED',
-          controllerId: id,
-          path: this.stateFile,
-        });
-      }
-      this.logger.info('controller namespaces changed', { controller: id, change, namespaces: config.namespaces, nsids: config.nsids });
-      return this.view(entry);
+      return run(entry);
     };
-    const result = (entry.namespaceChanges ?? Promise.resolve()).then(run, run);
+    const result = (entry.namespaceChanges ?? Promise.resolve()).then(checked, checked);
     entry.namespaceChanges = result.catch(() => undefined);
     return result;
+  }
+
+  /** Saves the definitions after a change to `entry` that is already made (`what`, for the error). */
+  private save(entry: Entry, what: string): void {
+    try {
+      this.persist();
+    } catch (error) {
+      throw new VfiodError('INTERNAL', `controller ${entry.id}: ${what} but cannot be saved in ${this.stateFile}: ${errorMessage(error)}`, {
+        reason: 'CONTROLLER_SAVE_FAILED',
+        controllerId: entry.id,
+        path: this.stateFile,
+      });
+    }
   }
 
   async get(id: string): Promise<ControllerView> {
@@ -824,6 +890,7 @@ export class ControllerRegistry {
     const maxQueueEntries = limit('max_queue_entries', spec.maxQueueEntries, CONTROLLER_LIMITS.maxQueueEntries);
     // mdts 0 ("no limit") is also proto3's "not given": 0 keeps the default (8).
     const mdtsPages = limit('mdts_pages', spec.mdtsPages, [1, CONTROLLER_LIMITS.mdtsPages[1]]);
+    const ioLimits = ioLimitsFrom(id, spec.limits ?? undefined, nsids, 'spec.limits');
     return controllerConfig({
       socketPath,
       ...slots,
@@ -836,6 +903,7 @@ export class ControllerRegistry {
       ...(maxIoQueuePairs !== undefined ? { maxIoQueuePairs } : {}),
       ...(maxQueueEntries !== undefined ? { maxQueueEntries } : {}),
       ...(mdtsPages !== undefined ? { mdtsPages } : {}),
+      ...(ioLimits !== undefined ? { ioLimits } : {}),
     });
   }
 
@@ -1107,4 +1175,64 @@ function memoryBytesOf(uris: readonly string[]): number {
     if (spec.scheme === 'memory') total += (spec as MemoryNamespaceSpec).sizeBytes;
   }
   return total;
+}
+
+/** The proto's IoLimits field names, for messages and error details. */
+const PROTO_LIMIT_NAMES: Record<keyof IoLimits, string> = { iops: 'iops', bytesPerSecond: 'bytes_per_second', burstIos: 'burst_ios', burstBytes: 'burst_bytes' };
+
+/**
+ * The control API's ControllerLimits as a controller's limits (zeros and empty scopes left out; undefined: none),
+ * checked: ranges, a burst without its rate and an NSID twice are IO_LIMIT_INVALID, an NSID not in `nsids`
+ * NAMESPACE_NOT_FOUND. `field` is where the request carries them (spec.limits, limits).
+ */
+export function ioLimitsFrom(id: string, input: ControllerLimitsInput | undefined, nsids: readonly number[], field: string): ControllerIoLimits | undefined {
+  if (!input) return undefined;
+  const scope = (given: IoLimitsInput | null | undefined, where: string, at: string, nsid?: number): IoLimits | undefined => {
+    const limits: IoLimits = {};
+    for (const key of Object.keys(PROTO_LIMIT_NAMES) as Array<keyof IoLimits>) {
+      const value = given?.[key];
+      if (value !== undefined && value !== 0) limits[key] = Number(value);
+    }
+    const problem = ioLimitsProblem(limits, where);
+    if (problem) {
+      const name = `${at}.${PROTO_LIMIT_NAMES[problem.field]}`;
+      const message = problem.message.replace(/iops|bytesPerSecond|burstIos|burstBytes/g, (name) => PROTO_LIMIT_NAMES[name as keyof IoLimits]);
+      throw new VfiodError('INVALID_ARGUMENT', `controller ${id}: ${message}`, {
+        reason: 'IO_LIMIT_INVALID',
+        controllerId: id,
+        field: name,
+        value: limits[problem.field],
+        max: IO_LIMIT_MAX[problem.field],
+        ...(nsid !== undefined ? { nsid } : {}),
+      });
+    }
+    return Object.keys(limits).length ? limits : undefined;
+  };
+  const result: ControllerIoLimits = {};
+  const controller = scope(input.controller, 'controller', `${field}.controller`);
+  if (controller) result.controller = controller;
+  const seen = new Set<number>();
+  (input.namespaces ?? []).forEach((entry, index) => {
+    const nsid = entry.nsid ?? 0;
+    const at = `${field}.namespaces[${index}]`;
+    if (!nsids.includes(nsid)) {
+      throw new VfiodError('NOT_FOUND', `controller ${id} has no namespace ${nsid} to limit (${at}.nsid; it has ${nsids.join(', ')})`, { reason: 'NAMESPACE_NOT_FOUND', controllerId: id, nsid });
+    }
+    if (seen.has(nsid)) {
+      throw new VfiodError('INVALID_ARGUMENT', `controller ${id}: namespace ${nsid} is given limits twice (${at})`, { reason: 'IO_LIMIT_INVALID', controllerId: id, field: `${at}.nsid`, value: nsid, nsid });
+    }
+    seen.add(nsid);
+    const limits = scope(entry.limits, `namespace ${nsid}`, `${at}.limits`, nsid);
+    if (limits) (result.namespaces ??= []).push({ nsid, ...limits });
+  });
+  return hasIoLimits(result) ? result : undefined;
+}
+
+/** `limits` without namespace `nsid`'s (undefined when nothing is left). */
+function withoutNamespaceLimits(limits: ControllerIoLimits | undefined, nsid: number): ControllerIoLimits | undefined {
+  if (!limits?.namespaces?.some((entry) => entry.nsid === nsid)) return limits;
+  const namespaces = limits.namespaces.filter((entry) => entry.nsid !== nsid);
+  const rest: ControllerIoLimits = { ...limits, namespaces };
+  if (namespaces.length === 0) delete rest.namespaces;
+  return hasIoLimits(rest) ? rest : undefined;
 }

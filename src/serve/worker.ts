@@ -24,6 +24,7 @@ import {
   type RunningController,
 } from './controller.js';
 import type { NvmeControllerStats } from '../nvme/stats.js';
+import type { ControllerIoLimits } from '../nvme/io-limits.js';
 import type { NamespaceIds, NamespacePath } from '../namespace/namespace.js';
 import type { MoveOutcome, MoveProgress } from '../namespace/backing-swap.js';
 import type { Reason } from '../util/error-reasons.js';
@@ -61,7 +62,9 @@ export type MainToWorker =
   | { type: 'checkpoint-for-restart'; requestId: number }
   /** The control API changes the running controller's namespaces (answered like the live-upgrade requests). */
   | { type: 'namespace'; requestId: number; change: NamespaceChange }
-  | SwapToWorker;
+  | SwapToWorker
+  /** The control API's SetControllerLimits (answered the same way). */
+  | { type: 'limits'; requestId: number; limits: ControllerIoLimits };
 
 /** A live-upgrade request to the worker, without its request id. */
 export type UpgradeRequest = DistributiveOmit<Exclude<MainToWorker, { type: 'shutdown' } | { type: 'stats' } | SwapToWorker>, 'requestId'>;
@@ -173,6 +176,10 @@ async function handleUpgradeRequest(
     case 'namespace':
       if (!running) throw new Error('the controller is not serving');
       await running.changeNamespace(message.change);
+      return {};
+    case 'limits':
+      if (!running) throw new Error('the controller is not serving');
+      running.setIoLimits(message.limits);
       return {};
     case 'checkpoint-for-restart':
       if (!running) throw new Error('the controller is not serving');

@@ -328,12 +328,31 @@ export const ERROR_REASONS = {
   CONTROLLER_NOT_SERVING: {
     codes: ['FAILED_PRECONDITION'],
     resource: 'controller',
-    when: 'attaching (or configuring a VM with) a controller that is not serving, or changing its namespaces then',
+    when: 'attaching (or configuring a VM with) a controller that is not serving, or changing its namespaces or rate limits then',
     metadata: ['controller_id', 'controller_state'],
   },
 
+  // --- I/O rate limits (CreateController's spec.limits, SetControllerLimits) ---
+  IO_LIMIT_INVALID: {
+    codes: ['INVALID_ARGUMENT'],
+    resource: 'controller',
+    when: 'a rate limit that is not an integer from 0 to its maximum, a burst without its rate, or an NSID given limits twice',
+    metadata: ['controller_id', 'field', 'value', 'max', 'nsid'],
+  },
+  IO_LIMITS_CHANGE_FAILED: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'controller',
+    when: 'the serving controller did not take the new rate limits (it was being handed over or stopped); nothing changed',
+    metadata: ['controller_id'],
+  },
+
   // --- namespaces of a running controller (AttachNamespace, DetachNamespace, ResizeNamespace) ---
-  NAMESPACE_NOT_FOUND: { codes: ['NOT_FOUND'], resource: 'controller', when: 'DetachNamespace, ResizeNamespace or SwapNamespaceBacking of an NSID the controller does not have', metadata: ['controller_id', 'nsid'] },
+  NAMESPACE_NOT_FOUND: {
+    codes: ['NOT_FOUND'],
+    resource: 'controller',
+    when: 'DetachNamespace, ResizeNamespace, SwapNamespaceBacking or namespace rate limits (SetControllerLimits, CreateController) for an NSID the controller does not have',
+    metadata: ['controller_id', 'nsid'],
+  },
   NAMESPACE_ID_IN_USE: { codes: ['ALREADY_EXISTS'], resource: 'controller', when: 'AttachNamespace with an NSID the controller already has', metadata: ['controller_id', 'nsid'] },
   NAMESPACE_LIMIT_REACHED: {
     codes: ['RESOURCE_EXHAUSTED'],

@@ -275,6 +275,30 @@ describe.skipIf(unavailable)('two VMs on one vfiod daemon: one is SIGKILLed unde
     expect((info['namespaces'] as Array<{ nsid: number }>).map((n) => n.nsid)).toEqual([1]);
     expect(Number((info['stats'] as Record<string, unknown>)['failedCommands'] ?? 0)).toBe(failedBefore);
   }, STEP_MS);
+  it('a rate limit set at runtime holds VM b\'s reads to it: the guest sees latency, no error; removing it frees them', async () => {
+    const b = vms.b!;
+    const started = Date.now();
+    const uptimeB = (await b.run('cut -d" " -f1 /proc/uptime')).trim();
+    const before = Number(((await controller('vm-b'))['stats'] as Record<string, unknown>)['failedCommands'] ?? 0);
+    // 200 direct 4 KiB reads, 4 at a time (fio, libaio) and timed in the guest, at 100 IOPS after a burst of 10:
+    // at least (200 - 10 - 1) / 100 = 1.89 s, however the machine is loaded.
+    const reads = (name: string): string =>
+      `${SH}\nc=$(ctrl VFIOD-VM-B)\nfio --output-format=json --name=${name} --filename=/dev/\${c}n1 --ioengine=libaio --direct=1 ` +
+      '--rw=randread --bs=4k --iodepth=4 --size=64M --io_size=800k --randrepeat=0';
+    const seconds = (json: string): number => Number((JSON.parse(json.slice(json.indexOf('{'))) as { jobs: Array<{ read: { runtime: number } }> }).jobs[0]!.read.runtime) / 1000;
+    await cli('controllers', 'set-limits', 'vm-b', '--limit', 'iops=100,burst-ios=10');
+    const limited = seconds(await b.run(reads('limited')));
+    expect(limited).toBeGreaterThanOrEqual(1.89);
+    const stats = (await controller('vm-b'))['stats'] as Record<string, unknown>;
+    expect(Number(stats['throttledCommandsTotal'])).toBeGreaterThan(100);
+    await cli('controllers', 'set-limits', 'vm-b');
+    const free = seconds(await b.run(reads('free')));
+    console.log(`guest/daemon-two-vms: 200 4k reads at QD4 took ${limited.toFixed(2)} s limited to 100 IOPS, ${free.toFixed(2)} s unlimited`);
+    const dmesg = await b.run(`dmesg | awk -v s=${uptimeB} '{ t = substr($0, 2, index($0, "]") - 2) + 0 } t >= s'`);
+    expect(dmesg.split('\n').filter((l) => /I\/O error|blk_update_request|Buffer I\/O|nvme.*(timeout|abort|reset)/i.test(l))).toEqual([]);
+    expect(Number(((await controller('vm-b'))['stats'] as Record<string, unknown>)['failedCommands'] ?? 0)).toBe(before);
+    timings.push(['rate limit: 200 reads limited and unlimited', Date.now() - started]);
+  });
 
   it('VM b\'s namespace moves to another file, then to an NVMe/TCP target (and to its other port), while its fio verifies: no error, no Identify change', async () => {
     const b = vms.b!;

@@ -46,6 +46,7 @@ export function typeChecks(client: VfiodClient): void {
     DetachNamespace: () => ({ controller: null }),
     ResizeNamespace: () => ({ controller: null }),
     SwapNamespaceBacking: () => ({ operation: null }),
+    SetControllerLimits: () => ({ controller: null }),
   };
   implementService('ControllerService', rootLogger, ok);
   implementService('ControllerService', rootLogger, {

@@ -32,6 +32,7 @@ function stats(latency: LatencyHistogram): NvmeControllerStats {
     unsafeShutdowns: 0,
     latency: latency.snapshot(),
     scratch: { budgetBytes: 0, usedBytes: 0, peakBytes: 0, waits: 0 } as unknown as NvmeControllerStats['scratch'],
+    throttled: { now: 2, total: 9 },
   };
 }
 
@@ -68,6 +69,8 @@ describe('ControllerMetrics', () => {
         'vfiod_bytes_total{controller="vm1",direction="read"} 45056',
         'vfiod_bytes_total{controller="vm1",direction="write"} 6656',
         'vfiod_io_in_flight{controller="vm1"} 5',
+        'vfiod_io_throttled{controller="vm1"} 2',
+        'vfiod_io_throttled_total{controller="vm1"} 9',
         'vfiod_queue_depth{controller="vm1",sqid="1"} 2',
         'vfiod_queue_depth{controller="vm1",sqid="2"} 3',
         'vfiod_io_queues{controller="vm1"} 2',

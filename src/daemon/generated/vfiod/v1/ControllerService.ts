@@ -16,6 +16,8 @@ import type { ListControllersRequest as _vfiod_v1_ListControllersRequest, ListCo
 import type { ListControllersResponse as _vfiod_v1_ListControllersResponse, ListControllersResponse__Output as _vfiod_v1_ListControllersResponse__Output } from '../../vfiod/v1/ListControllersResponse.js';
 import type { ResizeNamespaceRequest as _vfiod_v1_ResizeNamespaceRequest, ResizeNamespaceRequest__Output as _vfiod_v1_ResizeNamespaceRequest__Output } from '../../vfiod/v1/ResizeNamespaceRequest.js';
 import type { ResizeNamespaceResponse as _vfiod_v1_ResizeNamespaceResponse, ResizeNamespaceResponse__Output as _vfiod_v1_ResizeNamespaceResponse__Output } from '../../vfiod/v1/ResizeNamespaceResponse.js';
+import type { SetControllerLimitsRequest as _vfiod_v1_SetControllerLimitsRequest, SetControllerLimitsRequest__Output as _vfiod_v1_SetControllerLimitsRequest__Output } from '../../vfiod/v1/SetControllerLimitsRequest.js';
+import type { SetControllerLimitsResponse as _vfiod_v1_SetControllerLimitsResponse, SetControllerLimitsResponse__Output as _vfiod_v1_SetControllerLimitsResponse__Output } from '../../vfiod/v1/SetControllerLimitsResponse.js';
 import type { SwapNamespaceBackingRequest as _vfiod_v1_SwapNamespaceBackingRequest, SwapNamespaceBackingRequest__Output as _vfiod_v1_SwapNamespaceBackingRequest__Output } from '../../vfiod/v1/SwapNamespaceBackingRequest.js';
 import type { SwapNamespaceBackingResponse as _vfiod_v1_SwapNamespaceBackingResponse, SwapNamespaceBackingResponse__Output as _vfiod_v1_SwapNamespaceBackingResponse__Output } from '../../vfiod/v1/SwapNamespaceBackingResponse.js';
 
@@ -94,6 +96,23 @@ export interface ControllerServiceClient extends grpc.Client {
   resizeNamespace(argument: _vfiod_v1_ResizeNamespaceRequest, callback: grpc.requestCallback<_vfiod_v1_ResizeNamespaceResponse__Output>): grpc.ClientUnaryCall;
   
   /**
+   * Replaces the I/O rate limits of a serving controller (the whole set: scopes not given become unlimited); they
+   * take effect at once and are saved with the controller (docs/daemon.md "Rate limits").
+   */
+  SetControllerLimits(argument: _vfiod_v1_SetControllerLimitsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_SetControllerLimitsResponse__Output>): grpc.ClientUnaryCall;
+  SetControllerLimits(argument: _vfiod_v1_SetControllerLimitsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vfiod_v1_SetControllerLimitsResponse__Output>): grpc.ClientUnaryCall;
+  SetControllerLimits(argument: _vfiod_v1_SetControllerLimitsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_SetControllerLimitsResponse__Output>): grpc.ClientUnaryCall;
+  SetControllerLimits(argument: _vfiod_v1_SetControllerLimitsRequest, callback: grpc.requestCallback<_vfiod_v1_SetControllerLimitsResponse__Output>): grpc.ClientUnaryCall;
+  /**
+   * Replaces the I/O rate limits of a serving controller (the whole set: scopes not given become unlimited); they
+   * take effect at once and are saved with the controller (docs/daemon.md "Rate limits").
+   */
+  setControllerLimits(argument: _vfiod_v1_SetControllerLimitsRequest, metadata: grpc.Metadata, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_SetControllerLimitsResponse__Output>): grpc.ClientUnaryCall;
+  setControllerLimits(argument: _vfiod_v1_SetControllerLimitsRequest, metadata: grpc.Metadata, callback: grpc.requestCallback<_vfiod_v1_SetControllerLimitsResponse__Output>): grpc.ClientUnaryCall;
+  setControllerLimits(argument: _vfiod_v1_SetControllerLimitsRequest, options: grpc.CallOptions, callback: grpc.requestCallback<_vfiod_v1_SetControllerLimitsResponse__Output>): grpc.ClientUnaryCall;
+  setControllerLimits(argument: _vfiod_v1_SetControllerLimitsRequest, callback: grpc.requestCallback<_vfiod_v1_SetControllerLimitsResponse__Output>): grpc.ClientUnaryCall;
+  
+  /**
    * Moves a namespace to another backing while the guest does I/O (docs/daemon.md "Moving a namespace to another
    * backing"): answers at once with a running Operation (OperationService) that copies, then switches while the
    * namespace's commands wait briefly. The guest sees no Identify change and no error; a failure leaves it on the
@@ -137,6 +156,12 @@ export interface ControllerServiceHandlers extends grpc.UntypedServiceImplementa
   ResizeNamespace: grpc.handleUnaryCall<_vfiod_v1_ResizeNamespaceRequest__Output, _vfiod_v1_ResizeNamespaceResponse>;
   
   /**
+   * Replaces the I/O rate limits of a serving controller (the whole set: scopes not given become unlimited); they
+   * take effect at once and are saved with the controller (docs/daemon.md "Rate limits").
+   */
+  SetControllerLimits: grpc.handleUnaryCall<_vfiod_v1_SetControllerLimitsRequest__Output, _vfiod_v1_SetControllerLimitsResponse>;
+  
+  /**
    * Moves a namespace to another backing while the guest does I/O (docs/daemon.md "Moving a namespace to another
    * backing"): answers at once with a running Operation (OperationService) that copies, then switches while the
    * namespace's commands wait briefly. The guest sees no Identify change and no error; a failure leaves it on the
@@ -154,5 +179,6 @@ export interface ControllerServiceDefinition extends grpc.ServiceDefinition {
   GetController: MethodDefinition<_vfiod_v1_GetControllerRequest, _vfiod_v1_GetControllerResponse, _vfiod_v1_GetControllerRequest__Output, _vfiod_v1_GetControllerResponse__Output>
   ListControllers: MethodDefinition<_vfiod_v1_ListControllersRequest, _vfiod_v1_ListControllersResponse, _vfiod_v1_ListControllersRequest__Output, _vfiod_v1_ListControllersResponse__Output>
   ResizeNamespace: MethodDefinition<_vfiod_v1_ResizeNamespaceRequest, _vfiod_v1_ResizeNamespaceResponse, _vfiod_v1_ResizeNamespaceRequest__Output, _vfiod_v1_ResizeNamespaceResponse__Output>
+  SetControllerLimits: MethodDefinition<_vfiod_v1_SetControllerLimitsRequest, _vfiod_v1_SetControllerLimitsResponse, _vfiod_v1_SetControllerLimitsRequest__Output, _vfiod_v1_SetControllerLimitsResponse__Output>
   SwapNamespaceBacking: MethodDefinition<_vfiod_v1_SwapNamespaceBackingRequest, _vfiod_v1_SwapNamespaceBackingResponse, _vfiod_v1_SwapNamespaceBackingRequest__Output, _vfiod_v1_SwapNamespaceBackingResponse__Output>
 }

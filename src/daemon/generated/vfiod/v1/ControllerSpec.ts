@@ -3,6 +3,7 @@
 import type { DoorbellMode as _vfiod_v1_DoorbellMode, DoorbellMode__Output as _vfiod_v1_DoorbellMode__Output } from '../../vfiod/v1/DoorbellMode.js';
 import type { ControllerIdentity as _vfiod_v1_ControllerIdentity, ControllerIdentity__Output as _vfiod_v1_ControllerIdentity__Output } from '../../vfiod/v1/ControllerIdentity.js';
 import type { NamespaceIdentity as _vfiod_v1_NamespaceIdentity, NamespaceIdentity__Output as _vfiod_v1_NamespaceIdentity__Output } from '../../vfiod/v1/NamespaceIdentity.js';
+import type { ControllerLimits as _vfiod_v1_ControllerLimits, ControllerLimits__Output as _vfiod_v1_ControllerLimits__Output } from '../../vfiod/v1/ControllerLimits.js';
 
 export interface ControllerSpec {
   /**
@@ -51,6 +52,10 @@ export interface ControllerSpec {
    * The NSID of each of `namespaces`, in the same order: distinct, 1..1024 (gaps allowed). Empty = 1..n.
    */
   'namespaceNsids'?: (number)[];
+  /**
+   * I/O rate limits; absent = none
+   */
+  'limits'?: (_vfiod_v1_ControllerLimits | null);
 }
 
 export interface ControllerSpec__Output {
@@ -100,4 +105,8 @@ export interface ControllerSpec__Output {
    * The NSID of each of `namespaces`, in the same order: distinct, 1..1024 (gaps allowed). Empty = 1..n.
    */
   'namespaceNsids': (number)[];
+  /**
+   * I/O rate limits; absent = none
+   */
+  'limits': (_vfiod_v1_ControllerLimits__Output | null);
 }

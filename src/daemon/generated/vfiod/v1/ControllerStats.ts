@@ -36,6 +36,11 @@ export interface ControllerStats {
   'scratchUsedBytes'?: (number | string | Long);
   'scratchPeakBytes'?: (number | string | Long);
   'scratchWaitingCommands'?: (number);
+  /**
+   * I/O rate limits: commands held back now (counted in in_flight too), and commands that had to wait so far.
+   */
+  'throttledCommands'?: (number);
+  'throttledCommandsTotal'?: (number | string | Long);
 }
 
 export interface ControllerStats__Output {
@@ -71,4 +76,9 @@ export interface ControllerStats__Output {
   'scratchUsedBytes': (number);
   'scratchPeakBytes': (number);
   'scratchWaitingCommands': (number);
+  /**
+   * I/O rate limits: commands held back now (counted in in_flight too), and commands that had to wait so far.
+   */
+  'throttledCommands': (number);
+  'throttledCommandsTotal': (number);
 }

@@ -19,8 +19,8 @@ export interface Event {
   'resourceName'?: (string);
   /**
    * What happened: DeviceEventKind without its prefix for devices (PREPARED, ATTACHED, ...); CREATED, DELETED,
-   * NAMESPACE_ATTACHED, NAMESPACE_DETACHED, NAMESPACE_RESIZED, NAMESPACE_BACKING_SWAPPED for controllers; the new
-   * AttachmentState without its prefix (ATTACHED, DETACH_PENDING, ...) or DETACHED for attachments; the
+   * NAMESPACE_ATTACHED, NAMESPACE_DETACHED, NAMESPACE_RESIZED, NAMESPACE_BACKING_SWAPPED, LIMITS_SET for controllers;
+   * the new AttachmentState without its prefix (ATTACHED, DETACH_PENDING, ...) or DETACHED for attachments; the
    * OperationState without its prefix for operations (RUNNING also for progress).
    */
   'action'?: (string);
@@ -51,8 +51,8 @@ export interface Event__Output {
   'resourceName': (string);
   /**
    * What happened: DeviceEventKind without its prefix for devices (PREPARED, ATTACHED, ...); CREATED, DELETED,
-   * NAMESPACE_ATTACHED, NAMESPACE_DETACHED, NAMESPACE_RESIZED, NAMESPACE_BACKING_SWAPPED for controllers; the new
-   * AttachmentState without its prefix (ATTACHED, DETACH_PENDING, ...) or DETACHED for attachments; the
+   * NAMESPACE_ATTACHED, NAMESPACE_DETACHED, NAMESPACE_RESIZED, NAMESPACE_BACKING_SWAPPED, LIMITS_SET for controllers;
+   * the new AttachmentState without its prefix (ATTACHED, DETACH_PENDING, ...) or DETACHED for attachments; the
    * OperationState without its prefix for operations (RUNNING also for progress).
    */
   'action': (string);
