@@ -292,11 +292,15 @@ export class NvmeController {
     this.commands.beginPass(now);
     let end = NaN;
     try {
-      if (this.queues.run()) this.scheduleProcessing();
+      const more = this.queues.run();
+      this.commands.finishBatch();
+      if (more) this.scheduleProcessing();
       this.events.deliver();
     } catch (error) {
       this.fail('internal error while processing queues', { error });
     } finally {
+      // Nothing fetched waits past its pass, even after a failure (the completions then go nowhere).
+      this.commands.finishBatch();
       end = this.commands.endPass();
       interrupts.closeBatch();
     }
