@@ -141,7 +141,12 @@ export function runIoBatch(ctx: IoContext): void {
     const status = failed
       ? failureStatus(ctx, request, failure)
       : finishedStatus(ctx, request, batch.opcodes[index]!, batch.bytes[index]!, undefined);
-    complete(ctx, request, done, status);
+    try {
+      complete(ctx, request, done, status);
+    } catch (error) {
+      // The commands after it must still complete; nobody up the stack knows of them.
+      (ctx.logger ?? rootLogger).error('I/O completion callback threw', { cid: request.sqe.getUint16(2, true), error });
+    }
   }
 }
 
