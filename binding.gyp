@@ -12,6 +12,7 @@
         "native/poller.cc",
         "native/file.cc",
         "native/crc32c.cc",
+        "native/copy.cc",
         "native/vfio.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -257,6 +257,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitPoller(env, exports, state);
   InitFile(env, exports);
   InitCrc32c(env, exports);
+  InitCopy(env, exports);
   InitVfio(env, exports);
   return exports;
 }

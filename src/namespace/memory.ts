@@ -9,6 +9,7 @@
  * of 256 ranges over the whole namespace, or a thousand of them queued, never holds the thread for more than a few
  * milliseconds at a time. A request that fits in one turn completes synchronously.
  */
+import type { CopyList } from '../memory/copy-list.js';
 import { formatSize } from '../util/size.js';
 import { NamespaceError, type ByteRange, type Namespace, type NamespaceUsage } from './namespace.js';
 import { SlicedWork, type SlicedJob } from './sliced-work.js';
@@ -123,7 +124,7 @@ export class MemoryNamespace implements Namespace {
     }
   }
 
-  readSync(offset: number, bytes: Uint8Array, at: number, length: number): void {
+  readSync(offset: number, bytes: Uint8Array, at: number, length: number, copies?: CopyList): void {
     this.check('read', offset, length);
     if (!(at >= 0 && at + length <= bytes.length)) throw new RangeError(`readSync: ${length} bytes at ${at} outside the target`);
     let done = 0;
@@ -132,18 +133,21 @@ export class MemoryNamespace implements Namespace {
       const start = offset + done - chunkIndex * this.chunkBytes;
       const piece = Math.min(length - done, this.chunkLengthOf(chunkIndex) - start);
       const source = this.chunkBuffers[chunkIndex];
-      // The one view left per piece: the source's (TypedArray#set copies a whole array).
+      // A chunk never written is zeroes now: no copy queued before this one can write it (a queued write allocated
+      // its chunk when it was queued).
       if (source === undefined) bytes.fill(0, at + done, at + done + piece);
+      else if (copies !== undefined) copies.add(this.chunks[chunkIndex]!, start, bytes, at + done, piece);
+      // The one view left per piece: the source's (TypedArray#set copies a whole array).
       else bytes.set(new Uint8Array(source, start, piece), at + done);
       done += piece;
     }
   }
 
-  writeSync(offset: number, bytes: Uint8Array, at: number, length: number): void {
+  writeSync(offset: number, bytes: Uint8Array, at: number, length: number, copies?: CopyList): void {
     this.check('write', offset, length);
     if (!(at >= 0 && at + length <= bytes.length)) throw new RangeError(`writeSync: ${length} bytes at ${at} outside the source`);
     // `buffer` is a runtime call per access: cached for the array of the last call (a guest mapping's window).
-    if (bytes !== this.sourceBytes) {
+    if (copies === undefined && bytes !== this.sourceBytes) {
       this.sourceBytes = bytes;
       this.sourceBuffer = bytes.buffer;
     }
@@ -151,10 +155,12 @@ export class MemoryNamespace implements Namespace {
     let done = 0;
     while (done < length) {
       const chunkIndex = Math.floor((offset + done) / this.chunkBytes);
+      // Allocated now even when the copy is queued: a Read queued after it then copies from this chunk.
       const chunk = this.chunks[chunkIndex] ?? this.allocateChunk(chunkIndex);
       const start = offset + done - chunkIndex * this.chunkBytes;
       const piece = Math.min(length - done, chunk.length - start);
-      chunk.set(new Uint8Array(this.sourceBuffer!, base + done, piece), start);
+      if (copies !== undefined) copies.add(bytes, at + done, chunk, start, piece);
+      else chunk.set(new Uint8Array(this.sourceBuffer!, base + done, piece), start);
       done += piece;
     }
   }

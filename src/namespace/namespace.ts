@@ -7,6 +7,8 @@
  * its store (no staging copy where the platform allows). Each operation returns `undefined` when it completed
  * synchronously (the memory backend's fast path) or a promise otherwise; failures throw/reject `NamespaceError`.
  */
+import type { CopyList } from '../memory/copy-list.js';
+
 export interface Namespace {
   /** Bytes per logical block: 512 or 4096. */
   readonly blockSize: number;
@@ -33,9 +35,12 @@ export interface Namespace {
    * Optional, for stores whose reads and writes always complete synchronously (memory): `read` / `write` of the
    * `length` bytes of `bytes` from index `at`, passed as (array, index, length) rather than as a view, so the
    * controller's data path builds no view per command. Same checks and errors as `read` / `write`; never async.
+   * With `copies`, the data is not moved yet: the copies are queued there (in order with the other copies queued
+   * since its last run, so a Read queued after a Write of the same blocks reads the new data) and made when the
+   * caller runs the list.
    */
-  readSync?(offset: number, bytes: Uint8Array, at: number, length: number): void;
-  writeSync?(offset: number, bytes: Uint8Array, at: number, length: number): void;
+  readSync?(offset: number, bytes: Uint8Array, at: number, length: number, copies?: CopyList): void;
+  writeSync?(offset: number, bytes: Uint8Array, at: number, length: number, copies?: CopyList): void;
   flush(): Promise<void> | void;
   /** Releases the ranges; reads of them return zeroes afterwards (DLFEAT: deallocated blocks read as 0). */
   deallocate(ranges: readonly ByteRange[]): Promise<void> | void;

@@ -308,6 +308,16 @@ export interface NativeAddon {
   readonly crc32cHardware: boolean;
 
   /**
+   * Copies `count` runs between the Uint8Arrays of `arrays`, in order, prefetching the sources of the next runs
+   * while one is copied. `runs` holds `copyRunWords` words per run: source array index, source index, target
+   * array index, target index, length. Every run is checked against its arrays before anything is copied (a
+   * RangeError names the first bad one); overlapping runs copy as memmove does.
+   */
+  copyRuns(arrays: readonly Uint8Array[], runs: Uint32Array, count: number): void;
+  /** Words per run in `copyRuns`'s `runs` (5). */
+  readonly copyRunWords: number;
+
+  /**
    * Starts a thread that compares the first words of `page` (a live, readable ArrayBuffer from `mmap`) with
    * `consumed` and calls `callback` on the creating thread's loop while any differ. The thread never runs
    * JavaScript. The poller runs from creation on with a word count of 0; see {@link DoorbellPoller}.

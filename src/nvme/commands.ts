@@ -14,7 +14,7 @@ import { DEFERRED, type AdminCommandHandler, type AdminResult } from './admin.js
 import type { AsyncEvents } from './async-events.js';
 import type { FeatureState } from './features.js';
 import type { InterruptCoalescer } from './interrupts.js';
-import { abandonIoCommand, BROADCAST_NSID, executeIoCommand } from './io.js';
+import { abandonIoCommand, BROADCAST_NSID, executeIoCommand, IoBatch, runIoBatch } from './io.js';
 import { type IoContext, type IoDone, type IoRequest, type NamespaceIoCounters, newNamespaceIoCounters, type SmartCounters } from './io-types.js';
 import { NO_COMMAND, type HealthRecord } from './log-pages.js';
 import type { ScratchBudget } from './scratch.js';
@@ -54,6 +54,8 @@ export interface CommandRunnerParts {
 export class ControllerIoContext implements IoContext {
   /** Index NSID - 1 (io.ts counts there); a namespace attached at runtime gets fresh counters (countFrom). */
   readonly namespaceCounters: NamespaceIoCounters[] = [];
+  /** A pass's Reads and Writes on memory namespaces, copied together (io.ts IoBatch; run by CommandRunner). */
+  readonly batch = new IoBatch();
 
   constructor(
     readonly dma: DmaSpace,
@@ -234,6 +236,8 @@ export class CommandRunner implements CommandSink {
   /** Starts every command the rate limits hold back, whatever the limits say (a live upgrade's quiesce). */
   runAllParked(): void {
     this.limiter?.drain(this.runParked);
+    // Outside a pass: what joined the I/O batch completes now, or the quiesce would wait for it forever.
+    this.finishBatch();
   }
 
   private readonly runParked = (request: PooledRequest): void => this.run(request);
@@ -249,8 +253,18 @@ export class CommandRunner implements CommandSink {
     return new Promise((resolve) => this.drainWaiters.push(resolve));
   }
 
+  /**
+   * Completes the I/O commands waiting in the batch (io.ts IoBatch): at the end of a processing pass, and before
+   * anything that must see them done.
+   */
+  finishBatch(): void {
+    runIoBatch(this.io);
+  }
+
   /** CommandSink: runs the admin command at the head of `sq` (the queue engine reserved its CQ slot). */
   executeAdmin(sq: SubmissionQueue): void {
+    // Admin commands change namespaces and queues: the I/O fetched before them completes first.
+    this.finishBatch();
     const sqe = this.adminSqe;
     const sqSlot = sq.head;
     sq.fetch(sqe);
@@ -300,6 +314,8 @@ export class CommandRunner implements CommandSink {
     const request = this.requestPool.pop() ?? this.newRequest();
     const sqSlot = sq.head;
     sq.fetch(request.sqe, request.sqeWords);
+    const batch = this.io.batch;
+    if (batch !== undefined) batch.joinable = batch.count > 0 || !sq.isEmpty;
     const journal = this.journal;
     if (journal !== undefined && request.journalSlot >= 0) {
       journal.begin(request.journalSlot, sq.id, sqSlot, request.sqeWords, sq.fetches, sq.head);
@@ -476,6 +492,7 @@ export class CommandRunner implements CommandSink {
       new Uint8Array(request.sqe.buffer).set(entry.sqe);
       this.startIo(sq, request);
     }
+    this.finishBatch();
   }
 
   /**

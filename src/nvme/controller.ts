@@ -325,11 +325,15 @@ export class NvmeController {
     let end = NaN;
     try {
       this.commands.releaseParked();
-      if (this.queues.run()) this.scheduleProcessing();
+      const more = this.queues.run();
+      this.commands.finishBatch();
+      if (more) this.scheduleProcessing();
       this.events.deliver();
     } catch (error) {
       this.fail('internal error while processing queues', { error });
     } finally {
+      // Nothing fetched waits past its pass, even after a failure (the completions then go nowhere).
+      this.commands.finishBatch();
       end = this.commands.endPass();
       interrupts.closeBatch();
     }

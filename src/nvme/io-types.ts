@@ -6,6 +6,7 @@
 import type { DmaMapping, DmaSpace } from '../memory/guest-memory.js';
 import type { Namespace } from '../namespace/namespace.js';
 import type { Logger } from '../util/log.js';
+import type { IoBatch } from './io.js';
 import type { ScratchBudget } from './scratch.js';
 
 /** Counters that feed the SMART / Health log page and the controller's statistics. */
@@ -66,6 +67,11 @@ export interface IoContext {
    * Absent: no bound (tests of single commands).
    */
   readonly scratch?: ScratchBudget;
+  /**
+   * Where Reads and Writes on a synchronous store wait to have their data copied together (io.ts IoBatch); whoever
+   * gives one must run it (runIoBatch) before it expects those commands complete. Absent: each copies at once.
+   */
+  readonly batch?: IoBatch;
 }
 
 /**

@@ -27,6 +27,7 @@
  *   compare mismatch.
  */
 import type { DmaMapping, DmaSpace } from '../memory/guest-memory.js';
+import { CopyList } from '../memory/copy-list.js';
 import { NamespaceError, type ByteRange, type Namespace } from '../namespace/namespace.js';
 import { rootLogger } from '../util/log.js';
 import { DataRuns, mapDataPointer, mapDataRuns } from './data-pointer.js';
@@ -55,13 +56,98 @@ const MAX_SAFE_HIGH_DWORD = 0x1fffff;
  * path it is logged.)
  */
 export function executeIoCommand(ctx: IoContext, request: IoRequest, done: IoDone): void {
+  const batch = ctx.batch;
+  let queued = 0;
+  if (batch !== undefined) {
+    // Only Reads and Writes join a batch; anything else sees the namespace as the batch's commands left it.
+    const opcode = request.sqe.getUint8(0);
+    if (batch.count > 0 && opcode !== IoOpcode.READ && opcode !== IoOpcode.WRITE) runIoBatch(ctx);
+    queued = batch.copies.count;
+  }
   let status: number;
   try {
     status = startCommand(ctx, request, done);
   } catch (error) {
+    // A command that failed half way leaves none of its copies queued.
+    batch?.copies.truncate(queued);
     status = failureStatus(ctx, request, error);
   }
   if (status !== IN_FLIGHT) complete(ctx, request, done, status);
+  else if (batch !== undefined && batch.count >= IO_BATCH_COMMANDS) runIoBatch(ctx);
+}
+
+/**
+ * Reads and Writes on a synchronous store (`Namespace.readSync` / `writeSync`) whose data copies wait in `copies`
+ * and whose completions wait with them, until `runIoBatch` makes the copies in one native call and completes the
+ * commands in order (memory/copy-list.ts says why). Every check of such a command (namespace, range, MDTS, data
+ * pointer, guest memory) is made when it is queued; a command that fails a check completes at once, as without a
+ * batch. The controller runs the batch at the end of every processing pass, before an admin command, and
+ * `executeIoCommand` runs it before any other I/O command and when IO_BATCH_COMMANDS are waiting.
+ */
+export class IoBatch {
+  readonly copies = new CopyList();
+  /**
+   * Whether the next command may join: set by the command runner before each command, false when the batch is
+   * empty and nothing else is waiting in the queue (one copy has nothing to overlap with, so it is made at once).
+   */
+  joinable = true;
+  /** Commands waiting. */
+  count = 0;
+  readonly requests: Array<IoRequest | undefined> = [];
+  readonly dones: Array<IoDone | undefined> = [];
+  readonly opcodes: number[] = [];
+  readonly bytes: number[] = [];
+
+  add(request: IoRequest, done: IoDone, opcode: number, bytes: number): void {
+    const index = this.count++;
+    this.requests[index] = request;
+    this.dones[index] = done;
+    this.opcodes[index] = opcode;
+    this.bytes[index] = bytes;
+  }
+}
+
+/**
+ * Commands a batch holds at most. Its commands complete when it runs, so a larger batch delays the first ones'
+ * completions (and the host's next submissions) by the work of the rest; a few suffice to keep the next sources
+ * being fetched while one is copied.
+ */
+export const IO_BATCH_COMMANDS = 16;
+
+/**
+ * Makes the copies of the commands waiting in `ctx.batch` and completes them, in the order they were queued. If the
+ * copy call fails (an array detached under a queued run: a bug, since guest memory is unmapped only between passes),
+ * they all fail with the error logged, and nothing was copied.
+ */
+export function runIoBatch(ctx: IoContext): void {
+  const batch = ctx.batch;
+  if (batch === undefined || batch.count === 0) return;
+  let failure: unknown;
+  let failed = false;
+  try {
+    batch.copies.run();
+  } catch (error) {
+    failure = error;
+    failed = true;
+  }
+  // `done` never starts a command, so nothing joins the batch while it completes.
+  const count = batch.count;
+  batch.count = 0;
+  for (let index = 0; index < count; index++) {
+    const request = batch.requests[index]!;
+    const done = batch.dones[index]!;
+    batch.requests[index] = undefined;
+    batch.dones[index] = undefined;
+    const status = failed
+      ? failureStatus(ctx, request, failure)
+      : finishedStatus(ctx, request, batch.opcodes[index]!, batch.bytes[index]!, undefined);
+    try {
+      complete(ctx, request, done, status);
+    } catch (error) {
+      // The commands after it must still complete; nobody up the stack knows of them.
+      (ctx.logger ?? rootLogger).error('I/O completion callback threw', { cid: request.sqe.getUint16(2, true), error });
+    }
+  }
 }
 
 function startCommand(ctx: IoContext, request: IoRequest, done: IoDone): number {
@@ -136,22 +222,34 @@ function startBlockCommand(
     // A synchronous store: the data moves run by run, with no view of guest memory per command.
     const mapped = mapDataRuns(ctx.dma, sqe, bytes, access, dataRuns);
     if (mapped !== Status.SUCCESS) return mapped;
+    const batch = ctx.batch?.joinable === true ? ctx.batch : undefined;
+    const copies = batch?.copies;
     let position = offset;
     for (let index = 0; index < dataRuns.count; index++) {
       const length = dataRuns.lengths[index]!;
-      namespace.readSync(position, dataRuns.bytes[index]!, dataRuns.at[index]!, length);
+      namespace.readSync(position, dataRuns.bytes[index]!, dataRuns.at[index]!, length, copies);
       position += length;
     }
-    return finishedStatus(ctx, request, opcode, bytes, undefined);
+    if (batch === undefined) return finishedStatus(ctx, request, opcode, bytes, undefined);
+    batch.add(request, done, opcode, bytes);
+    return IN_FLIGHT;
   }
   if (opcode === IoOpcode.WRITE && namespace.writeSync !== undefined) {
     const mapped = mapDataRuns(ctx.dma, sqe, bytes, access, dataRuns);
     if (mapped !== Status.SUCCESS) return mapped;
+    // A Write that flushes after it moves its data now, after the batch's.
+    const batch = flushAfter || ctx.batch?.joinable !== true ? undefined : ctx.batch;
+    if (flushAfter) runIoBatch(ctx);
+    const copies = batch?.copies;
     let position = offset;
     for (let index = 0; index < dataRuns.count; index++) {
       const length = dataRuns.lengths[index]!;
-      namespace.writeSync(position, dataRuns.bytes[index]!, dataRuns.at[index]!, length);
+      namespace.writeSync(position, dataRuns.bytes[index]!, dataRuns.at[index]!, length, copies);
       position += length;
+    }
+    if (batch !== undefined) {
+      batch.add(request, done, opcode, bytes);
+      return IN_FLIGHT;
     }
     // The data is in the store: a flush that goes asynchronous holds no guest memory.
     return settle(ctx, request, done, namespace, undefined, opcode, bytes, flushAfter, undefined, false);

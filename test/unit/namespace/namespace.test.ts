@@ -5,6 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FALLOCATE_CHUNK_BYTES, FileNamespace, type FallocateFunction } from '../../../src/namespace/file.js';
+import { CopyList } from '../../../src/memory/copy-list.js';
 import { MemoryNamespace } from '../../../src/namespace/memory.js';
 import { NamespaceError, type Namespace } from '../../../src/namespace/namespace.js';
 import { checkParams, sizeParam, type NamespaceSpec } from '../../../src/namespace/scheme.js';
@@ -227,6 +228,31 @@ describe('MemoryNamespace', () => {
     expect(() => namespace.readSync(256 * 1024 - 512, target, 0, 1024)).toThrow(NamespaceError);
     expect(() => namespace.writeSync(0, host, host.length - 100, 512)).toThrow(RangeError);
     expect(() => namespace.readSync(0, target, -1, 512)).toThrow(RangeError);
+  });
+
+  it('readSync / writeSync with a copy list queue the copies across chunks; they move when the list runs', () => {
+    const namespace = new MemoryNamespace({ sizeBytes: 256 * 1024, chunkBytes: 64 * 1024 });
+    const data = pattern(100 * 1024, 4);
+    const host = new Uint8Array(new ArrayBuffer(200 * 1024), 4096, 150 * 1024);
+    host.set(data, 3000);
+    const copies = new CopyList();
+    namespace.writeSync(60 * 1024, host, 3000, data.length, copies);
+    expect(copies.count).toBe(3); // the range spans three chunks
+    const target = new Uint8Array(data.length).fill(0xee);
+    // Queued after the write: reads what the write will have stored, from the chunks it allocated.
+    namespace.readSync(60 * 1024, target, 0, data.length, copies);
+    // A chunk never written is zero-filled at once, with nothing queued.
+    const unwritten = new Uint8Array(4096).fill(0xee);
+    namespace.readSync(192 * 1024, unwritten, 0, 4096, copies);
+    expect(unwritten.every((byte) => byte === 0)).toBe(true);
+    expect(copies.count).toBe(6);
+    const stored = new Uint8Array(data.length);
+    namespace.read(60 * 1024, [stored]);
+    expect(stored.every((byte) => byte === 0)).toBe(true); // nothing moved yet
+    copies.run();
+    namespace.read(60 * 1024, [stored]);
+    expect(same(stored, data)).toBe(true);
+    expect(same(target, data)).toBe(true);
   });
 
   it('validates its options and guards its store', async () => {

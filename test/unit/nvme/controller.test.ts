@@ -548,6 +548,62 @@ describe('NvmeController I/O queues', () => {
   });
 });
 
+describe('NvmeController batched data copies (a pass\'s Reads and Writes on memory namespaces)', () => {
+  it('keeps submission order, fails a bad command alone, and posts every CQE before the pass returns', async () => {
+    const h = createHarness();
+    await h.driver.enable();
+    await h.driver.createIoQueuePair(1, 64, 1);
+    const old = pattern(4096, 1);
+    const fresh = pattern(4096, 2);
+    expect((await h.driver.write(1, 0, old)).status).toBe(Status.SUCCESS);
+    const source = h.driver.alloc(4096);
+    h.driver.bytes(source, 4096).set(fresh);
+    const readOld = h.driver.alloc(4096);
+    const readNew = h.driver.alloc(4096);
+    const blocks = { cdw12: 7 }; // 8 blocks of 512 bytes
+    const cids = [
+      h.driver.place(1, { opcode: IoOpcode.READ, nsid: 1, prp1: readOld, ...blocks }),
+      h.driver.place(1, { opcode: IoOpcode.WRITE, nsid: 1, prp1: source, ...blocks }),
+      h.driver.place(1, { opcode: IoOpcode.READ, nsid: 1, prp1: readNew, ...blocks }),
+      // Not batched: runs after the batch's copies, so it sees the Write.
+      h.driver.place(1, { opcode: IoOpcode.COMPARE, nsid: 1, prp1: source, ...blocks }),
+      // Its data pointer is outside guest memory: it fails and queues nothing; LBA 8 stays unwritten.
+      h.driver.place(1, { opcode: IoOpcode.WRITE, nsid: 1, prp1: RAM_IOVA + RAM_SIZE, cdw10: 8, ...blocks }),
+    ];
+    // More Reads than one batch holds (it runs when full, and at the end of the pass).
+    const targets: number[] = [];
+    for (let index = 0; index < 40; index++) {
+      targets.push(h.driver.alloc(4096));
+      cids.push(h.driver.place(1, { opcode: IoOpcode.READ, nsid: 1, prp1: targets[index]!, cdw10: index % 2 === 0 ? 0 : 8, ...blocks }));
+    }
+    h.controller.bar0Write(0x1000 + 2 * 4, u32(1 + cids.length)); // after the first Write's slot
+    h.controller.processQueues();
+    // Nothing awaited since the pass (reap reads the CQ before its first await): every CQE is in guest memory
+    // already, in submission order.
+    const completions = await h.driver.reap(1);
+    expect(completions.map((completion) => completion.cid)).toEqual(cids);
+    expect(completions.map((completion) => completion.status)).toEqual([
+      Status.SUCCESS,
+      Status.SUCCESS,
+      Status.SUCCESS,
+      Status.SUCCESS,
+      Status.DATA_TRANSFER_ERROR,
+      ...targets.map(() => Status.SUCCESS),
+    ]);
+    expect(Buffer.compare(h.driver.bytes(readOld, 4096), old)).toBe(0);
+    expect(Buffer.compare(h.driver.bytes(readNew, 4096), fresh)).toBe(0);
+    const zeroes = new Uint8Array(4096);
+    targets.forEach((target, index) => {
+      expect(Buffer.compare(h.driver.bytes(target, 4096), index % 2 === 0 ? fresh : zeroes)).toBe(0);
+    });
+    const stats = h.controller.stats();
+    expect(stats.commands.read).toBe(42);
+    expect(stats.commands.write).toBe(3); // the failed one included
+    expect(stats.bytesRead).toBe(43 * 4096); // the Compare counts as a read
+    expect(stats.bytesWritten).toBe(2 * 4096);
+  });
+});
+
 describe('NvmeController interrupts', () => {
   it('signals each vector once per batch, however many completions it got', async () => {
     const h = createHarness();

@@ -5,7 +5,7 @@ import { GuestMemory } from '../../../src/memory/guest-memory.js';
 import { FileNamespace } from '../../../src/namespace/file.js';
 import { MemoryNamespace } from '../../../src/namespace/memory.js';
 import { NamespaceError, type ByteRange, type Namespace } from '../../../src/namespace/namespace.js';
-import { executeIoCommand } from '../../../src/nvme/io.js';
+import { executeIoCommand, IoBatch, runIoBatch } from '../../../src/nvme/io.js';
 import type { IoContext, IoRequest, SmartCounters } from '../../../src/nvme/io-types.js';
 import { IoOpcode, Status } from '../../../src/spec/nvme.js';
 import { memoryLogger } from '../../../src/util/log.js';
@@ -731,5 +731,56 @@ describe('asynchronous completion', () => {
     namespace.release();
     expect((await completion).status).toBe(Status.SUCCESS);
     await removal;
+  });
+});
+
+describe('an I/O batch (IoBatch: the copies and completions of Reads and Writes on memory namespaces wait for runIoBatch)', () => {
+  it('completes nothing before it runs, then every command in order, even after a done that throws', () => {
+    const namespace = new MemoryNamespace({ sizeBytes: 1024 * 1024 });
+    const { logger, lines } = memoryLogger();
+    const batch = new IoBatch();
+    const ctx = newContext([namespace], { batch, logger });
+    ram.fill(0x3c, BUFFER_A - BASE, BUFFER_A - BASE + PAGE);
+    const completed: Array<[number, number]> = [];
+    const requests = [0, 1, 2].map((index) => {
+      const request = newRequest();
+      // A Write of BUFFER_A to LBA 0, then two Reads of it into BUFFER_B's first two pages.
+      setCommand(request, index === 0
+        ? { opcode: IoOpcode.WRITE, cid: index, slba: 0, blocks: 8, prp1: BUFFER_A }
+        : { opcode: IoOpcode.READ, cid: index, slba: 0, blocks: 8, prp1: BUFFER_B + (index - 1) * PAGE });
+      return request;
+    });
+    for (const request of requests) {
+      executeIoCommand(ctx, request, (done, status) => {
+        completed.push([done.sqe.getUint16(2, true), status]);
+        if (done === requests[0]) throw new Error('done failed');
+      });
+    }
+    expect(batch.count).toBe(3);
+    expect(completed).toEqual([]);
+    expect(ram[BUFFER_B - BASE]).toBe(0); // nothing copied yet
+    runIoBatch(ctx);
+    expect(completed).toEqual([[0, Status.SUCCESS], [1, Status.SUCCESS], [2, Status.SUCCESS]]);
+    expect(ram.subarray(BUFFER_B - BASE, BUFFER_B - BASE + 2 * PAGE).every((byte) => byte === 0x3c)).toBe(true);
+    expect(lines.some((line) => line.msg === 'I/O completion callback threw')).toBe(true);
+    expect(ctx.counters.hostReadCommands).toBe(2);
+    expect(ctx.counters.bytesWritten).toBe(PAGE);
+  });
+
+  it('runs itself before any other I/O command, so a Compare after a Write sees it', () => {
+    const namespace = new MemoryNamespace({ sizeBytes: 1024 * 1024 });
+    const batch = new IoBatch();
+    const ctx = newContext([namespace], { batch });
+    ram.fill(0x5d, BUFFER_A - BASE, BUFFER_A - BASE + PAGE);
+    const statuses: number[] = [];
+    const write = newRequest();
+    setCommand(write, { opcode: IoOpcode.WRITE, slba: 0, blocks: 8, prp1: BUFFER_A });
+    executeIoCommand(ctx, write, (_, status) => void statuses.push(status));
+    expect(statuses).toEqual([]);
+    const compare = newRequest();
+    setCommand(compare, { opcode: IoOpcode.COMPARE, slba: 0, blocks: 8, prp1: BUFFER_A });
+    executeIoCommand(ctx, compare, (_, status) => void statuses.push(status));
+    expect(statuses).toEqual([Status.SUCCESS, Status.SUCCESS]);
+    expect(batch.count).toBe(0);
   });
 });
