@@ -30,8 +30,7 @@
 // scanner thread, which looks at every parked page every idleSleepMicros (the smallest of the parked pollers') and
 // signals that page's consumer (uv_async_send, as the poller would) and wakes its poller, which scans and starts its
 // policy again from spinning. So N idle controllers cost one thread's ~1000 wake-ups a second, not N times that
-// (64 of them cost a fifth of a core before), and after a second in which no parked page was written, an eighth of
-// that (kLongQuiet). A parked poller's page and `consumed` stay valid: the poller leaves
+// (64 of them cost a fifth of a core before). A parked poller's page and `consumed` stay valid: the poller leaves
 // the scanner (under its lock) before stop() can join it, and Close() comes after that.
 //
 // Hand-over: pause() makes the thread stop scanning and block (no timeout, no CPU) until resume(), for as long
@@ -103,17 +102,7 @@ class IdleScanner {
   std::condition_variable cv_;
   std::vector<PollerCore*> parked_;
   bool running_ = false;
-  // Pollers parked so far (a new one ends a long quiet: it may have been written since its own last look).
-  uint64_t parks_ = 0;
 };
-
-// After this long without a doorbell on any parked page, the idle scanner looks kLongQuietFactor times less often
-// (every 8 ms with vfiod's 1 ms idle sleep). A scan of 64 parked pages with its timed wake-up costs ~40 µs of CPU on
-// the development VM, so 64 idle controllers with clients cost 2.6-3 % of a core at one scan a millisecond (1 % at one
-// every 4 ms). The price: a first doorbell after such a quiet waits up to 8 ms instead of 1 ms. A doorbell found, or
-// a poller newly parked, brings the period back.
-constexpr auto kLongQuiet = std::chrono::seconds(1);
-constexpr uint64_t kLongQuietFactor = 8;
 
 struct PollerCore final : EnvResource {
   uv_async_t async;
@@ -245,7 +234,6 @@ void PollerCore::Run() {
 void IdleScanner::Park(PollerCore* core) {
   std::lock_guard<std::mutex> lock(mutex_);
   parked_.push_back(core);
-  parks_++;
   if (running_) {
     cv_.notify_one();  // a scan at once: the page may have changed since the poller's last look
     return;
@@ -285,15 +273,11 @@ void IdleScanner::Run() {
   pthread_setname_np(pthread_self(), "vfiod-db-idle");
   prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0);
   std::unique_lock<std::mutex> lock(mutex_);
-  auto quietSince = std::chrono::steady_clock::now();
-  uint64_t parksSeen = parks_;
   while (!parked_.empty()) {
     uint64_t sleepNs = kMaxSleepMicros * 1000;
-    bool found = false;
     for (PollerCore* core : parked_) {
       sleepNs = std::min(sleepNs, core->idleSleepNs);
       if (!core->Unconsumed()) continue;
-      found = true;
       // The consumer first (one hand-off, as when the poller finds it itself), then the poller, which starts its
       // policy again. The async handle lives until Close(), after the poller has left (Unpark needs mutex_).
       uv_async_send(&core->async);
@@ -303,10 +287,6 @@ void IdleScanner::Run() {
       }
       core->cv.notify_all();
     }
-    auto now = std::chrono::steady_clock::now();
-    if (found || parks_ != parksSeen) quietSince = now;
-    parksSeen = parks_;
-    if (now - quietSince >= kLongQuiet) sleepNs = std::min(sleepNs * kLongQuietFactor, uint64_t{kMaxSleepMicros} * 1000);
     cv_.wait_for(lock, std::chrono::nanoseconds(sleepNs));
   }
   running_ = false;

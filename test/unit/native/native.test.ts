@@ -779,7 +779,7 @@ describe('doorbell poller', () => {
     closeFd(fd);
   });
 
-  it('deep idle is shared: parked pollers block, one idle scanner watches their pages, each write wakes its own poller', { timeout: 15_000 }, async () => {
+  it('deep idle is shared: parked pollers block, one idle scanner watches their pages, each write wakes its own poller', async () => {
     const options = { spinMicros: 0, maxSleepMicros: 50, idleAfterMicros: 2_000, idleSleepMicros: 1000 };
     const before = new Set(fs.readdirSync('/proc/self/task'));
     const pollers = Array.from({ length: 3 }, () => {
@@ -809,17 +809,6 @@ describe('doorbell poller', () => {
       await waitFor(() => p.took === 1, `a write to page ${i} while parked`);
     }
     expect(pollers.map((p) => p.took)).toEqual([1, 1, 1]);
-    // After a second in which no parked page was written, the scanner looks an eighth as often (every 8 ms here),
-    // and a write is still taken.
-    await sleep(1600); // the pollers park again within ms; then more than a second of quiet
-    const [scanner] = threadsNamed('vfiod-db-idle');
-    const scans = switches(scanner!);
-    await sleep(1000);
-    // 1 ms scans made 260-920 wake-ups a second on the loaded development VM, 8 ms ones at most 125 (late wake-ups
-    // only lower the count).
-    expect(switches(scanner!) - scans).toBeLessThan(150);
-    pollers[0]!.doorbells[0] = 9;
-    await waitFor(() => pollers[0]!.took === 2, 'a write after a long quiet');
     // Stopping and closing parked pollers does not wait for the scanner, and it goes once nothing is parked.
     await sleep(50);
     for (const p of pollers) {
