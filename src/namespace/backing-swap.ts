@@ -140,6 +140,11 @@ export class BackingSwap implements Namespace {
   /** While set (bytes per ms), writes may dirty chunks at that rate at most: `writeClock` is when the next one may start. */
   private writeRate: number | undefined;
   private writeClock = 0;
+  /**
+   * Reads and writes waiting here (held, or slowed by the write rate), by their buffers: `abandon` takes them back,
+   * so one the controller gave up (a reset, the guest's memory unmapped) never reaches a backing later.
+   */
+  private waiting = new Map<readonly Uint8Array[], () => void>();
 
   constructor(
     readonly source: Namespace,
@@ -180,20 +185,20 @@ export class BackingSwap implements Namespace {
   }
 
   read(offset: number, buffers: readonly Uint8Array[]): Promise<void> | void {
-    return this.run((backing) => backing.read(offset, buffers));
+    return this.run((backing) => backing.read(offset, buffers), undefined, 0, buffers);
   }
 
   write(offset: number, buffers: readonly Uint8Array[]): Promise<void> | void {
     let length = 0;
     for (const buffer of buffers) length += buffer.length;
-    const write = (): Promise<void> | void => this.run((backing) => backing.write(offset, buffers), offset, length);
+    const write = (): Promise<void> | void => this.run((backing) => backing.write(offset, buffers), offset, length, buffers);
     if (this.writeRate === undefined || this.serving !== 'source') return write();
     // A write costs what it adds to the next pass: the chunks it makes dirty (a hot block written again is free).
     const cost = this.tracking?.cleanBytesIn(offset, length) ?? length;
     const now = performance.now();
     const start = Math.max(now, this.writeClock);
     this.writeClock = start + cost / this.writeRate;
-    return start > now ? sleep(start - now).then(write) : write();
+    return start > now ? this.waitHere(sleep(start - now), buffers).then(write) : write();
   }
 
   flush(): Promise<void> | void {
@@ -209,6 +214,11 @@ export class BackingSwap implements Namespace {
   }
 
   abandon(buffers: readonly Uint8Array[]): boolean {
+    const takeBack = this.waiting.get(buffers);
+    if (takeBack !== undefined) {
+      takeBack();
+      return true;
+    }
     return this.current.abandon?.(buffers) ?? false;
   }
 
@@ -251,13 +261,40 @@ export class BackingSwap implements Namespace {
   }
 
   /**
+   * Resolves when `ready` does, unless `abandon(buffers)` takes the operation back first: it then rejects (the
+   * controller has completed the command already and ignores the rejection) and never reaches a backing.
+   */
+  private waitHere(ready: Promise<void>, buffers: readonly Uint8Array[] | undefined): Promise<void> {
+    if (buffers === undefined) return ready;
+    return new Promise<void>((resolve, reject) => {
+      // Its own entry: a pooled buffers array given up here may come back with the next command before `ready`.
+      const takeBack = (): void => {
+        this.waiting.delete(buffers);
+        reject(new NamespaceError('internal', `${this.description}: given up by the controller while it waited for the backing swap`));
+      };
+      this.waiting.set(buffers, takeBack);
+      void ready.then(() => {
+        if (this.waiting.get(buffers) !== takeBack) return; // taken back
+        this.waiting.delete(buffers);
+        resolve();
+      });
+    });
+  }
+
+  /**
    * Runs `operation` on the serving backing, or later when commands are held. While tracking, what a write touched
    * is marked when it settles (succeeded or not: a failed write may have changed part of its range), so a copy that
    * read the chunk before the data landed is made again.
    */
-  private run(operation: (backing: Namespace) => Promise<void> | void, offset?: number | readonly ByteRange[], length = 0): Promise<void> | void {
+  private run(
+    operation: (backing: Namespace) => Promise<void> | void,
+    offset?: number | readonly ByteRange[],
+    length = 0,
+    buffers?: readonly Uint8Array[],
+  ): Promise<void> | void {
     if (this.serving === 'held') {
-      return new Promise<void>((resolve) => this.heldCommands.push(resolve)).then(() => this.run(operation, offset, length));
+      const released = new Promise<void>((resolve) => this.heldCommands.push(resolve));
+      return this.waitHere(released, buffers).then(() => this.run(operation, offset, length, buffers));
     }
     const onSource = this.serving === 'source' && offset !== undefined;
     const settled = (): void => {

@@ -105,6 +105,11 @@ class PooledRequest implements IoRequest {
   generation = 0;
   startedAt = 0;
   active = false;
+  /**
+   * Held back by the rate limits: fetched and counted in flight, not started. It looks its namespace up when it
+   * starts, so a detach or a backing swap need not wait for it.
+   */
+  parked = false;
 }
 
 export class CommandRunner implements CommandSink {
@@ -244,7 +249,13 @@ export class CommandRunner implements CommandSink {
 
   /** CommandSink: the commands of `sq` the rate limits hold back complete as aborted by the SQ's deletion. */
   abortNotStarted(sq: SubmissionQueue): void {
-    this.limiter?.drain((request) => this.ioDone(request, Status.ABORTED_SQ_DELETION), (request) => request.sq === sq);
+    this.limiter?.drain(
+      (request) => {
+        request.parked = false;
+        this.ioDone(request, Status.ABORTED_SQ_DELETION);
+      },
+      (request) => request.sq === sq,
+    );
   }
 
   /** Resolves once no I/O command is in flight. */
@@ -331,6 +342,7 @@ export class CommandRunner implements CommandSink {
     request.generation = this.generation;
     request.result = 0;
     request.active = true;
+    request.parked = false;
     // Fetch time: the pass's (see passStart). The queue engine fetches only inside a processing pass.
     if (!this.passStarted) {
       this.passStarted = true;
@@ -347,6 +359,7 @@ export class CommandRunner implements CommandSink {
       const bytes = dataBytes(request.sqe, this.io.namespace(nsid)?.blockSize ?? 0);
       if (!limiter.admit(request, nsid, bytes)) {
         this.throttledTotal++;
+        request.parked = true;
         return; // parked: releaseParked starts it
       }
     }
@@ -355,6 +368,7 @@ export class CommandRunner implements CommandSink {
 
   /** Runs an I/O command that is counted in flight. */
   private run(request: PooledRequest): void {
+    request.parked = false;
     try {
       executeIoCommand(this.io, request, this.ioDone);
     } catch (error) {
@@ -384,11 +398,14 @@ export class CommandRunner implements CommandSink {
    * (io.ts abandonIoCommand): they complete now with `status` (or are discarded, when a reset abandoned them).
    * Returns how many were given up and how many could not be.
    */
-  /** I/O commands in flight for namespace `nsid`, broadcast ones (a Flush of every namespace) included. */
+  /**
+   * I/O commands started on namespace `nsid` and not completed, broadcast ones (a Flush of every namespace) included;
+   * not those the rate limits hold back (they have not touched it yet).
+   */
   inFlightOn(nsid: number): number {
     let count = 0;
     for (const request of this.requests) {
-      if (!request.active) continue;
+      if (!request.active || request.parked) continue;
       const target = request.sqe.getUint32(4, true);
       if (target === nsid || target === BROADCAST_NSID) count++;
     }

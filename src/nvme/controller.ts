@@ -780,6 +780,9 @@ export class NvmeController {
     this.queues.active = false;
     this.events.stopKeepAlive();
     const commands = this.commands;
+    // What the rate limits hold back runs now: no pass would release it once fetching stopped, and the host waits
+    // for SHST, not for the limit.
+    commands.runAllParked();
     const generation = commands.generation;
     const started = Date.now();
     this.logger.info('shutdown requested', { kind: kind === ShutdownNotification.ABRUPT ? 'abrupt' : 'normal' });

@@ -657,7 +657,9 @@ function running(
     release,
     quiesce: async () => {
       // Their contents live in this process only; a successor would present an empty disk.
-      const memoryOnly = backends().filter((namespace) => namespace instanceof MemoryNamespace);
+      // What serves each namespace: behind a backing swap's stand-in, its current backing (a move cancelled below
+      // leaves the old one; a committed one, the new one).
+      const memoryOnly = backends().map(servingBacking).filter((namespace) => namespace instanceof MemoryNamespace);
       if (memoryOnly.length > 0) {
         throw new Error(`memory namespaces (${memoryOnly.map((namespace) => namespace.description).join(', ')}) cannot be handed over`);
       }
@@ -683,6 +685,11 @@ function running(
     },
     snapshot: (fds) => state(server.snapshot(fds)),
   };
+}
+
+/** The backing that serves `namespace`'s commands: itself, or a backing swap's current one. */
+function servingBacking(namespace: Namespace): Namespace {
+  return namespace instanceof BackingSwap ? namespace.current : namespace;
 }
 
 async function closeAll(namespaces: Namespace[], logger: Logger): Promise<void> {

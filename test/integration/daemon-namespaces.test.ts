@@ -328,6 +328,19 @@ describe('the hand-over state of a controller whose namespaces changed (vfiod se
       await controller.close();
     }
   });
+
+  it('a namespace moved onto memory is refused a hand-over as a memory namespace is (a successor would show an empty disk)', async () => {
+    dir = temporaryDir('vfiod-ns-handover-');
+    const { logger } = memoryLogger();
+    const config = controllerConfig({ socketPath: path.join(dir, 'nvme0.sock'), namespaces: [`file:${path.join(dir, 'a.img')}?size=1M`] });
+    const controller = await startController(config, logger);
+    try {
+      await controller.swapBacking({ nsid: 1, uri: 'memory:1M', copy: true }, { onProgress: () => undefined, commit: async () => undefined });
+      await expect(controller.quiesce()).rejects.toThrow('memory namespaces (memory:1MiB) cannot be handed over');
+    } finally {
+      await controller.close();
+    }
+  });
 });
 
 const built = existsSync(path.join(root, 'dist', 'serve', 'crash-guard.js'));

@@ -306,3 +306,50 @@ describe('moving a namespace to another backing', () => {
     expect(replica.written).toBe(0);
   });
 });
+
+describe('the stand-in gives back what waits at it', () => {
+  /** A backing that, like the NVMe/TCP one, says "nothing of mine uses these buffers" for what it never received. */
+  class Remote extends AsyncMemory {
+    readonly writes: number[] = [];
+    override async write(offset: number, buffers: readonly Uint8Array[]): Promise<void> {
+      this.writes.push(offset);
+      await super.write(offset, buffers);
+    }
+    abandon(): boolean {
+      return true;
+    }
+  }
+
+  it('a write held for the switch and then given up by the controller fails and never reaches a backing', async () => {
+    const source = new Remote(64 * KiB, 'old');
+    const target = new Remote(64 * KiB, 'new');
+    const swap = new BackingSwap(source, target);
+    await swap.hold();
+    const buffers = [new Uint8Array(BLOCK).fill(7)];
+    const held = swap.write(4096, buffers) as Promise<void>;
+    expect(swap.abandon(buffers)).toBe(true);
+    await expect(held).rejects.toThrow(/given up by the controller/);
+    swap.release('target');
+    await sleep(5);
+    expect([...source.writes, ...target.writes]).toEqual([]);
+    // The same (pooled) buffers with the next command go through.
+    await swap.write(8192, buffers);
+    expect(target.writes).toEqual([8192]);
+  });
+
+  it('a write slowed by the write rate and given up never reaches the backing; others are not taken back', async () => {
+    const source = new Remote(64 * KiB, 'old');
+    const swap = new BackingSwap(source, new Remote(64 * KiB, 'new'));
+    swap.track(new DirtyMap(64 * KiB, 4 * KiB));
+    swap.limitWrites(1); // 1 byte per ms: the second write waits ~4 s
+    await swap.write(0, [new Uint8Array(4 * KiB)]);
+    const slowed = [new Uint8Array(4 * KiB)];
+    const waiting = swap.write(16 * KiB, slowed) as Promise<void>;
+    expect(swap.abandon(slowed)).toBe(true);
+    await expect(waiting).rejects.toThrow(/given up/);
+    // Buffers the stand-in does not hold go to the backing's own abandon.
+    expect(swap.abandon([new Uint8Array(BLOCK)])).toBe(true);
+    await sleep(5);
+    expect(source.writes).toEqual([0]);
+  });
+});

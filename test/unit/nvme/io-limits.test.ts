@@ -302,6 +302,32 @@ describe('a controller with limits (real time)', () => {
     expect(h.controller.ioInFlight).toBe(0);
   });
 
+  it('a shutdown notification runs what the limits hold back: SHST completes without waiting out the limit', async () => {
+    const h = await servingHarness();
+    h.controller.setIoLimits({ controller: { iops: 1, burstIos: 1 } });
+    const pending = burst(h, 1, 3);
+    await settle(5);
+    expect(h.controller.throttledCommands).toBe(2);
+    const start = performance.now();
+    await h.driver.shutdown('normal');
+    // Not the 2 s the limit would take (without the release it never completed: no pass runs once fetching stops).
+    expect(performance.now() - start).toBeLessThan(1500);
+    expect((await pending).every((s) => s === Status.SUCCESS)).toBe(true);
+    expect(h.controller.ioInFlight).toBe(0);
+  });
+
+  it('commands the limits hold back do not count as started on their namespace (a detach or a backing swap does not wait for them)', async () => {
+    const h = await servingHarness();
+    h.controller.setIoLimits({ namespaces: [{ nsid: 1, iops: 1, burstIos: 1 }] });
+    const pending = burst(h, 1, 4);
+    await settle(5);
+    expect(h.controller.throttledCommands).toBe(3);
+    expect(h.controller.ioInFlight).toBe(3);
+    expect(h.controller.inFlightOn(1)).toBe(0);
+    h.controller.setIoLimits({});
+    expect((await pending).every((s) => s === Status.SUCCESS)).toBe(true);
+  });
+
   it('invalid limits throw and change nothing', async () => {
     const h = await servingHarness();
     h.controller.setIoLimits({ controller: { iops: 1000 } });
