@@ -61,7 +61,9 @@ describe('the role each RPC needs', () => {
       'ReleaseDevice',
       'ResizeNamespace',
       'RestartDaemon',
+      'SetControllerLimits',
       'SetVgpuType',
+      'SwapNamespaceBacking',
     ]);
     expect(requiredRole('/grpc.health.v1.Health/Check')).toBe('none');
     expect(requiredRole('/grpc.reflection.v1.ServerReflection/ServerReflectionInfo')).toBe('read-only');
