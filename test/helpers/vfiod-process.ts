@@ -3,11 +3,13 @@
  * pauses: for the tests that replace or kill the serving process under a running guest (live upgrade, crash
  * recovery). Uses the compiled dist/.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, readSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 import { Status } from '../../src/spec/nvme.js';
+import type { FakeHost } from './fake-sysfs.js';
 import type { Guest } from './hypervisor.js';
 import { pattern } from './nvme-harness.js';
 
@@ -82,6 +84,25 @@ export function serve(args: string[], command: 'serve' | 'daemon' = 'serve'): Se
     });
   };
   return { process: proc, lines, exited, waitFor };
+}
+
+/** A `vfiod daemon --crash-recovery` on a fake host: its holder process, API socket and a CLI runner against it. */
+export interface CrashRecoveryDaemon {
+  holder: Served;
+  apiSocket: string;
+  /** `vfiod <args> --daemon <apiSocket>` as a child process; rejects with its stderr on a non-zero exit. */
+  cli(...args: string[]): Promise<{ stdout: string }>;
+}
+
+/** Starts `vfiod daemon --crash-recovery` with its state and namespaces in `dir` and waits for its API. */
+export async function startCrashRecoveryDaemon(dir: string, host: FakeHost): Promise<CrashRecoveryDaemon> {
+  const apiSocket = path.join(dir, 'vfiod.sock');
+  const holder = serve(['--crash-recovery', '--socket', apiSocket, '--state-dir', path.join(dir, 'state'), '--namespace-dir', dir,
+    '--sysfs-root', host.roots.sysfs, '--dev-root', host.roots.dev, '--proc-root', host.roots.proc], 'daemon');
+  await holder.waitFor((line) => line['msg'] === 'listening' && line['component'] === 'daemon', 'the API listening');
+  const cli = (...args: string[]): Promise<{ stdout: string }> =>
+    promisify(execFile)(process.execPath, [bin, ...args, '--daemon', apiSocket], { timeout: PROCESS_DEADLINE_MS });
+  return { holder, apiSocket, cli };
 }
 
 export const isListening = (line: LogLine): boolean => line['msg'] === 'listening' && line['component'] === 'controller';

@@ -26,7 +26,7 @@ import { expectStatus } from '../helpers/daemon-client.js';
 import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
 import type { GuestDriver } from '../helpers/guest-driver.js';
 import { Guest } from '../helpers/hypervisor.js';
-import { bin, children, IO_DEADLINE_MS, isListening, serve, type LogLine } from '../helpers/vfiod-process.js';
+import { bin, children, IO_DEADLINE_MS, isListening, serve, startCrashRecoveryDaemon, type LogLine } from '../helpers/vfiod-process.js';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
 const distServer = path.join(root, 'dist', 'daemon', 'server.js');
@@ -209,13 +209,8 @@ describe.skipIf(skipReason)('rate limits under vfiod daemon --crash-recovery', (
     dir = temporaryDir('vfiod-limits-crash-');
     const host = standardHost();
     try {
-      const apiSocket = path.join(dir, 'vfiod.sock');
+      const { holder, apiSocket, cli } = await startCrashRecoveryDaemon(dir, host);
       const socket = path.join(dir, 'nvme0.sock');
-      const holder = serve(['--crash-recovery', '--socket', apiSocket, '--state-dir', path.join(dir, 'state'), '--namespace-dir', dir,
-        '--sysfs-root', host.roots.sysfs, '--dev-root', host.roots.dev, '--proc-root', host.roots.proc], 'daemon');
-      await holder.waitFor((line) => line['msg'] === 'listening' && line['component'] === 'daemon', 'the API listening');
-      const cli = (...args: string[]): Promise<{ stdout: string }> =>
-        promisify(execFile)(process.execPath, [bin, ...args, '--daemon', apiSocket], { timeout: 60_000 });
       await cli('controllers', 'create', 'vm1', '--socket', socket, '--namespace', `file:${path.join(dir, 'a.img')}?size=4M`);
       await cli('controllers', 'set-limits', 'vm1', '--limit', 'iops=150,burst-ios=4');
       const guest = await attachGuest(socket, guests);

@@ -8,9 +8,8 @@
  * with their reason and change nothing; a move that fails, or that a daemon shutdown stops, leaves the namespace on
  * its old backing with the guest's data.
  */
-import { execFile, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { promisify } from 'node:util';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
@@ -28,7 +27,7 @@ import { expectStatus } from '../helpers/daemon-client.js';
 import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
 import type { GuestDriver } from '../helpers/guest-driver.js';
 import { Guest } from '../helpers/hypervisor.js';
-import { bin, children, IO_DEADLINE_MS, serve, type LogLine } from '../helpers/vfiod-process.js';
+import { children, IO_DEADLINE_MS, startCrashRecoveryDaemon, type LogLine } from '../helpers/vfiod-process.js';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
 const distServer = path.join(root, 'dist', 'daemon', 'server.js');
@@ -345,12 +344,8 @@ describe.skipIf(skipReason)('a moved namespace under vfiod daemon --crash-recove
     dir = temporaryDir('vfiod-swap-crash-');
     const host = standardHost();
     try {
-      const apiSocket = path.join(dir, 'vfiod.sock');
+      const { holder, apiSocket, cli } = await startCrashRecoveryDaemon(dir, host);
       const socket = path.join(dir, 'nvme0.sock');
-      const holder = serve(['--crash-recovery', '--socket', apiSocket, '--state-dir', path.join(dir, 'state'), '--namespace-dir', dir,
-        '--sysfs-root', host.roots.sysfs, '--dev-root', host.roots.dev, '--proc-root', host.roots.proc], 'daemon');
-      await holder.waitFor((line) => line['msg'] === 'listening' && line['component'] === 'daemon', 'the API listening');
-      const cli = (...args: string[]): Promise<{ stdout: string }> => promisify(execFile)(process.execPath, [bin, ...args, '--daemon', apiSocket], { timeout: 60_000 });
       const model = new Uint8Array(randomBytes(8 * MiB));
       writeFileSync(path.join(dir, 'a.img'), model);
       await cli('controllers', 'create', 'vm1', '--socket', socket, '--namespace', `file:${path.join(dir, 'a.img')}`);
