@@ -20,8 +20,8 @@ import { VfiodClient } from '../../src/daemon/client.js';
 import type { RequestOf, RpcName } from '../../src/daemon/proto.js';
 import type * as ServerModule from '../../src/daemon/server.js';
 import { Status } from '../../src/spec/nvme.js';
-import { memoryLogger } from '../../src/util/log.js';
 import { temporaryDir } from '../helpers/common.js';
+import { startFakeHostDaemon } from '../helpers/dist-daemon.js';
 import { expectStatus } from '../helpers/daemon-client.js';
 import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
 import type { GuestDriver } from '../helpers/guest-driver.js';
@@ -79,16 +79,7 @@ describe.skipIf(skipReason)('rate limits of a controller (ControllerService)', (
   let client: VfiodClient;
   const guests: Guest[] = [];
 
-  const start = (): Promise<ServerModule.Daemon> =>
-    server.startDaemon({
-      socketPath: path.join(dir, 'vfiod.sock'),
-      stateDir: path.join(dir, 'state'),
-      roots: host.roots,
-      writer: host.writer,
-      prober: host.prober,
-      namespaceDirs: [dir],
-      logger: memoryLogger().logger,
-    });
+  const start = (): Promise<ServerModule.Daemon> => startFakeHostDaemon(server, dir, host);
   const controllers = <M extends RpcName<'ControllerService'>>(rpc: M, request: RequestOf<'ControllerService', M>) => client.call('ControllerService', rpc, request);
 
   beforeAll(async () => {
