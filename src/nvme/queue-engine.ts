@@ -411,6 +411,9 @@ export class QueueEngine {
     }
     for (const cq of this.completionList) {
       this.recoverTail(cq, journal.completionLap(cq.id));
+      // The tail may have wrapped just before the crash, ahead of the lap's store: the journal must say the lap found
+      // here, or the next crash reads the old one and puts the tail back to this lap's start.
+      journal.setCompletionLap(cq.id, cq.lap);
       cq.reserved = 0;
     }
     const io: Array<{ entry: JournalEntry; slot: number; sq: SubmissionQueue }> = [];

@@ -332,8 +332,13 @@ export class GuestDriver {
     const reaped: Completion[] = [];
     const max = options.max ?? Infinity;
     while (reaped.length < max) {
-      const completion = decodeCompletion(this.bytes(cq.iova + cq.head * CQE, CQE));
-      if (completion.phase !== cq.phase) break;
+      const entry = this.bytes(cq.iova + cq.head * CQE, CQE);
+      // The phase tag first, and the rest only once it says the entry is new: the controller (another process, in
+      // polled mode spinning on another core) writes DW3 last, so reading DW2 before DW3 could pair this lap's
+      // CID with the previous contents' SQ id (0 in a CQ's first lap): the completion filed under the wrong queue.
+      const dw3 = new DataView(entry.buffer, entry.byteOffset + 12, 4).getUint32(0, true);
+      if (((dw3 >>> 16) & 1) !== cq.phase) break;
+      const completion = decodeCompletion(entry);
       reaped.push(completion);
       cq.completed.set(completion.sqid * 0x10000 + completion.cid, completion);
       cq.head++;

@@ -317,4 +317,26 @@ describe('crash recovery of the NVMe controller (command journal + checkpoint)',
     for (const { lba, data } of [...early, ...late]) expect(await readBack(host, lba)).toEqual(data);
     expect(await drain(host, 1)).toEqual([]);
   });
+  it('a CQ lap found by recovery (the tail wrapped just before the crash) survives the next crash', async () => {
+    const host = new Host();
+    const first = host.start();
+    await ready(host);
+    // A dies between posting the CQE that wraps CQ 1's tail and storing the new lap in the journal.
+    const journal = (first.controller as unknown as { queues: { journal: CommandJournal } }).queues.journal;
+    const setLap = journal.setCompletionLap.bind(journal);
+    journal.setCompletionLap = (cqid, lap) => {
+      if (cqid !== 1) setLap(cqid, lap);
+    };
+    for (let round = 0; round < 4; round++) {
+      const writes = await placeWrites(host, 8, 1000 + round * 64, round * 10);
+      for (const { cid } of writes) expect((await host.driver.wait(1, cid)).status).toBe(0);
+    }
+    host.recover(); // 32 CQEs: the tail wrapped, the journal still says lap 0
+    const middle = await placeWrites(host, 3, 1600, 77);
+    for (const { cid } of middle) expect((await host.driver.wait(1, cid)).status).toBe(0);
+    host.recover();
+    const writes = await placeWrites(host, 2, 1800, 99);
+    for (const { cid } of writes) expect((await host.driver.wait(1, cid, 500)).status).toBe(0);
+    expect(await drain(host, 1)).toEqual([]);
+  });
 });
