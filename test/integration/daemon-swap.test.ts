@@ -21,8 +21,8 @@ import { VfiodClient } from '../../src/daemon/client.js';
 import type { RequestOf, RpcName } from '../../src/daemon/proto.js';
 import type * as ServerModule from '../../src/daemon/server.js';
 import { Status } from '../../src/spec/nvme.js';
-import { memoryLogger } from '../../src/util/log.js';
 import { temporaryDir } from '../helpers/common.js';
+import { startFakeHostDaemon } from '../helpers/dist-daemon.js';
 import { expectStatus } from '../helpers/daemon-client.js';
 import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
 import type { GuestDriver } from '../helpers/guest-driver.js';
@@ -118,17 +118,8 @@ describe.skipIf(skipReason)('moving a namespace to another backing (SwapNamespac
   const stateDir = (): string => path.join(dir, 'state');
   const image = (name: string): string => path.join(dir, name);
 
-  const start = (): Promise<ServerModule.Daemon> =>
-    server.startDaemon({
-      socketPath: path.join(dir, 'vfiod.sock'),
-      stateDir: stateDir(),
-      roots: host.roots,
-      writer: host.writer,
-      prober: host.prober,
-      // /dev: the loop device a namespace moves to.
-      namespaceDirs: [dir, '/dev'],
-      logger: memoryLogger().logger,
-    });
+  // /dev: the loop device a namespace moves to.
+  const start = (): Promise<ServerModule.Daemon> => startFakeHostDaemon(server, dir, host, { namespaceDirs: [dir, '/dev'] });
   const controllers = <M extends RpcName<'ControllerService'>>(rpc: M, request: RequestOf<'ControllerService', M>) => client.call('ControllerService', rpc, request);
   const cli = async (...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
     let stdout = '';
