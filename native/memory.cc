@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <mutex>
 #include <unordered_map>
 
@@ -400,7 +401,117 @@ bool OverlapsMapping(const void* addr, size_t length) {
   return false;
 }
 
+
+// allocateZeroed(length, hugePages) -> ArrayBuffer: private anonymous memory (zeroed by the kernel, committed page by
+// page as it is first written), freed when the ArrayBuffer is collected. With hugePages the range is 2 MiB-aligned
+// and marked MADV_HUGEPAGE, so the kernel may back it with transparent huge pages (THP `madvise` or `always`): a
+// random 4 KiB access over a large store then needs no page-table walk. Such buffers are kept in their own registry
+// (not g_live: munmap() refuses them) so that discard() can tell them from any other memory.
+constexpr size_t kHugePage = 2 * 1024 * 1024;
+
+std::unordered_map<uintptr_t, size_t> g_anonymous;  // allocateZeroed buffers by base address: their length
+
+void FinalizeAnonymous(napi_env /*env*/, void* data, void* hint) {
+  size_t size = reinterpret_cast<size_t>(hint);
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    g_anonymous.erase(reinterpret_cast<uintptr_t>(data));
+  }
+  ::munmap(data, size);
+}
+
+Napi::Value AllocateZeroed(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t length;
+  if (!GetInteger(info, 0, "allocateZeroed", "length", 1, kMaxSafeInteger, &length)) return Napi::Value();
+  bool hugePages = info.Length() > 1 && info[1].ToBoolean().Value();
+  size_t size = (static_cast<size_t>(length) + PageSize() - 1) & ~(PageSize() - 1);
+  size_t reserve = hugePages ? size + kHugePage : size;
+  void* raw = ::mmap(nullptr, reserve, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (raw == MAP_FAILED) {
+    ThrowErrno(env, errno, "mmap", "allocateZeroed(" + std::to_string(length) + " bytes)");
+    return Napi::Value();
+  }
+  auto* base = static_cast<uint8_t*>(raw);
+  if (hugePages) {
+    // Keep a 2 MiB-aligned range of `size` bytes of the reservation.
+    uintptr_t start = reinterpret_cast<uintptr_t>(base);
+    uintptr_t aligned = (start + kHugePage - 1) & ~(kHugePage - 1);
+    size_t head = aligned - start;
+    size_t tail = reserve - head - size;
+    if (head > 0) ::munmap(base, head);
+    if (tail > 0) ::munmap(reinterpret_cast<uint8_t*>(aligned) + size, tail);
+    base = reinterpret_cast<uint8_t*>(aligned);
+    // Advice only: where THP is off the memory is just as good, in 4 KiB pages.
+    ::madvise(base, size, MADV_HUGEPAGE);
+  }
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    g_anonymous[reinterpret_cast<uintptr_t>(base)] = static_cast<size_t>(length);
+  }
+  napi_value buffer;
+  if (napi_create_external_arraybuffer(env, base, static_cast<size_t>(length), FinalizeAnonymous,
+                                       reinterpret_cast<void*>(size), &buffer) != napi_ok) {
+    {
+      std::lock_guard<std::mutex> lock(g_mutex);
+      g_anonymous.erase(reinterpret_cast<uintptr_t>(base));
+    }
+    ::munmap(base, size);
+    ThrowErrnoMessage(env, ENOMEM, "mmap", "allocateZeroed: could not create an ArrayBuffer over the memory");
+    return Napi::Value();
+  }
+  return Napi::Value(env, buffer);
+}
+
+// discard(buffer, offset, length): zeroes [offset, offset + length) of an allocateZeroed buffer and gives the whole
+// pages inside it back to the kernel (MADV_DONTNEED: they read as zeroes and cost nothing until written again); the
+// partial pages at either end are zero-filled.
+Napi::Value Discard(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const char* fn = "discard";
+  void* data = nullptr;
+  size_t length = 0;
+  bool detached = false;
+  int64_t offset, count;
+  if (!GetArrayBuffer(env, info[0], fn, &data, &length, &detached) ||
+      !GetInteger(info, 1, fn, "offset", 0, kMaxSafeInteger, &offset) ||
+      !GetInteger(info, 2, fn, "length", 0, kMaxSafeInteger, &count)) {
+    return Napi::Value();
+  }
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    auto it = detached ? g_anonymous.end() : g_anonymous.find(reinterpret_cast<uintptr_t>(data));
+    if (it == g_anonymous.end() || it->second != length) {
+      ThrowTypeError(env, std::string(fn) + ": the ArrayBuffer is not one allocateZeroed() returned");
+      return Napi::Value();
+    }
+  }
+  if (static_cast<uint64_t>(offset) + static_cast<uint64_t>(count) > length) {
+    ThrowRangeError(env, std::string(fn) + ": " + std::to_string(count) + " bytes at " + std::to_string(offset) +
+                             " are outside the buffer (" + std::to_string(length) + " bytes)");
+    return Napi::Value();
+  }
+  auto* bytes = static_cast<uint8_t*>(data);
+  size_t start = static_cast<size_t>(offset);
+  size_t end = start + static_cast<size_t>(count);
+  size_t page = PageSize();
+  size_t firstWhole = (start + page - 1) & ~(page - 1);
+  size_t endWhole = end & ~(page - 1);
+  if (firstWhole < endWhole) {
+    std::memset(bytes + start, 0, firstWhole - start);
+    if (::madvise(bytes + firstWhole, endWhole - firstWhole, MADV_DONTNEED) < 0) {
+      std::memset(bytes + firstWhole, 0, endWhole - firstWhole);  // cannot fail for private anonymous memory
+    }
+    std::memset(bytes + endWhole, 0, end - endWhole);
+  } else {
+    std::memset(bytes + start, 0, end - start);
+  }
+  return Napi::Value();
+}
+
 void InitMemory(Napi::Env env, Napi::Object exports) {
+  exports.Set("allocateZeroed", Napi::Function::New(env, AllocateZeroed, "allocateZeroed"));
+  exports.Set("discard", Napi::Function::New(env, Discard, "discard"));
   exports.Set("mmap", Napi::Function::New(env, Mmap, "mmap"));
   exports.Set("munmap", Napi::Function::New(env, Munmap, "munmap"));
   exports.Set("isMapped", Napi::Function::New(env, IsMapped, "isMapped"));

@@ -2,14 +2,19 @@
  * A namespace held in process memory: nothing survives a restart. Useful for tests, benchmarks and scratch disks.
  * Reads and writes complete synchronously (return undefined), which is the controller's allocation-free fast path.
  *
- * The store is a row of chunks (2 MiB by default), each allocated when first written: a chunk never written reads as
- * zeroes and costs nothing. Deallocate and Write Zeroes drop the chunks they cover whole (O(1) each; the memory goes
- * back to the allocator) and zero-fill only the partly covered ones. That work is cut into slices of at most
+ * The store is a row of chunks (64 MiB by default), each allocated when first written: a chunk never written reads as
+ * zeroes and costs nothing. A chunk is memory outside the engine's heap (`native.allocateZeroed`), on transparent
+ * huge pages where the host allows them: the OS commits it as it is first written, 2 MiB at a time with huge pages,
+ * and a random 4 KiB read over it needs no page-table walk (a fifth of a QD1 read: docs/benchmarks.md). Few, large
+ * chunks also keep the arrays one batch of copies names few (memory/copy-list.ts). Deallocate and Write Zeroes drop
+ * the chunks they cover whole and give the pages of the partly covered ones back to the OS (`native.discard`), so
+ * the memory goes back either way. That work is cut into slices of at most
  * CLEAR_UNITS_PER_TURN per event-loop turn for the whole namespace (sliced-work.ts): one Dataset Management command
  * of 256 ranges over the whole namespace, or a thousand of them queued, never holds the thread for more than a few
  * milliseconds at a time. A request that fits in one turn completes synchronously.
  */
 import type { CopyList } from '../memory/copy-list.js';
+import { native } from '../native/index.js';
 import { formatSize } from '../util/size.js';
 import { NamespaceError, type ByteRange, type Namespace, type NamespaceUsage } from './namespace.js';
 import { SlicedWork, type SlicedJob } from './sliced-work.js';
@@ -19,13 +24,14 @@ export interface MemoryNamespaceOptions {
   /** 512 (default) or 4096. */
   blockSize?: number;
   /**
-   * Bytes per backing ArrayBuffer (default 2 MiB), allocated when first written; deallocation drops whole chunks.
-   * A multiple of 4096.
+   * Bytes per backing ArrayBuffer (default 64 MiB), allocated when first written; deallocation drops whole chunks.
+   * A multiple of 4096, below 4 GiB (a batched copy addresses a chunk with 32-bit offsets).
    */
   chunkBytes?: number;
 }
 
-export const DEFAULT_MEMORY_CHUNK_BYTES = 2 * 1024 * 1024;
+export const DEFAULT_MEMORY_CHUNK_BYTES = 64 * 1024 * 1024;
+const MAX_CHUNK_BYTES = 2 ** 32 - 4096;
 /** Cost units (bytes zero-filled) a namespace spends on deallocation / write zeroes per event-loop turn. */
 export const CLEAR_UNITS_PER_TURN = 16 * 1024 * 1024;
 /** What dropping (or skipping) one whole chunk costs, in the same units. */
@@ -43,7 +49,7 @@ export class MemoryNamespace implements Namespace {
   readonly supportsDeallocate = false;
   private readonly chunkBytes: number;
   /** chunks[i], or undefined while chunk i has never been written (or was dropped): it reads as zeroes. */
-  private chunks: Array<Uint8Array | undefined>;
+  private chunks: Array<Uint8Array<ArrayBuffer> | undefined>;
   /** chunks[i].buffer (each chunk is a whole ArrayBuffer of its own). */
   private chunkBuffers: Array<ArrayBuffer | undefined>;
   private closed = false;
@@ -60,8 +66,8 @@ export class MemoryNamespace implements Namespace {
     if (!Number.isSafeInteger(sizeBytes) || sizeBytes <= 0 || sizeBytes % blockSize !== 0) {
       throw new Error(`memory namespace: size ${sizeBytes} must be a positive multiple of the block size ${blockSize}`);
     }
-    if (!Number.isSafeInteger(chunkBytes) || chunkBytes <= 0 || chunkBytes % 4096 !== 0) {
-      throw new Error(`memory namespace: chunk size ${chunkBytes} must be a positive multiple of 4096`);
+    if (!Number.isSafeInteger(chunkBytes) || chunkBytes <= 0 || chunkBytes % 4096 !== 0 || chunkBytes > MAX_CHUNK_BYTES) {
+      throw new Error(`memory namespace: chunk size ${chunkBytes} must be a positive multiple of 4096 below 4 GiB`);
     }
     this.blockSize = blockSize;
     this.sizeBytes = sizeBytes;
@@ -69,14 +75,14 @@ export class MemoryNamespace implements Namespace {
     this.description = `memory:${formatSize(sizeBytes)}`;
     this.chunkBytes = chunkBytes;
     const chunkCount = Math.ceil(sizeBytes / chunkBytes);
-    this.chunks = new Array<Uint8Array | undefined>(chunkCount).fill(undefined);
+    this.chunks = new Array<Uint8Array<ArrayBuffer> | undefined>(chunkCount).fill(undefined);
     this.chunkBuffers = new Array<ArrayBuffer | undefined>(chunkCount).fill(undefined);
   }
 
   /**
    * Grows the store: the new blocks read as zeroes and cost nothing until written. A last chunk that was shorter
-   * than chunkBytes is dropped from the arrays' view and copied into a full-length one, so every chunk but the new
-   * last one is chunkBytes long again.
+   * than chunkBytes is lengthened: over its own memory when that was reserved long enough (chunks are reserved in
+   * whole 2 MiB), else copied into a new one, so every chunk but the new last one is chunkBytes long again.
    */
   grow(sizeBytes: number): Promise<void> {
     if (this.closed) return Promise.reject(new NamespaceError('internal', `${this.description}: grow after close`));
@@ -89,8 +95,14 @@ export class MemoryNamespace implements Namespace {
     this.blockCount = sizeBytes / this.blockSize;
     this.description = `memory:${formatSize(sizeBytes)}`;
     if (last !== undefined && last.length < this.chunkLengthOf(lastIndex)) {
-      const longer = new Uint8Array(this.chunkLengthOf(lastIndex));
-      longer.set(last);
+      const length = this.chunkLengthOf(lastIndex);
+      let longer: Uint8Array<ArrayBuffer>;
+      if (last.buffer.byteLength >= length) longer = new Uint8Array(last.buffer, 0, length);
+      else {
+        longer = newChunk(length);
+        longer.set(last);
+        native.discard(last.buffer, 0, last.buffer.byteLength);
+      }
       this.chunks[lastIndex] = longer;
       this.chunkBuffers[lastIndex] = longer.buffer;
     }
@@ -213,9 +225,11 @@ export class MemoryNamespace implements Namespace {
     if (start === 0 && length === chunk.length) {
       this.chunks[chunkIndex] = undefined;
       this.chunkBuffers[chunkIndex] = undefined;
+      // Now, not when the engine collects the buffer: it does not count memory outside its heap.
+      native.discard(chunk.buffer, 0, chunk.buffer.byteLength);
       return CHUNK_DROP_UNITS;
     }
-    chunk.fill(0, start, start + length);
+    native.discard(chunk.buffer, start, length);
     return Math.max(length, CHUNK_DROP_UNITS);
   }
 
@@ -229,6 +243,7 @@ export class MemoryNamespace implements Namespace {
 
   close(): Promise<void> {
     this.closed = true;
+    for (const chunk of this.chunks) if (chunk !== undefined) native.discard(chunk.buffer, 0, chunk.buffer.byteLength);
     this.chunks = [];
     this.chunkBuffers = [];
     return Promise.resolve();
@@ -239,11 +254,10 @@ export class MemoryNamespace implements Namespace {
     return Math.min(this.chunkBytes, this.sizeBytes - chunkIndex * this.chunkBytes);
   }
 
-  private allocateChunk(chunkIndex: number): Uint8Array {
-    let chunk: Uint8Array;
+  private allocateChunk(chunkIndex: number): Uint8Array<ArrayBuffer> {
+    let chunk: Uint8Array<ArrayBuffer>;
     try {
-      // Zero-filled by the engine; the OS commits pages only when they are first written.
-      chunk = new Uint8Array(this.chunkLengthOf(chunkIndex));
+      chunk = newChunk(this.chunkLengthOf(chunkIndex));
     } catch (error) {
       throw new NamespaceError('capacity', `${this.description}: cannot allocate memory for a write: ${String(error)}`, undefined, {
         cause: error,
@@ -311,3 +325,15 @@ class ClearJob implements SlicedJob {
     return spent;
   }
 }
+
+/**
+ * Zeroed memory for a chunk of `length` bytes. From 2 MiB on it is reserved in whole 2 MiB and on huge pages (which
+ * need whole ones; a last chunk can then often grow in place). The OS commits it as it is first written.
+ */
+function newChunk(length: number): Uint8Array<ArrayBuffer> {
+  const hugePages = length >= HUGE_PAGE_BYTES;
+  const reserved = hugePages ? Math.ceil(length / HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES : length;
+  return new Uint8Array(native.allocateZeroed(reserved, hugePages), 0, length);
+}
+
+const HUGE_PAGE_BYTES = 2 * 1024 * 1024;

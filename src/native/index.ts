@@ -242,6 +242,16 @@ export interface NativeAddon {
    */
   mmap(fd: number, offset: number, length: number, prot: number): ArrayBuffer;
   /**
+   * Zeroed private memory of `length` bytes outside the engine's heap, freed when the ArrayBuffer is collected.
+   * `hugePages`: 2 MiB-aligned and advised for transparent huge pages (the kernel decides). Not for `munmap`.
+   */
+  allocateZeroed(length: number, hugePages: boolean): ArrayBuffer;
+  /**
+   * Zeroes `length` bytes at `offset` of a buffer from `allocateZeroed` and gives its whole pages back to the OS
+   * (they read as zeroes and cost nothing until written again). Throws for any other buffer or a range outside it.
+   */
+  discard(buffer: ArrayBuffer, offset: number, length: number): void;
+  /**
    * Whether the file under a guarded mapping shrank and a lost page was touched (and replaced with zeros): how
    * many times, and the byte offset (from the start of the mapping) of the first lost page. Null when not, and for
    * unguarded mappings and anything that is not a live mapping.

@@ -205,6 +205,37 @@ describe('MemoryNamespace', () => {
     expect(namespace.usage().allocatedBytes).toBe(256 * 1024);
   });
 
+  it('with its default (large) chunks: a partly covered chunk is zeroed in place, and growth keeps the data', async () => {
+    const MIB = 1024 * 1024;
+    const namespace = new MemoryNamespace({ sizeBytes: 3 * MIB });
+    const data = pattern(3 * MIB, 5);
+    namespace.write(0, [data]);
+    // Across a page boundary at both ends, so whole pages and partial ones are both cleared.
+    const cleared = { offset: MIB + 512, length: MIB + 4096 };
+    await namespace.deallocate([cleared]);
+    const back = new Uint8Array(3 * MIB);
+    namespace.read(0, [back]);
+    expect(same(back.subarray(0, cleared.offset), data.subarray(0, cleared.offset))).toBe(true);
+    expect(back.subarray(cleared.offset, cleared.offset + cleared.length).every((byte) => byte === 0)).toBe(true);
+    const after = cleared.offset + cleared.length;
+    expect(same(back.subarray(after), data.subarray(after))).toBe(true);
+
+    // 3 MiB is reserved as 4 MiB: growing to 3.5 MiB stays in the chunk's memory, then to 70 MiB spans two chunks.
+    for (const size of [3.5 * MIB, 70 * MIB]) {
+      await namespace.grow(size);
+      const whole = new Uint8Array(size);
+      namespace.read(0, [whole]);
+      expect(same(whole.subarray(after, 3 * MIB), data.subarray(after))).toBe(true);
+      expect(whole.subarray(3 * MIB).every((byte) => byte === 0)).toBe(true);
+    }
+    const tail = pattern(8192, 6);
+    namespace.write(70 * MIB - 8192, [tail]);
+    const tailBack = new Uint8Array(8192);
+    namespace.read(70 * MIB - 8192, [tailBack]);
+    expect(same(tailBack, tail)).toBe(true);
+    await namespace.close();
+  });
+
   it('readSync / writeSync move (array, index, length) ranges like read / write, across chunks and unwritten ones', () => {
     const namespace = new MemoryNamespace({ sizeBytes: 256 * 1024, chunkBytes: 64 * 1024 });
     const data = pattern(100 * 1024, 3);

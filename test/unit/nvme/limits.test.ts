@@ -117,7 +117,7 @@ function dsmRanges(ranges: Array<{ slba: number; blocks: number }>): Uint8Array 
 describe('deallocation cost', () => {
   it('a memory namespace drops whole chunks, and slices zero-filling so the event loop keeps turning', async () => {
     const size = 64 * MIB;
-    const namespace = new MemoryNamespace({ sizeBytes: size });
+    const namespace = new MemoryNamespace({ sizeBytes: size, chunkBytes: 2 * MIB });
     // Data in every chunk, so each partly covered chunk has real zero-filling to do.
     const block = pattern(512, 9);
     for (let offset = 0; offset < size; offset += MIB) namespace.write(offset, [block]);
