@@ -9,6 +9,8 @@
 import { native } from '../native/index.js';
 
 const RUN_WORDS = native.copyRunWords;
+/** A copy's flag: its target is not read soon (see `add`). */
+export const COPY_STREAM_TARGET = native.copyStreamTarget;
 const INITIAL_RUNS = 64;
 
 export class CopyList {
@@ -19,8 +21,11 @@ export class CopyList {
   private readonly arrays: Uint8Array[] = [];
   private arrayCount = 0;
 
-  /** Queues a copy of `length` bytes from `source[sourceAt]` to `target[targetAt]`. */
-  add(source: Uint8Array, sourceAt: number, target: Uint8Array, targetAt: number, length: number): void {
+  /**
+   * Queues a copy of `length` bytes from `source[sourceAt]` to `target[targetAt]`. `flags`: COPY_STREAM_TARGET when
+   * nothing will read the target soon (a store's own memory), so the copy does not pull it into the cache.
+   */
+  add(source: Uint8Array, sourceAt: number, target: Uint8Array, targetAt: number, length: number, flags = 0): void {
     if ((this.count + 1) * RUN_WORDS > this.runs.length) this.grow();
     const base = this.count * RUN_WORDS;
     const runs = this.runs;
@@ -29,6 +34,7 @@ export class CopyList {
     runs[base + 2] = this.indexOf(target);
     runs[base + 3] = targetAt;
     runs[base + 4] = length;
+    runs[base + 5] = flags;
     this.count++;
   }
 
@@ -38,7 +44,7 @@ export class CopyList {
     if (count === 0) return;
     try {
       // One copy has nothing to overlap with, and a view costs less than the native call's argument checks.
-      if (count === 1) this.copyOne();
+      if (count === 1 && this.runs[5] === 0) this.copyOne();
       else native.copyRuns(this.arrays, this.runs, count);
     } finally {
       this.clear();

@@ -13,7 +13,7 @@
  * of 256 ranges over the whole namespace, or a thousand of them queued, never holds the thread for more than a few
  * milliseconds at a time. A request that fits in one turn completes synchronously.
  */
-import type { CopyList } from '../memory/copy-list.js';
+import { COPY_STREAM_TARGET, CopyList } from '../memory/copy-list.js';
 import { native } from '../native/index.js';
 import { formatSize } from '../util/size.js';
 import { NamespaceError, type ByteRange, type Namespace, type NamespaceUsage } from './namespace.js';
@@ -53,9 +53,8 @@ export class MemoryNamespace implements Namespace {
   /** chunks[i].buffer (each chunk is a whole ArrayBuffer of its own). */
   private chunkBuffers: Array<ArrayBuffer | undefined>;
   private closed = false;
-  /** writeSync's last source array and its `buffer` (see there). */
-  private sourceBytes: Uint8Array | undefined;
-  private sourceBuffer: ArrayBufferLike | undefined;
+  /** writeSync's copies when its caller does not batch them. */
+  private readonly writeCopies = new CopyList();
   private readonly clearing = new SlicedWork(CLEAR_UNITS_PER_TURN);
 
   constructor(options: MemoryNamespaceOptions) {
@@ -158,12 +157,12 @@ export class MemoryNamespace implements Namespace {
   writeSync(offset: number, bytes: Uint8Array, at: number, length: number, copies?: CopyList): void {
     this.check('write', offset, length);
     if (!(at >= 0 && at + length <= bytes.length)) throw new RangeError(`writeSync: ${length} bytes at ${at} outside the source`);
-    // `buffer` is a runtime call per access: cached for the array of the last call (a guest mapping's window).
-    if (copies === undefined && bytes !== this.sourceBytes) {
-      this.sourceBytes = bytes;
-      this.sourceBuffer = bytes.buffer;
-    }
-    const base = bytes.byteOffset + at;
+    // Without a caller's list the copies are made here, through the same native call: the guest's data goes around
+    // the cache either way (COPY_STREAM_TARGET: nothing reads it back soon, and a cached store into a page the
+    // namespace has not touched lately would first read each line from memory, which doubles a 4 KiB write's cost).
+    const list = copies ?? this.writeCopies;
+    // (A call that threw half way, e.g. out of memory for a chunk, may have left copies in the namespace's own list.)
+    if (copies === undefined) list.clear();
     let done = 0;
     while (done < length) {
       const chunkIndex = Math.floor((offset + done) / this.chunkBytes);
@@ -171,10 +170,10 @@ export class MemoryNamespace implements Namespace {
       const chunk = this.chunks[chunkIndex] ?? this.allocateChunk(chunkIndex);
       const start = offset + done - chunkIndex * this.chunkBytes;
       const piece = Math.min(length - done, chunk.length - start);
-      if (copies !== undefined) copies.add(bytes, at + done, chunk, start, piece);
-      else chunk.set(new Uint8Array(this.sourceBuffer!, base + done, piece), start);
+      list.add(bytes, at + done, chunk, start, piece, COPY_STREAM_TARGET);
       done += piece;
     }
+    if (copies === undefined) list.run();
   }
 
   write(offset: number, buffers: readonly Uint8Array[]): void {

@@ -320,12 +320,17 @@ export interface NativeAddon {
   /**
    * Copies `count` runs between the Uint8Arrays of `arrays`, in order, prefetching the sources of the next runs
    * while one is copied. `runs` holds `copyRunWords` words per run: source array index, source index, target
-   * array index, target index, length. Every run is checked against its arrays before anything is copied (a
-   * RangeError names the first bad one); overlapping runs copy as memmove does.
+   * array index, target index, length, flags. Every run is checked against its arrays before anything is copied
+   * (a RangeError names the first bad one); overlapping runs copy as memmove does.
    */
   copyRuns(arrays: readonly Uint8Array[], runs: Uint32Array, count: number): void;
-  /** Words per run in `copyRuns`'s `runs` (5). */
+  /** Words per run in `copyRuns`'s `runs` (6). */
   readonly copyRunWords: number;
+  /**
+   * A run's flag: its target will not be read soon, so it is written around the cache (non-temporal stores: no
+   * read of each target line from memory before it is overwritten). For data going into a memory namespace.
+   */
+  readonly copyStreamTarget: number;
 
   /**
    * Starts a thread that compares the first words of `page` (a live, readable ArrayBuffer from `mmap`) with

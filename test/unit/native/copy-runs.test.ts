@@ -5,7 +5,8 @@ import { native, PROT_READ, PROT_WRITE } from '../../../src/native/index.js';
 
 const WORDS = native.copyRunWords;
 
-function runsOf(...runs: Array<[number, number, number, number, number]>): Uint32Array {
+/** Runs of five words (source, at, target, at, length) and an optional sixth, the flags (0 when left out). */
+function runsOf(...runs: Array<[number, number, number, number, number] | [number, number, number, number, number, number]>): Uint32Array {
   const table = new Uint32Array(runs.length * WORDS);
   runs.forEach((run, index) => table.set(run, index * WORDS));
   return table;
@@ -94,5 +95,30 @@ describe('native.copyRuns', () => {
     } finally {
       fs.closeSync(fd);
     }
+  });
+
+  it('with the stream-target flag copies the same bytes, at any alignment and length; overlapping runs as memmove', () => {
+    const STREAM = native.copyStreamTarget;
+    const source = filled(3 * 4096 + 77, 5);
+    for (const [sourceAt, targetAt, length] of [
+      [0, 0, 4096],
+      [3, 1, 4096],
+      [100, 15, 2 * 4096 + 63],
+      [1, 17, 15],
+      [0, 64, 64],
+      [7, 9, 0],
+    ] as const) {
+      const target = new Uint8Array(3 * 4096 + 200).fill(0xcc);
+      native.copyRuns([source, target], runsOf([0, sourceAt, 1, targetAt, length, STREAM]), 1);
+      expect(Buffer.compare(target.subarray(targetAt, targetAt + length), source.subarray(sourceAt, sourceAt + length))).toBe(0);
+      expect(target.subarray(0, targetAt).every((value) => value === 0xcc)).toBe(true);
+      expect(target.subarray(targetAt + length).every((value) => value === 0xcc)).toBe(true);
+    }
+    // Within one array, overlapping: the flag is ignored and the copy behaves as memmove.
+    const bytes = filled(256, 6);
+    const expected = Uint8Array.from(bytes);
+    expected.copyWithin(10, 0, 200);
+    native.copyRuns([bytes], runsOf([0, 0, 0, 10, 200, STREAM]), 1);
+    expect(Buffer.compare(bytes, expected)).toBe(0);
   });
 });
