@@ -37,10 +37,12 @@ const POLL_SPIN_MS = 0.5;
 /**
  * The longest the worker polls inside one event-loop turn before letting the loop run. A turn costs a few µs (an
  * epoll_wait, timers, the engine's tasks), and a doorbell written meanwhile waits for it: with 50 µs slices that was
- * the QD1 p99 (6 µs against a 1.4 µs p50). Messages and timers wait up to a slice while the guest keeps the queues
- * busy; a backend's completions do not (a slice ends while I/O is in flight).
+ * the QD1 p99 (6.0 µs against a 1.4 µs p50; 5.0 µs with 0.2 ms, 4.5 µs with 1 ms). Longer is not better for
+ * everyone: with 1 ms, 8 busy polled controllers sharing 2 cores with their clients made 10 % fewer I/Os (twice;
+ * 0.2 ms: 5 % more than 50 µs). Messages and timers wait up to a slice while the guest keeps the queues busy; a
+ * backend's completions do not (a slice ends while I/O is in flight). docs/benchmarks.md has the runs.
  */
-const POLL_SLICE_MS = 1;
+const POLL_SLICE_MS = 0.2;
 /**
  * Scans that find nothing read the clock only every this many times: a clock read (40-100 ns here) is most of an
  * empty scan, and the scan's length is how late a doorbell is seen (QD1 latency). The slice and idle checks run up
