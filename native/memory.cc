@@ -405,25 +405,45 @@ bool OverlapsMapping(const void* addr, size_t length) {
 // allocateZeroed(length, hugePages) -> ArrayBuffer: private anonymous memory (zeroed by the kernel, committed page by
 // page as it is first written), freed when the ArrayBuffer is collected. With hugePages the range is 2 MiB-aligned
 // and marked MADV_HUGEPAGE, so the kernel may back it with transparent huge pages (THP `madvise` or `always`): a
-// random 4 KiB access over a large store then needs no page-table walk. Such buffers are kept in their own registry
+// random 4 KiB access over a large store then rarely misses the TLB. Such buffers are kept in their own registry
 // (not g_live: munmap() refuses them) so that discard() can tell them from any other memory.
 constexpr size_t kHugePage = 2 * 1024 * 1024;
+// The largest ArrayBuffer every supported Node accepts (Node 20: buffer.constants.MAX_LENGTH). Checked before mmap:
+// past it the engine refuses the buffer (and frees it through the finalizer at once).
+constexpr int64_t kMaxAnonymousBytes = int64_t{1} << 32;
 
-std::unordered_map<uintptr_t, size_t> g_anonymous;  // allocateZeroed buffers by base address: their length
+struct AnonymousBuffer {
+  uint8_t* base = nullptr;
+  size_t size = 0;    // bytes mapped (length rounded up to pages)
+  size_t length = 0;  // the ArrayBuffer's length
+  bool finalized = false;
+  bool creating = true;  // AllocateZeroed is still inside napi_create_external_arraybuffer
+};
 
-void FinalizeAnonymous(napi_env /*env*/, void* data, void* hint) {
-  size_t size = reinterpret_cast<size_t>(hint);
-  {
-    std::lock_guard<std::mutex> lock(g_mutex);
-    g_anonymous.erase(reinterpret_cast<uintptr_t>(data));
-  }
-  ::munmap(data, size);
+std::unordered_map<uintptr_t, AnonymousBuffer*> g_anonymous;  // allocateZeroed buffers by base address
+
+// Caller holds g_mutex. Unregisters and unmaps the buffer's memory (once).
+void ReleaseAnonymousLocked(AnonymousBuffer* buffer) {
+  if (buffer->finalized) return;
+  buffer->finalized = true;
+  auto it = g_anonymous.find(reinterpret_cast<uintptr_t>(buffer->base));
+  if (it != g_anonymous.end() && it->second == buffer) g_anonymous.erase(it);
+  ::munmap(buffer->base, buffer->size);
+}
+
+// May run while AllocateZeroed is still creating the buffer (when the engine refuses it); the record is then freed
+// there, else here.
+void FinalizeAnonymous(napi_env /*env*/, void* /*data*/, void* hint) {
+  auto* buffer = static_cast<AnonymousBuffer*>(hint);
+  std::lock_guard<std::mutex> lock(g_mutex);
+  ReleaseAnonymousLocked(buffer);
+  if (!buffer->creating) delete buffer;
 }
 
 Napi::Value AllocateZeroed(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int64_t length;
-  if (!GetInteger(info, 0, "allocateZeroed", "length", 1, kMaxSafeInteger, &length)) return Napi::Value();
+  if (!GetInteger(info, 0, "allocateZeroed", "length", 1, kMaxAnonymousBytes, &length)) return Napi::Value();
   bool hugePages = info.Length() > 1 && info[1].ToBoolean().Value();
   size_t size = (static_cast<size_t>(length) + PageSize() - 1) & ~(PageSize() - 1);
   size_t reserve = hugePages ? size + kHugePage : size;
@@ -445,22 +465,32 @@ Napi::Value AllocateZeroed(const Napi::CallbackInfo& info) {
     // Advice only: where THP is off the memory is just as good, in 4 KiB pages.
     ::madvise(base, size, MADV_HUGEPAGE);
   }
+  auto* record = new AnonymousBuffer{base, size, static_cast<size_t>(length), false, true};
   {
     std::lock_guard<std::mutex> lock(g_mutex);
-    g_anonymous[reinterpret_cast<uintptr_t>(base)] = static_cast<size_t>(length);
+    g_anonymous[reinterpret_cast<uintptr_t>(base)] = record;
   }
   napi_value buffer;
-  if (napi_create_external_arraybuffer(env, base, static_cast<size_t>(length), FinalizeAnonymous,
-                                       reinterpret_cast<void*>(size), &buffer) != napi_ok) {
-    {
-      std::lock_guard<std::mutex> lock(g_mutex);
-      g_anonymous.erase(reinterpret_cast<uintptr_t>(base));
+  napi_status status = napi_create_external_arraybuffer(env, base, record->length, FinalizeAnonymous, record, &buffer);
+  bool finalized;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    record->creating = false;
+    finalized = record->finalized;
+    if (status == napi_ok && !finalized) return Napi::Value(env, buffer);
+    if (!finalized) {
+      // Refused without running the finalizer. Should it still run later, it unmaps and frees the record; until then
+      // the memory stays mapped (a leak, never a second unmap). discard() no longer accepts it.
+      auto it = g_anonymous.find(reinterpret_cast<uintptr_t>(base));
+      if (it != g_anonymous.end() && it->second == record) g_anonymous.erase(it);
     }
-    ::munmap(base, size);
-    ThrowErrnoMessage(env, ENOMEM, "mmap", "allocateZeroed: could not create an ArrayBuffer over the memory");
-    return Napi::Value();
   }
-  return Napi::Value(env, buffer);
+  // Refused, and the finalizer already ran (Node frees a buffer it cannot create at once): only the record is left.
+  if (finalized) delete record;
+  bool pending = false;
+  napi_is_exception_pending(env, &pending);
+  if (!pending) ThrowErrnoMessage(env, ENOMEM, "mmap", "allocateZeroed: could not create an ArrayBuffer over the memory");
+  return Napi::Value();
 }
 
 // discard(buffer, offset, length): zeroes [offset, offset + length) of an allocateZeroed buffer and gives the whole
@@ -481,7 +511,7 @@ Napi::Value Discard(const Napi::CallbackInfo& info) {
   {
     std::lock_guard<std::mutex> lock(g_mutex);
     auto it = detached ? g_anonymous.end() : g_anonymous.find(reinterpret_cast<uintptr_t>(data));
-    if (it == g_anonymous.end() || it->second != length) {
+    if (it == g_anonymous.end() || it->second->length != length) {
       ThrowTypeError(env, std::string(fn) + ": the ArrayBuffer is not one allocateZeroed() returned");
       return Napi::Value();
     }

@@ -12,6 +12,7 @@ const RUN_WORDS = native.copyRunWords;
 /** A copy's flag: its target is not read soon (see `add`). */
 export const COPY_STREAM_TARGET = native.copyStreamTarget;
 const INITIAL_RUNS = 64;
+const MAX_INDEX = 2 ** 32 - 1;
 
 export class CopyList {
   /** Copies queued. */
@@ -26,6 +27,10 @@ export class CopyList {
    * nothing will read the target soon (a store's own memory), so the copy does not pull it into the cache.
    */
   add(source: Uint8Array, sourceAt: number, target: Uint8Array, targetAt: number, length: number, flags = 0): void {
+    // The run's words are 32-bit: an index past them would wrap to another place in the array.
+    if (sourceAt + length > MAX_INDEX || targetAt + length > MAX_INDEX) {
+      throw new RangeError(`copy of ${length} bytes at ${sourceAt} -> ${targetAt}: batched copies address at most 4 GiB of an array`);
+    }
     if ((this.count + 1) * RUN_WORDS > this.runs.length) this.grow();
     const base = this.count * RUN_WORDS;
     const runs = this.runs;

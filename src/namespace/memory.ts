@@ -5,7 +5,7 @@
  * The store is a row of chunks (64 MiB by default), each allocated when first written: a chunk never written reads as
  * zeroes and costs nothing. A chunk is memory outside the engine's heap (`native.allocateZeroed`), on transparent
  * huge pages where the host allows them: the OS commits it as it is first written, 2 MiB at a time with huge pages,
- * and a random 4 KiB read over it needs no page-table walk (a fifth of a QD1 read: docs/benchmarks.md). Few, large
+ * and a random 4 KiB read over it rarely misses the TLB (a fifth of a QD1 read: docs/benchmarks.md). Few, large
  * chunks also keep the arrays one batch of copies names few (memory/copy-list.ts). Deallocate and Write Zeroes drop
  * the chunks they cover whole and give the pages of the partly covered ones back to the OS (`native.discard`), so
  * the memory goes back either way. That work is cut into slices of at most
@@ -25,17 +25,22 @@ export interface MemoryNamespaceOptions {
   blockSize?: number;
   /**
    * Bytes per backing ArrayBuffer (default 64 MiB), allocated when first written; deallocation drops whole chunks.
-   * A multiple of 4096, below 4 GiB (a batched copy addresses a chunk with 32-bit offsets).
+   * A multiple of 4096, at most 1 GiB (a batched copy addresses a chunk with 32-bit offsets).
    */
   chunkBytes?: number;
 }
 
 export const DEFAULT_MEMORY_CHUNK_BYTES = 64 * 1024 * 1024;
-const MAX_CHUNK_BYTES = 2 ** 32 - 4096;
+const MAX_CHUNK_BYTES = 1024 * 1024 * 1024;
 /** Cost units (bytes zero-filled) a namespace spends on deallocation / write zeroes per event-loop turn. */
 export const CLEAR_UNITS_PER_TURN = 16 * 1024 * 1024;
-/** What dropping (or skipping) one whole chunk costs, in the same units. */
-const CHUNK_DROP_UNITS = 4096;
+/** What skipping one chunk costs, in the same units. */
+const CHUNK_SKIP_UNITS = 4096;
+/**
+ * Giving a dropped chunk's pages back (MADV_DONTNEED) costs about an eighth of zero-filling them (measured: 0.2-1.3 ms
+ * per 64 MiB written, huge or small pages): a drop is charged its length divided by this.
+ */
+const DROP_COST_DIVISOR = 8;
 
 export class MemoryNamespace implements Namespace {
   readonly blockSize: number;
@@ -55,6 +60,8 @@ export class MemoryNamespace implements Namespace {
   private closed = false;
   /** writeSync's copies when its caller does not batch them. */
   private readonly writeCopies = new CopyList();
+  /** Buffers of dropped chunks, zeroed and without pages: the next chunks to be written take them. */
+  private spareBuffers: ArrayBuffer[] = [];
   private readonly clearing = new SlicedWork(CLEAR_UNITS_PER_TURN);
 
   constructor(options: MemoryNamespaceOptions) {
@@ -66,7 +73,7 @@ export class MemoryNamespace implements Namespace {
       throw new Error(`memory namespace: size ${sizeBytes} must be a positive multiple of the block size ${blockSize}`);
     }
     if (!Number.isSafeInteger(chunkBytes) || chunkBytes <= 0 || chunkBytes % 4096 !== 0 || chunkBytes > MAX_CHUNK_BYTES) {
-      throw new Error(`memory namespace: chunk size ${chunkBytes} must be a positive multiple of 4096 below 4 GiB`);
+      throw new Error(`memory namespace: chunk size ${chunkBytes} must be a positive multiple of 4096 up to 1 GiB`);
     }
     this.blockSize = blockSize;
     this.sizeBytes = sizeBytes;
@@ -80,8 +87,8 @@ export class MemoryNamespace implements Namespace {
 
   /**
    * Grows the store: the new blocks read as zeroes and cost nothing until written. A last chunk that was shorter
-   * than chunkBytes is lengthened: over its own memory when that was reserved long enough (chunks are reserved in
-   * whole 2 MiB), else copied into a new one, so every chunk but the new last one is chunkBytes long again.
+   * than chunkBytes is lengthened over its own memory (every chunk reserves chunkBytes; the part past the old end was
+   * never visible, so it is still zeroes), so every chunk but the new last one is chunkBytes long again.
    */
   grow(sizeBytes: number): Promise<void> {
     if (this.closed) return Promise.reject(new NamespaceError('internal', `${this.description}: grow after close`));
@@ -94,14 +101,7 @@ export class MemoryNamespace implements Namespace {
     this.blockCount = sizeBytes / this.blockSize;
     this.description = `memory:${formatSize(sizeBytes)}`;
     if (last !== undefined && last.length < this.chunkLengthOf(lastIndex)) {
-      const length = this.chunkLengthOf(lastIndex);
-      let longer: Uint8Array<ArrayBuffer>;
-      if (last.buffer.byteLength >= length) longer = new Uint8Array(last.buffer, 0, length);
-      else {
-        longer = newChunk(length);
-        longer.set(last);
-        native.discard(last.buffer, 0, last.buffer.byteLength);
-      }
+      const longer = new Uint8Array(last.buffer, 0, this.chunkLengthOf(lastIndex));
       this.chunks[lastIndex] = longer;
       this.chunkBuffers[lastIndex] = longer.buffer;
     }
@@ -160,9 +160,21 @@ export class MemoryNamespace implements Namespace {
     // Without a caller's list the copies are made here, through the same native call: the guest's data goes around
     // the cache either way (COPY_STREAM_TARGET: nothing reads it back soon, and a cached store into a page the
     // namespace has not touched lately would first read each line from memory, which doubles a 4 KiB write's cost).
-    const list = copies ?? this.writeCopies;
-    // (A call that threw half way, e.g. out of memory for a chunk, may have left copies in the namespace's own list.)
-    if (copies === undefined) list.clear();
+    if (copies !== undefined) {
+      this.queueWrite(offset, bytes, at, length, copies);
+      return;
+    }
+    const own = this.writeCopies;
+    try {
+      this.queueWrite(offset, bytes, at, length, own);
+      own.run();
+    } finally {
+      // A call that threw half way (out of memory for a chunk) leaves nothing queued, and no references.
+      own.clear();
+    }
+  }
+
+  private queueWrite(offset: number, bytes: Uint8Array, at: number, length: number, copies: CopyList): void {
     let done = 0;
     while (done < length) {
       const chunkIndex = Math.floor((offset + done) / this.chunkBytes);
@@ -170,10 +182,9 @@ export class MemoryNamespace implements Namespace {
       const chunk = this.chunks[chunkIndex] ?? this.allocateChunk(chunkIndex);
       const start = offset + done - chunkIndex * this.chunkBytes;
       const piece = Math.min(length - done, chunk.length - start);
-      list.add(bytes, at + done, chunk, start, piece, COPY_STREAM_TARGET);
+      copies.add(bytes, at + done, chunk, start, piece, COPY_STREAM_TARGET);
       done += piece;
     }
-    if (copies === undefined) list.run();
   }
 
   write(offset: number, buffers: readonly Uint8Array[]): void {
@@ -214,22 +225,25 @@ export class MemoryNamespace implements Namespace {
   }
 
   /**
-   * Zeroes [offset, offset + length) of one chunk: drops it when the range covers it whole, else fills the part (a
-   * chunk never written is already zeroes). Returns the cost in CLEAR_UNITS_PER_TURN units. For ClearJob.
+   * Zeroes [offset, offset + length) of one chunk: drops it when the range covers it whole, else zeroes the part and
+   * gives its whole pages back (a chunk never written is already zeroes). Returns the cost in CLEAR_UNITS_PER_TURN
+   * units. For ClearJob.
    */
   clearInChunk(chunkIndex: number, start: number, length: number): number {
     if (this.closed) throw new NamespaceError('internal', `${this.description}: write zeroes after close`);
     const chunk = this.chunks[chunkIndex];
-    if (chunk === undefined) return CHUNK_DROP_UNITS;
+    if (chunk === undefined) return CHUNK_SKIP_UNITS;
     if (start === 0 && length === chunk.length) {
       this.chunks[chunkIndex] = undefined;
       this.chunkBuffers[chunkIndex] = undefined;
-      // Now, not when the engine collects the buffer: it does not count memory outside its heap.
+      // The pages go back now (the engine does not count memory outside its heap, so a collection may come late),
+      // and the zeroed buffer is kept for the next chunk: the mappings stay as many as the namespace's chunks.
       native.discard(chunk.buffer, 0, chunk.buffer.byteLength);
-      return CHUNK_DROP_UNITS;
+      this.spareBuffers.push(chunk.buffer);
+      return Math.max(CHUNK_SKIP_UNITS, chunk.buffer.byteLength / DROP_COST_DIVISOR);
     }
     native.discard(chunk.buffer, start, length);
-    return Math.max(length, CHUNK_DROP_UNITS);
+    return Math.max(length, CHUNK_SKIP_UNITS);
   }
 
   get bytesPerChunk(): number {
@@ -242,7 +256,9 @@ export class MemoryNamespace implements Namespace {
 
   close(): Promise<void> {
     this.closed = true;
+    this.writeCopies.clear();
     for (const chunk of this.chunks) if (chunk !== undefined) native.discard(chunk.buffer, 0, chunk.buffer.byteLength);
+    this.spareBuffers = [];
     this.chunks = [];
     this.chunkBuffers = [];
     return Promise.resolve();
@@ -256,7 +272,8 @@ export class MemoryNamespace implements Namespace {
   private allocateChunk(chunkIndex: number): Uint8Array<ArrayBuffer> {
     let chunk: Uint8Array<ArrayBuffer>;
     try {
-      chunk = newChunk(this.chunkLengthOf(chunkIndex));
+      const spare = this.spareBuffers.pop();
+      chunk = spare !== undefined ? new Uint8Array(spare, 0, this.chunkLengthOf(chunkIndex)) : newChunk(this.chunkBytes, this.chunkLengthOf(chunkIndex));
     } catch (error) {
       throw new NamespaceError('capacity', `${this.description}: cannot allocate memory for a write: ${String(error)}`, undefined, {
         cause: error,
@@ -326,13 +343,13 @@ class ClearJob implements SlicedJob {
 }
 
 /**
- * Zeroed memory for a chunk of `length` bytes. From 2 MiB on it is reserved in whole 2 MiB and on huge pages (which
- * need whole ones; a last chunk can then often grow in place). The OS commits it as it is first written.
+ * Zeroed memory for a chunk: `reserved` bytes (the namespace's chunk size, so a last chunk can grow in place; from
+ * 2 MiB on rounded up to whole 2 MiB, on huge pages), seen as its first `length`. The OS commits it as it is written.
  */
-function newChunk(length: number): Uint8Array<ArrayBuffer> {
-  const hugePages = length >= HUGE_PAGE_BYTES;
-  const reserved = hugePages ? Math.ceil(length / HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES : length;
-  return new Uint8Array(native.allocateZeroed(reserved, hugePages), 0, length);
+function newChunk(reserved: number, length: number): Uint8Array<ArrayBuffer> {
+  const hugePages = reserved >= HUGE_PAGE_BYTES;
+  const bytes = hugePages ? Math.ceil(reserved / HUGE_PAGE_BYTES) * HUGE_PAGE_BYTES : reserved;
+  return new Uint8Array(native.allocateZeroed(bytes, hugePages), 0, length);
 }
 
 const HUGE_PAGE_BYTES = 2 * 1024 * 1024;

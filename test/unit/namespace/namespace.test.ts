@@ -233,6 +233,19 @@ describe('MemoryNamespace', () => {
     const tailBack = new Uint8Array(8192);
     namespace.read(70 * MIB - 8192, [tailBack]);
     expect(same(tailBack, tail)).toBe(true);
+
+    // A whole chunk dropped reads as zeroes; its memory is taken again by the next chunk written, which starts zeroed.
+    await namespace.deallocate([{ offset: 0, length: 64 * MIB }]);
+    expect(namespace.allocatedChunks).toBe(1);
+    const dropped = new Uint8Array(MIB);
+    namespace.read(MIB, [dropped]);
+    expect(dropped.every((byte) => byte === 0)).toBe(true);
+    const again = pattern(4096, 7);
+    namespace.writeSync(32 * MIB, again, 0, again.length);
+    const around = new Uint8Array(3 * 4096);
+    namespace.read(32 * MIB - 4096, [around]);
+    expect(same(around.subarray(4096, 8192), again)).toBe(true);
+    expect(around.subarray(0, 4096).every((byte) => byte === 0) && around.subarray(8192).every((byte) => byte === 0)).toBe(true);
     await namespace.close();
   });
 

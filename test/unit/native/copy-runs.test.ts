@@ -114,6 +114,12 @@ describe('native.copyRuns', () => {
       expect(target.subarray(0, targetAt).every((value) => value === 0xcc)).toBe(true);
       expect(target.subarray(targetAt + length).every((value) => value === 0xcc)).toBe(true);
     }
+    // A later run of the same call reads what a streamed run wrote (a Write, then a Read of it, in one batch).
+    const store = new Uint8Array(8192);
+    const guestIn = filled(4096, 9);
+    const guestOut = new Uint8Array(4096);
+    native.copyRuns([guestIn, store, guestOut], runsOf([0, 0, 1, 4096, 4096, STREAM], [1, 4096, 2, 0, 4096]), 2);
+    expect(Buffer.compare(guestOut, guestIn)).toBe(0);
     // Within one array, overlapping: the flag is ignored and the copy behaves as memmove.
     const bytes = filled(256, 6);
     const expected = Uint8Array.from(bytes);

@@ -115,13 +115,15 @@ function dsmRanges(ranges: Array<{ slba: number; blocks: number }>): Uint8Array 
 }
 
 describe('deallocation cost', () => {
-  it('a memory namespace drops whole chunks, and slices zero-filling so the event loop keeps turning', async () => {
-    const size = 64 * MIB;
-    const namespace = new MemoryNamespace({ sizeBytes: size, chunkBytes: 2 * MIB });
+  it.each([
+    { chunkMib: 2, size: 64 * MIB, chunks: 32 },
+    { chunkMib: 64, size: 512 * MIB, chunks: 8 }, // the default chunk size
+  ])('a memory namespace ($chunkMib MiB chunks) drops whole chunks, and slices clearing so the event loop keeps turning', async ({ chunkMib, size, chunks }) => {
+    const namespace = new MemoryNamespace({ sizeBytes: size, chunkBytes: chunkMib * MIB });
     // Data in every chunk, so each partly covered chunk has real zero-filling to do.
     const block = pattern(512, 9);
     for (let offset = 0; offset < size; offset += MIB) namespace.write(offset, [block]);
-    expect(namespace.allocatedChunks).toBe(32);
+    expect(namespace.allocatedChunks).toBe(chunks);
     // 8 commands of 256 ranges over everything but the first and last block: 2 GiB of range each.
     const ranges = Array.from({ length: 256 }, () => ({ offset: 512, length: size - 1024 }));
     const meter = turnGapMeter();
