@@ -42,6 +42,7 @@
  * Output: <out>/results.json, <out>/report.md, <out>/plots/*.svg (default out: bench/results/spdk-compare-<time>).
  * Benchmarks only: nothing here is a timed test.
  */
+import { checkGoals, goalsMarkdown } from './goals.js';
 import { spawn, spawnSync } from 'node:child_process';
 import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -532,6 +533,11 @@ function report(run: Record<string, any>, cells: Cell[], yard: Yardstick): { mar
       '`nvme-bench` (mmapped doorbells, polled CQ) against that client\'s in-process loopback device, the most this client can drive here.');
     md.push('');
   }
+  const goalPairs = pairs(cells, refServer).map((p) => ({ ...p, vfiodCpuUsPerIo: p.vfiod?.ok ? p.vfiod.server_cpu?.us_per_io : undefined }));
+  const interruptCells = cells
+    .filter((c) => c.extra?.section === 'interrupt' && c.server === 'vfiod' && c.mode === 'interrupt' && c.rw === 'randread' && c.ok)
+    .map((c) => ({ round: c.round, qd: c.qd, cpuUsPerIo: c.server_cpu?.us_per_io }));
+  md.push(...goalsMarkdown(checkGoals(goalPairs, interruptCells), refName));
   const client = yard.available ? 'spdk_nvme_perf' : 'nvme-bench';
   const table = (server: 'vfiod' | 'baseline', title: string): Pair[] => {
     md.push(title);
