@@ -179,3 +179,15 @@ export async function findCapability(client: VfioUserClient, id: number): Promis
   }
   return undefined;
 }
+
+/**
+ * A guest ready for I/O, as most daemon tests want it: attached as QEMU does (2 MSI-X vectors), the controller
+ * enabled, I/O queue pair 1 created (64 entries, vector 1). Pushed onto `guests` for the caller to close.
+ */
+export async function attachReadyGuest(socketPath: string, guests: Guest[]): Promise<Guest> {
+  const guest = await Guest.attach(socketPath, { flavour: 'qemu', vectors: 2 });
+  guests.push(guest);
+  await guest.driver.enable();
+  await guest.driver.createIoQueuePair(1, 64, 1);
+  return guest;
+}

@@ -10,41 +10,27 @@
  * `vfiod upgrade --daemon`.
  */
 import { execFile } from 'node:child_process';
-import { existsSync, readFileSync, rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { VfiodClient } from '../../src/daemon/client.js';
+import { afterEach, describe, expect, it } from 'vitest';
 import type { RequestOf, RpcName } from '../../src/daemon/proto.js';
-import type * as ServerModule from '../../src/daemon/server.js';
 import { Status } from '../../src/spec/nvme.js';
 import { temporaryDir } from '../helpers/common.js';
-import { startFakeHostDaemon } from '../helpers/dist-daemon.js';
+import { distDaemonUnavailable, useFakeHostDaemon } from '../helpers/dist-daemon.js';
 import { expectStatus } from '../helpers/daemon-client.js';
-import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
+import { standardHost } from '../helpers/fake-sysfs.js';
 import type { GuestDriver } from '../helpers/guest-driver.js';
-import { Guest } from '../helpers/hypervisor.js';
+import { attachReadyGuest, type Guest } from '../helpers/hypervisor.js';
 import { bin, children, IO_DEADLINE_MS, isListening, serve, startCrashRecoveryDaemon, type LogLine } from '../helpers/vfiod-process.js';
 
-const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
-const distServer = path.join(root, 'dist', 'daemon', 'server.js');
-const built = existsSync(distServer) && existsSync(path.join(root, 'dist', 'serve', 'worker.js'));
-const skipReason = built ? undefined : 'dist/ is not built (npm test runs tsc first; or run npx tsc -p tsconfig.json)';
+const skipReason = distDaemonUnavailable;
 if (skipReason) console.warn(`daemon rate-limit tests skipped: ${skipReason}`);
 
 const KiB = 1024;
 /** Commands per timed run: fewer than the I/O queue's 64 entries, so all are submitted at once. */
 const COMMANDS = 48;
-
-async function attachGuest(socketPath: string, guests: Guest[]): Promise<Guest> {
-  const guest = await Guest.attach(socketPath, { flavour: 'qemu', vectors: 2 });
-  guests.push(guest);
-  await guest.driver.enable();
-  await guest.driver.createIoQueuePair(1, 64, 1);
-  return guest;
-}
 
 /**
  * Submits `count` reads of `bytes` each to namespace `nsid` at once (one doorbell) and waits for all of them.
@@ -72,40 +58,18 @@ async function timedReads(driver: GuestDriver, nsid: number, count: number, byte
 const leastSeconds = (count: number, rate: number, burst: number): number => (count - burst - 1) / rate;
 
 describe.skipIf(skipReason)('rate limits of a controller (ControllerService)', () => {
-  let server: typeof ServerModule;
-  let host: FakeHost;
-  let dir: string;
-  let daemon: ServerModule.Daemon;
-  let client: VfiodClient;
-  const guests: Guest[] = [];
-
-  const start = (): Promise<ServerModule.Daemon> => startFakeHostDaemon(server, dir, host);
-  const controllers = <M extends RpcName<'ControllerService'>>(rpc: M, request: RequestOf<'ControllerService', M>) => client.call('ControllerService', rpc, request);
-
-  beforeAll(async () => {
-    server = (await import(pathToFileURL(distServer).href)) as typeof ServerModule;
-    host = standardHost();
-    dir = temporaryDir('vfiod-limits-');
-    daemon = await start();
-    client = new VfiodClient({ address: daemon.socketPath! });
-  });
-  afterAll(async () => {
-    for (const guest of guests) guest.close();
-    client?.close();
-    await daemon?.close();
-    host?.cleanup();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  const fixture = useFakeHostDaemon('vfiod-limits-');
+  const { controllers, guests } = fixture;
 
   it('a namespace limited at creation stays under it, then a runtime change takes effect; limits survive a daemon restart', async () => {
-    const socketPath = path.join(dir, 'q1.sock');
-    const files = [`file:${path.join(dir, 'a.img')}?size=8M`, `file:${path.join(dir, 'b.img')}?size=8M`];
+    const socketPath = path.join(fixture.dir, 'q1.sock');
+    const files = [`file:${path.join(fixture.dir, 'a.img')}?size=8M`, `file:${path.join(fixture.dir, 'b.img')}?size=8M`];
     const created = await controllers('CreateController', {
       id: 'q1',
       spec: { socketPath, namespaces: files, limits: { namespaces: [{ nsid: 1, limits: { iops: 200, burstIos: 8 } }] } },
     });
     expect(created['controller']!.spec!.limits).toMatchObject({ namespaces: [{ nsid: 1, limits: { iops: 200, burstIos: 8, bytesPerSecond: 0 } }] });
-    let guest = await attachGuest(socketPath, guests);
+    let guest = await attachReadyGuest(socketPath, guests);
 
     const limited = await timedReads(guest.driver, 1, COMMANDS);
     expect(limited).toBeGreaterThanOrEqual(leastSeconds(COMMANDS, 200, 8));
@@ -119,31 +83,28 @@ describe.skipIf(skipReason)('rate limits of a controller (ControllerService)', (
     const bandwidth = await timedReads(guest.driver, 2, 32, 16 * KiB); // 512 KiB at 512 KiB/s after a 64 KiB burst
     expect(bandwidth).toBeGreaterThanOrEqual((32 * 16 * KiB - 64 * KiB - 16 * KiB) / (512 * KiB));
 
-    const saved = JSON.parse(readFileSync(path.join(dir, 'state', 'controllers.json'), 'utf8')) as { controllers: Array<{ config: { ioLimits?: unknown } }> };
+    const saved = JSON.parse(readFileSync(path.join(fixture.dir, 'state', 'controllers.json'), 'utf8')) as { controllers: Array<{ config: { ioLimits?: unknown } }> };
     expect(saved.controllers[0]!.config.ioLimits).toEqual({ controller: { bytesPerSecond: 512 * KiB, burstBytes: 64 * KiB } });
 
     // A restart of the daemon brings the controller back with its limits, enforced.
     guest.close();
     guests.splice(guests.indexOf(guest), 1);
-    client.close();
-    await daemon.close();
-    daemon = await start();
-    client = new VfiodClient({ address: daemon.socketPath! });
+    await fixture.restart();
     const restarted = (await controllers('GetController', { id: 'q1' }))['controller']!;
     expect(restarted.spec!.limits).toMatchObject({ controller: { bytesPerSecond: 512 * KiB, burstBytes: 64 * KiB } });
-    guest = await attachGuest(socketPath, guests);
+    guest = await attachReadyGuest(socketPath, guests);
     expect(await timedReads(guest.driver, 1, 32, 16 * KiB)).toBeGreaterThanOrEqual((32 * 16 * KiB - 64 * KiB - 16 * KiB) / (512 * KiB));
 
     // No limits: the spec says so, and the file no longer has them.
     const removed = await controllers('SetControllerLimits', { id: 'q1', limits: {} });
     expect(removed['controller']!.spec!.limits ?? null).toBeNull();
-    const resaved = JSON.parse(readFileSync(path.join(dir, 'state', 'controllers.json'), 'utf8')) as { controllers: Array<{ config: { ioLimits?: unknown } }> };
+    const resaved = JSON.parse(readFileSync(path.join(fixture.dir, 'state', 'controllers.json'), 'utf8')) as { controllers: Array<{ config: { ioLimits?: unknown } }> };
     expect(resaved.controllers[0]!.config.ioLimits).toBeUndefined();
     await timedReads(guest.driver, 1, COMMANDS);
   }, 120_000);
 
   it('refuses bad limits with a precise reason, and nothing changes', async () => {
-    const socketPath = path.join(dir, 'q2.sock');
+    const socketPath = path.join(fixture.dir, 'q2.sock');
     await controllers('CreateController', { id: 'q2', spec: { socketPath, namespaces: ['memory:4M', 'memory:4M'], limits: { controller: { iops: 1000 } } } });
     const refused = async <M extends RpcName<'ControllerService'>>(rpc: M, request: RequestOf<'ControllerService', M>, code: string, reason: string, ...mentions: string[]): Promise<Record<string, string>> => {
       const error = await expectStatus(controllers(rpc, request), code as never, ...mentions);
@@ -159,8 +120,8 @@ describe.skipIf(skipReason)('rate limits of a controller (ControllerService)', (
     const unknownNsid = await refused('SetControllerLimits', { id: 'q2', limits: { namespaces: [{ nsid: 7, limits: { iops: 5 } }] } }, 'NOT_FOUND', 'NAMESPACE_NOT_FOUND', 'controller q2 has no namespace 7');
     expect(unknownNsid).toMatchObject({ nsid: '7' });
     await refused('SetControllerLimits', { id: 'nope', limits: {} }, 'NOT_FOUND', 'CONTROLLER_NOT_FOUND', 'no controller nope');
-    await refused('CreateController', { id: 'q3', spec: { socketPath: path.join(dir, 'q3.sock'), namespaces: ['memory:1M'], limits: { namespaces: [{ nsid: 2, limits: { iops: 5 } }] } } }, 'NOT_FOUND', 'NAMESPACE_NOT_FOUND', 'no namespace 2');
-    const burst = await refused('CreateController', { id: 'q3', spec: { socketPath: path.join(dir, 'q3.sock'), namespaces: ['memory:1M'], limits: { controller: { burstBytes: 4096 } } } }, 'INVALID_ARGUMENT', 'IO_LIMIT_INVALID', 'controller: burst_bytes needs a bytes_per_second limit');
+    await refused('CreateController', { id: 'q3', spec: { socketPath: path.join(fixture.dir, 'q3.sock'), namespaces: ['memory:1M'], limits: { namespaces: [{ nsid: 2, limits: { iops: 5 } }] } } }, 'NOT_FOUND', 'NAMESPACE_NOT_FOUND', 'no namespace 2');
+    const burst = await refused('CreateController', { id: 'q3', spec: { socketPath: path.join(fixture.dir, 'q3.sock'), namespaces: ['memory:1M'], limits: { controller: { burstBytes: 4096 } } } }, 'INVALID_ARGUMENT', 'IO_LIMIT_INVALID', 'controller: burst_bytes needs a bytes_per_second limit');
     expect(burst).toMatchObject({ field: 'spec.limits.controller.burst_bytes' });
     await expectStatus(controllers('GetController', { id: 'q3' }), 'NOT_FOUND');
     // The limits are as they were.
@@ -169,8 +130,8 @@ describe.skipIf(skipReason)('rate limits of a controller (ControllerService)', (
   });
 
   it('the CLI creates with limits, sets, shows and removes them; a bad --limit is a usage error', async () => {
-    const run = (...args: string[]) => promisify(execFile)(process.execPath, [bin, ...args, '--daemon', daemon.socketPath!], { timeout: 60_000 });
-    await run('controllers', 'create', 'c1', '--socket', path.join(dir, 'c1.sock'), '--namespace', 'memory:4M', '--namespace', 'memory:4M', '--limit', 'iops=5000', '--limit', '2:bandwidth=10M,burst-bytes=1M');
+    const run = (...args: string[]) => promisify(execFile)(process.execPath, [bin, ...args, '--daemon', fixture.daemon.socketPath!], { timeout: 60_000 });
+    await run('controllers', 'create', 'c1', '--socket', path.join(fixture.dir, 'c1.sock'), '--namespace', 'memory:4M', '--namespace', 'memory:4M', '--limit', 'iops=5000', '--limit', '2:bandwidth=10M,burst-bytes=1M');
     let shown = (await run('controllers', 'get', 'c1')).stdout;
     expect(shown).toMatch(/limits: +controller 5000 IOPS; namespace 2 10\.0MiB\/s, burst 1\.0MiB \(reads and writes together\)/);
     const set = (await run('controllers', 'set-limits', 'c1', '--limit', '1:iops=100,burst-ios=10')).stdout;
@@ -204,7 +165,7 @@ describe.skipIf(skipReason)('rate limits under vfiod daemon --crash-recovery', (
       const socket = path.join(dir, 'nvme0.sock');
       await cli('controllers', 'create', 'vm1', '--socket', socket, '--namespace', `file:${path.join(dir, 'a.img')}?size=4M`);
       await cli('controllers', 'set-limits', 'vm1', '--limit', 'iops=150,burst-ios=4');
-      const guest = await attachGuest(socket, guests);
+      const guest = await attachReadyGuest(socket, guests);
       const isRecovered = (generation: number) => (line: LogLine): boolean =>
         line['msg'] === 'recovered from a crash of the previous data plane' && line['generation'] === generation;
       const dataPlane = (): number => holder.lines.filter((line) => line['msg'] === 'data plane started').at(-1)!['pid'] as number;
@@ -248,7 +209,7 @@ describe.skipIf(skipReason)('vfiod serve --limit', () => {
     const socket = path.join(dir, 'nvme0.sock');
     const served = serve(['--socket', socket, '--namespace', 'memory:4M', '--namespace', 'memory:4M', '--limit', '2:iops=100,burst-ios=2']);
     await served.waitFor(isListening, 'listening');
-    const guest = await attachGuest(socket, guests);
+    const guest = await attachReadyGuest(socket, guests);
     expect(await timedReads(guest.driver, 2, 16)).toBeGreaterThanOrEqual(leastSeconds(16, 100, 2));
     await timedReads(guest.driver, 1, COMMANDS);
 

@@ -11,33 +11,27 @@
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { runControllers } from '../../src/cli/controllers.js';
 import { runEvents } from '../../src/cli/events.js';
 import { controllerConfig } from '../../src/serve/config.js';
 import { prepareTakeOver, startController, type ControllerHandoverState } from '../../src/serve/controller.js';
 import { FdCollector, FdSource } from '../../src/util/handover-fds.js';
-import { VfiodClient } from '../../src/daemon/client.js';
 import type { RequestOf, RpcName } from '../../src/daemon/proto.js';
-import type * as ServerModule from '../../src/daemon/server.js';
 import { AdminOpcode, AsyncEvent, FeatureId, LogPageId, Status } from '../../src/spec/nvme.js';
 import { memoryLogger } from '../../src/util/log.js';
 import { temporaryDir } from '../helpers/common.js';
-import { startFakeHostDaemon } from '../helpers/dist-daemon.js';
+import { distDaemonUnavailable, useFakeHostDaemon } from '../helpers/dist-daemon.js';
 import { expectStatus } from '../helpers/daemon-client.js';
-import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
+import { standardHost } from '../helpers/fake-sysfs.js';
 import type { GuestDriver } from '../helpers/guest-driver.js';
-import { Guest } from '../helpers/hypervisor.js';
+import { attachReadyGuest, type Guest } from '../helpers/hypervisor.js';
 import { pattern } from '../helpers/nvme-harness.js';
 import { bin, children, IO_DEADLINE_MS, startCrashRecoveryDaemon, type LogLine } from '../helpers/vfiod-process.js';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
-const distServer = path.join(root, 'dist', 'daemon', 'server.js');
-const skipReason = existsSync(distServer) && existsSync(path.join(root, 'dist', 'serve', 'worker.js'))
-  ? undefined
-  : 'dist/ is not built (npm test runs tsc first; or run npx tsc -p tsconfig.json)';
+const skipReason = distDaemonUnavailable;
 if (skipReason) console.warn(`daemon namespace tests skipped: ${skipReason}`);
 
 const MiB = 1024 * 1024;
@@ -45,10 +39,7 @@ const NOTICE = AsyncEvent.TYPE_NOTICE | (AsyncEvent.INFO_NOTICE_NAMESPACE_ATTRIB
 
 /** A guest that has enabled the controller, made an I/O queue pair and turned namespace attribute notices on. */
 async function attachGuest(socketPath: string, guests: Guest[]): Promise<Guest> {
-  const guest = await Guest.attach(socketPath, { flavour: 'qemu', vectors: 2 });
-  guests.push(guest);
-  await guest.driver.enable();
-  await guest.driver.createIoQueuePair(1, 64, 1);
+  const guest = await attachReadyGuest(socketPath, guests);
   expect((await guest.driver.setFeatures(FeatureId.ASYNC_EVENT_CONFIGURATION, 1 << 8)).status).toBe(Status.SUCCESS);
   return guest;
 }
@@ -98,34 +89,12 @@ async function readOneBlock(driver: GuestDriver, nsid: number): Promise<number> 
 }
 
 describe.skipIf(skipReason)('namespaces of a running controller (ControllerService)', () => {
-  let server: typeof ServerModule;
-  let host: FakeHost;
-  let dir: string;
-  let daemon: ServerModule.Daemon;
-  let client: VfiodClient;
-  const guests: Guest[] = [];
-
-  const start = (): Promise<ServerModule.Daemon> => startFakeHostDaemon(server, dir, host);
-  const controllers = <M extends RpcName<'ControllerService'>>(rpc: M, request: RequestOf<'ControllerService', M>) => client.call('ControllerService', rpc, request);
-  const image = (name: string): string => path.join(dir, name);
-
-  beforeAll(async () => {
-    server = (await import(pathToFileURL(distServer).href)) as typeof ServerModule;
-    host = standardHost();
-    dir = temporaryDir('vfiod-ns-');
-    daemon = await start();
-    client = new VfiodClient({ address: daemon.socketPath! });
-  });
-  afterAll(async () => {
-    for (const guest of guests) guest.close();
-    client?.close();
-    await daemon?.close();
-    host?.cleanup();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
+  const fixture = useFakeHostDaemon('vfiod-ns-');
+  const { controllers, guests } = fixture;
+  const image = (name: string): string => path.join(fixture.dir, name);
 
   it('attach, resize and detach reach the guest as notices and in Identify; I/O follows; the definition is saved', async () => {
-    const socketPath = path.join(dir, 'c1.sock');
+    const socketPath = path.join(fixture.dir, 'c1.sock');
     await controllers('CreateController', { id: 'c1', spec: { socketPath, namespaces: [`file:${image('a.img')}?size=8M`] } });
     const guest = await attachGuest(socketPath, guests);
     const driver = guest.driver;
@@ -171,14 +140,11 @@ describe.skipIf(skipReason)('namespaces of a running controller (ControllerServi
     expect((await driver.read(2, 100, 8, { timeoutMillis: IO_DEADLINE_MS })).data).toEqual(pattern(4096, 2));
 
     // Saved: controllers.json has the NSIDs, and a daemon restart serves the same set.
-    const saved = JSON.parse(readFileSync(path.join(dir, 'state', 'controllers.json'), 'utf8'));
+    const saved = JSON.parse(readFileSync(path.join(fixture.dir, 'state', 'controllers.json'), 'utf8'));
     expect(saved.controllers[0].config).toMatchObject({ namespaces: [`file:${image('b.img')}?size=${16 * MiB}`], nsids: [2] });
     const identityBefore = (await controllers('GetController', { id: 'c1' }))['controller']!;
     for (const g of guests.splice(0)) g.close();
-    client.close();
-    await daemon.close();
-    daemon = await start();
-    client = new VfiodClient({ address: daemon.socketPath! });
+    await fixture.restart();
     const after = (await controllers('GetController', { id: 'c1' }))['controller']!;
     expect(after.state).toBe('CONTROLLER_STATE_SERVING');
     expect(after.namespaces.map((n: { nsid: number; blocks: number }) => [n.nsid, n.blocks])).toEqual([[2, (16 * MiB) / 512]]);
@@ -193,7 +159,7 @@ describe.skipIf(skipReason)('namespaces of a running controller (ControllerServi
   });
 
   it('refuses what it cannot do with a precise reason, and nothing changes', async () => {
-    const socketPath = path.join(dir, 'c2.sock');
+    const socketPath = path.join(fixture.dir, 'c2.sock');
     await controllers('CreateController', { id: 'c2', spec: { socketPath, namespaces: ['memory:4M', `file:${image('c.img')}?size=4M`] } });
     const refused = async <M extends RpcName<'ControllerService'>>(rpc: M, request: RequestOf<'ControllerService', M>, code: string, reason: string, ...mentions: string[]): Promise<void> => {
       const error = await expectStatus(controllers(rpc, request), code as never, ...mentions);
@@ -210,7 +176,7 @@ describe.skipIf(skipReason)('namespaces of a running controller (ControllerServi
     await controllers('DetachNamespace', { id: 'c2', nsid: 3 });
     // The controller has only a memory namespace's (no) volatile write cache... and a file's: a file attaches fine;
     // a memory-only controller cannot take a file (the guest was told there is no cache to flush).
-    await controllers('CreateController', { id: 'm', spec: { socketPath: path.join(dir, 'm.sock'), namespaces: ['memory:1M'] } });
+    await controllers('CreateController', { id: 'm', spec: { socketPath: path.join(fixture.dir, 'm.sock'), namespaces: ['memory:1M'] } });
     const noCache = await expectStatus(controllers('AttachNamespace', { id: 'm', uri: `file:${image('m.img')}?size=1M` }), 'FAILED_PRECONDITION', 'volatile write cache');
     expect(noCache.reason).toBe('NAMESPACE_CHANGE_FAILED');
     await refused('AttachNamespace', { id: 'c2', uri: 'memory:1P' }, 'FAILED_PRECONDITION', 'MEMORY_BUDGET_EXCEEDED', 'exceed the');
@@ -243,10 +209,10 @@ describe.skipIf(skipReason)('namespaces of a running controller (ControllerServi
     const run = async (...argv: string[]) => {
       let stdout = '';
       let stderr = '';
-      const code = await runControllers([...argv, '--daemon', daemon.socketPath!], { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t) });
+      const code = await runControllers([...argv, '--daemon', fixture.daemon.socketPath!], { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t) });
       return { code, stdout, stderr };
     };
-    await controllers('CreateController', { id: 'cli', spec: { socketPath: path.join(dir, 'cli.sock'), namespaces: ['memory:1M'] } });
+    await controllers('CreateController', { id: 'cli', spec: { socketPath: path.join(fixture.dir, 'cli.sock'), namespaces: ['memory:1M'] } });
     const attached = await run('attach-namespace', 'cli', 'memory:2M', '--nsid', '4');
     expect(attached.code, attached.stderr).toBe(0);
     expect(attached.stdout).toContain('attached memory:2M to controller cli as namespace 4');
@@ -267,7 +233,7 @@ describe.skipIf(skipReason)('namespaces of a running controller (ControllerServi
     expect((await controllers('GetController', { id: 'cli' }))['controller']!.namespaces.map((n: { nsid: number }) => n.nsid)).toEqual([1, 4]);
     // Every change is an event of the controller.
     let events = '';
-    expect(await runEvents(['--after', '0', '--json', '--daemon', daemon.socketPath!], { stdout: (t) => (events += t), stderr: () => undefined })).toBe(0);
+    expect(await runEvents(['--after', '0', '--json', '--daemon', fixture.daemon.socketPath!], { stdout: (t) => (events += t), stderr: () => undefined })).toBe(0);
     const actions = events.trim().split('\n').map((line) => JSON.parse(line) as { resourceName: string; action: string; detail: string })
       .filter((event) => event.resourceName === 'controllers/cli').map((event) => `${event.action} ${event.detail}`);
     expect(actions).toEqual([

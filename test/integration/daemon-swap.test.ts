@@ -13,27 +13,19 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { runControllers } from '../../src/cli/controllers.js';
 import { runEvents } from '../../src/cli/events.js';
-import { VfiodClient } from '../../src/daemon/client.js';
-import type { RequestOf, RpcName } from '../../src/daemon/proto.js';
-import type * as ServerModule from '../../src/daemon/server.js';
 import { Status } from '../../src/spec/nvme.js';
 import { temporaryDir } from '../helpers/common.js';
-import { startFakeHostDaemon } from '../helpers/dist-daemon.js';
+import { distDaemonUnavailable, useFakeHostDaemon } from '../helpers/dist-daemon.js';
 import { expectStatus } from '../helpers/daemon-client.js';
-import { type FakeHost, standardHost } from '../helpers/fake-sysfs.js';
+import { standardHost } from '../helpers/fake-sysfs.js';
 import type { GuestDriver } from '../helpers/guest-driver.js';
-import { Guest } from '../helpers/hypervisor.js';
+import { attachReadyGuest, Guest } from '../helpers/hypervisor.js';
 import { children, IO_DEADLINE_MS, startCrashRecoveryDaemon, type LogLine } from '../helpers/vfiod-process.js';
 
-const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..', '..');
-const distServer = path.join(root, 'dist', 'daemon', 'server.js');
-const skipReason = existsSync(distServer) && existsSync(path.join(root, 'dist', 'serve', 'worker.js'))
-  ? undefined
-  : 'dist/ is not built (npm test runs tsc first; or run npx tsc -p tsconfig.json)';
+const skipReason = distDaemonUnavailable;
 if (skipReason) console.warn(`daemon swap tests skipped: ${skipReason}`);
 
 const MiB = 1024 * 1024;
@@ -109,56 +101,30 @@ async function closedPort(): Promise<number> {
 }
 
 describe.skipIf(skipReason)('moving a namespace to another backing (SwapNamespaceBacking)', () => {
-  let server: typeof ServerModule;
-  let host: FakeHost;
-  let dir: string;
-  let daemon: ServerModule.Daemon;
-  let client: VfiodClient;
-  const guests: Guest[] = [];
-  const stateDir = (): string => path.join(dir, 'state');
-  const image = (name: string): string => path.join(dir, name);
-
-  // /dev: the loop device a namespace moves to.
-  const start = (): Promise<ServerModule.Daemon> => startFakeHostDaemon(server, dir, host, { namespaceDirs: [dir, '/dev'] });
-  const controllers = <M extends RpcName<'ControllerService'>>(rpc: M, request: RequestOf<'ControllerService', M>) => client.call('ControllerService', rpc, request);
+  const fixture = useFakeHostDaemon('vfiod-swap-', (dir) => ({ namespaceDirs: [dir, '/dev'] }));
+  const { controllers, guests } = fixture;
+  const stateDir = (): string => path.join(fixture.dir, 'state');
+  const image = (name: string): string => path.join(fixture.dir, name);
   const cli = async (...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> => {
     let stdout = '';
     let stderr = '';
-    const code = await runControllers([...argv, '--daemon', daemon.socketPath!], { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t) });
+    const code = await runControllers([...argv, '--daemon', fixture.daemon.socketPath!], { stdout: (t) => (stdout += t), stderr: (t) => (stderr += t) });
     return { code, stdout, stderr };
   };
   const waitOperation = async (name: string) => {
     for (;;) {
-      const { operation } = await client.call('OperationService', 'WaitOperation', { name, timeoutMs: 10_000 });
+      const { operation } = await fixture.client.call('OperationService', 'WaitOperation', { name, timeoutMs: 10_000 });
       if (operation!.done) return operation!;
     }
   };
 
-  beforeAll(async () => {
-    server = (await import(pathToFileURL(distServer).href)) as typeof ServerModule;
-    host = standardHost();
-    dir = temporaryDir('vfiod-swap-');
-    daemon = await start();
-    client = new VfiodClient({ address: daemon.socketPath! });
-  });
-  afterAll(async () => {
-    for (const guest of guests) guest.close();
-    client?.close();
-    await daemon?.close();
-    host?.cleanup();
-    if (dir) rmSync(dir, { recursive: true, force: true });
-  });
-
   it('moves a file namespace to another file under a writer: every block as written last, Identify unchanged, saved, served after a restart', async () => {
     const model = new Uint8Array(randomBytes(SIZE));
     writeFileSync(image('old.img'), model);
-    const socketPath = path.join(dir, 'sw.sock');
+    const socketPath = path.join(fixture.dir, 'sw.sock');
     await controllers('CreateController', { id: 'sw', spec: { socketPath, namespaces: [`file:${image('old.img')}`] } });
-    const guest = await Guest.attach(socketPath, { flavour: 'qemu', vectors: 2 });
-    guests.push(guest);
+    const guest = await attachReadyGuest(socketPath, guests);
     const driver = guest.driver;
-    await driver.enable();
-    await driver.createIoQueuePair(1, 64, 1);
     const before = await identities(driver);
 
     const writer = startWriter(driver, model);
@@ -171,7 +137,7 @@ describe.skipIf(skipReason)('moving a namespace to another backing (SwapNamespac
     expect(moved.stderr).toMatch(/moving namespace 1 of controller sw to file:.*new\.img \(operations\/[0-9a-f-]+\):/);
     // Every step was an event of the operation, whether or not the CLI polled in time to print it.
     let events = '';
-    expect(await runEvents(['--after', '0', '--type', 'operation', '--daemon', daemon.socketPath!], { stdout: (t) => (events += t), stderr: () => undefined })).toBe(0);
+    expect(await runEvents(['--after', '0', '--type', 'operation', '--daemon', fixture.daemon.socketPath!], { stdout: (t) => (events += t), stderr: () => undefined })).toBe(0);
     expect(events).toMatch(/RUNNING .*move namespace 1 of controller sw .*: copying: 0B of 64MiB/);
     expect(events).toMatch(/RUNNING .*: switching: copying the last .* while the namespace's commands wait/);
     expect(events).toMatch(/SUCCEEDED .*move namespace 1 of controller sw .* succeeded/);
@@ -194,22 +160,16 @@ describe.skipIf(skipReason)('moving a namespace to another backing (SwapNamespac
     expect(controller!.stats!.failedCommands).toBe(0);
     const saved = JSON.parse(readFileSync(path.join(stateDir(), 'controllers.json'), 'utf8')) as { controllers: Array<{ id: string; config: { namespaces: string[] } }> };
     expect(saved.controllers.find((c) => c.id === 'sw')!.config.namespaces).toEqual([uri]);
-    const { operations } = await client.call('OperationService', 'ListOperations', {});
+    const { operations } = await fixture.client.call('OperationService', 'ListOperations', {});
     expect(operations[0]).toMatchObject({ kind: 'OPERATION_KIND_SWAP_NAMESPACE_BACKING', state: 'OPERATION_STATE_SUCCEEDED', controllerId: 'sw', nsid: 1, progressPercent: 100 });
 
     // A restarted daemon serves the new file (the guest's client reconnects as after any daemon restart).
     guest.close();
     guests.splice(guests.indexOf(guest), 1);
-    client.close();
-    await daemon.close();
-    daemon = await start();
-    client = new VfiodClient({ address: daemon.socketPath! });
+    await fixture.restart();
     const again = await controllers('GetController', { id: 'sw' });
     expect(again.controller!.namespaces[0]).toMatchObject({ uri, backend: `file:${image('new.img')}` });
-    const next = await Guest.attach(socketPath, { flavour: 'qemu', vectors: 2 });
-    guests.push(next);
-    await next.driver.enable();
-    await next.driver.createIoQueuePair(1, 64, 1);
+    const next = await attachReadyGuest(socketPath, guests);
     expect(await identities(next.driver)).toEqual(before);
     expect(await firstDifference(next.driver, model)).toBe(-1);
   }, 180_000);
@@ -228,12 +188,9 @@ describe.skipIf(skipReason)('moving a namespace to another backing (SwapNamespac
     try {
       const model = new Uint8Array(randomBytes(MOVED));
       writeFileSync(image('blk.img'), model);
-      const socketPath = path.join(dir, 'blk.sock');
+      const socketPath = path.join(fixture.dir, 'blk.sock');
       await controllers('CreateController', { id: 'blk', spec: { socketPath, namespaces: [`file:${image('blk.img')}`] } });
-      const guest = await Guest.attach(socketPath, { flavour: 'qemu', vectors: 2 });
-      guests.push(guest);
-      await guest.driver.enable();
-      await guest.driver.createIoQueuePair(1, 64, 1);
+      const guest = await attachReadyGuest(socketPath, guests);
       const before = await identities(guest.driver);
       const writer = startWriter(guest.driver, model);
       const moved = await cli('swap-backing', 'blk', '1', `file:${device}`);
@@ -258,7 +215,7 @@ describe.skipIf(skipReason)('moving a namespace to another backing (SwapNamespac
   }, 120_000);
 
   it('refuses what cannot work with its reason, and a move that fails or is stopped leaves the old backing serving', async () => {
-    const socketPath = path.join(dir, 'r.sock');
+    const socketPath = path.join(fixture.dir, 'r.sock');
     const data = new Uint8Array(randomBytes(8 * MiB));
     writeFileSync(image('r.img'), data);
     await controllers('CreateController', { id: 'r', spec: { socketPath, namespaces: [`file:${image('r.img')}`, 'file:' + image('r2.img') + '?size=1M'] } });
@@ -296,15 +253,12 @@ describe.skipIf(skipReason)('moving a namespace to another backing (SwapNamespac
     // way, the old backing serving on. Large enough that the copy is still running for all of that.
     const big = new Uint8Array(randomBytes(BIG));
     writeFileSync(image('big.img'), big);
-    const bigSocket = path.join(dir, 'big.sock');
+    const bigSocket = path.join(fixture.dir, 'big.sock');
     await controllers('CreateController', { id: 'big', spec: { socketPath: bigSocket, namespaces: [`file:${image('big.img')}`] } });
     const { operation: stopped } = await swap(1, `file:${image('big-new.img')}`, 'big');
     expect((await expectStatus(swap(1, `file:${image('big-other.img')}`, 'big'), 'FAILED_PRECONDITION', 'is moving to')).reason).toBe('SWAP_ALREADY_RUNNING');
     expect((await expectStatus(controllers('AttachNamespace', { id: 'big', uri: 'file:' + image('big2.img') + '?size=1M', nsid: 0, requestId: '' }), 'FAILED_PRECONDITION', 'is moving to')).reason).toBe('SWAP_ALREADY_RUNNING');
-    client.close();
-    await daemon.close();
-    daemon = await start();
-    client = new VfiodClient({ address: daemon.socketPath! });
+    await fixture.restart();
     const ended = await waitOperation(stopped!.name);
     expect(ended.state).toBe('OPERATION_STATE_FAILED');
     expect(['SWAP_INTERRUPTED', 'OPERATION_INTERRUPTED']).toContain(ended.error!.reason);
@@ -313,10 +267,7 @@ describe.skipIf(skipReason)('moving a namespace to another backing (SwapNamespac
     expect(Buffer.compare(readFileSync(image('big.img')), big)).toBe(0);
     const { controller: moved } = await controllers('GetController', { id: 'r' });
     expect(moved!.spec!.namespaces[0]).toBe(`file:${image('r-new.img')}?size=${8 * MiB}`);
-    const guest = await Guest.attach(socketPath, { flavour: 'qemu', vectors: 2 });
-    guests.push(guest);
-    await guest.driver.enable();
-    await guest.driver.createIoQueuePair(1, 64, 1);
+    const guest = await attachReadyGuest(socketPath, guests);
     expect(await firstDifference(guest.driver, data)).toBe(-1);
     expect(moved!.stats!.failedCommands).toBe(0);
   }, 180_000);
@@ -340,10 +291,7 @@ describe.skipIf(skipReason)('a moved namespace under vfiod daemon --crash-recove
       const model = new Uint8Array(randomBytes(8 * MiB));
       writeFileSync(path.join(dir, 'a.img'), model);
       await cli('controllers', 'create', 'vm1', '--socket', socket, '--namespace', `file:${path.join(dir, 'a.img')}`);
-      const guest = await Guest.attach(socket, { flavour: 'qemu', vectors: 2 });
-      guests.push(guest);
-      await guest.driver.enable();
-      await guest.driver.createIoQueuePair(1, 64, 1);
+      const guest = await attachReadyGuest(socket, guests);
       const stateFile = path.join(dir, 'state', 'controllers.json');
       const savedBefore = readFileSync(stateFile, 'utf8');
 
