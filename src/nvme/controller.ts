@@ -553,6 +553,8 @@ export class NvmeController {
   async detachNamespace(nsid: number): Promise<Namespace | undefined> {
     const entry = this.namespaces.detach(nsid);
     if (!entry) return undefined;
+    // Its rate limits go with it (the daemon drops them from the saved definition too).
+    this.commands.limiter?.forgetNamespace(nsid);
     this.logger.info('namespace detached', { nsid, namespace: entry.namespace.description, inFlight: this.commands.inFlightOn(nsid) });
     this.notifyNamespaceChanged(nsid);
     while (this.commands.inFlightOn(nsid) > 0) await sleep(DETACH_DRAIN_POLL_MS);

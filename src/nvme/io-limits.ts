@@ -269,6 +269,16 @@ export class IoLimiter<T> {
     this.schedule();
   }
 
+  /**
+   * Drops namespace `nsid`'s limits (it was detached: a namespace attached later under the same NSID starts
+   * unlimited). Its parked commands wait on the controller's buckets alone; the other scopes keep their levels.
+   */
+  forgetNamespace(nsid: number): void {
+    if (!this.namespaces.delete(nsid)) return;
+    for (const parked of this.parked) if (parked.nsid === nsid) parked.namespace = undefined;
+    this.schedule();
+  }
+
   /** Commands waiting for their buckets. */
   get parkedCount(): number {
     return this.parked.length;

@@ -448,8 +448,8 @@ export class ControllerRegistry {
       }
       const keep = (_: unknown, i: number): boolean => i !== index;
       const config: ControllerConfig = { ...entry.config, namespaces: entry.config.namespaces.filter(keep), nsids: namespaceNsids(entry.config).filter(keep) };
-      // Its rate limits go with it (the worker drops them with the namespace): a namespace attached later as the
-      // same NSID starts unlimited.
+      // Its rate limits go with it (the NVMe controller drops them when it detaches the namespace): a namespace
+      // attached later as the same NSID starts unlimited.
       const ioLimits = withoutNamespaceLimits(entry.config.ioLimits, nsid);
       if (ioLimits) config.ioLimits = ioLimits;
       else delete config.ioLimits;
@@ -652,17 +652,10 @@ export class ControllerRegistry {
       } catch (error) {
         throw new VfiodError('FAILED_PRECONDITION', `controller ${id}: namespace ${change.nsid}: ${errorMessage(error)}`, { reason: 'NAMESPACE_CHANGE_FAILED', controllerId: id, nsid: change.nsid });
       }
-      const hadLimits = entry.config.ioLimits;
       entry.config = config;
       entry.backings = backings;
       recordInodes(entry);
       this.save(entry, 'the namespace change is made');
-      if (hadLimits !== config.ioLimits) {
-        // A detached namespace's limits are gone from the definition; the worker forgets them too.
-        await entry.worker!.request({ type: 'limits', limits: config.ioLimits ?? {} }).catch((error: unknown) =>
-          this.logger.warn('the detached namespace\'s rate limits stay in the running controller until it restarts', { controller: id, nsid: change.nsid, error: errorMessage(error) }),
-        );
-      }
       this.logger.info('controller namespaces changed', { controller: id, change, namespaces: config.namespaces, nsids: config.nsids });
       return this.view(entry);
     });

@@ -9,7 +9,8 @@ import { performance } from 'node:perf_hooks';
 import { checkIoLimits } from '../../../src/nvme/controller.js';
 import { dataBytes, IoLimiter, TokenBucket } from '../../../src/nvme/io-limits.js';
 import { IoOpcode, Status } from '../../../src/spec/nvme.js';
-import { createHarness, settle, type Harness } from '../../helpers/nvme-harness.js';
+import { MemoryNamespace } from '../../../src/namespace/memory.js';
+import { createHarness, namespaceIds, settle, type Harness } from '../../helpers/nvme-harness.js';
 
 /** A clock and a one-shot timer the test moves by hand. */
 function fakeTime(): { now: () => number; advance: (ms: number) => void; timers: Array<{ at: number; callback: () => void }>; wakes: () => number } {
@@ -151,6 +152,24 @@ describe('limiter (injected clock)', () => {
     }
     expect(scanned).toBe(400); // one per namespace per 100 ms
     expect(performance.now() - start).toBeLessThan(2000); // 200 releases over 20,000 parked: not 4 million steps
+  });
+
+  it('forgetting a detached namespace drops its limits: its parked commands start, a later one goes at once', () => {
+    const time = fakeTime();
+    const limiter = limiterOn(time, { namespaces: [{ nsid: 1, iops: 10, burstIos: 1 }, { nsid: 2, iops: 10, burstIos: 1 }] });
+    const started: string[] = [];
+    for (const name of ['a', 'b', 'c']) if (limiter.admit(name, 1, 4096)) started.push(name);
+    for (const name of ['x', 'y']) if (limiter.admit(name, 2, 4096)) started.push(name);
+    expect(started).toEqual(['a', 'x']);
+    limiter.forgetNamespace(1);
+    limiter.release((name) => started.push(name));
+    expect(started).toEqual(['a', 'x', 'b', 'c']);
+    expect(limiter.admit('d', 1, 4096)).toBe(true);
+    // Namespace 2 is still limited, its bucket as it was.
+    expect(limiter.parkedCount).toBe(1);
+    expect(limiter.admit('z', 2, 4096)).toBe(false);
+    limiter.forgetNamespace(7); // not limited: nothing happens
+    expect(limiter.parkedCount).toBe(2);
   });
 
   it('a controller limit and a namespace limit both apply; the stricter one decides', () => {
@@ -326,6 +345,20 @@ describe('a controller with limits (real time)', () => {
     expect(h.controller.inFlightOn(1)).toBe(0);
     h.controller.setIoLimits({});
     expect((await pending).every((s) => s === Status.SUCCESS)).toBe(true);
+  });
+
+  it('a detached namespace takes its limits with it: a namespace attached later under its NSID is not held back', async () => {
+    const h = await servingHarness();
+    h.controller.setIoLimits({ namespaces: [{ nsid: 1, iops: 1, burstIos: 1 }] });
+    expect(await burst(h, 1, 1)).toEqual([Status.SUCCESS]); // the burst is spent
+    const old = await h.controller.detachNamespace(1);
+    expect(old).toBeDefined();
+    h.controller.attachNamespace({ nsid: 1, namespace: new MemoryNamespace({ sizeBytes: 1 << 20 }), ids: namespaceIds(1) });
+    const start = performance.now();
+    expect(await burst(h, 1, 4)).toEqual(Array(4).fill(Status.SUCCESS));
+    // Under the old limit these would take 4 s.
+    expect(performance.now() - start).toBeLessThan(1000);
+    expect(h.controller.throttledCommands).toBe(0);
   });
 
   it('invalid limits throw and change nothing', async () => {
