@@ -356,8 +356,7 @@ export class CommandRunner implements CommandSink {
     const limiter = this.limiter;
     if (limiter !== undefined) {
       const nsid = request.sqe.getUint32(4, true);
-      const bytes = dataBytes(request.sqe, this.io.namespace(nsid)?.blockSize ?? 0);
-      if (!limiter.admit(request, nsid, bytes)) {
+      if (!limiter.admit(request, nsid, dataBytes(request.sqe, this.io.namespace(nsid), this.io.maxTransferBytes))) {
         this.throttledTotal++;
         request.parked = true;
         return; // parked: releaseParked starts it

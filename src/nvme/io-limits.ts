@@ -211,11 +211,19 @@ class ParkedQueue<E> {
   }
 }
 
-/** The data bytes an I/O command moves (Read, Write, Compare: NLB blocks), for the bandwidth buckets. */
-export function dataBytes(sqe: DataView, blockSize: number): number {
+/**
+ * The data bytes an I/O command moves (Read, Write, Compare: NLB blocks), for the bandwidth buckets. It is charged
+ * before the command is checked, so one that will fail its range or transfer-size check at once (or names no
+ * namespace) moves none: a guest's NLB of 0xffff must not buy its own queues minutes of stall.
+ */
+export function dataBytes(sqe: DataView, namespace: { blockSize: number; blockCount: number } | undefined, maxTransferBytes: number): number {
   const opcode = sqe.getUint8(0);
-  if (opcode !== IoOpcode.READ && opcode !== IoOpcode.WRITE && opcode !== IoOpcode.COMPARE) return 0;
-  return ((sqe.getUint32(48, true) & 0xffff) + 1) * blockSize;
+  if (namespace === undefined || (opcode !== IoOpcode.READ && opcode !== IoOpcode.WRITE && opcode !== IoOpcode.COMPARE)) return 0;
+  const blocks = (sqe.getUint32(48, true) & 0xffff) + 1;
+  const slba = sqe.getUint32(44, true) * 0x1_0000_0000 + sqe.getUint32(40, true);
+  if (slba + blocks > namespace.blockCount) return 0;
+  const bytes = blocks * namespace.blockSize;
+  return maxTransferBytes > 0 && bytes > maxTransferBytes ? 0 : bytes;
 }
 
 export interface IoLimiterOptions {

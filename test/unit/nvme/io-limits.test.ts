@@ -211,13 +211,24 @@ describe('limiter (injected clock)', () => {
     expect([small.admit('a', 1, 0), small.admit('b', 1, 0)]).toEqual([true, false]);
   });
 
-  it('data bytes: Read, Write and Compare move NLB blocks; other commands none', () => {
+  it('data bytes: Read, Write and Compare move NLB blocks; other commands, and ones that will fail at once, none', () => {
     const sqe = new DataView(new ArrayBuffer(64));
+    const namespace = { blockSize: 512, blockCount: 1024 };
     sqe.setUint32(48, 7, true);
     for (const [opcode, bytes] of [[IoOpcode.READ, 4096], [IoOpcode.WRITE, 4096], [IoOpcode.COMPARE, 4096], [IoOpcode.WRITE_ZEROES, 0], [IoOpcode.FLUSH, 0], [IoOpcode.DATASET_MANAGEMENT, 0]] as const) {
       sqe.setUint8(0, opcode);
-      expect(dataBytes(sqe, 512)).toBe(bytes);
+      expect(dataBytes(sqe, namespace, 0)).toBe(bytes);
     }
+    sqe.setUint8(0, IoOpcode.READ);
+    expect(dataBytes(sqe, undefined, 0)).toBe(0); // no such namespace
+    expect(dataBytes(sqe, namespace, 2048)).toBe(0); // over MDTS
+    expect(dataBytes(sqe, namespace, 4096)).toBe(4096);
+    sqe.setUint32(40, 1017, true); // blocks 1017..1024: one past the end
+    expect(dataBytes(sqe, namespace, 0)).toBe(0);
+    sqe.setUint32(40, 1016, true);
+    expect(dataBytes(sqe, namespace, 0)).toBe(4096);
+    sqe.setUint32(44, 1, true); // SLBA past 2^32
+    expect(dataBytes(sqe, namespace, 0)).toBe(0);
   });
 
   it('bad limits are refused with the field and scope named', () => {
@@ -359,6 +370,19 @@ describe('a controller with limits (real time)', () => {
     // Under the old limit these would take 4 s.
     expect(performance.now() - start).toBeLessThan(1000);
     expect(h.controller.throttledCommands).toBe(0);
+  });
+
+  it('a command that fails its range check is charged no data: the next read is not stalled by its NLB', async () => {
+    const h = await servingHarness();
+    h.controller.setIoLimits({ controller: { bytesPerSecond: 1 << 20, burstBytes: 64 << 10 } });
+    const buffer = h.driver.alloc(4096);
+    // NLB 0xffff: 32 MiB of 512-byte blocks, 32 s of this limit if charged in full.
+    const [huge] = await h.driver.submitMany(1, [{ opcode: IoOpcode.READ, nsid: 1, prp1: BigInt(buffer), cdw10: 0, cdw12: 0xffff }]);
+    h.driver.free(buffer);
+    expect(huge!.status).toBe(Status.LBA_OUT_OF_RANGE); // the harness namespace is smaller than 32 MiB
+    const start = performance.now();
+    expect(await burst(h, 1, 1)).toEqual([Status.SUCCESS]);
+    expect(performance.now() - start).toBeLessThan(2000);
   });
 
   it('invalid limits throw and change nothing', async () => {
