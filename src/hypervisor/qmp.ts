@@ -10,6 +10,7 @@
 import { existsSync } from 'node:fs';
 import net from 'node:net';
 import { EventEmitter } from 'node:events';
+import { normalizeBdf, trailingBdf } from '../util/pci-address.js';
 import { rootLogger } from '../util/log.js';
 import { type ErrorCode, VfiodError } from '../util/errors.js';
 import { hostSysfsPath, QEMU_IOMMUFD_OBJECT_ID } from './vfio-backend.js';
@@ -486,8 +487,11 @@ async function ensureIommufdObject(conn: QmpConnection, timeoutMs: number, what:
 async function vfioHostBdf(conn: QmpConnection, id: string, timeoutMs: number): Promise<string | null> {
   const get = (property: string): Promise<string | null> =>
     conn.execute<string>('qom-get', { path: `/machine/peripheral/${id}`, property }, timeoutMs).then((v) => (typeof v === 'string' && v !== '' ? v : null), () => null);
+  // QEMU's answer is checked like any other PCI address it gives: a path whose last part is not one yields null.
   const sysfsdev = await get('sysfsdev');
-  return sysfsdev ? sysfsdev.split('/').pop()! : get('host');
+  if (sysfsdev) return trailingBdf(sysfsdev) ?? null;
+  const host = await get('host');
+  return host === null ? null : normalizeBdf(host) ?? null;
 }
 
 async function queryPci(conn: QmpConnection, timeoutMs: number): Promise<Array<QueryPciDevice & { address: string }>> {
