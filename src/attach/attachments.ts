@@ -443,7 +443,11 @@ export class AttachmentManager {
     let maybeAdded: string | undefined;
     try {
       adapter = this.adapterFor(vmId, request.endpoint);
-      if (source.kind === 'pci') this.decideVfioBackends(attachment, request.vfioBackend ?? 'auto', context);
+      if (source.kind === 'pci') {
+        this.decideVfioBackends(attachment, request.vfioBackend ?? 'auto', context);
+        // Saved before the VMM sees the device: after a crash mid-add, the record says which backend it was given.
+        this.save(attachment);
+      }
       for (const [i, fn] of attachment.functions.entries()) {
         maybeAdded = fn.vmmDeviceId;
         step(30 + Math.floor((40 * i) / attachment.functions.length), `adding ${fn.vmmDeviceId} to the VMM`);
