@@ -3,6 +3,7 @@
  * stands without anyone reading the tables by hand. Each goal is judged on the median over the run's rounds (one
  * disturbed round does not decide it) and also says in how many rounds it held.
  */
+import { spread } from '../../src/bench/repetitions.js';
 
 /** What a goal needs from one polled cell pair (vfiod and the reference, same round, rw, bs and QD). */
 export interface GoalPair {
@@ -55,11 +56,9 @@ export const POLLED_GOALS: readonly PolledGoal[] = [
 
 export const INTERRUPT_GOAL = { goal: 'interrupt mode: server CPU ≤ 1 µs per I/O at QD32', qd: 32, limit: 1.0 };
 
+/** The median of the finite values (NaN for none), as every bench report takes it (src/bench/repetitions.ts). */
 export function median(values: readonly number[]): number {
-  const sorted = values.filter((v) => Number.isFinite(v)).sort((a, b) => a - b);
-  if (sorted.length === 0) return NaN;
-  const middle = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+  return spread(values)?.median ?? NaN;
 }
 
 function judge(goal: string, workload: string, values: number[], holds: (value: number) => boolean): GoalResult {

@@ -42,7 +42,7 @@
  * Output: <out>/results.json, <out>/report.md, <out>/plots/*.svg (default out: bench/results/spdk-compare-<time>).
  * Benchmarks only: nothing here is a timed test.
  */
-import { checkGoals, goalsMarkdown } from './goals.js';
+import { checkGoals, goalsMarkdown, median } from './goals.js';
 import { spawn, spawnSync } from 'node:child_process';
 import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -558,10 +558,6 @@ function report(run: Record<string, any>, cells: Cell[], yard: Yardstick): { mar
   };
   if (run.options.rounds > 1) {
     // Median of the per-round ratios: each round's ratio is taken seconds apart, the median damps a disturbed round.
-    const median = (values: number[]): number | undefined => {
-      const v = values.filter((x) => Number.isFinite(x)).sort((a, b) => a - b);
-      return v.length === 0 ? undefined : v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1]! + v[v.length / 2]!) / 2;
-    };
     for (const server of ['vfiod', 'baseline'] as const) {
       const list = pairs(cells, refServer, server);
       if (list.length === 0) continue;

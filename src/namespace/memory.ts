@@ -167,11 +167,12 @@ export class MemoryNamespace implements Namespace {
     const own = this.writeCopies;
     try {
       this.queueWrite(offset, bytes, at, length, own);
-      own.run();
-    } finally {
+    } catch (error) {
       // A call that threw half way (out of memory for a chunk) leaves nothing queued, and no references.
       own.clear();
+      throw error;
     }
+    own.run(); // empties the list, also when it throws
   }
 
   private queueWrite(offset: number, bytes: Uint8Array, at: number, length: number, copies: CopyList): void {
