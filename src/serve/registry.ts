@@ -398,6 +398,15 @@ export class ControllerRegistry {
       }
       if (typeof uri !== 'string' || uri === '') throw new VfiodError('INVALID_ARGUMENT', `controller ${id}: a namespace URI is required`, { reason: 'FIELD_REQUIRED', field: 'uri' });
       this.checkNamespaceUri(id, uri, chosen);
+      // The identity names its own NSID only to confirm it: one that differs is a mistake, not something to rewrite.
+      if (identity?.nsid && identity.nsid !== chosen) {
+        throw new VfiodError('INVALID_ARGUMENT', `controller ${id}: the identity is for namespace ${identity.nsid}, but the namespace is attached as ${chosen}`, {
+          reason: 'NAMESPACE_IDENTITY_INVALID',
+          controllerId: id,
+          nsid: chosen,
+          field: 'identity.nsid',
+        });
+      }
       const asked = identity ? namespaceOverrideOf(identity, chosen) : undefined;
       const askedAny = asked !== undefined && Object.keys(asked).length > 1;
       if (askedAny) {

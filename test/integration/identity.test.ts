@@ -281,7 +281,14 @@ describe.skipIf(distDaemonUnavailable)('guest-visible identity', () => {
     // In NSID order, each URI with its NSID.
     expect(created.spec!.namespaceNsids).toEqual([3, 7]);
     expect(created.namespaces.map((n: any) => [n.nsid, path.basename(n.uri), n.blockSize])).toEqual([[3, 'gap3.img?size=8M', 512], [7, 'gap7.img?size=8M', 4096]]);
-    const attached = await controllers('AttachNamespace', { id: 'gaps', uri: file('gap12.img'), nsid: 12, identity: { nsid: 99, ...asked } });
+    // An identity that names another NSID is refused, not rewritten (the CLI refuses the same mismatch).
+    const mismatch = await expectStatus(
+      controllers('AttachNamespace', { id: 'gaps', uri: file('gap12.img'), nsid: 12, identity: { nsid: 99, ...asked } }),
+      'INVALID_ARGUMENT',
+      'the identity is for namespace 99, but the namespace is attached as 12',
+    );
+    expect(mismatch.reason, mismatch.details).toBe('NAMESPACE_IDENTITY_INVALID');
+    const attached = await controllers('AttachNamespace', { id: 'gaps', uri: file('gap12.img'), nsid: 12, identity: { nsid: 12, ...asked } });
     expect(attached['nsid']).toBe(12);
     expect(attached['controller']!.namespaces.find((n: any) => n.nsid === 12)!.identity).toEqual({ nsid: 12, ...asked });
 
