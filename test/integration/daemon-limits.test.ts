@@ -29,6 +29,8 @@ const skipReason = distDaemonUnavailable;
 if (skipReason) console.warn(`daemon rate-limit tests skipped: ${skipReason}`);
 
 const KiB = 1024;
+/** The daemon's stats sampling period here (throttled counts are read from the stats). */
+const STATS_INTERVAL_MS = 200;
 /** Commands per timed run: fewer than the I/O queue's 64 entries, so all are submitted at once. */
 const COMMANDS = 48;
 
@@ -58,8 +60,17 @@ async function timedReads(driver: GuestDriver, nsid: number, count: number, byte
 const leastSeconds = (count: number, rate: number, burst: number): number => (count - burst - 1) / rate;
 
 describe.skipIf(skipReason)('rate limits of a controller (ControllerService)', () => {
-  const fixture = useFakeHostDaemon('vfiod-limits-');
+  const fixture = useFakeHostDaemon('vfiod-limits-', () => ({ statsIntervalMs: STATS_INTERVAL_MS }));
   const { controllers, guests } = fixture;
+  /** The controller's count of commands its limits held back, once the stats show at least `least` (or after 10 s). */
+  const throttledTotal = async (id: string, least: number): Promise<number> => {
+    const deadline = Date.now() + 10_000;
+    for (;;) {
+      const total = Number((await controllers('GetController', { id }))['controller']!.stats!.throttledCommandsTotal);
+      if (total >= least || Date.now() > deadline) return total;
+      await new Promise((resolve) => setTimeout(resolve, STATS_INTERVAL_MS));
+    }
+  };
 
   it('a namespace limited at creation stays under it, then a runtime change takes effect; limits survive a daemon restart', async () => {
     const socketPath = path.join(fixture.dir, 'q1.sock');
@@ -74,8 +85,12 @@ describe.skipIf(skipReason)('rate limits of a controller (ControllerService)', (
     const limited = await timedReads(guest.driver, 1, COMMANDS);
     expect(limited).toBeGreaterThanOrEqual(leastSeconds(COMMANDS, 200, 8));
     expect(limited).toBeLessThan(20); // it does get served
-    // Namespace 2 is not limited: nothing of namespace 1's limit applies to it (no wait of its kind is possible).
+    // The wait was the limiter's, not a slow machine's: all but the burst (and the first) were held back.
+    expect(await throttledTotal('q1', COMMANDS - 9)).toBeGreaterThanOrEqual(COMMANDS - 9);
+    // Namespace 2 is not limited: none of its commands is held back (the total stays below one queue's worth).
     await timedReads(guest.driver, 2, COMMANDS);
+    await new Promise((resolve) => setTimeout(resolve, 3 * STATS_INTERVAL_MS));
+    expect(await throttledTotal('q1', 0)).toBeLessThan(COMMANDS);
 
     // Runtime: the whole set is replaced: the controller gets a bandwidth limit, namespace 1 none of its own.
     const changed = await controllers('SetControllerLimits', { id: 'q1', limits: { controller: { bytesPerSecond: 512 * KiB, burstBytes: 64 * KiB } } });
