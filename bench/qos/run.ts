@@ -19,6 +19,8 @@
  * Output: a table on stdout, <out>/results.json and <out>/qos.svg (default out: bench/results/qos-<time>).
  * Reports, never asserts.
  */
+import { processCpuSeconds } from '../../src/bench/cpu.js';
+import { spread } from '../../src/bench/repetitions.js';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { performance } from 'node:perf_hooks';
@@ -70,11 +72,8 @@ interface PhaseResult {
   loadAverage: number[];
 }
 
-/** CPU seconds of process `pid` so far (utime + stime, USER_HZ 100). */
-function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
+/** CPU seconds of process `pid` so far (src/bench/cpu.ts; 0 once the process is gone). */
+const cpuSeconds = (pid: number): number => processCpuSeconds(pid) ?? 0;
 
 /** Runs `phase` and returns its result with the daemon's CPU share over it. */
 async function measured<T>(pid: number, phase: () => Promise<T>): Promise<{ result: T; daemonCpu: number }> {
@@ -132,9 +131,8 @@ async function daemonWithTwoControllers(): Promise<{ daemon: ChildProcess; clien
 function perPhase(results: PhaseResult[], pick: (r: PhaseResult) => number | undefined): LineChart['series'][number]['points'] {
   const phases: PhaseResult['phase'][] = ['quiet alone', 'noisy unlimited', 'noisy limited'];
   return phases.flatMap((phase, index) => {
-    const values = results.filter((r) => r.phase === phase).map(pick).filter((v): v is number => v !== undefined).sort((a, b) => a - b);
-    if (values.length === 0) return [];
-    return [{ x: index + 1, y: values[Math.floor(values.length / 2)]!, low: values[0]!, high: values[values.length - 1]! }];
+    const range = spread(results.filter((r) => r.phase === phase).map(pick).filter((v): v is number => v !== undefined));
+    return range === undefined ? [] : [{ x: index + 1, y: range.median, low: range.min, high: range.max }];
   });
 }
 
