@@ -56,6 +56,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const root = resolve(here, '..', '..');
 const nvmeHostDir = join(root, 'bench', 'nvme-host');
 const nvmeBench = join(nvmeHostDir, 'build', 'nvme-bench');
+const wakeCost = join(nvmeHostDir, 'build', 'wake-cost');
 const NAMESPACE_MIB = 256;
 
 interface Options {
@@ -335,7 +336,7 @@ interface Cell {
   round: number;
   server: 'spdk' | 'vfiod' | 'baseline' | 'loopback';
   mode: 'polled' | 'interrupt' | 'loopback';
-  client: 'spdk_nvme_perf' | 'nvme-bench';
+  client: 'spdk_nvme_perf' | 'nvme-bench' | 'wake-cost';
   rw: string;
   bs: number;
   qd: number;
@@ -439,6 +440,29 @@ async function nvmeBenchCell(o: Options, server: Server | undefined, round: numb
   }
   cell.extra!.client_cpu_us_per_io = json.client_cpu?.us_per_io;
   cell.extra!.transport = json.transport;
+  // How many I/Os each wake-up of the sleeping client carried: what a wake-up's cost is spread over.
+  const waits = json.transport?.irq_waits;
+  if (completion === 'irq' && typeof waits === 'number' && waits > 0) cell.extra!.ios_per_wake = json.ios / waits;
+  return cell;
+}
+
+/**
+ * What one wake-up round costs the server's CPU on this machine, with no server in it (bench/nvme-host/wake_cost.c):
+ * a thread on the server's CPU wakes one sleeping on the client's CPU through an eventfd and sleeps until it answers.
+ * An interrupt-mode server pays that round once per wake-up of its client, so the figure per round divided by the I/Os
+ * each wake-up carried is the floor under its CPU per I/O here.
+ */
+async function wakeCostCell(o: Options, round: number): Promise<Cell> {
+  const cell: Cell = { round, server: 'loopback', mode: 'loopback', client: 'wake-cost', rw: 'wake', bs: 0, qd: 1, ok: false, extra: {} };
+  const r = await runProcess(wakeCost, ['--waker-cpu', String(o.serverCore), '--sleeper-cpu', String(o.clientCore), '--seconds', '2', '--json']);
+  try {
+    const json = JSON.parse(r.out.trim().split('\n').pop()!);
+    cell.ok = r.code === 0 && json.ok === true;
+    cell.iops = json.rounds / json.seconds;
+    cell.extra = { waker_cpu_us_per_round: json.waker_cpu_us_per_round, sleeper_cpu_us_per_round: json.sleeper_cpu_us_per_round, round_us: json.round_us };
+  } catch {
+    cell.error = `wake-cost exit ${r.code}: ${(r.err + r.out).trim().slice(-500)}`;
+  }
   return cell;
 }
 
@@ -471,10 +495,10 @@ async function rttCell(o: Options, server: Server, round: number): Promise<Cell>
 }
 
 function buildNvmeBench(): void {
-  const sources = ['nvme_bench.c', 'nvme_queue.c', 'nvme_queue.h', 'vfio_user_client.c', 'vfio_user_client.h', 'loopback_dev.c', 'loopback_dev.h', 'build.sh'];
-  const built = existsSync(nvmeBench) ? statSync(nvmeBench).mtimeMs : 0;
+  const sources = ['nvme_bench.c', 'nvme_queue.c', 'nvme_queue.h', 'vfio_user_client.c', 'vfio_user_client.h', 'loopback_dev.c', 'loopback_dev.h', 'wake_cost.c', 'build.sh'];
+  const built = existsSync(nvmeBench) && existsSync(wakeCost) ? Math.min(statSync(nvmeBench).mtimeMs, statSync(wakeCost).mtimeMs) : 0;
   if (built && sources.every((f) => statSync(join(nvmeHostDir, f)).mtimeMs <= built)) return;
-  log('building bench/nvme-host (nvme-bench)');
+  log('building bench/nvme-host (nvme-bench, wake-cost)');
   const r = spawnSync('sh', [join(nvmeHostDir, 'build.sh')], { stdio: ['ignore', 'inherit', 'inherit'] });
   if (r.status !== 0) throw new Error('building bench/nvme-host failed');
 }
@@ -534,9 +558,18 @@ function report(run: Record<string, any>, cells: Cell[], yard: Yardstick): { mar
     md.push('');
   }
   const goalPairs = pairs(cells, refServer).map((p) => ({ ...p, vfiodCpuUsPerIo: p.vfiod?.ok ? p.vfiod.server_cpu?.us_per_io : undefined }));
+  const wakeRound = (round: number): number | undefined => {
+    const w = cells.find((c) => c.client === 'wake-cost' && c.round === round && c.ok);
+    return w?.extra?.waker_cpu_us_per_round as number | undefined;
+  };
   const interruptCells = cells
     .filter((c) => c.extra?.section === 'interrupt' && c.server === 'vfiod' && c.mode === 'interrupt' && c.rw === 'randread' && c.ok)
-    .map((c) => ({ round: c.round, qd: c.qd, cpuUsPerIo: c.server_cpu?.us_per_io }));
+    .map((c) => {
+      const perRound = wakeRound(c.round);
+      const iosPerWake = c.extra?.ios_per_wake as number | undefined;
+      const wakeFloorUsPerIo = perRound !== undefined && iosPerWake !== undefined && iosPerWake > 0 ? perRound / iosPerWake : undefined;
+      return { round: c.round, qd: c.qd, cpuUsPerIo: c.server_cpu?.us_per_io, wakeFloorUsPerIo };
+    });
   md.push(...goalsMarkdown(checkGoals(goalPairs, interruptCells), refName));
   const client = yard.available ? 'spdk_nvme_perf' : 'nvme-bench';
   const table = (server: 'vfiod' | 'baseline', title: string): Pair[] => {
@@ -592,17 +625,25 @@ function report(run: Record<string, any>, cells: Cell[], yard: Yardstick): { mar
     md.push('## Interrupt mode and the same client everywhere (client: nvme-bench, 4k randread)');
     md.push('');
     md.push('`interrupt`: `vfiod serve` without --poll; doorbells are posted REGION_WRITE messages (what QEMU sends while nothing is mmap-able), ' +
-      'completions wait on the MSI-X eventfd. `polled`: mmapped doorbells, CQ polled. The round trip row is one synchronous REGION_READ of CSTS.');
+      'completions wait on the MSI-X eventfd. `polled`: mmapped doorbells, CQ polled. The round trip row is one synchronous REGION_READ of CSTS. ' +
+      'The wake-cost row has no server: a thread on the server\'s CPU wakes one sleeping on the client\'s CPU through an eventfd and sleeps until ' +
+      'it answers (bench/nvme-host/wake_cost.c); its CPU per round is what an interrupt-mode server pays per wake-up of its client here before any work.');
     md.push('');
-    md.push('| round | server | doorbells | completion | QD | IOPS | p50 µs | p99 µs | p99.9 µs | server CPU µs/IO |');
-    md.push('|---:|---|---|---|---:|---:|---:|---:|---:|---:|');
+    md.push('| round | server | doorbells | completion | QD | IOPS | p50 µs | p99 µs | p99.9 µs | server CPU µs/IO | I/Os per client wake-up |');
+    md.push('|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|');
     for (const c of inter) {
       const name = c.server === 'loopback' ? 'loopback (client ceiling)' : c.server === 'spdk' ? 'SPDK nvmf_tgt' : `${c.server === 'baseline' ? 'baseline ' : ''}vfiod (${c.mode})`;
       if (c.rw === 'rtt') {
-        md.push(`| ${c.round} | ${name} | one vfio-user round trip | – | 1 | ${fi(c.iops)} | ${f(c.lat_us?.p50)} | ${f(c.lat_us?.p99)} | ${f(c.lat_us?.p999)} | – |`);
+        md.push(`| ${c.round} | ${name} | one vfio-user round trip | – | 1 | ${fi(c.iops)} | ${f(c.lat_us?.p50)} | ${f(c.lat_us?.p99)} | ${f(c.lat_us?.p999)} | – | – |`);
         continue;
       }
-      md.push(`| ${c.round} | ${name} | ${c.extra?.doorbell ?? '–'} | ${c.extra?.completion ?? '–'} | ${c.qd} | ${c.ok ? fi(c.iops) : 'FAILED'} | ${f(c.lat_us?.p50)} | ${f(c.lat_us?.p99)} | ${f(c.lat_us?.p999)} | ${f(c.server_cpu?.us_per_io)} |`);
+      if (c.client === 'wake-cost') {
+        const e = c.extra ?? {};
+        md.push(`| ${c.round} | wake-cost (no server) | eventfd wake-up round | – | – | ${c.ok ? fi(c.iops) + ' rounds/s' : 'FAILED'} | ${f(e.round_us as number | undefined)} (one round) | – | – | ` +
+          `${f(e.waker_cpu_us_per_round as number | undefined)} per round | – |`);
+        continue;
+      }
+      md.push(`| ${c.round} | ${name} | ${c.extra?.doorbell ?? '–'} | ${c.extra?.completion ?? '–'} | ${c.qd} | ${c.ok ? fi(c.iops) : 'FAILED'} | ${f(c.lat_us?.p50)} | ${f(c.lat_us?.p99)} | ${f(c.lat_us?.p999)} | ${f(c.server_cpu?.us_per_io)} | ${f(c.extra?.ios_per_wake as number | undefined, 1)} |`);
     }
   }
 
@@ -672,7 +713,7 @@ async function main(): Promise<void> {
   const cells: Cell[] = [];
   const groups = o.rws.flatMap((rw) => o.sizes.map((bs) => ({ rw, bs })));
   const builds = o.baseline ? 3 : 2;
-  const total = o.rounds * groups.length * o.qds.length * builds + (o.interrupt ? o.rounds * ((yard.available ? 9 : 7) + (o.baseline ? 2 : 0)) : 0);
+  const total = o.rounds * groups.length * o.qds.length * builds + (o.interrupt ? o.rounds * ((yard.available ? 10 : 8) + (o.baseline ? 2 : 0)) : 0);
   let n = 0;
   const note = (c: Cell): void => {
     n++;
@@ -734,6 +775,7 @@ async function main(): Promise<void> {
         for (const qd of [1, 32]) note(mark(await nvmeBenchCell(o, s, round, 'randread', 4096, qd, 'posted', 'irq')));
         note(mark(await rttCell(o, s, round)));
       });
+      note(mark(await wakeCostCell(o, round)));
       if (o.baseline) {
         await withServer(() => startVfiod(o, 'polled', o.baseline), async (s) => {
           note(mark(await nvmeBenchCell(o, s, round, 'randread', 4096, 1, 'mmap', 'poll')));

@@ -37,6 +37,23 @@ describe('spdk-compare goals', () => {
     expect(markdown).toContain('reference: SPDK nvmf_tgt');
   });
 
+  it('says how much of interrupt mode\'s CPU the wake-ups alone take, without changing the verdict', () => {
+    const results = checkGoals([], [
+      { round: 1, qd: 32, cpuUsPerIo: 1.8, wakeFloorUsPerIo: 0.7 },
+      { round: 2, qd: 32, cpuUsPerIo: 1.7, wakeFloorUsPerIo: 0.8 },
+      { round: 3, qd: 32, cpuUsPerIo: 1.9 },
+    ]);
+    expect(results).toHaveLength(1);
+    expect(results[0]).toMatchObject({ values: [1.8, 1.7, 1.9], median: 1.8, met: false });
+    // The floor's median over the rounds that measured it (0.75), and the median above it (1.1 and 0.9: 1.0).
+    expect(results[0]!.note).toContain('0.75 µs per I/O');
+    expect(results[0]!.note).toContain('per round: 0.70, 0.80');
+    expect(results[0]!.note).toContain('above that floor: 1.00 µs per I/O');
+    expect(goalsMarkdown(results, 'SPDK').join('\n')).toContain(`- interrupt mode: server CPU ≤ 1 µs per I/O at QD32: ${results[0]!.note}`);
+    // Without a wake-cost measurement there is no note.
+    expect(checkGoals([], [{ round: 1, qd: 32, cpuUsPerIo: 1.8 }])[0]!.note).toBeUndefined();
+  });
+
   it('has nothing to say about a run without the cells, and a median of nothing is NaN', () => {
     expect(checkGoals([], [])).toEqual([]);
     expect(goalsMarkdown([], 'x')).toEqual([]);
