@@ -4,8 +4,11 @@
  * the group is viable, the device fd is obtained, its regions are enumerated and its reset capability is known.
  * The manager is given its prober: production callers (the daemon, the devices CLI, the bench) create
  * `NativeVfioProber` of src/vfio/prober.ts (over the native addon); unit tests supply a fake that reads the fake sysfs
- * tree. This file imports nothing: src/vfio implements it, so src/devices must not reach up into src/vfio.
+ * tree. src/vfio implements this file, so it imports nothing from there (src/devices must not reach up into src/vfio);
+ * the backend words come from src/util, which both share.
  */
+import type { VfioBackend } from '../util/vfio-backend.js';
+
 export interface VfioProbeRegion {
   /** VFIO region index (0-5 BARs, 6 ROM, 7 config, 8 VGA, ...). */
   index: number;
@@ -28,8 +31,8 @@ export interface VfioProbeResult {
   irqs: VfioProbeIrq[];
   /** VFIO_DEVICE_FLAGS_RESET: the device has a usable reset (FLR, PM or bus reset). */
   resetSupported: boolean;
-  /** How the device was opened: iommufd + VFIO cdev, or the legacy container/group (absent: the prober did not say). */
-  backend?: 'iommufd' | 'legacy';
+  /** How the device was opened: iommufd + VFIO cdev, or its group in the legacy container (absent: the prober did not say). */
+  backend?: VfioBackend;
 }
 
 export interface VfioProber {

@@ -16,11 +16,10 @@
  * iommufd there is refused with the reason.
  */
 import { VfiodError } from '../util/errors.js';
+import { isVfioBackendChoice, VFIO_BACKEND_CHOICES, type VfioBackend, type VfioBackendChoice } from '../util/vfio-backend.js';
 import type { HypervisorKind } from './types.js';
 
-export type VfioBackend = 'iommufd' | 'group';
-export type VfioBackendChoice = VfioBackend | 'auto';
-export const VFIO_BACKEND_CHOICES: readonly VfioBackendChoice[] = ['auto', 'iommufd', 'group'];
+export { VFIO_BACKEND_CHOICES, type VfioBackend, type VfioBackendChoice };
 
 /** What the host says about one PCI function's VFIO interfaces (src/devices: DeviceManager.vfioFacts). */
 export interface VfioFacts {
@@ -44,7 +43,7 @@ export function hostSysfsPath(bdf: string): string {
 
 export function checkVfioBackendChoice(choice: unknown, context: string): VfioBackendChoice {
   if (choice === undefined) return 'auto';
-  if (typeof choice === 'string' && (VFIO_BACKEND_CHOICES as readonly string[]).includes(choice)) return choice as VfioBackendChoice;
+  if (isVfioBackendChoice(choice)) return choice;
   throw new VfiodError('INVALID_ARGUMENT', `${context}: VFIO backend ${JSON.stringify(choice)} must be one of ${VFIO_BACKEND_CHOICES.join(', ')}`, {
     reason: 'FIELD_INVALID',
     field: 'vfio_backend',

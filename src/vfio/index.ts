@@ -9,7 +9,7 @@
  *   (legacy.ts).
  *
  * This file opens a device by its PCI address, and is the folder's face (it re-exports the pieces):
- * `openVfioDevice(bdf, { backend: 'auto' | 'iommufd' | 'legacy' })` finds the cdev or group in sysfs and does all
+ * `openVfioDevice(bdf, { backend: 'auto' | 'iommufd' | 'group' })` finds the cdev or group in sysfs and does all
  * of the above (auto: iommufd when /dev/iommu and the device's cdev exist); the handle's close() closes it again.
  * Every error from the addon is re-thrown with the BDF (and region/irq index) in its message and as `bdf` /
  * `region` / `irq` properties; errno, code and syscall are kept (errors.ts).
@@ -18,6 +18,7 @@ import { existsSync, readdirSync, readlinkSync } from 'node:fs';
 import path from 'node:path';
 
 import { native } from '../native/index.js';
+import { isVfioBackendChoice, VFIO_BACKEND_CHOICES, type VfioBackend, type VfioBackendChoice } from '../util/vfio-backend.js';
 import { VfioDevice } from './device.js';
 import type { VfioDmaSpace } from './dma.js';
 import { assertBdf, withContext, type VfioError } from './errors.js';
@@ -39,12 +40,12 @@ export { assertBdf, type VfioError } from './errors.js';
 export { Iommufd, IommufdIoas } from './iommufd.js';
 export { VfioContainer, VfioGroup, type GroupOpenOptions } from './legacy.js';
 
-/** How a device is opened: iommufd + cdev, the legacy container/group, or whichever the host has ('auto'). */
-export type VfioBackendChoice = 'auto' | 'iommufd' | 'legacy';
-export type VfioBackend = Exclude<VfioBackendChoice, 'auto'>;
+// How a device is opened: iommufd + cdev, or its group in the legacy container ('group'); 'auto' here is
+// chooseVfioBackend's rule (iommufd when the host has it), not the hypervisor one.
+export type { VfioBackend, VfioBackendChoice };
 
 export interface OpenDeviceOptions {
-  /** Default 'auto': iommufd when `<devRoot>/iommu` and the device's VFIO cdev exist, else legacy. */
+  /** Default 'auto': iommufd when `<devRoot>/iommu` and the device's VFIO cdev exist, else the group. */
   backend?: VfioBackendChoice;
   /** Root of sysfs (tests); default '/sys'. */
   sysfsRoot?: string;
@@ -65,7 +66,7 @@ interface OpenedCommon {
 }
 
 export interface LegacyOpenedVfioDevice extends OpenedCommon {
-  backend: 'legacy';
+  backend: 'group';
   container: VfioContainer;
   group: VfioGroup;
   groupNumber: number;
@@ -126,7 +127,7 @@ export function vfioCdevOf(bdf: string, options: { sysfsRoot?: string; devRoot?:
 
 /**
  * The backend 'auto' picks for `bdf`: iommufd when the iommufd device node and the device's cdev node both exist,
- * else legacy. Presence only: a failure while opening is reported, never papered over by the other backend.
+ * else the group. Presence only: a failure while opening is reported, never papered over by the other backend.
  */
 export function chooseVfioBackend(bdf: string, options: OpenDeviceOptions = {}): VfioBackend {
   const choice = options.backend ?? 'auto';
@@ -135,18 +136,18 @@ export function chooseVfioBackend(bdf: string, options: OpenDeviceOptions = {}):
   const cdev = vfioCdevOf(bdf, options);
   return existsSync(options.iommufdPath ?? path.join(devRoot, 'iommu')) && cdev !== undefined && existsSync(cdev)
     ? 'iommufd'
-    : 'legacy';
+    : 'group';
 }
 
-export function openVfioDevice(bdf: string, options: OpenDeviceOptions & { backend: 'legacy' }): LegacyOpenedVfioDevice;
+export function openVfioDevice(bdf: string, options: OpenDeviceOptions & { backend: 'group' }): LegacyOpenedVfioDevice;
 export function openVfioDevice(bdf: string, options: OpenDeviceOptions & { backend: 'iommufd' }): IommufdOpenedVfioDevice;
 export function openVfioDevice(bdf: string, options?: OpenDeviceOptions): OpenedVfioDevice;
 /** Opens `bdf` through the chosen backend; on any failure everything opened so far is closed again. */
 export function openVfioDevice(bdf: string, options: OpenDeviceOptions = {}): OpenedVfioDevice {
   assertBdf(bdf);
   const backend = options.backend ?? 'auto';
-  if (backend !== 'auto' && backend !== 'iommufd' && backend !== 'legacy') {
-    throw Object.assign(new TypeError(`${bdf}: unknown VFIO backend ${JSON.stringify(backend)} (auto, iommufd, legacy)`), {
+  if (!isVfioBackendChoice(backend)) {
+    throw Object.assign(new TypeError(`${bdf}: unknown VFIO backend ${JSON.stringify(backend)} (${VFIO_BACKEND_CHOICES.join(', ')})`), {
       code: 'ERR_INVALID_ARG_VALUE',
       bdf,
     });
@@ -169,7 +170,7 @@ function openThroughGroup(bdf: string, options: OpenDeviceOptions): LegacyOpened
     const device = group.openDevice(bdf);
     const g = group;
     return {
-      backend: 'legacy',
+      backend: 'group',
       container,
       dma: container,
       group: g,

@@ -1,6 +1,6 @@
 /**
  * The passthrough manager's proof that a prepared device is usable through VFIO: open it through the backend the
- * host has (iommufd + cdev: bind, IOAS, attach; legacy: container + group, viability, IOMMU model, device fd),
+ * host has (iommufd + cdev: bind, IOAS, attach; group: legacy container + group, viability, IOMMU model, device fd),
  * enumerate regions and irqs, report the reset capability and the backend used, and close everything again (the
  * device stays bound to vfio-pci). No VMM may hold the device while this runs: a held group fails with EBUSY on
  * open (legacy) and a held cdev/group fails with EBUSY on bind (iommufd).
@@ -51,7 +51,7 @@ export interface VfioProbeResult extends ManagerProbeResult {
   backend: VfioBackend;
   /** IOMMU group number (null: sysfs has none, iommufd only). */
   group: number | null;
-  /** legacy: IOMMU model set on the container (3 = TYPE1v2, 1 = TYPE1). */
+  /** group: IOMMU model set on the container (3 = TYPE1v2, 1 = TYPE1). */
   iommuType?: number;
   /** iommufd: the cdev, the device id in the iommufd, the IOAS and hw pagetable ids, and the IOMMU behind it. */
   iommufd?: { cdev: string; devId: number; ioasId: number; hwptId: number; hwInfo: IommufdHwInfo | null };
@@ -124,7 +124,7 @@ export class NativeVfioProber implements VfioProber {
         deviceId = device.readConfig16(0x02);
       }
       const backendFacts =
-        opened.backend === 'legacy'
+        opened.backend === 'group'
           ? { groupViable: opened.group.status().viable, iommuType: opened.iommuType }
           : {
               // the kernel binds a cdev only when every device in the group is on a VFIO driver or none

@@ -125,9 +125,9 @@ describe('backend choice and the iommufd open path (fake sysfs and /dev)', () =>
     expect(vfioCdevOf(BDF, both)).toBe(path.join(both.devRoot, 'vfio/devices/vfio3'));
     expect(vfioCdevOf(BDF, noCdev)).toBeUndefined();
     expect(chooseVfioBackend(BDF, both)).toBe('iommufd');
-    expect(chooseVfioBackend(BDF, noIommu)).toBe('legacy');
-    expect(chooseVfioBackend(BDF, noCdev)).toBe('legacy');
-    expect(chooseVfioBackend(BDF, { ...both, backend: 'legacy' })).toBe('legacy');
+    expect(chooseVfioBackend(BDF, noIommu)).toBe('group');
+    expect(chooseVfioBackend(BDF, noCdev)).toBe('group');
+    expect(chooseVfioBackend(BDF, { ...both, backend: 'group' })).toBe('group');
     expect(() => openVfioDevice(BDF, { ...both, backend: 'bogus' as 'auto' })).toThrow(
       expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringContaining('bogus') }),
     );
@@ -257,7 +257,7 @@ describe.skipIf(reason !== undefined)('iommufd + VFIO cdev in a QEMU guest (Linu
 
   it('the legacy container/group path works on the same kernel, and blocks the iommufd bind while held', () => {
     const l = r.legacy as R;
-    expect(l.backend).toBe('legacy');
+    expect(l.backend).toBe('group');
     expect(l.iommuType).toBe(3); // TYPE1v2
     expect(l.cqe).toEqual({ cid: 0x4321, status: 0 });
     expect(l.identify.sn).toBe('vfiodvf');
@@ -276,7 +276,7 @@ describe.skipIf(reason !== undefined)('iommufd + VFIO cdev in a QEMU guest (Linu
     expect(a.vendorId).toBe(0x1b36);
     expect(a.resetSupported).toBe(true);
     const l = r.probeLegacy as R;
-    expect(l.backend).toBe('legacy');
+    expect(l.backend).toBe('group');
     expect(l.iommuType).toBe(3);
     expect(l.groupViable).toBe(true);
     expect(l.group).toBe(a.group);

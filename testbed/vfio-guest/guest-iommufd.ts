@@ -8,7 +8,7 @@
  *    a memfd mapped into the IOAS. While it is open: the legacy group cannot be opened, a second probe fails, the
  *    IOAS cannot be destroyed, and DeviceManager.release refuses (it sees the open cdev in /proc/<pid>/fd).
  *    Detach + re-attach work. Then close.
- * 3. The same Identify through backend 'legacy' (container/group) on the same kernel; while the group is held, the
+ * 3. The same Identify through backend 'group' (the legacy container/group) on the same kernel; while the group is held, the
  *    iommufd bind is refused.
  * 4. Probes with both backends, releases the VF back to nvme.
  * 5. The bochs-display GPU stand-in: prepare (prober on iommufd), BAR2 DISPI id through the cdev, release.
@@ -118,7 +118,7 @@ async function main(): Promise<void> {
     Object.assign(out, identify(viaIommufd));
     step('identify through iommufd done');
     // held: the legacy group, a second probe, destroying the attached IOAS, and release all refuse
-    out.legacyOpenWhileCdevHeld = refusal(() => openVfioDevice(vf, { backend: 'legacy' }).close());
+    out.legacyOpenWhileCdevHeld = refusal(() => openVfioDevice(vf, { backend: 'group' }).close());
     out.probeWhileHeld = await refusalAsync(() => new NativeVfioProber().probe(vf));
     out.destroyAttachedIoas = refusal(() => viaIommufd.ioas.destroy());
     out.releaseWhileHeld = await refusalAsync(() => manager.release(vf, 'vm-iommufd'));
@@ -137,7 +137,7 @@ async function main(): Promise<void> {
   step('iommufd handle closed');
 
   // --- legacy container/group on the same kernel ---
-  const viaGroup = openVfioDevice(vf, { backend: 'legacy' });
+  const viaGroup = openVfioDevice(vf, { backend: 'group' });
   try {
     const out: Record<string, unknown> = { backend: viaGroup.backend, group: viaGroup.groupNumber, iommuType: viaGroup.iommuType };
     Object.assign(out, identify(viaGroup));
@@ -149,7 +149,7 @@ async function main(): Promise<void> {
   step('identify through the legacy container done');
 
   results.probeAuto = await new NativeVfioProber().probe(vf);
-  results.probeLegacy = await new NativeVfioProber({ backend: 'legacy' }).probe(vf);
+  results.probeLegacy = await new NativeVfioProber({ backend: 'group' }).probe(vf);
   step('probed with both backends');
 
   results.release = JSON.parse(JSON.stringify(await manager.release(vf, 'vm-iommufd')));

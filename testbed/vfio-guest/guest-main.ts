@@ -38,7 +38,7 @@ async function bind(bdf: string, driver: string | null): Promise<void> {
 
 function nvmeIdentify(bdf: string): Record<string, unknown> {
   const out: Record<string, unknown> = {};
-  const opened = openVfioDevice(bdf, { backend: 'legacy' }); // this program is about the container/group path
+  const opened = openVfioDevice(bdf, { backend: 'group' }); // this program is about the container/group path
   const { device, container } = opened;
   try {
     out.group = opened.groupNumber;
