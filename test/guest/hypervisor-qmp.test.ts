@@ -14,6 +14,7 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { QemuAdapter, QmpConnection } from '../../src/hypervisor/qmp.js';
 import { VfiodError } from '../../src/util/errors.js';
 import { expectError, sleep, temporaryDir } from '../helpers/common.js';
+import { scriptedQmp } from '../helpers/scripted-qmp.js';
 
 const QEMU = 'qemu-system-x86_64';
 const LAUNCHER = path.join(path.dirname(new URL(import.meta.url).pathname), '..', '..', 'testbed', 'qemu-launch.sh');
@@ -174,40 +175,6 @@ describe.skipIf(reason !== undefined)('QMP adapter against a real QEMU (-S, q35,
     expect(Date.now() - t0).toBeLessThan(10_000);
   });
 });
-
-/**
- * A scripted QMP server: answers each command with what `reply` returns (raw text, written as given, so a test can
- * split lines, interleave events or send garbage). The greeting is sent in two pieces unless `greeting` says otherwise.
- */
-async function scriptedQmp(
-  socketPath: string,
-  reply: (command: string, args: Record<string, unknown> | undefined, id: unknown, socket: net.Socket) => string | undefined,
-  greeting: ((socket: net.Socket) => void) | undefined = (socket) => {
-    socket.write('{"QMP": {"version": {"qemu": {"micro": 3, "minor": 2, "major": 9}}, ');
-    setTimeout(() => socket.write('"capabilities": []}}\r\n'), 20);
-  },
-): Promise<{ server: net.Server; commands: string[] }> {
-  const commands: string[] = [];
-  const server = net.createServer((socket) => {
-    socket.on('error', () => undefined);
-    greeting?.(socket);
-    let buffer = '';
-    socket.on('data', (chunk) => {
-      buffer += chunk.toString();
-      let nl: number;
-      while ((nl = buffer.indexOf('\n')) >= 0) {
-        const message = JSON.parse(buffer.slice(0, nl)) as { execute: string; arguments?: Record<string, unknown>; id?: unknown };
-        buffer = buffer.slice(nl + 1);
-        commands.push(message.execute);
-        const answer =
-          message.execute === 'qmp_capabilities' ? `${JSON.stringify({ return: {}, id: message.id })}\r\n` : reply(message.execute, message.arguments, message.id, socket);
-        if (answer !== undefined) socket.write(answer);
-      }
-    });
-  });
-  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
-  return { server, commands };
-}
 
 describe('QMP connection against a scripted server (partial lines, events, garbage, QEMU going away)', () => {
   let dir: string;
