@@ -3,8 +3,10 @@
  * back. Composes the passthrough manager (src/devices: prepare/release with claims) with a hypervisor adapter
  * (src/hypervisor: cloud-hypervisor REST or QEMU QMP).
  *
- * attach: prepare(bdf, owner=vmId) (GPU companions come with it) -> add to the VMM -> confirm the VMM reports it ->
- * record. Any failure rolls back (remove from the VMM if added, release if this call prepared it).
+ * attach: refuse a VFIO backend the VM cannot take (as far as the host tells before rebinding) -> prepare(bdf,
+ * owner=vmId) (GPU companions come with it) -> decide the backends on the prepared device -> add to the VMM -> confirm
+ * the VMM reports it -> record. Any failure after prepare rolls back (remove from the VMM if added, release if this
+ * call prepared it).
  * detach: remove from the VMM -> wait for the guest to let go (timeout) -> release to the host driver. On timeout the
  * device stays claimed and the attachment is 'detach-pending'; nothing is rebound while a VMM may still hold it.
  * Records live in the claims database (src/devices/claims.ts, table `attachments`) so they survive restarts.
@@ -303,10 +305,6 @@ export class AttachmentManager {
       });
     }
     const vfioBackend = checkVfioBackendChoice(request.vfioBackend, context);
-    if (source.kind === 'pci' && request.endpoint.hypervisor === 'cloud-hypervisor') {
-      // cloud-hypervisor cannot use iommufd: refuse what needs it before anything changes.
-      resolveVfioBackend(vfioBackend, source.bdf, this.devices.vfioFacts(source.bdf), 'cloud-hypervisor', context);
-    }
     const timeoutMs = request.timeoutMs ?? DEFAULT_ATTACH_TIMEOUT_MS;
     const idGiven = request.deviceId !== undefined;
     return this.serialized(vmId, () => this.attachNow({ ...request, source, deviceId, vfioBackend }, idGiven, context, timeoutMs));
@@ -397,6 +395,7 @@ export class AttachmentManager {
         primaryBdf: claim.primary,
       });
     }
+    if (source.kind === 'pci') this.refuseImpossibleBackend(vmId, deviceId, request.endpoint.hypervisor, source.bdf, request.vfioBackend ?? 'auto', context);
     const now = new Date().toISOString();
     const attachment: Attachment = {
       vmId,
@@ -519,14 +518,33 @@ export class AttachmentManager {
     const requests = a.functions.map((f) => ({ id: f.vmmDeviceId, bdf: f.hostBdf!, choice, facts: this.devices.vfioFacts(f.hostBdf!) }));
     let backends: Record<string, VfioBackend>;
     if (a.hypervisor === 'qemu') {
-      // records from before the field was added are group attachments
-      const others = [...this.records.values()].filter((o) => o.vmId === a.vmId && o.deviceId !== a.deviceId && o.source.kind === 'pci').flatMap((o) => o.functions);
-      const backend = others.find((f) => f.vfioBackend !== null)?.vfioBackend ?? 'group';
-      backends = resolveQemuVmBackends(requests, others.length ? { backend, ids: others.map((f) => f.vmmDeviceId) } : undefined, context);
+      backends = resolveQemuVmBackends(requests, this.qemuVmBackend(a.vmId, a.deviceId), context);
     } else {
       backends = Object.fromEntries(requests.map((r) => [r.id, resolveVfioBackend(r.choice, r.bdf, r.facts, a.hypervisor, context)]));
     }
     for (const f of a.functions) f.vfioBackend = backends[f.vmmDeviceId]!;
+  }
+
+  /**
+   * Refuses a backend the VM cannot take for `bdf` before prepare rebinds anything, on what the host says now: iommufd
+   * asked for on a host without /dev/iommu or for cloud-hypervisor, or on QEMU the other backend than the VM's PCI
+   * attachments have. Throws what decideVfioBackends would throw after prepare, so a refusal reads the same either
+   * way. A device not yet on a VFIO driver has neither node, so what depends on them (its cdev, its companions) is
+   * only known, and decided, once it is prepared.
+   */
+  private refuseImpossibleBackend(vmId: string, deviceId: string, hypervisor: HypervisorKind, bdf: string, choice: VfioBackendChoice, context: string): void {
+    const facts = this.devices.vfioFacts(bdf);
+    if (hypervisor === 'qemu') resolveQemuVmBackends([{ id: deviceId, bdf, choice, facts }], this.qemuVmBackend(vmId, deviceId), context);
+    else resolveVfioBackend(choice, bdf, facts, hypervisor, context);
+  }
+
+  /** The backend of a QEMU VM's VFIO devices other than `deviceId`'s (one per VM), or undefined when it has none. */
+  private qemuVmBackend(vmId: string, deviceId: string): { backend: VfioBackend; ids: string[] } | undefined {
+    const others = [...this.records.values()].filter((o) => o.vmId === vmId && o.deviceId !== deviceId && o.source.kind === 'pci').flatMap((o) => o.functions);
+    if (others.length === 0) return undefined;
+    // records from before the field was added are group attachments
+    const backend = others.find((f) => f.vfioBackend !== null)?.vfioBackend ?? 'group';
+    return { backend, ids: others.map((f) => f.vmmDeviceId) };
   }
 
   /** Undoes a failed attach: removes what the VMM got, releases what this attach prepared. Returns what it did. */
