@@ -6,12 +6,16 @@
  *
  *   npx tsx bench/micro/hot-path.ts [--qd 32] [--bs 4096] [--rw randread|randwrite] [--doorbells polled|trapped]
  *                                   [--ios 2000000] [--samples 7] [--journal] [--prefill] [--json]
+ *                                   [--limits controller|namespace|other]
  *
  * --prefill: write the whole namespace first, so reads copy real data (as spdk-compare does, and as a guest's
  * reads of a used disk do); without it a read of a never-written chunk is a zero fill of a cached buffer, which
  * leaves the copy from memory out of the cost.
  * --journal: with crash recovery's command journal attached (src/nvme/command-journal.ts), as under
  * `vfiod serve --crash-recovery`: what journaling each fetch and completion costs.
+ * --limits: with I/O rate limits (src/nvme/io-limits.ts) so high that nothing waits (IOPS and bandwidth at their
+ * maximum), so what is measured is what checking them costs each command: on the controller, on namespace 1 (the
+ * one the I/O goes to), or on another namespace only (`other`: the I/O's own scope is not limited).
  *
  * A host loop in the same thread plays the driver: it writes `qd` SQEs (random LBAs over a 256 MiB memory
  * namespace, PRP1 = a 4 KiB-aligned buffer per slot, PRP2 / a PRP list for larger blocks), rings the SQ tail, lets
@@ -25,6 +29,7 @@ import { MemoryNamespace } from '../../src/namespace/memory.js';
 import { NvmeController, type InterruptSink } from '../../src/nvme/controller.js';
 import { memoryLogger } from '../../src/util/log.js';
 import { CommandJournal } from '../../src/nvme/command-journal.js';
+import { IO_LIMIT_MAX, type ControllerIoLimits, type IoLimits } from '../../src/nvme/io-limits.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, fallback: string): string => {
@@ -40,6 +45,7 @@ const SAMPLES = Number(opt('--samples', '7'));
 const JSON_OUT = args.includes('--json');
 const JOURNAL = args.includes('--journal');
 const PREFILL = args.includes('--prefill');
+const LIMITS = opt('--limits', 'none');
 
 const PAGE = 4096;
 const RAM_IOVA = 0x100000;
@@ -69,6 +75,17 @@ const controller = new NvmeController({
   doorbellsShared: !TRAPPED,
   logger: memoryLogger().logger,
 });
+/** The highest limits there are: never reached here (default bursts: a tenth of a second's worth). */
+const unreachable: IoLimits = { iops: IO_LIMIT_MAX.iops, bytesPerSecond: IO_LIMIT_MAX.bytesPerSecond };
+const limitSets: Record<string, ControllerIoLimits | undefined> = {
+  none: undefined,
+  controller: { controller: unreachable },
+  namespace: { namespaces: [{ nsid: 1, ...unreachable }] },
+  other: { namespaces: [{ nsid: 2, ...unreachable }] },
+};
+if (!(LIMITS in limitSets)) throw new Error(`--limits: controller, namespace or other, not ${LIMITS}`);
+const limits = limitSets[LIMITS];
+if (limits) controller.setIoLimits(limits);
 if (JOURNAL) {
   // A plain buffer: the checkpoint memfd is an external ArrayBuffer, which V8 accesses the same way.
   const words = CommandJournal.wordsFor(32, 31 * 1024);
@@ -207,16 +224,18 @@ cpuSamples.length = 0;
 const samples = Array.from({ length: SAMPLES }, () => sample(false));
 const hostSamples = Array.from({ length: 3 }, () => sample(true));
 if (errors > 0) throw new Error(`${errors} commands failed`);
+// The limits are there to be checked, not to hold anything back: a command that waited would measure the wait.
+if (controller.stats().throttled.total > 0) throw new Error(`${controller.stats().throttled.total} commands waited for the limits`);
 const best = Math.min(...samples);
 const result = {
-  qd: QD, bs: BS, rw: WRITE ? 'randwrite' : 'randread', doorbells: TRAPPED ? 'trapped' : 'polled',
+  qd: QD, bs: BS, rw: WRITE ? 'randwrite' : 'randread', doorbells: TRAPPED ? 'trapped' : 'polled', limits: LIMITS,
   ns_per_io_best: best, ns_per_io_median: samples.sort((a, b) => a - b)[Math.floor(samples.length / 2)],
   cpu_ns_per_io_best: Math.min(...cpuSamples),
   host_only_ns_per_io: Math.min(...hostSamples), interrupts_signalled: signals,
 };
 if (JSON_OUT) process.stdout.write(JSON.stringify(result) + '\n');
 else {
-  process.stdout.write(`${result.rw} ${BS} B, QD${QD}, ${result.doorbells} doorbells: best ${best.toFixed(0)} ns/IO, ` +
+  process.stdout.write(`${result.rw} ${BS} B, QD${QD}, ${result.doorbells} doorbells, limits ${LIMITS}: best ${best.toFixed(0)} ns/IO, ` +
     `median ${result.ns_per_io_median!.toFixed(0)} ns/IO, CPU best ${result.cpu_ns_per_io_best.toFixed(0)} ns/IO ` +
     `(host side alone ${result.host_only_ns_per_io.toFixed(0)} ns/IO)\n`);
 }
