@@ -356,7 +356,8 @@ export class CommandRunner implements CommandSink {
     const limiter = this.limiter;
     if (limiter !== undefined) {
       const nsid = request.sqe.getUint32(4, true);
-      if (!limiter.admit(request, nsid, dataBytes(request.sqe, this.io.namespace(nsid), this.io.maxTransferBytes))) {
+      // The pass's clock reading (its fetch time, taken at its start): a clock read costs as much as the check.
+      if (!limiter.admit(request, nsid, dataBytes(request.sqe, this.io.namespace(nsid), this.io.maxTransferBytes), request.startedAt)) {
         this.throttledTotal++;
         request.parked = true;
         return; // parked: releaseParked starts it

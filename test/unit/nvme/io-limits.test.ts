@@ -95,6 +95,22 @@ describe('limiter (injected clock)', () => {
     expect(time.timers).toHaveLength(0);
   });
 
+  it('admit takes the caller\'s clock reading: no clock read when it lets the command go; the clock decides when it does not', () => {
+    const time = fakeTime();
+    let reads = 0;
+    const limiter = new IoLimiter<string>({ controller: { iops: 100, burstIos: 1 } }, { now: () => (reads++, time.now()), wake: () => undefined });
+    const passStart = time.now();
+    reads = 0;
+    expect(limiter.admit('a', 1, 0, passStart)).toBe(true);
+    expect(reads).toBe(0);
+    time.advance(10); // a token back by the clock, none by the older reading
+    expect(limiter.admit('b', 1, 0, passStart)).toBe(true); // as with a fresh reading
+    expect(reads).toBe(1);
+    expect(limiter.admit('c', 1, 0, passStart)).toBe(false); // the clock holds it back too
+    expect(limiter.parkedCount).toBe(1);
+    limiter.close();
+  });
+
   it('a bandwidth limit charges data bytes; a command larger than the burst still goes once the bucket is full', () => {
     const time = fakeTime();
     const limiter = limiterOn(time, { controller: { bytesPerSecond: 1 << 20, burstBytes: 64 << 10 } });
