@@ -356,8 +356,12 @@ export class CommandRunner implements CommandSink {
     const limiter = this.limiter;
     if (limiter !== undefined) {
       const nsid = request.sqe.getUint32(4, true);
+      // A scope without limits needs no data bytes (a namespace lookup and the SQE's range), so it is asked first.
       // The pass's clock reading (its fetch time, taken at its start): a clock read costs as much as the check.
-      if (!limiter.admit(request, nsid, dataBytes(request.sqe, this.io.namespace(nsid), this.io.maxTransferBytes), request.startedAt)) {
+      if (
+        limiter.limited(nsid) &&
+        !limiter.admit(request, nsid, dataBytes(request.sqe, this.io.namespace(nsid), this.io.maxTransferBytes), request.startedAt)
+      ) {
         this.throttledTotal++;
         request.parked = true;
         return; // parked: releaseParked starts it

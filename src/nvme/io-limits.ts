@@ -297,6 +297,11 @@ export class IoLimiter<T> {
     return this.parked.length;
   }
 
+  /** Whether any limit applies to commands for namespace `nsid` (the controller's or its own); if none, admit starts them. */
+  limited(nsid: number): boolean {
+    return this.controller !== undefined || this.namespaces.has(nsid);
+  }
+
   /**
    * Whether `command` (for namespace `nsid`, moving `bytes` of data) may start now; if so its cost is taken. If
    * not, it is parked behind the commands already waiting on the same buckets, and `release` starts it later.

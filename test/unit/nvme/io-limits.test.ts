@@ -128,6 +128,7 @@ describe('limiter (injected clock)', () => {
   it('a namespace limit holds back that namespace only; a new command queues behind parked ones of its scope', () => {
     const time = fakeTime();
     const limiter = limiterOn(time, { namespaces: [{ nsid: 2, iops: 10, burstIos: 1 }] });
+    expect([limiter.limited(1), limiter.limited(2)]).toEqual([false, true]);
     expect(limiter.admit('ns2-a', 2, 512)).toBe(true);
     expect(limiter.admit('ns2-b', 2, 512)).toBe(false);
     for (let index = 0; index < 100; index++) expect(limiter.admit(`ns1-${index}`, 1, 512)).toBe(true);
@@ -178,6 +179,7 @@ describe('limiter (injected clock)', () => {
     for (const name of ['x', 'y']) if (limiter.admit(name, 2, 4096)) started.push(name);
     expect(started).toEqual(['a', 'x']);
     limiter.forgetNamespace(1);
+    expect([limiter.limited(1), limiter.limited(2)]).toEqual([false, true]);
     limiter.release((name) => started.push(name));
     expect(started).toEqual(['a', 'x', 'b', 'c']);
     expect(limiter.admit('d', 1, 4096)).toBe(true);
@@ -191,6 +193,7 @@ describe('limiter (injected clock)', () => {
   it('a controller limit and a namespace limit both apply; the stricter one decides', () => {
     const time = fakeTime();
     const limiter = limiterOn(time, { controller: { iops: 1000, burstIos: 1000 }, namespaces: [{ nsid: 1, iops: 10, burstIos: 2 }] });
+    expect([limiter.limited(1), limiter.limited(2)]).toEqual([true, true]); // the controller's limit covers every namespace
     const admitted = Array.from({ length: 5 }, (_, index) => limiter.admit(`c${index}`, 1, 512)).filter(Boolean).length;
     expect(admitted).toBe(2);
     // Over one simulated second, namespace 1 starts at most rate * t + burst.
