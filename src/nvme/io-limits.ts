@@ -347,7 +347,6 @@ export class IoLimiter<T> {
   release(start: (command: T) => void): void {
     const parked = this.parked;
     if (parked.length === 0) return;
-    this.clearPending();
     const now = this.now();
     const still: Array<Parked<T>> = [];
     const ready: Array<Parked<T>> = [];
@@ -360,9 +359,8 @@ export class IoLimiter<T> {
     for (let index = 0; index < count; index++) {
       const entry = parked.at(index);
       const { controller, namespace, bytes } = entry;
-      const free = (scope: ScopeBuckets | undefined): boolean => scope === undefined || (!blocked.has(scope) && scope.waitMs(now, bytes) === 0);
-      const controllerFree = free(controller);
-      const namespaceFree = free(namespace);
+      const controllerFree = controller === undefined || (!blocked.has(controller) && allows(controller, now, bytes));
+      const namespaceFree = namespace === undefined || (!blocked.has(namespace) && allows(namespace, now, bytes));
       if (controllerFree && namespaceFree) {
         controller?.take(bytes);
         namespace?.take(bytes);
@@ -382,7 +380,10 @@ export class IoLimiter<T> {
       }
     }
     if (ready.length > 0) parked.replaceFront(scanned, still);
-    this.schedule();
+    // Only a start changes when the parked commands may go (the buckets it drew on, the commands ahead of them):
+    // without one, the pending timer is still due when the first of them may, and a pass that starts nothing (each
+    // pass while commands wait) arms none.
+    if (ready.length > 0 || this.timer === undefined) this.schedule();
     for (const entry of ready) start(entry.command);
   }
 

@@ -13,11 +13,19 @@ import { MemoryNamespace } from '../../../src/namespace/memory.js';
 import { createHarness, namespaceIds, settle, type Harness } from '../../helpers/nvme-harness.js';
 
 /** A clock and a one-shot timer the test moves by hand. */
-function fakeTime(): { now: () => number; advance: (ms: number) => void; timers: Array<{ at: number; callback: () => void }>; wakes: () => number } {
+function fakeTime(): {
+  now: () => number;
+  advance: (ms: number) => void;
+  timers: Array<{ at: number; callback: () => void }>;
+  wakes: () => number;
+  /** Timers set so far. */
+  armed: number;
+} {
   let time = 1000;
   let wakes = 0;
   const timers: Array<{ at: number; callback: () => void }> = [];
   return {
+    armed: 0,
     now: () => time,
     advance(ms: number) {
       time += ms;
@@ -37,6 +45,7 @@ function limiterOn(time: ReturnType<typeof fakeTime>, limits: ConstructorParamet
     wake: () => woken.push('wake'),
     setTimer: (callback, ms) => {
       const timer = { at: time.now() + ms, callback };
+      time.armed++;
       time.timers.push(timer);
       return timer;
     },
@@ -169,6 +178,28 @@ describe('limiter (injected clock)', () => {
     }
     expect(scanned).toBe(400); // one per namespace per 100 ms
     expect(performance.now() - start).toBeLessThan(2000); // 200 releases over 20,000 parked: not 4 million steps
+  });
+
+  it('a release that starts nothing leaves the pending timer as it is (a pass while commands wait arms none)', () => {
+    const time = fakeTime();
+    const woken: string[] = [];
+    const limiter = limiterOn(time, { controller: { iops: 10, burstIos: 1 } }, woken);
+    expect([limiter.admit('a', 1, 0), limiter.admit('b', 1, 0)]).toEqual([true, false]); // b may go in 100 ms
+    const armed = time.armed;
+    const timer = time.timers[0];
+    const started: string[] = [];
+    for (let ms = 1; ms < 100; ms++) {
+      time.advance(1);
+      limiter.release((name) => started.push(name));
+    }
+    expect(started).toEqual([]);
+    expect(time.armed).toBe(armed);
+    expect(time.timers).toEqual([timer]);
+    time.advance(1);
+    limiter.release((name) => started.push(name));
+    expect(started).toEqual(['b']); // by the pass, before the timer's millisecond of margin
+    expect(time.timers).toEqual([]);
+    expect(woken).toEqual([]);
   });
 
   it('forgetting a detached namespace drops its limits: its parked commands start, a later one goes at once', () => {
