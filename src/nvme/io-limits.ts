@@ -248,6 +248,7 @@ export class IoLimiter<T> {
   private controller: ScopeBuckets | undefined;
   private readonly namespaces = new Map<number, ScopeBuckets>();
   private readonly parked = new ParkedQueue<Parked<T>>();
+  private stepsReleasing = 0;
   private timer: unknown;
   /** When `timer` fires (clock of `now`). */
   private timerAt = 0;
@@ -295,6 +296,11 @@ export class IoLimiter<T> {
   /** Commands waiting for their buckets. */
   get parkedCount(): number {
     return this.parked.length;
+  }
+
+  /** Parked commands that releases looked at, since the limiter was made: what releasing cost (tests bound it). */
+  get releaseSteps(): number {
+    return this.stepsReleasing;
   }
 
   /** Whether any limit applies to commands for namespace `nsid` (the controller's or its own); if none, admit starts them. */
@@ -379,6 +385,7 @@ export class IoLimiter<T> {
         break;
       }
     }
+    this.stepsReleasing += scanned;
     if (ready.length > 0) parked.replaceFront(scanned, still);
     // Only a start changes when the parked commands may go (the buckets it drew on, the commands ahead of them):
     // without one, the pending timer is still due when the first of them may, and a pass that starts nothing (each
