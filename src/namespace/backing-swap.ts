@@ -117,9 +117,11 @@ export class DirtyMap {
 type Serving = 'source' | 'held' | 'target';
 
 /**
- * The namespace as the controller sees it during and after a move. It presents what the guest knows of the old
- * backing (size, block size, write protection, thin provisioning, write cache, transfer limit), so no Identify field
- * changes; the new backing must be at least as large and take the same block size (the caller checks).
+ * The namespace as the controller sees it during a move, and after it while the new backing presents otherwise what
+ * the guest knows (else the caller puts the new backing itself in its place once switched). It presents what the
+ * guest knows of the old backing (size, block size, write protection, thin provisioning, write cache, transfer
+ * limit), so no Identify field changes; the new backing must be at least as large and take the same block size (the
+ * caller checks).
  */
 export class BackingSwap implements Namespace {
   readonly blockSize: number;

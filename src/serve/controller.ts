@@ -561,6 +561,32 @@ function running(
     device.controller.notifyNamespaceChanged(nsid);
   };
 
+  /**
+   * After a committed swap: the new backing takes the stand-in's place, so commands from now on take its own path
+   * (a `memory:` backing's synchronous one) rather than the stand-in's forwarding. Nothing needs to drain first: the
+   * switched stand-in only passes commands on to the same backing, and the commands that went through it (the held
+   * ones included) keep it as theirs until they complete, their `abandon` included. Only when the new backing presents
+   * to the guest what the stand-in does (write protection, thin provisioning: Identify Namespace reads them live);
+   * else the stand-in stays, so no Identify field changes without a notice (docs/serve.md).
+   */
+  const serveWithoutStandIn = (nsid: number, stand: BackingSwap, target: Namespace): void => {
+    const differs: string[] = [];
+    if (stand.readOnly !== (target.readOnly === true)) differs.push('write protection');
+    if (stand.supportsDeallocate !== target.supportsDeallocate) differs.push('thin provisioning');
+    if (differs.length > 0) {
+      logger.info('the stand-in stays in place: the new backing differs in what the guest was told', { nsid, backing: target.description, differs });
+      return;
+    }
+    try {
+      device.controller.replaceNamespace(nsid, target);
+    } catch (error) {
+      // Cannot happen (same NSID, same size as checked before the move); the stand-in serves on correctly if it does.
+      logger.warn('the stand-in stays in place: the new backing could not take its place', { nsid, backing: target.description, error });
+      return;
+    }
+    slots = slots.map((candidate) => (candidate.nsid === nsid ? { ...candidate, namespace: target } : candidate));
+  };
+
   const swapBacking = async ({ nsid, uri, copy }: BackingSwapRequest, hooks: BackingSwapHooks): Promise<MoveOutcome> => {
     const refuse = (reason: Reason, message: string): BackingSwapFailed => new BackingSwapFailed(reason, `namespace ${nsid}: ${message}`);
     if (quiesced || closing) throw refuse('SWAP_INTERRUPTED', 'the controller is being handed over or stopped');
@@ -616,6 +642,7 @@ function running(
         },
       });
       logger.info('namespace moved to another backing', { nsid, from: source.description, to: target.description, ...outcome, heldMs: Math.round(outcome.heldMs) });
+      serveWithoutStandIn(nsid, stand, target);
       await closeAll([source], logger);
       return outcome;
     } catch (error) {
@@ -657,8 +684,8 @@ function running(
     release,
     quiesce: async () => {
       // Their contents live in this process only; a successor would present an empty disk.
-      // What serves each namespace: behind a backing swap's stand-in, its current backing (a move cancelled below
-      // leaves the old one; a committed one, the new one).
+      // What serves each namespace: behind a backing swap's stand-in (a move under way, or a committed one whose new
+      // backing presents otherwise), its current backing (a move cancelled below leaves the old one).
       const memoryOnly = backends().map(servingBacking).filter((namespace) => namespace instanceof MemoryNamespace);
       if (memoryOnly.length > 0) {
         throw new Error(`memory namespaces (${memoryOnly.map((namespace) => namespace.description).join(', ')}) cannot be handed over`);

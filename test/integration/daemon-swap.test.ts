@@ -13,10 +13,16 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import path from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { runControllers } from '../../src/cli/controllers.js';
 import { runEvents } from '../../src/cli/events.js';
+import { BackingSwap } from '../../src/namespace/backing-swap.js';
+import { MemoryNamespace } from '../../src/namespace/memory.js';
+import { controllerConfig } from '../../src/serve/config.js';
+import { startController, type BackingSwapHooks, type RunningController } from '../../src/serve/controller.js';
 import { Status } from '../../src/spec/nvme.js';
+import { memoryLogger } from '../../src/util/log.js';
+import { sleep } from '../../src/util/sleep.js';
 import { temporaryDir } from '../helpers/common.js';
 import { distDaemonUnavailable, useFakeHostDaemon } from '../helpers/dist-daemon.js';
 import { expectStatus } from '../helpers/daemon-client.js';
@@ -318,4 +324,126 @@ describe.skipIf(skipReason)('a moved namespace under vfiod daemon --crash-recove
       host.cleanup();
     }
   }, 180_000);
+});
+
+/**
+ * What serves a namespace once its move is committed, on a controller run in this process (startController, no
+ * daemon): the new backing itself takes the stand-in's place when it presents the same to the guest, so its own I/O
+ * path serves (a memory namespace's synchronous copies); commands that waited at the stand-in over the commit, or
+ * were in flight through it, complete as usual.
+ */
+describe('the new backing after the switch (an in-process controller)', () => {
+  let dir: string | undefined;
+  const guests: Guest[] = [];
+  const running: RunningController[] = [];
+  afterEach(async () => {
+    for (const guest of guests.splice(0)) guest.close();
+    for (const controller of running.splice(0)) await controller.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+    dir = undefined;
+  });
+  const start = async (namespace: string): Promise<{ controller: RunningController; driver: GuestDriver }> => {
+    dir = temporaryDir('vfiod-swap-direct-');
+    const { logger } = memoryLogger();
+    const config = controllerConfig({ socketPath: path.join(dir, 'nvme0.sock'), namespaces: [namespace.replace('DIR', dir)] });
+    const controller = await startController(config, logger);
+    running.push(controller);
+    const guest = await attachReadyGuest(config.socketPath, guests);
+    return { controller, driver: guest.driver };
+  };
+  const quietly: BackingSwapHooks = { onProgress: () => undefined, commit: async () => undefined };
+
+  it('a namespace moved onto memory is served by the memory namespace itself; a write held over the commit completes; every block reads back', async () => {
+    const size = 4 * MiB;
+    const { controller, driver } = await start(`memory:${size}`);
+    const model = new Uint8Array(size);
+    const before = await identities(driver);
+    const early = new Uint8Array(randomBytes(64 * BLOCK));
+    expect((await driver.write(1, 0, early, { timeoutMillis: IO_DEADLINE_MS })).status).toBe(Status.SUCCESS);
+    model.set(early, 0);
+
+    const late = new Uint8Array(randomBytes(8 * BLOCK));
+    let held: Promise<{ status: number }> | undefined;
+    let inFlightAtCommit = 0;
+    await controller.swapBacking(
+      { nsid: 1, uri: `memory:${size}`, copy: true },
+      {
+        onProgress: () => undefined,
+        commit: async () => {
+          // The namespace's commands wait at the stand-in now: this one goes on to the new backing after the switch.
+          held = driver.write(1, 100, late, { timeoutMillis: IO_DEADLINE_MS });
+          for (let tries = 0; controller.device.controller.inFlightOn(1) === 0 && tries < 2000; tries++) await sleep(1);
+          // It waits at the stand-in, not completed: it stays in flight until the switch.
+          await sleep(20);
+          inFlightAtCommit = controller.device.controller.inFlightOn(1);
+        },
+      },
+    );
+    expect(inFlightAtCommit).toBe(1);
+    expect((await held!).status).toBe(Status.SUCCESS);
+    model.set(late, 100 * BLOCK);
+
+    const served = controller.namespaces[0]!.namespace;
+    expect(served).toBeInstanceOf(MemoryNamespace);
+    expect(served).not.toBeInstanceOf(BackingSwap);
+    // The NVMe controller serves it too: a Read takes the memory namespace's synchronous path.
+    const readSync = vi.spyOn(served as MemoryNamespace, 'readSync');
+    expect(await firstDifference(driver, model)).toBe(-1);
+    expect(readSync).toHaveBeenCalled();
+    expect(await identities(driver)).toEqual(before);
+  });
+
+  it('a file namespace moved to another file under a writer: the new file serves directly, no command failed, every block as written last', async () => {
+    const size = 8 * MiB;
+    const { controller, driver } = await start(`file:DIR/old.img?size=${size}`);
+    const model = new Uint8Array(size);
+    const before = await identities(driver);
+    const nvme = controller.device.controller;
+    const replace = nvme.replaceNamespace.bind(nvme);
+    const inFlightAtReplace: number[] = [];
+    vi.spyOn(nvme, 'replaceNamespace').mockImplementation((nsid, namespace) => {
+      inFlightAtReplace.push(nvme.inFlightOn(nsid));
+      return replace(nsid, namespace);
+    });
+    const writer = startWriter(driver, model);
+    await sleep(20);
+    await controller.swapBacking(
+      { nsid: 1, uri: `file:${path.join(dir!, 'new.img')}?size=${size}`, copy: true },
+      {
+        onProgress: () => undefined,
+        // Commit once a write waits at the stand-in: it is still in flight through it when the new file replaces it.
+        commit: async () => {
+          for (let tries = 0; nvme.inFlightOn(1) === 0 && tries < 1000; tries++) await sleep(1);
+        },
+      },
+    );
+    // Installing the stand-in, then the new file in its place with the held write still in flight through the stand-in.
+    expect(inFlightAtReplace).toHaveLength(2);
+    expect(inFlightAtReplace[1]).toBeGreaterThan(0);
+    await sleep(20);
+    const { writes, failed } = await writer.stop();
+    expect(failed).toEqual([]);
+    expect(writes).toBeGreaterThan(0);
+    const served = controller.namespaces[0]!.namespace;
+    expect(served).not.toBeInstanceOf(BackingSwap);
+    expect(served.description).toBe(`file:${path.join(dir!, 'new.img')}`);
+    expect(await firstDifference(driver, model)).toBe(-1);
+    expect(await identities(driver)).toEqual(before);
+  });
+
+  it('a thin file namespace moved onto memory keeps the stand-in, so Identify does not change (memory is not thin-provisioned)', async () => {
+    const size = 4 * MiB;
+    const { controller, driver } = await start(`file:DIR/old.img?size=${size}`);
+    const thin = controller.namespaces[0]!.namespace.supportsDeallocate;
+    const before = await identities(driver);
+    const data = new Uint8Array(randomBytes(32 * BLOCK));
+    expect((await driver.write(1, 7, data, { timeoutMillis: IO_DEADLINE_MS })).status).toBe(Status.SUCCESS);
+    await controller.swapBacking({ nsid: 1, uri: `memory:${size}`, copy: true }, quietly);
+    // Without the addon a file is not thin either: the memory namespace then takes its place.
+    expect(controller.namespaces[0]!.namespace instanceof BackingSwap).toBe(thin);
+    expect(await identities(driver)).toEqual(before);
+    const { completion, data: read } = await driver.read(1, 7, 32, { timeoutMillis: IO_DEADLINE_MS });
+    expect(completion.status).toBe(Status.SUCCESS);
+    expect(Buffer.compare(Buffer.from(read), Buffer.from(data))).toBe(0);
+  });
 });
