@@ -342,15 +342,22 @@ describe('the stand-in gives back what waits at it', () => {
     const source = new Remote(64 * KiB, 'old');
     const swap = new BackingSwap(source, new Remote(64 * KiB, 'new'));
     swap.track(new DirtyMap(64 * KiB, 4 * KiB));
-    swap.limitWrites(1); // 1 byte per ms: the second write waits ~4 s
+    swap.limitWrites((4 * KiB) / 20); // a new 4 KiB chunk every 20 ms: the second write waits ~20 ms, the third ~40 ms
     await swap.write(0, [new Uint8Array(4 * KiB)]);
     const slowed = [new Uint8Array(4 * KiB)];
     const waiting = swap.write(16 * KiB, slowed) as Promise<void>;
+    const other = [new Uint8Array(4 * KiB).fill(9)];
+    const alsoWaiting = swap.write(32 * KiB, other) as Promise<void>;
     expect(swap.abandon(slowed)).toBe(true);
     await expect(waiting).rejects.toThrow(/given up/);
     // Buffers the stand-in does not hold go to the backing's own abandon.
     expect(swap.abandon([new Uint8Array(BLOCK)])).toBe(true);
+    // The other waiting write was not taken back: it reaches the backing, after the given-up one's turn has passed.
+    await alsoWaiting;
     await sleep(5);
-    expect(source.writes).toEqual([0]);
+    expect(source.writes).toEqual([0, 32 * KiB]);
+    const landed = new Uint8Array(4 * KiB);
+    await source.memory.read(32 * KiB, [landed]);
+    expect(landed).toEqual(other[0]);
   });
 });
