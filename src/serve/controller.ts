@@ -686,11 +686,16 @@ function running(
       // Their contents live in this process only; a successor would present an empty disk.
       // What serves each namespace: behind a backing swap's stand-in (a move under way, or a committed one whose new
       // backing presents otherwise), its current backing (a move cancelled below leaves the old one).
-      const memoryOnly = backends().map(servingBacking).filter((namespace) => namespace instanceof MemoryNamespace);
-      if (memoryOnly.length > 0) {
-        throw new Error(`memory namespaces (${memoryOnly.map((namespace) => namespace.description).join(', ')}) cannot be handed over`);
-      }
+      const refuseMemoryOnly = (): void => {
+        const memoryOnly = backends().map(servingBacking).filter((namespace) => namespace instanceof MemoryNamespace);
+        if (memoryOnly.length > 0) {
+          throw new Error(`memory namespaces (${memoryOnly.map((namespace) => namespace.description).join(', ')}) cannot be handed over`);
+        }
+      };
+      refuseMemoryOnly();
       await cancelSwap('a live upgrade');
+      // A move past its last cancellation point was not stopped, only waited for: it may have landed on memory.
+      refuseMemoryOnly();
       quiesced = true;
       await server.quiesce();
     },

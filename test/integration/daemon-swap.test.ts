@@ -431,6 +431,26 @@ describe('the new backing after the switch (an in-process controller)', () => {
     expect(await identities(driver)).toEqual(before);
   });
 
+  it('a live upgrade asked for while a move onto memory commits is refused once the move has landed there', async () => {
+    const size = 4 * MiB;
+    const { controller } = await start(`file:DIR/old.img?size=${size}`);
+    let handover: Promise<void> | undefined;
+    await controller.swapBacking(
+      { nsid: 1, uri: `memory:${size}`, copy: true },
+      {
+        onProgress: () => undefined,
+        // Past its last cancellation point: the upgrade's cancel cannot stop it, only wait for it.
+        commit: async () => {
+          handover = controller.quiesce();
+          handover.catch(() => undefined);
+          await sleep(20);
+        },
+      },
+    );
+    // A successor would present an empty disk: the memory namespace cannot be handed over.
+    await expect(handover).rejects.toThrow(/memory namespaces \(memory:.*\) cannot be handed over/);
+  });
+
   it('a thin file namespace moved onto memory keeps the stand-in, so Identify does not change (memory is not thin-provisioned)', async () => {
     const size = 4 * MiB;
     const { controller, driver } = await start(`file:DIR/old.img?size=${size}`);
