@@ -193,7 +193,7 @@ export class BackingSwap implements Namespace {
   write(offset: number, buffers: readonly Uint8Array[]): Promise<void> | void {
     let length = 0;
     for (const buffer of buffers) length += buffer.length;
-    const write = (): Promise<void> | void => this.run((backing) => backing.write(offset, buffers), offset, length, buffers);
+    const write = (): Promise<void> | void => this.run((backing) => this.durably(backing, backing.write(offset, buffers)), offset, length, buffers);
     if (this.writeRate === undefined || this.serving !== 'source') return write();
     // A write costs what it adds to the next pass: the chunks it makes dirty (a hot block written again is free).
     const cost = this.tracking?.cleanBytesIn(offset, length) ?? length;
@@ -208,11 +208,21 @@ export class BackingSwap implements Namespace {
   }
 
   deallocate(ranges: readonly ByteRange[]): Promise<void> | void {
-    return this.run((backing) => backing.deallocate(ranges), ranges);
+    return this.run((backing) => this.durably(backing, backing.deallocate(ranges)), ranges);
   }
 
   writeZeroes(offset: number, length: number): Promise<void> | void {
-    return this.run((backing) => backing.writeZeroes(offset, length), offset, length);
+    return this.run((backing) => this.durably(backing, backing.writeZeroes(offset, length)), offset, length);
+  }
+
+  /**
+   * A change made through the new backing, made durable before it completes when the guest was told there is no
+   * volatile write cache (the old backing had none: memory, a read-only file) but the new backing has one (a file's
+   * page cache). The guest then never sends a Flush, and the controller ignores FUA, so the stand-in flushes itself.
+   */
+  private durably(backing: Namespace, pending: Promise<void> | void): Promise<void> | void {
+    if (this.volatileWriteCache || backing !== this.target || !backing.volatileWriteCache) return pending;
+    return pending === undefined ? backing.flush() : pending.then(() => backing.flush());
   }
 
   abandon(buffers: readonly Uint8Array[]): boolean {

@@ -5,7 +5,7 @@
  * the old backing authoritative with every write on it.
  */
 import { randomBytes } from 'node:crypto';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { BackingSwap, DirtyMap, moveData, type MoveProgress } from '../../../src/namespace/backing-swap.js';
 import { MemoryNamespace } from '../../../src/namespace/memory.js';
 import { NamespaceError, type ByteRange, type Namespace } from '../../../src/namespace/namespace.js';
@@ -18,7 +18,7 @@ const BLOCK = 512;
 class AsyncMemory implements Namespace {
   readonly memory: MemoryNamespace;
   readonly blockSize = BLOCK;
-  readonly volatileWriteCache = false;
+  readonly volatileWriteCache: boolean = false;
   readonly maxTransferBytes = 0;
   readonly supportsDeallocate = false;
   written = 0;
@@ -305,6 +305,58 @@ describe('moving a namespace to another backing', () => {
     expect(outcome).toMatchObject({ passes: 0, copiedBytes: 0, finalBytes: 0 });
     expect(direct.current).toBe(replica);
     expect(replica.written).toBe(0);
+  });
+});
+
+describe('the stand-in keeps the write cache the guest was told of', () => {
+  const SIZE = 1024 * KiB;
+  const CHUNK = 64 * KiB;
+  /** A backing with a volatile write cache (as a file's page cache): what was flushed is what survives a crash. */
+  class CachingMemory extends AsyncMemory {
+    override readonly volatileWriteCache = true;
+    flushes = 0;
+    /** What the last flush made durable. */
+    durable: Uint8Array = new Uint8Array(0);
+    override async flush(): Promise<void> {
+      await sleep(0);
+      this.flushes++;
+      this.durable = await this.contents();
+    }
+  }
+
+  it('a move from a backing without a write cache onto one with a cache makes every change durable before it completes', async () => {
+    const source = new AsyncMemory(SIZE, 'old');
+    const target = new CachingMemory(SIZE, 'new');
+    const swap = new BackingSwap(source, target);
+    expect(swap.volatileWriteCache).toBe(false);
+    await moveData(swap, { copy: true, chunkBytes: CHUNK, commit: async () => undefined });
+    expect(swap.current).toBe(target);
+
+    const data = new Uint8Array(4 * KiB).fill(0x5a);
+    await swap.write(8 * KiB, [data]);
+    expect(target.durable.subarray(8 * KiB, 12 * KiB)).toEqual(data);
+    await swap.writeZeroes(8 * KiB, KiB);
+    expect(target.durable.subarray(8 * KiB, 9 * KiB)).toEqual(new Uint8Array(KiB));
+    const flushes = target.flushes;
+    await swap.deallocate([{ offset: 10 * KiB, length: KiB }]);
+    expect(target.flushes).toBe(flushes + 1);
+  });
+
+  it('passes writes on unflushed when the guest knows of a write cache, or the new backing has none', async () => {
+    const cached = new CachingMemory(SIZE, 'old');
+    const onto = new CachingMemory(SIZE, 'new');
+    const swap = new BackingSwap(cached, onto);
+    await moveData(swap, { copy: false, commit: async () => undefined });
+    const flushes = onto.flushes;
+    await swap.write(0, [new Uint8Array(KiB).fill(1)]);
+    expect(onto.flushes).toBe(flushes); // the guest flushes when it needs to
+
+    const plain = new AsyncMemory(SIZE, 'plain');
+    const toPlain = new BackingSwap(new AsyncMemory(SIZE, 'old'), plain);
+    await moveData(toPlain, { copy: false, commit: async () => undefined });
+    const flush = vi.spyOn(plain, 'flush');
+    await toPlain.write(0, [new Uint8Array(KiB).fill(2)]);
+    expect(flush).not.toHaveBeenCalled();
   });
 });
 
