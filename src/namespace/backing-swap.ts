@@ -125,7 +125,8 @@ type Serving = 'source' | 'held' | 'target';
  */
 export class BackingSwap implements Namespace {
   readonly blockSize: number;
-  readonly blockCount: number;
+  /** The old backing's, until a grow after the switch (`grow`). */
+  blockCount: number;
   readonly volatileWriteCache: boolean;
   readonly maxTransferBytes: number;
   readonly readOnly: boolean;
@@ -236,7 +237,13 @@ export class BackingSwap implements Namespace {
 
   async grow(sizeBytes: number): Promise<void> {
     // The guest knows the old size until the move is done; after it the new backing decides.
-    throw new NamespaceError('unsupported', `${this.description}: cannot grow to ${sizeBytes} bytes while it moves to another backing`);
+    if (this.serving !== 'target') {
+      throw new NamespaceError('unsupported', `${this.description}: cannot grow to ${sizeBytes} bytes while it moves to another backing`);
+    }
+    const target = this.target;
+    if (!target.grow) throw new NamespaceError('unsupported', `${this.description}: cannot grow to ${sizeBytes} bytes: its size is its backend's`);
+    await target.grow(sizeBytes);
+    this.blockCount = target.blockCount;
   }
 
   /** Closes the backing that serves (the other one is the mover's to close). */

@@ -721,7 +721,8 @@ function running(
 
 /** The backing that serves `namespace`'s commands: itself, or a backing swap's current one. */
 function servingBacking(namespace: Namespace): Namespace {
-  return namespace instanceof BackingSwap ? namespace.current : namespace;
+  // A namespace moved again while a kept stand-in served it has one stand-in inside another.
+  return namespace instanceof BackingSwap ? servingBacking(namespace.current) : namespace;
 }
 
 async function closeAll(namespaces: Namespace[], logger: Logger): Promise<void> {

@@ -360,6 +360,34 @@ describe('the stand-in keeps the write cache the guest was told of', () => {
   });
 });
 
+describe('a stand-in kept after its move', () => {
+  it('grows through the new backing once switched, and not before', async () => {
+    const source = new AsyncMemory(256 * KiB, 'old');
+    const target = new MemoryNamespace({ sizeBytes: 256 * KiB, blockSize: BLOCK });
+    const swap = new BackingSwap(source, target);
+    await expect(swap.grow(512 * KiB)).rejects.toThrow('while it moves to another backing');
+    await moveData(swap, { copy: true, chunkBytes: 64 * KiB, commit: async () => undefined });
+
+    await swap.grow(512 * KiB);
+    expect(swap.blockCount).toBe((512 * KiB) / BLOCK);
+    expect(target.blockCount).toBe((512 * KiB) / BLOCK);
+    // The grown part is served: a write past the old end reads back.
+    const data = new Uint8Array(4 * KiB).fill(0xc3);
+    await swap.write(400 * KiB, [data]);
+    const back = new Uint8Array(4 * KiB);
+    await swap.read(400 * KiB, [back]);
+    expect(back).toEqual(data);
+  });
+
+  it('refuses to grow when the new backing cannot', async () => {
+    const target = new AsyncMemory(256 * KiB, 'fixed'); // no grow
+    const swap = new BackingSwap(new AsyncMemory(256 * KiB, 'old'), target);
+    await moveData(swap, { copy: false, commit: async () => undefined });
+    await expect(swap.grow(512 * KiB)).rejects.toThrow("its size is its backend's");
+    expect(swap.blockCount).toBe((256 * KiB) / BLOCK);
+  });
+});
+
 describe('the stand-in gives back what waits at it', () => {
   /** A backing that, like the NVMe/TCP one, says "nothing of mine uses these buffers" for what it never received. */
   class Remote extends AsyncMemory {
