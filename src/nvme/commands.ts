@@ -514,6 +514,8 @@ export class CommandRunner implements CommandSink {
       this.startIo(sq, request);
     }
     this.finishBatch();
+    // The commands run again were a pass of their own: ended here, the first pass once serving reads its own clock.
+    this.endPass();
   }
 
   /**
