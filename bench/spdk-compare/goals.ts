@@ -97,8 +97,8 @@ export function checkGoals(pairs: readonly GoalPair[], interrupt: readonly GoalI
     const above = finite(cells.map((c) => (c.cpuUsPerIo !== undefined && c.wakeFloorUsPerIo !== undefined ? c.cpuUsPerIo - c.wakeFloorUsPerIo : undefined)));
     if (floors.length > 0) {
       result.note = `The wake-ups alone (wake-cost, same rounds: one eventfd wake-up round per wake-up of the client) take ` +
-        `${median(floors).toFixed(2)} µs per I/O of that on this machine (per round: ${floors.map((v) => v.toFixed(2)).join(', ')}); ` +
-        `vfiod's CPU above that floor: ${median(above).toFixed(2)} µs per I/O.`;
+        `${median(floors).toFixed(2)} µs per I/O of that on this machine (per round: ${floors.map((v) => v.toFixed(2)).join(', ')})` +
+        (above.length > 0 ? `; vfiod's CPU above that floor: ${median(above).toFixed(2)} µs per I/O.` : '.');
     }
     results.push(result);
   }

@@ -52,6 +52,11 @@ describe('spdk-compare goals', () => {
     expect(goalsMarkdown(results, 'SPDK').join('\n')).toContain(`- interrupt mode: server CPU ≤ 1 µs per I/O at QD32: ${results[0]!.note}`);
     // Without a wake-cost measurement there is no note.
     expect(checkGoals([], [{ round: 1, qd: 32, cpuUsPerIo: 1.8 }])[0]!.note).toBeUndefined();
+    // A floor without the server's CPU in the same round says nothing about what is above it (no NaN).
+    const partial = checkGoals([], [{ round: 1, qd: 32, cpuUsPerIo: 1.8 }, { round: 2, qd: 32, wakeFloorUsPerIo: 0.7 }])[0]!.note!;
+    expect(partial).toContain('0.70 µs per I/O');
+    expect(partial).not.toContain('above that floor');
+    expect(partial).not.toContain('NaN');
   });
 
   it('has nothing to say about a run without the cells, and a median of nothing is NaN', () => {
