@@ -3,7 +3,8 @@
  * events to listeners) and the hypervisor adapter built on it: device_add of vfio-pci (host=<BDF>, or iommufd= with
  * sysfsdev= after object-add of the VM's iommufd object) and vfio-user-pci
  * (JSON socket form) into an empty pcie-root-port, device_del + wait for DEVICE_DELETED (DEVICE_UNPLUG_GUEST_ERROR
- * when the guest refuses), query-pci, and QOM reads to find empty root ports and to confirm a device exists.
+ * when the guest refuses), query-pci, and QOM reads to find empty root ports, to confirm a device exists and to tell
+ * the VFIO backend (group or iommufd) of the VM's vfio-pci devices.
  *
  * QEMU serves one client per QMP socket at a time, so the adapter opens a connection per operation and closes it.
  */
@@ -14,7 +15,7 @@ import { normalizeBdf, trailingBdf } from '../util/pci-address.js';
 import { rootLogger } from '../util/log.js';
 import { type ErrorCode, VfiodError } from '../util/errors.js';
 import { hostSysfsPath, QEMU_IOMMUFD_OBJECT_ID } from './vfio-backend.js';
-import { type AddedDevice, type HypervisorAdapter, type PciDeviceSpec, type UserDeviceSpec, type VmmDevice, vmmAnswerReason } from './types.js';
+import { type AddedDevice, type HypervisorAdapter, type PciDeviceSpec, type UserDeviceSpec, type VmmDevice, type VmmVfioDevice, vmmAnswerReason } from './types.js';
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 /** Longest line QEMU may send (query-pci of a large machine is a few hundred KiB); more means something is wrong. */
@@ -270,6 +271,9 @@ interface QueryPciDevice {
   pci_bridge?: { bus: { number: number }; devices?: QueryPciDevice[] };
 }
 
+/** The QOM types of host VFIO PCI devices (vfio-pci-nohotplug is vfio-pci that cannot be unplugged; same backends). */
+const VFIO_PCI_TYPES = new Set(['vfio-pci', 'vfio-pci-nohotplug']);
+
 /** Root port types whose secondary bus takes one hot-pluggable device. */
 const ROOT_PORT_TYPES = new Set(['pcie-root-port', 'ioh3420']);
 
@@ -331,6 +335,14 @@ export class QemuAdapter implements HypervisorAdapter {
       }
       return out;
     });
+  }
+
+  /**
+   * Every vfio-pci device of the VM, with or without an id (command line, static configuration, vfiod's hot-plugs,
+   * anyone's device_add), and its VFIO backend: a QEMU VM takes one backend for all of them.
+   */
+  async listVfioDevices(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<VmmVfioDevice[]> {
+    return this.session(timeoutMs, (conn) => vfioDevices(conn, timeoutMs));
   }
 
   async hasDevice(id: string, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<boolean> {
@@ -492,6 +504,47 @@ async function vfioHostBdf(conn: QmpConnection, id: string, timeoutMs: number): 
   if (sysfsdev) return trailingBdf(sysfsdev) ?? null;
   const host = await get('host');
   return host === null ? null : normalizeBdf(host) ?? null;
+}
+
+/**
+ * The vfio-pci devices under /machine/peripheral (those with an id) and /machine/peripheral-anon (without one) and
+ * their backend, read from the device's `iommufd` link: QOM gives the linked object's path ("/objects/<id>") when the
+ * device was opened through iommufd and "" when through its group. A QEMU without iommufd (< 9.0, or built without
+ * it) has no such property: its VFIO devices all use the group.
+ */
+async function vfioDevices(conn: QmpConnection, timeoutMs: number): Promise<VmmVfioDevice[]> {
+  const out: VmmVfioDevice[] = [];
+  for (const container of ['/machine/peripheral', '/machine/peripheral-anon']) {
+    let props: QomProperty[];
+    try {
+      props = await conn.execute<QomProperty[]>('qom-list', { path: container }, timeoutMs);
+    } catch (error) {
+      if (error instanceof QmpCommandError && error.code === 'NOT_FOUND') continue;
+      throw error;
+    }
+    for (const p of props) {
+      const type = /^child<(.+)>$/.exec(p.type)?.[1];
+      if (!type || !VFIO_PCI_TYPES.has(type)) continue;
+      const devicePath = `${container}/${p.name}`;
+      let link: unknown;
+      try {
+        link = await conn.execute<unknown>('qom-get', { path: devicePath, property: 'iommufd' }, timeoutMs);
+      } catch (error) {
+        if (!(error instanceof QmpCommandError)) throw error;
+        if (error.qmp.class === 'DeviceNotFound') continue; // unplugged since the listing
+        if (error.code !== 'NOT_FOUND') throw error;
+        link = ''; // no iommufd property: this QEMU has the group only
+      }
+      if (typeof link !== 'string') {
+        throw new VfiodError('INTERNAL', `qom-get ${devicePath} iommufd: VM ${conn.vmId} (QMP ${conn.socketPath}): expected the linked object's path, got ${JSON.stringify(link)}`, {
+          reason: 'VMM_BAD_ANSWER',
+          vmId: conn.vmId,
+        });
+      }
+      out.push({ id: container === '/machine/peripheral' ? p.name : devicePath, backend: link === '' ? 'group' : 'iommufd' });
+    }
+  }
+  return out;
 }
 
 async function queryPci(conn: QmpConnection, timeoutMs: number): Promise<Array<QueryPciDevice & { address: string }>> {

@@ -62,6 +62,14 @@ export interface VmmDevice {
   hostBdf: string | null;
 }
 
+/** A VFIO PCI device the VM has, whoever put it there (its command line, vfiod, a hand-made device_add). */
+export interface VmmVfioDevice {
+  /** The VMM's id for it (QEMU: id=), or, for a device given without one, its path (QEMU: its QOM path). */
+  id: string;
+  /** How the VMM opened it. */
+  backend: VfioBackend;
+}
+
 export interface AddedDevice {
   id: string;
   guestBdf: string | null;
@@ -87,6 +95,11 @@ export interface HypervisorAdapter {
    * complete later. FAILED_PRECONDITION when the guest refused (QEMU DEVICE_UNPLUG_GUEST_ERROR).
    */
   removeDevice(id: string, timeoutMs: number): Promise<void>;
+  /**
+   * Every VFIO PCI device the VM has and the backend it uses, for the one-backend-per-VM rule (QEMU; absent where the
+   * VMM has one backend only, as cloud-hypervisor v48).
+   */
+  listVfioDevices?(timeoutMs?: number): Promise<VmmVfioDevice[]>;
   /** Whether the VMM still reports `id`. */
   hasDevice(id: string, timeoutMs?: number): Promise<boolean>;
   close(): Promise<void>;

@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import { QemuAdapter } from '../../../src/hypervisor/qmp.js';
 import { QEMU_IOMMUFD_OBJECT_ID } from '../../../src/hypervisor/vfio-backend.js';
-import { temporaryDir } from '../../helpers/common.js';
+import { expectError, temporaryDir } from '../../helpers/common.js';
 import { fakeQemuVm, type FakeQemuVm, type QmpCall, scriptedQmp, type ScriptedQmp } from '../../helpers/scripted-qmp.js';
 
 const BDF = '0000:01:00.1';
@@ -100,5 +100,55 @@ describe('QEMU hot-plug of a host PCI function: the QMP commands per VFIO backen
     await adapter.addPciDevice({ hostBdf: '0000:01:00.2', id: 'vf1', vfioBackend: 'iommufd' }, 5000);
     const listed = await adapter.listDevices(5000);
     expect(listed.filter((d) => d.id.startsWith('vf')).map((d) => [d.id, d.hostBdf])).toEqual([['vf0', BDF], ['vf1', '0000:01:00.2']]);
+  });
+});
+
+describe('QEMU: the VFIO backend of the vfio-pci devices a VM already has (listVfioDevices)', () => {
+  it('reads each vfio-pci\'s iommufd link, with an id (/machine/peripheral) or without (/machine/peripheral-anon), hot-plugged or not', async () => {
+    const adapter = await adapterFor({
+      rootPorts: ['rp1'],
+      vfioDevices: [
+        { id: 'hostdev0', host: '0000:01:00.2' },
+        { host: '0000:01:00.3', iommufd: 'iommufd0' },
+      ],
+    });
+    await adapter.addPciDevice({ hostBdf: BDF, id: 'vf0', vfioBackend: 'iommufd' }, 5000);
+    qmp!.calls.length = 0;
+
+    expect(await adapter.listVfioDevices(5000)).toEqual([
+      { id: 'hostdev0', backend: 'group' },
+      { id: 'vf0', backend: 'iommufd' },
+      { id: '/machine/peripheral-anon/device[1]', backend: 'iommufd' },
+    ]);
+    // root ports and other devices are not asked about
+    expect(sent()).toEqual([
+      { execute: 'qom-list', arguments: { path: '/machine/peripheral' } },
+      { execute: 'qom-get', arguments: { path: '/machine/peripheral/hostdev0', property: 'iommufd' } },
+      { execute: 'qom-get', arguments: { path: '/machine/peripheral/vf0', property: 'iommufd' } },
+      { execute: 'qom-list', arguments: { path: '/machine/peripheral-anon' } },
+      { execute: 'qom-get', arguments: { path: '/machine/peripheral-anon/device[1]', property: 'iommufd' } },
+    ]);
+  });
+
+  it('a QEMU without iommufd (no iommufd property on vfio-pci): its devices use the group', async () => {
+    vm = fakeQemuVm({ rootPorts: ['rp1'], vfioDevices: [{ id: 'hostdev0', host: BDF }] });
+    const qmpSocket = path.join(dir, 'q1.qmp');
+    qmp = await scriptedQmp(qmpSocket, (command, args, id, socket) =>
+      command === 'qom-get' && args?.property === 'iommufd'
+        ? `${JSON.stringify({ error: { class: 'GenericError', desc: "Property 'vfio-pci.iommufd' not found" }, id })}\n`
+        : vm.reply(command, args, id, socket),
+    );
+    const adapter = new QemuAdapter({ vmId: 'q1', qmpSocket });
+    expect(await adapter.listVfioDevices(5000)).toEqual([{ id: 'hostdev0', backend: 'group' }]);
+  });
+
+  it('any other QMP error is the caller\'s to handle, with the VM in the message', async () => {
+    vm = fakeQemuVm({ rootPorts: ['rp1'], vfioDevices: [{ id: 'hostdev0', host: BDF }] });
+    const qmpSocket = path.join(dir, 'q1.qmp');
+    qmp = await scriptedQmp(qmpSocket, (command, args, id, socket) =>
+      command === 'qom-get' ? `${JSON.stringify({ error: { class: 'GenericError', desc: 'something broke' }, id })}\n` : vm.reply(command, args, id, socket),
+    );
+    const adapter = new QemuAdapter({ vmId: 'q1', qmpSocket });
+    await expectError(adapter.listVfioDevices(5000), 'INTERNAL', /^qom-get: VM q1 \(QMP .*\): something broke/);
   });
 });
