@@ -3,10 +3,10 @@
  * back. Composes the passthrough manager (src/devices: prepare/release with claims) with a hypervisor adapter
  * (src/hypervisor: cloud-hypervisor REST or QEMU QMP).
  *
- * attach: refuse a VFIO backend the VM cannot take (as far as the host tells before rebinding) -> prepare(bdf,
- * owner=vmId) (GPU companions come with it) -> decide the backends on the prepared device -> add to the VMM -> confirm
- * the VMM reports it -> record. Any failure after prepare rolls back (remove from the VMM if added, release if this
- * call prepared it).
+ * attach: refuse a VFIO backend the VM cannot take (as far as the host and, on QEMU, the VM's own VFIO devices tell
+ * before rebinding) -> prepare(bdf, owner=vmId) (GPU companions come with it) -> decide the backends on the prepared
+ * device -> add to the VMM -> confirm the VMM reports it -> record. Any failure after prepare rolls back (remove from
+ * the VMM if added, release if this call prepared it).
  * detach: remove from the VMM -> wait for the guest to let go (timeout) -> release to the host driver. On timeout the
  * device stays claimed and the attachment is 'detach-pending'; nothing is rebound while a VMM may still hold it.
  * Records live in the claims database (src/devices/claims.ts, table `attachments`) so they survive restarts.
@@ -23,7 +23,7 @@ import {
 import type { HostFunctionFacts } from '../hypervisor/pci-window.js';
 import { checkVfioBackendChoice, resolveQemuVmBackends, resolveVfioBackend, type VfioBackend, type VfioBackendChoice, type VfioFacts } from '../hypervisor/vfio-backend.js';
 import { normalizeBdf } from '../util/pci-address.js';
-import type { AddedDevice, AttachSource, HypervisorAdapter, HypervisorEndpoint, HypervisorKind } from '../hypervisor/types.js';
+import type { AddedDevice, AttachSource, HypervisorAdapter, HypervisorEndpoint, HypervisorKind, VmmVfioDevice } from '../hypervisor/types.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import { rootLogger } from '../util/log.js';
 import { sameSocketFile } from '../util/socket-path.js';
@@ -167,6 +167,16 @@ const DEFAULT_DETACH_TIMEOUT_MS = 30_000;
 
 function describeSource(source: AttachSource): string {
   return source.kind === 'pci' ? `PCI device ${source.bdf}` : `vfio-user socket ${source.socketPath}`;
+}
+
+/** The backend a QEMU VM's VFIO devices use, and their ids (one backend per VM). */
+interface VmVfioBackend {
+  backend: VfioBackend;
+  ids: string[];
+}
+
+function describeVmBackend(vm: VmVfioBackend | undefined): string {
+  return vm ? `${vm.ids.join(', ')} through ${vm.backend === 'iommufd' ? 'iommufd' : 'the group'}` : 'no VFIO devices';
 }
 
 function describeEndpoint(endpoint: HypervisorEndpoint): string {
@@ -395,7 +405,8 @@ export class AttachmentManager {
         primaryBdf: claim.primary,
       });
     }
-    if (source.kind === 'pci') this.refuseImpossibleBackend(vmId, deviceId, request.endpoint.hypervisor, source.bdf, request.vfioBackend ?? 'auto', context);
+    const vfioBackend = request.vfioBackend ?? 'auto';
+    const vmBackend = source.kind === 'pci' ? await this.refuseImpossibleBackend(vmId, deviceId, request.endpoint, source.bdf, vfioBackend, context, timeoutMs, warnings) : undefined;
     const now = new Date().toISOString();
     const attachment: Attachment = {
       vmId,
@@ -443,7 +454,7 @@ export class AttachmentManager {
     try {
       adapter = this.adapterFor(vmId, request.endpoint);
       if (source.kind === 'pci') {
-        this.decideVfioBackends(attachment, request.vfioBackend ?? 'auto', context);
+        this.decideVfioBackends(attachment, vfioBackend, vmBackend, context);
         // Saved before the VMM sees the device: after a crash mid-add, the record says which backend it was given.
         this.save(attachment);
       }
@@ -511,14 +522,14 @@ export class AttachmentManager {
 
   /**
    * How the VMM opens each function of a PCI attachment, decided on the prepared device (its cdev and group node
-   * exist only once it is on a VFIO driver). A QEMU VM keeps one backend for all its VFIO devices: those of its other
-   * attachments decide.
+   * exist only once it is on a VFIO driver). A QEMU VM keeps one backend for all its VFIO devices: `vmBackend`, what
+   * its other VFIO devices use (refuseImpossibleBackend asked the VM), decides.
    */
-  private decideVfioBackends(a: Attachment, choice: VfioBackendChoice, context: string): void {
+  private decideVfioBackends(a: Attachment, choice: VfioBackendChoice, vmBackend: VmVfioBackend | undefined, context: string): void {
     const requests = a.functions.map((f) => ({ id: f.vmmDeviceId, bdf: f.hostBdf!, choice, facts: this.devices.vfioFacts(f.hostBdf!) }));
     let backends: Record<string, VfioBackend>;
     if (a.hypervisor === 'qemu') {
-      backends = resolveQemuVmBackends(requests, this.qemuVmBackend(a.vmId, a.deviceId), context);
+      backends = resolveQemuVmBackends(requests, vmBackend, context);
     } else {
       backends = Object.fromEntries(requests.map((r) => [r.id, resolveVfioBackend(r.choice, r.bdf, r.facts, a.hypervisor, context)]));
     }
@@ -527,19 +538,83 @@ export class AttachmentManager {
 
   /**
    * Refuses a backend the VM cannot take for `bdf` before prepare rebinds anything, on what the host says now: iommufd
-   * asked for on a host without /dev/iommu or for cloud-hypervisor, or on QEMU the other backend than the VM's PCI
-   * attachments have. Throws what decideVfioBackends would throw after prepare, so a refusal reads the same either
-   * way. A device not yet on a VFIO driver has neither node, so what depends on them (its cdev, its companions) is
-   * only known, and decided, once it is prepared.
+   * asked for on a host without /dev/iommu or for cloud-hypervisor, or on QEMU the other backend than the VM's VFIO
+   * devices have. Throws what decideVfioBackends would throw after prepare, so a refusal reads the same either way. A
+   * device not yet on a VFIO driver has neither node, so what depends on them (its cdev, its companions) is only
+   * known, and decided, once it is prepared. Returns the QEMU VM's backend for that decision.
    */
-  private refuseImpossibleBackend(vmId: string, deviceId: string, hypervisor: HypervisorKind, bdf: string, choice: VfioBackendChoice, context: string): void {
+  private async refuseImpossibleBackend(
+    vmId: string,
+    deviceId: string,
+    endpoint: HypervisorEndpoint,
+    bdf: string,
+    choice: VfioBackendChoice,
+    context: string,
+    timeoutMs: number,
+    warnings: string[],
+  ): Promise<VmVfioBackend | undefined> {
     const facts = this.devices.vfioFacts(bdf);
-    if (hypervisor === 'qemu') resolveQemuVmBackends([{ id: deviceId, bdf, choice, facts }], this.qemuVmBackend(vmId, deviceId), context);
-    else resolveVfioBackend(choice, bdf, facts, hypervisor, context);
+    if (endpoint.hypervisor !== 'qemu') {
+      resolveVfioBackend(choice, bdf, facts, endpoint.hypervisor, context);
+      return undefined;
+    }
+    const request = { id: deviceId, bdf, choice, facts };
+    // The device alone first: what it cannot take in any VM is refused without asking the VM.
+    resolveQemuVmBackends([request], undefined, context);
+    const vmBackend = await this.qemuVmBackend(vmId, deviceId, bdf, endpoint, context, timeoutMs, warnings);
+    resolveQemuVmBackends([request], vmBackend, context);
+    return vmBackend;
   }
 
-  /** The backend of a QEMU VM's VFIO devices other than `deviceId`'s (one per VM), or undefined when it has none. */
-  private qemuVmBackend(vmId: string, deviceId: string): { backend: VfioBackend; ids: string[] } | undefined {
+  /**
+   * The backend of a QEMU VM's VFIO devices (one per VM), or undefined when it has none. The VM is asked: devices of
+   * its command line (a static configuration) or added by hand over QMP are in no record of vfiod's. When it and the
+   * records disagree, the VM is right (it is what QEMU will mix with) and the difference is logged. When it cannot be
+   * asked, the records decide, with a warning: a failed query alone never fails an attach.
+   */
+  private async qemuVmBackend(
+    vmId: string,
+    deviceId: string,
+    bdf: string,
+    endpoint: HypervisorEndpoint,
+    context: string,
+    timeoutMs: number,
+    warnings: string[],
+  ): Promise<VmVfioBackend | undefined> {
+    const recorded = this.recordedQemuVmBackend(vmId, deviceId);
+    const adapter = this.adapterFor(vmId, endpoint);
+    let devices: VmmVfioDevice[] | undefined;
+    try {
+      devices = await adapter.listVfioDevices?.(timeoutMs);
+    } catch (error) {
+      const warning = `could not ask VM ${vmId} which VFIO backend its devices use (${errorMessage(error)}): deciding from vfiod's records (${describeVmBackend(recorded)})`;
+      this.log.warn('VFIO backend of the VM unknown, using the records', { vm: vmId, device: deviceId, recorded: describeVmBackend(recorded), error: errorMessage(error) });
+      warnings.push(warning);
+      return recorded;
+    } finally {
+      await adapter.close();
+    }
+    if (devices === undefined) return recorded; // an adapter that cannot tell (its VMM has one backend)
+    const group = devices.filter((d) => d.backend === 'group').map((d) => d.id);
+    const iommufd = devices.filter((d) => d.backend === 'iommufd').map((d) => d.id);
+    if (group.length > 0 && iommufd.length > 0) {
+      throw new VfiodError(
+        'FAILED_PRECONDITION',
+        `${context}: VM ${vmId} already has VFIO devices through the group (${group.join(', ')}) and through iommufd (${iommufd.join(', ')}): ` +
+          `QEMU cannot keep both in one VM (QEMU 11.1.3 aborts); ${deviceId} is not added to it`,
+        { reason: 'VFIO_BACKENDS_MIXED', bdf },
+      );
+    }
+    const asked: VmVfioBackend | undefined = group.length > 0 ? { backend: 'group', ids: group } : iommufd.length > 0 ? { backend: 'iommufd', ids: iommufd } : undefined;
+    // No record is no disagreement (the VM's devices came from elsewhere); records the VM contradicts are.
+    if (recorded !== undefined && asked?.backend !== recorded.backend) {
+      this.log.warn('VFIO backend: the VM and vfiod\'s records disagree; the VM decides', { vm: vmId, device: deviceId, vmDevices: describeVmBackend(asked), recorded: describeVmBackend(recorded) });
+    }
+    return asked;
+  }
+
+  /** The backend vfiod's records give a QEMU VM's VFIO devices other than `deviceId`'s, or undefined when it has none. */
+  private recordedQemuVmBackend(vmId: string, deviceId: string): VmVfioBackend | undefined {
     const others = [...this.records.values()].filter((o) => o.vmId === vmId && o.deviceId !== deviceId && o.source.kind === 'pci').flatMap((o) => o.functions);
     if (others.length === 0) return undefined;
     // records from before the field was added are group attachments
