@@ -514,18 +514,8 @@ async function vfioHostBdf(conn: QmpConnection, id: string, timeoutMs: number): 
  */
 async function vfioDevices(conn: QmpConnection, timeoutMs: number): Promise<VmmVfioDevice[]> {
   const out: VmmVfioDevice[] = [];
-  for (const container of ['/machine/peripheral', '/machine/peripheral-anon']) {
-    let props: QomProperty[];
-    try {
-      props = await conn.execute<QomProperty[]>('qom-list', { path: container }, timeoutMs);
-    } catch (error) {
-      if (error instanceof QmpCommandError && error.code === 'NOT_FOUND') continue;
-      throw error;
-    }
-    for (const p of props) {
-      const type = /^child<(.+)>$/.exec(p.type)?.[1];
-      if (!type || !VFIO_PCI_TYPES.has(type)) continue;
-      const devicePath = `${container}/${p.name}`;
+  for (const container of PERIPHERAL_CONTAINERS) {
+    for (const { name, path: devicePath } of await peripheralsIn(conn, container, VFIO_PCI_TYPES, timeoutMs)) {
       let link: unknown;
       try {
         link = await conn.execute<unknown>('qom-get', { path: devicePath, property: 'iommufd' }, timeoutMs);
@@ -541,10 +531,30 @@ async function vfioDevices(conn: QmpConnection, timeoutMs: number): Promise<VmmV
           vmId: conn.vmId,
         });
       }
-      out.push({ id: container === '/machine/peripheral' ? p.name : devicePath, backend: link === '' ? 'group' : 'iommufd' });
+      out.push({ id: container === '/machine/peripheral' ? name : devicePath, backend: link === '' ? 'group' : 'iommufd' });
     }
   }
   return out;
+}
+
+/** Where QOM keeps the devices given on the command line or by device_add: with an id, and without one. */
+const PERIPHERAL_CONTAINERS = ['/machine/peripheral', '/machine/peripheral-anon'] as const;
+
+/** The devices of one of `types` in `container` (a VM may have no such container: none). */
+async function peripheralsIn(conn: QmpConnection, container: string, types: ReadonlySet<string>, timeoutMs: number): Promise<Array<{ name: string; path: string }>> {
+  let props: QomProperty[];
+  try {
+    props = await conn.execute<QomProperty[]>('qom-list', { path: container }, timeoutMs);
+  } catch (error) {
+    if (error instanceof QmpCommandError && error.code === 'NOT_FOUND') return [];
+    throw error;
+  }
+  const found: Array<{ name: string; path: string }> = [];
+  for (const p of props) {
+    const type = /^child<(.+)>$/.exec(p.type)?.[1];
+    if (type && types.has(type)) found.push({ name: p.name, path: `${container}/${p.name}` });
+  }
+  return found;
 }
 
 async function queryPci(conn: QmpConnection, timeoutMs: number): Promise<Array<QueryPciDevice & { address: string }>> {
@@ -563,18 +573,8 @@ async function queryPci(conn: QmpConnection, timeoutMs: number): Promise<Array<Q
 
 async function freeRootPorts(conn: QmpConnection, timeoutMs: number): Promise<string[]> {
   const free: string[] = [];
-  for (const container of ['/machine/peripheral', '/machine/peripheral-anon']) {
-    let props: QomProperty[];
-    try {
-      props = await conn.execute<QomProperty[]>('qom-list', { path: container }, timeoutMs);
-    } catch (error) {
-      if (error instanceof QmpCommandError && error.code === 'NOT_FOUND') continue;
-      throw error;
-    }
-    for (const p of props) {
-      const type = /^child<(.+)>$/.exec(p.type)?.[1];
-      if (!type || !ROOT_PORT_TYPES.has(type)) continue;
-      const portPath = `${container}/${p.name}`;
+  for (const container of PERIPHERAL_CONTAINERS) {
+    for (const { path: portPath } of await peripheralsIn(conn, container, ROOT_PORT_TYPES, timeoutMs)) {
       // The port's secondary bus is its child of type PCIE; its name is what device_add's bus= takes.
       const portProps = await conn.execute<QomProperty[]>('qom-list', { path: portPath }, timeoutMs);
       const busProp = portProps.find((x) => x.type === 'child<PCIE>' || x.type === 'child<PCI>');
