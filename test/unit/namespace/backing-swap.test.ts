@@ -422,7 +422,9 @@ describe('the stand-in gives back what waits at it', () => {
     const source = new Remote(64 * KiB, 'old');
     const swap = new BackingSwap(source, new Remote(64 * KiB, 'new'));
     swap.track(new DirtyMap(64 * KiB, 4 * KiB));
-    swap.limitWrites((4 * KiB) / 20); // a new 4 KiB chunk every 20 ms: the second write waits ~20 ms, the third ~40 ms
+    // A new 4 KiB chunk every second: the second write waits until 1 s after the first began, the third until 2 s. A
+    // shorter turn failed on a busy machine (and alone, cold): the first write took longer than the turn itself.
+    swap.limitWrites((4 * KiB) / 1000);
     await swap.write(0, [new Uint8Array(4 * KiB)]);
     const slowed = [new Uint8Array(4 * KiB)];
     const waiting = swap.write(16 * KiB, slowed) as Promise<void>;
