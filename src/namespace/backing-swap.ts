@@ -119,9 +119,9 @@ type Serving = 'source' | 'held' | 'target';
 /**
  * The namespace as the controller sees it during a move, and after it while the new backing presents otherwise what
  * the guest knows (else the caller puts the new backing itself in its place once switched). It presents what the
- * guest knows of the old backing (size, block size, write protection, thin provisioning, write cache, transfer
- * limit), so no Identify field changes; the new backing must be at least as large and take the same block size (the
- * caller checks).
+ * guest knows of the old backing (size, block size, write protection, thin provisioning, transfer limit), so no
+ * Identify field changes, and a volatile write cache when either backing has one; the new backing must be at least
+ * as large and take the same block size (the caller checks).
  */
 export class BackingSwap implements Namespace {
   readonly blockSize: number;
@@ -155,7 +155,10 @@ export class BackingSwap implements Namespace {
   ) {
     this.blockSize = source.blockSize;
     this.blockCount = source.blockCount;
-    this.volatileWriteCache = source.volatileWriteCache;
+    // Not an Identify Namespace field, so it need not stay the old backing's: a cache either backing has must be
+    // flushed when the controller would flush one (FUA, Flush, the write cache disabled). The caller checked that the
+    // controller reported a write cache when the new backing has one (replacementProblem), so the guest flushes.
+    this.volatileWriteCache = source.volatileWriteCache || target.volatileWriteCache;
     this.maxTransferBytes = source.maxTransferBytes;
     this.readOnly = source.readOnly === true;
     this.supportsDeallocate = source.supportsDeallocate;
@@ -194,7 +197,7 @@ export class BackingSwap implements Namespace {
   write(offset: number, buffers: readonly Uint8Array[]): Promise<void> | void {
     let length = 0;
     for (const buffer of buffers) length += buffer.length;
-    const write = (): Promise<void> | void => this.run((backing) => this.durably(backing, backing.write(offset, buffers)), offset, length, buffers);
+    const write = (): Promise<void> | void => this.run((backing) => backing.write(offset, buffers), offset, length, buffers);
     if (this.writeRate === undefined || this.serving !== 'source') return write();
     // A write costs what it adds to the next pass: the chunks it makes dirty (a hot block written again is free).
     const cost = this.tracking?.cleanBytesIn(offset, length) ?? length;
@@ -209,21 +212,11 @@ export class BackingSwap implements Namespace {
   }
 
   deallocate(ranges: readonly ByteRange[]): Promise<void> | void {
-    return this.run((backing) => this.durably(backing, backing.deallocate(ranges)), ranges);
+    return this.run((backing) => backing.deallocate(ranges), ranges);
   }
 
   writeZeroes(offset: number, length: number): Promise<void> | void {
-    return this.run((backing) => this.durably(backing, backing.writeZeroes(offset, length)), offset, length);
-  }
-
-  /**
-   * A change made through the new backing, made durable before it completes when the guest was told there is no
-   * volatile write cache (the old backing had none: memory, a read-only file) but the new backing has one (a file's
-   * page cache). The guest then never sends a Flush, and the controller ignores FUA, so the stand-in flushes itself.
-   */
-  private durably(backing: Namespace, pending: Promise<void> | void): Promise<void> | void {
-    if (this.volatileWriteCache || backing !== this.target || !backing.volatileWriteCache) return pending;
-    return pending === undefined ? backing.flush() : pending.then(() => backing.flush());
+    return this.run((backing) => backing.writeZeroes(offset, length), offset, length);
   }
 
   abandon(buffers: readonly Uint8Array[]): boolean {

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { GuestMemory } from '../../../src/memory/guest-memory.js';
+import { BackingSwap, moveData } from '../../../src/namespace/backing-swap.js';
 import { FileNamespace } from '../../../src/namespace/file.js';
 import { MemoryNamespace } from '../../../src/namespace/memory.js';
 import { NamespaceError, type ByteRange, type Namespace } from '../../../src/namespace/namespace.js';
@@ -529,6 +530,25 @@ describe('asynchronous completion', () => {
     const third = await run(ctx, request);
     expect(third).toMatchObject({ status: Status.SUCCESS, synchronous: true });
     expect(namespace.calls).toEqual(['write', 'flush']);
+  });
+
+  it('flushes the new backing after a FUA write through a backing swap from a backing without a cache', async () => {
+    // memory: has no volatile write cache; the new backing (a file's page cache, here a controlled one) has.
+    const target = new ControlledNamespace();
+    target.mode = 'sync';
+    const swap = new BackingSwap(new MemoryNamespace({ sizeBytes: 1024 * 1024 }), target);
+    await moveData(swap, { copy: false, commit: async () => undefined });
+    target.calls.length = 0;
+    const ctx = newContext([swap]);
+    const request = newRequest();
+    setCommand(request, { opcode: IoOpcode.WRITE, slba: 0, blocks: 1, prp1: BUFFER_A, cdw12: 1 << 30 });
+    expect((await run(ctx, request)).status).toBe(Status.SUCCESS);
+    expect(target.calls).toEqual(['write', 'flush']);
+    // Without FUA, the write alone: the guest flushes when it needs to.
+    target.calls.length = 0;
+    setCommand(request, { opcode: IoOpcode.WRITE, slba: 0, blocks: 1, prp1: BUFFER_A });
+    expect((await run(ctx, request)).status).toBe(Status.SUCCESS);
+    expect(target.calls).toEqual(['write']);
   });
 
   it('maps namespace errors to NVMe statuses, counts media errors and logs with context', async () => {
