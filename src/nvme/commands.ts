@@ -14,7 +14,7 @@ import { DEFERRED, type AdminCommandHandler, type AdminResult } from './admin.js
 import type { AsyncEvents } from './async-events.js';
 import type { FeatureState } from './features.js';
 import type { InterruptCoalescer } from './interrupts.js';
-import { abandonIoCommand, BROADCAST_NSID, executeIoCommand, IoBatch, runIoBatch } from './io.js';
+import { abandonIoCommand, BROADCAST_NSID, dataBytes, executeIoCommand, IoBatch, runIoBatch } from './io.js';
 import { type IoContext, type IoDone, type IoRequest, type NamespaceIoCounters, newNamespaceIoCounters, type SmartCounters } from './io-types.js';
 import { NO_COMMAND, type HealthRecord } from './log-pages.js';
 import type { ScratchBudget } from './scratch.js';
@@ -24,7 +24,7 @@ import type { SubmissionQueue } from './queues.js';
 import { Csts, type ControllerRegisters } from './registers.js';
 import { LatencyHistogram } from './stats.js';
 import { EntryState, type CommandJournal, type JournalEntry } from './command-journal.js';
-import { dataBytes, type IoLimiter } from './io-limits.js';
+import type { IoLimiter } from './io-limits.js';
 
 /** What the command runner needs of its controller. */
 export interface CommandOwner {

@@ -10,7 +10,6 @@
  * pass after its buckets have refilled: it waits (the guest sees latency), it is never failed. Parked commands count
  * as in flight. Nothing here runs for a controller without limits: the command runner holds no limiter then.
  */
-import { IoOpcode } from '../spec/nvme.js';
 
 /** One scope's limits; 0 or absent = unlimited. */
 export interface IoLimits {
@@ -214,21 +213,6 @@ class ParkedQueue<E> {
   *[Symbol.iterator](): Iterator<E> {
     for (let index = this.head; index < this.items.length; index++) yield this.items[index]!;
   }
-}
-
-/**
- * The data bytes an I/O command moves (Read, Write, Compare: NLB blocks), for the bandwidth buckets. It is charged
- * before the command is checked, so one that will fail its range or transfer-size check at once (or names no
- * namespace) moves none: a guest's NLB of 0xffff must not buy its own queues minutes of stall.
- */
-export function dataBytes(sqe: DataView, namespace: { blockSize: number; blockCount: number } | undefined, maxTransferBytes: number): number {
-  const opcode = sqe.getUint8(0);
-  if (namespace === undefined || (opcode !== IoOpcode.READ && opcode !== IoOpcode.WRITE && opcode !== IoOpcode.COMPARE)) return 0;
-  const blocks = (sqe.getUint32(48, true) & 0xffff) + 1;
-  const slba = sqe.getUint32(44, true) * 0x1_0000_0000 + sqe.getUint32(40, true);
-  if (slba + blocks > namespace.blockCount) return 0;
-  const bytes = blocks * namespace.blockSize;
-  return maxTransferBytes > 0 && bytes > maxTransferBytes ? 0 : bytes;
 }
 
 export interface IoLimiterOptions {

@@ -195,11 +195,9 @@ function startBlockCommand(
   if (namespace.readOnly === true && (opcode === IoOpcode.WRITE || opcode === IoOpcode.WRITE_ZEROES)) {
     return Status.NAMESPACE_WRITE_PROTECTED;
   }
-  const slbaHigh = sqe.getUint32(44, true);
   const blocks = (sqe.getUint32(48, true) & 0xffff) + 1;
-  if (slbaHigh > MAX_SAFE_HIGH_DWORD) return Status.LBA_OUT_OF_RANGE;
-  const slba = slbaHigh * 0x1_0000_0000 + sqe.getUint32(40, true);
-  if (slba + blocks > namespace.blockCount) return Status.LBA_OUT_OF_RANGE;
+  const slba = startingLba(sqe.getUint32(44, true), sqe.getUint32(40, true));
+  if (!rangeFits(slba, blocks, namespace)) return Status.LBA_OUT_OF_RANGE;
   const offset = slba * namespace.blockSize;
   const bytes = blocks * namespace.blockSize;
   const cdw12 = sqe.getUint32(48, true);
@@ -215,7 +213,7 @@ function startBlockCommand(
     return settle(ctx, request, done, namespace, pending, opcode, 0, flushAfter, undefined, false);
   }
 
-  if (exceedsTransferLimit(ctx, namespace, bytes)) return Status.INVALID_FIELD;
+  if (exceedsTransferLimit(ctx.maxTransferBytes, namespace, bytes)) return Status.INVALID_FIELD;
   // 'write' = the device writes guest memory (a Read command); Write and Compare read it.
   const access = opcode === IoOpcode.READ ? 'write' : 'read';
   if (opcode === IoOpcode.READ && namespace.readSync !== undefined) {
@@ -332,11 +330,9 @@ function startDatasetManagement(ctx: IoContext, request: IoRequest, done: IoDone
   for (let index = 0; index < rangeCount; index++) {
     const base = index * DSM_RANGE_BYTES;
     const blocks = dsmView.getUint32(base + 4, true);
-    const slbaHigh = dsmView.getUint32(base + 12, true);
     if (blocks === 0) continue;
-    if (slbaHigh > MAX_SAFE_HIGH_DWORD) return Status.LBA_OUT_OF_RANGE;
-    const slba = slbaHigh * 0x1_0000_0000 + dsmView.getUint32(base + 8, true);
-    if (slba + blocks > namespace.blockCount) return Status.LBA_OUT_OF_RANGE;
+    const slba = startingLba(dsmView.getUint32(base + 12, true), dsmView.getUint32(base + 8, true));
+    if (!rangeFits(slba, blocks, namespace)) return Status.LBA_OUT_OF_RANGE;
     ranges.push({ offset: slba * namespace.blockSize, length: blocks * namespace.blockSize });
   }
   if (ranges.length === 0) return Status.SUCCESS;
@@ -434,11 +430,38 @@ function equalsSegments(stored: Uint8Array, segments: readonly Uint8Array[]): bo
   return position === stored.length;
 }
 
-function exceedsTransferLimit(ctx: IoContext, namespace: Namespace, bytes: number): boolean {
-  return (
-    (ctx.maxTransferBytes > 0 && bytes > ctx.maxTransferBytes) ||
-    (namespace.maxTransferBytes > 0 && bytes > namespace.maxTransferBytes)
-  );
+function exceedsTransferLimit(maxTransferBytes: number, namespace: NamespaceShape, bytes: number): boolean {
+  return (maxTransferBytes > 0 && bytes > maxTransferBytes) || (namespace.maxTransferBytes > 0 && bytes > namespace.maxTransferBytes);
+}
+
+/** What the range and transfer checks read of a namespace. */
+type NamespaceShape = Pick<Namespace, 'blockSize' | 'blockCount' | 'maxTransferBytes'>;
+
+/**
+ * A range's first block from its two SLBA dwords, or -1 past what a double holds exactly (past any namespace then:
+ * the check must not round it down into one).
+ */
+function startingLba(high: number, low: number): number {
+  return high > MAX_SAFE_HIGH_DWORD ? -1 : high * 0x1_0000_0000 + low;
+}
+
+/** Whether blocks [slba, slba + blocks) lie in the namespace (slba -1: startingLba's "past any namespace"). */
+function rangeFits(slba: number, blocks: number, namespace: NamespaceShape): boolean {
+  return slba >= 0 && slba + blocks <= namespace.blockCount;
+}
+
+/**
+ * The data bytes a Read, Write or Compare moves, for the rate limits' bandwidth buckets, which charge a command before
+ * it runs: none for other commands, for a namespace that does not exist, and for one that will fail the range or
+ * transfer-size check startBlockCommand makes (the same helpers), so a guest's NLB of 0xffff buys its queues no stall.
+ */
+export function dataBytes(sqe: DataView, namespace: NamespaceShape | undefined, maxTransferBytes: number): number {
+  const opcode = sqe.getUint8(0);
+  if (namespace === undefined || (opcode !== IoOpcode.READ && opcode !== IoOpcode.WRITE && opcode !== IoOpcode.COMPARE)) return 0;
+  const blocks = (sqe.getUint32(48, true) & 0xffff) + 1;
+  if (!rangeFits(startingLba(sqe.getUint32(44, true), sqe.getUint32(40, true)), blocks, namespace)) return 0;
+  const bytes = blocks * namespace.blockSize;
+  return exceedsTransferLimit(maxTransferBytes, namespace, bytes) ? 0 : bytes;
 }
 
 /**

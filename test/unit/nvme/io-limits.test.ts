@@ -7,7 +7,8 @@
 import { describe, expect, it } from 'vitest';
 import { performance } from 'node:perf_hooks';
 import { checkIoLimits } from '../../../src/nvme/controller.js';
-import { dataBytes, IoLimiter, TokenBucket } from '../../../src/nvme/io-limits.js';
+import { dataBytes } from '../../../src/nvme/io.js';
+import { IoLimiter, TokenBucket } from '../../../src/nvme/io-limits.js';
 import { IoOpcode, Status } from '../../../src/spec/nvme.js';
 import { MemoryNamespace } from '../../../src/namespace/memory.js';
 import { createHarness, namespaceIds, settle, type Harness } from '../../helpers/nvme-harness.js';
@@ -264,7 +265,7 @@ describe('limiter (injected clock)', () => {
 
   it('data bytes: Read, Write and Compare move NLB blocks; other commands, and ones that will fail at once, none', () => {
     const sqe = new DataView(new ArrayBuffer(64));
-    const namespace = { blockSize: 512, blockCount: 1024 };
+    const namespace = { blockSize: 512, blockCount: 1024, maxTransferBytes: 0 };
     sqe.setUint32(48, 7, true);
     for (const [opcode, bytes] of [[IoOpcode.READ, 4096], [IoOpcode.WRITE, 4096], [IoOpcode.COMPARE, 4096], [IoOpcode.WRITE_ZEROES, 0], [IoOpcode.FLUSH, 0], [IoOpcode.DATASET_MANAGEMENT, 0]] as const) {
       sqe.setUint8(0, opcode);
@@ -274,6 +275,7 @@ describe('limiter (injected clock)', () => {
     expect(dataBytes(sqe, undefined, 0)).toBe(0); // no such namespace
     expect(dataBytes(sqe, namespace, 2048)).toBe(0); // over MDTS
     expect(dataBytes(sqe, namespace, 4096)).toBe(4096);
+    expect(dataBytes(sqe, { ...namespace, maxTransferBytes: 2048 }, 0)).toBe(0); // over the namespace's own limit
     sqe.setUint32(40, 1017, true); // blocks 1017..1024: one past the end
     expect(dataBytes(sqe, namespace, 0)).toBe(0);
     sqe.setUint32(40, 1016, true);
