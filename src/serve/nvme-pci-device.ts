@@ -35,12 +35,13 @@ const MSIX_BAR = 4;
 /** How long the worker keeps polling the doorbell page itself after the last doorbell change. */
 const POLL_SPIN_MS = 0.5;
 /**
- * The longest the worker polls inside one event-loop turn before letting the loop run. A turn costs a few µs (an
- * epoll_wait, timers, the engine's tasks), and a doorbell written meanwhile waits for it: with 50 µs slices that was
- * the QD1 p99 (6.0 µs against a 1.4 µs p50; 5.0 µs with 0.2 ms, 4.5 µs with 1 ms). Longer is not better for
- * everyone: with 1 ms, 8 busy polled controllers sharing 2 cores with their clients made 10 % fewer I/Os (twice;
- * 0.2 ms: 5 % more than 50 µs). Messages and timers wait up to a slice while the guest keeps the queues busy; a
- * backend's completions do not (a slice ends while I/O is in flight). docs/benchmarks.md has the runs.
+ * The longest the worker polls inside one event-loop turn before letting the loop run. A turn costs 8.7 µs on average
+ * here (an epoll_wait, timers, Node's immediate queue, the way out of JavaScript and back), and a doorbell written
+ * meanwhile waits for it: with 50 µs slices that was the QD1 p99 (6.0 µs against a 1.4 µs p50; 5.0 µs with 0.2 ms).
+ * 1 ms took 0.1-1.3 µs more off the read p99 in 5 rounds of 6, for 8 busy polled controllers sharing 2 cores with
+ * their clients -6 % to +5 % of the IOPS (median -2 %); too little either way to change. Messages and timers wait up
+ * to a slice while the guest keeps the queues busy; a backend's completions do not (a slice ends while I/O is in
+ * flight). docs/benchmarks.md has the runs.
  */
 const POLL_SLICE_MS = 0.2;
 /**
