@@ -4,16 +4,15 @@
  * VMM is not contacted, or on QEMU only asked which backend its VFIO devices use (QOM reads, nothing added). The orchestrator runs the real passthrough manager on test/helpers/fake-sysfs.ts and the real
  * QEMU adapter against a scripted QMP socket (test/helpers/scripted-qmp.ts).
  */
-import { rmSync, writeFileSync } from 'node:fs';
-import type net from 'node:net';
+import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { AttachmentManager, type HypervisorEndpoint } from '../../../src/attach/attachments.js';
-import { ClaimStore } from '../../../src/devices/claims.js';
-import { DeviceManager } from '../../../src/devices/manager.js';
-import { expectError, temporaryDir } from '../../helpers/common.js';
-import { type FakeHost, standardHost } from '../../helpers/fake-sysfs.js';
+import type { AttachmentManager, HypervisorEndpoint } from '../../../src/attach/attachments.js';
+import type { ClaimStore } from '../../../src/devices/claims.js';
+import { closeAttachSetup, newAttachSetup } from '../../helpers/attach-setup.js';
+import { expectError } from '../../helpers/common.js';
+import type { FakeHost } from '../../helpers/fake-sysfs.js';
 import { fakeQemuVm, scriptedQmp, type ScriptedQmp } from '../../helpers/scripted-qmp.js';
 
 /** On nvme: prepare would rebind it to vfio-pci. */
@@ -28,18 +27,11 @@ let manager: AttachmentManager;
 let qmp: ScriptedQmp | undefined;
 
 beforeEach(() => {
-  host = standardHost();
-  dir = temporaryDir('vfiod-attach-backend-');
-  claims = new ClaimStore(path.join(host.root, 'state/claims.db'));
-  const devices = new DeviceManager({ roots: host.roots, writer: host.writer, prober: host.prober, claims, vfioTimeoutMs: 200, pollMs: 5 });
-  manager = new AttachmentManager({ devices, releaseWaitMs: 500 });
+  ({ host, dir, claims, manager } = newAttachSetup('vfiod-attach-backend-'));
 });
 afterEach(async () => {
-  if (qmp) await new Promise((resolve) => (qmp!.server as net.Server).close(resolve));
+  await closeAttachSetup({ host, dir, claims, manager }, qmp);
   qmp = undefined;
-  claims.close();
-  host.cleanup();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 async function qemuVm(): Promise<HypervisorEndpoint> {

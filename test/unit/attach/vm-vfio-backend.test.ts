@@ -5,16 +5,16 @@
  * records cannot see. The orchestrator runs the real passthrough manager on test/helpers/fake-sysfs.ts and the real
  * QEMU adapter against a scripted QMP VM (test/helpers/scripted-qmp.ts).
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
-import { AttachmentManager, type HypervisorEndpoint } from '../../../src/attach/attachments.js';
-import { ClaimStore } from '../../../src/devices/claims.js';
-import { DeviceManager } from '../../../src/devices/manager.js';
+import type { AttachmentManager, HypervisorEndpoint } from '../../../src/attach/attachments.js';
+import type { ClaimStore } from '../../../src/devices/claims.js';
 import { QEMU_IOMMUFD_OBJECT_ID } from '../../../src/hypervisor/vfio-backend.js';
-import { expectError, temporaryDir } from '../../helpers/common.js';
-import { type FakeHost, standardHost } from '../../helpers/fake-sysfs.js';
+import { closeAttachSetup, newAttachSetup } from '../../helpers/attach-setup.js';
+import { expectError } from '../../helpers/common.js';
+import type { FakeHost } from '../../helpers/fake-sysfs.js';
 import { fakeQemuVm, type FakeQemuVm, type QmpReply, scriptedQmp, type ScriptedQmp, type StartupVfioDevice } from '../../helpers/scripted-qmp.js';
 
 /** On nvme: prepare rebinds it to vfio-pci. */
@@ -30,19 +30,12 @@ let qmp: ScriptedQmp | undefined;
 let vm: FakeQemuVm;
 
 beforeEach(() => {
-  host = standardHost();
-  dir = temporaryDir('vfiod-attach-vm-backend-');
-  claims = new ClaimStore(path.join(host.root, 'state/claims.db'));
-  const devices = new DeviceManager({ roots: host.roots, writer: host.writer, prober: host.prober, claims, vfioTimeoutMs: 200, pollMs: 5 });
-  manager = new AttachmentManager({ devices, releaseWaitMs: 500 });
+  ({ host, dir, claims, manager } = newAttachSetup('vfiod-attach-vm-backend-'));
   writeFileSync(path.join(host.roots.dev, 'iommu'), ''); // iommufd itself is possible on this host
 });
 afterEach(async () => {
-  if (qmp) await new Promise((resolve) => qmp!.server.close(resolve));
+  await closeAttachSetup({ host, dir, claims, manager }, qmp);
   qmp = undefined;
-  claims.close();
-  host.cleanup();
-  rmSync(dir, { recursive: true, force: true });
 });
 
 /** A running QEMU VM started with `vfioDevices` on its command line; `wrap` may change its answers. */
