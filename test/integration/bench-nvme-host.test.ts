@@ -14,6 +14,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, rmSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { temporaryDir } from '../helpers/common.js';
@@ -47,6 +48,7 @@ interface BenchResult {
   io_errors: number;
   doorbell: string;
   verify: { enabled: boolean; written: number; checked: number; errors: number };
+  transport?: { irq_waits: number };
 }
 
 function runBench(args: string[]): { status: number | null; stderr: string; result?: BenchResult } {
@@ -135,6 +137,15 @@ describe.skipIf(serveReason)('nvme-bench against vfiod serve', () => {
     expect(result?.verify.written).toBeGreaterThan(0);
     expect(result?.verify.checked).toBeGreaterThan(0);
     expect(result?.verify.errors).toBe(0);
+    // The waits that slept, in the measured window: spdk-compare divides that window's I/Os by them (I/Os per
+    // wake-up of the client), so each one carried at least one completion.
+    const waits = result?.transport?.irq_waits ?? 0;
+    if (doorbell === 'posted') {
+      expect(waits).toBeGreaterThan(0);
+      expect(waits).toBeLessThanOrEqual(result!.ios);
+    } else {
+      expect(waits).toBe(0);
+    }
   });
 
   it('--rtt times N synchronous register reads (one vfio-user round trip each) and does no I/O', () => {
@@ -147,5 +158,25 @@ describe.skipIf(serveReason)('nvme-bench against vfiod serve', () => {
     expect(min).toBeGreaterThan(0);
     expect(min <= p50 && p50 <= p99 && p99 <= max).toBe(true);
     expect(spawnSync(nvmeBench, ['--loopback', '--rtt', '5'], { encoding: 'utf8' }).status).toBe(1); // needs a server
+  });
+});
+
+describe.skipIf(compileReason ?? (os.availableParallelism() < 2 ? 'fewer than 2 CPUs' : undefined))('wake-cost', () => {
+  const wakeCost = path.join(nvmeHost, 'build', 'wake-cost');
+
+  it('times eventfd wake-up rounds between two pinned threads and refuses one CPU for both', () => {
+    expect(build?.status, build?.stderr).toBe(0);
+    const run = spawnSync(wakeCost, ['--waker-cpu', '0', '--sleeper-cpu', '1', '--seconds', '0.3', '--json'], { encoding: 'utf8', timeout: 60_000 });
+    expect(run.status, run.stderr).toBe(0);
+    const result = JSON.parse(run.stdout) as { ok: boolean; rounds: number; round_us: number; waker_cpu_us_per_round: number; sleeper_cpu_us_per_round: number };
+    expect(result.ok).toBe(true);
+    expect(result.rounds).toBeGreaterThan(0);
+    // A round is two wake-ups: the waker's CPU in it is more than nothing and less than the round's wall time.
+    expect(result.waker_cpu_us_per_round).toBeGreaterThan(0);
+    expect(result.waker_cpu_us_per_round).toBeLessThanOrEqual(result.round_us * 1.05);
+    expect(result.sleeper_cpu_us_per_round).toBeGreaterThan(0);
+    const same = spawnSync(wakeCost, ['--waker-cpu', '1', '--sleeper-cpu', '1'], { encoding: 'utf8' });
+    expect(same.status).toBe(2);
+    expect(same.stderr).toMatch(/two different CPUs/);
   });
 });
