@@ -30,6 +30,7 @@ import { NvmeController, type InterruptSink } from '../../src/nvme/controller.js
 import { memoryLogger } from '../../src/util/log.js';
 import { CommandJournal } from '../../src/nvme/command-journal.js';
 import { IO_LIMIT_MAX, type ControllerIoLimits, type IoLimits } from '../../src/nvme/io-limits.js';
+import { spread } from '../../src/bench/repetitions.js';
 
 const args = process.argv.slice(2);
 const opt = (name: string, fallback: string): string => {
@@ -229,7 +230,7 @@ if (controller.stats().throttled.total > 0) throw new Error(`${controller.stats(
 const best = Math.min(...samples);
 const result = {
   qd: QD, bs: BS, rw: WRITE ? 'randwrite' : 'randread', doorbells: TRAPPED ? 'trapped' : 'polled', limits: LIMITS,
-  ns_per_io_best: best, ns_per_io_median: samples.sort((a, b) => a - b)[Math.floor(samples.length / 2)],
+  ns_per_io_best: best, ns_per_io_median: spread(samples)!.median,
   cpu_ns_per_io_best: Math.min(...cpuSamples),
   host_only_ns_per_io: Math.min(...hostSamples), interrupts_signalled: signals,
 };
