@@ -378,6 +378,31 @@ export async function waitForActivation(log: Logger): Promise<void> {
  */
 export async function serve(configs: ControllerConfig[], logger: Logger = rootLogger, options: ServeOptions = {}): Promise<number> {
   const log = logger.child({ component: 'serve' });
+  // A SIGTERM or SIGINT before the handlers below are in place (a worker logs "listening" while the others, or this
+  // thread, are still starting) must not kill the process with the default action: it is kept, and acted on as soon
+  // as they are (or dropped with the handlers when starting fails and serve returns its exit code anyway).
+  let earlySignal: NodeJS.Signals | undefined;
+  const onEarlySignal = (signal: NodeJS.Signals): void => void (earlySignal ??= signal);
+  const dropEarlySignals = (): void => {
+    process.off('SIGTERM', onEarlySignal);
+    process.off('SIGINT', onEarlySignal);
+  };
+  process.on('SIGTERM', onEarlySignal);
+  process.on('SIGINT', onEarlySignal);
+  try {
+    return await serveStarted(configs, log, options, () => earlySignal, dropEarlySignals);
+  } finally {
+    dropEarlySignals();
+  }
+}
+
+async function serveStarted(
+  configs: ControllerConfig[],
+  log: Logger,
+  options: ServeOptions,
+  earlySignal: () => NodeJS.Signals | undefined,
+  dropEarlySignals: () => void,
+): Promise<number> {
   const takeOverMode = options.takeOver === true;
   const workers = configs.map((config) => new ControllerWorker(config, log, takeOverMode, options.holderSocket, options.standby === true));
   if (options.standby) await standBy(workers, log);
@@ -486,6 +511,9 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    dropEarlySignals();
+    const early = earlySignal();
+    if (early !== undefined) onSignal(early);
     // Serving is announced once the metrics endpoint listens (if asked for); a signal meanwhile is handled already.
     void startMetrics().then((listening) => {
       if (signalled) return;
