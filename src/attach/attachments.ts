@@ -195,6 +195,14 @@ function addOutcomeUnknown(error: unknown): boolean {
   return error instanceof VfiodError ? error.code === 'DEADLINE_EXCEEDED' || error.code === 'INTERNAL' : true;
 }
 
+/**
+ * The VMM could not be reached or did not answer in time (as opposed to answering with an error): what comes next
+ * over the same socket would fare no better.
+ */
+function vmmUnreachable(error: unknown): boolean {
+  return error instanceof VfiodError && (error.code === 'UNAVAILABLE' || error.code === 'DEADLINE_EXCEEDED');
+}
+
 /** The same device: one BDF, or one vfio-user socket by any name (a symlinked directory, a hard link). */
 function sameSource(a: AttachSource, b: AttachSource): boolean {
   return a.kind === 'pci' ? b.kind === 'pci' && a.bdf === b.bdf : b.kind === 'vfio-user' && sameSocketFile(a.socketPath, b.socketPath);
@@ -569,8 +577,10 @@ export class AttachmentManager {
   /**
    * The backend of a QEMU VM's VFIO devices (one per VM), or undefined when it has none. The VM is asked: devices of
    * its command line (a static configuration) or added by hand over QMP are in no record of vfiod's. When it and the
-   * records disagree, the VM is right (it is what QEMU will mix with) and the difference is logged. When it cannot be
-   * asked, the records decide, with a warning: a failed query alone never fails an attach.
+   * records disagree, the VM is right (it is what QEMU will mix with) and the difference is logged. When QEMU answers
+   * the query with an error, the records decide, with a warning. When QMP cannot be reached at all (no socket, refused,
+   * no greeting: another client holds it, or no answer in time), the attach fails here, before prepare: the hot-plug
+   * needs the same QMP, and waiting for it a second time would only double the wait and leave a rebound device behind.
    */
   private async qemuVmBackend(
     vmId: string,
@@ -587,6 +597,10 @@ export class AttachmentManager {
     try {
       devices = await adapter.listVfioDevices?.(timeoutMs);
     } catch (error) {
+      if (vmmUnreachable(error)) {
+        const e = withContext(error, context);
+        throw new VfiodError(e.code, `${e.message}; nothing was changed`, { ...e.details, vmId, deviceId });
+      }
       const warning = `could not ask VM ${vmId} which VFIO backend its devices use (${errorMessage(error)}): deciding from vfiod's records (${describeVmBackend(recorded)})`;
       this.log.warn('VFIO backend of the VM unknown, using the records', { vm: vmId, device: deviceId, recorded: describeVmBackend(recorded), error: errorMessage(error) });
       warnings.push(warning);

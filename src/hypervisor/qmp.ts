@@ -106,7 +106,12 @@ export class QmpConnection extends EventEmitter {
       let greeted = false;
       const timer = setTimeout(() => {
         socket.destroy();
-        reject(new VfiodError('DEADLINE_EXCEEDED', `${this.where()}: no QMP greeting within ${timeoutMs} ms (another client may hold the socket)`, { reason: 'VMM_TIMEOUT', vmId: this.vmId }));
+        reject(new VfiodError('DEADLINE_EXCEEDED', `${this.where()}: no QMP greeting within ${timeoutMs} ms (another client may hold the socket)`, {
+            reason: 'VMM_TIMEOUT',
+            vmId: this.vmId,
+            socketPath: this.socketPath,
+          }),
+        );
       }, timeoutMs);
       socket.setEncoding('utf8');
       // Before the greeting, QEMU closing the socket or sending garbage fails the connect at once (not at the timeout).

@@ -444,8 +444,9 @@ export const ERROR_REASONS = {
   VMM_TIMEOUT: {
     codes: ['DEADLINE_EXCEEDED'],
     resource: 'vm',
-    when: 'the VMM did not answer (or greet, for QMP) in time; during a detach the attachment is detach-pending, as for `GUEST_DID_NOT_RELEASE`',
-    metadata: ['vmm_device_id', 'timeout_ms'],
+    when:
+      'the VMM did not answer (or greet, for QMP: another client may hold its socket) in time; an attach fails on it before prepare when asking the QEMU VM for its VFIO backend; during a detach the attachment is detach-pending, as for `GUEST_DID_NOT_RELEASE`',
+    metadata: ['vmm_device_id', 'timeout_ms', 'socket_path'],
   },
   VMM_BAD_ANSWER: { codes: ['INTERNAL'], resource: 'vm', when: 'the VMM\'s answer was not what its API defines (not JSON, too large, ...)', metadata: ['http_status'] },
   VMM_DEVICE_NOT_FOUND: { codes: ['NOT_FOUND'], resource: 'vm', when: 'the VMM does not know the device (or host device) it was asked about', metadata: ['http_status', 'qmp_class', 'qmp_desc'] },

@@ -1,0 +1,74 @@
+/**
+ * An attach to a QEMU VM whose QMP socket is held by another client (QEMU serves one at a time: a second connection is
+ * accepted by the kernel and never greeted). The first QMP contact of a PCI attach is the question which VFIO backend
+ * the VM's devices use; when that cannot even connect, the hot-plug behind it cannot either, so the attach fails there,
+ * before the device is rebound, within one attach timeout. The orchestrator runs the real passthrough manager on
+ * test/helpers/fake-sysfs.ts and the real QEMU adapter against a QMP server that never greets.
+ */
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+import type { AttachmentManager } from '../../../src/attach/attachments.js';
+import type { ClaimStore } from '../../../src/devices/claims.js';
+import { closeAttachSetup, newAttachSetup } from '../../helpers/attach-setup.js';
+import { expectError } from '../../helpers/common.js';
+import type { FakeHost } from '../../helpers/fake-sysfs.js';
+import { fakeQemuVm, scriptedQmp, type ScriptedQmp } from '../../helpers/scripted-qmp.js';
+
+/** On nvme: prepare would rebind it to vfio-pci. */
+const VF1 = '0000:01:00.1';
+const ATTACH_TIMEOUT_MS = 400;
+
+let host: FakeHost;
+let dir: string;
+let claims: ClaimStore;
+let manager: AttachmentManager;
+let qmp: ScriptedQmp | undefined;
+
+beforeEach(() => {
+  ({ host, dir, claims, manager } = newAttachSetup('vfiod-attach-busy-qmp-'));
+});
+afterEach(async () => {
+  await closeAttachSetup({ host, dir, claims, manager }, qmp);
+  qmp = undefined;
+});
+
+describe('QEMU: an attach against a QMP socket another client holds', () => {
+  it('fails before prepare, naming the socket, within one attach timeout', async () => {
+    const qmpSocket = path.join(dir, 'q1.qmp');
+    // accepts connections and never greets them: what a second client sees while another one holds QEMU's QMP
+    qmp = await scriptedQmp(qmpSocket, fakeQemuVm({ rootPorts: ['rp1'] }).reply, () => undefined);
+    const started = performance.now();
+    const e = await expectError(
+      manager.attach({ vmId: 'q1', endpoint: { hypervisor: 'qemu', qmpSocket }, source: { kind: 'pci', bdf: VF1 }, deviceId: 'vf0', timeoutMs: ATTACH_TIMEOUT_MS }),
+      'DEADLINE_EXCEEDED',
+      `attach PCI device ${VF1} to VM q1 as vf0: `,
+      `QMP ${qmpSocket}`,
+      /another client may hold the socket/,
+    );
+    const elapsedMs = performance.now() - started;
+    expect(elapsedMs).toBeGreaterThanOrEqual(ATTACH_TIMEOUT_MS - 5);
+    expect(elapsedMs).toBeLessThan(1.5 * ATTACH_TIMEOUT_MS);
+    expect(e.details).toMatchObject({ reason: 'VMM_TIMEOUT', vmId: 'q1', deviceId: 'vf0', socketPath: qmpSocket });
+    // nothing changed on the host, nothing recorded
+    expect(host.writes).toEqual([]);
+    expect(host.driverOf(VF1)).toBe('nvme');
+    expect(claims.list()).toEqual([]);
+    expect(manager.list()).toEqual([]);
+    expect(qmp.commands).toEqual([]);
+  });
+
+  it('a QMP socket that does not exist (the VM is not running) fails the same way, at once', async () => {
+    const qmpSocket = path.join(dir, 'gone.qmp');
+    const e = await expectError(
+      manager.attach({ vmId: 'q1', endpoint: { hypervisor: 'qemu', qmpSocket }, source: { kind: 'pci', bdf: VF1 }, deviceId: 'vf0', timeoutMs: ATTACH_TIMEOUT_MS }),
+      'UNAVAILABLE',
+      `attach PCI device ${VF1} to VM q1 as vf0: VM q1 (QMP ${qmpSocket}): the QMP socket does not exist`,
+      /nothing was changed$/,
+    );
+    expect(e.details).toMatchObject({ reason: 'VMM_SOCKET_MISSING', vmId: 'q1', deviceId: 'vf0', socketPath: qmpSocket });
+    expect(host.writes).toEqual([]);
+    expect(claims.list()).toEqual([]);
+    expect(manager.list()).toEqual([]);
+  });
+});
