@@ -195,6 +195,32 @@ function addOutcomeUnknown(error: unknown): boolean {
   return error instanceof VfiodError ? error.code === 'DEADLINE_EXCEEDED' || error.code === 'INTERNAL' : true;
 }
 
+function describeVfioBackend(backend: VfioBackend): string {
+  return backend === 'iommufd' ? 'iommufd' : 'its VFIO group';
+}
+
+/**
+ * A repeat attach of an attached PCI device is answered with the attachment only when it asks for the VFIO backend
+ * the attachment has, or 'auto': answering a request for the other one with it would hide that the request was not
+ * carried out. One rule for every VMM (a cloud-hypervisor attachment is always through the group).
+ */
+function refuseOtherVfioBackend(a: Attachment, requested: VfioBackendChoice, context: string): void {
+  if (a.source.kind !== 'pci' || requested === 'auto') return;
+  // All functions of an attachment share one backend; records from before the field was added are group attachments.
+  const backend: VfioBackend = a.functions[0]?.vfioBackend ?? 'group';
+  if (requested === backend) return;
+  const howToChange =
+    a.hypervisor === 'cloud-hypervisor' && requested === 'iommufd'
+      ? 'cloud-hypervisor opens VFIO devices through their group only'
+      : `detach it first to attach it through ${describeVfioBackend(requested)}`;
+  throw new VfiodError(
+    'FAILED_PRECONDITION',
+    `${context}: it is already attached to VM ${a.vmId} as ${a.deviceId} through ${describeVfioBackend(backend)}, not through ${describeVfioBackend(requested)} as asked: ` +
+      `a repeat attach asks for the backend the attachment has, or auto; ${howToChange}`,
+    { reason: 'ATTACHED_THROUGH_OTHER_VFIO_BACKEND', vmId: a.vmId, deviceId: a.deviceId, state: a.state, vfioBackend: backend, requestedVfioBackend: requested },
+  );
+}
+
 /**
  * The VMM could not be reached or did not answer in time (as opposed to answering with an error): what comes next
  * over the same socket would fare no better.
@@ -380,7 +406,10 @@ export class AttachmentManager {
           state: a.state,
         });
       }
-      if (a.state === 'attached') return { attachment: structuredClone(a), changed: false, warnings: [] };
+      if (a.state === 'attached') {
+        refuseOtherVfioBackend(a, request.vfioBackend ?? 'auto', context);
+        return { attachment: structuredClone(a), changed: false, warnings: [] };
+      }
       throw new VfiodError('FAILED_PRECONDITION', `${context}: attachment ${a.deviceId} is in state ${a.state}${a.note ? ` (${a.note})` : ''}: detach it first`, {
         reason: 'ATTACHMENT_PENDING',
         vmId,

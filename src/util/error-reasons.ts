@@ -413,6 +413,12 @@ export const ERROR_REASONS = {
     when: 'the device is attached to this VM through another VMM socket',
     metadata: [],
   },
+  ATTACHED_THROUGH_OTHER_VFIO_BACKEND: {
+    codes: ['FAILED_PRECONDITION'],
+    resource: 'attachment',
+    when: 'a repeat attach asks for the other VFIO backend (`group`, `iommufd`) than the attachment has (`auto` takes the one it has)',
+    metadata: ['vfio_backend', 'requested_vfio_backend'],
+  },
   ATTACHED_UNDER_OTHER_ID: { codes: ['FAILED_PRECONDITION'], resource: 'attachment', when: 'the device is attached to this VM under another device id', metadata: [] },
   ATTACHMENT_PENDING: {
     codes: ['FAILED_PRECONDITION'],
