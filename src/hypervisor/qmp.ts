@@ -123,6 +123,17 @@ export class QmpConnection extends EventEmitter {
         this.fail(failure);
       };
       socket.on('error', (error: NodeJS.ErrnoException) => {
+        if (error.code === 'EAGAIN') {
+          // A unix socket's listen queue is full: QEMU accepts one QMP client at a time, and while one holds the
+          // socket the next connections queue up (two with QEMU 7.2) until the kernel refuses more.
+          failOpen(new VfiodError('UNAVAILABLE', `${this.where()}: QMP is busy: another client holds the socket and its listen queue is full (EAGAIN)`, {
+              reason: 'VMM_UNAVAILABLE',
+              vmId: this.vmId,
+              socketPath: this.socketPath,
+            }),
+          );
+          return;
+        }
         const code: ErrorCode = ['ECONNREFUSED', 'ENOENT', 'ECONNRESET', 'EPIPE'].includes(error.code ?? '') ? 'UNAVAILABLE' : 'INTERNAL';
         const failure = new VfiodError(code, `${this.where()}: ${error.code ?? ''} ${error.message}`.replace(/\s+/g, ' '), { reason: vmmAnswerReason(code), vmId: this.vmId });
         failOpen(failure);

@@ -444,8 +444,8 @@ export const ERROR_REASONS = {
   VMM_UNAVAILABLE: {
     codes: ['UNAVAILABLE'],
     resource: 'vm',
-    when: 'the VMM refused the connection, closed it, or answered busy (HTTP 429/503)',
-    metadata: ['http_status'],
+    when: 'the VMM refused the connection, closed it, or was busy (HTTP 429/503; QMP: its listen queue full while another client holds it)',
+    metadata: ['http_status', 'socket_path'],
   },
   VMM_TIMEOUT: {
     codes: ['DEADLINE_EXCEEDED'],

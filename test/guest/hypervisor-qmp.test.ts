@@ -150,6 +150,38 @@ describe.skipIf(reason !== undefined)('QMP adapter against a real QEMU (-S, q35,
     expect(await adapter.ping()).toMatch(/^\d/);
   });
 
+  it('clients beyond the listen queue of a held QMP socket get UNAVAILABLE at once, saying QMP is busy', async () => {
+    const conn = await QmpConnection.connect(qmpSocket, { vmId: 'vm-qmp' });
+    try {
+      // the first few wait in QEMU's listen queue (two with QEMU 7.2) until their greeting timeout; then the kernel refuses
+      let refusal: unknown;
+      for (let client = 0; client < 5 && refusal === undefined; client++) {
+        const t0 = Date.now();
+        refusal = await adapter.ping(200).then(
+          () => expect.unreachable('QEMU greeted a second client'),
+          (error: unknown) => (error instanceof VfiodError && error.code === 'UNAVAILABLE' ? error : undefined),
+        );
+        if (refusal !== undefined) expect(Date.now() - t0).toBeLessThan(150);
+      }
+      expect(refusal).toBeInstanceOf(VfiodError);
+      const e = refusal as VfiodError;
+      expect(e.message).toBe(`VM vm-qmp (QMP ${qmpSocket}): QMP is busy: another client holds the socket and its listen queue is full (EAGAIN)`);
+      expect(e.details).toEqual({ reason: 'VMM_UNAVAILABLE', vmId: 'vm-qmp', socketPath: qmpSocket });
+    } finally {
+      conn.close();
+    }
+    // QEMU drains the queue (each waiting connection was closed by its client) and serves the next one
+    let version: string | undefined;
+    for (let attempt = 0; attempt < 50 && version === undefined; attempt++) {
+      version = await adapter.ping().catch(async (error: unknown) => {
+        if (!(error instanceof VfiodError && error.code === 'UNAVAILABLE')) throw error;
+        await sleep(100);
+        return undefined;
+      });
+    }
+    expect(version).toMatch(/^\d/);
+  });
+
   it('a missing socket and a socket nobody listens on are UNAVAILABLE', async () => {
     await expectError(new QemuAdapter({ vmId: 'vm-gone', qmpSocket: path.join(dir, 'missing.sock') }).ping(), 'UNAVAILABLE', /VM vm-gone/, /does not exist/);
     const stale = path.join(dir, 'stale.sock');

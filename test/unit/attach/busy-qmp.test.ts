@@ -2,11 +2,13 @@
  * An attach to a QEMU VM whose QMP socket is held by another client (QEMU serves one at a time: a second connection is
  * accepted by the kernel and never greeted). The first QMP contact of a PCI attach is the question which VFIO backend
  * the VM's devices use; when that cannot even connect, the hot-plug behind it cannot either, so the attach fails there,
- * before the device is rebound, within one attach timeout. The orchestrator runs the real passthrough manager on
- * test/helpers/fake-sysfs.ts and the real QEMU adapter against a QMP server that never greets.
+ * before the device is rebound, within one attach timeout. When more clients already wait in the socket's listen
+ * queue, connect(2) fails with EAGAIN and the attach fails at once. The orchestrator runs the real passthrough manager
+ * on test/helpers/fake-sysfs.ts and the real QEMU adapter against a QMP server that never greets.
  */
+import net from 'node:net';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 
 import type { AttachmentManager } from '../../../src/attach/attachments.js';
 import type { ClaimStore } from '../../../src/devices/claims.js';
@@ -29,6 +31,7 @@ beforeEach(() => {
   ({ host, dir, claims, manager } = newAttachSetup('vfiod-attach-busy-qmp-'));
 });
 afterEach(async () => {
+  vi.restoreAllMocks();
   await closeAttachSetup({ host, dir, claims, manager }, qmp);
   qmp = undefined;
 });
@@ -56,6 +59,28 @@ describe('QEMU: an attach against a QMP socket another client holds', () => {
     expect(claims.list()).toEqual([]);
     expect(manager.list()).toEqual([]);
     expect(qmp.commands).toEqual([]);
+  });
+
+  it('a full listen queue (more clients wait behind the one that holds QMP): UNAVAILABLE saying QMP is busy, at once', async () => {
+    const qmpSocket = path.join(dir, 'q1.qmp');
+    qmp = await scriptedQmp(qmpSocket, fakeQemuVm({ rootPorts: ['rp1'] }).reply);
+    // what connect(2) says on a unix socket whose listen queue is full (a real QEMU 7.2: from the fourth client on)
+    vi.spyOn(net, 'createConnection').mockImplementation(() => {
+      const socket = new net.Socket();
+      process.nextTick(() => socket.emit('error', Object.assign(new Error(`connect EAGAIN ${qmpSocket}`), { code: 'EAGAIN', syscall: 'connect' })));
+      return socket;
+    });
+    const started = performance.now();
+    const e = await expectError(
+      manager.attach({ vmId: 'q1', endpoint: { hypervisor: 'qemu', qmpSocket }, source: { kind: 'pci', bdf: VF1 }, deviceId: 'vf0', timeoutMs: ATTACH_TIMEOUT_MS }),
+      'UNAVAILABLE',
+      `attach PCI device ${VF1} to VM q1 as vf0: VM q1 (QMP ${qmpSocket}): QMP is busy: another client holds the socket and its listen queue is full (EAGAIN); nothing was changed`,
+    );
+    expect(performance.now() - started).toBeLessThan(ATTACH_TIMEOUT_MS / 2);
+    expect(e.details).toEqual({ reason: 'VMM_UNAVAILABLE', vmId: 'q1', deviceId: 'vf0', socketPath: qmpSocket });
+    expect(host.writes).toEqual([]);
+    expect(claims.list()).toEqual([]);
+    expect(manager.list()).toEqual([]);
   });
 
   it('a QMP socket that does not exist (the VM is not running) fails the same way, at once', async () => {
