@@ -10,6 +10,7 @@ import { DEFAULT_MAX_CONTROLLERS } from '../serve/registry.js';
 import { RESTART_EXIT_CODE } from '../serve/holder-protocol.js';
 import { announceServing } from '../serve/supervisor.js';
 import { notifyStopping } from '../util/sd-notify.js';
+import { catchEarlySignals } from '../util/early-signals.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import { rootLogger } from '../util/log.js';
 import { applyLogOptions, integer, metricsOption, serviceUsage, socketMode, UsageError } from './common.js';
@@ -188,21 +189,12 @@ export async function runDaemon(commandLine: string[]): Promise<number> {
   }
   // A signal during the start (after the 'listening' line, before the handlers below) is kept and acted on once they
   // are set, instead of ending the process unhandled.
-  let earlySignal: NodeJS.Signals | undefined;
-  const keepEarlySignal = (signal: NodeJS.Signals): void => {
-    earlySignal ??= signal;
-  };
-  process.on('SIGTERM', keepEarlySignal);
-  process.on('SIGINT', keepEarlySignal);
-  const dropEarlyHandlers = (): void => {
-    process.off('SIGTERM', keepEarlySignal);
-    process.off('SIGINT', keepEarlySignal);
-  };
+  const early = catchEarlySignals();
   let daemon;
   try {
     daemon = await startDaemon(options);
   } catch (error) {
-    dropEarlyHandlers();
+    early.release();
     log.error('cannot start', { error: errorMessage(error), ...(error instanceof VfiodError ? { reason: error.reason } : {}) });
     process.stderr.write(`vfiod daemon: ${errorMessage(error)}\n`);
     return error instanceof VfiodError && error.code === 'INVALID_ARGUMENT' ? 2 : 1;
@@ -226,7 +218,7 @@ export async function runDaemon(commandLine: string[]): Promise<number> {
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
-    dropEarlyHandlers();
+    const earlySignal = early.release();
     if (earlySignal !== undefined) onSignal(earlySignal);
     if (options.holderSocket !== undefined) {
       // The holder's planned restart (docs/restart.md): checkpoint every controller quiesced, then exit for the next

@@ -18,6 +18,7 @@ import { sleep } from '../util/sleep.js';
 import type { MetricsAddress } from '../metrics/address.js';
 import type { MetricsEndpoint } from '../metrics/endpoint.js';
 import type { ControllerSample } from '../metrics/exporter.js';
+import { catchEarlySignals, type EarlySignals } from '../util/early-signals.js';
 
 const SNAPSHOT_TIMEOUT_MS = 5_000;
 
@@ -381,28 +382,15 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
   // A SIGTERM or SIGINT before the handlers below are in place (a worker logs "listening" while the others, or this
   // thread, are still starting) must not kill the process with the default action: it is kept, and acted on as soon
   // as they are (or dropped with the handlers when starting fails and serve returns its exit code anyway).
-  let earlySignal: NodeJS.Signals | undefined;
-  const onEarlySignal = (signal: NodeJS.Signals): void => void (earlySignal ??= signal);
-  const dropEarlySignals = (): void => {
-    process.off('SIGTERM', onEarlySignal);
-    process.off('SIGINT', onEarlySignal);
-  };
-  process.on('SIGTERM', onEarlySignal);
-  process.on('SIGINT', onEarlySignal);
+  const early = catchEarlySignals();
   try {
-    return await serveStarted(configs, log, options, () => earlySignal, dropEarlySignals);
+    return await serveStarted(configs, log, options, early);
   } finally {
-    dropEarlySignals();
+    early.release();
   }
 }
 
-async function serveStarted(
-  configs: ControllerConfig[],
-  log: Logger,
-  options: ServeOptions,
-  earlySignal: () => NodeJS.Signals | undefined,
-  dropEarlySignals: () => void,
-): Promise<number> {
+async function serveStarted(configs: ControllerConfig[], log: Logger, options: ServeOptions, early: EarlySignals): Promise<number> {
   const takeOverMode = options.takeOver === true;
   const workers = configs.map((config) => new ControllerWorker(config, log, takeOverMode, options.holderSocket, options.standby === true));
   if (options.standby) await standBy(workers, log);
@@ -511,9 +499,8 @@ async function serveStarted(
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
-    dropEarlySignals();
-    const early = earlySignal();
-    if (early !== undefined) onSignal(early);
+    const earlySignal = early.release();
+    if (earlySignal !== undefined) onSignal(earlySignal);
     // Serving is announced once the metrics endpoint listens (if asked for); a signal meanwhile is handled already.
     void startMetrics().then((listening) => {
       if (signalled) return;
