@@ -182,14 +182,17 @@ export async function runDaemon(commandLine: string[]): Promise<number> {
   }
   if (options.holderSocket !== undefined) (await import('../serve/data-plane.js')).stopWithHolder();
   const log = rootLogger.child({ component: 'daemon' });
+  // A signal during the start (after the 'listening' line, before the handlers below) is kept and acted on once they
+  // are set, instead of ending the process unhandled; one while a standby waits ends it (it has opened nothing).
+  const early = catchEarlySignals();
   if (options.standby) {
     // Everything is loaded: wait until the holder needs this daemon.
     const { waitForActivation } = await import('../serve/supervisor.js');
-    await waitForActivation(log);
+    if ((await waitForActivation(log, early.signalled)) !== undefined) {
+      early.release();
+      return 0;
+    }
   }
-  // A signal during the start (after the 'listening' line, before the handlers below) is kept and acted on once they
-  // are set, instead of ending the process unhandled.
-  const early = catchEarlySignals();
   let daemon;
   try {
     daemon = await startDaemon(options);

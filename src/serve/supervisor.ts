@@ -345,32 +345,40 @@ export function announceServing(options: { dataPlane?: boolean }, status: string
 
 /**
  * A standby data plane: once every worker has loaded, tell the holder, and wait until it says to go (the data plane
- * it stood in for died). Nothing is opened, attached or listened on before that.
+ * it stood in for died). Nothing is opened, attached or listened on before that. A SIGTERM or SIGINT meanwhile ends
+ * the wait instead (the holder drops its standby so): resolves with that signal, undefined once activated.
  */
-async function standBy(workers: readonly ControllerWorker[], log: Logger): Promise<void> {
+async function standBy(workers: readonly ControllerWorker[], log: Logger, signalled: Promise<NodeJS.Signals>): Promise<NodeJS.Signals | undefined> {
   await Promise.all(workers.map((worker) => worker.loaded));
-  await waitForActivation(log);
-  for (const worker of workers) worker.activate();
+  const signal = await waitForActivation(log, signalled);
+  if (signal === undefined) for (const worker of workers) worker.activate();
+  return signal;
 }
 
-/** The holder's `activate`, after telling it that this standby is ready (the IPC channel is kept up meanwhile). */
-export async function waitForActivation(log: Logger): Promise<void> {
+/**
+ * The holder's `activate`, after telling it that this standby is ready (the IPC channel is kept up meanwhile); or a
+ * SIGTERM or SIGINT first (`signalled`): then it resolves with that signal, and the standby, which has opened
+ * nothing, just ends. Waiting on regardless would leave an orphan that its holder waits for.
+ */
+export async function waitForActivation(log: Logger, signalled: Promise<NodeJS.Signals>): Promise<NodeJS.Signals | undefined> {
   const channel = process.channel;
   if (!channel || !process.send) throw new Error('--standby needs the holder\'s IPC channel');
   channel.ref();
-  const activated = new Promise<void>((resolve) => {
-    const onMessage = (message: { type?: string }): void => {
-      if (message?.type !== 'activate') return;
-      process.off('message', onMessage);
-      resolve();
+  let onMessage: (message: { type?: string }) => void = () => undefined;
+  const activated = new Promise<undefined>((resolve) => {
+    onMessage = (message) => {
+      if (message?.type === 'activate') resolve(undefined);
     };
     process.on('message', onMessage);
   });
   process.send({ type: 'standby-ready' });
   log.info('standby: loaded, waiting for the holder');
-  await activated;
+  const signal = await Promise.race([activated, signalled]);
+  process.off('message', onMessage);
   channel.unref();
-  log.info('standby: activated');
+  if (signal !== undefined) log.info('standby: stopping', { signal });
+  else log.info('standby: activated');
+  return signal;
 }
 
 /**
@@ -393,7 +401,10 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
 async function serveStarted(configs: ControllerConfig[], log: Logger, options: ServeOptions, early: EarlySignals): Promise<number> {
   const takeOverMode = options.takeOver === true;
   const workers = configs.map((config) => new ControllerWorker(config, log, takeOverMode, options.holderSocket, options.standby === true));
-  if (options.standby) await standBy(workers, log);
+  if (options.standby && (await standBy(workers, log, early.signalled)) !== undefined) {
+    await Promise.all(workers.map((worker) => worker.abort()));
+    return 0;
+  }
   let stopping: Promise<void> | undefined;
   const stopAll = (): Promise<void> => (stopping ??= Promise.all(workers.map((worker) => worker.stop())).then(() => {}));
   const handoverSocket = path.resolve(options.handoverSocket ?? defaultHandoverSocket(configs[0]!.socketPath));

@@ -162,6 +162,20 @@ describe.skipIf(!built)('vfiod serve --crash-recovery (processes)', () => {
     expect(holder.with('data plane stopped')[0]).toMatchObject({ pid: second, code: 0 });
   });
 
+  it('SIGTERM with a standby ready: the standby ends too and the holder exits 0', async () => {
+    // A standby keeps a SIGTERM that comes early (it is serve() or the daemon, still starting); it must still end on
+    // the one its holder sends to drop it, or the holder waits for it for ever (3 runs in 3 after 069a213).
+    const holder = start(['--crash-recovery', '--socket', path.join(dir, 's.sock'), '--namespace', `file:${path.join(dir, 's.img')}?size=1M`]);
+    const ready = await waitFor(() => holder.with('standby data plane ready')[0], 'a standby');
+    const standby = ready['pid'] as number;
+    dataPlanes.add(standby);
+    holder.process.kill('SIGTERM');
+    const timeout = new Promise<string>((resolve) => setTimeout(() => resolve('still running after 15 s'), 15_000).unref());
+    expect(await Promise.race([holder.exited, timeout])).toBe(0);
+    await waitFor(() => !alive(standby), 'the standby to end', 5_000, 20);
+    expect(holder.lines.some((line) => line['msg'] === 'standby: stopping' && line['signal'] === 'SIGTERM')).toBe(true);
+  });
+
   it('backs off after 5 restarts within 10 s', async () => {
     const socket = path.join(dir, 'b.sock');
     const holder = start(['--crash-recovery', '--socket', socket, '--namespace', `file:${path.join(dir, 'disk.img')}?size=1M`]);
