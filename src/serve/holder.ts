@@ -35,6 +35,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { native, POLL_READABLE, type FdWatcher } from '../native/index.js';
 import { rootLogger, type Logger } from '../util/log.js';
+import { catchEarlySignals } from '../util/early-signals.js';
 import { clearStaleSocket, removeOwnSocket, socketIdentity, type SocketIdentity } from '../util/socket-path.js';
 import { HandoverChannel, type HandoverMessage } from './handover-channel.js';
 import { HOLDER_PROTOCOL, RESTART_EXIT_CODE } from './holder-protocol.js';
@@ -370,6 +371,9 @@ function signalExitCode(signal: NodeJS.Signals): number {
  * controller attached). Resolves with the exit code.
  */
 export async function runHolder(options: HolderRunOptions): Promise<number> {
+  // Its socket file and 'holder listening' come before its handlers below: a SIGTERM or SIGINT meanwhile is kept
+  // and acted on once they are set, instead of killing the holder with its socket left behind.
+  const early = catchEarlySignals();
   const log = options.log ?? rootLogger.child({ component: 'holder' });
   const holderSocket = path.resolve(options.holderSocket);
 
@@ -410,6 +414,7 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
       restart: (channel, bin) => requestRestart(channel, bin),
     });
   } catch (error) {
+    early.release();
     log.error('crash recovery unavailable: cannot listen on the holder socket', { holderSocket, error: (error as Error).message });
     return 1;
   }
@@ -648,6 +653,9 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
     // The holder's whole job is to outlive the data plane: an error of its own is logged, not fatal (a crash here
     // would close every guest's connection). Its state is a map of fds that each step leaves consistent.
     process.on('uncaughtException', (error) => log.error('holder: unexpected error; holding on', { error: error.message, stack: error.stack }));
+    // A signal that came early stops the holder before it starts any data plane (start() sees `stopping`).
+    const earlySignal = early.release();
+    if (earlySignal !== undefined) onSignal(earlySignal);
     start();
   });
 }

@@ -57,7 +57,8 @@ interface Holder {
   with(msg: string): Array<Record<string, unknown>>;
 }
 
-function start(args: string[]): Holder {
+/** `onLine`: called with each log line as it comes (to act at an exact point of the start, not a poll later). */
+function start(args: string[], onLine?: (line: Record<string, unknown>) => void): Holder {
   const proc = spawn(process.execPath, [bin, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   started.push(proc);
   const lines: Array<Record<string, unknown>> = [];
@@ -73,6 +74,7 @@ function start(args: string[]): Holder {
         const record = JSON.parse(line) as Record<string, unknown>;
         lines.push(record);
         if (record['msg'] === 'data plane started') dataPlanes.add(record['pid'] as number);
+        onLine?.(record);
       } catch {
         lines.push({ raw: line });
       }
@@ -174,6 +176,21 @@ describe.skipIf(!built)('vfiod serve --crash-recovery (processes)', () => {
     expect(await Promise.race([holder.exited, timeout])).toBe(0);
     await waitFor(() => !alive(standby), 'the standby to end', 5_000, 20);
     expect(holder.lines.some((line) => line['msg'] === 'standby: stopping' && line['signal'] === 'SIGTERM')).toBe(true);
+  });
+
+  it('a SIGTERM sent the moment the holder says it listens stops it by its handler: its socket is removed', async () => {
+    // 'holder listening' comes before the holder sets its handlers; without catching the signal meanwhile, 5 runs in
+    // 10 died by it, leaving the holder socket behind.
+    for (let run = 0; run < 5; run++) {
+      const holderSocket = path.join(dir, `early${run}.holder.sock`);
+      const args = ['--crash-recovery', '--holder-socket', holderSocket, '--socket', path.join(dir, `early${run}.sock`), '--namespace', `file:${path.join(dir, 'early.img')}?size=1M`];
+      const holder = start(args, (line) => {
+        if (line['msg'] === 'holder listening') holder.process.kill('SIGTERM');
+      });
+      expect(await holder.exited).not.toBeNull(); // null: it died by the signal
+      expect(holder.with('holder shutting down')[0]).toMatchObject({ signal: 'SIGTERM' });
+      expect(fs.existsSync(holderSocket)).toBe(false);
+    }
   });
 
   it('backs off after 5 restarts within 10 s', async () => {
