@@ -180,11 +180,15 @@ export async function runDaemon(commandLine: string[]): Promise<number> {
     const { runHolder } = await import('../serve/holder.js');
     return runHolder({ command: 'daemon', ...options.crashRecovery });
   }
-  if (options.holderSocket !== undefined) (await import('../serve/data-plane.js')).stopWithHolder();
   const log = rootLogger.child({ component: 'daemon' });
   // A signal during the start (after the 'listening' line, before the handlers below) is kept and acted on once they
   // are set, instead of ending the process unhandled; one while a standby waits ends it (it has opened nothing).
   const early = catchEarlySignals();
+  if (options.holderSocket !== undefined) {
+    const dataPlane = await import('../serve/data-plane.js');
+    dataPlane.stopWithHolder();
+    dataPlane.tellHolderSignalsAreCaught();
+  }
   if (options.standby) {
     // Everything is loaded: wait until the holder needs this daemon.
     const { waitForActivation } = await import('../serve/supervisor.js');

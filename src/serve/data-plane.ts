@@ -16,3 +16,15 @@ export function stopWithHolder(): void {
     process.kill(process.pid, 'SIGTERM');
   });
 }
+
+/**
+ * Tells the holder that this data plane catches SIGTERM and SIGINT now (catchEarlySignals or its handlers): before
+ * that the holder's SIGTERM would kill it by the default action, so the holder holds a stop back until this comes.
+ */
+export function tellHolderSignalsAreCaught(): void {
+  try {
+    process.send?.({ type: 'signals-caught' });
+  } catch {
+    // the holder is gone; stopWithHolder stops this process
+  }
+}

@@ -437,6 +437,8 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
     let backoffMs = 0;
     const restartTimes: number[] = [];
     let startedAt = 0;
+    /** Data planes that said they catch SIGTERM (tellHolderSignalsAreCaught): only those get the holder's SIGTERM. */
+    const catchingSignals = new WeakSet<ChildProcess>();
 
     const finish = (code: number): void => {
       if (finished) return;
@@ -458,6 +460,10 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
       proc.channel?.unref();
       proc.on('message', (message: { type?: string; status?: string }) => {
         if (message?.type === 'serving' && proc === child) notifyReady(`data plane pid ${proc.pid}: ${String(message.status ?? 'serving')}`);
+        if (message?.type === 'signals-caught') {
+          catchingSignals.add(proc);
+          if (stopping && proc === child) proc.kill('SIGTERM'); // the stop that waited for it
+        }
       });
       proc.once('exit', (code, signal) => {
         if (proc === child) onExit(proc, code, signal);
@@ -641,7 +647,10 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
         finish(0);
         return;
       }
-      running.kill('SIGTERM');
+      // A data plane still starting, before it catches signals, would die by the SIGTERM without stopping cleanly
+      // (and the holder exit 143): it gets it once it says it catches them.
+      if (catchingSignals.has(running)) running.kill('SIGTERM');
+      else log.info('the data plane is still starting; stopping it once it catches signals', { pid: running.pid });
       const timer = setTimeout(() => {
         log.error('the data plane did not stop in time; killing it', { pid: running.pid, timeoutMillis: STOP_TIMEOUT_MS });
         running.kill('SIGKILL');

@@ -19,6 +19,7 @@ import type { MetricsAddress } from '../metrics/address.js';
 import type { MetricsEndpoint } from '../metrics/endpoint.js';
 import type { ControllerSample } from '../metrics/exporter.js';
 import { catchEarlySignals, type EarlySignals } from '../util/early-signals.js';
+import { tellHolderSignalsAreCaught } from './data-plane.js';
 
 const SNAPSHOT_TIMEOUT_MS = 5_000;
 
@@ -391,6 +392,7 @@ export async function serve(configs: ControllerConfig[], logger: Logger = rootLo
   // thread, are still starting) must not kill the process with the default action: it is kept, and acted on as soon
   // as they are (or dropped with the handlers when starting fails and serve returns its exit code anyway).
   const early = catchEarlySignals();
+  if (options.dataPlane) tellHolderSignalsAreCaught();
   try {
     return await serveStarted(configs, log, options, early);
   } finally {
