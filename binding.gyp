@@ -13,7 +13,8 @@
         "native/file.cc",
         "native/crc32c.cc",
         "native/copy.cc",
-        "native/vfio.cc"
+        "native/vfio.cc",
+        "native/loop.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NODE_ADDON_API_DISABLE_CPP_EXCEPTIONS"],

@@ -37,6 +37,7 @@ static void EnvCleanupHook(void* arg) {
   state->resources.clear();
   state->watcherClass.Reset();
   state->pollerClass.Reset();
+  state->loopTurnClass.Reset();
   napi_set_instance_data(state->env, nullptr, nullptr, nullptr);
   delete state;
 }
@@ -259,6 +260,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitCrc32c(env, exports);
   InitCopy(env, exports);
   InitVfio(env, exports);
+  InitLoop(env, exports, state);
   return exports;
 }
 

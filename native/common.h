@@ -32,6 +32,7 @@ struct EnvState {
   napi_env env = nullptr;
   Napi::FunctionReference watcherClass;
   Napi::FunctionReference pollerClass;
+  Napi::FunctionReference loopTurnClass;
   std::unordered_set<EnvResource*> resources;
   // fds with an open watcher in this env: libuv allows one poll handle per fd and per loop, and closing an
   // fd while it is being polled is undefined behaviour, so close() refuses those fds.
@@ -96,5 +97,6 @@ void InitFile(Napi::Env env, Napi::Object exports);
 void InitCrc32c(Napi::Env env, Napi::Object exports);
 void InitCopy(Napi::Env env, Napi::Object exports);
 void InitVfio(Napi::Env env, Napi::Object exports);
+void InitLoop(Napi::Env env, Napi::Object exports, EnvState* state);
 
 }  // namespace vfiod

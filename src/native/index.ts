@@ -176,6 +176,18 @@ export interface DoorbellPoller {
   close(): void;
 }
 
+/**
+ * One event-loop turn on request, for a thread that keeps the loop waiting while it works (native/loop.cc). Unlike
+ * setImmediate, the loop looks the same to the callback as to anyone else: eventLoopHasWork asked from inside a
+ * setImmediate callback always says yes.
+ */
+export interface LoopTurn {
+  /** Calls the callback once, in the loop's next idle phase (after timers, before polling for I/O without blocking). */
+  request(): void;
+  /** A requested turn does not come; idempotent. */
+  close(): void;
+}
+
 export interface DoorbellPollerOptions {
   /** Keep spinning (one core busy) this long after the last change before backing off to sleeps; 0..10_000_000. */
   spinMicros: number;
@@ -350,6 +362,16 @@ export interface NativeAddon {
     options: DoorbellPollerOptions,
     callback: () => void,
   ): DoorbellPoller;
+
+  /**
+   * Whether this thread's event loop has work right now: a watched fd is ready (socket, worker message, wake-up), a
+   * timer is due, or libuv has callbacks to run without waiting (setImmediate included). One poll(2) of the loop's
+   * epoll fd, not a loop turn. Blind to handles started since the loop's last turn and to microtasks, so a caller
+   * that holds the loop still lets it turn every few milliseconds. True when it cannot tell.
+   */
+  eventLoopHasWork(): boolean;
+  /** A LoopTurn that calls `callback`; it keeps the loop alive while a turn is requested. */
+  createLoopTurn(callback: () => void): LoopTurn;
 
   /** VFIO_API_VERSION of the headers the addon was built with (0). */
   readonly VFIO_API_VERSION: number;
