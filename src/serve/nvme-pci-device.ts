@@ -7,7 +7,7 @@
  * an ordinary buffer updated by trapped REGION_WRITEs. BAR4 holds the MSI-X table and PBA.
  */
 import { performance } from 'node:perf_hooks';
-import { native, PROT_READ, PROT_WRITE, type DoorbellPoller } from '../native/index.js';
+import { native, PROT_READ, PROT_WRITE, type DoorbellPoller, type LoopTurn } from '../native/index.js';
 import type { GuestMemory } from '../memory/guest-memory.js';
 import type { Namespace, NamespaceIds } from '../namespace/namespace.js';
 import { NvmeController, type NvmeControllerState } from '../nvme/controller.js';
@@ -35,15 +35,20 @@ const MSIX_BAR = 4;
 /** How long the worker keeps polling the doorbell page itself after the last doorbell change. */
 const POLL_SPIN_MS = 0.5;
 /**
- * The longest the worker polls inside one event-loop turn before letting the loop run. A turn costs 8.7 µs on average
- * here (an epoll_wait, timers, Node's immediate queue, the way out of JavaScript and back), and a doorbell written
- * meanwhile waits for it: with 50 µs slices that was the QD1 p99 (6.0 µs against a 1.4 µs p50; 5.0 µs with 0.2 ms).
- * 1 ms took 0.1-1.3 µs more off the read p99 in 5 rounds of 6, for 8 busy polled controllers sharing 2 cores with
- * their clients -6 % to +5 % of the IOPS (median -2 %); too little either way to change. Messages and timers wait up
- * to a slice while the guest keeps the queues busy; a backend's completions do not (a slice ends while I/O is in
- * flight). docs/benchmarks.md has the runs.
+ * How often the busy worker asks whether the event loop has work (native.eventLoopHasWork: a ready socket or worker
+ * message, a due timer, an immediate), and gives it a turn only then. A turn costs 8.7 µs on average here (an
+ * epoll_wait, timers, Node's immediate queue, the way out of JavaScript and back) and a doorbell written meanwhile
+ * waits for it; the check costs ~0.3 µs. A turn after every slice was 2,000-4,700 turns a second at QD1, and one of
+ * the larger causes of the QD1 p99; asking first, 150-230 (docs/benchmarks.md). Messages and timers still wait at most
+ * a slice.
  */
 const POLL_SLICE_MS = 0.2;
+/**
+ * The loop turns at least this often while the worker polls, for what the check cannot see: microtasks, and handles
+ * libuv registers only at its next turn (a socket write that has to wait for the peer). A backend's completions do
+ * not wait for it: a slice ends while I/O is in flight.
+ */
+const LOOP_TURN_MAX_GAP_MS = 5;
 /**
  * Scans that find nothing read the clock only every this many times: a clock read (40-100 ns here) is most of an
  * empty scan, and the scan's length is how late a doorbell is seen (QD1 latency). The slice and idle checks run up
@@ -128,6 +133,8 @@ export class NvmePciDevice implements VfioUserDevice {
   private readonly doorbellFd: number | undefined;
   private readonly doorbellPage: ArrayBuffer | undefined;
   private poller: DoorbellPoller | undefined;
+  /** Polled mode: how the busy worker lets the event loop turn between slices (native.createLoopTurn). */
+  private loopTurn: LoopTurn | undefined;
 
   /** Guest memory regions the client has mapped (DMA_MAP minus DMA_UNMAP), for metrics. */
   get dmaMappings(): number {
@@ -350,6 +357,8 @@ export class NvmePciDevice implements VfioUserDevice {
     this.memory.onPinnedRemoval = undefined;
     this.poller?.close();
     this.poller = undefined;
+    this.loopTurn?.close();
+    this.loopTurn = undefined;
     if (this.doorbellPage && native.isMapped(this.doorbellPage)) native.munmap(this.doorbellPage);
     if (this.doorbellFd !== undefined) native.close(this.doorbellFd);
     this.pci.releaseInterrupts();
@@ -357,10 +366,10 @@ export class NvmePciDevice implements VfioUserDevice {
 
   /**
    * Polled doorbells, handed over between two pollers so that only one of them runs at a time:
-   * - busy: this thread polls the page itself, in slices of up to `POLL_SLICE_MS` inside one event-loop turn (an
-   *   I/O that arrives during a slice is picked up within a scan, not a loop turn), yielding to the loop between
-   *   slices (sockets, timers, and at once while backend I/O is in flight, whose completions come through the
-   *   loop). The native poller is paused meanwhile.
+   * - busy: this thread polls the page itself, in slices of `POLL_SLICE_MS` (an I/O that arrives during a slice is
+   *   picked up within a scan, not a loop turn). Between slices it gives the loop a turn (`loopTurn`) when the loop
+   *   has work (sockets, timers, messages), at least every `LOOP_TURN_MAX_GAP_MS`, and at once while backend I/O is
+   *   in flight, whose completions come through the loop. The native poller is paused meanwhile.
    * - idle (no doorbell change for `POLL_SPIN_MS`): this thread resumes the native poller and sleeps in the event
    *   loop; the poller wakes it through libuv when the guest rings again.
    * Both used to run at once. On one server core the poller's short sleeps then won the core for 100-200 µs at a
@@ -370,6 +379,7 @@ export class NvmePciDevice implements VfioUserDevice {
   private startPoller(page: ArrayBuffer, maxIoQueuePairs: number): void {
     const consumed = this.controller.consumedDoorbells;
     this.poller = native.createDoorbellPoller(page, consumed, POLLER_OPTIONS, this.onDoorbellWake);
+    this.loopTurn = native.createLoopTurn(this.spin);
     this.poller.setWordCount(Math.min(consumed.length, 2 * (maxIoQueuePairs + 1)));
     this.poller.start();
     this.syncPoller();
@@ -442,8 +452,8 @@ export class NvmePciDevice implements VfioUserDevice {
   };
 
   private readonly spin = (): void => {
-    const poller = this.poller;
-    if (poller === undefined || this.quiesced) {
+    const { poller, loopTurn } = this;
+    if (poller === undefined || loopTurn === undefined || this.quiesced) {
       this.spinning = false;
       // Hand the page back (a pause survives stop/start): a live upgrade that fails resumes a poller that watches.
       this.handBack(poller);
@@ -453,7 +463,8 @@ export class NvmePciDevice implements VfioUserDevice {
     // The clock: the pass's own end reading when a pass ran (it also stands for the next pass's fetch time), else a
     // fresh one every QUIET_SCANS_PER_CLOCK scans.
     let now = performance.now();
-    const sliceEnd = now + POLL_SLICE_MS;
+    const turnDue = now + LOOP_TURN_MAX_GAP_MS;
+    let sliceEnd = now + POLL_SLICE_MS;
     // Every word of the page once per slice (a write to a queue that does not exist must be taken and reported),
     // the live queues' words on the other scans.
     let all = true;
@@ -471,25 +482,27 @@ export class NvmePciDevice implements VfioUserDevice {
         now = performance.now();
       }
       all = false;
-      if (now - this.lastDoorbellAt >= POLL_SPIN_MS) {
-        // Idle: the native poller watches again. A doorbell written since the last scan differs from
-        // consumedDoorbells, so its first scan reports it.
-        if (worked) {
-          this.checkGuestMemory();
-          this.afterPass();
-        }
+      const idle = now - this.lastDoorbellAt >= POLL_SPIN_MS;
+      if (!idle && now < sliceEnd && controller.ioInFlight === 0) continue;
+      // The end of a slice. Lost guest memory is looked for once per slice that did work (not per pass: a native
+      // call each).
+      if (worked) {
+        this.checkGuestMemory();
+        this.afterPass();
+        worked = false;
+      }
+      if (idle) {
+        // The native poller watches again. A doorbell written since the last scan differs from consumedDoorbells,
+        // so its first scan reports it.
         this.spinning = false;
         this.handBack(poller);
         return;
       }
-      if (now >= sliceEnd || controller.ioInFlight > 0) break;
+      if (controller.ioInFlight > 0 || now >= turnDue || native.eventLoopHasWork()) break;
+      sliceEnd = now + POLL_SLICE_MS;
+      all = true;
     }
-    // Lost guest memory is looked for once per slice that did work (not per pass: a native call each).
-    if (worked) {
-      this.checkGuestMemory();
-      this.afterPass();
-    }
-    setImmediate(this.spin);
+    loopTurn.request();
   };
 
   /** Takes new doorbell values and, when there were any, runs a processing pass. Returns whether there were. */
