@@ -5,7 +5,8 @@
  * Errors: v48 (what FeOS pins) answers every API error with 500 and a JSON array of the error chain
  * (["Error from API", "The device could not be added to the VM", ...]); newer versions use 400/404/409 with text or
  * JSON bodies. Both are mapped onto VfiodError codes from the status and the chain's text, with the VM and device in
- * the message. A missing socket or a refused connection is UNAVAILABLE, no answer in time DEADLINE_EXCEEDED.
+ * the message. A missing socket or a refused connection is UNAVAILABLE, no answer in time DEADLINE_EXCEEDED; such
+ * errors say whether the request reached the VMM (`commandSent`, as QMP's do): not when the connection was never made.
  */
 import { hostSysfsPath, resolveVfioBackend } from './vfio-backend.js';
 import { closeSync, existsSync, openSync, readSync, statSync } from 'node:fs';
@@ -16,7 +17,7 @@ import { type ErrorCode, errorMessage, VfiodError } from '../util/errors.js';
 import { trailingBdf } from '../util/pci-address.js';
 import { sleep } from '../util/sleep.js';
 import type { ChDeviceConfig, ChUserDeviceConfig } from './static-config.js';
-import { type AddedDevice, type HypervisorAdapter, type PciDeviceSpec, type UserDeviceSpec, type VmmDevice, vmmAnswerReason } from './types.js';
+import { type AddedDevice, type HypervisorAdapter, type PciDeviceSpec, type UserDeviceSpec, type VmmDevice, vmmAnswerReason, withCommandSent } from './types.js';
 
 const API_PREFIX = '/api/v1';
 const DEFAULT_TIMEOUT_MS = 10_000;
@@ -169,25 +170,32 @@ export class CloudHypervisorClient implements HypervisorAdapter {
     return `VM ${this.vmId} (cloud-hypervisor API ${this.apiSocket})`;
   }
 
-  /** One HTTP request on the API socket. Rejects with UNAVAILABLE / DEADLINE_EXCEEDED; any HTTP status resolves. */
+  /**
+   * One HTTP request on the API socket. Rejects with UNAVAILABLE / DEADLINE_EXCEEDED (saying whether the request
+   * reached the VMM: `commandSent`); any HTTP status resolves.
+   */
   private request(method: 'GET' | 'PUT', endpoint: string, body: unknown, timeoutMs: number, what: string): Promise<HttpAnswer> {
     if (!existsSync(this.apiSocket)) {
       return Promise.reject(new VfiodError('UNAVAILABLE', `${what}: ${this.where()}: the API socket does not exist (is the VM running?)`, {
           reason: 'VMM_SOCKET_MISSING',
           vmId: this.vmId,
           socketPath: this.apiSocket,
+          commandSent: false,
         }),
       );
     }
     const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
     return new Promise<HttpAnswer>((resolve, reject) => {
       let settled = false;
+      // The request is written as soon as the connection is made: before that a failure is certain to have changed
+      // nothing (refused, EAGAIN); after it the VMM may be carrying the request out.
+      let connected = false;
       const fail = (error: VfiodError): void => {
         if (settled) return;
         settled = true;
         clearTimeout(timer);
         req.destroy();
-        reject(error);
+        reject(withCommandSent(error, connected));
       };
       const req = http.request(
         {
@@ -229,10 +237,14 @@ export class CloudHypervisorClient implements HypervisorAdapter {
           });
         },
       );
-      const timer = setTimeout(
-        () => fail(new VfiodError('DEADLINE_EXCEEDED', `${what}: ${this.where()}: no answer within ${timeoutMs} ms`, { reason: 'VMM_TIMEOUT', vmId: this.vmId })),
-        timeoutMs,
-      );
+      req.on('socket', (socket) => {
+        if (socket.connecting) socket.once('connect', () => (connected = true));
+        else connected = true; // a kept-alive connection
+      });
+      const timer = setTimeout(() => {
+        const waitedFor = connected ? 'no answer' : 'no connection';
+        fail(new VfiodError('DEADLINE_EXCEEDED', `${what}: ${this.where()}: ${waitedFor} within ${timeoutMs} ms`, { reason: 'VMM_TIMEOUT', vmId: this.vmId, socketPath: this.apiSocket }));
+      }, timeoutMs);
       req.on('error', (error: NodeJS.ErrnoException) => {
         const code = error.code === 'ECONNREFUSED' || error.code === 'ENOENT' || error.code === 'ECONNRESET' || error.code === 'EPIPE' ? 'UNAVAILABLE' : 'INTERNAL';
         fail(new VfiodError(code, `${what}: ${this.where()}: ${error.code ?? ''} ${error.message}`.replace(/\s+/g, ' '), { reason: vmmAnswerReason(code), vmId: this.vmId }));

@@ -15,7 +15,7 @@ import { normalizeBdf, trailingBdf } from '../util/pci-address.js';
 import { rootLogger } from '../util/log.js';
 import { type ErrorCode, VfiodError } from '../util/errors.js';
 import { hostSysfsPath, QEMU_IOMMUFD_OBJECT_ID } from './vfio-backend.js';
-import { type AddedDevice, type HypervisorAdapter, type PciDeviceSpec, type UserDeviceSpec, type VmmDevice, type VmmVfioDevice, vmmAnswerReason } from './types.js';
+import { type AddedDevice, type HypervisorAdapter, type PciDeviceSpec, type UserDeviceSpec, type VmmDevice, type VmmVfioDevice, vmmAnswerReason, withCommandSent } from './types.js';
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 /** Longest line QEMU may send (query-pci of a large machine is a few hundred KiB); more means something is wrong. */
@@ -84,10 +84,18 @@ export class QmpConnection extends EventEmitter {
     return `VM ${this.vmId} (QMP ${this.socketPath})`;
   }
 
-  /** Connects, reads the greeting and negotiates capabilities. UNAVAILABLE when nothing listens. */
+  /**
+   * Connects, reads the greeting and negotiates capabilities. UNAVAILABLE when nothing listens, DEADLINE_EXCEEDED
+   * when QEMU does not greet (another client holds the socket). Its errors say `commandSent: false`: the caller's
+   * command cannot have reached QEMU before the session exists.
+   */
   static async connect(socketPath: string, options: QmpConnectOptions): Promise<QmpConnection> {
     const conn = new QmpConnection(socketPath, options.vmId);
-    await conn.open(options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    try {
+      await conn.open(options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+    } catch (error) {
+      throw withCommandSent(error, false);
+    }
     return conn;
   }
 
@@ -224,20 +232,33 @@ export class QmpConnection extends EventEmitter {
     this.closedError = error;
     for (const [id, waiter] of this.pending) {
       this.pending.delete(id);
-      waiter.reject(new VfiodError(error.code, `${waiter.what}: ${error.message}`, error.details));
+      // written and unanswered when the connection broke: QEMU may have carried it out
+      waiter.reject(new VfiodError(error.code, `${waiter.what}: ${error.message}`, { ...error.details, commandSent: true }));
     }
     this.emit('closed', error);
   }
 
-  /** Runs one command; rejects with QmpCommandError (a VfiodError) on an error answer. */
+  /**
+   * Runs one command; rejects with QmpCommandError (a VfiodError) on an error answer. Its other errors say whether
+   * the command was written (`commandSent`): not on a closed connection; written, then no answer in time or the
+   * connection broke.
+   */
   execute<T = unknown>(command: string, args?: Record<string, unknown>, timeoutMs = DEFAULT_TIMEOUT_MS): Promise<T> {
     const what = `${command}${args && 'id' in args ? ` ${String(args.id)}` : ''}`;
-    if (this.closedError) return Promise.reject(new VfiodError(this.closedError.code, `${what}: ${this.closedError.message}`, this.closedError.details));
+    if (this.closedError) {
+      return Promise.reject(new VfiodError(this.closedError.code, `${what}: ${this.closedError.message}`, { ...this.closedError.details, commandSent: false }));
+    }
     const id = `vfiod-${this.nextId++}`;
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new VfiodError('DEADLINE_EXCEEDED', `${what}: ${this.where()}: no answer within ${timeoutMs} ms`, { reason: 'VMM_TIMEOUT', vmId: this.vmId }));
+        reject(new VfiodError('DEADLINE_EXCEEDED', `${what}: ${this.where()}: no answer within ${timeoutMs} ms`, {
+            reason: 'VMM_TIMEOUT',
+            vmId: this.vmId,
+            socketPath: this.socketPath,
+            commandSent: true,
+          }),
+        );
       }, timeoutMs);
       this.pending.set(id, {
         what,
@@ -365,9 +386,15 @@ export class QemuAdapter implements HypervisorAdapter {
     return this.session(timeoutMs, (conn) => hasPeripheral(conn, id, timeoutMs));
   }
 
+  /**
+   * device_add after the steps it needs (the connection, a free root port, the iommufd object). An error of those
+   * steps says `commandSent: false` whatever its own cause (device_add was not sent: the VM did not get the device);
+   * device_add's own errors are QEMU's answer or say themselves whether it was written.
+   */
   private async add(args: Record<string, unknown>, requestedBus: string | undefined, timeoutMs: number, source: string): Promise<AddedDevice> {
     const id = String(args.id);
     const driver = String(args.driver);
+    let deviceAddTried = false;
     return this.session(timeoutMs, async (conn) => {
       let bus = requestedBus;
       if (!bus) {
@@ -382,6 +409,7 @@ export class QemuAdapter implements HypervisorAdapter {
         bus = free[0]!;
       }
       if (args.iommufd !== undefined) await ensureIommufdObject(conn, timeoutMs, `device_add ${id} (${source})`);
+      deviceAddTried = true;
       try {
         await conn.execute('device_add', { ...args, bus }, timeoutMs);
       } catch (error) {
@@ -394,6 +422,8 @@ export class QemuAdapter implements HypervisorAdapter {
       const guestBdf = pci.find((d) => d.qdev_id === id)?.address ?? null;
       this.log.info('device_add done', { device: id, driver, source, bus, guestBdf });
       return { id, guestBdf, coldAdded: false, bus };
+    }).catch((error: unknown) => {
+      throw deviceAddTried ? error : withCommandSent(error, false);
     });
   }
 

@@ -4,7 +4,7 @@
  * guest to let go of it. cloud-hypervisor (REST on the VM's API socket) and QEMU (QMP) implement it.
  */
 import type { Reason } from '../util/error-reasons.js';
-import type { ErrorCode } from '../util/errors.js';
+import { type ErrorCode, VfiodError } from '../util/errors.js';
 import type { VfioBackend } from './vfio-backend.js';
 
 export type HypervisorKind = 'cloud-hypervisor' | 'qemu';
@@ -85,6 +85,11 @@ export interface HypervisorAdapter {
   readonly vmId: string;
   /** Checks that the VMM answers; returns its version string. UNAVAILABLE when the socket is missing or refuses. */
   ping(timeoutMs?: number): Promise<string>;
+  /**
+   * Adds a device. An error that is not the VMM's answer to the add says in `commandSent` (see withCommandSent)
+   * whether the add reached the VMM: false when it never did (no connection, no QMP greeting, a step before it
+   * failed), so the VM did not get the device; true when it was sent and no answer came, so it may have.
+   */
   addPciDevice(spec: PciDeviceSpec, timeoutMs?: number): Promise<AddedDevice>;
   addUserDevice(spec: UserDeviceSpec, timeoutMs?: number): Promise<AddedDevice>;
   /** Every device the VMM currently reports (cloud-hypervisor: vm.info device_tree; QEMU: query-pci). */
@@ -124,4 +129,18 @@ export function vmmAnswerReason(code: ErrorCode): Reason {
     default:
       return 'VMM_ERROR';
   }
+}
+
+/**
+ * `error` (a VfiodError; anything else as it is) with `commandSent`, ErrorInfo metadata `command_sent`: whether the
+ * command the error is about reached the VMM. false: it never did (no connection, no QMP greeting), so it changed
+ * nothing; true: it was sent and no answer came in time (or the connection broke before it), so its outcome is unknown.
+ */
+export function withCommandSent(error: unknown, commandSent: boolean): unknown {
+  return error instanceof VfiodError ? new VfiodError(error.code, error.message, { ...error.details, commandSent }) : error;
+}
+
+/** Whether `error` says its command never reached the VMM (withCommandSent(error, false)). */
+export function commandNeverSent(error: unknown): boolean {
+  return error instanceof VfiodError && error.details.commandSent === false;
 }

@@ -29,9 +29,10 @@ export type ResourceType = keyof typeof RESOURCE_TYPES;
 
 /**
  * Metadata any reason may carry besides its own: the context an operation adds when it passes a lower layer's error
- * on (attach adds the VM and the attachment; a rolled-back prepare says what it undid).
+ * on (attach adds the VM and the attachment; a rolled-back prepare says what it undid; a hypervisor adapter says
+ * whether the VMM command the error is about reached the VMM: `command_sent`).
  */
-export const CONTEXT_METADATA = ['vm_id', 'device_id', 'rpc', 'state', 'rolled_back', 'rollback_failed', 'overridden'] as const;
+export const CONTEXT_METADATA = ['vm_id', 'device_id', 'rpc', 'state', 'rolled_back', 'rollback_failed', 'overridden', 'command_sent'] as const;
 
 export interface ReasonSpec {
   /** The gRPC codes it comes with (more than one only where an RPC has always used another code for it). */

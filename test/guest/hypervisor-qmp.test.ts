@@ -166,7 +166,7 @@ describe.skipIf(reason !== undefined)('QMP adapter against a real QEMU (-S, q35,
       expect(refusal).toBeInstanceOf(VfiodError);
       const e = refusal as VfiodError;
       expect(e.message).toBe(`VM vm-qmp (QMP ${qmpSocket}): QMP is busy: another client holds the socket and its listen queue is full (EAGAIN)`);
-      expect(e.details).toEqual({ reason: 'VMM_UNAVAILABLE', vmId: 'vm-qmp', socketPath: qmpSocket });
+      expect(e.details).toEqual({ reason: 'VMM_UNAVAILABLE', vmId: 'vm-qmp', socketPath: qmpSocket, commandSent: false });
     } finally {
       conn.close();
     }

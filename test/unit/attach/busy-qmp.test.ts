@@ -77,7 +77,7 @@ describe('QEMU: an attach against a QMP socket another client holds', () => {
       `attach PCI device ${VF1} to VM q1 as vf0: VM q1 (QMP ${qmpSocket}): QMP is busy: another client holds the socket and its listen queue is full (EAGAIN); nothing was changed`,
     );
     expect(performance.now() - started).toBeLessThan(ATTACH_TIMEOUT_MS / 2);
-    expect(e.details).toEqual({ reason: 'VMM_UNAVAILABLE', vmId: 'q1', deviceId: 'vf0', socketPath: qmpSocket });
+    expect(e.details).toEqual({ reason: 'VMM_UNAVAILABLE', vmId: 'q1', deviceId: 'vf0', socketPath: qmpSocket, commandSent: false });
     expect(host.writes).toEqual([]);
     expect(claims.list()).toEqual([]);
     expect(manager.list()).toEqual([]);

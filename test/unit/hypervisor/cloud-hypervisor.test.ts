@@ -4,6 +4,7 @@
  * the guest to eject, both error formats (v48: 500 + JSON error chain; newer: 400/404/409 + text), a missing socket,
  * a refused connection and a VMM that does not answer.
  */
+import { spawn } from 'node:child_process';
 import { appendFileSync, rmSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
@@ -27,6 +28,9 @@ afterEach(async () => {
   fake = undefined;
   rmSync(dir, { recursive: true, force: true });
 });
+
+/** A unix socket listener (its path the first argument) with a listen queue of one that never accepts. */
+const NEVER_ACCEPTS = 'import socket, sys, time\ns = socket.socket(socket.AF_UNIX)\ns.bind(sys.argv[1])\ns.listen(0)\nprint("listening", flush=True)\ntime.sleep(60)';
 
 const start = async (mode: FakeChMode = 'v48', extra: Partial<Parameters<typeof FakeCloudHypervisor.start>[0]> = {}): Promise<FakeCloudHypervisor> =>
   (fake = await FakeCloudHypervisor.start({ socketPath: path.join(dir, 'ch.sock'), mode, ...extra }));
@@ -155,6 +159,33 @@ describe('cloud-hypervisor client', () => {
     await expectError(client.ping(), 'UNAVAILABLE', /ECONNREFUSED/);
     await start('v48', { hang: new Set(['vm.add-device']) });
     await expectError(client.addPciDevice({ hostBdf: '0000:01:00.1', id: 'vf1' }, 200), 'DEADLINE_EXCEEDED', /no answer within 200 ms/, /VM vm1/);
+  });
+
+  it('an add that never reached the VMM says commandSent false (no socket, refused, EAGAIN); one sent and not answered true', async () => {
+    const add = (): Promise<unknown> => client.addPciDevice({ hostBdf: '0000:01:00.1', id: 'vf1' }, 200);
+    const socketPath = path.join(dir, 'ch.sock');
+    expect((await expectError(add(), 'UNAVAILABLE', /API socket does not exist/)).details).toMatchObject({ reason: 'VMM_SOCKET_MISSING', commandSent: false });
+    writeFileSync(socketPath, '');
+    expect((await expectError(add(), 'UNAVAILABLE', /ECONNREFUSED/)).details).toMatchObject({ reason: 'VMM_UNAVAILABLE', commandSent: false });
+    rmSync(socketPath);
+    // a listen queue that is full: connect(2) says EAGAIN (a listener that never accepts and queues one connection)
+    const listener = spawn('python3', ['-c', NEVER_ACCEPTS, socketPath], { stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      await new Promise((resolve) => listener.stdout.once('data', resolve));
+      await expectError(client.ping(200), 'DEADLINE_EXCEEDED', /no answer within 200 ms/); // the one it queues
+      expect((await expectError(add(), 'INTERNAL', /EAGAIN/)).details).toMatchObject({ reason: 'VMM_ERROR', commandSent: false });
+    } finally {
+      listener.kill();
+      await new Promise((resolve) => (listener.exitCode !== null || listener.signalCode !== null ? resolve(null) : listener.once('exit', resolve)));
+      rmSync(socketPath, { force: true });
+    }
+    await start('v48', { hang: new Set(['vm.add-device']) });
+    expect((await expectError(add(), 'DEADLINE_EXCEEDED', /vm\.add-device vf1 .*no answer within 200 ms/)).details).toEqual({
+      reason: 'VMM_TIMEOUT',
+      vmId: 'vm1',
+      socketPath,
+      commandSent: true,
+    });
   });
 });
 

@@ -152,3 +152,39 @@ describe('QEMU: the VFIO backend of the vfio-pci devices a VM already has (listV
     await expectError(adapter.listVfioDevices(5000), 'INTERNAL', /^qom-get: VM q1 \(QMP .*\): something broke/);
   });
 });
+
+describe('QEMU hot-plug errors say whether device_add reached QEMU (commandSent)', () => {
+  it('no greeting (another client holds QMP): DEADLINE_EXCEEDED VMM_TIMEOUT with commandSent false, nothing sent', async () => {
+    const qmpSocket = path.join(dir, 'q1.qmp');
+    qmp = await scriptedQmp(qmpSocket, fakeQemuVm({ rootPorts: ['rp1'] }).reply, () => undefined);
+    const adapter = new QemuAdapter({ vmId: 'q1', qmpSocket });
+    const e = await expectError(adapter.addPciDevice({ hostBdf: BDF, id: 'vf0' }, 200), 'DEADLINE_EXCEEDED', /no QMP greeting within 200 ms/);
+    expect(e.details).toEqual({ reason: 'VMM_TIMEOUT', vmId: 'q1', socketPath: qmpSocket, commandSent: false });
+    expect(qmp.commands).toEqual([]);
+  });
+
+  it('a step before device_add that gets no answer (the root-port search): commandSent false, though that query was sent', async () => {
+    const vmReply = fakeQemuVm({ rootPorts: ['rp1'] }).reply;
+    const qmpSocket = path.join(dir, 'q1.qmp');
+    qmp = await scriptedQmp(qmpSocket, (command, args, id, socket) => (command === 'qom-list' ? undefined : vmReply(command, args, id, socket)));
+    const adapter = new QemuAdapter({ vmId: 'q1', qmpSocket });
+    const e = await expectError(adapter.addPciDevice({ hostBdf: BDF, id: 'vf0' }, 200), 'DEADLINE_EXCEEDED', /qom-list: VM q1 .*no answer within 200 ms/);
+    expect(e.details).toMatchObject({ reason: 'VMM_TIMEOUT', commandSent: false });
+    expect(qmp.commands).not.toContain('device_add');
+  });
+
+  it('device_add sent and not answered: commandSent true (QEMU may have added it)', async () => {
+    const vmReply = fakeQemuVm({ rootPorts: ['rp1'] }).reply;
+    const qmpSocket = path.join(dir, 'q1.qmp');
+    qmp = await scriptedQmp(qmpSocket, (command, args, id, socket) => (command === 'device_add' ? undefined : vmReply(command, args, id, socket)));
+    const adapter = new QemuAdapter({ vmId: 'q1', qmpSocket });
+    const e = await expectError(adapter.addPciDevice({ hostBdf: BDF, id: 'vf0' }, 200), 'DEADLINE_EXCEEDED', `device_add vf0: VM q1 (QMP ${qmpSocket}): no answer within 200 ms`);
+    expect(e.details).toEqual({ reason: 'VMM_TIMEOUT', vmId: 'q1', socketPath: qmpSocket, commandSent: true });
+  });
+
+  it('device_add refused by QEMU: its answer, without commandSent', async () => {
+    const adapter = await adapterFor({ rootPorts: ['rp1'] });
+    const e = await expectError(adapter.addPciDevice({ hostBdf: BDF, id: 'vf0', bus: 'nope' }, 2000), 'NOT_FOUND', /Bus 'nope' not found/);
+    expect(e.details.commandSent).toBeUndefined();
+  });
+});
