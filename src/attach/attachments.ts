@@ -6,7 +6,8 @@
  * attach: refuse a VFIO backend the VM cannot take (as far as the host and, on QEMU, the VM's own VFIO devices tell
  * before rebinding) -> prepare(bdf, owner=vmId) (GPU companions come with it) -> decide the backends on the prepared
  * device -> add to the VMM -> confirm the VMM reports it -> record. Any failure after prepare rolls back (remove from
- * the VMM if added, release if this call prepared it).
+ * the VMM if added or maybe added, not when the adapter says the add never reached it; release if this call prepared
+ * it).
  * detach: remove from the VMM -> wait for the guest to let go (timeout) -> release to the host driver. On timeout the
  * device stays claimed and the attachment is 'detach-pending'; nothing is rebound while a VMM may still hold it.
  * Records live in the claims database (src/devices/claims.ts, table `attachments`) so they survive restarts.
@@ -23,7 +24,7 @@ import {
 import type { HostFunctionFacts } from '../hypervisor/pci-window.js';
 import { checkVfioBackendChoice, resolveQemuVmBackends, resolveVfioBackend, type VfioBackend, type VfioBackendChoice, type VfioFacts } from '../hypervisor/vfio-backend.js';
 import { normalizeBdf } from '../util/pci-address.js';
-import type { AddedDevice, AttachSource, HypervisorAdapter, HypervisorEndpoint, HypervisorKind, VmmVfioDevice } from '../hypervisor/types.js';
+import { type AddedDevice, type AttachSource, commandNeverSent, type HypervisorAdapter, type HypervisorEndpoint, type HypervisorKind, type VmmVfioDevice } from '../hypervisor/types.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
 import { rootLogger } from '../util/log.js';
 import { sameSocketFile } from '../util/socket-path.js';
@@ -189,9 +190,12 @@ function sameEndpoint(a: HypervisorEndpoint, b: HypervisorEndpoint): boolean {
 
 /**
  * Whether a failed add may still have reached the VMM (no answer in time, an unreadable answer): the rollback must
- * then ask the VMM to remove the id too, or a device plugged in late would be released from under it.
+ * then ask the VMM to remove the id too, or a device plugged in late would be released from under it. An add the
+ * adapter says it never sent (no connection, no QMP greeting) added nothing, whatever its code: asking that VMM to
+ * remove it would only wait on the same socket again and strand the device.
  */
 function addOutcomeUnknown(error: unknown): boolean {
+  if (commandNeverSent(error)) return false;
   return error instanceof VfiodError ? error.code === 'DEADLINE_EXCEEDED' || error.code === 'INTERNAL' : true;
 }
 
@@ -550,8 +554,13 @@ export class AttachmentManager {
       step(90, `rolling back: ${errorMessage(error)}`);
       const cause = withContext(error, context);
       const uncertain = maybeAdded !== undefined && addOutcomeUnknown(error) ? [maybeAdded] : [];
+      // Said when the add that failed never reached the VMM: the caller need not wonder whether the VM got it.
+      let neverSent = '';
+      if (maybeAdded !== undefined && commandNeverSent(error)) {
+        neverSent = `the add of ${maybeAdded} never reached the VMM${added.length === 0 ? `: VM ${vmId} was not changed` : ''}; `;
+      }
       const undo = await this.rollbackAttach(attachment, [...added.map((d) => d.id), ...uncertain], adapter, preparedByAttach);
-      throw new VfiodError(cause.code, `${cause.message}; ${undo}`, { ...cause.details, vmId, deviceId });
+      throw new VfiodError(cause.code, `${cause.message}; ${neverSent}${undo}`, { ...cause.details, vmId, deviceId });
     } finally {
       await adapter?.close();
     }

@@ -3,8 +3,10 @@
  * accepted by the kernel and never greeted). The first QMP contact of a PCI attach is the question which VFIO backend
  * the VM's devices use; when that cannot even connect, the hot-plug behind it cannot either, so the attach fails there,
  * before the device is rebound, within one attach timeout. When more clients already wait in the socket's listen
- * queue, connect(2) fails with EAGAIN and the attach fails at once. The orchestrator runs the real passthrough manager
- * on test/helpers/fake-sysfs.ts and the real QEMU adapter against a QMP server that never greets.
+ * queue, connect(2) fails with EAGAIN and the attach fails at once. When QMP is taken between that question and the
+ * hot-plug, device_add is never sent: the rollback gives the device back without asking QEMU again. The orchestrator
+ * runs the real passthrough manager on test/helpers/fake-sysfs.ts and the real QEMU adapter against a QMP server that
+ * stops greeting.
  */
 import net from 'node:net';
 import path from 'node:path';
@@ -95,5 +97,68 @@ describe('QEMU: an attach against a QMP socket another client holds', () => {
     expect(host.writes).toEqual([]);
     expect(claims.list()).toEqual([]);
     expect(manager.list()).toEqual([]);
+  });
+});
+
+/**
+ * A greeting for the first `greeted` connections only: QMP answers vfiod's backend query, then another client takes the
+ * socket (the next connections are accepted and never greeted). The one QMP question of an attach before prepare gets
+ * through, the hot-plug after prepare does not.
+ */
+function greetFirst(greeted: number): (socket: net.Socket) => void {
+  let connections = 0;
+  return (socket) => {
+    if (++connections <= greeted) socket.write('{"QMP": {"version": {"qemu": {"micro": 3, "minor": 2, "major": 9}}, "capabilities": []}}\r\n');
+  };
+}
+
+describe('QEMU: QMP taken by another client between the backend query and the hot-plug', () => {
+  it('device_add never sent (no greeting): the rollback releases the device without device_del, records nothing, and says the VM was not changed', async () => {
+    const qmpSocket = path.join(dir, 'q1.qmp');
+    qmp = await scriptedQmp(qmpSocket, fakeQemuVm({ rootPorts: ['rp1'] }).reply, greetFirst(1));
+    const started = performance.now();
+    const e = await expectError(
+      manager.attach({ vmId: 'q1', endpoint: { hypervisor: 'qemu', qmpSocket }, source: { kind: 'pci', bdf: VF1 }, deviceId: 'vf0', timeoutMs: ATTACH_TIMEOUT_MS }),
+      'DEADLINE_EXCEEDED',
+      `attach PCI device ${VF1} to VM q1 as vf0: `,
+      `QMP ${qmpSocket}`,
+      /no QMP greeting within 400 ms/,
+      /; the add of vf0 never reached the VMM: VM q1 was not changed; rolled back: released 0000:01:00\.1 to its host driver$/,
+      /released 0000:01:00\.1 to its host driver/,
+    );
+    // one greeting timeout, no second wait (releaseWaitMs, 500 ms) for a device_del: 930-950 ms before, 435-500 ms now
+    const elapsedMs = performance.now() - started;
+    expect(elapsedMs).toBeGreaterThanOrEqual(ATTACH_TIMEOUT_MS - 5);
+    expect(elapsedMs).toBeLessThan(ATTACH_TIMEOUT_MS + 300);
+    expect(e.details).toMatchObject({ reason: 'VMM_TIMEOUT', vmId: 'q1', deviceId: 'vf0', socketPath: qmpSocket, commandSent: false });
+    expect(qmp.commands).not.toContain('device_del');
+    expect(qmp.commands).not.toContain('device_add');
+    // back on its own driver, no claim, no record
+    expect(host.driverOf(VF1)).toBe('nvme');
+    expect(claims.list()).toEqual([]);
+    expect(manager.list()).toEqual([]);
+  });
+
+  it('device_add sent and never answered: the outcome is unknown, the rollback asks for device_del, and when that cannot reach QMP either the attachment is detach-pending', async () => {
+    const qmpSocket = path.join(dir, 'q1.qmp');
+    const vm = fakeQemuVm({ rootPorts: ['rp1'] });
+    // QMP greets the backend query and the hot-plug; device_add gets no answer, and nobody is greeted after it
+    qmp = await scriptedQmp(qmpSocket, (command, args, id, socket) => (command === 'device_add' ? undefined : vm.reply(command, args, id, socket)), greetFirst(2));
+    const started = performance.now();
+    const e = await expectError(
+      manager.attach({ vmId: 'q1', endpoint: { hypervisor: 'qemu', qmpSocket }, source: { kind: 'pci', bdf: VF1 }, deviceId: 'vf0', timeoutMs: ATTACH_TIMEOUT_MS }),
+      'DEADLINE_EXCEEDED',
+      `attach PCI device ${VF1} to VM q1 as vf0: device_add vf0: VM q1 (QMP ${qmpSocket}): no answer within 400 ms`,
+      /rollback incomplete \(remove vf0: .*no QMP greeting within 500 ms/,
+      /attachment vf0 is 'detach-pending'/,
+    );
+    // device_add's wait, then device_del's (releaseWaitMs, 500 ms)
+    expect(performance.now() - started).toBeGreaterThanOrEqual(ATTACH_TIMEOUT_MS + 500 - 5);
+    expect(e.details).toMatchObject({ reason: 'VMM_TIMEOUT', vmId: 'q1', deviceId: 'vf0', commandSent: true });
+    expect(qmp.commands).toContain('device_add');
+    // the device may be in the VM: it stays claimed on vfio-pci, recorded as detach-pending
+    expect(host.driverOf(VF1)).toBe('vfio-pci');
+    expect(claims.get(VF1)?.owner).toBe('q1');
+    expect(manager.list().map((a) => [a.deviceId, a.state])).toEqual([['vf0', 'detach-pending']]);
   });
 });
