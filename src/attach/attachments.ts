@@ -751,6 +751,8 @@ export class AttachmentManager {
     this.save(a);
 
     let vmmUnreachable: string | undefined;
+    // Whether this call has asked the VMM to remove anything yet (or found a function gone).
+    let removalRequested = false;
     const adapter = this.adapterFor(vmId, a.endpoint);
     try {
       // Companions first, the primary function last (reverse of attach).
@@ -758,8 +760,26 @@ export class AttachmentManager {
         request.onStep?.({ percent: 20, step: `removing ${fn.vmmDeviceId} from the VMM, waiting for the guest to let go (up to ${timeoutMs} ms)`, deviceId: a.deviceId });
         try {
           await adapter.removeDevice(fn.vmmDeviceId, Math.max(1, deadline - Date.now()));
+          removalRequested = true;
         } catch (error) {
-          if (error instanceof VfiodError && error.code === 'NOT_FOUND') continue; // already gone (an earlier pending removal finished)
+          if (error instanceof VfiodError && error.code === 'NOT_FOUND') {
+            removalRequested = true;
+            continue; // already gone (an earlier pending removal finished)
+          }
+          if (error instanceof VfiodError && error.code === 'DEADLINE_EXCEEDED' && commandNeverSent(error) && !removalRequested) {
+            // No QMP greeting (another client holds the socket): device_del never reached the VMM, so the device is in
+            // the VM as before and the attachment keeps its state.
+            a.state = previous;
+            a.note = `detach failed, nothing was asked of the VMM: ${error.message}`;
+            this.save(a);
+            const e = withContext(error, context);
+            throw new VfiodError(e.code, `${e.message}; the removal of ${fn.vmmDeviceId} never reached the VMM: nothing was changed (state ${previous})`, {
+              ...e.details,
+              vmId,
+              deviceId: a.deviceId,
+              state: previous,
+            });
+          }
           if (error instanceof VfiodError && error.code === 'UNAVAILABLE') {
             // The VMM is gone or not answering: the release below only proceeds when no process holds the group.
             vmmUnreachable = error.message;

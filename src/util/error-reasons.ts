@@ -454,7 +454,8 @@ export const ERROR_REASONS = {
     when:
       'the VMM did not answer (or greet, for QMP: another client may hold its socket) in time; `command_sent` says whether the command had reached it. ' +
       'An attach fails on it before prepare when asking the QEMU VM for its VFIO backend; a hot-plug that never reached the VMM (`command_sent` `false`) is rolled back ' +
-      'without asking the VMM again, one that did is removed again (detach-pending when that fails too); during a detach the attachment is detach-pending, as for `GUEST_DID_NOT_RELEASE`',
+      'without asking the VMM again, one that did is removed again (detach-pending when that fails too). During a detach the attachment is detach-pending, as for `GUEST_DID_NOT_RELEASE`, ' +
+      'unless the removal never reached the VMM (`command_sent` `false`): then nothing changed and it keeps its state',
     metadata: ['vmm_device_id', 'timeout_ms', 'socket_path'],
   },
   VMM_BAD_ANSWER: { codes: ['INTERNAL'], resource: 'vm', when: 'the VMM\'s answer was not what its API defines (not JSON, too large, ...)', metadata: ['http_status'] },
