@@ -7,6 +7,7 @@
 import { describe, it, expect } from 'vitest';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { spawnSync } from 'node:child_process';
 
 const ADDON = fileURLToPath(new URL('../../../build/Release/vfiod_native.node', import.meta.url));
 
@@ -147,5 +148,40 @@ describe('native.createLoopTurn', () => {
     );
     await new Promise((resolve) => worker.once('message', resolve));
     expect(await worker.terminate()).toBe(1);
+  });
+
+  it('lets a Worker be terminated while its callback polls and requests the next turn, as the polled worker does', () => {
+    // terminate() wakes the worker's loop (eventLoopHasWork says yes) before V8 stops its JavaScript, so the callback
+    // goes on to request(): that call, on an environment that can no longer run JavaScript, must not abort the
+    // process. Run in a child process, which an abort ends without taking the test runner with it.
+    const script = `
+      const { Worker } = require('node:worker_threads');
+      const code = \`
+        const n = require(\${JSON.stringify(process.argv[1])});
+        const { parentPort } = require('node:worker_threads');
+        let first = true;
+        const turn = n.createLoopTurn(() => {
+          if (first) { first = false; parentPort.postMessage('polling'); }
+          const end = performance.now() + 5;
+          while (performance.now() < end && !n.eventLoopHasWork());
+          turn.request();
+        });
+        turn.request();
+      \`;
+      (async () => {
+        for (let i = 0; i < 40; i++) {
+          const worker = new Worker(code, { eval: true });
+          await new Promise((resolve) => worker.once('message', resolve));
+          await new Promise((resolve) => setTimeout(resolve, Math.random() * 6));
+          if ((await worker.terminate()) !== 1) process.exit(3);
+        }
+      })();
+    `;
+    const child = spawnSync(process.execPath, ['-e', script, ADDON], { encoding: 'utf8', timeout: 120_000 });
+    expect({ status: child.status, signal: child.signal, fatal: /FATAL ERROR.*/.exec(child.stderr)?.[0] }).toEqual({
+      status: 0,
+      signal: null,
+      fatal: undefined,
+    });
   });
 });
