@@ -8,10 +8,10 @@
 //
 // What it sees: any fd libuv watches that is ready (sockets, the async handles behind worker messages and the
 // doorbell poller's wake-ups, the thread pool's completions), a timer that is due, and anything libuv runs without
-// waiting (pending callbacks, idle handles such as the one behind Node's setImmediate queue, closing handles). What
-// it does not see: watchers libuv registers with epoll only at its next turn (a handle started since), and
-// JavaScript's own queues (microtasks, process.nextTick); a caller still gives the loop a turn every few
-// milliseconds for those. Asked from inside a timer callback it misses due timers (Node stops its timer handle while
+// waiting (pending callbacks, idle handles such as the one behind Node's setImmediate queue, closing handles), and
+// watchers started since its last turn (libuv 1.46's uv_backend_timeout is 0 until it has registered them). What it
+// does not see: JavaScript's own queues (microtasks, process.nextTick); a caller still gives the loop a turn every
+// few milliseconds for those. Asked from inside a timer callback it misses due timers (Node stops its timer handle while
 // it runs them), and asked from inside a setImmediate callback it always says yes (Node keeps its idle handle
 // started until the immediates have run). So the worker continues through a LoopTurn instead: a uv_idle handle of
 // its own, stopped before the callback runs, so the loop looks the same to the callback as to anyone else.

@@ -366,8 +366,8 @@ export interface NativeAddon {
   /**
    * Whether this thread's event loop has work right now: a watched fd is ready (socket, worker message, wake-up), a
    * timer is due, or libuv has callbacks to run without waiting (setImmediate included). One poll(2) of the loop's
-   * epoll fd, not a loop turn. Blind to handles started since the loop's last turn and to microtasks, so a caller
-   * that holds the loop still lets it turn every few milliseconds. True when it cannot tell.
+   * epoll fd, not a loop turn. Blind to microtasks, so a caller that holds the loop still lets it turn every few
+   * milliseconds. True when it cannot tell.
    */
   eventLoopHasWork(): boolean;
   /** A LoopTurn that calls `callback`; it keeps the loop alive while a turn is requested. */
