@@ -184,8 +184,8 @@ export async function runDaemon(commandLine: string[]): Promise<number> {
   // A signal during the start (after the 'listening' line, before the handlers below) is kept and acted on once they
   // are set, instead of ending the process unhandled; one while a standby waits ends it (it has opened nothing).
   const early = catchEarlySignals();
-  if (options.holderSocket !== undefined) {
-    const dataPlane = await import('../serve/data-plane.js');
+  const dataPlane = options.holderSocket !== undefined ? await import('../serve/data-plane.js') : undefined;
+  if (dataPlane) {
     dataPlane.stopWithHolder();
     dataPlane.tellHolderSignalsAreCaught();
   }
@@ -207,7 +207,6 @@ export async function runDaemon(commandLine: string[]): Promise<number> {
     return error instanceof VfiodError && error.code === 'INVALID_ARGUMENT' ? 2 : 1;
   }
   const started = daemon;
-  announceServing({ dataPlane: options.holderSocket !== undefined }, `serving the control API on ${started.socketPath ?? started.tcpAddress}`);
   return new Promise<number>((resolve) => {
     let signalled = false;
     const onSignal = (signal: NodeJS.Signals): void => {
@@ -227,7 +226,7 @@ export async function runDaemon(commandLine: string[]): Promise<number> {
     process.on('SIGINT', onSignal);
     const earlySignal = early.release();
     if (earlySignal !== undefined) onSignal(earlySignal);
-    if (options.holderSocket !== undefined) {
+    if (dataPlane) {
       // The holder's planned restart (docs/restart.md): checkpoint every controller quiesced, then exit for the next
       // data plane, leaving every connection open.
       process.once('SIGUSR2', () => {
@@ -239,6 +238,9 @@ export async function runDaemon(commandLine: string[]): Promise<number> {
           process.exit(RESTART_EXIT_CODE);
         });
       });
+      dataPlane.tellHolderRestartIsHandled();
     }
+    // Last: a holder from before 'restart-ready' takes 'serving' to mean that SIGUSR2 is handled.
+    announceServing({ dataPlane: dataPlane !== undefined }, `serving the control API on ${started.socketPath ?? started.tcpAddress}`);
   });
 }

@@ -28,3 +28,16 @@ export function tellHolderSignalsAreCaught(): void {
     // the holder is gone; stopWithHolder stops this process
   }
 }
+
+/**
+ * Tells the holder that this data plane handles SIGUSR2 now, the holder's planned restart (checkpoint, then exit with
+ * RESTART_EXIT_CODE): before that SIGUSR2 would kill it by the default action, a crash to the holder, so the holder
+ * holds a planned restart back until this comes.
+ */
+export function tellHolderRestartIsHandled(): void {
+  try {
+    process.send?.({ type: 'restart-ready' });
+  } catch {
+    // the holder is gone; stopWithHolder stops this process
+  }
+}

@@ -19,7 +19,7 @@ import type { MetricsAddress } from '../metrics/address.js';
 import type { MetricsEndpoint } from '../metrics/endpoint.js';
 import type { ControllerSample } from '../metrics/exporter.js';
 import { catchEarlySignals, type EarlySignals } from '../util/early-signals.js';
-import { tellHolderSignalsAreCaught } from './data-plane.js';
+import { tellHolderRestartIsHandled, tellHolderSignalsAreCaught } from './data-plane.js';
 
 const SNAPSHOT_TIMEOUT_MS = 5_000;
 
@@ -557,6 +557,7 @@ async function serveStarted(configs: ControllerConfig[], log: Logger, options: S
           process.exit(RESTART_EXIT_CODE);
         });
       });
+      tellHolderRestartIsHandled();
     }
     // A worker that exits on its own (crash) is logged; the others keep serving.
     for (const worker of workers) {
