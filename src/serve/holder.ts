@@ -22,7 +22,8 @@
  *   holder:     restarted {pid, millis, version?} once every controller attached again, or restart-failed {reason}
  * The holder sends the data plane SIGUSR2: it quiesces its controllers (no command in flight, every reply sent),
  * checkpoints them and exits with RESTART_EXIT_CODE, holding nothing back; the next data plane recovers from those
- * checkpoints with nothing to run again.
+ * checkpoints with nothing to run again. A data plane says `restart-ready` over its IPC channel once it handles
+ * SIGUSR2 (before, the signal would kill it: a crash); the holder holds the SIGUSR2 back until then.
  *
  * The holder stays small on purpose: no worker threads, no namespaces, no NVMe; it imports the log, the addon, the
  * hand-over channel and the socket-path probe, nothing else. Nothing a data plane sends can crash it: a frame it
@@ -381,8 +382,11 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
   let restarts = 0;
   let everAttached = false;
   let holder: Holder;
-  /** The planned restart under way: who asked, from which vfiod.js, and when. */
-  let planned: { requests: HandoverChannel[]; bin: string | undefined; since: number; timer: NodeJS.Timeout } | undefined;
+  /**
+   * The planned restart under way: who asked, from which vfiod.js, and when; `signalled` once the data plane got its
+   * SIGUSR2 (one still starting gets it only once it handles it).
+   */
+  let planned: { requests: HandoverChannel[]; bin: string | undefined; since: number; timer: NodeJS.Timeout; signalled: boolean } | undefined;
   const attachedControllers = new Set<string>();
   let pendingAttach = new Set<string>();
   let requestRestart: (channel: HandoverChannel | undefined, bin: string | undefined) => void = () => undefined;
@@ -403,7 +407,9 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
         attachedControllers.add(controller);
         // How long the guests' device was without a data plane (the pause a crash costs, up to this attach).
         if (lastExitAt !== undefined) log.info('data plane re-attached a controller', { controller, reattached, fds: fdCount, downMillis: Date.now() - lastExitAt, restarts });
-        if (pendingAttach.delete(controller) && pendingAttach.size === 0 && planned) {
+        // Only the data planes started after the SIGUSR2'd one exited count: one still starting attaches before it
+        // is even asked to checkpoint.
+        if (pendingAttach.delete(controller) && pendingAttach.size === 0 && planned?.signalled) {
           const millis = Date.now() - planned.since;
           clearTimeout(planned.timer);
           log.info('planned restart complete: the new data plane serves every controller', { millis, bin: planned.bin ?? BIN });
@@ -439,11 +445,19 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
     let startedAt = 0;
     /** Data planes that said they catch SIGTERM (tellHolderSignalsAreCaught): only those get the holder's SIGTERM. */
     const catchingSignals = new WeakSet<ChildProcess>();
+    /** Data planes that said they handle SIGUSR2 (tellHolderRestartIsHandled): only those get a planned restart's. */
+    const handlingRestart = new WeakSet<ChildProcess>();
 
     const finish = (code: number): void => {
       if (finished) return;
       finished = true;
       if (restartTimer) clearTimeout(restartTimer);
+      if (planned) {
+        // A planned restart still waiting for its data plane: its timer must not keep the stopped holder alive.
+        clearTimeout(planned.timer);
+        answer(planned.requests, { type: 'restart-failed', reason: 'the holder stopped before the data plane restarted' });
+        planned = undefined;
+      }
       process.off('SIGTERM', onSignal);
       process.off('SIGINT', onSignal);
       dropStandby('the holder stops');
@@ -463,6 +477,12 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
         if (message?.type === 'signals-caught') {
           catchingSignals.add(proc);
           if (stopping && proc === child) proc.kill('SIGTERM'); // the stop that waited for it
+        }
+        // 'serving' too, from a data plane older than 'restart-ready': serve sets its SIGUSR2 handler before it says
+        // so, an older daemon right after, in the same tick (a race only for a restart asked for while it starts).
+        if (message?.type === 'restart-ready' || message?.type === 'serving') {
+          handlingRestart.add(proc);
+          if (proc === child) signalPlannedRestart(); // the planned restart that waited for it
         }
       });
       proc.once('exit', (code, signal) => {
@@ -605,6 +625,14 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
       else restartTimer = setTimeout(start, delayMs);
     };
 
+    /** Sends the planned restart's SIGUSR2, once the data plane handles it (before, it would die by it: a crash). */
+    const signalPlannedRestart = (): void => {
+      if (!planned || planned.signalled || stopping || !child || !handlingRestart.has(child)) return;
+      planned.signalled = true;
+      log.info('planned restart: asking the data plane to quiesce and checkpoint', { pid: child.pid, bin: planned.bin ?? bin, waitedMillis: Date.now() - planned.since });
+      child.kill('SIGUSR2');
+    };
+
     requestRestart = (channel, requestedBin) => {
       const requests = channel ? [channel] : [];
       if (stopping || !child) {
@@ -622,14 +650,25 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
       const since = Date.now();
       const timer = setTimeout(() => {
         if (!planned) return;
-        log.error('planned restart did not complete in time', { timeoutMillis: RESTART_TIMEOUT_MS });
-        answer(planned.requests, { type: 'restart-failed', reason: `not complete within ${RESTART_TIMEOUT_MS / 1000} s; see the holder's log` });
+        if (!planned.signalled) {
+          // Still starting all along, or a data plane from before 'restart-ready' and 'serving': it keeps serving.
+          log.error('planned restart abandoned: the data plane never said it handles one', { pid: child?.pid, timeoutMillis: RESTART_TIMEOUT_MS });
+          answer(planned.requests, {
+            type: 'restart-failed',
+            reason: `the data plane (pid ${String(child?.pid)}) did not say within ${RESTART_TIMEOUT_MS / 1000} s that it handles a planned restart; it was not asked to, and keeps running`,
+          });
+        } else {
+          log.error('planned restart did not complete in time', { timeoutMillis: RESTART_TIMEOUT_MS });
+          answer(planned.requests, { type: 'restart-failed', reason: `not complete within ${RESTART_TIMEOUT_MS / 1000} s; see the holder's log` });
+        }
         planned = undefined;
       }, RESTART_TIMEOUT_MS);
-      planned = { requests, bin: requestedBin, since, timer };
-      log.info('planned restart: asking the data plane to quiesce and checkpoint', { pid: child.pid, bin: requestedBin ?? bin });
+      planned = { requests, bin: requestedBin, since, timer, signalled: false };
       notifyReloading(`planned restart of the data plane (pid ${child.pid})`);
-      child.kill('SIGUSR2');
+      if (!handlingRestart.has(child)) {
+        log.info('planned restart: the data plane is still starting; asking it once it handles a planned restart', { pid: child.pid, bin: requestedBin ?? bin });
+      }
+      signalPlannedRestart();
     };
     process.on('SIGHUP', () => requestRestart(undefined, undefined));
 

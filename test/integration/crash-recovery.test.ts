@@ -10,9 +10,11 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { native } from '../../src/native/index.js';
+import { HandoverChannel } from '../../src/serve/handover-channel.js';
 import { HolderClient } from '../../src/serve/holder-client.js';
 import { parseServeArgs } from '../../src/cli/serve.js';
 import { temporaryDir, waitFor } from '../helpers/common.js';
+import { standardHost } from '../helpers/fake-sysfs.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const bin = path.join(root, 'bin', 'vfiod.js');
@@ -58,8 +60,8 @@ interface Holder {
 }
 
 /** `onLine`: called with each log line as it comes (to act at an exact point of the start, not a poll later). */
-function start(args: string[], onLine?: (line: Record<string, unknown>) => void): Holder {
-  const proc = spawn(process.execPath, [bin, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+function start(args: string[], onLine?: (line: Record<string, unknown>) => void, command: 'serve' | 'daemon' = 'serve'): Holder {
+  const proc = spawn(process.execPath, [bin, command, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   started.push(proc);
   const lines: Array<Record<string, unknown>> = [];
   const exited = new Promise<number | null>((resolve) => proc.once('exit', (code) => resolve(code)));
@@ -88,6 +90,34 @@ async function servingDataPlane(holder: Holder, n: number): Promise<number> {
   const startedLine = await waitFor(() => holder.with('data plane started')[n], `data plane #${n}`);
   await waitFor(() => holder.with('listening').filter((line) => line['component'] === 'controller').length > n || null, `data plane #${n} to listen`);
   return startedLine['pid'] as number;
+}
+
+/**
+ * Asks the holder for a planned restart as `vfiod upgrade` does (a `restart` on its socket); resolves with the type of
+ * its answer, or with what went wrong instead (no answer in time, the holder closed the connection).
+ */
+async function askRestart(holderSocket: string, timeoutMs: number): Promise<string> {
+  const channel = HandoverChannel.connect(holderSocket);
+  try {
+    channel.send({ type: 'restart' });
+    const { message, fds } = await channel.receive(timeoutMs, 'the holder\'s answer');
+    for (const fd of fds) native.close(fd);
+    return message.type === 'restart-failed' ? `restart-failed: ${String(message['reason'])}` : message.type;
+  } catch (error) {
+    return `no answer: ${(error as Error).message}`;
+  } finally {
+    channel.close();
+  }
+}
+
+/** What a planned restart did, from the holder's log: for a test to compare with what it should have done. */
+function plannedOutcome(holder: Holder, answer: string): Record<string, unknown> {
+  return {
+    answer,
+    diedBySigusr2: holder.with('data plane exited').filter((line) => line['signal'] === 'SIGUSR2').length,
+    crashes: holder.with('data plane exited').length,
+    checkpointed: holder.with('data plane checkpointed for a planned restart; starting the next one').length,
+  };
 }
 
 function rssKiB(pid: number): number {
@@ -206,6 +236,82 @@ describe.skipIf(!built)('vfiod serve --crash-recovery (processes)', () => {
       expect(fs.existsSync(path.join(dir, `starting${run}.sock`))).toBe(false);
     }
   });
+
+  it('a planned restart asked for the moment the holder starts its data plane waits until that data plane handles it', async () => {
+    // The holder sent SIGUSR2 at once, to a data plane still loading and without its handler: it died by the signal
+    // (a crash to the holder), 10 runs in 10; with no controller attached before, the restart was never answered, and
+    // the restart's 120 s timer kept the holder running after its SIGTERM.
+    const outcomes: Array<Record<string, unknown>> = [];
+    for (let run = 0; run < 5; run++) {
+      const holderSocket = path.join(dir, `planned${run}.holder.sock`);
+      let asked: Promise<string> | undefined;
+      const args = ['--crash-recovery', '--holder-socket', holderSocket, '--socket', path.join(dir, `planned${run}.sock`), '--namespace', `file:${path.join(dir, 'planned.img')}?size=1M`];
+      const holder = start(args, (line) => {
+        if (line['msg'] === 'data plane started' && asked === undefined) asked = askRestart(holderSocket, 20_000);
+      });
+      const answer = await waitFor(() => asked, 'the restart request');
+      outcomes.push(plannedOutcome(holder, await answer));
+      holder.process.kill('SIGTERM');
+      expect(await holder.exited).toBe(0);
+    }
+    console.log('planned restart at the first data plane\'s start:', JSON.stringify(outcomes));
+    expect(outcomes).toEqual(Array.from({ length: 5 }, () => ({ answer: 'restarted', diedBySigusr2: 0, crashes: 0, checkpointed: 1 })));
+  }, 180_000);
+
+  it('a planned restart asked for the moment a standby takes over after a crash waits until it handles it', async () => {
+    // An activated standby has no SIGUSR2 handler until it serves: the holder's SIGUSR2 killed it (10 runs in 10),
+    // the holder counted a second crash, and still answered 'restarted'.
+    const outcomes: Array<Record<string, unknown>> = [];
+    for (let run = 0; run < 3; run++) {
+      const holderSocket = path.join(dir, `standby${run}.holder.sock`);
+      let armed = false;
+      let asked: Promise<string> | undefined;
+      const args = ['--crash-recovery', '--holder-socket', holderSocket, '--socket', path.join(dir, `standby${run}.sock`), '--namespace', `file:${path.join(dir, 'standby.img')}?size=1M`];
+      const holder = start(args, (line) => {
+        if (armed && line['msg'] === 'data plane started' && asked === undefined) asked = askRestart(holderSocket, 20_000);
+      });
+      const first = await servingDataPlane(holder, 0);
+      await waitFor(() => holder.with('standby data plane ready')[0], 'a standby', 30_000);
+      armed = true;
+      process.kill(first, 'SIGKILL');
+      const answer = await waitFor(() => asked, 'the restart request');
+      outcomes.push({ ...plannedOutcome(holder, await answer), fromStandby: holder.with('data plane started')[1]?.['standby'] });
+      holder.process.kill('SIGTERM');
+      expect(await holder.exited).toBe(0);
+    }
+    console.log('planned restart at a standby\'s activation:', JSON.stringify(outcomes));
+    // The one crash is the SIGKILL.
+    expect(outcomes).toEqual(Array.from({ length: 3 }, () => ({ answer: 'restarted', diedBySigusr2: 0, crashes: 1, checkpointed: 1, fromStandby: true })));
+  }, 180_000);
+
+  it('vfiod daemon --crash-recovery: a SIGHUP the moment the holder starts its data plane restarts it planned, not by a crash', async () => {
+    // The daemon sets its SIGUSR2 handler once its API serves: before, the holder's SIGUSR2 killed it (10 runs in 10).
+    // With no controller, nothing re-attaches to complete the restart: the holder's SIGTERM must not wait for it.
+    const host = standardHost();
+    const outcomes: Array<Record<string, unknown>> = [];
+    try {
+      for (let run = 0; run < 5; run++) {
+        const args = ['--crash-recovery', '--socket', path.join(dir, `daemon${run}.sock`), '--state-dir', path.join(dir, `state${run}`),
+          '--sysfs-root', host.roots.sysfs, '--dev-root', host.roots.dev, '--proc-root', host.roots.proc];
+        let asked = false;
+        const holder = start(args, (line) => {
+          if (line['msg'] === 'data plane started' && !asked) {
+            asked = true;
+            holder.process.kill('SIGHUP');
+          }
+        }, 'daemon');
+        await waitFor(() => holder.with('data plane checkpointed for a planned restart; starting the next one')[0] ?? holder.with('data plane exited')[0], 'the restart', 30_000);
+        await waitFor(() => holder.with('data plane started')[1], 'the next data plane', 30_000);
+        outcomes.push(plannedOutcome(holder, 'none (SIGHUP)'));
+        holder.process.kill('SIGTERM');
+        expect(await holder.exited).toBe(0);
+      }
+    } finally {
+      host.cleanup();
+    }
+    console.log('SIGHUP at the daemon data plane\'s start:', JSON.stringify(outcomes));
+    expect(outcomes).toEqual(Array.from({ length: 5 }, () => ({ answer: 'none (SIGHUP)', diedBySigusr2: 0, crashes: 0, checkpointed: 1 })));
+  }, 180_000);
 
   it('backs off after 5 restarts within 10 s', async () => {
     const socket = path.join(dir, 'b.sock');
