@@ -4,6 +4,7 @@
  * would restart it after a crash, and an orphan serving on would outlive what supervises it.
  */
 import { rootLogger } from '../util/log.js';
+import type { DataPlaneToHolder } from './holder-protocol.js';
 
 export function stopWithHolder(): void {
   const channel = process.channel;
@@ -17,16 +18,21 @@ export function stopWithHolder(): void {
   });
 }
 
+/** Sends `message` to the holder; nothing when this process has no holder, or it is gone. */
+export function tellHolder(message: DataPlaneToHolder): void {
+  try {
+    process.send?.(message);
+  } catch {
+    // the holder is gone; stopWithHolder stops this process
+  }
+}
+
 /**
  * Tells the holder that this data plane catches SIGTERM and SIGINT now (catchEarlySignals or its handlers): before
  * that the holder's SIGTERM would kill it by the default action, so the holder holds a stop back until this comes.
  */
 export function tellHolderSignalsAreCaught(): void {
-  try {
-    process.send?.({ type: 'signals-caught' });
-  } catch {
-    // the holder is gone; stopWithHolder stops this process
-  }
+  tellHolder({ type: 'signals-caught' });
 }
 
 /**
@@ -35,9 +41,5 @@ export function tellHolderSignalsAreCaught(): void {
  * holds a planned restart back until this comes.
  */
 export function tellHolderRestartIsHandled(): void {
-  try {
-    process.send?.({ type: 'restart-ready' });
-  } catch {
-    // the holder is gone; stopWithHolder stops this process
-  }
+  tellHolder({ type: 'restart-ready' });
 }

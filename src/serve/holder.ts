@@ -39,7 +39,7 @@ import { rootLogger, type Logger } from '../util/log.js';
 import { catchEarlySignals } from '../util/early-signals.js';
 import { clearStaleSocket, removeOwnSocket, socketIdentity, type SocketIdentity } from '../util/socket-path.js';
 import { HandoverChannel, type HandoverMessage } from './handover-channel.js';
-import { HOLDER_PROTOCOL, RESTART_EXIT_CODE } from './holder-protocol.js';
+import { type DataPlaneToHolder, HOLDER_PROTOCOL, type HolderToDataPlane, RESTART_EXIT_CODE } from './holder-protocol.js';
 import { notifyReady, notifyReloading, notifyStatus, notifyStopping, startWatchdog } from '../util/sd-notify.js';
 import { makeDirectory } from '../util/make-directory.js';
 
@@ -472,7 +472,7 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
       // IPC: the data plane stops when the holder is gone (its channel disconnects), so it never runs unprotected.
       const proc = spawn(process.execPath, argv, { stdio: ['inherit', 'inherit', 'inherit', 'ipc'] });
       proc.channel?.unref();
-      proc.on('message', (message: { type?: string; status?: string }) => {
+      proc.on('message', (message: Partial<DataPlaneToHolder> | undefined) => {
         if (message?.type === 'serving' && proc === child) notifyReady(`data plane pid ${proc.pid}: ${String(message.status ?? 'serving')}`);
         if (message?.type === 'signals-caught') {
           catchingSignals.add(proc);
@@ -519,7 +519,7 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
         }
         const entry = { proc, ready: false, bin };
         standby = entry;
-        proc.on('message', (message: { type?: string }) => {
+        proc.on('message', (message: Partial<DataPlaneToHolder> | undefined) => {
           if (message?.type === 'standby-ready' && standby === entry) {
             entry.ready = true;
             log.info('standby data plane ready', { pid: proc.pid });
@@ -541,7 +541,7 @@ export async function runHolder(options: HolderRunOptions): Promise<number> {
         proc = warm.proc;
         child = proc;
         try {
-          proc.send({ type: 'activate' });
+          proc.send({ type: 'activate' } satisfies HolderToDataPlane);
         } catch (error) {
           log.error('cannot activate the standby data plane', { error: (error as Error).message });
           proc.kill('SIGKILL'); // its exit, as the data plane's, starts another

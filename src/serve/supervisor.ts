@@ -12,14 +12,14 @@ import type { ControllerSnapshot, MainToWorker, SwapToMain, UpgradeRequest, Work
 import { BackingSwapFailed, type BackingSwapHooks, type BackingSwapRequest, type ControllerHandoverState } from './controller.js';
 import type { MoveOutcome } from '../namespace/backing-swap.js';
 import { errorMessage } from '../util/errors.js';
-import { RESTART_EXIT_CODE } from './holder-protocol.js';
+import { type HolderToDataPlane, RESTART_EXIT_CODE } from './holder-protocol.js';
 import { notifyReady, notifyStopping, startWatchdog } from '../util/sd-notify.js';
 import { sleep } from '../util/sleep.js';
 import type { MetricsAddress } from '../metrics/address.js';
 import type { MetricsEndpoint } from '../metrics/endpoint.js';
 import type { ControllerSample } from '../metrics/exporter.js';
 import { catchEarlySignals, type EarlySignals } from '../util/early-signals.js';
-import { tellHolderRestartIsHandled, tellHolderSignalsAreCaught } from './data-plane.js';
+import { tellHolder, tellHolderRestartIsHandled, tellHolderSignalsAreCaught } from './data-plane.js';
 
 const SNAPSHOT_TIMEOUT_MS = 5_000;
 
@@ -333,11 +333,7 @@ async function reportUpgradeStatus(report: boolean | undefined, status: Record<s
  */
 export function announceServing(options: { dataPlane?: boolean }, status: string): void {
   if (options.dataPlane) {
-    try {
-      process.send?.({ type: 'serving', status });
-    } catch {
-      // the holder is gone; stopWithHolder stops this process
-    }
+    tellHolder({ type: 'serving', status });
     return;
   }
   notifyReady(status);
@@ -365,14 +361,14 @@ export async function waitForActivation(log: Logger, signalled: Promise<NodeJS.S
   const channel = process.channel;
   if (!channel || !process.send) throw new Error('--standby needs the holder\'s IPC channel');
   channel.ref();
-  let onMessage: (message: { type?: string }) => void = () => undefined;
+  let onMessage: (message: Partial<HolderToDataPlane> | undefined) => void = () => undefined;
   const activated = new Promise<undefined>((resolve) => {
     onMessage = (message) => {
       if (message?.type === 'activate') resolve(undefined);
     };
     process.on('message', onMessage);
   });
-  process.send({ type: 'standby-ready' });
+  tellHolder({ type: 'standby-ready' });
   log.info('standby: loaded, waiting for the holder');
   const signal = await Promise.race([activated, signalled]);
   process.off('message', onMessage);
