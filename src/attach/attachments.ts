@@ -22,7 +22,7 @@ import {
   type StaticConfigRequest, type StaticConfigResult, type StaticDevice,
 } from '../hypervisor/static-config.js';
 import type { HostFunctionFacts } from '../hypervisor/pci-window.js';
-import { checkVfioBackendChoice, resolveQemuVmBackends, resolveVfioBackend, type VfioBackend, type VfioBackendChoice, type VfioFacts } from '../hypervisor/vfio-backend.js';
+import { checkVfioBackendChoice, describeVfioBackend, resolveQemuVmBackends, resolveVfioBackend, type VfioBackend, type VfioBackendChoice, type VfioFacts } from '../hypervisor/vfio-backend.js';
 import { normalizeBdf } from '../util/pci-address.js';
 import { type AddedDevice, type AttachSource, commandNeverSent, type HypervisorAdapter, type HypervisorEndpoint, type HypervisorKind, type VmmVfioDevice } from '../hypervisor/types.js';
 import { errorMessage, VfiodError } from '../util/errors.js';
@@ -199,10 +199,6 @@ function addOutcomeUnknown(error: unknown): boolean {
   return error instanceof VfiodError ? error.code === 'DEADLINE_EXCEEDED' || error.code === 'INTERNAL' : true;
 }
 
-function describeVfioBackend(backend: VfioBackend): string {
-  return backend === 'iommufd' ? 'iommufd' : 'its VFIO group';
-}
-
 /**
  * A repeat attach of an attached PCI device is answered with the attachment only when it asks for the VFIO backend
  * the attachment has, or 'auto': answering a request for the other one with it would hide that the request was not
@@ -229,7 +225,7 @@ function refuseOtherVfioBackend(a: Attachment, requested: VfioBackendChoice, con
  * The VMM could not be reached or did not answer in time (as opposed to answering with an error): what comes next
  * over the same socket would fare no better.
  */
-function vmmUnreachable(error: unknown): boolean {
+function vmmNotReached(error: unknown): boolean {
   return error instanceof VfiodError && (error.code === 'UNAVAILABLE' || error.code === 'DEADLINE_EXCEEDED');
 }
 
@@ -635,7 +631,7 @@ export class AttachmentManager {
     try {
       devices = await adapter.listVfioDevices?.(timeoutMs);
     } catch (error) {
-      if (vmmUnreachable(error)) {
+      if (vmmNotReached(error)) {
         const e = withContext(error, context);
         throw new VfiodError(e.code, `${e.message}; nothing was changed`, { ...e.details, vmId, deviceId });
       }

@@ -37,6 +37,11 @@ export interface VfioFacts {
 export const QEMU_IOMMUFD_OBJECT_ID = 'vfiod-iommufd0';
 
 /** The sysfs path QEMU (sysfsdev=) and cloud-hypervisor (DeviceConfig.path) find a host function by. */
+/** How a device goes through `backend`, for messages: "iommufd" or "its VFIO group". */
+export function describeVfioBackend(backend: VfioBackend): string {
+  return backend === 'iommufd' ? 'iommufd' : 'its VFIO group';
+}
+
 export function hostSysfsPath(bdf: string): string {
   return `/sys/bus/pci/devices/${bdf}`;
 }
@@ -122,7 +127,7 @@ export function resolveQemuVmBackends(functions: BackendRequest[], existing: { b
       const others = existing ? existing.ids : functions.filter((o) => alone.get(o.id) === target).map((o) => o.id);
       throw new VfiodError(
         'FAILED_PRECONDITION',
-        `${context}: ${f.id} (${f.bdf}) would go through ${backend === 'iommufd' ? 'iommufd' : 'its VFIO group'} while ${others.join(', ')} ${others.length > 1 ? 'go' : 'goes'} through ` +
+        `${context}: ${f.id} (${f.bdf}) would go through ${describeVfioBackend(backend)} while ${others.join(', ')} ${others.length > 1 ? 'go' : 'goes'} through ` +
           `${target === 'iommufd' ? 'iommufd' : 'the group'}: QEMU cannot have VFIO devices on both in one VM (QEMU 11.1.3 aborts); give them the same vfio backend`,
         { reason: 'VFIO_BACKENDS_MIXED', bdf: f.bdf },
       );
