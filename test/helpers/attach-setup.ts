@@ -11,7 +11,8 @@ import { ClaimStore } from '../../src/devices/claims.js';
 import { DeviceManager } from '../../src/devices/manager.js';
 import { temporaryDir } from './common.js';
 import { type FakeHost, standardHost } from './fake-sysfs.js';
-import type { ScriptedQmp } from './scripted-qmp.js';
+import type { HypervisorEndpoint } from '../../src/hypervisor/types.js';
+import { fakeQemuVm, scriptedQmp, type ScriptedQmp } from './scripted-qmp.js';
 
 export interface AttachSetup {
   host: FakeHost;
@@ -34,4 +35,11 @@ export async function closeAttachSetup(setup: AttachSetup, qmp: ScriptedQmp | un
   setup.claims.close();
   setup.host.cleanup();
   rmSync(setup.dir, { recursive: true, force: true });
+}
+
+/** A QEMU VM q1 with two free root ports (fakeQemuVm) behind a scripted QMP socket in `dir`. */
+export async function scriptedQemuVm(dir: string): Promise<{ endpoint: HypervisorEndpoint; qmp: ScriptedQmp }> {
+  const qmpSocket = path.join(dir, 'q1.qmp');
+  const qmp = await scriptedQmp(qmpSocket, fakeQemuVm({ rootPorts: ['rp1', 'rp2'] }).reply);
+  return { endpoint: { hypervisor: 'qemu', qmpSocket }, qmp };
 }

@@ -10,10 +10,10 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 import type { AttachmentManager, HypervisorEndpoint } from '../../../src/attach/attachments.js';
 import type { ClaimStore } from '../../../src/devices/claims.js';
-import { closeAttachSetup, newAttachSetup } from '../../helpers/attach-setup.js';
+import { closeAttachSetup, newAttachSetup, scriptedQemuVm } from '../../helpers/attach-setup.js';
 import { expectError } from '../../helpers/common.js';
 import type { FakeHost } from '../../helpers/fake-sysfs.js';
-import { fakeQemuVm, scriptedQmp, type ScriptedQmp } from '../../helpers/scripted-qmp.js';
+import type { ScriptedQmp } from '../../helpers/scripted-qmp.js';
 
 /** On nvme: prepare would rebind it to vfio-pci. */
 const VF1 = '0000:01:00.1';
@@ -35,9 +35,9 @@ afterEach(async () => {
 });
 
 async function qemuVm(): Promise<HypervisorEndpoint> {
-  const qmpSocket = path.join(dir, 'q1.qmp');
-  qmp = await scriptedQmp(qmpSocket, fakeQemuVm({ rootPorts: ['rp1', 'rp2'] }).reply);
-  return { hypervisor: 'qemu', qmpSocket };
+  const vm = await scriptedQemuVm(dir);
+  qmp = vm.qmp;
+  return vm.endpoint;
 }
 
 /** The sysfs writes that rebind a device (prepare, and release on rollback). */

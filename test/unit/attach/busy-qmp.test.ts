@@ -38,6 +38,11 @@ afterEach(async () => {
   qmp = undefined;
 });
 
+/** The attach every test here makes: VF1 to VM q1 as vf0, through the QMP socket at `qmpSocket`. */
+function attachVf1(qmpSocket: string): ReturnType<AttachmentManager['attach']> {
+  return manager.attach({ vmId: 'q1', endpoint: { hypervisor: 'qemu', qmpSocket }, source: { kind: 'pci', bdf: VF1 }, deviceId: 'vf0', timeoutMs: ATTACH_TIMEOUT_MS });
+}
+
 describe('QEMU: an attach against a QMP socket another client holds', () => {
   it('fails before prepare, naming the socket, within one attach timeout', async () => {
     const qmpSocket = path.join(dir, 'q1.qmp');
@@ -45,7 +50,7 @@ describe('QEMU: an attach against a QMP socket another client holds', () => {
     qmp = await scriptedQmp(qmpSocket, fakeQemuVm({ rootPorts: ['rp1'] }).reply, () => undefined);
     const started = performance.now();
     const e = await expectError(
-      manager.attach({ vmId: 'q1', endpoint: { hypervisor: 'qemu', qmpSocket }, source: { kind: 'pci', bdf: VF1 }, deviceId: 'vf0', timeoutMs: ATTACH_TIMEOUT_MS }),
+      attachVf1(qmpSocket),
       'DEADLINE_EXCEEDED',
       `attach PCI device ${VF1} to VM q1 as vf0: `,
       `QMP ${qmpSocket}`,
@@ -74,7 +79,7 @@ describe('QEMU: an attach against a QMP socket another client holds', () => {
     });
     const started = performance.now();
     const e = await expectError(
-      manager.attach({ vmId: 'q1', endpoint: { hypervisor: 'qemu', qmpSocket }, source: { kind: 'pci', bdf: VF1 }, deviceId: 'vf0', timeoutMs: ATTACH_TIMEOUT_MS }),
+      attachVf1(qmpSocket),
       'UNAVAILABLE',
       `attach PCI device ${VF1} to VM q1 as vf0: VM q1 (QMP ${qmpSocket}): QMP is busy: another client holds the socket and its listen queue is full (EAGAIN); nothing was changed`,
     );
@@ -88,7 +93,7 @@ describe('QEMU: an attach against a QMP socket another client holds', () => {
   it('a QMP socket that does not exist (the VM is not running) fails the same way, at once', async () => {
     const qmpSocket = path.join(dir, 'gone.qmp');
     const e = await expectError(
-      manager.attach({ vmId: 'q1', endpoint: { hypervisor: 'qemu', qmpSocket }, source: { kind: 'pci', bdf: VF1 }, deviceId: 'vf0', timeoutMs: ATTACH_TIMEOUT_MS }),
+      attachVf1(qmpSocket),
       'UNAVAILABLE',
       `attach PCI device ${VF1} to VM q1 as vf0: VM q1 (QMP ${qmpSocket}): the QMP socket does not exist`,
       /nothing was changed$/,
@@ -123,13 +128,12 @@ describe('QEMU: QMP taken by another client between the backend query and the ho
     qmp = await scriptedQmp(qmpSocket, fakeQemuVm({ rootPorts: ['rp1'] }).reply, greetFirst(1));
     const started = performance.now();
     const e = await expectError(
-      manager.attach({ vmId: 'q1', endpoint: { hypervisor: 'qemu', qmpSocket }, source: { kind: 'pci', bdf: VF1 }, deviceId: 'vf0', timeoutMs: ATTACH_TIMEOUT_MS }),
+      attachVf1(qmpSocket),
       'DEADLINE_EXCEEDED',
       `attach PCI device ${VF1} to VM q1 as vf0: `,
       `QMP ${qmpSocket}`,
       /no QMP greeting within 400 ms/,
       /; the add of vf0 never reached the VMM: VM q1 was not changed; rolled back: released 0000:01:00\.1 to its host driver$/,
-      /released 0000:01:00\.1 to its host driver/,
     );
     // one greeting timeout, no second wait (releaseWaitMs, 500 ms) for a device_del: 930-950 ms before, 435-500 ms now
     const elapsedMs = performance.now() - started;
@@ -151,7 +155,7 @@ describe('QEMU: QMP taken by another client between the backend query and the ho
     qmp = await scriptedQmp(qmpSocket, (command, args, id, socket) => (command === 'device_add' ? undefined : vm.reply(command, args, id, socket)), greetFirst(2));
     const started = performance.now();
     const e = await expectError(
-      manager.attach({ vmId: 'q1', endpoint: { hypervisor: 'qemu', qmpSocket }, source: { kind: 'pci', bdf: VF1 }, deviceId: 'vf0', timeoutMs: ATTACH_TIMEOUT_MS }),
+      attachVf1(qmpSocket),
       'DEADLINE_EXCEEDED',
       `attach PCI device ${VF1} to VM q1 as vf0: device_add vf0: VM q1 (QMP ${qmpSocket}): no answer within 400 ms`,
       /rollback incomplete \(remove vf0: .*no QMP greeting within 500 ms/,

@@ -12,11 +12,11 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { AttachmentManager, HypervisorEndpoint } from '../../../src/attach/attachments.js';
 import type { ClaimStore } from '../../../src/devices/claims.js';
 import { statusDetailsOf } from '../../../src/daemon/status-details.js';
-import { closeAttachSetup, newAttachSetup } from '../../helpers/attach-setup.js';
+import { closeAttachSetup, newAttachSetup, scriptedQemuVm } from '../../helpers/attach-setup.js';
 import { expectError } from '../../helpers/common.js';
 import { type FakeCloudHypervisor, fakeChSocket, vfioHoldingFake } from '../../helpers/fake-cloud-hypervisor.js';
 import type { FakeHost } from '../../helpers/fake-sysfs.js';
-import { fakeQemuVm, scriptedQmp, type ScriptedQmp } from '../../helpers/scripted-qmp.js';
+import type { ScriptedQmp } from '../../helpers/scripted-qmp.js';
 
 /** On nvme: prepare rebinds it to vfio-pci. */
 const VF1 = '0000:01:00.1';
@@ -39,9 +39,9 @@ afterEach(async () => {
 });
 
 async function qemuVm(): Promise<HypervisorEndpoint> {
-  const qmpSocket = path.join(dir, 'q1.qmp');
-  qmp = await scriptedQmp(qmpSocket, fakeQemuVm({ rootPorts: ['rp1', 'rp2'] }).reply);
-  return { hypervisor: 'qemu', qmpSocket };
+  const vm = await scriptedQemuVm(dir);
+  qmp = vm.qmp;
+  return vm.endpoint;
 }
 
 /** A host with /dev/iommu and VFIO cdevs: VF1 gets vfio-dev/vfio3 once it is on vfio-pci. */
